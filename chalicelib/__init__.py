@@ -1,0 +1,1 @@
+"""Everything Chalice deploys besides app.py: HTTP blueprints, jobs, tables, repositories, adapters."""

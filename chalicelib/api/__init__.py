@@ -1,0 +1,1 @@
+"""HTTP blueprints; app.py registers them. Each route validates, calls one use case, shapes a reply."""

@@ -1,0 +1,98 @@
+"""Admin routes: clients and tokens. Every route needs ``X-Admin-Key``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from chalicelib import auth
+from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
+from chalicelib.api.views import client_view, iso
+from chalicelib.errors import GoneError
+from chalicelib.repositories import activity, clients
+from chalicelib.schemas.admin import ClientStatusRequest, CreateClientRequest, RegenerateTokenRequest
+
+bp = ApiBlueprint(__name__)
+
+
+def _request():
+    return bp.current_request
+
+
+@bp.route("/api/admin/clients/create", methods=["POST"])
+def create_client():
+    """Create a client; its token is in this response and nowhere else, ever."""
+    body = admin_request(_request(), CreateClientRequest)
+    now = utcnow()
+    token = auth.new_token()
+    expires = now + timedelta(days=body.token_ttl_days) if body.token_ttl_days else None
+    client = clients.create(client_id=f"cl-{uuid.uuid4().hex[:16]}", name=body.name,
+                            email=body.email, token_hash=auth.hash_secret(token),
+                            token_expires_at=expires,
+                            ondemand_discount_percent=body.ondemand_discount_percent, now=now)
+    activity.record_event("client_created", f"client {client.name} created", now,
+                          client_id=client.client_id)
+    return ok({**client_view(client), "client_token": token,
+               "warning": "store this token now: it is shown only once"}, status=201)
+
+
+@bp.route("/api/admin/clients", methods=["GET"])
+def list_clients():
+    """Clients in creation order, paginated (``limit``, ``next_token``)."""
+    admin_request(_request())
+    limit, token = page_params(_request())
+    page = clients.list_page(limit, token)
+    return ok({"clients": [client_view(c) for c in page.items], "next_token": page.next_token})
+
+
+@bp.route("/api/admin/clients/{client_id}/regenerate-token", methods=["POST"])
+def regenerate_token(client_id):
+    """Issue a new token; the old one stops working at once. Agents need the new one."""
+    body = admin_request(_request(), RegenerateTokenRequest)
+    client = clients.require(client_id)
+    now = utcnow()
+    token = auth.new_token()
+    expires = now + timedelta(days=body.token_ttl_days) if body.token_ttl_days else None
+    clients.replace_token(client, new_hash=auth.hash_secret(token), expires_at=expires, now=now)
+    activity.record_event("token_regenerated", f"token of {client.name} regenerated", now,
+                          severity="warning", client_id=client_id)
+    return ok({"client_id": client_id, "client_token": token, "token_expires_at": iso(expires),
+               "warning": "every agent of this client must be given the new token"})
+
+
+@bp.route("/api/admin/clients/{client_id}/token", methods=["GET"])
+def reveal_token(client_id):
+    """Legacy 'reveal token': impossible by design, tokens are stored only as hashes."""
+    admin_request(_request())
+    clients.require(client_id)
+    raise GoneError("tokens are stored only as hashes and cannot be revealed; "
+                    "use POST /api/admin/clients/{id}/regenerate-token", code="token_not_recoverable")
+
+
+@bp.route("/api/admin/clients/{client_id}", methods=["GET"])
+def get_client(client_id):
+    """One client (no token material)."""
+    admin_request(_request())
+    return ok(client_view(clients.require(client_id)))
+
+
+@bp.route("/api/admin/clients/{client_id}/status", methods=["POST"])
+def set_client_status(client_id):
+    """Activate or deactivate a client; an inactive client's token answers 403."""
+    body = admin_request(_request(), ClientStatusRequest)
+    client = clients.set_status(client_id, body.status)
+    activity.record_event("client_status", f"client {client.name} is {body.status}", utcnow(),
+                          severity="warning", client_id=client_id)
+    return ok(client_view(client))
+
+
+@bp.route("/api/admin/activity", methods=["GET"])
+def recent_activity():
+    """The last system events (audit log), newest first."""
+    admin_request(_request())
+    limit, _ = page_params(_request())
+    events = activity.recent_events(utcnow(), limit=limit)
+    return ok({"events": [{"event_type": e.event_type, "severity": e.severity, "message": e.message,
+                           "client_id": e.client_id, "agent_id": e.agent_id,
+                           "instance_id": e.instance_id, "created_at": iso(e.created_at)}
+                          for e in events]})

@@ -1,0 +1,296 @@
+"""Agent protocol routes (LEGACY.md §2.2, PRODUCT.md §4): same paths and fields as the legacy agent."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from decimal import Decimal
+
+from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
+from components.calculations import switch_impact
+from components.command_tracker import deliver, report_result
+from components.data_valve import PricePoint, validate_ondemand_price, validate_spot_price
+from components.errors import ValidationError
+from components.pool_id import make_pool_id, parse_pool_id
+
+from chalicelib import bootstrap
+from chalicelib.api.common import ApiBlueprint, client_request, ok, utcnow
+from chalicelib.api.views import command_view, config_view, iso
+from chalicelib.errors import InvalidInputError, NotFoundError
+from chalicelib.repositories import activity, agents, pools, switches
+from chalicelib.schemas.agents import (
+    CleanupReportRequest,
+    ExecutedRequest,
+    HeartbeatRequest,
+    LegacyExecutedRequest,
+    PricingReportRequest,
+    RegisterRequest,
+    SwitchReportRequest,
+    TerminationRequest,
+)
+from chalicelib.settings import get_settings
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.pools import PricingReportTable
+from chalicelib.tables.switches import SwitchTable
+
+bp = ApiBlueprint(__name__)
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_REPORT_AGE = timedelta(days=1)
+
+
+def _request():
+    return bp.current_request
+
+
+@bp.route("/api/agents/register", methods=["POST"])
+def register():
+    """Create or update the agent of (client, logical_agent_id); answer with its config."""
+    client, body = client_request(_request(), RegisterRequest)
+    make_pool_id(body.instance_type, body.az)  # validates both (400 with field)
+    reg = Registration(
+        client_id=client.client_id,
+        logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or body.instance_id),
+        instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
+        az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
+        mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+    now = utcnow()
+    agent, plan = agents.register(client, reg, now)
+    activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
+                          now, client_id=client.client_id, agent_id=agent.agent_id,
+                          instance_id=reg.instance_id, metadata={"action": plan.action.value})
+    return ok({"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
+               "action": plan.action.value, "config": config_view(agent)})
+
+
+@bp.route("/api/agents/{agent_id}/heartbeat", methods=["POST"])
+def heartbeat(agent_id):
+    """Liveness plus everything the agent needs for this cycle: pending commands, config version."""
+    client, body = client_request(_request(), HeartbeatRequest)
+    agent = agents.require(client.client_id, agent_id)
+    if body.instance_type and body.az:
+        make_pool_id(body.instance_type, body.az)
+    now = utcnow()
+    mode = normalize_mode(body.mode).value if body.mode else None
+    updated = agents.heartbeat(agent, status=body.status, instance_id=body.instance_id,
+                               instance_type=body.instance_type, mode=mode, az=body.az, now=now)
+    commands = []
+    if body.status == "online" and updated.config.get("enabled", True):
+        commands = deliver(bootstrap.command_store(), agent.agent_id, now=now,
+                           policy=bootstrap.lease_policy())
+    if agent.status != updated.status and "offline" in (agent.status, updated.status):
+        activity.notify(client.client_id, "agent_status",
+                        f"agent {agent.logical_agent_id} is now {updated.status}", now,
+                        agent_id=agent.agent_id)
+    return ok({"success": True, "status": updated.status, "config_version": updated.config_version,
+               "commands": [command_view(c) for c in commands], "server_time": iso(now)})
+
+
+@bp.route("/api/agents/{agent_id}/config", methods=["GET"])
+def config(agent_id):
+    """The agent's flags and thresholds (flat, legacy shape) with ``config_version``."""
+    client, _ = client_request(_request())
+    return ok(config_view(agents.require(client.client_id, agent_id)))
+
+
+@bp.route("/api/agents/{agent_id}/pending-commands", methods=["GET"])
+def pending_commands(agent_id):
+    """Commands to execute, highest priority first; each delivery takes (or keeps) a lease."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    commands = []
+    if agent.config.get("enabled", True):
+        commands = deliver(bootstrap.command_store(), agent.agent_id, now=utcnow(),
+                           policy=bootstrap.lease_policy())
+    return ok({"commands": [command_view(c) for c in commands]})
+
+
+def _result(client, agent_id: str, command_id: str, success: bool, message: str | None):
+    agent = agents.require(client.client_id, agent_id)
+    outcome = report_result(bootstrap.command_store(), agent.agent_id, command_id,
+                            success=success, message=message, now=utcnow())
+    return ok({"success": True, "replay": outcome.replay, "command": command_view(outcome.command)})
+
+
+@bp.route("/api/agents/{agent_id}/commands/{command_id}/executed", methods=["POST"])
+def command_executed(agent_id, command_id):
+    """The agent's result for a leased command (idempotent; late results answer 409)."""
+    client, body = client_request(_request(), ExecutedRequest)
+    return _result(client, agent_id, command_id, body.success, body.message)
+
+
+@bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"])
+def mark_command_executed(agent_id):
+    """The v3.2 agent's result call, which the legacy server never served."""
+    client, body = client_request(_request(), LegacyExecutedRequest)
+    return _result(client, agent_id, body.command_id, body.success, body.message)
+
+
+def _reported_points(body: PricingReportRequest, agent_id: str, ts):
+    points: dict[str, PricePoint] = {}
+    for i, pool in enumerate(body.pricing.spot_pools):
+        field = f"pricing.spot_pools.{i}"
+        try:
+            pool_id = pool.pool_id or make_pool_id(pool.instance_type, pool.az)
+            parse_pool_id(pool_id)
+        except ValidationError as exc:
+            raise InvalidInputError(str(exc), field=f"{field}.pool_id") from exc
+        price = validate_spot_price(pool.price, field=f"{field}.price")
+        points.setdefault(pool_id, PricePoint(pool_id=pool_id, ts=ts, price=price,
+                                              source_agent_id=agent_id))
+    return points
+
+
+@bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"])
+def pricing_report(agent_id):
+    """Spot prices of every AZ for the agent's type, through the data valve into the price store."""
+    client, body = client_request(_request(), PricingReportRequest)
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    ts = body.pricing.collected_at or now
+    if not now - MAX_REPORT_AGE <= ts <= now + MAX_CLOCK_SKEW:
+        raise InvalidInputError("collected_at is too far from the server clock",
+                                field="pricing.collected_at")
+    ondemand = None
+    if body.pricing.on_demand_price is not None:
+        ondemand = validate_ondemand_price(body.pricing.on_demand_price, field="pricing.on_demand_price")
+    current = None
+    if body.pricing.current_spot_price is not None:
+        current = validate_spot_price(body.pricing.current_spot_price, field="pricing.current_spot_price")
+    points = _reported_points(body, agent.agent_id, ts)
+    own_type = body.instance.instance_type or agent.instance_type
+    od_by_pool = {pid: ondemand for pid in points if parse_pool_id(pid)[0] == own_type}
+    admissions = pools.admit_points(list(points.values()), od_by_pool, now) if points else {}
+    cheapest = body.pricing.cheapest_pool
+    pools.save_report(PricingReportTable(
+        agent.agent_id, now, client_id=client.client_id, instance_id=body.instance.instance_id,
+        instance_type=own_type, region=body.instance.region or agent.region,
+        az=body.instance.az or agent.az, mode=body.instance.mode, pool_id=body.instance.pool_id,
+        on_demand_price=ondemand, current_spot_price=current,
+        cheapest_pool_id=cheapest.pool_id if cheapest else None,
+        cheapest_price=cheapest.price if cheapest else None,
+        pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
+        collected_at=ts), now, get_settings().report_retention_days)
+    agents.touch_pricing(agent, now)
+    outcomes = [a.outcome for a in admissions.values()]
+    return ok({"success": True, "pools": len(admissions),
+               "points_written": sum(len(a.upserts) for a in admissions.values()),
+               "averaged": outcomes.count("averaged"),
+               "duplicates": outcomes.count("exact_duplicate"),
+               "interpolated": sum(a.filled for a in admissions.values())})
+
+
+def _switch_id(agent_id: str, new_instance_id: str) -> str:
+    return "sw-" + hashlib.sha256(f"{agent_id}\x00{new_instance_id}".encode()).hexdigest()[:20]
+
+
+def _decimal(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+@bp.route("/api/agents/{agent_id}/switch-report", methods=["POST"])
+def switch_report(agent_id):
+    """Record a completed switch with its real prices, timings and hourly savings impact."""
+    client, body = client_request(_request(), SwitchReportRequest)
+    agent = agents.require(client.client_id, agent_id)
+    if body.command_id and bootstrap.command_store().get(agent.agent_id, body.command_id) is None:
+        raise NotFoundError("command not found", field="command_id")
+    old, new, prices, timing = body.old_instance, body.new_instance, body.prices, body.timing
+    for side, inst in (("old_instance", old), ("new_instance", new)):
+        if inst.instance_type and inst.az:
+            make_pool_id(inst.instance_type, inst.az)
+        if inst.pool_id:
+            try:
+                parse_pool_id(inst.pool_id)
+            except ValidationError as exc:
+                raise InvalidInputError(str(exc), field=f"{side}.pool_id") from exc
+    for name in ("on_demand", "old_spot", "new_spot"):
+        value = getattr(prices, name)
+        if value is not None:
+            (validate_ondemand_price if name == "on_demand" else validate_spot_price)(
+                value, field=f"prices.{name}")
+    old_mode = normalize_mode(old.mode or agent.current_mode).value
+    new_mode = normalize_mode(new.mode).value
+    impact = switch_impact(old_mode=old_mode, new_mode=new_mode,
+                           old_spot_price=_decimal(prices.old_spot),
+                           new_spot_price=_decimal(prices.new_spot),
+                           ondemand_price=_decimal(prices.on_demand))
+    now = utcnow()
+    initiated = (timing.switch_initiated_at or timing.new_instance_launched_at
+                 or timing.new_instance_ready_at)
+    switch_id = _switch_id(agent.agent_id, new.instance_id)
+    new_pool = new.pool_id or (make_pool_id(new.instance_type, new.az)
+                               if new.instance_type and new.az else None)
+    duration = ((timing.new_instance_ready_at - initiated).total_seconds()
+                if timing.new_instance_ready_at else None)
+    row = SwitchTable(
+        client.client_id, switches.switch_key(initiated, switch_id), switch_id=switch_id,
+        agent_id=agent.agent_id, command_id=body.command_id, trigger=body.trigger,
+        old_instance_id=old.instance_id or agent.instance_id,
+        old_instance_type=old.instance_type or agent.instance_type, old_az=old.az or agent.az,
+        old_mode=old_mode, old_pool_id=old.pool_id or agent.current_pool_id,
+        new_instance_id=new.instance_id, new_instance_type=new.instance_type, new_az=new.az,
+        new_mode=new_mode, new_pool_id=new_pool, new_ami_id=new.ami_id,
+        on_demand_price=prices.on_demand, old_price=impact.old_price, new_price=impact.new_price,
+        hourly_savings=impact.hourly_savings, monthly_savings=impact.monthly_savings,
+        initiated_at=initiated, launched_at=timing.new_instance_launched_at,
+        ready_at=timing.new_instance_ready_at, traffic_switched_at=timing.traffic_switched_at,
+        old_terminated_at=timing.old_instance_terminated_at, total_duration_seconds=duration,
+        snapshot_used=body.snapshot.used, success=body.success, recorded_at=now)
+    new_instance = InstanceTable(
+        new.instance_id, client_id=client.client_id, agent_id=agent.agent_id,
+        instance_type=new.instance_type or agent.instance_type, region=new.region or agent.region,
+        az=new.az, ami_id=new.ami_id, mode=new_mode, pool_id=new_pool, role="primary",
+        spot_price=prices.new_spot if new_mode == "spot" else None,
+        ondemand_price=prices.on_demand, is_active=True, installed_at=initiated, updated_at=now,
+        last_switch_at=now)
+    # Legacy §9.2 #3: the old instance only counts as gone under auto-terminate with a termination time.
+    deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
+                  and timing.old_instance_terminated_at else None)
+    created = switches.record(row, agent_client_id=client.client_id, agent_id=agent.agent_id,
+                              new_instance=new_instance, deactivate_old=deactivate, now=now)
+    if created and impact.hourly_savings is not None:
+        activity.notify(client.client_id, "switch",
+                        f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
+                        f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    return ok({"success": True, "switch_id": switch_id, "duplicate": not created,
+               "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
+               "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings)})
+
+
+@bp.route("/api/agents/{agent_id}/termination", methods=["POST"])
+def termination(agent_id):
+    """The agent's host is being terminated: agent offline, instance inactive, client notified."""
+    client, body = client_request(_request(), TerminationRequest)
+    agent = agents.require(client.client_id, agent_id)
+    instance_id = body.instance_id or agent.instance_id
+    instance = agents.get_instance(client.client_id, instance_id) if instance_id else None
+    owned = instance is not None and instance.agent_id == agent.agent_id
+    if body.instance_id and not owned:
+        raise NotFoundError("instance not found", field="instance_id")
+    now = utcnow()
+    agents.mark_terminated(agent, instance_id if owned else None, now)
+    activity.notify(client.client_id, "termination",
+                    f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
+                    severity="warning", agent_id=agent.agent_id)
+    activity.record_event("agent_termination", body.reason or "agent reported termination", now,
+                          severity="warning", client_id=client.client_id, agent_id=agent.agent_id,
+                          instance_id=instance_id,
+                          metadata={"termination_time": iso(body.termination_time)})
+    return ok({"success": True, "agent_id": agent.agent_id, "status": "offline"})
+
+
+@bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"])
+def cleanup_report(agent_id):
+    """Log the agent's AMI/snapshot cleanup (legacy ``cleanup_logs``)."""
+    client, body = client_request(_request(), CleanupReportRequest)
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    failed = len(body.snapshots.failed) + len(body.amis.failed)
+    activity.record_event(
+        "cleanup_report", f"{agent.logical_agent_id} cleaned {len(body.snapshots.deleted)} snapshots "
+        f"and {len(body.amis.deleted_amis)} AMIs", now, client_id=client.client_id,
+        agent_id=agent.agent_id, severity="warning" if failed else "info",
+        metadata=body.model_dump(mode="json"))
+    return ok({"success": True, "deleted_snapshots": len(body.snapshots.deleted),
+               "deleted_amis": len(body.amis.deleted_amis), "failed_count": failed})

@@ -1,0 +1,90 @@
+"""Client (customer) routes: everything is scoped to the token's client."""
+
+from __future__ import annotations
+
+import uuid
+
+from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
+from components.pool_id import parse_pool_id
+
+from chalicelib import bootstrap
+from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.views import command_view, iso
+from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.repositories import activity, agents
+from chalicelib.schemas.clients import ForceSwitchRequest
+
+bp = ApiBlueprint(__name__)
+
+
+def _request():
+    return bp.current_request
+
+
+def new_command_id(now) -> str:
+    """Command ids start with their creation time, so an agent's commands sort by age."""
+    return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+@bp.route("/api/client/validate", methods=["GET"])
+def validate_token():
+    """Check a token (dashboard login)."""
+    client, _ = client_request(_request())
+    return ok({"valid": True, "client_id": client.client_id, "name": client.name})
+
+
+@bp.route("/api/client/instances/{instance_id}/force-switch", methods=["POST"])
+def force_switch(instance_id):
+    """Queue a manual switch (priority MANUAL_OVERRIDE = 75, legacy defect fixed) for an instance."""
+    client, body = client_request(_request(), ForceSwitchRequest)
+    instance = agents.get_instance(client.client_id, instance_id)
+    if instance is None:
+        raise NotFoundError("instance not found", field="instance_id")
+    if not instance.is_active:
+        raise ConflictError("instance is not active", field="instance_id", code="instance_inactive")
+    agent = agents.require(client.client_id, instance.agent_id)
+    if body.pool_id:
+        parse_pool_id(body.pool_id)
+    now = utcnow()
+    wait = int(agent.config.get("terminate_wait_seconds", 0)) if agent.config.get(
+        "auto_terminate_enabled") else 0
+    command = new_command(
+        command_id=new_command_id(now), client_id=client.client_id, agent_id=agent.agent_id,
+        command_type=CommandType.SWITCH, priority=CommandPriority.MANUAL_OVERRIDE, now=now,
+        target_mode="ondemand" if body.target == "ondemand" else "spot",
+        target_pool_id=body.pool_id if body.target != "ondemand" else None,
+        instance_id=instance_id, terminate_wait_seconds=wait, trigger="manual_ui",
+        created_by="client", policy=bootstrap.lease_policy())
+    enqueue(bootstrap.command_store(), command)
+    activity.record_event("force_switch", f"manual switch queued for {instance_id}", now,
+                          client_id=client.client_id, agent_id=agent.agent_id,
+                          instance_id=instance_id, metadata={"command_id": command.command_id})
+    return ok({"success": True, "command": command_view(command)}, status=201)
+
+
+@bp.route("/api/notifications", methods=["GET"])
+def notifications():
+    """The client's notifications, newest first (``unread=true`` to filter)."""
+    client, _ = client_request(_request())
+    limit, token = page_params(_request())
+    unread = (_request().query_params or {}).get("unread") == "true"
+    page = activity.notifications_page(client.client_id, limit, token, unread_only=unread)
+    return ok({"notifications": [
+        {"id": n.notification_id, "kind": n.kind, "severity": n.severity, "message": n.message,
+         "agent_id": n.agent_id, "is_read": n.is_read, "created_at": iso(n.created_at)}
+        for n in page.items], "next_token": page.next_token})
+
+
+@bp.route("/api/notifications/{notification_id}/mark-read", methods=["POST"])
+def mark_read(notification_id):
+    """Mark one of the caller's notifications read."""
+    client, _ = client_request(_request())
+    activity.mark_read(client.client_id, notification_id, utcnow())
+    return ok({"success": True})
+
+
+@bp.route("/api/notifications/mark-all-read", methods=["POST"])
+def mark_all_read():
+    """Mark all of the caller's notifications read (never another client's)."""
+    client, _ = client_request(_request())
+    return ok({"success": True, "updated": activity.mark_all_read(client.client_id, utcnow())})

@@ -1,0 +1,121 @@
+"""Plumbing every route shares: error rendering, body limits, JSON parsing, pagination.
+
+``ApiBlueprint.route`` wraps each view so that domain, validation and storage errors become the
+JSON error shape (chalicelib.errors) instead of Chalice's generic 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from chalice import Blueprint, Response
+from pydantic import BaseModel
+
+from chalicelib import auth
+from chalicelib.errors import (
+    BadRequestError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    error_response,
+    translate,
+)
+from chalicelib.observability import logger
+from chalicelib.repositories.clients import ClientRecord
+from chalicelib.settings import get_settings
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def utcnow() -> datetime:
+    """The request's clock (one place to read it)."""
+    return datetime.now(timezone.utc)
+
+
+def _guarded(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated or logged below, never swallowed
+            error = translate(exc)
+            if error is None:
+                logger.exception("unhandled error")
+                raise
+            return error_response(error)
+
+    return wrapper
+
+
+class ApiBlueprint(Blueprint):
+    """A Blueprint whose routes answer every client mistake with a JSON 4xx."""
+
+    def route(self, path: str, **kwargs: Any):
+        register = super().route(path, **kwargs)
+
+        def decorator(view):
+            register(_guarded(view))
+            return view
+
+        return decorator
+
+
+def raw_json(request) -> dict[str, Any]:
+    """The request body as a JSON object; {} when empty. 413 when over the size limit."""
+    raw = request.raw_body or b""
+    limit = get_settings().max_body_bytes
+    declared = (request.headers or {}).get("content-length")
+    if len(raw) > limit or (declared and declared.isdigit() and int(declared) > limit):
+        raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("request body is not valid JSON", code="malformed_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    return body
+
+
+def validate(schema: type[SchemaT], body: dict[str, Any]) -> SchemaT:
+    """Validate a body against its pydantic schema (pydantic errors become 400 with a field)."""
+    return schema.model_validate(body)
+
+
+def client_request(request, schema: type[SchemaT] | None = None) -> tuple[ClientRecord, SchemaT | dict]:
+    """Authenticate a client call (Bearer or legacy body token), then validate its body."""
+    body = raw_json(request)
+    client = auth.authenticate(request.headers, body)
+    if schema is None:
+        return client, body
+    return client, validate(schema, body)
+
+
+def admin_request(request, schema: type[SchemaT] | None = None) -> SchemaT | dict:
+    """Check the admin key, then validate the body."""
+    auth.require_admin(request.headers)
+    body = raw_json(request)
+    return body if schema is None else validate(schema, body)
+
+
+def page_params(request) -> tuple[int, str | None]:
+    """``limit`` (1..max, default from settings) and ``next_token`` from the query string."""
+    params = request.query_params or {}
+    settings = get_settings()
+    raw_limit = params.get("limit")
+    if raw_limit is None:
+        limit = settings.default_page_size
+    elif not raw_limit.isdigit() or not 1 <= int(raw_limit) <= settings.max_page_size:
+        raise InvalidInputError(f"limit must be an integer from 1 to {settings.max_page_size}",
+                                field="limit")
+    else:
+        limit = int(raw_limit)
+    return limit, params.get("next_token")
+
+
+def ok(body: Any, status: int = 200) -> Response:
+    """A JSON response."""
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})

@@ -1,0 +1,65 @@
+"""Response shapes shared by several blueprints (one place per resource)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from components.command_tracker import Command
+
+from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.clients import ClientRecord
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 UTC text, or None."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def command_view(cmd: Command) -> dict[str, Any]:
+    """The command shape agents expect (legacy fields plus lease information)."""
+    return {
+        "id": cmd.command_id,
+        "command_id": cmd.command_id,
+        "command_type": cmd.command_type.value,
+        "instance_id": cmd.instance_id,
+        "target_mode": cmd.target_mode,
+        "target_pool_id": cmd.target_pool_id,
+        "priority": cmd.priority,
+        "terminate_wait_seconds": cmd.terminate_wait_seconds,
+        "status": cmd.status.value,
+        "attempts": cmd.attempts,
+        "created_at": iso(cmd.created_at),
+        "lease_expires_at": iso(cmd.lease_expires_at),
+        "trigger": cmd.trigger,
+        "success": cmd.success,
+        "message": cmd.message,
+    }
+
+
+def config_view(agent: AgentRecord) -> dict[str, Any]:
+    """Flat agent configuration (legacy GET config shape) plus its version."""
+    return {"agent_id": agent.agent_id, **agent.config, "config_version": agent.config_version}
+
+
+def agent_view(agent: AgentRecord) -> dict[str, Any]:
+    """An agent for dashboards."""
+    return {
+        "agent_id": agent.agent_id, "logical_agent_id": agent.logical_agent_id,
+        "status": agent.status, "instance_id": agent.instance_id,
+        "instance_type": agent.instance_type, "region": agent.region, "az": agent.az,
+        "current_mode": agent.current_mode, "current_pool_id": agent.current_pool_id,
+        "hostname": agent.hostname, "agent_version": agent.agent_version,
+        "last_heartbeat_at": iso(agent.last_heartbeat_at), "registered_at": iso(agent.registered_at),
+        "config": config_view(agent),
+    }
+
+
+def client_view(client: ClientRecord) -> dict[str, Any]:
+    """A client for admins: never the token or its hash."""
+    return {
+        "client_id": client.client_id, "name": client.name, "email": client.email,
+        "status": client.status, "created_at": iso(client.created_at),
+        "token_expires_at": iso(client.token_expires_at),
+        "ondemand_discount_percent": client.ondemand_discount_percent,
+    }

@@ -1,0 +1,131 @@
+"""HTTP errors and the one table that maps exception *types* to status codes.
+
+Every error leaves the API as ``{"error": CODE, "message": TEXT, "field": PATH?}``. Anything a client
+can send ends in a 4xx; only our own faults (or AWS outages) produce a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+from chalice import Response
+from pydantic import ValidationError as PydanticValidationError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
+
+from components.command_tracker.errors import (
+    CommandConflictError,
+    CommandNotFoundError,
+    IllegalTransitionError,
+    LeaseExpiredError,
+)
+from components.errors import DomainError, ValidationError
+
+THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status; raise it anywhere in a handler."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        if code:
+            self.code = code
+
+
+class BadRequestError(ApiError):
+    status, code = 400, "bad_request"
+
+
+class InvalidInputError(ApiError):
+    status, code = 400, "validation_error"
+
+
+class UnauthorizedError(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFoundError(ApiError):
+    status, code = 404, "not_found"
+
+
+class ConflictError(ApiError):
+    status, code = 409, "conflict"
+
+
+class GoneError(ApiError):
+    status, code = 410, "gone"
+
+
+class PayloadTooLargeError(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ServiceUnavailableError(ApiError):
+    status, code = 503, "service_unavailable"
+
+
+def _pydantic_field(exc: PydanticValidationError) -> tuple[str | None, str]:
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first.get("loc", ())) or None
+    return field, first.get("msg", "invalid value")
+
+
+def _client_error_code(exc: BaseException) -> str | None:
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    if isinstance(cause, ClientError):
+        return cause.response.get("Error", {}).get("Code")
+    return getattr(exc, "cause_response_code", None)
+
+
+def translate(exc: BaseException) -> ApiError | None:
+    """Map a domain, validation or storage exception to an ApiError (None: a real server fault)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PydanticValidationError):
+        field, msg = _pydantic_field(exc)
+        return InvalidInputError(msg, field=field)
+    if isinstance(exc, CommandNotFoundError):
+        return NotFoundError(str(exc) or "command not found", field="command_id")
+    if isinstance(exc, LeaseExpiredError):
+        return ConflictError(str(exc) or "the command's lease expired", code="lease_expired")
+    if isinstance(exc, (IllegalTransitionError, CommandConflictError)):
+        return ConflictError(str(exc) or "illegal state transition", code="illegal_transition")
+    if isinstance(exc, ValidationError):
+        return InvalidInputError(str(exc), field=getattr(exc, "field", None))
+    if isinstance(exc, DomainError):
+        return ConflictError(str(exc))
+    code = _client_error_code(exc)
+    if code in THROTTLING_CODES:
+        return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",
+                                       headers={"Retry-After": "1"})
+    if isinstance(exc, TransactWriteError) and code == "TransactionCanceledException":
+        return ConflictError("the resource changed concurrently, retry", code="conflict")
+    return None
+
+
+def error_response(error: ApiError) -> Response:
+    """Render an ApiError in the product's JSON error shape."""
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    if error.field:
+        body["field"] = error.field
+    headers = {"Content-Type": "application/json", **error.headers}
+    return Response(body=json.dumps(body), status_code=error.status, headers=headers)

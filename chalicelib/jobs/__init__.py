@@ -1,0 +1,1 @@
+"""Scheduled jobs; app.py wires each to its schedule."""

@@ -1,0 +1,52 @@
+"""Every minute: expire command leases and move silent agents online → degraded → offline.
+
+Both sweeps read sparse indexes (no scans) and change state with conditional writes, so two
+overlapping runs cannot double-apply a transition.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from components.command_tracker import CommandStatus, sweep_expired
+from components.sentinel import HealthState, HealthThresholds, classify_heartbeat
+
+from chalicelib import bootstrap
+from chalicelib.observability import logger
+from chalicelib.repositories import activity, agents
+
+
+def expire_leases(now: datetime) -> dict[str, int]:
+    """Commands with no result before their lease deadline: retried or timed out (notified)."""
+    store = bootstrap.command_store()
+    changed = sweep_expired(store, list(store.expired_leases(now)), now=now)
+    timed_out = [c for c in changed if c.status is CommandStatus.TIMED_OUT]
+    for cmd in timed_out:
+        activity.notify(cmd.client_id, "command_timed_out",
+                        f"command {cmd.command_id} ({cmd.command_type.value}) got no result after "
+                        f"{cmd.attempts} attempts", now, severity="warning", agent_id=cmd.agent_id)
+    return {"requeued": len(changed) - len(timed_out), "timed_out": len(timed_out)}
+
+
+def update_liveness(now: datetime, thresholds: HealthThresholds = HealthThresholds()) -> dict[str, int]:
+    """Degrade or take offline the live agents whose heartbeat is too old."""
+    counts = {"degraded": 0, "offline": 0}
+    cutoff = now - timedelta(seconds=thresholds.degraded_after_s)
+    for key in agents.silent_live_agents(cutoff):
+        state = classify_heartbeat(key.last_heartbeat_at, now, thresholds)
+        if state is HealthState.ONLINE or state.value == key.status:
+            continue
+        if agents.set_liveness(key, state.value, now):
+            counts[state.value] += 1
+            if state is HealthState.OFFLINE:
+                activity.notify(key.client_id, "agent_status",
+                                f"agent {key.logical_agent_id} is offline (no heartbeat)", now,
+                                severity="warning", agent_id=key.agent_id)
+    return counts
+
+
+def run(now: datetime) -> dict[str, dict[str, int]]:
+    """One monitor cycle; returns what changed (logged and returned to the scheduler)."""
+    result = {"leases": expire_leases(now), "agents": update_liveness(now)}
+    logger.info("health monitor cycle", extra=result)
+    return result

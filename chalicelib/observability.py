@@ -1,0 +1,53 @@
+"""Powertools Logger, Metrics and Tracer shared by every handler, plus the HTTP middleware.
+
+The middleware gives every request a correlation id (``X-Correlation-Id`` or API Gateway's request
+id), one structured access log line and EMF metrics, whatever the route.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from chalicelib.settings import APP_NAME
+
+logger = Logger(service=APP_NAME)
+metrics = Metrics(namespace="SpotOptimizer", service=APP_NAME)
+tracer = Tracer(service=APP_NAME)
+
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def _correlation_id(request) -> str:
+    headers = request.headers or {}
+    given = headers.get(CORRELATION_HEADER) or headers.get(CORRELATION_HEADER.lower())
+    if given and len(given) <= 128:
+        return given
+    return (request.context or {}).get("requestId") or uuid.uuid4().hex
+
+
+def http_middleware(event, get_response):
+    """Correlate, time, log and count one HTTP request."""
+    correlation_id = _correlation_id(event)
+    logger.set_correlation_id(correlation_id)
+    started = time.perf_counter()
+    response = get_response(event)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    route = (event.context or {}).get("resourcePath", event.path)
+    status = response.status_code
+    response.headers[CORRELATION_HEADER] = correlation_id
+    logger.info("request", extra={"method": event.method, "route": route, "status": status,
+                                  "latency_ms": round(elapsed_ms, 2)})
+    metrics.add_dimension(name="route", value=f"{event.method} {route}")
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    if status >= 500:
+        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+    elif status >= 400:
+        metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
+    metrics.flush_metrics()
+    metrics.clear_metrics()
+    return response

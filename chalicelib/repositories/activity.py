@@ -1,0 +1,86 @@
+"""System events (audit log) and client notifications."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib.errors import NotFoundError
+from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.settings import get_settings
+from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.system_events import SystemEventTable
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def record_event(event_type: str, message: str, now: datetime, *, severity: str = "info",
+                 client_id: str | None = None, agent_id: str | None = None,
+                 instance_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+    """Append one event to the day's partition of the audit log."""
+    SystemEventTable(
+        now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{uuid.uuid4().hex[:8]}", event_type=event_type,
+        severity=severity, message=message, client_id=client_id, agent_id=agent_id,
+        instance_id=instance_id, metadata=metadata, created_at=now,
+        expires_at=now + timedelta(days=get_settings().event_retention_days),
+    ).save()
+
+
+def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemEventTable]:
+    """Newest events first, reading today's partition and then earlier ones as needed."""
+    found: list[SystemEventTable] = []
+    for back in range(days):
+        day = (now - timedelta(days=back)).strftime("%Y-%m-%d")
+        found += list(SystemEventTable.query(day, scan_index_forward=False, limit=limit - len(found)))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",
+           agent_id: str | None = None) -> str:
+    """Create a notification for one client; returns its id."""
+    notification_id = f"{_stamp(now)}-{uuid.uuid4().hex[:8]}"
+    NotificationTable(
+        client_id, notification_id, kind=kind, severity=severity, message=message,
+        agent_id=agent_id, is_read=False, created_at=now,
+        expires_at=now + timedelta(days=get_settings().notification_retention_days),
+    ).save()
+    return notification_id
+
+
+def notifications_page(client_id: str, limit: int, next_token: str | None,
+                       unread_only: bool = False) -> Page:
+    """A client's notifications, newest first."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id)
+    result = NotificationTable.query(
+        client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
+        filter_condition=(NotificationTable.is_read == False) if unread_only else None)  # noqa: E712
+    return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+def mark_read(client_id: str, notification_id: str, now: datetime) -> None:
+    """Mark one of the client's notifications read (404 for unknown or foreign ids)."""
+    try:
+        NotificationTable(client_id, notification_id).update(
+            actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)],
+            condition=NotificationTable.notification_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("notification not found", field="notification_id") from exc
+        raise
+
+
+def mark_all_read(client_id: str, now: datetime) -> int:
+    """Mark every unread notification of the client read; returns how many changed."""
+    count = 0
+    for row in NotificationTable.query(client_id, filter_condition=NotificationTable.is_read == False):  # noqa: E712
+        row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)])
+        count += 1
+    return count

@@ -1,0 +1,266 @@
+"""Agents and their instances: registration, heartbeats, config, termination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from components.agent_identity import (
+    AgentStatus,
+    KnownAgent,
+    Registration,
+    RegistrationPlan,
+    agent_id_for,
+    plan_registration,
+)
+from components.pool_id import make_pool_id
+
+from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.repositories.clients import ClientRecord
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
+from chalicelib.tables.instances import InstanceTable
+
+CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
+LIVE_STATUSES = frozenset({AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value})
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An agent as the handlers see it."""
+
+    client_id: str
+    agent_id: str
+    logical_agent_id: str
+    status: str
+    instance_id: str | None
+    instance_type: str | None
+    region: str | None
+    az: str | None
+    current_mode: str
+    current_pool_id: str | None
+    hostname: str | None
+    agent_version: str | None
+    last_heartbeat_at: datetime | None
+    registered_at: datetime
+    config: dict[str, Any] = field(default_factory=dict)
+    config_version: int = 1
+    instance_count: int = 1
+
+    @property
+    def deleted(self) -> bool:
+        return self.status in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _record(row: AgentTable) -> AgentRecord:
+    config = {name: _plain(getattr(row.config, name)) for name in CONFIG_FIELDS}
+    return AgentRecord(
+        client_id=row.client_id, agent_id=row.agent_id, logical_agent_id=row.logical_agent_id,
+        status=row.status, instance_id=row.instance_id, instance_type=row.instance_type,
+        region=row.region, az=row.az, current_mode=row.current_mode,
+        current_pool_id=row.current_pool_id, hostname=row.hostname,
+        agent_version=row.agent_version, last_heartbeat_at=row.last_heartbeat_at,
+        registered_at=row.registered_at, config=config, config_version=int(row.config_version),
+        instance_count=int(row.instance_count or 1),
+    )
+
+
+def get(client_id: str, agent_id: str) -> AgentRecord | None:
+    """The caller's agent, or None (another tenant's id is simply not in the caller's partition)."""
+    try:
+        return _record(AgentTable.get(client_id, agent_id, consistent_read=True))
+    except AgentTable.DoesNotExist:
+        return None
+
+
+def require(client_id: str, agent_id: str, *, allow_deleted: bool = False) -> AgentRecord:
+    """The caller's agent, or 404 (also for deleted agents unless allowed)."""
+    agent = get(client_id, agent_id)
+    if agent is None or (agent.deleted and not allow_deleted):
+        raise NotFoundError("agent not found", field="agent_id")
+    return agent
+
+
+def _default_config(client: ClientRecord) -> AgentConfigMap:
+    return AgentConfigMap(
+        auto_switch_enabled=client.default_auto_switch,
+        auto_terminate_enabled=client.default_auto_terminate,
+        terminate_wait_seconds=client.default_terminate_wait_seconds,
+    )
+
+
+def _pool_of(reg: Registration) -> str | None:
+    try:
+        return make_pool_id(reg.instance_type, reg.az)
+    except Exception:  # noqa: BLE001 - a malformed type/az was already rejected by the schema
+        return None
+
+
+def _instance_row(reg: Registration, agent_id: str, now: datetime) -> InstanceTable:
+    return InstanceTable(
+        reg.instance_id, client_id=reg.client_id, agent_id=agent_id,
+        instance_type=reg.instance_type, region=reg.region, az=reg.az, ami_id=reg.ami_id,
+        mode=reg.mode.value, pool_id=_pool_of(reg), role="primary", is_active=True,
+        installed_at=now, updated_at=now,
+    )
+
+
+def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[AgentRecord, RegistrationPlan]:
+    """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
+
+    The instance row is only written if it is new or already this client's: an instance id claimed by
+    another tenant answers 409 and writes nothing.
+    """
+    for attempt in range(3):
+        current = get(client.client_id, _agent_id(client, reg))
+        known = None if current is None else KnownAgent(
+            agent_id=current.agent_id, status=AgentStatus(current.status),
+            instance_id=current.instance_id, instance_count=current.instance_count)
+        plan = plan_registration(known, reg)
+        try:
+            _write_registration(client, reg, plan, current, now)
+        except TransactWriteError as exc:
+            codes = cancellation_codes(exc)
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                raise ConflictError("instance_id belongs to another agent", field="instance_id",
+                                    code="instance_conflict") from exc
+            if attempt == 2:
+                raise ConflictError("agent registration raced with another call, retry") from exc
+            continue
+        return require(client.client_id, plan.agent_id), plan
+    raise AssertionError("unreachable")
+
+
+def _agent_id(client: ClientRecord, reg: Registration) -> str:
+    return agent_id_for(client.client_id, reg.logical_agent_id)
+
+
+def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
+                        current: AgentRecord | None, now: datetime) -> None:
+    pool_id = _pool_of(reg)
+    fields = dict(
+        logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
+        hostname=reg.hostname, instance_id=reg.instance_id, instance_type=reg.instance_type,
+        region=reg.region, az=reg.az, ami_id=reg.ami_id, private_ip=reg.private_ip,
+        public_ip=reg.public_ip, current_mode=reg.mode.value, current_pool_id=pool_id,
+        agent_version=reg.agent_version, instance_count=plan.instance_count, updated_at=now,
+        last_heartbeat_at=now,
+    )
+    instance_condition = (InstanceTable.instance_id.does_not_exist()
+                          | (InstanceTable.client_id == client.client_id))
+    with TransactWrite(connection=transaction_connection()) as tx:
+        if current is None:
+            row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
+                             config=_default_config(client), config_version=1, **fields)
+            tx.save(row, condition=AgentTable.agent_id.does_not_exist())
+        else:
+            actions = [getattr(AgentTable, k).set(v) if v is not None else getattr(AgentTable, k).remove()
+                       for k, v in fields.items()]
+            actions.append(AgentTable.deleted_at.remove())
+            if plan.reset_config:
+                actions += [AgentTable.config.set(_default_config(client)),
+                            AgentTable.config_version.add(1)]
+            tx.update(AgentTable(client.client_id, plan.agent_id), actions=actions,
+                      condition=(AgentTable.status == current.status)
+                      & _same(AgentTable.instance_id, current.instance_id))
+        tx.save(_instance_row(reg, plan.agent_id, now), condition=instance_condition)
+        previous = plan.previous_instance_id
+        if previous and previous != reg.instance_id:
+            tx.update(InstanceTable(previous),
+                      actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
+                               InstanceTable.terminated_at.set(now)],
+                      condition=InstanceTable.client_id == client.client_id)
+
+
+def _same(attribute, value):
+    return attribute.does_not_exist() if value is None else attribute == value
+
+
+def heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, instance_type: str | None,
+              mode: str | None, az: str | None, now: datetime) -> AgentRecord:
+    """Record a heartbeat; patch what the agent says about its instance."""
+    actions = [AgentTable.status.set(status), AgentTable.last_heartbeat_at.set(now),
+               AgentTable.updated_at.set(now)]
+    actions.append(AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES
+                   else AgentTable.liveness.remove())
+    for attribute, value in ((AgentTable.instance_id, instance_id),
+                             (AgentTable.instance_type, instance_type),
+                             (AgentTable.current_mode, mode), (AgentTable.az, az)):
+        if value:
+            actions.append(attribute.set(value))
+    if instance_type and az:
+        actions.append(AgentTable.current_pool_id.set(make_pool_id(instance_type, az)))
+    row = AgentTable(agent.client_id, agent.agent_id)
+    try:
+        row.update(actions=actions, condition=AgentTable.agent_id.exists()
+                   & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
+    return _record(row)
+
+
+def touch_pricing(agent: AgentRecord, now: datetime) -> None:
+    """Remember when the agent last reported prices (health scoring)."""
+    AgentTable(agent.client_id, agent.agent_id).update(
+        actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
+
+
+def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) -> None:
+    """The agent's host is going away: agent offline and (if given) its instance inactive, atomically."""
+    target = instance_id
+    with TransactWrite(connection=transaction_connection()) as tx:
+        tx.update(AgentTable(agent.client_id, agent.agent_id),
+                  actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
+                           AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
+                  condition=AgentTable.agent_id.exists())
+        if target:
+            tx.update(InstanceTable(target),
+                      actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                               InstanceTable.updated_at.set(now)],
+                      condition=(InstanceTable.client_id == agent.client_id)
+                      & (InstanceTable.agent_id == agent.agent_id))
+
+
+def get_instance(client_id: str, instance_id: str) -> InstanceTable | None:
+    """An instance row if it belongs to the client (another tenant's instance is 'not found')."""
+    try:
+        row = InstanceTable.get(instance_id, consistent_read=True)
+    except InstanceTable.DoesNotExist:
+        return None
+    return row if row.client_id == client_id else None
+
+
+def silent_live_agents(cutoff: datetime):
+    """Online/degraded agents whose last heartbeat is older than ``cutoff`` (sparse GSI query)."""
+    for key in AgentTable.live_by_heartbeat.query(LIVE, AgentTable.last_heartbeat_at < cutoff):
+        agent = get(key.client_id, key.agent_id)
+        if agent is not None and agent.status in LIVE_STATUSES:
+            yield agent
+
+
+def set_liveness(agent: AgentRecord, status: str, now: datetime) -> bool:
+    """Move a live agent to ``status`` unless it heartbeated meanwhile; True if it changed."""
+    actions = [AgentTable.status.set(status), AgentTable.updated_at.set(now)]
+    if status not in LIVE_STATUSES:
+        actions.append(AgentTable.liveness.remove())
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=actions, condition=(AgentTable.status == agent.status)
+            & (AgentTable.last_heartbeat_at == agent.last_heartbeat_at))
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True

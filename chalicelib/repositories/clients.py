@@ -1,0 +1,138 @@
+"""Clients, their token hashes and unique names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.tables.clients import (
+    CLIENT_LISTING,
+    ClientLookupTable,
+    ClientTable,
+    name_lookup_key,
+    token_lookup_key,
+)
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """What handlers need to know about a tenant."""
+
+    client_id: str
+    name: str
+    email: str | None
+    status: str
+    token_hash: str
+    token_expires_at: datetime | None
+    created_at: datetime
+    ondemand_discount_percent: float
+    default_auto_switch: bool
+    default_auto_terminate: bool
+    default_terminate_wait_seconds: int
+
+
+def _record(row: ClientTable) -> ClientRecord:
+    return ClientRecord(
+        client_id=row.client_id, name=row.name, email=row.email, status=row.status,
+        token_hash=row.token_hash, token_expires_at=row.token_expires_at, created_at=row.created_at,
+        ondemand_discount_percent=float(row.ondemand_discount_percent or 0),
+        default_auto_switch=bool(row.default_auto_switch),
+        default_auto_terminate=bool(row.default_auto_terminate),
+        default_terminate_wait_seconds=int(row.default_terminate_wait_seconds or 0),
+    )
+
+
+def create(*, client_id: str, name: str, email: str | None, token_hash: str,
+           token_expires_at: datetime | None, ondemand_discount_percent: float,
+           now: datetime) -> ClientRecord:
+    """Create a client, its name guard and its token lookup atomically (409 on a taken name)."""
+    row = ClientTable(client_id, name=name.strip(), email=email, status="active",
+                      token_hash=token_hash, token_created_at=now, token_expires_at=token_expires_at,
+                      created_at=now, listing=CLIENT_LISTING,
+                      ondemand_discount_percent=ondemand_discount_percent)
+    name_guard = ClientLookupTable(name_lookup_key(name), client_id=client_id, created_at=now)
+    token_guard = ClientLookupTable(token_lookup_key(token_hash), client_id=client_id, created_at=now)
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(row, condition=ClientTable.client_id.does_not_exist())
+            tx.save(name_guard, condition=ClientLookupTable.lookup_key.does_not_exist())
+            tx.save(token_guard, condition=ClientLookupTable.lookup_key.does_not_exist())
+    except TransactWriteError as exc:
+        reasons = cancellation_codes(exc)
+        if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            raise ConflictError(f"a client named {name!r} already exists", field="name",
+                                code="duplicate_name") from exc
+        raise
+    return _record(row)
+
+
+def get(client_id: str) -> ClientRecord | None:
+    """One client by id, or None."""
+    try:
+        return _record(ClientTable.get(client_id, consistent_read=True))
+    except ClientTable.DoesNotExist:
+        return None
+
+
+def require(client_id: str) -> ClientRecord:
+    """One client by id, or 404."""
+    client = get(client_id)
+    if client is None:
+        raise NotFoundError("client not found", field="client_id")
+    return client
+
+
+def find_by_token_hash(token_hash: str) -> ClientRecord | None:
+    """The client owning a token hash (two GetItems, strongly consistent)."""
+    try:
+        lookup = ClientLookupTable.get(token_lookup_key(token_hash), consistent_read=True)
+    except ClientLookupTable.DoesNotExist:
+        return None
+    return get(lookup.client_id)
+
+
+def list_page(limit: int, next_token: str | None) -> Page:
+    """Clients in creation order, one page at a time (GSI query, no scan)."""
+    start = decode_token(next_token, partition_attr="listing", partition_value=CLIENT_LISTING)
+    result = ClientTable.by_created.query(CLIENT_LISTING, limit=limit, last_evaluated_key=start)
+    items = [_record(row) for row in result]
+    return Page(items, encode_token(result.last_evaluated_key))
+
+
+def replace_token(client: ClientRecord, *, new_hash: str, expires_at: datetime | None,
+                  now: datetime) -> None:
+    """Swap the token atomically: the old one stops working when the new one starts."""
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(
+                ClientTable(client.client_id),
+                actions=[ClientTable.token_hash.set(new_hash), ClientTable.token_created_at.set(now),
+                         ClientTable.token_expires_at.set(expires_at) if expires_at
+                         else ClientTable.token_expires_at.remove()],
+                condition=ClientTable.token_hash == client.token_hash,
+            )
+            tx.delete(ClientLookupTable(token_lookup_key(client.token_hash)))
+            tx.save(ClientLookupTable(token_lookup_key(new_hash), client_id=client.client_id,
+                                      created_at=now),
+                    condition=ClientLookupTable.lookup_key.does_not_exist())
+    except TransactWriteError as exc:
+        raise ConflictError("the token was changed concurrently, retry", code="conflict") from exc
+
+
+def set_status(client_id: str, status: str) -> ClientRecord:
+    """Activate or deactivate a client (404 if it does not exist)."""
+    row = ClientTable(client_id)
+    try:
+        row.update(actions=[ClientTable.status.set(status)],
+                   condition=ClientTable.client_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("client not found", field="client_id") from exc
+        raise
+    return require(client_id)

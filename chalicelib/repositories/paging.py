@@ -1,0 +1,45 @@
+"""Opaque ``next_token`` pagination over DynamoDB's LastEvaluatedKey.
+
+A token names the tenant's partition it was issued for; a token for another partition is rejected
+with 400 instead of being passed to DynamoDB.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of results and the token for the next one (None on the last page)."""
+
+    items: list[Any]
+    next_token: str | None
+
+
+def encode_token(last_key: dict[str, Any] | None) -> str | None:
+    """Serialise a LastEvaluatedKey into an opaque URL-safe token."""
+    if not last_key:
+        return None
+    raw = json.dumps(last_key, sort_keys=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str | None, *, partition_attr: str, partition_value: str) -> dict | None:
+    """Parse a token, checking that it belongs to the caller's partition."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError("next_token is not valid", field="next_token") from None
+    if not isinstance(key, dict) or key.get(partition_attr, {}).get("S") != partition_value:
+        raise InvalidInputError("next_token is not valid", field="next_token")
+    return key

@@ -1,0 +1,82 @@
+"""Switch records: one per (agent, new instance), written idempotently."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.errors import ConflictError
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.switches import SwitchTable
+
+
+def switch_key(initiated_at: datetime, switch_id: str) -> str:
+    """Sort key ordering a client's switches in time."""
+    return f"{initiated_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{switch_id}"
+
+
+def save_once(row: SwitchTable) -> bool:
+    """Store the switch unless this exact report was stored before; True if newly stored."""
+    try:
+        row.save(condition=SwitchTable.switch_key.does_not_exist())
+        return True
+    except PutError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+
+
+def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
+    """A client's switches, newest first."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id)
+    result = SwitchTable.query(client_id, scan_index_forward=False, limit=limit,
+                               last_evaluated_key=start)
+    return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+def for_agent_since(agent_id: str, since: datetime) -> list[SwitchTable]:
+    """An agent's switches since a time (switch limits, savings)."""
+    return list(SwitchTable.by_agent.query(agent_id, SwitchTable.switch_key >= switch_key(since, "")))
+
+
+def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
+           deactivate_old: str | None, now: datetime) -> bool:
+    """Store a switch and move the agent to its new instance in one transaction.
+
+    Returns False (and changes nothing) when this switch was already recorded: agents retry reports.
+    ``new_instance`` is the InstanceTable row to upsert (only if new or already this client's).
+    """
+    agent_actions = [AgentTable.instance_id.set(row.new_instance_id), AgentTable.last_switch_at.set(now),
+                     AgentTable.updated_at.set(now)]
+    for attribute, value in ((AgentTable.instance_type, row.new_instance_type),
+                             (AgentTable.az, row.new_az), (AgentTable.current_mode, row.new_mode),
+                             (AgentTable.current_pool_id, row.new_pool_id)):
+        if value:
+            agent_actions.append(attribute.set(value))
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(row, condition=SwitchTable.switch_key.does_not_exist())
+            tx.save(new_instance, condition=InstanceTable.instance_id.does_not_exist()
+                    | (InstanceTable.client_id == agent_client_id))
+            tx.update(AgentTable(agent_client_id, agent_id), actions=agent_actions,
+                      condition=AgentTable.agent_id.exists())
+            if deactivate_old and deactivate_old != row.new_instance_id:
+                tx.update(InstanceTable(deactivate_old),
+                          actions=[InstanceTable.is_active.set(False),
+                                   InstanceTable.terminated_at.set(row.old_terminated_at or now),
+                                   InstanceTable.updated_at.set(now)],
+                          condition=InstanceTable.client_id == agent_client_id)
+    except TransactWriteError as exc:
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return False
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            raise ConflictError("new_instance.instance_id belongs to another client",
+                                field="new_instance.instance_id", code="instance_conflict") from exc
+        raise
+    return True

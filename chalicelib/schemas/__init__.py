@@ -1,0 +1,1 @@
+"""pydantic request schemas: every body is validated here before any handler logic runs."""

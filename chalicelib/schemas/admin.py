@@ -1,0 +1,30 @@
+"""Admin bodies."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from chalicelib.schemas.base import Schema
+
+
+class CreateClientRequest(Schema):
+    """POST /api/admin/clients/create."""
+
+    name: str = Field(min_length=1, max_length=100)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    ondemand_discount_percent: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
+    token_ttl_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class RegenerateTokenRequest(Schema):
+    """POST /api/admin/clients/{id}/regenerate-token."""
+
+    token_ttl_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ClientStatusRequest(Schema):
+    """POST /api/admin/clients/{id}/status."""
+
+    status: Literal["active", "inactive"]

@@ -1,0 +1,184 @@
+"""Agent protocol bodies (LEGACY.md §2.2), with the legacy field-name mismatches settled."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+
+from chalicelib.schemas.base import InstanceId, Price, Schema, ShortText, UtcDatetime
+
+
+class RegisterRequest(Schema):
+    """POST /api/agents/register."""
+
+    instance_id: InstanceId
+    instance_type: ShortText
+    region: ShortText
+    az: ShortText
+    logical_agent_id: str | None = Field(default=None, max_length=128)
+    hostname: str | None = Field(default=None, max_length=255)
+    ami_id: str | None = Field(default=None, max_length=64)
+    agent_version: str | None = Field(default=None, max_length=64)
+    mode: str | None = Field(default=None, max_length=32)
+    private_ip: str | None = Field(default=None, max_length=64)
+    public_ip: str | None = Field(default=None, max_length=64)
+
+
+class HeartbeatRequest(Schema):
+    """POST /api/agents/{id}/heartbeat."""
+
+    status: Literal["online", "offline", "disabled"] = "online"
+    instance_id: InstanceId | None = None
+    instance_type: str | None = Field(default=None, max_length=64)
+    mode: str | None = Field(default=None, max_length=32)
+    az: str | None = Field(default=None, max_length=64)
+    monitored_instances: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ReportedInstance(Schema):
+    instance_id: InstanceId | None = None
+    instance_type: str | None = Field(default=None, max_length=64)
+    region: str | None = Field(default=None, max_length=64)
+    az: str | None = Field(default=None, max_length=64)
+    mode: str | None = Field(default=None, max_length=32)
+    pool_id: str | None = Field(default=None, max_length=128)
+
+
+class ReportedPool(Schema):
+    """One spot pool price; ``pool_id`` or (``instance_type``, ``az``) names it."""
+
+    pool_id: str | None = Field(default=None, max_length=128)
+    instance_type: str | None = Field(default=None, max_length=64)
+    az: str | None = Field(default=None, max_length=64)
+    price: Price
+
+    @model_validator(mode="after")
+    def _named(self):
+        if not self.pool_id and not (self.instance_type and self.az):
+            raise ValueError("a pool needs pool_id or instance_type and az")
+        return self
+
+
+class CheapestPool(Schema):
+    pool_id: str | None = Field(default=None, max_length=128)
+    price: Price | None = None
+
+
+class Pricing(Schema):
+    on_demand_price: Price | None = None
+    current_spot_price: Price | None = None
+    cheapest_pool: CheapestPool | None = None
+    spot_pools: list[ReportedPool] = Field(default_factory=list, max_length=200)
+    collected_at: UtcDatetime | None = None
+
+
+class PricingReportRequest(Schema):
+    """POST /api/agents/{id}/pricing-report."""
+
+    instance: ReportedInstance = Field(default_factory=ReportedInstance)
+    pricing: Pricing
+
+
+class ExecutedRequest(Schema):
+    """POST /api/agents/{id}/commands/{cmd}/executed."""
+
+    success: bool
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class LegacyExecutedRequest(ExecutedRequest):
+    """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had)."""
+
+    command_id: str = Field(min_length=1, max_length=128)
+    success: bool = True
+
+
+class SwitchInstance(Schema):
+    instance_id: InstanceId | None = None
+    instance_type: str | None = Field(default=None, max_length=64)
+    region: str | None = Field(default=None, max_length=64)
+    az: str | None = Field(default=None, max_length=64)
+    ami_id: str | None = Field(default=None, max_length=64)
+    mode: str | None = Field(default=None, max_length=32)
+    pool_id: str | None = Field(default=None, max_length=128)
+
+
+class NewSwitchInstance(SwitchInstance):
+    instance_id: InstanceId
+
+
+class SwitchPrices(Schema):
+    """The agent's ``prices`` block (the legacy server wrongly read ``pricing``; both accepted)."""
+
+    on_demand: Price | None = Field(default=None, validation_alias=AliasChoices("on_demand", "on_demand_price"))
+    old_spot: Price | None = Field(default=None, validation_alias=AliasChoices("old_spot", "old_spot_price"))
+    new_spot: Price | None = Field(default=None, validation_alias=AliasChoices("new_spot", "new_spot_price"))
+
+
+class SwitchTiming(Schema):
+    """The agent's timing names are canonical; the legacy server's names are accepted too."""
+
+    switch_initiated_at: UtcDatetime | None = Field(
+        default=None, validation_alias=AliasChoices("switch_initiated_at", "initiated_at"))
+    new_instance_launched_at: UtcDatetime | None = Field(
+        default=None, validation_alias=AliasChoices("new_instance_launched_at", "instance_launched_at"))
+    new_instance_ready_at: UtcDatetime | None = Field(
+        default=None, validation_alias=AliasChoices("new_instance_ready_at", "instance_ready_at"))
+    traffic_switched_at: UtcDatetime | None = None
+    old_instance_terminated_at: UtcDatetime | None = Field(
+        default=None, validation_alias=AliasChoices("old_instance_terminated_at", "old_terminated_at"))
+
+
+class SwitchSnapshot(Schema):
+    used: bool = False
+
+
+class SwitchReportRequest(Schema):
+    """POST /api/agents/{id}/switch-report."""
+
+    old_instance: SwitchInstance = Field(default_factory=SwitchInstance)
+    new_instance: NewSwitchInstance
+    snapshot: SwitchSnapshot = Field(default_factory=SwitchSnapshot)
+    prices: SwitchPrices = Field(default_factory=SwitchPrices,
+                                 validation_alias=AliasChoices("prices", "pricing"))
+    timing: SwitchTiming
+    trigger: Literal["manual", "model", "auto_switch", "emergency", "ml_recommendation"] = "manual"
+    command_id: str | None = Field(default=None, max_length=128)
+    success: bool = True
+
+    @model_validator(mode="after")
+    def _has_a_start_time(self):
+        t = self.timing
+        if not (t.switch_initiated_at or t.new_instance_launched_at or t.new_instance_ready_at):
+            raise ValueError("timing.switch_initiated_at is required")
+        return self
+
+
+class TerminationRequest(Schema):
+    """POST /api/agents/{id}/termination."""
+
+    instance_id: InstanceId | None = None
+    reason: str | None = Field(default=None, max_length=500)
+    termination_time: UtcDatetime | None = None
+
+
+class CleanupSnapshots(Schema):
+    deleted: list[str] = Field(default_factory=list, max_length=1000)
+    failed: list[str] = Field(default_factory=list, max_length=1000)
+    cutoff_date: str | None = Field(default=None, max_length=64)
+
+
+class CleanupAmis(Schema):
+    deleted_amis: list[str] = Field(default_factory=list, max_length=1000)
+    deleted_snapshots: list[str] = Field(default_factory=list, max_length=1000)
+    failed: list[str] = Field(default_factory=list, max_length=1000)
+    cutoff_date: str | None = Field(default=None, max_length=64)
+
+
+class CleanupReportRequest(Schema):
+    """POST /api/agents/{id}/cleanup-report."""
+
+    timestamp: UtcDatetime | None = None
+    snapshots: CleanupSnapshots = Field(default_factory=CleanupSnapshots)
+    amis: CleanupAmis = Field(default_factory=CleanupAmis)

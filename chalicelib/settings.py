@@ -1,0 +1,69 @@
+"""Runtime settings read once from the environment.
+
+Chalice applies each stage's ``environment_variables`` from ``.chalice/config.json``; infra/ outputs
+(table prefix, parameter names) land there before ``chalice deploy``. Nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+APP_NAME = "spot-optimizer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable the handlers read, with production defaults."""
+
+    stage: str
+    region: str
+    table_prefix: str
+    admin_key_parameter: str
+    max_body_bytes: int
+    price_retention_days: int
+    report_retention_days: int
+    event_retention_days: int
+    notification_retention_days: int
+    command_lease_seconds: int
+    command_max_attempts: int
+    command_retention_days: int
+    default_page_size: int
+    max_page_size: int
+
+    @property
+    def local(self) -> bool:
+        """True when running against the embedded AWS of local mode."""
+        return self.stage == "local"
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@cache
+def get_settings() -> Settings:
+    """Build the settings from the environment once per container."""
+    stage = os.environ.get("SPOT_STAGE", "dev")
+    return Settings(
+        stage=stage,
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        table_prefix=table_prefix(),
+        admin_key_parameter=os.environ.get("ADMIN_KEY_PARAMETER", f"/{APP_NAME}/{stage}/admin-key-hash"),
+        max_body_bytes=_int("MAX_BODY_BYTES", 256 * 1024),
+        price_retention_days=_int("PRICE_RETENTION_DAYS", 90),
+        report_retention_days=_int("REPORT_RETENTION_DAYS", 30),
+        event_retention_days=_int("EVENT_RETENTION_DAYS", 90),
+        notification_retention_days=_int("NOTIFICATION_RETENTION_DAYS", 30),
+        command_lease_seconds=_int("COMMAND_LEASE_SECONDS", 300),
+        command_max_attempts=_int("COMMAND_MAX_ATTEMPTS", 3),
+        command_retention_days=_int("COMMAND_RETENTION_DAYS", 7),
+        default_page_size=_int("DEFAULT_PAGE_SIZE", 50),
+        max_page_size=_int("MAX_PAGE_SIZE", 200),
+    )
+
+
+def table_prefix() -> str:
+    """Prefix of every DynamoDB table name; one per stage (``spot-optimizer-dev-``)."""
+    return os.environ.get("TABLE_PREFIX") or f"{APP_NAME}-{os.environ.get('SPOT_STAGE', 'dev')}-"

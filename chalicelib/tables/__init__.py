@@ -1,0 +1,31 @@
+"""pynamodb tables: the single source of truth for every DynamoDB table of the product.
+
+``ALL_TABLES`` is what local mode, the tests and infra/ create tables from.
+"""
+
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.clients import ClientLookupTable, ClientTable
+from chalicelib.tables.commands import CommandTable
+from chalicelib.tables.idempotency import IdempotencyTable
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.switches import SwitchTable
+from chalicelib.tables.system_events import SystemEventTable
+
+ALL_TABLES = (
+    ClientTable,
+    ClientLookupTable,
+    AgentTable,
+    InstanceTable,
+    PoolTable,
+    PricePointTable,
+    PricingReportTable,
+    CommandTable,
+    SwitchTable,
+    NotificationTable,
+    SystemEventTable,
+    IdempotencyTable,
+)
+
+__all__ = [t.__name__ for t in ALL_TABLES] + ["ALL_TABLES"]

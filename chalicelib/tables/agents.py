@@ -1,0 +1,92 @@
+"""Agents with their configuration; keyed by (client_id, agent_id) so tenancy is in the key."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, OptionalText, table_name
+
+LIVE = "live"
+
+
+class AgentConfigMap(MapAttribute):
+    """Per-agent switching and replica settings (legacy ``agent_configs`` folded in)."""
+
+    enabled = BooleanAttribute(default=True)
+    auto_switch_enabled = BooleanAttribute(default=True)
+    auto_terminate_enabled = BooleanAttribute(default=True)
+    terminate_wait_seconds = NumberAttribute(default=300)
+    manual_replica_enabled = BooleanAttribute(default=False)
+    replica_enabled = BooleanAttribute(default=False)
+    replica_count = NumberAttribute(default=0)
+    min_savings_percent = NumberAttribute(default=15)
+    risk_threshold = NumberAttribute(default=0.30)
+    max_switches_per_day = NumberAttribute(default=3)
+    max_switches_per_week = NumberAttribute(default=10)
+    min_pool_duration_hours = NumberAttribute(default=2)
+
+
+class AgentsByLogicalIdIndex(GlobalSecondaryIndex):
+    """Agents of a client ordered by their logical id (listing)."""
+
+    class Meta:
+        index_name = "agents-by-logical-id"
+        projection = AllProjection()
+
+    client_id = UnicodeAttribute(hash_key=True)
+    logical_agent_id = UnicodeAttribute(range_key=True)
+
+
+class LiveAgentsByHeartbeatIndex(GlobalSecondaryIndex):
+    """Sparse: only agents that are online or degraded, ordered by last heartbeat (health monitor)."""
+
+    class Meta:
+        index_name = "live-agents-by-heartbeat"
+        projection = KeysOnlyProjection()
+
+    liveness = UnicodeAttribute(hash_key=True)
+    last_heartbeat_at = UTCDateTimeAttribute(range_key=True)
+
+
+class AgentTable(Model):
+    """One logical agent. Its id is derived from (client, logical id), see components.agent_identity."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("agents")
+
+    client_id = UnicodeAttribute(hash_key=True)
+    agent_id = UnicodeAttribute(range_key=True)
+    logical_agent_id = UnicodeAttribute()
+    status = UnicodeAttribute(default="offline")
+    liveness = OptionalText()
+    hostname = OptionalText()
+    instance_id = OptionalText()
+    instance_type = OptionalText()
+    region = OptionalText()
+    az = OptionalText()
+    ami_id = OptionalText()
+    private_ip = OptionalText()
+    public_ip = OptionalText()
+    current_mode = UnicodeAttribute(default="unknown")
+    current_pool_id = OptionalText()
+    agent_version = OptionalText()
+    instance_count = NumberAttribute(default=1)
+    registered_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    last_heartbeat_at = UTCDateTimeAttribute(null=True)
+    last_pricing_at = UTCDateTimeAttribute(null=True)
+    last_switch_at = UTCDateTimeAttribute(null=True)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    config = AgentConfigMap(default=AgentConfigMap)
+    config_version = NumberAttribute(default=1)
+
+    by_logical_id = AgentsByLogicalIdIndex()
+    live_by_heartbeat = LiveAgentsByHeartbeatIndex()

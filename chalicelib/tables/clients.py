@@ -1,0 +1,70 @@
+"""Clients (tenants) and the lookup items that make token auth and unique names single GetItems."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, OptionalText, table_name
+
+CLIENT_LISTING = "client"
+
+
+class ClientsByCreatedIndex(GlobalSecondaryIndex):
+    """Admin listing of clients in creation order without a scan (one small partition)."""
+
+    class Meta:
+        index_name = "clients-by-created"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class ClientTable(Model):
+    """One tenant. The token is stored only as its SHA-256 hash."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("clients")
+
+    client_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    email = OptionalText()
+    status = UnicodeAttribute(default="active")
+    token_hash = UnicodeAttribute()
+    token_created_at = UTCDateTimeAttribute()
+    token_expires_at = UTCDateTimeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    listing = UnicodeAttribute(default=CLIENT_LISTING)
+    ondemand_discount_percent = NumberAttribute(default=0)
+    default_auto_switch = BooleanAttribute(default=True)
+    default_auto_terminate = BooleanAttribute(default=True)
+    default_terminate_wait_seconds = NumberAttribute(default=300)
+
+    by_created = ClientsByCreatedIndex()
+
+
+class ClientLookupTable(Model):
+    """Unique lookups: ``token#<sha256>`` → client, ``name#<lowercased name>`` → client.
+
+    Written in the same transaction as the client, so a name can never be taken twice and a
+    regenerated token is valid (and the old one invalid) the moment the call returns.
+    """
+
+    class Meta(BaseMeta):
+        table_name = table_name("client-lookups")
+
+    lookup_key = UnicodeAttribute(hash_key=True)
+    client_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+def token_lookup_key(token_hash: str) -> str:
+    """Lookup key of a token hash."""
+    return f"token#{token_hash}"
+
+
+def name_lookup_key(name: str) -> str:
+    """Lookup key of a client name (case-insensitive uniqueness)."""
+    return f"name#{name.strip().lower()}"

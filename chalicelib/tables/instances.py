@@ -1,0 +1,59 @@
+"""EC2 instances we know of (primaries today; standbys later). Keyed by EC2 id for the sentinel."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+
+
+class InstancesByClientIndex(GlobalSecondaryIndex):
+    """A client's instances, newest first when queried backwards."""
+
+    class Meta:
+        index_name = "instances-by-client"
+        projection = AllProjection()
+
+    client_id = UnicodeAttribute(hash_key=True)
+    installed_at = UTCDateTimeAttribute(range_key=True)
+
+
+class InstancesByAgentIndex(GlobalSecondaryIndex):
+    """An agent's instance history."""
+
+    class Meta:
+        index_name = "instances-by-agent"
+        projection = AllProjection()
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    installed_at = UTCDateTimeAttribute(range_key=True)
+
+
+class InstanceTable(Model):
+    """One EC2 instance and what it costs; ``client_id`` is checked on every tenant read."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("instances")
+
+    instance_id = UnicodeAttribute(hash_key=True)
+    client_id = UnicodeAttribute()
+    agent_id = UnicodeAttribute()
+    instance_type = OptionalText()
+    region = OptionalText()
+    az = OptionalText()
+    ami_id = OptionalText()
+    mode = UnicodeAttribute(default="unknown")
+    pool_id = OptionalText()
+    role = UnicodeAttribute(default="primary")
+    spot_price = DecimalAttribute(null=True)
+    ondemand_price = DecimalAttribute(null=True)
+    is_active = BooleanAttribute(default=True)
+    installed_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    last_switch_at = UTCDateTimeAttribute(null=True)
+    terminated_at = UTCDateTimeAttribute(null=True)
+
+    by_client = InstancesByClientIndex()
+    by_agent = InstancesByAgentIndex()

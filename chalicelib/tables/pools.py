@@ -1,0 +1,97 @@
+"""Spot pools (type × AZ) with their latest prices, and the price points behind them (TTL)."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+
+
+class RecentPointMap(MapAttribute):
+    """One of the last few stored points, kept on the pool so the data valve needs no extra query."""
+
+    ts = UTCDateTimeAttribute()
+    price = DecimalAttribute()
+    quality = UnicodeAttribute()
+    source = OptionalText()
+    sources = NumberAttribute(default=1)
+
+
+class PoolsByTypeIndex(GlobalSecondaryIndex):
+    """Every pool of one instance type in one region (``eu-west-1#m5.large``), by AZ."""
+
+    class Meta:
+        index_name = "pools-by-type"
+        projection = AllProjection()
+
+    region_type = UnicodeAttribute(hash_key=True)
+    az = UnicodeAttribute(range_key=True)
+
+
+class PoolTable(Model):
+    """One spot pool, id ``<type>.<az>`` (components.pool_id)."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("pools")
+
+    pool_id = UnicodeAttribute(hash_key=True)
+    instance_type = UnicodeAttribute()
+    az = UnicodeAttribute()
+    region = UnicodeAttribute()
+    region_type = UnicodeAttribute()
+    latest_price = DecimalAttribute(null=True)
+    latest_at = UTCDateTimeAttribute(null=True)
+    ondemand_price = DecimalAttribute(null=True)
+    recent = ListAttribute(of=RecentPointMap, default=list)
+    updated_at = UTCDateTimeAttribute()
+
+    by_type = PoolsByTypeIndex()
+
+
+class PricePointTable(Model):
+    """Price history of a pool; retention by TTL, never by delete-on-insert (legacy defect)."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("price-points")
+
+    pool_id = UnicodeAttribute(hash_key=True)
+    ts = UTCDateTimeAttribute(range_key=True)
+    price = DecimalAttribute()
+    quality = UnicodeAttribute(default="actual")
+    source_agent_id = OptionalText()
+    sources = NumberAttribute(default=1)
+    expires_at = TTLAttribute()
+
+
+class PricingReportTable(Model):
+    """Raw pricing reports as the agents sent them (audit and ML features); TTL."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("pricing-reports")
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    received_at = UTCDateTimeAttribute(range_key=True)
+    client_id = UnicodeAttribute()
+    instance_id = OptionalText()
+    instance_type = OptionalText()
+    region = OptionalText()
+    az = OptionalText()
+    mode = OptionalText()
+    pool_id = OptionalText()
+    on_demand_price = DecimalAttribute(null=True)
+    current_spot_price = DecimalAttribute(null=True)
+    cheapest_pool_id = OptionalText()
+    cheapest_price = DecimalAttribute(null=True)
+    pools_reported = NumberAttribute(default=0)
+    pools_stored = NumberAttribute(default=0)
+    collected_at = UTCDateTimeAttribute(null=True)
+    expires_at = TTLAttribute()

@@ -1,0 +1,150 @@
+"""Test-wide setup: an in-process embedded AWS (moto) started before anything imports app.py.
+
+Per TOOLCHAIN_NOTES §10, the mock must be running before app.py (and powertools) create clients,
+so it starts at import time of this module. Tables come from the pynamodb models (one definition).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+os.environ.update(
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    SPOT_STAGE="dev",
+    POWERTOOLS_METRICS_DISABLED="true",
+)
+for _var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "TABLE_PREFIX"):
+    os.environ.pop(_var, None)
+
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+_aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
+                        "lambda": {"use_docker": False}})
+_aws.start()
+
+ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
+
+
+def pytest_unconfigure(config):
+    _aws.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_tables():
+    """Every product table, created once from the pynamodb models."""
+    from chalicelib.tables.provisioning import ensure_tables
+
+    ensure_tables()
+    return True
+
+
+@pytest.fixture(scope="session")
+def admin_key(aws_tables):
+    """The admin key; its SHA-256 hash sits in SSM as it would in AWS."""
+    import boto3
+
+    from chalicelib.auth import hash_secret
+    from chalicelib.settings import get_settings
+
+    boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
+                                      Value=hash_secret(ADMIN_KEY), Overwrite=True)
+    return ADMIN_KEY
+
+
+@pytest.fixture(scope="session")
+def chalice_app(aws_tables):
+    from app import app
+
+    return app
+
+
+@pytest.fixture
+def api(chalice_app, admin_key):
+    """The in-process Chalice test client (dev stage environment applied)."""
+    from chalice.test import Client
+
+    with Client(chalice_app, stage_name="dev") as client:
+        yield client
+
+
+class Caller:
+    """Thin helper over chalice.test.Client: JSON in, (status, JSON) out."""
+
+    def __init__(self, http, token: str | None = None, admin: str | None = None):
+        self.http, self.token, self.admin = http, token, admin
+
+    def headers(self, extra=None):
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.admin:
+            headers["X-Admin-Key"] = self.admin
+        return {**headers, **(extra or {})}
+
+    def call(self, method, path, body=None, raw=None, headers=None):
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        kwargs = {"headers": self.headers(headers)}
+        if data is not None:
+            kwargs["body"] = data
+        response = getattr(self.http, method.lower())(path, **kwargs)
+        try:
+            payload = json.loads(response.body) if response.body else None
+        except ValueError:
+            payload = response.body
+        return response.status_code, payload
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+
+@pytest.fixture
+def admin(api, admin_key):
+    """A caller holding the admin key."""
+    return Caller(api.http, admin=admin_key)
+
+
+@pytest.fixture
+def make_tenant(admin, api):
+    """Create a client through the admin API; returns (client_id, Caller with its token)."""
+
+    def _make(name: str | None = None):
+        status, body = admin.post("/api/admin/clients/create",
+                                  {"name": name or f"tenant-{uuid.uuid4().hex[:10]}"})
+        assert status == 201, body
+        return body["client_id"], Caller(api.http, token=body["client_token"])
+
+    return _make
+
+
+def new_instance_id() -> str:
+    """A random, well-formed EC2 instance id."""
+    return "i-" + uuid.uuid4().hex[:17]
+
+
+def registration(**overrides):
+    """A valid register body (legacy agent v4 fields)."""
+    body = {"instance_id": new_instance_id(), "instance_type": "m5.large", "region": "eu-west-1",
+            "az": "eu-west-1a", "ami_id": "ami-12345678", "hostname": "web-1",
+            "agent_version": "5.0.0", "logical_agent_id": f"web-{uuid.uuid4().hex[:8]}",
+            "mode": "spot", "private_ip": "10.0.0.1"}
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def tenant_with_agent(make_tenant):
+    """A tenant with one registered agent: (client_id, caller, agent_id, register body)."""
+    client_id, caller = make_tenant()
+    body = registration()
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    return client_id, caller, reply["agent_id"], body
