@@ -1,0 +1,159 @@
+"""Use cases over a `CommandStore`: enqueue, deliver, report, sweep.
+
+The rules live in `lifecycle`; this module only reads, applies a rule and
+writes back with compare-and-set, treating a conflict as "someone else won".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from components.command_tracker.errors import (
+    CommandConflictError,
+    CommandNotFoundError,
+    LeaseExpiredError,
+)
+from components.command_tracker.lifecycle import (
+    expire,
+    is_lease_expired,
+    lease,
+    record_result,
+    sort_queue,
+)
+from components.command_tracker.model import (
+    Command,
+    CommandStatus,
+    LeasePolicy,
+    ResultOutcome,
+)
+from components.command_tracker.ports import CommandStore
+
+__all__ = ["deliver", "enqueue", "report_result", "sweep_expired"]
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue(store: CommandStore, command: Command) -> Command:
+    """Store a new pending command.
+
+    Raises
+    ------
+    CommandConflictError
+        If a command with the same id exists.
+    """
+    store.add(command)
+    return command
+
+
+def deliver(
+    store: CommandStore,
+    agent_id: str,
+    *,
+    now: datetime,
+    policy: LeasePolicy = LeasePolicy(),
+    limit: int = 10,
+) -> list[Command]:
+    """Lease the agent's due commands and return everything it should be running.
+
+    An expired lease is taken back first; if attempts remain the command is
+    leased again at once, so the retry reaches the agent on this very poll.
+
+    Returns
+    -------
+    list[Command]
+        Executing commands (leased now or earlier), in queue order. A command
+        another poller changed first is re-read and kept only if executing.
+    """
+    delivered: list[Command] = []
+    for cmd in store.active_for_agent(agent_id, limit):
+        current = _take_back_if_expired(store, cmd, now)
+        if current is None:
+            continue
+        if current.status is CommandStatus.PENDING:
+            current = _try_replace(store, current, lease(current, now, policy))
+        if current is not None and current.status is CommandStatus.EXECUTING:
+            delivered.append(current)
+    return sort_queue(delivered)
+
+
+def _take_back_if_expired(store: CommandStore, cmd: Command, now: datetime) -> Command | None:
+    if not is_lease_expired(cmd, now):
+        return cmd
+    return _try_replace(store, cmd, expire(cmd, now))
+
+
+def _try_replace(store: CommandStore, before: Command, after: Command) -> Command | None:
+    """Write `after`; on conflict return whatever is stored now (another poller won)."""
+    try:
+        store.replace(before, after)
+    except CommandConflictError:
+        logger.info("command %s changed concurrently; re-reading", before.command_id)
+        return store.get(before.agent_id, before.command_id)
+    return after
+
+
+def report_result(
+    store: CommandStore,
+    agent_id: str,
+    command_id: str,
+    *,
+    success: bool,
+    message: str | None,
+    now: datetime,
+) -> ResultOutcome:
+    """Record the agent's result for one command (idempotent for retries).
+
+    Raises
+    ------
+    CommandNotFoundError
+        If the agent has no such command.
+    LeaseExpiredError
+        If the lease ran out; the command has been retried or timed out.
+    IllegalTransitionError
+        If the command is not in a state that accepts this result.
+    """
+    cmd = store.get(agent_id, command_id)
+    if cmd is None:
+        raise CommandNotFoundError(f"command {command_id} not found for agent {agent_id}")
+    try:
+        outcome = record_result(cmd, success=success, message=message, now=now)
+    except LeaseExpiredError:
+        _try_replace(store, cmd, expire(cmd, now))
+        raise
+    if outcome.replay:
+        return outcome
+    try:
+        store.replace(cmd, outcome.command)
+    except CommandConflictError:
+        # A concurrent duplicate report may have won; that is a replay, not an error.
+        current = store.get(agent_id, command_id)
+        if (
+            current is not None
+            and current.status in (CommandStatus.COMPLETED, CommandStatus.FAILED)
+            and current.success == success
+        ):
+            return ResultOutcome(command=current, replay=True)
+        raise
+    return outcome
+
+
+def sweep_expired(store: CommandStore, commands: Iterable[Command], *, now: datetime) -> list[Command]:
+    """Expire every executing command in `commands` whose lease ran out.
+
+    Used by a scheduled job so commands of agents that stopped polling still
+    time out. Commands changed concurrently are skipped.
+    """
+    changed: list[Command] = []
+    for cmd in commands:
+        if not is_lease_expired(cmd, now):
+            continue
+        after = expire(cmd, now)
+        try:
+            store.replace(cmd, after)
+        except CommandConflictError:
+            logger.info("command %s changed concurrently; skipped by sweep", cmd.command_id)
+            continue
+        changed.append(after)
+    return changed

@@ -1,0 +1,248 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from components.command_tracker import (
+    Command,
+    CommandConflictError,
+    CommandNotFoundError,
+    CommandPriority,
+    CommandStatus,
+    CommandType,
+    IllegalTransitionError,
+    LeaseExpiredError,
+    LeasePolicy,
+    cancel,
+    deliver,
+    enqueue,
+    lease,
+    new_command,
+    report_result,
+    sweep_expired,
+)
+from tests.fakes.command_store import InMemoryCommandStore
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+POLICY = LeasePolicy(base_lease_seconds=60, max_attempts=2)
+AGENT = "ag-1"
+
+
+def make(command_id="cmd-1", priority=CommandPriority.SCHEDULED, agent_id=AGENT, now=T0) -> Command:
+    return new_command(
+        command_id=command_id,
+        client_id="client-1",
+        agent_id=agent_id,
+        command_type=CommandType.HEALTH_CHECK,
+        priority=priority,
+        now=now,
+        policy=POLICY,
+    )
+
+
+@pytest.fixture
+def store():
+    return InMemoryCommandStore()
+
+
+def test_enqueue_rejects_duplicate_ids(store):
+    enqueue(store, make())
+    with pytest.raises(CommandConflictError):
+        enqueue(store, make())
+
+
+def test_deliver_leases_pending_in_queue_order(store):
+    # GIVEN two pending commands for the agent and one for another agent
+    enqueue(store, make("low", CommandPriority.SCHEDULED))
+    enqueue(store, make("urgent", CommandPriority.EMERGENCY, now=T0 + timedelta(seconds=1)))
+    enqueue(store, make("other", agent_id="ag-2"))
+    # WHEN the agent polls
+    got = deliver(store, AGENT, now=T0 + timedelta(seconds=2), policy=POLICY)
+    # THEN it gets its own commands, highest priority first, leased and stored as executing
+    assert [c.command_id for c in got] == ["urgent", "low"]
+    assert all(c.status is CommandStatus.EXECUTING and c.attempts == 1 for c in got)
+    assert store.get(AGENT, "low") == got[1]
+    assert store.get("ag-2", "other").status is CommandStatus.PENDING
+
+
+def test_deliver_again_within_lease_returns_same_commands_without_writes(store):
+    enqueue(store, make())
+    first = deliver(store, AGENT, now=T0, policy=POLICY)
+    writes = store.writes
+    again = deliver(store, AGENT, now=T0 + timedelta(seconds=30), policy=POLICY)
+    assert again == first
+    assert store.writes == writes
+
+
+def test_deliver_retries_expired_lease_on_the_same_poll(store):
+    enqueue(store, make())
+    first = deliver(store, AGENT, now=T0, policy=POLICY)[0]
+    later = first.lease_expires_at + timedelta(seconds=1)
+    # WHEN the agent polls after its lease ran out
+    got = deliver(store, AGENT, now=later, policy=POLICY)
+    # THEN the command is re-leased at once as attempt 2
+    assert [(c.command_id, c.attempts, c.leased_at) for c in got] == [("cmd-1", 2, later)]
+
+
+def test_deliver_times_out_after_last_attempt(store):
+    enqueue(store, make())
+    now = T0
+    for _ in range(POLICY.max_attempts):
+        leased = deliver(store, AGENT, now=now, policy=POLICY)[0]
+        now = leased.lease_expires_at + timedelta(seconds=1)
+    # WHEN the last lease has expired and the agent polls again
+    assert deliver(store, AGENT, now=now, policy=POLICY) == []
+    # THEN the command is timed out, not pending
+    stored = store.get(AGENT, "cmd-1")
+    assert stored.status is CommandStatus.TIMED_OUT
+    assert stored.attempts == POLICY.max_attempts
+
+
+def test_deliver_respects_limit(store):
+    for i in range(5):
+        enqueue(store, make(f"c{i}", now=T0 + timedelta(seconds=i)))
+    got = deliver(store, AGENT, now=T0, policy=POLICY, limit=2)
+    assert [c.command_id for c in got] == ["c0", "c1"]
+    assert store.get(AGENT, "c2").status is CommandStatus.PENDING
+
+
+class RacingStore(InMemoryCommandStore):
+    """Another poller leases the command between our read and our write."""
+
+    def __init__(self, rival_now: datetime) -> None:
+        super().__init__()
+        self.rival_now = rival_now
+        self.raced = False
+
+    def replace(self, before: Command, after: Command) -> None:
+        if not self.raced:
+            self.raced = True
+            super().replace(before, lease(before, self.rival_now, POLICY))
+        super().replace(before, after)
+
+
+def test_deliver_on_conflict_returns_the_winners_lease():
+    store = RacingStore(rival_now=T0 - timedelta(seconds=1))
+    enqueue(store, make())
+    got = deliver(store, AGENT, now=T0, policy=POLICY)
+    # THEN our write lost, and we return the rival's stored (executing) version
+    assert len(got) == 1
+    assert got[0].leased_at == T0 - timedelta(seconds=1)
+    assert store.get(AGENT, "cmd-1") == got[0]
+
+
+def test_deliver_on_conflict_skips_command_cancelled_meanwhile():
+    class CancellingStore(InMemoryCommandStore):
+        def replace(self, before, after):
+            if after.status is CommandStatus.EXECUTING and before.status is CommandStatus.PENDING:
+                super().replace(before, cancel(before, T0))
+            super().replace(before, after)
+
+    store = CancellingStore()
+    enqueue(store, make())
+    assert deliver(store, AGENT, now=T0, policy=POLICY) == []
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.CANCELLED
+
+
+def test_report_result_completes_and_replays(store):
+    enqueue(store, make())
+    deliver(store, AGENT, now=T0, policy=POLICY)
+    outcome = report_result(store, AGENT, "cmd-1", success=True, message="ok", now=T0 + timedelta(seconds=10))
+    assert outcome.replay is False
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.COMPLETED
+    writes = store.writes
+    again = report_result(store, AGENT, "cmd-1", success=True, message="ok", now=T0 + timedelta(hours=1))
+    assert again.replay is True and store.writes == writes
+
+
+def test_report_result_unknown_command(store):
+    with pytest.raises(CommandNotFoundError):
+        report_result(store, AGENT, "nope", success=True, message=None, now=T0)
+
+
+def test_report_result_after_deadline_expires_and_raises(store):
+    enqueue(store, make())
+    leased = deliver(store, AGENT, now=T0, policy=POLICY)[0]
+    # WHEN the result arrives after the lease deadline
+    with pytest.raises(LeaseExpiredError):
+        report_result(
+            store,
+            AGENT,
+            "cmd-1",
+            success=True,
+            message=None,
+            now=leased.lease_expires_at + timedelta(seconds=1),
+        )
+    # THEN the command went back to pending for a retry (attempts were left)
+    stored = store.get(AGENT, "cmd-1")
+    assert stored.status is CommandStatus.PENDING and stored.attempts == 1
+
+
+def test_report_result_on_pending_command_is_illegal(store):
+    enqueue(store, make())
+    with pytest.raises(IllegalTransitionError):
+        report_result(store, AGENT, "cmd-1", success=True, message=None, now=T0)
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.PENDING
+
+
+def test_report_result_conflict_with_identical_concurrent_report_is_a_replay():
+    class DuplicateReportStore(InMemoryCommandStore):
+        def replace(self, before, after):
+            if after.status is CommandStatus.COMPLETED and before.status is CommandStatus.EXECUTING:
+                super().replace(before, after)  # the other request's identical write lands first
+            super().replace(before, after)
+
+    store = DuplicateReportStore()
+    enqueue(store, make())
+    deliver(store, AGENT, now=T0, policy=POLICY)
+    outcome = report_result(store, AGENT, "cmd-1", success=True, message="ok", now=T0)
+    assert outcome.replay is True
+    assert outcome.command.status is CommandStatus.COMPLETED
+
+
+def test_report_result_conflict_with_contradicting_report_raises():
+    class ContradictingStore(InMemoryCommandStore):
+        def replace(self, before, after):
+            if after.status is CommandStatus.COMPLETED:
+                from dataclasses import replace
+
+                super().replace(before, replace(after, status=CommandStatus.FAILED, success=False))
+            super().replace(before, after)
+
+    store = ContradictingStore()
+    enqueue(store, make())
+    deliver(store, AGENT, now=T0, policy=POLICY)
+    with pytest.raises(CommandConflictError):
+        report_result(store, AGENT, "cmd-1", success=True, message="ok", now=T0)
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.FAILED
+
+
+def test_sweep_expired_only_touches_expired_executing(store):
+    enqueue(store, make("expired"))
+    enqueue(store, make("fresh", now=T0 + timedelta(minutes=5)))
+    enqueue(store, make("waiting"))
+    expired = lease(store.get(AGENT, "expired"), T0, POLICY)
+    store.replace(store.get(AGENT, "expired"), expired)
+    fresh = lease(store.get(AGENT, "fresh"), T0 + timedelta(minutes=5), POLICY)
+    store.replace(store.get(AGENT, "fresh"), fresh)
+    now = T0 + timedelta(minutes=5, seconds=30)
+    # WHEN sweeping every stored command
+    changed = sweep_expired(store, store.all(), now=now)
+    # THEN only the expired lease is taken back
+    assert [c.command_id for c in changed] == ["expired"]
+    assert store.get(AGENT, "expired").status is CommandStatus.PENDING
+    assert store.get(AGENT, "fresh").status is CommandStatus.EXECUTING
+    assert store.get(AGENT, "waiting").status is CommandStatus.PENDING
+
+
+def test_sweep_skips_commands_changed_since_they_were_read(store):
+    enqueue(store, make())
+    leased = lease(store.get(AGENT, "cmd-1"), T0, POLICY)
+    store.replace(store.get(AGENT, "cmd-1"), leased)
+    stale_view = [leased]
+    # GIVEN the agent reported in the meantime
+    report_result(store, AGENT, "cmd-1", success=True, message=None, now=T0)
+    # WHEN a sweep runs on its stale snapshot
+    changed = sweep_expired(store, stale_view, now=T0 + timedelta(hours=1))
+    # THEN the completed command is left alone
+    assert changed == []
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.COMPLETED
