@@ -1,0 +1,37 @@
+"""Run the app's scheduled handlers on their schedule in local mode (no EventBridge here).
+
+Schedules are read from the Chalice app itself (``@app.schedule`` declarations), so a new job is
+picked up without touching local mode. ``speed`` compresses time: speed 60 runs a 1-minute job
+every second.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from chalice.app import Rate
+
+from localmode.invoke import invoke_schedule, scheduled_handlers
+
+SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
+
+
+def period_seconds(expression) -> float:
+    """Seconds between runs for a Chalice Rate (Cron is treated as hourly in local mode)."""
+    if isinstance(expression, Rate):
+        return expression.value * SECONDS[expression.unit]
+    return 3600.0
+
+
+def run_due_jobs(last_run: dict[str, float], speed: float, now: datetime) -> list[str]:
+    """Invoke every handler whose (accelerated) period has elapsed; returns the names run."""
+    ran = []
+    clock = time.monotonic()
+    for name, expression in scheduled_handlers().items():
+        period = period_seconds(expression) / max(speed, 1.0)
+        if clock - last_run.get(name, clock - period) >= period:
+            last_run[name] = clock
+            invoke_schedule(name, now)
+            ran.append(name)
+    return ran
