@@ -12,7 +12,7 @@ from components.command_tracker import CommandStatus, sweep_expired
 from components.sentinel import HealthState, HealthThresholds, classify_heartbeat
 
 from chalicelib import bootstrap
-from chalicelib.observability import logger
+from chalicelib.observability import MetricUnit, logger, metrics
 from chalicelib.repositories import activity, agents
 
 
@@ -47,6 +47,11 @@ def update_liveness(now: datetime, thresholds: HealthThresholds = HealthThreshol
 
 def run(now: datetime) -> dict[str, dict[str, int]]:
     """One monitor cycle; returns what changed (logged and returned to the scheduler)."""
+    logger.append_keys(job="health-monitor")
     result = {"leases": expire_leases(now), "agents": update_liveness(now)}
     logger.info("health monitor cycle", extra=result)
+    for group in result.values():
+        for name, count in group.items():
+            metrics.add_metric(name=f"HealthMonitor.{name}", unit=MetricUnit.Count, value=count)
+    metrics.flush_metrics()
     return result
