@@ -1,6 +1,6 @@
 # Spot Optimizer — developer commands. Every target builds the virtualenv first if it is missing.
 #   make demo     set everything up and run the demo (the README's main command)
-#   make test     run every test (unit, property, API, local-mode end-to-end)
+#   make test     lint, then every test (unit, property, API, integration, local-mode end-to-end)
 #   make serve    local mode: API on :8000, embedded AWS (moto) on :5000, Ctrl-C to stop
 #   make package  chalice package + the packaging checks CI runs
 #   make bench    API latency / DynamoDB-calls benchmark (results → docs/benchmarks.md by hand)
@@ -16,7 +16,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	if $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then \
 	command -v $$p || echo $$p; break; fi; done)
 
-.PHONY: venv demo test serve package bench clean check-python
+.PHONY: venv demo test serve package bench lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -33,7 +33,11 @@ demo: $(STAMP)
 	$(BIN)/python -m localmode.demo $(DEMO_ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 serve: $(STAMP)
 	$(BIN)/python -m localmode.server

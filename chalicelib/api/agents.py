@@ -8,12 +8,11 @@ from decimal import Decimal
 
 from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
 from components.calculations import switch_impact
-from components.command_tracker import deliver, report_result
 from components.data_valve import PricePoint, validate_ondemand_price, validate_spot_price
 from components.errors import ValidationError
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, command_queue
 from chalicelib.api.common import ApiBlueprint, client_request, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import InvalidInputError, NotFoundError
@@ -76,8 +75,7 @@ def heartbeat(agent_id):
                                instance_type=body.instance_type, mode=mode, az=body.az, now=now)
     commands = []
     if body.status == "online" and updated.config.get("enabled", True):
-        commands = deliver(bootstrap.command_store(), agent.agent_id, now=now,
-                           policy=bootstrap.lease_policy())
+        commands = command_queue.deliver_to(agent.agent_id, now)
     if agent.status != updated.status and "offline" in (agent.status, updated.status):
         activity.notify(client.client_id, "agent_status",
                         f"agent {agent.logical_agent_id} is now {updated.status}", now,
@@ -100,15 +98,14 @@ def pending_commands(agent_id):
     agent = agents.require(client.client_id, agent_id)
     commands = []
     if agent.config.get("enabled", True):
-        commands = deliver(bootstrap.command_store(), agent.agent_id, now=utcnow(),
-                           policy=bootstrap.lease_policy())
+        commands = command_queue.deliver_to(agent.agent_id, utcnow())
     return ok({"commands": [command_view(c) for c in commands]})
 
 
 def _result(client, agent_id: str, command_id: str, success: bool, message: str | None):
     agent = agents.require(client.client_id, agent_id)
-    outcome = report_result(bootstrap.command_store(), agent.agent_id, command_id,
-                            success=success, message=message, now=utcnow())
+    outcome = command_queue.record_result(agent.agent_id, command_id, success=success,
+                                          message=message, now=utcnow())
     return ok({"success": True, "replay": outcome.replay, "command": command_view(outcome.command)})
 
 
@@ -197,13 +194,13 @@ def switch_report(agent_id):
         raise NotFoundError("command not found", field="command_id")
     old, new, prices, timing = body.old_instance, body.new_instance, body.prices, body.timing
     for side, inst in (("old_instance", old), ("new_instance", new)):
-        if inst.instance_type and inst.az:
-            make_pool_id(inst.instance_type, inst.az)
-        if inst.pool_id:
-            try:
+        try:
+            if inst.instance_type and inst.az:
+                make_pool_id(inst.instance_type, inst.az)
+            if inst.pool_id:
                 parse_pool_id(inst.pool_id)
-            except ValidationError as exc:
-                raise InvalidInputError(str(exc), field=f"{side}.pool_id") from exc
+        except ValidationError as exc:
+            raise InvalidInputError(exc.message, field=f"{side}.{exc.field or 'pool_id'}") from exc
     for name in ("on_demand", "old_spot", "new_spot"):
         value = getattr(prices, name)
         if value is not None:

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from components.command_tracker import CommandStatus, sweep_expired
 from components.sentinel import HealthState, HealthThresholds, classify_heartbeat
 
-from chalicelib import bootstrap
+from chalicelib import command_queue
 from chalicelib.observability import MetricUnit, logger, metrics
 from chalicelib.repositories import activity, agents
 
 
 def expire_leases(now: datetime) -> dict[str, int]:
-    """Commands with no result before their lease deadline: retried or timed out (notified)."""
-    store = bootstrap.command_store()
-    changed = sweep_expired(store, list(store.expired_leases(now)), now=now)
-    timed_out = [c for c in changed if c.status is CommandStatus.TIMED_OUT]
-    for cmd in timed_out:
-        activity.notify(cmd.client_id, "command_timed_out",
-                        f"command {cmd.command_id} ({cmd.command_type.value}) got no result after "
-                        f"{cmd.attempts} attempts", now, severity="warning", agent_id=cmd.agent_id)
-    return {"requeued": len(changed) - len(timed_out), "timed_out": len(timed_out)}
+    """Commands with no result before their lease deadline: retried, or timed out and notified."""
+    return command_queue.sweep(now)
 
 
 def update_liveness(now: datetime, thresholds: HealthThresholds = HealthThresholds()) -> dict[str, int]:

@@ -58,7 +58,8 @@ def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: 
 def notifications_page(client_id: str, limit: int, next_token: str | None,
                        unread_only: bool = False) -> Page:
     """A client's notifications, newest first."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id)
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                         key_attrs=("client_id", "notification_id"))
     result = NotificationTable.query(
         client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
         filter_condition=(NotificationTable.is_read == False) if unread_only else None)  # noqa: E712

@@ -99,7 +99,8 @@ def find_by_token_hash(token_hash: str) -> ClientRecord | None:
 
 def list_page(limit: int, next_token: str | None) -> Page:
     """Clients in creation order, one page at a time (GSI query, no scan)."""
-    start = decode_token(next_token, partition_attr="listing", partition_value=CLIENT_LISTING)
+    start = decode_token(next_token, partition_attr="listing", partition_value=CLIENT_LISTING,
+                         key_attrs=("listing", "created_at", "client_id"))
     result = ClientTable.by_created.query(CLIENT_LISTING, limit=limit, last_evaluated_key=start)
     items = [_record(row) for row in result]
     return Page(items, encode_token(result.last_evaluated_key))

@@ -31,8 +31,20 @@ def encode_token(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str | None, *, partition_attr: str, partition_value: str) -> dict | None:
-    """Parse a token, checking that it belongs to the caller's partition."""
+def _string_key(key: Any) -> bool:
+    """True for a DynamoDB key in its typed form ``{attr: {"S": text}}`` (every key here is a string)."""
+    return isinstance(key, dict) and bool(key) and all(
+        isinstance(value, dict) and list(value) == ["S"] and isinstance(value["S"], str)
+        for value in key.values())
+
+
+def decode_token(token: str | None, *, partition_attr: str, partition_value: str,
+                 key_attrs: tuple[str, ...] | None = None) -> dict | None:
+    """Parse a token, checking that it is a key of the caller's partition.
+
+    ``key_attrs`` (every attribute of the key, partition included) rejects tokens of another table or
+    index shape before DynamoDB sees them.
+    """
     if not token:
         return None
     try:
@@ -40,6 +52,7 @@ def decode_token(token: str | None, *, partition_attr: str, partition_value: str
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInputError("next_token is not valid", field="next_token") from None
-    if not isinstance(key, dict) or key.get(partition_attr, {}).get("S") != partition_value:
+    if (not _string_key(key) or key.get(partition_attr) != {"S": partition_value}
+            or (key_attrs is not None and set(key) != set(key_attrs))):
         raise InvalidInputError("next_token is not valid", field="next_token")
     return key

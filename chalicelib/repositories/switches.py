@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pynamodb.exceptions import PutError, TransactWriteError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import ConflictError
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -20,20 +20,10 @@ def switch_key(initiated_at: datetime, switch_id: str) -> str:
     return f"{initiated_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{switch_id}"
 
 
-def save_once(row: SwitchTable) -> bool:
-    """Store the switch unless this exact report was stored before; True if newly stored."""
-    try:
-        row.save(condition=SwitchTable.switch_key.does_not_exist())
-        return True
-    except PutError as exc:
-        if condition_failed(exc):
-            return False
-        raise
-
-
 def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
     """A client's switches, newest first."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id)
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                         key_attrs=("client_id", "switch_key"))
     result = SwitchTable.query(client_id, scan_index_forward=False, limit=limit,
                                last_evaluated_key=start)
     return Page(list(result), encode_token(result.last_evaluated_key))

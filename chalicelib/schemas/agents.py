@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from chalicelib.schemas.base import InstanceId, Price, Schema, ShortText, UtcDatetime
 
@@ -147,12 +147,12 @@ class SwitchReportRequest(Schema):
     command_id: str | None = Field(default=None, max_length=128)
     success: bool = True
 
-    @model_validator(mode="after")
-    def _has_a_start_time(self):
-        t = self.timing
+    @field_validator("timing")
+    @classmethod
+    def _has_a_start_time(cls, t: SwitchTiming) -> SwitchTiming:
         if not (t.switch_initiated_at or t.new_instance_launched_at or t.new_instance_ready_at):
             raise ValueError("timing.switch_initiated_at is required")
-        return self
+        return t
 
 
 class TerminationRequest(Schema):

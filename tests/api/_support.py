@@ -1,0 +1,136 @@
+"""Helpers shared by the API tests: table snapshots, report bodies, error assertions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import boto3
+
+from chalicelib.tables import ALL_TABLES
+
+
+def scan_items(table) -> list[dict]:
+    """Every item of one table in DynamoDB's typed JSON, through a real paginated Scan."""
+    pages = boto3.client("dynamodb", region_name=table.Meta.region).get_paginator("scan")
+    return [item for page in pages.paginate(TableName=table.Meta.table_name, ConsistentRead=True)
+            for item in page["Items"]]
+
+
+def mock_items(table) -> list[dict] | None:
+    """The same items read straight from the in-process mock (no HTTP round trip); None without it.
+
+    A Scan through the mock costs ~3 ms per item, and the tables grow over the session, so snapshots
+    taken around every request use this; ``test_snapshot_reads_what_a_scan_reads`` keeps it honest.
+    """
+    try:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.dynamodb.models import dynamodb_backends
+
+        mock = dynamodb_backends[DEFAULT_ACCOUNT_ID][table.Meta.region].get_table(table.Meta.table_name)
+    except Exception:  # noqa: BLE001 - not running against the in-process mock
+        return None
+    return [item.to_json()["Attributes"] for item in mock.all_items()]
+
+
+def canonical(items: list[dict]) -> list[str]:
+    """Items as sorted canonical JSON strings (order-free comparison)."""
+    return sorted(json.dumps(item, sort_keys=True, default=str) for item in items)
+
+
+def snapshot_tables() -> dict[str, list[str]]:
+    """Every item of every table in ``ALL_TABLES``, canonical and sorted per table."""
+    snap = {}
+    for table in ALL_TABLES:
+        items = mock_items(table)
+        snap[table.Meta.table_name] = canonical(scan_items(table) if items is None else items)
+    return snap
+
+
+def diff_snapshots(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, dict]:
+    """Per table, what appeared and what vanished between two snapshots (empty when equal)."""
+    changes = {}
+    for name in sorted(set(before) | set(after)):
+        old, new = set(before.get(name, ())), set(after.get(name, ()))
+        if old != new:
+            changes[name] = {"added": sorted(new - old), "removed": sorted(old - new)}
+    return changes
+
+
+def assert_error(status: int, body, expected_status: int, *, code: str | None = None,
+                 field: str | None = None) -> None:
+    """A JSON error in the product shape with the expected status (and code/field if given)."""
+    assert status == expected_status, (status, body)
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if code is not None:
+        assert body["error"] == code, body
+    if field is not None:
+        assert body.get("field") == field, body
+
+
+def utc(text: str) -> datetime:
+    """Parse an ISO-8601 'Z' timestamp as an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def iso(value: datetime) -> str:
+    """Render an aware datetime as ISO-8601 with a Z suffix."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def now_utc() -> datetime:
+    """The wall clock, UTC."""
+    return datetime.now(timezone.utc)
+
+
+def random_instance_type() -> str:
+    """A syntactically valid instance type no other test uses, so its pools are this test's own."""
+    return f"t{uuid.uuid4().hex[:8]}.large"
+
+
+def pricing_body(instance_id: str, instance_type: str, prices: dict[str, float], *,
+                 on_demand: float | None = 0.1, current: float | None = None,
+                 collected_at: datetime | None = None, az: str = "eu-west-1a") -> dict:
+    """A legacy-shaped pricing report; ``prices`` maps AZ -> spot price for ``instance_type``."""
+    pricing = {"spot_pools": [{"instance_type": instance_type, "az": zone, "price": price}
+                              for zone, price in prices.items()]}
+    if on_demand is not None:
+        pricing["on_demand_price"] = on_demand
+    if current is not None:
+        pricing["current_spot_price"] = current
+    if collected_at is not None:
+        pricing["collected_at"] = iso(collected_at)
+    return {"instance": {"instance_id": instance_id, "instance_type": instance_type,
+                         "region": "eu-west-1", "az": az, "mode": "spot"},
+            "pricing": pricing}
+
+
+def switch_body(old_instance_id: str, new_instance_id: str, *, old_mode: str = "spot",
+                new_mode: str = "spot", prices: dict | None = None, timing: dict | None = None,
+                legacy_names: bool = False, command_id: str | None = None,
+                new_az: str = "eu-west-1b") -> dict:
+    """A switch report with the agent's field names, or the legacy server's when ``legacy_names``."""
+    prices = prices if prices is not None else {"on_demand": 0.107, "old_spot": 0.040, "new_spot": 0.031}
+    timing = timing if timing is not None else {
+        "switch_initiated_at": "2026-01-01T00:00:00Z", "new_instance_launched_at": "2026-01-01T00:00:40Z",
+        "new_instance_ready_at": "2026-01-01T00:01:30Z", "traffic_switched_at": "2026-01-01T00:01:32Z"}
+    body = {"old_instance": {"instance_id": old_instance_id, "instance_type": "m5.large",
+                             "az": "eu-west-1a", "mode": old_mode},
+            "new_instance": {"instance_id": new_instance_id, "instance_type": "m5.large",
+                             "region": "eu-west-1", "az": new_az, "mode": new_mode},
+            "snapshot": {"used": False}, "trigger": "manual"}
+    if new_mode == "spot":
+        body["new_instance"]["pool_id"] = f"m5.large.{new_az}"
+    body["pricing" if legacy_names else "prices"] = prices
+    body["timing"] = timing
+    if command_id:
+        body["command_id"] = command_id
+    return body
+
+
+def shifted(seconds: float) -> datetime:
+    """Now plus ``seconds``."""
+    return now_utc() + timedelta(seconds=seconds)

@@ -1,0 +1,329 @@
+"""Command delivery with leases, results, retries and timeouts, through the API (PRODUCT.md §4)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import pytest
+from components.command_tracker import CommandPriority, CommandStatus, CommandType, enqueue, new_command
+
+import chalicelib.api.agents as agents_api
+from chalicelib import bootstrap
+from chalicelib.api.clients import new_command_id
+from chalicelib.repositories.commands import DynamoCommandStore
+from chalicelib.tables.agents import AgentTable
+from tests.api._support import assert_error, diff_snapshots, now_utc, snapshot_tables, utc
+from tests.conftest import registration
+
+
+@pytest.fixture
+def agent(tenant_with_agent):
+    """(client_id, caller, agent_id, instance_id) of a fresh tenant's registered agent."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    return client_id, caller, agent_id, reg["instance_id"]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move the agent routes' clock (and the scheduled job's) to a given time."""
+
+    def _set(when):
+        monkeypatch.setattr(agents_api, "utcnow", lambda: when)
+        monkeypatch.setattr(sys.modules["app"], "utcnow", lambda: when)
+
+    return _set
+
+
+def force_switch(caller, instance_id, **body):
+    status, reply = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                body or {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, reply
+    return reply["command"]
+
+
+def pending(caller, agent_id):
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200, reply
+    return reply["commands"]
+
+
+def executed(caller, agent_id, command_id, success=True, message="ok"):
+    return caller.post(f"/api/agents/{agent_id}/commands/{command_id}/executed",
+                       {"success": success, "message": message})
+
+
+def stored(agent_id, command_id):
+    return bootstrap.command_store().get(agent_id, command_id)
+
+
+def run_health_monitor(api):
+    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
+                                         resources=[])
+    return api.lambda_.invoke("health-monitor", event).payload
+
+
+def test_force_switch_is_leased_by_pending_commands_and_heartbeat(agent):
+    """GIVEN a force-switch WHEN the agent polls THEN the command comes back executing with a lease,
+    in the shape legacy agents read; the heartbeat returns the same lease (not a second one)."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    assert cmd["status"] == "pending" and cmd["priority"] == 75 and cmd["lease_expires_at"] is None
+    assert cmd["target_mode"] == "spot" and cmd["target_pool_id"] == "m5.large.eu-west-1b"
+
+    before = now_utc()
+    [leased] = pending(caller, agent_id)
+    assert leased["id"] == leased["command_id"] == cmd["id"]
+    assert leased["status"] == "executing" and leased["attempts"] == 1
+    assert leased["instance_id"] == instance_id and leased["command_type"] == "switch"
+    assert leased["terminate_wait_seconds"] == 300 and leased["created_at"]
+    lease = utc(leased["lease_expires_at"])
+    # base lease (300 s) plus the command's own terminate wait (300 s)
+    assert before + timedelta(seconds=599) <= lease <= now_utc() + timedelta(seconds=601)
+
+    status, beat = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert status == 200
+    [again] = beat["commands"]
+    assert again["id"] == cmd["id"] and again["lease_expires_at"] == leased["lease_expires_at"]
+    assert again["attempts"] == 1
+    assert pending(caller, agent_id)[0]["attempts"] == 1
+
+
+def test_result_within_lease_completes_and_replays(agent):
+    """GIVEN a leased command WHEN the result arrives in time THEN completed; the same result again is a
+    replay (200); a different result afterwards is 409."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    pending(caller, agent_id)
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert status == 200 and body["replay"] is False, body
+    assert body["command"]["status"] == "completed" and body["command"]["success"] is True
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.COMPLETED
+
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert status == 200 and body["replay"] is True and body["command"]["status"] == "completed"
+
+    before = snapshot_tables()
+    status, body = executed(caller, agent_id, cmd["id"], success=False, message="actually no")
+    assert_error(status, body, 409, code="illegal_transition")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert pending(caller, agent_id) == []
+
+
+def test_failure_result_is_recorded(agent):
+    """GIVEN a leased command WHEN the agent reports failure THEN failed with the message; success then 409."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id, target="ondemand")
+    pending(caller, agent_id)
+    status, body = executed(caller, agent_id, cmd["id"], success=False, message="no capacity")
+    assert status == 200 and body["command"]["status"] == "failed"
+    assert body["command"]["message"] == "no capacity"
+    assert executed(caller, agent_id, cmd["id"], success=False)[1]["replay"] is True
+    assert_error(*executed(caller, agent_id, cmd["id"], success=True), 409)
+
+
+def test_result_for_a_pending_command_is_409(agent):
+    """GIVEN a command never delivered WHEN a result is posted THEN 409: only a leased command finishes."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert_error(status, body, 409, code="illegal_transition")
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.PENDING
+
+
+def test_unknown_command_and_other_agents_command_are_404(agent):
+    """GIVEN two agents of one tenant WHEN agent 2 reports agent 1's command (or an unknown one) THEN 404."""
+    _, caller, agent_id, instance_id = agent
+    status, reply = caller.post("/api/agents/register", registration())
+    assert status == 200
+    other_agent = reply["agent_id"]
+    cmd = force_switch(caller, instance_id)
+    pending(caller, agent_id)
+
+    status, body = executed(caller, agent_id, "cmd-20200101T000000000000-deadbeef")
+    assert_error(status, body, 404, code="not_found", field="command_id")
+    before = snapshot_tables()
+    status, body = executed(caller, other_agent, cmd["id"])
+    assert_error(status, body, 404, field="command_id")
+    status, body = caller.post(f"/api/agents/{other_agent}/mark-command-executed", {"command_id": cmd["id"]})
+    assert_error(status, body, 404, field="command_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.EXECUTING
+    assert pending(caller, other_agent) == []
+
+
+def test_late_results_requeue_then_time_out_with_a_notification(agent, clock):
+    """GIVEN a leased command WHEN each result arrives after the lease deadline THEN 409 lease_expired and
+    the command is re-queued while attempts remain; after the last attempt it is timed_out and the client
+    is notified."""
+    client_id, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    max_attempts = bootstrap.lease_policy().max_attempts
+    leased = pending(caller, agent_id)[0]
+    for attempt in range(1, max_attempts + 1):
+        assert leased["attempts"] == attempt
+        clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
+        status, body = executed(caller, agent_id, cmd["id"])
+        assert_error(status, body, 409, code="lease_expired")
+        current = stored(agent_id, cmd["id"])
+        if attempt < max_attempts:
+            assert current.status is CommandStatus.PENDING and current.attempts == attempt
+            assert current.lease_expires_at is None
+            [leased] = pending(caller, agent_id)  # re-delivered on the next poll, same id
+            assert leased["id"] == cmd["id"]
+    assert current.status is CommandStatus.TIMED_OUT and current.attempts == max_attempts
+    assert pending(caller, agent_id) == []
+    assert_error(*executed(caller, agent_id, cmd["id"]), 409, code="illegal_transition")
+
+    status, body = caller.get("/api/notifications")
+    kinds = [n["kind"] for n in body["notifications"] if n["agent_id"] == agent_id]
+    assert kinds.count("command_timed_out") == 1, body
+
+
+def test_a_result_exactly_at_the_deadline_still_counts(agent, clock):
+    """GIVEN a leased command WHEN the result arrives exactly at lease_expires_at THEN it completes."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    [leased] = pending(caller, agent_id)
+    clock(utc(leased["lease_expires_at"]))
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert status == 200 and body["command"]["status"] == "completed", body
+
+
+def test_expired_lease_is_redelivered_by_the_next_poll(agent, clock):
+    """GIVEN a lease that ran out with no result WHEN the agent polls again THEN it gets the command
+    again under a fresh lease (attempt 2)."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    [first] = pending(caller, agent_id)
+    later = utc(first["lease_expires_at"]) + timedelta(seconds=5)
+    clock(later)
+    [second] = pending(caller, agent_id)
+    assert second["id"] == cmd["id"] and second["attempts"] == 2
+    assert utc(second["lease_expires_at"]) == later + timedelta(seconds=600)
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert status == 200 and body["command"]["status"] == "completed" and body["command"]["attempts"] == 2
+
+
+def test_last_lease_expiring_on_a_poll_times_out_with_a_notification(agent, clock):
+    """GIVEN a command on its last attempt WHEN its lease has run out at the next poll THEN it is
+    timed_out (not delivered again) and the client is notified."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    leased = pending(caller, agent_id)[0]
+    for _ in range(bootstrap.lease_policy().max_attempts - 1):
+        clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
+        [leased] = pending(caller, agent_id)
+    clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
+    status, beat = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert status == 200 and beat["commands"] == []
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.TIMED_OUT
+    status, body = caller.get("/api/notifications")
+    kinds = [n["kind"] for n in body["notifications"] if n["agent_id"] == agent_id]
+    assert kinds.count("command_timed_out") == 1, body
+
+
+def test_health_monitor_requeues_then_times_out_expired_leases(api, agent, clock):
+    """GIVEN a leased command whose agent went silent WHEN the health monitor runs after each deadline
+    THEN it re-queues the command while attempts remain, then times it out and notifies the client."""
+    client_id, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    max_attempts = bootstrap.lease_policy().max_attempts
+    [leased] = pending(caller, agent_id)
+    for attempt in range(1, max_attempts + 1):
+        clock(utc(leased["lease_expires_at"]) - timedelta(seconds=1))
+        run_health_monitor(api)
+        assert stored(agent_id, cmd["id"]).status is CommandStatus.EXECUTING  # lease still live
+        clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
+        result = run_health_monitor(api)
+        current = stored(agent_id, cmd["id"])
+        if attempt < max_attempts:
+            assert result["leases"]["requeued"] >= 1
+            assert current.status is CommandStatus.PENDING and current.attempts == attempt
+            [leased] = pending(caller, agent_id)
+    assert result["leases"]["timed_out"] >= 1
+    assert current.status is CommandStatus.TIMED_OUT and current.finished_at is not None
+    status, body = caller.get("/api/notifications")
+    timed_out = [n for n in body["notifications"] if n["kind"] == "command_timed_out"]
+    assert len(timed_out) == 1 and timed_out[0]["agent_id"] == agent_id
+    assert cmd["id"] in timed_out[0]["message"] and timed_out[0]["severity"] == "warning"
+
+
+def test_priority_beats_age(agent):
+    """GIVEN an older low-priority command and a newer manual one WHEN the agent polls THEN 75 comes first."""
+    client_id, caller, agent_id, instance_id = agent
+    created = now_utc() - timedelta(minutes=5)
+    low = new_command(command_id=new_command_id(created), client_id=client_id, agent_id=agent_id,
+                      command_type=CommandType.HEALTH_CHECK, priority=CommandPriority.ML_NORMAL.value,
+                      now=created, policy=bootstrap.lease_policy())
+    enqueue(DynamoCommandStore(), low)
+    manual = force_switch(caller, instance_id)
+    commands = pending(caller, agent_id)
+    assert [c["id"] for c in commands] == [manual["id"], low.command_id]
+    assert [c["priority"] for c in commands] == [75, 25]
+    assert {c["status"] for c in commands} == {"executing"}
+
+
+def test_legacy_mark_command_executed(agent):
+    """GIVEN a v3.2 agent WHEN it posts {command_id, success} to mark-command-executed THEN completed;
+    a body with only command_id means success."""
+    _, caller, agent_id, instance_id = agent
+    first = force_switch(caller, instance_id)
+    pending(caller, agent_id)
+    status, body = caller.post(f"/api/agents/{agent_id}/mark-command-executed",
+                               {"command_id": first["id"], "success": True})
+    assert status == 200 and body["command"]["status"] == "completed" and body["replay"] is False, body
+
+    second = force_switch(caller, instance_id, target="ondemand")
+    pending(caller, agent_id)
+    status, body = caller.post(f"/api/agents/{agent_id}/mark-command-executed", {"command_id": second["id"]})
+    assert status == 200 and body["command"]["status"] == "completed" and body["command"]["success"] is True
+
+
+def test_disabled_agent_gets_no_commands_and_leases_nothing(agent):
+    """GIVEN an agent whose config says enabled=false WHEN it polls THEN no commands and none leased."""
+    client_id, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.config.enabled.set(False)])
+    assert pending(caller, agent_id) == []
+    status, beat = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert status == 200 and beat["commands"] == []
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.PENDING
+
+
+def test_offline_heartbeat_leases_nothing(agent):
+    """GIVEN a queued command WHEN the agent's final heartbeat says offline THEN nothing is leased."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    status, beat = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "offline"})
+    assert status == 200 and beat["commands"] == [] and beat["status"] == "offline"
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.PENDING
+
+
+def test_force_switch_without_auto_terminate_waits_zero(agent):
+    """GIVEN auto-terminate off (legacy §9.2 #3) WHEN a switch is forced THEN terminate_wait_seconds is 0."""
+    client_id, caller, agent_id, instance_id = agent
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.config.auto_terminate_enabled.set(False)])
+    cmd = force_switch(caller, instance_id, target="ondemand")
+    assert cmd["terminate_wait_seconds"] == 0 and cmd["target_mode"] == "ondemand"
+    assert cmd["target_pool_id"] is None
+
+
+@pytest.mark.parametrize("body, field", [({"target": "pool"}, None), ({"target": "warp"}, "target"),
+                                         ({"target": "pool", "pool_id": "nonsense"}, "pool_id"), ({}, "target")])
+def test_force_switch_bad_input_is_400_and_queues_nothing(agent, body, field):
+    """GIVEN a bad force-switch body WHEN posted THEN 400 and no command is queued."""
+    _, caller, agent_id, instance_id = agent
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/client/instances/{instance_id}/force-switch", body)
+    assert_error(status, reply, 400, field=field)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_force_switch_on_an_inactive_instance_is_409(agent):
+    """GIVEN a terminated instance WHEN a switch is forced on it THEN 409 instance_inactive."""
+    _, caller, agent_id, instance_id = agent
+    status, _ = caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": instance_id})
+    assert status == 200
+    status, body = caller.post(f"/api/client/instances/{instance_id}/force-switch", {"target": "ondemand"})
+    assert_error(status, body, 409, code="instance_inactive")

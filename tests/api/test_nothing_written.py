@@ -1,0 +1,347 @@
+"""Bad input is answered with a JSON 4xx and leaves every table exactly as it was (PRODUCT.md §5).
+
+GIVEN a tenant with an agent holding an executing command
+WHEN an agent endpoint (or admin create-client) receives malformed JSON, wrong types, missing fields,
+     impossible prices or an oversized body
+THEN the answer is a 4xx ``{error, message, field?}`` and a scan of every table is unchanged.
+
+GET endpoints are not here: config writes nothing; pending-commands leases commands by design but takes
+no body, so there is no bad input for it to reject.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from chalice.test import Client
+
+from chalicelib.tables import ALL_TABLES
+from chalicelib.tables.agents import AgentTable
+from tests.api._support import (
+    assert_error,
+    canonical,
+    diff_snapshots,
+    iso,
+    mock_items,
+    scan_items,
+    shifted,
+    snapshot_tables,
+)
+from tests.conftest import Caller, new_instance_id, registration
+
+OVERSIZED = json.dumps({"instance_id": new_instance_id(), "pad": "x" * (256 * 1024 + 10)})
+MALFORMED = '{"a":'
+
+# Endpoint keys → path templates ({agent_id}, {command_id} are the module tenant's).
+ENDPOINTS = {
+    "register": "/api/agents/register",
+    "heartbeat": "/api/agents/{agent_id}/heartbeat",
+    "pricing-report": "/api/agents/{agent_id}/pricing-report",
+    "executed": "/api/agents/{agent_id}/commands/{command_id}/executed",
+    "mark-command-executed": "/api/agents/{agent_id}/mark-command-executed",
+    "switch-report": "/api/agents/{agent_id}/switch-report",
+    "termination": "/api/agents/{agent_id}/termination",
+    "cleanup-report": "/api/agents/{agent_id}/cleanup-report",
+}
+
+
+def _pool(price, **extra):
+    return {"instance_type": "m5.large", "az": "eu-west-1a", "price": price, **extra}
+
+
+def _pricing(*pools, **pricing):
+    return {"instance": {"instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a"},
+            "pricing": {"on_demand_price": 0.107, "spot_pools": list(pools), **pricing}}
+
+
+def _switch(**overrides):
+    body = {"old_instance": {"instance_type": "m5.large", "az": "eu-west-1a", "mode": "spot"},
+            "new_instance": {"instance_id": new_instance_id(), "instance_type": "m5.large",
+                             "az": "eu-west-1b", "mode": "spot"},
+            "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": {"switch_initiated_at": "2026-01-01T00:00:00Z"}}
+    body.update(overrides)
+    return body
+
+
+def _reg(**overrides):
+    body = registration(**overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _without(body: dict, key: str) -> dict:
+    return {k: v for k, v in body.items() if k != key}
+
+
+# (case id, endpoint, JSON body, expected status, expected field or None when there is no single field)
+CASES = [
+    # register
+    ("register-instance-id-number", "register", lambda: _reg(instance_id=12345), 400, "instance_id"),
+    ("register-instance-id-garbage", "register", lambda: _reg(instance_id="web-1"), 400, "instance_id"),
+    ("register-missing-instance-id", "register", lambda: _without(_reg(), "instance_id"), 400, "instance_id"),
+    ("register-missing-instance-type", "register", lambda: _without(_reg(), "instance_type"), 400,
+     "instance_type"),
+    ("register-missing-region", "register", lambda: _without(_reg(), "region"), 400, "region"),
+    ("register-bad-az", "register", lambda: _reg(az="nowhere"), 400, "az"),
+    ("register-az-outside-region", "register", lambda: _reg(az="us-east-1a"), 400, "az"),
+    ("register-bad-instance-type", "register", lambda: _reg(instance_type="M5 Large"), 400, "instance_type"),
+    ("register-bad-logical-id", "register", lambda: _reg(logical_agent_id="web 1; drop"), 400,
+     "logical_agent_id"),
+    ("register-mode-list", "register", lambda: _reg(mode=["spot"]), 400, "mode"),
+    ("register-hostname-too-long", "register", lambda: _reg(hostname="h" * 300), 400, "hostname"),
+    # heartbeat
+    ("heartbeat-bad-status", "heartbeat", lambda: {"status": "sleeping"}, 400, "status"),
+    ("heartbeat-instance-id-number", "heartbeat", lambda: {"instance_id": 42}, 400, "instance_id"),
+    ("heartbeat-monitored-not-list", "heartbeat", lambda: {"monitored_instances": "i-1"}, 400,
+     "monitored_instances"),
+    ("heartbeat-bad-instance-type", "heartbeat", lambda: {"instance_type": "M5 LARGE", "az": "eu-west-1a"},
+     400, "instance_type"),
+    ("heartbeat-bad-az", "heartbeat", lambda: {"instance_type": "m5.large", "az": "eu-west-1"}, 400, "az"),
+    # pricing-report
+    ("pricing-missing-pricing", "pricing-report", lambda: {"instance": {}}, 400, "pricing"),
+    ("pricing-spot-zero", "pricing-report", lambda: _pricing(_pool(0)), 400, "pricing.spot_pools.0.price"),
+    ("pricing-spot-150", "pricing-report", lambda: _pricing(_pool(150)), 400, "pricing.spot_pools.0.price"),
+    ("pricing-spot-negative", "pricing-report", lambda: _pricing(_pool(-0.03)), 400,
+     "pricing.spot_pools.0.price"),
+    ("pricing-spot-abc", "pricing-report", lambda: _pricing(_pool("abc")), 400, "pricing.spot_pools.0.price"),
+    ("pricing-spot-nan", "pricing-report", lambda: _pricing(_pool("NaN")), 400, "pricing.spot_pools.0.price"),
+    ("pricing-spot-infinity", "pricing-report", lambda: _pricing(_pool("Infinity")), 400,
+     "pricing.spot_pools.0.price"),
+    ("pricing-spot-list", "pricing-report", lambda: _pricing(_pool([0.03])), 400,
+     "pricing.spot_pools.0.price"),
+    ("pricing-spot-bool", "pricing-report", lambda: _pricing(_pool(True)), 400, "pricing.spot_pools.0.price"),
+    ("pricing-second-pool-bad", "pricing-report",
+     lambda: _pricing(_pool(0.03), _pool(0, az="eu-west-1b")), 400, "pricing.spot_pools.1.price"),
+    ("pricing-ondemand-500", "pricing-report", lambda: _pricing(_pool(0.03), on_demand_price=500), 400,
+     "pricing.on_demand_price"),
+    ("pricing-ondemand-zero", "pricing-report", lambda: _pricing(_pool(0.03), on_demand_price=0), 400,
+     "pricing.on_demand_price"),
+    ("pricing-current-negative", "pricing-report", lambda: _pricing(_pool(0.03), current_spot_price=-1), 400,
+     "pricing.current_spot_price"),
+    ("pricing-pool-unnamed", "pricing-report", lambda: _pricing({"price": 0.03}), 400, "pricing.spot_pools.0"),
+    ("pricing-pool-id-garbage", "pricing-report", lambda: _pricing({"pool_id": "garbage", "price": 0.03}), 400,
+     "pricing.spot_pools.0.pool_id"),
+    ("pricing-pool-bad-az", "pricing-report", lambda: _pricing(_pool(0.03, az="mars-1")), 400,
+     "pricing.spot_pools.0.pool_id"),
+    ("pricing-collected-two-days-ago", "pricing-report",
+     lambda: _pricing(_pool(0.03), collected_at=iso(shifted(-2 * 86400))), 400, "pricing.collected_at"),
+    ("pricing-collected-in-future", "pricing-report",
+     lambda: _pricing(_pool(0.03), collected_at=iso(shifted(3600))), 400, "pricing.collected_at"),
+    ("pricing-collected-garbage", "pricing-report", lambda: _pricing(_pool(0.03), collected_at="yesterday"),
+     400, "pricing.collected_at"),
+    ("pricing-instance-id-number", "pricing-report",
+     lambda: {**_pricing(_pool(0.03)), "instance": {"instance_id": 7}}, 400, "instance.instance_id"),
+    ("pricing-pools-not-list", "pricing-report", lambda: _pricing(spot_pools={"a": 1}), 400,
+     "pricing.spot_pools"),
+    # commands/{id}/executed
+    ("executed-success-maybe", "executed", lambda: {"success": "maybe"}, 400, "success"),
+    ("executed-missing-success", "executed", lambda: {"message": "done"}, 400, "success"),
+    ("executed-success-list", "executed", lambda: {"success": [True]}, 400, "success"),
+    ("executed-message-too-long", "executed", lambda: {"success": True, "message": "m" * 2001}, 400, "message"),
+    # mark-command-executed (v3.2)
+    ("mark-missing-command-id", "mark-command-executed", lambda: {"success": True}, 400, "command_id"),
+    ("mark-command-id-number", "mark-command-executed", lambda: {"command_id": 17, "success": True}, 400,
+     "command_id"),
+    ("mark-success-maybe", "mark-command-executed",
+     lambda: {"command_id": "{command_id}", "success": "maybe"}, 400, "success"),
+    ("mark-unknown-command", "mark-command-executed",
+     lambda: {"command_id": "cmd-does-not-exist", "success": True}, 404, "command_id"),
+    # switch-report
+    ("switch-missing-new-instance", "switch-report", lambda: _without(_switch(), "new_instance"), 400,
+     "new_instance"),
+    ("switch-new-instance-id-number", "switch-report",
+     lambda: _switch(new_instance={"instance_id": 99, "mode": "spot"}), 400, "new_instance.instance_id"),
+    ("switch-missing-timing", "switch-report", lambda: _without(_switch(), "timing"), 400, "timing"),
+    ("switch-timing-without-start", "switch-report", lambda: _switch(timing={}), 400, "timing"),
+    ("switch-timing-garbage", "switch-report", lambda: _switch(timing={"switch_initiated_at": "soon"}), 400,
+     "timing.switch_initiated_at"),
+    ("switch-old-spot-zero", "switch-report",
+     lambda: _switch(prices={"on_demand": 0.107, "old_spot": 0, "new_spot": 0.03}), 400, "prices.old_spot"),
+    ("switch-new-spot-150", "switch-report",
+     lambda: _switch(prices={"on_demand": 0.107, "old_spot": 0.04, "new_spot": 150}), 400, "prices.new_spot"),
+    ("switch-ondemand-500", "switch-report",
+     lambda: _switch(prices={"on_demand": 500, "old_spot": 0.04, "new_spot": 0.03}), 400, "prices.on_demand"),
+    ("switch-price-abc", "switch-report",
+     lambda: _switch(prices={"on_demand": 0.107, "old_spot": "abc", "new_spot": 0.03}), 400,
+     "prices.old_spot"),
+    ("switch-bad-trigger", "switch-report", lambda: _switch(trigger="gut-feeling"), 400, "trigger"),
+    ("switch-bad-new-pool", "switch-report",
+     lambda: _switch(new_instance={"instance_id": new_instance_id(), "pool_id": "junk"}), 400,
+     "new_instance.pool_id"),
+    ("switch-bad-new-az", "switch-report",
+     lambda: _switch(new_instance={"instance_id": new_instance_id(), "instance_type": "m5.large",
+                                   "az": "nowhere"}), 400, "new_instance.az"),
+    ("switch-unknown-command", "switch-report", lambda: _switch(command_id="cmd-nope"), 404, "command_id"),
+    ("switch-success-maybe", "switch-report", lambda: _switch(success="maybe"), 400, "success"),
+    # termination
+    ("termination-instance-id-number", "termination", lambda: {"instance_id": 5}, 400, "instance_id"),
+    ("termination-unknown-instance", "termination", lambda: {"instance_id": new_instance_id()}, 404,
+     "instance_id"),
+    ("termination-time-garbage", "termination", lambda: {"termination_time": "soon"}, 400, "termination_time"),
+    ("termination-reason-too-long", "termination", lambda: {"reason": "r" * 501}, 400, "reason"),
+    # cleanup-report
+    ("cleanup-deleted-not-list", "cleanup-report", lambda: {"snapshots": {"deleted": "snap-1"}}, 400,
+     "snapshots.deleted"),
+    ("cleanup-amis-list", "cleanup-report", lambda: {"amis": ["ami-1"]}, 400, "amis"),
+    ("cleanup-timestamp-garbage", "cleanup-report", lambda: {"timestamp": "noonish"}, 400, "timestamp"),
+]
+
+# Every POST endpoint also gets a truncated JSON body, a non-object body and an oversized body.
+RAW_CASES = [(f"{name}-{kind}", name, raw, status, code)
+             for name in ENDPOINTS
+             for kind, raw, status, code in (("malformed-json", MALFORMED, 400, "malformed_json"),
+                                             ("json-array", "[1, 2]", 400, "validation_error"),
+                                             ("oversized", OVERSIZED, 413, "payload_too_large"))]
+
+
+@pytest.fixture(scope="module")
+def world(chalice_app, admin_key):
+    """One tenant for the module: an agent whose force-switch command is executing (leased)."""
+    with Client(chalice_app, stage_name="dev") as client:
+        admin = Caller(client.http, admin=admin_key)
+        status, body = admin.post("/api/admin/clients/create", {"name": f"nw-{uuid.uuid4().hex[:10]}"})
+        assert status == 201, body
+        caller = Caller(client.http, token=body["client_token"])
+        reg = registration()
+        status, body = caller.post("/api/agents/register", reg)
+        assert status == 200, body
+        agent_id = body["agent_id"]
+        status, body = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                                   {"target": "ondemand"})
+        assert status == 201, body
+        command_id = body["command"]["id"]
+        status, body = caller.get(f"/api/agents/{agent_id}/pending-commands")
+        assert [c["status"] for c in body["commands"]] == ["executing"]
+        yield {"caller": caller, "admin": admin, "agent_id": agent_id, "command_id": command_id}
+
+
+def _path(world, endpoint: str) -> str:
+    return ENDPOINTS[endpoint].format(agent_id=world["agent_id"], command_id=world["command_id"])
+
+
+def _fill_ids(value, world):
+    """Replace ``{command_id}`` placeholders inside a body with the module's command id."""
+    if isinstance(value, dict):
+        return {k: _fill_ids(v, world) for k, v in value.items()}
+    if value == "{command_id}":
+        return world["command_id"]
+    return value
+
+
+def test_snapshot_reads_what_a_scan_reads(world):
+    """GIVEN the tables after the module setup WHEN read from the mock and through Scan THEN identical,
+    so a snapshot cannot miss a write a Scan would show."""
+    assert len(ALL_TABLES) >= 12
+    for table in ALL_TABLES:
+        fast = mock_items(table)
+        assert fast is not None, table.Meta.table_name
+        assert canonical(fast) == canonical(scan_items(table)), table.Meta.table_name
+    assert sum(len(items) for items in snapshot_tables().values()) > 0
+
+
+def test_snapshot_sees_a_valid_write(world):
+    """GIVEN a valid heartbeat WHEN posted between two snapshots THEN the agents table shows the change
+    (the control for every 'nothing written' assertion below)."""
+    before = snapshot_tables()
+    status, _ = world["caller"].post(_path(world, "heartbeat"), {"status": "online"})
+    assert status == 200
+    changed = diff_snapshots(before, snapshot_tables())
+    assert set(changed) == {AgentTable.Meta.table_name}  # last_heartbeat_at moved
+
+
+def test_every_agent_post_endpoint_is_covered(chalice_app):
+    """GIVEN the app WHEN its agent POST routes are listed THEN each one has bad-input cases here."""
+    agent_posts = {path for path, methods in chalice_app.routes.items()
+                   if path.startswith("/api/agents") and "POST" in methods}
+    assert agent_posts == set(ENDPOINTS.values())
+    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS)
+
+
+@pytest.mark.parametrize("case, endpoint, make_body, status, field", CASES, ids=[c[0] for c in CASES])
+def test_bad_body_is_rejected_and_nothing_is_written(world, case, endpoint, make_body, status, field):
+    """GIVEN a bad body WHEN it is posted THEN a JSON 4xx (with its field) and no table changes."""
+    body = _fill_ids(make_body(), world)
+    before = snapshot_tables()
+    got, reply = world["caller"].post(_path(world, endpoint), body)
+    assert_error(got, reply, status, field=field)
+    if status == 400:
+        assert reply["error"] in ("validation_error", "bad_request"), reply
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+@pytest.mark.parametrize("case, endpoint, raw, status, code", RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_unparseable_or_oversized_body_is_rejected_and_nothing_is_written(world, case, endpoint, raw,
+                                                                          status, code):
+    """GIVEN a truncated, non-object or > 256 KiB body WHEN it is posted THEN 400/413 and no table changes."""
+    before = snapshot_tables()
+    got, reply = world["caller"].post(_path(world, endpoint), raw=raw)
+    assert_error(got, reply, status, code=code)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_declared_oversized_content_length_is_rejected(world):
+    """GIVEN a Content-Length over the limit WHEN posted THEN 413 before the body is even parsed."""
+    before = snapshot_tables()
+    got, reply = world["caller"].post(_path(world, "heartbeat"), {"status": "online"},
+                                      headers={"Content-Length": str(256 * 1024 + 1)})
+    assert_error(got, reply, 413, code="payload_too_large")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_the_module_command_is_still_executing(world):
+    """GIVEN every bad result call above WHEN the command is read THEN it is still executing, unchanged."""
+    from chalicelib import bootstrap
+
+    cmd = bootstrap.command_store().get(world["agent_id"], world["command_id"])
+    assert cmd.status.value == "executing" and cmd.attempts == 1 and cmd.success is None
+
+
+ADMIN_CASES = [
+    ("missing-name", {}, 400, "name"),
+    ("empty-name", {"name": ""}, 400, "name"),
+    ("blank-name", {"name": "    "}, 400, "name"),
+    ("name-too-long", {"name": "n" * 101}, 400, "name"),
+    ("name-number", {"name": 42}, 400, "name"),
+    ("bad-email", {"name": "ok-name", "email": "not-an-email"}, 400, "email"),
+    ("discount-150", {"name": "ok-name", "ondemand_discount_percent": 150}, 400, "ondemand_discount_percent"),
+    ("discount-negative", {"name": "ok-name", "ondemand_discount_percent": -1}, 400,
+     "ondemand_discount_percent"),
+    ("discount-nan", {"name": "ok-name", "ondemand_discount_percent": "NaN"}, 400, "ondemand_discount_percent"),
+    ("ttl-zero", {"name": "ok-name", "token_ttl_days": 0}, 400, "token_ttl_days"),
+    ("ttl-huge", {"name": "ok-name", "token_ttl_days": 5000}, 400, "token_ttl_days"),
+    ("ttl-abc", {"name": "ok-name", "token_ttl_days": "abc"}, 400, "token_ttl_days"),
+    ("ttl-fraction", {"name": "ok-name", "token_ttl_days": 1.5}, 400, "token_ttl_days"),
+]
+
+
+@pytest.mark.parametrize("case, body, status, field", ADMIN_CASES, ids=[c[0] for c in ADMIN_CASES])
+def test_admin_create_client_bad_input_writes_nothing(world, case, body, status, field):
+    """GIVEN a bad create-client body WHEN the admin posts it THEN 400 with the field and no new client."""
+    body = {**body, "name": f"{body['name']}-{uuid.uuid4().hex[:6]}"} if body.get("name") == "ok-name" else body
+    before = snapshot_tables()
+    got, reply = world["admin"].post("/api/admin/clients/create", body)
+    assert_error(got, reply, status, code="validation_error", field=field)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+@pytest.mark.parametrize("raw, status, code", [(MALFORMED, 400, "malformed_json"),
+                                               ("[]", 400, "validation_error"),
+                                               (json.dumps({"name": "x" * (300 * 1024)}), 413,
+                                                "payload_too_large")],
+                         ids=["malformed-json", "json-array", "oversized"])
+def test_admin_create_client_unparseable_body_writes_nothing(world, raw, status, code):
+    """GIVEN an unparseable or oversized body WHEN the admin posts it THEN 400/413 and no new client."""
+    before = snapshot_tables()
+    got, reply = world["admin"].post("/api/admin/clients/create", raw=raw)
+    assert_error(got, reply, status, code=code)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_admin_create_client_without_the_key_writes_nothing(world):
+    """GIVEN a valid body but the tenant's token instead of the admin key WHEN posted THEN 401, no write."""
+    before = snapshot_tables()
+    got, reply = world["caller"].post("/api/admin/clients/create", {"name": f"nokey-{uuid.uuid4().hex[:6]}"})
+    assert_error(got, reply, 401, code="unauthorized")
+    assert diff_snapshots(before, snapshot_tables()) == {}

@@ -1,0 +1,334 @@
+"""Pricing reports through the data valve, and switch reports (LEGACY.md §2.5, §5.1, §9.1, §9.2 #3/#5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.switches import SwitchTable
+from tests.api._support import (
+    assert_error,
+    now_utc,
+    pricing_body,
+    random_instance_type,
+    switch_body,
+)
+from tests.conftest import new_instance_id, registration
+
+RETENTION = timedelta(days=90)
+EPOCH_FLOOR = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def typed_agents(make_tenant):
+    """Two agents (of two tenants) running the same never-seen instance type; its pools are this test's."""
+    itype = random_instance_type()
+    agents = []
+    for _ in range(2):
+        _, caller = make_tenant()
+        reg = registration(instance_type=itype)
+        status, reply = caller.post("/api/agents/register", reg)
+        assert status == 200, reply
+        agents.append((caller, reply["agent_id"], reg["instance_id"]))
+    return itype, agents
+
+
+def report(caller, agent_id, body):
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
+    assert status == 200, reply
+    return reply
+
+
+def points(pool_id):
+    return sorted(PricePointTable.query(pool_id), key=lambda p: p.ts)
+
+
+def test_pricing_report_stores_points_and_pool_rows(typed_agents):
+    """GIVEN three AZ prices WHEN reported THEN one point per pool with TTL, and pool rows with the latest
+    price and the reporter's on-demand price; the raw report is kept too."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    ts = now_utc().replace(microsecond=0) - timedelta(seconds=30)
+    prices = {"eu-west-1a": 0.0312, "eu-west-1b": 0.0295, "eu-west-1c": 0.0401}
+    reply = report(caller, agent_id, pricing_body(instance_id, itype, prices, on_demand=0.107, current=0.0312,
+                                                  collected_at=ts))
+    assert reply["pools"] == 3 and reply["points_written"] == 3 and reply["interpolated"] == 0
+
+    for az, price in prices.items():
+        pool_id = f"{itype}.{az}"
+        [point] = points(pool_id)
+        assert point.ts == ts and point.price == Decimal(str(price))
+        assert point.quality == "actual" and point.source_agent_id == agent_id and int(point.sources) == 1
+        assert point.expires_at == ts + RETENTION
+        pool = PoolTable.get(pool_id)
+        assert pool.latest_price == Decimal(str(price)) and pool.latest_at == ts
+        assert pool.ondemand_price == Decimal("0.107")
+        assert (pool.instance_type, pool.az, pool.region) == (itype, az, "eu-west-1")
+        assert pool.region_type == f"eu-west-1#{itype}"
+
+    [raw] = list(PricingReportTable.query(agent_id))
+    assert raw.pools_reported == 3 and raw.pools_stored == 3 and raw.collected_at == ts
+    assert raw.on_demand_price == Decimal("0.107") and raw.current_spot_price == Decimal("0.0312")
+    assert raw.expires_at > now_utc() + timedelta(days=29)
+    assert AgentTable.get(raw.client_id, agent_id).last_pricing_at is not None
+
+
+def test_foreign_type_pools_get_no_ondemand_price(typed_agents):
+    """GIVEN a report including pools of another instance type WHEN stored THEN the reporter's on-demand
+    price is only attached to pools of its own type."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    other = random_instance_type()
+    body = pricing_body(instance_id, itype, {"eu-west-1a": 0.03}, on_demand=0.2)
+    body["pricing"]["spot_pools"].append({"pool_id": f"{other}.eu-west-1a", "price": 0.05})
+    assert report(caller, agent_id, body)["pools"] == 2
+    assert PoolTable.get(f"{itype}.eu-west-1a").ondemand_price == Decimal("0.2")
+    assert PoolTable.get(f"{other}.eu-west-1a").ondemand_price is None
+
+
+def test_two_agents_within_five_seconds_are_averaged(typed_agents):
+    """GIVEN agent 1's price WHEN agent 2 reports the same pool 3 s later at +0.3 % THEN one averaged point
+    (sources 2) replaces it at the earlier timestamp."""
+    itype, [(c1, a1, i1), (c2, a2, i2)] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
+    pool_id = f"{itype}.eu-west-1a"
+    report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
+    reply = report(c2, a2, pricing_body(i2, itype, {"eu-west-1a": 0.0300 * 1.003},
+                                        collected_at=t0 + timedelta(seconds=3)))
+    assert reply["averaged"] == 1 and reply["points_written"] == 1
+
+    [point] = points(pool_id)
+    assert point.ts == t0 and int(point.sources) == 2 and point.quality == "averaged_duplicate"
+    expected = (Decimal("0.0300") + Decimal(str(0.0300 * 1.003))) / 2
+    assert abs(point.price - expected) < Decimal("1e-9")
+    assert PoolTable.get(pool_id).latest_price == point.price
+
+
+def test_far_apart_reports_are_not_averaged(typed_agents):
+    """GIVEN agent 1's price WHEN agent 2 reports 3 s later but 5 % higher THEN both points are kept."""
+    itype, [(c1, a1, i1), (c2, a2, i2)] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
+    report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
+    reply = report(c2, a2, pricing_body(i2, itype, {"eu-west-1a": 0.0315}, collected_at=t0 + timedelta(seconds=3)))
+    assert reply["averaged"] == 0
+    assert [int(p.sources) for p in points(f"{itype}.eu-west-1a")] == [1, 1]
+
+
+def test_exact_retry_is_a_duplicate(typed_agents):
+    """GIVEN a stored report WHEN the agent retries the identical report THEN nothing new is stored."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    body = pricing_body(instance_id, itype, {"eu-west-1a": 0.03}, collected_at=now_utc() - timedelta(seconds=10))
+    report(caller, agent_id, body)
+    reply = report(caller, agent_id, body)
+    assert reply["duplicates"] == 1 and reply["points_written"] == 0
+    assert len(points(f"{itype}.eu-west-1a")) == 1
+
+
+def test_three_minute_gap_is_interpolated(typed_agents):
+    """GIVEN a price WHEN the next report comes 3 minutes later THEN the gap is filled by linear points
+    (one a minute, quality interpolated, no source) with their own TTL."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=10)
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.030}, collected_at=t0))
+    reply = report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.036},
+                                                  collected_at=t0 + timedelta(minutes=3)))
+    assert reply["interpolated"] == 2 and reply["points_written"] == 3
+    stored = points(f"{itype}.eu-west-1a")
+    assert [p.ts - t0 for p in stored] == [timedelta(minutes=m) for m in range(4)]
+    assert [p.quality for p in stored] == ["actual", "interpolated", "interpolated", "actual"]
+    for point, linear in zip(stored[1:3], (Decimal("0.032"), Decimal("0.034"))):
+        assert abs(point.price - linear) < Decimal("1e-12"), point.price
+    assert stored[1].source_agent_id is None
+    assert all(p.expires_at == p.ts + RETENTION for p in stored)
+    assert PoolTable.get(f"{itype}.eu-west-1a").latest_price == Decimal("0.036")
+
+
+@pytest.mark.parametrize("gap_minutes, filled", [(10, 9), (11, 0), (1, 0)])
+def test_gap_fill_is_bounded(typed_agents, gap_minutes, filled):
+    """GIVEN a price WHEN the next report comes 1, 10 or 11 minutes later THEN at most 10 points are filled
+    (9 for the longest gap filled, none beyond it, none for a normal cadence)."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=30)
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.03}, collected_at=t0))
+    reply = report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.04},
+                                                  collected_at=t0 + timedelta(minutes=gap_minutes)))
+    assert reply["interpolated"] == filled <= 10
+    stored = points(f"{itype}.eu-west-1a")
+    assert sum(p.quality == "interpolated" for p in stored) == filled
+    assert len(stored) == filled + 2
+
+
+def test_out_of_order_report_does_not_move_the_latest_price(typed_agents):
+    """GIVEN a recent price WHEN an older report arrives late THEN it is stored but latest stays the newest."""
+    itype, [(caller, agent_id, instance_id), _] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=5)
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.05}, collected_at=t0))
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.02},
+                                          collected_at=t0 - timedelta(minutes=2)))
+    pool = PoolTable.get(f"{itype}.eu-west-1a")
+    assert pool.latest_price == Decimal("0.05") and pool.latest_at == t0
+    assert len(points(f"{itype}.eu-west-1a")) == 2
+
+
+# ---------------------------------------------------------------------------------------------- switches
+
+AGENT_TIMING = {"switch_initiated_at": "2026-01-01T00:00:00Z", "new_instance_launched_at": "2026-01-01T00:00:40Z",
+                "new_instance_ready_at": "2026-01-01T00:01:30Z", "traffic_switched_at": "2026-01-01T00:01:32Z"}
+LEGACY_TIMING = {"initiated_at": "2026-01-01T00:00:00Z", "instance_launched_at": "2026-01-01T00:00:40Z",
+                 "instance_ready_at": "2026-01-01T00:01:30Z", "traffic_switched_at": "2026-01-01T00:01:32Z"}
+
+
+def switch_rows(agent_id):
+    return list(SwitchTable.by_agent.query(agent_id))
+
+
+def post_switch(caller, agent_id, body):
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", body)
+    assert status == 200, reply
+    return reply
+
+
+@pytest.mark.parametrize("prices, timing, legacy", [
+    ({"on_demand": 0.107, "old_spot": 0.040, "new_spot": 0.031}, AGENT_TIMING, False),
+    ({"on_demand": 0.107, "old_spot": 0.040, "new_spot": 0.031}, LEGACY_TIMING, True),
+    ({"on_demand_price": 0.107, "old_spot_price": 0.040, "new_spot_price": 0.031}, LEGACY_TIMING, True),
+], ids=["agent-names", "legacy-block-name", "legacy-field-names"])
+def test_switch_report_field_names_all_store_real_values(tenant_with_agent, prices, timing, legacy):
+    """GIVEN a switch report in the agent's or the legacy server's field names WHEN stored THEN prices and
+    timestamps are the real ones (no 1970, no $0) and hourly savings = old - new."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    new_id = new_instance_id()
+    reply = post_switch(caller, agent_id, switch_body(reg["instance_id"], new_id, prices=prices, timing=timing,
+                                                      legacy_names=legacy))
+    assert reply["duplicate"] is False and reply["hourly_savings"] == 0.009
+    [row] = switch_rows(agent_id)
+    assert row.initiated_at == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert row.launched_at == datetime(2026, 1, 1, 0, 0, 40, tzinfo=timezone.utc)
+    assert row.ready_at == datetime(2026, 1, 1, 0, 1, 30, tzinfo=timezone.utc)
+    assert all(t > EPOCH_FLOOR for t in (row.initiated_at, row.launched_at, row.ready_at, row.recorded_at))
+    assert int(row.total_duration_seconds) == 90
+    assert (row.on_demand_price, row.old_price, row.new_price) == (Decimal("0.107"), Decimal("0.04"),
+                                                                   Decimal("0.031"))
+    assert row.hourly_savings == Decimal("0.009")
+    assert row.old_instance_id == reg["instance_id"] and row.new_instance_id == new_id
+    assert row.new_pool_id == "m5.large.eu-west-1b" and row.client_id == client_id
+
+    agent = AgentTable.get(client_id, agent_id)
+    assert agent.instance_id == new_id and agent.current_pool_id == "m5.large.eu-west-1b"
+    instance = InstanceTable.get(new_id)
+    assert instance.client_id == client_id and instance.is_active and instance.spot_price == Decimal("0.031")
+
+
+@pytest.mark.parametrize("old_mode, new_mode, hourly", [
+    ("spot", "ondemand", Decimal("-0.0670")),   # 0.040 spot -> 0.107 on-demand
+    ("ondemand", "spot", Decimal("0.0760")),    # 0.107 on-demand -> 0.031 spot
+    ("spot", "spot", Decimal("0.0090")),
+    ("on-demand", "normal", Decimal("0.0000")),  # legacy spellings of on-demand on both sides
+])
+def test_hourly_savings_is_mode_aware_and_never_times_24(tenant_with_agent, old_mode, new_mode, hourly):
+    """GIVEN a switch between modes WHEN reported THEN savings use the price each side really paid, per
+    hour; the monthly figure is hourly x 730, never a x24 'per day' guess."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    body = switch_body(reg["instance_id"], new_instance_id(), old_mode=old_mode, new_mode=new_mode)
+    reply = post_switch(caller, agent_id, body)
+    assert Decimal(str(reply["hourly_savings"])) == hourly
+    assert Decimal(str(reply["monthly_savings"])) == hourly * 730
+    [row] = switch_rows(agent_id)
+    assert row.hourly_savings == hourly and row.monthly_savings == hourly * 730
+    assert row.hourly_savings != hourly * 24 or hourly == 0
+    [note] = [n for n in NotificationTable.query(client_id) if n.kind == "switch"]
+    assert f"{hourly:+}" in note.message
+
+
+def test_unknown_prices_are_stored_as_unknown_not_zero(tenant_with_agent):
+    """GIVEN a report without prices WHEN stored THEN prices and savings are null (not $0.0000)."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    reply = post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), prices={}))
+    assert reply["hourly_savings"] is None and reply["monthly_savings"] is None
+    [row] = switch_rows(agent_id)
+    assert row.old_price is None and row.new_price is None and row.hourly_savings is None
+
+
+def test_duplicate_switch_report_is_recorded_once(tenant_with_agent):
+    """GIVEN a stored switch WHEN the agent retries the report THEN duplicate true, still one row, one
+    notification."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    body = switch_body(reg["instance_id"], new_instance_id())
+    first = post_switch(caller, agent_id, body)
+    second = post_switch(caller, agent_id, body)
+    assert first["duplicate"] is False and second["duplicate"] is True
+    assert second["switch_id"] == first["switch_id"]
+    assert len(switch_rows(agent_id)) == 1
+    assert len([n for n in NotificationTable.query(client_id) if n.kind == "switch"]) == 1
+
+
+def test_switch_report_with_the_command_it_executed(tenant_with_agent):
+    """GIVEN a force-switch command WHEN the switch report names it THEN it is stored with the switch."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    command_id = reply["command"]["id"]
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), command_id=command_id))
+    assert switch_rows(agent_id)[0].command_id == command_id
+
+
+@pytest.mark.parametrize("auto_terminate, terminated_at, deactivated", [
+    (True, None, False),
+    (True, "2026-01-01T00:06:30Z", True),
+    (False, "2026-01-01T00:06:30Z", False),
+    (False, None, False),
+])
+def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
+        tenant_with_agent, auto_terminate, terminated_at, deactivated):
+    """GIVEN auto-terminate on/off and a termination time or not (legacy §9.2 #3) WHEN a switch is reported
+    THEN the old instance is inactive only when both hold."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    if not auto_terminate:
+        AgentTable(client_id, agent_id).update(actions=[AgentTable.config.auto_terminate_enabled.set(False)])
+    timing = dict(AGENT_TIMING)
+    if terminated_at:
+        timing["old_instance_terminated_at"] = terminated_at
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing))
+    old = InstanceTable.get(reg["instance_id"])
+    assert old.is_active is (not deactivated)
+    if deactivated:
+        assert old.terminated_at == datetime(2026, 1, 1, 0, 6, 30, tzinfo=timezone.utc)
+    else:
+        assert old.terminated_at is None
+
+
+def test_legacy_old_terminated_at_name_is_accepted(tenant_with_agent):
+    """GIVEN the legacy ``timing.old_terminated_at`` WHEN reported with auto-terminate on THEN it counts."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    timing = {**LEGACY_TIMING, "old_terminated_at": "2026-01-01T00:06:30Z"}
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing,
+                                              legacy_names=True))
+    assert InstanceTable.get(reg["instance_id"]).is_active is False
+    assert switch_rows(agent_id)[0].old_terminated_at == datetime(2026, 1, 1, 0, 6, 30, tzinfo=timezone.utc)
+
+
+def test_switch_start_falls_back_to_launch_time(tenant_with_agent):
+    """GIVEN a report whose timing has only the launch time WHEN stored THEN that is the start (not 1970)."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    timing = {"new_instance_launched_at": "2026-02-03T04:05:06Z"}
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing))
+    [row] = switch_rows(agent_id)
+    assert row.initiated_at == datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert row.total_duration_seconds is None
+
+
+def test_switch_to_an_instance_of_another_tenant_is_409(tenant_with_agent, make_tenant):
+    """GIVEN another tenant's instance WHEN reported as this agent's new instance THEN 409, nothing stored."""
+    _, other = make_tenant()
+    foreign = registration()
+    assert other.post("/api/agents/register", foreign)[0] == 200
+    client_id, caller, agent_id, reg = tenant_with_agent
+    status, body = caller.post(f"/api/agents/{agent_id}/switch-report",
+                               switch_body(reg["instance_id"], foreign["instance_id"]))
+    assert_error(status, body, 409, code="instance_conflict", field="new_instance.instance_id")
+    assert switch_rows(agent_id) == []
+    assert AgentTable.get(client_id, agent_id).instance_id == reg["instance_id"]

@@ -1,0 +1,180 @@
+"""Agent registration: idempotent identity, migration, revival, legacy bodies (LEGACY.md §2.2 #1, §9.2 #9)."""
+
+from __future__ import annotations
+
+from components.agent_identity import agent_id_for
+
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.conftest import new_instance_id, registration
+
+DEFAULT_CONFIG = {"enabled": True, "auto_switch_enabled": True, "auto_terminate_enabled": True,
+                  "terminate_wait_seconds": 300, "manual_replica_enabled": False, "replica_enabled": False,
+                  "replica_count": 0, "min_savings_percent": 15, "risk_threshold": 0.3,
+                  "max_switches_per_day": 3, "max_switches_per_week": 10, "min_pool_duration_hours": 2}
+
+
+def _register(caller, body):
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    return reply
+
+
+def test_first_registration_creates_the_agent_with_default_config(make_tenant):
+    """GIVEN a new logical id WHEN it registers THEN action created, derived id, default config, online."""
+    client_id, caller = make_tenant()
+    body = registration()
+    reply = _register(caller, body)
+    assert reply["action"] == "created" and reply["client_id"] == client_id
+    assert reply["agent_id"] == agent_id_for(client_id, body["logical_agent_id"])
+    config = {k: v for k, v in reply["config"].items() if k not in ("agent_id", "config_version")}
+    assert config == DEFAULT_CONFIG and reply["config"]["config_version"] == 1
+    row = AgentTable.get(client_id, reply["agent_id"])
+    assert row.status == "online" and row.instance_id == body["instance_id"] and row.current_mode == "spot"
+    assert row.current_pool_id == "m5.large.eu-west-1a" and int(row.instance_count) == 1
+    instance = InstanceTable.get(body["instance_id"])
+    assert instance.client_id == client_id and instance.agent_id == reply["agent_id"] and instance.is_active
+
+
+def test_registering_twice_is_idempotent(make_tenant):
+    """GIVEN a registered agent WHEN the same body is sent again THEN same agent id, action refreshed."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    second = _register(caller, {**body, "agent_version": "5.0.1", "hostname": "web-1b"})
+    assert second["agent_id"] == first["agent_id"] and second["action"] == "refreshed"
+    rows = list(AgentTable.by_logical_id.query(client_id))
+    assert [r.agent_id for r in rows] == [first["agent_id"]]
+    row = rows[0]
+    assert row.agent_version == "5.0.1" and row.hostname == "web-1b" and int(row.instance_count) == 1
+    assert second["config"]["config_version"] == first["config"]["config_version"]
+
+
+def test_new_instance_migrates_the_agent(make_tenant):
+    """GIVEN an agent on instance 1 WHEN it registers from instance 2 THEN migrated, old row inactive, count 2."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    new_id = new_instance_id()
+    second = _register(caller, {**body, "instance_id": new_id, "az": "eu-west-1c"})
+    assert second["agent_id"] == first["agent_id"] and second["action"] == "migrated"
+
+    old_row, new_row = InstanceTable.get(body["instance_id"]), InstanceTable.get(new_id)
+    assert old_row.is_active is False and old_row.terminated_at is not None
+    assert new_row.is_active is True and new_row.agent_id == first["agent_id"]
+    agent = AgentTable.get(client_id, first["agent_id"])
+    assert agent.instance_id == new_id and int(agent.instance_count) == 2
+    assert agent.current_pool_id == "m5.large.eu-west-1c"
+
+    # Coming back to the first instance migrates again (count 3) and re-activates that row.
+    third = _register(caller, body)
+    assert third["action"] == "migrated"
+    assert InstanceTable.get(body["instance_id"]).is_active is True
+    assert InstanceTable.get(new_id).is_active is False
+    assert int(AgentTable.get(client_id, first["agent_id"]).instance_count) == 3
+
+
+def test_missing_logical_id_falls_back_to_instance_id(make_tenant):
+    """GIVEN no logical_agent_id (legacy env default) WHEN registering THEN the instance id is the logical id."""
+    client_id, caller = make_tenant()
+    body = registration()
+    del body["logical_agent_id"]
+    reply = _register(caller, body)
+    assert reply["agent_id"] == agent_id_for(client_id, body["instance_id"])
+    assert AgentTable.get(client_id, reply["agent_id"]).logical_agent_id == body["instance_id"]
+    again = _register(caller, {**body, "logical_agent_id": None})
+    assert again["agent_id"] == reply["agent_id"] and again["action"] == "refreshed"
+
+
+def test_missing_mode_is_accepted_as_unknown(make_tenant):
+    """GIVEN an agent-v2 body without ``mode`` (legacy §9.2 #9) WHEN registering THEN 200 and mode unknown."""
+    client_id, caller = make_tenant()
+    body = registration()
+    del body["mode"]
+    reply = _register(caller, body)
+    assert AgentTable.get(client_id, reply["agent_id"]).current_mode == "unknown"
+    assert InstanceTable.get(body["instance_id"]).mode == "unknown"
+
+
+def test_mode_aliases_are_normalised(make_tenant):
+    """GIVEN the legacy lifecycle words WHEN registering THEN 'normal'/'on-demand' become ondemand."""
+    client_id, caller = make_tenant()
+    for word, expected in (("normal", "ondemand"), ("On-Demand", "ondemand"), ("SPOT", "spot"),
+                           ("scheduled-ish", "unknown")):
+        reply = _register(caller, registration(mode=word))
+        assert AgentTable.get(client_id, reply["agent_id"]).current_mode == expected, word
+
+
+def test_instance_of_another_tenant_is_409_and_writes_nothing(make_tenant):
+    """GIVEN tenant A's registered instance WHEN tenant B registers the same instance id THEN 409, no write."""
+    _, a_caller = make_tenant()
+    body = registration()
+    a_reply = _register(a_caller, body)
+    b_client, b_caller = make_tenant()
+    before = snapshot_tables()
+    for logical in (body["logical_agent_id"], "someone-else"):
+        status, reply = b_caller.post("/api/agents/register", {**body, "logical_agent_id": logical})
+        assert_error(status, reply, 409, code="instance_conflict", field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert InstanceTable.get(body["instance_id"]).agent_id == a_reply["agent_id"]
+    assert list(AgentTable.query(b_client)) == []
+
+
+def test_same_logical_id_in_two_tenants_gives_two_agents(make_tenant):
+    """GIVEN the same logical id in two tenants WHEN both register THEN two distinct agents."""
+    _, a_caller = make_tenant()
+    _, b_caller = make_tenant()
+    a = _register(a_caller, registration(logical_agent_id="web-shared"))
+    b = _register(b_caller, registration(logical_agent_id="web-shared"))
+    assert a["agent_id"] != b["agent_id"]
+
+
+def test_deleted_agent_is_revived_with_default_config(make_tenant):
+    """GIVEN an agent with a changed config that was deleted WHEN it registers again THEN revived, same id,
+    config reset to defaults (version bumped), online again."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    agent_id = first["agent_id"]
+    row = AgentTable.get(client_id, agent_id)
+    row.update(actions=[AgentTable.config.auto_switch_enabled.set(False),
+                        AgentTable.config.terminate_wait_seconds.set(30),
+                        AgentTable.config_version.add(1)])
+    row.update(actions=[AgentTable.status.set("deleted"), AgentTable.liveness.remove()])
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert_error(status, reply, 404, field="agent_id")
+    status, reply = caller.get(f"/api/agents/{agent_id}/config")
+    assert_error(status, reply, 404)
+
+    revived = _register(caller, body)
+    assert revived["agent_id"] == agent_id and revived["action"] == "revived"
+    config = {k: v for k, v in revived["config"].items() if k not in ("agent_id", "config_version")}
+    assert config == DEFAULT_CONFIG
+    assert revived["config"]["config_version"] == 3
+    row = AgentTable.get(client_id, agent_id)
+    assert row.status == "online" and row.deleted_at is None
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert status == 200, reply
+
+
+def test_disabled_agent_stays_disabled_on_register(make_tenant):
+    """GIVEN an operator-disabled agent WHEN it registers again THEN refreshed but still disabled."""
+    client_id, caller = make_tenant()
+    body = registration()
+    agent_id = _register(caller, body)["agent_id"]
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.status.set("disabled")])
+    reply = _register(caller, body)
+    assert reply["action"] == "refreshed"
+    assert AgentTable.get(client_id, agent_id).status == "disabled"
+
+
+def test_registration_is_recorded_in_the_audit_log(admin, make_tenant):
+    """GIVEN a registration WHEN the admin reads the activity feed THEN the agent_registered event is there."""
+    client_id, caller = make_tenant()
+    reply = _register(caller, registration())
+    status, body = admin.get("/api/admin/activity?limit=20")
+    assert status == 200
+    events = [e for e in body["events"] if e["agent_id"] == reply["agent_id"]]
+    assert [e["event_type"] for e in events] == ["agent_registered"]
+    assert events[0]["client_id"] == client_id

@@ -1,0 +1,247 @@
+"""Tenant isolation, route by route (PRODUCT.md §3).
+
+GIVEN tenant A with an agent, an instance, a queued command and a notification, and tenant B
+WHEN B calls every route of the app with A's ids in the path (and in the body where a route takes ids)
+THEN B gets 404 (client routes) or 401 (admin routes without the admin key), never A's data, and nothing
+anywhere in DynamoDB changes.
+
+The walk is driven by ``chalice_app.routes``; ``ROUTES`` below must name every route of the app, so a route
+added later without an isolation expectation makes ``test_every_route_has_an_isolation_expectation`` fail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.clients import ClientTable
+from tests.api._support import diff_snapshots, snapshot_tables, switch_body
+from tests.conftest import Caller, new_instance_id, registration
+
+Ids = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to call one route with a tenant's ids, and what a foreign tenant / the owner must get.
+
+    ``foreign``: status expected when tenant B calls it with A's ids (B's token, no admin key).
+    ``owner``: status (and error code) expected when the owning tenant calls it (admin routes: with the
+    admin key), proving the body is valid, so the foreign 404 really comes from tenancy.
+    """
+
+    foreign: int
+    owner: int
+    body: Callable[[Ids], Any] | None = None
+    admin: bool = False
+    owner_code: str | None = None
+    public: bool = False
+    notes: str = field(default="", compare=False)
+
+
+def _pricing(ids: Ids) -> dict:
+    return {"instance": {"instance_id": ids["instance_id"], "instance_type": "m5.large",
+                         "region": "eu-west-1", "az": "eu-west-1b", "mode": "spot"},
+            "pricing": {"on_demand_price": 0.107, "current_spot_price": 0.031,
+                        "spot_pools": [{"pool_id": "m5.large.eu-west-1b", "price": 0.031}]}}
+
+
+def _switch(ids: Ids) -> dict:
+    return switch_body(ids["instance_id"], ids["spare_instance_id"], command_id=ids["command_id"])
+
+
+# Every route of the app, in the order the owner walk calls them (termination and token regeneration
+# last: they end the owner's ability to use the agent / the token).
+ROUTES: dict[tuple[str, str], Route] = {
+    ("/health", "GET"): Route(foreign=200, owner=200, public=True,
+                              notes="public readiness check, carries no tenant data"),
+    ("/api/agents/register", "POST"): Route(
+        foreign=409, owner=200, body=lambda ids: registration(
+            instance_id=ids["instance_id"], logical_agent_id=ids["logical_agent_id"],
+            instance_type="m5.large", az="eu-west-1b"),
+        notes="B claiming A's instance id is a conflict, and writes nothing"),
+    ("/api/agents/{agent_id}/heartbeat", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"status": "online", "instance_id": ids["instance_id"]}),
+    ("/api/agents/{agent_id}/config", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/instances/{instance_id}/force-switch", "POST"): Route(
+        foreign=404, owner=201, body=lambda ids: {"target": "ondemand"}),
+    ("/api/agents/{agent_id}/pending-commands", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/commands/{command_id}/executed", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"success": True, "message": "done"}),
+    ("/api/agents/{agent_id}/mark-command-executed", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"command_id": ids["command_id"], "success": True}),
+    ("/api/agents/{agent_id}/pricing-report", "POST"): Route(foreign=404, owner=200, body=_pricing),
+    ("/api/agents/{agent_id}/switch-report", "POST"): Route(foreign=404, owner=200, body=_switch),
+    ("/api/agents/{agent_id}/cleanup-report", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"snapshots": {"deleted": ["snap-1"]}}),
+    ("/api/client/validate", "GET"): Route(foreign=200, owner=200,
+                                           notes="answers with the caller's own client only"),
+    ("/api/notifications", "GET"): Route(foreign=200, owner=200,
+                                         notes="lists the caller's own notifications only"),
+    ("/api/notifications/{notification_id}/mark-read", "POST"): Route(foreign=404, owner=200),
+    ("/api/notifications/mark-all-read", "POST"): Route(foreign=200, owner=200,
+                                                        notes="touches the caller's own partition only"),
+    ("/api/agents/{agent_id}/termination", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"instance_id": ids["spare_instance_id"],
+                                                  "reason": "spot interruption"}),
+    ("/api/admin/clients/create", "POST"): Route(
+        foreign=401, owner=201, admin=True, body=lambda ids: {"name": f"iso-{uuid.uuid4().hex[:10]}"}),
+    ("/api/admin/clients", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}/status", "POST"): Route(
+        foreign=401, owner=200, admin=True, body=lambda ids: {"status": "inactive"}),
+    ("/api/admin/clients/{client_id}/token", "GET"): Route(
+        foreign=401, owner=410, admin=True, owner_code="token_not_recoverable"),
+    ("/api/admin/activity", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}/regenerate-token", "POST"): Route(
+        foreign=401, owner=200, admin=True, body=lambda ids: {}),
+}
+
+
+def app_routes(chalice_app) -> set[tuple[str, str]]:
+    """(path, method) of every route the app serves."""
+    return {(path, method) for path, methods in chalice_app.routes.items() for method in methods}
+
+
+def fill(path: str, ids: Ids) -> str:
+    """Substitute every ``{placeholder}`` of a route path; an unknown placeholder is a test bug."""
+    try:
+        return path.format(**ids)
+    except KeyError as exc:  # pragma: no cover - only when a new route uses a new placeholder
+        pytest.fail(f"no id for placeholder {exc} of {path}: extend the tenant ids")
+
+
+@pytest.fixture
+def tenant_a(make_tenant):
+    """Tenant A: agent, instance (after a switch), a queued command, notifications; returns its ids."""
+    client_id, caller = make_tenant()
+    reg = registration()
+    status, reply = caller.post("/api/agents/register", reg)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    status, body = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                               {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, body
+    command_id = body["command"]["id"]
+    new_id = new_instance_id()
+    status, body = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(reg["instance_id"], new_id))
+    assert status == 200 and body["duplicate"] is False, body
+    status, body = caller.get("/api/notifications")
+    assert status == 200 and body["notifications"], body
+    notification_id = body["notifications"][0]["id"]
+    name = ClientTable.get(client_id).name
+    ids = {"client_id": client_id, "agent_id": agent_id, "instance_id": new_id, "command_id": command_id,
+           "notification_id": notification_id, "logical_agent_id": reg["logical_agent_id"],
+           "spare_instance_id": new_instance_id(), "old_instance_id": reg["instance_id"], "name": name}
+    return ids, caller
+
+
+def test_every_route_has_an_isolation_expectation(chalice_app):
+    """GIVEN the app WHEN its routes are listed THEN ROUTES names exactly those (no route left unwalked)."""
+    assert set(ROUTES) == app_routes(chalice_app)
+
+
+def _leak_markers(ids: Ids, request_text: str) -> set[str]:
+    """A's identifiers and name that B did not send itself: none may appear in a response to B."""
+    keys = ("client_id", "agent_id", "instance_id", "command_id", "notification_id", "logical_agent_id",
+            "old_instance_id", "name")
+    return {ids[k] for k in keys if ids[k] not in request_text}
+
+
+def test_tenant_b_cannot_reach_anything_of_tenant_a(api, tenant_a, make_tenant, chalice_app):
+    """GIVEN tenants A (with data) and B WHEN B walks every route with A's ids THEN 404/401, no leak, no write."""
+    ids, a_caller = tenant_a
+    _, b_caller = make_tenant()
+    status, a_config = a_caller.get(f"/api/agents/{ids['agent_id']}/config")
+    assert status == 200
+    command_before = bootstrap.command_store().get(ids["agent_id"], ids["command_id"])
+    assert command_before is not None and command_before.status.value == "pending"
+    before = snapshot_tables()
+
+    walked = set()
+    for path, method in sorted(app_routes(chalice_app)):
+        route = ROUTES[(path, method)]
+        url = fill(path, ids)
+        body = route.body(ids) if route.body else None
+        status, reply = b_caller.call(method, url, body)
+        walked.add((path, method))
+        assert status == route.foreign, (method, path, status, reply)
+        if not route.public and status >= 400:
+            assert set(reply) >= {"error", "message"}, (path, reply)
+        text = str(reply)
+        for marker in _leak_markers(ids, url + str(body)):
+            assert marker not in text, (method, path, marker, reply)
+        if route.admin:
+            # B's client token presented as the admin key is no admin key either.
+            status, reply = b_caller.call(method, url, body, headers={"X-Admin-Key": b_caller.token})
+            assert status == 401, (method, path, status, reply)
+
+    assert walked == set(ROUTES)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+    # A's data is exactly as before, seen through A's own token.
+    status, after_config = a_caller.get(f"/api/agents/{ids['agent_id']}/config")
+    assert status == 200 and after_config == a_config
+    assert bootstrap.command_store().get(ids["agent_id"], ids["command_id"]) == command_before
+    status, listing = a_caller.get("/api/notifications")
+    mine = {n["id"]: n for n in listing["notifications"]}
+    assert mine[ids["notification_id"]]["is_read"] is False
+    status, me = a_caller.get("/api/client/validate")
+    assert status == 200 and me["client_id"] == ids["client_id"]
+
+
+def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
+    """GIVEN B's own agent WHEN it names A's command or instance THEN 404 and A's rows are untouched."""
+    ids, _ = tenant_a
+    _, b_caller = make_tenant()
+    status, reply = b_caller.post("/api/agents/register", registration())
+    assert status == 200
+    b_agent = reply["agent_id"]
+    before = snapshot_tables()
+
+    status, body = b_caller.post(f"/api/agents/{b_agent}/commands/{ids['command_id']}/executed",
+                                 {"success": True})
+    assert status == 404 and body["error"] == "not_found", body
+    status, body = b_caller.post(f"/api/agents/{b_agent}/mark-command-executed",
+                                 {"command_id": ids["command_id"], "success": True})
+    assert status == 404, body
+    status, body = b_caller.post(f"/api/agents/{b_agent}/switch-report",
+                                 switch_body(new_instance_id(), new_instance_id(), command_id=ids["command_id"]))
+    assert status == 404 and body["field"] == "command_id", body
+    status, body = b_caller.post(f"/api/agents/{b_agent}/termination", {"instance_id": ids["instance_id"]})
+    assert status == 404 and body["field"] == "instance_id", body
+    status, body = b_caller.post(f"/api/client/instances/{ids['instance_id']}/force-switch",
+                                 {"target": "ondemand"})
+    assert status == 404, body
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+    # A switch report naming A's instance as B's *new* instance must not hijack it either.
+    status, body = b_caller.post(f"/api/agents/{b_agent}/switch-report",
+                                 switch_body(new_instance_id(), ids["instance_id"]))
+    assert status == 409 and body["error"] == "instance_conflict", body
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    agent_row = AgentTable.get(ids["client_id"], ids["agent_id"])
+    assert agent_row.instance_id == ids["instance_id"]
+
+
+def test_the_walk_bodies_are_valid_for_the_owner(api, tenant_a, admin_key):
+    """GIVEN the same requests WHEN the owner (or the admin) sends them THEN they succeed.
+
+    This is the control for the foreign walk: the 404s above come from tenancy, not from bad bodies.
+    """
+    ids, a_caller = tenant_a
+    admin_caller = Caller(api.http, admin=admin_key)
+    for (path, method), route in ROUTES.items():
+        caller = admin_caller if route.admin else a_caller
+        body = route.body(ids) if route.body else None
+        status, reply = caller.call(method, fill(path, ids), body)
+        assert status == route.owner, (method, path, status, reply)
+        if route.owner_code:
+            assert reply["error"] == route.owner_code, reply
+        if (path, method) == ("/api/agents/{agent_id}/pending-commands", "GET"):
+            assert ids["command_id"] in {c["id"] for c in reply["commands"]}
