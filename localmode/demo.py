@@ -188,8 +188,10 @@ def run(agents: int, cycles: int, start: datetime, switch_cycle: int) -> dict:
                 _force_cheapest_switch(api, sims[0], when)
             if cycle % 6 == 5 or cycle == cycles - 1:
                 print(f"  cycle {cycle + 1:>3}/{cycles} replayed ({when:%Y-%m-%d %H:%M} UTC)", flush=True)
+        from chalicelib.observability import logger
         from localmode.invoke import invoke_schedule
 
+        logger.setLevel("WARNING")  # keep the demo's output to the summary
         invoke_schedule("health-monitor", datetime.now(timezone.utc))
         summary = summarize(created["client_id"])
     window = f"{start:%Y-%m-%d %H:%M} → {start + cycles * CYCLE:%Y-%m-%d %H:%M} UTC ({cycles} × 5 min)"
