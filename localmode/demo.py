@@ -20,7 +20,8 @@ from decimal import Decimal
 
 import requests
 
-from localmode import embedded_aws, traces
+from localmode import embedded_aws
+from ml import price_series as traces
 from localmode.server import LocalStack
 
 CYCLE = timedelta(minutes=5)
