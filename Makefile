@@ -4,6 +4,9 @@
 #   make serve    local mode: API on :8000, embedded AWS (moto) on :5000, Ctrl-C to stop
 #   make package  chalice package + the packaging checks CI runs
 #   make bench    API latency / DynamoDB-calls benchmark (results → docs/benchmarks.md by hand)
+#   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
+#   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
+#   make layer    build + size-check + smoke-test the scikit-learn layer
 
 SHELL := /bin/bash
 VENV := .venv
@@ -16,7 +19,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	if $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then \
 	command -v $$p || echo $$p; break; fi; done)
 
-.PHONY: venv demo test serve package bench lint clean check-python
+.PHONY: venv demo test serve package bench backtest train layer lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -47,6 +50,15 @@ package: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.api_bench $(BENCH_ARGS)
+
+backtest: $(STAMP)
+	$(BIN)/python -m bench.backtest $(BACKTEST_ARGS)
+
+train: $(STAMP)
+	$(BIN)/python -m ml.train $(TRAIN_ARGS)
+
+layer: $(STAMP)
+	bash layers/ml/build.sh
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

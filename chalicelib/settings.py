@@ -31,6 +31,9 @@ class Settings:
     command_retention_days: int
     default_page_size: int
     max_page_size: int
+    model_bucket: str
+    decision_retention_days: int
+    risk_horizon_s: int
 
     @property
     def local(self) -> bool:
@@ -61,6 +64,9 @@ def get_settings() -> Settings:
         command_retention_days=_int("COMMAND_RETENTION_DAYS", 7),
         default_page_size=_int("DEFAULT_PAGE_SIZE", 50),
         max_page_size=_int("MAX_PAGE_SIZE", 200),
+        model_bucket=os.environ.get("MODEL_BUCKET", f"{APP_NAME}-{stage}-models"),
+        decision_retention_days=_int("DECISION_RETENTION_DAYS", 90),
+        risk_horizon_s=_int("RISK_HORIZON_S", 3600),
     )
 
 

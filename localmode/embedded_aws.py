@@ -65,10 +65,12 @@ def start(port: int, admin_key: str | None) -> tuple[EmbeddedAws, str]:
     import boto3
 
     from chalicelib.auth import hash_secret
+    from chalicelib.aws.s3 import ensure_bucket
     from chalicelib.settings import get_settings
     from chalicelib.tables.provisioning import ensure_tables
 
     ensure_tables()
+    ensure_bucket()
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(24)
     boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                       Value=hash_secret(admin_key), Overwrite=True)

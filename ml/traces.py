@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from components.pool_id import region_of_az
+from components.risk_model.prior import ADVISOR_BAND_MONTHLY_RATE, DEFAULT_ADVISOR_BAND
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 P3_9AZ_AVAILABILITY = DATA / "availability" / "aws_p3.2xlarge_9az_2023-02-15_probe.csv.gz"
@@ -36,9 +37,8 @@ ONDEMAND_2026 = DATA / "spot" / "ondemand_us-east-1_linux_2026-07-20.csv"
 ADVISOR_2025 = DATA / "spot" / "spot_advisor_2025-06-28_flat.csv.gz"
 ADVISOR_2021 = DATA / "spot" / "spot_advisor_2021-02-10_flat.csv.gz"
 
-# Monthly interruption frequency of each Spot Advisor bucket (<5 %, 5-10 %, 10-15 %, 15-20 %, >20 %),
-# taken at the middle of the bucket (25 % for the open-ended last one).
-ADVISOR_BUCKET_MONTHLY_RATE = (0.025, 0.075, 0.125, 0.175, 0.25)
+# Monthly interruption frequency of each Spot Advisor bucket: one definition, in the risk model's prior.
+ADVISOR_BUCKET_MONTHLY_RATE = tuple(ADVISOR_BAND_MONTHLY_RATE)
 
 
 @dataclass
@@ -183,7 +183,7 @@ def synthetic_availability(times: list[datetime], pools: list[str], bands: dict[
         times[-1] - times[-2]).total_seconds() if ticks > 1 else 300.0])
     avail = np.ones((ticks, len(pools)), dtype=np.int8)
     for j, pool in enumerate(pools):
-        base = ADVISOR_BUCKET_MONTHLY_RATE[bands.get(pool, 2)] / 730.0
+        base = ADVISOR_BUCKET_MONTHLY_RATE[bands.get(pool, DEFAULT_ADVISOR_BAND)] / 730.0
         down_until = -1.0
         for i in range(ticks):
             now = times[i].timestamp()
@@ -236,7 +236,8 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
                       instance_types={p: _split(p)[0] for p in names},
                       regions={p: region_of_az(_split(p)[1]) for p in names})
     trace.ondemand_price = _ondemand(ondemand_price, ondemand_table, instance_type, trace)
-    trace.advisor_band = {p: bands_table.get((trace.regions[p], trace.instance_types[p] or instance_type or ""), 2)
+    trace.advisor_band = {p: bands_table.get((trace.regions[p], trace.instance_types[p] or instance_type or ""),
+                                             DEFAULT_ADVISOR_BAND)
                           for p in trace.pools}
     if pools:
         trace = trace.subset(pools=pools)

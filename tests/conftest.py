@@ -38,9 +38,11 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def aws_tables():
     """Every product table, created once from the pynamodb models."""
+    from chalicelib.aws.s3 import ensure_bucket
     from chalicelib.tables.provisioning import ensure_tables
 
     ensure_tables()
+    ensure_bucket()
     return True
 
 

@@ -50,6 +50,7 @@ class AgentRecord:
     config: dict[str, Any] = field(default_factory=dict)
     config_version: int = 1
     instance_count: int = 1
+    last_switch_at: datetime | None = None
 
     @property
     def deleted(self) -> bool:
@@ -71,7 +72,7 @@ def _record(row: AgentTable) -> AgentRecord:
         current_pool_id=row.current_pool_id, hostname=row.hostname,
         agent_version=row.agent_version, last_heartbeat_at=row.last_heartbeat_at,
         registered_at=row.registered_at, config=config, config_version=int(row.config_version),
-        instance_count=int(row.instance_count or 1),
+        instance_count=int(row.instance_count or 1), last_switch_at=row.last_switch_at,
     )
 
 
@@ -264,3 +265,11 @@ def set_liveness(agent: AgentRecord, status: str, now: datetime) -> bool:
             return False
         raise
     return True
+
+
+def auto_switch_agents():
+    """Every live agent with auto-switch on (scheduled decision cycle; a batch job, not a request path)."""
+    condition = (AgentTable.liveness == LIVE) & (AgentTable.config.auto_switch_enabled == True)  # noqa: E712
+    for row in AgentTable.scan(filter_condition=condition):
+        if row.config.enabled:
+            yield _record(row)

@@ -10,6 +10,7 @@ from components.data_valve import Admission, PointQuality, PricePoint, ValveConf
 from components.pool_id import parse_pool_id, region_of_az
 
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable, RecentPointMap
+from chalicelib.tables.risk import RiskScoreTable
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class PoolPrice:
     price: Decimal | None
     at: datetime | None
     ondemand_price: Decimal | None
+    risk: float | None = None
+    risk_at: datetime | None = None
+    risk_source: str | None = None
 
 
 def _point(pool_id: str, m: RecentPointMap) -> PricePoint:
@@ -109,4 +113,27 @@ def _price(row: PoolTable) -> PoolPrice:
                      region=row.region,
                      price=None if row.latest_price is None else Decimal(str(row.latest_price)),
                      at=row.latest_at,
-                     ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)))
+                     ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)),
+                     risk=None if row.risk is None else float(row.risk), risk_at=row.risk_at,
+                     risk_source=row.risk_source)
+
+
+def all_pools():
+    """Every known pool (the risk scorer's batch job; never a request path)."""
+    return [_price(row) for row in PoolTable.scan()]
+
+
+def save_risk(scores: list[tuple[str, float, str, str | None]], horizon_s: int, now: datetime,
+              retention_days: int = 30) -> None:
+    """Write (pool, risk, source, model version) on each pool item and into the score history."""
+    expires = now + timedelta(days=retention_days)
+    with RiskScoreTable.batch_write() as history:
+        for pool_id, risk, source, version in scores:
+            history.save(RiskScoreTable(pool_id, now, risk=risk, source=source, model_version=version,
+                                        horizon_s=horizon_s, expires_at=expires))
+    for pool_id, risk, source, version in scores:
+        PoolTable(pool_id).update(actions=[PoolTable.risk.set(risk), PoolTable.risk_at.set(now),
+                                           PoolTable.risk_source.set(source),
+                                           PoolTable.risk_model_version.set(version) if version
+                                           else PoolTable.risk_model_version.remove()],
+                                  condition=PoolTable.pool_id.exists())

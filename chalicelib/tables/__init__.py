@@ -10,6 +10,7 @@ from chalicelib.tables.idempotency import IdempotencyTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
 from chalicelib.tables.switches import SwitchTable
 from chalicelib.tables.system_events import SystemEventTable
 
@@ -25,6 +26,9 @@ ALL_TABLES = (
     SwitchTable,
     NotificationTable,
     SystemEventTable,
+    RiskScoreTable,
+    DecisionTable,
+    ModelRegistryTable,
     IdempotencyTable,
 )
 

@@ -53,6 +53,10 @@ class PoolTable(Model):
     ondemand_price = DecimalAttribute(null=True)
     recent = ListAttribute(of=RecentPointMap, default=list)
     updated_at = UTCDateTimeAttribute()
+    risk = NumberAttribute(null=True)
+    risk_at = UTCDateTimeAttribute(null=True)
+    risk_source = OptionalText()
+    risk_model_version = OptionalText()
 
     by_type = PoolsByTypeIndex()
 

@@ -44,6 +44,8 @@ ENDPOINTS = {
     "switch-report": "/api/agents/{agent_id}/switch-report",
     "termination": "/api/agents/{agent_id}/termination",
     "cleanup-report": "/api/agents/{agent_id}/cleanup-report",
+    "decide": "/api/agents/{agent_id}/decide",
+    "issue-switch-command": "/api/agents/{agent_id}/issue-switch-command",
 }
 
 
@@ -186,6 +188,14 @@ CASES = [
      "snapshots.deleted"),
     ("cleanup-amis-list", "cleanup-report", lambda: {"amis": ["ami-1"]}, 400, "amis"),
     ("cleanup-timestamp-garbage", "cleanup-report", lambda: {"timestamp": "noonish"}, 400, "timestamp"),
+    # decisions (decide records a decision only on success; the body carries no fields of its own)
+    ("issue-target-mode-unknown", "issue-switch-command", lambda: {"target_mode": "reserved"}, 400,
+     "target_mode"),
+    ("issue-spot-without-pool", "issue-switch-command", lambda: {"target_mode": "spot"}, 400, None),
+    ("issue-urgent-not-bool", "issue-switch-command", lambda: {"target_mode": "ondemand", "urgent": "maybe"},
+     400, "urgent"),
+    ("issue-pool-garbage", "issue-switch-command", lambda: {"target_mode": "spot", "target_pool_id": "nope"},
+     400, "target_pool_id"),
 ]
 
 # Every POST endpoint also gets a truncated JSON body, a non-object body and an oversized body.
@@ -256,7 +266,8 @@ def test_every_agent_post_endpoint_is_covered(chalice_app):
     agent_posts = {path for path, methods in chalice_app.routes.items()
                    if path.startswith("/api/agents") and "POST" in methods}
     assert agent_posts == set(ENDPOINTS.values())
-    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS)
+    # decide takes no fields of its own: only the raw-body cases (malformed, array, oversized) apply
+    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS) - {"decide"}
 
 
 @pytest.mark.parametrize("case, endpoint, make_body, status, field", CASES, ids=[c[0] for c in CASES])

@@ -86,6 +86,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/notifications/{notification_id}/mark-read", "POST"): Route(foreign=404, owner=200),
     ("/api/notifications/mark-all-read", "POST"): Route(foreign=200, owner=200,
                                                         notes="touches the caller's own partition only"),
+    ("/api/agents/{agent_id}/decide", "POST"): Route(foreign=404, owner=200, body=lambda ids: {}),
+    ("/api/agents/{agent_id}/switch-recommendation", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/issue-switch-command", "POST"): Route(
+        foreign=404, owner=201, body=lambda ids: {"target_mode": "ondemand"}),
+    ("/api/client/agents/{agent_id}/decisions", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/pools", "GET"): Route(foreign=400, owner=400, owner_code="validation_error",
+                                        notes="market data, not tenant data; needs region and instance_type"),
     ("/api/agents/{agent_id}/termination", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"instance_id": ids["spare_instance_id"],
                                                   "reason": "spot interruption"}),
@@ -98,6 +105,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/admin/clients/{client_id}/token", "GET"): Route(
         foreign=401, owner=410, admin=True, owner_code="token_not_recoverable"),
     ("/api/admin/activity", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/ml-models", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/ml-models", "POST"): Route(foreign=401, owner=400, admin=True, owner_code="validation_error",
+                                            body=lambda ids: {"manifest": {}, "artifact_base64": "AAAA"}),
+    ("/api/admin/ml-models/{version}/activate", "POST"): Route(foreign=401, owner=404, admin=True,
+                                                                owner_code="not_found"),
+    ("/api/admin/ml-models/rollback", "POST"): Route(foreign=401, owner=409, admin=True,
+                                                      owner_code="no_previous_version"),
     ("/api/admin/clients/{client_id}/regenerate-token", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {}),
 }
@@ -137,7 +151,8 @@ def tenant_a(make_tenant):
     name = ClientTable.get(client_id).name
     ids = {"client_id": client_id, "agent_id": agent_id, "instance_id": new_id, "command_id": command_id,
            "notification_id": notification_id, "logical_agent_id": reg["logical_agent_id"],
-           "spare_instance_id": new_instance_id(), "old_instance_id": reg["instance_id"], "name": name}
+           "spare_instance_id": new_instance_id(), "old_instance_id": reg["instance_id"], "name": name,
+           "version": "never-uploaded"}
     return ids, caller
 
 

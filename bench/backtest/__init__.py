@@ -1,0 +1,67 @@
+"""Backtest benchmark: every placement policy replayed over the same availability/price trace.
+
+    python -m bench.backtest --availability A.csv[.gz] --prices P.csv[.gz] --ondemand-price 3.06
+    python -m bench.backtest --prices eu-west-1_spot_linux.csv.gz --instance-types m5.large \\
+        --ondemand-table ondemand.csv --instance-type m5.large       # price-only: synthetic events
+
+    python -m bench.backtest                                          # the shipped p3.2xlarge 9-AZ trace
+    make backtest BACKTEST_ARGS="--start 2023-03-01 --json build/backtest.json"
+
+(The issue's ``bench/backtest.py`` is this package: ``__init__`` + ``__main__``.)
+
+Input formats (see ml/traces.py, which loads them):
+
+- ``--availability``: CSV (optionally .gz), first column ``ts`` (UTC, ``YYYY-MM-DD HH:MM:SS`` or
+  ISO-8601), then one column per pool (AZ name); 1 = a spot instance could be obtained at that tick.
+  Its ticks are the time grid.
+- ``--prices``: the same wide shape with $/h per pool per tick, or the long format
+  ``timestamp,availability_zone,instance_type,spot_price`` (a price holds until the pool's next row).
+  A pool with no price yet is unavailable.
+- Without ``--availability`` interruptions are drawn per pool from the Spot Advisor hazard model of
+  ``ml.traces.synthetic_availability`` with a fixed seed, and the report says the events are synthetic.
+
+Rules, policies and the oracle are described in simulator.py, policies.py and oracle.py. The model
+may learn only from ticks before the train split; every metric covers the ticks after it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.backtest.market import Market
+from bench.backtest.model import ONDEMAND, Action, InstanceView, Observation, Policy, Rules
+from bench.backtest.policies import POLICIES, register_policy, registered_policies
+from bench.backtest.report import build, table
+from bench.backtest.simulator import PolicyResult, simulate
+
+__all__ = ["ONDEMAND", "Action", "InstanceView", "Observation", "Policy", "PolicyResult", "Rules",
+           "POLICIES", "register_policy", "registered_policies", "run_backtest", "simulate", "table"]
+
+
+def run_backtest(trace, policies=None, rules: Rules | None = None, train_fraction: float = 0.6,
+                 *, start: int | None = None, extra: dict | None = None) -> dict:
+    """Run policies (names from the registry, or policy objects; default: all registered) and report.
+
+    The oracle is always run, last, so every score has its ratio to the limit. The window is
+    ``[trace.split_index(train_fraction), trace.ticks)`` unless ``start`` is given.
+    """
+    rules = rules or Rules.for_ondemand_price(trace.ondemand_price)
+    chosen = list(policies) if policies is not None else registered_policies()
+    if any(isinstance(p, str) and p not in POLICIES for p in chosen):
+        registered_policies()  # a name may come from bench.backtest.ours
+    unknown = [p for p in chosen if isinstance(p, str) and p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; registered: {list(POLICIES)}")
+    objects = [POLICIES[p]() if isinstance(p, str) else p for p in chosen]
+    others = [p for p in objects if p.name != "oracle"]
+    oracle = next((p for p in objects if p.name == "oracle"), None) or POLICIES["oracle"]()
+    start = trace.split_index(train_fraction) if start is None else start
+    end = trace.ticks
+    market = Market(trace)
+    results, seconds = {}, {}
+    for policy in [*others, oracle]:
+        began = time.perf_counter()
+        results[policy.name] = simulate(trace, policy, rules, start, end, market=market)
+        seconds[policy.name] = round(time.perf_counter() - began, 3)
+    return build(trace, rules, start, end, market.stamps[start], market.end_time(end), train_fraction,
+                 results, {"seconds": seconds, **(extra or {})})

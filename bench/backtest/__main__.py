@@ -1,0 +1,86 @@
+"""Command line of the backtest benchmark: ``python -m bench.backtest --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.backtest import Rules, registered_policies, run_backtest, table
+from ml import traces
+
+
+def _list(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.backtest",
+        description="Replay placement policies over an availability/price trace and score them "
+                    "(cost + downtime penalty) against the perfect-foresight oracle. Formats: see "
+                    "the bench.backtest module docstring. With neither --availability nor --prices: "
+                    "the shipped p3.2xlarge 9-AZ trace.")
+    ap.add_argument("--availability", type=Path, help="wide CSV: ts + one 0/1 column per pool")
+    ap.add_argument("--prices", type=Path, help="wide CSV ($/h per pool) or long "
+                    "timestamp,availability_zone,instance_type,spot_price")
+    ap.add_argument("--ondemand-price", type=float, help="on-demand $/h")
+    ap.add_argument("--ondemand-table", type=Path, help="CSV instance_type,od_price_usd_per_hr")
+    ap.add_argument("--instance-type", help="instance type to look up in --ondemand-table / long prices")
+    ap.add_argument("--instance-types", help="comma list: pools of a long price file without --availability")
+    ap.add_argument("--pools", help="comma list: only these pools")
+    ap.add_argument("--start", help="first time kept (UTC, ISO-8601)")
+    ap.add_argument("--end", help="first time dropped (UTC, ISO-8601)")
+    ap.add_argument("--train-fraction", type=float, default=0.6,
+                    help="the model learns only before this split; metrics cover after it (0.6)")
+    ap.add_argument("--downtime-penalty", type=float, help="USD per hour of downtime (24 × on-demand)")
+    ap.add_argument("--boot-s", type=float, default=300.0, help="launch to serving (300)")
+    ap.add_argument("--promote-s", type=float, default=15.0, help="ready standby takeover (15)")
+    ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--seed", type=int, default=7, help="seed of synthetic interruptions (7)")
+    ap.add_argument("--policies", help="comma list (default: every registered policy; oracle always runs)")
+    ap.add_argument("--step-s", type=int, default=300, help="tick of the synthetic grid (300)")
+    args = ap.parse_args(argv)
+    if args.availability is None and args.prices is None:  # the shipped real trace
+        args.availability, args.prices = traces.P3_9AZ_AVAILABILITY, traces.P3_9AZ_PRICES
+        args.instance_type = args.instance_type or "p3.2xlarge"
+        if args.ondemand_price is None and args.ondemand_table is None:
+            args.ondemand_table = traces.ONDEMAND_2022
+    if not 0 < args.train_fraction < 1:
+        ap.error("--train-fraction must be in (0, 1)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    trace = traces.load(args.availability, args.prices, instance_types=_list(args.instance_types),
+                        ondemand_price=args.ondemand_price, ondemand_table=args.ondemand_table,
+                        instance_type=args.instance_type, pools=_list(args.pools),
+                        start=traces.parse_ts(args.start) if args.start else None,
+                        end=traces.parse_ts(args.end) if args.end else None,
+                        step_s=args.step_s, seed=args.seed)
+    if trace.ticks < 2:
+        print("error: fewer than 2 ticks after filtering", file=sys.stderr)
+        return 2
+    loaded = time.perf_counter() - began
+    rules = Rules.for_ondemand_price(trace.ondemand_price, boot_s=args.boot_s, promote_s=args.promote_s,
+                                     **({} if args.downtime_penalty is None
+                                        else {"downtime_penalty_per_hour": args.downtime_penalty}))
+    names = _list(args.policies) or registered_policies()
+    extra = {"seed": args.seed} if trace.synthetic else {}
+    doc = run_backtest(trace, names, rules, args.train_fraction, extra=extra)
+    doc["seconds"]["load"] = round(loaded, 3)
+    print(table(doc))
+    print("seconds: " + ", ".join(f"{k} {v}" for k, v in doc["seconds"].items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Event-exact replay of one policy over the evaluation window, under the same rules for everyone.
+
+Time is continuous; a policy acts only at tick starts. At the start of tick i the simulator
+
+1. delivers warnings: every running spot instance (primary, pending replacement or standby) whose pool
+   has ``available[i] == 0`` is told it stops at ``t_i + warning_s`` (a warning on the primary or on a
+   pending replacement counts as an interruption; one on a standby does not);
+2. asks the policy for an :class:`Action` (see :func:`_Run.apply` for what each action does);
+3. advances to ``t_{i+1}``, handling in time order the instants where a replacement starts serving
+   (the old primary is terminated right then: make-before-break) and where warned instances stop.
+
+Every instance is billed from its launch to its end at each tick's price; serving time is the union of
+the primaries' serving intervals, so downtime is the window length minus it. The policy is handed a
+:class:`~bench.backtest.guard.PastOnlyTrace` (unless it declares ``sees_future``) whose cursor follows
+the current tick, so reading a later row raises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from bench.backtest.guard import PastOnlyTrace
+from bench.backtest.market import Market
+from bench.backtest.model import ONDEMAND, Action, InstanceView, Observation, Rules
+
+INF = math.inf
+OD = -1  # column of on-demand in Market.rate
+
+
+class _Instance:
+    """One running instance. ``pool`` is a column index (-1 = on-demand); times are epoch seconds."""
+
+    __slots__ = ("pool", "launched_at", "ready_at", "stop_at", "warned", "serve_from", "_view")
+
+    def __init__(self, pool: int, launched_at: float, ready_at: float):
+        self.pool, self.launched_at, self.ready_at = pool, launched_at, ready_at
+        self.stop_at, self.warned, self.serve_from, self._view = INF, False, None, None
+
+    def view(self, names: list[str]) -> InstanceView:
+        if self._view is None:
+            self._view = InstanceView(names[self.pool] if self.pool >= 0 else ONDEMAND, self.launched_at,
+                                      self.ready_at, self.warned, None if self.stop_at == INF else self.stop_at)
+        return self._view
+
+
+@dataclass
+class PolicyResult:
+    """One policy's outcome over the evaluation window (the JSON fields plus a few diagnostics)."""
+
+    name: str
+    cost_usd: float
+    ondemand_cost_usd: float
+    downtime_s: float
+    interruptions: int
+    switches: int
+    score: float
+    launches: int = 0
+    failed_launches: int = 0
+    score_ratio_to_oracle: float | None = None
+    serving_timeline: list[tuple[float, float, str]] | None = None
+
+    @property
+    def cost_pct_of_ondemand(self) -> float:
+        return 100.0 * self.cost_usd / self.ondemand_cost_usd if self.ondemand_cost_usd else math.nan
+
+    def as_dict(self) -> dict:
+        """The issue's per-policy JSON object."""
+        return {"cost_usd": self.cost_usd, "ondemand_cost_usd": self.ondemand_cost_usd,
+                "cost_pct_of_ondemand": self.cost_pct_of_ondemand, "downtime_s": self.downtime_s,
+                "interruptions": self.interruptions, "switches": self.switches, "score": self.score,
+                "score_ratio_to_oracle": self.score_ratio_to_oracle}
+
+    def diagnostics(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in ("launches", "failed_launches")}
+
+
+def simulate(trace, policy, rules: Rules, start: int, end: int, initial: str | None = None, *,
+             market: Market | None = None, timeline: bool = False) -> PolicyResult:
+    """Replay ``policy`` over ticks ``[start, end)`` of ``trace`` and score it.
+
+    ``initial`` is where the already-serving first instance sits; by default the policy's own first
+    choice (``policy.first_choice(obs)`` if it has one, else ``policy.act(obs).primary`` on the first
+    observation with no instance). It must be obtainable at ``start``.
+    """
+    run = _Run(trace, policy, rules, start, end, market or Market(trace), timeline)
+    return run.run(initial)
+
+
+class _Run:
+    def __init__(self, trace, policy, rules: Rules, start: int, end: int, market: Market, timeline: bool):
+        if not 0 <= start < end <= market.ticks:
+            raise ValueError(f"bad window [{start}, {end}) for {market.ticks} ticks")
+        self.trace, self.policy, self.rules, self.m = trace, policy, rules, market
+        self.start, self.end = start, end
+        self.t0, self.t1 = float(market.stamps[start]), market.end_time(end)
+        self.names = market.pools
+        self.index = {name: j for j, name in enumerate(self.names)}
+        self.index[ONDEMAND] = OD
+        self.primary: _Instance | None = None
+        self.pending: _Instance | None = None
+        self.standby: _Instance | None = None
+        self.cost = self.serving = 0.0
+        self.interruptions = self.switches = self.launches = self.failed = 0
+        self.timeline: list[tuple[float, float, str]] | None = [] if timeline else None
+        self.tick = start
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _col(self, name: str) -> int:
+        try:
+            return self.index[name]
+        except KeyError:
+            raise ValueError(f"{self.policy.name}: unknown pool {name!r}") from None
+
+    def _finish(self, inst: _Instance, at: float) -> None:
+        """The instance ends at ``at`` (stopped or terminated): bill it and count its serving time."""
+        until = min(at, self.t1)
+        self.cost += self.m.cost(inst.pool, inst.launched_at, until)
+        if inst.serve_from is not None and until > inst.serve_from:
+            self.serving += until - max(inst.serve_from, self.t0)
+            if self.timeline is not None:
+                self.timeline.append((inst.serve_from, until,
+                                      self.names[inst.pool] if inst.pool >= 0 else ONDEMAND))
+
+    def _launch(self, col: int, now: float) -> _Instance | None:
+        """A launch attempt at the current tick: a spot pool unavailable now fails (nothing, no cost)."""
+        if col >= 0 and not self.m.available[self.tick, col]:
+            self.failed += 1
+            return None
+        self.launches += 1
+        return _Instance(col, now, now + self.rules.boot_s)
+
+    def _promote(self, now: float) -> None:
+        """The standby becomes the replacement; it serves ``promote_s`` from now (or once it is ready)."""
+        inst, self.standby = self.standby, None
+        inst.ready_at = max(inst.ready_at, now + self.rules.promote_s)
+        inst._view = None
+        self.pending = inst
+
+    # -- one tick ----------------------------------------------------------------------------------
+
+    def _warn(self, i: int, now: float) -> None:
+        row = self.m.available[i]
+        for role, inst in (("primary", self.primary), ("pending", self.pending), ("standby", self.standby)):
+            if inst is not None and inst.pool >= 0 and not inst.warned and not row[inst.pool]:
+                inst.warned, inst.stop_at, inst._view = True, now + self.rules.warning_s, None
+                if role != "standby":
+                    self.interruptions += 1
+
+    def apply(self, action: Action, now: float) -> None:
+        """Carry out an action at the current tick.
+
+        Primary: if the primary is already in the target pool, nothing is replaced (even when it was
+        warned: asking for the pool you are in means riding it out) and any pending replacement is
+        cancelled. Else a pending replacement already in the target is kept. Else a replacement is made:
+        the standby is promoted if it is in the target (ready, or as soon as it is), otherwise a new
+        instance is launched there (which fails if the pool is unavailable now). With no primary left,
+        every target but the pending one's means a launch attempt.
+        If after that the primary is warned or gone with no replacement coming and a healthy standby
+        exists, the standby is promoted anyway (automatic failover). Standby: None terminates it; a
+        healthy standby already in the requested pool is kept; otherwise the old one is terminated and a
+        new one launched. A standby request for the pool the primary ends up in (only possible after an
+        automatic failover) is ignored.
+        """
+        if not isinstance(action, Action):
+            raise TypeError(f"{self.policy.name}: act() must return an Action, got {action!r}")
+        target = self._col(action.primary)
+        want_standby = None if action.standby is None else self._col(action.standby)
+        if want_standby is not None and want_standby == target:
+            raise ValueError(f"{self.policy.name}: standby must differ from the primary's pool")
+        primary, pending, standby = self.primary, self.pending, self.standby
+        if primary is not None and primary.pool == target:
+            if pending is not None:
+                self._finish(pending, now)
+                self.pending = None
+        elif not (pending is not None and pending.pool == target):
+            if pending is not None:
+                self._finish(pending, now)
+                self.pending = None
+            if standby is not None and not standby.warned and standby.pool == target:
+                self._promote(now)
+            else:
+                self.pending = self._launch(target, now)
+        primary, standby = self.primary, self.standby
+        if ((primary is None or primary.warned) and self.pending is None and standby is not None
+                and not standby.warned):
+            self._promote(now)
+        standby = self.standby
+        upcoming = self.pending if self.pending is not None else self.primary
+        if want_standby is None or (upcoming is not None and upcoming.pool == want_standby):
+            if standby is not None:
+                self._finish(standby, now)
+                self.standby = None
+        elif standby is None or standby.warned or standby.pool != want_standby:
+            if standby is not None:
+                self._finish(standby, now)
+            self.standby = self._launch(want_standby, now)
+
+    def _advance(self, until: float) -> None:
+        """Handle, in time order, every start-of-serving and stop up to and including ``until``."""
+        while True:
+            when, kind = INF, -1
+            standby, pending, primary = self.standby, self.pending, self.primary
+            if standby is not None and standby.stop_at <= until:
+                when, kind = standby.stop_at, 0
+            if pending is not None:
+                if pending.stop_at <= pending.ready_at:
+                    if pending.stop_at <= until and pending.stop_at < when:
+                        when, kind = pending.stop_at, 1
+                elif pending.ready_at <= until and pending.ready_at < when:
+                    when, kind = pending.ready_at, 2
+            if primary is not None and primary.stop_at <= until and primary.stop_at < when:
+                when, kind = primary.stop_at, 3
+            if kind < 0:
+                return
+            if kind == 0:
+                self._finish(standby, when)
+                self.standby = None
+            elif kind == 1:
+                self._finish(pending, when)
+                self.pending = None
+            elif kind == 2:
+                if primary is not None:
+                    self._finish(primary, when)
+                pending.serve_from, pending._view = when, None
+                self.primary, self.pending = pending, None
+                self.switches += 1
+            else:
+                self._finish(primary, when)
+                self.primary = None
+
+    def _observation(self, i: int, now: float) -> Observation:
+        m, names = self.m, self.names
+        return Observation(
+            tick=i, time=self.trace.times[i], now=now, tick_s=float(m.tick_s[i]),
+            prices=m.prices[i], available=m.available[i],
+            history_available=m.available[: i + 1], history_prices=m.prices[: i + 1],
+            primary=None if self.primary is None else self.primary.view(names),
+            standby=None if self.standby is None else self.standby.view(names),
+            pending=None if self.pending is None else self.pending.view(names),
+            ondemand_price=m.ondemand_price, pools=names)
+
+    # -- the run -----------------------------------------------------------------------------------
+
+    def run(self, initial: str | None) -> PolicyResult:
+        policy, start, m = self.policy, self.start, self.m
+        guarded = None
+        if getattr(policy, "sees_future", False):
+            policy.reset(self.trace, self.rules, start, eval_end=self.end)
+        else:
+            guarded = PastOnlyTrace(self.trace, start - 1)
+            policy.reset(guarded, self.rules, start)
+            guarded.cursor.row = start
+        if initial is None:
+            obs = self._observation(start, self.t0)
+            chooser = getattr(policy, "first_choice", None)
+            initial = chooser(obs) if chooser is not None else policy.act(obs).primary
+        col = self._col(initial)
+        if col >= 0 and not m.available[start, col]:
+            raise ValueError(f"{policy.name}: first choice {initial!r} is not obtainable at the start")
+        self.primary = _Instance(col, self.t0, self.t0)
+        self.primary.serve_from = self.t0
+        stamps = m.stamps
+        for i in range(start, self.end):
+            self.tick = i
+            now = float(stamps[i])
+            nxt = float(stamps[i + 1]) if i + 1 < m.ticks else self.t1
+            if guarded is not None:
+                guarded.cursor.row = i
+            self._warn(i, now)
+            self.apply(policy.act(self._observation(i, now)), now)
+            p = self.primary
+            if self.pending is not None or self.standby is not None or (p is not None and p.stop_at <= nxt):
+                self._advance(nxt)
+        for inst in (self.primary, self.pending, self.standby):
+            if inst is not None:
+                self._finish(inst, self.t1)
+        window = self.t1 - self.t0
+        downtime = window - self.serving
+        downtime = 0.0 if downtime < 1e-6 else downtime  # float dust from summing serving intervals
+        ondemand_cost = m.ondemand_price * window / 3600.0
+        score = self.cost + self.rules.downtime_penalty_per_hour * downtime / 3600.0
+        return PolicyResult(policy.name, self.cost, ondemand_cost, downtime, self.interruptions,
+                            self.switches, score, self.launches, self.failed,
+                            serving_timeline=self.timeline)

@@ -1,0 +1,150 @@
+"""Decision routes: legacy /decide, /switch-recommendation, /issue-switch-command; decision history;
+current pool prices with their risk scores."""
+
+from __future__ import annotations
+
+from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
+from components.decision_engine import ONDEMAND, DecisionAction
+from components.pool_id import parse_pool_id
+
+from chalicelib import bootstrap, decisions
+from chalicelib.api.clients import new_command_id
+from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.views import command_view, iso
+from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
+from chalicelib.repositories import agents
+from chalicelib.repositories import pools as pool_repo
+from chalicelib.schemas.decisions import DecideRequest, IssueSwitchRequest
+
+bp = ApiBlueprint(__name__)
+
+LEGACY_DECISION_TYPE = {
+    (True, True): "stay_spot", (False, True): "stay_ondemand",
+    (True, False): "switch_to_spot", (False, False): "switch_to_ondemand",
+}
+
+
+def _request():
+    return bp.current_request
+
+
+def _evaluate(agent, now):
+    try:
+        return decisions.evaluate(agent, now)
+    except decisions.NoMarketDataError as exc:
+        raise ConflictError(str(exc), code="no_market_data") from exc
+
+
+def _savings(evaluation) -> float | None:
+    d, costs = evaluation.decision, evaluation.decision.expected_cost
+    here = costs.get(evaluation.situation.current)
+    there = costs.get(d.target)
+    return None if here is None or there is None else round(here - there, 6)
+
+
+@bp.route("/api/agents/{agent_id}/decide", methods=["POST"])
+def decide(agent_id):
+    """Run the decision policy now (legacy contract #1 shape); the decision is recorded."""
+    client, _ = client_request(_request(), DecideRequest)
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    evaluation = _evaluate(agent, now)
+    d = evaluation.decision
+    allowed = bool(agent.config.get("enabled") and agent.config.get("auto_switch_enabled"))
+    decisions.record(agent, evaluation, "decide", now)
+    return ok({"instance_id": agent.instance_id, "risk_score": d.risk,
+               "recommended_action": d.action.value,
+               "recommended_mode": "ondemand" if d.target == ONDEMAND else "spot",
+               "recommended_pool_id": None if d.target == ONDEMAND else d.target,
+               "recommended_standby_pool_id": d.standby,
+               "expected_savings_per_hour": _savings(evaluation),
+               "allowed": allowed and d.action is not DecisionAction.STAY, "reason": d.reason,
+               "expected_cost": d.expected_cost})
+
+
+@bp.route("/api/agents/{agent_id}/switch-recommendation", methods=["GET"])
+def switch_recommendation(agent_id):
+    """The engine's suggestion with alternatives (legacy contract #2 shape)."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    evaluation = _evaluate(agent, now)
+    d = evaluation.decision
+    stays = d.target == evaluation.situation.current
+    auto = bool(agent.config.get("enabled") and agent.config.get("auto_switch_enabled"))
+    alternatives = sorted((o for o in evaluation.options if o.price is not None
+                           and o.pool_id != evaluation.situation.current), key=lambda o: o.price)[:5]
+    decisions.record(agent, evaluation, "switch-recommendation", now)
+    return ok({"decision_type": LEGACY_DECISION_TYPE[(d.target != ONDEMAND, stays)],
+               "recommended_pool_id": None if d.target == ONDEMAND else d.target,
+               "risk_score": d.risk, "expected_savings": _savings(evaluation),
+               "confidence": None if d.risk is None else round(1 - d.risk, 4), "reason": d.reason,
+               "auto_switch_enabled": auto, "will_auto_execute": auto and not stays,
+               "current_pool": evaluation.situation.current,
+               "alternative_pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk}
+                                     for o in alternatives]})
+
+
+@bp.route("/api/agents/{agent_id}/issue-switch-command", methods=["POST"])
+def issue_switch_command(agent_id):
+    """Queue an ML switch (priority 25, or 50 when urgent); 403 when auto-switch is off."""
+    client, body = client_request(_request(), IssueSwitchRequest)
+    agent = agents.require(client.client_id, agent_id)
+    if not agent.config.get("auto_switch_enabled"):
+        raise ForbiddenError("auto-switch is disabled for this agent", code="auto_switch_disabled")
+    if not agent.instance_id:
+        raise ConflictError("the agent has no instance", code="no_instance")
+    now = utcnow()
+    if body.target_mode is None:
+        evaluation = _evaluate(agent, now)
+        command = decisions.command_for(agent, evaluation.decision, now, trigger="ml_recommendation")
+        decisions.record(agent, evaluation, "issue-switch-command", now,
+                         command_id=command.command_id if command else None)
+        if command is None:
+            return ok({"success": True, "queued": False, "reason": evaluation.decision.reason})
+        return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
+    if body.target_pool_id:
+        try:
+            parse_pool_id(body.target_pool_id)
+        except Exception as exc:  # noqa: BLE001 - reported as a field error
+            raise InvalidInputError(str(exc), field="target_pool_id") from exc
+    wait = int(agent.config.get("terminate_wait_seconds", 0)) if agent.config.get("auto_terminate_enabled") else 0
+    command = new_command(
+        command_id=new_command_id(now), client_id=client.client_id, agent_id=agent.agent_id,
+        command_type=CommandType.SWITCH_TO_ONDEMAND if body.target_mode == "ondemand" else CommandType.SWITCH,
+        priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL, now=now,
+        target_mode=body.target_mode, target_pool_id=body.target_pool_id if body.target_mode == "spot" else None,
+        instance_id=agent.instance_id, terminate_wait_seconds=wait, trigger="ml_recommendation",
+        created_by="client", policy=bootstrap.lease_policy())
+    enqueue(bootstrap.command_store(), command)
+    return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
+
+
+@bp.route("/api/client/agents/{agent_id}/decisions", methods=["GET"])
+def decision_history(agent_id):
+    """An agent's decisions with their reasons, newest first (paginated)."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id, allow_deleted=True)
+    limit, token = page_params(_request())
+    page = decisions.history(agent.agent_id, limit, token)
+    return ok({"decisions": [
+        {"decided_at": iso(d.decided_at), "source": d.source, "current": d.current, "action": d.action,
+         "target": d.target, "standby": d.standby, "risk": d.risk, "reason": d.reason,
+         "expected_cost": d.expected_cost, "command_id": d.command_id}
+        for d in page.items], "next_token": page.next_token})
+
+
+@bp.route("/api/client/pools", methods=["GET"])
+def pool_risk():
+    """Current price, on-demand price and interruption risk of every pool of a type in a region."""
+    client_request(_request())
+    params = _request().query_params or {}
+    region, instance_type = params.get("region"), params.get("instance_type")
+    if not region or not instance_type:
+        raise InvalidInputError("region and instance_type are required", field="region" if not region
+                                else "instance_type")
+    return ok({"pools": [
+        {"pool_id": p.pool_id, "az": p.az, "price": None if p.price is None else float(p.price),
+         "price_at": iso(p.at), "ondemand_price": None if p.ondemand_price is None else float(p.ondemand_price),
+         "risk": p.risk, "risk_at": iso(p.risk_at), "risk_source": p.risk_source}
+        for p in pool_repo.pools_of_type(region, instance_type)]})

@@ -1,0 +1,1 @@
+"""Thin adapters around one boto3 client each, built lazily once per container."""

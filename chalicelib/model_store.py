@@ -1,0 +1,176 @@
+"""Risk-model versions: artifact in S3, registry in DynamoDB, an 'active' pointer flipped atomically.
+
+Lifecycle (PRODUCT.md §6): upload (manifest schema + sha256 checked) → ``uploaded``; the risk scorer,
+the only function with scikit-learn, loads each uploaded version and predicts on the manifest's
+contract test vector → ``pending`` (or ``rejected`` with the reason); an admin activates a pending
+version or rolls back to the previous one by flipping the pointer; the scorer picks it up on its next
+run. Nothing restarts. scikit-learn/joblib are imported lazily and only inside ``load_estimator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from components.risk_model import FEATURE_NAMES, Manifest, validate_manifest
+
+from chalicelib.aws import s3
+from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError
+from chalicelib.repositories.dynamo import transaction_connection
+from chalicelib.tables.risk import ModelRegistryTable
+
+MODEL_NAME = "risk"
+POINTER = "_active"
+_cache: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version as admins see it."""
+
+    version: str
+    status: str
+    sha256: str
+    created_at: datetime
+    activated_at: datetime | None
+    manifest: dict
+    rejected_because: str | None = None
+
+
+def _view(row: ModelRegistryTable) -> ModelVersion:
+    return ModelVersion(row.version, row.status, row.sha256 or "", row.created_at, row.activated_at,
+                        row.manifest or {}, row.rejected_because)
+
+
+def upload(artifact: bytes, manifest_data: dict, now: datetime) -> ModelVersion:
+    """Check the manifest and the artifact's sha256, store both; status ``uploaded``."""
+    manifest = validate_manifest(manifest_data)
+    digest = hashlib.sha256(artifact).hexdigest()
+    if digest != manifest.sha256:
+        raise InvalidInputError("the artifact's sha256 does not match the manifest", field="manifest.sha256")
+    version = manifest.version
+    key = f"models/{MODEL_NAME}/{version}/{digest}.joblib"
+    s3.put_bytes(key, artifact)
+    row = ModelRegistryTable(MODEL_NAME, version, status="uploaded", s3_key=key, sha256=digest,
+                             manifest=manifest_data, created_at=now)
+    try:
+        row.save(condition=ModelRegistryTable.version.does_not_exist())
+    except Exception as exc:  # noqa: BLE001 - pynamodb PutError on the failed condition
+        raise ConflictError(f"model version {version} already exists", field="manifest.version",
+                            code="duplicate_version") from exc
+    return _view(row)
+
+
+def versions() -> list[ModelVersion]:
+    """Every registered version (the pointer excluded), newest first."""
+    rows = [r for r in ModelRegistryTable.query(MODEL_NAME) if r.version != POINTER]
+    return sorted((_view(r) for r in rows), key=lambda v: v.created_at, reverse=True)
+
+
+def pointer() -> ModelRegistryTable | None:
+    """The active pointer item, if a version was ever activated."""
+    try:
+        return ModelRegistryTable.get(MODEL_NAME, POINTER, consistent_read=True)
+    except ModelRegistryTable.DoesNotExist:
+        return None
+
+
+def _get(version: str) -> ModelRegistryTable:
+    try:
+        return ModelRegistryTable.get(MODEL_NAME, version, consistent_read=True)
+    except ModelRegistryTable.DoesNotExist:
+        raise NotFoundError(f"model version {version} not found", field="version") from None
+
+
+def activate(version: str, now: datetime) -> ModelVersion:
+    """Point the scorer at a validated (``pending`` or ``archived``) version, atomically."""
+    row = _get(version)
+    if row.status not in ("pending", "archived"):
+        raise ConflictError(f"version {version} is {row.status}; only validated versions can be activated",
+                            code="illegal_transition")
+    current = pointer()
+    previous = current.active_version if current else None
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(ModelRegistryTable(MODEL_NAME, version),
+                      actions=[ModelRegistryTable.status.set("active"), ModelRegistryTable.activated_at.set(now)],
+                      condition=ModelRegistryTable.status == row.status)
+            if previous and previous != version:
+                tx.update(ModelRegistryTable(MODEL_NAME, previous),
+                          actions=[ModelRegistryTable.status.set("archived")])
+            new_pointer = ModelRegistryTable(MODEL_NAME, POINTER, status="pointer", active_version=version,
+                                             previous_version=previous, created_at=now, activated_at=now)
+            tx.save(new_pointer, condition=(ModelRegistryTable.active_version == previous) if previous
+                    else ModelRegistryTable.version.does_not_exist())
+    except TransactWriteError as exc:
+        raise ConflictError("the active model changed concurrently, retry", code="conflict") from exc
+    return _view(_get(version))
+
+
+def rollback(now: datetime) -> ModelVersion:
+    """Re-activate the previously active version."""
+    current = pointer()
+    if current is None or not current.previous_version:
+        raise ConflictError("there is no previous model version to roll back to", code="no_previous_version")
+    return activate(current.previous_version, now)
+
+
+def load_estimator(row: ModelRegistryTable):
+    """Download, verify and unpickle a version (cached per sha256). Needs the scikit-learn layer."""
+    if row.sha256 in _cache:
+        return _cache[row.sha256]
+    import joblib  # noqa: PLC0415 - only the risk scorer has scikit-learn (layers/ml)
+
+    data = s3.get_bytes(row.s3_key)
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise ValueError(f"artifact of {row.version} does not match its sha256")
+    estimator = joblib.load(io.BytesIO(data))
+    _cache[row.sha256] = estimator
+    return estimator
+
+
+def check_version(row: ModelRegistryTable) -> str | None:
+    """Load an uploaded version and predict on the contract test vector; None if it works, else why."""
+    try:
+        manifest: Manifest = validate_manifest(row.manifest or {})
+        if manifest.test_vector is None:
+            return "the manifest has no test_vector to check the artifact against"
+        features, expected = manifest.test_vector
+        estimator = load_estimator(row)
+        vector = [float("nan") if x is None else float(x) for x in features]
+        probability = float(estimator.predict_proba([vector])[0][1])
+    except Exception as exc:  # noqa: BLE001 - any failure rejects the version, with its reason
+        return f"{type(exc).__name__}: {exc}"
+    if tuple(manifest.feature_names) != FEATURE_NAMES:
+        return "feature names differ from the scorer's"
+    if abs(probability - expected) > 1e-6:
+        return f"predicts {probability:.6f} on the test vector, the manifest says {expected:.6f}"
+    return None
+
+
+def validate_uploaded(now: datetime) -> dict[str, str]:
+    """Move every ``uploaded`` version to ``pending`` or ``rejected`` (run by the risk scorer)."""
+    outcome = {}
+    for row in ModelRegistryTable.query(MODEL_NAME, filter_condition=ModelRegistryTable.status == "uploaded"):
+        problem = check_version(row)
+        status = "pending" if problem is None else "rejected"
+        row.update(actions=[ModelRegistryTable.status.set(status)] +
+                   ([ModelRegistryTable.rejected_because.set(problem)] if problem else []),
+                   condition=ModelRegistryTable.status == "uploaded")
+        outcome[row.version] = status
+    return outcome
+
+
+def active_estimator() -> tuple[str, Any] | None:
+    """(version, estimator) of the active model, or None when none is active (the prior serves)."""
+    current = pointer()
+    if current is None or not current.active_version:
+        return None
+    row = _get(current.active_version)
+    return row.version, load_estimator(row)

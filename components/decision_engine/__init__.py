@@ -1,0 +1,37 @@
+"""The decision policy: expected cost with risk, guardrails, on-demand fallback, standby placement."""
+
+from components.decision_engine.costs import expected_hourly_cost, hazard_per_hour, interruption_cost, switch_cost
+from components.decision_engine.errors import InvalidDecisionInputError
+from components.decision_engine.limits import blocked_by_limits, held_long_enough, switches_within
+from components.decision_engine.model import (
+    ONDEMAND,
+    VOLUNTARY,
+    Decision,
+    DecisionAction,
+    DecisionConfig,
+    PoolOption,
+    Situation,
+)
+from components.decision_engine.policy import decide
+from components.decision_engine.standby import choose_standby, standby_value_per_hour
+
+__all__ = [
+    "ONDEMAND",
+    "VOLUNTARY",
+    "Decision",
+    "DecisionAction",
+    "DecisionConfig",
+    "InvalidDecisionInputError",
+    "PoolOption",
+    "Situation",
+    "blocked_by_limits",
+    "choose_standby",
+    "decide",
+    "expected_hourly_cost",
+    "hazard_per_hour",
+    "held_long_enough",
+    "interruption_cost",
+    "standby_value_per_hour",
+    "switch_cost",
+    "switches_within",
+]

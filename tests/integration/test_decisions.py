@@ -1,0 +1,124 @@
+"""Risk scorer → decision cycle → commands, and the decision routes, against moto."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.repositories import pools as pool_repo
+from chalicelib.tables import AgentTable, DecisionTable, PoolTable
+
+POOLS = {"a": 0.040, "b": 0.020, "c": 0.045}
+
+
+def _invoke(api, name):
+    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                         detail={}, resources=[])
+    return api.lambda_.invoke(name, event).payload
+
+
+def _report(caller, agent_id, instance_type, region, prices, od=0.096):
+    body = {"instance": {"instance_type": instance_type, "region": region},
+            "pricing": {"on_demand_price": od,
+                        "spot_pools": [{"pool_id": f"{instance_type}.{region}{z}", "price": p}
+                                       for z, p in prices.items()]}}
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
+    assert status == 200, reply
+
+
+@pytest.fixture
+def settled_agent(make_tenant):
+    """An auto-switch agent on a unique instance type in eu-west-1a, registered 3 h ago, prices known."""
+    from tests.conftest import registration
+
+    client_id, caller = make_tenant()
+    itype = f"m5.{datetime.now().strftime('%H%M%S%f')}xl"
+    reg = registration(instance_type=itype, az="eu-west-1a", region="eu-west-1")
+    status, reply = caller.post("/api/agents/register", reg)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    AgentTable(client_id, agent_id).update(actions=[
+        AgentTable.registered_at.set(datetime.now(timezone.utc) - timedelta(hours=3))])
+    _report(caller, agent_id, itype, "eu-west-1", POOLS)
+    return client_id, caller, agent_id, itype
+
+
+def _set_risk(itype, risks):
+    now = datetime.now(timezone.utc)
+    pool_repo.save_risk([(f"{itype}.eu-west-1{z}", r, "model", "test") for z, r in risks.items()], 3600, now)
+
+
+def test_cycle_switches_to_the_cheaper_safe_pool_once_and_records_why(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    # GIVEN risk scores (the prior, as no model is active) WHEN the scorer and the cycle run
+    result = _invoke(api, "risk-scorer")
+    assert result["scored"].get("prior", 0) >= 3
+    assert PoolTable.get(f"{itype}.eu-west-1b").risk_source == "prior"
+    _invoke(api, "decision-cycle")
+    # THEN a switch to the cheaper pool is queued at ML priority with the decision's reason stored
+    active = bootstrap.command_store().active_for_agent(agent_id, 5)
+    assert [(c.target_pool_id, c.priority, c.trigger) for c in active] == [
+        (f"{itype}.eu-west-1b", 25, "ml_recommendation")]
+    status, body = caller.get(f"/api/client/agents/{agent_id}/decisions")
+    assert status == 200
+    latest = body["decisions"][0]
+    assert latest["action"] == "switch_pool" and "saved" in latest["reason"]
+    assert latest["command_id"] == active[0].command_id
+    # WHEN the cycle runs again THEN no second command is queued (one active at a time)
+    _invoke(api, "decision-cycle")
+    assert len(bootstrap.command_store().active_for_agent(agent_id, 5)) == 1
+
+
+def test_every_pool_too_risky_queues_an_urgent_move_to_ondemand(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    _set_risk(itype, {"a": 0.9, "b": 0.8, "c": 0.95})
+    _invoke(api, "decision-cycle")
+    [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
+    assert (command.command_type.value, command.priority, command.target_mode) == (
+        "switch_to_ondemand", 50, "ondemand")
+    stored = list(DecisionTable.query(agent_id))[-1]
+    assert stored.action == "to_ondemand" and "above the risk ceiling" in stored.reason
+    assert {p["pool_id"] for p in stored.inputs["pools"]} == {f"{itype}.eu-west-1{z}" for z in "abc"}
+
+
+def test_decide_and_recommendation_routes_use_the_same_policy(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    _set_risk(itype, {"a": 0.01, "b": 0.01, "c": 0.01})
+    status, body = caller.post(f"/api/agents/{agent_id}/decide", {})
+    assert status == 200, body
+    assert body["recommended_pool_id"] == f"{itype}.eu-west-1b" and body["recommended_mode"] == "spot"
+    assert body["allowed"] is True and body["expected_savings_per_hour"] > 0
+    status, body = caller.get(f"/api/agents/{agent_id}/switch-recommendation")
+    assert status == 200 and body["decision_type"] == "switch_to_spot" and body["will_auto_execute"] is True
+    assert [p["pool_id"] for p in body["alternative_pools"]][0] == f"{itype}.eu-west-1b"
+    status, body = caller.post(f"/api/agents/{agent_id}/issue-switch-command", {})
+    assert status == 201 and body["command"]["target_pool_id"] == f"{itype}.eu-west-1b"
+
+
+def test_issue_switch_command_is_forbidden_without_auto_switch(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    row = AgentTable.get(client_id, agent_id)
+    row.update(actions=[AgentTable.config.auto_switch_enabled.set(False)])
+    status, body = caller.post(f"/api/agents/{agent_id}/issue-switch-command", {"target_mode": "ondemand"})
+    assert status == 403 and body["error"] == "auto_switch_disabled"
+    assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+
+
+def test_decide_without_any_price_is_a_conflict_not_a_crash(make_tenant):
+    from tests.conftest import registration
+
+    _, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration(instance_type="x9.never", az="eu-west-1a"))
+    status, body = caller.post(f"/api/agents/{reply['agent_id']}/decide", {})
+    assert status == 409 and body["error"] == "no_market_data"
+
+
+def test_pool_risk_route_lists_prices_and_scores(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    _set_risk(itype, {"a": 0.1, "b": 0.2, "c": 0.3})
+    status, body = caller.get(f"/api/client/pools?region=eu-west-1&instance_type={itype}")
+    assert status == 200
+    assert [(p["az"], p["risk"], p["price"]) for p in body["pools"]] == [
+        ("eu-west-1a", 0.1, 0.04), ("eu-west-1b", 0.2, 0.02), ("eu-west-1c", 0.3, 0.045)]
