@@ -8,10 +8,19 @@ whichever path it was.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from components.command_tracker import Command, CommandStatus, ResultOutcome, deliver, report_result
-from components.command_tracker import sweep_expired
+from components.command_tracker import (
+    Command,
+    CommandStatus,
+    CommandType,
+    ResultOutcome,
+    deliver,
+    new_command,
+    report_result,
+    sweep_expired,
+)
 
 from chalicelib import bootstrap
 from chalicelib.repositories import activity
@@ -66,3 +75,26 @@ def sweep(now: datetime) -> dict[str, int]:
     finally:
         watch.notify(now)
     return {"requeued": len(changed) - len(watch.timed_out), "timed_out": len(watch.timed_out)}
+
+
+def new_command_id(now: datetime) -> str:
+    """Command ids start with their creation time, so an agent's commands sort by age."""
+    return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+def switch_command(agent, *, target_mode: str, target_pool_id: str | None, priority: int, trigger: str,
+                   created_by: str, now: datetime, command_id: str | None = None) -> Command:
+    """A switch command for an agent's current instance (validated by the component, not stored).
+
+    The old instance is terminated after the agent's wait only under auto-terminate (legacy §9.2 #3:
+    otherwise the wait is 0 and the agent keeps it).
+    """
+    config = agent.config
+    wait = int(config.get("terminate_wait_seconds", 0)) if config.get("auto_terminate_enabled") else 0
+    return new_command(
+        command_id=command_id or new_command_id(now), client_id=agent.client_id, agent_id=agent.agent_id,
+        command_type=CommandType.SWITCH_TO_ONDEMAND if target_mode == "ondemand" else CommandType.SWITCH,
+        priority=priority, now=now, target_mode=target_mode,
+        target_pool_id=None if target_mode == "ondemand" else target_pool_id,
+        instance_id=agent.instance_id, terminate_wait_seconds=wait, trigger=trigger, created_by=created_by,
+        policy=bootstrap.lease_policy())

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from components.command_tracker import Command, CommandConflictError, CommandPriority, CommandType, new_command
+from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
     ONDEMAND,
     Decision,
@@ -22,7 +22,7 @@ from components.decision_engine import (
 )
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, command_queue
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -128,16 +128,10 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     if store.active_for_agent(agent.agent_id, limit=1):
         return None
     urgent = decision.action is DecisionAction.TO_ONDEMAND
-    wait = int(agent.config.get("terminate_wait_seconds", 0)) if agent.config.get("auto_terminate_enabled") else 0
-    command = new_command(
-        command_id=command_id or f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}",
-        client_id=agent.client_id, agent_id=agent.agent_id,
-        command_type=CommandType.SWITCH_TO_ONDEMAND if decision.target == ONDEMAND else CommandType.SWITCH,
-        priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL, now=now,
-        target_mode="ondemand" if decision.target == ONDEMAND else "spot",
-        target_pool_id=None if decision.target == ONDEMAND else decision.target,
-        instance_id=agent.instance_id, terminate_wait_seconds=wait, trigger=trigger,
-        created_by="decision-engine", policy=bootstrap.lease_policy())
+    command = command_queue.switch_command(
+        agent, target_mode="ondemand" if decision.target == ONDEMAND else "spot",
+        target_pool_id=decision.target, now=now, command_id=command_id, trigger=trigger,
+        priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL, created_by="decision-engine")
     try:
         store.add(command)
     except CommandConflictError:

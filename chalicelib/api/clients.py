@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
+from components.command_tracker import CommandPriority, enqueue
 from components.pool_id import parse_pool_id
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, command_queue
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.views import command_view, iso
 from chalicelib.errors import ConflictError, NotFoundError
@@ -19,11 +17,6 @@ bp = ApiBlueprint(__name__)
 
 def _request():
     return bp.current_request
-
-
-def new_command_id(now) -> str:
-    """Command ids start with their creation time, so an agent's commands sort by age."""
-    return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
 
 
 @bp.route("/api/client/validate", methods=["GET"])
@@ -46,15 +39,9 @@ def force_switch(instance_id):
     if body.pool_id:
         parse_pool_id(body.pool_id)
     now = utcnow()
-    wait = int(agent.config.get("terminate_wait_seconds", 0)) if agent.config.get(
-        "auto_terminate_enabled") else 0
-    command = new_command(
-        command_id=new_command_id(now), client_id=client.client_id, agent_id=agent.agent_id,
-        command_type=CommandType.SWITCH, priority=CommandPriority.MANUAL_OVERRIDE, now=now,
-        target_mode="ondemand" if body.target == "ondemand" else "spot",
-        target_pool_id=body.pool_id if body.target != "ondemand" else None,
-        instance_id=instance_id, terminate_wait_seconds=wait, trigger="manual_ui",
-        created_by="client", policy=bootstrap.lease_policy())
+    command = command_queue.switch_command(
+        agent, target_mode="ondemand" if body.target == "ondemand" else "spot", target_pool_id=body.pool_id,
+        priority=CommandPriority.MANUAL_OVERRIDE, trigger="manual_ui", created_by="client", now=now)
     enqueue(bootstrap.command_store(), command)
     activity.record_event("force_switch", f"manual switch queued for {instance_id}", now,
                           client_id=client.client_id, agent_id=agent.agent_id,

@@ -3,12 +3,11 @@ current pool prices with their risk scores."""
 
 from __future__ import annotations
 
-from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
+from components.command_tracker import CommandPriority, enqueue
 from components.decision_engine import ONDEMAND, DecisionAction
 from components.pool_id import parse_pool_id
 
-from chalicelib import bootstrap, decisions
-from chalicelib.api.clients import new_command_id
+from chalicelib import bootstrap, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.views import command_view, iso
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
@@ -108,14 +107,10 @@ def issue_switch_command(agent_id):
             parse_pool_id(body.target_pool_id)
         except Exception as exc:  # noqa: BLE001 - reported as a field error
             raise InvalidInputError(str(exc), field="target_pool_id") from exc
-    wait = int(agent.config.get("terminate_wait_seconds", 0)) if agent.config.get("auto_terminate_enabled") else 0
-    command = new_command(
-        command_id=new_command_id(now), client_id=client.client_id, agent_id=agent.agent_id,
-        command_type=CommandType.SWITCH_TO_ONDEMAND if body.target_mode == "ondemand" else CommandType.SWITCH,
-        priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL, now=now,
-        target_mode=body.target_mode, target_pool_id=body.target_pool_id if body.target_mode == "spot" else None,
-        instance_id=agent.instance_id, terminate_wait_seconds=wait, trigger="ml_recommendation",
-        created_by="client", policy=bootstrap.lease_policy())
+    command = command_queue.switch_command(
+        agent, target_mode=body.target_mode, target_pool_id=body.target_pool_id,
+        priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL,
+        trigger="ml_recommendation", created_by="client", now=now)
     enqueue(bootstrap.command_store(), command)
     return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
 

@@ -10,7 +10,7 @@ from components.command_tracker import CommandPriority, CommandStatus, CommandTy
 
 import chalicelib.api.agents as agents_api
 from chalicelib import bootstrap
-from chalicelib.api.clients import new_command_id
+from chalicelib.command_queue import new_command_id
 from chalicelib.repositories.commands import DynamoCommandStore
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error, diff_snapshots, now_utc, snapshot_tables, utc
