@@ -150,3 +150,10 @@ def tenant_with_agent(make_tenant):
     status, reply = caller.post("/api/agents/register", body)
     assert status == 200, reply
     return client_id, caller, reply["agent_id"], body
+
+
+def invoke_schedule(api, name: str):
+    """Deliver one 'Scheduled Event' to an ``@app.schedule`` handler, as EventBridge would."""
+    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                         detail={}, resources=[])
+    return api.lambda_.invoke(name, event).payload

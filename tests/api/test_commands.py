@@ -15,6 +15,7 @@ from chalicelib.repositories.commands import DynamoCommandStore
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error, diff_snapshots, now_utc, snapshot_tables, utc
 from tests.conftest import registration
+from tests.conftest import invoke_schedule
 
 
 @pytest.fixture
@@ -58,9 +59,7 @@ def stored(agent_id, command_id):
 
 
 def run_health_monitor(api):
-    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
-                                         resources=[])
-    return api.lambda_.invoke("health-monitor", event).payload
+    return invoke_schedule(api, "health-monitor")
 
 
 def test_force_switch_is_leased_by_pending_commands_and_heartbeat(agent):

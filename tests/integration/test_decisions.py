@@ -9,14 +9,9 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables import AgentTable, DecisionTable, PoolTable
+from tests.conftest import invoke_schedule
 
 POOLS = {"a": 0.040, "b": 0.020, "c": 0.045}
-
-
-def _invoke(api, name):
-    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                         detail={}, resources=[])
-    return api.lambda_.invoke(name, event).payload
 
 
 def _report(caller, agent_id, instance_type, region, prices, od=0.096):
@@ -53,10 +48,10 @@ def _set_risk(itype, risks):
 def test_cycle_switches_to_the_cheaper_safe_pool_once_and_records_why(api, settled_agent):
     client_id, caller, agent_id, itype = settled_agent
     # GIVEN risk scores (the prior, as no model is active) WHEN the scorer and the cycle run
-    result = _invoke(api, "risk-scorer")
+    result = invoke_schedule(api, "risk-scorer")
     assert result["scored"].get("prior", 0) >= 3
     assert PoolTable.get(f"{itype}.eu-west-1b").risk_source == "prior"
-    _invoke(api, "decision-cycle")
+    invoke_schedule(api, "decision-cycle")
     # THEN a switch to the cheaper pool is queued at ML priority with the decision's reason stored
     active = bootstrap.command_store().active_for_agent(agent_id, 5)
     assert [(c.target_pool_id, c.priority, c.trigger) for c in active] == [
@@ -67,14 +62,14 @@ def test_cycle_switches_to_the_cheaper_safe_pool_once_and_records_why(api, settl
     assert latest["action"] == "switch_pool" and "saved" in latest["reason"]
     assert latest["command_id"] == active[0].command_id
     # WHEN the cycle runs again THEN no second command is queued (one active at a time)
-    _invoke(api, "decision-cycle")
+    invoke_schedule(api, "decision-cycle")
     assert len(bootstrap.command_store().active_for_agent(agent_id, 5)) == 1
 
 
 def test_every_pool_too_risky_queues_an_urgent_move_to_ondemand(api, settled_agent):
     client_id, caller, agent_id, itype = settled_agent
     _set_risk(itype, {"a": 0.9, "b": 0.8, "c": 0.95})
-    _invoke(api, "decision-cycle")
+    invoke_schedule(api, "decision-cycle")
     [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
     assert (command.command_type.value, command.priority, command.target_mode) == (
         "switch_to_ondemand", 50, "ondemand")

@@ -6,12 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.tables import AgentTable, NotificationTable
+from tests.conftest import invoke_schedule
 
 
 def _invoke(api):
-    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                         detail={}, resources=[])
-    return api.lambda_.invoke("health-monitor", event).payload
+    return invoke_schedule(api, "health-monitor")
 
 
 def _age_heartbeat(client_id, agent_id, seconds):

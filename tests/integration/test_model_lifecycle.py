@@ -8,14 +8,9 @@ import uuid
 from pathlib import Path
 
 from chalicelib.tables import PoolTable
+from tests.conftest import invoke_schedule
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "ml" / "artifacts"
-
-
-def _invoke(api, name):
-    event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                         detail={}, resources=[])
-    return api.lambda_.invoke(name, event).payload
 
 
 def _upload(admin, manifest, artifact):
@@ -44,12 +39,12 @@ def test_upload_validate_activate_score_and_rollback(api, admin, make_tenant):
     status, body = admin.post(f"/api/admin/ml-models/{first['version']}/activate")
     assert status == 409
     # WHEN the risk scorer runs THEN it validates both with scikit-learn (prior still serves)
-    result = _invoke(api, "risk-scorer")
+    result = invoke_schedule(api, "risk-scorer")
     assert result["validated"][first["version"]] == "pending" and result["model"] is None
     # WHEN the first is activated THEN the next run scores with it
     status, body = admin.post(f"/api/admin/ml-models/{first['version']}/activate")
     assert status == 200 and body["status"] == "active"
-    result = _invoke(api, "risk-scorer")
+    result = invoke_schedule(api, "risk-scorer")
     assert result["model"] == first["version"] and result["scored"]["model"] >= 1
     pool = PoolTable.get(f"{itype}.eu-west-1a")
     assert pool.risk_source == "model" and pool.risk_model_version == first["version"] and 0 <= pool.risk <= 1
@@ -78,7 +73,7 @@ def test_a_version_that_does_not_reproduce_its_test_vector_is_rejected(api, admi
                  test_vector={**manifest["test_vector"],
                               "probability": 1 - manifest["test_vector"]["probability"]})
     assert _upload(admin, wrong, artifact)[0] == 201
-    result = _invoke(api, "risk-scorer")
+    result = invoke_schedule(api, "risk-scorer")
     assert result["validated"][wrong["version"]] == "rejected"
     status, listing = admin.get("/api/admin/ml-models")
     rejected = {v["version"]: v for v in listing["versions"]}[wrong["version"]]
