@@ -1,35 +1,120 @@
-"""Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules."""
+"""Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules, event
+handlers and the failover workflow's task functions."""
 
 from chalice import Chalice, Rate
 
-from chalicelib.api import admin, agents, clients, decisions, health, models
-from chalicelib.api.common import utcnow
+from chalicelib import failover
+from chalicelib import sentinel as sentinel_intake
+from chalicelib.api import admin, agents, clients, decisions, health, interruptions, models
+from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
 from chalicelib.jobs import health_monitor as health_monitor_job
+from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
+from chalicelib.jobs import scheduled_time
 from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME
 
 app = Chalice(app_name=APP_NAME)
 
-for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp):
+for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 
 
+# --- scheduled jobs (the event's time is the scheduled time: local mode can run the clock fast) ---
+
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="health-monitor")
 def health_monitor(event):
     """Lease expiry and agent liveness, every minute."""
-    return health_monitor_job.run(utcnow())
+    return health_monitor_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="risk-scorer")
 def risk_scorer(event):
     """Interruption risk of every pool, every 15 minutes (the only function with the ML layer)."""
-    return risk_scorer_job.run(utcnow())
+    return risk_scorer_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="decision-cycle")
 def decision_cycle(event):
     """Decisions for every live auto-switch agent, every 5 minutes."""
-    return decision_cycle_job.run(utcnow())
+    return decision_cycle_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="replica-coordinator")
+def replica_coordinator(event):
+    """One ready standby per manual-replica agent; expired pre-warmed standbys closed."""
+    return replica_coordinator_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(10, unit=Rate.MINUTES), name="cleanup")
+def cleanup(event):
+    """Orphaned instances terminated, expired standbys closed, EC2 reconciled with the tables."""
+    return cleanup_job.run(scheduled_time(event))
+
+
+# --- sentinel: the three EventBridge rules (chalice package emits them) ---
+
+@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+                 name="sentinel-interruption")
+def sentinel_interruption(event):
+    """Two-minute spot interruption warning → failover workflow."""
+    return sentinel_intake.on_event(event.to_dict(), event.context)
+
+
+@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
+                 name="sentinel-rebalance")
+def sentinel_rebalance(event):
+    """Rebalance recommendation → pre-warm a standby when the pool is risky."""
+    return sentinel_intake.on_event(event.to_dict(), event.context)
+
+
+@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"],
+                  "detail": {"state": ["running", "stopping", "stopped", "shutting-down", "terminated"]}},
+                 name="sentinel-state-change")
+def sentinel_state_change(event):
+    """A managed instance went away (failover if it was a primary) or a standby came up."""
+    return sentinel_intake.on_event(event.to_dict(), event.context)
+
+
+# --- failover state machine tasks (chalicelib/workflows/failover.asl.json) ---
+
+@app.lambda_function(name="failover-plan")
+def failover_plan(event, context):
+    return failover.run_step(failover.plan, event)
+
+
+@app.lambda_function(name="failover-launch")
+def failover_launch(event, context):
+    return failover.run_step(failover.launch, event)
+
+
+@app.lambda_function(name="failover-check-ready")
+def failover_check_ready(event, context):
+    return failover.run_step(failover.check_ready, event)
+
+
+@app.lambda_function(name="failover-handover")
+def failover_handover(event, context):
+    return failover.run_step(failover.handover, event)
+
+
+@app.lambda_function(name="failover-record")
+def failover_record(event, context):
+    return failover.run_step(failover.record, event)
+
+
+@app.lambda_function(name="failover-retire")
+def failover_retire(event, context):
+    return failover.run_step(failover.retire, event)
+
+
+@app.lambda_function(name="failover-next-standby")
+def failover_next_standby(event, context):
+    return failover.run_step(failover.next_standby, event)
+
+
+@app.lambda_function(name="failover-failed")
+def failover_failed(event, context):
+    return failover.run_step(failover.failed, event)

@@ -34,6 +34,12 @@ class Settings:
     model_bucket: str
     decision_retention_days: int
     risk_horizon_s: int
+    failover_state_machine_arn: str
+    signal_window_s: int
+    prewarm_ttl_s: int
+    prewarm_risk_threshold: float
+    orphan_grace_s: int
+    notification_topic_arn: str
 
     @property
     def local(self) -> bool:
@@ -67,6 +73,16 @@ def get_settings() -> Settings:
         model_bucket=os.environ.get("MODEL_BUCKET", f"{APP_NAME}-{stage}-models"),
         decision_retention_days=_int("DECISION_RETENTION_DAYS", 90),
         risk_horizon_s=_int("RISK_HORIZON_S", 3600),
+        # Set by `make deploy` from infra's output; tests and local mode set it when they create it.
+        failover_state_machine_arn=os.environ.get("FAILOVER_STATE_MACHINE_ARN", ""),
+        # One workflow per (instance, signal) within this window (LEGACY §5.4: 15 minutes).
+        signal_window_s=_int("SIGNAL_WINDOW_S", 900),
+        # A standby pre-warmed on a rebalance recommendation expires if no termination follows.
+        prewarm_ttl_s=_int("PREWARM_TTL_S", 3600),
+        prewarm_risk_threshold=float(os.environ.get("PREWARM_RISK_THRESHOLD", "0.30")),
+        # Instances tagged as ours but unknown to the tables are left alone this long (launch → attach).
+        orphan_grace_s=_int("ORPHAN_GRACE_S", 600),
+        notification_topic_arn=os.environ.get("NOTIFICATION_TOPIC_ARN", ""),
     )
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from components.errors import ValidationError
 
-__all__ = ["ensure_aware", "seconds_between", "to_utc"]
+__all__ = ["ensure_aware", "parse_iso", "seconds_between", "to_utc"]
 
 
 def ensure_aware(value: datetime, field: str) -> datetime:
@@ -36,3 +36,15 @@ def seconds_between(start: datetime, end: datetime) -> Decimal:
     delta = end - start
     whole = delta.days * 86400 + delta.seconds
     return Decimal(whole) + Decimal(delta.microseconds) / Decimal(1_000_000)
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO-8601 timestamp (``Z`` accepted) as an aware UTC datetime; naive input is taken as UTC.
+
+    >>> parse_iso("2026-01-01T00:00:00Z").isoformat()
+    '2026-01-01T00:00:00+00:00'
+    """
+    if not isinstance(text, str):
+        raise ValueError("timestamp must be a string")
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -152,8 +152,25 @@ def tenant_with_agent(make_tenant):
     return client_id, caller, reply["agent_id"], body
 
 
-def invoke_schedule(api, name: str):
-    """Deliver one 'Scheduled Event' to an ``@app.schedule`` handler, as EventBridge would."""
+def invoke_schedule(api, name: str, now=None):
+    """Deliver one 'Scheduled Event' to an ``@app.schedule`` handler, as EventBridge would.
+
+    The event's ``time`` is the run's clock (now unless given), as EventBridge sets it.
+    """
+    from datetime import datetime, timezone
+
     event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
                                          detail={}, resources=[])
+    event["time"] = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return api.lambda_.invoke(name, event).payload
+
+
+@pytest.fixture(scope="session")
+def failover_machine(aws_tables):
+    """The failover state machine in moto, from the one ASL file, its tasks run by the in-process
+    handlers, Wait/Retry time skipped (TOOLCHAIN_NOTES §9). Returns its ARN."""
+    from localmode.workflows import compress_time, ensure_failover_state_machine, install_lambda_bridge
+
+    install_lambda_bridge("dev")
+    compress_time(None)
+    return ensure_failover_state_machine("dev")

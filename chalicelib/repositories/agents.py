@@ -51,6 +51,15 @@ class AgentRecord:
     config_version: int = 1
     instance_count: int = 1
     last_switch_at: datetime | None = None
+    ami_id: str | None = None
+    private_ip: str | None = None
+    current_replica_id: str | None = None
+    last_interruption_at: datetime | None = None
+    interruption_count: int = 0
+
+    @property
+    def manual_replica(self) -> bool:
+        return bool(self.config.get("manual_replica_enabled"))
 
     @property
     def deleted(self) -> bool:
@@ -73,6 +82,8 @@ def _record(row: AgentTable) -> AgentRecord:
         agent_version=row.agent_version, last_heartbeat_at=row.last_heartbeat_at,
         registered_at=row.registered_at, config=config, config_version=int(row.config_version),
         instance_count=int(row.instance_count or 1), last_switch_at=row.last_switch_at,
+        ami_id=row.ami_id, private_ip=row.private_ip, current_replica_id=row.current_replica_id,
+        last_interruption_at=row.last_interruption_at, interruption_count=int(row.interruption_count or 0),
     )
 
 
@@ -265,6 +276,15 @@ def set_liveness(agent: AgentRecord, status: str, now: datetime) -> bool:
             return False
         raise
     return True
+
+
+def agents_with_standbys():
+    """Agents that want or hold a standby: manual-replica mode, or a pre-warmed standby (batch job)."""
+    condition = ((AgentTable.config.manual_replica_enabled == True)  # noqa: E712
+                 | AgentTable.current_replica_id.exists())
+    for row in AgentTable.scan(filter_condition=condition):
+        if row.status not in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value):
+            yield _record(row)
 
 
 def auto_switch_agents():

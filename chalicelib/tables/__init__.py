@@ -8,8 +8,10 @@ from chalicelib.tables.clients import ClientLookupTable, ClientTable
 from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.idempotency import IdempotencyTable
 from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
 from chalicelib.tables.switches import SwitchTable
 from chalicelib.tables.system_events import SystemEventTable
@@ -24,6 +26,9 @@ ALL_TABLES = (
     PricingReportTable,
     CommandTable,
     SwitchTable,
+    ReplicaTable,
+    InterruptionTable,
+    SignalClaimTable,
     NotificationTable,
     SystemEventTable,
     RiskScoreTable,

@@ -32,6 +32,11 @@ class AgentConfigMap(MapAttribute):
     max_switches_per_day = NumberAttribute(default=3)
     max_switches_per_week = NumberAttribute(default=10)
     min_pool_duration_hours = NumberAttribute(default=2)
+    # Traffic hand-off on failover: "none", "eip" (allocation id) or "target-group" (ARN + port).
+    handover = UnicodeAttribute(default="none")
+    eip_allocation_id = UnicodeAttribute(null=True)
+    target_group_arn = UnicodeAttribute(null=True)
+    target_port = NumberAttribute(null=True)
 
 
 class AgentsByLogicalIdIndex(GlobalSecondaryIndex):
@@ -87,6 +92,10 @@ class AgentTable(Model):
     deleted_at = UTCDateTimeAttribute(null=True)
     config = AgentConfigMap(default=AgentConfigMap)
     config_version = NumberAttribute(default=1)
+    current_replica_id = OptionalText()  # the standby slot: set only by a conditional transaction
+    replica_generation = NumberAttribute(default=0)
+    last_interruption_at = UTCDateTimeAttribute(null=True)
+    interruption_count = NumberAttribute(default=0)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

@@ -1,4 +1,4 @@
-"""EC2 instances we know of (primaries today; standbys later). Keyed by EC2 id for the sentinel."""
+"""EC2 instances we know of, primaries and standbys. Keyed by EC2 id: the sentinel's instance → agent map."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class InstanceTable(Model):
     ami_id = OptionalText()
     mode = UnicodeAttribute(default="unknown")
     pool_id = OptionalText()
-    role = UnicodeAttribute(default="primary")
+    role = UnicodeAttribute(default="primary")  # primary | standby
+    replica_id = OptionalText()
+    lifecycle = OptionalText()  # spot | ondemand, as EC2 launched it
     spot_price = DecimalAttribute(null=True)
     ondemand_price = DecimalAttribute(null=True)
     is_active = BooleanAttribute(default=True)

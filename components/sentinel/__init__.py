@@ -1,6 +1,6 @@
-"""Sentinel rules: agent health from heartbeats and pricing reports."""
+"""Sentinel rules: agent health from heartbeats, and interruption signals from EventBridge or agents."""
 
-from components.sentinel.errors import InvalidThresholdsError, SentinelError
+from components.sentinel.errors import InvalidSignalError, InvalidThresholdsError, SentinelError
 from components.sentinel.health import (
     CONTINUE_MONITORING,
     INVESTIGATE_IMMEDIATELY,
@@ -9,9 +9,32 @@ from components.sentinel.health import (
     health_score,
 )
 from components.sentinel.model import HealthReport, HealthState, HealthThresholds
+from components.sentinel.signals import (
+    DETAIL_TYPES,
+    LOST_STATES,
+    TERMINATION_NOTICE_S,
+    Signal,
+    SignalKind,
+    SignalSource,
+    claim_is_stale,
+    parse_event,
+    signal_group,
+    signal_key,
+)
 
 __all__ = [
     "CONTINUE_MONITORING",
+    "DETAIL_TYPES",
+    "LOST_STATES",
+    "TERMINATION_NOTICE_S",
+    "Signal",
+    "SignalKind",
+    "SignalSource",
+    "claim_is_stale",
+    "parse_event",
+    "signal_group",
+    "signal_key",
+    "InvalidSignalError",
     "INVESTIGATE_IMMEDIATELY",
     "MONITOR_CLOSELY",
     "HealthReport",

@@ -31,7 +31,7 @@ def clock(monkeypatch):
 
     def _set(when):
         monkeypatch.setattr(agents_api, "utcnow", lambda: when)
-        monkeypatch.setattr(sys.modules["app"], "utcnow", lambda: when)
+        monkeypatch.setattr(sys.modules["app"], "scheduled_time", lambda event: when)
 
     return _set
 

@@ -1,0 +1,132 @@
+"""Interruption signals from the agent (IMDS) and the interruption history.
+
+The agent's reports go through the same sentinel intake as EventBridge's events, so whichever
+arrives first starts the workflow and the other is answered as a duplicate (PRODUCT §4).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from components.replica_coordinator import ReplicaType
+from components.sentinel import TERMINATION_NOTICE_S, Signal, SignalKind, SignalSource
+
+from chalicelib import replicas, sentinel
+from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.views import iso
+from chalicelib.errors import ForbiddenError, NotFoundError
+from chalicelib.repositories import agents, interruptions
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.replicas import SlotTakenError
+from chalicelib.schemas.interruptions import EmergencyReplicaRequest, RebalanceRequest, TerminationImminentRequest
+from chalicelib.settings import get_settings
+
+bp = ApiBlueprint(__name__)
+
+
+def _request():
+    return bp.current_request
+
+
+def _agent_and_instance(client, agent_id: str, instance_id: str | None):
+    """The caller's agent and one of its instances (default: the current primary); 404 otherwise."""
+    agent = agents.require(client.client_id, agent_id)
+    instance_id = instance_id or agent.instance_id
+    instance = agents.get_instance(client.client_id, instance_id) if instance_id else None
+    if instance is None or instance.agent_id != agent.agent_id:
+        raise NotFoundError("instance not found", field="instance_id")
+    return agent, instance_id
+
+
+def interruption_view(row) -> dict:
+    """One interruption event with its timings (ISO UTC) and the failover's result."""
+    return {
+        "interruption_id": row.interruption_id, "agent_id": row.agent_id, "instance_id": row.instance_id,
+        "pool_id": row.pool_id, "signal_type": row.signal_type, "source": row.source, "status": row.status,
+        "response_action": row.response_action, "replica_id": row.replica_id,
+        "new_instance_id": row.new_instance_id, "new_pool_id": row.new_pool_id,
+        "new_lifecycle": row.new_lifecycle, "handover": row.handover, "success": row.success,
+        "failover_time_ms": None if row.failover_time_ms is None else int(row.failover_time_ms),
+        "error": row.error, "detected_at": iso(row.detected_at), "termination_time": iso(row.termination_time),
+        "decided_at": iso(row.decided_at), "replacement_ready_at": iso(row.replacement_ready_at),
+        "traffic_moved_at": iso(row.traffic_moved_at), "completed_at": iso(row.completed_at),
+        "old_terminated_at": iso(row.old_terminated_at),
+    }
+
+
+@bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"])
+def termination_imminent(agent_id):
+    """Two-minute notice seen by the agent: start (or join) the failover workflow. 202."""
+    client, body = client_request(_request(), TerminationImminentRequest)
+    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    now = utcnow()
+    detected = body.detected_at or now
+    deadline = body.termination_time or detected + timedelta(seconds=TERMINATION_NOTICE_S)
+    result = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, detected, SignalSource.AGENT,
+                                    region=agent.region, deadline=deadline), now)
+    return ok({"success": result["action"] != "ignored", **result}, status=202)
+
+
+@bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"])
+def rebalance_recommendation(agent_id):
+    """Rebalance recommendation seen by the agent: pre-warm a standby if the pool is risky."""
+    client, body = client_request(_request(), RebalanceRequest)
+    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    now = utcnow()
+    result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, body.detected_at or now, SignalSource.AGENT,
+                                    region=agent.region), now)
+    return ok({"success": True, **result})
+
+
+@bp.route("/api/agents/{agent_id}/create-emergency-replica", methods=["POST"])
+def create_emergency_replica(agent_id):
+    """Legacy: a replica for an interruption signal (auto-switch agents only; 403 otherwise).
+
+    Never a second one (legacy defect): an existing standby is returned (200). A termination notice
+    also goes through the sentinel, so the workflow promotes this replica.
+    """
+    client, body = client_request(_request(), EmergencyReplicaRequest)
+    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    if not agent.config.get("auto_switch_enabled"):
+        raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
+    now = utcnow()
+    termination = body.signal_type == "termination-notice"
+    created = True
+    try:
+        replica = replicas.start_standby(
+            agent, now, created_by="agent",
+            replica_type=ReplicaType.TERMINATION if termination else ReplicaType.REBALANCE,
+            expires_at=None if termination else now + timedelta(seconds=get_settings().prewarm_ttl_s))
+    except SlotTakenError as exc:
+        replica, created = replica_repo.get(agent.agent_id, exc.current_replica_id), False
+    workflow = None
+    if termination:
+        deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
+        workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
+                                          region=agent.region, deadline=deadline), now)
+    return ok({"success": True, "created": created, "replica_id": replica.replica_id,
+               "instance_id": replica.instance_id, "status": replica.status.value,
+               "pool": {"id": replica.pool_id, "az": replica.az},
+               "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
+               "urgency": "critical" if termination else "high", "workflow": workflow},
+              status=201 if created else 200)
+
+
+@bp.route("/api/agents/{agent_id}/interruptions", methods=["GET"])
+def agent_interruptions(agent_id):
+    """An agent's interruption events with their timings, newest first."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id, allow_deleted=True)
+    limit, next_token = page_params(_request())
+    page = interruptions.page_for_agent(agent.agent_id, limit, next_token)
+    return ok({"interruptions": [interruption_view(r) for r in page.items], "next_token": page.next_token})
+
+
+@bp.route("/api/client/interruptions", methods=["GET"])
+def client_interruptions():
+    """The caller's interruption events, newest first (paginated)."""
+    client, _ = client_request(_request())
+    limit, next_token = page_params(_request())
+    page = interruptions.page_for_client(client.client_id, limit, next_token)
+    return ok({"interruptions": [interruption_view(r) for r in page.items], "next_token": page.next_token,
+               "generated_at": iso(utcnow())})

@@ -1,0 +1,45 @@
+"""Step Functions adapter: start the failover workflow exactly once per interruption."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from chalicelib.settings import get_settings
+
+
+@cache
+def _client():
+    return boto3.client("stepfunctions", config=Config(retries={"mode": "standard", "max_attempts": 5},
+                                                       connect_timeout=5, read_timeout=10))
+
+
+def start(name: str, payload: dict, state_machine_arn: str | None = None) -> str:
+    """Start an execution named ``name``; a second start with that name returns the first's ARN.
+
+    The name is the interruption id, so an at-least-once redelivery never runs a second workflow.
+    """
+    arn = state_machine_arn or get_settings().failover_state_machine_arn
+    if not arn:
+        raise RuntimeError("FAILOVER_STATE_MACHINE_ARN is not configured (infra output, see infra/README.md)")
+    try:
+        return _client().start_execution(stateMachineArn=arn, name=name,
+                                         input=json.dumps(payload, sort_keys=True))["executionArn"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
+            return execution_arn(arn, name)
+        raise
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN Step Functions gives the execution ``name`` of a state machine."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+def status(execution: str) -> str:
+    """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED."""
+    return _client().describe_execution(executionArn=execution)["status"]

@@ -1,0 +1,255 @@
+"""The failover workflow's Task steps (Step Functions → ``@app.lambda_function`` → here).
+
+Each step takes the execution state and returns it with its additions, and is idempotent: a retried
+step finds its own earlier writes (deterministic replica and command ids, set-once timings,
+compare-and-set promotions) and does not repeat them. AWS errors worth retrying are raised as
+``TransientAwsError`` (the ASL retries it with backoff); no spot capacity raises ``CapacityUnavailable``
+(caught into the on-demand path). Timings on the interruption event: detected → decided → replacement
+ready → traffic moved → completed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBConnectionError
+
+from components.command_tracker import CommandConflictError, CommandPriority, CommandType, enqueue, new_command
+from components.replica_coordinator import (
+    FailoverRoute,
+    ReplicaStatus,
+    ReplicaType,
+    retire_at,
+    route_failover,
+)
+from components.timeutil import parse_iso
+
+from chalicelib import bootstrap, replicas
+from chalicelib.api.views import iso
+from chalicelib.aws import ec2, sns
+from chalicelib.errors import ConflictError
+from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.repositories import activity, agents, interruptions
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import AgentRecord
+
+MAX_READY_CHECKS = 36  # × 5 s Wait in the ASL = 3 minutes for a replacement to reach "running"
+State = dict[str, Any]
+RESPONSE = {FailoverRoute.PROMOTE: "promoted-existing-replica", "spot": "emergency-spot-replacement",
+            "ondemand": "on-demand-fallback"}
+TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
+                   "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def run_step(step: Callable[[State], State], state: State) -> State:
+    """Run one step; AWS hiccups surface as TransientAwsError so the state machine retries them."""
+    try:
+        return step(state)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES:
+            raise ec2.TransientAwsError(str(exc)) from exc
+        raise
+    except (BotoCoreError, PynamoDBConnectionError) as exc:
+        raise ec2.TransientAwsError(str(exc)) from exc
+
+
+def _agent(state: State) -> AgentRecord | None:
+    return agents.get(state["client_id"], state["agent_id"])
+
+
+def plan(state: State) -> State:
+    """Choose the route: promote a live standby, else spot in the safest other pool, else on-demand."""
+    now = _now()
+    event = interruptions.require(state["client_id"], state["interruption_id"])
+    agent = _agent(state)
+    why = None
+    if event.status in ("resolved", "failed"):
+        why = f"interruption already {event.status}"
+    elif agent is None or agent.deleted:
+        why = "agent deleted"
+    elif agent.instance_id != state["instance_id"]:
+        why = "the agent already moved to another instance"
+    if why:
+        interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
+        return {**state, "action": FailoverRoute.NOTHING.value, "reason": why}
+    standby_id = state.get("replica_id") or agent.current_replica_id
+    standby = replica_repo.get(agent.agent_id, standby_id) if standby_id else None
+    view = None
+    if standby is not None and standby.active and standby.instance_id:
+        info = ec2.describe(agent.region, [standby.instance_id]).get(standby.instance_id)
+        view = standby.view(info.state if info else None)
+    try:
+        spot = replicas.place(agent, now, exclude=(standby.pool_id,) if standby and standby.pool_id and view is None
+                              else ())
+    except ConflictError:
+        spot = None
+    route = route_failover(view, spot.pool_id if spot else None, agent.current_pool_id)
+    interruptions.set_once(state["client_id"], state["interruption_id"], "decided_at", now)
+    reason = {FailoverRoute.PROMOTE: f"promote standby {standby_id}",
+              FailoverRoute.LAUNCH: f"no live standby: spot replacement in {spot.pool_id if spot else None}"
+                                    f" ({spot.reason if spot else ''})",
+              FailoverRoute.ONDEMAND: "no live standby and no other spot pool: on-demand"}[route]
+    logger.info("failover plan", extra={"interruption_id": state["interruption_id"], "route": route.value,
+                                        "reason": reason})
+    return {**state, "action": route.value, "reason": reason, "region": agent.region,
+            "replica_id": standby_id if route is FailoverRoute.PROMOTE else None,
+            "spot_pool_id": spot.pool_id if spot else None, "spot_az": spot.az if spot else None,
+            "spot_price": str(spot.price) if spot and spot.price is not None else None,
+            "lifecycle": "spot", "checks": 0}
+
+
+def launch(state: State) -> State:
+    """Launch the emergency replacement (``lifecycle`` spot, or on-demand on the fallback path)."""
+    now = _now()
+    agent = _agent(state)
+    if agent is None:
+        raise ec2.LaunchError("agent vanished during failover")
+    lifecycle = state.get("lifecycle") or "spot"
+    spot = lifecycle == "spot"
+    replica = replica_repo.create(
+        agent, replica_id=f"emg-{state['interruption_id'][4:]}-{lifecycle}", replica_type=ReplicaType.TERMINATION.value,
+        lifecycle=lifecycle, pool_id=state.get("spot_pool_id") if spot else None,
+        az=(state.get("spot_az") if spot else agent.az) or agent.az, created_by="failover", now=now, take_slot=False,
+        interruption_id=state["interruption_id"],
+        hourly_cost=state.get("spot_price") if spot else None)
+    if not replica.active:
+        raise ec2.LaunchError(f"replacement {replica.replica_id} already {replica.status.value}: "
+                              f"{replica.error_message or ''}")
+    replica = replicas.launch(agent, replica, now, source_instance_id=state["instance_id"])
+    return {**state, "replica_id": replica.replica_id, "new_instance_id": replica.instance_id, "checks": 0,
+            "ready": False, "gave_up": False}
+
+
+def check_ready(state: State) -> State:
+    """Is the replacement running? After MAX_READY_CHECKS the workflow gives up on it."""
+    now = _now()
+    agent = _agent(state)
+    replica = replica_repo.get(state["agent_id"], state["replica_id"]) if state.get("replica_id") else None
+    if agent is None or replica is None or not replica.instance_id:
+        return {**state, "ready": False, "gave_up": True}
+    info = ec2.describe(agent.region, [replica.instance_id]).get(replica.instance_id)
+    checks = int(state.get("checks", 0)) + 1
+    if info is not None and info.state == "running":
+        if replica.status is ReplicaStatus.LAUNCHING or replica.status is ReplicaStatus.SYNCING:
+            replica_repo.transition(replica, ReplicaStatus.READY, now)
+        interruptions.set_once(state["client_id"], state["interruption_id"], "replacement_ready_at", now)
+        return {**state, "new_instance_id": replica.instance_id, "ready": True, "gave_up": False, "checks": checks}
+    lost = info is None or info.state not in ("pending", "running")
+    gave_up = lost or checks >= MAX_READY_CHECKS
+    if gave_up and replica.active:
+        replica_repo.transition(replica, ReplicaStatus.FAILED, now,
+                                error_message=f"instance {info.state if info else 'missing'} after {checks} checks")
+    return {**state, "ready": False, "gave_up": gave_up, "checks": checks}
+
+
+def handover(state: State) -> State:
+    """Promote in the tables, move the traffic, and tell both instances' agents what happened."""
+    now = _now()
+    agent = _agent(state)
+    replica = replica_repo.get(state["agent_id"], state["replica_id"])
+    new_mode = replica.lifecycle
+    try:
+        replica_repo.promote(agent, replica, old_instance_id=state["instance_id"], new_az=replica.az,
+                             new_pool_id=replica.pool_id if new_mode == "spot" else None, new_mode=new_mode, now=now)
+    except ConflictError:
+        if agents.get(agent.client_id, agent.agent_id).instance_id != replica.instance_id:
+            raise
+    config = agent.config
+    kind = config.get("handover") or "none"
+    if kind == "eip" and config.get("eip_allocation_id"):
+        ec2.move_eip(agent.region, config["eip_allocation_id"], replica.instance_id)
+    elif kind == "target-group" and config.get("target_group_arn"):
+        ec2.swap_target(agent.region, config["target_group_arn"], state["instance_id"], replica.instance_id,
+                        config.get("target_port"))
+    else:
+        kind = "none"
+    interruptions.set_once(state["client_id"], state["interruption_id"], "traffic_moved_at", now)
+    _tell_agents(agent, state, replica.instance_id, now)
+    action = RESPONSE[FailoverRoute.PROMOTE] if state.get("action") == FailoverRoute.PROMOTE.value else RESPONSE[new_mode]
+    interruptions.update(state["client_id"], state["interruption_id"], response_action=action,
+                         replica_id=replica.replica_id, new_instance_id=replica.instance_id,
+                         new_pool_id=replica.pool_id, new_lifecycle=new_mode, handover=kind)
+    deadline = parse_iso(state["deadline"]) if state.get("deadline") else None
+    wait = int(config.get("terminate_wait_seconds") or 0)
+    when = retire_at(now, deadline, auto_terminate=bool(config.get("auto_terminate_enabled")), wait_s=wait)
+    return {**state, "new_instance_id": replica.instance_id, "handover": kind, "response_action": action,
+            "retire_old": when is not None, "retire_at": iso(when) if when else None}
+
+
+def _tell_agents(agent: AgentRecord, state: State, new_instance_id: str, now: datetime) -> None:
+    """prepare_shutdown for the old instance, promote for the new one (ids derived: enqueued once)."""
+    store, stem = bootstrap.command_store(), f"cmd-{state['interruption_id'][4:]}"
+    for suffix, kind, instance in (("shutdown", CommandType.PREPARE_SHUTDOWN, state["instance_id"]),
+                                   ("promote", CommandType.PROMOTE, new_instance_id)):
+        command = new_command(command_id=f"{stem}-{suffix}", client_id=agent.client_id, agent_id=agent.agent_id,
+                              command_type=kind, priority=CommandPriority.EMERGENCY, now=now, instance_id=instance,
+                              trigger="interruption", created_by="failover", policy=bootstrap.lease_policy())
+        try:
+            enqueue(store, command)
+        except CommandConflictError:
+            pass
+
+
+def record(state: State) -> State:
+    """Close the event with its timings and tell the client (and the operators' topic)."""
+    now = _now()
+    event = interruptions.require(state["client_id"], state["interruption_id"])
+    moved = event.traffic_moved_at or now
+    elapsed_ms = int((moved - event.detected_at).total_seconds() * 1000)
+    interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=True,
+                         completed_at=now, failover_time_ms=elapsed_ms)
+    agent = _agent(state)
+    name = agent.logical_agent_id if agent else state["agent_id"]
+    message = (f"{name}: {event.signal_type} on {state['instance_id']} handled by {state.get('response_action')}; "
+               f"{state.get('new_instance_id')} serving after {elapsed_ms / 1000:.1f} s")
+    activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
+    activity.record_event("failover_completed", message, now, severity="warning", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          metadata={"interruption_id": state["interruption_id"], "failover_time_ms": elapsed_ms})
+    sns.publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
+    metrics.add_metric(name="FailoverTime", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    metrics.flush_metrics()
+    return {**state, "failover_time_ms": elapsed_ms}
+
+
+def retire(state: State) -> State:
+    """Terminate the old instance after its deadline (this step runs only under auto-terminate)."""
+    now = _now()
+    ec2.terminate(state["region"], [state["instance_id"]])
+    replica_repo.deactivate_instance(state["instance_id"], state["client_id"], now)
+    interruptions.set_once(state["client_id"], state["interruption_id"], "old_terminated_at", now)
+    return {**state, "old_terminated": True}
+
+
+def next_standby(state: State) -> State:
+    """Manual-replica agents get their next standby now (in a pool other than the new primary's)."""
+    agent = _agent(state)
+    if agent is None or not agent.manual_replica:
+        return {**state, "next_replica_id": None}
+    standby = replicas.ensure_standby(agent, _now(), created_by="failover")
+    return {**state, "next_replica_id": standby.replica_id if standby else None}
+
+
+def failed(state: State) -> State:
+    """Every path failed: mark the event failed and raise the alarm — never a silent failure."""
+    now = _now()
+    error = state.get("error") or {}
+    cause = f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
+                         completed_at=now, error=cause)
+    message = f"failover for {state['instance_id']} FAILED: {cause}"
+    activity.notify(state["client_id"], "interruption_failed", message, now, severity="critical",
+                    agent_id=state["agent_id"])
+    activity.record_event("failover_failed", message, now, severity="critical", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          metadata={"interruption_id": state["interruption_id"]})
+    sns.publish("Spot Optimizer failover FAILED", {**state, "cause": cause})
+    metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
+    metrics.flush_metrics()
+    return state

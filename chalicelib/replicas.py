@@ -1,0 +1,139 @@
+"""Standbys as the handlers, the workflow and the coordinator use them: where, create, launch, retire.
+
+Every standby lives in a different pool than its primary (co-interruptions cluster by pool). EC2 work
+is real (chalicelib.aws.ec2); a launch that fails for capacity marks the replica failed so the
+coordinator replaces it, a transient failure leaves it ``launching`` for the next attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from components.pool_id import make_pool_id, parse_pool_id
+from components.replica_coordinator import ReplicaStatus, ReplicaType, choose_pool
+
+from chalicelib import decisions
+from chalicelib.aws import ec2
+from chalicelib.errors import ConflictError, InvalidInputError
+from chalicelib.repositories import activity
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.replicas import ReplicaRecord, SlotTakenError
+
+RISK_CEILING = 0.6
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a replica goes: pool (None for on-demand), AZ and the hourly price if known."""
+
+    pool_id: str | None
+    az: str
+    price: Decimal | None
+    reason: str
+
+
+def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
+          pool_id: str | None = None) -> Placement:
+    """The pool for a spot replica of ``agent``: the given one, else the safest cheap other pool.
+
+    Falls back to another AZ of the region (price unknown) when no prices were reported yet.
+    """
+    excluded = {agent.current_pool_id, *exclude} - {None}
+    if pool_id:
+        instance_type, az = parse_pool_id(pool_id)
+        if instance_type != agent.instance_type or not az.startswith(agent.region or ""):
+            raise InvalidInputError("pool must be the agent's instance type in its region", field="pool_id")
+        if pool_id in excluded:
+            raise InvalidInputError("a standby must be in a different pool than its primary", field="pool_id")
+        return Placement(pool_id, az, None, "pool chosen by the client")
+    options, _ = decisions.market(agent, now)
+    best = choose_pool(options, excluded, risk_ceiling=RISK_CEILING)
+    if best is not None:
+        _, az = parse_pool_id(best.pool_id)
+        return Placement(best.pool_id, az, Decimal(str(best.price)),
+                         f"safest affordable pool: risk {best.risk:.2f}, {best.price:.4f} $/h")
+    zones = [z for z in ec2.availability_zones(agent.region) if make_pool_id(agent.instance_type, z) not in excluded]
+    if not zones:
+        raise ConflictError("no other pool is available for this instance type", code="no_pool")
+    return Placement(make_pool_id(agent.instance_type, zones[0]), zones[0], None,
+                     "no prices reported yet: first other availability zone")
+
+
+def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_instance_id: str | None = None
+           ) -> ReplicaRecord:
+    """Launch (or find) the replica's EC2 instance and attach it. Idempotent on the replica id.
+
+    CapacityUnavailable/LaunchError mark the replica failed and are re-raised; transient errors leave it
+    ``launching`` (the coordinator retries) and are re-raised.
+    """
+    if replica.instance_id:
+        return replica
+    spec = ec2.LaunchSpec(region=agent.region, instance_type=agent.instance_type, az=replica.az,
+                          lifecycle=replica.lifecycle, replica_id=replica.replica_id,
+                          logical_agent_id=agent.logical_agent_id, agent_id=agent.agent_id,
+                          client_id=agent.client_id,
+                          source_instance_id=source_instance_id or replica.parent_instance_id or agent.instance_id,
+                          ami_id=agent.ami_id)
+    try:
+        info = ec2.launch(spec)
+    except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
+        replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=str(exc)[:500])
+        raise
+    return replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now, lifecycle=info.lifecycle)
+
+
+def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaType, created_by: str,
+                  expires_at: datetime | None = None, pool_id: str | None = None,
+                  interruption_id: str | None = None) -> ReplicaRecord:
+    """Claim the agent's standby slot, write the replica and launch it.
+
+    SlotTakenError when the agent already has one. A launch failure leaves a failed (capacity) or
+    launching (transient) replica behind for the coordinator; it does not raise.
+    """
+    where = place(agent, now, pool_id=pool_id)
+    replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type=replica_type.value,
+                                  lifecycle="spot", pool_id=where.pool_id, az=where.az, created_by=created_by,
+                                  now=now, take_slot=True, expires_at=expires_at, hourly_cost=where.price,
+                                  interruption_id=interruption_id)
+    activity.record_event("standby_created", f"{replica_type.value} standby {replica.replica_id} in "
+                          f"{where.pool_id} ({where.reason})", now, client_id=agent.client_id,
+                          agent_id=agent.agent_id, metadata={"replica_id": replica.replica_id})
+    try:
+        return launch(agent, replica, now)
+    except ec2.Ec2Error as exc:
+        activity.record_event("standby_launch_failed", f"{replica.replica_id}: {exc}", now, severity="warning",
+                              client_id=agent.client_id, agent_id=agent.agent_id)
+        return replica_repo.get(agent.agent_id, replica.replica_id)
+
+
+def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
+    """The agent's standby, created when its slot is empty (safe under concurrent callers)."""
+    if agent.current_replica_id:
+        return replica_repo.get(agent.agent_id, agent.current_replica_id)
+    try:
+        return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by)
+    except SlotTakenError as exc:
+        return replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
+
+
+def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
+    """Terminate the replica's instance (if any) and close the row with ``status``."""
+    if replica.instance_id and replica.region:
+        ec2.terminate(replica.region, [replica.instance_id])
+    closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
+    activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,
+                          client_id=replica.client_id, agent_id=replica.agent_id,
+                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id})
+    return closed
+
+
+def retire_all(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
+    """Terminate every active replica of an agent (manual mode off, agent deleted)."""
+    done = []
+    for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+        retire(replica, ReplicaStatus.TERMINATED, now, reason)
+        done.append(replica.replica_id)
+    return done

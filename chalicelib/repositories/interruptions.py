@@ -1,0 +1,110 @@
+"""Interruption events and signal claims.
+
+A signal is claimed and its event written in ONE transaction, so a crash can never leave a claim
+without the event it names (a retry then finds the event and restarts its workflow idempotently).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.errors import NotFoundError
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.settings import get_settings
+from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
+
+
+def new_interruption_id(now: datetime) -> str:
+    """Ids start with the detection time, so a client's events sort by age."""
+    return f"int-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, window_s: int) -> tuple[bool, str]:
+    """Claim ``signal_key`` for ``row`` and save ``row``, atomically.
+
+    Returns (True, row id) when this call claimed it, or (False, id of the event that holds the claim)
+    when another signal for the same instance and group arrived within the window.
+    """
+    expires = now + timedelta(seconds=window_s)
+    claim = SignalClaimTable(signal_key, interruption_id=row.interruption_id, client_id=row.client_id,
+                             source=row.source, claimed_at=now, expires_at=expires)
+    row.expires_at = now + timedelta(days=get_settings().event_retention_days)
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(claim, condition=SignalClaimTable.signal_key.does_not_exist()
+                    | (SignalClaimTable.claimed_at < now - timedelta(seconds=window_s)))
+            tx.save(row, condition=InterruptionTable.interruption_id.does_not_exist())
+    except TransactWriteError as exc:
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            held = SignalClaimTable.get(signal_key, consistent_read=True)
+            return False, held.interruption_id
+        raise
+    return True, row.interruption_id
+
+
+def get(client_id: str, interruption_id: str) -> InterruptionTable | None:
+    try:
+        return InterruptionTable.get(client_id, interruption_id, consistent_read=True)
+    except InterruptionTable.DoesNotExist:
+        return None
+
+
+def require(client_id: str, interruption_id: str) -> InterruptionTable:
+    row = get(client_id, interruption_id)
+    if row is None:
+        raise NotFoundError("interruption not found", field="interruption_id")
+    return row
+
+
+def update(client_id: str, interruption_id: str, **fields: Any) -> None:
+    """Set fields on an event (None removes); unknown events are left alone."""
+    actions = [getattr(InterruptionTable, k).remove() if v is None else getattr(InterruptionTable, k).set(v)
+               for k, v in fields.items()]
+    try:
+        InterruptionTable(client_id, interruption_id).update(
+            actions=actions, condition=InterruptionTable.interruption_id.exists())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
+def set_once(client_id: str, interruption_id: str, name: str, value: datetime) -> None:
+    """Stamp a timing only if it is not set yet (retried steps keep the first time)."""
+    attribute = getattr(InterruptionTable, name)
+    try:
+        InterruptionTable(client_id, interruption_id).update(
+            actions=[attribute.set(value)],
+            condition=InterruptionTable.interruption_id.exists() & attribute.does_not_exist())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
+def for_agent(agent_id: str, limit: int = 50) -> list[InterruptionTable]:
+    """An agent's newest events first."""
+    return list(InterruptionTable.by_agent.query(agent_id, scan_index_forward=False, limit=limit))
+
+
+def page_for_agent(agent_id: str, limit: int, next_token: str | None) -> Page:
+    """An agent's events, newest first (the caller has checked the agent is theirs)."""
+    start = decode_token(next_token, partition_attr="agent_id", partition_value=agent_id,
+                         key_attrs=("agent_id", "interruption_id", "client_id"))
+    rows = InterruptionTable.by_agent.query(agent_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+    items = list(rows)
+    return Page(items, encode_token(rows.last_evaluated_key))
+
+
+def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
+    """A client's events, newest first."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                         key_attrs=("client_id", "interruption_id"))
+    rows = InterruptionTable.query(client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+    items = list(rows)
+    return Page(items, encode_token(rows.last_evaluated_key))

@@ -1,0 +1,295 @@
+"""Replica rows and the agent's standby slot, always changed with conditions.
+
+"Exactly one standby" holds because a standby is only created in a transaction that also claims the
+agent's ``current_replica_id`` slot (condition: empty). Status changes are compare-and-set on the
+current status, so two coordinators (or a coordinator and a workflow) cannot both move a replica.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from components.replica_coordinator import ReplicaStatus, StandbyView, check_transition
+
+from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.replicas import ReplicaTable
+
+FINAL = frozenset({ReplicaStatus.PROMOTED, ReplicaStatus.TERMINATED, ReplicaStatus.FAILED, ReplicaStatus.EXPIRED})
+
+
+class SlotTakenError(ConflictError):
+    """The agent already has a standby (409 on the API, a no-op for the coordinator)."""
+
+    def __init__(self, current_replica_id: str | None) -> None:
+        super().__init__("the agent already has a standby replica", field="replica", code="replica_exists")
+        self.current_replica_id = current_replica_id
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A replica as handlers and tasks see it."""
+
+    agent_id: str
+    replica_id: str
+    client_id: str
+    status: ReplicaStatus
+    replica_type: str
+    lifecycle: str
+    pool_id: str | None
+    instance_type: str | None
+    region: str | None
+    az: str | None
+    instance_id: str | None
+    parent_instance_id: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    interruption_id: str | None = None
+    hourly_cost: Decimal | None = None
+    sync_status: str | None = None
+    sync_latency_ms: int | None = None
+    state_transfer_progress: float | None = None
+    error_message: str | None = None
+    launched_at: datetime | None = None
+    ready_at: datetime | None = None
+    promoted_at: datetime | None = None
+    terminated_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status not in FINAL
+
+    def view(self, ec2_state: str | None = None) -> StandbyView:
+        return StandbyView(self.replica_id, self.status, self.pool_id, self.instance_id, self.created_at,
+                           self.expires_at, ec2_state)
+
+
+def _record(row: ReplicaTable) -> ReplicaRecord:
+    return ReplicaRecord(
+        agent_id=row.agent_id, replica_id=row.replica_id, client_id=row.client_id,
+        status=ReplicaStatus(row.status), replica_type=row.replica_type, lifecycle=row.lifecycle,
+        pool_id=row.pool_id, instance_type=row.instance_type, region=row.region, az=row.az,
+        instance_id=row.instance_id, parent_instance_id=row.parent_instance_id, created_by=row.created_by,
+        created_at=row.created_at, updated_at=row.updated_at, interruption_id=row.interruption_id,
+        hourly_cost=row.hourly_cost, sync_status=row.sync_status,
+        sync_latency_ms=None if row.sync_latency_ms is None else int(row.sync_latency_ms),
+        state_transfer_progress=row.state_transfer_progress, error_message=row.error_message,
+        launched_at=row.launched_at, ready_at=row.ready_at, promoted_at=row.promoted_at,
+        terminated_at=row.terminated_at, expires_at=row.expires_at)
+
+
+def new_replica_id(now: datetime) -> str:
+    """Replica ids sort by creation time within an agent."""
+    return f"rep-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def get(agent_id: str, replica_id: str) -> ReplicaRecord | None:
+    try:
+        return _record(ReplicaTable.get(agent_id, replica_id, consistent_read=True))
+    except ReplicaTable.DoesNotExist:
+        return None
+
+
+def require(agent: AgentRecord, replica_id: str) -> ReplicaRecord:
+    """The agent's replica or 404 (the agent was already checked against the caller's tenant)."""
+    replica = get(agent.agent_id, replica_id)
+    if replica is None or replica.client_id != agent.client_id:
+        raise NotFoundError("replica not found", field="replica_id")
+    return replica
+
+
+def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
+    """An agent's replicas, oldest first (a handful per agent; final ones expire with the agent)."""
+    rows = [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True)]
+    return rows if include_final else [r for r in rows if r.active]
+
+
+def active_with_expiry():
+    """Every active pre-warmed standby (cleanup's batch scan; never a request path)."""
+    condition = ReplicaTable.expires_at.exists() & ReplicaTable.status.is_in(
+        ReplicaStatus.LAUNCHING.value, ReplicaStatus.SYNCING.value, ReplicaStatus.READY.value)
+    return [_record(r) for r in ReplicaTable.scan(filter_condition=condition)]
+
+
+def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle: str, pool_id: str | None,
+           az: str | None, created_by: str, now: datetime, take_slot: bool,
+           expires_at: datetime | None = None, interruption_id: str | None = None,
+           hourly_cost: Decimal | None = None, instance_id: str | None = None,
+           status: ReplicaStatus = ReplicaStatus.LAUNCHING) -> ReplicaRecord:
+    """Write a new replica row; with ``take_slot`` also claim the agent's standby slot, atomically.
+
+    Idempotent on ``replica_id``: an existing row with that id is returned as is.
+    Raises SlotTakenError when the slot is held by another replica.
+    """
+    existing = get(agent.agent_id, replica_id)
+    if existing is not None:
+        return existing
+    row = ReplicaTable(agent.agent_id, replica_id, client_id=agent.client_id, status=status.value,
+                       replica_type=replica_type, lifecycle=lifecycle, pool_id=pool_id,
+                       instance_type=agent.instance_type, region=agent.region, az=az,
+                       instance_id=instance_id, parent_instance_id=agent.instance_id, created_by=created_by,
+                       interruption_id=interruption_id, hourly_cost=hourly_cost, created_at=now,
+                       updated_at=now, expires_at=expires_at,
+                       launched_at=now if instance_id else None)
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(row, condition=ReplicaTable.replica_id.does_not_exist())
+            agent_actions = [AgentTable.updated_at.set(now)]
+            agent_condition = AgentTable.agent_id.exists()
+            if take_slot:
+                agent_actions += [AgentTable.current_replica_id.set(replica_id),
+                                  AgentTable.replica_generation.add(1)]
+                agent_condition &= AgentTable.current_replica_id.does_not_exist()
+            tx.update(AgentTable(agent.client_id, agent.agent_id), actions=agent_actions,
+                      condition=agent_condition)
+    except TransactWriteError as exc:
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return get(agent.agent_id, replica_id)  # a concurrent call with the same id won
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            raise SlotTakenError(current.current_replica_id) from exc
+        raise
+    return _record(row)
+
+
+def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
+                    lifecycle: str | None = None) -> ReplicaRecord:
+    """Record the EC2 instance of a replica (once) and index it in the instances table as a standby."""
+    row = ReplicaTable(replica.agent_id, replica.replica_id)
+    try:
+        row.update(actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
+                            ReplicaTable.updated_at.set(now)],
+                   condition=ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id))
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise ConflictError("replica already has another instance", field="instance_id",
+                                code="replica_instance_conflict") from exc
+        raise
+    try:
+        InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
+                      instance_type=replica.instance_type, region=replica.region, az=replica.az,
+                      mode=lifecycle or replica.lifecycle, pool_id=replica.pool_id, role="standby",
+                      replica_id=replica.replica_id, lifecycle=lifecycle or replica.lifecycle,
+                      spot_price=replica.hourly_cost if (lifecycle or replica.lifecycle) == "spot" else None,
+                      is_active=True, installed_at=now, updated_at=now).save(
+            condition=InstanceTable.instance_id.does_not_exist() | (InstanceTable.replica_id == replica.replica_id))
+    except PutError as exc:
+        if condition_failed(exc):
+            raise ConflictError("instance_id belongs to another agent", field="instance_id",
+                                code="instance_conflict") from exc
+        raise
+    return get(replica.agent_id, replica.replica_id)
+
+
+def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **fields: Any) -> ReplicaRecord:
+    """Compare-and-set the status (plus fields); final statuses also release the standby slot.
+
+    Idempotent: asking for the status the replica already has changes nothing. Raises
+    IllegalReplicaTransitionError (409) for an illegal move, ConflictError when it raced.
+    """
+    if replica.status is wanted and wanted in FINAL:
+        return replica
+    check_transition(replica.status, wanted)
+    actions = [ReplicaTable.status.set(wanted.value), ReplicaTable.updated_at.set(now)]
+    stamp = {ReplicaStatus.READY: "ready_at", ReplicaStatus.PROMOTED: "promoted_at",
+             ReplicaStatus.TERMINATED: "terminated_at", ReplicaStatus.FAILED: "terminated_at",
+             ReplicaStatus.EXPIRED: "terminated_at"}.get(wanted)
+    if stamp and stamp not in fields:
+        fields[stamp] = now
+    for name, value in fields.items():
+        attribute = getattr(ReplicaTable, name)
+        actions.append(attribute.remove() if value is None else attribute.set(value))
+    try:
+        ReplicaTable(replica.agent_id, replica.replica_id).update(
+            actions=actions, condition=ReplicaTable.status == replica.status.value)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise ConflictError("replica changed concurrently, retry", field="status") from exc
+        raise
+    if wanted in FINAL:
+        release_slot(replica, now)
+        if replica.instance_id and wanted is not ReplicaStatus.PROMOTED:
+            deactivate_instance(replica.instance_id, replica.client_id, now)
+    return get(replica.agent_id, replica.replica_id)
+
+
+def release_slot(replica: ReplicaRecord, now: datetime) -> bool:
+    """Free the agent's standby slot if this replica holds it; True if it did."""
+    try:
+        AgentTable(replica.client_id, replica.agent_id).update(
+            actions=[AgentTable.current_replica_id.remove(), AgentTable.updated_at.set(now)],
+            condition=AgentTable.current_replica_id == replica.replica_id)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def deactivate_instance(instance_id: str, client_id: str, now: datetime) -> None:
+    """Mark an instance row inactive (its EC2 instance is gone or going)."""
+    try:
+        InstanceTable(instance_id).update(
+            actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                     InstanceTable.updated_at.set(now)],
+            condition=InstanceTable.client_id == client_id)
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
+def promote(agent: AgentRecord, replica: ReplicaRecord, *, old_instance_id: str | None, new_az: str | None,
+            new_pool_id: str | None, new_mode: str, now: datetime) -> bool:
+    """Make the replica's instance the agent's primary, in one transaction.
+
+    Replica → promoted; agent points at the new instance (only if it still points at the old one);
+    new instance row → primary; old instance row → inactive. Returns False when it was already done
+    (a retried workflow step).
+    """
+    if replica.status is ReplicaStatus.PROMOTED:
+        return False
+    check_transition(replica.status, ReplicaStatus.PROMOTED)
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
+                      actions=[ReplicaTable.status.set(ReplicaStatus.PROMOTED.value),
+                               ReplicaTable.promoted_at.set(now), ReplicaTable.updated_at.set(now)],
+                      condition=ReplicaTable.status == replica.status.value)
+            actions = [AgentTable.instance_id.set(replica.instance_id), AgentTable.current_mode.set(new_mode),
+                       AgentTable.last_switch_at.set(now), AgentTable.updated_at.set(now),
+                       AgentTable.instance_count.add(1)]
+            actions.append(AgentTable.current_pool_id.set(new_pool_id) if new_pool_id
+                           else AgentTable.current_pool_id.remove())
+            if new_az:
+                actions.append(AgentTable.az.set(new_az))
+            if agent.current_replica_id == replica.replica_id:
+                actions.append(AgentTable.current_replica_id.remove())
+            condition = (AgentTable.instance_id == old_instance_id if old_instance_id
+                         else AgentTable.agent_id.exists())
+            tx.update(AgentTable(agent.client_id, agent.agent_id), actions=actions, condition=condition)
+            tx.update(InstanceTable(replica.instance_id),
+                      actions=[InstanceTable.role.set("primary"), InstanceTable.mode.set(new_mode),
+                               InstanceTable.last_switch_at.set(now), InstanceTable.updated_at.set(now)],
+                      condition=InstanceTable.client_id == agent.client_id)
+            if old_instance_id and old_instance_id != replica.instance_id:
+                tx.update(InstanceTable(old_instance_id),
+                          actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now)],
+                          condition=InstanceTable.client_id == agent.client_id)
+    except TransactWriteError as exc:
+        if get(replica.agent_id, replica.replica_id).status is ReplicaStatus.PROMOTED:
+            return False
+        raise ConflictError("promotion raced with another change, retry") from exc
+    return True

@@ -1,0 +1,196 @@
+"""The sentinel: one intake for interruption signals from EventBridge, the agent and the client.
+
+Every source becomes a ``components.sentinel.Signal``; the instance is mapped to its agent through the
+instances table (unmanaged instances are ignored); the (instance, signal group) claim makes one
+workflow per signal within the window, whichever source came first; termination signals start the
+failover state machine (execution name = interruption id, so a redelivery never starts a second);
+rebalance recommendations pre-warm a standby when the pool's risk is high. No sleeping anywhere: a
+burst for one pool is many parallel invocations, each doing a few writes and one StartExecution.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+from components.replica_coordinator import ReplicaStatus, ReplicaType
+from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
+from components.sentinel import Signal, SignalKind, parse_event, signal_key
+from components.sentinel.errors import InvalidSignalError
+
+from chalicelib import replicas
+from chalicelib.api.views import iso
+from chalicelib.aws import stepfunctions
+from chalicelib.observability import logger
+from chalicelib.repositories import activity, agents, interruptions, pools
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.replicas import SlotTakenError
+from chalicelib.settings import get_settings
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.interruptions import InterruptionTable
+
+
+def on_event(event: dict, context=None) -> dict:
+    """EventBridge entry point, idempotent on the event id (powertools Idempotency)."""
+    intake, config = _idempotent_intake()
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        config.register_lambda_context(context)
+    return intake(event=event)
+
+
+@cache
+def _idempotent_intake():
+    """Built on first use: the persistence layer's client must see the runtime endpoint (local mode, moto)."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    from chalicelib.tables.idempotency import IdempotencyTable
+
+    persistence = DynamoDBPersistenceLayer(table_name=IdempotencyTable.Meta.table_name)
+    config = IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=24 * 3600)
+
+    @idempotent_function(data_keyword_argument="event", persistence_store=persistence, config=config)
+    def intake(event: dict) -> dict:
+        try:
+            signal = parse_event(event)
+        except InvalidSignalError as exc:
+            logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
+            return {"action": "rejected", "reason": str(exc)}
+        return handle(signal, datetime.now(signal.detected_at.tzinfo))
+
+    return intake, config
+
+
+def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> dict[str, Any]:
+    """Route one signal; returns what was done (also the agent routes' answer).
+
+    ``replica_id`` names the standby to promote (manual promotion); otherwise the workflow picks.
+    """
+    instance = _instance(signal.instance_id)
+    if instance is None:
+        return {"action": "ignored", "reason": "unmanaged instance"}
+    agent = agents.get(instance.client_id, instance.agent_id)
+    if agent is None or agent.deleted:
+        return {"action": "ignored", "reason": "agent deleted"}
+    if instance.role == "standby":
+        return _standby_signal(agent, instance, signal, now)
+    if signal.kind is not SignalKind.MANUAL and agent.instance_id != signal.instance_id:
+        return {"action": "ignored", "reason": "instance is no longer the agent's primary"}
+    if signal.kind is SignalKind.STATE_CHANGE and not signal.starts_failover:
+        return {"action": "ignored", "reason": f"state {signal.state}"}
+    row = InterruptionTable(
+        agent.client_id, interruptions.new_interruption_id(signal.detected_at), agent_id=agent.agent_id,
+        instance_id=signal.instance_id, pool_id=agent.current_pool_id if agent.current_mode == "spot" else None,
+        signal_type=signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}",
+        source=signal.source.value, event_id=signal.event_id, status="detected",
+        detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
+    claimed, interruption_id = interruptions.claim_and_record(
+        row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
+    if not claimed:
+        return _duplicate(agent, interruption_id)
+    _count(agent, now, signal.starts_failover)
+    if signal.starts_failover:
+        return _start_failover(agent, row, now)
+    return _rebalance(agent, row, now)
+
+
+def _instance(instance_id: str) -> InstanceTable | None:
+    try:
+        return InstanceTable.get(instance_id, consistent_read=True)
+    except InstanceTable.DoesNotExist:
+        return None
+
+
+def _duplicate(agent: AgentRecord, interruption_id: str) -> dict[str, Any]:
+    existing = interruptions.get(agent.client_id, interruption_id)
+    if existing is not None and existing.status == "detected" and _is_failover(existing):
+        _start_failover(agent, existing, datetime.now(existing.detected_at.tzinfo))  # crashed before starting
+    return {"action": "duplicate", "interruption_id": interruption_id,
+            "status": None if existing is None else existing.status}
+
+
+def _is_failover(row: InterruptionTable) -> bool:
+    return not row.signal_type.startswith(SignalKind.REBALANCE.value)
+
+
+def workflow_input(row: InterruptionTable, replica_id: str | None = None) -> dict[str, Any]:
+    """The execution input, derived only from the stored event (a restart sends the same input)."""
+    return {"interruption_id": row.interruption_id, "client_id": row.client_id, "agent_id": row.agent_id,
+            "instance_id": row.instance_id, "signal_type": row.signal_type, "detected_at": iso(row.detected_at),
+            "deadline": iso(row.termination_time), "replica_id": replica_id or row.replica_id}
+
+
+def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
+    execution = stepfunctions.start(row.interruption_id, workflow_input(row))
+    interruptions.update(row.client_id, row.interruption_id, status="handling", execution_arn=execution)
+    activity.record_event("interruption", f"{row.signal_type} for {row.instance_id} ({row.source}): failover "
+                          "started", now, severity="critical", client_id=agent.client_id, agent_id=agent.agent_id,
+                          instance_id=row.instance_id, metadata={"interruption_id": row.interruption_id})
+    return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
+
+
+def _pool_risk(agent: AgentRecord) -> float:
+    pool = pools.latest_prices([agent.current_pool_id]).get(agent.current_pool_id) if agent.current_pool_id else None
+    if pool is not None and pool.risk is not None:
+        return pool.risk
+    return advisor_prior(DEFAULT_ADVISOR_BAND, get_settings().risk_horizon_s)
+
+
+def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
+    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused."""
+    settings = get_settings()
+    risk = _pool_risk(agent)
+    result: dict[str, Any] = {"interruption_id": row.interruption_id, "risk_score": round(risk, 4)}
+    if agent.current_mode != "spot":
+        action, reason = "monitor", "the instance is not on spot"
+    elif agent.current_replica_id:
+        action, reason = "monitor", f"standby {agent.current_replica_id} already exists"
+    elif risk < settings.prewarm_risk_threshold:
+        action, reason = "monitor", f"pool risk {risk:.2f} is below {settings.prewarm_risk_threshold:.2f}"
+    else:
+        try:
+            standby = replicas.start_standby(agent, now, replica_type=ReplicaType.REBALANCE, created_by="sentinel",
+                                             expires_at=now + timedelta(seconds=settings.prewarm_ttl_s),
+                                             interruption_id=row.interruption_id)
+        except SlotTakenError:
+            action, reason = "monitor", "a standby already exists"
+        else:
+            action = "prewarm"
+            reason = (f"pool risk {risk:.2f} ≥ {settings.prewarm_risk_threshold:.2f}: standby "
+                      f"{standby.replica_id} in {standby.pool_id}, expires in {settings.prewarm_ttl_s} s "
+                      "unless a termination follows")
+            result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
+            interruptions.update(row.client_id, row.interruption_id, replica_id=standby.replica_id)
+    interruptions.update(row.client_id, row.interruption_id, status="resolved",
+                         response_action="prewarmed-standby" if action == "prewarm" else "no-action",
+                         completed_at=now, success=True)
+    activity.record_event("rebalance_recommendation", f"{agent.logical_agent_id}: {reason}", now, severity="warning",
+                          client_id=agent.client_id, agent_id=agent.agent_id, instance_id=row.instance_id)
+    return {"action": action, "reason": reason, **result}
+
+
+def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal, now: datetime) -> dict[str, Any]:
+    """A standby is going away (replace it) or came up (ready)."""
+    replica = replica_repo.get(agent.agent_id, instance.replica_id) if instance.replica_id else None
+    if replica is None or not replica.active:
+        return {"action": "ignored", "reason": "standby no longer active"}
+    if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
+        replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
+        return {"action": "standby_lost", "replica_id": replica.replica_id}
+    if signal.kind is SignalKind.STATE_CHANGE and signal.state == "running" and replica.status is ReplicaStatus.LAUNCHING:
+        replica_repo.transition(replica, ReplicaStatus.READY, now)
+        return {"action": "standby_ready", "replica_id": replica.replica_id}
+    return {"action": "ignored", "reason": f"{signal.kind.value} on a standby"}
+
+
+def _count(agent: AgentRecord, now: datetime, termination: bool) -> None:
+    if termination:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.last_interruption_at.set(now), AgentTable.interruption_count.add(1)],
+            condition=AgentTable.agent_id.exists())

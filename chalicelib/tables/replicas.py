@@ -1,0 +1,46 @@
+"""Standby replicas of an agent's primary (legacy ``replica_instances``), keyed by agent.
+
+The agent row's ``current_replica_id`` is the slot that makes "exactly one standby" hold under
+concurrent writers: a standby is only created in a transaction that claims that slot.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+
+
+class ReplicaTable(Model):
+    """One standby (or emergency replacement) and its lifecycle timestamps."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("replicas")
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    replica_id = UnicodeAttribute(range_key=True)
+    client_id = UnicodeAttribute()
+    status = UnicodeAttribute(default="launching")
+    replica_type = UnicodeAttribute(default="manual")
+    lifecycle = UnicodeAttribute(default="spot")  # spot | ondemand
+    pool_id = OptionalText()
+    instance_type = OptionalText()
+    region = OptionalText()
+    az = OptionalText()
+    instance_id = OptionalText()
+    parent_instance_id = OptionalText()
+    created_by = UnicodeAttribute(default="system")
+    interruption_id = OptionalText()
+    hourly_cost = DecimalAttribute(null=True)
+    sync_status = OptionalText()
+    sync_latency_ms = NumberAttribute(null=True)
+    state_transfer_progress = NumberAttribute(null=True)
+    error_message = OptionalText()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    launched_at = UTCDateTimeAttribute(null=True)
+    ready_at = UTCDateTimeAttribute(null=True)
+    promoted_at = UTCDateTimeAttribute(null=True)
+    terminated_at = UTCDateTimeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute(null=True)  # pre-warmed standbys only

@@ -1,0 +1,38 @@
+"""Replica rules: the standby lifecycle, the coordinator's plan and the failover route."""
+
+from components.replica_coordinator.errors import IllegalReplicaTransitionError, ReplicaError
+from components.replica_coordinator.model import (
+    ACTIVE_STATUSES,
+    LEGAL_TRANSITIONS,
+    ReplicaStatus,
+    ReplicaType,
+    StandbyView,
+    check_transition,
+)
+from components.replica_coordinator.planning import (
+    FailoverRoute,
+    Step,
+    StepKind,
+    choose_pool,
+    plan_standbys,
+    retire_at,
+    route_failover,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "LEGAL_TRANSITIONS",
+    "FailoverRoute",
+    "IllegalReplicaTransitionError",
+    "ReplicaError",
+    "ReplicaStatus",
+    "ReplicaType",
+    "StandbyView",
+    "Step",
+    "StepKind",
+    "check_transition",
+    "choose_pool",
+    "plan_standbys",
+    "retire_at",
+    "route_failover",
+]

@@ -1,0 +1,135 @@
+"""What the coordinator and the failover workflow should do: pure decisions, no I/O.
+
+The coordinator keeps exactly one standby per manual-replica agent (LEGACY §5.10, minus its
+duplicate-spawning window); pre-warmed standbys expire when no termination followed; the failover
+picks promote → spot replacement → on-demand, in that order (PRODUCT §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from components.decision_engine import PoolOption
+from components.replica_coordinator.model import ReplicaStatus, StandbyView
+
+__all__ = [
+    "FailoverRoute",
+    "Step",
+    "StepKind",
+    "choose_pool",
+    "plan_standbys",
+    "retire_at",
+    "route_failover",
+]
+
+GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+
+class StepKind(str, Enum):
+    """One thing the coordinator does to one replica (or to the agent's standby slot)."""
+
+    LAUNCH = "launch"  # the row exists but no instance is attached yet (a crash or a failed launch)
+    MARK_READY = "mark_ready"  # EC2 says running
+    MARK_FAILED = "mark_failed"  # EC2 lost it, or it never came up
+    EXPIRE = "expire"  # a pre-warmed standby whose time ran out
+    RETIRE_EXTRA = "retire_extra"  # more than one active standby: keep the newest
+    CREATE = "create"  # manual-replica agent without an active standby
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    replica_id: str | None
+    reason: str
+
+
+def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datetime,
+                  launch_timeout_s: int = 900) -> list[Step]:
+    """Steps that bring an agent's standbys to the wanted state.
+
+    ``keep_one`` is true for manual-replica agents: exactly one active standby afterwards.
+    """
+    steps: list[Step] = []
+    alive: list[StandbyView] = []
+    for s in sorted((s for s in standbys if s.active), key=lambda s: (s.created_at, s.replica_id)):
+        age = (now - s.created_at).total_seconds()
+        if s.expires_at is not None and now >= s.expires_at:
+            steps.append(Step(StepKind.EXPIRE, s.replica_id, "pre-warmed standby expired: no termination followed"))
+        elif s.instance_id is None:
+            if age >= launch_timeout_s:
+                steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"no instance after {int(age)} s"))
+            else:
+                steps.append(Step(StepKind.LAUNCH, s.replica_id, "no instance attached yet"))
+                alive.append(s)
+        elif s.ec2_state is None or s.ec2_state in GONE_STATES:
+            steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"instance {s.instance_id} is "
+                              f"{s.ec2_state or 'missing'}"))
+        else:
+            if s.ec2_state == "running" and s.status is ReplicaStatus.LAUNCHING:
+                steps.append(Step(StepKind.MARK_READY, s.replica_id, "instance running"))
+            elif s.ec2_state == "pending" and age >= launch_timeout_s:
+                steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"still pending after {int(age)} s"))
+                continue
+            alive.append(s)
+    if keep_one:
+        for extra in alive[:-1]:
+            steps.append(Step(StepKind.RETIRE_EXTRA, extra.replica_id, "more than one standby"))
+        if not alive:
+            steps.append(Step(StepKind.CREATE, None, "manual-replica agent has no standby"))
+    return steps
+
+
+def choose_pool(options: Sequence[PoolOption], exclude: Iterable[str], *, risk_ceiling: float = 1.0,
+                unknown_risk: float = 0.5, penalty_per_hour: float = 0.0) -> PoolOption | None:
+    """The safest affordable pool outside ``exclude``: lowest price + risk × penalty, then risk.
+
+    Pools above the risk ceiling are used only when nothing else is available. None when no pool
+    with a known price is available.
+
+    >>> a, b = PoolOption("m5.large.us-east-1a", 0.05, 0.1), PoolOption("m5.large.us-east-1b", 0.04, 0.9)
+    >>> choose_pool([a, b], {"m5.large.us-east-1c"}, risk_ceiling=0.6).pool_id
+    'm5.large.us-east-1a'
+    """
+    excluded = set(exclude)
+    usable = [o for o in options if o.available and o.price is not None and o.pool_id not in excluded]
+    safe = [o for o in usable if (o.risk if o.risk is not None else unknown_risk) <= risk_ceiling]
+
+    def cost(o: PoolOption) -> tuple[float, float, str]:
+        risk = o.risk if o.risk is not None else unknown_risk
+        return (o.price + risk * penalty_per_hour, risk, o.pool_id)
+
+    pool = min(safe or usable, key=cost, default=None)
+    return pool
+
+
+class FailoverRoute(str, Enum):
+    """The first branch of the failover state machine."""
+
+    PROMOTE = "promote"
+    LAUNCH = "launch"
+    ONDEMAND = "ondemand"
+    NOTHING = "nothing"
+
+
+def route_failover(standby: StandbyView | None, spot_pool: str | None, primary_pool: str | None) -> FailoverRoute:
+    """Promote a live standby in another pool; else a spot replacement; else on-demand (SEF).
+
+    >>> route_failover(None, None, "m5.large.us-east-1a").value
+    'ondemand'
+    """
+    if (standby is not None and standby.active and standby.instance_id is not None
+            and standby.ec2_state not in GONE_STATES and standby.pool_id != primary_pool):
+        return FailoverRoute.PROMOTE
+    return FailoverRoute.LAUNCH if spot_pool else FailoverRoute.ONDEMAND
+
+
+def retire_at(handover_at: datetime, deadline: datetime | None, *, auto_terminate: bool,
+              wait_s: int) -> datetime | None:
+    """When to terminate the old instance; None = never (auto-terminate off, legacy §9.2 #3)."""
+    if not auto_terminate:
+        return None
+    at = handover_at + timedelta(seconds=max(wait_s, 0))
+    return max(at, deadline) if deadline is not None else at

@@ -1,0 +1,133 @@
+"""Interruption signals: what EventBridge and the agent tell us, reduced to one value.
+
+A termination warning (EventBridge or the agent's ``spot/instance-action``) and a state change of a
+primary to shutting-down/terminated/stopping/stopped are the same *group*: whichever arrives first
+starts the failover, the others are duplicates within the window. Rebalance recommendations are their
+own group. Nothing here sleeps: a burst is many independent invocations (LEGACY §9.1 defect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from components.sentinel.errors import InvalidSignalError
+from components.timeutil import parse_iso
+
+__all__ = [
+    "DETAIL_TYPES",
+    "LOST_STATES",
+    "TERMINATION_NOTICE_S",
+    "Signal",
+    "SignalKind",
+    "SignalSource",
+    "claim_is_stale",
+    "parse_event",
+    "signal_group",
+    "signal_key",
+]
+
+TERMINATION_NOTICE_S = 120  # AWS gives two minutes between the warning and the interruption
+LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+
+class SignalKind(str, Enum):
+    """What happened to an instance."""
+
+    TERMINATION = "termination-warning"
+    REBALANCE = "rebalance-recommendation"
+    STATE_CHANGE = "state-change"
+    MANUAL = "manual-promotion"
+
+
+class SignalSource(str, Enum):
+    """Who told us."""
+
+    EVENTBRIDGE = "eventbridge"
+    AGENT = "agent"
+    CLIENT = "client"
+
+
+DETAIL_TYPES = {
+    "EC2 Spot Instance Interruption Warning": SignalKind.TERMINATION,
+    "EC2 Instance Rebalance Recommendation": SignalKind.REBALANCE,
+    "EC2 Instance State-change Notification": SignalKind.STATE_CHANGE,
+}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One signal about one instance; ``deadline`` is when AWS takes the instance (warnings only)."""
+
+    kind: SignalKind
+    instance_id: str
+    detected_at: datetime
+    source: SignalSource
+    region: str | None = None
+    event_id: str | None = None
+    deadline: datetime | None = None
+    state: str | None = None
+    action: str | None = None
+
+    @property
+    def group(self) -> str:
+        return signal_group(self.kind, self.state)
+
+    @property
+    def starts_failover(self) -> bool:
+        """Termination warnings and a primary that is going away need a replacement now."""
+        return self.group == "termination" or self.kind is SignalKind.MANUAL
+
+
+def signal_group(kind: SignalKind, state: str | None = None) -> str:
+    """The de-duplication group of a signal.
+
+    >>> signal_group(SignalKind.STATE_CHANGE, "terminated")
+    'termination'
+    >>> signal_group(SignalKind.STATE_CHANGE, "running")
+    'state-running'
+    """
+    if kind is SignalKind.TERMINATION or (kind is SignalKind.STATE_CHANGE and state in LOST_STATES):
+        return "termination"
+    if kind is SignalKind.STATE_CHANGE:
+        return f"state-{state}"
+    return kind.value
+
+
+def signal_key(instance_id: str, group: str) -> str:
+    """Key of the claim that makes one workflow per (instance, group) within the window."""
+    return f"{instance_id}#{group}"
+
+
+def claim_is_stale(claimed_at: datetime, now: datetime, window_s: int) -> bool:
+    """True when an earlier claim is older than the window, so a new signal starts a new workflow."""
+    return now - claimed_at >= timedelta(seconds=window_s)
+
+
+def parse_event(event: dict) -> Signal:
+    """An EventBridge EC2 event as a Signal; InvalidSignalError for anything else.
+
+    >>> s = parse_event({"id": "e1", "detail-type": "EC2 Spot Instance Interruption Warning",
+    ...                  "source": "aws.ec2", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
+    ...                  "detail": {"instance-id": "i-0abc", "instance-action": "terminate"}})
+    >>> (s.kind.value, s.instance_id, s.deadline.isoformat())
+    ('termination-warning', 'i-0abc', '2026-01-01T00:02:00+00:00')
+    """
+    if not isinstance(event, dict):
+        raise InvalidSignalError("event must be an object", "event")
+    kind = DETAIL_TYPES.get(event.get("detail-type"))
+    if kind is None:
+        raise InvalidSignalError(f"unsupported detail-type {event.get('detail-type')!r}", "detail-type")
+    detail = event.get("detail") or {}
+    instance_id = detail.get("instance-id")
+    if not isinstance(instance_id, str) or not instance_id.startswith("i-"):
+        raise InvalidSignalError("detail.instance-id missing or malformed", "detail.instance-id")
+    try:
+        detected = parse_iso(event["time"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidSignalError("time missing or not ISO-8601", "time") from exc
+    deadline = detected + timedelta(seconds=TERMINATION_NOTICE_S) if kind is SignalKind.TERMINATION else None
+    return Signal(kind=kind, instance_id=instance_id, detected_at=detected, source=SignalSource.EVENTBRIDGE,
+                  region=event.get("region"), event_id=event.get("id"), deadline=deadline,
+                  state=detail.get("state"), action=detail.get("instance-action"))

@@ -1,0 +1,92 @@
+"""The failover state machine inside the embedded AWS: created from the one ASL file, with its
+Lambda tasks dispatched to the in-process Chalice handlers (moto never runs our code by itself).
+
+Used by local mode and by the tests (TOOLCHAIN_NOTES §9): moto executes the ASL for real; these
+patches only replace the Lambda runtime and, optionally, compress Wait/Retry time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from functools import cache
+from types import SimpleNamespace
+
+import boto3
+
+from chalicelib.settings import APP_NAME
+from chalicelib.workflows import render, state_machine_name
+
+ROLE_NAME = f"{APP_NAME}-local-stepfunctions"
+_lock = threading.Lock()
+
+
+@cache
+def _client(stage: str):
+    from chalice.test import Client
+
+    from app import app
+
+    return Client(app, stage_name=stage)
+
+
+def install_lambda_bridge(stage: str) -> None:
+    """Route moto's Lambda invocations (from Step Functions) to ``@app.lambda_function`` handlers."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    prefix = f"{APP_NAME}-{stage}-"
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        name = function_name.split(":function:")[-1].split(":")[0].removeprefix(prefix)
+        payload = json.loads(body or "{}")
+        try:
+            with _lock:  # chalice's test client swaps os.environ per call: one call at a time
+                result = _client(stage).lambda_.invoke(name, payload).payload
+        except Exception as exc:  # noqa: BLE001 - reported to Step Functions as the function's error
+            response_headers["x-amz-function-error"] = "Unhandled"
+            result = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+        return json.dumps(result).encode()
+
+    LambdaSimpleBackend.invoke = invoke
+
+
+def compress_time(speed: float | None) -> None:
+    """Wait states and Retry back-off last ``1/speed`` of their time (None or 0: no waiting at all)."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    factor = 0.0 if not speed else 1.0 / speed
+
+    def wait_interval(self, env, wait_seconds):
+        if wait_seconds > 0 and factor:
+            env.program_state_event.wait(wait_seconds * factor)
+
+    WaitFunction._wait_interval = wait_interval
+    retrier_decl.time = SimpleNamespace(sleep=lambda s: None if not factor else threading.Event().wait(s * factor),
+                                        time=__import__("time").time)
+
+
+def ensure_failover_state_machine(stage: str) -> str:
+    """Create (once) the failover state machine from the ASL file; sets FAILOVER_STATE_MACHINE_ARN."""
+    sfn, iam = boto3.client("stepfunctions"), boto3.client("iam")
+    region = sfn.meta.region_name
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    name = state_machine_name(stage)
+    existing = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == name]
+    if existing:
+        arn = existing[0]
+    else:
+        try:
+            role = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                            "Principal": {"Service": "states.amazonaws.com"}}]}
+            role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        arn = sfn.create_state_machine(name=name, definition=render(stage, region, account),
+                                       roleArn=role)["stateMachineArn"]
+    os.environ["FAILOVER_STATE_MACHINE_ARN"] = arn
+    from chalicelib.settings import get_settings
+
+    get_settings.cache_clear()
+    return arn

@@ -1,0 +1,112 @@
+"""Helpers for the failover end-to-end tests: a real primary in moto EC2, a registered agent with
+prices, EventBridge events through the real sentinel handler, and waiting for the real execution."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+import boto3
+
+from chalicelib.tables import AgentTable
+from tests.conftest import registration
+
+REGION = "us-east-1"
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
+
+
+def ec2():
+    return boto3.client("ec2", region_name=REGION)
+
+
+def unique_type() -> str:
+    """A pool namespace of its own per test (pools are global in the shared moto)."""
+    return f"m5.t{uuid.uuid4().hex[:8]}xl"
+
+
+def launch_primary(instance_type: str, az: str = ZONES[0]) -> str:
+    """The customer's spot instance (not tagged by us): it is what replacements are copied from."""
+    client = ec2()
+    image = client.describe_images()["Images"][0]["ImageId"]
+    sg = client.create_security_group(GroupName=f"app-{uuid.uuid4().hex[:8]}", Description="app")["GroupId"]
+    reply = client.run_instances(
+        ImageId=image, InstanceType=instance_type, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": az},
+        SecurityGroupIds=[sg], KeyName=_key(client),
+        InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}})
+    return reply["Instances"][0]["InstanceId"]
+
+
+def _key(client) -> str:
+    name = f"key-{uuid.uuid4().hex[:8]}"
+    client.create_key_pair(KeyName=name)
+    return name
+
+
+def state_of(instance_id: str) -> str:
+    return ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def tags_of(instance_id: str) -> dict[str, str]:
+    inst = ec2().describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+
+def register_agent(make_tenant, *, az: str = ZONES[0], prices: dict[str, float] | None = None, **config):
+    """(client_id, caller, agent_id, instance_id, instance_type) with a real primary and fresh prices."""
+    client_id, caller = make_tenant()
+    itype = unique_type()
+    instance_id = launch_primary(itype, az)
+    body = registration(instance_id=instance_id, instance_type=itype, region=REGION, az=az, mode="spot")
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    prices = prices if prices is not None else {z: 0.03 + 0.005 * i for i, z in enumerate(ZONES)}
+    if prices:
+        report = {"instance": {"instance_type": itype, "region": REGION},
+                  "pricing": {"on_demand_price": 0.192,
+                              "spot_pools": [{"pool_id": f"{itype}.{z}", "price": p} for z, p in prices.items()]}}
+        status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", report)
+        assert status == 200, reply
+    if config:
+        configure(client_id, agent_id, **config)
+    return client_id, caller, agent_id, instance_id, itype
+
+
+def configure(client_id: str, agent_id: str, **config) -> None:
+    """Set agent settings directly (the API route is tested separately)."""
+    AgentTable(client_id, agent_id).update(actions=[getattr(AgentTable.config, k).set(v) for k, v in config.items()])
+
+
+def ec2_event(detail_type: str, instance_id: str, *, event_id: str | None = None, **detail) -> dict:
+    """An EventBridge EC2 event as AWS sends it."""
+    return {"version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": detail_type, "source": "aws.ec2",
+            "account": "123456789012", "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION, "resources": [f"arn:aws:ec2:{REGION}:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, **detail}}
+
+
+def warning(instance_id: str, event_id: str | None = None) -> dict:
+    return ec2_event("EC2 Spot Instance Interruption Warning", instance_id, event_id=event_id,
+                     **{"instance-action": "terminate"})
+
+
+def rebalance(instance_id: str) -> dict:
+    return ec2_event("EC2 Instance Rebalance Recommendation", instance_id)
+
+
+def deliver(api, handler: str, event: dict) -> dict:
+    """Invoke a sentinel handler with an EventBridge event, as the rule's target would."""
+    return api.lambda_.invoke(handler, event).payload
+
+
+def wait_for(execution_arn: str, timeout: float = 60) -> dict:
+    """Block until the execution leaves RUNNING; returns describe_execution."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.05)
+    raise AssertionError(f"execution {execution_arn} still running after {timeout} s")

@@ -1,0 +1,201 @@
+"""End-to-end failover under moto: the real sentinel handler, the real state machine execution (from
+the one ASL file), the real task handlers, EC2/ELBv2 in moto. Acceptance (a)–(f) of the failover issue.
+"""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from chalicelib.repositories import interruptions as interruption_repo
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.tables import AgentTable, InterruptionTable
+from tests.conftest import invoke_schedule
+from tests.e2e.failover_support import (
+    REGION,
+    configure,
+    deliver,
+    ec2,
+    register_agent,
+    state_of,
+    tags_of,
+    wait_for,
+    warning,
+)
+
+pytestmark = pytest.mark.usefixtures("failover_machine")
+
+
+def agent_row(client_id, agent_id):
+    return AgentTable.get(client_id, agent_id, consistent_read=True)
+
+
+def only_interruption(client_id) -> InterruptionTable:
+    rows = list(InterruptionTable.query(client_id))
+    assert len(rows) == 1, [r.attribute_values for r in rows]
+    return rows[0]
+
+
+def test_a_manual_replica_standby_is_promoted_eip_moved_old_terminated_next_standby_launching(api, make_tenant):
+    client_id, caller, agent_id, primary, itype = register_agent(
+        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False, auto_terminate_enabled=True,
+        terminate_wait_seconds=0)
+    alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
+    ec2().associate_address(AllocationId=alloc, InstanceId=primary)
+    configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+    # GIVEN the coordinator has created a standby in another pool and seen it running
+    invoke_schedule(api, "replica-coordinator")
+    invoke_schedule(api, "replica-coordinator")
+    standby_id = agent_row(client_id, agent_id).current_replica_id
+    standby = replica_repo.get(agent_id, standby_id)
+    assert standby.status.value == "ready" and standby.pool_id != f"{itype}.us-east-1a"
+    # WHEN the two-minute warning arrives through EventBridge
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert result["action"] == "failover_started", result
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+    # THEN the standby is the primary, the EIP points at it, the old instance is terminated
+    agent = agent_row(client_id, agent_id)
+    assert agent.instance_id == standby.instance_id and agent.current_pool_id == standby.pool_id
+    assert replica_repo.get(agent_id, standby_id).status.value == "promoted"
+    address = ec2().describe_addresses(AllocationIds=[alloc])["Addresses"][0]
+    assert address["InstanceId"] == standby.instance_id
+    assert state_of(primary) == "terminated" and state_of(standby.instance_id) == "running"
+    # AND the event is recorded with its timings
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.response_action == "promoted-existing-replica"
+    assert event.detected_at <= event.decided_at <= event.replacement_ready_at <= event.traffic_moved_at
+    assert event.old_terminated_at is not None and event.failover_time_ms is not None
+    # AND the next standby is launching in a pool other than the new primary's
+    nxt = agent.current_replica_id
+    assert nxt and nxt != standby_id
+    next_standby = replica_repo.get(agent_id, nxt)
+    assert next_standby.instance_id and next_standby.pool_id != standby.pool_id
+    assert tags_of(next_standby.instance_id)["ReplicaId"] == nxt
+    # AND both agents were told: prepare_shutdown for the old instance, promote for the new one
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    kinds = {(c["command_type"], c["instance_id"]) for c in reply["commands"]}
+    assert ("prepare_shutdown", primary) in kinds and ("promote", standby.instance_id) in kinds
+
+
+def test_b_auto_switch_agent_without_standby_gets_an_emergency_spot_replacement_in_another_pool(api, make_tenant):
+    # GIVEN an auto-switch agent in us-east-1a, no standby; us-east-1b is the cheapest other pool
+    client_id, _, agent_id, primary, itype = register_agent(
+        make_tenant, prices={"us-east-1a": 0.030, "us-east-1b": 0.031, "us-east-1c": 0.050})
+    # WHEN the warning arrives
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    # THEN a spot replacement runs in us-east-1b, tagged as ours, and the agent points at it
+    agent = agent_row(client_id, agent_id)
+    new = agent.instance_id
+    assert new != primary and agent.current_pool_id == f"{itype}.us-east-1b" and agent.current_mode == "spot"
+    described = ec2().describe_instances(InstanceIds=[new])["Reservations"][0]["Instances"][0]
+    assert described["Placement"]["AvailabilityZone"] == "us-east-1b"
+    assert described.get("InstanceLifecycle") == "spot" and described["State"]["Name"] == "running"
+    tags = tags_of(new)
+    assert tags["ManagedBy"] == "SpotOptimizer" and tags["LogicalAgentId"] == agent.logical_agent_id
+    assert tags["ReplicaId"].startswith("emg-")
+    event = only_interruption(client_id)
+    assert event.response_action == "emergency-spot-replacement" and event.new_instance_id == new
+    assert event.status == "resolved" and state_of(primary) == "terminated"  # auto-terminate is on by default
+
+
+def test_c_no_spot_capacity_falls_back_to_on_demand(api, make_tenant, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import ec2 as adapter
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    client = adapter._client("ec2", REGION)
+    real_run = client.run_instances
+
+    def no_spot(**kwargs):
+        if "InstanceMarketOptions" in kwargs:
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no spot"}}, "RunInstances")
+        return real_run(**kwargs)
+
+    monkeypatch.setattr(client, "run_instances", no_spot)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    agent = agent_row(client_id, agent_id)
+    described = ec2().describe_instances(InstanceIds=[agent.instance_id])["Reservations"][0]["Instances"][0]
+    assert "InstanceLifecycle" not in described and described["State"]["Name"] == "running"
+    assert agent.current_mode == "ondemand" and agent.current_pool_id is None
+    event = only_interruption(client_id)
+    assert event.response_action == "on-demand-fallback" and event.new_lifecycle == "ondemand"
+    failed_spot = [r for r in replica_repo.for_agent(agent_id) if r.lifecycle == "spot"]
+    assert [r.status.value for r in failed_spot] == ["failed"]
+
+
+def test_d_duplicate_deliveries_and_the_agent_report_start_exactly_one_workflow(api, make_tenant):
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    event = warning(primary)
+    first = deliver(api, "sentinel-interruption", event)
+    again = deliver(api, "sentinel-interruption", dict(event))  # at-least-once: same event id
+    other_id = deliver(api, "sentinel-interruption", warning(primary))  # same signal, another event id
+    status, by_agent = caller.post(f"/api/agents/{agent_id}/termination-imminent",
+                                   {"instance_id": primary, "termination_time": event["time"]})
+    assert first["action"] == "failover_started"
+    assert again == first  # powertools idempotency replays the first result
+    assert other_id["action"] == "duplicate" and other_id["interruption_id"] == first["interruption_id"]
+    assert status == 202 and by_agent["action"] == "duplicate", by_agent
+    assert by_agent["interruption_id"] == first["interruption_id"]
+    wait_for(first["execution_arn"])
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = first["execution_arn"].split(":execution:")[1].split(":")[0]
+    arn = first["execution_arn"].rsplit(":", 1)[0].replace(":execution:", ":stateMachine:")
+    assert machine in arn
+    mine = [e for e in sfn.list_executions(stateMachineArn=arn)["executions"]
+            if interruption_repo.get(client_id, e["name"]) is not None]
+    assert len(mine) == 1
+    assert len(list(InterruptionTable.query(client_id))) == 1
+
+
+def test_e_a_transient_task_failure_is_retried_and_the_execution_succeeds(api, make_tenant, monkeypatch):
+    from chalicelib import failover
+    from chalicelib.aws.ec2 import TransientAwsError
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    calls = []
+    real_handover = failover.handover
+
+    def flaky(state):
+        calls.append(state["interruption_id"])
+        if len(calls) == 1:
+            raise TransientAwsError("Throttling: rate exceeded")
+        return real_handover(state)
+
+    monkeypatch.setattr(failover, "handover", flaky)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+    assert len(calls) == 2  # failed once, retried once
+    assert only_interruption(client_id).status == "resolved"
+    assert agent_row(client_id, agent_id).instance_id != primary
+
+
+def test_f_rebalance_prewarms_a_standby_that_expires_when_no_warning_follows(api, make_tenant):
+    from datetime import datetime, timedelta, timezone
+
+    from chalicelib.repositories import pools as pool_repo
+    from chalicelib.settings import get_settings
+    from tests.e2e.failover_support import rebalance
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    now = datetime.now(timezone.utc)
+    pool_repo.save_risk([(f"{itype}.us-east-1a", 0.8, "model", "test")], 3600, now)
+    # WHEN a rebalance recommendation arrives for a risky pool
+    result = deliver(api, "sentinel-rebalance", rebalance(primary))
+    assert result["action"] == "prewarm", result
+    replica = replica_repo.get(agent_id, result["replica_id"])
+    assert replica.replica_type == "automatic-rebalance" and replica.expires_at is not None
+    assert replica.pool_id != f"{itype}.us-east-1a" and state_of(replica.instance_id) == "running"
+    assert agent_row(client_id, agent_id).current_replica_id == replica.replica_id
+    # WHEN no termination follows and the cleanup runs after the pre-warm window
+    later = now + timedelta(seconds=get_settings().prewarm_ttl_s + 60)
+    outcome = invoke_schedule(api, "cleanup", now=later)
+    # THEN the standby is expired, its instance terminated and the slot free again
+    assert replica.replica_id in outcome["expired"]
+    assert replica_repo.get(agent_id, replica.replica_id).status.value == "expired"
+    assert state_of(replica.instance_id) == "terminated"
+    assert agent_row(client_id, agent_id).current_replica_id is None
