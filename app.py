@@ -13,13 +13,17 @@ from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
 from chalicelib.jobs import scheduled_time
 from chalicelib.observability import http_middleware
-from chalicelib.settings import APP_NAME
+from chalicelib.settings import APP_NAME, get_settings
 
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
+if get_settings().local:  # local mode only: EventBridge's PutEvents for the embedded AWS (never deployed)
+    from localmode.eventbridge import bp as local_eventbridge
+
+    app.register_blueprint(local_eventbridge)
 
 
 # --- scheduled jobs (the event's time is the scheduled time: local mode can run the clock fast) ---

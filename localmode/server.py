@@ -2,8 +2,11 @@
 
     python -m localmode.server [--api-port 8000] [--aws-port 5000]
 
-The admin key comes from SPOT_OPTIMIZER_ADMIN_KEY (generated and printed when unset). Scheduled jobs
-run in this process on their schedule; SPOT_LOCAL_CLOCK_SPEED=N runs them N times faster.
+The admin key comes from SPOT_OPTIMIZER_ADMIN_KEY (generated and printed when unset). Every
+``@app.schedule`` job runs in this process on its schedule; the failover state machine runs in the
+embedded AWS (execution on) with its Lambda tasks dispatched to this process's handlers;
+``POST /_local/eventbridge`` delivers EC2 events to the sentinel as EventBridge would.
+SPOT_LOCAL_CLOCK_SPEED=N runs schedules, Wait states and retry back-off N times faster.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class LocalStack:
 
     def start(self) -> "LocalStack":
         self.aws, self.admin_key = embedded_aws.start(self.aws_port, self.admin_key_given)
+        self._start_workflows()
         chalice = Path(sys.executable).with_name("chalice")
         out = subprocess.DEVNULL if self.quiet else None
         self.api = subprocess.Popen(
@@ -55,6 +59,14 @@ class LocalStack:
             self._jobs = threading.Thread(target=self._run_jobs, name="scheduled-jobs", daemon=True)
             self._jobs.start()
         return self
+
+    def _start_workflows(self) -> None:
+        """The failover state machine in the embedded AWS, its tasks run by this process's handlers."""
+        from localmode.workflows import compress_time, ensure_failover_state_machine, install_lambda_bridge
+
+        install_lambda_bridge("local")
+        compress_time(float(os.environ.get("SPOT_LOCAL_CLOCK_SPEED", "1")))
+        ensure_failover_state_machine("local")  # exports FAILOVER_STATE_MACHINE_ARN to chalice local
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
