@@ -7,11 +7,14 @@
 #   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
+#   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage>, cfn-lint both
+#   make deploy   STAGE=dev: cdk deploy infra/, wire its outputs into .chalice/config.json, chalice deploy
 
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+APP_NAME := spot-optimizer
 
 # Python 3.12 exactly (Lambda python3.12): PATH first, then pyenv installs, then system locations.
 PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 \
@@ -19,7 +22,13 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	if $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then \
 	command -v $$p || echo $$p; break; fi; done)
 
-.PHONY: venv demo test serve package bench backtest train layer lint clean check-python
+# infra/ (CDK): the CLI is only needed by `make deploy` (npm registry); `make infra` synthesises with Python.
+STAGE ?= dev
+CDK_VERSION := 2.1148.1
+CDK := npx --yes aws-cdk@$(CDK_VERSION)
+LAYER_READY := layers/ml/build/python/sklearn/__init__.py
+
+.PHONY: venv demo test serve package bench backtest train layer infra deploy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -59,6 +68,34 @@ train: $(STAMP)
 
 layer: $(STAMP)
 	bash layers/ml/build.sh
+
+# Synth both stages offline and lint the templates. Without a built layer (make layer) the synth uses
+# -c skip_layer=true and says so: such a template is not deployable.
+infra: $(STAMP)
+	@set -euo pipefail; skip=""; \
+	if [ ! -f $(LAYER_READY) ]; then \
+	  echo "WARNING: the ML layer is not built ($(LAYER_READY) missing): synthesising with -c skip_layer=true; run 'make layer' before deploying" >&2; \
+	  skip="-c skip_layer=true"; \
+	fi; \
+	cd infra && rm -rf cdk.out; \
+	for stage in dev prod; do \
+	  echo "==> cdk synth (stage $$stage) -> infra/cdk.out/$$stage"; \
+	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} CDK_OUTDIR=cdk.out/$$stage ../$(BIN)/python main.py -c stage=$$stage $$skip; \
+	  echo "==> cfn-lint infra/cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json"; \
+	  ../$(BIN)/cfn-lint cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json; \
+	done; \
+	echo "infra checks passed"
+
+# One stage, end to end (needs AWS credentials, a bootstrapped account/region and node/npx; see infra/README.md).
+deploy: $(STAMP)
+	$(BIN)/python infra/wire_outputs.py --check --stage $(STAGE)
+	@test -f $(LAYER_READY) || $(MAKE) layer
+	@mkdir -p build
+	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) deploy $(APP_NAME)-$(STAGE)-infra \
+	  -c stage=$(STAGE) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
+	  --no-notices $(CDK_DEPLOY_ARGS)
+	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -85,6 +86,70 @@ def test_serve_exposes_api_and_inspectable_aws_and_stops_cleanly_on_ctrl_c():
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert "local mode stopped" in output
+
+
+def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedules():
+    # GIVEN local mode with a fast clock and an agent on a real instance of the embedded EC2
+    api_port, aws_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "localmode.server", "--api-port", str(api_port),
+                             "--aws-port", str(aws_port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=_clean_env(SPOT_OPTIMIZER_ADMIN_KEY="k", SPOT_LOCAL_CLOCK_SPEED="600"))
+    api = f"http://127.0.0.1:{api_port}"
+    aws_env = _clean_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", AWS_DEFAULT_REGION="us-east-1",
+                         AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
+    boot = ("import boto3; e=boto3.client('ec2'); i=e.describe_images()['Images'][0]['ImageId']; "
+            "print(i, e.run_instances(ImageId=i, InstanceType='m5.large', MinCount=1, MaxCount=1, "
+            "Placement={'AvailabilityZone': 'us-east-1a'})['Instances'][0]['InstanceId'])")
+    try:
+        _wait_healthy(api, proc)
+        image, instance = subprocess.run([sys.executable, "-c", boot], capture_output=True, text=True, check=True,
+                                         env=aws_env).stdout.split()
+        _, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "lm"}, {"X-Admin-Key": "k"})
+        auth = {"Authorization": f"Bearer {client['client_token']}"}
+        _, reg = _http("POST", f"{api}/api/agents/register", {
+            "instance_id": instance, "instance_type": "m5.large", "region": "us-east-1", "az": "us-east-1a",
+            "ami_id": image, "logical_agent_id": "lm", "mode": "spot"}, auth)
+        agent = reg["agent_id"]
+        _http("POST", f"{api}/api/agents/{agent}/pricing-report", {
+            "instance": {"instance_type": "m5.large", "region": "us-east-1"},
+            "pricing": {"on_demand_price": 0.096, "spot_pools": [
+                {"pool_id": f"m5.large.us-east-1{z}", "price": p} for z, p in (("a", .03), ("b", .032))]}}, auth)
+        # WHEN a PutEvents-style warning is posted to the local EventBridge endpoint
+        status, put = _http("POST", f"{api}/_local/eventbridge", {
+            "Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+            "Detail": json.dumps({"instance-id": instance, "instance-action": "terminate"})})
+        assert status == 200
+        delivered = put["entries"][0]["delivered"]
+        assert [d["handler"] for d in delivered] == ["sentinel-interruption"]
+        assert delivered[0]["result"]["action"] == "failover_started"
+        # THEN the state machine runs in the embedded AWS and the event resolves with a replacement
+        deadline = time.monotonic() + 60
+        event = None
+        while time.monotonic() < deadline:
+            _, listed = _http("GET", f"{api}/api/agents/{agent}/interruptions", None, auth)
+            event = listed["interruptions"][0] if listed["interruptions"] else None
+            if event and event["old_terminated_at"]:
+                break
+            time.sleep(0.2)
+        assert event and event["status"] == "resolved", event
+        assert event["response_action"] == "emergency-spot-replacement" and event["new_pool_id"] == "m5.large.us-east-1b"
+        assert event["old_terminated_at"], "the Wait before retiring the old instance runs on the fast clock"
+        # AND an event no rule matches is delivered to nobody; a bad entry is a 400
+        _, none = _http("POST", f"{api}/_local/eventbridge", {"Source": "aws.s3", "DetailType": "Object Created",
+                                                             "Detail": "{}"})
+        assert none["entries"][0]["delivered"] == []
+        try:
+            _http("POST", f"{api}/_local/eventbridge", {"Detail": "{}"})
+            raise AssertionError("an entry without Source must be rejected")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output[-3000:]
+    # AND the scheduled handlers ran on the fast clock (the coordinator and cleanup among them)
+    assert "replica coordinator cycle" in output and "cleanup cycle" in output
 
 
 def test_demo_replays_prices_through_the_protocol_and_summarises_from_the_tables():

@@ -1,0 +1,74 @@
+"""CDK entry point of the Spot Optimizer infrastructure (one stack per stage).
+
+Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app`` (TOOLCHAIN_NOTES §6).
+
+    cd infra && ../.venv/bin/python main.py [-c stage=prod] [-c skip_layer=true]   # synth to $CDK_OUTDIR or cdk.out
+    npx aws-cdk@<version> deploy -c stage=dev                                     # cdk.json runs this file
+
+Context: ``stage`` (default ``dev``); ``skip_layer`` (``true`` synthesises without the ML layer when
+``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TRUE = {"1", "true", "yes", "on"}
+
+
+def _cli_context(argv: list[str]) -> dict[str, str]:
+    """``-c key=value`` pairs when run as ``python main.py -c ...`` (the CDK CLI passes context by env)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    context = {}
+    for item in args.context:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"context must be KEY=VALUE, got {item!r}")
+        context[key] = value
+    return context
+
+
+def _truthy(value) -> bool:
+    return value is True or str(value).strip().lower() in TRUE
+
+
+def main(argv: list[str] | None = None) -> int:
+    context = _cli_context(sys.argv[1:] if argv is None else argv)
+    # Deferred: aws_cdk starts a jsii (node) process on import; --help should not need it.
+    import aws_cdk as cdk
+
+    # The CDK CLI sets CDK_OUTDIR; run directly, synthesise into infra/cdk.out (not a temporary folder).
+    app = cdk.App(context=context, outdir=None if os.environ.get("CDK_OUTDIR") else str(HERE / "cdk.out"))
+    stage = str(app.node.try_get_context("stage") or "dev")
+    skip_layer = _truthy(app.node.try_get_context("skip_layer") or "false")
+
+    # chalicelib computes table names, bucket and parameter names from SPOT_STAGE when first imported.
+    if "chalicelib" in sys.modules and os.environ.get("SPOT_STAGE") != stage:
+        raise SystemExit(f"chalicelib is already imported for SPOT_STAGE={os.environ.get('SPOT_STAGE')!r}")
+    os.environ["SPOT_STAGE"] = stage
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+    from infra.stack import DEFAULT_LAYER_DIR, LayerMissingError, SpotOptimizerStack, layer_ready, stack_name
+
+    if skip_layer and not layer_ready(DEFAULT_LAYER_DIR):
+        print(f"warning: {DEFAULT_LAYER_DIR} is not built: synthesising WITHOUT the ML layer (skip_layer=true); "
+              "run `make layer` before deploying", file=sys.stderr)
+    try:
+        SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer)
+    except LayerMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
