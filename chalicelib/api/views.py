@@ -9,6 +9,7 @@ from components.command_tracker import Command
 
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord
+from chalicelib.repositories.replicas import ReplicaRecord
 
 
 def iso(value: datetime | None) -> str | None:
@@ -62,4 +63,24 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "status": client.status, "created_at": iso(client.created_at),
         "token_expires_at": iso(client.token_expires_at),
         "ondemand_discount_percent": client.ondemand_discount_percent,
+    }
+
+
+def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
+    """A replica, flat (legacy agents poll for top-level ``id``, ``pool_id`` and ``az``; §2.5 fixed)."""
+    return {
+        "id": replica.replica_id, "replica_id": replica.replica_id, "agent_id": replica.agent_id,
+        "pool_id": replica.pool_id, "az": replica.az, "instance_type": replica.instance_type,
+        "region": replica.region, "instance_id": replica.instance_id,
+        "parent_instance_id": replica.parent_instance_id, "status": replica.status.value,
+        "replica_type": replica.replica_type, "lifecycle": replica.lifecycle,
+        "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
+        "sync_status": replica.sync_status, "sync_latency_ms": replica.sync_latency_ms,
+        "state_transfer_progress": (None if replica.state_transfer_progress is None
+                                    else float(replica.state_transfer_progress)),
+        "error_message": replica.error_message, "created_by": replica.created_by,
+        "interruption_id": replica.interruption_id, "created_at": iso(replica.created_at),
+        "updated_at": iso(replica.updated_at), "launched_at": iso(replica.launched_at),
+        "ready_at": iso(replica.ready_at), "promoted_at": iso(replica.promoted_at),
+        "terminated_at": iso(replica.terminated_at), "expires_at": iso(replica.expires_at),
     }

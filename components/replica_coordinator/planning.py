@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+LIVE_STATES = frozenset({"pending", "running"})  # None = EC2 does not know the instance: not promotable
 
 
 class StepKind(str, Enum):
@@ -121,7 +122,7 @@ def route_failover(standby: StandbyView | None, spot_pool: str | None, primary_p
     'ondemand'
     """
     if (standby is not None and standby.active and standby.instance_id is not None
-            and standby.ec2_state not in GONE_STATES and standby.pool_id != primary_pool):
+            and standby.ec2_state in LIVE_STATES and standby.pool_id != primary_pool):
         return FailoverRoute.PROMOTE
     return FailoverRoute.LAUNCH if spot_pool else FailoverRoute.ONDEMAND
 

@@ -116,10 +116,13 @@ def parse_event(event: dict) -> Signal:
     """
     if not isinstance(event, dict):
         raise InvalidSignalError("event must be an object", "event")
-    kind = DETAIL_TYPES.get(event.get("detail-type"))
+    detail_type = event.get("detail-type")
+    kind = DETAIL_TYPES.get(detail_type) if isinstance(detail_type, str) else None
     if kind is None:
         raise InvalidSignalError(f"unsupported detail-type {event.get('detail-type')!r}", "detail-type")
     detail = event.get("detail") or {}
+    if not isinstance(detail, dict):
+        raise InvalidSignalError("detail must be an object", "detail")
     instance_id = detail.get("instance-id")
     if not isinstance(instance_id, str) or not instance_id.startswith("i-"):
         raise InvalidSignalError("detail.instance-id missing or malformed", "detail.instance-id")

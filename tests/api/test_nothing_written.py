@@ -1,6 +1,6 @@
 """Bad input is answered with a JSON 4xx and leaves every table exactly as it was (PRODUCT.md §5).
 
-GIVEN a tenant with an agent holding an executing command
+GIVEN a tenant with an agent holding an executing command and a standby replica
 WHEN an agent endpoint (or admin create-client) receives malformed JSON, wrong types, missing fields,
      impossible prices or an oversized body
 THEN the answer is a 4xx ``{error, message, field?}`` and a scan of every table is unchanged.
@@ -34,7 +34,7 @@ from tests.conftest import Caller, new_instance_id, registration
 OVERSIZED = json.dumps({"instance_id": new_instance_id(), "pad": "x" * (256 * 1024 + 10)})
 MALFORMED = '{"a":'
 
-# Endpoint keys → path templates ({agent_id}, {command_id} are the module tenant's).
+# Endpoint keys → path templates ({agent_id}, {command_id}, {replica_id} are the module tenant's).
 ENDPOINTS = {
     "register": "/api/agents/register",
     "heartbeat": "/api/agents/{agent_id}/heartbeat",
@@ -46,7 +46,24 @@ ENDPOINTS = {
     "cleanup-report": "/api/agents/{agent_id}/cleanup-report",
     "decide": "/api/agents/{agent_id}/decide",
     "issue-switch-command": "/api/agents/{agent_id}/issue-switch-command",
+    "termination-imminent": "/api/agents/{agent_id}/termination-imminent",
+    "rebalance-recommendation": "/api/agents/{agent_id}/rebalance-recommendation",
+    "create-emergency-replica": "/api/agents/{agent_id}/create-emergency-replica",
+    "replicas": "/api/agents/{agent_id}/replicas",
+    "replica-put": "/api/agents/{agent_id}/replicas/{replica_id}",
+    "replica-delete": "/api/agents/{agent_id}/replicas/{replica_id}",
+    "replica-promote": "/api/agents/{agent_id}/replicas/{replica_id}/promote",
+    "replica-status": "/api/agents/{agent_id}/replicas/{replica_id}/status",
+    "replica-sync-status": "/api/agents/{agent_id}/replicas/{replica_id}/sync-status",
+    "manual-replica-enable": "/api/agents/{agent_id}/manual-replica/enable",
+    "manual-replica-disable": "/api/agents/{agent_id}/manual-replica/disable",
+    "manual-switch": "/api/agents/{agent_id}/manual-switch",
+    "client-config": "/api/client/agents/{agent_id}/config",
 }
+# Every endpoint is a POST unless named here.
+METHODS = {"replica-put": "PUT", "replica-delete": "DELETE"}
+# Endpoints whose body carries no fields of their own: only the raw-body cases (malformed, array, oversized).
+NO_FIELDS = {"decide", "replica-delete", "manual-replica-enable", "manual-replica-disable", "manual-switch"}
 
 
 def _pool(price, **extra):
@@ -196,9 +213,53 @@ CASES = [
      400, "urgent"),
     ("issue-pool-garbage", "issue-switch-command", lambda: {"target_mode": "spot", "target_pool_id": "nope"},
      400, "target_pool_id"),
+    # interruption signals from the agent
+    ("imminent-instance-id-number", "termination-imminent", lambda: {"instance_id": 5}, 400, "instance_id"),
+    ("imminent-time-garbage", "termination-imminent", lambda: {"termination_time": "soon"}, 400,
+     "termination_time"),
+    ("imminent-unknown-instance", "termination-imminent", lambda: {"instance_id": new_instance_id()}, 404,
+     "instance_id"),
+    ("rebalance-instance-id-garbage", "rebalance-recommendation", lambda: {"instance_id": "web-1"}, 400,
+     "instance_id"),
+    ("rebalance-detected-garbage", "rebalance-recommendation", lambda: {"detected_at": "now-ish"}, 400,
+     "detected_at"),
+    ("emergency-missing-signal", "create-emergency-replica", lambda: {}, 400, "signal_type"),
+    ("emergency-unknown-signal", "create-emergency-replica", lambda: {"signal_type": "meteor"}, 400,
+     "signal_type"),
+    # replicas
+    ("replicas-pool-garbage", "replicas", lambda: {"pool_id": "garbage"}, 400, "pool_id"),
+    ("replicas-too-many-tags", "replicas", lambda: {"tags": {f"k{i}": "v" for i in range(21)}}, 400, "tags"),
+    ("replicas-reserved-tag", "replicas", lambda: {"tags": {"ManagedBy": "someone"}}, 400, "tags"),
+    ("replicas-instance-id-number", "replicas", lambda: {"instance_id": 7}, 400, "instance_id"),
+    ("replicas-ready-without-instance", "replicas", lambda: {"status": "ready"}, 400, "status"),
+    ("replicas-bad-zone", "replicas", lambda: {"exclude_zones": ["nowhere"]}, 400, "exclude_zones"),
+    ("replicas-cost-abc", "replicas", lambda: {"max_hourly_cost": "abc"}, 400, "max_hourly_cost"),
+    ("replica-put-missing-instance", "replica-put", lambda: {"status": "syncing"}, 400, "instance_id"),
+    ("replica-put-instance-garbage", "replica-put", lambda: {"instance_id": "i-xyz"}, 400, "instance_id"),
+    ("replica-put-status-promoted", "replica-put", lambda: {"instance_id": new_instance_id(), "status": "promoted"},
+     400, "status"),
+    ("replica-put-launched-garbage", "replica-put",
+     lambda: {"instance_id": new_instance_id(), "launched_at": "earlier"}, 400, "launched_at"),
+    ("replica-promote-demote-maybe", "replica-promote", lambda: {"demote_old_primary": "maybe"}, 400,
+     "demote_old_primary"),
+    ("replica-status-sleeping", "replica-status", lambda: {"status": "sleeping"}, 400, "status"),
+    ("replica-status-missing", "replica-status", lambda: {"error_message": "x"}, 400, "status"),
+    ("replica-status-message-too-long", "replica-status", lambda: {"status": "failed", "error_message": "e" * 501},
+     400, "error_message"),
+    ("replica-sync-missing", "replica-sync-status", lambda: {"state_transfer_progress": 50}, 400, "sync_status"),
+    ("replica-sync-progress-101", "replica-sync-status",
+     lambda: {"sync_status": "syncing", "state_transfer_progress": 101}, 400, "state_transfer_progress"),
+    ("replica-sync-latency-abc", "replica-sync-status", lambda: {"sync_status": "syncing", "sync_latency_ms": "fast"},
+     400, "sync_latency_ms"),
+    # client config (modes, hand-off)
+    ("config-both-modes", "client-config", lambda: {"auto_switch_enabled": True, "manual_replica_enabled": True},
+     400, "manual_replica_enabled"),
+    ("config-wait-negative", "client-config", lambda: {"terminate_wait_seconds": -5}, 400, "terminate_wait_seconds"),
+    ("config-eip-without-allocation", "client-config", lambda: {"handover": "eip"}, 400, "eip_allocation_id"),
+    ("config-port-string", "client-config", lambda: {"target_port": "80"}, 400, "target_port"),
 ]
 
-# Every POST endpoint also gets a truncated JSON body, a non-object body and an oversized body.
+# Every endpoint also gets a truncated JSON body, a non-object body and an oversized body.
 RAW_CASES = [(f"{name}-{kind}", name, raw, status, code)
              for name in ENDPOINTS
              for kind, raw, status, code in (("malformed-json", MALFORMED, 400, "malformed_json"),
@@ -208,11 +269,12 @@ RAW_CASES = [(f"{name}-{kind}", name, raw, status, code)
 
 @pytest.fixture(scope="module")
 def world(chalice_app, admin_key):
-    """One tenant for the module: an agent whose force-switch command is executing (leased)."""
+    """One tenant for the module: an agent whose force-switch command is executing (leased) and its standby."""
     with Client(chalice_app, stage_name="dev") as client:
         admin = Caller(client.http, admin=admin_key)
         status, body = admin.post("/api/admin/clients/create", {"name": f"nw-{uuid.uuid4().hex[:10]}"})
         assert status == 201, body
+        client_id = body["client_id"]
         caller = Caller(client.http, token=body["client_token"])
         reg = registration()
         status, body = caller.post("/api/agents/register", reg)
@@ -224,11 +286,27 @@ def world(chalice_app, admin_key):
         command_id = body["command"]["id"]
         status, body = caller.get(f"/api/agents/{agent_id}/pending-commands")
         assert [c["status"] for c in body["commands"]] == ["executing"]
-        yield {"caller": caller, "admin": admin, "agent_id": agent_id, "command_id": command_id}
+        # a standby the agent launched (recorded in manual mode), then auto-switch back on in the table
+        status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
+        assert status == 200, body
+        status, body = caller.post(f"/api/agents/{agent_id}/replicas",
+                                   {"instance_id": new_instance_id(), "pool_id": "m5.large.eu-west-1b"})
+        assert status == 201, body
+        replica_id = body["replica_id"]
+        AgentTable(client_id, agent_id).update(
+            actions=[AgentTable.config.manual_replica_enabled.set(False),
+                     AgentTable.config.auto_switch_enabled.set(True)])
+        yield {"caller": caller, "admin": admin, "agent_id": agent_id, "command_id": command_id,
+               "replica_id": replica_id}
 
 
 def _path(world, endpoint: str) -> str:
-    return ENDPOINTS[endpoint].format(agent_id=world["agent_id"], command_id=world["command_id"])
+    return ENDPOINTS[endpoint].format(agent_id=world["agent_id"], command_id=world["command_id"],
+                                      replica_id=world["replica_id"])
+
+
+def _method(endpoint: str) -> str:
+    return METHODS.get(endpoint, "POST")
 
 
 def _fill_ids(value, world):
@@ -261,13 +339,15 @@ def test_snapshot_sees_a_valid_write(world):
     assert set(changed) == {AgentTable.Meta.table_name}  # last_heartbeat_at moved
 
 
-def test_every_agent_post_endpoint_is_covered(chalice_app):
-    """GIVEN the app WHEN its agent POST routes are listed THEN each one has bad-input cases here."""
-    agent_posts = {path for path, methods in chalice_app.routes.items()
-                   if path.startswith("/api/agents") and "POST" in methods}
-    assert agent_posts == set(ENDPOINTS.values())
-    # decide takes no fields of its own: only the raw-body cases (malformed, array, oversized) apply
-    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS) - {"decide"}
+def test_every_agent_write_endpoint_is_covered(chalice_app):
+    """GIVEN the app WHEN its agent POST/PUT/DELETE routes are listed THEN each one has bad-input cases here."""
+    agent_writes = {(path, method) for path, methods in chalice_app.routes.items() for method in methods
+                    if path.startswith("/api/agents") and method in ("POST", "PUT", "DELETE")}
+    listed = {(path, _method(name)) for name, path in ENDPOINTS.items()}
+    assert agent_writes == {(path, method) for path, method in listed if path.startswith("/api/agents")}
+    assert all(method in chalice_app.routes[path] for path, method in listed)
+    # the NO_FIELDS endpoints take no fields of their own: only the raw-body cases apply to them
+    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS) - NO_FIELDS
 
 
 @pytest.mark.parametrize("case, endpoint, make_body, status, field", CASES, ids=[c[0] for c in CASES])
@@ -275,7 +355,7 @@ def test_bad_body_is_rejected_and_nothing_is_written(world, case, endpoint, make
     """GIVEN a bad body WHEN it is posted THEN a JSON 4xx (with its field) and no table changes."""
     body = _fill_ids(make_body(), world)
     before = snapshot_tables()
-    got, reply = world["caller"].post(_path(world, endpoint), body)
+    got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), body)
     assert_error(got, reply, status, field=field)
     if status == 400:
         assert reply["error"] in ("validation_error", "bad_request"), reply
@@ -287,7 +367,7 @@ def test_unparseable_or_oversized_body_is_rejected_and_nothing_is_written(world,
                                                                           status, code):
     """GIVEN a truncated, non-object or > 256 KiB body WHEN it is posted THEN 400/413 and no table changes."""
     before = snapshot_tables()
-    got, reply = world["caller"].post(_path(world, endpoint), raw=raw)
+    got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), raw=raw)
     assert_error(got, reply, status, code=code)
     assert diff_snapshots(before, snapshot_tables()) == {}
 

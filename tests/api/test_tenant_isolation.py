@@ -1,6 +1,6 @@
 """Tenant isolation, route by route (PRODUCT.md §3).
 
-GIVEN tenant A with an agent, an instance, a queued command and a notification, and tenant B
+GIVEN tenant A with an agent, an instance, a queued command, a notification and a standby replica, and B
 WHEN B calls every route of the app with A's ids in the path (and in the body where a route takes ids)
 THEN B gets 404 (client routes) or 401 (admin routes without the admin key), never A's data, and nothing
 anywhere in DynamoDB changes.
@@ -22,6 +22,7 @@ from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import ClientTable
 from tests.api._support import diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import Caller, new_instance_id, registration
+from tests.e2e.failover_support import configure, wait_for
 
 Ids = dict[str, str]
 
@@ -93,6 +94,38 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/client/agents/{agent_id}/decisions", "GET"): Route(foreign=404, owner=200),
     ("/api/client/pools", "GET"): Route(foreign=400, owner=400, owner_code="validation_error",
                                         notes="market data, not tenant data; needs region and instance_type"),
+    # Replicas, interruptions and modes (the owner's order matters: each step leaves what the next needs).
+    ("/api/agents/{agent_id}/replica-config", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/replicas", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/sef-status", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/interruptions", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/interruptions", "GET"): Route(foreign=200, owner=200,
+                                                notes="lists the caller's own interruptions only"),
+    ("/api/agents/{agent_id}/rebalance-recommendation", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {}, notes="A's standby exists: monitor"),
+    ("/api/agents/{agent_id}/replicas/{replica_id}", "PUT"): Route(
+        foreign=404, owner=200, body=lambda ids: {"instance_id": ids["replica_instance_id"], "status": "syncing"}),
+    ("/api/agents/{agent_id}/replicas/{replica_id}/status", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"status": "ready"}),
+    ("/api/agents/{agent_id}/replicas/{replica_id}/sync-status", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"sync_status": "synced", "state_transfer_progress": 100}),
+    ("/api/agents/{agent_id}/replicas/{replica_id}", "DELETE"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/replicas/{replica_id}/promote", "POST"): Route(
+        foreign=404, owner=409, owner_code="replica_not_active", body=lambda ids: {"demote_old_primary": True},
+        notes="the owner deleted it one step earlier (one replica id serves both routes)"),
+    ("/api/agents/{agent_id}/create-emergency-replica", "POST"): Route(
+        foreign=404, owner=201, body=lambda ids: {"signal_type": "termination-notice"},
+        notes="owner: a standby is launched and the failover workflow promotes it"),
+    ("/api/client/agents/{agent_id}/config", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"manual_replica_enabled": True, "terminate_wait_seconds": 0}),
+    ("/api/agents/{agent_id}/replicas", "POST"): Route(
+        foreign=404, owner=201, body=lambda ids: {"instance_id": ids["replica2_instance_id"], "status": "ready"},
+        notes="the agent-launched (legacy) path: no EC2 launch"),
+    ("/api/agents/{agent_id}/manual-switch", "POST"): Route(foreign=404, owner=202),
+    ("/api/agents/{agent_id}/manual-replica/enable", "POST"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/manual-replica/disable", "POST"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/termination-imminent", "POST"): Route(
+        foreign=404, owner=202, body=lambda ids: {}),
     ("/api/agents/{agent_id}/termination", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"instance_id": ids["spare_instance_id"],
                                                   "reason": "spot interruption"}),
@@ -148,11 +181,22 @@ def tenant_a(make_tenant):
     status, body = caller.get("/api/notifications")
     assert status == 200 and body["notifications"], body
     notification_id = body["notifications"][0]["id"]
+    # A standby recorded the agent-launched way (no EC2 needed), then auto-switch back on directly in the
+    # table, so the walk's earlier routes (issue-switch-command) see the agent as before.
+    status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
+    assert status == 200, body
+    replica_instance_id = new_instance_id()
+    status, body = caller.post(f"/api/agents/{agent_id}/replicas",
+                               {"instance_id": replica_instance_id, "pool_id": "m5.large.eu-west-1c"})
+    assert status == 201, body
+    replica_id = body["replica_id"]
+    configure(client_id, agent_id, manual_replica_enabled=False, auto_switch_enabled=True)
     name = ClientTable.get(client_id).name
     ids = {"client_id": client_id, "agent_id": agent_id, "instance_id": new_id, "command_id": command_id,
            "notification_id": notification_id, "logical_agent_id": reg["logical_agent_id"],
            "spare_instance_id": new_instance_id(), "old_instance_id": reg["instance_id"], "name": name,
-           "version": "never-uploaded"}
+           "version": "never-uploaded", "replica_id": replica_id, "replica_instance_id": replica_instance_id,
+           "replica2_instance_id": new_instance_id()}
     return ids, caller
 
 
@@ -164,7 +208,7 @@ def test_every_route_has_an_isolation_expectation(chalice_app):
 def _leak_markers(ids: Ids, request_text: str) -> set[str]:
     """A's identifiers and name that B did not send itself: none may appear in a response to B."""
     keys = ("client_id", "agent_id", "instance_id", "command_id", "notification_id", "logical_agent_id",
-            "old_instance_id", "name")
+            "old_instance_id", "name", "replica_id", "replica_instance_id")
     return {ids[k] for k in keys if ids[k] not in request_text}
 
 
@@ -244,10 +288,17 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     assert agent_row.instance_id == ids["instance_id"]
 
 
-def test_the_walk_bodies_are_valid_for_the_owner(api, tenant_a, admin_key):
+def _execution_arn(reply) -> str | None:
+    if not isinstance(reply, dict):
+        return None
+    return reply.get("execution_arn") or (reply.get("workflow") or {}).get("execution_arn")
+
+
+def test_the_walk_bodies_are_valid_for_the_owner(api, tenant_a, admin_key, failover_machine):
     """GIVEN the same requests WHEN the owner (or the admin) sends them THEN they succeed.
 
     This is the control for the foreign walk: the 404s above come from tenancy, not from bad bodies.
+    A route that starts the failover workflow is followed to its end before the next one is called.
     """
     ids, a_caller = tenant_a
     admin_caller = Caller(api.http, admin=admin_key)
@@ -258,5 +309,7 @@ def test_the_walk_bodies_are_valid_for_the_owner(api, tenant_a, admin_key):
         assert status == route.owner, (method, path, status, reply)
         if route.owner_code:
             assert reply["error"] == route.owner_code, reply
+        if arn := _execution_arn(reply):
+            assert wait_for(arn)["status"] == "SUCCEEDED", (method, path, reply)
         if (path, method) == ("/api/agents/{agent_id}/pending-commands", "GET"):
             assert ids["command_id"] in {c["id"] for c in reply["commands"]}

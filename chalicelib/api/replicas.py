@@ -1,0 +1,546 @@
+"""Standby replicas: the legacy replica routes (LEGACY §3.2), the SEF routes (§3.7, live here) and the
+client's mode/hand-off configuration (§3.3 config row), with the legacy defects fixed (§2.5, §9.1).
+
+- EC2 work is real: a server-launched standby is started through ``chalicelib.replicas``; deleting or
+  disabling terminates the instances. "Exactly one standby" is the agent's slot (conditional writes).
+- A promotion is a manual signal through the sentinel: the failover workflow promotes the named replica,
+  moves the traffic, retires the old instance per auto-terminate and starts the next standby.
+- Auto-switch and manual-replica are mutually exclusive; config writes are conditional on
+  ``config_version`` (a race answers 409) and bump it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import UpdateError
+
+from components.agent_identity import AgentStatus
+from components.errors import ValidationError
+from components.pool_id import make_pool_id
+from components.replica_coordinator import (
+    IllegalReplicaTransitionError,
+    ReplicaStatus,
+    ReplicaType,
+    check_transition,
+    choose_pool,
+)
+from components.sentinel import Signal, SignalKind, SignalSource
+
+from chalicelib import decisions, replicas, sentinel
+from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.views import config_view, iso, replica_view
+from chalicelib.aws import ec2
+from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from chalicelib.observability import logger
+from chalicelib.repositories import activity, agents, interruptions, pools
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.replicas import ReplicaRecord, SlotTakenError
+from chalicelib.schemas.replicas import (
+    AgentConfigRequest,
+    AttachReplicaRequest,
+    CreateReplicaRequest,
+    PromoteRequest,
+    ReplicaStatusRequest,
+    SyncStatusRequest,
+)
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+
+bp = ApiBlueprint(__name__)
+
+PRICING_FRESH_FOR = timedelta(hours=1)
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _request():
+    return bp.current_request
+
+
+@contextmanager
+def _ec2_errors() -> Iterator[None]:
+    """EC2 trouble is ours, not the client's: 503 with Retry-After instead of a 500."""
+    try:
+        yield
+    except ec2.Ec2Error as exc:
+        logger.warning("EC2 call failed", extra={"error": str(exc)})
+        raise ServiceUnavailableError("EC2 did not answer as expected, retry shortly", code="ec2_unavailable",
+                                      headers={"Retry-After": "5"}) from exc
+
+
+def _illegal(exc: IllegalReplicaTransitionError) -> ConflictError:
+    return ConflictError(str(exc), field="status", code="illegal_transition")
+
+
+def _check(current: ReplicaStatus, wanted: ReplicaStatus) -> None:
+    try:
+        check_transition(current, wanted)
+    except IllegalReplicaTransitionError as exc:
+        raise _illegal(exc) from exc
+
+
+def _transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **fields: Any) -> ReplicaRecord:
+    try:
+        return replica_repo.transition(replica, wanted, now, **fields)
+    except IllegalReplicaTransitionError as exc:
+        raise _illegal(exc) from exc
+
+
+def _active(replica: ReplicaRecord) -> ReplicaRecord:
+    if not replica.active:
+        raise ConflictError(f"replica is {replica.status.value}", field="replica_id", code="replica_not_active")
+    return replica
+
+
+def _owned(client, agent_id: str, replica_id: str) -> tuple[AgentRecord, ReplicaRecord]:
+    agent = agents.require(client.client_id, agent_id)
+    return agent, replica_repo.require(agent, replica_id)
+
+
+def _instance_free(agent: AgentRecord, instance_id: str, replica_id: str | None) -> None:
+    """409 (before anything is written) when the instance is already someone's primary or another standby."""
+    if instance_id == agent.instance_id:
+        raise InvalidInputError("that is the agent's primary instance", field="instance_id")
+    try:
+        row = InstanceTable.get(instance_id, consistent_read=True)
+    except InstanceTable.DoesNotExist:
+        return
+    mine = (replica_id is not None and row.client_id == agent.client_id and row.agent_id == agent.agent_id
+            and row.replica_id == replica_id)
+    if not mine:
+        raise ConflictError("instance_id belongs to another agent or replica", field="instance_id",
+                            code="instance_conflict")
+
+
+def _price(pool_id: str | None) -> Decimal | None:
+    if not pool_id:
+        return None
+    known = pools.latest_prices([pool_id]).get(pool_id)
+    return None if known is None else known.price
+
+
+# --- legacy replica routes (§3.2) ---------------------------------------------------------------
+
+@bp.route("/api/agents/{agent_id}/replica-config", methods=["GET"])
+def replica_config(agent_id):
+    """Whether a standby is kept, how many replicas are active, and the modes."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    active = replica_repo.for_agent(agent.agent_id, include_final=False)
+    return ok({"agent_id": agent.agent_id, "enabled": agent.manual_replica, "count": len(active),
+               "manual_replica_enabled": agent.manual_replica,
+               "auto_switch_enabled": bool(agent.config.get("auto_switch_enabled")),
+               "auto_terminate_enabled": bool(agent.config.get("auto_terminate_enabled")),
+               "current_replica_id": agent.current_replica_id})
+
+
+def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) -> str | None:
+    """The pool for a server-launched standby; None lets ``replicas.place`` choose."""
+    try:
+        excluded = tuple(make_pool_id(agent.instance_type, zone) for zone in body.exclude_zones)
+    except ValidationError as exc:
+        raise InvalidInputError(exc.message, field="exclude_zones") from exc
+    if body.pool_id:
+        replicas.place(agent, now, exclude=excluded, pool_id=body.pool_id)  # 400: wrong type/region/own pool
+        price = _price(body.pool_id)
+        if body.max_hourly_cost is not None and price is not None and price > Decimal(str(body.max_hourly_cost)):
+            raise ConflictError(f"{body.pool_id} costs {price} $/h, over max_hourly_cost", field="max_hourly_cost",
+                                code="no_pool")
+        return body.pool_id
+    if body.max_hourly_cost is not None:
+        options, _ = decisions.market(agent, now)
+        affordable = [o for o in options if o.price is not None and o.price <= body.max_hourly_cost]
+        best = choose_pool(affordable, {agent.current_pool_id, *excluded} - {None},
+                           risk_ceiling=replicas.RISK_CEILING)
+        if best is None:
+            raise ConflictError("no other pool with a fresh price at most max_hourly_cost", field="max_hourly_cost",
+                                code="no_pool")
+        return best.pool_id
+    if excluded:
+        return replicas.place(agent, now, exclude=excluded).pool_id
+    return None
+
+
+def _apply_tags(replica: ReplicaRecord, tags: dict[str, str] | None) -> bool:
+    """The client's tags on the standby's instance (ours stay: the schema refuses our keys)."""
+    if not tags or not replica.instance_id or not replica.region:
+        return False
+    try:
+        ec2._client("ec2", replica.region).create_tags(  # the adapter's client (region, retries, endpoint)
+            Resources=[replica.instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("tagging the standby failed", extra={"replica_id": replica.replica_id, "error": str(exc)})
+        return False
+    return True
+
+
+def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) -> ReplicaRecord:
+    """Legacy ``create_replica`` path: the agent launched the instance; record it in the standby slot."""
+    if body.parent_instance_id and body.parent_instance_id != agent.instance_id:
+        raise InvalidInputError("parent_instance_id is not the agent's primary", field="parent_instance_id")
+    _instance_free(agent, body.instance_id, None)
+    pool_id, az = body.pool_id, None
+    if pool_id:
+        az = replicas.place(agent, now, pool_id=pool_id).az
+    else:
+        with _ec2_errors():
+            info = ec2.describe(agent.region, [body.instance_id]).get(body.instance_id) if agent.region else None
+        if info is not None and info.az:
+            az = info.az
+            pool_id = make_pool_id(agent.instance_type, az)
+            if pool_id == agent.current_pool_id:
+                raise InvalidInputError("a standby must be in a different pool than its primary", field="instance_id")
+    replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now),
+                                  replica_type=ReplicaType.MANUAL.value, lifecycle="spot", pool_id=pool_id, az=az,
+                                  created_by="agent", now=now, take_slot=True, hourly_cost=_price(pool_id))
+    try:
+        replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
+    except ConflictError:
+        # Lost a race for the instance after the checks: close the row again so the slot is free.
+        replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message="instance_id already taken")
+        raise
+    wanted = ReplicaStatus(body.status or "launching")
+    if wanted is not ReplicaStatus.LAUNCHING:
+        replica = _transition(replica, wanted, now)
+    activity.record_event("standby_created", f"agent-launched standby {replica.replica_id} ({replica.instance_id})",
+                          now, client_id=agent.client_id, agent_id=agent.agent_id, instance_id=replica.instance_id,
+                          metadata={"replica_id": replica.replica_id})
+    return replica
+
+
+@bp.route("/api/agents/{agent_id}/replicas", methods=["POST"])
+def create_replica(agent_id):
+    """The manual-mode standby: launched by the server, or recorded when the agent launched it. 201."""
+    client, body = client_request(_request(), CreateReplicaRequest)
+    agent = agents.require(client.client_id, agent_id)
+    if not agent.manual_replica:
+        raise ConflictError("manual-replica mode is off for this agent", code="manual_mode_required")
+    if agent.current_replica_id:
+        raise SlotTakenError(agent.current_replica_id)
+    now = utcnow()
+    if body.instance_id:
+        replica = _agent_launched(agent, body, now)
+        tagged = False
+    else:
+        pool_id = _server_pool(agent, body, now)
+        with _ec2_errors():
+            replica = replicas.start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by="client",
+                                             pool_id=pool_id)
+        tagged = _apply_tags(replica, body.tags)
+    return ok({"success": True, **replica_view(replica), "tags_applied": tagged}, status=201)
+
+
+def _statuses(raw: str | None) -> set[ReplicaStatus] | None:
+    if raw is None:
+        return None
+    try:
+        return {ReplicaStatus(part.strip()) for part in raw.split(",") if part.strip()} or None
+    except ValueError:
+        allowed = ", ".join(s.value for s in ReplicaStatus)
+        raise InvalidInputError(f"status must be among {allowed}", field="status") from None
+
+
+@bp.route("/api/agents/{agent_id}/replicas", methods=["GET"])
+def list_replicas(agent_id):
+    """The agent's replicas in id order (ids start with their creation time), flat (top-level ``id``,
+    ``pool_id``, ``az``); paginated (``limit``, ``next_token``).
+
+    ``include_terminated`` (default false) adds closed ones; ``status`` (comma-separated) filters and
+    wins over it. ``status=launching`` is what legacy agents poll to launch instances: it lists only
+    replicas still waiting for an instance, never one the server (or an agent) already launched.
+    """
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    params = _request().query_params or {}
+    raw_flag = params.get("include_terminated", "false").lower()
+    if raw_flag not in _BOOL:
+        raise InvalidInputError("include_terminated must be true or false", field="include_terminated")
+    wanted = _statuses(params.get("status"))
+    limit, next_token = page_params(_request())
+    if next_token is not None and not _TOKEN.fullmatch(next_token):
+        raise InvalidInputError("next_token is not valid", field="next_token")
+    rows = replica_repo.for_agent(agent.agent_id)
+    if wanted is not None:
+        rows = [r for r in rows if r.status in wanted
+                and not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)]
+    elif not _BOOL[raw_flag]:
+        rows = [r for r in rows if r.active]
+    if next_token:
+        rows = [r for r in rows if r.replica_id > next_token]
+    page = rows[:limit]
+    return ok({"replicas": [replica_view(r) for r in page],
+               "next_token": page[-1].replica_id if len(rows) > limit else None})
+
+
+def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):
+    """A manual signal through the sentinel: the failover workflow promotes ``replica``. 202."""
+    _active(replica)
+    if not replica.instance_id:
+        raise ConflictError("the replica has no instance yet", field="replica_id", code="replica_not_launched")
+    if not agent.instance_id:
+        raise ConflictError("the agent has no primary instance", code="no_instance")
+    result = sentinel.handle(Signal(kind=SignalKind.MANUAL, instance_id=agent.instance_id, detected_at=now,
+                                    source=SignalSource.CLIENT, region=agent.region), now,
+                             replica_id=replica.replica_id)
+    if result["action"] == "ignored":
+        raise ConflictError(f"promotion not started: {result.get('reason')}", code="promotion_ignored")
+    if result["action"] == "duplicate":
+        running = interruptions.get(agent.client_id, result["interruption_id"])
+        if running is not None and running.replica_id and running.replica_id != replica.replica_id:
+            raise ConflictError(f"a promotion of {running.replica_id} is already under way",
+                                code="promotion_in_progress")
+    activity.record_event("manual_promotion", f"promotion of {replica.replica_id} requested "
+                          f"({result['action']})", now, client_id=agent.client_id, agent_id=agent.agent_id,
+                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id,
+                                                                     "interruption_id": result.get("interruption_id")})
+    return ok({"success": True, "action": result["action"], "interruption_id": result.get("interruption_id"),
+               "execution_arn": result.get("execution_arn"), "replica_id": replica.replica_id,
+               "new_instance_id": replica.instance_id, "old_instance_id": agent.instance_id}, status=202)
+
+
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/promote", methods=["POST"])
+def promote_replica(agent_id, replica_id):
+    """Switch to the replica (the legacy options are accepted; auto-terminate decides the old primary)."""
+    client, _body = client_request(_request(), PromoteRequest)
+    agent, replica = _owned(client, agent_id, replica_id)
+    return _promote(agent, replica, utcnow())
+
+
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["DELETE"])
+def delete_replica(agent_id, replica_id):
+    """Terminate the replica's instance for real and close it (idempotent once terminated)."""
+    client, _ = client_request(_request())
+    agent, replica = _owned(client, agent_id, replica_id)
+    if replica.status is not ReplicaStatus.TERMINATED:
+        _active(replica)
+        with _ec2_errors():
+            replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
+    return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
+               "instance_id": replica.instance_id})
+
+
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"])
+def attach_replica(agent_id, replica_id):
+    """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``."""
+    client, body = client_request(_request(), AttachReplicaRequest)
+    agent, replica = _owned(client, agent_id, replica_id)
+    _active(replica)
+    wanted = ReplicaStatus(body.status)
+    _check(replica.status, wanted)
+    if replica.instance_id != body.instance_id:
+        if replica.instance_id:
+            raise ConflictError("replica already has another instance", field="instance_id",
+                                code="replica_instance_conflict")
+        _instance_free(agent, body.instance_id, replica.replica_id)
+    now = utcnow()
+    replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
+    fields = {"launched_at": body.launched_at} if body.launched_at else {}
+    replica = _transition(replica, wanted, now, **fields)
+    return ok({"success": True, "replica_id": replica.replica_id, "instance_id": replica.instance_id,
+               "status": replica.status.value, "replica": replica_view(replica)})
+
+
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/status", methods=["POST"])
+def replica_status(agent_id, replica_id):
+    """Lifecycle report: syncing, ready (``ready_at`` = sync_completed_at or now) or failed (terminated)."""
+    client, body = client_request(_request(), ReplicaStatusRequest)
+    _, replica = _owned(client, agent_id, replica_id)
+    wanted = ReplicaStatus(body.status)
+    now = utcnow()
+    if replica.status is wanted and not replica.active:
+        return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value})
+    _active(replica)
+    if wanted is ReplicaStatus.FAILED:
+        with _ec2_errors():
+            replica = replicas.retire(replica, ReplicaStatus.FAILED, now,
+                                      body.error_message or "reported failed by the agent")
+    else:
+        fields: dict[str, Any] = {}
+        if wanted is ReplicaStatus.READY:
+            fields["ready_at"] = min(body.sync_completed_at or now, now)
+            fields["sync_status"] = "synced"
+        else:
+            fields["sync_status"] = "syncing"
+        if body.error_message:
+            fields["error_message"] = body.error_message
+        replica = _transition(replica, wanted, now, **fields)
+    return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
+               "replica": replica_view(replica)})
+
+
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/sync-status", methods=["POST"])
+def replica_sync_status(agent_id, replica_id):
+    """Sync progress; a report means the replica is at least syncing, progress ≥ 100 makes it ready."""
+    client, body = client_request(_request(), SyncStatusRequest)
+    _, replica = _owned(client, agent_id, replica_id)
+    _active(replica)
+    progress = body.state_transfer_progress
+    if progress is not None and progress >= 100:
+        wanted = ReplicaStatus.READY
+    elif replica.status is ReplicaStatus.LAUNCHING:
+        wanted = ReplicaStatus.SYNCING
+    else:
+        wanted = replica.status
+    fields: dict[str, Any] = {"sync_status": body.sync_status}
+    if body.sync_latency_ms is not None:
+        fields["sync_latency_ms"] = body.sync_latency_ms
+    if progress is not None:
+        fields["state_transfer_progress"] = progress
+    replica = _transition(replica, wanted, utcnow(), **fields)
+    return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
+               "replica": replica_view(replica)})
+
+
+# --- configuration and the SEF routes (§3.3, §3.7) ------------------------------------------------
+
+def _write_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
+    """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile."""
+    actions = [getattr(AgentTable.config, name).remove() if value is None
+               else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
+    actions += [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    condition = ((AgentTable.config_version == agent.config_version)
+                 & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            agents.require(agent.client_id, agent.agent_id)  # 404 if it was deleted meanwhile
+            raise ConflictError("the agent's configuration changed concurrently, retry", field="config_version",
+                                code="config_conflict") from exc
+        raise
+    return agents.require(agent.client_id, agent.agent_id)
+
+
+def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
+    """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight)."""
+    done = []
+    with _ec2_errors():
+        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+            if replica.replica_type == ReplicaType.MANUAL.value:
+                replicas.retire(replica, ReplicaStatus.TERMINATED, now, reason)
+                done.append(replica.replica_id)
+    return done
+
+
+def _check_handover(agent: AgentRecord, changes: dict[str, Any]) -> None:
+    merged = {**agent.config, **changes}
+    kind = merged.get("handover") or "none"
+    if kind == "eip" and not merged.get("eip_allocation_id"):
+        raise InvalidInputError("handover eip needs an eip_allocation_id", field="eip_allocation_id")
+    if kind == "target-group":
+        arn = merged.get("target_group_arn")
+        if not arn:
+            raise InvalidInputError("handover target-group needs a target_group_arn", field="target_group_arn")
+        if agent.region and arn.split(":")[3] != agent.region:
+            raise InvalidInputError(f"the target group must be in {agent.region}", field="target_group_arn")
+
+
+@bp.route("/api/client/agents/{agent_id}/config", methods=["POST"])
+def update_config(agent_id):
+    """Modes (auto-switch ⊕ manual-replica), auto-terminate and its wait, traffic hand-off, thresholds."""
+    client, body = client_request(_request(), AgentConfigRequest)
+    agent = agents.require(client.client_id, agent_id)
+    changes = body.changes()
+    if changes.get("auto_switch_enabled"):
+        changes["manual_replica_enabled"] = False
+    if changes.get("manual_replica_enabled"):
+        changes["auto_switch_enabled"] = False
+    if changes.keys() & {"handover", "eip_allocation_id", "target_group_arn"}:
+        _check_handover(agent, changes)
+    now = utcnow()
+    updated = _write_config(agent, changes, now)
+    terminated: list[str] = []
+    if agent.manual_replica and not updated.manual_replica:
+        terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
+                          client_id=agent.client_id, agent_id=agent.agent_id,
+                          metadata={"changes": changes, "config_version": updated.config_version})
+    return ok({**config_view(updated), "terminated_replicas": terminated})
+
+
+@bp.route("/api/agents/{agent_id}/manual-replica/enable", methods=["POST"])
+def manual_replica_enable(agent_id):
+    """Manual-replica mode on (auto-switch off) and its standby started now."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    if not agent.manual_replica or agent.config.get("auto_switch_enabled"):
+        agent = _write_config(agent, {"manual_replica_enabled": True, "auto_switch_enabled": False}, now)
+        activity.record_event("manual_replica_enabled", f"{agent.logical_agent_id}: manual-replica mode on", now,
+                              client_id=agent.client_id, agent_id=agent.agent_id)
+    message = None
+    try:
+        with _ec2_errors():
+            standby = replicas.ensure_standby(agent, now, created_by="client")
+    except (ConflictError, ServiceUnavailableError) as exc:
+        standby, message = None, f"standby not started yet ({exc.message}); the coordinator retries every minute"
+    return ok({"success": True, "manual_replica_enabled": True, "auto_switch_enabled": False,
+               "config_version": agent.config_version, "replica": replica_view(standby) if standby else None,
+               "message": message})
+
+
+@bp.route("/api/agents/{agent_id}/manual-replica/disable", methods=["POST"])
+def manual_replica_disable(agent_id):
+    """Manual-replica mode off; its standbys are terminated (EC2 included)."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    if agent.manual_replica:
+        agent = _write_config(agent, {"manual_replica_enabled": False}, now)
+        activity.record_event("manual_replica_disabled", f"{agent.logical_agent_id}: manual-replica mode off", now,
+                              client_id=agent.client_id, agent_id=agent.agent_id)
+    terminated = _retire_manual(agent, now, "manual-replica mode disabled")
+    return ok({"success": True, "manual_replica_enabled": False, "config_version": agent.config_version,
+               "terminated": terminated})
+
+
+@bp.route("/api/agents/{agent_id}/manual-switch", methods=["POST"])
+def manual_switch(agent_id):
+    """Promote the agent's ready standby (the workflow then starts the next one in manual mode). 202."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    standby = replica_repo.get(agent.agent_id, agent.current_replica_id) if agent.current_replica_id else None
+    if standby is None or standby.status is not ReplicaStatus.READY or not standby.instance_id:
+        state = "no standby" if standby is None else f"standby {standby.replica_id} is {standby.status.value}"
+        raise ConflictError(f"no ready standby to switch to ({state})", code="no_ready_standby")
+    return _promote(agent, standby, utcnow())
+
+
+@bp.route("/api/agents/{agent_id}/sef-status", methods=["GET"])
+def sef_status(agent_id):
+    """Mode, standby, last interruption and whether the agent's prices are fresh."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    now = utcnow()
+    mode = ("manual-replica" if agent.manual_replica
+            else "auto-switch" if agent.config.get("auto_switch_enabled") else "none")
+    standby = replica_repo.get(agent.agent_id, agent.current_replica_id) if agent.current_replica_id else None
+    latest = interruptions.for_agent(agent.agent_id, 1)
+    last = None
+    if latest:
+        row = latest[0]
+        last = {"interruption_id": row.interruption_id, "signal_type": row.signal_type, "status": row.status,
+                "response_action": row.response_action, "detected_at": iso(row.detected_at),
+                "failover_time_ms": None if row.failover_time_ms is None else int(row.failover_time_ms)}
+    try:
+        last_pricing_at = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True).last_pricing_at
+    except AgentTable.DoesNotExist as exc:
+        raise NotFoundError("agent not found", field="agent_id") from exc
+    return ok({"agent_id": agent.agent_id, "mode": mode,
+               "manual_replica_enabled": agent.manual_replica,
+               "auto_switch_enabled": bool(agent.config.get("auto_switch_enabled")),
+               "auto_terminate_enabled": bool(agent.config.get("auto_terminate_enabled")),
+               "terminate_wait_seconds": int(agent.config.get("terminate_wait_seconds") or 0),
+               "replica": replica_view(standby) if standby else None, "last_interruption": last,
+               "data_quality": {"last_pricing_at": iso(last_pricing_at),
+                                "pricing_fresh": last_pricing_at is not None
+                                and now - last_pricing_at <= PRICING_FRESH_FOR}})
