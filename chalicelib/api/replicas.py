@@ -18,10 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import UpdateError
 
-from components.agent_identity import AgentStatus
 from components.errors import ValidationError
 from components.pool_id import make_pool_id
 from components.replica_coordinator import (
@@ -37,12 +34,11 @@ from chalicelib import decisions, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
-from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from chalicelib.errors import ConflictError, InvalidInputError, ServiceUnavailableError
 from chalicelib.observability import logger
 from chalicelib.repositories import activity, agents, interruptions, pools
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
-from chalicelib.repositories.dynamo import condition_failed
 from chalicelib.repositories.replicas import ReplicaRecord, SlotTakenError
 from chalicelib.schemas.replicas import (
     AgentConfigRequest,
@@ -52,8 +48,6 @@ from chalicelib.schemas.replicas import (
     ReplicaStatusRequest,
     SyncStatusRequest,
 )
-from chalicelib.tables.agents import AgentTable
-from chalicelib.tables.instances import InstanceTable
 
 bp = ApiBlueprint(__name__)
 
@@ -110,9 +104,8 @@ def _instance_free(agent: AgentRecord, instance_id: str, replica_id: str | None)
     """409 (before anything is written) when the instance is already someone's primary or another standby."""
     if instance_id == agent.instance_id:
         raise InvalidInputError("that is the agent's primary instance", field="instance_id")
-    try:
-        row = InstanceTable.get(instance_id, consistent_read=True)
-    except InstanceTable.DoesNotExist:
+    row = agents.instance_row(instance_id)
+    if row is None:
         return
     mine = (replica_id is not None and row.client_id == agent.client_id and row.agent_id == agent.agent_id
             and row.replica_id == replica_id)
@@ -175,9 +168,8 @@ def _apply_tags(replica: ReplicaRecord, tags: dict[str, str] | None) -> bool:
     if not tags or not replica.instance_id or not replica.region:
         return False
     try:
-        ec2._client("ec2", replica.region).create_tags(  # the adapter's client (region, retries, endpoint)
-            Resources=[replica.instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-    except (ClientError, BotoCoreError) as exc:
+        ec2.tag(replica.region, replica.instance_id, tags)
+    except ec2.Ec2Error as exc:
         logger.warning("tagging the standby failed", extra={"replica_id": replica.replica_id, "error": str(exc)})
         return False
     return True
@@ -403,21 +395,8 @@ def replica_sync_status(agent_id, replica_id):
 # --- configuration and the SEF routes (§3.3, §3.7) ------------------------------------------------
 
 def _write_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
-    """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile."""
-    actions = [getattr(AgentTable.config, name).remove() if value is None
-               else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
-    actions += [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
-    condition = ((AgentTable.config_version == agent.config_version)
-                 & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
-    try:
-        AgentTable(agent.client_id, agent.agent_id).update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if condition_failed(exc):
-            agents.require(agent.client_id, agent.agent_id)  # 404 if it was deleted meanwhile
-            raise ConflictError("the agent's configuration changed concurrently, retry", field="config_version",
-                                code="config_conflict") from exc
-        raise
-    return agents.require(agent.client_id, agent.agent_id)
+    """Conditional config write (409 ``config_conflict`` on a race), see repositories.agents."""
+    return agents.update_config(agent, changes, now)
 
 
 def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
@@ -531,10 +510,7 @@ def sef_status(agent_id):
         last = {"interruption_id": row.interruption_id, "signal_type": row.signal_type, "status": row.status,
                 "response_action": row.response_action, "detected_at": iso(row.detected_at),
                 "failover_time_ms": None if row.failover_time_ms is None else int(row.failover_time_ms)}
-    try:
-        last_pricing_at = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True).last_pricing_at
-    except AgentTable.DoesNotExist as exc:
-        raise NotFoundError("agent not found", field="agent_id") from exc
+    last_pricing_at = agent.last_pricing_at
     return ok({"agent_id": agent.agent_id, "mode": mode,
                "manual_replica_enabled": agent.manual_replica,
                "auto_switch_enabled": bool(agent.config.get("auto_switch_enabled")),

@@ -267,3 +267,10 @@ def availability_zones(region: str) -> list[str]:
         zones = _client("ec2", region).describe_availability_zones(
             Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
     return sorted(z["ZoneName"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone")
+
+
+def tag(region: str, instance_id: str, tags: dict[str, str]) -> None:
+    """Add (client-chosen) tags to an instance; our own tags are set at launch and never changed here."""
+    with _aws("CreateTags"):
+        _client("ec2", region).create_tags(Resources=[instance_id],
+                                           Tags=[{"Key": k, "Value": v} for k, v in tags.items()])

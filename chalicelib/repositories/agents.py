@@ -56,6 +56,7 @@ class AgentRecord:
     current_replica_id: str | None = None
     last_interruption_at: datetime | None = None
     interruption_count: int = 0
+    last_pricing_at: datetime | None = None
 
     @property
     def manual_replica(self) -> bool:
@@ -84,6 +85,7 @@ def _record(row: AgentTable) -> AgentRecord:
         instance_count=int(row.instance_count or 1), last_switch_at=row.last_switch_at,
         ami_id=row.ami_id, private_ip=row.private_ip, current_replica_id=row.current_replica_id,
         last_interruption_at=row.last_interruption_at, interruption_count=int(row.interruption_count or 0),
+        last_pricing_at=row.last_pricing_at,
     )
 
 
@@ -243,6 +245,35 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) 
                                InstanceTable.updated_at.set(now)],
                       condition=(InstanceTable.client_id == agent.client_id)
                       & (InstanceTable.agent_id == agent.agent_id))
+
+
+def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
+    """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile.
+
+    409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
+    """
+    actions = [getattr(AgentTable.config, name).remove() if value is None
+               else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
+    actions += [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    condition = ((AgentTable.config_version == agent.config_version)
+                 & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            require(agent.client_id, agent.agent_id)
+            raise ConflictError("the agent's configuration changed concurrently, retry", field="config_version",
+                                code="config_conflict") from exc
+        raise
+    return require(agent.client_id, agent.agent_id)
+
+
+def instance_row(instance_id: str) -> InstanceTable | None:
+    """The instance row of any tenant (callers compare ``client_id``/``agent_id`` before using it)."""
+    try:
+        return InstanceTable.get(instance_id, consistent_read=True)
+    except InstanceTable.DoesNotExist:
+        return None
 
 
 def get_instance(client_id: str, instance_id: str) -> InstanceTable | None:
