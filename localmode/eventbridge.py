@@ -39,7 +39,8 @@ def to_event(entry: dict, region: str) -> dict:
     """The event EventBridge delivers for one PutEvents entry."""
     detail = entry.get("Detail", "{}")
     detail = json.loads(detail) if isinstance(detail, str) else detail
-    when = entry.get("Time") or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # EventBridge stamps whole seconds; local mode keeps milliseconds so measured timings are not rounded.
+    when = entry.get("Time") or datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {"version": "0", "id": entry.get("Id") or str(uuid.uuid4()), "detail-type": entry["DetailType"],
             "source": entry["Source"], "account": ACCOUNT, "time": when, "region": region,
             "resources": entry.get("Resources", []), "detail": detail}

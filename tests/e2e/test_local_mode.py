@@ -161,5 +161,12 @@ def test_demo_replays_prices_through_the_protocol_and_summarises_from_the_tables
     out = result.stdout
     assert "agents                    3 registered, 3 online" in out
     assert "pricing reports stored    12" in out
-    assert "commands                  1 completed" in out
     assert "switches recorded         1" in out
+    # AND two interruption warnings went through EventBridge → sentinel → state machine: the auto-switch
+    # agent got an emergency spot replacement, the manual-replica agent's standby was promoted
+    assert "interruptions handled     2" in out
+    assert "batch-1: termination-warning via eventbridge → emergency-spot-replacement [resolved]" in out
+    assert "cache-1: termination-warning via eventbridge → promoted-existing-replica [resolved]" in out
+    assert out.count("old instance terminated: yes") == 2
+    # the force-switch plus prepare_shutdown + promote for each failover, all acknowledged by the agents
+    assert "commands                  5 completed" in out
