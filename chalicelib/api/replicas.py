@@ -28,7 +28,7 @@ from components.replica_coordinator import (
     check_transition,
     choose_pool,
 )
-from components.sentinel import Signal, SignalKind, SignalSource
+from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
 from chalicelib import decisions, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
@@ -496,7 +496,7 @@ def manual_switch(agent_id):
 
 @bp.route("/api/agents/{agent_id}/sef-status", methods=["GET"])
 def sef_status(agent_id):
-    """Mode, standby, last interruption and whether the agent's prices are fresh."""
+    """Mode, standby, last interruption, the sentinel's health score and whether prices are fresh."""
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
@@ -511,7 +511,10 @@ def sef_status(agent_id):
                 "response_action": row.response_action, "detected_at": iso(row.detected_at),
                 "failover_time_ms": None if row.failover_time_ms is None else int(row.failover_time_ms)}
     last_pricing_at = agent.last_pricing_at
+    health = health_score(agent.last_heartbeat_at, last_pricing_at, now)
     return ok({"agent_id": agent.agent_id, "mode": mode,
+               "health": {"score": health.score, "state": health.state.value,
+                          "recommendation": health.recommendation},
                "manual_replica_enabled": agent.manual_replica,
                "auto_switch_enabled": bool(agent.config.get("auto_switch_enabled")),
                "auto_terminate_enabled": bool(agent.config.get("auto_terminate_enabled")),

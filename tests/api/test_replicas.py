@@ -451,6 +451,8 @@ def test_sef_enable_starts_one_standby_and_disable_terminates_it(api, make_tenan
     assert status == 200 and sef["mode"] == "auto-switch" and sef["replica"] is None
     assert sef["data_quality"]["pricing_fresh"] is True and sef["data_quality"]["last_pricing_at"]
     assert sef["last_interruption"] is None and sef["terminate_wait_seconds"] == 300
+    # the legacy sentinel's health score: fresh heartbeat and prices → 100, keep monitoring
+    assert sef["health"] == {"score": 100, "state": "online", "recommendation": "continue_monitoring"}
 
     status, enabled = caller.post(f"/api/agents/{agent_id}/manual-replica/enable")
     assert status == 200, enabled
