@@ -33,9 +33,9 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
         replica = by_id.get(step.replica_id)
         try:
             if step.kind is StepKind.LAUNCH:
-                replicas.launch(agent, replica, now)
+                by_id[replica.replica_id] = replicas.launch(agent, replica, now)
             elif step.kind is StepKind.MARK_READY:
-                replica_repo.transition(replica, ReplicaStatus.READY, now)
+                by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
             elif step.kind is StepKind.MARK_FAILED:
                 replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
             elif step.kind is StepKind.EXPIRE:

@@ -29,7 +29,8 @@ def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, win
     """Claim ``signal_key`` for ``row`` and save ``row``, atomically.
 
     Returns (True, row id) when this call claimed it, or (False, id of the event that holds the claim)
-    when another signal for the same instance and group arrived within the window.
+    when another signal for the same instance and group arrived within the window (a claim exactly one
+    window old is stale, as ``components.sentinel.claim_is_stale`` defines it).
     """
     expires = now + timedelta(seconds=window_s)
     claim = SignalClaimTable(signal_key, interruption_id=row.interruption_id, client_id=row.client_id,
@@ -38,7 +39,7 @@ def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, win
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.save(claim, condition=SignalClaimTable.signal_key.does_not_exist()
-                    | (SignalClaimTable.claimed_at < now - timedelta(seconds=window_s)))
+                    | (SignalClaimTable.claimed_at <= now - timedelta(seconds=window_s)))
             tx.save(row, condition=InterruptionTable.interruption_id.does_not_exist())
     except TransactWriteError as exc:
         codes = cancellation_codes(exc)

@@ -172,7 +172,8 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
     try:
         row.update(actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
                             ReplicaTable.updated_at.set(now)],
-                   condition=ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id))
+                   condition=ReplicaTable.replica_id.exists()
+                   & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
     except UpdateError as exc:
         if condition_failed(exc):
             raise ConflictError("replica already has another instance", field="instance_id",

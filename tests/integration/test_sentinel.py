@@ -1,0 +1,368 @@
+"""The sentinel against moto, through the real EventBridge handlers: what is ignored, rejected, de-duplicated,
+what starts a failover, what happens to standbys, and a burst for one pool.
+
+Events go through ``api.lambda_.invoke("sentinel-…", event)``; the burst calls the same registered handlers from
+threads directly (chalice's test client swaps ``os.environ`` per call, which is not thread-safe — see
+``localmode.workflows``). The moto is shared by the whole session: assertions are about this test's agents only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from chalice.local import LambdaContext
+
+from chalicelib.jobs.replica_coordinator import reconcile_agent
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import interruptions
+from chalicelib.repositories import pools as pool_repo
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.sentinel import handle
+from chalicelib.settings import get_settings
+from chalicelib.tables import AgentTable, InterruptionTable
+from chalicelib.tables.interruptions import SignalClaimTable
+from components.replica_coordinator import ReplicaStatus
+from components.sentinel import Signal, SignalKind, SignalSource, claim_is_stale, signal_key
+from tests.conftest import new_instance_id, registration
+from tests.e2e.failover_support import (
+    REGION,
+    ZONES,
+    deliver,
+    ec2,
+    ec2_event,
+    launch_primary,
+    rebalance,
+    register_agent,
+    unique_type,
+    wait_for,
+    warning,
+)
+
+STATE_CHANGE = "EC2 Instance State-change Notification"
+MANUAL = {"manual_replica_enabled": True, "auto_switch_enabled": False}
+
+
+def state_change(instance_id: str, state: str) -> dict:
+    return ec2_event(STATE_CHANGE, instance_id, state=state)
+
+
+def events_of(client_id: str) -> list[InterruptionTable]:
+    return list(InterruptionTable.query(client_id, consistent_read=True))
+
+
+def events_for_instance(instance_id: str) -> list[InterruptionTable]:
+    return list(InterruptionTable.scan(InterruptionTable.instance_id == instance_id))
+
+
+def claim(instance_id: str, group: str) -> SignalClaimTable | None:
+    try:
+        return SignalClaimTable.get(signal_key(instance_id, group), consistent_read=True)
+    except SignalClaimTable.DoesNotExist:
+        return None
+
+
+def agent_row(client_id, agent_id) -> AgentTable:
+    return AgentTable.get(client_id, agent_id, consistent_read=True)
+
+
+def agent_with_standby(make_tenant):
+    """A manual-replica agent whose standby was just launched (status launching, instance attached)."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **MANUAL)
+    reconcile_agent(agent_repo.get(client_id, agent_id), datetime.now(UTC))
+    [standby] = replica_repo.for_agent(agent_id, include_final=False)
+    assert standby.status is ReplicaStatus.LAUNCHING and standby.instance_id
+    return client_id, agent_id, primary, standby
+
+
+# --- ignored and rejected -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("handler", "make_event", "group"), [
+    pytest.param("sentinel-interruption", warning, "termination", id="warning"),
+    pytest.param("sentinel-rebalance", rebalance, "rebalance-recommendation", id="rebalance"),
+    pytest.param("sentinel-state-change", lambda i: state_change(i, "terminated"), "termination", id="terminated"),
+])
+def test_a_signal_for_an_unmanaged_instance_is_ignored_and_writes_nothing(api, aws_tables, handler, make_event,
+                                                                          group):
+    """GIVEN an instance no agent reported
+    WHEN an EC2 event about it arrives
+    THEN it is ignored: no claim, no interruption event."""
+    instance_id = new_instance_id()
+
+    result = deliver(api, handler, make_event(instance_id))
+
+    assert result == {"action": "ignored", "reason": "unmanaged instance"}
+    assert claim(instance_id, group) is None
+    assert events_for_instance(instance_id) == []
+
+
+def malformed(**changes) -> dict:
+    """A warning for some instance with top-level fields replaced (``detail_type`` → ``detail-type``)."""
+    event = warning(new_instance_id())
+    event.update({key.replace("_", "-"): value for key, value in changes.items()})
+    return event
+
+
+@pytest.mark.parametrize("event", [
+    pytest.param(malformed(detail_type="AWS API Call via CloudTrail"), id="other-detail-type"),
+    pytest.param(malformed(detail={"instance-action": "terminate"}), id="no-instance-id"),
+    pytest.param(malformed(detail={"instance-id": "vol-0abc1234"}), id="not-an-instance-id"),
+    pytest.param(malformed(detail={"instance-id": 1234}), id="instance-id-number"),
+    pytest.param(malformed(time="yesterday"), id="bad-time"),
+    pytest.param(malformed(detail="i-0abc1234"), id="detail-not-an-object"),
+    pytest.param(malformed(detail_type=["EC2 Spot Instance Interruption Warning"]), id="detail-type-a-list"),
+])
+def test_a_malformed_event_is_rejected_without_failing_the_invocation(api, aws_tables, event):
+    """GIVEN an event that is not an EC2 signal we understand
+    WHEN it is delivered
+    THEN the handler answers 'rejected' with a reason (no exception, so EventBridge does not retry it)."""
+    result = deliver(api, "sentinel-interruption", event)
+
+    assert result["action"] == "rejected" and result["reason"]
+
+
+# --- termination of a primary ---------------------------------------------------------------------------------
+
+
+def test_a_terminated_state_change_of_a_primary_starts_the_failover_and_a_later_warning_is_a_duplicate(
+        api, make_tenant, failover_machine):
+    """GIVEN a registered agent whose primary EC2 terminated
+    WHEN the 'terminated' state change arrives, then the (late) interruption warning
+    THEN the first starts one failover that succeeds; the warning is a duplicate of the same event."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    ec2().terminate_instances(InstanceIds=[primary])
+
+    first = deliver(api, "sentinel-state-change", state_change(primary, "terminated"))
+    late = deliver(api, "sentinel-interruption", warning(primary))
+
+    assert first["action"] == "failover_started", first
+    assert late["action"] == "duplicate" and late["interruption_id"] == first["interruption_id"], late
+    assert wait_for(first["execution_arn"])["status"] == "SUCCEEDED"
+    [event] = events_of(client_id)
+    assert event.interruption_id == first["interruption_id"]
+    assert event.signal_type == "state-change:terminated" and event.status == "resolved"
+    assert event.termination_time is None  # only a warning carries AWS's deadline
+    assert agent_row(client_id, agent_id).instance_id not in (None, primary)
+
+
+@pytest.mark.parametrize("state", ["pending", "running"])
+def test_a_state_change_of_a_primary_that_is_not_going_away_is_ignored(api, make_tenant, state):
+    """GIVEN a registered agent WHEN its primary reports pending/running THEN nothing is recorded."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+
+    result = deliver(api, "sentinel-state-change", state_change(primary, state))
+
+    assert result == {"action": "ignored", "reason": f"state {state}"}
+    assert events_of(client_id) == []
+
+
+# --- standbys -------------------------------------------------------------------------------------------------
+
+
+def test_a_running_state_change_of_a_launching_standby_marks_it_ready(api, make_tenant):
+    """GIVEN a manual-replica agent whose standby is launching
+    WHEN EC2 says the standby's instance is running
+    THEN the standby is ready, and no interruption is recorded."""
+    client_id, agent_id, _, standby = agent_with_standby(make_tenant)
+
+    result = deliver(api, "sentinel-state-change", state_change(standby.instance_id, "running"))
+
+    assert result == {"action": "standby_ready", "replica_id": standby.replica_id}
+    ready = replica_repo.get(agent_id, standby.replica_id)
+    assert ready.status is ReplicaStatus.READY and ready.ready_at is not None
+    assert agent_row(client_id, agent_id).current_replica_id == standby.replica_id
+    assert events_of(client_id) == []
+
+
+def test_a_warning_for_a_standby_marks_it_failed_and_starts_no_failover(api, make_tenant):
+    """GIVEN a manual-replica agent with a standby
+    WHEN the standby (not the primary) gets the two-minute warning
+    THEN the standby is failed and its slot freed for the coordinator; the primary stays, no failover."""
+    client_id, agent_id, primary, standby = agent_with_standby(make_tenant)
+
+    result = deliver(api, "sentinel-interruption", warning(standby.instance_id))
+
+    assert result == {"action": "standby_lost", "replica_id": standby.replica_id}
+    lost = replica_repo.get(agent_id, standby.replica_id)
+    assert lost.status is ReplicaStatus.FAILED and "termination-warning" in lost.error_message
+    row = agent_row(client_id, agent_id)
+    assert row.current_replica_id is None and row.instance_id == primary
+    assert events_of(client_id) == [] and claim(standby.instance_id, "termination") is None
+
+
+# --- rebalance ------------------------------------------------------------------------------------------------
+
+
+def test_a_rebalance_on_a_low_risk_pool_is_monitored_without_a_standby(api, make_tenant):
+    """GIVEN an agent on a pool whose risk is well below the pre-warm threshold
+    WHEN a rebalance recommendation arrives
+    THEN the answer is 'monitor': no replica, no instance; the event is resolved with no action."""
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    risk = get_settings().prewarm_risk_threshold / 4
+    pool_repo.save_risk([(f"{itype}.{ZONES[0]}", risk, "model", "test")], 3600, datetime.now(UTC))
+
+    result = deliver(api, "sentinel-rebalance", rebalance(primary))
+
+    assert result["action"] == "monitor" and "replica_id" not in result, result
+    assert result["risk_score"] == pytest.approx(risk, abs=1e-4)
+    assert replica_repo.for_agent(agent_id) == []
+    assert agent_row(client_id, agent_id).current_replica_id is None
+    [event] = events_of(client_id)
+    assert event.status == "resolved" and event.response_action == "no-action"
+
+
+# --- the de-duplication window --------------------------------------------------------------------------------
+
+
+def test_a_signal_after_the_dedup_window_starts_a_new_workflow(make_tenant, failover_machine):
+    """GIVEN a warning for the primary was claimed (and handled) one window + 1 minute ago
+    WHEN the same signal is handled inside the window THEN it is a duplicate of that event;
+    WHEN it is handled after the window THEN it starts a new workflow with a new event, which succeeds."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    window = get_settings().signal_window_s
+    now = datetime.now(UTC)
+    earlier = now - timedelta(seconds=window + 60)
+    old = InterruptionTable(client_id, interruptions.new_interruption_id(earlier), agent_id=agent_id,
+                            instance_id=primary, signal_type=SignalKind.TERMINATION.value, source="agent",
+                            status="resolved", detected_at=earlier)
+    assert interruptions.claim_and_record(old, signal_key(primary, "termination"), earlier, window)[0]
+
+    def signal(at: datetime) -> Signal:
+        return Signal(SignalKind.TERMINATION, primary, at, SignalSource.EVENTBRIDGE, region=REGION,
+                      event_id=str(uuid.uuid4()), deadline=at + timedelta(seconds=120), action="terminate")
+
+    inside = earlier + timedelta(seconds=window - 1)
+    within = handle(signal(inside), inside)
+    assert within == {"action": "duplicate", "interruption_id": old.interruption_id, "status": "resolved"}
+
+    after = handle(signal(now), now)
+
+    assert after["action"] == "failover_started", after
+    assert after["interruption_id"] != old.interruption_id
+    assert claim(primary, "termination").interruption_id == after["interruption_id"]
+    assert wait_for(after["execution_arn"])["status"] == "SUCCEEDED"
+    assert {e.interruption_id for e in events_of(client_id)} == {old.interruption_id, after["interruption_id"]}
+    assert agent_row(client_id, agent_id).instance_id != primary
+
+
+def claim_row(client_id: str, instance_id: str, at: datetime) -> InterruptionTable:
+    return InterruptionTable(client_id, interruptions.new_interruption_id(at), agent_id="ag-claims",
+                             instance_id=instance_id, signal_type="termination-warning", source="eventbridge",
+                             detected_at=at)
+
+
+@pytest.mark.parametrize(("after", "claimed"), [
+    (lambda w: timedelta(seconds=-1), False),  # an out-of-order (older) signal
+    (lambda w: timedelta(seconds=w - 1), False),
+    (lambda w: timedelta(seconds=w) - timedelta(microseconds=1), False),
+    (lambda w: timedelta(seconds=w) + timedelta(microseconds=1), True),
+    (lambda w: timedelta(seconds=w + 60), True),
+], ids=["older-signal", "window-1s", "window-1us", "window+1us", "window+1min"])
+def test_the_claim_is_held_for_the_whole_window_and_released_after_it(aws_tables, after, claimed):
+    """GIVEN a claim taken at T WHEN another signal of the same key is claimed at T + delta
+    THEN it is refused inside the window (no event written) and claimed with its own event after it."""
+    window, t = get_settings().signal_window_s, datetime.now(UTC)
+    instance_id, client_id = new_instance_id(), f"cl-{uuid.uuid4().hex[:8]}"
+    key = signal_key(instance_id, "termination")
+    first = claim_row(client_id, instance_id, t)
+    assert interruptions.claim_and_record(first, key, t, window) == (True, first.interruption_id)
+    later = t + after(window)
+    second = claim_row(client_id, instance_id, later)
+
+    result = interruptions.claim_and_record(second, key, later, window)
+
+    if claimed:
+        assert result == (True, second.interruption_id)
+        assert claim(instance_id, "termination").interruption_id == second.interruption_id
+    else:
+        assert result == (False, first.interruption_id)
+        assert interruptions.get(client_id, second.interruption_id) is None  # no event without its claim
+
+
+def test_the_claim_repository_agrees_with_claim_is_stale_at_exactly_one_window(aws_tables):
+    window, t = get_settings().signal_window_s, datetime.now(UTC)
+    instance_id, client_id = new_instance_id(), f"cl-{uuid.uuid4().hex[:8]}"
+    key = signal_key(instance_id, "termination")
+    assert interruptions.claim_and_record(claim_row(client_id, instance_id, t), key, t, window)[0]
+    at = t + timedelta(seconds=window)
+
+    claimed, _ = interruptions.claim_and_record(claim_row(client_id, instance_id, at), key, at, window)
+
+    assert claimed is claim_is_stale(t, at, window)
+
+
+# --- a burst for one pool -------------------------------------------------------------------------------------
+
+
+def register_in_pool(make_tenant, itype: str) -> tuple[str, str, str]:
+    """(client_id, agent_id, primary) of an agent with a real primary in pool ``itype``.us-east-1a, with prices."""
+    client_id, caller = make_tenant()
+    primary = launch_primary(itype, ZONES[0])
+    status, reply = caller.post("/api/agents/register", registration(instance_id=primary, instance_type=itype,
+                                                                     region=REGION, az=ZONES[0], mode="spot"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    report = {"instance": {"instance_type": itype, "region": REGION},
+              "pricing": {"on_demand_price": 0.192,
+                          "spot_pools": [{"pool_id": f"{itype}.{z}", "price": 0.03 + 0.005 * i}
+                                         for i, z in enumerate(ZONES)]}}
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", report)
+    assert status == 200, reply
+    return client_id, agent_id, primary
+
+
+def test_a_burst_of_warnings_for_one_pool_starts_one_failover_per_agent_and_all_succeed(
+        chalice_app, make_tenant, failover_machine, monkeypatch):
+    """GIVEN five agents on the same spot pool
+    WHEN their five interruption warnings arrive at once (five concurrent invocations)
+    THEN each invocation answers quickly (nothing sleeps), five executions start and every one succeeds."""
+    itype = unique_type()
+    fleet = [register_in_pool(make_tenant, itype) for _ in range(5)]
+    handler = chalice_app.handler_map["sentinel-interruption"]
+    start = threading.Barrier(len(fleet))
+    results: dict[str, dict] = {}
+    took: list[float] = []
+    errors: list[BaseException] = []
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        if threading.current_thread() in threads:  # only the deliveries, not moto's execution threads
+            slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording_sleep)
+
+    def invoke(primary: str) -> None:
+        event = warning(primary)
+        try:
+            start.wait(timeout=10)
+            began = time.monotonic()
+            results[primary] = handler(event, LambdaContext("sentinel-interruption", 512))
+            took.append(time.monotonic() - began)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=invoke, args=(primary,)) for _, _, primary in fleet]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == [] and len(results) == len(fleet)
+    assert all(r["action"] == "failover_started" for r in results.values()), results
+    assert len({r["interruption_id"] for r in results.values()}) == len(fleet)
+    assert len({r["execution_arn"] for r in results.values()}) == len(fleet)
+    assert slept == []  # the legacy handler slept per signal, so a burst queued up
+    assert max(took) < 20, took  # a backstop for any other kind of waiting
+    for client_id, agent_id, primary in fleet:
+        assert wait_for(results[primary]["execution_arn"], timeout=120)["status"] == "SUCCEEDED"
+        [event] = events_of(client_id)
+        assert event.interruption_id == results[primary]["interruption_id"] and event.status == "resolved"
+        assert event.pool_id == f"{itype}.{ZONES[0]}"
+        moved = agent_row(client_id, agent_id)
+        assert moved.instance_id != primary and moved.current_pool_id != f"{itype}.{ZONES[0]}"

@@ -1,0 +1,210 @@
+"""Replica rules by example: the standby lifecycle, the coordinator's plan, pool choice, failover route, retire time.
+
+The general laws are in tests/property/test_replica_properties.py; these pin the named cases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from components.decision_engine import PoolOption
+from components.replica_coordinator import (
+    ACTIVE_STATUSES,
+    LEGAL_TRANSITIONS,
+    FailoverRoute,
+    IllegalReplicaTransitionError,
+    ReplicaStatus,
+    StandbyView,
+    StepKind,
+    check_transition,
+    choose_pool,
+    plan_standbys,
+    retire_at,
+    route_failover,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+FINAL = [ReplicaStatus.PROMOTED, ReplicaStatus.TERMINATED, ReplicaStatus.FAILED, ReplicaStatus.EXPIRED]
+PRIMARY_POOL = "m5.large.us-east-1a"
+OTHER_POOL = "m5.large.us-east-1b"
+
+
+def standby(replica_id="rep-1", *, status=ReplicaStatus.READY, pool_id=OTHER_POOL, instance_id="i-0standby",
+            age_s=60, expires_in_s=None, ec2_state="running") -> StandbyView:
+    return StandbyView(replica_id, status, pool_id, instance_id, NOW - timedelta(seconds=age_s),
+                       None if expires_in_s is None else NOW + timedelta(seconds=expires_in_s), ec2_state)
+
+
+def kinds(steps) -> list[tuple[StepKind, str | None]]:
+    return [(s.kind, s.replica_id) for s in steps]
+
+
+# --- lifecycle ------------------------------------------------------------------------------------------------
+
+
+def test_every_status_has_an_entry_in_the_transition_table():
+    assert set(LEGAL_TRANSITIONS) == set(ReplicaStatus)
+
+
+@pytest.mark.parametrize("final", FINAL)
+@pytest.mark.parametrize("wanted", list(ReplicaStatus))
+def test_a_final_status_has_no_exit(final, wanted):
+    """GIVEN a promoted/terminated/failed/expired replica WHEN any move is asked THEN it is illegal."""
+    with pytest.raises(IllegalReplicaTransitionError) as caught:
+        check_transition(final, wanted)
+    assert (caught.value.current, caught.value.wanted) == (final.value, wanted.value)
+
+
+@pytest.mark.parametrize("active", sorted(ACTIVE_STATUSES, key=lambda s: s.value))
+@pytest.mark.parametrize("final", FINAL)
+def test_an_active_standby_can_reach_every_final_status(active, final):
+    check_transition(active, final)
+
+
+@pytest.mark.parametrize("status", list(ReplicaStatus))
+def test_nothing_goes_back_to_launching(status):
+    with pytest.raises(IllegalReplicaTransitionError):
+        check_transition(status, ReplicaStatus.LAUNCHING)
+
+
+def test_launching_can_become_ready_directly():
+    check_transition(ReplicaStatus.LAUNCHING, ReplicaStatus.READY)
+
+
+# --- plan_standbys ----------------------------------------------------------------------------------------------
+
+
+def test_a_manual_agent_without_standby_gets_exactly_one_create():
+    assert kinds(plan_standbys([], keep_one=True, now=NOW)) == [(StepKind.CREATE, None)]
+
+
+def test_an_agent_without_manual_mode_never_gets_a_create():
+    assert plan_standbys([], keep_one=False, now=NOW) == []
+
+
+def test_a_running_launching_standby_is_marked_ready_and_kept():
+    s = standby(status=ReplicaStatus.LAUNCHING, ec2_state="running")
+    assert kinds(plan_standbys([s], keep_one=True, now=NOW)) == [(StepKind.MARK_READY, "rep-1")]
+
+
+def test_a_ready_running_standby_needs_nothing():
+    assert plan_standbys([standby()], keep_one=True, now=NOW) == []
+
+
+@pytest.mark.parametrize("state", [None, "shutting-down", "terminated", "stopping", "stopped"])
+def test_a_standby_whose_instance_is_gone_is_failed_and_replaced(state):
+    s = standby(ec2_state=state)
+    assert kinds(plan_standbys([s], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-1"),
+                                                                 (StepKind.CREATE, None)]
+
+
+def test_a_row_without_instance_is_launched_until_the_launch_timeout_then_failed():
+    young = standby(status=ReplicaStatus.LAUNCHING, instance_id=None, ec2_state=None, age_s=899)
+    old = standby(status=ReplicaStatus.LAUNCHING, instance_id=None, ec2_state=None, age_s=900)
+    assert kinds(plan_standbys([young], keep_one=True, now=NOW)) == [(StepKind.LAUNCH, "rep-1")]
+    assert kinds(plan_standbys([old], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-1"),
+                                                                   (StepKind.CREATE, None)]
+
+
+def test_an_instance_pending_past_the_launch_timeout_is_failed_and_replaced():
+    s = standby(status=ReplicaStatus.LAUNCHING, ec2_state="pending", age_s=901)
+    assert kinds(plan_standbys([s], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-1"),
+                                                                 (StepKind.CREATE, None)]
+
+
+def test_two_live_standbys_keep_the_newest():
+    older, newer = standby("rep-a", age_s=600), standby("rep-b", age_s=60)
+    assert kinds(plan_standbys([newer, older], keep_one=True, now=NOW)) == [(StepKind.RETIRE_EXTRA, "rep-a")]
+
+
+def test_a_pre_warmed_standby_expires_exactly_at_its_expiry():
+    at = standby(expires_in_s=0)
+    before = standby(expires_in_s=1)
+    assert kinds(plan_standbys([at], keep_one=False, now=NOW)) == [(StepKind.EXPIRE, "rep-1")]
+    assert plan_standbys([before], keep_one=False, now=NOW) == []
+
+
+def test_final_standbys_are_left_alone():
+    views = [standby(f"rep-{s.value}", status=s, ec2_state="terminated", expires_in_s=-10) for s in FINAL]
+    assert plan_standbys(views, keep_one=False, now=NOW) == []
+    assert kinds(plan_standbys(views, keep_one=True, now=NOW)) == [(StepKind.CREATE, None)]
+
+
+# --- choose_pool ------------------------------------------------------------------------------------------------
+
+
+def test_choose_pool_prefers_a_safe_pool_over_a_cheaper_risky_one():
+    safe, risky = PoolOption("p.safe", 0.05, 0.1), PoolOption("p.risky", 0.01, 0.9)
+    assert choose_pool([risky, safe], set(), risk_ceiling=0.6) == safe
+
+
+def test_choose_pool_uses_a_risky_pool_only_when_nothing_safe_is_left():
+    risky = PoolOption("p.risky", 0.01, 0.9)
+    assert choose_pool([risky, PoolOption("p.safe", 0.05, 0.1)], {"p.safe"}, risk_ceiling=0.6) == risky
+
+
+def test_choose_pool_skips_excluded_unavailable_and_unpriced_pools():
+    options = [PoolOption("p.excluded", 0.01, 0.0), PoolOption("p.gone", 0.01, 0.0, available=False),
+               PoolOption("p.unpriced", None, 0.0), PoolOption("p.ok", 0.09, 0.5)]
+    assert choose_pool(options, {"p.excluded"}).pool_id == "p.ok"
+    assert choose_pool(options[:3], {"p.excluded"}) is None
+
+
+def test_choose_pool_weighs_risk_by_the_downtime_penalty():
+    cheap_risky, dear_safe = PoolOption("p.a", 0.03, 0.5), PoolOption("p.b", 0.05, 0.0)
+    assert choose_pool([cheap_risky, dear_safe], set()) == cheap_risky
+    assert choose_pool([cheap_risky, dear_safe], set(), penalty_per_hour=1.0) == dear_safe
+
+
+def test_choose_pool_treats_unknown_risk_as_the_given_default():
+    unknown = PoolOption("p.unknown", 0.01, None)
+    assert choose_pool([unknown], set(), risk_ceiling=0.4, unknown_risk=0.5) == unknown  # only option left
+    assert choose_pool([unknown, PoolOption("p.known", 0.02, 0.3)], set(), risk_ceiling=0.4).pool_id == "p.known"
+
+
+# --- route_failover ---------------------------------------------------------------------------------------------
+
+
+def test_a_live_standby_in_another_pool_is_promoted():
+    assert route_failover(standby(), OTHER_POOL, PRIMARY_POOL) is FailoverRoute.PROMOTE
+
+
+def test_a_standby_in_the_primarys_pool_is_not_promoted():
+    assert route_failover(standby(pool_id=PRIMARY_POOL), OTHER_POOL, PRIMARY_POOL) is FailoverRoute.LAUNCH
+
+
+@pytest.mark.parametrize("state", ["shutting-down", "terminated", "stopping", "stopped"])
+def test_a_standby_whose_instance_is_going_away_is_not_promoted(state):
+    assert route_failover(standby(ec2_state=state), None, PRIMARY_POOL) is FailoverRoute.ONDEMAND
+
+
+def test_a_standby_ec2_no_longer_knows_is_not_promoted():
+    """GIVEN an active standby with an instance id that EC2 did not describe WHEN routing THEN no promotion."""
+    assert route_failover(standby(ec2_state=None), OTHER_POOL, PRIMARY_POOL) is FailoverRoute.LAUNCH
+
+
+def test_no_standby_means_spot_replacement_else_on_demand():
+    assert route_failover(None, OTHER_POOL, PRIMARY_POOL) is FailoverRoute.LAUNCH
+    assert route_failover(None, None, PRIMARY_POOL) is FailoverRoute.ONDEMAND
+
+
+@pytest.mark.parametrize("final", FINAL)
+def test_a_closed_standby_is_never_promoted(final):
+    assert route_failover(standby(status=final), OTHER_POOL, PRIMARY_POOL) is FailoverRoute.LAUNCH
+
+
+# --- retire_at --------------------------------------------------------------------------------------------------
+
+
+def test_retire_at_is_none_when_auto_terminate_is_off():
+    assert retire_at(NOW, NOW + timedelta(seconds=120), auto_terminate=False, wait_s=0) is None
+
+
+def test_retire_at_waits_for_the_later_of_the_wait_and_the_deadline():
+    deadline = NOW + timedelta(seconds=120)
+    assert retire_at(NOW, deadline, auto_terminate=True, wait_s=30) == deadline
+    assert retire_at(NOW, deadline, auto_terminate=True, wait_s=300) == NOW + timedelta(seconds=300)
+    assert retire_at(NOW, None, auto_terminate=True, wait_s=30) == NOW + timedelta(seconds=30)
+    assert retire_at(NOW, None, auto_terminate=True, wait_s=-5) == NOW
