@@ -199,3 +199,30 @@ def test_f_rebalance_prewarms_a_standby_that_expires_when_no_warning_follows(api
     assert replica_repo.get(agent_id, replica.replica_id).status.value == "expired"
     assert state_of(replica.instance_id) == "terminated"
     assert agent_row(client_id, agent_id).current_replica_id is None
+
+
+def test_g_when_every_path_fails_the_event_is_failed_and_the_client_alerted_never_silent(api, make_tenant,
+                                                                                       monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import ec2 as adapter
+    from chalicelib.tables import NotificationTable
+
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    client = adapter._client("ec2", REGION)
+
+    def no_capacity(**kwargs):
+        raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "RunInstances")
+
+    monkeypatch.setattr(client, "run_instances", no_capacity)
+    # WHEN neither spot nor on-demand capacity exists
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    # THEN the execution fails loudly: event failed with the cause, a critical notification, agent unchanged
+    assert described["status"] == "FAILED"
+    event = only_interruption(client_id)
+    assert event.status == "failed" and event.success is False and "InsufficientInstanceCapacity" in event.error
+    alerts = [n for n in NotificationTable.query(client_id) if n.kind == "interruption_failed"]
+    assert len(alerts) == 1 and alerts[0].severity == "critical"
+    assert agent_row(client_id, agent_id).instance_id == primary
+    assert [r.status.value for r in replica_repo.for_agent(agent_id)] == ["failed", "failed"]
