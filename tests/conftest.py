@@ -174,3 +174,25 @@ def failover_machine(aws_tables):
     install_lambda_bridge("dev")
     compress_time(None)
     return ensure_failover_state_machine("dev")
+
+
+@pytest.fixture
+def atomic_moto_requests(monkeypatch):
+    """Each AWS request handled atomically, as the real services do; moto's in-memory backends are not
+    thread-safe ("dictionary changed size during iteration" when one thread queries a table another is
+    writing). For tests that call handlers from several threads at once. Lambda invocations (Step
+    Functions → our tasks) are not serialised: they run handlers that make their own requests."""
+    import threading
+
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    real_process = BotocoreStubber.process_request
+
+    def process_request(self, request):
+        if "://lambda." in request.url:
+            return real_process(self, request)
+        with lock:
+            return real_process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", process_request)

@@ -11,7 +11,7 @@ from chalicelib.settings import get_settings
 
 @cache
 def _client():
-    return boto3.client("s3", region_name=get_settings().region)
+    return boto3.session.Session().client("s3", region_name=get_settings().region)
 
 
 def put_bytes(key: str, data: bytes) -> None:

@@ -12,7 +12,7 @@ from chalicelib.settings import get_settings
 
 @cache
 def _client():
-    return boto3.client("sns")
+    return boto3.session.Session().client("sns")
 
 
 def publish(subject: str, message: dict) -> bool:

@@ -14,7 +14,8 @@ from chalicelib.settings import get_settings
 
 @cache
 def _client():
-    return boto3.client("stepfunctions", config=Config(retries={"mode": "standard", "max_attempts": 5},
+    return boto3.session.Session().client(
+        "stepfunctions", config=Config(retries={"mode": "standard", "max_attempts": 5},
                                                        connect_timeout=5, read_timeout=10))
 
 

@@ -316,7 +316,7 @@ def register_in_pool(make_tenant, itype: str) -> tuple[str, str, str]:
 
 
 def test_a_burst_of_warnings_for_one_pool_starts_one_failover_per_agent_and_all_succeed(
-        chalice_app, make_tenant, failover_machine, monkeypatch):
+        chalice_app, make_tenant, failover_machine, atomic_moto_requests, monkeypatch):
     """GIVEN five agents on the same spot pool
     WHEN their five interruption warnings arrive at once (five concurrent invocations)
     THEN each invocation answers quickly (nothing sleeps), five executions start and every one succeeds."""
