@@ -21,10 +21,10 @@ for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, mode
                   replicas.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
-if get_settings().local:  # local mode only: EventBridge's PutEvents for the embedded AWS (never deployed)
-    from localmode.eventbridge import bp as local_eventbridge
+if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock
+    from localmode.routes import bp as local_routes
 
-    app.register_blueprint(local_eventbridge)
+    app.register_blueprint(local_routes)
 
 
 # --- scheduled jobs (the event's time is the scheduled time: local mode can run the clock fast) ---

@@ -10,7 +10,7 @@ ready → traffic moved → completed.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,7 +26,7 @@ from components.replica_coordinator import (
 )
 from components.timeutil import parse_iso
 
-from chalicelib import bootstrap, replicas
+from chalicelib import bootstrap, clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
 from chalicelib.errors import ConflictError
@@ -44,7 +44,7 @@ TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", 
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 def run_step(step: Callable[[State], State], state: State) -> State:

@@ -19,7 +19,7 @@ from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 from components.sentinel import Signal, SignalKind, parse_event, signal_key
 from components.sentinel.errors import InvalidSignalError
 
-from chalicelib import replicas
+from chalicelib import clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import stepfunctions
 from chalicelib.observability import logger
@@ -62,7 +62,7 @@ def _idempotent_intake():
         except InvalidSignalError as exc:
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
-        return handle(signal, datetime.now(signal.detected_at.tzinfo))
+        return handle(signal, clock.now())
 
     return intake, config
 
@@ -110,7 +110,7 @@ def _instance(instance_id: str) -> InstanceTable | None:
 def _duplicate(agent: AgentRecord, interruption_id: str) -> dict[str, Any]:
     existing = interruptions.get(agent.client_id, interruption_id)
     if existing is not None and existing.status == "detected" and _is_failover(existing):
-        _start_failover(agent, existing, datetime.now(existing.detected_at.tzinfo))  # crashed before starting
+        _start_failover(agent, existing, clock.now())  # crashed before starting
     return {"action": "duplicate", "interruption_id": interruption_id,
             "status": None if existing is None else existing.status}
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import auth
+from chalicelib import auth, clock
 from chalicelib.errors import (
     BadRequestError,
     InvalidInputError,
@@ -30,8 +30,8 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 def utcnow() -> datetime:
-    """The request's clock (one place to read it)."""
-    return datetime.now(timezone.utc)
+    """The request's clock (chalicelib.clock: the system clock, or local mode's replay time)."""
+    return clock.now()
 
 
 def _guarded(view):

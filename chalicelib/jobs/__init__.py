@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from components.timeutil import parse_iso
+
+from chalicelib import clock
 
 
 def scheduled_time(event) -> datetime:
@@ -13,4 +15,4 @@ def scheduled_time(event) -> datetime:
     try:
         return parse_iso(text)
     except (TypeError, ValueError):
-        return datetime.now(timezone.utc)
+        return clock.now()

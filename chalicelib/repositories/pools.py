@@ -9,6 +9,7 @@ from decimal import Decimal
 from components.data_valve import Admission, PointQuality, PricePoint, ValveConfig, admit, expires_at
 from components.pool_id import parse_pool_id, region_of_az
 
+from chalicelib import clock
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable, RecentPointMap
 from chalicelib.tables.risk import RiskScoreTable
 
@@ -101,7 +102,7 @@ def pools_of_type(region: str, instance_type: str) -> list[PoolPrice]:
 def history(pool_id: str, since: datetime, limit: int = 1000) -> list[PricePoint]:
     """Stored points of a pool since a time, oldest first (expired-but-not-yet-deleted excluded)."""
     rows = PricePointTable.query(pool_id, PricePointTable.ts >= since, limit=limit)
-    now = datetime.now(since.tzinfo)
+    now = clock.now()
     return [PricePoint(pool_id=r.pool_id, ts=r.ts, price=Decimal(str(r.price)),
                        quality=PointQuality(r.quality), source_agent_id=r.source_agent_id,
                        sources=int(r.sources or 1))

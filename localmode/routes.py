@@ -1,0 +1,56 @@
+"""Routes that exist only in local mode (app.py registers them for the ``local`` stage; never deployed).
+
+- ``POST /_local/eventbridge``: PutEvents entries delivered to every matching ``on_cw_event`` handler.
+- ``POST /_local/clock``: pin the server's clock to a replay time (the demo's accelerated history).
+"""
+
+from __future__ import annotations
+
+import os
+
+from chalice import Blueprint, Response
+
+from components.timeutil import parse_iso
+
+from localmode.eventbridge import deliver, to_event
+
+bp = Blueprint(__name__)
+
+
+def _error(message: str) -> Response:
+    return Response(body={"error": "validation_error", "message": message}, status_code=400,
+                    headers={"Content-Type": "application/json"})
+
+
+@bp.route("/_local/eventbridge", methods=["POST"])
+def put_events():
+    """Deliver PutEvents entries to the matching handlers; answers what each handler returned."""
+    try:
+        body = bp.current_request.json_body or {}
+    except Exception:  # noqa: BLE001 - chalice raises BadRequestError subclasses for bad JSON
+        return _error("body must be JSON")
+    entries = body.get("Entries", [body]) if isinstance(body, dict) else None
+    if not entries or not all(isinstance(e, dict) and e.get("Source") and e.get("DetailType") for e in entries):
+        return _error("each entry needs Source and DetailType")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    try:
+        events = [to_event(e, region) for e in entries]
+    except (ValueError, TypeError):
+        return _error("Detail must be a JSON object or a JSON string of one")
+    return Response(body={"entries": [{"event_id": ev["id"], "delivered": deliver(ev)} for ev in events]},
+                    status_code=200, headers={"Content-Type": "application/json"})
+
+
+@bp.route("/_local/clock", methods=["POST"])
+def set_clock():
+    """``{"now": ISO}`` pins the clock of this process to the replay time; ``{"now": null}`` releases it."""
+    from chalicelib import clock
+
+    try:
+        body = bp.current_request.json_body or {}
+        when = None if body.get("now") is None else parse_iso(body["now"])
+    except Exception:  # noqa: BLE001 - bad JSON or a bad timestamp: the caller's mistake
+        return _error("body must be {\"now\": ISO-8601 or null}")
+    clock.set_replay_time(when)
+    return Response(body={"now": clock.now().isoformat()}, status_code=200,
+                    headers={"Content-Type": "application/json"})
