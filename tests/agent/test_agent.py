@@ -1,0 +1,153 @@
+"""The agent loop against the real API (in-process), moto EC2 and the fake IMDS."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from datetime import timedelta
+
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.tables.pools import PricingReportTable
+from tests.agent.conftest import T0, at, identity_of, launch_instance, unique_type
+
+
+def server_agent(tenant, agent):
+    return agent_repo.get(tenant.client_id, agent.agent_id)
+
+
+def test_start_registers_with_the_imds_identity_and_saves_the_agent_id(tenant, make_agent, imds_factory):
+    instance = launch_instance(unique_type())
+    imds = imds_factory(identity_of(instance))
+    agent = make_agent(imds)
+    assert agent.start() == ["registered"]
+    row = server_agent(tenant, agent)
+    assert row.instance_id == instance["InstanceId"] and row.current_mode == "spot"
+    assert row.az == "us-east-1a" and row.agent_version == "5.0.0"
+    state = json.loads((agent.config.state_file).read_text())
+    assert state["agent_id"] == agent.agent_id and state["instance_id"] == instance["InstanceId"]
+    # a restart keeps the same agent (same logical id), it does not create a second one
+    again = make_agent(imds)
+    again.start()
+    assert again.agent_id == agent.agent_id
+
+
+def test_on_demand_instances_register_as_ondemand_and_skip_spot_notices(tenant, make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type(), spot=False)))
+    agent = make_agent(imds)
+    agent.start()
+    assert server_agent(tenant, agent).current_mode == "ondemand"
+    agent.run_due(T0)
+    assert not any("instance-action" in path for _, path, _ in imds.requests)
+
+
+def test_run_due_follows_the_cadences_without_sleeping(tenant, make_agent, imds_factory):
+    itype = unique_type()
+    imds = imds_factory(identity_of(launch_instance(itype)))
+    agent = make_agent(imds, heartbeat_s=30, pricing_s=300, notice_s=5, rebalance_s=30)
+    agent.start()
+    session = agent.api.session
+    notice_checks = lambda: sum(1 for _, p, _ in imds.requests if p.endswith("spot/instance-action"))  # noqa: E731
+    # t=0: everything is due
+    assert agent.run_due(T0) == ["heartbeat", "pricing-report"]
+    assert notice_checks() == 1 and session.count("POST", "/heartbeat") == 1
+    # t=4 s: nothing; t=5 s: only the termination check
+    assert agent.run_due(T0 + timedelta(seconds=4)) == []
+    agent.run_due(T0 + timedelta(seconds=5))
+    assert notice_checks() == 2 and session.count("POST", "/heartbeat") == 1
+    # t=30 s: heartbeat again; pricing not before 300 s
+    assert agent.run_due(T0 + timedelta(seconds=30)) == ["heartbeat"]
+    assert agent.run_due(T0 + timedelta(seconds=300)) == ["heartbeat", "pricing-report"]
+    assert agent.next_due(T0 + timedelta(seconds=300)) == T0 + timedelta(seconds=305)
+    # the price report reached the store with the per-AZ pools and the on-demand price
+    report = next(PricingReportTable.query(agent.agent_id, scan_index_forward=False))
+    assert report.pools_reported == 3 and float(report.on_demand_price) == 0.096
+    assert report.cheapest_pool_id == f"{itype}.us-east-1b"
+
+
+def test_jitter_spreads_the_next_heartbeat_within_its_bound(make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    agent = make_agent(imds, jitter=0.1, heartbeat_s=30)
+    agent.start()
+    agent.run_due(T0)
+    offset = (agent._next["heartbeat"] - T0).total_seconds()
+    assert 27 <= offset <= 33 and offset != 30
+
+
+def test_a_termination_notice_is_reported_at_once_and_only_once(tenant, make_agent, imds_factory,
+                                                                failover_machine):
+    instance = launch_instance(unique_type())
+    imds = imds_factory(identity_of(instance))
+    agent = make_agent(imds)
+    agent.start()
+    agent.run_due(T0)
+    # WHEN the two-minute notice appears
+    imds.set_instance_action("terminate", at(125))
+    actions = agent.run_due(T0 + timedelta(seconds=5))
+    # THEN it is reported on the next 5-s check, and the heartbeat is pulled forward
+    assert actions[0] == "termination-imminent" and "heartbeat" in actions
+    status, reply = tenant.caller.get(f"/api/agents/{agent.agent_id}/interruptions")
+    assert status == 200 and reply["interruptions"][0]["signal_type"].startswith("termination")
+    assert reply["interruptions"][0]["source"] == "agent"
+    # AND later checks, and a restart, do not report it again
+    assert "termination-imminent" not in agent.run_due(T0 + timedelta(seconds=10))
+    restarted = make_agent(imds)
+    restarted.start()
+    assert "termination-imminent" not in restarted.run_due(T0 + timedelta(seconds=15))
+    assert restarted.api.session.count("POST", "/termination-imminent") == 0
+
+
+def test_a_rebalance_recommendation_is_reported_once_per_notice(tenant, make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    agent = make_agent(imds)
+    agent.start()
+    agent.run_due(T0)
+    imds.set_rebalance(at(20))
+    assert "rebalance-recommendation" in agent.run_due(T0 + timedelta(seconds=30))
+    assert "rebalance-recommendation" not in agent.run_due(T0 + timedelta(seconds=60))
+    # a notice that clears and comes back is a new notice
+    imds.clear_notices()
+    agent.run_due(T0 + timedelta(seconds=90))
+    imds.set_rebalance(at(300))
+    assert "rebalance-recommendation" in agent.run_due(T0 + timedelta(seconds=120))
+    assert agent.api.session.count("POST", "/rebalance-recommendation") == 2
+
+
+def test_a_disabled_agent_reports_disabled_and_gets_no_commands(tenant, make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    agent = make_agent(imds)
+    agent.start()
+    agent.run_due(T0)
+    status, _ = tenant.caller.post(f"/api/client/agents/{agent.agent_id}/config", {"enabled": False})
+    assert status == 200
+    # the next heartbeat sees a new config_version and fetches the config
+    assert "config" in agent.run_due(T0 + timedelta(seconds=30))
+    agent.run_due(T0 + timedelta(seconds=60))
+    assert server_agent(tenant, agent).status == "disabled"
+
+
+def test_a_heartbeat_for_an_agent_the_server_forgot_registers_again(tenant, make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    agent = make_agent(imds)
+    agent.start()
+    agent.state.update(agent_id="ag-forgotten")
+    assert "registered" in agent.run_due(T0)
+    assert agent.agent_id != "ag-forgotten" and server_agent(tenant, agent) is not None
+
+
+def test_sigterm_stops_run_forever_with_a_final_offline_heartbeat(tenant, make_agent, imds_factory):
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    agent = make_agent(imds, heartbeat_s=0.2, notice_s=0.2)
+    stop = threading.Event()
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.getsignal(signal.SIGTERM)
+    timer.start()
+    try:
+        agent.run_forever(stop)  # returns once SIGTERM set the event
+    finally:
+        timer.cancel()
+    assert stop.is_set() and signal.getsignal(signal.SIGTERM) is previous  # handler restored
+    calls = [path for method, path in agent.api.session.calls if path.endswith("/heartbeat")]
+    assert len(calls) >= 2
+    assert server_agent(tenant, agent).status == "offline"

@@ -1,0 +1,113 @@
+"""The legacy switch command against moto EC2 and the real API: launch, report, retire the old one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.tables.switches import SwitchTable
+from tests.agent.conftest import T0, describe, ec2, identity_of, launch_instance, unique_type
+
+
+def tags(instance: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+@pytest.fixture
+def switching(tenant, make_agent, imds_factory):
+    """A started spot agent in us-east-1a; ``force(target, pool, wait)`` queues a force-switch."""
+    itype = unique_type()
+    old = launch_instance(itype, "us-east-1a")
+    agent = make_agent(imds_factory(identity_of(old)))
+    agent.start()
+
+    def force(target="spot", pool=f"{itype}.us-east-1b", wait=0):
+        status, _ = tenant.caller.post(f"/api/client/agents/{agent.agent_id}/config",
+                                       {"auto_terminate_enabled": wait > 0, "terminate_wait_seconds": wait})
+        assert status == 200
+        body = {"target": target, **({"pool_id": pool} if pool else {})}
+        status, reply = tenant.caller.post(f"/api/client/instances/{old['InstanceId']}/force-switch", body)
+        assert status == 201, reply
+        return reply["command"]["id"]
+
+    return agent, old, itype, force
+
+
+def new_instance_of(agent) -> dict:
+    return describe(agent.state["retired"]["new_instance_id"])
+
+
+def test_a_spot_switch_launches_a_tagged_copy_in_the_target_pool_and_reports_it(tenant, switching):
+    agent, old, itype, force = switching
+    cid = force()
+    # WHEN the heartbeat delivers the force-switch
+    actions = agent.run_due(T0)
+    assert f"executed {cid}" in actions and f"reported {cid}" in actions
+    # THEN a replacement runs in us-east-1b as a one-time spot copy of the old instance, tagged as ours
+    new = new_instance_of(agent)
+    assert new["State"]["Name"] == "running" and new["Placement"]["AvailabilityZone"] == "us-east-1b"
+    assert new.get("InstanceLifecycle") == "spot" and new["InstanceType"] == itype
+    assert new["ImageId"] == old["ImageId"] and new["KeyName"] == old["KeyName"]
+    assert {g["GroupId"] for g in new["SecurityGroups"]} == {g["GroupId"] for g in old["SecurityGroups"]}
+    assert new["IamInstanceProfile"]["Arn"] == old["IamInstanceProfile"]["Arn"]
+    assert new["SubnetId"] != old["SubnetId"] and new["VpcId"] == old["VpcId"]  # a subnet of the 1b zone
+    assert tags(new)["ManagedBy"] == "SpotOptimizer" and tags(new)["LogicalAgentId"] == agent.config.logical_agent_id
+    assert tags(new)["Name"] == "SpotOptimizer-spot"
+    # AND the server recorded the switch with the prices and timings (legacy field names, now read)
+    command = bootstrap.command_store().get(agent.agent_id, cid)
+    assert command.status.value == "completed" and new["InstanceId"] in command.message
+    row = next(r for r in SwitchTable.query(tenant.client_id) if r.command_id == cid)
+    assert row.new_instance_id == new["InstanceId"] and row.new_pool_id == f"{itype}.us-east-1b"
+    assert float(row.old_price) == 0.031 and float(row.new_price) == 0.029 and row.trigger == "manual"
+    assert row.initiated_at <= row.launched_at <= row.ready_at
+    assert agent_repo.get(tenant.client_id, agent.agent_id).instance_id == new["InstanceId"]
+    # AND without a wait the old instance keeps running; the agent no longer speaks for it
+    assert describe(old["InstanceId"])["State"]["Name"] == "running"
+    assert agent.run_due(T0 + timedelta(hours=1)) == []
+
+
+def test_the_old_instance_is_terminated_only_after_the_wait_without_blocking(switching):
+    agent, old, _, force = switching
+    force(wait=120)
+    agent.run_due(T0)
+    assert describe(old["InstanceId"])["State"]["Name"] == "running"  # the switch did not sleep
+    assert agent.run_due(T0 + timedelta(seconds=119)) == []
+    assert agent.next_due(T0 + timedelta(seconds=119)) == T0 + timedelta(seconds=120)
+    assert agent.run_due(T0 + timedelta(seconds=121)) == [f"terminated {old['InstanceId']}"]
+    assert describe(old["InstanceId"])["State"]["Name"] in ("shutting-down", "terminated")
+    assert agent.state["retire_instance"] is None and agent.state["retired"]["old_terminated_at"]
+
+
+def test_switch_to_on_demand_stays_in_the_subnet_without_spot_options(tenant, switching):
+    agent, old, itype, force = switching
+    cid = force(target="ondemand", pool=None)
+    agent.run_due(T0)
+    new = new_instance_of(agent)
+    assert new.get("InstanceLifecycle") is None and new["SubnetId"] == old["SubnetId"]
+    assert tags(new)["Name"] == "SpotOptimizer-ondemand"
+    row = next(r for r in SwitchTable.query(tenant.client_id) if r.command_id == cid)
+    assert row.new_mode == "ondemand" and float(row.on_demand_price) == 0.096
+
+
+def test_a_replacement_that_never_runs_is_terminated_and_the_command_fails(switching, monkeypatch):
+    agent, old, _, force = switching
+    client = ec2()
+
+    class NeverRunning:
+        def wait(self, **kwargs):
+            raise RuntimeError("Waiter InstanceRunning failed: Max attempts exceeded")
+
+    monkeypatch.setattr(client, "get_waiter", lambda name: NeverRunning())
+    agent._ec2 = client
+    cid = force()
+    agent.run_due(T0)
+    command = bootstrap.command_store().get(agent.agent_id, cid)
+    assert command.status.value == "failed" and "did not reach running" in command.message
+    launched = [r["Instances"][0] for r in client.describe_instances(Filters=[
+        {"Name": "tag:SpotOptimizerCommandId", "Values": [cid]}])["Reservations"]]
+    assert len(launched) == 1 and launched[0]["State"]["Name"] in ("shutting-down", "terminated")
+    assert not agent.retired  # still the agent's instance: heartbeats go on
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=30))
