@@ -7,21 +7,26 @@ instances, interruptions, decisions — is then in the replayed time.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 
-_override: datetime | None = None
+_replay: tuple[datetime, float] | None = None  # (replay time, monotonic time it was set)
 
 
 def now() -> datetime:
-    """Aware UTC now (or the local-mode replay time when one is set)."""
-    return _override if _override is not None else datetime.now(timezone.utc)
+    """Aware UTC now; in a local-mode replay, the replay time plus the real time since it was set
+    (so the product's own processing still shows up in the timings it records)."""
+    if _replay is None:
+        return datetime.now(timezone.utc)
+    at, since = _replay
+    return at + timedelta(seconds=time.monotonic() - since)
 
 
 def set_replay_time(when: datetime | None) -> None:
-    """Local mode only: pin the clock to ``when`` (None: back to the system clock)."""
+    """Local mode only: move the clock to ``when`` (None: back to the system clock)."""
     from chalicelib.settings import get_settings
 
     if not get_settings().local:
         raise RuntimeError("the clock can only be set in local mode")
-    global _override
-    _override = None if when is None else when.astimezone(timezone.utc)
+    global _replay
+    _replay = None if when is None else (when.astimezone(timezone.utc), time.monotonic())

@@ -1,0 +1,231 @@
+"""The replay loop: local mode, the real agents on their instances, the real schedules, in replay time.
+
+Every step (``--step-minutes``, 15 by default) the clock of the API process and of this process (where
+the scheduled jobs and the state machine's tasks run) moves to the replay time; then:
+1. instances whose pool lost capacity during the step get AWS's two-minute warning, both in their fake
+   IMDS and as an EventBridge event to ``POST /_local/eventbridge`` (standbys too);
+2. every agent does what is due (heartbeat with its commands, price report from the trace, IMDS
+   notices → ``termination-imminent``, which the sentinel recognises as a duplicate);
+3. the demo waits for the failover workflows to finish; a logical agent that got a new instance
+   (failover or switch) gets its agent started there;
+4. the scheduled handlers whose period has elapsed run with the replay time (health monitor,
+   replica coordinator, decision cycle, risk scorer, cleanup).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import requests
+
+from localmode import embedded_aws
+from localmode.replay import report
+from localmode.replay.fleet import Fleet
+from localmode.replay.world import TraceWorld
+from localmode.server import LocalStack
+
+# Six instances in six different pools, two of them in manual-replica mode (standby kept ready).
+LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "manual-replica"),
+          ("train-2", "us-east-1f", "auto-switch"), ("train-3", "us-west-2a", "auto-switch"),
+          ("serve-2", "us-west-2b", "manual-replica"), ("train-4", "us-east-2b", "auto-switch"))
+
+
+class Api:
+    """Minimal HTTP client; one fresh connection per call (see TOOLCHAIN_NOTES §7)."""
+
+    def __init__(self, base: str, token: str | None = None, admin_key: str | None = None):
+        self.base, self.token, self.admin_key = base, token, admin_key
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.admin_key:
+            headers["X-Admin-Key"] = self.admin_key
+        response = requests.request(method, self.base + path, json=body, headers=headers, timeout=60)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path} → {response.status_code}: {response.text}")
+        return response.json()
+
+
+def _period_s(expression) -> float:
+    from localmode.schedules import period_seconds
+
+    return period_seconds(expression)
+
+
+class Replay:
+    """One demo run."""
+
+    def __init__(self, stack: LocalStack, world: TraceWorld, start: datetime, agents: int):
+        from chalicelib import clock
+
+        self.stack, self.world, self.start, self.clock = stack, world, start, clock
+        self.api = Api(stack.api_url)
+        self.set_time(start)
+        admin = self.admin = Api(stack.api_url, admin_key=stack.admin_key)
+        self.model_version: str | None = None
+        created = admin.call("POST", "/api/admin/clients/create", {"name": f"demo-{uuid.uuid4().hex[:6]}"})
+        self.client_id = created["client_id"]
+        self.client = Api(stack.api_url, token=created["client_token"])
+        self.fleet = Fleet(world, stack.api_url, created["client_token"], clock.now)
+        self.layout = [LAYOUT[i % len(LAYOUT)] for i in range(agents)]
+        self.standby_warned: set[str] = set()
+        self.last_run: dict[str, datetime] = {}
+        self.timings: dict[str, float] = {}  # wall seconds per phase of a step (printed at the end)
+
+    def set_time(self, when: datetime) -> None:
+        self.clock.set_replay_time(when)
+        self.api.call("POST", "/_local/clock", {"now": when.isoformat()})
+
+    def boot(self) -> None:
+        for n, (name, az, mode) in enumerate(self.layout):
+            logical = name if n < len(LAYOUT) else f"{name}-{n}"
+            zones = sorted(self.world.zones, key=lambda z: (z != az, self.world.region_of(z) != self.world.region_of(az)))
+            usable = [z for z in zones if self.world.available(z, self.start)]
+            self.fleet.boot(logical, (usable or zones)[0])  # where capacity exists at the start
+            config = {"auto_terminate_enabled": True, "terminate_wait_seconds": 60}
+            config["manual_replica_enabled" if mode == "manual-replica" else "auto_switch_enabled"] = True
+            self.client.call("POST", f"/api/client/agents/{self.fleet.agent_ids[logical]}/config", config)
+
+    def upload_model(self) -> None:
+        """The committed risk model, through the admin API; the risk scorer validates it, then it is
+        activated (PRODUCT §6 lifecycle), so the decisions use the model rather than the prior."""
+        import base64
+
+        root = Path(__file__).resolve().parents[2] / "ml" / "artifacts"
+        uploaded = self.admin.call("POST", "/api/admin/ml-models", {
+            "artifact_base64": base64.b64encode((root / "risk-model.joblib").read_bytes()).decode(),
+            "manifest": json.loads((root / "risk-model.json").read_text())})
+        self.model_version = uploaded["version"]
+
+    def _eventbridge(self, instance_id: str, when: datetime) -> None:
+        self.api.call("POST", "/_local/eventbridge", {
+            "Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+            "Time": when.isoformat().replace("+00:00", "Z"),
+            "Detail": json.dumps({"instance-id": instance_id, "instance-action": "terminate"})})
+
+    def warn_lost(self, begin: datetime, end: datetime) -> int:
+        """Warnings for every spot instance (primary or standby) whose pool lost capacity in the step."""
+        from chalicelib.repositories import replicas as replica_repo
+
+        sent = 0
+        for member in list(self.fleet.members.values()):
+            if member.lifecycle == "spot" and not member.warned and self.world.lost_between(member.az, begin, end):
+                self.fleet.warn(member, end)
+                self._eventbridge(member.instance_id, end)
+                sent += 1
+        for agent_id in self.fleet.agent_ids.values():
+            for replica in replica_repo.for_agent(agent_id, include_final=False):
+                if (replica.instance_id and replica.lifecycle == "spot" and replica.az in self.world.zones
+                        and replica.instance_id not in self.standby_warned
+                        and self.world.lost_between(replica.az, begin, end)):
+                    self.standby_warned.add(replica.instance_id)
+                    self._eventbridge(replica.instance_id, end)
+                    sent += 1
+        return sent
+
+    def wait_for_failovers(self, timeout: float = 120) -> None:
+        from chalicelib.tables import InterruptionTable
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = [e for e in InterruptionTable.query(self.client_id, scan_index_forward=False, limit=20)
+                    if e.status in ("detected", "handling")]
+            if not busy:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("failover workflows did not finish in time")
+
+    def follow_moves(self) -> int:
+        """Start the agent on every logical agent's new instance (after a failover or a switch)."""
+        from chalicelib.tables import AgentTable
+
+        moved = 0
+        for logical, agent_id in self.fleet.agent_ids.items():
+            row = AgentTable.get(self.client_id, agent_id, consistent_read=True)
+            if row.instance_id and row.instance_id != self.fleet.members[logical].instance_id:
+                self.fleet.adopt(logical, row.instance_id)
+                moved += 1
+        return moved
+
+    def run_schedules(self, now: datetime) -> None:
+        from localmode.invoke import invoke_schedule, scheduled_handlers
+
+        for name, expression in scheduled_handlers().items():
+            last = self.last_run.get(name)
+            if last is None or (now - last).total_seconds() >= _period_s(expression) - 1:
+                self.last_run[name] = now
+                invoke_schedule(name, now)
+                if name == "risk-scorer" and self.model_version:
+                    self.admin.call("POST", f"/api/admin/ml-models/{self.model_version}/activate")
+                    self.model_version = None
+
+    def step(self, begin: datetime, end: datetime) -> dict:
+        timings = self.timings
+        t0 = time.perf_counter()
+        self.set_time(end)
+        warned = self.warn_lost(begin, end)
+        t1 = time.perf_counter()
+        for member in list(self.fleet.members.values()):
+            member.agent.run_due(self.clock.now())
+        t2 = time.perf_counter()
+        if warned:
+            self.wait_for_failovers()
+        moved = self.follow_moves()
+        t3 = time.perf_counter()
+        self.run_schedules(end)
+        if self.follow_moves():
+            moved += 1
+        t4 = time.perf_counter()
+        for name, dt in (("signals", t1 - t0), ("agents", t2 - t1), ("failovers", t3 - t2), ("schedules", t4 - t3)):
+            timings[name] = timings.get(name, 0.0) + dt
+        return {"warned": warned, "moved": moved}
+
+
+def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, html_path: Path,
+        json_path: Path | None, quiet: bool = False) -> dict:
+    world = TraceWorld.load()
+    start = start or world.default_week()
+    end = start + timedelta(days=days)
+    os.environ.setdefault("SPOT_LOCAL_CLOCK_SPEED", "1000")  # the workflow's Wait states, compressed
+    stack = LocalStack(embedded_aws.free_port(), embedded_aws.free_port(), quiet=True, run_jobs=False)
+    began = time.monotonic()
+    with stack:
+        from chalicelib.observability import logger
+
+        logger.setLevel("WARNING")
+        replay = Replay(stack, world, start, agents)
+        replay.upload_model()
+        replay.boot()
+        print(f"Local mode up ({stack.api_url}); {agents} agents on p3.2xlarge instances; replaying "
+              f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC in {step_minutes}-minute steps", flush=True)
+        step = timedelta(minutes=step_minutes)
+        t, steps, warnings = start, 0, 0
+        total_steps = int((end - start) / step)
+        while t + step <= end:
+            outcome = replay.step(t, t + step)
+            warnings += outcome["warned"]
+            t += step
+            steps += 1
+            if not quiet and (steps % max(1, total_steps // 20) == 0 or steps == total_steps):
+                print(f"  {100 * steps // total_steps:>3}%  {t:%a %d %b %H:%M}  interruption warnings so far "
+                      f"{warnings}  ({time.monotonic() - began:.0f} s)", flush=True)
+        replay.set_time(end)
+        print("  wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in replay.timings.items()), flush=True)
+        raw = report.collect(replay.client_id, start, end)
+        summary = report.summarize(raw)
+        html_path.write_text(report.html(raw, summary))
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps({"summary": summary, "raw": {k: v for k, v in raw.items()
+                                                                           if not k.startswith("_")}}, indent=1))
+        replay.fleet.stop()
+    report.print_summary(summary)
+    print(f"Report written to {html_path} ({time.monotonic() - began:.0f} s)")
+    return summary
