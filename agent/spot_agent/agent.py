@@ -13,6 +13,7 @@ the heartbeat's ``config_version`` changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -345,7 +346,22 @@ class Agent:
         self.state.update(retire_instance=None,
                           retired={**(self.state["retired"] or {}), "old_terminated_at": iso(now)})
         self.log.warning("old instance %s terminated after the switch", retire["instance_id"])
-        return [f"terminated {retire['instance_id']}"]
+        return [f"terminated {retire['instance_id']}", *self._report_old_terminated(retire, now)]
+
+    def _report_old_terminated(self, retire: dict, now: datetime) -> list[str]:
+        """Send the switch report again with the old instance's termination time, so the server stops
+        counting the old instance (it only deactivates it once a termination time is reported)."""
+        entry = self.state.finished(retire.get("command_id") or "") if retire.get("command_id") else None
+        if not entry or not entry.get("switch_report") or not self.agent_id:
+            return []
+        body = json.loads(json.dumps(entry["switch_report"]))
+        body.setdefault("timing", {})["old_instance_terminated_at"] = iso(now)
+        try:
+            self.api.switch_report(self.agent_id, body)
+        except ApiError as exc:
+            self.log.error("reporting the old instance's termination failed: %s", exc)
+            return ["termination report failed"]
+        return ["termination reported"]
 
     # ---- daemon ------------------------------------------------------------------------------
 

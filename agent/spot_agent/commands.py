@@ -180,7 +180,7 @@ class CommandExecutor:
                                        "new_instance_id": result.get("new_instance_id")})
             wait = int(command.get("terminate_wait_seconds") or 0)
             if wait > 0:
-                self.state.update(retire_instance={"instance_id": self.instance_id,
+                self.state.update(retire_instance={"instance_id": self.instance_id, "command_id": command["id"],
                                                    "at_epoch": now.timestamp() + wait})
 
     def _retire_after_shutdown(self, command_id: str, now: datetime) -> None:

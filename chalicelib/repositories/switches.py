@@ -64,9 +64,31 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
     except TransactWriteError as exc:
         codes = cancellation_codes(exc)
         if codes and codes[0] == "ConditionalCheckFailed":
+            if deactivate_old and deactivate_old != row.new_instance_id and row.old_terminated_at:
+                _old_terminated(row, agent_client_id, deactivate_old, now)
             return False
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             raise ConflictError("new_instance.instance_id belongs to another client",
                                 field="new_instance.instance_id", code="instance_conflict") from exc
         raise
     return True
+
+
+def _old_terminated(row: SwitchTable, client_id: str, old_instance_id: str, now: datetime) -> None:
+    """A repeated report that now carries the old instance's termination (the agent terminates it after
+    the wait and reports again): record the time and deactivate the old instance, once."""
+    try:
+        _write_old_terminated(row, client_id, old_instance_id, now)
+    except TransactWriteError:
+        pass  # already recorded by an earlier repeat
+
+
+def _write_old_terminated(row: SwitchTable, client_id: str, old_instance_id: str, now: datetime) -> None:
+    with TransactWrite(connection=transaction_connection()) as tx:
+        tx.update(InstanceTable(old_instance_id),
+                  actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(row.old_terminated_at),
+                           InstanceTable.updated_at.set(now)],
+                  condition=(InstanceTable.client_id == client_id) & InstanceTable.terminated_at.does_not_exist())
+        tx.update(SwitchTable(row.client_id, row.switch_key),
+                  actions=[SwitchTable.old_terminated_at.set(row.old_terminated_at)],
+                  condition=SwitchTable.old_terminated_at.does_not_exist())

@@ -69,16 +69,24 @@ def test_a_spot_switch_launches_a_tagged_copy_in_the_target_pool_and_reports_it(
     assert agent.run_due(T0 + timedelta(hours=1)) == []
 
 
-def test_the_old_instance_is_terminated_only_after_the_wait_without_blocking(switching):
+def test_the_old_instance_is_terminated_only_after_the_wait_without_blocking(tenant, switching):
+    from chalicelib.tables.instances import InstanceTable
+
     agent, old, _, force = switching
     force(wait=120)
     agent.run_due(T0)
     assert describe(old["InstanceId"])["State"]["Name"] == "running"  # the switch did not sleep
+    assert InstanceTable.get(old["InstanceId"]).is_active  # not terminated yet: still counted
     assert agent.run_due(T0 + timedelta(seconds=119)) == []
     assert agent.next_due(T0 + timedelta(seconds=119)) == T0 + timedelta(seconds=120)
-    assert agent.run_due(T0 + timedelta(seconds=121)) == [f"terminated {old['InstanceId']}"]
+    assert agent.run_due(T0 + timedelta(seconds=121)) == [f"terminated {old['InstanceId']}", "termination reported"]
     assert describe(old["InstanceId"])["State"]["Name"] in ("shutting-down", "terminated")
     assert agent.state["retire_instance"] is None and agent.state["retired"]["old_terminated_at"]
+    # AND the repeated switch report with the termination time made the server stop counting it
+    row = InstanceTable.get(old["InstanceId"], consistent_read=True)
+    assert not row.is_active and row.terminated_at is not None
+    switch = next(r for r in SwitchTable.query(tenant.client_id) if r.old_instance_id == old["InstanceId"])
+    assert switch.old_terminated_at == row.terminated_at
 
 
 def test_switch_to_on_demand_stays_in_the_subnet_without_spot_options(tenant, switching):
