@@ -158,7 +158,12 @@ def handover(state: State) -> State:
         replica_repo.promote(agent, replica, old_instance_id=state["instance_id"], new_az=replica.az,
                              new_pool_id=replica.pool_id if new_mode == "spot" else None, new_mode=new_mode, now=now)
     except ConflictError:
-        if agents.get(agent.client_id, agent.agent_id).instance_id != replica.instance_id:
+        current = agents.get(agent.client_id, agent.agent_id)
+        if current.instance_id == replica.instance_id:
+            pass  # a retried step: already promoted
+        elif current.instance_id != state["instance_id"]:
+            return _superseded(state, replica, now)
+        else:
             raise
     config = agent.config
     kind = config.get("handover") or "none"
@@ -180,6 +185,16 @@ def handover(state: State) -> State:
     when = retire_at(now, deadline, auto_terminate=bool(config.get("auto_terminate_enabled")), wait_s=wait)
     return {**state, "new_instance_id": replica.instance_id, "handover": kind, "response_action": action,
             "retire_old": when is not None, "retire_at": iso(when) if when else None}
+
+
+def _superseded(state: State, replica, now: datetime) -> State:
+    """The agent moved to another instance while the failover ran (a switch it was executing): the
+    replacement is not needed — terminate it, and record that no hand-over was done."""
+    replicas.retire(replica, ReplicaStatus.TERMINATED, now, "the agent moved to another instance during the failover")
+    interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action",
+                         error="the agent had already moved to another instance")
+    return {**state, "handover": "none", "response_action": "no-action", "retire_old": False, "retire_at": None,
+            "new_instance_id": None}
 
 
 def _tell_agents(agent: AgentRecord, state: State, new_instance_id: str, now: datetime) -> None:

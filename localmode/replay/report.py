@@ -46,7 +46,8 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
                            "new_pool_id": e.new_pool_id, "new_lifecycle": e.new_lifecycle,
                            "detected_at": _iso(e.detected_at), "termination_time": _iso(e.termination_time),
                            "decided_at": _iso(e.decided_at), "replacement_ready_at": _iso(e.replacement_ready_at),
-                           "traffic_moved_at": _iso(e.traffic_moved_at), "failover_time_ms": e.failover_time_ms}
+                           "traffic_moved_at": _iso(e.traffic_moved_at), "failover_time_ms": e.failover_time_ms,
+                           "error": e.error}
                           for e in InterruptionTable.query(client_id)],
         "switches": [{"agent_id": s.agent_id, "old_pool_id": s.old_pool_id, "new_pool_id": s.new_pool_id,
                       "new_mode": s.new_mode, "initiated_at": _iso(s.initiated_at), "trigger": s.trigger}

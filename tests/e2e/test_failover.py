@@ -226,3 +226,26 @@ def test_g_when_every_path_fails_the_event_is_failed_and_the_client_alerted_neve
     assert len(alerts) == 1 and alerts[0].severity == "critical"
     assert agent_row(client_id, agent_id).instance_id == primary
     assert [r.status.value for r in replica_repo.for_agent(agent_id)] == ["failed", "failed"]
+
+
+def test_h_an_agent_that_moved_elsewhere_during_the_failover_keeps_its_new_instance(api, make_tenant, monkeypatch):
+    from chalicelib import failover
+    from tests.e2e.failover_support import launch_primary
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    elsewhere = launch_primary(itype, "us-east-1c")
+    real_check = failover.check_ready
+
+    def switch_meanwhile(state):
+        # the agent finishes a switch of its own while the replacement boots
+        AgentTable(client_id, agent_id).update(actions=[AgentTable.instance_id.set(elsewhere)])
+        return real_check(state)
+
+    monkeypatch.setattr(failover, "check_ready", switch_meanwhile)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    assert agent_row(client_id, agent_id).instance_id == elsewhere  # not pulled back to the replacement
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.response_action == "no-action"
+    [replacement] = [r for r in replica_repo.for_agent(agent_id) if r.replica_id.startswith("emg-")]
+    assert replacement.status.value == "terminated" and state_of(replacement.instance_id) == "terminated"
