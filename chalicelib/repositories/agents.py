@@ -202,7 +202,16 @@ def _same(attribute, value):
 
 def heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, instance_type: str | None,
               mode: str | None, az: str | None, now: datetime) -> AgentRecord:
-    """Record a heartbeat; patch what the agent says about its instance."""
+    """Record a heartbeat; patch what the agent says about its instance.
+
+    An instance the product already replaced (inactive, a standby, or another agent's) never moves the
+    agent back: a heartbeat in flight from the old instance while a failover promotes the new one
+    must not undo the promotion.
+    """
+    if instance_id and instance_id != agent.instance_id:
+        row = instance_row(instance_id)
+        if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"):
+            instance_id = instance_type = mode = az = None
     actions = [AgentTable.status.set(status), AgentTable.last_heartbeat_at.set(now),
                AgentTable.updated_at.set(now)]
     actions.append(AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES

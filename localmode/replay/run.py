@@ -173,7 +173,9 @@ class Replay:
         warned = self.warn_lost(begin, end)
         t1 = time.perf_counter()
         for member in list(self.fleet.members.values()):
-            member.agent.run_due(self.clock.now())
+            done = member.agent.run_due(self.clock.now())
+            if os.environ.get("SPOT_DEMO_DEBUG"):
+                print(f"    {end:%d %H:%M} {member.logical_id} {member.instance_id}: {done}", flush=True)
         t2 = time.perf_counter()
         if warned:
             self.wait_for_failovers()

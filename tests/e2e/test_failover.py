@@ -249,3 +249,15 @@ def test_h_an_agent_that_moved_elsewhere_during_the_failover_keeps_its_new_insta
     assert event.status == "resolved" and event.response_action == "no-action"
     [replacement] = [r for r in replica_repo.for_agent(agent_id) if r.replica_id.startswith("emg-")]
     assert replacement.status.value == "terminated" and state_of(replacement.instance_id) == "terminated"
+
+
+def test_i_a_late_heartbeat_from_the_replaced_instance_does_not_pull_the_agent_back(api, make_tenant):
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    replacement = agent_row(client_id, agent_id).instance_id
+    # WHEN the old instance's agent heartbeats once more (it was in flight during the failover)
+    status, _ = caller.post(f"/api/agents/{agent_id}/heartbeat",
+                            {"status": "online", "instance_id": primary, "az": "us-east-1a", "mode": "spot"})
+    # THEN the agent stays on its replacement
+    assert status == 200 and agent_row(client_id, agent_id).instance_id == replacement != primary
