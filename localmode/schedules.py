@@ -30,7 +30,7 @@ def run_due_jobs(last_run: dict[str, float], speed: float, now: datetime) -> lis
     clock = time.monotonic()
     for name, expression in scheduled_handlers().items():
         period = period_seconds(expression) / max(speed, 1.0)
-        if clock - last_run.get(name, clock - period) >= period:
+        if name not in last_run or clock - last_run[name] >= period:  # first run: always (no float subtraction)
             last_run[name] = clock
             invoke_schedule(name, now)
             ran.append(name)

@@ -86,7 +86,12 @@ class LocalStack:
         speed = float(os.environ.get("SPOT_LOCAL_CLOCK_SPEED", "1"))
         last: dict[str, float] = {}
         while not self._stop.wait(1.0 / max(speed, 1.0)):
-            run_due_jobs(last, speed, datetime.now(timezone.utc))
+            try:
+                run_due_jobs(last, speed, datetime.now(timezone.utc))
+            except Exception:  # noqa: BLE001 - one failing job must not stop the schedules; say why
+                import traceback
+
+                traceback.print_exc()
 
     def stop(self) -> None:
         self._stop.set()
