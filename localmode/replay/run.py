@@ -48,6 +48,9 @@ class Api:
         if self.admin_key:
             headers["X-Admin-Key"] = self.admin_key
         response = requests.request(method, self.base + path, json=body, headers=headers, timeout=60)
+        if response.status_code >= 500:  # one retry: the embedded AWS can stall under a loaded machine
+            time.sleep(0.5)
+            response = requests.request(method, self.base + path, json=body, headers=headers, timeout=60)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} → {response.status_code}: {response.text}")
         return response.json()

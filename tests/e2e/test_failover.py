@@ -261,3 +261,24 @@ def test_i_a_late_heartbeat_from_the_replaced_instance_does_not_pull_the_agent_b
                             {"status": "online", "instance_id": primary, "az": "us-east-1a", "mode": "spot"})
     # THEN the agent stays on its replacement
     assert status == 200 and agent_row(client_id, agent_id).instance_id == replacement != primary
+
+
+def test_j_a_replacement_lost_before_the_hand_over_falls_back_to_on_demand(api, make_tenant, monkeypatch):
+    from chalicelib import failover
+    from components.replica_coordinator import ReplicaStatus
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    real_handover = failover.handover
+
+    def lost_first(state):
+        replica = replica_repo.get(state["agent_id"], state["replica_id"])
+        if replica.lifecycle == "spot":  # the spot replacement is interrupted right after it came up
+            replica_repo.transition(replica, ReplicaStatus.FAILED, replica.updated_at, error_message="interrupted")
+        return real_handover(state)
+
+    monkeypatch.setattr(failover, "handover", lost_first)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.response_action == "on-demand-fallback"
+    assert agent_row(client_id, agent_id).current_mode == "ondemand"

@@ -36,7 +36,9 @@ def test_every_task_but_the_failure_recorder_catches_into_a_fallback_or_the_fail
             assert "Catch" not in state and state["Next"] == "Failed"
             continue
         targets = {c["Next"] for c in state["Catch"]}
-        assert targets <= {"UseOnDemand", "RecordFailure"}, name
+        assert targets <= {"UseOnDemand", "RecordFailure", "HandoverFailed"}, name
+    fallback = ASL["States"]["HandoverFailed"]
+    assert fallback["Default"] == "UseOnDemand" and fallback["Choices"][0]["Next"] == "RecordFailure"
     assert ASL["States"]["LaunchReplacement"]["Catch"][0]["Next"] == "UseOnDemand"
     assert ASL["States"]["Plan"]["Catch"][0]["Next"] == "UseOnDemand"
 
