@@ -16,12 +16,13 @@ from pathlib import Path
 import requests
 from botocore.exceptions import ClientError
 
-from localmode.replay.world import INSTANCE_TYPE, TraceWorld
+from localmode.demo.world import INSTANCE_TYPE, TraceWorld
 from localmode.fake_imds import FakeImds
 
 
 class CapacityGuard:
-    """Wraps an EC2 client: a spot launch into a pool the trace has no capacity for fails, as in AWS."""
+    """Wraps an EC2 client: a spot launch into a pool the trace has no capacity for (or an AZ the trace does
+    not cover: the type is not offered there) fails with InsufficientInstanceCapacity, as in AWS."""
 
     def __init__(self, client, world: TraceWorld, clock):
         self._client, self._world, self._clock = client, world, clock
@@ -41,8 +42,8 @@ class CapacityGuard:
 
     def run_instances(self, **kwargs):
         az = self._az(kwargs)
-        if "InstanceMarketOptions" in kwargs and az in self._world.zones and not self._world.available(
-                az, self._clock()):
+        if "InstanceMarketOptions" in kwargs and (az not in self._world.zones
+                                                   or not self._world.available(az, self._clock())):
             raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity",
                                          "Message": f"no spot capacity for {INSTANCE_TYPE} in {az}"}},
                               "RunInstances")

@@ -105,6 +105,13 @@ def instance_cost(inst: dict, raw: dict, end: datetime) -> float:
     return cost_curve(inst, raw, end)[1][-1]
 
 
+def _next_primary(raw: dict, event: dict, after: datetime, end: datetime) -> datetime:
+    """When the agent next had a primary instance after a failover that moved no traffic (or the end)."""
+    starts = [parse_iso(i["installed_at"]) for i in raw["instances"]
+              if i["agent_id"] == event["agent_id"] and i["role"] == "primary" and parse_iso(i["installed_at"]) >= after]
+    return min(starts, default=end)
+
+
 def summarize(raw: dict) -> dict:
     """Cost vs all-on-demand, interruptions, failovers and their timings, downtime, switches, decisions."""
     start, end = parse_iso(raw["start"]), parse_iso(raw["end"])
@@ -120,8 +127,8 @@ def summarize(raw: dict) -> dict:
         if e["signal_type"].startswith("rebalance"):
             continue
         deadline = parse_iso(e["termination_time"]) if e["termination_time"] else parse_iso(e["detected_at"])
-        served = parse_iso(e["traffic_moved_at"]) if e["traffic_moved_at"] else end
-        down = max(0.0, (served - deadline).total_seconds()) if e["status"] != "failed" else (end - deadline).total_seconds()
+        served = parse_iso(e["traffic_moved_at"]) if e["traffic_moved_at"] else _next_primary(raw, e, deadline, end)
+        down = max(0.0, (served - deadline).total_seconds())
         downtime += down
         failovers.append({**e, "downtime_s": down})
     actions: dict[str, int] = {}
@@ -131,7 +138,8 @@ def summarize(raw: dict) -> dict:
     moves = [d for d in raw["decisions"] if d["action"] != "stay"]
     return {
         "window": f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC",
-        "agents": len(raw["agents"]), "instances": len(raw["instances"]),
+        "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
+        "instances": len(raw["instances"]),
         "cost_usd": round(cost, 2), "ondemand_usd": round(baseline, 2),
         "cost_pct_of_ondemand": round(100 * cost / baseline, 1) if baseline else None,
         "interruptions": len(failovers), "failover_actions": actions,
@@ -149,7 +157,7 @@ def print_summary(s: dict) -> None:
     print(f"""
 Summary (computed from what the tables recorded)
   replayed window        {s['window']}
-  agents / instances     {s['agents']} agents, {s['instances']} instances over the run (standbys included)
+  agents / instances     {s['agents']} agents ({s['agents_online']} online at the end), {s['instances']} instances over the run (standbys included)
   cost                   ${s['cost_usd']:,.2f} vs ${s['ondemand_usd']:,.2f} all on-demand ({s['cost_pct_of_ondemand']}% of on-demand)
   interruptions          {s['interruptions']} warnings handled: {actions}
   failover               warning → traffic moved p50 {s['failover_ms_p50']} ms, max {s['failover_ms_max']} ms (product processing; EC2 boot is instant in the embedded AWS)

@@ -1,6 +1,6 @@
 """The replay loop: local mode, the real agents on their instances, the real schedules, in replay time.
 
-Every step (``--step-minutes``, 15 by default) the clock of the API process and of this process (where
+Every step (``--step-minutes``, 120 by default) the clock of the API process and of this process (where
 the scheduled jobs and the state machine's tasks run) moves to the replay time; then:
 1. instances whose pool lost capacity during the step get AWS's two-minute warning, both in their fake
    IMDS and as an EventBridge event to ``POST /_local/eventbridge`` (standbys too);
@@ -24,9 +24,9 @@ from pathlib import Path
 import requests
 
 from localmode import embedded_aws
-from localmode.replay import report
-from localmode.replay.fleet import Fleet
-from localmode.replay.world import TraceWorld
+from localmode.demo import report
+from localmode.demo.fleet import Fleet
+from localmode.demo.world import TraceWorld
 from localmode.server import LocalStack
 
 # Six instances in six different pools, two of them in manual-replica mode (standby kept ready).
@@ -205,6 +205,9 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
         from chalicelib.observability import logger
 
         logger.setLevel("WARNING")
+        import logging
+
+        logging.getLogger("spot_agent").setLevel(logging.CRITICAL)  # their outcomes are in the summary
         replay = Replay(stack, world, start, agents)
         replay.upload_model()
         replay.boot()

@@ -1,4 +1,4 @@
-"""Command line of the trace replay (``python -m localmode.replay``)."""
+"""Command line of the demo (``make demo``, ``python -m localmode.demo --help``)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from localmode.replay import __doc__ as DOC
-from localmode.replay.run import run
+from localmode.demo import __doc__ as DOC
+from localmode.demo.run import run
 from ml.traces import parse_ts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=DOC, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--start", type=parse_ts, default=None, help="replay start (default: the trace's 2nd week)")
-    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--agents", type=int, default=6)
-    parser.add_argument("--step-minutes", type=int, default=15)
+    parser.add_argument("--step-minutes", type=int, default=120,
+                        help="replay step: agents report, schedules run, warnings are checked once per step")
     parser.add_argument("--html", type=Path, default=Path("demo-report.html"))
     parser.add_argument("--json", type=Path, default=None, help="also write the summary and the table rows")
     args = parser.parse_args(argv)

@@ -49,7 +49,9 @@ class TraceWorld:
         return bool(self.trace.available[self._tick(when), self.trace.pools.index(az)])
 
     def lost_between(self, az: str, start: datetime, end: datetime) -> bool:
-        """True when the pool had no capacity at any trace tick in [start, end)."""
+        """True when the pool had no capacity at any trace tick in [start, end) (never for an AZ outside it)."""
+        if az not in self.trace.pools:
+            return False
         col = self.trace.pools.index(az)
         first, last = self._tick(start), max(self._tick(end - timedelta(microseconds=1)), self._tick(start))
         return bool((self.trace.available[first:last + 1, col] == 0).any())

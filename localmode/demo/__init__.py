@@ -1,7 +1,6 @@
-"""Replay of real spot history through the whole product — work in progress for issue #5 (not yet
-``make demo``: a week takes far longer than the 5 minutes the issue allows, see the closing note).
+"""``make demo``: the whole product on real spot history, in accelerated time.
 
-    python -m localmode.replay [--start 2023-02-22T22:08Z] [--days 7] [--agents 6] [--step-minutes 15]
+    python -m localmode.demo [--start 2023-02-22T22:08Z] [--days 7] [--agents 6] [--step-minutes 120]
 
 Local mode starts (API under ``chalice local``, an embedded AWS with the tables and the failover state
 machine); six p3.2xlarge instances boot in its EC2, each running the real agent (``agent/spot_agent``)
