@@ -76,6 +76,7 @@ class Fleet:
     token: str
     clock: object  # () -> datetime (replay time)
     members: dict[str, Member] = field(default_factory=dict)
+    retiring: list[Member] = field(default_factory=list)  # old instances whose agent still has to terminate them
     agent_ids: dict[str, str] = field(default_factory=dict)
     state_root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="spot-demo-agents-")))
     _ec2: dict[str, object] = field(default_factory=dict)
@@ -104,7 +105,9 @@ class Fleet:
         old = self.members.get(logical_id)
         region = self.world.region_of(old.az) if old else None
         described = self.ec2(region).describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-        if old:
+        if old and old.agent.state and old.agent.state["retire_instance"]:
+            self.retiring.append(old)  # after a switch the old agent terminates its instance after the wait
+        elif old:
             old.imds.stop()
         lifecycle = "spot" if described.get("InstanceLifecycle") == "spot" else "ondemand"
         return self._start(logical_id, instance_id, described["Placement"]["AvailabilityZone"], lifecycle,
@@ -144,6 +147,14 @@ class Fleet:
         member.imds.set_instance_action("terminate", (when + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ"))
         member.warned = True
 
+    def run_retiring(self, now: datetime) -> None:
+        """Let old agents finish terminating their instances (then they stop for good)."""
+        for member in list(self.retiring):
+            member.agent.run_due(now)
+            if not member.agent.state["retire_instance"]:
+                member.imds.stop()
+                self.retiring.remove(member)
+
     def stop(self) -> None:
-        for member in self.members.values():
+        for member in [*self.members.values(), *self.retiring]:
             member.imds.stop()

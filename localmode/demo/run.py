@@ -179,6 +179,7 @@ class Replay:
             done = member.agent.run_due(self.clock.now())
             if os.environ.get("SPOT_DEMO_DEBUG"):
                 print(f"    {end:%d %H:%M} {member.logical_id} {member.instance_id}: {done}", flush=True)
+        self.fleet.run_retiring(self.clock.now())
         t2 = time.perf_counter()
         if warned:
             self.wait_for_failovers()

@@ -26,7 +26,7 @@ def test_every_placeholder_is_substituted_and_every_substitution_used():
 def test_every_task_retries_transient_errors_with_backoff():
     for name, state in TASKS.items():
         retry = state["Retry"][0]
-        assert "TransientAwsError" in retry["ErrorEquals"], name
+        assert {"TransientAwsError", "ConflictError"} <= set(retry["ErrorEquals"]), name
         assert retry["MaxAttempts"] >= 3 and retry["BackoffRate"] > 1, name
 
 
