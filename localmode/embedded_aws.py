@@ -32,7 +32,9 @@ def point_sdk_at(endpoint: str, stage: str = "local") -> None:
         AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", SPOT_STAGE=stage,
         MOTO_PORT=endpoint.rsplit(":", 1)[-1],
     )
-    os.environ.pop("AWS_PROFILE", None)
+    # Settings of another stage must not leak in (local mode names its bucket, tables and state machine).
+    for name in ("AWS_PROFILE", "MODEL_BUCKET", "TABLE_PREFIX", "FAILOVER_STATE_MACHINE_ARN", "ADMIN_KEY_PARAMETER"):
+        os.environ.pop(name, None)
 
 
 @dataclass
