@@ -128,12 +128,3 @@ def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason:
                           client_id=replica.client_id, agent_id=replica.agent_id,
                           instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id})
     return closed
-
-
-def retire_all(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
-    """Terminate every active replica of an agent (manual mode off, agent deleted)."""
-    done = []
-    for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
-        retire(replica, ReplicaStatus.TERMINATED, now, reason)
-        done.append(replica.replica_id)
-    return done

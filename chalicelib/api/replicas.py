@@ -394,11 +394,6 @@ def replica_sync_status(agent_id, replica_id):
 
 # --- configuration and the SEF routes (§3.3, §3.7) ------------------------------------------------
 
-def _write_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
-    """Conditional config write (409 ``config_conflict`` on a race), see repositories.agents."""
-    return agents.update_config(agent, changes, now)
-
-
 def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
     """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight)."""
     done = []
@@ -436,7 +431,7 @@ def update_config(agent_id):
     if changes.keys() & {"handover", "eip_allocation_id", "target_group_arn"}:
         _check_handover(agent, changes)
     now = utcnow()
-    updated = _write_config(agent, changes, now)
+    updated = agents.update_config(agent, changes, now)
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
         terminated = _retire_manual(updated, now, "manual-replica mode turned off")
@@ -453,7 +448,7 @@ def manual_replica_enable(agent_id):
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
     if not agent.manual_replica or agent.config.get("auto_switch_enabled"):
-        agent = _write_config(agent, {"manual_replica_enabled": True, "auto_switch_enabled": False}, now)
+        agent = agents.update_config(agent, {"manual_replica_enabled": True, "auto_switch_enabled": False}, now)
         activity.record_event("manual_replica_enabled", f"{agent.logical_agent_id}: manual-replica mode on", now,
                               client_id=agent.client_id, agent_id=agent.agent_id)
     message = None
@@ -474,7 +469,7 @@ def manual_replica_disable(agent_id):
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
     if agent.manual_replica:
-        agent = _write_config(agent, {"manual_replica_enabled": False}, now)
+        agent = agents.update_config(agent, {"manual_replica_enabled": False}, now)
         activity.record_event("manual_replica_disabled", f"{agent.logical_agent_id}: manual-replica mode off", now,
                               client_id=agent.client_id, agent_id=agent.agent_id)
     terminated = _retire_manual(agent, now, "manual-replica mode disabled")
