@@ -168,26 +168,30 @@ def invoke_schedule(api, name: str, now=None):
 @pytest.fixture(scope="session")
 def failover_machine(aws_tables):
     """The failover state machine in moto, from the one ASL file, its tasks run by the in-process
-    handlers, Wait/Retry time skipped (TOOLCHAIN_NOTES §9). Returns its ARN."""
+    handlers, Wait/Retry time skipped (TOOLCHAIN_NOTES §9). Returns its ARN. Executions run in moto's
+    threads next to the test's own calls, so every request is made atomic (``atomic_moto_requests``)."""
     from localmode.workflows import compress_time, ensure_failover_state_machine, install_lambda_bridge
 
+    serialise_moto_requests()  # executions run in moto's threads next to the tests' own calls
     install_lambda_bridge("dev")
     compress_time(None)
     return ensure_failover_state_machine("dev")
 
 
-@pytest.fixture
-def atomic_moto_requests(monkeypatch):
-    """Each AWS request handled atomically, as the real services do; moto's in-memory backends are not
-    thread-safe ("dictionary changed size during iteration" when one thread queries a table another is
-    writing). For tests that call handlers from several threads at once. Lambda invocations (Step
-    Functions → our tasks) are not serialised: they run handlers that make their own requests."""
+def serialise_moto_requests() -> None:
+    """Handle each AWS request atomically, as the real services do; moto's in-memory backends are not
+    thread-safe (a transaction that fails restores a deep copy of the table, losing another thread's
+    write; "dictionary changed size during iteration" when one thread queries a table another is
+    writing). Lambda invocations (Step Functions → our tasks) are not serialised: they run handlers
+    that make their own requests. Installed once, for the rest of the session."""
     import threading
 
     from moto.core.botocore_stubber import BotocoreStubber
 
-    lock = threading.RLock()
     real_process = BotocoreStubber.process_request
+    if getattr(real_process, "serialised", False):
+        return
+    lock = threading.RLock()
 
     def process_request(self, request):
         if "://lambda." in request.url:
@@ -195,4 +199,11 @@ def atomic_moto_requests(monkeypatch):
         with lock:
             return real_process(self, request)
 
-    monkeypatch.setattr(BotocoreStubber, "process_request", process_request)
+    process_request.serialised = True
+    BotocoreStubber.process_request = process_request
+
+
+@pytest.fixture
+def atomic_moto_requests():
+    """For tests that call handlers from several threads at once (see ``serialise_moto_requests``)."""
+    serialise_moto_requests()

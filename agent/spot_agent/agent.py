@@ -135,26 +135,43 @@ class Agent:
         if self.retired:
             self.log.info("this instance was retired (%s); not registering", state["retired"].get("reason"))
         else:
-            self._register()
-            actions.append("registered")
+            actions.append(self._register())
         if self.agent_id:
             actions += self.executor.report_pending(self.agent_id)
         self.started = True
         return actions
 
-    def _register(self) -> None:
+    def _register(self) -> str:
+        """Register (or re-register) this instance; returns ``registered``, ``retired`` or ``standby``.
+
+        The server refuses an instance it already replaced (the agent retires: it must never point
+        the logical agent back here) and a standby (the agent waits: it registers once a failover
+        has promoted this instance).
+        """
         ident = self.identity
         body = {"instance_id": ident["instance_id"], "instance_type": ident["instance_type"],
                 "region": self.region, "az": ident["az"], "ami_id": ident.get("ami_id"),
                 "hostname": socket.gethostname()[:255], "agent_version": __version__,
                 "logical_agent_id": self.config.logical_agent_id or ident["instance_id"], "mode": self.mode,
                 "private_ip": ident.get("local_ipv4"), "public_ip": ident.get("public_ipv4")}
-        reply = self.api.register({k: v for k, v in body.items() if v is not None})
+        try:
+            reply = self.api.register({k: v for k, v in body.items() if v is not None})
+        except ApiError as exc:
+            if exc.status == 409 and exc.code == "instance_replaced":
+                self.log.warning("the server says this instance was replaced; retiring")
+                self.state.update(retired={"reason": "replaced", "at": iso(self.clock())})
+                return "retired"
+            if exc.status == 409 and exc.code == "instance_is_standby":
+                self.log.info("this instance is a standby; registering once it is promoted")
+                self.state.update(agent_id=None)
+                return "standby"
+            raise
         config = reply.get("config") or {}
         self.state.update(agent_id=reply["agent_id"], client_id=reply.get("client_id"), config=config,
                           config_version=config.get("config_version"))
         self.log.extra["agent_id"] = reply["agent_id"]
         self.log.info("registered (%s) as %s", reply.get("action", "ok"), body["logical_agent_id"])
+        return "registered"
 
     def _switcher(self) -> LegacySwitcher:
         return LegacySwitcher(
@@ -169,11 +186,13 @@ class Agent:
         if task == "heartbeat":
             return min(c.heartbeat_s, URGENT_HEARTBEAT_S) if self._terminating else c.heartbeat_s
         return {"instance_action": c.notice_s, "rebalance": c.rebalance_s, "pricing": c.pricing_s,
-                "report": c.heartbeat_s}[task]
+                "report": c.heartbeat_s, "register": c.heartbeat_s}[task]
 
     def _tasks(self) -> tuple[str, ...]:
         if self.retired:
             return ("report",)
+        if not self.agent_id:
+            return ("register",)  # a standby: ask again at the heartbeat cadence
         # Spot notices exist only for spot instances (legacy: "spot mode only").
         return self.TASKS if self.mode == "spot" else ("heartbeat", "pricing")
 
@@ -218,6 +237,10 @@ class Agent:
                 break
         return actions
 
+    def _task_register(self, now: datetime) -> list[str]:
+        outcome = self._register()
+        return [outcome] if outcome != "standby" else []
+
     def _task_report(self, now: datetime) -> list[str]:
         return self.executor.report_pending(self.agent_id) if self.agent_id else []
 
@@ -231,8 +254,7 @@ class Agent:
             if exc.status != 404:
                 raise
             self.log.warning("the server does not know agent %s; registering again", self.agent_id)
-            self._register()
-            return actions + ["registered"]
+            return actions + [self._register()]
         actions.append("heartbeat")
         version = reply.get("config_version")
         if version is not None and version != self.state["config_version"]:

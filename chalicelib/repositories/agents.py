@@ -16,6 +16,7 @@ from components.agent_identity import (
     RegistrationPlan,
     agent_id_for,
     plan_registration,
+    registration_refusal,
 )
 from components.pool_id import make_pool_id
 
@@ -133,9 +134,12 @@ def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[Ag
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
-    another tenant answers 409 and writes nothing.
+    another tenant answers 409 and writes nothing. Nor may the agent take back an instance the product
+    replaced, or claim its own standby (``registration_refusal``); the same rule is the transaction's
+    condition, so a hand-over racing this call cannot slip between the check and the write.
     """
     for attempt in range(3):
+        _refuse_known_instance(client, reg)
         current = get(client.client_id, _agent_id(client, reg))
         known = None if current is None else KnownAgent(
             agent_id=current.agent_id, status=AgentStatus(current.status),
@@ -146,6 +150,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[Ag
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
             if attempt == 2:
@@ -159,6 +164,24 @@ def _agent_id(client: ClientRecord, reg: Registration) -> str:
     return agent_id_for(client.client_id, reg.logical_agent_id)
 
 
+def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
+    row = instance_row(reg.instance_id)
+    if row is None or row.client_id != client.client_id:
+        return
+    refusal = registration_refusal(_agent_id(client, reg), instance_agent_id=row.agent_id,
+                                   instance_active=row.is_active, instance_role=row.role)
+    if refusal:
+        raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
+
+
+def _instance_condition(client: ClientRecord, agent_id: str):
+    """New, or this client's and not one of this agent's replaced instances or standbys."""
+    own_retired = (InstanceTable.agent_id == agent_id) & ((InstanceTable.is_active == False)  # noqa: E712
+                                                          | (InstanceTable.role == "standby"))
+    return InstanceTable.instance_id.does_not_exist() | ((InstanceTable.client_id == client.client_id)
+                                                         & ~own_retired)
+
+
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime) -> None:
     pool_id = _pool_of(reg)
@@ -170,8 +193,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         agent_version=reg.agent_version, instance_count=plan.instance_count, updated_at=now,
         last_heartbeat_at=now,
     )
-    instance_condition = (InstanceTable.instance_id.does_not_exist()
-                          | (InstanceTable.client_id == client.client_id))
+    instance_condition = _instance_condition(client, plan.agent_id)
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,

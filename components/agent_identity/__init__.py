@@ -10,6 +10,7 @@ from components.agent_identity.identity import (
     normalize_logical_agent_id,
     normalize_mode,
     plan_registration,
+    registration_refusal,
     validate_registration,
 )
 from components.agent_identity.model import (
@@ -35,5 +36,6 @@ __all__ = [
     "normalize_logical_agent_id",
     "normalize_mode",
     "plan_registration",
+    "registration_refusal",
     "validate_registration",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "normalize_logical_agent_id",
     "normalize_mode",
     "plan_registration",
+    "registration_refusal",
     "validate_registration",
 ]
 
@@ -160,3 +161,29 @@ def plan_registration(known: KnownAgent | None, reg: Registration) -> Registrati
         instance_count=count,
         status=status,
     )
+
+
+def registration_refusal(agent_id: str, *, instance_agent_id: str | None, instance_active: bool | None,
+                         instance_role: str | None) -> tuple[str, str] | None:
+    """Why an instance this agent already knows must not become its instance again: ``(code, message)``
+    or None.
+
+    A replaced (or terminated) instance is done: an agent restarting there after a failover or a switch
+    would otherwise point the logical agent back at a machine that is about to disappear. A standby is
+    not the agent's instance until a failover promotes it; its agent registers after that.
+
+    Examples
+    --------
+    >>> registration_refusal("ag-1", instance_agent_id="ag-1", instance_active=False, instance_role="primary")[0]
+    'instance_replaced'
+    >>> registration_refusal("ag-1", instance_agent_id="ag-1", instance_active=True, instance_role="standby")[0]
+    'instance_is_standby'
+    >>> registration_refusal("ag-1", instance_agent_id="ag-2", instance_active=False, instance_role="primary")
+    """
+    if instance_agent_id != agent_id:
+        return None
+    if instance_active is False:
+        return "instance_replaced", "this instance was replaced or terminated; its agent must not register it again"
+    if instance_role == "standby":
+        return "instance_is_standby", "this instance is a standby; its agent registers once a failover promotes it"
+    return None

@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
 
 from chalicelib.repositories import agents as agent_repo
+from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.pools import PricingReportTable
 from tests.agent.conftest import T0, at, identity_of, launch_instance, unique_type
 
@@ -90,12 +92,49 @@ def test_a_termination_notice_is_reported_at_once_and_only_once(tenant, make_age
     status, reply = tenant.caller.get(f"/api/agents/{agent.agent_id}/interruptions")
     assert status == 200 and reply["interruptions"][0]["signal_type"].startswith("termination")
     assert reply["interruptions"][0]["source"] == "agent"
-    # AND later checks, and a restart, do not report it again
+    # AND later checks do not report it again
     assert "termination-imminent" not in agent.run_due(T0 + timedelta(seconds=10))
+    # AND once the failover has moved the agent, a restart on the old instance retires: it neither
+    # reports the notice again nor takes the logical agent back to the dying instance
+    replacement = _wait_until_moved(tenant, agent, instance["InstanceId"])
     restarted = make_agent(imds)
-    restarted.start()
+    assert restarted.start() == ["retired"]
     assert "termination-imminent" not in restarted.run_due(T0 + timedelta(seconds=15))
     assert restarted.api.session.count("POST", "/termination-imminent") == 0
+    assert restarted.api.session.count("POST", "/heartbeat") == 0
+    assert server_agent(tenant, agent).instance_id == replacement
+
+
+def _wait_until_moved(tenant, agent, old_instance_id: str, timeout: float = 60) -> str:
+    """The failover runs in moto's Step Functions threads; wait for its hand-over."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = server_agent(tenant, agent).instance_id
+        if current != old_instance_id:
+            return current
+        time.sleep(0.05)
+    raise AssertionError("the failover did not hand the agent over")
+
+
+def test_an_agent_on_a_standby_waits_and_registers_once_promoted(tenant, make_agent, imds_factory):
+    itype = unique_type()
+    primary = make_agent(imds_factory(identity_of(launch_instance(itype))))
+    primary.start()
+    standby = launch_instance(itype, az="us-east-1b")
+    InstanceTable(standby["InstanceId"], client_id=tenant.client_id, agent_id=primary.agent_id,
+                  instance_type=itype, region="us-east-1", az="us-east-1b", role="standby", is_active=True,
+                  installed_at=T0, updated_at=T0).save()
+    # the standby's own agent (same logical id, its own state) is told to wait
+    agent = make_agent(imds_factory(identity_of(standby)), state_dir=str(primary.config.state_file.parent) + "-sb")
+    assert agent.start() == ["standby"] and agent.agent_id is None
+    assert agent.run_due(T0) == []
+    assert server_agent(tenant, primary).instance_id != standby["InstanceId"]
+    # a failover promotes it: the next attempt (heartbeat cadence) registers and the agent works
+    InstanceTable(standby["InstanceId"]).update(actions=[InstanceTable.role.set("primary")])
+    assert agent.run_due(T0 + timedelta(seconds=15)) == []
+    assert agent.run_due(T0 + timedelta(seconds=30)) == ["registered"]
+    assert server_agent(tenant, agent).instance_id == standby["InstanceId"]
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=31))
 
 
 def test_a_rebalance_recommendation_is_reported_once_per_notice(tenant, make_agent, imds_factory):

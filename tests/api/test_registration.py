@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from components.agent_identity import agent_id_for
 
 from chalicelib.tables.agents import AgentTable
@@ -68,12 +70,46 @@ def test_new_instance_migrates_the_agent(make_tenant):
     assert agent.instance_id == new_id and int(agent.instance_count) == 2
     assert agent.current_pool_id == "m5.large.eu-west-1c"
 
-    # Coming back to the first instance migrates again (count 3) and re-activates that row.
-    third = _register(caller, body)
-    assert third["action"] == "migrated"
-    assert InstanceTable.get(body["instance_id"]).is_active is True
-    assert InstanceTable.get(new_id).is_active is False
+    # A third instance migrates again (count 3).
+    third_id = new_instance_id()
+    third = _register(caller, {**body, "instance_id": third_id})
+    assert third["action"] == "migrated" and InstanceTable.get(new_id).is_active is False
     assert int(AgentTable.get(client_id, first["agent_id"]).instance_count) == 3
+
+
+def test_an_instance_the_agent_left_cannot_take_the_agent_back(make_tenant):
+    """GIVEN an agent that moved from instance 1 to 2 WHEN the agent on instance 1 restarts and registers
+    THEN 409 instance_replaced and nothing changes (the logical agent stays on the live instance)."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    new_id = new_instance_id()
+    _register(caller, {**body, "instance_id": new_id})
+    before = snapshot_tables()
+    status, reply = caller.post("/api/agents/register", body)
+    assert_error(status, reply, 409, code="instance_replaced", field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert AgentTable.get(client_id, first["agent_id"]).instance_id == new_id
+
+
+def test_a_standby_registers_only_once_promoted(make_tenant):
+    """GIVEN a standby instance of the agent WHEN its agent registers THEN 409 instance_is_standby and no
+    change; once the standby is the primary (a failover promoted it) the same registration migrates."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    standby_id = new_instance_id()
+    InstanceTable(standby_id, client_id=client_id, agent_id=first["agent_id"], instance_type="m5.large",
+                  region="eu-west-1", az="eu-west-1b", role="standby", is_active=True,
+                  installed_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)).save()
+    before = snapshot_tables()
+    status, reply = caller.post("/api/agents/register", {**body, "instance_id": standby_id, "az": "eu-west-1b"})
+    assert_error(status, reply, 409, code="instance_is_standby", field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    InstanceTable(standby_id).update(actions=[InstanceTable.role.set("primary")])
+    promoted = _register(caller, {**body, "instance_id": standby_id, "az": "eu-west-1b"})
+    assert promoted["action"] == "migrated"
+    assert AgentTable.get(client_id, first["agent_id"]).instance_id == standby_id
 
 
 def test_missing_logical_id_falls_back_to_instance_id(make_tenant):
