@@ -228,8 +228,25 @@ def heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, insta
 
     An instance the product already replaced (inactive, a standby, or another agent's) never moves the
     agent back: a heartbeat in flight from the old instance while a failover promotes the new one
-    must not undo the promotion.
+    must not undo the promotion. The instance fields are written only if the agent is still on the
+    instance this call read (a hand-over committing meanwhile wins; the heartbeat is then recorded
+    against the fresh row).
     """
+    for _ in range(3):
+        try:
+            return _write_heartbeat(agent, status=status, instance_id=instance_id, instance_type=instance_type,
+                                    mode=mode, az=az, now=now)
+        except _InstanceMoved:
+            agent = require(agent.client_id, agent.agent_id)
+    raise ConflictError("the agent's instance is changing, retry")
+
+
+class _InstanceMoved(Exception):
+    """The agent's instance changed between reading the row and writing the heartbeat."""
+
+
+def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, instance_type: str | None,
+                     mode: str | None, az: str | None, now: datetime) -> AgentRecord:
     if instance_id and instance_id != agent.instance_id:
         row = instance_row(instance_id)
         if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"):
@@ -238,19 +255,25 @@ def heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, insta
                AgentTable.updated_at.set(now)]
     actions.append(AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES
                    else AgentTable.liveness.remove())
-    for attribute, value in ((AgentTable.instance_id, instance_id),
-                             (AgentTable.instance_type, instance_type),
-                             (AgentTable.current_mode, mode), (AgentTable.az, az)):
-        if value:
-            actions.append(attribute.set(value))
+    patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
+                                                         (AgentTable.instance_type, instance_type),
+                                                         (AgentTable.current_mode, mode), (AgentTable.az, az))
+             if value]
+    actions += [attribute.set(value) for attribute, value in patch]
     if instance_type and az:
         actions.append(AgentTable.current_pool_id.set(make_pool_id(instance_type, az)))
+    condition = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(AgentStatus.DELETED.value,
+                                                                        AgentStatus.TERMINATED.value)
+    if patch:
+        condition &= _same(AgentTable.instance_id, agent.instance_id)
     row = AgentTable(agent.client_id, agent.agent_id)
     try:
-        row.update(actions=actions, condition=AgentTable.agent_id.exists()
-                   & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
+        row.update(actions=actions, condition=condition)
     except UpdateError as exc:
         if condition_failed(exc):
+            current = get(agent.client_id, agent.agent_id)
+            if patch and current is not None and current.instance_id != agent.instance_id:
+                raise _InstanceMoved from exc
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)

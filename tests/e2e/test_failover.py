@@ -263,6 +263,26 @@ def test_i_a_late_heartbeat_from_the_replaced_instance_does_not_pull_the_agent_b
     assert status == 200 and agent_row(client_id, agent_id).instance_id == replacement != primary
 
 
+def test_i_a_heartbeat_that_read_the_agent_before_the_hand_over_does_not_undo_it(api, make_tenant):
+    """The race the late heartbeat above does not cover: the heartbeat read the agent row (still on the
+    old instance) just before the hand-over committed, and writes just after it."""
+    from datetime import datetime, timezone
+
+    from chalicelib.repositories import agents as agent_repo
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    read_before = agent_repo.get(client_id, agent_id)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    replacement = agent_row(client_id, agent_id)
+    now = datetime.now(timezone.utc)
+    recorded = agent_repo.heartbeat(read_before, status="online", instance_id=primary, instance_type="m5.large",
+                                    mode="spot", az="us-east-1a", now=now)
+    after = agent_row(client_id, agent_id)
+    assert after.instance_id == replacement.instance_id != primary and after.az == replacement.az
+    assert recorded.instance_id == replacement.instance_id and after.last_heartbeat_at == now
+
+
 def test_j_a_replacement_lost_before_the_hand_over_falls_back_to_on_demand(api, make_tenant, monkeypatch):
     from chalicelib import failover
     from components.replica_coordinator import ReplicaStatus
