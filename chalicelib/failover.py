@@ -30,7 +30,7 @@ from chalicelib import bootstrap, clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
 from chalicelib.errors import ConflictError
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -229,7 +229,7 @@ def record(state: State) -> State:
                           metadata={"interruption_id": state["interruption_id"], "failover_time_ms": elapsed_ms})
     sns.publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
     metrics.add_metric(name="FailoverTime", unit=MetricUnit.Milliseconds, value=elapsed_ms)
-    metrics.flush_metrics()
+    publish_metrics()
     return {**state, "failover_time_ms": elapsed_ms}
 
 
@@ -266,5 +266,5 @@ def failed(state: State) -> State:
                           metadata={"interruption_id": state["interruption_id"]})
     sns.publish("Spot Optimizer failover FAILED", {**state, "cause": cause})
     metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
+    publish_metrics()
     return state

@@ -48,6 +48,13 @@ def http_middleware(event, get_response):
         metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
     elif status >= 400:
         metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
-    metrics.clear_metrics()
+    publish_metrics()
     return response
+
+
+def publish_metrics() -> None:
+    """Print this invocation's EMF metrics, then forget them. When metrics are disabled (local mode,
+    tests) powertools keeps them, so a long-lived process would pile them up: clear regardless."""
+    if metrics.metric_set:
+        metrics.flush_metrics()
+    metrics.clear_metrics()

@@ -16,7 +16,7 @@ from components.replica_coordinator import ReplicaStatus
 
 from chalicelib import replicas
 from chalicelib.aws import ec2
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
@@ -85,5 +85,5 @@ def run(now: datetime) -> dict:
     logger.info("cleanup cycle", extra=result)
     metrics.add_metric(name="Cleanup.terminated", unit=MetricUnit.Count, value=len(terminated))
     metrics.add_metric(name="Cleanup.expired", unit=MetricUnit.Count, value=len(expired))
-    metrics.flush_metrics()
+    publish_metrics()
     return result

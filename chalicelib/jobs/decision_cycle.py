@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 
 from chalicelib import decisions
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
 
 CYCLE_S = 300
@@ -40,5 +40,5 @@ def run(now: datetime) -> dict[str, int]:
     logger.info("decision cycle", extra={"outcomes": result})
     for name, count in result.items():
         metrics.add_metric(name=f"DecisionCycle.{name}", unit=MetricUnit.Count, value=count)
-    metrics.flush_metrics()
+    publish_metrics()
     return result

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from components.sentinel import HealthState, HealthThresholds, classify_heartbeat
 
 from chalicelib import command_queue
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
 
 
@@ -45,5 +45,5 @@ def run(now: datetime) -> dict[str, dict[str, int]]:
     for group in result.values():
         for name, count in group.items():
             metrics.add_metric(name=f"HealthMonitor.{name}", unit=MetricUnit.Count, value=count)
-    metrics.flush_metrics()
+    publish_metrics()
     return result

@@ -16,7 +16,7 @@ from components.replica_coordinator import ReplicaStatus, StepKind, plan_standby
 from chalicelib import replicas
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import agents
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -66,5 +66,5 @@ def run(now: datetime) -> dict[str, int]:
     logger.info("replica coordinator cycle", extra=result)
     for name, count in result.items():
         metrics.add_metric(name=f"ReplicaCoordinator.{name}", unit=MetricUnit.Count, value=count)
-    metrics.flush_metrics()
+    publish_metrics()
     return result

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from components.risk_model import DEFAULT_ADVISOR_BAND, PoolHistory, advisor_prior, feature_vector
 
 from chalicelib import model_store
-from chalicelib.observability import MetricUnit, logger, metrics
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.settings import get_settings
 
@@ -59,5 +59,5 @@ def run(now: datetime) -> dict:
     result = {"scored": dict(counts), "validated": validated, "model": active[0] if active else None}
     logger.info("risk scores stored", extra=result)
     metrics.add_metric(name="RiskScorer.pools", unit=MetricUnit.Count, value=len(scores))
-    metrics.flush_metrics()
+    publish_metrics()
     return result
