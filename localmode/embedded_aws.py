@@ -1,21 +1,33 @@
-"""The embedded AWS of local mode: a moto server plus the product's tables and admin key.
+"""The embedded AWS of local mode: a moto server (its own process) plus the product's tables and admin key.
 
-Tables come from the pynamodb models (chalicelib.tables), exactly as in tests and infra/.
+Tables come from the pynamodb models (chalicelib.tables), exactly as in tests and infra/. The server
+runs in a process of its own (``python -m localmode.embedded_aws``) so that it has a core to itself:
+moto answers every request of the API, the jobs and the state machine, and is the busiest part of
+local mode. The state machine's Lambda tasks are handed to the API process (``/_local/lambda``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import secrets
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
 LOCAL_REGION = "us-east-1"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -39,31 +51,128 @@ def point_sdk_at(endpoint: str, stage: str = "local") -> None:
 
 @dataclass
 class EmbeddedAws:
-    """A running moto server with the product's resources created in it."""
+    """A running moto server (a child process) with the product's resources created in it."""
 
     port: int
-    server: ThreadedMotoServer
+    process: subprocess.Popen
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
-def start(port: int, admin_key: str | None) -> tuple[EmbeddedAws, str]:
-    """Start moto on ``port``, create every table and store the admin-key hash in SSM.
+def _atomic_requests() -> None:
+    """One AWS request at a time, as the real services behave; Lambda invocations excepted.
+
+    moto's backends are not thread-safe: a DynamoDB transaction that fails restores a deep copy of the
+    table, dropping what another thread wrote meanwhile, and a query can race a write ("dictionary
+    changed size during iteration"). Local mode serves the API's threads, the state machine's threads
+    and the jobs at once, so the server takes a lock per request. A Lambda invocation runs one of our
+    handlers, which makes requests of its own, so it must not hold the lock. moto also lists its
+    package directory on every request to route it (``list_of_moto_modules``); that list is fixed.
+    """
+    import threading
+    from functools import cache
+
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    if getattr(DomainDispatcherApplication.__call__, "atomic", False):
+        return
+    backends.list_of_moto_modules = cache(lambda listed=tuple(backends.list_of_moto_modules()): listed)
+    lock, dispatch = threading.Lock(), DomainDispatcherApplication.__call__
+
+    def call(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/2015-03-31/functions/"):
+            return dispatch(self, environ, start_response)
+        with lock:
+            return list(dispatch(self, environ, start_response))
+
+    call.atomic = True
+    DomainDispatcherApplication.__call__ = call
+
+
+def _plain_json_dynamodb_results() -> None:
+    """DynamoDB's item-bearing answers (GetItem, Query, PutItem, ...) as plain JSON.
+
+    moto renders every response through a generic, shape-driven serializer that walks each attribute
+    of each item; in local mode that is half of the embedded AWS's CPU. An item already is DynamoDB
+    JSON, so ``json.dumps`` gives the same body (binary as base64, timestamps as epoch seconds, as the
+    JSON protocol has it). Anything it cannot encode takes moto's own path.
+    """
+    import base64
+    from datetime import datetime
+
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.responses import DynamoResult
+
+    def wire(value):
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        if isinstance(value, datetime):
+            return value.timestamp()
+        raise TypeError(type(value).__name__)
+
+    def execute_result(self, context):
+        try:
+            body = json.dumps(self.result, default=wire)
+        except (TypeError, ValueError):
+            return ActionResult.execute_result(self, context)
+        return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
+
+    DynamoResult.execute_result = execute_result
+
+
+def _parse_each_definition_once() -> None:
+    """moto parses the state machine's ASL (an ANTLR grammar) again for every execution: a tenth of
+    the embedded AWS's CPU with a failover every few seconds. Keep each definition's parse tree and
+    build fresh evaluation components from it per execution (they hold per-execution state)."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    parse, trees = AmazonStateLanguageParser.parse, {}
+
+    def parse_once(definition: str):
+        if definition not in trees:
+            program, trees[definition] = parse(definition)
+            return program, trees[definition]
+        return Preprocessor().visit(trees[definition]), trees[definition]
+
+    AmazonStateLanguageParser.parse = staticmethod(parse_once)
+
+
+def start(port: int, admin_key: str | None, *, api_url: str, clock_speed: float = 1.0,
+          quiet: bool = False) -> tuple[EmbeddedAws, str]:
+    """Start moto on ``port`` (Lambda invocations go to ``api_url``), create every table and store
+    the admin-key hash in SSM.
 
     Returns the running AWS and the admin key (generated when none is given).
     """
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from moto
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    aws = EmbeddedAws(port=port, server=server)
-    point_sdk_at(aws.endpoint)
-    _configure_moto(aws.endpoint)
+    out = subprocess.DEVNULL if quiet else None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localmode.embedded_aws", "--port", str(port), "--api-url", api_url,
+         "--clock-speed", str(clock_speed)], cwd=ROOT, stdout=out, stderr=out)
+    aws = EmbeddedAws(port=port, process=process)
+    try:
+        wait_until_serving(process, f"{aws.endpoint}/moto-api/", "the embedded AWS")
+        point_sdk_at(aws.endpoint)
+        _configure_moto(aws.endpoint)
+        return aws, _provision(admin_key)
+    except BaseException:
+        aws.stop()
+        raise
 
+
+def _provision(admin_key: str | None) -> str:
+    """Tables, model bucket and the admin-key hash; returns the admin key."""
     import boto3
 
     from chalicelib.auth import hash_secret
@@ -76,7 +185,7 @@ def start(port: int, admin_key: str | None) -> tuple[EmbeddedAws, str]:
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(24)
     boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                       Value=hash_secret(admin_key), Overwrite=True)
-    return aws, admin_key
+    return admin_key
 
 
 def _configure_moto(endpoint: str) -> None:
@@ -85,3 +194,51 @@ def _configure_moto(endpoint: str) -> None:
     request = urllib.request.Request(f"{endpoint}/moto-api/config", data=json.dumps(config).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     urllib.request.urlopen(request, timeout=5).close()
+
+
+def wait_until_serving(process: subprocess.Popen, url: str, what: str, timeout: float = 30) -> None:
+    """Block until ``url`` answers; fail early if the child ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited during start-up")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer on {url} within {timeout}s")
+
+
+def serve(port: int, api_url: str, clock_speed: float) -> None:
+    """The child process: moto on ``port`` until SIGTERM."""
+    from localmode.workflows import compress_time, forward_lambda_invocations
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from moto
+    point_sdk_at(f"http://127.0.0.1:{port}")  # Step Functions calls Lambda through this server
+    _atomic_requests()
+    _plain_json_dynamodb_results()
+    _parse_each_definition_once()
+    forward_lambda_invocations(api_url)
+    compress_time(clock_speed)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())  # Ctrl-C reaches the whole group: the parent stops us
+    server.start()
+    stopping.wait()
+    server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="local mode's embedded AWS (started by localmode.server)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-url", required=True, help="where Lambda invocations are sent")
+    parser.add_argument("--clock-speed", type=float, default=1.0, help="Wait states last 1/speed of their time")
+    args = parser.parse_args(argv)
+    serve(args.port, args.api_url, args.clock_speed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

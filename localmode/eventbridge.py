@@ -11,18 +11,10 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
-from functools import cache
+
+from localmode.invoke import invoke
 
 ACCOUNT = "123456789012"
-
-
-@cache
-def _client():
-    from chalice.test import Client
-
-    from app import app
-
-    return Client(app, stage_name="local")
 
 
 def rules() -> dict[str, dict]:
@@ -50,5 +42,5 @@ def deliver(event: dict) -> list[dict]:
     delivered = []
     for name, pattern in rules().items():
         if EventPattern.load(json.dumps(pattern)).matches_event(event):
-            delivered.append({"handler": name, "result": _client().lambda_.invoke(name, event).payload})
+            delivered.append({"handler": name, "result": invoke(name, event)})
     return delivered

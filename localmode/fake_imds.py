@@ -57,7 +57,8 @@ class FakeImds:
     def start(self) -> FakeImds:
         self._server = ThreadingHTTPServer((self._host, self._port), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-imds", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-imds", daemon=True)  # stop() waits one poll
         self._thread.start()
         return self
 
@@ -125,6 +126,7 @@ class FakeImds:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # keep-alive clients otherwise wait ~40 ms per answer (delayed ACK)
 
             def log_message(self, *args):  # quiet
                 pass

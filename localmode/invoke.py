@@ -1,18 +1,38 @@
-"""Invoke the app's non-HTTP handlers in-process, as Lambda would (used by local mode and the demo)."""
+"""Invoke the app's non-HTTP handlers in-process, as Lambda would (local mode, the demo and the tests)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from functools import cache
 
+_lock = threading.Lock()
+
 
 @cache
-def _client():
+def _client(stage: str):
     from chalice.test import Client
 
     from app import app
 
-    return Client(app, stage_name="local")
+    return Client(app, stage_name=stage)
+
+
+def handler_names() -> set[str]:
+    """Every handler Lambda could invoke: ``@app.lambda_function``, schedules and event handlers."""
+    from app import app
+
+    return set(app.handler_map)
+
+
+def invoke(name: str, payload: dict, stage: str = "local"):
+    """Run one handler with ``payload`` as its event; returns what it returned.
+
+    One call at a time: chalice's test client applies the stage's environment variables to
+    ``os.environ`` for the duration of each call.
+    """
+    with _lock:
+        return _client(stage).lambda_.invoke(name, payload).payload
 
 
 def scheduled_handlers() -> dict:
@@ -29,8 +49,7 @@ def scheduled_handlers() -> dict:
 
 def invoke_schedule(name: str, now: datetime):
     """Deliver one 'Scheduled Event' to the named handler; returns its result."""
-    client = _client()
-    event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                            detail={}, resources=[])
+    event = _client("local").events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                                      detail={}, resources=[])
     event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return client.lambda_.invoke(name, event).payload
+    return invoke(name, event)

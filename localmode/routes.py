@@ -2,6 +2,8 @@
 
 - ``POST /_local/eventbridge``: PutEvents entries delivered to every matching ``on_cw_event`` handler.
 - ``POST /_local/clock``: pin the server's clock to a replay time (the demo's accelerated history).
+- ``POST /_local/lambda/{name}``: run a handler as Lambda would; the embedded AWS (its own process)
+  sends the state machine's task invocations here.
 """
 
 from __future__ import annotations
@@ -54,3 +56,25 @@ def set_clock():
     clock.set_replay_time(when)
     return Response(body={"now": clock.now().isoformat()}, status_code=200,
                     headers={"Content-Type": "application/json"})
+
+
+@bp.route("/_local/lambda/{name}", methods=["POST"])
+def invoke_function(name):
+    """The body is the event; answers what the handler returned, or its error with
+    ``X-Amz-Function-Error`` (as Lambda's Invoke does)."""
+    from localmode.invoke import handler_names, invoke
+
+    if name not in handler_names():
+        return Response(body={"error": "not_found", "message": f"no function {name}"}, status_code=404,
+                        headers={"Content-Type": "application/json"})
+    try:
+        payload = bp.current_request.json_body
+    except Exception:  # noqa: BLE001 - chalice raises BadRequestError subclasses for bad JSON
+        return _error("body must be JSON")
+    headers = {"Content-Type": "application/json"}
+    try:
+        result = invoke(name, payload if payload is not None else {})
+    except Exception as exc:  # noqa: BLE001 - the function's error, reported to the caller as Lambda would
+        result = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+        headers["X-Amz-Function-Error"] = "Unhandled"
+    return Response(body=result, status_code=200, headers=headers)

@@ -2,10 +2,11 @@
 
     python -m localmode.server [--api-port 8000] [--aws-port 5000]
 
-The admin key comes from SPOT_OPTIMIZER_ADMIN_KEY (generated and printed when unset). Every
-``@app.schedule`` job runs in this process on its schedule; the failover state machine runs in the
-embedded AWS (execution on) with its Lambda tasks dispatched to this process's handlers;
-``POST /_local/eventbridge`` delivers EC2 events to the sentinel as EventBridge would.
+The admin key comes from SPOT_OPTIMIZER_ADMIN_KEY (generated and printed when unset). Three processes:
+this one runs every ``@app.schedule`` job on its schedule; the embedded AWS (moto, its own process)
+runs the failover state machine for real and sends its Lambda tasks to ``chalice local``
+(``POST /_local/lambda/{name}``), which serves the API; ``POST /_local/eventbridge`` delivers EC2
+events to the sentinel as EventBridge would.
 SPOT_LOCAL_CLOCK_SPEED=N runs schedules, Wait states and retry back-off N times faster.
 """
 
@@ -17,9 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,39 +44,30 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start(self) -> "LocalStack":
-        self.aws, self.admin_key = embedded_aws.start(self.aws_port, self.admin_key_given)
-        self._start_workflows()
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # the child processes must not outlive a failed start
+            raise
+
+    def _start(self) -> "LocalStack":
+        from localmode.workflows import ensure_failover_state_machine
+
+        speed = float(os.environ.get("SPOT_LOCAL_CLOCK_SPEED", "1"))
+        self.aws, self.admin_key = embedded_aws.start(self.aws_port, self.admin_key_given, api_url=self.api_url,
+                                                      clock_speed=speed, quiet=self.quiet)
+        ensure_failover_state_machine("local")  # exports FAILOVER_STATE_MACHINE_ARN to chalice local
         chalice = Path(sys.executable).with_name("chalice")
         out = subprocess.DEVNULL if self.quiet else None
         self.api = subprocess.Popen(
             [str(chalice), "local", "--stage", "local", "--host", "127.0.0.1",
              "--port", str(self.api_port), "--no-autoreload"],
             cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=out)
-        self._wait_ready()
+        embedded_aws.wait_until_serving(self.api, f"{self.api_url}/health", "chalice local")
         if self.run_jobs:
             self._jobs = threading.Thread(target=self._run_jobs, name="scheduled-jobs", daemon=True)
             self._jobs.start()
         return self
-
-    def _start_workflows(self) -> None:
-        """The failover state machine in the embedded AWS, its tasks run by this process's handlers."""
-        from localmode.workflows import compress_time, ensure_failover_state_machine, install_lambda_bridge
-
-        install_lambda_bridge("local")
-        compress_time(float(os.environ.get("SPOT_LOCAL_CLOCK_SPEED", "1")))
-        ensure_failover_state_machine("local")  # exports FAILOVER_STATE_MACHINE_ARN to chalice local
-
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api.poll() is not None:
-                raise RuntimeError("chalice local exited during start-up")
-            try:
-                urllib.request.urlopen(f"{self.api_url}/health", timeout=1).close()
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"the API did not answer on {self.api_url} within {timeout}s")
 
     def _run_jobs(self) -> None:
         from localmode.schedules import run_due_jobs

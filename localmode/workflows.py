@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from functools import cache
 from types import SimpleNamespace
 
 import boto3
@@ -19,36 +18,60 @@ from chalicelib.settings import APP_NAME
 from chalicelib.workflows import render, state_machine_name
 
 ROLE_NAME = f"{APP_NAME}-local-stepfunctions"
-_lock = threading.Lock()
 
 
-@cache
-def _client(stage: str):
-    from chalice.test import Client
-
-    from app import app
-
-    return Client(app, stage_name=stage)
-
-
-def install_lambda_bridge(stage: str) -> None:
-    """Route moto's Lambda invocations (from Step Functions) to ``@app.lambda_function`` handlers."""
+def _route_lambda(stage: str, run) -> None:
+    """moto's Lambda Invoke of ``<app>-<stage>-<name>`` → ``run(name, payload)``; an exception becomes
+    the function's error."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     prefix = f"{APP_NAME}-{stage}-"
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         name = function_name.split(":function:")[-1].split(":")[0].removeprefix(prefix)
-        payload = json.loads(body or "{}")
         try:
-            with _lock:  # chalice's test client swaps os.environ per call: one call at a time
-                result = _client(stage).lambda_.invoke(name, payload).payload
+            result = run(name, json.loads(body or "{}"))
         except Exception as exc:  # noqa: BLE001 - reported to Step Functions as the function's error
             response_headers["x-amz-function-error"] = "Unhandled"
-            result = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+            result = {"errorType": getattr(exc, "error_type", type(exc).__name__), "errorMessage": str(exc)}
         return json.dumps(result).encode()
 
     LambdaSimpleBackend.invoke = invoke
+
+
+def install_lambda_bridge(stage: str) -> None:
+    """Tests: Lambda invocations (from Step Functions) run the ``@app.lambda_function`` handlers in
+    this process."""
+    from localmode.invoke import invoke
+
+    _route_lambda(stage, lambda name, payload: invoke(name, payload, stage))
+
+
+class FunctionError(RuntimeError):
+    """The handler raised in the API process; keeps its error type (the state machine's Retry and
+    Catch match on it)."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def forward_lambda_invocations(api_url: str, stage: str = "local") -> None:
+    """Local mode: the embedded AWS runs in its own process and hands each Lambda invocation to the
+    API process (``POST /_local/lambda/{name}``), where the handlers, the stage's settings and the
+    replay clock live."""
+    import urllib.request
+
+    def run(name: str, payload: dict):
+        request = urllib.request.Request(f"{api_url}/_local/lambda/{name}", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=900) as response:
+            result = json.loads(response.read() or b"null")
+            if response.headers.get("X-Amz-Function-Error"):
+                raise FunctionError(str(result.get("errorType")), str(result.get("errorMessage")))
+        return result
+
+    _route_lambda(stage, run)
 
 
 def compress_time(speed: float | None) -> None:
