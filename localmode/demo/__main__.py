@@ -14,15 +14,18 @@ from ml.traces import parse_ts
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=DOC, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--start", type=parse_ts, default=None, help="replay start (default: the trace's 2nd week)")
-    parser.add_argument("--days", type=float, default=2.0)
+    parser.add_argument("--days", type=float, default=7.0, help="length of the replayed window (default: a week)")
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--step-minutes", type=int, default=120,
                         help="replay step: agents report, schedules run, warnings are checked once per step")
     parser.add_argument("--html", type=Path, default=Path("demo-report.html"))
     parser.add_argument("--json", type=Path, default=None, help="also write the summary and the table rows")
+    parser.add_argument("--charts", type=Path, default=None,
+                        help="also write the report's two charts as demo-prices.svg and demo-cost.svg here "
+                             "(the README's pictures: --charts docs/images)")
     args = parser.parse_args(argv)
     run(start=args.start, days=args.days, agents=args.agents, step_minutes=args.step_minutes,
-        html_path=args.html, json_path=args.json)
+        html_path=args.html, json_path=args.json, charts_dir=args.charts)
     return 0
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -81,6 +82,7 @@ class Replay:
         self.standby_warned: set[str] = set()
         self.last_run: dict[str, datetime] = {}
         self.timings: dict[str, float] = {}  # wall seconds per phase of a step (printed at the end)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, agents), thread_name_prefix="agent")
 
     def set_time(self, when: datetime) -> None:
         self.clock.set_replay_time(when)
@@ -142,7 +144,7 @@ class Replay:
                     if e.status in ("detected", "handling")]
             if not busy:
                 return
-            time.sleep(0.05)
+            time.sleep(0.25)  # each look is a query the busy embedded AWS has to serve
         raise RuntimeError("failover workflows did not finish in time")
 
     def follow_moves(self) -> int:
@@ -175,8 +177,9 @@ class Replay:
         self.set_time(end)
         warned = self.warn_lost(begin, end)
         t1 = time.perf_counter()
-        for member in list(self.fleet.members.values()):
-            done = member.agent.run_due(self.clock.now())
+        members = list(self.fleet.members.values())
+        # Each agent is its own machine: they run side by side (the API serves them in parallel).
+        for member, done in zip(members, self.pool.map(lambda m: m.agent.run_due(self.clock.now()), members)):
             if os.environ.get("SPOT_DEMO_DEBUG"):
                 print(f"    {end:%d %H:%M} {member.logical_id} {member.instance_id}: {done}", flush=True)
         self.fleet.run_retiring(self.clock.now())
@@ -195,7 +198,7 @@ class Replay:
 
 
 def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, html_path: Path,
-        json_path: Path | None, quiet: bool = False) -> dict:
+        json_path: Path | None, quiet: bool = False, charts_dir: Path | None = None) -> dict:
     world = TraceWorld.load()
     start = start or world.default_week()
     end = start + timedelta(days=days)
@@ -230,11 +233,16 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
         raw = report.collect(replay.client_id, start, end)
         summary = report.summarize(raw)
         html_path.write_text(report.html(raw, summary))
+        if charts_dir:
+            charts_dir.mkdir(parents=True, exist_ok=True)
+            for name, svg in zip(("demo-prices.svg", "demo-cost.svg"), report.charts(raw)):
+                (charts_dir / name).write_text(svg)
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps({"summary": summary, "raw": {k: v for k, v in raw.items()
                                                                            if not k.startswith("_")}}, indent=1))
         replay.fleet.stop()
+        replay.pool.shutdown()
     report.print_summary(summary)
     print(f"Report written to {html_path} ({time.monotonic() - began:.0f} s)")
     return summary

@@ -55,13 +55,13 @@ def test_the_demo_replays_the_trace_through_the_product_and_its_summary_matches_
     data = json.loads(out.read_text())
     summary, raw = data["summary"], data["raw"]
     # the agents ran on their instances through the replay
-    assert summary["agents"] == 3 == len(raw["agents"]) and any(a["status"] == "online" for a in raw["agents"])
+    assert summary["agents"] == 3 == len(raw["agents"]) and all(a["status"] == "online" for a in raw["agents"])
     assert summary["instances"] == len(raw["instances"]) >= 3
     # interruptions came from the trace through EventBridge, each handled by the workflow
     warnings = [e for e in raw["interruptions"] if not e["signal_type"].startswith("rebalance")]
     assert summary["interruptions"] == len(warnings) > 0
     assert {e["source"] for e in warnings} == {"eventbridge"}  # the agents' IMDS reports were duplicates
-    assert all(e["status"] in ("resolved", "failed") for e in warnings)  # none left running
+    assert all(e["status"] == "resolved" for e in warnings)  # none left running, none failed
     assert any(e["status"] == "resolved" and e["new_instance_id"] for e in warnings)
     # decisions came from the scheduled decision cycle, with reasons
     assert summary["decisions"] == len(raw["decisions"]) > 0 and all(d["reason"] for d in raw["decisions"])
