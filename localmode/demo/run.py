@@ -226,8 +226,8 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
             t += step
             steps += 1
             if not quiet and (steps % max(1, total_steps // 20) == 0 or steps == total_steps):
-                print(f"  {100 * steps // total_steps:>3}%  {t:%a %d %b %H:%M}  interruption warnings so far "
-                      f"{warnings}  ({time.monotonic() - began:.0f} s)", flush=True)
+                print(f"  {100 * steps // total_steps:>3}%  {t:%a %d %b %H:%M}  two-minute warnings sent so far "
+                      f"{warnings} (to primaries and standbys)  ({time.monotonic() - began:.0f} s)", flush=True)
         replay.set_time(end)
         print("  wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in replay.timings.items()), flush=True)
         raw = report.collect(replay.client_id, start, end)
