@@ -144,6 +144,22 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
             raise AssertionError("an entry without Source must be rejected")
         except urllib.error.HTTPError as exc:
             assert exc.code == 400
+        # AND the endpoint the embedded AWS hands Lambda tasks to answers as Lambda's Invoke does: the
+        # handler's error type comes back (the state machine's Retry/Catch match on it); an unknown
+        # function is a 404 and a body that is not JSON a 400
+        request = urllib.request.Request(f"{api}/_local/lambda/failover-plan", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["X-Amz-Function-Error"] == "Unhandled"
+            assert json.loads(response.read())["errorType"] == "KeyError"
+        for path, body, code in (("no-such-function", b"{}", 404), ("failover-plan", b"{not json", 400)):
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"{api}/_local/lambda/{path}", data=body, method="POST",
+                    headers={"Content-Type": "application/json"}), timeout=10)
+                raise AssertionError(f"{path} must be refused")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == code and json.loads(exc.read())["error"]
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
