@@ -35,6 +35,12 @@ def invoke(name: str, payload: dict, stage: str = "local"):
         return _client(stage).lambda_.invoke(name, payload).payload
 
 
+def function_error(exc: BaseException) -> dict:
+    """The body Lambda's Invoke answers when a handler raised (``X-Amz-Function-Error: Unhandled``).
+    An error forwarded from another process keeps the type it was raised with (``error_type``)."""
+    return {"errorType": getattr(exc, "error_type", type(exc).__name__), "errorMessage": str(exc)}
+
+
 def scheduled_handlers() -> dict:
     """Name → schedule expression of every ``@app.schedule`` handler."""
     from app import app

@@ -19,9 +19,12 @@ from localmode.eventbridge import deliver, to_event
 bp = Blueprint(__name__)
 
 
-def _error(message: str) -> Response:
-    return Response(body={"error": "validation_error", "message": message}, status_code=400,
-                    headers={"Content-Type": "application/json"})
+def _json(body, status: int = 200, **headers: str) -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **headers})
+
+
+def _error(message: str, status: int = 400, code: str = "validation_error") -> Response:
+    return _json({"error": code, "message": message}, status)
 
 
 @bp.route("/_local/eventbridge", methods=["POST"])
@@ -39,8 +42,7 @@ def put_events():
         events = [to_event(e, region) for e in entries]
     except (ValueError, TypeError):
         return _error("Detail must be a JSON object or a JSON string of one")
-    return Response(body={"entries": [{"event_id": ev["id"], "delivered": deliver(ev)} for ev in events]},
-                    status_code=200, headers={"Content-Type": "application/json"})
+    return _json({"entries": [{"event_id": ev["id"], "delivered": deliver(ev)} for ev in events]})
 
 
 @bp.route("/_local/clock", methods=["POST"])
@@ -54,27 +56,22 @@ def set_clock():
     except Exception:  # noqa: BLE001 - bad JSON or a bad timestamp: the caller's mistake
         return _error("body must be {\"now\": ISO-8601 or null}")
     clock.set_replay_time(when)
-    return Response(body={"now": clock.now().isoformat()}, status_code=200,
-                    headers={"Content-Type": "application/json"})
+    return _json({"now": clock.now().isoformat()})
 
 
 @bp.route("/_local/lambda/{name}", methods=["POST"])
 def invoke_function(name):
     """The body is the event; answers what the handler returned, or its error with
     ``X-Amz-Function-Error`` (as Lambda's Invoke does)."""
-    from localmode.invoke import handler_names, invoke
+    from localmode.invoke import function_error, handler_names, invoke
 
     if name not in handler_names():
-        return Response(body={"error": "not_found", "message": f"no function {name}"}, status_code=404,
-                        headers={"Content-Type": "application/json"})
+        return _error(f"no function {name}", 404, "not_found")
     try:
         payload = bp.current_request.json_body
     except Exception:  # noqa: BLE001 - chalice raises BadRequestError subclasses for bad JSON
         return _error("body must be JSON")
-    headers = {"Content-Type": "application/json"}
     try:
-        result = invoke(name, payload if payload is not None else {})
+        return _json(invoke(name, payload if payload is not None else {}))
     except Exception as exc:  # noqa: BLE001 - the function's error, reported to the caller as Lambda would
-        result = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
-        headers["X-Amz-Function-Error"] = "Unhandled"
-    return Response(body=result, status_code=200, headers=headers)
+        return _json(function_error(exc), **{"X-Amz-Function-Error": "Unhandled"})

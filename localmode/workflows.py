@@ -25,6 +25,8 @@ def _route_lambda(stage: str, run) -> None:
     the function's error."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
+    from localmode.invoke import function_error
+
     prefix = f"{APP_NAME}-{stage}-"
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
@@ -33,7 +35,7 @@ def _route_lambda(stage: str, run) -> None:
             result = run(name, json.loads(body or "{}"))
         except Exception as exc:  # noqa: BLE001 - reported to Step Functions as the function's error
             response_headers["x-amz-function-error"] = "Unhandled"
-            result = {"errorType": getattr(exc, "error_type", type(exc).__name__), "errorMessage": str(exc)}
+            result = function_error(exc)
         return json.dumps(result).encode()
 
     LambdaSimpleBackend.invoke = invoke

@@ -138,8 +138,8 @@ def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[Ag
     replaced, or claim its own standby (``registration_refusal``); the same rule is the transaction's
     condition, so a hand-over racing this call cannot slip between the check and the write.
     """
+    _refuse_known_instance(client, reg)
     for attempt in range(3):
-        _refuse_known_instance(client, reg)
         current = get(client.client_id, _agent_id(client, reg))
         known = None if current is None else KnownAgent(
             agent_id=current.agent_id, status=AgentStatus(current.status),
