@@ -6,7 +6,7 @@ Formats (documented for users in docs/benchmarks.md):
   ISO-8601), then one 0/1 column per pool; 1 = a spot instance could be obtained at that tick.
 - prices, wide: the same shape with $/h per pool per tick.
 - prices, long: ``timestamp,availability_zone,instance_type,spot_price`` (a price holds until the
-  pool's next row), as in ../shared/data/spot.
+  pool's next row), as in data/spot.
 - on-demand table: ``instance_type,od_price_usd_per_hr``.
 - Spot Advisor (flat): ``region,os,instance_type,...,interruption_bucket,...``.
 
@@ -27,15 +27,13 @@ import numpy as np
 from components.pool_id import region_of_az
 from components.risk_model.prior import ADVISOR_BAND_MONTHLY_RATE, DEFAULT_ADVISOR_BAND
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ (sources: data/SOURCES.md)
 P3_9AZ_AVAILABILITY = DATA / "availability" / "aws_p3.2xlarge_9az_2023-02-15_probe.csv.gz"
 P3_9AZ_PRICES = DATA / "availability" / "aws_p3.2xlarge_9az_2023-02-15_spot_price.csv.gz"
 GPU_USW2_AVAILABILITY = DATA / "availability" / "aws_gpu_us-west-2_2022-10-26_probe.csv.gz"
-EU_WEST_1_PRICES = DATA / "spot" / "eu-west-1_spot_linux_2021-12_2022-06.csv.gz"
+EU_WEST_1_PRICES = DATA / "spot" / "eu-west-1_spot_linux_2021-12_2022-06_general-purpose.csv.gz"
 ONDEMAND_2022 = DATA / "spot" / "ondemand_us-east-1_linux_2022-06-28.csv"
-ONDEMAND_2026 = DATA / "spot" / "ondemand_us-east-1_linux_2026-07-20.csv"
 ADVISOR_2025 = DATA / "spot" / "spot_advisor_2025-06-28_flat.csv.gz"
-ADVISOR_2021 = DATA / "spot" / "spot_advisor_2021-02-10_flat.csv.gz"
 
 # Monthly interruption frequency of each Spot Advisor bucket: one definition, in the risk model's prior.
 ADVISOR_BUCKET_MONTHLY_RATE = tuple(ADVISOR_BAND_MONTHLY_RATE)

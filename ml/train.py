@@ -2,7 +2,7 @@
 
     python -m ml.train [--horizon-s 3600] [--out ml/artifacts] [--train-fraction 0.6]
 
-Datasets (../shared/data/availability, see its SOURCES.md):
+Datasets (data/availability, sources in data/SOURCES.md):
 
 - ``p3_9az``: p3.2xlarge in 9 AZs of 3 regions, 2023-02-15 → 2023-04-02, 195 s ticks, with the
   spot price of every AZ at every tick (on-demand 3.06 $/h, us-east-1 list price 2022-06).

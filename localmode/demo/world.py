@@ -1,6 +1,6 @@
 """The replayed world: real p3.2xlarge availability and spot prices in 9 AZs, read at replay time.
 
-The trace (``../shared/data/availability``, 195-s ticks) says, for every pool, whether spot capacity
+The trace (``data/availability``, 195-s ticks) says, for every pool, whether spot capacity
 could be obtained and at what price. The demo turns that into what AWS would do: a pool that becomes
 unavailable under a running instance interrupts it (two-minute warning), and a spot launch into an
 unavailable pool fails with InsufficientInstanceCapacity.

@@ -79,7 +79,6 @@ def test_price_only_data_gets_synthetic_events(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not traces.P3_9AZ_AVAILABILITY.exists(), reason="shared/ data not present")
 def test_cli_on_the_real_9az_trace(tmp_path):
     out = tmp_path / "p3.json"
     cmd = [sys.executable, "-m", "bench.backtest", "--availability", str(traces.P3_9AZ_AVAILABILITY),
