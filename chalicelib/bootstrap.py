@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from components.command_tracker import LeasePolicy
+from components.command_tracker import LeasePolicy, timings_for_agent_version
 
 from chalicelib.repositories.commands import DynamoCommandStore
 from chalicelib.settings import get_settings
@@ -20,8 +20,10 @@ def command_store() -> DynamoCommandStore:
 
 
 @cache
-def lease_policy() -> LeasePolicy:
-    """Lease length and retry budget for agent commands (settings)."""
+def lease_policy(agent_version: str | None = None) -> LeasePolicy:
+    """Lease length and retry budget for the commands of one kind of agent (by its ``agent_version``):
+    the base lease from settings plus what the agent's own steps may take."""
     settings = get_settings()
     return LeasePolicy(base_lease_seconds=settings.command_lease_seconds,
-                       max_attempts=settings.command_max_attempts)
+                       max_attempts=settings.command_max_attempts,
+                       agent=timings_for_agent_version(agent_version))

@@ -12,11 +12,13 @@ import uuid
 from datetime import datetime
 
 from components.command_tracker import (
+    SWITCH_TYPES,
     Command,
     CommandStatus,
     CommandType,
     ResultOutcome,
     deliver,
+    extend_lease,
     new_command,
     report_result,
     sweep_expired,
@@ -47,23 +49,51 @@ class _TimeoutWatch:
                             f"{cmd.attempts} attempts", now, severity="warning", agent_id=cmd.agent_id)
 
 
-def deliver_to(agent_id: str, now: datetime) -> list[Command]:
-    """Lease the agent's due commands (highest priority first)."""
+def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Command]:
+    """Lease the agent's due commands (highest priority first) to a caller on ``instance_id`` (the
+    agent's current instance when the caller does not say), with leases sized for this agent's kind."""
     watch = _TimeoutWatch(bootstrap.command_store())
     try:
-        return deliver(watch, agent_id, now=now, policy=bootstrap.lease_policy())
+        return deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
+                       instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
     finally:
         watch.notify(now)
 
 
 def record_result(agent_id: str, command_id: str, *, success: bool, message: str | None,
                   now: datetime) -> ResultOutcome:
-    """Accept an agent's result for a leased command (idempotent; LeaseExpiredError when late)."""
+    """Accept an agent's result for a delivered command (idempotent; a late result is recorded)."""
     watch = _TimeoutWatch(bootstrap.command_store())
     try:
-        return report_result(watch, agent_id, command_id, success=success, message=message, now=now)
+        outcome = report_result(watch, agent_id, command_id, success=success, message=message, now=now)
     finally:
         watch.notify(now)
+    if outcome.late:
+        cmd = outcome.command
+        activity.record_event("command_result_late",
+                              f"command {command_id} ({cmd.command_type.value}) reported "
+                              f"{'success' if success else 'failure'} after its lease ran out; recorded",
+                              now, severity="warning", client_id=cmd.client_id, agent_id=agent_id,
+                              metadata={"lease_expires_at": cmd.lease_expires_at.isoformat()
+                                        if cmd.lease_expires_at else None, "attempts": cmd.attempts})
+    return outcome
+
+
+def extend(agent, command_id: str, now: datetime) -> Command:
+    """Renew the lease of a command the agent is still working on."""
+    return extend_lease(bootstrap.command_store(), agent.agent_id, command_id, now=now,
+                        policy=bootstrap.lease_policy(agent.agent_version))
+
+
+def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: datetime) -> list[Command]:
+    """A switch report proves the switch of ``instance_id`` happened: every open switch command of the
+    agent for that instance is completed (legacy agents name no command in their report), so none is
+    retried and a late ``executed`` is a replay."""
+    done = []
+    for cmd in bootstrap.command_store().active_for_agent(agent_id, 50):
+        if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1:
+            done.append(record_result(agent_id, cmd.command_id, success=True, message=message, now=now).command)
+    return done
 
 
 def sweep(now: datetime) -> dict[str, int]:

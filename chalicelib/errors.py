@@ -18,7 +18,6 @@ from components.command_tracker.errors import (
     CommandConflictError,
     CommandNotFoundError,
     IllegalTransitionError,
-    LeaseExpiredError,
 )
 from components.errors import DomainError, ValidationError
 
@@ -105,8 +104,6 @@ def translate(exc: BaseException) -> ApiError | None:
         return InvalidInputError(msg, field=field)
     if isinstance(exc, CommandNotFoundError):
         return NotFoundError(str(exc) or "command not found", field="command_id")
-    if isinstance(exc, LeaseExpiredError):
-        return ConflictError(str(exc) or "the command's lease expired", code="lease_expired")
     if isinstance(exc, (IllegalTransitionError, CommandConflictError)):
         return ConflictError(str(exc) or "illegal state transition", code="illegal_transition")
     if isinstance(exc, ValidationError):

@@ -99,6 +99,10 @@ class ApiClient:
         return self.call("POST", f"/api/agents/{_q(agent_id)}/commands/{_q(command_id)}/executed",
                          {"success": success, "message": message})
 
+    def extend_lease(self, agent_id: str, command_id: str) -> dict[str, Any]:
+        """Tell the server the command is still being worked on (renews its lease)."""
+        return self.call("POST", f"/api/agents/{_q(agent_id)}/commands/{_q(command_id)}/extend", {})
+
     def switch_report(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", f"/api/agents/{_q(agent_id)}/switch-report", body)
 

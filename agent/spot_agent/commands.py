@@ -122,13 +122,13 @@ class CommandExecutor:
                 continue
             command = {**command, "id": cid}
             if self.state.finished(cid) is None:
-                self.execute(command, now)
+                self.execute(command, now, agent_id=agent_id)
                 done.append(f"executed {cid}")
             if self.report(agent_id, cid):
                 done.append(f"reported {cid}")
         return done
 
-    def execute(self, command: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def execute(self, command: dict[str, Any], now: datetime, agent_id: str | None = None) -> dict[str, Any]:
         """Run one command between the two state writes; exceptions become a failed result.
 
         Only ``Exception`` is caught: a crash (or a test's simulated one) must leave ``executing``
@@ -138,7 +138,7 @@ class CommandExecutor:
         self.state.begin(command, iso(now))
         self.log.info("executing command %s (%s)", cid, ctype)
         try:
-            result = self._run(command, ctype, now)
+            result = self._run(command, ctype, now, lambda: self._keepalive(agent_id, cid))
         except Exception as exc:  # noqa: BLE001 - reported to the server as the command's failure
             self.log.exception("command %s (%s) failed", cid, ctype)
             result = {"success": False, "message": f"{type(exc).__name__}: {exc}"}
@@ -150,7 +150,18 @@ class CommandExecutor:
                       result["message"])
         return result
 
-    def _run(self, command: dict[str, Any], ctype: str, now: datetime) -> dict[str, Any]:
+    def _keepalive(self, agent_id: str | None, command_id: str) -> None:
+        """Renew the command's lease while it runs. Failing to is not fatal: the server records a
+        result that arrives after its lease ran out, and never re-delivers a switch elsewhere."""
+        if not agent_id:
+            return
+        try:
+            self.api.extend_lease(agent_id, command_id)
+        except ApiError as exc:
+            self.log.warning("could not renew the lease of %s: %s", command_id, exc)
+
+    def _run(self, command: dict[str, Any], ctype: str, now: datetime,
+             keepalive: Callable[[], None] = lambda: None) -> dict[str, Any]:
         if ctype == "prepare_shutdown":
             return self._hook(self.config.drain_hook, command, "drain")
         if ctype == "promote":
@@ -159,7 +170,7 @@ class CommandExecutor:
             return {"success": True, "message": f"ok: spot-agent {__version__} on {self.instance_id}"}
         if ctype in SWITCH_TYPES:
             switcher = self.switcher_factory()
-            return switcher.run(command)
+            return switcher.run(command, keepalive)
         return {"success": False, "message": f"command type {ctype!r} is not executed by this agent "
                                              "(replicas and AMI cleanup are done by the server)"}
 

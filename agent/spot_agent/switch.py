@@ -27,6 +27,7 @@ log = logging.getLogger("spot_agent.switch")
 SWITCH_TYPES = frozenset({"switch", "switch_to_ondemand", "emergency_switch"})
 WAIT_DELAY_S = 10  # legacy: 10 s × 30
 WAIT_ATTEMPTS = 30
+KEEPALIVE_ATTEMPTS = 6  # renew the command's lease about every minute of waiting
 
 
 def iso(value: datetime) -> str:
@@ -54,8 +55,11 @@ class LegacySwitcher:
         self.on_phase, self.wait_delay_s, self.wait_attempts = on_phase, wait_delay_s, wait_attempts
         self.log = logger
 
-    def run(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Launch, wait for running, return ``{success, message, switch_report, new_instance_id}``."""
+    def run(self, command: dict[str, Any], keepalive: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """Launch, wait for running, return ``{success, message, switch_report, new_instance_id}``.
+
+        ``keepalive`` is called about once a minute while the replacement boots (it renews the
+        command's lease on the server)."""
         initiated = self.clock()
         me = self._describe_self()
         old_mode = "spot" if me.get("InstanceLifecycle") == "spot" else "ondemand"
@@ -74,8 +78,7 @@ class LegacySwitcher:
         self.on_phase("launched", new_instance_id=new_id)
         self.log.info("replacement %s launched (%s %s in %s)", new_id, target_mode, new_type, new_az)
         try:
-            self.ec2.get_waiter("instance_running").wait(
-                InstanceIds=[new_id], WaiterConfig={"Delay": self.wait_delay_s, "MaxAttempts": self.wait_attempts})
+            self._wait_running(new_id, keepalive)
         except Exception as exc:  # noqa: BLE001 - any waiter/EC2 failure: undo the launch, report failure
             self.log.error("replacement %s did not reach running: %s; terminating it", new_id, exc)
             try:
@@ -107,6 +110,25 @@ class LegacySwitcher:
         seconds = (ready - initiated).total_seconds()
         return {"success": True, "new_instance_id": new_id, "switch_report": report,
                 "message": f"switched to {new_id} ({target_mode} {new_type} in {new_az}) in {seconds:.1f}s"}
+
+    def _wait_running(self, instance_id: str, keepalive: Callable[[], None]) -> None:
+        """The boto3 waiter in slices of ``KEEPALIVE_ATTEMPTS`` polls, ``wait_attempts`` polls in all,
+        with a keepalive between slices. A slice that runs out of attempts moves on to the next; a
+        terminal state (the instance died) raises at once."""
+        waiter = self.ec2.get_waiter("instance_running")
+        left = self.wait_attempts
+        while True:
+            attempts = min(KEEPALIVE_ATTEMPTS, left)
+            try:
+                waiter.wait(InstanceIds=[instance_id],
+                            WaiterConfig={"Delay": self.wait_delay_s, "MaxAttempts": attempts})
+                return
+            except Exception as exc:  # noqa: BLE001 - botocore's WaiterError, read by its reason
+                left -= attempts
+                reason = str(getattr(exc, "kwargs", {}).get("reason", ""))
+                if left <= 0 or not reason.startswith("Max attempts exceeded"):
+                    raise
+            keepalive()
 
     def _describe_self(self) -> dict[str, Any]:
         reply = self.ec2.describe_instances(InstanceIds=[self.identity["instance_id"]])

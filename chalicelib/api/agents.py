@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 from decimal import Decimal
 
 from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
 from components.calculations import switch_impact
-from components.data_valve import PricePoint, validate_ondemand_price, validate_spot_price
-from components.errors import ValidationError
+from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
 from chalicelib import bootstrap, command_queue
-from chalicelib.api.common import ApiBlueprint, client_request, ok, utcnow
+from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import activity, agents, pools, switches
@@ -27,6 +27,7 @@ from chalicelib.schemas.agents import (
     SwitchReportRequest,
     TerminationRequest,
 )
+from chalicelib.schemas.base import INSTANCE_ID_PATTERN
 from chalicelib.settings import get_settings
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.pools import PricingReportTable
@@ -36,6 +37,7 @@ bp = ApiBlueprint(__name__)
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORT_AGE = timedelta(days=1)
+INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 
 
 def _request():
@@ -75,7 +77,7 @@ def heartbeat(agent_id):
                                instance_type=body.instance_type, mode=mode, az=body.az, now=now)
     commands = []
     if body.status == "online" and updated.config.get("enabled", True):
-        commands = command_queue.deliver_to(agent.agent_id, now)
+        commands = command_queue.deliver_to(updated, now, instance_id=body.instance_id)
     if agent.status != updated.status and "offline" in (agent.status, updated.status):
         activity.notify(client.client_id, "agent_status",
                         f"agent {agent.logical_agent_id} is now {updated.status}", now,
@@ -93,68 +95,82 @@ def config(agent_id):
 
 @bp.route("/api/agents/{agent_id}/pending-commands", methods=["GET"])
 def pending_commands(agent_id):
-    """Commands to execute, highest priority first; each delivery takes (or keeps) a lease."""
+    """Commands to execute, highest priority first; each delivery takes (or keeps) a lease.
+
+    ``?instance_id=`` names the caller's instance (legacy agents send none: the agent's current one).
+    """
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
+    caller = (_request().query_params or {}).get("instance_id")
+    if caller is not None and not INSTANCE_ID.match(caller):
+        raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     commands = []
     if agent.config.get("enabled", True):
-        commands = command_queue.deliver_to(agent.agent_id, utcnow())
+        commands = command_queue.deliver_to(agent, utcnow(), instance_id=caller)
     return ok({"commands": [command_view(c) for c in commands]})
 
 
-def _result(client, agent_id: str, command_id: str, success: bool, message: str | None):
+def _result(client, agent_id: str, command_id: str, body: ExecutedRequest):
     agent = agents.require(client.client_id, agent_id)
-    outcome = command_queue.record_result(agent.agent_id, command_id, success=success,
-                                          message=message, now=utcnow())
-    return ok({"success": True, "replay": outcome.replay, "command": command_view(outcome.command)})
+    now = utcnow()
+    outcome = command_queue.record_result(agent.agent_id, command_id, success=body.success,
+                                          message=body.message, now=now)
+    warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client.client_id,
+                     agent_id=agent.agent_id)
+    return ok({"success": True, "replay": outcome.replay, "late": outcome.late,
+               "command": command_view(outcome.command), "warnings": warnings})
 
 
 @bp.route("/api/agents/{agent_id}/commands/{command_id}/executed", methods=["POST"])
 def command_executed(agent_id, command_id):
-    """The agent's result for a leased command (idempotent; late results answer 409)."""
+    """The agent's result for a delivered command: idempotent, and recorded even when it arrives after
+    the lease ran out (``late``), since the agent did act."""
     client, body = client_request(_request(), ExecutedRequest)
-    return _result(client, agent_id, command_id, body.success, body.message)
+    return _result(client, agent_id, command_id, body)
 
 
 @bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"])
 def mark_command_executed(agent_id):
     """The v3.2 agent's result call, which the legacy server never served."""
     client, body = client_request(_request(), LegacyExecutedRequest)
-    return _result(client, agent_id, body.command_id, body.success, body.message)
+    return _result(client, agent_id, body.command_id, body)
+
+
+@bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"])
+def extend_command_lease(agent_id, command_id):
+    """The agent is still working on the command: renew its lease (409 once it was taken back)."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id)
+    return ok({"success": True, "command": command_view(command_queue.extend(agent, command_id, utcnow()))})
 
 
 def _reported_points(body: PricingReportRequest, agent_id: str, ts):
+    """The report's pools as price points (each already plausible: the schema dropped the others)."""
     points: dict[str, PricePoint] = {}
-    for i, pool in enumerate(body.pricing.spot_pools):
-        field = f"pricing.spot_pools.{i}"
-        try:
-            pool_id = pool.pool_id or make_pool_id(pool.instance_type, pool.az)
-            parse_pool_id(pool_id)
-        except ValidationError as exc:
-            raise InvalidInputError(str(exc), field=f"{field}.pool_id") from exc
-        price = validate_spot_price(pool.price, field=f"{field}.price")
-        points.setdefault(pool_id, PricePoint(pool_id=pool_id, ts=ts, price=price,
+    for pool in body.pricing.spot_pools:
+        pool_id = pool.pool_id or make_pool_id(pool.instance_type, pool.az)
+        points.setdefault(pool_id, PricePoint(pool_id=pool_id, ts=ts, price=Decimal(str(pool.price)),
                                               source_agent_id=agent_id))
     return points
 
 
 @bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"])
 def pricing_report(agent_id):
-    """Spot prices of every AZ for the agent's type, through the data valve into the price store."""
+    """Spot prices of every AZ for the agent's type, through the data valve into the price store. The
+    plausible points are kept; the others are dropped and named in ``warnings``."""
     client, body = client_request(_request(), PricingReportRequest)
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
+    warnings = body.warnings
     ts = body.pricing.collected_at or now
-    if not now - MAX_REPORT_AGE <= ts <= now + MAX_CLOCK_SKEW:
-        raise InvalidInputError("collected_at is too far from the server clock",
-                                field="pricing.collected_at")
-    ondemand = None
-    if body.pricing.on_demand_price is not None:
-        ondemand = validate_ondemand_price(body.pricing.on_demand_price, field="pricing.on_demand_price")
-    current = None
-    if body.pricing.current_spot_price is not None:
-        current = validate_spot_price(body.pricing.current_spot_price, field="pricing.current_spot_price")
-    points = _reported_points(body, agent.agent_id, ts)
+    points: dict[str, PricePoint] = {}
+    if now - MAX_REPORT_AGE <= ts <= now + MAX_CLOCK_SKEW:
+        points = _reported_points(body, agent.agent_id, ts)
+    elif body.pricing.spot_pools:
+        warnings.append(f"pricing.collected_at: {iso(ts)} is too far from the server clock; "
+                        f"all {len(body.pricing.spot_pools)} pool prices dropped")
+    ondemand = _decimal(body.pricing.on_demand_price)
+    current = _decimal(body.pricing.current_spot_price)
     own_type = body.instance.instance_type or agent.instance_type
     od_by_pool = {pid: ondemand for pid in points if parse_pool_id(pid)[0] == own_type}
     admissions = pools.admit_points(list(points.values()), od_by_pool, now) if points else {}
@@ -174,7 +190,9 @@ def pricing_report(agent_id):
                "points_written": sum(len(a.upserts) for a in admissions.values()),
                "averaged": outcomes.count("averaged"),
                "duplicates": outcomes.count("exact_duplicate"),
-               "interpolated": sum(a.filled for a in admissions.values())})
+               "interpolated": sum(a.filled for a in admissions.values()),
+               "warnings": noted(warnings, "pricing report", now, client_id=client.client_id,
+                                 agent_id=agent.agent_id)})
 
 
 def _switch_id(agent_id: str, new_instance_id: str) -> str:
@@ -185,50 +203,79 @@ def _decimal(value) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
+    """True when ``instance_id`` is (or was) one of this agent's instances."""
+    if not instance_id or instance_id == agent.instance_id:
+        return True
+    row = agents.get_instance(client_id, instance_id)
+    return row is not None and row.agent_id == agent.agent_id
+
+
+def _fill_prices(old_pool, new_pool, old_mode, new_mode, prices, warnings):
+    """Prices the report lacks (or had dropped) from the server's own latest pool prices."""
+    wanted = {name: pool for name, pool, mode in (("old_spot", old_pool, old_mode), ("new_spot", new_pool, new_mode))
+              if mode == "spot" and pool and getattr(prices, name) is None}
+    known = pools.latest_prices(list(wanted.values()) + [p for p in (old_pool, new_pool) if p]) \
+        if wanted or prices.on_demand is None else {}
+    filled = {"on_demand": _decimal(prices.on_demand), "old_spot": _decimal(prices.old_spot),
+              "new_spot": _decimal(prices.new_spot)}
+    for name, pool in wanted.items():
+        if known.get(pool) and known[pool].price is not None:
+            filled[name] = known[pool].price
+            warnings.append(f"prices.{name}: unknown in the report; the server's latest price of {pool} is used")
+    if filled["on_demand"] is None:
+        od = next((k.ondemand_price for k in known.values() if k.ondemand_price is not None), None)
+        if od is not None:
+            filled["on_demand"] = od
+            warnings.append("prices.on_demand: unknown in the report; the server's on-demand price is used")
+    return filled
+
+
 @bp.route("/api/agents/{agent_id}/switch-report", methods=["POST"])
 def switch_report(agent_id):
-    """Record a completed switch with its real prices, timings and hourly savings impact."""
+    """Record a completed switch with its prices, timings and hourly savings impact.
+
+    The switch already happened in AWS, so the report is always recorded: an implausible field is
+    dropped (and named in ``warnings``), a missing price comes from the server's own prices. Only a
+    report that names no new instance, or an old instance that is not this agent's, is refused. The
+    switch command of the old instance is completed by the report (legacy agents name no command)."""
     client, body = client_request(_request(), SwitchReportRequest)
     agent = agents.require(client.client_id, agent_id)
-    if body.command_id and bootstrap.command_store().get(agent.agent_id, body.command_id) is None:
-        raise NotFoundError("command not found", field="command_id")
-    old, new, prices, timing = body.old_instance, body.new_instance, body.prices, body.timing
-    for side, inst in (("old_instance", old), ("new_instance", new)):
-        try:
-            if inst.instance_type and inst.az:
-                make_pool_id(inst.instance_type, inst.az)
-            if inst.pool_id:
-                parse_pool_id(inst.pool_id)
-        except ValidationError as exc:
-            raise InvalidInputError(exc.message, field=f"{side}.{exc.field or 'pool_id'}") from exc
-    for name in ("on_demand", "old_spot", "new_spot"):
-        value = getattr(prices, name)
-        if value is not None:
-            (validate_ondemand_price if name == "on_demand" else validate_spot_price)(
-                value, field=f"prices.{name}")
+    old, new, timing = body.old_instance, body.new_instance, body.timing
+    if not _owned_instance(client.client_id, agent, old.instance_id):
+        raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
+    now = utcnow()
+    warnings = body.warnings
+    command_id = body.command_id
+    if command_id and bootstrap.command_store().get(agent.agent_id, command_id) is None:
+        warnings.append(f"command_id: {command_id!r} is not a command of this agent; not linked")
+        command_id = None
     old_mode = normalize_mode(old.mode or agent.current_mode).value
     new_mode = normalize_mode(new.mode).value
-    impact = switch_impact(old_mode=old_mode, new_mode=new_mode,
-                           old_spot_price=_decimal(prices.old_spot),
-                           new_spot_price=_decimal(prices.new_spot),
-                           ondemand_price=_decimal(prices.on_demand))
-    now = utcnow()
-    initiated = (timing.switch_initiated_at or timing.new_instance_launched_at
-                 or timing.new_instance_ready_at)
-    switch_id = _switch_id(agent.agent_id, new.instance_id)
+    old_pool = old.pool_id or (make_pool_id(old.instance_type, old.az) if old.instance_type and old.az
+                               else agent.current_pool_id)
     new_pool = new.pool_id or (make_pool_id(new.instance_type, new.az)
                                if new.instance_type and new.az else None)
+    prices = _fill_prices(old_pool, new_pool, old_mode, new_mode, body.prices, warnings)
+    impact = switch_impact(old_mode=old_mode, new_mode=new_mode, old_spot_price=prices["old_spot"],
+                           new_spot_price=prices["new_spot"], ondemand_price=prices["on_demand"])
+    initiated = (timing.switch_initiated_at or timing.new_instance_launched_at
+                 or timing.new_instance_ready_at)
+    if initiated is None:
+        warnings.append("timing.switch_initiated_at: missing; the server's receive time is used")
+        initiated = now
+    switch_id = _switch_id(agent.agent_id, new.instance_id)
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
                 if timing.new_instance_ready_at else None)
     row = SwitchTable(
         client.client_id, switches.switch_key(initiated, switch_id), switch_id=switch_id,
-        agent_id=agent.agent_id, command_id=body.command_id, trigger=body.trigger,
+        agent_id=agent.agent_id, command_id=command_id, trigger=body.trigger,
         old_instance_id=old.instance_id or agent.instance_id,
         old_instance_type=old.instance_type or agent.instance_type, old_az=old.az or agent.az,
-        old_mode=old_mode, old_pool_id=old.pool_id or agent.current_pool_id,
+        old_mode=old_mode, old_pool_id=old_pool,
         new_instance_id=new.instance_id, new_instance_type=new.instance_type, new_az=new.az,
         new_mode=new_mode, new_pool_id=new_pool, new_ami_id=new.ami_id,
-        on_demand_price=prices.on_demand, old_price=impact.old_price, new_price=impact.new_price,
+        on_demand_price=prices["on_demand"], old_price=impact.old_price, new_price=impact.new_price,
         hourly_savings=impact.hourly_savings, monthly_savings=impact.monthly_savings,
         initiated_at=initiated, launched_at=timing.new_instance_launched_at,
         ready_at=timing.new_instance_ready_at, traffic_switched_at=timing.traffic_switched_at,
@@ -238,21 +285,28 @@ def switch_report(agent_id):
         new.instance_id, client_id=client.client_id, agent_id=agent.agent_id,
         instance_type=new.instance_type or agent.instance_type, region=new.region or agent.region,
         az=new.az, ami_id=new.ami_id, mode=new_mode, pool_id=new_pool, role="primary",
-        spot_price=prices.new_spot if new_mode == "spot" else None,
-        ondemand_price=prices.on_demand, is_active=True, installed_at=initiated, updated_at=now,
+        spot_price=prices["new_spot"] if new_mode == "spot" else None,
+        ondemand_price=prices["on_demand"], is_active=True, installed_at=initiated, updated_at=now,
         last_switch_at=now)
     # Legacy §9.2 #3: the old instance only counts as gone under auto-terminate with a termination time.
     deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
                   and timing.old_instance_terminated_at else None)
     created = switches.record(row, agent_client_id=client.client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
+    completed = []
+    if body.success:
+        completed = [c.command_id for c in command_queue.complete_switches_of(
+            agent.agent_id, row.old_instance_id, message=f"switch to {new.instance_id} reported", now=now)]
     if created and impact.hourly_savings is not None:
         activity.notify(client.client_id, "switch",
                         f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
                         f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
     return ok({"success": True, "switch_id": switch_id, "duplicate": not created,
                "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
-               "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings)})
+               "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings),
+               "commands_completed": completed,
+               "warnings": noted(warnings, "switch report", now, client_id=client.client_id,
+                                 agent_id=agent.agent_id, instance_id=new.instance_id)})
 
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"])
@@ -274,7 +328,9 @@ def termination(agent_id):
                           severity="warning", client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,
                           metadata={"termination_time": iso(body.termination_time)})
-    return ok({"success": True, "agent_id": agent.agent_id, "status": "offline"})
+    return ok({"success": True, "agent_id": agent.agent_id, "status": "offline",
+               "warnings": noted(body.warnings, "termination report", now, client_id=client.client_id,
+                                 agent_id=agent.agent_id, instance_id=instance_id)})
 
 
 @bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"])
@@ -290,4 +346,6 @@ def cleanup_report(agent_id):
         agent_id=agent.agent_id, severity="warning" if failed else "info",
         metadata=body.model_dump(mode="json"))
     return ok({"success": True, "deleted_snapshots": len(body.snapshots.deleted),
-               "deleted_amis": len(body.amis.deleted_amis), "failed_count": failed})
+               "deleted_amis": len(body.amis.deleted_amis), "failed_count": failed,
+               "warnings": noted(body.warnings, "cleanup report", now, client_id=client.client_id,
+                                 agent_id=agent.agent_id)})

@@ -23,6 +23,7 @@ from chalicelib.errors import (
     translate,
 )
 from chalicelib.observability import logger
+from chalicelib.repositories import activity
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.settings import get_settings
 
@@ -114,6 +115,16 @@ def page_params(request) -> tuple[int, str | None]:
     else:
         limit = int(raw_limit)
     return limit, params.get("next_token")
+
+
+def noted(warnings: list[str], what: str, now: datetime, *, client_id: str, agent_id: str | None,
+          instance_id: str | None = None) -> list[str]:
+    """Log the fields a report lost to implausibility in the activity log; the list the answer carries."""
+    if warnings:
+        activity.record_event("report_warnings", f"{what}: {len(warnings)} field(s) dropped as implausible",
+                              now, severity="warning", client_id=client_id, agent_id=agent_id,
+                              instance_id=instance_id, metadata={"warnings": warnings})
+    return warnings
 
 
 def ok(body: Any, status: int = 200) -> Response:

@@ -31,7 +31,7 @@ from components.replica_coordinator import (
 from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
 from chalicelib import decisions, replicas, sentinel
-from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError, ServiceUnavailableError
@@ -338,7 +338,10 @@ def attach_replica(agent_id, replica_id):
     fields = {"launched_at": body.launched_at} if body.launched_at else {}
     replica = _transition(replica, wanted, now, **fields)
     return ok({"success": True, "replica_id": replica.replica_id, "instance_id": replica.instance_id,
-               "status": replica.status.value, "replica": replica_view(replica)})
+               "status": replica.status.value, "replica": replica_view(replica),
+               "warnings": noted(body.warnings, f"replica {replica.replica_id} attach report", now,
+                                 client_id=client.client_id, agent_id=agent.agent_id,
+                                 instance_id=replica.instance_id)})
 
 
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}/status", methods=["POST"])
@@ -366,7 +369,9 @@ def replica_status(agent_id, replica_id):
             fields["error_message"] = body.error_message
         replica = _transition(replica, wanted, now, **fields)
     return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
-               "replica": replica_view(replica)})
+               "replica": replica_view(replica),
+               "warnings": noted(body.warnings, f"replica {replica.replica_id} status report", now,
+                                 client_id=client.client_id, agent_id=agent_id)})
 
 
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}/sync-status", methods=["POST"])
@@ -387,9 +392,12 @@ def replica_sync_status(agent_id, replica_id):
         fields["sync_latency_ms"] = body.sync_latency_ms
     if progress is not None:
         fields["state_transfer_progress"] = progress
-    replica = _transition(replica, wanted, utcnow(), **fields)
+    now = utcnow()
+    replica = _transition(replica, wanted, now, **fields)
     return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
-               "replica": replica_view(replica)})
+               "replica": replica_view(replica),
+               "warnings": noted(body.warnings, f"replica {replica.replica_id} sync report", now,
+                                 client_id=client.client_id, agent_id=agent_id)})
 
 
 # --- configuration and the SEF routes (§3.3, §3.7) ------------------------------------------------

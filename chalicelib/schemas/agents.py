@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
-from chalicelib.schemas.base import InstanceId, Price, Schema, ShortText, UtcDatetime
+from chalicelib.schemas.base import (
+    AvailabilityZone,
+    FactReport,
+    InstanceId,
+    InstanceType,
+    OnDemandPrice,
+    PoolId,
+    Schema,
+    ShortText,
+    SpotPrice,
+    UtcDatetime,
+)
 
 
 class RegisterRequest(Schema):
@@ -48,10 +59,10 @@ class ReportedInstance(Schema):
 class ReportedPool(Schema):
     """One spot pool price; ``pool_id`` or (``instance_type``, ``az``) names it."""
 
-    pool_id: str | None = Field(default=None, max_length=128)
-    instance_type: str | None = Field(default=None, max_length=64)
-    az: str | None = Field(default=None, max_length=64)
-    price: Price
+    pool_id: PoolId | None = None
+    instance_type: InstanceType | None = None
+    az: AvailabilityZone | None = None
+    price: SpotPrice
 
     @model_validator(mode="after")
     def _named(self):
@@ -61,28 +72,31 @@ class ReportedPool(Schema):
 
 
 class CheapestPool(Schema):
-    pool_id: str | None = Field(default=None, max_length=128)
-    price: Price | None = None
+    pool_id: PoolId | None = None
+    price: SpotPrice | None = None
 
 
 class Pricing(Schema):
-    on_demand_price: Price | None = None
-    current_spot_price: Price | None = None
+    on_demand_price: OnDemandPrice | None = None
+    current_spot_price: SpotPrice | None = None
     cheapest_pool: CheapestPool | None = None
     spot_pools: list[ReportedPool] = Field(default_factory=list, max_length=200)
     collected_at: UtcDatetime | None = None
 
 
-class PricingReportRequest(Schema):
-    """POST /api/agents/{id}/pricing-report."""
+class PricingReportRequest(FactReport):
+    """POST /api/agents/{id}/pricing-report: the data valve keeps the plausible points and drops (and
+    names) the others; a report with none left is still answered 200."""
 
     instance: ReportedInstance = Field(default_factory=ReportedInstance)
     pricing: Pricing
 
 
-class ExecutedRequest(Schema):
-    """POST /api/agents/{id}/commands/{cmd}/executed."""
+class ExecutedRequest(FactReport):
+    """POST /api/agents/{id}/commands/{cmd}/executed: what the agent did (an oversized message is
+    dropped, never the result)."""
 
+    REQUIRED_FACTS = (("success",),)
     success: bool
     message: str | None = Field(default=None, max_length=2000)
 
@@ -90,18 +104,19 @@ class ExecutedRequest(Schema):
 class LegacyExecutedRequest(ExecutedRequest):
     """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had)."""
 
+    REQUIRED_FACTS = (("success",), ("command_id",))
     command_id: str = Field(min_length=1, max_length=128)
     success: bool = True
 
 
 class SwitchInstance(Schema):
     instance_id: InstanceId | None = None
-    instance_type: str | None = Field(default=None, max_length=64)
+    instance_type: InstanceType | None = None
     region: str | None = Field(default=None, max_length=64)
-    az: str | None = Field(default=None, max_length=64)
+    az: AvailabilityZone | None = None
     ami_id: str | None = Field(default=None, max_length=64)
     mode: str | None = Field(default=None, max_length=32)
-    pool_id: str | None = Field(default=None, max_length=128)
+    pool_id: PoolId | None = None
 
 
 class NewSwitchInstance(SwitchInstance):
@@ -111,9 +126,10 @@ class NewSwitchInstance(SwitchInstance):
 class SwitchPrices(Schema):
     """The agent's ``prices`` block (the legacy server wrongly read ``pricing``; both accepted)."""
 
-    on_demand: Price | None = Field(default=None, validation_alias=AliasChoices("on_demand", "on_demand_price"))
-    old_spot: Price | None = Field(default=None, validation_alias=AliasChoices("old_spot", "old_spot_price"))
-    new_spot: Price | None = Field(default=None, validation_alias=AliasChoices("new_spot", "new_spot_price"))
+    on_demand: OnDemandPrice | None = Field(default=None,
+                                            validation_alias=AliasChoices("on_demand", "on_demand_price"))
+    old_spot: SpotPrice | None = Field(default=None, validation_alias=AliasChoices("old_spot", "old_spot_price"))
+    new_spot: SpotPrice | None = Field(default=None, validation_alias=AliasChoices("new_spot", "new_spot_price"))
 
 
 class SwitchTiming(Schema):
@@ -134,30 +150,26 @@ class SwitchSnapshot(Schema):
     used: bool = False
 
 
-class SwitchReportRequest(Schema):
-    """POST /api/agents/{id}/switch-report."""
+class SwitchReportRequest(FactReport):
+    """POST /api/agents/{id}/switch-report: the switch already happened in AWS, so only a report that
+    does not say which instance the agent is on now is refused."""
 
+    REQUIRED_FACTS = (("new_instance", "instance_id"), ("success",))
     old_instance: SwitchInstance = Field(default_factory=SwitchInstance)
     new_instance: NewSwitchInstance
     snapshot: SwitchSnapshot = Field(default_factory=SwitchSnapshot)
     prices: SwitchPrices = Field(default_factory=SwitchPrices,
                                  validation_alias=AliasChoices("prices", "pricing"))
-    timing: SwitchTiming
+    timing: SwitchTiming = Field(default_factory=SwitchTiming)
     trigger: Literal["manual", "model", "auto_switch", "emergency", "ml_recommendation"] = "manual"
     command_id: str | None = Field(default=None, max_length=128)
     success: bool = True
 
-    @field_validator("timing")
-    @classmethod
-    def _has_a_start_time(cls, t: SwitchTiming) -> SwitchTiming:
-        if not (t.switch_initiated_at or t.new_instance_launched_at or t.new_instance_ready_at):
-            raise ValueError("timing.switch_initiated_at is required")
-        return t
 
+class TerminationRequest(FactReport):
+    """POST /api/agents/{id}/termination (an ``instance_id`` that is given must be readable)."""
 
-class TerminationRequest(Schema):
-    """POST /api/agents/{id}/termination."""
-
+    REQUIRED_FACTS = (("instance_id",),)
     instance_id: InstanceId | None = None
     reason: str | None = Field(default=None, max_length=500)
     termination_time: UtcDatetime | None = None
@@ -176,7 +188,7 @@ class CleanupAmis(Schema):
     cutoff_date: str | None = Field(default=None, max_length=64)
 
 
-class CleanupReportRequest(Schema):
+class CleanupReportRequest(FactReport):
     """POST /api/agents/{id}/cleanup-report."""
 
     timestamp: UtcDatetime | None = None

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from components.data_valve import validate_ondemand_price, validate_spot_price
+from components.errors import ValidationError as DomainValidationError
+from components.pool_id import is_valid_az, is_valid_instance_type, parse_pool_id
 
 INSTANCE_ID_PATTERN = r"^i-[0-9a-f]{8,17}$"
 
@@ -27,7 +41,118 @@ ShortText = Annotated[str, Field(min_length=1, max_length=255)]
 Price = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 
 
+def _domain_check(check):
+    """A components validator as a pydantic one (its message becomes the field's error)."""
+    def _validate(value):
+        try:
+            check(value)
+        except DomainValidationError as exc:
+            raise ValueError(getattr(exc, "message", None) or str(exc)) from None
+        return value
+    return AfterValidator(_validate)
+
+
+def _is(predicate, what: str):
+    def _check(value):
+        if not predicate(value):
+            raise DomainValidationError(f"{value!r} is not a valid {what}", None)
+    return _check
+
+
+# Plausible values (the data valve's ranges, components.pool_id's shapes): one definition each.
+SpotPrice = Annotated[Price, _domain_check(validate_spot_price)]
+OnDemandPrice = Annotated[Price, _domain_check(validate_ondemand_price)]
+InstanceType = Annotated[str, Field(max_length=64), _domain_check(_is(is_valid_instance_type, "instance type"))]
+AvailabilityZone = Annotated[str, Field(max_length=64), _domain_check(_is(is_valid_az, "availability zone"))]
+PoolId = Annotated[str, Field(max_length=128), _domain_check(parse_pool_id)]
+
+
 class Schema(BaseModel):
     """Lenient about unknown fields (legacy agents send extras), strict about the known ones."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+_MAX_DROPS = 20
+
+
+class FactReport(Schema):
+    """The body of a report of something that already happened (a switch, a termination, a cleanup,
+    a command's result, a replica's status).
+
+    Refusing such a report would not undo the event, only lose its record. So a secondary field that
+    is malformed or implausible is dropped (stored as unknown) and named in ``warnings``, and a list
+    element is dropped whole. Only the paths in ``REQUIRED_FACTS``, which tie the report to its agent
+    and instance, can make it fail with 400.
+    """
+
+    REQUIRED_FACTS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was dropped, as ``path: reason (value)`` lines."""
+        return list(self._warnings)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_what_is_plausible(cls, data: Any, handler):
+        warnings: list[str] = []
+        for _ in range(_MAX_DROPS):
+            try:
+                report = handler(data)
+            except ValidationError as exc:
+                if not isinstance(data, dict):
+                    raise
+                data, dropped = _without_invalid(data, exc.errors(), cls.REQUIRED_FACTS)
+                if not dropped:
+                    raise
+                warnings.extend(dropped)
+                continue
+            report._warnings = warnings
+            return report
+        return handler(data)  # still invalid after every drop: the last error stands
+
+
+def _without_invalid(data: dict, errors: list[dict], required) -> tuple[dict, list[str]]:
+    """A copy of ``data`` without the values the errors point at (the whole element for a list
+    item); errors on required paths and on missing fields drop nothing."""
+    data = copy.deepcopy(data)
+    targets: dict[tuple, str] = {}
+    for error in errors:
+        loc = tuple(error.get("loc") or ())
+        if not loc or error.get("type") == "missing":
+            continue
+        if any(loc[:len(r)] == r or r[:len(loc)] == loc for r in required):
+            continue
+        cut = max((i for i, part in enumerate(loc) if isinstance(part, int)), default=len(loc) - 1)
+        target = _existing_prefix(data, loc[:cut + 1])
+        if target and not any(r[:len(target)] == target for r in required):
+            targets.setdefault(target, f"{'.'.join(map(str, loc))}: {error.get('msg')} "
+                                       f"({_short(error.get('input'))}); dropped")
+    kept = [t for t in targets if not any(t[:len(o)] == o and t != o for o in targets)]
+    for target in sorted(kept, key=lambda t: [(1, p) if isinstance(p, int) else (0, str(p)) for p in t],
+                         reverse=True):
+        parent = data
+        for part in target[:-1]:
+            parent = parent[part]
+        del parent[target[-1]]
+    return data, [targets[t] for t in kept]
+
+
+def _existing_prefix(data, loc: tuple) -> tuple:
+    """The longest prefix of ``loc`` that names a value present in ``data``."""
+    node, path = data, []
+    for part in loc:
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) \
+                and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        else:
+            break
+    return tuple(path)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

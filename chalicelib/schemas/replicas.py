@@ -10,7 +10,7 @@ from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validat
 from components.errors import ValidationError
 from components.pool_id import is_valid_az, parse_pool_id
 
-from chalicelib.schemas.base import InstanceId, Price, Schema, UtcDatetime
+from chalicelib.schemas.base import FactReport, InstanceId, Price, Schema, UtcDatetime
 
 MAX_TAGS = 20
 # Tags we put on every managed instance (cleanup and the failover find instances by them).
@@ -84,26 +84,30 @@ class PromoteRequest(Schema):
     wait_for_sync: StrictBool = False
 
 
-class AttachReplicaRequest(Schema):
+class AttachReplicaRequest(FactReport):
     """PUT .../replicas/{rid}: the agent launched the replica's instance."""
 
+    REQUIRED_FACTS = (("instance_id",),)
     instance_id: InstanceId
     status: Literal["syncing", "ready"] = "syncing"
     launched_at: UtcDatetime | None = None
 
 
-class ReplicaStatusRequest(Schema):
-    """POST .../replicas/{rid}/status (the legacy columns the old server lacked are accepted, §2.5)."""
+class ReplicaStatusRequest(FactReport):
+    """POST .../replicas/{rid}/status (the legacy columns the old server lacked are accepted, §2.5);
+    the status is the fact, its timestamps and message are dropped with a warning when unreadable."""
 
+    REQUIRED_FACTS = (("status",),)
     status: Literal["syncing", "ready", "failed"]
     sync_started_at: UtcDatetime | None = None
     sync_completed_at: UtcDatetime | None = None
     error_message: str | None = Field(default=None, max_length=500)
 
 
-class SyncStatusRequest(Schema):
+class SyncStatusRequest(FactReport):
     """POST .../replicas/{rid}/sync-status; progress ≥ 100 makes the replica ready."""
 
+    REQUIRED_FACTS = (("sync_status",),)
     sync_status: Literal["initializing", "syncing", "synced", "out-of-sync"]
     sync_latency_ms: StrictInt | None = Field(default=None, ge=0, le=86_400_000)
     state_transfer_progress: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)

@@ -6,12 +6,12 @@ from components.command_tracker.errors import (
     CommandNotFoundError,
     IllegalTransitionError,
     InvalidCommandError,
-    LeaseExpiredError,
 )
 from components.command_tracker.lifecycle import (
     TIMED_OUT_MESSAGE,
     cancel,
     expire,
+    extend,
     is_lease_expired,
     lease,
     new_command,
@@ -22,6 +22,12 @@ from components.command_tracker.lifecycle import (
 )
 from components.command_tracker.model import (
     ACTIVE_STATUSES,
+    LATE_RESULT_STATUSES,
+    LAUNCHING_TYPES,
+    LEGACY_AGENT,
+    SPOT_AGENT,
+    SWITCH_TYPES,
+    AgentTimings,
     FINAL_STATUSES,
     LEGAL_TRANSITIONS,
     Command,
@@ -30,12 +36,19 @@ from components.command_tracker.model import (
     CommandType,
     LeasePolicy,
     ResultOutcome,
+    timings_for_agent_version,
 )
 from components.command_tracker.ports import CommandStore
-from components.command_tracker.service import deliver, enqueue, report_result, sweep_expired
+from components.command_tracker.service import deliver, enqueue, extend_lease, report_result, sweep_expired
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "AgentTimings",
+    "LATE_RESULT_STATUSES",
+    "LAUNCHING_TYPES",
+    "LEGACY_AGENT",
+    "SPOT_AGENT",
+    "SWITCH_TYPES",
     "FINAL_STATUSES",
     "LEGAL_TRANSITIONS",
     "TIMED_OUT_MESSAGE",
@@ -49,13 +62,14 @@ __all__ = [
     "CommandType",
     "IllegalTransitionError",
     "InvalidCommandError",
-    "LeaseExpiredError",
     "LeasePolicy",
     "ResultOutcome",
     "cancel",
     "deliver",
     "enqueue",
     "expire",
+    "extend",
+    "extend_lease",
     "is_lease_expired",
     "lease",
     "new_command",
@@ -64,5 +78,6 @@ __all__ = [
     "report_result",
     "sort_queue",
     "sweep_expired",
+    "timings_for_agent_version",
     "transition",
 ]

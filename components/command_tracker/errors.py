@@ -15,7 +15,6 @@ __all__ = [
     "CommandNotFoundError",
     "IllegalTransitionError",
     "InvalidCommandError",
-    "LeaseExpiredError",
 ]
 
 
@@ -31,10 +30,6 @@ class IllegalTransitionError(CommandError):
         self.to = to
         text = f"illegal command transition {_name(frm)} -> {_name(to)}"
         super().__init__(f"{text}: {detail}" if detail else text)
-
-
-class LeaseExpiredError(CommandError):
-    """A result arrived after the lease deadline; the command was retried or timed out."""
 
 
 class CommandConflictError(CommandError):

@@ -10,6 +10,10 @@ The life of a command::
        |                   +--lease expired, attempts left--> pending (retry)
        |                   +--lease expired, none left------> timed_out
        +--cancel--> cancelled
+
+A result that arrives after the lease ran out is still the truth about what the agent did: it is
+recorded from executing, from the re-queued pending, from timed_out and from a cancelled (superseded)
+delivery, so a switch that happened is never retried because its report was slow.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from components.command_tracker.errors import (
     CommandError,
     IllegalTransitionError,
     InvalidCommandError,
-    LeaseExpiredError,
 )
 from components.command_tracker.model import (
+    LATE_RESULT_STATUSES,
     LEGAL_TRANSITIONS,
     Command,
     CommandStatus,
@@ -41,6 +45,7 @@ __all__ = [
     "TIMED_OUT_MESSAGE",
     "cancel",
     "expire",
+    "extend",
     "is_lease_expired",
     "lease",
     "new_command",
@@ -159,8 +164,9 @@ def transition(cmd: Command, to: CommandStatus, **changes: Any) -> Command:
 def lease(cmd: Command, now: datetime, policy: LeasePolicy = LeasePolicy()) -> Command:
     """Hand a pending command to its agent until a deadline.
 
-    The deadline adds the command's own ``terminate_wait_seconds`` so a switch
-    that must wait before terminating the old instance is not retried early.
+    The deadline covers everything the command asks of this kind of agent
+    (`LeasePolicy.lease_seconds`: launch wait, terminate wait, termination wait),
+    so a slow but working agent is not retried early.
 
     Examples
     --------
@@ -175,7 +181,7 @@ def lease(cmd: Command, now: datetime, policy: LeasePolicy = LeasePolicy()) -> C
     _aware(now, "now")
     if cmd.status is CommandStatus.PENDING and cmd.attempts >= cmd.max_attempts:
         raise IllegalTransitionError(cmd.status, CommandStatus.EXECUTING, "no attempts left")
-    deadline = now + timedelta(seconds=policy.base_lease_seconds + cmd.terminate_wait_seconds)
+    deadline = now + timedelta(seconds=policy.lease_seconds(cmd))
     return transition(
         cmd,
         CommandStatus.EXECUTING,
@@ -183,6 +189,33 @@ def lease(cmd: Command, now: datetime, policy: LeasePolicy = LeasePolicy()) -> C
         leased_at=now,
         lease_expires_at=deadline,
     )
+
+
+def extend(cmd: Command, now: datetime, policy: LeasePolicy = LeasePolicy()) -> Command:
+    """Renew the lease of an executing command for its agent that is still working on it.
+
+    The deadline becomes at least ``now`` + the base lease, never earlier than it was. An agent may
+    renew a lease that ran out as long as nobody took the command back (it is still executing).
+
+    Raises
+    ------
+    IllegalTransitionError
+        If `cmd` is not executing (re-queued, finished, cancelled).
+
+    Examples
+    --------
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> cmd = lease(new_command(command_id="c1", client_id="cl", agent_id="ag",
+    ...     command_type="health_check", priority=10, now=t0), t0, LeasePolicy(base_lease_seconds=60))
+    >>> str(extend(cmd, t0 + timedelta(seconds=50), LeasePolicy(base_lease_seconds=60)).lease_expires_at)
+    '2024-01-01 00:01:50+00:00'
+    """
+    _aware(now, "now")
+    if cmd.status is not CommandStatus.EXECUTING:
+        raise IllegalTransitionError(cmd.status, CommandStatus.EXECUTING, "only an executing lease can be extended")
+    deadline = max(cmd.lease_expires_at, now + timedelta(seconds=policy.base_lease_seconds))
+    return dataclasses.replace(cmd, lease_expires_at=deadline)
 
 
 def is_lease_expired(cmd: Command, now: datetime) -> bool:
@@ -241,36 +274,42 @@ def record_result(
     """Apply the agent's report of how the command ended.
 
     A repeated report with the same outcome is a replay (the agent retried
-    after a lost response) and changes nothing.
+    after a lost response) and changes nothing. A report that arrives after
+    the lease ran out is recorded all the same (``late``): the command was
+    delivered, so the agent may have acted, and what it did is the truth.
 
     Raises
     ------
-    LeaseExpiredError
-        If `cmd` is executing but its lease ran out; the caller should `expire` it.
     IllegalTransitionError
-        For any other state, or a final result that contradicts `success`.
+        For a command never delivered, or a final result that contradicts `success`.
 
     Examples
     --------
-    >>> from datetime import datetime, timezone
+    >>> from datetime import datetime, timedelta, timezone
     >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
     >>> cmd = lease(new_command(command_id="c1", client_id="cl", agent_id="ag",
     ...     command_type="health_check", priority=10, now=t0), t0)
     >>> first = record_result(cmd, success=True, message="ok", now=t0)
-    >>> first.command.status.value, first.replay
-    ('completed', False)
+    >>> first.command.status.value, first.replay, first.late
+    ('completed', False, False)
     >>> record_result(first.command, success=True, message="ok", now=t0).replay
     True
+    >>> late = record_result(cmd, success=True, message="ok", now=t0 + timedelta(hours=1))
+    >>> late.command.status.value, late.late
+    ('completed', True)
     """
     target = CommandStatus.COMPLETED if success else CommandStatus.FAILED
-    if cmd.status is CommandStatus.EXECUTING:
-        if is_lease_expired(cmd, now):
-            raise LeaseExpiredError(f"lease of command {cmd.command_id} expired at {cmd.lease_expires_at}")
-        done = transition(cmd, target, finished_at=now, success=success, message=message)
-        return ResultOutcome(command=done, replay=False)
-    if cmd.status in (CommandStatus.COMPLETED, CommandStatus.FAILED) and cmd.success == success:
-        return ResultOutcome(command=cmd, replay=True)
-    raise IllegalTransitionError(cmd.status, target)
+    if cmd.status in (CommandStatus.COMPLETED, CommandStatus.FAILED):
+        if cmd.success == success:
+            return ResultOutcome(command=cmd, replay=True)
+        raise IllegalTransitionError(cmd.status, target)
+    delivered = cmd.attempts >= 1
+    if cmd.status is CommandStatus.EXECUTING or (cmd.status in LATE_RESULT_STATUSES and delivered):
+        late = cmd.status is not CommandStatus.EXECUTING or is_lease_expired(cmd, now)
+        done = transition(cmd, target, finished_at=now, success=success, message=message,
+                          leased_at=cmd.leased_at, lease_expires_at=cmd.lease_expires_at)
+        return ResultOutcome(command=done, replay=False, late=late)
+    raise IllegalTransitionError(cmd.status, target, "the command was never delivered")
 
 
 def cancel(cmd: Command, now: datetime, reason: str | None = None) -> Command:

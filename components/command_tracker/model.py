@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,12 @@ from components.command_tracker.errors import InvalidCommandError
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "AgentTimings",
+    "LATE_RESULT_STATUSES",
+    "LAUNCHING_TYPES",
+    "LEGACY_AGENT",
+    "SPOT_AGENT",
+    "SWITCH_TYPES",
     "FINAL_STATUSES",
     "LEGAL_TRANSITIONS",
     "Command",
@@ -20,11 +27,13 @@ __all__ = [
     "CommandType",
     "LeasePolicy",
     "ResultOutcome",
+    "timings_for_agent_version",
 ]
 
 
 class CommandStatus(str, Enum):
-    """Where a command is in its life. Final statuses never change again."""
+    """Where a command is in its life. A final status is never delivered again; the only change it
+    still takes is the late result of the agent that ran it (see `LATE_RESULT_STATUSES`)."""
 
     PENDING = "pending"
     EXECUTING = "executing"
@@ -39,9 +48,15 @@ FINAL_STATUSES = frozenset(
 )
 ACTIVE_STATUSES = frozenset({CommandStatus.PENDING, CommandStatus.EXECUTING})
 
+_RESULTS = frozenset({CommandStatus.COMPLETED, CommandStatus.FAILED})
+# Where a command can be when the agent that was handed it reports a result after its lease ran out:
+# re-queued (pending), given up on (timed_out) or superseded (cancelled). The action happened (or
+# failed) whatever the server decided meanwhile, so the result is recorded, never turned into a retry.
+LATE_RESULT_STATUSES = frozenset({CommandStatus.PENDING, CommandStatus.TIMED_OUT, CommandStatus.CANCELLED})
+
 LEGAL_TRANSITIONS: Mapping[CommandStatus, frozenset[CommandStatus]] = MappingProxyType(
     {
-        CommandStatus.PENDING: frozenset({CommandStatus.EXECUTING, CommandStatus.CANCELLED}),
+        CommandStatus.PENDING: frozenset({CommandStatus.EXECUTING, CommandStatus.CANCELLED}) | _RESULTS,
         CommandStatus.EXECUTING: frozenset(
             {
                 CommandStatus.COMPLETED,
@@ -52,8 +67,8 @@ LEGAL_TRANSITIONS: Mapping[CommandStatus, frozenset[CommandStatus]] = MappingPro
         ),
         CommandStatus.COMPLETED: frozenset(),
         CommandStatus.FAILED: frozenset(),
-        CommandStatus.CANCELLED: frozenset(),
-        CommandStatus.TIMED_OUT: frozenset(),
+        CommandStatus.CANCELLED: _RESULTS,  # late result of a superseded delivery
+        CommandStatus.TIMED_OUT: _RESULTS,  # late result after the last lease ran out
     }
 )
 
@@ -83,22 +98,90 @@ class CommandType(str, Enum):
     HEALTH_CHECK = "health_check"
 
 
+SWITCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.SWITCH_TO_ONDEMAND})
+# Commands whose agent launches an instance and waits for it to run before it can answer.
+LAUNCHING_TYPES = SWITCH_TYPES | {CommandType.CREATE_REPLICA}
+
+
+@dataclass(frozen=True)
+class AgentTimings:
+    """How long one kind of agent may take for the steps a command asks of it (seconds).
+
+    ``launch_s``: RunInstances plus the wait for ``running``. ``terminate_s``: terminating the old
+    instance plus the wait for ``terminated``, for agents that do it on the command thread after the
+    command's ``terminate_wait_seconds`` and only then answer (``reports_after_terminating``).
+    ``extends_leases``: the agent renews its lease while it works.
+    """
+
+    launch_s: int
+    terminate_s: int
+    reports_after_terminating: bool
+    extends_leases: bool
+
+
+# Legacy v4/v3.2 (LEGACY.md §2.4): waiter 10 s × 30 for running; then it sleeps the command's
+# terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
+# EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase.
+LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
+                            extends_leases=False)
+# spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
+# the old instance later off the command path, and renews its lease while it waits.
+SPOT_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=0, reports_after_terminating=False,
+                          extends_leases=True)
+
+
+def timings_for_agent_version(agent_version: str | None) -> AgentTimings:
+    """The agent kind behind a registration's ``agent_version``: ≥ 5 is ours, anything else (3.x, 4.x,
+    missing, unreadable) is treated as legacy, whose leases are the longest.
+
+    >>> timings_for_agent_version("4.0.0") is LEGACY_AGENT, timings_for_agent_version("5.1.0") is SPOT_AGENT
+    (True, True)
+    >>> timings_for_agent_version(None) is LEGACY_AGENT
+    True
+    """
+    match = re.match(r"\s*v?(\d+)", agent_version or "")
+    return SPOT_AGENT if match and int(match.group(1)) >= 5 else LEGACY_AGENT
+
+
 @dataclass(frozen=True)
 class LeasePolicy:
     """How long an agent may hold a command, and how often it is retried.
 
     The lease is what the legacy tracker lacked: a command handed to an agent
-    that dies is otherwise "executing" forever.
+    that dies is otherwise "executing" forever. It is sized to the work the
+    command asks of this kind of agent (`lease_seconds`), so an agent that is
+    still working is never mistaken for a dead one.
     """
 
     base_lease_seconds: int = 300
     max_attempts: int = 3
+    agent: AgentTimings = LEGACY_AGENT
 
     def __post_init__(self) -> None:
         if self.base_lease_seconds <= 0:
             raise InvalidCommandError("must be positive", "base_lease_seconds")
         if self.max_attempts < 1:
             raise InvalidCommandError("must be at least 1", "max_attempts")
+
+    def lease_seconds(self, cmd: "Command") -> int:
+        """The base lease (delivery, hooks, reporting) plus every step the command makes the agent wait.
+
+        >>> from datetime import datetime, timezone
+        >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        >>> switch = Command("c", "cl", "ag", CommandType.SWITCH, 75, CommandStatus.PENDING, t0,
+        ...                  target_mode="ondemand", terminate_wait_seconds=300)
+        >>> LeasePolicy().lease_seconds(switch)  # 300 + 360 launch + 300 wait + 360 terminate
+        1320
+        >>> LeasePolicy(agent=SPOT_AGENT).lease_seconds(switch)
+        660
+        """
+        seconds = self.base_lease_seconds
+        if cmd.command_type in LAUNCHING_TYPES:
+            seconds += self.agent.launch_s
+        if cmd.command_type in SWITCH_TYPES and cmd.terminate_wait_seconds > 0 \
+                and self.agent.reports_after_terminating:
+            seconds += cmd.terminate_wait_seconds + self.agent.terminate_s
+        return seconds
 
 
 @dataclass(frozen=True)
@@ -149,7 +232,9 @@ class Command:
 
 @dataclass(frozen=True)
 class ResultOutcome:
-    """Result of recording an agent's report; ``replay`` marks an idempotent retry."""
+    """Result of recording an agent's report; ``replay`` marks an idempotent retry, ``late`` a result
+    that arrived after its lease ran out (recorded all the same)."""
 
     command: Command
     replay: bool
+    late: bool = False

@@ -13,16 +13,18 @@ from datetime import datetime
 from components.command_tracker.errors import (
     CommandConflictError,
     CommandNotFoundError,
-    LeaseExpiredError,
 )
 from components.command_tracker.lifecycle import (
+    cancel,
     expire,
+    extend,
     is_lease_expired,
     lease,
     record_result,
     sort_queue,
 )
 from components.command_tracker.model import (
+    SWITCH_TYPES,
     Command,
     CommandStatus,
     LeasePolicy,
@@ -30,7 +32,7 @@ from components.command_tracker.model import (
 )
 from components.command_tracker.ports import CommandStore
 
-__all__ = ["deliver", "enqueue", "report_result", "sweep_expired"]
+__all__ = ["deliver", "enqueue", "extend_lease", "report_result", "sweep_expired"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +56,19 @@ def deliver(
     now: datetime,
     policy: LeasePolicy = LeasePolicy(),
     limit: int = 10,
+    instance_id: str | None = None,
+    current_instance_id: str | None = None,
 ) -> list[Command]:
-    """Lease the agent's due commands and return everything it should be running.
+    """Lease the agent's due commands and return everything the caller should be running.
 
     An expired lease is taken back first; if attempts remain the command is
     leased again at once, so the retry reaches the agent on this very poll.
+
+    ``instance_id`` is the instance the caller runs on: a command that names
+    another instance is neither leased nor returned to it (a retried switch
+    never runs anywhere but on the instance it names). ``current_instance_id``
+    is the instance the agent is on now: a pending switch of an instance the
+    agent has left can never run, so it is cancelled as superseded.
 
     Returns
     -------
@@ -71,11 +81,23 @@ def deliver(
         current = _take_back_if_expired(store, cmd, now)
         if current is None:
             continue
+        if _left_behind(current, current_instance_id):
+            _try_replace(store, current, cancel(current, now, f"superseded: the agent moved from "
+                                                              f"{current.instance_id} to {current_instance_id}"))
+            continue
+        if instance_id and current.instance_id and current.instance_id != instance_id:
+            continue
         if current.status is CommandStatus.PENDING:
             current = _try_replace(store, current, lease(current, now, policy))
         if current is not None and current.status is CommandStatus.EXECUTING:
             delivered.append(current)
     return sort_queue(delivered)
+
+
+def _left_behind(cmd: Command, current_instance_id: str | None) -> bool:
+    """A pending switch of an instance the agent no longer runs on."""
+    return (cmd.status is CommandStatus.PENDING and cmd.command_type in SWITCH_TYPES
+            and bool(current_instance_id) and bool(cmd.instance_id) and cmd.instance_id != current_instance_id)
 
 
 def _take_back_if_expired(store: CommandStore, cmd: Command, now: datetime) -> Command | None:
@@ -103,40 +125,56 @@ def report_result(
     message: str | None,
     now: datetime,
 ) -> ResultOutcome:
-    """Record the agent's result for one command (idempotent for retries).
+    """Record the agent's result for one command (idempotent for retries; late results count).
 
     Raises
     ------
     CommandNotFoundError
         If the agent has no such command.
-    LeaseExpiredError
-        If the lease ran out; the command has been retried or timed out.
     IllegalTransitionError
-        If the command is not in a state that accepts this result.
+        If the command was never delivered, or already ended the other way.
+    """
+    for _ in range(3):  # a concurrent delivery or sweep may move the command while we write
+        cmd = store.get(agent_id, command_id)
+        if cmd is None:
+            raise CommandNotFoundError(f"command {command_id} not found for agent {agent_id}")
+        outcome = record_result(cmd, success=success, message=message, now=now)
+        if outcome.replay:
+            return outcome
+        try:
+            store.replace(cmd, outcome.command)
+        except CommandConflictError:
+            logger.info("command %s changed concurrently; re-reading", command_id)
+            continue
+        return outcome
+    raise CommandConflictError(f"command {command_id} kept changing while its result was recorded")
+
+
+def extend_lease(
+    store: CommandStore,
+    agent_id: str,
+    command_id: str,
+    *,
+    now: datetime,
+    policy: LeasePolicy = LeasePolicy(),
+) -> Command:
+    """Renew the lease of a command its agent is still working on.
+
+    Raises
+    ------
+    CommandNotFoundError
+        If the agent has no such command.
+    IllegalTransitionError
+        If the command is not executing (taken back, finished or cancelled).
+    CommandConflictError
+        If it changed concurrently (the caller may retry).
     """
     cmd = store.get(agent_id, command_id)
     if cmd is None:
         raise CommandNotFoundError(f"command {command_id} not found for agent {agent_id}")
-    try:
-        outcome = record_result(cmd, success=success, message=message, now=now)
-    except LeaseExpiredError:
-        _try_replace(store, cmd, expire(cmd, now))
-        raise
-    if outcome.replay:
-        return outcome
-    try:
-        store.replace(cmd, outcome.command)
-    except CommandConflictError:
-        # A concurrent duplicate report may have won; that is a replay, not an error.
-        current = store.get(agent_id, command_id)
-        if (
-            current is not None
-            and current.status in (CommandStatus.COMPLETED, CommandStatus.FAILED)
-            and current.success == success
-        ):
-            return ResultOutcome(command=current, replay=True)
-        raise
-    return outcome
+    renewed = extend(cmd, now, policy)
+    store.replace(cmd, renewed)
+    return renewed
 
 
 def sweep_expired(store: CommandStore, commands: Iterable[Command], *, now: datetime) -> list[Command]:

@@ -135,7 +135,8 @@ def test_commands_for_another_instance_are_left_alone(running):
     agent = running()
     other = queue(agent, "promote", "i-0fedcba9876543210")
     agent.run_due(T0)
-    assert lines(running.runs) == [] and stored(agent, other).status.value == "executing"
+    # the server does not even lease it to this instance: it waits for the agent on the one it names
+    assert lines(running.runs) == [] and stored(agent, other).status.value == "pending"
 
 
 def test_prepare_shutdown_drains_then_the_agent_stops_speaking_for_this_instance(running):

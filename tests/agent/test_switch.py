@@ -119,3 +119,61 @@ def test_a_replacement_that_never_runs_is_terminated_and_the_command_fails(switc
     assert len(launched) == 1 and launched[0]["State"]["Name"] in ("shutting-down", "terminated")
     assert not agent.retired  # still the agent's instance: heartbeats go on
     assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=30))
+
+
+def test_a_slow_boot_renews_the_lease_while_the_agent_waits(switching, monkeypatch):
+    """GIVEN a replacement that takes three waiter slices to reach running WHEN the agent switches THEN it
+    renews the command's lease between slices (the server's deadline moves later), and the switch
+    completes on the first attempt."""
+    from botocore.exceptions import WaiterError
+
+    agent, old, _, force = switching
+    client = ec2()
+    renewals = []
+
+    class SlowBoot:
+        calls = 0
+
+        def wait(self, **kwargs):
+            SlowBoot.calls += 1
+            if SlowBoot.calls < 3:
+                raise WaiterError(name="InstanceRunning", reason="Max attempts exceeded", last_response={})
+
+    real_extend = agent.api.extend_lease
+
+    def extend(agent_id, command_id):
+        reply = real_extend(agent_id, command_id)
+        renewals.append(reply["command"]["lease_expires_at"])
+        return reply
+
+    monkeypatch.setattr(client, "get_waiter", lambda name: SlowBoot())
+    monkeypatch.setattr(agent.api, "extend_lease", extend)
+    agent._ec2 = client
+    cid = force()
+    agent.run_due(T0)
+    assert SlowBoot.calls == 3 and len(renewals) == 2
+    command = bootstrap.command_store().get(agent.agent_id, cid)
+    assert command.status.value == "completed" and command.attempts == 1
+
+
+def test_a_dead_replacement_fails_at_once_without_waiting_out_every_slice(switching, monkeypatch):
+    """GIVEN a replacement that reaches a terminal state WHEN the waiter says so THEN no further slice
+    runs: the switch fails and the replacement is terminated."""
+    from botocore.exceptions import WaiterError
+
+    agent, old, _, force = switching
+    client = ec2()
+    calls = []
+
+    class Dies:
+        def wait(self, **kwargs):
+            calls.append(kwargs)
+            raise WaiterError(name="InstanceRunning", reason="Waiter encountered a terminal failure state",
+                              last_response={})
+
+    monkeypatch.setattr(client, "get_waiter", lambda name: Dies())
+    agent._ec2 = client
+    cid = force()
+    agent.run_due(T0)
+    assert len(calls) == 1
+    assert bootstrap.command_store().get(agent.agent_id, cid).status.value == "failed"

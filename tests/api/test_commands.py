@@ -77,8 +77,8 @@ def test_force_switch_is_leased_by_pending_commands_and_heartbeat(agent):
     assert leased["instance_id"] == instance_id and leased["command_type"] == "switch"
     assert leased["terminate_wait_seconds"] == 300 and leased["created_at"]
     lease = utc(leased["lease_expires_at"])
-    # base lease (300 s) plus the command's own terminate wait (300 s)
-    assert before + timedelta(seconds=599) <= lease <= now_utc() + timedelta(seconds=601)
+    # spot-agent 5.x: base lease (300 s) plus the launch wait (360 s); it reports before terminating
+    assert before + timedelta(seconds=659) <= lease <= now_utc() + timedelta(seconds=661)
 
     status, beat = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
     assert status == 200
@@ -151,32 +151,45 @@ def test_unknown_command_and_other_agents_command_are_404(agent):
     assert pending(caller, other_agent) == []
 
 
-def test_late_results_requeue_then_time_out_with_a_notification(agent, clock):
-    """GIVEN a leased command WHEN each result arrives after the lease deadline THEN 409 lease_expired and
-    the command is re-queued while attempts remain; after the last attempt it is timed_out and the client
-    is notified."""
+def test_late_results_are_recorded_never_retried_even_after_a_time_out(agent, clock):
+    """GIVEN a leased command whose agent stays silent past every lease (re-queued, then timed_out and the
+    client notified) WHEN the agent's result finally arrives THEN it is recorded as the command's outcome
+    (200, ``late``), the command is never delivered again, and a repeat is a replay."""
     client_id, caller, agent_id, instance_id = agent
     cmd = force_switch(caller, instance_id)
     max_attempts = bootstrap.lease_policy().max_attempts
     leased = pending(caller, agent_id)[0]
-    for attempt in range(1, max_attempts + 1):
-        assert leased["attempts"] == attempt
+    for attempt in range(1, max_attempts):
         clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
-        status, body = executed(caller, agent_id, cmd["id"])
-        assert_error(status, body, 409, code="lease_expired")
-        current = stored(agent_id, cmd["id"])
-        if attempt < max_attempts:
-            assert current.status is CommandStatus.PENDING and current.attempts == attempt
-            assert current.lease_expires_at is None
-            [leased] = pending(caller, agent_id)  # re-delivered on the next poll, same id
-            assert leased["id"] == cmd["id"]
-    assert current.status is CommandStatus.TIMED_OUT and current.attempts == max_attempts
+        [leased] = pending(caller, agent_id)  # re-delivered on the next poll, same id
+        assert leased["id"] == cmd["id"] and leased["attempts"] == attempt + 1
+    clock(utc(leased["lease_expires_at"]) + timedelta(seconds=1))
     assert pending(caller, agent_id) == []
-    assert_error(*executed(caller, agent_id, cmd["id"]), 409, code="illegal_transition")
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.TIMED_OUT
+
+    status, body = executed(caller, agent_id, cmd["id"], message="switched, slowly")
+    assert status == 200 and body["late"] is True and body["replay"] is False, body
+    assert body["command"]["status"] == "completed" and body["command"]["success"] is True
+    assert executed(caller, agent_id, cmd["id"], message="switched, slowly")[1]["replay"] is True
+    assert_error(*executed(caller, agent_id, cmd["id"], success=False), 409, code="illegal_transition")
+    assert pending(caller, agent_id) == []
 
     status, body = caller.get("/api/notifications")
     kinds = [n["kind"] for n in body["notifications"] if n["agent_id"] == agent_id]
     assert kinds.count("command_timed_out") == 1, body
+
+
+def test_a_late_result_of_a_requeued_command_completes_it_before_any_retry(agent, clock):
+    """GIVEN a lease that ran out and was taken back (pending again) WHEN the first delivery's result
+    arrives before the next poll THEN the command is completed and not delivered again."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    [leased] = pending(caller, agent_id)
+    clock(utc(leased["lease_expires_at"]) + timedelta(seconds=30))
+    status, body = executed(caller, agent_id, cmd["id"])
+    assert status == 200 and body["late"] is True and body["command"]["status"] == "completed", body
+    assert body["command"]["attempts"] == 1
+    assert pending(caller, agent_id) == []
 
 
 def test_a_result_exactly_at_the_deadline_still_counts(agent, clock):
@@ -199,7 +212,7 @@ def test_expired_lease_is_redelivered_by_the_next_poll(agent, clock):
     clock(later)
     [second] = pending(caller, agent_id)
     assert second["id"] == cmd["id"] and second["attempts"] == 2
-    assert utc(second["lease_expires_at"]) == later + timedelta(seconds=600)
+    assert utc(second["lease_expires_at"]) == later + timedelta(seconds=660)
     status, body = executed(caller, agent_id, cmd["id"])
     assert status == 200 and body["command"]["status"] == "completed" and body["command"]["attempts"] == 2
 

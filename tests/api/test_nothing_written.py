@@ -5,6 +5,11 @@ WHEN an agent endpoint (or admin create-client) receives malformed JSON, wrong t
      impossible prices or an oversized body
 THEN the answer is a 4xx ``{error, message, field?}`` and a scan of every table is unchanged.
 
+Reports of what already happened (switch, termination, cleanup, a command's result, replica status,
+prices) are the exception for their *secondary* fields: refusing them would lose the record of an
+event that happened anyway, so such a field is dropped and named in ``warnings`` (``DROPPED`` below,
+each on a fresh tenant); only what ties the report to its agent and instance refuses it.
+
 GET endpoints are not here: config writes nothing; pending-commands leases commands by design but takes
 no body, so there is no bad input for it to reject.
 """
@@ -19,6 +24,7 @@ from chalice.test import Client
 
 from chalicelib.tables import ALL_TABLES
 from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.system_events import SystemEventTable
 from tests.api._support import (
     assert_error,
     canonical,
@@ -40,6 +46,7 @@ ENDPOINTS = {
     "heartbeat": "/api/agents/{agent_id}/heartbeat",
     "pricing-report": "/api/agents/{agent_id}/pricing-report",
     "executed": "/api/agents/{agent_id}/commands/{command_id}/executed",
+    "extend": "/api/agents/{agent_id}/commands/{command_id}/extend",
     "mark-command-executed": "/api/agents/{agent_id}/mark-command-executed",
     "switch-report": "/api/agents/{agent_id}/switch-report",
     "termination": "/api/agents/{agent_id}/termination",
@@ -63,7 +70,7 @@ ENDPOINTS = {
 # Every endpoint is a POST unless named here.
 METHODS = {"replica-put": "PUT", "replica-delete": "DELETE"}
 # Endpoints whose body carries no fields of their own: only the raw-body cases (malformed, array, oversized).
-NO_FIELDS = {"decide", "replica-delete", "manual-replica-enable", "manual-replica-disable", "manual-switch"}
+NO_FIELDS = {"extend", "decide", "replica-delete", "manual-replica-enable", "manual-replica-disable", "manual-switch"}
 
 
 def _pool(price, **extra):
@@ -143,7 +150,7 @@ CASES = [
     ("pricing-pool-id-garbage", "pricing-report", lambda: _pricing({"pool_id": "garbage", "price": 0.03}), 400,
      "pricing.spot_pools.0.pool_id"),
     ("pricing-pool-bad-az", "pricing-report", lambda: _pricing(_pool(0.03, az="mars-1")), 400,
-     "pricing.spot_pools.0.pool_id"),
+     "pricing.spot_pools.0"),
     ("pricing-collected-two-days-ago", "pricing-report",
      lambda: _pricing(_pool(0.03), collected_at=iso(shifted(-2 * 86400))), 400, "pricing.collected_at"),
     ("pricing-collected-in-future", "pricing-report",
@@ -236,10 +243,10 @@ CASES = [
     ("replicas-cost-abc", "replicas", lambda: {"max_hourly_cost": "abc"}, 400, "max_hourly_cost"),
     ("replica-put-missing-instance", "replica-put", lambda: {"status": "syncing"}, 400, "instance_id"),
     ("replica-put-instance-garbage", "replica-put", lambda: {"instance_id": "i-xyz"}, 400, "instance_id"),
-    ("replica-put-status-promoted", "replica-put", lambda: {"instance_id": new_instance_id(), "status": "promoted"},
+    ("replica-put-status-promoted", "replica-put", lambda: {"instance_id": "{replica_instance_id}", "status": "promoted"},
      400, "status"),
     ("replica-put-launched-garbage", "replica-put",
-     lambda: {"instance_id": new_instance_id(), "launched_at": "earlier"}, 400, "launched_at"),
+     lambda: {"instance_id": "{replica_instance_id}", "launched_at": "earlier"}, 400, "launched_at"),
     ("replica-promote-demote-maybe", "replica-promote", lambda: {"demote_old_primary": "maybe"}, 400,
      "demote_old_primary"),
     ("replica-status-sleeping", "replica-status", lambda: {"status": "sleeping"}, 400, "status"),
@@ -259,6 +266,26 @@ CASES = [
     ("config-port-string", "client-config", lambda: {"target_port": "80"}, 400, "target_port"),
 ]
 
+# Cases of fact reports whose bad field is secondary: recorded without it, the field named in warnings.
+FACT_CASE_IDS = {
+    "pricing-spot-zero", "pricing-spot-150", "pricing-spot-negative", "pricing-spot-abc", "pricing-spot-nan",
+    "pricing-spot-infinity", "pricing-spot-list", "pricing-spot-bool", "pricing-second-pool-bad",
+    "pricing-ondemand-500", "pricing-ondemand-zero", "pricing-current-negative", "pricing-pool-unnamed",
+    "pricing-pool-id-garbage", "pricing-pool-bad-az", "pricing-collected-two-days-ago",
+    "pricing-collected-in-future", "pricing-collected-garbage", "pricing-instance-id-number",
+    "pricing-pools-not-list", "executed-message-too-long", "switch-missing-timing",
+    "switch-timing-without-start", "switch-timing-garbage", "switch-old-spot-zero", "switch-new-spot-150",
+    "switch-ondemand-500", "switch-price-abc", "switch-bad-trigger", "switch-bad-new-pool", "switch-bad-new-az",
+    "switch-unknown-command", "termination-time-garbage", "termination-reason-too-long",
+    "cleanup-deleted-not-list", "cleanup-amis-list", "cleanup-timestamp-garbage", "replica-put-status-promoted",
+    "replica-put-launched-garbage", "replica-status-message-too-long", "replica-sync-progress-101",
+    "replica-sync-latency-abc",
+}
+DROPPED = [case for case in CASES if case[0] in FACT_CASE_IDS]
+CASES = [case for case in CASES if case[0] not in FACT_CASE_IDS]
+# Fact reports with no field that can refuse them (only the raw-body cases below refuse them).
+NEVER_REFUSED = {"cleanup-report"}
+
 # Every endpoint also gets a truncated JSON body, a non-object body and an oversized body.
 RAW_CASES = [(f"{name}-{kind}", name, raw, status, code)
              for name in ENDPOINTS
@@ -270,6 +297,16 @@ RAW_CASES = [(f"{name}-{kind}", name, raw, status, code)
 @pytest.fixture(scope="module")
 def world(chalice_app, admin_key):
     """One tenant for the module: an agent whose force-switch command is executing (leased) and its standby."""
+    yield from _world(chalice_app, admin_key)
+
+
+@pytest.fixture
+def fresh_world(chalice_app, admin_key):
+    """The same setup for one test (a fact report that is recorded changes its world)."""
+    yield from _world(chalice_app, admin_key)
+
+
+def _world(chalice_app, admin_key):
     with Client(chalice_app, stage_name="dev") as client:
         admin = Caller(client.http, admin=admin_key)
         status, body = admin.post("/api/admin/clients/create", {"name": f"nw-{uuid.uuid4().hex[:10]}"})
@@ -289,15 +326,16 @@ def world(chalice_app, admin_key):
         # a standby the agent launched (recorded in manual mode), then auto-switch back on in the table
         status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
         assert status == 200, body
+        replica_instance_id = new_instance_id()
         status, body = caller.post(f"/api/agents/{agent_id}/replicas",
-                                   {"instance_id": new_instance_id(), "pool_id": "m5.large.eu-west-1b"})
+                                   {"instance_id": replica_instance_id, "pool_id": "m5.large.eu-west-1b"})
         assert status == 201, body
         replica_id = body["replica_id"]
         AgentTable(client_id, agent_id).update(
             actions=[AgentTable.config.manual_replica_enabled.set(False),
                      AgentTable.config.auto_switch_enabled.set(True)])
         yield {"caller": caller, "admin": admin, "agent_id": agent_id, "command_id": command_id,
-               "replica_id": replica_id}
+               "replica_id": replica_id, "replica_instance_id": replica_instance_id}
 
 
 def _path(world, endpoint: str) -> str:
@@ -315,6 +353,8 @@ def _fill_ids(value, world):
         return {k: _fill_ids(v, world) for k, v in value.items()}
     if value == "{command_id}":
         return world["command_id"]
+    if value == "{replica_instance_id}":
+        return world["replica_instance_id"]
     return value
 
 
@@ -347,7 +387,7 @@ def test_every_agent_write_endpoint_is_covered(chalice_app):
     assert agent_writes == {(path, method) for path, method in listed if path.startswith("/api/agents")}
     assert all(method in chalice_app.routes[path] for path, method in listed)
     # the NO_FIELDS endpoints take no fields of their own: only the raw-body cases apply to them
-    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS) - NO_FIELDS
+    assert {endpoint for _, endpoint, *_ in CASES} == set(ENDPOINTS) - NO_FIELDS - NEVER_REFUSED
 
 
 @pytest.mark.parametrize("case, endpoint, make_body, status, field", CASES, ids=[c[0] for c in CASES])
@@ -360,6 +400,22 @@ def test_bad_body_is_rejected_and_nothing_is_written(world, case, endpoint, make
     if status == 400:
         assert reply["error"] in ("validation_error", "bad_request"), reply
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+@pytest.mark.parametrize("case, endpoint, make_body, status, field", DROPPED, ids=[c[0] for c in DROPPED])
+def test_a_fact_report_keeps_what_is_plausible_and_names_what_it_dropped(fresh_world, case, endpoint,
+                                                                         make_body, status, field):
+    """GIVEN a report of something that happened with one bad secondary field WHEN it is posted THEN it is
+    recorded (2xx), the answer's ``warnings`` names the field, and the activity log says so."""
+    world = fresh_world
+    body = _fill_ids(make_body(), world)
+    before = snapshot_tables()
+    got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), body)
+    assert got in (200, 201), (got, reply)
+    paths = [w.split(":")[0] for w in reply["warnings"]]
+    assert any(p.startswith(field or "") or (field or "").startswith(p) for p in paths), reply["warnings"]
+    changed = diff_snapshots(before, snapshot_tables())
+    assert any("report_warnings" in item for item in changed.get(SystemEventTable.Meta.table_name, {}).get("added", []))
 
 
 @pytest.mark.parametrize("case, endpoint, raw, status, code", RAW_CASES, ids=[c[0] for c in RAW_CASES])

@@ -244,13 +244,40 @@ def test_hourly_savings_is_mode_aware_and_never_times_24(tenant_with_agent, old_
     assert f"{hourly:+}" in note.message
 
 
+def _unpriced_switch(old_instance_id: str, instance_type: str, **kw) -> dict:
+    """A switch report between two pools of a type nobody reported prices for."""
+    body = switch_body(old_instance_id, new_instance_id(), **kw)
+    for side in ("old_instance", "new_instance"):
+        body[side]["instance_type"] = instance_type
+    body["new_instance"]["pool_id"] = f"{instance_type}.eu-west-1b"
+    return body
+
+
 def test_unknown_prices_are_stored_as_unknown_not_zero(tenant_with_agent):
-    """GIVEN a report without prices WHEN stored THEN prices and savings are null (not $0.0000)."""
+    """GIVEN a report without prices, for pools the server has no price of WHEN stored THEN prices and
+    savings are null (not $0.0000)."""
     client_id, caller, agent_id, reg = tenant_with_agent
-    reply = post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), prices={}))
+    reply = post_switch(caller, agent_id, _unpriced_switch(reg["instance_id"], random_instance_type(), prices={}))
     assert reply["hourly_savings"] is None and reply["monthly_savings"] is None
     [row] = switch_rows(agent_id)
     assert row.old_price is None and row.new_price is None and row.hourly_savings is None
+
+
+def test_an_implausible_price_is_dropped_and_the_servers_own_price_used(tenant_with_agent):
+    """GIVEN the server knows the pools' prices WHEN a switch report carries an implausible old spot price
+    (the embedded EC2's $0.00001) THEN the switch is recorded, the field named in warnings, and the
+    savings computed from the server's price of the old pool."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    itype = random_instance_type()
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", pricing_body(
+        reg["instance_id"], itype, {"eu-west-1a": 0.05, "eu-west-1b": 0.03}, on_demand=0.1))
+    assert status == 200 and reply["pools"] == 2, reply
+    reply = post_switch(caller, agent_id, _unpriced_switch(
+        reg["instance_id"], itype, prices={"on_demand": 0.1, "old_spot": 0.00001, "new_spot": 0.03}))
+    assert [w.split(":")[0] for w in reply["warnings"]] == ["prices.old_spot", "prices.old_spot"], reply
+    assert reply["hourly_savings"] == pytest.approx(0.02)
+    [row] = switch_rows(agent_id)
+    assert float(row.old_price) == pytest.approx(0.05) and float(row.new_price) == pytest.approx(0.03)
 
 
 def test_duplicate_switch_report_is_recorded_once(tenant_with_agent):

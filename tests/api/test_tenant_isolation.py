@@ -72,6 +72,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/client/instances/{instance_id}/force-switch", "POST"): Route(
         foreign=404, owner=201, body=lambda ids: {"target": "ondemand"}),
     ("/api/agents/{agent_id}/pending-commands", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/commands/{command_id}/extend", "POST"): Route(foreign=404, owner=200),
     ("/api/agents/{agent_id}/commands/{command_id}/executed", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"success": True, "message": "done"}),
     ("/api/agents/{agent_id}/mark-command-executed", "POST"): Route(
@@ -171,13 +172,13 @@ def tenant_a(make_tenant):
     status, reply = caller.post("/api/agents/register", reg)
     assert status == 200, reply
     agent_id = reply["agent_id"]
-    status, body = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
-                               {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
-    assert status == 201, body
-    command_id = body["command"]["id"]
     new_id = new_instance_id()
     status, body = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(reg["instance_id"], new_id))
     assert status == 200 and body["duplicate"] is False, body
+    status, body = caller.post(f"/api/client/instances/{new_id}/force-switch",
+                               {"target": "pool", "pool_id": "m5.large.eu-west-1c"})
+    assert status == 201, body
+    command_id = body["command"]["id"]
     status, body = caller.get("/api/notifications")
     assert status == 200 and body["notifications"], body
     notification_id = body["notifications"][0]["id"]
@@ -258,7 +259,8 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     """GIVEN B's own agent WHEN it names A's command or instance THEN 404 and A's rows are untouched."""
     ids, _ = tenant_a
     _, b_caller = make_tenant()
-    status, reply = b_caller.post("/api/agents/register", registration())
+    b_reg = registration()
+    status, reply = b_caller.post("/api/agents/register", b_reg)
     assert status == 200
     b_agent = reply["agent_id"]
     before = snapshot_tables()
@@ -271,7 +273,7 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     assert status == 404, body
     status, body = b_caller.post(f"/api/agents/{b_agent}/switch-report",
                                  switch_body(new_instance_id(), new_instance_id(), command_id=ids["command_id"]))
-    assert status == 404 and body["field"] == "command_id", body
+    assert status == 404 and body["field"] == "old_instance.instance_id", body
     status, body = b_caller.post(f"/api/agents/{b_agent}/termination", {"instance_id": ids["instance_id"]})
     assert status == 404 and body["field"] == "instance_id", body
     status, body = b_caller.post(f"/api/client/instances/{ids['instance_id']}/force-switch",
@@ -281,7 +283,7 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
 
     # A switch report naming A's instance as B's *new* instance must not hijack it either.
     status, body = b_caller.post(f"/api/agents/{b_agent}/switch-report",
-                                 switch_body(new_instance_id(), ids["instance_id"]))
+                                 switch_body(b_reg["instance_id"], ids["instance_id"]))
     assert status == 409 and body["error"] == "instance_conflict", body
     assert diff_snapshots(before, snapshot_tables()) == {}
     agent_row = AgentTable.get(ids["client_id"], ids["agent_id"])

@@ -72,10 +72,15 @@ def test_a_manual_replica_standby_is_promoted_eip_moved_old_terminated_next_stan
     next_standby = replica_repo.get(agent_id, nxt)
     assert next_standby.instance_id and next_standby.pool_id != standby.pool_id
     assert tags_of(next_standby.instance_id)["ReplicaId"] == nxt
-    # AND both agents were told: prepare_shutdown for the old instance, promote for the new one
-    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
-    kinds = {(c["command_type"], c["instance_id"]) for c in reply["commands"]}
-    assert ("prepare_shutdown", primary) in kinds and ("promote", standby.instance_id) in kinds
+    # AND both agents were told, each on its own instance: prepare_shutdown for the old instance,
+    # promote for the new one (a command naming an instance is delivered only to a caller on it)
+    def kinds_for(instance_id):
+        status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance_id}")
+        assert status == 200, reply
+        return {(c["command_type"], c["instance_id"]) for c in reply["commands"]}
+
+    assert kinds_for(primary) == {("prepare_shutdown", primary)}
+    assert kinds_for(standby.instance_id) == {("promote", standby.instance_id)}
 
 
 def test_b_auto_switch_agent_without_standby_gets_an_emergency_spot_replacement_in_another_pool(api, make_tenant):

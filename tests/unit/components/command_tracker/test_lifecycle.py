@@ -13,10 +13,13 @@ from components.command_tracker import (
     CommandType,
     IllegalTransitionError,
     InvalidCommandError,
-    LeaseExpiredError,
+    LEGACY_AGENT,
+    SPOT_AGENT,
     LeasePolicy,
+    timings_for_agent_version,
     cancel,
     expire,
+    extend,
     is_lease_expired,
     lease,
     new_command,
@@ -103,10 +106,13 @@ def test_executing_command_without_deadline_cannot_exist():
 # --- transitions table ----------------------------------------------------------------------
 
 
-def test_final_states_have_no_way_out():
+def test_final_states_are_never_delivered_again_and_only_take_a_late_result():
+    results = {CommandStatus.COMPLETED, CommandStatus.FAILED}
     for status in FINAL_STATUSES:
-        assert LEGAL_TRANSITIONS[status] == frozenset()
-    assert LEGAL_TRANSITIONS[CommandStatus.PENDING] == {CommandStatus.EXECUTING, CommandStatus.CANCELLED}
+        assert CommandStatus.EXECUTING not in LEGAL_TRANSITIONS[status]
+        assert LEGAL_TRANSITIONS[status] <= results
+    assert LEGAL_TRANSITIONS[CommandStatus.COMPLETED] == LEGAL_TRANSITIONS[CommandStatus.FAILED] == frozenset()
+    assert LEGAL_TRANSITIONS[CommandStatus.PENDING] == {CommandStatus.EXECUTING, CommandStatus.CANCELLED} | results
 
 
 def test_transition_refuses_illegal_moves():
@@ -124,11 +130,12 @@ def test_lease_sets_deadline_including_terminate_wait():
     cmd = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=120)
     # WHEN leased
     leased = lease(cmd, T0 + timedelta(seconds=5), POLICY)
-    # THEN the agent gets base lease + the wait, and one attempt is used
+    # THEN a legacy agent (the default) gets base lease + launch wait + the wait + termination wait,
+    # and one attempt is used
     assert leased.status is CommandStatus.EXECUTING
     assert leased.attempts == 1
     assert leased.leased_at == T0 + timedelta(seconds=5)
-    assert leased.lease_expires_at == T0 + timedelta(seconds=5 + 300 + 120)
+    assert leased.lease_expires_at == T0 + timedelta(seconds=5 + 300 + 360 + 120 + 360)
 
 
 def test_lease_only_from_pending():
@@ -225,21 +232,61 @@ def test_record_result_contradicting_a_final_result_is_illegal():
         record_result(done, success=False, message=None, now=T0)
 
 
-def test_record_result_after_deadline_raises_lease_expired():
+def test_record_result_after_deadline_is_recorded_as_late():
+    """GIVEN a lease that ran out WHEN the agent's result arrives THEN it is recorded (never a retry)."""
     leased = lease(make(), T0, POLICY)
-    with pytest.raises(LeaseExpiredError):
-        record_result(leased, success=True, message=None, now=leased.lease_expires_at + timedelta(seconds=1))
+    outcome = record_result(leased, success=True, message="done", now=leased.lease_expires_at + timedelta(seconds=1))
+    assert outcome.command.status is CommandStatus.COMPLETED and outcome.late and not outcome.replay
+    on_time = record_result(leased, success=True, message="done", now=leased.lease_expires_at)
+    assert not on_time.late  # a result exactly at the deadline still counts as on time
 
 
-@pytest.mark.parametrize("state", ["pending", "cancelled", "timed_out"])
-def test_record_result_on_non_executing_is_illegal(state):
+@pytest.mark.parametrize("state", ["requeued", "timed_out", "superseded"])
+@pytest.mark.parametrize("success", [True, False])
+def test_a_late_result_of_a_delivered_command_is_recorded_whatever_the_server_did_meanwhile(state, success):
+    """GIVEN a command that was delivered and then re-queued, timed out or cancelled as superseded
+    WHEN the agent that ran it reports THEN its result is the command's outcome, marked late."""
+    cmd = lease(make(policy=LeasePolicy(max_attempts=2 if state != "timed_out" else 1)), T0, POLICY)
+    cmd = expire(cmd, cmd.lease_expires_at + timedelta(seconds=1))
+    if state == "superseded":
+        cmd = cancel(cmd, T0 + timedelta(hours=1), "superseded")
+    outcome = record_result(cmd, success=success, message="late", now=T0 + timedelta(hours=2))
+    assert outcome.late and outcome.command.success is success
+    assert outcome.command.status is (CommandStatus.COMPLETED if success else CommandStatus.FAILED)
+
+
+def test_lease_covers_what_a_legacy_switch_makes_its_agent_wait():
+    """A legacy v4 switch: launch wait + terminate wait + termination wait, on top of the base lease."""
+    switch = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=300)
+    legacy = lease(switch, T0, LeasePolicy(base_lease_seconds=300, agent=LEGACY_AGENT))
+    assert legacy.lease_expires_at - T0 == timedelta(seconds=300 + 360 + 300 + 360)
+    ours = lease(switch, T0, LeasePolicy(base_lease_seconds=300, agent=SPOT_AGENT))
+    assert ours.lease_expires_at - T0 == timedelta(seconds=300 + 360)  # ours reports before terminating
+    no_wait = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=0)
+    assert lease(no_wait, T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=660)
+    assert lease(make(), T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=300)
+
+
+@pytest.mark.parametrize("version,kind", [("4.0.0", LEGACY_AGENT), ("3.2.0", LEGACY_AGENT), (None, LEGACY_AGENT),
+                                          ("garbage", LEGACY_AGENT), ("5.0.0", SPOT_AGENT), ("v6.1", SPOT_AGENT)])
+def test_agent_kind_from_its_version(version, kind):
+    assert timings_for_agent_version(version) is kind
+
+
+def test_extend_renews_an_executing_lease_and_never_shortens_it():
+    leased = lease(make(), T0, POLICY)
+    later = extend(leased, T0 + timedelta(seconds=200), POLICY)
+    assert later.lease_expires_at == T0 + timedelta(seconds=500) and later.attempts == leased.attempts
+    assert extend(later, T0, POLICY).lease_expires_at == later.lease_expires_at
+    with pytest.raises(IllegalTransitionError):
+        extend(make(), T0, POLICY)  # pending: nothing to extend
+
+
+@pytest.mark.parametrize("state", ["pending", "cancelled"])
+def test_record_result_on_a_command_never_delivered_is_illegal(state):
     cmd = make(policy=LeasePolicy(max_attempts=1))
     if state == "cancelled":
         cmd = cancel(cmd, T0)
-    if state == "timed_out":
-        cmd = lease(cmd, T0)
-        cmd = expire(cmd, cmd.lease_expires_at + timedelta(seconds=1))
-        assert cmd.status is CommandStatus.TIMED_OUT
     with pytest.raises(IllegalTransitionError):
         record_result(cmd, success=True, message=None, now=T0)
 

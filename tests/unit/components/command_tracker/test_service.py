@@ -10,7 +10,6 @@ from components.command_tracker import (
     CommandStatus,
     CommandType,
     IllegalTransitionError,
-    LeaseExpiredError,
     LeasePolicy,
     cancel,
     deliver,
@@ -159,22 +158,42 @@ def test_report_result_unknown_command(store):
         report_result(store, AGENT, "nope", success=True, message=None, now=T0)
 
 
-def test_report_result_after_deadline_expires_and_raises(store):
+def test_report_result_after_deadline_is_recorded_late(store):
     enqueue(store, make())
     leased = deliver(store, AGENT, now=T0, policy=POLICY)[0]
-    # WHEN the result arrives after the lease deadline
-    with pytest.raises(LeaseExpiredError):
-        report_result(
-            store,
-            AGENT,
-            "cmd-1",
-            success=True,
-            message=None,
-            now=leased.lease_expires_at + timedelta(seconds=1),
-        )
-    # THEN the command went back to pending for a retry (attempts were left)
-    stored = store.get(AGENT, "cmd-1")
-    assert stored.status is CommandStatus.PENDING and stored.attempts == 1
+    # WHEN the result arrives after the lease deadline (and after a sweep re-queued it)
+    late = leased.lease_expires_at + timedelta(seconds=1)
+    sweep_expired(store, [leased], now=late)
+    assert store.get(AGENT, "cmd-1").status is CommandStatus.PENDING
+    outcome = report_result(store, AGENT, "cmd-1", success=True, message=None, now=late)
+    # THEN it is the command's outcome: completed, never retried
+    assert outcome.late and store.get(AGENT, "cmd-1").status is CommandStatus.COMPLETED
+    assert deliver(store, AGENT, now=late, policy=POLICY) == []
+
+
+def _switch(command_id, instance_id):
+    return new_command(command_id=command_id, client_id="client-1", agent_id=AGENT,
+                       command_type=CommandType.SWITCH, priority=CommandPriority.MANUAL_OVERRIDE, now=T0,
+                       target_mode="ondemand", instance_id=instance_id, policy=POLICY)
+
+
+def test_a_command_for_another_instance_is_never_delivered_to_this_one(store):
+    """GIVEN a switch of instance A WHEN a caller on instance B polls THEN it gets nothing, and the
+    command waits for A (a retried switch never runs on another instance)."""
+    enqueue(store, _switch("sw-a", "i-aaaaaaaa"))
+    assert deliver(store, AGENT, now=T0, policy=POLICY, instance_id="i-bbbbbbbb",
+                   current_instance_id="i-aaaaaaaa") == []
+    assert store.get(AGENT, "sw-a").status is CommandStatus.PENDING
+    [cmd] = deliver(store, AGENT, now=T0, policy=POLICY, instance_id="i-aaaaaaaa", current_instance_id="i-aaaaaaaa")
+    assert cmd.command_id == "sw-a" and cmd.status is CommandStatus.EXECUTING
+
+
+def test_a_pending_switch_of_an_instance_the_agent_left_is_superseded(store):
+    enqueue(store, _switch("sw-a", "i-aaaaaaaa"))
+    assert deliver(store, AGENT, now=T0, policy=POLICY, instance_id="i-bbbbbbbb",
+                   current_instance_id="i-bbbbbbbb") == []
+    cancelled = store.get(AGENT, "sw-a")
+    assert cancelled.status is CommandStatus.CANCELLED and "superseded" in cancelled.message
 
 
 def test_report_result_on_pending_command_is_illegal(store):
@@ -211,7 +230,7 @@ def test_report_result_conflict_with_contradicting_report_raises():
     store = ContradictingStore()
     enqueue(store, make())
     deliver(store, AGENT, now=T0, policy=POLICY)
-    with pytest.raises(CommandConflictError):
+    with pytest.raises(IllegalTransitionError):  # re-read: the command already failed
         report_result(store, AGENT, "cmd-1", success=True, message="ok", now=T0)
     assert store.get(AGENT, "cmd-1").status is CommandStatus.FAILED
 
