@@ -91,6 +91,13 @@ def create_emergency_replica(agent_id):
         raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
     now = utcnow()
     termination = body.signal_type == "termination-notice"
+    if termination and (handled := _failover_of(agent, instance_id, now)) is not None:
+        # EventBridge delivered the warning first: the workflow already replaces this instance, so a
+        # standby launched now would only be a second instance to pay for.
+        return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,
+                   "status": handled.status, "pool": None, "hourly_cost": None, "urgency": "critical",
+                   "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
+                                "status": handled.status}})
     created = True
     try:
         replica = replicas.start_standby(
@@ -110,6 +117,19 @@ def create_emergency_replica(agent_id):
                "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
                "urgency": "critical" if termination else "high", "workflow": workflow},
               status=201 if created else 200)
+
+
+_FAILOVER_SIGNALS = (SignalKind.TERMINATION.value, SignalKind.STATE_CHANGE.value)
+
+
+def _failover_of(agent, instance_id: str, now):
+    """The failover already started for this instance's warning (within the sentinel's window), if any."""
+    window = timedelta(seconds=get_settings().signal_window_s)
+    for row in interruptions.for_agent(agent.agent_id, limit=10):
+        if row.instance_id == instance_id and row.signal_type.split(":")[0] in _FAILOVER_SIGNALS \
+                and now - window <= row.detected_at <= now + window:
+            return row
+    return None
 
 
 @bp.route("/api/agents/{agent_id}/interruptions", methods=["GET"])

@@ -250,7 +250,9 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
     if instance_id and instance_id != agent.instance_id:
         row = instance_row(instance_id)
         if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"):
-            instance_id = instance_type = mode = az = None
+            # The agent left that instance: what runs there no longer speaks for the agent (a legacy
+            # agent's final "offline" heartbeat after its switch must not flap the agent offline).
+            return agent
     actions = [AgentTable.status.set(status), AgentTable.last_heartbeat_at.set(now),
                AgentTable.updated_at.set(now)]
     actions.append(AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES

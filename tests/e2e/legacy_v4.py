@@ -1,0 +1,453 @@
+"""A model of the legacy v4.0.0 agent, played against the real handlers on a simulated clock.
+
+The model follows the legacy agent's documented protocol (its calls, timers and switch steps), not its
+code: threads on fixed timers, every call with the client token in the Authorization header, any non-2xx
+answer read as "no answer". Each thread is a generator that yields the
+seconds it sleeps; ``Sim`` runs them in simulated time order and moves the one clock every handler reads
+(``chalicelib.clock.now``) to each step's time. Nothing waits in real time except the caller's own
+``wait_for`` on a Step Functions execution.
+
+What the model does not do (the v4 agent does it against IMDS/EC2 only, never the server): mode
+detection, the rebalance check (no rebalance signal is raised in these tests), snapshots/AMIs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
+
+import boto3
+
+from tests.conftest import Caller, new_instance_id
+
+VERSION = "4.0.0"
+
+# v4's timers (s)
+HEARTBEAT_S, COMMANDS_S, CONFIG_S, PRICING_S = 30, 15, 60, 300
+TERMINATION_CHECK_S, REPLICA_POLL_S, CLEANUP_S, CLEANUP_FIRST_S = 5, 30, 3600, 60
+
+# Switch execution, worst case of v4's waiters: running 10 s × 30, terminated 15 s × 20.
+RUN_INSTANCES_S = 1
+RUNNING_WAIT_S = 290
+TRAFFIC_SWITCH_S = 2
+TERMINATED_WAIT_S = 290
+BOOT_S = 90  # a replacement's agent starts this long after RunInstances
+REPLICA_RUNNING_WAIT_S = 60
+
+Thread = Iterator[float]
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Sim:
+    """Discrete-event time: generators yield their sleep in seconds and run at their simulated time."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = self.now = start.replace(microsecond=0)
+        self._queue: list[tuple[datetime, int, Thread]] = []
+        self._seq = itertools.count()
+
+    def at(self, seconds: float) -> datetime:
+        return self.start + timedelta(seconds=seconds)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.now - self.start).total_seconds()
+
+    def spawn(self, thread: Thread, at: float | None = None) -> None:
+        """Start ``thread`` at ``at`` seconds from the start (default: now)."""
+        when = self.now if at is None else self.at(at)
+        heapq.heappush(self._queue, (max(when, self.now), next(self._seq), thread))
+
+    def every(self, period: float, action: Callable[[], Any], first: float) -> None:
+        """Run ``action`` at ``first`` seconds, then every ``period`` seconds."""
+
+        def loop() -> Thread:
+            while True:
+                action()
+                yield period
+
+        self.spawn(loop(), at=first)
+
+    def run_until(self, seconds: float) -> None:
+        """Run every step due up to ``seconds`` from the start; the clock ends there."""
+        end = self.at(seconds)
+        while self._queue and self._queue[0][0] <= end:
+            when, _, thread = heapq.heappop(self._queue)
+            self.now = when
+            try:
+                delay = next(thread)
+            except StopIteration:
+                continue
+            heapq.heappush(self._queue, (when + timedelta(seconds=delay), next(self._seq), thread))
+        self.now = end
+
+
+@dataclass(frozen=True)
+class Host:
+    """An EC2 instance as its agent reads it from IMDS."""
+
+    instance_id: str
+    instance_type: str
+    region: str
+    az: str
+    ami_id: str = "ami-12345678"
+    mode: str = "spot"
+    private_ip: str = "10.0.0.10"
+    public_ip: str | None = "203.0.113.10"
+
+    @property
+    def pool_id(self) -> str | None:
+        return f"{self.instance_type}.{self.az}" if self.mode == "spot" else None
+
+
+@dataclass
+class Market:
+    """What v4 reads from the Pricing API and DescribeSpotPriceHistory; ``switch_quotes`` overrides the
+    prices it collects at the end of a switch (the embedded AWS answering with a glitched point)."""
+
+    on_demand: float
+    spot: dict[str, float]  # az -> price
+    switch_quotes: dict[str, float] = field(default_factory=dict)
+
+
+class FakeEc2:
+    """The agent's own EC2 calls when the server never sees them (an agent-executed switch)."""
+
+    def __init__(self) -> None:
+        self.launched: list[Host] = []
+        self.terminated: list[str] = []
+
+    def run_instances(self, like: Host, *, az: str, mode: str, tags: dict[str, str]) -> Host:
+        host = replace(like, instance_id=new_instance_id(), az=az, mode=mode,
+                       private_ip=f"10.0.{len(self.launched) + 1}.10", public_ip=None)
+        self.launched.append(host)
+        return host
+
+    def terminate(self, host: Host) -> None:
+        self.terminated.append(host.instance_id)
+
+
+class MotoEc2:
+    """The agent's own EC2 calls against the embedded AWS (what the server later describes)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.client = boto3.client("ec2", region_name=region)
+        self.launched: list[Host] = []
+        self.terminated: list[str] = []
+
+    def describe(self, instance_id: str) -> dict:
+        return self.client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+    def host(self, instance_id: str) -> Host:
+        raw = self.describe(instance_id)
+        return Host(instance_id=instance_id, instance_type=raw["InstanceType"], region=self.region,
+                    az=raw["Placement"]["AvailabilityZone"], ami_id=raw["ImageId"],
+                    mode="spot" if raw.get("InstanceLifecycle") == "spot" else "ondemand",
+                    private_ip=raw.get("PrivateIpAddress") or "10.0.0.10", public_ip=raw.get("PublicIpAddress"))
+
+    def run_instances(self, like: Host, *, az: str, mode: str, tags: dict[str, str]) -> Host:
+        """Same AMI, type, security groups and key as ``like`` (v4 reads them with DescribeInstances)."""
+        source = self.describe(like.instance_id)
+        params: dict[str, Any] = {
+            "ImageId": source["ImageId"], "InstanceType": source["InstanceType"], "MinCount": 1, "MaxCount": 1,
+            "Placement": {"AvailabilityZone": az},
+            "TagSpecifications": [{"ResourceType": "instance",
+                                   "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]}
+        if groups := [g["GroupId"] for g in source.get("SecurityGroups", [])]:
+            params["SecurityGroupIds"] = groups
+        if source.get("KeyName"):
+            params["KeyName"] = source["KeyName"]
+        if mode == "spot":
+            params["InstanceMarketOptions"] = {"MarketType": "spot",
+                                               "SpotOptions": {"SpotInstanceType": "one-time"}}
+        instance_id = self.client.run_instances(**params)["Instances"][0]["InstanceId"]
+        host = self.host(instance_id)
+        self.launched.append(host)
+        return host
+
+    def terminate(self, host: Host) -> None:
+        self.client.terminate_instances(InstanceIds=[host.instance_id])
+        self.terminated.append(host.instance_id)
+
+
+@dataclass
+class Call:
+    """One HTTP call a v4 agent made, with the answer it got."""
+
+    at: float
+    agent: str
+    instance_id: str
+    method: str
+    path: str
+    body: Any
+    status: int
+    answer: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class Fleet:
+    """Everything the v4 agents of one test share: the clock, the server, EC2, prices and the record."""
+
+    sim: Sim
+    http: Any
+    token: str
+    ec2: FakeEc2 | MotoEc2
+    market: Market
+    calls: list[Call] = field(default_factory=list)
+    agents: list[V4Agent] = field(default_factory=list)
+
+    def start_agent(self, host: Host, logical_agent_id: str, *, at: float | None = None) -> V4Agent:
+        """A v4 agent process on ``host`` (started now, or ``at`` seconds from the start)."""
+        agent = V4Agent(self, host, logical_agent_id, name=f"v4#{len(self.agents) + 1}@{host.instance_id}")
+        self.agents.append(agent)
+
+        def boot() -> Thread:
+            agent.start()
+            return
+            yield  # a generator: started by the simulation at its time
+
+        self.sim.spawn(boot(), at=at)
+        return agent
+
+    def failed_calls(self) -> list[Call]:
+        return [c for c in self.calls if not c.ok]
+
+
+class V4Agent:
+    """One v4 agent process: register, then the timer threads; a command executes on its own thread."""
+
+    def __init__(self, fleet: Fleet, host: Host, logical_agent_id: str, *, name: str) -> None:
+        self.fleet, self.host, self.logical_agent_id, self.name = fleet, host, logical_agent_id, name
+        self.caller = Caller(fleet.http, token=fleet.token)
+        self.agent_id: str | None = None
+        self.registration: Call | None = None
+        self.running = False
+        self.stopped_at: float | None = None
+        self.enabled = True
+        self.termination_notice: datetime | None = None  # IMDS spot/instance-action
+        self.termination_handled = False
+        self.polls: list[tuple[float, list[str]]] = []  # pending-commands answers: (t, command ids)
+        self.executed: list[dict] = []  # commands this agent started executing
+        self.skipped: list[dict] = []  # commands it ignored (no target_mode, unknown type)
+        self.switches: list[dict] = []  # {"command", "new_host", "report", "executed"}
+        self.replicas_launched: list[tuple[str, Host]] = []
+
+    # --- transport ------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, body: Any = None) -> Call:
+        status, answer = self.caller.call(method, path, body)
+        call = Call(self.fleet.sim.elapsed, self.name, self.host.instance_id, method, path, body, status,
+                    answer)
+        self.fleet.calls.append(call)
+        return call
+
+    def answer(self, method: str, path: str, body: Any = None) -> Any:
+        """v4 reads any non-2xx answer as None."""
+        call = self.call(method, path, body)
+        return call.answer if call.ok else None
+
+    @property
+    def base(self) -> str:
+        return f"/api/agents/{self.agent_id}"
+
+    # --- life -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register (#1); the process exits if that fails; else the threads start."""
+        h = self.host
+        self.registration = self.call("POST", "/api/agents/register", {
+            "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
+            "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
+            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id,
+            "mode": h.mode, "private_ip": h.private_ip, "public_ip": h.public_ip})
+        if not self.registration.ok:
+            self.stopped_at = self.fleet.sim.elapsed
+            return
+        self.agent_id = self.registration.answer["agent_id"]
+        self.running = True
+        sim = self.fleet.sim
+        for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
+                              (self._pricing(), 0), (self._termination_check(), 0), (self._replica_poll(), 0),
+                              (self._cleanup(), CLEANUP_FIRST_S)):
+            sim.spawn(thread, at=sim.elapsed + first)
+
+    def stop(self) -> None:
+        """The agent stops itself: threads end, then the final heartbeat says offline (#2)."""
+        if not self.running:
+            return
+        self.running = False
+        self.stopped_at = self.fleet.sim.elapsed
+        self.heartbeat("offline")
+
+    # --- threads ----------------------------------------------------------------------------------
+
+    def heartbeat(self, status: str) -> Any:
+        h = self.host
+        return self.answer("POST", f"{self.base}/heartbeat", {
+            "status": status, "instance_id": h.instance_id, "instance_type": h.instance_type,
+            "mode": h.mode, "az": h.az, "monitored_instances": [h.instance_id]})
+
+    def _heartbeats(self) -> Thread:
+        while self.running:
+            self.heartbeat("online" if self.enabled else "disabled")  # commands in the answer are ignored
+            yield HEARTBEAT_S
+
+    def _config(self) -> Thread:
+        while self.running:
+            config = self.answer("GET", f"{self.base}/config")
+            if config is not None:
+                self.enabled = bool(config.get("enabled", True))
+            yield CONFIG_S
+
+    def pricing_body(self) -> dict:
+        h, market = self.host, self.fleet.market
+        pools = [{"pool_id": f"{h.instance_type}.{az}", "instance_type": h.instance_type, "az": az,
+                  "price": price} for az, price in sorted(market.spot.items())]
+        cheapest = min(pools, key=lambda p: p["price"])
+        return {"instance": {"instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region,
+                             "az": h.az, "mode": h.mode, "pool_id": h.pool_id},
+                "pricing": {"on_demand_price": market.on_demand,
+                            "current_spot_price": market.spot.get(h.az) if h.mode == "spot" else None,
+                            "cheapest_pool": {"pool_id": cheapest["pool_id"], "price": cheapest["price"]},
+                            "spot_pools": pools, "collected_at": iso(self.fleet.sim.now)}}
+
+    def _pricing(self) -> Thread:
+        while self.running:
+            self.answer("POST", f"{self.base}/pricing-report", self.pricing_body())
+            yield PRICING_S
+
+    def _cleanup(self) -> Thread:
+        while self.running:
+            cutoff = iso(self.fleet.sim.now)
+            self.answer("POST", f"{self.base}/cleanup-report", {
+                "timestamp": iso(self.fleet.sim.now),
+                "snapshots": {"deleted": [], "failed": [], "cutoff_date": cutoff},
+                "amis": {"deleted_amis": [], "deleted_snapshots": [], "failed": [], "cutoff_date": cutoff}})
+            yield CLEANUP_S
+
+    def _commands(self) -> Thread:
+        """Every 15 s when enabled: execute only the first command returned (the thread blocks meanwhile)."""
+        while self.running:
+            if self.enabled:
+                answer = self.answer("GET", f"{self.base}/pending-commands")
+                commands = answer if isinstance(answer, list) else (answer or {}).get("commands", [])
+                self.polls.append((self.fleet.sim.elapsed, [c.get("id") for c in commands]))
+                if commands:
+                    yield from self._execute(commands[0])
+            if self.running:
+                yield COMMANDS_S
+
+    def _execute(self, command: dict) -> Thread:
+        kind = command.get("command_type") or "switch"
+        if kind == "create_replica" or not command.get("target_mode"):
+            self.skipped.append(command)  # v4 skips a command it cannot read as a switch
+            return
+        self.executed.append(command)
+        yield from self._switch(command)
+
+    def _switch(self, command: dict) -> Thread:
+        """Launch, wait running, 2 s traffic switch, wait + terminate old, report, result, stop."""
+        sim, old = self.fleet.sim, self.host
+        mode = command["target_mode"]
+        pool = command.get("target_pool_id")
+        az = pool.rsplit(".", 1)[1] if mode == "spot" and pool else old.az
+        wait = int(command.get("terminate_wait_seconds") or 0)
+        record: dict[str, Any] = {"command": command}
+        self.switches.append(record)
+        initiated = sim.now
+        yield RUN_INSTANCES_S
+        new = self.fleet.ec2.run_instances(old, az=az, mode=mode, tags={
+            "Name": f"SpotOptimizer-{mode}", "ManagedBy": "SpotOptimizer",
+            "LogicalAgentId": self.logical_agent_id})
+        record["new_host"] = new
+        launched = sim.now
+        self.fleet.start_agent(new, self.logical_agent_id, at=sim.elapsed + BOOT_S)
+        yield RUNNING_WAIT_S
+        ready = sim.now
+        yield TRAFFIC_SWITCH_S
+        traffic = sim.now
+        terminated = None
+        if wait > 0:
+            yield wait
+            self.fleet.ec2.terminate(old)
+            yield TERMINATED_WAIT_S
+            terminated = sim.now
+        market = self.fleet.market
+        quotes = {"on_demand": market.on_demand,
+                  "old_spot": market.spot.get(old.az) if old.mode == "spot" else None,
+                  "new_spot": market.spot.get(new.az) if new.mode == "spot" else None, **market.switch_quotes}
+        timing = {"switch_initiated_at": iso(initiated), "new_instance_launched_at": iso(launched),
+                  "new_instance_ready_at": iso(ready), "traffic_switched_at": iso(traffic)}
+        if terminated is not None:
+            timing["old_instance_terminated_at"] = iso(terminated)
+        record["report"] = self.call("POST", f"{self.base}/switch-report", {
+            "old_instance": {"instance_id": old.instance_id, "instance_type": old.instance_type,
+                             "region": old.region, "az": old.az, "ami_id": old.ami_id, "mode": old.mode,
+                             "pool_id": old.pool_id},
+            "new_instance": {"instance_id": new.instance_id, "instance_type": new.instance_type,
+                             "region": new.region, "az": new.az, "ami_id": new.ami_id, "mode": new.mode,
+                             "pool_id": new.pool_id},
+            "snapshot": {"used": False}, "prices": quotes, "timing": timing,
+            "trigger": "manual" if int(command.get("priority") or 0) >= 50 else "model"})
+        record["executed"] = self.call("POST", f"{self.base}/commands/{command['id']}/executed",
+                                       {"success": True, "message": f"switched to {new.instance_id}"})
+        if wait > 0:
+            self.stop()  # its own host is being terminated
+
+    def _termination_check(self) -> Thread:
+        """IMDS spot/instance-action every 5 s (spot only), handled once: #8, then #9; stop on success."""
+        while self.running:
+            if self.host.mode == "spot" and self.termination_notice and not self.termination_handled:
+                self.termination_handled = True
+                h, when = self.host, iso(self.termination_notice)
+                self.answer("POST", f"{self.base}/create-emergency-replica",
+                            {"signal_type": "termination-notice", "instance_id": h.instance_id,
+                             "termination_time": when})
+                result = self.answer("POST", f"{self.base}/termination-imminent",
+                                     {"instance_id": h.instance_id, "termination_time": when,
+                                      "detected_at": iso(self.fleet.sim.now)})
+                if result and result.get("success"):
+                    self.stop()
+                    return
+            yield TERMINATION_CHECK_S
+
+    def _replica_poll(self) -> Thread:
+        """Every 30 s: launch an instance for each launching replica, PUT it syncing, wait, then ready."""
+        while self.running:
+            answer = self.answer("GET", f"{self.base}/replicas?status=launching")
+            replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
+            for replica in replicas:
+                if not (replica.get("id") and replica.get("pool_id") and replica.get("az")):
+                    continue
+                path = f"{self.base}/replicas/{replica['id']}"
+                try:
+                    host = self.fleet.ec2.run_instances(self.host, az=replica["az"], mode="spot", tags={
+                        "ReplicaId": replica["id"], "ParentInstance": self.host.instance_id,
+                        "Name": f"replica-{replica['id'][-8:]}"})
+                except Exception as exc:  # noqa: BLE001 - v4 reports any launch error as failed
+                    self.answer("POST", f"{path}/status", {"status": "failed", "error_message": str(exc)[:200]})
+                    continue
+                self.replicas_launched.append((replica["id"], host))
+                self.answer("PUT", path, {"instance_id": host.instance_id, "status": "syncing"})
+                started = iso(self.fleet.sim.now)
+                yield REPLICA_RUNNING_WAIT_S
+                self.answer("POST", f"{path}/status", {"status": "ready", "sync_started_at": started,
+                                                       "sync_completed_at": iso(self.fleet.sim.now)})
+            yield REPLICA_POLL_S
+
+
+def unique_type() -> str:
+    """An instance type no other test uses, so its pools are the test's own."""
+    return f"m5.t{uuid.uuid4().hex[:8]}xl"
