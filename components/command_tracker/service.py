@@ -68,7 +68,8 @@ def deliver(
     another instance is neither leased nor returned to it (a retried switch
     never runs anywhere but on the instance it names). ``current_instance_id``
     is the instance the agent is on now: a pending switch of an instance the
-    agent has left can never run, so it is cancelled as superseded.
+    agent has left can never run, so it is cancelled as superseded (another
+    command for such an instance once it waited a base lease unclaimed).
 
     Returns
     -------
@@ -81,7 +82,7 @@ def deliver(
         current = _take_back_if_expired(store, cmd, now)
         if current is None:
             continue
-        if _left_behind(current, current_instance_id):
+        if _left_behind(current, current_instance_id, now, policy):
             _try_replace(store, current, cancel(current, now, f"superseded: the agent moved from "
                                                               f"{current.instance_id} to {current_instance_id}"))
             continue
@@ -94,10 +95,14 @@ def deliver(
     return sort_queue(delivered)
 
 
-def _left_behind(cmd: Command, current_instance_id: str | None) -> bool:
-    """A pending switch of an instance the agent no longer runs on."""
-    return (cmd.status is CommandStatus.PENDING and cmd.command_type in SWITCH_TYPES
-            and bool(current_instance_id) and bool(cmd.instance_id) and cmd.instance_id != current_instance_id)
+def _left_behind(cmd: Command, current_instance_id: str | None, now: datetime, policy: LeasePolicy) -> bool:
+    """A pending command for an instance the agent no longer runs on that can no longer matter: a switch
+    of it at once; anything else (``prepare_shutdown`` for the interrupted instance) once it waited a
+    whole base lease for an agent there to pick it up."""
+    if not (cmd.status is CommandStatus.PENDING and current_instance_id and cmd.instance_id
+            and cmd.instance_id != current_instance_id):
+        return False
+    return cmd.command_type in SWITCH_TYPES or (now - cmd.created_at).total_seconds() > policy.base_lease_seconds
 
 
 def _take_back_if_expired(store: CommandStore, cmd: Command, now: datetime) -> Command | None:

@@ -265,3 +265,17 @@ def test_sweep_skips_commands_changed_since_they_were_read(store):
     # THEN the completed command is left alone
     assert changed == []
     assert store.get(AGENT, "cmd-1").status is CommandStatus.COMPLETED
+
+
+def test_another_command_for_a_departed_instance_waits_one_base_lease_then_is_superseded(store):
+    """GIVEN a prepare_shutdown for the interrupted instance after the agent moved on WHEN nobody on that
+    instance picks it up within a base lease THEN it is cancelled, so it never blocks the agent's queue."""
+    enqueue(store, new_command(command_id="ps", client_id="client-1", agent_id=AGENT,
+                               command_type=CommandType.PREPARE_SHUTDOWN, priority=CommandPriority.EMERGENCY,
+                               now=T0, instance_id="i-aaaaaaaa", policy=POLICY))
+    assert deliver(store, AGENT, now=T0 + timedelta(seconds=30), policy=POLICY, instance_id="i-bbbbbbbb",
+                   current_instance_id="i-bbbbbbbb") == []
+    assert store.get(AGENT, "ps").status is CommandStatus.PENDING  # the old instance's agent may still ask
+    deliver(store, AGENT, now=T0 + timedelta(seconds=POLICY.base_lease_seconds + 1), policy=POLICY,
+            instance_id="i-bbbbbbbb", current_instance_id="i-bbbbbbbb")
+    assert store.get(AGENT, "ps").status is CommandStatus.CANCELLED
