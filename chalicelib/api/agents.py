@@ -215,7 +215,7 @@ def _fill_prices(old_pool, new_pool, old_mode, new_mode, prices, warnings):
     """Prices the report lacks (or had dropped) from the server's own latest pool prices."""
     wanted = {name: pool for name, pool, mode in (("old_spot", old_pool, old_mode), ("new_spot", new_pool, new_mode))
               if mode == "spot" and pool and getattr(prices, name) is None}
-    known = pools.latest_prices(list(wanted.values()) + [p for p in (old_pool, new_pool) if p]) \
+    known = pools.latest_prices([p for p in (old_pool, new_pool) if p]) \
         if wanted or prices.on_demand is None else {}
     filled = {"on_demand": _decimal(prices.on_demand), "old_spot": _decimal(prices.old_spot),
               "new_spot": _decimal(prices.new_spot)}

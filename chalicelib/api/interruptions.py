@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from components.replica_coordinator import ReplicaType
-from components.sentinel import TERMINATION_NOTICE_S, Signal, SignalKind, SignalSource
+from components.sentinel import (
+    TERMINATION_NOTICE_S,
+    Signal,
+    SignalKind,
+    SignalSource,
+    signal_group,
+    signal_key,
+)
 
 from chalicelib import replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
@@ -91,7 +98,7 @@ def create_emergency_replica(agent_id):
         raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
     now = utcnow()
     termination = body.signal_type == "termination-notice"
-    if termination and (handled := _failover_of(agent, instance_id, now)) is not None:
+    if termination and (handled := _failover_of(client.client_id, instance_id, now)) is not None:
         # EventBridge delivered the warning first: the workflow already replaces this instance, so a
         # standby launched now would only be a second instance to pay for.
         return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,
@@ -119,17 +126,11 @@ def create_emergency_replica(agent_id):
               status=201 if created else 200)
 
 
-_FAILOVER_SIGNALS = (SignalKind.TERMINATION.value, SignalKind.STATE_CHANGE.value)
-
-
-def _failover_of(agent, instance_id: str, now):
-    """The failover already started for this instance's warning (within the sentinel's window), if any."""
-    window = timedelta(seconds=get_settings().signal_window_s)
-    for row in interruptions.for_agent(agent.agent_id, limit=10):
-        if row.instance_id == instance_id and row.signal_type.split(":")[0] in _FAILOVER_SIGNALS \
-                and now - window <= row.detected_at <= now + window:
-            return row
-    return None
+def _failover_of(client_id: str, instance_id: str, now):
+    """The failover the sentinel already started for this instance's loss (its live claim), if any."""
+    held = interruptions.held_claim(signal_key(instance_id, signal_group(SignalKind.TERMINATION)), now,
+                                    get_settings().signal_window_s)
+    return None if held is None else interruptions.get(client_id, held)
 
 
 @bp.route("/api/agents/{agent_id}/interruptions", methods=["GET"])

@@ -13,6 +13,8 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from components.sentinel import claim_is_stale
+
 from chalicelib.errors import NotFoundError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
@@ -48,6 +50,15 @@ def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, win
             return False, held.interruption_id
         raise
     return True, row.interruption_id
+
+
+def held_claim(signal_key: str, now: datetime, window_s: int) -> str | None:
+    """The event holding a live claim on ``signal_key`` (one that ``claim_and_record`` would refuse), if any."""
+    try:
+        claim = SignalClaimTable.get(signal_key, consistent_read=True)
+    except SignalClaimTable.DoesNotExist:
+        return None
+    return None if claim_is_stale(claim.claimed_at, now, window_s) else claim.interruption_id
 
 
 def get(client_id: str, interruption_id: str) -> InterruptionTable | None:

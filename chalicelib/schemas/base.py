@@ -52,18 +52,20 @@ def _domain_check(check):
     return AfterValidator(_validate)
 
 
-def _is(predicate, what: str):
-    def _check(value):
+def _shaped(predicate, what: str):
+    """A components shape predicate (``is_valid_az`` ...) as a pydantic validator."""
+    def _validate(value):
         if not predicate(value):
-            raise DomainValidationError(f"{value!r} is not a valid {what}", None)
-    return _check
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+    return AfterValidator(_validate)
 
 
 # Plausible values (the data valve's ranges, components.pool_id's shapes): one definition each.
 SpotPrice = Annotated[Price, _domain_check(validate_spot_price)]
 OnDemandPrice = Annotated[Price, _domain_check(validate_ondemand_price)]
-InstanceType = Annotated[str, Field(max_length=64), _domain_check(_is(is_valid_instance_type, "instance type"))]
-AvailabilityZone = Annotated[str, Field(max_length=64), _domain_check(_is(is_valid_az, "availability zone"))]
+InstanceType = Annotated[str, Field(max_length=64), _shaped(is_valid_instance_type, "instance type")]
+AvailabilityZone = Annotated[str, Field(max_length=64), _shaped(is_valid_az, "availability zone")]
 PoolId = Annotated[str, Field(max_length=128), _domain_check(parse_pool_id)]
 
 

@@ -306,8 +306,7 @@ def record_result(
     delivered = cmd.attempts >= 1
     if cmd.status is CommandStatus.EXECUTING or (cmd.status in LATE_RESULT_STATUSES and delivered):
         late = cmd.status is not CommandStatus.EXECUTING or is_lease_expired(cmd, now)
-        done = transition(cmd, target, finished_at=now, success=success, message=message,
-                          leased_at=cmd.leased_at, lease_expires_at=cmd.lease_expires_at)
+        done = transition(cmd, target, finished_at=now, success=success, message=message)
         return ResultOutcome(command=done, replay=False, late=late)
     raise IllegalTransitionError(cmd.status, target, "the command was never delivered")
 
