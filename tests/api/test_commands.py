@@ -339,3 +339,21 @@ def test_force_switch_on_an_inactive_instance_is_409(agent):
     assert status == 200
     status, body = caller.post(f"/api/client/instances/{instance_id}/force-switch", {"target": "ondemand"})
     assert_error(status, body, 409, code="instance_inactive")
+
+
+def test_pending_commands_for_a_named_instance(agent):
+    """GIVEN a force-switch of the agent's instance WHEN a caller names another instance THEN it gets
+    nothing and nothing is leased; a malformed ``instance_id`` is a 400 that writes nothing."""
+    from tests.conftest import new_instance_id
+
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    before = snapshot_tables()
+    status, body = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id=web-1")
+    assert_error(status, body, 400, field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, body = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={new_instance_id()}")
+    assert status == 200 and body["commands"] == []
+    assert stored(agent_id, cmd["id"]).status is CommandStatus.PENDING
+    status, body = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance_id}")
+    assert [c["id"] for c in body["commands"]] == [cmd["id"]]
