@@ -23,6 +23,7 @@ from components.decision_engine import (
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
 from chalicelib import bootstrap, command_queue
+from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -32,8 +33,7 @@ from chalicelib.tables.risk import DecisionTable
 
 PRICE_FRESH_FOR = timedelta(hours=2)
 COOLDOWN_S = 600
-SWITCH_OVERHEAD_S = 300  # a replacement boots for ~5 min while the old one still serves
-INTERRUPTION_GAP_S = 180  # a fresh launch at a 2-minute warning serves 5 min later
+DEFAULT_BOOT_S = 300.0  # launch → serving until the agent's own switches have measured it
 DOWNTIME_PENALTY_DAYS = 24  # an hour down costs a day of on-demand (as in the backtest)
 
 
@@ -51,26 +51,37 @@ class NoMarketDataError(Exception):
     """No price is known for the agent's instance type yet (the agent has not reported)."""
 
 
-def decision_config(agent: AgentRecord, ondemand_price: float) -> DecisionConfig:
-    """The agent's guardrails as a DecisionConfig (legacy agent_configs names)."""
+def measured_boot_s(switches) -> float:
+    """Median launch → ready time of the agent's recent switches (their reports carry both times)."""
+    boots = sorted((s.ready_at - s.launched_at).total_seconds() for s in switches
+                   if getattr(s, "launched_at", None) and getattr(s, "ready_at", None) and s.ready_at >= s.launched_at)
+    return boots[len(boots) // 2] if boots else DEFAULT_BOOT_S
+
+
+def decision_config(agent: AgentRecord, ondemand_price: float, boot_s: float = DEFAULT_BOOT_S) -> DecisionConfig:
+    """The agent's cost model (its measured boot time) and its rails (legacy agent_configs names)."""
     c = agent.config
-    ceiling = float(c.get("risk_threshold", 0.30))
-    return DecisionConfig(
-        min_savings_percent=float(c.get("min_savings_percent", 15)), risk_ceiling=ceiling,
-        risk_recover=round(ceiling * 2 / 3, 6), horizon_s=get_settings().risk_horizon_s,
-        min_pool_duration_hours=float(c.get("min_pool_duration_hours", 2)),
+    ceiling = float(c.get("risk_threshold", 1.0))
+    return DecisionConfig.for_service(
+        boot_s, DOWNTIME_PENALTY_DAYS * ondemand_price,
+        min_savings_percent=float(c.get("min_savings_percent", 0)), risk_ceiling=ceiling, risk_recover=ceiling,
+        horizon_s=get_settings().risk_horizon_s,
+        min_pool_duration_hours=float(c.get("min_pool_duration_hours", 0)),
         max_switches_per_day=int(c.get("max_switches_per_day", 3)),
-        max_switches_per_week=int(c.get("max_switches_per_week", 10)), cooldown_s=COOLDOWN_S,
-        switch_overhead_s=SWITCH_OVERHEAD_S, interruption_gap_s=INTERRUPTION_GAP_S,
-        downtime_penalty_per_hour=DOWNTIME_PENALTY_DAYS * ondemand_price)
+        max_switches_per_week=int(c.get("max_switches_per_week", 10)), cooldown_s=COOLDOWN_S)
 
 
 def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], float | None]:
-    """Pool options of the agent's type and region (one GSI query) and the on-demand price."""
+    """Pool options of the agent's type and region (one GSI query) and the on-demand price.
+
+    A pool is a possible target only with a fresh price and outside its capacity back-off (a refused
+    launch is skipped for a growing window: components.capacity.backoff)."""
     horizon = get_settings().risk_horizon_s
     options, ondemand = [], None
-    for pool in pool_repo.pools_of_type(agent.region or "", agent.instance_type or ""):
-        fresh = pool.at is not None and now - pool.at <= PRICE_FRESH_FOR
+    pools = pool_repo.pools_of_type(agent.region or "", agent.instance_type or "")
+    blocked = observations.backoff([p.pool_id for p in pools], now)
+    for pool in pools:
+        fresh = pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
         risk = pool.risk if pool.risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh and pool.price is not None else None,
                                   risk, available=fresh))
@@ -79,12 +90,12 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     return tuple(options), ondemand
 
 
-def situation(agent: AgentRecord, now: datetime) -> Situation:
-    """Where the agent is and its switches of the last week."""
+def situation(agent: AgentRecord, now: datetime) -> tuple[Situation, float]:
+    """Where the agent is, its switches of the last week, and its measured boot time."""
     current = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
-    switches = tuple(s.initiated_at for s in switch_repo.for_agent_since(agent.agent_id, now - timedelta(days=7)))
-    return Situation(current=current, since=agent.last_switch_at or agent.registered_at,
-                     recent_switches=switches)
+    rows = switch_repo.for_agent_since(agent.agent_id, now - timedelta(days=7))
+    return (Situation(current=current, since=agent.last_switch_at or agent.registered_at,
+                      recent_switches=tuple(s.initiated_at for s in rows)), measured_boot_s(rows))
 
 
 def evaluate(agent: AgentRecord, now: datetime) -> Evaluation:
@@ -92,8 +103,8 @@ def evaluate(agent: AgentRecord, now: datetime) -> Evaluation:
     options, ondemand = market(agent, now)
     if ondemand is None or not options:
         raise NoMarketDataError(f"no prices known for {agent.instance_type} in {agent.region} yet")
-    where = situation(agent, now)
-    decision = decide(where, options, ondemand, now, decision_config(agent, ondemand))
+    where, boot_s = situation(agent, now)
+    decision = decide(where, options, ondemand, now, decision_config(agent, ondemand, boot_s))
     return Evaluation(decision, where, options, ondemand)
 
 
@@ -109,7 +120,8 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
         inputs={"ondemand_price": evaluation.ondemand_price,
                 "pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk, "available": o.available}
                           for o in evaluation.options],
-                "recent_switches": len(evaluation.situation.recent_switches)},
+                "recent_switches": len(evaluation.situation.recent_switches),
+                "fallbacks": list(d.fallbacks)},
         command_id=command_id,
         expires_at=now + timedelta(days=get_settings().decision_retention_days)).save()
     return key

@@ -3,10 +3,9 @@
 Scores compared on the same held-out rows (obtainable pool at t, full label window observed):
 
 - ``model``: the trained classifier's P(unobtainable within the horizon);
-- ``trailing_availability``: 1 − the pool's availability over the trailing 24 h (a feature, so rows
-  <= t only);
-- ``advisor_prior``: :func:`components.risk_model.advisor_prior` of the pool's Spot Advisor band
-  (what serves when no model is active).
+- ``evidence_fallback``: :func:`components.risk_model.evidence_risk`, the empirical-Bayes rate from the
+  same observations (what serves when no model is active);
+- ``advisor_prior``: :func:`components.risk_model.advisor_prior` of the pool's Spot Advisor band.
 
 ROC AUC: higher is better (0.5 = no ranking; a constant score gets exactly 0.5). Brier score:
 mean squared error of the probability, lower is better.
@@ -26,11 +25,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from ml.features import TRAILING_24H, Dataset
+from ml.features import Dataset
 
 __all__ = ["BASELINES", "beats_baselines", "evaluate", "format_table", "score"]
 
-BASELINES = ("trailing_availability", "advisor_prior")
+BASELINES = ("evidence_fallback", "advisor_prior")
 
 
 def score(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
@@ -43,7 +42,7 @@ def score(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 
 def baseline_scores(rows: Dataset) -> dict[str, np.ndarray]:
-    return {"trailing_availability": 1.0 - rows.X[:, TRAILING_24H], "advisor_prior": rows.prior}
+    return {"evidence_fallback": rows.fallback, "advisor_prior": rows.prior}
 
 
 def evaluate(rows: Dataset, model_p: np.ndarray) -> dict[str, Any]:

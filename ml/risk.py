@@ -3,15 +3,14 @@
 One training pipeline (:func:`train_estimator`) serves both ``python -m ml.train`` (several traces,
 writes the artifact) and :func:`fit` (one trace up to a tick, in memory, for the backtest):
 
-1. rows = (tick, pool) where the pool is obtainable, features from ``components.risk_model``;
+1. rows = (scoring tick, pool) where the pool is obtainable, features from the observations a probe
+   fleet would have made (``ml.features``: ``components.risk_model.feature_vector`` over a
+   ``PoolEvidence``, the function production and the backtest call);
 2. an inner validation split of the *training* part (its last 25 %, label windows kept on their side)
    picks the hyper-parameters and the number of boosting iterations by Brier score;
 3. the chosen estimator is refitted on the whole training part.
 
 The held-out part of a trace is never read by any of this.
-
-Probabilities for pools that cannot be obtained at t are ``UNAVAILABLE_RISK`` (1.0): the model only
-describes obtainable pools.
 """
 
 from __future__ import annotations
@@ -26,19 +25,12 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from components.risk_model import (
-    DEFAULT_ADVISOR_BAND,
-    FEATURE_NAMES,
-    UNAVAILABLE_RISK,
-    Manifest,
-    advisor_prior,
-    validate_manifest,
-)
+from components.risk_model import FEATURE_NAMES, Manifest, validate_manifest
 from ml.features import Dataset, feature_tensor, trace_features
 from ml.traces import Trace
 
 __all__ = ["HORIZON_S", "PARAM_GRID", "RANDOM_STATE", "RiskModel", "TrainPart", "fit", "load_artifact",
-           "make_estimator", "prior_matrix", "sha256_of", "train_estimator"]
+           "make_estimator", "sha256_of", "train_estimator"]
 
 HORIZON_S = 3600.0
 RANDOM_STATE = 0
@@ -67,9 +59,9 @@ class TrainPart:
 
     trace: Trace
     end: int
-    tensor: np.ndarray | None = None
+    tensor: tuple[np.ndarray, np.ndarray] | None = None
 
-    def features(self) -> np.ndarray:
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
         if self.tensor is None:
             self.tensor = feature_tensor(self.trace)
         return self.tensor
@@ -158,15 +150,6 @@ class RiskModel:
         with threadpool_limits(THREADS, user_api="openmp"):
             return self.estimator.predict_proba(X)[:, 1]
 
-    def predict_matrix(self, trace: Trace, tensor: np.ndarray | None = None) -> np.ndarray:
-        """(ticks, pools): P(pool unobtainable within the horizon | rows <= t), 1.0 where it is
-        unobtainable at t. Row t uses only trace rows 0..t."""
-        features = feature_tensor(trace) if tensor is None else tensor
-        ticks, pools, width = features.shape
-        out = self.predict_features(features.reshape(-1, width)).reshape(ticks, pools)
-        out[trace.available == 0] = UNAVAILABLE_RISK
-        return out
-
 
 def fit(trace: Trace, train_end_tick: int, horizon_s: float = HORIZON_S,
         grid: tuple[dict[str, Any], ...] = PARAM_GRID) -> RiskModel:
@@ -201,12 +184,3 @@ def load_artifact(path: str | Path, manifest_path: str | Path | None = None) -> 
         raise ValueError(f"{path}: the estimator takes {getattr(estimator, 'n_features_in_', None)} features, "
                          f"the contract has {len(FEATURE_NAMES)}")
     return RiskModel(estimator, manifest.horizon_s, manifest)
-
-
-def prior_matrix(trace: Trace, horizon_s: float = HORIZON_S) -> np.ndarray:
-    """(ticks, pools): the Spot Advisor prior of each pool (constant in time), 1.0 where unobtainable."""
-    prior = np.array([advisor_prior(int(trace.advisor_band.get(p, DEFAULT_ADVISOR_BAND)), horizon_s)
-                      for p in trace.pools])
-    out = np.broadcast_to(prior, trace.available.shape).copy()
-    out[trace.available == 0] = UNAVAILABLE_RISK
-    return out

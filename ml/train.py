@@ -127,7 +127,7 @@ def run(datasets: dict[str, Trace], *, horizon_s: float = HORIZON_S, train_fract
     began = time.monotonic()
     parts, held, tensors, described = [], {}, {}, []
     for key, trace in datasets.items():
-        tensors[key] = feature_tensor(trace)
+        tensors[key] = feature_tensor(trace, horizon_s=horizon_s)
         split = trace.split_index(train_fraction)
         parts.append(TrainPart(trace, split, tensors[key]))
         held[key] = held_out_rows(trace, horizon_s, train_fraction, tensors[key])
@@ -185,17 +185,18 @@ def run(datasets: dict[str, Trace], *, horizon_s: float = HORIZON_S, train_fract
                         "probability": round(float(model.predict_features(example[None, :])[0]), 6)},
         "notes": [
             "label: the pool, obtainable at t, is unobtainable at a probe in (t, t + horizon_s]",
+            "rows: every 15 min per obtainable pool; features from the observations of ml.features.observer_log "
+            "(a probe fleet with the product's back-off, watching each pool in random spans), never from the "
+            "trace's availability",
             "estimator: sklearn HistGradientBoostingClassifier, params "
             + json.dumps({**estimator.get_params(), "chosen_on": "inner validation of the training part"},
                          sort_keys=True),
-            "features: components.risk_model.feature_vector; null in test_vector = NaN (missing)",
-            "a pool unobtainable now has risk 1.0 (components.risk_model.UNAVAILABLE_RISK)",
+            "features: components.risk_model.feature_vector(PoolEvidence); null in test_vector = NaN (missing)",
             f"training + evaluation took {elapsed:.0f} s",
         ],
     }
     if "gpu_usw2" in datasets:
-        manifest["notes"].append("gpu_usw2 has no prices (price features NaN) and its ticks are placed from "
-                                 "a nominal start 2022-10-26T00:00Z (hour/day features approximate)")
+        manifest["notes"].append("gpu_usw2 has no prices (price features NaN)")
     bands = {b for d in described for b in d["advisor_bands"]}
     if len(bands) == 1:
         manifest["notes"].append(f"every pool's Spot Advisor band is {bands.pop()}: the advisor_prior "

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from components.capacity import CapacityObservation
+
 ONDEMAND = "ondemand"
 
 
@@ -66,6 +68,12 @@ class Observation:
     later one. ``primary`` is the instance serving now (None after it stopped with nothing ready to
     take over), ``pending`` a replacement still booting or being promoted, ``standby`` the hot standby.
     ``now`` is ``time`` as epoch seconds, ``tick_s`` this tick's length.
+
+    ``observations`` are the capacity observations the policy's fleet made since its previous tick
+    (launches refused or succeeded, interruption warnings, instances held), the same records production
+    writes. A policy with ``observability = "observed"`` gets ``available`` and ``history_available``
+    as views that raise :class:`~bench.backtest.guard.UnobservedReadError` on any cell the fleet did not
+    see: it must live on ``observations`` like the product does.
     """
 
     tick: int
@@ -81,11 +89,15 @@ class Observation:
     pending: InstanceView | None
     ondemand_price: float
     pools: list[str]
+    observations: tuple[CapacityObservation, ...] = ()
 
 
 @dataclass(frozen=True)
 class Action:
     """Where the primary should be (a pool name or ONDEMAND) and where to keep a hot standby (or None).
+
+    ``fallbacks`` are tried in order, in the same tick, when launching the primary's replacement is
+    refused (the failover task walking its ranked candidates); ONDEMAND among them always succeeds.
 
     A primary different from the current one makes the simulator build a replacement (make-before-break:
     the old instance serves until the new one does). The standby must be in another pool than the
@@ -94,10 +106,12 @@ class Action:
 
     primary: str
     standby: str | None = None
+    fallbacks: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.standby is not None and self.standby == self.primary:
             raise ValueError(f"standby must differ from the primary's pool, both are {self.primary!r}")
+        object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
 
 
 class Policy(Protocol):
@@ -106,6 +120,9 @@ class Policy(Protocol):
     ``reset`` receives a trace whose rows from ``eval_start`` on cannot be read (rows up to the current
     tick open as the run advances), so a model may learn from the training part only. A policy whose
     class sets ``sees_future = True`` (the oracle) gets the whole trace and ``eval_end`` as well.
+    A policy whose class sets ``observability = "observed"`` sees availability only where its fleet
+    looked (see :class:`Observation`); its ``first_choice`` may return a ranked list, of which the
+    first pool obtainable at the start serves.
     """
 
     name: str

@@ -1,14 +1,23 @@
-"""``ours``: the product's own decision engine and risk model, as a backtest policy.
+"""``ours``: the product's decision engine and risk scoring, seeing only what production can see.
 
-At ``reset`` the risk model is trained on the training part of the trace only (rows before the
-split: the guarded trace refuses anything later). At every tick the policy builds the same inputs the
-decision cycle builds in production — pool options with their price, availability and risk — and calls
-``components.decision_engine.decide``; the decision's target and standby become the Action.
+The policy declares ``observability = "observed"``: the simulator hands it the prices of every pool
+but the availability of a pool only where its fleet looked (instances it held, launches it tried);
+any other read raises. What it knows of capacity is the list of
+:class:`components.capacity.CapacityObservation` the simulator reports — the records production
+writes — and, like production:
 
-Like production, risk is re-scored on a schedule (every ``risk_refresh_s``, the risk scorer's 15
-minutes) from the history seen so far, with the features of ``components.risk_model`` (the code the
-model was trained with); the decision itself runs at every tick so that an interruption warning is
-answered in the tick it arrives, as the sentinel does.
+- every ``risk_refresh_s`` (the risk scorer's 15 minutes) it scores every pool from a
+  :class:`components.risk_model.PoolEvidence` (the one feature function) with the risk model, or
+  the evidence fallback when no model is given;
+- pools in capacity back-off (``components.capacity.DEFAULT_BACKOFF``) are not targets;
+- the boot time in the cost model is the one it measured on its own launches (until the first
+  launch: the product's default, 300 s);
+- it calls ``components.decision_engine.decide`` at every tick and turns the decision's target,
+  fallbacks and standby into the Action.
+
+By default risk comes from the evidence estimate (``components.risk_model.evidence_risk``, what the
+risk scorer stores when no model is active). ``ours_model`` trains the scikit-learn model on the part
+before the split (``ml.train``'s pipeline) and scores with it; docs/benchmarks.md reports both.
 """
 
 from __future__ import annotations
@@ -21,89 +30,131 @@ import numpy as np
 
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
+from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
 from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
-from components.risk_model import LOOKBACK_S, UNAVAILABLE_RISK, PoolHistory, advisor_prior, feature_vector
+from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml
 from ml.traces import Trace
 
 RISK_REFRESH_S = 900.0
-
-# The product's defaults (chalicelib/decisions.py and the legacy agent_configs), with the timing
-# constants taken from the rules every policy runs under.
-PRODUCT_DEFAULTS = DecisionConfig()
-
-
-def product_config(rules: Rules, horizon_s: float) -> DecisionConfig:
-    """The decision config the product would use for a service with these boot/penalty figures."""
-    return replace(PRODUCT_DEFAULTS, horizon_s=horizon_s, switch_overhead_s=rules.boot_s,
-                   interruption_gap_s=max(0.0, rules.boot_s - rules.warning_s),
-                   downtime_penalty_per_hour=rules.downtime_penalty_per_hour)
+DEFAULT_BOOT_S = 300.0  # until the agent has measured one of its own launches (production's default too)
 
 
 class OursPolicy:
-    """Decision engine + risk model, with standbys, re-scoring risk every 15 simulated minutes."""
+    """Decision engine + observation-based risk, re-scored every 15 simulated minutes."""
 
     name = "ours"
+    observability = "observed"
 
-    def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S):
-        self.horizon_s, self.risk_refresh_s = horizon_s, risk_refresh_s
+    def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S, model=None,
+                 train: bool = False):
+        self.horizon_s, self.risk_refresh_s, self.given_model, self.train = horizon_s, risk_refresh_s, model, train
+        self.member, self.fleet = 0, 1
+
+    def join_fleet(self, member: int, fleet: int) -> None:
+        self.member, self.fleet = member, fleet
 
     def reset(self, trace, rules: Rules, eval_start: int) -> None:
         self.pools = list(trace.pools)
-        self.times = np.array([t.timestamp() for t in trace.times])
+        self.index = {p: j for j, p in enumerate(self.pools)}
         self.regions = [trace.regions.get(p, "") for p in self.pools]
-        self.bands = [trace.advisor_band.get(p, 2) for p in self.pools]
+        self.bands = [int(trace.advisor_band.get(p, 2)) for p in self.pools]
+        self.times = np.array([t.timestamp() for t in trace.times])
         self.ondemand = trace.ondemand_price
+        self.model = self.given_model
+        if self.model is None and self.train:
+            self.model = self._fit(trace, eval_start)
+        self.penalty = rules.downtime_penalty_per_hour
+        self.warning_s = rules.warning_s
+        self.boots: list[float] = []
+        self.log: dict[str, list[CapacityObservation]] = defaultdict(list)
+        self.risk = np.full(len(self.pools), np.nan)
+        self.risk_at = -np.inf
+        self.since: datetime | None = None
+        self.switches: list[datetime] = []
+        self.current: str | None = None
+        self.last_reason = ""
+        self._pending_seen: tuple | None = None
+
+    def _fit(self, trace, eval_start: int):
+        """The risk model trained on the part before the split (``ml.train``'s pipeline: rows from the
+        observations a probe fleet would have made there, never the availability as features)."""
         training = Trace(trace.name, list(trace.times[:eval_start]), self.pools,
                          np.asarray(trace.available[:eval_start]), np.asarray(trace.prices[:eval_start]),
                          trace.ondemand_price, trace.synthetic, dict(trace.advisor_band),
                          dict(trace.instance_types), dict(trace.regions))
         try:
-            self.model = risk_ml.fit(training, eval_start, horizon_s=self.horizon_s)
-        except ValueError:  # e.g. no interruption at all before the split: nothing to learn from
-            self.model = None  # the documented Spot Advisor prior serves, as in production
-        self.config = product_config(rules, self.horizon_s)
-        self.risk = np.full(len(self.pools), np.nan)
-        self.risk_at = -np.inf
-        self.current: str | None = None
-        self.since: datetime | None = None
-        self.switches: list[datetime] = []
-        by_region = defaultdict(list)
-        for j, region in enumerate(self.regions):
-            by_region[region].append(j)
-        self.region_members = [by_region[r] for r in self.regions]
+            return risk_ml.fit(training, eval_start, horizon_s=self.horizon_s)
+        except ValueError:  # e.g. no interruption before the split: the evidence fallback serves, as in production
+            return None
+
+    # -- what production knows -------------------------------------------------------------------
+
+    def _learn(self, obs: Observation) -> None:
+        for o in obs.observations:
+            self.log[o.pool_id].append(o)
+        pending = obs.pending
+        if pending is not None:
+            key = (pending.pool, pending.launched_at)
+            if key != self._pending_seen and pending.ready_at - pending.launched_at > 0:
+                self._pending_seen = key
+                self.boots.append(pending.ready_at - pending.launched_at)
+
+    def boot_s(self) -> float:
+        return float(np.median(self.boots[-20:])) if self.boots else DEFAULT_BOOT_S
+
+    def evidence(self, j: int, now: float, history_prices) -> PoolEvidence:
+        """The same PoolEvidence the risk scorer builds in production."""
+        region = self.regions[j]
+        first = max(0, int(np.searchsorted(self.times, now - 24 * 3600.0, side="right")) - 1)
+        last = int(np.searchsorted(self.times, now, side="right"))
+        prices = np.asarray(history_prices[first:last, j], dtype=float)
+        keep = np.isfinite(prices)
+        return PoolEvidence(
+            now=now, observations=tuple(self.log.get(self.pools[j], ())),
+            region_observations=tuple(o for k, p in enumerate(self.pools) if k != j and self.regions[k] == region
+                                      for o in self.log.get(p, ())),
+            price_times=tuple(self.times[first:last][keep].tolist()), prices=tuple(prices[keep].tolist()),
+            ondemand_price=self.ondemand, advisor_band=self.bands[j])
 
     def _rescore(self, obs: Observation) -> None:
-        """Risk of every pool from the history seen so far (the risk scorer's job)."""
-        first = int(np.searchsorted(self.times, obs.now - LOOKBACK_S, side="right")) - 1
-        first = max(first, 0)
-        rows = slice(first, obs.tick + 1)
-        avail = np.asarray(obs.history_available[rows], dtype=float)
-        prices = np.asarray(obs.history_prices[rows], dtype=float)
-        times = self.times[rows].tolist()
-        vectors, obtainable = [], []
-        for j in range(len(self.pools)):
-            if avail[-1, j] < 1:
-                obtainable.append(False)
-                continue
-            region = avail[:, self.region_members[j]].mean(axis=1)
-            history = PoolHistory(times=times, available=avail[:, j].astype(int).tolist(),
-                                  prices=prices[:, j].tolist(), region_available_fraction=region.tolist(),
-                                  ondemand_price=self.ondemand, advisor_band=self.bands[j])
-            vectors.append(feature_vector(history))
-            obtainable.append(True)
-        if not vectors:
-            scores = iter(())
-        elif self.model is None:
-            scores = iter(advisor_prior(self.bands[j], self.horizon_s) for j, ok in enumerate(obtainable) if ok)
+        evidences = [self.evidence(j, obs.now, obs.history_prices) for j in range(len(self.pools))]
+        if self.model is None:
+            self.risk = np.array([evidence_risk(e, self.horizon_s) for e in evidences])
         else:
-            scores = iter(self.model.predict_features(np.array(vectors, dtype=float)))
-        self.risk = np.array([next(scores) if ok else UNAVAILABLE_RISK for ok in obtainable])
+            self.risk = self.model.predict_features(np.array([feature_vector(e) for e in evidences], dtype=float))
         self.risk_at = obs.now
 
+    def _backoff(self, now: float) -> set[str]:
+        return set(DEFAULT_BACKOFF.blocked(self.log, now))
+
+    # -- deciding --------------------------------------------------------------------------------
+
+    def config(self) -> DecisionConfig:
+        return DecisionConfig.for_service(self.boot_s(), self.penalty, warning_s=self.warning_s,
+                                          horizon_s=self.horizon_s)
+
+    def _options(self, obs: Observation) -> list[PoolOption]:
+        blocked = self._backoff(obs.now)
+        return [PoolOption(p, float(obs.prices[j]) if np.isfinite(obs.prices[j]) else None,
+                           float(self.risk[j]) if np.isfinite(self.risk[j]) else None,
+                           available=p not in blocked)
+                for j, p in enumerate(self.pools)]
+
+    def first_choice(self, obs: Observation) -> list[str]:
+        """Ranked pools (then on-demand): the simulator starts in the first one that launches."""
+        self._learn(obs)
+        self._rescore(obs)
+        now = _aware(obs.time)
+        decision = decide(Situation(ONDEMAND, now), self._options(obs), self.ondemand, now,
+                          replace(self.config(), hold_cap_h=1e9))
+        ranked = [decision.target, *decision.fallbacks] if decision.target != ONDEMAND else []
+        if self.fleet > 1 and ranked:  # agents of a fleet spread over the best pools
+            k = self.member % len(ranked)
+            ranked = ranked[k:] + ranked[:k]
+        return [*ranked, ONDEMAND]
+
     def _situation(self, obs: Observation, now: datetime) -> Situation:
-        """Where the service is: a booting replacement counts as the placement (it is on its way);
-        a warned primary with nothing on the way, or no primary at all, needs replacing."""
         pending, primary, standby = obs.pending, obs.primary, obs.standby
         if pending is not None and not pending.warned:
             current, warned = pending.pool, False
@@ -118,15 +169,12 @@ class OursPolicy:
                          standby_ready=bool(usable_standby and usable_standby.ready_at <= obs.now))
 
     def act(self, obs: Observation) -> Action:
-        if obs.now - self.risk_at >= self.risk_refresh_s or self.current is None:
+        self._learn(obs)
+        if obs.now - self.risk_at >= self.risk_refresh_s or any(o.negative for o in obs.observations):
             self._rescore(obs)
-        now = obs.time if obs.time.tzinfo else obs.time.replace(tzinfo=timezone.utc)
-        options = [PoolOption(p, None if not np.isfinite(obs.prices[j]) else float(obs.prices[j]),
-                              float(self.risk[j]) if np.isfinite(self.risk[j]) else None,
-                              available=bool(obs.available[j]))
-                   for j, p in enumerate(self.pools)]
+        now = _aware(obs.time)
         situation = self._situation(obs, now)
-        decision = decide(situation, options, self.ondemand, now, self.config)
+        decision = decide(situation, self._options(obs), self.ondemand, now, self.config())
         if decision.target != situation.current:
             if decision.voluntary_switch:
                 self.switches.append(now)
@@ -135,7 +183,23 @@ class OursPolicy:
             self.since = now
         self.current = decision.target
         self.last_reason = decision.reason
-        return Action(primary=decision.target, standby=decision.standby)
+        standby = decision.standby if decision.standby != decision.target else None
+        return Action(primary=decision.target, standby=standby,
+                      fallbacks=tuple(f for f in decision.fallbacks if f != decision.target))
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+class OursModelPolicy(OursPolicy):
+    """``ours`` with the trained risk model instead of the evidence estimate."""
+
+    name = "ours_model"
+
+    def __init__(self, **kwargs):
+        super().__init__(train=True, **kwargs)
 
 
 register_policy("ours", OursPolicy)
+register_policy("ours_model", OursModelPolicy)

@@ -139,4 +139,8 @@ def registered_policies() -> list[str]:
     """Every policy name, after loading ``bench.backtest.ours`` when present; ``oracle`` comes last."""
     if "ours" not in POLICIES and importlib.util.find_spec("bench.backtest.ours") is not None:
         importlib.import_module("bench.backtest.ours")
-    return [n for n in POLICIES if n != "oracle"] + (["oracle"] if "oracle" in POLICIES else [])
+    return [n for n in POLICIES if n not in OPTIONAL and n != "oracle"] + (["oracle"] if "oracle" in POLICIES else [])
+
+
+# Registered but run only when asked for (--policies): variants reported as such in docs/benchmarks.md.
+OPTIONAL = frozenset({"ours_model"})

@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from bench.backtest.guard import PastOnlyTrace
+from bench.backtest.guard import ObservationLedger, ObservedHistory, ObservedRow, PastOnlyTrace
 from bench.backtest.market import Market
 from bench.backtest.model import ONDEMAND, Action, InstanceView, Observation, Rules
+from components.capacity import HELD_INTERVAL_S, CapacityObservation, ObservationKind
+
+REFUSAL_CODE = "InsufficientInstanceCapacity"  # what RunInstances answers when a pool has no capacity
 
 INF = math.inf
 OD = -1  # column of on-demand in Market.rate
@@ -31,11 +34,12 @@ OD = -1  # column of on-demand in Market.rate
 class _Instance:
     """One running instance. ``pool`` is a column index (-1 = on-demand); times are epoch seconds."""
 
-    __slots__ = ("pool", "launched_at", "ready_at", "stop_at", "warned", "serve_from", "_view")
+    __slots__ = ("pool", "launched_at", "ready_at", "stop_at", "warned", "serve_from", "_view", "held_at")
 
     def __init__(self, pool: int, launched_at: float, ready_at: float):
         self.pool, self.launched_at, self.ready_at = pool, launched_at, ready_at
         self.stop_at, self.warned, self.serve_from, self._view = INF, False, None, None
+        self.held_at = launched_at  # when a HELD observation was last made for it
 
     def view(self, names: list[str]) -> InstanceView:
         if self._view is None:
@@ -76,19 +80,44 @@ class PolicyResult:
 
 
 def simulate(trace, policy, rules: Rules, start: int, end: int, initial: str | None = None, *,
-             market: Market | None = None, timeline: bool = False) -> PolicyResult:
+             market: Market | None = None, timeline: bool = False, fleet: int = 1,
+             factory=None) -> PolicyResult:
     """Replay ``policy`` over ticks ``[start, end)`` of ``trace`` and score it.
 
     ``initial`` is where the already-serving first instance sits; by default the policy's own first
     choice (``policy.first_choice(obs)`` if it has one, else ``policy.act(obs).primary`` on the first
     observation with no instance). It must be obtainable at ``start``.
+
+    ``fleet`` > 1 runs that many agents of the policy side by side (``factory()`` makes each further
+    one), sharing one :class:`ObservationLedger`: each sees what the others observed. The result is
+    the mean per agent (counts rounded).
     """
-    run = _Run(trace, policy, rules, start, end, market or Market(trace), timeline)
-    return run.run(initial)
+    market = market or Market(trace)
+    ledger = ObservationLedger()
+    members = [policy] + [factory() for _ in range(fleet - 1)] if fleet > 1 else [policy]
+    if fleet > 1 and factory is None:
+        raise ValueError("a fleet needs a factory for its other agents")
+    runs = [_Run(trace, p, rules, start, end, market, timeline, ledger, member=k, fleet=fleet)
+            for k, p in enumerate(members)]
+    for run in runs:
+        run.begin(initial)
+    for i in range(start, end):
+        for run in runs:
+            run.warn_and_hold(i)
+        for run in runs:
+            run.step(i)
+    results = [run.result() for run in runs]
+    if fleet == 1:
+        return results[0]
+    mean = lambda attr: sum(getattr(r, attr) for r in results) / fleet  # noqa: E731
+    return PolicyResult(policy.name, mean("cost_usd"), mean("ondemand_cost_usd"), mean("downtime_s"),
+                        round(mean("interruptions")), round(mean("switches")), mean("score"),
+                        round(mean("launches")), round(mean("failed_launches")))
 
 
 class _Run:
-    def __init__(self, trace, policy, rules: Rules, start: int, end: int, market: Market, timeline: bool):
+    def __init__(self, trace, policy, rules: Rules, start: int, end: int, market: Market, timeline: bool,
+                 ledger: ObservationLedger | None = None, member: int = 0, fleet: int = 1):
         if not 0 <= start < end <= market.ticks:
             raise ValueError(f"bad window [{start}, {end}) for {market.ticks} ticks")
         self.trace, self.policy, self.rules, self.m = trace, policy, rules, market
@@ -104,6 +133,10 @@ class _Run:
         self.interruptions = self.switches = self.launches = self.failed = 0
         self.timeline: list[tuple[float, float, str]] | None = [] if timeline else None
         self.tick = start
+        self.ledger = ledger if ledger is not None else ObservationLedger()
+        self.observed = getattr(policy, "observability", "full") == "observed"
+        self.member, self.fleet = member, fleet
+        self.delivered = 0  # ledger events already handed to the policy
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -123,13 +156,33 @@ class _Run:
                 self.timeline.append((inst.serve_from, until,
                                       self.names[inst.pool] if inst.pool >= 0 else ONDEMAND))
 
+    def _see(self, col: int, kind: ObservationKind, now: float, value: int, code: str | None = None) -> None:
+        self.ledger.see(self.tick, col, value)
+        self.ledger.add(CapacityObservation(self.names[col], kind, now, code=code, source=f"agent-{self.member}"))
+
     def _launch(self, col: int, now: float) -> _Instance | None:
-        """A launch attempt at the current tick: a spot pool unavailable now fails (nothing, no cost)."""
+        """A launch attempt at the current tick: a spot pool unavailable now fails (nothing, no cost).
+        Either answer is an observation of the pool."""
         if col >= 0 and not self.m.available[self.tick, col]:
             self.failed += 1
+            self._see(col, ObservationKind.LAUNCH_REFUSED, now, 0, REFUSAL_CODE)
             return None
         self.launches += 1
+        if col >= 0:
+            self._see(col, ObservationKind.LAUNCH_SUCCEEDED, now, 1)
         return _Instance(col, now, now + self.rules.boot_s)
+
+    def _launch_any(self, cols: list[int], now: float) -> _Instance | None:
+        """Try ranked candidates in order in this tick (a ready standby in one of them is promoted)."""
+        for col in cols:
+            standby = self.standby
+            if standby is not None and not standby.warned and standby.pool == col:
+                self._promote(now)
+                return self.pending
+            inst = self._launch(col, now)
+            if inst is not None:
+                return inst
+        return None
 
     def _promote(self, now: float) -> None:
         """The standby becomes the replacement; it serves ``promote_s`` from now (or once it is ready)."""
@@ -145,8 +198,19 @@ class _Run:
         for role, inst in (("primary", self.primary), ("pending", self.pending), ("standby", self.standby)):
             if inst is not None and inst.pool >= 0 and not inst.warned and not row[inst.pool]:
                 inst.warned, inst.stop_at, inst._view = True, now + self.rules.warning_s, None
+                self._see(inst.pool, ObservationKind.INTERRUPTION_WARNING, now, 0)
                 if role != "standby":
                     self.interruptions += 1
+
+    def _hold(self, i: int, now: float) -> None:
+        """Instances running unwarned show their pool is up; every HELD_INTERVAL_S that is a HELD."""
+        for inst in (self.primary, self.pending, self.standby):
+            if inst is not None and inst.pool >= 0 and not inst.warned:
+                self.ledger.see(i, inst.pool, 1)
+                if now - inst.held_at >= HELD_INTERVAL_S:
+                    inst.held_at = now
+                    self.ledger.add(CapacityObservation(self.names[inst.pool], ObservationKind.HELD, now,
+                                                        source=f"agent-{self.member}"))
 
     def apply(self, action: Action, now: float) -> None:
         """Carry out an action at the current tick.
@@ -181,7 +245,7 @@ class _Run:
             if standby is not None and not standby.warned and standby.pool == target:
                 self._promote(now)
             else:
-                self.pending = self._launch(target, now)
+                self.pending = self._launch_any([target, *(self._col(f) for f in action.fallbacks)], now)
         primary, standby = self.primary, self.standby
         if ((primary is None or primary.warned) and self.pending is None and standby is not None
                 and not standby.warned):
@@ -232,47 +296,80 @@ class _Run:
 
     def _observation(self, i: int, now: float) -> Observation:
         m, names = self.m, self.names
+        if self.observed:
+            available, history = ObservedRow(self.ledger, i, len(names)), self.history
+        else:
+            available, history = m.available[i], m.available[: i + 1]
+        events = tuple(self.ledger.events[self.delivered:])
+        self.delivered = len(self.ledger.events)
         return Observation(
             tick=i, time=self.trace.times[i], now=now, tick_s=float(m.tick_s[i]),
-            prices=m.prices[i], available=m.available[i],
-            history_available=m.available[: i + 1], history_prices=m.prices[: i + 1],
+            prices=m.prices[i], available=available,
+            history_available=history, history_prices=m.prices[: i + 1],
             primary=None if self.primary is None else self.primary.view(names),
             standby=None if self.standby is None else self.standby.view(names),
             pending=None if self.pending is None else self.pending.view(names),
-            ondemand_price=m.ondemand_price, pools=names)
+            ondemand_price=m.ondemand_price, pools=names, observations=events)
 
     # -- the run -----------------------------------------------------------------------------------
 
-    def run(self, initial: str | None) -> PolicyResult:
+    def begin(self, initial: str | None) -> None:
+        """Reset the policy and place the already-serving first instance."""
         policy, start, m = self.policy, self.start, self.m
-        guarded = None
+        self.guarded = None
         if getattr(policy, "sees_future", False):
             policy.reset(self.trace, self.rules, start, eval_end=self.end)
         else:
-            guarded = PastOnlyTrace(self.trace, start - 1)
-            policy.reset(guarded, self.rules, start)
-            guarded.cursor.row = start
+            self.guarded = PastOnlyTrace(self.trace, start - 1, self.ledger if self.observed else None)
+            if self.observed:
+                self.history = self.guarded.available
+            if hasattr(policy, "join_fleet"):
+                policy.join_fleet(self.member, self.fleet)
+            policy.reset(self.guarded, self.rules, start)
+            self.guarded.cursor.row = start
+        self.tick = start
         if initial is None:
             obs = self._observation(start, self.t0)
             chooser = getattr(policy, "first_choice", None)
             initial = chooser(obs) if chooser is not None else policy.act(obs).primary
-        col = self._col(initial)
-        if col >= 0 and not m.available[start, col]:
-            raise ValueError(f"{policy.name}: first choice {initial!r} is not obtainable at the start")
+        ranked = [initial] if isinstance(initial, str) else list(initial)
+        col = None
+        for name in ranked:
+            c = self._col(name)
+            if self.observed and c >= 0:  # the honest policy learns the answer of each try
+                kind = ObservationKind.LAUNCH_SUCCEEDED if m.available[start, c] else ObservationKind.LAUNCH_REFUSED
+                self._see(c, kind, self.t0, int(m.available[start, c]),
+                          None if m.available[start, c] else REFUSAL_CODE)
+            if c < 0 or m.available[start, c]:
+                col = c
+                break
+        if col is None:
+            raise ValueError(f"{policy.name}: first choice {ranked!r} is not obtainable at the start")
         self.primary = _Instance(col, self.t0, self.t0)
         self.primary.serve_from = self.t0
-        stamps = m.stamps
-        for i in range(start, self.end):
-            self.tick = i
-            now = float(stamps[i])
-            nxt = float(stamps[i + 1]) if i + 1 < m.ticks else self.t1
-            if guarded is not None:
-                guarded.cursor.row = i
-            self._warn(i, now)
-            self.apply(policy.act(self._observation(i, now)), now)
-            p = self.primary
-            if self.pending is not None or self.standby is not None or (p is not None and p.stop_at <= nxt):
-                self._advance(nxt)
+
+    def warn_and_hold(self, i: int) -> None:
+        """Start of tick i, before any agent acts: warnings land, running instances are seen."""
+        self.tick = i
+        now = float(self.m.stamps[i])
+        if self.guarded is not None:
+            self.guarded.cursor.row = i
+        self._warn(i, now)
+        self._hold(i, now)
+
+    def step(self, i: int) -> None:
+        """The policy acts at the start of tick i; then time runs to the next tick."""
+        m = self.m
+        self.tick = i
+        now = float(m.stamps[i])
+        nxt = float(m.stamps[i + 1]) if i + 1 < m.ticks else self.t1
+        self.apply(self.policy.act(self._observation(i, now)), now)
+        p = self.primary
+        if self.pending is not None or self.standby is not None or (p is not None and p.stop_at <= nxt):
+            self._advance(nxt)
+
+    def result(self) -> PolicyResult:
+        m = self.m
         for inst in (self.primary, self.pending, self.standby):
             if inst is not None:
                 self._finish(inst, self.t1)
@@ -281,6 +378,6 @@ class _Run:
         downtime = 0.0 if downtime < 1e-6 else downtime  # float dust from summing serving intervals
         ondemand_cost = m.ondemand_price * window / 3600.0
         score = self.cost + self.rules.downtime_penalty_per_hour * downtime / 3600.0
-        return PolicyResult(policy.name, self.cost, ondemand_cost, downtime, self.interruptions,
+        return PolicyResult(self.policy.name, self.cost, ondemand_cost, downtime, self.interruptions,
                             self.switches, score, self.launches, self.failed,
                             serving_timeline=self.timeline)

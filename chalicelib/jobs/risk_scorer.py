@@ -1,12 +1,14 @@
 """Every 15 minutes: score every known pool's interruption risk and store it (pool item + history).
 
 The only function deployed with the scikit-learn layer. It validates newly uploaded model versions,
-then scores with the active one; with no active model it stores the documented Spot Advisor prior.
-Features come from components.risk_model — the same code that built the training set.
+then scores with the active one; with no active model it stores the evidence estimate
+(``components.risk_model.evidence_risk``). Both read the same :class:`PoolEvidence` that training and
+the backtest build: the pool's capacity observations (refused/succeeded launches, warnings,
+rebalances, AWS stops, instances held, placement scores), its region's, its price history and the
+on-demand price — nothing filled with constants.
 
-What production knows of a pool today is its price history; capacity observations (interruption
-warnings per pool) join the features once the sentinel records them, until then a pool that reports
-prices counts as available.
+Each run first records a HELD observation for every pool one of our agents' spot instances runs in:
+that is the exposure the features count (one per pool and agent per run, 15 minutes each).
 """
 
 from __future__ import annotations
@@ -14,40 +16,70 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from components.risk_model import DEFAULT_ADVISOR_BAND, PoolHistory, advisor_prior, feature_vector
+from components.capacity import CapacityObservation, ObservationKind
+from components.risk_model import (
+    DEFAULT_ADVISOR_BAND,
+    EVIDENCE_WINDOW_S,
+    PoolEvidence,
+    evidence_risk,
+    feature_vector,
+)
 
 from chalicelib import model_store
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.settings import get_settings
 
-HISTORY = timedelta(hours=24)
+PRICE_HISTORY = timedelta(hours=24)
+REGION_WINDOW = timedelta(hours=24)
+RUN_EVERY_S = 900
 
 
-def _history(pool, now: datetime) -> PoolHistory | None:
-    points = pool_repo.history(pool.pool_id, now - HISTORY)
-    if not points or pool.ondemand_price is None:
-        return None
-    return PoolHistory(times=[p.ts.timestamp() for p in points], available=[1] * len(points),
-                       prices=[float(p.price) for p in points],
-                       region_available_fraction=[1.0] * len(points),
-                       ondemand_price=float(pool.ondemand_price), advisor_band=DEFAULT_ADVISOR_BAND)
+def record_held(now: datetime) -> int:
+    """A HELD observation per live agent on spot (its pool), keyed by agent and run: idempotent."""
+    run = int(now.timestamp()) // RUN_EVERY_S
+    count = 0
+    for agent in agent_repo.live_spot_agents():
+        held = CapacityObservation(agent.current_pool_id, ObservationKind.HELD, now.timestamp(), source="risk-scorer")
+        count += observations.record(held, event_id=f"held-{agent.agent_id}-{run}", client_id=agent.client_id,
+                                     agent_id=agent.agent_id, instance_id=agent.instance_id)
+    return count
+
+
+def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
+    """The pool's PoolEvidence from the tables (the same shape ml.features builds from a trace)."""
+    points = pool_repo.history(pool.pool_id, now - PRICE_HISTORY)
+    region_since = now.timestamp() - REGION_WINDOW.total_seconds()
+    neighbours = [o for pid, obs in seen.items() if pid != pool.pool_id and region_of.get(pid) == pool.region
+                  for o in obs if o.at >= region_since]
+    return PoolEvidence(
+        now=now.timestamp(), observations=tuple(seen.get(pool.pool_id, ())),
+        region_observations=tuple(sorted(neighbours, key=lambda o: o.at)),
+        price_times=tuple(p.ts.timestamp() for p in points), prices=tuple(float(p.price) for p in points),
+        ondemand_price=float(pool.ondemand_price) if pool.ondemand_price is not None else float("nan"),
+        advisor_band=DEFAULT_ADVISOR_BAND)
 
 
 def run(now: datetime) -> dict:
-    """Validate uploads, then score every pool; returns counts by source."""
+    """Validate uploads, record exposure, then score every pool; returns counts by source."""
     logger.append_keys(job="risk-scorer")
     horizon = get_settings().risk_horizon_s
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    prior = advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
+    held = record_held(now)
+    pools = pool_repo.all_pools()
+    seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
+                                  limit=1000)
+    region_of = {p.pool_id: p.region for p in pools}
     scores, vectors, counts = [], [], defaultdict(int)
-    for pool in pool_repo.all_pools():
-        history = _history(pool, now) if active else None
-        if history is None:
-            scores.append((pool.pool_id, prior, "prior", None))
+    for pool in pools:
+        ev = evidence(pool, seen, region_of, now)
+        if active:
+            vectors.append((pool.pool_id, feature_vector(ev)))
         else:
-            vectors.append((pool.pool_id, feature_vector(history)))
+            scores.append((pool.pool_id, evidence_risk(ev, horizon), "evidence", None))
     if active and vectors:
         version, estimator = active
         rows = [[float("nan") if x is None else float(x) for x in v] for _, v in vectors]
@@ -56,7 +88,8 @@ def run(now: datetime) -> dict:
     pool_repo.save_risk(scores, horizon, now)
     for _, _, source, _ in scores:
         counts[source] += 1
-    result = {"scored": dict(counts), "validated": validated, "model": active[0] if active else None}
+    result = {"scored": dict(counts), "validated": validated, "model": active[0] if active else None,
+              "held": held}
     logger.info("risk scores stored", extra=result)
     metrics.add_metric(name="RiskScorer.pools", unit=MetricUnit.Count, value=len(scores))
     publish_metrics()

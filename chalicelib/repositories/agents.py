@@ -380,3 +380,11 @@ def auto_switch_agents():
     for row in AgentTable.scan(filter_condition=condition):
         if row.config.enabled:
             yield _record(row)
+
+
+def live_spot_agents():
+    """Every live agent whose current instance runs on spot in a known pool (the risk scorer's exposure)."""
+    condition = (AgentTable.liveness == LIVE) & (AgentTable.current_mode == "spot") \
+        & AgentTable.current_pool_id.exists()
+    for row in AgentTable.scan(filter_condition=condition):
+        yield _record(row)

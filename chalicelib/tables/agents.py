@@ -27,11 +27,13 @@ class AgentConfigMap(MapAttribute):
     manual_replica_enabled = BooleanAttribute(default=False)
     replica_enabled = BooleanAttribute(default=False)
     replica_count = NumberAttribute(default=0)
-    min_savings_percent = NumberAttribute(default=15)
-    risk_threshold = NumberAttribute(default=0.30)
+    # Safety rails a user may set; the defaults leave the expected-cost arithmetic in charge
+    # (components.decision_engine.DecisionConfig): no minimum saving, no risk ceiling, no minimum stay.
+    min_savings_percent = NumberAttribute(default=0)
+    risk_threshold = NumberAttribute(default=1.0)
     max_switches_per_day = NumberAttribute(default=3)
     max_switches_per_week = NumberAttribute(default=10)
-    min_pool_duration_hours = NumberAttribute(default=2)
+    min_pool_duration_hours = NumberAttribute(default=0)
     # Traffic hand-off on failover: "none", "eip" (allocation id) or "target-group" (ARN + port).
     handover = UnicodeAttribute(default="none")
     eip_allocation_id = UnicodeAttribute(null=True)

@@ -4,6 +4,7 @@ from components.capacity.backoff import DEFAULT_BACKOFF, BackoffPolicy
 from components.capacity.errors import InvalidObservationError
 from components.capacity.model import (
     CAPACITY_ERROR_CODES,
+    HELD_INTERVAL_S,
     NEGATIVE_KINDS,
     POSITIVE_KINDS,
     CapacityObservation,
@@ -14,6 +15,7 @@ from components.capacity.model import (
 __all__ = [
     "CAPACITY_ERROR_CODES",
     "DEFAULT_BACKOFF",
+    "HELD_INTERVAL_S",
     "NEGATIVE_KINDS",
     "POSITIVE_KINDS",
     "BackoffPolicy",

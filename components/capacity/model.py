@@ -23,7 +23,12 @@ from enum import Enum
 
 from components.capacity.errors import InvalidObservationError
 
-__all__ = ["CAPACITY_ERROR_CODES", "CapacityObservation", "ObservationKind", "refusal_kind"]
+__all__ = ["CAPACITY_ERROR_CODES", "HELD_INTERVAL_S", "CapacityObservation", "ObservationKind", "refusal_kind"]
+
+# A HELD observation stands for this much running time of one of our instances in the pool without a
+# warning: production records one per pool and instance at every risk-scorer run (15 minutes), the
+# backtest at the same cadence, so exposure counts mean the same in both.
+HELD_INTERVAL_S = 900.0
 
 
 class ObservationKind(str, Enum):

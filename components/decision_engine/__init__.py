@@ -1,6 +1,12 @@
 """The decision policy: expected cost with risk, guardrails, on-demand fallback, standby placement."""
 
-from components.decision_engine.costs import expected_hourly_cost, hazard_per_hour, interruption_cost, switch_cost
+from components.decision_engine.costs import (
+    expected_hold_hours,
+    expected_hourly_cost,
+    hazard_per_hour,
+    interruption_cost,
+    switch_cost,
+)
 from components.decision_engine.errors import InvalidDecisionInputError
 from components.decision_engine.limits import blocked_by_limits, held_long_enough, switches_within
 from components.decision_engine.model import (
@@ -27,6 +33,7 @@ __all__ = [
     "blocked_by_limits",
     "choose_standby",
     "decide",
+    "expected_hold_hours",
     "expected_hourly_cost",
     "hazard_per_hour",
     "held_long_enough",

@@ -14,8 +14,8 @@ def hazard_per_hour(risk: float, horizon_s: float) -> float:
 
 
 def interruption_cost(price: float, config: DecisionConfig, with_standby: bool) -> float:
-    """Dollars lost per interruption: downtime (none with a ready standby) plus a replacement boot."""
-    downtime_s = 0.0 if with_standby else config.interruption_gap_s
+    """Dollars lost per interruption: downtime (``promote_s`` with a ready standby) plus a replacement boot."""
+    downtime_s = min(config.promote_s, config.interruption_gap_s) if with_standby else config.interruption_gap_s
     return (config.downtime_penalty_per_hour * downtime_s + price * config.switch_overhead_s) / 3600.0
 
 
@@ -25,6 +25,14 @@ def expected_hourly_cost(option: PoolOption, config: DecisionConfig, with_standb
         return math.inf
     rate = hazard_per_hour(option.risk, config.horizon_s)
     return option.price + rate * interruption_cost(option.price, config, with_standby)
+
+
+def expected_hold_hours(option: PoolOption, config: DecisionConfig) -> float:
+    """How long a placement in this pool is expected to last before an interruption moves it (capped)."""
+    if option.risk is None:
+        return 0.0
+    rate = hazard_per_hour(option.risk, config.horizon_s)
+    return config.hold_cap_h if rate <= 1.0 / config.hold_cap_h else 1.0 / rate
 
 
 def switch_cost(new_price: float, config: DecisionConfig) -> float:

@@ -34,20 +34,29 @@ class PoolOption:
 
 @dataclass(frozen=True)
 class DecisionConfig:
-    """Guardrails and cost model (PRODUCT.md §6). Defaults follow the legacy agent_configs.
+    """The cost model that drives decisions, and the user's safety rails (PRODUCT.md §6).
 
-    ``risk_ceiling`` is the highest interruption probability (within ``horizon_s``) a pool may have to
-    be chosen; on-demand is left again only when a pool's risk is at most ``risk_recover`` (hysteresis).
-    An unplanned interruption without a standby costs ``interruption_gap_s`` of downtime at
-    ``downtime_penalty_per_hour`` plus a replacement boot; a voluntary switch costs ``switch_overhead_s``
-    of overlap (make-before-break) and must pay for itself within ``min_pool_duration_hours``.
+    The engine: every option's expected cost per hour is its price plus its hazard (from the
+    calibrated risk within ``horizon_s``) times what an interruption costs this service: the downtime
+    it causes (``interruption_gap_s`` = measured boot − the 2-minute warning, or ``promote_s`` with a
+    ready standby) at ``downtime_penalty_per_hour``, plus a replacement boot (``switch_overhead_s``,
+    the measured boot time) at the pool's price. A move happens when what it saves per hour, counted
+    for as long as the new placement is expected to last (at most ``hold_cap_h``), repays its
+    overlap. :meth:`for_service` builds this from a measured boot time.
+
+    The rails (user-set; the defaults leave the arithmetic in charge): ``min_savings_percent``,
+    ``min_pool_duration_hours``, ``risk_ceiling`` (pools above it are never chosen), and the
+    switch limits and cooldown, which bound voluntary pool-to-pool switches only. Replacing a warned
+    instance, leaving a pool that costs more than on-demand, and coming back from on-demand are never
+    blocked by them. ``risk_recover`` (≤ ceiling) is the risk a pool must be at or below for a return
+    from on-demand.
     """
 
-    min_savings_percent: float = 15.0
-    risk_ceiling: float = 0.60
-    risk_recover: float = 0.40
+    min_savings_percent: float = 0.0
+    risk_ceiling: float = 1.0
+    risk_recover: float = 1.0
     horizon_s: float = 3600.0
-    min_pool_duration_hours: float = 2.0
+    min_pool_duration_hours: float = 0.0
     max_switches_per_day: int = 3
     max_switches_per_week: int = 10
     cooldown_s: float = 600.0
@@ -56,6 +65,16 @@ class DecisionConfig:
     downtime_penalty_per_hour: float = 0.0
     standby_enabled: bool = True
     standby_value_ratio: float = 1.0
+    promote_s: float = 15.0
+    hold_cap_h: float = 24.0
+
+    @classmethod
+    def for_service(cls, boot_s: float, downtime_penalty_per_hour: float, *, warning_s: float = 120.0,
+                    **rails) -> "DecisionConfig":
+        """The cost model of a service whose replacement takes ``boot_s`` from launch to serving."""
+        boot_s = max(0.0, float(boot_s))
+        return cls(switch_overhead_s=boot_s, interruption_gap_s=max(0.0, boot_s - warning_s),
+                   downtime_penalty_per_hour=downtime_penalty_per_hour, **rails)
 
     def __post_init__(self) -> None:
         if not 0 <= self.risk_recover <= self.risk_ceiling <= 1:
@@ -86,6 +105,7 @@ class Decision:
     target: str  # pool id or ONDEMAND: where the primary should be
     standby: str | None
     reason: str
+    fallbacks: tuple[str, ...] = ()  # tried in order when the target's launch is refused
     expected_cost: dict[str, float] = field(default_factory=dict)  # $/h per option considered
     risk: float | None = None  # risk of the target pool (None for on-demand)
 

@@ -1,11 +1,19 @@
-"""The risk model's contract, in pure Python: features, the Advisor prior, the artifact manifest.
+"""The risk model's contract, in pure Python: evidence → features, fallbacks, the artifact manifest.
 
 The decision cycle and the risk scorer import this package; neither needs scikit-learn to build a
-feature vector, fall back to the prior or check a manifest. Training lives in ``ml/`` (offline).
+feature vector, fall back to the evidence estimate or the Advisor prior, or check a manifest.
+Training lives in ``ml/`` (offline).
 """
 
 from components.risk_model.errors import InvalidRiskInputError, ManifestError, RiskModelError
-from components.risk_model.features import feature_rows, feature_vector
+from components.risk_model.evidence import (
+    EVIDENCE_WINDOW_S,
+    FEATURE_NAMES,
+    PoolEvidence,
+    evidence_hazard,
+    evidence_risk,
+    feature_vector,
+)
 from components.risk_model.manifest import (
     Manifest,
     ManifestMetrics,
@@ -13,13 +21,6 @@ from components.risk_model.manifest import (
     TrainingSpan,
     example_manifest,
     validate_manifest,
-)
-from components.risk_model.model import (
-    FEATURE_NAMES,
-    LOOKBACK_S,
-    UNAVAILABLE_RISK,
-    WINDOWS_S,
-    PoolHistory,
 )
 from components.risk_model.prior import (
     ADVISOR_BAND_LABELS,
@@ -29,26 +30,31 @@ from components.risk_model.prior import (
     advisor_prior,
 )
 
+# The names the backtest and training use for the same things.
+EVIDENCE_FEATURE_NAMES = FEATURE_NAMES
+evidence_features = feature_vector
+
 __all__ = [
     "ADVISOR_BAND_LABELS",
     "ADVISOR_BAND_MONTHLY_RATE",
     "DEFAULT_ADVISOR_BAND",
+    "EVIDENCE_FEATURE_NAMES",
+    "EVIDENCE_WINDOW_S",
     "FEATURE_NAMES",
-    "LOOKBACK_S",
     "SECONDS_PER_MONTH",
-    "UNAVAILABLE_RISK",
-    "WINDOWS_S",
     "InvalidRiskInputError",
     "Manifest",
     "ManifestError",
     "ManifestMetrics",
-    "PoolHistory",
+    "PoolEvidence",
     "RiskModelError",
     "Score",
     "TrainingSpan",
     "advisor_prior",
+    "evidence_features",
+    "evidence_hazard",
+    "evidence_risk",
     "example_manifest",
-    "feature_rows",
     "feature_vector",
     "validate_manifest",
 ]

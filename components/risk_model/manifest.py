@@ -250,7 +250,7 @@ def example_manifest() -> dict[str, Any]:
         "sklearn_version": "1.9.1",
         "training_span": {"start": "2023-02-15T22:08:16+00:00", "end": "2023-03-15T05:41:08+00:00"},
         "metrics": {"model": {"auc": 0.8, "brier": 0.1},
-                    "baselines": {"trailing_availability": {"auc": 0.7, "brier": 0.2},
+                    "baselines": {"evidence_fallback": {"auc": 0.7, "brier": 0.2},
                                   "advisor_prior": {"auc": 0.5, "brier": 0.3}}},
         "sha256": "0" * 64,
         "created_at": "2024-01-01T00:00:00+00:00",
