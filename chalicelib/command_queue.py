@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from components.capacity import CapacityObservation, ObservationKind, refusal_kind
 from components.command_tracker import (
     SWITCH_TYPES,
     Command,
@@ -25,7 +26,10 @@ from components.command_tracker import (
 )
 
 from chalicelib import bootstrap
-from chalicelib.repositories import activity
+from chalicelib.repositories import activity, observations
+
+# Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
+LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.CREATE_REPLICA})
 
 
 class _TimeoutWatch:
@@ -61,13 +65,19 @@ def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Com
 
 
 def record_result(agent_id: str, command_id: str, *, success: bool, message: str | None,
-                  now: datetime) -> ResultOutcome:
-    """Accept an agent's result for a delivered command (idempotent; a late result is recorded)."""
+                  now: datetime, error_code: str | None = None) -> ResultOutcome:
+    """Accept an agent's result for a delivered command (idempotent; a late result is recorded).
+
+    A failed launch command whose ``error_code`` (EC2's) says the target pool had no capacity is
+    recorded as a capacity observation of that pool.
+    """
     watch = _TimeoutWatch(bootstrap.command_store())
     try:
         outcome = report_result(watch, agent_id, command_id, success=success, message=message, now=now)
     finally:
         watch.notify(now)
+    if not success and refusal_kind(error_code):
+        observe_refusal(outcome.command, error_code, now)
     if outcome.late:
         cmd = outcome.command
         activity.record_event("command_result_late",
@@ -77,6 +87,20 @@ def record_result(agent_id: str, command_id: str, *, success: bool, message: str
                               metadata={"lease_expires_at": cmd.lease_expires_at.isoformat()
                                         if cmd.lease_expires_at else None, "attempts": cmd.attempts})
     return outcome
+
+
+def observe_refusal(command: Command, error_code: str, now: datetime) -> bool:
+    """LAUNCH_REFUSED for the pool a failed switch / create_replica command targeted. Keyed by the
+    command and its (set-once) finish time, so a replayed result adds nothing."""
+    if (command.command_type not in LAUNCH_TYPES or command.success is not False or not command.target_pool_id
+            or (command.target_mode or "spot") != "spot"):
+        return False
+    at = command.finished_at or now
+    return observations.record(
+        CapacityObservation(command.target_pool_id, ObservationKind.LAUNCH_REFUSED, at.timestamp(),
+                            code=error_code, source="agent"),
+        event_id=f"command:{command.agent_id}:{command.command_id}", client_id=command.client_id,
+        agent_id=command.agent_id, instance_id=command.instance_id)
 
 
 def extend(agent, command_id: str, now: datetime) -> Command:

@@ -3,8 +3,10 @@
 Each step takes the execution state and returns it with its additions, and is idempotent: a retried
 step finds its own earlier writes (deterministic replica and command ids, set-once timings,
 compare-and-set promotions) and does not repeat them. AWS errors worth retrying are raised as
-``TransientAwsError`` (the ASL retries it with backoff); no spot capacity raises ``CapacityUnavailable``
-(caught into the on-demand path). Timings on the interruption event: detected → decided → replacement
+``TransientAwsError`` (the ASL retries it with backoff). The launch step tries the plan's ranked spot
+pools (none in capacity back-off) one after the other, recording each refusal as a capacity
+observation; only when every one refused does ``CapacityUnavailable`` leave it (caught into the
+on-demand path). Timings on the interruption event: detected → decided → replacement
 ready → traffic moved → completed.
 """
 
@@ -84,44 +86,90 @@ def plan(state: State) -> State:
     if standby is not None and standby.active and standby.instance_id:
         info = ec2.describe(agent.region, [standby.instance_id]).get(standby.instance_id)
         view = standby.view(info.state if info else None)
-    try:
-        spot = replicas.place(agent, now, exclude=(standby.pool_id,) if standby and standby.pool_id and view is None
-                              else ())
-    except ConflictError:
-        spot = None
+    spots = replicas.candidates(agent, now, exclude=(standby.pool_id,) if standby and standby.pool_id
+                                and view is None else ())
+    spot = spots[0] if spots else None
     route = route_failover(view, spot.pool_id if spot else None, agent.current_pool_id)
     interruptions.set_once(state["client_id"], state["interruption_id"], "decided_at", now)
     reason = {FailoverRoute.PROMOTE: f"promote standby {standby_id}",
               FailoverRoute.LAUNCH: f"no live standby: spot replacement in {spot.pool_id if spot else None}"
-                                    f" ({spot.reason if spot else ''})",
-              FailoverRoute.ONDEMAND: "no live standby and no other spot pool: on-demand"}[route]
+                                    f" ({spot.reason if spot else ''})"
+                                    + (f", then {', '.join(s.pool_id for s in spots[1:])}" if len(spots) > 1 else ""),
+              FailoverRoute.ONDEMAND: "no live standby and no other spot pool (or all in capacity back-off): "
+                                      "on-demand"}[route]
     logger.info("failover plan", extra={"interruption_id": state["interruption_id"], "route": route.value,
                                         "reason": reason})
     return {**state, "action": route.value, "reason": reason, "region": agent.region,
             "replica_id": standby_id if route is FailoverRoute.PROMOTE else None,
             "spot_pool_id": spot.pool_id if spot else None, "spot_az": spot.az if spot else None,
             "spot_price": str(spot.price) if spot and spot.price is not None else None,
+            "spot_candidates": [{"pool_id": s.pool_id, "az": s.az,
+                                 "price": str(s.price) if s.price is not None else None} for s in spots],
             "lifecycle": "spot", "checks": 0}
 
 
+def _spot_candidates(state: State) -> list[dict[str, Any]]:
+    """The plan's ranked spot pools (an execution planned before they existed has just the first)."""
+    found = state.get("spot_candidates")
+    if found:
+        return list(found)
+    if state.get("spot_pool_id"):
+        return [{"pool_id": state["spot_pool_id"], "az": state.get("spot_az"), "price": state.get("spot_price")}]
+    return []
+
+
+def _replacement_id(state: State, lifecycle: str, rank: int = 0) -> str:
+    """Deterministic per (interruption, lifecycle, candidate rank): a retried task finds its rows and the
+    instance tagged with them instead of launching again."""
+    stem = f"emg-{state['interruption_id'][4:]}-{lifecycle}"
+    return stem if rank == 0 else f"{stem}{rank + 1}"
+
+
 def launch(state: State) -> State:
-    """Launch the emergency replacement (``lifecycle`` spot, or on-demand on the fallback path)."""
+    """Launch the emergency replacement: spot in the plan's ranked pools, one after the other within this
+    task (a capacity refusal is recorded and the next pool tried, so one refusal never costs a Step
+    Functions retry); when every one refused, CapacityUnavailable sends the workflow on to on-demand.
+    On the fallback path (``lifecycle`` ondemand) one on-demand launch in the agent's AZ."""
     now = _now()
     agent = _agent(state)
     if agent is None:
         raise ec2.LaunchError("agent vanished during failover")
     lifecycle = state.get("lifecycle") or "spot"
-    spot = lifecycle == "spot"
+    if lifecycle != "spot":
+        replica = _launch_one(agent, state, _replacement_id(state, lifecycle), lifecycle, None, agent.az, None, now)
+        return _launched(state, replica)
+    refusals: list[str] = []
+    for rank, candidate in enumerate(_spot_candidates(state)):
+        replica_id = _replacement_id(state, "spot", rank)
+        try:
+            replica = _launch_one(agent, state, replica_id, "spot", candidate["pool_id"],
+                                  candidate.get("az") or agent.az, candidate.get("price"), now)
+        except ec2.CapacityUnavailable as exc:
+            refusals.append(f"{candidate['pool_id']}: {exc}")
+            logger.info("failover spot launch refused, next pool", extra={
+                "interruption_id": state["interruption_id"], "pool_id": candidate["pool_id"], "error": str(exc)})
+            continue
+        return _launched(state, replica)
+    raise ec2.CapacityUnavailable("no spot capacity in any planned pool: " + "; ".join(refusals or ["none planned"]))
+
+
+def _launch_one(agent: AgentRecord, state: State, replica_id: str, lifecycle: str, pool_id: str | None, az: str,
+                price: str | None, now: datetime):
+    """One replacement row and its instance (both idempotent on ``replica_id``). A row that already
+    failed (an earlier attempt of this task was refused there) counts as refused again without asking EC2."""
     replica = replica_repo.create(
-        agent, replica_id=f"emg-{state['interruption_id'][4:]}-{lifecycle}", replica_type=ReplicaType.TERMINATION.value,
-        lifecycle=lifecycle, pool_id=state.get("spot_pool_id") if spot else None,
-        az=(state.get("spot_az") if spot else agent.az) or agent.az, created_by="failover", now=now, take_slot=False,
-        interruption_id=state["interruption_id"],
-        hourly_cost=state.get("spot_price") if spot else None)
+        agent, replica_id=replica_id, replica_type=ReplicaType.TERMINATION.value, lifecycle=lifecycle,
+        pool_id=pool_id, az=az, created_by="failover", now=now, take_slot=False,
+        interruption_id=state["interruption_id"], hourly_cost=price)
     if not replica.active:
-        raise ec2.LaunchError(f"replacement {replica.replica_id} already {replica.status.value}: "
-                              f"{replica.error_message or ''}")
-    replica = replicas.launch(agent, replica, now, source_instance_id=state["instance_id"])
+        message = f"replacement {replica.replica_id} already {replica.status.value}: {replica.error_message or ''}"
+        if lifecycle == "spot" and replica.status is ReplicaStatus.FAILED:
+            raise ec2.CapacityUnavailable(message)
+        raise ec2.LaunchError(message)
+    return replicas.launch(agent, replica, now, source_instance_id=state["instance_id"])
+
+
+def _launched(state: State, replica) -> State:
     return {**state, "replica_id": replica.replica_id, "new_instance_id": replica.instance_id, "checks": 0,
             "ready": False, "gave_up": False}
 

@@ -2,7 +2,9 @@
 
 Every standby lives in a different pool than its primary (co-interruptions cluster by pool). EC2 work
 is real (chalicelib.aws.ec2); a launch that fails for capacity marks the replica failed so the
-coordinator replaces it, a transient failure leaves it ``launching`` for the next attempt.
+coordinator replaces it, a transient failure leaves it ``launching`` for the next attempt. Pools in
+capacity back-off (``repositories.observations``) are not chosen; every spot launch's outcome is
+recorded as a capacity observation of its pool.
 """
 
 from __future__ import annotations
@@ -11,18 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from components.capacity import CapacityObservation, ObservationKind, refusal_kind
 from components.pool_id import make_pool_id, parse_pool_id
-from components.replica_coordinator import ReplicaStatus, ReplicaType, choose_pool
+from components.replica_coordinator import ReplicaStatus, ReplicaType, rank_pools
 
 from chalicelib import decisions
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError
-from chalicelib.repositories import activity
+from chalicelib.repositories import activity, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import ReplicaRecord, SlotTakenError
 
 RISK_CEILING = 0.6
+MAX_CANDIDATES = 3  # spot pools one failover launch task tries before on-demand (within its 60 s)
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,37 @@ class Placement:
     reason: str
 
 
+def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
+               limit: int = MAX_CANDIDATES) -> list[Placement]:
+    """Where a spot replica of ``agent`` may go, best first (at most ``limit``): the safe cheap pools
+    other than its own and ``exclude``, skipping pools in capacity back-off
+    (``repositories.observations.backoff``).
+
+    With no fresh price outside back-off, the other AZs of the region (price unknown) not in back-off.
+    An empty list means no spot pool is worth asking EC2 for now.
+    """
+    excluded = {agent.current_pool_id, *exclude} - {None}
+    options, _ = decisions.market(agent, now)
+    open_options = [o for o in options if o.pool_id not in excluded]
+    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now)
+    ranked = rank_pools(open_options, excluded, risk_ceiling=RISK_CEILING, blocked=blocked)
+    if ranked:
+        return [Placement(o.pool_id, parse_pool_id(o.pool_id)[1], Decimal(str(o.price)),
+                          f"safest affordable pool: risk {o.risk:.2f}, {o.price:.4f} $/h"
+                          if o.risk is not None else f"affordable pool: {o.price:.4f} $/h")
+                for o in ranked[:limit]]
+    zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region)}
+    zones = {p: z for p, z in zones.items() if p not in excluded}
+    blocked = observations.backoff(zones, now)
+    return [Placement(p, z, None, "no prices reported yet: another availability zone")
+            for p, z in zones.items() if p not in blocked][:limit]
+
+
 def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
           pool_id: str | None = None) -> Placement:
-    """The pool for a spot replica of ``agent``: the given one, else the safest cheap other pool.
+    """The pool for a spot replica of ``agent``: the given one, else the first of ``candidates``.
 
-    Falls back to another AZ of the region (price unknown) when no prices were reported yet.
+    ConflictError ``no_pool`` when no other pool is available (or every one is in back-off).
     """
     excluded = {agent.current_pool_id, *exclude} - {None}
     if pool_id:
@@ -49,17 +79,11 @@ def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
         if pool_id in excluded:
             raise InvalidInputError("a standby must be in a different pool than its primary", field="pool_id")
         return Placement(pool_id, az, None, "pool chosen by the client")
-    options, _ = decisions.market(agent, now)
-    best = choose_pool(options, excluded, risk_ceiling=RISK_CEILING)
-    if best is not None:
-        _, az = parse_pool_id(best.pool_id)
-        return Placement(best.pool_id, az, Decimal(str(best.price)),
-                         f"safest affordable pool: risk {best.risk:.2f}, {best.price:.4f} $/h")
-    zones = [z for z in ec2.availability_zones(agent.region) if make_pool_id(agent.instance_type, z) not in excluded]
-    if not zones:
-        raise ConflictError("no other pool is available for this instance type", code="no_pool")
-    return Placement(make_pool_id(agent.instance_type, zones[0]), zones[0], None,
-                     "no prices reported yet: first other availability zone")
+    found = candidates(agent, now, exclude=exclude, limit=1)
+    if not found:
+        raise ConflictError("no other pool is available for this instance type (or all are in capacity "
+                            "back-off)", code="no_pool")
+    return found[0]
 
 
 def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_instance_id: str | None = None
@@ -67,9 +91,11 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
     """Launch (or find) the replica's EC2 instance and attach it. Idempotent on the replica id.
 
     CapacityUnavailable/LaunchError mark the replica failed and are re-raised; transient errors leave it
-    ``launching`` (the coordinator retries) and are re-raised.
+    ``launching`` (the coordinator retries) and are re-raised. A spot launch's outcome is recorded as a
+    capacity observation of its pool (refused with EC2's code, or succeeded), once per replica.
     """
     if replica.instance_id:
+        _observe_launch(replica, ObservationKind.LAUNCH_SUCCEEDED, replica.launched_at or replica.updated_at)
         return replica
     spec = ec2.LaunchSpec(region=agent.region, instance_type=agent.instance_type, az=replica.az,
                           lifecycle=replica.lifecycle, replica_id=replica.replica_id,
@@ -80,9 +106,25 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
     try:
         info = ec2.launch(spec)
     except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
-        replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=str(exc)[:500])
+        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=str(exc)[:500])
+        code = getattr(exc, "code", None)
+        if refusal_kind(code):
+            _observe_launch(failed, ObservationKind.LAUNCH_REFUSED, failed.terminated_at or now, code=code)
         raise
-    return replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now, lifecycle=info.lifecycle)
+    attached = replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now, lifecycle=info.lifecycle)
+    _observe_launch(attached, ObservationKind.LAUNCH_SUCCEEDED, attached.launched_at or now)
+    return attached
+
+
+def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime, *, code: str | None = None) -> None:
+    """One observation per spot replica launch; the time is the replica's set-once stamp, so a retried
+    step writes the same key. On-demand launches say nothing about a spot pool."""
+    if replica.lifecycle != "spot" or not replica.pool_id:
+        return
+    observations.record(CapacityObservation(replica.pool_id, kind, at.timestamp(), code=code,
+                                            source=replica.created_by),
+                        event_id=f"replica:{replica.agent_id}:{replica.replica_id}", client_id=replica.client_id,
+                        agent_id=replica.agent_id, instance_id=replica.instance_id)
 
 
 def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaType, created_by: str,

@@ -16,14 +16,17 @@ from typing import Any
 
 from components.replica_coordinator import ReplicaStatus, ReplicaType
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
-from components.sentinel import Signal, SignalKind, parse_event, signal_key
+from components.capacity import CapacityObservation
+from components.errors import InvalidPoolIdError
+from components.pool_id import make_pool_id
+from components.sentinel import Signal, SignalKind, capacity_kind, parse_event, signal_key
 from components.sentinel.errors import InvalidSignalError
 
 from chalicelib import clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import stepfunctions
 from chalicelib.observability import logger
-from chalicelib.repositories import activity, agents, interruptions, pools
+from chalicelib.repositories import activity, agents, interruptions, observations, pools
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import SlotTakenError
@@ -93,7 +96,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
     if not claimed:
-        return _duplicate(agent, interruption_id)
+        return _duplicate(agent, instance, interruption_id)
+    _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id)
     _count(agent, now, signal.starts_failover)
     if signal.starts_failover:
         return _start_failover(agent, row, now)
@@ -107,12 +111,44 @@ def _instance(instance_id: str) -> InstanceTable | None:
         return None
 
 
-def _duplicate(agent: AgentRecord, interruption_id: str) -> dict[str, Any]:
+def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str) -> dict[str, Any]:
     existing = interruptions.get(agent.client_id, interruption_id)
+    if existing is not None:  # a redelivery after a crash that came before the observation: same key again
+        _observe(instance, existing.pool_id, existing.signal_type, existing.detected_at, existing.interruption_id)
     if existing is not None and existing.status == "detected" and _is_failover(existing):
         _start_failover(agent, existing, clock.now())  # crashed before starting
     return {"action": "duplicate", "interruption_id": interruption_id,
             "status": None if existing is None else existing.status}
+
+
+def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str) -> None:
+    """The signal as a capacity observation of the instance's spot pool (warning, rebalance, AWS stop).
+
+    Only signals about an instance the product still runs get here (a primary that is still the agent's,
+    an active standby), so a stop we caused ourselves is never counted. ``event_id`` and ``at`` come from
+    the claim's interruption event (or the EventBridge event for a standby): one observation per signal
+    whichever source reported it first, and none more on redelivery.
+    """
+    kind_name, _, state = signal_type.partition(":")
+    kind = capacity_kind(kind_name, state or None)
+    pool_id = pool_id or _spot_pool(instance)
+    if kind is None or pool_id is None:
+        return
+    observations.record(CapacityObservation(pool_id, kind, at.timestamp(), source="sentinel"),
+                        event_id=event_id, client_id=instance.client_id, agent_id=instance.agent_id,
+                        instance_id=instance.instance_id)
+
+
+def _spot_pool(instance: InstanceTable) -> str | None:
+    """The instance's pool when it runs on spot (an on-demand instance says nothing about spot capacity)."""
+    if (instance.lifecycle or instance.mode) != "spot":
+        return None
+    if instance.pool_id:
+        return instance.pool_id
+    try:
+        return make_pool_id(instance.instance_type or "", instance.az or "")
+    except InvalidPoolIdError:
+        return None
 
 
 def _is_failover(row: InterruptionTable) -> bool:
@@ -180,6 +216,9 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
     replica = replica_repo.get(agent.agent_id, instance.replica_id) if instance.replica_id else None
     if replica is None or not replica.active:
         return {"action": "ignored", "reason": "standby no longer active"}
+    signal_type = signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}"
+    _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
+             signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}")
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}

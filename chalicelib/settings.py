@@ -40,6 +40,7 @@ class Settings:
     prewarm_risk_threshold: float
     orphan_grace_s: int
     notification_topic_arn: str
+    observation_retention_days: int = 14
 
     @property
     def local(self) -> bool:
@@ -83,6 +84,8 @@ def get_settings() -> Settings:
         # Instances tagged as ours but unknown to the tables are left alone this long (launch → attach).
         orphan_grace_s=_int("ORPHAN_GRACE_S", 600),
         notification_topic_arn=os.environ.get("NOTIFICATION_TOPIC_ARN", ""),
+        # Capacity observations feed the back-off (≤ 6 h window) and the risk features: 14 days.
+        observation_retention_days=_int("OBSERVATION_RETENTION_DAYS", 14),
     )
 
 

@@ -94,10 +94,14 @@ class ApiClient:
         return self.call("POST", f"/api/agents/{_q(agent_id)}/pricing-report", body)
 
     def command_executed(self, agent_id: str, command_id: str, *, success: bool,
-                         message: str | None) -> dict[str, Any]:
-        """A command's result (idempotent on the server: a repeat with the same outcome is a replay)."""
-        return self.call("POST", f"/api/agents/{_q(agent_id)}/commands/{_q(command_id)}/executed",
-                         {"success": success, "message": message})
+                         message: str | None, error_code: str | None = None) -> dict[str, Any]:
+        """A command's result (idempotent on the server: a repeat with the same outcome is a replay).
+        ``error_code`` is the AWS error code of a failed command (a capacity refusal tells the server
+        the target pool had no room)."""
+        body: dict[str, Any] = {"success": success, "message": message}
+        if error_code:
+            body["error_code"] = error_code
+        return self.call("POST", f"/api/agents/{_q(agent_id)}/commands/{_q(command_id)}/executed", body)
 
     def extend_lease(self, agent_id: str, command_id: str) -> dict[str, Any]:
         """Tell the server the command is still being worked on (renews its lease)."""

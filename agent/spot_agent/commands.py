@@ -142,6 +142,8 @@ class CommandExecutor:
         except Exception as exc:  # noqa: BLE001 - reported to the server as the command's failure
             self.log.exception("command %s (%s) failed", cid, ctype)
             result = {"success": False, "message": f"{type(exc).__name__}: {exc}"}
+            if code := aws_error_code(exc):
+                result["error_code"] = code  # the server records a capacity refusal of the target pool
         result = {"command_type": ctype, "switch_report": None, **result,
                   "message": _tail(result.get("message"), MESSAGE_LIMIT), "finished_at": iso(self.clock())}
         self.state.finish(cid, result)
@@ -224,7 +226,7 @@ class CommandExecutor:
                 self.state.update_result(command_id, switch_reported="rejected")
         try:
             reply = self.api.command_executed(agent_id, command_id, success=bool(entry["success"]),
-                                              message=entry.get("message"))
+                                              message=entry.get("message"), error_code=entry.get("error_code"))
         except ApiError as exc:
             if exc.retryable:
                 self.log.warning("result of %s not delivered (will retry): %s", command_id, exc)
@@ -239,3 +241,11 @@ class CommandExecutor:
     def report_pending(self, agent_id: str) -> list[str]:
         """Re-send every finished-but-unacknowledged result (start-up, and each cycle)."""
         return [f"reported {cid}" for cid in list(self.state["unacked"]) if self.report(agent_id, cid)]
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    """botocore's ``ClientError.response["Error"]["Code"]`` (e.g. InsufficientInstanceCapacity), or None."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = error.get("Code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code else None

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
 from components.calculations import switch_impact
+from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
@@ -16,7 +17,7 @@ from chalicelib import bootstrap, command_queue
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import InvalidInputError, NotFoundError
-from chalicelib.repositories import activity, agents, pools, switches
+from chalicelib.repositories import activity, agents, observations, pools, switches
 from chalicelib.schemas.agents import (
     CleanupReportRequest,
     ExecutedRequest,
@@ -114,7 +115,7 @@ def _result(client, agent_id: str, command_id: str, body: ExecutedRequest):
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
     outcome = command_queue.record_result(agent.agent_id, command_id, success=body.success,
-                                          message=body.message, now=now)
+                                          message=body.message, now=now, error_code=body.error_code)
     warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client.client_id,
                      agent_id=agent.agent_id)
     return ok({"success": True, "replay": outcome.replay, "late": outcome.late,
@@ -297,6 +298,12 @@ def switch_report(agent_id):
     if body.success:
         completed = [c.command_id for c in command_queue.complete_switches_of(
             agent.agent_id, row.old_instance_id, message=f"switch to {new.instance_id} reported", now=now)]
+    if created and body.success and new_mode == "spot" and new_pool:
+        launched = timing.new_instance_launched_at or initiated
+        observations.record(CapacityObservation(new_pool, ObservationKind.LAUNCH_SUCCEEDED, launched.timestamp(),
+                                                source="agent"),
+                            event_id=f"switch:{switch_id}", client_id=client.client_id, agent_id=agent.agent_id,
+                            instance_id=new.instance_id)
     if created and impact.hourly_savings is not None:
         activity.notify(client.client_id, "switch",
                         f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "

@@ -36,7 +36,7 @@ from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError, ServiceUnavailableError
 from chalicelib.observability import logger
-from chalicelib.repositories import activity, agents, interruptions, pools
+from chalicelib.repositories import activity, agents, interruptions, observations, pools
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import ReplicaRecord, SlotTakenError
@@ -153,9 +153,11 @@ def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) 
         options, _ = decisions.market(agent, now)
         affordable = [o for o in options if o.price is not None and o.price <= body.max_hourly_cost]
         best = choose_pool(affordable, {agent.current_pool_id, *excluded} - {None},
-                           risk_ceiling=replicas.RISK_CEILING)
+                           risk_ceiling=replicas.RISK_CEILING,
+                           blocked=observations.backoff([o.pool_id for o in affordable], now))
         if best is None:
-            raise ConflictError("no other pool with a fresh price at most max_hourly_cost", field="max_hourly_cost",
+            raise ConflictError("no other pool with a fresh price at most max_hourly_cost (outside capacity "
+                                "back-off)", field="max_hourly_cost",
                                 code="no_pool")
         return best.pool_id
     if excluded:

@@ -16,6 +16,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
+from components.capacity import CAPACITY_ERROR_CODES
+
 MANAGED_BY = "SpotOptimizer"
 TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT = (
     "ManagedBy", "LogicalAgentId", "ReplicaId", "AgentId", "ClientId")
@@ -23,9 +25,9 @@ TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT = (
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingException",
                               "InternalError", "ServiceUnavailable", "Unavailable"})
-_CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",
-                             "MaxSpotInstanceCountExceeded", "InsufficientHostCapacity", "Unsupported",
-                             "SpotCapacityNotAvailable"})
+# Another pool may take the launch: no capacity here (components.capacity, the one list) or the type is
+# not offered in this AZ ("Unsupported": not a capacity fact, so no observation is recorded for it).
+_TRY_ANOTHER_POOL = CAPACITY_ERROR_CODES | {"Unsupported"}
 _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
 _CHUNK = 100
@@ -40,7 +42,11 @@ class TransientAwsError(Ec2Error):
 
 
 class CapacityUnavailable(Ec2Error):
-    """No capacity for this type/AZ/market right now: try another pool."""
+    """No capacity for this type/AZ/market right now: try another pool. ``code`` is EC2's error code."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class LaunchError(Ec2Error):
@@ -87,8 +93,8 @@ def _map_error(exc: Exception, operation: str, *, launching: bool = False) -> Ec
         message = f"{operation}: {code}: {exc.response.get('Error', {}).get('Message', '')}"
         if code in _TRANSIENT_CODES or status >= 500:
             return TransientAwsError(message)
-        if launching and code in _CAPACITY_CODES:
-            return CapacityUnavailable(message)
+        if launching and code in _TRY_ANOTHER_POOL:
+            return CapacityUnavailable(message, code)
         return LaunchError(message) if launching else Ec2Error(message)
     if isinstance(exc, _NETWORK_ERRORS):
         return TransientAwsError(f"{operation}: {exc}")

@@ -3,7 +3,9 @@
 The plan comes from ``components.replica_coordinator.plan_standbys`` over the tables and what EC2
 says about each standby. Creation claims the agent's standby slot in a transaction and every status
 change is compare-and-set, so two overlapping runs (or a run and a failover) never duplicate a
-standby: the loser's write fails its condition and it moves on.
+standby: the loser's write fails its condition and it moves on. Pools in capacity back-off
+(``repositories.observations.backoff``) are skipped: a standby still to be launched in one is given up
+and its replacement placed elsewhere; every spot launch's outcome is recorded as an observation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from chalicelib import replicas
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
-from chalicelib.repositories import agents
+from chalicelib.repositories import agents, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 
@@ -29,7 +31,10 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     described = ec2.describe(agent.region, [r.instance_id for r in active if r.instance_id]) if active else {}
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
-    for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now):
+    unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
+    blocked = observations.backoff(unlaunched, now) if unlaunched else {}
+    for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now,
+                              blocked_pools=blocked):
         replica = by_id.get(step.replica_id)
         try:
             if step.kind is StepKind.LAUNCH:

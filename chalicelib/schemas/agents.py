@@ -99,6 +99,9 @@ class ExecutedRequest(FactReport):
     REQUIRED_FACTS = (("success",),)
     success: bool
     message: str | None = Field(default=None, max_length=2000)
+    # The AWS error code of a failed command (botocore's ClientError.response["Error"]["Code"]), e.g.
+    # InsufficientInstanceCapacity: a capacity refusal of the target pool. Malformed → dropped, warned.
+    error_code: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 
 
 class LegacyExecutedRequest(ExecutedRequest):

@@ -10,6 +10,7 @@ from chalicelib.tables.idempotency import IdempotencyTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
 from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.observations import ObservationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
 from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
@@ -32,6 +33,7 @@ ALL_TABLES = (
     NotificationTable,
     SystemEventTable,
     RiskScoreTable,
+    ObservationTable,
     DecisionTable,
     ModelRegistryTable,
     IdempotencyTable,

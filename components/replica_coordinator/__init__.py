@@ -15,6 +15,7 @@ from components.replica_coordinator.planning import (
     StepKind,
     choose_pool,
     plan_standbys,
+    rank_pools,
     retire_at,
     route_failover,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "check_transition",
     "choose_pool",
     "plan_standbys",
+    "rank_pools",
     "retire_at",
     "route_failover",
 ]

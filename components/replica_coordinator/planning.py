@@ -21,6 +21,7 @@ __all__ = [
     "StepKind",
     "choose_pool",
     "plan_standbys",
+    "rank_pools",
     "retire_at",
     "route_failover",
 ]
@@ -48,11 +49,14 @@ class Step:
 
 
 def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datetime,
-                  launch_timeout_s: int = 900) -> list[Step]:
+                  launch_timeout_s: int = 900, blocked_pools: Iterable[str] = ()) -> list[Step]:
     """Steps that bring an agent's standbys to the wanted state.
 
     ``keep_one`` is true for manual-replica agents: exactly one active standby afterwards.
+    ``blocked_pools`` are in capacity back-off: a standby still to be launched there is given up
+    (and, for ``keep_one``, replaced in another pool) instead of asking EC2 again.
     """
+    blocked = frozenset(blocked_pools)
     steps: list[Step] = []
     alive: list[StandbyView] = []
     for s in sorted((s for s in standbys if s.active), key=lambda s: (s.created_at, s.replica_id)):
@@ -62,6 +66,8 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
         elif s.instance_id is None:
             if age >= launch_timeout_s:
                 steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"no instance after {int(age)} s"))
+            elif s.pool_id in blocked:
+                steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"pool {s.pool_id} is in capacity back-off"))
             else:
                 steps.append(Step(StepKind.LAUNCH, s.replica_id, "no instance attached yet"))
                 alive.append(s)
@@ -83,9 +89,35 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
     return steps
 
 
+def rank_pools(options: Sequence[PoolOption], exclude: Iterable[str], *, risk_ceiling: float = 1.0,
+               unknown_risk: float = 0.5, penalty_per_hour: float = 0.0,
+               blocked: Iterable[str] = ()) -> list[PoolOption]:
+    """Every usable pool outside ``exclude`` and ``blocked`` (capacity back-off), best first: those
+    within the risk ceiling by price + risk × penalty, then risk; then those above it, same order.
+
+    >>> a, b = PoolOption("m5.large.us-east-1a", 0.05, 0.1), PoolOption("m5.large.us-east-1b", 0.04, 0.9)
+    >>> c = PoolOption("m5.large.us-east-1c", 0.06, 0.2)
+    >>> [o.pool_id[-1] for o in rank_pools([a, b, c], (), risk_ceiling=0.6)]
+    ['a', 'c', 'b']
+    >>> [o.pool_id[-1] for o in rank_pools([a, b, c], (), risk_ceiling=0.6, blocked={"m5.large.us-east-1a"})]
+    ['c', 'b']
+    """
+    excluded = set(exclude) | set(blocked)
+    usable = [o for o in options if o.available and o.price is not None and o.pool_id not in excluded]
+
+    def risk(o: PoolOption) -> float:
+        return o.risk if o.risk is not None else unknown_risk
+
+    def cost(o: PoolOption) -> tuple[bool, float, float, str]:
+        return (risk(o) > risk_ceiling, o.price + risk(o) * penalty_per_hour, risk(o), o.pool_id)
+
+    return sorted(usable, key=cost)
+
+
 def choose_pool(options: Sequence[PoolOption], exclude: Iterable[str], *, risk_ceiling: float = 1.0,
-                unknown_risk: float = 0.5, penalty_per_hour: float = 0.0) -> PoolOption | None:
-    """The safest affordable pool outside ``exclude``: lowest price + risk × penalty, then risk.
+                unknown_risk: float = 0.5, penalty_per_hour: float = 0.0,
+                blocked: Iterable[str] = ()) -> PoolOption | None:
+    """The safest affordable pool outside ``exclude`` and ``blocked``: the first of ``rank_pools``.
 
     Pools above the risk ceiling are used only when nothing else is available. None when no pool
     with a known price is available.
@@ -94,16 +126,9 @@ def choose_pool(options: Sequence[PoolOption], exclude: Iterable[str], *, risk_c
     >>> choose_pool([a, b], {"m5.large.us-east-1c"}, risk_ceiling=0.6).pool_id
     'm5.large.us-east-1a'
     """
-    excluded = set(exclude)
-    usable = [o for o in options if o.available and o.price is not None and o.pool_id not in excluded]
-    safe = [o for o in usable if (o.risk if o.risk is not None else unknown_risk) <= risk_ceiling]
-
-    def cost(o: PoolOption) -> tuple[float, float, str]:
-        risk = o.risk if o.risk is not None else unknown_risk
-        return (o.price + risk * penalty_per_hour, risk, o.pool_id)
-
-    pool = min(safe or usable, key=cost, default=None)
-    return pool
+    ranked = rank_pools(options, exclude, risk_ceiling=risk_ceiling, unknown_risk=unknown_risk,
+                        penalty_per_hour=penalty_per_hour, blocked=blocked)
+    return ranked[0] if ranked else None
 
 
 class FailoverRoute(str, Enum):

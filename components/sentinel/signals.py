@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from components.capacity import ObservationKind
 from components.sentinel.errors import InvalidSignalError
 from components.timeutil import parse_iso
 
@@ -22,6 +23,7 @@ __all__ = [
     "Signal",
     "SignalKind",
     "SignalSource",
+    "capacity_kind",
     "claim_is_stale",
     "parse_event",
     "signal_group",
@@ -98,6 +100,25 @@ def signal_group(kind: SignalKind, state: str | None = None) -> str:
 def signal_key(instance_id: str, group: str) -> str:
     """Key of the claim that makes one workflow per (instance, group) within the window."""
     return f"{instance_id}#{group}"
+
+
+def capacity_kind(kind: SignalKind | str, state: str | None = None) -> ObservationKind | None:
+    """What a signal says about its pool's capacity: a warning, a rebalance recommendation, or an
+    instance taken away (a lost state of an instance the product did not retire); None otherwise.
+
+    >>> capacity_kind(SignalKind.STATE_CHANGE, "stopped").value, capacity_kind("rebalance-recommendation").value
+    ('aws_stopped', 'rebalance_recommendation')
+    >>> capacity_kind(SignalKind.MANUAL) is None, capacity_kind(SignalKind.STATE_CHANGE, "running") is None
+    (True, True)
+    """
+    kind = SignalKind(kind)
+    if kind is SignalKind.TERMINATION:
+        return ObservationKind.INTERRUPTION_WARNING
+    if kind is SignalKind.REBALANCE:
+        return ObservationKind.REBALANCE
+    if kind is SignalKind.STATE_CHANGE and state in LOST_STATES:
+        return ObservationKind.AWS_STOPPED
+    return None
 
 
 def claim_is_stale(claimed_at: datetime, now: datetime, window_s: int) -> bool:

@@ -64,6 +64,12 @@ def test_a_spot_switch_launches_a_tagged_copy_in_the_target_pool_and_reports_it(
     assert float(row.old_price) == 0.031 and float(row.new_price) == 0.029 and row.trigger == "manual"
     assert row.initiated_at <= row.launched_at <= row.ready_at
     assert agent_repo.get(tenant.client_id, agent.agent_id).instance_id == new["InstanceId"]
+    # AND the successful spot launch is a capacity observation of the new pool
+    from chalicelib.repositories import observations
+
+    pool = f"{itype}.us-east-1b"
+    seen = observations.for_pools([pool], row.initiated_at - timedelta(minutes=1))[pool]
+    assert [(o.kind.value, o.source) for o in seen] == [("launch_succeeded", "agent")]
     # AND without a wait the old instance keeps running; the agent no longer speaks for it
     assert describe(old["InstanceId"])["State"]["Name"] == "running"
     assert agent.run_due(T0 + timedelta(hours=1)) == []
@@ -177,3 +183,32 @@ def test_a_dead_replacement_fails_at_once_without_waiting_out_every_slice(switch
     agent.run_due(T0)
     assert len(calls) == 1
     assert bootstrap.command_store().get(agent.agent_id, cid).status.value == "failed"
+
+
+def test_a_refused_spot_launch_reports_the_aws_error_code_and_the_server_records_the_refusal(switching,
+                                                                                              monkeypatch):
+    """GIVEN EC2 has no spot capacity in the target pool WHEN the agent switches THEN the command fails with
+    botocore's error code in the result, and the server records a launch_refused observation of that pool."""
+    from datetime import UTC, datetime
+
+    from botocore.exceptions import ClientError
+
+    from chalicelib.repositories import observations
+
+    agent, _, itype, force = switching
+    client = ec2()
+
+    def refuse(**kwargs):
+        raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no spot"}}, "RunInstances")
+
+    monkeypatch.setattr(client, "run_instances", refuse)
+    agent._ec2 = client
+    cid = force()
+    agent.run_due(T0)
+    command = bootstrap.command_store().get(agent.agent_id, cid)
+    assert command.status.value == "failed" and "InsufficientInstanceCapacity" in command.message
+    assert agent.state.finished(cid)["error_code"] == "InsufficientInstanceCapacity"
+    pool = f"{itype}.us-east-1b"
+    [seen] = observations.for_pools([pool], command.created_at - timedelta(minutes=5))[pool]
+    assert (seen.kind.value, seen.code, seen.source) == ("launch_refused", "InsufficientInstanceCapacity", "agent")
+    assert pool in observations.backoff([pool], datetime.now(UTC))

@@ -357,3 +357,63 @@ def test_pending_commands_for_a_named_instance(agent):
     assert stored(agent_id, cmd["id"]).status is CommandStatus.PENDING
     status, body = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance_id}")
     assert [c["id"] for c in body["commands"]] == [cmd["id"]]
+
+
+# --- error_code of a failed result: capacity observations --------------------------------------------------
+
+
+@pytest.fixture
+def own_pool_agent(make_tenant):
+    """(caller, agent_id, instance_id, target pool) of an agent whose instance type no other test uses, so the
+    observations this test writes cannot put another test's pools in back-off."""
+    import uuid
+
+    _, caller = make_tenant()
+    itype = f"m5.c{uuid.uuid4().hex[:8]}xl"
+    reg = registration(instance_type=itype)
+    status, reply = caller.post("/api/agents/register", reg)
+    assert status == 200, reply
+    return caller, reply["agent_id"], reg["instance_id"], f"{itype}.eu-west-1b"
+
+
+def observed(pool_id):
+    from chalicelib.repositories import observations
+
+    since = now_utc() - timedelta(hours=1)
+    return [(o.kind.value, o.code, o.source) for o in observations.for_pools([pool_id], since)[pool_id]]
+
+
+def fail_with(caller, agent_id, command_id, error_code):
+    return caller.post(f"/api/agents/{agent_id}/commands/{command_id}/executed",
+                       {"success": False, "message": "RunInstances refused", "error_code": error_code})
+
+
+def test_a_failed_switch_with_a_capacity_code_records_one_refusal_of_its_target_pool(own_pool_agent):
+    caller, agent_id, instance_id, pool = own_pool_agent
+    cmd = force_switch(caller, instance_id, target="pool", pool_id=pool)
+    pending(caller, agent_id)
+    status, reply = fail_with(caller, agent_id, cmd["id"], "InsufficientInstanceCapacity")
+    assert status == 200 and reply["warnings"] == [] and reply["command"]["status"] == "failed"
+    again_status, again = fail_with(caller, agent_id, cmd["id"], "InsufficientInstanceCapacity")
+    assert again_status == 200 and again["replay"] is True
+    assert observed(pool) == [("launch_refused", "InsufficientInstanceCapacity", "agent")]
+
+
+def test_a_failure_that_is_not_about_capacity_records_nothing(own_pool_agent):
+    caller, agent_id, instance_id, pool = own_pool_agent
+    cmd = force_switch(caller, instance_id, target="pool", pool_id=pool)
+    pending(caller, agent_id)
+    status, _ = fail_with(caller, agent_id, cmd["id"], "UnauthorizedOperation")
+    assert status == 200 and observed(pool) == []
+
+
+@pytest.mark.parametrize("bad", ["Insufficient Capacity; DROP", "x" * 80, 42, ["InsufficientInstanceCapacity"]])
+def test_a_malformed_error_code_is_dropped_with_a_warning_and_the_result_still_recorded(own_pool_agent, bad):
+    caller, agent_id, instance_id, pool = own_pool_agent
+    cmd = force_switch(caller, instance_id, target="pool", pool_id=pool)
+    pending(caller, agent_id)
+    status, reply = fail_with(caller, agent_id, cmd["id"], bad)
+    assert status == 200, reply
+    assert reply["command"]["status"] == "failed" and stored(agent_id, cmd["id"]).status is CommandStatus.FAILED
+    assert len(reply["warnings"]) == 1 and reply["warnings"][0].startswith("error_code:")
+    assert observed(pool) == []

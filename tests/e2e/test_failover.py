@@ -4,15 +4,19 @@ the one ASL file), the real task handlers, EC2/ELBv2 in moto. Acceptance (a)–(
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import boto3
 import pytest
 
 from chalicelib.repositories import interruptions as interruption_repo
+from chalicelib.repositories import observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable, InterruptionTable
 from tests.conftest import invoke_schedule
 from tests.e2e.failover_support import (
     REGION,
+    ZONES,
     configure,
     deliver,
     ec2,
@@ -110,7 +114,7 @@ def test_c_no_spot_capacity_falls_back_to_on_demand(api, make_tenant, monkeypatc
 
     from chalicelib.aws import ec2 as adapter
 
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
     client = adapter._client("ec2", REGION)
     real_run = client.run_instances
 
@@ -128,8 +132,79 @@ def test_c_no_spot_capacity_falls_back_to_on_demand(api, make_tenant, monkeypatc
     assert agent.current_mode == "ondemand" and agent.current_pool_id is None
     event = only_interruption(client_id)
     assert event.response_action == "on-demand-fallback" and event.new_lifecycle == "ondemand"
+    # every planned spot pool was tried in the one launch task (the three other zones), each refusal recorded
     failed_spot = [r for r in replica_repo.for_agent(agent_id) if r.lifecycle == "spot"]
-    assert [r.status.value for r in failed_spot] == ["failed"]
+    assert [r.status.value for r in failed_spot] == ["failed"] * 3
+    assert sorted(r.pool_id for r in failed_spot) == [f"{itype}.{z}" for z in ZONES[1:]]
+    refused = observations.for_pools([r.pool_id for r in failed_spot], event.detected_at - timedelta(minutes=1))
+    assert {p: [(o.kind.value, o.code, o.source) for o in obs] for p, obs in refused.items()} == {
+        r.pool_id: [("launch_refused", "InsufficientInstanceCapacity", "failover")] for r in failed_spot}
+
+
+def test_c2_a_refused_pool_costs_no_retry_the_next_ranked_pool_is_launched_in_the_same_task(
+        api, make_tenant, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import failover
+    from chalicelib.aws import ec2 as adapter
+
+    # GIVEN us-east-1b is the cheapest other pool, then us-east-1c, and 1b has no spot capacity
+    client_id, _, agent_id, primary, itype = register_agent(
+        make_tenant, prices={"us-east-1a": 0.030, "us-east-1b": 0.031, "us-east-1c": 0.040, "us-east-1d": 0.050})
+    client = adapter._client("ec2", REGION)
+    real_run = client.run_instances
+    asked = []
+
+    def no_spot_in_1b(**kwargs):
+        asked.append(kwargs["SubnetId"])
+        subnet = ec2().describe_subnets(SubnetIds=[kwargs["SubnetId"]])["Subnets"][0]
+        if "InstanceMarketOptions" in kwargs and subnet["AvailabilityZone"] == "us-east-1b":
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no spot"}},
+                              "RunInstances")
+        return real_run(**kwargs)
+
+    monkeypatch.setattr(client, "run_instances", no_spot_in_1b)
+    launches = []
+    real_launch = failover.launch
+    monkeypatch.setattr(failover, "launch", lambda state: launches.append(state["lifecycle"]) or real_launch(state))
+    # WHEN the warning arrives
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    # THEN one launch task (no retry, no on-demand) asked 1b, was refused, and launched in 1c
+    assert launches == ["spot"] and len(asked) == 2
+    agent = agent_row(client_id, agent_id)
+    assert agent.current_pool_id == f"{itype}.us-east-1c" and agent.current_mode == "spot"
+    event = only_interruption(client_id)
+    assert event.response_action == "emergency-spot-replacement" and event.new_pool_id == f"{itype}.us-east-1c"
+    spot = {r.pool_id: r for r in replica_repo.for_agent(agent_id)}
+    assert spot[f"{itype}.us-east-1b"].status.value == "failed" and spot[f"{itype}.us-east-1c"].status.value == \
+        "promoted"
+    # AND both outcomes are capacity observations; the refused pool is now in back-off
+    seen = observations.for_pools([f"{itype}.us-east-1b", f"{itype}.us-east-1c"],
+                                  event.detected_at - timedelta(minutes=1))
+    assert [(o.kind.value, o.code) for o in seen[f"{itype}.us-east-1b"]] == \
+        [("launch_refused", "InsufficientInstanceCapacity")]
+    assert [o.kind.value for o in seen[f"{itype}.us-east-1c"]] == ["launch_succeeded"]
+    assert list(observations.backoff(seen, event.completed_at)) == [f"{itype}.us-east-1b"]
+
+
+def test_c3_the_plan_skips_a_pool_in_capacity_back_off(api, make_tenant):
+    from datetime import datetime, timezone
+
+    from components.capacity import CapacityObservation, ObservationKind
+
+    # GIVEN the cheapest other pool (1b) refused a launch a minute ago
+    client_id, _, agent_id, primary, itype = register_agent(
+        make_tenant, prices={"us-east-1a": 0.030, "us-east-1b": 0.031, "us-east-1c": 0.040})
+    refused_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    observations.record(CapacityObservation(f"{itype}.us-east-1b", ObservationKind.LAUNCH_REFUSED,
+                                            refused_at.timestamp(), code="InsufficientInstanceCapacity",
+                                            source="agent"), event_id="cmd-earlier")
+    # WHEN the warning arrives THEN the replacement goes to 1c without asking EC2 for 1b
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    assert agent_row(client_id, agent_id).current_pool_id == f"{itype}.us-east-1c"
+    assert [r.pool_id for r in replica_repo.for_agent(agent_id)] == [f"{itype}.us-east-1c"]
 
 
 def test_d_duplicate_deliveries_and_the_agent_report_start_exactly_one_workflow(api, make_tenant):
@@ -230,7 +305,7 @@ def test_g_when_every_path_fails_the_event_is_failed_and_the_client_alerted_neve
     alerts = [n for n in NotificationTable.query(client_id) if n.kind == "interruption_failed"]
     assert len(alerts) == 1 and alerts[0].severity == "critical"
     assert agent_row(client_id, agent_id).instance_id == primary
-    assert [r.status.value for r in replica_repo.for_agent(agent_id)] == ["failed", "failed"]
+    assert [r.status.value for r in replica_repo.for_agent(agent_id)] == ["failed"] * 4  # 3 spot pools + on-demand
 
 
 def test_h_an_agent_that_moved_elsewhere_during_the_failover_keeps_its_new_instance(api, make_tenant, monkeypatch):

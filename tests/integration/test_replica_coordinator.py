@@ -8,7 +8,7 @@ whole session: every assertion is about this test's agent and its instances, nev
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from chalicelib.aws import ec2 as adapter
 from chalicelib.jobs.replica_coordinator import reconcile_agent
 from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -221,6 +222,66 @@ def test_a_standby_that_failed_for_capacity_is_replaced_on_the_next_run(api, mak
     assert replacement.replica_id != first.replica_id
     assert replacement.pool_id != primary_pool and state_of(replacement.instance_id) == "running"
     assert instances_tagged_with(agent_id) == [replacement.instance_id]
+
+
+def test_the_refusal_is_recorded_and_the_replacement_skips_the_refused_pool(api, make_tenant, monkeypatch):
+    """GIVEN the coordinator's first standby launch is refused for capacity
+    THEN a launch_refused observation of that pool is recorded, and the next run (still within the pool's
+    back-off) places the replacement in another pool; its success is recorded too."""
+    client_id, agent_id, _, primary_pool = manual_agent(make_tenant)
+    client = adapter._client("ec2", REGION)
+    real_run = client.run_instances
+    refused = []
+
+    def no_capacity_once(**kwargs):
+        tags = {t["Key"]: t["Value"] for spec in kwargs.get("TagSpecifications", []) for t in spec["Tags"]}
+        if tags.get("AgentId") == agent_id and not refused:
+            refused.append(tags["ReplicaId"])
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no spot"}},
+                              "RunInstances")
+        return real_run(**kwargs)
+
+    monkeypatch.setattr(client, "run_instances", no_capacity_once)
+    invoke_schedule(api, "replica-coordinator")
+    first = replica_repo.get(agent_id, refused[0])
+    since = first.created_at - timedelta(minutes=1)
+    [seen] = observations.for_pools([first.pool_id], since)[first.pool_id]
+    assert (seen.kind.value, seen.code, seen.source) == ("launch_refused", "InsufficientInstanceCapacity",
+                                                         "replica-coordinator")
+    assert first.pool_id in observations.backoff([first.pool_id], datetime.now(UTC))
+
+    invoke_schedule(api, "replica-coordinator")
+
+    replacement = the_standby(client_id, agent_id)
+    assert replacement.pool_id not in (first.pool_id, primary_pool)
+    assert [o.kind.value for o in observations.for_pools([replacement.pool_id], since)[replacement.pool_id]] == \
+        ["launch_succeeded"]
+
+
+def test_a_standby_not_yet_launched_in_a_pool_in_back_off_is_given_up_and_placed_elsewhere(make_tenant):
+    """GIVEN a standby row without an instance (an earlier launch failed transiently) in a pool that has since
+    refused launches WHEN the coordinator runs THEN it does not ask EC2 there again: the row is failed and a new
+    standby is launched in another pool."""
+    from components.capacity import CapacityObservation, ObservationKind
+    from components.replica_coordinator import ReplicaType
+
+    client_id, agent_id, _, primary_pool = manual_agent(make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    now = datetime.now(UTC)
+    blocked_pool = primary_pool.replace("us-east-1a", "us-east-1b")
+    row = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now),
+                              replica_type=ReplicaType.MANUAL.value, lifecycle="spot", pool_id=blocked_pool,
+                              az="us-east-1b", created_by="test", now=now, take_slot=True)
+    observations.record(CapacityObservation(blocked_pool, ObservationKind.LAUNCH_REFUSED, now.timestamp(),
+                                            code="InsufficientInstanceCapacity", source="test"), event_id="t-1")
+
+    done = reconcile_agent(agent_repo.get(client_id, agent_id), now)
+
+    assert done["mark_failed"] == 1 and done["create"] == 1
+    gone = replica_repo.get(agent_id, row.replica_id)
+    assert gone.status.value == "failed" and "back-off" in gone.error_message and gone.instance_id is None
+    standby = the_standby(client_id, agent_id)
+    assert standby.pool_id not in (blocked_pool, primary_pool) and standby.instance_id
 
 
 @pytest.mark.parametrize("config", [

@@ -366,3 +366,59 @@ def test_a_burst_of_warnings_for_one_pool_starts_one_failover_per_agent_and_all_
         assert event.pool_id == f"{itype}.{ZONES[0]}"
         moved = agent_row(client_id, agent_id)
         assert moved.instance_id != primary and moved.current_pool_id != f"{itype}.{ZONES[0]}"
+
+
+# --- capacity observations ------------------------------------------------------------------------------------
+
+
+def observed(pool_id: str) -> list[tuple[str, str]]:
+    from chalicelib.repositories import observations
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    return [(o.kind.value, o.source) for o in observations.for_pools([pool_id], since)[pool_id]]
+
+
+def test_a_warning_is_one_observation_of_the_pool_whatever_the_redeliveries_and_sources(
+        api, make_tenant, failover_machine):
+    """GIVEN an agent on spot in us-east-1a WHEN the warning arrives twice (same event id), once more with
+    another event id and once from the agent itself THEN its pool has one interruption_warning observation."""
+    client_id, caller, agent_id, primary, itype = register_agent(make_tenant)
+    event = warning(primary)
+    first = deliver(api, "sentinel-interruption", event)
+    deliver(api, "sentinel-interruption", dict(event))
+    deliver(api, "sentinel-interruption", warning(primary))
+    status, _ = caller.post(f"/api/agents/{agent_id}/termination-imminent",
+                            {"instance_id": primary, "termination_time": event["time"]})
+    assert first["action"] == "failover_started" and status == 202
+    assert observed(f"{itype}.{ZONES[0]}") == [("interruption_warning", "sentinel")]
+    wait_for(first["execution_arn"])
+
+
+def test_a_rebalance_is_observed_once_on_redelivery(api, make_tenant):
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    event = rebalance(primary)
+    first = deliver(api, "sentinel-rebalance", event)
+    again = deliver(api, "sentinel-rebalance", dict(event))
+    assert first["action"] in ("monitor", "prewarm") and again == first
+    assert observed(f"{itype}.{ZONES[0]}") == [("rebalance_recommendation", "sentinel")]
+
+
+def test_aws_stopping_a_primary_we_did_not_retire_is_an_aws_stopped_observation(api, make_tenant, failover_machine):
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    result = deliver(api, "sentinel-state-change", state_change(primary, "stopped"))
+    assert result["action"] == "failover_started"
+    assert observed(f"{itype}.{ZONES[0]}") == [("aws_stopped", "sentinel")]
+    wait_for(result["execution_arn"])
+    # the old primary, retired by the failover, is terminated by us: its state change adds nothing
+    deliver(api, "sentinel-state-change", state_change(primary, "terminated"))
+    assert observed(f"{itype}.{ZONES[0]}") == [("aws_stopped", "sentinel")]
+
+
+def test_a_warning_for_a_standby_is_an_observation_of_the_standby_pool(api, make_tenant):
+    client_id, agent_id, primary, standby = agent_with_standby(make_tenant)
+    event = warning(standby.instance_id)
+    deliver(api, "sentinel-interruption", event)
+    deliver(api, "sentinel-interruption", dict(event))
+    # (EventBridge times are whole seconds, so the warning may sort before the launch)
+    assert sorted(observed(standby.pool_id)) == [("interruption_warning", "sentinel"),
+                                                 ("launch_succeeded", "replica-coordinator")]

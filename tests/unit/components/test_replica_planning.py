@@ -21,6 +21,7 @@ from components.replica_coordinator import (
     check_transition,
     choose_pool,
     plan_standbys,
+    rank_pools,
     retire_at,
     route_failover,
 )
@@ -208,3 +209,30 @@ def test_retire_at_waits_for_the_later_of_the_wait_and_the_deadline():
     assert retire_at(NOW, deadline, auto_terminate=True, wait_s=300) == NOW + timedelta(seconds=300)
     assert retire_at(NOW, None, auto_terminate=True, wait_s=30) == NOW + timedelta(seconds=30)
     assert retire_at(NOW, None, auto_terminate=True, wait_s=-5) == NOW
+
+
+# --- capacity back-off ----------------------------------------------------------------------------------------
+
+
+def test_a_standby_to_launch_in_a_pool_in_back_off_is_failed_and_replaced():
+    """GIVEN a manual-replica standby without an instance in a pool in back-off WHEN planned
+    THEN it is given up (no launch there) and a new standby is created."""
+    waiting = standby(instance_id=None, ec2_state=None, status=ReplicaStatus.LAUNCHING)
+    steps = plan_standbys([waiting], keep_one=True, now=NOW, blocked_pools={OTHER_POOL})
+    assert kinds(steps) == [(StepKind.MARK_FAILED, "rep-1"), (StepKind.CREATE, None)]
+    assert "back-off" in steps[0].reason
+    # a pool that is not blocked is launched as before; a running standby is not touched by back-off
+    assert kinds(plan_standbys([waiting], keep_one=True, now=NOW, blocked_pools={PRIMARY_POOL})) == \
+        [(StepKind.LAUNCH, "rep-1")]
+    assert plan_standbys([standby()], keep_one=True, now=NOW, blocked_pools={OTHER_POOL}) == []
+
+
+def test_rank_pools_orders_safe_before_risky_and_drops_blocked_ones():
+    safe_dear, safe_cheap = PoolOption("p.safe-dear", 0.05, 0.1), PoolOption("p.safe-cheap", 0.04, 0.2)
+    risky = PoolOption("p.risky", 0.01, 0.9)
+    assert [o.pool_id for o in rank_pools([risky, safe_dear, safe_cheap], (), risk_ceiling=0.6)] == \
+        ["p.safe-cheap", "p.safe-dear", "p.risky"]
+    assert [o.pool_id for o in rank_pools([risky, safe_dear, safe_cheap], {"p.safe-dear"}, risk_ceiling=0.6,
+                                          blocked={"p.safe-cheap"})] == ["p.risky"]
+    assert choose_pool([risky, safe_cheap], (), risk_ceiling=0.6, blocked={"p.safe-cheap"}) == risky
+    assert choose_pool([safe_cheap], (), blocked={"p.safe-cheap"}) is None

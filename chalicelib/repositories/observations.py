@@ -1,0 +1,114 @@
+"""Capacity observations (``components.capacity``) in the observations table, and the back-off
+they imply.
+
+Writers: the failover and the replica coordinator (their own launches), the agents' command results
+and switch reports, the sentinel (warnings, rebalance recommendations, AWS-initiated stops). Readers:
+the failover planner and the coordinator (pools in back-off are skipped), the decision cycle
+(``backoff``). Every write is a conditional put of a key derived from the source event, so a
+redelivery writes nothing new; a failed write is logged and never fails the caller's operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from pynamodb.exceptions import PutError, PynamoDBException
+
+from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation, ObservationKind
+
+from chalicelib import clock
+from chalicelib.observability import logger
+from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.settings import get_settings
+from chalicelib.tables.observations import ObservationTable
+
+KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+# The longest back-off window is DEFAULT_BACKOFF.max_s (6 h), reached after 7 refusals in a row at
+# most a few hours apart; a week of history holds every streak that can still be open.
+BACKOFF_LOOKBACK = timedelta(days=7)
+MAX_PER_POOL = 200  # newest observations read per pool and query: bounded reads however busy a pool is
+
+
+def _utc(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def observation_key(at: datetime, kind: ObservationKind | str, event_id: str) -> str:
+    """Sort key ``<iso time>#<kind>#<id>``: a pool's observations in time order."""
+    kind = kind.value if isinstance(kind, ObservationKind) else kind
+    return f"{at.astimezone(UTC).strftime(KEY_TIME)}#{kind}#{event_id}"
+
+
+def at_of(when: datetime) -> float:
+    """Epoch seconds of an aware datetime (``CapacityObservation.at``)."""
+    return when.timestamp()
+
+
+def record(obs: CapacityObservation, *, event_id: str, client_id: str | None = None,
+           agent_id: str | None = None, instance_id: str | None = None) -> bool:
+    """Store one observation once; True when written, False when it was already there or the write
+    failed (logged: recording what we saw never fails the operation that saw it).
+
+    ``event_id`` must come from the source event (EventBridge id, command id, replica id ...) and
+    ``obs.at`` from the event or a set-once timestamp, so a redelivery writes the same key again.
+    """
+    at = _utc(obs.at)
+    now = clock.now()
+    row = ObservationTable(
+        obs.pool_id, observation_key(at, obs.kind, event_id), kind=obs.kind.value, at=at,
+        value=obs.value, code=obs.code, source=obs.source or "unknown", event_id=event_id,
+        client_id=client_id, agent_id=agent_id, instance_id=instance_id, recorded_at=now,
+        expires_at=at + timedelta(days=get_settings().observation_retention_days))
+    try:
+        row.save(condition=ObservationTable.observation_key.does_not_exist())
+    except PutError as exc:
+        if condition_failed(exc):
+            return False  # a redelivery of the same source event
+        logger.warning("capacity observation not recorded", extra=_context(obs, event_id, exc))
+        return False
+    except (PynamoDBException, OSError) as exc:
+        logger.warning("capacity observation not recorded", extra=_context(obs, event_id, exc))
+        return False
+    logger.info("capacity observation", extra={"pool_id": obs.pool_id, "kind": obs.kind.value,
+                                               "code": obs.code, "source": obs.source, "event_id": event_id})
+    return True
+
+
+def _context(obs: CapacityObservation, event_id: str, exc: BaseException) -> dict:
+    return {"pool_id": obs.pool_id, "kind": obs.kind.value, "event_id": event_id, "error": str(exc)}
+
+
+def _observation(row: ObservationTable) -> CapacityObservation:
+    return CapacityObservation(pool_id=row.pool_id, kind=ObservationKind(row.kind), at=row.at.timestamp(),
+                               value=None if row.value is None else float(row.value), code=row.code,
+                               source=row.source)
+
+
+def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None = None, *,
+              limit: int = MAX_PER_POOL) -> dict[str, list[CapacityObservation]]:
+    """Each pool's observations in ``[since, until]``, oldest first: one Query per pool, at most the
+    newest ``limit`` of each. Pools without any are present with an empty list."""
+    lower = since.astimezone(UTC).strftime(KEY_TIME)
+    upper = (until.astimezone(UTC).strftime(KEY_TIME) if until else "9999") + "#~"  # '~' sorts after kinds
+    out: dict[str, list[CapacityObservation]] = {}
+    for pool_id in dict.fromkeys(p for p in pool_ids if p):
+        rows = ObservationTable.query(pool_id, ObservationTable.observation_key.between(lower, upper),
+                                      scan_index_forward=False, limit=limit)
+        out[pool_id] = [_observation(r) for r in reversed(list(rows))]
+    return out
+
+
+def backoff(pool_ids: Iterable[str], now: datetime, *, policy: BackoffPolicy = DEFAULT_BACKOFF
+            ) -> dict[str, datetime]:
+    """Pools in capacity back-off at ``now``, each with the time it may be tried again.
+
+    The decision cycle, the failover planner and the coordinator skip these pools. A read failure
+    blocks nothing (logged): back-off is an optimisation, never a reason to refuse a launch.
+    """
+    try:
+        history = for_pools(pool_ids, now - BACKOFF_LOOKBACK, now)
+    except (PynamoDBException, OSError) as exc:
+        logger.warning("capacity back-off not read", extra={"error": str(exc)})
+        return {}
+    return {pool_id: _utc(end) for pool_id, end in policy.blocked(history, at_of(now)).items()}

@@ -1,0 +1,102 @@
+"""The observations table and repository against moto: round trip, idempotent re-record, time-range
+reads, and the back-off computed from stored refusals."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.repositories import observations
+from chalicelib.tables.observations import ObservationTable
+from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
+
+pytestmark = pytest.mark.usefixtures("aws_tables")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def pool() -> str:
+    """A pool of its own per test (the moto is shared by the session)."""
+    return f"m5.o{uuid.uuid4().hex[:8]}xl.us-east-1a"
+
+
+def refused(pool_id: str, at: datetime, code: str = "InsufficientInstanceCapacity") -> CapacityObservation:
+    return CapacityObservation(pool_id, ObservationKind.LAUNCH_REFUSED, at.timestamp(), code=code, source="test")
+
+
+def rows(pool_id: str) -> list[ObservationTable]:
+    return list(ObservationTable.query(pool_id, consistent_read=True))
+
+
+def test_an_observation_round_trips_with_its_context_and_ttl():
+    p = pool()
+    obs = CapacityObservation(p, ObservationKind.PLACEMENT_SCORE, T0.timestamp(), value=7, source="placement-scores")
+    assert observations.record(obs, event_id="evt-1", client_id="c1", agent_id="a1", instance_id="i-0abc12345")
+    [row] = rows(p)
+    assert row.observation_key == "2026-03-01T12:00:00.000000Z#placement_score#evt-1"
+    assert (row.kind, row.value, row.source, row.client_id, row.agent_id, row.instance_id) == \
+        ("placement_score", 7, "placement-scores", "c1", "a1", "i-0abc12345")
+    assert row.expires_at == T0 + timedelta(days=14)
+    assert observations.for_pools([p], T0 - timedelta(minutes=1)) == {p: [obs]}
+
+
+def test_a_redelivered_source_event_writes_nothing_new():
+    p = pool()
+    obs = refused(p, T0)
+    assert observations.record(obs, event_id="cmd-1") is True
+    assert observations.record(obs, event_id="cmd-1") is False
+    assert len(rows(p)) == 1
+    # another source event at the same instant is another observation
+    assert observations.record(obs, event_id="cmd-2") is True
+    assert len(rows(p)) == 2
+
+
+def test_a_write_failure_is_logged_and_never_raised(monkeypatch):
+    from pynamodb.exceptions import PutError
+
+    def broken(self, *args, **kwargs):
+        raise PutError("table is gone")
+
+    monkeypatch.setattr(ObservationTable, "save", broken)
+    assert observations.record(refused(pool(), T0), event_id="x") is False
+
+
+def test_for_pools_reads_each_pool_by_time_range_oldest_first():
+    a, b, quiet = pool(), pool(), pool()
+    for minutes in (0, 10, 20, 30):
+        observations.record(refused(a, T0 + timedelta(minutes=minutes)), event_id=f"a{minutes}")
+    observations.record(refused(b, T0 - timedelta(days=2)), event_id="old")
+    got = observations.for_pools([a, b, quiet, a], T0 + timedelta(minutes=5), T0 + timedelta(minutes=20))
+    assert [o.at for o in got[a]] == [(T0 + timedelta(minutes=m)).timestamp() for m in (10, 20)]
+    assert got[b] == [] and got[quiet] == []
+    assert [len(v) for v in observations.for_pools([a], T0, limit=3).values()] == [3]  # the newest 3
+
+
+def test_backoff_grows_with_refusals_in_a_row_and_a_success_clears_it():
+    p, other = pool(), pool()
+    observations.record(refused(p, T0), event_id="r1")
+    assert observations.backoff([p, other], T0 + timedelta(minutes=5)) == {p: T0 + timedelta(minutes=10)}
+    observations.record(refused(p, T0 + timedelta(minutes=11)), event_id="r2")
+    # second refusal in a row: 20 minutes from it
+    assert observations.backoff([p], T0 + timedelta(minutes=12)) == {p: T0 + timedelta(minutes=31)}
+    assert observations.backoff([p], T0 + timedelta(minutes=31)) == {}
+    ok = CapacityObservation(p, ObservationKind.LAUNCH_SUCCEEDED, (T0 + timedelta(minutes=40)).timestamp())
+    observations.record(ok, event_id="s1")
+    observations.record(refused(p, T0 + timedelta(minutes=50)), event_id="r3")
+    # the success reset the streak: back to the base window
+    assert observations.backoff([p], T0 + timedelta(minutes=51)) == \
+        {p: T0 + timedelta(minutes=50, seconds=DEFAULT_BACKOFF.base_s)}
+
+
+def test_backoff_ignores_refusals_older_than_the_lookback():
+    p = pool()
+    observations.record(refused(p, T0 - observations.BACKOFF_LOOKBACK - timedelta(hours=1)), event_id="old")
+    assert observations.backoff([p], T0) == {}
+
+
+def test_a_warning_starts_the_same_window_and_a_rebalance_does_not():
+    p, q = pool(), pool()
+    observations.record(CapacityObservation(p, ObservationKind.INTERRUPTION_WARNING, T0.timestamp()), event_id="w")
+    observations.record(CapacityObservation(q, ObservationKind.REBALANCE, T0.timestamp()), event_id="r")
+    assert observations.backoff([p, q], T0 + timedelta(minutes=1)) == {p: T0 + timedelta(minutes=10)}
