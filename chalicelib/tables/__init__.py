@@ -9,6 +9,7 @@ from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.idempotency import IdempotencyTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
+from chalicelib.tables.market import MarketFetchTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
 from chalicelib.tables.replicas import ReplicaTable
@@ -24,6 +25,7 @@ ALL_TABLES = (
     PoolTable,
     PricePointTable,
     PricingReportTable,
+    MarketFetchTable,
     CommandTable,
     SwitchTable,
     ReplicaTable,
