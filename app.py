@@ -9,9 +9,11 @@ from chalicelib.api import admin, agents, clients, decisions, health, interrupti
 from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
 from chalicelib.jobs import health_monitor as health_monitor_job
+from chalicelib.jobs import placement_scores as placement_scores_job
 from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
 from chalicelib.jobs import scheduled_time
+from chalicelib.jobs import spot_prices as spot_prices_job
 from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME, get_settings
 
@@ -57,6 +59,18 @@ def replica_coordinator(event):
 def cleanup(event):
     """Orphaned instances terminated, expired standbys closed, EC2 reconciled with the tables."""
     return cleanup_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(10, unit=Rate.MINUTES), name="spot-prices")
+def spot_prices(event):
+    """Pool prices from EC2's spot price history (the source of truth; agent reports only fill gaps)."""
+    return spot_prices_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="placement-scores")
+def placement_scores(event):
+    """Spot placement scores as capacity observations (each (region, type) at most every 6 h)."""
+    return placement_scores_job.run(scheduled_time(event))
 
 
 # --- sentinel: the three EventBridge rules (chalice package emits them) ---

@@ -27,3 +27,16 @@ def lease_policy(agent_version: str | None = None) -> LeasePolicy:
     return LeasePolicy(base_lease_seconds=settings.command_lease_seconds,
                        max_attempts=settings.command_max_attempts,
                        agent=timings_for_agent_version(agent_version))
+
+
+@cache
+def placement_scores():
+    """The PlacementScores adapter of this stage (``PLACEMENT_SCORES_SOURCE``: aws, file or off)."""
+    from chalicelib.aws import spot_market
+
+    settings = get_settings()
+    if settings.placement_scores_source == "aws":
+        return spot_market.AwsPlacementScores()
+    if settings.placement_scores_source == "file" and settings.placement_scores_file:
+        return spot_market.StaticPlacementScores.from_file(settings.placement_scores_file)
+    return spot_market.NoPlacementScores()

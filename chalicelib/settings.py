@@ -40,6 +40,12 @@ class Settings:
     prewarm_risk_threshold: float
     orphan_grace_s: int
     notification_topic_arn: str
+    server_price_fresh_s: int
+    price_backfill_s: int
+    placement_scores_source: str
+    placement_scores_file: str
+    placement_interval_s: int
+    placement_max_per_run: int
     observation_retention_days: int = 14
 
     @property
@@ -86,6 +92,21 @@ def get_settings() -> Settings:
         notification_topic_arn=os.environ.get("NOTIFICATION_TOPIC_ARN", ""),
         # Capacity observations feed the back-off (≤ 6 h window) and the risk features: 14 days.
         observation_retention_days=_int("OBSERVATION_RETENTION_DAYS", 14),
+        # A pool priced by the spot-prices job (every 10 min) keeps that price against agent reports
+        # this long after the job last confirmed it; after that (job failing) agent reports count again.
+        server_price_fresh_s=_int("SERVER_PRICE_FRESH_S", 1800),
+        # The spot-prices job never asks for history older than this (first run: 1 h).
+        price_backfill_s=_int("PRICE_BACKFILL_S", 86400),
+        # Placement scores: "aws" (GetSpotPlacementScores), "file" (a JSON file, local mode and tests)
+        # or "off". Local mode has no AWS to ask: "file" when PLACEMENT_SCORES_FILE is set, else "off".
+        placement_scores_source=os.environ.get(
+            "PLACEMENT_SCORES_SOURCE",
+            "aws" if stage != "local" else ("file" if os.environ.get("PLACEMENT_SCORES_FILE") else "off")),
+        placement_scores_file=os.environ.get("PLACEMENT_SCORES_FILE", ""),
+        # Each (region, type) is asked at most once per interval, and at most this many per run
+        # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
+        placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),
+        placement_max_per_run=_int("PLACEMENT_MAX_PER_RUN", 10),
     )
 
 

@@ -158,7 +158,9 @@ def _reported_points(body: PricingReportRequest, agent_id: str, ts):
 @bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"])
 def pricing_report(agent_id):
     """Spot prices of every AZ for the agent's type, through the data valve into the price store. The
-    plausible points are kept; the others are dropped and named in ``warnings``."""
+    plausible points are kept; the others are dropped and named in ``warnings``. A pool whose price
+    comes from the server's own spot-prices job (fresh) keeps it: the agent's point is only counted
+    (``server_priced``) and kept in the raw report; its on-demand price is still taken."""
     client, body = client_request(_request(), PricingReportRequest)
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
@@ -174,7 +176,12 @@ def pricing_report(agent_id):
     current = _decimal(body.pricing.current_spot_price)
     own_type = body.instance.instance_type or agent.instance_type
     od_by_pool = {pid: ondemand for pid in points if parse_pool_id(pid)[0] == own_type}
-    admissions = pools.admit_points(list(points.values()), od_by_pool, now) if points else {}
+    settings = get_settings()
+    admissions = pools.admit_points(list(points.values()), od_by_pool, now,
+                                    server_window=timedelta(seconds=settings.server_price_fresh_s)) \
+        if points else {}
+    server_priced = [pid for pid, a in admissions.items() if a.outcome == pools.SERVER_PRICED]
+    admissions = {pid: a for pid, a in admissions.items() if a.outcome != pools.SERVER_PRICED}
     cheapest = body.pricing.cheapest_pool
     pools.save_report(PricingReportTable(
         agent.agent_id, now, client_id=client.client_id, instance_id=body.instance.instance_id,
@@ -184,7 +191,7 @@ def pricing_report(agent_id):
         cheapest_pool_id=cheapest.pool_id if cheapest else None,
         cheapest_price=cheapest.price if cheapest else None,
         pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
-        collected_at=ts), now, get_settings().report_retention_days)
+        collected_at=ts), now, settings.report_retention_days)
     agents.touch_pricing(agent, now)
     outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),
@@ -192,6 +199,7 @@ def pricing_report(agent_id):
                "averaged": outcomes.count("averaged"),
                "duplicates": outcomes.count("exact_duplicate"),
                "interpolated": sum(a.filled for a in admissions.values()),
+               "server_priced": len(server_priced),
                "warnings": noted(warnings, "pricing report", now, client_id=client.client_id,
                                  agent_id=agent.agent_id)})
 

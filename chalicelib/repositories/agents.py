@@ -388,3 +388,15 @@ def live_spot_agents():
         & AgentTable.current_pool_id.exists()
     for row in AgentTable.scan(filter_condition=condition):
         yield _record(row)
+
+
+def types_in_use() -> list[tuple[str, str]]:
+    """Every (region, instance type) an agent that is not deleted or terminated runs: what the
+    market-data jobs ask AWS about (a batch scan of three attributes, never a request path). Agents
+    declare no interchangeable types today; when they do, their types belong here too."""
+    found = set()
+    for row in AgentTable.scan(attributes_to_get=["region", "instance_type", "status"]):
+        if row.region and row.instance_type and row.status not in (AgentStatus.DELETED.value,
+                                                                    AgentStatus.TERMINATED.value):
+            found.add((row.region, row.instance_type))
+    return sorted(found)

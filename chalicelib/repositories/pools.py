@@ -1,7 +1,17 @@
-"""Pools, price points and pricing reports: the write side of the data valve."""
+"""Pools, price points and pricing reports: the write side of the data valve.
+
+Two writers set a pool's latest price. The spot-prices job (``store_server_prices``, source ``aws``)
+is the source of truth: AWS's own price history. Agents' pricing reports (``admit_points``) set it only
+for pools the job does not cover: never priced by the job, or not confirmed by it for longer than
+``SERVER_PRICE_FRESH_S`` (the job stopped). For a pool the job covers, an agent's point is counted
+(outcome ``server_priced``) and kept only in the raw report (``pricing-reports``, 30 days): it is not
+written to the pool's history, so the risk model's features and the data valve's window see one source.
+The agent's on-demand price is still taken (the job does not fetch on-demand prices).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,6 +38,12 @@ class PoolPrice:
     risk: float | None = None
     risk_at: datetime | None = None
     risk_source: str | None = None
+    price_source: str | None = None  # "aws" (spot-prices job) or "agent"
+    server_priced_at: datetime | None = None  # when the job last confirmed the price
+
+SERVER_SOURCE = "aws"
+AGENT_SOURCE = "agent"
+SERVER_PRICED = "server_priced"  # admission outcome of an agent point for a pool the job covers
 
 
 def _point(pool_id: str, m: RecentPointMap) -> PricePoint:
@@ -48,17 +64,45 @@ def _new_pool(pool_id: str, now: datetime) -> PoolTable:
                      region_type=f"{region}#{instance_type}", updated_at=now, recent=[])
 
 
-def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], now: datetime,
-                 config: ValveConfig = ValveConfig()) -> dict[str, Admission]:
-    """Run every point through the data valve and persist the result (3 batched calls).
+def server_covers(row: PoolTable | None, now: datetime, window: timedelta) -> bool:
+    """True while the spot-prices job's price of this pool is fresh: agent reports do not replace it."""
+    return (row is not None and row.price_source == SERVER_SOURCE and row.server_priced_at is not None
+            and now - row.server_priced_at <= window)
 
-    ``ondemand`` maps pool id → the reporter's on-demand price for that pool's type.
+
+def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime) -> None:
+    batch.save(PricePointTable(
+        p.pool_id, p.ts, price=p.price, quality=p.quality.value, source_agent_id=p.source_agent_id,
+        sources=p.sources, expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
+
+
+def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], now: datetime,
+                 config: ValveConfig = ValveConfig(), *,
+                 server_window: timedelta | None = None) -> dict[str, Admission]:
+    """Run every agent point through the data valve and persist the result (3 batched calls).
+
+    ``ondemand`` maps pool id → the reporter's on-demand price for that pool's type. With
+    ``server_window``, a pool the spot-prices job covers (``server_covers``) keeps its price: its
+    admission is outcome ``server_priced`` with nothing written but the on-demand price (an UpdateItem,
+    only when it changed, so the job's concurrent write of the pool is never overwritten).
     """
     pool_ids = sorted({p.pool_id for p in points})
     pools = {row.pool_id: row for row in PoolTable.batch_get(pool_ids)}
     admissions: dict[str, Admission] = {}
+    deferred = {pid for pid in pool_ids
+                if server_window is not None and server_covers(pools.get(pid), now, server_window)}
+    for pool_id in deferred:
+        row = pools[pool_id]
+        recent = tuple(_point(pool_id, m) for m in row.recent or [])
+        admissions[pool_id] = Admission((), (), recent, SERVER_PRICED, 0, None)
+        price = ondemand.get(pool_id)
+        if price is not None and (row.ondemand_price is None or Decimal(str(row.ondemand_price)) != price):
+            PoolTable(pool_id).update(actions=[PoolTable.ondemand_price.set(price)],
+                                      condition=PoolTable.pool_id.exists())
     with PricePointTable.batch_write() as point_batch:
         for point in sorted(points, key=lambda p: (p.pool_id, p.ts)):
+            if point.pool_id in deferred:
+                continue
             row = pools.setdefault(point.pool_id, _new_pool(point.pool_id, now))
             recent = [_point(row.pool_id, m) for m in row.recent or []]
             admission = admit(recent, point, config)
@@ -66,21 +110,70 @@ def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], 
             for stale in admission.deletes:
                 point_batch.delete(PricePointTable(stale.pool_id, stale.ts))
             for p in admission.upserts:
-                point_batch.save(PricePointTable(
-                    p.pool_id, p.ts, price=p.price, quality=p.quality.value,
-                    source_agent_id=p.source_agent_id, sources=p.sources,
-                    expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
+                _save_point(point_batch, p, config, now)
             row.recent = [_map(p) for p in admission.recent]
             newest = max(admission.recent, key=lambda p: p.ts) if admission.recent else None
             if newest is not None:
                 row.latest_price, row.latest_at = newest.price, newest.ts
+                row.price_source = AGENT_SOURCE
             if ondemand.get(point.pool_id) is not None:
                 row.ondemand_price = ondemand[point.pool_id]
             row.updated_at = now
     with PoolTable.batch_write() as pool_batch:
         for pool_id in pool_ids:
-            pool_batch.save(pools[pool_id])
+            if pool_id not in deferred:
+                pool_batch.save(pools[pool_id])
     return admissions
+
+
+@dataclass(frozen=True)
+class ServerPriceResult:
+    """What one spot-prices run did to one pool."""
+
+    pool_id: str
+    price: Decimal  # the price in effect now (AWS's newest change)
+    changed_at: datetime  # when AWS last changed it
+    written: int  # price points written (0 on a re-run: same timestamps are the same points)
+    duplicates: int
+
+
+def store_server_prices(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(),
+                        source: str = SERVER_SOURCE) -> dict[str, ServerPriceResult]:
+    """Store AWS price points (already plausible) as the pools' source of truth; one pool write each.
+
+    Each point goes through the data valve's window without gap fill (AWS prices are a step function:
+    a price holds until the next change, so interpolating would invent prices) and keyed by
+    ``(pool, AWS timestamp)``, so a re-run writes nothing new. The pool's latest price becomes the
+    price of AWS's newest change, ``latest_at`` = ``now`` (the time it was last known to be in effect,
+    as for an agent's report), ``price_source`` = ``aws`` and ``server_priced_at`` = ``now``.
+    """
+    step = dataclasses.replace(config, gap_max_points=0, dedup_window_s=0)
+    by_pool: dict[str, list[PricePoint]] = {}
+    for p in points:
+        by_pool.setdefault(p.pool_id, []).append(p)
+    pools = {row.pool_id: row for row in PoolTable.batch_get(sorted(by_pool))}
+    results: dict[str, ServerPriceResult] = {}
+    with PricePointTable.batch_write() as point_batch:
+        for pool_id, pool_points in sorted(by_pool.items()):
+            row = pools.setdefault(pool_id, _new_pool(pool_id, now))
+            recent = [_point(pool_id, m) for m in row.recent or []]
+            written = duplicates = 0
+            for point in sorted(pool_points, key=lambda p: p.ts):
+                admission = admit(recent, point, step)
+                for p in admission.upserts:
+                    _save_point(point_batch, p, config, now)
+                written += len(admission.upserts)
+                duplicates += admission.outcome == "exact_duplicate"
+                recent = list(admission.recent)
+            newest = max(pool_points, key=lambda p: p.ts)
+            row.recent = [_map(p) for p in recent]
+            row.latest_price, row.latest_at = newest.price, now
+            row.price_source, row.server_priced_at, row.updated_at = source, now, now
+            results[pool_id] = ServerPriceResult(pool_id, newest.price, newest.ts, written, duplicates)
+    with PoolTable.batch_write() as pool_batch:
+        for pool_id in sorted(by_pool):
+            pool_batch.save(pools[pool_id])
+    return results
 
 
 def save_report(row: PricingReportTable, now: datetime, retention_days: int) -> None:
@@ -116,7 +209,8 @@ def _price(row: PoolTable) -> PoolPrice:
                      at=row.latest_at,
                      ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)),
                      risk=None if row.risk is None else float(row.risk), risk_at=row.risk_at,
-                     risk_source=row.risk_source)
+                     risk_source=row.risk_source, price_source=row.price_source,
+                     server_priced_at=row.server_priced_at)
 
 
 def all_pools():

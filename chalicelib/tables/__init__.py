@@ -9,6 +9,7 @@ from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.idempotency import IdempotencyTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
+from chalicelib.tables.market import MarketFetchTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.observations import ObservationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
@@ -25,6 +26,7 @@ ALL_TABLES = (
     PoolTable,
     PricePointTable,
     PricingReportTable,
+    MarketFetchTable,
     CommandTable,
     SwitchTable,
     ReplicaTable,

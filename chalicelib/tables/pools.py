@@ -51,6 +51,10 @@ class PoolTable(Model):
     latest_price = DecimalAttribute(null=True)
     latest_at = UTCDateTimeAttribute(null=True)
     ondemand_price = DecimalAttribute(null=True)
+    # Who set latest_price: "aws" (the spot-prices job, the source of truth) or "agent" (a pricing report).
+    price_source = OptionalText()
+    # When the spot-prices job last confirmed latest_price; while recent, agent reports do not replace it.
+    server_priced_at = UTCDateTimeAttribute(null=True)
     recent = ListAttribute(of=RecentPointMap, default=list)
     updated_at = UTCDateTimeAttribute()
     risk = NumberAttribute(null=True)

@@ -1,0 +1,114 @@
+"""Every 10 minutes: the pools' spot prices from AWS itself (issue #11), the source of truth.
+
+For every (region, instance type) an agent runs, ``DescribeSpotPriceHistory`` (Linux/UNIX) since the
+last successful fetch (first run: the last hour; never more than ``PRICE_BACKFILL_S`` back). AWS also
+answers the change in effect at that start, so each run confirms the current price of every AZ that
+offers the type, pools the agents never reported included. Each price passes the data valve's
+plausibility check; the points are stored keyed by their AWS timestamp (a re-run writes nothing new)
+and every pool is written once per run (``pools.store_server_prices``). A failing (region, type) is
+logged and retried from the same start next run; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from components.data_valve import PriceOutOfRangeError, PricePoint, ValveConfig, validate_spot_price
+from components.errors import InvalidPoolIdError
+from components.pool_id import make_pool_id
+
+from chalicelib.aws import spot_market
+from chalicelib.aws.spot_market import LINUX_PRODUCTS, SpotPriceRecord
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import market
+from chalicelib.repositories import pools as pool_repo
+from chalicelib.settings import get_settings
+
+FIRST_LOOKBACK = timedelta(hours=1)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+Fetch = Callable[[str, list[str], datetime], list[SpotPriceRecord]]
+
+
+def _aws_fetch(region: str, instance_types: list[str], start: datetime) -> list[SpotPriceRecord]:
+    return spot_market.spot_price_history(region, instance_types, start, LINUX_PRODUCTS)
+
+
+def start_time(state: market.FetchState | None, now: datetime) -> datetime:
+    """Where the next fetch starts: the last successful one, else an hour ago; never before the backfill."""
+    floor = now - timedelta(seconds=get_settings().price_backfill_s)
+    if state is None or state.last_at is None:
+        return max(now - FIRST_LOOKBACK, floor)
+    return max(min(state.last_at, now), floor)
+
+
+def points_from(records: list[SpotPriceRecord], instance_type: str, now: datetime,
+                config: ValveConfig = ValveConfig()) -> tuple[list[PricePoint], int]:
+    """Plausible points of one type, one product per AZ (the first of LINUX_PRODUCTS AWS answered for
+    it), at most one per AWS timestamp; returns them and how many records were dropped."""
+    oldest = now - timedelta(days=config.retention_days)
+    by_az: dict[str, dict[str, list[SpotPriceRecord]]] = {}
+    dropped = 0
+    for r in records:
+        if r.instance_type != instance_type or r.product not in LINUX_PRODUCTS:
+            continue
+        by_az.setdefault(r.az, {}).setdefault(r.product, []).append(r)
+    points: list[PricePoint] = []
+    for az, by_product in sorted(by_az.items()):
+        product = next(p for p in LINUX_PRODUCTS if p in by_product)
+        try:
+            pool_id = make_pool_id(instance_type, az)
+        except InvalidPoolIdError:
+            dropped += len(by_product[product])
+            continue
+        seen = set()
+        for r in sorted(by_product[product], key=lambda r: r.ts):
+            if r.ts in seen:
+                continue
+            if not oldest <= r.ts <= now + MAX_CLOCK_SKEW:  # moto answers 2006; the TTL would drop it anyway
+                dropped += 1
+                continue
+            try:
+                price = validate_spot_price(r.price, config)
+            except PriceOutOfRangeError:
+                dropped += 1
+                continue
+            seen.add(r.ts)
+            points.append(PricePoint(pool_id=pool_id, ts=r.ts, price=price,
+                                     source_agent_id=pool_repo.SERVER_SOURCE))
+    return points, dropped
+
+
+def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, str]] | None = None) -> dict:
+    """One run over ``targets`` (default: every (region, type) agents run); returns what it did."""
+    logger.append_keys(job="spot-prices")
+    fetch = fetch or _aws_fetch
+    targets = sorted(set(targets if targets is not None else agent_repo.types_in_use()))
+    known = market.states(market.PRICES, targets) if targets else {}
+    result = {"targets": len(targets), "pools": 0, "points_written": 0, "duplicates": 0, "dropped": 0,
+              "failed": []}
+    for region, instance_type in targets:
+        start = start_time(known.get((region, instance_type)), now)
+        try:
+            records = fetch(region, [instance_type], start)
+        except spot_market.MarketDataError as exc:
+            logger.warning("spot price fetch failed", extra={"region": region, "instance_type": instance_type,
+                                                             "error": str(exc)})
+            market.record_failure(market.PRICES, region, instance_type, now, str(exc))
+            result["failed"].append(f"{region}#{instance_type}")
+            continue
+        points, dropped = points_from(records, instance_type, now)
+        stored = pool_repo.store_server_prices(points, now) if points else {}
+        market.record_success(market.PRICES, region, instance_type, now)
+        result["pools"] += len(stored)
+        result["points_written"] += sum(s.written for s in stored.values())
+        result["duplicates"] += sum(s.duplicates for s in stored.values())
+        result["dropped"] += dropped
+    logger.info("spot prices", extra=result)
+    metrics.add_metric(name="SpotPrices.pools", unit=MetricUnit.Count, value=result["pools"])
+    metrics.add_metric(name="SpotPrices.points", unit=MetricUnit.Count, value=result["points_written"])
+    metrics.add_metric(name="SpotPrices.failed", unit=MetricUnit.Count, value=len(result["failed"]))
+    publish_metrics()
+    return result

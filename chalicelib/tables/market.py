@@ -1,0 +1,28 @@
+"""When the market-data jobs last asked AWS about one (region, instance type), and when they may ask next."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, OptionalText, table_name
+
+
+class MarketFetchTable(Model):
+    """One row per job and (region, type): ``prices#<region>#<type>`` or ``placement#<region>#<type>``.
+
+    ``last_at`` is the last successful fetch (the price job's next ``StartTime``); ``next_at`` is the
+    earliest time the placement-score job may query this configuration again (its rate limit).
+    """
+
+    class Meta(BaseMeta):
+        table_name = table_name("market-fetches")
+
+    fetch_key = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    region = UnicodeAttribute()
+    instance_type = UnicodeAttribute()
+    last_at = UTCDateTimeAttribute(null=True)
+    next_at = UTCDateTimeAttribute(null=True)
+    last_error = OptionalText()
+    updated_at = UTCDateTimeAttribute()
