@@ -23,7 +23,7 @@ from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
 
 from chalicelib import bootstrap
-from chalicelib.aws.spot_market import MarketDataError, NoPlacementScores, PlacementLimitReached, PlacementScores
+from chalicelib.aws.spot_market import NoPlacementScores, PlacementLimitReached, PlacementScores
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import market
@@ -100,7 +100,7 @@ def run(now: datetime, *, source: PlacementScores | None = None,
             result["limited"] = True
             logger.warning("placement score configuration limit reached: run stopped", extra={"target": name})
             break
-        except (MarketDataError, Exception) as exc:  # noqa: BLE001 - one target must not stop the others
+        except Exception as exc:  # noqa: BLE001 - MarketDataError or the store: one target must not stop the others
             market.record_failure(market.PLACEMENT, region, instance_type, now, f"{type(exc).__name__}: {exc}",
                                   next_at=now + RETRY_AFTER)
             result["failed"].append(name)
