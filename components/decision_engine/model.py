@@ -19,7 +19,9 @@ class DecisionAction(str, Enum):
     REPLACE = "replace"  # involuntary: the current instance got an interruption warning
 
 
-VOLUNTARY = frozenset({DecisionAction.SWITCH_POOL, DecisionAction.TO_SPOT})
+# Moves the switch limits count and bound. Coming back from on-demand is the bridge back to spot, not a
+# voluntary switch: it is neither counted nor blocked (an agent never waits on on-demand for a rail).
+VOLUNTARY = frozenset({DecisionAction.SWITCH_POOL})
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,9 @@ class DecisionConfig:
 
     The rails (user-set; the defaults leave the arithmetic in charge): ``min_savings_percent``,
     ``min_pool_duration_hours``, ``risk_ceiling`` (pools above it are never chosen), and the
-    switch limits and cooldown, which bound voluntary pool-to-pool switches only. Replacing a warned
-    instance, leaving a pool that costs more than on-demand, and coming back from on-demand are never
-    blocked by them. ``risk_recover`` (≤ ceiling) is the risk a pool must be at or below for a return
+    switch limits and cooldown, which bound (and count) pool-to-pool switches only: a pool that costs
+    more than on-demand is left for another pool within them, else for on-demand. Replacing a warned
+    instance and coming back from on-demand are never blocked by them and never counted. ``risk_recover`` (≤ ceiling) is the risk a pool must be at or below for a return
     from on-demand.
     """
 

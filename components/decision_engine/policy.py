@@ -9,8 +9,8 @@ repays the switch's overlap:
   on-demand), never blocked by any rail;
 - on on-demand, the service returns to the best pool at the first decision where the move repays
   itself (on-demand is a bridge, not a destination); rails other than ``risk_recover`` do not hold it;
-- on spot, a pool that now costs more than on-demand (in expectation) is left for the best pool or
-  on-demand, never blocked; a cheaper pool is taken when it repays the switch and the user's rails
+- on spot, a pool that now costs more than on-demand (in expectation) is left for the best pool (within
+  the switch limits) or on-demand; a cheaper pool is taken when it repays the switch and the user's rails
   (minimum saving, minimum time in a pool, switch limits, cooldown) allow.
 
 Every decision lists ``fallbacks``: the next pools (then on-demand) a launch tries, in order, when
@@ -142,6 +142,9 @@ def _from_spot(situation: Situation, priced: dict[str, PoolOption], ranked: list
                if too_risky else f"{current} costs {here:.4f} $/h in expectation, more than on-demand")
         if not others:
             return DecisionAction.TO_ONDEMAND, ONDEMAND, [], f"to on-demand: {why} and no pool is cheaper"
+        blocked = blocked_by_limits(situation, now, config)
+        if blocked:
+            return DecisionAction.TO_ONDEMAND, ONDEMAND, [], f"to on-demand: {why}; no pool switch possible ({blocked})"
         return (DecisionAction.SWITCH_POOL, others[0], [*others[1:], ONDEMAND],
                 f"leave {current}: {why}; {others[0]} at {costs[others[0]]:.4f} $/h")
     cheaper = [pid for pid in others if costs[pid] < here]

@@ -13,8 +13,8 @@ from tests.conftest import new_instance_id, registration
 
 DEFAULT_CONFIG = {"enabled": True, "auto_switch_enabled": True, "auto_terminate_enabled": True,
                   "terminate_wait_seconds": 300, "manual_replica_enabled": False, "replica_enabled": False,
-                  "replica_count": 0, "min_savings_percent": 15, "risk_threshold": 0.3,
-                  "max_switches_per_day": 3, "max_switches_per_week": 10, "min_pool_duration_hours": 2,
+                  "replica_count": 0, "min_savings_percent": 0, "risk_threshold": 1.0,
+                  "max_switches_per_day": 3, "max_switches_per_week": 10, "min_pool_duration_hours": 0,
                   "handover": "none", "eip_allocation_id": None, "target_group_arn": None, "target_port": None}
 
 

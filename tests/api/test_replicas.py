@@ -156,7 +156,7 @@ def test_a_config_write_that_races_another_answers_409_and_loses_nothing(tenant_
     assert_error(status, reply, 409, code="config_conflict")
     monkeypatch.undo()
     row = agent_row(client_id, agent_id)
-    assert row.config.risk_threshold == 0.5 and row.config.min_savings_percent == 15  # theirs kept, ours not
+    assert row.config.risk_threshold == 0.5 and row.config.min_savings_percent == 0  # theirs kept, ours not
 
 
 def test_auto_switch_on_terminates_the_manual_standby_for_real(api, make_tenant):

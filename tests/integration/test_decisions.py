@@ -47,10 +47,10 @@ def _set_risk(itype, risks):
 
 def test_cycle_switches_to_the_cheaper_safe_pool_once_and_records_why(api, settled_agent):
     client_id, caller, agent_id, itype = settled_agent
-    # GIVEN risk scores (the prior, as no model is active) WHEN the scorer and the cycle run
+    # GIVEN risk scores (the evidence estimate, as no model is active) WHEN the scorer and the cycle run
     result = invoke_schedule(api, "risk-scorer")
-    assert result["scored"].get("prior", 0) >= 3
-    assert PoolTable.get(f"{itype}.eu-west-1b").risk_source == "prior"
+    assert result["scored"].get("evidence", 0) >= 3
+    assert PoolTable.get(f"{itype}.eu-west-1b").risk_source == "evidence"
     invoke_schedule(api, "decision-cycle")
     # THEN a switch to the cheaper pool is queued at ML priority with the decision's reason stored
     active = bootstrap.command_store().active_for_agent(agent_id, 5)
@@ -74,7 +74,7 @@ def test_every_pool_too_risky_queues_an_urgent_move_to_ondemand(api, settled_age
     assert (command.command_type.value, command.priority, command.target_mode) == (
         "switch_to_ondemand", 50, "ondemand")
     stored = list(DecisionTable.query(agent_id))[-1]
-    assert stored.action == "to_ondemand" and "above the risk ceiling" in stored.reason
+    assert stored.action == "to_ondemand" and "more than on-demand" in stored.reason
     assert {p["pool_id"] for p in stored.inputs["pools"]} == {f"{itype}.eu-west-1{z}" for z in "abc"}
 
 
@@ -117,3 +117,53 @@ def test_pool_risk_route_lists_prices_and_scores(api, settled_agent):
     assert status == 200
     assert [(p["az"], p["risk"], p["price"]) for p in body["pools"]] == [
         ("eu-west-1a", 0.1, 0.04), ("eu-west-1b", 0.2, 0.02), ("eu-west-1c", 0.3, 0.045)]
+
+
+def _observe(itype, zone, kind, at, event_id):
+    from components.capacity import CapacityObservation
+    from chalicelib.repositories import observations
+
+    observations.record(CapacityObservation(f"{itype}.eu-west-1{zone}", kind, at.timestamp(),
+                                            code="InsufficientInstanceCapacity"), event_id=event_id)
+
+
+def test_a_refused_pool_is_not_chosen_again_inside_its_back_off(api, settled_agent):
+    from components.capacity import DEFAULT_BACKOFF, ObservationKind
+
+    client_id, caller, agent_id, itype = settled_agent
+    _set_risk(itype, {"a": 0.01, "b": 0.01, "c": 0.01})
+    now = datetime.now(timezone.utc)
+    # GIVEN the cheapest pool b refused a launch a minute ago
+    _observe(itype, "b", ObservationKind.LAUNCH_REFUSED, now - timedelta(minutes=1), "t-refused-1")
+    status, body = caller.post(f"/api/agents/{agent_id}/decide", {})
+    # THEN the decision skips it for the next pool (a at 0.040 < c at 0.045)
+    assert status == 200 and body["recommended_pool_id"] == f"{itype}.eu-west-1a", body
+    stored = list(DecisionTable.query(agent_id))[-1]
+    assert [p["available"] for p in stored.inputs["pools"] if p["pool_id"].endswith("1b")] == [False]
+    # WHEN its back-off window has passed (the refusal is older than the first window) THEN b is back
+    old = now - timedelta(seconds=DEFAULT_BACKOFF.window(1) + 60)
+    from chalicelib.tables.observations import ObservationTable
+    for row in ObservationTable.query(f"{itype}.eu-west-1b"):
+        row.delete()
+    _observe(itype, "b", ObservationKind.LAUNCH_REFUSED, old, "t-refused-old")
+    status, body = caller.post(f"/api/agents/{agent_id}/decide", {})
+    assert status == 200 and body["recommended_pool_id"] == f"{itype}.eu-west-1b", body
+
+
+def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_a_pool_passes(api, settled_agent):
+    client_id, caller, agent_id, itype = settled_agent
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("ondemand"),
+                                                    AgentTable.current_pool_id.remove()])
+    # GIVEN every pool costs more than on-demand in expectation: the cycle keeps it on on-demand
+    _set_risk(itype, {"a": 0.95, "b": 0.95, "c": 0.95})
+    invoke_schedule(api, "decision-cycle")
+    assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+    assert list(DecisionTable.query(agent_id))[-1].action == "stay"
+    # WHEN one pool passes the policy THEN the very next cycle moves it back to spot, whatever the rails
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.last_switch_at.set(datetime.now(timezone.utc))])
+    _set_risk(itype, {"a": 0.95, "b": 0.02, "c": 0.95})
+    invoke_schedule(api, "decision-cycle")
+    [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
+    assert (command.target_mode, command.target_pool_id) == ("spot", f"{itype}.eu-west-1b")
+    [stored] = [d for d in DecisionTable.query(agent_id) if d.command_id == command.command_id]
+    assert stored.action == "to_spot" and "back to spot" in stored.reason
