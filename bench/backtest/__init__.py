@@ -39,11 +39,12 @@ __all__ = ["ONDEMAND", "Action", "InstanceView", "Observation", "Policy", "Polic
 
 
 def run_backtest(trace, policies=None, rules: Rules | None = None, train_fraction: float = 0.6,
-                 *, start: int | None = None, extra: dict | None = None) -> dict:
+                 *, start: int | None = None, extra: dict | None = None, fleet: int = 1) -> dict:
     """Run policies (names from the registry, or policy objects; default: all registered) and report.
 
     The oracle is always run, last, so every score has its ratio to the limit. The window is
-    ``[trace.split_index(train_fraction), trace.ticks)`` unless ``start`` is given.
+    ``[trace.split_index(train_fraction), trace.ticks)`` unless ``start`` is given. ``fleet`` > 1 runs
+    that many agents of each observation-limited policy (``ours``) sharing what they observe.
     """
     rules = rules or Rules.for_ondemand_price(trace.ondemand_price)
     chosen = list(policies) if policies is not None else registered_policies()
@@ -61,7 +62,9 @@ def run_backtest(trace, policies=None, rules: Rules | None = None, train_fractio
     results, seconds = {}, {}
     for policy in [*others, oracle]:
         began = time.perf_counter()
-        results[policy.name] = simulate(trace, policy, rules, start, end, market=market)
+        shared = fleet if getattr(policy, "observability", "full") == "observed" else 1
+        results[policy.name] = simulate(trace, policy, rules, start, end, market=market, fleet=shared,
+                                        factory=type(policy) if shared > 1 else None)
         seconds[policy.name] = round(time.perf_counter() - began, 3)
     return build(trace, rules, start, end, market.stamps[start], market.end_time(end), train_fraction,
                  results, {"seconds": seconds, **(extra or {})})

@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=7, help="seed of synthetic interruptions (7)")
     ap.add_argument("--policies", help="comma list (default: every registered policy; oracle always runs)")
     ap.add_argument("--step-s", type=int, default=300, help="tick of the synthetic grid (300)")
+    ap.add_argument("--fleet", type=int, default=1,
+                    help="agents of `ours` side by side sharing their observations; scores are per agent (1)")
     args = ap.parse_args(argv)
     if args.availability is None and args.prices is None:  # the shipped real trace
         args.availability, args.prices = traces.P3_9AZ_AVAILABILITY, traces.P3_9AZ_PRICES
@@ -71,7 +73,11 @@ def main(argv=None) -> int:
                                         else {"downtime_penalty_per_hour": args.downtime_penalty}))
     names = _list(args.policies) or registered_policies()
     extra = {"seed": args.seed} if trace.synthetic else {}
-    doc = run_backtest(trace, names, rules, args.train_fraction, extra=extra)
+    if args.fleet < 1:
+        print("error: --fleet must be >= 1", file=sys.stderr)
+        return 2
+    doc = run_backtest(trace, names, rules, args.train_fraction, extra={**extra, "fleet": args.fleet},
+                       fleet=args.fleet)
     doc["seconds"]["load"] = round(loaded, 3)
     print(table(doc))
     print("seconds: " + ", ".join(f"{k} {v}" for k, v in doc["seconds"].items()))

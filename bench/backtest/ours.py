@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
-from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
+from components.capacity import DEFAULT_BACKOFF, CapacityObservation
 from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
 from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from bench.backtest.guard import ObservationLedger, ObservedHistory, ObservedRow, PastOnlyTrace
+from bench.backtest.guard import ObservationLedger, ObservedRow, PastOnlyTrace
 from bench.backtest.market import Market
 from bench.backtest.model import ONDEMAND, Action, InstanceView, Observation, Rules
 from components.capacity import HELD_INTERVAL_S, CapacityObservation, ObservationKind
