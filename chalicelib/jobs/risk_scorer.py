@@ -50,7 +50,7 @@ def record_held(now: datetime) -> int:
 
 def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
     """The pool's PoolEvidence from the tables (the same shape ml.features builds from a trace)."""
-    points = pool_repo.history(pool.pool_id, now - PRICE_HISTORY)
+    points = pool_repo.history_with_price_in_force(pool.pool_id, now - PRICE_HISTORY)
     region_since = now.timestamp() - REGION_WINDOW.total_seconds()
     neighbours = [o for pid, obs in seen.items() if pid != pool.pool_id and region_of.get(pid) == pool.region
                   for o in obs if o.at >= region_since]
