@@ -6,7 +6,7 @@ availability as features. It replays the trace through an :func:`observer_log` â
 holds an instance in a pool while it can, is warned when the pool goes, retries with the product's
 capacity back-off, and watches each pool only during random spans (so "nobody looked" is in the
 training data as it is in production) â€” and computes every row with
-``components.risk_model.evidence_features`` from that log and the prices: the one feature function the
+``components.risk_model.feature_vector`` from that log and the prices: the one feature function the
 backtest's ``ours`` and the production risk scorer call.
 
 Rows are (scoring tick, pool): scoring ticks are spaced like the risk scorer's runs (15 minutes),
@@ -25,10 +25,10 @@ import numpy as np
 from components.capacity import DEFAULT_BACKOFF, HELD_INTERVAL_S, CapacityObservation, ObservationKind
 from components.risk_model import (
     DEFAULT_ADVISOR_BAND,
-    EVIDENCE_FEATURE_NAMES,
+    FEATURE_NAMES,
     PoolEvidence,
     advisor_prior,
-    evidence_features,
+    feature_vector,
     evidence_risk,
 )
 from ml.traces import Trace
@@ -36,7 +36,6 @@ from ml.traces import Trace
 __all__ = ["COVERAGE_MEAN_S", "SCORE_EVERY_S", "Dataset", "epoch_seconds", "evidence_at", "feature_tensor",
            "label_matrix", "observer_log", "scoring_ticks", "trace_features"]
 
-FEATURE_NAMES = EVIDENCE_FEATURE_NAMES
 SCORE_EVERY_S = 900.0  # the risk scorer's cadence
 COVERAGE_MEAN_S = 24 * 3600.0  # the observer watches a pool for ~1 day, then looks away for ~1 day
 OBSERVER_SEED = 11
@@ -171,7 +170,7 @@ def feature_tensor(trace: Trace, log: dict[str, list[CapacityObservation]] | Non
     for i in scoring_ticks(trace):
         for j in range(pools):
             evidence = evidence_at(trace, index, j, int(i), stamps)
-            out[i, j] = evidence_features(evidence)
+            out[i, j] = feature_vector(evidence)
             fallback[i, j] = evidence_risk(evidence, horizon_s)
     return out, fallback
 

@@ -196,21 +196,21 @@ def history(pool_id: str, since: datetime, limit: int = 1000) -> list[PricePoint
     """Stored points of a pool since a time, oldest first (expired-but-not-yet-deleted excluded)."""
     rows = PricePointTable.query(pool_id, PricePointTable.ts >= since, limit=limit)
     now = clock.now()
-    return [PricePoint(pool_id=r.pool_id, ts=r.ts, price=Decimal(str(r.price)),
-                       quality=PointQuality(r.quality), source_agent_id=r.source_agent_id,
-                       sources=int(r.sources or 1))
-            for r in rows if r.expires_at is None or r.expires_at > now]
+    return [_stored_point(r) for r in rows if r.expires_at is None or r.expires_at > now]
+
+
+def _stored_point(r: PricePointTable) -> PricePoint:
+    return PricePoint(pool_id=r.pool_id, ts=r.ts, price=Decimal(str(r.price)), quality=PointQuality(r.quality),
+                      source_agent_id=r.source_agent_id, sources=int(r.sources or 1))
 
 
 def history_with_price_in_force(pool_id: str, since: datetime) -> list[PricePoint]:
     """:func:`history` since ``since``, preceded by the point in force at ``since`` (the last one before
     it): a price holds until the next point, so the price "24 h ago" is that point (two Queries)."""
     now = clock.now()
-    before = [r for r in PricePointTable.query(pool_id, PricePointTable.ts < since, scan_index_forward=False,
-                                               limit=1)
-              if r.expires_at is None or r.expires_at > now]
-    head = [PricePoint(pool_id=r.pool_id, ts=r.ts, price=Decimal(str(r.price)), quality=PointQuality(r.quality),
-                       source_agent_id=r.source_agent_id, sources=int(r.sources or 1)) for r in before]
+    head = [_stored_point(r) for r in PricePointTable.query(pool_id, PricePointTable.ts < since,
+                                                             scan_index_forward=False, limit=1)
+            if r.expires_at is None or r.expires_at > now]
     return head + history(pool_id, since)
 
 

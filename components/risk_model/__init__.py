@@ -30,15 +30,10 @@ from components.risk_model.prior import (
     advisor_prior,
 )
 
-# The names the backtest and training use for the same things.
-EVIDENCE_FEATURE_NAMES = FEATURE_NAMES
-evidence_features = feature_vector
-
 __all__ = [
     "ADVISOR_BAND_LABELS",
     "ADVISOR_BAND_MONTHLY_RATE",
     "DEFAULT_ADVISOR_BAND",
-    "EVIDENCE_FEATURE_NAMES",
     "EVIDENCE_WINDOW_S",
     "FEATURE_NAMES",
     "SECONDS_PER_MONTH",
@@ -51,7 +46,6 @@ __all__ = [
     "Score",
     "TrainingSpan",
     "advisor_prior",
-    "evidence_features",
     "evidence_hazard",
     "evidence_risk",
     "example_manifest",
