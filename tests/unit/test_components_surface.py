@@ -9,7 +9,8 @@ import pytest
 import components
 
 PACKAGES = ["components.calculations", "components.command_tracker", "components.data_valve",
-            "components.agent_identity", "components.sentinel", "components.capacity"]
+            "components.agent_identity", "components.sentinel", "components.capacity",
+            "components.instance_types"]
 MODULES = sorted(m.name for m in pkgutil.walk_packages(components.__path__, "components."))
 
 

@@ -1,0 +1,36 @@
+"""The EC2 instance catalogue as the handlers use it: ``data/catalogue/ec2_instance_types.csv``, read once.
+
+The file ships in the Lambda package through ``vendor/data/catalogue`` (a link to the repository's
+``data/catalogue``), so it sits at ``data/catalogue/`` beside ``chalicelib/`` both in a checkout and in
+``/var/task``. The resolution itself is pure (``components.instance_types``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from components.instance_types import InstanceSpec, Requirements, declare, parse_catalogue
+
+CATALOGUE_PATH = Path(__file__).resolve().parents[1] / "data" / "catalogue" / "ec2_instance_types.csv"
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, InstanceSpec]:
+    """Every catalogued type (about 900 rows, 22 KB; parsed once per container)."""
+    with CATALOGUE_PATH.open(newline="") as f:
+        return parse_catalogue(f)
+
+
+def type_config(own_type: str, instance_types: list[str] | None,
+                requirements: dict[str, Any] | None) -> dict[str, Any]:
+    """The agent-config fields of a declaration: the list and requirements as given, and the resolved
+    ``allowed_instance_types`` (None when nothing is declared: the agent's own type only).
+
+    InvalidTypeDeclarationError (a 400 with its field) when the declaration cannot be used."""
+    reqs = Requirements(**requirements) if requirements else None
+    allowed = declare(own_type, instance_types, reqs, catalogue() if reqs else {})
+    return {"instance_types": list(instance_types) if instance_types else None,
+            "type_requirements": dict(requirements) if requirements else None,
+            "allowed_instance_types": list(allowed) if allowed else None}
