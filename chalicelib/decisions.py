@@ -22,7 +22,7 @@ from components.decision_engine import (
 )
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
-from chalicelib import bootstrap, command_queue
+from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
@@ -48,7 +48,7 @@ class Evaluation:
 
 
 class NoMarketDataError(Exception):
-    """No price is known for the agent's instance type yet (the agent has not reported)."""
+    """No price is known for the agent's instance types yet (the agent has not reported)."""
 
 
 def measured_boot_s(switches) -> float:
@@ -72,21 +72,30 @@ def decision_config(agent: AgentRecord, ondemand_price: float, boot_s: float = D
 
 
 def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], float | None]:
-    """Pool options of the agent's type and region (one GSI query) and the on-demand price.
+    """Pool options of every type the agent may run on (``AgentRecord.runnable_types``: its own and its
+    declared interchangeable ones; one GSI query per type) in its region, and the on-demand price.
 
+    The declared types are interchangeable, so their pools compete on price per instance-hour and risk.
     A pool is a possible target only with a fresh price and outside its capacity back-off (a refused
-    launch is skipped for a growing window: components.capacity.backoff)."""
+    launch is skipped for a growing window: components.capacity.backoff). The on-demand fallback is the
+    agent's current type: a switch to on-demand names no type and every agent (the legacy one too)
+    launches the type it runs on. Its price is the one agents report; an agent with declared types that
+    has not reported its current type yet (it just moved to it) gets the catalogue's list price."""
     horizon = get_settings().risk_horizon_s
     options, ondemand = [], None
-    pools = pool_repo.pools_of_type(agent.region or "", agent.instance_type or "")
+    types = agent.runnable_types
+    pools = [p for t in types for p in pool_repo.pools_of_type(agent.region or "", t)]
     blocked = observations.backoff([p.pool_id for p in pools], now)
     for pool in pools:
         fresh = pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
         risk = pool.risk if pool.risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh and pool.price is not None else None,
                                   risk, available=fresh))
-        if pool.ondemand_price is not None:
+        if pool.ondemand_price is not None and pool.instance_type == agent.instance_type:
             ondemand = max(ondemand or 0.0, float(pool.ondemand_price))
+    if ondemand is None and len(types) > 1 and options:
+        spec = catalogue.catalogue().get(agent.instance_type or "")
+        ondemand = spec.ondemand_price if spec else None
     return tuple(options), ondemand
 
 

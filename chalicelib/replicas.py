@@ -42,8 +42,8 @@ class Placement:
 def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
                limit: int = MAX_CANDIDATES) -> list[Placement]:
     """Where a spot replica of ``agent`` may go, best first (at most ``limit``): the safe cheap pools
-    other than its own and ``exclude``, skipping pools in capacity back-off
-    (``repositories.observations.backoff``).
+    other than its own and ``exclude``, of every type it may run on (``decisions.market``), skipping pools
+    in capacity back-off (``repositories.observations.backoff``).
 
     With no fresh price outside back-off, the other AZs of the region (price unknown) not in back-off.
     An empty list means no spot pool is worth asking EC2 for now.
@@ -74,8 +74,8 @@ def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
     excluded = {agent.current_pool_id, *exclude} - {None}
     if pool_id:
         instance_type, az = parse_pool_id(pool_id)
-        if instance_type != agent.instance_type or not az.startswith(agent.region or ""):
-            raise InvalidInputError("pool must be the agent's instance type in its region", field="pool_id")
+        if instance_type not in agent.runnable_types or not az.startswith(agent.region or ""):
+            raise InvalidInputError("pool must be one of the agent's instance types in its region", field="pool_id")
         if pool_id in excluded:
             raise InvalidInputError("a standby must be in a different pool than its primary", field="pool_id")
         return Placement(pool_id, az, None, "pool chosen by the client")
@@ -97,7 +97,8 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
     if replica.instance_id:
         _observe_launch(replica, ObservationKind.LAUNCH_SUCCEEDED, replica.launched_at or replica.updated_at)
         return replica
-    spec = ec2.LaunchSpec(region=agent.region, instance_type=agent.instance_type, az=replica.az,
+    spec = ec2.LaunchSpec(region=agent.region, az=replica.az,
+                          instance_type=replica.instance_type or agent.instance_type,  # the pool's type
                           lifecycle=replica.lifecycle, replica_id=replica.replica_id,
                           logical_agent_id=agent.logical_agent_id, agent_id=agent.agent_id,
                           client_id=agent.client_id,

@@ -13,7 +13,7 @@ from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import bootstrap, command_queue
+from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import InvalidInputError, NotFoundError
@@ -47,9 +47,16 @@ def _request():
 
 @bp.route("/api/agents/register", methods=["POST"])
 def register():
-    """Create or update the agent of (client, logical_agent_id); answer with its config."""
+    """Create or update the agent of (client, logical_agent_id); answer with its config.
+
+    ``instance_types`` / ``requirements`` declare the types the agent can run on: resolved against the
+    catalogue (400 when unusable, nothing written) and stored in its config."""
     client, body = client_request(_request(), RegisterRequest)
     make_pool_id(body.instance_type, body.az)  # validates both (400 with field)
+    types = None
+    if body.instance_types or body.requirements:
+        types = catalogue.type_config(body.instance_type, body.instance_types,
+                                      body.requirements.model_dump() if body.requirements else None)
     reg = Registration(
         client_id=client.client_id,
         logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or body.instance_id),
@@ -57,7 +64,7 @@ def register():
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
     now = utcnow()
-    agent, plan = agents.register(client, reg, now)
+    agent, plan = agents.register(client, reg, now, types=types)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
                           now, client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=reg.instance_id, metadata={"action": plan.action.value})

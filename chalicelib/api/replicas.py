@@ -20,6 +20,7 @@ from typing import Any
 
 
 from components.errors import ValidationError
+from components.instance_types import InvalidTypeDeclarationError
 from components.pool_id import make_pool_id
 from components.replica_coordinator import (
     IllegalReplicaTransitionError,
@@ -30,7 +31,7 @@ from components.replica_coordinator import (
 )
 from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
-from chalicelib import decisions, replicas, sentinel
+from chalicelib import catalogue, decisions, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
@@ -139,7 +140,7 @@ def replica_config(agent_id):
 def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) -> str | None:
     """The pool for a server-launched standby; None lets ``replicas.place`` choose."""
     try:
-        excluded = tuple(make_pool_id(agent.instance_type, zone) for zone in body.exclude_zones)
+        excluded = tuple(make_pool_id(t, zone) for zone in body.exclude_zones for t in agent.runnable_types)
     except ValidationError as exc:
         raise InvalidInputError(exc.message, field="exclude_zones") from exc
     if body.pool_id:
@@ -190,7 +191,7 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
             info = ec2.describe(agent.region, [body.instance_id]).get(body.instance_id) if agent.region else None
         if info is not None and info.az:
             az = info.az
-            pool_id = make_pool_id(agent.instance_type, az)
+            pool_id = make_pool_id(info.instance_type or agent.instance_type, az)
             if pool_id == agent.current_pool_id:
                 raise InvalidInputError("a standby must be in a different pool than its primary", field="instance_id")
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now),
@@ -428,6 +429,18 @@ def _check_handover(agent: AgentRecord, changes: dict[str, Any]) -> None:
             raise InvalidInputError(f"the target group must be in {agent.region}", field="target_group_arn")
 
 
+def _type_changes(agent: AgentRecord, changes: dict[str, Any]) -> dict[str, Any]:
+    """The declaration after this change (list and requirements merged with the stored ones), resolved."""
+    merged = {name: changes.get(name, agent.config.get(name)) for name in ("instance_types", "type_requirements")}
+    if not agent.instance_type:
+        raise ConflictError("the agent has not registered an instance type yet", field="instance_types")
+    try:
+        return catalogue.type_config(agent.instance_type, merged["instance_types"], merged["type_requirements"])
+    except InvalidTypeDeclarationError as exc:  # this body names the requirements type_requirements
+        raise InvalidInputError(exc.message, field=(exc.field or "").replace("requirements", "type_requirements",
+                                                                             1)) from exc
+
+
 @bp.route("/api/client/agents/{agent_id}/config", methods=["POST"])
 def update_config(agent_id):
     """Modes (auto-switch ⊕ manual-replica), auto-terminate and its wait, traffic hand-off, thresholds."""
@@ -440,6 +453,8 @@ def update_config(agent_id):
         changes["auto_switch_enabled"] = False
     if changes.keys() & {"handover", "eip_allocation_id", "target_group_arn"}:
         _check_handover(agent, changes)
+    if changes.keys() & {"instance_types", "type_requirements"}:
+        changes |= _type_changes(agent, changes)
     now = utcnow()
     updated = agents.update_config(agent, changes, now)
     terminated: list[str] = []

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from components.command_tracker import Command
+from components.errors import ValidationError
+from components.pool_id import parse_pool_id
 
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord
@@ -26,6 +28,9 @@ def command_view(cmd: Command) -> dict[str, Any]:
         "instance_id": cmd.instance_id,
         "target_mode": cmd.target_mode,
         "target_pool_id": cmd.target_pool_id,
+        # The pool's instance type (another of the agent's interchangeable types, or its own); None for
+        # on-demand, which launches the type the agent runs on. Agents read it from target_pool_id.
+        "target_instance_type": _type_of(cmd.target_pool_id),
         "priority": cmd.priority,
         "terminate_wait_seconds": cmd.terminate_wait_seconds,
         "status": cmd.status.value,
@@ -36,6 +41,13 @@ def command_view(cmd: Command) -> dict[str, Any]:
         "success": cmd.success,
         "message": cmd.message,
     }
+
+
+def _type_of(pool_id: str | None) -> str | None:
+    try:
+        return parse_pool_id(pool_id)[0] if pool_id else None
+    except ValidationError:
+        return None
 
 
 def config_view(agent: AgentRecord) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pynamodb.attributes import MapAttribute
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
@@ -18,6 +19,7 @@ from components.agent_identity import (
     plan_registration,
     registration_refusal,
 )
+from components.instance_types import allowed_types
 from components.pool_id import make_pool_id
 
 from chalicelib.errors import ConflictError, NotFoundError
@@ -60,6 +62,11 @@ class AgentRecord:
     last_pricing_at: datetime | None = None
 
     @property
+    def runnable_types(self) -> tuple[str, ...]:
+        """The instance types it may run on: its current one first, then its declared interchangeable ones."""
+        return allowed_types(self.instance_type, self.config.get("allowed_instance_types"))
+
+    @property
     def manual_replica(self) -> bool:
         return bool(self.config.get("manual_replica_enabled"))
 
@@ -71,6 +78,12 @@ class AgentRecord:
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, MapAttribute):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -106,12 +119,19 @@ def require(client_id: str, agent_id: str, *, allow_deleted: bool = False) -> Ag
     return agent
 
 
-def _default_config(client: ClientRecord) -> AgentConfigMap:
+def _default_config(client: ClientRecord, types: dict[str, Any] | None = None) -> AgentConfigMap:
     return AgentConfigMap(
         auto_switch_enabled=client.default_auto_switch,
         auto_terminate_enabled=client.default_auto_terminate,
         terminate_wait_seconds=client.default_terminate_wait_seconds,
+        **{k: v for k, v in (types or {}).items() if v is not None},
     )
+
+
+def _config_actions(changes: dict[str, Any]) -> list:
+    """Set each config field (None removes it)."""
+    return [getattr(AgentTable.config, name).remove() if value is None
+            else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
 
 
 def _pool_of(reg: Registration) -> str | None:
@@ -130,13 +150,18 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime) -> InstanceTa
     )
 
 
-def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[AgentRecord, RegistrationPlan]:
+def register(client: ClientRecord, reg: Registration, now: datetime, *,
+             types: dict[str, Any] | None = None) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
     another tenant answers 409 and writes nothing. Nor may the agent take back an instance the product
     replaced, or claim its own standby (``registration_refusal``); the same rule is the transaction's
     condition, so a hand-over racing this call cannot slip between the check and the write.
+
+    ``types`` (config fields of an instance-type declaration, ``catalogue.type_config``) are written with
+    the registration and bump ``config_version``; None leaves a stored declaration as it is (a legacy
+    agent's re-registration declares nothing and changes nothing).
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
@@ -146,7 +171,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime) -> tuple[Ag
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
         try:
-            _write_registration(client, reg, plan, current, now)
+            _write_registration(client, reg, plan, current, now, types)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
@@ -183,7 +208,7 @@ def _instance_condition(client: ClientRecord, agent_id: str):
 
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
-                        current: AgentRecord | None, now: datetime) -> None:
+                        current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -197,15 +222,17 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
-                             config=_default_config(client), config_version=1, **fields)
+                             config=_default_config(client, types), config_version=1, **fields)
             tx.save(row, condition=AgentTable.agent_id.does_not_exist())
         else:
             actions = [getattr(AgentTable, k).set(v) if v is not None else getattr(AgentTable, k).remove()
                        for k, v in fields.items()]
             actions.append(AgentTable.deleted_at.remove())
             if plan.reset_config:
-                actions += [AgentTable.config.set(_default_config(client)),
+                actions += [AgentTable.config.set(_default_config(client, types)),
                             AgentTable.config_version.add(1)]
+            elif types:
+                actions += _config_actions(types) + [AgentTable.config_version.add(1)]
             tx.update(AgentTable(client.client_id, plan.agent_id), actions=actions,
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
@@ -308,9 +335,7 @@ def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) ->
 
     409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
     """
-    actions = [getattr(AgentTable.config, name).remove() if value is None
-               else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
-    actions += [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
     condition = ((AgentTable.config_version == agent.config_version)
                  & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
     try:
@@ -391,12 +416,13 @@ def live_spot_agents():
 
 
 def types_in_use() -> list[tuple[str, str]]:
-    """Every (region, instance type) an agent that is not deleted or terminated runs: what the
-    market-data jobs ask AWS about (a batch scan of three attributes, never a request path). Agents
-    declare no interchangeable types today; when they do, their types belong here too."""
+    """Every (region, instance type) an agent that is not deleted or terminated runs or may run on (its
+    declared interchangeable types): what the market-data jobs ask AWS about (a batch scan of four
+    attributes, never a request path)."""
     found = set()
-    for row in AgentTable.scan(attributes_to_get=["region", "instance_type", "status"]):
+    for row in AgentTable.scan(attributes_to_get=["region", "instance_type", "status", "config"]):
         if row.region and row.instance_type and row.status not in (AgentStatus.DELETED.value,
                                                                     AgentStatus.TERMINATED.value):
-            found.add((row.region, row.instance_type))
+            declared = row.config.allowed_instance_types if row.config else None
+            found.update((row.region, t) for t in allowed_types(row.instance_type, declared))
     return sorted(found)

@@ -16,6 +16,7 @@ from typing import Any
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from components.pool_id import parse_pool_id
 from components.replica_coordinator import ReplicaStatus, StandbyView, check_transition
 
 from chalicelib.errors import ConflictError, NotFoundError
@@ -138,7 +139,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
         return existing
     row = ReplicaTable(agent.agent_id, replica_id, client_id=agent.client_id, status=status.value,
                        replica_type=replica_type, lifecycle=lifecycle, pool_id=pool_id,
-                       instance_type=agent.instance_type, region=agent.region, az=az,
+                       instance_type=parse_pool_id(pool_id)[0] if pool_id else agent.instance_type,
+                       region=agent.region, az=az,
                        instance_id=instance_id, parent_instance_id=agent.instance_id, created_by=created_by,
                        interruption_id=interruption_id, hourly_cost=hourly_cost, created_at=now,
                        updated_at=now, expires_at=expires_at,
@@ -276,6 +278,8 @@ def promote(agent: AgentRecord, replica: ReplicaRecord, *, old_instance_id: str 
                            else AgentTable.current_pool_id.remove())
             if new_az:
                 actions.append(AgentTable.az.set(new_az))
+            if replica.instance_type:  # a standby may run another of the agent's interchangeable types
+                actions.append(AgentTable.instance_type.set(replica.instance_type))
             if agent.current_replica_id == replica.replica_id:
                 actions.append(AgentTable.current_replica_id.remove())
             condition = (AgentTable.instance_id == old_instance_id if old_instance_id

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, StrictBool, StrictInt, model_validator
+
+from components.instance_types import ARCHITECTURES, MAX_INSTANCE_TYPES
 
 from chalicelib.schemas.base import (
     AvailabilityZone,
@@ -13,6 +15,7 @@ from chalicelib.schemas.base import (
     InstanceType,
     OnDemandPrice,
     PoolId,
+    Price,
     Schema,
     ShortText,
     SpotPrice,
@@ -20,8 +23,38 @@ from chalicelib.schemas.base import (
 )
 
 
+class TypeRequirements(Schema):
+    """What the service needs of an instance type (bounds inclusive), resolved against the catalogue
+    (components.instance_types.Requirements; unknown keys are refused, so a typo is not ignored)."""
+
+    model_config = Schema.model_config | {"extra": "forbid"}
+
+    vcpus_min: StrictInt | None = Field(default=None, ge=1, le=1024)
+    vcpus_max: StrictInt | None = Field(default=None, ge=1, le=1024)
+    memory_gib_min: Price | None = Field(default=None, gt=0, le=32768)
+    memory_gib_max: Price | None = Field(default=None, gt=0, le=32768)
+    architecture: Literal[ARCHITECTURES] | None = None  # type: ignore[valid-type]
+    burstable: StrictBool | None = False
+    accelerated: StrictBool | None = False
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.vcpus_min is None and self.memory_gib_min is None:
+            raise ValueError("requirements need vcpus_min or memory_gib_min")
+        for name in ("vcpus", "memory_gib"):
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{name}_min is above {name}_max")
+        return self
+
+
+InstanceTypeList = Annotated[list[InstanceType], Field(min_length=1, max_length=MAX_INSTANCE_TYPES)]
+
+
 class RegisterRequest(Schema):
-    """POST /api/agents/register."""
+    """POST /api/agents/register. ``instance_types`` / ``requirements`` (optional) declare the types the
+    agent can run on besides its own; absent = a stored declaration is kept (the agent's own type only
+    for a new agent)."""
 
     instance_id: InstanceId
     instance_type: ShortText
@@ -34,6 +67,8 @@ class RegisterRequest(Schema):
     mode: str | None = Field(default=None, max_length=32)
     private_ip: str | None = Field(default=None, max_length=64)
     public_ip: str | None = Field(default=None, max_length=64)
+    instance_types: InstanceTypeList | None = None
+    requirements: TypeRequirements | None = None
 
 
 class HeartbeatRequest(Schema):

@@ -10,6 +10,7 @@ from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validat
 from components.errors import ValidationError
 from components.pool_id import is_valid_az, parse_pool_id
 
+from chalicelib.schemas.agents import InstanceTypeList, TypeRequirements
 from chalicelib.schemas.base import FactReport, InstanceId, Price, Schema, UtcDatetime
 
 MAX_TAGS = 20
@@ -138,6 +139,9 @@ class AgentConfigRequest(Schema):
     max_switches_per_day: StrictInt = Field(default=None, ge=0, le=100)
     max_switches_per_week: StrictInt = Field(default=None, ge=0, le=700)
     min_pool_duration_hours: Annotated[Price, Field(ge=0, le=720)] = Field(default=None)
+    # Interchangeable instance types (``null`` clears): resolved by the route into allowed_instance_types.
+    instance_types: InstanceTypeList | None = Field(default=None)
+    type_requirements: TypeRequirements | None = Field(default=None)
 
     @field_validator("manual_replica_enabled")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     BooleanAttribute,
+    ListAttribute,
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
@@ -39,6 +40,11 @@ class AgentConfigMap(MapAttribute):
     eip_allocation_id = UnicodeAttribute(null=True)
     target_group_arn = UnicodeAttribute(null=True)
     target_port = NumberAttribute(null=True)
+    # Interchangeable instance types (components.instance_types): the declared list and requirements as
+    # given, and the types they resolve to (the agent's own first). Unset = the agent's own type only.
+    instance_types = ListAttribute(of=UnicodeAttribute, null=True)
+    type_requirements = MapAttribute(null=True)
+    allowed_instance_types = ListAttribute(of=UnicodeAttribute, null=True)
 
 
 class AgentsByLogicalIdIndex(GlobalSecondaryIndex):

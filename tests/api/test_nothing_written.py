@@ -117,6 +117,19 @@ CASES = [
      "logical_agent_id"),
     ("register-mode-list", "register", lambda: _reg(mode=["spot"]), 400, "mode"),
     ("register-hostname-too-long", "register", lambda: _reg(hostname="h" * 300), 400, "hostname"),
+    ("register-types-not-list", "register", lambda: _reg(instance_types="m5a.large"), 400, "instance_types"),
+    ("register-types-bad-shape", "register", lambda: _reg(instance_types=["m5a.large", "M5 LARGE"]), 400,
+     "instance_types.1"),
+    ("register-types-too-many", "register", lambda: _reg(instance_types=[f"m5.{n}xlarge" for n in range(2, 23)]),
+     400, "instance_types"),
+    ("register-types-other-architecture", "register", lambda: _reg(instance_types=["m6g.large"]), 400,
+     "instance_types"),
+    ("register-requirements-typo", "register", lambda: _reg(requirements={"vcpu_min": 2}), 400,
+     "requirements.vcpu_min"),
+    ("register-requirements-inverted", "register", lambda: _reg(requirements={"vcpus_min": 4, "vcpus_max": 2}),
+     400, "requirements"),
+    ("register-requirements-unmet", "register", lambda: _reg(requirements={"vcpus_min": 1000}), 400,
+     "requirements"),
     # heartbeat
     ("heartbeat-bad-status", "heartbeat", lambda: {"status": "sleeping"}, 400, "status"),
     ("heartbeat-instance-id-number", "heartbeat", lambda: {"instance_id": 42}, 400, "instance_id"),
@@ -264,6 +277,13 @@ CASES = [
     ("config-wait-negative", "client-config", lambda: {"terminate_wait_seconds": -5}, 400, "terminate_wait_seconds"),
     ("config-eip-without-allocation", "client-config", lambda: {"handover": "eip"}, 400, "eip_allocation_id"),
     ("config-port-string", "client-config", lambda: {"target_port": "80"}, 400, "target_port"),
+    ("config-types-bad-shape", "client-config", lambda: {"instance_types": ["nope"]}, 400, "instance_types.0"),
+    ("config-types-other-architecture", "client-config", lambda: {"instance_types": ["c7g.large"]}, 400,
+     "instance_types"),
+    ("config-requirements-unmet", "client-config", lambda: {"type_requirements": {"memory_gib_min": 30000}}, 400,
+     "type_requirements"),
+    ("config-requirements-not-object", "client-config", lambda: {"type_requirements": "2 vcpu"}, 400,
+     "type_requirements"),
 ]
 
 # Cases of fact reports whose bad field is secondary: recorded without it, the field named in warnings.

@@ -15,7 +15,8 @@ DEFAULT_CONFIG = {"enabled": True, "auto_switch_enabled": True, "auto_terminate_
                   "terminate_wait_seconds": 300, "manual_replica_enabled": False, "replica_enabled": False,
                   "replica_count": 0, "min_savings_percent": 0, "risk_threshold": 1.0,
                   "max_switches_per_day": 3, "max_switches_per_week": 10, "min_pool_duration_hours": 0,
-                  "handover": "none", "eip_allocation_id": None, "target_group_arn": None, "target_port": None}
+                  "handover": "none", "eip_allocation_id": None, "target_group_arn": None, "target_port": None,
+                  "instance_types": None, "type_requirements": None, "allowed_instance_types": None}
 
 
 def _register(caller, body):
