@@ -154,6 +154,8 @@ class Agent:
                 "hostname": socket.gethostname()[:255], "agent_version": __version__,
                 "logical_agent_id": self.config.logical_agent_id or ident["instance_id"], "mode": self.mode,
                 "private_ip": ident.get("local_ipv4"), "public_ip": ident.get("public_ipv4")}
+        if self.config.declared_types:
+            body["instance_types"] = self.config.declared_types
         try:
             reply = self.api.register({k: v for k, v in body.items() if v is not None})
         except ApiError as exc:

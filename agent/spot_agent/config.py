@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,12 @@ class AgentConfig:
     ondemand_price: float | None = None
     price_source: str | None = None  # "module:callable" (recorded prices for replays/tests)
     http_timeout_s: float = 10.0
+    instance_types: str | None = None  # comma list: other types the service can run on (sent at registration)
+
+    @property
+    def declared_types(self) -> list[str]:
+        """``instance_types`` as a list (empty: the server keeps what it has, the own type for a new agent)."""
+        return [t.strip() for t in (self.instance_types or "").split(",") if t.strip()]
 
     @property
     def state_file(self) -> Path:
@@ -83,8 +90,11 @@ ENV_NAMES: dict[str, str] = {
     "SPOT_AGENT_ONDEMAND_PRICE": "ondemand_price",
     "SPOT_AGENT_PRICE_SOURCE": "price_source",
     "SPOT_AGENT_HTTP_TIMEOUT_S": "http_timeout_s",
+    "SPOT_AGENT_INSTANCE_TYPES": "instance_types",
 }
 _FIELDS = {f.name for f in fields(AgentConfig)}
+_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")  # the server's shape (components.pool_id)
+MAX_INSTANCE_TYPES = 20
 _CADENCES = ("heartbeat_s", "pricing_s", "notice_s", "rebalance_s", "hook_timeout_s", "http_timeout_s")
 
 
@@ -138,6 +148,13 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "ondemand_price" and number <= 0:
             raise ConfigError(f"ondemand_price must be positive, got {number}")
         return number
+    if name == "instance_types":
+        listed = [t.strip() for t in str(value).split(",") if t.strip()]
+        bad = [t for t in listed if not _INSTANCE_TYPE.fullmatch(t)]
+        if bad or len(listed) > MAX_INSTANCE_TYPES:
+            raise ConfigError(f"instance_types must be a comma list of at most {MAX_INSTANCE_TYPES} EC2 instance "
+                              f"types, got {value!r}")
+        return ",".join(listed) or None
     return str(value).strip()
 
 

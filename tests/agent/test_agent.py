@@ -190,3 +190,11 @@ def test_sigterm_stops_run_forever_with_a_final_offline_heartbeat(tenant, make_a
     calls = [path for method, path in agent.api.session.calls if path.endswith("/heartbeat")]
     assert len(calls) >= 2
     assert server_agent(tenant, agent).status == "offline"
+
+
+def test_declared_instance_types_are_sent_at_registration(tenant, make_agent, imds_factory):
+    itype, other = unique_type(), unique_type()
+    instance = launch_instance(itype)
+    agent = make_agent(imds_factory(identity_of(instance)), instance_types=f"{other}, ")
+    assert agent.start() == ["registered"]
+    assert server_agent(tenant, agent).runnable_types == (itype, other)

@@ -69,3 +69,12 @@ def test_unknown_keys_and_unreadable_files_are_errors(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(broken, env=ENV)
+
+
+def test_instance_types_are_a_checked_comma_list():
+    env = ENV
+    config = load_config(env={**env, "SPOT_AGENT_INSTANCE_TYPES": " m5a.large, m6i.large ,"})
+    assert config.declared_types == ["m5a.large", "m6i.large"]
+    assert load_config(env=env).declared_types == []
+    with pytest.raises(ConfigError):
+        load_config(env={**env, "SPOT_AGENT_INSTANCE_TYPES": "m5a.large,M5 LARGE"})
