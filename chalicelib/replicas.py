@@ -138,11 +138,12 @@ def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime,
 
 def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaType, created_by: str,
                   expires_at: datetime | None = None, pool_id: str | None = None,
-                  interruption_id: str | None = None) -> ReplicaRecord:
+                  interruption_id: str | None = None, why: str | None = None) -> ReplicaRecord:
     """Claim the agent's standby slot, write the replica and launch it.
 
     SlotTakenError when the agent already has one. A launch failure leaves a failed (capacity) or
-    launching (transient) replica behind for the coordinator; it does not raise.
+    launching (transient) replica behind for the coordinator; it does not raise. ``why`` replaces the
+    placement's own reason in the recorded decision.
     """
     where = place(agent, now, pool_id=pool_id)
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type=replica_type.value,
@@ -152,7 +153,7 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     activity.record_event("standby_created", f"{replica_type.value} standby {replica.replica_id} in "
                           f"{where.pool_id} ({where.reason})", now, client_id=agent.client_id,
                           agent_id=agent.agent_id, metadata={"replica_id": replica.replica_id})
-    decisions.record_standby_placement(agent, replica.replica_id, where.pool_id, where.reason, now)  # #11
+    decisions.record_standby_placement(agent, replica.replica_id, where.pool_id, why or where.reason, now)  # #11
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error as exc:

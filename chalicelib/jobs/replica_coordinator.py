@@ -23,7 +23,14 @@ from collections import Counter
 from datetime import datetime
 
 from components.capacity import STANDBY_BACKOFF, CapacityObservation, ObservationKind
-from components.replica_coordinator import ReplicaStatus, StandbyView, StepKind, plan_return, plan_standbys
+from components.replica_coordinator import (
+    ReplicaStatus,
+    ReplicaType,
+    StandbyView,
+    StepKind,
+    plan_return,
+    plan_standbys,
+)
 from components.replica_coordinator.planning import GONE_STATES
 from components.sentinel import Signal, SignalKind, SignalSource
 
@@ -74,7 +81,11 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                                                                "error": str(exc)})
             done["skipped"] += 1
     if agent.manual_replica and agent.config.get("enabled", True):
-        done.update(return_to_spot(agent, [v for v in views if v.replica_id in by_id], by_id, now))
+        try:
+            done.update(return_to_spot(agent, views, by_id, now))
+        except Exception as exc:  # noqa: BLE001 - one agent's failed hand-over start never stops the others
+            logger.exception("planned return not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
+            done["return_errors"] += 1
     return done
 
 
@@ -107,8 +118,8 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
     """Hand an on-demand primary over to its ready spot standby when the engine says it repays."""
     done: Counter = Counter()
     fresh = agents.get(agent.client_id, agent.agent_id)  # the steps above may have changed the slot
-    if fresh is None or fresh.current_mode == "spot" or not fresh.instance_id or not fresh.current_replica_id:
-        return done
+    if fresh is None or fresh.current_mode != "ondemand" or not fresh.instance_id or not fresh.current_replica_id:
+        return done  # on spot already, or a mode the agent never reported: nothing to return from
     seen = next((v for v in views if v.replica_id == fresh.current_replica_id), None)
     replica = by_id.get(fresh.current_replica_id)
     if seen is None or replica is None or replica.status is not ReplicaStatus.READY:
@@ -122,6 +133,8 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
     if not plan.go:
         logger.info("staying on on-demand", extra={"agent_id": agent.agent_id, "reason": plan.reason})
         done["ondemand_stays"] += 1
+        if plan.replace_in and not observations.backoff([replica.pool_id], now, policy=STANDBY_BACKOFF):
+            done.update(_replace_standby(fresh, replica, plan, now))  # a back-off passes: that one waits
         return done
     result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=fresh.instance_id, detected_at=now,
                                     source=SignalSource.COORDINATOR, region=fresh.region), now,
@@ -141,6 +154,26 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
                                              "available": o.available} for o in evaluation.options],
                                   "engine_reason": d.reason})
     done["returns_started"] += 1
+    return done
+
+
+def _replace_standby(agent: AgentRecord, standby: ReplicaRecord, plan, now: datetime) -> Counter:
+    """The ready standby sits in a pool the primary cannot return to while ``plan.replace_in`` can take
+    it: retire it and launch the next one there (the next run returns once it is ready). Compare-and-set
+    on the standby and the slot claim make a concurrent run's attempt a no-op."""
+    done: Counter = Counter()
+    why = f"re-placed from {standby.pool_id}: {plan.reason}"
+    try:
+        replicas.retire(standby, ReplicaStatus.TERMINATED, now, why)
+        current = agents.get(agent.client_id, agent.agent_id)
+        if current is None or current.current_replica_id:
+            return done
+        replicas.start_standby(current, now, replica_type=ReplicaType.MANUAL, created_by="replica-coordinator",
+                               pool_id=plan.replace_in, why=f"the engine would return to spot there; {why}")
+    except (ConflictError, ec2.Ec2Error) as exc:
+        logger.warning("standby not re-placed", extra={"agent_id": agent.agent_id, "error": str(exc)})
+        return done
+    done["standbys_replaced"] += 1
     return done
 
 

@@ -6,6 +6,10 @@ workflow's promotion, planned: nothing is lost if it is abandoned) as soon as th
 that leaving on-demand for the standby's pool repays itself. No threshold of its own: the engine's
 expected-cost arithmetic decides (pools in capacity back-off or above the agent's risk rail are never
 among the pools it would move to), and this only checks that the standby is one of them and can serve.
+A ready standby in a pool that cannot take the primary back (it was placed while every priced pool was in
+back-off, say, in a zone without a price) while another pool can is re-placed there (``replace_in``):
+otherwise the agent would pay for both until that standby is lost. (The coordinator waits out a
+standby pool's capacity back-off instead: that passes.)
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ __all__ = ["ReturnPlan", "plan_return"]
 
 @dataclass(frozen=True)
 class ReturnPlan:
-    """Whether to hand the on-demand primary over to its standby now, and why (in words)."""
+    """Whether to hand the on-demand primary over to its standby now, and why (in words); ``replace_in``:
+    the pool the engine would return to, where the standby should be instead of its own."""
 
     go: bool
     reason: str
     pool_id: str | None = None
+    replace_in: str | None = None
 
 
 def plan_return(standby: StandbyView | None, decision: Decision, *, on_demand: bool,
@@ -41,6 +47,8 @@ def plan_return(standby: StandbyView | None, decision: Decision, *, on_demand: b
     ...              fallbacks=("m5.large.us-east-1b",), expected_cost={"m5.large.us-east-1b": 0.04, "ondemand": 0.1})
     >>> plan_return(s, d, on_demand=True).go
     True
+    >>> plan_return(s, Decision(DecisionAction.TO_SPOT, "m5.large.us-east-1c", None, "c"), on_demand=True).replace_in
+    'm5.large.us-east-1c'
     >>> plan_return(s, Decision(DecisionAction.STAY, ONDEMAND, None, "stay on on-demand: x"), on_demand=True).reason
     'stay on on-demand: x'
     """
@@ -57,8 +65,9 @@ def plan_return(standby: StandbyView | None, decision: Decision, *, on_demand: b
     passing = [p for p in (decision.target, *decision.fallbacks) if p != ONDEMAND]
     if standby.pool_id not in passing:
         return ReturnPlan(False, f"stay on on-demand: the standby's pool {standby.pool_id} does not repay the "
-                                 f"move (in capacity back-off, above the risk rail, or too expensive in "
-                                 f"expectation); the engine would go to {decision.target}")
+                                 f"move (no fresh price, in capacity back-off, above the risk rail, or too "
+                                 f"expensive in expectation); the engine would go to {decision.target}",
+                          replace_in=decision.target)
     costs = decision.expected_cost
     here, there = costs.get(ONDEMAND), costs.get(standby.pool_id)
     why = (f"expected {there:.4f} $/h vs on-demand {here:.4f} $/h ({(here - there) / here * 100:.1f}% saved)"

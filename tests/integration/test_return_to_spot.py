@@ -149,15 +149,34 @@ def test_a_standby_pool_in_capacity_back_off_keeps_the_agent_on_on_demand(api, m
     assert done.get("ondemand_stays") == 1 and not done.get("returns_started")
     assert events_of(client_id) == [] and decisions_of(agent_id, "to_spot") == []
     assert agent_row(client_id, agent_id).instance_id == primary
+    # AND it waits the back-off out with the same standby (it is not re-placed)
+    assert not done.get("standbys_replaced")
+    assert agent_row(client_id, agent_id).current_replica_id == standby.replica_id
 
 
-def test_a_standby_pool_that_does_not_repay_the_move_keeps_the_agent_on_on_demand(api, make_tenant):
-    client_id, _, agent_id, primary, itype, standby = on_demand_agent_with_ready_standby(make_tenant)
+def test_a_standby_in_a_pool_that_cannot_take_the_primary_back_is_re_placed_where_the_engine_would_go(
+        api, make_tenant):
+    client_id, caller, agent_id, primary, itype, standby = on_demand_agent_with_ready_standby(make_tenant)
     # GIVEN the standby's pool is so likely to be interrupted that it costs more than on-demand in expectation
     set_risk(itype, {**{z: SAFE for z in ZONES}, standby.pool_id.rsplit(".", 1)[1]: 0.99})
+    # WHEN the coordinator runs THEN it does not hand over to that standby ...
     done = reconcile(client_id, agent_id)
     assert done.get("ondemand_stays") == 1 and not done.get("returns_started")
     assert events_of(client_id) == [] and agent_row(client_id, agent_id).instance_id == primary
+    # ... but replaces it with one in the pool the engine would return to, and says why
+    assert done.get("standbys_replaced") == 1
+    assert replica_repo.get(agent_id, standby.replica_id).status is ReplicaStatus.TERMINATED
+    assert state_of(standby.instance_id) == "terminated"
+    moved = replica_repo.get(agent_id, agent_row(client_id, agent_id).current_replica_id)
+    assert moved.pool_id not in (standby.pool_id, None) and moved.instance_id
+    [placed] = [d for d in decisions_of(agent_id, "place_standby") if d.standby == moved.pool_id]
+    assert "the engine would return to spot there" in placed.reason and standby.pool_id in placed.reason
+    # AND once that standby is ready the agent returns to spot through it
+    done = reconcile(client_id, agent_id)
+    assert done.get("returns_started") == 1, done
+    assert wait_for(the_return(client_id).execution_arn)["status"] == "SUCCEEDED"
+    agent = agent_row(client_id, agent_id)
+    assert (agent.instance_id, agent.current_pool_id) == (moved.instance_id, moved.pool_id)
 
 
 def test_a_planned_return_whose_standby_is_gone_is_abandoned_and_never_launches_anything(api, make_tenant):

@@ -40,12 +40,14 @@ def test_a_standby_pool_the_engine_does_not_move_to_keeps_on_demand():
     assert d.action is DecisionAction.TO_SPOT and d.target == A
     plan = plan_return(standby(B), d, on_demand=True)
     assert not plan.go and f"the standby's pool {B} does not repay the move" in plan.reason
+    assert plan.replace_in == A  # where the standby should be to take the primary back
 
 
 def test_every_pool_too_risky_keeps_on_demand_with_the_engines_reason():
     d = engine([PoolOption(A, 0.030, 0.99), PoolOption(B, 0.035, 0.99)])
     plan = plan_return(standby(B), d, on_demand=True)
     assert not plan.go and plan.reason == d.reason and plan.reason.startswith("stay on on-demand")
+    assert plan.replace_in is None
 
 
 @pytest.mark.parametrize(("view", "kwargs", "why"), [
