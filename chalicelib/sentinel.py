@@ -6,8 +6,8 @@ workflow per signal within the window, whichever source came first; termination 
 failover state machine (execution name = interruption id, so a redelivery never starts a second);
 rebalance recommendations pre-warm a standby when the pool's risk is high. The replica coordinator's
 planned return from on-demand (``SignalKind.PLANNED``) comes through here too, so it is claimed like a
-manual promotion and runs the same workflow. No sleeping anywhere: a
-burst for one pool is many parallel invocations, each doing a few writes and one StartExecution.
+manual promotion and runs the same workflow. No sleeping anywhere: a burst for one pool is many
+parallel invocations, each doing a few writes and one StartExecution.
 """
 
 from __future__ import annotations
