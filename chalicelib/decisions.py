@@ -166,3 +166,44 @@ def history(agent_id: str, limit: int, next_token: str | None):
                          key_attrs=("agent_id", "decision_key"))
     result = DecisionTable.query(agent_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
     return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+# --- Moves the replica coordinator makes for manual-replica agents (issue #11) ---------------------
+# A planned return from on-demand and every standby placement are decisions too, recorded with their
+# reason under a key derived from the move, so an at-least-once run rewrites the same item.
+
+def record_move(agent: AgentRecord, *, move_id: str, at: datetime, source: str, action: str, target: str,
+                standby: str | None, reason: str, risk: float | None = None,
+                expected_cost: dict | None = None, inputs: dict | None = None) -> str:
+    """Store one move (``action`` e.g. ``to_spot``, ``place_standby``) with its reason; returns its key."""
+    key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{move_id}"
+    current = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
+    DecisionTable(agent.agent_id, key, client_id=agent.client_id, decided_at=at, source=source, current=current,
+                  action=action, target=target, standby=standby, reason=reason, risk=risk,
+                  expected_cost=expected_cost, inputs=inputs,
+                  expires_at=at + timedelta(days=get_settings().decision_retention_days)).save()
+    return key
+
+
+def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str | None, why: str,
+                             now: datetime) -> str | None:
+    """"standby placed in Y (why); X in back-off until …": the other pools of the type that standby
+    placement skipped. Never fails the placement (logged)."""
+    from components.capacity import STANDBY_BACKOFF
+
+    from chalicelib.observability import logger
+
+    try:
+        pools = [p.pool_id for p in pool_repo.pools_of_type(agent.region or "", agent.instance_type or "")]
+        blocked = observations.backoff([p for p in pools if p != pool_id], now, policy=STANDBY_BACKOFF)
+        skipped = "; ".join(f"{p} in back-off until {until.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                            for p, until in sorted(blocked.items()))
+        reason = f"standby placed in {pool_id} ({why})" + (f"; {skipped}" if skipped else "")
+        target = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
+        return record_move(agent, move_id=replica_id, at=now, source="replica-placement", action="place_standby",
+                           target=target, standby=pool_id, reason=reason,
+                           inputs={"replica_id": replica_id,
+                                   "backoff_until": {p: u.isoformat() for p, u in blocked.items()}})
+    except Exception as exc:  # noqa: BLE001 - recording the reason never fails the placement
+        logger.warning("standby placement not recorded", extra={"agent_id": agent.agent_id, "error": str(exc)})
+        return None

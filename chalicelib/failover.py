@@ -8,6 +8,12 @@ pools (none in capacity back-off) one after the other, recording each refusal as
 observation; only when every one refused does ``CapacityUnavailable`` leave it (caught into the
 on-demand path). Timings on the interruption event: detected → decided → replacement
 ready → traffic moved → completed.
+
+A *planned* execution (``state["planned"]``: the replica coordinator returning an on-demand primary to
+its ready spot standby) runs the same steps with nothing at stake: it only ever promotes that standby;
+when it cannot (no live standby, the primary moved, a step failed) it is abandoned (``abandon``) and the
+on-demand primary keeps serving, never replaced by another launch. The old instance is retired only
+after the hand-over, at least ``TERMINATION_NOTICE_S`` later (make-before-break).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from components.replica_coordinator import (
     retire_at,
     route_failover,
 )
+from components.sentinel import TERMINATION_NOTICE_S
 from components.timeutil import parse_iso
 
 from chalicelib import bootstrap, clock, replicas
@@ -41,6 +48,7 @@ MAX_READY_CHECKS = 36  # × 5 s Wait in the ASL = 3 minutes for a replacement to
 State = dict[str, Any]
 RESPONSE = {FailoverRoute.PROMOTE: "promoted-existing-replica", "spot": "emergency-spot-replacement",
             "ondemand": "on-demand-fallback"}
+PLANNED_RESPONSE = "returned-to-spot"
 TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
                    "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 
@@ -86,6 +94,8 @@ def plan(state: State) -> State:
     if standby is not None and standby.active and standby.instance_id:
         info = ec2.describe(agent.region, [standby.instance_id]).get(standby.instance_id)
         view = standby.view(info.state if info else None)
+    if state.get("planned"):
+        return _plan_return(state, agent, standby_id, view, now)
     spots = replicas.candidates(agent, now, exclude=(standby.pool_id,) if standby and standby.pool_id
                                 and view is None else ())
     spot = spots[0] if spots else None
@@ -106,6 +116,24 @@ def plan(state: State) -> State:
             "spot_candidates": [{"pool_id": s.pool_id, "az": s.az,
                                  "price": str(s.price) if s.price is not None else None} for s in spots],
             "lifecycle": "spot", "checks": 0}
+
+
+def _plan_return(state: State, agent: AgentRecord, standby_id: str | None, view, now: datetime) -> State:
+    """A planned return promotes its standby or does nothing: the on-demand primary is not at risk."""
+    route = route_failover(view, None, agent.current_pool_id)
+    why = None
+    if agent.current_mode == "spot":
+        why = "planned return abandoned: the primary already runs on spot"
+    elif route is not FailoverRoute.PROMOTE:
+        why = f"planned return abandoned: standby {standby_id} is not live"
+    interruptions.set_once(state["client_id"], state["interruption_id"], "decided_at", now)
+    if why:
+        interruptions.update(state["client_id"], state["interruption_id"], status="resolved",
+                             response_action="no-action", error=why, completed_at=now)
+        return {**state, "action": FailoverRoute.NOTHING.value, "reason": why}
+    return {**state, "action": route.value, "reason": f"planned return: promote standby {standby_id}",
+            "region": agent.region, "replica_id": standby_id, "spot_candidates": [], "lifecycle": "spot",
+            "checks": 0}
 
 
 def _spot_candidates(state: State) -> list[dict[str, Any]]:
@@ -224,15 +252,31 @@ def handover(state: State) -> State:
         kind = "none"
     interruptions.set_once(state["client_id"], state["interruption_id"], "traffic_moved_at", now)
     _tell_agents(agent, state, replica.instance_id, now)
-    action = RESPONSE[FailoverRoute.PROMOTE] if state.get("action") == FailoverRoute.PROMOTE.value else RESPONSE[new_mode]
+    action = (PLANNED_RESPONSE if state.get("planned")
+              else RESPONSE[FailoverRoute.PROMOTE] if state.get("action") == FailoverRoute.PROMOTE.value
+              else RESPONSE[new_mode])
     interruptions.update(state["client_id"], state["interruption_id"], response_action=action,
                          replica_id=replica.replica_id, new_instance_id=replica.instance_id,
                          new_pool_id=replica.pool_id, new_lifecycle=new_mode, handover=kind)
-    deadline = parse_iso(state["deadline"]) if state.get("deadline") else None
-    wait = int(config.get("terminate_wait_seconds") or 0)
-    when = retire_at(now, deadline, auto_terminate=bool(config.get("auto_terminate_enabled")), wait_s=wait)
+    when = _retire_when(state, config, now)
     return {**state, "new_instance_id": replica.instance_id, "handover": kind, "response_action": action,
             "retire_old": when is not None, "retire_at": iso(when) if when else None}
+
+
+def _retire_when(state: State, config: dict, now: datetime) -> datetime | None:
+    """When the old instance goes: the agent's auto-terminate setting and wait, after the deadline.
+
+    A planned return drains the old primary at least as long as a spot warning would
+    (``TERMINATION_NOTICE_S``), and retires an on-demand fallback we launched ourselves even with
+    auto-terminate off (the cleanup job would terminate that unowned instance anyway, without a drain)."""
+    deadline = parse_iso(state["deadline"]) if state.get("deadline") else None
+    wait = int(config.get("terminate_wait_seconds") or 0)
+    auto = bool(config.get("auto_terminate_enabled"))
+    if state.get("planned"):
+        wait = max(wait, TERMINATION_NOTICE_S)
+        row = agents.instance_row(state["instance_id"])
+        auto = auto or bool(row is not None and row.replica_id)
+    return retire_at(now, deadline, auto_terminate=auto, wait_s=wait)
 
 
 def _superseded(state: State, replica, now: datetime) -> State:
@@ -255,7 +299,8 @@ def _tell_agents(agent: AgentRecord, state: State, new_instance_id: str, now: da
                                    ("promote", CommandType.PROMOTE, new_instance_id)):
         command = new_command(command_id=f"{stem}-{suffix}", client_id=agent.client_id, agent_id=agent.agent_id,
                               command_type=kind, priority=CommandPriority.EMERGENCY, now=now, instance_id=instance,
-                              trigger="interruption", created_by="failover",
+                              trigger="planned-return" if state.get("planned") else "interruption",
+                              created_by="failover",
                               policy=bootstrap.lease_policy(agent.agent_version))
         try:
             enqueue(store, command)
@@ -273,6 +318,8 @@ def record(state: State) -> State:
                          completed_at=now, failover_time_ms=elapsed_ms)
     agent = _agent(state)
     name = agent.logical_agent_id if agent else state["agent_id"]
+    if state.get("planned"):
+        return _record_return(state, name, now)
     message = (f"{name}: {event.signal_type} on {state['instance_id']} handled by {state.get('response_action')}; "
                f"{state.get('new_instance_id')} serving after {elapsed_ms / 1000:.1f} s")
     activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
@@ -285,9 +332,26 @@ def record(state: State) -> State:
     return {**state, "failover_time_ms": elapsed_ms}
 
 
+def _record_return(state: State, name: str, now: datetime) -> State:
+    """A planned return is news, not an alarm: an info notification and audit event, no SNS."""
+    message = (f"{name}: returned to spot: standby {state.get('replica_id')} ({state.get('new_instance_id')}) "
+               f"serves instead of the on-demand {state['instance_id']}")
+    activity.notify(state["client_id"], "returned_to_spot", message, now, agent_id=state["agent_id"])
+    activity.record_event("planned_return_completed", message, now, client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          metadata={"interruption_id": state["interruption_id"], "replica_id": state.get("replica_id")})
+    return state
+
+
 def retire(state: State) -> State:
-    """Terminate the old instance after its deadline (this step runs only under auto-terminate)."""
+    """Terminate the old instance after its deadline (this step runs only under auto-terminate, or for a
+    planned return's on-demand fallback). Never the instance the agent runs on (make-before-break)."""
     now = _now()
+    agent = _agent(state)
+    if agent is not None and agent.instance_id == state["instance_id"]:
+        logger.warning("old instance is still the primary: not terminated", extra={
+            "interruption_id": state["interruption_id"], "instance_id": state["instance_id"]})
+        return {**state, "old_terminated": False}
     ec2.terminate(state["region"], [state["instance_id"]])
     replica_repo.deactivate_instance(state["instance_id"], state["client_id"], now)
     interruptions.set_once(state["client_id"], state["interruption_id"], "old_terminated_at", now)
@@ -303,9 +367,29 @@ def next_standby(state: State) -> State:
     return {**state, "next_replica_id": standby.replica_id if standby else None}
 
 
+def abandon(state: State) -> State:
+    """A planned return that could not finish: the on-demand primary keeps serving (nothing was lost),
+    the event says why, and the coordinator may try again with a ready standby after the claim window."""
+    now = _now()
+    error = state.get("error") or {}
+    cause = f"planned return abandoned: {error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    event = interruptions.get(state["client_id"], state["interruption_id"])
+    if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
+        interruptions.update(state["client_id"], state["interruption_id"], error=cause[:1000])
+        return state
+    interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=False,
+                         response_action="no-action", completed_at=now, error=cause)
+    activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", now, severity="warning",
+                          client_id=state["client_id"], agent_id=state["agent_id"],
+                          instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]})
+    return state
+
+
 def failed(state: State) -> State:
     """Every path failed: mark the event failed and raise the alarm — never a silent failure."""
     now = _now()
+    if state.get("planned"):
+        return abandon(state)
     error = state.get("error") or {}
     cause = f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
     interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,

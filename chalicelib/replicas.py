@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from components.capacity import CapacityObservation, ObservationKind, refusal_kind
+from components.capacity import (
+    DEFAULT_BACKOFF,
+    STANDBY_BACKOFF,
+    BackoffPolicy,
+    CapacityObservation,
+    ObservationKind,
+    refusal_kind,
+)
 from components.pool_id import make_pool_id, parse_pool_id
 from components.replica_coordinator import ReplicaStatus, ReplicaType, rank_pools
 
@@ -40,7 +47,7 @@ class Placement:
 
 
 def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
-               limit: int = MAX_CANDIDATES) -> list[Placement]:
+               limit: int = MAX_CANDIDATES, policy: BackoffPolicy = DEFAULT_BACKOFF) -> list[Placement]:
     """Where a spot replica of ``agent`` may go, best first (at most ``limit``): the safe cheap pools
     other than its own and ``exclude``, of every type it may run on (``decisions.market``), skipping pools
     in capacity back-off (``repositories.observations.backoff``).
@@ -51,7 +58,8 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
     excluded = {agent.current_pool_id, *exclude} - {None}
     options, _ = decisions.market(agent, now)
     open_options = [o for o in options if o.pool_id not in excluded]
-    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now)
+    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now,
+                                   policy=policy)
     ranked = rank_pools(open_options, excluded, risk_ceiling=RISK_CEILING, blocked=blocked)
     if ranked:
         return [Placement(o.pool_id, parse_pool_id(o.pool_id)[1], Decimal(str(o.price)),
@@ -60,14 +68,15 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
                 for o in ranked[:limit]]
     zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region)}
     zones = {p: z for p, z in zones.items() if p not in excluded}
-    blocked = observations.backoff(zones, now)
+    blocked = observations.backoff(zones, now, policy=policy)
     return [Placement(p, z, None, "no prices reported yet: another availability zone")
             for p, z in zones.items() if p not in blocked][:limit]
 
 
 def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
           pool_id: str | None = None) -> Placement:
-    """The pool for a spot replica of ``agent``: the given one, else the first of ``candidates``.
+    """The pool for a spot replica of ``agent``: the given one, else the first of ``candidates`` under
+    ``STANDBY_BACKOFF`` (a pool that keeps taking standbys back backs off longer each time).
 
     ConflictError ``no_pool`` when no other pool is available (or every one is in back-off).
     """
@@ -79,7 +88,7 @@ def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
         if pool_id in excluded:
             raise InvalidInputError("a standby must be in a different pool than its primary", field="pool_id")
         return Placement(pool_id, az, None, "pool chosen by the client")
-    found = candidates(agent, now, exclude=exclude, limit=1)
+    found = candidates(agent, now, exclude=exclude, limit=1, policy=STANDBY_BACKOFF)
     if not found:
         raise ConflictError("no other pool is available for this instance type (or all are in capacity "
                             "back-off)", code="no_pool")
@@ -130,11 +139,12 @@ def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime,
 
 def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaType, created_by: str,
                   expires_at: datetime | None = None, pool_id: str | None = None,
-                  interruption_id: str | None = None) -> ReplicaRecord:
+                  interruption_id: str | None = None, why: str | None = None) -> ReplicaRecord:
     """Claim the agent's standby slot, write the replica and launch it.
 
     SlotTakenError when the agent already has one. A launch failure leaves a failed (capacity) or
-    launching (transient) replica behind for the coordinator; it does not raise.
+    launching (transient) replica behind for the coordinator; it does not raise. ``why`` replaces the
+    placement's own reason in the recorded decision.
     """
     where = place(agent, now, pool_id=pool_id)
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type=replica_type.value,
@@ -144,6 +154,7 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     activity.record_event("standby_created", f"{replica_type.value} standby {replica.replica_id} in "
                           f"{where.pool_id} ({where.reason})", now, client_id=agent.client_id,
                           agent_id=agent.agent_id, metadata={"replica_id": replica.replica_id})
+    decisions.record_standby_placement(agent, replica.replica_id, where.pool_id, why or where.reason, now)  # #11
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error as exc:

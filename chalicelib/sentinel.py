@@ -4,8 +4,10 @@ Every source becomes a ``components.sentinel.Signal``; the instance is mapped to
 instances table (unmanaged instances are ignored); the (instance, signal group) claim makes one
 workflow per signal within the window, whichever source came first; termination signals start the
 failover state machine (execution name = interruption id, so a redelivery never starts a second);
-rebalance recommendations pre-warm a standby when the pool's risk is high. No sleeping anywhere: a
-burst for one pool is many parallel invocations, each doing a few writes and one StartExecution.
+rebalance recommendations pre-warm a standby when the pool's risk is high. The replica coordinator's
+planned return from on-demand (``SignalKind.PLANNED``) comes through here too, so it is claimed like a
+manual promotion and runs the same workflow. No sleeping anywhere: a burst for one pool is many
+parallel invocations, each doing a few writes and one StartExecution.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     if not claimed:
         return _duplicate(agent, instance, interruption_id)
     _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id)
-    _count(agent, now, signal.starts_failover)
+    _count(agent, now, signal.starts_failover and not signal.planned)
     if signal.starts_failover:
         return _start_failover(agent, row, now)
     return _rebalance(agent, row, now)
@@ -159,15 +161,20 @@ def workflow_input(row: InterruptionTable, replica_id: str | None = None) -> dic
     """The execution input, derived only from the stored event (a restart sends the same input)."""
     return {"interruption_id": row.interruption_id, "client_id": row.client_id, "agent_id": row.agent_id,
             "instance_id": row.instance_id, "signal_type": row.signal_type, "detected_at": iso(row.detected_at),
-            "deadline": iso(row.termination_time), "replica_id": replica_id or row.replica_id}
+            "deadline": iso(row.termination_time), "replica_id": replica_id or row.replica_id,
+            "planned": row.signal_type == SignalKind.PLANNED.value}
 
 
 def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
     execution = stepfunctions.start(row.interruption_id, workflow_input(row))
     interruptions.update(row.client_id, row.interruption_id, status="handling", execution_arn=execution)
-    activity.record_event("interruption", f"{row.signal_type} for {row.instance_id} ({row.source}): failover "
-                          "started", now, severity="critical", client_id=agent.client_id, agent_id=agent.agent_id,
-                          instance_id=row.instance_id, metadata={"interruption_id": row.interruption_id})
+    planned = row.signal_type == SignalKind.PLANNED.value
+    activity.record_event("planned_return" if planned else "interruption",
+                          f"{row.signal_type} for {row.instance_id} ({row.source}): "
+                          + ("hand-over to the standby started" if planned else "failover started"), now,
+                          severity="info" if planned else "critical", client_id=agent.client_id,
+                          agent_id=agent.agent_id, instance_id=row.instance_id,
+                          metadata={"interruption_id": row.interruption_id})
     return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
 
 

@@ -5,7 +5,16 @@ says about each standby. Creation claims the agent's standby slot in a transacti
 change is compare-and-set, so two overlapping runs (or a run and a failover) never duplicate a
 standby: the loser's write fails its condition and it moves on. Pools in capacity back-off
 (``repositories.observations.backoff``) are skipped: a standby still to be launched in one is given up
-and its replacement placed elsewhere; every spot launch's outcome is recorded as an observation.
+and its replacement placed elsewhere; every spot launch's outcome is recorded as an observation, and so
+is a spot standby EC2 took away without the sentinel hearing of it (``aws_stopped``), so a pool that
+keeps losing standbys backs off (``STANDBY_BACKOFF``: longer with every loss of the day).
+
+The coordinator owns manual-replica agents (the decision cycle only sees auto-switch ones, and the
+modes exclude each other), so it also brings them back from on-demand: a primary on on-demand with a
+READY spot standby is handed over to it through the failover workflow (a planned signal through the
+sentinel: claimed like a manual promotion, so two runs start one execution) when the decision engine's
+expected-cost arithmetic says the standby's pool repays leaving on-demand
+(``components.replica_coordinator.plan_return``). The move is recorded as a decision with its reason.
 """
 
 from __future__ import annotations
@@ -13,15 +22,28 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from components.replica_coordinator import ReplicaStatus, StepKind, plan_standbys
+from components.capacity import STANDBY_BACKOFF, CapacityObservation, ObservationKind
+from components.replica_coordinator import (
+    ReplicaStatus,
+    ReplicaType,
+    StandbyView,
+    StepKind,
+    plan_return,
+    plan_standbys,
+)
+from components.replica_coordinator.planning import GONE_STATES
+from components.sentinel import Signal, SignalKind, SignalSource
 
-from chalicelib import replicas
+from chalicelib import decisions, replicas, sentinel
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
-from chalicelib.repositories import agents, observations
+from chalicelib.repositories import agents, interruptions, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.replicas import ReplicaRecord
+
+OPEN_EVENT_STATUSES = ("detected", "handling")  # an interruption event whose workflow may still run
 
 
 def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
@@ -32,7 +54,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
-    blocked = observations.backoff(unlaunched, now) if unlaunched else {}
+    blocked = observations.backoff(unlaunched, now, policy=STANDBY_BACKOFF) if unlaunched else {}
     for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now,
                               blocked_pools=blocked):
         replica = by_id.get(step.replica_id)
@@ -42,7 +64,8 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             elif step.kind is StepKind.MARK_READY:
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
             elif step.kind is StepKind.MARK_FAILED:
-                replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
+                closed = replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
+                _observe_lost(closed, next(v for v in views if v.replica_id == replica.replica_id))
             elif step.kind is StepKind.EXPIRE:
                 replicas.retire(replica, ReplicaStatus.EXPIRED, now, step.reason)
             elif step.kind is StepKind.RETIRE_EXTRA:
@@ -57,6 +80,100 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             logger.warning("coordinator step skipped", extra={"agent_id": agent.agent_id, "step": step.kind.value,
                                                                "error": str(exc)})
             done["skipped"] += 1
+    if agent.manual_replica and agent.config.get("enabled", True):
+        try:
+            done.update(return_to_spot(agent, views, by_id, now))
+        except Exception as exc:  # noqa: BLE001 - one agent's failed hand-over start never stops the others
+            logger.exception("planned return not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
+            done["return_errors"] += 1
+    return done
+
+
+def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
+    """A launched spot standby whose instance EC2 no longer runs, and that nobody retired (its row was
+    still active): EC2 took it (``aws_stopped``). The time is the row's set-once ``terminated_at``, so a
+    retried run writes the same key; a warning the sentinel saw already failed the row, so it is never
+    counted twice."""
+    if replica.lifecycle != "spot" or not replica.pool_id or not view.instance_id:
+        return
+    if view.ec2_state is not None and view.ec2_state not in GONE_STATES:
+        return
+    observations.record(CapacityObservation(replica.pool_id, ObservationKind.AWS_STOPPED,
+                                            (replica.terminated_at or replica.updated_at).timestamp(),
+                                            source="replica-coordinator"),
+                        event_id=f"standby-lost:{replica.agent_id}:{replica.replica_id}",
+                        client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id)
+
+
+def _busy(agent: AgentRecord) -> str | None:
+    """An interruption event of the agent whose workflow may still be running (failover or hand-over)."""
+    for event in interruptions.for_agent(agent.agent_id, limit=5):
+        if event.status in OPEN_EVENT_STATUSES:
+            return f"{event.signal_type} {event.interruption_id} is {event.status}"
+    return None
+
+
+def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str, ReplicaRecord],
+                   now: datetime) -> Counter:
+    """Hand an on-demand primary over to its ready spot standby when the engine says it repays."""
+    done: Counter = Counter()
+    fresh = agents.get(agent.client_id, agent.agent_id)  # the steps above may have changed the slot
+    if fresh is None or fresh.current_mode != "ondemand" or not fresh.instance_id or not fresh.current_replica_id:
+        return done  # on spot already, or a mode the agent never reported: nothing to return from
+    seen = next((v for v in views if v.replica_id == fresh.current_replica_id), None)
+    replica = by_id.get(fresh.current_replica_id)
+    if seen is None or replica is None or replica.status is not ReplicaStatus.READY:
+        return done
+    view = replica.view(seen.ec2_state)  # its status after this run's steps, EC2's state as described
+    try:
+        evaluation = decisions.evaluate(fresh, now)
+    except decisions.NoMarketDataError:
+        return done
+    plan = plan_return(view, evaluation.decision, on_demand=True, busy=_busy(fresh))
+    if not plan.go:
+        logger.info("staying on on-demand", extra={"agent_id": agent.agent_id, "reason": plan.reason})
+        done["ondemand_stays"] += 1
+        if plan.replace_in and not observations.backoff([replica.pool_id], now, policy=STANDBY_BACKOFF):
+            done.update(_replace_standby(fresh, replica, plan, now))  # a back-off passes: that one waits
+        return done
+    result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=fresh.instance_id, detected_at=now,
+                                    source=SignalSource.COORDINATOR, region=fresh.region), now,
+                             replica_id=view.replica_id)
+    if result.get("action") != "failover_started":
+        logger.info("planned return not started", extra={"agent_id": agent.agent_id, "result": result})
+        done["returns_skipped"] += 1
+        return done
+    d = evaluation.decision
+    decisions.record_move(fresh, move_id=result["interruption_id"], at=now, source="replica-coordinator",
+                          action=d.action.value, target=plan.pool_id, standby=None, reason=plan.reason,
+                          risk=next((o.risk for o in evaluation.options if o.pool_id == plan.pool_id), None),
+                          expected_cost=d.expected_cost,
+                          inputs={"ondemand_price": evaluation.ondemand_price, "replica_id": view.replica_id,
+                                  "interruption_id": result["interruption_id"],
+                                  "pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk,
+                                             "available": o.available} for o in evaluation.options],
+                                  "engine_reason": d.reason})
+    done["returns_started"] += 1
+    return done
+
+
+def _replace_standby(agent: AgentRecord, standby: ReplicaRecord, plan, now: datetime) -> Counter:
+    """The ready standby sits in a pool the primary cannot return to while ``plan.replace_in`` can take
+    it: retire it and launch the next one there (the next run returns once it is ready). Compare-and-set
+    on the standby and the slot claim make a concurrent run's attempt a no-op."""
+    done: Counter = Counter()
+    why = f"re-placed from {standby.pool_id}: {plan.reason}"
+    try:
+        replicas.retire(standby, ReplicaStatus.TERMINATED, now, why)
+        current = agents.get(agent.client_id, agent.agent_id)
+        if current is None or current.current_replica_id:
+            return done
+        replicas.start_standby(current, now, replica_type=ReplicaType.MANUAL, created_by="replica-coordinator",
+                               pool_id=plan.replace_in, why=f"the engine would return to spot there; {why}")
+    except (ConflictError, ec2.Ec2Error) as exc:
+        logger.warning("standby not re-placed", extra={"agent_id": agent.agent_id, "error": str(exc)})
+        return done
+    done["standbys_replaced"] += 1
     return done
 
 

@@ -1,8 +1,9 @@
 """Capacity observations (``components.capacity``) in the observations table, and the back-off
 they imply.
 
-Writers: the failover and the replica coordinator (their own launches), the agents' command results
-and switch reports, the sentinel (warnings, rebalance recommendations, AWS-initiated stops). Readers:
+Writers: the failover and the replica coordinator (their own launches; the coordinator also a standby
+EC2 took away unnoticed), the agents' command results and switch reports, the sentinel (warnings,
+rebalance recommendations, AWS-initiated stops). Readers:
 the failover planner and the coordinator (pools in back-off are skipped), the decision cycle
 (``backoff``). Every write is a conditional put of a key derived from the source event, so a
 redelivery writes nothing new; a failed write is logged and never fails the caller's operation.
@@ -103,8 +104,9 @@ def backoff(pool_ids: Iterable[str], now: datetime, *, policy: BackoffPolicy = D
             ) -> dict[str, datetime]:
     """Pools in capacity back-off at ``now``, each with the time it may be tried again.
 
-    The decision cycle, the failover planner and the coordinator skip these pools. A read failure
-    blocks nothing (logged): back-off is an optimisation, never a reason to refuse a launch.
+    The decision cycle, the failover planner and the coordinator skip these pools (standby placement
+    with ``policy=STANDBY_BACKOFF``). A read failure blocks nothing (logged): back-off is an
+    optimisation, never a reason to refuse a launch.
     """
     try:
         history = for_pools(pool_ids, now - BACKOFF_LOOKBACK, now)

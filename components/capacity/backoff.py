@@ -8,6 +8,14 @@ never skip a cycle; 10 minutes skips the next cycle or two, and doubling reaches
 (10, 20, 40, 80 min, … 6 h) after a handful of refusals without ever retrying a dead pool every cycle.
 An interruption warning or AWS stop starts the same window as a refusal: the pool just lost capacity.
 
+A launch success clears the streak (capacity came back). With ``loss_memory_s`` > 0 it clears only the
+refusals: losses (warnings, AWS stops) of the last ``loss_memory_s`` keep counting, so a pool that takes
+back every instance a few hours after granting it backs off longer each time instead of restarting at
+10 minutes. ``STANDBY_BACKOFF`` (24 h memory) places standbys: a standby is optional insurance, and one
+relaunched every two hours into the pool that keeps taking it away costs a launch and an unprotected
+gap each time. The primary's placement (decision cycle, failover, backtest, training) keeps
+``DEFAULT_BACKOFF``, the policy the risk model's training data was simulated under.
+
 Examples
 --------
 >>> from components.capacity.model import CapacityObservation, ObservationKind as K
@@ -16,6 +24,10 @@ Examples
 1900.0
 >>> BackoffPolicy().until(obs + [CapacityObservation("p", K.LAUNCH_SUCCEEDED, 1000.0)], now=1100.0) is None
 True
+>>> lost = [CapacityObservation("p", K.INTERRUPTION_WARNING, 0.0), CapacityObservation("p", K.LAUNCH_SUCCEEDED, 900.0),
+...         CapacityObservation("p", K.INTERRUPTION_WARNING, 7200.0)]
+>>> BackoffPolicy().until(lost, now=7200.0) - 7200, STANDBY_BACKOFF.until(lost, now=7200.0) - 7200  # 2nd loss: 20 min
+(600.0, 1200.0)
 """
 
 from __future__ import annotations
@@ -25,11 +37,12 @@ from dataclasses import dataclass
 
 from components.capacity.model import CapacityObservation, ObservationKind
 
-__all__ = ["DEFAULT_BACKOFF", "BackoffPolicy"]
+__all__ = ["DEFAULT_BACKOFF", "STANDBY_BACKOFF", "BackoffPolicy"]
 
 _STARTS = frozenset({ObservationKind.LAUNCH_REFUSED, ObservationKind.INTERRUPTION_WARNING,
                      ObservationKind.AWS_STOPPED})
 _CLEARS = frozenset({ObservationKind.LAUNCH_SUCCEEDED})
+_LOSSES = frozenset({ObservationKind.INTERRUPTION_WARNING, ObservationKind.AWS_STOPPED})
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class BackoffPolicy:
     base_s: float = 600.0
     factor: float = 2.0
     max_s: float = 6 * 3600.0
+    loss_memory_s: float = 0.0  # > 0: a launch success does not clear losses younger than this
 
     def window(self, refusals_in_a_row: int) -> float:
         """How long to skip the pool after the n-th refusal in a row (0 for none)."""
@@ -54,13 +68,21 @@ class BackoffPolicy:
         streak, last = 0, None
         for o in sorted((o for o in observations if o.at <= now), key=lambda o: o.at):
             if o.kind in _CLEARS:
-                streak, last = 0, None
+                streak, last = self._remembered_losses(observations, o.at, now), None
             elif o.kind in _STARTS:
                 streak, last = streak + 1, o.at
         if last is None:
             return None
         end = last + self.window(streak)
         return end if end > now else None
+
+    def _remembered_losses(self, observations: Iterable[CapacityObservation], success_at: float,
+                           now: float) -> int:
+        """Losses before a success that still count after it (none without ``loss_memory_s``)."""
+        if self.loss_memory_s <= 0:
+            return 0
+        return sum(1 for o in observations
+                   if o.kind in _LOSSES and now - self.loss_memory_s <= o.at < success_at)
 
     def blocked(self, by_pool: dict[str, list[CapacityObservation]], now: float) -> dict[str, float]:
         """Pools in back-off now, with the time each one opens again."""
@@ -73,3 +95,4 @@ class BackoffPolicy:
 
 
 DEFAULT_BACKOFF = BackoffPolicy()
+STANDBY_BACKOFF = BackoffPolicy(loss_memory_s=24 * 3600.0)  # one day: the decision engine's hold cap

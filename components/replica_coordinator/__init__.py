@@ -19,6 +19,7 @@ from components.replica_coordinator.planning import (
     retire_at,
     route_failover,
 )
+from components.replica_coordinator.returning import ReturnPlan, plan_return
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -28,11 +29,13 @@ __all__ = [
     "ReplicaError",
     "ReplicaStatus",
     "ReplicaType",
+    "ReturnPlan",
     "StandbyView",
     "Step",
     "StepKind",
     "check_transition",
     "choose_pool",
+    "plan_return",
     "plan_standbys",
     "rank_pools",
     "retire_at",

@@ -3,7 +3,9 @@
 A termination warning (EventBridge or the agent's ``spot/instance-action``) and a state change of a
 primary to shutting-down/terminated/stopping/stopped are the same *group*: whichever arrives first
 starts the failover, the others are duplicates within the window. Rebalance recommendations are their
-own group. Nothing here sleeps: a burst is many independent invocations (LEGACY §9.1 defect).
+own group. A promotion asked for (a client's manual promotion, the coordinator's planned return from
+on-demand) is one group of its own, whoever asked: one hand-over per instance within the window.
+Nothing here sleeps: a burst is many independent invocations (LEGACY §9.1 defect).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from components.timeutil import parse_iso
 __all__ = [
     "DETAIL_TYPES",
     "LOST_STATES",
+    "PROMOTIONS",
     "TERMINATION_NOTICE_S",
     "Signal",
     "SignalKind",
@@ -41,6 +44,7 @@ class SignalKind(str, Enum):
     REBALANCE = "rebalance-recommendation"
     STATE_CHANGE = "state-change"
     MANUAL = "manual-promotion"
+    PLANNED = "planned-return"  # the coordinator moves an on-demand primary back to its ready spot standby
 
 
 class SignalSource(str, Enum):
@@ -49,6 +53,7 @@ class SignalSource(str, Enum):
     EVENTBRIDGE = "eventbridge"
     AGENT = "agent"
     CLIENT = "client"
+    COORDINATOR = "replica-coordinator"
 
 
 DETAIL_TYPES = {
@@ -78,8 +83,17 @@ class Signal:
 
     @property
     def starts_failover(self) -> bool:
-        """Termination warnings and a primary that is going away need a replacement now."""
-        return self.group == "termination" or self.kind is SignalKind.MANUAL
+        """Termination warnings and a primary that is going away need a replacement now; a promotion
+        asked for (manual, planned) runs the same workflow."""
+        return self.group == "termination" or self.kind in PROMOTIONS
+
+    @property
+    def planned(self) -> bool:
+        """A hand-over nobody was forced into: nothing is lost if it is abandoned."""
+        return self.kind is SignalKind.PLANNED
+
+
+PROMOTIONS = frozenset({SignalKind.MANUAL, SignalKind.PLANNED})
 
 
 def signal_group(kind: SignalKind, state: str | None = None) -> str:
@@ -89,9 +103,13 @@ def signal_group(kind: SignalKind, state: str | None = None) -> str:
     'termination'
     >>> signal_group(SignalKind.STATE_CHANGE, "running")
     'state-running'
+    >>> signal_group(SignalKind.PLANNED) == signal_group(SignalKind.MANUAL) == 'manual-promotion'
+    True
     """
     if kind is SignalKind.TERMINATION or (kind is SignalKind.STATE_CHANGE and state in LOST_STATES):
         return "termination"
+    if kind in PROMOTIONS:
+        return SignalKind.MANUAL.value
     if kind is SignalKind.STATE_CHANGE:
         return f"state-{state}"
     return kind.value
@@ -110,6 +128,8 @@ def capacity_kind(kind: SignalKind | str, state: str | None = None) -> Observati
     ('aws_stopped', 'rebalance_recommendation')
     >>> capacity_kind(SignalKind.MANUAL) is None, capacity_kind(SignalKind.STATE_CHANGE, "running") is None
     (True, True)
+    >>> capacity_kind(SignalKind.PLANNED) is None
+    True
     """
     kind = SignalKind(kind)
     if kind is SignalKind.TERMINATION:

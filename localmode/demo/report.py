@@ -124,8 +124,8 @@ def summarize(raw: dict) -> dict:
     baseline = sum(od * (end - max(start, t0)).total_seconds() / 3600 for t0 in first_seen.values())
     downtime, failovers = 0.0, []
     for e in sorted(raw["interruptions"], key=lambda e: e["detected_at"]):
-        if e["signal_type"].startswith("rebalance"):
-            continue
+        if e["signal_type"].startswith("rebalance") or e["signal_type"] == "planned-return":
+            continue  # a planned return (make-before-break) is no interruption: counted below
         deadline = parse_iso(e["termination_time"]) if e["termination_time"] else parse_iso(e["detected_at"])
         served = parse_iso(e["traffic_moved_at"]) if e["traffic_moved_at"] else _next_primary(raw, e, deadline, end)
         down = max(0.0, (served - deadline).total_seconds())
@@ -146,6 +146,7 @@ def summarize(raw: dict) -> dict:
         "failover_ms_p50": timings[len(timings) // 2] if timings else None,
         "failover_ms_max": timings[-1] if timings else None,
         "downtime_s": round(downtime, 1), "switches": len(raw["switches"]),
+        "returns_to_spot": sum(e["response_action"] == "returned-to-spot" for e in raw["interruptions"]),
         "decisions": len(raw["decisions"]), "decision_moves": len(moves),
         "decision_examples": [{"at": d["decided_at"], "action": d["action"], "target": d["target"],
                                "reason": d["reason"]} for d in (moves[:3] + raw["decisions"][:1])][:4],
@@ -162,7 +163,8 @@ Summary (computed from what the tables recorded)
   interruptions          {s['interruptions']} warnings handled: {actions}
   failover               warning → traffic moved p50 {s['failover_ms_p50']} ms, max {s['failover_ms_max']} ms (product processing; EC2 boot is instant in the embedded AWS)
   downtime               {s['downtime_s']} s past the two-minute deadlines
-  switches               {s['switches']} recorded; {s['decisions']} decisions, {s['decision_moves']} of them to move""")
+  switches               {s['switches']} recorded; {s['decisions']} decisions, {s['decision_moves']} of them to move
+  returns to spot        {s.get('returns_to_spot', 0)} on-demand primaries handed over to their spot standby""")
     for d in s["decision_examples"]:
         print(f"    {d['at'][:16]} {d['action']:>12} → {d['target']}: {d['reason']}")
     print()

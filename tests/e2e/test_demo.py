@@ -58,8 +58,10 @@ def test_the_demo_replays_the_trace_through_the_product_and_its_summary_matches_
     assert summary["agents"] == 3 == len(raw["agents"]) and all(a["status"] == "online" for a in raw["agents"])
     assert summary["instances"] == len(raw["instances"]) >= 3
     # interruptions came from the trace through EventBridge, each handled by the workflow
-    warnings = [e for e in raw["interruptions"] if not e["signal_type"].startswith("rebalance")]
+    warnings = [e for e in raw["interruptions"]
+                if not e["signal_type"].startswith("rebalance") and e["signal_type"] != "planned-return"]
     assert summary["interruptions"] == len(warnings) > 0
+    assert summary["returns_to_spot"] == sum(e["response_action"] == "returned-to-spot" for e in raw["interruptions"])
     assert {e["source"] for e in warnings} == {"eventbridge"}  # the agents' IMDS reports were duplicates
     assert all(e["status"] == "resolved" for e in warnings)  # none left running, none failed
     assert any(e["status"] == "resolved" and e["new_instance_id"] for e in warnings)
