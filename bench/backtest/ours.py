@@ -74,7 +74,7 @@ class OursPolicy:
         self.switches: list[datetime] = []
         self.current: str | None = None
         self.last_reason = ""
-        self._pending_seen: tuple | None = None
+        self._seen_instances: set[tuple[str, float]] = set()
 
     def _fit(self, trace, eval_start: int):
         """The risk model trained on the part before the split (``ml.train``'s pipeline: rows from the
@@ -93,12 +93,14 @@ class OursPolicy:
     def _learn(self, obs: Observation) -> None:
         for o in obs.observations:
             self.log[o.pool_id].append(o)
-        pending = obs.pending
-        if pending is not None:
-            key = (pending.pool, pending.launched_at)
-            if key != self._pending_seen and pending.ready_at - pending.launched_at > 0:
-                self._pending_seen = key
-                self.boots.append(pending.ready_at - pending.launched_at)
+        for inst in (obs.pending, obs.primary, obs.standby):
+            if inst is None or (inst.pool, inst.launched_at) in self._seen_instances:
+                continue
+            # first sight of a launch of ours: its boot as launched (a standby promoted later gets a
+            # new ready time; the first placement was serving from the start and measures nothing)
+            self._seen_instances.add((inst.pool, inst.launched_at))
+            if inst.ready_at - inst.launched_at > 0:
+                self.boots.append(inst.ready_at - inst.launched_at)
 
     def boot_s(self) -> float:
         return float(np.median(self.boots[-20:])) if self.boots else DEFAULT_BOOT_S
@@ -168,11 +170,25 @@ class OursPolicy:
                          warned=warned, standby=usable_standby.pool if usable_standby else None,
                          standby_ready=bool(usable_standby and usable_standby.ready_at <= obs.now))
 
+    def _await(self, booting, obs: Observation) -> Action:
+        """Let the only replacement finish booting: like production, which queues no new command while
+        one is in flight (``chalicelib.decisions.command_for``). Redirecting it now would restart the
+        boot with nothing serving, i.e. trade a known remaining boot for a full one plus a launch that
+        may be refused; a warning on it is what makes the next decision."""
+        self.current = booting.pool
+        self.last_reason = f"waiting for the replacement in {booting.pool} to boot (nothing else serves)"
+        standby = obs.standby
+        keep = standby.pool if standby is not None and not standby.warned and standby.pool != booting.pool else None
+        return Action(primary=booting.pool, standby=keep)
+
     def act(self, obs: Observation) -> Action:
         self._learn(obs)
         if obs.now - self.risk_at >= self.risk_refresh_s or any(o.negative for o in obs.observations):
             self._rescore(obs)
         now = _aware(obs.time)
+        booting = _sole_replacement(obs)
+        if booting is not None:
+            return self._await(booting, obs)
         situation = self._situation(obs, now)
         decision = decide(situation, self._options(obs), self.ondemand, now, self.config())
         if decision.target != situation.current:
@@ -186,6 +202,14 @@ class OursPolicy:
         standby = decision.standby if decision.standby != decision.target else None
         return Action(primary=decision.target, standby=standby,
                       fallbacks=tuple(f for f in decision.fallbacks if f != decision.target))
+
+
+def _sole_replacement(obs: Observation):
+    """The replacement booting while nothing else will serve (no primary, or a warned one), else None."""
+    pending, primary = obs.pending, obs.primary
+    if pending is None or pending.warned or (primary is not None and not primary.warned):
+        return None
+    return pending
 
 
 def _aware(t: datetime) -> datetime:

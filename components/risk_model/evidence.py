@@ -119,7 +119,7 @@ def _counts(observations: Sequence[CapacityObservation], now: float) -> dict:
             if age < _DAY:
                 c["reb24"] += 1
         elif kind is ObservationKind.PLACEMENT_SCORE and age < _DAY:
-            # the latest score; two at the same instant → the lower (riskier), whatever their order
+            # the latest; two at the same instant: the lower (order-free, and the cautious reading)
             if c["score_at"] is None or o.at > c["score_at"] or (o.at == c["score_at"] and o.value < c["score"]):
                 c["score"], c["score_at"] = o.value, o.at
     return c

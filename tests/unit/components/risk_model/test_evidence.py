@@ -414,6 +414,8 @@ def test_placement_score_10_lowers_and_1_raises_the_no_evidence_risk():
     assert placement_score(scored((ago(1), 3), (ago(1), 8))) == placement_score(scored((ago(1), 8), (ago(1), 3))) == 3
     assert evidence_hazard(scored((ago(25), 1))) == evidence_hazard(plain)
     assert 0 < evidence_risk(high, H) < evidence_risk(low, H) < 1
+    # two scores at the same instant: the lower, whatever the order they arrive in
+    assert placement_score(scored((ago(1), 9), (ago(1), 3))) == placement_score(scored((ago(1), 3), (ago(1), 9))) == 3
 
 
 @settings(max_examples=100, deadline=None)
