@@ -410,8 +410,6 @@ def test_placement_score_10_lowers_and_1_raises_the_no_evidence_risk():
     assert placement_score(plain) is None
     assert placement_score(scored((ago(3), 1), (ago(2), 10), (ago(-1), 4))) == 10
     assert placement_score(scored((ago(24), 1))) is None
-    # two scores at one instant: the riskier one, whichever came first (hypothesis found the tie)
-    assert placement_score(scored((ago(1), 3), (ago(1), 8))) == placement_score(scored((ago(1), 8), (ago(1), 3))) == 3
     assert evidence_hazard(scored((ago(25), 1))) == evidence_hazard(plain)
     assert 0 < evidence_risk(high, H) < evidence_risk(low, H) < 1
     # two scores at the same instant: the lower, whatever the order they arrive in
