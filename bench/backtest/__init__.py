@@ -39,12 +39,14 @@ __all__ = ["ONDEMAND", "Action", "InstanceView", "Observation", "Policy", "Polic
 
 
 def run_backtest(trace, policies=None, rules: Rules | None = None, train_fraction: float = 0.6,
-                 *, start: int | None = None, extra: dict | None = None, fleet: int = 1) -> dict:
+                 *, start: int | None = None, end: int | None = None, extra: dict | None = None,
+                 fleet: int = 1) -> dict:
     """Run policies (names from the registry, or policy objects; default: all registered) and report.
 
     The oracle is always run, last, so every score has its ratio to the limit. The window is
-    ``[trace.split_index(train_fraction), trace.ticks)`` unless ``start`` is given. ``fleet`` > 1 runs
-    that many agents of each observation-limited policy (``ours``) sharing what they observe.
+    ``[trace.split_index(train_fraction), trace.ticks)`` unless ``start``/``end`` are given. ``fleet`` > 1
+    runs that many agents of each observation-limited policy (``ours``) sharing what they observe. A
+    policy with a ``ceiling`` attribute (why it is not deployable) is listed under ``ceilings``.
     """
     rules = rules or Rules.for_ondemand_price(trace.ondemand_price)
     chosen = list(policies) if policies is not None else registered_policies()
@@ -57,7 +59,7 @@ def run_backtest(trace, policies=None, rules: Rules | None = None, train_fractio
     others = [p for p in objects if p.name != "oracle"]
     oracle = next((p for p in objects if p.name == "oracle"), None) or POLICIES["oracle"]()
     start = trace.split_index(train_fraction) if start is None else start
-    end = trace.ticks
+    end = trace.ticks if end is None else end
     market = Market(trace)
     results, seconds = {}, {}
     for policy in [*others, oracle]:
@@ -66,5 +68,6 @@ def run_backtest(trace, policies=None, rules: Rules | None = None, train_fractio
         results[policy.name] = simulate(trace, policy, rules, start, end, market=market, fleet=shared,
                                         factory=type(policy) if shared > 1 else None)
         seconds[policy.name] = round(time.perf_counter() - began, 3)
+    ceilings = {p.name: p.ceiling for p in others if getattr(p, "ceiling", None)}
     return build(trace, rules, start, end, market.stamps[start], market.end_time(end), train_fraction,
-                 results, {"seconds": seconds, **(extra or {})})
+                 results, {"seconds": seconds, **({"ceilings": ceilings} if ceilings else {}), **(extra or {})})
