@@ -5,9 +5,10 @@ the same :class:`~bench.backtest.ours.OursPolicy` code but is declared with full
 the baselines: it reads every pool's availability at every tick. Its evidence is what a probe
 (:class:`ml.features.PoolProbe`) holding an instance in *every* pool would have recorded — from the
 last week of the training part on — and a pool unobtainable right now is not a target (the truth in
-place of the capacity back-off). No deployment watches every pool all the time, so its score is an
-upper bound on what better information could buy ``ours``: the gap ``ours`` − ``ours_full`` is the
-price of honest observability, the gap ``ours_full`` − oracle the price of not knowing the future.
+place of the capacity back-off). No deployment watches every pool all the time: it is the information
+ceiling of this logic — what the same code does when it sees everything — not a bound on its score
+(docs/benchmarks.md: dense evidence makes the evidence estimate more cautious, and on some traces
+``ours_full`` scores worse than ``ours``).
 
 Registered as optional (``--policies ours_full``); the report labels it "(ceiling, not deployable)".
 """
