@@ -5,6 +5,9 @@
         --ondemand-table ondemand.csv --instance-type m5.large       # price-only: synthetic events
 
     python -m bench.backtest                                          # the shipped p3.2xlarge 9-AZ trace
+    python -m bench.backtest --availability data/availability/aws_gpu_us-west-2_2022-10-26_probe.csv.gz \
+        --start-time 2022-10-26T00:00:00Z --price-model advisor --instance-types p3.2xlarge
+    python -m bench.backtest.validate [--quick]                       # parameters on data never tuned on
     make backtest BACKTEST_ARGS="--start 2023-03-01 --json build/backtest.json"
 
 (The issue's ``bench/backtest.py`` is this package: ``__init__`` + ``__main__``.)
@@ -13,7 +16,9 @@ Input formats (see ml/traces.py, which loads them):
 
 - ``--availability``: CSV (optionally .gz), first column ``ts`` (UTC, ``YYYY-MM-DD HH:MM:SS`` or
   ISO-8601), then one column per pool (AZ name); 1 = a spot instance could be obtained at that tick.
-  Its ticks are the time grid.
+  Its ticks are the time grid. A probe release's ``tick,offset_s`` file is placed from ``--start-time``
+  (the us-west-2 GPU probe: ``2022-10-26T00:00:00Z``); without prices, ``--price-model advisor`` gives
+  each type a constant APPROXIMATE price (on-demand × (1 − Spot Advisor saving)) and the report says so.
 - ``--prices``: the same wide shape with $/h per pool per tick, or the long format
   ``timestamp,availability_zone,instance_type,spot_price`` (a price holds until the pool's next row).
   A pool with no price yet is unavailable.

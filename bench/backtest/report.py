@@ -62,7 +62,8 @@ def table(doc: dict) -> str:
     ceilings = doc.get("ceilings", {})
     for name, p in doc["policies"].items():
         ratio = p["score_ratio_to_oracle"]
-        rows.append((f"{name} {CEILING_LABEL}" if name in ceilings else name, f"{p['cost_usd']:.2f}", f"{p['cost_pct_of_ondemand']:.1f}", f"{p['downtime_s']:.0f}",
+        label = f"{name} {CEILING_LABEL}" if name in ceilings else name
+        rows.append((label, f"{p['cost_usd']:.2f}", f"{p['cost_pct_of_ondemand']:.1f}", f"{p['downtime_s']:.0f}",
                      str(p["interruptions"]), str(p["switches"]), f"{p['score']:.2f}",
                      "-" if ratio is None else f"{ratio:.3f}"))
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
