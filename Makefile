@@ -5,6 +5,7 @@
 #   make package  chalice package + the packaging checks CI runs
 #   make bench    API latency / DynamoDB-calls benchmark (results → docs/benchmarks.md by hand)
 #   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
+#   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage>, cfn-lint both
@@ -28,7 +29,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test serve package bench backtest train layer infra deploy lint clean check-python
+.PHONY: venv demo test serve package bench backtest validate train layer infra deploy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -62,6 +63,9 @@ bench: $(STAMP)
 
 backtest: $(STAMP)
 	$(BIN)/python -m bench.backtest $(BACKTEST_ARGS)
+
+validate: $(STAMP)
+	$(BIN)/python -m bench.backtest.validate $(VALIDATE_ARGS)
 
 train: $(STAMP)
 	$(BIN)/python -m ml.train $(TRAIN_ARGS)

@@ -33,7 +33,7 @@ from components.risk_model import (
 )
 from ml.traces import Trace
 
-__all__ = ["COVERAGE_MEAN_S", "SCORE_EVERY_S", "Dataset", "epoch_seconds", "evidence_at", "feature_tensor",
+__all__ = ["COVERAGE_MEAN_S", "SCORE_EVERY_S", "Dataset", "PoolProbe", "epoch_seconds", "evidence_at", "feature_tensor",
            "label_matrix", "observer_log", "scoring_ticks", "trace_features"]
 
 SCORE_EVERY_S = 900.0  # the risk scorer's cadence
@@ -73,13 +73,46 @@ def epoch_seconds(trace: Trace) -> np.ndarray:
     return np.array([t.timestamp() for t in trace.times], dtype=float)
 
 
+class PoolProbe:
+    """One probe watching one pool: it holds an instance while the pool is obtainable (a HELD every
+    ``HELD_INTERVAL_S``), gets an interruption warning at the first tick the pool is not, and then
+    tries launches under ``DEFAULT_BACKOFF`` (refused / succeeded). Fed tick by tick, in time order."""
+
+    def __init__(self, pool: str, t: float):
+        self.pool = pool
+        self.restart(t)
+
+    def restart(self, t: float) -> None:
+        """Nothing held; the next launch may be tried at ``t``."""
+        self.holding, self.held_at, self.next_try, self.streak = False, 0.0, t, 0
+
+    def step(self, t: float, up: bool) -> CapacityObservation | None:
+        """What the probe records at time ``t`` when the pool is (``up``) or is not obtainable."""
+        if self.holding:
+            if not up:
+                self.holding, self.streak = False, 1
+                self.next_try = t + DEFAULT_BACKOFF.window(self.streak)
+                return CapacityObservation(self.pool, ObservationKind.INTERRUPTION_WARNING, t)
+            if t - self.held_at >= HELD_INTERVAL_S:
+                self.held_at = t
+                return CapacityObservation(self.pool, ObservationKind.HELD, t)
+            return None
+        if t < self.next_try:
+            return None
+        if up:
+            self.holding, self.held_at, self.streak = True, t, 0
+            return CapacityObservation(self.pool, ObservationKind.LAUNCH_SUCCEEDED, t)
+        self.streak += 1
+        self.next_try = t + DEFAULT_BACKOFF.window(self.streak)
+        return CapacityObservation(self.pool, ObservationKind.LAUNCH_REFUSED, t, code="InsufficientInstanceCapacity")
+
+
 def observer_log(trace: Trace, seed: int = OBSERVER_SEED) -> dict[str, list[CapacityObservation]]:
     """What a probe fleet would have recorded about every pool of the trace, in time order.
 
-    Per pool: during a watched span (exponential lengths, mean ``COVERAGE_MEAN_S``, alternating with
-    unwatched spans of the same mean) it holds an instance while the pool is obtainable (a HELD every
-    ``HELD_INTERVAL_S``), gets an interruption warning at the first tick the pool is not, and then tries
-    launches under ``DEFAULT_BACKOFF`` (refused / succeeded). Fixed seed: the log is reproducible.
+    Per pool: a :class:`PoolProbe` records during watched spans (exponential lengths, mean
+    ``COVERAGE_MEAN_S``, alternating with unwatched spans of the same mean) and restarts with nothing
+    held at each switch. Fixed seed: the log is reproducible.
     """
     rng = np.random.default_rng(seed)
     stamps = epoch_seconds(trace)
@@ -88,33 +121,18 @@ def observer_log(trace: Trace, seed: int = OBSERVER_SEED) -> dict[str, list[Capa
         out: list[CapacityObservation] = []
         watching = bool(rng.integers(2))
         switch_at = stamps[0] + rng.exponential(COVERAGE_MEAN_S)
-        holding, held_at, next_try, streak = False, 0.0, stamps[0], 0
+        probe = PoolProbe(pool, float(stamps[0]))
         column = trace.available[:, j]
         for i, t in enumerate(stamps):
             if t >= switch_at:
                 watching = not watching
                 switch_at = t + rng.exponential(COVERAGE_MEAN_S)
-                holding, next_try, streak = False, t, 0
+                probe.restart(float(t))
             if not watching:
                 continue
-            up = bool(column[i])
-            if holding:
-                if not up:
-                    out.append(CapacityObservation(pool, ObservationKind.INTERRUPTION_WARNING, float(t)))
-                    holding, streak = False, 1
-                    next_try = t + DEFAULT_BACKOFF.window(streak)
-                elif t - held_at >= HELD_INTERVAL_S:
-                    out.append(CapacityObservation(pool, ObservationKind.HELD, float(t)))
-                    held_at = t
-            elif t >= next_try:
-                if up:
-                    out.append(CapacityObservation(pool, ObservationKind.LAUNCH_SUCCEEDED, float(t)))
-                    holding, held_at, streak = True, t, 0
-                else:
-                    streak += 1
-                    out.append(CapacityObservation(pool, ObservationKind.LAUNCH_REFUSED, float(t),
-                                                   code="InsufficientInstanceCapacity"))
-                    next_try = t + DEFAULT_BACKOFF.window(streak)
+            made = probe.step(float(t), bool(column[i]))
+            if made is not None:
+                out.append(made)
         log[pool] = out
     return log
 

@@ -3,7 +3,10 @@
 Formats (documented for users in docs/benchmarks.md):
 
 - availability: CSV (optionally gzip), first column ``ts`` (UTC, ``YYYY-MM-DD HH:MM:SS`` or
-  ISO-8601), then one 0/1 column per pool; 1 = a spot instance could be obtained at that tick.
+  ISO-8601), then one 0/1 column per pool; 1 = a spot instance could be obtained at that tick. Or the
+  probe-release shape ``tick,offset_s,<pool>...`` (seconds since an anchor the caller gives: the
+  release publishes no start time). Columns named ``<az>_<gpu>_<count>`` (that release's naming,
+  :data:`PROBE_GPU_TYPES`) become ``<instance type>.<az>`` pools.
 - prices, wide: the same shape with $/h per pool per tick.
 - prices, long: ``timestamp,availability_zone,instance_type,spot_price`` (a price holds until the
   pool's next row), as in data/spot.
@@ -11,7 +14,9 @@ Formats (documented for users in docs/benchmarks.md):
 - Spot Advisor (flat): ``region,os,instance_type,...,interruption_bucket,...``.
 
 Without an availability file, availability is drawn from a documented hazard model
-(:func:`synthetic_availability`) with a fixed seed, and the trace says it is synthetic.
+(:func:`synthetic_availability`) with a fixed seed, and the trace says it is synthetic. Without a price
+file, ``price_model="advisor"`` gives every pool a constant APPROXIMATE price (:func:`advisor_prices`),
+and the trace says so in ``price_note``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.pool_id import region_of_az
+from components.pool_id import make_pool_id, region_of_az
 from components.risk_model.prior import ADVISOR_BAND_MONTHLY_RATE, DEFAULT_ADVISOR_BAND
 
 DATA = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ (sources: data/SOURCES.md)
@@ -34,6 +39,13 @@ GPU_USW2_AVAILABILITY = DATA / "availability" / "aws_gpu_us-west-2_2022-10-26_pr
 EU_WEST_1_PRICES = DATA / "spot" / "eu-west-1_spot_linux_2021-12_2022-06_general-purpose.csv.gz"
 ONDEMAND_2022 = DATA / "spot" / "ondemand_us-east-1_linux_2022-06-28.csv"
 ADVISOR_2025 = DATA / "spot" / "spot_advisor_2025-06-28_flat.csv.gz"
+
+# The us-west-2 GPU release publishes no start time: round 0 is placed here (its first day; data/SOURCES.md).
+GPU_USW2_START = datetime(2022, 10, 26, tzinfo=timezone.utc)
+# Column names of that probe release (<az>_<gpu>_<count>) → EC2 instance types (SOURCES.md: k80×1 is p2.xlarge).
+PROBE_GPU_TYPES = {"k80_1": "p2.xlarge", "k80_8": "p2.8xlarge", "v100_1": "p3.2xlarge", "v100_8": "p3.16xlarge"}
+APPROXIMATE_PRICE_NOTE = ("prices are APPROXIMATE: one constant spot price per type = on-demand × (1 − Spot "
+                          "Advisor savings %), not a price series")
 
 # Monthly interruption frequency of each Spot Advisor bucket: one definition, in the risk model's prior.
 ADVISOR_BUCKET_MONTHLY_RATE = tuple(ADVISOR_BAND_MONTHLY_RATE)
@@ -53,6 +65,7 @@ class Trace:
     advisor_band: dict[str, int] = field(default_factory=dict)
     instance_types: dict[str, str] = field(default_factory=dict)
     regions: dict[str, str] = field(default_factory=dict)
+    price_note: str = ""  # set when the prices are a model, not a measured series
 
     @property
     def ticks(self) -> int:
@@ -80,7 +93,7 @@ class Trace:
                      self.ondemand_price, self.synthetic,
                      {p: b for p, b in self.advisor_band.items() if p in keep},
                      {p: t for p, t in self.instance_types.items() if p in keep},
-                     {p: r for p, r in self.regions.items() if p in keep})
+                     {p: r for p, r in self.regions.items() if p in keep}, self.price_note)
 
 
 def parse_ts(text: str) -> datetime:
@@ -93,19 +106,36 @@ def _open(path: Path):
     return gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")
 
 
-def read_wide(path: Path) -> tuple[list[datetime], list[str], np.ndarray]:
-    """A wide CSV (``ts`` + one column per pool) → times, pool names, values (float)."""
+def read_wide(path: Path, start_time: datetime | None = None) -> tuple[list[datetime], list[str], np.ndarray]:
+    """A wide CSV (``ts`` + one column per pool, or ``tick,offset_s`` + columns placed from
+    ``start_time``) → times, pool names, values (float)."""
     with _open(path) as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        if header[0] not in ("ts", "timestamp"):
-            raise ValueError(f"{path}: first column must be 'ts', got {header[0]!r}")
+        offsets = header[:2] == ["tick", "offset_s"]
+        if offsets and start_time is None:
+            raise ValueError(f"{path}: rows are offsets (tick,offset_s) from an unpublished start: "
+                             "give a start time (--start-time)")
+        if not offsets and header[0] not in ("ts", "timestamp"):
+            raise ValueError(f"{path}: first column must be 'ts' (or 'tick,offset_s'), got {header[0]!r}")
+        skip = 2 if offsets else 1
         times, rows = [], []
         for row in reader:
-            times.append(parse_ts(row[0]))
-            rows.append([float(x) if x not in ("", "nan", "NaN") else np.nan for x in row[1:]])
+            times.append(start_time + timedelta(seconds=float(row[1])) if offsets else parse_ts(row[0]))
+            rows.append([float(x) if x not in ("", "nan", "NaN") else np.nan for x in row[skip:]])
     order = np.argsort([t.timestamp() for t in times], kind="stable")
-    return [times[i] for i in order], header[1:], np.array(rows, dtype=float)[order]
+    return [times[i] for i in order], header[skip:], np.array(rows, dtype=float)[order]
+
+
+def pool_of_column(column: str, instance_type: str | None = None) -> tuple[str, str]:
+    """(pool id, instance type) of an availability column: ``<az>_<gpu>_<count>`` of the probe release
+    becomes ``<type>.<az>``; ``<type>.<az>`` keeps its type; anything else (an AZ) takes ``instance_type``."""
+    az, _, gpu = column.partition("_")
+    if gpu in PROBE_GPU_TYPES:
+        return make_pool_id(PROBE_GPU_TYPES[gpu], az), PROBE_GPU_TYPES[gpu]
+    if "." in column and "_" not in column:
+        return column, _split(column)[0]
+    return column, instance_type or ""
 
 
 def is_long_price_file(path: Path) -> bool:
@@ -158,6 +188,24 @@ def read_advisor_bands(path: Path) -> dict[tuple[str, str], int]:
     return bands
 
 
+def advisor_prices(trace: Trace, ondemand_table: Path = ONDEMAND_2022, advisor: Path = ADVISOR_2025) -> np.ndarray:
+    """The price model of a trace without prices: pool p costs ``od(type) × (1 − savings(region, type) / 100)``
+    at every tick — the Spot Advisor's average saving against the on-demand list price. APPROXIMATE:
+    real spot prices move (the 9-AZ trace's p3.2xlarge ranged 0.9–1.1 $/h across AZs and time)."""
+    savings: dict[tuple[str, str], float] = {}
+    with _open(advisor) as handle:
+        for row in csv.DictReader(handle):
+            if row["os"].lower() == "linux":
+                savings[(row["region"], row["instance_type"])] = float(row["savings_pct_vs_od"])
+    out = np.empty(trace.available.shape)
+    for j, pool in enumerate(trace.pools):
+        itype, region = trace.instance_types.get(pool, ""), trace.regions.get(pool, "")
+        if (region, itype) not in savings:
+            raise KeyError(f"no Spot Advisor saving for {itype or '?'} in {region or '?'} (pool {pool})")
+        out[:, j] = read_ondemand(ondemand_table, itype) * (1.0 - savings[(region, itype)] / 100.0)
+    return out
+
+
 def regular_grid(start: datetime, end: datetime, step_s: int) -> list[datetime]:
     """Tick times every ``step_s`` seconds in [start, end)."""
     count = int((end - start).total_seconds() // step_s)
@@ -201,27 +249,45 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
          ondemand_table: Path | None = None, instance_type: str | None = None,
          advisor: Path | None = ADVISOR_2025, pools: list[str] | None = None,
          start: datetime | None = None, end: datetime | None = None, step_s: int = 300,
-         seed: int = 7, name: str | None = None) -> Trace:
+         seed: int = 7, name: str | None = None, start_time: datetime | None = None,
+         price_model: str | None = None) -> Trace:
     """Build a Trace from files in the documented formats (see module docstring).
 
-    With an availability file its ticks are the grid and its columns the pools; prices (wide or long)
-    are aligned to it. Without one, the grid is every ``step_s`` seconds over the price data, the pools
-    are ``<type>.<az>`` of the long file (optionally filtered by ``instance_types``) and availability is
-    synthetic.
+    With an availability file its ticks are the grid and its columns the pools (``start_time`` places
+    a ``tick,offset_s`` file; ``instance_types`` keeps the pools of those types); prices (wide or long)
+    are aligned to it, or with ``price_model="advisor"`` and no price file come from
+    :func:`advisor_prices`. Without one, the grid is every ``step_s`` seconds over the price data, the
+    pools are ``<type>.<az>`` of the long file (optionally filtered by ``instance_types``) and
+    availability is synthetic.
     """
     if availability is None and prices is None:
         raise ValueError("need --availability and/or --prices")
+    if price_model not in (None, "advisor"):
+        raise ValueError(f"unknown price model {price_model!r} (known: advisor)")
+    if price_model and (prices is not None or availability is None):
+        raise ValueError("a price model replaces missing prices: use it with --availability and without --prices")
+    if price_model and ondemand_table is None and ondemand_price is None:
+        ondemand_table = ONDEMAND_2022  # the model's own on-demand reference
     bands_table = read_advisor_bands(advisor) if advisor and Path(advisor).exists() else {}
     if availability is not None:
-        times, names, values = read_wide(availability)
+        times, columns, values = read_wide(availability, start_time)
+        named = [pool_of_column(c, instance_type) for c in columns]
+        names = [p for p, _ in named]
         avail = np.nan_to_num(values, nan=0).astype(np.int8)
         price_matrix = np.full(avail.shape, np.nan)
         if prices is not None:
             price_matrix = _prices_for(prices, times, names, instance_type)
-        types = {p: instance_type or "" for p in names}
         trace = Trace(name or Path(availability).name, times, names, avail, price_matrix, 0.0,
-                      synthetic=False, instance_types=types,
-                      regions={p: _region(p) for p in names})
+                      synthetic=False, instance_types=dict(named), regions={p: _region(p) for p in names})
+        if instance_types:
+            keep = [p for p in names if trace.instance_types[p] in instance_types]
+            if not keep:
+                raise ValueError(f"no pool of {instance_types} in {availability}")
+            trace = trace.subset(pools=keep)
+        if price_model == "advisor":
+            trace.prices = advisor_prices(trace, ondemand_table or ONDEMAND_2022,
+                                          advisor if advisor and Path(advisor).exists() else ADVISOR_2025)
+            trace.price_note = APPROXIMATE_PRICE_NOTE
     else:
         series = read_long_prices(prices, set(instance_types) if instance_types else None)
         first = max(min(pts[0][0] for pts in series.values()), start or datetime.min.replace(tzinfo=timezone.utc))

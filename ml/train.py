@@ -26,14 +26,12 @@ pooled held-out rows, unless ``--allow-worse``.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,6 @@ import joblib
 import numpy as np
 import sklearn
 
-from components.pool_id import make_pool_id, region_of_az
 from components.risk_model import FEATURE_NAMES, validate_manifest
 from ml import traces
 from ml.evaluate import beats_baselines, evaluate, format_table
@@ -53,9 +50,7 @@ __all__ = ["DATASETS", "gpu_usw2", "held_out_rows", "main", "p3_9az", "run"]
 
 ARTIFACT_NAME = "risk-model"
 MODEL_NAME = "spot-interruption-risk"
-GPU_USW2_NOMINAL_START = datetime(2022, 10, 26, tzinfo=UTC)
-# Column names of the us-west-2 probe file → EC2 instance types (SOURCES.md: k80×1 is p2.xlarge).
-GPU_TYPES = {"k80_1": "p2.xlarge", "k80_8": "p2.8xlarge", "v100_1": "p3.2xlarge", "v100_8": "p3.16xlarge"}
+GPU_USW2_NOMINAL_START = traces.GPU_USW2_START
 
 
 def p3_9az() -> Trace:
@@ -65,31 +60,11 @@ def p3_9az() -> Trace:
 def gpu_usw2(path: Path = traces.GPU_USW2_AVAILABILITY, start: datetime = GPU_USW2_NOMINAL_START) -> Trace:
     """The us-west-2 GPU probe trace (``tick,offset_s,<az>_<gpu>_<n>...``) as a Trace with pool ids.
 
-    ``ml.traces.read_wide`` wants a ``ts`` first column, so this reads the file itself: times are
-    ``start + offset_s``, columns become ``<instance type>.<az>``.
+    ``ml.traces.load`` reads it: times are ``start + offset_s``, columns become ``<instance type>.<az>``;
+    no prices, no single on-demand price (four instance types).
     """
-    with gzip.open(path, "rt", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        if header[:2] != ["tick", "offset_s"]:
-            raise ValueError(f"{path}: expected 'tick,offset_s,...', got {header[:2]}")
-        rows = [row for row in reader]
-    pools, types = [], {}
-    for column in header[2:]:
-        az, gpu = column.split("_", 1)
-        pool = make_pool_id(GPU_TYPES[gpu], az)
-        pools.append(pool)
-        types[pool] = GPU_TYPES[gpu]
-    times = [start + timedelta(seconds=int(row[1])) for row in rows]
-    available = np.array([[int(x) for x in row[2:]] for row in rows], dtype=np.int8)
-    bands_table = traces.read_advisor_bands(traces.ADVISOR_2025)
-    regions = {p: region_of_az(p.rsplit(".", 1)[1]) for p in pools}
-    return Trace(
-        name="aws GPU us-west-2 8 pools (2022-10-26, real)", times=times, pools=pools, available=available,
-        prices=np.full(available.shape, np.nan),
-        ondemand_price=float("nan"),  # four instance types, and no spot prices to compare with
-        advisor_band={p: bands_table.get((regions[p], types[p]), 2) for p in pools},
-        instance_types=types, regions=regions)
+    return traces.load(path, start_time=start, ondemand_price=float("nan"),
+                       name="aws GPU us-west-2 8 pools (2022-10-26, real)")
 
 
 DATASETS: dict[str, Callable[[], Trace]] = {"p3_9az": p3_9az, "gpu_usw2": gpu_usw2}

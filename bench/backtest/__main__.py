@@ -23,13 +23,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "(cost + downtime penalty) against the perfect-foresight oracle. Formats: see "
                     "the bench.backtest module docstring. With neither --availability nor --prices: "
                     "the shipped p3.2xlarge 9-AZ trace.")
-    ap.add_argument("--availability", type=Path, help="wide CSV: ts + one 0/1 column per pool")
+    ap.add_argument("--availability", type=Path, help="wide CSV: ts (or tick,offset_s) + one 0/1 column per pool")
+    ap.add_argument("--start-time", help="UTC time of offset 0 of a tick,offset_s availability file "
+                    "(the us-west-2 GPU probe release: 2022-10-26T00:00:00Z, data/SOURCES.md)")
+    ap.add_argument("--price-model", choices=["advisor"],
+                    help="prices for an availability file that has none: constant on-demand × (1 − Spot "
+                         "Advisor savings %%) per type (APPROXIMATE, said in the report)")
     ap.add_argument("--prices", type=Path, help="wide CSV ($/h per pool) or long "
                     "timestamp,availability_zone,instance_type,spot_price")
     ap.add_argument("--ondemand-price", type=float, help="on-demand $/h")
     ap.add_argument("--ondemand-table", type=Path, help="CSV instance_type,od_price_usd_per_hr")
     ap.add_argument("--instance-type", help="instance type to look up in --ondemand-table / long prices")
-    ap.add_argument("--instance-types", help="comma list: pools of a long price file without --availability")
+    ap.add_argument("--instance-types", help="comma list: pools of these types (long price file, or an "
+                    "availability file whose columns name their type)")
     ap.add_argument("--pools", help="comma list: only these pools")
     ap.add_argument("--start", help="first time kept (UTC, ISO-8601)")
     ap.add_argument("--end", help="first time dropped (UTC, ISO-8601)")
@@ -52,18 +58,29 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.ondemand_table = traces.ONDEMAND_2022
     if not 0 < args.train_fraction < 1:
         ap.error("--train-fraction must be in (0, 1)")
+    if args.availability is not None and args.prices is None and args.price_model is None:
+        ap.error("--availability without --prices needs a price model (--price-model advisor)")
     return args
+
+
+def _load(args: argparse.Namespace) -> traces.Trace:
+    return traces.load(args.availability, args.prices, instance_types=_list(args.instance_types),
+                       ondemand_price=args.ondemand_price, ondemand_table=args.ondemand_table,
+                       instance_type=args.instance_type, pools=_list(args.pools),
+                       start=traces.parse_ts(args.start) if args.start else None,
+                       end=traces.parse_ts(args.end) if args.end else None,
+                       step_s=args.step_s, seed=args.seed, price_model=args.price_model,
+                       start_time=traces.parse_ts(args.start_time) if args.start_time else None)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     began = time.perf_counter()
-    trace = traces.load(args.availability, args.prices, instance_types=_list(args.instance_types),
-                        ondemand_price=args.ondemand_price, ondemand_table=args.ondemand_table,
-                        instance_type=args.instance_type, pools=_list(args.pools),
-                        start=traces.parse_ts(args.start) if args.start else None,
-                        end=traces.parse_ts(args.end) if args.end else None,
-                        step_s=args.step_s, seed=args.seed)
+    try:
+        trace = _load(args)
+    except (ValueError, KeyError) as exc:  # a malformed file, a missing anchor, an unknown type
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if trace.ticks < 2:
         print("error: fewer than 2 ticks after filtering", file=sys.stderr)
         return 2

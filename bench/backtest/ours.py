@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
-from components.capacity import DEFAULT_BACKOFF, CapacityObservation
+from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation
 from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
 from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml
@@ -47,8 +47,11 @@ class OursPolicy:
     observability = "observed"
 
     def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S, model=None,
-                 train: bool = False):
+                 train: bool = False, backoff: BackoffPolicy = DEFAULT_BACKOFF, rails: dict | None = None):
+        """``backoff`` and ``rails`` (extra ``DecisionConfig`` fields) default to the product's; the
+        validation protocol (bench/backtest/validate.py) varies them."""
         self.horizon_s, self.risk_refresh_s, self.given_model, self.train = horizon_s, risk_refresh_s, model, train
+        self.backoff, self.rails = backoff, dict(rails or {})
         self.member, self.fleet = 0, 1
 
     def join_fleet(self, member: int, fleet: int) -> None:
@@ -128,13 +131,13 @@ class OursPolicy:
         self.risk_at = obs.now
 
     def _backoff(self, now: float) -> set[str]:
-        return set(DEFAULT_BACKOFF.blocked(self.log, now))
+        return set(self.backoff.blocked(self.log, now))
 
     # -- deciding --------------------------------------------------------------------------------
 
     def config(self) -> DecisionConfig:
         return DecisionConfig.for_service(self.boot_s(), self.penalty, warning_s=self.warning_s,
-                                          horizon_s=self.horizon_s)
+                                          horizon_s=self.horizon_s, **self.rails)
 
     def _options(self, obs: Observation) -> list[PoolOption]:
         blocked = self._backoff(obs.now)

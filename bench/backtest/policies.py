@@ -5,8 +5,8 @@ Spot pools are compared with on-demand too: a pool is only chosen while its pric
 on-demand price (never the case in the shipped datasets, but it keeps the baselines sane on others).
 
 Another module can add a policy with :func:`register_policy`; :func:`registered_policies` imports
-``bench.backtest.ours`` (the product's decision engine + risk model) if it exists, so ``ours`` joins
-every run without this file naming it.
+``bench.backtest.ours`` (the product's decision engine + risk model) and ``bench.backtest.ours_full``
+(its full-information ceiling) if they exist, so ``ours`` joins every run without this file naming it.
 """
 
 from __future__ import annotations
@@ -136,11 +136,14 @@ def register_policy(name: str, factory: Callable[[], Policy]) -> None:
 
 
 def registered_policies() -> list[str]:
-    """Every policy name, after loading ``bench.backtest.ours`` when present; ``oracle`` comes last."""
-    if "ours" not in POLICIES and importlib.util.find_spec("bench.backtest.ours") is not None:
-        importlib.import_module("bench.backtest.ours")
+    """Every policy name, after loading ``bench.backtest.ours`` (and its variant modules) when present;
+    ``oracle`` comes last."""
+    for name, module in (("ours", "bench.backtest.ours"), ("ours_full", "bench.backtest.ours_full")):
+        if name not in POLICIES and importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     return [n for n in POLICIES if n not in OPTIONAL and n != "oracle"] + (["oracle"] if "oracle" in POLICIES else [])
 
 
 # Registered but run only when asked for (--policies): variants reported as such in docs/benchmarks.md.
-OPTIONAL = frozenset({"ours_model"})
+# ``ours_full`` reads every pool's availability: a ceiling, labelled "not deployable" wherever it is shown.
+OPTIONAL = frozenset({"ours_model", "ours_full"})

@@ -10,6 +10,9 @@ from bench.backtest.model import Rules
 from bench.backtest.simulator import PolicyResult
 
 
+CEILING_LABEL = "(ceiling, not deployable)"  # beside a policy that reads what production cannot
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
 
@@ -42,6 +45,9 @@ def build(trace, rules: Rules, start: int, end: int, t0: float, t1: float, train
         "diagnostics": {name: r.diagnostics() for name, r in results.items()},
         "notes": [],
     }
+    if getattr(trace, "price_note", ""):
+        doc["approximate_prices"] = True
+        doc["notes"].append(trace.price_note)
     if rules.downtime_penalty_per_hour < 2 * trace.ondemand_price:
         doc["notes"].append("downtime penalty below 2x the on-demand price: the oracle leaves out launches "
                             "cancelled before they serve, so it may not be a strict lower bound here")
@@ -53,9 +59,11 @@ def table(doc: dict) -> str:
     """One row per policy, aligned columns."""
     head = ("policy", "cost $", "% of OD", "downtime s", "interruptions", "switches", "score $", "× oracle")
     rows = []
+    ceilings = doc.get("ceilings", {})
     for name, p in doc["policies"].items():
         ratio = p["score_ratio_to_oracle"]
-        rows.append((name, f"{p['cost_usd']:.2f}", f"{p['cost_pct_of_ondemand']:.1f}", f"{p['downtime_s']:.0f}",
+        label = f"{name} {CEILING_LABEL}" if name in ceilings else name
+        rows.append((label, f"{p['cost_usd']:.2f}", f"{p['cost_pct_of_ondemand']:.1f}", f"{p['downtime_s']:.0f}",
                      str(p["interruptions"]), str(p["switches"]), f"{p['score']:.2f}",
                      "-" if ratio is None else f"{ratio:.3f}"))
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
@@ -68,5 +76,6 @@ def table(doc: dict) -> str:
     if doc.get("synthetic"):
         out.append(f"events are SYNTHETIC (hazard model, seed {doc.get('seed')})")
     out += [f"note: {note}" for note in doc.get("notes", [])]
+    out += [f"note: {name} is a CEILING, not deployable: {why}" for name, why in ceilings.items()]
     out += [line(head), "  ".join("-" * w for w in widths), *map(line, rows)]
     return "\n".join(out)
