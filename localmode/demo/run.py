@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from localmode import embedded_aws
-from localmode.demo import report
+from localmode.demo import compare, report
 from localmode.demo.fleet import Fleet
 from localmode.demo.world import TraceWorld
 from localmode.server import LocalStack
@@ -79,6 +79,7 @@ class Replay:
         self.client = Api(stack.api_url, token=created["client_token"])
         self.fleet = Fleet(world, stack.api_url, created["client_token"], clock.now)
         self.layout = [LAYOUT[i % len(LAYOUT)] for i in range(agents)]
+        self.booted: list[dict] = []  # {"logical", "mode", "az"}: where each agent started (for the backtest)
         self.standby_warned: set[str] = set()
         self.last_run: dict[str, datetime] = {}
         self.timings: dict[str, float] = {}  # wall seconds per phase of a step (printed at the end)
@@ -94,6 +95,7 @@ class Replay:
             zones = sorted(self.world.zones, key=lambda z: (z != az, self.world.region_of(z) != self.world.region_of(az)))
             usable = [z for z in zones if self.world.available(z, self.start)]
             self.fleet.boot(logical, (usable or zones)[0])  # where capacity exists at the start
+            self.booted.append({"logical": logical, "mode": mode, "az": (usable or zones)[0]})
             config = {"auto_terminate_enabled": True, "terminate_wait_seconds": 60}
             config["manual_replica_enabled" if mode == "manual-replica" else "auto_switch_enabled"] = True
             self.client.call("POST", f"/api/client/agents/{self.fleet.agent_ids[logical]}/config", config)
@@ -197,6 +199,14 @@ class Replay:
         return {"warned": warned, "moved": moved}
 
 
+def versus_backtest(world: TraceWorld, start: datetime, end: datetime, booted: list[dict], summary: dict) -> dict:
+    """The backtest's policies on this window and these agents' pools, next to the measured costs
+    (``compare``'s docstring says how)."""
+    runs = compare.agent_runs(world.trace, start, end, booted)
+    return compare.table(runs, summary["agent_cost_usd"], {a["logical"]: a["mode"] for a in booted},
+                         (end - start).total_seconds() / 3600)
+
+
 def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, html_path: Path,
         json_path: Path | None, quiet: bool = False, charts_dir: Path | None = None) -> dict:
     world = TraceWorld.load()
@@ -232,6 +242,7 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
         print("  wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in replay.timings.items()), flush=True)
         raw = report.collect(replay.client_id, start, end)
         summary = report.summarize(raw)
+        summary["versus_backtest"] = versus_backtest(world, start, end, replay.booted, summary)
         html_path.write_text(report.html(raw, summary))
         if charts_dir:
             charts_dir.mkdir(parents=True, exist_ok=True)
