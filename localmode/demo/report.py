@@ -150,11 +150,16 @@ def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
     return out
 
 
-def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
+def backoff_violations(raw: dict) -> tuple[int, list[dict], int]:
     """Every choice of a spot pool (a decision that moves the agent there, a failover's replacement)
     made while the observations table had the pool in capacity back-off
-    (``components.capacity.DEFAULT_BACKOFF`` over the observations up to the choice). Returns how many
-    choices were checked and the violations."""
+    (``components.capacity.DEFAULT_BACKOFF`` over the pool's observations made before the choice).
+
+    Observations at the very same replay instant as the choice are left out: a demo step is one instant,
+    so the warnings of a step and the failovers they start all carry its time and cannot be ordered (a
+    failover planning while another agent's warning about the pool it picks is being recorded). Returns
+    how many choices were checked, the violations, and how many more choices only such same-instant
+    observations would have blocked."""
     from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
 
     by_pool: dict[str, list] = {}
@@ -165,14 +170,17 @@ def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
                if d["action"] not in ("stay", "replace", "to_ondemand") and d["target"] in raw["price_points"]]
     choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"])
                 for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"]
-    violations = []
+    violations, same_instant = [], 0
     for at, pool_id, what, agent_id in choices:
         now = parse_iso(at).timestamp()
-        until = DEFAULT_BACKOFF.until(by_pool.get(pool_id, []), now)
+        seen = by_pool.get(pool_id, [])
+        until = DEFAULT_BACKOFF.until([o for o in seen if o.at < now], now)
         if until is not None:
             violations.append({"at": at, "pool_id": pool_id, "by": what, "agent_id": agent_id,
                                "blocked_until": datetime.fromtimestamp(until, parse_iso(at).tzinfo).isoformat()})
-    return len(choices), violations
+        elif DEFAULT_BACKOFF.until(seen, now) is not None:
+            same_instant += 1
+    return len(choices), violations, same_instant
 
 
 def summarize(raw: dict) -> dict:
@@ -200,7 +208,7 @@ def summarize(raw: dict) -> dict:
     timings = sorted(f["failover_time_ms"] for f in failovers if f["failover_time_ms"] is not None)
     moves = [d for d in raw["decisions"] if d["action"] != "stay"]
     stretches = ondemand_stretches(raw, end)
-    checked, violations = backoff_violations(raw)
+    checked, violations, same_instant = backoff_violations(raw)
     return {
         "window": f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC",
         "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
@@ -218,7 +226,7 @@ def summarize(raw: dict) -> dict:
         "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw, end).items()},
         "ondemand_primary": stretches,
         "ondemand_primary_hours": round(sum(s["hours"] for s in stretches.values()), 2),
-        "backoff_choices_checked": checked, "backoff_violations": violations,
+        "backoff_choices_checked": checked, "backoff_violations": violations, "backoff_same_instant": same_instant,
         "warnings_past_deadline": sum(f["downtime_s"] > 0 for f in failovers),
     }
 
@@ -241,7 +249,9 @@ Summary (computed from what the tables recorded)
     print(f"  on-demand primaries    {s['ondemand_primary_hours']} h in all; per agent (hours, longest stretch): "
           + ", ".join(f"{name} {v['hours']} h / {v['longest_h']} h" for name, v in sorted(stretches.items())))
     print(f"  capacity back-off      {len(s['backoff_violations'])} pools chosen inside their back-off window "
-          f"({s['backoff_choices_checked']} choices checked against the observations table)")
+          f"({s['backoff_choices_checked']} choices checked against the observations table; "
+          f"{s['backoff_same_instant']} more only by an observation of the same replay instant, which a step "
+          f"cannot order)")
     for v in s["backoff_violations"][:5]:
         print(f"    {v['at'][:16]} {v['by']} → {v['pool_id']} (in back-off until {v['blocked_until'][:16]})")
     if s.get("versus_backtest"):
@@ -389,7 +399,8 @@ downtime past the deadlines {s['downtime_s']} s; {s['switches']} switches; {s['d
 {_versus_html(s.get("versus_backtest"))}
 <h2>On-demand primaries and capacity back-off</h2>
 <p>{s['ondemand_primary_hours']} primary hours on on-demand in all; {len(s['backoff_violations'])} pools chosen inside
-their back-off window ({s['backoff_choices_checked']} choices checked against the observations table);
+their back-off window ({s['backoff_choices_checked']} choices checked against the observations table; {s['backoff_same_instant']}
+more only by an observation of the same replay instant, which a step cannot order);
 {s['warnings_past_deadline']} interruption warnings handled past their deadline.</p>
 <table><tr><th>agent</th><th>mode</th><th>cost $</th><th>on-demand h</th><th>longest on-demand stretch h</th></tr>{agents}</table>
 <h2>Decisions (examples)</h2><ul>{decisions}</ul>

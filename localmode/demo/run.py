@@ -9,7 +9,13 @@ the scheduled jobs and the state machine's tasks run) moves to the replay time; 
 3. the demo waits for the failover workflows to finish; a logical agent that got a new instance
    (failover or switch) gets its agent started there;
 4. the scheduled handlers whose period has elapsed run with the replay time (health monitor,
-   replica coordinator, decision cycle, risk scorer, cleanup).
+   replica coordinator, decision cycle, risk scorer, cleanup);
+5. when the decision cycle queued commands or a switched-from instance awaits termination, a minute later
+   the agents pick the commands up (their next heartbeat) and, a minute after that, old agents terminate
+   their instances (``Replay.follow_up``), as they would within minutes in production.
+
+At the end the summary puts the product's measured cost next to the backtest's policies on the same
+window and pools (``compare.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from localmode.server import LocalStack
 LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "manual-replica"),
           ("train-2", "us-east-1f", "auto-switch"), ("train-3", "us-west-2a", "auto-switch"),
           ("serve-2", "us-west-2b", "manual-replica"), ("train-4", "us-east-2b", "auto-switch"))
+
+# Replay-time offsets of the follow-up phase of a step (``Replay.follow_up``): the agents' next heartbeat
+# after the decision cycle (30 s cadence), then the switch's terminate wait (the demo's 60 s) plus a second.
+PICKUP = timedelta(seconds=60)
+RETIRE = timedelta(seconds=61)
 
 
 class Api:
@@ -71,6 +82,7 @@ class Replay:
 
         self.stack, self.world, self.start, self.clock = stack, world, start, clock
         self.api = Api(stack.api_url)
+        self.open_zones: list[str] | None = None
         self.set_time(start)
         admin = self.admin = Api(stack.api_url, admin_key=stack.admin_key)
         self.model_version: str | None = None
@@ -86,8 +98,18 @@ class Replay:
         self.pool = ThreadPoolExecutor(max_workers=max(1, agents), thread_name_prefix="agent")
 
     def set_time(self, when: datetime) -> None:
+        """Replay time in both processes, and the spot capacity the trace has then for the product's own
+        launches (failover, replica coordinator: ``localmode.capacity``), as the agents' EC2 has."""
+        from localmode import capacity
+
         self.clock.set_replay_time(when)
         self.api.call("POST", "/_local/clock", {"now": when.isoformat()})
+        open_now = [z for z in self.world.zones if self.world.available(z, when)]
+        if open_now != self.open_zones:
+            self.api.call("POST", "/_local/capacity", {"offered": self.world.zones, "open": open_now})
+            capacity.install()
+            capacity.STATE.set(self.world.zones, open_now)
+            self.open_zones = open_now
 
     def boot(self) -> None:
         for n, (name, az, mode) in enumerate(self.layout):
@@ -161,17 +183,37 @@ class Replay:
                 moved += 1
         return moved
 
-    def run_schedules(self, now: datetime) -> None:
+    def run_schedules(self, now: datetime) -> int:
+        """Every handler whose period has elapsed; returns how many commands the decision cycle queued."""
         from localmode.invoke import invoke_schedule, scheduled_handlers
 
+        queued = 0
         for name, expression in scheduled_handlers().items():
             last = self.last_run.get(name)
             if last is None or (now - last).total_seconds() >= _period_s(expression) - 1:
                 self.last_run[name] = now
-                invoke_schedule(name, now)
+                result = invoke_schedule(name, now)
+                if name == "decision-cycle" and isinstance(result, dict):
+                    queued += int(result.get("commands_queued", 0))
                 if name == "risk-scorer" and self.model_version:
                     self.admin.call("POST", f"/api/admin/ml-models/{self.model_version}/activate")
                     self.model_version = None
+        return queued
+
+    def follow_up(self, end: datetime) -> int:
+        """What the product does within minutes rather than at the next step: the agents pick up the
+        commands the decision cycle just queued at their next heartbeat (``PICKUP``), and the old agent
+        of a switch terminates its instance ``terminate_wait_seconds`` later (``RETIRE``). Without this a
+        switch would wait a whole step for its agent and its old instance another step for its
+        termination, both billed (a demo artefact, not the product's behaviour)."""
+        pickup = end + PICKUP
+        self.set_time(pickup)
+        members = list(self.fleet.members.values())
+        list(self.pool.map(lambda m: m.agent.run_due(pickup), members))
+        moved = self.follow_moves()
+        self.set_time(pickup + RETIRE)
+        self.fleet.run_retiring(pickup + RETIRE)
+        return moved
 
     def step(self, begin: datetime, end: datetime) -> dict:
         timings = self.timings
@@ -190,9 +232,11 @@ class Replay:
             self.wait_for_failovers()
         moved = self.follow_moves()
         t3 = time.perf_counter()
-        self.run_schedules(end)
+        queued = self.run_schedules(end)
         if self.follow_moves():
             moved += 1
+        if queued or self.fleet.retiring:
+            moved += self.follow_up(end)
         t4 = time.perf_counter()
         for name, dt in (("signals", t1 - t0), ("agents", t2 - t1), ("failovers", t3 - t2), ("schedules", t4 - t3)):
             timings[name] = timings.get(name, 0.0) + dt

@@ -42,20 +42,28 @@ def test_a_pool_chosen_inside_its_back_off_window_is_a_violation_and_after_it_is
                  _decision(46, "switch_pool", "p3.2xlarge.us-east-1d")]
     failover = {"agent_id": "ag-1", "decided_at": _iso(35), "new_pool_id": POOL, "new_lifecycle": "spot",
                 "response_action": "emergency-spot-replacement"}
-    checked, violations = report.backoff_violations(_raw(observations=observations, decisions=decisions,
-                                                         interruptions=[failover]))
+    checked, violations, same_instant = report.backoff_violations(
+        _raw(observations=observations, decisions=decisions, interruptions=[failover]))
     # THEN the choices at 5 (first window), 40 (second window) and the failover at 35 are violations;
     # 15 and 51 are outside the windows, a 'stay' and a choice of another pool are not choices of it
     assert checked == 6
     assert sorted((v["at"], v["by"]) for v in violations) == [
         (_iso(5), "decision switch_pool"), (_iso(35), "failover emergency-spot-replacement"),
         (_iso(40), "decision switch_pool")]
-    assert violations[0]["pool_id"] == POOL
+    assert violations[0]["pool_id"] == POOL and same_instant == 0
+
+
+def test_an_observation_of_the_same_replay_instant_as_the_choice_is_counted_apart():
+    # a warning about the pool recorded at the very instant a failover chose it: the step cannot order them
+    checked, violations, same_instant = report.backoff_violations(
+        _raw(observations=[_refused(20, "interruption_warning")], decisions=[_decision(20), _decision(25)]))
+    assert (checked, violations, same_instant) == (2, [violations[0]] if violations else [], 1)
+    assert [v["at"] for v in violations] == [_iso(25)]
 
 
 def test_an_interruption_warning_starts_a_back_off_and_a_launch_success_clears_it():
     observations = [_refused(0, "interruption_warning"), _refused(2, "launch_succeeded")]
-    _, violations = report.backoff_violations(_raw(observations=observations, decisions=[_decision(1), _decision(3)]))
+    _, violations, _ = report.backoff_violations(_raw(observations=observations, decisions=[_decision(1), _decision(3)]))
     assert [v["at"] for v in violations] == [_iso(1)]
 
 
