@@ -12,7 +12,8 @@ the scheduled jobs and the state machine's tasks run) moves to the replay time; 
    replica coordinator, decision cycle, risk scorer, cleanup);
 5. when the decision cycle queued commands or a switched-from instance awaits termination, a minute later
    the agents pick the commands up (their next heartbeat) and, a minute after that, old agents terminate
-   their instances (``Replay.follow_up``), as they would within minutes in production.
+   their instances; while the cycle queues commands it runs again 5 minutes later (a few times at most),
+   so a refused switch is retried elsewhere within minutes, as in production (``Replay.follow_up``).
 
 At the end the summary puts the product's measured cost next to the backtest's policies on the same
 window and pools (``compare.py``).
@@ -45,6 +46,7 @@ LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "m
 # after the decision cycle (30 s cadence), then the switch's terminate wait (the demo's 60 s) plus a second.
 PICKUP = timedelta(seconds=60)
 RETIRE = timedelta(seconds=61)
+FOLLOW_UP_CYCLES = 3  # further decision cycles (5 min apart) after one that queued commands
 
 
 class Api:
@@ -183,6 +185,14 @@ class Replay:
                 moved += 1
         return moved
 
+    def schedule_time(self, at_least: datetime) -> datetime:
+        """The replay clock now, rounded up to a whole second (a scheduled event's time has whole seconds).
+        The rows this step's agents and failovers wrote carry the step's time plus the real time they took;
+        a cycle run at the step's bare time would see a launch refused half a second later as in its
+        future, and choose that pool again."""
+        now = self.clock.now()
+        return max(at_least, now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0))
+
     def run_schedules(self, now: datetime) -> int:
         """Every handler whose period has elapsed; returns how many commands the decision cycle queued."""
         from localmode.invoke import invoke_schedule, scheduled_handlers
@@ -200,19 +210,38 @@ class Replay:
                     self.model_version = None
         return queued
 
-    def follow_up(self, end: datetime) -> int:
+    def follow_up(self, end: datetime, queued: bool) -> int:
         """What the product does within minutes rather than at the next step: the agents pick up the
         commands the decision cycle just queued at their next heartbeat (``PICKUP``), and the old agent
-        of a switch terminates its instance ``terminate_wait_seconds`` later (``RETIRE``). Without this a
-        switch would wait a whole step for its agent and its old instance another step for its
-        termination, both billed (a demo artefact, not the product's behaviour)."""
-        pickup = end + PICKUP
-        self.set_time(pickup)
-        members = list(self.fleet.members.values())
-        list(self.pool.map(lambda m: m.agent.run_due(pickup), members))
-        moved = self.follow_moves()
-        self.set_time(pickup + RETIRE)
-        self.fleet.run_retiring(pickup + RETIRE)
+        of a switch terminates its instance ``terminate_wait_seconds`` later (``RETIRE``). When that
+        cycle queued commands (a launch may have been refused: the pool is now in back-off), the decision
+        cycle runs again one period later, and so on while it queues commands, ``FOLLOW_UP_CYCLES`` times
+        at most: a refused switch is retried elsewhere five minutes later, as in production, not at the
+        next step. Without this a switch would wait a whole step for its agent, its old instance another
+        step for its termination, and a refused one a whole step for the next try (demo artefacts, not
+        the product's behaviour)."""
+        from chalicelib.jobs.decision_cycle import CYCLE_S
+        from localmode.invoke import invoke_schedule
+
+        moved, cycle = 0, self.schedule_time(end)
+        for rounds in range(FOLLOW_UP_CYCLES + 1):
+            if rounds:
+                cycle += timedelta(seconds=CYCLE_S)
+                self.set_time(cycle)
+                result = invoke_schedule("decision-cycle", cycle)
+                queued = bool(isinstance(result, dict) and result.get("commands_queued"))
+                self.last_run["decision-cycle"] = cycle
+            if not (queued or self.fleet.retiring):
+                break
+            pickup = cycle + PICKUP
+            self.set_time(pickup)
+            members = list(self.fleet.members.values())
+            list(self.pool.map(lambda m, at=pickup: m.agent.run_due(at), members))
+            moved += self.follow_moves()
+            self.set_time(pickup + RETIRE)
+            self.fleet.run_retiring(pickup + RETIRE)
+            if not queued:
+                break
         return moved
 
     def step(self, begin: datetime, end: datetime) -> dict:
@@ -232,11 +261,11 @@ class Replay:
             self.wait_for_failovers()
         moved = self.follow_moves()
         t3 = time.perf_counter()
-        queued = self.run_schedules(end)
+        queued = self.run_schedules(self.schedule_time(end))
         if self.follow_moves():
             moved += 1
         if queued or self.fleet.retiring:
-            moved += self.follow_up(end)
+            moved += self.follow_up(end, bool(queued))
         t4 = time.perf_counter()
         for name, dt in (("signals", t1 - t0), ("agents", t2 - t1), ("failovers", t3 - t2), ("schedules", t4 - t3)):
             timings[name] = timings.get(name, 0.0) + dt
