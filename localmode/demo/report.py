@@ -23,6 +23,7 @@ def _iso(value) -> str | None:
 def collect(client_id: str, start: datetime, end: datetime) -> dict:
     """Every row the summary and the charts need (admin-side batch reads, never a request path)."""
     from chalicelib.repositories import observations
+    from chalicelib.tables.observations import ObservationTable
     from chalicelib.tables import (AgentTable, DecisionTable, InstanceTable, InterruptionTable, PoolTable,
                                    PricePointTable, SwitchTable)
 
@@ -33,7 +34,9 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
         pid, PricePointTable.ts.between(start - timedelta(hours=1), end))] for pid in pools}
     ondemand = {p.pool_id: float(p.ondemand_price) for p in PoolTable.scan() if p.ondemand_price is not None}
     decisions = [d for a in agents for d in DecisionTable.query(a.agent_id)]
-    seen = observations.for_pools(pools, start - observations.BACKOFF_LOOKBACK, end, limit=10_000)
+    since = (start - observations.BACKOFF_LOOKBACK).strftime(observations.KEY_TIME)
+    seen = [row for pid in pools for row in ObservationTable.query(
+        pid, ObservationTable.observation_key.between(since, "9999"))]
     return {
         "start": _iso(start), "end": _iso(end),
         "agents": [{"agent_id": a.agent_id, "logical_agent_id": a.logical_agent_id, "status": a.status,
@@ -57,8 +60,8 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
         "decisions": [{"agent_id": d.agent_id, "decided_at": _iso(d.decided_at), "action": d.action,
                        "target": d.target, "reason": d.reason} for d in decisions],
         "price_points": points, "ondemand": ondemand,
-        "observations": [{"pool_id": o.pool_id, "kind": o.kind.value, "at": o.at, "code": o.code,
-                          "source": o.source} for obs in seen.values() for o in obs],
+        "observations": [{"pool_id": o.pool_id, "kind": o.kind, "at": o.at.timestamp(), "code": o.code,
+                          "source": o.source, "recorded_at": o.recorded_at.timestamp()} for o in seen],
     }
 
 
@@ -150,37 +153,31 @@ def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
     return out
 
 
-def backoff_violations(raw: dict) -> tuple[int, list[dict], int]:
+def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
     """Every choice of a spot pool (a decision that moves the agent there, a failover's replacement)
-    made while the observations table had the pool in capacity back-off
-    (``components.capacity.DEFAULT_BACKOFF`` over the pool's observations made before the choice).
-
-    Observations at the very same replay instant as the choice are left out: a demo step is one instant,
-    so the warnings of a step and the failovers they start all carry its time and cannot be ordered (a
-    failover planning while another agent's warning about the pool it picks is being recorded). Returns
-    how many choices were checked, the violations, and how many more choices only such same-instant
-    observations would have blocked."""
+    made while the observations table had the pool in capacity back-off: ``DEFAULT_BACKOFF``
+    (``components.capacity``) over the pool's observations already in the table when the choice was
+    made. An observation is dated by its event (``at``: a warning carries the step's time) but was
+    written at ``recorded_at``; within one demo step both can precede or follow a choice, so the order
+    is the one of ``recorded_at``. Returns how many choices were checked and the violations."""
     from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
 
     by_pool: dict[str, list] = {}
     for o in raw.get("observations", []):
-        by_pool.setdefault(o["pool_id"], []).append(
-            CapacityObservation(o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"]))
+        by_pool.setdefault(o["pool_id"], []).append((o.get("recorded_at", o["at"]), CapacityObservation(
+            o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"])))
     choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"]) for d in raw["decisions"]
                if d["action"] not in ("stay", "replace", "to_ondemand") and d["target"] in raw["price_points"]]
     choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"])
                 for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"]
-    violations, same_instant = [], 0
+    violations = []
     for at, pool_id, what, agent_id in choices:
         now = parse_iso(at).timestamp()
-        seen = by_pool.get(pool_id, [])
-        until = DEFAULT_BACKOFF.until([o for o in seen if o.at < now], now)
+        until = DEFAULT_BACKOFF.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
         if until is not None:
             violations.append({"at": at, "pool_id": pool_id, "by": what, "agent_id": agent_id,
                                "blocked_until": datetime.fromtimestamp(until, parse_iso(at).tzinfo).isoformat()})
-        elif DEFAULT_BACKOFF.until(seen, now) is not None:
-            same_instant += 1
-    return len(choices), violations, same_instant
+    return len(choices), violations
 
 
 def summarize(raw: dict) -> dict:
@@ -208,7 +205,7 @@ def summarize(raw: dict) -> dict:
     timings = sorted(f["failover_time_ms"] for f in failovers if f["failover_time_ms"] is not None)
     moves = [d for d in raw["decisions"] if d["action"] != "stay"]
     stretches = ondemand_stretches(raw, end)
-    checked, violations, same_instant = backoff_violations(raw)
+    checked, violations = backoff_violations(raw)
     return {
         "window": f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC",
         "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
@@ -226,7 +223,7 @@ def summarize(raw: dict) -> dict:
         "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw, end).items()},
         "ondemand_primary": stretches,
         "ondemand_primary_hours": round(sum(s["hours"] for s in stretches.values()), 2),
-        "backoff_choices_checked": checked, "backoff_violations": violations, "backoff_same_instant": same_instant,
+        "backoff_choices_checked": checked, "backoff_violations": violations,
         "warnings_past_deadline": sum(f["downtime_s"] > 0 for f in failovers),
     }
 
@@ -249,9 +246,7 @@ Summary (computed from what the tables recorded)
     print(f"  on-demand primaries    {s['ondemand_primary_hours']} h in all; per agent (hours, longest stretch): "
           + ", ".join(f"{name} {v['hours']} h / {v['longest_h']} h" for name, v in sorted(stretches.items())))
     print(f"  capacity back-off      {len(s['backoff_violations'])} pools chosen inside their back-off window "
-          f"({s['backoff_choices_checked']} choices checked against the observations table; "
-          f"{s['backoff_same_instant']} more only by an observation of the same replay instant, which a step "
-          f"cannot order)")
+          f"({s['backoff_choices_checked']} choices checked against the observations table)")
     for v in s["backoff_violations"][:5]:
         print(f"    {v['at'][:16]} {v['by']} → {v['pool_id']} (in back-off until {v['blocked_until'][:16]})")
     if s.get("versus_backtest"):
@@ -399,8 +394,7 @@ downtime past the deadlines {s['downtime_s']} s; {s['switches']} switches; {s['d
 {_versus_html(s.get("versus_backtest"))}
 <h2>On-demand primaries and capacity back-off</h2>
 <p>{s['ondemand_primary_hours']} primary hours on on-demand in all; {len(s['backoff_violations'])} pools chosen inside
-their back-off window ({s['backoff_choices_checked']} choices checked against the observations table; {s['backoff_same_instant']}
-more only by an observation of the same replay instant, which a step cannot order);
+their back-off window ({s['backoff_choices_checked']} choices checked against the observations table);
 {s['warnings_past_deadline']} interruption warnings handled past their deadline.</p>
 <table><tr><th>agent</th><th>mode</th><th>cost $</th><th>on-demand h</th><th>longest on-demand stretch h</th></tr>{agents}</table>
 <h2>Decisions (examples)</h2><ul>{decisions}</ul>
