@@ -58,7 +58,7 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
                       "new_mode": s.new_mode, "initiated_at": _iso(s.initiated_at), "trigger": s.trigger}
                      for s in SwitchTable.query(client_id)],
         "decisions": [{"agent_id": d.agent_id, "decided_at": _iso(d.decided_at), "action": d.action,
-                       "target": d.target, "reason": d.reason} for d in decisions],
+                       "target": d.target, "standby": d.standby, "reason": d.reason} for d in decisions],
         "price_points": points, "ondemand": ondemand,
         "observations": [{"pool_id": o.pool_id, "kind": o.kind, "at": o.at.timestamp(), "code": o.code,
                           "source": o.source, "recorded_at": o.recorded_at.timestamp()} for o in seen],
@@ -154,26 +154,31 @@ def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
 
 
 def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
-    """Every choice of a spot pool (a decision that moves the agent there, a failover's replacement)
-    made while the observations table had the pool in capacity back-off: ``DEFAULT_BACKOFF``
-    (``components.capacity``) over the pool's observations already in the table when the choice was
-    made. An observation is dated by its event (``at``: a warning carries the step's time) but was
-    written at ``recorded_at``; within one demo step both can precede or follow a choice, so the order
-    is the one of ``recorded_at``. Returns how many choices were checked and the violations."""
-    from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
+    """Every launch choice of a spot pool made while the observations table had the pool in capacity
+    back-off: a decision moving the primary there (``switch_pool``, ``to_spot``) or a failover's new
+    replacement, against ``DEFAULT_BACKOFF``; a standby placement (``place_standby``, its ``standby``)
+    against ``STANDBY_BACKOFF`` (``components.capacity``). Promoting a standby that already runs is no
+    launch and is not checked. Only the pool's observations already in the table when the choice was made
+    count: an observation is dated by its event (``at``: a warning carries the step's time) but written at
+    ``recorded_at``, and within one demo step both can precede or follow a choice. Returns how many choices
+    were checked and the violations."""
+    from components.capacity import DEFAULT_BACKOFF, STANDBY_BACKOFF, CapacityObservation, ObservationKind
 
     by_pool: dict[str, list] = {}
     for o in raw.get("observations", []):
         by_pool.setdefault(o["pool_id"], []).append((o.get("recorded_at", o["at"]), CapacityObservation(
             o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"])))
-    choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"]) for d in raw["decisions"]
-               if d["action"] not in ("stay", "replace", "to_ondemand") and d["target"] in raw["price_points"]]
-    choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"])
-                for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"]
+    choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"], DEFAULT_BACKOFF)
+               for d in raw["decisions"] if d["action"] in ("switch_pool", "to_spot") and d["target"] in raw["price_points"]]
+    choices += [(d["decided_at"], d["standby"], f"decision {d['action']}", d["agent_id"], STANDBY_BACKOFF)
+                for d in raw["decisions"] if d["action"] == "place_standby" and d.get("standby")]
+    choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"], DEFAULT_BACKOFF)
+                for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"
+                and e["response_action"] not in ("promoted-existing-replica", "returned-to-spot")]
     violations = []
-    for at, pool_id, what, agent_id in choices:
+    for at, pool_id, what, agent_id, policy in choices:
         now = parse_iso(at).timestamp()
-        until = DEFAULT_BACKOFF.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
+        until = policy.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
         if until is not None:
             violations.append({"at": at, "pool_id": pool_id, "by": what, "agent_id": agent_id,
                                "blocked_until": datetime.fromtimestamp(until, parse_iso(at).tzinfo).isoformat()})
