@@ -158,15 +158,16 @@ def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
     back-off: a decision moving the primary there (``switch_pool``, ``to_spot``) or a failover's new
     replacement, against ``DEFAULT_BACKOFF``; a standby placement (``place_standby``, its ``standby``)
     against ``STANDBY_BACKOFF`` (``components.capacity``). Promoting a standby that already runs is no
-    launch and is not checked. Only the pool's observations already in the table when the choice was made
-    count: an observation is dated by its event (``at``: a warning carries the step's time) but written at
-    ``recorded_at``, and within one demo step both can precede or follow a choice. Returns how many choices
-    were checked and the violations."""
+    launch and is not checked. Only the pool's observations known before the choice count: an observation
+    is dated by its event (``at``: a warning carries the step's time, a launch the time of the choice that
+    made it) and written at ``recorded_at`` (the replay clock, which runs on during a step), so it is known
+    from the later of the two; within one demo step warnings and choices interleave. Returns how many
+    choices were checked and the violations."""
     from components.capacity import DEFAULT_BACKOFF, STANDBY_BACKOFF, CapacityObservation, ObservationKind
 
     by_pool: dict[str, list] = {}
     for o in raw.get("observations", []):
-        by_pool.setdefault(o["pool_id"], []).append((o.get("recorded_at", o["at"]), CapacityObservation(
+        by_pool.setdefault(o["pool_id"], []).append((max(o["at"], o.get("recorded_at", o["at"])), CapacityObservation(
             o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"])))
     choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"], DEFAULT_BACKOFF)
                for d in raw["decisions"] if d["action"] in ("switch_pool", "to_spot") and d["target"] in raw["price_points"]]

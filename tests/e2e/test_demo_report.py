@@ -60,6 +60,10 @@ def test_an_observation_counts_from_when_it_was_written_not_from_its_event_time(
     checked, violations = report.backoff_violations(_raw(observations=[late], decisions=[choice, _decision(25)]))
     # THEN the choice made before it was written is no violation; the one five minutes later is
     assert checked == 2 and [v["at"] for v in violations] == [_iso(25)]
+    # AND the refusal of the choice's own launch (dated at the choice, written by a clock a little behind)
+    # is no reason against that choice
+    own = {**_refused(30), "recorded_at": (T0 + timedelta(minutes=30, seconds=-0.3)).timestamp()}
+    assert report.backoff_violations(_raw(observations=[own], decisions=[_decision(30)]))[1] == []
 
 
 def test_an_interruption_warning_starts_a_back_off_and_a_launch_success_clears_it():
