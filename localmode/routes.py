@@ -2,6 +2,8 @@
 
 - ``POST /_local/eventbridge``: PutEvents entries delivered to every matching ``on_cw_event`` handler.
 - ``POST /_local/clock``: pin the server's clock to a replay time (the demo's accelerated history).
+- ``POST /_local/capacity``: which AZs a spot launch may succeed in now (the demo's replayed world;
+  ``localmode.capacity``).
 - ``POST /_local/lambda/{name}``: run a handler as Lambda would; the embedded AWS (its own process)
   sends the state machine's task invocations here.
 """
@@ -75,3 +77,22 @@ def invoke_function(name):
         return _json(invoke(name, payload if payload is not None else {}))
     except Exception as exc:  # noqa: BLE001 - the function's error, reported to the caller as Lambda would
         return _json(function_error(exc), **{"X-Amz-Function-Error": "Unhandled"})
+
+
+@bp.route("/_local/capacity", methods=["POST"])
+def set_capacity():
+    """``{"offered": [az...] or null, "open": [az...]}``: spot launches of this process's product code
+    into an AZ not offered or not open fail with InsufficientInstanceCapacity; ``offered: null`` lifts it."""
+    from localmode import capacity
+
+    try:
+        body = bp.current_request.json_body or {}
+        offered, open_now = body.get("offered"), body.get("open", [])
+        if not (offered is None or (isinstance(offered, list) and all(isinstance(z, str) for z in offered))) \
+                or not (isinstance(open_now, list) and all(isinstance(z, str) for z in open_now)):
+            raise ValueError
+    except Exception:  # noqa: BLE001 - bad JSON or bad lists: the caller's mistake
+        return _error("body must be {\"offered\": [AZ...] or null, \"open\": [AZ...]}")
+    capacity.install()
+    capacity.STATE.set(offered, open_now)
+    return _json({"offered": None if offered is None else sorted(offered), "open": sorted(open_now)})

@@ -14,40 +14,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import requests
-from botocore.exceptions import ClientError
 
+from localmode.capacity import CapacityGuard
 from localmode.demo.world import INSTANCE_TYPE, TraceWorld
 from localmode.fake_imds import FakeImds
-
-
-class CapacityGuard:
-    """Wraps an EC2 client: a spot launch into a pool the trace has no capacity for (or an AZ the trace does
-    not cover: the type is not offered there) fails with InsufficientInstanceCapacity, as in AWS."""
-
-    def __init__(self, client, world: TraceWorld, clock):
-        self._client, self._world, self._clock = client, world, clock
-        self._subnet_az: dict[str, str] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def _az(self, kwargs) -> str | None:
-        if kwargs.get("Placement", {}).get("AvailabilityZone"):
-            return kwargs["Placement"]["AvailabilityZone"]
-        subnet = kwargs.get("SubnetId")
-        if subnet and subnet not in self._subnet_az:
-            for s in self._client.describe_subnets(SubnetIds=[subnet])["Subnets"]:
-                self._subnet_az[s["SubnetId"]] = s["AvailabilityZone"]
-        return self._subnet_az.get(subnet)
-
-    def run_instances(self, **kwargs):
-        az = self._az(kwargs)
-        if "InstanceMarketOptions" in kwargs and (az not in self._world.zones
-                                                   or not self._world.available(az, self._clock())):
-            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity",
-                                         "Message": f"no spot capacity for {INSTANCE_TYPE} in {az}"}},
-                              "RunInstances")
-        return self._client.run_instances(**kwargs)
 
 
 @dataclass
@@ -85,8 +55,9 @@ class Fleet:
         if region not in self._ec2:
             import boto3
 
+            world, clock = self.world, self.clock
             self._ec2[region] = CapacityGuard(boto3.session.Session().client("ec2", region_name=region),
-                                              self.world, self.clock)
+                                              lambda az: az not in world.zones or not world.available(az, clock()))
         return self._ec2[region]
 
     def boot(self, logical_id: str, az: str) -> Member:

@@ -22,6 +22,8 @@ def _iso(value) -> str | None:
 
 def collect(client_id: str, start: datetime, end: datetime) -> dict:
     """Every row the summary and the charts need (admin-side batch reads, never a request path)."""
+    from chalicelib.repositories import observations
+    from chalicelib.tables.observations import ObservationTable
     from chalicelib.tables import (AgentTable, DecisionTable, InstanceTable, InterruptionTable, PoolTable,
                                    PricePointTable, SwitchTable)
 
@@ -32,6 +34,9 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
         pid, PricePointTable.ts.between(start - timedelta(hours=1), end))] for pid in pools}
     ondemand = {p.pool_id: float(p.ondemand_price) for p in PoolTable.scan() if p.ondemand_price is not None}
     decisions = [d for a in agents for d in DecisionTable.query(a.agent_id)]
+    since = (start - observations.BACKOFF_LOOKBACK).strftime(observations.KEY_TIME)
+    seen = [row for pid in pools for row in ObservationTable.query(
+        pid, ObservationTable.observation_key.between(since, "9999"))]
     return {
         "start": _iso(start), "end": _iso(end),
         "agents": [{"agent_id": a.agent_id, "logical_agent_id": a.logical_agent_id, "status": a.status,
@@ -53,8 +58,10 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
                       "new_mode": s.new_mode, "initiated_at": _iso(s.initiated_at), "trigger": s.trigger}
                      for s in SwitchTable.query(client_id)],
         "decisions": [{"agent_id": d.agent_id, "decided_at": _iso(d.decided_at), "action": d.action,
-                       "target": d.target, "reason": d.reason} for d in decisions],
+                       "target": d.target, "standby": d.standby, "reason": d.reason} for d in decisions],
         "price_points": points, "ondemand": ondemand,
+        "observations": [{"pool_id": o.pool_id, "kind": o.kind, "at": o.at.timestamp(), "code": o.code,
+                          "source": o.source, "recorded_at": o.recorded_at.timestamp()} for o in seen],
     }
 
 
@@ -106,10 +113,77 @@ def instance_cost(inst: dict, raw: dict, end: datetime) -> float:
 
 
 def _next_primary(raw: dict, event: dict, after: datetime, end: datetime) -> datetime:
-    """When the agent next had a primary instance after a failover that moved no traffic (or the end)."""
-    starts = [parse_iso(i["installed_at"]) for i in raw["instances"]
-              if i["agent_id"] == event["agent_id"] and i["role"] == "primary" and parse_iso(i["installed_at"]) >= after]
+    """When the agent next had a primary instance after a failover that moved no traffic (or the end):
+    ``after`` itself when another primary was already serving then (the warned instance was one the
+    agent had moved off, e.g. a switched-from instance its old agent had not terminated yet)."""
+    others = [i for i in raw["instances"] if i["agent_id"] == event["agent_id"] and i["role"] == "primary"
+              and i["instance_id"] != event["instance_id"]]
+    if any(parse_iso(i["installed_at"]) <= after < _lifetime(i, end)[1] for i in others):
+        return after
+    starts = [parse_iso(i["installed_at"]) for i in others if parse_iso(i["installed_at"]) >= after]
     return min(starts, default=end)
+
+
+def agent_costs(raw: dict, end: datetime) -> dict[str, float]:
+    """What each logical agent's instances (standbys included) cost over the run."""
+    names = {a["agent_id"]: a["logical_agent_id"] for a in raw["agents"]}
+    out = {name: 0.0 for name in names.values()}
+    for inst in raw["instances"]:
+        if inst["agent_id"] in names:
+            out[names[inst["agent_id"]]] += instance_cost(inst, raw, end)
+    return out
+
+
+def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
+    """Per logical agent: hours its primary ran on demand and the longest uninterrupted such stretch
+    (the union of its on-demand primaries' lifetimes, overlaps during a hand-over counted once)."""
+    out = {}
+    for agent in raw["agents"]:
+        spans = sorted(_lifetime(i, end) for i in raw["instances"]
+                       if i["agent_id"] == agent["agent_id"] and i["role"] == "primary" and i["mode"] == "ondemand")
+        merged: list[list[datetime]] = []
+        for begin, stop in spans:
+            if merged and begin <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([begin, stop])
+        hours = [(b - a).total_seconds() / 3600 for a, b in merged]
+        out[agent["logical_agent_id"]] = {"mode": agent["mode"], "hours": round(sum(hours), 2),
+                                          "longest_h": round(max(hours, default=0.0), 2)}
+    return out
+
+
+def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
+    """Every launch choice of a spot pool made while the observations table had the pool in capacity
+    back-off: a decision moving the primary there (``switch_pool``, ``to_spot``) or a failover's new
+    replacement, against ``DEFAULT_BACKOFF``; a standby placement (``place_standby``, its ``standby``)
+    against ``STANDBY_BACKOFF`` (``components.capacity``). Promoting a standby that already runs is no
+    launch and is not checked. Only the pool's observations known before the choice count: an observation
+    is dated by its event (``at``: a warning carries the step's time, a launch the time of the choice that
+    made it) and written at ``recorded_at`` (the replay clock, which runs on during a step), so it is known
+    from the later of the two; within one demo step warnings and choices interleave. Returns how many
+    choices were checked and the violations."""
+    from components.capacity import DEFAULT_BACKOFF, STANDBY_BACKOFF, CapacityObservation, ObservationKind
+
+    by_pool: dict[str, list] = {}
+    for o in raw.get("observations", []):
+        by_pool.setdefault(o["pool_id"], []).append((max(o["at"], o.get("recorded_at", o["at"])), CapacityObservation(
+            o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"])))
+    choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"], DEFAULT_BACKOFF)
+               for d in raw["decisions"] if d["action"] in ("switch_pool", "to_spot") and d["target"] in raw["price_points"]]
+    choices += [(d["decided_at"], d["standby"], f"decision {d['action']}", d["agent_id"], STANDBY_BACKOFF)
+                for d in raw["decisions"] if d["action"] == "place_standby" and d.get("standby")]
+    choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"], DEFAULT_BACKOFF)
+                for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"
+                and e["response_action"] not in ("promoted-existing-replica", "returned-to-spot")]
+    violations = []
+    for at, pool_id, what, agent_id, policy in choices:
+        now = parse_iso(at).timestamp()
+        until = policy.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
+        if until is not None:
+            violations.append({"at": at, "pool_id": pool_id, "by": what, "agent_id": agent_id,
+                               "blocked_until": datetime.fromtimestamp(until, parse_iso(at).tzinfo).isoformat()})
+    return len(choices), violations
 
 
 def summarize(raw: dict) -> dict:
@@ -136,6 +210,8 @@ def summarize(raw: dict) -> dict:
         actions[f["response_action"] or f["status"]] = actions.get(f["response_action"] or f["status"], 0) + 1
     timings = sorted(f["failover_time_ms"] for f in failovers if f["failover_time_ms"] is not None)
     moves = [d for d in raw["decisions"] if d["action"] != "stay"]
+    stretches = ondemand_stretches(raw, end)
+    checked, violations = backoff_violations(raw)
     return {
         "window": f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC",
         "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
@@ -150,6 +226,11 @@ def summarize(raw: dict) -> dict:
         "decisions": len(raw["decisions"]), "decision_moves": len(moves),
         "decision_examples": [{"at": d["decided_at"], "action": d["action"], "target": d["target"],
                                "reason": d["reason"]} for d in (moves[:3] + raw["decisions"][:1])][:4],
+        "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw, end).items()},
+        "ondemand_primary": stretches,
+        "ondemand_primary_hours": round(sum(s["hours"] for s in stretches.values()), 2),
+        "backoff_choices_checked": checked, "backoff_violations": violations,
+        "warnings_past_deadline": sum(f["downtime_s"] > 0 for f in failovers),
     }
 
 
@@ -167,7 +248,31 @@ Summary (computed from what the tables recorded)
   returns to spot        {s.get('returns_to_spot', 0)} on-demand primaries handed over to their spot standby""")
     for d in s["decision_examples"]:
         print(f"    {d['at'][:16]} {d['action']:>12} → {d['target']}: {d['reason']}")
+    stretches = s["ondemand_primary"]
+    print(f"  on-demand primaries    {s['ondemand_primary_hours']} h in all; per agent (hours, longest stretch): "
+          + ", ".join(f"{name} {v['hours']} h / {v['longest_h']} h" for name, v in sorted(stretches.items())))
+    print(f"  capacity back-off      {len(s['backoff_violations'])} pools chosen inside their back-off window "
+          f"({s['backoff_choices_checked']} choices checked against the observations table)")
+    for v in s["backoff_violations"][:5]:
+        print(f"    {v['at'][:16]} {v['by']} → {v['pool_id']} (in back-off until {v['blocked_until'][:16]})")
+    if s.get("versus_backtest"):
+        print(versus_text(s["versus_backtest"]))
     print()
+
+
+def versus_text(v: dict) -> str:
+    """The cost-vs-backtest table and the PASS/FAIL line, as printed."""
+    lines = [f"\nCost vs the backtest on the same window and pools (evaluated {v['eval_start'][:16]} → "
+             f"{v['eval_end'][:16]}, boot {v['boot_s']:.0f} s; see localmode/demo/compare.py)",
+             f"  {'policy':<20}{'auto-switch $':>15}{'$/agent-h':>11}{'all agents $':>15}{'$/agent-h':>11}"]
+    for r in v["rows"]:
+        lines.append(f"  {r['name']:<20}{r['auto_usd']:>15,.2f}{r['auto_per_agent_h']:>11.3f}"
+                     f"{r['all_usd']:>15,.2f}{r['all_per_agent_h']:>11.3f}")
+    verdict = "PASS" if v["passed"] else "FAIL"
+    lines.append(f"  {verdict}: the product's auto-switch agents cost {v['ratio_to_ours']} × backtest ours "
+                 f"(limit {v['tolerance']}; {v['agents_auto']} auto-switch of {v['agents_all']} agents, "
+                 f"{v['hours']} h each)")
+    return "\n".join(lines)
 
 
 # --- the HTML report ---------------------------------------------------------------------------
@@ -253,6 +358,21 @@ def charts(raw: dict) -> tuple[str, str]:
     return prices, cost
 
 
+def _versus_html(v: dict | None) -> str:
+    if not v:
+        return ""
+    rows = "".join(f"<tr><td>{html_lib.escape(r['name'])}</td><td>{r['auto_usd']:,.2f}</td>"
+                   f"<td>{r['auto_per_agent_h']:.3f}</td><td>{r['all_usd']:,.2f}</td><td>{r['all_per_agent_h']:.3f}</td></tr>"
+                   for r in v["rows"])
+    verdict = "PASS" if v["passed"] else "FAIL"
+    return (f"<h2>Cost vs the backtest (same window, same pools)</h2><p>Backtest evaluated {v['eval_start'][:16]} → "
+            f"{v['eval_end'][:16]} UTC on each agent's region pools, from the pool it started in, boot {v['boot_s']:.0f} s "
+            f"(how: <code>localmode/demo/compare.py</code>). <b>{verdict}</b>: the product's auto-switch agents cost "
+            f"<b>{v['ratio_to_ours']} ×</b> backtest <code>ours</code> (limit {v['tolerance']}).</p>"
+            f"<table><tr><th>policy</th><th>auto-switch agents $</th><th>$/agent-h</th><th>all agents $</th>"
+            f"<th>$/agent-h</th></tr>{rows}</table>")
+
+
 def html(raw: dict, summary: dict) -> str:
     prices, cost = charts(raw)
     rows = "".join(
@@ -264,6 +384,9 @@ def html(raw: dict, summary: dict) -> str:
     decisions = "".join(f"<li><b>{html_lib.escape(d['action'])}</b> → {html_lib.escape(d['target'])}: "
                         f"{html_lib.escape(d['reason'])}</li>" for d in summary["decision_examples"])
     s = summary
+    agents = "".join(f"<tr><td>{html_lib.escape(name)}</td><td>{v['mode']}</td>"
+                     f"<td>{s['agent_cost_usd'].get(name, 0.0):,.2f}</td><td>{v['hours']}</td><td>{v['longest_h']}</td></tr>"
+                     for name, v in sorted(s["ondemand_primary"].items()))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Spot Optimizer demo report</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1000px}}td,th{{padding:2px 8px;text-align:left}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
@@ -274,6 +397,12 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style
 downtime past the deadlines {s['downtime_s']} s; {s['switches']} switches; {s['decisions']} decisions.</p>
 {prices}
 {cost}
+{_versus_html(s.get("versus_backtest"))}
+<h2>On-demand primaries and capacity back-off</h2>
+<p>{s['ondemand_primary_hours']} primary hours on on-demand in all; {len(s['backoff_violations'])} pools chosen inside
+their back-off window ({s['backoff_choices_checked']} choices checked against the observations table);
+{s['warnings_past_deadline']} interruption warnings handled past their deadline.</p>
+<table><tr><th>agent</th><th>mode</th><th>cost $</th><th>on-demand h</th><th>longest on-demand stretch h</th></tr>{agents}</table>
 <h2>Decisions (examples)</h2><ul>{decisions}</ul>
 <h2>Interruptions</h2><table><tr><th>warning</th><th>pool</th><th>source</th><th>handled by</th><th>now in</th>
 <th>warning → traffic moved (ms)</th></tr>{rows}</table>

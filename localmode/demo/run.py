@@ -9,7 +9,14 @@ the scheduled jobs and the state machine's tasks run) moves to the replay time; 
 3. the demo waits for the failover workflows to finish; a logical agent that got a new instance
    (failover or switch) gets its agent started there;
 4. the scheduled handlers whose period has elapsed run with the replay time (health monitor,
-   replica coordinator, decision cycle, risk scorer, cleanup).
+   replica coordinator, decision cycle, risk scorer, cleanup);
+5. when the decision cycle queued commands or a switched-from instance awaits termination, a minute later
+   the agents pick the commands up (their next heartbeat) and, a minute after that, old agents terminate
+   their instances; while the cycle queues commands it runs again 5 minutes later (a few times at most),
+   so a refused switch is retried elsewhere within minutes, as in production (``Replay.follow_up``).
+
+At the end the summary puts the product's measured cost next to the backtest's policies on the same
+window and pools (``compare.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 import requests
 
 from localmode import embedded_aws
-from localmode.demo import report
+from localmode.demo import compare, report
 from localmode.demo.fleet import Fleet
 from localmode.demo.world import TraceWorld
 from localmode.server import LocalStack
@@ -34,6 +41,12 @@ from localmode.server import LocalStack
 LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "manual-replica"),
           ("train-2", "us-east-1f", "auto-switch"), ("train-3", "us-west-2a", "auto-switch"),
           ("serve-2", "us-west-2b", "manual-replica"), ("train-4", "us-east-2b", "auto-switch"))
+
+# Replay-time offsets of the follow-up phase of a step (``Replay.follow_up``): the agents' next heartbeat
+# after the decision cycle (30 s cadence), then the switch's terminate wait (the demo's 60 s) plus a second.
+PICKUP = timedelta(seconds=60)
+RETIRE = timedelta(seconds=61)
+FOLLOW_UP_CYCLES = 3  # further decision cycles (5 min apart) after one that queued commands
 
 
 class Api:
@@ -71,6 +84,7 @@ class Replay:
 
         self.stack, self.world, self.start, self.clock = stack, world, start, clock
         self.api = Api(stack.api_url)
+        self.open_zones: list[str] | None = None
         self.set_time(start)
         admin = self.admin = Api(stack.api_url, admin_key=stack.admin_key)
         self.model_version: str | None = None
@@ -79,14 +93,25 @@ class Replay:
         self.client = Api(stack.api_url, token=created["client_token"])
         self.fleet = Fleet(world, stack.api_url, created["client_token"], clock.now)
         self.layout = [LAYOUT[i % len(LAYOUT)] for i in range(agents)]
+        self.booted: list[dict] = []  # {"logical", "mode", "az"}: where each agent started (for the backtest)
         self.standby_warned: set[str] = set()
         self.last_run: dict[str, datetime] = {}
         self.timings: dict[str, float] = {}  # wall seconds per phase of a step (printed at the end)
         self.pool = ThreadPoolExecutor(max_workers=max(1, agents), thread_name_prefix="agent")
 
     def set_time(self, when: datetime) -> None:
+        """Replay time in both processes, and the spot capacity the trace has then for the product's own
+        launches (failover, replica coordinator: ``localmode.capacity``), as the agents' EC2 has."""
+        from localmode import capacity
+
         self.clock.set_replay_time(when)
         self.api.call("POST", "/_local/clock", {"now": when.isoformat()})
+        open_now = [z for z in self.world.zones if self.world.available(z, when)]
+        if open_now != self.open_zones:
+            self.api.call("POST", "/_local/capacity", {"offered": self.world.zones, "open": open_now})
+            capacity.install()
+            capacity.STATE.set(self.world.zones, open_now)
+            self.open_zones = open_now
 
     def boot(self) -> None:
         for n, (name, az, mode) in enumerate(self.layout):
@@ -94,6 +119,7 @@ class Replay:
             zones = sorted(self.world.zones, key=lambda z: (z != az, self.world.region_of(z) != self.world.region_of(az)))
             usable = [z for z in zones if self.world.available(z, self.start)]
             self.fleet.boot(logical, (usable or zones)[0])  # where capacity exists at the start
+            self.booted.append({"logical": logical, "mode": mode, "az": (usable or zones)[0]})
             config = {"auto_terminate_enabled": True, "terminate_wait_seconds": 60}
             config["manual_replica_enabled" if mode == "manual-replica" else "auto_switch_enabled"] = True
             self.client.call("POST", f"/api/client/agents/{self.fleet.agent_ids[logical]}/config", config)
@@ -159,17 +185,64 @@ class Replay:
                 moved += 1
         return moved
 
-    def run_schedules(self, now: datetime) -> None:
+    def schedule_time(self, at_least: datetime) -> datetime:
+        """The replay clock now, rounded up to a whole second (a scheduled event's time has whole seconds).
+        The rows this step's agents and failovers wrote carry the step's time plus the real time they took;
+        a cycle run at the step's bare time would see a launch refused half a second later as in its
+        future, and choose that pool again."""
+        now = self.clock.now()
+        return max(at_least, now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0))
+
+    def run_schedules(self, now: datetime) -> int:
+        """Every handler whose period has elapsed; returns how many commands the decision cycle queued."""
         from localmode.invoke import invoke_schedule, scheduled_handlers
 
+        queued = 0
         for name, expression in scheduled_handlers().items():
             last = self.last_run.get(name)
             if last is None or (now - last).total_seconds() >= _period_s(expression) - 1:
                 self.last_run[name] = now
-                invoke_schedule(name, now)
+                result = invoke_schedule(name, now)
+                if name == "decision-cycle" and isinstance(result, dict):
+                    queued += int(result.get("commands_queued", 0))
                 if name == "risk-scorer" and self.model_version:
                     self.admin.call("POST", f"/api/admin/ml-models/{self.model_version}/activate")
                     self.model_version = None
+        return queued
+
+    def follow_up(self, end: datetime, queued: bool) -> int:
+        """What the product does within minutes rather than at the next step: the agents pick up the
+        commands the decision cycle just queued at their next heartbeat (``PICKUP``), and the old agent
+        of a switch terminates its instance ``terminate_wait_seconds`` later (``RETIRE``). When that
+        cycle queued commands (a launch may have been refused: the pool is now in back-off), the decision
+        cycle runs again one period later, and so on while it queues commands, ``FOLLOW_UP_CYCLES`` times
+        at most: a refused switch is retried elsewhere five minutes later, as in production, not at the
+        next step. Without this a switch would wait a whole step for its agent, its old instance another
+        step for its termination, and a refused one a whole step for the next try (demo artefacts, not
+        the product's behaviour)."""
+        from chalicelib.jobs.decision_cycle import CYCLE_S
+        from localmode.invoke import invoke_schedule
+
+        moved, cycle = 0, self.schedule_time(end)
+        for rounds in range(FOLLOW_UP_CYCLES + 1):
+            if rounds:
+                cycle += timedelta(seconds=CYCLE_S)
+                self.set_time(cycle)
+                result = invoke_schedule("decision-cycle", cycle)
+                queued = bool(isinstance(result, dict) and result.get("commands_queued"))
+                self.last_run["decision-cycle"] = cycle
+            if not (queued or self.fleet.retiring):
+                break
+            pickup = cycle + PICKUP
+            self.set_time(pickup)
+            members = list(self.fleet.members.values())
+            list(self.pool.map(lambda m, at=pickup: m.agent.run_due(at), members))
+            moved += self.follow_moves()
+            self.set_time(pickup + RETIRE)
+            self.fleet.run_retiring(pickup + RETIRE)
+            if not queued:
+                break
+        return moved
 
     def step(self, begin: datetime, end: datetime) -> dict:
         timings = self.timings
@@ -188,13 +261,23 @@ class Replay:
             self.wait_for_failovers()
         moved = self.follow_moves()
         t3 = time.perf_counter()
-        self.run_schedules(end)
+        queued = self.run_schedules(self.schedule_time(end))
         if self.follow_moves():
             moved += 1
+        if queued or self.fleet.retiring:
+            moved += self.follow_up(end, bool(queued))
         t4 = time.perf_counter()
         for name, dt in (("signals", t1 - t0), ("agents", t2 - t1), ("failovers", t3 - t2), ("schedules", t4 - t3)):
             timings[name] = timings.get(name, 0.0) + dt
         return {"warned": warned, "moved": moved}
+
+
+def versus_backtest(world: TraceWorld, start: datetime, end: datetime, booted: list[dict], summary: dict) -> dict:
+    """The backtest's policies on this window and these agents' pools, next to the measured costs
+    (``compare``'s docstring says how)."""
+    runs = compare.agent_runs(world.trace, start, end, booted)
+    return compare.table(runs, summary["agent_cost_usd"], {a["logical"]: a["mode"] for a in booted},
+                         (end - start).total_seconds() / 3600)
 
 
 def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, html_path: Path,
@@ -232,6 +315,7 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
         print("  wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in replay.timings.items()), flush=True)
         raw = report.collect(replay.client_id, start, end)
         summary = report.summarize(raw)
+        summary["versus_backtest"] = versus_backtest(world, start, end, replay.booted, summary)
         html_path.write_text(report.html(raw, summary))
         if charts_dir:
             charts_dir.mkdir(parents=True, exist_ok=True)

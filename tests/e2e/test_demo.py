@@ -73,7 +73,22 @@ def test_the_demo_replays_the_trace_through_the_product_and_its_summary_matches_
                for e in warnings if e["traffic_moved_at"])
     assert summary["downtime_s"] == pytest.approx(late, abs=1.0)
     assert summary["cost_usd"] > 0 and summary["ondemand_usd"] > 0
+    assert sum(summary["agent_cost_usd"].values()) == pytest.approx(summary["cost_usd"], abs=0.05)
+    # issue #11: every warning handled before its deadline; no pool chosen inside its capacity back-off
+    assert summary["warnings_past_deadline"] == 0
+    assert summary["backoff_choices_checked"] > 0 and summary["backoff_violations"] == []
+    # the measured cost next to the backtest's policies on the same window and pools, within 1.25 x ours
+    versus = summary["versus_backtest"]
+    assert [r["name"] for r in versus["rows"]] == ["ondemand", "static", "cheapest", "price_capacity", "ours",
+                                                   "oracle", "product (measured)"]
+    product = versus["rows"][-1]
+    auto = [a["logical_agent_id"] for a in raw["agents"] if a["mode"] == "auto-switch"]
+    assert product["auto_usd"] == pytest.approx(sum(summary["agent_cost_usd"][a] for a in auto), abs=0.05)
+    assert versus["passed"] and versus["ratio_to_ours"] <= 1.25, versus
+    assert set(summary["ondemand_primary"]) == {a["logical_agent_id"] for a in raw["agents"]}
     # the report draws both charts and lists the interruptions
     html = page.read_text()
     assert html.count("<svg") == 2 and "Cumulative cost" in html and "Spot price per pool" in html
+    assert "Cost vs the backtest" in html and "PASS" in html
     assert "Summary (computed from what the tables recorded)" in result.stdout
+    assert "Cost vs the backtest" in result.stdout and "PASS: the product's auto-switch agents" in result.stdout

@@ -144,6 +144,16 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
             raise AssertionError("an entry without Source must be rejected")
         except urllib.error.HTTPError as exc:
             assert exc.code == 400
+        # AND the demo's capacity endpoint takes two lists of AZs (null lifts the guard); anything else is a 400
+        assert _http("POST", f"{api}/_local/capacity", {"offered": ["us-east-1a"], "open": []}) == (
+            200, {"offered": ["us-east-1a"], "open": []})
+        assert _http("POST", f"{api}/_local/capacity", {"offered": None})[1]["offered"] is None
+        for bad in ({"offered": "us-east-1a"}, {"offered": [], "open": [3]}):
+            try:
+                _http("POST", f"{api}/_local/capacity", bad)
+                raise AssertionError(f"{bad} must be refused")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 400 and json.loads(exc.read())["error"] == "validation_error"
         # AND the endpoint the embedded AWS hands Lambda tasks to answers as Lambda's Invoke does: the
         # handler's error type comes back (the state machine's Retry/Catch match on it); an unknown
         # function is a 404 and a body that is not JSON a 400

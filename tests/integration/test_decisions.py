@@ -167,3 +167,31 @@ def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_a_pool_passes(a
     assert (command.target_mode, command.target_pool_id) == ("spot", f"{itype}.eu-west-1b")
     [stored] = [d for d in DecisionTable.query(agent_id) if d.command_id == command.command_id]
     assert stored.action == "to_spot" and "back to spot" in stored.reason
+
+
+def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_even_with_its_switch_limits_spent(
+        api, settled_agent):
+    """Issue #11: no agent stays on on-demand longer than one decision cycle while a spot pool passes the
+    policy. The agent spent its daily and weekly switch budget, switched a minute ago (cooldown) and
+    has been on on-demand for a minute only (minimum time in a pool): the first cycle still sends it
+    back to spot, because the limits bound pool-to-pool switches, not the way back from on-demand."""
+    from chalicelib.tables import SwitchTable
+
+    client_id, caller, agent_id, itype = settled_agent
+    now = datetime.now(timezone.utc)
+    AgentTable(client_id, agent_id).update(actions=[
+        AgentTable.current_mode.set("ondemand"), AgentTable.current_pool_id.remove(),
+        AgentTable.last_switch_at.set(now - timedelta(minutes=1)),
+        AgentTable.config.max_switches_per_day.set(1), AgentTable.config.max_switches_per_week.set(1),
+        AgentTable.config.min_pool_duration_hours.set(6)])
+    for n, ago in enumerate((timedelta(hours=5), timedelta(minutes=1))):
+        at = now - ago
+        SwitchTable(client_id, f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#sw-{n}", switch_id=f"sw-{n}",
+                    agent_id=agent_id, new_instance_id=f"i-{n}", new_mode="ondemand", initiated_at=at,
+                    recorded_at=at).save()
+    _set_risk(itype, {"a": 0.95, "b": 0.02, "c": 0.95})
+    invoke_schedule(api, "decision-cycle")
+    [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
+    assert (command.target_mode, command.target_pool_id) == ("spot", f"{itype}.eu-west-1b")
+    [stored] = [d for d in DecisionTable.query(agent_id) if d.command_id == command.command_id]
+    assert stored.action == "to_spot" and stored.inputs["recent_switches"] == 2
