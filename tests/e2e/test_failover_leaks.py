@@ -297,3 +297,28 @@ def test_the_sweeper_resolves_events_stuck_in_detected_once_and_leaves_live_ones
     [told] = notifications(client_id, "interruption_abandoned")
     assert told.severity == "warning" and primary in told.message
     assert_client_safe(told.message)
+
+
+def test_a_step_failing_after_the_hand_over_keeps_the_outcome_and_tells_what_was_left(
+        api, make_tenant, monkeypatch):
+    from chalicelib import failover
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+
+    def retire_fails(state):
+        raise RuntimeError("injected: TerminateInstances denied for arn:aws:iam::123456789012:role/x")
+
+    monkeypatch.setattr(failover, "retire", retire_fails)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "FAILED"
+    replacement = agent_row(client_id, agent_id).instance_id
+    assert replacement != primary and state_of(replacement) == "running"
+    event = only_event(client_id)  # the failover itself worked: its outcome is not rewritten as failed
+    assert (event.status, event.success, event.response_action) == ("resolved", True, "emergency-spot-replacement")
+    assert event.error.startswith("after the hand-over: RuntimeError") and event.old_terminated_at is None
+    assert_client_safe(event.error)
+    assert notifications(client_id, "interruption_failed") == []
+    told = [n for n in notifications(client_id, "interruption") if "later step failed" in n.message]
+    assert len(told) == 1 and primary in told[0].message
+    assert_client_safe(told[0].message)
+    assert_nothing_unrecorded(client_id, agent_id)
