@@ -18,6 +18,8 @@ after the hand-over, at least ``TERMINATION_NOTICE_S`` later (make-before-break)
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Any, Callable
 
@@ -49,12 +51,47 @@ State = dict[str, Any]
 RESPONSE = {FailoverRoute.PROMOTE: "promoted-existing-replica", "spot": "emergency-spot-replacement",
             "ondemand": "on-demand-fallback"}
 PLANNED_RESPONSE = "returned-to-spot"
+HANDOVER_FAILED = "handover-failed"
+_INTERNALS = re.compile(r"arn:aws[\w-]*:\S*|\b\d{12}\b")  # ARNs and account ids never reach a client
 TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
                    "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 
 
+class TrafficNotMoved(Exception):
+    """The replacement is the agent's primary but the EIP / target group could not be moved to it.
+
+    Its own error name: the ASL retries it, then records ``handover-failed`` instead of going on-demand."""
+
+
 def _now() -> datetime:
     return clock.now()
+
+
+def client_cause(error: dict | None) -> str:
+    """A Step Functions error as a client may read it: the error type and the first line of its message;
+    never a stack trace, an ARN or an account id (the full cause goes to the log)."""
+    error = error or {}
+    name, cause = error.get("Error") or "Error", error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+    except (TypeError, ValueError):
+        parsed = None
+    if isinstance(parsed, dict):  # a Lambda error: {"errorMessage", "errorType", "stackTrace"}
+        name, cause = parsed.get("errorType") or name, str(parsed.get("errorMessage") or "")
+    lines = cause.strip().splitlines()
+    text = f"{name}: {lines[0]}" if lines else name
+    return _INTERNALS.sub("[redacted]", text)[:300]
+
+
+def _publish(subject: str, payload: State) -> bool:
+    """The operators' SNS topic, best effort: a notification failure never changes a failover's outcome
+    nor skips its later steps (logged instead)."""
+    try:
+        return sns.publish(subject, payload)
+    except Exception as exc:  # noqa: BLE001 - best effort by design
+        logger.warning("failover notification not sent", extra={
+            "interruption_id": payload.get("interruption_id"), "error": f"{type(exc).__name__}: {exc}"})
+        return False
 
 
 def run_step(step: Callable[[State], State], state: State) -> State:
@@ -218,9 +255,9 @@ def check_ready(state: State) -> State:
         return {**state, "new_instance_id": replica.instance_id, "ready": True, "gave_up": False, "checks": checks}
     lost = info is None or info.state not in ("pending", "running")
     gave_up = lost or checks >= MAX_READY_CHECKS
-    if gave_up and replica.active:
-        replica_repo.transition(replica, ReplicaStatus.FAILED, now,
-                                error_message=f"instance {info.state if info else 'missing'} after {checks} checks")
+    if gave_up and replica.active:  # terminated too: a late boot must not run on unrecorded
+        replicas.retire(replica, ReplicaStatus.FAILED, now,
+                        f"instance {info.state if info else 'missing'} after {checks} checks")
     return {**state, "ready": False, "gave_up": gave_up, "checks": checks}
 
 
@@ -242,14 +279,9 @@ def handover(state: State) -> State:
         else:
             raise
     config = agent.config
-    kind = config.get("handover") or "none"
-    if kind == "eip" and config.get("eip_allocation_id"):
-        ec2.move_eip(agent.region, config["eip_allocation_id"], replica.instance_id)
-    elif kind == "target-group" and config.get("target_group_arn"):
-        ec2.swap_target(agent.region, config["target_group_arn"], state["instance_id"], replica.instance_id,
-                        config.get("target_port"))
-    else:
-        kind = "none"
+    close_replacements(state, now, keep=replica.replica_id,
+                       reason="another replacement of the same interruption took over")
+    kind = _move_traffic(agent, state, replica.instance_id)
     interruptions.set_once(state["client_id"], state["interruption_id"], "traffic_moved_at", now)
     _tell_agents(agent, state, replica.instance_id, now)
     action = (PLANNED_RESPONSE if state.get("planned")
@@ -261,6 +293,52 @@ def handover(state: State) -> State:
     when = _retire_when(state, config, now)
     return {**state, "new_instance_id": replica.instance_id, "handover": kind, "response_action": action,
             "retire_old": when is not None, "retire_at": iso(when) if when else None}
+
+
+def _move_traffic(agent: AgentRecord, state: State, new_instance_id: str) -> str:
+    """Point the EIP or target group at the new primary; the hand-over kind done. Any failure (after the
+    promotion) is TrafficNotMoved: retried by the ASL, then recorded as ``handover-failed``."""
+    config = agent.config
+    kind = config.get("handover") or "none"
+    try:
+        if kind == "eip" and config.get("eip_allocation_id"):
+            ec2.move_eip(agent.region, config["eip_allocation_id"], new_instance_id)
+        elif kind == "target-group" and config.get("target_group_arn"):
+            ec2.swap_target(agent.region, config["target_group_arn"], state["instance_id"], new_instance_id,
+                            config.get("target_port"))
+        else:
+            kind = "none"
+    except (ec2.Ec2Error, ClientError, BotoCoreError) as exc:
+        logger.warning("traffic not moved", extra={"interruption_id": state["interruption_id"], "handover": kind,
+                                                   "error": str(exc)})
+        raise TrafficNotMoved(f"{kind} hand-over to {new_instance_id} failed: {exc}") from exc
+    return kind
+
+
+def close_replacements(state: State, now: datetime, *, keep: str | None, reason: str) -> list[str]:
+    """Terminate every replacement this interruption launched that is not serving (except ``keep``),
+    attached to its row or only tagged with it, and close the active rows: nothing we launched for the
+    event keeps running unrecorded. A promoted replacement and the agent's instance are never touched.
+    Returns the instance ids terminated."""
+    agent = _agent(state)
+    serving = agent.instance_id if agent else None
+    region = state.get("region") or (agent.region if agent else None)
+    mine = [r for r in replica_repo.for_agent(state["agent_id"])
+            if r.interruption_id == state["interruption_id"] and r.replica_type == ReplicaType.TERMINATION.value
+            and r.replica_id != keep]
+    spared = {serving} | {r.instance_id for r in mine if r.status is ReplicaStatus.PROMOTED}
+    for replica in mine:
+        if replica.active and replica.instance_id not in spared:
+            replicas.retire(replica, ReplicaStatus.FAILED if replica.status is ReplicaStatus.LAUNCHING
+                            else ReplicaStatus.TERMINATED, now, reason)
+    if not region or not mine:
+        return []
+    live = [i.instance_id for i in ec2.replica_instances(region, [r.replica_id for r in mine])
+            if i.instance_id not in spared]
+    terminated = ec2.terminate(region, live) if live else []
+    for instance_id in terminated:
+        replica_repo.deactivate_instance(instance_id, state["client_id"], now)
+    return terminated
 
 
 def _retire_when(state: State, config: dict, now: datetime) -> datetime | None:
@@ -326,7 +404,7 @@ def record(state: State) -> State:
     activity.record_event("failover_completed", message, now, severity="warning", client_id=state["client_id"],
                           agent_id=state["agent_id"], instance_id=state["instance_id"],
                           metadata={"interruption_id": state["interruption_id"], "failover_time_ms": elapsed_ms})
-    sns.publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
+    _publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
     metrics.add_metric(name="FailoverTime", unit=MetricUnit.Milliseconds, value=elapsed_ms)
     publish_metrics()
     return {**state, "failover_time_ms": elapsed_ms}
@@ -372,7 +450,7 @@ def abandon(state: State) -> State:
     the event says why, and the coordinator may try again with a ready standby after the claim window."""
     now = _now()
     error = state.get("error") or {}
-    cause = f"planned return abandoned: {error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    cause = f"planned return abandoned: {client_cause(error)}"
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
         interruptions.update(state["client_id"], state["interruption_id"], error=cause[:1000])
@@ -386,12 +464,20 @@ def abandon(state: State) -> State:
 
 
 def failed(state: State) -> State:
-    """Every path failed: mark the event failed and raise the alarm — never a silent failure."""
+    """Every path failed, or the hand-over could not move the traffic: the event says what is true, the
+    client is told (no internals), and no replacement is left running unrecorded — never silent."""
     now = _now()
     if state.get("planned"):
         return abandon(state)
     error = state.get("error") or {}
-    cause = f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    cause = client_cause(error)
+    logger.error("failover failed", extra={"interruption_id": state["interruption_id"], "error": error})
+    if error.get("Error") == TrafficNotMoved.__name__:
+        return _traffic_not_moved(state, cause, now)
+    event = interruptions.get(state["client_id"], state["interruption_id"])
+    if event is not None and event.traffic_moved_at is not None:
+        return _failed_after_handover(state, cause, now)
+    terminated = close_replacements(state, now, keep=None, reason="failover failed: replacement not serving")
     interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
                          completed_at=now, error=cause)
     message = f"failover for {state['instance_id']} FAILED: {cause}"
@@ -399,8 +485,48 @@ def failed(state: State) -> State:
                     agent_id=state["agent_id"])
     activity.record_event("failover_failed", message, now, severity="critical", client_id=state["client_id"],
                           agent_id=state["agent_id"], instance_id=state["instance_id"],
-                          metadata={"interruption_id": state["interruption_id"]})
-    sns.publish("Spot Optimizer failover FAILED", {**state, "cause": cause})
+                          metadata={"interruption_id": state["interruption_id"], "terminated": terminated})
+    _publish("Spot Optimizer failover FAILED", {**state, "cause": cause, "terminated": terminated})
     metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
     publish_metrics()
+    return {**state, "terminated_replacements": terminated}
+
+
+def _traffic_not_moved(state: State, cause: str, now: datetime) -> State:
+    """The replacement is the primary (recorded, serving the agent) but the EIP/target group still points
+    at the old instance: ``handover-failed``, the old instance kept, the client asked to move it."""
+    replica = replica_repo.get(state["agent_id"], state["replica_id"]) if state.get("replica_id") else None
+    new_instance = replica.instance_id if replica else state.get("new_instance_id")
+    agent = _agent(state)
+    kind = (agent.config.get("handover") if agent else None) or "none"
+    interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
+                         completed_at=now, response_action=HANDOVER_FAILED, handover=kind, error=cause,
+                         replica_id=replica.replica_id if replica else None, new_instance_id=new_instance)
+    message = (f"failover for {state['instance_id']}: the replacement {new_instance} is running and registered "
+               f"as the primary, but the {kind} could not be moved to it ({cause}); move it manually. "
+               f"{state['instance_id']} was not terminated.")
+    activity.notify(state["client_id"], "interruption_failed", message, now, severity="critical",
+                    agent_id=state["agent_id"])
+    activity.record_event("failover_handover_failed", message, now, severity="critical",
+                          client_id=state["client_id"], agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          metadata={"interruption_id": state["interruption_id"]})
+    _publish("Spot Optimizer failover: traffic NOT moved", {**state, "cause": cause})
+    metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
+    publish_metrics()
+    return {**state, "response_action": HANDOVER_FAILED}
+
+
+def _failed_after_handover(state: State, cause: str, now: datetime) -> State:
+    """A step after the hand-over failed (retiring the old instance, the next standby): the failover
+    itself stands (event unchanged but for the note); the client hears what was left undone."""
+    event = interruptions.require(state["client_id"], state["interruption_id"])
+    fields = {} if event.status == "resolved" else {"status": "resolved", "success": True, "completed_at": now}
+    interruptions.update(state["client_id"], state["interruption_id"], error=f"after the hand-over: {cause}",
+                         **fields)
+    message = (f"failover for {state['instance_id']} completed, but a later step failed ({cause}); "
+               f"{state['instance_id']} may still be running")
+    activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
+    activity.record_event("failover_followup_failed", message, now, severity="warning", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          metadata={"interruption_id": state["interruption_id"]})
     return state

@@ -21,12 +21,12 @@ from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 from components.capacity import CapacityObservation
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
-from components.sentinel import Signal, SignalKind, capacity_kind, parse_event, signal_key
+from components.sentinel import Signal, SignalKind, capacity_kind, parse_event, signal_key, stopped_by_user
 from components.sentinel.errors import InvalidSignalError
 
 from chalicelib import clock, replicas
 from chalicelib.api.views import iso
-from chalicelib.aws import stepfunctions
+from chalicelib.aws import ec2, stepfunctions
 from chalicelib.observability import logger
 from chalicelib.repositories import activity, agents, interruptions, observations, pools
 from chalicelib.repositories import replicas as replica_repo
@@ -89,6 +89,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
         return {"action": "ignored", "reason": "instance is no longer the agent's primary"}
     if signal.kind is SignalKind.STATE_CHANGE and not signal.starts_failover:
         return {"action": "ignored", "reason": f"state {signal.state}"}
+    if signal.kind is SignalKind.STATE_CHANGE and _user_stop(agent, signal, now):
+        return {"action": "ignored", "reason": "stopped by the user: no failover"}
     row = InterruptionTable(
         agent.client_id, interruptions.new_interruption_id(signal.detected_at), agent_id=agent.agent_id,
         instance_id=signal.instance_id, pool_id=agent.current_pool_id if agent.current_mode == "spot" else None,
@@ -104,6 +106,19 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     if signal.starts_failover:
         return _start_failover(agent, row, now)
     return _rebalance(agent, row, now)
+
+
+def _user_stop(agent: AgentRecord, signal: Signal, now: datetime) -> bool:
+    """Did the customer stop their primary (EC2's state reason)? Then it is theirs to restart: no failover,
+    no termination, no capacity observation; audited. An EC2 error propagates (EventBridge retries)."""
+    if signal.state not in ("stopping", "stopped"):
+        return False
+    reason = ec2.state_reason(signal.region or agent.region, signal.instance_id)
+    if not stopped_by_user(signal.state, reason):
+        return False
+    activity.record_event("instance_stopped_by_user", f"{signal.instance_id} {signal.state} ({reason}): no failover",
+                          now, client_id=agent.client_id, agent_id=agent.agent_id, instance_id=signal.instance_id)
+    return True
 
 
 def _instance(instance_id: str) -> InstanceTable | None:

@@ -149,6 +149,23 @@ def managed_instances(region: str) -> list[InstanceInfo]:
     return [_info(raw) for raw in _describe_raw(region, filters)]
 
 
+def replica_instances(region: str, replica_ids: list[str]) -> list[InstanceInfo]:
+    """Live instances tagged with any of ``replica_ids`` (attached to their row or not): what a failed
+    failover must not leave running."""
+    if not replica_ids:
+        return []
+    filters = [{"Name": f"tag:{TAG_REPLICA}", "Values": list(dict.fromkeys(replica_ids))},
+               {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+    return [_info(raw) for raw in _describe_raw(region, filters)]
+
+
+def state_reason(region: str, instance_id: str) -> str | None:
+    """EC2's ``StateReason.Code`` of the instance's last state change (``Client.UserInitiatedShutdown``,
+    ``Server.SpotInstanceShutdown``, ...); None when the instance is unknown or EC2 gives none."""
+    found = _describe_raw(region, [{"Name": "instance-id", "Values": [instance_id]}])
+    return (found[0].get("StateReason") or {}).get("Code") or None if found else None
+
+
 def _pick_subnet(region: str, spec: LaunchSpec, source: dict | None) -> str:
     """Stay in the primary's network: its subnet if same AZ, else a subnet of its VPC in the target AZ."""
     if source and source.get("SubnetId") and source.get("Placement", {}).get("AvailabilityZone") == spec.az:

@@ -41,6 +41,19 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
 
 
+def is_running(name: str, state_machine_arn: str | None = None) -> bool:
+    """Is the execution ``name`` (an interruption id) running? False when it was never started."""
+    arn = state_machine_arn or get_settings().failover_state_machine_arn
+    if not arn:
+        return False
+    try:
+        return status(execution_arn(arn, name)) == "RUNNING"
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return False
+        raise
+
+
 def status(execution: str) -> str:
     """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED."""
     return _client().describe_execution(executionArn=execution)["status"]

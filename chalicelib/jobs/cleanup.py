@@ -3,7 +3,9 @@
 An instance tagged ``ManagedBy=SpotOptimizer`` is kept while the instances table knows it as active,
 or while its replica row is active and (still) points at it. Otherwise it is an orphan (launched,
 never attached; or left behind by a closed replica) and is terminated once it is older than the grace
-period, which covers the launch → attach gap. Pre-warmed standbys past their expiry are closed too.
+period, which covers the launch → attach gap. An old primary is kept while its agent has
+auto-terminate off (the customer keeps it). Pre-warmed standbys past their expiry are closed too, and
+interruptions stuck in ``detected`` (no execution running) are resolved as ``abandoned``.
 Every action is written to the audit log.
 """
 
@@ -15,13 +17,17 @@ from datetime import datetime, timedelta
 from components.replica_coordinator import ReplicaStatus
 
 from chalicelib import replicas
-from chalicelib.aws import ec2
+from chalicelib.aws import ec2, stepfunctions
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
-from chalicelib.repositories import activity
+from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
+
+
+STUCK_DETECTED_S = 15 * 60  # an event "detected" this long with no execution running was never handled
+ABANDONED = "abandoned"
 
 
 def managed_regions() -> list[str]:
@@ -36,7 +42,7 @@ def managed_regions() -> list[str]:
 def _owned(info: ec2.InstanceInfo) -> bool:
     try:
         row = InstanceTable.get(info.instance_id, consistent_read=True)
-        if row.is_active:
+        if row.is_active or _kept_old_primary(row):
             return True
     except InstanceTable.DoesNotExist:
         pass
@@ -45,6 +51,14 @@ def _owned(info: ec2.InstanceInfo) -> bool:
         replica = replica_repo.get(agent_id, replica_id)
         return replica is not None and replica.active and replica.instance_id in (None, info.instance_id)
     return False
+
+
+def _kept_old_primary(row: InstanceTable) -> bool:
+    """A replaced primary (never retired by us) whose agent has auto-terminate off: the customer's call."""
+    if row.role != "primary" or row.terminated_at is not None:
+        return False
+    agent = agents.get(row.client_id, row.agent_id)
+    return agent is not None and not agent.deleted and not agent.config.get("auto_terminate_enabled")
 
 
 def orphans(region: str, now: datetime) -> list[ec2.InstanceInfo]:
@@ -64,10 +78,33 @@ def expire_standbys(now: datetime) -> list[str]:
     return expired
 
 
+def sweep_stuck(now: datetime) -> list[str]:
+    """Resolve events stuck in ``detected`` past STUCK_DETECTED_S with no execution running as
+    ``abandoned`` (conditional on the status: a late workflow or a second sweeper wins or changes nothing)."""
+    swept = []
+    for row in interruptions.stuck("detected", now - timedelta(seconds=STUCK_DETECTED_S)):
+        if stepfunctions.is_running(row.interruption_id):
+            continue
+        reason = (f"never handled: still detected {int((now - row.detected_at).total_seconds() // 60)} min after "
+                  "the signal, with no failover running")
+        if not interruptions.update_if(row.client_id, row.interruption_id, "detected", status="resolved",
+                                       success=False, response_action=ABANDONED, error=reason, completed_at=now):
+            continue
+        swept.append(row.interruption_id)
+        message = f"{row.signal_type} for {row.instance_id}: {reason}; check the instance"
+        activity.notify(row.client_id, "interruption_abandoned", message, now, severity="warning",
+                        agent_id=row.agent_id)
+        activity.record_event("interruption_abandoned", message, now, severity="warning", client_id=row.client_id,
+                              agent_id=row.agent_id, instance_id=row.instance_id,
+                              metadata={"interruption_id": row.interruption_id})
+    return swept
+
+
 def run(now: datetime) -> dict:
     """One reconciliation; returns (and records) what was terminated and expired."""
     logger.append_keys(job="cleanup")
     expired = expire_standbys(now)
+    abandoned = sweep_stuck(now)
     terminated: list[str] = []
     for region in managed_regions():
         found = orphans(region, now)
@@ -78,7 +115,7 @@ def run(now: datetime) -> dict:
                                       f"(replica {info.tags.get(ec2.TAG_REPLICA)})", now, severity="warning",
                                       client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
                                       instance_id=info.instance_id, metadata={"tags": info.tags})
-    result = {"expired": expired, "terminated": terminated}
+    result = {"expired": expired, "terminated": terminated, "abandoned": abandoned}
     if expired or terminated:
         activity.record_event("cleanup", f"cleanup expired {len(expired)} standbys, terminated {len(terminated)} "
                               "orphans", now, metadata=result)

@@ -87,6 +87,26 @@ def update(client_id: str, interruption_id: str, **fields: Any) -> None:
             raise
 
 
+def update_if(client_id: str, interruption_id: str, expected_status: str, **fields: Any) -> bool:
+    """Set fields only while the event still has ``expected_status``; True if this call wrote them."""
+    actions = [getattr(InterruptionTable, k).remove() if v is None else getattr(InterruptionTable, k).set(v)
+               for k, v in fields.items()]
+    try:
+        InterruptionTable(client_id, interruption_id).update(
+            actions=actions, condition=InterruptionTable.status == expected_status)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def stuck(status: str, before: datetime) -> list[InterruptionTable]:
+    """Events still in ``status`` detected before ``before`` (the cleanup job's batch scan)."""
+    condition = (InterruptionTable.status == status) & (InterruptionTable.detected_at < before)
+    return list(InterruptionTable.scan(filter_condition=condition))
+
+
 def set_once(client_id: str, interruption_id: str, name: str, value: datetime) -> None:
     """Stamp a timing only if it is not set yet (retried steps keep the first time)."""
     attribute = getattr(InterruptionTable, name)

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from components.pool_id import parse_pool_id
@@ -169,28 +169,32 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
 
 def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
                     lifecycle: str | None = None) -> ReplicaRecord:
-    """Record the EC2 instance of a replica (once) and index it in the instances table as a standby."""
-    row = ReplicaTable(replica.agent_id, replica.replica_id)
+    """Record the EC2 instance of a replica (once) and index it in the instances table as a standby.
+
+    One transaction: a half-done attach (replica row pointing at the instance, no instances row) would
+    make a retry return early and leave the instance running unowned (#12). Idempotent: attaching the
+    same instance again rewrites the same values."""
+    mode = lifecycle or replica.lifecycle
+    instance = InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
+                             instance_type=replica.instance_type, region=replica.region, az=replica.az,
+                             mode=mode, pool_id=replica.pool_id, role="standby", replica_id=replica.replica_id,
+                             lifecycle=mode, spot_price=replica.hourly_cost if mode == "spot" else None,
+                             is_active=True, installed_at=now, updated_at=now)
     try:
-        row.update(actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
-                            ReplicaTable.updated_at.set(now)],
-                   condition=ReplicaTable.replica_id.exists()
-                   & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
-    except UpdateError as exc:
-        if condition_failed(exc):
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
+                      actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
+                               ReplicaTable.updated_at.set(now)],
+                      condition=ReplicaTable.replica_id.exists()
+                      & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
+            tx.save(instance, condition=InstanceTable.instance_id.does_not_exist()
+                    | (InstanceTable.replica_id == replica.replica_id))
+    except TransactWriteError as exc:
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
             raise ConflictError("replica already has another instance", field="instance_id",
                                 code="replica_instance_conflict") from exc
-        raise
-    try:
-        InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
-                      instance_type=replica.instance_type, region=replica.region, az=replica.az,
-                      mode=lifecycle or replica.lifecycle, pool_id=replica.pool_id, role="standby",
-                      replica_id=replica.replica_id, lifecycle=lifecycle or replica.lifecycle,
-                      spot_price=replica.hourly_cost if (lifecycle or replica.lifecycle) == "spot" else None,
-                      is_active=True, installed_at=now, updated_at=now).save(
-            condition=InstanceTable.instance_id.does_not_exist() | (InstanceTable.replica_id == replica.replica_id))
-    except PutError as exc:
-        if condition_failed(exc):
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                 code="instance_conflict") from exc
         raise

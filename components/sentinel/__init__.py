@@ -21,6 +21,7 @@ from components.sentinel.signals import (
     parse_event,
     signal_group,
     signal_key,
+    stopped_by_user,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "parse_event",
     "signal_group",
     "signal_key",
+    "stopped_by_user",
     "InvalidSignalError",
     "INVESTIGATE_IMMEDIATELY",
     "MONITOR_CLOSELY",

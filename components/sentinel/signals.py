@@ -31,10 +31,12 @@ __all__ = [
     "parse_event",
     "signal_group",
     "signal_key",
+    "stopped_by_user",
 ]
 
 TERMINATION_NOTICE_S = 120  # AWS gives two minutes between the warning and the interruption
 LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+STOP_STATES = frozenset({"stopping", "stopped"})
 
 
 class SignalKind(str, Enum):
@@ -139,6 +141,19 @@ def capacity_kind(kind: SignalKind | str, state: str | None = None) -> Observati
     if kind is SignalKind.STATE_CHANGE and state in LOST_STATES:
         return ObservationKind.AWS_STOPPED
     return None
+
+
+def stopped_by_user(state: str | None, reason_code: str | None) -> bool:
+    """A stop the customer initiated (console/API, or their OS shutting down): EC2's ``StateReason`` code
+    is a ``Client.*`` one. Such an instance is not failed over nor terminated. A ``Server.*`` reason (spot
+    interruption, scheduled stop, hardware) or an unknown one is AWS taking the instance: failover.
+
+    >>> stopped_by_user("stopped", "Client.UserInitiatedShutdown"), stopped_by_user("stopping", "Server.SpotInstanceShutdown")
+    (True, False)
+    >>> stopped_by_user("stopped", None), stopped_by_user("terminated", "Client.UserInitiatedShutdown")
+    (False, False)
+    """
+    return state in STOP_STATES and bool(reason_code) and reason_code.startswith("Client.")
 
 
 def claim_is_stale(claimed_at: datetime, now: datetime, window_s: int) -> bool:

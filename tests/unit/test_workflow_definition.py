@@ -32,15 +32,18 @@ def test_every_task_retries_transient_errors_with_backoff():
 
 def test_every_task_but_the_failure_recorder_catches_into_a_fallback_or_the_failure_path():
     for name, state in TASKS.items():
-        if name == "RecordFailure":
-            assert "Catch" not in state and state["Next"] == "Failed"
+        if name in ("RecordFailure", "RecordHandoverFailed"):
+            assert "Catch" not in state and ASL["States"][state["Next"]]["Type"] == "Fail"
             continue
         targets = {c["Next"] for c in state["Catch"]}
-        assert targets <= {"UseOnDemand", "RecordFailure", "HandoverFailed"}, name
+        assert targets <= {"UseOnDemand", "RecordFailure", "HandoverFailed", "RecordHandoverFailed"}, name
     fallback = ASL["States"]["HandoverFailed"]
     assert fallback["Default"] == "UseOnDemand" and fallback["Choices"][0]["Next"] == "RecordFailure"
     assert ASL["States"]["LaunchReplacement"]["Catch"][0]["Next"] == "UseOnDemand"
     assert ASL["States"]["Plan"]["Catch"][0]["Next"] == "UseOnDemand"
+    # traffic that did not move after the promotion is recorded as such, never sent to a second launch
+    assert ASL["States"]["Handover"]["Catch"][0] == {"ErrorEquals": ["TrafficNotMoved"], "ResultPath": "$.error",
+                                                     "Next": "RecordHandoverFailed"}
 
 
 def test_every_next_names_a_state():
