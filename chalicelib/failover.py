@@ -38,7 +38,7 @@ from components.timeutil import parse_iso
 from chalicelib import bootstrap, clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
-from chalicelib.errors import ConflictError
+from chalicelib.errors import ConflictError, public_cause
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -373,12 +373,14 @@ def abandon(state: State) -> State:
     now = _now()
     error = state.get("error") or {}
     cause = f"planned return abandoned: {error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    shown = f"planned return abandoned: {public_cause(error)}"  # clients read the event: no internals
+    logger.warning("planned return abandoned", extra={"interruption_id": state["interruption_id"], "cause": cause})
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
-        interruptions.update(state["client_id"], state["interruption_id"], error=cause[:1000])
+        interruptions.update(state["client_id"], state["interruption_id"], error=shown)
         return state
     interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=False,
-                         response_action="no-action", completed_at=now, error=cause)
+                         response_action="no-action", completed_at=now, error=shown)
     activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", now, severity="warning",
                           client_id=state["client_id"], agent_id=state["agent_id"],
                           instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]})
@@ -392,11 +394,13 @@ def failed(state: State) -> State:
         return abandon(state)
     error = state.get("error") or {}
     cause = f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"[:1000]
+    shown = public_cause(error)  # the client's event and notification: no stack trace, ARN or account id
+    logger.error("failover failed", extra={"interruption_id": state["interruption_id"], "cause": cause})
     interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
-                         completed_at=now, error=cause)
+                         completed_at=now, error=shown)
+    activity.notify(state["client_id"], "interruption_failed", f"failover for {state['instance_id']} FAILED: {shown}",
+                    now, severity="critical", agent_id=state["agent_id"])
     message = f"failover for {state['instance_id']} FAILED: {cause}"
-    activity.notify(state["client_id"], "interruption_failed", message, now, severity="critical",
-                    agent_id=state["agent_id"])
     activity.record_event("failover_failed", message, now, severity="critical", client_id=state["client_id"],
                           agent_id=state["agent_id"], instance_id=state["instance_id"],
                           metadata={"interruption_id": state["interruption_id"]})
