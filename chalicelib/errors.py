@@ -7,6 +7,7 @@ can send ends in a 4xx; only our own faults (or AWS outages) produce a 5xx.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -78,8 +79,44 @@ class UnsupportedMediaTypeError(ApiError):
     status, code = 415, "unsupported_media_type"
 
 
+class InternalError(ApiError):
+    """Our own fault: the client learns nothing but that (the details are in the logs)."""
+
+    status, code = 500, "internal_error"
+
+    def __init__(self, message: str = "internal error; it has been logged", **kwargs) -> None:
+        super().__init__(message, **kwargs)
+
+
 class ServiceUnavailableError(ApiError):
     status, code = 503, "service_unavailable"
+
+
+_ARN = re.compile(r"arn:aws[a-z-]*:[^\s\"',;()<>]*")
+_ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def redact(text: str, limit: int = 300) -> str:
+    """Text fit for a client: its first line, without ARNs or account ids (stack traces, the full
+    message and the ids stay in the logs and the admin activity log)."""
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    first = _ACCOUNT_ID.sub("<account>", _ARN.sub("<arn>", first))
+    return first[:limit]
+
+
+def public_cause(error: dict[str, Any] | None) -> str:
+    """A Step Functions error (``{"Error", "Cause"}``; a Lambda's Cause is JSON with its stack trace)
+    as a client may read it: the error's name and the first line of its message, redacted."""
+    error = error or {}
+    name, cause = str(error.get("Error") or "Error"), str(error.get("Cause") or "")
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        parsed = None
+    message = str(parsed.get("errorMessage") or "") if isinstance(parsed, dict) else cause
+    if message.lstrip().startswith("Traceback"):
+        message = ""
+    return redact(f"{name}: {message}" if message else name)
 
 
 def _pydantic_field(exc: PydanticValidationError) -> tuple[str | None, str]:

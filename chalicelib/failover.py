@@ -18,8 +18,6 @@ after the hand-over, at least ``TERMINATION_NOTICE_S`` later (make-before-break)
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime
 from typing import Any, Callable
 
@@ -40,7 +38,7 @@ from components.timeutil import parse_iso
 from chalicelib import bootstrap, clock, replicas
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
-from chalicelib.errors import ConflictError
+from chalicelib.errors import ConflictError, public_cause
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -52,7 +50,6 @@ RESPONSE = {FailoverRoute.PROMOTE: "promoted-existing-replica", "spot": "emergen
             "ondemand": "on-demand-fallback"}
 PLANNED_RESPONSE = "returned-to-spot"
 HANDOVER_FAILED = "handover-failed"
-_INTERNALS = re.compile(r"arn:aws[\w-]*:\S*|\b\d{12}\b")  # ARNs and account ids never reach a client
 TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
                    "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 
@@ -65,22 +62,6 @@ class TrafficNotMoved(Exception):
 
 def _now() -> datetime:
     return clock.now()
-
-
-def client_cause(error: dict | None) -> str:
-    """A Step Functions error as a client may read it: the error type and the first line of its message;
-    never a stack trace, an ARN or an account id (the full cause goes to the log)."""
-    error = error or {}
-    name, cause = error.get("Error") or "Error", error.get("Cause") or ""
-    try:
-        parsed = json.loads(cause)
-    except (TypeError, ValueError):
-        parsed = None
-    if isinstance(parsed, dict):  # a Lambda error: {"errorMessage", "errorType", "stackTrace"}
-        name, cause = parsed.get("errorType") or name, str(parsed.get("errorMessage") or "")
-    lines = cause.strip().splitlines()
-    text = f"{name}: {lines[0]}" if lines else name
-    return _INTERNALS.sub("[redacted]", text)[:300]
 
 
 def _publish(subject: str, payload: State) -> bool:
@@ -450,10 +431,10 @@ def abandon(state: State) -> State:
     the event says why, and the coordinator may try again with a ready standby after the claim window."""
     now = _now()
     error = state.get("error") or {}
-    cause = f"planned return abandoned: {client_cause(error)}"
+    cause = f"planned return abandoned: {public_cause(error)}"
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
-        interruptions.update(state["client_id"], state["interruption_id"], error=cause[:1000])
+        interruptions.update(state["client_id"], state["interruption_id"], error=cause)
         return state
     interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=False,
                          response_action="no-action", completed_at=now, error=cause)
@@ -470,7 +451,7 @@ def failed(state: State) -> State:
     if state.get("planned"):
         return abandon(state)
     error = state.get("error") or {}
-    cause = client_cause(error)
+    cause = public_cause(error)
     logger.error("failover failed", extra={"interruption_id": state["interruption_id"], "error": error})
     if error.get("Error") == TrafficNotMoved.__name__:
         return _traffic_not_moved(state, cause, now)
@@ -480,9 +461,9 @@ def failed(state: State) -> State:
     terminated = close_replacements(state, now, keep=None, reason="failover failed: replacement not serving")
     interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
                          completed_at=now, error=cause)
+    activity.notify(state["client_id"], "interruption_failed", f"failover for {state['instance_id']} FAILED: {cause}",
+                    now, severity="critical", agent_id=state["agent_id"])
     message = f"failover for {state['instance_id']} FAILED: {cause}"
-    activity.notify(state["client_id"], "interruption_failed", message, now, severity="critical",
-                    agent_id=state["agent_id"])
     activity.record_event("failover_failed", message, now, severity="critical", client_id=state["client_id"],
                           agent_id=state["agent_id"], instance_id=state["instance_id"],
                           metadata={"interruption_id": state["interruption_id"], "terminated": terminated})

@@ -26,7 +26,7 @@ from components.replica_coordinator import ReplicaStatus, ReplicaType, rank_pool
 
 from chalicelib import decisions
 from chalicelib.aws import ec2
-from chalicelib.errors import ConflictError, InvalidInputError
+from chalicelib.errors import ConflictError, InvalidInputError, redact
 from chalicelib.repositories import activity, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -116,7 +116,7 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
     try:
         info = ec2.launch(spec)
     except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
-        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=str(exc)[:500])
+        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500))
         code = getattr(exc, "code", None)
         if refusal_kind(code):
             _observe_launch(failed, ObservationKind.LAUNCH_REFUSED, failed.terminated_at or now, code=code)

@@ -7,7 +7,6 @@ JSON error shape (chalicelib.errors) instead of Chalice's generic 500.
 from __future__ import annotations
 
 import functools
-import json
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -15,13 +14,8 @@ from chalice import Blueprint, Response
 from pydantic import BaseModel
 
 from chalicelib import auth, clock
-from chalicelib.errors import (
-    BadRequestError,
-    InvalidInputError,
-    PayloadTooLargeError,
-    error_response,
-    translate,
-)
+from chalicelib.api.inputs import check_path_params, int_param, parse_body
+from chalicelib.errors import InternalError, error_response, translate
 from chalicelib.observability import logger
 from chalicelib.repositories import activity
 from chalicelib.repositories.clients import ClientRecord
@@ -39,12 +33,13 @@ def _guarded(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         try:
+            check_path_params(kwargs)
             return view(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated or logged below, never swallowed
+        except Exception as exc:  # noqa: BLE001 - translated, or logged in full and answered generically
             error = translate(exc)
             if error is None:
                 logger.exception("unhandled error")
-                raise
+                error = InternalError()
             return error_response(error)
 
     return wrapper
@@ -64,21 +59,9 @@ class ApiBlueprint(Blueprint):
 
 
 def raw_json(request) -> dict[str, Any]:
-    """The request body as a JSON object; {} when empty. 413 when over the size limit."""
-    raw = request.raw_body or b""
-    limit = get_settings().max_body_bytes
-    declared = (request.headers or {}).get("content-length")
-    if len(raw) > limit or (declared and declared.isdigit() and int(declared) > limit):
-        raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequestError("request body is not valid JSON", code="malformed_json") from None
-    if not isinstance(body, dict):
-        raise InvalidInputError("request body must be a JSON object")
-    return body
+    """The request body as a JSON object; {} when empty (chalicelib.api.inputs checks it)."""
+    return parse_body(request.raw_body or b"", limit=get_settings().max_body_bytes,
+                      declared=(request.headers or {}).get("content-length"))
 
 
 def validate(schema: type[SchemaT], body: dict[str, Any]) -> SchemaT:
@@ -106,14 +89,7 @@ def page_params(request) -> tuple[int, str | None]:
     """``limit`` (1..max, default from settings) and ``next_token`` from the query string."""
     params = request.query_params or {}
     settings = get_settings()
-    raw_limit = params.get("limit")
-    if raw_limit is None:
-        limit = settings.default_page_size
-    elif not raw_limit.isdigit() or not 1 <= int(raw_limit) <= settings.max_page_size:
-        raise InvalidInputError(f"limit must be an integer from 1 to {settings.max_page_size}",
-                                field="limit")
-    else:
-        limit = int(raw_limit)
+    limit = int_param(params, "limit", default=settings.default_page_size, low=1, high=settings.max_page_size)
     return limit, params.get("next_token")
 
 

@@ -31,8 +31,20 @@ def _not_bool(value: object) -> object:
     return value
 
 
+# Timestamps a client may send: anything outside is a typo or an attack, and near datetime's own limits
+# (year 1 / 9999) adding a lease or a retention period overflows.
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+    if not EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP:
+        raise ValueError(f"timestamp must be from {EARLIEST_TIMESTAMP.year} to {LATEST_TIMESTAMP.year - 1} (UTC)")
+    return value
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
