@@ -152,6 +152,12 @@ def test_the_daemon_end_to_end_against_local_mode(local_mode, tmp_path):
         try:
             # WHEN agent A starts THEN it registers, heartbeats online and reports prices
             agent_id = _wait("registration", lambda: a.state().get("agent_id"), procs=[a.proc])
+            # manual control before the first price report: the decision cycle (every 5 s at this clock
+            # speed, no minimum stay by default) would otherwise move X itself before the client does
+            status, _ = _http("POST", f"{api}/api/client/agents/{agent_id}/config",
+                              {"auto_switch_enabled": False, "auto_terminate_enabled": True,
+                               "terminate_wait_seconds": 1}, auth)
+            assert status == 200
             key = {"client_id": {"S": client["client_id"]}, "agent_id": {"S": agent_id}}
             row = _wait("online", lambda: (r := ddb.get_item(TableName="spot-optimizer-local-agents", Key=key)
                                            .get("Item")) and r.get("last_heartbeat_at") and r)
@@ -159,10 +165,6 @@ def test_the_daemon_end_to_end_against_local_mode(local_mode, tmp_path):
             _wait("a price report", lambda: ddb.query(
                 TableName="spot-optimizer-local-pricing-reports", KeyConditionExpression="agent_id = :a",
                 ExpressionAttributeValues={":a": {"S": agent_id}})["Count"] >= 1)
-            status, _ = _http("POST", f"{api}/api/client/agents/{agent_id}/config",
-                              {"auto_switch_enabled": False, "auto_terminate_enabled": True,
-                               "terminate_wait_seconds": 1}, auth)
-            assert status == 200
 
             # WHEN the client force-switches X to the us-east-1b pool
             status, forced = _http("POST", f"{api}/api/client/instances/{old['InstanceId']}/force-switch",
