@@ -80,23 +80,31 @@ def _state(state_dir: Path) -> dict:
 
 
 @pytest.fixture
-def local_mode():
+def local_mode(tmp_path):
+    """``localmode.server`` in its own session, output to a file (a pipe nobody reads could fill up, and its
+    children would hold it open), stopped with SIGTERM (SIGINT is ignored under a non-interactive
+    background shell), its whole process group killed if it does not stop."""
     api_port, aws_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "localmode.server", "--api-port", str(api_port),
-                             "--aws-port", str(aws_port)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=_clean_env(SPOT_OPTIMIZER_ADMIN_KEY=ADMIN_KEY, SPOT_LOCAL_CLOCK_SPEED="60"))
+    with (tmp_path / "local-mode.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "localmode.server", "--api-port", str(api_port),
+                                 "--aws-port", str(aws_port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True,
+                                env=_clean_env(SPOT_OPTIMIZER_ADMIN_KEY=ADMIN_KEY, SPOT_LOCAL_CLOCK_SPEED="60"))
     api = f"http://127.0.0.1:{api_port}"
     try:
         _wait("local mode", lambda: _http("GET", f"{api}/health")[0] == 200, 90, [proc])
         yield api, f"http://127.0.0.1:{aws_port}"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (chalice local, the embedded AWS)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 class Daemon:

@@ -48,12 +48,18 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None
     raise AssertionError("local mode did not become healthy")
 
 
+def _ctrl_c_delivered() -> None:
+    """In the child before exec: SIGINT back to its default, so Python installs its Ctrl-C handler even
+    when the tests run from a non-interactive background shell (which starts children with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_exposes_api_and_inspectable_aws_and_stops_cleanly_on_ctrl_c():
     # GIVEN local mode started as `make serve` does, with an admin key from the environment
     api_port, aws_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "localmode.server", "--api-port", str(api_port),
                              "--aws-port", str(aws_port)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_delivered,
                             env=_clean_env(SPOT_OPTIMIZER_ADMIN_KEY="e2e-admin-key"))
     api = f"http://127.0.0.1:{api_port}"
     try:
@@ -93,7 +99,7 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
     api_port, aws_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "localmode.server", "--api-port", str(api_port),
                              "--aws-port", str(aws_port)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_delivered,
                             env=_clean_env(SPOT_OPTIMIZER_ADMIN_KEY="k", SPOT_LOCAL_CLOCK_SPEED="600"))
     api = f"http://127.0.0.1:{api_port}"
     aws_env = _clean_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", AWS_DEFAULT_REGION="us-east-1",
