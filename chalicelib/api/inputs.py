@@ -20,6 +20,8 @@ from chalicelib.errors import BadRequestError, InvalidInputError, PayloadTooLarg
 MAX_DEPTH = 32  # our deepest schema nests 4 levels
 MAX_STRING_BYTES = 16 * 1024  # one string value, UTF-8
 MAX_KEY_BYTES = 256  # one object key, UTF-8
+# Strings bounded by the body limit only: they go to object storage, never into a DynamoDB item.
+UNCAPPED_STRINGS = frozenset({("artifact_base64",)})  # POST /api/admin/ml-models (the model artifact)
 # DynamoDB numbers: up to 38 significant digits, magnitude 1E-130 .. 9.99…E+125 (or zero).
 DYNAMO_DIGITS, DYNAMO_MIN_EXP, DYNAMO_MAX_EXP = 38, -130, 125
 # Every id we mint (ag-…, cmd-…, rep-…, notification stamps, model versions, EC2 instance ids) fits.
@@ -60,7 +62,7 @@ def _check_values(body: Any) -> None:
                     raise PayloadTooLargeError(f"an object key exceeds {MAX_KEY_BYTES} bytes", field=_path(path))
                 stack.append((value, (*path, key), depth + 1))
         elif isinstance(node, str):
-            if len(node) > MAX_STRING_BYTES // 4 and len(node.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+            if path not in UNCAPPED_STRINGS and len(node) > MAX_STRING_BYTES // 4 and len(node.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
                 raise PayloadTooLargeError(f"a string exceeds {MAX_STRING_BYTES} bytes (UTF-8)", field=_path(path))
         elif isinstance(node, (int, float)) and not isinstance(node, bool) and not dynamo_storable(node):
             raise InvalidInputError("number out of range (finite, at most 38 digits, magnitude 1e-130 to 1e125)",
