@@ -66,7 +66,7 @@ def get_settings() -> Settings:
         stage=stage,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         table_prefix=table_prefix(),
-        admin_key_parameter=os.environ.get("ADMIN_KEY_PARAMETER", f"/{APP_NAME}/{stage}/admin-key-hash"),
+        admin_key_parameter=os.environ.get("ADMIN_KEY_PARAMETER", admin_key_parameter_name(stage)),
         max_body_bytes=_int("MAX_BODY_BYTES", 256 * 1024),
         price_retention_days=_int("PRICE_RETENTION_DAYS", 90),
         report_retention_days=_int("REPORT_RETENTION_DAYS", 30),
@@ -77,7 +77,7 @@ def get_settings() -> Settings:
         command_retention_days=_int("COMMAND_RETENTION_DAYS", 7),
         default_page_size=_int("DEFAULT_PAGE_SIZE", 50),
         max_page_size=_int("MAX_PAGE_SIZE", 200),
-        model_bucket=os.environ.get("MODEL_BUCKET", f"{APP_NAME}-{stage}-models"),
+        model_bucket=os.environ.get("MODEL_BUCKET", model_bucket_name(stage)),
         decision_retention_days=_int("DECISION_RETENTION_DAYS", 90),
         risk_horizon_s=_int("RISK_HORIZON_S", 3600),
         # Set by `make deploy` from infra's output; tests and local mode set it when they create it.
@@ -113,3 +113,13 @@ def get_settings() -> Settings:
 def table_prefix() -> str:
     """Prefix of every DynamoDB table name; one per stage (``spot-optimizer-dev-``)."""
     return os.environ.get("TABLE_PREFIX") or f"{APP_NAME}-{os.environ.get('SPOT_STAGE', 'dev')}-"
+
+
+def model_bucket_name(stage: str) -> str:
+    """The stage's model bucket (infra/ creates it; the IAM policies of infra/policies.py name it)."""
+    return f"{APP_NAME}-{stage}-models"
+
+
+def admin_key_parameter_name(stage: str) -> str:
+    """The stage's SSM parameter holding the admin-key hash."""
+    return f"/{APP_NAME}/{stage}/admin-key-hash"

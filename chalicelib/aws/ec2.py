@@ -21,6 +21,8 @@ from components.capacity import CAPACITY_ERROR_CODES
 MANAGED_BY = "SpotOptimizer"
 TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT = (
     "ManagedBy", "LogicalAgentId", "ReplicaId", "AgentId", "ClientId")
+# The deploying stage: IAM conditions (infra/policies.py) let a stage act only on its own instances.
+TAG_STAGE = "SpotOptimizerStage"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingException",

@@ -1,0 +1,256 @@
+"""Least privilege: the IAM permissions of every Lambda function, written once, per stage.
+
+Each Chalice function gets its own role (``.chalice/config.json`` → ``stages.<stage>.lambda_functions.<name>.
+iam_policy_file``) whose policy is :func:`function_policy`. ``python -m infra.chalice_policies`` writes
+them to ``.chalice/policies/<stage>/<function>.json``; a test checks the committed files equal the output.
+
+Rules kept here (and checked by tests/infra/test_policies.py):
+
+* product-account resources are named for the stage (``spot-optimizer-<stage>-*`` tables, bucket, topic,
+  state machine, admin-key parameter) and must be in the caller's own account (``aws:ResourceAccount``);
+* destructive EC2 actions only touch instances tagged ``ManagedBy=SpotOptimizer`` and
+  ``SpotOptimizerStage=<stage>``; launches must carry both tags; never ``Resource: "*"`` on them;
+* ``iam:PassRole`` only for roles under the ``/spot-optimizer/`` path, only to EC2;
+* ``sts:AssumeRole`` only on the client-account role of this stage (:func:`client_role_name`).
+
+The EC2 statements are the same for the product account (self-hosting) and for the client-account role
+template (infra/client_role.py). Importable without aws_cdk.
+"""
+
+from __future__ import annotations
+
+from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
+from chalicelib.settings import APP_NAME, admin_key_parameter_name, model_bucket_name
+from chalicelib.workflows import FAILOVER_TASKS, function_name, state_machine_name
+from infra.naming import notification_topic_name
+
+STAGES = ("dev", "prod")
+VERSION = "2012-10-17"
+# Roles the product may hand to the instances it launches (IamInstanceProfile of a cloned primary).
+PASSABLE_ROLE_PATH = "/spot-optimizer/"
+# The product account's own resources: a same-named resource in another account never matches.
+SAME_ACCOUNT = {"StringEquals": {"aws:ResourceAccount": "${aws:PrincipalAccount}"}}
+
+# Actions that change or destroy something a client runs: each needs a scoped resource (tested).
+DESTRUCTIVE_ACTIONS = frozenset({
+    "ec2:RunInstances", "ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances",
+    "ec2:RebootInstances", "ec2:CreateTags", "ec2:DeleteTags", "ec2:ModifyInstanceAttribute",
+    "ec2:AssociateAddress", "ec2:DisassociateAddress", "elasticloadbalancing:RegisterTargets",
+    "elasticloadbalancing:DeregisterTargets", "iam:PassRole", "sts:AssumeRole",
+    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+    "s3:PutObject", "sns:Publish", "states:StartExecution",
+})
+
+DYNAMODB_ACTIONS = (
+    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem",
+    "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem",
+)
+
+
+def client_role_name(stage: str) -> str:
+    """Name of the role a client creates in its account (infra/client-account-role.yaml)."""
+    return f"SpotOptimizer-{stage}-ClientAccess"
+
+
+def _stage_tags(stage: str, key: str) -> dict:
+    return {"StringEquals": {f"{key}/{TAG_MANAGED_BY}": MANAGED_BY, f"{key}/{TAG_STAGE}": stage}}
+
+
+def _deny(sid: str, actions, resources, condition: dict) -> dict:
+    return {**_statement(sid, actions, resources, condition), "Effect": "Deny"}
+
+
+def _statement(sid: str, actions, resources, condition: dict | None = None) -> dict:
+    statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions),
+                 "Resource": resources if isinstance(resources, str) else list(resources)}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+# --- the EC2 / ELBv2 capabilities (also the client-account role) ----------------------------------
+
+def ec2_describe(stage: str) -> list[dict]:
+    # Describe* and the market-data calls have no resource-level permissions in IAM: "*" is the only form.
+    return [_statement("Ec2Describe", ["ec2:DescribeInstances", "ec2:DescribeSubnets",
+                                       "ec2:DescribeAvailabilityZones"], "*")]
+
+
+def ec2_spot_prices(stage: str) -> list[dict]:
+    return [_statement("Ec2SpotPrices", ["ec2:DescribeSpotPriceHistory"], "*")]
+
+
+def ec2_placement_scores(stage: str) -> list[dict]:
+    return [_statement("Ec2PlacementScores", ["ec2:DescribeAvailabilityZones", "ec2:GetSpotPlacementScores"], "*")]
+
+
+def ec2_launch(stage: str) -> list[dict]:
+    instance = "arn:aws:ec2:*:*:instance/*"
+    return [
+        # The launch copies the source instance's AMI, subnet, security groups and key pair: resources of
+        # the client's own that IAM cannot tell apart (ownership of the source is checked in code).
+        _statement("Ec2Launch", ["ec2:RunInstances"], [
+            instance, "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*",
+            "arn:aws:ec2:*:*:network-interface/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:key-pair/*",
+            "arn:aws:ec2:*:*:spot-instances-request/*"]),
+        # ... and only instances tagged as ours, of this stage (a missing tag is "not equal": denied).
+        _deny(f"Ec2LaunchOnlyTagged{TAG_MANAGED_BY}", ["ec2:RunInstances"], [instance],
+              {"StringNotEquals": {f"aws:RequestTag/{TAG_MANAGED_BY}": MANAGED_BY}}),
+        _deny(f"Ec2LaunchOnlyTagged{TAG_STAGE}", ["ec2:RunInstances"], [instance],
+              {"StringNotEquals": {f"aws:RequestTag/{TAG_STAGE}": stage}}),
+        _statement("Ec2TagOnLaunch", ["ec2:CreateTags"], [
+            instance, "arn:aws:ec2:*:*:spot-instances-request/*", "arn:aws:ec2:*:*:volume/*"],
+            {"StringEquals": {"ec2:CreateAction": "RunInstances"}}),
+        _statement("PassInstanceRoleToEc2", ["iam:PassRole"], [f"arn:aws:iam::*:role{PASSABLE_ROLE_PATH}*"],
+                   {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+    ]
+
+
+def ec2_terminate(stage: str) -> list[dict]:
+    return [_statement("Ec2TerminateOwnInstances", ["ec2:TerminateInstances"], ["arn:aws:ec2:*:*:instance/*"],
+                       _stage_tags(stage, "ec2:ResourceTag"))]
+
+
+def ec2_tag(stage: str) -> list[dict]:
+    condition = _stage_tags(stage, "ec2:ResourceTag")
+    # Client tags on our instances; our own keys cannot be rewritten (no moving an instance to another stage).
+    condition["ForAllValues:StringNotEquals"] = {"aws:TagKeys": [TAG_MANAGED_BY, TAG_STAGE]}
+    return [_statement("Ec2TagOwnInstances", ["ec2:CreateTags"], ["arn:aws:ec2:*:*:instance/*"], condition)]
+
+
+def ec2_move_eip(stage: str) -> list[dict]:
+    return [
+        _statement("Ec2DescribeAddresses", ["ec2:DescribeAddresses"], "*"),
+        # The address is the client's (IAM cannot tie it to a client: checked in code); the instance it
+        # moves to must be one of ours, of this stage.
+        _statement("Ec2MoveElasticIpFrom", ["ec2:AssociateAddress"], [
+            "arn:aws:ec2:*:*:elastic-ip/*", "arn:aws:ec2:*:*:network-interface/*"]),
+        _statement("Ec2MoveElasticIpToOwnInstance", ["ec2:AssociateAddress"], ["arn:aws:ec2:*:*:instance/*"],
+                   _stage_tags(stage, "ec2:ResourceTag")),
+    ]
+
+
+def target_group_handover(stage: str) -> list[dict]:
+    # ELBv2 cannot condition on the target (an instance id): any target group of the account remains
+    # reachable; code checks the group belongs to the client's account and the target is ours.
+    return [_statement("TargetGroupHandover", ["elasticloadbalancing:RegisterTargets",
+                                               "elasticloadbalancing:DeregisterTargets"],
+                       ["arn:aws:elasticloadbalancing:*:*:targetgroup/*/*"])]
+
+
+# --- product-account capabilities ------------------------------------------------------------------
+
+def tables(stage: str) -> list[dict]:
+    prefix = f"arn:aws:dynamodb:*:*:table/{APP_NAME}-{stage}-"
+    return [_statement("Tables", DYNAMODB_ACTIONS, [f"{prefix}*", f"{prefix}*/index/*"], SAME_ACCOUNT)]
+
+
+def admin_key(stage: str) -> list[dict]:
+    return [_statement("AdminKey", ["ssm:GetParameter"],
+                       [f"arn:aws:ssm:*:*:parameter{admin_key_parameter_name(stage)}"], SAME_ACCOUNT)]
+
+
+def models_read(stage: str) -> list[dict]:
+    return [_statement("ModelArtifactsRead", ["s3:GetObject"],
+                       [f"arn:aws:s3:::{model_bucket_name(stage)}/models/*"], SAME_ACCOUNT)]
+
+
+def models_write(stage: str) -> list[dict]:
+    return [_statement("ModelArtifactsWrite", ["s3:PutObject"],
+                       [f"arn:aws:s3:::{model_bucket_name(stage)}/models/*"], SAME_ACCOUNT)]
+
+
+def notify(stage: str) -> list[dict]:
+    return [_statement("Notifications", ["sns:Publish"],
+                       [f"arn:aws:sns:*:*:{notification_topic_name(stage)}"], SAME_ACCOUNT)]
+
+
+def start_failover(stage: str) -> list[dict]:
+    return [_statement("FailoverWorkflow", ["states:StartExecution"],
+                       [f"arn:aws:states:*:*:stateMachine:{state_machine_name(stage)}"], SAME_ACCOUNT)]
+
+
+def failover_status(stage: str) -> list[dict]:
+    return [_statement("FailoverExecutions", ["states:DescribeExecution"],
+                       [f"arn:aws:states:*:*:execution:{state_machine_name(stage)}:*",
+                        f"arn:aws:states:*:*:express:{state_machine_name(stage)}:*:*"], SAME_ACCOUNT)]
+
+
+def assume_client_role(stage: str) -> list[dict]:
+    # Clients' accounts are not known in advance: any account, but only this stage's role name.
+    return [_statement("AssumeClientAccountRole", ["sts:AssumeRole"],
+                       [f"arn:aws:iam::*:role/{client_role_name(stage)}"])]
+
+
+def _logs(stage: str, function: str) -> list[dict]:
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_name(function, stage)}"
+    return [_statement("OwnLogGroup", ["logs:CreateLogGroup"], [group]),
+            _statement("OwnLogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{group}:log-stream:*"])]
+
+
+def _tracing(stage: str) -> list[dict]:
+    # X-Ray has no resource-level permissions.
+    return [_statement("Tracing", ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*")]
+
+
+# Everything that acts on EC2 in a client account; the client-account role grants exactly this.
+EC2_CAPABILITIES = (ec2_describe, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_tag,
+                    ec2_move_eip, target_group_handover)
+_ACTS_ON_EC2 = frozenset(EC2_CAPABILITIES)
+_SENTINEL = (tables, ec2_describe, ec2_launch, start_failover)
+
+# Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
+# ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
+FUNCTIONS: dict[str, tuple] = {
+    "api_handler": (tables, admin_key, models_write, ec2_describe, ec2_launch, ec2_terminate, ec2_tag,
+                    start_failover),
+    "health-monitor": (tables,),
+    "risk-scorer": (tables, models_read),
+    "decision-cycle": (tables,),
+    "replica-coordinator": (tables, ec2_describe, ec2_launch, ec2_terminate, start_failover),
+    "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
+    "spot-prices": (tables, ec2_spot_prices),
+    "placement-scores": (tables, ec2_placement_scores),
+    "sentinel-interruption": _SENTINEL,
+    "sentinel-rebalance": _SENTINEL,
+    "sentinel-state-change": _SENTINEL,
+    "failover-plan": (tables, ec2_describe),
+    "failover-launch": (tables, ec2_describe, ec2_launch),
+    "failover-check-ready": (tables, ec2_describe, ec2_terminate),
+    "failover-handover": (tables, ec2_describe, ec2_move_eip, target_group_handover, ec2_terminate),
+    "failover-record": (tables, notify),
+    "failover-retire": (tables, ec2_describe, ec2_terminate),
+    "failover-next-standby": (tables, ec2_describe, ec2_launch),
+    "failover-failed": (tables, ec2_describe, ec2_terminate, notify),
+}
+assert set(FAILOVER_TASKS.values()) <= set(FUNCTIONS)
+
+
+def _merge(statements: list[dict]) -> list[dict]:
+    """One statement per Sid (two capabilities may share one, e.g. DescribeAvailabilityZones)."""
+    by_sid: dict[str, dict] = {}
+    for statement in statements:
+        if statement["Sid"] in by_sid:
+            kept = by_sid[statement["Sid"]]
+            if kept != statement:
+                raise ValueError(f"two different statements named {statement['Sid']}")
+            continue
+        by_sid[statement["Sid"]] = statement
+    return list(by_sid.values())
+
+
+def function_policy(stage: str, function: str) -> dict:
+    """The IAM policy document of one Chalice function in one stage."""
+    capabilities = FUNCTIONS[function]
+    statements = _logs(stage, function) + _tracing(stage)
+    for capability in capabilities:
+        statements += capability(stage)
+    if _ACTS_ON_EC2 & set(capabilities):
+        statements += assume_client_role(stage)
+    return {"Version": VERSION, "Statement": _merge(statements)}
+
+
+def client_account_statements(stage: str) -> list[dict]:
+    """What the client-account role allows: every EC2/ELBv2 capability, same conditions."""
+    return _merge([s for capability in EC2_CAPABILITIES for s in capability(stage)])

@@ -1,0 +1,103 @@
+"""Deploy-level throttling, in one place: API Gateway stage limits and Lambda reserved concurrency.
+
+    python infra/throttling.py --stage dev [--region us-east-1]    # after `chalice deploy` (make deploy)
+
+* **Stage throttling.** Chalice cannot set it, so ``make deploy`` runs this after ``chalice deploy``: it reads
+  the REST API id Chalice recorded in ``.chalice/deployed/<stage>.json`` and sets the default method
+  throttling (``/*/*/throttling/rateLimit`` and ``burstLimit``) of the API's stage (``api_gateway_stage``
+  in ``.chalice/config.json``). Requests over it get API Gateway's 429 before any Lambda runs.
+* **Reserved concurrency.** ``RESERVED_CONCURRENCY`` is written into ``.chalice/config.json``
+  (``lambda_functions.<name>.reserved_concurrency``) by ``python -m infra.chalice_policies``: the sentinel and
+  the failover steps always have room to run when the API is flooded, and cannot flood the account either.
+  The account must keep 100 unreserved executions: the sum below needs an account limit of at least
+  100 + sum (new accounts with a limit of 10 must ask for the default 1000 first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
+
+SENTINEL_FUNCTIONS = ("sentinel-interruption", "sentinel-rebalance", "sentinel-state-change")
+# A reclaimed pool interrupts many instances at once: each signal kind gets its own 10.
+RESERVED_CONCURRENCY: dict[str, int] = {
+    **{name: 10 for name in SENTINEL_FUNCTIONS},
+    **{name: 5 for name in FAILOVER_TASKS.values()},
+}
+
+
+@dataclass(frozen=True)
+class StageLimits:
+    rate_limit: float  # steady requests per second, for the whole stage
+    burst_limit: int  # token bucket size
+
+
+API_STAGE_LIMITS = {"dev": StageLimits(rate_limit=20, burst_limit=40),
+                    "prod": StageLimits(rate_limit=200, burst_limit=400)}
+
+
+class ThrottlingError(Exception):
+    """Nothing to throttle: the stage was not deployed by Chalice, or its limits are unknown."""
+
+
+def rest_api_id(stage: str, project: Path = ROOT) -> str:
+    """The REST API id ``chalice deploy`` recorded for the stage."""
+    path = project / ".chalice" / "deployed" / f"{stage}.json"
+    try:
+        resources = json.loads(path.read_text())["resources"]
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ThrottlingError(f"cannot read {path} ({exc}): run `chalice deploy --stage {stage}` first") from exc
+    for resource in resources:
+        if resource.get("resource_type") == "rest_api" and resource.get("rest_api_id"):
+            return resource["rest_api_id"]
+    raise ThrottlingError(f"{path} has no rest_api resource")
+
+
+def api_gateway_stage(stage: str, project: Path = ROOT) -> str:
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    return config["stages"].get(stage, {}).get("api_gateway_stage") or config.get("api_gateway_stage", "api")
+
+
+def patch_operations(limits: StageLimits) -> list[dict]:
+    return [{"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(limits.rate_limit)},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(limits.burst_limit)}]
+
+
+def apply(client, api_id: str, api_stage: str, limits: StageLimits) -> dict:
+    """Set the stage's default method throttling; returns the ``*/*`` method settings AWS reports."""
+    client.update_stage(restApiId=api_id, stageName=api_stage, patchOperations=patch_operations(limits))
+    return client.get_stage(restApiId=api_id, stageName=api_stage).get("methodSettings", {}).get("*/*", {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
+    args = parser.parse_args(argv)
+    import boto3
+
+    try:
+        if args.stage not in API_STAGE_LIMITS:
+            raise ThrottlingError(f"no API limits for stage {args.stage!r} (infra/throttling.py API_STAGE_LIMITS)")
+        limits = API_STAGE_LIMITS[args.stage]
+        api_id, api_stage = rest_api_id(args.stage), api_gateway_stage(args.stage)
+    except ThrottlingError as exc:
+        print(f"throttling: {exc}", file=sys.stderr)
+        return 1
+    settings = apply(boto3.client("apigateway", region_name=args.region), api_id, api_stage, limits)
+    print(f"API {api_id} stage {api_stage!r}: rate {settings.get('throttlingRateLimit')}/s, "
+          f"burst {settings.get('throttlingBurstLimit')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
