@@ -21,6 +21,7 @@ for more). It collects:
 from __future__ import annotations
 
 import ast
+import fnmatch
 import sys
 from dataclasses import dataclass, field
 from functools import cache
@@ -276,6 +277,24 @@ def actions(function: str) -> dict[str, set[str]]:
     return needed
 
 
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def allows(policy: dict, action: str) -> bool:
+    """Does some Allow statement of ``policy`` name ``action`` (wildcards as IAM matches them)?
+
+    Action level only: the resources and conditions of each statement are checked by the policy tests."""
+    return any(fnmatch.fnmatchcase(action.lower(), pattern.lower())
+               for statement in policy["Statement"] if statement["Effect"] == "Allow"
+               for pattern in _as_list(statement["Action"]))
+
+
+def missing_permissions(function: str, policy: dict) -> dict[str, set[str]]:
+    """Actions ``function``'s code can call that ``policy`` does not allow → the code that calls them."""
+    return {action: nodes for action, nodes in actions(function).items() if not allows(policy, action)}
+
+
 def unmodelled_clients() -> list[str]:
     """boto3 client/resource creations outside a ``chalicelib/aws`` ``_client``: invisible to the analysis."""
     problems = []
@@ -289,6 +308,12 @@ def unmodelled_clients() -> list[str]:
         if "boto3" in module.modules and not module.name.startswith(AWS_PACKAGE):
             problems.append(f"{module.name} imports boto3")
     return problems
+
+
+def reset() -> None:
+    """Forget what was read (after ``ROOT`` changes: the tests analyse a project of their own)."""
+    for cached in (modules, _methods_named, facts, roots):
+        cached.cache_clear()
 
 
 def main() -> int:

@@ -1,0 +1,275 @@
+"""Least privilege: one policy per function, generated, linted, scoped, and covering every boto3 call."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from chalice.config import Config
+
+from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
+from infra import boto_calls, chalice_policies, policies
+from infra.policies import DESTRUCTIVE_ACTIONS, FUNCTIONS, STAGES, function_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+EC2_ON_INSTANCES = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:RebootInstances",
+                    "ec2:ModifyInstanceAttribute", "ec2:CreateTags", "ec2:DeleteTags", "ec2:AssociateAddress"}
+# Granted with another capability's action, never called by name: RunInstances implies these.
+IMPLIED = {"ec2:CreateTags", "iam:PassRole"}
+ALWAYS = ("logs:", "xray:", "sts:AssumeRole")
+
+
+def _parliament_findings(document: dict) -> list:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # parliament imports pkg_resources
+        import parliament
+    findings = parliament.analyze_policy_string(json.dumps(document)).findings
+    for finding in findings:
+        parliament.enhance_finding(finding)
+    return findings
+
+
+def _above_low(document: dict) -> list[str]:
+    return [f"{f.issue} ({f.severity}): {f.detail}" for f in _parliament_findings(document)
+            if f.severity not in ("LOW", "INFO")]
+
+
+def _statements(policy: dict, effect: str = "Allow"):
+    for statement in policy["Statement"]:
+        if statement["Effect"] == effect:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            yield statement, actions, resources
+
+
+def destructive_on_star(policy: dict) -> list[str]:
+    """Destructive actions (or action wildcards) allowed on ``Resource: "*"``."""
+    bad = []
+    for _statement, actions, resources in _statements(policy):
+        if "*" in resources:
+            bad += [a for a in actions if a in DESTRUCTIVE_ACTIONS or "*" in a]
+    return bad
+
+
+ALL_POLICIES = [(stage, function) for stage in STAGES for function in FUNCTIONS]
+
+
+# --- generated, wired, complete ------------------------------------------------------------------
+
+def test_committed_files_equal_the_generated_ones():
+    assert chalice_policies.stale() == [], "run `make policies`"
+
+
+def test_every_chalice_function_has_its_policy_and_nothing_else_has_one():
+    assert set(boto_calls.roots()) == set(FUNCTIONS)
+    assert not (ROOT / ".chalice" / "policy.json").exists()
+
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_chalice_resolves_each_function_to_its_own_policy_file(stage, function):
+    config = Config(chalice_stage=stage, function_name=function,
+                    config_from_disk=json.loads((ROOT / ".chalice" / "config.json").read_text()))
+    assert config.autogen_policy is False
+    assert config.iam_policy_file == f"policies/{stage}/{function}.json"
+    assert json.loads((ROOT / ".chalice" / config.iam_policy_file).read_text()) == function_policy(stage, function)
+
+
+# --- the linter --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_parliament_finds_nothing_above_low(stage, function):
+    assert _above_low(function_policy(stage, function)) == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parliament_finds_nothing_above_low_in_the_client_role(stage):
+    assert _above_low({"Version": policies.VERSION, "Statement": policies.client_account_statements(stage)}) == []
+
+
+def test_parliament_does_flag_a_bad_policy():
+    # The check above can fail: a launch statement without the resources RunInstances needs is MEDIUM.
+    bad = {"Version": policies.VERSION, "Statement": [
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*"}]}
+    assert any("RESOURCE_MISMATCH" in finding for finding in _above_low(bad))
+
+
+# --- scope -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_no_destructive_action_on_every_resource(stage, function):
+    assert destructive_on_star(function_policy(stage, function)) == []
+
+
+def test_the_star_check_catches_a_destructive_action():
+    policy = {"Statement": [{"Effect": "Allow", "Action": ["ec2:DescribeInstances", "ec2:TerminateInstances"],
+                             "Resource": "*"}]}
+    assert destructive_on_star(policy) == ["ec2:TerminateInstances"]
+
+
+def _tag_condition(statement: dict, stage: str) -> bool:
+    equals = statement.get("Condition", {}).get("StringEquals", {})
+    return (equals.get(f"ec2:ResourceTag/{TAG_MANAGED_BY}") == MANAGED_BY
+            and equals.get(f"ec2:ResourceTag/{TAG_STAGE}") == stage)
+
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_destructive_ec2_actions_on_instances_need_our_stage_tags(stage, function):
+    policy = function_policy(stage, function)
+    for statement, actions, resources in _statements(policy):
+        on_instances = [r for r in resources if ":instance/" in r or r == "*"]
+        for action in set(actions) & EC2_ON_INSTANCES:
+            if not on_instances:
+                continue
+            launch_tagging = statement.get("Condition", {}).get("StringEquals", {}).get(
+                "ec2:CreateAction") == "RunInstances"
+            assert _tag_condition(statement, stage) or (action == "ec2:CreateTags" and launch_tagging), (
+                f"{function}: {statement['Sid']} allows {action} on instances without the stage tag condition")
+    if any("ec2:RunInstances" in actions for _, actions, _ in _statements(policy)):
+        denied = {json.dumps(s["Condition"], sort_keys=True) for s, actions, resources in _statements(policy, "Deny")
+                  if "ec2:RunInstances" in actions and resources == ["arn:aws:ec2:*:*:instance/*"]}
+        assert denied == {json.dumps({"StringNotEquals": {f"aws:RequestTag/{TAG_MANAGED_BY}": MANAGED_BY}}),
+                          json.dumps({"StringNotEquals": {f"aws:RequestTag/{TAG_STAGE}": stage}})}
+
+
+def test_pass_role_and_assume_role_are_narrow():
+    for stage, function in ALL_POLICIES:
+        for statement, actions, resources in _statements(function_policy(stage, function)):
+            if "iam:PassRole" in actions:
+                assert resources == ["arn:aws:iam::*:role/spot-optimizer/*"]
+                assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+            if "sts:AssumeRole" in actions:
+                assert resources == [f"arn:aws:iam::*:role/SpotOptimizer-{stage}-ClientAccess"]
+
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_a_stage_names_only_its_own_product_resources(stage, function):
+    text = json.dumps(function_policy(stage, function))
+    for other in STAGES:
+        if other != stage:
+            assert f"-{other}-" not in text and f"/{other}/" not in text and f'"{other}"' not in text
+    for statement, _actions, resources in _statements(function_policy(stage, function)):
+        for resource in resources:
+            service = resource.split(":")[2] if resource.startswith("arn:") else None
+            if service in ("dynamodb", "s3", "sns", "states", "ssm", "logs"):
+                assert f"spot-optimizer-{stage}-" in resource or f"/spot-optimizer/{stage}/" in resource, resource
+                if service != "logs":
+                    assert statement["Condition"] == policies.SAME_ACCOUNT
+
+
+# --- every boto3 call is allowed; nothing is granted that no code calls ------------------------------
+
+def test_no_boto3_client_escapes_the_analysis():
+    assert boto_calls.unmodelled_clients() == []
+
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_every_aws_call_of_a_function_is_allowed_by_its_policy(stage, function):
+    missing = boto_calls.missing_permissions(function, function_policy(stage, function))
+    assert missing == {}, f"{function} calls, without permission: {missing} (add a capability in infra/policies.py)"
+
+
+def test_the_analysis_sees_the_calls_we_know_about():
+    assert {"ec2:TerminateInstances", "ec2:DescribeInstances", "states:DescribeExecution", "dynamodb:Scan"} <= set(
+        boto_calls.actions("cleanup"))
+    assert {"ec2:AssociateAddress", "elasticloadbalancing:RegisterTargets"} <= set(
+        boto_calls.actions("failover-handover"))
+    assert {"ssm:GetParameter", "s3:PutObject", "ec2:CreateTags"} <= set(boto_calls.actions("api_handler"))
+    assert "ec2:RunInstances" not in boto_calls.actions("spot-prices")
+
+
+def test_a_missing_permission_is_detected(monkeypatch):
+    without_terminate = tuple(c for c in FUNCTIONS["cleanup"] if c is not policies.ec2_terminate)
+    monkeypatch.setitem(FUNCTIONS, "cleanup", without_terminate)
+    missing = boto_calls.missing_permissions("cleanup", function_policy("dev", "cleanup"))
+    assert set(missing) == {"ec2:TerminateInstances"}
+    assert "chalicelib.aws.ec2:terminate" in missing["ec2:TerminateInstances"]
+
+
+def test_a_new_boto3_call_is_detected(tmp_path, monkeypatch):
+    """A handler that grows a new EC2 call (through a helper module and a client variable) needs a grant."""
+    (tmp_path / "chalicelib" / "aws").mkdir(parents=True)
+    (tmp_path / "chalicelib" / "__init__.py").write_text("")
+    (tmp_path / "chalicelib" / "aws" / "__init__.py").write_text("")
+    (tmp_path / "chalicelib" / "aws" / "ec2.py").write_text(textwrap.dedent('''
+        import boto3
+        def _client(service, region):
+            return boto3.session.Session().client(service, region_name=region)
+        def stop(region, ids):
+            client = _client("ec2", region)
+            client.stop_instances(InstanceIds=ids)
+        def find(region):
+            return _client("ec2", region).get_paginator("describe_instances").paginate()
+    '''))
+    (tmp_path / "chalicelib" / "jobs.py").write_text(textwrap.dedent('''
+        from chalicelib.aws import ec2
+        def run():
+            ec2.find("us-east-1")
+            return ec2.stop("us-east-1", ["i-1"])
+    '''))
+    (tmp_path / "app.py").write_text(textwrap.dedent('''
+        from chalice import Chalice, Rate
+        from chalicelib import jobs
+        app = Chalice(app_name="x")
+        @app.schedule(Rate(1, unit=Rate.MINUTES), name="cleanup")
+        def cleanup(event):
+            return jobs.run()
+    '''))
+    monkeypatch.setattr(boto_calls, "ROOT", tmp_path)
+    boto_calls.reset()
+    try:
+        assert set(boto_calls.actions("cleanup")) == {"ec2:StopInstances", "ec2:DescribeInstances"}
+        assert set(boto_calls.missing_permissions("cleanup", function_policy("dev", "cleanup"))) == {
+            "ec2:StopInstances"}
+    finally:
+        monkeypatch.undo()
+        boto_calls.reset()
+
+
+def test_iam_action_names_come_from_botocore():
+    assert boto_calls.iam_action("elbv2", "register_targets") == "elasticloadbalancing:RegisterTargets"
+    assert boto_calls.iam_action("stepfunctions", "start_execution") == "states:StartExecution"
+    with pytest.raises(KeyError):
+        boto_calls.iam_action("ec2", "terminate_everything")
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_capability_a_function_holds_is_used_by_its_code(function):
+    needed = set(boto_calls.actions(function))
+    for capability in FUNCTIONS[function]:
+        granted = {a for statement, actions, _ in _statements({"Statement": capability("dev")}) for a in actions}
+        assert (granted - IMPLIED or granted) & needed, f"{function} holds {capability.__name__} but its code calls none of it"
+
+
+# --- the client-account role -------------------------------------------------------------------------
+
+def _unsub(value):
+    if isinstance(value, dict):
+        return value["Fn::Sub"] if set(value) == {"Fn::Sub"} else {k: _unsub(v) for k, v in value.items()}
+    return [_unsub(v) for v in value] if isinstance(value, list) else value
+
+
+def test_client_role_template_is_yaml_with_the_product_statements():
+    template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
+    assert set(template["Parameters"]) == {"ProductAccountId", "ExternalId", "Stage"}
+    role = template["Resources"]["ClientAccessRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    assert trust["Principal"]["AWS"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::${ProductAccountId}:root"}
+    assert role["RoleName"] == {"Fn::Sub": policies.client_role_name("${Stage}")}
+    # With the stage filled in, the role's permissions are the product's EC2 statements, unchanged.
+    filled = _unsub(role["Policies"][0]["PolicyDocument"]["Statement"])
+    for stage in STAGES:
+        rendered = json.loads(json.dumps(filled).replace("${Stage}", stage))
+        assert rendered == policies.client_account_statements(stage)
+        assert destructive_on_star({"Statement": rendered}) == []
+
+
+def test_client_role_template_passes_cfn_lint():
+    from cfnlint.api import lint_file
+
+    assert [str(m) for m in lint_file(chalice_policies.CLIENT_ROLE_TEMPLATE)] == []
