@@ -9,7 +9,9 @@
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage>, cfn-lint both
-#   make deploy   STAGE=dev: cdk deploy infra/, wire its outputs into .chalice/config.json, chalice deploy
+#   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
+#   make deploy   STAGE=dev: cdk deploy infra/, wire its outputs into .chalice/config.json, chalice deploy,
+#                 then API Gateway stage throttling
 
 SHELL := /bin/bash
 VENV := .venv
@@ -29,7 +31,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test serve package bench backtest validate train layer infra deploy lint clean check-python
+.PHONY: venv demo test serve package bench backtest validate train layer infra policies deploy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -90,9 +92,15 @@ infra: $(STAMP)
 	done; \
 	echo "infra checks passed"
 
+# infra/policies.py + infra/throttling.py → .chalice/policies/<stage>/<function>.json, .chalice/config.json
+# (iam_policy_file, reserved_concurrency) and infra/client-account-role.yaml; tests fail when they are stale.
+policies: $(STAMP)
+	$(BIN)/python -m infra.chalice_policies
+
 # One stage, end to end (needs AWS credentials, a bootstrapped account/region and node/npx; see infra/README.md).
 deploy: $(STAMP)
 	$(BIN)/python infra/wire_outputs.py --check --stage $(STAGE)
+	$(BIN)/python -m infra.chalice_policies --check
 	@test -f $(LAYER_READY) || $(MAKE) layer
 	@mkdir -p build
 	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) deploy $(APP_NAME)-$(STAGE)-infra \
@@ -100,6 +108,7 @@ deploy: $(STAMP)
 	  --no-notices $(CDK_DEPLOY_ARGS)
 	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
+	$(BIN)/python infra/throttling.py --stage $(STAGE)
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

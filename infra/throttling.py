@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", required=True)
     parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
+    parser.add_argument("--project", type=Path, default=ROOT, help="the Chalice project (default: this repo)")
     args = parser.parse_args(argv)
     import boto3
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage not in API_STAGE_LIMITS:
             raise ThrottlingError(f"no API limits for stage {args.stage!r} (infra/throttling.py API_STAGE_LIMITS)")
         limits = API_STAGE_LIMITS[args.stage]
-        api_id, api_stage = rest_api_id(args.stage), api_gateway_stage(args.stage)
+        api_id, api_stage = rest_api_id(args.stage, args.project), api_gateway_stage(args.stage, args.project)
     except ThrottlingError as exc:
         print(f"throttling: {exc}", file=sys.stderr)
         return 1
