@@ -210,7 +210,7 @@ def test_model_bucket_is_private_encrypted_versioned_and_tls_only(resources):
 
 def test_topic_and_admin_key_parameter(resources):
     (topic,) = _of_type(resources, "AWS::SNS::Topic").values()
-    assert topic["Properties"]["TopicName"].startswith("spot-optimizer-")  # .chalice/policy.json sns:Publish
+    assert topic["Properties"]["TopicName"].startswith("spot-optimizer-")  # infra/policies.py notify: sns:Publish
     (parameter,) = _of_type(resources, "AWS::SSM::Parameter").values()
     assert parameter["Properties"]["Name"] == get_settings().admin_key_parameter
     assert not re.fullmatch(r"[0-9a-f]{64}", parameter["Properties"]["Value"])  # a placeholder no key matches
