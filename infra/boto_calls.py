@@ -54,7 +54,7 @@ class Module:
     tree: ast.Module
     modules: dict[str, str] = field(default_factory=dict)  # alias → module
     symbols: dict[str, tuple[str, str]] = field(default_factory=dict)  # alias → (module, name)
-    defs: dict[str, ast.AST] = field(default_factory=dict)  # "f" / "Class.method" → node
+    defs: dict[str, ast.AST] = field(default_factory=dict)  # "f" / "Class.method" / a global → node
     classes: dict[str, list[str]] = field(default_factory=dict)  # Class → ["Class.m", ...]
     uses_pynamodb: bool = False
 
@@ -94,6 +94,12 @@ def _index(module: Module, known: dict[str, Module]) -> None:
     for node in module.tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             module.defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            # A module-level value (a dispatch table, a default adapter): what it names is reached
+            # through it, so it is a node of its own.
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    module.defs.setdefault(target.id, node.value)
         elif isinstance(node, ast.ClassDef):
             methods = []
             for item in node.body:
@@ -186,12 +192,10 @@ def facts(node_id: str) -> Facts:
                 target = module.modules[value.id]
                 out.edges.update(_resolve(target, node.attr))
                 out.actions.update(LIBRARY_CALLS.get((target, node.attr), ()))
-            elif isinstance(value, ast.Name) and value.id in ("self", "cls") and cls:
-                out.edges.update(_resolve(module_name, f"{cls}.{node.attr}") if f"{cls}.{node.attr}" in module.defs
-                                 else [])
-                if f"{cls}.{node.attr}" in module.defs:
-                    out.edges.add(f"{module_name}:{cls}.{node.attr}")
-            else:
+            elif (isinstance(value, ast.Name) and value.id in ("self", "cls") and cls
+                  and f"{cls}.{node.attr}" in module.defs):
+                out.edges.add(f"{module_name}:{cls}.{node.attr}")
+            else:  # an object we cannot type (or an inherited method): every method of that name
                 out.edges.update(_methods_named().get(node.attr, ()))
             service = _client_call_service(module, value) or (
                 clients.get(value.id) if isinstance(value, ast.Name) else None)
@@ -231,7 +235,10 @@ def roots() -> dict[str, tuple[str, ...]]:
                     found.setdefault(name or qualified, []).append(f"app:{qualified}")
                 elif module.name.startswith("chalicelib.api.") and kind == "route":
                     found["api_handler"].append(f"{module.name}:{qualified}")
-    found["api_handler"] += _resolve("app", "http_middleware")
+    for node in ast.walk(modules()["app"].tree):  # app.register_middleware(<function>, ...)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "register_middleware" and node.args and isinstance(node.args[0], ast.Name)):
+            found["api_handler"] += _resolve("app", node.args[0].id)
     return {name: tuple(sorted(entry)) for name, entry in found.items()}
 
 

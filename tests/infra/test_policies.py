@@ -273,3 +273,15 @@ def test_client_role_template_passes_cfn_lint():
     from cfnlint.api import lint_file
 
     assert [str(m) for m in lint_file(chalice_policies.CLIENT_ROLE_TEMPLATE)] == []
+
+
+def test_the_analysis_starts_from_what_chalice_deploys(chalice_app):
+    """Its entry points are Chalice's own: every route's view, every event source and pure Lambda."""
+    roots = boto_calls.roots()
+    views = {f"{route.view_function.__module__}:{route.view_function.__qualname__}"
+             for methods in chalice_app.routes.values() for route in methods.values()}
+    assert views <= set(roots["api_handler"])
+    functions = {source.name for source in chalice_app.event_sources} | {
+        function.name for function in chalice_app.pure_lambda_functions}
+    assert functions == set(roots) - {"api_handler"}
+    assert "chalicelib.observability:http_middleware" in roots["api_handler"]
