@@ -260,6 +260,10 @@ def test_client_role_template_is_yaml_with_the_product_statements():
     assert trust["Action"] == "sts:AssumeRole"
     assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
     assert trust["Principal"]["AWS"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::${ProductAccountId}:root"}
+    # Only this stage's function roles (Chalice names them <app>-<stage>-<function>); parliament cannot
+    # read trust policies, so this is checked here.
+    assert trust["Condition"]["ArnLike"] == {"aws:PrincipalArn": {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${ProductAccountId}:role/spot-optimizer-${Stage}-*"}}
     assert role["RoleName"] == {"Fn::Sub": policies.client_role_name("${Stage}")}
     # With the stage filled in, the role's permissions are the product's EC2 statements, unchanged.
     filled = _unsub(role["Policies"][0]["PolicyDocument"]["Statement"])
