@@ -183,8 +183,17 @@ def assume_client_role(stage: str) -> list[dict]:
                        [f"arn:aws:iam::*:role/{client_role_name(stage)}"])]
 
 
+API_HANDLER = "api_handler"
+
+
+def deployed_function_name(function: str, stage: str) -> str:
+    """The Lambda name Chalice deploys: ``<app>-<stage>-<name>``, except the API handler's ``<app>-<stage>``
+    (Chalice keeps that for backwards compatibility, chalice/deploy/appgraph.py)."""
+    return f"{APP_NAME}-{stage}" if function == API_HANDLER else function_name(function, stage)
+
+
 def _logs(stage: str, function: str) -> list[dict]:
-    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_name(function, stage)}"
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{deployed_function_name(function, stage)}"
     return [_statement("OwnLogGroup", ["logs:CreateLogGroup"], [group]),
             _statement("OwnLogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{group}:log-stream:*"])]
 
@@ -203,7 +212,7 @@ _SENTINEL = (tables, ec2_describe, ec2_launch, start_failover)
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
-    "api_handler": (tables, admin_key, models_write, ec2_describe, ec2_launch, ec2_terminate, ec2_tag,
+    API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_launch, ec2_terminate, ec2_tag,
                     start_failover),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),

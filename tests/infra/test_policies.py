@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_a_stage_names_only_its_own_product_resources(stage, function):
         for resource in resources:
             service = resource.split(":")[2] if resource.startswith("arn:") else None
             if service in ("dynamodb", "s3", "sns", "states", "ssm", "logs"):
-                assert f"spot-optimizer-{stage}-" in resource or f"/spot-optimizer/{stage}/" in resource, resource
+                assert re.search(f"spot-optimizer-{stage}([-:]|$)|/spot-optimizer/{stage}/", resource), resource
                 if service != "logs":
                     assert statement["Condition"] == policies.SAME_ACCOUNT
 
@@ -289,3 +290,13 @@ def test_the_analysis_starts_from_what_chalice_deploys(chalice_app):
         function.name for function in chalice_app.pure_lambda_functions}
     assert functions == set(roots) - {"api_handler"}
     assert "chalicelib.observability:http_middleware" in roots["api_handler"]
+
+
+def test_each_function_writes_only_its_own_log_group():
+    def groups(function):
+        return [r for s, _, resources in _statements(function_policy("prod", function)) for r in resources
+                if r.startswith("arn:aws:logs:")]
+
+    assert groups("api_handler") == ["arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod",
+                                     "arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod:log-stream:*"]
+    assert groups("cleanup")[0] == "arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod-cleanup"
