@@ -73,8 +73,11 @@ def _statement(sid: str, actions, resources, condition: dict | None = None) -> d
 
 def ec2_describe(stage: str) -> list[dict]:
     # Describe* and the market-data calls have no resource-level permissions in IAM: "*" is the only form.
-    return [_statement("Ec2Describe", ["ec2:DescribeInstances", "ec2:DescribeSubnets",
-                                       "ec2:DescribeAvailabilityZones"], "*")]
+    return [_statement("Ec2DescribeInstances", ["ec2:DescribeInstances"], "*")]
+
+
+def ec2_zones(stage: str) -> list[dict]:
+    return [_statement("Ec2DescribeZones", ["ec2:DescribeAvailabilityZones"], "*")]
 
 
 def ec2_spot_prices(stage: str) -> list[dict]:
@@ -99,6 +102,7 @@ def ec2_launch(stage: str) -> list[dict]:
               {"StringNotEquals": {f"aws:RequestTag/{TAG_MANAGED_BY}": MANAGED_BY}}),
         _deny(f"Ec2LaunchOnlyTagged{TAG_STAGE}", ["ec2:RunInstances"], [instance],
               {"StringNotEquals": {f"aws:RequestTag/{TAG_STAGE}": stage}}),
+        _statement("Ec2LaunchSubnet", ["ec2:DescribeSubnets"], "*"),
         _statement("Ec2TagOnLaunch", ["ec2:CreateTags"], [
             instance, "arn:aws:ec2:*:*:spot-instances-request/*", "arn:aws:ec2:*:*:volume/*"],
             {"StringEquals": {"ec2:CreateAction": "RunInstances"}}),
@@ -204,33 +208,33 @@ def _tracing(stage: str) -> list[dict]:
 
 
 # Everything that acts on EC2 in a client account; the client-account role grants exactly this.
-EC2_CAPABILITIES = (ec2_describe, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_tag,
+EC2_CAPABILITIES = (ec2_describe, ec2_zones, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_tag,
                     ec2_move_eip, target_group_handover)
 _ACTS_ON_EC2 = frozenset(EC2_CAPABILITIES)
-_SENTINEL = (tables, ec2_describe, ec2_launch, start_failover)
+_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, start_failover)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
-    API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_launch, ec2_terminate, ec2_tag,
-                    start_failover),
+    API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
+                  start_failover),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),
     "decision-cycle": (tables,),
-    "replica-coordinator": (tables, ec2_describe, ec2_launch, ec2_terminate, start_failover),
+    "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover),
     "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
     "spot-prices": (tables, ec2_spot_prices),
     "placement-scores": (tables, ec2_placement_scores),
     "sentinel-interruption": _SENTINEL,
     "sentinel-rebalance": _SENTINEL,
     "sentinel-state-change": _SENTINEL,
-    "failover-plan": (tables, ec2_describe),
+    "failover-plan": (tables, ec2_describe, ec2_zones),
     "failover-launch": (tables, ec2_describe, ec2_launch),
     "failover-check-ready": (tables, ec2_describe, ec2_terminate),
     "failover-handover": (tables, ec2_describe, ec2_move_eip, target_group_handover, ec2_terminate),
     "failover-record": (tables, notify),
     "failover-retire": (tables, ec2_describe, ec2_terminate),
-    "failover-next-standby": (tables, ec2_describe, ec2_launch),
+    "failover-next-standby": (tables, ec2_describe, ec2_zones, ec2_launch),
     "failover-failed": (tables, ec2_describe, ec2_terminate, notify),
 }
 assert set(FAILOVER_TASKS.values()) <= set(FUNCTIONS)

@@ -238,6 +238,15 @@ def test_iam_action_names_come_from_botocore():
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_action_a_function_is_granted_is_called_by_its_code(function):
+    """Beyond DynamoDB (granted per stage as one set), logs, X-Ray and the client-role hop."""
+    granted = {a for _, actions, _ in _statements(function_policy("dev", function)) for a in actions}
+    unused = {a for a in granted - IMPLIED - set(boto_calls.actions(function))
+              if not a.startswith(("dynamodb:", *ALWAYS))}
+    assert unused == set(), f"{function} is granted {unused} but no code of it calls them"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_every_capability_a_function_holds_is_used_by_its_code(function):
     needed = set(boto_calls.actions(function))
     for capability in FUNCTIONS[function]:
