@@ -31,7 +31,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test serve package bench backtest validate train layer infra policies deploy lint clean check-python
+.PHONY: venv demo test serve package bench backtest validate attack-walk train layer infra policies deploy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -68,6 +68,9 @@ backtest: $(STAMP)
 
 validate: $(STAMP)
 	$(BIN)/python -m bench.backtest.validate $(VALIDATE_ARGS)
+
+attack-walk: $(STAMP)  ## local mode walked as an attacker with a valid client token (issue #12)
+	$(BIN)/python -m localmode.attack_walk
 
 train: $(STAMP)
 	$(BIN)/python -m ml.train $(TRAIN_ARGS)
