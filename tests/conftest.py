@@ -116,11 +116,14 @@ def admin(api, admin_key):
 
 @pytest.fixture
 def make_tenant(admin, api):
-    """Create a client through the admin API; returns (client_id, Caller with its token)."""
+    """Create a client through the admin API; returns (client_id, Caller with its token).
 
-    def _make(name: str | None = None):
+    Legacy agent mode is on (``legacy=True``): most tests drive the agent routes with the client token,
+    as v4 agents do. Tests of verified agents pass ``legacy=False`` (tests/api/test_agent_identity.py)."""
+
+    def _make(name: str | None = None, legacy: bool = True):
         status, body = admin.post("/api/admin/clients/create",
-                                  {"name": name or f"tenant-{uuid.uuid4().hex[:10]}"})
+                                  {"name": name or f"tenant-{uuid.uuid4().hex[:10]}", "legacy_agents": legacy})
         assert status == 201, body
         return body["client_id"], Caller(api.http, token=body["client_token"])
 
