@@ -130,6 +130,17 @@ def make_tenant(admin, api):
     return _make
 
 
+@pytest.fixture
+def aws_signs_locally(monkeypatch):
+    """The in-process server trusts local mode's test certificate as if it were AWS's for every region
+    (tests run in the dev stage, where the real server never trusts it): documents signed by
+    localmode.identity_signer / FakeImds then verify, as real IMDS documents do in AWS."""
+    from chalicelib import identity_documents
+
+    monkeypatch.setattr(identity_documents, "trusted_certificates",
+                        lambda region: [identity_documents.local_certificate()])
+
+
 def new_instance_id() -> str:
     """A random, well-formed EC2 instance id."""
     return "i-" + uuid.uuid4().hex[:17]
