@@ -259,7 +259,11 @@ class Agent:
         try:
             reply = self.api.heartbeat(self.agent_id, self._heartbeat_body(status))
         except ApiError as exc:
-            if exc.status not in (401, 404) or (exc.status == 401 and not self.api.credential):
+            # 404: unknown agent; 401: our credential was replaced; 403 agent_credential_required: we hold
+            # none (a state file from before verified agents) and the client left legacy mode.
+            stale = exc.status == 404 or (exc.status == 401 and self.api.credential) or \
+                (exc.status == 403 and exc.code == "agent_credential_required")
+            if not stale:
                 raise
             self.log.warning("the server does not know agent %s (or its credential); registering again",
                              self.agent_id)

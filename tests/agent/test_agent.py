@@ -233,3 +233,20 @@ def test_declared_instance_types_are_sent_at_registration(tenant, make_agent, im
     agent = make_agent(imds_factory(identity_of(instance)), instance_types=f"{other}, ")
     assert agent.start() == ["registered"]
     assert server_agent(tenant, agent).runnable_types == (itype, other)
+
+
+def test_an_agent_without_a_credential_registers_again_when_the_client_leaves_legacy_mode(
+        tenant, make_agent, imds_factory, admin):
+    """GIVEN an agent registered while its client was in legacy mode (no credential) WHEN the admin turns
+    legacy mode off THEN its next heartbeat is refused, it registers with its signed document and
+    carries on with its new credential."""
+    assert admin.post(f"/api/admin/clients/{tenant.client_id}/legacy-agents", {"enabled": True})[0] == 200
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    imds.signed = False
+    agent = make_agent(imds)
+    assert agent.start() == ["registered"] and agent.api.credential is None
+    assert admin.post(f"/api/admin/clients/{tenant.client_id}/legacy-agents", {"enabled": False})[0] == 200
+    imds.signed = True
+    assert "registered" in agent.run_due(T0 + timedelta(seconds=31))
+    assert agent.api.credential and agent.api.credential.startswith("soa_")
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=62))
