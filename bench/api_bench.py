@@ -116,7 +116,8 @@ def _scenarios(client, admin_key: str, n: int) -> dict:
         return client.http.post(path, headers={"Content-Type": "application/json", **headers},
                                 body=json.dumps(body))
 
-    created = json.loads(post("/api/admin/clients/create", {"name": f"bench-{uuid.uuid4().hex[:6]}"},
+    created = json.loads(post("/api/admin/clients/create", {"name": f"bench-{uuid.uuid4().hex[:6]}",
+                                                         "legacy_agents": True},
                               {"X-Admin-Key": admin_key}).body)
     auth = {"Authorization": f"Bearer {created['client_token']}"}
     reg = {"instance_id": "i-0123456789abcdef0", "instance_type": "m5.large", "region": "eu-west-1",

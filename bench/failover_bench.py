@@ -105,7 +105,7 @@ class Harness:
     def agent(self, *, manual: bool, eip: bool) -> dict:
         from chalicelib.tables import AgentTable
 
-        token = self.call("POST", "/api/admin/clients/create", {"name": f"b-{uuid.uuid4().hex[:8]}"},
+        token = self.call("POST", "/api/admin/clients/create", {"name": f"b-{uuid.uuid4().hex[:8]}", "legacy_agents": True},
                           admin=True)["client_token"]
         itype = f"m5.b{uuid.uuid4().hex[:8]}xl"
         instance = self.ec2.run_instances(ImageId=self.image, InstanceType=itype, MinCount=1, MaxCount=1,

@@ -15,6 +15,7 @@ from chalice import Response
 from pydantic import ValidationError as PydanticValidationError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
+from components.agent_identity import IdentityMismatchError
 from components.command_tracker.errors import (
     CommandConflictError,
     CommandNotFoundError,
@@ -143,6 +144,8 @@ def translate(exc: BaseException) -> ApiError | None:
         return NotFoundError(str(exc) or "command not found", field="command_id")
     if isinstance(exc, (IllegalTransitionError, CommandConflictError)):
         return ConflictError(str(exc) or "illegal state transition", code="illegal_transition")
+    if isinstance(exc, IdentityMismatchError):
+        return ForbiddenError(exc.message, field=exc.field, code="identity_mismatch")
     if isinstance(exc, ValidationError):
         return InvalidInputError(str(exc), field=getattr(exc, "field", None))
     if isinstance(exc, DomainError):

@@ -37,10 +37,14 @@ _PATHS = {
 
 class FakeImds:
     """IMDSv2 lookalike. ``identity`` keys: instance_id, instance_type, az, region (default: from az),
-    ami_id, local_ipv4, public_ipv4 (absent → 404), instance_life_cycle ("spot" or "on-demand")."""
+    ami_id, local_ipv4, public_ipv4 (absent → 404), instance_life_cycle ("spot" or "on-demand"),
+    account_id (default: moto's). ``dynamic/instance-identity/document`` and ``.../signature`` are signed
+    with local mode's test key (localmode.identity_signer); ``signed=False`` serves neither (404), as
+    for a legacy setup."""
 
-    def __init__(self, identity: dict[str, Any], host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, identity: dict[str, Any], host: str = "127.0.0.1", port: int = 0, signed: bool = True):
         self.identity = dict(identity)
+        self.signed = signed
         if self.identity.get("az") and not self.identity.get("region"):
             self.identity["region"] = self.identity["az"][:-1]
         self._host, self._port = host, port
@@ -121,6 +125,19 @@ class FakeImds:
             return 200, "\n".join(sorted(_PATHS.values()))
         return 404, ""
 
+    def _dynamic(self, path: str) -> tuple[int, str]:
+        """The signed identity document of the current identity, and its signature."""
+        if not self.signed or path not in ("instance-identity/document", "instance-identity/signature"):
+            return 404, ""
+        from localmode.identity_signer import LOCAL_ACCOUNT_ID, signed_identity
+
+        ident = self.identity
+        document, signature = signed_identity(
+            instance_id=str(ident.get("instance_id")), instance_type=str(ident.get("instance_type")),
+            az=str(ident.get("az")), region=ident.get("region"), image_id=ident.get("ami_id"),
+            account_id=ident.get("account_id") or LOCAL_ACCOUNT_ID)
+        return 200, document if path.endswith("document") else signature
+
     def _handler(self):
         fake = self
 
@@ -161,6 +178,9 @@ class FakeImds:
                 fake.requests.append(("GET", self.path, valid))
                 if not valid:
                     return self._send(401)
+                dynamic = "/latest/dynamic/"
+                if self.path.startswith(dynamic):
+                    return self._send(*fake._dynamic(self.path[len(dynamic):]))
                 prefix = "/latest/meta-data/"
                 if not self.path.startswith(prefix) and self.path != prefix.rstrip("/"):
                     return self._send(404)

@@ -116,15 +116,29 @@ def admin(api, admin_key):
 
 @pytest.fixture
 def make_tenant(admin, api):
-    """Create a client through the admin API; returns (client_id, Caller with its token)."""
+    """Create a client through the admin API; returns (client_id, Caller with its token).
 
-    def _make(name: str | None = None):
+    Legacy agent mode is on (``legacy=True``): most tests drive the agent routes with the client token,
+    as v4 agents do. Tests of verified agents pass ``legacy=False`` (tests/api/test_agent_identity.py)."""
+
+    def _make(name: str | None = None, legacy: bool = True):
         status, body = admin.post("/api/admin/clients/create",
-                                  {"name": name or f"tenant-{uuid.uuid4().hex[:10]}"})
+                                  {"name": name or f"tenant-{uuid.uuid4().hex[:10]}", "legacy_agents": legacy})
         assert status == 201, body
         return body["client_id"], Caller(api.http, token=body["client_token"])
 
     return _make
+
+
+@pytest.fixture
+def aws_signs_locally(monkeypatch):
+    """The in-process server trusts local mode's test certificate as if it were AWS's for every region
+    (tests run in the dev stage, where the real server never trusts it): documents signed by
+    localmode.identity_signer / FakeImds then verify, as real IMDS documents do in AWS."""
+    from chalicelib import identity_documents
+
+    monkeypatch.setattr(identity_documents, "trusted_certificates",
+                        lambda region: [identity_documents.local_certificate()])
 
 
 def new_instance_id() -> str:

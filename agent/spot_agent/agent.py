@@ -124,6 +124,7 @@ class Agent:
             state = AgentState(self.config.state_file)
         state.update(instance_id=self.instance_id)
         self.state = state
+        self.api.credential = state["agent_credential"]
         self.log.extra["agent_id"] = state["agent_id"]
         self.executor = CommandExecutor(
             state=state, api=self.api, instance_id=self.instance_id, config=self.config, clock=self.clock,
@@ -156,6 +157,7 @@ class Agent:
                 "private_ip": ident.get("local_ipv4"), "public_ip": ident.get("public_ipv4")}
         if self.config.declared_types:
             body["instance_types"] = self.config.declared_types
+        body["identity_document"], body["identity_signature"] = self.imds.signed_identity()
         try:
             reply = self.api.register({k: v for k, v in body.items() if v is not None})
         except ApiError as exc:
@@ -169,8 +171,12 @@ class Agent:
                 return "standby"
             raise
         config = reply.get("config") or {}
+        # A verified registration returns the agent's credential (once; it replaces the previous one). A
+        # legacy-mode server returns none: the client token then serves the agent routes.
+        credential = reply.get("agent_credential") or None
+        self.api.credential = credential
         self.state.update(agent_id=reply["agent_id"], client_id=reply.get("client_id"), config=config,
-                          config_version=config.get("config_version"))
+                          config_version=config.get("config_version"), agent_credential=credential)
         self.log.extra["agent_id"] = reply["agent_id"]
         self.log.info("registered (%s) as %s", reply.get("action", "ok"), body["logical_agent_id"])
         return "registered"
@@ -253,9 +259,14 @@ class Agent:
         try:
             reply = self.api.heartbeat(self.agent_id, self._heartbeat_body(status))
         except ApiError as exc:
-            if exc.status != 404:
+            # 404: unknown agent; 401: our credential was replaced; 403 agent_credential_required: we hold
+            # none (a state file from before verified agents) and the client left legacy mode.
+            stale = exc.status == 404 or (exc.status == 401 and self.api.credential) or \
+                (exc.status == 403 and exc.code == "agent_credential_required")
+            if not stale:
                 raise
-            self.log.warning("the server does not know agent %s; registering again", self.agent_id)
+            self.log.warning("the server does not know agent %s (or its credential); registering again",
+                             self.agent_id)
             return actions + [self._register()]
         actions.append("heartbeat")
         version = reply.get("config_version")

@@ -51,11 +51,16 @@ class ApiClient:
                  retry_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep):
         self.base_url = base_url.rstrip("/")
         self.token, self.timeout, self.retry_delay_s = token, timeout, retry_delay_s
+        # The agent's own credential from a verified registration: every agent route but register uses
+        # it. None (a legacy-mode server issued none): the client token, as v4 agents do.
+        self.credential: str | None = None
         self.session = session if session is not None else requests.Session()
         self._sleep = sleep
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+             client_token: bool = False) -> dict[str, Any]:
+        secret = self.token if client_token or not self.credential else self.credential
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json",
                    "Accept": "application/json", "User-Agent": f"spot-agent/{__version__}"}
         url = self.base_url + path
         last: Exception | None = None
@@ -81,7 +86,8 @@ class ApiClient:
     # ---- the agent routes --------------------------------------------------------------------
 
     def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/api/agents/register", body)
+        """Registration authenticates with the client token (it is what issues the agent credential)."""
+        return self.call("POST", "/api/agents/register", body, client_token=True)
 
     def heartbeat(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Liveness; the answer carries ``commands`` to execute and ``config_version``."""

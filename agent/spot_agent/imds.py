@@ -125,6 +125,15 @@ class ImdsClient:
             "mode": "spot" if (lifecycle or "").strip() == "spot" else "ondemand",
         }
 
+    def signed_identity(self) -> tuple[str | None, str | None]:
+        """The instance identity document (its JSON text, verbatim: the signature covers those bytes) and
+        its base64 RSA-SHA256 signature; (None, None) where IMDS has none."""
+        document = self.get("dynamic/instance-identity/document")
+        signature = self.get("dynamic/instance-identity/signature")
+        if not document or not signature:
+            return None, None
+        return document, signature.strip()
+
     def instance_action(self) -> dict[str, Any] | None:
         """The two-minute notice ``{"action": "terminate"|"stop"|"hibernate", "time": ...}``, or None."""
         return self._json("meta-data/spot/instance-action")

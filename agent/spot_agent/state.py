@@ -21,6 +21,8 @@ def _empty() -> dict[str, Any]:
     return {
         "version": STATE_VERSION,
         "agent_id": None,
+        # The agent credential of the last verified registration (the file is created 0600).
+        "agent_credential": None,
         "instance_id": None,
         "config": {},
         "config_version": None,

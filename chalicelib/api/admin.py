@@ -9,8 +9,13 @@ from chalicelib import auth
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
 from chalicelib.api.views import client_view, iso
 from chalicelib.errors import GoneError
-from chalicelib.repositories import activity, clients
-from chalicelib.schemas.admin import ClientStatusRequest, CreateClientRequest, RegenerateTokenRequest
+from chalicelib.repositories import activity, agents, clients
+from chalicelib.schemas.admin import (
+    ClientStatusRequest,
+    CreateClientRequest,
+    LegacyAgentsRequest,
+    RegenerateTokenRequest,
+)
 
 bp = ApiBlueprint(__name__)
 
@@ -29,7 +34,8 @@ def create_client():
     client = clients.create(client_id=f"cl-{uuid.uuid4().hex[:16]}", name=body.name,
                             email=body.email, token_hash=auth.hash_secret(token),
                             token_expires_at=expires,
-                            ondemand_discount_percent=body.ondemand_discount_percent, now=now)
+                            ondemand_discount_percent=body.ondemand_discount_percent, now=now,
+                            legacy_agents=body.legacy_agents)
     activity.record_event("client_created", f"client {client.name} created", now,
                           client_id=client.client_id)
     return ok({**client_view(client), "client_token": token,
@@ -78,11 +84,24 @@ def get_client(client_id):
 
 @bp.route("/api/admin/clients/{client_id}/status", methods=["POST"])
 def set_client_status(client_id):
-    """Activate or deactivate a client; an inactive client's token answers 403."""
+    """Activate or deactivate a client; an inactive client's token and its agents' credentials answer 403
+    (the status is copied onto each agent row, which is all an agent credential reads)."""
     body = admin_request(_request(), ClientStatusRequest)
     client = clients.set_status(client_id, body.status)
+    agents.set_client_suspended(client_id, body.status != "active")
     activity.record_event("client_status", f"client {client.name} is {body.status}", utcnow(),
                           severity="warning", client_id=client_id)
+    return ok(client_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/legacy-agents", methods=["POST"])
+def set_legacy_agents(client_id):
+    """Legacy agent mode on or off. On: v4 agents keep working (client token on agent routes, registration
+    without an identity document). Off (new clients): agent routes need the agent's own credential."""
+    body = admin_request(_request(), LegacyAgentsRequest)
+    client = clients.set_legacy_agents(client_id, body.enabled)
+    activity.record_event("client_legacy_agents", f"legacy agent mode of {client.name} is "
+                          f"{'on' if body.enabled else 'off'}", utcnow(), severity="warning", client_id=client_id)
     return ok(client_view(client))
 
 

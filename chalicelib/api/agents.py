@@ -7,16 +7,25 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
-from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
+from components.agent_identity import (
+    IdentityDocument,
+    Registration,
+    account_bound,
+    agent_id_for,
+    check_identity,
+    normalize_logical_agent_id,
+    normalize_mode,
+)
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import bootstrap, catalogue, command_queue
-from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, utcnow
+from chalicelib import auth, bootstrap, catalogue, command_queue
+from chalicelib.api.common import ApiBlueprint, agent_request, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
-from chalicelib.errors import InvalidInputError, NotFoundError
+from chalicelib.errors import ForbiddenError, InvalidInputError, NotFoundError
+from chalicelib.identity_documents import verify_identity_document
 from chalicelib.repositories import activity, agents, observations, pools, switches
 from chalicelib.schemas.agents import (
     CleanupReportRequest,
@@ -49,10 +58,17 @@ def _request():
 def register():
     """Create or update the agent of (client, logical_agent_id); answer with its config.
 
+    With ``identity_document`` + ``identity_signature`` (from IMDS) the signed document decides the
+    account, instance, type, region and zone: the body's claims must match it (403 otherwise), its
+    account must be one the client is bound to, and the answer carries a new ``agent_credential`` for
+    the agent routes (the previous one stops working). Without them the registration is the legacy v4
+    one, allowed only where the client runs in legacy agent mode.
+
     ``instance_types`` / ``requirements`` declare the types the agent can run on: resolved against the
     catalogue (400 when unusable, nothing written) and stored in its config."""
     client, body = client_request(_request(), RegisterRequest)
     make_pool_id(body.instance_type, body.az)  # validates both (400 with field)
+    identity = _verified_identity(client, body)
     types = None
     if body.instance_types or body.requirements:
         types = catalogue.type_config(body.instance_type, body.instance_types,
@@ -63,20 +79,51 @@ def register():
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+    credential = None
+    if identity is not None:
+        credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
+        identity = {"account_id": identity.account_id, "credential_hash": auth.hash_secret(credential)}
     now = utcnow()
-    agent, plan = agents.register(client, reg, now, types=types)
+    agent, plan = agents.register(client, reg, now, types=types, identity=identity)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
                           now, client_id=client.client_id, agent_id=agent.agent_id,
-                          instance_id=reg.instance_id, metadata={"action": plan.action.value})
-    return ok({"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
-               "action": plan.action.value, "config": config_view(agent)})
+                          instance_id=reg.instance_id,
+                          metadata={"action": plan.action.value, "verified": identity is not None})
+    reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
+             "action": plan.action.value, "verified": identity is not None,
+             "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}
+    if credential is not None:
+        reply |= {"agent_credential": credential,
+                  "warning": "store agent_credential now: it is shown only once, and replaced by the next "
+                             "registration"}
+    return ok(reply)
+
+
+def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None:
+    """The registration's verified identity document; None for a legacy registration (legacy mode only)."""
+    if body.identity_document is None and body.identity_signature is None:
+        if not client.legacy_agents:
+            raise InvalidInputError("registration needs the instance identity document and its signature from "
+                                    "IMDS (legacy agent mode is off for this client)", field="identity_document",
+                                    code="identity_document_required")
+        return None
+    if body.identity_document is None or body.identity_signature is None:
+        missing = "identity_document" if body.identity_document is None else "identity_signature"
+        raise InvalidInputError("identity_document and identity_signature go together", field=missing)
+    doc = verify_identity_document(body.identity_document, body.identity_signature)
+    check_identity(doc, instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
+                   az=body.az)
+    bound = [getattr(a, "account_id", None) for a in (getattr(client, "aws_accounts", None) or [])]
+    if not account_bound(doc.account_id, bound):
+        raise ForbiddenError(f"the instance runs in AWS account {doc.account_id}, which is not bound to this client",
+                             field="identity_document", code="account_not_bound")
+    return doc
 
 
 @bp.route("/api/agents/{agent_id}/heartbeat", methods=["POST"])
 def heartbeat(agent_id):
     """Liveness plus everything the agent needs for this cycle: pending commands, config version."""
-    client, body = client_request(_request(), HeartbeatRequest)
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
     now = utcnow()
@@ -87,7 +134,7 @@ def heartbeat(agent_id):
     if body.status == "online" and updated.config.get("enabled", True):
         commands = command_queue.deliver_to(updated, now, instance_id=body.instance_id)
     if agent.status != updated.status and "offline" in (agent.status, updated.status):
-        activity.notify(client.client_id, "agent_status",
+        activity.notify(client_id, "agent_status",
                         f"agent {agent.logical_agent_id} is now {updated.status}", now,
                         agent_id=agent.agent_id)
     return ok({"success": True, "status": updated.status, "config_version": updated.config_version,
@@ -97,8 +144,8 @@ def heartbeat(agent_id):
 @bp.route("/api/agents/{agent_id}/config", methods=["GET"])
 def config(agent_id):
     """The agent's flags and thresholds (flat, legacy shape) with ``config_version``."""
-    client, _ = client_request(_request())
-    return ok(config_view(agents.require(client.client_id, agent_id)))
+    _, agent, _ = agent_request(_request(), agent_id)
+    return ok(config_view(agent))
 
 
 @bp.route("/api/agents/{agent_id}/pending-commands", methods=["GET"])
@@ -107,8 +154,7 @@ def pending_commands(agent_id):
 
     ``?instance_id=`` names the caller's instance (legacy agents send none: the agent's current one).
     """
-    client, _ = client_request(_request())
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, _ = agent_request(_request(), agent_id)
     caller = (_request().query_params or {}).get("instance_id")
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
@@ -118,12 +164,11 @@ def pending_commands(agent_id):
     return ok({"commands": [command_view(c) for c in commands]})
 
 
-def _result(client, agent_id: str, command_id: str, body: ExecutedRequest):
-    agent = agents.require(client.client_id, agent_id)
+def _result(client_id: str, agent, command_id: str, body: ExecutedRequest):
     now = utcnow()
     outcome = command_queue.record_result(agent.agent_id, command_id, success=body.success,
                                           message=body.message, now=now, error_code=body.error_code)
-    warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client.client_id,
+    warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client_id,
                      agent_id=agent.agent_id)
     return ok({"success": True, "replay": outcome.replay, "late": outcome.late,
                "command": command_view(outcome.command), "warnings": warnings})
@@ -133,22 +178,21 @@ def _result(client, agent_id: str, command_id: str, body: ExecutedRequest):
 def command_executed(agent_id, command_id):
     """The agent's result for a delivered command: idempotent, and recorded even when it arrives after
     the lease ran out (``late``), since the agent did act."""
-    client, body = client_request(_request(), ExecutedRequest)
-    return _result(client, agent_id, command_id, body)
+    client_id, agent, body = agent_request(_request(), agent_id, ExecutedRequest)
+    return _result(client_id, agent, command_id, body)
 
 
 @bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"])
 def mark_command_executed(agent_id):
     """The v3.2 agent's result call, which the legacy server never served."""
-    client, body = client_request(_request(), LegacyExecutedRequest)
-    return _result(client, agent_id, body.command_id, body)
+    client_id, agent, body = agent_request(_request(), agent_id, LegacyExecutedRequest)
+    return _result(client_id, agent, body.command_id, body)
 
 
 @bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"])
 def extend_command_lease(agent_id, command_id):
     """The agent is still working on the command: renew its lease (409 once it was taken back)."""
-    client, _ = client_request(_request())
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, _ = agent_request(_request(), agent_id)
     return ok({"success": True, "command": command_view(command_queue.extend(agent, command_id, utcnow()))})
 
 
@@ -168,8 +212,7 @@ def pricing_report(agent_id):
     plausible points are kept; the others are dropped and named in ``warnings``. A pool whose price
     comes from the server's own spot-prices job (fresh) keeps it: the agent's point is only counted
     (``server_priced``) and kept in the raw report; its on-demand price is still taken."""
-    client, body = client_request(_request(), PricingReportRequest)
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, body = agent_request(_request(), agent_id, PricingReportRequest)
     now = utcnow()
     warnings = body.warnings
     ts = body.pricing.collected_at or now
@@ -191,7 +234,7 @@ def pricing_report(agent_id):
     admissions = {pid: a for pid, a in admissions.items() if a.outcome != pools.SERVER_PRICED}
     cheapest = body.pricing.cheapest_pool
     pools.save_report(PricingReportTable(
-        agent.agent_id, now, client_id=client.client_id, instance_id=body.instance.instance_id,
+        agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
         instance_type=own_type, region=body.instance.region or agent.region,
         az=body.instance.az or agent.az, mode=body.instance.mode, pool_id=body.instance.pool_id,
         on_demand_price=ondemand, current_spot_price=current,
@@ -207,7 +250,7 @@ def pricing_report(agent_id):
                "duplicates": outcomes.count("exact_duplicate"),
                "interpolated": sum(a.filled for a in admissions.values()),
                "server_priced": len(server_priced),
-               "warnings": noted(warnings, "pricing report", now, client_id=client.client_id,
+               "warnings": noted(warnings, "pricing report", now, client_id=client_id,
                                  agent_id=agent.agent_id)})
 
 
@@ -255,10 +298,9 @@ def switch_report(agent_id):
     dropped (and named in ``warnings``), a missing price comes from the server's own prices. Only a
     report that names no new instance, or an old instance that is not this agent's, is refused. The
     switch command of the old instance is completed by the report (legacy agents name no command)."""
-    client, body = client_request(_request(), SwitchReportRequest)
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, body = agent_request(_request(), agent_id, SwitchReportRequest)
     old, new, timing = body.old_instance, body.new_instance, body.timing
-    if not _owned_instance(client.client_id, agent, old.instance_id):
+    if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
     now = utcnow()
     warnings = body.warnings
@@ -284,7 +326,7 @@ def switch_report(agent_id):
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
                 if timing.new_instance_ready_at else None)
     row = SwitchTable(
-        client.client_id, switches.switch_key(initiated, switch_id), switch_id=switch_id,
+        client_id, switches.switch_key(initiated, switch_id), switch_id=switch_id,
         agent_id=agent.agent_id, command_id=command_id, trigger=body.trigger,
         old_instance_id=old.instance_id or agent.instance_id,
         old_instance_type=old.instance_type or agent.instance_type, old_az=old.az or agent.az,
@@ -298,7 +340,7 @@ def switch_report(agent_id):
         old_terminated_at=timing.old_instance_terminated_at, total_duration_seconds=duration,
         snapshot_used=body.snapshot.used, success=body.success, recorded_at=now)
     new_instance = InstanceTable(
-        new.instance_id, client_id=client.client_id, agent_id=agent.agent_id,
+        new.instance_id, client_id=client_id, agent_id=agent.agent_id,
         instance_type=new.instance_type or agent.instance_type, region=new.region or agent.region,
         az=new.az, ami_id=new.ami_id, mode=new_mode, pool_id=new_pool, role="primary",
         spot_price=prices["new_spot"] if new_mode == "spot" else None,
@@ -307,7 +349,7 @@ def switch_report(agent_id):
     # Legacy §9.2 #3: the old instance only counts as gone under auto-terminate with a termination time.
     deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
                   and timing.old_instance_terminated_at else None)
-    created = switches.record(row, agent_client_id=client.client_id, agent_id=agent.agent_id,
+    created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
     completed = []
     if body.success:
@@ -317,57 +359,55 @@ def switch_report(agent_id):
         launched = timing.new_instance_launched_at or initiated
         observations.record(CapacityObservation(new_pool, ObservationKind.LAUNCH_SUCCEEDED, launched.timestamp(),
                                                 source="agent"),
-                            event_id=f"switch:{switch_id}", client_id=client.client_id, agent_id=agent.agent_id,
+                            event_id=f"switch:{switch_id}", client_id=client_id, agent_id=agent.agent_id,
                             instance_id=new.instance_id)
     if created and impact.hourly_savings is not None:
-        activity.notify(client.client_id, "switch",
+        activity.notify(client_id, "switch",
                         f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
                         f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
     return ok({"success": True, "switch_id": switch_id, "duplicate": not created,
                "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
                "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings),
                "commands_completed": completed,
-               "warnings": noted(warnings, "switch report", now, client_id=client.client_id,
+               "warnings": noted(warnings, "switch report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=new.instance_id)})
 
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"])
 def termination(agent_id):
     """The agent's host is being terminated: agent offline, instance inactive, client notified."""
-    client, body = client_request(_request(), TerminationRequest)
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, body = agent_request(_request(), agent_id, TerminationRequest)
     instance_id = body.instance_id or agent.instance_id
-    instance = agents.get_instance(client.client_id, instance_id) if instance_id else None
+    instance = agents.get_instance(client_id, instance_id) if instance_id else None
     owned = instance is not None and instance.agent_id == agent.agent_id
     if body.instance_id and not owned:
         raise NotFoundError("instance not found", field="instance_id")
     now = utcnow()
     agents.mark_terminated(agent, instance_id if owned else None, now)
-    activity.notify(client.client_id, "termination",
+    activity.notify(client_id, "termination",
                     f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
                     severity="warning", agent_id=agent.agent_id)
     activity.record_event("agent_termination", body.reason or "agent reported termination", now,
-                          severity="warning", client_id=client.client_id, agent_id=agent.agent_id,
+                          severity="warning", client_id=client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,
                           metadata={"termination_time": iso(body.termination_time)})
     return ok({"success": True, "agent_id": agent.agent_id, "status": "offline",
-               "warnings": noted(body.warnings, "termination report", now, client_id=client.client_id,
+               "warnings": noted(body.warnings, "termination report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=instance_id)})
 
 
 @bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"])
 def cleanup_report(agent_id):
     """Log the agent's AMI/snapshot cleanup (legacy ``cleanup_logs``)."""
-    client, body = client_request(_request(), CleanupReportRequest)
-    agent = agents.require(client.client_id, agent_id)
+    client_id, agent, body = agent_request(_request(), agent_id, CleanupReportRequest)
     now = utcnow()
     failed = len(body.snapshots.failed) + len(body.amis.failed)
     activity.record_event(
         "cleanup_report", f"{agent.logical_agent_id} cleaned {len(body.snapshots.deleted)} snapshots "
-        f"and {len(body.amis.deleted_amis)} AMIs", now, client_id=client.client_id,
+        f"and {len(body.amis.deleted_amis)} AMIs", now, client_id=client_id,
         agent_id=agent.agent_id, severity="warning" if failed else "info",
         metadata=body.model_dump(mode="json"))
     return ok({"success": True, "deleted_snapshots": len(body.snapshots.deleted),
                "deleted_amis": len(body.amis.deleted_amis), "failed_count": failed,
-               "warnings": noted(body.warnings, "cleanup report", now, client_id=client.client_id,
+               "warnings": noted(body.warnings, "cleanup report", now, client_id=client_id,
                                  agent_id=agent.agent_id)})

@@ -15,9 +15,10 @@ from pydantic import BaseModel
 
 from chalicelib import auth, clock
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
-from chalicelib.errors import InternalError, error_response, translate
+from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
 from chalicelib.observability import logger
-from chalicelib.repositories import activity
+from chalicelib.repositories import activity, agents
+from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.settings import get_settings
 
@@ -78,8 +79,29 @@ def client_request(request, schema: type[SchemaT] | None = None) -> tuple[Client
     return client, validate(schema, body)
 
 
+def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *,
+                  allow_deleted: bool = False) -> tuple[str, AgentRecord, SchemaT | dict]:
+    """Authenticate an agent route: ``(client_id, agent, body)``.
+
+    The agent's own credential (one GetItem; another agent's id is 404), or, where the client runs in
+    legacy agent mode, the client token (Bearer or the v4 body ``client_token``). Without legacy mode a
+    client token answers 403 ``agent_credential_required``."""
+    body = raw_json(request)
+    token = auth.bearer_token(request.headers)
+    if auth.is_agent_credential(token):
+        agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+    else:
+        client = auth.authenticate(request.headers, body)
+        if not client.legacy_agents:
+            raise ForbiddenError("agent routes need the agent's own credential (returned by a registration "
+                                 "with a signed identity document); legacy agent mode is off for this client",
+                                 code="agent_credential_required")
+        agent = agents.require(client.client_id, agent_id, allow_deleted=allow_deleted)
+    return agent.client_id, agent, body if schema is None else validate(schema, body)
+
+
 def admin_request(request, schema: type[SchemaT] | None = None) -> SchemaT | dict:
-    """Check the admin key, then validate the body."""
+    """Check the admin key, then validate the body (an agent credential is never an admin key)."""
     auth.require_admin(request.headers)
     body = raw_json(request)
     return body if schema is None else validate(schema, body)

@@ -19,7 +19,7 @@ from components.sentinel import (
 )
 
 from chalicelib import replicas, sentinel
-from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.common import ApiBlueprint, agent_request, client_request, ok, page_params, utcnow
 from chalicelib.api.views import iso
 from chalicelib.errors import ForbiddenError, NotFoundError
 from chalicelib.repositories import agents, interruptions
@@ -35,11 +35,10 @@ def _request():
     return bp.current_request
 
 
-def _agent_and_instance(client, agent_id: str, instance_id: str | None):
+def _agent_and_instance(client_id: str, agent, instance_id: str | None):
     """The caller's agent and one of its instances (default: the current primary); 404 otherwise."""
-    agent = agents.require(client.client_id, agent_id)
     instance_id = instance_id or agent.instance_id
-    instance = agents.get_instance(client.client_id, instance_id) if instance_id else None
+    instance = agents.get_instance(client_id, instance_id) if instance_id else None
     if instance is None or instance.agent_id != agent.agent_id:
         raise NotFoundError("instance not found", field="instance_id")
     return agent, instance_id
@@ -64,8 +63,8 @@ def interruption_view(row) -> dict:
 @bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"])
 def termination_imminent(agent_id):
     """Two-minute notice seen by the agent: start (or join) the failover workflow. 202."""
-    client, body = client_request(_request(), TerminationImminentRequest)
-    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    client_id, agent, body = agent_request(_request(), agent_id, TerminationImminentRequest)
+    agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
     detected = body.detected_at or now
     deadline = body.termination_time or detected + timedelta(seconds=TERMINATION_NOTICE_S)
@@ -77,8 +76,8 @@ def termination_imminent(agent_id):
 @bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"])
 def rebalance_recommendation(agent_id):
     """Rebalance recommendation seen by the agent: pre-warm a standby if the pool is risky."""
-    client, body = client_request(_request(), RebalanceRequest)
-    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    client_id, agent, body = agent_request(_request(), agent_id, RebalanceRequest)
+    agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
     result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, body.detected_at or now, SignalSource.AGENT,
                                     region=agent.region), now)
@@ -92,13 +91,13 @@ def create_emergency_replica(agent_id):
     Never a second one (legacy defect): an existing standby is returned (200). A termination notice
     also goes through the sentinel, so the workflow promotes this replica.
     """
-    client, body = client_request(_request(), EmergencyReplicaRequest)
-    agent, instance_id = _agent_and_instance(client, agent_id, body.instance_id)
+    client_id, agent, body = agent_request(_request(), agent_id, EmergencyReplicaRequest)
+    agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     if not agent.config.get("auto_switch_enabled"):
         raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
     now = utcnow()
     termination = body.signal_type == "termination-notice"
-    if termination and (handled := _failover_of(client.client_id, instance_id, now)) is not None:
+    if termination and (handled := _failover_of(client_id, instance_id, now)) is not None:
         # EventBridge delivered the warning first: the workflow already replaces this instance, so a
         # standby launched now would only be a second instance to pay for.
         return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,

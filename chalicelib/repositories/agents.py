@@ -60,6 +60,9 @@ class AgentRecord:
     last_interruption_at: datetime | None = None
     interruption_count: int = 0
     last_pricing_at: datetime | None = None
+    account_id: str | None = None
+    credential_hash: str | None = field(default=None, repr=False)
+    client_suspended: bool = False
 
     @property
     def runnable_types(self) -> tuple[str, ...]:
@@ -99,7 +102,8 @@ def _record(row: AgentTable) -> AgentRecord:
         instance_count=int(row.instance_count or 1), last_switch_at=row.last_switch_at,
         ami_id=row.ami_id, private_ip=row.private_ip, current_replica_id=row.current_replica_id,
         last_interruption_at=row.last_interruption_at, interruption_count=int(row.interruption_count or 0),
-        last_pricing_at=row.last_pricing_at,
+        last_pricing_at=row.last_pricing_at, account_id=row.account_id, credential_hash=row.credential_hash,
+        client_suspended=bool(row.client_suspended),
     )
 
 
@@ -151,7 +155,8 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime) -> InstanceTa
 
 
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
-             types: dict[str, Any] | None = None) -> tuple[AgentRecord, RegistrationPlan]:
+             types: dict[str, Any] | None = None,
+             identity: dict[str, str] | None = None) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -162,6 +167,9 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
     ``types`` (config fields of an instance-type declaration, ``catalogue.type_config``) are written with
     the registration and bump ``config_version``; None leaves a stored declaration as it is (a legacy
     agent's re-registration declares nothing and changes nothing).
+
+    ``identity`` (``account_id`` and ``credential_hash`` of a verified registration) replaces the stored
+    ones: the previous credential stops working. None (a legacy registration) leaves them as they are.
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
@@ -171,7 +179,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
         try:
-            _write_registration(client, reg, plan, current, now, types)
+            _write_registration(client, reg, plan, current, now, types, identity)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
@@ -208,7 +216,8 @@ def _instance_condition(client: ClientRecord, agent_id: str):
 
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
-                        current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None) -> None:
+                        current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
+                        identity: dict[str, str] | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -216,8 +225,10 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         region=reg.region, az=reg.az, ami_id=reg.ami_id, private_ip=reg.private_ip,
         public_ip=reg.public_ip, current_mode=reg.mode.value, current_pool_id=pool_id,
         agent_version=reg.agent_version, instance_count=plan.instance_count, updated_at=now,
-        last_heartbeat_at=now,
+        last_heartbeat_at=now, client_suspended=None,  # the caller's client token proved it active
     )
+    if identity:
+        fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"])
     instance_condition = _instance_condition(client, plan.agent_id)
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
@@ -426,3 +437,21 @@ def types_in_use() -> list[tuple[str, str]]:
             declared = row.config.allowed_instance_types if row.config else None
             found.update((row.region, t) for t in allowed_types(row.instance_type, declared))
     return sorted(found)
+
+
+def set_client_suspended(client_id: str, suspended: bool) -> int:
+    """Copy the client's (in)active status onto each of its agents (agent credentials read only the agent
+    row). The agents are found on the listing index (eventually consistent: an agent registering in the
+    same second as the deactivation may be missed; a re-run of the status call catches it). Returns how
+    many rows were written."""
+    written = 0
+    for row in AgentTable.by_logical_id.query(client_id):
+        action = AgentTable.client_suspended.set(True) if suspended else AgentTable.client_suspended.remove()
+        try:
+            AgentTable(client_id, row.agent_id).update(actions=[action], condition=AgentTable.agent_id.exists())
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            continue
+        written += 1
+    return written

@@ -35,6 +35,7 @@ class ClientRecord:
     default_auto_switch: bool
     default_auto_terminate: bool
     default_terminate_wait_seconds: int
+    legacy_agents: bool = False
 
 
 def _record(row: ClientTable) -> ClientRecord:
@@ -45,17 +46,18 @@ def _record(row: ClientTable) -> ClientRecord:
         default_auto_switch=bool(row.default_auto_switch),
         default_auto_terminate=bool(row.default_auto_terminate),
         default_terminate_wait_seconds=int(row.default_terminate_wait_seconds or 0),
+        legacy_agents=bool(row.legacy_agents),
     )
 
 
 def create(*, client_id: str, name: str, email: str | None, token_hash: str,
            token_expires_at: datetime | None, ondemand_discount_percent: float,
-           now: datetime) -> ClientRecord:
+           now: datetime, legacy_agents: bool = False) -> ClientRecord:
     """Create a client, its name guard and its token lookup atomically (409 on a taken name)."""
     row = ClientTable(client_id, name=name.strip(), email=email, status="active",
                       token_hash=token_hash, token_created_at=now, token_expires_at=token_expires_at,
                       created_at=now, listing=CLIENT_LISTING,
-                      ondemand_discount_percent=ondemand_discount_percent)
+                      ondemand_discount_percent=ondemand_discount_percent, legacy_agents=legacy_agents)
     name_guard = ClientLookupTable(name_lookup_key(name), client_id=client_id, created_at=now)
     token_guard = ClientLookupTable(token_lookup_key(token_hash), client_id=client_id, created_at=now)
     try:
@@ -132,6 +134,18 @@ def set_status(client_id: str, status: str) -> ClientRecord:
     try:
         row.update(actions=[ClientTable.status.set(status)],
                    condition=ClientTable.client_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("client not found", field="client_id") from exc
+        raise
+    return require(client_id)
+
+
+def set_legacy_agents(client_id: str, enabled: bool) -> ClientRecord:
+    """Turn legacy agent mode on or off (404 if the client does not exist)."""
+    try:
+        ClientTable(client_id).update(actions=[ClientTable.legacy_agents.set(enabled)],
+                                      condition=ClientTable.client_id.exists())
     except UpdateError as exc:
         if condition_failed(exc):
             raise NotFoundError("client not found", field="client_id") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from chalicelib.schemas.base import Schema
 
@@ -16,6 +16,14 @@ class CreateClientRequest(Schema):
     email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     ondemand_discount_percent: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
     token_ttl_days: int | None = Field(default=None, ge=1, le=3650)
+    # Legacy v4 agents (client token on agent routes, no identity document): off unless asked for.
+    legacy_agents: StrictBool = False
+
+
+class LegacyAgentsRequest(Schema):
+    """POST /api/admin/clients/{id}/legacy-agents."""
+
+    enabled: StrictBool
 
 
 class RegenerateTokenRequest(Schema):

@@ -69,6 +69,9 @@ class RegisterRequest(Schema):
     public_ip: str | None = Field(default=None, max_length=64)
     instance_types: InstanceTypeList | None = None
     requirements: TypeRequirements | None = None
+    # IMDS /latest/dynamic/instance-identity/document (its JSON text, verbatim) and .../signature.
+    identity_document: str | None = Field(default=None, max_length=4096)
+    identity_signature: str | None = Field(default=None, max_length=1024)
 
 
 class HeartbeatRequest(Schema):

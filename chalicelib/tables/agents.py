@@ -104,6 +104,12 @@ class AgentTable(Model):
     replica_generation = NumberAttribute(default=0)
     last_interruption_at = UTCDateTimeAttribute(null=True)
     interruption_count = NumberAttribute(default=0)
+    # Verified identity (chalicelib.identity_documents): the AWS account of the signed document, and the
+    # SHA-256 of the agent credential issued with it (never the credential itself).
+    account_id = OptionalText()
+    credential_hash = OptionalText()
+    # Copy of "the client is inactive", so an agent credential is checked with this row's GetItem alone.
+    client_suspended = BooleanAttribute(null=True)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

@@ -41,6 +41,9 @@ class ClientTable(Model):
     default_auto_switch = BooleanAttribute(default=True)
     default_auto_terminate = BooleanAttribute(default=True)
     default_terminate_wait_seconds = NumberAttribute(default=300)
+    # Legacy v4 agents (client token on agent routes, registration without an identity document).
+    # Missing (clients created before the flag) = off, as for new clients: an operator turns it on.
+    legacy_agents = BooleanAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 

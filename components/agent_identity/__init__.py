@@ -1,7 +1,15 @@
 """Stable agent identity and the rules for (re)registration."""
 
+from components.agent_identity.document import (
+    IdentityDocument,
+    account_bound,
+    check_identity,
+    parse_identity_document,
+)
 from components.agent_identity.errors import (
     AgentIdentityError,
+    IdentityMismatchError,
+    InvalidIdentityDocumentError,
     InvalidLogicalAgentIdError,
     InvalidRegistrationError,
 )
@@ -25,6 +33,9 @@ from components.agent_identity.model import (
 __all__ = [
     "AgentIdentityError",
     "AgentStatus",
+    "IdentityDocument",
+    "IdentityMismatchError",
+    "InvalidIdentityDocumentError",
     "InstanceMode",
     "InvalidLogicalAgentIdError",
     "InvalidRegistrationError",
@@ -32,9 +43,12 @@ __all__ = [
     "Registration",
     "RegistrationAction",
     "RegistrationPlan",
+    "account_bound",
     "agent_id_for",
+    "check_identity",
     "normalize_logical_agent_id",
     "normalize_mode",
+    "parse_identity_document",
     "plan_registration",
     "registration_refusal",
     "validate_registration",

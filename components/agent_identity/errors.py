@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from components.errors import DomainError, ValidationError
 
-__all__ = ["AgentIdentityError", "InvalidLogicalAgentIdError", "InvalidRegistrationError"]
+__all__ = [
+    "AgentIdentityError",
+    "IdentityMismatchError",
+    "InvalidIdentityDocumentError",
+    "InvalidLogicalAgentIdError",
+    "InvalidRegistrationError",
+]
 
 
 class AgentIdentityError(DomainError):
@@ -23,3 +29,22 @@ class InvalidRegistrationError(AgentIdentityError, ValidationError):
 
     def __init__(self, message: str, field: str | None = None) -> None:
         ValidationError.__init__(self, message, field)
+
+
+class InvalidIdentityDocumentError(AgentIdentityError, ValidationError):
+    """The identity document is not an EC2 instance identity document (a 400)."""
+
+    def __init__(self, message: str, field: str | None = "identity_document") -> None:
+        ValidationError.__init__(self, message, field)
+
+
+class IdentityMismatchError(AgentIdentityError):
+    """What an agent claims differs from its signed identity document (the edge answers 403)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message

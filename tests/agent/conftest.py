@@ -84,9 +84,16 @@ class Tenant:
         return ChaliceSession(self.http)
 
 
+@pytest.fixture(autouse=True)
+def _aws_signs(aws_signs_locally):
+    """FakeImds signs identity documents with local mode's key; the server takes it for AWS's."""
+
+
 @pytest.fixture
 def tenant(make_tenant, api) -> Tenant:
-    client_id, caller = make_tenant()
+    """A client in the default (verified agents) mode: agents register with FakeImds's signed document
+    and use their own credential."""
+    client_id, caller = make_tenant(legacy=False)
     return Tenant(client_id, caller, api.http)
 
 

@@ -35,6 +35,41 @@ def test_start_registers_with_the_imds_identity_and_saves_the_agent_id(tenant, m
     assert again.agent_id == agent.agent_id
 
 
+def test_the_agent_sends_its_signed_identity_and_uses_its_own_credential(tenant, make_agent, imds_factory):
+    """GIVEN a client without legacy mode WHEN the agent starts and heartbeats THEN it registered with
+    IMDS's signed document (the row holds the verified account and the credential's hash only), keeps
+    the credential in its state file, and its agent calls carry the credential, not the client token."""
+    from chalicelib.auth import hash_secret
+
+    instance = launch_instance(unique_type())
+    agent = make_agent(imds_factory(identity_of(instance)))
+    assert agent.start() == ["registered"]
+    credential = json.loads(agent.config.state_file.read_text())["agent_credential"]
+    assert credential.startswith("soa_") and agent.api.credential == credential
+    row = server_agent(tenant, agent)
+    assert row.account_id == "123456789012" and row.credential_hash == hash_secret(credential)
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=31))
+    # a restart re-registers: a new credential, the old one stops working
+    again = make_agent(imds_factory(identity_of(instance)))
+    again.start()
+    assert again.api.credential != credential
+    assert server_agent(tenant, again).credential_hash == hash_secret(again.api.credential)
+
+
+def test_without_a_signed_identity_a_client_without_legacy_mode_refuses_the_agent(tenant, make_agent):
+    from localmode.fake_imds import FakeImds
+    from spot_agent.api import ApiError
+
+    with FakeImds(identity_of(launch_instance(unique_type())), signed=False) as imds:
+        agent = make_agent(imds)
+        try:
+            agent.start()
+        except ApiError as exc:
+            assert exc.status == 400 and exc.code == "identity_document_required"
+        else:
+            raise AssertionError("registration without an identity document was accepted")
+
+
 def test_on_demand_instances_register_as_ondemand_and_skip_spot_notices(tenant, make_agent, imds_factory):
     imds = imds_factory(identity_of(launch_instance(unique_type(), spot=False)))
     agent = make_agent(imds)
@@ -198,3 +233,20 @@ def test_declared_instance_types_are_sent_at_registration(tenant, make_agent, im
     agent = make_agent(imds_factory(identity_of(instance)), instance_types=f"{other}, ")
     assert agent.start() == ["registered"]
     assert server_agent(tenant, agent).runnable_types == (itype, other)
+
+
+def test_an_agent_without_a_credential_registers_again_when_the_client_leaves_legacy_mode(
+        tenant, make_agent, imds_factory, admin):
+    """GIVEN an agent registered while its client was in legacy mode (no credential) WHEN the admin turns
+    legacy mode off THEN its next heartbeat is refused, it registers with its signed document and
+    carries on with its new credential."""
+    assert admin.post(f"/api/admin/clients/{tenant.client_id}/legacy-agents", {"enabled": True})[0] == 200
+    imds = imds_factory(identity_of(launch_instance(unique_type())))
+    imds.signed = False
+    agent = make_agent(imds)
+    assert agent.start() == ["registered"] and agent.api.credential is None
+    assert admin.post(f"/api/admin/clients/{tenant.client_id}/legacy-agents", {"enabled": False})[0] == 200
+    imds.signed = True
+    assert "registered" in agent.run_due(T0 + timedelta(seconds=31))
+    assert agent.api.credential and agent.api.credential.startswith("soa_")
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=62))

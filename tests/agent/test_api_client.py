@@ -17,11 +17,36 @@ def test_a_refused_token_is_an_error_with_status_and_body(api):
     assert caught.value.body["error"] and not caught.value.retryable
 
 
-def test_an_unknown_agent_is_a_404_with_the_field(tenant):
-    client = ApiClient(BASE_URL, tenant.token, session=tenant.session())
+def test_an_unknown_agent_is_a_404_with_the_field(make_tenant, api):
+    _, caller = make_tenant(legacy=True)  # a v4-style client token on an agent route
+    client = ApiClient(BASE_URL, caller.token, session=ChaliceSession(api.http))
     with pytest.raises(ApiError) as caught:
         client.heartbeat("ag-unknown", {"status": "online"})
     assert caught.value.status == 404 and caught.value.body.get("field") == "agent_id"
+
+
+def test_without_legacy_mode_the_client_token_is_refused_on_agent_routes(tenant):
+    client = ApiClient(BASE_URL, tenant.token, session=tenant.session())
+    with pytest.raises(ApiError) as caught:
+        client.heartbeat("ag-unknown", {"status": "online"})
+    assert caught.value.status == 403 and caught.value.code == "agent_credential_required"
+
+
+def test_the_agent_credential_serves_agent_routes_and_register_keeps_the_client_token(tenant):
+    """GIVEN an ApiClient holding an agent credential WHEN it calls register and heartbeat THEN register
+    carries the client token and heartbeat the credential."""
+    seen = []
+
+    class Recording:
+        def request(self, method, url, headers=None, **kwargs):
+            seen.append(headers["Authorization"])
+            return type("R", (), {"status_code": 200, "content": b"{}", "json": lambda self: {}})()
+
+    client = ApiClient(BASE_URL, tenant.token, session=Recording())
+    client.credential = "soa_cl-x.ag-y.secret"
+    client.register({})
+    client.heartbeat("ag-y", {})
+    assert seen == [f"Bearer {tenant.token}", "Bearer soa_cl-x.ag-y.secret"]
 
 
 def test_an_invalid_body_is_a_400_naming_the_field(tenant):

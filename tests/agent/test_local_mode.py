@@ -151,7 +151,9 @@ def test_the_daemon_end_to_end_against_local_mode(local_mode, tmp_path):
         SPOT_OPTIMIZER_SERVER_URL=api, SPOT_OPTIMIZER_CLIENT_TOKEN=client["client_token"], LOGICAL_AGENT_ID="e2e-web",
         AWS_REGION=REGION, AWS_ENDPOINT_URL=aws, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
         SPOT_AGENT_HEARTBEAT_S="0.5", SPOT_AGENT_PRICING_S="1", SPOT_AGENT_NOTICE_S="0.3", SPOT_AGENT_REBALANCE_S="1",
-        SPOT_AGENT_PRICE_SOURCE="e2e_prices:prices", PYTHONPATH=str(tmp_path),
+        SPOT_AGENT_PRICE_SOURCE="e2e_prices:prices",
+        # this checkout's agent first (the venv's editable install may point at another checkout)
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "agent")]),
         SPOT_AGENT_DRAIN_HOOK=f'echo "$SPOT_COMMAND_TYPE $SPOT_COMMAND_ID" >> {drained}')
 
     with FakeImds(identity) as imds_a, FakeImds({}) as imds_b:

@@ -21,6 +21,7 @@ def _sha256(text: str) -> str:
 
 def _create(admin, **body):
     body.setdefault("name", f"auth-{uuid.uuid4().hex[:10]}")
+    body.setdefault("legacy_agents", True)
     status, reply = admin.post("/api/admin/clients/create", body)
     assert status == 201, reply
     return reply

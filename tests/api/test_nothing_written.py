@@ -329,7 +329,8 @@ def fresh_world(chalice_app, admin_key):
 def _world(chalice_app, admin_key):
     with Client(chalice_app, stage_name="dev") as client:
         admin = Caller(client.http, admin=admin_key)
-        status, body = admin.post("/api/admin/clients/create", {"name": f"nw-{uuid.uuid4().hex[:10]}"})
+        status, body = admin.post("/api/admin/clients/create", {"name": f"nw-{uuid.uuid4().hex[:10]}",
+                                                              "legacy_agents": True})
         assert status == 201, body
         client_id = body["client_id"]
         caller = Caller(client.http, token=body["client_token"])

@@ -136,6 +136,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/admin/clients/{client_id}", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/status", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"status": "inactive"}),
+    ("/api/admin/clients/{client_id}/legacy-agents", "POST"): Route(
+        foreign=401, owner=200, admin=True, body=lambda ids: {"enabled": True}),
     ("/api/admin/clients/{client_id}/token", "GET"): Route(
         foreign=401, owner=410, admin=True, owner_code="token_not_recoverable"),
     ("/api/admin/activity", "GET"): Route(foreign=401, owner=200, admin=True),

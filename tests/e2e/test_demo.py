@@ -47,6 +47,7 @@ def _cost_from_rows(raw: dict) -> float:
 
 def test_the_demo_replays_the_trace_through_the_product_and_its_summary_matches_the_tables(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPOT_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = str(ROOT / "agent")  # this checkout's agent (the venv's install may be another's)
     out, page = tmp_path / "demo.json", tmp_path / "report.html"
     result = subprocess.run([sys.executable, "-m", "localmode.demo", "--days", "0.5", "--agents", "3",
                              "--html", str(page), "--json", str(out)],

@@ -65,7 +65,7 @@ def test_serve_exposes_api_and_inspectable_aws_and_stops_cleanly_on_ctrl_c():
     try:
         _wait_healthy(api, proc)
         # WHEN a newcomer follows the README: create a client, register, heartbeat
-        status, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "e2e"},
+        status, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "e2e", "legacy_agents": True},
                                {"X-Admin-Key": "e2e-admin-key"})
         assert status == 201
         auth = {"Authorization": f"Bearer {client['client_token']}"}
@@ -111,7 +111,7 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
         _wait_healthy(api, proc)
         image, instance = subprocess.run([sys.executable, "-c", boot], capture_output=True, text=True, check=True,
                                          env=aws_env).stdout.split()
-        _, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "lm"}, {"X-Admin-Key": "k"})
+        _, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "lm", "legacy_agents": True}, {"X-Admin-Key": "k"})
         auth = {"Authorization": f"Bearer {client['client_token']}"}
         _, reg = _http("POST", f"{api}/api/agents/register", {
             "instance_id": instance, "instance_type": "m5.large", "region": "us-east-1", "az": "us-east-1a",
