@@ -87,6 +87,7 @@ class World:
     foreign_instance: str = ""
     foreign_eip: str = ""
     foreign_tg: str = ""
+    attacker_big_instance: str = ""
     attacker_owned: set[str] = field(default_factory=set)
 
 
@@ -153,14 +154,14 @@ def _not_attackers(snap: dict, attacker_owned: set[str]) -> dict:
 
 
 def _register(http: Http, tenant: Tenant, instance_id: str, *, account: str | None = None,
-              signer=None, **extra) -> tuple[int, dict | str]:
+              instance_type: str = "m5.large", signer=None) -> tuple[int, dict | str]:
     from localmode.identity_signer import LOCAL_ACCOUNT_ID, identity_document, sign
 
-    document = identity_document(instance_id=instance_id, instance_type="m5.large", az=ZONE,
+    document = identity_document(instance_id=instance_id, instance_type=instance_type, az=ZONE,
                                  account_id=account or LOCAL_ACCOUNT_ID)
-    body = {"instance_id": instance_id, "instance_type": "m5.large", "region": LOCAL_REGION, "az": ZONE,
+    body = {"instance_id": instance_id, "instance_type": instance_type, "region": LOCAL_REGION, "az": ZONE,
             "logical_agent_id": f"walk-{uuid.uuid4().hex[:8]}", "mode": "spot", "agent_version": "walk",
-            "identity_document": document, "identity_signature": (signer or sign)(document), **extra}
+            "identity_document": document, "identity_signature": (signer or sign)(document)}
     return http.call("POST", "/api/agents/register", body, token=tenant.token)
 
 
@@ -189,7 +190,8 @@ def setup(http: Http, admin_key: str, endpoint: str) -> World:
         status, reply = _register(http, who, who.instance_id)
         assert status == 200, (status, reply)
         who.agent_id, who.agent_credential = reply["agent_id"], reply["agent_credential"]
-    world.attacker_owned.add(world.attacker.instance_id)
+    world.attacker_big_instance = _instance(ec2, ABSURD_TYPE)  # the attacker's own, to register
+    world.attacker_owned |= {world.attacker.instance_id, world.attacker_big_instance}
     world.bystander_instance = _instance(ec2, Name="operators-bastion")
     world.victim_eip = _eip(ec2, world.victim.instance_id)
     world.victim_tg = _target_group(ec2, elb, "walk-victim", world.victim.instance_id)
@@ -215,7 +217,7 @@ def attacks(http: Http, world: World) -> list[Check]:
         checks.append(Check(name, _refused(status), f"{status} {str(reply)[:160]}"))
 
     # -- launches of the attacker's choosing
-    status, reply = _register(http, a, _instance(world.ec2, ABSURD_TYPE), instance_type=ABSURD_TYPE)
+    status, reply = _register(http, a, world.attacker_big_instance, instance_type=ABSURD_TYPE)
     checks.append(Check("register an absurd instance type", _refused(status), f"{status} {str(reply)[:160]}"))
     expect_refused("allow an absurd type for the own agent", "POST", f"/api/client/agents/{a.agent_id}/config",
                    {"instance_types": [ABSURD_TYPE, "p5.48xlarge"]})
