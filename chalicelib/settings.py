@@ -47,6 +47,8 @@ class Settings:
     placement_interval_s: int
     placement_max_per_run: int
     observation_retention_days: int = 14
+    rate_limit_per_window: int = 1200
+    rate_limit_window_s: int = 60
 
     @property
     def local(self) -> bool:
@@ -107,6 +109,10 @@ def get_settings() -> Settings:
         # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
         placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),
         placement_max_per_run=_int("PLACEMENT_MAX_PER_RUN", 10),
+        # Per-client API rate limit (chalicelib/rate_limit.py): requests per window; an admin can set a
+        # client's own limit (clients.rate_limit_per_window).
+        rate_limit_per_window=_int("RATE_LIMIT_PER_WINDOW", 1200),
+        rate_limit_window_s=_int("RATE_LIMIT_WINDOW_S", 60),
     )
 
 

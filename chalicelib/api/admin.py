@@ -10,7 +10,12 @@ from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, 
 from chalicelib.api.views import client_view, iso
 from chalicelib.errors import GoneError
 from chalicelib.repositories import activity, clients
-from chalicelib.schemas.admin import ClientStatusRequest, CreateClientRequest, RegenerateTokenRequest
+from chalicelib.schemas.admin import (
+    ClientStatusRequest,
+    CreateClientRequest,
+    RateLimitRequest,
+    RegenerateTokenRequest,
+)
 
 bp = ApiBlueprint(__name__)
 
@@ -83,6 +88,16 @@ def set_client_status(client_id):
     client = clients.set_status(client_id, body.status)
     activity.record_event("client_status", f"client {client.name} is {body.status}", utcnow(),
                           severity="warning", client_id=client_id)
+    return ok(client_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/rate-limit", methods=["POST"])
+def set_client_rate_limit(client_id):
+    """Give a client its own API rate limit (requests per window), or null for the stage default."""
+    body = admin_request(_request(), RateLimitRequest)
+    client = clients.set_rate_limit(client_id, body.requests_per_window)
+    activity.record_event("client_rate_limit", f"rate limit of {client.name}: "
+                          f"{body.requests_per_window or 'default'}", utcnow(), client_id=client_id)
     return ok(client_view(client))
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import auth, clock
+from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
 from chalicelib.errors import InternalError, error_response, translate
 from chalicelib.observability import logger
@@ -73,6 +73,7 @@ def client_request(request, schema: type[SchemaT] | None = None) -> tuple[Client
     """Authenticate a client call (Bearer or legacy body token), then validate its body."""
     body = raw_json(request)
     client = auth.authenticate(request.headers, body)
+    rate_limit.check(client, request)
     if schema is None:
         return client, body
     return client, validate(schema, body)

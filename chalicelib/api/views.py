@@ -75,6 +75,7 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "status": client.status, "created_at": iso(client.created_at),
         "token_expires_at": iso(client.token_expires_at),
         "ondemand_discount_percent": client.ondemand_discount_percent,
+        "rate_limit_per_window": client.rate_limit_per_window,
     }
 
 

@@ -41,6 +41,8 @@ class ClientTable(Model):
     default_auto_switch = BooleanAttribute(default=True)
     default_auto_terminate = BooleanAttribute(default=True)
     default_terminate_wait_seconds = NumberAttribute(default=300)
+    # Requests per rate-limit window for this client (chalicelib/rate_limit.py); unset = the stage default.
+    rate_limit_per_window = NumberAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 
