@@ -48,6 +48,8 @@ class Settings:
     placement_max_per_run: int
     observation_retention_days: int = 14
     rate_limit_per_window: int = 1200
+    risk_scorer_max_pools: int = 2000
+    decision_record_max_pools: int = 40
     rate_limit_window_s: int = 60
 
     @property
@@ -113,6 +115,10 @@ def get_settings() -> Settings:
         # client's own limit (clients.rate_limit_per_window).
         rate_limit_per_window=_int("RATE_LIMIT_PER_WINDOW", 1200),
         rate_limit_window_s=_int("RATE_LIMIT_WINDOW_S", 60),
+        # The risk scorer reads only the pools agents run or may run on, at most this many per run.
+        risk_scorer_max_pools=_int("RISK_SCORER_MAX_POOLS", 2000),
+        # A decision item stores at most this many candidate pools (and how many it left out).
+        decision_record_max_pools=_int("DECISION_RECORD_MAX_POOLS", 40),
     )
 
 
