@@ -79,7 +79,8 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     A pool is a possible target only with a fresh price and outside its capacity back-off (a refused
     launch is skipped for a growing window: components.capacity.backoff). The on-demand fallback is the
     agent's current type: a switch to on-demand names no type and every agent (the legacy one too)
-    launches the type it runs on. Its price is AWS's list price (the catalogue), never an agent's claim.
+    launches the type it runs on. Its price is AWS's list price (the catalogue), never another agent's
+    claim; for a type the catalogue does not list, the price this agent itself last reported.
 
     Market data trust (issue #12): a price an agent reported is used only for its own client's agents
     (``PoolPrice.price_visible_to``); another tenant's reported pool is a known pool without a price."""
@@ -92,7 +93,11 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
                  and pool.price is not None and pool.price_visible_to(agent.client_id))
         risk = pool.risk if pool.risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh else None, risk, available=fresh))
-    return tuple(options), catalogue.ondemand_price(agent.instance_type)
+    ondemand = catalogue.ondemand_price(agent.instance_type)
+    if ondemand is None and options:
+        own = pool_repo.reported_ondemand(agent.agent_id, agent.instance_type)
+        ondemand = float(own) if own is not None else None
+    return tuple(options), ondemand
 
 
 def situation(agent: AgentRecord, now: datetime) -> tuple[Situation, float]:

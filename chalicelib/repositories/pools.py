@@ -184,6 +184,15 @@ def save_report(row: PricingReportTable, now: datetime, retention_days: int) -> 
     row.save()
 
 
+def reported_ondemand(agent_id: str, instance_type: str | None, lookback: int = 5) -> Decimal | None:
+    """The on-demand price the agent itself last reported for its type (its raw reports; one Query):
+    the fallback for a type the catalogue does not list, used for this agent's decisions only."""
+    for row in PricingReportTable.query(agent_id, scan_index_forward=False, limit=lookback):
+        if row.on_demand_price is not None and row.instance_type == instance_type:
+            return Decimal(str(row.on_demand_price))
+    return None
+
+
 def latest_prices(pool_ids: list[str]) -> dict[str, PoolPrice]:
     """Latest price of each known pool (one BatchGet per 100 pools)."""
     return {row.pool_id: _price(row) for row in PoolTable.batch_get(sorted(set(pool_ids)))}
