@@ -11,6 +11,7 @@ from components.agent_identity import Registration, normalize_logical_agent_id, 
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
+from components.aws_regions import is_zone_of_region
 from components.pool_id import make_pool_id, parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, reported_pools
@@ -45,6 +46,12 @@ def _request():
     return bp.current_request
 
 
+def _zone_of_region(az: str, region: str | None) -> None:
+    """400 unless ``az`` is a standard availability zone of the (known AWS) ``region``."""
+    if not is_zone_of_region(az, region):
+        raise InvalidInputError(f"az {az!r} is not an availability zone of region {region!r}", field="az")
+
+
 @bp.route("/api/agents/register", methods=["POST"])
 def register():
     """Create or update the agent of (client, logical_agent_id); answer with its config.
@@ -53,6 +60,7 @@ def register():
     catalogue (400 when unusable, nothing written) and stored in its config."""
     client, body = client_request(_request(), RegisterRequest)
     make_pool_id(body.instance_type, body.az)  # validates both (400 with field)
+    _zone_of_region(body.az, body.region)
     types = None
     if body.instance_types or body.requirements:
         types = catalogue.type_config(body.instance_type, body.instance_types,
@@ -79,6 +87,8 @@ def heartbeat(agent_id):
     agent = agents.require(client.client_id, agent_id)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
+    if body.az:
+        _zone_of_region(body.az, agent.region)
     now = utcnow()
     mode = normalize_mode(body.mode).value if body.mode else None
     updated = agents.heartbeat(agent, status=body.status, instance_id=body.instance_id,
