@@ -122,3 +122,21 @@ def test_bad_override_is_400(admin, make_tenant, value):
     status, body = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": value})
     assert_error(status, body, 400)
     assert admin.get(f"/api/admin/clients/{client_id}")[1]["rate_limit_per_window"] is None
+
+
+def test_a_request_is_counted_once_however_many_auth_paths_check_it(make_tenant, admin, clock):
+    """GIVEN one request object WHEN two auth paths call the limiter for it THEN it is counted once."""
+    from types import SimpleNamespace
+
+    from chalicelib.repositories import clients
+
+    client_id, _ = make_tenant()
+    _limit(admin, client_id, 1)
+    clock["now"] = WINDOW_START.replace(minute=8, second=0)
+    client = clients.require(client_id)
+    request = SimpleNamespace(context={})
+    rate_limit.check(client, request)
+    rate_limit.check(client, request)  # the same request: not counted again, not refused
+    with pytest.raises(Exception) as refused:
+        rate_limit.check(client, SimpleNamespace(context={}))
+    assert getattr(refused.value, "status", None) == 429
