@@ -8,10 +8,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
+from components.aws_regions import is_zone_of_region
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
-from components.aws_regions import is_zone_of_region
 from components.pool_id import make_pool_id, parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, reported_pools
