@@ -142,3 +142,25 @@ def test_a_decision_item_keeps_at_most_n_pools_and_counts_the_rest():
     assert [p["pool_id"] for p in kept["pools"][:2]] == ["m5.large.zone04999", "m5.large.zone04998"]
     assert kept["pools"][2]["pool_id"] == "m5.large.zone00000"  # then the cheapest
     assert len(json.dumps(kept)) < ITEM_LIMIT // 20
+
+
+def test_without_aws_zone_list_a_report_only_updates_pools_already_known(monkeypatch, make_tenant):
+    """GIVEN DescribeAvailabilityZones failing WHEN an agent reports a known pool and a never-seen zone
+    of its region THEN the known pool is taken and the unknown one dropped (no pool AWS does not know)."""
+    from chalicelib import reported_pools
+    from chalicelib.aws import ec2
+
+    def down(region):
+        raise ec2.TransientAwsError("DescribeAvailabilityZones: unavailable")
+
+    itype = unique("m5")
+    client_id, caller = make_tenant()
+    agent_id = _register(caller, itype)
+    now = datetime.now(timezone.utc)
+    server_prices({f"{itype}.{EU}a": 0.040}, now)
+    monkeypatch.setattr(reported_pools, "_zones", {})
+    monkeypatch.setattr(ec2, "availability_zones", down)
+    reply = _report(caller, agent_id, itype, {f"{itype}.{EU}a": 0.041, f"{itype}.{EU}b": 0.039}, od=0.096)
+    assert reply["server_priced"] == 1 and reply["pools"] == 0
+    assert any(f"{itype}.{EU}b" in w for w in reply["warnings"]), reply
+    assert PoolTable.count(f"{itype}.{EU}b") == 0
