@@ -23,6 +23,13 @@ def catalogue() -> dict[str, InstanceSpec]:
         return parse_catalogue(f)
 
 
+def ondemand_price(instance_type: str | None) -> float | None:
+    """AWS's on-demand list price of a type (us-east-1, Linux; the product's one on-demand price
+    source: agents cannot set it); None for a type the catalogue does not know."""
+    spec = catalogue().get(instance_type or "")
+    return spec.ondemand_price if spec and spec.ondemand_price else None
+
+
 def type_config(own_type: str, instance_types: list[str] | None,
                 requirements: dict[str, Any] | None) -> dict[str, Any]:
     """The agent-config fields of a declaration: the list and requirements as given, and the resolved

@@ -79,23 +79,24 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     A pool is a possible target only with a fresh price and outside its capacity back-off (a refused
     launch is skipped for a growing window: components.capacity.backoff). The on-demand fallback is the
     agent's current type: a switch to on-demand names no type and every agent (the legacy one too)
-    launches the type it runs on. Its price is the one agents report; an agent with declared types that
-    has not reported its current type yet (it just moved to it) gets the catalogue's list price."""
+    launches the type it runs on. Its price is AWS's list price (the catalogue), never another agent's
+    claim; for a type the catalogue does not list, the price this agent itself last reported.
+
+    Market data trust (issue #12): a price an agent reported is used only for its own client's agents
+    (``PoolPrice.price_visible_to``); another tenant's reported pool is a known pool without a price."""
     horizon = get_settings().risk_horizon_s
-    options, ondemand = [], None
-    types = agent.runnable_types
-    pools = [p for t in types for p in pool_repo.pools_of_type(agent.region or "", t)]
+    options = []
+    pools = [p for t in agent.runnable_types for p in pool_repo.pools_of_type(agent.region or "", t)]
     blocked = observations.backoff([p.pool_id for p in pools], now)
     for pool in pools:
-        fresh = pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
+        fresh = (pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
+                 and pool.price is not None and pool.price_visible_to(agent.client_id))
         risk = pool.risk if pool.risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
-        options.append(PoolOption(pool.pool_id, float(pool.price) if fresh and pool.price is not None else None,
-                                  risk, available=fresh))
-        if pool.ondemand_price is not None and pool.instance_type == agent.instance_type:
-            ondemand = max(ondemand or 0.0, float(pool.ondemand_price))
-    if ondemand is None and len(types) > 1 and options:
-        spec = catalogue.catalogue().get(agent.instance_type or "")
-        ondemand = spec.ondemand_price if spec else None
+        options.append(PoolOption(pool.pool_id, float(pool.price) if fresh else None, risk, available=fresh))
+    ondemand = catalogue.ondemand_price(agent.instance_type)
+    if ondemand is None and options:
+        own = pool_repo.reported_ondemand(agent.agent_id, agent.instance_type)
+        ondemand = float(own) if own is not None else None
     return tuple(options), ondemand
 
 
@@ -117,6 +118,22 @@ def evaluate(agent: AgentRecord, now: datetime) -> Evaluation:
     return Evaluation(decision, where, options, ondemand)
 
 
+def recorded_pools(evaluation: Evaluation, limit: int) -> dict:
+    """The candidate pools a decision item keeps (at most ``limit``, so the item stays far below
+    DynamoDB's 400 KB whatever the market holds) and how many it left out (``pools_omitted``): the
+    pools the decision names first (current, target, standby, fallbacks), then the cheapest available."""
+    d = evaluation.decision
+    named = [evaluation.situation.current, d.target, d.standby, *d.fallbacks]
+    rank = {pid: i for i, pid in enumerate(p for p in named if p)}
+    ordered = sorted(evaluation.options, key=lambda o: (rank.get(o.pool_id, len(rank)), not o.available,
+                                                        o.price if o.price is not None else float("inf"),
+                                                        o.pool_id))
+    kept = ordered[:limit]
+    return {"pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk, "available": o.available}
+                      for o in kept],
+            "pools_omitted": len(ordered) - len(kept)}
+
+
 def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetime,
            command_id: str | None = None) -> str:
     """Store the decision with its inputs (TTL); returns its key."""
@@ -127,8 +144,7 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
         current=evaluation.situation.current, action=d.action.value, target=d.target, standby=d.standby,
         reason=d.reason, risk=d.risk, expected_cost=d.expected_cost,
         inputs={"ondemand_price": evaluation.ondemand_price,
-                "pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk, "available": o.available}
-                          for o in evaluation.options],
+                **recorded_pools(evaluation, get_settings().decision_record_max_pools),
                 "recent_switches": len(evaluation.situation.recent_switches),
                 "fallbacks": list(d.fallbacks)},
         command_id=command_id,

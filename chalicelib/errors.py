@@ -80,6 +80,15 @@ class UnsupportedMediaTypeError(ApiError):
     status, code = 415, "unsupported_media_type"
 
 
+class TooManyRequestsError(ApiError):
+    """The client is over its rate limit (chalicelib.rate_limit); ``Retry-After`` says when to come back."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **kwargs) -> None:
+        super().__init__(message, headers={"Retry-After": str(int(retry_after))}, **kwargs)
+
+
 class InternalError(ApiError):
     """Our own fault: the client learns nothing but that (the details are in the logs)."""
 

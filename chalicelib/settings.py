@@ -47,6 +47,10 @@ class Settings:
     placement_interval_s: int
     placement_max_per_run: int
     observation_retention_days: int = 14
+    rate_limit_per_window: int = 1200
+    risk_scorer_max_pools: int = 2000
+    decision_record_max_pools: int = 40
+    rate_limit_window_s: int = 60
 
     @property
     def local(self) -> bool:
@@ -107,6 +111,15 @@ def get_settings() -> Settings:
         # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
         placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),
         placement_max_per_run=_int("PLACEMENT_MAX_PER_RUN", 10),
+        # Per-client API rate limit (chalicelib/rate_limit.py): requests per window; an admin can set a
+        # client's own limit (clients.rate_limit_per_window). Local mode's demo replays days of a fleet
+        # in minutes through one client, so its default is far higher (the same code path still runs).
+        rate_limit_per_window=_int("RATE_LIMIT_PER_WINDOW", 1200 if stage != "local" else 100_000),
+        rate_limit_window_s=_int("RATE_LIMIT_WINDOW_S", 60),
+        # The risk scorer reads only the pools agents run or may run on, at most this many per run.
+        risk_scorer_max_pools=_int("RISK_SCORER_MAX_POOLS", 2000),
+        # A decision item stores at most this many candidate pools (and how many it left out).
+        decision_record_max_pools=_int("DECISION_RECORD_MAX_POOLS", 40),
     )
 
 

@@ -14,6 +14,7 @@ from chalicelib.schemas.admin import (
     ClientStatusRequest,
     CreateClientRequest,
     LegacyAgentsRequest,
+    RateLimitRequest,
     RegenerateTokenRequest,
 )
 
@@ -102,6 +103,16 @@ def set_legacy_agents(client_id):
     client = clients.set_legacy_agents(client_id, body.enabled)
     activity.record_event("client_legacy_agents", f"legacy agent mode of {client.name} is "
                           f"{'on' if body.enabled else 'off'}", utcnow(), severity="warning", client_id=client_id)
+    return ok(client_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/rate-limit", methods=["POST"])
+def set_client_rate_limit(client_id):
+    """Give a client its own API rate limit (requests per window), or null for the stage default."""
+    body = admin_request(_request(), RateLimitRequest)
+    client = clients.set_rate_limit(client_id, body.requests_per_window)
+    activity.record_event("client_rate_limit", f"rate limit of {client.name}: "
+                          f"{body.requests_per_window or 'default'}", utcnow(), client_id=client_id)
     return ok(client_view(client))
 
 

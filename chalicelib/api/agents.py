@@ -16,12 +16,13 @@ from components.agent_identity import (
     normalize_logical_agent_id,
     normalize_mode,
 )
+from components.aws_regions import is_zone_of_region
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import auth, bootstrap, catalogue, command_queue
+from chalicelib import auth, bootstrap, catalogue, command_queue, reported_pools
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import ForbiddenError, InvalidInputError, NotFoundError
@@ -54,6 +55,12 @@ def _request():
     return bp.current_request
 
 
+def _zone_of_region(az: str, region: str | None) -> None:
+    """400 unless ``az`` is a standard availability zone of the (known AWS) ``region``."""
+    if not is_zone_of_region(az, region):
+        raise InvalidInputError(f"az {az!r} is not an availability zone of region {region!r}", field="az")
+
+
 @bp.route("/api/agents/register", methods=["POST"])
 def register():
     """Create or update the agent of (client, logical_agent_id); answer with its config.
@@ -68,6 +75,7 @@ def register():
     catalogue (400 when unusable, nothing written) and stored in its config."""
     client, body = client_request(_request(), RegisterRequest)
     make_pool_id(body.instance_type, body.az)  # validates both (400 with field)
+    _zone_of_region(body.az, body.region)
     identity = _verified_identity(client, body)
     types = None
     if body.instance_types or body.requirements:
@@ -126,6 +134,8 @@ def heartbeat(agent_id):
     client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
+    if body.az:
+        _zone_of_region(body.az, agent.region)
     now = utcnow()
     mode = normalize_mode(body.mode).value if body.mode else None
     updated = agents.heartbeat(agent, status=body.status, instance_id=body.instance_id,
@@ -196,38 +206,43 @@ def extend_command_lease(agent_id, command_id):
     return ok({"success": True, "command": command_view(command_queue.extend(agent, command_id, utcnow()))})
 
 
-def _reported_points(body: PricingReportRequest, agent_id: str, ts):
-    """The report's pools as price points (each already plausible: the schema dropped the others)."""
-    points: dict[str, PricePoint] = {}
+def _reported_points(body: PricingReportRequest, agent, ts, warnings: list[str]):
+    """The report's pools as price points: each already plausible (the schema dropped the others) and
+    one the agent may speak for (``reported_pools.screen``: its region, its types, zones AWS lists)."""
+    prices: dict[str, Decimal] = {}
     for pool in body.pricing.spot_pools:
         pool_id = pool.pool_id or make_pool_id(pool.instance_type, pool.az)
-        points.setdefault(pool_id, PricePoint(pool_id=pool_id, ts=ts, price=Decimal(str(pool.price)),
-                                              source_agent_id=agent_id))
-    return points
+        prices.setdefault(pool_id, Decimal(str(pool.price)))
+    kept, dropped = reported_pools.screen(list(prices), agent)
+    warnings += dropped
+    return {pid: PricePoint(pool_id=pid, ts=ts, price=prices[pid], source_agent_id=agent.agent_id)
+            for pid in kept}
 
 
 @bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"])
 def pricing_report(agent_id):
     """Spot prices of every AZ for the agent's type, through the data valve into the price store. The
-    plausible points are kept; the others are dropped and named in ``warnings``. A pool whose price
-    comes from the server's own spot-prices job (fresh) keeps it: the agent's point is only counted
-    (``server_priced``) and kept in the raw report; its on-demand price is still taken."""
+    plausible points of pools the agent may speak for (its region and types, zones AWS lists:
+    chalicelib/reported_pools.py) are kept; the others are dropped and named in ``warnings``. A pool
+    whose price comes from the server's own spot-prices job (fresh) keeps it: the agent's point is only
+    counted (``server_priced``) and kept in the raw report. A kept price is used by this client's
+    decisions only. The reported on-demand price is kept in the raw report only (AWS's list price is
+    the one decisions use)."""
     client_id, agent, body = agent_request(_request(), agent_id, PricingReportRequest)
     now = utcnow()
     warnings = body.warnings
     ts = body.pricing.collected_at or now
     points: dict[str, PricePoint] = {}
     if now - MAX_REPORT_AGE <= ts <= now + MAX_CLOCK_SKEW:
-        points = _reported_points(body, agent.agent_id, ts)
+        points = _reported_points(body, agent, ts, warnings)
     elif body.pricing.spot_pools:
         warnings.append(f"pricing.collected_at: {iso(ts)} is too far from the server clock; "
                         f"all {len(body.pricing.spot_pools)} pool prices dropped")
     ondemand = _decimal(body.pricing.on_demand_price)
     current = _decimal(body.pricing.current_spot_price)
     own_type = body.instance.instance_type or agent.instance_type
-    od_by_pool = {pid: ondemand for pid in points if parse_pool_id(pid)[0] == own_type}
     settings = get_settings()
-    admissions = pools.admit_points(list(points.values()), od_by_pool, now,
+    admissions = pools.admit_points(list(points.values()), now, client_id=client_id,
                                     server_window=timedelta(seconds=settings.server_price_fresh_s)) \
         if points else {}
     server_priced = [pid for pid, a in admissions.items() if a.outcome == pools.SERVER_PRICED]
@@ -270,12 +285,13 @@ def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
     return row is not None and row.agent_id == agent.agent_id
 
 
-def _fill_prices(old_pool, new_pool, old_mode, new_mode, prices, warnings):
-    """Prices the report lacks (or had dropped) from the server's own latest pool prices."""
+def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warnings):
+    """Prices the report lacks (or had dropped) from the server's own latest pool prices (those this
+    client may see) and AWS's on-demand list price."""
     wanted = {name: pool for name, pool, mode in (("old_spot", old_pool, old_mode), ("new_spot", new_pool, new_mode))
               if mode == "spot" and pool and getattr(prices, name) is None}
-    known = pools.latest_prices([p for p in (old_pool, new_pool) if p]) \
-        if wanted or prices.on_demand is None else {}
+    known = {pid: k for pid, k in pools.latest_prices([p for p in wanted.values()]).items()
+             if k.price_visible_to(client_id)} if wanted else {}
     filled = {"on_demand": _decimal(prices.on_demand), "old_spot": _decimal(prices.old_spot),
               "new_spot": _decimal(prices.new_spot)}
     for name, pool in wanted.items():
@@ -283,9 +299,9 @@ def _fill_prices(old_pool, new_pool, old_mode, new_mode, prices, warnings):
             filled[name] = known[pool].price
             warnings.append(f"prices.{name}: unknown in the report; the server's latest price of {pool} is used")
     if filled["on_demand"] is None:
-        od = next((k.ondemand_price for k in known.values() if k.ondemand_price is not None), None)
+        od = catalogue.ondemand_price(parse_pool_id(old_pool or new_pool)[0]) if old_pool or new_pool else None
         if od is not None:
-            filled["on_demand"] = od
+            filled["on_demand"] = _decimal(od)
             warnings.append("prices.on_demand: unknown in the report; the server's on-demand price is used")
     return filled
 
@@ -314,7 +330,7 @@ def switch_report(agent_id):
                                else agent.current_pool_id)
     new_pool = new.pool_id or (make_pool_id(new.instance_type, new.az)
                                if new.instance_type and new.az else None)
-    prices = _fill_prices(old_pool, new_pool, old_mode, new_mode, body.prices, warnings)
+    prices = _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, body.prices, warnings)
     impact = switch_impact(old_mode=old_mode, new_mode=new_mode, old_spot_price=prices["old_spot"],
                            new_spot_price=prices["new_spot"], ondemand_price=prices["on_demand"])
     initiated = (timing.switch_initiated_at or timing.new_instance_launched_at

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import auth, clock
+from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
 from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
 from chalicelib.observability import logger
@@ -74,6 +74,7 @@ def client_request(request, schema: type[SchemaT] | None = None) -> tuple[Client
     """Authenticate a client call (Bearer or legacy body token), then validate its body."""
     body = raw_json(request)
     client = auth.authenticate(request.headers, body)
+    rate_limit.check(client, request)
     if schema is None:
         return client, body
     return client, validate(schema, body)
@@ -90,12 +91,14 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
         agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+        rate_limit.check(rate_limit.Subject(agent.client_id), request)
     else:
         client = auth.authenticate(request.headers, body)
         if not client.legacy_agents:
             raise ForbiddenError("agent routes need the agent's own credential (returned by a registration "
                                  "with a signed identity document); legacy agent mode is off for this client",
                                  code="agent_credential_required")
+        rate_limit.check(client, request)
         agent = agents.require(client.client_id, agent_id, allow_deleted=allow_deleted)
     return agent.client_id, agent, body if schema is None else validate(schema, body)
 

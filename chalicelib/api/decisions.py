@@ -7,7 +7,7 @@ from components.command_tracker import CommandPriority, enqueue
 from components.decision_engine import ONDEMAND, DecisionAction
 from components.pool_id import parse_pool_id
 
-from chalicelib import bootstrap, command_queue, decisions
+from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.views import command_view, iso
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
@@ -132,14 +132,16 @@ def decision_history(agent_id):
 @bp.route("/api/client/pools", methods=["GET"])
 def pool_risk():
     """Current price, on-demand price and interruption risk of every pool of a type in a region."""
-    client_request(_request())
+    client, _ = client_request(_request())
     params = _request().query_params or {}
     region, instance_type = params.get("region"), params.get("instance_type")
     if not region or not instance_type:
         raise InvalidInputError("region and instance_type are required", field="region" if not region
                                 else "instance_type")
+    ondemand = catalogue.ondemand_price(instance_type)  # AWS's list price; agents cannot set it
     return ok({"pools": [
-        {"pool_id": p.pool_id, "az": p.az, "price": None if p.price is None else float(p.price),
-         "price_at": iso(p.at), "ondemand_price": None if p.ondemand_price is None else float(p.ondemand_price),
+        {"pool_id": p.pool_id, "az": p.az, "price": float(p.price) if shown else None,
+         "price_at": iso(p.at) if shown else None, "ondemand_price": ondemand,
          "risk": p.risk, "risk_at": iso(p.risk_at), "risk_source": p.risk_source}
-        for p in pool_repo.pools_of_type(region, instance_type)]})
+        for p in pool_repo.pools_of_type(region, instance_type)
+        for shown in [p.price is not None and p.price_visible_to(client.client_id)]]})

@@ -76,6 +76,7 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "token_expires_at": iso(client.token_expires_at),
         "ondemand_discount_percent": client.ondemand_discount_percent,
         "legacy_agents": client.legacy_agents,
+        "rate_limit_per_window": client.rate_limit_per_window,
     }
 
 

@@ -42,6 +42,7 @@ from chalicelib.repositories import agents, interruptions, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import ReplicaRecord
+from chalicelib.settings import get_settings
 
 OPEN_EVENT_STATUSES = ("detected", "handling")  # an interruption event whose workflow may still run
 
@@ -150,8 +151,8 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
                           expected_cost=d.expected_cost,
                           inputs={"ondemand_price": evaluation.ondemand_price, "replica_id": view.replica_id,
                                   "interruption_id": result["interruption_id"],
-                                  "pools": [{"pool_id": o.pool_id, "price": o.price, "risk": o.risk,
-                                             "available": o.available} for o in evaluation.options],
+                                  **decisions.recorded_pools(evaluation,
+                                                             get_settings().decision_record_max_pools),
                                   "engine_reason": d.reason})
     done["returns_started"] += 1
     return done

@@ -1,4 +1,5 @@
-"""Every 15 minutes: score every known pool's interruption risk and store it (pool item + history).
+"""Every 15 minutes: score the interruption risk of the pools agents run or may run on (bounded:
+``pools.pools_in_use``, never a table scan) and store it (pool item + history).
 
 The only function deployed with the scikit-learn layer. It validates newly uploaded model versions,
 then scores with the active one; with no active model it stores the evidence estimate
@@ -25,7 +26,7 @@ from components.risk_model import (
     feature_vector,
 )
 
-from chalicelib import model_store
+from chalicelib import catalogue, model_store
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
@@ -58,7 +59,7 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         now=now.timestamp(), observations=tuple(seen.get(pool.pool_id, ())),
         region_observations=tuple(sorted(neighbours, key=lambda o: o.at)),
         price_times=tuple(p.ts.timestamp() for p in points), prices=tuple(float(p.price) for p in points),
-        ondemand_price=float(pool.ondemand_price) if pool.ondemand_price is not None else float("nan"),
+        ondemand_price=catalogue.ondemand_price(pool.instance_type) or float("nan"),
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 
@@ -69,7 +70,7 @@ def run(now: datetime) -> dict:
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
     held = record_held(now)
-    pools = pool_repo.all_pools()
+    pools = pool_repo.pools_in_use(agent_repo.types_in_use(), cap=get_settings().risk_scorer_max_pools)
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)
     region_of = {p.pool_id: p.region for p in pools}

@@ -36,6 +36,7 @@ class ClientRecord:
     default_auto_terminate: bool
     default_terminate_wait_seconds: int
     legacy_agents: bool = False
+    rate_limit_per_window: int | None = None
 
 
 def _record(row: ClientTable) -> ClientRecord:
@@ -47,6 +48,7 @@ def _record(row: ClientTable) -> ClientRecord:
         default_auto_terminate=bool(row.default_auto_terminate),
         default_terminate_wait_seconds=int(row.default_terminate_wait_seconds or 0),
         legacy_agents=bool(row.legacy_agents),
+        rate_limit_per_window=int(row.rate_limit_per_window) if row.rate_limit_per_window else None,
     )
 
 
@@ -126,6 +128,19 @@ def replace_token(client: ClientRecord, *, new_hash: str, expires_at: datetime |
                     condition=ClientLookupTable.lookup_key.does_not_exist())
     except TransactWriteError as exc:
         raise ConflictError("the token was changed concurrently, retry", code="conflict") from exc
+
+
+def set_rate_limit(client_id: str, requests_per_window: int | None) -> ClientRecord:
+    """Set (or, with None, clear) the client's own rate limit (404 if it does not exist)."""
+    action = (ClientTable.rate_limit_per_window.set(requests_per_window) if requests_per_window
+              else ClientTable.rate_limit_per_window.remove())
+    try:
+        ClientTable(client_id).update(actions=[action], condition=ClientTable.client_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("client not found", field="client_id") from exc
+        raise
+    return require(client_id)
 
 
 def set_status(client_id: str, status: str) -> ClientRecord:

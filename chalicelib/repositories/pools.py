@@ -40,6 +40,11 @@ class PoolPrice:
     risk_source: str | None = None
     price_source: str | None = None  # "aws" (spot-prices job) or "agent"
     server_priced_at: datetime | None = None  # when the job last confirmed the price
+    price_client_id: str | None = None  # the reporting client of an agent price
+
+    def price_visible_to(self, client_id: str | None) -> bool:
+        """An AWS price is everyone's; an agent's price only its own client's (never another tenant's)."""
+        return self.price_source != AGENT_SOURCE or (client_id is not None and self.price_client_id == client_id)
 
 SERVER_SOURCE = "aws"
 AGENT_SOURCE = "agent"
@@ -76,15 +81,15 @@ def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime) -> Non
         sources=p.sources, expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
 
 
-def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], now: datetime,
-                 config: ValveConfig = ValveConfig(), *,
-                 server_window: timedelta | None = None) -> dict[str, Admission]:
-    """Run every agent point through the data valve and persist the result (3 batched calls).
+def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
+                 client_id: str, server_window: timedelta | None = None) -> dict[str, Admission]:
+    """Run every agent point of ``client_id`` through the data valve and persist the result (3 batched
+    calls). The pool's price becomes that client's (``price_client_id``): another tenant's decisions do
+    not use it; a pool last priced by another client starts its window afresh, so one tenant's points
+    are never averaged into another's. Agents never set on-demand prices (AWS's list price is used).
 
-    ``ondemand`` maps pool id → the reporter's on-demand price for that pool's type. With
-    ``server_window``, a pool the spot-prices job covers (``server_covers``) keeps its price: its
-    admission is outcome ``server_priced`` with nothing written but the on-demand price (an UpdateItem,
-    only when it changed, so the job's concurrent write of the pool is never overwritten).
+    With ``server_window``, a pool the spot-prices job covers (``server_covers``) keeps its price: its
+    admission is outcome ``server_priced`` with nothing written.
     """
     pool_ids = sorted({p.pool_id for p in points})
     pools = {row.pool_id: row for row in PoolTable.batch_get(pool_ids)}
@@ -95,15 +100,13 @@ def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], 
         row = pools[pool_id]
         recent = tuple(_point(pool_id, m) for m in row.recent or [])
         admissions[pool_id] = Admission((), (), recent, SERVER_PRICED, 0, None)
-        price = ondemand.get(pool_id)
-        if price is not None and (row.ondemand_price is None or Decimal(str(row.ondemand_price)) != price):
-            PoolTable(pool_id).update(actions=[PoolTable.ondemand_price.set(price)],
-                                      condition=PoolTable.pool_id.exists())
     with PricePointTable.batch_write() as point_batch:
         for point in sorted(points, key=lambda p: (p.pool_id, p.ts)):
             if point.pool_id in deferred:
                 continue
             row = pools.setdefault(point.pool_id, _new_pool(point.pool_id, now))
+            if row.price_source == AGENT_SOURCE and row.price_client_id != client_id:
+                row.recent = []  # another tenant's points: never averaged with this one's
             recent = [_point(row.pool_id, m) for m in row.recent or []]
             admission = admit(recent, point, config)
             admissions[point.pool_id] = admission
@@ -115,9 +118,7 @@ def admit_points(points: list[PricePoint], ondemand: dict[str, Decimal | None], 
             newest = max(admission.recent, key=lambda p: p.ts) if admission.recent else None
             if newest is not None:
                 row.latest_price, row.latest_at = newest.price, newest.ts
-                row.price_source = AGENT_SOURCE
-            if ondemand.get(point.pool_id) is not None:
-                row.ondemand_price = ondemand[point.pool_id]
+                row.price_source, row.price_client_id = AGENT_SOURCE, client_id
             row.updated_at = now
     with PoolTable.batch_write() as pool_batch:
         for pool_id in pool_ids:
@@ -169,6 +170,7 @@ def store_server_prices(points: list[PricePoint], now: datetime, config: ValveCo
             row.recent = [_map(p) for p in recent]
             row.latest_price, row.latest_at = newest.price, now
             row.price_source, row.server_priced_at, row.updated_at = source, now, now
+            row.price_client_id = None
             results[pool_id] = ServerPriceResult(pool_id, newest.price, newest.ts, written, duplicates)
     with PoolTable.batch_write() as pool_batch:
         for pool_id in sorted(by_pool):
@@ -182,14 +184,37 @@ def save_report(row: PricingReportTable, now: datetime, retention_days: int) -> 
     row.save()
 
 
+def reported_ondemand(agent_id: str, instance_type: str | None, lookback: int = 5) -> Decimal | None:
+    """The on-demand price the agent itself last reported for its type (its raw reports; one Query):
+    the fallback for a type the catalogue does not list, used for this agent's decisions only."""
+    for row in PricingReportTable.query(agent_id, scan_index_forward=False, limit=lookback):
+        if row.on_demand_price is not None and row.instance_type == instance_type:
+            return Decimal(str(row.on_demand_price))
+    return None
+
+
 def latest_prices(pool_ids: list[str]) -> dict[str, PoolPrice]:
     """Latest price of each known pool (one BatchGet per 100 pools)."""
     return {row.pool_id: _price(row) for row in PoolTable.batch_get(sorted(set(pool_ids)))}
 
 
-def pools_of_type(region: str, instance_type: str) -> list[PoolPrice]:
-    """Every known pool of a type in a region, by AZ (GSI query)."""
-    return [_price(row) for row in PoolTable.by_type.query(f"{region}#{instance_type}")]
+MAX_POOLS_PER_TYPE = 32  # a region has at most ~10 zones; more is junk that must not slow anyone down
+
+
+def pools_of_type(region: str, instance_type: str, limit: int = MAX_POOLS_PER_TYPE) -> list[PoolPrice]:
+    """The known pools of a type in a region, by AZ, at most ``limit`` (one GSI query, paged)."""
+    return [_price(row) for row in PoolTable.by_type.query(f"{region}#{instance_type}", limit=limit)]
+
+
+def pools_in_use(targets: list[tuple[str, str]], cap: int) -> list[PoolPrice]:
+    """The pools of the given (region, type) pairs (what agents run or may run on), at most ``cap``
+    in all: the batch jobs' bounded alternative to a table scan."""
+    found: list[PoolPrice] = []
+    for region, instance_type in sorted(set(targets)):
+        if len(found) >= cap:
+            break
+        found += pools_of_type(region, instance_type, limit=min(MAX_POOLS_PER_TYPE, cap - len(found)))
+    return found
 
 
 def history(pool_id: str, since: datetime, limit: int = 1000) -> list[PricePoint]:
@@ -222,12 +247,7 @@ def _price(row: PoolTable) -> PoolPrice:
                      ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)),
                      risk=None if row.risk is None else float(row.risk), risk_at=row.risk_at,
                      risk_source=row.risk_source, price_source=row.price_source,
-                     server_priced_at=row.server_priced_at)
-
-
-def all_pools():
-    """Every known pool (the risk scorer's batch job; never a request path)."""
-    return [_price(row) for row in PoolTable.scan()]
+                     server_priced_at=row.server_priced_at, price_client_id=row.price_client_id)
 
 
 def save_risk(scores: list[tuple[str, float, str, str | None]], horizon_s: int, now: datetime,

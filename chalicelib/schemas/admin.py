@@ -32,6 +32,12 @@ class RegenerateTokenRequest(Schema):
     token_ttl_days: int | None = Field(default=None, ge=1, le=3650)
 
 
+class RateLimitRequest(Schema):
+    """POST /api/admin/clients/{id}/rate-limit: the client's requests per window (null: the default)."""
+
+    requests_per_window: int | None = Field(ge=1, le=1_000_000)
+
+
 class ClientStatusRequest(Schema):
     """POST /api/admin/clients/{id}/status."""
 

@@ -13,6 +13,7 @@ from chalicelib.tables.market import MarketFetchTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.observations import ObservationTable
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.rate_limits import RateLimitTable
 from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
 from chalicelib.tables.switches import SwitchTable
@@ -39,6 +40,11 @@ ALL_TABLES = (
     DecisionTable,
     ModelRegistryTable,
     IdempotencyTable,
+    RateLimitTable,
 )
 
-__all__ = [t.__name__ for t in ALL_TABLES] + ["ALL_TABLES"]
+# Counters every authenticated request writes (the rate limit counts bad requests too), so the
+# "nothing written on a 4xx" checks leave them out.
+METERING_TABLES = (RateLimitTable,)
+
+__all__ = [t.__name__ for t in ALL_TABLES] + ["ALL_TABLES", "METERING_TABLES"]

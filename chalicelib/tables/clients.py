@@ -44,6 +44,8 @@ class ClientTable(Model):
     # Legacy v4 agents (client token on agent routes, registration without an identity document).
     # Missing (clients created before the flag) = off, as for new clients: an operator turns it on.
     legacy_agents = BooleanAttribute(null=True)
+    # Requests per rate-limit window for this client (chalicelib/rate_limit.py); unset = the stage default.
+    rate_limit_per_window = NumberAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 

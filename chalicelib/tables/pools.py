@@ -55,6 +55,9 @@ class PoolTable(Model):
     price_source = OptionalText()
     # When the spot-prices job last confirmed latest_price; while recent, agent reports do not replace it.
     server_priced_at = UTCDateTimeAttribute(null=True)
+    # The client whose agents reported latest_price when price_source is "agent": only that client's
+    # decisions use it (market data trust, docs/ARCHITECTURE.md).
+    price_client_id = OptionalText()
     recent = ListAttribute(of=RecentPointMap, default=list)
     updated_at = UTCDateTimeAttribute()
     risk = NumberAttribute(null=True)

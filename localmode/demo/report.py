@@ -32,7 +32,10 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
     pools = sorted({i.pool_id for i in instances if i.pool_id} | {p.pool_id for p in PoolTable.scan()})
     points = {pid: [(_iso(p.ts), float(p.price)) for p in PricePointTable.query(
         pid, PricePointTable.ts.between(start - timedelta(hours=1), end))] for pid in pools}
-    ondemand = {p.pool_id: float(p.ondemand_price) for p in PoolTable.scan() if p.ondemand_price is not None}
+    from chalicelib import catalogue
+
+    # AWS's list price (the product's on-demand price source: agents cannot set it)
+    ondemand = {p.pool_id: od for p in PoolTable.scan() if (od := catalogue.ondemand_price(p.instance_type))}
     decisions = [d for a in agents for d in DecisionTable.query(a.agent_id)]
     since = (start - observations.BACKOFF_LOOKBACK).strftime(observations.KEY_TIME)
     seen = [row for pid in pools for row in ObservationTable.query(

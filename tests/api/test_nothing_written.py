@@ -111,6 +111,9 @@ CASES = [
      "instance_type"),
     ("register-missing-region", "register", lambda: _without(_reg(), "region"), 400, "region"),
     ("register-bad-az", "register", lambda: _reg(az="nowhere"), 400, "az"),
+    ("register-fake-az", "register", lambda: _reg(az="eu-west-1-x001-1a"), 400, "az"),
+    ("register-az-of-another-region", "register", lambda: _reg(az="us-east-1a"), 400, "az"),
+    ("register-unknown-region", "register", lambda: _reg(region="aa-x-1", az="aa-x-1a"), 400, "az"),
     ("register-az-outside-region", "register", lambda: _reg(az="us-east-1a"), 400, "az"),
     ("register-bad-instance-type", "register", lambda: _reg(instance_type="M5 Large"), 400, "instance_type"),
     ("register-bad-logical-id", "register", lambda: _reg(logical_agent_id="web 1; drop"), 400,
@@ -138,6 +141,8 @@ CASES = [
     ("heartbeat-bad-instance-type", "heartbeat", lambda: {"instance_type": "M5 LARGE", "az": "eu-west-1a"},
      400, "instance_type"),
     ("heartbeat-bad-az", "heartbeat", lambda: {"instance_type": "m5.large", "az": "eu-west-1"}, 400, "az"),
+    ("heartbeat-az-of-another-region", "heartbeat", lambda: {"instance_type": "m5.large", "az": "us-east-1a"},
+     400, "az"),
     # pricing-report
     ("pricing-missing-pricing", "pricing-report", lambda: {"instance": {}}, 400, "pricing"),
     ("pricing-spot-zero", "pricing-report", lambda: _pricing(_pool(0)), 400, "pricing.spot_pools.0.price"),

@@ -39,10 +39,28 @@ def typed_agents(make_tenant):
     return itype, agents
 
 
+@pytest.fixture
+def tenant_agents(make_tenant):
+    """Two agents of one tenant running the same never-seen instance type."""
+    itype = random_instance_type()
+    _, caller = make_tenant()
+    agents = []
+    for _ in range(2):
+        reg = registration(instance_type=itype)
+        status, reply = caller.post("/api/agents/register", reg)
+        assert status == 200, reply
+        agents.append((caller, reply["agent_id"], reg["instance_id"]))
+    return itype, agents
+
+
 def report(caller, agent_id, body):
     status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
     assert status == 200, reply
     return reply
+
+
+def raw_client(agent_id):
+    return list(PricingReportTable.query(agent_id))[0].client_id
 
 
 def points(pool_id):
@@ -51,7 +69,8 @@ def points(pool_id):
 
 def test_pricing_report_stores_points_and_pool_rows(typed_agents):
     """GIVEN three AZ prices WHEN reported THEN one point per pool with TTL, and pool rows with the latest
-    price and the reporter's on-demand price; the raw report is kept too."""
+    price, owned by the reporting client; the reporter's on-demand price is kept in the raw report only
+    (agents never set the shared on-demand price); the raw report is kept too."""
     itype, [(caller, agent_id, instance_id), _] = typed_agents
     ts = now_utc().replace(microsecond=0) - timedelta(seconds=30)
     prices = {"eu-west-1a": 0.0312, "eu-west-1b": 0.0295, "eu-west-1c": 0.0401}
@@ -67,7 +86,8 @@ def test_pricing_report_stores_points_and_pool_rows(typed_agents):
         assert point.expires_at == ts + RETENTION
         pool = PoolTable.get(pool_id)
         assert pool.latest_price == Decimal(str(price)) and pool.latest_at == ts
-        assert pool.ondemand_price == Decimal("0.107")
+        assert pool.ondemand_price is None
+        assert pool.price_source == "agent" and pool.price_client_id == raw_client(agent_id)
         assert (pool.instance_type, pool.az, pool.region) == (itype, az, "eu-west-1")
         assert pool.region_type == f"eu-west-1#{itype}"
 
@@ -78,22 +98,28 @@ def test_pricing_report_stores_points_and_pool_rows(typed_agents):
     assert AgentTable.get(raw.client_id, agent_id).last_pricing_at is not None
 
 
-def test_foreign_type_pools_get_no_ondemand_price(typed_agents):
-    """GIVEN a report including pools of another instance type WHEN stored THEN the reporter's on-demand
-    price is only attached to pools of its own type."""
+def test_pools_the_agent_cannot_speak_for_are_dropped(typed_agents):
+    """GIVEN a report including a pool of another instance type, of another region, of a fake zone and of
+    a zone AWS does not list WHEN stored THEN only the agent's own pool is kept, the others are named in
+    warnings, no pool row is created for them, and no pool gets the reporter's on-demand price."""
     itype, [(caller, agent_id, instance_id), _] = typed_agents
     other = random_instance_type()
     body = pricing_body(instance_id, itype, {"eu-west-1a": 0.03}, on_demand=0.2)
-    body["pricing"]["spot_pools"].append({"pool_id": f"{other}.eu-west-1a", "price": 0.05})
-    assert report(caller, agent_id, body)["pools"] == 2
-    assert PoolTable.get(f"{itype}.eu-west-1a").ondemand_price == Decimal("0.2")
-    assert PoolTable.get(f"{other}.eu-west-1a").ondemand_price is None
+    foreign = [f"{other}.eu-west-1a", f"{itype}.us-east-1a", f"{itype}.eu-west-1-x001-1a", f"{itype}.eu-west-1z"]
+    body["pricing"]["spot_pools"] += [{"pool_id": p, "price": 0.001} for p in foreign]
+    reply = report(caller, agent_id, body)
+    assert reply["pools"] == 1
+    for pool_id in foreign:
+        assert any(pool_id in w for w in reply["warnings"]), (pool_id, reply["warnings"])
+        with pytest.raises(PoolTable.DoesNotExist):
+            PoolTable.get(pool_id)
+    assert PoolTable.get(f"{itype}.eu-west-1a").ondemand_price is None
 
 
-def test_two_agents_within_five_seconds_are_averaged(typed_agents):
-    """GIVEN agent 1's price WHEN agent 2 reports the same pool 3 s later at +0.3 % THEN one averaged point
-    (sources 2) replaces it at the earlier timestamp."""
-    itype, [(c1, a1, i1), (c2, a2, i2)] = typed_agents
+def test_two_agents_within_five_seconds_are_averaged(tenant_agents):
+    """GIVEN agent 1's price WHEN agent 2 of the same client reports the same pool 3 s later at +0.3 %
+    THEN one averaged point (sources 2) replaces it at the earlier timestamp."""
+    itype, [(c1, a1, i1), (c2, a2, i2)] = tenant_agents
     t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
     pool_id = f"{itype}.eu-west-1a"
     report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
@@ -108,9 +134,23 @@ def test_two_agents_within_five_seconds_are_averaged(typed_agents):
     assert PoolTable.get(pool_id).latest_price == point.price
 
 
-def test_far_apart_reports_are_not_averaged(typed_agents):
-    """GIVEN agent 1's price WHEN agent 2 reports 3 s later but 5 % higher THEN both points are kept."""
+def test_two_tenants_points_are_never_averaged(typed_agents):
+    """GIVEN tenant 1's price WHEN tenant 2's agent reports the same pool 3 s later at +0.3 % THEN not
+    averaged: the pool's agent price is tenant 2's own (one tenant never shapes another's price)."""
     itype, [(c1, a1, i1), (c2, a2, i2)] = typed_agents
+    t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
+    report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
+    reply = report(c2, a2, pricing_body(i2, itype, {"eu-west-1a": 0.0300 * 1.003},
+                                        collected_at=t0 + timedelta(seconds=3)))
+    assert reply["averaged"] == 0
+    pool = PoolTable.get(f"{itype}.eu-west-1a")
+    assert pool.price_client_id == raw_client(a2)
+    assert pool.latest_price == Decimal(str(0.0300 * 1.003))
+
+
+def test_far_apart_reports_are_not_averaged(tenant_agents):
+    """GIVEN agent 1's price WHEN agent 2 reports 3 s later but 5 % higher THEN both points are kept."""
+    itype, [(c1, a1, i1), (c2, a2, i2)] = tenant_agents
     t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
     report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
     reply = report(c2, a2, pricing_body(i2, itype, {"eu-west-1a": 0.0315}, collected_at=t0 + timedelta(seconds=3)))
@@ -267,8 +307,11 @@ def test_an_implausible_price_is_dropped_and_the_servers_own_price_used(tenant_w
     """GIVEN the server knows the pools' prices WHEN a switch report carries an implausible old spot price
     (the embedded EC2's $0.00001) THEN the switch is recorded, the field named in warnings, and the
     savings computed from the server's price of the old pool."""
-    client_id, caller, agent_id, reg = tenant_with_agent
+    client_id, caller, _, _ = tenant_with_agent
     itype = random_instance_type()
+    reg = registration(instance_type=itype)
+    status, reply = caller.post("/api/agents/register", reg)
+    agent_id = reply["agent_id"]
     status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", pricing_body(
         reg["instance_id"], itype, {"eu-west-1a": 0.05, "eu-west-1b": 0.03}, on_demand=0.1))
     assert status == 200 and reply["pools"] == 2, reply

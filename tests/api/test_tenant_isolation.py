@@ -134,6 +134,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         foreign=401, owner=201, admin=True, body=lambda ids: {"name": f"iso-{uuid.uuid4().hex[:10]}"}),
     ("/api/admin/clients", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}/rate-limit", "POST"): Route(
+        foreign=401, owner=200, admin=True, body=lambda ids: {"requests_per_window": 100000}),
     ("/api/admin/clients/{client_id}/status", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"status": "inactive"}),
     ("/api/admin/clients/{client_id}/legacy-agents", "POST"): Route(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench.backtest.ours import OursPolicy
+from chalicelib import catalogue
 from chalicelib.jobs import risk_scorer
 from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
@@ -118,9 +119,17 @@ def _market(make_tenant, server_points):
     return itype, now, recorded
 
 
+@pytest.fixture(autouse=True)
+def _listed_ondemand(monkeypatch):
+    """The scenario's made-up types get ONDEMAND as their AWS list price (the risk scorer's on-demand
+    price is the catalogue's: agents cannot set it)."""
+    listed = catalogue.ondemand_price
+    monkeypatch.setattr(catalogue, "ondemand_price", lambda t: listed(t) or ONDEMAND)
+
+
 def _production(itype, now):
     """What the risk scorer builds: its pools, one read of the observations, ``evidence`` per pool."""
-    pools = sorted((p for p in pool_repo.all_pools() if p.instance_type == itype), key=lambda p: p.pool_id)
+    pools = sorted(pool_repo.pools_in_use([(REGION, itype)], cap=100), key=lambda p: p.pool_id)
     assert [p.pool_id for p in pools] == [f"{itype}.{REGION}{z}" for z in ZONES]
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)
@@ -150,7 +159,7 @@ def _log(recorded):
 def _backtest(pools, now, recorded, stamps, matrix):
     """What the backtest's ``ours`` builds from its own log and price matrix (production's band and
     on-demand price)."""
-    ondemand = {float(p.ondemand_price) for p in pools}
+    ondemand = {catalogue.ondemand_price(p.instance_type) for p in pools}
     assert len(ondemand) == 1, "one on-demand price per instance type"
     policy = OursPolicy()
     policy.pools = [p.pool_id for p in pools]
@@ -166,7 +175,7 @@ def _backtest(pools, now, recorded, stamps, matrix):
 def _training(pools, now, recorded, stamps, matrix):
     """What training builds (``ml.features.evidence_at``) on an equivalent Trace."""
     trace = Trace("parity", list(stamps), [p.pool_id for p in pools], np.ones(matrix.shape, dtype=np.int8),
-                  matrix, float(pools[0].ondemand_price),
+                  matrix, catalogue.ondemand_price(pools[0].instance_type),
                   advisor_band={p.pool_id: DEFAULT_ADVISOR_BAND for p in pools},
                   regions={p.pool_id: p.region for p in pools})
     index, times = _Index(_log(recorded)), epoch_seconds(trace)

@@ -77,8 +77,9 @@ def test_the_cycle_moves_to_a_cheaper_pool_of_a_declared_type_a_legacy_agent_doe
         settle(client_id, a)
     now = datetime.now(timezone.utc)
     # own type: eu-west-1a is its cheapest pool; the declared type is half the price in eu-west-1b
-    report(caller, agent_id, own, {f"{own}.{EU}{z}": p for z, p in {"a": 0.040, "b": 0.044, "c": 0.046}.items()},
-           od=0.096)
+    for a in (agent_id, legacy["agent_id"]):  # made-up types: each agent's own on-demand price is its report's
+        report(caller, a, own, {f"{own}.{EU}{z}": p for z, p in {"a": 0.040, "b": 0.044, "c": 0.046}.items()},
+               od=0.096)
     server_prices({f"{other}.{EU}{z}": p for z, p in {"a": 0.030, "b": 0.020, "c": 0.035}.items()}, now)
     same_risk([f"{t}.{EU}{z}" for t in (own, other) for z in "abc"], now)
     # WHEN the decision cycle runs

@@ -200,7 +200,7 @@ def report(caller, agent_id, body):
 def test_agent_report_does_not_overwrite_the_servers_price(typed_agent):
     """GIVEN a server price WHEN an agent reports a different one THEN 200 as before, the pool's latest
     price is still the server's, the agent's point is counted (not stored), and its on-demand price is
-    taken; the raw report is kept."""
+    not taken (AWS's list price is the one used); the raw report is kept."""
     itype, caller, agent_id, instance_id = typed_agent
     now, pool = now_s(), f"{itype}.eu-west-1a"
     price_job.run(now, fetch=FakeMarket([rec(itype, "eu-west-1a", "0.0610", now - timedelta(hours=2))]),
@@ -211,7 +211,7 @@ def test_agent_report_does_not_overwrite_the_servers_price(typed_agent):
     assert reply["pools"] == 1 and reply["points_written"] == 1  # eu-west-1b: not covered by the job
     latest = pool_repo.latest_prices([pool, f"{itype}.eu-west-1b"])
     assert latest[pool].price == Decimal("0.0610") and latest[pool].price_source == "aws"
-    assert latest[pool].ondemand_price == Decimal("0.107")
+    assert latest[pool].ondemand_price is None
     assert latest[f"{itype}.eu-west-1b"].price == Decimal("0.0450")
     assert latest[f"{itype}.eu-west-1b"].price_source == "agent"
     assert [p.source_agent_id for p in stored_points(pool)] == ["aws"]

@@ -1,0 +1,142 @@
+"""Per-client rate limit (chalicelib/rate_limit.py): 429 with Retry-After, nothing written by a refused
+request, a new window allows again, tenants are independent, admin routes are not limited."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from chalicelib import rate_limit
+from chalicelib.tables.rate_limits import RateLimitTable
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.conftest import registration
+
+WINDOW_START = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)  # a window boundary (60 s windows)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The rate limiter's wall clock, settable; the container's short-circuits start empty."""
+    state = {"now": WINDOW_START.replace(second=10)}
+    monkeypatch.setattr(rate_limit, "wall_clock", lambda: state["now"])
+    rate_limit.reset_container_state()
+    yield state
+    rate_limit.reset_container_state()
+
+
+def _limit(admin, client_id, n):
+    status, body = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": n})
+    assert status == 200, body
+    assert body["rate_limit_per_window"] == n
+
+
+def _heartbeat(api, caller, agent_id):
+    response = api.http.post(f"/api/agents/{agent_id}/heartbeat", headers=caller.headers(),
+                             body=json.dumps({"status": "online"}))
+    return response.status_code, json.loads(response.body), response.headers
+
+
+def test_over_the_limit_is_429_with_retry_after_and_writes_nothing(api, admin, make_tenant, clock):
+    """GIVEN a client limited to 3 requests per window WHEN it sends a 4th in the same window THEN 429
+    rate_limited with Retry-After = seconds to the next window, and the refused call wrote nothing
+    (not even its own counter: refused requests are not counted)."""
+    client_id, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration())  # counted before the limit is set
+    assert status == 200
+    agent_id = reply["agent_id"]
+    _limit(admin, client_id, 3)
+    clock["now"] = WINDOW_START.replace(minute=1, second=5)  # a fresh window
+    for _ in range(3):
+        assert _heartbeat(api, caller, agent_id)[0] == 200
+    before = snapshot_tables()
+    counter_before = RateLimitTable.get(f"{client_id}#{int(clock['now'].timestamp()) // 60 * 60}").requests
+    status, body, headers = _heartbeat(api, caller, agent_id)
+    assert_error(status, body, 429, code="rate_limited")
+    assert headers["Retry-After"] == "55"
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    counter = RateLimitTable.get(f"{client_id}#{int(clock['now'].timestamp()) // 60 * 60}")
+    assert counter.requests == counter_before == 3
+    status, body = caller.get("/api/client/validate")  # client routes share the same limit
+    assert status == 429, body
+
+
+def test_next_window_is_allowed_again(api, admin, make_tenant, clock):
+    """GIVEN a client refused in one window WHEN the next window starts THEN its requests pass again
+    (the container's short-circuit ends with its window)."""
+    client_id, caller = make_tenant()
+    _limit(admin, client_id, 1)
+    clock["now"] = WINDOW_START.replace(minute=2, second=1)
+    assert caller.get("/api/client/validate")[0] == 200
+    assert caller.get("/api/client/validate")[0] == 429
+    assert caller.get("/api/client/validate")[0] == 429  # short-circuit: same answer
+    clock["now"] = WINDOW_START.replace(minute=3, second=0)
+    assert caller.get("/api/client/validate")[0] == 200
+
+
+def test_counter_holds_across_containers(api, admin, make_tenant, clock):
+    """GIVEN a client at its limit WHEN a fresh container (no in-memory state) serves it THEN still 429:
+    the count lives in DynamoDB."""
+    client_id, caller = make_tenant()
+    _limit(admin, client_id, 2)
+    clock["now"] = WINDOW_START.replace(minute=4, second=30)
+    assert caller.get("/api/client/validate")[0] == 200
+    assert caller.get("/api/client/validate")[0] == 200
+    rate_limit.reset_container_state()
+    assert caller.get("/api/client/validate")[0] == 429
+
+
+def test_two_tenants_are_independent(api, admin, make_tenant, clock):
+    """GIVEN tenant A over its limit WHEN tenant B calls in the same window THEN B is served."""
+    a_id, a = make_tenant()
+    b_id, b = make_tenant()
+    _limit(admin, a_id, 1)
+    clock["now"] = WINDOW_START.replace(minute=5, second=0)
+    assert a.get("/api/client/validate")[0] == 200
+    assert a.get("/api/client/validate")[0] == 429
+    for _ in range(3):
+        assert b.get("/api/client/validate")[0] == 200
+
+
+def test_admin_routes_are_not_rate_limited(api, admin, make_tenant, clock):
+    """GIVEN a client over its limit WHEN the admin reads or changes it THEN served; clearing its
+    override (null) gives it the stage default again."""
+    client_id, caller = make_tenant()
+    _limit(admin, client_id, 1)
+    clock["now"] = WINDOW_START.replace(minute=6, second=0)
+    caller.get("/api/client/validate")
+    assert caller.get("/api/client/validate")[0] == 429
+    for _ in range(3):
+        assert admin.get(f"/api/admin/clients/{client_id}")[0] == 200
+    status, body = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": None})
+    assert status == 200 and body["rate_limit_per_window"] is None
+    clock["now"] = WINDOW_START.replace(minute=7, second=0)
+    assert caller.get("/api/client/validate")[0] == 200
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", 10**9])
+def test_bad_override_is_400(admin, make_tenant, value):
+    """GIVEN an implausible limit WHEN the admin sets it THEN 400 and the client is unchanged."""
+    client_id, _ = make_tenant()
+    status, body = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": value})
+    assert_error(status, body, 400)
+    assert admin.get(f"/api/admin/clients/{client_id}")[1]["rate_limit_per_window"] is None
+
+
+def test_a_request_is_counted_once_however_many_auth_paths_check_it(make_tenant, admin, clock):
+    """GIVEN one request object WHEN two auth paths call the limiter for it THEN it is counted once."""
+    from types import SimpleNamespace
+
+    from chalicelib.repositories import clients
+
+    client_id, _ = make_tenant()
+    _limit(admin, client_id, 1)
+    clock["now"] = WINDOW_START.replace(minute=8, second=0)
+    client = clients.require(client_id)
+    request = SimpleNamespace(context={})
+    rate_limit.check(client, request)
+    rate_limit.check(client, request)  # the same request: not counted again, not refused
+    with pytest.raises(Exception) as refused:
+        rate_limit.check(client, SimpleNamespace(context={}))
+    assert getattr(refused.value, "status", None) == 429
