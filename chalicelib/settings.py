@@ -47,6 +47,12 @@ class Settings:
     placement_interval_s: int
     placement_max_per_run: int
     observation_retention_days: int = 14
+    tenancy: str = "assume-role"
+    home_account_id: str = ""
+    quota_max_agents: int = 50
+    quota_max_instances: int = 20
+    quota_max_standby_usd_per_hour: float = 20.0
+    max_instance_vcpus: int = 64
 
     @property
     def local(self) -> bool:
@@ -107,6 +113,17 @@ def get_settings() -> Settings:
         # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
         placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),
         placement_max_per_run=_int("PLACEMENT_MAX_PER_RUN", 10),
+        # "assume-role": act in each client's bound account through its role (chalicelib/aws/accounts.py);
+        # "self-hosted": one account, the product's own credentials (default in local mode).
+        tenancy=os.environ.get("SPOT_TENANCY", "self-hosted" if stage == "local" else "assume-role"),
+        home_account_id=os.environ.get("SPOT_HOME_ACCOUNT_ID", ""),
+        # Per-client quotas (admin-overridable per client, chalicelib/quotas.py): agents, live instances the
+        # product launched, and standby $/h.
+        quota_max_agents=_int("QUOTA_MAX_AGENTS", 50),
+        quota_max_instances=_int("QUOTA_MAX_INSTANCES", 20),
+        quota_max_standby_usd_per_hour=float(os.environ.get("QUOTA_MAX_STANDBY_USD_PER_HOUR", "20")),
+        # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
+        max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
     )
 
 

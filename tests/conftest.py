@@ -16,6 +16,7 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     SPOT_STAGE="dev",
+    SPOT_TENANCY="self-hosted",
     POWERTOOLS_METRICS_DISABLED="true",
 )
 for _var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "TABLE_PREFIX"):

@@ -7,13 +7,13 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
-from components.agent_identity import Registration, normalize_logical_agent_id, normalize_mode
+from components.agent_identity import Registration, agent_id_for, normalize_logical_agent_id, normalize_mode
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import bootstrap, catalogue, command_queue
+from chalicelib import bootstrap, catalogue, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, utcnow
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import InvalidInputError, NotFoundError
@@ -63,6 +63,10 @@ def register():
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+    # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
+    quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
+    if agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id)) is None:
+        quotas.check_agents(client.client_id)
     now = utcnow()
     agent, plan = agents.register(client, reg, now, types=types)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
