@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from pynamodb.expressions.condition import size
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
@@ -184,7 +185,7 @@ def _set_bindings(client: ClientRecord, bindings: list[dict], *, external_id: st
         actions.append(ClientTable.external_id.set(external_id))
     current = len(client.aws_accounts)
     condition = ClientTable.client_id.exists() & (
-        ClientTable.aws_accounts.does_not_exist() if not current else ClientTable.aws_accounts.size() == current)
+        ClientTable.aws_accounts.does_not_exist() if not current else size(ClientTable.aws_accounts) == current)
     try:
         ClientTable(client.client_id).update(actions=actions, condition=condition)
     except UpdateError as exc:
