@@ -133,6 +133,17 @@ def new_instance_id() -> str:
     return "i-" + uuid.uuid4().hex[:17]
 
 
+def account_instance(az: str = "eu-west-1c") -> str:
+    """A live instance in the (home) moto account, untagged: what an agent launched itself. The product only
+    accepts instance ids that exist in the client's account."""
+    import boto3
+
+    client = boto3.client("ec2", region_name=az[:-1])
+    image = client.describe_images()["Images"][0]["ImageId"]
+    return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
+                                Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]
+
+
 def registration(**overrides):
     """A valid register body (legacy agent v4 fields)."""
     body = {"instance_id": new_instance_id(), "instance_type": "m5.large", "region": "eu-west-1",
