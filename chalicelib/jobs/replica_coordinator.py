@@ -184,7 +184,11 @@ def run(now: datetime) -> dict[str, int]:
     totals: Counter = Counter()
     for agent in agents.agents_with_standbys():
         totals["agents"] += 1
-        totals.update(reconcile_agent(agent, now))
+        try:
+            totals.update(reconcile_agent(agent, now))
+        except tenancy.AccountNotBound as exc:  # this client has no account to act in: the others still run
+            logger.warning("agent skipped", extra={"agent_id": agent.agent_id, "error": str(exc)})
+            totals["skipped_no_account"] += 1
     result = dict(totals)
     logger.info("replica coordinator cycle", extra=result)
     for name, count in result.items():

@@ -317,3 +317,54 @@ def test_a_bound_account_is_reached_through_the_role_with_the_client_external_id
     assert adapter.terminate(REGION, [theirs], client_id=client_id, account=account) == [theirs]
     with pytest.raises(tenancy.AccountNotBound):
         tenancy.for_client(client_id, OTHER)  # an account nobody bound
+
+
+@pytest.fixture
+def assume_role_tenancy(monkeypatch):
+    """SPOT_TENANCY=assume-role (the deployed default) for one test."""
+    from chalicelib.settings import get_settings
+
+    monkeypatch.setenv("SPOT_TENANCY", "assume-role")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_with_assume_role_tenancy_an_unbound_client_acts_nowhere(make_tenant, assume_role_tenancy):
+    """No account bound: a standby is refused with 409 account_not_bound, nothing launched or written —
+    the product's own account is never used for a client in assume-role mode."""
+    _, caller, agent_id, _, _ = register_agent(make_tenant)
+    manual(caller, agent_id)
+    before = snapshot()
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    assert_error(status, reply, 409, code="account_not_bound")
+    assert_unchanged(before)
+
+
+def test_with_assume_role_tenancy_a_bound_client_launches_in_its_account(admin, make_tenant, assume_role_tenancy):
+    """The client's primary lives in its bound account: the standby is launched there, through the role,
+    tagged for the client and stage; the home account gets nothing."""
+    client_id, caller = make_tenant()
+    role = f"arn:aws:iam::{BOUND}:role/SpotOptimizer-dev"
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": BOUND, "role_arn": role})[0] == 201
+    itype = unique_type()
+    with in_account(BOUND):
+        client = ec2()
+        image = client.describe_images()["Images"][0]["ImageId"]
+        primary = client.run_instances(ImageId=image, InstanceType=itype, MinCount=1, MaxCount=1,
+                                       Placement={"AvailabilityZone": ZONES[0]})["Instances"][0]["InstanceId"]
+    status, reply = caller.post("/api/agents/register", registration(
+        instance_id=primary, instance_type=itype, region=REGION, az=ZONES[0], mode="spot"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    manual(caller, agent_id)
+    home = ec2_snapshot()["instances"]
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"pool_id": f"{itype}.{ZONES[1]}"})
+    assert status == 201 and reply["instance_id"], reply
+    assert ec2_snapshot()["instances"] == home  # nothing in the product's own account
+    with in_account(BOUND):
+        [launched] = [i for r in ec2().describe_instances(InstanceIds=[reply["instance_id"]])["Reservations"]
+                      for i in r["Instances"]]
+    tags = {t["Key"]: t["Value"] for t in launched["Tags"]}
+    assert (tags["ClientId"], tags["SpotOptimizerStage"], launched["ImageId"]) == (client_id, "dev", image)
