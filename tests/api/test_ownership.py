@@ -368,3 +368,27 @@ def test_with_assume_role_tenancy_a_bound_client_launches_in_its_account(admin, 
                       for i in r["Instances"]]
     tags = {t["Key"]: t["Value"] for t in launched["Tags"]}
     assert (tags["ClientId"], tags["SpotOptimizerStage"], launched["ImageId"]) == (client_id, "dev", image)
+
+
+def test_cleanup_reaps_orphans_in_a_bound_account_through_the_role(api, admin, make_tenant):
+    """An orphan this stage launched for a client in its bound account is terminated by the cleanup job (through
+    the role); an instance there without our tags is left alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.settings import get_settings
+    from tests.conftest import invoke_schedule
+
+    client_id, caller, _, _, _ = register_agent(make_tenant)  # an agent in us-east-1: the region is scanned
+    role = f"arn:aws:iam::{BOUND}:role/SpotOptimizer-dev"
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": BOUND, "role_arn": role})[0] == 201
+    with in_account(BOUND):
+        orphan = plain_instance(ManagedBy="SpotOptimizer", ClientId=client_id, SpotOptimizerStage="dev",
+                                ReplicaId="rep-none", AgentId="ag-none")
+        theirs = plain_instance()
+    later = datetime.now(UTC) + timedelta(seconds=get_settings().orphan_grace_s + 60)
+    outcome = invoke_schedule(api, "cleanup", now=later)
+    assert orphan in outcome["terminated"] and theirs not in outcome["terminated"]
+    with in_account(BOUND):
+        states = {i["InstanceId"]: i["State"]["Name"] for r in ec2().describe_instances(
+            InstanceIds=[orphan, theirs])["Reservations"] for i in r["Instances"]}
+    assert states[theirs] == "running" and states[orphan] in ("shutting-down", "terminated")
