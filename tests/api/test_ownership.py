@@ -392,3 +392,22 @@ def test_cleanup_reaps_orphans_in_a_bound_account_through_the_role(api, admin, m
         states = {i["InstanceId"]: i["State"]["Name"] for r in ec2().describe_instances(
             InstanceIds=[orphan, theirs])["Reservations"] for i in r["Instances"]}
     assert states[theirs] == "running" and states[orphan] in ("shutting-down", "terminated")
+
+
+def test_a_failover_replacement_may_exceed_the_instance_quota_by_one(api, admin, make_tenant, failover_machine):
+    """Quotas never cost service: with max_instances=0 and no standby budget, a termination warning still
+    gets its replacement (an interruption's replacement may go one over; the old instance is going away)."""
+    from tests.e2e.failover_support import deliver, wait_for, warning
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    assert admin.post(f"/api/admin/clients/{client_id}/limits",
+                      {"max_instances": 0, "max_standby_usd_per_hour": 0})[0] == 200
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+    from chalicelib.tables import AgentTable
+
+    replacement = AgentTable.get(client_id, agent_id, consistent_read=True).instance_id
+    assert replacement != primary
+    tags = {t["Key"]: t["Value"] for t in ec2().describe_instances(InstanceIds=[replacement])[
+        "Reservations"][0]["Instances"][0]["Tags"]}
+    assert (tags["ClientId"], tags["SpotOptimizerStage"]) == (client_id, "dev")
