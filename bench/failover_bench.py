@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench",
-                  AWS_SECRET_ACCESS_KEY="bench", SPOT_STAGE="dev", POWERTOOLS_METRICS_DISABLED="true",
+                  AWS_SECRET_ACCESS_KEY="bench", SPOT_STAGE="dev", SPOT_TENANCY="self-hosted", POWERTOOLS_METRICS_DISABLED="true",
                   POWERTOOLS_LOG_LEVEL="WARNING")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 

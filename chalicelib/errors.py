@@ -159,6 +159,8 @@ def translate(exc: BaseException) -> ApiError | None:
         return InvalidInputError(str(exc), field=getattr(exc, "field", None))
     if isinstance(exc, DomainError):
         return ConflictError(str(exc))
+    if getattr(exc, "conflict_code", None):  # ownership refusals of the AWS adapters (chalicelib/aws)
+        return ConflictError(str(exc), code=exc.conflict_code)
     code = _client_error_code(exc)
     if code in THROTTLING_CODES:
         return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",

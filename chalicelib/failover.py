@@ -35,7 +35,7 @@ from components.replica_coordinator import (
 from components.sentinel import TERMINATION_NOTICE_S
 from components.timeutil import parse_iso
 
-from chalicelib import bootstrap, clock, replicas
+from chalicelib import bootstrap, clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
 from chalicelib.errors import ConflictError, public_cause
@@ -110,7 +110,8 @@ def plan(state: State) -> State:
     standby = replica_repo.get(agent.agent_id, standby_id) if standby_id else None
     view = None
     if standby is not None and standby.active and standby.instance_id:
-        info = ec2.describe(agent.region, [standby.instance_id]).get(standby.instance_id)
+        info = ec2.describe(agent.region, [standby.instance_id],
+                            account=tenancy.for_agent(agent)).get(standby.instance_id)
         view = standby.view(info.state if info else None)
     if state.get("planned"):
         return _plan_return(state, agent, standby_id, view, now)
@@ -227,7 +228,7 @@ def check_ready(state: State) -> State:
     replica = replica_repo.get(state["agent_id"], state["replica_id"]) if state.get("replica_id") else None
     if agent is None or replica is None or not replica.instance_id:
         return {**state, "ready": False, "gave_up": True}
-    info = ec2.describe(agent.region, [replica.instance_id]).get(replica.instance_id)
+    info = ec2.describe(agent.region, [replica.instance_id], account=tenancy.for_agent(agent)).get(replica.instance_id)
     checks = int(state.get("checks", 0)) + 1
     if info is not None and info.state == "running":
         if replica.status is ReplicaStatus.LAUNCHING or replica.status is ReplicaStatus.SYNCING:
@@ -283,10 +284,11 @@ def _move_traffic(agent: AgentRecord, state: State, new_instance_id: str) -> str
     kind = config.get("handover") or "none"
     try:
         if kind == "eip" and config.get("eip_allocation_id"):
-            ec2.move_eip(agent.region, config["eip_allocation_id"], new_instance_id)
+            ec2.move_eip(agent.region, config["eip_allocation_id"], new_instance_id, client_id=agent.client_id,
+                         account=tenancy.for_agent(agent), own=(state["instance_id"],))
         elif kind == "target-group" and config.get("target_group_arn"):
             ec2.swap_target(agent.region, config["target_group_arn"], state["instance_id"], new_instance_id,
-                            config.get("target_port"))
+                            config.get("target_port"), account=tenancy.for_agent(agent))
         else:
             kind = "none"
     except (ec2.Ec2Error, ClientError, BotoCoreError) as exc:
@@ -314,9 +316,11 @@ def close_replacements(state: State, now: datetime, *, keep: str | None, reason:
                             else ReplicaStatus.TERMINATED, now, reason)
     if not region or not mine:
         return []
-    live = [i.instance_id for i in ec2.replica_instances(region, [r.replica_id for r in mine])
+    account = tenancy.for_client(state["client_id"], getattr(agent, "account_id", None))
+    live = [i.instance_id for i in ec2.replica_instances(region, [r.replica_id for r in mine], account=account,
+                                                         client_id=state["client_id"])
             if i.instance_id not in spared]
-    terminated = ec2.terminate(region, live) if live else []
+    terminated = ec2.terminate(region, live, client_id=state["client_id"], account=account) if live else []
     for instance_id in terminated:
         replica_repo.deactivate_instance(instance_id, state["client_id"], now)
     return terminated
@@ -411,7 +415,10 @@ def retire(state: State) -> State:
         logger.warning("old instance is still the primary: not terminated", extra={
             "interruption_id": state["interruption_id"], "instance_id": state["instance_id"]})
         return {**state, "old_terminated": False}
-    ec2.terminate(state["region"], [state["instance_id"]])
+    # The old primary: ours (tags) or the client's own registered instance it asked us to retire (auto-terminate).
+    ec2.terminate(state["region"], [state["instance_id"]], client_id=state["client_id"],
+                  account=tenancy.for_client(state["client_id"], getattr(agent, "account_id", None)),
+                  registered=(state["instance_id"],))
     replica_repo.deactivate_instance(state["instance_id"], state["client_id"], now)
     interruptions.set_once(state["client_id"], state["interruption_id"], "old_terminated_at", now)
     return {**state, "old_terminated": True}
@@ -422,7 +429,11 @@ def next_standby(state: State) -> State:
     agent = _agent(state)
     if agent is None or not agent.manual_replica:
         return {**state, "next_replica_id": None}
-    standby = replicas.ensure_standby(agent, _now(), created_by="failover")
+    try:
+        standby = replicas.ensure_standby(agent, _now(), created_by="failover")
+    except quotas.QuotaExceeded as exc:  # the failover is done; only the next standby waits for room
+        logger.warning("next standby not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
+        standby = None
     return {**state, "next_replica_id": standby.replica_id if standby else None}
 
 

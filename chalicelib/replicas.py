@@ -9,7 +9,7 @@ recorded as a capacity observation of its pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -24,7 +24,7 @@ from components.capacity import (
 from components.pool_id import make_pool_id, parse_pool_id
 from components.replica_coordinator import ReplicaStatus, ReplicaType, rank_pools
 
-from chalicelib import decisions
+from chalicelib import decisions, quotas, tenancy
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError, redact
 from chalicelib.repositories import activity, observations
@@ -66,7 +66,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
                           f"safest affordable pool: risk {o.risk:.2f}, {o.price:.4f} $/h"
                           if o.risk is not None else f"affordable pool: {o.price:.4f} $/h")
                 for o in ranked[:limit]]
-    zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region)}
+    zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region, account=tenancy.for_agent(agent))}
     zones = {p: z for p, z in zones.items() if p not in excluded}
     blocked = observations.backoff(zones, now, policy=policy)
     return [Placement(p, z, None, "no prices reported yet: another availability zone")
@@ -111,9 +111,10 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
                           lifecycle=replica.lifecycle, replica_id=replica.replica_id,
                           logical_agent_id=agent.logical_agent_id, agent_id=agent.agent_id,
                           client_id=agent.client_id,
-                          source_instance_id=source_instance_id or replica.parent_instance_id or agent.instance_id,
-                          ami_id=agent.ami_id)
+                          source_instance_id=source_instance_id or replica.parent_instance_id or agent.instance_id)
     try:
+        spec = replace(spec, account=tenancy.for_agent(agent))
+        quotas.check_launch(agent, spec.instance_type, replica)
         info = ec2.launch(spec)
     except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
         failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500))
@@ -147,6 +148,9 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     placement's own reason in the recorded decision.
     """
     where = place(agent, now, pool_id=pool_id)
+    # Before anything is written: a 409 (type policy, quotas) leaves no row behind.
+    quotas.check_launch(agent, parse_pool_id(where.pool_id)[0] if where.pool_id else agent.instance_type,
+                        failover=replica_type is ReplicaType.TERMINATION, price=where.price)
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type=replica_type.value,
                                   lifecycle="spot", pool_id=where.pool_id, az=where.az, created_by=created_by,
                                   now=now, take_slot=True, expires_at=expires_at, hourly_cost=where.price,
@@ -176,7 +180,8 @@ def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> Rep
 def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
     """Terminate the replica's instance (if any) and close the row with ``status``."""
     if replica.instance_id and replica.region:
-        ec2.terminate(replica.region, [replica.instance_id])
+        ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
+                      account=tenancy.for_client(replica.client_id, getattr(replica, "account_id", None)))
     closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
     activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,
                           client_id=replica.client_id, agent_id=replica.agent_id,

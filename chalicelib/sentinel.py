@@ -24,7 +24,7 @@ from components.pool_id import make_pool_id
 from components.sentinel import Signal, SignalKind, capacity_kind, parse_event, signal_key, stopped_by_user
 from components.sentinel.errors import InvalidSignalError
 
-from chalicelib import clock, replicas
+from chalicelib import clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, stepfunctions
 from chalicelib.observability import logger
@@ -113,7 +113,7 @@ def _user_stop(agent: AgentRecord, signal: Signal, now: datetime) -> bool:
     no termination, no capacity observation; audited. An EC2 error propagates (EventBridge retries)."""
     if signal.state not in ("stopping", "stopped"):
         return False
-    reason = ec2.state_reason(signal.region or agent.region, signal.instance_id)
+    reason = ec2.state_reason(signal.region or agent.region, signal.instance_id, account=tenancy.for_agent(agent))
     if not stopped_by_user(signal.state, reason):
         return False
     activity.record_event("instance_stopped_by_user", f"{signal.instance_id} {signal.state} ({reason}): no failover",
@@ -218,6 +218,8 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
                                              interruption_id=row.interruption_id)
         except SlotTakenError:
             action, reason = "monitor", "a standby already exists"
+        except (quotas.QuotaExceeded, quotas.TypeNotAllowed) as exc:
+            action, reason = "monitor", f"no pre-warmed standby: {exc}"
         else:
             action = "prewarm"
             reason = (f"pool risk {risk:.2f} ≥ {settings.prewarm_risk_threshold:.2f}: standby "

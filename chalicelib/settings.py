@@ -51,6 +51,12 @@ class Settings:
     risk_scorer_max_pools: int = 2000
     decision_record_max_pools: int = 40
     rate_limit_window_s: int = 60
+    tenancy: str = "assume-role"
+    home_account_id: str = ""
+    quota_max_agents: int = 50
+    quota_max_instances: int = 20
+    quota_max_standby_usd_per_hour: float = 20.0
+    max_instance_vcpus: int = 64
 
     @property
     def local(self) -> bool:
@@ -120,6 +126,17 @@ def get_settings() -> Settings:
         risk_scorer_max_pools=_int("RISK_SCORER_MAX_POOLS", 2000),
         # A decision item stores at most this many candidate pools (and how many it left out).
         decision_record_max_pools=_int("DECISION_RECORD_MAX_POOLS", 40),
+        # "assume-role": act in each client's bound account through its role (chalicelib/aws/accounts.py);
+        # "self-hosted": one account, the product's own credentials (default in local mode).
+        tenancy=os.environ.get("SPOT_TENANCY", "self-hosted" if stage == "local" else "assume-role"),
+        home_account_id=os.environ.get("SPOT_HOME_ACCOUNT_ID", ""),
+        # Per-client quotas (admin-overridable per client, chalicelib/quotas.py): agents, live instances the
+        # product launched, and standby $/h.
+        quota_max_agents=_int("QUOTA_MAX_AGENTS", 50),
+        quota_max_instances=_int("QUOTA_MAX_INSTANCES", 20),
+        quota_max_standby_usd_per_hour=float(os.environ.get("QUOTA_MAX_STANDBY_USD_PER_HOUR", "20")),
+        # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
+        max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
     )
 
 

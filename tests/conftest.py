@@ -16,6 +16,7 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     SPOT_STAGE="dev",
+    SPOT_TENANCY="self-hosted",
     POWERTOOLS_METRICS_DISABLED="true",
 )
 for _var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "TABLE_PREFIX"):
@@ -144,6 +145,17 @@ def aws_signs_locally(monkeypatch):
 def new_instance_id() -> str:
     """A random, well-formed EC2 instance id."""
     return "i-" + uuid.uuid4().hex[:17]
+
+
+def account_instance(az: str = "eu-west-1c") -> str:
+    """A live instance in the (home) moto account, untagged: what an agent launched itself. The product only
+    accepts instance ids that exist in the client's account."""
+    import boto3
+
+    client = boto3.client("ec2", region_name=az[:-1])
+    image = client.describe_images()["Images"][0]["ImageId"]
+    return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
+                                Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]
 
 
 def registration(**overrides):

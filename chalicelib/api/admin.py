@@ -5,15 +5,21 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import auth
+from chalicelib.aws import accounts
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
-from chalicelib.api.views import client_view, iso
-from chalicelib.errors import GoneError
+from chalicelib import quotas
+from chalicelib.api.views import accounts_view, client_view, iso
+from chalicelib.errors import ConflictError, GoneError, InvalidInputError
 from chalicelib.repositories import activity, agents, clients
 from chalicelib.schemas.admin import (
+    BindAccountRequest,
     ClientStatusRequest,
     CreateClientRequest,
     LegacyAgentsRequest,
+    LimitsRequest,
     RateLimitRequest,
     RegenerateTokenRequest,
 )
@@ -36,7 +42,7 @@ def create_client():
                             email=body.email, token_hash=auth.hash_secret(token),
                             token_expires_at=expires,
                             ondemand_discount_percent=body.ondemand_discount_percent, now=now,
-                            legacy_agents=body.legacy_agents)
+                             legacy_agents=body.legacy_agents, external_id=accounts.new_external_id())
     activity.record_event("client_created", f"client {client.name} created", now,
                           client_id=client.client_id)
     return ok({**client_view(client), "client_token": token,
@@ -126,3 +132,47 @@ def recent_activity():
                            "client_id": e.client_id, "agent_id": e.agent_id,
                            "instance_id": e.instance_id, "created_at": iso(e.created_at)}
                           for e in events]})
+
+
+@bp.route("/api/admin/clients/{client_id}/accounts", methods=["POST"])
+def bind_account(client_id):
+    """Bind an AWS account to the client: the product will act there through ``role_arn`` with the client's
+    ExternalId. The role is assumed once now (409 ``role_not_assumable`` when its trust policy refuses)."""
+    body = admin_request(_request(), BindAccountRequest)
+    client = clients.require(client_id)
+    external_id = client.external_id or accounts.new_external_id()  # stored with the binding, not before
+    binding = accounts.AwsAccount(body.account_id, body.role_arn, external_id, accounts.session_name(client_id))
+    try:
+        accounts.verify(binding)
+    except (ClientError, BotoCoreError) as exc:
+        raise ConflictError(f"the role {body.role_arn} cannot be assumed with this client's ExternalId: deploy "
+                            "the role with its trust policy first", field="role_arn",
+                            code="role_not_assumable") from exc
+    now = utcnow()
+    client = clients.bind_account(client, account_id=body.account_id, role_arn=body.role_arn,
+                                  external_id=external_id, now=now)
+    activity.record_event("account_bound", f"account {body.account_id} bound to {client.name}", now,
+                          severity="warning", client_id=client_id, metadata={"role_arn": body.role_arn})
+    return ok(accounts_view(client), status=201)
+
+
+@bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"])
+def unbind_account(client_id, account_id):
+    """Unbind an AWS account: nothing more is done there for this client."""
+    admin_request(_request())
+    if not accounts.ACCOUNT_ID.match(account_id or ""):
+        raise InvalidInputError("account_id must be 12 digits", field="account_id")
+    client = clients.unbind_account(clients.require(client_id), account_id)
+    activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}", utcnow(),
+                          severity="warning", client_id=client_id)
+    return ok(accounts_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"])
+def set_limits(client_id):
+    """Override the client's quotas and instance-type policy (``null`` restores the default)."""
+    body = admin_request(_request(), LimitsRequest)
+    client = clients.set_limits(client_id, body.model_dump(exclude_unset=True))
+    activity.record_event("client_limits", f"limits of {client.name} changed", utcnow(), severity="warning",
+                          client_id=client_id, metadata=body.model_dump(exclude_unset=True))
+    return ok({"client_id": client_id, "limits": quotas.limits(client_id)})

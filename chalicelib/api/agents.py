@@ -22,8 +22,9 @@ from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import auth, bootstrap, catalogue, command_queue, reported_pools
+from chalicelib import auth, bootstrap, catalogue, command_queue, quotas, reported_pools
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, noted, ok, utcnow
+from chalicelib.aws import accounts
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import ForbiddenError, InvalidInputError, NotFoundError
 from chalicelib.identity_documents import verify_identity_document
@@ -87,6 +88,10 @@ def register():
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+    # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
+    quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
+    if agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id)) is None:
+        quotas.check_agents(client.client_id)
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
@@ -121,8 +126,10 @@ def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None
     doc = verify_identity_document(body.identity_document, body.identity_signature)
     check_identity(doc, instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
                    az=body.az)
-    bound = [getattr(a, "account_id", None) for a in (getattr(client, "aws_accounts", None) or [])]
-    if not account_bound(doc.account_id, bound):
+    usable = [binding["account_id"] for binding in client.aws_accounts]
+    if accounts.self_hosted():
+        usable.append(accounts.home_account_id())
+    if not account_bound(doc.account_id, usable):
         raise ForbiddenError(f"the instance runs in AWS account {doc.account_id}, which is not bound to this client",
                              field="identity_document", code="account_not_bound")
     return doc

@@ -5,11 +5,13 @@ from __future__ import annotations
 from components.command_tracker import CommandPriority, enqueue
 from components.pool_id import parse_pool_id
 
-from chalicelib import bootstrap, command_queue
+from chalicelib import bootstrap, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
-from chalicelib.api.views import command_view, iso
+from chalicelib.api.views import accounts_view, command_view, iso
+from chalicelib.aws import accounts
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.repositories import activity, agents
+from chalicelib.repositories import activity, agents, clients
+from chalicelib.settings import get_settings
 from chalicelib.schemas.clients import ForceSwitchRequest
 
 bp = ApiBlueprint(__name__)
@@ -47,6 +49,22 @@ def force_switch(instance_id):
                           client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=instance_id, metadata={"command_id": command.command_id})
     return ok({"success": True, "command": command_view(command)}, status=201)
+
+
+@bp.route("/api/client/accounts", methods=["GET"])
+def aws_accounts():
+    """The AWS accounts bound to the caller, and the ExternalId its role in each must require (generated
+    once, server-side; deploy the role with it, then the operator binds the role's ARN)."""
+    client, _ = client_request(_request())
+    client = clients.ensure_external_id(client, accounts.new_external_id())
+    return ok({**accounts_view(client), "tenancy": get_settings().tenancy})
+
+
+@bp.route("/api/client/limits", methods=["GET"])
+def limits():
+    """The caller's quotas and instance-type policy."""
+    client, _ = client_request(_request())
+    return ok({"client_id": client.client_id, "limits": quotas.limits(client.client_id)})
 
 
 @bp.route("/api/notifications", methods=["GET"])

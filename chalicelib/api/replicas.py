@@ -31,7 +31,7 @@ from components.replica_coordinator import (
 )
 from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
-from chalicelib import catalogue, decisions, replicas, sentinel
+from chalicelib import catalogue, decisions, quotas, replicas, sentinel, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
@@ -63,10 +63,13 @@ def _request():
 
 @contextmanager
 def _ec2_errors() -> Iterator[None]:
-    """EC2 trouble is ours, not the client's: 503 with Retry-After instead of a 500."""
+    """EC2 trouble is ours, not the client's: 503 with Retry-After instead of a 500. An ownership, policy or
+    quota refusal is the client's: it passes through as its 409."""
     try:
         yield
     except ec2.Ec2Error as exc:
+        if getattr(exc, "conflict_code", None) or isinstance(exc, ConflictError):
+            raise
         logger.warning("EC2 call failed", extra={"error": str(exc)})
         raise ServiceUnavailableError("EC2 did not answer as expected, retry shortly", code="ec2_unavailable",
                                       headers={"Retry-After": "5"}) from exc
@@ -113,6 +116,24 @@ def _instance_free(agent: AgentRecord, instance_id: str, replica_id: str | None)
     if not mine:
         raise ConflictError("instance_id belongs to another agent or replica", field="instance_id",
                             code="instance_conflict")
+
+
+def _client_instance(agent: AgentRecord, instance_id: str) -> ec2.InstanceInfo:
+    """An instance the agent launched itself: it must exist in the client's account (and region), and must not
+    carry another client's or another stage's tags. It is recorded, never terminated by us (not ours)."""
+    if not agent.region:
+        raise ConflictError("the agent has not registered its region yet", field="instance_id")
+    with _ec2_errors():
+        info = ec2.describe(agent.region, [instance_id], account=tenancy.for_agent(agent)).get(instance_id)
+    if info is None or info.state in ("shutting-down", "terminated"):
+        raise ConflictError(f"instance {instance_id} is not a live instance of the client's account in {agent.region}",
+                            field="instance_id", code="not_owned")
+    tagged_client = info.tags.get(ec2.TAG_CLIENT)
+    if (tagged_client and tagged_client != agent.client_id) or (
+            info.tags.get(ec2.TAG_MANAGED_BY) and info.tags.get(ec2.TAG_STAGE) not in (None, ec2.stage())):
+        raise ConflictError(f"instance {instance_id} belongs to another tenant or stage", field="instance_id",
+                            code="not_owned")
+    return info
 
 
 def _price(pool_id: str | None) -> Decimal | None:
@@ -171,7 +192,8 @@ def _apply_tags(replica: ReplicaRecord, tags: dict[str, str] | None) -> bool:
     if not tags or not replica.instance_id or not replica.region:
         return False
     try:
-        ec2.tag(replica.region, replica.instance_id, tags)
+        ec2.tag(replica.region, replica.instance_id, tags, client_id=replica.client_id,
+                account=tenancy.for_client(replica.client_id))
     except ec2.Ec2Error as exc:
         logger.warning("tagging the standby failed", extra={"replica_id": replica.replica_id, "error": str(exc)})
         return False
@@ -183,13 +205,12 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
     if body.parent_instance_id and body.parent_instance_id != agent.instance_id:
         raise InvalidInputError("parent_instance_id is not the agent's primary", field="parent_instance_id")
     _instance_free(agent, body.instance_id, None)
+    info = _client_instance(agent, body.instance_id)
     pool_id, az = body.pool_id, None
     if pool_id:
         az = replicas.place(agent, now, pool_id=pool_id).az
     else:
-        with _ec2_errors():
-            info = ec2.describe(agent.region, [body.instance_id]).get(body.instance_id) if agent.region else None
-        if info is not None and info.az:
+        if info.az:
             az = info.az
             pool_id = make_pool_id(info.instance_type or agent.instance_type, az)
             if pool_id == agent.current_pool_id:
@@ -336,6 +357,7 @@ def attach_replica(agent_id, replica_id):
             raise ConflictError("replica already has another instance", field="instance_id",
                                 code="replica_instance_conflict")
         _instance_free(agent, body.instance_id, replica.replica_id)
+        _client_instance(agent, body.instance_id)
     now = utcnow()
     replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
     fields = {"launched_at": body.launched_at} if body.launched_at else {}
@@ -427,6 +449,15 @@ def _check_handover(agent: AgentRecord, changes: dict[str, Any]) -> None:
             raise InvalidInputError("handover target-group needs a target_group_arn", field="target_group_arn")
         if agent.region and arn.split(":")[3] != agent.region:
             raise InvalidInputError(f"the target group must be in {agent.region}", field="target_group_arn")
+    if not agent.region:
+        return
+    with _ec2_errors():  # the resource must be the client's, in its account and region (409 not_owned otherwise)
+        account = tenancy.for_agent(agent)
+        if kind == "eip":
+            ec2.check_eip(agent.region, merged["eip_allocation_id"], client_id=agent.client_id, account=account,
+                          own=tuple(i for i in (agent.instance_id,) if i))
+        elif kind == "target-group":
+            ec2.check_target_group(agent.region, merged["target_group_arn"], account=account)
 
 
 def _type_changes(agent: AgentRecord, changes: dict[str, Any]) -> dict[str, Any]:
@@ -455,6 +486,7 @@ def update_config(agent_id):
         _check_handover(agent, changes)
     if changes.keys() & {"instance_types", "type_requirements"}:
         changes |= _type_changes(agent, changes)
+        quotas.check_types(agent.client_id, changes.get("allowed_instance_types") or ())
     now = utcnow()
     updated = agents.update_config(agent, changes, now)
     terminated: list[str] = []

@@ -77,7 +77,17 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "ondemand_discount_percent": client.ondemand_discount_percent,
         "legacy_agents": client.legacy_agents,
         "rate_limit_per_window": client.rate_limit_per_window,
+        "aws_accounts": [b["account_id"] for b in client.aws_accounts],
     }
+
+
+def accounts_view(client: ClientRecord) -> dict[str, Any]:
+    """The client's AWS account bindings and the ExternalId its roles must require (not a secret to the
+    client: it is what the client puts in its role's trust policy)."""
+    return {"client_id": client.client_id, "external_id": client.external_id,
+            "accounts": [{"account_id": b["account_id"], "role_arn": b["role_arn"],
+                          "external_id": b["external_id"], "bound_at": iso(b["bound_at"])}
+                         for b in client.aws_accounts]}
 
 
 def replica_view(replica: ReplicaRecord) -> dict[str, Any]:

@@ -2,6 +2,12 @@
 
 Every AWS error leaves this module as an ``Ec2Error`` subclass, because Step Functions Retry/Catch match on the
 exception class name: TransientAwsError is retried, CapacityUnavailable moves on to another pool, LaunchError fails.
+
+Every call runs in one client's account (``account``: chalicelib.aws.accounts; None = the product's own
+credentials) and checks ownership in code before acting: a launch copies a source instance that exists in that
+account (no client-supplied AMI), terminations need our tags for this client and stage (NotOwnedError
+otherwise), and an Elastic IP or target group must be in that account and region and may only be taken from
+an instance the client owns.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from logging import getLogger
 
 import boto3
 from botocore.config import Config
@@ -18,10 +25,15 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError,
 
 from components.capacity import CAPACITY_ERROR_CODES
 
+from chalicelib.aws import accounts
+from chalicelib.aws.accounts import AwsAccount
+from chalicelib.settings import get_settings
+
 MANAGED_BY = "SpotOptimizer"
 TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT = (
     "ManagedBy", "LogicalAgentId", "ReplicaId", "AgentId", "ClientId")
-# The deploying stage: IAM conditions (infra/policies.py) let a stage act only on its own instances.
+# The launching stage (tagged at launch): IAM conditions (infra/policies.py) and the cleanup let a stage act
+# only on its own instances.
 TAG_STAGE = "SpotOptimizerStage"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
@@ -33,6 +45,7 @@ _TRY_ANOTHER_POOL = CAPACITY_ERROR_CODES | {"Unsupported"}
 _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
 _CHUNK = 100
+_log = getLogger(__name__)
 
 
 class Ec2Error(Exception):
@@ -55,6 +68,12 @@ class LaunchError(Ec2Error):
     """A launch that will not succeed by retrying (bad AMI, no subnet in the AZ, ...)."""
 
 
+class NotOwnedError(Ec2Error):
+    """The named resource is not the client's (other account/region, or not launched by us for it): nothing done."""
+
+    conflict_code = "not_owned"  # the API answers 409 (chalicelib.errors.translate)
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     region: str
@@ -65,8 +84,8 @@ class LaunchSpec:
     logical_agent_id: str
     agent_id: str
     client_id: str
-    source_instance_id: str | None  # launch parameters are copied from this primary
-    ami_id: str | None = None  # used when the source can no longer be described
+    source_instance_id: str | None  # launch parameters are copied from this instance of the client's account
+    account: AwsAccount | None = None  # where to launch (None: the product's own credentials)
 
 
 @dataclass(frozen=True)
@@ -83,8 +102,28 @@ class InstanceInfo:
 
 @cache
 def _client(service: str, region: str):
-    """One client per service and region; a private session keeps creation thread-safe."""
+    """One client per service and region (product credentials); a private session keeps creation thread-safe."""
     return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
+
+
+def _api(service: str, region: str, account: AwsAccount | None):
+    """The client acting in ``account``: its role's credentials, or the product's own for the home account."""
+    if account is None or account.home:
+        return _client(service, region)
+    try:
+        return accounts.role_client(service, region, account)
+    except (ClientError, BotoCoreError) as exc:
+        raise _map_error(exc, "AssumeRole") from exc
+
+
+def stage() -> str:
+    return get_settings().stage
+
+
+def owned_by(info: InstanceInfo, client_id: str) -> bool:
+    """Launched by this product, for this client, in this stage (the tags set at launch)."""
+    return (info.tags.get(TAG_MANAGED_BY) == MANAGED_BY and info.tags.get(TAG_CLIENT) == client_id
+            and info.tags.get(TAG_STAGE) == stage())
 
 
 def _map_error(exc: Exception, operation: str, *, launching: bool = False) -> Ec2Error:
@@ -127,88 +166,103 @@ def _info(raw: dict) -> InstanceInfo:
         private_ip=raw.get("PrivateIpAddress"))
 
 
-def _describe_raw(region: str, filters: list[dict], *, launching: bool = False) -> list[dict]:
+def _describe_raw(region: str, filters: list[dict], *, launching: bool = False,
+                  account: AwsAccount | None = None) -> list[dict]:
     """Filters (not InstanceIds) so unknown or malformed ids are just absent instead of failing the batch."""
     with _aws("DescribeInstances", launching=launching):
-        pages = _client("ec2", region).get_paginator("describe_instances").paginate(Filters=filters)
+        pages = _api("ec2", region, account).get_paginator("describe_instances").paginate(Filters=filters)
         return [inst for page in pages for res in page.get("Reservations", []) for inst in res.get("Instances", [])]
 
 
-def describe(region: str, instance_ids: list[str]) -> dict[str, InstanceInfo]:
-    """Current view of the given instances; ids EC2 does not know are absent."""
+def describe(region: str, instance_ids: list[str], *, account: AwsAccount | None = None) -> dict[str, InstanceInfo]:
+    """Current view of the given instances in ``account``; ids EC2 does not know there are absent."""
     found: dict[str, InstanceInfo] = {}
     ids = list(dict.fromkeys(instance_ids))
     for start in range(0, len(ids), _CHUNK):
-        for raw in _describe_raw(region, [{"Name": "instance-id", "Values": ids[start:start + _CHUNK]}]):
+        for raw in _describe_raw(region, [{"Name": "instance-id", "Values": ids[start:start + _CHUNK]}],
+                                 account=account):
             found[raw["InstanceId"]] = _info(raw)
     return found
 
 
-def managed_instances(region: str) -> list[InstanceInfo]:
-    """Everything we launched that still exists: input of the cleanup reconciler."""
+def managed_instances(region: str, *, account: AwsAccount | None = None,
+                      client_id: str | None = None) -> list[InstanceInfo]:
+    """Everything this stage launched (for ``client_id`` if given) that still exists in ``account``: input of
+    the cleanup reconciler. Another stage's instances are never listed."""
     filters = [{"Name": f"tag:{TAG_MANAGED_BY}", "Values": [MANAGED_BY]},
+               {"Name": f"tag:{TAG_STAGE}", "Values": [stage()]},
                {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    return [_info(raw) for raw in _describe_raw(region, filters)]
+    if client_id:
+        filters.append({"Name": f"tag:{TAG_CLIENT}", "Values": [client_id]})
+    return [_info(raw) for raw in _describe_raw(region, filters, account=account)]
 
 
-def replica_instances(region: str, replica_ids: list[str]) -> list[InstanceInfo]:
-    """Live instances tagged with any of ``replica_ids`` (attached to their row or not): what a failed
-    failover must not leave running."""
+def replica_instances(region: str, replica_ids: list[str], *, account: AwsAccount | None = None,
+                      client_id: str | None = None) -> list[InstanceInfo]:
+    """Live instances of this stage tagged with any of ``replica_ids`` (attached to their row or not): what a
+    failed failover must not leave running. With ``client_id``, only that client's."""
     if not replica_ids:
         return []
     filters = [{"Name": f"tag:{TAG_REPLICA}", "Values": list(dict.fromkeys(replica_ids))},
+               {"Name": f"tag:{TAG_STAGE}", "Values": [stage()]},
                {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    return [_info(raw) for raw in _describe_raw(region, filters)]
+    if client_id:
+        filters.append({"Name": f"tag:{TAG_CLIENT}", "Values": [client_id]})
+    return [_info(raw) for raw in _describe_raw(region, filters, account=account)]
 
 
-def state_reason(region: str, instance_id: str) -> str | None:
+def state_reason(region: str, instance_id: str, *, account: AwsAccount | None = None) -> str | None:
     """EC2's ``StateReason.Code`` of the instance's last state change (``Client.UserInitiatedShutdown``,
     ``Server.SpotInstanceShutdown``, ...); None when the instance is unknown or EC2 gives none."""
-    found = _describe_raw(region, [{"Name": "instance-id", "Values": [instance_id]}])
+    found = _describe_raw(region, [{"Name": "instance-id", "Values": [instance_id]}], account=account)
     return (found[0].get("StateReason") or {}).get("Code") or None if found else None
 
 
-def _pick_subnet(region: str, spec: LaunchSpec, source: dict | None) -> str:
+def _pick_subnet(region: str, spec: LaunchSpec, source: dict) -> str:
     """Stay in the primary's network: its subnet if same AZ, else a subnet of its VPC in the target AZ."""
-    if source and source.get("SubnetId") and source.get("Placement", {}).get("AvailabilityZone") == spec.az:
+    if source.get("SubnetId") and source.get("Placement", {}).get("AvailabilityZone") == spec.az:
         return source["SubnetId"]
-    if source and source.get("VpcId"):
+    if source.get("VpcId"):
         filters, where = [{"Name": "vpc-id", "Values": [source["VpcId"]]}], f"VPC {source['VpcId']}"
     else:
         filters, where = [{"Name": "default-for-az", "Values": ["true"]}], "the default VPC"
     filters += [{"Name": "availability-zone", "Values": [spec.az]}, {"Name": "state", "Values": ["available"]}]
     with _aws("DescribeSubnets", launching=True):
-        subnets = _client("ec2", region).describe_subnets(Filters=filters).get("Subnets", [])
+        subnets = _api("ec2", region, spec.account).describe_subnets(Filters=filters).get("Subnets", [])
     if not subnets:
         raise LaunchError(f"no subnet of {where} in {spec.az}")
     return max(subnets, key=lambda s: (s.get("AvailableIpAddressCount", 0), s["SubnetId"]))["SubnetId"]
 
 
-def _existing_replica(region: str, replica_id: str) -> InstanceInfo | None:
-    filters = [{"Name": f"tag:{TAG_REPLICA}", "Values": [replica_id]},
+def _existing_replica(spec: LaunchSpec) -> InstanceInfo | None:
+    filters = [{"Name": f"tag:{TAG_REPLICA}", "Values": [spec.replica_id]},
+               {"Name": f"tag:{TAG_CLIENT}", "Values": [spec.client_id]},
+               {"Name": f"tag:{TAG_STAGE}", "Values": [stage()]},
                {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    found = sorted((_info(raw) for raw in _describe_raw(region, filters, launching=True)),
+    found = sorted((_info(raw) for raw in _describe_raw(spec.region, filters, launching=True, account=spec.account)),
                    key=lambda i: (i.launch_time or datetime.min.replace(tzinfo=UTC), i.instance_id))
     return found[0] if found else None
 
 
 def launch(spec: LaunchSpec) -> InstanceInfo:
-    """Start the replica once: a retried step returns the instance the first attempt created."""
+    """Start the replica once: a retried step returns the instance the first attempt created.
+
+    The launch copies the source instance's data (AMI, network, security groups, profile, key) as EC2 shows
+    it in the client's account; a source that cannot be described there fails the launch (LaunchError)."""
     if spec.lifecycle not in ("spot", "ondemand"):
         raise LaunchError(f"unknown lifecycle {spec.lifecycle!r}")
-    existing = _existing_replica(spec.region, spec.replica_id)
+    existing = _existing_replica(spec)
     if existing:
         return existing
-    source = None
-    if spec.source_instance_id:
-        found = _describe_raw(spec.region, [{"Name": "instance-id", "Values": [spec.source_instance_id]}],
-                              launching=True)
-        source = found[0] if found else None
-    image_id = (source or {}).get("ImageId") or spec.ami_id
-    if not image_id:
-        raise LaunchError(f"no AMI: source {spec.source_instance_id} not found and no ami_id given")
+    found = _describe_raw(spec.region, [{"Name": "instance-id", "Values": [spec.source_instance_id]}],
+                          launching=True, account=spec.account) if spec.source_instance_id else []
+    source = found[0] if found else None
+    if source is None or not source.get("ImageId"):
+        raise LaunchError(f"source instance {spec.source_instance_id} not found in the client's account: "
+                          "nothing to copy the launch from")
+    image_id = source["ImageId"]
     tags = {TAG_MANAGED_BY: MANAGED_BY, TAG_LOGICAL_AGENT: spec.logical_agent_id, TAG_REPLICA: spec.replica_id,
-            TAG_AGENT: spec.agent_id, TAG_CLIENT: spec.client_id,
+            TAG_AGENT: spec.agent_id, TAG_CLIENT: spec.client_id, TAG_STAGE: stage(),
             "Name": f"spot-optimizer-{spec.logical_agent_id}-{spec.lifecycle}"}
     params: dict = {
         "ImageId": image_id, "InstanceType": spec.instance_type, "MinCount": 1, "MaxCount": 1,
@@ -217,36 +271,44 @@ def launch(spec: LaunchSpec) -> InstanceInfo:
         "TagSpecifications": [{"ResourceType": "instance",
                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
     }
-    if source:
-        if groups := [g["GroupId"] for g in source.get("SecurityGroups", [])]:
-            params["SecurityGroupIds"] = groups
-        if profile := source.get("IamInstanceProfile", {}).get("Arn"):
-            params["IamInstanceProfile"] = {"Arn": profile}
-        if source.get("KeyName"):
-            params["KeyName"] = source["KeyName"]
+    if groups := [g["GroupId"] for g in source.get("SecurityGroups", [])]:
+        params["SecurityGroupIds"] = groups
+    if profile := source.get("IamInstanceProfile", {}).get("Arn"):
+        params["IamInstanceProfile"] = {"Arn": profile}
+    if source.get("KeyName"):
+        params["KeyName"] = source["KeyName"]
     if spec.lifecycle == "spot":
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     with _aws("RunInstances", launching=True):
-        raw = _client("ec2", spec.region).run_instances(**params)["Instances"][0]
+        raw = _api("ec2", spec.region, spec.account).run_instances(**params)["Instances"][0]
     # TagSpecifications are applied atomically with the launch, so the tags are real even if not echoed.
     return _info({**raw, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()] + raw.get("Tags", [])})
 
 
-def terminate(region: str, instance_ids: list[str]) -> list[str]:
-    """Terminate whatever still exists; unknown or already-terminated ids are skipped, not errors."""
-    live = [i.instance_id for i in describe(region, instance_ids).values()
-            if i.state not in ("shutting-down", "terminated")]
+def terminate(region: str, instance_ids: list[str], *, client_id: str, account: AwsAccount | None = None,
+              registered: tuple[str, ...] = ()) -> list[str]:
+    """Terminate those of ``instance_ids`` that still exist in ``account`` and that we launched for this client
+    and stage (``owned_by``); ``registered`` names the client's own registered primaries it asked us to retire
+    (auto-terminate). Anything else is left alone and logged; unknown or terminated ids are skipped."""
+    found = describe(region, instance_ids, account=account).values()
+    refused = [i.instance_id for i in found if not owned_by(i, client_id) and i.instance_id not in registered]
+    if refused:
+        _log.warning("not terminated: not launched by us for this client and stage",
+                     extra={"instance_ids": refused, "client_id": client_id})
+    live = [i.instance_id for i in found if i.state not in ("shutting-down", "terminated")
+            and i.instance_id not in refused]
+    client = _api("ec2", region, account)
     for start in range(0, len(live), _CHUNK):
         chunk = live[start:start + _CHUNK]
         try:
-            _client("ec2", region).terminate_instances(InstanceIds=chunk)
+            client.terminate_instances(InstanceIds=chunk)
         except ClientError as exc:
             if _code(exc) != "InvalidInstanceID.NotFound":
                 raise _map_error(exc, "TerminateInstances") from exc
             for instance_id in chunk:  # one vanished in between: the rest must still go
                 try:
-                    _client("ec2", region).terminate_instances(InstanceIds=[instance_id])
+                    client.terminate_instances(InstanceIds=[instance_id])
                 except ClientError as one:
                     if _code(one) != "InvalidInstanceID.NotFound":
                         raise _map_error(one, "TerminateInstances") from one
@@ -255,22 +317,77 @@ def terminate(region: str, instance_ids: list[str]) -> list[str]:
     return live
 
 
-def move_eip(region: str, allocation_id: str, instance_id: str) -> str:
-    """Point the Elastic IP at the instance (a no-op if it already is); returns the association id."""
-    client = _client("ec2", region)
-    with _aws("DescribeAddresses"):
-        address = client.describe_addresses(AllocationIds=[allocation_id])["Addresses"][0]
+def _may_take_from(region: str, holder: str | None, *, client_id: str, account: AwsAccount | None,
+                   own: tuple[str, ...]) -> bool:
+    """A hand-over may move traffic away from ``holder`` only if it is one of the client's (``own``: the
+    agent's instances) or one we launched for it."""
+    if not holder or holder in own:
+        return True
+    info = describe(region, [holder], account=account).get(holder)
+    return info is not None and owned_by(info, client_id)
+
+
+def check_eip(region: str, allocation_id: str, *, client_id: str, account: AwsAccount | None = None,
+              own: tuple[str, ...] = ()) -> dict:
+    """The Elastic IP as EC2 shows it in the client's account and region; NotOwnedError when it is not there, is
+    on a network interface, or is held by an instance that is neither in ``own`` nor launched by us for the client."""
+    client = _api("ec2", region, account)
+    try:
+        addresses = client.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+    except ClientError as exc:
+        if _code(exc) in ("InvalidAllocationID.NotFound", "InvalidAllocationID.Malformed"):
+            raise NotOwnedError(f"Elastic IP {allocation_id} is not in the client's account in {region}") from exc
+        raise _map_error(exc, "DescribeAddresses") from exc
+    except BotoCoreError as exc:
+        raise _map_error(exc, "DescribeAddresses") from exc
+    if not addresses:
+        raise NotOwnedError(f"Elastic IP {allocation_id} is not in the client's account in {region}")
+    address = addresses[0]
+    if address.get("NetworkInterfaceId") and not address.get("InstanceId"):
+        raise NotOwnedError(f"Elastic IP {allocation_id} is attached to a network interface, not an instance")
+    if not _may_take_from(region, address.get("InstanceId"), client_id=client_id, account=account, own=own):
+        raise NotOwnedError(f"Elastic IP {allocation_id} is held by an instance that is not this client's")
+    return address
+
+
+def move_eip(region: str, allocation_id: str, instance_id: str, *, client_id: str,
+             account: AwsAccount | None = None, own: tuple[str, ...] = ()) -> str:
+    """Point the Elastic IP (checked by ``check_eip``) at the instance (a no-op if it already is); returns the
+    association id. An EIP held by an instance that is not the client's is never taken."""
+    address = check_eip(region, allocation_id, client_id=client_id, account=account, own=(*own, instance_id))
     if address.get("InstanceId") == instance_id and address.get("AssociationId"):
         return address["AssociationId"]
     with _aws("AssociateAddress"):
-        return client.associate_address(AllocationId=allocation_id, InstanceId=instance_id,
-                                        AllowReassociation=True)["AssociationId"]
+        return _api("ec2", region, account).associate_address(
+            AllocationId=allocation_id, InstanceId=instance_id, AllowReassociation=True)["AssociationId"]
+
+
+def check_target_group_arn(arn: str, region: str, account_id: str) -> None:
+    """NotOwnedError unless the ARN names a target group of ``account_id`` in ``region``."""
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[2] != "elasticloadbalancing" or parts[3] != region or parts[4] != account_id:
+        raise NotOwnedError(f"target group {arn} is not in the client's account {account_id} and region {region}")
+
+
+def check_target_group(region: str, arn: str, *, account: AwsAccount | None = None) -> None:
+    """The target group is in the acting account and region: its ARN says so and it can be described there."""
+    check_target_group_arn(arn, region, account.account_id if account else accounts.home_account_id())
+    try:
+        _api("elbv2", region, account).describe_target_groups(TargetGroupArns=[arn])
+    except ClientError as exc:
+        if _code(exc) in ("TargetGroupNotFound", "ValidationError"):
+            raise NotOwnedError(f"target group {arn} is not in the client's account") from exc
+        raise _map_error(exc, "DescribeTargetGroups") from exc
+    except BotoCoreError as exc:
+        raise _map_error(exc, "DescribeTargetGroups") from exc
 
 
 def swap_target(region: str, target_group_arn: str, old_instance_id: str | None, new_instance_id: str,
-                port: int | None) -> None:
-    """Register the new target before deregistering the old, so the group never goes empty."""
-    client = _client("elbv2", region)
+                port: int | None, *, account: AwsAccount | None = None) -> None:
+    """Register the new target before deregistering the old, so the group never goes empty. The group must be
+    in the account and region acting (``check_target_group``)."""
+    check_target_group(region, target_group_arn, account=account)
+    client = _api("elbv2", region, account)
     target = {"Id": new_instance_id, **({"Port": port} if port else {})}
     with _aws("RegisterTargets"):
         client.register_targets(TargetGroupArn=target_group_arn, Targets=[target])
@@ -286,16 +403,21 @@ def swap_target(region: str, target_group_arn: str, old_instance_id: str | None,
         raise _map_error(exc, "DeregisterTargets") from exc
 
 
-def availability_zones(region: str) -> list[str]:
+def availability_zones(region: str, *, account: AwsAccount | None = None) -> list[str]:
     """Usable AZs of the region (Local/Wavelength zones excluded), sorted."""
     with _aws("DescribeAvailabilityZones"):
-        zones = _client("ec2", region).describe_availability_zones(
+        zones = _api("ec2", region, account).describe_availability_zones(
             Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
     return sorted(z["ZoneName"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone")
 
 
-def tag(region: str, instance_id: str, tags: dict[str, str]) -> None:
-    """Add (client-chosen) tags to an instance; our own tags are set at launch and never changed here."""
+def tag(region: str, instance_id: str, tags: dict[str, str], *, client_id: str,
+        account: AwsAccount | None = None) -> None:
+    """Add (client-chosen) tags to an instance we launched for this client; our own tags are set at launch and
+    never changed here."""
+    info = describe(region, [instance_id], account=account).get(instance_id)
+    if info is None or not owned_by(info, client_id):
+        raise NotOwnedError(f"instance {instance_id} was not launched by the product for this client")
     with _aws("CreateTags"):
-        _client("ec2", region).create_tags(Resources=[instance_id],
+        _api("ec2", region, account).create_tags(Resources=[instance_id],
                                            Tags=[{"Key": k, "Value": v} for k, v in tags.items()])

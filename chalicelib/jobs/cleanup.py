@@ -7,6 +7,10 @@ period, which covers the launch → attach gap. An old primary is kept while its
 auto-terminate off (the customer keeps it). Pre-warmed standbys past their expiry are closed too, and
 interruptions stuck in ``detected`` (no execution running) are resolved as ``abandoned``.
 Every action is written to the audit log.
+
+Only this stage's instances are looked at (``SpotOptimizerStage`` tag), in every account they may be in:
+the home account when self-hosted, and each client's bound accounts through their roles (each client's pass
+sees only instances tagged with its id, and terminates only those).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from datetime import datetime, timedelta
 from components.replica_coordinator import ReplicaStatus
 
 from chalicelib import replicas
-from chalicelib.aws import ec2, stepfunctions
+from chalicelib.aws import accounts, ec2, stepfunctions
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
-from chalicelib.repositories import activity, agents, interruptions
+from chalicelib.repositories import activity, agents, clients, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import InstanceTable
 
 
@@ -61,11 +66,26 @@ def _kept_old_primary(row: InstanceTable) -> bool:
     return agent is not None and not agent.deleted and not agent.config.get("auto_terminate_enabled")
 
 
-def orphans(region: str, now: datetime) -> list[ec2.InstanceInfo]:
-    """Tagged instances nobody owns, older than the grace period."""
+def orphans(region: str, now: datetime, *, account: accounts.AwsAccount | None = None,
+            client_id: str | None = None) -> list[ec2.InstanceInfo]:
+    """This stage's tagged instances (of ``client_id`` if given) in ``account`` nobody owns, past the grace."""
     grace = timedelta(seconds=get_settings().orphan_grace_s)
-    return [i for i in ec2.managed_instances(region)
+    return [i for i in ec2.managed_instances(region, account=account, client_id=client_id)
             if (i.launch_time is None or now - i.launch_time >= grace) and not _owned(i)]
+
+
+def scopes() -> list[tuple[accounts.AwsAccount | None, str | None]]:
+    """(account, client) passes: the home account for every client when self-hosted, and every client's bound
+    accounts (a batch scan of the clients table: the cleanup job only)."""
+    found: list[tuple[accounts.AwsAccount | None, str | None]] = []
+    if accounts.self_hosted():
+        found.append((None, None))
+    for row in ClientTable.scan():
+        client = clients.get(row.client_id)
+        for account in accounts.all_for(client) if client else ():
+            if not account.home:
+                found.append((account, client.client_id))
+    return found
 
 
 def expire_standbys(now: datetime) -> list[str]:
@@ -107,14 +127,12 @@ def run(now: datetime) -> dict:
     abandoned = sweep_stuck(now)
     terminated: list[str] = []
     for region in managed_regions():
-        found = orphans(region, now)
-        if found:
-            terminated += ec2.terminate(region, [i.instance_id for i in found])
-            for info in found:
-                activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
-                                      f"(replica {info.tags.get(ec2.TAG_REPLICA)})", now, severity="warning",
-                                      client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
-                                      instance_id=info.instance_id, metadata={"tags": info.tags})
+        for account, client_id in scopes():
+            try:
+                terminated += _reap(region, now, account, client_id)
+            except ec2.Ec2Error as exc:  # one client's role gone or throttled: the other passes still run
+                logger.warning("cleanup pass failed", extra={"region": region, "client_id": client_id,
+                                                              "error": str(exc)})
     result = {"expired": expired, "terminated": terminated, "abandoned": abandoned}
     if expired or terminated:
         activity.record_event("cleanup", f"cleanup expired {len(expired)} standbys, terminated {len(terminated)} "
@@ -124,3 +142,22 @@ def run(now: datetime) -> dict:
     metrics.add_metric(name="Cleanup.expired", unit=MetricUnit.Count, value=len(expired))
     publish_metrics()
     return result
+
+
+def _reap(region: str, now: datetime, account: accounts.AwsAccount | None, client_id: str | None) -> list[str]:
+    """Terminate the orphans of one (account, client) pass, each under its own client tag; audited."""
+    terminated: list[str] = []
+    found = orphans(region, now, account=account, client_id=client_id)
+    by_client: dict[str, list[ec2.InstanceInfo]] = {}
+    for info in found:
+        by_client.setdefault(info.tags.get(ec2.TAG_CLIENT, ""), []).append(info)
+    for owner, infos in by_client.items():
+        done = ec2.terminate(region, [i.instance_id for i in infos], client_id=owner, account=account)
+        terminated += done
+        for info in infos:
+            if info.instance_id in done:
+                activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
+                                      f"(replica {info.tags.get(ec2.TAG_REPLICA)})", now, severity="warning",
+                                      client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
+                                      instance_id=info.instance_id, metadata={"tags": info.tags})
+    return terminated

@@ -34,7 +34,7 @@ from components.replica_coordinator import (
 from components.replica_coordinator.planning import GONE_STATES
 from components.sentinel import Signal, SignalKind, SignalSource
 
-from chalicelib import decisions, replicas, sentinel
+from chalicelib import decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
@@ -51,7 +51,8 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     """Apply the plan for one agent; returns what was done by step kind."""
     done: Counter = Counter()
     active = replica_repo.for_agent(agent.agent_id, include_final=False)
-    described = ec2.describe(agent.region, [r.instance_id for r in active if r.instance_id]) if active else {}
+    described = ec2.describe(agent.region, [r.instance_id for r in active if r.instance_id],
+                             account=tenancy.for_agent(agent)) if active else {}
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
@@ -184,7 +185,11 @@ def run(now: datetime) -> dict[str, int]:
     totals: Counter = Counter()
     for agent in agents.agents_with_standbys():
         totals["agents"] += 1
-        totals.update(reconcile_agent(agent, now))
+        try:
+            totals.update(reconcile_agent(agent, now))
+        except tenancy.AccountNotBound as exc:  # this client has no account to act in: the others still run
+            logger.warning("agent skipped", extra={"agent_id": agent.agent_id, "error": str(exc)})
+            totals["skipped_no_account"] += 1
     result = dict(totals)
     logger.info("replica coordinator cycle", extra=result)
     for name, count in result.items():

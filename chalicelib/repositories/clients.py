@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
+from pynamodb.expressions.condition import size
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
@@ -13,6 +15,7 @@ from chalicelib.repositories.dynamo import cancellation_codes, condition_failed,
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.clients import (
     CLIENT_LISTING,
+    AwsAccountBinding,
     ClientLookupTable,
     ClientTable,
     name_lookup_key,
@@ -37,6 +40,21 @@ class ClientRecord:
     default_terminate_wait_seconds: int
     legacy_agents: bool = False
     rate_limit_per_window: int | None = None
+    aws_accounts: tuple[dict, ...] = ()  # {account_id, role_arn, external_id, bound_at}
+    external_id: str | None = None
+    limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
+
+
+LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
+                "allow_accelerated_types", "allowed_instance_families")
+
+
+def _limit(value):
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _record(row: ClientTable) -> ClientRecord:
@@ -49,17 +67,22 @@ def _record(row: ClientTable) -> ClientRecord:
         default_terminate_wait_seconds=int(row.default_terminate_wait_seconds or 0),
         legacy_agents=bool(row.legacy_agents),
         rate_limit_per_window=int(row.rate_limit_per_window) if row.rate_limit_per_window else None,
+        aws_accounts=tuple({"account_id": b.account_id, "role_arn": b.role_arn, "external_id": b.external_id,
+                            "bound_at": b.bound_at} for b in row.aws_accounts or ()),
+        external_id=row.external_id,
+        limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
     )
 
 
 def create(*, client_id: str, name: str, email: str | None, token_hash: str,
            token_expires_at: datetime | None, ondemand_discount_percent: float,
-           now: datetime, legacy_agents: bool = False) -> ClientRecord:
+           now: datetime, legacy_agents: bool = False, external_id: str | None = None) -> ClientRecord:
     """Create a client, its name guard and its token lookup atomically (409 on a taken name)."""
     row = ClientTable(client_id, name=name.strip(), email=email, status="active",
                       token_hash=token_hash, token_created_at=now, token_expires_at=token_expires_at,
                       created_at=now, listing=CLIENT_LISTING,
-                      ondemand_discount_percent=ondemand_discount_percent, legacy_agents=legacy_agents)
+                      ondemand_discount_percent=ondemand_discount_percent, legacy_agents=legacy_agents,
+                      external_id=external_id)
     name_guard = ClientLookupTable(name_lookup_key(name), client_id=client_id, created_at=now)
     token_guard = ClientLookupTable(token_lookup_key(token_hash), client_id=client_id, created_at=now)
     try:
@@ -166,3 +189,63 @@ def set_legacy_agents(client_id: str, enabled: bool) -> ClientRecord:
             raise NotFoundError("client not found", field="client_id") from exc
         raise
     return require(client_id)
+
+
+def bind_account(client: ClientRecord, *, account_id: str, role_arn: str, external_id: str,
+                 now: datetime) -> ClientRecord:
+    """Bind (or re-bind with a new role) an AWS account; the client's ExternalId is set once, on first use.
+    Conditional on the bindings the caller read: a concurrent change answers 409, nothing half-written."""
+    bindings = [b for b in client.aws_accounts if b["account_id"] != account_id]
+    bindings.append({"account_id": account_id, "role_arn": role_arn, "external_id": external_id, "bound_at": now})
+    return _set_bindings(client, bindings, external_id=external_id)
+
+
+def unbind_account(client: ClientRecord, account_id: str) -> ClientRecord:
+    """Remove an account binding (404 when it is not bound)."""
+    bindings = [b for b in client.aws_accounts if b["account_id"] != account_id]
+    if len(bindings) == len(client.aws_accounts):
+        raise NotFoundError(f"account {account_id} is not bound to this client", field="account_id")
+    return _set_bindings(client, bindings)
+
+
+def _set_bindings(client: ClientRecord, bindings: list[dict], *, external_id: str | None = None) -> ClientRecord:
+    maps = [AwsAccountBinding(**b) for b in bindings]
+    actions = [ClientTable.aws_accounts.set(maps) if maps else ClientTable.aws_accounts.remove()]
+    if external_id and not client.external_id:
+        actions.append(ClientTable.external_id.set(external_id))
+    current = len(client.aws_accounts)
+    condition = ClientTable.client_id.exists() & (
+        ClientTable.aws_accounts.does_not_exist() if not current else size(ClientTable.aws_accounts) == current)
+    try:
+        ClientTable(client.client_id).update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise ConflictError("the client's accounts changed concurrently, retry", code="conflict") from exc
+        raise
+    return require(client.client_id)
+
+
+def set_limits(client_id: str, limits: dict) -> ClientRecord:
+    """Set (value) or reset to the default (None) the named quota/policy overrides."""
+    actions = [getattr(ClientTable, name).set(value) if value is not None else getattr(ClientTable, name).remove()
+               for name, value in limits.items() if name in LIMIT_FIELDS]
+    try:
+        ClientTable(client_id).update(actions=actions, condition=ClientTable.client_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("client not found", field="client_id") from exc
+        raise
+    return require(client_id)
+
+
+def ensure_external_id(client: ClientRecord, new_id: str) -> ClientRecord:
+    """The client's ExternalId, set once (``new_id`` is used only if none exists yet; a race keeps the first)."""
+    if client.external_id:
+        return client
+    try:
+        ClientTable(client.client_id).update(actions=[ClientTable.external_id.set(new_id)],
+                                             condition=ClientTable.external_id.does_not_exist())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+    return require(client.client_id)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, model_validator
 
 from chalicelib.schemas.base import Schema
 
@@ -42,3 +42,34 @@ class ClientStatusRequest(Schema):
     """POST /api/admin/clients/{id}/status."""
 
     status: Literal["active", "inactive"]
+
+
+class BindAccountRequest(Schema):
+    """POST /api/admin/clients/{id}/accounts: the account and the role the client deployed in it."""
+
+    account_id: str = Field(pattern=r"^\d{12}$")
+    role_arn: str = Field(max_length=2048, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+
+    @model_validator(mode="after")
+    def _same_account(self):
+        if self.role_arn.split(":")[4] != self.account_id:
+            raise ValueError("role_arn must be a role in account_id")
+        return self
+
+
+class LimitsRequest(Schema):
+    """POST /api/admin/clients/{id}/limits: quota and instance-type policy overrides (``null`` = the default)."""
+
+    max_agents: int | None = Field(default=None, ge=0, le=100_000)
+    max_instances: int | None = Field(default=None, ge=0, le=100_000)
+    max_standby_usd_per_hour: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    max_instance_vcpus: int | None = Field(default=None, ge=1, le=1024)
+    allow_accelerated_types: bool | None = None
+    allowed_instance_families: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")]] | None = Field(
+        default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not self.model_fields_set:
+            raise ValueError("no limit given")
+        return self

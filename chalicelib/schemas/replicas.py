@@ -10,12 +10,13 @@ from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validat
 from components.errors import ValidationError
 from components.pool_id import is_valid_az, parse_pool_id
 
+from chalicelib.aws.ec2 import TAG_AGENT, TAG_CLIENT, TAG_LOGICAL_AGENT, TAG_MANAGED_BY, TAG_REPLICA, TAG_STAGE
 from chalicelib.schemas.agents import InstanceTypeList, TypeRequirements
 from chalicelib.schemas.base import FactReport, InstanceId, Price, Schema, UtcDatetime
 
 MAX_TAGS = 20
 # Tags we put on every managed instance (cleanup and the failover find instances by them).
-RESERVED_TAG_KEYS = frozenset({"ManagedBy", "LogicalAgentId", "ReplicaId", "AgentId", "ClientId", "Name"})
+RESERVED_TAG_KEYS = frozenset({TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT, TAG_STAGE, "Name"})
 EIP_ALLOCATION_PATTERN = r"^eipalloc-[0-9a-f]{8,17}$"
 TARGET_GROUP_ARN_PATTERN = (r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:"
                             r"targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{1,32}$")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -20,6 +27,15 @@ class ClientsByCreatedIndex(GlobalSecondaryIndex):
 
     listing = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class AwsAccountBinding(MapAttribute):
+    """One AWS account the client's instances live in and the role the product assumes there."""
+
+    account_id = UnicodeAttribute()
+    role_arn = UnicodeAttribute()
+    external_id = UnicodeAttribute()
+    bound_at = UTCDateTimeAttribute()
 
 
 class ClientTable(Model):
@@ -46,6 +62,16 @@ class ClientTable(Model):
     legacy_agents = BooleanAttribute(null=True)
     # Requests per rate-limit window for this client (chalicelib/rate_limit.py); unset = the stage default.
     rate_limit_per_window = NumberAttribute(null=True)
+    # Tenancy (chalicelib/aws/accounts.py): the accounts bound, and the one ExternalId of this client.
+    aws_accounts = ListAttribute(of=AwsAccountBinding, null=True)
+    external_id = UnicodeAttribute(null=True)
+    # Admin overrides of the quotas and instance-type policy (None: the settings' defaults; chalicelib/quotas.py).
+    max_agents = NumberAttribute(null=True)
+    max_instances = NumberAttribute(null=True)
+    max_standby_usd_per_hour = NumberAttribute(null=True)
+    max_instance_vcpus = NumberAttribute(null=True)
+    allow_accelerated_types = BooleanAttribute(null=True)
+    allowed_instance_families = ListAttribute(of=UnicodeAttribute, null=True)
 
     by_created = ClientsByCreatedIndex()
 

@@ -101,13 +101,13 @@ def check_identity(doc: IdentityDocument, *, instance_id: str, instance_type: st
             raise IdentityMismatchError(f"{claimed} is not the signed document's {signed}", field)
 
 
-def account_bound(account_id: str, bound_accounts: Iterable[str]) -> bool:
-    """True when the client has no bound accounts (self-hosted, one account) or this is one of them.
+def account_bound(account_id: str, usable_accounts: Iterable[str]) -> bool:
+    """True when the product may act in the document's account for this client: one of its bound accounts,
+    or the home account when self-hosted. No usable account → nothing could be done there → refused.
 
     Examples
     --------
-    >>> account_bound("123456789012", []), account_bound("123456789012", ["210987654321"])
-    (True, False)
+    >>> account_bound("123456789012", []), account_bound("123456789012", ["210987654321", "123456789012"])
+    (False, True)
     """
-    bound = [a for a in bound_accounts if a]
-    return not bound or account_id in bound
+    return account_id in {a for a in usable_accounts if a}

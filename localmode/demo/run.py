@@ -34,7 +34,7 @@ import requests
 from localmode import embedded_aws
 from localmode.demo import compare, report
 from localmode.demo.fleet import Fleet
-from localmode.demo.world import TraceWorld
+from localmode.demo.world import INSTANCE_TYPE, TraceWorld
 from localmode.server import LocalStack
 
 # Six instances in six different pools, two of them in manual-replica mode (standby kept ready).
@@ -90,6 +90,12 @@ class Replay:
         self.model_version: str | None = None
         created = admin.call("POST", "/api/admin/clients/create", {"name": f"demo-{uuid.uuid4().hex[:6]}"})
         self.client_id = created["client_id"]
+        # The replayed trace is a GPU pool (p3.2xlarge): the operator allows that family for the demo client,
+        # as one would for a real GPU tenant (the default policy refuses accelerated types), with room for
+        # every agent's standby (docs/ARCHITECTURE.md, "Tenancy and ownership").
+        admin.call("POST", f"/api/admin/clients/{self.client_id}/limits",
+                   {"allowed_instance_families": [INSTANCE_TYPE.split(".")[0]], "max_agents": max(50, agents),
+                    "max_instances": max(20, 4 * agents), "max_standby_usd_per_hour": 1000})
         self.client = Api(stack.api_url, token=created["client_token"])
         self.fleet = Fleet(world, stack.api_url, created["client_token"], clock.now)
         self.layout = [LAYOUT[i % len(LAYOUT)] for i in range(agents)]

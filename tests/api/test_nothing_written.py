@@ -35,7 +35,7 @@ from tests.api._support import (
     shifted,
     snapshot_tables,
 )
-from tests.conftest import Caller, new_instance_id, registration
+from tests.conftest import Caller, account_instance, new_instance_id, registration
 
 OVERSIZED = json.dumps({"instance_id": new_instance_id(), "pad": "x" * (256 * 1024 + 10)})
 MALFORMED = '{"a":'
@@ -352,7 +352,7 @@ def _world(chalice_app, admin_key):
         # a standby the agent launched (recorded in manual mode), then auto-switch back on in the table
         status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
         assert status == 200, body
-        replica_instance_id = new_instance_id()
+        replica_instance_id = account_instance("eu-west-1b")
         status, body = caller.post(f"/api/agents/{agent_id}/replicas",
                                    {"instance_id": replica_instance_id, "pool_id": "m5.large.eu-west-1b"})
         assert status == 201, body

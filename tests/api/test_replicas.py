@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
+import boto3
 import pytest
 
 from chalicelib.aws import ec2 as ec2_adapter
@@ -18,10 +19,19 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables
-from tests.conftest import invoke_schedule, new_instance_id, registration
+from tests.conftest import invoke_schedule, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
 
 GONE = ("shutting-down", "terminated")
+
+
+def agent_launched(region: str = "eu-west-1", az: str = "eu-west-1b") -> str:
+    """An instance the agent launched itself (untagged by us, in another pool than the eu-west-1a primary):
+    it must exist in the client's account."""
+    client = boto3.client("ec2", region_name=region)
+    image = client.describe_images()["Images"][0]["ImageId"]
+    return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
+                                Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]
 
 
 def agent_row(client_id, agent_id):
@@ -121,17 +131,21 @@ def test_bad_config_is_400_with_its_field_and_writes_nothing(tenant_with_agent, 
 
 def test_handover_targets_are_checked_against_what_is_stored(tenant_with_agent):
     _, caller, agent_id, reg = tenant_with_agent  # eu-west-1
-    reply = config(caller, agent_id, eip_allocation_id="eipalloc-0123456789abcdef0")
+    regional = boto3.client("ec2", region_name=reg["region"])
+    eip = regional.allocate_address(Domain="vpc")["AllocationId"]  # a real EIP of the client's account
+    reply = config(caller, agent_id, eip_allocation_id=eip)
     assert reply["handover"] == "none"
     reply = config(caller, agent_id, handover="eip")  # the stored allocation id satisfies it
-    assert reply["handover"] == "eip" and reply["eip_allocation_id"] == "eipalloc-0123456789abcdef0"
+    assert reply["handover"] == "eip" and reply["eip_allocation_id"] == eip
     status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"eip_allocation_id": None})
     assert_error(status, body, 400, field="eip_allocation_id")  # cannot clear it while eip is the hand-off
     other_region = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
     status, body = caller.post(f"/api/client/agents/{agent_id}/config",
                                {"handover": "target-group", "target_group_arn": other_region})
     assert_error(status, body, 400, field="target_group_arn")
-    arn = other_region.replace("us-east-1", reg["region"])
+    vpc = regional.describe_vpcs()["Vpcs"][0]["VpcId"]
+    arn = boto3.client("elbv2", region_name=reg["region"]).create_target_group(
+        Name=f"tg-{agent_id[-8:]}", Protocol="HTTP", Port=8080, VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
     reply = config(caller, agent_id, handover="target-group", target_group_arn=arn, target_port=8080,
                    eip_allocation_id=None)
     assert (reply["handover"], reply["target_group_arn"], reply["target_port"], reply["eip_allocation_id"]) == \
@@ -280,7 +294,7 @@ def test_legacy_agent_polling_sees_flat_replicas_that_still_need_an_instance(ten
     assert polled["created_at"].endswith("Z")
     # once an instance is attached it is no longer offered for launching (no second EC2 for it)
     status, _ = put(caller, f"/api/agents/{agent_id}/replicas/{waiting.replica_id}",
-                    {"instance_id": new_instance_id(), "status": "syncing"})
+                    {"instance_id": agent_launched(), "status": "syncing"})
     assert status == 200
     replica_repo.transition(replica_repo.get(agent_id, waiting.replica_id), replica_repo.ReplicaStatus.READY, now)
     assert caller.get(f"/api/agents/{agent_id}/replicas?status=launching")[1]["replicas"] == []
@@ -289,7 +303,7 @@ def test_legacy_agent_polling_sees_flat_replicas_that_still_need_an_instance(ten
 def test_agent_launched_flow_post_put_status_ready(make_tenant):
     client_id, caller, agent_id, reg = legacy_manual_agent(make_tenant)
     base = f"/api/agents/{agent_id}/replicas"
-    instance_id = new_instance_id()
+    instance_id = agent_launched()
     # the agent launched the EC2 itself (legacy create_replica command), then records it
     status, created = caller.post(base, {"instance_id": instance_id, "replica_type": "manual",
                                          "parent_instance_id": reg["instance_id"],
@@ -305,7 +319,7 @@ def test_agent_launched_flow_post_put_status_ready(make_tenant):
     status, reply = put(caller, f"{base}/{rid}", {"instance_id": instance_id, "launched_at": launched})
     assert status == 200 and (reply["status"], reply["instance_id"]) == ("syncing", instance_id), reply
     assert reply["replica"]["launched_at"] == launched
-    status, reply = put(caller, f"{base}/{rid}", {"instance_id": new_instance_id()})
+    status, reply = put(caller, f"{base}/{rid}", {"instance_id": agent_launched()})
     assert_error(status, reply, 409, code="replica_instance_conflict")
     # ready, with the legacy columns the old server lacked (§2.5)
     done = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
@@ -331,9 +345,9 @@ def test_agent_launched_replica_cannot_claim_a_taken_instance(make_tenant):
     assert_error(status, reply, 400, field="instance_id")  # its own primary
     status, reply = caller.post(base, {"instance_id": other_reg["instance_id"]})
     assert_error(status, reply, 409, code="instance_conflict")  # another tenant's instance: no hijack
-    status, reply = caller.post(base, {"instance_id": new_instance_id(), "parent_instance_id": new_instance_id()})
+    status, reply = caller.post(base, {"instance_id": agent_launched(), "parent_instance_id": agent_launched()})
     assert_error(status, reply, 400, field="parent_instance_id")
-    status, reply = caller.post(base, {"instance_id": new_instance_id(), "pool_id": "m5.large.eu-west-1a"})
+    status, reply = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1a"})
     assert_error(status, reply, 400, field="pool_id")  # the primary's pool
     assert diff_snapshots(before, snapshot_tables()) == {}
 
@@ -341,7 +355,7 @@ def test_agent_launched_replica_cannot_claim_a_taken_instance(make_tenant):
 def test_status_and_sync_reports_follow_the_lifecycle(make_tenant):
     _, caller, agent_id, _ = legacy_manual_agent(make_tenant)
     base = f"/api/agents/{agent_id}/replicas"
-    status, created = caller.post(base, {"instance_id": new_instance_id(), "pool_id": "m5.large.eu-west-1c"})
+    status, created = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1c"})
     rid = created["replica_id"]
     status, reply = caller.post(f"{base}/{rid}/sync-status", {"sync_status": "initializing", "sync_latency_ms": 12,
                                                               "state_transfer_progress": 10})
@@ -375,14 +389,14 @@ def test_status_and_sync_reports_follow_the_lifecycle(make_tenant):
     assert_error(status, reply, 409, code="replica_not_active")
     status, reply = caller.post(f"{base}/{rid}/sync-status", {"sync_status": "synced"})
     assert_error(status, reply, 409, code="replica_not_active")
-    status, reply = put(caller, f"{base}/{rid}", {"instance_id": new_instance_id()})
+    status, reply = put(caller, f"{base}/{rid}", {"instance_id": agent_launched()})
     assert_error(status, reply, 409, code="replica_not_active")
 
 
 def test_unknown_replica_is_404(tenant_with_agent):
     _, caller, agent_id, _ = tenant_with_agent
     base = f"/api/agents/{agent_id}/replicas/rep-nope"
-    for method, path, body in (("POST", "/promote", {}), ("DELETE", "", None), ("PUT", "", {"instance_id": new_instance_id()}),
+    for method, path, body in (("POST", "/promote", {}), ("DELETE", "", None), ("PUT", "", {"instance_id": agent_launched()}),
                                ("POST", "/status", {"status": "ready"}),
                                ("POST", "/sync-status", {"sync_status": "synced"})):
         status, reply = caller.call(method, base + path, body)
@@ -549,7 +563,7 @@ def test_manual_switch_promotes_the_ready_standby_through_the_workflow(api, make
 def test_another_tenants_agent_cannot_reach_or_claim_a_replica(make_tenant):
     """B's own agent naming A's replica (path) or A's standby instance (body): 404/409, nothing written."""
     _, a_caller, a_agent, _ = legacy_manual_agent(make_tenant)
-    a_instance = new_instance_id()
+    a_instance = agent_launched()
     status, a_replica = a_caller.post(f"/api/agents/{a_agent}/replicas", {"instance_id": a_instance})
     assert status == 201
     _, b_caller, b_agent, _ = legacy_manual_agent(make_tenant)
@@ -574,13 +588,13 @@ def test_a_second_promotion_while_one_is_under_way_is_refused(make_tenant, monke
     monkeypatch.setattr(stepfunctions, "start", lambda name, payload: started.append(payload) or f"arn:exec:{name}")
     client_id, caller, agent_id, _ = legacy_manual_agent(make_tenant)
     base = f"/api/agents/{agent_id}/replicas"
-    status, first = caller.post(base, {"instance_id": new_instance_id(), "pool_id": "m5.large.eu-west-1b"})
+    status, first = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1b"})
     agent = agent_repo.require(client_id, agent_id)
     now = datetime.now(timezone.utc)
     other = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type="manual",
                                 lifecycle="spot", pool_id="m5.large.eu-west-1c", az="eu-west-1c",
                                 created_by="test", now=now, take_slot=False)
-    replica_repo.attach_instance(other, instance_id=new_instance_id(), now=now)
+    replica_repo.attach_instance(other, instance_id=agent_launched(), now=now)
 
     status, reply = caller.post(f"{base}/{first['replica_id']}/promote", {})
     assert status == 202 and reply["action"] == "failover_started", reply

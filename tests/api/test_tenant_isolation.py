@@ -21,7 +21,7 @@ from chalicelib import bootstrap
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import ClientTable
 from tests.api._support import diff_snapshots, snapshot_tables, switch_body
-from tests.conftest import Caller, new_instance_id, registration
+from tests.conftest import Caller, account_instance, new_instance_id, registration
 from tests.e2e.failover_support import configure, wait_for
 
 Ids = dict[str, str]
@@ -83,6 +83,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         foreign=404, owner=200, body=lambda ids: {"snapshots": {"deleted": ["snap-1"]}}),
     ("/api/client/validate", "GET"): Route(foreign=200, owner=200,
                                            notes="answers with the caller's own client only"),
+    ("/api/client/accounts", "GET"): Route(foreign=200, owner=200,
+                                           notes="the caller's own account bindings and ExternalId only"),
+    ("/api/client/limits", "GET"): Route(foreign=200, owner=200, notes="the caller's own quotas only"),
     ("/api/notifications", "GET"): Route(foreign=200, owner=200,
                                          notes="lists the caller's own notifications only"),
     ("/api/notifications/{notification_id}/mark-read", "POST"): Route(foreign=404, owner=200),
@@ -136,6 +139,12 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/admin/clients/{client_id}", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/rate-limit", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"requests_per_window": 100000}),
+    ("/api/admin/clients/{client_id}/accounts", "POST"): Route(
+        foreign=401, owner=201, admin=True, body=lambda ids: {
+            "account_id": ids["account_id"], "role_arn": f"arn:aws:iam::{ids['account_id']}:role/SpotOptimizer"}),
+    ("/api/admin/clients/{client_id}/accounts/{account_id}", "DELETE"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}/limits", "POST"): Route(
+        foreign=401, owner=200, admin=True, body=lambda ids: {"max_agents": 10}),
     ("/api/admin/clients/{client_id}/status", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"status": "inactive"}),
     ("/api/admin/clients/{client_id}/legacy-agents", "POST"): Route(
@@ -176,7 +185,7 @@ def tenant_a(make_tenant):
     status, reply = caller.post("/api/agents/register", reg)
     assert status == 200, reply
     agent_id = reply["agent_id"]
-    new_id = new_instance_id()
+    new_id = account_instance("eu-west-1b")  # the primary after the switch: replacements copy it
     status, body = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(reg["instance_id"], new_id))
     assert status == 200 and body["duplicate"] is False, body
     status, body = caller.post(f"/api/client/instances/{new_id}/force-switch",
@@ -190,7 +199,7 @@ def tenant_a(make_tenant):
     # table, so the walk's earlier routes (issue-switch-command) see the agent as before.
     status, body = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
     assert status == 200, body
-    replica_instance_id = new_instance_id()
+    replica_instance_id = account_instance("eu-west-1c")
     status, body = caller.post(f"/api/agents/{agent_id}/replicas",
                                {"instance_id": replica_instance_id, "pool_id": "m5.large.eu-west-1c"})
     assert status == 201, body
@@ -199,9 +208,9 @@ def tenant_a(make_tenant):
     name = ClientTable.get(client_id).name
     ids = {"client_id": client_id, "agent_id": agent_id, "instance_id": new_id, "command_id": command_id,
            "notification_id": notification_id, "logical_agent_id": reg["logical_agent_id"],
-           "spare_instance_id": new_instance_id(), "old_instance_id": reg["instance_id"], "name": name,
+           "spare_instance_id": account_instance("eu-west-1b"), "old_instance_id": reg["instance_id"], "name": name,
            "version": "never-uploaded", "replica_id": replica_id, "replica_instance_id": replica_instance_id,
-           "replica2_instance_id": new_instance_id()}
+           "replica2_instance_id": account_instance("eu-west-1c"), "account_id": "111111111111"}
     return ids, caller
 
 

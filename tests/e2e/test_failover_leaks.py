@@ -129,7 +129,7 @@ def test_an_eip_that_cannot_move_after_the_promotion_is_handover_failed_and_the_
     configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
     calls = []
 
-    def refused(region, allocation_id, instance_id):
+    def refused(region, allocation_id, instance_id, **_):
         calls.append(instance_id)
         raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: arn:aws:ec2:us-east-1:"
                                "123456789012:elastic-ip/" + allocation_id)
@@ -262,7 +262,7 @@ def test_a_primary_the_user_stopped_is_not_failed_over_nor_terminated(api, make_
 
 def test_a_primary_aws_stopped_for_a_spot_interruption_is_failed_over(api, make_tenant, monkeypatch):
     client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    monkeypatch.setattr(adapter, "state_reason", lambda region, instance_id: "Server.SpotInstanceShutdown")
+    monkeypatch.setattr(adapter, "state_reason", lambda region, instance_id, **_: "Server.SpotInstanceShutdown")
     result = deliver(api, "sentinel-state-change", stopped(primary))
     assert result["action"] == "failover_started", result
     assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"

@@ -23,10 +23,13 @@ def guarded(aws_tables, monkeypatch):
 
 
 def _spec(ec2, az: str, lifecycle: str):
-    image = boto3.client("ec2", region_name="us-east-1").describe_images()["Images"][0]["ImageId"]
+    client = boto3.client("ec2", region_name="us-east-1")
+    image = client.describe_images()["Images"][0]["ImageId"]
+    source = client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)[
+        "Instances"][0]["InstanceId"]  # a launch copies a source instance of the account
     return ec2.LaunchSpec(region="us-east-1", instance_type="p3.2xlarge", az=az, lifecycle=lifecycle,
                           replica_id=f"r-{uuid.uuid4().hex[:8]}", logical_agent_id="lm", agent_id="ag-lm",
-                          client_id="c-lm", source_instance_id=None, ami_id=image)
+                          client_id="c-lm", source_instance_id=source)
 
 
 def test_the_products_spot_launches_follow_the_replayed_capacity(guarded):

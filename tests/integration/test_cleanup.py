@@ -44,11 +44,11 @@ def launch(tags: dict[str, str] | None) -> str:
     return client.run_instances(**params)["Instances"][0]["InstanceId"]
 
 
-def orphan_tags() -> dict[str, str]:
-    """Our tags, naming a replica and an agent that no table knows (launched, never attached)."""
+def orphan_tags(stage: str = "dev") -> dict[str, str]:
+    """Our tags (this test stage's), naming a replica and an agent that no table knows (launched, never attached)."""
     suffix = uuid.uuid4().hex[:8]
     return {"ManagedBy": "SpotOptimizer", "ReplicaId": f"rep-unknown-{suffix}", "AgentId": f"ag-unknown-{suffix}",
-            "ClientId": f"cl-unknown-{suffix}", "LogicalAgentId": f"web-{suffix}"}
+            "ClientId": f"cl-unknown-{suffix}", "LogicalAgentId": f"web-{suffix}", "SpotOptimizerStage": stage}
 
 
 def past_grace(now: datetime) -> datetime:
@@ -76,6 +76,17 @@ def test_an_unknown_tagged_instance_older_than_the_grace_is_terminated_and_audit
     assert event.severity == "warning"
     assert (event.agent_id, event.client_id) == (tags["AgentId"], tags["ClientId"])
     assert tags["ReplicaId"] in event.message
+
+
+def test_another_stages_orphan_is_never_touched(api, region_agent):
+    """GIVEN an unknown instance tagged as ours but by the prod stage (and one with no stage tag at all)
+    WHEN this (dev) stage's cleanup runs after the grace period
+    THEN both keep running: a stage only reaps what it launched."""
+    prod, unstaged = launch(orphan_tags("prod")), launch({k: v for k, v in orphan_tags().items()
+                                                          if k != "SpotOptimizerStage"})
+    outcome = invoke_schedule(api, "cleanup", now=past_grace(datetime.now(UTC)))
+    assert prod not in outcome["terminated"] and unstaged not in outcome["terminated"]
+    assert state_of(prod) not in GONE and state_of(unstaged) not in GONE
 
 
 def test_an_unknown_tagged_instance_within_the_grace_is_left_alone(api, region_agent):

@@ -19,6 +19,8 @@ from chalicelib.aws.ec2 import (
 )
 
 REGION = "us-east-1"
+CLIENT = "client-adapter"
+TG_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/x/0123456789abcdef"
 
 
 def uid() -> str:
@@ -61,10 +63,17 @@ def primary(ec2, ami, network):
 
 
 def spec(**overrides) -> LaunchSpec:
+    """``ami_id`` (tests only): launch a plain source instance of that AMI in the default VPC to copy from —
+    the adapter itself only ever copies a source instance (no client-supplied AMI)."""
+    ami_id = overrides.pop("ami_id", None)
     values = dict(region=REGION, instance_type="m5.large", az="us-east-1c", lifecycle="spot",
                   replica_id=f"rep-{uid()}", logical_agent_id=f"web-{uid()}", agent_id=f"agent-{uid()}",
-                  client_id=f"client-{uid()}", source_instance_id=None, ami_id=None)
+                  client_id=CLIENT, source_instance_id=None)
     values.update(overrides)
+    if ami_id and not values["source_instance_id"]:
+        values["source_instance_id"] = boto3.client("ec2", region_name=REGION).run_instances(
+            ImageId=ami_id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+            Placement={"AvailabilityZone": "us-east-1a"})["Instances"][0]["InstanceId"]
     return LaunchSpec(**values)
 
 
@@ -96,7 +105,7 @@ def test_spot_launch_into_other_az_copies_the_primary(ec2, primary):
     assert raw["ClientToken"] == f"{s.replica_id}-spot"
     tags = {t["Key"]: t["Value"] for t in raw["Tags"]}
     assert tags == {"ManagedBy": MANAGED_BY, "LogicalAgentId": s.logical_agent_id, "ReplicaId": s.replica_id,
-                    "AgentId": s.agent_id, "ClientId": s.client_id,
+                    "AgentId": s.agent_id, "ClientId": s.client_id, "SpotOptimizerStage": "dev",
                     "Name": f"spot-optimizer-{s.logical_agent_id}-spot"}
 
     assert info.lifecycle == "spot" and info.az == "us-east-1c" and info.instance_type == "m5.large"
@@ -134,20 +143,23 @@ def test_launch_is_idempotent_per_replica(ec2, primary):
 def test_terminated_replica_is_launched_again(ec2, ami):
     s = spec(ami_id=ami)
     first = adapter.launch(s)
-    adapter.terminate(REGION, [first.instance_id])
+    adapter.terminate(REGION, [first.instance_id], client_id=CLIENT)
     assert adapter.launch(s).instance_id != first.instance_id
 
 
-def test_without_source_uses_ami_and_default_subnet_of_the_az(ec2, ami):
-    info = adapter.launch(spec(ami_id=ami, az="us-east-1d", source_instance_id="i-0123456789abcdef0"))
+def test_a_source_in_the_default_vpc_launches_in_the_default_subnet_of_the_az(ec2, ami):
+    info = adapter.launch(spec(ami_id=ami, az="us-east-1d"))
     subnet = subnet_of(ec2, moto_instance(ec2, info.instance_id)["SubnetId"])
     assert subnet["AvailabilityZone"] == "us-east-1d" and subnet["DefaultForAz"] is True
     assert moto_instance(ec2, info.instance_id)["ImageId"] == ami
 
 
-def test_no_source_and_no_ami_is_a_launch_error():
-    with pytest.raises(LaunchError, match="no AMI"):
-        adapter.launch(spec(source_instance_id="i-0123456789abcdef0"))
+@pytest.mark.parametrize("source", ["i-0123456789abcdef0", None])
+def test_a_source_not_in_the_account_is_a_launch_error_and_nothing_is_launched(ec2, source):
+    s = spec(source_instance_id=source)
+    with pytest.raises(LaunchError, match="not found in the client's account"):
+        adapter.launch(s)
+    assert not ec2.describe_instances(Filters=[{"Name": "tag:ReplicaId", "Values": [s.replica_id]}])["Reservations"]
 
 
 def test_source_vpc_without_subnet_in_az_is_a_launch_error(ec2, primary):
@@ -176,10 +188,10 @@ def test_describe_skips_unknown_and_malformed_ids_across_chunks(ami):
 
 def test_terminate_is_idempotent(ec2, ami):
     info = adapter.launch(spec(ami_id=ami))
-    assert adapter.terminate(REGION, [info.instance_id, "i-0123456789abcdef0"]) == [info.instance_id]
+    assert adapter.terminate(REGION, [info.instance_id, "i-0123456789abcdef0"], client_id=CLIENT) == [info.instance_id]
     assert moto_instance(ec2, info.instance_id)["State"]["Name"] == "terminated"
-    assert adapter.terminate(REGION, [info.instance_id]) == []
-    assert adapter.terminate(REGION, ["i-0123456789abcdef0", "garbage"]) == []
+    assert adapter.terminate(REGION, [info.instance_id], client_id=CLIENT) == []
+    assert adapter.terminate(REGION, ["i-0123456789abcdef0", "garbage"], client_id=CLIENT) == []
 
 
 def test_terminate_survives_an_instance_vanishing_mid_call(ec2, ami, monkeypatch):
@@ -194,13 +206,13 @@ def test_terminate_survives_an_instance_vanishing_mid_call(ec2, ami, monkeypatch
         return real(InstanceIds=InstanceIds)
 
     monkeypatch.setattr(client, "terminate_instances", flaky)
-    adapter.terminate(REGION, [a.instance_id, b.instance_id])
+    adapter.terminate(REGION, [a.instance_id, b.instance_id], client_id=CLIENT)
     assert {moto_instance(ec2, i)["State"]["Name"] for i in (a.instance_id, b.instance_id)} == {"terminated"}
 
 
 def test_managed_instances_lists_only_live_tagged_ones(ec2, ami):
     live, dead = adapter.launch(spec(ami_id=ami)), adapter.launch(spec(ami_id=ami))
-    adapter.terminate(REGION, [dead.instance_id])
+    adapter.terminate(REGION, [dead.instance_id], client_id=CLIENT)
     stranger = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
 
     listed = {i.instance_id: i for i in adapter.managed_instances(REGION)}
@@ -217,16 +229,16 @@ def test_move_eip_between_instances(ec2, ami):
     allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
     ec2.associate_address(AllocationId=allocation, InstanceId=a.instance_id)
 
-    association = adapter.move_eip(REGION, allocation, b.instance_id)
+    association = adapter.move_eip(REGION, allocation, b.instance_id, client_id=CLIENT)
     address = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"][0]
     assert address["InstanceId"] == b.instance_id and address["AssociationId"] == association
-    assert adapter.move_eip(REGION, allocation, b.instance_id) == association
+    assert adapter.move_eip(REGION, allocation, b.instance_id, client_id=CLIENT) == association
 
 
 def test_move_eip_unknown_allocation_is_an_ec2_error(ami):
     info = adapter.launch(spec(ami_id=ami))
     with pytest.raises(Ec2Error):
-        adapter.move_eip(REGION, "eipalloc-00000000000000000", info.instance_id)
+        adapter.move_eip(REGION, "eipalloc-00000000000000000", info.instance_id, client_id=CLIENT)
 
 
 def test_swap_target_registers_new_then_drops_old(primary):
@@ -291,15 +303,16 @@ def test_network_error_during_launch_is_transient(ami, monkeypatch):
 
 def test_other_calls_map_throttling_and_unknown_codes(monkeypatch):
     client = adapter._client("elbv2", REGION)
+    monkeypatch.setattr(client, "describe_target_groups", lambda **_: {"TargetGroups": [{}]})
     monkeypatch.setattr(client, "register_targets", lambda **_: (_ for _ in ()).throw(
         client_error("Throttling", "RegisterTargets")))
     with pytest.raises(TransientAwsError):
-        adapter.swap_target(REGION, "arn:tg", None, "i-1", None)
+        adapter.swap_target(REGION, TG_ARN, None, "i-1", None)
 
     monkeypatch.setattr(client, "register_targets", lambda **_: (_ for _ in ()).throw(
         client_error("AccessDenied", "RegisterTargets")))
     with pytest.raises(Ec2Error, match="AccessDenied") as caught:
-        adapter.swap_target(REGION, "arn:tg", None, "i-1", None)
+        adapter.swap_target(REGION, TG_ARN, None, "i-1", None)
     assert type(caught.value) is Ec2Error
 
 

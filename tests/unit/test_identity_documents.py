@@ -131,7 +131,7 @@ def test_every_claim_must_match_the_signed_document(field, claim):
     assert (translate(caught.value).status, translate(caught.value).code) == (403, "identity_mismatch")
 
 
-def test_an_account_must_be_bound_when_the_client_binds_any():
-    assert account_bound("123456789012", [])
+def test_an_account_must_be_one_the_product_may_act_in_for_the_client():
+    assert not account_bound("123456789012", [])
     assert account_bound("123456789012", ["123456789012", "210987654321"])
     assert not account_bound("123456789012", ["210987654321"])

@@ -1,0 +1,142 @@
+"""Per-client quotas and instance-type policy, checked before anything is written or launched.
+
+Quotas (defaults in settings, admin overrides per client): agents, live instances the product launched for
+the client (counted in EC2 by our tags, every region the client's agents are in), and the standby $/h (the
+active standbys' recorded prices plus the new one's). Exceeded → QuotaExceeded (409 ``quota_exceeded``).
+
+Failover never loses service to a quota: a replacement for an interruption is exempt from the standby $/h
+quota and may exceed the instance quota by one (the interrupted instance is about to go). The instance-type
+policy (components.instance_types.policy) applies to every launch, the failover's included.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from components.instance_types.policy import TypePolicy, refusal, refusals
+from components.replica_coordinator import ReplicaType
+
+from chalicelib import catalogue, tenancy
+from chalicelib.aws import ec2
+from chalicelib.errors import ConflictError
+from chalicelib.repositories import clients
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.settings import get_settings
+from chalicelib.tables.agents import AgentTable
+
+FAILOVER_HEADROOM = 1  # live instances an interruption's replacement may exceed the quota by
+
+
+class QuotaExceeded(ConflictError, ec2.LaunchError):
+    """A per-client quota would be exceeded: 409 to the API (nothing written), a clean launch failure to the
+    workflows."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="quota_exceeded")
+
+
+class TypeNotAllowed(ec2.LaunchError):
+    """The instance type is outside the client's policy: a launch fails cleanly, the API answers 409."""
+
+    conflict_code = "instance_type_not_allowed"
+
+
+def _limits(client_id: str) -> dict:
+    client = clients.get(client_id)
+    return dict(client.limits) if client else {}
+
+
+def limits(client_id: str) -> dict:
+    """The client's effective quotas and policy (overrides over the settings' defaults)."""
+    settings, own = get_settings(), _limits(client_id)
+
+    def pick(name, default):
+        return own.get(name) if own.get(name) is not None else default
+    return {"max_agents": pick("max_agents", settings.quota_max_agents),
+            "max_instances": pick("max_instances", settings.quota_max_instances),
+            "max_standby_usd_per_hour": pick("max_standby_usd_per_hour", settings.quota_max_standby_usd_per_hour),
+            "max_instance_vcpus": pick("max_instance_vcpus", settings.max_instance_vcpus),
+            "allow_accelerated_types": bool(pick("allow_accelerated_types", False)),
+            "allowed_instance_families": list(own.get("allowed_instance_families") or [])}
+
+
+def type_policy(client_id: str) -> TypePolicy:
+    found = limits(client_id)
+    return TypePolicy(max_vcpus=int(found["max_instance_vcpus"]), allow_accelerated=found["allow_accelerated_types"],
+                      families=tuple(found["allowed_instance_families"]))
+
+
+def check_types(client_id: str, instance_types) -> None:
+    """TypeNotAllowed (409) naming every refused type (registration, config of allowed types)."""
+    refused = refusals([t for t in instance_types if t], type_policy(client_id), catalogue.catalogue())
+    if refused:
+        raise TypeNotAllowed("; ".join(refused))
+
+
+def _client_agents(client_id: str) -> list[AgentTable]:
+    return [a for a in AgentTable.query(client_id) if a.deleted_at is None and a.status != "deleted"]
+
+
+def check_agents(client_id: str, *, adding: int = 1) -> None:
+    """QuotaExceeded when registering ``adding`` more agents would pass the client's max_agents."""
+    cap = int(limits(client_id)["max_agents"])
+    count = len(_client_agents(client_id))
+    if count + adding > cap:
+        raise QuotaExceeded(f"agent quota reached: {count} of {cap} agents; ask the operator to raise max_agents")
+
+
+def live_instances(client_id: str) -> int:
+    """Live instances this stage launched for the client, in every region its agents are in (EC2, by tags)."""
+    seen: set[str] = set()
+    for agent in _client_agents(client_id):
+        if not agent.region:
+            continue
+        account = tenancy.for_client(client_id, getattr(agent, "account_id", None))
+        seen |= {i.instance_id for i in ec2.managed_instances(agent.region, account=account, client_id=client_id)}
+    return len(seen)
+
+
+def check_launch(agent, instance_type: str, replica=None, *, failover: bool | None = None,
+                 price: Decimal | None = None) -> None:
+    """Before any launch for ``agent``: the type policy, then the instance quota (an interruption's replacement
+    may go FAILOVER_HEADROOM over), then the standby $/h quota (not for a failover replacement)."""
+    why = refusal(instance_type, type_policy(agent.client_id), catalogue.catalogue())
+    if why:
+        raise TypeNotAllowed(why)
+    if failover is None:
+        failover = bool(replica is not None and replica.replica_type == ReplicaType.TERMINATION.value)
+    found = limits(agent.client_id)
+    cap = int(found["max_instances"]) + (FAILOVER_HEADROOM if failover else 0)
+    live = live_instances(agent.client_id)
+    if replica is not None and replica.instance_id:
+        live -= 1  # already running: not a new one
+    if live + 1 > cap:
+        raise QuotaExceeded(f"instance quota reached: {live} live instances launched for this client "
+                            f"(limit {found['max_instances']}); ask the operator to raise max_instances")
+    if failover:
+        return
+    spend = standby_spend(agent.client_id, exclude=replica.replica_id if replica is not None else None)
+    new = float(price if price is not None else _price_of(replica, instance_type))
+    cap_usd = float(found["max_standby_usd_per_hour"])
+    if spend + new > cap_usd:
+        raise QuotaExceeded(f"standby spend quota reached: {spend:.4f} $/h running + {new:.4f} $/h would pass "
+                            f"{cap_usd:.2f} $/h; ask the operator to raise max_standby_usd_per_hour")
+
+
+def _price_of(replica, instance_type: str) -> float:
+    """The replica's recorded price, else the type's on-demand list price (an upper bound for spot), else 0."""
+    if replica is not None and replica.hourly_cost is not None:
+        return float(replica.hourly_cost)
+    spec = catalogue.catalogue().get(instance_type)
+    return float(spec.ondemand_price or 0) if spec else 0.0
+
+
+def standby_spend(client_id: str, *, exclude: str | None = None) -> float:
+    """$/h of the client's active standbys (recorded price, else the on-demand list price of their type)."""
+    total = 0.0
+    for agent in _client_agents(client_id):
+        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+            if replica.replica_id == exclude or replica.status.value == "promoted":
+                continue
+            total += _price_of(replica, replica.instance_type or agent.instance_type or "")
+    return total

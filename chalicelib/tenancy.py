@@ -1,0 +1,34 @@
+"""The AWS account an agent's or a client's EC2 work runs in (chalicelib.aws.accounts does the credentials).
+
+An agent's instance was verified in one account at registration (``AgentRecord.account_id``, when known);
+otherwise the client's single bound account, or the home account when self-hosted. A client with no usable
+binding gets AccountNotBound (an Ec2Error to the workflows, 409 to the API): nothing is done anywhere.
+"""
+
+from __future__ import annotations
+
+from chalicelib.aws import accounts, ec2
+from chalicelib.aws.accounts import AwsAccount
+from chalicelib.repositories import clients
+
+
+class AccountNotBound(ec2.LaunchError):
+    """No account of the client to act in (a launch fails cleanly; the API answers 409)."""
+
+    conflict_code = "account_not_bound"
+
+
+def for_client(client_id: str, account_id: str | None = None) -> AwsAccount:
+    """The account to act in for ``client_id`` (``account_id``: the instance's verified account if known)."""
+    client = clients.get(client_id)
+    if client is None:
+        raise AccountNotBound(f"client {client_id} not found")
+    try:
+        return accounts.resolve(client, account_id)
+    except accounts.AccountNotBound as exc:
+        raise AccountNotBound(str(exc)) from exc
+
+
+def for_agent(agent) -> AwsAccount:
+    """The account the agent's instances live in."""
+    return for_client(agent.client_id, getattr(agent, "account_id", None))
