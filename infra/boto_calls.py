@@ -29,7 +29,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AWS_PACKAGE = "chalicelib.aws"
+# Functions of chalicelib/aws that make boto3 clients: ``_client(service, region)`` (the product's own
+# credentials), ``_api(service, region, account)`` (the client's account) and ``accounts.role_client`` (the
+# role session behind ``_api``). A call of the first two names its service as a literal first argument.
 CLIENT_FACTORY = "_client"
+CLIENT_FACTORIES = (CLIENT_FACTORY, "_api")
+CLIENT_MAKERS = (*CLIENT_FACTORIES, "role_client")
 
 # pynamodb Model / TransactWrite methods → the DynamoDB actions behind them.
 PYNAMODB_ACTIONS = {
@@ -135,9 +140,9 @@ def _methods_named() -> dict[str, list[str]]:
     return by_name
 
 
-def _client_service(module: Module) -> str | None:
+def _client_service(module: Module, name: str = CLIENT_FACTORY) -> str | None:
     """The service a module's ``_client`` builds when it is fixed (s3, sns, ...); None: a parameter."""
-    factory = module.defs.get(CLIENT_FACTORY)
+    factory = module.defs.get(name)
     for node in ast.walk(factory) if factory else ():
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "client"
                 and node.args and isinstance(node.args[0], ast.Constant)):
@@ -150,15 +155,15 @@ def _client_call_service(module: Module, call: ast.AST) -> str | None:
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
         return None
     targets = _resolve(module.name, call.func.id)
-    if not targets or not targets[0].endswith(f":{CLIENT_FACTORY}"):
+    if not targets or targets[0].split(":")[1] not in CLIENT_FACTORIES:
         return None
     owner = modules()[targets[0].split(":")[0]]
-    fixed = _client_service(owner)
+    fixed = _client_service(owner, targets[0].split(":")[1])
     if fixed:
         return fixed
     if call.args and isinstance(call.args[0], ast.Constant):
         return call.args[0].value
-    raise ValueError(f"{module.name}: {CLIENT_FACTORY}() without a literal service at line {call.lineno}")
+    raise ValueError(f"{module.name}: {call.func.id}() without a literal service at line {call.lineno}")
 
 
 @dataclass
@@ -310,7 +315,7 @@ def unmodelled_clients() -> list[str]:
             for node in ast.walk(func):
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                         and node.func.attr in ("client", "resource")
-                        and not (module.name.startswith(AWS_PACKAGE) and qualified == CLIENT_FACTORY)):
+                        and not (module.name.startswith(AWS_PACKAGE) and qualified in CLIENT_MAKERS)):
                     problems.append(f"{module.name}:{qualified} line {node.lineno}")
         if "boto3" in module.modules and not module.name.startswith(AWS_PACKAGE):
             problems.append(f"{module.name} imports boto3")

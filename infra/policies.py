@@ -123,9 +123,16 @@ def ec2_tag(stage: str) -> list[dict]:
     return [_statement("Ec2TagOwnInstances", ["ec2:CreateTags"], ["arn:aws:ec2:*:*:instance/*"], condition)]
 
 
+def handover_check(stage: str) -> list[dict]:
+    # Before a hand-over EIP or target group is used, code checks it is the client's (describe has no
+    # resource-level permissions).
+    return [_statement("HandoverDescribe", ["ec2:DescribeAddresses", "elasticloadbalancing:DescribeTargetGroups"],
+                       "*")]
+
+
 def ec2_move_eip(stage: str) -> list[dict]:
     return [
-        _statement("Ec2DescribeAddresses", ["ec2:DescribeAddresses"], "*"),
+        *handover_check(stage),
         # The address is the client's (IAM cannot tie it to a client: checked in code); the instance it
         # moves to must be one of ours, of this stage.
         _statement("Ec2MoveElasticIpFrom", ["ec2:AssociateAddress"], [
@@ -138,7 +145,8 @@ def ec2_move_eip(stage: str) -> list[dict]:
 def target_group_handover(stage: str) -> list[dict]:
     # ELBv2 cannot condition on the target (an instance id): any target group of the account remains
     # reachable; code checks the group belongs to the client's account and the target is ours.
-    return [_statement("TargetGroupHandover", ["elasticloadbalancing:RegisterTargets",
+    return [*handover_check(stage),
+            _statement("TargetGroupHandover", ["elasticloadbalancing:RegisterTargets",
                                                "elasticloadbalancing:DeregisterTargets"],
                        ["arn:aws:elasticloadbalancing:*:*:targetgroup/*/*"])]
 
@@ -182,9 +190,11 @@ def failover_status(stage: str) -> list[dict]:
 
 
 def assume_client_role(stage: str) -> list[dict]:
-    # Clients' accounts are not known in advance: any account, but only this stage's role name.
+    # Clients' accounts are not known in advance: any account, but only this stage's role name. The
+    # product's own account id (self-hosted tenancy) comes from GetCallerIdentity, which has no resource.
     return [_statement("AssumeClientAccountRole", ["sts:AssumeRole"],
-                       [f"arn:aws:iam::*:role/{client_role_name(stage)}"])]
+                       [f"arn:aws:iam::*:role/{client_role_name(stage)}"]),
+            _statement("OwnAccountId", ["sts:GetCallerIdentity"], "*")]
 
 
 API_HANDLER = "api_handler"
@@ -209,15 +219,18 @@ def _tracing(stage: str) -> list[dict]:
 
 # Everything that acts on EC2 in a client account; the client-account role grants exactly this.
 EC2_CAPABILITIES = (ec2_describe, ec2_zones, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_tag,
-                    ec2_move_eip, target_group_handover)
-_ACTS_ON_EC2 = frozenset(EC2_CAPABILITIES)
+                    handover_check, ec2_move_eip, target_group_handover)
+# What acts on a client's instances, in the client's account (through its role; market data is read with the
+# product's own credentials).
+_IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_tag, handover_check, ec2_move_eip,
+                                 target_group_handover})
 _SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, start_failover)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
     API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
-                  start_failover),
+                  handover_check, start_failover),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),
     "decision-cycle": (tables,),
@@ -259,7 +272,7 @@ def function_policy(stage: str, function: str) -> dict:
     statements = _logs(stage, function) + _tracing(stage)
     for capability in capabilities:
         statements += capability(stage)
-    if _ACTS_ON_EC2 & set(capabilities):
+    if _IN_CLIENT_ACCOUNTS & set(capabilities):
         statements += assume_client_role(stage)
     return {"Version": VERSION, "Statement": _merge(statements)}
 

@@ -76,8 +76,7 @@ def home_account_id() -> str:
     configured = get_settings().home_account_id
     if configured:
         return configured
-    sts = boto3.session.Session().client("sts", region_name=get_settings().region, config=_CONFIG)
-    return sts.get_caller_identity()["Account"]
+    return _client("sts", get_settings().region).get_caller_identity()["Account"]
 
 
 def self_hosted() -> bool:
@@ -124,6 +123,11 @@ _sessions: dict[tuple[str, str, str], tuple[boto3.session.Session, float]] = {}
 _clients: dict[tuple, object] = {}
 
 
+def _client(service: str, region: str):
+    """A client on the product's own credentials (its STS: AssumeRole, GetCallerIdentity)."""
+    return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
+
+
 def _session(account: AwsAccount) -> boto3.session.Session:
     """A boto3 session on the role's credentials, renewed REFRESH_BEFORE_S before they expire."""
     key = (account.role_arn, account.external_id or "", account.session_name)
@@ -131,8 +135,7 @@ def _session(account: AwsAccount) -> boto3.session.Session:
         cached = _sessions.get(key)
         if cached and cached[1] - REFRESH_BEFORE_S > time.time():
             return cached[0]
-    sts = boto3.session.Session().client("sts", region_name=get_settings().region, config=_CONFIG)
-    creds = sts.assume_role(RoleArn=account.role_arn, RoleSessionName=account.session_name,
+    creds = _client("sts", get_settings().region).assume_role(RoleArn=account.role_arn, RoleSessionName=account.session_name,
                             ExternalId=account.external_id, DurationSeconds=SESSION_SECONDS)["Credentials"]
     session = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
                                     aws_secret_access_key=creds["SecretAccessKey"],
