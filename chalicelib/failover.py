@@ -285,10 +285,12 @@ def _move_traffic(agent: AgentRecord, state: State, new_instance_id: str) -> str
     try:
         if kind == "eip" and config.get("eip_allocation_id"):
             ec2.move_eip(agent.region, config["eip_allocation_id"], new_instance_id, client_id=agent.client_id,
-                         account=tenancy.for_agent(agent), own=(state["instance_id"],))
+                         account=tenancy.for_agent(agent), own=(state["instance_id"],),
+                         known=tenancy.registered_to(agent.client_id))
         elif kind == "target-group" and config.get("target_group_arn"):
             ec2.swap_target(agent.region, config["target_group_arn"], state["instance_id"], new_instance_id,
-                            config.get("target_port"), account=tenancy.for_agent(agent))
+                            config.get("target_port"), client_id=agent.client_id, account=tenancy.for_agent(agent),
+                            known=tenancy.registered_to(agent.client_id))
         else:
             kind = "none"
     except (ec2.Ec2Error, ClientError, BotoCoreError) as exc:

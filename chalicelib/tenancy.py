@@ -7,9 +7,11 @@ binding gets AccountNotBound (an Ec2Error to the workflows, 409 to the API): not
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chalicelib.aws import accounts, ec2
 from chalicelib.aws.accounts import AwsAccount
-from chalicelib.repositories import clients
+from chalicelib.repositories import agents, clients
 
 
 class AccountNotBound(ec2.LaunchError):
@@ -32,3 +34,10 @@ def for_client(client_id: str, account_id: str | None = None) -> AwsAccount:
 def for_agent(agent) -> AwsAccount:
     """The account the agent's instances live in."""
     return for_client(agent.client_id, getattr(agent, "account_id", None))
+
+
+def registered_to(client_id: str) -> Callable[[str], bool]:
+    """``instance_id → True`` when the instance is registered to one of the client's agents (a hand-over may
+    take traffic from it): the ownership checks of chalicelib/aws/ec2.py ask it about instances we did not
+    launch."""
+    return lambda instance_id: agents.get_instance(client_id, instance_id) is not None

@@ -126,7 +126,8 @@ def ec2_tag(stage: str) -> list[dict]:
 def handover_check(stage: str) -> list[dict]:
     # Before a hand-over EIP or target group is used, code checks it is the client's (describe has no
     # resource-level permissions).
-    return [_statement("HandoverDescribe", ["ec2:DescribeAddresses", "elasticloadbalancing:DescribeTargetGroups"],
+    return [_statement("HandoverDescribe", ["ec2:DescribeAddresses", "elasticloadbalancing:DescribeTargetGroups",
+                                           "elasticloadbalancing:DescribeTargetHealth"],
                        "*")]
 
 

@@ -12,7 +12,7 @@ an instance the client owns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -318,17 +318,17 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
 
 
 def _may_take_from(region: str, holder: str | None, *, client_id: str, account: AwsAccount | None,
-                   own: tuple[str, ...]) -> bool:
+                   own: tuple[str, ...], known: Callable[[str], bool] | None = None) -> bool:
     """A hand-over may move traffic away from ``holder`` only if it is one of the client's (``own``: the
-    agent's instances) or one we launched for it."""
-    if not holder or holder in own:
+    agent's instances; ``known``: registered to one of the client's agents) or one we launched for it."""
+    if not holder or holder in own or (known is not None and known(holder)):
         return True
     info = describe(region, [holder], account=account).get(holder)
     return info is not None and owned_by(info, client_id)
 
 
 def check_eip(region: str, allocation_id: str, *, client_id: str, account: AwsAccount | None = None,
-              own: tuple[str, ...] = ()) -> dict:
+              own: tuple[str, ...] = (), known: Callable[[str], bool] | None = None) -> dict:
     """The Elastic IP as EC2 shows it in the client's account and region; NotOwnedError when it is not there, is
     on a network interface, or is held by an instance that is neither in ``own`` nor launched by us for the client."""
     client = _api("ec2", region, account)
@@ -345,16 +345,19 @@ def check_eip(region: str, allocation_id: str, *, client_id: str, account: AwsAc
     address = addresses[0]
     if address.get("NetworkInterfaceId") and not address.get("InstanceId"):
         raise NotOwnedError(f"Elastic IP {allocation_id} is attached to a network interface, not an instance")
-    if not _may_take_from(region, address.get("InstanceId"), client_id=client_id, account=account, own=own):
+    if not _may_take_from(region, address.get("InstanceId"), client_id=client_id, account=account, own=own,
+                          known=known):
         raise NotOwnedError(f"Elastic IP {allocation_id} is held by an instance that is not this client's")
     return address
 
 
 def move_eip(region: str, allocation_id: str, instance_id: str, *, client_id: str,
-             account: AwsAccount | None = None, own: tuple[str, ...] = ()) -> str:
+             account: AwsAccount | None = None, own: tuple[str, ...] = (),
+             known: Callable[[str], bool] | None = None) -> str:
     """Point the Elastic IP (checked by ``check_eip``) at the instance (a no-op if it already is); returns the
     association id. An EIP held by an instance that is not the client's is never taken."""
-    address = check_eip(region, allocation_id, client_id=client_id, account=account, own=(*own, instance_id))
+    address = check_eip(region, allocation_id, client_id=client_id, account=account, own=(*own, instance_id),
+                        known=known)
     if address.get("InstanceId") == instance_id and address.get("AssociationId"):
         return address["AssociationId"]
     with _aws("AssociateAddress"):
@@ -369,24 +372,37 @@ def check_target_group_arn(arn: str, region: str, account_id: str) -> None:
         raise NotOwnedError(f"target group {arn} is not in the client's account {account_id} and region {region}")
 
 
-def check_target_group(region: str, arn: str, *, account: AwsAccount | None = None) -> None:
-    """The target group is in the acting account and region: its ARN says so and it can be described there."""
+def check_target_group(region: str, arn: str, *, client_id: str, account: AwsAccount | None = None,
+                       own: tuple[str, ...] = (), known: Callable[[str], bool] | None = None) -> None:
+    """The target group is the client's: in the acting account and region (its ARN says so and it can be
+    described there), and every target it holds is an instance of the client's (``own``, ``known``, or one we
+    launched for it). An account can be shared (self-hosted): a group serving someone else's instances is
+    theirs, whatever account it is in."""
     check_target_group_arn(arn, region, account.account_id if account else accounts.home_account_id())
+    client = _api("elbv2", region, account)
     try:
-        _api("elbv2", region, account).describe_target_groups(TargetGroupArns=[arn])
+        client.describe_target_groups(TargetGroupArns=[arn])
+        targets = [d["Target"]["Id"] for d in client.describe_target_health(TargetGroupArn=arn)
+                   .get("TargetHealthDescriptions", [])]
     except ClientError as exc:
         if _code(exc) in ("TargetGroupNotFound", "ValidationError"):
             raise NotOwnedError(f"target group {arn} is not in the client's account") from exc
         raise _map_error(exc, "DescribeTargetGroups") from exc
     except BotoCoreError as exc:
         raise _map_error(exc, "DescribeTargetGroups") from exc
+    for target in dict.fromkeys(targets):
+        if not target.startswith("i-") or not _may_take_from(region, target, client_id=client_id, account=account,
+                                                             own=own, known=known):
+            raise NotOwnedError(f"target group {arn} serves {target}, which is not this client's")
 
 
 def swap_target(region: str, target_group_arn: str, old_instance_id: str | None, new_instance_id: str,
-                port: int | None, *, account: AwsAccount | None = None) -> None:
+                port: int | None, *, client_id: str, account: AwsAccount | None = None,
+                known: Callable[[str], bool] | None = None) -> None:
     """Register the new target before deregistering the old, so the group never goes empty. The group must be
-    in the account and region acting (``check_target_group``)."""
-    check_target_group(region, target_group_arn, account=account)
+    the client's (``check_target_group``)."""
+    own = tuple(i for i in (old_instance_id, new_instance_id) if i)
+    check_target_group(region, target_group_arn, client_id=client_id, account=account, own=own, known=known)
     client = _api("elbv2", region, account)
     target = {"Id": new_instance_id, **({"Port": port} if port else {})}
     with _aws("RegisterTargets"):

@@ -411,3 +411,34 @@ def test_a_failover_replacement_may_exceed_the_instance_quota_by_one(api, admin,
     tags = {t["Key"]: t["Value"] for t in ec2().describe_instances(InstanceIds=[replacement])[
         "Reservations"][0]["Instances"][0]["Tags"]}
     assert (tags["ClientId"], tags["SpotOptimizerStage"]) == (client_id, "dev")
+
+
+def test_a_target_group_of_the_same_account_serving_someone_elses_instance_is_refused(make_tenant):
+    """A shared (self-hosted) account: the group is in the client's account but serves an instance that is not
+    the client's, so moving its traffic would be taking someone else's service."""
+    _, caller, agent_id, _, _ = register_agent(make_tenant)
+    stranger = plain_instance()
+    client, elb = ec2(), boto3.client("elbv2", region_name=REGION)
+    arn = elb.create_target_group(Name=f"tg-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80,
+                                  VpcId=client.describe_vpcs()["Vpcs"][0]["VpcId"])["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": stranger}])
+    before = snapshot()
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config",
+                                {"handover": "target-group", "target_group_arn": arn})
+    assert_error(status, reply, 409, code="not_owned")
+    assert_unchanged(before)
+    with pytest.raises(adapter.NotOwnedError):  # and the failover's swap refuses it too
+        adapter.swap_target(REGION, arn, None, plain_instance(), None, client_id="cl-x")
+    assert [d["Target"]["Id"] for d in elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]] \
+        == [stranger]
+
+
+def test_a_target_group_serving_the_clients_own_instances_is_accepted(make_tenant):
+    _, caller, agent_id, instance_id, _ = register_agent(make_tenant)
+    client, elb = ec2(), boto3.client("elbv2", region_name=REGION)
+    arn = elb.create_target_group(Name=f"tg-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80,
+                                  VpcId=client.describe_vpcs()["Vpcs"][0]["VpcId"])["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": instance_id}])
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config",
+                                {"handover": "target-group", "target_group_arn": arn})
+    assert status == 200, reply

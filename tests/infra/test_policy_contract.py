@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 
 import boto3
-import pytest
 
 from chalicelib.aws import ec2
 from chalicelib.settings import get_settings

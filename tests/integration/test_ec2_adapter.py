@@ -248,13 +248,13 @@ def test_swap_target_registers_new_then_drops_old(primary):
     new = adapter.launch(spec(source_instance_id=primary["id"], az="us-east-1a"))
     elb.register_targets(TargetGroupArn=group, Targets=[{"Id": primary["id"], "Port": 8080}])
 
-    adapter.swap_target(REGION, group, primary["id"], new.instance_id, 8080)
+    adapter.swap_target(REGION, group, primary["id"], new.instance_id, 8080, client_id=CLIENT)
     targets = {(d["Target"]["Id"], d["Target"].get("Port"))
                for d in elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]}
     assert targets == {(new.instance_id, 8080)}
 
-    adapter.swap_target(REGION, group, primary["id"], new.instance_id, 8080)  # old already gone: fine
-    adapter.swap_target(REGION, group, None, new.instance_id, 8080)
+    adapter.swap_target(REGION, group, primary["id"], new.instance_id, 8080, client_id=CLIENT)  # old already gone: fine
+    adapter.swap_target(REGION, group, None, new.instance_id, 8080, client_id=CLIENT)
     assert len(elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]) == 1
 
 
@@ -304,15 +304,16 @@ def test_network_error_during_launch_is_transient(ami, monkeypatch):
 def test_other_calls_map_throttling_and_unknown_codes(monkeypatch):
     client = adapter._client("elbv2", REGION)
     monkeypatch.setattr(client, "describe_target_groups", lambda **_: {"TargetGroups": [{}]})
+    monkeypatch.setattr(client, "describe_target_health", lambda **_: {"TargetHealthDescriptions": []})
     monkeypatch.setattr(client, "register_targets", lambda **_: (_ for _ in ()).throw(
         client_error("Throttling", "RegisterTargets")))
     with pytest.raises(TransientAwsError):
-        adapter.swap_target(REGION, TG_ARN, None, "i-1", None)
+        adapter.swap_target(REGION, TG_ARN, None, "i-1", None, client_id=CLIENT)
 
     monkeypatch.setattr(client, "register_targets", lambda **_: (_ for _ in ()).throw(
         client_error("AccessDenied", "RegisterTargets")))
     with pytest.raises(Ec2Error, match="AccessDenied") as caught:
-        adapter.swap_target(REGION, TG_ARN, None, "i-1", None)
+        adapter.swap_target(REGION, TG_ARN, None, "i-1", None, client_id=CLIENT)
     assert type(caught.value) is Ec2Error
 
 
