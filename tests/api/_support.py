@@ -51,6 +51,36 @@ def snapshot_tables() -> dict[str, list[str]]:
     return snap
 
 
+SNAPSHOT_REGIONS = ("us-east-1", "eu-west-1")
+
+
+def snapshot_ec2(regions: tuple[str, ...] = SNAPSHOT_REGIONS) -> dict[str, list[str]]:
+    """EC2 instances (state, type, image, tags), EIP associations and target-group registrations, in the same
+    canonical form as the tables: what a refused request must not have changed in AWS either."""
+    import boto3
+
+    snap = {}
+    for region in regions:
+        ec2, elb = boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region)
+        snap[f"ec2:{region}:instances"] = canonical(
+            {"id": i["InstanceId"], "state": i["State"]["Name"], "type": i["InstanceType"], "image": i["ImageId"],
+             "tags": sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))}
+            for r in ec2.describe_instances()["Reservations"] for i in r["Instances"])
+        snap[f"ec2:{region}:addresses"] = canonical(
+            {"allocation": a.get("AllocationId"), "instance": a.get("InstanceId")}
+            for a in ec2.describe_addresses()["Addresses"])
+        snap[f"elbv2:{region}:targets"] = canonical(
+            {"group": g["TargetGroupArn"], "targets": sorted(d["Target"]["Id"] for d in elb.describe_target_health(
+                TargetGroupArn=g["TargetGroupArn"])["TargetHealthDescriptions"])}
+            for g in elb.describe_target_groups()["TargetGroups"])
+    return snap
+
+
+def snapshot_world() -> dict[str, list[str]]:
+    """Every table (``snapshot_tables``) and the EC2/ELBv2 state (``snapshot_ec2``)."""
+    return {**snapshot_tables(), **snapshot_ec2()}
+
+
 def diff_snapshots(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, dict]:
     """Per table, what appeared and what vanished between two snapshots (empty when equal)."""
     changes = {}

@@ -34,6 +34,7 @@ from tests.api._support import (
     scan_items,
     shifted,
     snapshot_tables,
+    snapshot_world,
 )
 from tests.conftest import Caller, account_instance, new_instance_id, registration
 
@@ -398,10 +399,10 @@ def test_snapshot_reads_what_a_scan_reads(world):
 def test_snapshot_sees_a_valid_write(world):
     """GIVEN a valid heartbeat WHEN posted between two snapshots THEN the agents table shows the change
     (the control for every 'nothing written' assertion below)."""
-    before = snapshot_tables()
+    before = snapshot_world()
     status, _ = world["caller"].post(_path(world, "heartbeat"), {"status": "online"})
     assert status == 200
-    changed = diff_snapshots(before, snapshot_tables())
+    changed = diff_snapshots(before, snapshot_world())
     assert set(changed) == {AgentTable.Meta.table_name}  # last_heartbeat_at moved
 
 
@@ -420,12 +421,12 @@ def test_every_agent_write_endpoint_is_covered(chalice_app):
 def test_bad_body_is_rejected_and_nothing_is_written(world, case, endpoint, make_body, status, field):
     """GIVEN a bad body WHEN it is posted THEN a JSON 4xx (with its field) and no table changes."""
     body = _fill_ids(make_body(), world)
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), body)
     assert_error(got, reply, status, field=field)
     if status == 400:
         assert reply["error"] in ("validation_error", "bad_request"), reply
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
 
 @pytest.mark.parametrize("case, endpoint, make_body, status, field", DROPPED, ids=[c[0] for c in DROPPED])
@@ -435,12 +436,12 @@ def test_a_fact_report_keeps_what_is_plausible_and_names_what_it_dropped(fresh_w
     recorded (2xx), the answer's ``warnings`` names the field, and the activity log says so."""
     world = fresh_world
     body = _fill_ids(make_body(), world)
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), body)
     assert got in (200, 201), (got, reply)
     paths = [w.split(":")[0] for w in reply["warnings"]]
     assert any(p.startswith(field or "") or (field or "").startswith(p) for p in paths), reply["warnings"]
-    changed = diff_snapshots(before, snapshot_tables())
+    changed = diff_snapshots(before, snapshot_world())
     assert any("report_warnings" in item for item in changed.get(SystemEventTable.Meta.table_name, {}).get("added", []))
 
 
@@ -448,19 +449,19 @@ def test_a_fact_report_keeps_what_is_plausible_and_names_what_it_dropped(fresh_w
 def test_unparseable_or_oversized_body_is_rejected_and_nothing_is_written(world, case, endpoint, raw,
                                                                           status, code):
     """GIVEN a truncated, non-object or > 256 KiB body WHEN it is posted THEN 400/413 and no table changes."""
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["caller"].call(_method(endpoint), _path(world, endpoint), raw=raw)
     assert_error(got, reply, status, code=code)
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
 
 def test_declared_oversized_content_length_is_rejected(world):
     """GIVEN a Content-Length over the limit WHEN posted THEN 413 before the body is even parsed."""
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["caller"].post(_path(world, "heartbeat"), {"status": "online"},
                                       headers={"Content-Length": str(256 * 1024 + 1)})
     assert_error(got, reply, 413, code="payload_too_large")
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
 
 def test_the_module_command_is_still_executing(world):
@@ -493,10 +494,10 @@ ADMIN_CASES = [
 def test_admin_create_client_bad_input_writes_nothing(world, case, body, status, field):
     """GIVEN a bad create-client body WHEN the admin posts it THEN 400 with the field and no new client."""
     body = {**body, "name": f"{body['name']}-{uuid.uuid4().hex[:6]}"} if body.get("name") == "ok-name" else body
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["admin"].post("/api/admin/clients/create", body)
     assert_error(got, reply, status, code="validation_error", field=field)
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
 
 @pytest.mark.parametrize("raw, status, code", [(MALFORMED, 400, "malformed_json"),
@@ -506,15 +507,15 @@ def test_admin_create_client_bad_input_writes_nothing(world, case, body, status,
                          ids=["malformed-json", "json-array", "oversized"])
 def test_admin_create_client_unparseable_body_writes_nothing(world, raw, status, code):
     """GIVEN an unparseable or oversized body WHEN the admin posts it THEN 400/413 and no new client."""
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["admin"].post("/api/admin/clients/create", raw=raw)
     assert_error(got, reply, status, code=code)
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
 
 def test_admin_create_client_without_the_key_writes_nothing(world):
     """GIVEN a valid body but the tenant's token instead of the admin key WHEN posted THEN 401, no write."""
-    before = snapshot_tables()
+    before = snapshot_world()
     got, reply = world["caller"].post("/api/admin/clients/create", {"name": f"nokey-{uuid.uuid4().hex[:6]}"})
     assert_error(got, reply, 401, code="unauthorized")
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}

@@ -20,7 +20,7 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import ClientTable
-from tests.api._support import diff_snapshots, snapshot_tables, switch_body
+from tests.api._support import diff_snapshots, snapshot_world, switch_body
 from tests.conftest import Caller, account_instance, new_instance_id, registration
 from tests.e2e.failover_support import configure, wait_for
 
@@ -234,7 +234,7 @@ def test_tenant_b_cannot_reach_anything_of_tenant_a(api, tenant_a, make_tenant, 
     assert status == 200
     command_before = bootstrap.command_store().get(ids["agent_id"], ids["command_id"])
     assert command_before is not None and command_before.status.value == "pending"
-    before = snapshot_tables()
+    before = snapshot_world()
 
     walked = set()
     for path, method in sorted(app_routes(chalice_app)):
@@ -255,7 +255,7 @@ def test_tenant_b_cannot_reach_anything_of_tenant_a(api, tenant_a, make_tenant, 
             assert status == 401, (method, path, status, reply)
 
     assert walked == set(ROUTES)
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
     # A's data is exactly as before, seen through A's own token.
     status, after_config = a_caller.get(f"/api/agents/{ids['agent_id']}/config")
@@ -276,7 +276,7 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     status, reply = b_caller.post("/api/agents/register", b_reg)
     assert status == 200
     b_agent = reply["agent_id"]
-    before = snapshot_tables()
+    before = snapshot_world()
 
     status, body = b_caller.post(f"/api/agents/{b_agent}/commands/{ids['command_id']}/executed",
                                  {"success": True})
@@ -292,13 +292,13 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     status, body = b_caller.post(f"/api/client/instances/{ids['instance_id']}/force-switch",
                                  {"target": "ondemand"})
     assert status == 404, body
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
 
     # A switch report naming A's instance as B's *new* instance must not hijack it either.
     status, body = b_caller.post(f"/api/agents/{b_agent}/switch-report",
                                  switch_body(b_reg["instance_id"], ids["instance_id"]))
     assert status == 409 and body["error"] == "instance_conflict", body
-    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert diff_snapshots(before, snapshot_world()) == {}
     agent_row = AgentTable.get(ids["client_id"], ids["agent_id"])
     assert agent_row.instance_id == ids["instance_id"]
 
