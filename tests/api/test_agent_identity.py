@@ -189,29 +189,40 @@ def test_the_local_certificate_is_not_trusted_in_the_dev_stage(make_tenant):
 
 
 class _BoundClient:
-    """A client record with bound AWS accounts (ClientRecord.aws_accounts lands with the tenancy work)."""
+    """A client record with these AWS accounts bound (as ClientRecord.aws_accounts holds them)."""
 
     def __init__(self, record, accounts):
         self._record = record
-        self.aws_accounts = [type("Binding", (), {"account_id": a})() for a in accounts]
+        self.aws_accounts = tuple({"account_id": a, "role_arn": f"arn:aws:iam::{a}:role/SpotOptimizer-dev-ClientAccess",
+                                   "external_id": "so-test", "bound_at": None} for a in accounts)
 
     def __getattr__(self, name):
         return getattr(self._record, name)
 
 
-@pytest.mark.parametrize(("accounts", "status"), [(["210987654321"], 403), (["210987654321", "123456789012"], 200)])
-def test_a_document_from_an_account_not_bound_to_the_client_is_refused(make_tenant, aws_signs_locally, monkeypatch,
-                                                                       accounts, status):
+@pytest.mark.parametrize(("tenancy", "accounts", "status"), [
+    ("assume-role", ["210987654321"], 403),
+    ("assume-role", [], 403),
+    ("assume-role", ["210987654321", "123456789012"], 200),
+    ("self-hosted", [], 200),  # the home account (moto's 123456789012, the document's) is usable
+    ("self-hosted", ["210987654321"], 200),
+])
+def test_a_document_from_an_account_the_product_may_not_act_in_is_refused(make_tenant, aws_signs_locally, monkeypatch,
+                                                                          tenancy, accounts, status):
     from chalicelib import auth
+    from chalicelib.aws import accounts as account_module
 
     real = client_repo.find_by_token_hash
     monkeypatch.setattr(auth.client_repo, "find_by_token_hash",
                         lambda token_hash: _BoundClient(real(token_hash), accounts))
+    monkeypatch.setattr(account_module, "self_hosted", lambda: tenancy == "self-hosted")
     _, caller = make_tenant(legacy=False)
+    before = snapshot_tables()
     got, reply = caller.post("/api/agents/register", verified_registration())
     assert got == status, reply
     if status == 403:
         assert reply["error"] == "account_not_bound"
+        assert diff_snapshots(before, snapshot_tables()) == {}
 
 
 def test_a_deactivated_clients_agent_credentials_are_refused(verified, admin):
