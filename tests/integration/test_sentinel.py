@@ -29,6 +29,7 @@ from components.replica_coordinator import ReplicaStatus
 from components.sentinel import Signal, SignalKind, SignalSource, claim_is_stale, signal_key
 from tests.conftest import new_instance_id, registration
 from tests.e2e.failover_support import (
+    ACCOUNT,
     REGION,
     ZONES,
     deliver,
@@ -309,7 +310,8 @@ def test_a_signal_after_the_dedup_window_starts_a_new_workflow(make_tenant, fail
 
     def signal(at: datetime) -> Signal:
         return Signal(SignalKind.TERMINATION, primary, at, SignalSource.EVENTBRIDGE, region=REGION,
-                      event_id=str(uuid.uuid4()), deadline=at + timedelta(seconds=120), action="terminate")
+                      event_id=str(uuid.uuid4()), deadline=at + timedelta(seconds=120), action="terminate",
+                      account=ACCOUNT)
 
     inside = earlier + timedelta(seconds=window - 1)
     within = handle(signal(inside), inside)
