@@ -122,8 +122,8 @@ def _from_instance_account(agent: AgentRecord, signal: Signal) -> bool:
     """Did EventBridge receive the event from the account the agent's instances live in?
 
     Bound client accounts forward their EC2 events to our bus (infra/client-account-role.yaml), so an event
-    may come from any of them: only the instance's own account (the agent's verified account, else the
-    client's single binding, else the home account when self-hosted: chalicelib.tenancy) may start work."""
+    may come from any of them: only the instance's own account (the agent's verified account, else the one
+    chalicelib.tenancy picks: home when self-hosted, the client's single binding otherwise) may start work."""
     expected = agent.account_id
     if not expected:
         try:
