@@ -3,6 +3,8 @@ handlers and the failover workflow's task functions."""
 
 from chalice import Chalice, Rate
 
+from components.sentinel.rules import SENTINEL_RULES
+
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
 from chalicelib.api import admin, agents, clients, decisions, health, interruptions, models, replicas
@@ -75,23 +77,19 @@ def placement_scores(event):
 
 # --- sentinel: the three EventBridge rules (chalice package emits them) ---
 
-@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
-                 name="sentinel-interruption")
+@app.on_cw_event(SENTINEL_RULES["sentinel-interruption"], name="sentinel-interruption")
 def sentinel_interruption(event):
     """Two-minute spot interruption warning → failover workflow."""
     return sentinel_intake.on_event(event.to_dict(), event.context)
 
 
-@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
-                 name="sentinel-rebalance")
+@app.on_cw_event(SENTINEL_RULES["sentinel-rebalance"], name="sentinel-rebalance")
 def sentinel_rebalance(event):
     """Rebalance recommendation → pre-warm a standby when the pool is risky."""
     return sentinel_intake.on_event(event.to_dict(), event.context)
 
 
-@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"],
-                  "detail": {"state": ["running", "stopping", "stopped", "shutting-down", "terminated"]}},
-                 name="sentinel-state-change")
+@app.on_cw_event(SENTINEL_RULES["sentinel-state-change"], name="sentinel-state-change")
 def sentinel_state_change(event):
     """A managed instance went away (failover if it was a primary) or a standby came up."""
     return sentinel_intake.on_event(event.to_dict(), event.context)

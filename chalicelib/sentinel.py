@@ -21,7 +21,15 @@ from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 from components.capacity import CapacityObservation
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
-from components.sentinel import Signal, SignalKind, capacity_kind, parse_event, signal_key, stopped_by_user
+from components.sentinel import (
+    Signal,
+    SignalKind,
+    SignalSource,
+    capacity_kind,
+    parse_event,
+    signal_key,
+    stopped_by_user,
+)
 from components.sentinel.errors import InvalidSignalError
 
 from chalicelib import clock, quotas, replicas, tenancy
@@ -83,6 +91,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     agent = agents.get(instance.client_id, instance.agent_id)
     if agent is None or agent.deleted:
         return {"action": "ignored", "reason": "agent deleted"}
+    if signal.source is SignalSource.EVENTBRIDGE and not _from_instance_account(agent, signal):
+        return {"action": "ignored", "reason": "the event's account is not the instance's account"}
     if instance.role == "standby":
         return _standby_signal(agent, instance, signal, now)
     if signal.kind is not SignalKind.MANUAL and agent.instance_id != signal.instance_id:
@@ -106,6 +116,26 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     if signal.starts_failover:
         return _start_failover(agent, row, now)
     return _rebalance(agent, row, now)
+
+
+def _from_instance_account(agent: AgentRecord, signal: Signal) -> bool:
+    """Did EventBridge receive the event from the account the agent's instances live in?
+
+    Bound client accounts forward their EC2 events to our bus (infra/client-account-role.yaml), so an event
+    may come from any of them: only the instance's own account (the agent's verified account, else the one
+    chalicelib.tenancy picks: home when self-hosted, the client's single binding otherwise) may start work."""
+    expected = agent.account_id
+    if not expected:
+        try:
+            expected = tenancy.for_agent(agent).account_id
+        except tenancy.AccountNotBound:
+            expected = None
+    if signal.account and signal.account == expected:
+        return True
+    logger.warning("event from another account ignored",
+                   extra={"event_id": signal.event_id, "event_account": signal.account, "expected_account": expected,
+                          "client_id": agent.client_id, "agent_id": agent.agent_id, "instance_id": signal.instance_id})
+    return False
 
 
 def _user_stop(agent: AgentRecord, signal: Signal, now: datetime) -> bool:

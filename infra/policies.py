@@ -38,8 +38,11 @@ DESTRUCTIVE_ACTIONS = frozenset({
     "ec2:AssociateAddress", "ec2:DisassociateAddress", "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DeregisterTargets", "iam:PassRole", "sts:AssumeRole",
     "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
-    "s3:PutObject", "sns:Publish", "states:StartExecution",
+    "s3:PutObject", "sns:Publish", "states:StartExecution", "events:PutEvents",
 })
+# The product account's default event bus, in any region (same-account condition below): bound client
+# accounts are allowed to send their EC2 events there (chalicelib/aws/event_bus.py).
+DEFAULT_EVENT_BUS = "arn:aws:events:*:*:event-bus/default"
 
 DYNAMODB_ACTIONS = (
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
@@ -190,6 +193,19 @@ def failover_status(stage: str) -> list[dict]:
                         f"arn:aws:states:*:*:express:{state_machine_name(stage)}:*:*"], SAME_ACCOUNT)]
 
 
+def event_bus_access(stage: str) -> list[dict]:
+    # Binding a client account lets it PutEvents on our default bus (a resource-policy statement per account).
+    # PutPermission/RemovePermission have no resource-level permissions in IAM ("*" is the only form): they
+    # can only edit the caller's own account's bus policy, and the sentinel still checks each event's account.
+    return [_statement("ReadOwnEventBus", ["events:DescribeEventBus"], [DEFAULT_EVENT_BUS], SAME_ACCOUNT),
+            _statement("ClientAccountsOnEventBus", ["events:PutPermission", "events:RemovePermission"], "*")]
+
+
+def event_forwarding_statements(bus_arn) -> list[dict]:
+    """What the client account's EventBridge role may do: put events on exactly the product's bus."""
+    return [_statement("ForwardToSpotOptimizer", ["events:PutEvents"], [bus_arn])]
+
+
 def assume_client_role(stage: str) -> list[dict]:
     # Clients' accounts are not known in advance: any account, but only this stage's role name. The
     # product's own account id (self-hosted tenancy) comes from GetCallerIdentity, which has no resource.
@@ -231,7 +247,7 @@ _SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, start_failover)
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
     API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
-                  handover_check, start_failover),
+                  handover_check, start_failover, event_bus_access),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),
     "decision-cycle": (tables,),

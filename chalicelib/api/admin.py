@@ -8,11 +8,11 @@ from datetime import timedelta
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import auth
-from chalicelib.aws import accounts
+from chalicelib.aws import accounts, event_bus
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
 from chalicelib import quotas
 from chalicelib.api.views import accounts_view, client_view, iso
-from chalicelib.errors import ConflictError, GoneError, InvalidInputError
+from chalicelib.errors import ConflictError, GoneError, InvalidInputError, ServiceUnavailableError
 from chalicelib.repositories import activity, agents, clients
 from chalicelib.schemas.admin import (
     BindAccountRequest,
@@ -148,6 +148,7 @@ def bind_account(client_id):
         raise ConflictError(f"the role {body.role_arn} cannot be assumed with this client's ExternalId: deploy "
                             "the role with its trust policy first", field="role_arn",
                             code="role_not_assumable") from exc
+    _bus_access(body.account_id, allow=True)
     now = utcnow()
     client = clients.bind_account(client, account_id=body.account_id, role_arn=body.role_arn,
                                   external_id=external_id, now=now)
@@ -162,10 +163,40 @@ def unbind_account(client_id, account_id):
     admin_request(_request())
     if not accounts.ACCOUNT_ID.match(account_id or ""):
         raise InvalidInputError("account_id must be 12 digits", field="account_id")
-    client = clients.unbind_account(clients.require(client_id), account_id)
+    client = clients.require(client_id)
+    if not any(b["account_id"] == account_id for b in client.aws_accounts):
+        _release_bus_access(account_id)  # a retry after the bus refused: converge, then say "not bound"
+    client = clients.unbind_account(client, account_id)
     activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}", utcnow(),
                           severity="warning", client_id=client_id)
+    _release_bus_access(account_id)
     return ok(accounts_view(client))
+
+
+def _release_bus_access(account_id: str) -> None:
+    """Close the event bus to the account once no client of the stage binds it."""
+    if not clients.binding_account(account_id):
+        _bus_access(account_id, allow=False)
+
+
+def _bus_access(account_id: str, *, allow: bool) -> None:
+    """Open (bind) or close (unbind) the stage's event bus to a client account's forwarded EC2 events.
+
+    Binding opens it before the binding is stored: a failure is 503 and nothing is stored. Unbinding
+    closes it after: a failure is 503 with the account already unbound; repeating the DELETE closes it
+    (then answers 404, the account being unbound). The home account's events are on the bus already."""
+    if account_id == accounts.home_account_id():
+        return
+    try:
+        if allow:
+            event_bus.allow(account_id)
+        else:
+            event_bus.revoke(account_id)
+    except (ClientError, BotoCoreError) as exc:
+        done = "" if allow else "the account is unbound but "
+        raise ServiceUnavailableError(f"{done}the event bus could not be updated for this account, retry",
+                                      field="account_id", code="event_bus_unavailable",
+                                      headers={"Retry-After": "5"}) from exc
 
 
 @bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"])

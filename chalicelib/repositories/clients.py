@@ -249,3 +249,11 @@ def ensure_external_id(client: ClientRecord, new_id: str) -> ClientRecord:
         if not condition_failed(exc):
             raise
     return require(client.client_id)
+
+
+def binding_account(account_id: str, *, besides: str | None = None) -> bool:
+    """Does any client (other than ``besides``) bind ``account_id``? (Admin-time walk over the listing index.)"""
+    for row in ClientTable.by_created.query(CLIENT_LISTING):
+        if row.client_id != besides and any(b.account_id == account_id for b in row.aws_accounts or ()):
+            return True
+    return False

@@ -78,6 +78,7 @@ class Signal:
     deadline: datetime | None = None
     state: str | None = None
     action: str | None = None
+    account: str | None = None  # the AWS account EventBridge says the event came from
 
     @property
     def group(self) -> str:
@@ -189,4 +190,5 @@ def parse_event(event: dict) -> Signal:
     deadline = detected + timedelta(seconds=TERMINATION_NOTICE_S) if kind is SignalKind.TERMINATION else None
     return Signal(kind=kind, instance_id=instance_id, detected_at=detected, source=SignalSource.EVENTBRIDGE,
                   region=event.get("region"), event_id=event.get("id"), deadline=deadline,
-                  state=detail.get("state"), action=detail.get("instance-action"))
+                  state=detail.get("state"), action=detail.get("instance-action"),
+                  account=event["account"] if isinstance(event.get("account"), str) else None)

@@ -9,6 +9,7 @@ the product is called (moto then answers in the default account 123456789012, th
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from contextlib import contextmanager
@@ -442,3 +443,78 @@ def test_a_target_group_serving_the_clients_own_instances_is_accepted(make_tenan
     status, reply = caller.post(f"/api/client/agents/{agent_id}/config",
                                 {"handover": "target-group", "target_group_arn": arn})
     assert status == 200, reply
+
+
+# --- the event bus follows the bindings ---------------------------------------------------------------------
+
+
+def bus_principals() -> dict[str, object]:
+    """Sid → principal of the default bus's policy statements in the stage region (home account)."""
+    policy = boto3.client("events", region_name=REGION).describe_event_bus(Name="default").get("Policy")
+    return {s["Sid"]: s["Principal"] for s in (json.loads(policy)["Statement"] if policy else [])}
+
+
+def fresh_account() -> str:
+    """An account no other test binds (the tables outlive a test)."""
+    return str(uuid.uuid4().int)[:12].rjust(12, "1")
+
+
+def test_binding_opens_the_event_bus_to_the_account_until_no_client_binds_it(admin, make_tenant):
+    """EC2 events of a bound account are forwarded to our bus: the bus accepts that account while any client
+    of the stage binds it (one idempotent statement), and no longer after the last unbinding."""
+    account = fresh_account()
+    sid = f"spot-optimizer-dev-{account}"
+    first, _ = make_tenant()
+    second, _ = make_tenant()
+    role = f"arn:aws:iam::{account}:role/SpotOptimizer-dev"
+    for client_id in (first, second, first):  # re-binding is idempotent
+        assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": account, "role_arn": role})[0] == 201
+    principals = bus_principals()
+    assert sid in principals and account in json.dumps(principals[sid])
+    assert admin.call("DELETE", f"/api/admin/clients/{first}/accounts/{account}")[0] == 200
+    assert sid in bus_principals()  # the second client still binds it
+    assert admin.call("DELETE", f"/api/admin/clients/{second}/accounts/{account}")[0] == 200
+    assert sid not in bus_principals()
+
+
+def test_a_bus_failure_on_bind_is_503_and_stores_nothing(admin, make_tenant, monkeypatch):
+    account = fresh_account()
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import event_bus
+
+    def refuse(*_args, **_kwargs):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutPermission")
+
+    client_id, _ = make_tenant()
+    monkeypatch.setattr(event_bus, "allow", refuse)
+    before = snapshot_tables()
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+    assert_error(status, reply, 503, code="event_bus_unavailable")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert f"spot-optimizer-dev-{account}" not in bus_principals()
+
+
+def test_a_bus_failure_on_unbind_is_503_and_a_repeated_delete_closes_the_bus(admin, make_tenant, monkeypatch):
+    account = fresh_account()
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import event_bus
+
+    client_id, _ = make_tenant()
+    role = f"arn:aws:iam::{account}:role/SpotOptimizer-dev"
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": account, "role_arn": role})[0] == 201
+    real_revoke = event_bus.revoke
+
+    def refuse(*_args, **_kwargs):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "RemovePermission")
+
+    monkeypatch.setattr(event_bus, "revoke", refuse)
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
+    assert_error(status, reply, 503, code="event_bus_unavailable")
+    assert f"spot-optimizer-dev-{account}" in bus_principals()
+    monkeypatch.setattr(event_bus, "revoke", real_revoke)
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
+    assert_error(status, reply, 404, field="account_id")
+    assert f"spot-optimizer-dev-{account}" not in bus_principals()

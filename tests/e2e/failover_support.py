@@ -13,6 +13,7 @@ from chalicelib.tables import AgentTable
 from tests.conftest import registration
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account: the home account in the tests
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
 
 
@@ -81,8 +82,8 @@ def configure(client_id: str, agent_id: str, **config) -> None:
 def ec2_event(detail_type: str, instance_id: str, *, event_id: str | None = None, **detail) -> dict:
     """An EventBridge EC2 event as AWS sends it."""
     return {"version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": detail_type, "source": "aws.ec2",
-            "account": "123456789012", "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION, "resources": [f"arn:aws:ec2:{REGION}:123456789012:instance/{instance_id}"],
+            "account": ACCOUNT, "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION, "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"],
             "detail": {"instance-id": instance_id, **detail}}
 
 

@@ -264,7 +264,8 @@ def _unsub(value):
 
 def test_client_role_template_is_yaml_with_the_product_statements():
     template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
-    assert set(template["Parameters"]) == {"ProductAccountId", "ExternalId", "Stage"}
+    assert set(template["Parameters"]) == {"ProductAccountId", "ProductRegion", "ExternalId", "Stage",
+                                           "CreateAccessRole"}
     role = template["Resources"]["ClientAccessRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Action"] == "sts:AssumeRole"
@@ -281,6 +282,37 @@ def test_client_role_template_is_yaml_with_the_product_statements():
         rendered = json.loads(json.dumps(filled).replace("${Stage}", stage))
         assert rendered == policies.client_account_statements(stage)
         assert destructive_on_star({"Statement": rendered}) == []
+
+
+def test_client_template_forwards_exactly_the_sentinel_events_to_the_product_bus(chalice_app):
+    """Each rule of app.py has its twin in the client's account, same pattern, targeting the product's
+    default bus (in the product's region) through a role that may only PutEvents there."""
+    template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
+    resources = template["Resources"]
+    rules = {r["Properties"]["Name"]["Fn::Sub"]: r["Properties"] for r in resources.values()
+             if r["Type"] == "AWS::Events::Rule"}
+    app_patterns = {s.name: s.event_pattern for s in chalice_app.event_sources if getattr(s, "event_pattern", None)}
+    assert len(app_patterns) == 3
+    assert {name: rule["EventPattern"] for name, rule in rules.items()} == {
+        f"SpotOptimizer-${{Stage}}-{name}": pattern for name, pattern in app_patterns.items()}
+    bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${ProductRegion}:${ProductAccountId}:event-bus/default"}
+    for rule in rules.values():
+        assert rule["Targets"] == [{"Id": "SpotOptimizer", "Arn": bus,
+                                    "RoleArn": {"Fn::GetAtt": ["EventForwardingRole", "Arn"]}}]
+    role = resources["EventForwardingRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    (statement,) = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["events:PutEvents"] and statement["Resource"] == [bus]
+    # The IAM role is global: only the region that says so creates it; every region forwards.
+    assert resources["ClientAccessRole"]["Condition"] == "CreateAccessRole"
+    assert "Condition" not in resources["EventForwardingRole"]
+
+
+def test_parliament_finds_nothing_above_low_in_the_forwarding_role():
+    statements = policies.event_forwarding_statements("arn:aws:events:us-east-1:111122223333:event-bus/default")
+    assert _above_low({"Version": policies.VERSION, "Statement": statements}) == []
 
 
 def test_client_role_template_passes_cfn_lint():

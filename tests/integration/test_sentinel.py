@@ -29,6 +29,7 @@ from components.replica_coordinator import ReplicaStatus
 from components.sentinel import Signal, SignalKind, SignalSource, claim_is_stale, signal_key
 from tests.conftest import new_instance_id, registration
 from tests.e2e.failover_support import (
+    ACCOUNT,
     REGION,
     ZONES,
     deliver,
@@ -123,6 +124,82 @@ def test_a_malformed_event_is_rejected_without_failing_the_invocation(api, aws_t
     result = deliver(api, "sentinel-interruption", event)
 
     assert result["action"] == "rejected" and result["reason"]
+
+
+# --- the event's account ----------------------------------------------------------------------------------------
+
+FOREIGN = "222222222222"
+
+
+def from_account(event: dict, account: str) -> dict:
+    """The event as EventBridge would deliver it had it come from ``account``."""
+    return {**event, "account": account}
+
+
+@pytest.mark.parametrize(("handler", "make_event", "group"), [
+    pytest.param("sentinel-interruption", warning, "termination", id="warning"),
+    pytest.param("sentinel-rebalance", rebalance, "rebalance-recommendation", id="rebalance"),
+    pytest.param("sentinel-state-change", lambda i: state_change(i, "terminated"), "termination", id="terminated"),
+])
+def test_an_event_about_a_tenants_instance_from_another_account_is_ignored(api, make_tenant, failover_machine,
+                                                                          handler, make_event, group):
+    """GIVEN tenant A's primary (in the home account, 123456789012)
+    WHEN an EC2 event about it arrives from another account (a bound client account forwards its events to
+    our bus)
+    THEN it is ignored: no claim, no interruption, no failover; the genuine event afterwards still acts."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+
+    result = deliver(api, handler, from_account(make_event(primary), FOREIGN))
+
+    assert result == {"action": "ignored", "reason": "the event's account is not the instance's account"}
+    assert claim(primary, group) is None
+    assert events_of(client_id) == []
+    assert agent_row(client_id, agent_id).instance_id == primary
+    if handler == "sentinel-interruption":
+        genuine = deliver(api, handler, make_event(primary))
+        assert genuine["action"] == "failover_started", genuine
+        assert wait_for(genuine["execution_arn"])["status"] == "SUCCEEDED"
+
+
+def test_an_eventbridge_signal_without_an_account_is_ignored(make_tenant):
+    """Chalice and EventBridge always carry ``account``; a signal without one proves nothing: ignored."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    signal = Signal(SignalKind.TERMINATION, primary, datetime.now(UTC), SignalSource.EVENTBRIDGE, region=REGION,
+                    event_id=str(uuid.uuid4()), deadline=datetime.now(UTC) + timedelta(seconds=120))
+
+    assert handle(signal, datetime.now(UTC))["action"] == "ignored"
+    assert events_of(client_id) == []
+
+
+def test_an_event_about_a_standby_from_another_account_is_ignored(api, make_tenant):
+    client_id, agent_id, _, standby = agent_with_standby(make_tenant)
+
+    result = deliver(api, "sentinel-interruption", from_account(warning(standby.instance_id), FOREIGN))
+
+    assert result["action"] == "ignored"
+    assert replica_repo.get(agent_id, standby.replica_id).status is ReplicaStatus.LAUNCHING
+
+
+def test_without_a_verified_account_the_clients_single_binding_is_the_instance_account(
+        api, admin, make_tenant, monkeypatch):
+    """An agent with no verified account, its client bound to one account in assume-role tenancy: events
+    from that account are the instance's (they get past the check: a 'running' state is then ignored as
+    such), events from the home account are not."""
+    bound = "111111111111"
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    role = f"arn:aws:iam::{bound}:role/SpotOptimizer-dev"
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": bound, "role_arn": role})[0] == 201
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.account_id.remove()])
+    monkeypatch.setenv("SPOT_TENANCY", "assume-role")
+    get_settings.cache_clear()
+    try:
+        home = deliver(api, "sentinel-state-change", state_change(primary, "running"))
+        theirs = deliver(api, "sentinel-state-change", from_account(state_change(primary, "running"), bound))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert home == {"action": "ignored", "reason": "the event's account is not the instance's account"}
+    assert theirs == {"action": "ignored", "reason": "state running"}
 
 
 # --- termination of a primary ---------------------------------------------------------------------------------
@@ -233,7 +310,8 @@ def test_a_signal_after_the_dedup_window_starts_a_new_workflow(make_tenant, fail
 
     def signal(at: datetime) -> Signal:
         return Signal(SignalKind.TERMINATION, primary, at, SignalSource.EVENTBRIDGE, region=REGION,
-                      event_id=str(uuid.uuid4()), deadline=at + timedelta(seconds=120), action="terminate")
+                      event_id=str(uuid.uuid4()), deadline=at + timedelta(seconds=120), action="terminate",
+                      account=ACCOUNT)
 
     inside = earlier + timedelta(seconds=window - 1)
     within = handle(signal(inside), inside)

@@ -47,7 +47,15 @@ def test_a_termination_warning_has_a_deadline_two_minutes_after_the_event_time()
     assert signal.action == "terminate" and signal.state is None
     assert signal.source is SignalSource.EVENTBRIDGE
     assert signal.region == "eu-west-1" and signal.event_id == "7bf73129-1428-4cd3-a780-95db273d1602"
+    assert signal.account == "123456789012"  # the sentinel compares it with the instance's account
     assert signal.starts_failover
+
+
+@pytest.mark.parametrize("account", [None, 123456789012, ["123456789012"]])
+def test_an_account_that_is_not_a_string_is_no_account(account):
+    raw = event(WARNING)
+    raw["account"] = account
+    assert parse_event(raw).account is None
 
 
 def test_a_rebalance_recommendation_has_no_deadline_and_does_not_start_a_failover():
