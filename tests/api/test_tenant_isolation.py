@@ -123,7 +123,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/client/agents/{agent_id}/config", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"manual_replica_enabled": True, "terminate_wait_seconds": 0}),
     ("/api/agents/{agent_id}/replicas", "POST"): Route(
-        foreign=404, owner=201, body=lambda ids: {"instance_id": ids["replica2_instance_id"], "status": "ready"},
+        foreign=404, owner=201, body=lambda ids: {"instance_id": _standby_instance(ids), "status": "ready"},
         notes="the agent-launched (legacy) path: no EC2 launch"),
     ("/api/agents/{agent_id}/manual-switch", "POST"): Route(foreign=404, owner=202),
     ("/api/agents/{agent_id}/manual-replica/enable", "POST"): Route(foreign=404, owner=200),
@@ -301,6 +301,15 @@ def test_b_own_agent_cannot_use_a_ids_in_paths_or_bodies(tenant_a, make_tenant):
     assert diff_snapshots(before, snapshot_world()) == {}
     agent_row = AgentTable.get(ids["client_id"], ids["agent_id"])
     assert agent_row.instance_id == ids["instance_id"]
+
+
+def _standby_instance(ids) -> str:
+    """The fixture's spare standby instance, or a new one of the account, outside the agent's pool *now*: earlier
+    routes of the walk (switches, a failover) may have moved the primary into the spare's zone."""
+    current = AgentTable.get(ids["client_id"], ids["agent_id"]).az
+    if current != "eu-west-1c":
+        return ids["replica2_instance_id"]
+    return account_instance("eu-west-1b")
 
 
 def _execution_arn(reply) -> str | None:

@@ -361,8 +361,10 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
     attempts = []
 
     def throttled_once(spec):
+        """The first launch of each replica is throttled (the coordinator also serves agents other tests left
+        in the shared tables: counting all launches would throttle one of theirs instead)."""
         attempts.append(spec.replica_id)
-        if len(attempts) == 1:
+        if attempts.count(spec.replica_id) == 1:
             raise ec2_adapter.TransientAwsError("RequestLimitExceeded: throttled")
         return real_launch(spec)
 
@@ -383,5 +385,5 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
     assert (stored.status.value, stored.instance_id) == ("ready", host.instance_id), stored
     assert agent_row(client_id, v4.agent_id).current_replica_id == replica_id
     assert [i["InstanceId"] for i in ec2_tagged("ReplicaId", replica_id)] == [host.instance_id]
-    assert attempts == [replica_id]  # the coordinator never launched it again
+    assert attempts.count(replica_id) == 1  # the coordinator never launched it again
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
