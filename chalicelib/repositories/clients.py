@@ -155,40 +155,18 @@ def replace_token(client: ClientRecord, *, new_hash: str, expires_at: datetime |
 
 def set_rate_limit(client_id: str, requests_per_window: int | None) -> ClientRecord:
     """Set (or, with None, clear) the client's own rate limit (404 if it does not exist)."""
-    action = (ClientTable.rate_limit_per_window.set(requests_per_window) if requests_per_window
-              else ClientTable.rate_limit_per_window.remove())
-    try:
-        ClientTable(client_id).update(actions=[action], condition=ClientTable.client_id.exists())
-    except UpdateError as exc:
-        if condition_failed(exc):
-            raise NotFoundError("client not found", field="client_id") from exc
-        raise
-    return require(client_id)
+    return _update_existing(client_id, [ClientTable.rate_limit_per_window.set(requests_per_window)
+                                        if requests_per_window else ClientTable.rate_limit_per_window.remove()])
 
 
 def set_status(client_id: str, status: str) -> ClientRecord:
     """Activate or deactivate a client (404 if it does not exist)."""
-    row = ClientTable(client_id)
-    try:
-        row.update(actions=[ClientTable.status.set(status)],
-                   condition=ClientTable.client_id.exists())
-    except UpdateError as exc:
-        if condition_failed(exc):
-            raise NotFoundError("client not found", field="client_id") from exc
-        raise
-    return require(client_id)
+    return _update_existing(client_id, [ClientTable.status.set(status)])
 
 
 def set_legacy_agents(client_id: str, enabled: bool) -> ClientRecord:
     """Turn legacy agent mode on or off (404 if the client does not exist)."""
-    try:
-        ClientTable(client_id).update(actions=[ClientTable.legacy_agents.set(enabled)],
-                                      condition=ClientTable.client_id.exists())
-    except UpdateError as exc:
-        if condition_failed(exc):
-            raise NotFoundError("client not found", field="client_id") from exc
-        raise
-    return require(client_id)
+    return _update_existing(client_id, [ClientTable.legacy_agents.set(enabled)])
 
 
 def bind_account(client: ClientRecord, *, account_id: str, role_arn: str, external_id: str,
@@ -227,8 +205,13 @@ def _set_bindings(client: ClientRecord, bindings: list[dict], *, external_id: st
 
 def set_limits(client_id: str, limits: dict) -> ClientRecord:
     """Set (value) or reset to the default (None) the named quota/policy overrides."""
-    actions = [getattr(ClientTable, name).set(value) if value is not None else getattr(ClientTable, name).remove()
-               for name, value in limits.items() if name in LIMIT_FIELDS]
+    return _update_existing(client_id, [getattr(ClientTable, name).set(value) if value is not None
+                                        else getattr(ClientTable, name).remove()
+                                        for name, value in limits.items() if name in LIMIT_FIELDS])
+
+
+def _update_existing(client_id: str, actions: list) -> ClientRecord:
+    """Apply ``actions`` to an existing client (404 if it does not exist, nothing created); the record after."""
     try:
         ClientTable(client_id).update(actions=actions, condition=ClientTable.client_id.exists())
     except UpdateError as exc:
