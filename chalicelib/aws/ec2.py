@@ -317,36 +317,45 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
     return live
 
 
-def _may_take_from(region: str, holder: str | None, *, client_id: str, account: AwsAccount | None,
-                   own: tuple[str, ...], known: Callable[[str], bool] | None = None) -> bool:
-    """A hand-over may move traffic away from ``holder`` only if it is one of the client's (``own``: the
-    agent's instances; ``known``: registered to one of the client's agents) or one we launched for it."""
-    if not holder or holder in own or (known is not None and known(holder)):
-        return True
-    info = describe(region, [holder], account=account).get(holder)
-    return info is not None and owned_by(info, client_id)
+def _not_the_clients(region: str, holders: list[str], *, client_id: str, account: AwsAccount | None,
+                     own: tuple[str, ...], known: Callable[[str], bool] | None = None) -> list[str]:
+    """The ``holders`` a hand-over may not take traffic from: neither one of the client's (``own``: the agent's
+    instances; ``known``: registered to one of the client's agents) nor one we launched for it. One
+    DescribeInstances for all the holders that need it."""
+    unknown = [h for h in dict.fromkeys(holders) if h not in own and not (known is not None and known(h))]
+    found = describe(region, unknown, account=account) if unknown else {}
+    return [h for h in unknown if h not in found or not owned_by(found[h], client_id)]
+
+
+@contextmanager
+def _owned_lookup(operation: str, not_found: tuple[str, ...], message: str) -> Iterator[None]:
+    """A describe of something the client named: EC2's "not found" codes mean it is not the client's
+    (NotOwnedError); other errors are mapped as everywhere else."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in not_found:
+            raise NotOwnedError(message) from exc
+        raise _map_error(exc, operation) from exc
+    except BotoCoreError as exc:
+        raise _map_error(exc, operation) from exc
 
 
 def check_eip(region: str, allocation_id: str, *, client_id: str, account: AwsAccount | None = None,
               own: tuple[str, ...] = (), known: Callable[[str], bool] | None = None) -> dict:
     """The Elastic IP as EC2 shows it in the client's account and region; NotOwnedError when it is not there, is
     on a network interface, or is held by an instance that is neither in ``own`` nor launched by us for the client."""
-    client = _api("ec2", region, account)
-    try:
-        addresses = client.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
-    except ClientError as exc:
-        if _code(exc) in ("InvalidAllocationID.NotFound", "InvalidAllocationID.Malformed"):
-            raise NotOwnedError(f"Elastic IP {allocation_id} is not in the client's account in {region}") from exc
-        raise _map_error(exc, "DescribeAddresses") from exc
-    except BotoCoreError as exc:
-        raise _map_error(exc, "DescribeAddresses") from exc
+    missing = f"Elastic IP {allocation_id} is not in the client's account in {region}"
+    with _owned_lookup("DescribeAddresses", ("InvalidAllocationID.NotFound", "InvalidAllocationID.Malformed"),
+                       missing):
+        addresses = _api("ec2", region, account).describe_addresses(AllocationIds=[allocation_id])["Addresses"]
     if not addresses:
-        raise NotOwnedError(f"Elastic IP {allocation_id} is not in the client's account in {region}")
+        raise NotOwnedError(missing)
     address = addresses[0]
     if address.get("NetworkInterfaceId") and not address.get("InstanceId"):
         raise NotOwnedError(f"Elastic IP {allocation_id} is attached to a network interface, not an instance")
-    if not _may_take_from(region, address.get("InstanceId"), client_id=client_id, account=account, own=own,
-                          known=known):
+    holder = address.get("InstanceId")
+    if holder and _not_the_clients(region, [holder], client_id=client_id, account=account, own=own, known=known):
         raise NotOwnedError(f"Elastic IP {allocation_id} is held by an instance that is not this client's")
     return address
 
@@ -380,20 +389,15 @@ def check_target_group(region: str, arn: str, *, client_id: str, account: AwsAcc
     theirs, whatever account it is in."""
     check_target_group_arn(arn, region, account.account_id if account else accounts.home_account_id())
     client = _api("elbv2", region, account)
-    try:
+    with _owned_lookup("DescribeTargetGroups", ("TargetGroupNotFound", "ValidationError"),
+                       f"target group {arn} is not in the client's account"):
         client.describe_target_groups(TargetGroupArns=[arn])
         targets = [d["Target"]["Id"] for d in client.describe_target_health(TargetGroupArn=arn)
                    .get("TargetHealthDescriptions", [])]
-    except ClientError as exc:
-        if _code(exc) in ("TargetGroupNotFound", "ValidationError"):
-            raise NotOwnedError(f"target group {arn} is not in the client's account") from exc
-        raise _map_error(exc, "DescribeTargetGroups") from exc
-    except BotoCoreError as exc:
-        raise _map_error(exc, "DescribeTargetGroups") from exc
-    for target in dict.fromkeys(targets):
-        if not target.startswith("i-") or not _may_take_from(region, target, client_id=client_id, account=account,
-                                                             own=own, known=known):
-            raise NotOwnedError(f"target group {arn} serves {target}, which is not this client's")
+    foreign = [t for t in targets if not t.startswith("i-")] or _not_the_clients(
+        region, targets, client_id=client_id, account=account, own=own, known=known)
+    if foreign:
+        raise NotOwnedError(f"target group {arn} serves {foreign[0]}, which is not this client's")
 
 
 def swap_target(region: str, target_group_arn: str, old_instance_id: str | None, new_instance_id: str,
