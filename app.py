@@ -7,11 +7,14 @@ from components.sentinel.rules import SENTINEL_RULES
 
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
-from chalicelib.api import admin, agents, clients, decisions, health, interruptions, models, replicas
+from chalicelib.api import (admin, agents, clients, decisions, health, interruptions, models, price_history,
+                            replicas)
 from chalicelib.jobs import cleanup as cleanup_job
+from chalicelib.jobs import data_cleaner as data_cleaner_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
 from chalicelib.jobs import health_monitor as health_monitor_job
 from chalicelib.jobs import placement_scores as placement_scores_job
+from chalicelib.jobs import pricing_aggregator as pricing_aggregator_job
 from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
 from chalicelib.jobs import scheduled_time
@@ -22,7 +25,7 @@ from chalicelib.settings import APP_NAME, get_settings
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
-                  replicas.bp):
+                  replicas.bp, price_history.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock
@@ -73,6 +76,18 @@ def spot_prices(event):
 def placement_scores(event):
     """Spot placement scores as capacity observations (each (region, type) at most every 6 h)."""
     return placement_scores_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="pricing-aggregator")
+def pricing_aggregator(event):
+    """Hourly and daily buckets of the pools' prices (gap-filled), re-aggregated where late points landed."""
+    return pricing_aggregator_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS), name="data-cleaner")
+def data_cleaner(event):
+    """Retention beyond TTL: old finished commands, old read notifications, rolled-up raw price points."""
+    return data_cleaner_job.run(scheduled_time(event))
 
 
 # --- sentinel: the three EventBridge rules (chalice package emits them) ---

@@ -57,6 +57,17 @@ class Settings:
     quota_max_instances: int = 20
     quota_max_standby_usd_per_hour: float = 20.0
     max_instance_vcpus: int = 64
+    price_rollup_lookback_hours: int = 26
+    price_rollup_backfill_hours: int = 72
+    price_rollup_max_pools: int = 2000
+    price_rollup_max_points: int = 20000
+    price_agent_carry_s: int = 6 * 3600
+    price_hourly_retention_days: int = 92
+    price_daily_retention_days: int = 400
+    price_raw_retention_days: int = 14
+    notification_read_retention_days: int = 7
+    cleaner_max_clients: int = 200
+    cleaner_max_deletes: int = 5000
 
     @property
     def local(self) -> bool:
@@ -137,6 +148,25 @@ def get_settings() -> Settings:
         quota_max_standby_usd_per_hour=float(os.environ.get("QUOTA_MAX_STANDBY_USD_PER_HOUR", "20")),
         # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
         max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
+        # Pricing aggregator (hourly/daily buckets of pool prices, docs/ARCHITECTURE.md "Price history"):
+        # each run re-aggregates the whole days back to this many hours (the spot-prices job backfills a
+        # day, so late AWS points land inside it); a pool never rolled up starts this far back.
+        price_rollup_lookback_hours=_int("PRICE_ROLLUP_LOOKBACK_HOURS", 26),
+        price_rollup_backfill_hours=_int("PRICE_ROLLUP_BACKFILL_HOURS", 72),
+        price_rollup_max_pools=_int("PRICE_ROLLUP_MAX_POOLS", 2000),
+        price_rollup_max_points=_int("PRICE_ROLLUP_MAX_POINTS", 20000),
+        # An agent's price carries across empty hours this long after its last point (AWS prices carry
+        # until the spot-prices job last confirmed them).
+        price_agent_carry_s=_int("PRICE_AGENT_CARRY_S", 6 * 3600),
+        price_hourly_retention_days=_int("PRICE_HOURLY_RETENTION_DAYS", 92),
+        price_daily_retention_days=_int("PRICE_DAILY_RETENTION_DAYS", 400),
+        # Data cleaner (daily): raw price points rolled up and older than this go (TTL drops the rest at
+        # PRICE_RETENTION_DAYS); read notifications older than this go (TTL: NOTIFICATION_RETENTION_DAYS).
+        price_raw_retention_days=_int("PRICE_RAW_RETENTION_DAYS", 14),
+        notification_read_retention_days=_int("NOTIFICATION_READ_RETENTION_DAYS", 7),
+        # Bounded work per cleaner run: clients walked (the walk resumes where it stopped) and rows deleted.
+        cleaner_max_clients=_int("CLEANER_MAX_CLIENTS", 200),
+        cleaner_max_deletes=_int("CLEANER_MAX_DELETES", 5000),
     )
 
 

@@ -255,6 +255,8 @@ FUNCTIONS: dict[str, tuple] = {
     "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
     "spot-prices": (tables, ec2_spot_prices),
     "placement-scores": (tables, ec2_placement_scores),
+    "pricing-aggregator": (tables,),
+    "data-cleaner": (tables,),
     "sentinel-interruption": _SENTINEL,
     "sentinel-rebalance": _SENTINEL,
     "sentinel-state-change": _SENTINEL,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import DeleteError, UpdateError
 
 from chalicelib.errors import NotFoundError
 from chalicelib.repositories.dynamo import condition_failed
@@ -85,3 +85,21 @@ def mark_all_read(client_id: str, now: datetime) -> int:
         row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)])
         count += 1
     return count
+
+
+def delete_read_before(client_id: str, cutoff: datetime, budget: int) -> int:
+    """Delete the client's read notifications created before ``cutoff`` (the data cleaner; unread ones stay
+    until their TTL), at most ``budget``, oldest first (ids start with their time: a key condition)."""
+    deleted = 0
+    for row in NotificationTable.query(client_id, NotificationTable.notification_id < _stamp(cutoff),
+                                       filter_condition=NotificationTable.is_read == True):  # noqa: E712
+        if deleted >= budget:
+            break
+        try:
+            row.delete(condition=NotificationTable.is_read == True)  # noqa: E712
+        except DeleteError as exc:
+            if condition_failed(exc):
+                continue
+            raise
+        deleted += 1
+    return deleted

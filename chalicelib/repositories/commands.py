@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import DeleteError, PutError
 
 from components.command_tracker import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     Command,
     CommandConflictError,
     CommandStatus,
@@ -99,3 +100,24 @@ class DynamoCommandStore:
     def history(self, agent_id: str, limit: int) -> list[Command]:
         """An agent's commands, newest ids first (ids start with a timestamp)."""
         return [to_command(r) for r in CommandTable.query(agent_id, scan_index_forward=False, limit=limit)]
+
+
+def delete_finished_before(agent_id: str, cutoff: datetime, budget: int) -> int:
+    """Delete the agent's final commands that finished before ``cutoff`` (the data cleaner: rows TTL has
+    not removed yet, and any final row without a TTL), at most ``budget``; each delete is conditional on
+    the row still being final. Returns how many were deleted."""
+    final = [s.value for s in FINAL_STATUSES]
+    old = (CommandTable.finished_at < cutoff) | (CommandTable.finished_at.does_not_exist()
+                                                 & (CommandTable.created_at < cutoff))
+    deleted = 0
+    for row in CommandTable.query(agent_id, filter_condition=CommandTable.status.is_in(*final) & old):
+        if deleted >= budget:
+            break
+        try:
+            row.delete(condition=CommandTable.status.is_in(*final))
+        except DeleteError as exc:
+            if condition_failed(exc):
+                continue
+            raise
+        deleted += 1
+    return deleted

@@ -75,10 +75,11 @@ def server_covers(row: PoolTable | None, now: datetime, window: timedelta) -> bo
             and now - row.server_priced_at <= window)
 
 
-def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime) -> None:
+def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client_id: str | None = None) -> None:
     batch.save(PricePointTable(
         p.pool_id, p.ts, price=p.price, quality=p.quality.value, source_agent_id=p.source_agent_id,
-        sources=p.sources, expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
+        sources=p.sources, client_id=client_id,
+        expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
 
 
 def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
@@ -113,7 +114,7 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
             for stale in admission.deletes:
                 point_batch.delete(PricePointTable(stale.pool_id, stale.ts))
             for p in admission.upserts:
-                _save_point(point_batch, p, config, now)
+                _save_point(point_batch, p, config, now, client_id)
             row.recent = [_map(p) for p in admission.recent]
             newest = max(admission.recent, key=lambda p: p.ts) if admission.recent else None
             if newest is not None:

@@ -12,7 +12,8 @@ from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
 from chalicelib.tables.market import MarketFetchTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.observations import ObservationTable
-from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable
+from chalicelib.tables.jobs import JobStateTable
+from chalicelib.tables.pools import PoolTable, PricePointTable, PriceRollupTable, PricingReportTable
 from chalicelib.tables.rate_limits import RateLimitTable
 from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
@@ -27,7 +28,9 @@ ALL_TABLES = (
     PoolTable,
     PricePointTable,
     PricingReportTable,
+    PriceRollupTable,
     MarketFetchTable,
+    JobStateTable,
     CommandTable,
     SwitchTable,
     ReplicaTable,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -80,6 +81,37 @@ class PricePointTable(Model):
     quality = UnicodeAttribute(default="actual")
     source_agent_id = OptionalText()
     sources = NumberAttribute(default=1)
+    # The reporting client of an agent's point (its interpolated points too): agent prices are that
+    # client's only. None with source_agent_id "aws" = the spot-prices job's (everyone's); None otherwise
+    # = a point stored before this attribute existed (visible to nobody, like an agent price without client).
+    client_id = OptionalText()
+    expires_at = TTLAttribute()
+
+
+class PriceRollupTable(Model):
+    """Hourly and daily buckets of a pool's price (chalicelib/jobs/pricing_aggregator.py), per scope.
+
+    ``bucket_key`` = ``<h|d>#<start ISO>#<scope>``: one Query per pool and interval returns a time range
+    in order. ``scope`` is ``aws`` (the spot-prices job's prices: everyone's) or ``c:<client_id>`` (one
+    client's agent-reported prices: that client's only). Keys are deterministic, so a re-run rewrites the
+    same items; each expires by TTL after its interval's retention.
+    """
+
+    class Meta(BaseMeta):
+        table_name = table_name("price-rollups")
+
+    pool_id = UnicodeAttribute(hash_key=True)
+    bucket_key = UnicodeAttribute(range_key=True)
+    scope = UnicodeAttribute()
+    interval = UnicodeAttribute()  # "hour" | "day"
+    start = UTCDateTimeAttribute()
+    avg = DecimalAttribute()  # time-weighted over the covered part
+    low = DecimalAttribute()
+    high = DecimalAttribute()
+    last = DecimalAttribute()
+    points = NumberAttribute()  # raw points inside the bucket
+    covered_s = NumberAttribute()
+    filled = BooleanAttribute()  # no raw point of its own: the price was carried forward (gap fill)
     expires_at = TTLAttribute()
 
 

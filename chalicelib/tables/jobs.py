@@ -1,0 +1,22 @@
+"""Bookkeeping of the batch jobs that work through the data in slices (pricing aggregator, data cleaner)."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import JSONAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.models import Model
+
+from chalicelib.tables.base import BaseMeta, table_name
+
+
+class JobStateTable(Model):
+    """One row per job and subject: ``rollup#<pool_id>`` (``at`` = the end of the last hour the pricing
+    aggregator rolled up for that pool) or ``cleaner#<sweep>`` (``cursor`` = where the data cleaner's
+    next run resumes its walk)."""
+
+    class Meta(BaseMeta):
+        table_name = table_name("job-state")
+
+    job_key = UnicodeAttribute(hash_key=True)
+    at = UTCDateTimeAttribute(null=True)
+    cursor = JSONAttribute(null=True)
+    updated_at = UTCDateTimeAttribute()
