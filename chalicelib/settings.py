@@ -162,7 +162,8 @@ def get_settings() -> Settings:
         price_daily_retention_days=_int("PRICE_DAILY_RETENTION_DAYS", 400),
         # Data cleaner (daily): raw price points rolled up and older than this go (TTL drops the rest at
         # PRICE_RETENTION_DAYS); read notifications older than this go (TTL: NOTIFICATION_RETENTION_DAYS).
-        price_raw_retention_days=_int("PRICE_RAW_RETENTION_DAYS", 14),
+        # Local mode keeps them for the TTL's 90 days: the demo's report charts the raw points of its window.
+        price_raw_retention_days=_int("PRICE_RAW_RETENTION_DAYS", 14 if stage != "local" else 90),
         notification_read_retention_days=_int("NOTIFICATION_READ_RETENTION_DAYS", 7),
         # Bounded work per cleaner run: clients walked (the walk resumes where it stopped) and rows deleted.
         cleaner_max_clients=_int("CLEANER_MAX_CLIENTS", 200),

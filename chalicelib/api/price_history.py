@@ -22,6 +22,7 @@ bp = ApiBlueprint(__name__)
 
 INTERVALS = {"hour": HOUR, "day": DAY}
 MAX_SERIES = 32  # pools in one answer (each costs a few Queries; a region has at most ~6 zones per type)
+MAX_POINTS = 20_000  # points in one answer (~2 MB of JSON; Lambda answers at most 6 MB): fewer series when long
 
 
 def _request():
@@ -30,7 +31,7 @@ def _request():
 
 def _interval(params: dict, days: int) -> tuple[str, int]:
     """``?interval=hour|day``; by default hourly up to 7 days, daily beyond."""
-    name = params.get("interval") or ("hour" if days <= 7 else "day")
+    name = params.get("interval", "hour" if days <= 7 else "day")
     if name not in INTERVALS:
         raise InvalidInputError("interval must be 'hour' or 'day'", field="interval")
     return name, INTERVALS[name]
@@ -49,9 +50,11 @@ def _series(pool_ids: list[str], client_id: str, seconds: int, days: int, *, kee
     """One series per pool with visible prices (pools in ``keep`` are listed even when empty)."""
     now = utcnow()
     start = now - timedelta(days=days)
+    series_cap = min(MAX_SERIES, max(1, MAX_POINTS // ((days + 1) * DAY // seconds)))
+    pool_ids = pool_ids[:series_cap]
     known = pool_repo.latest_prices(pool_ids)
     out = []
-    for pool_id in pool_ids[:MAX_SERIES]:
+    for pool_id in pool_ids:
         buckets = price_rollups.client_history(known.get(pool_id), pool_id, client_id, seconds, start, now)
         if buckets or pool_id in keep:
             out.append({"pool_id": pool_id, "points": [_point(b) for b in buckets]})
