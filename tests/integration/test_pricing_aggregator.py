@@ -138,3 +138,17 @@ def test_first_run_backfills_and_then_tracks_progress(pool_id):
     assert state.since == floor_to(floor_to(now, HOUR) - timedelta(hours=72), DAY)
     stored = rollups.stored(pool_id, HOUR, now - timedelta(days=4), now)["aws"]
     assert min(stored) == floor_to(now - timedelta(hours=60), HOUR)
+
+
+def test_aws_price_is_carried_only_while_the_job_confirms_it(pool_id):
+    """GIVEN an AWS price last confirmed by the spot-prices job 5 h ago (the job stopped) WHEN rolled up THEN
+    hours are filled up to the confirmation plus its freshness window (30 min), not to now."""
+    now = _now()
+    confirmed = now - timedelta(hours=5)
+    _aws(pool_id, (now - timedelta(hours=9), "0.04"), at=confirmed)
+    _run(pool_id, now)
+    hours = rollups.stored(pool_id, HOUR, now - timedelta(days=1), now)["aws"]
+    assert max(hours) == floor_to(confirmed + timedelta(minutes=30), HOUR)
+    until = confirmed + timedelta(minutes=30)
+    edge = hours[max(hours)]
+    assert edge.filled and edge.covered_s == int((until - floor_to(until, HOUR)).total_seconds())
