@@ -96,6 +96,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/agents/{agent_id}/issue-switch-command", "POST"): Route(
         foreign=404, owner=201, body=lambda ids: {"target_mode": "ondemand"}),
     ("/api/client/agents/{agent_id}/decisions", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/instances/{instance_id}/price-history", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/pricing-history", "GET"): Route(foreign=200, owner=200,
+                                                  notes="the pools of the caller's own agents only"),
     ("/api/client/pools", "GET"): Route(foreign=400, owner=400, owner_code="validation_error",
                                         notes="market data, not tenant data; needs region and instance_type"),
     # Replicas, interruptions and modes (the owner's order matters: each step leaves what the next needs).
