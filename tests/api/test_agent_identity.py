@@ -78,6 +78,8 @@ def test_re_registration_rotates_the_credential(verified):
     ("GET", "/api/client/agents/{agent_id}/decisions", None),
     ("GET", "/api/client/pools", None),
     ("POST", "/api/client/instances/{instance_id}/force-switch", {"target": "ondemand"}),
+    ("GET", "/api/client/instances/{instance_id}/price-history", None),
+    ("GET", "/api/client/pricing-history", None),
     ("GET", "/api/agents/{agent_id}/replicas", None),
     ("POST", "/api/agents/{agent_id}/manual-switch", {}),
     ("POST", "/api/agents/register", "reregister"),
