@@ -26,7 +26,7 @@ class ForceSwitchRequest(Schema):
 class ToggleEnabledRequest(Schema):
     """POST /api/client/agents/{id}/toggle-enabled: ``enabled`` sets it, an empty body flips it."""
 
-    enabled: StrictBool | None = None
+    enabled: StrictBool = Field(default=None)
 
 
 class AgentSettingsRequest(Schema):
