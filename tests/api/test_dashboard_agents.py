@@ -101,7 +101,7 @@ def test_agent_history_orders_online_offline_deleted_and_pages(make_tenant):
     paged = _all_pages(caller, f"/api/client/{client_id}/agents/history", "agents", limit=2)
     assert [r["agent_id"] for r in paged] == [online, offline, deleted]
     for token in ("abc", "-1", "9" * 20):
-        status, reply = _unchanged(lambda: caller.get(f"/api/client/{client_id}/agents/history?next_token={token}"))
+        status, reply = _unchanged(lambda token=token: caller.get(f"/api/client/{client_id}/agents/history?next_token={token}"))
         assert_error(status, reply, 400, field="next_token")
 
 
@@ -138,7 +138,7 @@ def test_toggle_enabled_sets_or_flips(make_tenant):
     assert status == 200 and reply["enabled"] is True
     assert caller.get(f"/api/agents/{agent_id}/config")[1]["enabled"] is True
     for bad in ({"enabled": "yes"}, {"enabled": None}, {"enabled": 1}):
-        status, reply = _unchanged(lambda: caller.post(path, bad))
+        status, reply = _unchanged(lambda bad=bad: caller.post(path, bad))
         assert_error(status, reply, 400, field="enabled")
 
 
@@ -157,7 +157,7 @@ def test_settings_write_the_legacy_flags_and_keep_modes_exclusive(make_tenant):
     assert config["replica_count"] == 1
     for bad, field in (({}, None), ({"replica_count": 2}, "replica_count"), ({"replica_count": -1}, "replica_count"),
                        ({"auto_switch_enabled": "true"}, "auto_switch_enabled")):
-        status, reply = _unchanged(lambda: caller.post(path, bad))
+        status, reply = _unchanged(lambda bad=bad: caller.post(path, bad))
         assert_error(status, reply, 400, field=field)
 
 
