@@ -86,8 +86,23 @@ def test_replicas_carry_their_primary(tenant):
     status, reply = caller.post(f"/api/client/agents/{tenant['second']}/config", {"auto_switch_enabled": True})
     assert status == 200 and reply["terminated_replicas"] == [tenant["replica_id"]], reply
     assert caller.get(f"/api/client/{client_id}/replicas")[1]["replicas"] == []
-    status, reply = caller.get(f"/api/client/{client_id}/replicas?status=all&limit=1")
+    status, reply = caller.get(f"/api/client/{client_id}/replicas?status=all")
     assert [r["status"] for r in reply["replicas"]] == ["terminated"]
+    status, reply = caller.post(f"/api/client/agents/{tenant['second']}/config", {"manualReplicaEnabled": True})
+    assert status == 200, reply
+    status, second = caller.post(f"/api/agents/{tenant['second']}/replicas",
+                                 {"instance_id": account_instance("eu-west-1b"), "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, second
+    seen, token = [], None
+    for _ in range(5):
+        status, page = caller.get(f"/api/client/{client_id}/replicas?status=all&limit=1"
+                                  + (f"&next_token={token}" if token else ""))
+        assert status == 200, page
+        seen += [r["replica_id"] for r in page["replicas"]]
+        token = page["next_token"]
+        if not token:
+            break
+    assert seen == [second["replica_id"], tenant["replica_id"]]  # newest first
     status, reply = _unchanged(lambda: caller.get(f"/api/client/{client_id}/replicas?status=gone"))
     assert_error(status, reply, 400, field="status")
 
