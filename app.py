@@ -7,8 +7,20 @@ from components.sentinel.rules import SENTINEL_RULES
 
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
-from chalicelib.api import (admin, agents, clients, decisions, health, interruptions, models, price_history,
-                            replicas)
+from chalicelib.api import (
+    admin,
+    agents,
+    clients,
+    dashboard,
+    dashboard_agents,
+    dashboard_instances,
+    decisions,
+    health,
+    interruptions,
+    models,
+    price_history,
+    replicas,
+)
 from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import data_cleaner as data_cleaner_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
@@ -25,7 +37,8 @@ from chalicelib.settings import APP_NAME, get_settings
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
-                  replicas.bp, price_history.bp):
+                  replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp,
+                  price_history.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock

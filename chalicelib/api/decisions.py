@@ -9,7 +9,7 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
-from chalicelib.api.views import command_view, iso
+from chalicelib.api.views import command_view, decision_view, iso
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
 from chalicelib.repositories import agents
 from chalicelib.repositories import pools as pool_repo
@@ -122,11 +122,7 @@ def decision_history(agent_id):
     agent = agents.require(client.client_id, agent_id, allow_deleted=True)
     limit, token = page_params(_request())
     page = decisions.history(agent.agent_id, limit, token)
-    return ok({"decisions": [
-        {"decided_at": iso(d.decided_at), "source": d.source, "current": d.current, "action": d.action,
-         "target": d.target, "standby": d.standby, "risk": d.risk, "reason": d.reason,
-         "expected_cost": d.expected_cost, "command_id": d.command_id}
-        for d in page.items], "next_token": page.next_token})
+    return ok({"decisions": [decision_view(d) for d in page.items], "next_token": page.next_token})
 
 
 @bp.route("/api/client/pools", methods=["GET"])

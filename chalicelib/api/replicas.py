@@ -62,7 +62,7 @@ def _request():
 
 
 @contextmanager
-def _ec2_errors() -> Iterator[None]:
+def ec2_errors() -> Iterator[None]:
     """EC2 trouble is ours, not the client's: 503 with Retry-After instead of a 500. An ownership, policy or
     quota refusal is the client's: it passes through as its 409."""
     try:
@@ -123,7 +123,7 @@ def _client_instance(agent: AgentRecord, instance_id: str) -> ec2.InstanceInfo:
     carry another client's or another stage's tags. It is recorded, never terminated by us (not ours)."""
     if not agent.region:
         raise ConflictError("the agent has not registered its region yet", field="instance_id")
-    with _ec2_errors():
+    with ec2_errors():
         info = ec2.describe(agent.region, [instance_id], account=tenancy.for_agent(agent)).get(instance_id)
     if info is None or info.state in ("shutting-down", "terminated"):
         raise ConflictError(f"instance {instance_id} is not a live instance of the client's account in {agent.region}",
@@ -248,7 +248,7 @@ def create_replica(agent_id):
         tagged = False
     else:
         pool_id = _server_pool(agent, body, now)
-        with _ec2_errors():
+        with ec2_errors():
             replica = replicas.start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by="client",
                                              pool_id=pool_id)
         tagged = _apply_tags(replica, body.tags)
@@ -338,7 +338,7 @@ def delete_replica(agent_id, replica_id):
     agent, replica = _owned(client, agent_id, replica_id)
     if replica.status is not ReplicaStatus.TERMINATED:
         _active(replica)
-        with _ec2_errors():
+        with ec2_errors():
             replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
     return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
                "instance_id": replica.instance_id})
@@ -380,7 +380,7 @@ def replica_status(agent_id, replica_id):
         return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value})
     _active(replica)
     if wanted is ReplicaStatus.FAILED:
-        with _ec2_errors():
+        with ec2_errors():
             replica = replicas.retire(replica, ReplicaStatus.FAILED, now,
                                       body.error_message or "reported failed by the agent")
     else:
@@ -430,7 +430,7 @@ def replica_sync_status(agent_id, replica_id):
 def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
     """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight)."""
     done = []
-    with _ec2_errors():
+    with ec2_errors():
         for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
             if replica.replica_type == ReplicaType.MANUAL.value:
                 replicas.retire(replica, ReplicaStatus.TERMINATED, now, reason)
@@ -451,7 +451,7 @@ def _check_handover(agent: AgentRecord, changes: dict[str, Any]) -> None:
             raise InvalidInputError(f"the target group must be in {agent.region}", field="target_group_arn")
     if not agent.region:
         return
-    with _ec2_errors():  # the resource must be the client's, in its account and region (409 not_owned otherwise)
+    with ec2_errors():  # the resource must be the client's, in its account and region (409 not_owned otherwise)
         account = tenancy.for_agent(agent)
         if kind == "eip":
             ec2.check_eip(agent.region, merged["eip_allocation_id"], client_id=agent.client_id, account=account,
@@ -476,10 +476,19 @@ def _type_changes(agent: AgentRecord, changes: dict[str, Any]) -> dict[str, Any]
 
 @bp.route("/api/client/agents/{agent_id}/config", methods=["POST"])
 def update_config(agent_id):
-    """Modes (auto-switch ⊕ manual-replica), auto-terminate and its wait, traffic hand-off, thresholds."""
+    """Modes (auto-switch ⊕ manual-replica), auto-terminate and its wait, traffic hand-off, thresholds (the
+    legacy dashboard's camelCase body with the wait in minutes too)."""
     client, body = client_request(_request(), AgentConfigRequest)
     agent = agents.require(client.client_id, agent_id)
-    changes = body.changes()
+    updated, terminated, _ = apply_config(agent, body.changes(), utcnow())
+    return ok({**config_view(updated), "terminated_replicas": terminated})
+
+
+def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> tuple[AgentRecord, list[str], dict]:
+    """Write a config change the way every client route does: auto-switch on turns manual-replica off and
+    the other way round, the hand-off resource and instance types are checked, turning manual-replica off
+    terminates its standbys (EC2 included). Returns the agent, the terminated replicas and the changes."""
+    changes = dict(changes)
     if changes.get("auto_switch_enabled"):
         changes["manual_replica_enabled"] = False
     if changes.get("manual_replica_enabled"):
@@ -489,7 +498,6 @@ def update_config(agent_id):
     if changes.keys() & {"instance_types", "type_requirements"}:
         changes |= _type_changes(agent, changes)
         quotas.check_types(agent.client_id, changes.get("allowed_instance_types") or ())
-    now = utcnow()
     updated = agents.update_config(agent, changes, now)
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
@@ -497,7 +505,7 @@ def update_config(agent_id):
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
                           client_id=agent.client_id, agent_id=agent.agent_id,
                           metadata={"changes": changes, "config_version": updated.config_version})
-    return ok({**config_view(updated), "terminated_replicas": terminated})
+    return updated, terminated, changes
 
 
 @bp.route("/api/agents/{agent_id}/manual-replica/enable", methods=["POST"])
@@ -512,7 +520,7 @@ def manual_replica_enable(agent_id):
                               client_id=agent.client_id, agent_id=agent.agent_id)
     message = None
     try:
-        with _ec2_errors():
+        with ec2_errors():
             standby = replicas.ensure_standby(agent, now, created_by="client")
     except (ConflictError, ServiceUnavailableError) as exc:
         standby, message = None, f"standby not started yet ({exc.message}); the coordinator retries every minute"

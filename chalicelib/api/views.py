@@ -108,3 +108,67 @@ def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
         "ready_at": iso(replica.ready_at), "promoted_at": iso(replica.promoted_at),
         "terminated_at": iso(replica.terminated_at), "expires_at": iso(replica.expires_at),
     }
+
+
+def money(value) -> float | None:
+    """A price or amount as a float in USD, 4 decimal places (None stays None)."""
+    return None if value is None else round(float(value), 4)
+
+
+def wait_minutes(seconds: int) -> int | float:
+    """The auto-terminate wait in minutes (the legacy dashboard's unit)."""
+    minutes = round(seconds / 60, 2)
+    return int(minutes) if float(minutes).is_integer() else minutes
+
+
+def agent_row(agent: AgentRecord) -> dict[str, Any]:
+    """An agent as a dashboard table row: identity, flags (flat) and where it runs."""
+    c = agent.config
+    wait = int(c.get("terminate_wait_seconds") or 0)
+    return {
+        "agent_id": agent.agent_id, "logical_agent_id": agent.logical_agent_id, "hostname": agent.hostname,
+        "status": agent.status, "enabled": bool(c.get("enabled", True)),
+        "auto_switch_enabled": bool(c.get("auto_switch_enabled")),
+        "auto_terminate_enabled": bool(c.get("auto_terminate_enabled")),
+        "manual_replica_enabled": bool(c.get("manual_replica_enabled")),
+        "replica_enabled": bool(c.get("replica_enabled")), "replica_count": int(c.get("replica_count") or 0),
+        "terminate_wait_seconds": wait, "terminate_wait_minutes": wait_minutes(wait),
+        "instance_id": agent.instance_id, "instance_type": agent.instance_type, "mode": agent.current_mode,
+        "pool_id": agent.current_pool_id, "region": agent.region, "az": agent.az,
+        "agent_version": agent.agent_version, "last_heartbeat_at": iso(agent.last_heartbeat_at),
+        "registered_at": iso(agent.registered_at), "last_switch_at": iso(agent.last_switch_at),
+        "config_version": agent.config_version,
+    }
+
+
+def instance_row(row, *, current_price=None, on_demand_price=None) -> dict[str, Any]:
+    """An instance (``InstanceTable`` row) as a dashboard table row, with the prices the caller resolved."""
+    return {
+        "instance_id": row.instance_id, "agent_id": row.agent_id, "instance_type": row.instance_type,
+        "region": row.region, "az": row.az, "pool_id": row.pool_id, "mode": row.mode,
+        "status": "active" if row.is_active else "terminated", "role": row.role,
+        "launched_at": iso(row.installed_at), "terminated_at": iso(row.terminated_at),
+        "current_price": money(current_price), "on_demand_price": money(on_demand_price),
+    }
+
+
+def switch_row(row) -> dict[str, Any]:
+    """A recorded switch (``SwitchTable`` row) as a history row; ``hourly_impact`` is its recorded $/h
+    saving (negative when the switch costs more), ``downtime_seconds`` initiated → new instance ready."""
+    return {
+        "switch_id": row.switch_id, "agent_id": row.agent_id, "old_instance_id": row.old_instance_id,
+        "new_instance_id": row.new_instance_id, "from_pool_id": row.old_pool_id, "to_pool_id": row.new_pool_id,
+        "from_mode": row.old_mode, "to_mode": row.new_mode, "trigger": row.trigger,
+        "old_price": money(row.old_price), "new_price": money(row.new_price),
+        "on_demand_price": money(row.on_demand_price), "hourly_impact": money(row.hourly_savings),
+        "initiated_at": iso(row.initiated_at), "completed_at": iso(row.ready_at or row.traffic_switched_at),
+        "downtime_seconds": None if row.total_duration_seconds is None else float(row.total_duration_seconds),
+        "success": bool(row.success),
+    }
+
+
+def decision_view(d) -> dict[str, Any]:
+    """A recorded decision (``DecisionTable`` row) with its reason."""
+    return {"decided_at": iso(d.decided_at), "source": d.source, "current": d.current, "action": d.action,
+            "target": d.target, "standby": d.standby, "risk": d.risk, "reason": d.reason,
+            "expected_cost": d.expected_cost, "command_id": d.command_id}

@@ -25,6 +25,7 @@ from components.pool_id import make_pool_id
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.instances import InstanceTable
 
@@ -460,3 +461,71 @@ def set_client_suspended(client_id: str, suspended: bool) -> int:
             continue
         written += 1
     return written
+
+
+# --- client dashboard reads (the listing index: one Query per page, never a scan) ------------------
+
+_LISTING_KEY = ("client_id", "agent_id", "logical_agent_id")
+_GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
+
+
+def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
+    """A client's agents that are not deleted, by logical id (a page may hold fewer than ``limit``
+    agents when deleted ones were skipped; ``next_token`` is then still set)."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=_LISTING_KEY)
+    result = AgentTable.by_logical_id.query(client_id, filter_condition=~AgentTable.status.is_in(*_GONE),
+                                            limit=limit, last_evaluated_key=start)
+    return Page([_record(row) for row in result], encode_token(result.last_evaluated_key))
+
+
+def instances_page(client_id: str, limit: int, next_token: str | None, *, active: bool | None = None,
+                   mode: str | None = None, search: str | None = None) -> Page:
+    """A client's instances, newest first (the instances-by-client index), filtered by activity, mode and a
+    substring of the instance id or type."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                         key_attrs=("instance_id", "client_id", "installed_at"))
+    condition = None
+    for part in ((InstanceTable.is_active == active) if active is not None else None,
+                 (InstanceTable.mode == mode) if mode else None,
+                 (InstanceTable.instance_id.contains(search) | InstanceTable.instance_type.contains(search))
+                 if search else None):
+        if part is not None:
+            condition = part if condition is None else condition & part
+    result = InstanceTable.by_client.query(client_id, scan_index_forward=False, filter_condition=condition,
+                                           limit=limit, last_evaluated_key=start)
+    return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+def active_instances(client_id: str) -> list[InstanceTable]:
+    """A client's active instances (primaries and standbys; one filtered index Query)."""
+    return list(InstanceTable.by_client.query(client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
+
+
+def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
+    """Status ``deleted`` with every mode off, and its instance inactive (when it is still this agent's).
+    Idempotent: a deleted agent stays as it is."""
+    if agent.instance_id:
+        try:
+            InstanceTable(agent.instance_id).update(
+                actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                         InstanceTable.updated_at.set(now)],
+                condition=(InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
+                & (InstanceTable.is_active == True))  # noqa: E712
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+    if agent.status == AgentStatus.DELETED.value:
+        return agent
+    off = {"enabled": False, "auto_switch_enabled": False, "manual_replica_enabled": False,
+           "replica_enabled": False, "replica_count": 0}
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.status.set(AgentStatus.DELETED.value), AgentTable.liveness.remove(),
+                     AgentTable.deleted_at.set(now), AgentTable.updated_at.set(now),
+                     AgentTable.config_version.add(1), *_config_actions(off)],
+            condition=AgentTable.agent_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
+    return require(agent.client_id, agent.agent_id, allow_deleted=True)

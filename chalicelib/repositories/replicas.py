@@ -22,6 +22,7 @@ from components.replica_coordinator import ReplicaStatus, StandbyView, check_tra
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.replicas import ReplicaTable
@@ -115,6 +116,24 @@ def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecor
     """An agent's replicas, oldest first (a handful per agent; final ones expire with the agent)."""
     rows = [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True)]
     return rows if include_final else [r for r in rows if r.active]
+
+
+_ACTIVE = tuple(s.value for s in ReplicaStatus if s not in FINAL)
+
+
+def page_for_client(client_id: str, limit: int, next_token: str | None, *, active_only: bool = True) -> Page:
+    """A client's replicas, newest first (the replicas-by-client index; one Query per page)."""
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                         key_attrs=("agent_id", "replica_id", "client_id"))
+    result = ReplicaTable.by_client.query(
+        client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
+        filter_condition=ReplicaTable.status.is_in(*_ACTIVE) if active_only else None)
+    return Page([_record(r) for r in result], encode_token(result.last_evaluated_key))
+
+
+def active_count(client_id: str) -> int:
+    """How many of the client's replicas are not closed (one filtered index Query)."""
+    return ReplicaTable.by_client.count(client_id, filter_condition=ReplicaTable.status.is_in(*_ACTIVE))
 
 
 def active_with_expiry():

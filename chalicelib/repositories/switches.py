@@ -20,13 +20,24 @@ def switch_key(initiated_at: datetime, switch_id: str) -> str:
     return f"{initiated_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{switch_id}"
 
 
-def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
-    """A client's switches, newest first."""
+def _of_instance(instance_id: str):
+    return (SwitchTable.old_instance_id == instance_id) | (SwitchTable.new_instance_id == instance_id)
+
+
+def page_for_client(client_id: str, limit: int, next_token: str | None, *, instance_id: str | None = None) -> Page:
+    """A client's switches, newest first (only those from or to ``instance_id`` when given)."""
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
                          key_attrs=("client_id", "switch_key"))
     result = SwitchTable.query(client_id, scan_index_forward=False, limit=limit,
-                               last_evaluated_key=start)
+                               last_evaluated_key=start,
+                               filter_condition=_of_instance(instance_id) if instance_id else None)
     return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+def for_client_since(client_id: str, since: datetime, *, instance_id: str | None = None) -> list[SwitchTable]:
+    """A client's switches since a time, oldest first (charts, instance metrics; bounded by the window)."""
+    return list(SwitchTable.query(client_id, SwitchTable.switch_key >= switch_key(since, ""),
+                                  filter_condition=_of_instance(instance_id) if instance_id else None))
 
 
 def for_agent_since(agent_id: str, since: datetime) -> list[SwitchTable]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, StrictBool, StrictInt, ValidationInfo, field_validator, model_validator
 
 from components.errors import ValidationError
 from components.pool_id import is_valid_az, parse_pool_id
@@ -122,15 +122,29 @@ class SyncStatusRequest(FactReport):
         return value
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+MAX_TERMINATE_WAIT_S = 86_400
+
+
 # Fields of the config body: absent = unchanged; ``null`` is only accepted where it clears a value.
 class AgentConfigRequest(Schema):
-    """POST /api/client/agents/{id}/config: modes (mutually exclusive), auto-terminate, hand-off, thresholds."""
+    """POST /api/client/agents/{id}/config: modes (mutually exclusive), auto-terminate, hand-off, thresholds.
+
+    The legacy dashboard's body is accepted too: camelCase keys (``autoSwitchEnabled``,
+    ``manualReplicaEnabled``, ``autoTerminateEnabled`` ...) and the wait in minutes
+    (``terminateWaitMinutes``, stored as seconds). A key given both ways must agree."""
 
     enabled: StrictBool = Field(default=None)
     auto_switch_enabled: StrictBool = Field(default=None)
     manual_replica_enabled: StrictBool = Field(default=None)
     auto_terminate_enabled: StrictBool = Field(default=None)
-    terminate_wait_seconds: StrictInt = Field(default=None, ge=0, le=86_400)
+    terminate_wait_seconds: StrictInt = Field(default=None, ge=0, le=MAX_TERMINATE_WAIT_S)
+    terminate_wait_minutes: Annotated[Price, Field(ge=0, le=MAX_TERMINATE_WAIT_S / 60)] = Field(
+        default=None, validation_alias=AliasChoices("terminate_wait_minutes", "terminateWaitMinutes"))
     handover: Literal["none", "eip", "target-group"] = Field(default=None)
     eip_allocation_id: str | None = Field(default=None, pattern=EIP_ALLOCATION_PATTERN)
     target_group_arn: str | None = Field(default=None, max_length=512, pattern=TARGET_GROUP_ARN_PATTERN)
@@ -144,6 +158,23 @@ class AgentConfigRequest(Schema):
     instance_types: InstanceTypeList | None = Field(default=None)
     type_requirements: TypeRequirements | None = Field(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data):
+        """camelCase keys of the legacy dashboard → the field names (minutes keep their own field)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in cls.model_fields:
+            camel = _camel(name)
+            if camel == name or camel not in data or name == "terminate_wait_minutes":
+                continue
+            value = data.pop(camel)
+            if name in data and data[name] != value:
+                raise ValueError(f"{camel} and {name} disagree")
+            data[name] = value
+        return data
+
     @field_validator("manual_replica_enabled")
     @classmethod
     def _exclusive(cls, manual: bool, info: ValidationInfo) -> bool:
@@ -155,8 +186,16 @@ class AgentConfigRequest(Schema):
     def _something(self):
         if not self.model_fields_set:
             raise ValueError("no setting given")
+        if "terminate_wait_minutes" in self.model_fields_set:
+            if self.terminate_wait_minutes is None:
+                raise ValueError("terminateWaitMinutes must be a number of minutes")
+            seconds = round(self.terminate_wait_minutes * 60)
+            if "terminate_wait_seconds" in self.model_fields_set and self.terminate_wait_seconds != seconds:
+                raise ValueError("terminateWaitMinutes and terminate_wait_seconds disagree")
+            self.terminate_wait_seconds = seconds
         return self
 
     def changes(self) -> dict:
-        """Only the fields the body named (``None`` = clear, for the nullable hand-off fields)."""
-        return self.model_dump(exclude_unset=True)
+        """Only the fields the body named (``None`` = clear, for the nullable hand-off fields); a wait given
+        in minutes is returned in seconds."""
+        return self.model_dump(exclude_unset=True, exclude={"terminate_wait_minutes"})

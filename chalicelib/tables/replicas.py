@@ -7,9 +7,21 @@ concurrent writers: a standby is only created in a transaction that claims that 
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+
+
+class ReplicasByClientIndex(GlobalSecondaryIndex):
+    """A client's replicas in id order (ids start with their creation time): the client dashboard."""
+
+    class Meta:
+        index_name = "replicas-by-client"
+        projection = AllProjection()
+
+    client_id = UnicodeAttribute(hash_key=True)
+    replica_id = UnicodeAttribute(range_key=True)
 
 
 class ReplicaTable(Model):
@@ -44,3 +56,5 @@ class ReplicaTable(Model):
     promoted_at = UTCDateTimeAttribute(null=True)
     terminated_at = UTCDateTimeAttribute(null=True)
     expires_at = UTCDateTimeAttribute(null=True)  # pre-warmed standbys only
+
+    by_client = ReplicasByClientIndex()

@@ -83,12 +83,15 @@ def test_re_registration_rotates_the_credential(verified):
     ("GET", "/api/agents/{agent_id}/replicas", None),
     ("POST", "/api/agents/{agent_id}/manual-switch", {}),
     ("POST", "/api/agents/register", "reregister"),
+    ("GET", "/api/client/{client_id}/agents", None),
+    ("DELETE", "/api/client/agents/{agent_id}", None),
+    ("POST", "/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False}),
 ])
 def test_an_agent_credential_cannot_call_client_routes(verified, method, path, body):
     """GIVEN an agent credential WHEN it calls a client route (its own agent's included) THEN 403
     agent_credential_refused and nothing is written."""
-    _, _, a, _ = verified
-    path = path.format(agent_id=a["agent_id"], instance_id=a["body"]["instance_id"])
+    client_id, _, a, _ = verified
+    path = path.format(agent_id=a["agent_id"], instance_id=a["body"]["instance_id"], client_id=client_id)
     if body == "reregister":
         body = verified_registration(instance_id=a["body"]["instance_id"])
     before = snapshot_tables()

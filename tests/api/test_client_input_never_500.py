@@ -160,6 +160,9 @@ def test_huge_key_is_413(tenant):
     ("POST", "/api/agents/{agent_id}/replicas/{x}/status", "replica_id"),
     ("POST", "/api/notifications/{x}/mark-read", "notification_id"),
     ("POST", "/api/client/instances/{x}/force-switch", "instance_id"),
+    ("GET", "/api/client/{x}/agents", "client_id"),
+    ("GET", "/api/client/instances/{x}/metrics", "instance_id"),
+    ("DELETE", "/api/client/agents/{x}", "agent_id"),
 ])
 @pytest.mark.parametrize("value", ["a" * 5000, "é" * 20, "a" * 129, "%00", "-leading-dash"],
                          ids=["5000", "unicode", "129", "nul", "dash"])

@@ -52,7 +52,7 @@ nested = st.integers(min_value=30, max_value=3000).map(lambda n: '{"a":' * n + "
 raw_bodies = (st.dictionaries(keys, json_values, max_size=8).map(json.dumps)
               | json_values.map(lambda v: json.dumps(v, ensure_ascii=False)) | nested
               | st.binary(max_size=64) | st.sampled_from(['{"a":', "[" * 2000, "", "null", '{"x": 1e999}']))
-query = st.dictionaries(st.sampled_from(["limit", "next_token", "instance_id", "unread", "status", "pool_id",
+query = st.dictionaries(st.sampled_from(["limit", "next_token", "instance_id", "unread", "status", "pool_id", "format", "mode", "search",
                                          "region", "instance_type", "az"]) | st.text(min_size=1, max_size=8),
                         st.text(max_size=30) | st.sampled_from(NASTY_STRINGS[:12]), max_size=3)
 path_values = st.text(min_size=1, max_size=300) | st.sampled_from(NASTY_STRINGS[:14] + ["a" * 5000])
@@ -66,8 +66,8 @@ def _url(template: str, params: dict[str, str], query_params: dict[str, str]) ->
 @pytest.mark.parametrize("template,method", ROUTES, ids=[f"{m} {p}" for p, m in ROUTES])
 def test_route_never_answers_5xx(api, admin_key, tenant_with_agent, failover_machine, template, method):
     """(The failover state machine is deployed, as in AWS: starting one is not a client-input path.)"""
-    _client_id, caller, agent_id, registered = tenant_with_agent
-    real = {"agent_id": agent_id, "instance_id": registered["instance_id"]}
+    client_id, caller, agent_id, registered = tenant_with_agent
+    real = {"agent_id": agent_id, "instance_id": registered["instance_id"], "client_id": client_id}
     names = re.findall(r"\{(\w+)\}", template)
 
     @settings(max_examples=EXAMPLES_PER_ROUTE, deadline=None, database=None,

@@ -101,6 +101,22 @@ ROUTES: dict[tuple[str, str], Route] = {
                                                   notes="the pools of the caller's own agents only"),
     ("/api/client/pools", "GET"): Route(foreign=400, owner=400, owner_code="validation_error",
                                         notes="market data, not tenant data; needs region and instance_type"),
+    # The client dashboard (issue #13): a {client_id} that is not the caller's is 404 like any other id.
+    ("/api/client/{client_id}", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/agents", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/agents/history", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/agents/decisions", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/instances", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/replicas", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/switch-history", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/{client_id}/stats/charts", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/instances/{instance_id}/pricing", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/instances/{instance_id}/metrics", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/instances/{instance_id}/available-options", "GET"): Route(foreign=404, owner=200),
+    ("/api/client/agents/{agent_id}/toggle-enabled", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"enabled": True}),
+    ("/api/client/agents/{agent_id}/settings", "POST"): Route(
+        foreign=404, owner=200, body=lambda ids: {"auto_terminate_enabled": True}),
     # Replicas, interruptions and modes (the owner's order matters: each step leaves what the next needs).
     ("/api/agents/{agent_id}/replica-config", "GET"): Route(foreign=404, owner=200),
     ("/api/agents/{agent_id}/replicas", "GET"): Route(foreign=404, owner=200),
@@ -136,6 +152,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/agents/{agent_id}/termination", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"instance_id": ids["spare_instance_id"],
                                                   "reason": "spot interruption"}),
+    ("/api/client/agents/{agent_id}", "DELETE"): Route(
+        foreign=404, owner=200, notes="soft delete after the agent routes: the agent is gone for the rest"),
     ("/api/admin/clients/create", "POST"): Route(
         foreign=401, owner=201, admin=True, body=lambda ids: {"name": f"iso-{uuid.uuid4().hex[:10]}"}),
     ("/api/admin/clients", "GET"): Route(foreign=401, owner=200, admin=True),

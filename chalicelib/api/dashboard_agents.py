@@ -1,0 +1,140 @@
+"""Client dashboard: agents (LEGACY §3.3): lists, history, decisions, enable/settings, soft delete."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from components.agent_identity import AgentStatus
+from components.replica_coordinator import ReplicaStatus
+from components.sentinel import health_score
+from components.sentinel.health import HealthThresholds
+
+from chalicelib import decisions, replicas
+from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.csv_export import wants_csv
+from chalicelib.api.dashboard import listing, own_client
+from chalicelib.api.replicas import apply_config, ec2_errors
+from chalicelib.api.views import agent_row, config_view, decision_view, iso
+from chalicelib.errors import InvalidInputError
+from chalicelib.repositories import activity, agents
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import LIVE_STATUSES
+from chalicelib.schemas.clients import AgentSettingsRequest, ToggleEnabledRequest
+
+bp = ApiBlueprint(__name__)
+
+AGENT_COLUMNS = ["agent_id", "logical_agent_id", "hostname", "status", "enabled", "auto_switch_enabled",
+                 "auto_terminate_enabled", "manual_replica_enabled", "replica_count", "terminate_wait_seconds",
+                 "terminate_wait_minutes", "instance_id", "instance_type", "mode", "pool_id", "region", "az",
+                 "agent_version", "last_heartbeat_at", "config_version"]
+RECENT_DECISIONS = 5
+_OFFSET = re.compile(r"[0-9]{1,6}", re.ASCII)
+
+
+def _request():
+    return bp.current_request
+
+
+@bp.route("/api/client/{client_id}/agents", methods=["GET"])
+def client_agents(client_id):
+    """The client's agents that are not deleted, by logical id, flags flat (csv)."""
+    client = own_client(_request(), client_id)
+    wants_csv(_request())
+    limit, token = page_params(_request())
+    page = agents.page_for_client(client.client_id, limit, token)
+    return listing(_request(), "agents", [agent_row(a) for a in page.items], page.next_token, AGENT_COLUMNS,
+                   "agents.csv")
+
+
+def _rank(status: str) -> int:
+    if status in LIVE_STATUSES:
+        return 0
+    return 2 if status in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value) else 1
+
+
+@bp.route("/api/client/{client_id}/agents/history", methods=["GET"])
+def agents_history(client_id):
+    """Every agent, deleted ones too, online → offline → deleted (csv). The client's agents are read whole
+    (bounded by its agent quota) to order them; ``next_token`` is the position of the next page."""
+    client = own_client(_request(), client_id)
+    wants_csv(_request())
+    limit, token = page_params(_request())
+    if token is not None and not _OFFSET.fullmatch(token):
+        raise InvalidInputError("next_token is not valid", field="next_token")
+    start = int(token or 0)
+    fleet = sorted(agents.all_for_client(client.client_id),
+                   key=lambda a: (_rank(a.status), a.logical_agent_id, a.agent_id))
+    rows = [agent_row(a) for a in fleet[start:start + limit]]
+    more = str(start + limit) if start + limit < len(fleet) else None
+    return listing(_request(), "agents", rows, more, AGENT_COLUMNS, "agents-history.csv")
+
+
+@bp.route("/api/client/{client_id}/agents/decisions", methods=["GET"])
+def agents_decisions(client_id):
+    """Each agent that is not deleted with its last five decisions, its health and pricing freshness."""
+    client = own_client(_request(), client_id)
+    limit, token = page_params(_request())
+    page = agents.page_for_client(client.client_id, limit, token)
+    now = utcnow()
+    stale_after = timedelta(seconds=HealthThresholds().pricing_stale_s)
+    rows = []
+    for agent in page.items:
+        health = health_score(agent.last_heartbeat_at, agent.last_pricing_at, now)
+        pricing = ("never" if agent.last_pricing_at is None
+                   else "fresh" if now - agent.last_pricing_at <= stale_after else "stale")
+        recent = decisions.history(agent.agent_id, RECENT_DECISIONS, None).items
+        rows.append({"agent_id": agent.agent_id, "logical_agent_id": agent.logical_agent_id,
+                     "hostname": agent.hostname, "status": agent.status,
+                     "health": {"score": health.score, "state": health.state.value,
+                                "recommendation": health.recommendation},
+                     "decisions": [decision_view(d) for d in recent],
+                     "last_pricing_report_at": iso(agent.last_pricing_at), "pricing_health": pricing})
+    return ok({"agents": rows, "next_token": page.next_token})
+
+
+@bp.route("/api/client/agents/{agent_id}/toggle-enabled", methods=["POST"])
+def toggle_enabled(agent_id):
+    """Enable or disable an agent (``enabled``; an empty body flips it). A disabled agent gets no commands."""
+    client, body = client_request(_request(), ToggleEnabledRequest)
+    agent = agents.require(client.client_id, agent_id)
+    enabled = (not agent.config.get("enabled", True)) if body.enabled is None else body.enabled
+    updated = agent
+    if enabled != bool(agent.config.get("enabled", True)):
+        updated, _, _ = apply_config(agent, {"enabled": enabled}, utcnow())
+    return ok({"success": True, "enabled": bool(updated.config.get("enabled", True)),
+               "config_version": updated.config_version})
+
+
+@bp.route("/api/client/agents/{agent_id}/settings", methods=["POST"])
+def settings(agent_id):
+    """Auto-switch, auto-terminate and the legacy replica flags (auto-switch on turns manual-replica off,
+    terminating its standby, as the config route does)."""
+    client, body = client_request(_request(), AgentSettingsRequest)
+    agent = agents.require(client.client_id, agent_id)
+    updated, terminated, _ = apply_config(agent, body.changes(), utcnow())
+    return ok({"success": True, "config": config_view(updated), "terminated_replicas": terminated})
+
+
+@bp.route("/api/client/agents/{agent_id}", methods=["DELETE"])
+def delete_agent(agent_id):
+    """Soft delete: every standby terminated (EC2 included), the agent ``deleted`` with its modes off, its
+    instance inactive. The agent's own instance keeps running (it is the client's workload). Idempotent."""
+    client, _ = client_request(_request())
+    agent = agents.require(client.client_id, agent_id, allow_deleted=True)
+    now = utcnow()
+    terminated = []
+    with ec2_errors():  # EC2 first: a failure leaves the agent as it was, and a retry finishes the job
+        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+            replicas.retire(replica, ReplicaStatus.TERMINATED, now, "agent deleted")
+            terminated.append(replica.replica_id)
+    was_deleted = agent.status == AgentStatus.DELETED.value
+    deleted = agents.soft_delete(agent, now)
+    if not was_deleted:
+        activity.notify(client.client_id, "agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
+                        agent_id=agent.agent_id)
+        activity.record_event("agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
+                              client_id=client.client_id, agent_id=agent.agent_id, instance_id=agent.instance_id,
+                              metadata={"terminated_replicas": terminated})
+    return ok({"success": True, "agent_id": deleted.agent_id, "status": deleted.status,
+               "terminated_replicas": terminated})

@@ -1,0 +1,55 @@
+"""API-test fixtures: the savings repository's stand-in for the dashboard routes."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+class FakeSavings:
+    """The savings repository's interface (issue #13 contract) with fixed figures; records its calls."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def client_summary(self, client_id, now):
+        self.calls.append(("client_summary", client_id))
+        return {"total_savings": 12.5, "total_actual_cost": 7.5, "total_baseline_cost": 20.0,
+                "savings_percent": 62.5, "month_to_date_savings": 3.25, "last_30d_savings": 4.0,
+                "currency": "USD", "as_of": None}
+
+    def daily(self, client_id, days, now):
+        self.calls.append(("daily", client_id, days))
+        return [{"date": f"2026-01-{d:02d}", "baseline_cost": 2.0, "actual_cost": 0.5, "savings": 1.5,
+                 "spot_hours": 24, "ondemand_hours": 0} for d in range(1, 3)]
+
+    def instance_summary(self, client_id, instance_id, now):
+        self.calls.append(("instance_summary", client_id, instance_id))
+        return {"total_savings": 9.75, "last_30d_savings": 1.25, "total_actual_cost": 1.0,
+                "total_baseline_cost": 10.75}
+
+    def agent_summary(self, client_id, agent_id, now):
+        self.calls.append(("agent_summary", client_id, agent_id))
+        return self.instance_summary(client_id, agent_id, now)
+
+
+@pytest.fixture
+def fake_savings(monkeypatch):
+    """The dashboard's savings figures from ``FakeSavings`` (the routes never compute savings themselves)."""
+    from chalicelib.api import dashboard
+
+    fake = FakeSavings()
+    monkeypatch.setattr(dashboard, "_savings", lambda: fake)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def _savings_until_merged(monkeypatch):
+    """Until the savings repository (chalicelib/repositories/savings.py) is merged, the route walks
+    (tenant isolation, fuzz) reach the dashboard with ``FakeSavings``; once it exists this does nothing."""
+    if importlib.util.find_spec("chalicelib.repositories.savings") is None:
+        from chalicelib.api import dashboard
+
+        monkeypatch.setattr(dashboard, "_savings", lambda: FakeSavings())
+
