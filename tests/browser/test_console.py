@@ -183,7 +183,7 @@ def test_replicas_are_terminated_and_promoted_from_the_agents_page(page, demo):
     listed = {r["replica_id"]: r for r in demo.call(
         "GET", f"/api/agents/{agent}/replicas?include_terminated=true")["replicas"]}
     assert listed[replica]["status"] == "terminated"
-    assert page.inner_text(f"tr[data-row='{replica}'] td[data-col=status]") == "terminated"
+    page.wait_for_selector(f"tr[data-row='{replica}'] td[data-col=status] >> text=terminated")  # reloaded
 
     second = _standby(demo, agent)
     goto(page, demo, f"agents/{agent}", f"tr[data-row='{second}'] [data-action=promote]")
