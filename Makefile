@@ -52,7 +52,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The console's browser tests drive Debian's Chromium through Playwright (never Playwright's own download).
 # Installed here when this runs as root with apt (as CI does); otherwise stop and name the package.

@@ -148,7 +148,11 @@ def sign_in(page, kind: str, secret: str) -> None:
 
 def goto(page, demo, route: str, ready: str) -> None:
     """Open ``#/route`` and wait for ``ready`` (a selector) to show."""
-    page.goto(f"{demo.url}/#/{route}")
+    url = f"{demo.url}/#/{route}"
+    if page.url == url:
+        page.reload()  # the same hash fires no hashchange: load the page's data afresh
+    else:
+        page.goto(url)
     page.wait_for_selector(ready)
 
 
