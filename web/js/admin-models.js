@@ -27,8 +27,13 @@ function Upload({ action, onDone }) {
     <button type="submit" disabled=${action.busy || !artifact || !manifest}>Upload</button></form>`;
 }
 
-const metric = (m) => (m && typeof m === "object" ? Object.entries(m).filter(([, v]) => typeof v === "number").slice(0, 3)
-  .map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", ") : "—");
+// The manifest's own evaluation (its "model" block when it has one): the first few numeric metrics.
+const metric = (m) => {
+  const own = m && typeof m.model === "object" && m.model ? m.model : m;
+  if (!own || typeof own !== "object") return "—";
+  return Object.entries(own).filter(([, v]) => typeof v === "number").slice(0, 3)
+    .map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", ") || "—";
+};
 
 export function ModelsPage() {
   const state = useApi(() => api.get("/api/admin/ml-models"), []);
