@@ -311,3 +311,25 @@ def test_a_client_never_sees_another_clients_data(page, demo):
     page.click("form[data-form=force-switch] button[type=submit]")
     page.wait_for_selector("form[data-form=force-switch] .error >> text=answered 404")
     assert_nothing_of_a()
+
+
+def test_charts_draw_under_the_content_security_policy(page, demo):
+    """Chart.js under ``script-src 'self'; style-src 'self'``: the overview's four charts from a charts answer
+    of the contract's shape (served here by the browser, so this holds whichever routes the API has); any CSP
+    violation is a console error, which fails the test (the ``page`` fixture)."""
+    import json
+
+    days = [f"2023-02-{d:02d}" for d in (21, 22, 23)]
+    charts = {"savings_trend": [{"date": d, "baseline_cost": 3.0, "actual_cost": 2.0, "savings": 1.0,
+                                 "spot_hours": 10.0, "ondemand_hours": 2.0} for d in days],
+              "cost_vs_on_demand": [{"date": d, "actual_cost": 2.0, "baseline_cost": 3.0} for d in days],
+              "mode_distribution": {"spot": 2, "ondemand": 1},
+              "switches_per_day": [{"date": d, "count": n} for n, d in enumerate(days)]}
+    page.route(re.compile(r".*/api/client/[^/]+/stats/charts$"), lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(charts)))
+    sign_in(page, "client", demo.token)
+    page.wait_for_selector("[data-section=charts] canvas")
+    for chart in ("savings-trend", "cost-vs-ondemand", "mode-mix", "switches-per-day"):
+        drawn = page.eval_on_selector(f"[data-chart='{chart}'] canvas",
+                                      "c => c.width > 0 && window.Chart.getChart(c) !== undefined")
+        assert drawn, chart
