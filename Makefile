@@ -1,8 +1,11 @@
 # Spot Optimizer — developer commands. Every target builds the virtualenv first if it is missing.
 #   make demo     set everything up and run the demo (the README's main command)
-#   make test     lint, then every test (unit, property, API, integration, local-mode end-to-end)
+#   make test     lint, then every test (unit, property, API, integration, local-mode end-to-end, and the
+#                 web console in headless Chromium: `make browser` installs Debian's chromium when it can)
 #   make serve    local mode: API on :8000, embedded AWS (moto) on :5000, Ctrl-C to stop
 #   make package  chalice package + the packaging checks CI runs
+#   make web-vendor  re-fetch the console's pinned third-party files (web/SOURCES.md) from the npm registry
+#   make screenshots  the console's screenshots in docs/images/ (a short demo replay, headless Chromium)
 #   make bench    API latency / DynamoDB-calls benchmark (results → docs/benchmarks.md by hand)
 #   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
 #   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
@@ -31,7 +34,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test serve package bench backtest validate attack-walk train layer infra policies deploy lint clean check-python
+.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -47,9 +50,28 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m localmode.demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's Chromium through Playwright (never Playwright's own download).
+# Installed here when this runs as root with apt (as CI does); otherwise stop and name the package.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "==> installing Debian's chromium for the console's browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "error: the web console's browser tests need Chromium at $(CHROMIUM): install the Debian package 'chromium' (sudo apt-get install chromium), or set CHROMIUM=/path/to/chromium" >&2; exit 1; \
+	fi; \
+	test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) still missing after installing 'chromium'" >&2; exit 1; }
+
+web-vendor: $(STAMP)
+	$(BIN)/python web/fetch_vendor.py
+
+screenshots: $(STAMP) browser
+	PYTHONPATH=agent SPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m localmode.screenshots $(SCREENSHOT_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

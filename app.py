@@ -11,6 +11,7 @@ from chalicelib.api import (
     admin,
     agents,
     clients,
+    console,
     dashboard,
     dashboard_agents,
     dashboard_instances,
@@ -37,8 +38,8 @@ from chalicelib.settings import APP_NAME, get_settings
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
-                  replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp,
-                  price_history.bp):
+                  replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp, price_history.bp,
+                  console.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock

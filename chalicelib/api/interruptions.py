@@ -57,7 +57,19 @@ def interruption_view(row) -> dict:
         "decided_at": iso(row.decided_at), "replacement_ready_at": iso(row.replacement_ready_at),
         "traffic_moved_at": iso(row.traffic_moved_at), "completed_at": iso(row.completed_at),
         "old_terminated_at": iso(row.old_terminated_at),
+        "step_ms": _step_ms(row),
     }
+
+
+def _step_ms(row) -> dict:
+    """Milliseconds from the signal's detection to each recorded step of the failover (None: not reached)."""
+    def since_detected(at):
+        if at is None or row.detected_at is None:
+            return None
+        return int((at - row.detected_at).total_seconds() * 1000)
+
+    return {"decide": since_detected(row.decided_at), "replacement_ready": since_detected(row.replacement_ready_at),
+            "traffic_moved": since_detected(row.traffic_moved_at), "completed": since_detected(row.completed_at)}
 
 
 @bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"])

@@ -23,9 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--charts", type=Path, default=None,
                         help="also write the report's two charts as demo-prices.svg and demo-cost.svg here "
                              "(the README's pictures: --charts docs/images)")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep local mode serving after the report, with the web console on the demo's data")
+    parser.add_argument("--port", type=int, default=None,
+                        help="API (and web console) port (default: 8000 with --serve, else any free port)")
     args = parser.parse_args(argv)
     run(start=args.start, days=args.days, agents=args.agents, step_minutes=args.step_minutes,
-        html_path=args.html, json_path=args.json, charts_dir=args.charts)
+        html_path=args.html, json_path=args.json, charts_dir=args.charts,
+        serve=args.serve, port=args.port or (8000 if args.serve else None))
     return 0
 
 

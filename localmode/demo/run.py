@@ -96,7 +96,8 @@ class Replay:
         admin.call("POST", f"/api/admin/clients/{self.client_id}/limits",
                    {"allowed_instance_families": [INSTANCE_TYPE.split(".")[0]], "max_agents": max(50, agents),
                     "max_instances": max(20, 4 * agents), "max_standby_usd_per_hour": 1000})
-        self.client = Api(stack.api_url, token=created["client_token"])
+        self.client_token = created["client_token"]
+        self.client = Api(stack.api_url, token=self.client_token)
         self.fleet = Fleet(world, stack.api_url, created["client_token"], clock.now)
         self.layout = [LAYOUT[i % len(LAYOUT)] for i in range(agents)]
         self.booted: list[dict] = []  # {"logical", "mode", "az"}: where each agent started (for the backtest)
@@ -287,12 +288,13 @@ def versus_backtest(world: TraceWorld, start: datetime, end: datetime, booted: l
 
 
 def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, html_path: Path,
-        json_path: Path | None, quiet: bool = False, charts_dir: Path | None = None) -> dict:
+        json_path: Path | None, quiet: bool = False, charts_dir: Path | None = None, serve: bool = False,
+        port: int | None = None) -> dict:
     world = TraceWorld.load()
     start = start or world.default_week()
     end = start + timedelta(days=days)
     os.environ.setdefault("SPOT_LOCAL_CLOCK_SPEED", "1000")  # the workflow's Wait states, compressed
-    stack = LocalStack(embedded_aws.free_port(), embedded_aws.free_port(), quiet=True, run_jobs=False)
+    stack = LocalStack(port or embedded_aws.free_port(), embedded_aws.free_port(), quiet=True, run_jobs=False)
     began = time.monotonic()
     with stack:
         from chalicelib.observability import logger
@@ -333,6 +335,40 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
                                                                            if not k.startswith("_")}}, indent=1))
         replay.fleet.stop()
         replay.pool.shutdown()
-    report.print_summary(summary)
-    print(f"Report written to {html_path} ({time.monotonic() - began:.0f} s)")
+        report.print_summary(summary)
+        print(f"Report written to {html_path} ({time.monotonic() - began:.0f} s)")
+        print(console_banner(stack.api_url, replay.client_token, stack.admin_key, serving=serve,
+                             aws_endpoint=stack.aws.endpoint), flush=True)
+        if serve:
+            serve_until_stopped(stack)
     return summary
+
+
+def console_banner(api_url: str, client_token: str, admin_key: str, *, serving: bool, aws_endpoint: str) -> str:
+    """How to open the web console on the demo's data (local mode only: these secrets are the demo's own)."""
+    lines = ["", f"Web console: {api_url}/",
+             f"  sign in as the demo client with its token: {client_token}",
+             f"  or as the operator with the admin key:     {admin_key}"]
+    if serving:
+        lines.append(f"  embedded AWS: {aws_endpoint}  (aws --endpoint-url {aws_endpoint} ...)")
+        lines.append("  serving until Ctrl-C (the replay clock stays at the end of the window)")
+    else:
+        lines.append("  the demo stops local mode now: `make demo DEMO_ARGS=--serve` keeps the console up")
+    return "\n".join(lines)
+
+
+def serve_until_stopped(stack: LocalStack) -> None:
+    """Keep local mode up (``--serve``) until Ctrl-C or SIGTERM, or until chalice local exits."""
+    import signal
+    import threading
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.wait(0.5):
+            if stack.api is None or stack.api.poll() is not None:
+                print("chalice local exited", flush=True)
+                return
+    except KeyboardInterrupt:
+        pass
+    print("local mode stopped", flush=True)
