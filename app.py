@@ -1,20 +1,23 @@
 """Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules, event
 handlers and the failover workflow's task functions."""
 
-from chalice import Chalice, Rate
+from chalice import Chalice, Cron, Rate
 
 from components.sentinel.rules import SENTINEL_RULES
 
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
 from chalicelib.api import admin, agents, clients, decisions, health, interruptions, models, replicas
+from chalicelib.api import savings as savings_api
 from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
 from chalicelib.jobs import health_monitor as health_monitor_job
 from chalicelib.jobs import placement_scores as placement_scores_job
 from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
+from chalicelib.jobs import savings_rollup as savings_rollup_job
 from chalicelib.jobs import scheduled_time
+from chalicelib.jobs import snapshots as snapshots_job
 from chalicelib.jobs import spot_prices as spot_prices_job
 from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME, get_settings
@@ -22,7 +25,7 @@ from chalicelib.settings import APP_NAME, get_settings
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
-                  replicas.bp):
+                  replicas.bp, savings_api.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock
@@ -73,6 +76,24 @@ def spot_prices(event):
 def placement_scores(event):
     """Spot placement scores as capacity observations (each (region, type) at most every 6 h)."""
     return placement_scores_job.run(scheduled_time(event))
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="savings-rollup")
+def savings_rollup(event):
+    """Instances' real cost vs on-demand, re-integrated over the trailing 48 h (late reports absorbed)."""
+    return savings_rollup_job.run(scheduled_time(event))
+
+
+@app.schedule(Cron(15, 0, "*", "*", "?", "*"), name="savings-close")
+def savings_close(event):
+    """00:15 UTC: the roll-up once more after the day's late reports, closing yesterday (and last month)."""
+    return savings_rollup_job.run(scheduled_time(event))
+
+
+@app.schedule(Cron(20, 0, "*", "*", "?", "*"), name="growth-snapshot")
+def growth_snapshot(event):
+    """00:20 UTC: the daily growth/fleet snapshot (clients, agents, instances, total savings)."""
+    return snapshots_job.run(scheduled_time(event))
 
 
 # --- sentinel: the three EventBridge rules (chalice package emits them) ---

@@ -16,6 +16,7 @@ from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTab
 from chalicelib.tables.rate_limits import RateLimitTable
 from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
+from chalicelib.tables.savings import SavingsTable
 from chalicelib.tables.switches import SwitchTable
 from chalicelib.tables.system_events import SystemEventTable
 
@@ -41,6 +42,7 @@ ALL_TABLES = (
     ModelRegistryTable,
     IdempotencyTable,
     RateLimitTable,
+    SavingsTable,
 )
 
 # Counters every authenticated request writes (the rate limit counts bad requests too), so the
