@@ -94,12 +94,15 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
         if od is None:
             listed = catalogue.ondemand_price(row.instance_type)
             od = None if listed is None else Decimal(str(listed))
+        seen = points.get(row.pool_id, ())
+        # Before the pool's first visible point: the price recorded at launch; with no point at all, the
+        # pool's latest visible price (else the run costs its baseline: no saving is claimed).
         fallback = row.spot_price
-        if fallback is None and known is not None and known.price_visible_to(client_id):
+        if fallback is None and not seen and known is not None and known.price_visible_to(client_id):
             fallback = known.price
         runs.append(InstanceRun(instance_id=row.instance_id, agent_id=row.agent_id, mode=_mode(row),
                                 start=row.installed_at, end=_end(row, now), ondemand_price=od,
-                                spot_points=points.get(row.pool_id, ()), spot_fallback=fallback))
+                                spot_points=seen, spot_fallback=fallback))
     return runs
 
 

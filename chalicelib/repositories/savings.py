@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from components.calculations import Bucket, day_key, month_key, to_money, to_percent
+from components.calculations import Bucket, day_key, hour_key, month_key, to_money, to_percent
 
 from chalicelib.tables.savings import SavingsTable
 
@@ -149,6 +149,13 @@ def daily(client_id: str, days: int, now: datetime) -> list[dict]:
                        "spot_hours": _hours(row.spot_seconds if row else None),
                        "ondemand_hours": _hours(row.ondemand_seconds if row else None)})
     return answer
+
+
+def hourly(client_id: str, start: datetime, end: datetime) -> list[dict]:
+    """A client's stored hours from ``start``'s hour to ``end``'s, oldest first (hours without an instance
+    are absent): ``{"hour": "YYYY-MM-DDTHH", "actual_cost", "baseline_cost"}`` (cumulative cost charts)."""
+    return [{"hour": r.period, "actual_cost": _money(r.actual_cost), "baseline_cost": _money(r.baseline_cost)}
+            for r in _rows(client_key(client_id, "hour"), hour_key(start), hour_key(end))]
 
 
 def _entity_summary(partition: str, now: datetime) -> dict:

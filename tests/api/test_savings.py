@@ -165,3 +165,12 @@ def test_growth_snapshot_route(api, admin, fleet):
         assert_error(status, body, 400, field="days")
     status, body = fleet["caller"].get("/api/admin/clients/growth")
     assert status in (401, 403)
+
+
+def test_jobs_are_scheduled_and_local_mode_runs_them():
+    from localmode.invoke import scheduled_handlers
+    from localmode.schedules import period_seconds
+
+    handlers = scheduled_handlers()
+    assert period_seconds(handlers["savings-rollup"]) == 3600
+    assert period_seconds(handlers["savings-close"]) == 86400 and period_seconds(handlers["growth-snapshot"]) == 86400
