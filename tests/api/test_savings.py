@@ -15,11 +15,11 @@ from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.pools import PricePointTable
 from chalicelib.tables.savings import SavingsTable
 from tests.api._support import assert_error, now_utc, random_instance_type
-from tests.conftest import Caller, invoke_schedule
+from tests.conftest import Caller, invoke_schedule, registration
 
 
-def _point(pool_id, ts, price):
-    PricePointTable(pool_id, ts, price=Decimal(price), quality="actual",
+def _point(pool_id, ts, price, source_agent_id=None):
+    PricePointTable(pool_id, ts, price=Decimal(price), quality="actual", source_agent_id=source_agent_id,
                     expires_at=ts + timedelta(days=90)).save()
 
 
@@ -35,12 +35,14 @@ def _instance(client_id, agent_id, pool_id, mode, start, end, *, role="primary",
 @pytest.fixture
 def fleet(make_tenant):
     """A tenant whose agent ran a spot primary for 8 h (price 0.03 then, from T-6h, 0.05) and an
-    on-demand standby for 2 h, all before T (the last whole hour); on-demand list price 0.10."""
+    on-demand standby for 2 h, all before T (the last whole hour); on-demand list price 0.10. Another
+    tenant's agent reported a (wild) price for the pool at T-7h: never used for this tenant."""
     client_id, caller = make_tenant()
     t = now_utc().replace(minute=0, second=0, microsecond=0)
     pool = f"{random_instance_type()}.eu-west-1a"
     _point(pool, t - timedelta(hours=12), "0.03")
     _point(pool, t - timedelta(hours=6), "0.05")
+    _point(pool, t - timedelta(hours=7), "9.99", source_agent_id="ag-of-another-tenant")
     agent_id = "ag-" + uuid.uuid4().hex[:8]
     primary = _instance(client_id, agent_id, pool, "spot", t - timedelta(hours=10), t - timedelta(hours=2))
     standby = _instance(client_id, agent_id, f"{random_instance_type()}.eu-west-1b", "ondemand",
@@ -174,3 +176,16 @@ def test_jobs_are_scheduled_and_local_mode_runs_them():
     handlers = scheduled_handlers()
     assert period_seconds(handlers["savings-rollup"]) == 3600
     assert period_seconds(handlers["savings-close"]) == 86400 and period_seconds(handlers["growth-snapshot"]) == 86400
+
+
+def test_the_snapshot_counts_a_new_agent_and_its_instance(tenant_with_agent):
+    from chalicelib.jobs import snapshots
+
+    _, caller, _, _ = tenant_with_agent
+    before = snapshots.counts()
+    status, _ = caller.post("/api/agents/register", registration())
+    assert status == 200
+    after = snapshots.counts()
+    assert after["agents_total"] == before["agents_total"] + 1 and after["agents_online"] == before["agents_online"] + 1
+    assert after["instances_active"] == before["instances_active"] + 1
+    assert after["clients_total"] == before["clients_total"]
