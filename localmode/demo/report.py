@@ -1,7 +1,8 @@
 """What the demo prints and draws, computed only from what the tables recorded during the run.
 
-``collect`` reads the client's rows (instances, interruptions, switches, decisions, price points);
-``summarize`` turns them into cost, on-demand baseline, downtime and counts; ``html`` draws the report
+``collect`` reads the client's rows (instances, interruptions, switches, decisions, price points) and its
+savings figures from the savings repository (cost and on-demand baseline: the roll-up job's numbers, the
+ones the console shows); ``summarize`` turns them into cost, on-demand baseline, downtime and counts; ``html`` draws the report
 (inline SVG, no JavaScript, opens offline). The demo's test recomputes the summary from the raw rows.
 """
 
