@@ -1,7 +1,7 @@
 """Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules, event
 handlers and the failover workflow's task functions."""
 
-from chalice import Chalice, Rate
+from chalice import Chalice, Cron, Rate
 
 from components.sentinel.rules import SENTINEL_RULES
 
@@ -21,6 +21,7 @@ from chalicelib.api import (
     models,
     price_history,
     replicas,
+    savings,
 )
 from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import data_cleaner as data_cleaner_job
@@ -30,7 +31,9 @@ from chalicelib.jobs import placement_scores as placement_scores_job
 from chalicelib.jobs import pricing_aggregator as pricing_aggregator_job
 from chalicelib.jobs import replica_coordinator as replica_coordinator_job
 from chalicelib.jobs import risk_scorer as risk_scorer_job
+from chalicelib.jobs import savings_rollup as savings_rollup_job
 from chalicelib.jobs import scheduled_time
+from chalicelib.jobs import snapshots as snapshots_job
 from chalicelib.jobs import spot_prices as spot_prices_job
 from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME, get_settings
@@ -39,7 +42,7 @@ app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
                   replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp, price_history.bp,
-                  console.bp):
+                  console.bp, savings.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock
@@ -102,6 +105,23 @@ def pricing_aggregator(event):
 def data_cleaner(event):
     """Retention beyond TTL: old finished commands, old read notifications, rolled-up raw price points."""
     return data_cleaner_job.run(scheduled_time(event))
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="savings-rollup")
+def savings_rollup(event):
+    """Instances' real cost vs on-demand, re-integrated over the trailing 48 h (late reports absorbed)."""
+    return savings_rollup_job.run(scheduled_time(event))
+
+
+@app.schedule(Cron(15, 0, "*", "*", "?", "*"), name="savings-close")
+def savings_close(event):
+    """00:15 UTC: the roll-up once more after the day's late reports, closing yesterday (and last month)."""
+    return savings_rollup_job.run(scheduled_time(event))
+
+
+@app.schedule(Cron(20, 0, "*", "*", "?", "*"), name="growth-snapshot")
+def growth_snapshot(event):
+    """00:20 UTC: the daily growth/fleet snapshot (clients, agents, instances, total savings)."""
+    return snapshots_job.run(scheduled_time(event))
 
 
 # --- sentinel: the three EventBridge rules (chalice package emits them) ---

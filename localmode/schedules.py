@@ -18,10 +18,19 @@ SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 
 
 def period_seconds(expression) -> float:
-    """Seconds between runs for a Chalice Rate (Cron is treated as hourly in local mode)."""
+    """Seconds between runs for a Chalice Rate; a Cron at a fixed minute and hour of every day (``Cron(15, 0,
+    "*", "*", "?", "*")``) is daily, any other Cron is treated as hourly in local mode."""
     if isinstance(expression, Rate):
         return expression.value * SECONDS[expression.unit]
+    if _fixed(getattr(expression, "minutes", None)) and _fixed(getattr(expression, "hours", None)) \
+            and str(getattr(expression, "day_of_month", "*")) in ("*", "?") \
+            and str(getattr(expression, "day_of_week", "?")) in ("*", "?"):
+        return 86400.0
     return 3600.0
+
+
+def _fixed(field) -> bool:
+    return isinstance(field, int) or (isinstance(field, str) and field.isdigit())
 
 
 def run_due_jobs(last_run: dict[str, float], speed: float, now: datetime) -> list[str]:

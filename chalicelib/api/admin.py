@@ -201,9 +201,11 @@ def _bus_access(account_id: str, *, allow: bool) -> None:
 
 @bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"])
 def set_limits(client_id):
-    """Override the client's quotas and instance-type policy (``null`` restores the default)."""
+    """Override the client's quotas and instance-type policy (``null`` restores the default), and its
+    on-demand discount (``ondemand_discount_percent``, the savings baseline; ``null`` = 0)."""
     body = admin_request(_request(), LimitsRequest)
     client = clients.set_limits(client_id, body.model_dump(exclude_unset=True))
     activity.record_event("client_limits", f"limits of {client.name} changed", utcnow(), severity="warning",
                           client_id=client_id, metadata=body.model_dump(exclude_unset=True))
-    return ok({"client_id": client_id, "limits": quotas.limits(client_id)})
+    return ok({"client_id": client_id, "limits": quotas.limits(client_id),
+               "ondemand_discount_percent": client.ondemand_discount_percent})

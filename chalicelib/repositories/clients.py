@@ -204,10 +204,13 @@ def _set_bindings(client: ClientRecord, bindings: list[dict], *, external_id: st
 
 
 def set_limits(client_id: str, limits: dict) -> ClientRecord:
-    """Set (value) or reset to the default (None) the named quota/policy overrides."""
-    return _update_existing(client_id, [getattr(ClientTable, name).set(value) if value is not None
-                                        else getattr(ClientTable, name).remove()
-                                        for name, value in limits.items() if name in LIMIT_FIELDS])
+    """Set (value) or reset to the default (None) the named quota/policy overrides, and the on-demand
+    discount (``ondemand_discount_percent``; None resets it to 0)."""
+    actions = [getattr(ClientTable, name).set(value) if value is not None else getattr(ClientTable, name).remove()
+               for name, value in limits.items() if name in LIMIT_FIELDS]
+    if "ondemand_discount_percent" in limits:
+        actions.append(ClientTable.ondemand_discount_percent.set(limits["ondemand_discount_percent"] or 0))
+    return _update_existing(client_id, actions)
 
 
 def _update_existing(client_id: str, actions: list) -> ClientRecord:

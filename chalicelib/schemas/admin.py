@@ -67,6 +67,8 @@ class LimitsRequest(Schema):
     allow_accelerated_types: bool | None = None
     allowed_instance_families: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")]] | None = Field(
         default=None, max_length=100)
+    # The client's discount on on-demand (Savings Plans/RIs): lowers the savings baseline (null: 0).
+    ondemand_discount_percent: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _something(self):

@@ -17,6 +17,7 @@ from chalicelib.tables.pools import PoolTable, PricePointTable, PriceRollupTable
 from chalicelib.tables.rate_limits import RateLimitTable
 from chalicelib.tables.replicas import ReplicaTable
 from chalicelib.tables.risk import DecisionTable, ModelRegistryTable, RiskScoreTable
+from chalicelib.tables.savings import SavingsTable
 from chalicelib.tables.switches import SwitchTable
 from chalicelib.tables.system_events import SystemEventTable
 
@@ -44,6 +45,7 @@ ALL_TABLES = (
     ModelRegistryTable,
     IdempotencyTable,
     RateLimitTable,
+    SavingsTable,
 )
 
 # Counters every authenticated request writes (the rate limit counts bad requests too), so the

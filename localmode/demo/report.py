@@ -1,14 +1,14 @@
 """What the demo prints and draws, computed only from what the tables recorded during the run.
 
-``collect`` reads the client's rows (instances, interruptions, switches, decisions, price points);
-``summarize`` turns them into cost, on-demand baseline, downtime and counts; ``html`` draws the report
+``collect`` reads the client's rows (instances, interruptions, switches, decisions, price points) and its
+savings figures from the savings repository (cost and on-demand baseline: the roll-up job's numbers, the
+ones the console shows); ``summarize`` turns them into cost, on-demand baseline, downtime and counts; ``html`` draws the report
 (inline SVG, no JavaScript, opens offline). The demo's test recomputes the summary from the raw rows.
 """
 
 from __future__ import annotations
 
 import html as html_lib
-from bisect import bisect_right
 from datetime import datetime, timedelta
 
 from components.timeutil import parse_iso
@@ -42,6 +42,7 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
         pid, ObservationTable.observation_key.between(since, "9999"))]
     return {
         "start": _iso(start), "end": _iso(end),
+        "savings": savings_figures(client_id, [a.agent_id for a in agents], end),
         "agents": [{"agent_id": a.agent_id, "logical_agent_id": a.logical_agent_id, "status": a.status,
                     "mode": "manual-replica" if a.config.manual_replica_enabled else "auto-switch"} for a in agents],
         "instances": [{"instance_id": i.instance_id, "agent_id": i.agent_id, "role": i.role, "mode": i.mode,
@@ -68,6 +69,16 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
     }
 
 
+def savings_figures(client_id: str, agent_ids: list[str], end: datetime) -> dict:
+    """The client's and each agent's cost and on-demand baseline as the savings repository has them (the
+    roll-up job's rows): the one source the console shows too, so the demo prints the same numbers."""
+    from chalicelib.repositories import savings
+
+    return {"client": savings.client_summary(client_id, end),
+            "agents": {agent_id: savings.agent_summary(client_id, agent_id, end) for agent_id in agent_ids},
+            "hours": savings.hourly(client_id, end - timedelta(days=400), end)}
+
+
 def _lifetime(inst: dict, end: datetime) -> tuple[datetime, datetime]:
     """When an instance row ran: install → termination (or deactivation; or the end of the run)."""
     begin = parse_iso(inst["installed_at"])
@@ -78,41 +89,6 @@ def _lifetime(inst: dict, end: datetime) -> tuple[datetime, datetime]:
     else:
         stop = end
     return begin, max(begin, min(stop, end))
-
-
-def _series(raw: dict, pool_id: str) -> tuple[list[datetime], list[float]]:
-    cache = raw.setdefault("_series", {})
-    if pool_id not in cache:
-        pts = sorted((parse_iso(t), p) for t, p in raw["price_points"].get(pool_id, []))
-        cache[pool_id] = ([t for t, _ in pts], [p for _, p in pts])
-    return cache[pool_id]
-
-
-def cost_curve(inst: dict, raw: dict, end: datetime, step_s: int = 300) -> tuple[list[datetime], list[float]]:
-    """Cumulative cost of one instance at each step of its life: its pool's recorded price (the latest
-    point at or before each step) integrated over time, or the on-demand price when it ran on demand."""
-    begin, stop = _lifetime(inst, end)
-    od = max(raw["ondemand"].values()) if raw["ondemand"] else 0.0
-    spot = inst["mode"] == "spot" and inst["pool_id"]
-    times, prices = _series(raw, inst["pool_id"]) if spot else ([], [])
-    at, cum, total, t = [begin], [0.0], 0.0, begin
-    while t < stop:
-        nxt = min(stop, t + timedelta(seconds=step_s))
-        if spot:
-            i = bisect_right(times, t) - 1
-            price = prices[i] if i >= 0 else (prices[0] if prices else od)
-        else:
-            price = od
-        total += price * (nxt - t).total_seconds() / 3600
-        t = nxt
-        at.append(t)
-        cum.append(total)
-    return at, cum
-
-
-def instance_cost(inst: dict, raw: dict, end: datetime) -> float:
-    """What one instance cost over its life (see cost_curve)."""
-    return cost_curve(inst, raw, end)[1][-1]
 
 
 def _next_primary(raw: dict, event: dict, after: datetime, end: datetime) -> datetime:
@@ -127,14 +103,11 @@ def _next_primary(raw: dict, event: dict, after: datetime, end: datetime) -> dat
     return min(starts, default=end)
 
 
-def agent_costs(raw: dict, end: datetime) -> dict[str, float]:
-    """What each logical agent's instances (standbys included) cost over the run."""
-    names = {a["agent_id"]: a["logical_agent_id"] for a in raw["agents"]}
-    out = {name: 0.0 for name in names.values()}
-    for inst in raw["instances"]:
-        if inst["agent_id"] in names:
-            out[names[inst["agent_id"]]] += instance_cost(inst, raw, end)
-    return out
+def agent_costs(raw: dict) -> dict[str, float]:
+    """What each logical agent's instances (standbys included) cost over the run (savings repository)."""
+    figures = (raw.get("savings") or {}).get("agents", {})
+    return {a["logical_agent_id"]: float(figures.get(a["agent_id"], {}).get("total_actual_cost", 0.0))
+            for a in raw["agents"]}
 
 
 def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
@@ -192,13 +165,10 @@ def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
 def summarize(raw: dict) -> dict:
     """Cost vs all-on-demand, interruptions, failovers and their timings, downtime, switches, decisions."""
     start, end = parse_iso(raw["start"]), parse_iso(raw["end"])
-    od = max(raw["ondemand"].values()) if raw["ondemand"] else 0.0
-    cost = sum(instance_cost(i, raw, end) for i in raw["instances"])
-    first_seen = {}
-    for inst in raw["instances"]:
-        begin = parse_iso(inst["installed_at"])
-        first_seen[inst["agent_id"]] = min(first_seen.get(inst["agent_id"], begin), begin)
-    baseline = sum(od * (end - max(start, t0)).total_seconds() / 3600 for t0 in first_seen.values())
+    # Cost and baseline: the savings repository's figures (the roll-up job integrated them), as the console
+    # shows them. Baseline = the same instance-hours (standbys and hand-over overlaps included) on demand.
+    client = (raw.get("savings") or {}).get("client", {})
+    cost, baseline = float(client.get("total_actual_cost", 0.0)), float(client.get("total_baseline_cost", 0.0))
     downtime, failovers = 0.0, []
     for e in sorted(raw["interruptions"], key=lambda e: e["detected_at"]):
         if e["signal_type"].startswith("rebalance") or e["signal_type"] == "planned-return":
@@ -229,7 +199,8 @@ def summarize(raw: dict) -> dict:
         "decisions": len(raw["decisions"]), "decision_moves": len(moves),
         "decision_examples": [{"at": d["decided_at"], "action": d["action"], "target": d["target"],
                                "reason": d["reason"]} for d in (moves[:3] + raw["decisions"][:1])][:4],
-        "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw, end).items()},
+        "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw).items()},
+        "savings_usd": round(float(client.get("total_savings", 0.0)), 2),
         "ondemand_primary": stretches,
         "ondemand_primary_hours": round(sum(s["hours"] for s in stretches.values()), 2),
         "backoff_choices_checked": checked, "backoff_violations": violations,
@@ -243,7 +214,7 @@ def print_summary(s: dict) -> None:
 Summary (computed from what the tables recorded)
   replayed window        {s['window']}
   agents / instances     {s['agents']} agents ({s['agents_online']} online at the end), {s['instances']} instances over the run (standbys included)
-  cost                   ${s['cost_usd']:,.2f} vs ${s['ondemand_usd']:,.2f} all on-demand ({s['cost_pct_of_ondemand']}% of on-demand)
+  cost                   ${s['cost_usd']:,.2f} vs ${s['ondemand_usd']:,.2f} all on-demand ({s['cost_pct_of_ondemand']}% of on-demand; savings ${s.get('savings_usd', 0.0):,.2f}, as the console shows them)
   interruptions          {s['interruptions']} warnings handled: {actions}
   failover               warning → traffic moved p50 {s['failover_ms_p50']} ms, max {s['failover_ms_max']} ms (product processing; EC2 boot is instant in the embedded AWS)
   downtime               {s['downtime_s']} s past the two-minute deadlines
@@ -341,23 +312,16 @@ def charts(raw: dict) -> tuple[str, str]:
             first = False
     prices = _svg_chart(series, marks, x0, x1, "Spot price per pool ($/h); thick: each agent's pool while it ran "
                         "there; dashed red: interruption warnings", "$/h")
-    od = max(raw["ondemand"].values()) if raw["ondemand"] else 0.0
-    steps = 200
-    curves = [cost_curve(i, raw, end) for i in raw["instances"]]
-    first_seen = sorted({min(parse_iso(i["installed_at"]) for i in raw["instances"] if i["agent_id"] == a)
-                         for a in {i["agent_id"] for i in raw["instances"]}})
-    ours, baseline = [], []
-    for k in range(steps + 1):
-        t = start + (end - start) * k / steps
-        total = 0.0
-        for at, cum in curves:
-            j = bisect_right(at, t) - 1
-            total += cum[j] if j >= 0 else 0.0
-        ours.append((t.timestamp(), total))
-        baseline.append((t.timestamp(), sum(od * max(0.0, (t - max(start, t0)).total_seconds()) / 3600
-                                            for t0 in first_seen)))
+    # The savings repository's hourly rows (what the summary and the console show), accumulated hour by hour.
+    ours, baseline, paid, base = [(x0, 0.0)], [(x0, 0.0)], 0.0, 0.0
+    for row in (raw.get("savings") or {}).get("hours", []):
+        paid, base = paid + row["actual_cost"], base + row["baseline_cost"]
+        at = min(x1, parse_iso(row["hour"] + ":00:00Z").timestamp() + 3600)
+        ours.append((at, paid))
+        baseline.append((at, base))
     cost = _svg_chart([("Spot Optimizer", "#1f77b4", ours, 2.5), ("all on-demand", "#555", baseline, 1.5)], marks,
-                      x0, x1, "Cumulative cost ($) vs all on-demand; dashed red: interruption warnings", "$")
+                      x0, x1, "Cumulative cost ($) vs the same instance-hours on demand (hourly, savings roll-up); "
+                      "dashed red: interruption warnings", "$")
     return prices, cost
 
 

@@ -320,6 +320,9 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
                 print(f"  {100 * steps // total_steps:>3}%  {t:%a %d %b %H:%M}  two-minute warnings sent so far "
                       f"{warnings} (to primaries and standbys)  ({time.monotonic() - began:.0f} s)", flush=True)
         replay.set_time(end)
+        from localmode.invoke import invoke_schedule
+
+        invoke_schedule("savings-rollup", end)  # the savings roll-up up to the end: the report's figures
         print("  wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in replay.timings.items()), flush=True)
         raw = report.collect(replay.client_id, start, end)
         summary = report.summarize(raw)

@@ -1,8 +1,7 @@
-"""API-test fixtures: the savings repository's stand-in for the dashboard routes."""
+"""API-test fixtures: a fixed-figure savings repository for the dashboard routes' own tests (the real
+roll-up is tested in tests/api/test_savings.py)."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 
@@ -42,14 +41,4 @@ def fake_savings(monkeypatch):
     fake = FakeSavings()
     monkeypatch.setattr(dashboard, "_savings", lambda: fake)
     return fake
-
-
-@pytest.fixture(autouse=True)
-def _savings_until_merged(monkeypatch):
-    """Until the savings repository (chalicelib/repositories/savings.py) is merged, the route walks
-    (tenant isolation, fuzz) reach the dashboard with ``FakeSavings``; once it exists this does nothing."""
-    if importlib.util.find_spec("chalicelib.repositories.savings") is None:
-        from chalicelib.api import dashboard
-
-        monkeypatch.setattr(dashboard, "_savings", lambda: FakeSavings())
 

@@ -91,6 +91,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/client/accounts", "GET"): Route(foreign=200, owner=200,
                                            notes="the caller's own account bindings and ExternalId only"),
     ("/api/client/limits", "GET"): Route(foreign=200, owner=200, notes="the caller's own quotas only"),
+    ("/api/client/{client_id}/savings", "GET"): Route(foreign=404, owner=200),
     ("/api/notifications", "GET"): Route(foreign=200, owner=200,
                                          notes="lists the caller's own notifications only"),
     ("/api/notifications/{notification_id}/mark-read", "POST"): Route(foreign=404, owner=200),
@@ -162,6 +163,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/admin/clients/create", "POST"): Route(
         foreign=401, owner=201, admin=True, body=lambda ids: {"name": f"iso-{uuid.uuid4().hex[:10]}"}),
     ("/api/admin/clients", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/growth", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/rate-limit", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"requests_per_window": 100000}),
