@@ -439,6 +439,11 @@ def types_in_use() -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def all_for_client(client_id: str) -> list[AgentRecord]:
+    """Every agent row of the client, deleted and terminated ones included (one partition query)."""
+    return [_record(row) for row in AgentTable.query(client_id)]
+
+
 def set_client_suspended(client_id: str, suspended: bool) -> int:
     """Copy the client's (in)active status onto each of its agents (agent credentials read only the agent
     row). The agents are found on the listing index (eventually consistent: an agent registering in the
