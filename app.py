@@ -20,6 +20,8 @@ from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME, get_settings
 
 app = Chalice(app_name=APP_NAME)
+# The legacy dashboard's model upload is multipart with binary files: API Gateway must pass it unaltered.
+app.api.binary_types.append("multipart/form-data")
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, admin_fleet.bp, models.bp,
                   interruptions.bp, replicas.bp):

@@ -11,8 +11,11 @@ Index use, per the no-scan rule:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from pynamodb.models import Model
 
 from components.agent_identity import AgentStatus
 
@@ -131,7 +134,7 @@ def live_standbys(client_id: str) -> list[ReplicaTable]:
     return found
 
 
-def _delete_all(rows) -> int:
+def _delete_all(rows: Iterable[Model]) -> int:
     count = 0
     for row in rows:
         row.delete()
