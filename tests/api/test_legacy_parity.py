@@ -350,6 +350,7 @@ def _param(row: Row):
     return pytest.param(row, marks=marks, id=f"{row.method} {row.path}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", [_param(r) for r in ROWS])
 def test_the_legacy_call_is_served_as_documented(api, admin, make_tenant, failover_machine, keep_the_active_model,
                                                  row):
