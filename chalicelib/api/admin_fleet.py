@@ -138,13 +138,14 @@ def list_clients():
 
 @bp.route("/api/admin/clients/{client_id}", methods=["DELETE"])
 def delete_client(client_id):
-    """Hard delete: the token stops working first, then the standbys and instances the product launched for
+    """Hard delete: the token (and the agents' credentials) stop working first, then the standbys and instances the product launched for
     the client are terminated, then every row of the client is deleted (client row last, so a failed call
     can be repeated). A second call is 404."""
     admin_request(_request())
     client = clients.require(client_id)
     now = utcnow()
     fleet.revoke_token(client.token_hash)
+    agents.set_client_suspended(client_id, True)  # agent credentials stop too, while the rows are deleted
     terminated = _terminate_launched(client_id)
     deleted = fleet.delete_client_rows(client_id, client.name)
     for binding in client.aws_accounts:
