@@ -9,6 +9,7 @@ from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
 from chalicelib.api import (
     admin,
+    admin_fleet,
     agents,
     clients,
     console,
@@ -39,10 +40,12 @@ from chalicelib.observability import http_middleware
 from chalicelib.settings import APP_NAME, get_settings
 
 app = Chalice(app_name=APP_NAME)
+# The legacy dashboard's model upload is multipart with binary files: API Gateway must pass it unaltered.
+app.api.binary_types.append("multipart/form-data")
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
                   replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp, price_history.bp,
-                  console.bp, savings.bp):
+                  console.bp, savings.bp, admin_fleet.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock

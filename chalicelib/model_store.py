@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,12 +23,18 @@ from pynamodb.transactions import TransactWrite
 from components.risk_model import FEATURE_NAMES, Manifest, validate_manifest
 
 from chalicelib.aws import s3
-from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError
+from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from chalicelib.repositories.dynamo import transaction_connection
 from chalicelib.tables.risk import ModelRegistryTable
 
 MODEL_NAME = "risk"
 POINTER = "_active"
+# Artifacts too big for an API request body go straight to S3 with a presigned POST (new_upload), then are
+# registered (register_upload): the object is checked where it is and becomes the version's artifact.
+UPLOAD_PREFIX = f"models/{MODEL_NAME}/uploads/"
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+UPLOAD_URL_EXPIRES_S = 900
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _cache: dict[str, Any] = {}
 
 
@@ -41,24 +49,61 @@ class ModelVersion:
     activated_at: datetime | None
     manifest: dict
     rejected_because: str | None = None
+    size_bytes: int | None = None
+    s3_key: str | None = None
 
 
 def _view(row: ModelRegistryTable) -> ModelVersion:
     return ModelVersion(row.version, row.status, row.sha256 or "", row.created_at, row.activated_at,
-                        row.manifest or {}, row.rejected_because)
+                        row.manifest or {}, row.rejected_because,
+                        None if row.size_bytes is None else int(row.size_bytes), row.s3_key)
 
 
-def upload(artifact: bytes, manifest_data: dict, now: datetime) -> ModelVersion:
-    """Check the manifest and the artifact's sha256, store both; status ``uploaded``."""
+def _checked(artifact: bytes, manifest_data: dict):
     manifest = validate_manifest(manifest_data)
     digest = hashlib.sha256(artifact).hexdigest()
     if digest != manifest.sha256:
         raise InvalidInputError("the artifact's sha256 does not match the manifest", field="manifest.sha256")
-    version = manifest.version
-    key = f"models/{MODEL_NAME}/{version}/{digest}.joblib"
+    return manifest, digest
+
+
+def upload(artifact: bytes, manifest_data: dict, now: datetime) -> ModelVersion:
+    """Check the manifest and the artifact's sha256, store both; status ``uploaded``."""
+    manifest, digest = _checked(artifact, manifest_data)
+    key = f"models/{MODEL_NAME}/{manifest.version}/{digest}.joblib"
     s3.put_bytes(key, artifact)
+    return _register(manifest.version, digest, len(artifact), key, manifest_data, now)
+
+
+def new_upload() -> tuple[str, dict]:
+    """An upload id and the presigned POST that puts one artifact (at most MAX_ARTIFACT_BYTES) for it."""
+    upload_id = uuid.uuid4().hex
+    return upload_id, s3.presigned_upload(f"{UPLOAD_PREFIX}{upload_id}", MAX_ARTIFACT_BYTES, UPLOAD_URL_EXPIRES_S)
+
+
+def register_upload(upload_id: str, manifest_data: dict, now: datetime) -> ModelVersion:
+    """Register the artifact put through a presigned upload as a new version (status ``uploaded``): the object
+    is read back, its size and sha256 checked against the manifest, and it stays where it is (the scorer
+    re-checks the sha256 whenever it loads it, so a later overwrite of the object can never be used)."""
+    if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidInputError("upload_id is not an upload id returned by upload-url", field="upload_id")
+    validate_manifest(manifest_data)  # a broken manifest is refused before the artifact is downloaded
+    key = f"{UPLOAD_PREFIX}{upload_id}"
+    try:
+        artifact = s3.get_bytes_at_most(key, MAX_ARTIFACT_BYTES)
+    except s3.ObjectTooLarge as exc:
+        raise PayloadTooLargeError(f"the artifact is larger than {MAX_ARTIFACT_BYTES} bytes",
+                                   field="upload_id") from exc
+    if artifact is None:
+        raise NotFoundError("nothing was uploaded under this upload_id (or the upload failed)",
+                            field="upload_id", code="upload_not_found")
+    manifest, digest = _checked(artifact, manifest_data)
+    return _register(manifest.version, digest, len(artifact), key, manifest_data, now)
+
+
+def _register(version: str, digest: str, size: int, key: str, manifest_data: dict, now: datetime) -> ModelVersion:
     row = ModelRegistryTable(MODEL_NAME, version, status="uploaded", s3_key=key, sha256=digest,
-                             manifest=manifest_data, created_at=now)
+                             manifest=manifest_data, created_at=now, size_bytes=size)
     try:
         row.save(condition=ModelRegistryTable.version.does_not_exist())
     except Exception as exc:  # noqa: BLE001 - pynamodb PutError on the failed condition

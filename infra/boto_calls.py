@@ -46,6 +46,9 @@ PYNAMODB_ACTIONS = {
 }
 TRANSACTION_ACTIONS = ("dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                        "dynamodb:DeleteItem")
+# Client methods that sign a request locally for someone else to send: the action that request performs
+# (it runs with the signing function's permissions).
+PRESIGNED = {("s3", "generate_presigned_post"): "s3:PutObject"}
 # (imported module, attribute) → actions, for libraries that call AWS for us.
 LIBRARY_CALLS = {
     ("aws_lambda_powertools.utilities.parameters", "get_parameter"): ("ssm:GetParameter",),
@@ -270,6 +273,8 @@ def iam_action(service: str, method: str) -> str:
     """``("ec2", "describe_instances")`` → ``ec2:DescribeInstances`` (botocore's model, not a guess)."""
     from botocore import xform_name
 
+    if (service, method) in PRESIGNED:
+        return PRESIGNED[(service, method)]
     model = _service_model(service)
     by_method = {xform_name(op): op for op in model.operation_names}
     if method not in by_method:

@@ -246,7 +246,7 @@ _SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, start_failover)
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
-    API_HANDLER: (tables, admin_key, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
+    API_HANDLER: (tables, admin_key, models_read, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
                   handover_check, start_failover, event_bus_access),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),

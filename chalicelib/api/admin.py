@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import auth
 from chalicelib.aws import accounts, event_bus
-from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
+from chalicelib.api.common import ApiBlueprint, admin_request, ok, utcnow
 from chalicelib import quotas
 from chalicelib.api.views import accounts_view, client_view, iso
 from chalicelib.errors import ConflictError, GoneError, InvalidInputError, ServiceUnavailableError
@@ -47,15 +47,6 @@ def create_client():
                           client_id=client.client_id)
     return ok({**client_view(client), "client_token": token,
                "warning": "store this token now: it is shown only once"}, status=201)
-
-
-@bp.route("/api/admin/clients", methods=["GET"])
-def list_clients():
-    """Clients in creation order, paginated (``limit``, ``next_token``)."""
-    admin_request(_request())
-    limit, token = page_params(_request())
-    page = clients.list_page(limit, token)
-    return ok({"clients": [client_view(c) for c in page.items], "next_token": page.next_token})
 
 
 @bp.route("/api/admin/clients/{client_id}/regenerate-token", methods=["POST"])
@@ -122,18 +113,6 @@ def set_client_rate_limit(client_id):
     return ok(client_view(client))
 
 
-@bp.route("/api/admin/activity", methods=["GET"])
-def recent_activity():
-    """The last system events (audit log), newest first."""
-    admin_request(_request())
-    limit, _ = page_params(_request())
-    events = activity.recent_events(utcnow(), limit=limit)
-    return ok({"events": [{"event_type": e.event_type, "severity": e.severity, "message": e.message,
-                           "client_id": e.client_id, "agent_id": e.agent_id,
-                           "instance_id": e.instance_id, "created_at": iso(e.created_at)}
-                          for e in events]})
-
-
 @bp.route("/api/admin/clients/{client_id}/accounts", methods=["POST"])
 def bind_account(client_id):
     """Bind an AWS account to the client: the product will act there through ``role_arn`` with the client's
@@ -165,15 +144,15 @@ def unbind_account(client_id, account_id):
         raise InvalidInputError("account_id must be 12 digits", field="account_id")
     client = clients.require(client_id)
     if not any(b["account_id"] == account_id for b in client.aws_accounts):
-        _release_bus_access(account_id)  # a retry after the bus refused: converge, then say "not bound"
+        release_bus_access(account_id)  # a retry after the bus refused: converge, then say "not bound"
     client = clients.unbind_account(client, account_id)
     activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}", utcnow(),
                           severity="warning", client_id=client_id)
-    _release_bus_access(account_id)
+    release_bus_access(account_id)
     return ok(accounts_view(client))
 
 
-def _release_bus_access(account_id: str) -> None:
+def release_bus_access(account_id: str) -> None:
     """Close the event bus to the account once no client of the stage binds it."""
     if not clients.binding_account(account_id):
         _bus_access(account_id, allow=False)

@@ -8,9 +8,9 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
 
-from chalicelib.errors import NotFoundError
+from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories.dynamo import condition_failed
-from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token
 from chalicelib.settings import get_settings
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.system_events import SystemEventTable
@@ -40,6 +40,53 @@ def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemE
         found += list(SystemEventTable.query(day, scan_index_forward=False, limit=limit - len(found)))
         if len(found) >= limit:
             break
+    return found
+
+
+def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
+    """The audit log newest first, one page at a time, back to the retention horizon (admin feed).
+
+    Each day is one partition queried backwards; the token names the day and the last event key served, so
+    the next page goes on in that day and then in earlier ones. Days without events cost one empty query."""
+    oldest = (now - timedelta(days=get_settings().event_retention_days)).strftime("%Y-%m-%d")
+    day, before = now.strftime("%Y-%m-%d"), None
+    start = decode_scan_token(next_token, key_attrs=("day", "event_key"))
+    if start is not None:
+        day, before = start["day"]["S"], start["event_key"]["S"]
+        try:
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            raise InvalidInputError("next_token is not valid", field="next_token") from None
+    found: list[SystemEventTable] = []
+    while day >= oldest:
+        condition = (SystemEventTable.event_key < before) if before else None
+        found += list(SystemEventTable.query(day, condition, scan_index_forward=False, limit=limit - len(found)))
+        if len(found) >= limit:
+            last = found[-1]
+            return Page(found, encode_token({"day": {"S": last.day}, "event_key": {"S": last.event_key}}))
+        day = (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+        before = None
+    return Page(found, None)
+
+
+def events_since(now: datetime, since: datetime, *, severities: tuple[str, ...] = (),
+                 event_types: tuple[str, ...] = (), limit: int = 50) -> list[SystemEventTable]:
+    """Newest events since ``since`` (day partitions queried backwards, filtered), at most ``limit``."""
+    condition = None
+    if severities:
+        condition = SystemEventTable.severity.is_in(*severities)
+    if event_types:
+        by_type = SystemEventTable.event_type.is_in(*event_types)
+        condition = by_type if condition is None else condition & by_type
+    found: list[SystemEventTable] = []
+    day = now
+    while day.strftime("%Y-%m-%d") >= since.strftime("%Y-%m-%d") and len(found) < limit:
+        for row in SystemEventTable.query(day.strftime("%Y-%m-%d"), SystemEventTable.event_key >= _stamp(since),
+                                          scan_index_forward=False, filter_condition=condition):
+            found.append(row)
+            if len(found) >= limit:
+                break
+        day -= timedelta(days=1)
     return found
 
 

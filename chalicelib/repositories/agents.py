@@ -441,8 +441,8 @@ def types_in_use() -> list[tuple[str, str]]:
 
 
 def all_for_client(client_id: str) -> list[AgentRecord]:
-    """Every agent of a client, deleted ones included (bounded by the client's agent quota)."""
-    return [_record(row) for row in AgentTable.by_logical_id.query(client_id)]
+    """Every agent row of the client, deleted and terminated ones included (one partition query)."""
+    return [_record(row) for row in AgentTable.query(client_id)]
 
 
 def set_client_suspended(client_id: str, suspended: bool) -> int:

@@ -56,3 +56,17 @@ def decode_token(token: str | None, *, partition_attr: str, partition_value: str
             or (key_attrs is not None and set(key) != set(key_attrs))):
         raise InvalidInputError("next_token is not valid", field="next_token")
     return key
+
+
+def decode_scan_token(token: str | None, *, key_attrs: tuple[str, ...]) -> dict | None:
+    """Parse a token of a fleet-wide (admin) scan: any partition, but exactly the table's key attributes."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError("next_token is not valid", field="next_token") from None
+    if not _string_key(key) or set(key) != set(key_attrs):
+        raise InvalidInputError("next_token is not valid", field="next_token")
+    return key

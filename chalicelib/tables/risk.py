@@ -59,6 +59,7 @@ class ModelRegistryTable(Model):
     sha256 = OptionalText()
     manifest = JSONAttribute(null=True)
     rejected_because = OptionalText()  # why validation refused the version
+    size_bytes = NumberAttribute(null=True)  # the artifact's size (versions uploaded before it: unset)
     active_version = OptionalText()  # only on the pointer item
     previous_version = OptionalText()  # only on the pointer item: for rollback
     created_at = UTCDateTimeAttribute()

@@ -187,8 +187,26 @@ ROUTES: dict[tuple[str, str], Route] = {
                                                                 owner_code="not_found"),
     ("/api/admin/ml-models/rollback", "POST"): Route(foreign=401, owner=409, admin=True,
                                                       owner_code="no_previous_version"),
+    ("/api/admin/ml-models/upload", "POST"): Route(foreign=401, owner=400, admin=True,
+                                                   body=lambda ids: {"manifest": {}, "artifact_base64": "AAAA"}),
+    ("/api/admin/ml-models/activate", "POST"): Route(foreign=401, owner=404, admin=True, owner_code="not_found",
+                                                     body=lambda ids: {"sessionId": ids["version"]}),
+    ("/api/admin/ml-models/fallback", "POST"): Route(foreign=401, owner=409, admin=True,
+                                                     owner_code="no_previous_version"),
+    ("/api/admin/ml-models/sessions", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/ml-models/upload-url", "POST"): Route(foreign=401, owner=201, admin=True),
+    ("/api/admin/ml-models/register", "POST"): Route(foreign=401, owner=400, admin=True, body=lambda ids: {
+        "upload_id": "0" * 32, "manifest": {}}),
+    ("/api/admin/decision-engine/upload", "POST"): Route(foreign=401, owner=410, admin=True,
+                                                         owner_code="decision_engine_not_uploadable"),
+    ("/api/admin/stats", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/agents", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/instances", "GET"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/system-health", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/regenerate-token", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {}),
+    # last: the owner's client is gone afterwards
+    ("/api/admin/clients/{client_id}", "DELETE"): Route(foreign=401, owner=200, admin=True),
 }
 
 

@@ -180,6 +180,11 @@ def test_the_analysis_sees_the_calls_we_know_about():
         boto_calls.actions("failover-handover"))
     assert {"ssm:GetParameter", "s3:PutObject", "ec2:CreateTags"} <= set(boto_calls.actions("api_handler"))
     assert "ec2:RunInstances" not in boto_calls.actions("spot-prices")
+    # a presigned S3 POST is an s3:PutObject of the signer; the fleet's scans and the client delete are seen
+    api = boto_calls.actions("api_handler")
+    assert "chalicelib.aws.s3:presigned_upload" in api["s3:PutObject"]
+    assert "chalicelib.repositories.fleet:agents_page" in api["dynamodb:Scan"]
+    assert "chalicelib.repositories.fleet:_delete_all" in api["dynamodb:DeleteItem"]
 
 
 def test_a_missing_permission_is_detected(monkeypatch):

@@ -1,0 +1,170 @@
+"""Fleet-wide reads and the hard delete of a client, for the admin API only (never a client's request path).
+
+Index use, per the no-scan rule:
+- per-client counts query the client's own partitions (agents: table key; instances: ``instances-by-client``;
+  switches, interruptions: table key), clients come from the ``clients-by-created`` listing index;
+- the fleet-wide agent and instance listings have no index that serves "every row of every client", so they
+  are **bounded, paginated scans** (``Limit`` = the page size, ``next_token`` = the scan's LastEvaluatedKey):
+  one admin page reads at most one page of rows;
+- ``pools_tracked`` is a COUNT scan of the pools table (small: region x type x zone), admin stats only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pynamodb.models import Model
+
+from components.agent_identity import AgentStatus
+
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
+from chalicelib.tables import (
+    AgentTable,
+    ClientLookupTable,
+    ClientTable,
+    CommandTable,
+    DecisionTable,
+    InstanceTable,
+    InterruptionTable,
+    NotificationTable,
+    PoolTable,
+    PricingReportTable,
+    ReplicaTable,
+    SwitchTable,
+)
+from chalicelib.tables.clients import CLIENT_LISTING, name_lookup_key, token_lookup_key
+
+ONLINE = (AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value, AgentStatus.SWITCHING.value)
+GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
+
+
+@dataclass(frozen=True)
+class ClientCounts:
+    """What the admin client list shows next to each client."""
+
+    agents_total: int
+    agents_online: int
+    instances_active: int
+
+
+def client_counts(client_id: str) -> ClientCounts:
+    """Agents (not deleted/terminated), of them online, and active instances of one client (two queries)."""
+    total = online = 0
+    for row in AgentTable.query(client_id, attributes_to_get=["agent_id", "status"]):
+        if row.status in GONE:
+            continue
+        total += 1
+        online += row.status in ONLINE
+    active = InstanceTable.by_client.count(client_id, filter_condition=InstanceTable.is_active == True)  # noqa: E712
+    return ClientCounts(total, online, active)
+
+
+def client_ids():
+    """Every client id, in creation order (the listing index, paginated by pynamodb)."""
+    for row in ClientTable.by_created.query(CLIENT_LISTING, attributes_to_get=["client_id", "status"]):
+        yield row.client_id, row.status
+
+
+def _since_key(since: datetime) -> str:
+    return since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def fleet_counts(now: datetime) -> dict[str, int]:
+    """Totals over every client (one pass over the clients index, a few queries per client)."""
+    totals = {"clients_total": 0, "clients_active": 0, "agents_total": 0, "agents_online": 0,
+              "instances_active": 0, "switches_total": 0, "switches_24h": 0, "interruptions_24h": 0}
+    day_ago = now - timedelta(hours=24)
+    for client_id, status in client_ids():
+        counts = client_counts(client_id)
+        totals["clients_total"] += 1
+        totals["clients_active"] += status == "active"
+        totals["agents_total"] += counts.agents_total
+        totals["agents_online"] += counts.agents_online
+        totals["instances_active"] += counts.instances_active
+        totals["switches_total"] += SwitchTable.count(client_id)
+        totals["switches_24h"] += SwitchTable.count(client_id, SwitchTable.switch_key >= _since_key(day_ago))
+        totals["interruptions_24h"] += InterruptionTable.count(
+            client_id, InterruptionTable.interruption_id >= f"int-{day_ago.strftime('%Y%m%dT%H%M%S%f')}")
+    totals["pools_tracked"] = PoolTable.count()
+    return totals
+
+
+def agents_page(limit: int, next_token: str | None, status: str | None = None) -> Page:
+    """Every client's agents, one bounded scan page (admin only; no index lists all agents).
+    With a ``status`` filter a page may hold fewer than ``limit`` rows and still have a next_token."""
+    start = decode_scan_token(next_token, key_attrs=("client_id", "agent_id"))
+    result = AgentTable.scan(limit=limit, last_evaluated_key=start,
+                             filter_condition=(AgentTable.status == status) if status else None)
+    rows = [agent_repo._record(row) for row in result]  # noqa: SLF001 - the one row→record mapping
+    return Page(rows, encode_token(result.last_evaluated_key))
+
+
+def instances_page(limit: int, next_token: str | None, *, status: str | None = None, mode: str | None = None,
+                   region: str | None = None) -> Page:
+    """Every client's instances, one bounded scan page (admin only; no index lists all instances).
+    ``status``: active | terminated | all (None = all)."""
+    start = decode_scan_token(next_token, key_attrs=("instance_id",))
+    condition = None
+    for part in ((InstanceTable.is_active == (status == "active")) if status in ("active", "terminated") else None,
+                 (InstanceTable.mode == mode) if mode else None,
+                 (InstanceTable.region == region) if region else None):
+        if part is not None:
+            condition = part if condition is None else condition & part
+    result = InstanceTable.scan(limit=limit, last_evaluated_key=start, filter_condition=condition)
+    return Page(list(result), encode_token(result.last_evaluated_key))
+
+
+# --- hard delete of a client ---
+
+def live_instances(client_id: str) -> list[InstanceTable]:
+    """The client's active instance rows (primaries and standbys)."""
+    return list(InstanceTable.by_client.query(client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
+
+
+def live_standbys(client_id: str) -> list[ReplicaTable]:
+    """Every replica row of the client's agents that may still hold an instance (failed and expired standbys
+    included: the EC2 adapter skips what is already gone; a promoted one is an instance row now)."""
+    found = []
+    for agent in AgentTable.query(client_id, attributes_to_get=["agent_id"]):
+        found += [r for r in ReplicaTable.query(agent.agent_id)
+                  if r.instance_id and r.status not in ("terminated", "promoted")]
+    return found
+
+
+def _delete_all(rows: Iterable[Model]) -> int:
+    count = 0
+    for row in rows:
+        row.delete()
+        count += 1
+    return count
+
+
+def revoke_token(token_hash: str) -> None:
+    """Remove the token's lookup row: the token is 401 from now on."""
+    ClientLookupTable(token_lookup_key(token_hash)).delete()
+
+
+def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
+    """Delete every row of the client across the tenant tables; the client row and its name lookup last, so
+    a retry after a failure finds the client and finishes. Shared market data (pools, prices, risk,
+    observations) and the audit log (TTL-expired) are kept; rate-limit and idempotency items expire."""
+    deleted = {"agents": 0, "instances": 0, "replicas": 0, "commands": 0, "decisions": 0, "pricing_reports": 0,
+               "switches": 0, "interruptions": 0, "notifications": 0}
+    agent_ids = [row.agent_id for row in AgentTable.query(client_id, attributes_to_get=["agent_id"])]
+    for agent_id in agent_ids:
+        deleted["replicas"] += _delete_all(ReplicaTable.query(agent_id))
+        deleted["commands"] += _delete_all(CommandTable.query(agent_id))
+        deleted["decisions"] += _delete_all(DecisionTable.query(agent_id))
+        deleted["pricing_reports"] += _delete_all(PricingReportTable.query(agent_id))
+    deleted["instances"] = _delete_all(InstanceTable(r.instance_id)
+                                       for r in InstanceTable.by_client.query(client_id))
+    deleted["switches"] = _delete_all(SwitchTable.query(client_id))
+    deleted["interruptions"] = _delete_all(InterruptionTable.query(client_id))
+    deleted["notifications"] = _delete_all(NotificationTable.query(client_id))
+    deleted["agents"] = _delete_all(AgentTable(client_id, agent_id) for agent_id in agent_ids)
+    ClientLookupTable(name_lookup_key(name)).delete()
+    ClientTable(client_id).delete()
+    return deleted
