@@ -7,7 +7,7 @@ from components.sentinel.rules import SENTINEL_RULES
 
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
-from chalicelib.api import admin, agents, clients, decisions, health, interruptions, models, replicas
+from chalicelib.api import admin, agents, clients, decisions, docs, health, interruptions, models, replicas
 from chalicelib.jobs import cleanup as cleanup_job
 from chalicelib.jobs import decision_cycle as decision_cycle_job
 from chalicelib.jobs import health_monitor as health_monitor_job
@@ -22,7 +22,7 @@ from chalicelib.settings import APP_NAME, get_settings
 app = Chalice(app_name=APP_NAME)
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
-                  replicas.bp):
+                  replicas.bp, docs.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock
