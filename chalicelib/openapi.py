@@ -168,11 +168,23 @@ def _infer(view) -> _Inferred:
                 and isinstance(_const(node.args[0]), str) and _reads_query(node.func.value):
             found.query.setdefault(node.args[0].value, Query(node.args[0].value))
         elif name == "ok":
-            status = next((_const(k.value) for k in node.keywords if k.arg == "status"),
-                          _const(node.args[1]) if len(node.args) > 1 else 200)
-            if isinstance(status, int):
-                found.statuses.add(status)
+            status = next((k.value for k in node.keywords if k.arg == "status"),
+                          node.args[1] if len(node.args) > 1 else None)
+            found.statuses |= _statuses(status)
     return found
+
+
+def _statuses(node) -> set[int]:
+    """The statuses an ``ok(..., status=<node>)`` can answer: a constant, or each constant branch of
+    ``A if cond else B``; None (no status given) is ok()'s default, 200."""
+    import ast
+
+    if node is None:
+        return {200}
+    if isinstance(node, ast.IfExp):
+        return _statuses(node.body) | _statuses(node.orelse)
+    value = _const(node)
+    return {value} if isinstance(value, int) else set()
 
 
 def _reads_query(node) -> bool:
@@ -222,7 +234,7 @@ class Operation:
     auth: str
     request: Any
     response: Any
-    status: int
+    statuses: list[int]
     extra: dict[int, Any]
     query: list[Query]
     tags: list[str]
@@ -253,7 +265,7 @@ def operations(app) -> list[Operation]:
                 path=path, method=method, view_name=entry.view_name, doc=doc,
                 auth=doc.auth or inferred.auth or _auth_from_path(path),
                 request=_model(doc.request or inferred.request) if method in _METHODS_WITH_BODY else None,
-                response=_model(doc.response), status=doc.status or statuses[0],
+                response=_model(doc.response), statuses=[doc.status] if doc.status else statuses,
                 extra={code: _model(m) for code, m in doc.responses.items()},
                 query=list(query.values()), tags=list(doc.tags) or [_tag(path)],
                 summary=doc.summary or (text.splitlines()[0] if text else entry.view_name.replace("_", " ")),
@@ -269,7 +281,7 @@ def _max_page() -> int:
 
 def undeclared_responses(app) -> list[tuple[str, str]]:
     """``(METHOD, path)`` of every route whose success body has no declared model (generic object)."""
-    return [(op.method, op.path) for op in operations(app) if op.response is None and op.status < 400]
+    return [(op.method, op.path) for op in operations(app) if op.response is None and min(op.statuses) < 400]
 
 
 def build(app, *, title: str = "Spot Optimizer API", version: str | None = None) -> dict[str, Any]:
@@ -308,15 +320,16 @@ def build(app, *, title: str = "Spot Optimizer API", version: str | None = None)
         params += [{"name": q.name, "in": "query", "required": False, "schema": q.schema(),
                     **({"description": q.description} if q.description else {})} for q in op.query]
         responses: dict[str, Any] = {}
-        if op.status >= 400:  # a route that only refuses (e.g. a retired legacy route)
-            success = ERROR_REF
-        else:
-            success = refs[(op.response, "serialization")] if op.response is not None else dict(GENERIC)
-        content = {"application/json": {"schema": success}}
-        if op.doc.csv:
-            content["text/csv"] = {"schema": {"type": "string"}}
-        responses[str(op.status)] = {"description": "Success" if op.status < 400 else _ERRORS.get(op.status, "Error"),
-                                     "content": content}
+        for status in op.statuses:
+            if status >= 400:  # a route that only refuses (e.g. a retired legacy route)
+                success = ERROR_REF
+            else:
+                success = refs[(op.response, "serialization")] if op.response is not None else dict(GENERIC)
+            content = {"application/json": {"schema": success}}
+            if op.doc.csv:
+                content["text/csv"] = {"schema": {"type": "string"}}
+            responses[str(status)] = {"description": "Success" if status < 400 else _ERRORS.get(status, "Error"),
+                                      "content": content}
         for code, model in op.extra.items():
             schema = ERROR_REF if model is None else refs[(model, "serialization")]
             responses[str(code)] = {"description": _ERRORS.get(code, "See the schema"),

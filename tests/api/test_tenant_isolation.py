@@ -61,6 +61,8 @@ def _switch(ids: Ids) -> dict:
 ROUTES: dict[tuple[str, str], Route] = {
     ("/health", "GET"): Route(foreign=200, owner=200, public=True,
                               notes="public readiness check, carries no tenant data"),
+    ("/api/openapi.json", "GET"): Route(foreign=200, owner=200, public=True,
+                                        notes="public OpenAPI document, carries no tenant data"),
     ("/api/agents/register", "POST"): Route(
         foreign=409, owner=200, body=lambda ids: registration(
             instance_id=ids["instance_id"], logical_agent_id=ids["logical_agent_id"],
