@@ -259,3 +259,69 @@ class ModelVersionView(Reply):
 class ModelsReply(Reply):
     active_version: str | None
     versions: list[ModelVersionView]
+
+
+# --- replicas -------------------------------------------------------------------------------------
+
+class ReplicaView(Reply):
+    """A replica, flat (chalicelib/api/views.py replica_view)."""
+
+    id: str
+    replica_id: str
+    agent_id: str
+    pool_id: str | None
+    az: str | None
+    instance_type: str | None
+    region: str | None
+    instance_id: str | None
+    parent_instance_id: str | None
+    status: str
+    replica_type: str | None
+    lifecycle: str | None
+    hourly_cost: float | None
+    sync_status: str | None
+    sync_latency_ms: float | None
+    state_transfer_progress: float | None
+    error_message: str | None
+    created_by: str | None
+    interruption_id: str | None
+    created_at: Time | None
+    updated_at: Time | None
+    launched_at: Time | None
+    ready_at: Time | None
+    promoted_at: Time | None
+    terminated_at: Time | None
+    expires_at: Time | None
+
+
+class ReplicasReply(Reply):
+    replicas: list[ReplicaView]
+    next_token: str | None
+
+
+class ReplicaConfigReply(Reply):
+    agent_id: str
+    enabled: bool
+    count: int
+    manual_replica_enabled: bool
+    auto_switch_enabled: bool
+    auto_terminate_enabled: bool
+    current_replica_id: str | None
+
+
+class ClientAgentConfigReply(AgentConfig):
+    terminated_replicas: Any
+
+
+class ManualReplicaEnableReply(Success):
+    manual_replica_enabled: bool
+    auto_switch_enabled: bool
+    config_version: int
+    replica: ReplicaView | None
+    message: str | None
+
+
+class ManualReplicaDisableReply(Success):
+    manual_replica_enabled: bool
+    config_version: int
+    terminated: Any

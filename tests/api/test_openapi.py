@@ -19,12 +19,8 @@ UNDECLARED_RESPONSES = {
     ("POST", "/api/agents/{agent_id}/decide"),
     ("GET", "/api/agents/{agent_id}/interruptions"),
     ("POST", "/api/agents/{agent_id}/issue-switch-command"),
-    ("POST", "/api/agents/{agent_id}/manual-replica/disable"),
-    ("POST", "/api/agents/{agent_id}/manual-replica/enable"),
     ("POST", "/api/agents/{agent_id}/manual-switch"),
     ("POST", "/api/agents/{agent_id}/rebalance-recommendation"),
-    ("GET", "/api/agents/{agent_id}/replica-config"),
-    ("GET", "/api/agents/{agent_id}/replicas"),
     ("POST", "/api/agents/{agent_id}/replicas"),
     ("DELETE", "/api/agents/{agent_id}/replicas/{replica_id}"),
     ("PUT", "/api/agents/{agent_id}/replicas/{replica_id}"),
@@ -34,7 +30,6 @@ UNDECLARED_RESPONSES = {
     ("GET", "/api/agents/{agent_id}/sef-status"),
     ("GET", "/api/agents/{agent_id}/switch-recommendation"),
     ("POST", "/api/agents/{agent_id}/termination-imminent"),
-    ("POST", "/api/client/agents/{agent_id}/config"),
     ("GET", "/api/client/agents/{agent_id}/decisions"),
     ("GET", "/api/client/interruptions"),
     ("GET", "/api/client/pools"),
@@ -165,3 +160,10 @@ def test_a_declaration_overrides_inference_and_a_bad_auth_kind_is_refused():
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     with pytest.raises(ValueError, match="auth must be one of"):
         bp.route("/api/x", methods=["GET"], auth="root")
+
+
+def test_built_once_per_process(chalice_app, served):
+    # The served document is the cached one: a second request does not rebuild it.
+    first = openapi.document(chalice_app)
+    assert openapi.document(chalice_app) is first
+    assert json.loads(served.body) == json.loads(json.dumps(first))
