@@ -59,6 +59,7 @@ class Query:
     enum: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    required: bool = False
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -317,7 +318,7 @@ def build(app, *, title: str = "Spot Optimizer API", version: str | None = None)
         seen_ids.add(operation_id)
         params = [{"name": name, "in": "path", "required": True, "schema": dict(path_param)}
                   for name in re.findall(r"{([^}]+)}", op.path)]
-        params += [{"name": q.name, "in": "query", "required": False, "schema": q.schema(),
+        params += [{"name": q.name, "in": "query", "required": q.required, "schema": q.schema(),
                     **({"description": q.description} if q.description else {})} for q in op.query]
         responses: dict[str, Any] = {}
         for status in op.statuses:

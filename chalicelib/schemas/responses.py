@@ -325,3 +325,75 @@ class ManualReplicaDisableReply(Success):
     manual_replica_enabled: bool
     config_version: int
     terminated: Any
+
+
+# --- interruptions and decisions ------------------------------------------------------------------
+
+class InterruptionView(Reply):
+    """One interruption event with its timings and the failover's result."""
+
+    interruption_id: str
+    agent_id: str | None
+    instance_id: str | None
+    pool_id: str | None
+    signal_type: str | None
+    source: str | None
+    status: str | None
+    response_action: str | None
+    replica_id: str | None
+    new_instance_id: str | None
+    new_pool_id: str | None
+    new_lifecycle: str | None
+    handover: Any
+    success: bool | None
+    failover_time_ms: int | None
+    error: Any
+    detected_at: Time | None
+    termination_time: Time | None
+    decided_at: Time | None
+    replacement_ready_at: Time | None
+    traffic_moved_at: Time | None
+    completed_at: Time | None
+    old_terminated_at: Time | None
+
+
+class InterruptionsReply(Reply):
+    interruptions: list[InterruptionView]
+    next_token: str | None
+
+
+class ClientInterruptionsReply(InterruptionsReply):
+    generated_at: Time
+
+
+class DecisionView(Reply):
+    decided_at: Time | None
+    source: str | None
+    current: Any
+    action: str | None
+    target: Any
+    standby: Any
+    risk: Any
+    reason: str | None
+    expected_cost: Any
+    command_id: str | None
+
+
+class DecisionsReply(Reply):
+    decisions: list[DecisionView]
+    next_token: str | None
+
+
+class PoolRisk(Reply):
+    pool_id: str
+    az: str | None
+    price: float | None
+    price_at: Time | None
+    ondemand_price: float | None
+    risk: float | None
+    risk_at: Time | None
+    risk_source: str | None
+
+
+class PoolsReply(Reply):
+    pools: list[PoolRisk]

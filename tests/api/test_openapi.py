@@ -17,7 +17,6 @@ from chalicelib.api.common import ApiBlueprint, ok
 UNDECLARED_RESPONSES = {
     ("POST", "/api/agents/{agent_id}/create-emergency-replica"),
     ("POST", "/api/agents/{agent_id}/decide"),
-    ("GET", "/api/agents/{agent_id}/interruptions"),
     ("POST", "/api/agents/{agent_id}/issue-switch-command"),
     ("POST", "/api/agents/{agent_id}/manual-switch"),
     ("POST", "/api/agents/{agent_id}/rebalance-recommendation"),
@@ -30,9 +29,6 @@ UNDECLARED_RESPONSES = {
     ("GET", "/api/agents/{agent_id}/sef-status"),
     ("GET", "/api/agents/{agent_id}/switch-recommendation"),
     ("POST", "/api/agents/{agent_id}/termination-imminent"),
-    ("GET", "/api/client/agents/{agent_id}/decisions"),
-    ("GET", "/api/client/interruptions"),
-    ("GET", "/api/client/pools"),
 }
 
 
