@@ -4,7 +4,7 @@ Every ``(method, path)`` in ``app.routes`` becomes an operation, declared or not
 
 - **Declared** (the light way): ``ApiBlueprint.route`` takes ``request=``, ``response=``,
   ``responses=``, ``query=``, ``auth=``, ``tags=``, ``csv=`` next to Chalice's own keywords and stores
-  them as a :class:`RouteDoc` on the registered view (``__openapi__``). A model may be a pydantic class
+  them as a ``RouteDoc`` (chalicelib/api/route_doc.py) on the registered view (``__openapi__``). A model may be a pydantic class
   or the name of one in ``chalicelib.schemas.responses`` (imported only when the document is built, so
   response models cost nothing at cold start).
 - **Inferred** (whatever is not declared): the path parameters from the path; the auth kind, the
@@ -15,16 +15,16 @@ Every ``(method, path)`` in ``app.routes`` becomes an operation, declared or not
   generic object as its success schema (``undeclared_responses`` lists those routes).
 
 Errors share one ``Error`` schema ``{error, message, field}``. The document is built once per process
-(``document``), when first asked for: nothing here runs at import time beyond these definitions.
+(``document``), when first asked for; this module is imported only then (never at cold start).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-AUTH_KINDS = ("client", "agent", "admin", "none")
+from chalicelib.api.route_doc import AUTH_KINDS, Query, RouteDoc  # noqa: F401 - AUTH_KINDS, Query re-exported
+
 _REQUEST_HELPERS = {"client_request": ("client", 1), "agent_request": ("agent", 2), "admin_request": ("admin", 1)}
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RESPONSES_MODULE = "chalicelib.schemas.responses"
@@ -49,71 +49,17 @@ _SECURITY = {
 }
 
 
-@dataclass(frozen=True)
-class Query:
-    """One query parameter."""
-
-    name: str
-    type: str = "string"  # string | integer | boolean
-    description: str = ""
-    enum: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
-    required: bool = False
-
-    def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
-        if self.enum:
-            out["enum"] = list(self.enum)
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return out
-
-
-@dataclass(frozen=True)
-class RouteDoc:
-    """What a route declares about itself; None / empty means "infer it"."""
-
-    request: Any = None  # pydantic model class, or a name in chalicelib.schemas.responses
-    response: Any = None  # the success body's model (class or name)
-    status: int | None = None  # the success status (inferred from ok(..., status=N), else 200)
-    responses: dict[int, Any] = field(default_factory=dict)  # extra statuses → model (class, name or None=Error)
-    query: tuple[Query, ...] = ()
-    auth: str | None = None  # client | agent | admin | none
-    tags: tuple[str, ...] = ()
-    csv: bool = False  # also answers text/csv (?format=csv)
-    summary: str | None = None
-
-    def __post_init__(self):
-        if self.auth is not None and self.auth not in AUTH_KINDS:
-            raise ValueError(f"auth must be one of {AUTH_KINDS}, not {self.auth!r}")
-
-
-DOC_KEYWORDS = frozenset({"request", "response", "status", "responses", "query", "auth", "tags", "csv", "summary"})
-
-
-def route_doc(kwargs: dict[str, Any]) -> RouteDoc | None:
-    """Pop the OpenAPI keywords out of a route's keyword arguments (Chalice refuses unknown ones)."""
-    found = {k: kwargs.pop(k) for k in list(kwargs) if k in DOC_KEYWORDS}
-    if not found:
-        return None
-    for name in ("query", "tags"):
-        if name in found:
-            found[name] = tuple(found[name])
-    return RouteDoc(**found)
-
-
 # --- inference from the view's source -------------------------------------------------------------
 
-@dataclass
 class _Inferred:
-    auth: str | None = None
-    request: Any = None
-    paginated: bool = False
-    statuses: set[int] = field(default_factory=set)
-    query: dict[str, Query] = field(default_factory=dict)
+    """What a view's source says about it."""
+
+    def __init__(self) -> None:
+        self.auth: str | None = None
+        self.request: Any = None
+        self.paginated = False
+        self.statuses: set[int] = set()
+        self.query: dict[str, Query] = {}
 
 
 def _callee(func) -> str | None:
@@ -224,23 +170,23 @@ def _model(ref: Any):
     return getattr(importlib.import_module(RESPONSES_MODULE), ref)
 
 
-@dataclass
 class Operation:
     """One (method, path) of the route table, declarations and inferences merged."""
 
-    path: str
-    method: str
-    view_name: str
-    doc: RouteDoc
-    auth: str
-    request: Any
-    response: Any
-    statuses: list[int]
-    extra: dict[int, Any]
-    query: list[Query]
-    tags: list[str]
-    summary: str
-    description: str
+    def __init__(self, **fields: Any) -> None:
+        self.path: str = fields["path"]
+        self.method: str = fields["method"]
+        self.view_name: str = fields["view_name"]
+        self.doc: RouteDoc = fields["doc"]
+        self.auth: str = fields["auth"]
+        self.request: Any = fields["request"]
+        self.response: Any = fields["response"]
+        self.statuses: list[int] = fields["statuses"]
+        self.extra: dict[int, Any] = fields["extra"]
+        self.query: list[Query] = fields["query"]
+        self.tags: list[str] = fields["tags"]
+        self.summary: str = fields["summary"]
+        self.description: str = fields["description"]
 
 
 def operations(app) -> list[Operation]:

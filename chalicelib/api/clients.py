@@ -7,10 +7,10 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import accounts_view, command_view, iso
 from chalicelib.aws import accounts
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.openapi import Query
 from chalicelib.repositories import activity, agents, clients
 from chalicelib.settings import get_settings
 from chalicelib.schemas.clients import ForceSwitchRequest

@@ -17,7 +17,7 @@ from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
 from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
 from chalicelib.observability import logger
-from chalicelib.openapi import route_doc
+from chalicelib.api.route_doc import route_doc
 from chalicelib.repositories import activity, agents
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord

@@ -9,9 +9,9 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import command_view, iso
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
-from chalicelib.openapi import Query
 from chalicelib.repositories import agents
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.schemas.decisions import DecideRequest, IssueSwitchRequest
