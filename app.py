@@ -17,6 +17,7 @@ from chalicelib.api import (
     dashboard_agents,
     dashboard_instances,
     decisions,
+    docs,
     health,
     interruptions,
     models,
@@ -45,7 +46,7 @@ app.api.binary_types.append("multipart/form-data")
 
 for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, models.bp, interruptions.bp,
                   replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp, price_history.bp,
-                  console.bp, savings.bp, admin_fleet.bp):
+                  console.bp, savings.bp, admin_fleet.bp, docs.bp):
     app.register_blueprint(blueprint)
 app.register_middleware(http_middleware, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock

@@ -31,7 +31,7 @@ def _request():
     return bp.current_request
 
 
-@bp.route("/api/admin/clients/create", methods=["POST"])
+@bp.route("/api/admin/clients/create", methods=["POST"], response="CreatedClientReply")
 def create_client():
     """Create a client; its token is in this response and nowhere else, ever."""
     body = admin_request(_request(), CreateClientRequest)
@@ -49,7 +49,7 @@ def create_client():
                "warning": "store this token now: it is shown only once"}, status=201)
 
 
-@bp.route("/api/admin/clients/{client_id}/regenerate-token", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/regenerate-token", methods=["POST"], response="RegeneratedTokenReply")
 def regenerate_token(client_id):
     """Issue a new token; the old one stops working at once. Agents need the new one."""
     body = admin_request(_request(), RegenerateTokenRequest)
@@ -64,7 +64,7 @@ def regenerate_token(client_id):
                "warning": "every agent of this client must be given the new token"})
 
 
-@bp.route("/api/admin/clients/{client_id}/token", methods=["GET"])
+@bp.route("/api/admin/clients/{client_id}/token", methods=["GET"], status=410)
 def reveal_token(client_id):
     """Legacy 'reveal token': impossible by design, tokens are stored only as hashes."""
     admin_request(_request())
@@ -73,14 +73,14 @@ def reveal_token(client_id):
                     "use POST /api/admin/clients/{id}/regenerate-token", code="token_not_recoverable")
 
 
-@bp.route("/api/admin/clients/{client_id}", methods=["GET"])
+@bp.route("/api/admin/clients/{client_id}", methods=["GET"], response="ClientView")
 def get_client(client_id):
     """One client (no token material)."""
     admin_request(_request())
     return ok(client_view(clients.require(client_id)))
 
 
-@bp.route("/api/admin/clients/{client_id}/status", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/status", methods=["POST"], response="ClientView")
 def set_client_status(client_id):
     """Activate or deactivate a client; an inactive client's token and its agents' credentials answer 403
     (the status is copied onto each agent row, which is all an agent credential reads)."""
@@ -92,7 +92,7 @@ def set_client_status(client_id):
     return ok(client_view(client))
 
 
-@bp.route("/api/admin/clients/{client_id}/legacy-agents", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/legacy-agents", methods=["POST"], response="ClientView")
 def set_legacy_agents(client_id):
     """Legacy agent mode on or off. On: v4 agents keep working (client token on agent routes, registration
     without an identity document). Off (new clients): agent routes need the agent's own credential."""
@@ -103,7 +103,7 @@ def set_legacy_agents(client_id):
     return ok(client_view(client))
 
 
-@bp.route("/api/admin/clients/{client_id}/rate-limit", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/rate-limit", methods=["POST"], response="ClientView")
 def set_client_rate_limit(client_id):
     """Give a client its own API rate limit (requests per window), or null for the stage default."""
     body = admin_request(_request(), RateLimitRequest)
@@ -113,7 +113,7 @@ def set_client_rate_limit(client_id):
     return ok(client_view(client))
 
 
-@bp.route("/api/admin/clients/{client_id}/accounts", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/accounts", methods=["POST"], response="AccountsReply")
 def bind_account(client_id):
     """Bind an AWS account to the client: the product will act there through ``role_arn`` with the client's
     ExternalId. The role is assumed once now (409 ``role_not_assumable`` when its trust policy refuses)."""
@@ -136,7 +136,7 @@ def bind_account(client_id):
     return ok(accounts_view(client), status=201)
 
 
-@bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"])
+@bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"], response="AccountsReply")
 def unbind_account(client_id, account_id):
     """Unbind an AWS account: nothing more is done there for this client."""
     admin_request(_request())
@@ -178,7 +178,7 @@ def _bus_access(account_id: str, *, allow: bool) -> None:
                                       headers={"Retry-After": "5"}) from exc
 
 
-@bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"])
+@bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"], response="LimitsReply")
 def set_limits(client_id):
     """Override the client's quotas and instance-type policy (``null`` restores the default), and its
     on-demand discount (``ondemand_discount_percent``, the savings baseline; ``null`` = 0)."""

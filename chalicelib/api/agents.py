@@ -62,7 +62,7 @@ def _zone_of_region(az: str, region: str | None) -> None:
         raise InvalidInputError(f"az {az!r} is not an availability zone of region {region!r}", field="az")
 
 
-@bp.route("/api/agents/register", methods=["POST"])
+@bp.route("/api/agents/register", methods=["POST"], response="RegisterReply")
 def register():
     """Create or update the agent of (client, logical_agent_id); answer with its config.
 
@@ -135,7 +135,7 @@ def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None
     return doc
 
 
-@bp.route("/api/agents/{agent_id}/heartbeat", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/heartbeat", methods=["POST"], response="HeartbeatReply")
 def heartbeat(agent_id):
     """Liveness plus everything the agent needs for this cycle: pending commands, config version."""
     client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
@@ -158,14 +158,14 @@ def heartbeat(agent_id):
                "commands": [command_view(c) for c in commands], "server_time": iso(now)})
 
 
-@bp.route("/api/agents/{agent_id}/config", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/config", methods=["GET"], response="AgentConfig")
 def config(agent_id):
     """The agent's flags and thresholds (flat, legacy shape) with ``config_version``."""
     _, agent, _ = agent_request(_request(), agent_id)
     return ok(config_view(agent))
 
 
-@bp.route("/api/agents/{agent_id}/pending-commands", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/pending-commands", methods=["GET"], response="PendingCommandsReply")
 def pending_commands(agent_id):
     """Commands to execute, highest priority first; each delivery takes (or keeps) a lease.
 
@@ -191,7 +191,7 @@ def _result(client_id: str, agent, command_id: str, body: ExecutedRequest):
                "command": command_view(outcome.command), "warnings": warnings})
 
 
-@bp.route("/api/agents/{agent_id}/commands/{command_id}/executed", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/commands/{command_id}/executed", methods=["POST"], response="CommandResultReply")
 def command_executed(agent_id, command_id):
     """The agent's result for a delivered command: idempotent, and recorded even when it arrives after
     the lease ran out (``late``), since the agent did act."""
@@ -199,14 +199,14 @@ def command_executed(agent_id, command_id):
     return _result(client_id, agent, command_id, body)
 
 
-@bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"], response="CommandResultReply")
 def mark_command_executed(agent_id):
     """The v3.2 agent's result call, which the legacy server never served."""
     client_id, agent, body = agent_request(_request(), agent_id, LegacyExecutedRequest)
     return _result(client_id, agent, body.command_id, body)
 
 
-@bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"], response="CommandReply")
 def extend_command_lease(agent_id, command_id):
     """The agent is still working on the command: renew its lease (409 once it was taken back)."""
     client_id, agent, _ = agent_request(_request(), agent_id)
@@ -226,7 +226,7 @@ def _reported_points(body: PricingReportRequest, agent, ts, warnings: list[str])
             for pid in kept}
 
 
-@bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/pricing-report", methods=["POST"], response="PricingReportReply")
 def pricing_report(agent_id):
     """Spot prices of every AZ for the agent's type, through the data valve into the price store. The
     plausible points of pools the agent may speak for (its region and types, zones AWS lists:
@@ -313,7 +313,7 @@ def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warn
     return filled
 
 
-@bp.route("/api/agents/{agent_id}/switch-report", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/switch-report", methods=["POST"], response="SwitchReportReply")
 def switch_report(agent_id):
     """Record a completed switch with its prices, timings and hourly savings impact.
 
@@ -396,7 +396,7 @@ def switch_report(agent_id):
                                  agent_id=agent.agent_id, instance_id=new.instance_id)})
 
 
-@bp.route("/api/agents/{agent_id}/termination", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")
 def termination(agent_id):
     """The agent's host is being terminated: agent offline, instance inactive, client notified."""
     client_id, agent, body = agent_request(_request(), agent_id, TerminationRequest)
@@ -419,7 +419,7 @@ def termination(agent_id):
                                  agent_id=agent.agent_id, instance_id=instance_id)})
 
 
-@bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"], response="CleanupReportReply")
 def cleanup_report(agent_id):
     """Log the agent's AMI/snapshot cleanup (legacy ``cleanup_logs``)."""
     client_id, agent, body = agent_request(_request(), agent_id, CleanupReportRequest)

@@ -7,6 +7,7 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import accounts_view, command_view, iso
 from chalicelib.aws import accounts
 from chalicelib.errors import ConflictError, NotFoundError
@@ -21,14 +22,14 @@ def _request():
     return bp.current_request
 
 
-@bp.route("/api/client/validate", methods=["GET"])
+@bp.route("/api/client/validate", methods=["GET"], response="ValidateTokenReply")
 def validate_token():
     """Check a token (dashboard login)."""
     client, _ = client_request(_request())
     return ok({"valid": True, "client_id": client.client_id, "name": client.name})
 
 
-@bp.route("/api/client/instances/{instance_id}/force-switch", methods=["POST"])
+@bp.route("/api/client/instances/{instance_id}/force-switch", methods=["POST"], response="ForceSwitchReply")
 def force_switch(instance_id):
     """Queue a manual switch (priority MANUAL_OVERRIDE = 75, legacy defect fixed) for an instance."""
     client, body = client_request(_request(), ForceSwitchRequest)
@@ -51,7 +52,7 @@ def force_switch(instance_id):
     return ok({"success": True, "command": command_view(command)}, status=201)
 
 
-@bp.route("/api/client/accounts", methods=["GET"])
+@bp.route("/api/client/accounts", methods=["GET"], response="ClientAccountsReply")
 def aws_accounts():
     """The AWS accounts bound to the caller, and the ExternalId its role in each must require (generated
     once, server-side; deploy the role with it, then the operator binds the role's ARN)."""
@@ -60,14 +61,14 @@ def aws_accounts():
     return ok({**accounts_view(client), "tenancy": get_settings().tenancy})
 
 
-@bp.route("/api/client/limits", methods=["GET"])
+@bp.route("/api/client/limits", methods=["GET"], response="LimitsReply")
 def limits():
     """The caller's quotas and instance-type policy."""
     client, _ = client_request(_request())
     return ok({"client_id": client.client_id, "limits": quotas.limits(client.client_id)})
 
 
-@bp.route("/api/notifications", methods=["GET"])
+@bp.route("/api/notifications", methods=["GET"], response="NotificationsReply", query=[Query("unread", enum=("true", "false"))])
 def notifications():
     """The client's notifications, newest first (``unread=true`` to filter)."""
     client, _ = client_request(_request())
@@ -80,7 +81,7 @@ def notifications():
         for n in page.items], "next_token": page.next_token})
 
 
-@bp.route("/api/notifications/{notification_id}/mark-read", methods=["POST"])
+@bp.route("/api/notifications/{notification_id}/mark-read", methods=["POST"], response="Success")
 def mark_read(notification_id):
     """Mark one of the caller's notifications read."""
     client, _ = client_request(_request())
@@ -88,7 +89,7 @@ def mark_read(notification_id):
     return ok({"success": True})
 
 
-@bp.route("/api/notifications/mark-all-read", methods=["POST"])
+@bp.route("/api/notifications/mark-all-read", methods=["POST"], response="MarkAllReadReply")
 def mark_all_read():
     """Mark all of the caller's notifications read (never another client's)."""
     client, _ = client_request(_request())

@@ -17,6 +17,7 @@ from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
 from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
 from chalicelib.observability import logger
+from chalicelib.api.route_doc import route_doc
 from chalicelib.repositories import activity, agents
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord
@@ -47,13 +48,21 @@ def _guarded(view):
 
 
 class ApiBlueprint(Blueprint):
-    """A Blueprint whose routes answer every client mistake with a JSON 4xx."""
+    """A Blueprint whose routes answer every client mistake with a JSON 4xx.
+
+    ``route`` also takes the route's OpenAPI declarations (``request=``, ``response=``, ``responses=``,
+    ``query=``, ``auth=``, ``tags=``, ``csv=``, ``status=``; chalicelib/openapi.py): all optional, what
+    is not declared is inferred from the view."""
 
     def route(self, path: str, **kwargs: Any):
+        doc = route_doc(kwargs)
         register = super().route(path, **kwargs)
 
         def decorator(view):
-            register(_guarded(view))
+            guarded = _guarded(view)
+            if doc is not None:
+                guarded.__openapi__ = doc
+            register(guarded)
             return view
 
         return decorator

@@ -9,6 +9,7 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import command_view, decision_view, iso
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError
 from chalicelib.repositories import agents
@@ -115,7 +116,7 @@ def issue_switch_command(agent_id):
     return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
 
 
-@bp.route("/api/client/agents/{agent_id}/decisions", methods=["GET"])
+@bp.route("/api/client/agents/{agent_id}/decisions", methods=["GET"], response="DecisionsReply")
 def decision_history(agent_id):
     """An agent's decisions with their reasons, newest first (paginated)."""
     client, _ = client_request(_request())
@@ -125,7 +126,8 @@ def decision_history(agent_id):
     return ok({"decisions": [decision_view(d) for d in page.items], "next_token": page.next_token})
 
 
-@bp.route("/api/client/pools", methods=["GET"])
+@bp.route("/api/client/pools", methods=["GET"], response="PoolsReply",
+          query=[Query("region", required=True), Query("instance_type", required=True)])
 def pool_risk():
     """Current price, on-demand price and interruption risk of every pool of a type in a region."""
     client, _ = client_request(_request())

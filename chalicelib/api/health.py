@@ -13,7 +13,7 @@ bp = ApiBlueprint(__name__)
 VERSION = "0.1.0"
 
 
-@bp.route("/health", methods=["GET"])
+@bp.route("/health", methods=["GET"], auth="none", response="HealthReply", responses={503: "HealthReply"})
 def health():
     """200 when DynamoDB answers, 503 (with Retry-After) when it does not."""
     checks = {}

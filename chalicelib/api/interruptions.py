@@ -144,7 +144,7 @@ def _failover_of(client_id: str, instance_id: str, now):
     return None if held is None else interruptions.get(client_id, held)
 
 
-@bp.route("/api/agents/{agent_id}/interruptions", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/interruptions", methods=["GET"], response="InterruptionsReply")
 def agent_interruptions(agent_id):
     """An agent's interruption events with their timings, newest first."""
     client, _ = client_request(_request())
@@ -154,7 +154,7 @@ def agent_interruptions(agent_id):
     return ok({"interruptions": [interruption_view(r) for r in page.items], "next_token": page.next_token})
 
 
-@bp.route("/api/client/interruptions", methods=["GET"])
+@bp.route("/api/client/interruptions", methods=["GET"], response="ClientInterruptionsReply")
 def client_interruptions():
     """The caller's interruption events, newest first (paginated)."""
     client, _ = client_request(_request())

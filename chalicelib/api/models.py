@@ -66,7 +66,7 @@ def _too_large_hint(exc: PayloadTooLargeError) -> PayloadTooLargeError:
                                 code="payload_too_large")
 
 
-@bp.route("/api/admin/ml-models", methods=["POST"])
+@bp.route("/api/admin/ml-models", methods=["POST"], response="ModelVersionView")
 def upload_model():
     """Store a model version (status ``uploaded``; the risk scorer validates it with scikit-learn)."""
     try:
@@ -76,7 +76,7 @@ def upload_model():
     return ok(_view(model_store.upload(_artifact(body.artifact_base64), body.manifest, utcnow())), status=201)
 
 
-@bp.route("/api/admin/ml-models", methods=["GET"])
+@bp.route("/api/admin/ml-models", methods=["GET"], response="ModelsReply")
 def list_models():
     """Every version with its status, and which one is active."""
     admin_request(bp.current_request)
@@ -85,14 +85,14 @@ def list_models():
                "versions": [_view(v) for v in model_store.versions()]})
 
 
-@bp.route("/api/admin/ml-models/{version}/activate", methods=["POST"])
+@bp.route("/api/admin/ml-models/{version}/activate", methods=["POST"], response="ModelVersionView")
 def activate_model(version):
     """Make a validated version the active one (the scorer uses it from its next run)."""
     admin_request(bp.current_request)
     return ok(_view(model_store.activate(version, utcnow())))
 
 
-@bp.route("/api/admin/ml-models/rollback", methods=["POST"])
+@bp.route("/api/admin/ml-models/rollback", methods=["POST"], response="ModelVersionView")
 def rollback_model():
     """Re-activate the previously active version."""
     admin_request(bp.current_request)

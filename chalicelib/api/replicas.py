@@ -145,7 +145,7 @@ def _price(pool_id: str | None) -> Decimal | None:
 
 # --- legacy replica routes (§3.2) ---------------------------------------------------------------
 
-@bp.route("/api/agents/{agent_id}/replica-config", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/replica-config", methods=["GET"], response="ReplicaConfigReply")
 def replica_config(agent_id):
     """Whether a standby is kept, how many replicas are active, and the modes."""
     client, _ = client_request(_request())
@@ -265,7 +265,7 @@ def _statuses(raw: str | None) -> set[ReplicaStatus] | None:
         raise InvalidInputError(f"status must be among {allowed}", field="status") from None
 
 
-@bp.route("/api/agents/{agent_id}/replicas", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/replicas", methods=["GET"], response="ReplicasReply")
 def list_replicas(agent_id):
     """The agent's replicas in id order (ids start with their creation time), flat (top-level ``id``,
     ``pool_id``, ``az``); paginated (``limit``, ``next_token``).
@@ -474,7 +474,7 @@ def _type_changes(agent: AgentRecord, changes: dict[str, Any]) -> dict[str, Any]
                                                                              1)) from exc
 
 
-@bp.route("/api/client/agents/{agent_id}/config", methods=["POST"])
+@bp.route("/api/client/agents/{agent_id}/config", methods=["POST"], response="ClientAgentConfigReply")
 def update_config(agent_id):
     """Modes (auto-switch ⊕ manual-replica), auto-terminate and its wait, traffic hand-off, thresholds (the
     legacy dashboard's camelCase body with the wait in minutes too)."""
@@ -508,7 +508,7 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     return updated, terminated, changes
 
 
-@bp.route("/api/agents/{agent_id}/manual-replica/enable", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/manual-replica/enable", methods=["POST"], response="ManualReplicaEnableReply")
 def manual_replica_enable(agent_id):
     """Manual-replica mode on (auto-switch off) and its standby started now."""
     client, _ = client_request(_request())
@@ -529,7 +529,7 @@ def manual_replica_enable(agent_id):
                "message": message})
 
 
-@bp.route("/api/agents/{agent_id}/manual-replica/disable", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/manual-replica/disable", methods=["POST"], response="ManualReplicaDisableReply")
 def manual_replica_disable(agent_id):
     """Manual-replica mode off; its standbys are terminated (EC2 included)."""
     client, _ = client_request(_request())

@@ -66,6 +66,8 @@ ROUTES: dict[tuple[str, str], Route] = {
                                       notes="console files by name from a fixed table (a client's name is none)"),
     ("/console/vendor/{name}", "GET"): Route(foreign=404, owner=404, public=True, owner_code="not_found",
                                              notes="pinned third-party console files, same table lookup"),
+    ("/api/openapi.json", "GET"): Route(foreign=200, owner=200, public=True,
+                                        notes="public OpenAPI document, carries no tenant data"),
     ("/api/agents/register", "POST"): Route(
         foreign=409, owner=200, body=lambda ids: registration(
             instance_id=ids["instance_id"], logical_agent_id=ids["logical_agent_id"],
