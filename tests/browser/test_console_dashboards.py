@@ -15,9 +15,10 @@ def usd(v) -> str:
 
 
 def loaded(page, section: str) -> None:
-    """Wait until a section has its data (table, chart, stats or 'nothing') or an error; fail on the error."""
+    """Wait until a section has its data (table, chart, stats, key-value list or 'nothing') or an error; fail
+    on the error."""
     sel = f"[data-section='{section}']"
-    page.wait_for_selector(f"{sel} table, {sel} .stats, {sel} .chart, {sel} .empty, {sel} .error")
+    page.wait_for_selector(f"{sel} table, {sel} .stats, {sel} .chart, {sel} dl.kv, {sel} .empty, {sel} .error")
     errors = page.query_selector_all(f"{sel} .error")
     assert not errors, errors[0].inner_text()
 
