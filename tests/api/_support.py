@@ -6,14 +6,13 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
-
 from chalicelib.tables import ALL_TABLES, METERING_TABLES
+from tests.conftest import aws_client
 
 
 def scan_items(table) -> list[dict]:
     """Every item of one table in DynamoDB's typed JSON, through a real paginated Scan."""
-    pages = boto3.client("dynamodb", region_name=table.Meta.region).get_paginator("scan")
+    pages = aws_client("dynamodb", table.Meta.region).get_paginator("scan")
     return [item for page in pages.paginate(TableName=table.Meta.table_name, ConsistentRead=True)
             for item in page["Items"]]
 
@@ -57,11 +56,9 @@ SNAPSHOT_REGIONS = ("us-east-1", "eu-west-1")
 def snapshot_ec2(regions: tuple[str, ...] = SNAPSHOT_REGIONS) -> dict[str, list[str]]:
     """EC2 instances (state, type, image, tags), EIP associations and target-group registrations, in the same
     canonical form as the tables: what a refused request must not have changed in AWS either."""
-    import boto3
-
     snap = {}
     for region in regions:
-        ec2, elb = boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region)
+        ec2, elb = aws_client("ec2", region), aws_client("elbv2", region)
         snap[f"ec2:{region}:instances"] = canonical(
             {"id": i["InstanceId"], "state": i["State"]["Name"], "type": i["InstanceType"], "image": i["ImageId"],
              "tags": sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))}
