@@ -7,7 +7,6 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 
 from spot_agent.agent import Agent
@@ -15,13 +14,14 @@ from spot_agent.api import ApiClient
 from spot_agent.config import AgentConfig
 from spot_agent.imds import ImdsClient
 from tests.agent.chalice_session import BASE_URL, ChaliceSession
+from tests.conftest import aws_client
 from localmode.fake_imds import FakeImds
 
 REGION = "us-east-1"
 
 
 def ec2():
-    return boto3.client("ec2", region_name=REGION)
+    return aws_client("ec2", REGION)
 
 
 def unique_type() -> str:
@@ -36,7 +36,7 @@ def launch_instance(instance_type: str = "m5.large", az: str = "us-east-1a", *, 
     suffix = uuid.uuid4().hex[:8]
     sg = client.create_security_group(GroupName=f"app-{suffix}", Description="app")["GroupId"]
     client.create_key_pair(KeyName=f"key-{suffix}")
-    iam = boto3.client("iam", region_name=REGION)
+    iam = aws_client("iam", REGION)
     profile = iam.create_instance_profile(InstanceProfileName=f"agent-{suffix}")["InstanceProfile"]["Arn"]
     params = dict(ImageId=image, InstanceType=instance_type, MinCount=1, MaxCount=1,
                   Placement={"AvailabilityZone": az}, SecurityGroupIds=[sg], KeyName=f"key-{suffix}",

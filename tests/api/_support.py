@@ -6,14 +6,13 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
-
 from chalicelib.tables import ALL_TABLES, METERING_TABLES
+from tests.conftest import aws_client
 
 
 def scan_items(table) -> list[dict]:
     """Every item of one table in DynamoDB's typed JSON, through a real paginated Scan."""
-    pages = boto3.client("dynamodb", region_name=table.Meta.region).get_paginator("scan")
+    pages = aws_client("dynamodb", table.Meta.region).get_paginator("scan")
     return [item for page in pages.paginate(TableName=table.Meta.table_name, ConsistentRead=True)
             for item in page["Items"]]
 
@@ -54,18 +53,42 @@ def snapshot_tables() -> dict[str, list[str]]:
 SNAPSHOT_REGIONS = ("us-east-1", "eu-west-1")
 
 
+def described_instances(region: str) -> list[dict]:
+    """Every EC2 instance of the region (id, state, type, image, tags), through a real DescribeInstances."""
+    return [{"id": i["InstanceId"], "state": i["State"]["Name"], "type": i["InstanceType"], "image": i["ImageId"],
+             "tags": sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))}
+            for r in aws_client("ec2", region).describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+def mock_instances(region: str) -> list[dict] | None:
+    """The same instances read straight from the in-process mock; None without it.
+
+    DescribeInstances through the mock costs ~4 ms of CPU per instance (moto serialises every field of
+    every instance), and instances accumulate over the session (hundreds by the time the API tests run),
+    so snapshots taken around every request use this; ``test_ec2_snapshot_reads_what_describe_reads``
+    keeps it honest. The account is the one moto serves the request from (``MOTO_ACCOUNT_ID`` first).
+    """
+    import os
+
+    try:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[os.environ.get("MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)][region]
+        return [{"id": i.id, "state": i._state.name, "type": i.instance_type, "image": i.image_id,
+                 "tags": sorted(backend.tags.get(i.id, {}).items())} for i in backend.all_instances()]
+    except Exception:  # noqa: BLE001 - not running against the in-process mock
+        return None
+
+
 def snapshot_ec2(regions: tuple[str, ...] = SNAPSHOT_REGIONS) -> dict[str, list[str]]:
     """EC2 instances (state, type, image, tags), EIP associations and target-group registrations, in the same
     canonical form as the tables: what a refused request must not have changed in AWS either."""
-    import boto3
-
     snap = {}
     for region in regions:
-        ec2, elb = boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region)
-        snap[f"ec2:{region}:instances"] = canonical(
-            {"id": i["InstanceId"], "state": i["State"]["Name"], "type": i["InstanceType"], "image": i["ImageId"],
-             "tags": sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))}
-            for r in ec2.describe_instances()["Reservations"] for i in r["Instances"])
+        ec2, elb = aws_client("ec2", region), aws_client("elbv2", region)
+        instances = mock_instances(region)
+        snap[f"ec2:{region}:instances"] = canonical(described_instances(region) if instances is None else instances)
         snap[f"ec2:{region}:addresses"] = canonical(
             {"allocation": a.get("AllocationId"), "instance": a.get("InstanceId")}
             for a in ec2.describe_addresses()["Addresses"])

@@ -27,16 +27,19 @@ from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.system_events import SystemEventTable
 from tests.api._support import (
     assert_error,
+    SNAPSHOT_REGIONS,
     canonical,
+    described_instances,
     diff_snapshots,
     iso,
+    mock_instances,
     mock_items,
     scan_items,
     shifted,
     snapshot_tables,
     snapshot_world,
 )
-from tests.conftest import Caller, account_instance, new_instance_id, registration
+from tests.conftest import Caller, account_instance, aws_client, new_instance_id, registration
 
 OVERSIZED = json.dumps({"instance_id": new_instance_id(), "pad": "x" * (256 * 1024 + 10)})
 MALFORMED = '{"a":'
@@ -394,6 +397,22 @@ def test_snapshot_reads_what_a_scan_reads(world):
         assert fast is not None, table.Meta.table_name
         assert canonical(fast) == canonical(scan_items(table)), table.Meta.table_name
     assert sum(len(items) for items in snapshot_tables().values()) > 0
+
+
+def test_ec2_snapshot_reads_what_describe_reads(world):
+    """GIVEN instances in both snapshot regions, one tagged and one stopped WHEN read from the mock and through
+    DescribeInstances THEN identical (ids, states, types, images, tags), so an EC2 snapshot cannot miss a
+    change DescribeInstances would show."""
+    tagged, stopped = account_instance("us-east-1a"), account_instance("eu-west-1c")
+    aws_client("ec2", "us-east-1").create_tags(Resources=[tagged], Tags=[{"Key": "k", "Value": "v"}])
+    aws_client("ec2", "eu-west-1").stop_instances(InstanceIds=[stopped])
+    for region in SNAPSHOT_REGIONS:
+        fast = mock_instances(region)
+        assert fast is not None and fast, region
+        assert canonical(fast) == canonical(described_instances(region)), region
+    assert ("k", "v") in next(i for i in mock_instances("us-east-1") if i["id"] == tagged)["tags"]
+    assert next(i for i in mock_instances("eu-west-1") if i["id"] == stopped)["state"] == "stopped"
+    assert world["replica_instance_id"] in {i["id"] for i in mock_instances("eu-west-1")}
 
 
 def test_snapshot_sees_a_valid_write(world):

@@ -19,8 +19,8 @@ import pytest
 
 from chalicelib.aws import accounts
 from chalicelib.aws import ec2 as adapter
-from tests.api._support import assert_error, diff_snapshots, snapshot_tables
-from tests.conftest import registration
+from tests.api._support import assert_error, described_instances, diff_snapshots, mock_instances, snapshot_tables
+from tests.conftest import aws_client, registration
 from tests.e2e.failover_support import REGION, ZONES, register_agent, unique_type
 
 OTHER = "222222222222"
@@ -42,14 +42,15 @@ def in_account(account_id: str):
 
 
 def ec2(region: str = REGION):
-    return boto3.client("ec2", region_name=region)
+    return aws_client("ec2", region)
 
 
 def ec2_snapshot(region: str = REGION) -> dict:
     """Instances (state, tags), EIP associations and target-group registrations of the home account."""
-    client, elb = ec2(region), boto3.client("elbv2", region_name=region)
-    instances = {i["InstanceId"]: (i["State"]["Name"], tuple(sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))))
-                 for r in client.describe_instances()["Reservations"] for i in r["Instances"]}
+    client, elb = ec2(region), aws_client("elbv2", region)
+    found = mock_instances(region)  # DescribeInstances' answer, without its cost (tests/api/_support.py)
+    instances = {i["id"]: (i["state"], tuple(i["tags"]))
+                 for i in (described_instances(region) if found is None else found)}
     addresses = {a["AllocationId"]: a.get("InstanceId") for a in client.describe_addresses()["Addresses"]}
     targets = {g["TargetGroupArn"]: sorted(d["Target"]["Id"] for d in elb.describe_target_health(
         TargetGroupArn=g["TargetGroupArn"])["TargetHealthDescriptions"])

@@ -19,7 +19,7 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables
-from tests.conftest import invoke_schedule, registration
+from tests.conftest import aws_client, invoke_schedule, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
 
 GONE = ("shutting-down", "terminated")
@@ -28,7 +28,7 @@ GONE = ("shutting-down", "terminated")
 def agent_launched(region: str = "eu-west-1", az: str = "eu-west-1b") -> str:
     """An instance the agent launched itself (untagged by us, in another pool than the eu-west-1a primary):
     it must exist in the client's account."""
-    client = boto3.client("ec2", region_name=region)
+    client = aws_client("ec2", region)
     image = client.describe_images()["Images"][0]["ImageId"]
     return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
                                 Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]

@@ -7,10 +7,8 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import boto3
-
 from chalicelib.tables import AgentTable
-from tests.conftest import registration
+from tests.conftest import aws_client, registration
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account: the home account in the tests
@@ -18,7 +16,7 @@ ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
 
 
 def ec2():
-    return boto3.client("ec2", region_name=REGION)
+    return aws_client("ec2", REGION)
 
 
 def unique_type() -> str:
@@ -103,7 +101,7 @@ def deliver(api, handler: str, event: dict) -> dict:
 
 def wait_for(execution_arn: str, timeout: float = 60) -> dict:
     """Block until the execution leaves RUNNING; returns describe_execution."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn = aws_client("stepfunctions", REGION)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         described = sfn.describe_execution(executionArn=execution_arn)
