@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DeleteError, UpdateError
+from pynamodb.exceptions import UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
-from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.dynamo import condition_failed, delete_each
 from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token
 from chalicelib.settings import get_settings
 from chalicelib.tables.notifications import NotificationTable
@@ -137,16 +137,6 @@ def mark_all_read(client_id: str, now: datetime) -> int:
 def delete_read_before(client_id: str, cutoff: datetime, budget: int) -> int:
     """Delete the client's read notifications created before ``cutoff`` (the data cleaner; unread ones stay
     until their TTL), at most ``budget``, oldest first (ids start with their time: a key condition)."""
-    deleted = 0
-    for row in NotificationTable.query(client_id, NotificationTable.notification_id < _stamp(cutoff),
-                                       filter_condition=NotificationTable.is_read == True):  # noqa: E712
-        if deleted >= budget:
-            break
-        try:
-            row.delete(condition=NotificationTable.is_read == True)  # noqa: E712
-        except DeleteError as exc:
-            if condition_failed(exc):
-                continue
-            raise
-        deleted += 1
-    return deleted
+    rows = NotificationTable.query(client_id, NotificationTable.notification_id < _stamp(cutoff),
+                                   filter_condition=NotificationTable.is_read == True)  # noqa: E712
+    return delete_each(rows, NotificationTable.is_read == True, budget)  # noqa: E712

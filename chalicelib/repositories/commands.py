@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from pynamodb.exceptions import DeleteError, PutError
+from pynamodb.exceptions import PutError
 
 from components.command_tracker import (
     ACTIVE_STATUSES,
@@ -22,7 +22,7 @@ from components.command_tracker import (
     queue_key,
 )
 
-from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.dynamo import condition_failed, delete_each
 from chalicelib.settings import get_settings
 from chalicelib.tables.commands import LEASED, CommandTable
 
@@ -109,15 +109,5 @@ def delete_finished_before(agent_id: str, cutoff: datetime, budget: int) -> int:
     final = [s.value for s in FINAL_STATUSES]
     old = (CommandTable.finished_at < cutoff) | (CommandTable.finished_at.does_not_exist()
                                                  & (CommandTable.created_at < cutoff))
-    deleted = 0
-    for row in CommandTable.query(agent_id, filter_condition=CommandTable.status.is_in(*final) & old):
-        if deleted >= budget:
-            break
-        try:
-            row.delete(condition=CommandTable.status.is_in(*final))
-        except DeleteError as exc:
-            if condition_failed(exc):
-                continue
-            raise
-        deleted += 1
-    return deleted
+    rows = CommandTable.query(agent_id, filter_condition=CommandTable.status.is_in(*final) & old)
+    return delete_each(rows, CommandTable.status.is_in(*final), budget)

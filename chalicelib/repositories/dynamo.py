@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.exceptions import DeleteError, PynamoDBException, TransactWriteError
 
 from chalicelib.tables.base import region
 
@@ -15,6 +15,23 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 def condition_failed(exc: BaseException) -> bool:
     """True when a put/update/delete failed only because its condition did not hold."""
     return isinstance(exc, PynamoDBException) and exc.cause_response_code == CONDITION_FAILED
+
+
+def delete_each(rows, condition, budget: int) -> int:
+    """Delete ``rows`` one by one while ``condition`` still holds for each (a row that changed meanwhile
+    is skipped), at most ``budget``; returns how many were deleted. Retention jobs use it."""
+    deleted = 0
+    for row in rows:
+        if deleted >= budget:
+            break
+        try:
+            row.delete(condition=condition)
+        except DeleteError as exc:
+            if condition_failed(exc):
+                continue
+            raise
+        deleted += 1
+    return deleted
 
 
 def cancellation_codes(exc: TransactWriteError) -> list[str | None]:

@@ -38,6 +38,17 @@ def _string_key(key: Any) -> bool:
         for value in key.values())
 
 
+def _parse(token: str | None) -> dict | None:
+    """The key a token encodes (None for no token); 400 when it is not one of ours."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError("next_token is not valid", field="next_token") from None
+
+
 def decode_token(token: str | None, *, partition_attr: str, partition_value: str,
                  key_attrs: tuple[str, ...] | None = None) -> dict | None:
     """Parse a token, checking that it is a key of the caller's partition.
@@ -45,13 +56,9 @@ def decode_token(token: str | None, *, partition_attr: str, partition_value: str
     ``key_attrs`` (every attribute of the key, partition included) rejects tokens of another table or
     index shape before DynamoDB sees them.
     """
-    if not token:
+    key = _parse(token)
+    if key is None:
         return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError("next_token is not valid", field="next_token") from None
     if (not _string_key(key) or key.get(partition_attr) != {"S": partition_value}
             or (key_attrs is not None and set(key) != set(key_attrs))):
         raise InvalidInputError("next_token is not valid", field="next_token")
@@ -60,13 +67,9 @@ def decode_token(token: str | None, *, partition_attr: str, partition_value: str
 
 def decode_scan_token(token: str | None, *, key_attrs: tuple[str, ...]) -> dict | None:
     """Parse a token of a fleet-wide (admin) scan: any partition, but exactly the table's key attributes."""
-    if not token:
+    key = _parse(token)
+    if key is None:
         return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError("next_token is not valid", field="next_token") from None
     if not _string_key(key) or set(key) != set(key_attrs):
         raise InvalidInputError("next_token is not valid", field="next_token")
     return key

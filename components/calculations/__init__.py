@@ -8,19 +8,8 @@ from components.calculations.constants import (
 )
 from components.calculations.errors import CalculationError, InvalidAmountError
 from components.calculations.model import PriceSegment, SavingsSummary, SwitchImpact
-from components.calculations.rollup import (
-    PART_QUANTUM,
-    Bucket,
-    HourPart,
-    InstanceRun,
-    day_key,
-    effective_ondemand,
-    floor_hour,
-    hour_key,
-    hourly_parts,
-    month_key,
-    roll_up,
-)
+from components.calculations import rollup
+from components.calculations.rollup import *  # noqa: F403 (its __all__ is part of this package's)
 from components.calculations.savings import (
     baseline_and_savings,
     cost_of_interval,
@@ -34,17 +23,7 @@ from components.calculations.savings import (
 )
 
 __all__ = [
-    "PART_QUANTUM",
-    "Bucket",
-    "HourPart",
-    "InstanceRun",
-    "day_key",
-    "effective_ondemand",
-    "floor_hour",
-    "hour_key",
-    "hourly_parts",
-    "month_key",
-    "roll_up",
+    *rollup.__all__,
     "HOURS_PER_DAY",
     "HOURS_PER_MONTH",
     "HOURS_PER_YEAR",
