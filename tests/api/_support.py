@@ -190,3 +190,11 @@ def switch_body(old_instance_id: str, new_instance_id: str, *, old_mode: str = "
 def shifted(seconds: float) -> datetime:
     """Now plus ``seconds``."""
     return now_utc() + timedelta(seconds=seconds)
+
+
+def unchanged(call):
+    """Run ``call`` and assert it wrote nothing to any table; returns its result."""
+    before = snapshot_tables()
+    result = call()
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    return result

@@ -42,3 +42,17 @@ def fake_savings(monkeypatch):
     monkeypatch.setattr(dashboard, "_savings", lambda: fake)
     return fake
 
+
+@pytest.fixture
+def keep_the_active_model():
+    """The active-model pointer is global: put it back as it was after a test that activates or rolls back
+    models, so later tests (the scorer's, the isolation walk's ``rollback``) see the state they expect."""
+    from chalicelib import model_store
+    from chalicelib.tables import ModelRegistryTable
+
+    before = model_store.pointer()
+    yield
+    if before is None:
+        ModelRegistryTable(model_store.MODEL_NAME, model_store.POINTER).delete()
+    else:
+        before.save()

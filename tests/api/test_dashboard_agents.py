@@ -11,7 +11,7 @@ import pytest
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
-from tests.api._support import assert_error, diff_snapshots, pricing_body, snapshot_tables, snapshot_world
+from tests.api._support import unchanged, assert_error, diff_snapshots, pricing_body, snapshot_world
 from tests.conftest import registration
 from tests.e2e.failover_support import register_agent, state_of
 
@@ -24,12 +24,6 @@ def _register(caller, **overrides):
     assert status == 200, reply
     return reply["agent_id"], body
 
-
-def _unchanged(call):
-    before = snapshot_tables()
-    result = call()
-    assert diff_snapshots(before, snapshot_tables()) == {}
-    return result
 
 
 def _all_pages(caller, path, key, limit=1):
@@ -101,7 +95,7 @@ def test_agent_history_orders_online_offline_deleted_and_pages(make_tenant):
     paged = _all_pages(caller, f"/api/client/{client_id}/agents/history", "agents", limit=2)
     assert [r["agent_id"] for r in paged] == [online, offline, deleted]
     for token in ("abc", "-1", "9" * 20):
-        status, reply = _unchanged(lambda token=token: caller.get(f"/api/client/{client_id}/agents/history?next_token={token}"))
+        status, reply = unchanged(lambda token=token: caller.get(f"/api/client/{client_id}/agents/history?next_token={token}"))
         assert_error(status, reply, 400, field="next_token")
 
 
@@ -138,7 +132,7 @@ def test_toggle_enabled_sets_or_flips(make_tenant):
     assert status == 200 and reply["enabled"] is True
     assert caller.get(f"/api/agents/{agent_id}/config")[1]["enabled"] is True
     for bad in ({"enabled": "yes"}, {"enabled": None}, {"enabled": 1}):
-        status, reply = _unchanged(lambda bad=bad: caller.post(path, bad))
+        status, reply = unchanged(lambda bad=bad: caller.post(path, bad))
         assert_error(status, reply, 400, field="enabled")
 
 
@@ -157,7 +151,7 @@ def test_settings_write_the_legacy_flags_and_keep_modes_exclusive(make_tenant):
     assert config["replica_count"] == 1
     for bad, field in (({}, None), ({"replica_count": 2}, "replica_count"), ({"replica_count": -1}, "replica_count"),
                        ({"auto_switch_enabled": "true"}, "auto_switch_enabled")):
-        status, reply = _unchanged(lambda bad=bad: caller.post(path, bad))
+        status, reply = unchanged(lambda bad=bad: caller.post(path, bad))
         assert_error(status, reply, 400, field=field)
 
 
@@ -192,7 +186,7 @@ def test_config_takes_the_legacy_ui_body(make_tenant):
 def test_config_legacy_body_errors_write_nothing(make_tenant, body, field):
     _, caller = make_tenant()
     agent_id, _ = _register(caller)
-    status, reply = _unchanged(lambda: caller.post(f"/api/client/agents/{agent_id}/config", body))
+    status, reply = unchanged(lambda: caller.post(f"/api/client/agents/{agent_id}/config", body))
     assert_error(status, reply, 400, field=field)
 
 
@@ -250,5 +244,5 @@ def test_another_tenant_gets_404_and_writes_nothing(make_tenant):
 def test_bad_list_parameters_are_400(make_tenant, query, field):
     client_id, caller = make_tenant()
     _register(caller)
-    status, reply = _unchanged(lambda: caller.get(f"/api/client/{client_id}/agents?{query}"))
+    status, reply = unchanged(lambda: caller.get(f"/api/client/{client_id}/agents?{query}"))
     assert_error(status, reply, 400, field=field)

@@ -10,16 +10,10 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import catalogue
-from tests.api._support import assert_error, diff_snapshots, iso, now_utc, pricing_body, snapshot_tables, \
+from tests.api._support import unchanged, assert_error, diff_snapshots, iso, now_utc, pricing_body, snapshot_tables, \
     switch_body
 from tests.conftest import account_instance, registration
 
-
-def _unchanged(call):
-    before = snapshot_tables()
-    result = call()
-    assert diff_snapshots(before, snapshot_tables()) == {}
-    return result
 
 
 def _recent_timing(hours_ago: float, *, terminated: bool = True) -> dict:
@@ -101,7 +95,7 @@ def test_instances_csv(api, fleet):
                                          ("format=pdf", "format"), ("limit=1000000", "limit"),
                                          ("next_token=bm9wZQ", "next_token")])
 def test_instances_bad_parameters_are_400(fleet, query, field):
-    status, reply = _unchanged(lambda: fleet["caller"].get(f"/api/client/{fleet['client_id']}/instances?{query}"))
+    status, reply = unchanged(lambda: fleet["caller"].get(f"/api/client/{fleet['client_id']}/instances?{query}"))
     assert_error(status, reply, 400, field=field)
 
 

@@ -10,16 +10,10 @@ from datetime import timedelta
 import pytest
 
 from chalicelib.api.csv_export import cell, csv_response
-from tests.api._support import assert_error, diff_snapshots, iso, now_utc, snapshot_tables, snapshot_world, \
+from tests.api._support import unchanged, assert_error, diff_snapshots, iso, now_utc, snapshot_world, \
     switch_body
 from tests.conftest import account_instance, registration
 
-
-def _unchanged(call):
-    before = snapshot_tables()
-    result = call()
-    assert diff_snapshots(before, snapshot_tables()) == {}
-    return result
 
 
 def _timing(hours_ago: float) -> dict:
@@ -103,7 +97,7 @@ def test_replicas_carry_their_primary(tenant):
         if not token:
             break
     assert seen == [second["replica_id"], tenant["replica_id"]]  # newest first
-    status, reply = _unchanged(lambda: caller.get(f"/api/client/{client_id}/replicas?status=gone"))
+    status, reply = unchanged(lambda: caller.get(f"/api/client/{client_id}/replicas?status=gone"))
     assert_error(status, reply, 400, field="status")
 
 
@@ -133,7 +127,7 @@ def test_switch_history_filters_pages_and_exports(api, tenant):
     rows = list(csv.DictReader(io.StringIO(response.body.decode())))
     assert len(rows) == 1 and rows[0]["new_instance_id"] == tenant["last"] and rows[0]["hourly_impact"]
     for query, field in (("instance_id=nope", "instance_id"), ("format=x", "format"), ("limit=-1", "limit")):
-        status, reply = _unchanged(lambda query=query: caller.get(f"{base}?{query}"))
+        status, reply = unchanged(lambda query=query: caller.get(f"{base}?{query}"))
         assert_error(status, reply, 400, field=field)
 
 

@@ -302,17 +302,6 @@ def test_the_table_lists_every_legacy_pair_once_with_a_known_status():
     assert set(LEGACY_CALLS) == set(pairs), "every row needs its legacy request, and only rows have one"
 
 
-@pytest.fixture
-def keep_the_active_model():
-    """Rows of §3.6 activate models: the pointer is global, put it back as it was."""
-    before = model_store.pointer()
-    yield
-    if before is None:
-        ModelRegistryTable(model_store.MODEL_NAME, model_store.POINTER).delete()
-    else:
-        before.save()
-
-
 def _param(row: Row):
     return pytest.param(row, id=f"{row.method} {row.path}")
 

@@ -45,16 +45,7 @@ def post_multipart(caller: Caller, path: str, parts):
     return caller.call("POST", path, raw=body, headers={"Content-Type": content_type})
 
 
-@pytest.fixture(autouse=True)
-def keep_the_active_model():
-    """The active-model pointer is global: put it back as it was, so later tests (the scorer's, the isolation
-    walk's ``rollback`` with no previous version) see the state they expect."""
-    before = model_store.pointer()
-    yield
-    if before is None:
-        ModelRegistryTable(model_store.MODEL_NAME, model_store.POINTER).delete()
-    else:
-        before.save()
+pytestmark = pytest.mark.usefixtures("keep_the_active_model")
 
 
 def make_pending(version: str) -> None:
