@@ -228,7 +228,8 @@ def _max_page() -> int:
 
 def undeclared_responses(app) -> list[tuple[str, str]]:
     """``(METHOD, path)`` of every route whose success body has no declared model (generic object)."""
-    return [(op.method, op.path) for op in operations(app) if op.response is None and min(op.statuses) < 400]
+    return [(op.method, op.path) for op in operations(app)
+            if op.response is None and not op.doc.content and min(op.statuses) < 400]
 
 
 def build(app, *, title: str = "Spot Optimizer API", version: str | None = None) -> dict[str, Any]:
@@ -272,7 +273,10 @@ def build(app, *, title: str = "Spot Optimizer API", version: str | None = None)
                 success = ERROR_REF
             else:
                 success = refs[(op.response, "serialization")] if op.response is not None else dict(GENERIC)
-            content = {"application/json": {"schema": success}}
+            if op.doc.content and status < 400:  # not JSON (the console's page and files): text
+                content = {media: {"schema": {"type": "string"}} for media in op.doc.content}
+            else:
+                content = {"application/json": {"schema": success}}
             if op.doc.csv:
                 content["text/csv"] = {"schema": {"type": "string"}}
             responses[str(status)] = {"description": "Success" if status < 400 else _ERRORS.get(status, "Error"),
