@@ -3,8 +3,10 @@
 Every ``(method, path)`` in ``app.routes`` becomes an operation, declared or not:
 
 - **Declared** (the light way): ``ApiBlueprint.route`` takes ``request=``, ``response=``,
-  ``responses=``, ``query=``, ``auth=``, ``tags=``, ``csv=`` next to Chalice's own keywords and stores
-  them as a ``RouteDoc`` (chalicelib/api/route_doc.py) on the registered view (``__openapi__``). A model may be a pydantic class
+  ``responses=``, ``query=``, ``auth=``, ``tags=``, ``csv=``, ``content=`` next to Chalice's own keywords
+  and stores them as a ``RouteDoc`` (chalicelib/api/route_doc.py) on the registered view (``__openapi__``;
+  a plain Chalice ``Blueprint`` uses ``@documented(...)``). ``content=`` names the success media types
+  of a route that does not answer JSON (the console's page and files). A model may be a pydantic class
   or the name of one in ``chalicelib.schemas.responses`` (imported only when the document is built, so
   response models cost nothing at cold start).
 - **Inferred** (whatever is not declared): the path parameters from the path; the auth kind, the
