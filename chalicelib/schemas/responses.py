@@ -511,12 +511,13 @@ class ReplicaReportReply(ReplicaStateReply):
     """A replica report's answer: the replica after it, and the agent's warnings as recorded."""
 
     replica: ReplicaView | None = None
-    warnings: Any = None
+    warnings: list[str] | None = None
 
 
 class AttachedReplicaReply(ReplicaReportReply):
     instance_id: str | None
     replica: ReplicaView
+    warnings: list[str]
 
 
 class LastInterruption(Reply):

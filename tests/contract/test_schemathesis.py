@@ -179,7 +179,10 @@ def test_every_operation_answers_as_documented_and_never_5xx(world):
 
     schema = schemathesis.openapi.from_url(f"{world.api}/api/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
-    fuzzed = [op for op in operations if not op.path.startswith(NOT_FUZZED)]
+    # DELETEs last: deleting the setup's agent or the admin's target client first would leave every later
+    # operation on them a 404, so their success bodies would never be checked against the document.
+    fuzzed = sorted((op for op in operations if not op.path.startswith(NOT_FUZZED)),
+                    key=lambda op: op.method.upper() == "DELETE")
     # (schemathesis leaves out the operation that serves the document: it was just fetched and parsed)
     documented = {(m.upper(), p) for p, item in schema.raw_schema["paths"].items() for m in item} \
         - {("GET", "/api/openapi.json")}
