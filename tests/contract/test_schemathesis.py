@@ -114,6 +114,15 @@ def _setup(world: World) -> None:
     world.agent_id, world.agent_credential = reg["agent_id"], reg["agent_credential"]
     _http("POST", f"{world.api}/api/agents/{world.agent_id}/heartbeat", {"status": "online"},
           {"Authorization": f"Bearer {world.agent_credential}"})
+    # market data for the agent's pools: the decision routes answer their success bodies, not only 409 no_market_data
+    status, _ = _http("POST", f"{world.api}/api/agents/{world.agent_id}/pricing-report", {
+        "instance": {"instance_id": world.instance_id, "instance_type": "m5.large", "region": LOCAL_REGION,
+                     "az": ZONE, "mode": "spot"},
+        "pricing": {"on_demand_price": 0.096, "spot_pools": [
+            {"instance_type": "m5.large", "az": ZONE, "price": 0.041},
+            {"instance_type": "m5.large", "az": f"{LOCAL_REGION}b", "price": 0.035}]}},
+        {"Authorization": f"Bearer {world.agent_credential}"})
+    assert status == 200
 
 
 @pytest.fixture(scope="module")
