@@ -22,7 +22,8 @@ import pytest
 from chalicelib import model_store
 from chalicelib.repositories import activity
 from chalicelib.tables import ModelRegistryTable
-from tests.api._support import assert_matches_document, iso, now_utc, pricing_body, switch_body
+from tests.api._document import assert_matches_document
+from tests.api._support import iso, now_utc, pricing_body, switch_body
 from tests.conftest import Caller, account_instance, registration
 from tests.e2e.failover_support import configure, wait_for
 

@@ -15,7 +15,8 @@ import requests
 
 from chalicelib import model_store
 from chalicelib.tables import ModelRegistryTable
-from tests.api._support import assert_error, assert_matches_document, diff_snapshots, snapshot_tables
+from tests.api._document import assert_matches_document
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.conftest import Caller
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "ml" / "artifacts"
