@@ -3,8 +3,10 @@
 Every ``(method, path)`` in ``app.routes`` becomes an operation, declared or not:
 
 - **Declared** (the light way): ``ApiBlueprint.route`` takes ``request=``, ``response=``,
-  ``responses=``, ``query=``, ``auth=``, ``tags=``, ``csv=`` next to Chalice's own keywords and stores
-  them as a ``RouteDoc`` (chalicelib/api/route_doc.py) on the registered view (``__openapi__``). A model may be a pydantic class
+  ``responses=``, ``query=``, ``auth=``, ``tags=``, ``csv=``, ``content=`` next to Chalice's own keywords
+  and stores them as a ``RouteDoc`` (chalicelib/api/route_doc.py) on the registered view (``__openapi__``;
+  a plain Chalice ``Blueprint`` uses ``@documented(...)``). ``content=`` names the success media types
+  of a route that does not answer JSON (the console's page and files). A model may be a pydantic class
   or the name of one in ``chalicelib.schemas.responses`` (imported only when the document is built, so
   response models cost nothing at cold start).
 - **Inferred** (whatever is not declared): the path parameters from the path; the auth kind, the
@@ -228,7 +230,8 @@ def _max_page() -> int:
 
 def undeclared_responses(app) -> list[tuple[str, str]]:
     """``(METHOD, path)`` of every route whose success body has no declared model (generic object)."""
-    return [(op.method, op.path) for op in operations(app) if op.response is None and min(op.statuses) < 400]
+    return [(op.method, op.path) for op in operations(app)
+            if op.response is None and not op.doc.content and min(op.statuses) < 400]
 
 
 def build(app, *, title: str = "Spot Optimizer API", version: str | None = None) -> dict[str, Any]:
@@ -272,7 +275,10 @@ def build(app, *, title: str = "Spot Optimizer API", version: str | None = None)
                 success = ERROR_REF
             else:
                 success = refs[(op.response, "serialization")] if op.response is not None else dict(GENERIC)
-            content = {"application/json": {"schema": success}}
+            if op.doc.content and status < 400:  # not JSON (the console's page and files): text
+                content = {media: {"schema": {"type": "string"}} for media in op.doc.content}
+            else:
+                content = {"application/json": {"schema": success}}
             if op.doc.csv:
                 content["text/csv"] = {"schema": {"type": "string"}}
             responses[str(status)] = {"description": "Success" if status < 400 else _ERRORS.get(status, "Error"),

@@ -16,6 +16,7 @@ from components.sentinel import HealthThresholds
 from chalicelib import model_store, tenancy
 from chalicelib.api.admin import release_bus_access
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import agent_view, client_view, instance_view, iso
 from chalicelib.aws import ec2
 from chalicelib.errors import InvalidInputError, ServiceUnavailableError
@@ -27,6 +28,8 @@ bp = ApiBlueprint(__name__)
 AGENT_STATUSES = ("online", "degraded", "offline", "disabled", "switching", "error", "deleted", "terminated")
 INSTANCE_STATUSES = ("active", "terminated", "all")
 MODES = ("spot", "ondemand")
+# What the document offers for ?region= (a subset of what the route accepts: <= 32 letters, digits, "-")
+REGION_PATTERN = r"^[a-z]{2}(-[a-z0-9]{1,9}){1,3}$"
 
 
 def _savings():
@@ -61,7 +64,7 @@ def event_view(e) -> dict:
             "metadata": e.metadata, "created_at": iso(e.created_at)}
 
 
-@bp.route("/api/admin/stats", methods=["GET"])
+@bp.route("/api/admin/stats", methods=["GET"], response="FleetStatsReply")
 def fleet_stats():
     """Fleet totals, the fleet's savings (savings repository) and the active risk model."""
     admin_request(_request())
@@ -69,7 +72,7 @@ def fleet_stats():
     return ok({**fleet.fleet_counts(now), "savings": _savings().fleet_summary(now), "active_model": _active_model()})
 
 
-@bp.route("/api/admin/agents", methods=["GET"])
+@bp.route("/api/admin/agents", methods=["GET"], response="FleetAgentsReply", query=[Query("status", enum=AGENT_STATUSES)])
 def all_agents():
     """Every client's agents (``?status=``), one bounded scan page per call."""
     admin_request(_request())
@@ -80,7 +83,9 @@ def all_agents():
                "next_token": page.next_token})
 
 
-@bp.route("/api/admin/instances", methods=["GET"])
+@bp.route("/api/admin/instances", methods=["GET"], response="FleetInstancesReply", query=[
+    Query("status", enum=INSTANCE_STATUSES), Query("mode", enum=MODES),
+    Query("region", pattern=REGION_PATTERN, description="e.g. us-east-1")])
 def all_instances():
     """Every client's instances (``?status=active|terminated|all&mode=&region=``), one bounded scan page."""
     admin_request(_request())
@@ -94,7 +99,7 @@ def all_instances():
                "next_token": page.next_token})
 
 
-@bp.route("/api/admin/system-health", methods=["GET"])
+@bp.route("/api/admin/system-health", methods=["GET"], response="SystemHealthReply")
 def system_health():
     """Storage reachable, agents the health monitor should have moved (stale), standbys that failed and
     critical events in the last 24 h, and the active model. ``degraded`` when any of them is not clean."""
@@ -120,7 +125,7 @@ def system_health():
                "active_model": model, "checked_at": iso(now)})
 
 
-@bp.route("/api/admin/clients", methods=["GET"])
+@bp.route("/api/admin/clients", methods=["GET"], response="AdminClientsReply")
 def list_clients():
     """Clients in creation order, paginated, with their agent/instance counts and total savings."""
     admin_request(_request())
@@ -136,7 +141,7 @@ def list_clients():
     return ok({"clients": rows, "next_token": page.next_token})
 
 
-@bp.route("/api/admin/clients/{client_id}", methods=["DELETE"])
+@bp.route("/api/admin/clients/{client_id}", methods=["DELETE"], response="DeletedClientReply")
 def delete_client(client_id):
     """Hard delete: the token (and the agents' credentials) stop working first, then the standbys and instances the product launched for
     the client are terminated, then every row of the client is deleted (client row last, so a failed call
@@ -182,7 +187,7 @@ def _terminate_launched(client_id: str) -> list[str]:
     return sorted(done)
 
 
-@bp.route("/api/admin/activity", methods=["GET"])
+@bp.route("/api/admin/activity", methods=["GET"], response="AuditEventsReply")
 def recent_activity():
     """The audit log newest first, paginated back to the retention horizon (``limit``, ``next_token``)."""
     admin_request(_request())

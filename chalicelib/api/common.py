@@ -51,7 +51,7 @@ class ApiBlueprint(Blueprint):
     """A Blueprint whose routes answer every client mistake with a JSON 4xx.
 
     ``route`` also takes the route's OpenAPI declarations (``request=``, ``response=``, ``responses=``,
-    ``query=``, ``auth=``, ``tags=``, ``csv=``, ``status=``; chalicelib/openapi.py): all optional, what
+    ``query=``, ``auth=``, ``tags=``, ``csv=``, ``status=``, ``content=``; chalicelib/openapi.py): all optional, what
     is not declared is inferred from the view."""
 
     def route(self, path: str, **kwargs: Any):

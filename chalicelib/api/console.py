@@ -16,6 +16,8 @@ from pathlib import Path
 
 from chalice import Blueprint, Response
 
+from chalicelib.api.route_doc import documented
+
 WEB = Path(__file__).parent.parent.parent / "web"
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -45,6 +47,11 @@ VENDOR = _table(WEB / "vendor", "*.js")
 bp = Blueprint(__name__)
 
 
+def _media_types(table: dict[str, Path]) -> tuple[str, ...]:
+    """The media types a table's files are served as (for the OpenAPI document)."""
+    return tuple(sorted({CONTENT_TYPES[p.suffix].split(";")[0] for p in table.values()})) or ("text/javascript",)
+
+
 def _file(path: Path | None) -> Response:
     if path is None:
         return Response(body={"error": "not_found", "message": "no such console file"}, status_code=404,
@@ -54,18 +61,21 @@ def _file(path: Path | None) -> Response:
 
 
 @bp.route("/", methods=["GET"])
+@documented(content=("text/html",), responses={404: None}, auth="none")
 def index():
     """The console's single page (sign-in, then every client or admin page)."""
     return _file(WEB / "index.html")
 
 
 @bp.route("/console/{name}", methods=["GET"])
+@documented(content=_media_types(ASSETS), responses={404: None}, auth="none")
 def asset(name):
     """One of the console's modules (web/js/), its stylesheet or icon."""
     return _file(ASSETS.get(name))
 
 
 @bp.route("/console/vendor/{name}", methods=["GET"])
+@documented(content=_media_types(VENDOR), responses={404: None}, auth="none")
 def vendor_asset(name):
     """A pinned third-party file (web/vendor/, see web/SOURCES.md)."""
     return _file(VENDOR.get(name))

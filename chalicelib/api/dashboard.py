@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import timedelta
 
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.csv_export import csv_response, wants_csv
 from chalicelib.api.views import iso, replica_view, switch_row
 from chalicelib.errors import InvalidInputError, NotFoundError
@@ -68,7 +69,7 @@ def listing(request, key: str, rows: list[dict], next_token: str | None, columns
     return ok({key: rows, "next_token": next_token})
 
 
-@bp.route("/api/client/{client_id}", methods=["GET"])
+@bp.route("/api/client/{client_id}", methods=["GET"], response="ClientOverviewReply")
 def overview(client_id):
     """Agents online/total, active instances and standbys, savings, the last heartbeat (last sync)."""
     client = own_client(_request(), client_id)
@@ -84,7 +85,8 @@ def overview(client_id):
                "last_sync": iso(max(heartbeats)) if heartbeats else None})
 
 
-@bp.route("/api/client/{client_id}/replicas", methods=["GET"])
+@bp.route("/api/client/{client_id}/replicas", methods=["GET"], response="ClientReplicasReply",
+          query=[Query("status", enum=("active", "all"), description="active (default) or all")])
 def client_replicas(client_id):
     """The client's standbys (``status=active``, the default, or ``all``), each with its primary."""
     client = own_client(_request(), client_id)
@@ -105,7 +107,8 @@ def client_replicas(client_id):
     return ok({"replicas": rows, "next_token": page.next_token})
 
 
-@bp.route("/api/client/{client_id}/switch-history", methods=["GET"])
+@bp.route("/api/client/{client_id}/switch-history", methods=["GET"], response="SwitchHistoryReply", csv=True,
+          query=[Query("instance_id", pattern=INSTANCE_ID_PATTERN, description="Switches from or to it")])
 def switch_history(client_id):
     """Switches, newest first, with prices and their hourly impact (``instance_id`` from or to; csv)."""
     client = own_client(_request(), client_id)
@@ -119,7 +122,7 @@ def switch_history(client_id):
                    "switch-history.csv")
 
 
-@bp.route("/api/client/{client_id}/stats/charts", methods=["GET"])
+@bp.route("/api/client/{client_id}/stats/charts", methods=["GET"], response="ChartsReply")
 def charts(client_id):
     """The last 30 days: savings trend, cost vs on-demand, mode of the active primaries, switches per day."""
     client = own_client(_request(), client_id)

@@ -36,7 +36,7 @@ def _request():
     return bp.current_request
 
 
-@bp.route("/api/client/{client_id}/agents", methods=["GET"])
+@bp.route("/api/client/{client_id}/agents", methods=["GET"], response="AgentRowsReply", csv=True)
 def client_agents(client_id):
     """The client's agents that are not deleted, by logical id, flags flat (csv)."""
     client = own_client(_request(), client_id)
@@ -53,7 +53,7 @@ def _rank(status: str) -> int:
     return 2 if status in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value) else 1
 
 
-@bp.route("/api/client/{client_id}/agents/history", methods=["GET"])
+@bp.route("/api/client/{client_id}/agents/history", methods=["GET"], response="AgentRowsReply", csv=True)
 def agents_history(client_id):
     """Every agent, deleted ones too, online → offline → deleted (csv). The client's agents are read whole
     (bounded by its agent quota) to order them; ``next_token`` is the position of the next page."""
@@ -70,7 +70,7 @@ def agents_history(client_id):
     return listing(_request(), "agents", rows, more, AGENT_COLUMNS, "agents-history.csv")
 
 
-@bp.route("/api/client/{client_id}/agents/decisions", methods=["GET"])
+@bp.route("/api/client/{client_id}/agents/decisions", methods=["GET"], response="AgentDecisionsReply")
 def agents_decisions(client_id):
     """Each agent that is not deleted with its last five decisions, its health and pricing freshness."""
     client = own_client(_request(), client_id)
@@ -93,7 +93,7 @@ def agents_decisions(client_id):
     return ok({"agents": rows, "next_token": page.next_token})
 
 
-@bp.route("/api/client/agents/{agent_id}/toggle-enabled", methods=["POST"])
+@bp.route("/api/client/agents/{agent_id}/toggle-enabled", methods=["POST"], response="ToggleEnabledReply")
 def toggle_enabled(agent_id):
     """Enable or disable an agent (``enabled``; an empty body flips it). A disabled agent gets no commands."""
     client, body = client_request(_request(), ToggleEnabledRequest)
@@ -106,7 +106,7 @@ def toggle_enabled(agent_id):
                "config_version": updated.config_version})
 
 
-@bp.route("/api/client/agents/{agent_id}/settings", methods=["POST"])
+@bp.route("/api/client/agents/{agent_id}/settings", methods=["POST"], response="AgentSettingsReply")
 def settings(agent_id):
     """Auto-switch, auto-terminate and the legacy replica flags (auto-switch on turns manual-replica off,
     terminating its standby, as the config route does)."""
@@ -116,7 +116,7 @@ def settings(agent_id):
     return ok({"success": True, "config": config_view(updated), "terminated_replicas": terminated})
 
 
-@bp.route("/api/client/agents/{agent_id}", methods=["DELETE"])
+@bp.route("/api/client/agents/{agent_id}", methods=["DELETE"], response="DeletedAgentReply")
 def delete_agent(agent_id):
     """Soft delete: every standby terminated (EC2 included), the agent ``deleted`` with its modes off, its
     instance inactive. The agent's own instance keeps running (it is the client's workload). Idempotent."""

@@ -16,6 +16,7 @@ from components.instance_types import allowed_types
 from chalicelib import catalogue
 from chalicelib.api import dashboard
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.route_doc import Query
 from chalicelib.api.csv_export import wants_csv
 from chalicelib.api.dashboard import choice, listing, own_client
 from chalicelib.api.views import instance_row, iso, money
@@ -49,7 +50,10 @@ def _current_price(row, pool, client_id: str, ondemand):
     return ondemand if row.mode == "ondemand" else None
 
 
-@bp.route("/api/client/{client_id}/instances", methods=["GET"])
+@bp.route("/api/client/{client_id}/instances", methods=["GET"], response="InstanceRowsReply", csv=True, query=[
+    Query("status", enum=tuple(_STATUS), description="active (default), terminated or all"),
+    Query("mode", enum=("spot", "ondemand")),
+    Query("search", pattern=f"^{_SEARCH.pattern}$", description="Part of the instance id or type")])
 def client_instances(client_id):
     """Instances, newest first: ``status`` active (default) / terminated / all, ``mode`` spot / ondemand,
     ``search`` (part of the instance id or type); csv."""
@@ -99,7 +103,7 @@ def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
     return found, types
 
 
-@bp.route("/api/client/instances/{instance_id}/pricing", methods=["GET"])
+@bp.route("/api/client/instances/{instance_id}/pricing", methods=["GET"], response="InstancePricingReply")
 def instance_pricing(instance_id):
     """The instance's mode and pool, its on-demand and current price, and every pool it could run in."""
     client, _ = client_request(_request())
@@ -114,7 +118,7 @@ def instance_pricing(instance_id):
                "pools": found})
 
 
-@bp.route("/api/client/instances/{instance_id}/metrics", methods=["GET"])
+@bp.route("/api/client/instances/{instance_id}/metrics", methods=["GET"], response="InstanceMetricsReply")
 def instance_metrics(instance_id):
     """Uptime, switches from or to the instance in 7 and 30 days, its savings (savings repository)."""
     client, _ = client_request(_request())
@@ -130,7 +134,7 @@ def instance_metrics(instance_id):
                "savings_30d": summary["last_30d_savings"], "savings_total": summary["total_savings"]})
 
 
-@bp.route("/api/client/instances/{instance_id}/available-options", methods=["GET"])
+@bp.route("/api/client/instances/{instance_id}/available-options", methods=["GET"], response="AvailableOptionsReply")
 def available_options(instance_id):
     """Where a manual switch could go: the priced pools other than the current one, cheapest first, and
     the instance types the agent may run on (its own first)."""

@@ -42,7 +42,7 @@ def _savings(evaluation) -> float | None:
     return None if here is None or there is None else round(here - there, 6)
 
 
-@bp.route("/api/agents/{agent_id}/decide", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/decide", methods=["POST"], response="DecideReply")
 def decide(agent_id):
     """Run the decision policy now (legacy contract #1 shape); the decision is recorded."""
     client, _ = client_request(_request(), DecideRequest)
@@ -62,7 +62,7 @@ def decide(agent_id):
                "expected_cost": d.expected_cost})
 
 
-@bp.route("/api/agents/{agent_id}/switch-recommendation", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/switch-recommendation", methods=["GET"], response="SwitchRecommendationReply")
 def switch_recommendation(agent_id):
     """The engine's suggestion with alternatives (legacy contract #2 shape)."""
     client, _ = client_request(_request())
@@ -85,7 +85,7 @@ def switch_recommendation(agent_id):
                                      for o in alternatives]})
 
 
-@bp.route("/api/agents/{agent_id}/issue-switch-command", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/issue-switch-command", methods=["POST"], response="IssueSwitchReply")
 def issue_switch_command(agent_id):
     """Queue an ML switch (priority 25, or 50 when urgent); 403 when auto-switch is off."""
     client, body = client_request(_request(), IssueSwitchRequest)

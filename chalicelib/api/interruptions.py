@@ -72,7 +72,7 @@ def _step_ms(row) -> dict:
             "traffic_moved": since_detected(row.traffic_moved_at), "completed": since_detected(row.completed_at)}
 
 
-@bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"], response="SignalReply")
 def termination_imminent(agent_id):
     """Two-minute notice seen by the agent: start (or join) the failover workflow. 202."""
     client_id, agent, body = agent_request(_request(), agent_id, TerminationImminentRequest)
@@ -85,7 +85,7 @@ def termination_imminent(agent_id):
     return ok({"success": result["action"] != "ignored", **result}, status=202)
 
 
-@bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"], response="SignalReply")
 def rebalance_recommendation(agent_id):
     """Rebalance recommendation seen by the agent: pre-warm a standby if the pool is risky."""
     client_id, agent, body = agent_request(_request(), agent_id, RebalanceRequest)
@@ -96,7 +96,7 @@ def rebalance_recommendation(agent_id):
     return ok({"success": True, **result})
 
 
-@bp.route("/api/agents/{agent_id}/create-emergency-replica", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/create-emergency-replica", methods=["POST"], response="EmergencyReplicaReply")
 def create_emergency_replica(agent_id):
     """Legacy: a replica for an interruption signal (auto-switch agents only; 403 otherwise).
 

@@ -101,7 +101,7 @@ def rollback_model():
 
 # --- artifacts of any size: presigned S3 upload, then register -------------------------------------------
 
-@bp.route("/api/admin/ml-models/upload-url", methods=["POST"])
+@bp.route("/api/admin/ml-models/upload-url", methods=["POST"], response="UploadUrlReply")
 def upload_url():
     """A presigned S3 POST for one artifact (at most ``max_bytes``), valid for ``expires_in`` seconds. Send the
     file as the form field ``file`` after ``fields``, then register it with its manifest."""
@@ -114,7 +114,7 @@ def upload_url():
                "register": "/api/admin/ml-models/register"}, status=201)
 
 
-@bp.route("/api/admin/ml-models/register", methods=["POST"])
+@bp.route("/api/admin/ml-models/register", methods=["POST"], response="LegacyModelVersion")
 def register_upload():
     """Check the uploaded artifact against its manifest (size, sha256, schema): a new version, ``uploaded``."""
     body = admin_request(bp.current_request, RegisterUploadRequest)
@@ -174,7 +174,7 @@ def _legacy_upload_parts(request) -> tuple[bytes, dict]:
     return artifacts[0], manifest
 
 
-@bp.route("/api/admin/ml-models/upload", methods=["POST"], content_types=["application/json", MULTIPART])
+@bp.route("/api/admin/ml-models/upload", methods=["POST"], content_types=["application/json", MULTIPART], response="LegacyModelVersion")
 def legacy_upload():
     """Legacy upload: multipart ``files`` (model + manifest) or the JSON body of POST /api/admin/ml-models.
     The new version (its ``sessionId``) waits for the scorer's validation, then is activated explicitly."""
@@ -191,21 +191,21 @@ def legacy_upload():
     return ok(_legacy(model_store.upload(artifact, manifest, utcnow())), status=201)
 
 
-@bp.route("/api/admin/ml-models/activate", methods=["POST"])
+@bp.route("/api/admin/ml-models/activate", methods=["POST"], response="LegacyModelVersion")
 def legacy_activate():
     """Legacy ``{"sessionId"}`` → that version becomes the active model (no restart: the scorer's next run)."""
     body = admin_request(bp.current_request, ActivateSessionRequest)
     return ok(_legacy(model_store.activate(body.sessionId, utcnow())))
 
 
-@bp.route("/api/admin/ml-models/fallback", methods=["POST"])
+@bp.route("/api/admin/ml-models/fallback", methods=["POST"], response="LegacyModelVersion")
 def legacy_fallback():
     """Legacy fallback: re-activate the previously active version (the same as /rollback)."""
     admin_request(bp.current_request)
     return ok(_legacy(model_store.rollback(utcnow())))
 
 
-@bp.route("/api/admin/ml-models/sessions", methods=["GET"])
+@bp.route("/api/admin/ml-models/sessions", methods=["GET"], response="ModelSessionsReply")
 def legacy_sessions():
     """The last 10 versions ("upload sessions") with the legacy live/fallback flags, files and size."""
     admin_request(bp.current_request)
@@ -219,7 +219,7 @@ def legacy_sessions():
     return ok({"sessions": sessions, "next_token": None})
 
 
-@bp.route("/api/admin/decision-engine/upload", methods=["POST"], content_types=["application/json", MULTIPART])
+@bp.route("/api/admin/decision-engine/upload", methods=["POST"], content_types=["application/json", MULTIPART], status=410)
 def legacy_decision_engine_upload():
     """Refused on purpose (410): the decision engine is code deployed with the application (reviewed, tested,
     versioned with it), never a file uploaded at run time into a running server."""

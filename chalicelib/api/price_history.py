@@ -11,7 +11,8 @@ from components.price_buckets import DAY, HOUR, Bucket
 
 from chalicelib import catalogue
 from chalicelib.api.common import ApiBlueprint, client_request, ok, utcnow
-from chalicelib.api.inputs import check_path_params, int_param
+from chalicelib.api.inputs import PATH_PARAM, check_path_params, int_param
+from chalicelib.api.route_doc import Query
 from chalicelib.api.views import iso
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import agents
@@ -67,7 +68,8 @@ def _pools_of(region: str | None, instance_type: str | None, first: str | None =
     return ([first] if first else []) + sorted(p for p in ids if p != first)
 
 
-@bp.route("/api/client/instances/{instance_id}/price-history", methods=["GET"])
+@bp.route("/api/client/instances/{instance_id}/price-history", methods=["GET"], response="InstancePriceHistoryReply",
+          query=[Query("interval", enum=tuple(INTERVALS), description="hour up to 7 days, else day (default)")])
 def instance_price_history(instance_id):
     """The prices of the instance's pool and of the other pools of its type in its region."""
     client, _ = client_request(_request())
@@ -89,7 +91,9 @@ def instance_price_history(instance_id):
                "series": _series(pool_ids, client.client_id, seconds, days, keep={own} if own else set())})
 
 
-@bp.route("/api/client/pricing-history", methods=["GET"])
+@bp.route("/api/client/pricing-history", methods=["GET"], response="PricingHistoryReply", query=[
+    Query("interval", enum=tuple(INTERVALS), description="hour up to 7 days, else day (default)"),
+    Query("agent_id", pattern=f"^{PATH_PARAM.pattern}$", description="One agent only")])
 def pricing_history():
     """The prices of the pools the client's agents run or may run on (one agent with ``?agent_id=``)."""
     client, _ = client_request(_request())

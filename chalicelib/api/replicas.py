@@ -233,7 +233,7 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
     return replica
 
 
-@bp.route("/api/agents/{agent_id}/replicas", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/replicas", methods=["POST"], response="CreatedReplicaReply")
 def create_replica(agent_id):
     """The manual-mode standby: launched by the server, or recorded when the agent launched it. 201."""
     client, body = client_request(_request(), CreateReplicaRequest)
@@ -323,7 +323,7 @@ def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):
                "new_instance_id": replica.instance_id, "old_instance_id": agent.instance_id}, status=202)
 
 
-@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/promote", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/promote", methods=["POST"], response="PromotionReply", status=202)
 def promote_replica(agent_id, replica_id):
     """Switch to the replica (the legacy options are accepted; auto-terminate decides the old primary)."""
     client, _body = client_request(_request(), PromoteRequest)
@@ -331,7 +331,7 @@ def promote_replica(agent_id, replica_id):
     return _promote(agent, replica, utcnow())
 
 
-@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["DELETE"])
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["DELETE"], response="DeletedReplicaReply")
 def delete_replica(agent_id, replica_id):
     """Terminate the replica's instance for real and close it (idempotent once terminated)."""
     client, _ = client_request(_request())
@@ -344,7 +344,7 @@ def delete_replica(agent_id, replica_id):
                "instance_id": replica.instance_id})
 
 
-@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"])
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"], response="AttachedReplicaReply")
 def attach_replica(agent_id, replica_id):
     """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``."""
     client, body = client_request(_request(), AttachReplicaRequest)
@@ -369,7 +369,7 @@ def attach_replica(agent_id, replica_id):
                                  instance_id=replica.instance_id)})
 
 
-@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/status", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/status", methods=["POST"], response="ReplicaReportReply")
 def replica_status(agent_id, replica_id):
     """Lifecycle report: syncing, ready (``ready_at`` = sync_completed_at or now) or failed (terminated)."""
     client, body = client_request(_request(), ReplicaStatusRequest)
@@ -399,7 +399,7 @@ def replica_status(agent_id, replica_id):
                                  client_id=client.client_id, agent_id=agent_id)})
 
 
-@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/sync-status", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/replicas/{replica_id}/sync-status", methods=["POST"], response="ReplicaReportReply")
 def replica_sync_status(agent_id, replica_id):
     """Sync progress; a report means the replica is at least syncing, progress ≥ 100 makes it ready."""
     client, body = client_request(_request(), SyncStatusRequest)
@@ -544,7 +544,7 @@ def manual_replica_disable(agent_id):
                "terminated": terminated})
 
 
-@bp.route("/api/agents/{agent_id}/manual-switch", methods=["POST"])
+@bp.route("/api/agents/{agent_id}/manual-switch", methods=["POST"], response="PromotionReply", status=202)
 def manual_switch(agent_id):
     """Promote the agent's ready standby (the workflow then starts the next one in manual mode). 202."""
     client, _ = client_request(_request())
@@ -556,7 +556,7 @@ def manual_switch(agent_id):
     return _promote(agent, standby, utcnow())
 
 
-@bp.route("/api/agents/{agent_id}/sef-status", methods=["GET"])
+@bp.route("/api/agents/{agent_id}/sef-status", methods=["GET"], response="SefStatusReply")
 def sef_status(agent_id):
     """Mode, standby, last interruption, the sentinel's health score and whether prices are fresh."""
     client, _ = client_request(_request())

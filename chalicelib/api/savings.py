@@ -8,6 +8,7 @@ from __future__ import annotations
 from chalicelib.api.common import ApiBlueprint, admin_request, client_request, ok, utcnow
 from chalicelib.api.csv_export import csv_response
 from chalicelib.api.inputs import int_param
+from chalicelib.api.route_doc import Query
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import savings
 
@@ -28,7 +29,8 @@ def _format(params: dict) -> bool:
     return wanted == "csv"
 
 
-@bp.route("/api/client/{client_id}/savings", methods=["GET"])
+@bp.route("/api/client/{client_id}/savings", methods=["GET"], response="ClientSavingsReply", csv=True,
+          query=[Query("period", enum=("monthly", "daily"), description="csv rows: monthly (default) or daily")])
 def client_savings(client_id):
     """Savings to date, per month (``?months=12``, 1..36) and per day for the last 30 days.
 
@@ -52,7 +54,7 @@ def client_savings(client_id):
                "daily": savings.daily(client_id, 30, now)})
 
 
-@bp.route("/api/admin/clients/growth", methods=["GET"])
+@bp.route("/api/admin/clients/growth", methods=["GET"], response="GrowthReply")
 def clients_growth():
     """The daily growth snapshots (``?days=30``, 1..365), oldest first."""
     admin_request(_request())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Reply(BaseModel):
@@ -397,3 +397,582 @@ class PoolRisk(Reply):
 
 class PoolsReply(Reply):
     pools: list[PoolRisk]
+
+
+# --- agent-side routes (decisions, interruption signals, standbys) --------------------------------
+
+class HealthView(Reply):
+    """The sentinel's health score of an agent (components/sentinel/health.py)."""
+
+    score: float
+    state: str
+    recommendation: str | None
+
+
+class DecideReply(Reply):
+    """POST /api/agents/{agent_id}/decide (legacy contract #1 shape)."""
+
+    instance_id: str | None
+    risk_score: float | None
+    recommended_action: str
+    recommended_mode: Literal["spot", "ondemand"]
+    recommended_pool_id: str | None
+    recommended_standby_pool_id: str | None
+    expected_savings_per_hour: float | None
+    allowed: bool
+    reason: str | None
+    expected_cost: Any
+
+
+class AlternativePool(Reply):
+    pool_id: str
+    price: float | None
+    risk: float | None
+
+
+class SwitchRecommendationReply(Reply):
+    """GET /api/agents/{agent_id}/switch-recommendation (legacy contract #2 shape)."""
+
+    decision_type: str
+    recommended_pool_id: str | None
+    risk_score: float | None
+    expected_savings: float | None
+    confidence: float | None
+    reason: str | None
+    auto_switch_enabled: bool
+    will_auto_execute: bool
+    current_pool: str | None
+    alternative_pools: list[AlternativePool]
+
+
+class IssueSwitchReply(Success):
+    """200 ``queued: false`` with the engine's ``reason`` (nothing to do), or 201 with the queued command."""
+
+    queued: bool
+    command: CommandView | None = None
+    reason: str | None = None
+
+
+class SignalReply(Success):
+    """What the sentinel did with a signal (``failover_started``, ``duplicate``, ``ignored``, ...)."""
+
+    action: str
+    interruption_id: str | None = None
+    reason: str | None = None
+
+
+class WorkflowRef(Reply):
+    action: str
+
+
+class ReplicaPool(Reply):
+    id: str | None
+    az: str | None
+
+
+class EmergencyReplicaReply(Success):
+    """201 when a standby was launched, 200 when the existing one (or the running failover's) is returned."""
+
+    created: bool
+    replica_id: str | None
+    instance_id: str | None
+    status: str | None
+    pool: ReplicaPool | None
+    hourly_cost: float | None
+    urgency: Literal["critical", "high"]
+    workflow: WorkflowRef | None
+
+
+class CreatedReplicaReply(Success, ReplicaView):
+    tags_applied: bool
+
+
+class PromotionReply(Success):
+    """202: the failover workflow promotes the replica."""
+
+    action: str
+    interruption_id: str | None
+    execution_arn: str | None
+    replica_id: str
+    new_instance_id: str | None
+    old_instance_id: str | None
+
+
+class ReplicaStateReply(Success):
+    replica_id: str
+    status: str
+
+
+class DeletedReplicaReply(ReplicaStateReply):
+    instance_id: str | None
+
+
+class ReplicaReportReply(ReplicaStateReply):
+    """A replica report's answer: the replica after it, and the agent's warnings as recorded."""
+
+    replica: ReplicaView | None = None
+    warnings: list[str] | None = None
+
+
+class AttachedReplicaReply(ReplicaReportReply):
+    instance_id: str | None
+    replica: ReplicaView
+    warnings: list[str]
+
+
+class LastInterruption(Reply):
+    interruption_id: str
+    signal_type: str | None
+    status: str | None
+    response_action: str | None
+    detected_at: Time | None
+    failover_time_ms: int | None
+
+
+class DataQuality(Reply):
+    last_pricing_at: Time | None
+    pricing_fresh: bool
+
+
+class SefStatusReply(Reply):
+    agent_id: str
+    mode: Literal["manual-replica", "auto-switch", "none"]
+    health: HealthView
+    manual_replica_enabled: bool
+    auto_switch_enabled: bool
+    auto_terminate_enabled: bool
+    terminate_wait_seconds: int
+    replica: ReplicaView | None
+    last_interruption: LastInterruption | None
+    data_quality: DataQuality
+
+
+# --- client dashboard -----------------------------------------------------------------------------
+
+class SavingsSummary(Reply):
+    """The savings repository's summary (chalicelib/repositories/savings.py)."""
+
+    total_savings: float
+    total_actual_cost: float
+    total_baseline_cost: float
+    savings_percent: float
+    month_to_date_savings: float
+    last_30d_savings: float
+    currency: str
+    as_of: Time | None
+
+
+class SavingsMonth(Reply):
+    month: str
+    baseline_cost: float
+    actual_cost: float
+    savings: float
+    savings_percent: float
+
+
+class SavingsDay(Reply):
+    date: str
+    baseline_cost: float
+    actual_cost: float
+    savings: float
+    spot_hours: float
+    ondemand_hours: float
+
+
+class ClientOverviewReply(Reply):
+    client_id: str
+    name: str
+    status: str
+    agents_online: int
+    agents_total: int
+    instances_active: int
+    replicas_active: int
+    savings: SavingsSummary
+    last_sync: Time | None
+
+
+class ReplicaPrimary(Reply):
+    instance_id: str | None
+    pool_id: str | None
+    instance_type: str | None
+    mode: str | None
+    agent_id: str
+    hostname: str | None
+
+
+class ClientReplica(ReplicaView):
+    primary: ReplicaPrimary | None
+
+
+class ClientReplicasReply(Reply):
+    replicas: list[ClientReplica]
+    next_token: str | None
+
+
+class SwitchRow(Reply):
+    switch_id: str
+    agent_id: str | None
+    old_instance_id: str | None
+    new_instance_id: str | None
+    from_pool_id: str | None
+    to_pool_id: str | None
+    from_mode: str | None
+    to_mode: str | None
+    trigger: str | None
+    old_price: float | None
+    new_price: float | None
+    on_demand_price: float | None
+    hourly_impact: float | None
+    initiated_at: Time | None
+    completed_at: Time | None
+    downtime_seconds: float | None
+    success: bool
+
+
+class SwitchHistoryReply(Reply):
+    switches: list[SwitchRow]
+    next_token: str | None
+
+
+class DayCost(Reply):
+    date: str
+    actual_cost: float
+    baseline_cost: float
+
+
+class DayCount(Reply):
+    date: str
+    count: int
+
+
+class ModeDistribution(Reply):
+    spot: int
+    ondemand: int
+
+
+class ChartsReply(Reply):
+    savings_trend: list[SavingsDay]
+    cost_vs_on_demand: list[DayCost]
+    mode_distribution: ModeDistribution
+    switches_per_day: list[DayCount]
+
+
+class AgentRow(Reply):
+    """An agent as a dashboard table row (chalicelib/api/views.py agent_row)."""
+
+    agent_id: str
+    logical_agent_id: str | None
+    hostname: str | None
+    status: str
+    enabled: bool
+    auto_switch_enabled: bool
+    auto_terminate_enabled: bool
+    manual_replica_enabled: bool
+    replica_enabled: bool
+    replica_count: int
+    terminate_wait_seconds: int
+    terminate_wait_minutes: float
+    instance_id: str | None
+    instance_type: str | None
+    mode: str | None
+    pool_id: str | None
+    region: str | None
+    az: str | None
+    agent_version: str | None
+    last_heartbeat_at: Time | None
+    registered_at: Time | None
+    last_switch_at: Time | None
+    config_version: int
+
+
+class AgentRowsReply(Reply):
+    agents: list[AgentRow]
+    next_token: str | None
+
+
+class AgentDecisions(Reply):
+    agent_id: str
+    logical_agent_id: str | None
+    hostname: str | None
+    status: str
+    health: HealthView
+    decisions: list[DecisionView]
+    last_pricing_report_at: Time | None
+    pricing_health: Literal["never", "fresh", "stale"]
+
+
+class AgentDecisionsReply(Reply):
+    agents: list[AgentDecisions]
+    next_token: str | None
+
+
+class ToggleEnabledReply(Success):
+    enabled: bool
+    config_version: int
+
+
+class AgentSettingsReply(Success):
+    config: AgentConfig
+    terminated_replicas: list[str]
+
+
+class DeletedAgentReply(Success):
+    agent_id: str
+    status: str
+    terminated_replicas: list[str]
+
+
+class InstanceRow(Reply):
+    """An instance as a dashboard table row (chalicelib/api/views.py instance_row / instance_view)."""
+
+    instance_id: str
+    agent_id: str | None
+    instance_type: str | None
+    region: str | None
+    az: str | None
+    pool_id: str | None
+    mode: str | None
+    status: Literal["active", "terminated"]
+    role: str | None
+    launched_at: Time | None
+    terminated_at: Time | None
+    current_price: float | None
+    on_demand_price: float | None
+
+
+class InstanceRowsReply(Reply):
+    instances: list[InstanceRow]
+    next_token: str | None
+
+
+class InstancePool(Reply):
+    pool_id: str
+    instance_type: str | None
+    az: str | None
+    price: float | None
+    savings_percent: float | None
+    risk_score: float | None
+    observed_at: Time | None = None
+    is_current: bool | None = None
+
+
+class InstancePricingReply(Reply):
+    instance_id: str
+    instance_type: str | None
+    mode: str | None
+    pool_id: str | None
+    on_demand_price: float | None
+    current_price: float | None
+    pools: list[InstancePool]
+
+
+class InstanceMetricsReply(Reply):
+    instance_id: str
+    status: Literal["active", "terminated"]
+    uptime_seconds: int
+    switches_7d: int
+    switches_30d: int
+    savings_30d: float
+    savings_total: float
+
+
+class AvailableOptionsReply(Reply):
+    instance_id: str
+    pools: list[InstancePool]
+    instance_types: list[str]
+
+
+class PricePoint(Reply):
+    t: Time
+    price: float | None
+    min: float | None
+    max: float | None
+    last: float | None
+    filled: bool
+    points: int
+
+
+class PriceSeries(Reply):
+    pool_id: str
+    points: list[PricePoint]
+
+
+class InstancePriceHistoryReply(Reply):
+    instance_id: str
+    instance_type: str | None
+    pool_id: str | None
+    interval: Literal["hour", "day"]
+    days: int
+    on_demand_price: float | None
+    series: list[PriceSeries]
+
+
+class PricingHistoryReply(Reply):
+    interval: Literal["hour", "day"]
+    days: int
+    agent_id: str | None
+    series: list[PriceSeries]
+
+
+class ClientSavingsReply(Reply):
+    client_id: str
+    summary: SavingsSummary
+    monthly: list[SavingsMonth]
+    daily: list[SavingsDay]
+
+
+# --- admin fleet ----------------------------------------------------------------------------------
+
+class GrowthDay(Reply):
+    date: str
+    clients_total: int
+    clients_active: int
+    agents_total: int
+    agents_online: int
+    instances_active: int
+    total_savings: float
+
+
+class GrowthReply(Reply):
+    days: int
+    growth: list[GrowthDay]
+
+
+class ActiveModel(Reply):
+    version: str | None
+    source: Literal["model", "prior"]
+    previous_version: str | None
+
+
+class FleetStatsReply(Reply):
+    clients_total: int
+    clients_active: int
+    agents_total: int
+    agents_online: int
+    instances_active: int
+    switches_total: int
+    switches_24h: int
+    interruptions_24h: int
+    pools_tracked: int
+    savings: SavingsSummary
+    active_model: ActiveModel
+
+
+class AgentView(Reply):
+    """An agent for dashboards (chalicelib/api/views.py agent_view)."""
+
+    agent_id: str
+    logical_agent_id: str | None
+    status: str
+    instance_id: str | None
+    instance_type: str | None
+    region: str | None
+    az: str | None
+    current_mode: str | None
+    current_pool_id: str | None
+    hostname: str | None
+    agent_version: str | None
+    last_heartbeat_at: Time | None
+    registered_at: Time | None
+    config: AgentConfig
+
+
+class FleetAgent(AgentView):
+    client_id: str
+
+
+class FleetAgentsReply(Reply):
+    agents: list[FleetAgent]
+    next_token: str | None
+
+
+class FleetInstance(InstanceRow):
+    client_id: str
+
+
+class FleetInstancesReply(Reply):
+    instances: list[FleetInstance]
+    next_token: str | None
+
+
+class AuditEvent(Reply):
+    """One audit-log event of the admin feed (chalicelib/api/admin_fleet.py event_view)."""
+
+    event_id: str
+    event_type: str
+    severity: str | None
+    message: str | None
+    client_id: str | None
+    agent_id: str | None
+    instance_id: str | None
+    metadata: Any
+    created_at: Time | None
+
+
+class AuditEventsReply(Reply):
+    events: list[AuditEvent]
+    next_token: str | None
+
+
+class SystemHealthReply(Reply):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str]
+    stale_agents: int
+    failed_replicas: int
+    recent_errors: list[AuditEvent]
+    active_model: ActiveModel | None
+    checked_at: Time
+
+
+class AdminClientRow(ClientView):
+    agents_total: int
+    agents_online: int
+    instances_active: int
+    total_savings: float
+
+
+class AdminClientsReply(Reply):
+    clients: list[AdminClientRow]
+    next_token: str | None
+
+
+class DeletedClientReply(Success):
+    client_id: str
+    deleted: dict[str, int]
+    terminated_instances: list[str]
+
+
+# --- risk models: presigned upload and the legacy dashboard's routes -------------------------------
+
+class UploadUrlReply(Reply):
+    """201: a presigned S3 POST for one artifact."""
+
+    upload_id: str
+    method: Literal["POST"]
+    url: str
+    fields: dict[str, str]
+    file_field: str
+    max_bytes: int
+    expires_in: int
+    expires_at: Time
+    register_route: str = Field(alias="register")  # "register" would shadow BaseModel.register
+
+
+class LegacyModelVersion(Success, ModelVersionView):
+    """A version in the legacy dashboard's words: an upload "session" is a version."""
+
+    sessionId: str  # noqa: N815 - the legacy dashboard's key
+    size_bytes: int | None
+
+
+class ModelSession(ModelVersionView):
+    sessionId: str  # noqa: N815 - the legacy dashboard's key
+    is_live: bool
+    is_fallback: bool
+    files: list[str]
+    total_size: int | None
+
+
+class ModelSessionsReply(Reply):
+    sessions: list[ModelSession]
+    next_token: str | None

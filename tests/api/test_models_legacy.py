@@ -15,6 +15,7 @@ import requests
 
 from chalicelib import model_store
 from chalicelib.tables import ModelRegistryTable
+from tests.api._document import assert_matches_document
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.conftest import Caller
 
@@ -58,11 +59,12 @@ def row(version: str) -> ModelRegistryTable:
     return ModelRegistryTable.get(model_store.MODEL_NAME, version, consistent_read=True)
 
 
-def test_multipart_upload_with_model_and_manifest_files_creates_a_version(admin):
+def test_multipart_upload_with_model_and_manifest_files_creates_a_version(admin, chalice_app):
     manifest = manifest_for()
     status, body = post_multipart(admin, "/api/admin/ml-models/upload", [
         ("files", "risk-model.joblib", ARTIFACT), ("files", "risk-model.json", json.dumps(manifest).encode())])
     assert status == 201, body
+    assert_matches_document(chalice_app, "POST", "/api/admin/ml-models/upload", status, body)
     assert body["success"] is True and body["sessionId"] == manifest["version"] == body["version"]
     assert body["status"] == "uploaded" and body["size_bytes"] == len(ARTIFACT)
     assert row(manifest["version"]).sha256 == manifest["sha256"]  # the bytes arrived unaltered
@@ -106,7 +108,7 @@ def test_legacy_routes_need_the_admin_key(api):
         assert_error(status, body, 401)
 
 
-def test_activate_by_session_id_fallback_and_sessions_flags(admin):
+def test_activate_by_session_id_fallback_and_sessions_flags(admin, chalice_app):
     versions = []
     for _ in range(2):
         manifest = manifest_for()
@@ -125,8 +127,10 @@ def test_activate_by_session_id_fallback_and_sessions_flags(admin):
     assert status == 200 and body["success"] is True and body["status"] == "active", body
     status, body = admin.post("/api/admin/ml-models/activate", {"sessionId": second})
     assert status == 200 and body["sessionId"] == second, body
+    assert_matches_document(chalice_app, "POST", "/api/admin/ml-models/activate", status, body)
     status, listing = admin.get("/api/admin/ml-models/sessions")
     assert status == 200 and len(listing["sessions"]) <= 10 and listing["next_token"] is None
+    assert_matches_document(chalice_app, "GET", "/api/admin/ml-models/sessions", status, listing)
     flags = {s["sessionId"]: (s["is_live"], s["is_fallback"]) for s in listing["sessions"]}
     assert flags[second] == (True, False) and flags[first] == (False, True)
     mine = [s for s in listing["sessions"] if s["sessionId"] == second][0]
@@ -134,6 +138,7 @@ def test_activate_by_session_id_fallback_and_sessions_flags(admin):
     # fallback swaps back to the first
     status, body = admin.post("/api/admin/ml-models/fallback")
     assert status == 200 and body["sessionId"] == first and body["status"] == "active", body
+    assert_matches_document(chalice_app, "POST", "/api/admin/ml-models/fallback", status, body)
     status, listing = admin.get("/api/admin/ml-models/sessions")
     flags = {s["sessionId"]: (s["is_live"], s["is_fallback"]) for s in listing["sessions"]}
     assert flags[first] == (True, False) and flags[second] == (False, True)
@@ -173,7 +178,7 @@ def presigned_put(admin, data: bytes) -> dict:
     return grant
 
 
-def test_presigned_upload_then_register_makes_a_version_of_a_big_artifact(admin):
+def test_presigned_upload_then_register_makes_a_version_of_a_big_artifact(admin, chalice_app):
     grant = presigned_put(admin, BIG)
     assert grant["max_bytes"] == model_store.MAX_ARTIFACT_BYTES and grant["register"] == "/api/admin/ml-models/register"
     # the size limit is part of the signed policy: S3 refuses a bigger body
@@ -182,6 +187,7 @@ def test_presigned_upload_then_register_makes_a_version_of_a_big_artifact(admin)
     manifest = manifest_for(BIG)
     status, body = admin.post("/api/admin/ml-models/register", {"upload_id": grant["upload_id"], "manifest": manifest})
     assert status == 201, body
+    assert_matches_document(chalice_app, "POST", "/api/admin/ml-models/register", status, body)
     assert body["sessionId"] == manifest["version"] and body["status"] == "uploaded"
     assert body["size_bytes"] == len(BIG) and row(manifest["version"]).sha256 == hashlib.sha256(BIG).hexdigest()
     # registering it again is a duplicate version

@@ -14,22 +14,7 @@ from chalicelib.api.common import ApiBlueprint, ok
 # Routes whose success body has no declared response model yet (a generic object in the document).
 # Declare one (``response="Name"`` on the route, the model in chalicelib/schemas/responses.py) and
 # remove the route from here; a new undeclared route fails test_undeclared_responses_are_listed.
-UNDECLARED_RESPONSES = {
-    ("POST", "/api/agents/{agent_id}/create-emergency-replica"),
-    ("POST", "/api/agents/{agent_id}/decide"),
-    ("POST", "/api/agents/{agent_id}/issue-switch-command"),
-    ("POST", "/api/agents/{agent_id}/manual-switch"),
-    ("POST", "/api/agents/{agent_id}/rebalance-recommendation"),
-    ("POST", "/api/agents/{agent_id}/replicas"),
-    ("DELETE", "/api/agents/{agent_id}/replicas/{replica_id}"),
-    ("PUT", "/api/agents/{agent_id}/replicas/{replica_id}"),
-    ("POST", "/api/agents/{agent_id}/replicas/{replica_id}/promote"),
-    ("POST", "/api/agents/{agent_id}/replicas/{replica_id}/status"),
-    ("POST", "/api/agents/{agent_id}/replicas/{replica_id}/sync-status"),
-    ("GET", "/api/agents/{agent_id}/sef-status"),
-    ("GET", "/api/agents/{agent_id}/switch-recommendation"),
-    ("POST", "/api/agents/{agent_id}/termination-imminent"),
-}
+UNDECLARED_RESPONSES: set[tuple[str, str]] = set()
 
 
 def _routes(app) -> set[tuple[str, str]]:
@@ -156,6 +141,26 @@ def test_a_declaration_overrides_inference_and_a_bad_auth_kind_is_refused():
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     with pytest.raises(ValueError, match="auth must be one of"):
         bp.route("/api/x", methods=["GET"], auth="root")
+
+
+def test_non_json_and_csv_success_content_is_declared(served):
+    # The console answers HTML / JS / CSS (not JSON), its 404 is the JSON Error; the lists with
+    # ?format=csv also answer text/csv; new routes' query parameters carry their enums and bounds.
+    paths = json.loads(served.body)["paths"]
+    assert set(paths["/"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+    assert "text/javascript" in paths["/console/{name}"]["get"]["responses"]["200"]["content"]
+    assert "application/json" not in paths["/console/vendor/{name}"]["get"]["responses"]["200"]["content"]
+    assert paths["/console/{name}"]["get"]["responses"]["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}
+    for path in ("/api/client/{client_id}/instances", "/api/client/{client_id}/agents",
+                 "/api/client/{client_id}/savings", "/api/client/{client_id}/switch-history"):
+        assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"application/json", "text/csv"}, path
+    instances = {p["name"]: p["schema"] for p in paths["/api/client/{client_id}/instances"]["get"]["parameters"]}
+    assert instances["status"]["enum"] == ["active", "terminated", "all"]
+    assert instances["format"]["enum"] == ["json", "csv"] and "pattern" in instances["search"]
+    savings = {p["name"]: p["schema"] for p in paths["/api/client/{client_id}/savings"]["get"]["parameters"]}
+    assert savings["months"] == {"type": "integer", "minimum": 1, "maximum": 36}
+    assert savings["period"]["enum"] == ["monthly", "daily"]
 
 
 def test_built_once_per_process(chalice_app, served):
