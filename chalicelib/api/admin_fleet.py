@@ -16,6 +16,7 @@ from components.sentinel import HealthThresholds
 from chalicelib import model_store, tenancy
 from chalicelib.api.admin import release_bus_access
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
+from chalicelib.api.csv_export import listing
 from chalicelib.api.route_doc import Query
 from chalicelib.api.views import agent_view, client_view, instance_view, iso
 from chalicelib.aws import ec2
@@ -30,6 +31,14 @@ INSTANCE_STATUSES = ("active", "terminated", "all")
 MODES = ("spot", "ondemand")
 # What the document offers for ?region= (a subset of what the route accepts: <= 32 letters, digits, "-")
 REGION_PATTERN = r"^[a-z]{2}(-[a-z0-9]{1,9}){1,3}$"
+# ?format=csv columns of the fleet lists (the JSON rows' scalar fields).
+FLEET_AGENT_COLUMNS = ["client_id", "agent_id", "logical_agent_id", "hostname", "status", "instance_id",
+                       "instance_type", "region", "az", "current_mode", "current_pool_id", "agent_version",
+                       "last_heartbeat_at", "registered_at"]
+FLEET_INSTANCE_COLUMNS = ["client_id", "instance_id", "agent_id", "instance_type", "region", "az", "pool_id", "mode",
+                          "status", "role", "launched_at", "terminated_at", "current_price", "on_demand_price"]
+CLIENT_COLUMNS = ["client_id", "name", "email", "status", "created_at", "agents_total", "agents_online",
+                  "instances_active", "total_savings", "ondemand_discount_percent", "legacy_agents"]
 
 
 def _savings():
@@ -72,18 +81,18 @@ def fleet_stats():
     return ok({**fleet.fleet_counts(now), "savings": _savings().fleet_summary(now), "active_model": _active_model()})
 
 
-@bp.route("/api/admin/agents", methods=["GET"], response="FleetAgentsReply", query=[Query("status", enum=AGENT_STATUSES)])
+@bp.route("/api/admin/agents", methods=["GET"], response="FleetAgentsReply", csv=True, query=[Query("status", enum=AGENT_STATUSES)])
 def all_agents():
     """Every client's agents (``?status=``), one bounded scan page per call."""
     admin_request(_request())
     status = _choice("status", AGENT_STATUSES)
     limit, token = page_params(_request())
     page = fleet.agents_page(limit, token, status)
-    return ok({"agents": [{**agent_view(a), "client_id": a.client_id} for a in page.items],
-               "next_token": page.next_token})
+    rows = [{**agent_view(a), "client_id": a.client_id} for a in page.items]
+    return listing(_request(), "agents", rows, page.next_token, FLEET_AGENT_COLUMNS, "fleet-agents.csv")
 
 
-@bp.route("/api/admin/instances", methods=["GET"], response="FleetInstancesReply", query=[
+@bp.route("/api/admin/instances", methods=["GET"], response="FleetInstancesReply", csv=True, query=[
     Query("status", enum=INSTANCE_STATUSES), Query("mode", enum=MODES),
     Query("region", pattern=REGION_PATTERN, description="e.g. us-east-1")])
 def all_instances():
@@ -95,8 +104,8 @@ def all_instances():
         raise InvalidInputError("region is not a region name", field="region")
     limit, token = page_params(_request())
     page = fleet.instances_page(limit, token, status=status, mode=mode, region=region)
-    return ok({"instances": [{**instance_view(i), "client_id": i.client_id} for i in page.items],
-               "next_token": page.next_token})
+    rows = [{**instance_view(i), "client_id": i.client_id} for i in page.items]
+    return listing(_request(), "instances", rows, page.next_token, FLEET_INSTANCE_COLUMNS, "fleet-instances.csv")
 
 
 @bp.route("/api/admin/system-health", methods=["GET"], response="SystemHealthReply")
@@ -125,7 +134,7 @@ def system_health():
                "active_model": model, "checked_at": iso(now)})
 
 
-@bp.route("/api/admin/clients", methods=["GET"], response="AdminClientsReply")
+@bp.route("/api/admin/clients", methods=["GET"], response="AdminClientsReply", csv=True)
 def list_clients():
     """Clients in creation order, paginated, with their agent/instance counts and total savings."""
     admin_request(_request())
@@ -138,7 +147,7 @@ def list_clients():
         rows.append({**client_view(client), "agents_total": counts.agents_total,
                      "agents_online": counts.agents_online, "instances_active": counts.instances_active,
                      "total_savings": savings.client_summary(client.client_id, now)["total_savings"]})
-    return ok({"clients": rows, "next_token": page.next_token})
+    return listing(_request(), "clients", rows, page.next_token, CLIENT_COLUMNS, "clients.csv")
 
 
 @bp.route("/api/admin/clients/{client_id}", methods=["DELETE"], response="DeletedClientReply")

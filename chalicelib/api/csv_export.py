@@ -14,6 +14,7 @@ from typing import Any
 
 from chalice import Response
 
+from chalicelib.api.common import ok
 from chalicelib.errors import InvalidInputError
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -54,3 +55,14 @@ def csv_response(rows: list[dict], columns: list[str], filename: str) -> Respons
     return Response(body=out.getvalue(), status_code=200,
                     headers={"Content-Type": "text/csv; charset=utf-8",
                              "Content-Disposition": f'attachment; filename="{safe}"'})
+
+
+def listing(request, key: str, rows: list[dict], next_token: str | None, columns: list[str], filename: str):
+    """A list answer: JSON ``{key: rows, next_token}``, or the same page as CSV (``?format=csv``; the next
+    page's token in the ``X-Next-Token`` header)."""
+    if wants_csv(request):
+        response = csv_response(rows, columns, filename)
+        if next_token:
+            response.headers["X-Next-Token"] = next_token
+        return response
+    return ok({key: rows, "next_token": next_token})

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.route_doc import Query
-from chalicelib.api.csv_export import csv_response, wants_csv
+from chalicelib.api.csv_export import listing, wants_csv
 from chalicelib.api.views import iso, replica_view, switch_row
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import agents, switches
@@ -56,17 +56,6 @@ def choice(request, name: str, allowed: tuple[str, ...], default: str | None = N
     if value is not None and value not in allowed:
         raise InvalidInputError(f"{name} must be one of {', '.join(allowed)}", field=name)
     return value
-
-
-def listing(request, key: str, rows: list[dict], next_token: str | None, columns: list[str], filename: str):
-    """A list answer: JSON ``{key: rows, next_token}``, or the same page as CSV (``?format=csv``; the next
-    page's token in the ``X-Next-Token`` header)."""
-    if wants_csv(request):
-        response = csv_response(rows, columns, filename)
-        if next_token:
-            response.headers["X-Next-Token"] = next_token
-        return response
-    return ok({key: rows, "next_token": next_token})
 
 
 @bp.route("/api/client/{client_id}", methods=["GET"], response="ClientOverviewReply")

@@ -12,8 +12,8 @@ from components.sentinel.health import HealthThresholds
 
 from chalicelib import decisions, replicas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
-from chalicelib.api.csv_export import wants_csv
-from chalicelib.api.dashboard import listing, own_client
+from chalicelib.api.csv_export import listing, wants_csv
+from chalicelib.api.dashboard import own_client
 from chalicelib.api.replicas import apply_config, ec2_errors
 from chalicelib.api.views import agent_row, config_view, decision_view, iso
 from chalicelib.errors import InvalidInputError

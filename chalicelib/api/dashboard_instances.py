@@ -17,8 +17,8 @@ from chalicelib import catalogue
 from chalicelib.api import dashboard
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.route_doc import Query
-from chalicelib.api.csv_export import wants_csv
-from chalicelib.api.dashboard import choice, listing, own_client
+from chalicelib.api.csv_export import listing, wants_csv
+from chalicelib.api.dashboard import choice, own_client
 from chalicelib.api.views import instance_row, iso, money
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import agents, switches

@@ -68,20 +68,11 @@ def agent_view(agent: AgentRecord) -> dict[str, Any]:
     }
 
 
-def _money(value) -> float | None:
-    return None if value is None else round(float(value), 4)
-
-
 def instance_view(row) -> dict[str, Any]:
-    """An instance row (chalicelib/tables/instances.py) for dashboards and the admin fleet list."""
-    return {
-        "instance_id": row.instance_id, "agent_id": row.agent_id, "instance_type": row.instance_type,
-        "region": row.region, "az": row.az, "pool_id": row.pool_id, "mode": row.mode,
-        "status": "active" if row.is_active else "terminated", "role": row.role,
-        "launched_at": iso(row.installed_at), "terminated_at": iso(row.terminated_at),
-        "current_price": _money(row.spot_price if row.mode == "spot" else row.ondemand_price),
-        "on_demand_price": _money(row.ondemand_price),
-    }
+    """An instance row with the prices stored on it (the admin fleet list; the client list resolves live
+    prices and calls ``instance_row`` itself)."""
+    return instance_row(row, current_price=row.spot_price if row.mode == "spot" else row.ondemand_price,
+                        on_demand_price=row.ondemand_price)
 
 
 def client_view(client: ClientRecord) -> dict[str, Any]:

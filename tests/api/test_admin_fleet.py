@@ -6,6 +6,8 @@ whose figures are distinctive, so the routes are shown to pass them through, nev
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from datetime import timedelta
 from types import SimpleNamespace
@@ -213,3 +215,30 @@ def test_activity_pages_reach_back_past_two_days(admin):
     assert len(ids) == len(set(ids)) and any(e["message"] == f"{marker}-3" for e in small)
     status, body = admin.get("/api/admin/activity?next_token=bm9wZQ")
     assert_error(status, body, 400, field="next_token")
+
+
+def test_fleet_lists_export_csv_with_the_json_rows(api, admin, tenant_with_agent, fake_savings):
+    client_id, _, agent_id, reg = tenant_with_agent
+    for path, key, columns, ident, expected in (
+            ("/api/admin/agents", "agents", admin_fleet.FLEET_AGENT_COLUMNS, "agent_id", agent_id),
+            ("/api/admin/instances?status=active", "instances", admin_fleet.FLEET_INSTANCE_COLUMNS, "instance_id",
+             reg["instance_id"]),
+            ("/api/admin/clients", "clients", admin_fleet.CLIENT_COLUMNS, "client_id", client_id)):
+        sep = "&" if "?" in path else "?"
+        json_rows = walk(admin, path, key, stop=lambda r, i=ident, e=expected: any(x[i] == e for x in r))
+        token = None
+        found = None
+        while found is None:
+            query = f"{path}{sep}limit=200&format=csv" + (f"&next_token={token}" if token else "")
+            response = api.http.get(query, headers=admin.headers())
+            assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/csv"), path
+            reader = csv.DictReader(io.StringIO(response.body.decode()))
+            assert reader.fieldnames == columns
+            found = next((r for r in reader if r[ident] == expected), None)
+            token = response.headers.get("X-Next-Token")
+            assert found is not None or token, f"{expected} not in the csv of {path}"
+        row = next(x for x in json_rows if x[ident] == expected)
+        assert found["client_id"] == row["client_id"] == client_id
+        assert found["status"] == str(row["status"])
+    status, body = admin.get("/api/admin/agents?format=pdf")
+    assert_error(status, body, 400, field="format")

@@ -89,3 +89,20 @@ def test_console_code_calls_only_relative_api_urls_and_keeps_secrets_out_of_urls
     assert "http://" not in code and "https://" not in code
     assert not re.search(r"[?&](token|key|admin_key|client_token)=", code)
     assert "eval(" not in code and "new Function" not in code and "innerHTML" not in code
+
+
+def _gateway_event(stage_path: str) -> dict:
+    """An API Gateway (REST, proxy) event for GET of the stage root as the browser asked for it."""
+    return {"resource": "/", "path": "/", "httpMethod": "GET", "headers": {"accept": "text/html"},
+            "multiValueHeaders": None, "queryStringParameters": None, "multiValueQueryStringParameters": None,
+            "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
+            "requestContext": {"resourcePath": "/", "httpMethod": "GET", "path": stage_path, "stage": "api",
+                               "identity": {"sourceIp": "203.0.113.9"}}}
+
+
+@pytest.mark.parametrize("stage_path,status,location", [("/api", 308, "/api/"), ("/api/", 200, None)])
+def test_the_stage_root_without_its_slash_is_redirected_to_it(api, chalice_app, stage_path, status, location):
+    response = chalice_app(_gateway_event(stage_path), None)
+    assert response["statusCode"] == status
+    assert response["headers"].get("Location") == location
+    assert "Content-Security-Policy" in response["headers"]
