@@ -135,7 +135,8 @@ def snapshot(world: World) -> dict:
         found[f"{label}/instances"] = {
             i["InstanceId"]: (i["State"]["Name"], i["InstanceType"], i["ImageId"],
                               tuple(sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))))
-            for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+            for page in ec2.get_paginator("describe_instances").paginate()
+            for r in page["Reservations"] for i in r["Instances"]}
         found[f"{label}/addresses"] = {a["AllocationId"]: a.get("InstanceId")
                                        for a in ec2.describe_addresses()["Addresses"]}
         found[f"{label}/targets"] = {

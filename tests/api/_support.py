@@ -54,10 +54,12 @@ SNAPSHOT_REGIONS = ("us-east-1", "eu-west-1")
 
 
 def described_instances(region: str) -> list[dict]:
-    """Every EC2 instance of the region (id, state, type, image, tags), through a real DescribeInstances."""
+    """Every EC2 instance of the region (id, state, type, image, tags), through real DescribeInstances calls
+    (every page: a page holds at most 100 reservations, and instances accumulate over the session)."""
+    pages = aws_client("ec2", region).get_paginator("describe_instances").paginate()
     return [{"id": i["InstanceId"], "state": i["State"]["Name"], "type": i["InstanceType"], "image": i["ImageId"],
              "tags": sorted((t["Key"], t["Value"]) for t in i.get("Tags", []))}
-            for r in aws_client("ec2", region).describe_instances()["Reservations"] for i in r["Instances"]]
+            for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
 def mock_instances(region: str) -> list[dict] | None:
