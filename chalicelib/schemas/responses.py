@@ -232,20 +232,6 @@ class RegeneratedTokenReply(Reply):
     warning: str
 
 
-class ActivityEvent(Reply):
-    event_type: str
-    severity: str | None
-    message: str | None
-    client_id: str | None
-    agent_id: str | None
-    instance_id: str | None
-    created_at: Time | None
-
-
-class ActivityReply(Reply):
-    events: list[ActivityEvent]
-
-
 class ModelVersionView(Reply):
     version: str
     status: str
