@@ -18,7 +18,7 @@ from chalice import Blueprint, Response
 
 from chalicelib.api.route_doc import documented
 
-WEB = Path(__file__).parent.parent.parent / "web"
+WEB = Path(__file__).resolve().parents[2] / "web"  # the package root (repo root locally, /var/task on Lambda)
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
