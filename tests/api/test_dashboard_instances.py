@@ -12,7 +12,7 @@ import pytest
 from chalicelib import catalogue
 from tests.api._support import unchanged, assert_error, diff_snapshots, iso, now_utc, pricing_body, snapshot_tables, \
     switch_body
-from tests.conftest import account_instance, registration
+from tests.conftest import account_instance
 
 
 
@@ -26,13 +26,9 @@ def _recent_timing(hours_ago: float, *, terminated: bool = True) -> dict:
 
 
 @pytest.fixture
-def fleet(make_tenant):
+def fleet(tenant_with_agent):
     """A tenant whose agent switched spot → on-demand (old instance terminated) two hours ago, plus fresh prices."""
-    client_id, caller = make_tenant()
-    reg = registration()
-    status, reply = caller.post("/api/agents/register", reg)
-    assert status == 200, reply
-    agent_id = reply["agent_id"]
+    client_id, caller, agent_id, reg = tenant_with_agent
     status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report",
                                 pricing_body(reg["instance_id"], "m5.large",
                                              {"eu-west-1a": 0.031, "eu-west-1b": 0.029, "eu-west-1c": 0.035}))
