@@ -100,15 +100,19 @@ function ConfigForm({ agentId, row }) {
 
 function AgentSummary({ row, agentId, onChanged }) {
   const action = useAction();
-  const toggle = () => action.run(() => api.post(`/api/client/agents/${encodeURIComponent(agentId)}/toggle-enabled`, { enabled: !row.enabled }),
-    (r) => `Agent ${r.enabled ? "enabled" : "disabled"}.`).then((r) => r && onChanged());
+  // The server's last answer wins over the row until the reload lands, so a second click right after the
+  // first asks for the opposite of what the server now holds, not of what the stale row says.
+  const [answered, setAnswered] = useState(null);
+  const enabled = answered && answered.of === row ? answered.enabled : row.enabled;
+  const toggle = () => action.run(() => api.post(`/api/client/agents/${encodeURIComponent(agentId)}/toggle-enabled`, { enabled: !enabled }),
+    (r) => `Agent ${r.enabled ? "enabled" : "disabled"}.`).then((r) => { if (r) { setAnswered({ of: row, enabled: r.enabled }); onChanged(); } });
   const remove = async () => {
     if (!window.confirm(`Delete agent ${row.hostname || agentId}? It stops being managed.`)) return;
     if (await action.run(() => api.del(`/api/client/agents/${encodeURIComponent(agentId)}`), "Agent deleted.")) onChanged();
   };
   return html`<dl class="kv">
       <dt>Status</dt><dd><${Badge} value=${row.status} /></dd>
-      <dt>Enabled</dt><dd>${yesNo(row.enabled)}</dd>
+      <dt>Enabled</dt><dd>${yesNo(enabled)}</dd>
       <dt>Mode</dt><dd>${mode(row)}</dd>
       <dt>Instance</dt><dd>${row.instance_id ? html`<a href=${`#/instances/${row.instance_id}`}>${row.instance_id}</a>` : "—"} ${row.instance_type || ""}</dd>
       <dt>Running on</dt><dd>${num(row.mode)} ${row.pool_id || ""} (${row.region || "—"})</dd>
@@ -117,7 +121,7 @@ function AgentSummary({ row, agentId, onChanged }) {
       <dt>Config version</dt><dd>${num(row.config_version)}</dd>
     </dl>
     ${row.status === "deleted" ? null : html`<div class="actions">
-      <button class="secondary" data-action="toggle-enabled" disabled=${action.busy} onClick=${toggle}>${row.enabled ? "Disable" : "Enable"}</button>
+      <button class="secondary" data-action="toggle-enabled" disabled=${action.busy} onClick=${toggle}>${enabled ? "Disable" : "Enable"}</button>
       <button class="danger" data-action="delete-agent" disabled=${action.busy} onClick=${remove}>Delete agent</button></div>`}
     <${Notice} notice=${action.notice} />`;
 }
