@@ -50,9 +50,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m localmode.demo $(DEMO_ARGS)
 
+# One worker per core (pytest-xdist); TEST_WORKERS=0 runs in this process (pdb, -x).
+TEST_WORKERS ?= auto
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	SPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	SPOT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The console's browser tests drive Debian's Chromium through Playwright (never Playwright's own download).
 # Installed here when this runs as root with apt (as CI does); otherwise stop and name the package.
