@@ -37,6 +37,8 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 from botocore.client import BaseClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
+from localmode.embedded_aws import image_id  # noqa: E402
+
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
 SERVING_STEPS = ("sentinel", "plan", "launch", "check_ready", "handover", "states→lambda")
@@ -80,7 +82,7 @@ class Harness:
                                           Value=hash_secret(self.admin_key), Overwrite=True)
         self.client = Client(app, stage_name="dev")
         self.ec2 = boto3.client("ec2", region_name=REGION)
-        self.image = self.ec2.describe_images()["Images"][0]["ImageId"]
+        self.image = image_id(self.ec2)
         real_run_step = failover.run_step
 
         def labelled(step, state):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from localmode.embedded_aws import LOCAL_REGION, free_port
+from localmode.embedded_aws import LOCAL_REGION, free_port, image_id
 
 FOREIGN_ACCOUNT = "222222222222"
 ZONE = f"{LOCAL_REGION}a"
@@ -105,7 +105,7 @@ def _aws_clients(endpoint: str, account: str | None = None):
 
 
 def _instance(ec2, itype: str = "m5.large", **tags) -> str:
-    params = {"ImageId": ec2.describe_images()["Images"][0]["ImageId"], "InstanceType": itype,
+    params = {"ImageId": image_id(ec2), "InstanceType": itype,
               "MinCount": 1, "MaxCount": 1, "Placement": {"AvailabilityZone": ZONE}}
     if tags:
         params["TagSpecifications"] = [{"ResourceType": "instance",

@@ -24,10 +24,19 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from moto.ec2.models.amis import AMIS
 from moto.server import ThreadedMotoServer
 
 LOCAL_REGION = "us-east-1"
 ROOT = Path(__file__).resolve().parents[1]
+# An AMI every region of the embedded EC2 holds (moto's built-in list). DescribeImages without a filter makes
+# moto serialise its ~1,300 images, seconds per call; naming this one is milliseconds.
+IMAGE_ID = AMIS[0]["ami_id"]
+
+
+def image_id(ec2) -> str:
+    """An image id to launch from in the embedded EC2 (checked: the region's EC2 knows it)."""
+    return ec2.describe_images(ImageIds=[IMAGE_ID])["Images"][0]["ImageId"]
 
 
 def free_port() -> int:

@@ -165,7 +165,8 @@ def account_instance(az: str = "eu-west-1c") -> str:
     """A live instance in the (home) moto account, untagged: what an agent launched itself. The product only
     accepts instance ids that exist in the client's account."""
     client = aws_client("ec2", az[:-1])
-    image = client.describe_images()["Images"][0]["ImageId"]
+    from localmode.embedded_aws import image_id
+    image = image_id(client)
     return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
                                 Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]
 

@@ -17,6 +17,7 @@ import requests
 
 from localmode.capacity import CapacityGuard
 from localmode.demo.world import INSTANCE_TYPE, TraceWorld
+from localmode.embedded_aws import image_id
 from localmode.fake_imds import FakeImds
 
 
@@ -63,7 +64,7 @@ class Fleet:
     def boot(self, logical_id: str, az: str) -> Member:
         """Launch a spot instance in ``az`` and start its agent (which registers it)."""
         ec2 = self.ec2(self.world.region_of(az))
-        image = ec2.describe_images()["Images"][0]["ImageId"]
+        image = image_id(ec2)
         instance = ec2.run_instances(
             ImageId=image, InstanceType=INSTANCE_TYPE, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": az},
             InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}},

@@ -16,6 +16,7 @@ from spot_agent.imds import ImdsClient
 from tests.agent.chalice_session import BASE_URL, ChaliceSession
 from tests.conftest import aws_client
 from localmode.fake_imds import FakeImds
+from localmode.embedded_aws import image_id
 
 REGION = "us-east-1"
 
@@ -32,7 +33,7 @@ def unique_type() -> str:
 def launch_instance(instance_type: str = "m5.large", az: str = "us-east-1a", *, spot: bool = True) -> dict:
     """A customer instance with a security group, key and instance profile (what a switch copies)."""
     client = ec2()
-    image = client.describe_images()["Images"][0]["ImageId"]
+    image = image_id(client)
     suffix = uuid.uuid4().hex[:8]
     sg = client.create_security_group(GroupName=f"app-{suffix}", Description="app")["GroupId"]
     client.create_key_pair(KeyName=f"key-{suffix}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from localmode.embedded_aws import free_port
+from localmode.embedded_aws import free_port, image_id
 from localmode.fake_imds import FakeImds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ def test_the_daemon_end_to_end_against_local_mode(local_mode, tmp_path):
     status, client = _http("POST", f"{api}/api/admin/clients/create", {"name": "agent-e2e"}, {"X-Admin-Key": ADMIN_KEY})
     assert status == 201
     auth = {"Authorization": f"Bearer {client['client_token']}"}
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    image = image_id(ec2)
     sg = ec2.create_security_group(GroupName=f"app-{uuid.uuid4().hex[:6]}", Description="app")["GroupId"]
     ec2.create_key_pair(KeyName="e2e")
     old = ec2.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1, KeyName="e2e",

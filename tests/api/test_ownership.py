@@ -22,6 +22,7 @@ from chalicelib.aws import ec2 as adapter
 from tests.api._support import assert_error, described_instances, diff_snapshots, mock_instances, snapshot_tables
 from tests.conftest import aws_client, registration
 from tests.e2e.failover_support import REGION, ZONES, register_agent, unique_type
+from localmode.embedded_aws import image_id
 
 OTHER = "222222222222"
 BOUND = "111111111111"
@@ -75,7 +76,7 @@ def manual(caller, agent_id):
 
 def plain_instance(**tags) -> str:
     client = ec2()
-    params = {"ImageId": client.describe_images()["Images"][0]["ImageId"], "InstanceType": "t3.micro",
+    params = {"ImageId": image_id(client), "InstanceType": "t3.micro",
               "MinCount": 1, "MaxCount": 1, "Placement": {"AvailabilityZone": ZONES[2]}}
     if tags:
         params["TagSpecifications"] = [{"ResourceType": "instance",
@@ -353,7 +354,7 @@ def test_with_assume_role_tenancy_a_bound_client_launches_in_its_account(admin, 
     itype = unique_type()
     with in_account(BOUND):
         client = ec2()
-        image = client.describe_images()["Images"][0]["ImageId"]
+        image = image_id(client)
         primary = client.run_instances(ImageId=image, InstanceType=itype, MinCount=1, MaxCount=1,
                                        Placement={"AvailabilityZone": ZONES[0]})["Instances"][0]["InstanceId"]
     status, reply = caller.post("/api/agents/register", registration(

@@ -21,6 +21,7 @@ from chalicelib.tables import AgentTable
 from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables
 from tests.conftest import aws_client, invoke_schedule, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
+from localmode.embedded_aws import image_id
 
 GONE = ("shutting-down", "terminated")
 
@@ -29,7 +30,7 @@ def agent_launched(region: str = "eu-west-1", az: str = "eu-west-1b") -> str:
     """An instance the agent launched itself (untagged by us, in another pool than the eu-west-1a primary):
     it must exist in the client's account."""
     client = aws_client("ec2", region)
-    image = client.describe_images()["Images"][0]["ImageId"]
+    image = image_id(client)
     return client.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
                                 Placement={"AvailabilityZone": az})["Instances"][0]["InstanceId"]
 

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.browser.conftest import cells, goto, sign_in
+from localmode.embedded_aws import IMAGE_ID
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +164,7 @@ def _standby(demo, agent: str) -> str:
     region = az[:-1]
     other = next(z for z in "abcdef" if region + z != az)
     instance_id = demo.aws_probe(
-        f"e = boto3.client('ec2', region_name='{region}'); image = e.describe_images()['Images'][0]['ImageId']\n"
+        f"e = boto3.client('ec2', region_name='{region}'); image = '{IMAGE_ID}'\n"
         f"print(json.dumps(e.run_instances(ImageId=image, InstanceType='{itype}', MinCount=1, MaxCount=1, "
         f"Placement={{'AvailabilityZone': '{region}{other}'}})['Instances'][0]['InstanceId']))")
     created = demo.call("POST", f"/api/agents/{agent}/replicas",

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from localmode.embedded_aws import LOCAL_REGION, free_port  # noqa: E402
+from localmode.embedded_aws import IMAGE_ID, LOCAL_REGION, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def _setup(world: World) -> None:
     world.client_id, world.client_token = client["client_id"], client["client_token"]
     world.admin_target = _http("POST", f"{world.api}/api/admin/clients/create", {"name": "contract-admin-target"},
                                admin)[1]["client_id"]
-    boot = ("import boto3; e=boto3.client('ec2'); i=e.describe_images()['Images'][0]['ImageId']; "
+    boot = (f"import boto3; e=boto3.client('ec2'); i='{IMAGE_ID}'; "
             "print(e.run_instances(ImageId=i, InstanceType='m5.large', MinCount=1, MaxCount=1, "
             f"Placement={{'AvailabilityZone': '{ZONE}'}})['Instances'][0]['InstanceId'])")
     world.instance_id = subprocess.run(

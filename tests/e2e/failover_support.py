@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from chalicelib.tables import AgentTable
 from tests.conftest import aws_client, registration
+from localmode.embedded_aws import image_id
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account: the home account in the tests
@@ -27,7 +28,7 @@ def unique_type() -> str:
 def launch_primary(instance_type: str, az: str = ZONES[0]) -> str:
     """The customer's spot instance (not tagged by us): it is what replacements are copied from."""
     client = ec2()
-    image = client.describe_images()["Images"][0]["ImageId"]
+    image = image_id(client)
     sg = client.create_security_group(GroupName=f"app-{uuid.uuid4().hex[:8]}", Description="app")["GroupId"]
     reply = client.run_instances(
         ImageId=image, InstanceType=instance_type, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": az},

@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from localmode import capacity
+from localmode.embedded_aws import image_id
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def guarded(aws_tables, monkeypatch):
 
 def _spec(ec2, az: str, lifecycle: str):
     client = boto3.client("ec2", region_name="us-east-1")
-    image = client.describe_images()["Images"][0]["ImageId"]
+    image = image_id(client)
     source = client.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)[
         "Instances"][0]["InstanceId"]  # a launch copies a source instance of the account
     return ec2.LaunchSpec(region="us-east-1", instance_type="p3.2xlarge", az=az, lifecycle=lifecycle,
@@ -54,7 +55,7 @@ def test_the_products_spot_launches_follow_the_replayed_capacity(guarded):
 
 def test_the_agents_guard_refuses_only_spot_launches_into_closed_zones(aws_tables):
     client = boto3.client("ec2", region_name="us-east-1")
-    image = client.describe_images()["Images"][0]["ImageId"]
+    image = image_id(client)
     guard = capacity.CapacityGuard(client, lambda az: az != "us-east-1a")
     spot = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}}
     launch = dict(ImageId=image, InstanceType="p3.2xlarge", MinCount=1, MaxCount=1)

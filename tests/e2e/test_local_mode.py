@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from localmode.embedded_aws import free_port
+from localmode.embedded_aws import IMAGE_ID, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
     api = f"http://127.0.0.1:{api_port}"
     aws_env = _clean_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", AWS_DEFAULT_REGION="us-east-1",
                          AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
-    boot = ("import boto3; e=boto3.client('ec2'); i=e.describe_images()['Images'][0]['ImageId']; "
+    boot = (f"import boto3; e=boto3.client('ec2'); i='{IMAGE_ID}'; "
             "print(i, e.run_instances(ImageId=i, InstanceType='m5.large', MinCount=1, MaxCount=1, "
             "Placement={'AvailabilityZone': 'us-east-1a'})['Instances'][0]['InstanceId'])")
     try:

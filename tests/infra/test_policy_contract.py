@@ -13,6 +13,7 @@ import boto3
 
 from chalicelib.aws import ec2
 from chalicelib.settings import get_settings
+from localmode.embedded_aws import image_id
 
 REGION = "us-east-1"
 
@@ -20,7 +21,7 @@ REGION = "us-east-1"
 def _launch() -> ec2.InstanceInfo:
     """A launch copying a source instance of the account (launches copy a verified source, never an AMI)."""
     client = boto3.client("ec2", region_name=REGION)
-    ami = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ami = image_id(client)
     source = client.run_instances(ImageId=ami, InstanceType="m5.large", MinCount=1, MaxCount=1,
                                   Placement={"AvailabilityZone": "us-east-1a"})["Instances"][0]["InstanceId"]
     uid = uuid.uuid4().hex[:10]
@@ -45,7 +46,7 @@ def test_launches_are_tagged_with_the_stage():
 
 def test_the_cleanup_lists_only_this_stage_s_instances():
     client = boto3.client("ec2", region_name=REGION)
-    ami = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ami = image_id(client)
     other = client.run_instances(ImageId=ami, InstanceType="t3.micro", MinCount=1, MaxCount=1, TagSpecifications=[
         {"ResourceType": "instance", "Tags": [{"Key": ec2.TAG_MANAGED_BY, "Value": ec2.MANAGED_BY},
                                               {"Key": ec2.TAG_STAGE, "Value": "another-stage"}]}])

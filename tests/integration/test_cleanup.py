@@ -22,6 +22,7 @@ from chalicelib.tables import AgentTable
 from components.replica_coordinator import ReplicaStatus, ReplicaType
 from tests.conftest import invoke_schedule
 from tests.e2e.failover_support import ZONES, ec2, register_agent, state_of
+from localmode.embedded_aws import image_id
 
 GONE = ("shutting-down", "terminated")
 
@@ -36,7 +37,7 @@ def region_agent(make_tenant):
 def launch(tags: dict[str, str] | None) -> str:
     """A bare instance in us-east-1 with the given tags (None: untagged), launched now."""
     client = ec2()
-    params = {"ImageId": client.describe_images()["Images"][0]["ImageId"], "InstanceType": "t3.micro",
+    params = {"ImageId": image_id(client), "InstanceType": "t3.micro",
               "MinCount": 1, "MaxCount": 1, "Placement": {"AvailabilityZone": ZONES[1]}}
     if tags:
         params["TagSpecifications"] = [{"ResourceType": "instance",

@@ -17,6 +17,7 @@ from chalicelib.aws.ec2 import (
     LaunchSpec,
     TransientAwsError,
 )
+from localmode.embedded_aws import image_id
 
 REGION = "us-east-1"
 CLIENT = "client-adapter"
@@ -34,7 +35,7 @@ def ec2():
 
 @pytest.fixture(scope="module")
 def ami(ec2):
-    return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return image_id(ec2)
 
 
 @pytest.fixture
