@@ -6,7 +6,9 @@ Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app``
     npx aws-cdk@<version> deploy -c stage=dev                                     # cdk.json runs this file
 
 Context: ``stage`` (default ``dev``); ``skip_layer`` (``true`` synthesises without the ML layer when
-``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``).
+``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``);
+``alarm_email`` (an address subscribed to the stage's SNS topic: alarms and failover notices);
+``nag`` (default ``true``: cdk-nag's AwsSolutions pack runs, and an unsuppressed finding fails the synth).
 """
 
 from __future__ import annotations
@@ -56,18 +58,32 @@ def main(argv: list[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
 
-    from infra.stack import DEFAULT_LAYER_DIR, LayerMissingError, SpotOptimizerStack, layer_ready, stack_name
+    from infra.stack import (
+        DEFAULT_LAYER_DIR,
+        LayerMissingError,
+        SpotOptimizerStack,
+        apply_nag,
+        layer_ready,
+        stack_name,
+    )
 
     if skip_layer and not layer_ready(DEFAULT_LAYER_DIR):
         print(f"warning: {DEFAULT_LAYER_DIR} is not built: synthesising WITHOUT the ML layer (skip_layer=true); "
               "run `make layer` before deploying", file=sys.stderr)
+    alarm_email = str(app.node.try_get_context("alarm_email") or "").strip() or None
     try:
-        SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer)
-    except LayerMissingError as exc:
+        SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer, alarm_email=alarm_email)
+    except (LayerMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app.synth()
-    return 0
+    if _truthy(app.node.try_get_context("nag") if app.node.try_get_context("nag") is not None else "true"):
+        apply_nag(app)
+    assembly = app.synth()
+    errors = [f"{message.id}: {message.entry.data}" for stack in assembly.stacks for message in stack.messages
+              if message.level.value == "error"]
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

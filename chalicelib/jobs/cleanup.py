@@ -140,6 +140,8 @@ def run(now: datetime) -> dict:
     logger.info("cleanup cycle", extra=result)
     metrics.add_metric(name="Cleanup.terminated", unit=MetricUnit.Count, value=len(terminated))
     metrics.add_metric(name="Cleanup.expired", unit=MetricUnit.Count, value=len(expired))
+    # Interruptions nobody handled: the StuckInterruptions alarm (infra/monitoring.py) fires on any.
+    metrics.add_metric(name="Cleanup.abandoned", unit=MetricUnit.Count, value=len(abandoned))
     publish_metrics()
     return result
 
