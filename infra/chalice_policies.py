@@ -31,6 +31,7 @@ from infra.policies import (  # noqa: E402
     event_forwarding_statements,
     function_policy,
 )
+from infra.naming import log_retention_days  # noqa: E402
 from infra.throttling import RESERVED_CONCURRENCY  # noqa: E402
 
 from chalicelib.settings import APP_NAME  # noqa: E402
@@ -60,7 +61,12 @@ def chalice_config(config: dict) -> dict:
     config.pop("iam_policy_file", None)
     config["autogen_policy"] = False
     for stage in STAGES:
-        functions = config["stages"][stage].setdefault("lambda_functions", {})
+        stage_config = config["stages"][stage]
+        # Every function of the stage: logs kept log_retention_days (not forever), X-Ray active tracing
+        # (Chalice also turns it on for the API Gateway stage). Memory sizes are left as they are.
+        stage_config["log_retention_in_days"] = log_retention_days(stage)
+        stage_config["xray"] = True
+        functions = stage_config.setdefault("lambda_functions", {})
         for function in FUNCTIONS:
             entry = functions.setdefault(function, {})
             entry["iam_policy_file"] = policy_file(stage, function)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from chalicelib.settings import APP_NAME, model_bucket_name
 
+# Stages whose data outlives the stack (RETAIN, deletion protection) and that `make destroy` refuses
+# without CONFIRM=yes.
+PROD_STAGES = frozenset({"prod"})
 # The Chalice function that gets the ML layer (``@app.schedule(..., name="risk-scorer")``).
 RISK_SCORER_FUNCTION = "risk-scorer"
 # Tags CDK puts on every taggable resource of the stack (stack.py); the stage tag is mandatory.
@@ -25,6 +28,17 @@ MAX_STAGE_LENGTH = MAX_BUCKET_NAME - len(model_bucket_name("", "0" * 12, "r" * M
 # Where `make deploy` keeps Chalice's deployed state of a stage, in that stage's model bucket
 # (infra/deploy_state.py). The Lambdas' policies only reach ``models/*`` of the bucket.
 DEPLOYED_STATE_PREFIX = "chalice/deployed/"
+
+
+# Log retention of a stage, in days (a CloudWatch Logs retention value): the Chalice functions' log groups
+# (``log_retention_in_days`` in .chalice/config.json, written by infra/chalice_policies.py) and the failover
+# state machine's (stack.py). Nothing is kept forever.
+LOG_RETENTION_DAYS = {"prod": 90}
+DEFAULT_LOG_RETENTION_DAYS = 30
+
+
+def log_retention_days(stage: str) -> int:
+    return LOG_RETENTION_DAYS.get(stage, DEFAULT_LOG_RETENTION_DAYS)
 
 
 def stack_name(stage: str) -> str:

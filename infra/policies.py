@@ -68,9 +68,9 @@ def client_role_name(stage: str) -> str:
     return f"SpotOptimizer-{stage}-ClientAccess"
 
 
-def kms_key_arns(stage: str, cdk_json: Path = CDK_JSON) -> list[str]:
+def kms_key_arns(stage: str) -> list[str]:
     """The stage's configured customer managed keys (``infra/cdk.json`` → ``context.kms_key_arns.<stage>``)."""
-    configured = json.loads(cdk_json.read_text()).get("context", {}).get("kms_key_arns", {}).get(stage) or []
+    configured = json.loads(CDK_JSON.read_text()).get("context", {}).get("kms_key_arns", {}).get(stage) or []
     if isinstance(configured, str):
         configured = [configured]
     bad = [arn for arn in configured if not KMS_KEY_ARN.match(arn)]

@@ -38,10 +38,12 @@ from chalicelib.tables import ALL_TABLES
 from infra.monitoring import Monitoring
 from infra.naming import (
     MAX_STAGE_LENGTH,
+    PROD_STAGES,
     TAG_APP,
     TAG_STAGE,
     failover_log_group_name,
     layer_version_name,
+    log_retention_days,
     notification_topic_name,
     stack_name,
 )
@@ -55,7 +57,7 @@ DEFAULT_LAYER_DIR = ROOT / "layers" / "ml" / "build"
 # The operator overwrites this with the SHA-256 hex of the admin key (infra/README.md). It is not a
 # hex digest, so no key can match it: admin routes stay closed until the operator sets the hash.
 ADMIN_KEY_PLACEHOLDER = "REPLACE-ME:sha256-hex-of-the-admin-key"
-PROD_STAGES = frozenset({"prod"})
+RETENTION = {30: logs.RetentionDays.ONE_MONTH, 90: logs.RetentionDays.THREE_MONTHS}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 __all__ = ["SpotOptimizerStack", "LayerMissingError", "layer_ready", "stack_name", "DEFAULT_LAYER_DIR", "apply_nag"]
 
@@ -205,7 +207,7 @@ class SpotOptimizerStack(Stack):
         self.failover_logs = logs.LogGroup(
             self, "FailoverLogs",
             log_group_name=failover_log_group_name(workflows.state_machine_name(stage)),
-            retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.ONE_MONTH,
+            retention=RETENTION[log_retention_days(stage)],
             removal_policy=removal,
         )
         self.failover = sfn.StateMachine(
