@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_nag(app)
     assembly = app.synth()
     errors = [f"{message.id}: {message.entry.data}" for stack in assembly.stacks for message in stack.messages
-              if message.level.value == "error"]
+              if message.level == cdk.cx_api.SynthesisMessageLevel.ERROR]
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
