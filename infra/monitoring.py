@@ -18,13 +18,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from chalicelib.jobs.cleanup import STUCK_INTERRUPTIONS_METRIC
 from chalicelib.observability import METRICS_NAMESPACE, STAGE_DIMENSION
 from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
 
 PERIOD = Duration.minutes(5)
-# The app's metric of interruptions the cleanup job found stuck (no failover ran): chalicelib/jobs/cleanup.py.
-STUCK_INTERRUPTIONS_METRIC = "Cleanup.abandoned"
 
 
 class Monitoring(Construct):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.jobs.cleanup import STUCK_INTERRUPTIONS_METRIC
 from chalicelib.observability import METRICS_NAMESPACE, STAGE_DIMENSION
 from chalicelib.workflows import FAILOVER_TASKS
-from infra.monitoring import STUCK_INTERRUPTIONS_METRIC
 from infra.naming import alarm_name, audit_template
 from infra.policies import deployed_function_name
 from infra.stack import NAG_SUPPRESSIONS
