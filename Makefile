@@ -115,7 +115,7 @@ infra: $(STAMP)
 	fi; \
 	cd infra && rm -rf cdk.out; \
 	for stage in dev prod; do \
-	  echo "==> cdk synth (stage $$stage) -> infra/cdk.out/$$stage"; \
+	  echo "==> cdk synth + cdk-nag AwsSolutions (stage $$stage) -> infra/cdk.out/$$stage"; \
 	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} CDK_OUTDIR=cdk.out/$$stage ../$(BIN)/python main.py -c stage=$$stage $$skip; \
 	  echo "==> cfn-lint infra/cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json"; \
 	  ../$(BIN)/cfn-lint cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json; \
@@ -147,6 +147,7 @@ deploy: $(STAMP)
 	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py push --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	$(BIN)/python infra/deploy_state.py api-log-retention --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
 
 # The app first (Chalice knows its resources from the shared state), then the stack. The prod stage refuses

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from infra.policies import (  # noqa: E402
+    API_HANDLER,
     FUNCTIONS,
     STAGES,
     VERSION,
@@ -62,14 +63,22 @@ def chalice_config(config: dict) -> dict:
     config["autogen_policy"] = False
     for stage in STAGES:
         stage_config = config["stages"][stage]
-        # Every function of the stage: logs kept log_retention_days (not forever), X-Ray active tracing
-        # (Chalice also turns it on for the API Gateway stage). Memory sizes are left as they are.
-        stage_config["log_retention_in_days"] = log_retention_days(stage)
+        # Every function of the stage: X-Ray active tracing (Chalice also turns it on for the API Gateway
+        # stage). Memory sizes are left as they are.
         stage_config["xray"] = True
+        # Logs kept log_retention_days, not forever: set per function because Chalice 1.34 gets the API
+        # handler's log group wrong (it names it <app>-<stage>-api_handler, the function is <app>-<stage>;
+        # `chalice package` even emits a dangling ${ApiHandler}); the API handler's retention is set after
+        # `chalice deploy` by `infra/deploy_state.py api-log-retention` (make deploy).
+        stage_config.pop("log_retention_in_days", None)
         functions = stage_config.setdefault("lambda_functions", {})
         for function in FUNCTIONS:
             entry = functions.setdefault(function, {})
             entry["iam_policy_file"] = policy_file(stage, function)
+            if function == API_HANDLER:
+                entry.pop("log_retention_in_days", None)
+            else:
+                entry["log_retention_in_days"] = log_retention_days(stage)
             if function in RESERVED_CONCURRENCY:
                 entry["reserved_concurrency"] = RESERVED_CONCURRENCY[function]
             else:

@@ -4,6 +4,7 @@
     python infra/deploy_state.py region                              # the region Chalice (botocore) deploys to
     python infra/deploy_state.py pull --stage dev [--outputs build/cdk-outputs-dev.json]
     python infra/deploy_state.py push --stage dev [--outputs ...]
+    python infra/deploy_state.py api-log-retention --stage dev      # after chalice deploy (Chalice gets it wrong)
 
 * **Region check.** The CDK CLI takes its region from ``AWS_REGION``, then ``AWS_DEFAULT_REGION``, then the
   profile; Chalice (botocore) from ``AWS_DEFAULT_REGION``, then the profile. A stack in one region and the
@@ -15,6 +16,9 @@
   conditionally on the version pulled (S3 ``If-Match``; ``If-None-Match: *`` for the first one), so two
   people deploying the same stage at once cannot silently overwrite each other's record: the second push
   fails and says so. The first ``pull`` where the bucket has no copy keeps the local file (it is pushed).
+* **The API handler's log retention.** Chalice 1.34 names the API handler's log group after
+  ``<app>-<stage>-api_handler`` while the function is ``<app>-<stage>``: ``api-log-retention`` sets the
+  stage's retention on the real group (creating it if the function never logged yet).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra.naming import PROD_STAGES, deployed_state_key, stack_name  # noqa: E402
+from infra.naming import PROD_STAGES, deployed_state_key, log_retention_days, stack_name  # noqa: E402
+from infra.policies import API_HANDLER, deployed_function_name  # noqa: E402
 
 BUCKET_OUTPUT = "ModelBucket"
 ABSENT = "absent"  # the bucket had no copy when we pulled: push only if it still has none
@@ -144,9 +149,21 @@ def push(s3, bucket: str, stage: str, project: Path = ROOT) -> str:
     return f"pushed s3://{bucket}/{deployed_state_key(stage)}"
 
 
+def api_log_retention(logs, stage: str) -> str:
+    """Give the API handler's log group the stage's retention (log_retention_days)."""
+    group = f"/aws/lambda/{deployed_function_name(API_HANDLER, stage)}"
+    try:
+        logs.create_log_group(logGroupName=group)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    days = log_retention_days(stage)
+    logs.put_retention_policy(logGroupName=group, retentionInDays=days)
+    return f"{group}: logs kept {days} days"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("preflight", "region", "pull", "push"))
+    parser.add_argument("command", choices=("preflight", "region", "pull", "push", "api-log-retention"))
     parser.add_argument("--stage")
     parser.add_argument("--destroy", action="store_true", help="preflight of `make destroy`")
     parser.add_argument("--outputs", type=Path, help="file written by `cdk deploy --outputs-file`")
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         import boto3
 
+        if args.command == "api-log-retention":
+            print(api_log_retention(boto3.client("logs"), args.stage))
+            return 0
         s3 = boto3.client("s3")
         bucket = bucket_for(args.stage, args.outputs)
         print((pull if args.command == "pull" else push)(s3, bucket, args.stage))

@@ -107,6 +107,17 @@ def test_the_bucket_comes_from_the_outputs_file_or_the_stack(tmp_path):
     assert deploy_state.bucket_for("dev", None, Cfn()) == "from-stack"
 
 
+def test_the_api_handlers_real_log_group_gets_the_stage_retention():
+    logs = boto3.client("logs", region_name="us-east-1")
+    for stage, days in (("dev", 30), ("prod", 90)):
+        assert "kept" in deploy_state.api_log_retention(logs, stage)
+        deploy_state.api_log_retention(logs, stage)  # again: the group exists, still fine
+        name = f"/aws/lambda/spot-optimizer-{stage}"
+        (group,) = [g for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+                    if g["logGroupName"] == name]
+        assert group["retentionInDays"] == days
+
+
 # --- region and destroy guards ---------------------------------------------------------------------------
 
 def test_cdk_and_chalice_in_different_regions_is_refused(monkeypatch):
@@ -139,7 +150,8 @@ def test_the_make_targets_run_the_guards_in_order():
     deploy = makefile[makefile.index("\ndeploy:"):makefile.index("\ndestroy:")]
     destroy = makefile[makefile.index("\ndestroy:"):]
     steps = ["deploy_state.py preflight", "$(CDK) deploy", "--require-approval never", "wire_outputs.py --stage",
-             "--region", "deploy_state.py pull", "chalice deploy", "deploy_state.py push", "throttling.py"]
+             "--region", "deploy_state.py pull", "chalice deploy", "deploy_state.py push",
+             "deploy_state.py api-log-retention", "throttling.py"]
     positions = [deploy.index(step) for step in steps]
     assert positions == sorted(positions)
     steps = ["preflight --stage $(STAGE) --destroy", "deploy_state.py pull", "chalice delete", "deploy_state.py push",
