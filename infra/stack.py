@@ -63,7 +63,7 @@ __all__ = ["SpotOptimizerStack", "LayerMissingError", "layer_ready", "stack_name
 
 
 # cdk-nag (AwsSolutions) findings accepted on purpose: (construct path under the stack, rule, reason,
-# applies_to findings or None for the whole rule). Each reason says why; tests/infra/test_nag.py fails
+# applies_to findings or None for the whole rule). Each reason says why; tests/infra/test_hardening.py fails
 # on any finding not listed here and on a reason that says nothing.
 NAG_SUPPRESSIONS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
     ("ModelArtifacts/Resource", "AwsSolutions-S1",
@@ -271,7 +271,7 @@ class SpotOptimizerStack(Stack):
 
 def apply_nag(scope: IConstruct) -> None:
     """cdk-nag's AwsSolutions pack over ``scope``: an unsuppressed finding becomes an error annotation
-    (``infra/main.py`` fails the synth on it; tests/infra/test_nag.py too)."""
+    (``infra/main.py`` fails the synth on it; tests/infra/test_hardening.py too)."""
     from cdk_nag import AwsSolutionsChecks
 
     Aspects.of(scope).add(AwsSolutionsChecks(verbose=True))
