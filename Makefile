@@ -11,10 +11,13 @@
 #   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
-#   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage>, cfn-lint both
+#   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage> with cdk-nag's
+#                 AwsSolutions checks (an unsuppressed finding fails), cfn-lint both
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
-#   make deploy   STAGE=dev: cdk deploy infra/, wire its outputs into .chalice/config.json, chalice deploy,
-#                 then API Gateway stage throttling
+#   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
+#                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
+#                 push the state back, then API Gateway stage throttling (ALARM_EMAIL=... subscribes to alarms)
+#   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -34,7 +37,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy lint clean check-python
+.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy destroy lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -112,7 +115,7 @@ infra: $(STAMP)
 	fi; \
 	cd infra && rm -rf cdk.out; \
 	for stage in dev prod; do \
-	  echo "==> cdk synth (stage $$stage) -> infra/cdk.out/$$stage"; \
+	  echo "==> cdk synth + cdk-nag AwsSolutions (stage $$stage) -> infra/cdk.out/$$stage"; \
 	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} CDK_OUTDIR=cdk.out/$$stage ../$(BIN)/python main.py -c stage=$$stage $$skip; \
 	  echo "==> cfn-lint infra/cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json"; \
 	  ../$(BIN)/cfn-lint cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json; \
@@ -125,17 +128,38 @@ policies: $(STAMP)
 	$(BIN)/python -m infra.chalice_policies
 
 # One stage, end to end (needs AWS credentials, a bootstrapped account/region and node/npx; see infra/README.md).
+# Non-interactive (--require-approval never: the IAM changes are reviewed in git, not at a prompt). CDK and
+# Chalice must target the same region (deploy_state.py preflight, then wire_outputs.py --region). Chalice's
+# .chalice/deployed/<stage>.json is shared through the stage's bucket: pulled before, pushed after.
+ALARM_EMAIL ?=
+CDK_CONTEXT = -c stage=$(STAGE) $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL))
 deploy: $(STAMP)
 	$(BIN)/python infra/wire_outputs.py --check --stage $(STAGE)
 	$(BIN)/python -m infra.chalice_policies --check
+	$(BIN)/python infra/deploy_state.py preflight --stage $(STAGE)
 	@test -f $(LAYER_READY) || $(MAKE) layer
 	@mkdir -p build
 	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) deploy $(APP_NAME)-$(STAGE)-infra \
-	  -c stage=$(STAGE) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
-	  --no-notices $(CDK_DEPLOY_ARGS)
-	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	  $(CDK_CONTEXT) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
+	  --require-approval never --no-notices $(CDK_DEPLOY_ARGS)
+	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json \
+	  --region "$$($(BIN)/python infra/deploy_state.py region)"
+	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
+	$(BIN)/python infra/deploy_state.py push --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	$(BIN)/python infra/deploy_state.py api-log-retention --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
+
+# The app first (Chalice knows its resources from the shared state), then the stack. The prod stage refuses
+# without CONFIRM=yes, and its tables and bucket are RETAINed by the stack anyway (infra/README.md).
+destroy: $(STAMP)
+	CONFIRM=$(CONFIRM) $(BIN)/python infra/deploy_state.py preflight --stage $(STAGE) --destroy
+	@mkdir -p build
+	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice delete --stage $(STAGE)
+	$(BIN)/python infra/deploy_state.py push --stage $(STAGE)
+	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) destroy $(APP_NAME)-$(STAGE)-infra \
+	  -c stage=$(STAGE) -c skip_layer=true --output cdk.out/$(STAGE) --force --no-notices
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

@@ -12,10 +12,14 @@ import uuid
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib.settings import APP_NAME
+from chalicelib.settings import APP_NAME, get_settings
+
+METRICS_NAMESPACE = "SpotOptimizer"
+# Every metric carries the stage: two stages in one account never feed each other's alarms (infra/monitoring.py).
+STAGE_DIMENSION = "stage"
 
 logger = Logger(service=APP_NAME)
-metrics = Metrics(namespace="SpotOptimizer", service=APP_NAME)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=APP_NAME)
 tracer = Tracer(service=APP_NAME)
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -56,5 +60,6 @@ def publish_metrics() -> None:
     """Print this invocation's EMF metrics, then forget them. When metrics are disabled (local mode,
     tests) powertools keeps them, so a long-lived process would pile them up: clear regardless."""
     if metrics.metric_set:
+        metrics.add_dimension(name=STAGE_DIMENSION, value=get_settings().stage)
         metrics.flush_metrics()
     metrics.clear_metrics()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 
 APP_NAME = "spot-optimizer"
+# The account part of the model bucket's name where no stack output was wired (local mode, tests).
+UNWIRED_ACCOUNT = "local"
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,10 @@ def _int(name: str, default: int) -> int:
 def get_settings() -> Settings:
     """Build the settings from the environment once per container."""
     stage = os.environ.get("SPOT_STAGE", "dev")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return Settings(
         stage=stage,
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        region=region,
         table_prefix=table_prefix(),
         admin_key_parameter=os.environ.get("ADMIN_KEY_PARAMETER", admin_key_parameter_name(stage)),
         max_body_bytes=_int("MAX_BODY_BYTES", 256 * 1024),
@@ -98,7 +101,9 @@ def get_settings() -> Settings:
         command_retention_days=_int("COMMAND_RETENTION_DAYS", 7),
         default_page_size=_int("DEFAULT_PAGE_SIZE", 50),
         max_page_size=_int("MAX_PAGE_SIZE", 200),
-        model_bucket=os.environ.get("MODEL_BUCKET", model_bucket_name(stage)),
+        # Deployed stages get the stack's ModelBucket output (infra/wire_outputs.py); local mode and tests,
+        # which create the bucket themselves, use the name with a placeholder account.
+        model_bucket=os.environ.get("MODEL_BUCKET") or model_bucket_name(stage, UNWIRED_ACCOUNT, region),
         decision_retention_days=_int("DECISION_RETENTION_DAYS", 90),
         risk_horizon_s=_int("RISK_HORIZON_S", 3600),
         # Set by `make deploy` from infra's output; tests and local mode set it when they create it.
@@ -176,9 +181,12 @@ def table_prefix() -> str:
     return os.environ.get("TABLE_PREFIX") or f"{APP_NAME}-{os.environ.get('SPOT_STAGE', 'dev')}-"
 
 
-def model_bucket_name(stage: str) -> str:
-    """The stage's model bucket (infra/ creates it; the IAM policies of infra/policies.py name it)."""
-    return f"{APP_NAME}-{stage}-models"
+def model_bucket_name(stage: str, account: str, region: str) -> str:
+    """The stage's model bucket. S3 names are global: the account and region make it unique, so a second
+    deployer anywhere (or the same stage in another region) never collides. infra/ creates it with the
+    stack's own ``AWS::AccountId``/``AWS::Region``; infra/policies.py grants ``model_bucket_name(stage, "*", "*")``
+    (same account only)."""
+    return f"{APP_NAME}-{stage}-models-{account}-{region}"
 
 
 def admin_key_parameter_name(stage: str) -> str:

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from infra.policies import (  # noqa: E402
+    API_HANDLER,
     FUNCTIONS,
     STAGES,
     VERSION,
@@ -31,6 +32,7 @@ from infra.policies import (  # noqa: E402
     event_forwarding_statements,
     function_policy,
 )
+from infra.naming import log_retention_days  # noqa: E402
 from infra.throttling import RESERVED_CONCURRENCY  # noqa: E402
 
 from chalicelib.settings import APP_NAME  # noqa: E402
@@ -60,10 +62,23 @@ def chalice_config(config: dict) -> dict:
     config.pop("iam_policy_file", None)
     config["autogen_policy"] = False
     for stage in STAGES:
-        functions = config["stages"][stage].setdefault("lambda_functions", {})
+        stage_config = config["stages"][stage]
+        # Every function of the stage: X-Ray active tracing (Chalice also turns it on for the API Gateway
+        # stage). Memory sizes are left as they are.
+        stage_config["xray"] = True
+        # Logs kept log_retention_days, not forever: set per function because Chalice 1.34 gets the API
+        # handler's log group wrong (it names it <app>-<stage>-api_handler, the function is <app>-<stage>;
+        # `chalice package` even emits a dangling ${ApiHandler}); the API handler's retention is set after
+        # `chalice deploy` by `infra/deploy_state.py api-log-retention` (make deploy).
+        stage_config.pop("log_retention_in_days", None)
+        functions = stage_config.setdefault("lambda_functions", {})
         for function in FUNCTIONS:
             entry = functions.setdefault(function, {})
             entry["iam_policy_file"] = policy_file(stage, function)
+            if function == API_HANDLER:
+                entry.pop("log_retention_in_days", None)
+            else:
+                entry["log_retention_in_days"] = log_retention_days(stage)
             if function in RESERVED_CONCURRENCY:
                 entry["reserved_concurrency"] = RESERVED_CONCURRENCY[function]
             else:

@@ -6,12 +6,16 @@ Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app``
     npx aws-cdk@<version> deploy -c stage=dev                                     # cdk.json runs this file
 
 Context: ``stage`` (default ``dev``); ``skip_layer`` (``true`` synthesises without the ML layer when
-``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``).
+``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``);
+``alarm_email`` (an address subscribed to the stage's SNS topic: alarms and failover notices; default
+``alarm_emails.<stage>`` of cdk.json, so a later deploy without ``-c`` keeps the subscription);
+``nag`` (default ``true``: cdk-nag's AwsSolutions pack runs, and an unsuppressed finding fails the synth).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     # Deferred: aws_cdk starts a jsii (node) process on import; --help should not need it.
     import aws_cdk as cdk
 
+    # cdk.json's context, as the CDK CLI would give it (under the CLI its own values take precedence anyway).
+    defaults = json.loads((HERE / "cdk.json").read_text()).get("context", {})
     # The CDK CLI sets CDK_OUTDIR; run directly, synthesise into infra/cdk.out (not a temporary folder).
-    app = cdk.App(context=context, outdir=None if os.environ.get("CDK_OUTDIR") else str(HERE / "cdk.out"))
+    app = cdk.App(context={**defaults, **context},
+                  outdir=None if os.environ.get("CDK_OUTDIR") else str(HERE / "cdk.out"))
     stage = str(app.node.try_get_context("stage") or "dev")
     skip_layer = _truthy(app.node.try_get_context("skip_layer") or "false")
 
@@ -56,18 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
 
-    from infra.stack import DEFAULT_LAYER_DIR, LayerMissingError, SpotOptimizerStack, layer_ready, stack_name
+    from infra.stack import (
+        DEFAULT_LAYER_DIR,
+        LayerMissingError,
+        SpotOptimizerStack,
+        apply_nag,
+        layer_ready,
+        stack_name,
+    )
 
     if skip_layer and not layer_ready(DEFAULT_LAYER_DIR):
         print(f"warning: {DEFAULT_LAYER_DIR} is not built: synthesising WITHOUT the ML layer (skip_layer=true); "
               "run `make layer` before deploying", file=sys.stderr)
+    alarm_email = str(app.node.try_get_context("alarm_email")
+                      or (app.node.try_get_context("alarm_emails") or {}).get(stage) or "").strip() or None
     try:
-        SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer)
-    except LayerMissingError as exc:
+        SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer, alarm_email=alarm_email)
+    except (LayerMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app.synth()
-    return 0
+    nag = app.node.try_get_context("nag")
+    if nag is None or _truthy(nag):
+        apply_nag(app)
+    assembly = app.synth()
+    errors = [f"{message.id}: {message.entry.data}" for stack in assembly.stacks for message in stack.messages
+              if message.level == cdk.cx_api.SynthesisMessageLevel.ERROR]
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

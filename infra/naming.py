@@ -2,14 +2,43 @@
 
 Names the Lambdas also read (tables, bucket, admin-key parameter, state machine, functions) come from
 ``chalicelib.settings`` and ``chalicelib.workflows``; only infra-only names live here.
+
+Uniqueness rules (checked on the synthesised template by :func:`audit_template`, tests/infra/test_naming.py):
+
+* a name that is global across AWS accounts (S3 buckets) carries the account id and the region;
+* a name that is global within an account (CloudWatch dashboards, IAM roles and policies) carries the
+  region (IAM names are left to CloudFormation, which makes them unique);
+* every name carries the stage, and every tag set carries ``stage=<stage>``.
 """
 
 from __future__ import annotations
 
-from chalicelib.settings import APP_NAME
+from chalicelib.settings import APP_NAME, model_bucket_name
 
+# Stages whose data outlives the stack (RETAIN, deletion protection) and that `make destroy` refuses
+# without CONFIRM=yes.
+PROD_STAGES = frozenset({"prod"})
 # The Chalice function that gets the ML layer (``@app.schedule(..., name="risk-scorer")``).
 RISK_SCORER_FUNCTION = "risk-scorer"
+# Tags CDK puts on every taggable resource of the stack (stack.py); the stage tag is mandatory.
+TAG_APP, TAG_STAGE = "app", "stage"
+# S3 bucket names are at most 63 characters; the longest region name today is 14 (ap-southeast-2).
+MAX_BUCKET_NAME, MAX_REGION_NAME = 63, 14
+MAX_STAGE_LENGTH = MAX_BUCKET_NAME - len(model_bucket_name("", "0" * 12, "r" * MAX_REGION_NAME))
+# Where `make deploy` keeps Chalice's deployed state of a stage, in that stage's model bucket
+# (infra/deploy_state.py). The Lambdas' policies only reach ``models/*`` of the bucket.
+DEPLOYED_STATE_PREFIX = "chalice/deployed/"
+
+
+# Log retention of a stage, in days (a CloudWatch Logs retention value): the Chalice functions' log groups
+# (``log_retention_in_days`` in .chalice/config.json, written by infra/chalice_policies.py) and the failover
+# state machine's (stack.py). Nothing is kept forever.
+LOG_RETENTION_DAYS = {"prod": 90}
+DEFAULT_LOG_RETENTION_DAYS = 30
+
+
+def log_retention_days(stage: str) -> int:
+    return LOG_RETENTION_DAYS.get(stage, DEFAULT_LOG_RETENTION_DAYS)
 
 
 def stack_name(stage: str) -> str:
@@ -27,3 +56,77 @@ def notification_topic_name(stage: str) -> str:
 def failover_log_group_name(state_machine_name: str) -> str:
     # /aws/vendedlogs/ keeps Step Functions from growing the account's CloudWatch Logs resource policy.
     return f"/aws/vendedlogs/states/{state_machine_name}"
+
+
+def dashboard_name(stage: str, region: str) -> str:
+    """CloudWatch dashboards are global in an account: the region keeps two regions' stages apart."""
+    return f"{APP_NAME}-{stage}-{region}"
+
+
+def alarm_name(stage: str, what: str) -> str:
+    return f"{APP_NAME}-{stage}-{what}"
+
+
+def deployed_state_key(stage: str) -> str:
+    """Object key of ``.chalice/deployed/<stage>.json`` in the stage's model bucket."""
+    return f"{DEPLOYED_STATE_PREFIX}{stage}.json"
+
+
+# --- the audit of a synthesised template (plain dicts: no aws_cdk) ---------------------------------
+
+# CloudFormation type → (name property, pseudo parameters the name must contain).
+GLOBAL_NAMES = {
+    "AWS::S3::Bucket": ("BucketName", ("AWS::AccountId", "AWS::Region")),
+    "AWS::CloudWatch::Dashboard": ("DashboardName", ("AWS::Region",)),
+    "AWS::IAM::Role": ("RoleName", ("AWS::Region",)),
+    "AWS::IAM::ManagedPolicy": ("ManagedPolicyName", ("AWS::Region",)),
+    "AWS::IAM::InstanceProfile": ("InstanceProfileName", ("AWS::Region",)),
+    "AWS::IAM::User": ("UserName", ("AWS::Region",)),
+    "AWS::IAM::Group": ("GroupName", ("AWS::Region",)),
+}
+
+
+def _refs(value) -> set[str]:
+    """Every ``Ref`` target inside an intrinsic-function value."""
+    if isinstance(value, dict):
+        found = {value["Ref"]} if set(value) == {"Ref"} else set()
+        for item in value.values():
+            found |= _refs(item)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_refs(item) for item in value)) if value else set()
+    return set()
+
+
+def _literal_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "".join(_literal_text(v) for v in value.values())
+    if isinstance(value, list):
+        return "".join(_literal_text(v) for v in value)
+    return ""
+
+
+def audit_template(template: dict, stage: str) -> list[str]:
+    """Problems of a synthesised template: a global name without its account/region part or without the
+    stage, a resource whose tags lack ``stage=<stage>``. Empty when the template is fine."""
+    problems = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        kind, props = resource.get("Type", ""), resource.get("Properties", {}) or {}
+        if kind in GLOBAL_NAMES:
+            prop, needed = GLOBAL_NAMES[kind]
+            if prop in props:
+                missing = [p for p in needed if p not in _refs(props[prop])]
+                if missing:
+                    problems.append(f"{logical_id} ({kind}) {prop} lacks {missing}: a second deployer collides")
+                if f"-{stage}-" not in f"-{_literal_text(props[prop])}-":
+                    problems.append(f"{logical_id} ({kind}) {prop} does not name the stage {stage!r}")
+        tags = props.get("Tags")
+        if tags is None:
+            continue
+        pairs = ({t.get("Key"): t.get("Value") for t in tags} if isinstance(tags, list)
+                 else dict(tags) if isinstance(tags, dict) else {})
+        if pairs.get(TAG_STAGE) != stage:
+            problems.append(f"{logical_id} ({kind}) is tagged without {TAG_STAGE}={stage}: {sorted(pairs)}")
+    return problems

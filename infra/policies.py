@@ -19,6 +19,10 @@ template (infra/client_role.py). Importable without aws_cdk.
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
 from chalicelib.settings import APP_NAME, admin_key_parameter_name, model_bucket_name
 from chalicelib.workflows import FAILOVER_TASKS, function_name, state_machine_name
@@ -44,6 +48,14 @@ DESTRUCTIVE_ACTIONS = frozenset({
 # accounts are allowed to send their EC2 events there (chalicelib/aws/event_bus.py).
 DEFAULT_EVENT_BUS = "arn:aws:events:*:*:event-bus/default"
 
+# The CDK context file: ``context.kms_key_arns.<stage>`` lists the customer managed keys (full key ARNs) that
+# encrypt the volumes/AMIs the product launches from; empty = no KMS permission at all.
+CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$|^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/mrk-[0-9a-f]{32}$")
+# EC2's service-linked role for spot: created on an account's first spot launch, by the caller's credentials.
+SPOT_SERVICE = "spot.amazonaws.com"
+SPOT_SERVICE_LINKED_ROLE = "arn:aws:iam::*:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+
 DYNAMODB_ACTIONS = (
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem",
@@ -54,6 +66,17 @@ DYNAMODB_ACTIONS = (
 def client_role_name(stage: str) -> str:
     """Name of the role a client creates in its account (infra/client-account-role.yaml)."""
     return f"SpotOptimizer-{stage}-ClientAccess"
+
+
+def kms_key_arns(stage: str) -> list[str]:
+    """The stage's configured customer managed keys (``infra/cdk.json`` → ``context.kms_key_arns.<stage>``)."""
+    configured = json.loads(CDK_JSON.read_text()).get("context", {}).get("kms_key_arns", {}).get(stage) or []
+    if isinstance(configured, str):
+        configured = [configured]
+    bad = [arn for arn in configured if not KMS_KEY_ARN.match(arn)]
+    if bad:
+        raise ValueError(f"infra/cdk.json kms_key_arns.{stage}: not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>): {bad}")
+    return sorted(set(configured))
 
 
 def _stage_tags(stage: str, key: str) -> dict:
@@ -111,6 +134,26 @@ def ec2_launch(stage: str) -> list[dict]:
             {"StringEquals": {"ec2:CreateAction": "RunInstances"}}),
         _statement("PassInstanceRoleToEc2", ["iam:PassRole"], [f"arn:aws:iam::*:role{PASSABLE_ROLE_PATH}*"],
                    {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+        # A fresh account has no spot service-linked role: the first spot launch creates it with the caller's
+        # permissions, and without this one it fails (and the product falls back to on-demand).
+        _statement("SpotServiceLinkedRole", ["iam:CreateServiceLinkedRole"], [SPOT_SERVICE_LINKED_ROLE],
+                   {"StringEquals": {"iam:AWSServiceName": SPOT_SERVICE}}),
+        *kms_for_launch(stage),
+    ]
+
+
+def kms_for_launch(stage: str) -> list[dict]:
+    """Launching from a CMK-encrypted AMI/snapshot: EC2 decrypts and re-encrypts through grants it creates with
+    the caller's permissions. Only when the stage configures keys, only on those keys, only through EC2."""
+    keys = kms_key_arns(stage)  # the client-account template's "${Stage}" has none
+    if not keys:
+        return []
+    return [
+        _statement("KmsGrantForEc2", ["kms:CreateGrant"], keys,
+                   {"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+        _statement("KmsUseThroughEc2", ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
+                                        "kms:ReEncryptFrom", "kms:ReEncryptTo"], keys,
+                   {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}),
     ]
 
 
@@ -169,12 +212,12 @@ def admin_key(stage: str) -> list[dict]:
 
 def models_read(stage: str) -> list[dict]:
     return [_statement("ModelArtifactsRead", ["s3:GetObject"],
-                       [f"arn:aws:s3:::{model_bucket_name(stage)}/models/*"], SAME_ACCOUNT)]
+                       [f"arn:aws:s3:::{model_bucket_name(stage, '*', '*')}/models/*"], SAME_ACCOUNT)]
 
 
 def models_write(stage: str) -> list[dict]:
     return [_statement("ModelArtifactsWrite", ["s3:PutObject"],
-                       [f"arn:aws:s3:::{model_bucket_name(stage)}/models/*"], SAME_ACCOUNT)]
+                       [f"arn:aws:s3:::{model_bucket_name(stage, '*', '*')}/models/*"], SAME_ACCOUNT)]
 
 
 def notify(stage: str) -> list[dict]:

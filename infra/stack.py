@@ -5,7 +5,12 @@ Deployed once per stage before ``chalice deploy --stage <stage>``. Single source
 - failover state machine: the ASL text of ``chalicelib/workflows/failover.asl.json`` with
   ``chalicelib.workflows.substitutions(...)`` as CloudFormation DefinitionSubstitutions;
 - names (tables, bucket, parameter, state machine, functions): ``chalicelib.settings`` /
-  ``chalicelib.workflows``, which the Lambdas read too.
+  ``chalicelib.workflows``, which the Lambdas read too; infra-only names: ``infra/naming.py``.
+
+Also here: the alarms and dashboard (``infra/monitoring.py``) with the topic's e-mail subscription
+(context ``alarm_email``), and the cdk-nag AwsSolutions checks (:func:`apply_nag`; every suppression
+carries its reason in ``NAG_SUPPRESSIONS``). The event intake (EventBridge → SQS → sentinel) is its own
+construct, instantiated at the marked line below.
 
 ``chalicelib`` must be imported with ``SPOT_STAGE`` set to the stage (pynamodb fixes table names at
 import); ``infra/main.py`` does that, and the stack refuses a mismatch.
@@ -16,21 +21,35 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import Annotations, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import Annotations, Aspects, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from chalicelib import workflows
-from chalicelib.settings import APP_NAME, get_settings, table_prefix
+from chalicelib.settings import APP_NAME, get_settings, model_bucket_name, table_prefix
 from chalicelib.tables import ALL_TABLES
-from infra.naming import failover_log_group_name, layer_version_name, notification_topic_name, stack_name
+from infra.monitoring import Monitoring
+from infra.naming import (
+    MAX_STAGE_LENGTH,
+    PROD_STAGES,
+    TAG_APP,
+    TAG_STAGE,
+    failover_log_group_name,
+    layer_version_name,
+    log_retention_days,
+    notification_topic_name,
+    stack_name,
+)
+from infra.policies import API_HANDLER, deployed_function_name
 from infra.tables import create_tables
+from infra.throttling import api_gateway_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 # layers/ml/build.sh installs into layers/ml/build/python; the asset root is the folder holding python/.
@@ -38,8 +57,25 @@ DEFAULT_LAYER_DIR = ROOT / "layers" / "ml" / "build"
 # The operator overwrites this with the SHA-256 hex of the admin key (infra/README.md). It is not a
 # hex digest, so no key can match it: admin routes stay closed until the operator sets the hash.
 ADMIN_KEY_PLACEHOLDER = "REPLACE-ME:sha256-hex-of-the-admin-key"
-PROD_STAGES = frozenset({"prod"})
-__all__ = ["SpotOptimizerStack", "LayerMissingError", "layer_ready", "stack_name", "DEFAULT_LAYER_DIR"]
+RETENTION = {30: logs.RetentionDays.ONE_MONTH, 90: logs.RetentionDays.THREE_MONTHS}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+__all__ = ["SpotOptimizerStack", "LayerMissingError", "layer_ready", "stack_name", "DEFAULT_LAYER_DIR", "apply_nag"]
+
+
+# cdk-nag (AwsSolutions) findings accepted on purpose: (construct path under the stack, rule, reason,
+# applies_to findings or None for the whole rule). Each reason says why; tests/infra/test_hardening.py fails
+# on any finding not listed here and on a reason that says nothing.
+NAG_SUPPRESSIONS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
+    ("ModelArtifacts/Resource", "AwsSolutions-S1",
+     "The bucket holds only model artifacts and Chalice's deployed state, written by this stage's own roles "
+     "(IAM: models/* for the Lambdas); object-level access is auditable with CloudTrail S3 data events. A "
+     "server-access-log bucket per stage would itself be an unlogged bucket.", None),
+    ("FailoverRole/DefaultPolicy/Resource", "AwsSolutions-IAM5",
+     "Added by CDK for Step Functions tracing and logging: the X-Ray actions (PutTraceSegments, "
+     "PutTelemetryRecords, GetSampling*) and the CloudWatch Logs vended-delivery actions (CreateLogDelivery, "
+     "...) support no resource-level permissions, so IAM accepts only Resource '*'. Invocations are limited "
+     "to the 8 failover function ARNs.", ("Resource::*",)),
+)
 
 
 class LayerMissingError(RuntimeError):
@@ -57,8 +93,9 @@ def layer_ready(layer_dir: Path) -> bool:
 
 
 def _check_stage(stage: str) -> None:
-    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
-        raise ValueError(f"stage {stage!r}: use lowercase letters, digits and '-' (at most 20)")
+    # The model bucket's name (stage, account, region) must fit S3's 63 characters in every region.
+    if not re.fullmatch(rf"[a-z][a-z0-9-]{{0,{MAX_STAGE_LENGTH - 1}}}", stage):
+        raise ValueError(f"stage {stage!r}: use lowercase letters, digits and '-' (at most {MAX_STAGE_LENGTH})")
     settings = get_settings()
     if settings.stage != stage:
         raise RuntimeError(
@@ -79,7 +116,7 @@ class SpotOptimizerStack(Stack):
     """Tables, model bucket, notification topic, admin-key parameter, ML layer, failover state machine."""
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: str, skip_layer: bool = False,
-                 layer_dir: Path | str | None = None, **kwargs) -> None:
+                 layer_dir: Path | str | None = None, alarm_email: str | None = None, **kwargs) -> None:
         _check_stage(stage)
         layer_dir = Path(layer_dir) if layer_dir is not None else DEFAULT_LAYER_DIR
         build_layer = layer_ready(layer_dir)
@@ -94,8 +131,9 @@ class SpotOptimizerStack(Stack):
         settings = get_settings()
         prod = stage in PROD_STAGES
         removal = removal_policy(stage)
-        Tags.of(self).add("app", APP_NAME)
-        Tags.of(self).add("stage", stage)
+        # Every taggable resource carries the stage (infra/naming.py audit_template checks it).
+        Tags.of(self).add(TAG_APP, APP_NAME)
+        Tags.of(self).add(TAG_STAGE, stage)
 
         # --- DynamoDB: one table per pynamodb model ---------------------------------------------------
         self.tables = create_tables(self, ALL_TABLES, removal_policy=removal, deletion_protection=prod)
@@ -103,7 +141,8 @@ class SpotOptimizerStack(Stack):
         # --- S3: model artifacts ----------------------------------------------------------------------
         self.model_bucket = s3.Bucket(
             self, "ModelArtifacts",
-            bucket_name=settings.model_bucket,
+            # S3 names are global: account and region make it unique (wired into MODEL_BUCKET by wire_outputs).
+            bucket_name=model_bucket_name(stage, Aws.ACCOUNT_ID, Aws.REGION),
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -120,6 +159,11 @@ class SpotOptimizerStack(Stack):
         # --- SNS: notifications -----------------------------------------------------------------------
         self.topic = sns.Topic(self, "NotificationTopic", topic_name=notification_topic_name(stage),
                                display_name=f"Spot Optimizer {stage}", enforce_ssl=True)
+        if alarm_email:
+            if not EMAIL.match(alarm_email):
+                raise ValueError(f"alarm_email {alarm_email!r} is not an e-mail address")
+            # SNS mails a confirmation link first: nothing arrives until the recipient confirms.
+            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
         # --- SSM: admin-key hash (placeholder; the operator overwrites the value) ----------------------
         self.admin_key_parameter = ssm.StringParameter(
@@ -163,7 +207,7 @@ class SpotOptimizerStack(Stack):
         self.failover_logs = logs.LogGroup(
             self, "FailoverLogs",
             log_group_name=failover_log_group_name(workflows.state_machine_name(stage)),
-            retention=logs.RetentionDays.THREE_MONTHS if prod else logs.RetentionDays.ONE_MONTH,
+            retention=RETENTION[log_retention_days(stage)],
             removal_policy=removal,
         )
         self.failover = sfn.StateMachine(
@@ -177,11 +221,25 @@ class SpotOptimizerStack(Stack):
             tracing_enabled=True,
         )
 
+        # --- Alarms and dashboard (infra/monitoring.py) → the topic ------------------------------------
+        self.monitoring = Monitoring(
+            self, "Monitoring", stage=stage, region=Aws.REGION, topic=self.topic, state_machine=self.failover,
+            api_name=APP_NAME, api_stage=api_gateway_stage(stage),
+            api_function=deployed_function_name(API_HANDLER, stage),
+            failover_functions=[deployed_function_name(name, stage) for name in workflows.FAILOVER_TASKS.values()])
+
+        # --- Event intake (EventBridge → SQS + DLQ → sentinel): infra/event_intake.py ------------------
+        # EVENT INTAKE HOOK: instantiate that construct on the next line. Its alarms (DLQ depth, sentinel
+        # errors/throttles) go through self.monitoring.alarm(...) / self.monitoring.watch_functions(...),
+        # so they notify self.topic and appear on the dashboard.
+
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")
         provider = self.node.try_find_child("Custom::S3AutoDeleteObjectsCustomResourceProvider")
         if provider is not None:
             _ignore_lint(provider.node.try_find_child("Handler"), "W3005")
+
+        self._suppress_nag()
 
         # --- Outputs: wired into .chalice/config.json by infra/wire_outputs.py -------------------------
         CfnOutput(self, "StateMachineArn", value=self.failover.state_machine_arn,
@@ -191,8 +249,29 @@ class SpotOptimizerStack(Stack):
         CfnOutput(self, "ModelBucket", value=self.model_bucket.bucket_name,
                   description="MODEL_BUCKET of the Chalice stage")
         CfnOutput(self, "TablePrefix", value=table_prefix(), description="prefix of every DynamoDB table")
+        CfnOutput(self, "Region", value=Aws.REGION,
+                  description="region of the stack: `make deploy` refuses a Chalice deploy to any other")
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name,
+                  description="CloudWatch dashboard of the stage")
         CfnOutput(self, "AdminKeyParameter", value=self.admin_key_parameter.parameter_name,
                   description="SSM parameter holding the admin-key SHA-256 (overwrite the placeholder)")
         if self.layer is not None:
             CfnOutput(self, "LayerArn", value=self.layer.layer_version_arn,
                       description="layers of lambda_functions.risk-scorer in .chalice/config.json")
+
+    def _suppress_nag(self) -> None:
+        from cdk_nag import NagPackSuppression, NagSuppressions
+
+        for path, rule, reason, applies_to in NAG_SUPPRESSIONS:
+            if self.node.try_find_child(path.split("/")[0]) is None:
+                continue  # e.g. a construct only some stages have
+            suppression = NagPackSuppression(id=rule, reason=reason, applies_to=list(applies_to) if applies_to else None)
+            NagSuppressions.add_resource_suppressions_by_path(self, f"/{self.node.path}/{path}", [suppression])
+
+
+def apply_nag(scope: IConstruct) -> None:
+    """cdk-nag's AwsSolutions pack over ``scope``: an unsuppressed finding becomes an error annotation
+    (``infra/main.py`` fails the synth on it; tests/infra/test_hardening.py too)."""
+    from cdk_nag import AwsSolutionsChecks
+
+    Aspects.of(scope).add(AwsSolutionsChecks(verbose=True))

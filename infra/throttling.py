@@ -27,8 +27,11 @@ if str(ROOT) not in sys.path:
 
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 
+# EVENT INTAKE HOOK: the sentinel's functions and their reserved concurrency belong to the event intake
+# (infra/event_intake.py); change SENTINEL_FUNCTIONS / the sentinel entry below there, the failover entry stays.
 SENTINEL_FUNCTIONS = ("sentinel-interruption", "sentinel-rebalance", "sentinel-state-change")
-# A reclaimed pool interrupts many instances at once: each signal kind gets its own 10.
+# A reclaimed pool interrupts many instances at once: each signal kind gets its own 10. The failover steps
+# get 5 each: they always have room when the API is flooded, and cannot flood the account either.
 RESERVED_CONCURRENCY: dict[str, int] = {
     **{name: 10 for name in SENTINEL_FUNCTIONS},
     **{name: 5 for name in FAILOVER_TASKS.values()},

@@ -2,6 +2,7 @@
 
     python infra/wire_outputs.py --stage dev --outputs build/cdk-outputs-dev.json [--config .chalice/config.json]
     python infra/wire_outputs.py --stage dev --check      # only: does the stage exist in the config?
+    python infra/wire_outputs.py ... --region us-east-1   # also: the stack is in Chalice's region (make deploy)
 
 ``--outputs`` is the file ``cdk deploy --outputs-file`` writes: ``{"<stack>": {"<OutputKey>": value}}``.
 Sets, for that stage only: environment_variables FAILOVER_STATE_MACHINE_ARN, NOTIFICATION_TOPIC_ARN and
@@ -32,6 +33,7 @@ ENVIRONMENT_OUTPUTS = {
     "MODEL_BUCKET": "ModelBucket",
 }
 LAYER_OUTPUT = "LayerArn"
+REGION_OUTPUT = "Region"
 
 
 class WiringError(Exception):
@@ -70,6 +72,13 @@ def wire(config: dict, stage: str, outputs: dict[str, str]) -> dict:
     return config
 
 
+def check_region(outputs: dict[str, str], region: str) -> None:
+    """The stack was deployed where Chalice is about to deploy the app."""
+    if outputs.get(REGION_OUTPUT) != region:
+        raise WiringError(f"the stack is in {outputs.get(REGION_OUTPUT)!r} but Chalice deploys to {region!r}: "
+                          "set AWS_REGION and AWS_DEFAULT_REGION to the same region")
+
+
 def _write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, help="file written by `cdk deploy --outputs-file`")
     parser.add_argument("--config", type=Path, default=ROOT / ".chalice" / "config.json")
     parser.add_argument("--check", action="store_true", help="only check that the stage exists in --config")
+    parser.add_argument("--region", help="refuse unless the stack's Region output is this (Chalice's region)")
     args = parser.parse_args(argv)
     try:
         config = json.loads(args.config.read_text())
@@ -97,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.outputs is None:
             parser.error("--outputs is required (unless --check)")
-        wired = wire(config, args.stage, stack_outputs(json.loads(args.outputs.read_text()), args.stage))
+        outputs = stack_outputs(json.loads(args.outputs.read_text()), args.stage)
+        if args.region is not None:
+            check_region(outputs, args.region)
+        wired = wire(config, args.stage, outputs)
     except (WiringError, OSError, json.JSONDecodeError) as exc:
         print(f"wire_outputs: {exc}", file=sys.stderr)
         return 1

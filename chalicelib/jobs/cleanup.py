@@ -33,6 +33,8 @@ from chalicelib.tables.instances import InstanceTable
 
 STUCK_DETECTED_S = 15 * 60  # an event "detected" this long with no execution running was never handled
 ABANDONED = "abandoned"
+# Interruptions this run found stuck (resolved as abandoned): the StuckInterruptions alarm (infra/monitoring.py).
+STUCK_INTERRUPTIONS_METRIC = "Cleanup.abandoned"
 
 
 def managed_regions() -> list[str]:
@@ -140,6 +142,7 @@ def run(now: datetime) -> dict:
     logger.info("cleanup cycle", extra=result)
     metrics.add_metric(name="Cleanup.terminated", unit=MetricUnit.Count, value=len(terminated))
     metrics.add_metric(name="Cleanup.expired", unit=MetricUnit.Count, value=len(expired))
+    metrics.add_metric(name=STUCK_INTERRUPTIONS_METRIC, unit=MetricUnit.Count, value=len(abandoned))
     publish_metrics()
     return result
 

@@ -19,8 +19,10 @@ from infra.policies import DESTRUCTIVE_ACTIONS, FUNCTIONS, STAGES, function_poli
 ROOT = Path(__file__).resolve().parents[2]
 EC2_ON_INSTANCES = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:RebootInstances",
                     "ec2:ModifyInstanceAttribute", "ec2:CreateTags", "ec2:DeleteTags", "ec2:AssociateAddress"}
-# Granted with another capability's action, never called by name: RunInstances implies these.
-IMPLIED = {"ec2:CreateTags", "iam:PassRole"}
+# Granted with another capability's action, never called by name: RunInstances implies these (tags, the
+# instance role, a fresh account's spot service-linked role, grants on a configured CMK).
+IMPLIED = {"ec2:CreateTags", "iam:PassRole", "iam:CreateServiceLinkedRole", "kms:CreateGrant", "kms:Decrypt",
+           "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
 ALWAYS = ("logs:", "xray:", "sts:AssumeRole")
 
 

@@ -16,7 +16,7 @@ import pytest
 from pynamodb.attributes import TTLAttribute
 
 from chalicelib import workflows
-from chalicelib.settings import get_settings
+from chalicelib.settings import get_settings, model_bucket_name
 from chalicelib.tables import ALL_TABLES
 
 pytestmark = pytest.mark.slow
@@ -192,12 +192,13 @@ def test_role_may_invoke_only_the_failover_functions(state_machine, resources):
 
 # --- bucket, topic, parameter, layer, outputs ----------------------------------------------------
 
-def test_model_bucket_is_private_encrypted_versioned_and_tls_only(resources):
+def test_model_bucket_is_private_encrypted_versioned_and_tls_only(synth, resources):
     (bucket_id, bucket), = _of_type(resources, "AWS::S3::Bucket").items()
     props = bucket["Properties"]
-    assert props["BucketName"] == get_settings().model_bucket
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    assert props["BucketName"] == config["stages"][STAGE]["environment_variables"]["MODEL_BUCKET"]
+    # Global name: the stack's own account and region make it unique; the Lambdas get it as MODEL_BUCKET from
+    # the ModelBucket output (infra/wire_outputs.py), the policies grant model_bucket_name(stage, "*", "*").
+    assert _resolve(props["BucketName"]) == model_bucket_name(STAGE, ACCOUNT, REGION)
+    assert synth[1]["Outputs"]["ModelBucket"]["Value"] == {"Ref": bucket_id}
     assert props["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
@@ -224,7 +225,7 @@ def test_layer_is_python312_only(resources):
 def test_outputs(synth):
     outputs = synth[1]["Outputs"]
     for key in ("StateMachineArn", "NotificationTopicArn", "ModelBucket", "TablePrefix", "LayerArn",
-                "AdminKeyParameter"):
+                "AdminKeyParameter", "Region", "DashboardName"):
         assert key in outputs, key
     assert outputs["TablePrefix"]["Value"] == f"spot-optimizer-{STAGE}-"
     assert outputs["StateMachineArn"]["Value"] == {"Ref": _only_id(synth[1], "AWS::StepFunctions::StateMachine")}

@@ -82,12 +82,15 @@ def test_an_unknown_tagged_instance_older_than_the_grace_is_terminated_and_audit
 def test_another_stages_orphan_is_never_touched(api, region_agent):
     """GIVEN an unknown instance tagged as ours but by the prod stage (and one with no stage tag at all)
     WHEN this (dev) stage's cleanup runs after the grace period
-    THEN both keep running: a stage only reaps what it launched."""
+    THEN both keep running: a stage only reaps what it launched (while dev's own orphan, in the same account
+    and run, is reaped: the pass did look)."""
     prod, unstaged = launch(orphan_tags("prod")), launch({k: v for k, v in orphan_tags().items()
                                                           if k != "SpotOptimizerStage"})
+    own = launch(orphan_tags("dev"))
     outcome = invoke_schedule(api, "cleanup", now=past_grace(datetime.now(UTC)))
     assert prod not in outcome["terminated"] and unstaged not in outcome["terminated"]
     assert state_of(prod) not in GONE and state_of(unstaged) not in GONE
+    assert own in outcome["terminated"] and state_of(own) in GONE
 
 
 def test_an_unknown_tagged_instance_within_the_grace_is_left_alone(api, region_agent):
