@@ -1,0 +1,883 @@
+"""Deploy rehearsal: the synthesised infra stack is CREATED in an emulated account (moto's CloudFormation).
+
+What it proves and what only a real account can: docs/deploy-rehearsal.md. In short:
+
+1. ``cdk synth`` of the dev stage (a stand-in layer directory, as tests/infra/test_stack.py does).
+2. A moto server in a child process, alone: its account (``ACCOUNT``) and region (``REGION``) are not the
+   session's mock (tests/conftest.py), so ARNs carry values a stray default cannot fake, and nothing the
+   rehearsal creates (the model bucket's global name included) meets the tables other tests use. An in-process
+   ``ThreadedMotoServer`` would share moto's module-level backends with that mock.
+3. "``cdk bootstrap``" of the emulated account (the asset bucket and the ``BootstrapVersion`` SSM parameter
+   the template names), then "asset publishing" as the CDK CLI does it, from the cloud assembly's
+   ``*.assets.json``: every file asset zipped and put at its destination key.
+4. ``create_stack`` of the template, resource types moto cannot create removed (``UNSUPPORTED``: the test
+   fails when a new one appears); those with a service API (alarms, policies, subscriptions...) are then
+   applied through it with their properties resolved against the created resources, as CloudFormation would.
+5. Every resource of the template exists, and every reference is wired to something that exists: tables
+   (named as ``chalicelib.tables``), bucket, parameter, topic, state machine → function ARNs, role → policy,
+   log groups, alarms, rule → targets, queue → dead-letter queue, outputs → ``.chalice/config.json``
+   (``infra/wire_outputs.py``). Any ARN of the emulated account found in any property or output must name a
+   resource that exists, or a function ``chalice deploy`` creates (``infra.policies.FUNCTIONS``).
+6. The app's side: ``chalice package``'s template (generated in-process, without ``pip download``) is checked
+   statically against the stack: function names, the failover tasks, the event sources, the environment.
+
+Written against resource *types*, not counts or logical ids, so new resources of known types need no edit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib import workflows
+from chalicelib.settings import get_settings
+from chalicelib.tables import ALL_TABLES
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = "dev"
+REGION, ACCOUNT = "eu-central-1", "210987654321"  # the emulated account: neither the session's nor moto's default
+
+# Resource types moto's CloudFormation cannot create (moto 5.2), each with what the rehearsal does instead.
+# ``shim``: applied through the service's API after the stack, properties resolved (see SHIMS below);
+# ``skip``: not created; its references are still resolved and checked. A type missing here fails the test.
+UNSUPPORTED = {
+    "AWS::CloudWatch::Alarm": "shim: put_metric_alarm with the template's properties",
+    "AWS::CloudWatch::CompositeAlarm": "shim: put_composite_alarm",
+    "AWS::S3::BucketPolicy": "shim: put_bucket_policy",
+    "AWS::SNS::TopicPolicy": "shim: set_topic_attributes(Policy)",
+    "AWS::SNS::Subscription": "shim: subscribe",
+    "AWS::SQS::QueuePolicy": "shim: set_queue_attributes(Policy)",
+    "AWS::IAM::ServiceLinkedRole": "shim: create_service_linked_role",
+    "AWS::Lambda::EventInvokeConfig": "shim: put_function_event_invoke_config",
+    "AWS::Events::EventBusPolicy": "skip: moto's put_permission cannot take a statement document",
+    "AWS::CDK::Metadata": "skip: CDK's version analytics, no AWS resource",
+    "Custom::*": "skip: a Lambda-backed custom resource; moto would run the provider (Node.js, in Docker) and wait "
+                 "for its callback. The provider function itself is created and checked",
+}
+
+# What moto does differently from CloudFormation and what the test does about it (docs/deploy-rehearsal.md).
+#   - AWS::SSM::Parameter Tags: a map in CloudFormation, moto's create wants a list -> converted (ADAPTATIONS).
+#   - AWS::Lambda::LayerVersion: moto ignores LayerName and its Ref is not the version ARN -> the layer is
+#     looked up by its description; the LayerArn output is checked only when it is an ARN.
+#   - AWS::S3::Bucket: moto applies only BucketName, BucketEncryption and Tags; versioning, lifecycle, public
+#     access block and ownership controls are checked statically (tests/infra/test_stack.py), not here.
+#   - AWS::StepFunctions::StateMachine: moto ignores DefinitionSubstitutions -> the definition is passed as
+#     the equivalent Fn::Sub (ADAPTATIONS), which moto evaluates, so the substituted ARNs are still checked.
+#   - AWS::StepFunctions::StateMachine: moto drops LoggingConfiguration / TracingConfiguration -> their
+#     references are resolved from the template and checked to exist.
+
+
+# --- synth -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory):
+    """(template, outdir, assets manifest) of the dev stage's stack, as ``cdk synth`` writes them."""
+    import aws_cdk as cdk
+
+    from infra.stack import SpotOptimizerStack, stack_name
+
+    layer_dir = tmp_path_factory.mktemp("layer")
+    (layer_dir / "python" / "sklearn").mkdir(parents=True)
+    (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = cdk.App(outdir=str(outdir))
+    stack = SpotOptimizerStack(app, stack_name(STAGE), stage=STAGE, layer_dir=layer_dir)
+    artifact = app.synth().get_stack_artifact(stack.artifact_id)
+    (manifest,) = outdir.glob(f"{artifact.id}.assets.json")
+    return artifact.template, outdir, json.loads(manifest.read_text())
+
+
+# --- the emulated account ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A moto server of its own (child process) answering as account ``ACCOUNT``."""
+    from localmode.embedded_aws import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "MOTO_"))}
+    env["MOTO_ACCOUNT_ID"] = ACCOUNT
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError as exc:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start: {process.stderr.read().decode()[-2000:]}") from exc
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Aws:
+    """boto3 clients on the rehearsal's moto server (never the session's in-process mock)."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint, self._clients = endpoint, {}
+
+    def __call__(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                                                  aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
+        return self._clients[service]
+
+
+# --- the template as moto can take it --------------------------------------------------------------
+
+def unsupported_reason(resource_type: str) -> str | None:
+    """Why moto's CloudFormation cannot create this type (an UNSUPPORTED entry), or None when it can."""
+    from moto.cloudformation.parsing import get_model_map
+
+    if resource_type.startswith("Custom::") or resource_type == "AWS::CloudFormation::CustomResource":
+        return UNSUPPORTED["Custom::*"]
+    if resource_type in get_model_map():
+        return None
+    if resource_type not in UNSUPPORTED:
+        raise AssertionError(f"{resource_type} is new and moto's CloudFormation cannot create it: add it to "
+                             "UNSUPPORTED (with a shim if the service API can create it) and to "
+                             "docs/deploy-rehearsal.md")
+    return UNSUPPORTED[resource_type]
+
+
+def references(value) -> set[str]:
+    """Logical ids a property value points at (Ref, Fn::GetAtt, ${...} in Fn::Sub)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                local = set(inner[1]) if isinstance(inner, list) and len(inner) > 1 else set()
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text)} - local
+                if isinstance(inner, list) and len(inner) > 1:
+                    found |= references(inner[1])
+            else:
+                found |= references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= references(inner)
+    return found
+
+
+def depends_on(resource: dict) -> list[str]:
+    value = resource.get("DependsOn", [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+def moto_template(template: dict) -> tuple[dict, dict[str, str]]:
+    """(template moto can create, {logical id: type} left out). Left out: unsupported types, and (none
+    expected, asserted by the test) supported resources that reference a left-out one."""
+    template = json.loads(json.dumps(template))
+    resources = template["Resources"]
+    left_out = {name: r["Type"] for name, r in resources.items() if unsupported_reason(r["Type"])}
+    changed = True
+    while changed:  # drop what references a dropped resource (DependsOn is only ordering: trimmed below)
+        changed = False
+        for name, resource in resources.items():
+            if name not in left_out and references(resource) & set(left_out):
+                left_out[name], changed = resource["Type"], True
+    for name in left_out:
+        del resources[name]
+    for resource in resources.values():
+        if "DependsOn" in resource:
+            resource["DependsOn"] = [d for d in depends_on(resource) if d not in left_out]
+        adapt(resource)
+    template["Outputs"] = {key: output for key, output in template.get("Outputs", {}).items()
+                           if not references(output) & set(left_out)}
+    return template, left_out
+
+
+def adapt(resource: dict) -> None:
+    """ADAPTATIONS: where moto reads a property differently from CloudFormation's schema."""
+    props = resource.get("Properties", {})
+    if resource["Type"] == "AWS::SSM::Parameter" and isinstance(props.get("Tags"), dict):
+        props["Tags"] = [{"Key": key, "Value": value} for key, value in props["Tags"].items()]
+    if resource["Type"] == "AWS::StepFunctions::StateMachine" and "DefinitionSubstitutions" in props:
+        # moto ignores DefinitionSubstitutions; CloudFormation substitutes them like this Fn::Sub would.
+        props["DefinitionString"] = {"Fn::Sub": [props["DefinitionString"], props.pop("DefinitionSubstitutions")]}
+
+
+# --- resolving intrinsics against the created resources ----------------------------------------
+
+class Resolver:
+    """Evaluates Ref / Fn::GetAtt / Fn::Join / Fn::Sub / Fn::Select / Fn::Split as CloudFormation would,
+    from the physical ids of the created stack (and of the shimmed resources)."""
+
+    def __init__(self, aws: Aws, template: dict, stack_name: str, physical: dict[str, str]):
+        self.aws, self.template, self.stack_name, self.physical = aws, template, stack_name, physical
+
+    def type_of(self, logical_id: str) -> str:
+        return self.template["Resources"][logical_id]["Type"]
+
+    def ref(self, name: str):
+        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name, "AWS::NoValue": None}
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.template.get("Parameters", {}):
+            return self.template["Parameters"][name].get("Default")
+        if name not in self.physical:
+            return f"<not created: {name}>"  # a skipped resource (UNSUPPORTED); nothing can point at it
+        if self.type_of(name) == "AWS::Lambda::LayerVersion":
+            return self.layer_arn(name)
+        return self.physical[name]
+
+    def layer_arn(self, name: str) -> str:
+        """moto ignores LayerName: find the version by its description."""
+        description = self.template["Resources"][name]["Properties"].get("Description")
+        arns = [layer["LatestMatchingVersion"]["LayerVersionArn"] for layer in self.aws("lambda").list_layers()["Layers"]
+                if layer["LatestMatchingVersion"].get("Description") == description]
+        assert len(arns) == 1, (name, arns)
+        return arns[0]
+
+    def get_att(self, name: str, attribute: str):
+        kind, physical = self.type_of(name), self.ref(name)
+        if name not in self.physical:
+            return f"<not created: {name}.{attribute}>"
+        aws = self.aws
+        lookups = {
+            ("AWS::IAM::Role", "Arn"): lambda: aws("iam").get_role(RoleName=physical)["Role"]["Arn"],
+            ("AWS::Lambda::Function", "Arn"):
+                lambda: aws("lambda").get_function(FunctionName=physical)["Configuration"]["FunctionArn"],
+            ("AWS::SQS::Queue", "Arn"): lambda: aws("sqs").get_queue_attributes(
+                QueueUrl=physical, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+            ("AWS::SQS::Queue", "QueueName"): lambda: physical.rsplit("/", 1)[-1],
+            ("AWS::SQS::Queue", "QueueUrl"): lambda: physical,
+            ("AWS::SNS::Topic", "TopicArn"): lambda: physical,
+            ("AWS::SNS::Topic", "TopicName"): lambda: physical.rsplit(":", 1)[-1],
+            ("AWS::DynamoDB::Table", "Arn"): lambda: aws("dynamodb").describe_table(TableName=physical)["Table"]["TableArn"],
+            ("AWS::DynamoDB::Table", "StreamArn"):
+                lambda: aws("dynamodb").describe_table(TableName=physical)["Table"]["LatestStreamArn"],
+            ("AWS::S3::Bucket", "Arn"): lambda: f"arn:aws:s3:::{physical}",
+            ("AWS::S3::Bucket", "DomainName"): lambda: f"{physical}.s3.amazonaws.com",
+            ("AWS::S3::Bucket", "RegionalDomainName"): lambda: f"{physical}.s3.{REGION}.amazonaws.com",
+            ("AWS::StepFunctions::StateMachine", "Arn"): lambda: physical,
+            ("AWS::StepFunctions::StateMachine", "Name"): lambda: physical.rsplit(":", 1)[-1],
+            ("AWS::Logs::LogGroup", "Arn"): lambda: f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}:*",
+            ("AWS::Events::Rule", "Arn"): lambda: aws("events").describe_rule(Name=physical.split("|")[-1])["Arn"],
+            ("AWS::Events::EventBus", "Arn"): lambda: aws("events").describe_event_bus(Name=physical)["Arn"],
+            ("AWS::Events::EventBus", "Name"): lambda: physical,
+            ("AWS::KMS::Key", "Arn"): lambda: aws("kms").describe_key(KeyId=physical)["KeyMetadata"]["Arn"],
+            ("AWS::SSM::Parameter", "Value"): lambda: aws("ssm").get_parameter(Name=physical)["Parameter"]["Value"],
+            ("AWS::CloudWatch::Alarm", "Arn"):
+                lambda: aws("cloudwatch").describe_alarms(AlarmNames=[physical])["MetricAlarms"][0]["AlarmArn"],
+        }
+        if (kind, attribute) not in lookups:
+            raise AssertionError(f"the rehearsal cannot resolve GetAtt {kind}.{attribute}: add it to Resolver.get_att")
+        return lookups[(kind, attribute)]()
+
+    def __call__(self, value):
+        if isinstance(value, list):
+            return [self(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                name, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(name, attribute)
+            if key == "Fn::Join":
+                return arg[0].join(str(self(part)) for part in self(arg[1]))
+            if key == "Fn::Select":
+                return self(arg[1])[int(self(arg[0]))]
+            if key == "Fn::Split":
+                return str(self(arg[1])).split(arg[0])
+            if key == "Fn::Sub":
+                text, local = (arg, {}) if isinstance(arg, str) else (arg[0], self(arg[1]) if len(arg) > 1 else {})
+
+                def sub(match):
+                    name = match.group(1)
+                    if name in local:
+                        return str(local[name])
+                    if "." in name and name.split(".")[0] in self.template["Resources"]:
+                        return str(self.get_att(*name.split(".", 1)))
+                    return str(self.ref(name))
+                return re.sub(r"\$\{([^!}][^}]*)\}", sub, text)
+            if key.startswith("Fn::"):
+                raise AssertionError(f"the rehearsal does not evaluate {key}: add it to Resolver")
+        return {key: self(inner) for key, inner in value.items()}
+
+
+# --- shims: unsupported types applied through the service API ---------------------------------------
+
+def _policy(document) -> str:
+    return document if isinstance(document, str) else json.dumps(document)
+
+
+def _shim_alarm(aws, name, props):
+    props.setdefault("AlarmName", name)
+    aws("cloudwatch").put_metric_alarm(**props)
+    return props["AlarmName"]
+
+
+def _shim_composite_alarm(aws, name, props):
+    props.setdefault("AlarmName", name)
+    aws("cloudwatch").put_composite_alarm(**props)
+    return props["AlarmName"]
+
+
+def _shim_bucket_policy(aws, name, props):
+    aws("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=_policy(props["PolicyDocument"]))
+    return props["Bucket"]
+
+
+def _shim_topic_policy(aws, name, props):
+    for topic in props["Topics"]:
+        aws("sns").set_topic_attributes(TopicArn=topic, AttributeName="Policy",
+                                        AttributeValue=_policy(props["PolicyDocument"]))
+    return name
+
+
+def _shim_queue_policy(aws, name, props):
+    for queue in props["Queues"]:
+        aws("sqs").set_queue_attributes(QueueUrl=queue, Attributes={"Policy": _policy(props["PolicyDocument"])})
+    return name
+
+
+def _shim_subscription(aws, name, props):
+    attributes = {key: (value if isinstance(value, str) else json.dumps(value)) for key, value in props.items()
+                  if key in ("FilterPolicy", "FilterPolicyScope", "RawMessageDelivery", "RedrivePolicy")}
+    if "RawMessageDelivery" in attributes:
+        attributes["RawMessageDelivery"] = str(props["RawMessageDelivery"]).lower()
+    return aws("sns").subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"],
+                                Attributes=attributes, ReturnSubscriptionArn=True)["SubscriptionArn"]
+
+
+def _shim_service_linked_role(aws, name, props):
+    role = aws("iam").create_service_linked_role(**props)["Role"]
+    return role["RoleName"]
+
+
+def _shim_event_invoke_config(aws, name, props):
+    aws("lambda").put_function_event_invoke_config(**props)
+    return name
+
+
+SHIMS = {
+    "AWS::CloudWatch::Alarm": _shim_alarm,
+    "AWS::CloudWatch::CompositeAlarm": _shim_composite_alarm,
+    "AWS::S3::BucketPolicy": _shim_bucket_policy,
+    "AWS::SNS::TopicPolicy": _shim_topic_policy,
+    "AWS::SQS::QueuePolicy": _shim_queue_policy,
+    "AWS::SNS::Subscription": _shim_subscription,
+    "AWS::IAM::ServiceLinkedRole": _shim_service_linked_role,
+    "AWS::Lambda::EventInvokeConfig": _shim_event_invoke_config,
+}
+assert {t for t, why in UNSUPPORTED.items() if why.startswith("shim")} == set(SHIMS)
+
+
+# --- the rehearsal --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rehearsal(assembly, moto_endpoint):
+    """Bootstrap, publish the assets, create the stack, apply the shims. Returns a namespace of results."""
+    template, outdir, assets = assembly
+    aws = Aws(moto_endpoint)
+    from infra.stack import stack_name
+
+    # cdk bootstrap: the version parameter the template reads, the bucket its asset destinations name.
+    version_parameter = template["Parameters"]["BootstrapVersion"]["Default"]
+    aws("ssm").put_parameter(Name=version_parameter, Value="30", Type="String")
+    published = []
+    for asset in assets["files"].values():
+        source = outdir / asset["source"]["path"]
+        body = _zip(source) if source.is_dir() else source.read_bytes()
+        for destination in asset["destinations"].values():
+            bucket = destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
+            if bucket not in {b["Name"] for b in aws("s3").list_buckets()["Buckets"]}:
+                aws("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+            aws("s3").put_object(Bucket=bucket, Key=destination["objectKey"], Body=body)
+            published.append((bucket, destination["objectKey"]))
+
+    body, left_out = moto_template(template)
+    name = stack_name(STAGE)
+    aws("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body),
+                                       Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+    deadline = time.monotonic() + 120
+    while True:
+        stack = aws("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+        if not stack["StackStatus"].endswith("_IN_PROGRESS") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    created = aws("cloudformation").describe_stack_resources(StackName=name)["StackResources"]
+    physical = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in created}
+    resolve = Resolver(aws, template, name, physical)
+
+    shimmed, resolved = {}, {}
+    for logical_id, resource in template["Resources"].items():
+        if logical_id in left_out and resource["Type"] in SHIMS:
+            props = resolve(resource.get("Properties", {}))
+            physical[logical_id] = SHIMS[resource["Type"]](aws, f"{name}-{logical_id}", dict(props))
+            shimmed[logical_id] = resource["Type"]
+    for logical_id, resource in template["Resources"].items():
+        resolved[logical_id] = resolve(resource.get("Properties", {}))
+    return {"aws": aws, "template": template, "stack": stack, "created": created, "physical": physical,
+            "left_out": left_out, "shimmed": shimmed, "resolved": resolved, "resolve": resolve,
+            "published": published, "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}}
+
+
+def _zip(directory: Path) -> bytes:
+    """What the CDK CLI uploads for a directory asset (``packaging: zip``)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(directory).as_posix())
+    return buffer.getvalue()
+
+
+def _of_type(rehearsal, cfn_type: str) -> list[str]:
+    return [name for name, r in rehearsal["template"]["Resources"].items() if r["Type"] == cfn_type]
+
+
+def chalice_function_names() -> set[str]:
+    """Deployed names of the functions `chalice deploy` creates later (infra.policies lists every one)."""
+    from infra.policies import FUNCTIONS
+
+    return {workflows.function_name(function, STAGE) for function in FUNCTIONS}
+
+
+# --- tests: the stack ------------------------------------------------------------------------------
+
+def test_rehearsal_runs_in_its_own_account_not_the_session_mock(rehearsal):
+    assert rehearsal["stack"]["StackId"].split(":")[3:5] == [REGION, ACCOUNT]
+    session_stacks = boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"]
+    assert rehearsal["stack"]["StackName"] not in {s["StackName"] for s in session_stacks}
+
+
+def test_stack_is_created_from_the_published_assets(rehearsal):
+    assert rehearsal["stack"]["StackStatus"] == "CREATE_COMPLETE", rehearsal["stack"].get("StackStatusReason")
+    assert {r["ResourceStatus"] for r in rehearsal["created"]} == {"CREATE_COMPLETE"}
+    template = rehearsal["template"]
+    # every Code/Content an S3 key points at was published by the "CLI" step
+    for name, resource in template["Resources"].items():
+        for key in ("Code", "Content"):
+            location = resource.get("Properties", {}).get(key)
+            if isinstance(location, dict) and "S3Key" in location:
+                assert (rehearsal["resolved"][name][key]["S3Bucket"], location["S3Key"]) in rehearsal["published"], name
+    # The CheckBootstrapVersion rule (moto ignores Rules): the version we bootstrapped passes it.
+    for rule in template.get("Rules", {}).values():
+        for assertion in rule["Assertions"]:
+            condition = assertion["Assert"]
+            if set(condition) == {"Fn::Not"} and "Fn::Contains" in condition["Fn::Not"][0]:
+                rejected, _ = condition["Fn::Not"][0]["Fn::Contains"]
+                assert "30" not in rejected
+
+
+def test_exactly_the_unsupported_types_were_left_out(rehearsal):
+    template, left_out = rehearsal["template"], rehearsal["left_out"]
+    created = {r["LogicalResourceId"] for r in rehearsal["created"]}
+    assert created | set(left_out) == set(template["Resources"])
+    assert not created & set(left_out)
+    # Only the types UNSUPPORTED names: no supported resource was dropped for referencing one.
+    dragged = {name: kind for name, kind in left_out.items() if unsupported_reason(kind) is None}
+    assert not dragged, f"supported resources left out because they reference unsupported ones: {dragged}"
+    # Everything with a service API was applied through it.
+    assert set(rehearsal["shimmed"]) == {name for name, kind in left_out.items() if kind in SHIMS}
+    # Today's stack (the list grows with alarms, a dashboard, queue policies... as they are added):
+    assert {"AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"} <= set(left_out.values())
+    assert any(kind.startswith("Custom::") for kind in left_out.values())  # the bucket's auto-delete
+
+
+def test_every_resource_exists_in_the_emulated_account(rehearsal):
+    aws, template, physical = rehearsal["aws"], rehearsal["template"], rehearsal["physical"]
+    checked = set()
+    for name, resource in template["Resources"].items():
+        kind = resource["Type"]
+        if name not in physical:
+            assert UNSUPPORTED.get(kind, UNSUPPORTED["Custom::*"]).startswith("skip"), name
+            continue
+        probe = PROBES.get(kind)
+        assert probe, f"no existence probe for {kind}: add one to PROBES"
+        probe(aws, physical[name], rehearsal["resolved"][name], rehearsal, name)
+        checked.add(kind)
+    assert {"AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SSM::Parameter",
+            "AWS::StepFunctions::StateMachine", "AWS::Logs::LogGroup", "AWS::IAM::Role"} <= checked
+
+
+def _probe_table(aws, physical, props, rehearsal, name):
+    assert aws("dynamodb").describe_table(TableName=physical)["Table"]["TableStatus"] == "ACTIVE"
+
+
+def _probe_bucket(aws, physical, props, rehearsal, name):
+    aws("s3").head_bucket(Bucket=physical)
+    # moto applies only BucketName, BucketEncryption and Tags of a CloudFormation bucket (see the module doc).
+    if props.get("BucketEncryption"):
+        rules = aws("s3").get_bucket_encryption(Bucket=physical)["ServerSideEncryptionConfiguration"]["Rules"]
+        assert [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules] == \
+            [r["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+             for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+
+
+def _probe_bucket_policy(aws, physical, props, rehearsal, name):
+    stored = json.loads(aws("s3").get_bucket_policy(Bucket=physical)["Policy"])
+    assert stored["Statement"] == props["PolicyDocument"]["Statement"]
+
+
+def _probe_topic(aws, physical, props, rehearsal, name):
+    attributes = aws("sns").get_topic_attributes(TopicArn=physical)["Attributes"]
+    assert attributes["TopicArn"] == physical
+
+
+def _probe_topic_policy(aws, physical, props, rehearsal, name):
+    for topic in props["Topics"]:
+        policy = json.loads(aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+        assert policy["Statement"] == props["PolicyDocument"]["Statement"]
+
+
+def _probe_subscription(aws, physical, props, rehearsal, name):
+    subscriptions = aws("sns").list_subscriptions_by_topic(TopicArn=props["TopicArn"])["Subscriptions"]
+    assert any(s["SubscriptionArn"] == physical and s["Endpoint"] == props["Endpoint"] for s in subscriptions)
+
+
+def _probe_parameter(aws, physical, props, rehearsal, name):
+    assert aws("ssm").get_parameter(Name=physical)["Parameter"]["Value"] == props["Value"]
+
+
+def _probe_role(aws, physical, props, rehearsal, name):
+    aws("iam").get_role(RoleName=physical)
+
+
+def _probe_iam_policy(aws, physical, props, rehearsal, name):
+    for role in props.get("Roles", []):
+        document = aws("iam").get_role_policy(RoleName=role, PolicyName=props["PolicyName"])["PolicyDocument"]
+        document = json.loads(document) if isinstance(document, str) else document
+        assert document["Statement"] == props["PolicyDocument"]["Statement"], (name, role)
+
+
+def _probe_managed_policy(aws, physical, props, rehearsal, name):
+    aws("iam").get_policy(PolicyArn=physical)
+
+
+def _probe_function(aws, physical, props, rehearsal, name):
+    configuration = aws("lambda").get_function(FunctionName=physical)["Configuration"]
+    assert configuration["Role"] == props["Role"]
+
+
+def _probe_layer(aws, physical, props, rehearsal, name):
+    arn = rehearsal["resolve"].layer_arn(name)
+    layer_name, version = arn.split(":")[-2:]
+    described = aws("lambda").get_layer_version(LayerName=layer_name, VersionNumber=int(version))
+    assert described["CompatibleRuntimes"] == props["CompatibleRuntimes"]
+
+
+def _probe_log_group(aws, physical, props, rehearsal, name):
+    groups = aws("logs").describe_log_groups(logGroupNamePrefix=physical)["logGroups"]
+    (group,) = [g for g in groups if g["logGroupName"] == physical]
+    assert group.get("retentionInDays") == props.get("RetentionInDays")
+
+
+def _probe_state_machine(aws, physical, props, rehearsal, name):
+    assert aws("stepfunctions").describe_state_machine(stateMachineArn=physical)["status"] == "ACTIVE"
+
+
+def _probe_queue(aws, physical, props, rehearsal, name):
+    attributes = aws("sqs").get_queue_attributes(QueueUrl=physical, AttributeNames=["All"])["Attributes"]
+    if props.get("RedrivePolicy"):
+        redrive = json.loads(attributes["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == props["RedrivePolicy"]["deadLetterTargetArn"]
+
+
+def _probe_queue_policy(aws, physical, props, rehearsal, name):
+    for queue in props["Queues"]:
+        policy = aws("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["Policy"])["Attributes"]["Policy"]
+        assert json.loads(policy)["Statement"] == props["PolicyDocument"]["Statement"]
+
+
+def _probe_rule(aws, physical, props, rehearsal, name):
+    bus = props.get("EventBusName", "default")
+    rule_name = physical.split("|")[-1]
+    described = aws("events").describe_rule(Name=rule_name, EventBusName=bus)
+    if props.get("EventPattern"):
+        assert json.loads(described["EventPattern"]) == props["EventPattern"]
+    targets = {t["Id"]: t for t in aws("events").list_targets_by_rule(Rule=rule_name, EventBusName=bus)["Targets"]}
+    for target in props.get("Targets", []):
+        assert targets[target["Id"]]["Arn"] == target["Arn"], (name, target["Id"])
+
+
+def _probe_event_bus(aws, physical, props, rehearsal, name):
+    aws("events").describe_event_bus(Name=physical)
+
+
+def _probe_alarm(aws, physical, props, rehearsal, name):
+    (alarm,) = aws("cloudwatch").describe_alarms(AlarmNames=[physical])["MetricAlarms"]
+    assert alarm["AlarmActions"] == props.get("AlarmActions", [])
+    assert alarm["ComparisonOperator"] == props["ComparisonOperator"]
+
+
+def _probe_composite_alarm(aws, physical, props, rehearsal, name):
+    aws("cloudwatch").describe_alarms(AlarmNames=[physical], AlarmTypes=["CompositeAlarm"])["CompositeAlarms"][0]
+
+
+def _probe_dashboard(aws, physical, props, rehearsal, name):
+    body = json.loads(aws("cloudwatch").get_dashboard(DashboardName=physical)["DashboardBody"])
+    assert body == json.loads(props["DashboardBody"])
+
+
+def _probe_event_source_mapping(aws, physical, props, rehearsal, name):
+    mapping = aws("lambda").get_event_source_mapping(UUID=physical)
+    assert mapping["EventSourceArn"] == props["EventSourceArn"]
+
+
+def _probe_permission(aws, physical, props, rehearsal, name):
+    pass  # its FunctionName / SourceArn are checked by test_no_reference_dangles
+
+
+def _probe_kms_key(aws, physical, props, rehearsal, name):
+    assert aws("kms").describe_key(KeyId=physical)["KeyMetadata"]["Enabled"]
+
+
+def _probe_service_linked_role(aws, physical, props, rehearsal, name):
+    aws("iam").get_role(RoleName=physical)
+
+
+def _probe_event_invoke_config(aws, physical, props, rehearsal, name):
+    aws("lambda").get_function_event_invoke_config(FunctionName=props["FunctionName"],
+                                                   Qualifier=props.get("Qualifier", "$LATEST"))
+
+
+PROBES = {
+    "AWS::DynamoDB::Table": _probe_table,
+    "AWS::S3::Bucket": _probe_bucket,
+    "AWS::S3::BucketPolicy": _probe_bucket_policy,
+    "AWS::SNS::Topic": _probe_topic,
+    "AWS::SNS::TopicPolicy": _probe_topic_policy,
+    "AWS::SNS::Subscription": _probe_subscription,
+    "AWS::SSM::Parameter": _probe_parameter,
+    "AWS::IAM::Role": _probe_role,
+    "AWS::IAM::Policy": _probe_iam_policy,
+    "AWS::IAM::ManagedPolicy": _probe_managed_policy,
+    "AWS::IAM::ServiceLinkedRole": _probe_service_linked_role,
+    "AWS::Lambda::Function": _probe_function,
+    "AWS::Lambda::LayerVersion": _probe_layer,
+    "AWS::Lambda::EventSourceMapping": _probe_event_source_mapping,
+    "AWS::Lambda::Permission": _probe_permission,
+    "AWS::Lambda::EventInvokeConfig": _probe_event_invoke_config,
+    "AWS::Logs::LogGroup": _probe_log_group,
+    "AWS::StepFunctions::StateMachine": _probe_state_machine,
+    "AWS::SQS::Queue": _probe_queue,
+    "AWS::SQS::QueuePolicy": _probe_queue_policy,
+    "AWS::Events::Rule": _probe_rule,
+    "AWS::Events::EventBus": _probe_event_bus,
+    "AWS::CloudWatch::Alarm": _probe_alarm,
+    "AWS::CloudWatch::CompositeAlarm": _probe_composite_alarm,
+    "AWS::CloudWatch::Dashboard": _probe_dashboard,
+    "AWS::KMS::Key": _probe_kms_key,
+}
+
+
+def test_tables_are_the_models_tables(rehearsal):
+    """Named as chalicelib.tables names them for the stage, with the models' keys and indexes."""
+    aws, physical = rehearsal["aws"], rehearsal["physical"]
+    created = {physical[name] for name in _of_type(rehearsal, "AWS::DynamoDB::Table")}
+    assert created == {model.Meta.table_name for model in ALL_TABLES}
+    for model in ALL_TABLES:
+        table = aws("dynamodb").describe_table(TableName=model.Meta.table_name)["Table"]
+        schema = model._get_schema()
+        assert sorted((k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]) == \
+            sorted((k["AttributeName"], k["KeyType"]) for k in schema["key_schema"])
+        assert {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])} == \
+            {i["index_name"] for i in schema.get("global_secondary_indexes", [])}
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_state_machine_calls_the_chalice_failover_functions(rehearsal):
+    aws = rehearsal["aws"]
+    for name in _of_type(rehearsal, "AWS::StepFunctions::StateMachine"):
+        machine = aws("stepfunctions").describe_state_machine(stateMachineArn=rehearsal["physical"][name])
+        # The substituted definition is what local mode and the tests run (workflows.render), for this account.
+        assert json.loads(machine["definition"]) == json.loads(workflows.render(STAGE, REGION, ACCOUNT))
+        tasks = set(re.findall(r"arn:aws:lambda:[^\"]+", machine["definition"]))
+        assert all(state.get("Type") != "Task" or re.search(r"arn:aws:lambda:", json.dumps(state))
+                   for state in _states(json.loads(machine["definition"]))), "a Task that calls no function"
+        expected = {workflows.function_arn(task, STAGE, REGION, ACCOUNT) for task in workflows.FAILOVER_TASKS.values()}
+        assert tasks == expected
+        assert {arn.rsplit(":", 1)[-1] for arn in tasks} <= chalice_function_names()
+        # Its role exists and may invoke exactly those functions.
+        props = rehearsal["resolved"][name]
+        assert machine["roleArn"] == props["RoleArn"]
+        role_name = machine["roleArn"].rsplit("/", 1)[-1]
+        invokable = set()
+        for policy_name in aws("iam").list_role_policies(RoleName=role_name)["PolicyNames"]:
+            document = aws("iam").get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
+            for statement in (json.loads(document) if isinstance(document, str) else document)["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if "lambda:InvokeFunction" in actions:
+                    invokable |= set(statement["Resource"] if isinstance(statement["Resource"], list)
+                                     else [statement["Resource"]])
+        assert invokable == expected
+        # Logging goes to a log group of the stack (moto drops LoggingConfiguration: checked from the template).
+        for destination in props.get("LoggingConfiguration", {}).get("Destinations", []):
+            arn = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]
+            assert _arn_exists(aws, arn), arn
+
+
+def _states(definition):
+    for state in definition.get("States", {}).values():
+        yield state
+        for branch in state.get("Branches", []):
+            yield from _states(branch)
+        if "Iterator" in state or "ItemProcessor" in state:
+            yield from _states(state.get("Iterator") or state["ItemProcessor"])
+
+
+def test_outputs_wire_the_chalice_stage(rehearsal):
+    """The outputs `make deploy` copies into .chalice/config.json name resources that exist."""
+    from infra.wire_outputs import ENVIRONMENT_OUTPUTS, LAYER_OUTPUT, wire
+
+    aws, outputs, template = rehearsal["aws"], dict(rehearsal["outputs"]), rehearsal["template"]
+    assert set(outputs) == set(template.get("Outputs", {}))
+    layer_output = template["Outputs"].get(LAYER_OUTPUT)
+    if layer_output and not outputs[LAYER_OUTPUT].startswith("arn:"):  # moto: Ref of a layer is not its ARN
+        outputs[LAYER_OUTPUT] = rehearsal["resolve"](layer_output["Value"])
+    config = wire(json.loads((ROOT / ".chalice" / "config.json").read_text()), STAGE, outputs)
+    environment = config["stages"][STAGE]["environment_variables"]
+    for variable in ENVIRONMENT_OUTPUTS:
+        value = environment[variable]
+        assert _arn_exists(aws, value) if value.startswith("arn:") else _bucket_exists(aws, value), variable
+    assert all(_arn_exists(aws, arn) for arn in config["stages"][STAGE]["lambda_functions"]["risk-scorer"]["layers"])
+    # the names both sides derive from SPOT_STAGE
+    assert outputs["TablePrefix"] and all(t.Meta.table_name.startswith(outputs["TablePrefix"]) for t in ALL_TABLES)
+    assert outputs["AdminKeyParameter"] == get_settings().admin_key_parameter
+    aws("ssm").get_parameter(Name=outputs["AdminKeyParameter"])
+
+
+def test_no_reference_dangles(rehearsal):
+    """Every ARN of the emulated account in any property (created, shimmed or skipped resource) or output
+    names a resource that exists, or a function `chalice deploy` creates later."""
+    aws, checked, unchecked = rehearsal["aws"], set(), set()
+    values = list(rehearsal["resolved"].items()) + [("Outputs", rehearsal["outputs"])]
+    for owner, value in values:
+        for arn in _strings(value):
+            for candidate in re.findall(r"arn:aws:[a-z0-9-]+:[a-z0-9-]*:\d*:[^\s\"',]+|arn:aws:s3:::[^\s\"',]+", arn):
+                if "*" in candidate.replace(":*", "") or "${" in candidate:
+                    unchecked.add(candidate)  # a pattern (IAM resource), not one resource
+                    continue
+                parts = candidate.split(":")
+                if not candidate.startswith("arn:aws:s3:::") and (parts[4] != ACCOUNT or parts[3] not in ("", REGION)):
+                    unchecked.add(candidate)  # a service integration, another account or region: not a resource here
+                    continue
+                assert _arn_exists(aws, candidate), f"{owner}: {candidate} does not exist"
+                checked.add(candidate)
+    assert checked, "no ARN was checked: the scan is broken"
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+
+
+def _bucket_exists(aws, name: str) -> bool:
+    aws("s3").head_bucket(Bucket=name)
+    return True
+
+
+def _arn_exists(aws, arn: str) -> bool:
+    """Does the resource an ARN names exist in the emulated account (or is it a Chalice function)?"""
+    arn = arn[:-2] if arn.endswith(":*") else arn
+    _, _, service, _, _, resource = arn.split(":", 5)
+    kind, _, rest = resource.partition(":") if ":" in resource.split("/")[0] else resource.partition("/")
+    try:
+        if service == "lambda" and kind == "function":
+            function = rest.split(":")[0]
+            if function in chalice_function_names():
+                return True
+            aws("lambda").get_function(FunctionName=function)
+        elif service == "lambda" and kind == "layer":
+            name, version = rest.split(":")
+            aws("lambda").get_layer_version(LayerName=name, VersionNumber=int(version))
+        elif service == "sqs":
+            aws("sqs").get_queue_url(QueueName=resource)
+        elif service == "sns":
+            aws("sns").get_topic_attributes(TopicArn=":".join(arn.split(":")[:6]))
+        elif service == "states" and kind in ("stateMachine", "execution"):
+            machine = rest.split(":")[0]
+            aws("stepfunctions").describe_state_machine(
+                stateMachineArn=f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}")
+        elif service == "dynamodb" and kind == "table":
+            aws("dynamodb").describe_table(TableName=rest.split("/")[0])
+        elif service == "logs" and kind == "log-group":
+            group = rest.split(":")[0]
+            groups = aws("logs").describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+            return any(g["logGroupName"] == group for g in groups)
+        elif service == "iam" and kind == "role":
+            aws("iam").get_role(RoleName=rest.rsplit("/", 1)[-1])
+        elif service == "events" and kind == "rule":
+            bus, _, rule = rest.rpartition("/")
+            aws("events").describe_rule(Name=rule, EventBusName=bus or "default")
+        elif service == "events" and kind == "event-bus":
+            aws("events").describe_event_bus(Name=rest)
+        elif service == "ssm" and kind == "parameter":
+            aws("ssm").get_parameter(Name="/" + rest)
+        elif service == "s3":
+            aws("s3").head_bucket(Bucket=resource.split("/")[0])
+        elif service == "kms" and kind == "key":
+            aws("kms").describe_key(KeyId=rest)
+        elif service == "cloudwatch" and kind == "alarm":
+            alarms = aws("cloudwatch").describe_alarms(AlarmNames=[rest])
+            return bool(alarms["MetricAlarms"] or alarms["CompositeAlarms"])
+        else:
+            raise AssertionError(f"the rehearsal cannot check {arn}: add its service to _arn_exists")
+    except ClientError:
+        return False
+    return True
+
+
+def test_the_checks_can_fail(rehearsal):
+    """Guards the checks above against passing vacuously: a missing resource is reported missing."""
+    aws = rehearsal["aws"]
+    prefix = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:"
+    for arn in (prefix.format("lambda") + "function:spot-optimizer-dev-no-such-function",
+                prefix.format("dynamodb") + "table/spot-optimizer-dev-no-such-table",
+                prefix.format("sns") + "no-such-topic",
+                prefix.format("states") + "stateMachine:no-such-machine",
+                prefix.format("logs") + "log-group:/no/such/group:*",
+                f"arn:aws:iam::{ACCOUNT}:role/no-such-role",
+                "arn:aws:s3:::no-such-bucket-rehearsal"):
+        assert not _arn_exists(aws, arn), arn
+    with pytest.raises(AssertionError, match="New::Type"):
+        unsupported_reason("AWS::New::Type")
+    broken = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"},
+                            "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {"AlarmActions": [{"Ref": "Topic"}]}},
+                            "Hook": {"Type": "Custom::Thing", "Properties": {"ServiceToken": "x"}},
+                            "Queue": {"Type": "AWS::SQS::Queue", "DependsOn": "Hook",
+                                      "Properties": {"QueueName": {"Fn::GetAtt": ["Hook", "Name"]}}}}}
+    body, left_out = moto_template(broken)
+    assert left_out == {"Alarm": "AWS::CloudWatch::Alarm", "Hook": "Custom::Thing", "Queue": "AWS::SQS::Queue"}
+    assert set(body["Resources"]) == {"Topic"}
