@@ -104,15 +104,17 @@ def assembly(tmp_path_factory):
 # --- the emulated account ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
+def moto_endpoint(tmp_path_factory):
     """A moto server of its own (child process) answering as account ``ACCOUNT``."""
     from localmode.embedded_aws import free_port
 
     port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"  # a file, not a pipe: the server logs every request
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "MOTO_"))}
     env["MOTO_ACCOUNT_ID"] = ACCOUNT
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=sink)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -122,7 +124,7 @@ def moto_endpoint():
                 break
             except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start: {process.stderr.read().decode()[-2000:]}") from exc
+                    raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}") from exc
                 time.sleep(0.1)
         yield endpoint
     finally:
@@ -881,3 +883,100 @@ def test_the_checks_can_fail(rehearsal):
     body, left_out = moto_template(broken)
     assert left_out == {"Alarm": "AWS::CloudWatch::Alarm", "Hook": "Custom::Thing", "Queue": "AWS::SQS::Queue"}
     assert set(body["Resources"]) == {"Topic"}
+
+
+# --- the app's side: `chalice package` against the rehearsed stack -----------------------------------
+# moto's CloudFormation has no SAM transform (AWS::Serverless-2016-10-31) and the translator
+# (aws-sam-translator) is not a dependency, so the app's template is not created: it is generated
+# in-process from .chalice/config.json wired to the rehearsal's outputs (what `make deploy` does before
+# `chalice deploy`), and its references are checked against the emulated account. Chalice's
+# `pip download` step is replaced by a stand-in zip: the template does not depend on the zip's content.
+
+@pytest.fixture(scope="module")
+def sam_template(rehearsal, tmp_path_factory):
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy.packager import LambdaDeploymentPackager
+
+    from infra.wire_outputs import LAYER_OUTPUT, wire
+
+    outputs = dict(rehearsal["outputs"])
+    if not outputs.get(LAYER_OUTPUT, "arn:").startswith("arn:"):  # moto: Ref of a layer is not its ARN
+        outputs[LAYER_OUTPUT] = rehearsal["resolve"](rehearsal["template"]["Outputs"][LAYER_OUTPUT]["Value"])
+    wired = wire(json.loads((ROOT / ".chalice" / "config.json").read_text()), STAGE, outputs)
+    outdir = tmp_path_factory.mktemp("chalice-package")
+
+    def stand_in_zip(self, project_dir, python_version, package_filename=None):
+        path = outdir / "stand-in.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("app.py", "# stand-in: the template does not depend on the package\n")
+        return str(path)
+
+    # environ: a copy, so the stage's environment_variables do not leak into this test process.
+    factory = CLIFactory(project_dir=str(ROOT), environ={**os.environ, "AWS_DEFAULT_REGION": REGION})
+    config = factory.create_config_obj(STAGE)
+    config._config_from_disk = wired  # the config `make deploy` hands to chalice (wire_outputs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LambdaDeploymentPackager, "create_deployment_package", stand_in_zip)
+        packager = factory.create_app_packager(config, factory.create_package_options(), "cloudformation", "json")
+        packager.package_app(config, str(outdir), STAGE)
+    return json.loads((outdir / "sam.json").read_text()), wired
+
+
+def _sam_functions(sam: dict) -> dict[str, dict]:
+    return {name: r["Properties"] for name, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+
+
+def test_sam_template_holds_every_chalice_function_with_the_stacks_environment(rehearsal, sam_template):
+    from chalice.utils import to_cfn_resource_name
+
+    from infra.policies import API_HANDLER, FUNCTIONS
+    from infra.throttling import RESERVED_CONCURRENCY
+    from infra.wire_outputs import ENVIRONMENT_OUTPUTS
+
+    sam, wired = sam_template
+    aws, functions = rehearsal["aws"], _sam_functions(sam)
+    logical = {("APIHandler" if name == API_HANDLER else to_cfn_resource_name(name)): name for name in FUNCTIONS}
+    assert set(functions) == set(logical)
+    assert {to_cfn_resource_name(task) for task in workflows.FAILOVER_TASKS.values()} <= set(functions)
+    for logical_id, props in functions.items():
+        variables = props["Environment"]["Variables"]
+        assert variables["SPOT_STAGE"] == STAGE, logical_id  # table, parameter and topic names derive from it
+        for variable, output in ENVIRONMENT_OUTPUTS.items():
+            assert variables[variable] == rehearsal["outputs"][output], (logical_id, variable)
+            value = variables[variable]
+            assert _arn_exists(aws, value) if value.startswith("arn:") else _bucket_exists(aws, value)
+        for layer in props.get("Layers", []):
+            assert _arn_exists(aws, layer), (logical_id, layer)
+        assert props.get("ReservedConcurrentExecutions") == RESERVED_CONCURRENCY.get(logical[logical_id]), logical_id
+    assert functions[to_cfn_resource_name("risk-scorer")].get("Layers"), "the risk scorer lost its layer"
+    # `chalice package` names no function (CloudFormation would generate names); the state machine, the IAM
+    # patterns and the alarms assume `chalice deploy`'s `<app>-<stage>-<name>`: chalice deploy stays the path.
+    assert not any("FunctionName" in props for props in functions.values())
+    assert set(wired["stages"][STAGE]["lambda_functions"]) <= set(FUNCTIONS) | {API_HANDLER}
+
+
+def test_sam_event_sources_point_at_the_stacks_resources(rehearsal, sam_template):
+    """Schedules are well formed; an SQS source names a queue the stack created; EventBridge patterns are
+    the sentinel's; any other ARN an event names exists in the emulated account."""
+    sam, _ = sam_template
+    aws = rehearsal["aws"]
+    resolve = Resolver(aws, sam, "spot-optimizer-app", {})
+    kinds = set()
+    for logical_id, props in _sam_functions(sam).items():
+        for event_id, event in (props.get("Events") or {}).items():
+            kinds.add(event["Type"])
+            details = resolve(event.get("Properties", {}))
+            if event["Type"] == "Schedule":
+                assert re.fullmatch(r"rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\)",
+                                    details["Schedule"]), (logical_id, details)
+            elif event["Type"] == "SQS":
+                assert _arn_exists(aws, details["Queue"]), (logical_id, details["Queue"])
+            elif event["Type"] in ("CloudWatchEvent", "EventBridgeRule"):
+                pattern = details["Pattern"]
+                assert pattern.get("source") and pattern.get("detail-type"), (logical_id, pattern)
+            else:
+                for arn in _strings(details):
+                    if arn.startswith("arn:aws:") and f":{ACCOUNT}:" in arn:
+                        assert _arn_exists(aws, arn), (logical_id, event_id, arn)
+    assert "Schedule" in kinds
+    assert kinds & {"CloudWatchEvent", "EventBridgeRule", "SQS"}, "the sentinel has no event source"
