@@ -126,7 +126,7 @@ def moto_endpoint(tmp_path_factory):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}") from exc
                 time.sleep(0.1)
-        yield endpoint
+        yield endpoint, log
     finally:
         process.terminate()
         try:
@@ -139,8 +139,13 @@ def moto_endpoint(tmp_path_factory):
 class Aws:
     """boto3 clients on the rehearsal's moto server (never the session's in-process mock)."""
 
-    def __init__(self, endpoint: str):
-        self.endpoint, self._clients = endpoint, {}
+    def __init__(self, endpoint: str, log: Path):
+        self.endpoint, self.log, self._clients = endpoint, log, {}
+
+    def server_error(self) -> str:
+        """The moto server's last traceback (its 500s carry none)."""
+        text = self.log.read_text(errors="replace")
+        return text[text.rfind("Traceback"):][-3000:] if "Traceback" in text else "(no traceback in the server log)"
 
     def __call__(self, service: str):
         if service not in self._clients:
@@ -225,6 +230,43 @@ def adapt(resource: dict) -> None:
     if resource["Type"] == "AWS::StepFunctions::StateMachine" and "DefinitionSubstitutions" in props:
         # moto ignores DefinitionSubstitutions; CloudFormation substitutes them like this Fn::Sub would.
         props["DefinitionString"] = {"Fn::Sub": [props["DefinitionString"], props.pop("DefinitionSubstitutions")]}
+    if resource["Type"] == "AWS::KMS::Key" and props.get("Tags"):
+        # moto's create passes CloudFormation's {Key, Value} tags to the API's {TagKey, TagValue} tagger.
+        props["Tags"] = [{"TagKey": tag["Key"], "TagValue": tag["Value"]} for tag in props["Tags"]]
+    if resource["Type"] == "AWS::KMS::Key" and isinstance(props.get("KeyPolicy"), dict):
+        # moto stores the object and its KMS API then fails to json.loads it; a JSON string is valid CFN too.
+        props["KeyPolicy"] = _json_string(props["KeyPolicy"])
+
+
+def _is_intrinsic(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("Ref", "Condition") or \
+        isinstance(value, dict) and len(value) == 1 and next(iter(value)).startswith("Fn::")
+
+
+def _json_string(value) -> dict:
+    """A document holding intrinsics as one Fn::Join that evaluates to its JSON text."""
+    parts: list = []
+
+    def emit(item):
+        if _is_intrinsic(item):
+            parts.extend(['"', item, '"'])
+        elif isinstance(item, dict):
+            parts.append("{")
+            for index, (key, inner) in enumerate(item.items()):
+                parts.append(("," if index else "") + json.dumps(key) + ":")
+                emit(inner)
+            parts.append("}")
+        elif isinstance(item, list):
+            parts.append("[")
+            for index, inner in enumerate(item):
+                parts.append("," if index else "")
+                emit(inner)
+            parts.append("]")
+        else:
+            parts.append(json.dumps(item))
+
+    emit(value)
+    return {"Fn::Join": ["", parts]}
 
 
 # --- resolving intrinsics against the created resources ----------------------------------------
@@ -404,7 +446,7 @@ assert {t for t, why in UNSUPPORTED.items() if why.startswith("shim")} == set(SH
 def rehearsal(assembly, moto_endpoint):
     """Bootstrap, publish the assets, create the stack, apply the shims. Returns a namespace of results."""
     template, outdir, assets = assembly
-    aws = Aws(moto_endpoint)
+    aws = Aws(*moto_endpoint)
     from infra.stack import stack_name
 
     # cdk bootstrap: the version parameter the template reads, the bucket its asset destinations name.
@@ -423,8 +465,11 @@ def rehearsal(assembly, moto_endpoint):
 
     body, left_out = moto_template(template)
     name = stack_name(STAGE)
-    aws("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body),
-                                       Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+    try:
+        aws("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body),
+                                           Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+    except Exception as exc:  # moto answers a failing resource with a bare 500: show its traceback
+        raise AssertionError(f"create_stack failed in moto: {exc}\n{aws.server_error()}") from exc
     deadline = time.monotonic() + 120
     while True:
         stack = aws("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
@@ -838,6 +883,8 @@ def _arn_exists(aws, arn: str) -> bool:
             group = rest.split(":")[0]
             groups = aws("logs").describe_log_groups(logGroupNamePrefix=group)["logGroups"]
             return any(g["logGroupName"] == group for g in groups)
+        elif service == "iam" and resource == "root":
+            return True  # the account itself (a key policy's or trust policy's principal)
         elif service == "iam" and kind == "role":
             aws("iam").get_role(RoleName=rest.rsplit("/", 1)[-1])
         elif service == "events" and kind == "rule":
