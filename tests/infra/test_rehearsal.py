@@ -35,6 +35,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -83,22 +84,67 @@ UNSUPPORTED = {
 
 # --- synth -----------------------------------------------------------------------------------------
 
+@dataclass
+class SynthStack:
+    """One stack of the cloud assembly, as the CDK CLI reads it from ``manifest.json``."""
+
+    artifact_id: str
+    name: str
+    template: dict
+    region: str
+    tags: dict
+    assets: dict  # its ``*.assets.json`` ({"files": {}} when it has no assets)
+    dependencies: list[str]
+
+
+def read_assembly(outdir: Path) -> list[SynthStack]:
+    """Every stack of a cloud assembly, dependencies first (the order ``cdk deploy --all`` uses)."""
+    artifacts = json.loads((outdir / "manifest.json").read_text())["artifacts"]
+    assets = {name: json.loads((outdir / a["properties"]["file"]).read_text())
+              for name, a in artifacts.items() if a["type"] == "cdk:asset-manifest"}
+    stacks = {}
+    for name, artifact in artifacts.items():
+        if artifact["type"] != "aws:cloudformation:stack":
+            continue
+        props, region = artifact["properties"], artifact["environment"].rsplit("/", 1)[-1]
+        dependencies = artifact.get("dependencies", [])
+        stacks[name] = SynthStack(
+            artifact_id=name, name=props.get("stackName", name),
+            template=json.loads((outdir / props["templateFile"]).read_text()),
+            region=REGION if region == "unknown-region" else region, tags=props.get("tags", {}),
+            assets=next((assets[d] for d in dependencies if d in assets), {"files": {}}),
+            dependencies=[d for d in dependencies if artifacts.get(d, {}).get("type") == "aws:cloudformation:stack"])
+    ordered: list[SynthStack] = []
+    while len(ordered) < len(stacks):
+        ready = [s for s in stacks.values() if s not in ordered and all(stacks[d] in ordered for d in s.dependencies)]
+        assert ready, f"dependency cycle among {sorted(stacks)}"
+        ordered.extend(ready)
+    return ordered
+
+
 @pytest.fixture(scope="module")
 def assembly(tmp_path_factory):
-    """(template, outdir, assets manifest) of the dev stage's stack, as ``cdk synth`` writes them."""
-    import aws_cdk as cdk
+    """(cloud assembly folder, its stacks) of the dev stage, synthesised by infra/main.py as `cdk deploy` runs it,
+    with a stand-in layer directory (the 190 MB layer is neither needed nor copied)."""
+    import aws_cdk
 
-    from infra.stack import SpotOptimizerStack, stack_name
+    import infra.stack
+    from infra.main import main
 
     layer_dir = tmp_path_factory.mktemp("layer")
     (layer_dir / "python" / "sklearn").mkdir(parents=True)
     (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app = cdk.App(outdir=str(outdir))
-    stack = SpotOptimizerStack(app, stack_name(STAGE), stage=STAGE, layer_dir=layer_dir)
-    artifact = app.synth().get_stack_artifact(stack.artifact_id)
-    (manifest,) = outdir.glob(f"{artifact.id}.assets.json")
-    return artifact.template, outdir, json.loads(manifest.read_text())
+    real_app = aws_cdk.App
+
+    def app_in_outdir(*args, **kwargs):  # what CDK_OUTDIR does under the CLI (jsii's node process has its own env)
+        return real_app(*args, **{**kwargs, "outdir": str(outdir)})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(infra.stack, "DEFAULT_LAYER_DIR", layer_dir)
+        patch.setattr(aws_cdk, "App", app_in_outdir)
+        assert main(["-c", f"stage={STAGE}"]) == 0
+    return outdir, read_assembly(outdir)
 
 
 # --- the emulated account ------------------------------------------------------------------------
@@ -147,11 +193,30 @@ class Aws:
         text = self.log.read_text(errors="replace")
         return text[text.rfind("Traceback"):][-3000:] if "Traceback" in text else "(no traceback in the server log)"
 
-    def __call__(self, service: str):
-        if service not in self._clients:
-            self._clients[service] = boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                                                  aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
-        return self._clients[service]
+    def __call__(self, service: str, region: str | None = None):
+        region = region or REGION
+        if (service, region) not in self._clients:
+            self._clients[service, region] = boto3.client(
+                service, endpoint_url=self.endpoint, region_name=region,
+                aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
+        return self._clients[service, region]
+
+    def region(self, region: str):
+        """The same server, with another default region (a stack with an explicit region)."""
+        return self if region == REGION else RegionalAws(self, region)
+
+
+class RegionalAws:
+    """``Aws`` whose default region is another one."""
+
+    def __init__(self, aws: Aws, region: str):
+        self._aws, self.region_name, self.log = aws, region, aws.log
+
+    def __call__(self, service: str, region: str | None = None):
+        return self._aws(service, region or self.region_name)
+
+    def server_error(self) -> str:
+        return self._aws.server_error()
 
 
 # --- the template as moto can take it --------------------------------------------------------------
@@ -275,14 +340,15 @@ class Resolver:
     """Evaluates Ref / Fn::GetAtt / Fn::Join / Fn::Sub / Fn::Select / Fn::Split as CloudFormation would,
     from the physical ids of the created stack (and of the shimmed resources)."""
 
-    def __init__(self, aws: Aws, template: dict, stack_name: str, physical: dict[str, str]):
+    def __init__(self, aws: Aws, template: dict, stack_name: str, physical: dict[str, str], region: str = REGION):
         self.aws, self.template, self.stack_name, self.physical = aws, template, stack_name, physical
+        self.region = region
 
     def type_of(self, logical_id: str) -> str:
         return self.template["Resources"][logical_id]["Type"]
 
     def ref(self, name: str):
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+        pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
                   "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": self.stack_name, "AWS::NoValue": None}
         if name in pseudo:
             return pseudo[name]
@@ -322,10 +388,10 @@ class Resolver:
                 lambda: aws("dynamodb").describe_table(TableName=physical)["Table"]["LatestStreamArn"],
             ("AWS::S3::Bucket", "Arn"): lambda: f"arn:aws:s3:::{physical}",
             ("AWS::S3::Bucket", "DomainName"): lambda: f"{physical}.s3.amazonaws.com",
-            ("AWS::S3::Bucket", "RegionalDomainName"): lambda: f"{physical}.s3.{REGION}.amazonaws.com",
+            ("AWS::S3::Bucket", "RegionalDomainName"): lambda: f"{physical}.s3.{self.region}.amazonaws.com",
             ("AWS::StepFunctions::StateMachine", "Arn"): lambda: physical,
             ("AWS::StepFunctions::StateMachine", "Name"): lambda: physical.rsplit(":", 1)[-1],
-            ("AWS::Logs::LogGroup", "Arn"): lambda: f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}:*",
+            ("AWS::Logs::LogGroup", "Arn"): lambda: f"arn:aws:logs:{self.region}:{ACCOUNT}:log-group:{physical}:*",
             ("AWS::Events::Rule", "Arn"): lambda: aws("events").describe_rule(Name=physical.split("|")[-1])["Arn"],
             ("AWS::Events::EventBus", "Arn"): lambda: aws("events").describe_event_bus(Name=physical)["Arn"],
             ("AWS::Events::EventBus", "Name"): lambda: physical,
@@ -444,32 +510,50 @@ assert {t for t, why in UNSUPPORTED.items() if why.startswith("shim")} == set(SH
 
 @pytest.fixture(scope="module")
 def rehearsal(assembly, moto_endpoint):
-    """Bootstrap, publish the assets, create the stack, apply the shims. Returns a namespace of results."""
-    template, outdir, assets = assembly
-    aws = Aws(*moto_endpoint)
+    """Every stack of the assembly rehearsed; returns the stage's main stack (``infra.naming.stack_name``),
+    with all of them under ``"stacks"``."""
     from infra.stack import stack_name
 
-    # cdk bootstrap: the version parameter the template reads, the bucket its asset destinations name.
-    version_parameter = template["Parameters"]["BootstrapVersion"]["Default"]
-    aws("ssm").put_parameter(Name=version_parameter, Value="30", Type="String")
+    outdir, stacks = assembly
+    aws = Aws(*moto_endpoint)
+    results = [rehearse(aws.region(stack.region), outdir, stack) for stack in stacks]
+    (main,) = [r for r in results if r["stack"]["StackName"] == stack_name(STAGE)]
+    return {**main, "stacks": results}
+
+
+def bootstrap(aws, outdir: Path, stack: SynthStack) -> list[tuple[str, str]]:
+    """`cdk bootstrap` (the version parameter the template reads, the asset bucket) and the CLI's asset
+    publishing, for one stack. Returns the (bucket, key) pairs published."""
+    version_parameter = stack.template.get("Parameters", {}).get("BootstrapVersion", {}).get("Default")
+    if version_parameter:
+        aws("ssm").put_parameter(Name=version_parameter, Value="30", Type="String", Overwrite=True)
     published = []
-    for asset in assets["files"].values():
+    for asset in stack.assets["files"].values():
         source = outdir / asset["source"]["path"]
         body = _zip(source) if source.is_dir() else source.read_bytes()
         for destination in asset["destinations"].values():
-            bucket = destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
-            if bucket not in {b["Name"] for b in aws("s3").list_buckets()["Buckets"]}:
-                aws("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-            aws("s3").put_object(Bucket=bucket, Key=destination["objectKey"], Body=body)
+            region = destination.get("region", stack.region)
+            bucket = destination["bucketName"].replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", region)
+            s3 = aws("s3", region)
+            if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+                location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+                s3.create_bucket(Bucket=bucket, **location)
+            s3.put_object(Bucket=bucket, Key=destination["objectKey"], Body=body)
             published.append((bucket, destination["objectKey"]))
+    return published
 
+
+def rehearse(aws, outdir: Path, synth: SynthStack) -> dict:
+    """Bootstrap, publish, create one stack, apply the shims, resolve every property."""
+    published = bootstrap(aws, outdir, synth)
+    template, name = synth.template, synth.name
     body, left_out = moto_template(template)
-    name = stack_name(STAGE)
     try:
-        aws("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body),
-                                           Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+        aws("cloudformation").create_stack(
+            StackName=name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+            Tags=[{"Key": key, "Value": value} for key, value in synth.tags.items()])  # as `cdk deploy` passes them
     except Exception as exc:  # moto answers a failing resource with a bare 500: show its traceback
-        raise AssertionError(f"create_stack failed in moto: {exc}\n{aws.server_error()}") from exc
+        raise AssertionError(f"create_stack {name} failed in moto: {exc}\n{aws.server_error()}") from exc
     deadline = time.monotonic() + 120
     while True:
         stack = aws("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
@@ -478,7 +562,7 @@ def rehearsal(assembly, moto_endpoint):
         time.sleep(0.2)
     created = aws("cloudformation").describe_stack_resources(StackName=name)["StackResources"]
     physical = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in created}
-    resolve = Resolver(aws, template, name, physical)
+    resolve = Resolver(aws, template, name, physical, synth.region)
 
     shimmed, resolved = {}, {}
     for logical_id, resource in template["Resources"].items():
@@ -488,8 +572,8 @@ def rehearsal(assembly, moto_endpoint):
             shimmed[logical_id] = resource["Type"]
     for logical_id, resource in template["Resources"].items():
         resolved[logical_id] = resolve(resource.get("Properties", {}))
-    return {"aws": aws, "template": template, "stack": stack, "created": created, "physical": physical,
-            "left_out": left_out, "shimmed": shimmed, "resolved": resolved, "resolve": resolve,
+    return {"aws": aws, "synth": synth, "template": template, "stack": stack, "created": created,
+            "physical": physical, "left_out": left_out, "shimmed": shimmed, "resolved": resolved, "resolve": resolve,
             "published": published, "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}}
 
 
@@ -519,55 +603,60 @@ def chalice_function_names() -> set[str]:
 def test_rehearsal_runs_in_its_own_account_not_the_session_mock(rehearsal):
     assert rehearsal["stack"]["StackId"].split(":")[3:5] == [REGION, ACCOUNT]
     session_stacks = boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"]
-    assert rehearsal["stack"]["StackName"] not in {s["StackName"] for s in session_stacks}
+    assert not {r["stack"]["StackName"] for r in rehearsal["stacks"]} & {s["StackName"] for s in session_stacks}
 
 
-def test_stack_is_created_from_the_published_assets(rehearsal):
-    assert rehearsal["stack"]["StackStatus"] == "CREATE_COMPLETE", rehearsal["stack"].get("StackStatusReason")
-    assert {r["ResourceStatus"] for r in rehearsal["created"]} == {"CREATE_COMPLETE"}
-    template = rehearsal["template"]
-    # every Code/Content an S3 key points at was published by the "CLI" step
-    for name, resource in template["Resources"].items():
-        for key in ("Code", "Content"):
-            location = resource.get("Properties", {}).get(key)
-            if isinstance(location, dict) and "S3Key" in location:
-                assert (rehearsal["resolved"][name][key]["S3Bucket"], location["S3Key"]) in rehearsal["published"], name
-    # The CheckBootstrapVersion rule (moto ignores Rules): the version we bootstrapped passes it.
-    for rule in template.get("Rules", {}).values():
-        for assertion in rule["Assertions"]:
-            condition = assertion["Assert"]
-            if set(condition) == {"Fn::Not"} and "Fn::Contains" in condition["Fn::Not"][0]:
-                rejected, _ = condition["Fn::Not"][0]["Fn::Contains"]
-                assert "30" not in rejected
+def test_every_stack_is_created_from_the_published_assets(rehearsal):
+    for result in rehearsal["stacks"]:
+        stack, template = result["stack"], result["template"]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", (stack["StackName"], stack.get("StackStatusReason"))
+        assert {r["ResourceStatus"] for r in result["created"]} == {"CREATE_COMPLETE"}, stack["StackName"]
+        assert {t["Key"]: t["Value"] for t in stack.get("Tags", [])} == result["synth"].tags
+        # every Code/Content an S3 key points at was published by the "CLI" step
+        for name, resource in template["Resources"].items():
+            for key in ("Code", "Content"):
+                location = resource.get("Properties", {}).get(key)
+                if isinstance(location, dict) and "S3Key" in location:
+                    assert (result["resolved"][name][key]["S3Bucket"], location["S3Key"]) in result["published"], name
+        # The CheckBootstrapVersion rule (moto ignores Rules): the version we bootstrapped passes it.
+        for rule in template.get("Rules", {}).values():
+            for assertion in rule["Assertions"]:
+                condition = assertion["Assert"]
+                if set(condition) == {"Fn::Not"} and "Fn::Contains" in condition["Fn::Not"][0]:
+                    rejected, _ = condition["Fn::Not"][0]["Fn::Contains"]
+                    assert "30" not in rejected
+    assert rehearsal["published"], "the stage's stack has assets (the layer, the auto-delete provider)"
 
 
 def test_exactly_the_unsupported_types_were_left_out(rehearsal):
-    template, left_out = rehearsal["template"], rehearsal["left_out"]
-    created = {r["LogicalResourceId"] for r in rehearsal["created"]}
-    assert created | set(left_out) == set(template["Resources"])
-    assert not created & set(left_out)
-    # Only the types UNSUPPORTED names: no supported resource was dropped for referencing one.
-    dragged = {name: kind for name, kind in left_out.items() if unsupported_reason(kind) is None}
-    assert not dragged, f"supported resources left out because they reference unsupported ones: {dragged}"
-    # Everything with a service API was applied through it.
-    assert set(rehearsal["shimmed"]) == {name for name, kind in left_out.items() if kind in SHIMS}
-    # Today's stack (the list grows with alarms, a dashboard, queue policies... as they are added):
-    assert {"AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"} <= set(left_out.values())
-    assert any(kind.startswith("Custom::") for kind in left_out.values())  # the bucket's auto-delete
+    for result in rehearsal["stacks"]:
+        template, left_out = result["template"], result["left_out"]
+        created = {r["LogicalResourceId"] for r in result["created"]}
+        assert created | set(left_out) == set(template["Resources"])
+        assert not created & set(left_out)
+        # Only the types UNSUPPORTED names: no supported resource was dropped for referencing one.
+        dragged = {name: kind for name, kind in left_out.items() if unsupported_reason(kind) is None}
+        assert not dragged, f"supported resources left out because they reference unsupported ones: {dragged}"
+        # Everything with a service API was applied through it.
+        assert set(result["shimmed"]) == {name for name, kind in left_out.items() if kind in SHIMS}
+    # The stage's stack today (the list grows with alarms, queue policies... as they are added):
+    assert {"AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"} <= set(rehearsal["left_out"].values())
+    assert any(kind.startswith("Custom::") for kind in rehearsal["left_out"].values())  # the bucket's auto-delete
 
 
 def test_every_resource_exists_in_the_emulated_account(rehearsal):
-    aws, template, physical = rehearsal["aws"], rehearsal["template"], rehearsal["physical"]
     checked = set()
-    for name, resource in template["Resources"].items():
-        kind = resource["Type"]
-        if name not in physical:
-            assert UNSUPPORTED.get(kind, UNSUPPORTED["Custom::*"]).startswith("skip"), name
-            continue
-        probe = PROBES.get(kind)
-        assert probe, f"no existence probe for {kind}: add one to PROBES"
-        probe(aws, physical[name], rehearsal["resolved"][name], rehearsal, name)
-        checked.add(kind)
+    for result in rehearsal["stacks"]:
+        aws, template, physical = result["aws"], result["template"], result["physical"]
+        for name, resource in template["Resources"].items():
+            kind = resource["Type"]
+            if name not in physical:
+                assert UNSUPPORTED.get(kind, UNSUPPORTED["Custom::*"]).startswith("skip"), name
+                continue
+            probe = PROBES.get(kind)
+            assert probe, f"no existence probe for {kind}: add one to PROBES"
+            probe(aws, physical[name], result["resolved"][name], result, name)
+            checked.add(kind)
     assert {"AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SSM::Parameter",
             "AWS::StepFunctions::StateMachine", "AWS::Logs::LogGroup", "AWS::IAM::Role"} <= checked
 
@@ -822,20 +911,21 @@ def test_outputs_wire_the_chalice_stage(rehearsal):
 def test_no_reference_dangles(rehearsal):
     """Every ARN of the emulated account in any property (created, shimmed or skipped resource) or output
     names a resource that exists, or a function `chalice deploy` creates later."""
-    aws, checked, unchecked = rehearsal["aws"], set(), set()
-    values = list(rehearsal["resolved"].items()) + [("Outputs", rehearsal["outputs"])]
-    for owner, value in values:
-        for arn in _strings(value):
-            for candidate in re.findall(r"arn:aws:[a-z0-9-]+:[a-z0-9-]*:\d*:[^\s\"',]+|arn:aws:s3:::[^\s\"',]+", arn):
-                if "*" in candidate.replace(":*", "") or "${" in candidate:
-                    unchecked.add(candidate)  # a pattern (IAM resource), not one resource
-                    continue
-                parts = candidate.split(":")
-                if not candidate.startswith("arn:aws:s3:::") and (parts[4] != ACCOUNT or parts[3] not in ("", REGION)):
-                    unchecked.add(candidate)  # a service integration, another account or region: not a resource here
-                    continue
-                assert _arn_exists(aws, candidate), f"{owner}: {candidate} does not exist"
-                checked.add(candidate)
+    regions = {result["synth"].region for result in rehearsal["stacks"]} | {""}
+    checked, unchecked = set(), set()
+    for result in rehearsal["stacks"]:
+        values = list(result["resolved"].items()) + [("Outputs", result["outputs"])]
+        for owner, value in values:
+            for text in _strings(value):
+                for arn in re.findall(r"arn:aws:[a-z0-9-]+:[a-z0-9-]*:\d*:[^\s\"',]+", text):
+                    parts = arn.split(":")
+                    if "*" in arn.replace(":*", "") or "${" in arn:
+                        unchecked.add(arn)  # a pattern (IAM resource), not one resource
+                    elif not arn.startswith("arn:aws:s3:::") and (parts[4] != ACCOUNT or parts[3] not in regions):
+                        unchecked.add(arn)  # a service integration, another account or region: not rehearsed
+                    else:
+                        assert _arn_exists(result["aws"], arn), f"{result['stack']['StackName']} {owner}: {arn} does not exist"
+                        checked.add(arn)
     assert checked, "no ARN was checked: the scan is broken"
 
 
@@ -858,48 +948,49 @@ def _bucket_exists(aws, name: str) -> bool:
 def _arn_exists(aws, arn: str) -> bool:
     """Does the resource an ARN names exist in the emulated account (or is it a Chalice function)?"""
     arn = arn[:-2] if arn.endswith(":*") else arn
-    _, _, service, _, _, resource = arn.split(":", 5)
+    _, _, service, region, _, resource = arn.split(":", 5)
+    region = region or None  # global services (IAM, S3): the client's region
     kind, _, rest = resource.partition(":") if ":" in resource.split("/")[0] else resource.partition("/")
     try:
         if service == "lambda" and kind == "function":
             function = rest.split(":")[0]
             if function in chalice_function_names():
                 return True
-            aws("lambda").get_function(FunctionName=function)
+            aws("lambda", region).get_function(FunctionName=function)
         elif service == "lambda" and kind == "layer":
             name, version = rest.split(":")
-            aws("lambda").get_layer_version(LayerName=name, VersionNumber=int(version))
+            aws("lambda", region).get_layer_version(LayerName=name, VersionNumber=int(version))
         elif service == "sqs":
-            aws("sqs").get_queue_url(QueueName=resource)
+            aws("sqs", region).get_queue_url(QueueName=resource)
         elif service == "sns":
-            aws("sns").get_topic_attributes(TopicArn=":".join(arn.split(":")[:6]))
+            aws("sns", region).get_topic_attributes(TopicArn=":".join(arn.split(":")[:6]))
         elif service == "states" and kind in ("stateMachine", "execution"):
             machine = rest.split(":")[0]
-            aws("stepfunctions").describe_state_machine(
-                stateMachineArn=f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}")
+            aws("stepfunctions", region).describe_state_machine(
+                stateMachineArn=f"arn:aws:states:{region}:{ACCOUNT}:stateMachine:{machine}")
         elif service == "dynamodb" and kind == "table":
-            aws("dynamodb").describe_table(TableName=rest.split("/")[0])
+            aws("dynamodb", region).describe_table(TableName=rest.split("/")[0])
         elif service == "logs" and kind == "log-group":
             group = rest.split(":")[0]
-            groups = aws("logs").describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+            groups = aws("logs", region).describe_log_groups(logGroupNamePrefix=group)["logGroups"]
             return any(g["logGroupName"] == group for g in groups)
         elif service == "iam" and resource == "root":
             return True  # the account itself (a key policy's or trust policy's principal)
         elif service == "iam" and kind == "role":
-            aws("iam").get_role(RoleName=rest.rsplit("/", 1)[-1])
+            aws("iam", region).get_role(RoleName=rest.rsplit("/", 1)[-1])
         elif service == "events" and kind == "rule":
             bus, _, rule = rest.rpartition("/")
-            aws("events").describe_rule(Name=rule, EventBusName=bus or "default")
+            aws("events", region).describe_rule(Name=rule, EventBusName=bus or "default")
         elif service == "events" and kind == "event-bus":
-            aws("events").describe_event_bus(Name=rest)
+            aws("events", region).describe_event_bus(Name=rest)
         elif service == "ssm" and kind == "parameter":
-            aws("ssm").get_parameter(Name="/" + rest)
+            aws("ssm", region).get_parameter(Name="/" + rest)
         elif service == "s3":
-            aws("s3").head_bucket(Bucket=resource.split("/")[0])
+            aws("s3", region).head_bucket(Bucket=resource.split("/")[0])
         elif service == "kms" and kind == "key":
-            aws("kms").describe_key(KeyId=rest)
+            aws("kms", region).describe_key(KeyId=rest)
         elif service == "cloudwatch" and kind == "alarm":
-            alarms = aws("cloudwatch").describe_alarms(AlarmNames=[rest])
+            alarms = aws("cloudwatch", region).describe_alarms(AlarmNames=[rest])
             return bool(alarms["MetricAlarms"] or alarms["CompositeAlarms"])
         else:
             raise AssertionError(f"the rehearsal cannot check {arn}: add its service to _arn_exists")
