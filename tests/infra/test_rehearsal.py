@@ -601,9 +601,13 @@ def chalice_function_names() -> set[str]:
 # --- tests: the stack ------------------------------------------------------------------------------
 
 def test_rehearsal_runs_in_its_own_account_not_the_session_mock(rehearsal):
-    assert rehearsal["stack"]["StackId"].split(":")[3:5] == [REGION, ACCOUNT]
-    session_stacks = boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"]
-    assert not {r["stack"]["StackName"] for r in rehearsal["stacks"]} & {s["StackName"] for s in session_stacks}
+    session_stacks = set()
+    for result in rehearsal["stacks"]:
+        region = result["synth"].region  # REGION unless the app pins the stack's environment
+        assert result["stack"]["StackId"].split(":")[3:5] == [region, ACCOUNT]
+        session = boto3.client("cloudformation", region_name=region).list_stacks()["StackSummaries"]
+        session_stacks |= {s["StackName"] for s in session}
+    assert not {r["stack"]["StackName"] for r in rehearsal["stacks"]} & session_stacks
 
 
 def test_every_stack_is_created_from_the_published_assets(rehearsal):
@@ -757,8 +761,11 @@ def _probe_rule(aws, physical, props, rehearsal, name):
     if props.get("EventPattern"):
         assert json.loads(described["EventPattern"]) == props["EventPattern"]
     targets = {t["Id"]: t for t in aws("events").list_targets_by_rule(Rule=rule_name, EventBusName=bus)["Targets"]}
-    for target in props.get("Targets", []):
-        assert targets[target["Id"]]["Arn"] == target["Arn"], (name, target["Id"])
+    for target in props.get("Targets", []):  # target, its role, dead-letter queue and retries as declared
+        actual = targets[target["Id"]]
+        for key in ("Arn", "RoleArn", "DeadLetterConfig", "RetryPolicy", "Input", "InputPath"):
+            if key in target:
+                assert actual.get(key) == target[key], (name, target["Id"], key)
 
 
 def _probe_event_bus(aws, physical, props, rehearsal, name):
@@ -848,15 +855,15 @@ def test_tables_are_the_models_tables(rehearsal):
 
 
 def test_state_machine_calls_the_chalice_failover_functions(rehearsal):
-    aws = rehearsal["aws"]
+    aws, region = rehearsal["aws"], rehearsal["synth"].region
     for name in _of_type(rehearsal, "AWS::StepFunctions::StateMachine"):
         machine = aws("stepfunctions").describe_state_machine(stateMachineArn=rehearsal["physical"][name])
         # The substituted definition is what local mode and the tests run (workflows.render), for this account.
-        assert json.loads(machine["definition"]) == json.loads(workflows.render(STAGE, REGION, ACCOUNT))
+        assert json.loads(machine["definition"]) == json.loads(workflows.render(STAGE, region, ACCOUNT))
         tasks = set(re.findall(r"arn:aws:lambda:[^\"]+", machine["definition"]))
         assert all(state.get("Type") != "Task" or re.search(r"arn:aws:lambda:", json.dumps(state))
                    for state in _states(json.loads(machine["definition"]))), "a Task that calls no function"
-        expected = {workflows.function_arn(task, STAGE, REGION, ACCOUNT) for task in workflows.FAILOVER_TASKS.values()}
+        expected = {workflows.function_arn(task, STAGE, region, ACCOUNT) for task in workflows.FAILOVER_TASKS.values()}
         assert tasks == expected
         assert {arn.rsplit(":", 1)[-1] for arn in tasks} <= chalice_function_names()
         # Its role exists and may invoke exactly those functions.
@@ -1050,7 +1057,7 @@ def sam_template(rehearsal, tmp_path_factory):
         return str(path)
 
     # environ: a copy, so the stage's environment_variables do not leak into this test process.
-    factory = CLIFactory(project_dir=str(ROOT), environ={**os.environ, "AWS_DEFAULT_REGION": REGION})
+    factory = CLIFactory(project_dir=str(ROOT), environ={**os.environ, "AWS_DEFAULT_REGION": rehearsal["synth"].region})
     config = factory.create_config_obj(STAGE)
     config._config_from_disk = wired  # the config `make deploy` hands to chalice (wire_outputs)
     with pytest.MonkeyPatch.context() as patch:
