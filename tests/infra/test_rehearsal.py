@@ -2,7 +2,8 @@
 
 What it proves and what only a real account can: docs/deploy-rehearsal.md. In short:
 
-1. ``cdk synth`` of the dev stage (a stand-in layer directory, as tests/infra/test_stack.py does).
+1. ``cdk synth`` of the dev stage by infra/main.py itself (a stand-in layer directory); every stack of the
+   cloud assembly is rehearsed, dependencies first.
 2. A moto server in a child process, alone: its account (``ACCOUNT``) and region (``REGION``) are not the
    session's mock (tests/conftest.py), so ARNs carry values a stray default cannot fake, and nothing the
    rehearsal creates (the model bucket's global name included) meets the tables other tests use. An in-process
