@@ -58,14 +58,14 @@ REGION, ACCOUNT = "eu-central-1", "210987654321"  # the emulated account: neithe
 # ``skip``: not created; its references are still resolved and checked. A type missing here fails the test.
 UNSUPPORTED = {
     "AWS::CloudWatch::Alarm": "shim: put_metric_alarm with the template's properties",
-    "AWS::CloudWatch::CompositeAlarm": "shim: put_composite_alarm",
+    "AWS::CloudWatch::CompositeAlarm": "skip: moto implements no put_composite_alarm; its AlarmRule's alarms are checked",
     "AWS::S3::BucketPolicy": "shim: put_bucket_policy",
     "AWS::SNS::TopicPolicy": "shim: set_topic_attributes(Policy)",
     "AWS::SNS::Subscription": "shim: subscribe",
     "AWS::SQS::QueuePolicy": "shim: set_queue_attributes(Policy)",
     "AWS::IAM::ServiceLinkedRole": "shim: create_service_linked_role",
     "AWS::Lambda::EventInvokeConfig": "shim: put_function_event_invoke_config",
-    "AWS::Events::EventBusPolicy": "skip: moto's put_permission cannot take a statement document",
+    "AWS::Events::EventBusPolicy": "shim: put_permission (the statement, or Action/Principal/Condition)",
     "AWS::CDK::Metadata": "skip: CDK's version analytics, no AWS resource",
     "Custom::*": "skip: a Lambda-backed custom resource; moto would run the provider (Node.js, in Docker) and wait "
                  "for its callback. The provider function itself is created and checked",
@@ -451,12 +451,6 @@ def _shim_alarm(aws, name, props):
     return props["AlarmName"]
 
 
-def _shim_composite_alarm(aws, name, props):
-    props.setdefault("AlarmName", name)
-    aws("cloudwatch").put_composite_alarm(**props)
-    return props["AlarmName"]
-
-
 def _shim_bucket_policy(aws, name, props):
     aws("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=_policy(props["PolicyDocument"]))
     return props["Bucket"]
@@ -494,15 +488,28 @@ def _shim_event_invoke_config(aws, name, props):
     return name
 
 
+def _shim_event_bus_policy(aws, name, props):
+    bus = props.get("EventBusName", "default")
+    if "Statement" in props:
+        statement = {**props["Statement"], "Sid": props["StatementId"]}
+        aws("events").put_permission(EventBusName=bus, Policy=json.dumps({"Version": "2012-10-17",
+                                                                          "Statement": [statement]}))
+    else:
+        condition = {"Condition": props["Condition"]} if "Condition" in props else {}
+        aws("events").put_permission(EventBusName=bus, Action=props["Action"], Principal=props["Principal"],
+                                     StatementId=props["StatementId"], **condition)
+    return props["StatementId"]
+
+
 SHIMS = {
     "AWS::CloudWatch::Alarm": _shim_alarm,
-    "AWS::CloudWatch::CompositeAlarm": _shim_composite_alarm,
     "AWS::S3::BucketPolicy": _shim_bucket_policy,
     "AWS::SNS::TopicPolicy": _shim_topic_policy,
     "AWS::SQS::QueuePolicy": _shim_queue_policy,
     "AWS::SNS::Subscription": _shim_subscription,
     "AWS::IAM::ServiceLinkedRole": _shim_service_linked_role,
     "AWS::Lambda::EventInvokeConfig": _shim_event_invoke_config,
+    "AWS::Events::EventBusPolicy": _shim_event_bus_policy,
 }
 assert {t for t, why in UNSUPPORTED.items() if why.startswith("shim")} == set(SHIMS)
 
@@ -569,7 +576,10 @@ def rehearse(aws, outdir: Path, synth: SynthStack) -> dict:
     for logical_id, resource in template["Resources"].items():
         if logical_id in left_out and resource["Type"] in SHIMS:
             props = resolve(resource.get("Properties", {}))
-            physical[logical_id] = SHIMS[resource["Type"]](aws, f"{name}-{logical_id}", dict(props))
+            try:
+                physical[logical_id] = SHIMS[resource["Type"]](aws, f"{name}-{logical_id}", dict(props))
+            except ClientError as exc:
+                raise AssertionError(f"{name} {logical_id}: {exc}\n{aws.server_error()}") from exc
             shimmed[logical_id] = resource["Type"]
     for logical_id, resource in template["Resources"].items():
         resolved[logical_id] = resolve(resource.get("Properties", {}))
@@ -773,14 +783,15 @@ def _probe_event_bus(aws, physical, props, rehearsal, name):
     aws("events").describe_event_bus(Name=physical)
 
 
+def _probe_event_bus_policy(aws, physical, props, rehearsal, name):
+    policy = json.loads(aws("events").describe_event_bus(Name=props.get("EventBusName", "default"))["Policy"])
+    assert physical in {statement["Sid"] for statement in policy["Statement"]}, name
+
+
 def _probe_alarm(aws, physical, props, rehearsal, name):
     (alarm,) = aws("cloudwatch").describe_alarms(AlarmNames=[physical])["MetricAlarms"]
     assert alarm["AlarmActions"] == props.get("AlarmActions", [])
     assert alarm["ComparisonOperator"] == props["ComparisonOperator"]
-
-
-def _probe_composite_alarm(aws, physical, props, rehearsal, name):
-    aws("cloudwatch").describe_alarms(AlarmNames=[physical], AlarmTypes=["CompositeAlarm"])["CompositeAlarms"][0]
 
 
 def _probe_dashboard(aws, physical, props, rehearsal, name):
@@ -833,8 +844,8 @@ PROBES = {
     "AWS::SQS::QueuePolicy": _probe_queue_policy,
     "AWS::Events::Rule": _probe_rule,
     "AWS::Events::EventBus": _probe_event_bus,
+    "AWS::Events::EventBusPolicy": _probe_event_bus_policy,
     "AWS::CloudWatch::Alarm": _probe_alarm,
-    "AWS::CloudWatch::CompositeAlarm": _probe_composite_alarm,
     "AWS::CloudWatch::Dashboard": _probe_dashboard,
     "AWS::KMS::Key": _probe_kms_key,
 }
