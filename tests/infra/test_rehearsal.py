@@ -1037,6 +1037,9 @@ def test_the_checks_can_fail(rehearsal):
                             "Hook": {"Type": "Custom::Thing", "Properties": {"ServiceToken": "x"}},
                             "Queue": {"Type": "AWS::SQS::Queue", "DependsOn": "Hook",
                                       "Properties": {"QueueName": {"Fn::GetAtt": ["Hook", "Name"]}}}}}
+    # chalice package's SQS event source (``@app.on_sqs_message(queue=...)``) resolves to the queue's ARN
+    sqs_source = {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:spot-optimizer-dev-q"}
+    assert Resolver(aws, {"Resources": {}}, "app", {})(sqs_source) == f"arn:aws:sqs:{REGION}:{ACCOUNT}:spot-optimizer-dev-q"
     body, left_out = moto_template(broken)
     assert left_out == {"Alarm": "AWS::CloudWatch::Alarm", "Hook": "Custom::Thing", "Queue": "AWS::SQS::Queue"}
     assert set(body["Resources"]) == {"Topic"}
@@ -1117,7 +1120,7 @@ def test_sam_event_sources_point_at_the_stacks_resources(rehearsal, sam_template
     the sentinel's; any other ARN an event names exists in the emulated account."""
     sam, _ = sam_template
     aws = rehearsal["aws"]
-    resolve = Resolver(aws, sam, "spot-optimizer-app", {})
+    resolve = Resolver(aws, sam, "spot-optimizer-app", {}, rehearsal["synth"].region)
     kinds = set()
     for logical_id, props in _sam_functions(sam).items():
         for event_id, event in (props.get("Events") or {}).items():
@@ -1137,3 +1140,37 @@ def test_sam_event_sources_point_at_the_stacks_resources(rehearsal, sam_template
                         assert _arn_exists(aws, arn), (logical_id, event_id, arn)
     assert "Schedule" in kinds
     assert kinds & {"CloudWatchEvent", "EventBridgeRule", "SQS"}, "the sentinel has no event source"
+
+
+def _sqs_consumers(rehearsal, sam: dict) -> set[str]:
+    """Queue ARNs something reads: the app's SQS event sources, the stacks' event source mappings."""
+    resolve = Resolver(rehearsal["aws"], sam, "spot-optimizer-app", {}, rehearsal["synth"].region)
+    consumed = {resolve(event["Properties"]["Queue"]) for props in _sam_functions(sam).values()
+                for event in (props.get("Events") or {}).values() if event["Type"] == "SQS"}
+    for result in rehearsal["stacks"]:
+        for name, resource in result["template"]["Resources"].items():
+            if resource["Type"] == "AWS::Lambda::EventSourceMapping":
+                consumed.add(result["resolved"][name]["EventSourceArn"])
+    return consumed
+
+
+def test_every_queue_a_rule_feeds_is_consumed(rehearsal, sam_template):
+    """rule → queue → function: an event put in a queue nobody reads is lost. A queue that only receives what
+    failed (a target's or a queue's dead-letter queue) is read by an operator (redrive), not by a function."""
+    consumed = _sqs_consumers(rehearsal, sam_template[0])
+    fed, dead_letter = set(), set()
+    for result in rehearsal["stacks"]:
+        for name, resource in result["template"]["Resources"].items():
+            props = result["resolved"][name]
+            if resource["Type"] == "AWS::Events::Rule":
+                for target in props.get("Targets", []):
+                    if target["Arn"].startswith("arn:aws:sqs:"):
+                        fed.add(target["Arn"])
+                    if target.get("DeadLetterConfig"):
+                        dead_letter.add(target["DeadLetterConfig"]["Arn"])
+            if resource["Type"] == "AWS::SQS::Queue" and props.get("RedrivePolicy"):
+                dead_letter.add(props["RedrivePolicy"]["deadLetterTargetArn"])
+    unread = fed - consumed - dead_letter
+    assert not unread, f"queues fed by EventBridge rules that no function reads: {sorted(unread)}"
+    missing = {arn for arn in consumed if not _arn_exists(rehearsal["aws"], arn)}
+    assert not missing, f"event sources on queues that do not exist: {sorted(missing)}"
