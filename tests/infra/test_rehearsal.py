@@ -919,7 +919,7 @@ def test_outputs_wire_the_chalice_stage(rehearsal):
     environment = config["stages"][STAGE]["environment_variables"]
     for variable in ENVIRONMENT_OUTPUTS:
         value = environment[variable]
-        assert _arn_exists(aws, value) if value.startswith("arn:") else _bucket_exists(aws, value), variable
+        assert _value_names_a_resource(aws, value), (variable, value)
     assert all(_arn_exists(aws, arn) for arn in config["stages"][STAGE]["lambda_functions"]["risk-scorer"]["layers"])
     # the names both sides derive from SPOT_STAGE
     assert outputs["TablePrefix"] and all(t.Meta.table_name.startswith(outputs["TablePrefix"]) for t in ALL_TABLES)
@@ -959,9 +959,23 @@ def _strings(value):
             yield from _strings(inner)
 
 
-def _bucket_exists(aws, name: str) -> bool:
-    aws("s3").head_bucket(Bucket=name)
-    return True
+def _value_names_a_resource(aws, value: str) -> bool:
+    """An output wired into the app's environment names something that exists: an ARN, a queue URL, a
+    parameter name, a bucket or a table."""
+    if value.startswith("arn:"):
+        return _arn_exists(aws, value)
+    lookups = [lambda: aws("s3").head_bucket(Bucket=value), lambda: aws("dynamodb").describe_table(TableName=value)]
+    if value.startswith(("http://", "https://")):
+        lookups = [lambda: aws("sqs").get_queue_url(QueueName=value.rstrip("/").rsplit("/", 1)[-1])]
+    elif value.startswith("/"):
+        lookups = [lambda: aws("ssm").get_parameter(Name=value)]
+    for lookup in lookups:
+        try:
+            lookup()
+            return True
+        except ClientError:
+            continue
+    return False
 
 
 def _arn_exists(aws, arn: str) -> bool:
@@ -1030,6 +1044,9 @@ def test_the_checks_can_fail(rehearsal):
                 f"arn:aws:iam::{ACCOUNT}:role/no-such-role",
                 "arn:aws:s3:::no-such-bucket-rehearsal"):
         assert not _arn_exists(aws, arn), arn
+    for value in ("no-such-bucket-or-table", "/no/such/parameter", "http://127.0.0.1:1/210987654321/no-such-queue"):
+        assert not _value_names_a_resource(aws, value), value
+    assert _value_names_a_resource(aws, rehearsal["outputs"]["ModelBucket"])
     with pytest.raises(AssertionError, match="New::Type"):
         unsupported_reason("AWS::New::Type")
     broken = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"},
@@ -1104,7 +1121,7 @@ def test_sam_template_holds_every_chalice_function_with_the_stacks_environment(r
         for variable, output in ENVIRONMENT_OUTPUTS.items():
             assert variables[variable] == rehearsal["outputs"][output], (logical_id, variable)
             value = variables[variable]
-            assert _arn_exists(aws, value) if value.startswith("arn:") else _bucket_exists(aws, value)
+            assert _value_names_a_resource(aws, value), (logical_id, variable, value)
         for layer in props.get("Layers", []):
             assert _arn_exists(aws, layer), (logical_id, layer)
         assert props.get("ReservedConcurrentExecutions") == RESERVED_CONCURRENCY.get(logical[logical_id]), logical_id
