@@ -583,9 +583,13 @@ def rehearse(aws, outdir: Path, synth: SynthStack) -> dict:
             shimmed[logical_id] = resource["Type"]
     for logical_id, resource in template["Resources"].items():
         resolved[logical_id] = resolve(resource.get("Properties", {}))
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    for key, output in template.get("Outputs", {}).items():
+        if key not in body["Outputs"]:  # it names a left-out resource: evaluated here, as CloudFormation would
+            outputs[key] = resolve(output["Value"])
     return {"aws": aws, "synth": synth, "template": template, "stack": stack, "created": created,
             "physical": physical, "left_out": left_out, "shimmed": shimmed, "resolved": resolved, "resolve": resolve,
-            "published": published, "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}}
+            "published": published, "outputs": outputs}
 
 
 def _zip(directory: Path) -> bytes:
