@@ -13,8 +13,9 @@
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage>, cfn-lint both
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
-#   make deploy   STAGE=dev: cdk deploy infra/, wire its outputs into .chalice/config.json, chalice deploy,
-#                 then API Gateway stage throttling
+#   make deploy   STAGE=dev: cdk deploy infra/ (+ EVENT_REGIONS=r1,r2 forwarders), wire its outputs into
+#                 .chalice/config.json, chalice deploy, the sentinel's partial batch responses, API Gateway throttling
+#   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -30,11 +31,14 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 
 # infra/ (CDK): the CLI is only needed by `make deploy` (npm registry); `make infra` synthesises with Python.
 STAGE ?= dev
+# Regions besides the deploy region whose EC2/Health events the sentinel needs (comma-separated, e.g.
+# EVENT_REGIONS=eu-west-1,us-west-2): one forwarding stack each (infra/event_intake.py).
+EVENT_REGIONS ?=
 CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy lint clean check-python
+.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy redrive lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -131,11 +135,17 @@ deploy: $(STAMP)
 	@test -f $(LAYER_READY) || $(MAKE) layer
 	@mkdir -p build
 	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) deploy $(APP_NAME)-$(STAGE)-infra \
+	  $(if $(EVENT_REGIONS),"$(APP_NAME)-$(STAGE)-events-*") -c event_regions=$(EVENT_REGIONS) \
 	  -c stage=$(STAGE) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
 	  --no-notices $(CDK_DEPLOY_ARGS)
 	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
+	$(BIN)/python -m infra.event_source enable --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
+
+# Dead-lettered sentinel events back to the event queue (SQS StartMessageMoveTask); read them first.
+redrive: $(STAMP)
+	$(BIN)/python -m infra.event_source redrive --stage $(STAGE)
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

@@ -27,3 +27,8 @@ def notification_topic_name(stage: str) -> str:
 def failover_log_group_name(state_machine_name: str) -> str:
     # /aws/vendedlogs/ keeps Step Functions from growing the account's CloudWatch Logs resource policy.
     return f"/aws/vendedlogs/states/{state_machine_name}"
+
+
+def event_forwarder_stack_name(stage: str, region: str) -> str:
+    """The stack forwarding one more region's sentinel events to the deploy region (infra/event_intake.py)."""
+    return f"{APP_NAME}-{stage}-events-{region}"

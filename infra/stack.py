@@ -29,6 +29,7 @@ from constructs import Construct
 from chalicelib import workflows
 from chalicelib.settings import APP_NAME, get_settings, table_prefix
 from chalicelib.tables import ALL_TABLES
+from infra.event_intake import EventIntake
 from infra.naming import failover_log_group_name, layer_version_name, notification_topic_name, stack_name
 from infra.tables import create_tables
 
@@ -120,6 +121,8 @@ class SpotOptimizerStack(Stack):
         # --- SNS: notifications -----------------------------------------------------------------------
         self.topic = sns.Topic(self, "NotificationTopic", topic_name=notification_topic_name(stage),
                                display_name=f"Spot Optimizer {stage}", enforce_ssl=True)
+
+        self.event_intake = EventIntake(self, "EventIntake", stage=stage, alarm_topic=self.topic)  # rules → SQS + DLQ
 
         # --- SSM: admin-key hash (placeholder; the operator overwrites the value) ----------------------
         self.admin_key_parameter = ssm.StringParameter(
