@@ -65,7 +65,13 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     def record_handler(record) -> dict:
-        return on_event(queued_event(record.body), context)
+        try:
+            return on_event(queued_event(record.body), context)
+        except Exception:  # reported as a batch item failure: logged here, where the cause is known
+            logger.exception("event failed: it comes back from the queue (then the dead-letter queue)",
+                             extra={"message_id": record.message_id,
+                                    "receive_count": record.attributes.approximate_receive_count})
+            raise
 
     return process_partial_response(event=event, record_handler=record_handler,
                                     processor=BatchProcessor(event_type=EventType.SQS))
