@@ -16,8 +16,10 @@
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
 #   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
 #                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
-#                 push the state back, then API Gateway stage throttling (ALARM_EMAIL=... subscribes to alarms)
+#                 push the state back, the sentinel's partial batch responses, then API Gateway stage throttling
+#                 (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
 #   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
+#   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -33,11 +35,14 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 
 # infra/ (CDK): the CLI is only needed by `make deploy` (npm registry); `make infra` synthesises with Python.
 STAGE ?= dev
+# Regions besides the deploy region whose EC2/Health events the sentinel needs (comma-separated, e.g.
+# EVENT_REGIONS=eu-west-1,us-west-2): one forwarding stack each (infra/event_intake.py).
+EVENT_REGIONS ?=
 CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy destroy lint clean check-python
+.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate attack-walk train layer infra policies deploy destroy redrive lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -132,7 +137,7 @@ policies: $(STAMP)
 # Chalice must target the same region (deploy_state.py preflight, then wire_outputs.py --region). Chalice's
 # .chalice/deployed/<stage>.json is shared through the stage's bucket: pulled before, pushed after.
 ALARM_EMAIL ?=
-CDK_CONTEXT = -c stage=$(STAGE) $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL))
+CDK_CONTEXT = -c stage=$(STAGE) -c event_regions=$(EVENT_REGIONS) $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL))
 deploy: $(STAMP)
 	$(BIN)/python infra/wire_outputs.py --check --stage $(STAGE)
 	$(BIN)/python -m infra.chalice_policies --check
@@ -140,6 +145,7 @@ deploy: $(STAMP)
 	@test -f $(LAYER_READY) || $(MAKE) layer
 	@mkdir -p build
 	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) deploy $(APP_NAME)-$(STAGE)-infra \
+	  $(if $(EVENT_REGIONS),"$(APP_NAME)-$(STAGE)-events-*") \
 	  $(CDK_CONTEXT) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
 	  --require-approval never --no-notices $(CDK_DEPLOY_ARGS)
 	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json \
@@ -147,6 +153,7 @@ deploy: $(STAMP)
 	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py push --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	$(BIN)/python -m infra.event_source enable --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py api-log-retention --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
 
@@ -159,7 +166,12 @@ destroy: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice delete --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py push --stage $(STAGE)
 	cd infra && PATH=$(abspath $(BIN)):$$PATH CDK_DISABLE_CLI_TELEMETRY=true $(CDK) destroy $(APP_NAME)-$(STAGE)-infra \
+	  $(if $(EVENT_REGIONS),"$(APP_NAME)-$(STAGE)-events-*") -c event_regions=$(EVENT_REGIONS) \
 	  -c stage=$(STAGE) -c skip_layer=true --output cdk.out/$(STAGE) --force --no-notices
+
+# Dead-lettered sentinel events back to the event queue (SQS StartMessageMoveTask); read them first.
+redrive: $(STAMP)
+	$(BIN)/python -m infra.event_source redrive --stage $(STAGE)
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

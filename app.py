@@ -3,8 +3,6 @@ handlers and the failover workflow's task functions."""
 
 from chalice import Chalice, Cron, Rate
 
-from components.sentinel.rules import SENTINEL_RULES
-
 from chalicelib import failover
 from chalicelib import sentinel as sentinel_intake
 from chalicelib.api import (
@@ -38,7 +36,14 @@ from chalicelib.jobs import scheduled_time
 from chalicelib.jobs import snapshots as snapshots_job
 from chalicelib.jobs import spot_prices as spot_prices_job
 from chalicelib.observability import http_middleware
-from chalicelib.settings import APP_NAME, get_settings
+from chalicelib.settings import (
+    APP_NAME,
+    SENTINEL_BATCH_SIZE,
+    SENTINEL_CONCURRENCY,
+    SENTINEL_FUNCTION,
+    event_queue_name,
+    get_settings,
+)
 
 app = Chalice(app_name=APP_NAME)
 # The legacy dashboard's model upload is multipart with binary files: API Gateway must pass it unaltered.
@@ -128,24 +133,15 @@ def growth_snapshot(event):
     return snapshots_job.run(scheduled_time(event))
 
 
-# --- sentinel: the three EventBridge rules (chalice package emits them) ---
+# --- sentinel: EventBridge rules → the stage's event queue (+ dead-letter queue) → one function ---------
 
-@app.on_cw_event(SENTINEL_RULES["sentinel-interruption"], name="sentinel-interruption")
-def sentinel_interruption(event):
-    """Two-minute spot interruption warning → failover workflow."""
-    return sentinel_intake.on_event(event.to_dict(), event.context)
-
-
-@app.on_cw_event(SENTINEL_RULES["sentinel-rebalance"], name="sentinel-rebalance")
-def sentinel_rebalance(event):
-    """Rebalance recommendation → pre-warm a standby when the pool is risky."""
-    return sentinel_intake.on_event(event.to_dict(), event.context)
-
-
-@app.on_cw_event(SENTINEL_RULES["sentinel-state-change"], name="sentinel-state-change")
-def sentinel_state_change(event):
-    """A managed instance went away (failover if it was a primary) or a standby came up."""
-    return sentinel_intake.on_event(event.to_dict(), event.context)
+@app.on_sqs_message(queue=event_queue_name(get_settings().stage), batch_size=SENTINEL_BATCH_SIZE,
+                    maximum_concurrency=SENTINEL_CONCURRENCY, name=SENTINEL_FUNCTION)
+def sentinel(event):
+    """Spot interruption warnings, rebalance recommendations, state changes and AWS Health scheduled
+    retirements (components/sentinel/rules.py; infra/event_intake.py creates the queue and the rules) →
+    failover workflow / pre-warmed standby. Returns the batch item failures."""
+    return sentinel_intake.on_sqs_batch(event.to_dict(), event.context)
 
 
 # --- failover state machine tasks (chalicelib/workflows/failover.asl.json) ---

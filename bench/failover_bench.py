@@ -144,6 +144,7 @@ class Harness:
         import boto3
 
         from chalicelib.repositories import interruptions
+        from localmode.eventbridge import through_queue
 
         sent = datetime.now(timezone.utc)
         event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "EC2 Spot Instance Interruption Warning",
@@ -152,7 +153,7 @@ class Harness:
                  "detail": {"instance-id": target["instance_id"], "instance-action": "terminate"}}
         _label.step = "sentinel"
         try:
-            result = self.client.lambda_.invoke("sentinel-interruption", event).payload
+            (result,) = through_queue([event], lambda name, payload: self.client.lambda_.invoke(name, payload).payload)
         finally:
             _label.step = None
         sfn = boto3.client("stepfunctions", region_name=REGION)

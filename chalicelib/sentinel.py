@@ -8,10 +8,16 @@ rebalance recommendations pre-warm a standby when the pool's risk is high. The r
 planned return from on-demand (``SignalKind.PLANNED``) comes through here too, so it is claimed like a
 manual promotion and runs the same workflow. No sleeping anywhere: a burst for one pool is many
 parallel invocations, each doing a few writes and one StartExecution.
+
+EventBridge delivers through the stage's event queue (infra/event_intake.py): :func:`on_sqs_batch` is the
+Lambda entry point. Delivery is at least once: the event id is the idempotency key (a redelivered event
+returns the stored result, nothing runs twice), and a message whose handling raised is reported as a batch
+item failure (only it comes back; after ``maxReceiveCount`` receives it waits in the dead-letter queue).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -26,7 +32,7 @@ from components.sentinel import (
     SignalKind,
     SignalSource,
     capacity_kind,
-    parse_event,
+    parse_signals,
     signal_key,
     stopped_by_user,
 )
@@ -46,8 +52,43 @@ from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable
 
 
+def on_sqs_batch(event: dict, context=None) -> dict:
+    """Lambda entry point: a batch of EventBridge events from the stage's event queue.
+
+    Each message body is one event (the rule's SQS target sends the whole event). Returns the partial batch
+    response ``{"batchItemFailures": [{"itemIdentifier": <messageId>}]}`` (powertools BatchProcessor): a
+    message that raised is retried alone, the others are deleted. The event source mapping must report
+    batch item failures (``ReportBatchItemFailures``; chalice 1.34 cannot set it: infra/event_source.py
+    does, in `make deploy`). When every message of the batch fails, BatchProcessor raises: the whole batch
+    is retried, which is the same thing.
+    """
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    def record_handler(record) -> dict:
+        try:
+            return on_event(queued_event(record.body), context)
+        except Exception:  # reported as a batch item failure: logged here, where the cause is known
+            logger.exception("event failed: it comes back from the queue (then the dead-letter queue)",
+                             extra={"message_id": record.message_id,
+                                    "receive_count": record.attributes.approximate_receive_count})
+            raise
+
+    return process_partial_response(event=event, record_handler=record_handler,
+                                    processor=BatchProcessor(event_type=EventType.SQS))
+
+
+def queued_event(body: str) -> dict:
+    """The EventBridge event of one queue message; ValueError (a batch item failure, then the dead-letter
+    queue) when the body is not one."""
+    event = json.loads(body)
+    if not isinstance(event, dict):
+        raise ValueError("the message body is not an EventBridge event (a JSON object)")
+    return event
+
+
 def on_event(event: dict, context=None) -> dict:
-    """EventBridge entry point, idempotent on the event id (powertools Idempotency)."""
+    """One EventBridge event, idempotent on the event id (powertools Idempotency): a redelivered event
+    returns the result stored the first time and does nothing."""
     intake, config = _idempotent_intake()
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         config.register_lambda_context(context)
@@ -71,11 +112,17 @@ def _idempotent_intake():
     @idempotent_function(data_keyword_argument="event", persistence_store=persistence, config=config)
     def intake(event: dict) -> dict:
         try:
-            signal = parse_event(event)
-        except InvalidSignalError as exc:
+            signals = parse_signals(event)
+        except InvalidSignalError as exc:  # not retried: it would fail the same way again
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
-        return handle(signal, clock.now())
+        now = clock.now()
+        results = [handle(signal, now) for signal in signals]
+        if len(results) == 1:
+            return results[0]
+        # An AWS Health event names every instance it affects; each is claimed on its own.
+        return {"action": "per_instance", "results": [{"instance_id": signal.instance_id, **result}
+                                                      for signal, result in zip(signals, results)]}
 
     return intake, config
 

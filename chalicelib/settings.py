@@ -14,6 +14,15 @@ APP_NAME = "spot-optimizer"
 # The account part of the model bucket's name where no stack output was wired (local mode, tests).
 UNWIRED_ACCOUNT = "local"
 
+# The sentinel: one ``@app.on_sqs_message`` function consuming the stage's event queue (EventBridge rules →
+# SQS → Lambda, infra/event_intake.py). Ten events per invocation at most, no batching window (a warning
+# gives two minutes); at most SENTINEL_CONCURRENCY invocations at once (the event source mapping's maximum
+# concurrency and the function's reserved concurrency, infra/throttling.py: equal, so the queue's poller is
+# never throttled and no message is returned to the queue, or sent to the dead-letter queue, for throttling).
+SENTINEL_FUNCTION = "sentinel"
+SENTINEL_BATCH_SIZE = 10
+SENTINEL_CONCURRENCY = 30
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -192,3 +201,16 @@ def model_bucket_name(stage: str, account: str, region: str) -> str:
 def admin_key_parameter_name(stage: str) -> str:
     """The stage's SSM parameter holding the admin-key hash."""
     return f"/{APP_NAME}/{stage}/admin-key-hash"
+
+
+def event_queue_name(stage: str) -> str:
+    """The stage's sentinel event queue. app.py names it in ``@app.on_sqs_message`` when it is imported, so
+    the stage must be known then: ``chalice deploy/package --stage <s>`` set the stage's
+    ``environment_variables`` (``SPOT_STAGE=<s>``, .chalice/config.json) before importing app.py, and
+    infra/main.py sets SPOT_STAGE from ``-c stage=<s>`` before importing chalicelib."""
+    return f"{APP_NAME}-{stage}-events"
+
+
+def event_dead_letter_queue_name(stage: str) -> str:
+    """Where an event lands after failing ``maxReceiveCount`` times (infra/event_intake.py; `make redrive`)."""
+    return f"{APP_NAME}-{stage}-events-dlq"

@@ -239,7 +239,7 @@ def roots() -> dict[str, tuple[str, ...]]:
         for qualified, node in module.defs.items():
             for decorator in getattr(node, "decorator_list", ()):
                 kind, name = _decorator_name(decorator)
-                if module.name == "app" and kind in ("schedule", "on_cw_event", "lambda_function"):
+                if module.name == "app" and kind in ("schedule", "on_cw_event", "on_sqs_message", "lambda_function"):
                     found.setdefault(name or qualified, []).append(f"app:{qualified}")
                 elif module.name.startswith("chalicelib.api.") and kind == "route":
                     found["api_handler"].append(f"{module.name}:{qualified}")

@@ -10,6 +10,9 @@ Context: ``stage`` (default ``dev``); ``skip_layer`` (``true`` synthesises witho
 ``alarm_email`` (an address subscribed to the stage's SNS topic: alarms and failover notices; default
 ``alarm_emails.<stage>`` of cdk.json, so a later deploy without ``-c`` keeps the subscription);
 ``nag`` (default ``true``: cdk-nag's AwsSolutions pack runs, and an unsuppressed finding fails the synth).
+``event_regions`` (comma-separated regions whose EC2/Health events the sentinel needs besides the deploy
+region's: one ``spot-optimizer-<stage>-events-<region>`` stack each, forwarding to the deploy region, which
+is ``-c region=`` or else CDK_DEFAULT_REGION / AWS_REGION / AWS_DEFAULT_REGION).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,6 +45,31 @@ def _cli_context(argv: list[str]) -> dict[str, str]:
 
 def _truthy(value) -> bool:
     return value is True or str(value).strip().lower() in TRUE
+
+
+def event_regions(value: str, deploy_region: str | None) -> list[str]:
+    """The regions of ``-c event_regions=a,b`` that need a forwarder (the deploy region needs none)."""
+    regions = list(dict.fromkeys(r.strip() for r in value.split(",") if r.strip()))
+    bad = [r for r in regions if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", r)]
+    if bad:
+        raise ValueError(f"event_regions: {bad} are not region names")
+    if regions and not deploy_region:
+        raise ValueError("event_regions needs the deploy region: -c region=<r> or AWS_REGION/CDK_DEFAULT_REGION")
+    return [r for r in regions if r != deploy_region]
+
+
+def add_event_forwarders(app, stage: str, value: str, deploy_region: str | None = None) -> list:
+    """One EventForwarderStack per extra region, forwarding to the deploy region's default bus."""
+    import aws_cdk as cdk
+
+    from infra.event_intake import EventForwarderStack
+    from infra.naming import event_forwarder_stack_name
+
+    deploy_region = deploy_region or (os.environ.get("CDK_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+                                      or os.environ.get("AWS_DEFAULT_REGION"))
+    return [EventForwarderStack(app, event_forwarder_stack_name(stage, region), stage=stage,
+                                deploy_region=deploy_region, env=cdk.Environment(region=region))
+            for region in event_regions(value, deploy_region)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                       or (app.node.try_get_context("alarm_emails") or {}).get(stage) or "").strip() or None
     try:
         SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer, alarm_email=alarm_email)
+        add_event_forwarders(app, stage, str(app.node.try_get_context("event_regions") or ""),
+                             app.node.try_get_context("region"))
     except (LayerMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -58,6 +58,9 @@ def failover_log_group_name(state_machine_name: str) -> str:
     return f"/aws/vendedlogs/states/{state_machine_name}"
 
 
+def event_forwarder_stack_name(stage: str, region: str) -> str:
+    """The stack forwarding one more region's sentinel events to the deploy region (infra/event_intake.py)."""
+    return f"{APP_NAME}-{stage}-events-{region}"
 def dashboard_name(stage: str, region: str) -> str:
     """CloudWatch dashboards are global in an account: the region keeps two regions' stages apart."""
     return f"{APP_NAME}-{stage}-{region}"

@@ -24,7 +24,13 @@ import re
 from pathlib import Path
 
 from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
-from chalicelib.settings import APP_NAME, admin_key_parameter_name, model_bucket_name
+from chalicelib.settings import (
+    APP_NAME,
+    SENTINEL_FUNCTION,
+    admin_key_parameter_name,
+    event_queue_name,
+    model_bucket_name,
+)
 from chalicelib.workflows import FAILOVER_TASKS, function_name, state_machine_name
 from infra.naming import notification_topic_name
 
@@ -272,6 +278,21 @@ def _logs(stage: str, function: str) -> list[dict]:
             _statement("OwnLogStreams", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{group}:log-stream:*"])]
 
 
+# What Lambda's SQS event source mapping does with the function's role (app.py ``@app.on_sqs_message``);
+# no code of the function calls these.
+EVENT_SOURCE_ACTIONS = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                        "sqs:ReceiveMessage")
+# Chalice function → the queue its ``@app.on_sqs_message`` consumes (tests/infra/test_policies.py checks app.py).
+SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name}
+
+
+def _event_source(stage: str, function: str) -> list[dict]:
+    if function not in SQS_EVENT_SOURCES:
+        return []
+    queue = f"arn:aws:sqs:*:*:{SQS_EVENT_SOURCES[function](stage)}"
+    return [_statement("ConsumeEventQueue", EVENT_SOURCE_ACTIONS, [queue], SAME_ACCOUNT)]
+
+
 def _tracing(stage: str) -> list[dict]:
     # X-Ray has no resource-level permissions.
     return [_statement("Tracing", ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*")]
@@ -303,9 +324,7 @@ FUNCTIONS: dict[str, tuple] = {
     "savings-rollup": (tables,),
     "savings-close": (tables,),
     "growth-snapshot": (tables,),
-    "sentinel-interruption": _SENTINEL,
-    "sentinel-rebalance": _SENTINEL,
-    "sentinel-state-change": _SENTINEL,
+    SENTINEL_FUNCTION: _SENTINEL,
     "failover-plan": (tables, ec2_describe, ec2_zones),
     "failover-launch": (tables, ec2_describe, ec2_launch),
     "failover-check-ready": (tables, ec2_describe, ec2_terminate),
@@ -334,7 +353,7 @@ def _merge(statements: list[dict]) -> list[dict]:
 def function_policy(stage: str, function: str) -> dict:
     """The IAM policy document of one Chalice function in one stage."""
     capabilities = FUNCTIONS[function]
-    statements = _logs(stage, function) + _tracing(stage)
+    statements = _logs(stage, function) + _tracing(stage) + _event_source(stage, function)
     for capability in capabilities:
         statements += capability(stage)
     if _IN_CLIENT_ACCOUNTS & set(capabilities):

@@ -33,8 +33,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from chalicelib import workflows
-from chalicelib.settings import APP_NAME, get_settings, model_bucket_name, table_prefix
+from chalicelib.settings import APP_NAME, SENTINEL_FUNCTION, get_settings, model_bucket_name, table_prefix
 from chalicelib.tables import ALL_TABLES
+from infra.event_intake import EventIntake
 from infra.monitoring import Monitoring
 from infra.naming import (
     MAX_STAGE_LENGTH,
@@ -229,9 +230,10 @@ class SpotOptimizerStack(Stack):
             failover_functions=[deployed_function_name(name, stage) for name in workflows.FAILOVER_TASKS.values()])
 
         # --- Event intake (EventBridge → SQS + DLQ → sentinel): infra/event_intake.py ------------------
-        # EVENT INTAKE HOOK: instantiate that construct on the next line. Its alarms (DLQ depth, sentinel
-        # errors/throttles) go through self.monitoring.alarm(...) / self.monitoring.watch_functions(...),
-        # so they notify self.topic and appear on the dashboard.
+        # Its own alarms (dead-lettered events, events waiting) notify the topic; the sentinel's errors and
+        # throttles are watched with the other functions'.
+        self.event_intake = EventIntake(self, "EventIntake", stage=stage, alarm_topic=self.topic)
+        self.monitoring.watch_functions("Sentinel", [deployed_function_name(SENTINEL_FUNCTION, stage)])
 
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")

@@ -25,15 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from chalicelib.settings import SENTINEL_CONCURRENCY, SENTINEL_FUNCTION  # noqa: E402
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 
-# EVENT INTAKE HOOK: the sentinel's functions and their reserved concurrency belong to the event intake
-# (infra/event_intake.py); change SENTINEL_FUNCTIONS / the sentinel entry below there, the failover entry stays.
-SENTINEL_FUNCTIONS = ("sentinel-interruption", "sentinel-rebalance", "sentinel-state-change")
-# A reclaimed pool interrupts many instances at once: each signal kind gets its own 10. The failover steps
-# get 5 each: they always have room when the API is flooded, and cannot flood the account either.
+# A reclaimed pool interrupts many instances at once: the sentinel gets 30 (= the maximum concurrency of its
+# SQS event source mapping, app.py, so the poller is never throttled), each failover step 5.
 RESERVED_CONCURRENCY: dict[str, int] = {
-    **{name: 10 for name in SENTINEL_FUNCTIONS},
+    SENTINEL_FUNCTION: SENTINEL_CONCURRENCY,
     **{name: 5 for name in FAILOVER_TASKS.values()},
 }
 

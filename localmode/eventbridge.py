@@ -1,16 +1,23 @@
 """EventBridge's PutEvents for the embedded AWS (served by ``localmode/routes.py`` in local mode only).
 
 Takes one PutEvents entry (``{"Source", "DetailType", "Detail", "Resources"?, "Time"?}``) or
-``{"Entries": [...]}``, turns each into the event EventBridge would deliver, and invokes every
-``@app.on_cw_event`` handler whose rule pattern matches (moto's pattern matcher), as the rule's Lambda
-target would. Never deployed.
+``{"Entries": [...]}``, turns each into the event EventBridge would deliver and, when a sentinel rule
+(components/sentinel/rules.py, moto's pattern matcher) matches, hands it to the sentinel function the way
+production does: as a message of the stage's event queue, in the SQS batch shape Lambda's event source
+mapping sends (:func:`sqs_event`, the one helper local mode, the demo, the bench and the tests use), through
+``@app.on_sqs_message``'s handler. Never deployed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
+
+from components.sentinel.rules import SENTINEL_RULES
 
 from localmode.invoke import invoke
 
@@ -18,10 +25,8 @@ ACCOUNT = "123456789012"
 
 
 def rules() -> dict[str, dict]:
-    """Handler name → event pattern of every ``@app.on_cw_event`` declaration."""
-    from app import app
-
-    return {s.name: s.event_pattern for s in app.event_sources if getattr(s, "event_pattern", None)}
+    """Rule name → event pattern of every rule that targets the sentinel's queue."""
+    return dict(SENTINEL_RULES)
 
 
 def to_event(entry: dict, region: str) -> dict:
@@ -35,12 +40,71 @@ def to_event(entry: dict, region: str) -> dict:
             "resources": entry.get("Resources", []), "detail": detail}
 
 
-def deliver(event: dict) -> list[dict]:
-    """Invoke every matching handler; returns [{handler, result}]."""
+def matching_rules(event: dict) -> list[str]:
+    """The sentinel rules whose pattern matches ``event`` (what EventBridge would send to the queue)."""
     from moto.events.models import EventPattern
 
-    delivered = []
-    for name, pattern in rules().items():
-        if EventPattern.load(json.dumps(pattern)).matches_event(event):
-            delivered.append({"handler": name, "result": invoke(name, event)})
-    return delivered
+    return [name for name, pattern in rules().items() if EventPattern.load(json.dumps(pattern)).matches_event(event)]
+
+
+def sqs_event(events: list[dict], *, receive_count: int = 1) -> dict:
+    """The Lambda event the sentinel's SQS event source mapping sends for these EventBridge events: one
+    record per event, its body the whole event as JSON (what an SQS rule target enqueues)."""
+    from chalicelib.settings import event_queue_name, get_settings
+
+    settings = get_settings()
+    queue_arn = f"arn:aws:sqs:{settings.region}:{ACCOUNT}:{event_queue_name(settings.stage)}"
+    now_ms = str(int(time.time() * 1000))
+    records = []
+    for event in events:
+        body = json.dumps(event)
+        records.append({
+            "messageId": str(uuid.uuid4()), "receiptHandle": uuid.uuid4().hex, "body": body,
+            "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": now_ms,
+                           "SenderId": "AIDAEVENTBRIDGE", "ApproximateFirstReceiveTimestamp": now_ms},
+            "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's own digest
+            "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": settings.region})
+    return {"Records": records}
+
+
+def through_queue(events: list[dict], call: Callable[[str, dict], dict] | None = None) -> list[dict]:
+    """Run ``events`` through the sentinel function as one queue batch; per event, what the sentinel did.
+
+    ``call(name, payload)`` invokes a handler (default: local mode's in-process Lambda). What was done is
+    read back from the sentinel's idempotency record of the event id (the Lambda itself answers only the
+    batch item failures): the read runs nothing again. A failed message answers
+    ``{"action": "failed", "batch_item_failure": <messageId>}`` (in production SQS would deliver it again;
+    when every message fails the function raises and the whole batch comes back, the same thing).
+    """
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    from chalicelib import sentinel
+    from chalicelib.settings import SENTINEL_FUNCTION
+
+    call = call or invoke
+    batch = sqs_event(events)
+    try:
+        response = call(SENTINEL_FUNCTION, batch) or {}
+        failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+    except BatchProcessingError:
+        failed = {record["messageId"] for record in batch["Records"]}
+    results = []
+    for record, event in zip(batch["Records"], events, strict=True):
+        if record["messageId"] in failed:
+            results.append({"action": "failed", "batch_item_failure": record["messageId"]})
+        else:
+            results.append(sentinel.on_event(event))
+    return results
+
+
+def deliver(event: dict) -> list[dict]:
+    """Send ``event`` to the sentinel's queue if a rule matches; returns [{rule, handler, result}]."""
+    from chalicelib.settings import SENTINEL_FUNCTION
+
+    matched = matching_rules(event)
+    if not matched:
+        return []
+    (result,) = through_queue([event])
+    # One message per event however many rules match (the rules' patterns do not overlap).
+    return [{"rule": matched[0], "handler": SENTINEL_FUNCTION, "result": result}]
+

@@ -1,6 +1,7 @@
 """Routes that exist only in local mode (app.py registers them for the ``local`` stage; never deployed).
 
-- ``POST /_local/eventbridge``: PutEvents entries delivered to every matching ``on_cw_event`` handler.
+- ``POST /_local/eventbridge``: PutEvents entries matching a sentinel rule go to the sentinel as messages of its
+  event queue (the SQS batch shape, as in production; ``localmode.eventbridge``).
 - ``POST /_local/clock``: pin the server's clock to a replay time (the demo's accelerated history).
 - ``POST /_local/capacity``: which AZs a spot launch may succeed in now (the demo's replayed world;
   ``localmode.capacity``).

@@ -11,7 +11,10 @@ from components.sentinel.health import (
 from components.sentinel.model import HealthReport, HealthState, HealthThresholds
 from components.sentinel.signals import (
     DETAIL_TYPES,
+    HEALTH_DETAIL_TYPE,
+    HEALTH_SOURCE,
     LOST_STATES,
+    RETIREMENT_EVENT_CODES,
     TERMINATION_NOTICE_S,
     Signal,
     SignalKind,
@@ -19,6 +22,7 @@ from components.sentinel.signals import (
     capacity_kind,
     claim_is_stale,
     parse_event,
+    parse_signals,
     signal_group,
     signal_key,
     stopped_by_user,
@@ -27,7 +31,10 @@ from components.sentinel.signals import (
 __all__ = [
     "CONTINUE_MONITORING",
     "DETAIL_TYPES",
+    "HEALTH_DETAIL_TYPE",
+    "HEALTH_SOURCE",
     "LOST_STATES",
+    "RETIREMENT_EVENT_CODES",
     "TERMINATION_NOTICE_S",
     "Signal",
     "SignalKind",
@@ -35,6 +42,7 @@ __all__ = [
     "capacity_kind",
     "claim_is_stale",
     "parse_event",
+    "parse_signals",
     "signal_group",
     "signal_key",
     "stopped_by_user",

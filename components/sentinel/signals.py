@@ -5,6 +5,8 @@ primary to shutting-down/terminated/stopping/stopped are the same *group*: which
 starts the failover, the others are duplicates within the window. Rebalance recommendations are their
 own group. A promotion asked for (a client's manual promotion, the coordinator's planned return from
 on-demand) is one group of its own, whoever asked: one hand-over per instance within the window.
+An AWS Health scheduled retirement of an instance (``aws.health``, :data:`RETIREMENT_EVENT_CODES`) is in the
+termination group too: it is failed over ahead of time (see :data:`SignalKind.RETIREMENT`).
 Nothing here sleeps: a burst is many independent invocations (LEGACY §9.1 defect).
 """
 
@@ -20,8 +22,11 @@ from components.timeutil import parse_iso
 
 __all__ = [
     "DETAIL_TYPES",
+    "HEALTH_DETAIL_TYPE",
+    "HEALTH_SOURCE",
     "LOST_STATES",
     "PROMOTIONS",
+    "RETIREMENT_EVENT_CODES",
     "TERMINATION_NOTICE_S",
     "Signal",
     "SignalKind",
@@ -29,6 +34,7 @@ __all__ = [
     "capacity_kind",
     "claim_is_stale",
     "parse_event",
+    "parse_signals",
     "signal_group",
     "signal_key",
     "stopped_by_user",
@@ -47,6 +53,11 @@ class SignalKind(str, Enum):
     STATE_CHANGE = "state-change"
     MANUAL = "manual-promotion"
     PLANNED = "planned-return"  # the coordinator moves an on-demand primary back to its ready spot standby
+    # AWS Health scheduled an instance's retirement (days ahead). Failed over *now*, ahead of time, rather
+    # than pre-warmed like a rebalance: the loss is certain (a rebalance only says the risk went up), and a
+    # pre-warmed standby would expire unused (PREWARM_TTL_S, 1 h) long before the retirement date. The
+    # failover is the same workflow as for a warning, without the two-minute deadline, at a time we choose.
+    RETIREMENT = "scheduled-retirement"
 
 
 class SignalSource(str, Enum):
@@ -63,6 +74,15 @@ DETAIL_TYPES = {
     "EC2 Instance Rebalance Recommendation": SignalKind.REBALANCE,
     "EC2 Instance State-change Notification": SignalKind.STATE_CHANGE,
 }
+HEALTH_SOURCE = "aws.health"
+HEALTH_DETAIL_TYPE = "AWS Health Event"
+# AWS Health EC2 scheduled changes that take the instance away (retirement, or a stop for degraded hardware).
+# Reboots for maintenance keep the instance: not a signal.
+RETIREMENT_EVENT_CODES = (
+    "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
+    "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED",
+    "AWS_EC2_INSTANCE_STOP_SCHEDULED",
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +128,11 @@ def signal_group(kind: SignalKind, state: str | None = None) -> str:
     'state-running'
     >>> signal_group(SignalKind.PLANNED) == signal_group(SignalKind.MANUAL) == 'manual-promotion'
     True
+    >>> signal_group(SignalKind.RETIREMENT)
+    'termination'
     """
-    if kind is SignalKind.TERMINATION or (kind is SignalKind.STATE_CHANGE and state in LOST_STATES):
+    if kind in (SignalKind.TERMINATION, SignalKind.RETIREMENT) or (
+            kind is SignalKind.STATE_CHANGE and state in LOST_STATES):
         return "termination"
     if kind in PROMOTIONS:
         return SignalKind.MANUAL.value
@@ -131,8 +154,8 @@ def capacity_kind(kind: SignalKind | str, state: str | None = None) -> Observati
     ('aws_stopped', 'rebalance_recommendation')
     >>> capacity_kind(SignalKind.MANUAL) is None, capacity_kind(SignalKind.STATE_CHANGE, "running") is None
     (True, True)
-    >>> capacity_kind(SignalKind.PLANNED) is None
-    True
+    >>> capacity_kind(SignalKind.PLANNED) is None, capacity_kind(SignalKind.RETIREMENT) is None
+    (True, True)
     """
     kind = SignalKind(kind)
     if kind is SignalKind.TERMINATION:
@@ -192,3 +215,48 @@ def parse_event(event: dict) -> Signal:
                   region=event.get("region"), event_id=event.get("id"), deadline=deadline,
                   state=detail.get("state"), action=detail.get("instance-action"),
                   account=event["account"] if isinstance(event.get("account"), str) else None)
+
+
+def parse_signals(event: dict) -> list[Signal]:
+    """Every signal of one event the sentinel's rules deliver: one for an EC2 event (:func:`parse_event`),
+    one per affected instance of an AWS Health scheduled retirement; InvalidSignalError for anything else.
+
+    >>> [(s.kind.value, s.instance_id, s.deadline) for s in parse_signals({
+    ...     "id": "h1", "source": "aws.health", "detail-type": "AWS Health Event", "time": "2026-01-01T00:00:00Z",
+    ...     "region": "us-east-1", "account": "123456789012", "resources": ["i-0abc", "i-0def"],
+    ...     "detail": {"service": "EC2", "eventTypeCategory": "scheduledChange",
+    ...                "eventTypeCode": "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
+    ...                "affectedEntities": [{"entityValue": "i-0abc"}, {"entityValue": "i-0def"}]}})]
+    [('scheduled-retirement', 'i-0abc', None), ('scheduled-retirement', 'i-0def', None)]
+    """
+    if isinstance(event, dict) and event.get("source") == HEALTH_SOURCE:
+        return _health_signals(event)
+    return [parse_event(event)]
+
+
+def _health_signals(event: dict) -> list[Signal]:
+    """No deadline: the failover is not racing the two-minute notice (the retirement is days away), and the
+    old instance is retired after the hand-over as the agent's auto-terminate setting says."""
+    if event.get("detail-type") != HEALTH_DETAIL_TYPE:
+        raise InvalidSignalError(f"unsupported detail-type {event.get('detail-type')!r}", "detail-type")
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise InvalidSignalError("detail must be an object", "detail")
+    if detail.get("service") != "EC2" or detail.get("eventTypeCode") not in RETIREMENT_EVENT_CODES:
+        raise InvalidSignalError(f"unsupported AWS Health event {detail.get('eventTypeCode')!r}", "detail.eventTypeCode")
+    entities = detail.get("affectedEntities")
+    values = [e.get("entityValue") for e in entities if isinstance(e, dict)] if isinstance(entities, list) else []
+    if not values and isinstance(event.get("resources"), list):
+        values = list(event["resources"])
+    instance_ids = list(dict.fromkeys(v for v in values if isinstance(v, str) and v.startswith("i-")))
+    if not instance_ids:
+        raise InvalidSignalError("no affected instance", "detail.affectedEntities")
+    try:
+        detected = parse_iso(event["time"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidSignalError("time missing or not ISO-8601", "time") from exc
+    account = event["account"] if isinstance(event.get("account"), str) else None
+    return [Signal(kind=SignalKind.RETIREMENT, instance_id=instance_id, detected_at=detected,
+                   source=SignalSource.EVENTBRIDGE, region=event.get("region"), event_id=event.get("id"),
+                   action=detail["eventTypeCode"], account=account)
+            for instance_id in instance_ids]

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timezone
 
 from chalicelib.tables import AgentTable
+from localmode.eventbridge import matching_rules, through_queue
 from tests.conftest import aws_client, registration
 from localmode.embedded_aws import image_id
 
@@ -95,9 +96,13 @@ def rebalance(instance_id: str) -> dict:
     return ec2_event("EC2 Instance Rebalance Recommendation", instance_id)
 
 
-def deliver(api, handler: str, event: dict) -> dict:
-    """Invoke a sentinel handler with an EventBridge event, as the rule's target would."""
-    return api.lambda_.invoke(handler, event).payload
+def deliver(api, rule: str, event: dict) -> dict:
+    """An EventBridge event that sentinel rule ``rule`` matches, through the event queue's batch shape to the
+    sentinel function (as production's SQS event source mapping sends it); returns what the sentinel did."""
+    matched = matching_rules(event)  # none: a malformed message (no rule sends it, but a queue can hold it)
+    assert not matched or matched == [rule], f"{rule} does not match {event['detail-type']}: {matched}"
+    (result,) = through_queue([event], lambda name, payload: api.lambda_.invoke(name, payload).payload)
+    return result
 
 
 def wait_for(execution_arn: str, timeout: float = 60) -> dict:

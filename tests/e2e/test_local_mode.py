@@ -127,7 +127,7 @@ def test_serve_runs_the_failover_from_a_local_eventbridge_event_and_the_schedule
             "Detail": json.dumps({"instance-id": instance, "instance-action": "terminate"})})
         assert status == 200
         delivered = put["entries"][0]["delivered"]
-        assert [d["handler"] for d in delivered] == ["sentinel-interruption"]
+        assert [(d["rule"], d["handler"]) for d in delivered] == [("sentinel-interruption", "sentinel")]
         assert delivered[0]["result"]["action"] == "failover_started"
         # THEN the state machine runs in the embedded AWS and the event resolves with a replacement
         deadline = time.monotonic() + 60

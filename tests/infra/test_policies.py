@@ -14,6 +14,7 @@ from chalice.config import Config
 
 from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
 from infra import boto_calls, chalice_policies, policies
+from components.sentinel.rules import SENTINEL_RULES
 from infra.policies import DESTRUCTIVE_ACTIONS, FUNCTIONS, STAGES, function_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,8 @@ EC2_ON_INSTANCES = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartIns
 # instance role, a fresh account's spot service-linked role, grants on a configured CMK).
 IMPLIED = {"ec2:CreateTags", "iam:PassRole", "iam:CreateServiceLinkedRole", "kms:CreateGrant", "kms:Decrypt",
            "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
-ALWAYS = ("logs:", "xray:", "sts:AssumeRole")
+# ... and what Lambda's SQS event source mapping does with the function's role (no code calls it).
+ALWAYS = ("logs:", "xray:", "sts:AssumeRole", *policies.EVENT_SOURCE_ACTIONS)
 
 
 def _parliament_findings(document: dict) -> list:
@@ -291,17 +293,17 @@ def test_client_role_template_is_yaml_with_the_product_statements():
         assert destructive_on_star({"Statement": rendered}) == []
 
 
-def test_client_template_forwards_exactly_the_sentinel_events_to_the_product_bus(chalice_app):
-    """Each rule of app.py has its twin in the client's account, same pattern, targeting the product's
-    default bus (in the product's region) through a role that may only PutEvents there."""
+def test_client_template_forwards_exactly_the_sentinel_events_to_the_product_bus():
+    """Each sentinel rule (the product's rules → its event queue) has its twin in the client's account, same
+    pattern, targeting the product's default bus (in the product's region) through a role that may only
+    PutEvents there."""
     template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
     resources = template["Resources"]
     rules = {r["Properties"]["Name"]["Fn::Sub"]: r["Properties"] for r in resources.values()
              if r["Type"] == "AWS::Events::Rule"}
-    app_patterns = {s.name: s.event_pattern for s in chalice_app.event_sources if getattr(s, "event_pattern", None)}
-    assert len(app_patterns) == 3
+    assert len(SENTINEL_RULES) == 4
     assert {name: rule["EventPattern"] for name, rule in rules.items()} == {
-        f"SpotOptimizer-${{Stage}}-{name}": pattern for name, pattern in app_patterns.items()}
+        f"SpotOptimizer-${{Stage}}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
     bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${ProductRegion}:${ProductAccountId}:event-bus/default"}
     for rule in rules.values():
         assert rule["Targets"] == [{"Id": "SpotOptimizer", "Arn": bus,
@@ -348,3 +350,22 @@ def test_each_function_writes_only_its_own_log_group():
     assert groups("api_handler") == ["arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod",
                                      "arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod:log-stream:*"]
     assert groups("cleanup")[0] == "arn:aws:logs:*:*:log-group:/aws/lambda/spot-optimizer-prod-cleanup"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_sentinel_may_consume_exactly_the_queue_app_py_names(chalice_app, stage):
+    """The SQS permissions come from app.py's ``@app.on_sqs_message`` (its queue, for the stage), nothing else;
+    chalice package/deploy import app.py with the stage's SPOT_STAGE (its environment_variables)."""
+    from chalicelib.settings import event_queue_name
+
+    (source,) = [s for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"]
+    assert source.name == "sentinel" and source.queue == event_queue_name("dev")  # the tests' stage
+    config = Config(chalice_stage=stage, config_from_disk=json.loads((ROOT / ".chalice" / "config.json").read_text()))
+    assert config.environment_variables["SPOT_STAGE"] == stage
+    sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, "sentinel"))
+           if any(a.startswith("sqs:") for a in actions)]
+    assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{event_queue_name(stage)}"])]
+    assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
+    others = [f for f in FUNCTIONS if f != "sentinel"
+              and any(a.startswith("sqs:") for _, actions, _ in _statements(function_policy(stage, f)) for a in actions)]
+    assert others == []

@@ -1,7 +1,8 @@
 """The sentinel against moto, through the real EventBridge handlers: what is ignored, rejected, de-duplicated,
 what starts a failover, what happens to standbys, and a burst for one pool.
 
-Events go through ``api.lambda_.invoke("sentinel-…", event)``; the burst calls the same registered handlers from
+Events go through the sentinel rules and the event queue's batch shape to ``api.lambda_.invoke("sentinel", …)``
+(``tests.e2e.failover_support.deliver``); the burst calls the same registered handler from
 threads directly (chalice's test client swaps ``os.environ`` per call, which is not thread-safe — see
 ``localmode.workflows``). The moto is shared by the whole session: assertions are about this test's agents only.
 """
@@ -21,12 +22,13 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import interruptions
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import replicas as replica_repo
-from chalicelib.sentinel import handle
-from chalicelib.settings import get_settings
+from chalicelib.sentinel import handle, on_event
+from chalicelib.settings import SENTINEL_FUNCTION, get_settings
 from chalicelib.tables import AgentTable, InterruptionTable
 from chalicelib.tables.interruptions import SignalClaimTable
 from components.replica_coordinator import ReplicaStatus
 from components.sentinel import Signal, SignalKind, SignalSource, claim_is_stale, signal_key
+from localmode.eventbridge import sqs_event
 from tests.conftest import new_instance_id, registration
 from tests.e2e.failover_support import (
     ACCOUNT,
@@ -400,7 +402,7 @@ def test_a_burst_of_warnings_for_one_pool_starts_one_failover_per_agent_and_all_
     THEN each invocation answers quickly (nothing sleeps), five executions start and every one succeeds."""
     itype = unique_type()
     fleet = [register_in_pool(make_tenant, itype) for _ in range(5)]
-    handler = chalice_app.handler_map["sentinel-interruption"]
+    handler = chalice_app.handler_map[SENTINEL_FUNCTION]
     start = threading.Barrier(len(fleet))
     results: dict[str, dict] = {}
     took: list[float] = []
@@ -420,8 +422,10 @@ def test_a_burst_of_warnings_for_one_pool_starts_one_failover_per_agent_and_all_
         try:
             start.wait(timeout=10)
             began = time.monotonic()
-            results[primary] = handler(event, LambdaContext("sentinel-interruption", 512))
+            response = handler(sqs_event([event]), LambdaContext(SENTINEL_FUNCTION, 512))
             took.append(time.monotonic() - began)
+            assert response == {"batchItemFailures": []}
+            results[primary] = on_event(event)  # the stored result: nothing runs again
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

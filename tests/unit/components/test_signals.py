@@ -16,6 +16,7 @@ from components.sentinel import (
     SignalSource,
     claim_is_stale,
     parse_event,
+    parse_signals,
     signal_group,
     signal_key,
 )
@@ -227,3 +228,44 @@ def test_claim_is_stale_from_exactly_one_window(age, stale):
 
 def test_claim_is_stale_with_a_zero_window_is_always_stale_for_the_same_instant():
     assert claim_is_stale(T0, T0, 0) is True
+
+
+# --- parse_signals: AWS Health scheduled retirements ----------------------------------------------------------
+
+
+def health(code: str = "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED", entities=("i-0abc1234",), **changes) -> dict:
+    """An AWS Health scheduled-change event as EventBridge delivers it."""
+    event = {"version": "0", "id": "h-1", "detail-type": "AWS Health Event", "source": "aws.health",
+             "account": "123456789012", "time": "2026-03-01T12:00:00Z", "region": "eu-west-1",
+             "resources": list(entities),
+             "detail": {"service": "EC2", "eventTypeCategory": "scheduledChange", "eventTypeCode": code,
+                        "startTime": "Mon, 16 Mar 2026 01:00:00 GMT",
+                        "affectedEntities": [{"entityValue": e} for e in entities]}}
+    event.update(changes)
+    return event
+
+
+def test_a_scheduled_retirement_is_a_termination_group_signal_without_a_deadline_per_instance():
+    signals = parse_signals(health(entities=("i-0abc1234", "i-0def5678", "i-0abc1234")))
+    assert [s.instance_id for s in signals] == ["i-0abc1234", "i-0def5678"]
+    for s in signals:
+        assert s.kind is SignalKind.RETIREMENT and s.group == "termination" and s.starts_failover
+        assert s.deadline is None and not s.planned and s.detected_at == T0
+        assert (s.source, s.account, s.region, s.event_id) == (SignalSource.EVENTBRIDGE, "123456789012", "eu-west-1", "h-1")
+
+
+def test_an_ec2_event_is_one_signal_through_parse_signals():
+    assert parse_signals(event()) == [parse_event(event())]
+
+
+@pytest.mark.parametrize("bad", [
+    health(code="AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED"),
+    health(entities=()),
+    health(entities=("vol-0abc",)),
+    health(**{"detail-type": "AWS Health Abuse Event"}),
+    health(time="soon"),
+    health(detail="retire"),
+])
+def test_a_health_event_that_retires_no_instance_is_invalid(bad):
+    with pytest.raises(InvalidSignalError):
+        parse_signals(bad)

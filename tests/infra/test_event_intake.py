@@ -1,0 +1,278 @@
+"""Durable event intake in the synthesised templates: rule → queue (→ the sentinel's event source mapping,
+which is Chalice's) and queue → dead-letter queue; the queue policy; the alarms; the other regions' forwarders.
+
+The infra stack is synthesised once for this module (dev stage, without the ML layer); expected values come
+from components/sentinel/rules.py, chalicelib.settings and .chalice/config.json, not from infra/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from chalice.config import Config
+from moto.events.models import EventPattern
+
+from chalicelib.settings import event_dead_letter_queue_name, event_queue_name
+from components.sentinel.rules import SENTINEL_RULES
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = "dev"
+
+
+def _of_type(template: dict, cfn_type: str) -> dict:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == cfn_type}
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    """(infra stack template, {region: forwarder template}) of the dev stage, deploy region us-east-1."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from infra.main import add_event_forwarders
+    from infra.stack import SpotOptimizerStack
+
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    stack = SpotOptimizerStack(app, "spot-optimizer-dev-infra", stage=STAGE, skip_layer=True)
+    forwarders = add_event_forwarders(app, STAGE, "eu-west-1, us-east-1,ap-southeast-2,eu-west-1", "us-east-1")
+    return (Template.from_stack(stack).to_json(),
+            {f.region: Template.from_stack(f).to_json() for f in forwarders})
+
+
+@pytest.fixture(scope="module")
+def infra(templates):
+    return templates[0]
+
+
+def _queues(template):
+    by_name = {r["Properties"]["QueueName"]: (logical, r["Properties"]) for logical, r in
+               _of_type(template, "AWS::SQS::Queue").items()}
+    return by_name[event_queue_name(STAGE)], by_name[event_dead_letter_queue_name(STAGE)]
+
+
+def test_the_event_queue_dead_letters_after_five_receives_and_both_keep_messages_14_days_encrypted(infra):
+    (queue_id, queue), (dlq_id, dlq) = _queues(infra)
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 5}
+    for props in (queue, dlq):
+        assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert props["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in dlq
+
+
+def test_a_message_stays_invisible_at_least_six_sentinel_timeouts(infra):
+    """AWS's advice for Lambda event sources: otherwise a batch still running comes back to another poller."""
+    (_, queue), _ = _queues(infra)
+    timeout = Config(chalice_stage=STAGE, function_name="sentinel", config_from_disk=json.loads(
+        (ROOT / ".chalice" / "config.json").read_text())).lambda_timeout
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+
+
+def test_each_sentinel_pattern_is_one_rule_targeting_the_queue_with_the_dlq_for_failed_deliveries(infra):
+    (queue_id, _), (dlq_id, _) = _queues(infra)
+    rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(infra, "AWS::Events::Rule").values()}
+    assert {name: props["EventPattern"] for name, props in rules.items()} == {
+        f"spot-optimizer-{STAGE}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
+    for props in rules.values():
+        assert "EventBusName" not in props  # the default bus (where cross-region and client events arrive)
+        (target,) = props["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}
+        assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 24 * 3600
+
+
+def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
+    (queue_id, _), (dlq_id, _) = _queues(infra)
+    rule_ids = sorted(_of_type(infra, "AWS::Events::Rule"))
+    policies = {p["Properties"]["Queues"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+                for p in _of_type(infra, "AWS::SQS::QueuePolicy").values()}
+    assert set(policies) == {queue_id, dlq_id}
+    for statements in policies.values():
+        allows = [s for s in statements if s["Effect"] == "Allow"]
+        assert all(s["Principal"] == {"Service": "events.amazonaws.com"} for s in allows)
+        for statement in allows:  # CDK's grantSendMessages: send (and look the queue up), nothing else
+            actions = {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+            assert "sqs:SendMessage" in actions <= {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+        assert sorted(s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0] for s in allows) == rule_ids
+        (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_a_dead_lettered_event_alarms_on_the_stacks_topic(infra):
+    (_, _), (dlq_id, _) = _queues(infra)
+    (topic_id,) = _of_type(infra, "AWS::SNS::Topic")
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in _of_type(infra, "AWS::CloudWatch::Alarm").values()
+              if a["Properties"].get("Namespace") == "AWS/SQS"}
+    dlq = alarms["ApproximateNumberOfMessagesVisible"]
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+    assert dlq["Threshold"] == 1 and dlq["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert dlq["AlarmActions"] == [{"Ref": topic_id}]
+    waiting = alarms["ApproximateAgeOfOldestMessage"]
+    assert waiting["Threshold"] == 120 and waiting["AlarmActions"] == [{"Ref": topic_id}]
+
+
+def test_the_queue_app_py_consumes_is_the_one_the_stack_creates(infra, chalice_app):
+    (source,) = [s for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"]
+    assert source.queue == event_queue_name(STAGE) and source.batch_size == 10
+    assert infra["Outputs"]["EventQueueUrl"]["Value"] == {"Ref": _queues(infra)[0][0]}
+
+
+def test_the_package_merge_names_chalices_sentinel_event_source():
+    """Chalice names the SAM resource and its SQS event after the function; the merge adds what it cannot."""
+    from chalice.utils import to_cfn_resource_name
+
+    merge = json.loads((ROOT / "infra" / "chalice-package-merge.json").read_text())
+    resource = to_cfn_resource_name("sentinel")
+    events = merge["Resources"][resource]["Properties"]["Events"]
+    assert events == {f"{resource}SqsEventSource": {"Properties": {"FunctionResponseTypes": ["ReportBatchItemFailures"]}}}
+
+
+# --- other regions ---------------------------------------------------------------------------------------
+
+
+def test_each_other_region_forwards_the_same_patterns_to_the_deploy_regions_default_bus(templates):
+    _, forwarders = templates
+    assert sorted(forwarders) == ["ap-southeast-2", "eu-west-1"]  # not the deploy region, each once
+    bus = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":events:us-east-1:", {"Ref": "AWS::AccountId"},
+                             ":event-bus/default"]]}
+    for template in forwarders.values():
+        (role_id,) = _of_type(template, "AWS::IAM::Role")
+        rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(template, "AWS::Events::Rule").values()}
+        assert {name: props["EventPattern"] for name, props in rules.items()} == {
+            f"spot-optimizer-{STAGE}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
+        for props in rules.values():
+            assert props["Targets"] == [{"Arn": bus, "Id": "Target0", "RoleArn": {"Fn::GetAtt": [role_id, "Arn"]}}]
+        role = template["Resources"][role_id]["Properties"]
+        (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+        (policy,) = _of_type(template, "AWS::IAM::Policy").values()
+        assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+            {"Action": "events:PutEvents", "Effect": "Allow", "Resource": bus}]
+
+
+def test_forwarders_need_a_deploy_region_and_real_region_names():
+    from infra.main import event_regions
+
+    assert event_regions("", None) == []
+    assert event_regions("eu-west-1,us-east-1", "us-east-1") == ["eu-west-1"]
+    with pytest.raises(ValueError, match="deploy region"):
+        event_regions("eu-west-1", None)
+    with pytest.raises(ValueError, match="not region names"):
+        event_regions("eu-west-1,europe", "us-east-1")
+
+
+# --- the patterns (one source for the CDK rules, the forwarders, the client template and local mode) ------
+
+HEALTH_RETIREMENT = {
+    "version": "0", "id": "7fb65329-1628-4cf3-a740-95fg457h1402", "detail-type": "AWS Health Event",
+    "source": "aws.health", "account": "123456789012", "time": "2026-03-01T01:27:31Z", "region": "us-east-1",
+    "resources": ["i-0abcd1111"],
+    "detail": {"eventArn": "arn:aws:health:us-east-1::event/EC2/AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED/"
+                           "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED_ABC123",
+               "service": "EC2", "eventTypeCode": "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
+               "eventTypeCategory": "scheduledChange", "eventScopeCode": "ACCOUNT_SPECIFIC",
+               "startTime": "Mon, 16 Mar 2026 01:00:00 GMT",
+               "eventDescription": [{"language": "en_US", "latestDescription": "EC2 has detected degradation ..."}],
+               "affectedEntities": [{"entityValue": "i-0abcd1111"}]}}
+
+
+def _matching(event: dict) -> list[str]:
+    return [name for name, pattern in SENTINEL_RULES.items()
+            if EventPattern.load(json.dumps(pattern)).matches_event(event)]
+
+
+def test_the_health_rule_matches_a_scheduled_retirement_and_nothing_else_matches_it():
+    assert _matching(HEALTH_RETIREMENT) == ["sentinel-health"]
+
+
+@pytest.mark.parametrize("change", [
+    {"eventTypeCode": "AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED"},  # the instance stays
+    {"eventTypeCategory": "issue"},
+    {"service": "RDS"},
+])
+def test_the_health_rule_ignores_what_does_not_take_an_instance_away(change):
+    event = {**HEALTH_RETIREMENT, "detail": {**HEALTH_RETIREMENT["detail"], **change}}
+    assert _matching(event) == []
+
+
+def test_each_ec2_event_matches_exactly_one_rule():
+    """One queue message per event: the patterns do not overlap."""
+    base = {"version": "0", "id": "x", "source": "aws.ec2", "account": "123456789012", "time": "2026-03-01T00:00:00Z",
+            "region": "us-east-1", "resources": []}
+    assert _matching({**base, "detail-type": "EC2 Spot Instance Interruption Warning",
+                      "detail": {"instance-id": "i-1", "instance-action": "terminate"}}) == ["sentinel-interruption"]
+    assert _matching({**base, "detail-type": "EC2 Instance Rebalance Recommendation",
+                      "detail": {"instance-id": "i-1"}}) == ["sentinel-rebalance"]
+    assert _matching({**base, "detail-type": "EC2 Instance State-change Notification",
+                      "detail": {"instance-id": "i-1", "state": "terminated"}}) == ["sentinel-state-change"]
+    assert _matching({**base, "detail-type": "EC2 Instance State-change Notification",
+                      "detail": {"instance-id": "i-1", "state": "pending"}}) == []
+
+
+# --- after `chalice deploy`: partial batch responses on the mapping, and the redrive ----------------------
+
+
+def _zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def sentinel(event, context):\n    return {}\n")
+    return buffer.getvalue()
+
+
+def test_enable_sets_report_batch_item_failures_on_the_sentinels_mapping_of_the_stage_queue(aws_tables):
+    """Chalice 1.34 creates the mapping without it, and then Lambda ignores the partial batch response."""
+    import uuid
+
+    from chalicelib.workflows import function_name
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared
+    sqs, lambda_client, iam = aws_client("sqs"), aws_client("lambda"), aws_client("iam")
+    url = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    role = iam.create_role(RoleName=f"{stage}-sentinel", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                                "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+    function = function_name("sentinel", stage)
+    lambda_client.create_function(FunctionName=function, Runtime="python3.12", Role=role, Handler="app.sentinel",
+                                  Code={"ZipFile": _zip()})
+    with pytest.raises(event_source.EventSourceError, match="chalice deploy"):
+        event_source.enable_batch_item_failures(lambda_client, sqs, stage)
+    lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=function, BatchSize=10)
+
+    mapping = event_source.enable_batch_item_failures(lambda_client, sqs, stage)
+    again = event_source.enable_batch_item_failures(lambda_client, sqs, stage)
+
+    (stored,) = lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
+    assert stored["FunctionResponseTypes"] == ["ReportBatchItemFailures"] == mapping["FunctionResponseTypes"]
+    assert again["UUID"] == mapping["UUID"] == stored["UUID"] and stored["BatchSize"] == 10
+
+
+def test_redrive_moves_the_dead_letter_queue_back_to_the_event_queue():
+    import boto3
+    from botocore.stub import Stubber
+
+    from infra import event_source
+
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    queue = {name: f"arn:aws:sqs:us-east-1:111122223333:{name}"
+             for name in (event_queue_name("prod"), event_dead_letter_queue_name("prod"))}
+    with Stubber(sqs) as stub:
+        for name in (event_dead_letter_queue_name("prod"), event_queue_name("prod")):
+            url = f"https://sqs.us-east-1.amazonaws.com/111122223333/{name}"
+            stub.add_response("get_queue_url", {"QueueUrl": url}, {"QueueName": name})
+            stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": queue[name]}},
+                              {"QueueUrl": url, "AttributeNames": ["QueueArn"]})
+        stub.add_response("start_message_move_task", {"TaskHandle": "handle-1"},
+                          {"SourceArn": queue[event_dead_letter_queue_name("prod")],
+                           "DestinationArn": queue[event_queue_name("prod")]})
+        assert event_source.redrive(sqs, "prod") == "handle-1"
+        stub.assert_no_pending_responses()
