@@ -134,6 +134,7 @@ deploy: $(STAMP)
 	  -c stage=$(STAGE) --output cdk.out/$(STAGE) --outputs-file ../build/cdk-outputs-$(STAGE).json \
 	  --no-notices $(CDK_DEPLOY_ARGS)
 	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	$(BIN)/python infra/bytecode.py  # ship .pyc files: Lambda compiles whatever has none at every cold start
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
 

@@ -1,6 +1,7 @@
 """Precompile the app's bytecode so the Lambda package ships it (run before ``chalice package/deploy``).
 
     python infra/bytecode.py [--check]
+    python infra/bytecode.py --zip build/pkg/deployment.zip   # also the dependencies chalice installed
 
 Lambda's ``/var/task`` is read-only: a module shipped without its ``.pyc`` is compiled from source at
 every cold start and the result thrown away. For this app's ~150 modules that compilation is the
@@ -12,6 +13,10 @@ The files are *checked-hash* pycs (PEP 552): Python validates them against a has
 its mtime (a zip keeps mtimes at 2 s resolution), so a stale one is never used, anywhere. They must be
 written by the Lambda runtime's Python (3.12): another version's files are simply ignored.
 ``--check`` only reports which modules lack a valid checked-hash pyc (exit 1 if any).
+
+The dependencies chalice installs into the package (botocore, pydantic, pynamodb, powertools...) ship
+without ``.pyc`` files too; ``--zip`` adds a checked-hash pyc for every ``.py`` of a built package that has
+none (for ``chalice package`` output; ``chalice deploy`` builds its zip itself, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import compileall
 import importlib.util
 import py_compile
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,14 +59,48 @@ def missing(root: Path = ROOT) -> list[Path]:
     return out
 
 
+def _pyc_name(source: str) -> str:
+    """``pkg/mod.py`` → ``pkg/__pycache__/mod.cpython-312.pyc`` (inside a zip: no pycache prefix)."""
+    folder, _, name = source.rpartition("/")
+    return f"{folder + '/' if folder else ''}__pycache__/{name[:-3]}.{sys.implementation.cache_tag}.pyc"
+
+
+def compile_zip(package: Path, task_root: str = "/var/task") -> int:
+    """Add a checked-hash pyc for every ``.py`` in the zip without one; returns how many were added.
+    Sources that do not compile on this Python (a dependency's Python 2 leftovers) are skipped."""
+    with zipfile.ZipFile(package) as zipped:
+        names = set(zipped.namelist())
+        todo = [n for n in names if n.endswith(".py") and _pyc_name(n) not in names]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in todo:
+                zipped.extract(name, tmp)
+            added = []
+            for name in todo:
+                source, pyc = Path(tmp, name), Path(tmp, _pyc_name(name))
+                try:
+                    py_compile.compile(str(source), cfile=str(pyc), dfile=f"{task_root}/{name}", doraise=True,
+                                       invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+                except py_compile.PyCompileError:
+                    continue
+                added.append((pyc, _pyc_name(name)))
+            with zipfile.ZipFile(package, "a", compression=zipfile.ZIP_DEFLATED) as out:
+                for pyc, arcname in added:
+                    out.write(pyc, arcname)
+    return len(added)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report modules without a valid pyc")
+    parser.add_argument("--zip", type=Path, help="add pycs to every .py of this built package that has none")
     args = parser.parse_args(argv)
     if sys.version_info[:2] != RUNTIME:
         print(f"error: the Lambda runtime is Python {'.'.join(map(str, RUNTIME))}; this is "
               f"{sys.version.split()[0]} (its .pyc files would be ignored there)", file=sys.stderr)
         return 1
+    if args.zip:
+        print(f"bytecode: {compile_zip(args.zip)} .pyc files added to {args.zip}")
+        return 0
     if not args.check and not compile_all():
         print("error: some modules did not compile", file=sys.stderr)
         return 1

@@ -32,3 +32,22 @@ def test_bytecode_writes_checked_hash_pycs_and_notices_a_stale_one(tmp_path):
     edited = tmp_path / bytecode.PACKAGES[0] / "sub" / "mod.py"
     edited.write_text("VALUE = 2\n")
     assert bytecode.missing(tmp_path) == [edited]
+
+
+def test_bytecode_adds_the_missing_pycs_of_a_built_package_once(tmp_path):
+    import sys
+    import zipfile
+
+    package = tmp_path / "deployment.zip"
+    with zipfile.ZipFile(package, "w") as zipped:
+        zipped.writestr("dep/__init__.py", "")
+        zipped.writestr("dep/mod.py", "VALUE = 1\n")
+        zipped.writestr("dep/legacy.py", "print 'python 2'\n")  # does not compile: skipped, not fatal
+    assert bytecode.compile_zip(package) == 2
+    assert bytecode.compile_zip(package) == 0
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(package) as zipped:
+        pyc = zipped.read(f"dep/__pycache__/mod.{tag}.pyc")
+        assert f"dep/__pycache__/legacy.{tag}.pyc" not in zipped.namelist()
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(pyc[4:8], "little") == 0b11
+    assert pyc[8:16] == importlib.util.source_hash(b"VALUE = 1\n")
