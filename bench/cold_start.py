@@ -1,6 +1,7 @@
 """Cold start per deployed function: what a fresh container imports before its handler's work starts.
 
     python -m bench.cold_start [--runs 5] [--top 15] [--no-request] [--json build/cold_start.json]
+    python -m bench.cold_start --package build/pkg/deployment.zip   # after `make package`
 
 Every Chalice function of this app (the API, each scheduled job, the sentinel rules, each failover task)
 loads the same ``app.py``; a handler then imports what only it needs (the ``import`` statements inside
@@ -25,6 +26,10 @@ Then the largest import costs (median self time per module, grouped by top-level
 largest single modules). For the API function it also times a first request (``GET /health``) through
 ``chalice.test.Client`` against in-process moto; moto itself (and so botocore) is imported before the
 clock starts there, so that run's import time is not the acceptance number: only the request's is.
+
+``--package`` measures a built deployment.zip instead, as Lambda loads it: unzipped, the interpreter
+isolated from this environment (``-I -S -B``: no site-packages, nothing written), once as built and once
+with its ``.pyc`` files removed.
 """
 
 from __future__ import annotations
@@ -187,6 +192,40 @@ def first_request(prefix: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_PACKAGE_PROBE = """\
+import sys, time
+sys.path.insert(0, ".")
+w, c = time.perf_counter(), time.process_time()
+import app
+print((time.perf_counter() - w) * 1000, (time.process_time() - c) * 1000)
+"""
+
+
+def package_probe(package: Path, runs: int) -> dict:
+    """``import app`` from the unzipped package (as built, and without any .pyc), median of ``runs``."""
+    import zipfile
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="cold-start-pkg-") as tmp:
+        for mode in ("as built", "no .pyc"):
+            root = Path(tmp, mode.replace(" ", "-").replace(".", ""))
+            with zipfile.ZipFile(package) as zipped:
+                zipped.extractall(root)
+            if mode == "no .pyc":
+                for pyc in root.rglob("*.pyc"):
+                    pyc.unlink()
+            pycs = sum(1 for _ in root.rglob("*.pyc"))
+            samples = []
+            for _ in range(runs):
+                done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", _PACKAGE_PROBE], cwd=root,
+                                      env={"AWS_DEFAULT_REGION": "us-east-1", "SPOT_STAGE": "dev"},
+                                      capture_output=True, text=True, check=True)
+                samples.append(tuple(map(float, done.stdout.split())))
+            out[mode] = {"pyc_files": pycs, "import_app_ms": round(statistics.median(w for w, _ in samples), 1),
+                         "import_app_cpu_ms": round(statistics.median(c for _, c in samples), 1)}
+    return out
+
+
 def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 1)
 
@@ -214,8 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="fresh interpreters per function (median)")
     parser.add_argument("--top", type=int, default=15, help="rows of the largest import costs")
     parser.add_argument("--no-request", action="store_true", help="skip the API's first-request probe")
+    parser.add_argument("--package", type=Path, help="measure this built deployment.zip instead")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.package:
+        load_before = _load()
+        measured = package_probe(args.package, args.runs)
+        print(f"import app from {args.package} (unzipped; python -I -S -B), median of {args.runs}, "
+              f"load average {load_before} → {_load()}")
+        for mode, r in measured.items():
+            print(f"  {mode:<9} ({r['pyc_files']} .pyc files): {r['import_app_ms']} ms wall, "
+                  f"{r['import_app_cpu_ms']} ms CPU")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"package": str(args.package), "runs": args.runs, **measured}, indent=2))
+        return 0
 
     groups = functions()
     tmp = Path(tempfile.mkdtemp(prefix="cold-start-"))
