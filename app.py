@@ -1,5 +1,9 @@
 """Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules, event
-handlers and the failover workflow's task functions."""
+handlers and the failover workflow's task functions.
+
+Every function loads this module, so it imports only what the API needs to register its routes; each
+other handler imports its own module (job, sentinel, failover steps) inside its body, on its first call
+(`python -m bench.cold_start` reads those imports; docs/benchmarks.md "Cold start")."""
 
 from chalice import Chalice, Cron, Rate
 
