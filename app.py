@@ -1,10 +1,12 @@
 """Spot Optimizer: the Chalice application. Wiring only: blueprints, middleware, schedules, event
-handlers and the failover workflow's task functions."""
+handlers and the failover workflow's task functions.
+
+Every function loads this module, so it imports only what the API needs to register its routes; each
+other handler imports its own module (job, sentinel, failover steps) inside its body, on its first call
+(`python -m bench.cold_start` reads those imports; docs/benchmarks.md "Cold start")."""
 
 from chalice import Chalice, Cron, Rate
 
-from chalicelib import failover
-from chalicelib import sentinel as sentinel_intake
 from chalicelib.api import (
     admin,
     admin_fleet,
@@ -23,18 +25,7 @@ from chalicelib.api import (
     replicas,
     savings,
 )
-from chalicelib.jobs import cleanup as cleanup_job
-from chalicelib.jobs import data_cleaner as data_cleaner_job
-from chalicelib.jobs import decision_cycle as decision_cycle_job
-from chalicelib.jobs import health_monitor as health_monitor_job
-from chalicelib.jobs import placement_scores as placement_scores_job
-from chalicelib.jobs import pricing_aggregator as pricing_aggregator_job
-from chalicelib.jobs import replica_coordinator as replica_coordinator_job
-from chalicelib.jobs import risk_scorer as risk_scorer_job
-from chalicelib.jobs import savings_rollup as savings_rollup_job
 from chalicelib.jobs import scheduled_time
-from chalicelib.jobs import snapshots as snapshots_job
-from chalicelib.jobs import spot_prices as spot_prices_job
 from chalicelib.observability import http_middleware
 from chalicelib.settings import (
     APP_NAME,
@@ -65,71 +56,95 @@ if get_settings().local:  # local mode only (never deployed): EventBridge's PutE
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="health-monitor")
 def health_monitor(event):
     """Lease expiry and agent liveness, every minute."""
+    from chalicelib.jobs import health_monitor as health_monitor_job
+
     return health_monitor_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="risk-scorer")
 def risk_scorer(event):
     """Interruption risk of every pool, every 15 minutes (the only function with the ML layer)."""
+    from chalicelib.jobs import risk_scorer as risk_scorer_job
+
     return risk_scorer_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="decision-cycle")
 def decision_cycle(event):
     """Decisions for every live auto-switch agent, every 5 minutes."""
+    from chalicelib.jobs import decision_cycle as decision_cycle_job
+
     return decision_cycle_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="replica-coordinator")
 def replica_coordinator(event):
     """One ready standby per manual-replica agent; expired pre-warmed standbys closed."""
+    from chalicelib.jobs import replica_coordinator as replica_coordinator_job
+
     return replica_coordinator_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(10, unit=Rate.MINUTES), name="cleanup")
 def cleanup(event):
     """Orphaned instances terminated, expired standbys closed, EC2 reconciled with the tables."""
+    from chalicelib.jobs import cleanup as cleanup_job
+
     return cleanup_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(10, unit=Rate.MINUTES), name="spot-prices")
 def spot_prices(event):
     """Pool prices from EC2's spot price history (the source of truth; agent reports only fill gaps)."""
+    from chalicelib.jobs import spot_prices as spot_prices_job
+
     return spot_prices_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="placement-scores")
 def placement_scores(event):
     """Spot placement scores as capacity observations (each (region, type) at most every 6 h)."""
+    from chalicelib.jobs import placement_scores as placement_scores_job
+
     return placement_scores_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(15, unit=Rate.MINUTES), name="pricing-aggregator")
 def pricing_aggregator(event):
     """Hourly and daily buckets of the pools' prices (gap-filled), re-aggregated where late points landed."""
+    from chalicelib.jobs import pricing_aggregator as pricing_aggregator_job
+
     return pricing_aggregator_job.run(scheduled_time(event))
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS), name="data-cleaner")
 def data_cleaner(event):
     """Retention beyond TTL: old finished commands, old read notifications, rolled-up raw price points."""
+    from chalicelib.jobs import data_cleaner as data_cleaner_job
+
     return data_cleaner_job.run(scheduled_time(event))
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="savings-rollup")
 def savings_rollup(event):
     """Instances' real cost vs on-demand, re-integrated over the trailing 48 h (late reports absorbed)."""
+    from chalicelib.jobs import savings_rollup as savings_rollup_job
+
     return savings_rollup_job.run(scheduled_time(event))
 
 
 @app.schedule(Cron(15, 0, "*", "*", "?", "*"), name="savings-close")
 def savings_close(event):
     """00:15 UTC: the roll-up once more after the day's late reports, closing yesterday (and last month)."""
+    from chalicelib.jobs import savings_rollup as savings_rollup_job
+
     return savings_rollup_job.run(scheduled_time(event))
 
 
 @app.schedule(Cron(20, 0, "*", "*", "?", "*"), name="growth-snapshot")
 def growth_snapshot(event):
     """00:20 UTC: the daily growth/fleet snapshot (clients, agents, instances, total savings)."""
+    from chalicelib.jobs import snapshots as snapshots_job
+
     return snapshots_job.run(scheduled_time(event))
 
 
@@ -141,6 +156,8 @@ def sentinel(event):
     """Spot interruption warnings, rebalance recommendations, state changes and AWS Health scheduled
     retirements (components/sentinel/rules.py; infra/event_intake.py creates the queue and the rules) →
     failover workflow / pre-warmed standby. Returns the batch item failures."""
+    from chalicelib import sentinel as sentinel_intake
+
     return sentinel_intake.on_sqs_batch(event.to_dict(), event.context)
 
 
@@ -148,39 +165,55 @@ def sentinel(event):
 
 @app.lambda_function(name="failover-plan")
 def failover_plan(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.plan, event)
 
 
 @app.lambda_function(name="failover-launch")
 def failover_launch(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.launch, event)
 
 
 @app.lambda_function(name="failover-check-ready")
 def failover_check_ready(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.check_ready, event)
 
 
 @app.lambda_function(name="failover-handover")
 def failover_handover(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.handover, event)
 
 
 @app.lambda_function(name="failover-record")
 def failover_record(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.record, event)
 
 
 @app.lambda_function(name="failover-retire")
 def failover_retire(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.retire, event)
 
 
 @app.lambda_function(name="failover-next-standby")
 def failover_next_standby(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.next_standby, event)
 
 
 @app.lambda_function(name="failover-failed")
 def failover_failed(event, context):
+    from chalicelib import failover
+
     return failover.run_step(failover.failed, event)

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
-
 from chalicelib.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
@@ -122,6 +120,8 @@ def authenticate(headers: Mapping[str, str] | None, body: Mapping[str, Any] | No
 
 def admin_key_hash() -> str:
     """The stored admin-key hash, cached per container for a few minutes."""
+    from aws_lambda_powertools.utilities import parameters  # imports boto3: on first use, not at cold start
+
     return parameters.get_parameter(get_settings().admin_key_parameter, decrypt=True,
                                     max_age=ADMIN_KEY_CACHE_SECONDS)
 

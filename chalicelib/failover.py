@@ -39,7 +39,7 @@ from chalicelib import bootstrap, clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
 from chalicelib.errors import ConflictError, public_cause
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, get_tracer, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -52,6 +52,10 @@ PLANNED_RESPONSE = "returned-to-spot"
 HANDOVER_FAILED = "handover-failed"
 TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
                    "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout"}
+# The failover tasks are the traced path: the powertools Tracer (X-Ray, AWS calls patched when tracing is
+# active) is created when this module is first imported, i.e. only in the failover task functions (app.py
+# imports this module inside their handlers), never at the API function's cold start.
+tracer = get_tracer()
 
 
 class TrafficNotMoved(Exception):

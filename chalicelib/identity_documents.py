@@ -17,16 +17,15 @@ import binascii
 import re
 from functools import lru_cache
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.hashes import SHA256
+from typing import TYPE_CHECKING
 
 from components.agent_identity import IdentityDocument, parse_identity_document
 
 from chalicelib.errors import ForbiddenError, InvalidInputError
 from chalicelib.settings import get_settings
+
+if TYPE_CHECKING:  # cryptography (~20 ms) is imported when a document is first verified, not at cold start
+    from cryptography import x509
 
 _ROOT = Path(__file__).resolve().parents[1]
 CERT_DIR = _ROOT / "data" / "aws_identity_certs"
@@ -41,12 +40,16 @@ def region_certificate(region: str) -> x509.Certificate | None:
     if not _REGION_FILE.fullmatch(region):
         return None
     path = CERT_DIR / f"{region}.pem"
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(path.read_bytes()) if path.is_file() else None
 
 
 @lru_cache(maxsize=1)
 def local_certificate() -> x509.Certificate | None:
     """Local mode's test certificate (None in a Lambda package, which does not ship localmode/)."""
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(LOCAL_CERT.read_bytes()) if LOCAL_CERT.is_file() else None
 
 
@@ -72,6 +75,10 @@ def trusted_certificates(region: str) -> list[x509.Certificate]:
 def verify_identity_document(document: object, signature: object) -> IdentityDocument:
     """The parsed document once its signature verifies: 400 for a malformed document or signature,
     403 (``identity_not_verified``) when no trusted certificate verifies it."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.hashes import SHA256
+
     doc = parse_identity_document(document)
     raw = decode_signature(signature)
     for cert in trusted_certificates(doc.region):

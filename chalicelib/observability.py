@@ -2,14 +2,20 @@
 
 The middleware gives every request a correlation id (``X-Correlation-Id`` or API Gateway's request
 id), one structured access log line and EMF metrics, whatever the route.
+
+The Tracer is created on first use (``get_tracer()``, or the module attribute ``tracer``): creating it
+imports ``aws_xray_sdk`` (~130 ms), which only the functions that trace (the failover tasks) should pay,
+never the API function's cold start (docs/benchmarks.md "Cold start").
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from functools import cache
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib.settings import APP_NAME, get_settings
@@ -20,9 +26,26 @@ STAGE_DIMENSION = "stage"
 
 logger = Logger(service=APP_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=APP_NAME)
-tracer = Tracer(service=APP_NAME)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 CORRELATION_HEADER = "X-Correlation-Id"
+
+
+@cache
+def get_tracer() -> Tracer:
+    """The powertools Tracer, created once per container on first use (it imports aws_xray_sdk)."""
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=APP_NAME)
+
+
+def __getattr__(name: str):
+    """``observability.tracer`` still names the Tracer, created when first asked for."""
+    if name == "tracer":
+        return get_tracer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _correlation_id(request) -> str:

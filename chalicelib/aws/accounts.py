@@ -19,11 +19,14 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-import boto3
 from botocore.config import Config
 
 from chalicelib.settings import get_settings
+
+if TYPE_CHECKING:  # boto3 itself is imported on first use (not at the API's cold start)
+    import boto3
 
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}$")
@@ -125,11 +128,15 @@ _clients: dict[tuple, object] = {}
 
 def _client(service: str, region: str):
     """A client on the product's own credentials (its STS: AssumeRole, GetCallerIdentity)."""
+    import boto3
+
     return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
 
 
 def _session(account: AwsAccount) -> boto3.session.Session:
     """A boto3 session on the role's credentials, renewed REFRESH_BEFORE_S before they expire."""
+    import boto3
+
     key = (account.role_arn, account.external_id or "", account.session_name)
     with _lock:
         cached = _sessions.get(key)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from functools import cache
 from logging import getLogger
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
@@ -103,6 +102,8 @@ class InstanceInfo:
 @cache
 def _client(service: str, region: str):
     """One client per service and region (product credentials); a private session keeps creation thread-safe."""
+    import boto3
+
     return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
 
 

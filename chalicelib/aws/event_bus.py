@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 from botocore.config import Config
 
 from chalicelib.settings import APP_NAME, get_settings
@@ -23,6 +22,8 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeou
 
 def _client(service: str, region: str):
     """The product's own credentials: the bus is in the product account."""
+    import boto3
+
     return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 
-import boto3
-
 from chalicelib.settings import get_settings
 
 
 @cache
 def _client():
+    import boto3
+
     return boto3.session.Session().client("s3", region_name=get_settings().region)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from functools import cache
 
-import boto3
-
 from chalicelib.settings import get_settings
 
 
 @cache
 def _client():
+    import boto3
+
     return boto3.session.Session().client("sns")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from functools import cache
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -14,6 +13,8 @@ from chalicelib.settings import get_settings
 
 @cache
 def _client():
+    import boto3
+
     return boto3.session.Session().client(
         "stepfunctions", config=Config(retries={"mode": "standard", "max_attempts": 5},
                                                        connect_timeout=5, read_timeout=10))
