@@ -3,6 +3,7 @@
 import importlib.util
 
 from bench.cold_start import API_FUNCTION, functions
+from chalicelib.settings import SENTINEL_FUNCTION
 from infra import bytecode
 
 
@@ -16,7 +17,7 @@ def test_the_bench_knows_every_function_of_the_app_and_what_its_handler_imports(
     assert by_name[API_FUNCTION] == ()
     assert by_name["health-monitor"] == ("chalicelib.jobs.health_monitor",)
     assert by_name["failover-plan"] == ("chalicelib.failover",)
-    assert by_name["sentinel-interruption"] == ("chalicelib.sentinel",)
+    assert by_name[SENTINEL_FUNCTION] == ("chalicelib.sentinel",)
     assert all(by_name[n] for n in deployed - {API_FUNCTION})  # every other function imports its own work lazily
     assert all(importlib.util.find_spec(m) for g in groups for m in g.modules)
 
