@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import re
+import statistics
 import sys
 import time
 import uuid
@@ -197,6 +198,7 @@ def _times(counter: Counter, k: float) -> Counter:
 
 
 def mean_usage(samples: list[Usage]) -> Usage:
+    """Counts and units averaged over the samples; the handler's own time is their median."""
     n = len(samples)
     out = Usage()
     for s in samples:
@@ -211,6 +213,7 @@ def mean_usage(samples: list[Usage]) -> Usage:
         out.wru_by.update(s.wru_by)
     mean = out.scaled(1 / n)
     mean.metrics = out.metrics
+    mean.own_s = statistics.median(s.own_s for s in samples)  # 2 shared cores: the median resists noise
     return mean
 
 
@@ -305,12 +308,16 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
     log_bytes = sum((m.requests[r].log_bytes + LAMBDA_PLATFORM_LOG_BYTES) * n for r, n in m.per_agent_month.items())
     log_bytes += events * (ev.log_bytes + LAMBDA_PLATFORM_LOG_BYTES) + job_logs / agents
     out["CloudWatch Logs"] = log_bytes / 1e9 * PRICES["logs_ingest_gb"]
-    metric_names = set().union(*(u.metrics for u in m.requests.values()), ev.metrics,
-                               *(j["fixed"].metrics for j in m.jobs.values()))
-    out["CloudWatch metrics, alarms, dashboard"] = (len(metric_names) * PRICES["metric_month"]
+    out["CloudWatch metrics, alarms, dashboard"] = (len(metric_series(m)) * PRICES["metric_month"]
                                                     + m.alarms * PRICES["alarm_month"]
                                                     + DASHBOARDS * PRICES["dashboard_month"]) / agents
     return out
+
+
+def metric_series(m: Measured) -> set:
+    """The distinct custom metrics (name, dimension values) the measured work published."""
+    return set().union(*(u.metrics for u in m.requests.values()), m.event_usage.metrics,
+                       *(j["fixed"].metrics for j in m.jobs.values()))
 
 
 def heartbeat_interval_for(m: Measured, agents: int, target: float = TARGET, apigw: str = "apigw_rest") -> float | None:
@@ -620,7 +627,7 @@ class Fleet:
               {"requests_per_window": 1_000_000}, {"X-Admin-Key": admin_key})
         self.agents: list[tuple[str, str, str]] = []
 
-    def grow(self, n: int) -> None:
+    def grow(self, n: int, report: bool = True) -> None:
         while len(self.agents) < n:
             i = len(self.agents)
             instance_id = f"i-{uuid.uuid4().hex[:17]}"
@@ -629,8 +636,9 @@ class Fleet:
                    "logical_agent_id": f"cost-agent-{i}", "mode": "spot"}
             agent_id = _json(self.client, "post", "/api/agents/register", reg, self.auth)["agent_id"]
             self.agents.append((agent_id, instance_id, az))
-            self.heartbeat(0)
-            self.report(i)
+            self.heartbeat(i)
+            if report:
+                self.report(i)
 
     def heartbeat(self, i: int = 0):
         agent_id, instance_id, az = self.agents[i]
@@ -671,13 +679,18 @@ def measure_app(admin_key: str, requests: int = 20, job_fleets: tuple[int, int] 
     notes: list[str] = []
     with Client(app, stage_name="dev") as client, Meter() as meter:
         fleet = Fleet(client, admin_key, instance_type)
-        fleet.grow(1)
+        fleet.grow(1, report=False)
 
         def per_request(call, n=requests):
+            call()  # warm-up: first-use clients and caches are a cold start, not a request's cost
             return mean_usage([meter.measure(call)[0] for _ in range(n)])
 
-        # A pool the job does not price: the legacy path (points and pools written).
-        uncovered = per_request(lambda: fleet.report(0), max(3, requests // 4))
+        # Pools the job does not price: the legacy path (points, gap fill and pools written), at the
+        # agent's cadence (collected_at one pricing interval apart, in the past day).
+        step = timedelta(seconds=agent_cadence()["pricing_s"])
+        start = datetime.now(timezone.utc) - timedelta(hours=20)
+        sent = iter(range(10**6))
+        uncovered = per_request(lambda: fleet.report(0, start + next(sent) * step), max(3, requests // 4))
         import chalicelib.jobs.spot_prices as spot_prices
 
         spot_prices.run(datetime.now(timezone.utc), fetch=_server_fetch, targets=[(REGION, instance_type)])
@@ -802,7 +815,8 @@ def render(m: Measured) -> str:
     lines.append("Per agent-month: " + ", ".join(f"{k} {v:,.0f}" for k, v in m.per_agent_month.items()))
     transitions, tasks = m.failover
     lines.append(f"One failover: {transitions} state transitions, {tasks} task invocations; API function "
-                 f"{m.api_memory_gb:g} GB; alarms {m.alarms}")
+                 f"{m.api_memory_gb:g} GB; alarms {m.alarms}; custom metrics seen {len(metric_series(m))} "
+                 f"(EMF name × dimension values: every route an agent calls adds its own)")
     lines.append("Scheduled jobs per run (fixed + per agent):")
     for name, j in m.jobs.items():
         f, p = j["fixed"], j["per_agent"]
