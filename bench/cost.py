@@ -217,11 +217,19 @@ def mean_usage(samples: list[Usage]) -> Usage:
     return mean
 
 
-def lambda_memory_gb(function: str, stage: str = "prod") -> float:
-    """The function's memory in .chalice/config.json (stage value, else the app default)."""
+def _lambda_setting(function: str, key: str, default, stage: str = "prod"):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     per_function = config["stages"].get(stage, {}).get("lambda_functions", {}).get(function, {})
-    return per_function.get("lambda_memory_size", config.get("lambda_memory_size", 128)) / 1024
+    return per_function.get(key, config.get(key, default))
+
+
+def lambda_memory_gb(function: str, stage: str = "prod") -> float:
+    """The function's memory in .chalice/config.json (stage value, else the app default)."""
+    return _lambda_setting(function, "lambda_memory_size", 128, stage) / 1024
+
+
+def lambda_timeout_s(function: str, stage: str = "prod") -> int:
+    return _lambda_setting(function, "lambda_timeout", 60, stage)
 
 
 def failover_transitions(boot_s: int = FAILOVER_BOOT_S) -> tuple[int, int]:
@@ -796,6 +804,34 @@ def _short(table: str) -> str:
     return re.sub(r"^spot-optimizer-[a-z0-9]+-", "", table)
 
 
+def why(term: str, m: Measured, agents: int) -> str:
+    """One sentence on where a term's money goes."""
+    req = sum(m.per_agent_month.values())
+    if term == "API Gateway":
+        return (f"{req:,.0f} REST requests per agent-month (a heartbeat every "
+                f"{SECONDS_PER_MONTH / m.per_agent_month['heartbeat']:.0f} s) at $3.50 per million, whatever each does")
+    if term.startswith("DynamoDB writes"):
+        hb = m.requests["heartbeat"]
+        return (f"{hb.wru:g} WRU per heartbeat ({_units(hb.wru_by)}) × {m.per_agent_month['heartbeat']:,.0f}: "
+                f"each heartbeat moves the agent in two indexes and counts the rate limit")
+    if term.startswith("CloudWatch metrics"):
+        return (f"{len(metric_series(m))} custom metric series at $0.30, {m.alarms} alarms and a dashboard: "
+                f"a fixed ${costs(m, 1)[term]:.2f}/month shared by {agents:,} agents")
+    if term.startswith("Lambda"):
+        return f"{req:,.0f} invocations × (request fee + {m.api_memory_gb:g} GB × billed ms)"
+    if term == "Scheduled jobs":
+        return "per-run fixed work of every schedule (health monitor and replica coordinator run every minute)"
+    return "see the counts above"
+
+
+def _job_seconds(job: dict, agents: int) -> float:
+    """Billed seconds of one run at ``agents`` (a single sequential invocation)."""
+    run = job["fixed"]
+    per = job["per_agent"]
+    usage = Usage(run.calls + per.scaled(agents).calls, own_s=run.own_s + per.own_s * agents)
+    return usage.billed_ms() / 1000
+
+
 def _units(by: Counter) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(by.items()) if v) or "-"
 
@@ -822,7 +858,16 @@ def render(m: Measured) -> str:
         f, p = j["fixed"], j["per_agent"]
         lines.append(f"  {name:<20} {j['runs_per_month']:>6}/month  {f.ddb_calls:>6.1f} + {p.ddb_calls:>5.2f}/agent calls  "
                      f"{f.rru:>7.1f} + {p.rru:>5.2f} RRU  {f.wru:>6.1f} + {p.wru:>5.2f} WRU  "
-                     f"own {f.own_s * 1000:>6.1f} + {p.own_s * 1000:>5.2f} ms")
+                     f"own {f.own_s * 1000:>6.1f} + {p.own_s * 1000:>5.2f} ms  "
+                     f"{_job_seconds(j, 100_000):>7.0f} s at 100,000 agents (timeout {lambda_timeout_s(name)} s)")
+    lines.append("")
+    lines.append("All fleet sizes ($ per agent-month):")
+    lines.append("| term | " + " | ".join(f"{f:,} agents" for f in FLEETS) + " |")
+    lines.append("|---|" + "---:|" * len(FLEETS))
+    table = {f: costs(m, f) for f in FLEETS}
+    for term in sorted(table[FLEETS[1]], key=lambda t: -table[FLEETS[1]][t]):
+        lines.append(f"| {term} | " + " | ".join(f"{table[f][term]:.4f}" for f in FLEETS) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{sum(table[f].values()):.4f}**" for f in FLEETS) + " |")
     for fleet in FLEETS:
         c = costs(m, fleet)
         total = sum(c.values())
@@ -830,7 +875,7 @@ def render(m: Measured) -> str:
         lines.append("")
         lines.append(f"### {fleet:,} agents: ${total:.4f} per agent-month "
                      f"({'meets' if total <= TARGET else 'misses'} the ${TARGET:.2f} target); dominant: {top} "
-                     f"({c[top] / total:.0%})")
+                     f"({c[top] / total:.0%}): {why(top, m, fleet)}")
         lines.append("| term | $ per agent-month | share |")
         lines.append("|---|---:|---:|")
         for term, v in sorted(c.items(), key=lambda kv: -kv[1]):
