@@ -547,12 +547,15 @@ _LOGS = _LogMeter()
 
 
 def _install_log_meter(quiet: bool):
+    """Meter the powertools logger and EMF metrics; returns the function that undoes it."""
     import chalicelib.observability as obs
 
     inner = obs.logger._logger
+    levels = {}
     for handler in inner.handlers:
         if handler is not _LOGS:
             _LOGS.formatter_of = handler.formatter
+            levels[handler] = handler.level
             if quiet:
                 handler.setLevel(logging.CRITICAL + 1)  # the bench's own output stays readable
     if _LOGS not in inner.handlers:
@@ -569,9 +572,18 @@ def _install_log_meter(quiet: bool):
         original()
 
     publish.__wrapped__ = original
-    for module in list(sys.modules.values()):
-        if getattr(module, "publish_metrics", None) is original:
-            module.publish_metrics = publish
+    patched = [m for m in list(sys.modules.values()) if getattr(m, "publish_metrics", None) is original]
+    for module in patched:
+        module.publish_metrics = publish
+
+    def undo():
+        for module in patched:
+            module.publish_metrics = original
+        inner.removeHandler(_LOGS)
+        for handler, level in levels.items():
+            handler.setLevel(level)
+
+    return undo
 
 
 REGION = "eu-west-1"
@@ -677,13 +689,22 @@ def _sentinel_event(instance_id: str) -> dict:
 def measure_app(admin_key: str, requests: int = 20, job_fleets: tuple[int, int] | None = (2, 6),
                 events: bool = True, instance_type: str = ITYPE, quiet: bool = False) -> Measured:
     """Drive the real handlers and jobs under moto (already started, tables created)."""
+
+
+    from app import app
+
+    undo = _install_log_meter(quiet)
+    try:
+        return _measure(app, admin_key, requests, job_fleets, events, instance_type)
+    finally:
+        undo()
+
+
+def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Measured:
     import importlib
 
     from chalice.test import Client
 
-    from app import app
-
-    _install_log_meter(quiet)
     notes: list[str] = []
     with Client(app, stage_name="dev") as client, Meter() as meter:
         fleet = Fleet(client, admin_key, instance_type)
