@@ -232,9 +232,12 @@ def pricing_report(agent_id):
     plausible points of pools the agent may speak for (its region and types, zones AWS lists:
     chalicelib/reported_pools.py) are kept; the others are dropped and named in ``warnings``. A pool
     whose price comes from the server's own spot-prices job (fresh) keeps it: the agent's point is only
-    counted (``server_priced``) and kept in the raw report. A kept price is used by this client's
-    decisions only. The reported on-demand price is kept in the raw report only (AWS's list price is
-    the one decisions use)."""
+    counted (``server_priced``). A kept price is used by this client's decisions only. The reported
+    on-demand price is kept in the raw report only (AWS's list price is the one decisions use).
+
+    Cost (issue #14): one BatchGetItem of the reported pools, writes only for pools the job does not
+    price (points + changed pools), the raw report item only when agent prices were stored or once per
+    agent-hour (``pools.report_worth_keeping``), and the agent's ``last_pricing_at``."""
     client_id, agent, body = agent_request(_request(), agent_id, PricingReportRequest)
     now = utcnow()
     warnings = body.warnings
@@ -255,15 +258,17 @@ def pricing_report(agent_id):
     server_priced = [pid for pid, a in admissions.items() if a.outcome == pools.SERVER_PRICED]
     admissions = {pid: a for pid, a in admissions.items() if a.outcome != pools.SERVER_PRICED}
     cheapest = body.pricing.cheapest_pool
-    pools.save_report(PricingReportTable(
-        agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
-        instance_type=own_type, region=body.instance.region or agent.region,
-        az=body.instance.az or agent.az, mode=body.instance.mode, pool_id=body.instance.pool_id,
-        on_demand_price=ondemand, current_spot_price=current,
-        cheapest_pool_id=cheapest.pool_id if cheapest else None,
-        cheapest_price=cheapest.price if cheapest else None,
-        pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
-        collected_at=ts), now, settings.report_retention_days)
+    stored = sum(1 for a in admissions.values() if pools.changed(a))
+    if pools.report_worth_keeping(agent.last_pricing_at, now, stored):
+        pools.save_report(PricingReportTable(
+            agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
+            instance_type=own_type, region=body.instance.region or agent.region,
+            az=body.instance.az or agent.az, mode=body.instance.mode, pool_id=body.instance.pool_id,
+            on_demand_price=ondemand, current_spot_price=current,
+            cheapest_pool_id=cheapest.pool_id if cheapest else None,
+            cheapest_price=cheapest.price if cheapest else None,
+            pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
+            collected_at=ts), now, settings.report_retention_days)
     agents.touch_pricing(agent, now)
     outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),

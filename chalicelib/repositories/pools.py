@@ -4,8 +4,9 @@ Two writers set a pool's latest price. The spot-prices job (``store_server_price
 is the source of truth: AWS's own price history. Agents' pricing reports (``admit_points``) set it only
 for pools the job does not cover: never priced by the job, or not confirmed by it for longer than
 ``SERVER_PRICE_FRESH_S`` (the job stopped). For a pool the job covers, an agent's point is counted
-(outcome ``server_priced``) and kept only in the raw report (``pricing-reports``, 30 days): it is not
-written to the pool's history, so the risk model's features and the data valve's window see one source.
+(outcome ``server_priced``) and not written to the pool's history, so the risk model's features and the
+data valve's window see one source; such a report costs one BatchGetItem and no pool write. The raw
+report (``pricing-reports``, 30 days) is kept when it stored agent prices, else once per agent-hour.
 The agent's on-demand price is still taken (the job does not fetch on-demand prices).
 """
 
@@ -84,8 +85,8 @@ def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client
 
 def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
                  client_id: str, server_window: timedelta | None = None) -> dict[str, Admission]:
-    """Run every agent point of ``client_id`` through the data valve and persist the result (3 batched
-    calls). The pool's price becomes that client's (``price_client_id``): another tenant's decisions do
+    """Run every agent point of ``client_id`` through the data valve and persist the result (one
+    BatchGetItem, then BatchWriteItem of the points and of the pools that changed, only when any did). The pool's price becomes that client's (``price_client_id``): another tenant's decisions do
     not use it; a pool last priced by another client starts its window afresh, so one tenant's points
     are never averaged into another's. Agents never set on-demand prices (AWS's list price is used).
 
@@ -123,9 +124,15 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
             row.updated_at = now
     with PoolTable.batch_write() as pool_batch:
         for pool_id in pool_ids:
-            if pool_id not in deferred:
+            if pool_id not in deferred and changed(admissions[pool_id]):
                 pool_batch.save(pools[pool_id])
     return admissions
+
+
+def changed(admission: Admission) -> bool:
+    """True when the admission stored or removed a point: only then is the pool item written (a
+    re-sent report, an exact duplicate, costs its read and nothing else)."""
+    return bool(admission.upserts or admission.deletes)
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,16 @@ def store_server_prices(points: list[PricePoint], now: datetime, config: ValveCo
         for pool_id in sorted(by_pool):
             pool_batch.save(pools[pool_id])
     return results
+
+
+def report_worth_keeping(last_report_at: datetime | None, now: datetime, pools_stored: int) -> bool:
+    """Whether a pricing report's raw item is written: always when agent prices entered the market
+    data (``pools_stored``: the audit of what an agent put there), else the first report of each
+    clock hour per agent. The job prices the pools the agent runs, so a legacy agent's reports in
+    between add only a time (``AgentTable.last_pricing_at``) and an on-demand price that an hourly
+    sample keeps (``reported_ondemand``): one write an hour instead of twelve."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    return pools_stored > 0 or last_report_at is None or last_report_at < hour
 
 
 def save_report(row: PricingReportTable, now: datetime, retention_days: int) -> None:

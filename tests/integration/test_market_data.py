@@ -231,6 +231,56 @@ def test_agent_prices_count_again_once_the_servers_price_is_stale(typed_agent):
     assert (latest.price, latest.price_source) == (Decimal("0.0900"), "agent")
 
 
+def raw_reports(agent_id: str) -> list:
+    from chalicelib.tables.pools import PricingReportTable
+
+    return list(PricingReportTable.query(agent_id))
+
+
+def test_a_report_the_server_prices_writes_no_pool_and_one_raw_report_an_hour(typed_agent):
+    """Issue #14 (cost): GIVEN the job prices all three pools WHEN an agent reports them twice THEN the
+    same legacy answer (server_priced 3, nothing stored), no pool item is written (``updated_at`` as the
+    job left it), the agent's ``last_pricing_at`` moves, and the raw report is written once for the
+    hour (twice only if the clock hour turned between the two)."""
+    from chalicelib.tables.agents import AgentTable
+    from chalicelib.tables.pools import PoolTable
+
+    itype, caller, agent_id, instance_id = typed_agent
+    now = now_s()
+    azs = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+    price_job.run(now, fetch=FakeMarket([rec(itype, az, "0.0610", now - timedelta(hours=1)) for az in azs]),
+                  targets=[(REGION, itype)])
+    before = {az: PoolTable.get(f"{itype}.{az}").updated_at for az in azs}
+    hours = set()
+    for k in range(2):
+        hours.add(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
+        reply = report(caller, agent_id, pricing_body(instance_id, itype, dict.fromkeys(azs, 0.09),
+                                                      collected_at=now + timedelta(seconds=1 + k)))
+        hours.add(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
+        assert (reply["server_priced"], reply["pools"], reply["points_written"]) == (3, 0, 0)
+    assert {az: PoolTable.get(f"{itype}.{az}").updated_at for az in azs} == before
+    assert len(raw_reports(agent_id)) == len(hours)
+    [agent] = [a for a in AgentTable.scan(AgentTable.agent_id == agent_id)]
+    assert agent.last_pricing_at is not None
+
+
+def test_a_resent_report_writes_no_pool_and_a_storing_one_keeps_its_raw_report(typed_agent):
+    """GIVEN pools the job does not price WHEN a report stores agent prices THEN its raw report is kept
+    (the audit of agent prices); WHEN the same report is sent again (a retry: exact duplicates) THEN
+    nothing is stored and no pool item is rewritten."""
+    from chalicelib.tables.pools import PoolTable
+
+    itype, caller, agent_id, instance_id = typed_agent
+    body = pricing_body(instance_id, itype, {"eu-west-1a": 0.05, "eu-west-1b": 0.06}, collected_at=now_s())
+    first = report(caller, agent_id, body)
+    assert first["pools"] == 2 and first["points_written"] == 2
+    assert [r.pools_stored for r in raw_reports(agent_id)] == [2]
+    written = {az: PoolTable.get(f"{itype}.{az}").updated_at for az in ("eu-west-1a", "eu-west-1b")}
+    again = report(caller, agent_id, body)
+    assert again["duplicates"] == 2 and again["points_written"] == 0
+    assert {az: PoolTable.get(f"{itype}.{az}").updated_at for az in written} == written
+
+
 # --- placement scores --------------------------------------------------------------------------------
 
 

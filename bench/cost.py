@@ -1,0 +1,960 @@
+"""Cost per agent-month of the control plane, from counted requests at us-east-1 list prices.
+
+    python -m bench.cost [--requests 20] [--json build/cost.json]
+
+What is counted (in-process, moto; nothing leaves the machine):
+
+* The agent's default cadence (``agent/spot_agent/config.py``): one heartbeat every ``heartbeat_s``
+  (30 s; it also delivers commands, so a v4 agent sends no pending-commands poll) and one pricing
+  report every ``pricing_s`` (300 s). A legacy v3 agent polls pending-commands every 15 s instead:
+  its per-call cost is printed too.
+* Each route is driven through the real handlers (``chalice.test.Client``) and every AWS call is
+  counted at botocore. DynamoDB read/write request units come from item sizes (DynamoDB's own
+  rules: reads per 4 KB, halved when eventually consistent; writes per 1 KB of the larger of the
+  item before and after; transactions twice; one more write per GSI the item is in), the sizes read
+  back from the emulator with uncounted calls. Query/Scan use the returned items' sizes (a projected
+  scan is charged on the full items in AWS: a lower bound there).
+* Lambda GB-s: the function's memory from ``.chalice/config.json`` (prod stage) × (the handler's own
+  time measured here + ``DDB_CALL_MS`` per DynamoDB call + ``AWS_CALL_MS`` per other AWS call):
+  moto's latency is not DynamoDB's, so it is replaced by a documented per-call figure.
+* API Gateway REST requests; Step Functions standard transitions of one failover, counted along the
+  path of ``chalicelib/workflows/failover.asl.json``; EventBridge (AWS service events are free, the
+  cross-region forwarding rule's events are charged as custom events); SQS (the event-intake queue:
+  ``SQS_REQUESTS_PER_EVENT`` per event plus the Lambda poller's idle long polls); CloudWatch (log
+  bytes measured per request from the powertools logger and EMF metrics, plus Lambda's START/END/REPORT
+  lines; custom metrics, alarms, dashboard).
+* Scheduled jobs: each job's ``run()`` is metered at two fleet sizes; its calls, units and time are
+  fitted as ``fixed + per-agent × agents`` and the per-run cost, times runs per month, is spread
+  over 10, 1,000 and 100,000 agents.
+
+Free tiers are ignored. The printed counts are what the code in this checkout does: re-run after a
+change to the request path to get the new number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import sys
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- us-east-1 list prices: the ONE place (on-demand, standard tiers; free tiers ignored) -------------
+PRICES_AS_OF = "2026-12-03 (list prices unchanged since DynamoDB's Nov 2024 on-demand cut; re-check the pages)"
+PRICE_SOURCES = {
+    "apigw": "https://aws.amazon.com/api-gateway/pricing/",
+    "lambda": "https://aws.amazon.com/lambda/pricing/",
+    "dynamodb": "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+    "stepfunctions": "https://aws.amazon.com/step-functions/pricing/",
+    "eventbridge": "https://aws.amazon.com/eventbridge/pricing/",
+    "sqs": "https://aws.amazon.com/sqs/pricing/",
+    "cloudwatch": "https://aws.amazon.com/cloudwatch/pricing/",
+    "s3": "https://aws.amazon.com/s3/pricing/",
+}
+INF = float("inf")
+PRICES = {
+    # $ per request by monthly volume tier: (tier size, price)
+    "apigw_rest": ((333e6, 3.50e-6), (667e6, 2.80e-6), (19e9, 2.38e-6), (INF, 1.51e-6)),
+    "apigw_http": ((300e6, 1.00e-6), (INF, 0.90e-6)),  # HTTP API, for "what it would take"
+    "lambda_request": 0.20e-6,
+    "lambda_gb_s": ((6e9, 0.0000166667), (9e9, 0.0000150000), (INF, 0.0000133334)),  # x86
+    "ddb_rru": 0.125e-6,
+    "ddb_wru": 0.625e-6,
+    "ddb_storage_gb_month": 0.25,
+    "sfn_transition": 0.025e-3,
+    "eventbridge_event": 1.00e-6,  # custom / cross-region delivered events; AWS service events free
+    "sqs_request": 0.40e-6,
+    "logs_ingest_gb": 0.50,
+    "metric_month": 0.30,
+    "alarm_month": 0.10,
+    "dashboard_month": 3.00,
+    "s3_get": 0.0004e-3,
+    "s3_put": 0.005e-3,
+}
+
+# --- assumptions (documented in docs/benchmarks.md) ---------------------------------------------------
+SECONDS_PER_MONTH = 30 * 86400
+DDB_CALL_MS = 6.0  # one DynamoDB call from Lambda in-region ("single-digit milliseconds")
+AWS_CALL_MS = 30.0  # any other AWS API call (EC2, S3, SSM, Step Functions)
+LAMBDA_PLATFORM_LOG_BYTES = 350  # START + END + REPORT lines per invocation
+SQS_REQUESTS_PER_EVENT = 3  # SendMessage (by EventBridge), ReceiveMessage, DeleteMessage(Batch)
+SQS_IDLE_POLLS_PER_MONTH = 5 * 3 * 60 * 24 * 30  # Lambda's 5 pollers, 20 s long polls, always on
+SQS_QUEUES_POLLED = 1
+EVENTS_PER_AGENT_MONTH = {"interruption": 1.0, "rebalance": 1.0, "state_change": 4.0}
+FORWARDED_FRACTION = 0.5  # events of instances outside the deploy region, forwarded to its bus
+FAILOVER_TASK_MS = 400.0  # one failover task (Lambda, mostly EC2/Step Functions calls)
+FAILOVER_BOOT_S = 120  # replacement boot time: how long the readiness loop runs
+ALARMS_DEFAULT = 10
+DASHBOARDS = 1
+FLEETS = (10, 1_000, 100_000)
+TARGET = 0.25
+
+
+# --- pure arithmetic ---------------------------------------------------------------------------------
+
+def tiered(volume: float, tiers) -> float:
+    """Cost of a monthly ``volume`` under (tier size, unit price) tiers."""
+    cost, left = 0.0, volume
+    for size, price in tiers:
+        used = min(left, size)
+        cost += used * price
+        left -= used
+        if left <= 0:
+            break
+    return cost
+
+
+def read_units(size_bytes: int, consistent: bool) -> float:
+    """RRU of reading one item (or one Query/Scan page's bytes): per started 4 KB, half if eventual."""
+    units = max(1, math.ceil(size_bytes / 4096))
+    return units if consistent else units / 2
+
+
+def write_units(size_bytes: int) -> int:
+    """WRU of writing one item: per started 1 KB."""
+    return max(1, math.ceil(size_bytes / 1024))
+
+
+def _number_size(text: str) -> int:
+    digits = len(text.lstrip("-").replace(".", "").lstrip("0").rstrip("0")) or 1
+    return (digits + 1) // 2 + 1
+
+
+def value_size(av: dict) -> int:
+    """Bytes of one DynamoDB attribute value (wire format), by DynamoDB's item-size rules."""
+    (kind, v), = av.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        return _number_size(v)
+    if kind == "B":
+        return len(v) if isinstance(v, (bytes, bytearray)) else len(base64.b64decode(v))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(x.encode()) for x in v)
+    if kind == "NS":
+        return sum(_number_size(x) for x in v)
+    if kind == "BS":
+        return sum(len(x) for x in v)
+    if kind == "L":
+        return 3 + sum(1 + value_size(x) for x in v)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + value_size(x) for k, x in v.items())
+    raise ValueError(kind)
+
+
+def item_size(item: dict | None) -> int:
+    return sum(len(k.encode()) + value_size(v) for k, v in (item or {}).items())
+
+
+@dataclass
+class Usage:
+    """What one unit of work (a request, a job run, an event) consumed."""
+
+    calls: Counter = field(default_factory=Counter)  # "service:Operation" -> n
+    rru: float = 0.0
+    wru: float = 0.0
+    own_s: float = 0.0  # time outside AWS calls
+    log_bytes: float = 0.0  # at the prod log level, EMF included
+    log_lines: float = 0.0
+    metrics: set = field(default_factory=set)
+    rru_by: Counter = field(default_factory=Counter)  # table (or table/index) -> RRU
+    wru_by: Counter = field(default_factory=Counter)
+
+    @property
+    def ddb_calls(self) -> int:
+        return sum(n for k, n in self.calls.items() if k.startswith("dynamodb:"))
+
+    @property
+    def other_calls(self) -> int:
+        return sum(n for k, n in self.calls.items() if not k.startswith("dynamodb:"))
+
+    def billed_ms(self) -> float:
+        return math.ceil(self.own_s * 1000 + self.ddb_calls * DDB_CALL_MS + self.other_calls * AWS_CALL_MS)
+
+    def scaled(self, k: float) -> "Usage":
+        return Usage(_times(self.calls, k), self.rru * k, self.wru * k, self.own_s * k, self.log_bytes * k,
+                     self.log_lines * k, set(self.metrics), _times(self.rru_by, k), _times(self.wru_by, k))
+
+
+def _times(counter: Counter, k: float) -> Counter:
+    return Counter({n: c * k for n, c in counter.items()})
+
+
+def mean_usage(samples: list[Usage]) -> Usage:
+    """Counts and units averaged over the samples; the handler's own time is their median."""
+    n = len(samples)
+    out = Usage()
+    for s in samples:
+        out.calls.update(s.calls)
+        out.rru += s.rru
+        out.wru += s.wru
+        out.own_s += s.own_s
+        out.log_bytes += s.log_bytes
+        out.log_lines += s.log_lines
+        out.metrics |= s.metrics
+        out.rru_by.update(s.rru_by)
+        out.wru_by.update(s.wru_by)
+    mean = out.scaled(1 / n)
+    mean.metrics = out.metrics
+    mean.own_s = statistics.median(s.own_s for s in samples)  # 2 shared cores: the median resists noise
+    return mean
+
+
+def _lambda_setting(function: str, key: str, default, stage: str = "prod"):
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    per_function = config["stages"].get(stage, {}).get("lambda_functions", {}).get(function, {})
+    return per_function.get(key, config.get(key, default))
+
+
+def lambda_memory_gb(function: str, stage: str = "prod") -> float:
+    """The function's memory in .chalice/config.json (stage value, else the app default)."""
+    return _lambda_setting(function, "lambda_memory_size", 128, stage) / 1024
+
+
+def lambda_timeout_s(function: str, stage: str = "prod") -> int:
+    return _lambda_setting(function, "lambda_timeout", 60, stage)
+
+
+def failover_transitions(boot_s: int = FAILOVER_BOOT_S) -> tuple[int, int]:
+    """(state transitions, Lambda task invocations) of one failover without standby (launch a
+    replacement, poll until ready, hand over, record, next standby), walked in the ASL so that a
+    renamed or re-wired state breaks the count instead of silently changing it."""
+    asl = json.loads((ROOT / "chalicelib" / "workflows" / "failover.asl.json").read_text())
+    states = asl["States"]
+    wait_s = states["WaitForReplacement"]["Seconds"]
+    polls = max(1, math.ceil(boot_s / wait_s))
+    path = [asl["StartAt"], "Route", "LaunchReplacement"]
+    path += ["AwaitReplacement", "IsReady", "WaitForReplacement"] * (polls - 1)
+    path += ["AwaitReplacement", "IsReady", "Handover", "Record", "ShouldRetire", "NextStandby", "Done"]
+    for here, there in zip(path, path[1:]):
+        state = states[here]
+        targets = {state.get("Next"), state.get("Default"), *(c.get("Next") for c in state.get("Choices", []))}
+        if there not in targets:
+            raise ValueError(f"failover.asl.json: {here} does not lead to {there}")
+    tasks = sum(1 for s in path if states[s]["Type"] == "Task")
+    return len(path), tasks
+
+
+# --- the model: usage per agent-month -> $ ------------------------------------------------------------
+
+@dataclass
+class Measured:
+    """Everything the cost model needs, as measured (or read from the repo)."""
+
+    requests: dict[str, Usage]  # route -> usage per request
+    per_agent_month: dict[str, float]  # route -> requests per agent-month
+    jobs: dict[str, dict]  # job -> {"fixed": Usage, "per_agent": Usage, "runs_per_month": n, "memory_gb": x}
+    event_usage: Usage  # one sentinel invocation (the event intake's consumer)
+    api_memory_gb: float
+    failover: tuple[int, int]
+    alarms: int
+    storage_bytes_per_agent: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, float]:
+    """$ per agent-month of each term for a fleet of ``agents``."""
+    out: dict[str, float] = {}
+    req = sum(m.per_agent_month.values())
+    out["API Gateway"] = tiered(req * agents, PRICES[apigw]) / agents
+    gb_s = sum(m.requests[r].billed_ms() / 1000 * m.api_memory_gb * n for r, n in m.per_agent_month.items())
+    out["Lambda (API)"] = req * PRICES["lambda_request"] + tiered(gb_s * agents, PRICES["lambda_gb_s"]) / agents
+    rru = sum(m.requests[r].rru * n for r, n in m.per_agent_month.items())
+    wru = sum(m.requests[r].wru * n for r, n in m.per_agent_month.items())
+    out["DynamoDB reads (API)"] = rru * PRICES["ddb_rru"]
+    out["DynamoDB writes (API)"] = wru * PRICES["ddb_wru"]
+    out["DynamoDB storage"] = m.storage_bytes_per_agent / 1e9 * PRICES["ddb_storage_gb_month"]
+
+    events = sum(EVENTS_PER_AGENT_MONTH.values())
+    interruptions = EVENTS_PER_AGENT_MONTH["interruption"]
+    transitions, tasks = m.failover
+    out["Step Functions"] = interruptions * transitions * PRICES["sfn_transition"]
+    out["EventBridge"] = events * FORWARDED_FRACTION * PRICES["eventbridge_event"]
+    out["SQS"] = (events * SQS_REQUESTS_PER_EVENT * PRICES["sqs_request"]
+                  + SQS_QUEUES_POLLED * SQS_IDLE_POLLS_PER_MONTH * PRICES["sqs_request"] / agents)
+    ev = m.event_usage
+    default_gb = lambda_memory_gb("sentinel-interruption")
+    event_gb_s = events * ev.billed_ms() / 1000 * default_gb + interruptions * tasks * FAILOVER_TASK_MS / 1000 * default_gb
+    out["Lambda (events, failover)"] = ((events + interruptions * tasks) * PRICES["lambda_request"]
+                                        + event_gb_s * PRICES["lambda_gb_s"][0][1])
+    out["DynamoDB (events)"] = events * (ev.rru * PRICES["ddb_rru"] + ev.wru * PRICES["ddb_wru"])
+
+    job_total = 0.0
+    job_logs = 0.0
+    for job in m.jobs.values():
+        run = job["fixed"].scaled(1.0)
+        per = job["per_agent"]
+        usage = Usage(run.calls + per.scaled(agents).calls, run.rru + per.rru * agents,
+                      run.wru + per.wru * agents, run.own_s + per.own_s * agents,
+                      run.log_bytes + per.log_bytes * agents)
+        n = job["runs_per_month"]
+        job_total += n * (PRICES["lambda_request"] + usage.billed_ms() / 1000 * job["memory_gb"]
+                          * PRICES["lambda_gb_s"][0][1] + usage.rru * PRICES["ddb_rru"]
+                          + usage.wru * PRICES["ddb_wru"]
+                          + usage.calls.get("s3:GetObject", 0) * PRICES["s3_get"]
+                          + usage.calls.get("s3:PutObject", 0) * PRICES["s3_put"])
+        job_logs += n * (usage.log_bytes + LAMBDA_PLATFORM_LOG_BYTES)
+    out["Scheduled jobs"] = job_total / agents
+
+    log_bytes = sum((m.requests[r].log_bytes + LAMBDA_PLATFORM_LOG_BYTES) * n for r, n in m.per_agent_month.items())
+    log_bytes += events * (ev.log_bytes + LAMBDA_PLATFORM_LOG_BYTES) + job_logs / agents
+    out["CloudWatch Logs"] = log_bytes / 1e9 * PRICES["logs_ingest_gb"]
+    out["CloudWatch metrics, alarms, dashboard"] = (len(metric_series(m)) * PRICES["metric_month"]
+                                                    + m.alarms * PRICES["alarm_month"]
+                                                    + DASHBOARDS * PRICES["dashboard_month"]) / agents
+    return out
+
+
+def metric_series(m: Measured) -> set:
+    """The distinct custom metrics (name, dimension values) the measured work published."""
+    return set().union(*(u.metrics for u in m.requests.values()), m.event_usage.metrics,
+                       *(j["fixed"].metrics for j in m.jobs.values()))
+
+
+def heartbeat_interval_for(m: Measured, agents: int, target: float = TARGET, apigw: str = "apigw_rest") -> float | None:
+    """The heartbeat interval (s) at which the total meets ``target`` (None if none up to 1 h)."""
+    base = dict(m.per_agent_month)
+    try:
+        for interval in range(30, 3601, 5):
+            m.per_agent_month = {**base, "heartbeat": SECONDS_PER_MONTH / interval}
+            if sum(costs(m, agents, apigw).values()) <= target:
+                return interval
+        return None
+    finally:
+        m.per_agent_month = base
+
+
+def _heartbeat_variant(hb: Usage, churn: bool) -> Usage:
+    """The measured heartbeat reduced to the issue's target of 2 calls (read + conditional update of
+    the agent row): the agent row's own units, with (``churn``) or without its index writes."""
+    wru = {k: v for k, v in hb.wru_by.items() if k == "agents" or (churn and k.startswith("agents/"))}
+    rru = {k: v for k, v in hb.rru_by.items() if k == "agents"}
+    return Usage(Counter({"dynamodb:GetItem": 1, "dynamodb:UpdateItem": 1}), sum(rru.values()),
+                 sum(wru.values()), hb.own_s, hb.log_bytes, hb.log_lines, set(hb.metrics),
+                 Counter(rru), Counter(wru))
+
+
+def what_ifs(m: Measured, agents: int) -> list[tuple[str, float]]:
+    """Totals per agent-month under changes this checkout does not (all) have yet."""
+    out = []
+    hb = m.requests["heartbeat"]
+    churn, lean = _heartbeat_variant(hb, True), _heartbeat_variant(hb, False)
+    reports = m.per_agent_month["pricing_report"]
+    for label, usage, interval, apigw, report_rate in (
+            ("heartbeat in 2 calls, agent-row index writes as now, 30 s, REST API", churn, 30, "apigw_rest", reports),
+            ("heartbeat in 2 calls, no index writes on a heartbeat, 30 s, REST API", lean, 30, "apigw_rest", reports),
+            ("same, 30 s, HTTP API", lean, 30, "apigw_http", reports),
+            ("same, 60 s, REST API", lean, 60, "apigw_rest", reports),
+            ("same, 120 s, REST API", lean, 120, "apigw_rest", reports),
+            ("same, 60 s, HTTP API", lean, 60, "apigw_http", reports),
+            ("same, 60 s, HTTP API, v4 agents report prices hourly", lean, 60, "apigw_http", 24 * 30)):
+        variant = dataclasses.replace(m, requests={**m.requests, "heartbeat": usage},
+                                      per_agent_month={**m.per_agent_month, "heartbeat": SECONDS_PER_MONTH / interval,
+                                                       "pricing_report": report_rate})
+        out.append((label, sum(costs(variant, agents, apigw).values())))
+    return out
+
+
+# --- measurement (moto, in-process) -------------------------------------------------------------------
+
+class Meter:
+    """Counts every AWS call at botocore and prices DynamoDB calls in request units."""
+
+    def __init__(self):
+        from botocore.client import BaseClient
+
+        self._base = BaseClient
+        self._original = BaseClient._make_api_call
+        self._schemas: dict[str, dict] = {}
+        self.usage = Usage()
+        self._aws_s = 0.0
+
+    # schema and item look-ups go around the meter
+    def _schema(self, client, table: str) -> dict:
+        if table not in self._schemas:
+            t = self._original(client, "DescribeTable", {"TableName": table})["Table"]
+            keys = [k["AttributeName"] for k in t["KeySchema"]]
+            gsis = [(g["IndexName"], keys + [k["AttributeName"] for k in g["KeySchema"]],
+                     g["Projection"]["ProjectionType"], g["Projection"].get("NonKeyAttributes", []))
+                    for g in t.get("GlobalSecondaryIndexes", [])]
+            self._schemas[table] = {"keys": keys, "gsis": gsis}
+        return self._schemas[table]
+
+    def _fetch(self, client, table: str, key: dict) -> dict | None:
+        return self._original(client, "GetItem", {"TableName": table, "Key": key, "ConsistentRead": True}).get("Item")
+
+    def _key(self, client, table: str, item: dict) -> dict:
+        return {k: item[k] for k in self._schema(client, table)["keys"] if k in item}
+
+    def _charge(self, kind: str, table: str, units: float) -> None:
+        name = _short(table)
+        if kind == "w":
+            self.usage.wru += units
+            self.usage.wru_by[name] += units
+        else:
+            self.usage.rru += units
+            self.usage.rru_by[name] += units
+
+    def _write(self, client, table: str, before: dict | None, after: dict | None, factor: int = 1) -> None:
+        """A base-table write, and the writes it causes in each GSI: a put when the item enters the
+        index, a delete when it leaves, both when its index key changes, an update when a projected
+        attribute changes (every attribute for an ALL projection)."""
+        size = max(item_size(before), item_size(after))
+        self._charge("w", table, write_units(size) * factor)
+        for index, keys, projection, included in self._schema(client, table)["gsis"]:
+            was = before is not None and all(k in before for k in keys)
+            now = after is not None and all(k in after for k in keys)
+            projected = (lambda it: it) if projection == "ALL" else (
+                lambda it, names=set(keys) | set(included): {k: v for k, v in it.items() if k in names})
+            units = 0
+            if was and now:
+                if any(before[k] != after[k] for k in keys):
+                    units = write_units(item_size(projected(before))) + write_units(item_size(projected(after)))
+                elif projected(before) != projected(after):
+                    units = write_units(item_size(projected(after)))
+            elif was:
+                units = write_units(item_size(projected(before)))
+            elif now:
+                units = write_units(item_size(projected(after)))
+            if units:
+                self._charge("w", f"{table}/{index}", units * factor)
+
+    def _call(self, client, op: str, params: dict):
+        service = client.meta.service_model.service_name
+        self.usage.calls[f"{service}:{op}"] += 1
+        if service != "dynamodb":
+            return self._original(client, op, params)
+        table = params.get("TableName")
+        before = None
+        if op in ("UpdateItem", "DeleteItem"):
+            before = self._fetch(client, table, params["Key"])
+        elif op == "PutItem":
+            before = self._fetch(client, table, self._key(client, table, params["Item"]))
+        deletes = []
+        if op == "BatchWriteItem":
+            for t, reqs in params["RequestItems"].items():
+                deletes += [(t, self._fetch(client, t, r["DeleteRequest"]["Key"])) for r in reqs if "DeleteRequest" in r]
+        try:
+            reply = self._original(client, op, params)
+        except Exception:
+            if op in ("PutItem", "UpdateItem", "DeleteItem"):
+                self._charge("w", table, 1)  # a failed conditional write still costs its write
+            raise
+        consistent = bool(params.get("ConsistentRead"))
+        if op == "GetItem":
+            self._charge("r", table, read_units(item_size(reply.get("Item")), consistent))
+        elif op == "BatchGetItem":
+            for t, items in reply.get("Responses", {}).items():
+                cons = bool(params["RequestItems"][t].get("ConsistentRead"))
+                self._charge("r", t, sum(read_units(item_size(i), cons) for i in items))
+        elif op in ("Query", "Scan"):
+            where = f"{table}/{params['IndexName']}" if params.get("IndexName") else table
+            self._charge("r", where, read_units(sum(item_size(i) for i in reply.get("Items", [])), consistent))
+        elif op == "TransactGetItems":
+            for r, g in zip(reply.get("Responses", []), params["TransactItems"]):
+                self._charge("r", g["Get"]["TableName"], 2 * read_units(item_size(r.get("Item")), True))
+        elif op == "PutItem":
+            self._write(client, table, before, params["Item"])
+        elif op == "UpdateItem":
+            self._write(client, table, before, self._fetch(client, table, params["Key"]))
+        elif op == "DeleteItem":
+            self._write(client, table, before, None)
+        elif op == "BatchWriteItem":
+            for t, reqs in params["RequestItems"].items():
+                for r in reqs:
+                    if "PutRequest" in r:
+                        self._write(client, t, None, r["PutRequest"]["Item"])
+            for t, old in deletes:
+                self._write(client, t, old, None)
+        elif op == "TransactWriteItems":
+            for entry in params["TransactItems"]:
+                (kind, body), = entry.items()
+                t = body["TableName"]
+                if kind == "Put":
+                    self._write(client, t, None, body["Item"], factor=2)
+                elif kind in ("Update", "Delete"):
+                    self._write(client, t, None, self._fetch(client, t, body["Key"]), factor=2)
+                else:  # ConditionCheck
+                    self._charge("w", t, 2)
+        return reply
+
+    def __enter__(self):
+        meter = self
+
+        def patched(client, op, params):
+            started = time.perf_counter()
+            try:
+                return meter._call(client, op, params)
+            finally:
+                meter._aws_s += time.perf_counter() - started
+
+        self._base._make_api_call = patched
+        return self
+
+    def __exit__(self, *exc):
+        self._base._make_api_call = self._original
+
+    def measure(self, work) -> tuple[Usage, object]:
+        """Run ``work()`` and return its usage (AWS call time excluded from ``own_s``)."""
+        self.usage, self._aws_s = Usage(), 0.0
+        _LOGS.reset()
+        started = time.perf_counter()
+        result = work()
+        self.usage.own_s = max(0.0, time.perf_counter() - started - self._aws_s)
+        self.usage.log_bytes, self.usage.log_lines = _LOGS.bytes, _LOGS.lines
+        self.usage.metrics = set(_LOGS.metrics)
+        return self.usage, result
+
+
+class _LogMeter(logging.Handler):
+    """Bytes the powertools logger would print at the prod level, plus the EMF metric blobs."""
+
+    PROD_LEVEL = logging.WARNING
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.formatter_of = None
+        self.reset()
+
+    def reset(self):
+        self.bytes, self.lines, self.metrics = 0, 0, set()
+
+    def emit(self, record):
+        if record.levelno >= self.PROD_LEVEL:
+            text = self.formatter_of.format(record) if self.formatter_of else record.getMessage()
+            self.bytes += len(text) + 1
+            self.lines += 1
+
+
+_LOGS = _LogMeter()
+
+
+def _install_log_meter(quiet: bool):
+    """Meter the powertools logger and EMF metrics; returns the function that undoes it."""
+    import chalicelib.observability as obs
+
+    inner = obs.logger._logger
+    levels = {}
+    for handler in inner.handlers:
+        if handler is not _LOGS:
+            _LOGS.formatter_of = handler.formatter
+            levels[handler] = handler.level
+            if quiet:
+                handler.setLevel(logging.CRITICAL + 1)  # the bench's own output stays readable
+    if _LOGS not in inner.handlers:
+        inner.addHandler(_LOGS)
+    original = obs.publish_metrics.__wrapped__ if hasattr(obs.publish_metrics, "__wrapped__") else obs.publish_metrics
+
+    def publish():
+        if obs.metrics.metric_set:
+            blob = obs.metrics.serialize_metric_set()
+            _LOGS.bytes += len(json.dumps(blob)) + 1
+            _LOGS.lines += 1
+            dims = tuple(sorted(obs.metrics.dimension_set.items()))
+            _LOGS.metrics |= {(name, dims) for name in obs.metrics.metric_set}
+        original()
+
+    publish.__wrapped__ = original
+    patched = [m for m in list(sys.modules.values()) if getattr(m, "publish_metrics", None) is original]
+    for module in patched:
+        module.publish_metrics = publish
+
+    def undo():
+        for module in patched:
+            module.publish_metrics = original
+        inner.removeHandler(_LOGS)
+        for handler, level in levels.items():
+            handler.setLevel(level)
+
+    return undo
+
+
+REGION = "eu-west-1"
+ITYPE = "m5.large"
+ZONES = ("a", "b", "c")
+
+
+def _json(client, method, path, body=None, headers=None):
+    send = getattr(client.http, method)
+    kwargs = {"headers": {"Content-Type": "application/json", **(headers or {})}}
+    if body is not None:
+        kwargs["body"] = json.dumps(body)
+    reply = send(path, **kwargs)
+    if not 200 <= reply.status_code < 300:
+        raise RuntimeError(f"{method.upper()} {path}: {reply.status_code} {reply.body[:300]!r}")
+    return json.loads(reply.body)
+
+
+def _report_body(instance_type: str, instance_id: str, az: str, now: datetime, price: float = 0.035) -> dict:
+    pools = [{"pool_id": f"{instance_type}.{REGION}{z}", "price": round(price + i / 1000, 4)}
+             for i, z in enumerate(ZONES)]
+    return {"instance": {"instance_id": instance_id, "instance_type": instance_type, "region": REGION, "az": az,
+                         "mode": "spot", "pool_id": f"{instance_type}.{az}"},
+            "pricing": {"on_demand_price": 0.107, "current_spot_price": pools[0]["price"],
+                        "cheapest_pool": pools[0], "spot_pools": pools, "collected_at": now.isoformat()}}
+
+
+def _server_fetch(region, instance_types, start):
+    from chalicelib.aws.spot_market import SpotPriceRecord
+
+    now = datetime.now(timezone.utc)
+    return [SpotPriceRecord(t, f"{region}{z}", "Linux/UNIX (Amazon VPC)", Decimal("0.0351"), now - timedelta(minutes=1))
+            for t in instance_types for z in ZONES]
+
+
+JOBS = {  # chalice function name -> (module, runs per month, run kwargs)
+    "health-monitor": ("health_monitor", 30 * 24 * 60, {}),
+    "risk-scorer": ("risk_scorer", 30 * 24 * 4, {}),
+    "decision-cycle": ("decision_cycle", 30 * 24 * 12, {}),
+    "replica-coordinator": ("replica_coordinator", 30 * 24 * 60, {}),
+    "cleanup": ("cleanup", 30 * 24 * 6, {}),
+    "spot-prices": ("spot_prices", 30 * 24 * 6, {"fetch": _server_fetch}),
+    "placement-scores": ("placement_scores", 30 * 24, {}),
+    "pricing-aggregator": ("pricing_aggregator", 30 * 24 * 4, {}),
+    "data-cleaner": ("data_cleaner", 30, {}),
+    "savings-rollup": ("savings_rollup", 30 * 24, {}),
+    "savings-close": ("savings_rollup", 30, {}),
+    "growth-snapshot": ("snapshots", 30, {}),
+}
+
+
+class Fleet:
+    """A legacy-mode client and its agents, driven through the real routes."""
+
+    def __init__(self, client, admin_key: str, instance_type: str = ITYPE):
+        self.client, self.instance_type = client, instance_type
+        created = _json(client, "post", "/api/admin/clients/create",
+                        {"name": f"cost-{uuid.uuid4().hex[:6]}", "legacy_agents": True}, {"X-Admin-Key": admin_key})
+        self.auth = {"Authorization": f"Bearer {created['client_token']}"}
+        _json(client, "post", f"/api/admin/clients/{created['client_id']}/rate-limit",
+              {"requests_per_window": 1_000_000}, {"X-Admin-Key": admin_key})
+        self.agents: list[tuple[str, str, str]] = []
+
+    def grow(self, n: int, report: bool = True) -> None:
+        while len(self.agents) < n:
+            i = len(self.agents)
+            instance_id = f"i-{uuid.uuid4().hex[:17]}"
+            az = f"{REGION}{ZONES[i % len(ZONES)]}"
+            reg = {"instance_id": instance_id, "instance_type": self.instance_type, "region": REGION, "az": az,
+                   "logical_agent_id": f"cost-agent-{i}", "mode": "spot"}
+            agent_id = _json(self.client, "post", "/api/agents/register", reg, self.auth)["agent_id"]
+            self.agents.append((agent_id, instance_id, az))
+            self.heartbeat(i)
+            if report:
+                self.report(i)
+
+    def heartbeat(self, i: int = 0):
+        agent_id, instance_id, az = self.agents[i]
+        return _json(self.client, "post", f"/api/agents/{agent_id}/heartbeat",
+                     {"status": "online", "instance_id": instance_id, "instance_type": self.instance_type,
+                      "mode": "spot", "az": az},
+                     self.auth)
+
+    def report(self, i: int = 0, now: datetime | None = None):
+        agent_id, instance_id, az = self.agents[i]
+        return _json(self.client, "post", f"/api/agents/{agent_id}/pricing-report",
+                     _report_body(self.instance_type, instance_id, az, now or datetime.now(timezone.utc)), self.auth)
+
+    def poll(self, i: int = 0):
+        agent_id, _, _ = self.agents[i]
+        reply = self.client.http.get(f"/api/agents/{agent_id}/pending-commands", headers=self.auth)
+        assert reply.status_code == 200, reply.body
+        return reply
+
+
+def _sentinel_event(instance_id: str) -> dict:
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "EC2 Spot Instance Interruption Warning",
+            "source": "aws.ec2", "account": "123456789012", "time": datetime.now(timezone.utc).isoformat(),
+            "region": REGION, "resources": [f"arn:aws:ec2:{REGION}:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "instance-action": "terminate"}}
+
+
+def measure_app(admin_key: str, requests: int = 20, job_fleets: tuple[int, int] | None = (2, 6),
+                events: bool = True, instance_type: str = ITYPE, quiet: bool = False) -> Measured:
+    """Drive the real handlers and jobs under moto (already started, tables created)."""
+
+
+    from app import app
+
+    undo = _install_log_meter(quiet)
+    try:
+        return _measure(app, admin_key, requests, job_fleets, events, instance_type)
+    finally:
+        undo()
+
+
+def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Measured:
+    import importlib
+
+    from chalice.test import Client
+
+    notes: list[str] = []
+    with Client(app, stage_name="dev") as client, Meter() as meter:
+        fleet = Fleet(client, admin_key, instance_type)
+        fleet.grow(1, report=False)
+
+        def per_request(call, n=requests):
+            call()  # warm-up: first-use clients and caches are a cold start, not a request's cost
+            return mean_usage([meter.measure(call)[0] for _ in range(n)])
+
+        # Pools the job does not price: the legacy path (points, gap fill and pools written), at the
+        # agent's cadence (collected_at one pricing interval apart, in the past day).
+        step = timedelta(seconds=agent_cadence()["pricing_s"])
+        start = datetime.now(timezone.utc) - timedelta(hours=20)
+        sent = iter(range(10**6))
+        uncovered = per_request(lambda: fleet.report(0, start + next(sent) * step), max(3, requests // 4))
+        import chalicelib.jobs.spot_prices as spot_prices
+
+        spot_prices.run(datetime.now(timezone.utc), fetch=_server_fetch, targets=[(REGION, instance_type)])
+        usage = {
+            "heartbeat": per_request(lambda: fleet.heartbeat(0)),
+            "pricing_report": per_request(lambda: fleet.report(0)),
+            "pending_commands": per_request(lambda: fleet.poll(0)),
+        }
+        usage["pricing_report_unpriced_pools"] = uncovered
+
+        jobs: dict[str, dict] = {}
+        samples: dict[str, list[tuple[int, Usage]]] = {name: [] for name in JOBS}
+        failed: dict[str, str] = {}
+        for size in job_fleets or ():
+            fleet.grow(size)
+            for name, (module, _, kwargs) in JOBS.items():
+                if name in failed:
+                    continue
+                job = importlib.import_module(f"chalicelib.jobs.{module}")
+                try:
+                    job.run(datetime.now(timezone.utc), **kwargs)  # warm-up: first-run backfills
+                    u, _ = meter.measure(lambda job=job, kwargs=kwargs: job.run(datetime.now(timezone.utc), **kwargs))
+                except Exception as exc:  # noqa: BLE001 - a job moto cannot run is reported, not hidden
+                    failed[name] = f"{type(exc).__name__}: {exc}"[:160]
+                    continue
+                samples[name].append((size, u))
+        for name, points in samples.items():
+            if len(points) < 2:
+                continue
+            (a, ua), (b, ub) = points
+            slope = _per_agent(ua, ub, b - a)
+            fixed = _minus(ua, slope.scaled(a))
+            fixed.metrics = ua.metrics | ub.metrics
+            jobs[name] = {"fixed": fixed, "per_agent": slope, "runs_per_month": JOBS[name][1],
+                          "memory_gb": lambda_memory_gb(name)}
+        notes += [f"job {n} not measured here: {why}" for n, why in failed.items()]
+
+        event_usage = Usage()
+        if events:
+            from chalicelib import sentinel
+            from localmode.workflows import ensure_failover_state_machine
+
+            ensure_failover_state_machine("dev")
+            event_usage, _ = meter.measure(lambda: _try_sentinel(sentinel, fleet, notes))
+        else:
+            notes.append("sentinel event not measured (events=False)")
+
+        from chalicelib.tables.agents import AgentTable
+        from chalicelib.tables.pools import PricingReportTable
+
+        agent_row = next(AgentTable.scan(limit=1))
+        report_row = next(PricingReportTable.scan(limit=1))
+    agent_bytes = len(json.dumps(agent_row.serialize()))
+    report_bytes = len(json.dumps(report_row.serialize()))
+    cadence = agent_cadence()
+    per_agent_month = {"heartbeat": SECONDS_PER_MONTH / cadence["heartbeat_s"],
+                       "pricing_report": SECONDS_PER_MONTH / cadence["pricing_s"]}
+    # raw reports kept: one per agent-hour (pools the job prices), retention 30 days
+    storage = agent_bytes + 24 * 30 * report_bytes
+    return Measured(requests=usage, per_agent_month=per_agent_month, jobs=jobs, event_usage=event_usage,
+                    api_memory_gb=lambda_memory_gb("api_handler"), failover=failover_transitions(),
+                    alarms=count_alarms(), storage_bytes_per_agent=storage, notes=notes)
+
+
+def _try_sentinel(sentinel, fleet, notes):
+    try:
+        return sentinel.on_event(_sentinel_event(fleet.agents[-1][1]))
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"sentinel event not measured: {type(exc).__name__}: {exc}"[:160])
+        return None
+
+
+def _per_agent(a: Usage, b: Usage, agents: int) -> Usage:
+    diff = _minus(b, a)
+    return diff.scaled(1 / agents) if agents else Usage()
+
+
+def _minus(a: Usage, b: Usage) -> Usage:
+    calls = Counter({k: max(0.0, a.calls.get(k, 0) - b.calls.get(k, 0)) for k in set(a.calls) | set(b.calls)})
+    return Usage(calls, max(0.0, a.rru - b.rru), max(0.0, a.wru - b.wru), max(0.0, a.own_s - b.own_s),
+                 max(0.0, a.log_bytes - b.log_bytes), max(0.0, a.log_lines - b.log_lines))
+
+
+def agent_cadence() -> dict[str, float]:
+    """The agent's default cadences (agent/spot_agent/config.py)."""
+    sys.path.insert(0, str(ROOT / "agent"))
+    from spot_agent.config import AgentConfig
+
+    fields = AgentConfig.__dataclass_fields__
+    return {"heartbeat_s": fields["heartbeat_s"].default, "pricing_s": fields["pricing_s"].default}
+
+
+def count_alarms() -> int:
+    """CloudWatch alarms the infra app defines (at least ALARMS_DEFAULT, which the issue asks for)."""
+    found = sum(len(re.findall(r"\bAlarm\(", p.read_text())) for p in (ROOT / "infra").glob("*.py"))
+    return max(found, ALARMS_DEFAULT)
+
+
+# --- report --------------------------------------------------------------------------------------------
+
+def _short(table: str) -> str:
+    """``spot-optimizer-dev-agents/agents-by-logical-id`` -> ``agents/agents-by-logical-id``."""
+    return re.sub(r"^spot-optimizer-[a-z0-9]+-", "", table)
+
+
+def why(term: str, m: Measured, agents: int) -> str:
+    """One sentence on where a term's money goes."""
+    req = sum(m.per_agent_month.values())
+    if term == "API Gateway":
+        return (f"{req:,.0f} REST requests per agent-month (a heartbeat every "
+                f"{SECONDS_PER_MONTH / m.per_agent_month['heartbeat']:.0f} s) at $3.50 per million, whatever each does")
+    if term.startswith("DynamoDB writes"):
+        hb = m.requests["heartbeat"]
+        return (f"{hb.wru:g} WRU per heartbeat ({_units(hb.wru_by)}) × {m.per_agent_month['heartbeat']:,.0f}: "
+                f"each heartbeat moves the agent in two indexes and counts the rate limit")
+    if term.startswith("CloudWatch metrics"):
+        return (f"{len(metric_series(m))} custom metric series at $0.30, {m.alarms} alarms and a dashboard: "
+                f"a fixed ${costs(m, 1)[term]:.2f}/month shared by {agents:,} agents")
+    if term.startswith("Lambda"):
+        return f"{req:,.0f} invocations × (request fee + {m.api_memory_gb:g} GB × billed ms)"
+    if term == "Scheduled jobs":
+        return "per-run fixed work of every schedule (health monitor and replica coordinator run every minute)"
+    return "see the counts above"
+
+
+def _job_seconds(job: dict, agents: int) -> float:
+    """Billed seconds of one run at ``agents`` (a single sequential invocation)."""
+    run = job["fixed"]
+    per = job["per_agent"]
+    usage = Usage(run.calls + per.scaled(agents).calls, own_s=run.own_s + per.own_s * agents)
+    return usage.billed_ms() / 1000
+
+
+def _units(by: Counter) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(by.items()) if v) or "-"
+
+
+def _ops(u: Usage) -> str:
+    return ", ".join(f"{k.split(':')[1]}×{v:g}" for k, v in sorted(u.calls.items()) if v)
+
+
+def render(m: Measured) -> str:
+    lines = ["Counted per request (DynamoDB calls, request units, handler own time):"]
+    for name, u in m.requests.items():
+        lines.append(f"  {name:<30} {u.ddb_calls:>5.1f} DDB calls  {u.rru:>6.2f} RRU  {u.wru:>6.2f} WRU  "
+                     f"own {u.own_s * 1000:>6.2f} ms  billed ~{u.billed_ms():>4.0f} ms  logs {u.log_bytes:>5.0f} B  [{_ops(u)}]")
+    lines.append("Request units by table (index) per request:")
+    for name, u in m.requests.items():
+        lines.append(f"  {name:<30} RRU {_units(u.rru_by)}; WRU {_units(u.wru_by)}")
+    lines.append("Per agent-month: " + ", ".join(f"{k} {v:,.0f}" for k, v in m.per_agent_month.items()))
+    transitions, tasks = m.failover
+    lines.append(f"One failover: {transitions} state transitions, {tasks} task invocations; API function "
+                 f"{m.api_memory_gb:g} GB; alarms {m.alarms}; custom metrics seen {len(metric_series(m))} "
+                 f"(EMF name × dimension values: every route an agent calls adds its own)")
+    lines.append("Scheduled jobs per run (fixed + per agent):")
+    for name, j in m.jobs.items():
+        f, p = j["fixed"], j["per_agent"]
+        lines.append(f"  {name:<20} {j['runs_per_month']:>6}/month  {f.ddb_calls:>6.1f} + {p.ddb_calls:>5.2f}/agent calls  "
+                     f"{f.rru:>7.1f} + {p.rru:>5.2f} RRU  {f.wru:>6.1f} + {p.wru:>5.2f} WRU  "
+                     f"own {f.own_s * 1000:>6.1f} + {p.own_s * 1000:>5.2f} ms  "
+                     f"{_job_seconds(j, 100_000):>7.0f} s at 100,000 agents (timeout {lambda_timeout_s(name)} s)")
+    lines.append("")
+    lines.append("All fleet sizes ($ per agent-month):")
+    lines.append("| term | " + " | ".join(f"{f:,} agents" for f in FLEETS) + " |")
+    lines.append("|---|" + "---:|" * len(FLEETS))
+    table = {f: costs(m, f) for f in FLEETS}
+    for term in sorted(table[FLEETS[1]], key=lambda t: -table[FLEETS[1]][t]):
+        lines.append(f"| {term} | " + " | ".join(f"{table[f][term]:.4f}" for f in FLEETS) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{sum(table[f].values()):.4f}**" for f in FLEETS) + " |")
+    for fleet in FLEETS:
+        c = costs(m, fleet)
+        total = sum(c.values())
+        top = max(c, key=c.get)
+        lines.append("")
+        lines.append(f"### {fleet:,} agents: ${total:.4f} per agent-month "
+                     f"({'meets' if total <= TARGET else 'misses'} the ${TARGET:.2f} target); dominant: {top} "
+                     f"({c[top] / total:.0%}): {why(top, m, fleet)}")
+        lines.append("| term | $ per agent-month | share |")
+        lines.append("|---|---:|---:|")
+        for term, v in sorted(c.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {term} | {v:.4f} | {v / total:.1%} |")
+        lines.append(f"| **total** | **{total:.4f}** | |")
+        interval = heartbeat_interval_for(m, fleet)
+        http = sum(costs(m, fleet, "apigw_http").values())
+        lines.append(f"Heartbeat interval meeting ${TARGET:.2f} on the REST API: "
+                     f"{f'{interval} s' if interval else 'none up to 1 h'}; same cadence behind an HTTP API: ${http:.4f}")
+    lines.append("")
+    lines.append("What it would take (what-if on the measured breakdown, 1,000 agents; not measured):")
+    for label, total in what_ifs(m, 1_000):
+        lines.append(f"  {label}: ${total:.4f}")
+    poll = m.requests["pending_commands"]
+    legacy = SECONDS_PER_MONTH / 15
+    lines.append("")
+    lines.append(f"A legacy v3 agent also polls pending-commands every 15 s ({legacy:,.0f}/month): "
+                 f"+${legacy * (tiered(1, PRICES['apigw_rest']) + PRICES['lambda_request'] + poll.billed_ms() / 1000 * m.api_memory_gb * PRICES['lambda_gb_s'][0][1] + poll.rru * PRICES['ddb_rru'] + poll.wru * PRICES['ddb_wru']):.4f} per agent-month")
+    lines += [f"note: {n}" for n in m.notes]
+    lines.append(f"Prices: us-east-1 list, {PRICES_AS_OF}; sources: " + ", ".join(PRICE_SOURCES.values()))
+    return "\n".join(lines)
+
+
+def run(requests: int) -> Measured:
+    os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", SPOT_STAGE="dev", SPOT_TENANCY="self-hosted",
+                      POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_LOG_LEVEL="INFO")
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    from moto import mock_aws
+
+    with mock_aws():  # the failover execution is started, not run (its transitions are counted in the ASL)
+        import boto3
+
+        from chalicelib.auth import hash_secret
+        from chalicelib.settings import get_settings
+        from chalicelib.tables.provisioning import ensure_tables
+
+        ensure_tables()
+        admin_key = "cost-admin"
+        boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
+                                          Value=hash_secret(admin_key), Overwrite=True)
+        return measure_app(admin_key, requests, quiet=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    measured = run(args.requests)
+    print(render(measured))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({str(f): costs(measured, f) for f in FLEETS}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""bench/cost.py: the arithmetic (units, tiers, a case computed by hand) and that its counts come from
+the real handlers (a handler making one more DynamoDB call costs more). In-process moto only."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter
+
+import pytest
+
+from bench import cost
+from bench.cost import PRICES, Measured, Usage
+
+
+def test_request_units_follow_dynamodb_rounding():
+    assert cost.read_units(1, consistent=True) == 1
+    assert cost.read_units(4096, consistent=True) == 1
+    assert cost.read_units(4097, consistent=True) == 2
+    assert cost.read_units(4097, consistent=False) == 1  # eventually consistent: half
+    assert cost.read_units(100, consistent=False) == 0.5
+    assert cost.write_units(1) == 1 and cost.write_units(1024) == 1 and cost.write_units(1025) == 2
+
+
+def test_item_size_counts_names_and_values():
+    # "pk"(2) + "abc"(3) + "n"(1) + 123 (3 digits -> 3 bytes) + "m"(1) + map(3 + "x"(1) + 1 + true(1))
+    item = {"pk": {"S": "abc"}, "n": {"N": "123"}, "m": {"M": {"x": {"BOOL": True}}}}
+    assert cost.item_size(item) == 2 + 3 + 1 + 3 + 1 + (3 + 1 + 1 + 1)
+    assert cost.item_size({"b": {"B": b"\x00" * 10}}) == 11
+    assert cost.item_size(None) == 0
+
+
+def test_tiers_charge_each_slice_at_its_price():
+    rest = PRICES["apigw_rest"]
+    assert cost.tiered(1e6, rest) == pytest.approx(3.50)
+    assert cost.tiered(400e6, rest) == pytest.approx(333e6 * 3.50e-6 + 67e6 * 2.80e-6)
+    assert cost.tiered(0, rest) == 0
+
+
+def test_failover_path_is_walked_in_the_state_machine():
+    # no wait loop: Plan, Route, LaunchReplacement, AwaitReplacement, IsReady, Handover, Record,
+    # ShouldRetire, NextStandby, Done; six of them are tasks
+    assert cost.failover_transitions(boot_s=1) == (10, 6)
+    transitions, tasks = cost.failover_transitions(boot_s=120)  # 5 s between readiness checks
+    assert (transitions, tasks) == (10 + 3 * 23, 6 + 23)
+
+
+def _by_hand() -> Measured:
+    heartbeat = Usage(calls=Counter({"dynamodb:GetItem": 1}), rru=1.0, wru=2.0, own_s=0.004)  # 4 + 6 ms
+    return Measured(requests={"heartbeat": heartbeat}, per_agent_month={"heartbeat": 1e6}, jobs={},
+                    event_usage=Usage(), api_memory_gb=1.0, failover=(10, 4), alarms=0)
+
+
+def test_a_case_computed_by_hand():
+    """1 M requests/agent-month of 10 ms at 1 GB, 1 RRU + 2 WRU each, one agent."""
+    c = cost.costs(_by_hand(), agents=1)
+    assert c["API Gateway"] == pytest.approx(3.50)
+    assert c["Lambda (API)"] == pytest.approx(1e6 * 0.20e-6 + 1e6 * 0.010 * 1.0 * 0.0000166667)
+    assert c["DynamoDB reads (API)"] == pytest.approx(0.125)
+    assert c["DynamoDB writes (API)"] == pytest.approx(1.25)
+    interruptions = cost.EVENTS_PER_AGENT_MONTH["interruption"]
+    assert c["Step Functions"] == pytest.approx(interruptions * 10 * 0.025e-3)
+    events = sum(cost.EVENTS_PER_AGENT_MONTH.values())
+    assert c["SQS"] == pytest.approx(events * 3 * 0.40e-6 + cost.SQS_IDLE_POLLS_PER_MONTH * 0.40e-6)
+    assert c["CloudWatch metrics, alarms, dashboard"] == pytest.approx(3.00)  # the dashboard alone
+
+
+def test_fixed_costs_are_shared_by_the_fleet():
+    small, large = cost.costs(_by_hand(), agents=10), cost.costs(_by_hand(), agents=1000)
+    assert small["CloudWatch metrics, alarms, dashboard"] == pytest.approx(100 * large["CloudWatch metrics, alarms, dashboard"])
+    assert small["DynamoDB writes (API)"] == large["DynamoDB writes (API)"]  # per agent: no sharing
+
+
+def test_a_slower_heartbeat_costs_less_and_the_interval_search_finds_it():
+    m = _by_hand()
+    m.per_agent_month = {"heartbeat": cost.SECONDS_PER_MONTH / 30}
+    at_30 = sum(cost.costs(m, 1000).values())
+    interval = cost.heartbeat_interval_for(m, 1000, target=at_30 / 2)
+    assert interval is not None and interval > 30
+    m.per_agent_month = {"heartbeat": cost.SECONDS_PER_MONTH / interval}
+    assert sum(cost.costs(m, 1000).values()) <= at_30 / 2
+    assert m.per_agent_month == {"heartbeat": cost.SECONDS_PER_MONTH / interval}
+
+
+def test_job_fit_separates_fixed_and_per_agent_work():
+    two = Usage(calls=Counter({"dynamodb:Query": 4}), rru=10, wru=4, own_s=0.010)
+    six = Usage(calls=Counter({"dynamodb:Query": 12}), rru=18, wru=12, own_s=0.018)
+    per = cost._per_agent(two, six, 4)
+    assert per.calls["dynamodb:Query"] == 2 and per.rru == 2 and per.wru == 2 and per.own_s == pytest.approx(0.002)
+    fixed = cost._minus(two, per.scaled(2))
+    assert fixed.calls["dynamodb:Query"] == 0 and fixed.rru == 6 and fixed.wru == 0
+
+
+def test_memory_comes_from_the_chalice_config():
+    assert cost.lambda_memory_gb("api_handler") == 1.0
+    assert cost.lambda_memory_gb("spot-prices") == 0.25
+    assert cost.lambda_memory_gb("sentinel-interruption") == 0.5  # the app default
+
+
+@pytest.fixture
+def measured_twice(admin_key, monkeypatch):
+    """The real handlers measured as they are, then with one more DynamoDB read per heartbeat."""
+    itype = f"t{uuid.uuid4().hex[:8]}.large"
+    first = cost.measure_app(admin_key, requests=2, job_fleets=None, events=False, instance_type=itype)
+
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.tables.agents import AgentTable
+
+    real = agent_repo.heartbeat
+
+    def heartbeat_with_an_extra_read(agent, **kwargs):
+        AgentTable.get(agent.client_id, agent.agent_id)
+        return real(agent, **kwargs)
+
+    monkeypatch.setattr(agent_repo, "heartbeat", heartbeat_with_an_extra_read)
+    second = cost.measure_app(admin_key, requests=2, job_fleets=None, events=False,
+                              instance_type=f"t{uuid.uuid4().hex[:8]}.large")
+    return first, second
+
+
+def test_counts_come_from_the_handlers(measured_twice):
+    first, second = measured_twice
+    hb, report = first.requests["heartbeat"], first.requests["pricing_report"]
+    assert hb.calls["dynamodb:UpdateItem"] >= 1 and hb.wru >= 1 and hb.rru > 0
+    # the job prices the agent's pools: a report writes no pool, unlike one the job does not cover
+    assert report.calls.get("dynamodb:BatchWriteItem", 0) == 0
+    unpriced = first.requests["pricing_report_unpriced_pools"]
+    assert unpriced.calls["dynamodb:BatchWriteItem"] >= 2 and unpriced.wru > report.wru
+    assert unpriced.wru_by["price-points"] >= 3  # three pools, a point each (plus the valve's gap fill)
+    assert unpriced.wru_by["pools"] >= 3
+    assert math.isclose(first.per_agent_month["heartbeat"], 86_400) and math.isclose(first.per_agent_month["pricing_report"], 8_640)
+
+    extra = second.requests["heartbeat"]
+    assert extra.calls["dynamodb:GetItem"] == hb.calls["dynamodb:GetItem"] + 1
+    assert extra.rru > hb.rru
+    assert sum(cost.costs(second, 1000).values()) > sum(cost.costs(first, 1000).values())
