@@ -38,6 +38,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from chalicelib.settings import APP_NAME, event_dead_letter_queue_name, event_queue_name
+from infra.naming import alarm_name
 from components.sentinel.rules import SENTINEL_RULES
 from components.sentinel.signals import TERMINATION_NOTICE_S
 
@@ -101,7 +102,7 @@ class EventIntake(Construct):
 
         action = cloudwatch_actions.SnsAction(alarm_topic)
         self.dead_letter_alarm = cloudwatch.Alarm(
-            self, "DeadLetterAlarm", alarm_name=f"{APP_NAME}-{stage}-events-dead-lettered",
+            self, "DeadLetterAlarm", alarm_name=alarm_name(stage, "events-dead-lettered"),
             alarm_description=(f"Sentinel events in {event_dead_letter_queue_name(stage)}: they failed "
                                f"{MAX_RECEIVE_COUNT} times. Read them, fix the cause, then `make redrive STAGE={stage}`."),
             metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
@@ -110,8 +111,9 @@ class EventIntake(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
         self.dead_letter_alarm.add_alarm_action(action)
+        self.dead_letter_alarm.add_ok_action(action)
         self.age_alarm = cloudwatch.Alarm(
-            self, "OldestEventAlarm", alarm_name=f"{APP_NAME}-{stage}-events-waiting",
+            self, "OldestEventAlarm", alarm_name=alarm_name(stage, "events-waiting"),
             alarm_description=(f"An event waited more than {TERMINATION_NOTICE_S} s in {event_queue_name(stage)} "
                                "(the sentinel is failing, throttled or not deployed): a spot warning's window is over."),
             metric=self.queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(1), statistic="Maximum"),
@@ -119,6 +121,7 @@ class EventIntake(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
         self.age_alarm.add_alarm_action(action)
+        self.age_alarm.add_ok_action(action)
 
         stack = Stack.of(self)
         CfnOutput(stack, "EventQueueUrl", value=self.queue.queue_url, description="the sentinel's event queue")

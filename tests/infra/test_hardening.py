@@ -76,7 +76,7 @@ def test_the_bucket_name_carries_account_and_region(resources):
 # --- alarms, dashboard, subscription ----------------------------------------------------------------------
 
 EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksErrors", "FailoverTasksThrottles",
-                   "StuckInterruptions")
+                   "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting")
 
 
 def _alarms(resources) -> dict[str, dict]:
