@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
-from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
+from chalicelib.errors import InternalError, error_response, translate
 from chalicelib.observability import logger
 from chalicelib.api.route_doc import route_doc
 from chalicelib.repositories import activity, agents
@@ -82,8 +82,7 @@ def validate(schema: type[SchemaT], body: dict[str, Any]) -> SchemaT:
 def client_request(request, schema: type[SchemaT] | None = None) -> tuple[ClientRecord, SchemaT | dict]:
     """Authenticate a client call (Bearer or legacy body token), then validate its body."""
     body = raw_json(request)
-    client = auth.authenticate(request.headers, body)
-    rate_limit.check(client, request)
+    client = auth.authenticate(request.headers, body, request=request)
     if schema is None:
         return client, body
     return client, validate(schema, body)
@@ -93,23 +92,51 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
                   allow_deleted: bool = False) -> tuple[str, AgentRecord, SchemaT | dict]:
     """Authenticate an agent route: ``(client_id, agent, body)``.
 
-    The agent's own credential (one GetItem; another agent's id is 404), or, where the client runs in
+    The agent's own credential (its row's GetItem; another agent's id is 404), or, where the client runs in
     legacy agent mode, the client token (Bearer or the v4 body ``client_token``). Without legacy mode a
-    client token answers 403 ``agent_credential_required``."""
+    client token answers 403 ``agent_credential_required``. Then the client's gate admits and counts the
+    request (chalicelib/rate_limit.py; for a client token it also checks the token, so the agent row is read
+    only for an admitted request)."""
     body = raw_json(request)
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
         agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
-        rate_limit.check(rate_limit.Subject(agent.client_id), request)
+        rate_limit.admit(agent.client_id, request=request)
     else:
-        client = auth.authenticate(request.headers, body)
-        if not client.legacy_agents:
-            raise ForbiddenError("agent routes need the agent's own credential (returned by a registration "
-                                 "with a signed identity document); legacy agent mode is off for this client",
-                                 code="agent_credential_required")
-        rate_limit.check(client, request)
-        agent = agents.require(client.client_id, agent_id, allow_deleted=allow_deleted)
+        client_id = auth.admit_token(request.headers, body, legacy=True, request=request)
+        agent = agents.require(client_id, agent_id, allow_deleted=allow_deleted)
     return agent.client_id, agent, body if schema is None else validate(schema, body)
+
+
+def quick_agent_admission(request, agent_id: str, body: dict[str, Any], *,
+                          agent_condition=None) -> tuple[str, str | None] | None:
+    """The fast admission of an agent route that does its own conditional write or check of the agent row:
+    ``(client_id, credential_hash)`` (None for a client token), or None when the caller must take its full
+    path (``agent_request``), nothing counted.
+
+    A client token is admitted by its gate alone (one UpdateItem; the route's own write checks the agent),
+    or with ``agent_condition`` by the gate and a condition check of the agent row in one transaction. An
+    agent credential is always checked on its row (hash, client not suspended, plus ``agent_condition``) in
+    one transaction with the gate, so a forged credential is refused before it is counted on the client."""
+    token = auth.bearer_token(request.headers)
+    if auth.is_agent_credential(token):
+        named = auth.credential_names(token)
+        if named is None or named[1] != agent_id:
+            return None
+        client_id, credential_hash, token_hash, legacy = named[0], auth.hash_secret(token), None, False
+        condition = agents.credential_condition(credential_hash)
+    else:
+        client_id, token_hash = auth.client_of(auth.request_token(request.headers, body))
+        credential_hash, legacy = None, True
+        if agent_condition is None:
+            auth.admit_token(request.headers, body, legacy=True, request=request)
+            return client_id, None
+        condition = agents.credential_condition(None)
+    if agent_condition is not None:
+        condition &= agent_condition
+    admitted = rate_limit.admit_with(lambda tx: agents.check_in(tx, client_id, agent_id, condition), client_id,
+                                     token_hash=token_hash, legacy=legacy, request=request)
+    return (client_id, credential_hash) if admitted else None
 
 
 def admin_request(request, schema: type[SchemaT] | None = None) -> SchemaT | dict:
