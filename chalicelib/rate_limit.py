@@ -29,7 +29,7 @@ from chalicelib.repositories.dynamo import cancellation_codes, condition_failed,
 from chalicelib.settings import get_settings
 from chalicelib.tables.rate_limits import RateLimitTable, gate_key
 
-_ADMITTED = "spotOptimizerAdmitted"  # marker in the request context: already admitted (and counted)
+_ADMITTED = "spotOptimizerAdmitted"  # request context: (client id, window start) it was admitted and counted in
 _over: dict[str, int] = {}  # client id → end of the window it is over its limit in (this container)
 _windows: dict[str, int] = {}  # client id → start of the window this container last counted it in
 _RETRIES = 3
@@ -144,7 +144,7 @@ def admit(client_id: str, *, token_hash: str | None = None, legacy: bool = False
             admission.refused()
             continue
         admission.admitted()
-        mark_admitted(request, client_id)
+        mark_admitted(request, client_id, admission.window.start)
         return
     raise TooManyRequestsError("the rate-limit window is changing, retry", retry_after=1)
 
@@ -170,7 +170,7 @@ def admit_with(check, client_id: str, *, token_hash: str | None = None, legacy: 
             admission.refused()
             continue
         admission.admitted()
-        mark_admitted(request, client_id)
+        mark_admitted(request, client_id, admission.window.start)
         return True
     raise TooManyRequestsError("the rate-limit window is changing, retry", retry_after=1)
 
@@ -183,13 +183,31 @@ def check(client, request=None, now: datetime | None = None) -> None:
 
 def already_admitted(request, client_id: str) -> bool:
     context = getattr(request, "context", None)
-    return isinstance(context, dict) and context.get(_ADMITTED) == client_id
+    return isinstance(context, dict) and (context.get(_ADMITTED) or (None,))[0] == client_id
 
 
-def mark_admitted(request, client_id: str) -> None:
+def mark_admitted(request, client_id: str, window_start: int) -> None:
     context = getattr(request, "context", None)
     if isinstance(context, dict):
-        context[_ADMITTED] = client_id
+        context[_ADMITTED] = (client_id, window_start)
+
+
+def refund(request) -> None:
+    """Uncount the request's admission (an agent credential the fast path counted before its row refused
+    it: a forged or stale credential must not use up its client's quota); a no-op for a request that was
+    not admitted, or once its window is over."""
+    context = getattr(request, "context", None)
+    admitted = context.pop(_ADMITTED, None) if isinstance(context, dict) else None
+    if admitted is None:
+        return
+    client_id, window_start = admitted
+    try:
+        RateLimitTable(gate_key(client_id)).update(
+            actions=[RateLimitTable.requests.add(-1)],
+            condition=(RateLimitTable.window_start == window_start) & (RateLimitTable.requests > 0))
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
 
 
 def requests_in_window(client_id: str, now: datetime | None = None) -> int:

@@ -15,7 +15,15 @@ from pydantic import BaseModel
 
 from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
-from chalicelib.errors import InternalError, error_response, translate
+from chalicelib.errors import (
+    ForbiddenError,
+    InternalError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    error_response,
+    translate,
+)
 from chalicelib.observability import logger
 from chalicelib.api.route_doc import route_doc
 from chalicelib.repositories import activity, agents
@@ -100,7 +108,11 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
     body = raw_json(request)
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
-        agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+        try:
+            agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+        except (UnauthorizedError, ForbiddenError, NotFoundError):
+            rate_limit.refund(request)  # counted by a fast path before the row refused the credential
+            raise
         rate_limit.admit(agent.client_id, request=request)
     else:
         client_id = auth.admit_token(request.headers, body, legacy=True, request=request)
@@ -112,28 +124,33 @@ def quick_agent_admission(request, agent_id: str, body: dict[str, Any], *,
                           agent_condition=None) -> tuple[str, str | None] | None:
     """The fast admission of an agent route that does its own conditional write or check of the agent row:
     ``(client_id, credential_hash)`` (None for a client token), or None when the caller must take its full
-    path (``agent_request``), nothing counted.
+    path (``agent_request``).
 
-    A client token is admitted by its gate alone (one UpdateItem; the route's own write checks the agent),
-    or with ``agent_condition`` by the gate and a condition check of the agent row in one transaction. An
-    agent credential is always checked on its row (hash, client not suspended, plus ``agent_condition``) in
-    one transaction with the gate, so a forged credential is refused before it is counted on the client."""
+    Without ``agent_condition`` the gate alone admits and counts the request (one UpdateItem); the route's
+    own conditional write then checks the row (and the credential). If that write's condition fails the
+    route takes its full path, which does not count the request again, and refunds the count when the
+    row refuses an agent credential (``agent_request``): a forged credential naming a client uses none of
+    its quota. With ``agent_condition`` the gate update and a condition check of the agent row (credential,
+    ``agent_condition``) are one transaction; when the row's check fails nothing is counted."""
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
         named = auth.credential_names(token)
         if named is None or named[1] != agent_id:
             return None
         client_id, credential_hash, token_hash, legacy = named[0], auth.hash_secret(token), None, False
-        condition = agents.credential_condition(credential_hash)
     else:
         client_id, token_hash = auth.client_of(auth.request_token(request.headers, body))
         credential_hash, legacy = None, True
-        if agent_condition is None:
+    if agent_condition is None:
+        if token_hash is None:
+            try:
+                rate_limit.admit(client_id, request=request)
+            except (ForbiddenError, TooManyRequestsError):
+                return None  # the credential is not verified yet: the full path answers 401 before these
+        else:
             auth.admit_token(request.headers, body, legacy=True, request=request)
-            return client_id, None
-        condition = agents.credential_condition(None)
-    if agent_condition is not None:
-        condition &= agent_condition
+        return client_id, credential_hash
+    condition = agents.credential_condition(credential_hash) & agent_condition
     admitted = rate_limit.admit_with(lambda tx: agents.check_in(tx, client_id, agent_id, condition), client_id,
                                      token_hash=token_hash, legacy=legacy, request=request)
     return (client_id, credential_hash) if admitted else None

@@ -286,8 +286,7 @@ def revoke_token(client_id: str, token_hash: str) -> None:
     """The token stops working now: its lookup row is deleted and the gate forgets it (client deletion)."""
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.delete(ClientLookupTable(token_lookup_key(token_hash)))
-        tx.update(RateLimitTable(gate_key(client_id)), actions=[RateLimitTable.token_hash.remove()],
-                  condition=RateLimitTable.window_key.exists())
+        tx.update(RateLimitTable(gate_key(client_id)), actions=[RateLimitTable.token_hash.remove()])
 
 
 def delete_gate(client_id: str) -> None:

@@ -123,3 +123,19 @@ def test_a_pending_command_is_still_delivered_and_the_budget_returns_after_it(ma
     status, body = caller.post(f"/api/agents/{agent_id}/commands/{command_id}/executed", {"success": True})
     assert status == 200, body
     _assert_counts(caller, agent_id)
+
+
+def test_a_refused_agent_credential_uses_none_of_its_clients_quota(verified, api):  # noqa: F811
+    """GIVEN a verified agent WHEN a wrong credential naming its client and agent (forged, or rotated) is sent
+    to the heartbeat and the poll THEN 401, and the client's rate-limit window counts none of them (the fast
+    path's count is refunded when the row refuses the credential)."""
+    client_id, _, a, _ = verified
+    _steady(a["caller"], a["agent_id"])
+    before = rate_limit.requests_in_window(client_id)
+    forged = Caller(api.http, token=a["credential"][:-4] + "AAAA")
+    for _ in range(3):
+        status, body = forged.post(f"/api/agents/{a['agent_id']}/heartbeat", {"status": "online"})
+        assert status == 401, body
+        status, body = forged.get(f"/api/agents/{a['agent_id']}/pending-commands")
+        assert status == 401, body
+    assert rate_limit.requests_in_window(client_id) == before > 0
