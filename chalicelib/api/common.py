@@ -151,8 +151,13 @@ def quick_agent_admission(request, agent_id: str, body: dict[str, Any], *,
             auth.admit_token(request.headers, body, legacy=True, request=request)
         return client_id, credential_hash
     condition = agents.credential_condition(credential_hash) & agent_condition
-    admitted = rate_limit.admit_with(lambda tx: agents.check_in(tx, client_id, agent_id, condition), client_id,
-                                     token_hash=token_hash, legacy=legacy, request=request)
+    try:
+        admitted = rate_limit.admit_with(lambda tx: agents.check_in(tx, client_id, agent_id, condition),
+                                         client_id, token_hash=token_hash, legacy=legacy, request=request)
+    except (ForbiddenError, TooManyRequestsError):
+        if credential_hash is None:
+            raise
+        return None  # the full path verifies the credential first, then answers the same 403/429
     return (client_id, credential_hash) if admitted else None
 
 
