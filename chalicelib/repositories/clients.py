@@ -127,12 +127,6 @@ def client_of_token(token_hash: str) -> str | None:
         return None
 
 
-def find_by_token_hash(token_hash: str) -> ClientRecord | None:
-    """The client owning a token hash (two GetItems, strongly consistent)."""
-    client_id = client_of_token(token_hash)
-    return None if client_id is None else get(client_id)
-
-
 # --- the client's gate (chalicelib/tables/rate_limits.py): GATE_FIELDS mirrored in the same transaction ----
 
 def _gate_of(row: ClientTable) -> RateLimitTable:

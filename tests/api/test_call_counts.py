@@ -139,3 +139,38 @@ def test_a_refused_agent_credential_uses_none_of_its_clients_quota(verified, api
         status, body = forged.get(f"/api/agents/{a['agent_id']}/pending-commands")
         assert status == 401, body
     assert rate_limit.requests_in_window(client_id) == before > 0
+
+
+def test_a_client_without_a_gate_gets_one_built_from_its_row(make_tenant, admin):
+    """GIVEN a client whose gate item is missing (created before the gate existed) WHEN it calls THEN the gate
+    is built from the client row and the call is served; a deactivation then refuses it at once."""
+    from chalicelib.tables.rate_limits import RateLimitTable, gate_key
+
+    client_id, caller = make_tenant()
+    RateLimitTable(gate_key(client_id)).delete()
+    rate_limit.reset_container_state()
+    assert caller.get("/api/client/validate")[0] == 200
+    gate = RateLimitTable.get(gate_key(client_id), consistent_read=True)
+    assert gate.status == "active" and gate.token_hash and gate.requests == 1
+    assert admin.post(f"/api/admin/clients/{client_id}/status", {"status": "inactive"})[0] == 200
+    assert caller.get("/api/client/validate")[0] == 403
+
+
+def test_an_agent_row_without_the_counter_reads_its_queue_then_starts_counting(make_tenant):
+    """GIVEN an agent row from before the command counter, with a command pending WHEN it polls THEN the queue
+    is read and the command delivered; once the queue is seen empty the row counts from 0 and polls skip it."""
+    _, caller = make_tenant()
+    body = registration()
+    status, reply = caller.post("/api/agents/register", body)
+    agent_id, client_id = reply["agent_id"], reply["client_id"]
+    status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch", {"target": "ondemand"})
+    assert status == 201, reply
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.active_commands.remove()])
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and len(reply["commands"]) == 1, reply
+    assert AgentTable.get(client_id, agent_id).active_commands is None  # the queue was not empty
+    command_id = reply["commands"][0]["command_id"]
+    assert caller.post(f"/api/agents/{agent_id}/commands/{command_id}/executed", {"success": True})[0] == 200
+    assert caller.get(f"/api/agents/{agent_id}/pending-commands") == (200, {"commands": []})
+    assert AgentTable.get(client_id, agent_id).active_commands == 0
+    _assert_counts(caller, agent_id)
