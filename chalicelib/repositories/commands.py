@@ -7,7 +7,8 @@ Active commands carry ``queue_agent_id``/``queue_key`` (sparse queue index); exe
 The agent row's ``active_commands`` counts the agent's pending + executing commands: an enqueue adds 1 in
 the same transaction as the command's write, the move to a final status subtracts 1 in the same transaction
 as that compare-and-set, so a heartbeat or poll that sees 0 knows the queue is empty without a Query.
-Commands written before the counter existed carry no ``counted`` mark and never subtract.
+Commands not counted (written before the counter existed, or for a row that does not count yet) carry no
+``counted`` mark and never subtract.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from components.command_tracker import (
@@ -79,21 +80,34 @@ class DynamoCommandStore:
     """CommandStore over the commands table."""
 
     def add(self, command: Command) -> None:
-        """Store a new command and count it on its agent's row (404 when the agent row does not exist)."""
+        """Store a new command and count it on its agent's row (404 when the agent row does not exist). A row
+        from before the counter (no ``active_commands``: its queue is always read) gets the command uncounted
+        until its queue is seen empty (``agents.start_counting_commands``), so a counter never starts below
+        the commands it has."""
         row = to_row(command)
         row.counted = True
         try:
             with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(row, condition=CommandTable.command_id.does_not_exist())
                 tx.update(AgentTable(command.client_id, command.agent_id),
-                          actions=[AgentTable.active_commands.add(1)], condition=AgentTable.agent_id.exists())
+                          actions=[AgentTable.active_commands.add(1)], condition=AgentTable.active_commands.exists())
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if codes[:1] == [_FAILED]:
                 raise CommandConflictError(f"command {command.command_id} already exists") from exc
-            if codes[1:2] == [_FAILED]:
+            if codes[1:2] != [_FAILED]:
+                raise
+            try:
+                AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
+            except AgentTable.DoesNotExist:
                 raise NotFoundError("agent not found", field="agent_id") from exc
-            raise
+            row.counted = None
+            try:
+                row.save(condition=CommandTable.command_id.does_not_exist())
+            except PutError as put_exc:
+                if condition_failed(put_exc):
+                    raise CommandConflictError(f"command {command.command_id} already exists") from put_exc
+                raise
 
     def get(self, agent_id: str, command_id: str) -> Command | None:
         try:

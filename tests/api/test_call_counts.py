@@ -163,9 +163,10 @@ def test_an_agent_row_without_the_counter_reads_its_queue_then_starts_counting(m
     body = registration()
     status, reply = caller.post("/api/agents/register", body)
     agent_id, client_id = reply["agent_id"], reply["client_id"]
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.active_commands.remove()])
     status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch", {"target": "ondemand"})
     assert status == 201, reply
-    AgentTable(client_id, agent_id).update(actions=[AgentTable.active_commands.remove()])
+    assert AgentTable.get(client_id, agent_id).active_commands is None  # enqueued uncounted
     status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
     assert status == 200 and len(reply["commands"]) == 1, reply
     assert AgentTable.get(client_id, agent_id).active_commands is None  # the queue was not empty
