@@ -5,6 +5,10 @@
 Measures the real handlers through chalice.test.Client (no HTTP server, so the numbers are the
 handler's own work plus moto's in-process DynamoDB). DynamoDB calls are counted at the botocore
 client, so they are what a deployed function would send. Results go to docs/benchmarks.md by hand.
+
+Both ways an agent authenticates are measured: a legacy (v4) agent with the client token, and a verified
+agent with its own credential (registered with an identity document signed by local mode's stand-in
+for AWS, which the bench trusts as the tests do).
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ def run(n: int) -> dict:
         from chalicelib.settings import get_settings
         from chalicelib.tables.provisioning import ensure_tables
 
+        from chalicelib import identity_documents
+
+        # Trust local mode's signing certificate as AWS's (as tests/conftest.py's aws_signs_locally does).
+        identity_documents.trusted_certificates = lambda region: [identity_documents.local_certificate()]
         ensure_tables()
         admin_key = "bench-admin"
         boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
@@ -129,6 +137,15 @@ def _scenarios(client, admin_key: str, n: int) -> dict:
            "az": "eu-west-1a", "logical_agent_id": "bench-agent", "mode": "spot",
            "instance_types": sorted({p.rsplit(".", 1)[0] for p in POOLS_20})}
     agent_id = json.loads(post("/api/agents/register", reg, auth).body)["agent_id"]
+    from localmode.identity_signer import signed_identity
+
+    verified_reg = {**reg, "instance_id": "i-0fedcba9876543210", "logical_agent_id": "bench-verified"}
+    document, signature = signed_identity(instance_id=verified_reg["instance_id"], instance_type="m5.large",
+                                          az="eu-west-1a", region="eu-west-1")
+    verified = json.loads(post("/api/agents/register", {**verified_reg, "identity_document": document,
+                                                        "identity_signature": signature}, auth).body)
+    credential = {"Authorization": f"Bearer {verified['agent_credential']}"}
+    verified_id = verified["agent_id"]
     report = {"instance": {"instance_id": reg["instance_id"], "instance_type": "m5.large",
                            "region": "eu-west-1", "az": "eu-west-1a", "mode": "spot"},
               "pricing": {"on_demand_price": 0.096, "current_spot_price": 0.036,
@@ -141,6 +158,10 @@ def _scenarios(client, admin_key: str, n: int) -> dict:
             lambda: post(f"/api/agents/{agent_id}/pricing-report", report, auth).status_code, n),
         "pending_commands": measure(lambda: client.http.get(
             f"/api/agents/{agent_id}/pending-commands", headers=auth).status_code, n),
+        "heartbeat_credential": measure(lambda: post(f"/api/agents/{verified_id}/heartbeat", {"status": "online"},
+                                                     credential).status_code, n),
+        "pending_commands_credential": measure(lambda: client.http.get(
+            f"/api/agents/{verified_id}/pending-commands", headers=credential).status_code, n),
     }
 
 
@@ -150,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = {"endpoints": run(args.requests), "import_app": import_time()}
-    print(f"{'endpoint':<26}{'p50 ms':>9}{'p99 ms':>9}{'own p50':>9}{'own p99':>9}{'DynamoDB calls':>16}")
+    print(f"{'endpoint':<30}{'p50 ms':>9}{'p99 ms':>9}{'own p50':>9}{'own p99':>9}{'calls (max)':>13}")
     for name, r in results["endpoints"].items():
-        print(f"{name:<26}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['own_p50_ms']:>9}{r['own_p99_ms']:>9}"
-              f"{r['dynamodb_calls']:>16}   {r['last_request_ops']}")
+        print(f"{name:<30}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['own_p50_ms']:>9}{r['own_p99_ms']:>9}"
+              f"{r['dynamodb_calls']:>8} ({r['dynamodb_calls_max']})   {r['last_request_ops']}")
     imp = results["import_app"]
     print(f"import app.py (fresh interpreter, median of {imp['runs']}): {imp['median_ms']} ms; "
           f"ML libraries imported: {imp['imports_ml_libraries']}")

@@ -1,8 +1,11 @@
 """Tokens and tenancy (PRODUCT.md §3).
 
-Client tokens are generated with ``secrets``, shown once, and stored only as SHA-256 hashes. A token
-is resolved with one GetItem on its hash (``client-lookups``) and one on the client; the hash is
-compared in constant time. The admin key is stored hashed in SSM Parameter Store.
+Client tokens are generated with ``secrets``, shown once, and stored only as SHA-256 hashes. A token's
+hash names its client through one GetItem (``client-lookups``), which a container remembers (the answer
+never changes for a hash); whether the token is still the client's current, unexpired one, and the client
+active, is checked on every request by the client's gate in the same conditional write that counts the
+request (chalicelib/rate_limit.py): a regenerated or revoked token, a deactivated client, are refused at
+once by every container. The admin key is stored hashed in SSM Parameter Store.
 
 Agent credentials (``soa_<client_id>.<agent_id>.<secret>``) are issued on a verified registration and
 stored as a SHA-256 hash on the agent's row. The credential names its row, so checking it is one
@@ -17,9 +20,9 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
+from chalicelib import rate_limit
 from chalicelib.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
@@ -30,6 +33,9 @@ AGENT_CREDENTIAL_PREFIX = "soa_"
 _AGENT_CREDENTIAL = re.compile(r"soa_(cl-[A-Za-z0-9-]{1,64})\.(ag-[0-9a-f]{1,64})\.[A-Za-z0-9_-]{20,128}")
 ADMIN_HEADER = "x-admin-key"
 ADMIN_KEY_CACHE_SECONDS = 300
+TOKEN_CLIENTS_CACHED = 1024  # token hash → client id pairs a container remembers
+
+_token_clients: dict[str, str] = {}
 
 
 def new_token() -> str:
@@ -67,6 +73,12 @@ def authenticate_agent(token: str, agent_id: str, *, allow_deleted: bool = False
     return agent
 
 
+def credential_names(token: str) -> tuple[str, str] | None:
+    """(client id, agent id) an agent credential names (not verified: the agent row holds its hash)."""
+    match = _AGENT_CREDENTIAL.fullmatch(token)
+    return None if match is None else (match.group(1), match.group(2))
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 hex digest of a token or key: the only form we ever store."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
@@ -90,13 +102,9 @@ def bearer_token(headers: Mapping[str, str] | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def authenticate(headers: Mapping[str, str] | None, body: Mapping[str, Any] | None = None,
-                 now: datetime | None = None) -> client_repo.ClientRecord:
-    """Resolve the calling client from the Bearer header or the legacy body ``client_token``.
-
-    Raises UnauthorizedError (401) for a missing, unknown or expired token and ForbiddenError (403)
-    for an inactive client.
-    """
+def request_token(headers: Mapping[str, str] | None, body: Mapping[str, Any] | None = None) -> str:
+    """The client token of the Bearer header or the legacy body ``client_token``: 401 when there is none,
+    403 for an agent credential (good for its own agent's routes only)."""
     token = bearer_token(headers)
     if token is None and body is not None:
         candidate = body.get("client_token")
@@ -106,16 +114,55 @@ def authenticate(headers: Mapping[str, str] | None, body: Mapping[str, Any] | No
     if is_agent_credential(token):
         raise ForbiddenError("an agent credential is good for its own agent's routes only, not this one",
                              code="agent_credential_refused")
+    return token
+
+
+def client_of(token: str) -> tuple[str, str]:
+    """(client id, token hash) of a client token; 401 when no client was ever issued it. Whether it is
+    still valid is the gate's to say (``rate_limit.admit(..., token_hash=...)``)."""
     token_hash = hash_secret(token)
-    client = client_repo.find_by_token_hash(token_hash)
-    if client is None or not hmac.compare_digest(client.token_hash, token_hash):
+    client_id = _token_clients.get(token_hash)
+    if client_id is None:
+        client_id = client_repo.client_of_token(token_hash)
+        if client_id is None:
+            raise UnauthorizedError("invalid client token")
+        if len(_token_clients) >= TOKEN_CLIENTS_CACHED:
+            _token_clients.clear()
+        _token_clients[token_hash] = client_id
+    return client_id, token_hash
+
+
+def admit_token(headers: Mapping[str, str] | None, body: Mapping[str, Any] | None = None, *,
+                legacy: bool = False, request=None) -> str:
+    """Admit a request carrying a client token: its client's id. One conditional UpdateItem of the client's
+    gate checks the token, expiry, status (and, ``legacy``, legacy agent mode) and counts the request
+    (plus one GetItem the first time a container sees the token). 401 for a missing, unknown, replaced or
+    expired token, 403 for an inactive client (or legacy mode off), 429 over the rate limit."""
+    client_id, token_hash = client_of(request_token(headers, body))
+    try:
+        rate_limit.admit(client_id, token_hash=token_hash, legacy=legacy, request=request)
+    except UnauthorizedError:
+        _token_clients.pop(token_hash, None)
+        raise
+    return client_id
+
+
+def authenticate(headers: Mapping[str, str] | None, body: Mapping[str, Any] | None = None,
+                 request=None) -> client_repo.ClientRecord:
+    """Admit a client route's request (``admit_token``) and read its client.
+
+    Raises UnauthorizedError (401) for a missing, unknown or expired token, ForbiddenError (403) for an
+    inactive client, TooManyRequestsError (429) over its rate limit.
+    """
+    client = client_repo.get(admit_token(headers, body, request=request))
+    if client is None:
         raise UnauthorizedError("invalid client token")
-    now = now or datetime.now(timezone.utc)
-    if client.token_expires_at is not None and client.token_expires_at <= now:
-        raise UnauthorizedError("client token expired; ask an admin to regenerate it")
-    if client.status != "active":
-        raise ForbiddenError("client is not active")
     return client
+
+
+def forget_tokens() -> None:
+    """Forget the token → client pairs this container learnt (tests; a new container starts empty)."""
+    _token_clients.clear()
 
 
 def admin_key_hash() -> str:

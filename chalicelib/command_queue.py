@@ -26,7 +26,7 @@ from components.command_tracker import (
 )
 
 from chalicelib import bootstrap
-from chalicelib.repositories import activity, observations
+from chalicelib.repositories import activity, agents, observations
 
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
 LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.CREATE_REPLICA})
@@ -36,10 +36,15 @@ class _TimeoutWatch:
     """The command store, noting each command a use case moves to ``timed_out``."""
 
     def __init__(self, store) -> None:
-        self._store, self.timed_out = store, []
+        self._store, self.timed_out, self.queue_seen_empty = store, [], False
 
     def __getattr__(self, name):
         return getattr(self._store, name)
+
+    def active_for_agent(self, agent_id: str, limit: int) -> list[Command]:
+        found = self._store.active_for_agent(agent_id, limit)
+        self.queue_seen_empty = not found
+        return found
 
     def replace(self, before: Command, after: Command) -> None:
         self._store.replace(before, after)
@@ -55,13 +60,21 @@ class _TimeoutWatch:
 
 def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Command]:
     """Lease the agent's due commands (highest priority first) to a caller on ``instance_id`` (the
-    agent's current instance when the caller does not say), with leases sized for this agent's kind."""
+    agent's current instance when the caller does not say), with leases sized for this agent's kind.
+
+    An agent row that counts no active command (``active_commands`` 0) has none: the queue is not read. A
+    row from before the counter starts counting once its queue is read empty."""
+    if agent.active_commands == 0:
+        return []
     watch = _TimeoutWatch(bootstrap.command_store())
     try:
-        return deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
-                       instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
+        delivered = deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
+                            instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
     finally:
         watch.notify(now)
+    if agent.active_commands is None and watch.queue_seen_empty:
+        agents.start_counting_commands(agent)
+    return delivered
 
 
 def record_result(agent_id: str, command_id: str, *, success: bool, message: str | None,

@@ -1,43 +1,47 @@
-"""Per-client API rate limit: a fixed-window counter in DynamoDB that holds across Lambda containers.
+"""Admission of a client's request: token, client status and the per-client rate limit in one DynamoDB write.
 
-One conditional UpdateItem per request (``ADD requests 1`` if the window's count is still below the
-limit) counts the request and refuses it in the same call; refused requests are not counted. Once a
-client is over its limit, this container answers 429 without calling DynamoDB until the window ends.
-Items expire by TTL a few windows later. Called right after authentication from
-``api.common.client_request`` and ``api.common.agent_request``; admin routes are not limited.
+Each client has a gate item (chalicelib/tables/rate_limits.py) holding a copy of its token hash and expiry,
+status, legacy agent mode and rate-limit override (written in the same transaction as the client row), and
+the request count of the current fixed window. One conditional UpdateItem on it checks the token (when the
+request carries one), the status, legacy mode (agent routes with a client token) and the limit, and counts
+the request: a refused request is not counted and writes nothing. The same update can join a transaction
+(``Admission.add_to``) so a route that also checks the agent row needs one call in all.
+
+The window count lives in ``window_start`` / ``requests``. The update either adds 1 to the current window
+(``window_start`` is this window) or opens it (``window_start`` older): which one is guessed from the window
+this container last counted the client in. A wrong guess (another container opened the window) costs one
+GetItem and one retry, at most once per container, client and window. Once a client is over its limit,
+this container answers 429 without calling DynamoDB until the window ends. Admin routes are not limited.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
-from components.rate_window import window_of
+from components.rate_window import Window, window_of
 
-from chalicelib.errors import TooManyRequestsError
+from chalicelib.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
+from chalicelib.repositories import clients
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.settings import get_settings
-from chalicelib.tables.rate_limits import RateLimitTable
+from chalicelib.tables.rate_limits import RateLimitTable, gate_key
 
-TTL_WINDOWS = 2  # an item outlives its window by this many windows (DynamoDB TTL deletes lazily)
-
-_COUNTED = "spotOptimizerRateLimited"  # marker in the request context: already counted
+_ADMITTED = "spotOptimizerAdmitted"  # request context: (client id, window start) it was admitted and counted in
 _over: dict[str, int] = {}  # client id → end of the window it is over its limit in (this container)
+_windows: dict[str, int] = {}  # client id → start of the window this container last counted it in
+_RETRIES = 3
+
+LEGACY_OFF = ("agent routes need the agent's own credential (returned by a registration with a signed identity "
+              "document); legacy agent mode is off for this client")
 
 
 def wall_clock() -> datetime:
-    """Real time (never local mode's replay clock: a limit is about requests per real second)."""
+    """Real time (never local mode's replay clock: a limit is about requests per real second, a token expires
+    in real time)."""
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Subject:
-    """Who is counted when only the client id is at hand (an agent credential names its client but the
-    client row is not read: the stage default limit applies, on the same counter as the client's)."""
-
-    client_id: str
-    rate_limit_per_window: int | None = None
 
 
 def limit_for(client) -> int:
@@ -46,35 +50,174 @@ def limit_for(client) -> int:
     return int(override) if override else get_settings().rate_limit_per_window
 
 
-def check(client, request=None, now: datetime | None = None) -> None:
-    """Count one request of ``client`` (a ClientRecord); TooManyRequestsError (429) over its limit.
+class Admission:
+    """One request of ``client_id`` to admit: with ``token_hash`` the request's client token must be the
+    client's current, unexpired one; with ``legacy`` the client must run in legacy agent mode."""
 
-    With the Chalice ``request``, a request is counted once however many auth paths call this."""
+    def __init__(self, client_id: str, *, token_hash: str | None = None, legacy: bool = False,
+                 now: datetime | None = None) -> None:
+        self.client_id, self.token_hash, self.legacy = client_id, token_hash, legacy
+        self.now = now or wall_clock()
+        self.now_s = self.now.timestamp()
+        self.window: Window = window_of(self.now_s, get_settings().rate_limit_window_s)
+
+    def short_circuit(self) -> None:
+        """429 without a call when this container already saw the client over its limit in this window."""
+        if _over.get(self.client_id) == self.window.end:
+            raise _refusal(self.window.retry_after(self.now_s))
+        _over.pop(self.client_id, None)
+
+    def update(self) -> tuple[list, object]:
+        """The gate update's actions and condition."""
+        gate = RateLimitTable
+        condition = gate.status == "active"
+        if self.token_hash is not None:
+            condition &= (gate.token_hash == self.token_hash) & (
+                gate.token_expires_at.does_not_exist() | (gate.token_expires_at > self.now))
+        if self.legacy:
+            condition &= gate.legacy_agents == True  # noqa: E712 - a DynamoDB condition, not a Python test
+        if _windows.get(self.client_id) == self.window.start:
+            under = (gate.rate_limit_per_window.exists() & (gate.requests < gate.rate_limit_per_window)) | (
+                gate.rate_limit_per_window.does_not_exist() & (gate.requests < get_settings().rate_limit_per_window))
+            return [gate.requests.add(1)], condition & (gate.window_start == self.window.start) & under
+        return ([gate.window_start.set(self.window.start), gate.requests.set(1)],
+                condition & (gate.window_start.does_not_exist() | (gate.window_start < self.window.start)))
+
+    def add_to(self, tx) -> None:
+        """Join a TransactWrite (its outcome: ``admitted`` or ``refused``)."""
+        actions, condition = self.update()
+        tx.update(RateLimitTable(gate_key(self.client_id)), actions=actions, condition=condition)
+
+    def admitted(self) -> None:
+        _windows[self.client_id] = self.window.start
+
+    def refused(self) -> None:
+        """The update's condition failed: raise the reason (401, 403, 429), or return to retry (the window
+        guess was wrong, or the gate had to be built from the client row)."""
+        try:
+            gate = RateLimitTable.get(gate_key(self.client_id), consistent_read=True)
+        except RateLimitTable.DoesNotExist:
+            gate = None
+        if gate is None or gate.status is None:
+            if clients.ensure_gate(self.client_id):
+                return
+            if self.token_hash is not None:
+                raise UnauthorizedError("invalid client token")
+            raise ForbiddenError("client is not active")
+        if self.token_hash is not None and gate.token_hash != self.token_hash:
+            raise UnauthorizedError("invalid client token")
+        if self.token_hash is not None and gate.token_expires_at is not None and gate.token_expires_at <= self.now:
+            raise UnauthorizedError("client token expired; ask an admin to regenerate it")
+        if gate.status != "active":
+            raise ForbiddenError("client is not active")
+        if self.legacy and not gate.legacy_agents:
+            raise ForbiddenError(LEGACY_OFF, code="agent_credential_required")
+        stored = int(gate.window_start) if gate.window_start is not None else None
+        if stored is not None and stored > self.window.start:  # another container's clock is a little ahead
+            self.window = Window(stored, stored + (self.window.end - self.window.start))
+            stored = self.window.start
+        if stored == self.window.start:
+            _windows[self.client_id] = stored
+            if int(gate.requests or 0) >= limit_for(gate):
+                _over[self.client_id] = self.window.end
+                raise _refusal(self.window.retry_after(self.now_s))
+        else:
+            _windows.pop(self.client_id, None)
+
+
+def admit(client_id: str, *, token_hash: str | None = None, legacy: bool = False, request=None,
+          now: datetime | None = None) -> None:
+    """Admit and count one request of ``client_id`` (one conditional UpdateItem); raises 401/403/429.
+
+    With the Chalice ``request``, a request is admitted once however many paths call this."""
+    if already_admitted(request, client_id):
+        return
+    admission = Admission(client_id, token_hash=token_hash, legacy=legacy, now=now)
+    admission.short_circuit()
+    for _ in range(_RETRIES):
+        actions, condition = admission.update()
+        try:
+            RateLimitTable(gate_key(client_id)).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            admission.refused()
+            continue
+        admission.admitted()
+        mark_admitted(request, client_id, admission.window.start)
+        return
+    raise TooManyRequestsError("the rate-limit window is changing, retry", retry_after=1)
+
+
+def admit_with(check, client_id: str, *, token_hash: str | None = None, legacy: bool = False, request=None,
+               now: datetime | None = None) -> bool:
+    """``admit`` in one TransactWriteItems with ``check(tx)``, which adds one condition check of another item
+    (the agent row): True when both held (admitted and counted), False when ``check``'s condition failed
+    (nothing counted: the caller takes its full path, which admits on its own); 401/403/429 as ``admit``."""
+    admission = Admission(client_id, token_hash=token_hash, legacy=legacy, now=now)
+    admission.short_circuit()
+    for _ in range(_RETRIES):
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                check(tx)
+                admission.add_to(tx)
+        except TransactWriteError as exc:
+            codes = cancellation_codes(exc)
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                return False
+            if codes[1:2] != ["ConditionalCheckFailed"]:
+                raise
+            admission.refused()
+            continue
+        admission.admitted()
+        mark_admitted(request, client_id, admission.window.start)
+        return True
+    raise TooManyRequestsError("the rate-limit window is changing, retry", retry_after=1)
+
+
+def check(client, request=None, now: datetime | None = None) -> None:
+    """Count one request of an already authenticated ``client`` (anything with ``client_id``): 429 over its
+    limit, 403 when the client is no longer active."""
+    admit(client.client_id, request=request, now=now)
+
+
+def already_admitted(request, client_id: str) -> bool:
+    context = getattr(request, "context", None)
+    return isinstance(context, dict) and (context.get(_ADMITTED) or (None,))[0] == client_id
+
+
+def mark_admitted(request, client_id: str, window_start: int) -> None:
     context = getattr(request, "context", None)
     if isinstance(context, dict):
-        if context.get(_COUNTED) == client.client_id:
-            return
-        context[_COUNTED] = client.client_id
-    settings = get_settings()
-    now_s = (now or wall_clock()).timestamp()
-    window = window_of(now_s, settings.rate_limit_window_s)
-    client_id = client.client_id
-    if _over.get(client_id) == window.end:
-        raise _refusal(window.retry_after(now_s))
-    _over.pop(client_id, None)
-    limit = limit_for(client)
-    row = RateLimitTable(f"{client_id}#{window.start}")
+        context[_ADMITTED] = (client_id, window_start)
+
+
+def refund(request) -> None:
+    """Uncount the request's admission (an agent credential the fast path counted before its row refused
+    it: a forged or stale credential must not use up its client's quota); a no-op for a request that was
+    not admitted, or once its window is over."""
+    context = getattr(request, "context", None)
+    admitted = context.pop(_ADMITTED, None) if isinstance(context, dict) else None
+    if admitted is None:
+        return
+    client_id, window_start = admitted
     try:
-        row.update(actions=[RateLimitTable.requests.add(1),
-                            RateLimitTable.expires_at.set(
-                                datetime.fromtimestamp(window.end + TTL_WINDOWS * (window.end - window.start),
-                                                       tz=timezone.utc))],
-                   condition=RateLimitTable.requests.does_not_exist() | (RateLimitTable.requests < limit))
+        RateLimitTable(gate_key(client_id)).update(
+            actions=[RateLimitTable.requests.add(-1)],
+            condition=(RateLimitTable.window_start == window_start) & (RateLimitTable.requests > 0))
     except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+        if not condition_failed(exc):
             raise
-        _over[client_id] = window.end
-        raise _refusal(window.retry_after(now_s)) from None
+
+
+def requests_in_window(client_id: str, now: datetime | None = None) -> int:
+    """How many requests of the client the current window has counted (admin views, tests)."""
+    window = window_of((now or wall_clock()).timestamp(), get_settings().rate_limit_window_s)
+    try:
+        gate = RateLimitTable.get(gate_key(client_id), consistent_read=True)
+    except RateLimitTable.DoesNotExist:
+        return 0
+    return int(gate.requests or 0) if gate.window_start == window.start else 0
 
 
 def _refusal(retry_after: int) -> TooManyRequestsError:
@@ -82,5 +225,6 @@ def _refusal(retry_after: int) -> TooManyRequestsError:
 
 
 def reset_container_state() -> None:
-    """Forget this container's short-circuits (tests; a new container starts empty)."""
+    """Forget this container's short-circuits and window guesses (tests; a new container starts empty)."""
     _over.clear()
+    _windows.clear()

@@ -158,7 +158,7 @@ def delete_client(client_id):
     admin_request(_request())
     client = clients.require(client_id)
     now = utcnow()
-    fleet.revoke_token(client.token_hash)
+    clients.revoke_token(client_id, client.token_hash)
     agents.set_client_suspended(client_id, True)  # agent credentials stop too, while the rows are deleted
     terminated = _terminate_launched(client_id)
     deleted = fleet.delete_client_rows(client_id, client.name)

@@ -23,7 +23,17 @@ from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
 from chalicelib import auth, bootstrap, catalogue, command_queue, quotas, reported_pools
-from chalicelib.api.common import ApiBlueprint, agent_request, client_request, noted, ok, utcnow
+from chalicelib.api.common import (
+    ApiBlueprint,
+    agent_request,
+    client_request,
+    noted,
+    ok,
+    quick_agent_admission,
+    raw_json,
+    utcnow,
+    validate,
+)
 from chalicelib.aws import accounts
 from chalicelib.api.views import command_view, config_view, iso
 from chalicelib.errors import ForbiddenError, InvalidInputError, NotFoundError
@@ -135,9 +145,52 @@ def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None
     return doc
 
 
+def _valid_body(schema):
+    """The request body validated against ``schema``, or None (the full path then reports the error after
+    authenticating, as it always did)."""
+    try:
+        return validate(schema, raw_json(_request()))
+    except Exception:  # noqa: BLE001 - any client mistake: the full path answers it
+        return None
+
+
+def _quick_heartbeat(agent_id):
+    """A heartbeat that changes nothing but its time, in two DynamoDB writes: the gate (admission, rate
+    limit; with an agent credential in one transaction with a check of the credential on the agent row) and
+    one conditional UpdateItem of the agent row that returns it (agents.quick_heartbeat); the command queue
+    is read only when the row counts active commands. None when anything else is going on (the full path)."""
+    body = _valid_body(HeartbeatRequest)
+    if body is None:
+        return None
+    request = _request()
+    admitted = quick_agent_admission(request, agent_id, raw_json(request))
+    if admitted is None:
+        return None
+    client_id, credential_hash = admitted
+    now = utcnow()
+    mode = normalize_mode(body.mode).value if body.mode else None
+    updated = agents.quick_heartbeat(client_id, agent_id, status=body.status, instance_id=body.instance_id,
+                                     instance_type=body.instance_type, mode=mode, az=body.az, now=now,
+                                     credential_hash=credential_hash)
+    if updated is None:
+        return None
+    commands = []
+    if body.status == "online" and updated.config.get("enabled", True):
+        commands = command_queue.deliver_to(updated, now, instance_id=body.instance_id)
+    return _heartbeat_reply(updated, commands, now)
+
+
+def _heartbeat_reply(agent, commands, now):
+    return ok({"success": True, "status": agent.status, "config_version": agent.config_version,
+               "commands": [command_view(c) for c in commands], "server_time": iso(now)})
+
+
 @bp.route("/api/agents/{agent_id}/heartbeat", methods=["POST"], response="HeartbeatReply")
 def heartbeat(agent_id):
     """Liveness plus everything the agent needs for this cycle: pending commands, config version."""
+    quick = _quick_heartbeat(agent_id)
+    if quick is not None:
+        return quick
     client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
@@ -154,8 +207,7 @@ def heartbeat(agent_id):
         activity.notify(client_id, "agent_status",
                         f"agent {agent.logical_agent_id} is now {updated.status}", now,
                         agent_id=agent.agent_id)
-    return ok({"success": True, "status": updated.status, "config_version": updated.config_version,
-               "commands": [command_view(c) for c in commands], "server_time": iso(now)})
+    return _heartbeat_reply(updated, commands, now)
 
 
 @bp.route("/api/agents/{agent_id}/config", methods=["GET"], response="AgentConfig")
@@ -170,9 +222,16 @@ def pending_commands(agent_id):
     """Commands to execute, highest priority first; each delivery takes (or keeps) a lease.
 
     ``?instance_id=`` names the caller's instance (legacy agents send none: the agent's current one).
+
+    An agent with nothing to deliver (its row counts no active command, or commands are disabled) is
+    answered after one transaction: the gate's admission and a check of the agent row.
     """
-    client_id, agent, _ = agent_request(_request(), agent_id)
-    caller = (_request().query_params or {}).get("instance_id")
+    request = _request()
+    caller = (request.query_params or {}).get("instance_id")
+    if caller is None or INSTANCE_ID.match(caller):
+        if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=agents.idle_condition()):
+            return ok({"commands": []})
+    client_id, agent, _ = agent_request(request, agent_id)
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     commands = []

@@ -15,7 +15,15 @@ from pydantic import BaseModel
 
 from chalicelib import auth, clock, rate_limit
 from chalicelib.api.inputs import check_path_params, int_param, parse_body
-from chalicelib.errors import ForbiddenError, InternalError, error_response, translate
+from chalicelib.errors import (
+    ForbiddenError,
+    InternalError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    error_response,
+    translate,
+)
 from chalicelib.observability import logger
 from chalicelib.api.route_doc import route_doc
 from chalicelib.repositories import activity, agents
@@ -82,8 +90,7 @@ def validate(schema: type[SchemaT], body: dict[str, Any]) -> SchemaT:
 def client_request(request, schema: type[SchemaT] | None = None) -> tuple[ClientRecord, SchemaT | dict]:
     """Authenticate a client call (Bearer or legacy body token), then validate its body."""
     body = raw_json(request)
-    client = auth.authenticate(request.headers, body)
-    rate_limit.check(client, request)
+    client = auth.authenticate(request.headers, body, request=request)
     if schema is None:
         return client, body
     return client, validate(schema, body)
@@ -93,23 +100,65 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
                   allow_deleted: bool = False) -> tuple[str, AgentRecord, SchemaT | dict]:
     """Authenticate an agent route: ``(client_id, agent, body)``.
 
-    The agent's own credential (one GetItem; another agent's id is 404), or, where the client runs in
+    The agent's own credential (its row's GetItem; another agent's id is 404), or, where the client runs in
     legacy agent mode, the client token (Bearer or the v4 body ``client_token``). Without legacy mode a
-    client token answers 403 ``agent_credential_required``."""
+    client token answers 403 ``agent_credential_required``. Then the client's gate admits and counts the
+    request (chalicelib/rate_limit.py; for a client token it also checks the token, so the agent row is read
+    only for an admitted request)."""
     body = raw_json(request)
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
-        agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
-        rate_limit.check(rate_limit.Subject(agent.client_id), request)
+        try:
+            agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+        except (UnauthorizedError, ForbiddenError, NotFoundError):
+            rate_limit.refund(request)  # counted by a fast path before the row refused the credential
+            raise
+        rate_limit.admit(agent.client_id, request=request)
     else:
-        client = auth.authenticate(request.headers, body)
-        if not client.legacy_agents:
-            raise ForbiddenError("agent routes need the agent's own credential (returned by a registration "
-                                 "with a signed identity document); legacy agent mode is off for this client",
-                                 code="agent_credential_required")
-        rate_limit.check(client, request)
-        agent = agents.require(client.client_id, agent_id, allow_deleted=allow_deleted)
+        client_id = auth.admit_token(request.headers, body, legacy=True, request=request)
+        agent = agents.require(client_id, agent_id, allow_deleted=allow_deleted)
     return agent.client_id, agent, body if schema is None else validate(schema, body)
+
+
+def quick_agent_admission(request, agent_id: str, body: dict[str, Any], *,
+                          agent_condition=None) -> tuple[str, str | None] | None:
+    """The fast admission of an agent route that does its own conditional write or check of the agent row:
+    ``(client_id, credential_hash)`` (None for a client token), or None when the caller must take its full
+    path (``agent_request``).
+
+    Without ``agent_condition`` the gate alone admits and counts the request (one UpdateItem); the route's
+    own conditional write then checks the row (and the credential). If that write's condition fails the
+    route takes its full path, which does not count the request again, and refunds the count when the
+    row refuses an agent credential (``agent_request``): a forged credential naming a client uses none of
+    its quota. With ``agent_condition`` the gate update and a condition check of the agent row (credential,
+    ``agent_condition``) are one transaction; when the row's check fails nothing is counted."""
+    token = auth.bearer_token(request.headers)
+    if auth.is_agent_credential(token):
+        named = auth.credential_names(token)
+        if named is None or named[1] != agent_id:
+            return None
+        client_id, credential_hash, token_hash, legacy = named[0], auth.hash_secret(token), None, False
+    else:
+        client_id, token_hash = auth.client_of(auth.request_token(request.headers, body))
+        credential_hash, legacy = None, True
+    if agent_condition is None:
+        if token_hash is None:
+            try:
+                rate_limit.admit(client_id, request=request)
+            except (ForbiddenError, TooManyRequestsError):
+                return None  # the credential is not verified yet: the full path answers 401 before these
+        else:
+            auth.admit_token(request.headers, body, legacy=True, request=request)
+        return client_id, credential_hash
+    condition = agents.credential_condition(credential_hash) & agent_condition
+    try:
+        admitted = rate_limit.admit_with(lambda tx: agents.check_in(tx, client_id, agent_id, condition),
+                                         client_id, token_hash=token_hash, legacy=legacy, request=request)
+    except (ForbiddenError, TooManyRequestsError):
+        if credential_hash is None:
+            raise
+        return None  # the full path verifies the credential first, then answers the same 403/429
+    return (client_id, credential_hash) if admitted else None
 
 
 def admin_request(request, schema: type[SchemaT] | None = None) -> SchemaT | dict:

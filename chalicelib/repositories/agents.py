@@ -64,6 +64,7 @@ class AgentRecord:
     account_id: str | None = None
     credential_hash: str | None = field(default=None, repr=False)
     client_suspended: bool = False
+    active_commands: int | None = None  # pending + executing commands; None = not counted yet (read the queue)
 
     @property
     def runnable_types(self) -> tuple[str, ...]:
@@ -105,6 +106,7 @@ def _record(row: AgentTable) -> AgentRecord:
         last_interruption_at=row.last_interruption_at, interruption_count=int(row.interruption_count or 0),
         last_pricing_at=row.last_pricing_at, account_id=row.account_id, credential_hash=row.credential_hash,
         client_suspended=bool(row.client_suspended),
+        active_commands=None if row.active_commands is None else int(row.active_commands),
     )
 
 
@@ -234,7 +236,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
-                             config=_default_config(client, types), config_version=1, **fields)
+                             config=_default_config(client, types), config_version=1, active_commands=0, **fields)
             tx.save(row, condition=AgentTable.agent_id.does_not_exist())
         else:
             actions = [getattr(AgentTable, k).set(v) if v is not None else getattr(AgentTable, k).remove()
@@ -318,6 +320,67 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+# --- the request fast paths (chalicelib/api/agents.py): one conditional write instead of read + write ------
+
+def credential_condition(credential_hash: str | None):
+    """The row's agent credential is ``credential_hash`` and its client is not suspended (None: no condition
+    beyond the row existing, for a caller the client token's gate already admitted)."""
+    if credential_hash is None:
+        return AgentTable.agent_id.exists()
+    return (AgentTable.credential_hash == credential_hash) & (
+        AgentTable.client_suspended.does_not_exist() | (AgentTable.client_suspended == False))  # noqa: E712
+
+
+def idle_condition():
+    """Not deleted and nothing to deliver: no active command, or commands disabled."""
+    return ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value) & (
+        (AgentTable.active_commands == 0) | (AgentTable.config.enabled == False))  # noqa: E712
+
+
+def check_in(tx, client_id: str, agent_id: str, condition) -> None:
+    """Add a condition check of the agent row to a TransactWrite."""
+    tx.condition_check(AgentTable, client_id, agent_id, condition=condition)
+
+
+def quick_heartbeat(client_id: str, agent_id: str, *, status: str, instance_id: str | None,
+                    instance_type: str | None, mode: str | None, az: str | None, now: datetime,
+                    credential_hash: str | None = None) -> AgentRecord | None:
+    """Record a heartbeat that changes nothing but its time: one conditional UpdateItem returning the row.
+
+    The condition is that the agent exists under this client (the key), is not deleted (its status is the
+    heartbeat's own, which is never deleted/terminated), holds the credential (when given) and already has
+    every instance field the heartbeat states. None when it does not hold: a status change, an instance
+    move, an unknown, deleted or foreign agent, a bad credential all take ``heartbeat`` (read, then write),
+    which answers each as before."""
+    condition = (AgentTable.status == status) & credential_condition(credential_hash)
+    for attribute, value in ((AgentTable.instance_id, instance_id), (AgentTable.instance_type, instance_type),
+                             (AgentTable.current_mode, mode), (AgentTable.az, az)):
+        if value:
+            condition &= attribute == value
+    actions = [AgentTable.last_heartbeat_at.set(now), AgentTable.updated_at.set(now),
+               AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES else AgentTable.liveness.remove()]
+    row = AgentTable(client_id, agent_id)
+    try:
+        row.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return None
+        raise
+    return _record(row)
+
+
+def start_counting_commands(agent: AgentRecord) -> None:
+    """An agent row from before the command counter whose queue was just read empty: its counter starts at
+    0, unless a command was enqueued meanwhile (an enqueue sets it: the condition fails)."""
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.active_commands.set(0)],
+            condition=AgentTable.agent_id.exists() & AgentTable.active_commands.does_not_exist())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
 
 
 def touch_pricing(agent: AgentRecord, now: datetime) -> None:

@@ -21,6 +21,7 @@ from chalicelib.tables.clients import (
     name_lookup_key,
     token_lookup_key,
 )
+from chalicelib.tables.rate_limits import GATE_FIELDS, RateLimitTable, gate_key
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def create(*, client_id: str, name: str, email: str | None, token_hash: str,
             tx.save(row, condition=ClientTable.client_id.does_not_exist())
             tx.save(name_guard, condition=ClientLookupTable.lookup_key.does_not_exist())
             tx.save(token_guard, condition=ClientLookupTable.lookup_key.does_not_exist())
+            tx.save(_gate_of(row))
     except TransactWriteError as exc:
         reasons = cancellation_codes(exc)
         if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
@@ -115,13 +117,48 @@ def require(client_id: str) -> ClientRecord:
     return client
 
 
-def find_by_token_hash(token_hash: str) -> ClientRecord | None:
-    """The client owning a token hash (two GetItems, strongly consistent)."""
+def client_of_token(token_hash: str) -> str | None:
+    """The id of the client a token hash was issued to (one GetItem), or None. The answer never changes for
+    a hash (tokens are random, 256 bits), so a container may remember it; whether the token is still the
+    client's current one is the gate's to check (chalicelib/rate_limit.py)."""
     try:
-        lookup = ClientLookupTable.get(token_lookup_key(token_hash), consistent_read=True)
+        return ClientLookupTable.get(token_lookup_key(token_hash), consistent_read=True).client_id
     except ClientLookupTable.DoesNotExist:
         return None
-    return get(lookup.client_id)
+
+
+# --- the client's gate (chalicelib/tables/rate_limits.py): GATE_FIELDS mirrored in the same transaction ----
+
+def _gate_of(row: ClientTable) -> RateLimitTable:
+    return RateLimitTable(gate_key(row.client_id), client_id=row.client_id,
+                          **{name: getattr(row, name) for name in GATE_FIELDS})
+
+
+def _mirrored(actions: list) -> list:
+    """The gate's copy of the actions on GATE_FIELDS among ``actions`` (client-row actions)."""
+    return [action for action in actions if action.values[0].path[0] in GATE_FIELDS]  # same names, same types
+
+
+def ensure_gate(client_id: str) -> bool:
+    """Build a missing (or incomplete) gate from the client row; False when the client does not exist.
+
+    The gate is written only if the client row still holds what was read (a status or token change racing
+    this call makes it a no-op: the caller reads the gate again)."""
+    try:
+        row = ClientTable.get(client_id, consistent_read=True)
+    except ClientTable.DoesNotExist:
+        return False
+    condition = ClientTable.client_id.exists()
+    for name in GATE_FIELDS:
+        value, attribute = getattr(row, name), getattr(ClientTable, name)
+        condition &= attribute.does_not_exist() if value is None else attribute == value
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.condition_check(ClientTable, client_id, condition=condition)
+            tx.save(_gate_of(row), condition=RateLimitTable.status.does_not_exist())
+    except TransactWriteError:
+        pass  # changed meanwhile, or built by another call: the caller reads the gate again
+    return True
 
 
 def list_page(limit: int, next_token: str | None) -> Page:
@@ -149,6 +186,10 @@ def replace_token(client: ClientRecord, *, new_hash: str, expires_at: datetime |
             tx.save(ClientLookupTable(token_lookup_key(new_hash), client_id=client.client_id,
                                       created_at=now),
                     condition=ClientLookupTable.lookup_key.does_not_exist())
+            tx.update(RateLimitTable(gate_key(client.client_id)),
+                      actions=[RateLimitTable.token_hash.set(new_hash),
+                               RateLimitTable.token_expires_at.set(expires_at) if expires_at
+                               else RateLimitTable.token_expires_at.remove()])
     except TransactWriteError as exc:
         raise ConflictError("the token was changed concurrently, retry", code="conflict") from exc
 
@@ -214,14 +255,37 @@ def set_limits(client_id: str, limits: dict) -> ClientRecord:
 
 
 def _update_existing(client_id: str, actions: list) -> ClientRecord:
-    """Apply ``actions`` to an existing client (404 if it does not exist, nothing created); the record after."""
+    """Apply ``actions`` to an existing client (404 if it does not exist, nothing created); the record after.
+    Actions on GATE_FIELDS are applied to the client's gate in the same transaction."""
+    gate_actions = _mirrored(actions)
     try:
-        ClientTable(client_id).update(actions=actions, condition=ClientTable.client_id.exists())
+        if not gate_actions:
+            ClientTable(client_id).update(actions=actions, condition=ClientTable.client_id.exists())
+        else:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.update(ClientTable(client_id), actions=actions, condition=ClientTable.client_id.exists())
+                tx.update(RateLimitTable(gate_key(client_id)), actions=gate_actions)
     except UpdateError as exc:
         if condition_failed(exc):
             raise NotFoundError("client not found", field="client_id") from exc
         raise
+    except TransactWriteError as exc:
+        if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
+            raise NotFoundError("client not found", field="client_id") from exc
+        raise
     return require(client_id)
+
+
+def revoke_token(client_id: str, token_hash: str) -> None:
+    """The token stops working now: its lookup row is deleted and the gate forgets it (client deletion)."""
+    with TransactWrite(connection=transaction_connection()) as tx:
+        tx.delete(ClientLookupTable(token_lookup_key(token_hash)))
+        tx.update(RateLimitTable(gate_key(client_id)), actions=[RateLimitTable.token_hash.remove()])
+
+
+def delete_gate(client_id: str) -> None:
+    """Delete the client's gate (the client is being deleted)."""
+    RateLimitTable(gate_key(client_id)).delete()
 
 
 def ensure_external_id(client: ClientRecord, new_id: str) -> ClientRecord:

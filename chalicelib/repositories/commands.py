@@ -3,6 +3,12 @@
 The lease rules live in the component; this store only reads, writes and does compare-and-set.
 Active commands carry ``queue_agent_id``/``queue_key`` (sparse queue index); executing commands carry
 ``lease_shard``/``lease_expires_at`` (sparse lease index). Final commands expire by TTL.
+
+The agent row's ``active_commands`` counts the agent's pending + executing commands: an enqueue adds 1 in
+the same transaction as the command's write, the move to a final status subtracts 1 in the same transaction
+as that compare-and-set, so a heartbeat or poll that sees 0 knows the queue is empty without a Query.
+Commands not counted (written before the counter existed, or for a row that does not count yet) carry no
+``counted`` mark and never subtract.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
 from components.command_tracker import (
     ACTIVE_STATUSES,
@@ -22,8 +29,10 @@ from components.command_tracker import (
     queue_key,
 )
 
-from chalicelib.repositories.dynamo import condition_failed, delete_each
+from chalicelib.errors import NotFoundError
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, delete_each, transaction_connection
 from chalicelib.settings import get_settings
+from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.commands import LEASED, CommandTable
 
 FIELDS = ("client_id", "priority", "created_at", "target_mode", "target_pool_id", "instance_id",
@@ -57,16 +66,48 @@ def to_row(command: Command) -> CommandTable:
     return row
 
 
+_FAILED = "ConditionalCheckFailed"
+
+
+def _replace_actions(row: CommandTable) -> list:
+    """SET every attribute of ``row`` (REMOVE the unset ones) but its key and the ``counted`` mark."""
+    keep = {CommandTable.agent_id.attr_name, CommandTable.command_id.attr_name, CommandTable.counted.attr_name}
+    return [attribute.remove() if getattr(row, name) is None else attribute.set(getattr(row, name))
+            for name, attribute in CommandTable.get_attributes().items() if name not in keep]
+
+
 class DynamoCommandStore:
     """CommandStore over the commands table."""
 
     def add(self, command: Command) -> None:
+        """Store a new command and count it on its agent's row (404 when the agent row does not exist). A row
+        from before the counter (no ``active_commands``: its queue is always read) gets the command uncounted
+        until its queue is seen empty (``agents.start_counting_commands``), so a counter never starts below
+        the commands it has."""
+        row = to_row(command)
+        row.counted = True
         try:
-            to_row(command).save(condition=CommandTable.command_id.does_not_exist())
-        except PutError as exc:
-            if condition_failed(exc):
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.save(row, condition=CommandTable.command_id.does_not_exist())
+                tx.update(AgentTable(command.client_id, command.agent_id),
+                          actions=[AgentTable.active_commands.add(1)], condition=AgentTable.active_commands.exists())
+        except TransactWriteError as exc:
+            codes = cancellation_codes(exc)
+            if codes[:1] == [_FAILED]:
                 raise CommandConflictError(f"command {command.command_id} already exists") from exc
-            raise
+            if codes[1:2] != [_FAILED]:
+                raise
+            try:
+                AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
+            except AgentTable.DoesNotExist:
+                raise NotFoundError("agent not found", field="agent_id") from exc
+            row.counted = None
+            try:
+                row.save(condition=CommandTable.command_id.does_not_exist())
+            except PutError as put_exc:
+                if condition_failed(put_exc):
+                    raise CommandConflictError(f"command {command.command_id} already exists") from put_exc
+                raise
 
     def get(self, agent_id: str, command_id: str) -> Command | None:
         try:
@@ -79,11 +120,28 @@ class DynamoCommandStore:
         return [to_command(row) for row in rows]
 
     def replace(self, before: Command, after: Command) -> None:
+        """Compare-and-set on status and attempts; a counted command leaving the active statuses is
+        uncounted from its agent's row in the same transaction."""
         condition = ((CommandTable.status == before.status.value)
                      & (CommandTable.attempts == before.attempts))
+        actions = _replace_actions(to_row(after))
+        row = CommandTable(after.agent_id, after.command_id)
+        if before.is_active and after.is_final:
+            try:
+                with TransactWrite(connection=transaction_connection()) as tx:
+                    tx.update(row, actions=actions, condition=condition & (CommandTable.counted == True))  # noqa: E712
+                    tx.update(AgentTable(after.client_id, after.agent_id),
+                              actions=[AgentTable.active_commands.add(-1)],
+                              condition=AgentTable.active_commands > 0)
+                return
+            except TransactWriteError as exc:
+                if _FAILED not in cancellation_codes(exc):
+                    raise
+                # A conflict, a command from before the counter, or its agent row gone: the plain write
+                # below tells a conflict apart.
         try:
-            to_row(after).save(condition=condition)
-        except PutError as exc:
+            row.update(actions=actions, condition=condition)
+        except UpdateError as exc:
             if condition_failed(exc):
                 raise CommandConflictError(
                     f"command {before.command_id} changed concurrently") from exc

@@ -20,6 +20,7 @@ from pynamodb.models import Model
 from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import clients
 from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
 from chalicelib.tables import (
     AgentTable,
@@ -35,7 +36,7 @@ from chalicelib.tables import (
     ReplicaTable,
     SwitchTable,
 )
-from chalicelib.tables.clients import CLIENT_LISTING, name_lookup_key, token_lookup_key
+from chalicelib.tables.clients import CLIENT_LISTING, name_lookup_key
 
 ONLINE = (AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value, AgentStatus.SWITCHING.value)
 GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
@@ -142,11 +143,6 @@ def _delete_all(rows: Iterable[Model]) -> int:
     return count
 
 
-def revoke_token(token_hash: str) -> None:
-    """Remove the token's lookup row: the token is 401 from now on."""
-    ClientLookupTable(token_lookup_key(token_hash)).delete()
-
-
 def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
     """Delete every row of the client across the tenant tables; the client row and its name lookup last, so
     a retry after a failure finds the client and finishes. Shared market data (pools, prices, risk,
@@ -166,5 +162,6 @@ def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
     deleted["notifications"] = _delete_all(NotificationTable.query(client_id))
     deleted["agents"] = _delete_all(AgentTable(client_id, agent_id) for agent_id in agent_ids)
     ClientLookupTable(name_lookup_key(name)).delete()
+    clients.delete_gate(client_id)
     ClientTable(client_id).delete()
     return deleted

@@ -110,6 +110,10 @@ class AgentTable(Model):
     credential_hash = OptionalText()
     # Copy of "the client is inactive", so an agent credential is checked with this row's GetItem alone.
     client_suspended = BooleanAttribute(null=True)
+    # Pending + executing commands (chalicelib/repositories/commands.py keeps it in the same transaction as
+    # each command's enqueue and finish): 0 lets a heartbeat or poll skip the queue Query. Missing (rows from
+    # before the counter) = unknown: the queue is read, and set to 0 once it is seen empty.
+    active_commands = NumberAttribute(null=True)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

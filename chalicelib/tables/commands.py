@@ -63,6 +63,9 @@ class CommandTable(Model):
     queue_key = OptionalText()
     lease_shard = OptionalText()
     expires_at = TTLAttribute(null=True)
+    # Counted in its agent's ``active_commands`` (set on enqueue; commands from before the counter lack it,
+    # and finishing them leaves the counter alone).
+    counted = BooleanAttribute(null=True)
 
     active = ActiveCommandsIndex()
     leases = LeasesIndex()

@@ -217,9 +217,8 @@ def test_a_document_from_an_account_the_product_may_not_act_in_is_refused(make_t
     from chalicelib import auth
     from chalicelib.aws import accounts as account_module
 
-    real = client_repo.find_by_token_hash
-    monkeypatch.setattr(auth.client_repo, "find_by_token_hash",
-                        lambda token_hash: _BoundClient(real(token_hash), accounts))
+    real = client_repo.get
+    monkeypatch.setattr(auth.client_repo, "get", lambda client_id: _BoundClient(real(client_id), accounts))
     monkeypatch.setattr(account_module, "self_hosted", lambda: tenancy == "self-hosted")
     _, caller = make_tenant(legacy=False)
     before = snapshot_tables()

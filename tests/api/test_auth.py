@@ -192,16 +192,17 @@ def test_duplicate_client_name_is_409_and_writes_nothing(admin, variant):
     assert diff_snapshots(before, snapshot_tables()) == {}
 
 
-def test_token_ttl_expiry(api, admin):
+def test_token_ttl_expiry(api, admin, monkeypatch):
     """GIVEN a client created with token_ttl_days=1 WHEN its expiry passes THEN its token answers 401."""
+    from chalicelib import rate_limit
+
     created = _create(admin, token_ttl_days=1)
     expires = utc(created["token_expires_at"])
     assert timedelta(hours=23) < expires - now_utc() <= timedelta(days=1)
     caller = Caller(api.http, token=created["client_token"])
     assert caller.get("/api/client/validate")[0] == 200
 
-    row = ClientTable.get(created["client_id"])
-    row.update(actions=[ClientTable.token_expires_at.set(now_utc() - timedelta(seconds=1))])
+    monkeypatch.setattr(rate_limit, "wall_clock", lambda: expires + timedelta(seconds=1))  # a day later
     status, body = caller.get("/api/client/validate")
     assert_error(status, body, 401, code="unauthorized")
     assert "expired" in body["message"]

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 import pytest
 
 from chalicelib import rate_limit
-from chalicelib.tables.rate_limits import RateLimitTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.conftest import registration
 
@@ -51,13 +50,12 @@ def test_over_the_limit_is_429_with_retry_after_and_writes_nothing(api, admin, m
     for _ in range(3):
         assert _heartbeat(api, caller, agent_id)[0] == 200
     before = snapshot_tables()
-    counter_before = RateLimitTable.get(f"{client_id}#{int(clock['now'].timestamp()) // 60 * 60}").requests
+    counter_before = rate_limit.requests_in_window(client_id, clock["now"])
     status, body, headers = _heartbeat(api, caller, agent_id)
     assert_error(status, body, 429, code="rate_limited")
     assert headers["Retry-After"] == "55"
     assert diff_snapshots(before, snapshot_tables()) == {}
-    counter = RateLimitTable.get(f"{client_id}#{int(clock['now'].timestamp()) // 60 * 60}")
-    assert counter.requests == counter_before == 3
+    assert rate_limit.requests_in_window(client_id, clock["now"]) == counter_before == 3
     status, body = caller.get("/api/client/validate")  # client routes share the same limit
     assert status == 429, body
 
