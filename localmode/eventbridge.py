@@ -44,3 +44,18 @@ def deliver(event: dict) -> list[dict]:
         if EventPattern.load(json.dumps(pattern)).matches_event(event):
             delivered.append({"handler": name, "result": invoke(name, event)})
     return delivered
+
+
+def deliver_all(events: list[dict]) -> list[list[dict]]:
+    """``deliver`` for each event: one after another, or side by side (as EventBridge invokes its targets)
+    with ``SPOT_LOCAL_PARALLEL_LAMBDAS=1`` (``localmode.invoke``)."""
+    import os
+
+    from localmode.invoke import PARALLEL_ENV
+
+    if os.environ.get(PARALLEL_ENV) != "1" or len(events) < 2:
+        return [deliver(event) for event in events]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, len(events)), thread_name_prefix="eventbridge") as pool:
+        return list(pool.map(deliver, events))
