@@ -477,7 +477,8 @@ class LoadRun:
                 continue
             event = done[0]
             old = fleet.current[item["logical"]]
-            if not old.legacy and not old.notice_done:
+            gone = old.stopped or (old.stop_at is not None and time.monotonic() >= old.stop_at)
+            if not old.legacy and not old.notice_done and not gone:
                 waiting += 1  # its IMDS check reports the notice first (seconds; the replacement boots for longer)
                 continue
             item["moved_to"] = event.new_instance_id or "-"
