@@ -581,8 +581,10 @@ class LoadRun:
                 in_window += seconds <= WARNING_WINDOW_S
             else:
                 problems.append(f"{item['logical']}: outcome {event.status} {event.error}")
+            # Replica rows of this interruption that got an instance (a spot launch EC2 refused before the
+            # on-demand fallback leaves a row without one: no second replacement).
             replicas = [r for r in replica_repo.for_agent(item["agent_id"])
-                        if r.interruption_id == event.interruption_id]
+                        if r.interruption_id == event.interruption_id and r.instance_id]
             live = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
                 {"Name": f"tag:{TAG_AGENT}", "Values": [item["agent_id"]]},
                 {"Name": f"tag:{TAG_STAGE}", "Values": [stage]},
@@ -592,7 +594,7 @@ class LoadRun:
             if len(replicas) == 1 and live == [replicas[0].instance_id] == [row.instance_id]:
                 one_replacement += 1
             else:
-                problems.append(f"{item['logical']}: {len(replicas)} replica rows, live launched {live}, "
+                problems.append(f"{item['logical']}: {len(replicas)} launched replica rows, live launched {live}, "
                                 f"agent on {row.instance_id}")
         n = len(self.interrupted)
         checks["one interruption event per warning"] = {"expected": n, "found": events_ok, "ok": events_ok == n}
