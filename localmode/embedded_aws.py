@@ -158,6 +158,29 @@ def _parse_each_definition_once() -> None:
     AmazonStateLanguageParser.parse = staticmethod(parse_once)
 
 
+def _direct_ec2_tags() -> None:
+    """An EC2 resource's tags read from its own entry in the tag store.
+
+    moto answers each resource's ``get_tags`` with ``describe_tags(resource-id=...)``, which walks every
+    tag of every resource: a DescribeInstances with a tag filter (the failover's and the quotas' reads) is
+    quadratic in the instances. With 600 instances (``bench/load.py``) one such call took seconds under the
+    server's lock, and 50 simultaneous failovers queued behind each other for minutes. Same answer: the
+    resource's (key, value) pairs in insertion order, with its resource type.
+    """
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(self) -> list[dict[str, str]]:
+        resource_id = getattr(self, "id", None)
+        if not resource_id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+        return [{"resource_id": resource_id, "key": key, "value": value, "resource_type": kind}
+                for key, value in list(self.ec2_backend.tags.get(resource_id, {}).items())]
+
+    TaggedEC2Resource.get_tags = get_tags
+
+
 def start(port: int, admin_key: str | None, *, api_url: str, clock_speed: float = 1.0,
           quiet: bool = False) -> tuple[EmbeddedAws, str]:
     """Start moto on ``port`` (Lambda invocations go to ``api_url``), create every table and store
@@ -228,6 +251,7 @@ def serve(port: int, api_url: str, clock_speed: float) -> None:
     _atomic_requests()
     _plain_json_dynamodb_results()
     _parse_each_definition_once()
+    _direct_ec2_tags()
     forward_lambda_invocations(api_url)
     compress_time(clock_speed)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

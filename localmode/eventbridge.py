@@ -108,3 +108,17 @@ def deliver(event: dict) -> list[dict]:
     # One message per event however many rules match (the rules' patterns do not overlap).
     return [{"rule": matched[0], "handler": SENTINEL_FUNCTION, "result": result}]
 
+
+def deliver_all(events: list[dict]) -> list[list[dict]]:
+    """``deliver`` for each event: one after another, or side by side (as EventBridge invokes its targets)
+    with ``SPOT_LOCAL_PARALLEL_LAMBDAS=1`` (``localmode.invoke``)."""
+    import os
+
+    from localmode.invoke import PARALLEL_ENV
+
+    if os.environ.get(PARALLEL_ENV) != "1" or len(events) < 2:
+        return [deliver(event) for event in events]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, len(events)), thread_name_prefix="eventbridge") as pool:
+        return list(pool.map(deliver, events))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime
 from functools import cache
@@ -25,14 +26,38 @@ def handler_names() -> set[str]:
     return set(app.handler_map)
 
 
+PARALLEL_ENV = "SPOT_LOCAL_PARALLEL_LAMBDAS"
+
+
 def invoke(name: str, payload: dict, stage: str = "local"):
     """Run one handler with ``payload`` as its event; returns what it returned.
 
     One call at a time: chalice's test client applies the stage's environment variables to
-    ``os.environ`` for the duration of each call.
+    ``os.environ`` for the duration of each call. With ``SPOT_LOCAL_PARALLEL_LAMBDAS=1`` (bench/load.py),
+    a process whose environment already holds the function's variables (``chalice local --stage local``
+    sets them) runs the handler directly, concurrently with other invocations, as Lambda runs them side
+    by side; elsewhere the locked path is taken.
     """
+    if os.environ.get(PARALLEL_ENV) == "1":
+        direct = _direct(name, stage)
+        if direct is not None:
+            return direct(payload)
     with _lock:
         return _client(stage).lambda_.invoke(name, payload).payload
+
+
+def _direct(name: str, stage: str):
+    """``payload -> result`` without patching the environment, or None when the function's variables
+    are not all in ``os.environ`` already (then only the locked path is right)."""
+    from chalice.local import LambdaContext
+
+    lambda_client = _client(stage).lambda_
+    config = lambda_client._config  # chalice 1.34's test client keeps the stage's config here
+    scoped = config.scope(config.chalice_stage, name)
+    if any(os.environ.get(key) != value for key, value in scoped.environment_variables.items()):
+        return None
+    handler = lambda_client._app.handler_map[name]
+    return lambda payload: handler(payload, LambdaContext(name, memory_size=scoped.lambda_memory_size))
 
 
 def function_error(exc: BaseException) -> dict:

@@ -17,7 +17,7 @@ from chalice import Blueprint, Response
 
 from components.timeutil import parse_iso
 
-from localmode.eventbridge import deliver, to_event
+from localmode.eventbridge import deliver_all, to_event
 
 bp = Blueprint(__name__)
 
@@ -45,7 +45,8 @@ def put_events():
         events = [to_event(e, region) for e in entries]
     except (ValueError, TypeError):
         return _error("Detail must be a JSON object or a JSON string of one")
-    return _json({"entries": [{"event_id": ev["id"], "delivered": deliver(ev)} for ev in events]})
+    return _json({"entries": [{"event_id": ev["id"], "delivered": delivered}
+                              for ev, delivered in zip(events, deliver_all(events))]})
 
 
 @bp.route("/_local/clock", methods=["POST"])

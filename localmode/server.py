@@ -57,10 +57,9 @@ class LocalStack:
         self.aws, self.admin_key = embedded_aws.start(self.aws_port, self.admin_key_given, api_url=self.api_url,
                                                       clock_speed=speed, quiet=self.quiet)
         ensure_failover_state_machine("local")  # exports FAILOVER_STATE_MACHINE_ARN to chalice local
-        chalice = Path(sys.executable).with_name("chalice")
         out = subprocess.DEVNULL if self.quiet else None
-        self.api = subprocess.Popen(
-            [str(chalice), "local", "--stage", "local", "--host", "127.0.0.1",
+        self.api = subprocess.Popen(  # chalice local, with a listen backlog fit for load (localmode/chalice_local.py)
+            [sys.executable, "-m", "localmode.chalice_local", "local", "--stage", "local", "--host", "127.0.0.1",
              "--port", str(self.api_port), "--no-autoreload"],
             cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=out)
         embedded_aws.wait_until_serving(self.api, f"{self.api_url}/health", "chalice local")
@@ -82,8 +81,14 @@ class LocalStack:
 
                 traceback.print_exc()
 
-    def stop(self) -> None:
+    def stop_jobs(self, timeout: float = 120) -> None:
+        """Stop running the scheduled jobs (waits for one in progress, so none runs against a stopped AWS)."""
         self._stop.set()
+        if self._jobs is not None and self._jobs is not threading.current_thread():
+            self._jobs.join(timeout)
+
+    def stop(self) -> None:
+        self.stop_jobs()
         if self.api and self.api.poll() is None:
             self.api.terminate()
             try:
