@@ -25,8 +25,8 @@ side by side, as Lambda runs them (``--serial-lambdas`` keeps local mode's defau
 there, as the AMI's unit would) and the old instance's agent stops at the deadline.
 
 Afterwards the bench reads the tables, Step Functions and EC2 of the embedded AWS and checks: every
-registration, every pricing report (one raw report row per accepted report) and every agent's last
-heartbeat are recorded; no 5xx and no failed request; every warning has one interruption event,
+registration, every accepted pricing report (the agent's ``last_pricing_at``, and its raw rows: one per agent-hour
+plus each that stored agent prices) and every agent's last heartbeat are recorded; no 5xx and no failed request; every warning has one interruption event,
 one execution, one outcome, resolved (``traffic_moved_at``) within 120 s of product time, and exactly
 one replacement (one replica row, one live product-launched EC2 instance, the agent's instance). The
 exit status is non-zero when a check fails.
@@ -516,14 +516,19 @@ class LoadRun:
         expected_ids = {a.agent_id for a in fleet.current.values()}
         checks["agents registered"] = {"expected": self.args.agents, "found": len(expected_ids & set(rows)),
                                        "ok": len(expected_ids & set(rows)) == self.args.agents == len(fleet.current)}
-        # pricing reports: every accepted report has its raw row
+        # pricing reports: every agent that had a report accepted has its raw row(s) and its last_pricing_at.
+        # (The server keeps a raw row per agent-hour, plus every report that stored agent prices:
+        # pools.report_worth_keeping. So between 1 and one per accepted report.)
         sent = Counter()
         for agent in fleet.all:
             sent[agent.agent_id] += agent.pricing_ok
-        stored = {agent_id: PricingReportTable.count(agent_id, consistent_read=True) for agent_id in sent}
-        short = {a: (sent[a], stored[a]) for a in sent if stored[a] != sent[a]}
-        checks["pricing reports stored"] = {"expected": sum(sent.values()), "found": sum(stored.values()),
-                                            "mismatched_agents": len(short), "ok": not short}
+        stored = {agent_id: PricingReportTable.count(agent_id, consistent_read=True) for agent_id in sent if sent[agent_id]}
+        short = {a: (sent[a], n) for a, n in stored.items() if not 1 <= n <= sent[a]}
+        unrecorded = [a for a in stored if rows.get(a) is not None and rows[a].last_pricing_at is None]
+        bad = set(short) | set(unrecorded)
+        checks["pricing reports recorded (agents)"] = {
+            "expected": len(stored), "found": len(stored) - len(bad), "ok": not bad,
+            "reports_accepted": sum(sent.values()), "raw_rows": sum(stored.values())}
         # heartbeats: the last accepted heartbeat of each agent's current instance is the row's
         stale = []
         for agent in fleet.current.values():
