@@ -15,6 +15,7 @@ from chalicelib.workflows import FAILOVER_TASKS
 from infra.naming import alarm_name, audit_template
 from infra.policies import deployed_function_name
 from infra.stack import NAG_SUPPRESSIONS
+from tests.infra._support import stand_in_layer
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,7 @@ def synth(tmp_path_factory):
 
     from infra.stack import SpotOptimizerStack, apply_nag
 
-    layer_dir = tmp_path_factory.mktemp("layer")
-    (layer_dir / "python" / "sklearn").mkdir(parents=True)
-    (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
+    layer_dir = stand_in_layer(tmp_path_factory)
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("cdk.out")))
     stack = SpotOptimizerStack(app, "spot-optimizer-dev-infra", stage=STAGE, layer_dir=layer_dir, alarm_email=EMAIL)
     apply_nag(app)

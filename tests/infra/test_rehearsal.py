@@ -46,6 +46,7 @@ from botocore.exceptions import ClientError
 from chalicelib import workflows
 from chalicelib.settings import get_settings
 from chalicelib.tables import ALL_TABLES
+from tests.infra._support import stand_in_layer
 
 pytestmark = pytest.mark.slow
 
@@ -132,9 +133,7 @@ def assembly(tmp_path_factory):
     import infra.stack
     from infra.main import main
 
-    layer_dir = tmp_path_factory.mktemp("layer")
-    (layer_dir / "python" / "sklearn").mkdir(parents=True)
-    (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
+    layer_dir = stand_in_layer(tmp_path_factory)
     outdir = tmp_path_factory.mktemp("cdk.out")
     real_app = aws_cdk.App
 

@@ -18,6 +18,7 @@ from pynamodb.attributes import TTLAttribute
 from chalicelib import workflows
 from chalicelib.settings import get_settings, model_bucket_name
 from chalicelib.tables import ALL_TABLES
+from tests.infra._support import stand_in_layer
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,7 @@ def synth(tmp_path_factory):
 
     from infra.stack import SpotOptimizerStack
 
-    layer_dir = tmp_path_factory.mktemp("layer")
-    (layer_dir / "python" / "sklearn").mkdir(parents=True)
-    (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
+    layer_dir = stand_in_layer(tmp_path_factory)
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("cdk.out")))
     stack = SpotOptimizerStack(app, "spot-optimizer-dev-infra", stage=STAGE, layer_dir=layer_dir)
     template = Template.from_stack(stack)
