@@ -117,7 +117,13 @@ def admin(api, admin_key):
 
 
 @pytest.fixture
-def make_tenant(admin, api):
+def tenants_of_this_test() -> set[str]:
+    """The client ids ``make_tenant`` created in the running test."""
+    return set()
+
+
+@pytest.fixture
+def make_tenant(admin, api, tenants_of_this_test):
     """Create a client through the admin API; returns (client_id, Caller with its token).
 
     Legacy agent mode is on (``legacy=True``): most tests drive the agent routes with the client token,
@@ -127,9 +133,24 @@ def make_tenant(admin, api):
         status, body = admin.post("/api/admin/clients/create",
                                   {"name": name or f"tenant-{uuid.uuid4().hex[:10]}", "legacy_agents": legacy})
         assert status == 201, body
+        tenants_of_this_test.add(body["client_id"])
         return body["client_id"], Caller(api.http, token=body["client_token"])
 
     return _make
+
+
+@pytest.fixture
+def fleet_jobs_see_this_test_only(monkeypatch, tenants_of_this_test):
+    """The decision cycle and the risk scorer walk every live agent of the table. In the shared embedded AWS
+    that is every earlier test's agents too (hundreds by the end of a run: minutes per cycle), so tests of
+    those jobs let them see the agents of their own tenants only. Each agent is decided on its own, so what
+    a test asserts about its agents is unchanged."""
+    from chalicelib.repositories import agents
+
+    for name in ("auto_switch_agents", "live_spot_agents"):
+        every = getattr(agents, name)
+        monkeypatch.setattr(agents, name, lambda every=every: (
+            a for a in every() if a.client_id in tenants_of_this_test))
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables import AgentTable, DecisionTable, PoolTable
 from tests.conftest import invoke_schedule
 
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+
 POOLS = {"a": 0.040, "b": 0.020, "c": 0.045}
 
 

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from components.data_valve import PricePoint
 
 from chalicelib import bootstrap
@@ -29,6 +31,8 @@ from chalicelib.tables import AgentTable, DecisionTable
 from tests.conftest import invoke_schedule, registration
 from tests.e2e.failover_support import REGION as US_EAST_1
 from tests.e2e.failover_support import configure, ec2, register_agent
+
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
 
 EU = "eu-west-1"
 EU_WEST_1_PRICES = (Path(__file__).resolve().parents[2] / "data" / "spot"

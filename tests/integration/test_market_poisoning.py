@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pytest
+
 from components.decision_engine import ONDEMAND, Decision, DecisionAction, PoolOption, Situation
 
 from chalicelib import decisions, replicas
@@ -16,6 +18,8 @@ from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables import DecisionTable, PoolTable
 from tests.conftest import invoke_schedule, registration
 from tests.integration.test_instance_types import EU, same_risk, server_prices, settle, unique
+
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
 
 ITEM_LIMIT = 400 * 1024
 
