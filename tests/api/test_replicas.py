@@ -23,6 +23,8 @@ from tests.conftest import aws_client, invoke_schedule, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
 from localmode.embedded_aws import image_id
 
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+
 GONE = ("shutting-down", "terminated")
 
 

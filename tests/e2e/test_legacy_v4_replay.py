@@ -36,7 +36,7 @@ from tests.e2e.legacy_v4 import (
     unique_type,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
 EU = "eu-west-1"
 US = "us-east-1"

@@ -23,6 +23,8 @@ from chalicelib.tables.instances import InstanceTable
 from tests.conftest import invoke_schedule
 from tests.e2e.failover_support import REGION, ec2, register_agent, state_of, tags_of
 
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+
 MANUAL = {"manual_replica_enabled": True, "auto_switch_enabled": False}
 LIVE = ["pending", "running", "stopping", "stopped"]
 

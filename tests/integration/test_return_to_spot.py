@@ -24,7 +24,7 @@ from components.replica_coordinator import ReplicaStatus
 from components.sentinel import Signal, SignalKind, SignalSource
 from tests.e2e.failover_support import REGION, ZONES, ec2, register_agent, state_of, wait_for
 
-pytestmark = pytest.mark.usefixtures("failover_machine")
+pytestmark = pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
 
 MANUAL = {"manual_replica_enabled": True, "auto_switch_enabled": False, "auto_terminate_enabled": True,
           "terminate_wait_seconds": 0}

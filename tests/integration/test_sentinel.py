@@ -45,6 +45,8 @@ from tests.e2e.failover_support import (
     warning,
 )
 
+pytestmark = pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+
 STATE_CHANGE = "EC2 Instance State-change Notification"
 MANUAL = {"manual_replica_enabled": True, "auto_switch_enabled": False}
 
