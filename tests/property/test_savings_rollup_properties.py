@@ -84,7 +84,7 @@ def test_all_on_demand_saves_exactly_zero(fleet, discount):
 def test_rerun_changes_nothing(fleet, discount):
     first = _parts(fleet, discount)
     assert first == _parts(list(fleet), discount)
-    order = lambda p: (p.hour, p.instance_id, p.agent_id, p.actual, p.baseline)  # noqa: E731
+    order = lambda p: (p.hour, p.instance_id, p.agent_id, p.actual, p.baseline, p.spot_seconds, p.ondemand_seconds)  # noqa: E731
     assert sorted(first, key=order) == sorted(_parts(list(reversed(fleet)), discount), key=order)
 
 
