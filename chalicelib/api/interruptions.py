@@ -21,7 +21,7 @@ from components.sentinel import (
 from chalicelib import replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, ok, page_params, utcnow
 from chalicelib.api.views import iso
-from chalicelib.errors import ForbiddenError, NotFoundError
+from chalicelib.errors import ConflictError, ForbiddenError, NotFoundError
 from chalicelib.repositories import agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.replicas import SlotTakenError
@@ -116,14 +116,7 @@ def create_emergency_replica(agent_id):
                    "status": handled.status, "pool": None, "hourly_cost": None, "urgency": "critical",
                    "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
                                 "status": handled.status}})
-    created = True
-    try:
-        replica = replicas.start_standby(
-            agent, now, created_by="agent",
-            replica_type=ReplicaType.TERMINATION if termination else ReplicaType.REBALANCE,
-            expires_at=None if termination else now + timedelta(seconds=get_settings().prewarm_ttl_s))
-    except SlotTakenError as exc:
-        replica, created = replica_repo.get(agent.agent_id, exc.current_replica_id), False
+    replica, created = _standby_for(agent, now, termination)
     workflow = None
     if termination:
         deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
@@ -135,6 +128,23 @@ def create_emergency_replica(agent_id):
                "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
                "urgency": "critical" if termination else "high", "workflow": workflow},
               status=201 if created else 200)
+
+
+def _standby_for(agent, now, termination: bool):
+    """(replica, created): a new standby, or the one already holding the agent's slot. The slot can be
+    freed between our refused claim and the read of its holder (a standby closed meanwhile): then the
+    claim is tried once more; a slot that keeps changing hands is a 409, never a 500."""
+    for _ in range(2):
+        try:
+            return replicas.start_standby(
+                agent, now, created_by="agent",
+                replica_type=ReplicaType.TERMINATION if termination else ReplicaType.REBALANCE,
+                expires_at=None if termination else now + timedelta(seconds=get_settings().prewarm_ttl_s)), True
+        except SlotTakenError as exc:
+            holder = replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
+            if holder is not None:
+                return holder, False
+    raise ConflictError("the agent's standby slot changed while this request ran; retry", code="standby_slot_busy")
 
 
 def _failover_of(client_id: str, instance_id: str, now):

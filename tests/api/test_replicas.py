@@ -607,3 +607,54 @@ def test_a_second_promotion_while_one_is_under_way_is_refused(make_tenant, monke
     status, clash = caller.post(f"{base}/{other.replica_id}/promote", {})
     assert_error(status, clash, 409, code="promotion_in_progress")
     assert len(started) == 1
+
+
+def _auto_agent(make_tenant):
+    client_id, caller, agent_id, primary, itype = register_agent(make_tenant)
+    config(caller, agent_id, auto_switch_enabled=True)
+    return client_id, caller, agent_id
+
+
+def test_an_emergency_replica_whose_slot_frees_meanwhile_is_claimed_on_the_second_try(make_tenant, monkeypatch):
+    # GIVEN an auto-switch agent whose first slot claim is refused by a holder that is gone when read
+    from chalicelib import replicas
+    from chalicelib.repositories.replicas import SlotTakenError
+
+    client_id, caller, agent_id = _auto_agent(make_tenant)
+    real, tries = replicas.start_standby, []
+
+    def refused_once(*args, **kwargs):
+        tries.append(1)
+        if len(tries) == 1:
+            raise SlotTakenError(None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replicas, "start_standby", refused_once)
+    # WHEN the legacy agent asks for an emergency replica
+    status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
+                                {"signal_type": "rebalance-recommendation"})
+    # THEN the second claim creates it (no 500)
+    assert status == 201, reply
+    assert reply["created"] is True and len(tries) == 2
+    assert agent_row(client_id, agent_id).current_replica_id == reply["replica_id"]
+
+
+def test_an_emergency_replica_whose_slot_keeps_changing_hands_is_a_409(make_tenant, monkeypatch):
+    # GIVEN an auto-switch agent whose slot claim is always refused by a holder gone when read
+    from chalicelib import replicas
+    from chalicelib.repositories.replicas import SlotTakenError
+
+    client_id, caller, agent_id = _auto_agent(make_tenant)
+
+    def always_refused(*args, **kwargs):
+        raise SlotTakenError(None)
+
+    monkeypatch.setattr(replicas, "start_standby", always_refused)
+    # WHEN it asks for an emergency replica
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
+                                {"signal_type": "rebalance-recommendation"})
+    # THEN a 409 the agent can retry, and nothing written
+    assert_error(status, reply, 409, code="standby_slot_busy")
+    assert agent_row(client_id, agent_id).current_replica_id is None
+    assert diff_snapshots(before, snapshot_tables()) == {}
