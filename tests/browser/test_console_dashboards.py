@@ -4,6 +4,7 @@ numbers (formatted as shown, never computed in the browser) and its actions roun
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import cells, goto, sign_in
 
@@ -87,9 +88,9 @@ def test_instances_are_filtered_and_exported(page, demo):
     page.click(".filters button[type=submit]")
     wanted = demo.call("GET", f"/api/client/{cid}/instances?status=all&mode=ondemand&limit=50")["instances"]
     # the filtered rows themselves, not just as many rows (the active list may be as long as the filtered one)
-    page.wait_for_function(
-        "ids => JSON.stringify([...document.querySelectorAll(\"table[data-table=instances] td[data-col=instance_id]\")]"
-        ".map(c => c.innerText.trim())) === JSON.stringify(ids)", arg=[i["instance_id"] for i in wanted])
+    # (expect retries from Python: a string predicate polled in the page would need eval, which the CSP refuses)
+    expect(page.locator("table[data-table=instances] td[data-col=instance_id]")).to_have_text(
+        [i["instance_id"] for i in wanted], timeout=15_000)
     assert cells(page, "instances", "current_price") == [usd(i["current_price"]) for i in wanted]
     with page.expect_download() as download:
         page.click("[data-section=instances] [data-action=csv]")
