@@ -59,10 +59,10 @@ def authenticate_agent(token: str, agent_id: str, *, allow_deleted: bool = False
     401 for a malformed, unknown or rotated credential; 403 when the client is inactive; 404 when the
     path names another agent (whether or not it exists: siblings stay invisible) or a deleted one.
     """
-    match = _AGENT_CREDENTIAL.fullmatch(token)
-    if match is None:
+    names = credential_names(token)
+    if names is None:
         raise UnauthorizedError("invalid agent credential")
-    agent = agent_repo.get(match.group(1), match.group(2))
+    agent = agent_repo.get(*names)
     if agent is None or not agent.credential_hash or \
             not hmac.compare_digest(agent.credential_hash, hash_secret(token)):
         raise UnauthorizedError("invalid agent credential; register again to get a new one")

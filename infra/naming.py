@@ -61,6 +61,8 @@ def failover_log_group_name(state_machine_name: str) -> str:
 def event_forwarder_stack_name(stage: str, region: str) -> str:
     """The stack forwarding one more region's sentinel events to the deploy region (infra/event_intake.py)."""
     return f"{APP_NAME}-{stage}-events-{region}"
+
+
 def dashboard_name(stage: str, region: str) -> str:
     """CloudWatch dashboards are global in an account: the region keeps two regions' stages apart."""
     return f"{APP_NAME}-{stage}-{region}"
