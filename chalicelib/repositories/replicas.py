@@ -94,7 +94,7 @@ def _record(row: ReplicaTable) -> ReplicaRecord:
 
 def new_replica_id(now: datetime) -> str:
     """Replica ids sort by creation time within an agent."""
-    return f"rep-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return f"rep-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
 
 
 def get(agent_id: str, replica_id: str) -> ReplicaRecord | None:
