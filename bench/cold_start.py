@@ -6,7 +6,7 @@
 Every Chalice function of this app (the API, each scheduled job, the sentinel rules, each failover task)
 loads the same ``app.py``; a handler then imports what only it needs (the ``import`` statements inside
 its body in app.py, which this bench reads from app.py's AST, so a new function is measured without
-editing this file). For each distinct set, ``N`` fresh interpreters (``python -X importtime``) run
+editing this file). For each distinct set, ``N`` fresh interpreters run
 ``import app`` and then the handler's own imports, in two set-ups:
 
 - *pyc*: the app's modules have the checked-hash ``.pyc`` files infra/bytecode.py writes before packaging
@@ -22,8 +22,9 @@ the standard library and the dependencies are precompiled. The table gives media
 - ``+ handler``: the handler's lazy imports on its first call (pyc set-up);
 - ``process``: the whole ``python -c`` (interpreter start-up included, pyc set-up), an upper bound.
 
-Then the largest import costs (median self time per module, grouped by top-level package, and the
-largest single modules). For the API function it also times a first request (``GET /health``) through
+Then the largest import costs of the API function (median self time per module, grouped by top-level
+package, and the largest single modules), from N more runs under ``-X importtime``: that instrumentation
+slows every import, so it never feeds the timings above. For the API function it also times a first request (``GET /health``) through
 ``chalice.test.Client`` against in-process moto; moto itself (and so botocore) is imported before the
 clock starts there, so that run's import time is not the acceptance number: only the request's is.
 
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+OWN_PACKAGES = ("chalicelib", "components")  # what infra/bytecode.py precompiles (app.py is compiled at import)
 API_FUNCTION = "api_handler"  # Chalice's name for the API's function
 # What a deployed function sees (no local stage, no AWS endpoint override); metrics and logs quiet.
 ENV = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
@@ -133,8 +135,14 @@ def prepare(tmp: Path, groups: list[Function]) -> dict[str, Path]:
         env.pop("PYTHONDONTWRITEBYTECODE")
         subprocess.run([sys.executable, "-c", f"import app, importlib\nfor m in {every!r}: importlib.import_module(m)"],
                        cwd=ROOT, env=env, check=True, capture_output=True)
+        # Only the app's own modules are reset: a virtualenv inside the repository (.venv) lies under the
+        # same prefix folder, and wiping it made every dependency compile at each import (the numbers
+        # before 2026-12-03 evening were inflated by ~400 ms so).
         own = prefix / ROOT.relative_to(ROOT.anchor)
-        shutil.rmtree(own, ignore_errors=True)
+        for package in OWN_PACKAGES:
+            shutil.rmtree(own / package, ignore_errors=True)
+        for pyc in own.glob("app.*.pyc"):
+            pyc.unlink()
         if mode == "pyc":
             subprocess.run([sys.executable, str(ROOT / "infra" / "bytecode.py")], cwd=ROOT, env=env, check=True,
                            capture_output=True)
@@ -142,10 +150,14 @@ def prepare(tmp: Path, groups: list[Function]) -> dict[str, Path]:
     return prefixes
 
 
-def probe(modules: tuple[str, ...], prefix: Path) -> dict:
-    """One fresh interpreter: ``import app`` and the handler's imports, timed, with -X importtime."""
+def probe(modules: tuple[str, ...], prefix: Path, importtime: bool = False) -> dict:
+    """One fresh interpreter: ``import app`` and the handler's imports, timed.
+
+    With ``importtime`` the interpreter also reports each module's self time (``-X importtime``); that
+    instrumentation slows every import, so those runs give the breakdown only, never the timings."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", _PROBE.format(modules=list(modules))],
+    flags = ["-X", "importtime"] if importtime else []
+    done = subprocess.run([sys.executable, *flags, "-c", _PROBE.format(modules=list(modules))],
                           cwd=ROOT, env={**ENV, "PYTHONPYCACHEPREFIX": str(prefix)}, capture_output=True, text=True)
     process_ms = (time.perf_counter() - started) * 1000
     if done.returncode:
@@ -279,12 +291,14 @@ def main(argv: list[str] | None = None) -> int:
                 group.runs.append(probe(group.modules, prefixes["pyc"]))
                 group.source_runs.append(probe(group.modules, prefixes["source"]))
         load_after = _load()
+        api = next(g for g in groups if API_FUNCTION in g.names)
+        breakdown = [probe(api.modules, prefixes["pyc"], importtime=True) for _ in range(args.runs)]
         request = None if args.no_request else first_request(prefixes["pyc"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"Cold start per function: median of {args.runs} fresh interpreters "
-          f"({sys.executable} -X importtime), {os.cpu_count()} CPUs, load average {load_before} → {load_after}")
+          f"({sys.executable}), {os.cpu_count()} CPUs, load average {load_before} → {load_after}")
     header = (f"{'function(s)':<44}{'import app':>11}{'(CPU)':>7}{'+ handler':>10}{'= total':>9}{'process':>9}"
               f"{'| source:':>10}{' import app':>11}{'(CPU)':>7}{'= total':>9}")
     print(header)
@@ -305,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                         "process_ms": process, "source_import_app_ms": src_ms, "source_import_app_cpu_ms": src_cpu,
                         "source_total_ms": src_total,
                         "samples_import_app_ms": [round(r["app_ms"], 1) for r in group.runs]})
-    api = next(g for g in groups if API_FUNCTION in g.names)
-    packages, modules = top_costs(api.runs, args.top)
-    print("\nLargest import costs of `import app` (pyc set-up, median self time, ms): by package")
+    packages, modules = top_costs(breakdown, args.top)
+    print(f"\nLargest import costs of `import app` (pyc set-up, median self time over {args.runs} more runs under "
+          f"-X importtime, which slows them, ms): by package")
     print("  " + ", ".join(f"{name} {ms}" for name, ms in packages))
     print("by module")
     print("  " + ", ".join(f"{name} {ms}" for name, ms in modules))
