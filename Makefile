@@ -152,6 +152,7 @@ deploy: $(STAMP)
 	  --region "$$($(BIN)/python infra/deploy_state.py region)"
 	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	$(BIN)/python infra/bytecode.py  # ship .pyc files: Lambda compiles whatever has none at every cold start
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python infra/bytecode.py --chalice-deploy $(STAGE)  # and the dependencies'
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py push --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
 	$(BIN)/python -m infra.event_source enable --stage $(STAGE)

@@ -2,6 +2,7 @@
 
     python infra/bytecode.py [--check]
     python infra/bytecode.py --zip build/pkg/deployment.zip   # also the dependencies chalice installed
+    python infra/bytecode.py --chalice-deploy dev            # the zip `chalice deploy --stage dev` will reuse
 
 Lambda's ``/var/task`` is read-only: a module shipped without its ``.pyc`` is compiled from source at
 every cold start and the result thrown away. For this app's ~150 modules that compilation is the
@@ -16,7 +17,8 @@ written by the Lambda runtime's Python (3.12): another version's files are simpl
 
 The dependencies chalice installs into the package (botocore, pydantic, pynamodb, powertools...) ship
 without ``.pyc`` files too; ``--zip`` adds a checked-hash pyc for every ``.py`` of a built package that has
-none (for ``chalice package`` output; ``chalice deploy`` builds its zip itself, see docs/benchmarks.md).
+none (for ``chalice package`` output); ``--chalice-deploy STAGE`` does the same to the zip ``chalice deploy``
+caches and reuses (``make deploy`` runs it right before ``chalice deploy``).
 """
 
 from __future__ import annotations
@@ -89,10 +91,40 @@ def compile_zip(package: Path, task_root: str = "/var/task") -> int:
     return len(added)
 
 
+def chalice_deploy_zip(stage: str, project_dir: Path = ROOT) -> tuple[Path, int]:
+    """Build (or reuse) the dependency zip ``chalice deploy --stage <stage>`` will reuse, and add the
+    dependencies' pycs to it; returns the zip and how many pycs were added.
+
+    ``chalice deploy`` builds its package through ``LambdaDeploymentPackager``, which caches it in
+    ``.chalice/deployments/<hash of requirements.txt, app files, vendor/>-<runtime>.zip`` and, when that
+    file exists, only re-injects app.py/chalicelib/ into it. Building that same file with Chalice's own
+    packager (the same classes and arguments its deploy build stage uses) and adding the pycs here is
+    therefore what makes ``chalice deploy`` ship them. Run it after ``compile_all`` (the hash covers
+    chalicelib's pycs) and right before ``chalice deploy``.
+    """
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy.packager import DependencyBuilder, LambdaDeploymentPackager, PipRunner, SubprocessPip
+    from chalice.utils import UI, OSUtils
+
+    config = CLIFactory(str(project_dir)).create_config_obj(chalice_stage_name=stage)
+    if config.automatic_layer:
+        raise SystemExit("error: automatic_layer is set: chalice deploy would build another package")
+    osutils = OSUtils()
+    builder = DependencyBuilder(osutils=osutils, pip_runner=PipRunner(pip=SubprocessPip(osutils=osutils),
+                                                                         osutils=osutils),
+                                   architecture=config.lambda_architecture)
+    packager = LambdaDeploymentPackager(osutils=osutils, dependency_builder=builder, ui=UI(),
+                                        architecture=config.lambda_architecture)
+    package = Path(packager.create_deployment_package(str(project_dir), config.lambda_python_version))
+    return package, compile_zip(package)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report modules without a valid pyc")
     parser.add_argument("--zip", type=Path, help="add pycs to every .py of this built package that has none")
+    parser.add_argument("--chalice-deploy", metavar="STAGE",
+                        help="add pycs to the dependency zip `chalice deploy --stage STAGE` will reuse (built if absent)")
     args = parser.parse_args(argv)
     if sys.version_info[:2] != RUNTIME:
         print(f"error: the Lambda runtime is Python {'.'.join(map(str, RUNTIME))}; this is "
@@ -100,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.zip:
         print(f"bytecode: {compile_zip(args.zip)} .pyc files added to {args.zip}")
+        return 0
+    if args.chalice_deploy:
+        package, added = chalice_deploy_zip(args.chalice_deploy)
+        print(f"bytecode: {added} .pyc files added to {package.relative_to(ROOT)} (what chalice deploy reuses)")
         return 0
     if not args.check and not compile_all():
         print("error: some modules did not compile", file=sys.stderr)
