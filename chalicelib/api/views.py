@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from components.command_tracker import Command
@@ -15,15 +15,8 @@ from chalicelib.repositories.replicas import ReplicaRecord
 
 
 def iso(value: datetime | None) -> str | None:
-    """ISO-8601 UTC text with microseconds always present, or None.
-
-    One fixed width, so that the text sorts like the time: ``isoformat`` drops the fraction when it
-    is zero, and ``...:28Z`` would sort after ``...:28.1Z`` in any client that sorts the strings.
-    """
-    if value is None:
-        return None
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO-8601 UTC text, or None."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def command_view(cmd: Command) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -206,7 +206,7 @@ def test_activity_pages_reach_back_past_two_days(admin):
                 stop=lambda rows: any(e["message"] == f"{marker}-5" for e in rows))
     found = [e["message"] for e in seen if e["message"].startswith(marker)]
     assert found == [f"{marker}-1", f"{marker}-3", f"{marker}-5"]  # newest first, across day partitions
-    times = [e["created_at"] for e in seen]
+    times = [datetime.fromisoformat(e["created_at"]) for e in seen]  # text would misorder "…:28Z" and "…:28.1Z"
     assert times == sorted(times, reverse=True)
     # a small page size still walks back without repeating an event
     small = walk(admin, "/api/admin/activity", "events", limit=7,
