@@ -5,9 +5,11 @@
 What is counted (in-process, moto; nothing leaves the machine):
 
 * The agent's default cadence (``agent/spot_agent/config.py``): one heartbeat every ``heartbeat_s``
-  (30 s; it also delivers commands, so a v4 agent sends no pending-commands poll) and one pricing
-  report every ``pricing_s`` (300 s). A legacy v3 agent polls pending-commands every 15 s instead:
-  its per-call cost is printed too.
+  (120 s; it also delivers commands, so a v5 agent sends no pending-commands poll) and one pricing
+  report every ``pricing_s`` (3,600 s). The heartbeats are sent one interval apart in the server's
+  clock and each report one interval after the previous one, so the index bucket moves and the hourly
+  raw report are in the mean at their real rate. A legacy v3 agent polls pending-commands every 15 s
+  instead: its per-call cost is printed too.
 * Each route is driven through the real handlers (``chalice.test.Client``) and every AWS call is
   counted at botocore. DynamoDB read/write request units come from item sizes (DynamoDB's own
   rules: reads per 4 KB, halved when eventually consistent; writes per 1 KB of the larger of the
@@ -341,35 +343,54 @@ def heartbeat_interval_for(m: Measured, agents: int, target: float = TARGET, api
         m.per_agent_month = base
 
 
-def _heartbeat_variant(hb: Usage, churn: bool) -> Usage:
-    """The measured heartbeat reduced to the issue's target of 2 calls (read + conditional update of
-    the agent row): the agent row's own units, with (``churn``) or without its index writes."""
-    wru = {k: v for k, v in hb.wru_by.items() if k == "agents" or (churn and k.startswith("agents/"))}
-    rru = {k: v for k, v in hb.rru_by.items() if k == "agents"}
-    return Usage(Counter({"dynamodb:GetItem": 1, "dynamodb:UpdateItem": 1}), sum(rru.values()),
-                 sum(wru.values()), hb.own_s, hb.log_bytes, hb.log_lines, set(hb.metrics),
-                 Counter(rru), Counter(wru))
+LIVE_INDEX = "agents/live-agents-by-heartbeat-bucket"
+OLD_HEARTBEAT_INDEX_WRU = 3  # before issue #14's index change: live index moved (2) + ALL-projected listing (1)
+
+
+def _rescaled(u: Usage, table: str, k: float) -> Usage:
+    """``u`` with the write units that go to ``table`` multiplied by ``k``."""
+    wru_by = Counter(u.wru_by)
+    delta = wru_by.get(table, 0) * (k - 1)
+    if table in wru_by:
+        wru_by[table] *= k
+    return dataclasses.replace(u, wru=u.wru + delta, wru_by=wru_by, calls=Counter(u.calls), rru_by=Counter(u.rru_by))
+
+
+def at_cadence(m: Measured, heartbeat_s: float, pricing_s: float, extra_heartbeat_wru: float = 0.0) -> Measured:
+    """The measured model at another agent cadence. Per request everything is as measured except what depends
+    on the interval: the live index's bucket moves (one per ``HEARTBEAT_BUCKET_S`` at most, so a share
+    min(interval, bucket) / bucket of heartbeats pays them) and the raw pricing report (written once per clock
+    hour at most). ``extra_heartbeat_wru`` adds write units to every heartbeat (e.g. the old indexes')."""
+    from components.sentinel import HEARTBEAT_BUCKET_S
+
+    hb_now = SECONDS_PER_MONTH / m.per_agent_month["heartbeat"]
+    report_now = SECONDS_PER_MONTH / m.per_agent_month["pricing_report"]
+    hb = _rescaled(m.requests["heartbeat"], LIVE_INDEX,
+                   min(heartbeat_s, HEARTBEAT_BUCKET_S) / min(hb_now, HEARTBEAT_BUCKET_S))
+    hb = dataclasses.replace(hb, wru=hb.wru + extra_heartbeat_wru)
+    report = _rescaled(m.requests["pricing_report"], "pricing-reports", min(pricing_s, 3600) / min(report_now, 3600))
+    return dataclasses.replace(m, requests={**m.requests, "heartbeat": hb, "pricing_report": report},
+                               per_agent_month={**m.per_agent_month, "heartbeat": SECONDS_PER_MONTH / heartbeat_s,
+                                                "pricing_report": SECONDS_PER_MONTH / pricing_s})
 
 
 def what_ifs(m: Measured, agents: int) -> list[tuple[str, float]]:
-    """Totals per agent-month under changes this checkout does not (all) have yet."""
-    out = []
-    hb = m.requests["heartbeat"]
-    churn, lean = _heartbeat_variant(hb, True), _heartbeat_variant(hb, False)
-    reports = m.per_agent_month["pricing_report"]
-    for label, usage, interval, apigw, report_rate in (
-            ("heartbeat in 2 calls, agent-row index writes as now, 30 s, REST API", churn, 30, "apigw_rest", reports),
-            ("heartbeat in 2 calls, no index writes on a heartbeat, 30 s, REST API", lean, 30, "apigw_rest", reports),
-            ("same, 30 s, HTTP API", lean, 30, "apigw_http", reports),
-            ("same, 60 s, REST API", lean, 60, "apigw_rest", reports),
-            ("same, 120 s, REST API", lean, 120, "apigw_rest", reports),
-            ("same, 60 s, HTTP API", lean, 60, "apigw_http", reports),
-            ("same, 60 s, HTTP API, v4 agents report prices hourly", lean, 60, "apigw_http", 24 * 30)):
-        variant = dataclasses.replace(m, requests={**m.requests, "heartbeat": usage},
-                                      per_agent_month={**m.per_agent_month, "heartbeat": SECONDS_PER_MONTH / interval,
-                                                       "pricing_report": report_rate})
-        out.append((label, sum(costs(variant, agents, apigw).values())))
-    return out
+    """Totals per agent-month at other cadences and API kinds, from the measured per-request usage."""
+    hb = SECONDS_PER_MONTH / m.per_agent_month["heartbeat"]
+    report = SECONDS_PER_MONTH / m.per_agent_month["pricing_report"]
+    cases = (
+        (f"as measured: heartbeat {hb:.0f} s, prices every {report:.0f} s, REST API", hb, report, "apigw_rest", 0),
+        (f"same with the old indexes (+{OLD_HEARTBEAT_INDEX_WRU} WRU per heartbeat)", hb, report, "apigw_rest",
+         OLD_HEARTBEAT_INDEX_WRU),
+        (f"heartbeat 60 s, prices every {report:.0f} s, REST API", 60, report, "apigw_rest", 0),
+        (f"heartbeat 60 s, prices every {report:.0f} s, HTTP API", 60, report, "apigw_http", 0),
+        (f"heartbeat {hb:.0f} s, prices every {report:.0f} s, HTTP API", hb, report, "apigw_http", 0),
+        ("heartbeat 30 s, prices every 300 s (the old defaults), REST API", 30, 300, "apigw_rest", 0),
+        ("the old defaults with the old indexes (before issue #14's change)", 30, 300, "apigw_rest",
+         OLD_HEARTBEAT_INDEX_WRU),
+    )
+    return [(label, sum(costs(at_cadence(m, h, p, extra), agents, apigw).values()))
+            for label, h, p, apigw, extra in cases]
 
 
 # --- measurement (moto, in-process) -------------------------------------------------------------------
@@ -520,7 +541,8 @@ class Meter:
         self.usage.own_s = max(0.0, time.perf_counter() - started - self._aws_s)
         self.usage.log_bytes, self.usage.log_lines = _LOGS.bytes, _LOGS.lines
         self.usage.metrics = set(_LOGS.metrics)
-        return self.usage, result
+        usage, self.usage = self.usage, Usage()  # calls after this one (set-up between samples) are not its
+        return usage, result
 
 
 class _LogMeter(logging.Handler):
@@ -643,6 +665,7 @@ class Fleet:
         created = _json(client, "post", "/api/admin/clients/create",
                         {"name": f"cost-{uuid.uuid4().hex[:6]}", "legacy_agents": True}, {"X-Admin-Key": admin_key})
         self.auth = {"Authorization": f"Bearer {created['client_token']}"}
+        self.client_id = created["client_id"]
         _json(client, "post", f"/api/admin/clients/{created['client_id']}/rate-limit",
               {"requests_per_window": 1_000_000}, {"X-Admin-Key": admin_key})
         self.agents: list[tuple[str, str, str]] = []
@@ -710,9 +733,15 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
         fleet = Fleet(client, admin_key, instance_type)
         fleet.grow(1, report=False)
 
-        def per_request(call, n=requests):
+        def per_request(call, n=requests, before=lambda: None):
+            """Mean usage of ``call`` (``before`` runs ahead of each call, unmetered)."""
+            before()
             call()  # warm-up: first-use clients and caches are a cold start, not a request's cost
-            return mean_usage([meter.measure(call)[0] for _ in range(n)])
+            samples = []
+            for _ in range(n):
+                before()
+                samples.append(meter.measure(call)[0])
+            return mean_usage(samples)
 
         # Pools the job does not price: the legacy path (points, gap fill and pools written), at the
         # agent's cadence (collected_at one pricing interval apart, in the past day).
@@ -724,8 +753,8 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
 
         spot_prices.run(datetime.now(timezone.utc), fetch=_server_fetch, targets=[(REGION, instance_type)])
         usage = {
-            "heartbeat": per_request(lambda: fleet.heartbeat(0)),
-            "pricing_report": per_request(lambda: fleet.report(0)),
+            "heartbeat": _heartbeats_at_cadence(per_request, fleet, requests),
+            "pricing_report": per_request(lambda: fleet.report(0), before=lambda: _report_gap(fleet)),
             "pending_commands": per_request(lambda: fleet.poll(0)),
         }
         usage["pricing_report_unpriced_pools"] = uncovered
@@ -784,6 +813,38 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
                     alarms=count_alarms(), storage_bytes_per_agent=storage, notes=notes)
 
 
+def _heartbeats_at_cadence(per_request, fleet, requests: int) -> Usage:
+    """Heartbeats one default interval apart in the server's clock (``chalicelib.clock``), so that the mean
+    carries the live index's bucket moves at their real rate (one per ``HEARTBEAT_BUCKET_S`` while the
+    interval is shorter). The first measured heartbeat follows a bucket's start by a second, so ``requests``
+    intervals spanning whole buckets cross exactly that many boundaries. The rate-limit window is real time."""
+    import time as _time
+
+    from chalicelib import clock
+    from components.sentinel import heartbeat_bucket
+
+    step = timedelta(seconds=agent_cadence()["heartbeat_s"])
+    start = heartbeat_bucket(datetime.now(timezone.utc) - requests * step) + timedelta(seconds=1) - step
+    sent = iter(range(10**6))
+
+    def set_clock():
+        clock._replay = (start + next(sent) * step, _time.monotonic())
+
+    try:
+        return per_request(lambda: fleet.heartbeat(0), requests, before=set_clock)
+    finally:
+        clock._replay = None
+
+
+def _report_gap(fleet) -> None:
+    """The agent's last report one default interval ago (unmetered), as at the agent's cadence: the raw
+    report is then written as often as it would be (once per clock hour at most, ``pools.report_worth_keeping``)."""
+    from chalicelib.tables.agents import AgentTable
+
+    AgentTable(fleet.client_id, fleet.agents[0][0]).update(actions=[AgentTable.last_pricing_at.set(
+        datetime.now(timezone.utc) - timedelta(seconds=agent_cadence()["pricing_s"]))])
+
+
 def _try_sentinel(sentinel, fleet, notes):
     try:
         return sentinel.on_event(_sentinel_event(fleet.agents[-1][1]))
@@ -834,7 +895,7 @@ def why(term: str, m: Measured, agents: int) -> str:
     if term.startswith("DynamoDB writes"):
         hb = m.requests["heartbeat"]
         return (f"{hb.wru:g} WRU per heartbeat ({_units(hb.wru_by)}) × {m.per_agent_month['heartbeat']:,.0f}: "
-                f"each heartbeat moves the agent in two indexes and counts the rate limit")
+                f"the agent row, the rate-limit count, and the live index's bucket move (one per bucket)")
     if term.startswith("CloudWatch metrics"):
         return (f"{len(metric_series(m))} custom metric series at $0.30, {m.alarms} alarms and a dashboard: "
                 f"a fixed ${costs(m, 1)[term]:.2f}/month shared by {agents:,} agents")
@@ -907,7 +968,7 @@ def render(m: Measured) -> str:
         lines.append(f"Heartbeat interval meeting ${TARGET:.2f} on the REST API: "
                      f"{f'{interval} s' if interval else 'none up to 1 h'}; same cadence behind an HTTP API: ${http:.4f}")
     lines.append("")
-    lines.append("What it would take (what-if on the measured breakdown, 1,000 agents; not measured):")
+    lines.append("Other cadences and API kinds (the measured per-request usage at other rates, 1,000 agents):")
     for label, total in what_ifs(m, 1_000):
         lines.append(f"  {label}: ${total:.4f}")
     poll = m.requests["pending_commands"]

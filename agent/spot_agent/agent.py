@@ -33,6 +33,9 @@ from spot_agent.state import AgentState
 from spot_agent.switch import LegacySwitcher, iso
 
 URGENT_HEARTBEAT_S = 10.0  # while a termination notice is active: pick up prepare_shutdown quickly
+# A standby (or an agent the server does not know yet) asks to register at most this far apart: a failover's
+# promotion is noticed by this call, and the promote command waits for it (the heartbeat's 120 s is too slow).
+REGISTER_RETRY_S = 30.0
 MAX_SLEEP_S = 60.0
 MIN_SLEEP_S = 0.05
 
@@ -194,13 +197,13 @@ class Agent:
         if task == "heartbeat":
             return min(c.heartbeat_s, URGENT_HEARTBEAT_S) if self._terminating else c.heartbeat_s
         return {"instance_action": c.notice_s, "rebalance": c.rebalance_s, "pricing": c.pricing_s,
-                "report": c.heartbeat_s, "register": c.heartbeat_s}[task]
+                "report": c.heartbeat_s, "register": min(c.heartbeat_s, REGISTER_RETRY_S)}[task]
 
     def _tasks(self) -> tuple[str, ...]:
         if self.retired:
             return ("report",)
         if not self.agent_id:
-            return ("register",)  # a standby: ask again at the heartbeat cadence
+            return ("register",)  # a standby: ask again (REGISTER_RETRY_S)
         # Spot notices exist only for spot instances (legacy: "spot mode only").
         return self.TASKS if self.mode == "spot" else ("heartbeat", "pricing")
 

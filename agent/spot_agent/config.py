@@ -33,8 +33,12 @@ class AgentConfig:
     region: str | None = None  # None: IMDS placement/region
     state_dir: str = "/var/lib/spot-agent"
     imds_endpoint: str = "http://169.254.169.254"
-    heartbeat_s: float = 30.0
-    pricing_s: float = 300.0
+    # Issue #14's cost target: a heartbeat every 2 min (it also delivers commands; during a termination notice
+    # the agent heartbeats every 10 s) and a price report every hour (the server prices every pool of a type
+    # an agent runs itself; a report only fills in pools it does not). The server's health thresholds are
+    # sized for these (components/sentinel/model.py HealthThresholds).
+    heartbeat_s: float = 120.0
+    pricing_s: float = 3600.0
     notice_s: float = 5.0
     rebalance_s: float = 30.0
     jitter: float = 0.1

@@ -122,7 +122,9 @@ def system_health():
     except Exception as exc:  # noqa: BLE001 - reported as the check's result, never a 500
         logger.warning("system-health: the registry read failed", extra={"error": repr(exc)})
         model, checks["dynamodb"] = None, "unreachable"
-    stale_cutoff = now - timedelta(seconds=2 * HealthThresholds().degraded_after_s)
+    # live agents silent past the offline threshold by more than two monitor runs (every minute): the monitor
+    # should have taken them offline (a degraded agent is live, so the degraded threshold says nothing here)
+    stale_cutoff = now - timedelta(seconds=HealthThresholds().offline_after_s + 120)
     stale = sum(1 for _ in agents.silent_live_agents(stale_cutoff))
     failed = len(activity.events_since(now, day_ago, event_types=("standby_failed",), limit=200))
     errors = activity.events_since(now, day_ago, severities=("critical", "error"), limit=20)

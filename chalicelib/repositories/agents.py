@@ -21,6 +21,7 @@ from components.agent_identity import (
 )
 from components.instance_types import allowed_types
 from components.pool_id import make_pool_id
+from components.sentinel import heartbeat_bucket
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.clients import ClientRecord
@@ -228,7 +229,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         region=reg.region, az=reg.az, ami_id=reg.ami_id, private_ip=reg.private_ip,
         public_ip=reg.public_ip, current_mode=reg.mode.value, current_pool_id=pool_id,
         agent_version=reg.agent_version, instance_count=plan.instance_count, updated_at=now,
-        last_heartbeat_at=now, client_suspended=None,  # the caller's client token proved it active
+        last_heartbeat_at=now, heartbeat_bucket=heartbeat_bucket(now),
+        client_suspended=None,  # the caller's client token proved it active
     )
     if identity:
         fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"])
@@ -294,10 +296,7 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             # The agent left that instance: what runs there no longer speaks for the agent (a legacy
             # agent's final "offline" heartbeat after its switch must not flap the agent offline).
             return agent
-    actions = [AgentTable.status.set(status), AgentTable.last_heartbeat_at.set(now),
-               AgentTable.updated_at.set(now)]
-    actions.append(AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES
-                   else AgentTable.liveness.remove())
+    actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
                                                          (AgentTable.instance_type, instance_type),
                                                          (AgentTable.current_mode, mode), (AgentTable.az, az))
@@ -320,6 +319,16 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _heartbeat_actions(status: str, now: datetime) -> list:
+    """What every heartbeat writes: its time, and the live-agents index keys. ``liveness`` and the heartbeat
+    bucket keep their values on a routine heartbeat, and DynamoDB writes an index only when a key or projected
+    attribute changes: the indexes are written when the status leaves or enters online/degraded, or once per
+    ``HEARTBEAT_BUCKET_S``, never per heartbeat (neither index projects the heartbeat time or ``updated_at``)."""
+    return [AgentTable.last_heartbeat_at.set(now), AgentTable.heartbeat_bucket.set(heartbeat_bucket(now)),
+            AgentTable.updated_at.set(now),
+            AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES else AgentTable.liveness.remove()]
 
 
 # --- the request fast paths (chalicelib/api/agents.py): one conditional write instead of read + write ------
@@ -359,8 +368,7 @@ def quick_heartbeat(client_id: str, agent_id: str, *, status: str, instance_id: 
                              (AgentTable.current_mode, mode), (AgentTable.az, az)):
         if value:
             condition &= attribute == value
-    actions = [AgentTable.last_heartbeat_at.set(now), AgentTable.updated_at.set(now),
-               AgentTable.liveness.set(LIVE) if status in LIVE_STATUSES else AgentTable.liveness.remove()]
+    actions = _heartbeat_actions(status, now)
     row = AgentTable(client_id, agent_id)
     try:
         row.update(actions=actions, condition=condition)
@@ -442,10 +450,17 @@ def get_instance(client_id: str, instance_id: str) -> InstanceTable | None:
 
 
 def silent_live_agents(cutoff: datetime):
-    """Online/degraded agents whose last heartbeat is older than ``cutoff`` (sparse GSI query)."""
-    for key in AgentTable.live_by_heartbeat.query(LIVE, AgentTable.last_heartbeat_at < cutoff):
-        agent = get(key.client_id, key.agent_id)
-        if agent is not None and agent.status in LIVE_STATUSES:
+    """Online/degraded agents whose last heartbeat is older than ``cutoff``, exactly.
+
+    The sparse live index gives the keys of every live agent whose heartbeat bucket is at or before
+    ``cutoff``'s (a heartbeat older than ``cutoff`` is in such a bucket; the cutoff's own bucket also holds
+    agents that heartbeated after it). Their rows are read by key, consistently, up to 100 per BatchGetItem,
+    and the exact ``last_heartbeat_at`` decides."""
+    keys = [(key.client_id, key.agent_id) for key in
+            AgentTable.live_by_heartbeat.query(LIVE, AgentTable.heartbeat_bucket <= heartbeat_bucket(cutoff))]
+    for row in AgentTable.batch_get(keys, consistent_read=True):
+        agent = _record(row)
+        if agent.status in LIVE_STATUSES and (agent.last_heartbeat_at is None or agent.last_heartbeat_at < cutoff):
             yield agent
 
 
@@ -534,11 +549,18 @@ _GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
 
 def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
     """A client's agents that are not deleted, by logical id (a page may hold fewer than ``limit``
-    agents when deleted ones were skipped; ``next_token`` is then still set)."""
+    agents when deleted ones were skipped; ``next_token`` is then still set).
+
+    The listing index holds keys and status only (a heartbeat must not rewrite it): one Query for the page's
+    keys, one BatchGetItem for its rows, which are shown in the index's order (a row deleted in between is
+    left out)."""
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=_LISTING_KEY)
     result = AgentTable.by_logical_id.query(client_id, filter_condition=~AgentTable.status.is_in(*_GONE),
                                             limit=limit, last_evaluated_key=start)
-    return Page([_record(row) for row in result], encode_token(result.last_evaluated_key))
+    keys = [(client_id, key.agent_id) for key in result]
+    rows = {row.agent_id: row for row in AgentTable.batch_get(keys) if row.status not in _GONE} if keys else {}
+    return Page([_record(rows[agent_id]) for _, agent_id in keys if agent_id in rows],
+                encode_token(result.last_evaluated_key))
 
 
 def instances_page(client_id: str, limit: int, next_token: str | None, *, active: bool | None = None,

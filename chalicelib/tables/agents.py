@@ -10,7 +10,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.tables.base import BaseMeta, OptionalText, table_name
@@ -48,25 +48,30 @@ class AgentConfigMap(MapAttribute):
 
 
 class AgentsByLogicalIdIndex(GlobalSecondaryIndex):
-    """Agents of a client ordered by their logical id (listing)."""
+    """Agents of a client ordered by their logical id (listing): keys and ``status`` only, so that a heartbeat,
+    which rewrites ``last_heartbeat_at`` and ``updated_at``, never rewrites it. The listing filters on
+    ``status`` here and reads the rows it shows by key."""
 
     class Meta:
-        index_name = "agents-by-logical-id"
-        projection = AllProjection()
+        index_name = "agent-keys-by-logical-id"
+        projection = IncludeProjection(["status"])
 
     client_id = UnicodeAttribute(hash_key=True)
     logical_agent_id = UnicodeAttribute(range_key=True)
 
 
 class LiveAgentsByHeartbeatIndex(GlobalSecondaryIndex):
-    """Sparse: only agents that are online or degraded, ordered by last heartbeat (health monitor)."""
+    """Sparse: only agents that are online or degraded, by the bucket of their last heartbeat (health
+    monitor). The bucket (``components.sentinel.heartbeat_bucket``) changes once per bucket, not per
+    heartbeat, so a routine heartbeat leaves the index alone; the monitor reads the rows of the buckets up to
+    its cutoff's and compares ``last_heartbeat_at`` itself."""
 
     class Meta:
-        index_name = "live-agents-by-heartbeat"
+        index_name = "live-agents-by-heartbeat-bucket"
         projection = KeysOnlyProjection()
 
     liveness = UnicodeAttribute(hash_key=True)
-    last_heartbeat_at = UTCDateTimeAttribute(range_key=True)
+    heartbeat_bucket = UTCDateTimeAttribute(range_key=True)
 
 
 class AgentTable(Model):
@@ -95,6 +100,7 @@ class AgentTable(Model):
     registered_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     last_heartbeat_at = UTCDateTimeAttribute(null=True)
+    heartbeat_bucket = UTCDateTimeAttribute(null=True)  # start of last_heartbeat_at's bucket: written with it
     last_pricing_at = UTCDateTimeAttribute(null=True)
     last_switch_at = UTCDateTimeAttribute(null=True)
     deleted_at = UTCDateTimeAttribute(null=True)

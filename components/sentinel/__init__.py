@@ -3,10 +3,12 @@
 from components.sentinel.errors import InvalidSignalError, InvalidThresholdsError, SentinelError
 from components.sentinel.health import (
     CONTINUE_MONITORING,
+    HEARTBEAT_BUCKET_S,
     INVESTIGATE_IMMEDIATELY,
     MONITOR_CLOSELY,
     classify_heartbeat,
     health_score,
+    heartbeat_bucket,
 )
 from components.sentinel.model import HealthReport, HealthState, HealthThresholds
 from components.sentinel.signals import (
@@ -30,6 +32,7 @@ from components.sentinel.signals import (
 
 __all__ = [
     "CONTINUE_MONITORING",
+    "HEARTBEAT_BUCKET_S",
     "DETAIL_TYPES",
     "HEALTH_DETAIL_TYPE",
     "HEALTH_SOURCE",
@@ -56,4 +59,5 @@ __all__ = [
     "SentinelError",
     "classify_heartbeat",
     "health_score",
+    "heartbeat_bucket",
 ]

@@ -20,12 +20,18 @@ class HealthState(str, Enum):
 
 @dataclass(frozen=True)
 class HealthThresholds:
-    """Seconds of silence that change an agent's health (LEGACY §5.4 values)."""
+    """Seconds of silence that change an agent's health, sized for the product agent's default cadence
+    (``agent/spot_agent/config.py``: a heartbeat every 120 s ± 10 % jitter, a price report every hour):
+    degraded after 3 missed heartbeats, offline after 7.5 (15 min), a heartbeat "slow" after 1.5 intervals,
+    prices stale after 2 report intervals. Below ~2.5 heartbeats an agent would flap between online and
+    degraded on ordinary jitter and latency (tests/unit/components/sentinel/test_health.py checks the
+    relation against the agent's defaults). A legacy agent heartbeating every 30 s is judged by the same
+    thresholds (LEGACY §5.4 had 180 / 600 / 90 / 300 for its 30 s / 300 s cadence)."""
 
-    degraded_after_s: int = 180
-    offline_after_s: int = 600
-    slow_heartbeat_s: int = 90
-    pricing_stale_s: int = 300
+    degraded_after_s: int = 360
+    offline_after_s: int = 900
+    slow_heartbeat_s: int = 180
+    pricing_stale_s: int = 7200
 
     def __post_init__(self) -> None:
         if not 0 < self.degraded_after_s < self.offline_after_s:

@@ -195,9 +195,10 @@ def test_a_disabled_agent_reports_disabled_and_gets_no_commands(tenant, make_age
     agent.run_due(T0)
     status, _ = tenant.caller.post(f"/api/client/agents/{agent.agent_id}/config", {"enabled": False})
     assert status == 200
-    # the next heartbeat sees a new config_version and fetches the config
-    assert "config" in agent.run_due(T0 + timedelta(seconds=30))
-    agent.run_due(T0 + timedelta(seconds=60))
+    # the next heartbeat (default cadence) sees a new config_version and fetches the config
+    beat = timedelta(seconds=agent.config.heartbeat_s)
+    assert "config" in agent.run_due(T0 + beat)
+    agent.run_due(T0 + 2 * beat)
     assert server_agent(tenant, agent).status == "disabled"
 
 
@@ -249,4 +250,4 @@ def test_an_agent_without_a_credential_registers_again_when_the_client_leaves_le
     imds.signed = True
     assert "registered" in agent.run_due(T0 + timedelta(seconds=31))
     assert agent.api.credential and agent.api.credential.startswith("soa_")
-    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=62))
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=31 + agent.config.heartbeat_s))

@@ -15,7 +15,7 @@ def test_environment_alone_with_legacy_names_and_defaults():
     config = load_config(env={**ENV, "LOGICAL_AGENT_ID": "web-1", "SPOT_AGENT_HEARTBEAT_S": "15"})
     assert config.server_url == "https://api.example.com" and config.client_token == "tok"
     assert config.logical_agent_id == "web-1" and config.heartbeat_s == 15.0
-    assert (config.pricing_s, config.notice_s, config.rebalance_s, config.jitter) == (300.0, 5.0, 30.0, 0.1)
+    assert (config.pricing_s, config.notice_s, config.rebalance_s, config.jitter) == (3600.0, 5.0, 30.0, 0.1)
     assert config.state_dir == "/var/lib/spot-agent" and config.imds_endpoint == "http://169.254.169.254"
     assert config.ondemand_price is None and config.drain_hook is None
 
@@ -78,3 +78,17 @@ def test_instance_types_are_a_checked_comma_list():
     assert load_config(env=env).declared_types == []
     with pytest.raises(ConfigError):
         load_config(env={**env, "SPOT_AGENT_INSTANCE_TYPES": "m5a.large,M5 LARGE"})
+
+
+def test_the_servers_health_thresholds_fit_the_default_cadence():
+    """The health monitor must not flap an agent that heartbeats on time: degraded only after ≥ 2.5 of the
+    longest jittered heartbeat intervals, offline later still, "slow" after more than one interval, and prices
+    stale only after more than one (jittered) report interval."""
+    from components.sentinel import HealthThresholds
+
+    config, limits = AgentConfig(), HealthThresholds()
+    longest = config.heartbeat_s * (1 + config.jitter)
+    assert limits.degraded_after_s >= 2.5 * longest
+    assert limits.offline_after_s > limits.degraded_after_s
+    assert limits.slow_heartbeat_s > longest
+    assert limits.pricing_stale_s > config.pricing_s * (1 + config.jitter)

@@ -124,7 +124,7 @@ def test_a_replacement_that_never_runs_is_terminated_and_the_command_fails(switc
         {"Name": "tag:SpotOptimizerCommandId", "Values": [cid]}])["Reservations"]]
     assert len(launched) == 1 and launched[0]["State"]["Name"] in ("shutting-down", "terminated")
     assert not agent.retired  # still the agent's instance: heartbeats go on
-    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=30))
+    assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=agent.config.heartbeat_s))
 
 
 def test_a_slow_boot_renews_the_lease_while_the_agent_waits(switching, monkeypatch):

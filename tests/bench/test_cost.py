@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from bench import cost
 from bench.cost import PRICES, Measured, Usage
+from tests.conftest import ADMIN_KEY
 
 
 def test_request_units_follow_dynamodb_rounding():
@@ -128,9 +130,75 @@ def test_counts_come_from_the_handlers(measured_twice):
     assert unpriced.calls["dynamodb:BatchWriteItem"] >= 2 and unpriced.wru > report.wru
     assert unpriced.wru_by["price-points"] >= 3  # three pools, a point each (plus the valve's gap fill)
     assert unpriced.wru_by["pools"] >= 3
-    assert math.isclose(first.per_agent_month["heartbeat"], 86_400) and math.isclose(first.per_agent_month["pricing_report"], 8_640)
+    cadence = cost.agent_cadence()
+    assert math.isclose(first.per_agent_month["heartbeat"], cost.SECONDS_PER_MONTH / cadence["heartbeat_s"])
+    assert math.isclose(first.per_agent_month["pricing_report"], cost.SECONDS_PER_MONTH / cadence["pricing_s"])
+    # at the agent's cadence each hourly report keeps its raw item; a heartbeat writes no listing-index item
+    assert report.wru_by["pricing-reports"] == 1
+    assert not any(k.startswith("agents/") and k != cost.LIVE_INDEX for k in hb.wru_by), hb.wru_by
 
     extra = second.requests["heartbeat"]
     assert extra.calls["dynamodb:GetItem"] == hb.calls["dynamodb:GetItem"] + 1
     assert extra.rru > hb.rru
     assert sum(cost.costs(second, 1000).values()) > sum(cost.costs(first, 1000).values())
+
+
+def test_set_up_between_samples_is_charged_to_no_sample(admin_key):
+    """GIVEN a meter WHEN a sample is taken and then more AWS calls are made outside ``measure`` THEN the sample
+    keeps only its own calls (the job fits once charged each job's sample with the next job's warm-up run)."""
+    from chalicelib.tables.agents import AgentTable
+
+    with cost.Meter() as meter:
+        usage, _ = meter.measure(lambda: list(AgentTable.scan(limit=1)))
+        before = dict(usage.calls)
+        list(AgentTable.scan(limit=1))
+        list(AgentTable.scan(limit=1))
+    assert dict(usage.calls) == before == {"dynamodb:Scan": 1}
+
+
+def test_a_routine_heartbeat_writes_no_index_and_a_new_bucket_moves_the_live_one(admin_key):
+    """GIVEN an agent WHEN it heartbeats twice in one heartbeat bucket, then once in the next THEN the first two
+    write the agent row and the rate-limit count only, the third also moves the agent in the live index
+    (delete + put: 2 units), and no heartbeat writes the listing index."""
+    import time
+
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib import clock
+    from components.sentinel import HEARTBEAT_BUCKET_S, heartbeat_bucket
+
+    bucket = heartbeat_bucket(datetime.now(timezone.utc)) + timedelta(seconds=10)
+    with Client(app, stage_name="dev") as client, cost.Meter() as meter:
+        fleet = cost.Fleet(client, ADMIN_KEY, f"t{uuid.uuid4().hex[:8]}.large")
+        fleet.grow(1, report=False)
+        used = []
+        try:
+            for offset in (0, 120, HEARTBEAT_BUCKET_S):
+                clock._replay = (bucket + timedelta(seconds=offset), time.monotonic())
+                used.append(meter.measure(lambda: fleet.heartbeat(0))[0])
+        finally:
+            clock._replay = None
+    first_same, second_same, moved = used
+    assert dict(second_same.wru_by) == {"agents": 1, "rate-limits": 1}, second_same.wru_by
+    assert not any(k.startswith("agents/") for k in first_same.wru_by if k != cost.LIVE_INDEX)
+    assert dict(moved.wru_by) == {"agents": 1, "rate-limits": 1, cost.LIVE_INDEX: 2}, moved.wru_by
+
+
+def test_another_cadence_rescales_the_bucket_moves_and_the_raw_report():
+    """The live index is moved once per bucket at most: a heartbeat every 30 s pays a quarter of the 120 s
+    share per heartbeat, one every 600 s a whole move (2 units); the raw report is kept once per clock hour."""
+    hb = Usage(calls=Counter({"dynamodb:UpdateItem": 2}), wru=2.8,
+               wru_by=Counter({"agents": 1, "rate-limits": 1, cost.LIVE_INDEX: 0.8}))
+    report = Usage(wru=3, wru_by=Counter({"agents": 1, "rate-limits": 1, "pricing-reports": 1}))
+    m = Measured(requests={"heartbeat": hb, "pricing_report": report},
+                 per_agent_month={"heartbeat": cost.SECONDS_PER_MONTH / 120, "pricing_report": cost.SECONDS_PER_MONTH / 3600},
+                 jobs={}, event_usage=Usage(), api_memory_gb=1.0, failover=(10, 4), alarms=0)
+    fast = cost.at_cadence(m, 30, 300)
+    assert fast.requests["heartbeat"].wru_by[cost.LIVE_INDEX] == pytest.approx(0.2)
+    assert fast.requests["heartbeat"].wru == pytest.approx(2.2)
+    assert fast.requests["pricing_report"].wru == pytest.approx(2 + 1 / 12)
+    assert fast.per_agent_month == {"heartbeat": 86_400, "pricing_report": 8_640}
+    slow = cost.at_cadence(m, 600, 3600, extra_heartbeat_wru=3)
+    assert slow.requests["heartbeat"].wru == pytest.approx(1 + 1 + 2 + 3)
+    assert m.requests["heartbeat"].wru == 2.8  # the measured model is left as it was
