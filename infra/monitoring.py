@@ -54,8 +54,9 @@ class Monitoring(Construct):
             left=[state_machine.metric_started(period=PERIOD), state_machine.metric_succeeded(period=PERIOD), failed]))
 
         # --- API ----------------------------------------------------------------------------------------
-        # REST API metrics have no API id dimension and Chalice names every stage's API after the app: two
-        # stages in one account with the same api_gateway_stage share this metric (infra/README.md).
+        # REST API metrics have no API id dimension and Chalice names every stage's API after the app: the
+        # Stage dimension (each stage has its own api_gateway_stage, naming.api_gateway_stage_name) is what
+        # keeps dev's 5xx out of prod's alarm in one account. Never drop it (tests/infra/test_hardening.py).
         api_dims = {"ApiName": api_name, "Stage": api_stage}
         api_5xx = cloudwatch.Metric(namespace="AWS/ApiGateway", metric_name="5XXError", dimensions_map=api_dims,
                                     statistic="Sum", period=PERIOD, label="API 5xx")

@@ -124,6 +124,19 @@ def test_api_5xx_and_stuck_interruptions(resources):
     assert {"Name": STAGE_DIMENSION, "Value": STAGE} in stuck["Dimensions"]
 
 
+def test_the_api_5xx_alarm_sees_only_this_stages_api_gateway_stage(resources):
+    """Chalice names every stage's REST API after the app and REST metrics have no API id: without the Stage
+    dimension (or with one API Gateway stage name for two stages), dev's 5xx would raise prod's alarm."""
+    from infra.policies import STAGES
+    from infra.throttling import api_gateway_stage
+
+    (api,) = _metrics(_alarms(resources)[alarm_name(STAGE, "Api5xx")])
+    assert sorted(api["Dimensions"], key=lambda d: d["Name"]) == [
+        {"Name": "ApiName", "Value": "spot-optimizer"}, {"Name": "Stage", "Value": api_gateway_stage(STAGE)}]
+    # ... the stage Chalice deploys this stage's API to (.chalice/config.json), no other deployed stage's
+    assert len({api_gateway_stage(stage) for stage in STAGES}) == len(STAGES)
+
+
 def test_dashboard_and_email_subscription(resources):
     (dashboard,) = _of_type(resources, "AWS::CloudWatch::Dashboard").values()
     assert dashboard["Properties"]["DashboardName"] == {"Fn::Join": ["", [f"spot-optimizer-{STAGE}-",
