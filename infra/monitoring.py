@@ -9,12 +9,14 @@ adds its dead-letter queue and the sentinel there), so every alarm goes to the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -24,6 +26,17 @@ from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
 
 PERIOD = Duration.minutes(5)
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def subscribe_email(topic: sns.Topic, alarm_email: str | None) -> None:
+    """Subscribe ``alarm_email`` (context ``alarm_email``, infra/main.py) to ``topic``; nothing when None.
+    SNS mails a confirmation link first: nothing arrives until the recipient confirms."""
+    if not alarm_email:
+        return
+    if not EMAIL.match(alarm_email):
+        raise ValueError(f"alarm_email {alarm_email!r} is not an e-mail address")
+    topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
 
 class Monitoring(Construct):

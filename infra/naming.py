@@ -71,6 +71,11 @@ def event_forwarder_stack_name(stage: str, region: str) -> str:
     return f"{APP_NAME}-{stage}-events-{region}"
 
 
+def forwarder_topic_name(stage: str) -> str:
+    """The SNS topic of a forwarder stack's alarm (one per region: an alarm notifies only its own region)."""
+    return f"{APP_NAME}-{stage}-events-forward-alarms"
+
+
 def dashboard_name(stage: str, region: str) -> str:
     """CloudWatch dashboards are global in an account: the region keeps two regions' stages apart."""
     return f"{APP_NAME}-{stage}-{region}"
