@@ -12,14 +12,16 @@
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage> with cdk-nag's
-#                 AwsSolutions checks (an unsuppressed finding fails), cfn-lint both
+#                 AwsSolutions checks (an unsuppressed finding fails), cfn-lint every template (with forwarder
+#                 stacks for INFRA_EVENT_REGIONS)
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
 #   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
 #                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
 #                 push the state back, the sentinel's partial batch responses, then API Gateway stage throttling
 #                 (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
 #   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
-#   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md)
+#   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md);
+#                 EVENT_REGIONS=r1,r2 first sends the forwarders' dead-lettered events of those regions there too
 
 SHELL := /bin/bash
 VENV := .venv
@@ -38,6 +40,8 @@ STAGE ?= dev
 # Regions besides the deploy region whose EC2/Health events the sentinel needs (comma-separated, e.g.
 # EVENT_REGIONS=eu-west-1,us-west-2): one forwarding stack each (infra/event_intake.py).
 EVENT_REGIONS ?=
+# `make infra` synthesises and lints forwarder stacks for these regions (two, so one differs from any deploy region).
+INFRA_EVENT_REGIONS ?= eu-west-1,us-west-2
 CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
@@ -121,9 +125,10 @@ infra: $(STAMP)
 	cd infra && rm -rf cdk.out; \
 	for stage in dev prod; do \
 	  echo "==> cdk synth + cdk-nag AwsSolutions (stage $$stage) -> infra/cdk.out/$$stage"; \
-	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} CDK_OUTDIR=cdk.out/$$stage ../$(BIN)/python main.py -c stage=$$stage $$skip; \
-	  echo "==> cfn-lint infra/cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json"; \
-	  ../$(BIN)/cfn-lint cdk.out/$$stage/$(APP_NAME)-$$stage-infra.template.json; \
+	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} CDK_OUTDIR=cdk.out/$$stage ../$(BIN)/python main.py -c stage=$$stage \
+	    -c event_regions=$(INFRA_EVENT_REGIONS) $$skip; \
+	  echo "==> cfn-lint infra/cdk.out/$$stage/$(APP_NAME)-$$stage-*.template.json"; \
+	  ../$(BIN)/cfn-lint cdk.out/$$stage/$(APP_NAME)-$$stage-*.template.json; \
 	done; \
 	echo "infra checks passed"
 
@@ -171,9 +176,10 @@ destroy: $(STAMP)
 	  $(if $(EVENT_REGIONS),"$(APP_NAME)-$(STAGE)-events-*") -c event_regions=$(EVENT_REGIONS) \
 	  -c stage=$(STAGE) -c skip_layer=true --output cdk.out/$(STAGE) --force --no-notices
 
-# Dead-lettered sentinel events back to the event queue (SQS StartMessageMoveTask); read them first.
+# Dead-lettered sentinel events back to the event queue (SQS StartMessageMoveTask; the forwarders' of
+# EVENT_REGIONS sent there message by message); read them first.
 redrive: $(STAMP)
-	$(BIN)/python -m infra.event_source redrive --stage $(STAGE)
+	$(BIN)/python -m infra.event_source redrive --stage $(STAGE) $(if $(EVENT_REGIONS),--forwarded-from $(EVENT_REGIONS))
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

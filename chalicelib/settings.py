@@ -214,3 +214,10 @@ def event_queue_name(stage: str) -> str:
 def event_dead_letter_queue_name(stage: str) -> str:
     """Where an event lands after failing ``maxReceiveCount`` times (infra/event_intake.py; `make redrive`)."""
     return f"{APP_NAME}-{stage}-events-dlq"
+
+
+def forwarded_event_dead_letter_queue_name(stage: str) -> str:
+    """The dead-letter queue of the stage's event-forwarding rules in one more region (one per region:
+    SQS names are regional). EventBridge puts there an event it could not put on the deploy region's bus
+    (infra/event_intake.py ``EventForwarderStack``); `make redrive EVENT_REGIONS=...` sends them on."""
+    return f"{APP_NAME}-{stage}-events-forward-dlq"

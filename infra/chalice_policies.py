@@ -5,7 +5,8 @@
 
 * ``.chalice/policies/<stage>/<function>.json``: one IAM policy per Chalice function and deployed stage;
 * ``.chalice/config.json``: ``stages.<stage>.lambda_functions.<function>.iam_policy_file`` (and
-  ``reserved_concurrency`` where infra/throttling.py reserves some); everything else is kept;
+  ``reserved_concurrency`` where infra/throttling.py reserves some), the stage's ``xray``, log retention and
+  ``api_gateway_stage``; everything else is kept;
 * ``infra/client-account-role.yaml``: the CloudFormation template a client deploys in its account.
 """
 
@@ -32,7 +33,7 @@ from infra.policies import (  # noqa: E402
     event_forwarding_statements,
     function_policy,
 )
-from infra.naming import log_retention_days  # noqa: E402
+from infra.naming import api_gateway_stage_name, log_retention_days  # noqa: E402
 from infra.throttling import RESERVED_CONCURRENCY  # noqa: E402
 
 from chalicelib.settings import APP_NAME  # noqa: E402
@@ -67,6 +68,9 @@ def chalice_config(config: dict) -> dict:
         # Every function of the stage: X-Ray active tracing (Chalice also turns it on for the API Gateway
         # stage). Memory sizes are left as they are.
         stage_config["xray"] = True
+        # An API Gateway stage of its own: the API metrics (and the Api5xx alarm) of two stages in one
+        # account are told apart only by it (naming.api_gateway_stage_name).
+        stage_config["api_gateway_stage"] = api_gateway_stage_name(stage)
         # Logs kept log_retention_days, not forever: set per function because Chalice 1.34 gets the API
         # handler's log group wrong (it names it <app>-<stage>-api_handler, the function is <app>-<stage>;
         # `chalice package` even emits a dangling ${ApiHandler}); the API handler's retention is set after

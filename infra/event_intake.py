@@ -27,7 +27,7 @@ infra/client-account-role.yaml instead (same patterns).
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -37,12 +37,20 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from chalicelib.settings import APP_NAME, event_dead_letter_queue_name, event_queue_name
-from infra.naming import alarm_name
+from chalicelib.settings import (
+    APP_NAME,
+    event_dead_letter_queue_name,
+    event_queue_name,
+    forwarded_event_dead_letter_queue_name,
+)
+from infra.monitoring import subscribe_email
+from infra.nag import Suppression, add_suppressions
+from infra.naming import TAG_APP, TAG_STAGE, alarm_name, forwarder_topic_name
 from components.sentinel.rules import SENTINEL_RULES
 from components.sentinel.signals import TERMINATION_NOTICE_S
 
-__all__ = ["EventIntake", "EventForwarderStack", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_S", "rule_name"]
+__all__ = ["EventIntake", "EventForwarderStack", "FORWARDER_NAG_SUPPRESSIONS", "MAX_RECEIVE_COUNT", "RETRY_ATTEMPTS", "VISIBILITY_TIMEOUT_S",
+           "rule_name"]
 
 # Receives before a message goes to the dead-letter queue. AWS advises at least 5 for a Lambda event source:
 # a message received while the function is throttled counts too (the sentinel's maximum concurrency equals
@@ -52,6 +60,17 @@ RETENTION = Duration.days(14)
 VISIBILITY_TIMEOUT_S = 180
 # EventBridge keeps retrying a delivery to the queue this long before the rule's dead-letter queue.
 MAX_EVENT_AGE = Duration.hours(24)
+# ... retrying it this many times (EventBridge's maximum; its default, like MAX_EVENT_AGE).
+RETRY_ATTEMPTS = 185
+
+# cdk-nag findings of a forwarder stack accepted on purpose (infra/nag.py; tests/infra/test_hardening.py).
+FORWARDER_NAG_SUPPRESSIONS: tuple[Suppression, ...] = (
+    ("DeadLetterQueue/Resource", "AwsSolutions-SQS3",
+     "This queue IS a dead-letter queue: the forwarding rules' (each target's EventBridge DeadLetterConfig); "
+     "cdk-nag only recognises an SQS redrive target as one. A dead-letter queue of its own would hold what "
+     "nobody reads: a message here raises the events-forward-dead-lettered alarm and is kept 14 days for "
+     "`make redrive`.", None),
+)
 
 # CDK's EventPattern keyword for each key of an EventBridge pattern the sentinel rules use.
 _PATTERN_KEYS = {"source": "source", "detail-type": "detail_type", "detail": "detail", "account": "account",
@@ -97,7 +116,7 @@ class EventIntake(Construct):
             # CDK adds the queue-policy statement for this rule only (aws:SourceArn = the rule), and one on the
             # dead-letter queue for EventBridge's own delivery failures.
             rule.add_target(targets.SqsQueue(self.queue, dead_letter_queue=self.dead_letter_queue,
-                                             max_event_age=MAX_EVENT_AGE, retry_attempts=185))
+                                             max_event_age=MAX_EVENT_AGE, retry_attempts=RETRY_ATTEMPTS))
             self.rules[name] = rule
 
         action = cloudwatch_actions.SnsAction(alarm_topic)
@@ -130,14 +149,18 @@ class EventIntake(Construct):
 
 
 class EventForwarderStack(Stack):
-    """The sentinel's patterns in one more region, forwarded to the deploy region's default bus."""
+    """The sentinel's patterns in one more region, forwarded to the deploy region's default bus, with a
+    dead-letter queue in this region for what EventBridge could not put there, and an alarm on it."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: str, deploy_region: str, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, stage: str, deploy_region: str,
+                 alarm_email: str | None = None, **kwargs) -> None:
         kwargs.setdefault("description", f"Spot Optimizer {stage}: forward this region's EC2 interruption, "
                                          f"rebalance, state-change and AWS Health retirement events to {deploy_region}")
         super().__init__(scope, construct_id, **kwargs)
         if self.region == deploy_region:
             raise ValueError(f"{construct_id}: the deploy region {deploy_region} needs no forwarder")
+        Tags.of(self).add(TAG_APP, APP_NAME)
+        Tags.of(self).add(TAG_STAGE, stage)
         bus_arn = f"arn:{Aws.PARTITION}:events:{deploy_region}:{Aws.ACCOUNT_ID}:event-bus/default"
         bus = events.EventBus.from_event_bus_arn(self, "DeployRegionBus", bus_arn)
         self.role = iam.Role(
@@ -145,10 +168,45 @@ class EventForwarderStack(Stack):
             assumed_by=iam.ServicePrincipal("events.amazonaws.com",
                                             conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}),
             description=f"EventBridge puts the sentinel's events on the default bus of {deploy_region} (only that bus)")
+        # An event EventBridge could not put on the deploy region's bus (that region impaired, the bus policy or
+        # the role broken) lands here, in this region (a rule's dead-letter queue must be in its own region),
+        # with the original event as the message body. CDK's EventBus target has no retry settings: EventBridge
+        # retries such a target with its defaults, 24 h and 185 attempts (= MAX_EVENT_AGE and RETRY_ATTEMPTS
+        # that the deploy region's rules set explicitly), then dead-letters.
+        self.dead_letter_queue = sqs.Queue(
+            self, "DeadLetterQueue", queue_name=forwarded_event_dead_letter_queue_name(stage),
+            retention_period=RETENTION, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True)
         self.rules: dict[str, events.Rule] = {}
         for name, pattern in SENTINEL_RULES.items():
             rule = events.Rule(self, _logical_id(name), rule_name=rule_name(stage, name),
                                description=f"Spot Optimizer {stage}: {name} events → {deploy_region}'s default bus",
                                event_pattern=event_pattern(pattern))
-            rule.add_target(targets.EventBus(bus, role=self.role))  # grants the role events:PutEvents on the bus
+            # Grants the role events:PutEvents on the bus, and EventBridge SendMessage on the dead-letter
+            # queue for this rule only (aws:SourceArn).
+            rule.add_target(targets.EventBus(bus, role=self.role, dead_letter_queue=self.dead_letter_queue))
             self.rules[name] = rule
+
+        # A CloudWatch alarm can notify only a topic of its own region: this region's topic, subscribed to
+        # the same address as the stage's topic (context alarm_email).
+        self.topic = sns.Topic(self, "AlarmTopic", topic_name=forwarder_topic_name(stage),
+                               display_name=f"Spot Optimizer {stage} event forwarding", enforce_ssl=True)
+        subscribe_email(self.topic, alarm_email)
+        dlq = forwarded_event_dead_letter_queue_name(stage)
+        self.dead_letter_alarm = cloudwatch.Alarm(
+            self, "DeadLetterAlarm", alarm_name=alarm_name(stage, "events-forward-dead-lettered"),
+            alarm_description=(f"Sentinel events in {dlq} of this region: EventBridge could not forward them to "
+                               f"{deploy_region} for 24 h. Read them, fix the cause, then "
+                               f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."),
+            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"),
+            threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        action = cloudwatch_actions.SnsAction(self.topic)
+        self.dead_letter_alarm.add_alarm_action(action)
+        self.dead_letter_alarm.add_ok_action(action)
+        add_suppressions(self, FORWARDER_NAG_SUPPRESSIONS)
+        CfnOutput(self, "ForwardDeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
+                  description="events EventBridge could not forward (make redrive STAGE=<stage> EVENT_REGIONS=<region>)")
+        CfnOutput(self, "ForwardAlarmTopicArn", value=self.topic.topic_arn,
+                  description="the topic of this region's forwarding alarm")

@@ -2,6 +2,7 @@
 
     python -m infra.event_source enable --stage dev [--region us-east-1]    # step of `make deploy`
     python -m infra.event_source redrive --stage dev [--region us-east-1]   # `make redrive STAGE=dev`
+    python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-west-2   # + EVENT_REGIONS=...
 
 * ``enable``: Chalice creates the SQS event source mapping of ``@app.on_sqs_message`` without
   ``FunctionResponseTypes``, and then Lambda ignores the sentinel's partial batch response (a failed message
@@ -12,6 +13,12 @@
   ``StartMessageMoveTask``); read them first (``aws sqs receive-message --queue-url <dlq url>``) and fix what
   made them fail. The sentinel is idempotent on the event id, so a redriven event that had been handled is a
   no-op.
+* ``redrive --forwarded-from r1,r2``: also (first) the forwarders' dead-letter queues in those regions
+  (``forwarded_event_dead_letter_queue_name``), whose messages are the original EC2/Health events EventBridge
+  could not put on the deploy region's bus. They cannot go back through that bus (PutEvents refuses a source
+  ``aws.*``), nor by a message move task (another region): each message body is sent as is to the stage's
+  event queue in the deploy region, where the rules would have put it, then deleted from the dead-letter queue
+  (at least once: a crash between the two sends it again, which the sentinel ignores).
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib.settings import SENTINEL_FUNCTION, event_dead_letter_queue_name, event_queue_name  # noqa: E402
+from chalicelib.settings import (  # noqa: E402
+    SENTINEL_FUNCTION,
+    event_dead_letter_queue_name,
+    event_queue_name,
+    forwarded_event_dead_letter_queue_name,
+)
 from chalicelib.workflows import function_name  # noqa: E402
 
 RESPONSE_TYPES = ["ReportBatchItemFailures"]
@@ -65,11 +77,43 @@ def redrive(sqs, stage: str) -> str:
     return sqs.start_message_move_task(SourceArn=source, DestinationArn=destination)["TaskHandle"]
 
 
+def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
+    """Send every message of the forwarder's dead-letter queue (``source_sqs``' region) to the stage's event
+    queue (``sqs``' region), deleting each one only once it is sent; returns how many were moved. Stops at the
+    first receive that finds nothing (long polling asks every SQS server)."""
+    try:
+        source = source_sqs.get_queue_url(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
+    except source_sqs.exceptions.QueueDoesNotExist as exc:
+        raise EventSourceError(f"no queue {forwarded_event_dead_letter_queue_name(stage)!r} in "
+                               f"{source_sqs.meta.region_name}: no forwarder deployed there") from exc
+    try:
+        destination = sqs.get_queue_url(QueueName=event_queue_name(stage))["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist as exc:
+        raise EventSourceError(f"no queue {event_queue_name(stage)!r}: deploy the infra stack first") from exc
+    moved = 0
+    while messages := source_sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s,
+                                                 VisibilityTimeout=60).get("Messages", []):
+        by_id = {str(i): message for i, message in enumerate(messages)}
+        sent = sqs.send_message_batch(QueueUrl=destination, Entries=[
+            {"Id": i, "MessageBody": message["Body"]} for i, message in by_id.items()])
+        done = [entry["Id"] for entry in sent.get("Successful", [])]
+        if done:
+            source_sqs.delete_message_batch(QueueUrl=source, Entries=[
+                {"Id": i, "ReceiptHandle": by_id[i]["ReceiptHandle"]} for i in done])
+        moved += len(done)
+        if sent.get("Failed"):  # left in the dead-letter queue, visible again in 60 s
+            raise EventSourceError(f"{len(sent['Failed'])} message(s) not sent to {event_queue_name(stage)} "
+                                   f"({sent['Failed'][0].get('Code')}); {moved} moved: run the redrive again")
+    return moved
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("enable", "redrive"))
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
+    parser.add_argument("--region", help="the deploy region; defaults to AWS_REGION / AWS_DEFAULT_REGION")
+    parser.add_argument("--forwarded-from", default="", metavar="R1,R2",
+                        help="redrive: also the forwarders' dead-letter queues of these regions (EVENT_REGIONS)")
     args = parser.parse_args(argv)
     import boto3
 
@@ -79,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             mapping = enable_batch_item_failures(boto3.client("lambda", region_name=args.region), sqs, args.stage)
             print(f"{mapping['FunctionArn']} ← {mapping['EventSourceArn']}: {mapping['FunctionResponseTypes']}")
         else:
+            deploy_region = sqs.meta.region_name
+            for region in [r.strip() for r in args.forwarded_from.split(",") if r.strip() and r.strip() != deploy_region]:
+                moved = redrive_forwarded(boto3.client("sqs", region_name=region), sqs, args.stage)
+                print(f"{forwarded_event_dead_letter_queue_name(args.stage)} ({region}) → "
+                      f"{event_queue_name(args.stage)} ({deploy_region}): {moved} event(s) moved")
             handle = redrive(sqs, args.stage)
             print(f"redrive started ({event_dead_letter_queue_name(args.stage)} → {event_queue_name(args.stage)}): "
                   f"{handle}\nprogress: aws sqs list-message-move-tasks --source-arn "

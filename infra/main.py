@@ -7,7 +7,8 @@ Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app``
 
 Context: ``stage`` (default ``dev``); ``skip_layer`` (``true`` synthesises without the ML layer when
 ``layers/ml/build`` is missing; otherwise a missing layer fails the synth: run ``make layer``);
-``alarm_email`` (an address subscribed to the stage's SNS topic: alarms and failover notices; default
+``alarm_email`` (an address subscribed to the stage's SNS topic: alarms and failover notices, and to each
+forwarder stack's alarm topic; default
 ``alarm_emails.<stage>`` of cdk.json, so a later deploy without ``-c`` keeps the subscription);
 ``nag`` (default ``true``: cdk-nag's AwsSolutions pack runs, and an unsuppressed finding fails the synth).
 ``event_regions`` (comma-separated regions whose EC2/Health events the sentinel needs besides the deploy
@@ -58,8 +59,10 @@ def event_regions(value: str, deploy_region: str | None) -> list[str]:
     return [r for r in regions if r != deploy_region]
 
 
-def add_event_forwarders(app, stage: str, value: str, deploy_region: str | None = None) -> list:
-    """One EventForwarderStack per extra region, forwarding to the deploy region's default bus."""
+def add_event_forwarders(app, stage: str, value: str, deploy_region: str | None = None,
+                         alarm_email: str | None = None) -> list:
+    """One EventForwarderStack per extra region, forwarding to the deploy region's default bus; its
+    dead-letter alarm notifies a topic of that region subscribed to ``alarm_email``."""
     import aws_cdk as cdk
 
     from infra.event_intake import EventForwarderStack
@@ -68,7 +71,8 @@ def add_event_forwarders(app, stage: str, value: str, deploy_region: str | None 
     deploy_region = deploy_region or (os.environ.get("CDK_DEFAULT_REGION") or os.environ.get("AWS_REGION")
                                       or os.environ.get("AWS_DEFAULT_REGION"))
     return [EventForwarderStack(app, event_forwarder_stack_name(stage, region), stage=stage,
-                                deploy_region=deploy_region, env=cdk.Environment(region=region))
+                                deploy_region=deploy_region, alarm_email=alarm_email,
+                                env=cdk.Environment(region=region))
             for region in event_regions(value, deploy_region)]
 
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         SpotOptimizerStack(app, stack_name(stage), stage=stage, skip_layer=skip_layer, alarm_email=alarm_email)
         add_event_forwarders(app, stage, str(app.node.try_get_context("event_regions") or ""),
-                             app.node.try_get_context("region"))
+                             app.node.try_get_context("region"), alarm_email)
     except (LayerMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,12 +9,14 @@ adds its dead-letter queue and the sentinel there), so every alarm goes to the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -24,6 +26,17 @@ from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
 
 PERIOD = Duration.minutes(5)
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def subscribe_email(topic: sns.Topic, alarm_email: str | None) -> None:
+    """Subscribe ``alarm_email`` (context ``alarm_email``, infra/main.py) to ``topic``; nothing when None.
+    SNS mails a confirmation link first: nothing arrives until the recipient confirms."""
+    if not alarm_email:
+        return
+    if not EMAIL.match(alarm_email):
+        raise ValueError(f"alarm_email {alarm_email!r} is not an e-mail address")
+    topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
 
 class Monitoring(Construct):
@@ -54,8 +67,9 @@ class Monitoring(Construct):
             left=[state_machine.metric_started(period=PERIOD), state_machine.metric_succeeded(period=PERIOD), failed]))
 
         # --- API ----------------------------------------------------------------------------------------
-        # REST API metrics have no API id dimension and Chalice names every stage's API after the app: two
-        # stages in one account with the same api_gateway_stage share this metric (infra/README.md).
+        # REST API metrics have no API id dimension and Chalice names every stage's API after the app: the
+        # Stage dimension (each stage has its own api_gateway_stage, naming.api_gateway_stage_name) is what
+        # keeps dev's 5xx out of prod's alarm in one account. Never drop it (tests/infra/test_hardening.py).
         api_dims = {"ApiName": api_name, "Stage": api_stage}
         api_5xx = cloudwatch.Metric(namespace="AWS/ApiGateway", metric_name="5XXError", dimensions_map=api_dims,
                                     statistic="Sum", period=PERIOD, label="API 5xx")

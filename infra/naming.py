@@ -41,6 +41,14 @@ def log_retention_days(stage: str) -> int:
     return LOG_RETENTION_DAYS.get(stage, DEFAULT_LOG_RETENTION_DAYS)
 
 
+def api_gateway_stage_name(stage: str) -> str:
+    """The API Gateway stage Chalice deploys the stage's REST API to (``api_gateway_stage``, written into
+    .chalice/config.json by infra/chalice_policies.py; also the first path segment of the API's URL).
+    REST API metrics have no API-id dimension and Chalice names every stage's API after the app, so the
+    ``Stage`` dimension alone keeps two stages of one account apart (infra/monitoring.py ``Api5xx``)."""
+    return stage
+
+
 def stack_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-infra"
 
@@ -61,6 +69,11 @@ def failover_log_group_name(state_machine_name: str) -> str:
 def event_forwarder_stack_name(stage: str, region: str) -> str:
     """The stack forwarding one more region's sentinel events to the deploy region (infra/event_intake.py)."""
     return f"{APP_NAME}-{stage}-events-{region}"
+
+
+def forwarder_topic_name(stage: str) -> str:
+    """The SNS topic of a forwarder stack's alarm (one per region: an alarm notifies only its own region)."""
+    return f"{APP_NAME}-{stage}-events-forward-alarms"
 
 
 def dashboard_name(stage: str, region: str) -> str:

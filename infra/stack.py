@@ -27,7 +27,6 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
@@ -36,7 +35,8 @@ from chalicelib import workflows
 from chalicelib.settings import APP_NAME, SENTINEL_FUNCTION, get_settings, model_bucket_name, table_prefix
 from chalicelib.tables import ALL_TABLES
 from infra.event_intake import EventIntake
-from infra.monitoring import Monitoring
+from infra.monitoring import Monitoring, subscribe_email
+from infra.nag import Suppression, add_suppressions
 from infra.naming import (
     MAX_STAGE_LENGTH,
     PROD_STAGES,
@@ -59,14 +59,13 @@ DEFAULT_LAYER_DIR = ROOT / "layers" / "ml" / "build"
 # hex digest, so no key can match it: admin routes stay closed until the operator sets the hash.
 ADMIN_KEY_PLACEHOLDER = "REPLACE-ME:sha256-hex-of-the-admin-key"
 RETENTION = {30: logs.RetentionDays.ONE_MONTH, 90: logs.RetentionDays.THREE_MONTHS}
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 __all__ = ["SpotOptimizerStack", "LayerMissingError", "layer_ready", "stack_name", "DEFAULT_LAYER_DIR", "apply_nag"]
 
 
 # cdk-nag (AwsSolutions) findings accepted on purpose: (construct path under the stack, rule, reason,
 # applies_to findings or None for the whole rule). Each reason says why; tests/infra/test_hardening.py fails
 # on any finding not listed here and on a reason that says nothing.
-NAG_SUPPRESSIONS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
+NAG_SUPPRESSIONS: tuple[Suppression, ...] = (
     ("ModelArtifacts/Resource", "AwsSolutions-S1",
      "The bucket holds only model artifacts and Chalice's deployed state, written by this stage's own roles "
      "(IAM: models/* for the Lambdas); object-level access is auditable with CloudTrail S3 data events. A "
@@ -160,11 +159,7 @@ class SpotOptimizerStack(Stack):
         # --- SNS: notifications -----------------------------------------------------------------------
         self.topic = sns.Topic(self, "NotificationTopic", topic_name=notification_topic_name(stage),
                                display_name=f"Spot Optimizer {stage}", enforce_ssl=True)
-        if alarm_email:
-            if not EMAIL.match(alarm_email):
-                raise ValueError(f"alarm_email {alarm_email!r} is not an e-mail address")
-            # SNS mails a confirmation link first: nothing arrives until the recipient confirms.
-            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        subscribe_email(self.topic, alarm_email)
 
         # --- SSM: admin-key hash (placeholder; the operator overwrites the value) ----------------------
         self.admin_key_parameter = ssm.StringParameter(
@@ -262,13 +257,7 @@ class SpotOptimizerStack(Stack):
                       description="layers of lambda_functions.risk-scorer in .chalice/config.json")
 
     def _suppress_nag(self) -> None:
-        from cdk_nag import NagPackSuppression, NagSuppressions
-
-        for path, rule, reason, applies_to in NAG_SUPPRESSIONS:
-            if self.node.try_find_child(path.split("/")[0]) is None:
-                continue  # e.g. a construct only some stages have
-            suppression = NagPackSuppression(id=rule, reason=reason, applies_to=list(applies_to) if applies_to else None)
-            NagSuppressions.add_resource_suppressions_by_path(self, f"/{self.node.path}/{path}", [suppression])
+        add_suppressions(self, NAG_SUPPRESSIONS)
 
 
 def apply_nag(scope: IConstruct) -> None:

@@ -64,8 +64,8 @@ def _file(path: Path | None) -> Response:
 @documented(content=("text/html",), responses={404: None}, auth="none")
 def index():
     """The console's single page (sign-in, then every client or admin page). API Gateway also answers the
-    stage root without its trailing slash (``…/api``), where the page's relative URLs would resolve one
-    level up: that address is redirected to ``…/api/``."""
+    stage root without its trailing slash (``…/dev``), where the page's relative URLs would resolve one
+    level up: that address is redirected to ``…/dev/``."""
     path = (bp.current_request.context or {}).get("path") or "/"
     if not path.endswith("/"):
         return Response(body="", status_code=308, headers={"Location": f"{path}/", **SECURITY_HEADERS})

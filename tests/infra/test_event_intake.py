@@ -14,13 +14,18 @@ import pytest
 from chalice.config import Config
 from moto.events.models import EventPattern
 
-from chalicelib.settings import event_dead_letter_queue_name, event_queue_name
+from chalicelib.settings import (
+    event_dead_letter_queue_name,
+    event_queue_name,
+    forwarded_event_dead_letter_queue_name,
+)
 from components.sentinel.rules import SENTINEL_RULES
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
+EMAIL = "oncall@example.com"
 
 
 def _of_type(template: dict, cfn_type: str) -> dict:
@@ -38,7 +43,8 @@ def templates(tmp_path_factory):
 
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("cdk.out")))
     stack = SpotOptimizerStack(app, "spot-optimizer-dev-infra", stage=STAGE, skip_layer=True)
-    forwarders = add_event_forwarders(app, STAGE, "eu-west-1, us-east-1,ap-southeast-2,eu-west-1", "us-east-1")
+    forwarders = add_event_forwarders(app, STAGE, "eu-west-1, us-east-1,ap-southeast-2,eu-west-1", "us-east-1",
+                                      alarm_email=EMAIL)
     return (Template.from_stack(stack).to_json(),
             {f.region: Template.from_stack(f).to_json() for f in forwarders})
 
@@ -143,8 +149,10 @@ def test_each_other_region_forwards_the_same_patterns_to_the_deploy_regions_defa
         rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(template, "AWS::Events::Rule").values()}
         assert {name: props["EventPattern"] for name, props in rules.items()} == {
             f"spot-optimizer-{STAGE}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
+        (dlq_id,) = _of_type(template, "AWS::SQS::Queue")
         for props in rules.values():
-            assert props["Targets"] == [{"Arn": bus, "Id": "Target0", "RoleArn": {"Fn::GetAtt": [role_id, "Arn"]}}]
+            assert props["Targets"] == [{"Arn": bus, "Id": "Target0", "RoleArn": {"Fn::GetAtt": [role_id, "Arn"]},
+                                         "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}}]
         role = template["Resources"][role_id]["Properties"]
         (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
         assert trust["Principal"] == {"Service": "events.amazonaws.com"}
@@ -152,6 +160,74 @@ def test_each_other_region_forwards_the_same_patterns_to_the_deploy_regions_defa
         (policy,) = _of_type(template, "AWS::IAM::Policy").values()
         assert policy["Properties"]["PolicyDocument"]["Statement"] == [
             {"Action": "events:PutEvents", "Effect": "Allow", "Resource": bus}]
+
+
+def test_a_forwarded_event_eventbridge_cannot_deliver_lands_in_a_dead_letter_queue_of_its_region(templates):
+    """Nothing lost silently: the rules' own dead-letter queue, named for the stage (SQS names are regional),
+    kept 14 days, encrypted, TLS only, writable by EventBridge for these rules only."""
+    _, forwarders = templates
+    for template in forwarders.values():
+        (dlq_id, dlq), = _of_type(template, "AWS::SQS::Queue").items()
+        props = dlq["Properties"]
+        assert props["QueueName"] == forwarded_event_dead_letter_queue_name(STAGE)
+        assert props["MessageRetentionPeriod"] == 14 * 24 * 3600 and props["SqsManagedSseEnabled"] is True
+        assert {"Key": "stage", "Value": STAGE} in props["Tags"]
+        (policy,) = _of_type(template, "AWS::SQS::QueuePolicy").values()
+        assert policy["Properties"]["Queues"] == [{"Ref": dlq_id}]
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        allows = [s for s in statements if s["Effect"] == "Allow"]
+        assert all(s["Principal"] == {"Service": "events.amazonaws.com"} and s["Action"] == "sqs:SendMessage"
+                   for s in allows)
+        assert sorted(s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0] for s in allows) == sorted(
+            _of_type(template, "AWS::Events::Rule"))
+        (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_forwarder_retries_are_eventbridges_default_which_the_deploy_region_sets_explicitly(templates):
+    """CDK's EventBus target takes no retry policy; EventBridge's default (24 h, 185 attempts) is what the
+    deploy region's rules set, so a forwarded event is retried as long before it is dead-lettered."""
+    from infra.event_intake import MAX_EVENT_AGE, RETRY_ATTEMPTS
+
+    infra, forwarders = templates
+    intake = {r["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"]
+              for r in _of_type(infra, "AWS::Events::Rule").values()}
+    attempts = {r["Properties"]["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"]
+                for r in _of_type(infra, "AWS::Events::Rule").values()}
+    assert intake == {MAX_EVENT_AGE.to_seconds()} == {24 * 3600} and attempts == {RETRY_ATTEMPTS} == {185}
+    for template in forwarders.values():
+        assert all("RetryPolicy" not in r["Properties"]["Targets"][0]
+                   for r in _of_type(template, "AWS::Events::Rule").values())
+
+
+def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_alarm_address(templates):
+    """A CloudWatch alarm notifies only an SNS topic of its own region: each forwarder has one, subscribed
+    to the address the stage's topic gets."""
+    from infra.naming import alarm_name, forwarder_topic_name
+
+    _, forwarders = templates
+    for template in forwarders.values():
+        (dlq_id,) = _of_type(template, "AWS::SQS::Queue")
+        (topic_id, topic), = _of_type(template, "AWS::SNS::Topic").items()
+        assert topic["Properties"]["TopicName"] == forwarder_topic_name(STAGE)
+        (alarm,) = [a["Properties"] for a in _of_type(template, "AWS::CloudWatch::Alarm").values()]
+        assert alarm["AlarmName"] == alarm_name(STAGE, "events-forward-dead-lettered")
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+        assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
+        (subscription,) = [s["Properties"] for s in _of_type(template, "AWS::SNS::Subscription").values()]
+        assert subscription == {"Endpoint": EMAIL, "Protocol": "email", "TopicArn": {"Ref": topic_id}}
+
+
+def test_forwarder_names_carry_the_stage_and_every_tag_set_the_stage(templates):
+    from infra.naming import audit_template
+
+    _, forwarders = templates
+    for template in forwarders.values():
+        assert audit_template(template, STAGE) == []
+        tagged = {r["Type"] for r in template["Resources"].values() if "Tags" in r.get("Properties", {})}
+        assert {"AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::IAM::Role", "AWS::CloudWatch::Alarm"} <= tagged
 
 
 def test_forwarders_need_a_deploy_region_and_real_region_names():
@@ -276,3 +352,87 @@ def test_redrive_moves_the_dead_letter_queue_back_to_the_event_queue():
                            "DestinationArn": queue[event_queue_name("prod")]})
         assert event_source.redrive(sqs, "prod") == "handle-1"
         stub.assert_no_pending_responses()
+
+
+def _dead_letter(sqs, stage: str, region_sqs) -> tuple[str, str]:
+    source = region_sqs.create_queue(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
+    destination = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    return source, destination
+
+
+def test_redrive_sends_the_forwarded_events_of_another_region_to_the_event_queue_and_empties_the_dlq():
+    """EventBridge puts the original event in a forwarder's dead-letter queue; the redrive sends it to the
+    deploy region's event queue as the deploy region's rule would have (PutEvents refuses aws.* sources)."""
+    import uuid
+
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared
+    sqs, eu = aws_client("sqs", "us-east-1"), aws_client("sqs", "eu-west-1")
+    source, destination = _dead_letter(sqs, stage, eu)
+    bodies = [json.dumps({**HEALTH_RETIREMENT, "id": f"event-{i}", "region": "eu-west-1"}) for i in range(13)]
+    for body in bodies:
+        eu.send_message(QueueUrl=source, MessageBody=body, MessageAttributes={
+            "ERROR_CODE": {"DataType": "String", "StringValue": "SDK_CLIENT_ERROR"}})
+
+    assert event_source.redrive_forwarded(eu, sqs, stage, wait_s=0) == 13
+
+    received = []
+    while batch := sqs.receive_message(QueueUrl=destination, MaxNumberOfMessages=10).get("Messages", []):
+        received += [m["Body"] for m in batch]
+        sqs.delete_message_batch(QueueUrl=destination, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert sorted(received) == sorted(bodies)  # the events themselves, unchanged
+    attributes = eu.get_queue_attributes(QueueUrl=source, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert event_source.redrive_forwarded(eu, sqs, stage, wait_s=0) == 0
+
+
+def test_redrive_keeps_what_it_could_not_send_and_says_so():
+    import uuid
+
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    sqs, eu = aws_client("sqs", "us-east-1"), aws_client("sqs", "eu-west-1")
+    source, _ = _dead_letter(sqs, stage, eu)
+    eu.send_message(QueueUrl=source, MessageBody=json.dumps(HEALTH_RETIREMENT))
+
+    class Refusing:
+        exceptions = sqs.exceptions
+
+        def get_queue_url(self, **kwargs):
+            return sqs.get_queue_url(**kwargs)
+
+        def send_message_batch(self, QueueUrl, Entries):
+            return {"Failed": [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in Entries]}
+
+    with pytest.raises(event_source.EventSourceError, match="not sent"):
+        event_source.redrive_forwarded(eu, Refusing(), stage, wait_s=0)
+    attributes = eu.get_queue_attributes(QueueUrl=source, AttributeNames=["All"])["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 1
+
+
+def test_redrive_of_a_region_without_a_forwarder_fails_clearly():
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    with pytest.raises(event_source.EventSourceError, match="no forwarder deployed there"):
+        event_source.redrive_forwarded(aws_client("sqs", "ap-south-1"), aws_client("sqs", "us-east-1"), "nowhere",
+                                       wait_s=0)
+
+
+def test_the_redrive_command_moves_the_forwarders_queues_before_the_stages_own(monkeypatch, capsys):
+    from infra import event_source
+
+    calls = []
+    monkeypatch.setattr(event_source, "redrive_forwarded",
+                        lambda source, sqs, stage: calls.append(("forwarded", source.meta.region_name, stage)) or 2)
+    monkeypatch.setattr(event_source, "redrive", lambda sqs, stage: calls.append(("dlq", sqs.meta.region_name, stage)))
+    monkeypatch.setattr(event_source, "queue_arn", lambda sqs, name: f"arn:{name}")
+    assert event_source.main(["redrive", "--stage", "prod", "--region", "us-east-1",
+                              "--forwarded-from", "eu-west-1, us-east-1,us-west-2"]) == 0
+    assert calls == [("forwarded", "eu-west-1", "prod"), ("forwarded", "us-west-2", "prod"), ("dlq", "us-east-1", "prod")]
+    assert "2 event(s) moved" in capsys.readouterr().out

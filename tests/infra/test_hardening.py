@@ -124,6 +124,19 @@ def test_api_5xx_and_stuck_interruptions(resources):
     assert {"Name": STAGE_DIMENSION, "Value": STAGE} in stuck["Dimensions"]
 
 
+def test_the_api_5xx_alarm_sees_only_this_stages_api_gateway_stage(resources):
+    """Chalice names every stage's REST API after the app and REST metrics have no API id: without the Stage
+    dimension (or with one API Gateway stage name for two stages), dev's 5xx would raise prod's alarm."""
+    from infra.policies import STAGES
+    from infra.throttling import api_gateway_stage
+
+    (api,) = _metrics(_alarms(resources)[alarm_name(STAGE, "Api5xx")])
+    assert sorted(api["Dimensions"], key=lambda d: d["Name"]) == [
+        {"Name": "ApiName", "Value": "spot-optimizer"}, {"Name": "Stage", "Value": api_gateway_stage(STAGE)}]
+    # ... the stage Chalice deploys this stage's API to (.chalice/config.json), no other deployed stage's
+    assert len({api_gateway_stage(stage) for stage in STAGES}) == len(STAGES)
+
+
 def test_dashboard_and_email_subscription(resources):
     (dashboard,) = _of_type(resources, "AWS::CloudWatch::Dashboard").values()
     assert dashboard["Properties"]["DashboardName"] == {"Fn::Join": ["", [f"spot-optimizer-{STAGE}-",
@@ -162,6 +175,40 @@ def test_every_suppression_is_justified_and_used(resources):
     assert in_template == listed
     for _path, rule, reason, _applies_to in NAG_SUPPRESSIONS:
         assert rule.startswith("AwsSolutions-") and len(reason) >= 80, rule
+
+
+@pytest.fixture(scope="module")
+def forwarder(tmp_path_factory):
+    """A forwarder stack (another region) synthesised with cdk-nag applied: (template, messages)."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from infra.main import add_event_forwarders
+    from infra.stack import apply_nag
+
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    (stack,) = add_event_forwarders(app, STAGE, "eu-west-1", "us-east-1", alarm_email=EMAIL)
+    apply_nag(app)
+    assembly = app.synth()
+    return Template.from_stack(stack).to_json(), assembly.get_stack_by_name(stack.stack_name).messages
+
+
+def test_cdk_nag_finds_nothing_unsuppressed_in_a_forwarder_and_every_suppression_is_justified(forwarder):
+    from aws_cdk.cx_api import SynthesisMessageLevel
+
+    from infra.event_intake import FORWARDER_NAG_SUPPRESSIONS
+
+    template, messages = forwarder
+    findings = [f"{m.id}: {m.entry.data}" for m in messages
+                if m.level in (SynthesisMessageLevel.ERROR, SynthesisMessageLevel.WARNING)
+                and "AwsSolutions-" in str(m.entry.data)]
+    assert findings == []
+    in_template = {(entry["id"], entry["reason"]) for r in template["Resources"].values()
+                   for entry in r.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])}
+    assert in_template == {(rule, reason) for _path, rule, reason, _applies_to in FORWARDER_NAG_SUPPRESSIONS}
+    for _path, rule, reason, _applies_to in FORWARDER_NAG_SUPPRESSIONS:
+        assert rule.startswith("AwsSolutions-") and len(reason) >= 80, rule
+    assert audit_template(template, STAGE) == []
 
 
 def test_cdk_nag_does_flag_an_unsuppressed_finding(tmp_path):

@@ -213,6 +213,24 @@ def test_logs_expire_xray_is_on_and_failover_tasks_have_reserved_concurrency(sta
         assert resolved.reserved_concurrency == RESERVED_CONCURRENCY.get(function), function
 
 
+def test_each_deployed_stage_deploys_its_api_to_an_api_gateway_stage_of_its_own():
+    """REST API metrics (the Api5xx alarm's) tell two stages of one account apart only by the API Gateway
+    stage: Chalice names both stages' APIs after the app. Generated, so a shared `api` cannot come back."""
+    from chalice.config import Config
+
+    from infra.throttling import api_gateway_stage
+
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    deployed = {stage: Config(chalice_stage=stage, config_from_disk=config).api_gateway_stage for stage in STAGES}
+    assert deployed == {stage: naming.api_gateway_stage_name(stage) for stage in STAGES} == {
+        stage: api_gateway_stage(stage) for stage in STAGES}
+    assert len(set(deployed.values())) == len(STAGES)
+    for stage in STAGES:
+        config["stages"][stage]["api_gateway_stage"] = "api"
+    regenerated = chalice_policies.chalice_config(config)
+    assert {stage: regenerated["stages"][stage]["api_gateway_stage"] for stage in STAGES} == deployed
+
+
 def test_log_retention_and_xray_are_generated_for_every_stage():
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     for stage in STAGES:

@@ -53,6 +53,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 REGION, ACCOUNT = "eu-central-1", "210987654321"  # the emulated account: neither the session's nor moto's default
+FORWARDED_REGION = "us-west-2"  # a region whose events a forwarder stack sends to REGION
 
 # Resource types moto's CloudFormation cannot create (moto 5.2), each with what the rehearsal does instead.
 # ``shim``: applied through the service's API after the stack, properties resolved (see SHIMS below);
@@ -143,7 +144,8 @@ def assembly(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(infra.stack, "DEFAULT_LAYER_DIR", layer_dir)
         patch.setattr(aws_cdk, "App", app_in_outdir)
-        assert main(["-c", f"stage={STAGE}"]) == 0
+        # one forwarder stack (another region, forwarding to REGION) is rehearsed with the stage's stack
+        assert main(["-c", f"stage={STAGE}", "-c", f"region={REGION}", "-c", f"event_regions={FORWARDED_REGION}"]) == 0
     return outdir, read_assembly(outdir)
 
 
@@ -660,6 +662,32 @@ def test_exactly_the_unsupported_types_were_left_out(rehearsal):
     # The stage's stack today (the list grows with alarms, queue policies... as they are added):
     assert {"AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"} <= set(rehearsal["left_out"].values())
     assert any(kind.startswith("Custom::") for kind in rehearsal["left_out"].values())  # the bucket's auto-delete
+
+
+def test_the_forwarder_stack_is_created_in_its_region_with_its_dead_letter_queue_and_alarm(rehearsal):
+    """The other region's rules reach the deploy region's bus; what EventBridge cannot deliver goes to a
+    dead-letter queue of that region, whose alarm notifies a topic of that region."""
+    from chalicelib.settings import forwarded_event_dead_letter_queue_name
+    from infra.naming import alarm_name, event_forwarder_stack_name
+
+    (result,) = [r for r in rehearsal["stacks"]
+                 if r["stack"]["StackName"] == event_forwarder_stack_name(STAGE, FORWARDED_REGION)]
+    assert result["stack"]["StackId"].split(":")[3] == FORWARDED_REGION
+    aws = result["aws"]
+    sqs = aws("sqs")
+    url = sqs.get_queue_url(QueueName=forwarded_event_dead_letter_queue_name(STAGE))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert dlq_arn.split(":")[3] == FORWARDED_REGION
+    bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+    rules = [r for r in result["created"] if r["ResourceType"] == "AWS::Events::Rule"]
+    assert rules
+    for rule in rules:
+        (target,) = aws("events").list_targets_by_rule(Rule=rule["PhysicalResourceId"].split("|")[-1])["Targets"]
+        assert target["Arn"] == bus and target["DeadLetterConfig"] == {"Arn": dlq_arn}
+    (alarm,) = aws("cloudwatch").describe_alarms(
+        AlarmNames=[alarm_name(STAGE, "events-forward-dead-lettered")])["MetricAlarms"]
+    assert [a.split(":")[3] for a in alarm["AlarmActions"]] == [FORWARDED_REGION]  # a topic of its own region
+    assert aws("sns").get_topic_attributes(TopicArn=alarm["AlarmActions"][0])["Attributes"]
 
 
 def test_every_resource_exists_in_the_emulated_account(rehearsal):

@@ -43,20 +43,21 @@ def _project(tmp_path: Path, api_id: str | None, stage: str = "dev") -> Path:
         (tmp_path / ".chalice" / "deployed" / f"{stage}.json").write_text(json.dumps({"schema_version": "2.0", "resources": [
             {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:aws:lambda:x"},
             {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api_id,
-             "rest_api_url": f"https://{api_id}.execute-api.{REGION}.amazonaws.com/api/"}]}))
+             "rest_api_url": f"https://{api_id}.execute-api.{REGION}.amazonaws.com/{stage}/"}]}))
     return tmp_path
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_script_sets_the_stage_default_throttling(aws, tmp_path, stage, capsys):
-    api = _deployed_api(aws)
+    api_stage = throttling.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
+    api = _deployed_api(aws, api_stage)
     assert throttling.main(["--stage", stage, "--region", REGION,
                             "--project", str(_project(tmp_path, api, stage))]) == 0
-    settings = aws.get_stage(restApiId=api, stageName="api")["methodSettings"]["*/*"]
+    settings = aws.get_stage(restApiId=api, stageName=api_stage)["methodSettings"]["*/*"]
     limits = throttling.API_STAGE_LIMITS[stage]
     assert settings["throttlingRateLimit"] == limits.rate_limit
     assert settings["throttlingBurstLimit"] == limits.burst_limit
-    assert f"API {api} stage 'api'" in capsys.readouterr().out
+    assert f"API {api} stage {api_stage!r}" in capsys.readouterr().out
 
 
 def test_applying_twice_keeps_the_limits(aws):
