@@ -113,7 +113,11 @@ def plan(state: State) -> State:
     elif agent.instance_id != state["instance_id"]:
         why = "the agent already moved to another instance"
     if why:
-        interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
+        # A plan that outlived its timeout (the workflow went on without it) must not rewrite the outcome
+        # the rest of the execution recorded: only an open event not yet handled here says no-action.
+        if event.status not in ("resolved", "failed") and _serving_replacement(state, agent) is None:
+            interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action",
+                                 error=why)
         return {**state, "action": FailoverRoute.NOTHING.value, "reason": why}
     standby_id = state.get("replica_id") or agent.current_replica_id
     standby = replica_repo.get(agent.agent_id, standby_id) if standby_id else None
@@ -255,13 +259,23 @@ def _still_needed(state: State):
     if why is None:
         if agent.instance_id == state["instance_id"]:
             return None
-        for replica in replica_repo.for_agent(agent.agent_id):
-            if (replica.interruption_id == state["interruption_id"] and replica.status is ReplicaStatus.PROMOTED
-                    and replica.instance_id == agent.instance_id):
-                return replica
+        serving = _serving_replacement(state, agent)
+        if serving is not None:
+            return serving
         why = "the agent already moved to another instance"
     interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
     raise FailoverSuperseded(why)
+
+
+def _serving_replacement(state: State, agent: AgentRecord | None):
+    """The replacement of this interruption the agent was moved to (promoted), if any."""
+    if agent is None or agent.instance_id == state["instance_id"]:
+        return None
+    for replica in replica_repo.for_agent(agent.agent_id):
+        if (replica.interruption_id == state["interruption_id"] and replica.status is ReplicaStatus.PROMOTED
+                and replica.instance_id == agent.instance_id):
+            return replica
+    return None
 
 
 def _close_unneeded(replica, now: datetime, reason: str) -> None:

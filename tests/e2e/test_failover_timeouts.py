@@ -257,3 +257,23 @@ def test_a_retried_failure_recorder_records_and_notifies_once(api, make_tenant, 
     assert notifications(client_id) == ["interruption_failed"]
     assert len(audit(client_id, "failover_failed")) == 1
     assert live_ours(client_id) == []
+
+
+def test_a_plan_slower_than_its_timeout_is_retried_and_its_late_run_rewrites_nothing(
+        api, make_tenant, slow_machine, monkeypatch):
+    """GIVEN the plan's first attempt is slower than its timeout (held before it starts)
+    WHEN the workflow runs, and that attempt runs after the failover finished
+    THEN the retry planned the failover (resolved on spot), and the late plan leaves the outcome as recorded."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    stalls = Stalls(monkeypatch, client_id, lambda name, payload, before: "slow start" if (
+        name == "failover-plan" and not before) else None)
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"], timeout=120)
+    before = only_event(client_id).attribute_values
+    stalls.finish_late_attempts()
+
+    assert described["status"] == "SUCCEEDED" and [n for n, _, _ in stalls.seen] == ["failover-plan"]
+    event = assert_one_replacement_serving(client_id, agent_id, primary)
+    assert event.response_action == "emergency-spot-replacement" and event.error is None
+    assert event.attribute_values == before
