@@ -28,8 +28,10 @@ Afterwards the bench reads the tables, Step Functions and EC2 of the embedded AW
 registration, every accepted pricing report (the agent's ``last_pricing_at``, and its raw rows: one per agent-hour
 plus each that stored agent prices) and every agent's last heartbeat are recorded; no 5xx and no failed request; every warning has one interruption event,
 one execution, one outcome, resolved (``traffic_moved_at``) within 120 s of product time, and exactly
-one replacement (one replica row, one live product-launched EC2 instance, the agent's instance). The
-exit status is non-zero when a check fails.
+one replacement (one replica row, one live product-launched EC2 instance, the agent's instance). It first
+gives the executions up to ``EXECUTIONS_SETTLE_S`` to finish (a resolved failover still waits for the old
+instance's deadline), and reports the outcomes and the task errors in the executions' histories (timeouts
+retried, fallbacks caught). The exit status is non-zero when a check fails.
 """
 
 from __future__ import annotations
