@@ -211,15 +211,16 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
             tx.save(instance, condition=InstanceTable.instance_id.does_not_exist()
                     | (InstanceTable.replica_id == replica.replica_id))
     except TransactWriteError as exc:
+        # pynamodb sends puts before updates: the reasons are [instances row, replica row].
         codes = cancellation_codes(exc)
-        if codes and codes[0] == "ConditionalCheckFailed":
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             current = get(replica.agent_id, replica.replica_id)
             if current is not None and not current.active:
                 raise ConflictError(f"replica already {current.status.value}", field="instance_id",
                                     code="replica_closed") from exc
             raise ConflictError("replica already has another instance", field="instance_id",
                                 code="replica_instance_conflict") from exc
-        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+        if codes and codes[0] == "ConditionalCheckFailed":
             raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                 code="instance_conflict") from exc
         raise

@@ -277,3 +277,44 @@ def test_a_plan_slower_than_its_timeout_is_retried_and_its_late_run_rewrites_not
     event = assert_one_replacement_serving(client_id, agent_id, primary)
     assert event.response_action == "emergency-spot-replacement" and event.error is None
     assert event.attribute_values == before
+
+
+@pytest.mark.parametrize("meanwhile", ["another attempt attached its instance", "the row was closed"])
+def test_a_launch_that_loses_its_row_terminates_what_it_launched(make_tenant, monkeypatch, meanwhile):
+    """GIVEN a launch attempt holding a stale view of its replacement row (no instance yet), and meanwhile another
+    attempt attached its own instance (EC2 did not honour the ClientToken, as moto does not) or the hand-over /
+    failure path closed the row
+    WHEN the stale attempt's own launch comes back
+    THEN it terminates the instance it launched (never the row's) and adopts the row's, or gives up."""
+    from datetime import UTC, datetime
+
+    from chalicelib import replicas
+    from chalicelib.errors import ConflictError
+    from chalicelib.repositories import agents as agent_repo
+    from components.replica_coordinator import ReplicaStatus
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    now = datetime.now(UTC)
+    stale = replica_repo.create(agent, replica_id="emg-stale-spot", replica_type="termination", lifecycle="spot",
+                                pool_id=None, az=agent.az, created_by="failover", now=now, take_slot=False)
+    other = replicas.launch(agent, stale, now, source_instance_id=primary)  # the other attempt, done first
+    if meanwhile == "the row was closed":
+        replicas.retire(other, ReplicaStatus.FAILED, now, "failover failed: replacement not serving")
+    monkeypatch.setattr(adapter, "_existing_replica", lambda spec: None)  # EC2's list lags: it launches again
+
+    with pytest.raises(ConflictError, match="already failed" if meanwhile == "the row was closed" else "another instance"):
+        replica_repo.attach_instance(stale, instance_id=adapter.launch(adapter.LaunchSpec(
+            region=REGION, instance_type=agent.instance_type, az=agent.az, lifecycle="spot",
+            replica_id="emg-stale-spot", logical_agent_id=agent.logical_agent_id, agent_id=agent_id,
+            client_id=client_id, source_instance_id=primary)).instance_id, now=now)  # the row's conflict, named
+    adapter.terminate(REGION, [i for i in live_ours(client_id) if i != other.instance_id], client_id=client_id)
+    if meanwhile == "the row was closed":
+        with pytest.raises(adapter.LaunchError, match="closed while launching"):
+            replicas.launch(agent, stale, now, source_instance_id=primary)
+        assert live_ours(client_id) == []
+    else:
+        kept = replicas.launch(agent, stale, now, source_instance_id=primary)
+        assert kept.instance_id == other.instance_id
+        assert live_ours(client_id) == [other.instance_id]
+    assert len(ever_launched(client_id)) == 3  # the later launches happened, and did not survive
