@@ -28,8 +28,10 @@ Afterwards the bench reads the tables, Step Functions and EC2 of the embedded AW
 registration, every accepted pricing report (the agent's ``last_pricing_at``, and its raw rows: one per agent-hour
 plus each that stored agent prices) and every agent's last heartbeat are recorded; no 5xx and no failed request; every warning has one interruption event,
 one execution, one outcome, resolved (``traffic_moved_at``) within 120 s of product time, and exactly
-one replacement (one replica row, one live product-launched EC2 instance, the agent's instance). The
-exit status is non-zero when a check fails.
+one replacement (one replica row, one live product-launched EC2 instance, the agent's instance). It first
+gives the executions up to ``EXECUTIONS_SETTLE_S`` to finish (a resolved failover still waits for the old
+instance's deadline), and reports the outcomes and the task errors in the executions' histories (timeouts
+retried, fallbacks caught). The exit status is non-zero when a check fails.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ NOTICE_S = 5.0  # the v5 agent's IMDS check for a termination notice
 WARNING_WINDOW_S = 120.0
 ONDEMAND = {"m5.large": 0.096, "c5.large": 0.085, "r5.large": 0.126, "m5.xlarge": 0.192}
 SETTLE_CAP_S = 300.0  # after the load: at most this long for failovers still running
+EXECUTIONS_SETTLE_S = 240.0  # then at most this long for their executions to finish (retiring the old instance)
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -557,11 +560,30 @@ class LoadRun:
             return
         # interruptions: one event, one execution, one outcome, one replacement per warning
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        executions = {}
         paginator = sfn.get_paginator("list_executions")
-        for page in paginator.paginate(stateMachineArn=os.environ["FAILOVER_STATE_MACHINE_ARN"]):
-            for ex in page["executions"]:
-                executions[ex["name"]] = ex["status"]
+
+        def list_executions() -> dict[str, dict]:
+            return {ex["name"]: ex for page in paginator.paginate(
+                stateMachineArn=os.environ["FAILOVER_STATE_MACHINE_ARN"]) for ex in page["executions"]}
+
+        # A resolved failover's execution still waits for the old instance's deadline (+ wait) to retire it:
+        # give the executions that long (bounded) to finish before judging them.
+        until = time.monotonic() + EXECUTIONS_SETTLE_S
+        while any(ex["status"] == "RUNNING" for ex in list_executions().values()) and time.monotonic() < until:
+            time.sleep(2.0)
+        listed = list_executions()
+        executions = {name: ex["status"] for name, ex in listed.items()}
+        # What the executions went through: task errors seen in their histories (timeouts retried, fallbacks).
+        task_errors: Counter = Counter()
+        for ex in listed.values():
+            for event in sfn.get_execution_history(executionArn=ex["executionArn"], maxResults=1000)["events"]:
+                for key, details in event.items():
+                    if key.endswith("EventDetails") and isinstance(details, dict) and details.get("error") \
+                            and event["type"] in ("TaskTimedOut", "TaskFailed", "LambdaFunctionTimedOut",
+                                                  "LambdaFunctionFailed"):
+                        task_errors[details["error"]] += 1
+        self.task_errors = dict(task_errors)
+        responses: Counter = Counter()
         ec2 = boto3.client("ec2", region_name=REGION)
         stage = get_settings().stage
         per_client: dict[str, list] = {}
@@ -577,6 +599,7 @@ class LoadRun:
                 continue
             event = mine[0]
             events_ok += 1
+            responses[f"{event.status}: {event.response_action}"] += 1
             status = executions.get(event.interruption_id)
             executions_ok += status == "SUCCEEDED"
             if status != "SUCCEEDED":
@@ -607,7 +630,8 @@ class LoadRun:
         checks["one interruption event per warning"] = {"expected": n, "found": events_ok, "ok": events_ok == n}
         checks["one execution per warning, succeeded"] = {"expected": n, "found": executions_ok, "ok": executions_ok == n,
                                                           "executions_total": len(executions)}
-        checks["outcome recorded (resolved)"] = {"expected": n, "found": outcomes_ok, "ok": outcomes_ok == n}
+        checks["outcome recorded (resolved)"] = {"expected": n, "found": outcomes_ok, "ok": outcomes_ok == n,
+                                                 "responses": dict(responses)}
         checks["serving within 120 s of the warning"] = {"expected": n, "found": in_window, "ok": in_window == n}
         checks["exactly one replacement per interrupted primary"] = {"expected": n, "found": one_replacement,
                                                                      "ok": one_replacement == n}
@@ -629,6 +653,7 @@ class LoadRun:
         self.stack = LocalStack(embedded_aws.free_port(), embedded_aws.free_port(), quiet=True,
                                 run_jobs=not args.no_jobs)
         self.failover_ms, self.problems, self.put_events_s, self.commands = [], [], None, Counter()
+        self.task_errors: dict[str, int] = {}
         with self.stack:
             import logging
 
@@ -706,6 +731,8 @@ class LoadRun:
                            "p99": round(percentile(self.failover_ms, 99) / 1000, 1),
                            "max": round(max(self.failover_ms) / 1000, 1) if self.failover_ms else None},
             "commands_acknowledged": dict(self.commands),
+            "failover_task_errors": self.task_errors,
+            "outcomes": self.checks.get("outcome recorded (resolved)", {}).get("responses", {}),
             "checks": self.checks, "ok": all(c["ok"] for c in self.checks.values()),
             "problems": self.problems[:50], "errors": self.recorder.errors[:50],
         }
@@ -726,7 +753,8 @@ def markdown(result: dict) -> str:
         f = result["failover_s"]
         lines += ["", f"{result['interruptions']} interruption warnings in one PutEvents call "
                       f"({result['put_events_s']} s to deliver); warning → serving (product time) p50 {f['p50']} s, "
-                      f"p99 {f['p99']} s, max {f['max']} s"]
+                      f"p99 {f['p99']} s, max {f['max']} s; outcomes {result['outcomes']}; task errors in the "
+                      f"executions' histories (each retried or caught) {result['failover_task_errors'] or 'none'}"]
     lines += ["", "| check | expected | found | |", "|---|---:|---:|---|"]
     for name, c in result["checks"].items():
         lines.append(f"| {name} | {c['expected']} | {c['found']} | {'ok' if c['ok'] else '**FAILED**'} |")

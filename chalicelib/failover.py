@@ -58,6 +58,11 @@ TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", 
 tracer = get_tracer()
 
 
+class FailoverSuperseded(Exception):
+    """A launch step found nothing left to launch for: the event is closed, or the agent is deleted or runs on an
+    instance this failover did not give it. Its own error name: the ASL ends the execution (NothingToDo)."""
+
+
 class TrafficNotMoved(Exception):
     """The replacement is the agent's primary but the EIP / target group could not be moved to it.
 
@@ -108,7 +113,11 @@ def plan(state: State) -> State:
     elif agent.instance_id != state["instance_id"]:
         why = "the agent already moved to another instance"
     if why:
-        interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
+        # A plan that outlived its timeout (the workflow went on without it) must not rewrite the outcome
+        # the rest of the execution recorded: only an open event not yet handled here says no-action.
+        if event.status not in ("resolved", "failed") and _serving_replacement(state, agent) is None:
+            interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action",
+                                 error=why)
         return {**state, "action": FailoverRoute.NOTHING.value, "reason": why}
     standby_id = state.get("replica_id") or agent.current_replica_id
     standby = replica_repo.get(agent.agent_id, standby_id) if standby_id else None
@@ -185,6 +194,10 @@ def launch(state: State) -> State:
     agent = _agent(state)
     if agent is None:
         raise ec2.LaunchError("agent vanished during failover")
+    serving = _still_needed(state)
+    if serving is not None:
+        return _launched(state, serving)
+    state = {**state, "region": state.get("region") or agent.region}  # a plan that timed out set none
     lifecycle = state.get("lifecycle") or "spot"
     if lifecycle != "spot":
         replica = _launch_one(agent, state, _replacement_id(state, lifecycle), lifecycle, None, agent.az, None, now)
@@ -207,17 +220,73 @@ def launch(state: State) -> State:
 def _launch_one(agent: AgentRecord, state: State, replica_id: str, lifecycle: str, pool_id: str | None, az: str,
                 price: str | None, now: datetime):
     """One replacement row and its instance (both idempotent on ``replica_id``). A row that already
-    failed (an earlier attempt of this task was refused there) counts as refused again without asking EC2."""
+    failed (an earlier attempt of this task was refused there) counts as refused again without asking EC2.
+
+    The row is written before the failover is checked to be still wanted (``_still_needed``), and the
+    instance is attached only to a row still open (``replica_repo.attach_instance``): a late attempt (one
+    Step Functions stopped waiting for) launches nothing once the hand-over or the failure path ran, and an
+    instance it launched just before they closed its row is terminated by one of the two."""
     replica = replica_repo.create(
         agent, replica_id=replica_id, replica_type=ReplicaType.TERMINATION.value, lifecycle=lifecycle,
         pool_id=pool_id, az=az, created_by="failover", now=now, take_slot=False,
         interruption_id=state["interruption_id"], hourly_cost=price)
+    try:
+        serving = _still_needed(state)
+    except FailoverSuperseded as exc:
+        _close_unneeded(replica, now, str(exc))
+        raise
+    if serving is not None:
+        _close_unneeded(replica, now, f"{serving.replica_id} already serves the agent")
+        return serving
     if not replica.active:
         message = f"replacement {replica.replica_id} already {replica.status.value}: {replica.error_message or ''}"
         if lifecycle == "spot" and replica.status is ReplicaStatus.FAILED:
             raise ec2.CapacityUnavailable(message)
         raise ec2.LaunchError(message)
     return replicas.launch(agent, replica, now, source_instance_id=state["instance_id"])
+
+
+def _still_needed(state: State):
+    """None while the failover still has to launch; the promoted replacement of this interruption the agent
+    already runs on (adopted: a later step of this execution put it there, the rest of the path finishes
+    the hand-over); FailoverSuperseded when the event is closed or the agent runs elsewhere (recorded
+    no-action while the event is open, as the plan does)."""
+    event = interruptions.get(state["client_id"], state["interruption_id"])
+    if event is None or event.status in ("resolved", "failed"):
+        raise FailoverSuperseded(f"interruption already {event.status if event else 'gone'}")
+    agent = _agent(state)
+    why = "agent deleted" if agent is None or agent.deleted else None
+    if why is None:
+        if agent.instance_id == state["instance_id"]:
+            return None
+        serving = _serving_replacement(state, agent)
+        if serving is not None:
+            return serving
+        why = "the agent already moved to another instance"
+    interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
+    raise FailoverSuperseded(why)
+
+
+def _serving_replacement(state: State, agent: AgentRecord | None):
+    """The replacement of this interruption the agent was moved to (promoted), if any."""
+    if agent is None or agent.instance_id == state["instance_id"]:
+        return None
+    for replica in replica_repo.for_agent(agent.agent_id):
+        if (replica.interruption_id == state["interruption_id"] and replica.status is ReplicaStatus.PROMOTED
+                and replica.instance_id == agent.instance_id):
+            return replica
+    return None
+
+
+def _close_unneeded(replica, now: datetime, reason: str) -> None:
+    """Close a replacement row this attempt wrote but will not launch (nor keep: its instance, if a parallel
+    attempt attached one, is terminated)."""
+    if replica.active:
+        try:
+            replicas.retire(replica, ReplicaStatus.FAILED if replica.status is ReplicaStatus.LAUNCHING
+                            else ReplicaStatus.TERMINATED, now, f"not needed: {reason}")
+        except ConflictError:
+            pass  # closed concurrently: by the hand-over or the failure path
 
 
 def _launched(state: State, replica) -> State:
@@ -379,34 +448,46 @@ def _tell_agents(agent: AgentRecord, state: State, new_instance_id: str, now: da
 
 def record(state: State) -> State:
     """Close the event with its timings and tell the client (and the operators' topic)."""
-    now = _now()
+    now = _completed_at(state)
     event = interruptions.require(state["client_id"], state["interruption_id"])
     moved = event.traffic_moved_at or now
     elapsed_ms = int((moved - event.detected_at).total_seconds() * 1000)
     interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=True,
-                         completed_at=now, failover_time_ms=elapsed_ms)
+                         failover_time_ms=elapsed_ms)
     agent = _agent(state)
     name = agent.logical_agent_id if agent else state["agent_id"]
     if state.get("planned"):
         return _record_return(state, name, now)
     message = (f"{name}: {event.signal_type} on {state['instance_id']} handled by {state.get('response_action')}; "
                f"{state.get('new_instance_id')} serving after {elapsed_ms / 1000:.1f} s")
-    activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
+    once = f"{state['interruption_id']}:completed"
+    new = activity.notify(state["client_id"], "interruption", message, now, severity="warning",
+                          agent_id=state["agent_id"], once=once) is not None
     activity.record_event("failover_completed", message, now, severity="warning", client_id=state["client_id"],
-                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"], once=once,
                           metadata={"interruption_id": state["interruption_id"], "failover_time_ms": elapsed_ms})
-    _publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
-    metrics.add_metric(name="FailoverTime", unit=MetricUnit.Milliseconds, value=elapsed_ms)
-    publish_metrics()
+    if new:  # a retried step (its first answer lost) neither pages nor counts twice
+        _publish(f"Spot Optimizer failover: {name}", {**state, "failover_time_ms": elapsed_ms})
+        metrics.add_metric(name="FailoverTime", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+        publish_metrics()
     return {**state, "failover_time_ms": elapsed_ms}
+
+
+def _completed_at(state: State) -> datetime:
+    """The event's completion time, set once: a retried closing step records and notifies with the same time
+    (and so the same derived keys, ``activity``'s ``once``)."""
+    interruptions.set_once(state["client_id"], state["interruption_id"], "completed_at", _now())
+    event = interruptions.get(state["client_id"], state["interruption_id"])
+    return event.completed_at if event is not None and event.completed_at else _now()
 
 
 def _record_return(state: State, name: str, now: datetime) -> State:
     """A planned return is news, not an alarm: an info notification and audit event, no SNS."""
     message = (f"{name}: returned to spot: standby {state.get('replica_id')} ({state.get('new_instance_id')}) "
                f"serves instead of the on-demand {state['instance_id']}")
-    activity.notify(state["client_id"], "returned_to_spot", message, now, agent_id=state["agent_id"])
-    activity.record_event("planned_return_completed", message, now, client_id=state["client_id"],
+    once = f"{state['interruption_id']}:returned"
+    activity.notify(state["client_id"], "returned_to_spot", message, now, agent_id=state["agent_id"], once=once)
+    activity.record_event("planned_return_completed", message, now, client_id=state["client_id"], once=once,
                           agent_id=state["agent_id"], instance_id=state["instance_id"],
                           metadata={"interruption_id": state["interruption_id"], "replica_id": state.get("replica_id")})
     return state
@@ -475,18 +556,22 @@ def failed(state: State) -> State:
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:
         return _failed_after_handover(state, cause, now)
+    # Closed first: a launch attempt still running (Step Functions stopped waiting for it) then launches
+    # nothing (failover._still_needed), and what it launched before is closed and terminated here.
+    at = _completed_at(state)
+    interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False, error=cause)
     terminated = close_replacements(state, now, keep=None, reason="failover failed: replacement not serving")
-    interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
-                         completed_at=now, error=cause)
-    activity.notify(state["client_id"], "interruption_failed", f"failover for {state['instance_id']} FAILED: {cause}",
-                    now, severity="critical", agent_id=state["agent_id"])
     message = f"failover for {state['instance_id']} FAILED: {cause}"
-    activity.record_event("failover_failed", message, now, severity="critical", client_id=state["client_id"],
-                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+    once = f"{state['interruption_id']}:failed"
+    new = activity.notify(state["client_id"], "interruption_failed", message, at, severity="critical",
+                          agent_id=state["agent_id"], once=once) is not None
+    activity.record_event("failover_failed", message, at, severity="critical", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"], once=once,
                           metadata={"interruption_id": state["interruption_id"], "terminated": terminated})
-    _publish("Spot Optimizer failover FAILED", {**state, "cause": cause, "terminated": terminated})
-    metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
-    publish_metrics()
+    if new:  # a retried step (its first answer lost) neither pages nor counts twice
+        _publish("Spot Optimizer failover FAILED", {**state, "cause": cause, "terminated": terminated})
+        metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
+        publish_metrics()
     return {**state, "terminated_replacements": terminated}
 
 

@@ -122,9 +122,25 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         if refusal_kind(code):
             _observe_launch(failed, ObservationKind.LAUNCH_REFUSED, failed.terminated_at or now, code=code)
         raise
-    attached = replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now, lifecycle=info.lifecycle)
+    try:
+        attached = replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now,
+                                                lifecycle=info.lifecycle)
+    except ConflictError:
+        return _lost_attach(agent, replica, info.instance_id, spec.account)
     _observe_launch(attached, ObservationKind.LAUNCH_SUCCEEDED, attached.launched_at or now)
     return attached
+
+
+def _lost_attach(agent: AgentRecord, replica: ReplicaRecord, instance_id: str, account) -> ReplicaRecord:
+    """The row took another instance (a parallel attempt's, where EC2 did not honour the ClientToken) or was
+    closed while this call launched (a workflow step that outlived its timeout): the instance launched here
+    is terminated — never the row's own — and the row's instance adopted while the row is open."""
+    current = replica_repo.get(replica.agent_id, replica.replica_id)
+    if current is None or current.instance_id != instance_id:
+        ec2.terminate(agent.region, [instance_id], client_id=agent.client_id, account=account)
+    if current is not None and current.active and current.instance_id:
+        return current
+    raise ec2.LaunchError(f"replica {replica.replica_id} was closed while launching; its instance was not kept")
 
 
 def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime, *, code: str | None = None) -> None:

@@ -5,8 +5,9 @@
 
 * ``.chalice/policies/<stage>/<function>.json``: one IAM policy per Chalice function and deployed stage;
 * ``.chalice/config.json``: ``stages.<stage>.lambda_functions.<function>.iam_policy_file`` (and
-  ``reserved_concurrency`` where infra/throttling.py reserves some), the stage's ``xray``, log retention and
-  ``api_gateway_stage``; everything else is kept;
+  ``reserved_concurrency`` where infra/throttling.py reserves some, ``lambda_timeout`` of the failover task
+  functions from the ASL's TimeoutSeconds: ``chalicelib.workflows.function_timeouts``), the stage's ``xray``,
+  log retention and ``api_gateway_stage``; everything else is kept;
 * ``infra/client-account-role.yaml``: the CloudFormation template a client deploys in its account.
 """
 
@@ -37,6 +38,7 @@ from infra.naming import api_gateway_stage_name, log_retention_days  # noqa: E40
 from infra.throttling import RESERVED_CONCURRENCY  # noqa: E402
 
 from chalicelib.settings import APP_NAME  # noqa: E402
+from chalicelib.workflows import function_timeouts  # noqa: E402
 from components.sentinel.rules import SENTINEL_RULES  # noqa: E402
 
 CHALICE_DIR = ROOT / ".chalice"
@@ -77,6 +79,7 @@ def chalice_config(config: dict) -> dict:
         # `chalice deploy` by `infra/deploy_state.py api-log-retention` (make deploy).
         stage_config.pop("log_retention_in_days", None)
         functions = stage_config.setdefault("lambda_functions", {})
+        timeouts = function_timeouts()  # a failover task's Lambda ends no later than its Task's timeout
         for function in FUNCTIONS:
             entry = functions.setdefault(function, {})
             entry["iam_policy_file"] = policy_file(stage, function)
@@ -84,6 +87,8 @@ def chalice_config(config: dict) -> dict:
                 entry.pop("log_retention_in_days", None)
             else:
                 entry["log_retention_in_days"] = log_retention_days(stage)
+            if function in timeouts:
+                entry["lambda_timeout"] = timeouts[function]
             if function in RESERVED_CONCURRENCY:
                 entry["reserved_concurrency"] = RESERVED_CONCURRENCY[function]
             else:

@@ -305,7 +305,9 @@ EC2_CAPABILITIES = (ec2_describe, ec2_zones, ec2_spot_prices, ec2_placement_scor
 # product's own credentials).
 _IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_tag, handover_check, ec2_move_eip,
                                  target_group_handover})
-_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, start_failover)
+# ec2_terminate with every launch: a launcher whose replica row was closed (or took another instance) while
+# it launched terminates the instance it started (chalicelib.replicas._lost_attach).
+_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
@@ -326,12 +328,12 @@ FUNCTIONS: dict[str, tuple] = {
     "growth-snapshot": (tables,),
     SENTINEL_FUNCTION: _SENTINEL,
     "failover-plan": (tables, ec2_describe, ec2_zones),
-    "failover-launch": (tables, ec2_describe, ec2_launch),
+    "failover-launch": (tables, ec2_describe, ec2_launch, ec2_terminate),
     "failover-check-ready": (tables, ec2_describe, ec2_terminate),
     "failover-handover": (tables, ec2_describe, ec2_move_eip, target_group_handover, ec2_terminate),
     "failover-record": (tables, notify),
     "failover-retire": (tables, ec2_describe, ec2_terminate),
-    "failover-next-standby": (tables, ec2_describe, ec2_zones, ec2_launch),
+    "failover-next-standby": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate),
     "failover-failed": (tables, ec2_describe, ec2_terminate, notify),
 }
 assert set(FAILOVER_TASKS.values()) <= set(FUNCTIONS)

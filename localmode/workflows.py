@@ -92,12 +92,15 @@ def compress_time(speed: float | None) -> None:
                                         time=__import__("time").time)
 
 
-def ensure_failover_state_machine(stage: str) -> str:
-    """Create (once) the failover state machine from the ASL file; sets FAILOVER_STATE_MACHINE_ARN."""
+def ensure_failover_state_machine(stage: str, *, task_timeout_s: int | None = None) -> str:
+    """Create (once) the failover state machine from the ASL file; sets FAILOVER_STATE_MACHINE_ARN.
+
+    ``task_timeout_s`` (tests): a machine of its own whose every Task times out after that many seconds
+    (``render``); moto enforces TimeoutSeconds in real time."""
     sfn, iam = boto3.client("stepfunctions"), boto3.client("iam")
     region = sfn.meta.region_name
     account = boto3.client("sts").get_caller_identity()["Account"]
-    name = state_machine_name(stage)
+    name = state_machine_name(stage) + (f"-timeout{task_timeout_s}s" if task_timeout_s else "")
     existing = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == name]
     if existing:
         arn = existing[0]
@@ -108,7 +111,8 @@ def ensure_failover_state_machine(stage: str) -> str:
             trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                             "Principal": {"Service": "states.amazonaws.com"}}]}
             role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-        arn = sfn.create_state_machine(name=name, definition=render(stage, region, account),
+        arn = sfn.create_state_machine(name=name, definition=render(stage, region, account,
+                                                                    task_timeout_s=task_timeout_s),
                                        roleArn=role)["stateMachineArn"]
     os.environ["FAILOVER_STATE_MACHINE_ARN"] = arn
     from chalicelib.settings import get_settings

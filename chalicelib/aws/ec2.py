@@ -281,8 +281,20 @@ def launch(spec: LaunchSpec) -> InstanceInfo:
     if spec.lifecycle == "spot":
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
-    with _aws("RunInstances", launching=True):
+    try:
         raw = _api("ec2", spec.region, spec.account).run_instances(**params)["Instances"][0]
+    except ClientError as exc:
+        if _code(exc) != "IdempotentParameterMismatch":
+            raise _map_error(exc, "RunInstances", launching=True) from exc
+        # This ClientToken already launched (an earlier attempt whose answer was lost, with another subnet
+        # chosen since): adopt that instance once EC2 lists it; until then a retry will.
+        existing = _existing_replica(spec)
+        if existing:
+            return existing
+        raise TransientAwsError(f"RunInstances: {spec.replica_id} launched by an earlier attempt, not listed yet") \
+            from exc
+    except BotoCoreError as exc:
+        raise _map_error(exc, "RunInstances", launching=True) from exc
     # TagSpecifications are applied atomically with the launch, so the tags are real even if not echoed.
     return _info({**raw, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()] + raw.get("Tags", [])})
 

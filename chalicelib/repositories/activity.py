@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories.dynamo import condition_failed, delete_each
@@ -20,16 +21,33 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def _suffix(once: str | None) -> str:
+    return hashlib.sha256(once.encode()).hexdigest()[:8] if once else uuid.uuid4().hex[:8]
+
+
+def _save_once(row, key_attribute, once: str | None) -> bool:
+    """Save ``row``; with ``once`` only if its key (derived from ``once`` and the time) is new. True if written."""
+    try:
+        row.save(condition=key_attribute.does_not_exist() if once else None)
+    except PutError as exc:
+        if once and condition_failed(exc):
+            return False
+        raise
+    return True
+
+
 def record_event(event_type: str, message: str, now: datetime, *, severity: str = "info",
                  client_id: str | None = None, agent_id: str | None = None,
-                 instance_id: str | None = None, metadata: dict[str, Any] | None = None) -> None:
-    """Append one event to the day's partition of the audit log."""
-    SystemEventTable(
-        now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{uuid.uuid4().hex[:8]}", event_type=event_type,
+                 instance_id: str | None = None, metadata: dict[str, Any] | None = None,
+                 once: str | None = None) -> bool:
+    """Append one event to the day's partition of the audit log. With ``once`` (a key naming what happened)
+    and the same ``now``, a retried step writes nothing the second time; returns whether it wrote."""
+    return _save_once(SystemEventTable(
+        now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{_suffix(once)}", event_type=event_type,
         severity=severity, message=message, client_id=client_id, agent_id=agent_id,
         instance_id=instance_id, metadata=metadata, created_at=now,
         expires_at=now + timedelta(days=get_settings().event_retention_days),
-    ).save()
+    ), SystemEventTable.event_key, once)
 
 
 def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemEventTable]:
@@ -91,15 +109,16 @@ def events_since(now: datetime, since: datetime, *, severities: tuple[str, ...] 
 
 
 def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",
-           agent_id: str | None = None) -> str:
-    """Create a notification for one client; returns its id."""
-    notification_id = f"{_stamp(now)}-{uuid.uuid4().hex[:8]}"
-    NotificationTable(
+           agent_id: str | None = None, once: str | None = None) -> str | None:
+    """Create a notification for one client; returns its id. With ``once`` (a key naming what happened) and
+    the same ``now``, a retried step creates nothing the second time and gets None."""
+    notification_id = f"{_stamp(now)}-{_suffix(once)}"
+    written = _save_once(NotificationTable(
         client_id, notification_id, kind=kind, severity=severity, message=message,
         agent_id=agent_id, is_read=False, created_at=now,
         expires_at=now + timedelta(days=get_settings().notification_retention_days),
-    ).save()
-    return notification_id
+    ), NotificationTable.notification_id, once)
+    return notification_id if written else None
 
 
 def notifications_page(client_id: str, limit: int, next_token: str | None,

@@ -192,7 +192,9 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
 
     One transaction: a half-done attach (replica row pointing at the instance, no instances row) would
     make a retry return early and leave the instance running unowned (#12). Idempotent: attaching the
-    same instance again rewrites the same values."""
+    same instance again rewrites the same values. Only while the row is open (not final): a launch that
+    outlived its caller (a timed-out workflow step) cannot attach to a row the hand-over or the failure
+    path already closed (ConflictError ``replica_closed``; the launcher terminates what it launched)."""
     mode = lifecycle or replica.lifecycle
     instance = InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
                              instance_type=replica.instance_type, region=replica.region, az=replica.az,
@@ -204,16 +206,21 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
                       actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
                                ReplicaTable.updated_at.set(now)],
-                      condition=ReplicaTable.replica_id.exists()
+                      condition=ReplicaTable.replica_id.exists() & ReplicaTable.status.is_in(*_ACTIVE)
                       & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
             tx.save(instance, condition=InstanceTable.instance_id.does_not_exist()
                     | (InstanceTable.replica_id == replica.replica_id))
     except TransactWriteError as exc:
+        # pynamodb sends puts before updates: the reasons are [instances row, replica row].
         codes = cancellation_codes(exc)
-        if codes and codes[0] == "ConditionalCheckFailed":
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            current = get(replica.agent_id, replica.replica_id)
+            if current is not None and not current.active:
+                raise ConflictError(f"replica already {current.status.value}", field="instance_id",
+                                    code="replica_closed") from exc
             raise ConflictError("replica already has another instance", field="instance_id",
                                 code="replica_instance_conflict") from exc
-        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+        if codes and codes[0] == "ConditionalCheckFailed":
             raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                 code="instance_conflict") from exc
         raise

@@ -11,9 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from components.sentinel import TERMINATION_NOTICE_S
+
 from chalicelib.settings import APP_NAME
 
 ASL_PATH = Path(__file__).with_name("failover.asl.json")
+# A slow, throttled or lost task (its TimeoutSeconds passed, or Lambda lost or timed out the invocation) is
+# retried like a transient error, within each Task's own budget (the ASL's TimeoutSeconds × attempts).
+TIMEOUT_ERRORS = ("States.Timeout", "Lambda.Unknown", "Sandbox.Timedout")
+# When every attempt of Plan and of the spot launch times out, the on-demand launch still starts within this
+# many seconds of the execution's start: half the spot warning's notice is left for it.
+SPOT_PATH = ("Plan", "LaunchReplacement")
+SPOT_PATH_BUDGET_S = TERMINATION_NOTICE_S // 2
 
 # Placeholder (``${<key>Arn}`` in the ASL) → Chalice lambda_function name.
 FAILOVER_TASKS = {
@@ -47,15 +56,45 @@ def substitutions(stage: str, region: str, account: str) -> dict[str, str]:
     return {f"{key}Arn": function_arn(name, stage, region, account) for key, name in FAILOVER_TASKS.items()}
 
 
+def function_timeouts() -> dict[str, int]:
+    """Chalice function name → the shortest TimeoutSeconds of the Tasks invoking it: its Lambda timeout
+    (infra/chalice_policies.py writes it into .chalice/config.json), so Lambda itself ends a slow invocation
+    (``Sandbox.Timedout``, retried) instead of leaving it running after Step Functions stopped waiting."""
+    found: dict[str, int] = {}
+    for state in json.loads(definition_text())["States"].values():
+        if state["Type"] == "Task":
+            key = state["Parameters"]["FunctionName"].removeprefix("${").removesuffix("Arn}")
+            name = FAILOVER_TASKS[key]
+            found[name] = min(found.get(name, state["TimeoutSeconds"]), state["TimeoutSeconds"])
+    return found
+
+
 def definition_text() -> str:
     """The ASL with its ``${...}`` placeholders, as stored."""
     return ASL_PATH.read_text()
 
 
-def render(stage: str, region: str, account: str) -> str:
-    """The ASL with every placeholder replaced (what Step Functions receives)."""
+def render(stage: str, region: str, account: str, *, task_timeout_s: int | None = None) -> str:
+    """The ASL with every placeholder replaced (what Step Functions receives).
+
+    ``task_timeout_s`` (tests only): every Task's TimeoutSeconds set to it, so that moto, which enforces
+    TimeoutSeconds in real time, times a stalled task out in seconds (retries and fallbacks unchanged)."""
     text = definition_text()
     for key, value in substitutions(stage, region, account).items():
         text = text.replace("${" + key + "}", value)
-    json.loads(text)  # fail loudly on a broken file
-    return text
+    definition = json.loads(text)  # fail loudly on a broken file
+    if task_timeout_s is None:
+        return text
+    for state in definition["States"].values():
+        if state["Type"] == "Task":
+            state["TimeoutSeconds"] = task_timeout_s
+    return json.dumps(definition, indent=2)
+
+
+def worst_case_s(state: dict) -> float:
+    """How long a Task can take when every attempt times out: TimeoutSeconds per attempt plus the back-off
+    between them (``TIMEOUT_ERRORS`` retrier only; transient errors come on top)."""
+    timeout = state["TimeoutSeconds"]
+    retrier = next(r for r in state["Retry"] if set(TIMEOUT_ERRORS) <= set(r["ErrorEquals"]))
+    waits = sum(retrier["IntervalSeconds"] * retrier["BackoffRate"] ** i for i in range(retrier["MaxAttempts"]))
+    return timeout * (retrier["MaxAttempts"] + 1) + waits

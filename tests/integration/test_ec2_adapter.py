@@ -293,6 +293,30 @@ def test_run_instances_errors_are_mapped(ami, monkeypatch, code, status, expecte
     assert isinstance(caught.value.__cause__, ClientError)
 
 
+def test_a_client_token_already_used_adopts_its_instance_or_is_transient_until_ec2_lists_it(ami, monkeypatch):
+    """GIVEN an earlier attempt launched with this ClientToken (its answer lost) and EC2 answers the retry
+    IdempotentParameterMismatch (different parameters since, e.g. another subnet)
+    THEN the retry adopts the instance tagged with the replica id, or retries (transient) until it is listed."""
+    s = spec(ami_id=ami)
+    earlier = adapter.launch(s)
+    real_existing = adapter._existing_replica
+    listed = [None]  # the first look (before RunInstances) misses, as EC2's eventually consistent list may
+
+    def existing(sp):
+        return listed.pop() if listed else real_existing(sp)
+
+    def mismatch(**_):
+        raise client_error("IdempotentParameterMismatch")
+
+    monkeypatch.setattr(adapter._client("ec2", REGION), "run_instances", mismatch)
+    monkeypatch.setattr(adapter, "_existing_replica", existing)
+    assert adapter.launch(s).instance_id == earlier.instance_id
+
+    monkeypatch.setattr(adapter, "_existing_replica", lambda sp: None)  # not listed yet
+    with pytest.raises(TransientAwsError, match="earlier attempt"):
+        adapter.launch(s)
+
+
 def test_network_error_during_launch_is_transient(ami, monkeypatch):
     def fail(**_):
         raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
