@@ -29,10 +29,14 @@ from chalicelib.settings import SENTINEL_CONCURRENCY, SENTINEL_FUNCTION  # noqa:
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 
 # A reclaimed pool interrupts many instances at once: the sentinel gets 30 (= the maximum concurrency of its
-# SQS event source mapping, app.py, so the poller is never throttled), each failover step 5.
+# SQS event source mapping, app.py, so the poller is never throttled), each failover step 25: when a zone
+# drains, the executions the sentinel started arrive at the same step together (50 in the load bench); 25 at
+# a time, each call ~1 s, the rest are served within the ASL's throttle retries (1 + 2 + 4 + 8 s); 5 a step
+# would leave 45 of them to those 15 s of retries.
+FAILOVER_STEP_CONCURRENCY = 25
 RESERVED_CONCURRENCY: dict[str, int] = {
     SENTINEL_FUNCTION: SENTINEL_CONCURRENCY,
-    **{name: 5 for name in FAILOVER_TASKS.values()},
+    **{name: FAILOVER_STEP_CONCURRENCY for name in FAILOVER_TASKS.values()},
 }
 
 
