@@ -18,6 +18,13 @@ from chalicelib.settings import APP_NAME
 from chalicelib.workflows import render, state_machine_name
 
 ROLE_NAME = f"{APP_NAME}-local-stepfunctions"
+# Every Task's TimeoutSeconds in local mode (SPOT_LOCAL_TASK_TIMEOUT_S; 0 keeps the ASL's own 8–20 s). In AWS a
+# Task times out together with its Lambda (``lambda_timeout`` is generated from the ASL), so its retry replaces
+# a dead attempt. Local mode runs the handlers in its own process and cannot stop one: a retry there runs *next
+# to* the timed-out attempt and doubles the work of an emulator that is slow because it is busy. With the ASL's
+# own timeouts, 50 simultaneous failovers beside 500 agents on two cores ended all 50 in the failure path
+# (docs/benchmarks.md, "Load and mass interruption"); the tests of the timeout paths pass their own short value.
+LOCAL_TASK_TIMEOUT_S = 60
 
 
 def _route_lambda(stage: str, run) -> None:
@@ -96,7 +103,8 @@ def ensure_failover_state_machine(stage: str, *, task_timeout_s: int | None = No
     """Create (once) the failover state machine from the ASL file; sets FAILOVER_STATE_MACHINE_ARN.
 
     ``task_timeout_s`` (tests): a machine of its own whose every Task times out after that many seconds
-    (``render``); moto enforces TimeoutSeconds in real time."""
+    (``render``); moto enforces TimeoutSeconds in real time. Without it, every Task gets local mode's
+    ``LOCAL_TASK_TIMEOUT_S`` (see there)."""
     sfn, iam = boto3.client("stepfunctions"), boto3.client("iam")
     region = sfn.meta.region_name
     account = boto3.client("sts").get_caller_identity()["Account"]
@@ -111,8 +119,9 @@ def ensure_failover_state_machine(stage: str, *, task_timeout_s: int | None = No
             trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                             "Principal": {"Service": "states.amazonaws.com"}}]}
             role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        local_s = int(os.environ.get("SPOT_LOCAL_TASK_TIMEOUT_S", LOCAL_TASK_TIMEOUT_S))
         arn = sfn.create_state_machine(name=name, definition=render(stage, region, account,
-                                                                    task_timeout_s=task_timeout_s),
+                                                                    task_timeout_s=task_timeout_s or local_s or None),
                                        roleArn=role)["stateMachineArn"]
     os.environ["FAILOVER_STATE_MACHINE_ARN"] = arn
     from chalicelib.settings import get_settings
