@@ -90,6 +90,21 @@ def event_pattern(pattern: dict) -> events.EventPattern:
     return events.EventPattern(**{_PATTERN_KEYS[key]: value for key, value in pattern.items()})
 
 
+def dead_letter_alarm(scope: Construct, queue: sqs.IQueue, action: cloudwatch_actions.SnsAction, *,
+                      name: str, description: str) -> cloudwatch.Alarm:
+    """``DeadLetterAlarm``: one message in ``queue`` (checked every minute) notifies ``action``, and so does
+    its clearing."""
+    alarm = cloudwatch.Alarm(
+        scope, "DeadLetterAlarm", alarm_name=name, alarm_description=description,
+        metric=queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1), statistic="Maximum"),
+        threshold=1, evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+    alarm.add_alarm_action(action)
+    alarm.add_ok_action(action)
+    return alarm
+
+
 def _logical_id(rule: str) -> str:
     return "".join(part.capitalize() for part in rule.split("-")) + "Rule"
 
@@ -120,17 +135,10 @@ class EventIntake(Construct):
             self.rules[name] = rule
 
         action = cloudwatch_actions.SnsAction(alarm_topic)
-        self.dead_letter_alarm = cloudwatch.Alarm(
-            self, "DeadLetterAlarm", alarm_name=alarm_name(stage, "events-dead-lettered"),
-            alarm_description=(f"Sentinel events in {event_dead_letter_queue_name(stage)}: they failed "
-                               f"{MAX_RECEIVE_COUNT} times. Read them, fix the cause, then `make redrive STAGE={stage}`."),
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-        self.dead_letter_alarm.add_alarm_action(action)
-        self.dead_letter_alarm.add_ok_action(action)
+        self.dead_letter_alarm = dead_letter_alarm(
+            self, self.dead_letter_queue, action, name=alarm_name(stage, "events-dead-lettered"),
+            description=(f"Sentinel events in {event_dead_letter_queue_name(stage)}: they failed "
+                         f"{MAX_RECEIVE_COUNT} times. Read them, fix the cause, then `make redrive STAGE={stage}`."))
         self.age_alarm = cloudwatch.Alarm(
             self, "OldestEventAlarm", alarm_name=alarm_name(stage, "events-waiting"),
             alarm_description=(f"An event waited more than {TERMINATION_NOTICE_S} s in {event_queue_name(stage)} "
@@ -192,19 +200,12 @@ class EventForwarderStack(Stack):
                                display_name=f"Spot Optimizer {stage} event forwarding", enforce_ssl=True)
         subscribe_email(self.topic, alarm_email)
         dlq = forwarded_event_dead_letter_queue_name(stage)
-        self.dead_letter_alarm = cloudwatch.Alarm(
-            self, "DeadLetterAlarm", alarm_name=alarm_name(stage, "events-forward-dead-lettered"),
-            alarm_description=(f"Sentinel events in {dlq} of this region: EventBridge could not forward them to "
-                               f"{deploy_region} for 24 h. Read them, fix the cause, then "
-                               f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."),
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-        action = cloudwatch_actions.SnsAction(self.topic)
-        self.dead_letter_alarm.add_alarm_action(action)
-        self.dead_letter_alarm.add_ok_action(action)
+        self.dead_letter_alarm = dead_letter_alarm(
+            self, self.dead_letter_queue, cloudwatch_actions.SnsAction(self.topic),
+            name=alarm_name(stage, "events-forward-dead-lettered"),
+            description=(f"Sentinel events in {dlq} of this region: EventBridge could not forward them to "
+                         f"{deploy_region} for 24 h. Read them, fix the cause, then "
+                         f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."))
         add_suppressions(self, FORWARDER_NAG_SUPPRESSIONS)
         CfnOutput(self, "ForwardDeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                   description="events EventBridge could not forward (make redrive STAGE=<stage> EVENT_REGIONS=<region>)")
