@@ -18,13 +18,14 @@ from chalicelib.settings import APP_NAME
 from chalicelib.workflows import render, state_machine_name
 
 ROLE_NAME = f"{APP_NAME}-local-stepfunctions"
-# Every Task's TimeoutSeconds in local mode (SPOT_LOCAL_TASK_TIMEOUT_S; 0 keeps the ASL's own 8–20 s). In AWS a
-# Task times out together with its Lambda (``lambda_timeout`` is generated from the ASL), so its retry replaces
-# a dead attempt. Local mode runs the handlers in its own process and cannot stop one: a retry there runs *next
-# to* the timed-out attempt and doubles the work of an emulator that is slow because it is busy. With the ASL's
-# own timeouts, 50 simultaneous failovers beside 500 agents on two cores ended all 50 in the failure path, and
-# 60 s only delays that (45 of 50; docs/benchmarks.md, "Load and mass interruption"): it keeps the demo and the
-# tests clear of timeouts on a busy machine. The tests of the timeout paths pass their own short value.
+# Every Task's TimeoutSeconds in local mode (SPOT_LOCAL_TASK_TIMEOUT_S; 0 keeps the ASL's own 8–20 s), and no
+# retry of a timed-out Task there. In AWS a Task times out together with its Lambda (``lambda_timeout`` is
+# generated from the ASL), so its retry replaces a dead attempt. Local mode runs the handlers in its own process
+# and cannot stop one: a retry there runs *next to* the timed-out attempt and doubles the work of an emulator
+# that is slow because it is busy. With the ASL's own timeouts and retries, 50 simultaneous failovers beside 500
+# agents on two cores ended all 50 in the failure path, and 60 s with retries only delayed that (45 of 50;
+# docs/benchmarks.md, "Load and mass interruption"). A local timeout therefore goes to the Task's Catch (the
+# on-demand fallback on the spot path). The tests of the timeout retries pass their own short value, with them.
 LOCAL_TASK_TIMEOUT_S = 60
 
 
@@ -121,8 +122,9 @@ def ensure_failover_state_machine(stage: str, *, task_timeout_s: int | None = No
                                                             "Principal": {"Service": "states.amazonaws.com"}}]}
             role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         local_s = int(os.environ.get("SPOT_LOCAL_TASK_TIMEOUT_S", LOCAL_TASK_TIMEOUT_S))
-        arn = sfn.create_state_machine(name=name, definition=render(stage, region, account,
-                                                                    task_timeout_s=task_timeout_s or local_s or None),
+        definition = render(stage, region, account, task_timeout_s=task_timeout_s or local_s or None,
+                            retry_timeouts=task_timeout_s is not None or not local_s)
+        arn = sfn.create_state_machine(name=name, definition=definition,
                                        roleArn=role)["stateMachineArn"]
     os.environ["FAILOVER_STATE_MACHINE_ARN"] = arn
     from chalicelib.settings import get_settings

@@ -74,20 +74,26 @@ def definition_text() -> str:
     return ASL_PATH.read_text()
 
 
-def render(stage: str, region: str, account: str, *, task_timeout_s: int | None = None) -> str:
+def render(stage: str, region: str, account: str, *, task_timeout_s: int | None = None,
+           retry_timeouts: bool = True) -> str:
     """The ASL with every placeholder replaced (what Step Functions receives).
 
-    ``task_timeout_s`` (tests only): every Task's TimeoutSeconds set to it, so that moto, which enforces
-    TimeoutSeconds in real time, times a stalled task out in seconds (retries and fallbacks unchanged)."""
+    Local mode and tests only: ``task_timeout_s`` sets every Task's TimeoutSeconds (moto enforces them in real
+    time); ``retry_timeouts=False`` drops the retriers of ``TIMEOUT_ERRORS``, so a timed-out Task goes straight
+    to its Catch (local mode, which cannot stop the attempt a retry would replace: localmode/workflows.py)."""
     text = definition_text()
     for key, value in substitutions(stage, region, account).items():
         text = text.replace("${" + key + "}", value)
     definition = json.loads(text)  # fail loudly on a broken file
-    if task_timeout_s is None:
+    if task_timeout_s is None and retry_timeouts:
         return text
     for state in definition["States"].values():
-        if state["Type"] == "Task":
+        if state["Type"] != "Task":
+            continue
+        if task_timeout_s is not None:
             state["TimeoutSeconds"] = task_timeout_s
+        if not retry_timeouts:
+            state["Retry"] = [r for r in state.get("Retry", []) if not set(r["ErrorEquals"]) <= set(TIMEOUT_ERRORS)]
     return json.dumps(definition, indent=2)
 
 

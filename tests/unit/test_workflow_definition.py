@@ -105,3 +105,17 @@ def test_every_next_names_a_state():
         for target in [state.get("Next"), state.get("Default")] + [c["Next"] for c in state.get("Choices", [])] \
                 + [c["Next"] for c in state.get("Catch", [])]:
             assert target is None or target in names
+
+
+def test_local_mode_can_render_the_machine_without_timeout_retries_and_keeps_every_other_retrier():
+    """Local mode cannot stop a timed-out attempt, so it renders no retrier of the timeout errors
+    (localmode/workflows.py); everything else of the definition stays."""
+    original = json.loads(workflows.render("dev", "us-east-1", "123456789012"))
+    local = json.loads(workflows.render("dev", "us-east-1", "123456789012", task_timeout_s=60, retry_timeouts=False))
+    for name, state in original["States"].items():
+        if state["Type"] != "Task":
+            assert local["States"][name] == state
+            continue
+        kept = [r for r in state["Retry"] if not set(r["ErrorEquals"]) <= set(workflows.TIMEOUT_ERRORS)]
+        assert len(kept) < len(state["Retry"]), name  # the AWS definition retries timeouts on every Task
+        assert local["States"][name] == {**state, "Retry": kept, "TimeoutSeconds": 60}
