@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import cells, goto, sign_in
 from localmode.embedded_aws import IMAGE_ID
@@ -85,7 +86,10 @@ def test_notifications_are_listed_and_marked_read(page, demo):
     assert cells(page, "notifications", "message") == [n["message"] for n in api]
     first_unread = next(n for n in api if not n["is_read"])
     page.click(f"table[data-table=notifications] tr[data-row='{first_unread['id']}'] [data-action=mark-read]")
-    page.wait_for_selector(f"tr[data-row='{first_unread['id']}'] td[data-col=read] >> text=read")
+    # The whole cell is "read" once the server answered and the page reloaded ("text=read" would also match the
+    # button's "Mark read" at once, and the API would be asked before the click's request arrived).
+    expect(page.locator(f"tr[data-row='{first_unread['id']}'] td[data-col=read]")).to_have_text("read",
+                                                                                              timeout=15_000)
     after = {n["id"]: n for n in demo.call("GET", "/api/notifications?limit=50")["notifications"]}
     assert after[first_unread["id"]]["is_read"] is True
 
