@@ -50,8 +50,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.bytecode import PACKAGES as OWN_PACKAGES  # what infra/bytecode.py precompiles (app.py: at import)
+
 ROOT = Path(__file__).resolve().parent.parent
-OWN_PACKAGES = ("chalicelib", "components")  # what infra/bytecode.py precompiles (app.py is compiled at import)
 API_FUNCTION = "api_handler"  # Chalice's name for the API's function
 # What a deployed function sees (no local stage, no AWS endpoint override); metrics and logs quiet.
 ENV = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
