@@ -140,6 +140,73 @@ def _plain_json_dynamodb_results() -> None:
     DynamoResult.execute_result = execute_result
 
 
+def _item_level_transaction_rollback() -> None:
+    """A DynamoDB transaction saves and restores only the items it writes.
+
+    moto deep-copies every table a TransactWriteItems names before running it, to restore the copy if
+    the transaction is cancelled: the cost of each transaction grows with the table. In the load bench
+    (``bench/load.py``) the agents table holds hundreds of agents, their heartbeats and reports, and each
+    failover writes it in transactions (the interruption's claim, the fences, the hand-over), all under
+    the server's lock: py-spy found 60–70 requests queued behind those copies, the process at 6 GB, and
+    the 50 failovers of a draining zone timing out. Same outcome: a cancelled transaction leaves every
+    item as it was (under the lock of ``_atomic_requests`` nothing else writes meanwhile).
+    """
+    import copy
+    import types
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    if getattr(DynamoDBBackend.transact_write_items, "item_level", False):
+        return
+
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    models.copy = types.SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)  # the module's only uses of `copy`
+    run = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        saved = []
+        for entry in transact_items:
+            for op in entry.values():
+                table = self.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+                key = (op.get("Key") or op.get("Item")) if table is not None else None
+                try:
+                    hash_value, range_value = self.get_keys_value(table, key)
+                except Exception:  # noqa: BLE001 - an invalid op: moto's own validation answers for it
+                    continue
+                saved.append((table, hash_value, range_value,
+                              copy.deepcopy(table.get_item(hash_value, range_value))))
+        try:
+            return run(self, transact_items)
+        except Exception:
+            for table, hash_value, range_value, item in reversed(saved):
+                _put_back(table, hash_value, range_value, item)
+            raise
+
+    transact_write_items.item_level = True
+    DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def _put_back(table, hash_value, range_value, item) -> None:
+    """Restore one item of a moto table as it was (``None``: absent), without a stream record."""
+    if range_value is None:
+        if item is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = item
+        return
+    rows = table.items[hash_value]
+    if item is None:
+        rows.pop(range_value, None)
+        if not rows:
+            table.items.pop(hash_value, None)
+    else:
+        rows[range_value] = item
+
+
 def _parse_each_definition_once() -> None:
     """moto parses the state machine's ASL (an ANTLR grammar) again for every execution: a tenth of
     the embedded AWS's CPU with a failover every few seconds. Keep each definition's parse tree and
@@ -249,6 +316,7 @@ def serve(port: int, api_url: str, clock_speed: float) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from moto
     point_sdk_at(f"http://127.0.0.1:{port}")  # Step Functions calls Lambda through this server
     _atomic_requests()
+    _item_level_transaction_rollback()
     _plain_json_dynamodb_results()
     _parse_each_definition_once()
     _direct_ec2_tags()
