@@ -58,7 +58,37 @@ def random_traces(draw):
     if draw(st.booleans()):
         prices = np.repeat(prices[:1], ticks, axis=0)  # flat prices: only availability matters
     start = draw(st.integers(0, ticks // 2))
+    # Every pool available for longer than a boot plus the warning at the end: the window never ends
+    # inside an outage, where the oracle's move set is knowingly incomplete (END_CORNER below).
+    tail = -(-(RULES.boot_s + RULES.warning_s) // tick_s) + 1
+    avail = np.vstack([avail, np.ones((int(tail), pools), dtype=bool)])
+    prices = np.vstack([prices, np.repeat(prices[-1:], int(tail), axis=0)])
     return make_trace(avail.astype(np.int8), prices, tick_s=tick_s), start
+
+
+# Found by hypothesis (CI, 2026-12-03): 60 s ticks, the window ends 2 minutes after the last warning.
+# ``cheapest`` pays for launches that are lost before they serve, which leaves it an instance to name
+# when every pool is available again just before the end; the oracle must launch one there (a policy
+# always names a target) and pays 0.0042 $ more. bench/backtest/oracle.py, "Left out", says why.
+END_CORNER_AVAIL = [[0, 0, 0]] * 5 + [[0, 0, 1]] * 5 + [[1, 0, 0], [0, 0, 1], [1, 1, 1], [0, 0, 1]]
+END_CORNER_PRICES = [[1.0, 1.0, 1.0]] * 10 + [[0.5, 1, 1], [1, 1, 1], [0.25, 1, 1], [2.0, 1, 1]]
+
+
+def test_the_known_end_of_window_corner_is_bounded_and_gone_with_a_tail():
+    rules = Rules(downtime_penalty_per_hour=6.0)
+    trace = make_trace(np.array(END_CORNER_AVAIL, dtype=np.int8), np.array(END_CORNER_PRICES), tick_s=60)
+    market = Market(trace)
+    oracle = simulate(trace, OraclePolicy(), rules, 5, trace.ticks, market=market)
+    cheapest = simulate(trace, POLICIES["cheapest"](), rules, 5, trace.ticks, market=market)
+    assert 0 < oracle.score - cheapest.score < rules.boot_s * 2.0 / H  # less than one boot at the top price
+    tail = 8
+    avail = np.vstack([END_CORNER_AVAIL, np.ones((tail, 3), dtype=np.int8)]).astype(np.int8)
+    prices = np.vstack([END_CORNER_PRICES, np.repeat([END_CORNER_PRICES[-1]], tail, axis=0)])
+    longer = make_trace(avail, prices, tick_s=60)
+    market = Market(longer)
+    oracle = simulate(longer, OraclePolicy(), rules, 5, longer.ticks, market=market)
+    for name in BASELINES:
+        assert oracle.score <= simulate(longer, POLICIES[name](), rules, 5, longer.ticks, market=market).score + 1e-9
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
