@@ -32,6 +32,10 @@ from chalicelib.tables.instances import InstanceTable
 
 
 STUCK_DETECTED_S = 15 * 60  # an event "detected" this long with no execution running was never handled
+# An event still "handling" this long after its signal whose execution is no longer running ended without an
+# outcome (e.g. the failure recorder itself exhausted its retries): a failover's Tasks and retries finish well
+# inside 15 minutes, so 30 leaves no doubt.
+STUCK_HANDLING_S = 30 * 60
 ABANDONED = "abandoned"
 # Interruptions this run found stuck (resolved as abandoned): the StuckInterruptions alarm (infra/monitoring.py).
 STUCK_INTERRUPTIONS_METRIC = "Cleanup.abandoned"
@@ -101,8 +105,33 @@ def expire_standbys(now: datetime) -> list[str]:
 
 
 def sweep_stuck(now: datetime) -> list[str]:
-    """Resolve events stuck in ``detected`` past STUCK_DETECTED_S with no execution running as
-    ``abandoned`` (conditional on the status: a late workflow or a second sweeper wins or changes nothing)."""
+    """Close events nobody will close: stuck in ``detected`` (never handled) or ``handling`` (the workflow
+    ended without recording an outcome) with no execution running. Conditional on the status: a late
+    workflow or a second sweeper wins or changes nothing. Both count in the StuckInterruptions alarm."""
+    return _sweep_detected(now) + _sweep_handling(now)
+
+
+def _sweep_handling(now: datetime) -> list[str]:
+    swept = []
+    for row in interruptions.stuck("handling", now - timedelta(seconds=STUCK_HANDLING_S)):
+        if stepfunctions.is_running(row.interruption_id):
+            continue
+        reason = (f"the failover stopped without recording an outcome "
+                  f"({int((now - row.detected_at).total_seconds() // 60)} min after the signal)")
+        if not interruptions.update_if(row.client_id, row.interruption_id, "handling", status="failed",
+                                       success=False, response_action=ABANDONED, error=reason, completed_at=now):
+            continue
+        swept.append(row.interruption_id)
+        message = f"{row.signal_type} for {row.instance_id}: {reason}; check the instance and its replacement"
+        activity.notify(row.client_id, "interruption_abandoned", message, now, severity="critical",
+                        agent_id=row.agent_id)
+        activity.record_event("interruption_abandoned", message, now, severity="critical", client_id=row.client_id,
+                              agent_id=row.agent_id, instance_id=row.instance_id,
+                              metadata={"interruption_id": row.interruption_id})
+    return swept
+
+
+def _sweep_detected(now: datetime) -> list[str]:
     swept = []
     for row in interruptions.stuck("detected", now - timedelta(seconds=STUCK_DETECTED_S)):
         if stepfunctions.is_running(row.interruption_id):

@@ -288,7 +288,8 @@ def test_the_sweeper_resolves_events_stuck_in_detected_once_and_leaves_live_ones
     monkeypatch.setattr(stepfunctions, "is_running", lambda name, arn=None: name == running)
     first = invoke_schedule(api, "cleanup", now=now)
     again = invoke_schedule(api, "cleanup", now=now)
-    assert first["abandoned"] == [stuck] and again["abandoned"] == []
+    mine = {stuck, fresh, running}  # other tests' events may share the table
+    assert mine & set(first["abandoned"]) == {stuck} and not mine & set(again["abandoned"])
     row = interruptions.get(client_id, stuck)
     assert (row.status, row.success, row.response_action) == ("resolved", False, "abandoned")
     assert "never handled" in row.error and row.completed_at is not None
@@ -296,6 +297,41 @@ def test_the_sweeper_resolves_events_stuck_in_detected_once_and_leaves_live_ones
     assert interruptions.get(client_id, running).status == "detected"
     [told] = notifications(client_id, "interruption_abandoned")
     assert told.severity == "warning" and primary in told.message
+    assert_client_safe(told.message)
+
+
+def test_the_sweeper_fails_loudly_an_event_left_handling_by_an_ended_workflow(api, make_tenant, monkeypatch):
+    """The failure recorder itself can exhaust its retries: the execution ends, the event stays
+    ``handling``. Past STUCK_HANDLING_S with no execution running it is closed ``failed``, once, with a
+    critical notification; a young one or one whose execution still runs is left alone."""
+    from chalicelib.aws import stepfunctions
+    from chalicelib.jobs.cleanup import STUCK_HANDLING_S
+    from chalicelib.repositories import interruptions
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    now = datetime.now(timezone.utc)
+
+    def event(age_s):
+        at = now - timedelta(seconds=age_s)
+        row = InterruptionTable(client_id, interruptions.new_interruption_id(at), agent_id=agent_id,
+                                instance_id=primary, signal_type="termination-warning", source="eventbridge",
+                                status="handling", detected_at=at)
+        row.save()
+        return row.interruption_id
+
+    ended, young, running = event(STUCK_HANDLING_S + 60), event(STUCK_HANDLING_S - 60), event(3 * STUCK_HANDLING_S)
+    monkeypatch.setattr(stepfunctions, "is_running", lambda name, arn=None: name == running)
+    first = invoke_schedule(api, "cleanup", now=now)
+    again = invoke_schedule(api, "cleanup", now=now)
+    mine = {ended, young, running}  # other tests' events may share the table
+    assert mine & set(first["abandoned"]) == {ended} and not mine & set(again["abandoned"])
+    row = interruptions.get(client_id, ended)
+    assert (row.status, row.success, row.response_action) == ("failed", False, "abandoned")
+    assert "without recording an outcome" in row.error and row.completed_at is not None
+    assert interruptions.get(client_id, young).status == "handling"
+    assert interruptions.get(client_id, running).status == "handling"
+    [told] = notifications(client_id, "interruption_abandoned")
+    assert told.severity == "critical" and primary in told.message
     assert_client_safe(told.message)
 
 
