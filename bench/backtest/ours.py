@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
-from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation
+from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation, ObservationKind
 from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
 from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml
@@ -47,11 +47,17 @@ class OursPolicy:
     observability = "observed"
 
     def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S, model=None,
-                 train: bool = False, backoff: BackoffPolicy = DEFAULT_BACKOFF, rails: dict | None = None):
+                 train: bool = False, backoff: BackoffPolicy = DEFAULT_BACKOFF, rails: dict | None = None,
+                 evidence_params: dict | None = None, ondemand_backoff: str = "all"):
         """``backoff`` and ``rails`` (extra ``DecisionConfig`` fields) default to the product's; the
-        validation protocol (bench/backtest/validate.py) varies them."""
+        validation protocol (bench/backtest/validate.py) varies them. ``evidence_params`` (keyword arguments
+        of ``evidence_hazard``) and ``ondemand_backoff`` (which back-offs hold while on on-demand: ``all``,
+        the product's; ``losses``, not refusals; ``none``) are the variants of bench/backtest/variants.py."""
+        if ondemand_backoff not in ("all", "losses", "none"):
+            raise ValueError(f"ondemand_backoff must be all, losses or none, not {ondemand_backoff!r}")
         self.horizon_s, self.risk_refresh_s, self.given_model, self.train = horizon_s, risk_refresh_s, model, train
         self.backoff, self.rails = backoff, dict(rails or {})
+        self.evidence_params, self.ondemand_backoff = dict(evidence_params or {}), ondemand_backoff
         self.member, self.fleet = 0, 1
 
     def join_fleet(self, member: int, fleet: int) -> None:
@@ -125,13 +131,18 @@ class OursPolicy:
     def _rescore(self, obs: Observation) -> None:
         evidences = [self.evidence(j, obs.now, obs.history_prices) for j in range(len(self.pools))]
         if self.model is None:
-            self.risk = np.array([evidence_risk(e, self.horizon_s) for e in evidences])
+            self.risk = np.array([evidence_risk(e, self.horizon_s, **self.evidence_params) for e in evidences])
         else:
             self.risk = self.model.predict_features(np.array([feature_vector(e) for e in evidences], dtype=float))
         self.risk_at = obs.now
 
     def _backoff(self, now: float) -> set[str]:
-        return set(self.backoff.blocked(self.log, now))
+        blocked = set(self.backoff.blocked(self.log, now))
+        if self.ondemand_backoff == "all" or self.current not in (None, ONDEMAND):
+            return blocked
+        if self.ondemand_backoff == "none":
+            return set()
+        return {p for p in blocked if _last_setback(self.log.get(p, ()), now) is not ObservationKind.LAUNCH_REFUSED}
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -205,6 +216,15 @@ class OursPolicy:
         standby = decision.standby if decision.standby != decision.target else None
         return Action(primary=decision.target, standby=standby,
                       fallbacks=tuple(f for f in decision.fallbacks if f != decision.target))
+
+
+def _last_setback(observations, now: float):
+    """Kind of the pool's latest refusal, warning or AWS stop at or before ``now`` (None: none)."""
+    latest = max((o for o in observations if o.at <= now and o.kind in _SETBACKS), key=lambda o: o.at, default=None)
+    return None if latest is None else latest.kind
+
+
+_SETBACKS = (ObservationKind.LAUNCH_REFUSED, ObservationKind.INTERRUPTION_WARNING, ObservationKind.AWS_STOPPED)
 
 
 def _sole_replacement(obs: Observation):

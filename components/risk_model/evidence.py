@@ -180,11 +180,14 @@ def placement_score(evidence: PoolEvidence) -> float | None:
     return _counts(evidence.observations, evidence.now)["score"]
 
 
-def evidence_hazard(evidence: PoolEvidence) -> float:
+def evidence_hazard(evidence: PoolEvidence, *, prior_hours: float = PRIOR_HOURS, decay_s: float = DECAY_S,
+                    refusal_weight: float = 1.0) -> float:
     """Interruptions per hour expected in this pool from what was observed (the no-model fallback).
 
     A placement score scales the band's prior rate by ``(11 − score) / 5.5`` (10 → ×0.18, 1 → ×1.8):
     no trace we train on carries scores, so they inform this prior rather than the trained model.
+    The keyword arguments exist for the backtest's variants (``bench/backtest/variants.py``); production
+    uses the defaults.
     """
     now = evidence.now
     band_rate = ADVISOR_BAND_MONTHLY_RATE[evidence.advisor_band] * 3600.0 / SECONDS_PER_MONTH
@@ -196,14 +199,14 @@ def evidence_hazard(evidence: PoolEvidence) -> float:
         age = now - o.at
         if age < 0 or age >= EVIDENCE_WINDOW_S:
             continue
-        weight = math.exp(-age / DECAY_S)
+        weight = math.exp(-age / decay_s)
         if o.kind in _NEGATIVE:
-            events += weight
+            events += weight * (refusal_weight if o.kind is ObservationKind.LAUNCH_REFUSED else 1.0)
         elif o.kind is ObservationKind.HELD:
             exposure += weight * HELD_INTERVAL_S / 3600.0
-    return (PRIOR_HOURS * band_rate + events) / (PRIOR_HOURS + exposure)
+    return (prior_hours * band_rate + events) / (prior_hours + exposure)
 
 
-def evidence_risk(evidence: PoolEvidence, horizon_s: float) -> float:
-    """P(interrupted within ``horizon_s``) under :func:`evidence_hazard` (constant rate)."""
-    return -math.expm1(-evidence_hazard(evidence) * horizon_s / 3600.0)
+def evidence_risk(evidence: PoolEvidence, horizon_s: float, **params: float) -> float:
+    """P(interrupted within ``horizon_s``) under :func:`evidence_hazard` (constant rate; ``params`` go to it)."""
+    return -math.expm1(-evidence_hazard(evidence, **params) * horizon_s / 3600.0)

@@ -1,0 +1,102 @@
+"""Variants of ``ours`` scored on every real-capacity dataset and the 9-AZ trace's three-zone slices.
+
+    python -m bench.backtest.variants [--variants KEY,KEY] [--json OUT]
+
+Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
+whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
+oracle on the 8 real-capacity rows of docs/benchmarks.md and the 5 three-zone slices (the shape of our
+held-out sets), with the mean, the worst row and how many rows it wins or loses against the defaults.
+A variant ships only if it is lower on every row, or lower on average without losing a row by more than
+it wins elsewhere (docs/benchmarks.md, "Backtest").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from bench.backtest import Rules, run_backtest
+from bench.backtest.validate import DEFAULT, Dataset, Setting, _p3, datasets
+
+VARIANTS: tuple[Setting, ...] = (
+    Setting(DEFAULT),
+    Setting("evidence prior 12 h", {"evidence_params": {"prior_hours": 12.0}}),
+    Setting("evidence prior 3 h", {"evidence_params": {"prior_hours": 3.0}}),
+    Setting("evidence decay 72 h", {"evidence_params": {"decay_s": 72 * 3600.0}}),
+    Setting("refusal 0.3 of an interruption", {"evidence_params": {"refusal_weight": 0.3}}),
+    Setting("refusal not counted", {"evidence_params": {"refusal_weight": 0.0}}),
+    Setting("on on-demand: no back-off", {"ondemand_backoff": "none"}),
+    Setting("on on-demand: no refusal back-off", {"ondemand_backoff": "losses"}),
+)
+SLICES = (("us-west-2a", "us-west-2b", "us-west-2c"), ("us-east-1a", "us-east-1c", "us-east-1d"),
+          ("us-east-1c", "us-east-1d", "us-east-1f"), ("us-east-2a", "us-east-2b", "us-west-2a"),
+          ("us-east-1f", "us-east-2b", "us-west-2c"))
+
+
+def rows() -> list[Dataset]:
+    """The real-capacity datasets of the validation protocol, then the three-zone slices (boot 300)."""
+    return [*(d for d in datasets() if d.real),
+            *(Dataset("slice " + ",".join(s), "3 zones: " + ", ".join(s), "p3-9az", _p3(pools=list(s)))
+              for s in SLICES)]
+
+
+def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[str], None] = print) -> dict:
+    """{dataset key: {variant key: score × oracle}}, each dataset loaded once and run once for all variants."""
+    out: dict[str, dict[str, float]] = {}
+    for d in sets:
+        trace = d.load()
+        doc = run_backtest(trace, [v.policy() for v in variants],
+                           Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s))
+        out[d.key] = {v.key: round(doc["policies"][f"ours[{v.key}]"]["score_ratio_to_oracle"], 4) for v in variants}
+        log(f"{d.key}: " + ", ".join(f"{k} {s:.4f}" for k, s in out[d.key].items()))
+    return out
+
+
+def summary(scores: Mapping[str, Mapping[str, float]], variants: Sequence[str]) -> list[dict]:
+    """Per variant: mean, worst row, rows better / worse than the defaults (ties within 1e-4 are neither)."""
+    base = [row[DEFAULT] for row in scores.values()]
+    out = []
+    for key in variants:
+        mine = [row[key] for row in scores.values()]
+        out.append({"variant": key, "mean": statistics.mean(mine), "worst": max(mine),
+                    "better": sum(m < b - 1e-4 for m, b in zip(mine, base)),
+                    "worse": sum(m > b + 1e-4 for m, b in zip(mine, base))})
+    return sorted(out, key=lambda r: (r["mean"], r["variant"] != DEFAULT))
+
+
+def markdown(table: Sequence[dict]) -> str:
+    lines = ["| variant of `ours` | mean | worst row | rows better than the defaults | rows worse |",
+             "|---|---:|---:|---:|---:|"]
+    for r in table:
+        lines.append(f"| {r['variant']} | {r['mean']:.3f} | {r['worst']:.3f} | {r['better']} | {r['worse']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", help="comma list of variant keys (default: all; the defaults always run)")
+    ap.add_argument("--json", type=Path, help="write every score and the summary here")
+    args = ap.parse_args(argv)
+    chosen = list(VARIANTS)
+    if args.variants:
+        wanted = {k.strip() for k in args.variants.split(",")}
+        unknown = wanted - {v.key for v in VARIANTS}
+        if unknown:
+            print(f"error: unknown variants {sorted(unknown)}; known: {[v.key for v in VARIANTS]}", file=sys.stderr)
+            return 2
+        chosen = [v for v in VARIANTS if v.key == DEFAULT or v.key in wanted]
+    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr))
+    table = summary(scores, [v.key for v in chosen])
+    print(markdown(table))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"scores": scores, "summary": table}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

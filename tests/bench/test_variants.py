@@ -1,0 +1,83 @@
+"""bench/backtest/variants.py and the knobs it turns: the defaults are the product's, each knob does what
+it says, and the summary counts rows as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.backtest import Rules, run_backtest
+from bench.backtest.model import ONDEMAND
+from bench.backtest.ours import OursPolicy
+from bench.backtest.validate import DEFAULT, Dataset
+from bench.backtest.variants import SLICES, VARIANTS, rows, score, summary
+from components.capacity import CapacityObservation, ObservationKind
+from components.risk_model import PoolEvidence, evidence_hazard
+from tests.bench.helpers import make_trace
+
+K = ObservationKind
+
+
+def test_summary_counts_wins_and_losses_against_the_defaults_and_sorts_by_mean():
+    scores = {"a": {DEFAULT: 1.2, "x": 1.1, "y": 1.2}, "b": {DEFAULT: 1.5, "x": 1.7, "y": 1.50001}}
+    table = {r["variant"]: r for r in summary(scores, [DEFAULT, "x", "y"])}
+    assert table["x"]["better"] == 1 and table["x"]["worse"] == 1 and table["x"]["worst"] == 1.7
+    assert table["y"]["better"] == 0 and table["y"]["worse"] == 0  # within 1e-4: a tie
+    assert table[DEFAULT]["mean"] == pytest.approx(1.35)
+    assert [r["variant"] for r in summary(scores, [DEFAULT, "x", "y"])][0] == DEFAULT  # tie on mean: defaults first
+
+
+def test_the_default_variant_is_the_shipped_policy_and_every_variant_runs():
+    rng = np.random.default_rng(3)
+    avail = (rng.random((120, 3)) < 0.8).astype(np.int8)
+    avail[:5] = 1
+    trace = make_trace(avail, rng.uniform(0.5, 1.5, (120, 3)), tick_s=300)
+    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    scores = score([tiny], VARIANTS, log=lambda _: None)["tiny"]
+    assert set(scores) == {v.key for v in VARIANTS}
+    plain = run_backtest(trace, [OursPolicy()], Rules.for_ondemand_price(trace.ondemand_price))
+    assert scores[DEFAULT] == pytest.approx(plain["policies"]["ours"]["score_ratio_to_oracle"], abs=1e-4)
+
+
+def test_the_rows_are_the_real_capacity_datasets_and_the_five_slices():
+    keys = [d.key for d in rows()]
+    assert "eu-west-1" not in keys  # synthetic interruptions
+    assert len([k for k in keys if k.startswith("slice ")]) == len(SLICES) == 5
+    assert {"p3-9az-boot300", "p3-9az-boot120", "p3-9az-boot600", "p3-use1"} <= set(keys)
+
+
+def test_evidence_parameters_change_only_what_they_name():
+    obs = (CapacityObservation("p", K.HELD, 0.0), CapacityObservation("p", K.LAUNCH_REFUSED, 1800.0),
+           CapacityObservation("p", K.INTERRUPTION_WARNING, 3000.0))
+    ev = PoolEvidence(now=3600.0, observations=obs, advisor_band=0)
+    base = evidence_hazard(ev)
+    assert evidence_hazard(ev, prior_hours=6.0, refusal_weight=1.0) == base  # the defaults
+    without = evidence_hazard(ev, refusal_weight=0.0)
+    assert without < base
+    only_warning = PoolEvidence(now=3600.0, observations=(obs[0], obs[2]), advisor_band=0)
+    assert without == pytest.approx(evidence_hazard(only_warning))
+    assert evidence_hazard(ev, prior_hours=12.0) < base  # more prior exposure at the band's low rate
+    assert evidence_hazard(ev, decay_s=72 * 3600.0) > base  # older events weigh more
+
+
+def _policy_with_log(mode: str, current: str) -> OursPolicy:
+    policy = OursPolicy(ondemand_backoff=mode)
+    policy.log = {"refused": [CapacityObservation("refused", K.LAUNCH_REFUSED, 100.0)],
+                  "lost": [CapacityObservation("lost", K.INTERRUPTION_WARNING, 100.0)]}
+    policy.current = current
+    return policy
+
+
+@pytest.mark.parametrize("mode, on_demand, expected", [
+    ("all", {"refused", "lost"}, {"refused", "lost"}),
+    ("losses", {"lost"}, {"refused", "lost"}),
+    ("none", set(), {"refused", "lost"}),
+])
+def test_on_demand_back_off_modes_apply_only_on_on_demand(mode, on_demand, expected):
+    assert _policy_with_log(mode, ONDEMAND)._backoff(200.0) == on_demand
+    assert _policy_with_log(mode, "other-pool")._backoff(200.0) == expected  # on spot: the product's back-off
+
+
+def test_an_unknown_back_off_mode_is_refused():
+    with pytest.raises(ValueError, match="ondemand_backoff"):
+        OursPolicy(ondemand_backoff="sometimes")
