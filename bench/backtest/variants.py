@@ -29,6 +29,8 @@ VARIANTS: tuple[Setting, ...] = (
     Setting("evidence decay 72 h", {"evidence_params": {"decay_s": 72 * 3600.0}}),
     Setting("refusal 0.3 of an interruption", {"evidence_params": {"refusal_weight": 0.3}}),
     Setting("refusal not counted", {"evidence_params": {"refusal_weight": 0.0}}),
+    Setting("region prior 6 h", {"evidence_params": {"region_prior_hours": 6.0}}),
+    Setting("region prior 24 h", {"evidence_params": {"region_prior_hours": 24.0}}),
     Setting("on on-demand: no back-off", {"ondemand_backoff": "none"}),
     Setting("on on-demand: no refusal back-off", {"ondemand_backoff": "losses"}),
 )

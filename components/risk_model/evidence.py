@@ -181,21 +181,32 @@ def placement_score(evidence: PoolEvidence) -> float | None:
 
 
 def evidence_hazard(evidence: PoolEvidence, *, prior_hours: float = PRIOR_HOURS, decay_s: float = DECAY_S,
-                    refusal_weight: float = 1.0) -> float:
+                    refusal_weight: float = 1.0, region_prior_hours: float = 0.0) -> float:
     """Interruptions per hour expected in this pool from what was observed (the no-model fallback).
 
     A placement score scales the band's prior rate by ``(11 − score) / 5.5`` (10 → ×0.18, 1 → ×1.8):
     no trace we train on carries scores, so they inform this prior rather than the trained model.
     The keyword arguments exist for the backtest's variants (``bench/backtest/variants.py``); production
-    uses the defaults.
+    uses the defaults. ``region_prior_hours`` > 0 shrinks towards the rate the region's other pools showed
+    (itself shrunk towards the band's with that many hours) instead of the band's rate.
     """
     now = evidence.now
-    band_rate = ADVISOR_BAND_MONTHLY_RATE[evidence.advisor_band] * 3600.0 / SECONDS_PER_MONTH
+    prior_rate = ADVISOR_BAND_MONTHLY_RATE[evidence.advisor_band] * 3600.0 / SECONDS_PER_MONTH
     score = placement_score(evidence)
     if score is not None:
-        band_rate *= (11.0 - score) / 5.5
+        prior_rate *= (11.0 - score) / 5.5
+    if region_prior_hours > 0:
+        r_events, r_exposure = _tally(evidence.region_observations, now, decay_s, refusal_weight)
+        prior_rate = (region_prior_hours * prior_rate + r_events) / (region_prior_hours + r_exposure)
+    events, exposure = _tally(evidence.observations, now, decay_s, refusal_weight)
+    return (prior_hours * prior_rate + events) / (prior_hours + exposure)
+
+
+def _tally(observations: Sequence[CapacityObservation], now: float, decay_s: float,
+           refusal_weight: float) -> tuple[float, float]:
+    """(decayed negative observations, decayed hours held) within the evidence window."""
     events = exposure = 0.0
-    for o in evidence.observations:
+    for o in observations:
         age = now - o.at
         if age < 0 or age >= EVIDENCE_WINDOW_S:
             continue
@@ -204,7 +215,7 @@ def evidence_hazard(evidence: PoolEvidence, *, prior_hours: float = PRIOR_HOURS,
             events += weight * (refusal_weight if o.kind is ObservationKind.LAUNCH_REFUSED else 1.0)
         elif o.kind is ObservationKind.HELD:
             exposure += weight * HELD_INTERVAL_S / 3600.0
-    return (prior_hours * band_rate + events) / (prior_hours + exposure)
+    return events, exposure
 
 
 def evidence_risk(evidence: PoolEvidence, horizon_s: float, **params: float) -> float:

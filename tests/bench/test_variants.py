@@ -58,6 +58,10 @@ def test_evidence_parameters_change_only_what_they_name():
     assert without == pytest.approx(evidence_hazard(only_warning))
     assert evidence_hazard(ev, prior_hours=12.0) < base  # more prior exposure at the band's low rate
     assert evidence_hazard(ev, decay_s=72 * 3600.0) > base  # older events weigh more
+    troubled = PoolEvidence(now=3600.0, observations=obs, advisor_band=0, region_observations=tuple(
+        CapacityObservation("q", K.INTERRUPTION_WARNING, 600.0 * k) for k in range(1, 6)))
+    assert evidence_hazard(troubled) == base  # the region is read only with a region prior
+    assert evidence_hazard(troubled, region_prior_hours=6.0) > base
 
 
 def _policy_with_log(mode: str, current: str) -> OursPolicy:
