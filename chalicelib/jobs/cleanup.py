@@ -16,6 +16,7 @@ sees only instances tagged with its id, and terminates only those).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from components.replica_coordinator import ReplicaStatus
@@ -104,50 +105,49 @@ def expire_standbys(now: datetime) -> list[str]:
     return expired
 
 
+@dataclass(frozen=True)
+class _Stuck:
+    """How an event left in one status is closed by the sweeper."""
+
+    status: str  # the status it is stuck in
+    after_s: int  # since the signal
+    closed_as: str  # the status it is given
+    reason: str  # why, with {minutes}
+    advice: str
+    severity: str
+
+
+_STUCK = (
+    _Stuck("detected", STUCK_DETECTED_S, "resolved",
+           "never handled: still detected {minutes} min after the signal, with no failover running",
+           "check the instance", "warning"),
+    _Stuck("handling", STUCK_HANDLING_S, "failed",
+           "the failover stopped without recording an outcome ({minutes} min after the signal)",
+           "check the instance and its replacement", "critical"),
+)
+
+
 def sweep_stuck(now: datetime) -> list[str]:
     """Close events nobody will close: stuck in ``detected`` (never handled) or ``handling`` (the workflow
     ended without recording an outcome) with no execution running. Conditional on the status: a late
     workflow or a second sweeper wins or changes nothing. Both count in the StuckInterruptions alarm."""
-    return _sweep_detected(now) + _sweep_handling(now)
-
-
-def _sweep_handling(now: datetime) -> list[str]:
     swept = []
-    for row in interruptions.stuck("handling", now - timedelta(seconds=STUCK_HANDLING_S)):
-        if stepfunctions.is_running(row.interruption_id):
-            continue
-        reason = (f"the failover stopped without recording an outcome "
-                  f"({int((now - row.detected_at).total_seconds() // 60)} min after the signal)")
-        if not interruptions.update_if(row.client_id, row.interruption_id, "handling", status="failed",
-                                       success=False, response_action=ABANDONED, error=reason, completed_at=now):
-            continue
-        swept.append(row.interruption_id)
-        message = f"{row.signal_type} for {row.instance_id}: {reason}; check the instance and its replacement"
-        activity.notify(row.client_id, "interruption_abandoned", message, now, severity="critical",
-                        agent_id=row.agent_id)
-        activity.record_event("interruption_abandoned", message, now, severity="critical", client_id=row.client_id,
-                              agent_id=row.agent_id, instance_id=row.instance_id,
-                              metadata={"interruption_id": row.interruption_id})
-    return swept
-
-
-def _sweep_detected(now: datetime) -> list[str]:
-    swept = []
-    for row in interruptions.stuck("detected", now - timedelta(seconds=STUCK_DETECTED_S)):
-        if stepfunctions.is_running(row.interruption_id):
-            continue
-        reason = (f"never handled: still detected {int((now - row.detected_at).total_seconds() // 60)} min after "
-                  "the signal, with no failover running")
-        if not interruptions.update_if(row.client_id, row.interruption_id, "detected", status="resolved",
-                                       success=False, response_action=ABANDONED, error=reason, completed_at=now):
-            continue
-        swept.append(row.interruption_id)
-        message = f"{row.signal_type} for {row.instance_id}: {reason}; check the instance"
-        activity.notify(row.client_id, "interruption_abandoned", message, now, severity="warning",
-                        agent_id=row.agent_id)
-        activity.record_event("interruption_abandoned", message, now, severity="warning", client_id=row.client_id,
-                              agent_id=row.agent_id, instance_id=row.instance_id,
-                              metadata={"interruption_id": row.interruption_id})
+    for kind in _STUCK:
+        for row in interruptions.stuck(kind.status, now - timedelta(seconds=kind.after_s)):
+            if stepfunctions.is_running(row.interruption_id):
+                continue
+            reason = kind.reason.format(minutes=int((now - row.detected_at).total_seconds() // 60))
+            if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, status=kind.closed_as,
+                                           success=False, response_action=ABANDONED, error=reason,
+                                           completed_at=now):
+                continue
+            swept.append(row.interruption_id)
+            message = f"{row.signal_type} for {row.instance_id}: {reason}; {kind.advice}"
+            activity.notify(row.client_id, "interruption_abandoned", message, now, severity=kind.severity,
+                            agent_id=row.agent_id)
+            activity.record_event("interruption_abandoned", message, now, severity=kind.severity,
+                                  client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
+                                  metadata={"interruption_id": row.interruption_id})
     return swept
 
 

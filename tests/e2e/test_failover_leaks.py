@@ -269,45 +269,20 @@ def test_a_primary_aws_stopped_for_a_spot_interruption_is_failed_over(api, make_
     assert agent_row(client_id, agent_id).instance_id != primary
 
 
-def test_the_sweeper_resolves_events_stuck_in_detected_once_and_leaves_live_ones(api, make_tenant, monkeypatch):
+@pytest.mark.parametrize("status, after_s, closed_as, why, severity", [
+    ("detected", 15 * 60, "resolved", "never handled", "warning"),  # the sentinel never started a workflow
+    # the workflow ended without an outcome (e.g. the failure recorder itself out of retries)
+    ("handling", 30 * 60, "failed", "without recording an outcome", "critical"),
+])
+def test_the_sweeper_closes_a_stuck_event_once_and_leaves_live_ones(api, make_tenant, monkeypatch, status, after_s,
+                                                                    closed_as, why, severity):
+    """Past its age with no execution running, an event stuck in ``status`` is closed once and the client
+    told; a younger one, or one whose execution still runs, is left alone."""
     from chalicelib.aws import stepfunctions
+    from chalicelib.jobs import cleanup
     from chalicelib.repositories import interruptions
 
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    now = datetime.now(timezone.utc)
-
-    def event(age_min):
-        at = now - timedelta(minutes=age_min)
-        row = InterruptionTable(client_id, interruptions.new_interruption_id(at), agent_id=agent_id,
-                                instance_id=primary, signal_type="termination-warning", source="eventbridge",
-                                status="detected", detected_at=at)
-        row.save()
-        return row.interruption_id
-
-    stuck, fresh, running = event(30), event(2), event(40)
-    monkeypatch.setattr(stepfunctions, "is_running", lambda name, arn=None: name == running)
-    first = invoke_schedule(api, "cleanup", now=now)
-    again = invoke_schedule(api, "cleanup", now=now)
-    mine = {stuck, fresh, running}  # other tests' events may share the table
-    assert mine & set(first["abandoned"]) == {stuck} and not mine & set(again["abandoned"])
-    row = interruptions.get(client_id, stuck)
-    assert (row.status, row.success, row.response_action) == ("resolved", False, "abandoned")
-    assert "never handled" in row.error and row.completed_at is not None
-    assert interruptions.get(client_id, fresh).status == "detected"
-    assert interruptions.get(client_id, running).status == "detected"
-    [told] = notifications(client_id, "interruption_abandoned")
-    assert told.severity == "warning" and primary in told.message
-    assert_client_safe(told.message)
-
-
-def test_the_sweeper_fails_loudly_an_event_left_handling_by_an_ended_workflow(api, make_tenant, monkeypatch):
-    """The failure recorder itself can exhaust its retries: the execution ends, the event stays
-    ``handling``. Past STUCK_HANDLING_S with no execution running it is closed ``failed``, once, with a
-    critical notification; a young one or one whose execution still runs is left alone."""
-    from chalicelib.aws import stepfunctions
-    from chalicelib.jobs.cleanup import STUCK_HANDLING_S
-    from chalicelib.repositories import interruptions
-
+    assert after_s == {"detected": cleanup.STUCK_DETECTED_S, "handling": cleanup.STUCK_HANDLING_S}[status]
     client_id, _, agent_id, primary, _ = register_agent(make_tenant)
     now = datetime.now(timezone.utc)
 
@@ -315,23 +290,23 @@ def test_the_sweeper_fails_loudly_an_event_left_handling_by_an_ended_workflow(ap
         at = now - timedelta(seconds=age_s)
         row = InterruptionTable(client_id, interruptions.new_interruption_id(at), agent_id=agent_id,
                                 instance_id=primary, signal_type="termination-warning", source="eventbridge",
-                                status="handling", detected_at=at)
+                                status=status, detected_at=at)
         row.save()
         return row.interruption_id
 
-    ended, young, running = event(STUCK_HANDLING_S + 60), event(STUCK_HANDLING_S - 60), event(3 * STUCK_HANDLING_S)
+    stuck, fresh, running = event(after_s + 60), event(after_s - 60), event(3 * after_s)
     monkeypatch.setattr(stepfunctions, "is_running", lambda name, arn=None: name == running)
     first = invoke_schedule(api, "cleanup", now=now)
     again = invoke_schedule(api, "cleanup", now=now)
-    mine = {ended, young, running}  # other tests' events may share the table
-    assert mine & set(first["abandoned"]) == {ended} and not mine & set(again["abandoned"])
-    row = interruptions.get(client_id, ended)
-    assert (row.status, row.success, row.response_action) == ("failed", False, "abandoned")
-    assert "without recording an outcome" in row.error and row.completed_at is not None
-    assert interruptions.get(client_id, young).status == "handling"
-    assert interruptions.get(client_id, running).status == "handling"
+    mine = {stuck, fresh, running}  # other tests' events may share the table
+    assert mine & set(first["abandoned"]) == {stuck} and not mine & set(again["abandoned"])
+    row = interruptions.get(client_id, stuck)
+    assert (row.status, row.success, row.response_action) == (closed_as, False, "abandoned")
+    assert why in row.error and row.completed_at is not None
+    assert interruptions.get(client_id, fresh).status == status
+    assert interruptions.get(client_id, running).status == status
     [told] = notifications(client_id, "interruption_abandoned")
-    assert told.severity == "critical" and primary in told.message
+    assert told.severity == severity and primary in told.message
     assert_client_safe(told.message)
 
 
