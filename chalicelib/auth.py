@@ -20,6 +20,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from chalicelib import rate_limit
@@ -53,18 +54,28 @@ def is_agent_credential(token: str | None) -> bool:
     return isinstance(token, str) and token.startswith(AGENT_CREDENTIAL_PREFIX)
 
 
-def authenticate_agent(token: str, agent_id: str, *, allow_deleted: bool = False) -> agent_repo.AgentRecord:
+def authenticate_agent(token: str, agent_id: str, *, allow_deleted: bool = False,
+                       retired_instance: str | None = None) -> agent_repo.AgentRecord:
     """The agent an agent credential belongs to, if it is ``agent_id``: one GetItem.
 
     401 for a malformed, unknown or rotated credential; 403 when the client is inactive; 404 when the
     path names another agent (whether or not it exists: siblings stay invisible) or a deleted one.
+    With ``retired_instance`` (the one route that allows it) the credential replaced by the latest
+    registration is accepted too, if it was issued to that instance: the record says
+    ``by_retired_credential`` and the route limits what it may do.
     """
     names = credential_names(token)
     if names is None:
         raise UnauthorizedError("invalid agent credential")
     agent = agent_repo.get(*names)
-    if agent is None or not agent.credential_hash or \
-            not hmac.compare_digest(agent.credential_hash, hash_secret(token)):
+    hashed = hash_secret(token)
+    if agent is not None and agent.credential_hash and hmac.compare_digest(agent.credential_hash, hashed):
+        pass
+    elif agent is not None and retired_instance and agent.retired_credential_hash \
+            and agent.retired_credential_instance_id == retired_instance \
+            and hmac.compare_digest(agent.retired_credential_hash, hashed):
+        agent = replace(agent, by_retired_credential=True)
+    else:
         raise UnauthorizedError("invalid agent credential; register again to get a new one")
     if agent.client_suspended:
         raise ForbiddenError("client is not active")

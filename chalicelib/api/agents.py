@@ -348,6 +348,32 @@ def _decimal(value) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+def _reported_old_instance(body: dict) -> str | None:
+    """The old instance a switch report names (the instance a retired credential must have been issued to)."""
+    old = body.get("old_instance") if isinstance(body, dict) else None
+    instance_id = old.get("instance_id") if isinstance(old, dict) else None
+    return instance_id if isinstance(instance_id, str) else None
+
+
+def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
+    """The old agent's repeated report, by its retired credential: only the termination time of a switch
+    already recorded from that instance (anything else is 403 and writes nothing)."""
+    old, new, timing = body.old_instance, body.new_instance, body.timing
+    terminated = timing.old_instance_terminated_at
+    if old.instance_id != agent.retired_credential_instance_id or terminated is None:
+        raise ForbiddenError("a replaced credential may only report its instance's termination after a switch",
+                             code="agent_credential_replaced")
+    switch_id = _switch_id(agent.agent_id, new.instance_id)
+    initiated = timing.switch_initiated_at or timing.new_instance_launched_at or timing.new_instance_ready_at
+    if initiated is None or not switches.record_old_termination(
+            client_id, switches.switch_key(initiated, switch_id), old_instance_id=old.instance_id,
+            terminated_at=terminated, deactivate=bool(agent.config.get("auto_terminate_enabled")), now=utcnow()):
+        raise ForbiddenError("a replaced credential may only report its instance's termination after a switch",
+                             code="agent_credential_replaced")
+    return ok({"success": True, "switch_id": switch_id, "duplicate": True, "hourly_savings": None,
+               "monthly_savings": None, "commands_completed": [], "warnings": []})
+
+
 def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
     """True when ``instance_id`` is (or was) one of this agent's instances."""
     if not instance_id or instance_id == agent.instance_id:
@@ -384,9 +410,17 @@ def switch_report(agent_id):
     The switch already happened in AWS, so the report is always recorded: an implausible field is
     dropped (and named in ``warnings``), a missing price comes from the server's own prices. Only a
     report that names no new instance, or an old instance that is not this agent's, is refused. The
-    switch command of the old instance is completed by the report (legacy agents name no command)."""
-    client_id, agent, body = agent_request(_request(), agent_id, SwitchReportRequest)
+    switch command of the old instance is completed by the report (legacy agents name no command).
+
+    After the switch the old instance's agent terminates its instance and sends the report once more with
+    the termination time, by when the new instance's agent may have registered and replaced the credential:
+    that credential (issued to the old instance) is accepted here for that one purpose — a switch already
+    recorded from that instance — and nothing else (``_old_instance_terminated``)."""
+    client_id, agent, body = agent_request(_request(), agent_id, SwitchReportRequest,
+                                           retired_instance=_reported_old_instance)
     old, new, timing = body.old_instance, body.new_instance, body.timing
+    if agent.by_retired_credential:
+        return _old_instance_terminated(client_id, agent, body)
     if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
     now = utcnow()

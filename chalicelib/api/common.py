@@ -7,6 +7,7 @@ JSON error shape (chalicelib.errors) instead of Chalice's generic 500.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -97,7 +98,8 @@ def client_request(request, schema: type[SchemaT] | None = None) -> tuple[Client
 
 
 def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *,
-                  allow_deleted: bool = False) -> tuple[str, AgentRecord, SchemaT | dict]:
+                  allow_deleted: bool = False,
+                  retired_instance: Callable[[dict], str | None] | None = None) -> tuple[str, AgentRecord, SchemaT | dict]:
     """Authenticate an agent route: ``(client_id, agent, body)``.
 
     The agent's own credential (its row's GetItem; another agent's id is 404), or, where the client runs in
@@ -109,7 +111,8 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
     token = auth.bearer_token(request.headers)
     if auth.is_agent_credential(token):
         try:
-            agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted)
+            agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted,
+                                            retired_instance=retired_instance(body) if retired_instance else None)
         except (UnauthorizedError, ForbiddenError, NotFoundError):
             rate_limit.refund(request)  # counted by a fast path before the row refused the credential
             raise

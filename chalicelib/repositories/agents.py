@@ -64,6 +64,10 @@ class AgentRecord:
     last_pricing_at: datetime | None = None
     account_id: str | None = None
     credential_hash: str | None = field(default=None, repr=False)
+    credential_instance_id: str | None = None
+    retired_credential_hash: str | None = field(default=None, repr=False)
+    retired_credential_instance_id: str | None = None
+    by_retired_credential: bool = False  # authenticated by the retired credential (chalicelib.auth)
     client_suspended: bool = False
     active_commands: int | None = None  # pending + executing commands; None = not counted yet (read the queue)
 
@@ -106,6 +110,8 @@ def _record(row: AgentTable) -> AgentRecord:
         ami_id=row.ami_id, private_ip=row.private_ip, current_replica_id=row.current_replica_id,
         last_interruption_at=row.last_interruption_at, interruption_count=int(row.interruption_count or 0),
         last_pricing_at=row.last_pricing_at, account_id=row.account_id, credential_hash=row.credential_hash,
+        credential_instance_id=row.credential_instance_id, retired_credential_hash=row.retired_credential_hash,
+        retired_credential_instance_id=row.retired_credential_instance_id,
         client_suspended=bool(row.client_suspended),
         active_commands=None if row.active_commands is None else int(row.active_commands),
     )
@@ -233,7 +239,12 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         client_suspended=None,  # the caller's client token proved it active
     )
     if identity:
-        fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"])
+        fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"],
+                      credential_instance_id=reg.instance_id)
+        if current is not None and current.credential_hash and current.credential_instance_id \
+                and current.credential_instance_id != reg.instance_id:
+            fields.update(retired_credential_hash=current.credential_hash,
+                          retired_credential_instance_id=current.credential_instance_id)
     instance_condition = _instance_condition(client, plan.agent_id)
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:

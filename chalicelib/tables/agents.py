@@ -114,6 +114,12 @@ class AgentTable(Model):
     # SHA-256 of the agent credential issued with it (never the credential itself).
     account_id = OptionalText()
     credential_hash = OptionalText()
+    # The instance that credential was issued to, and the credential before it with its instance: after a
+    # switch the old instance's agent reports its termination once more, after the new instance's agent has
+    # registered (chalicelib/api/agents.py, switch_report: that one report only).
+    credential_instance_id = OptionalText()
+    retired_credential_hash = OptionalText()
+    retired_credential_instance_id = OptionalText()
     # Copy of "the client is inactive", so an agent credential is checked with this row's GetItem alone.
     client_suspended = BooleanAttribute(null=True)
     # Pending + executing commands (chalicelib/repositories/commands.py keeps it in the same transaction as

@@ -8,6 +8,7 @@ signed by localmode.identity_signer as FakeImds signs them.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -281,3 +282,47 @@ def test_the_signature_covers_the_exact_document_bytes(make_tenant, aws_signs_lo
     status, reply = caller.post("/api/agents/register", {**body, "identity_document": compact,
                                                           "identity_signature": signature})
     assert_error(status, reply, 403, code="identity_not_verified")
+
+
+def test_after_a_switch_the_old_instances_credential_reports_only_its_termination(verified):
+    """The old agent terminates its instance after the wait and reports the switch again with the termination
+    time, after the new instance's agent registered and replaced the credential: that report is accepted
+    (the old instance is closed, once); the replaced credential can do nothing else."""
+    from chalicelib.repositories import switches
+    from chalicelib.tables import InstanceTable
+
+    client_id, caller, a, _ = verified
+    agent_id, old_id, new_id = a["agent_id"], a["body"]["instance_id"], new_instance_id()
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": True})
+    assert status == 200, reply
+    report = switch_body(old_id, new_id)
+    status, reply = a["caller"].post(f"/api/agents/{agent_id}/switch-report", report)
+    assert status == 200 and reply["duplicate"] is False, reply
+    status, reply = caller.post("/api/agents/register", verified_registration(
+        logical_agent_id=a["body"]["logical_agent_id"], instance_id=new_id, az="eu-west-1b"))
+    assert status == 200 and reply["agent_credential"] != a["credential"], reply
+    assert InstanceTable.get(old_id).is_active  # still running: the agent terminates it after the wait
+
+    status, err = a["caller"].post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert_error(status, err, 401)  # the replaced credential is no agent credential any more
+    before = snapshot_tables()
+    another = switch_body(old_id, new_instance_id(), timing={**report["timing"],
+                                                             "old_instance_terminated_at": "2026-01-01T00:06:32Z"})
+    status, err = a["caller"].post(f"/api/agents/{agent_id}/switch-report", another)
+    assert_error(status, err, 403)  # not a switch recorded from that instance
+    status, err = a["caller"].post(f"/api/agents/{agent_id}/switch-report",
+                                   {**report, "old_instance": {**report["old_instance"], "instance_id": new_id}})
+    assert_error(status, err, 401)  # not the instance it was issued to
+    status, err = a["caller"].post(f"/api/agents/{agent_id}/switch-report", report)
+    assert_error(status, err, 403)  # no termination time: nothing this credential may report
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+    terminated = {**report, "timing": {**report["timing"], "old_instance_terminated_at": "2026-01-01T00:06:32Z"}}
+    for _ in range(2):  # a repeat changes nothing
+        status, reply = a["caller"].post(f"/api/agents/{agent_id}/switch-report", terminated)
+        assert status == 200 and reply["duplicate"] is True, reply
+    row = InstanceTable.get(old_id)
+    assert row.is_active is False and row.terminated_at.isoformat().startswith("2026-01-01T00:06:32")
+    [switch] = [s for s in switches.for_client_since(client_id, datetime(2025, 1, 1, tzinfo=timezone.utc))
+                if s.old_instance_id == old_id]
+    assert switch.old_terminated_at.isoformat().startswith("2026-01-01T00:06:32")
