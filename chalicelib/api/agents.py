@@ -358,14 +358,11 @@ def _reported_old_instance(body: dict) -> str | None:
 def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
     """The old agent's repeated report, by its retired credential: only the termination time of a switch
     already recorded from that instance (anything else is 403 and writes nothing)."""
-    old, new, timing = body.old_instance, body.new_instance, body.timing
+    old, new, timing = body.old_instance, body.new_instance, body.timing  # old: the credential's (auth checked)
     terminated = timing.old_instance_terminated_at
-    if old.instance_id != agent.retired_credential_instance_id or terminated is None:
-        raise ForbiddenError("a replaced credential may only report its instance's termination after a switch",
-                             code="agent_credential_replaced")
     switch_id = _switch_id(agent.agent_id, new.instance_id)
     initiated = timing.switch_initiated_at or timing.new_instance_launched_at or timing.new_instance_ready_at
-    if initiated is None or not switches.record_old_termination(
+    if terminated is None or initiated is None or not switches.record_old_termination(
             client_id, switches.switch_key(initiated, switch_id), old_instance_id=old.instance_id,
             terminated_at=terminated, deactivate=bool(agent.config.get("auto_terminate_enabled")), now=utcnow()):
         raise ForbiddenError("a replaced credential may only report its instance's termination after a switch",

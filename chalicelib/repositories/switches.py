@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import ConflictError
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -96,27 +96,18 @@ def _old_terminated(row: SwitchTable, client_id: str, old_instance_id: str, now:
 
 def record_old_termination(client_id: str, switch_key: str, *, old_instance_id: str, terminated_at: datetime,
                            deactivate: bool, now: datetime) -> bool:
-    """The old instance's termination for a switch already recorded from it (a retired credential's report):
-    the switch gets ``old_terminated_at`` and, under auto-terminate, the instance is closed; once. True when
-    the switch exists and names that old instance (a repeat is True and changes nothing)."""
+    """The repeated report of a switch already recorded from ``old_instance_id`` (a retired credential's):
+    what ``record``'s duplicate path does — under auto-terminate the termination time is recorded and the old
+    instance closed, once. True when the switch exists and names that old instance."""
     try:
         row = SwitchTable.get(client_id, switch_key, consistent_read=True)
     except SwitchTable.DoesNotExist:
         return False
     if row.old_instance_id != old_instance_id:
         return False
-    if row.old_terminated_at is None:
+    if deactivate and row.old_terminated_at is None:
         row.old_terminated_at = terminated_at
-        if deactivate:
-            _old_terminated(row, client_id, old_instance_id, now)
-        else:
-            try:
-                SwitchTable(client_id, switch_key).update(
-                    actions=[SwitchTable.old_terminated_at.set(terminated_at)],
-                    condition=SwitchTable.old_terminated_at.does_not_exist())
-            except UpdateError as exc:
-                if not condition_failed(exc):
-                    raise
+        _old_terminated(row, client_id, old_instance_id, now)
     return True
 
 
