@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
-from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation, ObservationKind
+from components.capacity import DEFAULT_BACKOFF, NEGATIVE_KINDS, BackoffPolicy, CapacityObservation, ObservationKind
 from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
 from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml
@@ -220,11 +220,9 @@ class OursPolicy:
 
 def _last_setback(observations, now: float):
     """Kind of the pool's latest refusal, warning or AWS stop at or before ``now`` (None: none)."""
-    latest = max((o for o in observations if o.at <= now and o.kind in _SETBACKS), key=lambda o: o.at, default=None)
+    latest = max((o for o in observations if o.at <= now and o.kind in NEGATIVE_KINDS), key=lambda o: o.at, default=None)
     return None if latest is None else latest.kind
 
-
-_SETBACKS = (ObservationKind.LAUNCH_REFUSED, ObservationKind.INTERRUPTION_WARNING, ObservationKind.AWS_STOPPED)
 
 
 def _sole_replacement(obs: Observation):

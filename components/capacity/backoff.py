@@ -35,12 +35,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from components.capacity.model import CapacityObservation, ObservationKind
+from components.capacity.model import NEGATIVE_KINDS, CapacityObservation, ObservationKind
 
 __all__ = ["DEFAULT_BACKOFF", "STANDBY_BACKOFF", "BackoffPolicy"]
 
-_STARTS = frozenset({ObservationKind.LAUNCH_REFUSED, ObservationKind.INTERRUPTION_WARNING,
-                     ObservationKind.AWS_STOPPED})
+_STARTS = NEGATIVE_KINDS  # a refusal, a warning or an AWS stop starts (or extends) a back-off
 _CLEARS = frozenset({ObservationKind.LAUNCH_SUCCEEDED})
 _LOSSES = frozenset({ObservationKind.INTERRUPTION_WARNING, ObservationKind.AWS_STOPPED})
 

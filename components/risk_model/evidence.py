@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from components.capacity import HELD_INTERVAL_S, CapacityObservation, ObservationKind
+from components.capacity import HELD_INTERVAL_S, NEGATIVE_KINDS, POSITIVE_KINDS, CapacityObservation, ObservationKind
 from components.risk_model.errors import InvalidRiskInputError
 from components.risk_model.prior import ADVISOR_BAND_MONTHLY_RATE, SECONDS_PER_MONTH
 
@@ -46,8 +46,6 @@ __all__ = ["EVIDENCE_WINDOW_S", "FEATURE_NAMES", "PoolEvidence", "evidence_hazar
 EVIDENCE_WINDOW_S = 7 * 24 * 3600.0
 _DAY = 24 * 3600.0
 _NAN = float("nan")
-_NEGATIVE = (ObservationKind.LAUNCH_REFUSED, ObservationKind.INTERRUPTION_WARNING, ObservationKind.AWS_STOPPED)
-_POSITIVE = (ObservationKind.LAUNCH_SUCCEEDED, ObservationKind.HELD)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "hours_since_negative",      # since the pool's last refusal / warning / AWS stop (cap 168)
@@ -99,7 +97,7 @@ def _counts(observations: Sequence[CapacityObservation], now: float) -> dict:
         if age < 0 or age >= EVIDENCE_WINDOW_S:
             continue
         kind = o.kind
-        if kind in _NEGATIVE:
+        if kind in NEGATIVE_KINDS:
             c["neg7"] += 1
             if age < _DAY:
                 c["neg24"] += 1
@@ -108,7 +106,7 @@ def _counts(observations: Sequence[CapacityObservation], now: float) -> dict:
                 c["neg6"] += 1
             if c["last_neg"] is None or o.at > c["last_neg"]:
                 c["last_neg"] = o.at
-        elif kind in _POSITIVE:
+        elif kind in POSITIVE_KINDS:
             if kind is ObservationKind.HELD:
                 c["held7"] += 1
             if age < _DAY:
@@ -211,7 +209,7 @@ def _tally(observations: Sequence[CapacityObservation], now: float, decay_s: flo
         if age < 0 or age >= EVIDENCE_WINDOW_S:
             continue
         weight = math.exp(-age / decay_s)
-        if o.kind in _NEGATIVE:
+        if o.kind in NEGATIVE_KINDS:
             events += weight * (refusal_weight if o.kind is ObservationKind.LAUNCH_REFUSED else 1.0)
         elif o.kind is ObservationKind.HELD:
             exposure += weight * HELD_INTERVAL_S / 3600.0
