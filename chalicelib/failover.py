@@ -475,10 +475,12 @@ def record(state: State) -> State:
 
 def _completed_at(state: State) -> datetime:
     """The event's completion time, set once: a retried closing step records and notifies with the same time
-    (and so the same derived keys, ``activity``'s ``once``)."""
-    interruptions.set_once(state["client_id"], state["interruption_id"], "completed_at", _now())
+    (and so the same derived keys, ``activity``'s ``once``). One write; a retried step also reads the first time."""
+    now = _now()
+    if interruptions.set_once(state["client_id"], state["interruption_id"], "completed_at", now):
+        return now
     event = interruptions.get(state["client_id"], state["interruption_id"])
-    return event.completed_at if event is not None and event.completed_at else _now()
+    return event.completed_at if event is not None and event.completed_at else now
 
 
 def _record_return(state: State, name: str, now: datetime) -> State:

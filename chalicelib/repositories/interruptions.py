@@ -107,8 +107,9 @@ def stuck(status: str, before: datetime) -> list[InterruptionTable]:
     return list(InterruptionTable.scan(filter_condition=condition))
 
 
-def set_once(client_id: str, interruption_id: str, name: str, value: datetime) -> None:
-    """Stamp a timing only if it is not set yet (retried steps keep the first time)."""
+def set_once(client_id: str, interruption_id: str, name: str, value: datetime) -> bool:
+    """Stamp a timing only if it is not set yet (retried steps keep the first time); True when this call
+    stamped it, False when it was already set (or the event is gone)."""
     attribute = getattr(InterruptionTable, name)
     try:
         InterruptionTable(client_id, interruption_id).update(
@@ -117,6 +118,8 @@ def set_once(client_id: str, interruption_id: str, name: str, value: datetime) -
     except UpdateError as exc:
         if not condition_failed(exc):
             raise
+        return False
+    return True
 
 
 def for_agent(agent_id: str, limit: int = 50) -> list[InterruptionTable]:
