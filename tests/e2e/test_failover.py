@@ -254,6 +254,37 @@ def test_e_a_transient_task_failure_is_retried_and_the_execution_succeeds(api, m
     assert agent_row(client_id, agent_id).instance_id != primary
 
 
+def test_e2_a_retried_closing_step_keeps_its_first_completion_time_and_notifies_once(api, make_tenant, monkeypatch):
+    from chalicelib import failover
+    from chalicelib.aws.ec2 import TransientAwsError
+    from chalicelib.repositories import activity
+    from chalicelib.tables import NotificationTable
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    real_record_event, real_now, failed = activity.record_event, failover._now, []
+    monkeypatch.setattr(failover, "_now", lambda: real_now() + timedelta(minutes=len(failed)))
+
+    def flaky(event_type, *args, **kwargs):
+        # the closing step dies after its notification was written (its answer lost) and then runs again
+        # a minute later: the retry must reuse the first time, so its notification key is the same one
+        if event_type == "failover_completed" and not failed:
+            failed.append(True)  # from now on the step's clock reads a minute later
+            raise TransientAwsError("Throttling: rate exceeded")
+        return real_record_event(event_type, *args, **kwargs)
+
+    monkeypatch.setattr(activity, "record_event", flaky)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+    assert failed, "the closing step never failed: the test proves nothing"
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.completed_at is not None
+    sent = [n for n in NotificationTable.query(client_id) if n.kind == "interruption"]
+    assert len(sent) == 1 and sent[0].created_at == event.completed_at, [n.attribute_values for n in sent]
+    assert failover._completed_at({"client_id": client_id, "interruption_id": event.interruption_id}) \
+        == event.completed_at
+
+
 def test_f_rebalance_prewarms_a_standby_that_expires_when_no_warning_follows(api, make_tenant):
     from datetime import datetime, timedelta, timezone
 
