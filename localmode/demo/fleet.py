@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from components.sentinel import TERMINATION_NOTICE_S
 from localmode.capacity import CapacityGuard
 from localmode.demo.world import INSTANCE_TYPE, TraceWorld
 from localmode.embedded_aws import image_id
@@ -116,7 +117,7 @@ class Fleet:
 
     def warn(self, member: Member, when: datetime) -> None:
         """AWS's two-minute warning in the instance's IMDS (the EventBridge side is the runner's)."""
-        member.imds.set_instance_action("terminate", (when + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        member.imds.set_instance_action("terminate", (when + timedelta(seconds=TERMINATION_NOTICE_S)).strftime("%Y-%m-%dT%H:%M:%SZ"))
         member.warned = True
 
     def run_retiring(self, now: datetime) -> None:

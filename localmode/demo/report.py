@@ -41,6 +41,7 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
     seen = [row for pid in pools for row in ObservationTable.query(
         pid, ObservationTable.observation_key.between(since, "9999"))]
     return {
+        "ec2_live": _ec2_live(client_id, pools),
         "start": _iso(start), "end": _iso(end),
         "savings": savings_figures(client_id, [a.agent_id for a in agents], end),
         "agents": [{"agent_id": a.agent_id, "logical_agent_id": a.logical_agent_id, "status": a.status,
@@ -67,6 +68,16 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
         "observations": [{"pool_id": o.pool_id, "kind": o.kind, "at": o.at.timestamp(), "code": o.code,
                           "source": o.source, "recorded_at": o.recorded_at.timestamp()} for o in seen],
     }
+
+
+def _ec2_live(client_id: str, pools: list[str]) -> list[str]:
+    """The instances the product launched for the client that are still live in (embedded) EC2, every region
+    of the pools: what the client pays for, whatever the tables say."""
+    from chalicelib.aws import ec2
+    from components.pool_id import parse_pool_id, region_of_az
+
+    regions = sorted({region_of_az(parse_pool_id(pid)[1]) for pid in pools})
+    return sorted(i.instance_id for region in regions for i in ec2.managed_instances(region, client_id=client_id))
 
 
 def savings_figures(client_id: str, agent_ids: list[str], end: datetime) -> dict:
@@ -189,6 +200,8 @@ def summarize(raw: dict) -> dict:
         "window": f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC",
         "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
         "instances": len(raw["instances"]),
+        # launched by the product and still running in EC2 though the tables closed them: paid for, unseen
+        "ec2_unaccounted": sorted(set(raw["ec2_live"]) - {i["instance_id"] for i in raw["instances"] if i["is_active"]}),
         "cost_usd": round(cost, 2), "ondemand_usd": round(baseline, 2),
         "cost_pct_of_ondemand": round(100 * cost / baseline, 1) if baseline else None,
         "interruptions": len(failovers), "failover_actions": actions,
@@ -213,7 +226,7 @@ def print_summary(s: dict) -> None:
     print(f"""
 Summary (computed from what the tables recorded)
   replayed window        {s['window']}
-  agents / instances     {s['agents']} agents ({s['agents_online']} online at the end), {s['instances']} instances over the run (standbys included)
+  agents / instances     {s['agents']} agents ({s['agents_online']} online at the end), {s['instances']} instances over the run (standbys included); {len(s.get('ec2_unaccounted', ()))} running in EC2 that the tables closed
   cost                   ${s['cost_usd']:,.2f} vs ${s['ondemand_usd']:,.2f} all on-demand ({s['cost_pct_of_ondemand']}% of on-demand; savings ${s.get('savings_usd', 0.0):,.2f}, as the console shows them)
   interruptions          {s['interruptions']} warnings handled: {actions}
   failover               warning → traffic moved p50 {s['failover_ms_p50']} ms, max {s['failover_ms_max']} ms (product processing; EC2 boot is instant in the embedded AWS)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import requests
 
+from components.sentinel import TERMINATION_NOTICE_S
 from localmode import embedded_aws
 from localmode.demo import compare, report
 from localmode.demo.fleet import Fleet
@@ -47,6 +48,7 @@ LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "m
 PICKUP = timedelta(seconds=60)
 RETIRE = timedelta(seconds=61)
 FOLLOW_UP_CYCLES = 3  # further decision cycles (5 min apart) after one that queued commands
+TERMINATION_NOTICE = timedelta(seconds=TERMINATION_NOTICE_S)  # AWS's warning → the instance is reclaimed
 
 
 class Api:
@@ -85,6 +87,7 @@ class Replay:
         self.stack, self.world, self.start, self.clock = stack, world, start, clock
         self.api = Api(stack.api_url)
         self.open_zones: list[str] | None = None
+        self.reclaims: dict[str, tuple[datetime, str]] = {}  # warned spot instance → (AWS's deadline, region)
         self.set_time(start)
         admin = self.admin = Api(stack.api_url, admin_key=stack.admin_key)
         self.model_version: str | None = None
@@ -119,6 +122,18 @@ class Replay:
             capacity.install()
             capacity.STATE.set(self.world.zones, open_now)
             self.open_zones = open_now
+        self.reclaim(when)
+
+    def reclaim(self, now: datetime) -> None:
+        """AWS terminates a warned spot instance at the end of its two minutes, whatever the product does; the
+        embedded EC2 has no such reclaim, so the replay does it. (Without it every warned standby stayed
+        running there, and after a few days the client's instance quota refused the failovers' launches.)"""
+        due = [(iid, region) for iid, (deadline, region) in self.reclaims.items() if deadline <= now]
+        for region in {region for _, region in due}:
+            ids = [iid for iid, r in due if r == region]
+            self.fleet.ec2(region).terminate_instances(InstanceIds=ids)
+            for iid in ids:
+                del self.reclaims[iid]
 
     def boot(self) -> None:
         for n, (name, az, mode) in enumerate(self.layout):
@@ -157,6 +172,7 @@ class Replay:
             if member.lifecycle == "spot" and not member.warned and self.world.lost_between(member.az, begin, end):
                 self.fleet.warn(member, end)
                 self._eventbridge(member.instance_id, end)
+                self.reclaims[member.instance_id] = (end + TERMINATION_NOTICE, self.world.region_of(member.az))
                 sent += 1
         for agent_id in self.fleet.agent_ids.values():
             for replica in replica_repo.for_agent(agent_id, include_final=False):
@@ -165,6 +181,7 @@ class Replay:
                         and self.world.lost_between(replica.az, begin, end)):
                     self.standby_warned.add(replica.instance_id)
                     self._eventbridge(replica.instance_id, end)
+                    self.reclaims[replica.instance_id] = (end + TERMINATION_NOTICE, self.world.region_of(replica.az))
                     sent += 1
         return sent
 
@@ -320,6 +337,7 @@ def run(*, start: datetime | None, days: float, agents: int, step_minutes: int, 
                 print(f"  {100 * steps // total_steps:>3}%  {t:%a %d %b %H:%M}  two-minute warnings sent so far "
                       f"{warnings} (to primaries and standbys)  ({time.monotonic() - began:.0f} s)", flush=True)
         replay.set_time(end)
+        replay.reclaim(end + TERMINATION_NOTICE)  # the last step's warned instances go two minutes later
         from localmode.invoke import invoke_schedule
 
         invoke_schedule("savings-rollup", end)  # the savings roll-up up to the end: the report's figures
