@@ -201,7 +201,7 @@ def summarize(raw: dict) -> dict:
         "agents": len(raw["agents"]), "agents_online": sum(a["status"] == "online" for a in raw["agents"]),
         "instances": len(raw["instances"]),
         # launched by the product and still running in EC2 though the tables closed them: paid for, unseen
-        "ec2_unaccounted": sorted(set(raw["ec2_live"]) - {i["instance_id"] for i in raw["instances"] if i["is_active"]}),
+        "ec2_unaccounted": sorted(set(raw.get("ec2_live", ())) - {i["instance_id"] for i in raw["instances"] if i["is_active"]}),
         "cost_usd": round(cost, 2), "ondemand_usd": round(baseline, 2),
         "cost_pct_of_ondemand": round(100 * cost / baseline, 1) if baseline else None,
         "interruptions": len(failovers), "failover_actions": actions,
