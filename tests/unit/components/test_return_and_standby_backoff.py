@@ -95,3 +95,15 @@ def test_standby_losses_older_than_a_day_are_forgotten_and_refusals_still_clear_
     refusals = [CapacityObservation("p", K.LAUNCH_REFUSED, 0.0), CapacityObservation("p", K.LAUNCH_REFUSED, 700.0),
                 CapacityObservation("p", K.LAUNCH_SUCCEEDED, 1000.0)]
     assert STANDBY_BACKOFF.until(refusals, now=1100.0) is None
+
+
+def test_with_losses_start_off_only_refusals_open_a_window_and_losses_still_count_nothing():
+    # the backtest variant "losses start no back-off": a warning leaves the pool open (its risk estimate
+    # carries the loss); a refusal still closes it for the base window
+    from components.capacity import BackoffPolicy
+
+    policy = BackoffPolicy(losses_start=False)
+    warned = [CapacityObservation(A, K.INTERRUPTION_WARNING, 0.0), CapacityObservation(A, K.AWS_STOPPED, 60.0)]
+    assert policy.until(warned, now=120.0) is None and DEFAULT_BACKOFF.until(warned, now=120.0) == 60.0 + 1200.0
+    refused = [*warned, CapacityObservation(A, K.LAUNCH_REFUSED, 180.0)]
+    assert policy.until(refused, now=200.0) == 180.0 + 600.0
