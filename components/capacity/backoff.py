@@ -7,6 +7,8 @@ than 1.7 hours. Karpenter's 3 minutes is shorter than our 5-minute decision cycl
 never skip a cycle; 10 minutes skips the next cycle or two, and doubling reaches the long outages
 (10, 20, 40, 80 min, … 6 h) after a handful of refusals without ever retrying a dead pool every cycle.
 An interruption warning or AWS stop starts the same window as a refusal: the pool just lost capacity.
+(``losses_start=False`` leaves losses to the risk estimate alone; a variant of the backtest,
+docs/benchmarks.md, not shipped: it wins most of the 9-AZ rows and slices but loses where pools flap.)
 
 A launch success clears the streak (capacity came back). With ``loss_memory_s`` > 0 it clears only the
 refusals: losses (warnings, AWS stops) of the last ``loss_memory_s`` keep counting, so a pool that takes
@@ -52,6 +54,7 @@ class BackoffPolicy:
     factor: float = 2.0
     max_s: float = 6 * 3600.0
     loss_memory_s: float = 0.0  # > 0: a launch success does not clear losses younger than this
+    losses_start: bool = True  # False: only refusals start a window (a loss then weighs only in the risk)
 
     def window(self, refusals_in_a_row: int) -> float:
         """How long to skip the pool after the n-th refusal in a row (0 for none)."""
@@ -68,7 +71,7 @@ class BackoffPolicy:
         for o in sorted((o for o in observations if o.at <= now), key=lambda o: o.at):
             if o.kind in _CLEARS:
                 streak, last = self._remembered_losses(observations, o.at, now), None
-            elif o.kind in _STARTS:
+            elif o.kind in _STARTS and (self.losses_start or o.kind not in _LOSSES):
                 streak, last = streak + 1, o.at
         if last is None:
             return None
