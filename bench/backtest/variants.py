@@ -1,13 +1,15 @@
 """Variants of ``ours`` scored on every real-capacity dataset and the 9-AZ trace's three-zone slices.
 
-    python -m bench.backtest.variants [--variants KEY,KEY] [--json OUT]
+    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--json OUT]
 
 Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
 whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
 oracle on the 8 real-capacity rows of docs/benchmarks.md and the 5 three-zone slices (the shape of our
 held-out sets), with the mean, the worst row and how many rows it wins or loses against the defaults.
 A variant ships only if it is lower on every row, or lower on average without losing a row by more than
-it wins elsewhere (docs/benchmarks.md, "Backtest").
+it wins elsewhere (docs/benchmarks.md, "Backtest"). The rows are scored from 60 % of each trace to its end,
+the window every table uses; ``--window 0.2,0.6`` scores an earlier part nothing was chosen on, to check
+that a variant's win there is not noise.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bench.backtest import Rules, run_backtest
-from bench.backtest.validate import DEFAULT, Dataset, Setting, _p3, datasets
+from bench.backtest.validate import DEFAULT, TRAIN_FRACTION, Dataset, Setting, _p3, datasets, window
 from components.capacity import BackoffPolicy
 
 VARIANTS: tuple[Setting, ...] = (
@@ -49,13 +51,16 @@ def rows() -> list[Dataset]:
               for s in SLICES)]
 
 
-def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[str], None] = print) -> dict:
-    """{dataset key: {variant key: score × oracle}}, each dataset loaded once and run once for all variants."""
+def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[str], None] = print,
+          fractions: tuple[float, float] = (TRAIN_FRACTION, 1.0)) -> dict:
+    """{dataset key: {variant key: score × oracle}}, each dataset loaded once and run once for all variants,
+    over the ticks between the two fractions of each trace."""
     out: dict[str, dict[str, float]] = {}
     for d in sets:
         trace = d.load()
+        start, end = window(trace, fractions)
         doc = run_backtest(trace, [v.policy() for v in variants],
-                           Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s))
+                           Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s), start=start, end=end)
         out[d.key] = {v.key: round(doc["policies"][f"ours[{v.key}]"]["score_ratio_to_oracle"], 4) for v in variants}
         log(f"{d.key}: " + ", ".join(f"{k} {s:.4f}" for k, s in out[d.key].items()))
     return out
@@ -84,8 +89,16 @@ def markdown(table: Sequence[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", help="comma list of variant keys (default: all; the defaults always run)")
+    ap.add_argument("--window", default=f"{TRAIN_FRACTION},1", help="LO,HI: the part of each trace scored "
+                    f"(fractions of its ticks; default {TRAIN_FRACTION},1, the tables' window)")
     ap.add_argument("--json", type=Path, help="write every score and the summary here")
     args = ap.parse_args(argv)
+    try:
+        lo, hi = (float(x) for x in args.window.split(","))
+    except ValueError:
+        ap.error("--window takes two fractions, LO,HI")
+    if not 0 <= lo < hi <= 1:
+        ap.error("--window needs 0 <= LO < HI <= 1")
     chosen = list(VARIANTS)
     if args.variants:
         wanted = {k.strip() for k in args.variants.split(",")}
@@ -94,7 +107,7 @@ def main(argv=None) -> int:
             print(f"error: unknown variants {sorted(unknown)}; known: {[v.key for v in VARIANTS]}", file=sys.stderr)
             return 2
         chosen = [v for v in VARIANTS if v.key == DEFAULT or v.key in wanted]
-    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr))
+    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi))
     table = summary(scores, [v.key for v in chosen])
     print(markdown(table))
     if args.json:

@@ -39,6 +39,29 @@ def test_the_default_variant_is_the_shipped_policy_and_every_variant_runs():
     assert scores[DEFAULT] == pytest.approx(plain["policies"]["ours"]["score_ratio_to_oracle"], abs=1e-4)
 
 
+def test_a_window_scores_only_its_part_of_each_trace():
+    rng = np.random.default_rng(5)
+    avail = (rng.random((200, 3)) < 0.8).astype(np.int8)
+    avail[:5] = 1
+    avail[80:85] = 1
+    trace = make_trace(avail, rng.uniform(0.5, 1.5, (200, 3)), tick_s=300)
+    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    early = score([tiny], VARIANTS[:1], log=lambda _: None, fractions=(0.4, 0.6))["tiny"][DEFAULT]
+    start, end = trace.split_index(0.4), trace.split_index(0.6)
+    plain = run_backtest(trace, [OursPolicy()], Rules.for_ondemand_price(trace.ondemand_price), start=start, end=end)
+    assert early == pytest.approx(plain["policies"]["ours"]["score_ratio_to_oracle"], abs=1e-4)
+    assert score([tiny], VARIANTS[:1], log=lambda _: None)["tiny"][DEFAULT] != early  # the default: 60 % → end
+
+
+@pytest.mark.parametrize("bad", ["0.6", "0.6,0.2", "a,b", "0,1.5"])
+def test_a_bad_window_is_refused_before_anything_runs(bad, capsys):
+    from bench.backtest.variants import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--window", bad])
+    assert exc.value.code == 2 and "--window" in capsys.readouterr().err
+
+
 def test_the_rows_are_the_real_capacity_datasets_and_the_five_slices():
     keys = [d.key for d in rows()]
     assert "eu-west-1" not in keys  # synthetic interruptions
