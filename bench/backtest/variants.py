@@ -1,6 +1,6 @@
 """Variants of ``ours`` scored on every real-capacity dataset and the 9-AZ trace's three-zone slices.
 
-    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--json OUT]
+    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--offsets K] [--json OUT]
 
 Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
 whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
@@ -52,16 +52,22 @@ def rows() -> list[Dataset]:
 
 
 def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[str], None] = print,
-          fractions: tuple[float, float] = (TRAIN_FRACTION, 1.0)) -> dict:
+          fractions: tuple[float, float] = (TRAIN_FRACTION, 1.0), offsets: int = 1) -> dict:
     """{dataset key: {variant key: score × oracle}}, each dataset loaded once and run once for all variants,
-    over the ticks between the two fractions of each trace."""
+    over the ticks between the two fractions of each trace. With ``offsets`` = k > 1 the window is run k times,
+    starting 0, 1, … k − 1 ticks later, and the ratios are averaged: one tick's difference at the start can
+    move a row by several percent (the policy's path diverges), so one run cannot tell close variants apart."""
+    if offsets < 1:
+        raise ValueError("offsets must be >= 1")
     out: dict[str, dict[str, float]] = {}
     for d in sets:
         trace = d.load()
         start, end = window(trace, fractions)
-        doc = run_backtest(trace, [v.policy() for v in variants],
-                           Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s), start=start, end=end)
-        out[d.key] = {v.key: round(doc["policies"][f"ours[{v.key}]"]["score_ratio_to_oracle"], 4) for v in variants}
+        rules = Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s)
+        runs = [run_backtest(trace, [v.policy() for v in variants], rules, start=start + k, end=end)["policies"]
+                for k in range(min(offsets, end - start - 1))]
+        out[d.key] = {v.key: round(statistics.mean(r[f"ours[{v.key}]"]["score_ratio_to_oracle"] for r in runs), 4)
+                      for v in variants}
         log(f"{d.key}: " + ", ".join(f"{k} {s:.4f}" for k, s in out[d.key].items()))
     return out
 
@@ -91,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", help="comma list of variant keys (default: all; the defaults always run)")
     ap.add_argument("--window", default=f"{TRAIN_FRACTION},1", help="LO,HI: the part of each trace scored "
                     f"(fractions of its ticks; default {TRAIN_FRACTION},1, the tables' window)")
+    ap.add_argument("--offsets", type=int, default=1, help="run each row K times, its window starting 0 .. K-1 "
+                    "ticks later, and average (1; a row moves by a few %% with one tick's shift)")
     ap.add_argument("--json", type=Path, help="write every score and the summary here")
     args = ap.parse_args(argv)
     try:
@@ -99,6 +107,8 @@ def main(argv=None) -> int:
         ap.error("--window takes two fractions, LO,HI")
     if not 0 <= lo < hi <= 1:
         ap.error("--window needs 0 <= LO < HI <= 1")
+    if args.offsets < 1:
+        ap.error("--offsets must be >= 1")
     chosen = list(VARIANTS)
     if args.variants:
         wanted = {k.strip() for k in args.variants.split(",")}
@@ -107,7 +117,7 @@ def main(argv=None) -> int:
             print(f"error: unknown variants {sorted(unknown)}; known: {[v.key for v in VARIANTS]}", file=sys.stderr)
             return 2
         chosen = [v for v in VARIANTS if v.key == DEFAULT or v.key in wanted]
-    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi))
+    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi), offsets=args.offsets)
     table = summary(scores, [v.key for v in chosen])
     print(markdown(table))
     if args.json:

@@ -53,6 +53,23 @@ def test_a_window_scores_only_its_part_of_each_trace():
     assert score([tiny], VARIANTS[:1], log=lambda _: None)["tiny"][DEFAULT] != early  # the default: 60 % → end
 
 
+def test_offsets_average_the_window_run_from_successive_start_ticks():
+    rng = np.random.default_rng(9)
+    avail = (rng.random((150, 3)) < 0.75).astype(np.int8)
+    avail[:5] = 1
+    trace = make_trace(avail, rng.uniform(0.5, 1.5, (150, 3)), tick_s=300)
+    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    rules = Rules.for_ondemand_price(trace.ondemand_price)
+    start = trace.split_index(0.6)
+    each = [run_backtest(trace, [OursPolicy()], rules, start=start + k, end=trace.ticks)["policies"]["ours"]
+            ["score_ratio_to_oracle"] for k in range(3)]
+    averaged = score([tiny], VARIANTS[:1], log=lambda _: None, offsets=3)["tiny"][DEFAULT]
+    assert len({round(e, 4) for e in each}) > 1, each  # the start tick matters here too
+    assert averaged == pytest.approx(sum(each) / 3, abs=1e-4)
+    with pytest.raises(ValueError):
+        score([tiny], VARIANTS[:1], log=lambda _: None, offsets=0)
+
+
 @pytest.mark.parametrize("bad", ["0.6", "0.6,0.2", "a,b", "0,1.5"])
 def test_a_bad_window_is_refused_before_anything_runs(bad, capsys):
     from bench.backtest.variants import main
