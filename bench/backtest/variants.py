@@ -37,7 +37,7 @@ VARIANTS: tuple[Setting, ...] = (
     Setting("on on-demand: no back-off", {"ondemand_backoff": "none"}),
     Setting("on on-demand: no refusal back-off", {"ondemand_backoff": "losses"}),
     Setting("losses start no back-off", {"backoff": BackoffPolicy(losses_start=False)}),
-    Setting("losses start no back-off, base 5 min", {"backoff": BackoffPolicy(base_s=300.0, losses_start=False)}),
+    Setting("losses start no back-off (base 5 min)", {"backoff": BackoffPolicy(base_s=300.0, losses_start=False)}),
 )
 SLICES = (("us-west-2a", "us-west-2b", "us-west-2c"), ("us-east-1a", "us-east-1c", "us-east-1d"),
           ("us-east-1c", "us-east-1d", "us-east-1f"), ("us-east-2a", "us-east-2b", "us-west-2a"),

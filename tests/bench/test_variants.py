@@ -125,3 +125,8 @@ def test_on_demand_back_off_modes_apply_only_on_on_demand(mode, on_demand, expec
 def test_an_unknown_back_off_mode_is_refused():
     with pytest.raises(ValueError, match="ondemand_backoff"):
         OursPolicy(ondemand_backoff="sometimes")
+
+
+def test_every_variant_can_be_named_on_the_command_line():
+    keys = [v.key for v in VARIANTS]
+    assert len(set(keys)) == len(keys) and not any("," in k for k in keys)  # --variants is a comma list
