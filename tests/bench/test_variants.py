@@ -27,12 +27,19 @@ def test_summary_counts_wins_and_losses_against_the_defaults_and_sorts_by_mean()
     assert [r["variant"] for r in summary(scores, [DEFAULT, "x", "y"])][0] == DEFAULT  # tie on mean: defaults first
 
 
+def _tiny(seed: int, ticks: int, obtainable: float, open_from: tuple[int, ...] = ()):
+    """A random 3-pool trace (every pool open at the start and from each tick in ``open_from`` for 5 ticks)
+    and a Dataset serving it."""
+    rng = np.random.default_rng(seed)
+    avail = (rng.random((ticks, 3)) < obtainable).astype(np.int8)
+    for first in (0, *open_from):
+        avail[first:first + 5] = 1
+    trace = make_trace(avail, rng.uniform(0.5, 1.5, (ticks, 3)), tick_s=300)
+    return trace, Dataset("tiny", "tiny", "tiny", lambda: trace)
+
+
 def test_the_default_variant_is_the_shipped_policy_and_every_variant_runs():
-    rng = np.random.default_rng(3)
-    avail = (rng.random((120, 3)) < 0.8).astype(np.int8)
-    avail[:5] = 1
-    trace = make_trace(avail, rng.uniform(0.5, 1.5, (120, 3)), tick_s=300)
-    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    trace, tiny = _tiny(3, 120, 0.8)
     scores = score([tiny], VARIANTS, log=lambda _: None)["tiny"]
     assert set(scores) == {v.key for v in VARIANTS}
     plain = run_backtest(trace, [OursPolicy()], Rules.for_ondemand_price(trace.ondemand_price))
@@ -40,12 +47,7 @@ def test_the_default_variant_is_the_shipped_policy_and_every_variant_runs():
 
 
 def test_a_window_scores_only_its_part_of_each_trace():
-    rng = np.random.default_rng(5)
-    avail = (rng.random((200, 3)) < 0.8).astype(np.int8)
-    avail[:5] = 1
-    avail[80:85] = 1
-    trace = make_trace(avail, rng.uniform(0.5, 1.5, (200, 3)), tick_s=300)
-    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    trace, tiny = _tiny(5, 200, 0.8, open_from=(80,))
     early = score([tiny], VARIANTS[:1], log=lambda _: None, fractions=(0.4, 0.6))["tiny"][DEFAULT]
     start, end = trace.split_index(0.4), trace.split_index(0.6)
     plain = run_backtest(trace, [OursPolicy()], Rules.for_ondemand_price(trace.ondemand_price), start=start, end=end)
@@ -54,11 +56,7 @@ def test_a_window_scores_only_its_part_of_each_trace():
 
 
 def test_offsets_average_the_window_run_from_successive_start_ticks():
-    rng = np.random.default_rng(9)
-    avail = (rng.random((150, 3)) < 0.75).astype(np.int8)
-    avail[:5] = 1
-    trace = make_trace(avail, rng.uniform(0.5, 1.5, (150, 3)), tick_s=300)
-    tiny = Dataset("tiny", "tiny", "tiny", lambda: trace)
+    trace, tiny = _tiny(9, 150, 0.75)
     rules = Rules.for_ondemand_price(trace.ondemand_price)
     start = trace.split_index(0.6)
     each = [run_backtest(trace, [OursPolicy()], rules, start=start + k, end=trace.ticks)["policies"]["ours"]
