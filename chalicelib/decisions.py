@@ -205,13 +205,11 @@ def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str |
                              now: datetime) -> str | None:
     """"standby placed in Y (why); X in back-off until …": the other pools of the type that standby
     placement skipped. Never fails the placement (logged)."""
-    from components.capacity import STANDBY_BACKOFF
-
     from chalicelib.observability import logger
 
     try:
         pools = [p.pool_id for p in pool_repo.pools_of_type(agent.region or "", agent.instance_type or "")]
-        blocked = observations.backoff([p for p in pools if p != pool_id], now, policy=STANDBY_BACKOFF)
+        blocked = observations.backoff([p for p in pools if p != pool_id], now)
         skipped = "; ".join(f"{p} in back-off until {until.strftime('%Y-%m-%dT%H:%M:%SZ')}"
                             for p, until in sorted(blocked.items()))
         reason = f"standby placed in {pool_id} ({why})" + (f"; {skipped}" if skipped else "")

@@ -14,9 +14,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from components.capacity import (
-    DEFAULT_BACKOFF,
-    STANDBY_BACKOFF,
-    BackoffPolicy,
     CapacityObservation,
     ObservationKind,
     refusal_kind,
@@ -47,7 +44,7 @@ class Placement:
 
 
 def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
-               limit: int = MAX_CANDIDATES, policy: BackoffPolicy = DEFAULT_BACKOFF) -> list[Placement]:
+               limit: int = MAX_CANDIDATES) -> list[Placement]:
     """Where a spot replica of ``agent`` may go, best first (at most ``limit``): the safe cheap pools
     other than its own and ``exclude``, of every type it may run on (``decisions.market``), skipping pools
     in capacity back-off (``repositories.observations.backoff``).
@@ -58,8 +55,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
     excluded = {agent.current_pool_id, *exclude} - {None}
     options, _ = decisions.market(agent, now)
     open_options = [o for o in options if o.pool_id not in excluded]
-    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now,
-                                   policy=policy)
+    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now)
     ranked = rank_pools(open_options, excluded, risk_ceiling=RISK_CEILING, blocked=blocked)
     if ranked:
         return [Placement(o.pool_id, parse_pool_id(o.pool_id)[1], Decimal(str(o.price)),
@@ -68,7 +64,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
                 for o in ranked[:limit]]
     zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region, account=tenancy.for_agent(agent))}
     zones = {p: z for p, z in zones.items() if p not in excluded}
-    blocked = observations.backoff(zones, now, policy=policy)
+    blocked = observations.backoff(zones, now)
     return [Placement(p, z, None, "no prices reported yet: another availability zone")
             for p, z in zones.items() if p not in blocked][:limit]
 
@@ -76,7 +72,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
 def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
           pool_id: str | None = None) -> Placement:
     """The pool for a spot replica of ``agent``: the given one, else the first of ``candidates`` under
-    ``STANDBY_BACKOFF`` (a pool that keeps taking standbys back backs off longer each time).
+    the capacity back-off (a pool that keeps taking replicas back backs off longer each time).
 
     ConflictError ``no_pool`` when no other pool is available (or every one is in back-off).
     """
@@ -88,7 +84,7 @@ def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
         if pool_id in excluded:
             raise InvalidInputError("a standby must be in a different pool than its primary", field="pool_id")
         return Placement(pool_id, az, None, "pool chosen by the client")
-    found = candidates(agent, now, exclude=exclude, limit=1, policy=STANDBY_BACKOFF)
+    found = candidates(agent, now, exclude=exclude, limit=1)
     if not found:
         raise ConflictError("no other pool is available for this instance type (or all are in capacity "
                             "back-off)", code="no_pool")

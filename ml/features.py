@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.capacity import DEFAULT_BACKOFF, HELD_INTERVAL_S, CapacityObservation, ObservationKind
+from components.capacity import HELD_INTERVAL_S, BackoffPolicy, CapacityObservation, ObservationKind
 from components.risk_model import (
     DEFAULT_ADVISOR_BAND,
     FEATURE_NAMES,
@@ -73,10 +73,16 @@ def epoch_seconds(trace: Trace) -> np.ndarray:
     return np.array([t.timestamp() for t in trace.times], dtype=float)
 
 
+# The back-off the committed risk model's training probe was simulated under: the product's windows, without
+# the day's loss memory the product's placements have since (a probe relaunching one pool never sees a
+# second loss before its streak restarts). Changing it changes every training row: retrain with it.
+PROBE_BACKOFF = BackoffPolicy(loss_memory_s=0)
+
+
 class PoolProbe:
     """One probe watching one pool: it holds an instance while the pool is obtainable (a HELD every
     ``HELD_INTERVAL_S``), gets an interruption warning at the first tick the pool is not, and then
-    tries launches under ``DEFAULT_BACKOFF`` (refused / succeeded). Fed tick by tick, in time order."""
+    tries launches under ``PROBE_BACKOFF`` (refused / succeeded). Fed tick by tick, in time order."""
 
     def __init__(self, pool: str, t: float):
         self.pool = pool
@@ -91,7 +97,7 @@ class PoolProbe:
         if self.holding:
             if not up:
                 self.holding, self.streak = False, 1
-                self.next_try = t + DEFAULT_BACKOFF.window(self.streak)
+                self.next_try = t + PROBE_BACKOFF.window(self.streak)
                 return CapacityObservation(self.pool, ObservationKind.INTERRUPTION_WARNING, t)
             if t - self.held_at >= HELD_INTERVAL_S:
                 self.held_at = t
@@ -103,7 +109,7 @@ class PoolProbe:
             self.holding, self.held_at, self.streak = True, t, 0
             return CapacityObservation(self.pool, ObservationKind.LAUNCH_SUCCEEDED, t)
         self.streak += 1
-        self.next_try = t + DEFAULT_BACKOFF.window(self.streak)
+        self.next_try = t + PROBE_BACKOFF.window(self.streak)
         return CapacityObservation(self.pool, ObservationKind.LAUNCH_REFUSED, t, code="InsufficientInstanceCapacity")
 
 

@@ -7,7 +7,7 @@ standby: the loser's write fails its condition and it moves on. Pools in capacit
 (``repositories.observations.backoff``) are skipped: a standby still to be launched in one is given up
 and its replacement placed elsewhere; every spot launch's outcome is recorded as an observation, and so
 is a spot standby EC2 took away without the sentinel hearing of it (``aws_stopped``), so a pool that
-keeps losing standbys backs off (``STANDBY_BACKOFF``: longer with every loss of the day).
+keeps losing standbys backs off (``DEFAULT_BACKOFF``: longer with every loss of the day).
 
 The coordinator owns manual-replica agents (the decision cycle only sees auto-switch ones, and the
 modes exclude each other), so it also brings them back from on-demand: a primary on on-demand with a
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from components.capacity import STANDBY_BACKOFF, CapacityObservation, ObservationKind
+from components.capacity import CapacityObservation, ObservationKind
 from components.replica_coordinator import (
     ReplicaStatus,
     ReplicaType,
@@ -56,7 +56,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
-    blocked = observations.backoff(unlaunched, now, policy=STANDBY_BACKOFF) if unlaunched else {}
+    blocked = observations.backoff(unlaunched, now) if unlaunched else {}
     for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now,
                               blocked_pools=blocked):
         replica = by_id.get(step.replica_id)
@@ -135,7 +135,7 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
     if not plan.go:
         logger.info("staying on on-demand", extra={"agent_id": agent.agent_id, "reason": plan.reason})
         done["ondemand_stays"] += 1
-        if plan.replace_in and not observations.backoff([replica.pool_id], now, policy=STANDBY_BACKOFF):
+        if plan.replace_in and not observations.backoff([replica.pool_id], now):
             done.update(_replace_standby(fresh, replica, plan, now))  # a back-off passes: that one waits
         return done
     result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=fresh.instance_id, detected_at=now,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from pynamodb.exceptions import PutError, PynamoDBException
 
-from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation, ObservationKind
+from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
 
 from chalicelib import clock
 from chalicelib.observability import logger
@@ -100,12 +100,11 @@ def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None =
     return out
 
 
-def backoff(pool_ids: Iterable[str], now: datetime, *, policy: BackoffPolicy = DEFAULT_BACKOFF
-            ) -> dict[str, datetime]:
+def backoff(pool_ids: Iterable[str], now: datetime) -> dict[str, datetime]:
     """Pools in capacity back-off at ``now``, each with the time it may be tried again.
 
-    The decision cycle, the failover planner and the coordinator skip these pools (standby placement
-    with ``policy=STANDBY_BACKOFF``). A read failure blocks nothing (logged): back-off is an
+    The decision cycle, the failover planner and the coordinator skip these pools (``DEFAULT_BACKOFF``, one
+    policy for every placement). A read failure blocks nothing (logged): back-off is an
     optimisation, never a reason to refuse a launch.
     """
     try:
@@ -113,4 +112,4 @@ def backoff(pool_ids: Iterable[str], now: datetime, *, policy: BackoffPolicy = D
     except (PynamoDBException, OSError) as exc:
         logger.warning("capacity back-off not read", extra={"error": str(exc)})
         return {}
-    return {pool_id: _utc(end) for pool_id, end in policy.blocked(history, at_of(now)).items()}
+    return {pool_id: _utc(end) for pool_id, end in DEFAULT_BACKOFF.blocked(history, at_of(now)).items()}

@@ -1,6 +1,6 @@
 """Capacity observations (the one record of what the product saw about a pool) and back-off."""
 
-from components.capacity.backoff import DEFAULT_BACKOFF, STANDBY_BACKOFF, BackoffPolicy
+from components.capacity.backoff import DEFAULT_BACKOFF, BackoffPolicy
 from components.capacity.errors import InvalidObservationError
 from components.capacity.model import (
     CAPACITY_ERROR_CODES,
@@ -18,7 +18,6 @@ __all__ = [
     "HELD_INTERVAL_S",
     "NEGATIVE_KINDS",
     "POSITIVE_KINDS",
-    "STANDBY_BACKOFF",
     "BackoffPolicy",
     "CapacityObservation",
     "InvalidObservationError",

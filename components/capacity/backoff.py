@@ -10,13 +10,14 @@ An interruption warning or AWS stop starts the same window as a refusal: the poo
 (``losses_start=False`` leaves losses to the risk estimate alone; a variant of the backtest,
 docs/benchmarks.md, not shipped: it wins most of the 9-AZ rows and slices but loses where pools flap.)
 
-A launch success clears the streak (capacity came back). With ``loss_memory_s`` > 0 it clears only the
-refusals: losses (warnings, AWS stops) of the last ``loss_memory_s`` keep counting, so a pool that takes
-back every instance a few hours after granting it backs off longer each time instead of restarting at
-10 minutes. ``STANDBY_BACKOFF`` (24 h memory) places standbys: a standby is optional insurance, and one
-relaunched every two hours into the pool that keeps taking it away costs a launch and an unprotected
-gap each time. The primary's placement (decision cycle, failover, backtest, training) keeps
-``DEFAULT_BACKOFF``, the policy the risk model's training data was simulated under.
+A launch success clears the refusals (capacity came back), but losses (warnings, AWS stops) of the last
+``loss_memory_s`` (a day) keep counting: a pool that takes back every instance a few hours after granting it
+backs off longer each time (10, 20, 40, 80 min) instead of restarting at 10 minutes. ``DEFAULT_BACKOFF`` is
+the one policy of every placement: the decision cycle, the failover, the replica coordinator's standbys and
+the backtest's ``ours``. (The standbys had the day's memory first; on the backtest's rows it scored lower for
+the primary too, on both evaluation windows, averaged over start ticks: docs/benchmarks.md, "Variants".)
+The risk model's training probe (``ml/features.py``) uses the same windows and no loss memory: it holds
+no instance, so it sees refusals and successes only.
 
 Examples
 --------
@@ -28,8 +29,10 @@ Examples
 True
 >>> lost = [CapacityObservation("p", K.INTERRUPTION_WARNING, 0.0), CapacityObservation("p", K.LAUNCH_SUCCEEDED, 900.0),
 ...         CapacityObservation("p", K.INTERRUPTION_WARNING, 7200.0)]
->>> BackoffPolicy().until(lost, now=7200.0) - 7200, STANDBY_BACKOFF.until(lost, now=7200.0) - 7200  # 2nd loss: 20 min
-(600.0, 1200.0)
+>>> BackoffPolicy().until(lost, now=7200.0) - 7200  # 2nd loss of the day: 20 min, the success notwithstanding
+1200.0
+>>> BackoffPolicy(loss_memory_s=0).until(lost, now=7200.0) - 7200  # without memory the success wiped the first
+600.0
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 
 from components.capacity.model import NEGATIVE_KINDS, CapacityObservation, ObservationKind
 
-__all__ = ["DEFAULT_BACKOFF", "STANDBY_BACKOFF", "BackoffPolicy"]
+__all__ = ["DEFAULT_BACKOFF", "BackoffPolicy"]
 
 _STARTS = NEGATIVE_KINDS  # a refusal, a warning or an AWS stop starts (or extends) a back-off
 _CLEARS = frozenset({ObservationKind.LAUNCH_SUCCEEDED})
@@ -53,7 +56,7 @@ class BackoffPolicy:
     base_s: float = 600.0
     factor: float = 2.0
     max_s: float = 6 * 3600.0
-    loss_memory_s: float = 0.0  # > 0: a launch success does not clear losses younger than this
+    loss_memory_s: float = 24 * 3600.0  # a launch success does not clear losses younger than this (0: it does)
     losses_start: bool = True  # False: only refusals start a window (a loss then weighs only in the risk)
 
     def window(self, refusals_in_a_row: int) -> float:
@@ -96,5 +99,4 @@ class BackoffPolicy:
         return out
 
 
-DEFAULT_BACKOFF = BackoffPolicy()
-STANDBY_BACKOFF = BackoffPolicy(loss_memory_s=24 * 3600.0)  # one day: the decision engine's hold cap
+DEFAULT_BACKOFF = BackoffPolicy()  # a day of loss memory: the decision engine's hold cap

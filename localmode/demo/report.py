@@ -143,30 +143,30 @@ def ondemand_stretches(raw: dict, end: datetime) -> dict[str, dict]:
 def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
     """Every launch choice of a spot pool made while the observations table had the pool in capacity
     back-off: a decision moving the primary there (``switch_pool``, ``to_spot``) or a failover's new
-    replacement, against ``DEFAULT_BACKOFF``; a standby placement (``place_standby``, its ``standby``)
-    against ``STANDBY_BACKOFF`` (``components.capacity``). Promoting a standby that already runs is no
+    replacement, or a standby placement (``place_standby``, its ``standby``), against ``DEFAULT_BACKOFF``
+    (``components.capacity``). Promoting a standby that already runs is no
     launch and is not checked. Only the pool's observations known before the choice count: an observation
     is dated by its event (``at``: a warning carries the step's time, a launch the time of the choice that
     made it) and written at ``recorded_at`` (the replay clock, which runs on during a step), so it is known
     from the later of the two; within one demo step warnings and choices interleave. Returns how many
     choices were checked and the violations."""
-    from components.capacity import DEFAULT_BACKOFF, STANDBY_BACKOFF, CapacityObservation, ObservationKind
+    from components.capacity import DEFAULT_BACKOFF, CapacityObservation, ObservationKind
 
     by_pool: dict[str, list] = {}
     for o in raw.get("observations", []):
         by_pool.setdefault(o["pool_id"], []).append((max(o["at"], o.get("recorded_at", o["at"])), CapacityObservation(
             o["pool_id"], ObservationKind(o["kind"]), o["at"], code=o["code"], source=o["source"])))
-    choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"], DEFAULT_BACKOFF)
+    choices = [(d["decided_at"], d["target"], f"decision {d['action']}", d["agent_id"])
                for d in raw["decisions"] if d["action"] in ("switch_pool", "to_spot") and d["target"] in raw["price_points"]]
-    choices += [(d["decided_at"], d["standby"], f"decision {d['action']}", d["agent_id"], STANDBY_BACKOFF)
+    choices += [(d["decided_at"], d["standby"], f"decision {d['action']}", d["agent_id"])
                 for d in raw["decisions"] if d["action"] == "place_standby" and d.get("standby")]
-    choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"], DEFAULT_BACKOFF)
+    choices += [(e["decided_at"], e["new_pool_id"], f"failover {e['response_action']}", e["agent_id"])
                 for e in raw["interruptions"] if e["decided_at"] and e["new_pool_id"] and e["new_lifecycle"] != "ondemand"
                 and e["response_action"] not in ("promoted-existing-replica", "returned-to-spot")]
     violations = []
-    for at, pool_id, what, agent_id, policy in choices:
+    for at, pool_id, what, agent_id in choices:
         now = parse_iso(at).timestamp()
-        until = policy.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
+        until = DEFAULT_BACKOFF.until([o for written, o in by_pool.get(pool_id, []) if written < now], now)
         if until is not None:
             violations.append({"at": at, "pool_id": pool_id, "by": what, "agent_id": agent_id,
                                "blocked_until": datetime.fromtimestamp(until, parse_iso(at).tzinfo).isoformat()})

@@ -138,11 +138,11 @@ def test_the_backtest_runs_on_the_demo_window_and_the_agents_region_pools():
 
 
 def test_standby_placements_are_checked_against_the_standby_back_off_and_promotions_are_no_launch():
-    from components.capacity import STANDBY_BACKOFF
+    from components.capacity import DEFAULT_BACKOFF
 
-    # GIVEN a warning at 0 about the pool (standby back-off: its own, longer windows)
+    # GIVEN a warning at 0 about the pool
     observations = [_refused(0, "interruption_warning")]
-    placed = {**_decision(STANDBY_BACKOFF.window(1) / 60 - 1, "place_standby", "p3.2xlarge.us-east-1d"),
+    placed = {**_decision(DEFAULT_BACKOFF.window(1) / 60 - 1, "place_standby", "p3.2xlarge.us-east-1d"),
               "standby": POOL}  # target is the primary's pool; the choice is the standby's
     promoted = {"agent_id": "ag-1", "decided_at": _iso(1), "new_pool_id": POOL, "new_lifecycle": "spot",
                 "response_action": "promoted-existing-replica"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ml.features as ml_features
-from components.capacity import DEFAULT_BACKOFF, HELD_INTERVAL_S, ObservationKind
+from components.capacity import HELD_INTERVAL_S, ObservationKind
 from components.risk_model import (
     ADVISOR_BAND_MONTHLY_RATE,
     FEATURE_NAMES,
@@ -21,6 +21,7 @@ from components.risk_model import (
 from ml import traces
 from ml.evaluate import BASELINES, baseline_scores, evaluate, format_table
 from ml.features import (
+    PROBE_BACKOFF,
     SCORE_EVERY_S,
     _Index,
     epoch_seconds,
@@ -141,12 +142,12 @@ def test_when_holding_the_pool_is_in_no_back_off_and_after_a_warning_it_is(watch
     for obs in watched_all_along.values():
         for n, o in enumerate(obs):
             if o.kind in HOLDING:
-                assert DEFAULT_BACKOFF.until(obs[:n + 1], o.at) is None
+                assert PROBE_BACKOFF.until(obs[:n + 1], o.at) is None
             elif o.kind is K.INTERRUPTION_WARNING:
-                assert DEFAULT_BACKOFF.until(obs[:n + 1], o.at) == o.at + DEFAULT_BACKOFF.window(1)
+                assert PROBE_BACKOFF.until(obs[:n + 1], o.at) == o.at + PROBE_BACKOFF.window(1)
 
 
-def test_launches_are_retried_under_the_default_back_off(few_days, watched_all_along):
+def test_launches_are_retried_under_the_probe_back_off(few_days, watched_all_along):
     # GIVEN a pool watched along the whole trace
     stamps = epoch_seconds(few_days)
     tick_of = _tick_of(few_days)
@@ -158,13 +159,13 @@ def test_launches_are_retried_under_the_default_back_off(few_days, watched_all_a
                 streak = streak + 1 if o.kind is K.INTERRUPTION_WARNING else streak
                 continue
             # THEN no launch is tried while the product's back-off blocks the pool ...
-            assert DEFAULT_BACKOFF.until(obs[:n], o.at) is None, o
+            assert PROBE_BACKOFF.until(obs[:n], o.at) is None, o
             i = tick_of[o.at]
             if n and obs[n - 1].negative:
                 attempts_after_a_negative += 1
                 # ... and it is retried at the first tick the back-off allows
                 previous = obs[n - 1]
-                window = DEFAULT_BACKOFF.window(streak)
+                window = PROBE_BACKOFF.window(streak)
                 assert o.at >= previous.at + window > stamps[i - 1], (previous, o, window)
             streak = streak + 1 if o.kind is K.LAUNCH_REFUSED else 0
             longest_streak = max(longest_streak, streak)

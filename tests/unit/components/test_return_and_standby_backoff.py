@@ -1,5 +1,5 @@
 """Issue #11 by example: when an on-demand manual-replica agent returns to its spot standby
-(``plan_return``), and how standby back-off grows with losses that relaunches do not wash out."""
+(``plan_return``), and how the capacity back-off grows with losses that relaunches do not wash out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from components.capacity import DEFAULT_BACKOFF, STANDBY_BACKOFF, CapacityObservation, ObservationKind
+from components.capacity import DEFAULT_BACKOFF, BackoffPolicy, CapacityObservation, ObservationKind
 from components.decision_engine import ONDEMAND, Decision, DecisionAction, DecisionConfig, PoolOption, Situation, decide
 from components.replica_coordinator import ReplicaStatus, StandbyView, plan_return
 
@@ -64,7 +64,7 @@ def test_no_return_without_an_on_demand_primary_a_ready_running_standby_and_no_h
 
 
 def lost_every_two_hours(losses: int, kind=K.INTERRUPTION_WARNING) -> list[CapacityObservation]:
-    """A pool granting a standby (launch succeeded) and taking it back two hours later, ``losses`` times."""
+    """A pool granting an instance (launch succeeded) and taking it back two hours later, ``losses`` times."""
     out = []
     for n in range(losses):
         out += [CapacityObservation("p", K.LAUNCH_SUCCEEDED, n * 7200.0),
@@ -73,28 +73,28 @@ def lost_every_two_hours(losses: int, kind=K.INTERRUPTION_WARNING) -> list[Capac
 
 
 @pytest.mark.parametrize("kind", [K.INTERRUPTION_WARNING, K.AWS_STOPPED])
-def test_a_loss_starts_the_back_off_under_both_policies(kind):
+def test_a_loss_starts_the_back_off_with_or_without_loss_memory(kind):
     [_, loss] = lost_every_two_hours(1, kind)
-    for policy in (DEFAULT_BACKOFF, STANDBY_BACKOFF):
+    for policy in (DEFAULT_BACKOFF, BackoffPolicy(loss_memory_s=0)):
         assert policy.until([loss], now=loss.at) == loss.at + 600.0
 
 
-def test_standby_back_off_grows_with_every_loss_of_the_day_the_primary_policy_restarts():
+def test_the_back_off_grows_with_every_loss_of_the_day_where_no_memory_would_restart():
     obs = lost_every_two_hours(4)
     last = obs[-1].at
-    assert DEFAULT_BACKOFF.until(obs, now=last) == last + 600.0  # each relaunch wiped the streak
-    assert STANDBY_BACKOFF.until(obs, now=last) == last + 600.0 * 2 ** 3  # 4th loss: 80 min
+    assert BackoffPolicy(loss_memory_s=0).until(obs, now=last) == last + 600.0  # each relaunch wiped the streak
+    assert DEFAULT_BACKOFF.until(obs, now=last) == last + 600.0 * 2 ** 3  # 4th loss of the day: 80 min
 
 
-def test_standby_losses_older_than_a_day_are_forgotten_and_refusals_still_clear_on_success():
+def test_losses_older_than_a_day_are_forgotten_and_refusals_still_clear_on_success():
     obs = lost_every_two_hours(1)
     late = obs[-1].at + 25 * 3600.0
     later = [CapacityObservation("p", K.LAUNCH_SUCCEEDED, late), CapacityObservation("p", K.INTERRUPTION_WARNING,
                                                                                     late + 100.0)]
-    assert STANDBY_BACKOFF.until(obs + later, now=late + 100.0) == late + 700.0
+    assert DEFAULT_BACKOFF.until(obs + later, now=late + 100.0) == late + 700.0
     refusals = [CapacityObservation("p", K.LAUNCH_REFUSED, 0.0), CapacityObservation("p", K.LAUNCH_REFUSED, 700.0),
                 CapacityObservation("p", K.LAUNCH_SUCCEEDED, 1000.0)]
-    assert STANDBY_BACKOFF.until(refusals, now=1100.0) is None
+    assert DEFAULT_BACKOFF.until(refusals, now=1100.0) is None
 
 
 def test_with_losses_start_off_only_refusals_open_a_window_and_losses_still_count_nothing():
