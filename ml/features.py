@@ -74,8 +74,8 @@ def epoch_seconds(trace: Trace) -> np.ndarray:
 
 
 # The back-off the committed risk model's training probe was simulated under: the product's windows, without
-# the day's loss memory the product's placements have since (a probe relaunching one pool never sees a
-# second loss before its streak restarts). Changing it changes every training row: retrain with it.
+# the day's loss memory the product's placements have had since 2026-12-04 (components.capacity.backoff).
+# Changing it changes the training rows: retrain with it.
 PROBE_BACKOFF = BackoffPolicy(loss_memory_s=0)
 
 

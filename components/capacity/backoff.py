@@ -16,8 +16,8 @@ backs off longer each time (10, 20, 40, 80 min) instead of restarting at 10 minu
 the one policy of every placement: the decision cycle, the failover, the replica coordinator's standbys and
 the backtest's ``ours``. (The standbys had the day's memory first; on the backtest's rows it scored lower for
 the primary too, on both evaluation windows, averaged over start ticks: docs/benchmarks.md, "Variants".)
-The risk model's training probe (``ml/features.py``) uses the same windows and no loss memory: it holds
-no instance, so it sees refusals and successes only.
+The risk model's training probe (``ml.features.PROBE_BACKOFF``) keeps the same windows without the loss
+memory: the committed model's rows were simulated that way, and giving the probe the memory means retraining.
 
 Examples
 --------
