@@ -115,10 +115,13 @@ class Fleet:
         self.agent_ids[logical_id] = agent.agent_id
         return member
 
-    def warn(self, member: Member, when: datetime) -> None:
-        """AWS's two-minute warning in the instance's IMDS (the EventBridge side is the runner's)."""
-        member.imds.set_instance_action("terminate", (when + timedelta(seconds=TERMINATION_NOTICE_S)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    def warn(self, member: Member, when: datetime) -> datetime:
+        """AWS's two-minute warning in the instance's IMDS (the EventBridge side is the runner's); returns the
+        time AWS reclaims the instance."""
+        deadline = when + timedelta(seconds=TERMINATION_NOTICE_S)
+        member.imds.set_instance_action("terminate", deadline.strftime("%Y-%m-%dT%H:%M:%SZ"))
         member.warned = True
+        return deadline
 
     def run_retiring(self, now: datetime) -> None:
         """Let old agents finish terminating their instances (then they stop for good)."""

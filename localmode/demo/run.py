@@ -170,9 +170,9 @@ class Replay:
         sent = 0
         for member in list(self.fleet.members.values()):
             if member.lifecycle == "spot" and not member.warned and self.world.lost_between(member.az, begin, end):
-                self.fleet.warn(member, end)
+                deadline = self.fleet.warn(member, end)
                 self._eventbridge(member.instance_id, end)
-                self.reclaims[member.instance_id] = (end + TERMINATION_NOTICE, self.world.region_of(member.az))
+                self.reclaims[member.instance_id] = (deadline, self.world.region_of(member.az))
                 sent += 1
         for agent_id in self.fleet.agent_ids.values():
             for replica in replica_repo.for_agent(agent_id, include_final=False):
