@@ -200,3 +200,16 @@ def unchanged(call):
     result = call()
     assert diff_snapshots(before, snapshot_tables()) == {}
     return result
+
+
+def walk(admin, path, key, *, stop=lambda rows: False, limit=200):
+    """Every row of a paginated admin listing (or up to the page where ``stop`` is true)."""
+    rows, token = [], None
+    while True:
+        sep = "&" if "?" in path else "?"
+        status, body = admin.get(f"{path}{sep}limit={limit}" + (f"&next_token={token}" if token else ""))
+        assert status == 200, body
+        rows += body[key]
+        token = body["next_token"]
+        if not token or stop(rows):
+            return rows

@@ -18,7 +18,7 @@ from chalicelib.api import admin_fleet
 from chalicelib.repositories import activity
 from chalicelib.tables import AgentTable, ClientLookupTable, ClientTable, InstanceTable, ReplicaTable
 from chalicelib.tables.clients import name_lookup_key
-from tests.api._support import assert_error, now_utc
+from tests.api._support import assert_error, now_utc, walk
 from tests.api.test_replicas import manual_agent
 from tests.conftest import Caller
 from tests.e2e.failover_support import state_of
@@ -41,19 +41,6 @@ def fake_savings(monkeypatch):
     fake = SimpleNamespace(fleet_summary=lambda now: dict(FLEET), client_summary=client_summary)
     monkeypatch.setattr(admin_fleet, "_savings", lambda: fake)
     return calls
-
-
-def walk(admin, path, key, *, stop=lambda rows: False, limit=200):
-    """Every row of a paginated admin listing (or up to the page where ``stop`` is true)."""
-    rows, token = [], None
-    while True:
-        sep = "&" if "?" in path else "?"
-        status, body = admin.get(f"{path}{sep}limit={limit}" + (f"&next_token={token}" if token else ""))
-        assert status == 200, body
-        rows += body[key]
-        token = body["next_token"]
-        if not token or stop(rows):
-            return rows
 
 
 def test_admin_routes_need_the_admin_key(api, tenant_with_agent):
