@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from functools import cache
+from functools import cache, wraps
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
@@ -46,6 +46,20 @@ def __getattr__(name: str):
     if name == "tracer":
         return get_tracer()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def logged_job(name: str):
+    """Decorate a scheduled job's ``run``: its log lines carry ``job=name`` while it runs, and only then.
+
+    ``append_keys`` would outlive the call: in local mode (one process) and in tests, the API's request
+    lines that follow would name whichever job ran last."""
+    def decorate(run):
+        @wraps(run)
+        def logged(*args, **kwargs):
+            with logger.append_context_keys(job=name):
+                return run(*args, **kwargs)
+        return logged
+    return decorate
 
 
 def _correlation_id(request) -> str:

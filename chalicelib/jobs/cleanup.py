@@ -23,7 +23,7 @@ from components.replica_coordinator import ReplicaStatus
 
 from chalicelib import replicas
 from chalicelib.aws import accounts, ec2, stepfunctions
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, clients, interruptions
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
@@ -151,9 +151,9 @@ def sweep_stuck(now: datetime) -> list[str]:
     return swept
 
 
+@logged_job("cleanup")
 def run(now: datetime) -> dict:
     """One reconciliation; returns (and records) what was terminated and expired."""
-    logger.append_keys(job="cleanup")
     expired = expire_standbys(now)
     abandoned = sweep_stuck(now)
     terminated: list[str] = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, clients, commands, job_state
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
@@ -80,9 +80,9 @@ def _raw_points(now: datetime, budget: dict) -> dict:
     return {"price_points": deleted}
 
 
+@logged_job("data-cleaner")
 def run(now: datetime) -> dict:
     """One daily run; returns what it deleted."""
-    logger.append_keys(job="data-cleaner")
     budget = {"left": get_settings().cleaner_max_deletes}
     result = {**_walk_clients(now, budget), **_raw_points(now, budget)}
     result["budget_exhausted"] = budget["left"] <= 0

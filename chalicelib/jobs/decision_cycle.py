@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime
 
 from chalicelib import decisions
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
 
 CYCLE_S = 300
@@ -31,9 +31,9 @@ def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
                               agent_id=agent.agent_id, metadata={"command_id": command.command_id})
 
 
+@logged_job("decision-cycle")
 def run(now: datetime) -> dict[str, int]:
     """One cycle over every live auto-switch agent; returns counts by outcome."""
-    logger.append_keys(job="decision-cycle")
     outcomes: Counter = Counter()
     cycle = int(now.timestamp()) // CYCLE_S
     for agent in agents.auto_switch_agents():

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from components.sentinel import HealthState, HealthThresholds, classify_heartbeat
 
 from chalicelib import command_queue
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
 
 
@@ -37,9 +37,9 @@ def update_liveness(now: datetime, thresholds: HealthThresholds = HealthThreshol
     return counts
 
 
+@logged_job("health-monitor")
 def run(now: datetime) -> dict[str, dict[str, int]]:
     """One monitor cycle; returns what changed (logged and returned to the scheduler)."""
-    logger.append_keys(job="health-monitor")
     result = {"leases": expire_leases(now), "agents": update_liveness(now)}
     logger.info("health monitor cycle", extra=result)
     for group in result.values():

@@ -24,7 +24,7 @@ from components.pool_id import make_pool_id
 
 from chalicelib import bootstrap
 from chalicelib.aws.spot_market import NoPlacementScores, PlacementLimitReached, PlacementScores
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import market
 from chalicelib.settings import get_settings
@@ -70,10 +70,10 @@ def due(targets: list[tuple[str, str]], now: datetime) -> list[tuple[str, str]]:
                                         else float("-inf"), t))
 
 
+@logged_job("placement-scores")
 def run(now: datetime, *, source: PlacementScores | None = None,
         targets: list[tuple[str, str]] | None = None) -> dict:
     """One run; returns what it asked and recorded."""
-    logger.append_keys(job="placement-scores")
     settings = get_settings()
     source = source or bootstrap.placement_scores()
     result = {"asked": [], "observations": 0, "failed": [], "limited": False, "skipped": 0}

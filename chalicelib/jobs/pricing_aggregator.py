@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from components.price_buckets import DAY, HOUR, changes, floor_to, merged_buckets, price_buckets
 
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
@@ -68,9 +68,9 @@ def aggregate_pool(pool: PoolPrice, previous: datetime | None, now: datetime) ->
     return counts
 
 
+@logged_job("pricing-aggregator")
 def run(now: datetime, *, pools: list[PoolPrice] | None = None) -> dict:
     """One run over ``pools`` (default: the pools of every (region, type) agents run or may run on)."""
-    logger.append_keys(job="pricing-aggregator")
     settings = get_settings()
     if pools is None:
         pools = pool_repo.pools_in_use(agent_repo.types_in_use(), settings.price_rollup_max_pools)

@@ -37,7 +37,7 @@ from components.sentinel import Signal, SignalKind, SignalSource
 from chalicelib import decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents, interruptions, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -179,9 +179,9 @@ def _replace_standby(agent: AgentRecord, standby: ReplicaRecord, plan, now: date
     return done
 
 
+@logged_job("replica-coordinator")
 def run(now: datetime) -> dict[str, int]:
     """One coordinator cycle over every agent that wants or holds a standby."""
-    logger.append_keys(job="replica-coordinator")
     totals: Counter = Counter()
     for agent in agents.agents_with_standbys():
         totals["agents"] += 1

@@ -27,7 +27,7 @@ from components.risk_model import (
 )
 
 from chalicelib import catalogue, model_store
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
@@ -63,9 +63,9 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 
+@logged_job("risk-scorer")
 def run(now: datetime) -> dict:
     """Validate uploads, record exposure, then score every pool; returns counts by source."""
-    logger.append_keys(job="risk-scorer")
     horizon = get_settings().risk_horizon_s
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()

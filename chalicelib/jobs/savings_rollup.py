@@ -22,7 +22,7 @@ from components.calculations import Bucket, InstanceRun, day_key, hour_key, hour
 from components.timeutil import to_utc
 
 from chalicelib import catalogue
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import pools, savings
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.tables.agents import AgentTable
@@ -163,9 +163,9 @@ def rollup_fleet(results: list[ClientRollup], now: datetime) -> int:
     return writes
 
 
+@logged_job("savings-rollup")
 def run(now: datetime) -> dict[str, int]:
     """One roll-up of every client, then the fleet."""
-    logger.append_keys(job="savings-rollup")
     results = []
     failed = 0
     for client in _clients():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from chalicelib.observability import logger
+from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import savings
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
@@ -33,9 +33,9 @@ def counts() -> dict[str, int]:
     return found
 
 
+@logged_job("growth-snapshot")
 def run(now: datetime) -> dict[str, int]:
     """Take today's snapshot (UTC date of ``now``)."""
-    logger.append_keys(job="growth-snapshot")
     found = counts()
     total = savings.fleet_total_savings(now)
     savings.put_growth(now.date(), found, total, now)

@@ -20,7 +20,7 @@ from components.pool_id import make_pool_id
 
 from chalicelib.aws import spot_market
 from chalicelib.aws.spot_market import LINUX_PRODUCTS, SpotPriceRecord
-from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
+from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import market
 from chalicelib.repositories import pools as pool_repo
@@ -81,9 +81,9 @@ def points_from(records: list[SpotPriceRecord], instance_type: str, now: datetim
     return points, dropped
 
 
+@logged_job("spot-prices")
 def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, str]] | None = None) -> dict:
     """One run over ``targets`` (default: every (region, type) agents run); returns what it did."""
-    logger.append_keys(job="spot-prices")
     fetch = fetch or _aws_fetch
     targets = sorted(set(targets if targets is not None else agent_repo.types_in_use()))
     known = market.states(market.PRICES, targets) if targets else {}
