@@ -1,6 +1,6 @@
 """What a spot stint is worth in each pool of a window, for a policy that cannot see when capacity ends.
 
-    python -m bench.backtest.stints [--datasets KEY,KEY] [--window LO,HI] [--markdown OUT]
+    python -m bench.backtest.stints [--dataset KEY ...] [--window LO,HI] [--markdown OUT]
 
 A *run* is a stretch of ticks where a pool is obtainable. A stint placed at the very start of a run (an
 optimistic entry: no deployed policy knows when a run starts) is worth, against staying on on-demand,
@@ -46,6 +46,7 @@ class PoolStints:
     mean_run_h: float
     max_run_h: float
     until_warned_usd: float  # every run entered at its start and held to the warning
+    gaining_runs: int  # runs whose stint, held to the warning, gains (0: only leaving before the end can)
     best_exit_h: float | None  # the best "leave after τ hours" (inf: hold to the warning; None: none gains)
     best_exit_usd: float  # its total (0 when none gains: stay on on-demand)
 
@@ -88,8 +89,9 @@ def pool_stints(trace: Trace, j: int, start: int, end: int, rules: Rules) -> Poo
     lengths, mean_prices = lengths[keep], mean_prices[keep]
     total_h = seconds.sum() / 3600.0
     if not len(lengths):
-        return PoolStints(trace.pools[j], 0, 0.0, 0.0, 0.0, 0.0, None, 0.0)
-    until = float(stint_values(lengths, mean_prices, trace.ondemand_price, rules, None).sum())
+        return PoolStints(trace.pools[j], 0, 0.0, 0.0, 0.0, 0.0, 0, None, 0.0)
+    warned = stint_values(lengths, mean_prices, trace.ondemand_price, rules, None)
+    until = float(warned.sum())
     step = float(np.median(seconds)) / 3600.0
     best_h, best = (math.inf, until) if until > 0 else (None, 0.0)
     for tau in np.arange(step, lengths.max() + step, step):
@@ -97,7 +99,7 @@ def pool_stints(trace: Trace, j: int, start: int, end: int, rules: Rules) -> Poo
         if total > best:
             best_h, best = float(tau), total
     return PoolStints(trace.pools[j], len(lengths), float(lengths.sum() / total_h), float(lengths.mean()),
-                      float(lengths.max()), until, best_h, best)
+                      float(lengths.max()), until, int((warned > 0).sum()), best_h, best)
 
 
 def dataset_stints(d: Dataset, fractions: tuple[float, float]) -> tuple[Trace, list[PoolStints]]:
@@ -109,7 +111,7 @@ def dataset_stints(d: Dataset, fractions: tuple[float, float]) -> tuple[Trace, l
 
 def markdown(results: Sequence[tuple[Dataset, list[PoolStints]]]) -> str:
     lines = ["| dataset | pool | runs | obtainable | mean run | longest | stints held to the warning | "
-             "best 'leave after τ' |", "|---|---|---:|---:|---:|---:|---:|---|"]
+             "runs where that gains | best 'leave after τ' |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for d, pools in results:
         for s in pools:
             if s.best_exit_h is None:
@@ -119,20 +121,21 @@ def markdown(results: Sequence[tuple[Dataset, list[PoolStints]]]) -> str:
             else:
                 best = f"τ = {s.best_exit_h:.2f} h: {s.best_exit_usd:+.1f} $"
             lines.append(f"| {d.label} | {s.pool} | {s.runs} | {s.available_share:.0%} | {s.mean_run_h:.2f} h | "
-                         f"{s.max_run_h:.1f} h | {s.until_warned_usd:+.1f} $ | {best} |")
+                         f"{s.max_run_h:.1f} h | {s.until_warned_usd:+.1f} $ | {s.gaining_runs} | {best} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", help="comma list of dataset keys (default: every real-capacity row and slice)")
+    ap.add_argument("--dataset", action="append", help="a dataset key, repeatable (a slice's key has commas); "
+                    "default: every real-capacity row and slice")
     ap.add_argument("--window", default=f"{TRAIN_FRACTION},1", help="LO,HI fractions of each trace (the tables')")
     ap.add_argument("--markdown", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
     lo, hi = (float(x) for x in args.window.split(","))
     sets = rows()
-    if args.datasets:
-        wanted = args.datasets.split(",")
+    if args.dataset:
+        wanted = args.dataset
         unknown = sorted(set(wanted) - {d.key for d in sets})
         if unknown:
             print(f"unknown datasets {unknown}; known: {[d.key for d in sets]}", file=sys.stderr)

@@ -35,9 +35,9 @@ def test_short_runs_gain_nothing_and_long_runs_gain_most_when_left_before_they_e
     long = ([1] * 20 + [0]) * 2  # 10 h runs: leaving after 9.5 h beats waiting for the warning
     trace = make_trace(np.array([short, long]).T, 1.0, tick_s=HALF_HOUR)
     s = pool_stints(trace, 0, 0, trace.ticks, RULES)
-    assert s.runs == 21 and s.until_warned_usd < 0 and s.best_exit_h is None and s.best_exit_usd == 0
+    assert s.runs == 21 and s.gaining_runs == 0 and s.until_warned_usd < 0 and s.best_exit_h is None and s.best_exit_usd == 0
     s = pool_stints(trace, 1, 0, trace.ticks, RULES)
-    assert s.runs == 2 and s.max_run_h == pytest.approx(10.0)
+    assert s.runs == 2 and s.gaining_runs == 2 and s.max_run_h == pytest.approx(10.0)
     assert s.best_exit_h == pytest.approx(9.5) and s.best_exit_usd > s.until_warned_usd > 0
 
 
@@ -53,3 +53,14 @@ def test_held_to_the_warning_is_what_the_simulator_charges():
     s = pool_stints(trace, 0, 0, trace.ticks, RULES)
     assert s.runs == 3
     assert base - got == pytest.approx(s.until_warned_usd, rel=1e-9)
+
+
+def test_the_command_names_unknown_datasets_and_writes_the_table(tmp_path, capsys):
+    from bench.backtest import stints
+
+    assert stints.main(["--dataset", "no-such-row"]) == 2
+    assert "unknown datasets ['no-such-row']" in capsys.readouterr().err
+    out = tmp_path / "stints.md"
+    assert stints.main(["--dataset", "gpu-p2.8xlarge", "--markdown", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if "p2.8xlarge." in line]
+    assert len(rows) == 2 and all("none gains" in row for row in rows)  # docs/benchmarks.md's GPU p2.8xlarge row
