@@ -10,6 +10,7 @@
 #   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
 #   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
 #   make variants variants of ours scored on every real-capacity row and three-zone slice (VARIANTS_ARGS=...)
+#   make stints   what a spot stint is worth in each pool of those rows (STINTS_ARGS=...)
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage> with cdk-nag's
@@ -47,7 +48,7 @@ CDK_VERSION := 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_VERSION)
 LAYER_READY := layers/ml/build/python/sklearn/__init__.py
 
-.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate variants attack-walk train layer infra policies deploy destroy redrive lint clean check-python
+.PHONY: venv demo test browser web-vendor screenshots serve package bench backtest validate variants stints attack-walk train layer infra policies deploy destroy redrive lint clean check-python
 
 check-python:
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it or set PYTHON312=/path/to/python3.12)" >&2; exit 1; fi
@@ -108,6 +109,9 @@ validate: $(STAMP)
 
 variants: $(STAMP)
 	$(BIN)/python -m bench.backtest.variants $(VARIANTS_ARGS)
+
+stints: $(STAMP)
+	$(BIN)/python -m bench.backtest.stints $(STINTS_ARGS)
 
 attack-walk: $(STAMP)  ## local mode walked as an attacker with a valid client token (issue #12)
 	$(BIN)/python -m localmode.attack_walk
