@@ -102,11 +102,12 @@ def pool_stints(trace: Trace, j: int, start: int, end: int, rules: Rules) -> Poo
                       float(lengths.max()), until, int((warned > 0).sum()), best_h, best)
 
 
-def dataset_stints(d: Dataset, fractions: tuple[float, float]) -> tuple[Trace, list[PoolStints]]:
+def dataset_stints(d: Dataset, fractions: tuple[float, float]) -> list[PoolStints]:
+    """Every pool of one dataset, over the part of its trace between the two fractions."""
     trace = d.load()
     start, end = window(trace, fractions)
     rules = Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s)
-    return trace, [pool_stints(trace, j, start, end, rules) for j in range(len(trace.pools))]
+    return [pool_stints(trace, j, start, end, rules) for j in range(len(trace.pools))]
 
 
 def markdown(results: Sequence[tuple[Dataset, list[PoolStints]]]) -> str:
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
             print(f"unknown datasets {unknown}; known: {[d.key for d in sets]}", file=sys.stderr)
             return 2
         sets = [d for d in sets if d.key in wanted]
-    results = [(d, dataset_stints(d, (lo, hi))[1]) for d in sets]
+    results = [(d, dataset_stints(d, (lo, hi))) for d in sets]
     table = markdown(results)
     print(table)
     if args.markdown:
