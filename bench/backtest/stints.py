@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.backtest.model import Rules
 from bench.backtest.validate import TRAIN_FRACTION, Dataset, window
-from bench.backtest.variants import rows
+from bench.backtest.variants import rows, window_arg
 from ml.traces import Trace
 
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--window", default=f"{TRAIN_FRACTION},1", help="LO,HI fractions of each trace (the tables')")
     ap.add_argument("--markdown", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
-    lo, hi = (float(x) for x in args.window.split(","))
+    lo, hi = window_arg(ap, args.window)
     sets = rows()
     if args.dataset:
         wanted = args.dataset

@@ -94,6 +94,17 @@ def markdown(table: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def window_arg(ap: argparse.ArgumentParser, text: str) -> tuple[float, float]:
+    """``--window LO,HI`` as two fractions of a trace, or the parser's usage error."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        ap.error("--window takes two fractions, LO,HI")
+    if not 0 <= lo < hi <= 1:
+        ap.error("--window needs 0 <= LO < HI <= 1")
+    return lo, hi
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", help="comma list of variant keys (default: all; the defaults always run)")
@@ -103,12 +114,7 @@ def main(argv=None) -> int:
                     "ticks later, and average (1; a row moves by a few %% with one tick's shift)")
     ap.add_argument("--json", type=Path, help="write every score and the summary here")
     args = ap.parse_args(argv)
-    try:
-        lo, hi = (float(x) for x in args.window.split(","))
-    except ValueError:
-        ap.error("--window takes two fractions, LO,HI")
-    if not 0 <= lo < hi <= 1:
-        ap.error("--window needs 0 <= LO < HI <= 1")
+    lo, hi = window_arg(ap, args.window)
     if args.offsets < 1:
         ap.error("--offsets must be >= 1")
     chosen = list(VARIANTS)
