@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
+    BOOT_SAMPLES,
+    DEFAULT_BOOT_S,
     ONDEMAND,
     Decision,
     DecisionAction,
@@ -19,6 +21,7 @@ from components.decision_engine import (
     PoolOption,
     Situation,
     decide,
+    measured_boot_s,
 )
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
@@ -33,7 +36,6 @@ from chalicelib.tables.risk import DecisionTable
 
 PRICE_FRESH_FOR = timedelta(hours=2)
 COOLDOWN_S = 600
-DEFAULT_BOOT_S = 300.0  # launch → serving until the agent's own switches have measured it
 DOWNTIME_PENALTY_DAYS = 24  # an hour down costs a day of on-demand (as in the backtest)
 
 
@@ -51,11 +53,10 @@ class NoMarketDataError(Exception):
     """No price is known for the agent's instance types yet (the agent has not reported)."""
 
 
-def measured_boot_s(switches) -> float:
-    """Median launch → ready time of the agent's recent switches (their reports carry both times)."""
-    boots = sorted((s.ready_at - s.launched_at).total_seconds() for s in switches
-                   if getattr(s, "launched_at", None) and getattr(s, "ready_at", None) and s.ready_at >= s.launched_at)
-    return boots[len(boots) // 2] if boots else DEFAULT_BOOT_S
+def boot_s_of(switches) -> float:
+    """The agent's boot time from its switches' reports (launch → ready; ``measured_boot_s``'s rule)."""
+    return measured_boot_s((s.ready_at - s.launched_at).total_seconds() for s in switches
+                           if getattr(s, "launched_at", None) and getattr(s, "ready_at", None))
 
 
 def decision_config(agent: AgentRecord, ondemand_price: float, boot_s: float = DEFAULT_BOOT_S) -> DecisionConfig:
@@ -101,11 +102,14 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
 
 
 def situation(agent: AgentRecord, now: datetime) -> tuple[Situation, float]:
-    """Where the agent is, its switches of the last week, and its measured boot time."""
+    """Where the agent is, its switches of the last week (the rails), and its measured boot time (from
+    its newest switches, however old)."""
     current = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
-    rows = switch_repo.for_agent_since(agent.agent_id, now - timedelta(days=7))
+    week_ago = now - timedelta(days=7)
+    rows = switch_repo.recent_for_agent(agent.agent_id, week_ago, BOOT_SAMPLES)
     return (Situation(current=current, since=agent.last_switch_at or agent.registered_at,
-                      recent_switches=tuple(s.initiated_at for s in rows)), measured_boot_s(rows))
+                      recent_switches=tuple(s.initiated_at for s in rows if s.initiated_at >= week_ago)),
+            boot_s_of(rows[-BOOT_SAMPLES:]))
 
 
 def evaluate(agent: AgentRecord, now: datetime) -> Evaluation:

@@ -11,7 +11,7 @@ writes — and, like production:
   the evidence fallback when no model is given;
 - pools in capacity back-off (``components.capacity.DEFAULT_BACKOFF``) are not targets;
 - the boot time in the cost model is the one it measured on its own launches (until the first
-  launch: the product's default, 300 s);
+  launch: the product's default, ``components.decision_engine.DEFAULT_BOOT_S``);
 - it calls ``components.decision_engine.decide`` at every tick and turns the decision's target,
   fallbacks and standby into the Action.
 
@@ -31,13 +31,12 @@ import numpy as np
 from bench.backtest.model import ONDEMAND, Action, Observation, Rules
 from bench.backtest.policies import register_policy
 from components.capacity import DEFAULT_BACKOFF, NEGATIVE_KINDS, BackoffPolicy, CapacityObservation, ObservationKind
-from components.decision_engine import DecisionConfig, PoolOption, Situation, decide
+from components.decision_engine import DecisionConfig, PoolOption, Situation, decide, measured_boot_s
 from components.risk_model import PoolEvidence, evidence_risk, feature_vector
 from ml import risk as risk_ml
 from ml.traces import Trace
 
 RISK_REFRESH_S = 900.0
-DEFAULT_BOOT_S = 300.0  # until the agent has measured one of its own launches (production's default too)
 
 
 class OursPolicy:
@@ -112,7 +111,8 @@ class OursPolicy:
                 self.boots.append(inst.ready_at - inst.launched_at)
 
     def boot_s(self) -> float:
-        return float(np.median(self.boots[-20:])) if self.boots else DEFAULT_BOOT_S
+        """Production's rule (``components.decision_engine.measured_boot_s``) over its own launches."""
+        return measured_boot_s(self.boots)
 
     def evidence(self, j: int, now: float, history_prices) -> PoolEvidence:
         """The same PoolEvidence the risk scorer builds in production."""

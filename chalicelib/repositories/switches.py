@@ -45,6 +45,20 @@ def for_agent_since(agent_id: str, since: datetime) -> list[SwitchTable]:
     return list(SwitchTable.by_agent.query(agent_id, SwitchTable.switch_key >= switch_key(since, "")))
 
 
+def recent_for_agent(agent_id: str, since: datetime, at_least: int) -> list[SwitchTable]:
+    """An agent's switches since a time, or its newest ``at_least`` if those are more; oldest first.
+
+    One query, newest first, read only as far as needed: the decision cycle's switch limits want the
+    week, its boot-time estimate the newest few switches however old (an agent that has not moved for a
+    week keeps its measured boot)."""
+    rows = []
+    for row in SwitchTable.by_agent.query(agent_id, scan_index_forward=False):
+        if len(rows) >= at_least and row.initiated_at < since:
+            break
+        rows.append(row)
+    return rows[::-1]
+
+
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
            deactivate_old: str | None, now: datetime) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.

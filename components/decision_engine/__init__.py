@@ -1,5 +1,6 @@
 """The decision policy: expected cost with risk, guardrails, on-demand fallback, standby placement."""
 
+from components.decision_engine.boot import BOOT_SAMPLES, DEFAULT_BOOT_S, measured_boot_s
 from components.decision_engine.costs import (
     expected_hold_hours,
     expected_hourly_cost,
@@ -22,6 +23,8 @@ from components.decision_engine.policy import decide
 from components.decision_engine.standby import choose_standby, standby_value_per_hour
 
 __all__ = [
+    "BOOT_SAMPLES",
+    "DEFAULT_BOOT_S",
     "ONDEMAND",
     "VOLUNTARY",
     "Decision",
@@ -38,6 +41,7 @@ __all__ = [
     "hazard_per_hour",
     "held_long_enough",
     "interruption_cost",
+    "measured_boot_s",
     "standby_value_per_hour",
     "switch_cost",
     "switches_within",

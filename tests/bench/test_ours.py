@@ -7,7 +7,8 @@ import pytest
 
 from bench.backtest import ONDEMAND, Action, Rules, simulate
 from bench.backtest.model import InstanceView, Observation
-from bench.backtest.ours import DEFAULT_BOOT_S, OursPolicy
+from bench.backtest.ours import OursPolicy
+from components.decision_engine import DEFAULT_BOOT_S
 from tests.bench.helpers import make_trace
 
 A, B, C = "us-east-1a", "us-east-1b", "us-east-1c"

@@ -197,3 +197,33 @@ def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_even_with_its_s
     assert (command.target_mode, command.target_pool_id) == ("spot", f"{itype}.eu-west-1b")
     [stored] = [d for d in DecisionTable.query(agent_id) if d.command_id == command.command_id]
     assert stored.action == "to_spot" and stored.inputs["recent_switches"] == 2
+
+
+def test_an_agent_keeps_its_measured_boot_time_after_a_quiet_week(settled_agent):
+    """The cost model prices an interruption with the agent's own boot time (its switch reports carry
+    launch and ready times). An agent that has not switched for a week keeps it: it is the newest
+    switches' median however old they are, while the switch limits count only the week."""
+    from chalicelib import decisions
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.tables import SwitchTable
+
+    client_id, _caller, agent_id, _itype = settled_agent
+    now = datetime.now(timezone.utc)
+    agent = agent_repo.get(client_id, agent_id)
+    # GIVEN no switch at all: the product's default
+    assert decisions.situation(agent, now)[1] == 300.0
+    # AND three switches 9-10 days ago that booted in 95, 100 and 140 s, one 2 days ago without timings
+    for n, (ago, boot) in enumerate(((timedelta(days=10), 95), (timedelta(days=9, hours=12), 140),
+                                     (timedelta(days=9), 100), (timedelta(days=2), None))):
+        at = now - ago
+        SwitchTable(client_id, f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#sw-{n}", switch_id=f"sw-{n}",
+                    agent_id=agent_id, new_instance_id=f"i-{n}", new_mode="spot", initiated_at=at,
+                    launched_at=at if boot else None, ready_at=at + timedelta(seconds=boot) if boot else None,
+                    recorded_at=at).save()
+    # WHEN the decision cycle builds the agent's situation
+    where, boot_s = decisions.situation(agent, now)
+    # THEN the boot is the old switches' median, and only the switch of the week counts against the limits
+    assert boot_s == 100.0
+    assert where.recent_switches == (now - timedelta(days=2),)
+    # AND the cost model uses it: a 100 s boot is covered by the 2-minute notice, no downtime to price
+    assert decisions.decision_config(agent, 0.096, boot_s).interruption_gap_s == 0.0
