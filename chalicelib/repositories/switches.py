@@ -40,11 +40,6 @@ def for_client_since(client_id: str, since: datetime, *, instance_id: str | None
                                   filter_condition=_of_instance(instance_id) if instance_id else None))
 
 
-def for_agent_since(agent_id: str, since: datetime) -> list[SwitchTable]:
-    """An agent's switches since a time (switch limits, savings)."""
-    return list(SwitchTable.by_agent.query(agent_id, SwitchTable.switch_key >= switch_key(since, "")))
-
-
 def recent_for_agent(agent_id: str, since: datetime, at_least: int) -> list[SwitchTable]:
     """An agent's switches since a time, or its newest ``at_least`` if those are more; oldest first.
 
