@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.repositories import pools as pool_repo
+from chalicelib.repositories.switches import switch_key
 from chalicelib.tables import AgentTable, DecisionTable, PoolTable
 from tests.conftest import invoke_schedule
 
@@ -188,7 +189,7 @@ def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_even_with_its_s
         AgentTable.config.min_pool_duration_hours.set(6)])
     for n, ago in enumerate((timedelta(hours=5), timedelta(minutes=1))):
         at = now - ago
-        SwitchTable(client_id, f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#sw-{n}", switch_id=f"sw-{n}",
+        SwitchTable(client_id, switch_key(at, f"sw-{n}"), switch_id=f"sw-{n}",
                     agent_id=agent_id, new_instance_id=f"i-{n}", new_mode="ondemand", initiated_at=at,
                     recorded_at=at).save()
     _set_risk(itype, {"a": 0.95, "b": 0.02, "c": 0.95})
@@ -216,7 +217,7 @@ def test_an_agent_keeps_its_measured_boot_time_after_a_quiet_week(settled_agent)
     for n, (ago, boot) in enumerate(((timedelta(days=10), 95), (timedelta(days=9, hours=12), 140),
                                      (timedelta(days=9), 100), (timedelta(days=2), None))):
         at = now - ago
-        SwitchTable(client_id, f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#sw-{n}", switch_id=f"sw-{n}",
+        SwitchTable(client_id, switch_key(at, f"sw-{n}"), switch_id=f"sw-{n}",
                     agent_id=agent_id, new_instance_id=f"i-{n}", new_mode="spot", initiated_at=at,
                     launched_at=at if boot else None, ready_at=at + timedelta(seconds=boot) if boot else None,
                     recorded_at=at).save()
