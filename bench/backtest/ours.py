@@ -40,23 +40,28 @@ RISK_REFRESH_S = 900.0
 
 
 class OursPolicy:
-    """Decision engine + observation-based risk, re-scored every 15 simulated minutes."""
+    """Decision engine + observation-based risk, re-scored every 15 simulated minutes (only then, like
+    production's scheduled risk scorer; the back-off after a refusal or warning is immediate in both)."""
 
     name = "ours"
     observability = "observed"
 
     def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S, model=None,
                  train: bool = False, backoff: BackoffPolicy = DEFAULT_BACKOFF, rails: dict | None = None,
-                 evidence_params: dict | None = None, ondemand_backoff: str = "all"):
+                 evidence_params: dict | None = None, ondemand_backoff: str = "all",
+                 rescore_on_setback: bool = False):
         """``backoff`` and ``rails`` (extra ``DecisionConfig`` fields) default to the product's; the
         validation protocol (bench/backtest/validate.py) varies them. ``evidence_params`` (keyword arguments
-        of ``evidence_hazard``) and ``ondemand_backoff`` (which back-offs hold while on on-demand: ``all``,
-        the product's; ``losses``, not refusals; ``none``) are the variants of bench/backtest/variants.py."""
+        of ``evidence_hazard``), ``ondemand_backoff`` (which back-offs hold while on on-demand: ``all``,
+        the product's; ``losses``, not refusals; ``none``) and ``rescore_on_setback`` (rescore at once on a
+        refusal or warning, which production's scheduled scorer does not) are the variants of
+        bench/backtest/variants.py."""
         if ondemand_backoff not in ("all", "losses", "none"):
             raise ValueError(f"ondemand_backoff must be all, losses or none, not {ondemand_backoff!r}")
         self.horizon_s, self.risk_refresh_s, self.given_model, self.train = horizon_s, risk_refresh_s, model, train
         self.backoff, self.rails = backoff, dict(rails or {})
         self.evidence_params, self.ondemand_backoff = dict(evidence_params or {}), ondemand_backoff
+        self.rescore_on_setback = rescore_on_setback
         self.member, self.fleet = 0, 1
 
     def join_fleet(self, member: int, fleet: int) -> None:
@@ -197,7 +202,8 @@ class OursPolicy:
 
     def act(self, obs: Observation) -> Action:
         self._learn(obs)
-        if obs.now - self.risk_at >= self.risk_refresh_s or any(o.negative for o in obs.observations):
+        setback = self.rescore_on_setback and any(o.negative for o in obs.observations)
+        if obs.now - self.risk_at >= self.risk_refresh_s or setback:
             self._rescore(obs)
         now = _aware(obs.time)
         booting = _sole_replacement(obs)

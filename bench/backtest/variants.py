@@ -38,6 +38,7 @@ VARIANTS: tuple[Setting, ...] = (
     Setting("on on-demand: no refusal back-off", {"ondemand_backoff": "losses"}),
     Setting("losses start no back-off", {"backoff": BackoffPolicy(losses_start=False)}),
     Setting("losses start no back-off (base 5 min)", {"backoff": BackoffPolicy(base_s=300.0, losses_start=False)}),
+    Setting("rescore at once on a setback (production does not)", {"rescore_on_setback": True}),
     Setting("no switch limits or cooldown", {"rails": {"max_switches_per_day": 10**6, "max_switches_per_week": 10**6,
                                                         "cooldown_s": 0.0}}),
 )
