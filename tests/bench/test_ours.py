@@ -75,3 +75,37 @@ def test_the_only_replacement_is_left_to_boot():
     assert booting and all(a.primary == ONDEMAND for a in booting)
     assert result.downtime_s == pytest.approx(rules.boot_s - rules.warning_s)
     assert result.interruptions == 1
+
+
+class ScoreTimes(Recording):
+    """Recording that also keeps the simulated time of every risk rescore."""
+
+    def reset(self, trace, rules, eval_start):
+        super().reset(trace, rules, eval_start)
+        self.scored_at: list[float] = []
+
+    def _rescore(self, obs):
+        super()._rescore(obs)
+        self.scored_at.append(obs.now)
+
+
+def test_risk_is_rescored_on_the_scorers_schedule_only_like_production():
+    # GIVEN 200-second ticks and the risk scorer's 15 minutes: production rescores at 0, 900, 1800 s …
+    rules = Rules.for_ondemand_price(3.0, boot_s=120.0)
+    policy = ScoreTimes()
+    # WHEN pool a is lost at tick 2 (400 s), between two scheduled runs
+    simulate(trace_with({0: range(2, 16)}), policy, rules, 0, 16)
+    # THEN no rescore happened at the loss: every gap between scores is a full 15 minutes or more …
+    gaps = np.diff(policy.scored_at)
+    assert len(policy.scored_at) >= 3 and (gaps >= 900.0).all()
+    # … but the back-off did act at once: ours left pool a on the tick of the loss and stayed out of it
+    # for the first back-off window (10 minutes: ticks 2-4), with risk scored before the loss
+    chosen = dict(policy.actions)
+    assert chosen[2].primary == B and chosen[3].primary != A and chosen[4].primary != A
+
+
+def test_the_at_once_rescore_is_only_a_variant():
+    rules = Rules.for_ondemand_price(3.0, boot_s=120.0)
+    policy = ScoreTimes(rescore_on_setback=True)
+    simulate(trace_with({0: range(2, 16)}), policy, rules, 0, 16)
+    assert (np.diff(policy.scored_at) < 900.0).any()
