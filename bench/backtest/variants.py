@@ -1,6 +1,6 @@
 """Variants of ``ours`` scored on every real-capacity dataset and the 9-AZ trace's three-zone slices.
 
-    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--offsets K] [--json OUT]
+    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--offsets K] [--baselines] [--json OUT]
 
 Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
 whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
@@ -9,7 +9,8 @@ held-out sets), with the mean, the worst row and how many rows it wins or loses 
 A variant ships only if it is lower on every row, or lower on average without losing a row by more than
 it wins elsewhere (docs/benchmarks.md, "Backtest"). The rows are scored from 60 % of each trace to its end,
 the window every table uses; ``--window 0.2,0.6`` scores an earlier part nothing was chosen on, to check
-that a variant's win there is not noise.
+that a variant's win there is not noise. ``--baselines`` also scores the baselines on the same runs and
+prints, per row, the defaults against the best of them: the "lowest on N of 13 rows" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bench.backtest import Rules, run_backtest
-from bench.backtest.validate import DEFAULT, TRAIN_FRACTION, Dataset, Setting, _p3, datasets, window
+from bench.backtest.policies import POLICIES
+from bench.backtest.validate import BASELINES, DEFAULT, TRAIN_FRACTION, Dataset, Setting, _p3, datasets, window
 from components.capacity import BackoffPolicy
 
 VARIANTS: tuple[Setting, ...] = (
@@ -55,11 +57,13 @@ def rows() -> list[Dataset]:
 
 
 def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[str], None] = print,
-          fractions: tuple[float, float] = (TRAIN_FRACTION, 1.0), offsets: int = 1) -> dict:
-    """{dataset key: {variant key: score × oracle}}, each dataset loaded once and run once for all variants,
-    over the ticks between the two fractions of each trace. With ``offsets`` = k > 1 the window is run k times,
-    starting 0, 1, … k − 1 ticks later, and the ratios are averaged: one tick's difference at the start can
-    move a row by several percent (the policy's path diverges), so one run cannot tell close variants apart."""
+          fractions: tuple[float, float] = (TRAIN_FRACTION, 1.0), offsets: int = 1,
+          baselines: Sequence[str] = ()) -> dict:
+    """{dataset key: {variant key (and baseline name): score × oracle}}, each dataset loaded once and run once
+    for all variants and ``baselines``, over the ticks between the two fractions of each trace. With
+    ``offsets`` = k > 1 the window is run k times, starting 0, 1, … k − 1 ticks later, and the ratios are
+    averaged: one tick's difference at the start can move a row by several percent (the policy's path
+    diverges), so one run cannot tell close variants apart."""
     if offsets < 1:
         raise ValueError("offsets must be >= 1")
     out: dict[str, dict[str, float]] = {}
@@ -67,12 +71,34 @@ def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[s
         trace = d.load()
         start, end = window(trace, fractions)
         rules = Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s)
-        runs = [run_backtest(trace, [v.policy() for v in variants], rules, start=start + k, end=end)["policies"]
+        runs = [run_backtest(trace, [*(POLICIES[b]() for b in baselines), *(v.policy() for v in variants)], rules,
+                             start=start + k, end=end)["policies"]
                 for k in range(min(offsets, end - start - 1))]
-        out[d.key] = {v.key: round(statistics.mean(r[f"ours[{v.key}]"]["score_ratio_to_oracle"] for r in runs), 4)
-                      for v in variants}
+        names = {**{b: b for b in baselines}, **{v.key: f"ours[{v.key}]" for v in variants}}
+        out[d.key] = {key: round(statistics.mean(r[name]["score_ratio_to_oracle"] for r in runs), 4)
+                      for key, name in names.items()}
         log(f"{d.key}: " + ", ".join(f"{k} {s:.4f}" for k, s in out[d.key].items()))
     return out
+
+
+def standing(scores: Mapping[str, Mapping[str, float]], baselines: Sequence[str] = BASELINES) -> list[dict]:
+    """Per row: the defaults' score, the best baseline and its score, and whether the defaults are the lowest
+    (ties within 1e-4 count as lowest: the rows' noise is far larger)."""
+    out = []
+    for key, row in scores.items():
+        best = min(baselines, key=lambda b: (row[b], baselines.index(b)))
+        out.append({"row": key, "ours": row[DEFAULT], "best_baseline": best, "baseline": row[best],
+                    "lowest": row[DEFAULT] <= row[best] + 1e-4})
+    return out
+
+
+def standing_markdown(rows_: Sequence[dict]) -> str:
+    lines = ["| row | `ours` (defaults) | best baseline | `ours` lowest? |", "|---|---:|---:|---|"]
+    for r in rows_:
+        lines.append(f"| {r['row']} | {r['ours']:.3f} | {r['baseline']:.3f} ({r['best_baseline']}) | "
+                     f"{'yes' if r['lowest'] else 'no'} |")
+    lines.append(f"\n`ours` lowest on {sum(r['lowest'] for r in rows_)} of {len(rows_)} rows.")
+    return "\n".join(lines)
 
 
 def summary(scores: Mapping[str, Mapping[str, float]], variants: Sequence[str]) -> list[dict]:
@@ -113,6 +139,8 @@ def main(argv=None) -> int:
                     f"(fractions of its ticks; default {TRAIN_FRACTION},1, the tables' window)")
     ap.add_argument("--offsets", type=int, default=1, help="run each row K times, its window starting 0 .. K-1 "
                     "ticks later, and average (1; a row moves by a few %% with one tick's shift)")
+    ap.add_argument("--baselines", action="store_true", help="also score ondemand, static, cheapest and "
+                    "price_capacity on the same runs and print where the defaults are the lowest")
     ap.add_argument("--json", type=Path, help="write every score and the summary here")
     args = ap.parse_args(argv)
     lo, hi = window_arg(ap, args.window)
@@ -126,12 +154,18 @@ def main(argv=None) -> int:
             print(f"error: unknown variants {sorted(unknown)}; known: {[v.key for v in VARIANTS]}", file=sys.stderr)
             return 2
         chosen = [v for v in VARIANTS if v.key == DEFAULT or v.key in wanted]
-    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi), offsets=args.offsets)
+    baselines = BASELINES if args.baselines else ()
+    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi),
+                   offsets=args.offsets, baselines=baselines)
     table = summary(scores, [v.key for v in chosen])
     print(markdown(table))
+    doc = {"scores": scores, "summary": table}
+    if baselines:
+        doc["standing"] = standing(scores)
+        print("\n" + standing_markdown(doc["standing"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"scores": scores, "summary": table}, indent=1) + "\n")
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 

@@ -128,3 +128,26 @@ def test_an_unknown_back_off_mode_is_refused():
 def test_every_variant_can_be_named_on_the_command_line():
     keys = [v.key for v in VARIANTS]
     assert len(set(keys)) == len(keys) and not any("," in k for k in keys)  # --variants is a comma list
+
+
+def test_baselines_are_scored_on_the_same_runs_and_the_standing_names_the_best():
+    from bench.backtest.variants import standing
+
+    trace, tiny = _tiny(11, 150, 0.75)
+    row = score([tiny], VARIANTS[:1], log=lambda _: None, baselines=("static", "cheapest"))["tiny"]
+    plain = run_backtest(trace, [OursPolicy()], Rules.for_ondemand_price(trace.ondemand_price),
+                         start=trace.split_index(0.6), end=trace.ticks)["policies"]
+    from bench.backtest.policies import POLICIES
+
+    direct = run_backtest(trace, [POLICIES["static"](), POLICIES["cheapest"]()],
+                          Rules.for_ondemand_price(trace.ondemand_price), start=trace.split_index(0.6),
+                          end=trace.ticks)["policies"]
+    assert row[DEFAULT] == pytest.approx(plain["ours"]["score_ratio_to_oracle"], abs=1e-4)
+    assert row["static"] == pytest.approx(direct["static"]["score_ratio_to_oracle"], abs=1e-4)
+    assert row["cheapest"] == pytest.approx(direct["cheapest"]["score_ratio_to_oracle"], abs=1e-4)
+    table = standing({"tiny": row, "other": {DEFAULT: 1.30, "static": 1.2, "cheapest": 1.25}},
+                     baselines=("static", "cheapest"))
+    other = table[1]
+    assert other["best_baseline"] == "static" and other["baseline"] == 1.2 and other["lowest"] is False
+    best = min(("static", "cheapest"), key=lambda b: row[b])
+    assert table[0]["best_baseline"] == best and table[0]["lowest"] == (row[DEFAULT] <= row[best] + 1e-4)
