@@ -29,9 +29,12 @@ from chalicelib.jobs import scheduled_time
 from chalicelib.observability import http_middleware
 from chalicelib.settings import (
     APP_NAME,
+    DECISION_WORKER_BATCH_SIZE,
+    DECISION_WORKER_CONCURRENCY,
     SENTINEL_BATCH_SIZE,
     SENTINEL_CONCURRENCY,
     SENTINEL_FUNCTION,
+    decision_queue_name,
     event_queue_name,
     get_settings,
 )
@@ -71,10 +74,22 @@ def risk_scorer(event):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="decision-cycle")
 def decision_cycle(event):
-    """Decisions for every live auto-switch agent, every 5 minutes."""
+    """Every 5 minutes: the live agents to the decision queue, 25 a message (the decision-worker decides)."""
     from chalicelib.jobs import decision_cycle as decision_cycle_job
 
     return decision_cycle_job.run(scheduled_time(event))
+
+
+# The name is written out (settings.DECISION_WORKER_FUNCTION): infra/boto_calls.py and bench/cold_start.py read it
+# from this file's text.
+@app.on_sqs_message(queue=decision_queue_name(get_settings().stage), batch_size=DECISION_WORKER_BATCH_SIZE,
+                    maximum_concurrency=DECISION_WORKER_CONCURRENCY, name="decision-worker")
+def decision_worker(event):
+    """Decisions for the agents of the decision cycle's messages, as of each message's scheduled time.
+    Returns the batch item failures (messages SQS must deliver again)."""
+    from chalicelib.jobs import decision_cycle as decision_cycle_job
+
+    return decision_cycle_job.on_sqs_batch(event.to_dict(), event.context)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="replica-coordinator")

@@ -27,7 +27,11 @@ What is counted (in-process, moto; nothing leaves the machine):
   lines; custom metrics, alarms, dashboard).
 * Scheduled jobs: each job's ``run()`` is metered at two fleet sizes; its calls, units and time are
   fitted as ``fixed + per-agent × agents`` and the per-run cost, times runs per month, is spread
-  over 10, 1,000 and 100,000 agents.
+  over 10, 1,000 and 100,000 agents. The decision cycle is two functions: the dispatcher
+  (``decision-cycle``: the live index's keys → SQS, metered; its Query pages and SendMessageBatch calls are
+  steps a small fleet never reaches, so they are added per agent from the key size and the message size)
+  and the workers (``decision-worker``: one cycle's messages, the dispatch and the queue's receive/delete
+  unmetered; its fixed part is per invocation, ``DECISION_WORKER_BATCH_SIZE`` messages each).
 
 Free tiers are ignored. The printed counts are what the code in this checkout does: re-run after a
 change to the request path to get the new number.
@@ -96,7 +100,8 @@ AWS_CALL_MS = 30.0  # any other AWS API call (EC2, S3, SSM, Step Functions)
 LAMBDA_PLATFORM_LOG_BYTES = 350  # START + END + REPORT lines per invocation
 SQS_REQUESTS_PER_EVENT = 3  # SendMessage (by EventBridge), ReceiveMessage, DeleteMessage(Batch)
 SQS_IDLE_POLLS_PER_MONTH = 5 * 3 * 60 * 24 * 30  # Lambda's 5 pollers, 20 s long polls, always on
-SQS_QUEUES_POLLED = 1
+SQS_QUEUES_POLLED = 2  # the event queue and the decision queue
+DDB_PAGE_BYTES = 1024 * 1024  # a Query page without a limit
 EVENTS_PER_AGENT_MONTH = {"interruption": 1.0, "rebalance": 1.0, "state_change": 4.0}
 FORWARDED_FRACTION = 0.5  # events of instances outside the deploy region, forwarded to its bus
 FAILOVER_TASK_MS = 400.0  # one failover task (Lambda, mostly EC2/Step Functions calls)
@@ -289,7 +294,7 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
     transitions, tasks = m.failover
     out["Step Functions"] = interruptions * transitions * PRICES["sfn_transition"]
     out["EventBridge"] = events * FORWARDED_FRACTION * PRICES["eventbridge_event"]
-    out["SQS"] = (events * SQS_REQUESTS_PER_EVENT * PRICES["sqs_request"]
+    out["SQS"] = ((events * SQS_REQUESTS_PER_EVENT + decision_queue_requests()) * PRICES["sqs_request"]
                   + SQS_QUEUES_POLLED * SQS_IDLE_POLLS_PER_MONTH * PRICES["sqs_request"] / agents)
     ev = m.event_usage
     default_gb = lambda_memory_gb("sentinel-interruption")
@@ -301,18 +306,19 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
     job_total = 0.0
     job_logs = 0.0
     for job in m.jobs.values():
-        run = job["fixed"].scaled(1.0)
+        invocations = job_invocations(job, agents)
+        run = job["fixed"].scaled(invocations)
         per = job["per_agent"]
         usage = Usage(run.calls + per.scaled(agents).calls, run.rru + per.rru * agents,
                       run.wru + per.wru * agents, run.own_s + per.own_s * agents,
                       run.log_bytes + per.log_bytes * agents)
         n = job["runs_per_month"]
-        job_total += n * (PRICES["lambda_request"] + usage.billed_ms() / 1000 * job["memory_gb"]
+        job_total += n * (invocations * PRICES["lambda_request"] + usage.billed_ms() / 1000 * job["memory_gb"]
                           * PRICES["lambda_gb_s"][0][1] + usage.rru * PRICES["ddb_rru"]
                           + usage.wru * PRICES["ddb_wru"]
                           + usage.calls.get("s3:GetObject", 0) * PRICES["s3_get"]
                           + usage.calls.get("s3:PutObject", 0) * PRICES["s3_put"])
-        job_logs += n * (usage.log_bytes + LAMBDA_PLATFORM_LOG_BYTES)
+        job_logs += n * (usage.log_bytes + invocations * LAMBDA_PLATFORM_LOG_BYTES)
     out["Scheduled jobs"] = job_total / agents
 
     log_bytes = sum((m.requests[r].log_bytes + LAMBDA_PLATFORM_LOG_BYTES) * n for r, n in m.per_agent_month.items())
@@ -322,6 +328,22 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
                                                     + m.alarms * PRICES["alarm_month"]
                                                     + DASHBOARDS * PRICES["dashboard_month"]) / agents
     return out
+
+
+def job_invocations(job: dict, agents: int) -> int:
+    """Invocations of one run: one, or for the decision workers one per ``agents_per_invocation``."""
+    per = job.get("agents_per_invocation")
+    return max(1, math.ceil(agents / per)) if per else 1
+
+
+def decision_queue_requests() -> float:
+    """SQS requests per agent-month of the decision queue: per message (``AGENTS_PER_MESSAGE`` agents) a tenth
+    of a SendMessageBatch, and the poller's ReceiveMessage and DeleteMessageBatch per batch of
+    ``DECISION_WORKER_BATCH_SIZE`` messages; one message per cycle (every 5 minutes) per that many agents."""
+    from chalicelib.jobs.decision_cycle import AGENTS_PER_MESSAGE, CYCLE_S
+    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE
+
+    return SECONDS_PER_MONTH / CYCLE_S / AGENTS_PER_MESSAGE * (1 / 10 + 2 / DECISION_WORKER_BATCH_SIZE)
 
 
 def metric_series(m: Measured) -> set:
@@ -641,10 +663,36 @@ def _server_fetch(region, instance_types, start):
             for t in instance_types for z in ZONES]
 
 
-JOBS = {  # chalice function name -> (module, runs per month, run kwargs)
+_QUEUED: list[dict] = []  # the decision messages of one dispatch, as the worker's SQS events
+
+
+def _dispatch_decisions() -> None:
+    """Set-up of a decision-worker run (unmetered): a dispatch, its messages received off the queue (the
+    poller's work, not the function's) as the events the worker gets, ``DECISION_WORKER_BATCH_SIZE`` each."""
+    from chalicelib.jobs import decision_cycle
+    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE, decision_queue_name, get_settings
+    from localmode.queues import drain
+
+    decision_cycle.run(datetime.now(timezone.utc))
+    _QUEUED.clear()
+    drain(decision_queue_name(get_settings().stage), lambda event: _QUEUED.append(event),
+          batch_size=DECISION_WORKER_BATCH_SIZE)
+
+
+def _decide_queued(now: datetime) -> None:
+    """The decision workers' run: every event of the last dispatch through the worker."""
+    from chalicelib.jobs import decision_cycle
+
+    for event in _QUEUED:
+        failures, _ = decision_cycle.decide_batch(event, now)
+        assert not failures, failures
+
+
+JOBS = {  # chalice function name -> (module or run(now), runs per month, run kwargs)
     "health-monitor": ("health_monitor", 30 * 24 * 60, {}),
     "risk-scorer": ("risk_scorer", 30 * 24 * 4, {}),
-    "decision-cycle": ("decision_cycle", 30 * 24 * 12, {}),
+    "decision-cycle": ("decision_cycle", 30 * 24 * 12, {}),  # the dispatcher
+    "decision-worker": (_decide_queued, 30 * 24 * 12, {}),
     "replica-coordinator": ("replica_coordinator", 30 * 24 * 60, {}),
     "cleanup": ("cleanup", 30 * 24 * 6, {}),
     "spot-prices": ("spot_prices", 30 * 24 * 6, {"fetch": _server_fetch}),
@@ -655,6 +703,7 @@ JOBS = {  # chalice function name -> (module, runs per month, run kwargs)
     "savings-close": ("savings_rollup", 30, {}),
     "growth-snapshot": ("snapshots", 30, {}),
 }
+PREPARE = {"decision-worker": _dispatch_decisions}  # unmetered set-up before each run of a job
 
 
 class Fleet:
@@ -767,10 +816,13 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
             for name, (module, _, kwargs) in JOBS.items():
                 if name in failed:
                     continue
-                job = importlib.import_module(f"chalicelib.jobs.{module}")
+                job = importlib.import_module(f"chalicelib.jobs.{module}").run if isinstance(module, str) else module
+                prepare = PREPARE.get(name, lambda: None)
                 try:
-                    job.run(datetime.now(timezone.utc), **kwargs)  # warm-up: first-run backfills
-                    u, _ = meter.measure(lambda job=job, kwargs=kwargs: job.run(datetime.now(timezone.utc), **kwargs))
+                    prepare()
+                    job(datetime.now(timezone.utc), **kwargs)  # warm-up: first-run backfills
+                    prepare()
+                    u, _ = meter.measure(lambda job=job, kwargs=kwargs: job(datetime.now(timezone.utc), **kwargs))
                 except Exception as exc:  # noqa: BLE001 - a job moto cannot run is reported, not hidden
                     failed[name] = f"{type(exc).__name__}: {exc}"[:160]
                     continue
@@ -784,6 +836,7 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
             fixed.metrics = ua.metrics | ub.metrics
             jobs[name] = {"fixed": fixed, "per_agent": slope, "runs_per_month": JOBS[name][1],
                           "memory_gb": lambda_memory_gb(name)}
+        _decision_steps(jobs)
         notes += [f"job {n} not measured here: {why}" for n, why in failed.items()]
 
         event_usage = Usage()
@@ -811,6 +864,33 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
     return Measured(requests=usage, per_agent_month=per_agent_month, jobs=jobs, event_usage=event_usage,
                     api_memory_gb=lambda_memory_gb("api_handler"), failover=failover_transitions(),
                     alarms=count_alarms(), storage_bytes_per_agent=storage, notes=notes)
+
+
+def live_index_key_bytes() -> int:
+    """Bytes of one live-index entry (keys only: the table's and the index's keys), from a stored agent."""
+    from chalicelib.tables.agents import AgentTable
+
+    row = next(AgentTable.live_by_heartbeat.query("live", limit=1))
+    item = AgentTable.get(row.client_id, row.agent_id).serialize()
+    return item_size({k: item[k] for k in ("client_id", "agent_id", "liveness", "heartbeat_bucket")})
+
+
+def _decision_steps(jobs: dict) -> None:
+    """The decision cycle's calls that come in steps no measured fleet reaches: the dispatcher's live-index Query
+    pages (eventually consistent reads of the keys) and SendMessageBatch calls (ten messages of
+    ``AGENTS_PER_MESSAGE`` each), added per agent; the workers' fixed work is per invocation."""
+    from chalicelib.jobs.decision_cycle import AGENTS_PER_MESSAGE
+    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE
+
+    if "decision-cycle" in jobs:
+        key_bytes = live_index_key_bytes()
+        per = jobs["decision-cycle"]["per_agent"]
+        per.calls["dynamodb:Query"] = key_bytes / DDB_PAGE_BYTES
+        per.calls["sqs:SendMessageBatch"] = 1 / (10 * AGENTS_PER_MESSAGE)
+        per.rru = key_bytes / 4096 / 2
+        per.rru_by = Counter({LIVE_INDEX: per.rru})
+    if "decision-worker" in jobs:
+        jobs["decision-worker"]["agents_per_invocation"] = AGENTS_PER_MESSAGE * DECISION_WORKER_BATCH_SIZE
 
 
 def _heartbeats_at_cadence(per_request, fleet, requests: int) -> Usage:
@@ -907,11 +987,28 @@ def why(term: str, m: Measured, agents: int) -> str:
 
 
 def _job_seconds(job: dict, agents: int) -> float:
-    """Billed seconds of one run at ``agents`` (a single sequential invocation)."""
-    run = job["fixed"]
+    """Billed seconds of one run at ``agents`` (a single sequential invocation; the decision workers: all of
+    the cycle's invocations together)."""
+    run = job["fixed"].scaled(job_invocations(job, agents))
     per = job["per_agent"]
     usage = Usage(run.calls + per.scaled(agents).calls, own_s=run.own_s + per.own_s * agents)
     return usage.billed_ms() / 1000
+
+
+def _worker_line(job: dict) -> str:
+    """The decision workers at 100,000 agents: one message, one invocation, the cycle in all and side by side."""
+    from chalicelib.jobs.decision_cycle import AGENTS_PER_MESSAGE, CYCLE_S
+    from chalicelib.settings import DECISION_WORKER_CONCURRENCY
+
+    per_invocation = job["agents_per_invocation"]
+    one = {"agents_per_invocation": per_invocation, **{k: job[k] for k in ("fixed", "per_agent")}}
+    message = _job_seconds({**one, "agents_per_invocation": AGENTS_PER_MESSAGE}, AGENTS_PER_MESSAGE)
+    invocation = _job_seconds(one, per_invocation)
+    total = _job_seconds(job, 100_000)
+    return (f"    {message:.2f} s per message of {AGENTS_PER_MESSAGE} agents, {invocation:.1f} s per invocation of "
+            f"{per_invocation} agents (timeout {lambda_timeout_s('decision-worker')} s); at 100,000 agents "
+            f"{math.ceil(100_000 / AGENTS_PER_MESSAGE):,} messages, {total:,.0f} s in all, ≈ "
+            f"{total / DECISION_WORKER_CONCURRENCY:,.0f} s of the {CYCLE_S} s cycle at {DECISION_WORKER_CONCURRENCY} at once")
 
 
 def _units(by: Counter) -> str:
@@ -942,6 +1039,8 @@ def render(m: Measured) -> str:
                      f"{f.rru:>7.1f} + {p.rru:>5.2f} RRU  {f.wru:>6.1f} + {p.wru:>5.2f} WRU  "
                      f"own {f.own_s * 1000:>6.1f} + {p.own_s * 1000:>5.2f} ms  "
                      f"{_job_seconds(j, 100_000):>7.0f} s at 100,000 agents (timeout {lambda_timeout_s(name)} s)")
+        if j.get("agents_per_invocation"):
+            lines.append(_worker_line(j))
     lines.append("")
     lines.append("All fleet sizes ($ per agent-month):")
     lines.append("| term | " + " | ".join(f"{f:,} agents" for f in FLEETS) + " |")
@@ -994,8 +1093,10 @@ def run(requests: int) -> Measured:
         from chalicelib.auth import hash_secret
         from chalicelib.settings import get_settings
         from chalicelib.tables.provisioning import ensure_tables
+        from localmode.queues import ensure_decision_queue
 
         ensure_tables()
+        ensure_decision_queue()
         admin_key = "cost-admin"
         boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                           Value=hash_secret(admin_key), Overwrite=True)

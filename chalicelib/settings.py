@@ -23,6 +23,16 @@ SENTINEL_FUNCTION = "sentinel"
 SENTINEL_BATCH_SIZE = 10
 SENTINEL_CONCURRENCY = 30
 
+# The decision cycle fans out: the scheduled ``decision-cycle`` (the dispatcher) sends the live agents' keys to
+# the stage's decision queue, and ``decision-worker`` (``@app.on_sqs_message``, chalicelib/jobs/decision_cycle.py)
+# decides for them. Five messages per invocation (5 × 25 agents × ~43 ms ≈ 5 s, well inside its 30 s timeout);
+# at most DECISION_WORKER_CONCURRENCY invocations at once (the mapping's maximum concurrency and the function's
+# reserved concurrency, equal as for the sentinel): 100,000 agents are decided in ≈ 4,600 s / 25 ≈ 3 minutes,
+# inside the 5-minute cycle, without letting a large fleet take the account's concurrency or DynamoDB's burst.
+DECISION_WORKER_FUNCTION = "decision-worker"
+DECISION_WORKER_BATCH_SIZE = 5
+DECISION_WORKER_CONCURRENCY = 25
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -214,6 +224,18 @@ def event_queue_name(stage: str) -> str:
 def event_dead_letter_queue_name(stage: str) -> str:
     """Where an event lands after failing ``maxReceiveCount`` times (infra/event_intake.py; `make redrive`)."""
     return f"{APP_NAME}-{stage}-events-dlq"
+
+
+def decision_queue_name(stage: str) -> str:
+    """The stage's decision queue: the decision cycle's dispatcher sends the agents to decide there, its worker
+    (app.py ``@app.on_sqs_message``) consumes it. Known at import like ``event_queue_name``."""
+    return f"{APP_NAME}-{stage}-decisions"
+
+
+def decision_dead_letter_queue_name(stage: str) -> str:
+    """Where a decision message lands after failing ``maxReceiveCount`` times (infra/decision_queue.py). Nothing
+    redrives it: a later cycle decides those agents again; the alarm says the worker keeps failing."""
+    return f"{APP_NAME}-{stage}-decisions-dlq"
 
 
 def forwarded_event_dead_letter_queue_name(stage: str) -> str:

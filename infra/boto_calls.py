@@ -49,6 +49,9 @@ TRANSACTION_ACTIONS = ("dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynam
 # Client methods that sign a request locally for someone else to send: the action that request performs
 # (it runs with the signing function's permissions).
 PRESIGNED = {("s3", "generate_presigned_post"): "s3:PutObject"}
+# Operations IAM authorises as another action (SQS's batch calls are their single-message actions).
+AUTHORISED_AS = {("sqs", "send_message_batch"): "sqs:SendMessage", ("sqs", "delete_message_batch"): "sqs:DeleteMessage",
+                 ("sqs", "change_message_visibility_batch"): "sqs:ChangeMessageVisibility"}
 # (imported module, attribute) → actions, for libraries that call AWS for us.
 LIBRARY_CALLS = {
     ("aws_lambda_powertools.utilities.parameters", "get_parameter"): ("ssm:GetParameter",),
@@ -275,6 +278,8 @@ def iam_action(service: str, method: str) -> str:
 
     if (service, method) in PRESIGNED:
         return PRESIGNED[(service, method)]
+    if (service, method) in AUTHORISED_AS:
+        return AUTHORISED_AS[(service, method)]
     model = _service_model(service)
     by_method = {xform_name(op): op for op in model.operation_names}
     if method not in by_method:

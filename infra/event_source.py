@@ -5,9 +5,10 @@
     python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-west-2   # + EVENT_REGIONS=...
 
 * ``enable``: Chalice creates the SQS event source mapping of ``@app.on_sqs_message`` without
-  ``FunctionResponseTypes``, and then Lambda ignores the sentinel's partial batch response (a failed message
-  would be deleted with the batch). This sets ``ReportBatchItemFailures`` on the mapping of the stage's
-  sentinel function and its event queue, and fails (exit 1) when the mapping is missing. Idempotent; a later
+  ``FunctionResponseTypes``, and then Lambda ignores the function's partial batch response (a failed message
+  would be deleted with the batch). This sets ``ReportBatchItemFailures`` on the mapping of each such function
+  of the stage and its queue (``policies.SQS_EVENT_SOURCES``: the sentinel and its event queue, the
+  decision-worker and the decision queue), and fails (exit 1) when a mapping is missing. Idempotent; a later
   ``chalice deploy`` keeps it (Chalice updates the mapping's batch settings only).
 * ``redrive``: moves every message of the dead-letter queue back to the event queue (SQS
   ``StartMessageMoveTask``); read them first (``aws sqs receive-message --queue-url <dlq url>``) and fix what
@@ -38,6 +39,7 @@ from chalicelib.settings import (  # noqa: E402
     forwarded_event_dead_letter_queue_name,
 )
 from chalicelib.workflows import function_name  # noqa: E402
+from infra.policies import SQS_EVENT_SOURCES  # noqa: E402
 
 RESPONSE_TYPES = ["ReportBatchItemFailures"]
 
@@ -54,9 +56,10 @@ def queue_arn(sqs, name: str) -> str:
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
-def enable_batch_item_failures(lambda_client, sqs, stage: str) -> dict:
-    """Set ReportBatchItemFailures on the sentinel's mapping of the stage's event queue; returns the mapping."""
-    function, source = function_name(SENTINEL_FUNCTION, stage), queue_arn(sqs, event_queue_name(stage))
+def enable_batch_item_failures(lambda_client, sqs, stage: str, consumer: str = SENTINEL_FUNCTION) -> dict:
+    """Set ReportBatchItemFailures on ``consumer``'s mapping of its queue in the stage (``SQS_EVENT_SOURCES``);
+    returns the mapping."""
+    function, source = function_name(consumer, stage), queue_arn(sqs, SQS_EVENT_SOURCES[consumer](stage))
     mappings = lambda_client.list_event_source_mappings(FunctionName=function, EventSourceArn=source)
     mappings = mappings.get("EventSourceMappings", [])
     if not mappings:
@@ -120,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     sqs = boto3.client("sqs", region_name=args.region)
     try:
         if args.command == "enable":
-            mapping = enable_batch_item_failures(boto3.client("lambda", region_name=args.region), sqs, args.stage)
-            print(f"{mapping['FunctionArn']} ← {mapping['EventSourceArn']}: {mapping['FunctionResponseTypes']}")
+            lambda_client = boto3.client("lambda", region_name=args.region)
+            for consumer in SQS_EVENT_SOURCES:
+                mapping = enable_batch_item_failures(lambda_client, sqs, args.stage, consumer)
+                print(f"{mapping['FunctionArn']} ← {mapping['EventSourceArn']}: {mapping['FunctionResponseTypes']}")
         else:
             deploy_region = sqs.meta.region_name
             for region in [r.strip() for r in args.forwarded_from.split(",") if r.strip() and r.strip() != deploy_region]:

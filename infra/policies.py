@@ -26,8 +26,10 @@ from pathlib import Path
 from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
 from chalicelib.settings import (
     APP_NAME,
+    DECISION_WORKER_FUNCTION,
     SENTINEL_FUNCTION,
     admin_key_parameter_name,
+    decision_queue_name,
     event_queue_name,
     model_bucket_name,
 )
@@ -242,6 +244,13 @@ def failover_status(stage: str) -> list[dict]:
                         f"arn:aws:states:*:*:express:{state_machine_name(stage)}:*:*"], SAME_ACCOUNT)]
 
 
+def decision_dispatch(stage: str) -> list[dict]:
+    # The decision cycle's dispatcher: the decision queue's URL (by name, once per container) and sending to it
+    # (SendMessageBatch is authorised as sqs:SendMessage); no other queue, no other SQS action.
+    return [_statement("SendToDecisionQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                       [f"arn:aws:sqs:*:*:{decision_queue_name(stage)}"], SAME_ACCOUNT)]
+
+
 def event_bus_access(stage: str) -> list[dict]:
     # Binding a client account lets it PutEvents on our default bus (a resource-policy statement per account).
     # PutPermission/RemovePermission have no resource-level permissions in IAM ("*" is the only form): they
@@ -282,8 +291,9 @@ def _logs(stage: str, function: str) -> list[dict]:
 # no code of the function calls these.
 EVENT_SOURCE_ACTIONS = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                         "sqs:ReceiveMessage")
-# Chalice function → the queue its ``@app.on_sqs_message`` consumes (tests/infra/test_policies.py checks app.py).
-SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name}
+# Chalice function → the queue its ``@app.on_sqs_message`` consumes (tests/infra/test_policies.py checks app.py;
+# infra/event_source.py sets ReportBatchItemFailures on each mapping).
+SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name, DECISION_WORKER_FUNCTION: decision_queue_name}
 
 
 def _event_source(stage: str, function: str) -> list[dict]:
@@ -316,7 +326,8 @@ FUNCTIONS: dict[str, tuple] = {
                   handover_check, start_failover, event_bus_access),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),
-    "decision-cycle": (tables,),
+    "decision-cycle": (tables, decision_dispatch),
+    DECISION_WORKER_FUNCTION: (tables,),
     "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover),
     "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
     "spot-prices": (tables, ec2_spot_prices),

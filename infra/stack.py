@@ -9,8 +9,9 @@ Deployed once per stage before ``chalice deploy --stage <stage>``. Single source
 
 Also here: the alarms and dashboard (``infra/monitoring.py``) with the topic's e-mail subscription
 (context ``alarm_email``), and the cdk-nag AwsSolutions checks (:func:`apply_nag`; every suppression
-carries its reason in ``NAG_SUPPRESSIONS``). The event intake (EventBridge → SQS → sentinel) is its own
-construct, instantiated at the marked line below.
+carries its reason in ``NAG_SUPPRESSIONS``). The event intake (EventBridge → SQS → sentinel) and the
+decision queue (decision-cycle → SQS → decision-worker) are constructs of their own, instantiated at the
+marked lines below.
 
 ``chalicelib`` must be imported with ``SPOT_STAGE`` set to the stage (pynamodb fixes table names at
 import); ``infra/main.py`` does that, and the stack refuses a mismatch.
@@ -32,8 +33,16 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from chalicelib import workflows
-from chalicelib.settings import APP_NAME, SENTINEL_FUNCTION, get_settings, model_bucket_name, table_prefix
+from chalicelib.settings import (
+    APP_NAME,
+    DECISION_WORKER_FUNCTION,
+    SENTINEL_FUNCTION,
+    get_settings,
+    model_bucket_name,
+    table_prefix,
+)
 from chalicelib.tables import ALL_TABLES
+from infra.decision_queue import DecisionQueue
 from infra.event_intake import EventIntake
 from infra.monitoring import Monitoring, subscribe_email
 from infra.nag import Suppression, add_suppressions
@@ -229,6 +238,10 @@ class SpotOptimizerStack(Stack):
         # throttles are watched with the other functions'.
         self.event_intake = EventIntake(self, "EventIntake", stage=stage, alarm_topic=self.topic)
         self.monitoring.watch_functions("Sentinel", [deployed_function_name(SENTINEL_FUNCTION, stage)])
+
+        # --- Decision queue (decision-cycle → SQS + DLQ → decision-worker): infra/decision_queue.py -------------
+        self.decision_queue = DecisionQueue(self, "DecisionQueue", stage=stage, alarm_topic=self.topic)
+        self.monitoring.watch_functions("DecisionWorker", [deployed_function_name(DECISION_WORKER_FUNCTION, stage)])
 
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")

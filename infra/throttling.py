@@ -7,8 +7,9 @@
   throttling (``/*/*/throttling/rateLimit`` and ``burstLimit``) of the API's stage (``api_gateway_stage``
   in ``.chalice/config.json``). Requests over it get API Gateway's 429 before any Lambda runs.
 * **Reserved concurrency.** ``RESERVED_CONCURRENCY`` is written into ``.chalice/config.json``
-  (``lambda_functions.<name>.reserved_concurrency``) by ``python -m infra.chalice_policies``: the sentinel and
-  the failover steps always have room to run when the API is flooded, and cannot flood the account either.
+  (``lambda_functions.<name>.reserved_concurrency``) by ``python -m infra.chalice_policies``: the sentinel, the
+  decision-worker and the failover steps always have room to run when the API is flooded, and cannot flood the
+  account either.
   The account must keep 100 unreserved executions: the sum below needs an account limit of at least
   100 + sum (new accounts with a limit of 10 must ask for the default 1000 first).
 """
@@ -25,7 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib.settings import SENTINEL_CONCURRENCY, SENTINEL_FUNCTION  # noqa: E402
+from chalicelib.settings import (  # noqa: E402
+    DECISION_WORKER_CONCURRENCY,
+    DECISION_WORKER_FUNCTION,
+    SENTINEL_CONCURRENCY,
+    SENTINEL_FUNCTION,
+)
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 
 # A reclaimed pool interrupts many instances at once: the sentinel gets 30 (= the maximum concurrency of its
@@ -34,8 +40,11 @@ from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 # a time, each call ~1 s, the rest are served within the ASL's throttle retries (1 + 2 + 4 + 8 s); 5 a step
 # would leave 45 of them to those 15 s of retries.
 FAILOVER_STEP_CONCURRENCY = 25
+# The decision worker, like the sentinel, reserves what its mapping may use (a fleet's worth of decisions neither
+# waits behind a flooded API nor floods the account).
 RESERVED_CONCURRENCY: dict[str, int] = {
     SENTINEL_FUNCTION: SENTINEL_CONCURRENCY,
+    DECISION_WORKER_FUNCTION: DECISION_WORKER_CONCURRENCY,
     **{name: FAILOVER_STEP_CONCURRENCY for name in FAILOVER_TASKS.values()},
 }
 

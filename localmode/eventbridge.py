@@ -10,9 +10,7 @@ mapping sends (:func:`sqs_event`, the one helper local mode, the demo, the bench
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,8 +18,8 @@ from datetime import datetime, timezone
 from components.sentinel.rules import SENTINEL_RULES
 
 from localmode.invoke import invoke
-
-ACCOUNT = "123456789012"
+from localmode.queues import ACCOUNT
+from localmode.queues import sqs_event as queue_event
 
 
 def rules() -> dict[str, dict]:
@@ -52,19 +50,8 @@ def sqs_event(events: list[dict], *, receive_count: int = 1) -> dict:
     record per event, its body the whole event as JSON (what an SQS rule target enqueues)."""
     from chalicelib.settings import event_queue_name, get_settings
 
-    settings = get_settings()
-    queue_arn = f"arn:aws:sqs:{settings.region}:{ACCOUNT}:{event_queue_name(settings.stage)}"
-    now_ms = str(int(time.time() * 1000))
-    records = []
-    for event in events:
-        body = json.dumps(event)
-        records.append({
-            "messageId": str(uuid.uuid4()), "receiptHandle": uuid.uuid4().hex, "body": body,
-            "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": now_ms,
-                           "SenderId": "AIDAEVENTBRIDGE", "ApproximateFirstReceiveTimestamp": now_ms},
-            "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's own digest
-            "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": settings.region})
-    return {"Records": records}
+    return queue_event([json.dumps(event) for event in events], event_queue_name(get_settings().stage),
+                       receive_count=receive_count, sender="AIDAEVENTBRIDGE")
 
 
 def through_queue(events: list[dict], call: Callable[[str, dict], dict] | None = None) -> list[dict]:

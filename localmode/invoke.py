@@ -46,6 +46,16 @@ def invoke(name: str, payload: dict, stage: str = "local"):
         return _client(stage).lambda_.invoke(name, payload).payload
 
 
+def run_as(name: str, work, stage: str = "local"):
+    """``work()`` as the function ``name`` runs it: with that function's environment, one call at a time (as
+    :func:`invoke`). For what a handler computes beyond what its Lambda answers (``localmode.queues``)."""
+    lambda_client = _client(stage).lambda_
+    config = lambda_client._config  # chalice 1.34's test client keeps the stage's config here
+    scoped = config.scope(config.chalice_stage, name)
+    with _lock, lambda_client._patched_env_vars(scoped.environment_variables):
+        return work()
+
+
 def _direct(name: str, stage: str):
     """``payload -> result`` without patching the environment, or None when the function's variables
     are not all in ``os.environ`` already (then only the locked path is right)."""
@@ -78,9 +88,20 @@ def scheduled_handlers() -> dict:
     return handlers
 
 
-def invoke_schedule(name: str, now: datetime):
-    """Deliver one 'Scheduled Event' to the named handler; returns its result."""
-    event = _client("local").events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                                      detail={}, resources=[])
+# The decision cycle fans out through the decision queue. No event source mapping here: the queue is drained
+# through the decision-worker right after the dispatcher (``localmode.queues.decide_dispatched``).
+DECISION_CYCLE = "decision-cycle"
+
+
+def invoke_schedule(name: str, now: datetime, stage: str = "local"):
+    """Deliver one 'Scheduled Event' to the named handler; returns its result (for the decision cycle, the
+    dispatcher's counts and what the decision-worker then decided)."""
+    event = _client(stage).events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                                    detail={}, resources=[])
     event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return invoke(name, event)
+    result = invoke(name, event, stage)
+    if name == DECISION_CYCLE:
+        from localmode.queues import decide_dispatched
+
+        result = {**result, **decide_dispatched(stage)}
+    return result

@@ -39,12 +39,14 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def aws_tables():
-    """Every product table, created once from the pynamodb models."""
+    """Every product table, created once from the pynamodb models (and the model bucket, the decision queue)."""
     from chalicelib.aws.s3 import ensure_bucket
     from chalicelib.tables.provisioning import ensure_tables
+    from localmode.queues import ensure_decision_queue
 
     ensure_tables()
     ensure_bucket()
+    ensure_decision_queue()
     return True
 
 
@@ -141,13 +143,13 @@ def make_tenant(admin, api, tenants_of_this_test):
 
 @pytest.fixture
 def fleet_jobs_see_this_test_only(monkeypatch, tenants_of_this_test):
-    """The decision cycle, the risk scorer and the replica coordinator walk every agent they act on. In the
+    """The decision cycle (its dispatcher), the risk scorer and the replica coordinator walk every agent they act on. In the
     shared embedded AWS that is every earlier test's agents too (hundreds by the end of a run: minutes per
     cycle), so tests of those jobs let them see the agents of their own tenants only. Each agent is handled
     on its own, so what a test asserts about its agents is unchanged."""
     from chalicelib.repositories import agents
 
-    for name in ("auto_switch_agents", "live_spot_agents", "agents_with_standbys"):
+    for name in ("live_agent_keys", "live_spot_agents", "agents_with_standbys"):
         every = getattr(agents, name)
         monkeypatch.setattr(agents, name, lambda every=every: (
             a for a in every() if a.client_id in tenants_of_this_test))
@@ -215,14 +217,23 @@ def tenant_with_agent(make_tenant):
 def invoke_schedule(api, name: str, now=None):
     """Deliver one 'Scheduled Event' to an ``@app.schedule`` handler, as EventBridge would.
 
-    The event's ``time`` is the run's clock (now unless given), as EventBridge sets it.
+    The event's ``time`` is the run's clock (now unless given), as EventBridge sets it. The decision cycle's
+    dispatcher is followed by its worker over the messages it sent (``localmode.queues.decide_dispatched``, as
+    in local mode): the result holds the dispatcher's counts and the worker's outcomes.
     """
     from datetime import datetime, timezone
+
+    from localmode.invoke import DECISION_CYCLE
 
     event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
                                          detail={}, resources=[])
     event["time"] = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return api.lambda_.invoke(name, event).payload
+    result = api.lambda_.invoke(name, event).payload
+    if name == DECISION_CYCLE:
+        from localmode.queues import decide_dispatched
+
+        result = {**result, **decide_dispatched("dev")}
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,51 @@
 """Every 5 minutes: decide for each live auto-switch agent, record the decision, queue its command.
 
-Reads prices and the risk scores the risk scorer stored; never imports scikit-learn. A cycle that is
-retried (at-least-once scheduling) reuses the same command ids, so no switch is queued twice. One
-agent's failure is logged and counted (``failed``); it never aborts the cycle for the others.
+One invocation cannot walk a large fleet (≈ 43 ms and 6 DynamoDB calls per agent: past ≈ 5,000 agents it
+would time out every cycle, and the agents past that point would never be decided), so the cycle fans out:
+
+* :func:`run`, the scheduled ``decision-cycle`` (the dispatcher), pages through the live agents' keys and
+  sends them to the stage's decision queue, ``AGENTS_PER_MESSAGE`` per message, each message naming the
+  cycle and its scheduled time;
+* :func:`on_sqs_batch`, the ``decision-worker`` (app.py ``@app.on_sqs_message``), decides for the agents of
+  each message as of that scheduled time, side by side with the other workers.
+
+Reads prices and the risk scores the risk scorer stored; never imports scikit-learn. Delivery is at least
+once: a redelivered message (or a retried dispatch) reuses the cycle's command ids (``cmd-dc-<agent>-<cycle>``),
+so no switch is queued twice. One agent's failure is logged and counted (``failed``); it never aborts the
+others. A message older than one cycle is dropped (``stale``): the next cycle decides its agents on fresh prices.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from chalicelib import decisions
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+from pynamodb.exceptions import PynamoDBException
+
+from components.timeutil import parse_iso
+
+from chalicelib import clock, decisions
+from chalicelib.aws import sqs
+from chalicelib.errors import THROTTLING_CODES
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
+from chalicelib.settings import decision_queue_name, get_settings
 
 CYCLE_S = 300
+# Agents per message. 25 keys are ~2 KB of body (SQS takes 256 KB) and ~1 s of a worker's time (25 × 43 ms), so
+# a message that fails and comes back repeats little work; 100,000 agents are 4,000 messages, 400
+# SendMessageBatch calls (≈ 12 s: the whole dispatch ≈ 21 s against its 240 s timeout, `python -m bench.cost`)
+# and 800 worker invocations of 5 messages (settings.DECISION_WORKER_BATCH_SIZE).
+AGENTS_PER_MESSAGE = 25
+# A message's processing failed in a way that may pass (DynamoDB throttling, a 5xx, the network): reported
+# as a batch item failure so that SQS delivers it again (within the cycle, or it is dropped as stale).
+RETRYABLE_CODES = THROTTLING_CODES | {"InternalServerError", "ServiceUnavailable", "RequestTimeout"}
+
+
+class RetryableError(Exception):
+    """Some agents of a message hit a transient error: the message comes back from the queue."""
 
 
 def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
@@ -31,22 +62,129 @@ def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
                               agent_id=agent.agent_id, metadata={"command_id": command.command_id})
 
 
-@logged_job("decision-cycle")
-def run(now: datetime) -> dict[str, int]:
-    """One cycle over every live auto-switch agent; returns counts by outcome."""
-    outcomes: Counter = Counter()
-    cycle = int(now.timestamp()) // CYCLE_S
-    for agent in agents.auto_switch_agents():
-        try:
-            _decide(agent, now, cycle, outcomes)
-        except decisions.NoMarketDataError:
-            outcomes["no_market_data"] += 1
-        except Exception:  # noqa: BLE001 - one agent's failure never aborts the cycle for the others
-            logger.exception("decision failed", extra={"agent_id": agent.agent_id})
-            outcomes["failed"] += 1
-    result = dict(outcomes)
-    logger.info("decision cycle", extra={"outcomes": result})
-    for name, count in result.items():
+def _publish(outcomes: dict[str, int]) -> None:
+    for name, count in outcomes.items():
         metrics.add_metric(name=f"DecisionCycle.{name}", unit=MetricUnit.Count, value=count)
     publish_metrics()
+
+
+# --- the dispatcher ---------------------------------------------------------------------------------
+
+def messages(keys, now: datetime, counted: Counter):
+    """The bodies of one cycle's messages, ``{"cycle", "scheduled_at", "agents": [[client_id, agent_id], ...]}``
+    (``AGENTS_PER_MESSAGE`` agents each), made as the keys are read; counts the agents in ``counted``."""
+    header = {"cycle": int(now.timestamp()) // CYCLE_S, "scheduled_at": now.isoformat()}
+    chunk: list = []
+    for key in keys:
+        counted["agents"] += 1
+        chunk.append(list(key))
+        if len(chunk) == AGENTS_PER_MESSAGE:
+            yield json.dumps({**header, "agents": chunk})
+            chunk = []
+    if chunk:
+        yield json.dumps({**header, "agents": chunk})
+
+
+@logged_job("decision-cycle")
+def run(now: datetime) -> dict[str, int]:
+    """Dispatch one cycle: every live agent's key to the decision queue; returns how many agents, messages."""
+    counted: Counter = Counter()
+    sent = sqs.send_all(decision_queue_name(get_settings().stage), messages(agents.live_agent_keys(), now, counted))
+    result = {"agents": counted["agents"], "messages": sent}
+    logger.info("decision cycle dispatched", extra=result)
+    _publish(result)
     return result
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+def parse_message(body: str) -> tuple[int, datetime, list[agents.AgentKey]]:
+    """(cycle, scheduled time, agent keys) of one message; ValueError when it is not one."""
+    try:
+        data = json.loads(body)
+        cycle, scheduled, keys = data["cycle"], parse_iso(data["scheduled_at"]), data["agents"]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a decision message: {type(exc).__name__}: {exc}") from exc
+    if type(cycle) is not int or not isinstance(keys, list) or not all(
+            isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) and part for part in key)
+            for key in keys):
+        raise ValueError("not a decision message: an integer cycle and agents as [client_id, agent_id] pairs")
+    return cycle, scheduled, [agents.AgentKey(*key) for key in keys]
+
+
+def retryable(exc: BaseException) -> bool:
+    """Throttling, a 5xx or the network (also behind pynamodb's wrapper): the same work may pass later."""
+    for _ in range(5):  # the exception and what it wraps
+        if exc is None:
+            return False
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return True
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else (
+            exc.cause_response_code if isinstance(exc, PynamoDBException) else None)
+        if code in RETRYABLE_CODES:
+            return True
+        exc = exc.__cause__ or getattr(exc, "cause", None)
+    return False
+
+
+def decide_message(body: str, now: datetime, outcomes: Counter) -> None:
+    """Decide for the agents of one message as of its scheduled time. ValueError: not a decision message;
+    RetryableError: some agents hit a transient error (the others are decided)."""
+    cycle, scheduled, keys = parse_message(body)
+    if scheduled + timedelta(seconds=CYCLE_S) < now:
+        outcomes["stale"] += len(keys)  # the next cycle (already dispatched) decides them on fresh prices
+        return
+    transient = []
+    for key in keys:
+        try:
+            agent = agents.get(key.client_id, key.agent_id)
+            if agent is None or not agents.in_decision_cycle(agent):
+                outcomes["skipped"] += 1
+                continue
+            _decide(agent, scheduled, cycle, outcomes)
+        except decisions.NoMarketDataError:
+            outcomes["no_market_data"] += 1
+        except Exception as exc:  # noqa: BLE001 - one agent's failure never aborts the others
+            if retryable(exc):
+                logger.warning("decision deferred: transient error", extra={
+                    "agent_id": key.agent_id, "error": f"{type(exc).__name__}: {exc}"})
+                transient.append(key.agent_id)
+                outcomes["transient"] += 1
+            else:
+                logger.exception("decision failed", extra={"agent_id": key.agent_id})
+                outcomes["failed"] += 1
+    if transient:
+        raise RetryableError(f"{len(transient)} of {len(keys)} agents hit a transient error: {transient[:3]}")
+
+
+@logged_job("decision-worker")
+def decide_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]:
+    """One SQS batch of decision messages: (ids of the messages SQS must deliver again, counts by outcome).
+
+    A malformed message is logged and dropped (it would fail the same way forever); a message whose agents
+    hit a transient error is a batch item failure; the other messages are done (SQS deletes them)."""
+    outcomes: Counter = Counter()
+    failures = []
+    for record in event.get("Records", []):
+        try:
+            decide_message(record["body"], now, outcomes)
+        except ValueError as exc:
+            logger.error("malformed decision message dropped",
+                         extra={"message_id": record.get("messageId"), "reason": str(exc)})
+            outcomes["malformed"] += 1
+        except RetryableError as exc:
+            logger.warning("decision message comes back from the queue",
+                           extra={"message_id": record["messageId"], "reason": str(exc)})
+            failures.append(record["messageId"])
+    result = dict(outcomes)
+    logger.info("decision batch", extra={"outcomes": result, "messages": len(event.get("Records", [])),
+                                         "retried": len(failures)})
+    _publish(result)
+    return failures, result
+
+
+def on_sqs_batch(event: dict, context=None) -> dict:
+    """Lambda entry point (``decision-worker``): the partial batch response, and only that (Lambda reads
+    ``batchItemFailures``; the event source mapping reports them: infra/event_source.py)."""
+    failures, _ = decide_batch(event, clock.now())
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}

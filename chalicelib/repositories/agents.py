@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynamodb.attributes import MapAttribute
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -500,12 +500,25 @@ def agents_with_standbys():
             yield _record(row)
 
 
-def auto_switch_agents():
-    """Every live agent with auto-switch on (scheduled decision cycle; a batch job, not a request path)."""
-    condition = (AgentTable.liveness == LIVE) & (AgentTable.config.auto_switch_enabled == True)  # noqa: E712
-    for row in AgentTable.scan(filter_condition=condition):
-        if row.config.enabled:
-            yield _record(row)
+class AgentKey(NamedTuple):
+    """An agent's key (a JSON array of two strings in a decision message)."""
+
+    client_id: str
+    agent_id: str
+
+
+def live_agent_keys():
+    """The key of every live agent (online or degraded): the sparse, keys-only live index, one Query page
+    (~1 MB of keys) at a time, never the table. The decision cycle's dispatcher sends them on; its worker
+    reads each agent and keeps those that are (still) live, enabled and in auto-switch mode (``in_decision_cycle``)."""
+    for key in AgentTable.live_by_heartbeat.query(LIVE):
+        yield AgentKey(key.client_id, key.agent_id)
+
+
+def in_decision_cycle(agent: AgentRecord) -> bool:
+    """Decided every cycle: live, enabled, auto-switch on (manual-replica agents are the coordinator's)."""
+    return (agent.status in LIVE_STATUSES and bool(agent.config.get("enabled"))
+            and bool(agent.config.get("auto_switch_enabled")))
 
 
 def live_spot_agents():

@@ -63,7 +63,10 @@ def test_a_case_computed_by_hand():
     interruptions = cost.EVENTS_PER_AGENT_MONTH["interruption"]
     assert c["Step Functions"] == pytest.approx(interruptions * 10 * 0.025e-3)
     events = sum(cost.EVENTS_PER_AGENT_MONTH.values())
-    assert c["SQS"] == pytest.approx(events * 3 * 0.40e-6 + cost.SQS_IDLE_POLLS_PER_MONTH * 0.40e-6)
+    # the event queue's 3 requests per event, the decision queue's (a month of 5-minute cycles: a tenth of a
+    # SendMessageBatch per message of 25 agents, a receive and a delete per 5 messages), both queues' idle polls
+    assert cost.decision_queue_requests() == pytest.approx(8640 / 25 * (1 / 10 + 2 / 5))
+    assert c["SQS"] == pytest.approx((events * 3 + 8640 / 25 * 0.5) * 0.40e-6 + 2 * cost.SQS_IDLE_POLLS_PER_MONTH * 0.40e-6)
     assert c["CloudWatch metrics, alarms, dashboard"] == pytest.approx(3.00)  # the dashboard alone
 
 
@@ -91,6 +94,17 @@ def test_job_fit_separates_fixed_and_per_agent_work():
     assert per.calls["dynamodb:Query"] == 2 and per.rru == 2 and per.wru == 2 and per.own_s == pytest.approx(0.002)
     fixed = cost._minus(two, per.scaled(2))
     assert fixed.calls["dynamodb:Query"] == 0 and fixed.rru == 6 and fixed.wru == 0
+
+
+def test_the_decision_workers_fixed_work_is_paid_once_per_invocation():
+    """One run of the workers is one invocation per 125 agents (5 messages of 25): 100,000 agents are 800."""
+    fixed = Usage(calls=Counter({"dynamodb:GetItem": 1}), own_s=0.010)
+    per_agent = Usage(calls=Counter({"dynamodb:GetItem": 7}), own_s=0.004)
+    worker = {"fixed": fixed, "per_agent": per_agent, "runs_per_month": 1, "memory_gb": 0.5, "agents_per_invocation": 125}
+    assert cost.job_invocations(worker, 100_000) == 800 and cost.job_invocations(worker, 10) == 1
+    assert cost._job_seconds(worker, 100_000) == pytest.approx(800 * (0.010 + 0.006) + 100_000 * (0.004 + 7 * 0.006))
+    single = {k: v for k, v in worker.items() if k != "agents_per_invocation"}
+    assert cost.job_invocations(single, 100_000) == 1
 
 
 def test_memory_comes_from_the_chalice_config():

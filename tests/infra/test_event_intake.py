@@ -15,6 +15,7 @@ from chalice.config import Config
 from moto.events.models import EventPattern
 
 from chalicelib.settings import (
+    decision_queue_name,
     event_dead_letter_queue_name,
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
@@ -94,7 +95,8 @@ def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
     (queue_id, _), (dlq_id, _) = _queues(infra)
     rule_ids = sorted(_of_type(infra, "AWS::Events::Rule"))
     policies = {p["Properties"]["Queues"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
-                for p in _of_type(infra, "AWS::SQS::QueuePolicy").values()}
+                for p in _of_type(infra, "AWS::SQS::QueuePolicy").values()
+                if p["Properties"]["Queues"][0]["Ref"] in (queue_id, dlq_id)}  # (the decision queues': TLS only)
     assert set(policies) == {queue_id, dlq_id}
     for statements in policies.values():
         allows = [s for s in statements if s["Effect"] == "Allow"]
@@ -108,10 +110,11 @@ def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
 
 
 def test_a_dead_lettered_event_alarms_on_the_stacks_topic(infra):
-    (_, _), (dlq_id, _) = _queues(infra)
+    (queue_id, _), (dlq_id, _) = _queues(infra)
     (topic_id,) = _of_type(infra, "AWS::SNS::Topic")
     alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in _of_type(infra, "AWS::CloudWatch::Alarm").values()
-              if a["Properties"].get("Namespace") == "AWS/SQS"}
+              if a["Properties"].get("Namespace") == "AWS/SQS"
+              and a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] in (queue_id, dlq_id)}
     dlq = alarms["ApproximateNumberOfMessagesVisible"]
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
     assert dlq["Threshold"] == 1 and dlq["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
@@ -121,19 +124,23 @@ def test_a_dead_lettered_event_alarms_on_the_stacks_topic(infra):
 
 
 def test_the_queue_app_py_consumes_is_the_one_the_stack_creates(infra, chalice_app):
-    (source,) = [s for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"]
+    (source,) = [s for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig" and s.name == "sentinel"]
     assert source.queue == event_queue_name(STAGE) and source.batch_size == 10
     assert infra["Outputs"]["EventQueueUrl"]["Value"] == {"Ref": _queues(infra)[0][0]}
 
 
-def test_the_package_merge_names_chalices_sentinel_event_source():
+def test_the_package_merge_names_chalices_sqs_event_sources():
     """Chalice names the SAM resource and its SQS event after the function; the merge adds what it cannot."""
     from chalice.utils import to_cfn_resource_name
 
+    from infra.policies import SQS_EVENT_SOURCES
+
     merge = json.loads((ROOT / "infra" / "chalice-package-merge.json").read_text())
-    resource = to_cfn_resource_name("sentinel")
-    events = merge["Resources"][resource]["Properties"]["Events"]
-    assert events == {f"{resource}SqsEventSource": {"Properties": {"FunctionResponseTypes": ["ReportBatchItemFailures"]}}}
+    assert set(merge["Resources"]) == {to_cfn_resource_name(f) for f in SQS_EVENT_SOURCES}
+    for function in SQS_EVENT_SOURCES:
+        resource = to_cfn_resource_name(function)
+        events = merge["Resources"][resource]["Properties"]["Events"]
+        assert events == {f"{resource}SqsEventSource": {"Properties": {"FunctionResponseTypes": ["ReportBatchItemFailures"]}}}
 
 
 # --- other regions ---------------------------------------------------------------------------------------
@@ -302,7 +309,10 @@ def _zip() -> bytes:
     return buffer.getvalue()
 
 
-def test_enable_sets_report_batch_item_failures_on_the_sentinels_mapping_of_the_stage_queue(aws_tables):
+@pytest.mark.parametrize("consumer, queue_name", [("sentinel", event_queue_name),
+                                                   ("decision-worker", decision_queue_name)])
+def test_enable_sets_report_batch_item_failures_on_each_consumers_mapping_of_its_stage_queue(aws_tables, consumer,
+                                                                                            queue_name):
     """Chalice 1.34 creates the mapping without it, and then Lambda ignores the partial batch response."""
     import uuid
 
@@ -310,22 +320,23 @@ def test_enable_sets_report_batch_item_failures_on_the_sentinels_mapping_of_the_
     from infra import event_source
     from tests.conftest import aws_client
 
+    assert set(event_source.SQS_EVENT_SOURCES) == {"sentinel", "decision-worker"}  # what `enable` walks
     stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared
     sqs, lambda_client, iam = aws_client("sqs"), aws_client("lambda"), aws_client("iam")
-    url = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    url = sqs.create_queue(QueueName=queue_name(stage))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    role = iam.create_role(RoleName=f"{stage}-sentinel", AssumeRolePolicyDocument=json.dumps({
+    role = iam.create_role(RoleName=f"{stage}-{consumer}", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                                                 "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
-    function = function_name("sentinel", stage)
+    function = function_name(consumer, stage)
     lambda_client.create_function(FunctionName=function, Runtime="python3.12", Role=role, Handler="app.sentinel",
                                   Code={"ZipFile": _zip()})
     with pytest.raises(event_source.EventSourceError, match="chalice deploy"):
-        event_source.enable_batch_item_failures(lambda_client, sqs, stage)
+        event_source.enable_batch_item_failures(lambda_client, sqs, stage, consumer)
     lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=function, BatchSize=10)
 
-    mapping = event_source.enable_batch_item_failures(lambda_client, sqs, stage)
-    again = event_source.enable_batch_item_failures(lambda_client, sqs, stage)
+    mapping = event_source.enable_batch_item_failures(lambda_client, sqs, stage, consumer)
+    again = event_source.enable_batch_item_failures(lambda_client, sqs, stage, consumer)
 
     (stored,) = lambda_client.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
     assert stored["FunctionResponseTypes"] == ["ReportBatchItemFailures"] == mapping["FunctionResponseTypes"]

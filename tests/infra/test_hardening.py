@@ -75,7 +75,8 @@ def test_the_bucket_name_carries_account_and_region(resources):
 # --- alarms, dashboard, subscription ----------------------------------------------------------------------
 
 EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksErrors", "FailoverTasksThrottles",
-                   "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting")
+                   "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
+                   "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting")
 
 
 def _alarms(resources) -> dict[str, dict]:

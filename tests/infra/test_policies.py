@@ -353,19 +353,42 @@ def test_each_function_writes_only_its_own_log_group():
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_the_sentinel_may_consume_exactly_the_queue_app_py_names(chalice_app, stage):
+def test_each_queue_consumer_may_consume_exactly_the_queue_app_py_names(chalice_app, stage):
     """The SQS permissions come from app.py's ``@app.on_sqs_message`` (its queue, for the stage), nothing else;
     chalice package/deploy import app.py with the stage's SPOT_STAGE (its environment_variables)."""
-    from chalicelib.settings import event_queue_name
+    from chalicelib.settings import decision_queue_name, event_queue_name
 
-    (source,) = [s for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"]
-    assert source.name == "sentinel" and source.queue == event_queue_name("dev")  # the tests' stage
+    sources = {s.name: s.queue for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"}
+    assert sources == {"sentinel": event_queue_name("dev"), "decision-worker": decision_queue_name("dev")}  # the tests' stage
+    assert {f: queue("dev") for f, queue in policies.SQS_EVENT_SOURCES.items()} == sources
     config = Config(chalice_stage=stage, config_from_disk=json.loads((ROOT / ".chalice" / "config.json").read_text()))
     assert config.environment_variables["SPOT_STAGE"] == stage
-    sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, "sentinel"))
+    for function, queue in (("sentinel", event_queue_name(stage)), ("decision-worker", decision_queue_name(stage))):
+        sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, function))
+               if any(a.startswith("sqs:") for a in actions)]
+        assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"])]
+        assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_decision_dispatcher_may_only_send_to_the_decision_queue_and_nothing_else_touches_sqs(stage):
+    from chalicelib.settings import decision_queue_name
+
+    sqs = [(sorted(actions), resources, s.get("Condition"))
+           for s, actions, resources in _statements(function_policy(stage, "decision-cycle"))
            if any(a.startswith("sqs:") for a in actions)]
-    assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{event_queue_name(stage)}"])]
-    assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
-    others = [f for f in FUNCTIONS if f != "sentinel"
+    assert sqs == [(["sqs:GetQueueUrl", "sqs:SendMessage"], [f"arn:aws:sqs:*:*:{decision_queue_name(stage)}"],
+                    policies.SAME_ACCOUNT)]
+    # the worker cannot send (only its event source mapping's actions), and no other function has an SQS action
+    worker = {a for _, actions, _ in _statements(function_policy(stage, "decision-worker")) for a in actions}
+    assert {a for a in worker if a.startswith("sqs:")} == set(policies.EVENT_SOURCE_ACTIONS)
+    others = [f for f in FUNCTIONS if f not in ("sentinel", "decision-cycle", "decision-worker")
               and any(a.startswith("sqs:") for _, actions, _ in _statements(function_policy(stage, f)) for a in actions)]
     assert others == []
+
+
+def test_sqs_batch_calls_need_their_single_message_action():
+    """IAM has no sqs:SendMessageBatch: the analysis asks for what SQS authorises the batch as."""
+    assert boto_calls.iam_action("sqs", "send_message_batch") == "sqs:SendMessage"
+    assert "chalicelib.aws.sqs:send_all" in boto_calls.actions("decision-cycle")["sqs:SendMessage"]
+    assert "sqs:SendMessage" not in boto_calls.actions("decision-worker")

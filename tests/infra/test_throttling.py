@@ -85,17 +85,18 @@ def test_every_deployed_stage_has_api_limits():
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_reserved_concurrency_reaches_chalice_for_the_sentinel_and_failover_only(stage):
+def test_reserved_concurrency_reaches_chalice_for_the_queue_consumers_and_failover_only(stage):
     config_from_disk = json.loads((ROOT / ".chalice" / "config.json").read_text())
     reserved = {function: Config(chalice_stage=stage, function_name=function,
                                  config_from_disk=config_from_disk).reserved_concurrency for function in FUNCTIONS}
     expected = {f: n for f, n in throttling.RESERVED_CONCURRENCY.items()}
     assert {f: n for f, n in reserved.items() if n is not None} == expected
-    assert set(expected) == {f for f in FUNCTIONS if f == "sentinel" or f.startswith("failover-")}
+    assert set(expected) == {f for f in FUNCTIONS if f in ("sentinel", "decision-worker") or f.startswith("failover-")}
 
 
-def test_the_sentinel_queue_poller_never_exceeds_the_reserved_concurrency(chalice_app):
+@pytest.mark.parametrize("function", ["sentinel", "decision-worker"])
+def test_a_queue_poller_never_exceeds_the_reserved_concurrency(chalice_app, function):
     """Lambda's SQS poller at most as concurrent as the function may be: a throttled receive would count
-    towards maxReceiveCount and could dead-letter a warning."""
-    (source,) = [s for s in chalice_app.event_sources if s.name == "sentinel"]
-    assert source.maximum_concurrency == throttling.RESERVED_CONCURRENCY["sentinel"]
+    towards maxReceiveCount and could dead-letter a warning (or a fleet's decisions)."""
+    (source,) = [s for s in chalice_app.event_sources if s.name == function]
+    assert source.maximum_concurrency == throttling.RESERVED_CONCURRENCY[function]

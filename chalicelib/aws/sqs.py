@@ -1,0 +1,64 @@
+"""SQS adapter: the decision cycle's dispatcher sends its messages here (the queues are infra/'s)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from functools import cache
+from itertools import islice
+
+from botocore.config import Config
+
+BATCH = 10  # SendMessageBatch's limit
+SEND_ATTEMPTS = 4  # an entry SQS reports as Failed is sent again this many times in all, then raised
+
+
+class SendError(Exception):
+    """Some messages could not be sent: the caller fails, nothing is silently lost."""
+
+
+@cache
+def _client():
+    import boto3
+
+    return boto3.session.Session().client(
+        "sqs", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10))
+
+
+@cache
+def queue_url(name: str) -> str:
+    """The URL of the queue ``name`` (asked once per container)."""
+    return _client().get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def send_all(queue: str, bodies: Iterable[str], *, backoff_s: float = 0.2) -> int:
+    """Send every body to ``queue``, ten per SendMessageBatch; returns how many were sent.
+
+    SendMessageBatch answers 200 with some entries ``Failed`` (throttled, SQS-side errors): those are sent
+    again with a growing pause, and still failing after ``SEND_ATTEMPTS`` they raise SendError (the caller's
+    invocation fails and is retried; a message already sent is harmless twice: its receiver is idempotent)."""
+    url, sent, bodies = queue_url(queue), 0, iter(bodies)
+    while batch := list(islice(bodies, BATCH)):
+        entries = {str(i): body for i, body in enumerate(batch)}
+        for attempt in range(SEND_ATTEMPTS):
+            if attempt:
+                time.sleep(backoff_s * 2 ** (attempt - 1))
+            reply = _client().send_message_batch(QueueUrl=url, Entries=[
+                {"Id": i, "MessageBody": body} for i, body in entries.items()])
+            for ok in reply.get("Successful", []):
+                entries.pop(ok["Id"], None)
+                sent += 1
+            failed = reply.get("Failed", [])
+            if not entries:
+                break
+            if any(entry.get("SenderFault") for entry in failed):  # a bad request fails the same way again
+                break
+        if entries:
+            codes = sorted({entry.get("Code", "?") for entry in reply.get("Failed", [])})
+            raise SendError(f"{len(entries)} message(s) not sent to {queue} ({', '.join(codes)}); {sent} sent")
+    return sent
+
+
+def ensure_queue(name: str) -> str:
+    """Create the queue (local mode and tests only; infra/ owns it in AWS); returns its URL."""
+    return _client().create_queue(QueueName=name)["QueueUrl"]
