@@ -20,7 +20,6 @@ Both queues use SSE-SQS and TLS only, as the event queue.
 from __future__ import annotations
 
 from aws_cdk import Duration
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -28,7 +27,7 @@ from constructs import Construct
 
 from chalicelib.jobs.decision_cycle import CYCLE_S
 from chalicelib.settings import decision_dead_letter_queue_name, decision_queue_name
-from infra.event_intake import MAX_RECEIVE_COUNT, dead_letter_alarm
+from infra.event_intake import MAX_RECEIVE_COUNT, dead_letter_alarm, oldest_message_alarm
 from infra.naming import alarm_name
 
 __all__ = ["DecisionQueue", "RETENTION", "VISIBILITY_TIMEOUT_S"]
@@ -58,14 +57,9 @@ class DecisionQueue(Construct):
             description=(f"Decision messages in {decision_dead_letter_queue_name(stage)}: the decision-worker failed "
                          f"on them {MAX_RECEIVE_COUNT} times (its log group says why). Later cycles decide those "
                          "agents again; delete the messages once the cause is fixed."))
-        self.age_alarm = cloudwatch.Alarm(
-            self, "OldestMessageAlarm", alarm_name=alarm_name(stage, "decisions-waiting"),
-            alarm_description=(f"A decision message waited more than one cycle ({CYCLE_S} s) in "
-                               f"{decision_queue_name(stage)}: the decision-worker is failing, throttled or not "
-                               "deployed, and the agents of such messages are not decided."),
-            metric=self.queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(1), statistic="Maximum"),
-            threshold=CYCLE_S, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-        self.age_alarm.add_alarm_action(action)
-        self.age_alarm.add_ok_action(action)
+        self.age_alarm = oldest_message_alarm(
+            self, "OldestMessageAlarm", self.queue, action, name=alarm_name(stage, "decisions-waiting"),
+            description=(f"A decision message waited more than one cycle ({CYCLE_S} s) in "
+                         f"{decision_queue_name(stage)}: the decision-worker is failing, throttled or not "
+                         "deployed, and the agents of such messages are not decided."),
+            threshold_s=CYCLE_S)

@@ -105,6 +105,22 @@ def dead_letter_alarm(scope: Construct, queue: sqs.IQueue, action: cloudwatch_ac
     return alarm
 
 
+def oldest_message_alarm(scope: Construct, construct_id: str, queue: sqs.IQueue,
+                         action: cloudwatch_actions.SnsAction, *, name: str, description: str,
+                         threshold_s: int) -> cloudwatch.Alarm:
+    """A message older than ``threshold_s`` in ``queue`` (its consumer is failing, throttled or not deployed)
+    notifies ``action``, and so does its clearing."""
+    alarm = cloudwatch.Alarm(
+        scope, construct_id, alarm_name=name, alarm_description=description,
+        metric=queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(1), statistic="Maximum"),
+        threshold=threshold_s, evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+    alarm.add_alarm_action(action)
+    alarm.add_ok_action(action)
+    return alarm
+
+
 def _logical_id(rule: str) -> str:
     return "".join(part.capitalize() for part in rule.split("-")) + "Rule"
 
@@ -139,16 +155,11 @@ class EventIntake(Construct):
             self, self.dead_letter_queue, action, name=alarm_name(stage, "events-dead-lettered"),
             description=(f"Sentinel events in {event_dead_letter_queue_name(stage)}: they failed "
                          f"{MAX_RECEIVE_COUNT} times. Read them, fix the cause, then `make redrive STAGE={stage}`."))
-        self.age_alarm = cloudwatch.Alarm(
-            self, "OldestEventAlarm", alarm_name=alarm_name(stage, "events-waiting"),
-            alarm_description=(f"An event waited more than {TERMINATION_NOTICE_S} s in {event_queue_name(stage)} "
-                               "(the sentinel is failing, throttled or not deployed): a spot warning's window is over."),
-            metric=self.queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(1), statistic="Maximum"),
-            threshold=TERMINATION_NOTICE_S, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
-        self.age_alarm.add_alarm_action(action)
-        self.age_alarm.add_ok_action(action)
+        self.age_alarm = oldest_message_alarm(
+            self, "OldestEventAlarm", self.queue, action, name=alarm_name(stage, "events-waiting"),
+            description=(f"An event waited more than {TERMINATION_NOTICE_S} s in {event_queue_name(stage)} "
+                         "(the sentinel is failing, throttled or not deployed): a spot warning's window is over."),
+            threshold_s=TERMINATION_NOTICE_S)
 
         stack = Stack.of(self)
         CfnOutput(stack, "EventQueueUrl", value=self.queue.queue_url, description="the sentinel's event queue")

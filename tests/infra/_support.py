@@ -12,3 +12,8 @@ def stand_in_layer(tmp_path_factory) -> Path:
     (layer_dir / "python" / "sklearn").mkdir(parents=True)
     (layer_dir / "python" / "sklearn" / "__init__.py").write_text("__version__ = 'stand-in'\n")
     return layer_dir
+
+
+def of_type(template: dict, cfn_type: str) -> dict:
+    """The resources of one CloudFormation type in a synthesized template: {logical id: resource}."""
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == cfn_type}

@@ -18,15 +18,12 @@ from chalicelib.settings import (
     decision_queue_name,
 )
 from infra.naming import alarm_name
+from tests.infra._support import of_type
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
-
-
-def _of_type(template: dict, cfn_type: str) -> dict:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == cfn_type}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +40,7 @@ def infra(tmp_path_factory):
 @pytest.fixture(scope="module")
 def queues(infra):
     by_name = {r["Properties"]["QueueName"]: (logical, r["Properties"]) for logical, r in
-               _of_type(infra, "AWS::SQS::Queue").items()}
+               of_type(infra, "AWS::SQS::Queue").items()}
     return by_name[decision_queue_name(STAGE)], by_name[decision_dead_letter_queue_name(STAGE)]
 
 
@@ -80,7 +77,7 @@ def test_a_batch_of_messages_fits_the_workers_timeout_with_room():
 def test_both_decision_queues_refuse_plain_http(infra, queues):
     ids = {queues[0][0], queues[1][0]}
     policies = {p["Properties"]["Queues"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
-                for p in _of_type(infra, "AWS::SQS::QueuePolicy").values()
+                for p in of_type(infra, "AWS::SQS::QueuePolicy").values()
                 if p["Properties"]["Queues"][0]["Ref"] in ids}
     assert set(policies) == ids
     for statements in policies.values():
@@ -91,8 +88,8 @@ def test_both_decision_queues_refuse_plain_http(infra, queues):
 
 def test_dead_lettered_and_waiting_decisions_alarm_on_the_stacks_topic(infra, queues):
     (queue_id, _), (dlq_id, _) = queues
-    (topic_id,) = _of_type(infra, "AWS::SNS::Topic")
-    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in _of_type(infra, "AWS::CloudWatch::Alarm").values()}
+    (topic_id,) = of_type(infra, "AWS::SNS::Topic")
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in of_type(infra, "AWS::CloudWatch::Alarm").values()}
     dead = alarms[alarm_name(STAGE, "decisions-dead-lettered")]
     assert dead["MetricName"] == "ApproximateNumberOfMessagesVisible" and dead["Threshold"] == 1
     assert dead["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]

@@ -21,16 +21,13 @@ from chalicelib.settings import (
     forwarded_event_dead_letter_queue_name,
 )
 from components.sentinel.rules import SENTINEL_RULES
+from tests.infra._support import of_type
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 EMAIL = "oncall@example.com"
-
-
-def _of_type(template: dict, cfn_type: str) -> dict:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == cfn_type}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def infra(templates):
 
 def _queues(template):
     by_name = {r["Properties"]["QueueName"]: (logical, r["Properties"]) for logical, r in
-               _of_type(template, "AWS::SQS::Queue").items()}
+               of_type(template, "AWS::SQS::Queue").items()}
     return by_name[event_queue_name(STAGE)], by_name[event_dead_letter_queue_name(STAGE)]
 
 
@@ -80,7 +77,7 @@ def test_a_message_stays_invisible_at_least_six_sentinel_timeouts(infra):
 
 def test_each_sentinel_pattern_is_one_rule_targeting_the_queue_with_the_dlq_for_failed_deliveries(infra):
     (queue_id, _), (dlq_id, _) = _queues(infra)
-    rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(infra, "AWS::Events::Rule").values()}
+    rules = {r["Properties"]["Name"]: r["Properties"] for r in of_type(infra, "AWS::Events::Rule").values()}
     assert {name: props["EventPattern"] for name, props in rules.items()} == {
         f"spot-optimizer-{STAGE}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
     for props in rules.values():
@@ -93,9 +90,9 @@ def test_each_sentinel_pattern_is_one_rule_targeting_the_queue_with_the_dlq_for_
 
 def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
     (queue_id, _), (dlq_id, _) = _queues(infra)
-    rule_ids = sorted(_of_type(infra, "AWS::Events::Rule"))
+    rule_ids = sorted(of_type(infra, "AWS::Events::Rule"))
     policies = {p["Properties"]["Queues"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
-                for p in _of_type(infra, "AWS::SQS::QueuePolicy").values()
+                for p in of_type(infra, "AWS::SQS::QueuePolicy").values()
                 if p["Properties"]["Queues"][0]["Ref"] in (queue_id, dlq_id)}  # (the decision queues': TLS only)
     assert set(policies) == {queue_id, dlq_id}
     for statements in policies.values():
@@ -111,8 +108,8 @@ def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
 
 def test_a_dead_lettered_event_alarms_on_the_stacks_topic(infra):
     (queue_id, _), (dlq_id, _) = _queues(infra)
-    (topic_id,) = _of_type(infra, "AWS::SNS::Topic")
-    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in _of_type(infra, "AWS::CloudWatch::Alarm").values()
+    (topic_id,) = of_type(infra, "AWS::SNS::Topic")
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in of_type(infra, "AWS::CloudWatch::Alarm").values()
               if a["Properties"].get("Namespace") == "AWS/SQS"
               and a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] in (queue_id, dlq_id)}
     dlq = alarms["ApproximateNumberOfMessagesVisible"]
@@ -152,11 +149,11 @@ def test_each_other_region_forwards_the_same_patterns_to_the_deploy_regions_defa
     bus = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":events:us-east-1:", {"Ref": "AWS::AccountId"},
                              ":event-bus/default"]]}
     for template in forwarders.values():
-        (role_id,) = _of_type(template, "AWS::IAM::Role")
-        rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(template, "AWS::Events::Rule").values()}
+        (role_id,) = of_type(template, "AWS::IAM::Role")
+        rules = {r["Properties"]["Name"]: r["Properties"] for r in of_type(template, "AWS::Events::Rule").values()}
         assert {name: props["EventPattern"] for name, props in rules.items()} == {
             f"spot-optimizer-{STAGE}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
-        (dlq_id,) = _of_type(template, "AWS::SQS::Queue")
+        (dlq_id,) = of_type(template, "AWS::SQS::Queue")
         for props in rules.values():
             assert props["Targets"] == [{"Arn": bus, "Id": "Target0", "RoleArn": {"Fn::GetAtt": [role_id, "Arn"]},
                                          "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}}]
@@ -164,7 +161,7 @@ def test_each_other_region_forwards_the_same_patterns_to_the_deploy_regions_defa
         (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
         assert trust["Principal"] == {"Service": "events.amazonaws.com"}
         assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
-        (policy,) = _of_type(template, "AWS::IAM::Policy").values()
+        (policy,) = of_type(template, "AWS::IAM::Policy").values()
         assert policy["Properties"]["PolicyDocument"]["Statement"] == [
             {"Action": "events:PutEvents", "Effect": "Allow", "Resource": bus}]
 
@@ -174,19 +171,19 @@ def test_a_forwarded_event_eventbridge_cannot_deliver_lands_in_a_dead_letter_que
     kept 14 days, encrypted, TLS only, writable by EventBridge for these rules only."""
     _, forwarders = templates
     for template in forwarders.values():
-        (dlq_id, dlq), = _of_type(template, "AWS::SQS::Queue").items()
+        (dlq_id, dlq), = of_type(template, "AWS::SQS::Queue").items()
         props = dlq["Properties"]
         assert props["QueueName"] == forwarded_event_dead_letter_queue_name(STAGE)
         assert props["MessageRetentionPeriod"] == 14 * 24 * 3600 and props["SqsManagedSseEnabled"] is True
         assert {"Key": "stage", "Value": STAGE} in props["Tags"]
-        (policy,) = _of_type(template, "AWS::SQS::QueuePolicy").values()
+        (policy,) = of_type(template, "AWS::SQS::QueuePolicy").values()
         assert policy["Properties"]["Queues"] == [{"Ref": dlq_id}]
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         allows = [s for s in statements if s["Effect"] == "Allow"]
         assert all(s["Principal"] == {"Service": "events.amazonaws.com"} and s["Action"] == "sqs:SendMessage"
                    for s in allows)
         assert sorted(s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0] for s in allows) == sorted(
-            _of_type(template, "AWS::Events::Rule"))
+            of_type(template, "AWS::Events::Rule"))
         (deny,) = [s for s in statements if s["Effect"] == "Deny"]
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -198,13 +195,13 @@ def test_forwarder_retries_are_eventbridges_default_which_the_deploy_region_sets
 
     infra, forwarders = templates
     intake = {r["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"]
-              for r in _of_type(infra, "AWS::Events::Rule").values()}
+              for r in of_type(infra, "AWS::Events::Rule").values()}
     attempts = {r["Properties"]["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"]
-                for r in _of_type(infra, "AWS::Events::Rule").values()}
+                for r in of_type(infra, "AWS::Events::Rule").values()}
     assert intake == {MAX_EVENT_AGE.to_seconds()} == {24 * 3600} and attempts == {RETRY_ATTEMPTS} == {185}
     for template in forwarders.values():
         assert all("RetryPolicy" not in r["Properties"]["Targets"][0]
-                   for r in _of_type(template, "AWS::Events::Rule").values())
+                   for r in of_type(template, "AWS::Events::Rule").values())
 
 
 def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_alarm_address(templates):
@@ -214,16 +211,16 @@ def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_ala
 
     _, forwarders = templates
     for template in forwarders.values():
-        (dlq_id,) = _of_type(template, "AWS::SQS::Queue")
-        (topic_id, topic), = _of_type(template, "AWS::SNS::Topic").items()
+        (dlq_id,) = of_type(template, "AWS::SQS::Queue")
+        (topic_id, topic), = of_type(template, "AWS::SNS::Topic").items()
         assert topic["Properties"]["TopicName"] == forwarder_topic_name(STAGE)
-        (alarm,) = [a["Properties"] for a in _of_type(template, "AWS::CloudWatch::Alarm").values()]
+        (alarm,) = [a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()]
         assert alarm["AlarmName"] == alarm_name(STAGE, "events-forward-dead-lettered")
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
         assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
         assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
-        (subscription,) = [s["Properties"] for s in _of_type(template, "AWS::SNS::Subscription").values()]
+        (subscription,) = [s["Properties"] for s in of_type(template, "AWS::SNS::Subscription").values()]
         assert subscription == {"Endpoint": EMAIL, "Protocol": "email", "TopicArn": {"Ref": topic_id}}
 
 
