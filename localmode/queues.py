@@ -25,16 +25,20 @@ ACCOUNT = "123456789012"
 FAILED_VISIBILITY_S = 30
 
 
+def _attributes(receive_count: int = 1, sender: str = "AIDALOCALMODE") -> dict:
+    """The message attributes a record carries (SQS's own, as the mapping passes them on)."""
+    now_ms = str(int(time.time() * 1000))
+    return {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": now_ms, "SenderId": sender,
+            "ApproximateFirstReceiveTimestamp": now_ms}
+
+
 def _record(body: str, queue_name: str, *, message_id: str | None = None, receipt_handle: str | None = None,
             attributes: dict | None = None) -> dict:
     from chalicelib.settings import get_settings
 
     region = get_settings().region
-    now_ms = str(int(time.time() * 1000))
     return {"messageId": message_id or str(uuid.uuid4()), "receiptHandle": receipt_handle or uuid.uuid4().hex,
-            "body": body,
-            "attributes": attributes or {"ApproximateReceiveCount": "1", "SentTimestamp": now_ms,
-                                         "SenderId": "AIDALOCALMODE", "ApproximateFirstReceiveTimestamp": now_ms},
+            "body": body, "attributes": attributes or _attributes(),
             "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's own digest
             "eventSource": "aws:sqs", "eventSourceARN": f"arn:aws:sqs:{region}:{ACCOUNT}:{queue_name}",
             "awsRegion": region}
@@ -42,10 +46,7 @@ def _record(body: str, queue_name: str, *, message_id: str | None = None, receip
 
 def sqs_event(bodies: list[str], queue_name: str, *, receive_count: int = 1, sender: str = "AIDALOCALMODE") -> dict:
     """The Lambda event of an SQS event source mapping on ``queue_name`` for these message bodies (one record each)."""
-    now_ms = str(int(time.time() * 1000))
-    attributes = {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": now_ms, "SenderId": sender,
-                  "ApproximateFirstReceiveTimestamp": now_ms}
-    return {"Records": [_record(body, queue_name, attributes=dict(attributes)) for body in bodies]}
+    return {"Records": [_record(body, queue_name, attributes=_attributes(receive_count, sender)) for body in bodies]}
 
 
 @cache
@@ -103,7 +104,7 @@ def decide_dispatched(stage: str = "local") -> dict[str, int]:
                                     lambda: decision_cycle.decide_batch(event, clock.now()), stage)
         totals.update(outcomes)
         totals["worker_invocations"] += 1
-        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
+        return decision_cycle.batch_response(failures)
 
     drain(decision_queue_name(stage), deliver, batch_size=DECISION_WORKER_BATCH_SIZE)
     return dict(totals)

@@ -187,4 +187,9 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     """Lambda entry point (``decision-worker``): the partial batch response, and only that (Lambda reads
     ``batchItemFailures``; the event source mapping reports them: infra/event_source.py)."""
     failures, _ = decide_batch(event, clock.now())
+    return batch_response(failures)
+
+
+def batch_response(failures: list[str]) -> dict:
+    """The partial batch response naming the messages SQS must deliver again."""
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
