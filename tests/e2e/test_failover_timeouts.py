@@ -121,11 +121,20 @@ def audit(client_id, event_type) -> list[SystemEventTable]:
     return [e for e in SystemEventTable.scan(SystemEventTable.client_id == client_id) if e.event_type == event_type]
 
 
-def history_errors(execution_arn) -> list[str]:
+def history_errors(execution_arn, state: str | None = None) -> list[str]:
+    """The errors of an execution's history, in order; only those raised in ``state`` when given."""
     events = aws_client("stepfunctions", REGION).get_execution_history(executionArn=execution_arn,
                                                                        maxResults=1000)["events"]
-    return [details["error"] for e in events for key, details in e.items()
-            if key.endswith("EventDetails") and isinstance(details, dict) and "error" in details]
+    errors, current = [], None
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            current = details["name"]
+        for key, details in event.items():
+            if key.endswith("EventDetails") and isinstance(details, dict) and "error" in details:
+                if state is None or current == state:
+                    errors.append(details["error"])
+    return errors
 
 
 def assert_one_replacement_serving(client_id, agent_id, primary):
@@ -191,7 +200,9 @@ def test_a_spot_path_that_keeps_timing_out_falls_back_to_on_demand_and_late_atte
     stalls.finish_late_attempts()
 
     assert described["status"] == "SUCCEEDED"
-    assert history_errors(result["execution_arn"]).count("States.Timeout") == 2  # the attempt and its retry
+    # the spot launch's attempt and its retry; another task may also time out on a loaded machine (3 s) and
+    # be retried, which changes nothing asserted here
+    assert history_errors(result["execution_arn"], "LaunchReplacement").count("States.Timeout") == 2
     assert [(n, lc) for n, lc, _ in stalls.seen] == [("failover-launch", "spot")] * 2
     event = assert_one_replacement_serving(client_id, agent_id, primary)
     assert event.response_action == "on-demand-fallback"
