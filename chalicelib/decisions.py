@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pynamodb.exceptions import PutError
+
 from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
     BOOT_SAMPLES,
@@ -27,6 +29,7 @@ from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
 from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.repositories import observations
+from chalicelib.repositories.dynamo import condition_failed
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -139,11 +142,14 @@ def recorded_pools(evaluation: Evaluation, limit: int) -> dict:
 
 
 def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetime,
-           command_id: str | None = None) -> str:
-    """Store the decision with its inputs (TTL); returns its key."""
+           command_id: str | None = None, once: str | None = None) -> str:
+    """Store the decision with its inputs (TTL); returns its key.
+
+    With ``once`` (naming the decision, e.g. the cycle) and the same ``now``, a redelivered or retried step
+    keeps the first record: it explains the command that was queued, and nothing is recorded twice."""
     d = evaluation.decision
-    key = f"{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{uuid.uuid4().hex[:8]}"
-    DecisionTable(
+    key = f"{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{once or uuid.uuid4().hex[:8]}"
+    row = DecisionTable(
         agent.agent_id, key, client_id=agent.client_id, decided_at=now, source=source,
         current=evaluation.situation.current, action=d.action.value, target=d.target, standby=d.standby,
         reason=d.reason, risk=d.risk, expected_cost=d.expected_cost,
@@ -152,7 +158,12 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
                 "recent_switches": len(evaluation.situation.recent_switches),
                 "fallbacks": list(d.fallbacks)},
         command_id=command_id,
-        expires_at=now + timedelta(days=get_settings().decision_retention_days)).save()
+        expires_at=now + timedelta(days=get_settings().decision_retention_days))
+    try:
+        row.save(condition=DecisionTable.decision_key.does_not_exist() if once else None)
+    except PutError as exc:
+        if not (once and condition_failed(exc)):
+            raise
     return key
 
 
@@ -166,8 +177,9 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     if decision.action in (DecisionAction.STAY, DecisionAction.REPLACE) or not agent.instance_id:
         return None
     store = bootstrap.command_store()
-    if store.active_for_agent(agent.agent_id, limit=1):
-        return None
+    active = store.active_for_agent(agent.agent_id, limit=1)
+    if active:  # the same decision retried finds its own command; any other active command wins
+        return active[0] if command_id and active[0].command_id == command_id else None
     urgent = decision.action is DecisionAction.TO_ONDEMAND
     command = command_queue.switch_command(
         agent, target_mode="ondemand" if decision.target == ONDEMAND else "spot",

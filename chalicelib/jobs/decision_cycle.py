@@ -10,8 +10,8 @@ would time out every cycle, and the agents past that point would never be decide
   each message as of that scheduled time, side by side with the other workers.
 
 Reads prices and the risk scores the risk scorer stored; never imports scikit-learn. Delivery is at least
-once: a redelivered message (or a retried dispatch) reuses the cycle's command ids (``cmd-dc-<agent>-<cycle>``),
-so no switch is queued twice. One agent's failure is logged and counted (``failed``); it never aborts the
+once: a redelivered message (or a retried dispatch) reuses the cycle's command ids (``cmd-dc-<agent>-<cycle>``)
+and decision keys (``<scheduled time>#dc-<cycle>``), so no switch is queued and nothing recorded twice. One agent's failure is logged and counted (``failed``); it never aborts the
 others. A message older than one cycle is dropped (``stale``): the next cycle decides its agents on fresh prices.
 """
 
@@ -54,12 +54,13 @@ def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
     command = decisions.command_for(agent, evaluation.decision, now, trigger="ml_recommendation",
                                     command_id=f"cmd-dc-{agent.agent_id}-{cycle}")
     decisions.record(agent, evaluation, "decision-cycle", now,
-                     command_id=command.command_id if command else None)
+                     command_id=command.command_id if command else None, once=f"dc-{cycle}")
     outcomes[evaluation.decision.action.value] += 1
     if command is not None:
         outcomes["commands_queued"] += 1
         activity.record_event("decision", evaluation.decision.reason, now, client_id=agent.client_id,
-                              agent_id=agent.agent_id, metadata={"command_id": command.command_id})
+                              agent_id=agent.agent_id, metadata={"command_id": command.command_id},
+                              once=command.command_id)
 
 
 def _publish(outcomes: dict[str, int]) -> None:

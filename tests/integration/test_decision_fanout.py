@@ -157,6 +157,47 @@ def test_a_message_delivered_twice_queues_no_second_command(api, make_tenant):
     assert api.lambda_.invoke("decision-worker", again).payload == {"batchItemFailures": []}
     assert [c.command_id for c in bootstrap.command_store().history(agent_id, 10)] == [command.command_id]
     assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+    # and nothing is recorded twice: the first decision (naming its command) stands, one audit event
+    assert [(d.action, d.command_id) for d in _decisions(agent_id)] == [("switch_pool", command.command_id)]
+    assert _decision_events(agent_id) == [command.command_id]
+
+
+def _decision_events(agent_id: str) -> list[str]:
+    from chalicelib.tables import SystemEventTable
+
+    return [e.metadata["command_id"] for e in SystemEventTable.scan(SystemEventTable.agent_id == agent_id)
+            if e.event_type == "decision"]
+
+
+def test_a_worker_that_dies_between_the_command_and_the_record_is_completed_by_the_redelivery(
+        api, make_tenant, monkeypatch):
+    """GIVEN the first delivery queued the cycle's command, then failed to record the decision (throttled)
+    WHEN SQS delivers the message again
+    THEN the decision is recorded once, naming the command already queued, and no second command exists."""
+    from chalicelib import decisions
+
+    fleet = _fleet(make_tenant, 3)
+    agent_id = next(a for a, info in fleet.items() if info["zone"] == "a")  # the one that switches
+    now = datetime.now(timezone.utc)
+    body = _message([agent_id], fleet, now)
+    real_record = decisions.record
+
+    def throttled_record(*args, **kwargs):
+        raise _throttled(agent_id)
+
+    monkeypatch.setattr(decisions, "record", throttled_record)
+    first = sqs_event([body], QUEUE)
+    assert api.lambda_.invoke("decision-worker", first).payload == {
+        "batchItemFailures": [{"itemIdentifier": first["Records"][0]["messageId"]}]}
+    [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
+    assert _decisions(agent_id) == []
+
+    monkeypatch.setattr(decisions, "record", real_record)
+    again = sqs_event([body], QUEUE, receive_count=2)
+    assert api.lambda_.invoke("decision-worker", again).payload == {"batchItemFailures": []}
+    assert [(d.action, d.command_id) for d in _decisions(agent_id)] == [("switch_pool", command.command_id)]
+    assert [c.command_id for c in bootstrap.command_store().history(agent_id, 10)] == [command.command_id]
+    assert _decision_events(agent_id) == [command.command_id]
 
 
 def test_a_message_older_than_a_cycle_is_dropped_and_decides_nothing(api, make_tenant):
