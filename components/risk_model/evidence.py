@@ -171,6 +171,10 @@ def feature_vector(evidence: PoolEvidence) -> tuple[float, ...]:
 # weighs exp(-age / DECAY_S), so a pool that failed last night matters more than one that failed last week.
 PRIOR_HOURS = 6.0
 DECAY_S = 24 * 3600.0
+# Capacity comes back in runs whose hazard falls with their age (both probe traces: ≈ 1.2–1.6 per hour in a
+# run's first half hour, 0.4–0.5 at 1–2 h, 0.1–0.14 at 8–16 h): a pool whose last loss or refusal was τ hours
+# ago is in a run at most τ old, so its hazard is at least renewal_events / (RENEWAL_SCALE_H + τ).
+RENEWAL_SCALE_H = 0.5
 
 
 def placement_score(evidence: PoolEvidence) -> float | None:
@@ -179,7 +183,8 @@ def placement_score(evidence: PoolEvidence) -> float | None:
 
 
 def evidence_hazard(evidence: PoolEvidence, *, prior_hours: float = PRIOR_HOURS, decay_s: float = DECAY_S,
-                    refusal_weight: float = 1.0, region_prior_hours: float = 0.0) -> float:
+                    refusal_weight: float = 1.0, region_prior_hours: float = 0.0,
+                    renewal_events: float = 0.0, renewal_scale_h: float = RENEWAL_SCALE_H) -> float:
     """Interruptions per hour expected in this pool from what was observed (the no-model fallback).
 
     A placement score scales the band's prior rate by ``(11 − score) / 5.5`` (10 → ×0.18, 1 → ×1.8):
@@ -197,7 +202,13 @@ def evidence_hazard(evidence: PoolEvidence, *, prior_hours: float = PRIOR_HOURS,
         r_events, r_exposure = _tally(evidence.region_observations, now, decay_s, refusal_weight)
         prior_rate = (region_prior_hours * prior_rate + r_events) / (region_prior_hours + r_exposure)
     events, exposure = _tally(evidence.observations, now, decay_s, refusal_weight)
-    return (prior_hours * prior_rate + events) / (prior_hours + exposure)
+    rate = (prior_hours * prior_rate + events) / (prior_hours + exposure)
+    if renewal_events > 0:
+        last = max((o.at for o in evidence.observations if o.kind in NEGATIVE_KINDS and 0 <= now - o.at
+                    < EVIDENCE_WINDOW_S), default=None)
+        if last is not None:
+            rate = max(rate, renewal_events / (renewal_scale_h + (now - last) / 3600.0))
+    return rate
 
 
 def _tally(observations: Sequence[CapacityObservation], now: float, decay_s: float,
