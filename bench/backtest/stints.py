@@ -1,6 +1,6 @@
 """What a spot stint is worth in each pool of a window, for a policy that cannot see when capacity ends.
 
-    python -m bench.backtest.stints [--dataset KEY ...] [--window LO,HI] [--markdown OUT]
+    python -m bench.backtest.stints [--dataset KEY ...] [--window LO,HI] [--markdown OUT] [--run-age]
 
 A *run* is a stretch of ticks where a pool is obtainable. A stint placed at the very start of a run (an
 optimistic entry: no deployed policy knows when a run starts) is worth, against staying on on-demand,
@@ -17,6 +17,9 @@ any rule whose only clock is the stint's age can get. Where even the best ``τ``
 spot loses money in that pool for every policy that cannot foresee when runs end: on-demand is the
 best such a policy can do there, and what a spot optimizer pays above it is the price of finding out.
 docs/benchmarks.md ("Backtest") uses this for the rows no policy without foresight can win.
+
+``--run-age`` prints instead how a run's hazard falls with its age (ends per hour of runs still going, by
+age band, every pool of a dataset pooled): capacity that has just come back is the likeliest to go again.
 """
 
 from __future__ import annotations
@@ -102,6 +105,45 @@ def pool_stints(trace: Trace, j: int, start: int, end: int, rules: Rules) -> Poo
                       float(lengths.max()), until, int((warned > 0).sum()), best_h, best)
 
 
+AGE_BANDS_H = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 48.0)
+
+
+def run_age_hazard(lengths_h: Sequence[float], bands_h: Sequence[float] = AGE_BANDS_H,
+                   open_ended: Sequence[bool] | None = None) -> list[tuple[float, float, int, float]]:
+    """Per age band [lo, hi): (lo, hi, runs reaching lo, ends per hour lived in the band). A run still going
+    when the window closes (``open_ended``) counts its hours but no end; NaN where no run reaches the band."""
+    lengths = np.asarray(lengths_h, dtype=float)
+    ended = ~np.asarray(open_ended, dtype=bool) if open_ended is not None else np.ones(len(lengths), dtype=bool)
+    out = []
+    for lo, hi in zip(bands_h, bands_h[1:]):
+        alive = lengths > lo
+        hours = float((np.minimum(lengths[alive], hi) - lo).sum())
+        ends = int((alive & (lengths <= hi) & ended).sum())
+        out.append((lo, hi, int(alive.sum()), ends / hours if hours > 0 else math.nan))
+    return out
+
+
+def dataset_run_ages(d: Dataset, fractions: tuple[float, float]) -> list[tuple[float, float, int, float]]:
+    """:func:`run_age_hazard` over every run of every pool of one dataset in the window."""
+    trace = d.load()
+    start, end = window(trace, fractions)
+    seconds = trace.tick_seconds()[start:end]
+    lengths, still = [], []
+    for j in range(len(trace.pools)):
+        for a, z in runs_of(np.asarray(trace.available)[start:end, j]):
+            lengths.append(seconds[a:z].sum() / 3600.0)
+            still.append(z == end - start)
+    return run_age_hazard(lengths, open_ended=still)
+
+
+def run_age_markdown(results: Sequence[tuple[Dataset, list[tuple[float, float, int, float]]]]) -> str:
+    bands = [f"{lo:g}–{hi:g} h" for lo, hi, _, _ in results[0][1]] if results else []
+    lines = ["| dataset | " + " | ".join(bands) + " |", "|---|" + "---:|" * len(bands)]
+    for d, table in results:
+        lines.append(f"| {d.label} | " + " | ".join(f"{h:.2f} ({n})" for _, _, n, h in table) + " |")
+    return "\n".join(lines)
+
+
 def dataset_stints(d: Dataset, fractions: tuple[float, float]) -> list[PoolStints]:
     """Every pool of one dataset, over the part of its trace between the two fractions."""
     trace = d.load()
@@ -132,6 +174,8 @@ def main(argv=None) -> int:
                     "default: every real-capacity row and slice")
     ap.add_argument("--window", default=f"{TRAIN_FRACTION},1", help="LO,HI fractions of each trace (the tables')")
     ap.add_argument("--markdown", type=Path, help="also write the table here")
+    ap.add_argument("--run-age", action="store_true", help="print each dataset's hazard by run age instead "
+                    "(ends per hour, and in brackets the runs reaching the band)")
     args = ap.parse_args(argv)
     lo, hi = window_arg(ap, args.window)
     sets = rows()
@@ -142,8 +186,10 @@ def main(argv=None) -> int:
             print(f"unknown datasets {unknown}; known: {[d.key for d in sets]}", file=sys.stderr)
             return 2
         sets = [d for d in sets if d.key in wanted]
-    results = [(d, dataset_stints(d, (lo, hi))) for d in sets]
-    table = markdown(results)
+    if args.run_age:
+        table = run_age_markdown([(d, dataset_run_ages(d, (lo, hi))) for d in sets])
+    else:
+        table = markdown([(d, dataset_stints(d, (lo, hi))) for d in sets])
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")

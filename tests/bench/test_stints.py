@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.backtest import Rules, simulate
-from bench.backtest.stints import pool_stints, runs_of, stint_values
+from bench.backtest.stints import pool_stints, run_age_hazard, runs_of, stint_values
 from tests.bench.helpers import ONDEMAND, Script, make_trace
 
 HALF_HOUR = 1800
@@ -64,3 +64,19 @@ def test_the_command_names_unknown_datasets_and_writes_the_table(tmp_path, capsy
     assert stints.main(["--dataset", "gpu-p2.8xlarge", "--markdown", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if "p2.8xlarge." in line]
     assert len(rows) == 2 and all("none gains" in row for row in rows)  # docs/benchmarks.md's GPU p2.8xlarge row
+
+
+def test_run_age_hazard_is_ends_per_hour_lived_in_each_band():
+    # runs of 0.25 h, 0.75 h, 3 h: band [0, 0.5) lives 0.25 + 0.5 + 0.5 h and sees one end; [0.5, 1) lives
+    # 0.25 + 0.5 h and sees one end; [1, 2) lives 1 h, no end; [2, 4) lives 1 h and one end
+    table = run_age_hazard([0.25, 0.75, 3.0], bands_h=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0))
+    assert [(lo, hi, n) for lo, hi, n, _ in table] == [(0.0, 0.5, 3), (0.5, 1.0, 2), (1.0, 2.0, 1), (2.0, 4.0, 1),
+                                                        (4.0, 8.0, 0)]
+    hazards = [h for *_, h in table]
+    assert hazards[:4] == pytest.approx([1 / 1.25, 1 / 0.75, 0.0, 1.0])
+    assert np.isnan(hazards[4])
+
+
+def test_a_run_still_going_when_the_window_closes_counts_its_hours_but_no_end():
+    (band,) = run_age_hazard([1.0, 1.0], bands_h=(0.0, 2.0), open_ended=[False, True])
+    assert band == (0.0, 2.0, 2, pytest.approx(1 / 2.0))

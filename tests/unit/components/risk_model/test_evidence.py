@@ -378,6 +378,21 @@ def test_a_negative_weighs_its_recency_and_holding_weighs_exposure():
     assert recent > old > week == pytest.approx(rate)
 
 
+def test_the_renewal_floor_makes_a_pool_that_just_failed_risky_and_fades_with_the_hours_since():
+    # a variant of the backtest (bench/backtest/variants.py), off by default: hazard ≥ c / (scale + τ)
+    refused = [seen(K.LAUNCH_REFUSED, ago(0.5))]
+    default = evidence_hazard(PoolEvidence(now=T0, observations=refused))
+    floored = evidence_hazard(PoolEvidence(now=T0, observations=refused), renewal_events=0.45)
+    assert default < 0.2 and floored == pytest.approx(0.45 / (0.5 + 0.5))
+    later = [seen(K.LAUNCH_REFUSED, ago(3)), *(seen(K.HELD, ago(h / 4)) for h in range(8))]  # 2 h held since
+    assert evidence_hazard(PoolEvidence(now=T0, observations=later)) < 0.45 / 3.5
+    assert evidence_hazard(PoolEvidence(now=T0, observations=later), renewal_events=0.45) == pytest.approx(
+        0.45 / 3.5)
+    # no negative, no floor: the band's prior and held hours alone
+    held = PoolEvidence(now=T0, observations=later[1:])
+    assert evidence_hazard(held, renewal_events=0.45) == evidence_hazard(held)
+
+
 @settings(max_examples=150, deadline=None)
 @given(own=observation_logs(span_h=160.0), age_h=st.floats(0.0, 167.0), band=st.integers(0, 4),
        kind=st.sampled_from([K.LAUNCH_REFUSED, K.INTERRUPTION_WARNING, K.AWS_STOPPED]))
