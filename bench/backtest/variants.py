@@ -38,8 +38,6 @@ VARIANTS: tuple[Setting, ...] = (
     Setting("region prior 24 h", {"evidence_params": {"region_prior_hours": 24.0}}),
     Setting("renewal 0.9", {"evidence_params": {"renewal_events": 0.9}}),
     Setting("renewal 0.45", {"evidence_params": {"renewal_events": 0.45}}),
-    Setting("renewal 0.3", {"evidence_params": {"renewal_events": 0.3}}),
-    Setting("renewal 0.45 scale 1 h", {"evidence_params": {"renewal_events": 0.45, "renewal_scale_h": 1.0}}),
     Setting("on on-demand: no back-off", {"ondemand_backoff": "none"}),
     Setting("on on-demand: no refusal back-off", {"ondemand_backoff": "losses"}),
     Setting("losses start no back-off", {"backoff": BackoffPolicy(losses_start=False)}),
