@@ -145,8 +145,9 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
            command_id: str | None = None, once: str | None = None) -> str:
     """Store the decision with its inputs (TTL); returns its key.
 
-    With ``once`` (naming the decision, e.g. the cycle) and the same ``now``, a redelivered or retried step
-    keeps the first record: it explains the command that was queued, and nothing is recorded twice."""
+    With ``once`` (naming the decision, e.g. the cycle) and the same ``now`` the key is the same, so a redelivered
+    or retried step records nothing twice: a record that names a command stands (it explains the command
+    queued), one that names none is replaced by the retry's (a decision of the same cycle that did queue one)."""
     d = evaluation.decision
     key = f"{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{once or uuid.uuid4().hex[:8]}"
     row = DecisionTable(
@@ -160,7 +161,8 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
         command_id=command_id,
         expires_at=now + timedelta(days=get_settings().decision_retention_days))
     try:
-        row.save(condition=DecisionTable.decision_key.does_not_exist() if once else None)
+        row.save(condition=(DecisionTable.decision_key.does_not_exist() | DecisionTable.command_id.does_not_exist())
+                 if once else None)
     except PutError as exc:
         if not (once and condition_failed(exc)):
             raise

@@ -153,23 +153,29 @@ def test_a_refused_pool_is_not_chosen_again_inside_its_back_off(api, settled_age
     assert status == 200 and body["recommended_pool_id"] == f"{itype}.eu-west-1b", body
 
 
-def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_a_pool_passes(api, settled_agent):
+@pytest.mark.parametrize("second_run", ["the next cycle", "a retry of the same cycle"])
+def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_a_pool_passes(api, settled_agent, second_run):
+    """A retry of the same scheduled run (EventBridge's, or two runs within one second of the event's clock) whose
+    decision changed records the decision that queued the command, under the cycle's one key."""
     client_id, caller, agent_id, itype = settled_agent
+    first = datetime.now(timezone.utc).replace(microsecond=0)
+    second = first + timedelta(seconds=300 if second_run == "the next cycle" else 0)
     AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("ondemand"),
                                                     AgentTable.current_pool_id.remove()])
     # GIVEN every pool costs more than on-demand in expectation: the cycle keeps it on on-demand
     _set_risk(itype, {"a": 0.95, "b": 0.95, "c": 0.95})
-    invoke_schedule(api, "decision-cycle")
+    invoke_schedule(api, "decision-cycle", now=first)
     assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
     assert list(DecisionTable.query(agent_id))[-1].action == "stay"
     # WHEN one pool passes the policy THEN the very next cycle moves it back to spot, whatever the rails
-    AgentTable(client_id, agent_id).update(actions=[AgentTable.last_switch_at.set(datetime.now(timezone.utc))])
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.last_switch_at.set(first)])
     _set_risk(itype, {"a": 0.95, "b": 0.02, "c": 0.95})
-    invoke_schedule(api, "decision-cycle")
+    invoke_schedule(api, "decision-cycle", now=second)
     [command] = bootstrap.command_store().active_for_agent(agent_id, 5)
     assert (command.target_mode, command.target_pool_id) == ("spot", f"{itype}.eu-west-1b")
     [stored] = [d for d in DecisionTable.query(agent_id) if d.command_id == command.command_id]
     assert stored.action == "to_spot" and "back to spot" in stored.reason
+    assert len(list(DecisionTable.query(agent_id))) == (2 if second_run == "the next cycle" else 1)
 
 
 def test_an_agent_on_ondemand_returns_to_spot_at_the_first_cycle_even_with_its_switch_limits_spent(
