@@ -1093,10 +1093,10 @@ def run(requests: int) -> Measured:
         from chalicelib.auth import hash_secret
         from chalicelib.settings import get_settings
         from chalicelib.tables.provisioning import ensure_tables
-        from localmode.queues import ensure_decision_queue
+        from localmode.queues import ensure_queues
 
         ensure_tables()
-        ensure_decision_queue()
+        ensure_queues()
         admin_key = "cost-admin"
         boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                           Value=hash_secret(admin_key), Overwrite=True)
