@@ -7,7 +7,7 @@ complete; a month row is the exact sum of its stored day rows. Rows are written 
 when they changed: a re-run on the same data writes nothing. A period that has ended is stored ``closed`` (the
 00:15 run closes the previous day, and on the 1st the previous month, after the day's late reports).
 
-One invocation cannot walk a large fleet (≈ 28 ms per agent: past ≈ 10,000 agents it would time out every
+One invocation cannot walk a large fleet (≈ 27 ms per agent: past ≈ 10,000 agents it would time out every
 hour, and the clients after that point would never get savings rows), so the run fans out
 (chalicelib/jobs/fanout.py, as the decision cycle):
 
@@ -49,8 +49,8 @@ from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
 from chalicelib.tables.instances import InstanceTable
 
 TRAILING = timedelta(hours=48)
-# Clients per message: ~0.5 KB of body; a client of the default quota (50 agents) is ≈ 1.5 s of a worker's time,
-# so a message of 10 such clients ≈ 15 s (`python -m bench.cost`), and a message that fails and comes back
+# Clients per message: ~0.5 KB of body; a client of the default quota (50 agents) is ≈ 2 s of a worker's time,
+# so a message of 10 such clients ≈ 20 s (`python -m bench.cost`), and a message that fails and comes back
 # repeats little work.
 CLIENTS_PER_MESSAGE = 10
 # A message is worth an hour: the next hourly run recomputes the same trailing window.

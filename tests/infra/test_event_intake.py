@@ -16,10 +16,10 @@ from moto.events.models import EventPattern
 
 from chalicelib.settings import (
     decision_queue_name,
-    savings_queue_name,
     event_dead_letter_queue_name,
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
+    savings_queue_name,
 )
 from components.sentinel.rules import SENTINEL_RULES
 from tests.infra._support import of_type
