@@ -687,57 +687,47 @@ def _server_fetch(region, instance_types, start):
             for t in instance_types for z in ZONES]
 
 
-_QUEUED: list[dict] = []  # the decision messages of one dispatch, as the worker's SQS events
+_QUEUED: list[dict] = []  # the messages of one dispatch, as the worker's SQS events
 
 
-def _dispatch_decisions() -> None:
-    """Set-up of a decision-worker run (unmetered): a dispatch, its messages received off the queue (the
-    poller's work, not the function's) as the events the worker gets, ``DECISION_WORKER_BATCH_SIZE`` each."""
-    from chalicelib.jobs import decision_cycle
-    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE, decision_queue_name, get_settings
-    from localmode.queues import drain
+def _attr(path: str):
+    """``"module:name"`` → the object (imported when the bench runs: chalicelib needs its environment first)."""
+    import importlib
 
-    decision_cycle.run(datetime.now(timezone.utc))
-    _QUEUED.clear()
-    drain(decision_queue_name(get_settings().stage), lambda event: _QUEUED.append(event),
-          batch_size=DECISION_WORKER_BATCH_SIZE)
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _decide_queued(now: datetime) -> None:
-    """The decision workers' run: every event of the last dispatch through the worker."""
-    from chalicelib.jobs import decision_cycle
+def _dispatched(job: str, queue_name: str, batch_size: str):
+    """Set-up of a fan-out worker's run (unmetered): a dispatch by ``job``'s ``run``, its messages received off the
+    queue (the poller's work, not the function's) as the events the worker gets, ``batch_size`` each."""
+    def prepare() -> None:
+        from chalicelib.settings import get_settings
+        from localmode.queues import drain
 
-    for event in _QUEUED:
-        failures, _ = decision_cycle.decide_batch(event, now)
-        assert not failures, failures
+        _QUEUED.clear()
+        _attr(f"chalicelib.jobs.{job}:run")(datetime.now(timezone.utc))
+        drain(_attr(f"chalicelib.settings:{queue_name}")(get_settings().stage), _QUEUED.append,
+              batch_size=_attr(f"chalicelib.settings:{batch_size}"))
 
-
-def _dispatch_savings() -> None:
-    """Set-up of a savings-worker run (unmetered): a dispatch and its messages as the worker's events."""
-    from chalicelib.jobs import savings_rollup
-    from chalicelib.settings import SAVINGS_WORKER_BATCH_SIZE, get_settings, savings_queue_name
-    from localmode.queues import drain
-
-    _QUEUED.clear()
-    savings_rollup.run(datetime.now(timezone.utc))
-    drain(savings_queue_name(get_settings().stage), lambda event: _QUEUED.append(event),
-          batch_size=SAVINGS_WORKER_BATCH_SIZE)
+    return prepare
 
 
-def _roll_up_queued(now: datetime) -> None:
-    """The savings workers' run: every event of the last dispatch through the worker."""
-    from chalicelib.jobs import savings_rollup
+def _work_queued(job: str, handle_batch: str):
+    """A fan-out worker's run: every event of the last dispatch through ``job``'s ``handle_batch``."""
+    def work(now: datetime) -> None:
+        for event in _QUEUED:
+            failures, _ = _attr(f"chalicelib.jobs.{job}:{handle_batch}")(event, now)
+            assert not failures, failures
 
-    for event in _QUEUED:
-        failures, _ = savings_rollup.rollup_batch(event, now)
-        assert not failures, failures
+    return work
 
 
 JOBS = {  # chalice function name -> (module or run(now), runs per month, run kwargs)
     "health-monitor": ("health_monitor", 30 * 24 * 60, {}),
     "risk-scorer": ("risk_scorer", 30 * 24 * 4, {}),
     "decision-cycle": ("decision_cycle", 30 * 24 * 12, {}),  # the dispatcher
-    "decision-worker": (_decide_queued, 30 * 24 * 12, {}),
+    "decision-worker": (_work_queued("decision_cycle", "decide_batch"), 30 * 24 * 12, {}),
     "replica-coordinator": ("replica_coordinator", 30 * 24 * 60, {}),
     "cleanup": ("cleanup", 30 * 24 * 6, {}),
     "spot-prices": ("spot_prices", 30 * 24 * 6, {"fetch": _server_fetch}),
@@ -746,11 +736,14 @@ JOBS = {  # chalice function name -> (module or run(now), runs per month, run kw
     "data-cleaner": ("data_cleaner", 30, {}),
     "savings-rollup": ("savings_rollup", 30 * 24, {}),  # a dispatcher
     "savings-close": ("savings_rollup", 30, {}),  # a dispatcher
-    "savings-worker": (_roll_up_queued, 30 * 24 + 30, {}),
+    "savings-worker": (_work_queued("savings_rollup", "rollup_batch"), 30 * 24 + 30, {}),
     "savings-fleet": ("savings_fleet", 30 * 24, {}),
     "growth-snapshot": ("snapshots", 30, {}),
 }
-PREPARE = {"decision-worker": _dispatch_decisions, "savings-worker": _dispatch_savings}  # unmetered, before each run
+PREPARE = {  # unmetered set-up before each run of a job
+    "decision-worker": _dispatched("decision_cycle", "decision_queue_name", "DECISION_WORKER_BATCH_SIZE"),
+    "savings-worker": _dispatched("savings_rollup", "savings_queue_name", "SAVINGS_WORKER_BATCH_SIZE"),
+}
 
 
 class Fleet:
