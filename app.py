@@ -31,12 +31,15 @@ from chalicelib.settings import (
     APP_NAME,
     DECISION_WORKER_BATCH_SIZE,
     DECISION_WORKER_CONCURRENCY,
+    SAVINGS_WORKER_BATCH_SIZE,
+    SAVINGS_WORKER_CONCURRENCY,
     SENTINEL_BATCH_SIZE,
     SENTINEL_CONCURRENCY,
     SENTINEL_FUNCTION,
     decision_queue_name,
     event_queue_name,
     get_settings,
+    savings_queue_name,
 )
 
 app = Chalice(app_name=APP_NAME)
@@ -139,9 +142,12 @@ def data_cleaner(event):
 
     return data_cleaner_job.run(scheduled_time(event))
 
-@app.schedule(Rate(1, unit=Rate.HOURS), name="savings-rollup")
+# --- savings: savings-rollup / savings-close (dispatchers) → the savings queue → savings-worker; savings-fleet ---
+
+@app.schedule(Cron(0, "*", "*", "*", "?", "*"), name="savings-rollup")
 def savings_rollup(event):
-    """Instances' real cost vs on-demand, re-integrated over the trailing 48 h (late reports absorbed)."""
+    """Every hour at :00: the clients to the savings queue, 10 a message (the savings-worker re-integrates each
+    one's instances' real cost vs on-demand over the trailing 48 h, late reports absorbed)."""
     from chalicelib.jobs import savings_rollup as savings_rollup_job
 
     return savings_rollup_job.run(scheduled_time(event))
@@ -155,9 +161,29 @@ def savings_close(event):
     return savings_rollup_job.run(scheduled_time(event))
 
 
-@app.schedule(Cron(20, 0, "*", "*", "?", "*"), name="growth-snapshot")
+@app.on_sqs_message(queue=savings_queue_name(get_settings().stage), batch_size=SAVINGS_WORKER_BATCH_SIZE,
+                    maximum_concurrency=SAVINGS_WORKER_CONCURRENCY, name="savings-worker")
+def savings_worker(event):
+    """The savings roll-up of the clients of the dispatchers' messages, as of each message's scheduled time.
+    Returns the batch item failures (chalicelib/jobs/savings_rollup.py)."""
+    from chalicelib.jobs import savings_rollup as savings_rollup_job
+
+    return savings_rollup_job.on_sqs_batch(event.to_dict(), event.context)
+
+
+@app.schedule(Cron(45, "*", "*", "*", "?", "*"), name="savings-fleet")
+def savings_fleet(event):
+    """Every hour at :45, after the workers: the fleet's rows from the clients' stored day rows of the last run
+    (00:45 closes yesterday's fleet day after the 00:15 close)."""
+    from chalicelib.jobs import savings_fleet as savings_fleet_job
+
+    return savings_fleet_job.run(scheduled_time(event))
+
+
+@app.schedule(Cron(50, 0, "*", "*", "?", "*"), name="growth-snapshot")
 def growth_snapshot(event):
-    """00:20 UTC: the daily growth/fleet snapshot (clients, agents, instances, total savings)."""
+    """00:50 UTC, after the 00:45 fleet run: the daily growth/fleet snapshot (clients, agents, instances, total
+    savings)."""
     from chalicelib.jobs import snapshots as snapshots_job
 
     return snapshots_job.run(scheduled_time(event))

@@ -31,7 +31,11 @@ What is counted (in-process, moto; nothing leaves the machine):
   (``decision-cycle``: the live index's keys → SQS, metered; its Query pages and SendMessageBatch calls are
   steps a small fleet never reaches, so they are added per agent from the key size and the message size)
   and the workers (``decision-worker``: one cycle's messages, the dispatch and the queue's receive/delete
-  unmetered; its fixed part is per invocation, ``DECISION_WORKER_BATCH_SIZE`` messages each).
+  unmetered; its fixed part is per invocation, ``DECISION_WORKER_BATCH_SIZE`` messages each). The savings
+  roll-up likewise: the dispatchers (``savings-rollup``, ``savings-close``: the clients' ids → SQS), the
+  ``savings-worker`` (its fixed part is per client: the fleet measured is one client, and a fleet of
+  ``AGENTS_PER_CLIENT`` agents per client is assumed) and the fleet job (``savings-fleet``: one Query of
+  stored day rows per client, added per agent).
 
 Free tiers are ignored. The printed counts are what the code in this checkout does: re-run after a
 change to the request path to get the new number.
@@ -100,7 +104,8 @@ AWS_CALL_MS = 30.0  # any other AWS API call (EC2, S3, SSM, Step Functions)
 LAMBDA_PLATFORM_LOG_BYTES = 350  # START + END + REPORT lines per invocation
 SQS_REQUESTS_PER_EVENT = 3  # SendMessage (by EventBridge), ReceiveMessage, DeleteMessage(Batch)
 SQS_IDLE_POLLS_PER_MONTH = 5 * 3 * 60 * 24 * 30  # Lambda's 5 pollers, 20 s long polls, always on
-SQS_QUEUES_POLLED = 2  # the event queue and the decision queue
+SQS_QUEUES_POLLED = 3  # the event queue, the decision queue and the savings queue
+AGENTS_PER_CLIENT = 10  # a client's mean fleet (the savings roll-up's unit); its default quota is 50 agents
 DDB_PAGE_BYTES = 1024 * 1024  # a Query page without a limit
 EVENTS_PER_AGENT_MONTH = {"interruption": 1.0, "rebalance": 1.0, "state_change": 4.0}
 FORWARDED_FRACTION = 0.5  # events of instances outside the deploy region, forwarded to its bus
@@ -294,7 +299,8 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
     transitions, tasks = m.failover
     out["Step Functions"] = interruptions * transitions * PRICES["sfn_transition"]
     out["EventBridge"] = events * FORWARDED_FRACTION * PRICES["eventbridge_event"]
-    out["SQS"] = ((events * SQS_REQUESTS_PER_EVENT + decision_queue_requests()) * PRICES["sqs_request"]
+    out["SQS"] = ((events * SQS_REQUESTS_PER_EVENT + decision_queue_requests() + savings_queue_requests())
+                  * PRICES["sqs_request"]
                   + SQS_QUEUES_POLLED * SQS_IDLE_POLLS_PER_MONTH * PRICES["sqs_request"] / agents)
     ev = m.event_usage
     default_gb = lambda_memory_gb("sentinel-interruption")
@@ -307,7 +313,7 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
     job_logs = 0.0
     for job in m.jobs.values():
         invocations = job_invocations(job, agents)
-        run = job["fixed"].scaled(invocations)
+        run = job["fixed"].scaled(fixed_units(job, agents))
         per = job["per_agent"]
         usage = Usage(run.calls + per.scaled(agents).calls, run.rru + per.rru * agents,
                       run.wru + per.wru * agents, run.own_s + per.own_s * agents,
@@ -334,6 +340,24 @@ def job_invocations(job: dict, agents: int) -> int:
     """Invocations of one run: one, or for the decision workers one per ``agents_per_invocation``."""
     per = job.get("agents_per_invocation")
     return max(1, math.ceil(agents / per)) if per else 1
+
+
+def fixed_units(job: dict, agents: int) -> int:
+    """How many times one run pays the job's fixed work: once per invocation, or (the savings worker) per client,
+    one every ``agents_per_fixed`` agents."""
+    per = job.get("agents_per_fixed")
+    return max(1, math.ceil(agents / per)) if per else job_invocations(job, agents)
+
+
+def savings_queue_requests() -> float:
+    """SQS requests per agent-month of the savings queue: per message (``CLIENTS_PER_MESSAGE`` clients of
+    ``AGENTS_PER_CLIENT`` agents) a tenth of a SendMessageBatch, a ReceiveMessage and a DeleteMessageBatch per
+    batch of ``SAVINGS_WORKER_BATCH_SIZE`` messages; one message per run (hourly and the daily close)."""
+    from chalicelib.jobs.savings_rollup import CLIENTS_PER_MESSAGE
+    from chalicelib.settings import SAVINGS_WORKER_BATCH_SIZE
+
+    runs = JOBS["savings-rollup"][1] + JOBS["savings-close"][1]
+    return runs / (CLIENTS_PER_MESSAGE * AGENTS_PER_CLIENT) * (1 / 10 + 2 / SAVINGS_WORKER_BATCH_SIZE)
 
 
 def decision_queue_requests() -> float:
@@ -663,47 +687,63 @@ def _server_fetch(region, instance_types, start):
             for t in instance_types for z in ZONES]
 
 
-_QUEUED: list[dict] = []  # the decision messages of one dispatch, as the worker's SQS events
+_QUEUED: list[dict] = []  # the messages of one dispatch, as the worker's SQS events
 
 
-def _dispatch_decisions() -> None:
-    """Set-up of a decision-worker run (unmetered): a dispatch, its messages received off the queue (the
-    poller's work, not the function's) as the events the worker gets, ``DECISION_WORKER_BATCH_SIZE`` each."""
-    from chalicelib.jobs import decision_cycle
-    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE, decision_queue_name, get_settings
-    from localmode.queues import drain
+def _attr(path: str):
+    """``"module:name"`` → the object (imported when the bench runs: chalicelib needs its environment first)."""
+    import importlib
 
-    decision_cycle.run(datetime.now(timezone.utc))
-    _QUEUED.clear()
-    drain(decision_queue_name(get_settings().stage), lambda event: _QUEUED.append(event),
-          batch_size=DECISION_WORKER_BATCH_SIZE)
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _decide_queued(now: datetime) -> None:
-    """The decision workers' run: every event of the last dispatch through the worker."""
-    from chalicelib.jobs import decision_cycle
+def _dispatched(job: str, queue_name: str, batch_size: str):
+    """Set-up of a fan-out worker's run (unmetered): a dispatch by ``job``'s ``run``, its messages received off the
+    queue (the poller's work, not the function's) as the events the worker gets, ``batch_size`` each."""
+    def prepare() -> None:
+        from chalicelib.settings import get_settings
+        from localmode.queues import drain
 
-    for event in _QUEUED:
-        failures, _ = decision_cycle.decide_batch(event, now)
-        assert not failures, failures
+        _QUEUED.clear()
+        _attr(f"chalicelib.jobs.{job}:run")(datetime.now(timezone.utc))
+        drain(_attr(f"chalicelib.settings:{queue_name}")(get_settings().stage), _QUEUED.append,
+              batch_size=_attr(f"chalicelib.settings:{batch_size}"))
+
+    return prepare
+
+
+def _work_queued(job: str, handle_batch: str):
+    """A fan-out worker's run: every event of the last dispatch through ``job``'s ``handle_batch``."""
+    def work(now: datetime) -> None:
+        for event in _QUEUED:
+            failures, _ = _attr(f"chalicelib.jobs.{job}:{handle_batch}")(event, now)
+            assert not failures, failures
+
+    return work
 
 
 JOBS = {  # chalice function name -> (module or run(now), runs per month, run kwargs)
     "health-monitor": ("health_monitor", 30 * 24 * 60, {}),
     "risk-scorer": ("risk_scorer", 30 * 24 * 4, {}),
     "decision-cycle": ("decision_cycle", 30 * 24 * 12, {}),  # the dispatcher
-    "decision-worker": (_decide_queued, 30 * 24 * 12, {}),
+    "decision-worker": (_work_queued("decision_cycle", "decide_batch"), 30 * 24 * 12, {}),
     "replica-coordinator": ("replica_coordinator", 30 * 24 * 60, {}),
     "cleanup": ("cleanup", 30 * 24 * 6, {}),
     "spot-prices": ("spot_prices", 30 * 24 * 6, {"fetch": _server_fetch}),
     "placement-scores": ("placement_scores", 30 * 24, {}),
     "pricing-aggregator": ("pricing_aggregator", 30 * 24 * 4, {}),
     "data-cleaner": ("data_cleaner", 30, {}),
-    "savings-rollup": ("savings_rollup", 30 * 24, {}),
-    "savings-close": ("savings_rollup", 30, {}),
+    "savings-rollup": ("savings_rollup", 30 * 24, {}),  # a dispatcher
+    "savings-close": ("savings_rollup", 30, {}),  # a dispatcher
+    "savings-worker": (_work_queued("savings_rollup", "rollup_batch"), 30 * 24 + 30, {}),
+    "savings-fleet": ("savings_fleet", 30 * 24, {}),
     "growth-snapshot": ("snapshots", 30, {}),
 }
-PREPARE = {"decision-worker": _dispatch_decisions}  # unmetered set-up before each run of a job
+PREPARE = {  # unmetered set-up before each run of a job
+    "decision-worker": _dispatched("decision_cycle", "decision_queue_name", "DECISION_WORKER_BATCH_SIZE"),
+    "savings-worker": _dispatched("savings_rollup", "savings_queue_name", "SAVINGS_WORKER_BATCH_SIZE"),
+}
 
 
 class Fleet:
@@ -837,6 +877,7 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
             jobs[name] = {"fixed": fixed, "per_agent": slope, "runs_per_month": JOBS[name][1],
                           "memory_gb": lambda_memory_gb(name)}
         _decision_steps(jobs)
+        _savings_steps(jobs)
         notes += [f"job {n} not measured here: {why}" for n, why in failed.items()]
 
         event_usage = Usage()
@@ -891,6 +932,26 @@ def _decision_steps(jobs: dict) -> None:
         per.rru_by = Counter({LIVE_INDEX: per.rru})
     if "decision-worker" in jobs:
         jobs["decision-worker"]["agents_per_invocation"] = AGENTS_PER_MESSAGE * DECISION_WORKER_BATCH_SIZE
+
+
+def _savings_steps(jobs: dict) -> None:
+    """The savings roll-up's per-client work that a one-client fleet shows as fixed: the dispatchers'
+    SendMessageBatch calls (ten messages of ``CLIENTS_PER_MESSAGE`` clients), the fleet job's Query of each client's
+    day rows (and its row in the run's done list), added per agent at ``AGENTS_PER_CLIENT``; the workers' fixed
+    work is per client, their invocations ``SAVINGS_WORKER_BATCH_SIZE`` messages each."""
+    from chalicelib.jobs.savings_rollup import CLIENTS_PER_MESSAGE
+    from chalicelib.settings import SAVINGS_WORKER_BATCH_SIZE
+
+    for name in ("savings-rollup", "savings-close"):
+        if name in jobs:
+            jobs[name]["per_agent"].calls["sqs:SendMessageBatch"] = 1 / (10 * CLIENTS_PER_MESSAGE * AGENTS_PER_CLIENT)
+    if "savings-fleet" in jobs:
+        per = jobs["savings-fleet"]["per_agent"]
+        per.calls["dynamodb:Query"] = per.calls.get("dynamodb:Query", 0) + 1 / AGENTS_PER_CLIENT
+        per.rru += 0.5 / AGENTS_PER_CLIENT  # two days' rows, eventually consistent: half a unit
+    if "savings-worker" in jobs:
+        jobs["savings-worker"]["agents_per_invocation"] = AGENTS_PER_CLIENT * CLIENTS_PER_MESSAGE * SAVINGS_WORKER_BATCH_SIZE
+        jobs["savings-worker"]["agents_per_fixed"] = AGENTS_PER_CLIENT
 
 
 def _heartbeats_at_cadence(per_request, fleet, requests: int) -> Usage:
@@ -989,26 +1050,36 @@ def why(term: str, m: Measured, agents: int) -> str:
 def _job_seconds(job: dict, agents: int) -> float:
     """Billed seconds of one run at ``agents`` (a single sequential invocation; the decision workers: all of
     the cycle's invocations together)."""
-    run = job["fixed"].scaled(job_invocations(job, agents))
+    run = job["fixed"].scaled(fixed_units(job, agents))
     per = job["per_agent"]
     usage = Usage(run.calls + per.scaled(agents).calls, own_s=run.own_s + per.own_s * agents)
     return usage.billed_ms() / 1000
 
 
-def _worker_line(job: dict) -> str:
-    """The decision workers at 100,000 agents: one message, one invocation, the cycle in all and side by side."""
+def _worker_line(name: str, job: dict) -> str:
+    """A fan-out worker at 100,000 agents: one message, one invocation, the run in all and side by side."""
     from chalicelib.jobs.decision_cycle import AGENTS_PER_MESSAGE, CYCLE_S
-    from chalicelib.settings import DECISION_WORKER_CONCURRENCY
+    from chalicelib.jobs.savings_rollup import CLIENTS_PER_MESSAGE
+    from chalicelib.settings import DECISION_WORKER_CONCURRENCY, SAVINGS_WORKER_CONCURRENCY
 
     per_invocation = job["agents_per_invocation"]
-    one = {"agents_per_invocation": per_invocation, **{k: job[k] for k in ("fixed", "per_agent")}}
-    message = _job_seconds({**one, "agents_per_invocation": AGENTS_PER_MESSAGE}, AGENTS_PER_MESSAGE)
-    invocation = _job_seconds(one, per_invocation)
+    one = {**job, "agents_per_invocation": per_invocation}
     total = _job_seconds(job, 100_000)
-    return (f"    {message:.2f} s per message of {AGENTS_PER_MESSAGE} agents, {invocation:.1f} s per invocation of "
-            f"{per_invocation} agents (timeout {lambda_timeout_s('decision-worker')} s); at 100,000 agents "
-            f"{math.ceil(100_000 / AGENTS_PER_MESSAGE):,} messages, {total:,.0f} s in all, ≈ "
-            f"{total / DECISION_WORKER_CONCURRENCY:,.0f} s of the {CYCLE_S} s cycle at {DECISION_WORKER_CONCURRENCY} at once")
+    if name == "savings-worker":
+        message, window_s, concurrency = CLIENTS_PER_MESSAGE * AGENTS_PER_CLIENT, 45 * 60, SAVINGS_WORKER_CONCURRENCY
+        big = _job_seconds({**one, "agents_per_invocation": 50}, 50)
+        unit = (f"{_job_seconds({**one, 'agents_per_invocation': message}, message):.2f} s per message of "
+                f"{CLIENTS_PER_MESSAGE} clients × {AGENTS_PER_CLIENT} agents, {big:.2f} s per client of 50 agents "
+                f"(10 of them: {10 * big:.1f} s)")
+        span = "before the fleet job at :45"
+    else:
+        message, window_s, concurrency = AGENTS_PER_MESSAGE, CYCLE_S, DECISION_WORKER_CONCURRENCY
+        unit = (f"{_job_seconds({**one, 'agents_per_invocation': message}, message):.2f} s per message of "
+                f"{message} agents")
+        span = "of the cycle"
+    return (f"    {unit}, {_job_seconds(one, per_invocation):.1f} s per invocation of {per_invocation} agents "
+            f"(timeout {lambda_timeout_s(name)} s); at 100,000 agents {math.ceil(100_000 / message):,} messages, "
+            f"{total:,.0f} s in all, ≈ {total / concurrency:,.0f} s of the {window_s} s {span} at {concurrency} at once")
 
 
 def _units(by: Counter) -> str:
@@ -1040,7 +1111,7 @@ def render(m: Measured) -> str:
                      f"own {f.own_s * 1000:>6.1f} + {p.own_s * 1000:>5.2f} ms  "
                      f"{_job_seconds(j, 100_000):>7.0f} s at 100,000 agents (timeout {lambda_timeout_s(name)} s)")
         if j.get("agents_per_invocation"):
-            lines.append(_worker_line(j))
+            lines.append(_worker_line(name, j))
     lines.append("")
     lines.append("All fleet sizes ($ per agent-month):")
     lines.append("| term | " + " | ".join(f"{f:,} agents" for f in FLEETS) + " |")
@@ -1093,10 +1164,10 @@ def run(requests: int) -> Measured:
         from chalicelib.auth import hash_secret
         from chalicelib.settings import get_settings
         from chalicelib.tables.provisioning import ensure_tables
-        from localmode.queues import ensure_decision_queue
+        from localmode.queues import ensure_queues
 
         ensure_tables()
-        ensure_decision_queue()
+        ensure_queues()
         admin_key = "cost-admin"
         boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                           Value=hash_secret(admin_key), Overwrite=True)

@@ -33,6 +33,17 @@ DECISION_WORKER_FUNCTION = "decision-worker"
 DECISION_WORKER_BATCH_SIZE = 5
 DECISION_WORKER_CONCURRENCY = 25
 
+# The savings roll-up fans out the same way: ``savings-rollup`` (:00) and ``savings-close`` (00:15) send the clients'
+# ids to the stage's savings queue, 10 a message, and ``savings-worker`` (chalicelib/jobs/savings_rollup.py) rolls
+# them up. One message per invocation (a client ≈ 0.13 s + 27 ms per agent, `python -m bench.cost`: 10 clients of
+# the default 50-agent quota ≈ 20 s, a single 1,000-agent client ≈ 28 s, inside its 120 s timeout); at most
+# SAVINGS_WORKER_CONCURRENCY at once (mapping and reserved concurrency, equal): 100,000 agents in clients of 10
+# (≈ 4,000 s of work) are rolled up in ≈ 7 minutes, long before the fleet job at :45 sums them, without taking
+# DynamoDB's burst from the API.
+SAVINGS_WORKER_FUNCTION = "savings-worker"
+SAVINGS_WORKER_BATCH_SIZE = 1
+SAVINGS_WORKER_CONCURRENCY = 10
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -233,9 +244,21 @@ def decision_queue_name(stage: str) -> str:
 
 
 def decision_dead_letter_queue_name(stage: str) -> str:
-    """Where a decision message lands after failing ``maxReceiveCount`` times (infra/decision_queue.py). Nothing
+    """Where a decision message lands after failing ``maxReceiveCount`` times (infra/work_queue.py). Nothing
     redrives it: a later cycle decides those agents again; the alarm says the worker keeps failing."""
     return f"{APP_NAME}-{stage}-decisions-dlq"
+
+
+def savings_queue_name(stage: str) -> str:
+    """The stage's savings queue: the savings roll-up's dispatcher sends the clients to roll up there, its worker
+    (app.py ``@app.on_sqs_message``) consumes it. Known at import like ``event_queue_name``."""
+    return f"{APP_NAME}-{stage}-savings"
+
+
+def savings_dead_letter_queue_name(stage: str) -> str:
+    """Where a savings message lands after failing ``maxReceiveCount`` times (infra/work_queue.py). Nothing
+    redrives it: the next hourly run rolls those clients up again; the alarm says the worker keeps failing."""
+    return f"{APP_NAME}-{stage}-savings-dlq"
 
 
 def forwarded_event_dead_letter_queue_name(stage: str) -> str:

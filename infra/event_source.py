@@ -8,7 +8,7 @@
   ``FunctionResponseTypes``, and then Lambda ignores the function's partial batch response (a failed message
   would be deleted with the batch). This sets ``ReportBatchItemFailures`` on the mapping of each such function
   of the stage and its queue (``policies.SQS_EVENT_SOURCES``: the sentinel and its event queue, the
-  decision-worker and the decision queue), and fails (exit 1) when a mapping is missing. Idempotent; a later
+  decision-worker and the decision queue, the savings-worker and the savings queue), and fails (exit 1) when a mapping is missing. Idempotent; a later
   ``chalice deploy`` keeps it (Chalice updates the mapping's batch settings only).
 * ``redrive``: moves every message of the dead-letter queue back to the event queue (SQS
   ``StartMessageMoveTask``); read them first (``aws sqs receive-message --queue-url <dlq url>``) and fix what

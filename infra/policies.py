@@ -27,11 +27,13 @@ from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
 from chalicelib.settings import (
     APP_NAME,
     DECISION_WORKER_FUNCTION,
+    SAVINGS_WORKER_FUNCTION,
     SENTINEL_FUNCTION,
     admin_key_parameter_name,
     decision_queue_name,
     event_queue_name,
     model_bucket_name,
+    savings_queue_name,
 )
 from chalicelib.workflows import FAILOVER_TASKS, function_name, state_machine_name
 from infra.naming import notification_topic_name
@@ -244,11 +246,19 @@ def failover_status(stage: str) -> list[dict]:
                         f"arn:aws:states:*:*:express:{state_machine_name(stage)}:*:*"], SAME_ACCOUNT)]
 
 
-def decision_dispatch(stage: str) -> list[dict]:
-    # The decision cycle's dispatcher: the decision queue's URL (by name, once per container) and sending to it
-    # (SendMessageBatch is authorised as sqs:SendMessage); no other queue, no other SQS action.
-    return [_statement("SendToDecisionQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
-                       [f"arn:aws:sqs:*:*:{decision_queue_name(stage)}"], SAME_ACCOUNT)]
+def _dispatch(name: str, sid: str, queue_name):
+    # A fan-out dispatcher: its queue's URL (by name, once per container) and sending to it (SendMessageBatch is
+    # authorised as sqs:SendMessage); no other queue, no other SQS action.
+    def statements(stage: str) -> list[dict]:
+        return [_statement(sid, ["sqs:GetQueueUrl", "sqs:SendMessage"], [f"arn:aws:sqs:*:*:{queue_name(stage)}"],
+                           SAME_ACCOUNT)]
+
+    statements.__name__ = statements.__qualname__ = name
+    return statements
+
+
+decision_dispatch = _dispatch("decision_dispatch", "SendToDecisionQueue", decision_queue_name)
+savings_dispatch = _dispatch("savings_dispatch", "SendToSavingsQueue", savings_queue_name)
 
 
 def event_bus_access(stage: str) -> list[dict]:
@@ -293,7 +303,8 @@ EVENT_SOURCE_ACTIONS = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs
                         "sqs:ReceiveMessage")
 # Chalice function → the queue its ``@app.on_sqs_message`` consumes (tests/infra/test_policies.py checks app.py;
 # infra/event_source.py sets ReportBatchItemFailures on each mapping).
-SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name, DECISION_WORKER_FUNCTION: decision_queue_name}
+SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name, DECISION_WORKER_FUNCTION: decision_queue_name,
+                     SAVINGS_WORKER_FUNCTION: savings_queue_name}
 
 
 def _event_source(stage: str, function: str) -> list[dict]:
@@ -334,8 +345,10 @@ FUNCTIONS: dict[str, tuple] = {
     "placement-scores": (tables, ec2_placement_scores),
     "pricing-aggregator": (tables,),
     "data-cleaner": (tables,),
-    "savings-rollup": (tables,),
-    "savings-close": (tables,),
+    "savings-rollup": (tables, savings_dispatch),
+    "savings-close": (tables, savings_dispatch),
+    SAVINGS_WORKER_FUNCTION: (tables,),
+    "savings-fleet": (tables,),
     "growth-snapshot": (tables,),
     SENTINEL_FUNCTION: _SENTINEL,
     "failover-plan": (tables, ec2_describe, ec2_zones),

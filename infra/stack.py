@@ -10,8 +10,8 @@ Deployed once per stage before ``chalice deploy --stage <stage>``. Single source
 Also here: the alarms and dashboard (``infra/monitoring.py``) with the topic's e-mail subscription
 (context ``alarm_email``), and the cdk-nag AwsSolutions checks (:func:`apply_nag`; every suppression
 carries its reason in ``NAG_SUPPRESSIONS``). The event intake (EventBridge → SQS → sentinel) and the
-decision queue (decision-cycle → SQS → decision-worker) are constructs of their own, instantiated at the
-marked lines below.
+fan-out queues (decision-cycle → SQS → decision-worker, savings-rollup/-close → SQS → savings-worker:
+infra/work_queue.py) are constructs of their own, instantiated at the marked lines below.
 
 ``chalicelib`` must be imported with ``SPOT_STAGE`` set to the stage (pynamodb fixes table names at
 import); ``infra/main.py`` does that, and the stack refuses a mismatch.
@@ -36,13 +36,13 @@ from chalicelib import workflows
 from chalicelib.settings import (
     APP_NAME,
     DECISION_WORKER_FUNCTION,
+    SAVINGS_WORKER_FUNCTION,
     SENTINEL_FUNCTION,
     get_settings,
     model_bucket_name,
     table_prefix,
 )
 from chalicelib.tables import ALL_TABLES
-from infra.decision_queue import DecisionQueue
 from infra.event_intake import EventIntake
 from infra.monitoring import Monitoring, subscribe_email
 from infra.nag import Suppression, add_suppressions
@@ -60,6 +60,7 @@ from infra.naming import (
 from infra.policies import API_HANDLER, deployed_function_name
 from infra.tables import create_tables
 from infra.throttling import api_gateway_stage
+from infra.work_queue import DECISIONS, SAVINGS, WorkQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 # layers/ml/build.sh installs into layers/ml/build/python; the asset root is the folder holding python/.
@@ -239,9 +240,11 @@ class SpotOptimizerStack(Stack):
         self.event_intake = EventIntake(self, "EventIntake", stage=stage, alarm_topic=self.topic)
         self.monitoring.watch_functions("Sentinel", [deployed_function_name(SENTINEL_FUNCTION, stage)])
 
-        # --- Decision queue (decision-cycle → SQS + DLQ → decision-worker): infra/decision_queue.py -------------
-        self.decision_queue = DecisionQueue(self, "DecisionQueue", stage=stage, alarm_topic=self.topic)
+        # --- Fan-out queues (dispatcher → SQS + DLQ → worker): infra/work_queue.py ------------------------------
+        self.decision_queue = WorkQueue(self, "DecisionQueue", spec=DECISIONS, stage=stage, alarm_topic=self.topic)
         self.monitoring.watch_functions("DecisionWorker", [deployed_function_name(DECISION_WORKER_FUNCTION, stage)])
+        self.savings_queue = WorkQueue(self, "SavingsQueue", spec=SAVINGS, stage=stage, alarm_topic=self.topic)
+        self.monitoring.watch_functions("SavingsWorker", [deployed_function_name(SAVINGS_WORKER_FUNCTION, stage)])
 
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")

@@ -8,7 +8,7 @@
   in ``.chalice/config.json``). Requests over it get API Gateway's 429 before any Lambda runs.
 * **Reserved concurrency.** ``RESERVED_CONCURRENCY`` is written into ``.chalice/config.json``
   (``lambda_functions.<name>.reserved_concurrency``) by ``python -m infra.chalice_policies``: the sentinel, the
-  decision-worker and the failover steps always have room to run when the API is flooded, and cannot flood the
+  decision-worker, the savings-worker and the failover steps always have room to run when the API is flooded, and cannot flood the
   account either.
   The account must keep 100 unreserved executions: the sum below needs an account limit of at least
   100 + sum (new accounts with a limit of 10 must ask for the default 1000 first).
@@ -29,6 +29,8 @@ if str(ROOT) not in sys.path:
 from chalicelib.settings import (  # noqa: E402
     DECISION_WORKER_CONCURRENCY,
     DECISION_WORKER_FUNCTION,
+    SAVINGS_WORKER_CONCURRENCY,
+    SAVINGS_WORKER_FUNCTION,
     SENTINEL_CONCURRENCY,
     SENTINEL_FUNCTION,
 )
@@ -40,11 +42,12 @@ from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 # a time, each call ~1 s, the rest are served within the ASL's throttle retries (1 + 2 + 4 + 8 s); 5 a step
 # would leave 45 of them to those 15 s of retries.
 FAILOVER_STEP_CONCURRENCY = 25
-# The decision worker, like the sentinel, reserves what its mapping may use (a fleet's worth of decisions neither
-# waits behind a flooded API nor floods the account).
+# The fan-out workers, like the sentinel, reserve what their mapping may use (a fleet's worth of decisions or
+# roll-ups neither waits behind a flooded API nor floods the account).
 RESERVED_CONCURRENCY: dict[str, int] = {
     SENTINEL_FUNCTION: SENTINEL_CONCURRENCY,
     DECISION_WORKER_FUNCTION: DECISION_WORKER_CONCURRENCY,
+    SAVINGS_WORKER_FUNCTION: SAVINGS_WORKER_CONCURRENCY,
     **{name: FAILOVER_STEP_CONCURRENCY for name in FAILOVER_TASKS.values()},
 }
 

@@ -271,18 +271,18 @@ def start(port: int, admin_key: str | None, *, api_url: str, clock_speed: float 
 
 
 def _provision(admin_key: str | None) -> str:
-    """Tables, model bucket, decision queue and the admin-key hash; returns the admin key."""
+    """Tables, model bucket, fan-out queues and the admin-key hash; returns the admin key."""
     import boto3
 
     from chalicelib.auth import hash_secret
     from chalicelib.aws.s3 import ensure_bucket
     from chalicelib.settings import get_settings
     from chalicelib.tables.provisioning import ensure_tables
-    from localmode.queues import ensure_decision_queue
+    from localmode.queues import ensure_queues
 
     ensure_tables()
     ensure_bucket()
-    ensure_decision_queue()
+    ensure_queues()
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(24)
     boto3.client("ssm").put_parameter(Name=get_settings().admin_key_parameter, Type="SecureString",
                                       Value=hash_secret(admin_key), Overwrite=True)

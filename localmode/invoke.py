@@ -88,20 +88,19 @@ def scheduled_handlers() -> dict:
     return handlers
 
 
-# The decision cycle fans out through the decision queue. No event source mapping here: the queue is drained
-# through the decision-worker right after the dispatcher (``localmode.queues.decide_dispatched``).
-DECISION_CYCLE = "decision-cycle"
-
-
 def invoke_schedule(name: str, now: datetime, stage: str = "local"):
-    """Deliver one 'Scheduled Event' to the named handler; returns its result (for the decision cycle, the
-    dispatcher's counts and what the decision-worker then decided)."""
+    """Deliver one 'Scheduled Event' to the named handler; returns its result. The fan-out dispatchers have no
+    event source mapping here: their queue is drained through the worker right after them, and the result
+    holds the dispatcher's counts and the workers' outcomes (``localmode.queues.after_dispatch``)."""
+    from localmode.queues import after_dispatch
+
+    result = invoke(name, schedule_event(name, now, stage), stage)
+    return {**result, **after_dispatch(name, now, stage)} if isinstance(result, dict) else result
+
+
+def schedule_event(name: str, now: datetime, stage: str = "local") -> dict:
+    """The 'Scheduled Event' EventBridge sends ``name`` at ``now`` (the event's time is the run's clock)."""
     event = _client(stage).events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
                                                     detail={}, resources=[])
     event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    result = invoke(name, event, stage)
-    if name == DECISION_CYCLE:
-        from localmode.queues import decide_dispatched
-
-        result = {**result, **decide_dispatched(stage)}
-    return result
+    return event

@@ -6,8 +6,11 @@ the demo, the bench and the tests). Never deployed.
 * :func:`drain`: the messages waiting in a queue of the embedded AWS, delivered in that shape a batch at a time
   and deleted unless the answer reports them as batch item failures, as the mapping does (one batch after
   another, so that local mode stays deterministic);
-* :func:`decide_dispatched`: the decision queue drained through the decision-worker right after the
-  decision cycle's dispatcher ran (``localmode.invoke.invoke_schedule``).
+* :func:`after_dispatch`: what follows a fan-out dispatcher in local mode and the tests
+  (``localmode.invoke.invoke_schedule``, the tests' ``invoke_schedule``): after ``decision-cycle`` the decision
+  queue drained through the decision-worker (:func:`decide_dispatched`); after ``savings-rollup`` or
+  ``savings-close`` the savings queue drained through the savings-worker, then ``savings-fleet`` as of the same
+  time (:func:`roll_up_dispatched`).
 """
 
 from __future__ import annotations
@@ -78,33 +81,67 @@ def drain(queue_name: str, deliver: Callable[[dict], dict | None], *, batch_size
     return delivered
 
 
-def ensure_decision_queue() -> str:
-    """The stage's decision queue in the embedded AWS (infra/ creates it in AWS); returns its URL."""
+def ensure_queues() -> None:
+    """The stage's fan-out queues (decision, savings) in the embedded AWS; infra/ creates them in AWS."""
     from chalicelib.aws.sqs import ensure_queue
-    from chalicelib.settings import decision_queue_name, get_settings
+    from chalicelib.settings import decision_queue_name, get_settings, savings_queue_name
 
-    return ensure_queue(decision_queue_name(get_settings().stage))
+    for name in (decision_queue_name, savings_queue_name):
+        ensure_queue(name(get_settings().stage))
 
 
-def decide_dispatched(stage: str = "local") -> dict[str, int]:
-    """What the decision-worker does with the messages the dispatcher just sent: the decision queue drained
-    through it, ``DECISION_WORKER_BATCH_SIZE`` messages per invocation; returns the outcomes summed over the
-    invocations (the Lambda itself answers only its batch item failures, so each batch is run by
-    ``decide_batch``, with the function's environment, to count them) and ``worker_invocations``."""
+def _work_off(queue_name: str, function: str, handle_batch, respond, batch_size: int, stage: str,
+              at=None) -> dict[str, int]:
+    """The queue drained through a worker, ``batch_size`` messages per invocation; returns the outcomes summed
+    over the invocations (the Lambda itself answers only its batch item failures, so each batch is run by
+    ``handle_batch(event, now)``, with the function's environment, to count them) and ``worker_invocations``.
+    The worker's clock is ``at`` (right after a dispatch at a replayed time), else ``chalicelib.clock``."""
     from chalicelib import clock
-    from chalicelib.jobs import decision_cycle
-    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE, DECISION_WORKER_FUNCTION, decision_queue_name
 
     from localmode.invoke import run_as
 
     totals: Counter = Counter()
 
     def deliver(event: dict) -> dict:
-        failures, outcomes = run_as(DECISION_WORKER_FUNCTION,
-                                    lambda: decision_cycle.decide_batch(event, clock.now()), stage)
+        failures, outcomes = run_as(function, lambda: handle_batch(event, at or clock.now()), stage)
         totals.update(outcomes)
         totals["worker_invocations"] += 1
-        return decision_cycle.batch_response(failures)
+        return respond(failures)
 
-    drain(decision_queue_name(stage), deliver, batch_size=DECISION_WORKER_BATCH_SIZE)
+    drain(queue_name, deliver, batch_size=batch_size)
     return dict(totals)
+
+
+def decide_dispatched(stage: str = "local") -> dict[str, int]:
+    """What the decision-worker does with the messages the dispatcher just sent."""
+    from chalicelib.jobs import decision_cycle
+    from chalicelib.settings import DECISION_WORKER_BATCH_SIZE, DECISION_WORKER_FUNCTION, decision_queue_name
+
+    return _work_off(decision_queue_name(stage), DECISION_WORKER_FUNCTION, decision_cycle.decide_batch,
+                     decision_cycle.batch_response, DECISION_WORKER_BATCH_SIZE, stage)
+
+
+SAVINGS_FLEET = "savings-fleet"
+
+
+def roll_up_dispatched(now, stage: str = "local") -> dict:
+    """What the savings-worker does with the messages the dispatcher just sent (right after it: at ``now``, the
+    dispatch's time, which local mode may replay), then the fleet job as of that time (in AWS it runs at :45);
+    its result under ``fleet``."""
+    from chalicelib.jobs import fanout, savings_rollup
+    from chalicelib.settings import SAVINGS_WORKER_BATCH_SIZE, SAVINGS_WORKER_FUNCTION, savings_queue_name
+
+    from localmode.invoke import invoke_schedule
+
+    totals = _work_off(savings_queue_name(stage), SAVINGS_WORKER_FUNCTION, savings_rollup.rollup_batch,
+                       fanout.batch_response, SAVINGS_WORKER_BATCH_SIZE, stage, at=now)
+    return {**totals, "fleet": invoke_schedule(SAVINGS_FLEET, now, stage)}
+
+
+def after_dispatch(name: str, now, stage: str = "local") -> dict:
+    """What follows the scheduled handler ``name`` here (its workers, the fleet job); {} for other handlers."""
+    if name == "decision-cycle":
+        return decide_dispatched(stage)
+    if name in ("savings-rollup", "savings-close"):
+        return roll_up_dispatched(now, stage)
+    return {}

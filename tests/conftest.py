@@ -39,14 +39,14 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def aws_tables():
-    """Every product table, created once from the pynamodb models (and the model bucket, the decision queue)."""
+    """Every product table, created once from the pynamodb models (and the model bucket, the fan-out queues)."""
     from chalicelib.aws.s3 import ensure_bucket
     from chalicelib.tables.provisioning import ensure_tables
-    from localmode.queues import ensure_decision_queue
+    from localmode.queues import ensure_queues
 
     ensure_tables()
     ensure_bucket()
-    ensure_decision_queue()
+    ensure_queues()
     return True
 
 
@@ -217,23 +217,21 @@ def tenant_with_agent(make_tenant):
 def invoke_schedule(api, name: str, now=None):
     """Deliver one 'Scheduled Event' to an ``@app.schedule`` handler, as EventBridge would.
 
-    The event's ``time`` is the run's clock (now unless given), as EventBridge sets it. The decision cycle's
-    dispatcher is followed by its worker over the messages it sent (``localmode.queues.decide_dispatched``, as
-    in local mode): the result holds the dispatcher's counts and the worker's outcomes.
+    The event's ``time`` is the run's clock (now unless given), as EventBridge sets it. A fan-out dispatcher is
+    followed by its workers over the messages it sent, as in local mode (``localmode.queues.after_dispatch``:
+    the decision-worker; the savings-worker then savings-fleet): the result holds the dispatcher's counts and
+    the workers' outcomes.
     """
     from datetime import datetime, timezone
 
-    from localmode.invoke import DECISION_CYCLE
+    from localmode.queues import after_dispatch
 
+    now = now or datetime.now(timezone.utc)
     event = api.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
                                          detail={}, resources=[])
-    event["time"] = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     result = api.lambda_.invoke(name, event).payload
-    if name == DECISION_CYCLE:
-        from localmode.queues import decide_dispatched
-
-        result = {**result, **decide_dispatched("dev")}
-    return result
+    return {**result, **after_dispatch(name, now, "dev")}
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,11 @@ import json
 from collections import Counter
 from datetime import datetime, timedelta
 
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
-from pynamodb.exceptions import PynamoDBException
-
 from components.timeutil import parse_iso
 
 from chalicelib import clock, decisions
 from chalicelib.aws import sqs
-from chalicelib.errors import THROTTLING_CODES
+from chalicelib.jobs.fanout import RetryableError, batch_response, bodies, for_each, handle_batch, retryable
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents
 from chalicelib.settings import decision_queue_name, get_settings
@@ -39,15 +36,6 @@ CYCLE_S = 300
 # SendMessageBatch calls (≈ 12 s: the whole dispatch ≈ 21 s against its 240 s timeout, `python -m bench.cost`)
 # and 800 worker invocations of 5 messages (settings.DECISION_WORKER_BATCH_SIZE).
 AGENTS_PER_MESSAGE = 25
-# A message's processing failed in a way that may pass (DynamoDB throttling, a 5xx, the network): reported
-# as a batch item failure so that SQS delivers it again (within the cycle, or it is dropped as stale).
-RETRYABLE_CODES = THROTTLING_CODES | {"InternalServerError", "ServiceUnavailable", "RequestTimeout"}
-
-
-class RetryableError(Exception):
-    """Some agents of a message hit a transient error: the message comes back from the queue."""
-
-
 def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
     """Decide for one agent, record the decision, queue its command (NoMarketDataError: no prices)."""
     evaluation = decisions.evaluate(agent, now)
@@ -75,15 +63,7 @@ def messages(keys, now: datetime, counted: Counter):
     """The bodies of one cycle's messages, ``{"cycle", "scheduled_at", "agents": [[client_id, agent_id], ...]}``
     (``AGENTS_PER_MESSAGE`` agents each), made as the keys are read; counts the agents in ``counted``."""
     header = {"cycle": int(now.timestamp()) // CYCLE_S, "scheduled_at": now.isoformat()}
-    chunk: list = []
-    for key in keys:
-        counted["agents"] += 1
-        chunk.append(list(key))
-        if len(chunk) == AGENTS_PER_MESSAGE:
-            yield json.dumps({**header, "agents": chunk})
-            chunk = []
-    if chunk:
-        yield json.dumps({**header, "agents": chunk})
+    return bodies((list(key) for key in keys), header, "agents", AGENTS_PER_MESSAGE, counted)
 
 
 @logged_job("decision-cycle")
@@ -113,21 +93,6 @@ def parse_message(body: str) -> tuple[int, datetime, list[agents.AgentKey]]:
     return cycle, scheduled, [agents.AgentKey(*key) for key in keys]
 
 
-def retryable(exc: BaseException) -> bool:
-    """Throttling, a 5xx or the network (also behind pynamodb's wrapper): the same work may pass later."""
-    for _ in range(5):  # the exception and what it wraps
-        if exc is None:
-            return False
-        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-            return True
-        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else (
-            exc.cause_response_code if isinstance(exc, PynamoDBException) else None)
-        if code in RETRYABLE_CODES:
-            return True
-        exc = exc.__cause__ or getattr(exc, "cause", None)
-    return False
-
-
 def decide_message(body: str, now: datetime, outcomes: Counter) -> None:
     """Decide for the agents of one message as of its scheduled time. ValueError: not a decision message;
     RetryableError: some agents hit a transient error (the others are decided)."""
@@ -135,27 +100,18 @@ def decide_message(body: str, now: datetime, outcomes: Counter) -> None:
     if scheduled + timedelta(seconds=CYCLE_S) < now:
         outcomes["stale"] += len(keys)  # the next cycle (already dispatched) decides them on fresh prices
         return
-    transient = []
-    for key in keys:
+
+    def decide(key: agents.AgentKey) -> None:
         try:
             agent = agents.get(key.client_id, key.agent_id)
             if agent is None or not agents.in_decision_cycle(agent):
                 outcomes["skipped"] += 1
-                continue
+                return
             _decide(agent, scheduled, cycle, outcomes)
         except decisions.NoMarketDataError:
             outcomes["no_market_data"] += 1
-        except Exception as exc:  # noqa: BLE001 - one agent's failure never aborts the others
-            if retryable(exc):
-                logger.warning("decision deferred: transient error", extra={
-                    "agent_id": key.agent_id, "error": f"{type(exc).__name__}: {exc}"})
-                transient.append(key.agent_id)
-                outcomes["transient"] += 1
-            else:
-                logger.exception("decision failed", extra={"agent_id": key.agent_id})
-                outcomes["failed"] += 1
-    if transient:
-        raise RetryableError(f"{len(transient)} of {len(keys)} agents hit a transient error: {transient[:3]}")
+
+    for_each(keys, decide, outcomes, what="decision", name=lambda key: key.agent_id)
 
 
 @logged_job("decision-worker")
@@ -164,22 +120,8 @@ def decide_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]
 
     A malformed message is logged and dropped (it would fail the same way forever); a message whose agents
     hit a transient error is a batch item failure; the other messages are done (SQS deletes them)."""
-    outcomes: Counter = Counter()
-    failures = []
-    for record in event.get("Records", []):
-        try:
-            decide_message(record["body"], now, outcomes)
-        except ValueError as exc:
-            logger.error("malformed decision message dropped",
-                         extra={"message_id": record.get("messageId"), "reason": str(exc)})
-            outcomes["malformed"] += 1
-        except RetryableError as exc:
-            logger.warning("decision message comes back from the queue",
-                           extra={"message_id": record["messageId"], "reason": str(exc)})
-            failures.append(record["messageId"])
-    result = dict(outcomes)
-    logger.info("decision batch", extra={"outcomes": result, "messages": len(event.get("Records", [])),
-                                         "retried": len(failures)})
+    failures, result = handle_batch(event, lambda body, outcomes: decide_message(body, now, outcomes),
+                                    what="decision")
     _publish(result)
     return failures, result
 
@@ -191,6 +133,5 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     return batch_response(failures)
 
 
-def batch_response(failures: list[str]) -> dict:
-    """The partial batch response naming the messages SQS must deliver again."""
-    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
+# The worker's shared parts, named here too (tests, localmode.queues).
+__all__ = ["RetryableError", "batch_response", "decide_batch", "messages", "on_sqs_batch", "retryable", "run"]

@@ -1,35 +1,60 @@
-"""Hourly (and daily at 00:15): integrate every instance's real cost into the savings table.
+"""Hourly (and daily at 00:15): integrate every client's instances' real cost into the savings table.
 
-Each run re-integrates a trailing window, from the start of the UTC day 48 h ago up to ``now``, so a price
-point or switch report that arrives late (within the window) is absorbed on the next run. Whole days are
-recomputed from the source rows (instances, price points), so each day row is complete; a month row is the
-exact sum of its stored day rows. Rows are written by deterministic key and only when they changed: a
-re-run on the same data writes nothing. A period that has ended is stored ``closed`` (the 00:15 run
-closes the previous day, and on the 1st the previous month, after the day's late reports).
+Each client's roll-up re-integrates a trailing window, from the start of the UTC day 48 h ago up to the run's
+scheduled time, so a price point or switch report that arrives late (within the window) is absorbed on the
+next run. Whole days are recomputed from the source rows (instances, price points), so each day row is
+complete; a month row is the exact sum of its stored day rows. Rows are written by deterministic key and only
+when they changed: a re-run on the same data writes nothing. A period that has ended is stored ``closed`` (the
+00:15 run closes the previous day, and on the 1st the previous month, after the day's late reports).
 
-Reads per client: one Query of the client's instances (by-client index), one of its agents, one BatchGet of
-the pools, two Queries of price points per spot pool used in the window; no scans.
+One invocation cannot walk a large fleet (≈ 27 ms per agent: past ≈ 10,000 agents it would time out every
+hour, and the clients after that point would never get savings rows), so the run fans out
+(chalicelib/jobs/fanout.py, as the decision cycle):
+
+* :func:`run`, the scheduled ``savings-rollup`` (every hour at :00) and ``savings-close`` (00:15), the
+  dispatcher, pages through the clients' ids (listing index) and sends them to the stage's savings queue,
+  ``CLIENTS_PER_MESSAGE`` per message naming the run's scheduled time, then stores the run and how many
+  clients it sent (``savings.record_run``);
+* :func:`on_sqs_batch`, the ``savings-worker``, rolls up the clients of each message as of that time and notes
+  each one done for the run (``savings.mark_done``); a message older than ``STALE_AFTER`` is dropped (the next
+  hourly run recomputes the same window);
+* the fleet rows are summed from the stored client day rows once every client of the run is done
+  (chalicelib/jobs/savings_fleet.py, ``savings-fleet`` at :45).
+
+Reads per client: one GetItem of the client, one Query of its instances (by-client index), one of its agents,
+one BatchGet of the pools, two Queries of price points per spot pool used in the window; no scans.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from components.calculations import Bucket, InstanceRun, day_key, hour_key, hourly_parts, month_key, roll_up
-from components.timeutil import to_utc
+from components.timeutil import parse_iso, to_utc
 
-from chalicelib import catalogue
+from chalicelib import catalogue, clock
+from chalicelib.aws import sqs
+from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import pools, savings
+from chalicelib.repositories import clients, pools, savings
 from chalicelib.repositories.clients import ClientRecord
+from chalicelib.settings import get_settings, savings_queue_name
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
 from chalicelib.tables.instances import InstanceTable
 
 TRAILING = timedelta(hours=48)
+# Clients per message: ~0.5 KB of body; a client of the default quota (50 agents) is ≈ 2 s of a worker's time,
+# so a message of 10 such clients ≈ 20 s (`python -m bench.cost`), and a message that fails and comes back
+# repeats little work.
+CLIENTS_PER_MESSAGE = 10
+# A message is worth an hour: the next hourly run recomputes the same trailing window.
+STALE_AFTER = timedelta(hours=1)
 
 
 def window(now: datetime) -> tuple[datetime, datetime]:
@@ -112,7 +137,7 @@ def rollup_client(client: ClientTable | ClientRecord, now: datetime) -> ClientRo
     client_id = client.client_id
     discount = Decimal(str(client.ondemand_discount_percent or 0))
     runs = instance_runs(client_id, _instances(client_id, start, end), start, now)
-    parts = [p for run in runs for p in hourly_parts(run, start, end, discount)]
+    parts = [p for instance_run in runs for p in hourly_parts(instance_run, start, end, discount)]
     hours = roll_up(parts, lambda p: hour_key(p.hour))
     days = roll_up(parts, lambda p: day_key(p.hour))
     lo_day, hi_day, today = day_key(start), day_key(end), day_key(now)
@@ -163,23 +188,76 @@ def rollup_fleet(results: list[ClientRollup], now: datetime) -> int:
     return writes
 
 
+def _publish(prefix: str, outcomes: dict[str, int]) -> None:
+    for name, value in outcomes.items():
+        metrics.add_metric(name=f"{prefix}.{name}", unit=MetricUnit.Count, value=value)
+    publish_metrics()
+
+
+# --- the dispatcher ---------------------------------------------------------------------------------
+
 @logged_job("savings-rollup")
 def run(now: datetime) -> dict[str, int]:
-    """One roll-up of every client, then the fleet."""
-    results = []
-    failed = 0
-    for client in _clients():
-        try:
-            results.append(rollup_client(client, now))
-        except Exception:  # noqa: BLE001 - one client's bad row must not stop the others; retried next hour
-            logger.exception("savings roll-up failed for a client", extra={"client_id": client.client_id})
-            failed += 1
-    # A client that failed would be missing from the fleet's sums: keep the fleet rows until a clean run.
-    fleet_writes = 0 if failed else rollup_fleet(results, now)
-    summary = {"clients": len(results), "failed": failed, "instances": sum(r.instances for r in results),
-               "writes": sum(r.writes for r in results) + fleet_writes}
-    logger.info("savings roll-up", extra=summary)
-    for name, value in summary.items():
-        metrics.add_metric(name=f"SavingsRollup.{name}", unit=MetricUnit.Count, value=value)
-    publish_metrics()
-    return summary
+    """Dispatch one roll-up: every client's id to the savings queue; returns how many clients, messages."""
+    counted: Counter = Counter()
+    header = {"scheduled_at": savings.run_period(now)}
+    ids = (client.client_id for client in _clients())
+    sent = sqs.send_all(savings_queue_name(get_settings().stage),
+                        bodies(ids, header, "clients", CLIENTS_PER_MESSAGE, counted))
+    savings.record_run(now, counted["clients"], now)
+    result = {"clients": counted["clients"], "messages": sent}
+    logger.info("savings roll-up dispatched", extra=result)
+    _publish("SavingsRollup", result)
+    return result
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+def parse_message(body: str) -> tuple[datetime, list[str]]:
+    """(scheduled time, client ids) of one message; ValueError when it is not one."""
+    try:
+        data = json.loads(body)
+        scheduled, ids = parse_iso(data["scheduled_at"]), data["clients"]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a savings message: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise ValueError("not a savings message: clients must be a list of client ids")
+    return scheduled, ids
+
+
+def rollup_message(body: str, now: datetime, outcomes: Counter) -> None:
+    """Roll up the clients of one message as of its scheduled time. ValueError: not a savings message;
+    RetryableError: some clients hit a transient error (the others are rolled up and noted done)."""
+    scheduled, ids = parse_message(body)
+    if scheduled + STALE_AFTER < now:
+        outcomes["stale"] += len(ids)  # the next hourly run recomputes their window
+        return
+    run_key = savings.run_period(scheduled)
+
+    def roll(client_id: str) -> None:
+        client = clients.get(client_id)
+        if client is None:
+            outcomes["skipped"] += 1  # deleted since the dispatch: nothing to roll up
+        else:
+            result = rollup_client(client, scheduled)
+            outcomes["rolled_up"] += 1
+            outcomes["instances"] += result.instances
+            outcomes["writes"] += result.writes
+        outcomes["writes"] += savings.mark_done(run_key, client_id, scheduled)
+
+    for_each(ids, roll, outcomes, what="savings roll-up", name=str)
+
+
+@logged_job("savings-worker")
+def rollup_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]:
+    """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome)."""
+    failures, result = handle_batch(event, lambda body, outcomes: rollup_message(body, now, outcomes),
+                                    what="savings")
+    _publish("SavingsWorker", result)
+    return failures, result
+
+
+def on_sqs_batch(event: dict, context=None) -> dict:
+    """Lambda entry point (``savings-worker``): the partial batch response (infra/event_source.py)."""
+    failures, _ = rollup_batch(event, clock.now())
+    return batch_response(failures)

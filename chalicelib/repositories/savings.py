@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from components.calculations import Bucket, day_key, hour_key, month_key, to_money, to_percent
+from components.timeutil import parse_iso, to_utc
 
 from chalicelib.tables.savings import SavingsTable
 
@@ -47,6 +48,20 @@ def fleet_key(granularity: str) -> str:
 
 
 GROWTH_KEY = "growth#day"
+# The savings roll-up's runs (chalicelib/jobs/savings_rollup.py): one row per dispatched run (period = its
+# scheduled time, ``clients_total`` = clients dispatched), and per run one row per client rolled up.
+RUNS_KEY = "rollup#runs"
+RUN_RETENTION_DAYS = 7
+
+
+def run_done_key(run: str) -> str:
+    """Partition of the clients the savings workers rolled up for ``run`` (period = client id)."""
+    return f"rollup#{run}#done"
+
+
+def run_period(scheduled: datetime) -> str:
+    """A run's key: its scheduled time, ``YYYY-MM-DDTHH:MM:SSZ`` (sorts as time)."""
+    return to_utc(scheduled).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -158,6 +173,13 @@ def hourly(client_id: str, start: datetime, end: datetime) -> list[dict]:
             for r in _rows(client_key(client_id, "hour"), hour_key(start), hour_key(end))]
 
 
+def client_days(client_id: str, lo: str, hi: str) -> dict[str, Bucket]:
+    """A client's stored day rows with ``lo <= day <= hi`` as buckets (one Query): what the fleet sums. A row's
+    instances are distinct from every other client's (the fleet's count is the sum of the clients')."""
+    return {row.period: _bucket(row, ids=(client_id, row.period))
+            for row in _rows(client_key(client_id, "day"), lo, hi)}
+
+
 def _entity_summary(partition: str, now: datetime) -> dict:
     rows = _rows(partition, hi=_day(now))
     actual, baseline = _sum(rows)
@@ -235,14 +257,50 @@ def month_from_days(day_partition: str, month_partition: str, month: str, *, cli
     rows = _rows(day_partition, f"{month}-01", f"{month}-31")
     bucket = Bucket()
     for row in rows:
-        bucket.merge(Bucket(row.actual_cost or _ZERO, row.baseline_cost or _ZERO, row.spot_seconds or _ZERO,
-                            row.ondemand_seconds or _ZERO))
+        bucket.merge(_bucket(row))
     count = max((int(r.instances or 0) for r in rows), default=0)
     buckets = {month: bucket} if rows else {}
     if rows:
         bucket.instances = set(range(count))  # a month's instance count: the busiest day's
     return sync_rows(month_partition, buckets, month, month, client_id=client_id, now=now,
                      closed_before=(month + "~") if closed else None)
+
+
+def _bucket(row: SavingsTable, ids: tuple | None = None) -> Bucket:
+    """A stored row as a bucket; with ``ids``, ``row.instances`` stand-in instances named after them."""
+    bucket = Bucket(row.actual_cost or _ZERO, row.baseline_cost or _ZERO, row.spot_seconds or _ZERO,
+                    row.ondemand_seconds or _ZERO)
+    if ids is not None:
+        bucket.instances = {(*ids, i) for i in range(int(row.instances or 0))}
+    return bucket
+
+
+def record_run(scheduled: datetime, clients: int, now: datetime) -> None:
+    """Store one dispatched run (overwrite: a retried dispatch of the same run counts the same clients)."""
+    SavingsTable(RUNS_KEY, run_period(scheduled), clients_total=clients, computed_at=now,
+                 expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save()
+
+
+def latest_run(now: datetime) -> tuple[datetime, int] | None:
+    """The last run dispatched at or before ``now``: (its scheduled time, clients dispatched); None if none."""
+    for row in SavingsTable.query(RUNS_KEY, SavingsTable.period <= run_period(now), scan_index_forward=False,
+                                  limit=1):
+        return parse_iso(row.period), int(row.clients_total or 0)
+    return None
+
+
+def mark_done(run: str, client_id: str, now: datetime) -> int:
+    """Note that ``client_id`` was rolled up for ``run``; returns the writes (0: already noted, a redelivery)."""
+    if SavingsTable.count(run_done_key(run), SavingsTable.period == client_id) > 0:
+        return 0
+    SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
+                 expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save()
+    return 1
+
+
+def done_clients(run: str) -> list[str]:
+    """The clients rolled up for ``run`` (one Query, keys only)."""
+    return [row.period for row in SavingsTable.query(run_done_key(run), attributes_to_get=["period"])]
 
 
 def hourly_expiry(now: datetime) -> datetime:

@@ -64,9 +64,13 @@ def test_a_case_computed_by_hand():
     assert c["Step Functions"] == pytest.approx(interruptions * 10 * 0.025e-3)
     events = sum(cost.EVENTS_PER_AGENT_MONTH.values())
     # the event queue's 3 requests per event, the decision queue's (a month of 5-minute cycles: a tenth of a
-    # SendMessageBatch per message of 25 agents, a receive and a delete per 5 messages), both queues' idle polls
+    # SendMessageBatch per message of 25 agents, a receive and a delete per 5 messages), the savings queue's (750
+    # runs a month: a tenth of a SendMessageBatch, a receive and a delete per message of 10 clients of 10 agents),
+    # the three queues' idle polls
     assert cost.decision_queue_requests() == pytest.approx(8640 / 25 * (1 / 10 + 2 / 5))
-    assert c["SQS"] == pytest.approx((events * 3 + 8640 / 25 * 0.5) * 0.40e-6 + 2 * cost.SQS_IDLE_POLLS_PER_MONTH * 0.40e-6)
+    assert cost.savings_queue_requests() == pytest.approx(750 / 100 * (1 / 10 + 2 / 1))
+    assert c["SQS"] == pytest.approx((events * 3 + 8640 / 25 * 0.5 + 750 / 100 * 2.1) * 0.40e-6
+                                     + 3 * cost.SQS_IDLE_POLLS_PER_MONTH * 0.40e-6)
     assert c["CloudWatch metrics, alarms, dashboard"] == pytest.approx(3.00)  # the dashboard alone
 
 
@@ -105,6 +109,27 @@ def test_the_decision_workers_fixed_work_is_paid_once_per_invocation():
     assert cost._job_seconds(worker, 100_000) == pytest.approx(800 * (0.010 + 0.006) + 100_000 * (0.004 + 7 * 0.006))
     single = {k: v for k, v in worker.items() if k != "agents_per_invocation"}
     assert cost.job_invocations(single, 100_000) == 1
+
+
+def test_the_savings_workers_fixed_work_is_paid_per_client_and_their_queue_per_message():
+    """The fleet measured is one client: the worker's fixed work (the client's own queries) is per client of
+    AGENTS_PER_CLIENT agents; an invocation takes SAVINGS_WORKER_BATCH_SIZE messages of CLIENTS_PER_MESSAGE clients."""
+    from chalicelib.jobs.savings_rollup import CLIENTS_PER_MESSAGE
+    from chalicelib.settings import SAVINGS_WORKER_BATCH_SIZE
+
+    fixed = Usage(calls=Counter({"dynamodb:Query": 5}), own_s=0.020)
+    per_agent = Usage(calls=Counter({"dynamodb:Query": 2}), own_s=0.010)
+    clients = 100_000 // cost.AGENTS_PER_CLIENT
+    worker = {"fixed": fixed, "per_agent": per_agent, "runs_per_month": 1, "memory_gb": 0.5,
+              "agents_per_invocation": cost.AGENTS_PER_CLIENT * CLIENTS_PER_MESSAGE * SAVINGS_WORKER_BATCH_SIZE,
+              "agents_per_fixed": cost.AGENTS_PER_CLIENT}
+    assert cost.fixed_units(worker, 100_000) == clients
+    assert cost.job_invocations(worker, 100_000) == clients // (CLIENTS_PER_MESSAGE * SAVINGS_WORKER_BATCH_SIZE)
+    assert cost._job_seconds(worker, 100_000) == pytest.approx(clients * (0.020 + 5 * 0.006)
+                                                              + 100_000 * (0.010 + 2 * 0.006))
+    runs = 30 * 24 + 30  # hourly and the daily close
+    assert cost.savings_queue_requests() == pytest.approx(
+        runs / (CLIENTS_PER_MESSAGE * cost.AGENTS_PER_CLIENT) * (1 / 10 + 2 / SAVINGS_WORKER_BATCH_SIZE))
 
 
 def test_memory_comes_from_the_chalice_config():

@@ -19,6 +19,7 @@ from chalicelib.settings import (
     event_dead_letter_queue_name,
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
+    savings_queue_name,
 )
 from components.sentinel.rules import SENTINEL_RULES
 from tests.infra._support import of_type
@@ -307,7 +308,8 @@ def _zip() -> bytes:
 
 
 @pytest.mark.parametrize("consumer, queue_name", [("sentinel", event_queue_name),
-                                                   ("decision-worker", decision_queue_name)])
+                                                   ("decision-worker", decision_queue_name),
+                                                   ("savings-worker", savings_queue_name)])
 def test_enable_sets_report_batch_item_failures_on_each_consumers_mapping_of_its_stage_queue(aws_tables, consumer,
                                                                                             queue_name):
     """Chalice 1.34 creates the mapping without it, and then Lambda ignores the partial batch response."""
@@ -317,7 +319,7 @@ def test_enable_sets_report_batch_item_failures_on_each_consumers_mapping_of_its
     from infra import event_source
     from tests.conftest import aws_client
 
-    assert set(event_source.SQS_EVENT_SOURCES) == {"sentinel", "decision-worker"}  # what `enable` walks
+    assert set(event_source.SQS_EVENT_SOURCES) == {"sentinel", "decision-worker", "savings-worker"}  # what `enable` walks
     stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared
     sqs, lambda_client, iam = aws_client("sqs"), aws_client("lambda"), aws_client("iam")
     url = sqs.create_queue(QueueName=queue_name(stage))["QueueUrl"]

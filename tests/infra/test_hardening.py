@@ -76,7 +76,8 @@ def test_the_bucket_name_carries_account_and_region(resources):
 
 EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksErrors", "FailoverTasksThrottles",
                    "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
-                   "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting")
+                   "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting",
+                   "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting")
 
 
 def _alarms(resources) -> dict[str, dict]:

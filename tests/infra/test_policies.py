@@ -356,33 +356,42 @@ def test_each_function_writes_only_its_own_log_group():
 def test_each_queue_consumer_may_consume_exactly_the_queue_app_py_names(chalice_app, stage):
     """The SQS permissions come from app.py's ``@app.on_sqs_message`` (its queue, for the stage), nothing else;
     chalice package/deploy import app.py with the stage's SPOT_STAGE (its environment_variables)."""
-    from chalicelib.settings import decision_queue_name, event_queue_name
+    from chalicelib.settings import decision_queue_name, event_queue_name, savings_queue_name
 
     sources = {s.name: s.queue for s in chalice_app.event_sources if type(s).__name__ == "SQSEventConfig"}
-    assert sources == {"sentinel": event_queue_name("dev"), "decision-worker": decision_queue_name("dev")}  # the tests' stage
+    assert sources == {"sentinel": event_queue_name("dev"), "decision-worker": decision_queue_name("dev"),
+                       "savings-worker": savings_queue_name("dev")}  # the tests' stage
     assert {f: queue("dev") for f, queue in policies.SQS_EVENT_SOURCES.items()} == sources
     config = Config(chalice_stage=stage, config_from_disk=json.loads((ROOT / ".chalice" / "config.json").read_text()))
     assert config.environment_variables["SPOT_STAGE"] == stage
-    for function, queue in (("sentinel", event_queue_name(stage)), ("decision-worker", decision_queue_name(stage))):
+    for function, queue in (("sentinel", event_queue_name(stage)), ("decision-worker", decision_queue_name(stage)),
+                            ("savings-worker", savings_queue_name(stage))):
         sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, function))
                if any(a.startswith("sqs:") for a in actions)]
         assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"])]
         assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_the_decision_dispatcher_may_only_send_to_the_decision_queue_and_nothing_else_touches_sqs(stage):
-    from chalicelib.settings import decision_queue_name
+DISPATCHERS = {"decision-cycle": ("decision-worker", "decisions"), "savings-rollup": ("savings-worker", "savings"),
+               "savings-close": ("savings-worker", "savings")}
 
-    sqs = [(sorted(actions), resources, s.get("Condition"))
-           for s, actions, resources in _statements(function_policy(stage, "decision-cycle"))
-           if any(a.startswith("sqs:") for a in actions)]
-    assert sqs == [(["sqs:GetQueueUrl", "sqs:SendMessage"], [f"arn:aws:sqs:*:*:{decision_queue_name(stage)}"],
-                    policies.SAME_ACCOUNT)]
-    # the worker cannot send (only its event source mapping's actions), and no other function has an SQS action
-    worker = {a for _, actions, _ in _statements(function_policy(stage, "decision-worker")) for a in actions}
-    assert {a for a in worker if a.startswith("sqs:")} == set(policies.EVENT_SOURCE_ACTIONS)
-    others = [f for f in FUNCTIONS if f not in ("sentinel", "decision-cycle", "decision-worker")
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_dispatcher_may_only_send_to_its_queue_and_nothing_else_touches_sqs(stage):
+    from chalicelib.settings import APP_NAME
+
+    for dispatcher, (worker_name, queue) in DISPATCHERS.items():
+        sqs = [(sorted(actions), resources, s.get("Condition"))
+               for s, actions, resources in _statements(function_policy(stage, dispatcher))
+               if any(a.startswith("sqs:") for a in actions)]
+        assert sqs == [(["sqs:GetQueueUrl", "sqs:SendMessage"], [f"arn:aws:sqs:*:*:{APP_NAME}-{stage}-{queue}"],
+                        policies.SAME_ACCOUNT)], dispatcher
+        # the worker cannot send (only its event source mapping's actions)
+        worker = {a for _, actions, _ in _statements(function_policy(stage, worker_name)) for a in actions}
+        assert {a for a in worker if a.startswith("sqs:")} == set(policies.EVENT_SOURCE_ACTIONS)
+    # no other function has an SQS action (the fleet job included: it reads only the table)
+    consumers = {"sentinel", "decision-worker", "savings-worker"}
+    others = [f for f in FUNCTIONS if f not in consumers | set(DISPATCHERS)
               and any(a.startswith("sqs:") for _, actions, _ in _statements(function_policy(stage, f)) for a in actions)]
     assert others == []
 
@@ -390,5 +399,6 @@ def test_the_decision_dispatcher_may_only_send_to_the_decision_queue_and_nothing
 def test_sqs_batch_calls_need_their_single_message_action():
     """IAM has no sqs:SendMessageBatch: the analysis asks for what SQS authorises the batch as."""
     assert boto_calls.iam_action("sqs", "send_message_batch") == "sqs:SendMessage"
-    assert "chalicelib.aws.sqs:send_all" in boto_calls.actions("decision-cycle")["sqs:SendMessage"]
-    assert "sqs:SendMessage" not in boto_calls.actions("decision-worker")
+    for dispatcher, (worker, _) in DISPATCHERS.items():
+        assert "chalicelib.aws.sqs:send_all" in boto_calls.actions(dispatcher)["sqs:SendMessage"]
+        assert "sqs:SendMessage" not in boto_calls.actions(worker)

@@ -91,10 +91,11 @@ def test_reserved_concurrency_reaches_chalice_for_the_queue_consumers_and_failov
                                  config_from_disk=config_from_disk).reserved_concurrency for function in FUNCTIONS}
     expected = {f: n for f, n in throttling.RESERVED_CONCURRENCY.items()}
     assert {f: n for f, n in reserved.items() if n is not None} == expected
-    assert set(expected) == {f for f in FUNCTIONS if f in ("sentinel", "decision-worker") or f.startswith("failover-")}
+    assert set(expected) == {f for f in FUNCTIONS if f in ("sentinel", "decision-worker", "savings-worker")
+                             or f.startswith("failover-")}
 
 
-@pytest.mark.parametrize("function", ["sentinel", "decision-worker"])
+@pytest.mark.parametrize("function", ["sentinel", "decision-worker", "savings-worker"])
 def test_a_queue_poller_never_exceeds_the_reserved_concurrency(chalice_app, function):
     """Lambda's SQS poller at most as concurrent as the function may be: a throttled receive would count
     towards maxReceiveCount and could dead-letter a warning (or a fleet's decisions)."""
