@@ -10,7 +10,7 @@
 #   make backtest policy backtest (BACKTEST_ARGS=...; see docs/benchmarks.md)
 #   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
 #   make variants variants of ours scored on every real-capacity row and three-zone slice (VARIANTS_ARGS=...)
-#   make stints   what a spot stint is worth in each pool of those rows (STINTS_ARGS=...)
+#   make stints   what a spot stint is worth in each pool of those rows (STINTS_ARGS=--run-age: hazard by run age)
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage> with cdk-nag's
