@@ -9,12 +9,13 @@ rebalances, AWS stops, instances held, placement scores), its region's, its pric
 on-demand price — nothing filled with constants.
 
 Each run first records a HELD observation for every pool one of our agents' spot instances runs in:
-that is the exposure the features count (one per pool and agent per run, 15 minutes each).
+that is the exposure the features count (one per pool and run, naming how many agents ran there, 15
+minutes each).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
 from components.capacity import CapacityObservation, ObservationKind
@@ -39,13 +40,20 @@ RUN_EVERY_S = 900
 
 
 def record_held(now: datetime) -> int:
-    """A HELD observation per live agent on spot (its pool), keyed by agent and run: idempotent."""
+    """One HELD observation per pool our live spot agents run in, its ``value`` how many, keyed by pool and run
+    (idempotent); returns the agents counted.
+
+    One row per pool, not per agent: a pool's observations are read newest first and bounded
+    (``observations.for_pools``, ``MAX_PER_POOL``), so a row per agent would crowd the pool's refusals and
+    warnings out of the back-off's and the evidence's reads once a few dozen agents shared it."""
     run = int(now.timestamp()) // RUN_EVERY_S
+    held = Counter(agent.current_pool_id for agent in agent_repo.live_spot_agents() if agent.current_pool_id)
     count = 0
-    for agent in agent_repo.live_spot_agents():
-        held = CapacityObservation(agent.current_pool_id, ObservationKind.HELD, now.timestamp(), source="risk-scorer")
-        count += observations.record(held, event_id=f"held-{agent.agent_id}-{run}", client_id=agent.client_id,
-                                     agent_id=agent.agent_id, instance_id=agent.instance_id)
+    for pool_id, agents in sorted(held.items()):
+        observation = CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp(), value=float(agents),
+                                          source="risk-scorer")
+        if observations.record(observation, event_id=f"held-{run}"):
+            count += agents
     return count
 
 

@@ -25,9 +25,10 @@ from components.capacity.errors import InvalidObservationError
 
 __all__ = ["CAPACITY_ERROR_CODES", "HELD_INTERVAL_S", "CapacityObservation", "ObservationKind", "refusal_kind"]
 
-# A HELD observation stands for this much running time of one of our instances in the pool without a
-# warning: production records one per pool and instance at every risk-scorer run (15 minutes), the
-# backtest at the same cadence, so exposure counts mean the same in both.
+# A HELD observation stands for this much running time of ``value`` of our instances (1 when unset) in the
+# pool without a warning: production records one per pool at every risk-scorer run (15 minutes) naming how
+# many of its agents ran there, the backtest one per instance at the same cadence, so exposure counts mean
+# the same in both.
 HELD_INTERVAL_S = 900.0
 
 
@@ -72,8 +73,9 @@ def refusal_kind(error_code: str | None) -> ObservationKind | None:
 class CapacityObservation:
     """One thing seen about one pool. ``at`` is epoch seconds (UTC).
 
-    ``value`` carries the placement score (1..10) for ``PLACEMENT_SCORE``; ``code`` the EC2 error code
-    of a refusal; ``source`` who saw it (failover, coordinator, agent, sentinel, placement-scores).
+    ``value`` carries the placement score (1..10) for ``PLACEMENT_SCORE`` and how many of our instances ran
+    there for ``HELD`` (unset: one); ``code`` the EC2 error code of a refusal; ``source`` who saw it
+    (failover, coordinator, agent, sentinel, placement-scores, risk-scorer).
     """
 
     pool_id: str
@@ -95,11 +97,21 @@ class CapacityObservation:
         if self.kind is ObservationKind.PLACEMENT_SCORE and (
                 self.value is None or not 1 <= self.value <= 10):
             raise InvalidObservationError("a placement score is 1..10", field="value")
+        if self.kind is ObservationKind.HELD and self.value is not None and not (
+                isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value >= 1):
+            raise InvalidObservationError("a HELD observation counts at least one instance", field="value")
 
     @property
     def negative(self) -> bool:
         """True when it says capacity was missing (refusal, warning, AWS stop)."""
         return self.kind in NEGATIVE_KINDS
+
+    @property
+    def held_instances(self) -> float:
+        """How many instance-intervals of exposure a HELD observation stands for (0 for any other kind)."""
+        if self.kind is not ObservationKind.HELD:
+            return 0.0
+        return 1.0 if self.value is None else float(self.value)
 
     @property
     def positive(self) -> bool:

@@ -108,7 +108,7 @@ def _counts(observations: Sequence[CapacityObservation], now: float) -> dict:
                 c["last_neg"] = o.at
         elif kind in POSITIVE_KINDS:
             if kind is ObservationKind.HELD:
-                c["held7"] += 1
+                c["held7"] += o.held_instances
             if age < _DAY:
                 c["pos24"] += 1
             if c["last_pos"] is None or o.at > c["last_pos"]:
@@ -223,7 +223,7 @@ def _tally(observations: Sequence[CapacityObservation], now: float, decay_s: flo
         if o.kind in NEGATIVE_KINDS:
             events += weight * (refusal_weight if o.kind is ObservationKind.LAUNCH_REFUSED else 1.0)
         elif o.kind is ObservationKind.HELD:
-            exposure += weight * HELD_INTERVAL_S / 3600.0
+            exposure += weight * o.held_instances * HELD_INTERVAL_S / 3600.0
     return events, exposure
 
 

@@ -100,3 +100,29 @@ def test_a_warning_starts_the_same_window_and_a_rebalance_does_not():
     observations.record(CapacityObservation(p, ObservationKind.INTERRUPTION_WARNING, T0.timestamp()), event_id="w")
     observations.record(CapacityObservation(q, ObservationKind.REBALANCE, T0.timestamp()), event_id="r")
     assert observations.backoff([p, q], T0 + timedelta(minutes=1)) == {p: T0 + timedelta(minutes=10)}
+
+
+def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch):
+    """GIVEN 300 live agents on spot in one pool and a refusal there an hour ago
+    WHEN the risk scorer records exposure every 15 minutes for 2 hours
+    THEN one HELD row per run names the 300, and the bounded newest-first reads (back-off's MAX_PER_POOL,
+    the evidence's) still hold the refusal; a rerun of the same run writes nothing."""
+    from types import SimpleNamespace
+
+    from chalicelib.jobs import risk_scorer
+    from chalicelib.repositories import agents as agent_repo
+
+    p = pool()
+    fleet = [SimpleNamespace(agent_id=f"ag-{n}", client_id="cl-crowd", instance_id=f"i-{n:017x}", current_pool_id=p)
+             for n in range(300)]
+    monkeypatch.setattr(agent_repo, "live_spot_agents", lambda: iter(fleet))
+    observations.record(refused(p, T0 - timedelta(hours=1)), event_id="launch-1")
+    runs = [T0 - timedelta(hours=2) + k * timedelta(minutes=15) for k in range(9)]
+    assert [risk_scorer.record_held(at) for at in runs] == [300] * 9
+    assert risk_scorer.record_held(runs[-1]) == 0  # the same run again
+
+    held = [r for r in rows(p) if r.kind == "held"]
+    assert len(held) == 9 and {r.value for r in held} == {300}
+    recent = observations.for_pools([p], T0 - timedelta(days=1), T0)[p]  # MAX_PER_POOL newest
+    assert [o.kind for o in recent].count(ObservationKind.LAUNCH_REFUSED) == 1
+    assert sum(o.held_instances for o in recent) == 9 * 300

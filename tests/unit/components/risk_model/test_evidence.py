@@ -207,6 +207,24 @@ def test_held_observations_are_exposure_and_launches_are_not():
     assert v["hours_since_positive"] == 2.0 and v["held_hours_7d"] == 0.0
 
 
+def test_one_held_observation_naming_n_instances_is_n_held_observations():
+    # production records one HELD per pool and run naming how many agents ran there; the backtest one per instance
+    each = [seen(K.HELD, ago(h)) for h in (1, 1, 1, 2, 2)]
+    counted = [seen(K.HELD, ago(1), value=3), seen(K.HELD, ago(2), value=2)]
+    for own in (each, counted):
+        own.append(seen(K.INTERRUPTION_WARNING, ago(3)))
+    assert features(observations=each) == features(observations=counted)
+    assert features(observations=counted)["held_hours_7d"] == 5 * HELD_INTERVAL_S / H
+    assert evidence_hazard(PoolEvidence(now=T0, observations=each)) == pytest.approx(
+        evidence_hazard(PoolEvidence(now=T0, observations=counted)), rel=1e-12)
+
+
+@pytest.mark.parametrize("value", [0, 0.5, -1, float("nan"), float("inf")])
+def test_a_held_observation_counts_at_least_one_instance(value):
+    with pytest.raises(ValidationError):
+        seen(K.HELD, ago(1), value=value)
+
+
 def test_placement_scores_are_no_feature():
     base = features(observations=OWN[:5])
     with_scores = features(observations=[*OWN[:5], seen(K.PLACEMENT_SCORE, ago(1), value=1),
