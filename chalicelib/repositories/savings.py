@@ -12,9 +12,12 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from pynamodb.exceptions import PutError
+
 from components.calculations import Bucket, day_key, hour_key, month_key, to_money, to_percent
 from components.timeutil import parse_iso, to_utc
 
+from chalicelib.repositories.dynamo import condition_failed
 from chalicelib.tables.savings import SavingsTable
 
 CURRENCY = "USD"
@@ -291,10 +294,14 @@ def latest_run(now: datetime) -> tuple[datetime, int] | None:
 
 def mark_done(run: str, client_id: str, now: datetime) -> int:
     """Note that ``client_id`` was rolled up for ``run``; returns the writes (0: already noted, a redelivery)."""
-    if SavingsTable.count(run_done_key(run), SavingsTable.period == client_id) > 0:
-        return 0
-    SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
-                 expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save()
+    try:
+        SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
+                     expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save(
+            condition=SavingsTable.period.does_not_exist())
+    except PutError as exc:
+        if condition_failed(exc):
+            return 0
+        raise
     return 1
 
 
