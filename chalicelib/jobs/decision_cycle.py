@@ -25,8 +25,16 @@ from components.timeutil import parse_iso
 
 from chalicelib import clock, decisions
 from chalicelib.aws import sqs
-from chalicelib.jobs.fanout import RetryableError, batch_response, bodies, for_each, handle_batch, retryable
-from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
+from chalicelib.jobs.fanout import (
+    RetryableError,
+    batch_response,
+    bodies,
+    for_each,
+    handle_batch,
+    publish_counts,
+    retryable,
+)
+from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import activity, agents
 from chalicelib.settings import decision_queue_name, get_settings
 
@@ -51,12 +59,6 @@ def _decide(agent, now: datetime, cycle: int, outcomes: Counter) -> None:
                               once=command.command_id)
 
 
-def _publish(outcomes: dict[str, int]) -> None:
-    for name, count in outcomes.items():
-        metrics.add_metric(name=f"DecisionCycle.{name}", unit=MetricUnit.Count, value=count)
-    publish_metrics()
-
-
 # --- the dispatcher ---------------------------------------------------------------------------------
 
 def messages(keys, now: datetime, counted: Counter):
@@ -73,7 +75,7 @@ def run(now: datetime) -> dict[str, int]:
     sent = sqs.send_all(decision_queue_name(get_settings().stage), messages(agents.live_agent_keys(), now, counted))
     result = {"agents": counted["agents"], "messages": sent}
     logger.info("decision cycle dispatched", extra=result)
-    _publish(result)
+    publish_counts("DecisionCycle", result)
     return result
 
 
@@ -122,7 +124,7 @@ def decide_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]
     hit a transient error is a batch item failure; the other messages are done (SQS deletes them)."""
     failures, result = handle_batch(event, lambda body, outcomes: decide_message(body, now, outcomes),
                                     what="decision")
-    _publish(result)
+    publish_counts("DecisionCycle", result)
     return failures, result
 
 

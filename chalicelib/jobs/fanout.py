@@ -6,6 +6,7 @@ stage queue in messages of a few, and an ``@app.on_sqs_message`` worker handles 
   transient one (:func:`retryable`) makes the message come back (:class:`RetryableError`);
 * :func:`handle_batch`: one SQS batch; a malformed message (ValueError) is logged and dropped (it would fail the
   same way forever), a message raising RetryableError is a batch item failure, the rest are done;
+* :func:`publish_counts`: a run's counts as metrics;
 * :func:`batch_response`: the partial batch response Lambda reads (infra/event_source.py enables it).
 
 Delivery is at least once: each worker must be idempotent on its message.
@@ -21,7 +22,7 @@ from botocore.exceptions import ClientError, ConnectionError as BotoConnectionEr
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.errors import THROTTLING_CODES
-from chalicelib.observability import logger
+from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 
 # A key's processing failed in a way that may pass (DynamoDB throttling, a 5xx, the network): its message is
 # reported as a batch item failure so that SQS delivers it again.
@@ -99,6 +100,13 @@ def handle_batch(event: dict, handle: Callable[[str, Counter], None], *, what: s
     logger.info(f"{what} batch", extra={"outcomes": result, "messages": len(event.get("Records", [])),
                                         "retried": len(failures)})
     return failures, result
+
+
+def publish_counts(prefix: str, outcomes: dict[str, int]) -> None:
+    """Each count of a dispatch or a batch as the metric ``<prefix>.<outcome>``, flushed now."""
+    for name, value in outcomes.items():
+        metrics.add_metric(name=f"{prefix}.{name}", unit=MetricUnit.Count, value=value)
+    publish_metrics()
 
 
 def batch_response(failures: list[str]) -> dict:

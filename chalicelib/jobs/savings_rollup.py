@@ -39,8 +39,8 @@ from components.timeutil import parse_iso, to_utc
 
 from chalicelib import catalogue, clock
 from chalicelib.aws import sqs
-from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch
-from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
+from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch, publish_counts
+from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import clients, pools, savings
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.settings import get_settings, savings_queue_name
@@ -188,12 +188,6 @@ def rollup_fleet(results: list[ClientRollup], now: datetime) -> int:
     return writes
 
 
-def _publish(prefix: str, outcomes: dict[str, int]) -> None:
-    for name, value in outcomes.items():
-        metrics.add_metric(name=f"{prefix}.{name}", unit=MetricUnit.Count, value=value)
-    publish_metrics()
-
-
 # --- the dispatcher ---------------------------------------------------------------------------------
 
 @logged_job("savings-rollup")
@@ -207,7 +201,7 @@ def run(now: datetime) -> dict[str, int]:
     savings.record_run(now, counted["clients"], now)
     result = {"clients": counted["clients"], "messages": sent}
     logger.info("savings roll-up dispatched", extra=result)
-    _publish("SavingsRollup", result)
+    publish_counts("SavingsRollup", result)
     return result
 
 
@@ -253,7 +247,7 @@ def rollup_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]
     """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome)."""
     failures, result = handle_batch(event, lambda body, outcomes: rollup_message(body, now, outcomes),
                                     what="savings")
-    _publish("SavingsWorker", result)
+    publish_counts("SavingsWorker", result)
     return failures, result
 
 
