@@ -10,8 +10,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pynamodb.exceptions import PutError
-
 from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
     BOOT_SAMPLES,
@@ -29,7 +27,7 @@ from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
 from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.repositories import observations
-from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.dynamo import save_if
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
 from chalicelib.repositories.agents import AgentRecord
@@ -160,12 +158,8 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
                 "fallbacks": list(d.fallbacks)},
         command_id=command_id,
         expires_at=now + timedelta(days=get_settings().decision_retention_days))
-    try:
-        row.save(condition=(DecisionTable.decision_key.does_not_exist() | DecisionTable.command_id.does_not_exist())
-                 if once else None)
-    except PutError as exc:
-        if not (once and condition_failed(exc)):
-            raise
+    save_if(row, (DecisionTable.decision_key.does_not_exist() | DecisionTable.command_id.does_not_exist())
+            if once else None)
     return key
 
 

@@ -20,7 +20,8 @@ from datetime import datetime
 from components.calculations import day_key
 
 from chalicelib.jobs.savings_rollup import ClientRollup, rollup_fleet, window
-from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
+from chalicelib.jobs.fanout import publish_counts
+from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import savings
 
 
@@ -43,7 +44,5 @@ def run(now: datetime) -> dict:
         results = [ClientRollup(client_id, savings.client_days(client_id, lo, hi), 0, 0) for client_id in done]
         result["writes"] = rollup_fleet(results, scheduled)
         logger.info("savings fleet", extra=result)
-    for name in ("clients", "missing", "writes"):
-        metrics.add_metric(name=f"SavingsFleet.{name}", unit=MetricUnit.Count, value=result[name])
-    publish_metrics()
+    publish_counts("SavingsFleet", {name: result[name] for name in ("clients", "missing", "writes")})
     return result

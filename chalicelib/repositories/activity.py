@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
-from chalicelib.repositories.dynamo import condition_failed, delete_each
+from chalicelib.repositories.dynamo import condition_failed, delete_each, save_if
 from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token
 from chalicelib.settings import get_settings
 from chalicelib.tables.notifications import NotificationTable
@@ -27,13 +27,7 @@ def _suffix(once: str | None) -> str:
 
 def _save_once(row, key_attribute, once: str | None) -> bool:
     """Save ``row``; with ``once`` only if its key (derived from ``once`` and the time) is new. True if written."""
-    try:
-        row.save(condition=key_attribute.does_not_exist() if once else None)
-    except PutError as exc:
-        if once and condition_failed(exc):
-            return False
-        raise
-    return True
+    return save_if(row, key_attribute.does_not_exist() if once else None)
 
 
 def record_event(event_type: str, message: str, now: datetime, *, severity: str = "info",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import DeleteError, PynamoDBException, TransactWriteError
+from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, TransactWriteError
 
 from chalicelib.tables.base import region
 
@@ -15,6 +15,17 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 def condition_failed(exc: BaseException) -> bool:
     """True when a put/update/delete failed only because its condition did not hold."""
     return isinstance(exc, PynamoDBException) and exc.cause_response_code == CONDITION_FAILED
+
+
+def save_if(row, condition) -> bool:
+    """Save ``row`` if ``condition`` holds (always when None); False when it did not, nothing written."""
+    try:
+        row.save(condition=condition)
+    except PutError as exc:
+        if condition is not None and condition_failed(exc):
+            return False
+        raise
+    return True
 
 
 def delete_each(rows, condition, budget: int) -> int:

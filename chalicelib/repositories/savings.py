@@ -12,12 +12,10 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from pynamodb.exceptions import PutError
-
 from components.calculations import Bucket, day_key, hour_key, month_key, to_money, to_percent
 from components.timeutil import parse_iso, to_utc
 
-from chalicelib.repositories.dynamo import condition_failed
+from chalicelib.repositories.dynamo import save_if
 from chalicelib.tables.savings import SavingsTable
 
 CURRENCY = "USD"
@@ -294,15 +292,9 @@ def latest_run(now: datetime) -> tuple[datetime, int] | None:
 
 def mark_done(run: str, client_id: str, now: datetime) -> int:
     """Note that ``client_id`` was rolled up for ``run``; returns the writes (0: already noted, a redelivery)."""
-    try:
-        SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
-                     expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save(
-            condition=SavingsTable.period.does_not_exist())
-    except PutError as exc:
-        if condition_failed(exc):
-            return 0
-        raise
-    return 1
+    row = SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
+                       expires_at=now + timedelta(days=RUN_RETENTION_DAYS))
+    return int(save_if(row, SavingsTable.period.does_not_exist()))
 
 
 def done_clients(run: str) -> list[str]:
