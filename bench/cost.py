@@ -390,6 +390,7 @@ def heartbeat_interval_for(m: Measured, agents: int, target: float = TARGET, api
 
 
 LIVE_INDEX = "agents/live-agents-by-heartbeat-bucket"
+LIVE_BY_POOL = "agents/live-agents-by-pool"
 OLD_HEARTBEAT_INDEX_WRU = 3  # before issue #14's index change: live index moved (2) + ALL-projected listing (1)
 
 
@@ -798,7 +799,12 @@ def _sentinel_event(instance_id: str) -> dict:
             "detail": {"instance-id": instance_id, "instance-action": "terminate"}}
 
 
-def measure_app(admin_key: str, requests: int = 20, job_fleets: tuple[int, int] | None = (2, 6),
+# Both fleets occupy every zone (``ZONES``): else the per-pool work of a pool the larger fleet first occupies (the
+# risk scorer's HELD row of it) is fitted as per-agent work.
+JOB_FLEETS = (len(ZONES), 3 * len(ZONES))
+
+
+def measure_app(admin_key: str, requests: int = 20, job_fleets: tuple[int, int] | None = JOB_FLEETS,
                 events: bool = True, instance_type: str = ITYPE, quiet: bool = False) -> Measured:
     """Drive the real handlers and jobs under moto (already started, tables created)."""
 
@@ -878,6 +884,7 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
                           "memory_gb": lambda_memory_gb(name)}
         _decision_steps(jobs)
         _savings_steps(jobs)
+        _risk_steps(jobs)
         notes += [f"job {n} not measured here: {why}" for n, why in failed.items()]
 
         event_usage = Usage()
@@ -907,13 +914,25 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
                     alarms=count_alarms(), storage_bytes_per_agent=storage, notes=notes)
 
 
-def live_index_key_bytes() -> int:
-    """Bytes of one live-index entry (keys only: the table's and the index's keys), from a stored agent."""
+def live_index_key_bytes(attributes=("liveness", "heartbeat_bucket")) -> int:
+    """Bytes of one entry of an agents index (the table's keys and ``attributes``), from a stored live agent."""
     from chalicelib.tables.agents import AgentTable
 
     row = next(AgentTable.live_by_heartbeat.query("live", limit=1))
     item = AgentTable.get(row.client_id, row.agent_id).serialize()
-    return item_size({k: item[k] for k in ("client_id", "agent_id", "liveness", "heartbeat_bucket")})
+    return item_size({k: item[k] for k in ("client_id", "agent_id", *attributes) if k in item})
+
+
+def _risk_steps(jobs: dict) -> None:
+    """The risk scorer's COUNT Queries of ``live-agents-by-pool`` return no items, so the meter charges them
+    nothing: each counted agent's index entry is read (eventually consistent), and a pool of more than a page
+    of entries takes one more Query per page; added per agent."""
+    if "risk-scorer" in jobs:
+        entry = live_index_key_bytes(("current_pool_id", "liveness", "current_mode"))
+        per = jobs["risk-scorer"]["per_agent"]
+        per.calls["dynamodb:Query"] = per.calls.get("dynamodb:Query", 0) + entry / DDB_PAGE_BYTES
+        per.rru += entry / 4096 / 2
+        per.rru_by[LIVE_BY_POOL] += entry / 4096 / 2
 
 
 def _decision_steps(jobs: dict) -> None:

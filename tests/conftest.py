@@ -143,13 +143,13 @@ def make_tenant(admin, api, tenants_of_this_test):
 
 @pytest.fixture
 def fleet_jobs_see_this_test_only(monkeypatch, tenants_of_this_test):
-    """The decision cycle (its dispatcher), the risk scorer and the replica coordinator walk every agent they act on. In the
+    """The decision cycle (its dispatcher) and the replica coordinator walk every agent they act on. In the
     shared embedded AWS that is every earlier test's agents too (hundreds by the end of a run: minutes per
     cycle), so tests of those jobs let them see the agents of their own tenants only. Each agent is handled
     on its own, so what a test asserts about its agents is unchanged."""
     from chalicelib.repositories import agents
 
-    for name in ("live_agent_keys", "live_spot_agents", "agents_with_standbys"):
+    for name in ("live_agent_keys", "agents_with_standbys"):
         every = getattr(agents, name)
         monkeypatch.setattr(agents, name, lambda every=every: (
             a for a in every() if a.client_id in tenants_of_this_test))

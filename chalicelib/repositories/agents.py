@@ -521,12 +521,11 @@ def in_decision_cycle(agent: AgentRecord) -> bool:
             and bool(agent.config.get("auto_switch_enabled")))
 
 
-def live_spot_agents():
-    """Every live agent whose current instance runs on spot in a known pool (the risk scorer's exposure)."""
-    condition = (AgentTable.liveness == LIVE) & (AgentTable.current_mode == "spot") \
-        & AgentTable.current_pool_id.exists()
-    for row in AgentTable.scan(filter_condition=condition):
-        yield _record(row)
+def live_spot_count(pool_id: str) -> int:
+    """How many live agents run on spot in the pool (the risk scorer's exposure): one COUNT Query of the sparse
+    ``live-agents-by-pool`` index (a page per ~10,000 agents in the pool), whatever the fleet's size."""
+    return AgentTable.live_by_pool.count(pool_id, AgentTable.liveness == LIVE,
+                                         filter_condition=AgentTable.current_mode == "spot")
 
 
 def types_in_use() -> list[tuple[str, str]]:

@@ -235,6 +235,26 @@ def pools_in_use(targets: list[tuple[str, str]], cap: int) -> list[PoolPrice]:
     return found
 
 
+# A pool someone priced within this window is in use: the spot-prices job prices every (region, type) agents run
+# or may run on every 10 minutes, and agents report their own pools hourly; a pool nobody runs or may run on any
+# more drops out a day after its last price.
+PRICED_WITHIN = timedelta(hours=24)
+
+
+def priced_pools(now: datetime, cap: int) -> list[PoolPrice]:
+    """The pools with a price newer than ``PRICED_WITHIN`` (what agents run or may run on), at most ``cap``, by
+    id: the batch jobs' pools (risk scorer, pricing aggregator, data cleaner). A filtered scan of the pools
+    table, whose size is the market's (region × type × zone, junk rows without a price skipped), never the
+    fleet's: no agent is read."""
+    fresh = PoolTable.latest_at >= now - PRICED_WITHIN
+    found = []
+    for row in PoolTable.scan(filter_condition=fresh):
+        found.append(_price(row))
+        if len(found) >= cap:
+            break
+    return sorted(found, key=lambda p: p.pool_id)
+
+
 def history(pool_id: str, since: datetime, limit: int = 1000) -> list[PricePoint]:
     """Stored points of a pool since a time, oldest first (expired-but-not-yet-deleted excluded)."""
     rows = PricePointTable.query(pool_id, PricePointTable.ts >= since, limit=limit)

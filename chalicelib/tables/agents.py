@@ -74,6 +74,20 @@ class LiveAgentsByHeartbeatIndex(GlobalSecondaryIndex):
     heartbeat_bucket = UTCDateTimeAttribute(range_key=True)
 
 
+class LiveAgentsByPoolIndex(GlobalSecondaryIndex):
+    """Sparse: live agents (online or degraded) that run in a known pool, by pool, with their mode. The risk
+    scorer counts each scored pool's live spot agents with one COUNT Query (``agents.live_spot_count``), never
+    a scan of the fleet. Keys and ``current_mode`` only: a heartbeat that leaves the pool, the liveness and the
+    mode alone never rewrites it."""
+
+    class Meta:
+        index_name = "live-agents-by-pool"
+        projection = IncludeProjection(["current_mode"])
+
+    current_pool_id = UnicodeAttribute(hash_key=True)
+    liveness = UnicodeAttribute(range_key=True)
+
+
 class AgentTable(Model):
     """One logical agent. Its id is derived from (client, logical id), see components.agent_identity."""
 
@@ -129,3 +143,4 @@ class AgentTable(Model):
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()
+    live_by_pool = LiveAgentsByPoolIndex()

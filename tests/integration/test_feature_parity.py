@@ -129,7 +129,7 @@ def _listed_ondemand(monkeypatch):
 
 def _production(itype, now):
     """What the risk scorer builds: its pools, one read of the observations, ``evidence`` per pool."""
-    pools = sorted(pool_repo.pools_in_use([(REGION, itype)], cap=100), key=lambda p: p.pool_id)
+    pools = sorted(pool_repo.pools_of_type(REGION, itype), key=lambda p: p.pool_id)
     assert [p.pool_id for p in pools] == [f"{itype}.{REGION}{z}" for z in ZONES]
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)

@@ -107,19 +107,15 @@ def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch):
     WHEN the risk scorer records exposure every 15 minutes for 2 hours
     THEN one HELD row per run names the 300, and the bounded newest-first reads (back-off's MAX_PER_POOL,
     the evidence's) still hold the refusal; a rerun of the same run writes nothing."""
-    from types import SimpleNamespace
-
     from chalicelib.jobs import risk_scorer
     from chalicelib.repositories import agents as agent_repo
 
     p = pool()
-    fleet = [SimpleNamespace(agent_id=f"ag-{n}", client_id="cl-crowd", instance_id=f"i-{n:017x}", current_pool_id=p)
-             for n in range(300)]
-    monkeypatch.setattr(agent_repo, "live_spot_agents", lambda: iter(fleet))
+    monkeypatch.setattr(agent_repo, "live_spot_count", lambda pool_id: 300 if pool_id == p else 0)
     observations.record(refused(p, T0 - timedelta(hours=1)), event_id="launch-1")
     runs = [T0 - timedelta(hours=2) + k * timedelta(minutes=15) for k in range(9)]
-    assert [risk_scorer.record_held(at) for at in runs] == [300] * 9
-    assert risk_scorer.record_held(runs[-1]) == 0  # the same run again
+    assert [risk_scorer.record_held(at, [p]) for at in runs] == [300] * 9
+    assert risk_scorer.record_held(runs[-1], [p]) == 0  # the same run again
 
     held = [r for r in rows(p) if r.kind == "held"]
     assert len(held) == 9 and {r.value for r in held} == {300}

@@ -1,0 +1,90 @@
+"""The risk scorer's work is bounded by the pools, never by the fleet: it scores the pools priced in the last day
+(``pools.priced_pools``: the pools table, whose size is the market's) and counts each scored pool's live spot
+agents on the ``live-agents-by-pool`` index (one COUNT Query per pool). It never scans the agents table (two scans
+of every agent before: past its 300 s timeout at ≈ 100,000 agents, `python -m bench.cost`)."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+from botocore.client import BaseClient
+
+from chalicelib.jobs import risk_scorer
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.observations import ObservationTable
+from chalicelib.tables.pools import PoolTable
+from tests.conftest import registration
+from tests.integration.test_instance_types import server_prices
+
+EU = "eu-west-1"
+
+
+@contextmanager
+def dynamodb_calls():
+    """Every DynamoDB call made inside, as (operation, table, index, select)."""
+    original = BaseClient._make_api_call
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    def counted(client, op, params):
+        if client.meta.service_model.service_name == "dynamodb":
+            seen.append((op, params.get("TableName", ""), params.get("IndexName"), params.get("Select")))
+        return original(client, op, params)
+
+    BaseClient._make_api_call = counted
+    try:
+        yield seen
+    finally:
+        BaseClient._make_api_call = original
+
+
+def _register(caller, itype: str, az: str) -> str:
+    status, reply = caller.post("/api/agents/register", registration(instance_type=itype, az=az, region=EU))
+    assert status == 200, reply
+    return reply["agent_id"]
+
+
+def _held(pool_id: str) -> list[float]:
+    return [r.value for r in ObservationTable.query(pool_id, consistent_read=True) if r.kind == "held"]
+
+
+def test_exposure_is_counted_per_pool_on_the_index_and_no_agent_is_read(make_tenant):
+    """GIVEN three live spot agents and an offline one in pool a, a live spot agent and an on-demand one in pool b
+    WHEN the risk scorer runs THEN pool a's HELD row names 3 and pool b's 1, both pools are scored, and the agents
+    table is read only through COUNT Queries of the live-agents-by-pool index (no Scan, no agent item)."""
+    client_id, caller = make_tenant()
+    itype = f"r5.s{uuid.uuid4().hex[:8]}xl"
+    a, b = f"{itype}.{EU}a", f"{itype}.{EU}b"
+    in_a = [_register(caller, itype, f"{EU}a") for _ in range(4)]
+    in_b = [_register(caller, itype, f"{EU}b") for _ in range(2)]
+    AgentTable(client_id, in_a[3]).update(actions=[AgentTable.status.set("offline"), AgentTable.liveness.remove()])
+    AgentTable(client_id, in_b[1]).update(actions=[AgentTable.current_mode.set("on-demand")])
+    now = datetime.now(timezone.utc)
+    server_prices({a: 0.040, b: 0.030}, now)
+
+    with dynamodb_calls() as calls:
+        result = risk_scorer.run(now)
+
+    assert _held(a) == [3] and _held(b) == [1]
+    assert result["held"] >= 4 and PoolTable.get(a).risk_at is not None and PoolTable.get(b).risk_at is not None
+    on_agents = [c for c in calls if c[1] == AgentTable.Meta.table_name]
+    assert on_agents, "the exposure comes from the agents' index"
+    assert {(op, index, select) for op, _, index, select in on_agents} == {("Query", "live-agents-by-pool", "COUNT")}
+
+
+def test_only_pools_priced_in_the_last_day_are_scored(make_tenant):
+    """GIVEN an agent's type with a pool priced now and one whose last price is two days old WHEN the risk scorer
+    runs THEN the fresh pool is scored and the stale one is not (nobody runs or may run on it any more)."""
+    _, caller = make_tenant()
+    itype = f"r5.p{uuid.uuid4().hex[:8]}xl"
+    fresh, stale = f"{itype}.{EU}a", f"{itype}.{EU}c"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    server_prices({fresh: 0.040, stale: 0.050}, now)
+    PoolTable(stale).update(actions=[PoolTable.latest_at.set(now - timedelta(days=2))])
+
+    risk_scorer.run(now)
+
+    assert PoolTable.get(fresh).risk_at is not None
+    assert PoolTable.get(stale).risk_at is None
