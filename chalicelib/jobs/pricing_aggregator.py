@@ -1,6 +1,7 @@
 """Every 15 minutes: hourly and daily buckets of the pools' prices (issue #13, PRODUCT.md §2).
 
-For each pool agents run or may run on (``pools.pools_in_use``, bounded, no scan), per scope (AWS's
+For each pool agents run or may run on (``pools.priced_pools``: priced in the last day, at most
+``PRICE_ROLLUP_MAX_POOLS``; the pools table, no agent read, so a run grows with the pools, not the fleet), per scope (AWS's
 prices; each client's agent prices), the raw points of the whole UTC days back to
 ``PRICE_ROLLUP_LOOKBACK_HOURS`` are bucketed again (``components.price_buckets``): every complete hour
 with a known price (time-weighted average, min, max, last; an hour without a point of its own carries
@@ -21,7 +22,6 @@ from datetime import datetime, timedelta
 from components.price_buckets import DAY, HOUR, changes, floor_to, merged_buckets, price_buckets
 
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
 from chalicelib.repositories.pools import PoolPrice
@@ -73,7 +73,7 @@ def run(now: datetime, *, pools: list[PoolPrice] | None = None) -> dict:
     """One run over ``pools`` (default: the pools of every (region, type) agents run or may run on)."""
     settings = get_settings()
     if pools is None:
-        pools = pool_repo.pools_in_use(agent_repo.types_in_use(), settings.price_rollup_max_pools)
+        pools = pool_repo.priced_pools(now, settings.price_rollup_max_pools)
     states = rollups.rollup_states([p.pool_id for p in pools]) if pools else {}
     result = {"pools": len(pools), "hours_written": 0, "days_written": 0, "deleted": 0, "failed": []}
     for pool in pools:

@@ -1,4 +1,4 @@
-"""The risk scorer's work is bounded by the pools, never by the fleet: it scores the pools priced in the last day
+"""The risk scorer's work (and the pricing aggregator's) is bounded by the pools, never by the fleet: it scores the pools priced in the last day
 (``pools.priced_pools``: the pools table, whose size is the market's) and counts each scored pool's live spot
 agents on the ``live-agents-by-pool`` index (one COUNT Query per pool). It never scans the agents table (two scans
 of every agent before: past its 300 s timeout at ≈ 100,000 agents, `python -m bench.cost`)."""
@@ -88,3 +88,21 @@ def test_only_pools_priced_in_the_last_day_are_scored(make_tenant):
 
     assert PoolTable.get(fresh).risk_at is not None
     assert PoolTable.get(stale).risk_at is None
+
+
+def test_the_pricing_aggregator_rolls_up_priced_pools_without_reading_an_agent(make_tenant):
+    """GIVEN an agent's pool priced now WHEN the pricing aggregator runs over its default pools THEN that pool is
+    among them and the agents table is not read at all (it scanned every agent for their types before)."""
+    from chalicelib.jobs import pricing_aggregator
+
+    _, caller = make_tenant()
+    itype = f"r5.g{uuid.uuid4().hex[:8]}xl"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    server_prices({f"{itype}.{EU}a": 0.040}, now)
+
+    with dynamodb_calls() as calls:
+        result = pricing_aggregator.run(now)
+
+    assert result["pools"] >= 1 and not result["failed"]
+    assert not [c for c in calls if c[1] == AgentTable.Meta.table_name]
