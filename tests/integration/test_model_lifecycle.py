@@ -7,10 +7,21 @@ import json
 import uuid
 from pathlib import Path
 
-from chalicelib.tables import PoolTable
+import pytest
+
+from chalicelib import model_store
+from chalicelib.tables import ModelRegistryTable, PoolTable
 from tests.conftest import invoke_schedule
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "ml" / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def no_active_model_after():
+    """The embedded AWS is shared by the whole run: a model left active here would make every later test's
+    risk scorer score with it (tests elsewhere expect the evidence estimate when they activated nothing)."""
+    yield
+    ModelRegistryTable(model_store.MODEL_NAME, model_store.POINTER).delete()
 
 
 def _upload(admin, manifest, artifact):
