@@ -151,3 +151,27 @@ def test_baselines_are_scored_on_the_same_runs_and_the_standing_names_the_best()
     assert other["best_baseline"] == "static" and other["baseline"] == 1.2 and other["lowest"] is False
     best = min(("static", "cheapest"), key=lambda b: row[b])
     assert table[0]["best_baseline"] == best and table[0]["lowest"] == (row[DEFAULT] <= row[best] + 1e-4)
+
+
+def test_the_hindsight_grid_holds_the_shipped_policy_and_scores_like_it():
+    from bench.backtest.variants import grid_defaults, hindsight_grid
+
+    grid = hindsight_grid()
+    keys = [s.key for s in grid]
+    assert len(grid) == 72 and len(set(keys)) == 72
+    trace, tiny = _tiny(13, 120, 0.8)
+    point = next(s for s in grid if s.key == grid_defaults(grid))
+    scores = score([tiny], [point, VARIANTS[0]], log=lambda _: None)["tiny"]
+    assert scores[point.key] == pytest.approx(scores[DEFAULT], abs=1e-9)  # the grid's defaults are the product's
+
+
+def test_the_hindsight_table_picks_each_rows_best_and_the_settings_that_reach_the_target_everywhere():
+    from bench.backtest.variants import hindsight_markdown, hindsight_table
+
+    scores = {"a": {"d": 1.4, "x": 1.25, "y": 1.29}, "b": {"d": 1.35, "x": 1.31, "y": 1.3}}
+    table = hindsight_table(scores, "d", target=1.3)
+    a, b, every = table
+    assert (a["best"], a["best_score"], a["defaults"], a["reach"]) == ("x", 1.25, 1.4, 2)
+    assert (b["best"], b["reach"], b["median"]) == ("y", 1, 1.31)
+    assert every["everywhere"] == ["y"]  # x misses on b, d misses everywhere
+    assert "Settings at most 1.3 × the oracle on every row: 1 (y)." in hindsight_markdown(table, 1.3)
