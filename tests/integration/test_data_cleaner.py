@@ -161,7 +161,21 @@ def _commands_left(agent_ids: list[str]) -> set[tuple[str, str]]:
     return {(a, r.command_id) for a in agent_ids for r in CommandTable.query(a, consistent_read=True)}
 
 
-def test_a_client_larger_than_a_run_is_finished_over_runs_then_the_walk_wraps(make_tenant, monkeypatch):
+@pytest.fixture
+def queried(monkeypatch) -> list[str]:
+    """The agents whose commands the cleaner queries (``commands.delete_finished_before`` calls), in order."""
+    seen: list[str] = []
+    real_delete = commands.delete_finished_before
+
+    def spy(agent_id, cutoff, budget):
+        seen.append(agent_id)
+        return real_delete(agent_id, cutoff, budget)
+
+    monkeypatch.setattr(commands, "delete_finished_before", spy)
+    return seen
+
+
+def test_a_client_larger_than_a_run_is_finished_over_runs_then_the_walk_wraps(make_tenant, monkeypatch, queried):
     """GIVEN a client with 7 agents, a client after it with 1, and a cap of 3 agents a run WHEN the cleaner runs
     from the first client's position THEN each run queries the commands of at most 3 agents, continuing after
     the last agent done (3, 3, then the last one and the next client's), every old finished command goes and
@@ -176,14 +190,6 @@ def test_a_client_larger_than_a_run_is_finished_over_runs_then_the_walk_wraps(ma
     capped = dataclasses.replace(get_settings(), cleaner_max_clients=100_000, cleaner_max_agents=3,
                                  cleaner_max_deletes=1_000_000)
     monkeypatch.setattr(data_cleaner, "get_settings", lambda: capped)
-    queried: list[str] = []
-    real_delete = commands.delete_finished_before
-
-    def spy(agent_id, cutoff, budget):
-        queried.append(agent_id)
-        return real_delete(agent_id, cutoff, budget)
-
-    monkeypatch.setattr(commands, "delete_finished_before", spy)
     _walk_from(big_id, now)
 
     runs = []
@@ -207,27 +213,28 @@ def test_a_client_larger_than_a_run_is_finished_over_runs_then_the_walk_wraps(ma
     assert len(queried) <= 3
 
 
-def test_an_agent_that_used_up_the_delete_budget_is_queried_again(make_tenant, monkeypatch):
-    """GIVEN an agent with 3 old finished commands and a budget of 2 deletes a run WHEN the cleaner runs twice
-    from its client THEN the first run deletes 2 and the second resumes at the same agent and deletes the last
-    one (the agent was not counted done), then goes on to the next agent."""
+def test_a_run_resumes_at_the_agent_that_used_up_the_delete_budget(make_tenant, monkeypatch, queried):
+    """GIVEN a client's agents a0, a1, a2 (id order) with 1, 3 and 1 old finished commands and a budget of 3
+    deletes a run WHEN the cleaner runs twice from the client THEN the first run queries a0 and a1 and stops at
+    the budget; the second resumes at a1 (not counted done: it may have had more), never re-queries a0, and
+    every old finished command is gone."""
     now = datetime.now(UTC)
     old = now - timedelta(days=10)
     client_id, caller = make_tenant()
-    agent_ids, _, _ = _agents_with_commands(caller, client_id, 2, old)
-    first = agent_ids[0]
+    agent_ids, _, _ = _agents_with_commands(caller, client_id, 3, old)
     for i in range(2):
-        _command(first, client_id, "completed", old, old, f"more{i}")
+        _command(agent_ids[1], client_id, "completed", old, old, f"more{i}")
     tight = dataclasses.replace(get_settings(), cleaner_max_clients=100_000, cleaner_max_agents=100_000,
-                                cleaner_max_deletes=2)
+                                cleaner_max_deletes=3)
     monkeypatch.setattr(data_cleaner, "get_settings", lambda: tight)
     _walk_from(client_id, now)
 
+    assert data_cleaner.run(now)["commands"] == 3
+    assert queried == agent_ids[:2]
+    queried.clear()
     assert data_cleaner.run(now)["commands"] == 2
-    assert job_state.position(data_cleaner.CLIENT_WALK)["after_agent"] is None
-    second = data_cleaner.run(now)
-    assert second["commands"] == 2  # the first agent's last one, then the second agent's
-    assert {r.status for a in agent_ids for r in CommandTable.query(a)} == {"pending"}
+    assert queried == agent_ids[1:]
+    assert {r.status for a in agent_ids for r in CommandTable.query(a, consistent_read=True)} == {"pending"}
 
 
 def test_raw_points_of_a_priced_pool_go_without_reading_an_agent(make_tenant, monkeypatch):
@@ -248,11 +255,11 @@ def test_raw_points_of_a_priced_pool_go_without_reading_an_agent(make_tenant, mo
     with dynamodb_calls() as calls:
         result = data_cleaner.run(now)
 
+    on_agents = [c for c in calls if c[1] == AgentTable.Meta.table_name]
+    assert not [c for c in on_agents if c[0] == "Scan"], on_agents
     assert result["price_points"] > 0
     assert len([r for r in PricePointTable.query(pool_id) if r.ts < now - timedelta(days=14)]) < len(
         [t for t in stamps if t < now - timedelta(days=14)])
-    on_agents = [c for c in calls if c[1] == AgentTable.Meta.table_name]
-    assert not [c for c in on_agents if c[0] == "Scan"], on_agents
 
 
 def test_scheduled_handlers_run(api, unbounded):
