@@ -315,9 +315,10 @@ def costs(m: Measured, agents: int, apigw: str = "apigw_rest") -> dict[str, floa
         invocations = job_invocations(job, agents)
         run = job["fixed"].scaled(fixed_units(job, agents))
         per = job["per_agent"]
-        usage = Usage(run.calls + per.scaled(agents).calls, run.rru + per.rru * agents,
-                      run.wru + per.wru * agents, run.own_s + per.own_s * agents,
-                      run.log_bytes + per.log_bytes * agents)
+        worked = worked_agents(job, agents)
+        usage = Usage(run.calls + per.scaled(worked).calls, run.rru + per.rru * worked,
+                      run.wru + per.wru * worked, run.own_s + per.own_s * worked,
+                      run.log_bytes + per.log_bytes * worked)
         n = job["runs_per_month"]
         job_total += n * (invocations * PRICES["lambda_request"] + usage.billed_ms() / 1000 * job["memory_gb"]
                           * PRICES["lambda_gb_s"][0][1] + usage.rru * PRICES["ddb_rru"]
@@ -885,6 +886,7 @@ def _measure(app, admin_key, requests, job_fleets, events, instance_type) -> Mea
         _decision_steps(jobs)
         _savings_steps(jobs)
         _risk_steps(jobs)
+        _cleaner_cap(jobs)
         notes += [f"job {n} not measured here: {why}" for n, why in failed.items()]
 
         event_usage = Usage()
@@ -933,6 +935,21 @@ def _risk_steps(jobs: dict) -> None:
         per.calls["dynamodb:Query"] = per.calls.get("dynamodb:Query", 0) + entry / DDB_PAGE_BYTES
         per.rru += entry / 4096 / 2
         per.rru_by[LIVE_BY_POOL] += entry / 4096 / 2
+
+
+def _cleaner_cap(jobs: dict) -> None:
+    """The data cleaner queries the commands of at most ``CLEANER_MAX_AGENTS`` agents a run (its walk resumes
+    there next run): its per-agent work stops growing at that many agents."""
+    from chalicelib.settings import get_settings
+
+    if "data-cleaner" in jobs:
+        jobs["data-cleaner"]["agents_per_run"] = get_settings().cleaner_max_agents
+
+
+def worked_agents(job: dict, agents: int) -> int:
+    """The agents one run works on: all of them, or at most the job's per-run cap (the data cleaner)."""
+    cap = job.get("agents_per_run")
+    return min(agents, cap) if cap else agents
 
 
 def _decision_steps(jobs: dict) -> None:
@@ -1071,7 +1088,8 @@ def _job_seconds(job: dict, agents: int) -> float:
     the cycle's invocations together)."""
     run = job["fixed"].scaled(fixed_units(job, agents))
     per = job["per_agent"]
-    usage = Usage(run.calls + per.scaled(agents).calls, own_s=run.own_s + per.own_s * agents)
+    worked = worked_agents(job, agents)
+    usage = Usage(run.calls + per.scaled(worked).calls, own_s=run.own_s + per.own_s * worked)
     return usage.billed_ms() / 1000
 
 
@@ -1131,6 +1149,11 @@ def render(m: Measured) -> str:
                      f"{_job_seconds(j, 100_000):>7.0f} s at 100,000 agents (timeout {lambda_timeout_s(name)} s)")
         if j.get("agents_per_invocation"):
             lines.append(_worker_line(name, j))
+        if j.get("agents_per_run"):
+            cap = j["agents_per_run"]
+            lines.append(f"    at most {cap:,} agents a run: 100,000 agents are walked in {math.ceil(100_000 / cap)} "
+                         f"runs; uncapped, one run would take "
+                         f"{_job_seconds({**j, 'agents_per_run': None}, 100_000):,.0f} s")
     lines.append("")
     lines.append("All fleet sizes ($ per agent-month):")
     lines.append("| term | " + " | ".join(f"{f:,} agents" for f in FLEETS) + " |")

@@ -99,6 +99,7 @@ class Settings:
     price_raw_retention_days: int = 14
     notification_read_retention_days: int = 7
     cleaner_max_clients: int = 200
+    cleaner_max_agents: int = 10_000
     cleaner_max_deletes: int = 5000
 
     @property
@@ -200,8 +201,14 @@ def get_settings() -> Settings:
         # Local mode keeps them for the TTL's 90 days: the demo's report charts the raw points of its window.
         price_raw_retention_days=_int("PRICE_RAW_RETENTION_DAYS", 14 if stage != "local" else 90),
         notification_read_retention_days=_int("NOTIFICATION_READ_RETENTION_DAYS", 7),
-        # Bounded work per cleaner run: clients walked (the walk resumes where it stopped) and rows deleted.
+        # Bounded work per cleaner run: clients walked, agents whose commands are queried (the walk resumes
+        # where it stopped, inside a client too) and rows deleted. Agents: one commands Query each, ≈ 6.6 ms
+        # (`python -m bench.cost`: 1 call + 0.6 ms own per agent), so 10,000 agents ≈ 66 s; with the other caps
+        # full (5,000 deletes ≈ 30 s, 200 clients' notification and agent Queries ≈ 3 s, the raw points of
+        # PRICE_ROLLUP_MAX_POOLS pools ≈ 2 calls each, ≈ 25 s) a run stays near 125 s of its 300 s timeout.
+        # A fleet of N agents is walked in ceil(N / 10,000) daily runs (TTL does most of the deleting).
         cleaner_max_clients=_int("CLEANER_MAX_CLIENTS", 200),
+        cleaner_max_agents=_int("CLEANER_MAX_AGENTS", 10_000),
         cleaner_max_deletes=_int("CLEANER_MAX_DELETES", 5000),
     )
 

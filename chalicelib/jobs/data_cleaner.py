@@ -11,15 +11,25 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 - **raw price points** older than ``PRICE_RAW_RETENTION_DAYS`` (14) of the hours the pricing aggregator
   has rolled up (each scope keeps its newest point before the cutoff: the price still in force).
 
-Bounded and resumable: clients are walked in creation order (the listing index, no scan) at most
-``CLEANER_MAX_CLIENTS`` per run, resuming where the last run stopped; at most ``CLEANER_MAX_DELETES``
-rows are deleted per run. Every delete is of a row that is already past its retention, so a re-run (or
-two runs at once) deletes nothing twice and nothing else.
+Bounded and resumable: clients are walked in creation order (the listing index, no scan) and each client's
+agents in id order (one partition Query with a range-key condition, no re-read of the agents done), one
+commands Query per agent. A run walks at most ``CLEANER_MAX_CLIENTS`` clients (200) and
+``CLEANER_MAX_AGENTS`` agents (10,000: ≈ 6.6 ms each at ``python -m bench.cost``'s per-call cost, ≈ 66 s of
+the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
+``job-state`` (``cleaner#clients``): the listing position just before the client it stopped in and the last
+of that client's agents it finished; the next run continues exactly there, so a client with more agents
+than one run allows is finished over several runs, and after the last client the walk starts again from the
+first. An agent (or a client's notifications) whose Query used up the delete budget is not counted done and
+is queried again next run. The raw price points are looked for in the pools the pricing aggregator rolls
+up (``pools.priced_pools``: priced in the last day, at most ``PRICE_ROLLUP_MAX_POOLS``): no agent is read.
+Every delete is conditional and of a row that is already past its retention, so a re-run (or two runs at
+once) deletes nothing twice and nothing else.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, clients, commands, job_state
@@ -32,39 +42,83 @@ CLIENT_PAGE = 50
 
 
 def _walk_clients(now: datetime, budget: dict) -> dict:
-    """Notifications and commands of up to ``CLEANER_MAX_CLIENTS`` clients, from where the walk stopped."""
+    """Notifications and commands of up to ``CLEANER_MAX_CLIENTS`` clients and ``CLEANER_MAX_AGENTS`` agents,
+    from exactly where the last run stopped (inside a client too)."""
     settings = get_settings()
     read_cutoff = now - timedelta(days=settings.notification_read_retention_days)
     command_cutoff = now - timedelta(days=settings.command_retention_days)
-    token = job_state.cursor(CLIENT_WALK)
-    done = {"clients": 0, "notifications": 0, "commands": 0}
-    while done["clients"] < settings.cleaner_max_clients and budget["left"] > 0:
-        page = clients.list_page(min(CLIENT_PAGE, settings.cleaner_max_clients - done["clients"]), token)
+    at = job_state.position(CLIENT_WALK)
+    # ``before``: the listing position just before the client to work on (None: the first client);
+    # ``after_agent``: the last of that client's agents done (None: the client is not started).
+    before, after_agent = at.get("next_token"), at.get("after_agent")
+    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0}
+
+    def can_go_on() -> bool:
+        return (budget["left"] > 0 and done["agents"] < settings.cleaner_max_agents
+                and done["clients"] < settings.cleaner_max_clients)
+
+    stopped = False  # inside the listing: ``before``/``after_agent`` say where
+    while can_go_on() and not stopped:
+        page = clients.list_page(min(CLIENT_PAGE, settings.cleaner_max_clients - done["clients"]), before)
+        if not page.items and page.next_token is None and before is not None and done["clients"] == 0:
+            before, after_agent = None, None  # the last run ended on the last client: start again
+            continue
         for client in page.items:
+            if not can_go_on():
+                stopped = True
+                break
             done["clients"] += 1
-            n = activity.delete_read_before(client.client_id, read_cutoff, budget["left"])
-            done["notifications"] += n
-            budget["left"] -= n
-            for agent in agents.all_for_client(client.client_id):
-                if budget["left"] <= 0:
-                    break
-                n = commands.delete_finished_before(agent.agent_id, command_cutoff, budget["left"])
-                done["commands"] += n
+            if after_agent is None:
+                n = activity.delete_read_before(client.client_id, read_cutoff, budget["left"])
+                done["notifications"] += n
                 budget["left"] -= n
-        if budget["left"] <= 0:
-            break  # the page may be unfinished: the next run walks it again (its deletes are done)
-        token = page.next_token
-        if token is None:
+                if budget["left"] <= 0:
+                    stopped = True  # its notifications may be unfinished: the next run starts this client again
+                    break
+            progress = _client_commands(client.client_id, after_agent, command_cutoff, budget, done)
+            after_agent = progress.last
+            if not progress.all:
+                stopped = True  # the next run resumes in this client, after ``after_agent``
+                break
+            before, after_agent = clients.token_after(client), None
+        if not stopped and page.next_token is None:
+            before, after_agent = None, None  # the walk is complete: the next run starts from the first client
             break
-    job_state.set_cursor(CLIENT_WALK, token, now)  # None: the next run starts from the first client
+        if not page.items:
+            before = page.next_token
+    job_state.set_position(CLIENT_WALK, {"next_token": before, "after_agent": after_agent}, now)
     return done
 
 
+class _Progress(NamedTuple):
+    last: str | None  # the last agent whose commands are done
+    all: bool  # every agent of the client is done
+
+
+def _client_commands(client_id: str, after: str | None, cutoff: datetime, budget: dict, done: dict) -> _Progress:
+    """The client's agents after ``after``, in id order, one commands Query each, while the agent cap and the
+    delete budget last. An agent whose Query used up the budget is not counted done (it may have more)."""
+    settings = get_settings()
+    ids, more = agents.ids_after(client_id, after, settings.cleaner_max_agents - done["agents"])
+    for agent_id in ids:
+        if budget["left"] <= 0:
+            return _Progress(after, False)
+        done["agents"] += 1
+        n = commands.delete_finished_before(agent_id, cutoff, budget["left"])
+        done["commands"] += n
+        budget["left"] -= n
+        if budget["left"] <= 0:
+            return _Progress(after, False)
+        after = agent_id
+    return _Progress(after, not more)
+
+
 def _raw_points(now: datetime, budget: dict) -> dict:
-    """Raw price points past retention in hours already rolled up, pool by pool (bounded, no scan)."""
+    """Raw price points past retention in hours already rolled up, pool by pool (the aggregator's pools,
+    bounded; no agent read)."""
     settings = get_settings()
     cutoff = now - timedelta(days=settings.price_raw_retention_days)
-    pools = pool_repo.pools_in_use(agents.types_in_use(), settings.price_rollup_max_pools)
+    pools = pool_repo.priced_pools(now, settings.price_rollup_max_pools)  # the aggregator's pools
     states = rollups.rollup_states([p.pool_id for p in pools]) if pools else {}
     deleted = 0
     for pool in pools:

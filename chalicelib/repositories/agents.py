@@ -546,6 +546,18 @@ def all_for_client(client_id: str) -> list[AgentRecord]:
     return [_record(row) for row in AgentTable.query(client_id)]
 
 
+def ids_after(client_id: str, after: str | None, limit: int) -> tuple[list[str], bool]:
+    """Up to ``limit`` of the client's agent ids (deleted and terminated ones included) in id order, after the id
+    ``after`` (None: from the first), with whether more may follow: one partition Query with a range-key
+    condition, reading at most ``limit`` rows (the data cleaner's walk inside a client)."""
+    if limit <= 0:
+        return [], True
+    condition = AgentTable.agent_id > after if after is not None else None
+    result = AgentTable.query(client_id, condition, limit=limit, attributes_to_get=["client_id", "agent_id"])
+    ids = [row.agent_id for row in result]
+    return ids, result.last_evaluated_key is not None
+
+
 def set_client_suspended(client_id: str, suspended: bool) -> int:
     """Copy the client's (in)active status onto each of its agents (agent credentials read only the agent
     row). The agents are found on the listing index (eventually consistent: an agent registering in the

@@ -170,6 +170,14 @@ def list_page(limit: int, next_token: str | None) -> Page:
     return Page(items, encode_token(result.last_evaluated_key))
 
 
+def token_after(client: ClientRecord) -> str:
+    """The ``list_page`` token of the listing position just after ``client``: a page from it starts at the client
+    created next (the data cleaner's resume point between two clients)."""
+    return encode_token({"listing": {"S": CLIENT_LISTING},
+                         "created_at": {"S": ClientTable.created_at.serialize(client.created_at)},
+                         "client_id": {"S": client.client_id}})
+
+
 def replace_token(client: ClientRecord, *, new_hash: str, expires_at: datetime | None,
                   now: datetime) -> None:
     """Swap the token atomically: the old one stops working when the new one starts."""

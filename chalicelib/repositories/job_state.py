@@ -7,14 +7,15 @@ from datetime import datetime
 from chalicelib.tables.jobs import JobStateTable
 
 
-def cursor(job_key: str) -> str | None:
-    """The job's saved resume token (None: start from the beginning)."""
+def position(job_key: str) -> dict:
+    """The job's saved resume position, a dict of the job's own fields (empty: start from the beginning)."""
     try:
         row = JobStateTable.get(job_key, consistent_read=True)
     except JobStateTable.DoesNotExist:
-        return None
-    return (row.cursor or {}).get("next_token")
+        return {}
+    return dict(row.cursor or {})
 
 
-def set_cursor(job_key: str, token: str | None, now: datetime) -> None:
-    JobStateTable(job_key, cursor={"next_token": token}, updated_at=now).save()
+def set_position(job_key: str, fields: dict, now: datetime) -> None:
+    """Save the job's resume position (``{}``: the next run starts from the beginning)."""
+    JobStateTable(job_key, cursor=fields, updated_at=now).save()

@@ -224,17 +224,6 @@ def pools_of_type(region: str, instance_type: str, limit: int = MAX_POOLS_PER_TY
     return [_price(row) for row in PoolTable.by_type.query(f"{region}#{instance_type}", limit=limit)]
 
 
-def pools_in_use(targets: list[tuple[str, str]], cap: int) -> list[PoolPrice]:
-    """The pools of the given (region, type) pairs (what agents run or may run on), at most ``cap``
-    in all: the batch jobs' bounded alternative to a table scan."""
-    found: list[PoolPrice] = []
-    for region, instance_type in sorted(set(targets)):
-        if len(found) >= cap:
-            break
-        found += pools_of_type(region, instance_type, limit=min(MAX_POOLS_PER_TYPE, cap - len(found)))
-    return found
-
-
 # A pool someone priced within this window is in use: the spot-prices job prices every (region, type) agents run
 # or may run on every 10 minutes, and agents report their own pools hourly; a pool nobody runs or may run on any
 # more drops out a day after its last price.

@@ -111,6 +111,19 @@ def test_the_decision_workers_fixed_work_is_paid_once_per_invocation():
     assert cost.job_invocations(single, 100_000) == 1
 
 
+def test_a_job_capped_per_run_stops_growing_at_its_cap():
+    """The data cleaner queries at most CLEANER_MAX_AGENTS agents a run: its seconds and its cost at 100,000
+    agents are those of the cap (the rest of the walk is the next runs')."""
+    fixed = Usage(calls=Counter({"dynamodb:Query": 8}), own_s=0.003)
+    per_agent = Usage(calls=Counter({"dynamodb:Query": 1}), own_s=0.0006)
+    cleaner = {"fixed": fixed, "per_agent": per_agent, "runs_per_month": 30, "memory_gb": 0.5,
+               "agents_per_run": 10_000}
+    assert cost.worked_agents(cleaner, 100_000) == 10_000 and cost.worked_agents(cleaner, 500) == 500
+    assert cost._job_seconds(cleaner, 100_000) == pytest.approx(0.003 + 8 * 0.006 + 10_000 * (0.0006 + 0.006))
+    uncapped = {**cleaner, "agents_per_run": None}
+    assert cost._job_seconds(uncapped, 100_000) == pytest.approx(0.003 + 8 * 0.006 + 100_000 * (0.0006 + 0.006))
+
+
 def test_the_savings_workers_fixed_work_is_paid_per_client_and_their_queue_per_message():
     """The fleet measured is one client: the worker's fixed work (the client's own queries) is per client of
     AGENTS_PER_CLIENT agents; an invocation takes SAVINGS_WORKER_BATCH_SIZE messages of CLIENTS_PER_MESSAGE clients."""
