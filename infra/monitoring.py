@@ -21,6 +21,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from chalicelib.jobs.cleanup import STUCK_INTERRUPTIONS_METRIC
+from chalicelib.jobs.risk_scorer import POOL_CAP_METRIC
 from chalicelib.observability import METRICS_NAMESPACE, STAGE_DIMENSION
 from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
@@ -97,6 +98,15 @@ class Monitoring(Construct):
                                "with no failover running (resolved as abandoned): check those instances.")
         self.dashboard.add_widgets(cloudwatch.GraphWidget(title="Stuck interruptions (abandoned)", width=12,
                                                           left=[stuck]))
+
+        # --- pools the risk scorer could not score ------------------------------------------------------
+        capped = cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=POOL_CAP_METRIC,
+                                   dimensions_map={"service": APP_NAME, STAGE_DIMENSION: stage},
+                                   statistic="Sum", period=Duration.hours(1), label="risk scorer runs at its pool cap")
+        self.alarm("RiskPoolCap", capped, threshold=1,
+                   description="The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: the pools past "
+                               "the cap get no risk score and are never chosen. Raise the cap (each pool is ≈ 4 "
+                               "DynamoDB calls a run).")
 
     def alarm(self, what: str, metric: cloudwatch.IMetric, *, threshold: float, description: str,
               evaluation_periods: int = 1) -> cloudwatch.Alarm:

@@ -42,6 +42,9 @@ from chalicelib.settings import get_settings
 PRICE_HISTORY = timedelta(hours=24)
 REGION_WINDOW = timedelta(hours=24)
 RUN_EVERY_S = 900
+# 1 in a run whose pools filled ``RISK_SCORER_MAX_POOLS``: the pools past the cap keep no fresh risk, and a pool
+# without one is never a decision's target (the stage's "RiskPoolCap" alarm, infra/monitoring.py).
+POOL_CAP_METRIC = "RiskScorer.poolCapReached"
 
 
 def record_held(now: datetime, pool_ids: list[str]) -> int:
@@ -81,10 +84,15 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
 @logged_job("risk-scorer")
 def run(now: datetime) -> dict:
     """Validate uploads, record exposure, then score every pool; returns counts by source."""
-    horizon = get_settings().risk_horizon_s
+    settings = get_settings()
+    horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    pools = pool_repo.priced_pools(now, cap=get_settings().risk_scorer_max_pools)
+    pools = pool_repo.priced_pools(now, cap=cap)
+    capped = len(pools) >= cap
+    if capped:
+        logger.warning("risk scorer pool cap reached: pools past it are not scored (raise RISK_SCORER_MAX_POOLS)",
+                       extra={"cap": cap})
     held = record_held(now, [p.pool_id for p in pools])
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)
@@ -105,8 +113,9 @@ def run(now: datetime) -> dict:
     for _, _, source, _ in scores:
         counts[source] += 1
     result = {"scored": dict(counts), "validated": validated, "model": active[0] if active else None,
-              "held": held}
+              "held": held, "capped": capped}
     logger.info("risk scores stored", extra=result)
     metrics.add_metric(name="RiskScorer.pools", unit=MetricUnit.Count, value=len(scores))
+    metrics.add_metric(name=POOL_CAP_METRIC, unit=MetricUnit.Count, value=int(capped))
     publish_metrics()
     return result

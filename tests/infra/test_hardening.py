@@ -77,7 +77,8 @@ def test_the_bucket_name_carries_account_and_region(resources):
 EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksErrors", "FailoverTasksThrottles",
                    "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
                    "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting",
-                   "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting")
+                   "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting",
+                   "RiskPoolCap")
 
 
 def _alarms(resources) -> dict[str, dict]:
@@ -124,6 +125,14 @@ def test_api_5xx_and_stuck_interruptions(resources):
     (stuck,) = _metrics(alarms[alarm_name(STAGE, "StuckInterruptions")])
     assert (stuck["Namespace"], stuck["MetricName"]) == (METRICS_NAMESPACE, STUCK_INTERRUPTIONS_METRIC)
     assert {"Name": STAGE_DIMENSION, "Value": STAGE} in stuck["Dimensions"]
+
+
+def test_the_risk_scorers_pool_cap_has_an_alarm_on_the_metric_it_publishes(resources):
+    from chalicelib.jobs.risk_scorer import POOL_CAP_METRIC
+
+    (capped,) = _metrics(_alarms(resources)[alarm_name(STAGE, "RiskPoolCap")])
+    assert (capped["Namespace"], capped["MetricName"]) == (METRICS_NAMESPACE, POOL_CAP_METRIC)
+    assert {"Name": STAGE_DIMENSION, "Value": STAGE} in capped["Dimensions"]
 
 
 def test_the_api_5xx_alarm_sees_only_this_stages_api_gateway_stage(resources):

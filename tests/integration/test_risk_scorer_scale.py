@@ -106,3 +106,32 @@ def test_the_pricing_aggregator_rolls_up_priced_pools_without_reading_an_agent(m
 
     assert result["pools"] >= 1 and not result["failed"]
     assert not [c for c in calls if c[1] == AgentTable.Meta.table_name]
+
+
+def test_a_run_at_its_pool_cap_says_so_in_its_result_log_and_alarm_metric(make_tenant, monkeypatch):
+    """GIVEN more priced pools than RISK_SCORER_MAX_POOLS WHEN the risk scorer runs THEN it scores the cap's worth,
+    returns ``capped`` and publishes 1 on the metric the stage's RiskPoolCap alarm watches (0 when under the cap)."""
+    import dataclasses
+
+    from chalicelib import observability
+    from chalicelib.settings import get_settings
+
+    _, caller = make_tenant()
+    itype = f"r5.c{uuid.uuid4().hex[:8]}xl"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    server_prices({f"{itype}.{EU}a": 0.040, f"{itype}.{EU}b": 0.030}, now)
+    documents = []
+    monkeypatch.setattr(observability.metrics, "flush_metrics",
+                        lambda *a, **k: documents.append(observability.metrics.serialize_metric_set()))
+    observability.metrics.clear_metrics()
+
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=1))
+    capped = risk_scorer.run(now)
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(),
+                                                                                  risk_scorer_max_pools=10**6))
+    whole = risk_scorer.run(now)
+
+    assert capped["capped"] is True and sum(capped["scored"].values()) == 1
+    assert whole["capped"] is False and sum(whole["scored"].values()) >= 2
+    assert [d[risk_scorer.POOL_CAP_METRIC] for d in documents] == [[1.0], [0.0]]
