@@ -88,8 +88,9 @@ def run(now: datetime) -> dict:
     horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    pools = pool_repo.priced_pools(now, cap=cap)
-    capped = len(pools) >= cap
+    pools = pool_repo.priced_pools(now, cap=cap + 1)  # one more than the cap tells "exactly the cap" from "past it"
+    capped = len(pools) > cap
+    pools = pools[:cap]
     if capped:
         logger.warning("risk scorer pool cap reached: pools past it are not scored (raise RISK_SCORER_MAX_POOLS)",
                        extra={"cap": cap})

@@ -135,3 +135,29 @@ def test_a_run_at_its_pool_cap_says_so_in_its_result_log_and_alarm_metric(make_t
     assert capped["capped"] is True and sum(capped["scored"].values()) == 1
     assert whole["capped"] is False and sum(whole["scored"].values()) >= 2
     assert [d[risk_scorer.POOL_CAP_METRIC] for d in documents] == [[1.0], [0.0]]
+
+
+def test_exactly_the_cap_is_not_past_it(make_tenant, monkeypatch):
+    """GIVEN exactly RISK_SCORER_MAX_POOLS priced pools THEN every one is scored and the run is not ``capped``; one
+    more and it is (the scorer asks for the cap + 1 to tell the two apart)."""
+    import dataclasses
+
+    from chalicelib.repositories import pools as pool_repo
+    from chalicelib.settings import get_settings
+
+    _, caller = make_tenant()
+    itype = f"r5.e{uuid.uuid4().hex[:8]}xl"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    ids = [f"{itype}.{EU}{z}" for z in "abc"]
+    server_prices({pid: 0.04 for pid in ids}, now)
+    mine = [p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids]
+    monkeypatch.setattr(pool_repo, "priced_pools", lambda now, cap: mine[:cap])
+
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=3))
+    exact = risk_scorer.run(now)
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=2))
+    past = risk_scorer.run(now)
+
+    assert exact["capped"] is False and sum(exact["scored"].values()) == 3
+    assert past["capped"] is True and sum(past["scored"].values()) == 2
