@@ -90,9 +90,7 @@ class Monitoring(Construct):
         self.watch_functions("FailoverTasks", list(failover_functions))
 
         # --- interruptions nobody handled -----------------------------------------------------------------
-        stuck = cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=STUCK_INTERRUPTIONS_METRIC,
-                                  dimensions_map={"service": APP_NAME, STAGE_DIMENSION: stage},
-                                  statistic="Sum", period=Duration.minutes(15), label="stuck interruptions")
+        stuck = self.app_metric(STUCK_INTERRUPTIONS_METRIC, Duration.minutes(15), "stuck interruptions")
         self.alarm("StuckInterruptions", stuck, threshold=1,
                    description="The cleanup job found interruptions still 'detected' 15 minutes after the signal "
                                "with no failover running (resolved as abandoned): check those instances.")
@@ -100,13 +98,17 @@ class Monitoring(Construct):
                                                           left=[stuck]))
 
         # --- pools the risk scorer could not score ------------------------------------------------------
-        capped = cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=POOL_CAP_METRIC,
-                                   dimensions_map={"service": APP_NAME, STAGE_DIMENSION: stage},
-                                   statistic="Sum", period=Duration.hours(1), label="risk scorer runs at its pool cap")
+        capped = self.app_metric(POOL_CAP_METRIC, Duration.hours(1), "risk scorer runs at its pool cap")
         self.alarm("RiskPoolCap", capped, threshold=1,
                    description="The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: the pools past "
                                "the cap get no risk score and are never chosen. Raise the cap (each pool is ≈ 4 "
                                "DynamoDB calls a run).")
+
+    def app_metric(self, name: str, period: Duration, label: str) -> cloudwatch.Metric:
+        """The sum of one of the app's own metrics (chalicelib.observability) of this stage over ``period``."""
+        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name,
+                                 dimensions_map={"service": APP_NAME, STAGE_DIMENSION: self.stage},
+                                 statistic="Sum", period=period, label=label)
 
     def alarm(self, what: str, metric: cloudwatch.IMetric, *, threshold: float, description: str,
               evaluation_periods: int = 1) -> cloudwatch.Alarm:
