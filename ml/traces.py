@@ -6,7 +6,9 @@ Formats (documented for users in docs/benchmarks.md):
   ISO-8601), then one 0/1 column per pool; 1 = a spot instance could be obtained at that tick. Or the
   probe-release shape ``tick,offset_s,<pool>...`` (seconds since an anchor the caller gives: the
   release publishes no start time). Columns named ``<az>_<gpu>_<count>`` (that release's naming,
-  :data:`PROBE_GPU_TYPES`) become ``<instance type>.<az>`` pools.
+  :data:`PROBE_GPU_TYPES`) become ``<instance type>.<az>`` pools. Or one row per probe round and zone
+  (``scheduled_at_utc,...,zone,requested,created,...``, the GCP H100 release): a zone is available in a
+  round where it created at least one instance.
 - prices, wide: the same shape with $/h per pool per tick.
 - prices, long: ``timestamp,availability_zone,instance_type,spot_price`` (a price holds until the
   pool's next row), as in data/spot.
@@ -15,14 +17,16 @@ Formats (documented for users in docs/benchmarks.md):
 
 Without an availability file, availability is drawn from a documented hazard model
 (:func:`synthetic_availability`) with a fixed seed, and the trace says it is synthetic. Without a price
-file, ``price_model="advisor"`` gives every pool a constant APPROXIMATE price (:func:`advisor_prices`),
-and the trace says so in ``price_note``.
+file, ``price_model="advisor"`` gives every pool a constant APPROXIMATE price (:func:`advisor_prices`), and
+``price_model="flat"`` gives every pool ``spot_ratio`` × on-demand (for capacity traces outside the Spot Advisor,
+such as GCP's); the trace says so in ``price_note``.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +40,7 @@ DATA = Path(__file__).resolve().parent.parent / "data"  # the repository's data/
 P3_9AZ_AVAILABILITY = DATA / "availability" / "aws_p3.2xlarge_9az_2023-02-15_probe.csv.gz"
 P3_9AZ_PRICES = DATA / "availability" / "aws_p3.2xlarge_9az_2023-02-15_spot_price.csv.gz"
 GPU_USW2_AVAILABILITY = DATA / "availability" / "aws_gpu_us-west-2_2022-10-26_probe.csv.gz"
+GCP_H100_AVAILABILITY = DATA / "availability" / "gcp_h100_13zone_2025-10_probe.csv.gz"
 EU_WEST_1_PRICES = DATA / "spot" / "eu-west-1_spot_linux_2021-12_2022-06_general-purpose.csv.gz"
 ONDEMAND_2022 = DATA / "spot" / "ondemand_us-east-1_linux_2022-06-28.csv"
 ADVISOR_2025 = DATA / "spot" / "spot_advisor_2025-06-28_flat.csv.gz"
@@ -44,8 +49,15 @@ ADVISOR_2025 = DATA / "spot" / "spot_advisor_2025-06-28_flat.csv.gz"
 GPU_USW2_START = datetime(2022, 10, 26, tzinfo=timezone.utc)
 # Column names of that probe release (<az>_<gpu>_<count>) → EC2 instance types (SOURCES.md: k80×1 is p2.xlarge).
 PROBE_GPU_TYPES = {"k80_1": "p2.xlarge", "k80_8": "p2.8xlarge", "v100_1": "p3.2xlarge", "v100_8": "p3.16xlarge"}
+_GCP_ZONE = re.compile(r"^([a-z]+-[a-z]+[0-9]+)-[a-z]$")
 APPROXIMATE_PRICE_NOTE = ("prices are APPROXIMATE: one constant spot price per type = on-demand × (1 − Spot "
                           "Advisor savings %), not a price series")
+
+# The flat price model (a capacity trace without prices and outside the Spot Advisor, e.g. GCP): every pool costs
+# this fraction of on-demand at every tick — about the 9-AZ p3.2xlarge trace's mean spot price over its on-demand.
+FLAT_SPOT_RATIO = 0.3
+FLAT_PRICE_NOTE = ("prices are APPROXIMATE: every pool costs {ratio:g} × on-demand at every tick (flat price model), "
+                   "so only capacity separates the pools")
 
 # Monthly interruption frequency of each Spot Advisor bucket: one definition, in the risk model's prior.
 ADVISOR_BUCKET_MONTHLY_RATE = tuple(ADVISOR_BAND_MONTHLY_RATE)
@@ -116,6 +128,8 @@ def read_wide(path: Path, start_time: datetime | None = None) -> tuple[list[date
         if offsets and start_time is None:
             raise ValueError(f"{path}: rows are offsets (tick,offset_s) from an unpublished start: "
                              "give a start time (--start-time)")
+        if "scheduled_at_utc" in header and "zone" in header and "created" in header:
+            return _read_rounds(reader, header)
         if not offsets and header[0] not in ("ts", "timestamp"):
             raise ValueError(f"{path}: first column must be 'ts' (or 'tick,offset_s'), got {header[0]!r}")
         skip = 2 if offsets else 1
@@ -125,6 +139,20 @@ def read_wide(path: Path, start_time: datetime | None = None) -> tuple[list[date
             rows.append([float(x) if x not in ("", "nan", "NaN") else np.nan for x in row[skip:]])
     order = np.argsort([t.timestamp() for t in times], kind="stable")
     return [times[i] for i in order], header[skip:], np.array(rows, dtype=float)[order]
+
+
+def _read_rounds(reader, header: list[str]) -> tuple[list[datetime], list[str], np.ndarray]:
+    """The round-per-row probe shape (``scheduled_at_utc,...,zone,requested,created,...``: each round asks
+    every zone for instances and counts how many it got) → one 0/1 column per zone, 1 where the round got
+    at least one: what one more instance would have found. A zone missing from a round is unknown (NaN)."""
+    at, zone, created = (header.index(c) for c in ("scheduled_at_utc", "zone", "created"))
+    rounds: dict[str, dict[str, float]] = {}
+    for row in reader:
+        rounds.setdefault(row[at], {})[row[zone]] = 1.0 if float(row[created] or 0) > 0 else 0.0
+    zones = sorted({z for got in rounds.values() for z in got})
+    stamps = sorted(rounds, key=lambda t: parse_ts(t).timestamp())
+    values = np.array([[rounds[t].get(z, np.nan) for z in zones] for t in stamps], dtype=float)
+    return [parse_ts(t) for t in stamps], zones, values
 
 
 def pool_of_column(column: str, instance_type: str | None = None) -> tuple[str, str]:
@@ -250,7 +278,7 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
          advisor: Path | None = ADVISOR_2025, pools: list[str] | None = None,
          start: datetime | None = None, end: datetime | None = None, step_s: int = 300,
          seed: int = 7, name: str | None = None, start_time: datetime | None = None,
-         price_model: str | None = None) -> Trace:
+         price_model: str | None = None, spot_ratio: float = FLAT_SPOT_RATIO) -> Trace:
     """Build a Trace from files in the documented formats (see module docstring).
 
     With an availability file its ticks are the grid and its columns the pools (``start_time`` places
@@ -262,11 +290,13 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
     """
     if availability is None and prices is None:
         raise ValueError("need --availability and/or --prices")
-    if price_model not in (None, "advisor"):
-        raise ValueError(f"unknown price model {price_model!r} (known: advisor)")
+    if price_model not in (None, "advisor", "flat"):
+        raise ValueError(f"unknown price model {price_model!r} (known: advisor, flat)")
+    if price_model == "flat" and not 0 < spot_ratio < 1:
+        raise ValueError(f"the flat price model's spot/on-demand ratio must be in (0, 1), got {spot_ratio}")
     if price_model and (prices is not None or availability is None):
         raise ValueError("a price model replaces missing prices: use it with --availability and without --prices")
-    if price_model and ondemand_table is None and ondemand_price is None:
+    if price_model == "advisor" and ondemand_table is None and ondemand_price is None:
         ondemand_table = ONDEMAND_2022  # the model's own on-demand reference
     bands_table = read_advisor_bands(advisor) if advisor and Path(advisor).exists() else {}
     if availability is not None:
@@ -300,6 +330,9 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
                       instance_types={p: _split(p)[0] for p in names},
                       regions={p: region_of_az(_split(p)[1]) for p in names})
     trace.ondemand_price = _ondemand(ondemand_price, ondemand_table, instance_type, trace)
+    if price_model == "flat":
+        trace.prices = np.full(trace.available.shape, spot_ratio * trace.ondemand_price)
+        trace.price_note = FLAT_PRICE_NOTE.format(ratio=spot_ratio)
     trace.advisor_band = {p: bands_table.get((trace.regions[p], trace.instance_types[p] or instance_type or ""),
                                              DEFAULT_ADVISOR_BAND)
                           for p in trace.pools}
@@ -320,11 +353,14 @@ def _split(pool: str) -> tuple[str, str]:
 
 
 def _region(pool: str) -> str:
+    """The region of an AWS AZ (``us-east-1a``) or of a GCP zone (``us-central1-a`` → ``us-central1``);
+    "" for a column that is neither."""
     az = pool.rsplit(".", 1)[-1]
     try:
         return region_of_az(az)
-    except Exception:  # noqa: BLE001 - a column that is not an AZ name has no region
-        return ""
+    except Exception:  # noqa: BLE001 - not an AWS AZ name
+        match = _GCP_ZONE.match(az)
+        return match.group(1) if match else ""
 
 
 def _prices_for(path: Path, times: list[datetime], names: list[str], instance_type: str | None) -> np.ndarray:

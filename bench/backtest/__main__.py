@@ -26,9 +26,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--availability", type=Path, help="wide CSV: ts (or tick,offset_s) + one 0/1 column per pool")
     ap.add_argument("--start-time", help="UTC time of offset 0 of a tick,offset_s availability file "
                     "(the us-west-2 GPU probe release: 2022-10-26T00:00:00Z, data/SOURCES.md)")
-    ap.add_argument("--price-model", choices=["advisor"],
-                    help="prices for an availability file that has none: constant on-demand × (1 − Spot "
-                         "Advisor savings %%) per type (APPROXIMATE, said in the report)")
+    ap.add_argument("--price-model", choices=["advisor", "flat"],
+                    help="prices for an availability file that has none (APPROXIMATE, said in the report): "
+                         "advisor = constant on-demand × (1 − Spot Advisor savings %%) per type; flat = "
+                         "--spot-ratio × on-demand for every pool (traces outside the Spot Advisor, e.g. GCP)")
+    ap.add_argument("--spot-ratio", type=float, default=traces.FLAT_SPOT_RATIO,
+                    help=f"spot / on-demand of the flat price model ({traces.FLAT_SPOT_RATIO:g})")
     ap.add_argument("--prices", type=Path, help="wide CSV ($/h per pool) or long "
                     "timestamp,availability_zone,instance_type,spot_price")
     ap.add_argument("--ondemand-price", type=float, help="on-demand $/h")
@@ -59,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 < args.train_fraction < 1:
         ap.error("--train-fraction must be in (0, 1)")
     if args.availability is not None and args.prices is None and args.price_model is None:
-        ap.error("--availability without --prices needs a price model (--price-model advisor)")
+        ap.error("--availability without --prices needs a price model (--price-model advisor or flat)")
     return args
 
 
@@ -69,7 +72,7 @@ def _load(args: argparse.Namespace) -> traces.Trace:
                        instance_type=args.instance_type, pools=_list(args.pools),
                        start=traces.parse_ts(args.start) if args.start else None,
                        end=traces.parse_ts(args.end) if args.end else None,
-                       step_s=args.step_s, seed=args.seed, price_model=args.price_model,
+                       step_s=args.step_s, seed=args.seed, price_model=args.price_model, spot_ratio=args.spot_ratio,
                        start_time=traces.parse_ts(args.start_time) if args.start_time else None)
 
 

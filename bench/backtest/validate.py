@@ -6,7 +6,9 @@ still win on data it was never tuned on, and do the shipped defaults?
 1. **Datasets** (:func:`datasets`): the real p3.2xlarge 9-AZ trace at boot 120 / 300 / 600 s and its
    us-east-1 pools only; eu-west-1's 24 general-purpose pools (real prices, SYNTHETIC interruptions);
    the real us-west-2 GPU probe, one dataset per instance type (its two AZ pools, APPROXIMATE constant
-   prices). Each has a *source* (the trace it is cut from).
+   prices); the real GCP H100 13-zone probe (2025-10, never used to choose anything: the 13 zones and three
+   three-zone slices, :data:`GCP_SLICES`, with flat prices of 0.3 × on-demand and AWS's timing rules, so a
+   capacity-only check). Each has a *source* (the trace it is cut from).
 2. **Grid** (:data:`GRID`, 6 settings including the shipped defaults): ``OursPolicy``'s constructor knobs
    — how often risk is rescored, the switch rails, the hold cap of a move's payback, the capacity
    back-off base. Not the risk horizon: with the evidence estimate (a constant rate) it cancels — the
@@ -81,6 +83,17 @@ class Dataset:
     load: Callable[[], Trace]
     boot_s: float = 300.0
     real: bool = True  # real availability: time splits run on it
+    rotate: bool = False  # flat prices: score every rotation of the pool order (see pool_orders)
+
+    def pool_orders(self, trace: Trace) -> list[Trace]:
+        """The trace once; for a ``rotate`` dataset once per rotation of its pools. With one price for every pool
+        the baselines break their price ties by column order (``static`` sits in the first pool obtainable), so
+        a single order would score whichever pool the file happens to list first; each rotation puts another
+        pool first and the row is their mean. ``ours`` and the oracle do not depend on the order."""
+        if not self.rotate:
+            return [trace]
+        pools = list(trace.pools)
+        return [trace.subset(pools=pools[k:] + pools[:k]) for k in range(len(pools))]
 
 
 def _p3(**kwargs) -> Callable[[], Trace]:
@@ -99,6 +112,17 @@ def _eu() -> Trace:
                                        "m5n.large", "m6a.large", "m6i.large"], instance_type="m5.large")
 
 
+def _gcp(pools: list[str] | None = None) -> Callable[[], Trace]:
+    return lambda: traces.load(traces.GCP_H100_AVAILABILITY, price_model="flat", ondemand_price=1.0,
+                               instance_type="a3-highgpu-1g", pools=pools, name="GCP H100 13 zones")
+
+
+# Three-zone rows of the GCP trace (the shape of our held-out sets), fixed before any policy was scored on them:
+# one region's three zones (plentiful), the two US-east regions' three (middling), the three scarcest zones.
+GCP_SLICES = (("us-central1-a", "us-central1-b", "us-central1-c"), ("us-east4-a", "us-east4-b", "us-east5-a"),
+              ("europe-west3-c", "us-west1-a", "us-west1-b"))
+
+
 def datasets() -> list[Dataset]:
     """Every dataset of the protocol (the commands of docs/benchmarks.md's Backtest tables)."""
     use1 = ["us-east-1a", "us-east-1c", "us-east-1d", "us-east-1f"]
@@ -110,6 +134,10 @@ def datasets() -> list[Dataset]:
         Dataset("eu-west-1", "eu-west-1 24 pools (synthetic events)", "eu-west-1", _eu, real=False),
         *(Dataset(f"gpu-{t}", f"us-west-2 {t} (2 AZs, approx. prices)", "gpu-usw2", _gpu(t))
           for t in traces.PROBE_GPU_TYPES.values()),
+        Dataset("gcp-h100", "GCP H100 13 zones (capacity only: flat prices, AWS timing)", "gcp-h100", _gcp(),
+                rotate=True),
+        *(Dataset("gcp " + ",".join(s), "GCP H100 3 zones: " + ", ".join(s), "gcp-h100", _gcp(list(s)), rotate=True)
+          for s in GCP_SLICES),
     ]
 
 
@@ -125,6 +153,12 @@ def evaluate(trace: Trace, boot_s: float, start: int, end: int, grid: Sequence[S
     doc = run_backtest(trace, policies, rules, start=start, end=end)
     by_name = {name: p["score_ratio_to_oracle"] for name, p in doc["policies"].items()}
     return {**{b: by_name[b] for b in BASELINES}, **{s.key: by_name[f"ours[{s.key}]"] for s in grid}}
+
+
+def evaluate_orders(d: Dataset, trace: Trace, start: int, end: int, grid: Sequence[Setting]) -> Scores:
+    """:func:`evaluate` averaged over the dataset's pool orders (:meth:`Dataset.pool_orders`)."""
+    tables = [evaluate(t, d.boot_s, start, end, grid) for t in d.pool_orders(trace)]
+    return {key: _mean([t[key] for t in tables]) for key in tables[0]}
 
 
 def window(trace: Trace, fractions: tuple[float, float]) -> tuple[int, int]:
@@ -191,9 +225,9 @@ def run(sets: Sequence[Dataset], grid: Sequence[Setting], windows=WINDOWS, log=p
     for d in sets:
         began = time.perf_counter()
         trace = d.load()
-        lodo[d.key] = evaluate(trace, d.boot_s, trace.split_index(TRAIN_FRACTION), trace.ticks, grid)
+        lodo[d.key] = evaluate_orders(d, trace, trace.split_index(TRAIN_FRACTION), trace.ticks, grid)
         if d.real and windows:
-            splits[d.key] = [evaluate(trace, d.boot_s, *window(trace, w), grid) for w in windows]
+            splits[d.key] = [evaluate_orders(d, trace, *window(trace, w), grid) for w in windows]
         seconds[d.key] = round(time.perf_counter() - began, 1)
         log(f"  {d.key}: {seconds[d.key]} s")
     sources = {d.key: d.source for d in sets}

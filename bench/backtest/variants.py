@@ -1,11 +1,12 @@
 """Variants of ``ours`` scored on every real-capacity dataset and the 9-AZ trace's three-zone slices.
 
-    python -m bench.backtest.variants [--variants KEY,KEY] [--window LO,HI] [--offsets K] [--baselines] [--json OUT]
+    python -m bench.backtest.variants [--variants KEY,KEY] [--rows PREFIX,...] [--window LO,HI] [--offsets K]
+                                      [--baselines] [--json OUT]
     python -m bench.backtest.variants --hindsight [--json OUT]
 
 Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
 whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
-oracle on the 8 real-capacity rows of docs/benchmarks.md and the 5 three-zone slices (the shape of our
+oracle on the real-capacity rows (the 8 of docs/benchmarks.md, the GCP H100 trace's 4) and the 5 three-zone slices (the shape of our
 held-out sets), with the mean, the worst row and how many rows it wins or loses against the defaults.
 A variant ships only if it is lower on every row, or lower on average without losing a row by more than
 it wins elsewhere (docs/benchmarks.md, "Backtest"). The rows are scored from 60 % of each trace to its end,
@@ -127,7 +128,8 @@ def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[s
     for all variants and ``baselines``, over the ticks between the two fractions of each trace. With
     ``offsets`` = k > 1 the window is run k times, starting 0, 1, … k − 1 ticks later, and the ratios are
     averaged: one tick's difference at the start can move a row by several percent (the policy's path
-    diverges), so one run cannot tell close variants apart."""
+    diverges), so one run cannot tell close variants apart. A flat-price row is also averaged over its pool orders
+    (:meth:`Dataset.pool_orders`)."""
     if offsets < 1:
         raise ValueError("offsets must be >= 1")
     out: dict[str, dict[str, float]] = {}
@@ -135,9 +137,9 @@ def score(sets: Sequence[Dataset], variants: Sequence[Setting], log: Callable[[s
         trace = d.load()
         start, end = window(trace, fractions)
         rules = Rules.for_ondemand_price(trace.ondemand_price, boot_s=d.boot_s)
-        runs = [run_backtest(trace, [*(POLICIES[b]() for b in baselines), *(v.policy() for v in variants)], rules,
+        runs = [run_backtest(ordered, [*(POLICIES[b]() for b in baselines), *(v.policy() for v in variants)], rules,
                              start=start + k, end=end)["policies"]
-                for k in range(min(offsets, end - start - 1))]
+                for k in range(min(offsets, end - start - 1)) for ordered in d.pool_orders(trace)]
         names = {**{b: b for b in baselines}, **{v.key: f"ours[{v.key}]" for v in variants}}
         out[d.key] = {key: round(statistics.mean(r[name]["score_ratio_to_oracle"] for r in runs), 4)
                       for key, name in names.items()}
@@ -207,14 +209,19 @@ def main(argv=None) -> int:
                     "price_capacity on the same runs and print where the defaults are the lowest")
     ap.add_argument("--hindsight", action="store_true", help="score the 72-setting grid on the five slices and "
                     "print each slice's best setting chosen on the slice itself (≈ 25 CPU-minutes)")
+    ap.add_argument("--rows", help="comma list of row-key prefixes: only those rows (e.g. gcp,slice)")
     ap.add_argument("--json", type=Path, help="write every score and the summary here")
     args = ap.parse_args(argv)
+    prefixes = tuple(p.strip() for p in args.rows.split(",") if p.strip()) if args.rows else ("",)
+    chosen_rows = [d for d in rows() if d.key.startswith(prefixes)]
+    if not chosen_rows:
+        ap.error(f"--rows {args.rows!r} matches no row; rows: {[d.key for d in rows()]}")
     lo, hi = window_arg(ap, args.window)
     if args.offsets < 1:
         ap.error("--offsets must be >= 1")
     if args.hindsight:
         grid = hindsight_grid()
-        scores = score([d for d in rows() if d.key.startswith("slice ")], grid,
+        scores = score([d for d in chosen_rows if d.key.startswith("slice ")], grid,
                        log=lambda line: print(line[:200], file=sys.stderr), fractions=(lo, hi), offsets=args.offsets)
         table = hindsight_table(scores, grid_defaults(grid))
         print(hindsight_markdown(table))
@@ -231,7 +238,7 @@ def main(argv=None) -> int:
             return 2
         chosen = [v for v in VARIANTS if v.key == DEFAULT or v.key in wanted]
     baselines = BASELINES if args.baselines else ()
-    scores = score(rows(), chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi),
+    scores = score(chosen_rows, chosen, log=lambda line: print(line, file=sys.stderr), fractions=(lo, hi),
                    offsets=args.offsets, baselines=baselines)
     table = summary(scores, [v.key for v in chosen])
     print(markdown(table))
