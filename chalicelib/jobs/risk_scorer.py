@@ -1,5 +1,6 @@
-"""Every 15 minutes: score the interruption risk of the pools agents run or may run on (``pools.priced_pools``:
-the pools priced in the last day, at most ``RISK_SCORER_MAX_POOLS``) and store it (pool item + history).
+"""Every 15 minutes: score the interruption risk of the pools agents run or may run on (``pools.priced_page``:
+the pools priced in the last day, at most ``RISK_SCORER_MAX_POOLS`` a run, in turns past that) and store it
+(pool item + history).
 
 The only function deployed with the scikit-learn layer. It validates newly uploaded model versions,
 then scores with the active one; with no active model it stores the evidence estimate
@@ -35,16 +36,17 @@ from components.risk_model import (
 from chalicelib import catalogue, model_store
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
-from chalicelib.repositories import observations
+from chalicelib.repositories import job_state, observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.settings import get_settings
 
 PRICE_HISTORY = timedelta(hours=24)
 REGION_WINDOW = timedelta(hours=24)
 RUN_EVERY_S = 900
-# 1 in a run whose pools filled ``RISK_SCORER_MAX_POOLS``: the pools past the cap keep no fresh risk, and a pool
-# without one is never a decision's target (the stage's "RiskPoolCap" alarm, infra/monitoring.py).
+# 1 in a run that could not score every priced pool (more than ``RISK_SCORER_MAX_POOLS``): runs take the pools in
+# turns, so risk is older than a run (the stage's "RiskPoolCap" alarm, infra/monitoring.py).
 POOL_CAP_METRIC = "RiskScorer.poolCapReached"
+RISK_WALK = "risk-scorer#pools"  # job-state key: the pool the last capped run stopped after
 
 
 def record_held(now: datetime, pool_ids: list[str]) -> int:
@@ -81,6 +83,19 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 
+def pools_to_score(now: datetime, cap: int) -> tuple[list, bool]:
+    """This run's pools and whether the cap binds. Past the cap, runs take the priced pools in turns, resuming
+    where the last one stopped (``job-state``: ``RISK_WALK``), so every pool gets a score within
+    ⌈pools / cap⌉ runs instead of the same first ``cap`` pools every run and the rest never (a pool without a
+    risk score is never a decision's target)."""
+    after = job_state.position(RISK_WALK).get("after")
+    page = pool_repo.priced_page(now, cap, after=after)
+    if after and not page.pools:  # the rest of the table went stale since: start over
+        after, page = None, pool_repo.priced_page(now, cap)
+    job_state.set_position(RISK_WALK, {"after": page.resume_after} if page.resume_after else {}, now)
+    return page.pools, bool(after or page.resume_after)
+
+
 @logged_job("risk-scorer")
 def run(now: datetime) -> dict:
     """Validate uploads, record exposure, then score every pool; returns counts by source."""
@@ -88,12 +103,10 @@ def run(now: datetime) -> dict:
     horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    pools = pool_repo.priced_pools(now, cap=cap + 1)  # one more than the cap tells "exactly the cap" from "past it"
-    capped = len(pools) > cap
-    pools = pools[:cap]
+    pools, capped = pools_to_score(now, cap)
     if capped:
-        logger.warning("risk scorer pool cap reached: pools past it are not scored (raise RISK_SCORER_MAX_POOLS)",
-                       extra={"cap": cap})
+        logger.warning("risk scorer pool cap reached: each run scores the next pools, so a pool's risk is refreshed "
+                       "less often than every run (raise RISK_SCORER_MAX_POOLS)", extra={"cap": cap})
     held = record_held(now, [p.pool_id for p in pools])
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)

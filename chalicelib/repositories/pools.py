@@ -235,13 +235,31 @@ def priced_pools(now: datetime, cap: int) -> list[PoolPrice]:
     id: the batch jobs' pools (risk scorer, pricing aggregator, data cleaner). A filtered scan of the pools
     table, whose size is the market's (region × type × zone, junk rows without a price skipped), never the
     fleet's: no agent is read."""
+    return priced_page(now, cap).pools
+
+
+@dataclass(frozen=True)
+class PricedPage:
+    """Up to a cap of priced pools (by id) from one point of the pools table's scan order on; ``resume_after`` is
+    the pool to continue after on the next call, None when the scan reached the table's end."""
+
+    pools: list[PoolPrice]
+    resume_after: str | None
+
+
+def priced_page(now: datetime, cap: int, after: str | None = None) -> PricedPage:
+    """:func:`priced_pools` from just after the pool ``after`` in the table's scan order (None: from its start), so
+    a job whose pools outgrow its cap covers them all over successive runs instead of the same first ``cap``.
+    Reads one pool past the cap, so a page that ends exactly at the table's end says so."""
     fresh = PoolTable.latest_at >= now - PRICED_WITHIN
-    found = []
-    for row in PoolTable.scan(filter_condition=fresh):
-        found.append(_price(row))
+    start = {"last_evaluated_key": {"pool_id": {"S": after}}} if after else {}
+    found, resume = [], None
+    for row in PoolTable.scan(filter_condition=fresh, **start):
         if len(found) >= cap:
+            resume = found[-1].pool_id
             break
-    return sorted(found, key=lambda p: p.pool_id)
+        found.append(_price(row))
+    return PricedPage(sorted(found, key=lambda p: p.pool_id), resume)
 
 
 def history(pool_id: str, since: datetime, limit: int = 1000) -> list[PricePoint]:

@@ -139,7 +139,7 @@ def test_a_run_at_its_pool_cap_says_so_in_its_result_log_and_alarm_metric(make_t
 
 def test_exactly_the_cap_is_not_past_it(make_tenant, monkeypatch):
     """GIVEN exactly RISK_SCORER_MAX_POOLS priced pools THEN every one is scored and the run is not ``capped``; one
-    more and it is (the scorer asks for the cap + 1 to tell the two apart)."""
+    more and it is (a page reads one pool past the cap to tell the two apart)."""
     import dataclasses
 
     from chalicelib.repositories import pools as pool_repo
@@ -152,7 +152,8 @@ def test_exactly_the_cap_is_not_past_it(make_tenant, monkeypatch):
     ids = [f"{itype}.{EU}{z}" for z in "abc"]
     server_prices({pid: 0.04 for pid in ids}, now)
     mine = [p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids]
-    monkeypatch.setattr(pool_repo, "priced_pools", lambda now, cap: mine[:cap])
+    monkeypatch.setattr(pool_repo, "priced_page", lambda now, cap, after=None: pool_repo.PricedPage(
+        mine[:cap], mine[cap - 1].pool_id if len(mine) > cap else None))
 
     monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=3))
     exact = risk_scorer.run(now)
@@ -161,3 +162,65 @@ def test_exactly_the_cap_is_not_past_it(make_tenant, monkeypatch):
 
     assert exact["capped"] is False and sum(exact["scored"].values()) == 3
     assert past["capped"] is True and sum(past["scored"].values()) == 2
+
+
+def test_pages_of_priced_pools_cover_each_pool_once_and_say_where_the_table_ends(make_tenant):
+    """GIVEN priced pools WHEN they are read in pages of a small cap, each resuming after the last THEN every pool
+    comes exactly once and the last page says the scan reached the end."""
+    from chalicelib.repositories import pools as pool_repo
+
+    itype = f"r5.p{uuid.uuid4().hex[:8]}xl"
+    now = datetime.now(timezone.utc)
+    server_prices({f"{itype}.{EU}{z}": 0.04 for z in "abc"}, now)
+    everything = {p.pool_id for p in pool_repo.priced_pools(now, cap=10**6)}
+    seen, after, pages = [], None, 0
+    while True:
+        page = pool_repo.priced_page(now, 2, after=after)
+        pages += 1
+        assert len(page.pools) <= 2 and [p.pool_id for p in page.pools] == sorted(p.pool_id for p in page.pools)
+        seen += [p.pool_id for p in page.pools]
+        if page.resume_after is None:
+            break
+        assert len(page.pools) == 2
+        after = page.resume_after
+    assert sorted(seen) == sorted(everything) and len(seen) == len(set(seen))
+    assert pages == -(-len(everything) // 2)
+    assert {f"{itype}.{EU}{z}" for z in "abc"} <= set(seen)
+
+
+def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypatch):
+    """GIVEN more priced pools than the cap WHEN the scorer runs again and again THEN each run scores the next pools
+    (resuming after the last run's), every pool is scored within ⌈pools / cap⌉ runs, and the walk starts over; a
+    capped run says so (before this, the same first ``cap`` pools were scored every run and the rest never)."""
+    import dataclasses
+
+    from chalicelib.repositories import pools as pool_repo
+    from chalicelib.settings import get_settings
+
+    _, caller = make_tenant()
+    itype = f"r5.t{uuid.uuid4().hex[:8]}xl"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    ids = [f"{itype}.{EU}{z}" for z in "abcde"]
+    server_prices({pid: 0.04 for pid in ids}, now)
+    mine = {p.pool_id: p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids}
+
+    def page(now, cap, after=None):  # the table's scan over these five pools only, in a fixed order
+        order = [mine[pid] for pid in ids]
+        start = ids.index(after) + 1 if after else 0
+        rest = order[start:]
+        return pool_repo.PricedPage(rest[:cap], rest[cap - 1].pool_id if len(rest) > cap else None)
+
+    monkeypatch.setattr(pool_repo, "priced_page", page)
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=2))
+    from chalicelib.repositories import job_state
+    job_state.set_position(risk_scorer.RISK_WALK, {}, now)
+    scored, flags = [], []
+    real_save = pool_repo.save_risk
+    monkeypatch.setattr(pool_repo, "save_risk", lambda scores, *a: (scored.append([s[0] for s in scores]),
+                                                                     real_save(scores, *a)))
+    for _ in range(4):
+        flags.append(risk_scorer.run(now)["capped"])
+    assert scored == [ids[0:2], ids[2:4], ids[4:5], ids[0:2]]
+    assert flags == [True, True, True, True]
+    job_state.set_position(risk_scorer.RISK_WALK, {}, now)
