@@ -97,12 +97,12 @@ class Monitoring(Construct):
         self.dashboard.add_widgets(cloudwatch.GraphWidget(title="Stuck interruptions (abandoned)", width=12,
                                                           left=[stuck]))
 
-        # --- pools the risk scorer could not score ------------------------------------------------------
+        # --- pools the risk scorer scores in turns -------------------------------------------------------
         capped = self.app_metric(POOL_CAP_METRIC, Duration.hours(1), "risk scorer runs at its pool cap")
         self.alarm("RiskPoolCap", capped, threshold=1,
-                   description="The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: the pools past "
-                               "the cap get no risk score and are never chosen. Raise the cap (each pool is ≈ 4 "
-                               "DynamoDB calls a run).")
+                   description="The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: its runs take "
+                               "the pools in turns, so each pool's risk is refreshed only every few runs. Raise the "
+                               "cap (each pool is ≈ 4 DynamoDB calls a run).")
 
     def app_metric(self, name: str, period: Duration, label: str) -> cloudwatch.Metric:
         """The sum of one of the app's own metrics (chalicelib.observability) of this stage over ``period``."""

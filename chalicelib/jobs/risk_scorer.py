@@ -90,10 +90,14 @@ def pools_to_score(now: datetime, cap: int) -> tuple[list, bool]:
     risk score is never a decision's target)."""
     after = job_state.position(RISK_WALK).get("after")
     page = pool_repo.priced_page(now, cap, after=after)
-    if after and not page.pools:  # the rest of the table went stale since: start over
-        after, page = None, pool_repo.priced_page(now, cap)
-    job_state.set_position(RISK_WALK, {"after": page.resume_after} if page.resume_after else {}, now)
-    return page.pools, bool(after or page.resume_after)
+    pools, resume = page.pools, page.resume_after
+    if after and resume is None and len(pools) < cap:  # the walk reached the table's end: go on from its start
+        head = pool_repo.priced_page(now, cap - len(pools))
+        have = {p.pool_id for p in pools}
+        pools = sorted(pools + [p for p in head.pools if p.pool_id not in have], key=lambda p: p.pool_id)
+        resume = head.resume_after  # None: this run went round the whole table
+    job_state.set_position(RISK_WALK, {"after": resume} if resume else {}, now)
+    return pools, resume is not None
 
 
 @logged_job("risk-scorer")

@@ -221,6 +221,9 @@ def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypat
                                                                      real_save(scores, *a)))
     for _ in range(4):
         flags.append(risk_scorer.run(now)["capped"])
-    assert scored == [ids[0:2], ids[2:4], ids[4:5], ids[0:2]]
+    # the third run reaches the end after one pool and goes on from the start with the room left
+    assert scored == [ids[0:2], ids[2:4], [ids[0], ids[4]], ids[1:3]]
     assert flags == [True, True, True, True]
+    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=9))
+    assert risk_scorer.run(now)["capped"] is False and scored[-1] == sorted(ids)  # resumed, went round: all of them
     job_state.set_position(risk_scorer.RISK_WALK, {}, now)
