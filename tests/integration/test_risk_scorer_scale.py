@@ -137,28 +137,47 @@ def test_a_run_at_its_pool_cap_says_so_in_its_result_log_and_alarm_metric(make_t
     assert [d[risk_scorer.POOL_CAP_METRIC] for d in documents] == [[1.0], [0.0]]
 
 
+def _own_pools(make_tenant, monkeypatch, zones: str) -> tuple[datetime, list[str]]:
+    """A client's agent on a fresh type priced in ``zones``; the pools table's scan, as the scorer's pager sees it,
+    holds only these pools, in ``zones`` order (the shared table has every other test's pools too)."""
+    from chalicelib.repositories import pools as pool_repo
+
+    _, caller = make_tenant()
+    itype = f"r5.{zones}{uuid.uuid4().hex[:8]}xl"
+    _register(caller, itype, f"{EU}a")
+    now = datetime.now(timezone.utc)
+    ids = [f"{itype}.{EU}{z}" for z in zones]
+    server_prices({pid: 0.04 for pid in ids}, now)
+    mine = {p.pool_id: p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids}
+
+    def page(now, cap, after=None):
+        rest = [mine[pid] for pid in ids[ids.index(after) + 1 if after else 0:]]
+        return pool_repo.PricedPage(rest[:cap], rest[cap - 1].pool_id if len(rest) > cap else None)
+
+    monkeypatch.setattr(pool_repo, "priced_page", page)
+    return now, ids
+
+
+def _cap(monkeypatch, pools: int) -> None:
+    import dataclasses
+
+    from chalicelib.settings import get_settings
+
+    monkeypatch.setattr(risk_scorer, "get_settings",
+                        lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=pools))
+
+
 def test_exactly_the_cap_is_not_past_it(make_tenant, monkeypatch):
     """GIVEN exactly RISK_SCORER_MAX_POOLS priced pools THEN every one is scored and the run is not ``capped``; one
     more and it is (a page reads one pool past the cap to tell the two apart)."""
-    import dataclasses
+    from chalicelib.repositories import job_state
 
-    from chalicelib.repositories import pools as pool_repo
-    from chalicelib.settings import get_settings
-
-    _, caller = make_tenant()
-    itype = f"r5.e{uuid.uuid4().hex[:8]}xl"
-    _register(caller, itype, f"{EU}a")
-    now = datetime.now(timezone.utc)
-    ids = [f"{itype}.{EU}{z}" for z in "abc"]
-    server_prices({pid: 0.04 for pid in ids}, now)
-    mine = [p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids]
-    monkeypatch.setattr(pool_repo, "priced_page", lambda now, cap, after=None: pool_repo.PricedPage(
-        mine[:cap], mine[cap - 1].pool_id if len(mine) > cap else None))
-
-    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=3))
+    now, _ = _own_pools(make_tenant, monkeypatch, "abc")
+    _cap(monkeypatch, 3)
     exact = risk_scorer.run(now)
-    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=2))
+    _cap(monkeypatch, 2)
     past = risk_scorer.run(now)
+    job_state.set_position(risk_scorer.RISK_WALK, {}, now)
 
     assert exact["capped"] is False and sum(exact["scored"].values()) == 3
     assert past["capped"] is True and sum(past["scored"].values()) == 2
@@ -192,28 +211,11 @@ def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypat
     """GIVEN more priced pools than the cap WHEN the scorer runs again and again THEN each run scores the next pools
     (resuming after the last run's), every pool is scored within ⌈pools / cap⌉ runs, and the walk starts over; a
     capped run says so (before this, the same first ``cap`` pools were scored every run and the rest never)."""
-    import dataclasses
-
-    from chalicelib.repositories import pools as pool_repo
-    from chalicelib.settings import get_settings
-
-    _, caller = make_tenant()
-    itype = f"r5.t{uuid.uuid4().hex[:8]}xl"
-    _register(caller, itype, f"{EU}a")
-    now = datetime.now(timezone.utc)
-    ids = [f"{itype}.{EU}{z}" for z in "abcde"]
-    server_prices({pid: 0.04 for pid in ids}, now)
-    mine = {p.pool_id: p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids}
-
-    def page(now, cap, after=None):  # the table's scan over these five pools only, in a fixed order
-        order = [mine[pid] for pid in ids]
-        start = ids.index(after) + 1 if after else 0
-        rest = order[start:]
-        return pool_repo.PricedPage(rest[:cap], rest[cap - 1].pool_id if len(rest) > cap else None)
-
-    monkeypatch.setattr(pool_repo, "priced_page", page)
-    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=2))
     from chalicelib.repositories import job_state
+    from chalicelib.repositories import pools as pool_repo
+
+    now, ids = _own_pools(make_tenant, monkeypatch, "abcde")
+    _cap(monkeypatch, 2)
     job_state.set_position(risk_scorer.RISK_WALK, {}, now)
     scored, flags = [], []
     real_save = pool_repo.save_risk
@@ -224,6 +226,6 @@ def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypat
     # the third run reaches the end after one pool and goes on from the start with the room left
     assert scored == [ids[0:2], ids[2:4], [ids[0], ids[4]], ids[1:3]]
     assert flags == [True, True, True, True]
-    monkeypatch.setattr(risk_scorer, "get_settings", lambda: dataclasses.replace(get_settings(), risk_scorer_max_pools=9))
+    _cap(monkeypatch, 9)
     assert risk_scorer.run(now)["capped"] is False and scored[-1] == sorted(ids)  # resumed, went round: all of them
     job_state.set_position(risk_scorer.RISK_WALK, {}, now)
