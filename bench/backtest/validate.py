@@ -113,8 +113,9 @@ def _eu() -> Trace:
 
 
 def _gcp(pools: list[str] | None = None) -> Callable[[], Trace]:
+    name = "GCP H100 " + (", ".join(pools) if pools else "13 zones")
     return lambda: traces.load(traces.GCP_H100_AVAILABILITY, price_model="flat", ondemand_price=1.0,
-                               instance_type="a3-highgpu-1g", pools=pools, name="GCP H100 13 zones")
+                               instance_type="a3-highgpu-1g", pools=pools, name=name)
 
 
 # Three-zone rows of the GCP trace (the shape of our held-out sets), fixed before any policy was scored on them:

@@ -6,8 +6,9 @@
 
 Where ``make validate`` asks whether tuned knobs carry over to data they were not tuned on, this asks
 whether a change of the risk estimate or of the back-off is better *everywhere*: each variant's score ×
-oracle on the real-capacity rows (the 8 of docs/benchmarks.md, the GCP H100 trace's 4) and the 5 three-zone slices (the shape of our
-held-out sets), with the mean, the worst row and how many rows it wins or loses against the defaults.
+oracle on the real-capacity rows (the 8 of docs/benchmarks.md, the GCP H100 trace's 4) and the 5 three-zone
+slices (the shape of our held-out sets), with the mean, the worst row and how many rows it wins or loses
+against the defaults.
 A variant ships only if it is lower on every row, or lower on average without losing a row by more than
 it wins elsewhere (docs/benchmarks.md, "Backtest"). The rows are scored from 60 % of each trace to its end,
 the window every table uses; ``--window 0.2,0.6`` scores an earlier part nothing was chosen on, to check
@@ -220,8 +221,11 @@ def main(argv=None) -> int:
     if args.offsets < 1:
         ap.error("--offsets must be >= 1")
     if args.hindsight:
+        slices = [d for d in chosen_rows if d.key.startswith("slice ")]
+        if not slices:
+            ap.error("--hindsight scores the three-zone slices: --rows left none")
         grid = hindsight_grid()
-        scores = score([d for d in chosen_rows if d.key.startswith("slice ")], grid,
+        scores = score(slices, grid,
                        log=lambda line: print(line[:200], file=sys.stderr), fractions=(lo, hi), offsets=args.offsets)
         table = hindsight_table(scores, grid_defaults(grid))
         print(hindsight_markdown(table))

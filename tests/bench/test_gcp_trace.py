@@ -112,3 +112,6 @@ def test_variants_can_be_limited_to_some_rows(capsys):
     with pytest.raises(SystemExit) as exc:
         variants_main(["--rows", "no-such-row"])
     assert exc.value.code == 2 and "matches no row" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # the hindsight grid is scored on the slices only
+        variants_main(["--hindsight", "--rows", "gcp"])
+    assert exc.value.code == 2 and "slices" in capsys.readouterr().err
