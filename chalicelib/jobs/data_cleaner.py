@@ -21,7 +21,8 @@ of that client's agents it finished; the next run continues exactly there, so a 
 than one run allows is finished over several runs, and after the last client the walk starts again from the
 first. An agent (or a client's notifications) whose Query used up the delete budget is not counted done and
 is queried again next run. The raw price points are looked for in the pools the pricing aggregator rolls
-up (``pools.priced_pools``: priced in the last day, at most ``PRICE_ROLLUP_MAX_POOLS``): no agent is read.
+up (``pools.priced_page``: priced in the last day, at most ``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that:
+``chalicelib.jobs.pool_walk``, key ``cleaner#pools``): no agent is read.
 Every delete is conditional and of a row that is already past its retention, so a re-run (or two runs at
 once) deletes nothing twice and nothing else.
 """
@@ -31,13 +32,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, clients, commands, job_state
-from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
 from chalicelib.settings import get_settings
 
 CLIENT_WALK = "cleaner#clients"
+RAW_POINTS_WALK = "cleaner#pools"  # job-state key of the raw-point sweep's turns past the cap
 CLIENT_PAGE = 50
 
 
@@ -118,7 +120,7 @@ def _raw_points(now: datetime, budget: dict) -> dict:
     bounded; no agent read)."""
     settings = get_settings()
     cutoff = now - timedelta(days=settings.price_raw_retention_days)
-    pools = pool_repo.priced_pools(now, settings.price_rollup_max_pools)  # the aggregator's pools
+    pools, _ = pool_walk.next_pools(RAW_POINTS_WALK, now, settings.price_rollup_max_pools)  # in turns past the cap
     states = rollups.rollup_states([p.pool_id for p in pools]) if pools else {}
     deleted = 0
     for pool in pools:

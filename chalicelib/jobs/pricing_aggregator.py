@@ -1,7 +1,7 @@
 """Every 15 minutes: hourly and daily buckets of the pools' prices (issue #13, PRODUCT.md §2).
 
-For each pool agents run or may run on (``pools.priced_pools``: priced in the last day, at most
-``PRICE_ROLLUP_MAX_POOLS``; the pools table, no agent read, so a run grows with the pools, not the fleet), per scope (AWS's
+For each pool agents run or may run on (``pools.priced_page``: priced in the last day, at most
+``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that: ``chalicelib.jobs.pool_walk``; the pools table, no agent read, so a run grows with the pools, not the fleet), per scope (AWS's
 prices; each client's agent prices), the raw points of the whole UTC days back to
 ``PRICE_ROLLUP_LOOKBACK_HOURS`` are bucketed again (``components.price_buckets``): every complete hour
 with a known price (time-weighted average, min, max, last; an hour without a point of its own carries
@@ -21,11 +21,14 @@ from datetime import datetime, timedelta
 
 from components.price_buckets import DAY, HOUR, changes, floor_to, merged_buckets, price_buckets
 
+from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
 from chalicelib.repositories.pools import PoolPrice
 from chalicelib.settings import get_settings
+
+
+ROLLUP_WALK = "pricing-aggregator#pools"  # job-state key of its turns past the cap (chalicelib.jobs.pool_walk)
 
 
 def window_start(previous: datetime | None, complete_end: datetime) -> datetime:
@@ -72,10 +75,15 @@ def aggregate_pool(pool: PoolPrice, previous: datetime | None, now: datetime) ->
 def run(now: datetime, *, pools: list[PoolPrice] | None = None) -> dict:
     """One run over ``pools`` (default: the pools of every (region, type) agents run or may run on)."""
     settings = get_settings()
+    capped = False
     if pools is None:
-        pools = pool_repo.priced_pools(now, settings.price_rollup_max_pools)
+        pools, capped = pool_walk.next_pools(ROLLUP_WALK, now, settings.price_rollup_max_pools)
+    if capped:
+        logger.warning("pricing aggregator pool cap reached: each run rolls up the next pools (raise "
+                       "PRICE_ROLLUP_MAX_POOLS)", extra={"cap": settings.price_rollup_max_pools})
     states = rollups.rollup_states([p.pool_id for p in pools]) if pools else {}
-    result = {"pools": len(pools), "hours_written": 0, "days_written": 0, "deleted": 0, "failed": []}
+    result = {"pools": len(pools), "hours_written": 0, "days_written": 0, "deleted": 0, "failed": [],
+              "capped": capped}
     for pool in pools:
         try:
             state = states.get(pool.pool_id)

@@ -34,9 +34,10 @@ from components.risk_model import (
 )
 
 from chalicelib import catalogue, model_store
+from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
-from chalicelib.repositories import job_state, observations
+from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.settings import get_settings
 
@@ -46,7 +47,7 @@ RUN_EVERY_S = 900
 # 1 in a run that could not score every priced pool (more than ``RISK_SCORER_MAX_POOLS``): runs take the pools in
 # turns, so risk is older than a run (the stage's "RiskPoolCap" alarm, infra/monitoring.py).
 POOL_CAP_METRIC = "RiskScorer.poolCapReached"
-RISK_WALK = "risk-scorer#pools"  # job-state key: the pool the last capped run stopped after
+RISK_WALK = "risk-scorer#pools"  # job-state key of its turns past the cap (chalicelib.jobs.pool_walk)
 
 
 def record_held(now: datetime, pool_ids: list[str]) -> int:
@@ -83,23 +84,6 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 
-def pools_to_score(now: datetime, cap: int) -> tuple[list, bool]:
-    """This run's pools and whether the cap binds. Past the cap, runs take the priced pools in turns, resuming
-    where the last one stopped (``job-state``: ``RISK_WALK``), so every pool gets a score within
-    ⌈pools / cap⌉ runs instead of the same first ``cap`` pools every run and the rest never (a pool without a
-    risk score is never a decision's target)."""
-    after = job_state.position(RISK_WALK).get("after")
-    page = pool_repo.priced_page(now, cap, after=after)
-    pools, resume = page.pools, page.resume_after
-    if after and resume is None and len(pools) < cap:  # the walk reached the table's end: go on from its start
-        head = pool_repo.priced_page(now, cap - len(pools))
-        have = {p.pool_id for p in pools}
-        pools = sorted(pools + [p for p in head.pools if p.pool_id not in have], key=lambda p: p.pool_id)
-        resume = head.resume_after  # None: this run went round the whole table
-    job_state.set_position(RISK_WALK, {"after": resume} if resume else {}, now)
-    return pools, resume is not None
-
-
 @logged_job("risk-scorer")
 def run(now: datetime) -> dict:
     """Validate uploads, record exposure, then score every pool; returns counts by source."""
@@ -107,7 +91,7 @@ def run(now: datetime) -> dict:
     horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    pools, capped = pools_to_score(now, cap)
+    pools, capped = pool_walk.next_pools(RISK_WALK, now, cap)
     if capped:
         logger.warning("risk scorer pool cap reached: each run scores the next pools, so a pool's risk is refreshed "
                        "less often than every run (raise RISK_SCORER_MAX_POOLS)", extra={"cap": cap})

@@ -1,5 +1,5 @@
 """The risk scorer's work (and the pricing aggregator's) is bounded by the pools, never by the fleet: it scores the pools priced in the last day
-(``pools.priced_pools``: the pools table, whose size is the market's) and counts each scored pool's live spot
+(``pools.priced_page``: the pools table, whose size is the market's, in turns past a cap) and counts each scored pool's live spot
 agents on the ``live-agents-by-pool`` index (one COUNT Query per pool). It never scans the agents table (two scans
 of every agent before: past its 300 s timeout at ≈ 100,000 agents, `python -m bench.cost`)."""
 
@@ -229,3 +229,32 @@ def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypat
     _cap(monkeypatch, 9)
     assert risk_scorer.run(now)["capped"] is False and scored[-1] == sorted(ids)  # resumed, went round: all of them
     job_state.set_position(risk_scorer.RISK_WALK, {}, now)
+
+
+def test_the_aggregator_and_the_cleaner_take_the_pools_in_turns_too(make_tenant, monkeypatch):
+    """GIVEN more priced pools than PRICE_ROLLUP_MAX_POOLS WHEN the pricing aggregator runs again and again THEN
+    each run rolls up the next pools and says it is capped; the data cleaner's raw-point sweep keeps a position of
+    its own (before, both took the same first pools every run: the rest never rolled up nor cleaned)."""
+    import dataclasses
+
+    from chalicelib.jobs import data_cleaner, pool_walk, pricing_aggregator
+    from chalicelib.repositories import job_state
+    from chalicelib.settings import get_settings
+
+    now, ids = _own_pools(make_tenant, monkeypatch, "abcde")
+    for key in (pricing_aggregator.ROLLUP_WALK, data_cleaner.RAW_POINTS_WALK):
+        job_state.set_position(key, {}, now)
+    monkeypatch.setattr(pricing_aggregator, "get_settings",
+                        lambda: dataclasses.replace(get_settings(), price_rollup_max_pools=2))
+    rolled = []
+    monkeypatch.setattr(pricing_aggregator, "aggregate_pool", lambda pool, previous, now: (
+        rolled.append(pool.pool_id), {"hours_written": 0, "days_written": 0, "deleted": 0})[1])
+
+    results = [pricing_aggregator.run(now) for _ in range(3)]
+
+    assert rolled == [*ids[0:2], *ids[2:4], ids[0], ids[4]]
+    assert [r["capped"] for r in results] == [True, True, True] and [r["pools"] for r in results] == [2, 2, 2]
+    cleaned, capped = pool_walk.next_pools(data_cleaner.RAW_POINTS_WALK, now, 2)
+    assert [p.pool_id for p in cleaned] == ids[0:2] and capped  # its own walk, from the first pool
+    for key in (pricing_aggregator.ROLLUP_WALK, data_cleaner.RAW_POINTS_WALK):
+        job_state.set_position(key, {}, now)
