@@ -1,7 +1,8 @@
-"""The risk scorer's work (and the pricing aggregator's) is bounded by the pools, never by the fleet: it scores the pools priced in the last day
-(``pools.priced_page``: the pools table, whose size is the market's, in turns past a cap) and counts each scored pool's live spot
-agents on the ``live-agents-by-pool`` index (one COUNT Query per pool). It never scans the agents table (two scans
-of every agent before: past its 300 s timeout at ≈ 100,000 agents, `python -m bench.cost`)."""
+"""The risk scorer's work (and the pricing aggregator's) is bounded by the pools, never by the fleet: it scores the
+pools priced in the last day (``pools.priced_page``: the pools table, whose size is the market's, in turns past a
+cap) and counts each scored pool's live spot agents on the ``live-agents-by-pool`` index (one COUNT Query per
+pool). It never scans the agents table (two scans of every agent before: past its 300 s timeout at ≈ 100,000
+agents, `python -m bench.cost`)."""
 
 from __future__ import annotations
 
