@@ -230,14 +230,6 @@ def pools_of_type(region: str, instance_type: str, limit: int = MAX_POOLS_PER_TY
 PRICED_WITHIN = timedelta(hours=24)
 
 
-def priced_pools(now: datetime, cap: int) -> list[PoolPrice]:
-    """The pools with a price newer than ``PRICED_WITHIN`` (what agents run or may run on), at most ``cap``, by
-    id: the batch jobs' pools (risk scorer, pricing aggregator, data cleaner). A filtered scan of the pools
-    table, whose size is the market's (region × type × zone, junk rows without a price skipped), never the
-    fleet's: no agent is read."""
-    return priced_page(now, cap).pools
-
-
 @dataclass(frozen=True)
 class PricedPage:
     """Up to a cap of priced pools (by id) from one point of the pools table's scan order on; ``resume_after`` is
@@ -248,9 +240,12 @@ class PricedPage:
 
 
 def priced_page(now: datetime, cap: int, after: str | None = None) -> PricedPage:
-    """:func:`priced_pools` from just after the pool ``after`` in the table's scan order (None: from its start), so
-    a job whose pools outgrow its cap covers them all over successive runs instead of the same first ``cap``.
-    Reads one pool past the cap, so a page that ends exactly at the table's end says so."""
+    """The pools with a price newer than ``PRICED_WITHIN`` (what agents run or may run on), at most ``cap``, by id,
+    from just after the pool ``after`` in the table's scan order (None: from its start): the batch jobs' pools (risk
+    scorer, pricing aggregator, data cleaner; ``chalicelib.jobs.pool_walk`` takes them in turns past a cap). A
+    filtered scan of the pools table, whose size is the market's (region × type × zone, junk rows without a price
+    skipped), never the fleet's: no agent is read. Reads one pool past the cap, so a page that ends exactly at the
+    table's end says so."""
     fresh = PoolTable.latest_at >= now - PRICED_WITHIN
     start = {"last_evaluated_key": {"pool_id": {"S": after}}} if after else {}
     found, resume = [], None

@@ -239,7 +239,7 @@ def test_a_run_resumes_at_the_agent_that_used_up_the_delete_budget(make_tenant, 
 
 def test_raw_points_of_a_priced_pool_go_without_reading_an_agent(make_tenant, monkeypatch):
     """GIVEN a pool priced in the last day that no agent runs on (as the pricing aggregator sees it: it rolls
-    up ``pools.priced_pools``), rolled up from 18 days back WHEN the cleaner runs THEN its raw points past 14
+    up ``pools.priced_page``), rolled up from 18 days back WHEN the cleaner runs THEN its raw points past 14
     days go, and the agents table is never scanned (the walk reads agents by Query only)."""
     client_id, _ = make_tenant()
     pool_id = f"{random_instance_type()}.eu-west-1b"

@@ -128,8 +128,8 @@ def test_thousands_of_stored_pools_do_not_break_decisions_or_the_risk_scorer(api
     _report(caller, agent_id, itype, {}, od=0.096)
     options, _ = decisions.market(agent_repo.require(client_id, agent_id), now)
     assert len(options) <= pool_repo.MAX_POOLS_PER_TYPE
-    assert len(pool_repo.priced_pools(now, cap=50)) <= 50
-    assert not any(p.pool_id.startswith(f"{itype}.{EU}-junk") for p in pool_repo.priced_pools(now, cap=10**6))
+    assert len(pool_repo.priced_page(now, 50).pools) <= 50
+    assert not any(p.pool_id.startswith(f"{itype}.{EU}-junk") for p in pool_repo.priced_page(now, 10**6).pools)
     scored = risk_scorer.run(now)["scored"]
     assert sum(scored.values()) <= 2000
 

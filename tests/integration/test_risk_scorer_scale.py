@@ -149,7 +149,7 @@ def _own_pools(make_tenant, monkeypatch, zones: str) -> tuple[datetime, list[str
     now = datetime.now(timezone.utc)
     ids = [f"{itype}.{EU}{z}" for z in zones]
     server_prices({pid: 0.04 for pid in ids}, now)
-    mine = {p.pool_id: p for p in pool_repo.priced_pools(now, cap=10**6) if p.pool_id in ids}
+    mine = {p.pool_id: p for p in pool_repo.priced_page(now, 10**6).pools if p.pool_id in ids}
 
     def page(now, cap, after=None):
         rest = [mine[pid] for pid in ids[ids.index(after) + 1 if after else 0:]]
@@ -192,7 +192,7 @@ def test_pages_of_priced_pools_cover_each_pool_once_and_say_where_the_table_ends
     itype = f"r5.p{uuid.uuid4().hex[:8]}xl"
     now = datetime.now(timezone.utc)
     server_prices({f"{itype}.{EU}{z}": 0.04 for z in "abc"}, now)
-    everything = {p.pool_id for p in pool_repo.priced_pools(now, cap=10**6)}
+    everything = {p.pool_id for p in pool_repo.priced_page(now, 10**6).pools}
     seen, after, pages = [], None, 0
     while True:
         page = pool_repo.priced_page(now, 2, after=after)
