@@ -21,7 +21,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from chalicelib.jobs.cleanup import STUCK_INTERRUPTIONS_METRIC
-from chalicelib.jobs.risk_scorer import POOL_CAP_METRIC
+from chalicelib.jobs import pricing_aggregator, risk_scorer
 from chalicelib.observability import METRICS_NAMESPACE, STAGE_DIMENSION
 from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
@@ -97,12 +97,16 @@ class Monitoring(Construct):
         self.dashboard.add_widgets(cloudwatch.GraphWidget(title="Stuck interruptions (abandoned)", width=12,
                                                           left=[stuck]))
 
-        # --- pools the risk scorer scores in turns -------------------------------------------------------
-        capped = self.app_metric(POOL_CAP_METRIC, Duration.hours(1), "risk scorer runs at its pool cap")
-        self.alarm("RiskPoolCap", capped, threshold=1,
-                   description="The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: its runs take "
-                               "the pools in turns, so each pool's risk is refreshed only every few runs. Raise the "
-                               "cap (each pool is ≈ 4 DynamoDB calls a run).")
+        # --- jobs over the priced pools that take them in turns -------------------------------------------
+        for name, metric, label, text in (
+                ("RiskPoolCap", risk_scorer.POOL_CAP_METRIC, "risk scorer runs at its pool cap",
+                 "The risk scorer found more priced pools than RISK_SCORER_MAX_POOLS: its runs take the pools in "
+                 "turns, so each pool's risk is refreshed only every few runs. Raise the cap (each pool is ≈ 4 "
+                 "DynamoDB calls a run)."),
+                ("PriceRollupPoolCap", pricing_aggregator.POOL_CAP_METRIC, "pricing aggregator runs at its pool cap",
+                 "The pricing aggregator found more priced pools than PRICE_ROLLUP_MAX_POOLS: its runs take the pools "
+                 "in turns, so price roll-ups (the console's charts) lag. Raise the cap.")):
+            self.alarm(name, self.app_metric(metric, Duration.hours(1), label), threshold=1, description=text)
 
     def app_metric(self, name: str, period: Duration, label: str) -> cloudwatch.Metric:
         """The sum of one of the app's own metrics (chalicelib.observability) of this stage over ``period``."""

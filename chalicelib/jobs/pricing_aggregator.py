@@ -29,6 +29,9 @@ from chalicelib.settings import get_settings
 
 
 ROLLUP_WALK = "pricing-aggregator#pools"  # job-state key of its turns past the cap (chalicelib.jobs.pool_walk)
+# 1 in a run that could not roll up every priced pool (more than ``PRICE_ROLLUP_MAX_POOLS``): runs take the pools in
+# turns, so roll-ups lag (the stage's "PriceRollupPoolCap" alarm, infra/monitoring.py).
+POOL_CAP_METRIC = "PricingAggregator.poolCapReached"
 
 
 def window_start(previous: datetime | None, complete_end: datetime) -> datetime:
@@ -99,5 +102,6 @@ def run(now: datetime, *, pools: list[PoolPrice] | None = None) -> dict:
     metrics.add_metric(name="PricingAggregator.bucketsWritten", unit=MetricUnit.Count,
                        value=result["hours_written"] + result["days_written"])
     metrics.add_metric(name="PricingAggregator.failed", unit=MetricUnit.Count, value=len(result["failed"]))
+    metrics.add_metric(name=POOL_CAP_METRIC, unit=MetricUnit.Count, value=int(capped))
     publish_metrics()
     return result

@@ -78,7 +78,7 @@ EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksE
                    "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
                    "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting",
                    "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting",
-                   "RiskPoolCap")
+                   "RiskPoolCap", "PriceRollupPoolCap")
 
 
 def _alarms(resources) -> dict[str, dict]:
@@ -127,11 +127,13 @@ def test_api_5xx_and_stuck_interruptions(resources):
     assert {"Name": STAGE_DIMENSION, "Value": STAGE} in stuck["Dimensions"]
 
 
-def test_the_risk_scorers_pool_cap_has_an_alarm_on_the_metric_it_publishes(resources):
-    from chalicelib.jobs.risk_scorer import POOL_CAP_METRIC
+@pytest.mark.parametrize("job, alarm", [("risk_scorer", "RiskPoolCap"), ("pricing_aggregator", "PriceRollupPoolCap")])
+def test_a_pool_cap_has_an_alarm_on_the_metric_its_job_publishes(resources, job, alarm):
+    import importlib
 
-    (capped,) = _metrics(_alarms(resources)[alarm_name(STAGE, "RiskPoolCap")])
-    assert (capped["Namespace"], capped["MetricName"]) == (METRICS_NAMESPACE, POOL_CAP_METRIC)
+    metric = importlib.import_module(f"chalicelib.jobs.{job}").POOL_CAP_METRIC
+    (capped,) = _metrics(_alarms(resources)[alarm_name(STAGE, alarm)])
+    assert (capped["Namespace"], capped["MetricName"]) == (METRICS_NAMESPACE, metric)
     assert {"Name": STAGE_DIMENSION, "Value": STAGE} in capped["Dimensions"]
 
 

@@ -238,6 +238,7 @@ def test_the_aggregator_and_the_cleaner_take_the_pools_in_turns_too(make_tenant,
     its own (before, both took the same first pools every run: the rest never rolled up nor cleaned)."""
     import dataclasses
 
+    from chalicelib import observability
     from chalicelib.jobs import data_cleaner, pool_walk, pricing_aggregator
     from chalicelib.repositories import job_state
     from chalicelib.settings import get_settings
@@ -247,14 +248,18 @@ def test_the_aggregator_and_the_cleaner_take_the_pools_in_turns_too(make_tenant,
         job_state.set_position(key, {}, now)
     monkeypatch.setattr(pricing_aggregator, "get_settings",
                         lambda: dataclasses.replace(get_settings(), price_rollup_max_pools=2))
-    rolled = []
+    rolled, documents = [], []
     monkeypatch.setattr(pricing_aggregator, "aggregate_pool", lambda pool, previous, now: (
         rolled.append(pool.pool_id), {"hours_written": 0, "days_written": 0, "deleted": 0})[1])
+    monkeypatch.setattr(observability.metrics, "flush_metrics",
+                        lambda *a, **k: documents.append(observability.metrics.serialize_metric_set()))
+    observability.metrics.clear_metrics()
 
     results = [pricing_aggregator.run(now) for _ in range(3)]
 
     assert rolled == [*ids[0:2], *ids[2:4], ids[0], ids[4]]
     assert [r["capped"] for r in results] == [True, True, True] and [r["pools"] for r in results] == [2, 2, 2]
+    assert [d[pricing_aggregator.POOL_CAP_METRIC] for d in documents] == [[1.0]] * 3  # the PriceRollupPoolCap alarm's
     cleaned, capped = pool_walk.next_pools(data_cleaner.RAW_POINTS_WALK, now, 2)
     assert [p.pool_id for p in cleaned] == ids[0:2] and capped  # its own walk, from the first pool
     for key in (pricing_aggregator.ROLLUP_WALK, data_cleaner.RAW_POINTS_WALK):
