@@ -27,5 +27,6 @@ def next_pools(job_key: str, now: datetime, cap: int) -> tuple[list[PoolPrice], 
         have = {p.pool_id for p in pools}
         pools = sorted(pools + [p for p in head.pools if p.pool_id not in have], key=lambda p: p.pool_id)
         resume = head.resume_after  # None: this run went round the whole table
-    job_state.set_position(job_key, {"after": resume} if resume else {}, now)
+    if resume != after:  # under the cap (no position, none to keep) a run writes nothing
+        job_state.set_position(job_key, {"after": resume} if resume else {}, now)
     return pools, resume is not None

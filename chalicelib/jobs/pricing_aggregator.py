@@ -1,8 +1,9 @@
 """Every 15 minutes: hourly and daily buckets of the pools' prices (issue #13, PRODUCT.md §2).
 
 For each pool agents run or may run on (``pools.priced_page``: priced in the last day, at most
-``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that: ``chalicelib.jobs.pool_walk``; the pools table, no agent read, so a run grows with the pools, not the fleet), per scope (AWS's
-prices; each client's agent prices), the raw points of the whole UTC days back to
+``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that: ``chalicelib.jobs.pool_walk``; the pools table, no agent
+read, so a run grows with the pools, not the fleet), per scope (AWS's prices; each client's agent prices), the raw
+points of the whole UTC days back to
 ``PRICE_ROLLUP_LOOKBACK_HOURS`` are bucketed again (``components.price_buckets``): every complete hour
 with a known price (time-weighted average, min, max, last; an hour without a point of its own carries
 the last price and is marked ``filled``) and every complete day. Only buckets that differ from the stored

@@ -264,3 +264,17 @@ def test_the_aggregator_and_the_cleaner_take_the_pools_in_turns_too(make_tenant,
     assert [p.pool_id for p in cleaned] == ids[0:2] and capped  # its own walk, from the first pool
     for key in (pricing_aggregator.ROLLUP_WALK, data_cleaner.RAW_POINTS_WALK):
         job_state.set_position(key, {}, now)
+
+
+def test_under_the_cap_a_walk_writes_no_position(make_tenant, monkeypatch):
+    """GIVEN fewer priced pools than the cap and no saved position WHEN a job takes its pools THEN it gets them all,
+    is not capped, and writes nothing to job-state (every run of every deployment under its caps)."""
+    from chalicelib.jobs import pool_walk
+    from chalicelib.repositories import job_state
+
+    now, ids = _own_pools(make_tenant, monkeypatch, "abc")
+    job_state.set_position("test#pools", {}, now)
+    writes = []
+    monkeypatch.setattr(job_state, "set_position", lambda *a: writes.append(a))
+    pools, capped = pool_walk.next_pools("test#pools", now, 9)
+    assert [p.pool_id for p in pools] == ids and not capped and writes == []
