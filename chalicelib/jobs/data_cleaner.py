@@ -120,7 +120,7 @@ def _raw_points(now: datetime, budget: dict) -> dict:
     bounded; no agent read)."""
     settings = get_settings()
     cutoff = now - timedelta(days=settings.price_raw_retention_days)
-    pools, _ = pool_walk.next_pools(RAW_POINTS_WALK, now, settings.price_rollup_max_pools)  # in turns past the cap
+    pools = pool_walk.next_pools(RAW_POINTS_WALK, now, settings.price_rollup_max_pools).pools  # in turns past the cap
     states = rollups.rollup_states([p.pool_id for p in pools]) if pools else {}
     deleted = 0
     for pool in pools:

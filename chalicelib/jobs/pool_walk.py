@@ -5,28 +5,50 @@ The risk scorer, the pricing aggregator and the data cleaner each work on the po
 would leave the rest without a risk score (never a decision's target), without roll-ups and with their raw
 points kept; instead each job keeps, in ``job-state`` under its own key, the pool it stopped after, and the
 next run goes on from there — round to the table's start with the room left — so every pool is worked on
-within ⌈pools / cap⌉ runs.
+within ⌈pools / cap⌉ runs. The position also keeps when the walk last went round (``lap_started``) and how long
+its last whole round took (``lap_s``): the time between two turns of one pool, which the risk scorer needs to
+count a pool's exposure for the whole time since its last turn, not for one run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from chalicelib.repositories import job_state
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories.pools import PoolPrice
 
 
-def next_pools(job_key: str, now: datetime, cap: int) -> tuple[list[PoolPrice], bool]:
-    """This run's pools (by id) and whether the cap binds (the run did not go round every priced pool)."""
-    after = job_state.position(job_key).get("after")
+class Turn(NamedTuple):
+    """One run's share of the walk."""
+
+    pools: list[PoolPrice]  # by id
+    capped: bool  # the run did not go round every priced pool
+    lap_s: float | None  # seconds between the walk's last two rounds (None: under the cap, or not timed yet)
+
+
+def next_pools(job_key: str, now: datetime, cap: int) -> Turn:
+    """This run's pools, whether the cap binds, and how long a round of the walk takes (see :class:`Turn`)."""
+    saved = job_state.position(job_key)
+    after, lap_started, lap_s = saved.get("after"), saved.get("lap_started"), saved.get("lap_s")
     page = pool_repo.priced_page(now, cap, after=after)
     pools, resume = page.pools, page.resume_after
-    if after and resume is None and len(pools) < cap:  # the walk reached the table's end: go on from its start
+    went_round = after is not None and resume is None  # this run reached the table's end from mid-way
+    at_end = went_round and len(pools) >= cap  # ... exactly: the next run starts from the table's start
+    if went_round and not at_end:  # go on from the table's start with the room left
         head = pool_repo.priced_page(now, cap - len(pools))
         have = {p.pool_id for p in pools}
         pools = sorted(pools + [p for p in head.pools if p.pool_id not in have], key=lambda p: p.pool_id)
         resume = head.resume_after  # None: this run went round the whole table
-    if resume != after:  # under the cap (no position, none to keep) a run writes nothing
-        job_state.set_position(job_key, {"after": resume} if resume else {}, now)
-    return pools, resume is not None
+    if resume is None and not at_end:  # under the cap: no position, none to keep, and a run writes nothing
+        if saved:
+            job_state.set_position(job_key, {}, now)
+        return Turn(pools, False, None)
+    if went_round:  # a round is timed from one going round to the next (the first one only starts the clock)
+        lap_s = None if lap_started is None else now.timestamp() - float(lap_started)
+        lap_started = now.timestamp()
+    fields = {key: value for key, value in (("after", resume), ("lap_started", lap_started), ("lap_s", lap_s))
+              if value is not None}
+    job_state.set_position(job_key, fields, now)
+    return Turn(pools, True, None if lap_s is None else float(lap_s))

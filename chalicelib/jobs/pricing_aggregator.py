@@ -81,7 +81,7 @@ def run(now: datetime, *, pools: list[PoolPrice] | None = None) -> dict:
     settings = get_settings()
     capped = False
     if pools is None:
-        pools, capped = pool_walk.next_pools(ROLLUP_WALK, now, settings.price_rollup_max_pools)
+        pools, capped, _ = pool_walk.next_pools(ROLLUP_WALK, now, settings.price_rollup_max_pools)
     if capped:
         logger.warning("pricing aggregator pool cap reached: each run rolls up the next pools (raise "
                        "PRICE_ROLLUP_MAX_POOLS)", extra={"cap": settings.price_rollup_max_pools})

@@ -260,7 +260,7 @@ def test_the_aggregator_and_the_cleaner_take_the_pools_in_turns_too(make_tenant,
     assert rolled == [*ids[0:2], *ids[2:4], ids[0], ids[4]]
     assert [r["capped"] for r in results] == [True, True, True] and [r["pools"] for r in results] == [2, 2, 2]
     assert [d[pricing_aggregator.POOL_CAP_METRIC] for d in documents] == [[1.0]] * 3  # the PriceRollupPoolCap alarm's
-    cleaned, capped = pool_walk.next_pools(data_cleaner.RAW_POINTS_WALK, now, 2)
+    cleaned, capped, _ = pool_walk.next_pools(data_cleaner.RAW_POINTS_WALK, now, 2)
     assert [p.pool_id for p in cleaned] == ids[0:2] and capped  # its own walk, from the first pool
     for key in (pricing_aggregator.ROLLUP_WALK, data_cleaner.RAW_POINTS_WALK):
         job_state.set_position(key, {}, now)
@@ -276,5 +276,25 @@ def test_under_the_cap_a_walk_writes_no_position(make_tenant, monkeypatch):
     job_state.set_position("test#pools", {}, now)
     writes = []
     monkeypatch.setattr(job_state, "set_position", lambda *a: writes.append(a))
-    pools, capped = pool_walk.next_pools("test#pools", now, 9)
+    pools, capped, _ = pool_walk.next_pools("test#pools", now, 9)
     assert [p.pool_id for p in pools] == ids and not capped and writes == []
+
+
+def test_past_its_cap_a_pools_exposure_counts_the_whole_round_between_its_turns(make_tenant, monkeypatch):
+    """GIVEN four priced pools, a cap of two and a live spot agent in the first pool WHEN the scorer runs every
+    15 minutes THEN, once the walk has timed a round (two runs: the pool is scored every 30 minutes), the pool's
+    HELD row counts two 15-minute intervals, not one (one a turn under-counted its exposure by the rounds' length,
+    which reads as a higher interruption rate); before a round is timed it counts one, as under the cap."""
+    from chalicelib.repositories import job_state
+
+    now, ids = _own_pools(make_tenant, monkeypatch, "abcd")
+    _cap(monkeypatch, 2)
+    job_state.set_position(risk_scorer.RISK_WALK, {}, now)
+    results = [risk_scorer.run(now + timedelta(seconds=900 * k)) for k in range(5)]
+
+    assert [r["capped"] for r in results] == [True] * 5
+    assert _held(ids[0]) == [1, 1, 2]  # runs 1, 3, 5: round not timed, not timed (one went round), 1,800 s
+    assert job_state.position(risk_scorer.RISK_WALK)["lap_s"] == 1800
+    _cap(monkeypatch, 9)
+    assert risk_scorer.run(now + timedelta(seconds=900 * 5))["capped"] is False
+    assert job_state.position(risk_scorer.RISK_WALK) == {}  # back under the cap: nothing kept
