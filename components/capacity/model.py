@@ -27,8 +27,8 @@ __all__ = ["CAPACITY_ERROR_CODES", "HELD_INTERVAL_S", "CapacityObservation", "Ob
 
 # A HELD observation stands for this much running time of ``value`` of our instances (1 when unset) in the
 # pool without a warning: production records one per pool at every risk-scorer run (15 minutes) naming how
-# many of its agents ran there (times the runs between the pool's turns past the scorer's pool cap), the backtest one per instance at the same cadence, so exposure counts mean
-# the same in both.
+# many of its agents ran there (times the runs between the pool's turns past the scorer's pool cap), the
+# backtest one per instance at the same cadence, so exposure counts mean the same in both.
 HELD_INTERVAL_S = 900.0
 
 
