@@ -5,9 +5,10 @@ The risk scorer, the pricing aggregator and the data cleaner each work on the po
 would leave the rest without a risk score (never a decision's target), without roll-ups and with their raw
 points kept; instead each job keeps, in ``job-state`` under its own key, the pool it stopped after, and the
 next run goes on from there — round to the table's start with the room left — so every pool is worked on
-within ⌈pools / cap⌉ runs. The position also keeps when the walk last went round (``lap_started``) and how long
-its last whole round took (``lap_s``): the time between two turns of one pool, which the risk scorer needs to
-count a pool's exposure for the whole time since its last turn, not for one run.
+within ⌈pools / cap⌉ runs. The position also counts the runs since the walk last went round (``runs``) and how
+many its last whole round took (``lap_runs``): the runs between two turns of one pool, which the risk scorer
+needs to count a pool's exposure for every run since its last turn, not for one. Runs, not seconds: a pause of
+the schedule credits no exposure, as under the cap.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ class Turn(NamedTuple):
 
     pools: list[PoolPrice]  # by id
     capped: bool  # the run did not go round every priced pool
-    lap_s: float | None  # seconds between the walk's last two rounds (None: under the cap, or not timed yet)
+    lap_runs: int | None  # runs the walk's last whole round took (None: under the cap, or none counted yet)
 
 
 def next_pools(job_key: str, now: datetime, cap: int) -> Turn:
     """This run's pools, whether the cap binds, and how long a round of the walk takes (see :class:`Turn`)."""
     saved = job_state.position(job_key)
-    after, lap_started, lap_s = saved.get("after"), saved.get("lap_started"), saved.get("lap_s")
+    after, runs, lap_runs = saved.get("after"), saved.get("runs"), saved.get("lap_runs")
     page = pool_repo.priced_page(now, cap, after=after)
     pools, resume = page.pools, page.resume_after
     went_round = after is not None and resume is None  # this run reached the table's end from mid-way
@@ -45,10 +46,12 @@ def next_pools(job_key: str, now: datetime, cap: int) -> Turn:
         if saved:
             job_state.set_position(job_key, {}, now)
         return Turn(pools, False, None)
-    if went_round:  # a round is timed from one going round to the next (the first one only starts the clock)
-        lap_s = None if lap_started is None else now.timestamp() - float(lap_started)
-        lap_started = now.timestamp()
-    fields = {key: value for key, value in (("after", resume), ("lap_started", lap_started), ("lap_s", lap_s))
+    if went_round:  # a round is counted from one going round to the next (the first one only starts the count)
+        lap_runs = None if runs is None else int(runs) + 1
+        runs = 0
+    elif runs is not None:
+        runs = int(runs) + 1
+    fields = {key: value for key, value in (("after", resume), ("runs", runs), ("lap_runs", lap_runs))
               if value is not None}
     job_state.set_position(job_key, fields, now)
-    return Turn(pools, True, None if lap_s is None else float(lap_s))
+    return Turn(pools, True, None if lap_runs is None else int(lap_runs))

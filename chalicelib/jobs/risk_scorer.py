@@ -12,7 +12,7 @@ on-demand price — nothing filled with constants.
 Each run first records a HELD observation for every scored pool one of our agents' spot instances runs in:
 that is the exposure the features count (one per pool and run, naming how many agents ran there, 15
 minutes each). Past the pool cap a pool is scored once a round of the walk, so its HELD row counts the
-round's 15-minute intervals (``lap_s``), not one: exposure is not under-counted between turns, which would
+round's runs (``lap_runs``), not one: exposure is not under-counted between turns, which would
 read as a higher interruption rate.
 
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from components.capacity import HELD_INTERVAL_S, CapacityObservation, ObservationKind
+from components.capacity import CapacityObservation, ObservationKind
 from components.risk_model import (
     DEFAULT_ADVISOR_BAND,
     EVIDENCE_WINDOW_S,
@@ -52,23 +52,23 @@ POOL_CAP_METRIC = "RiskScorer.poolCapReached"
 RISK_WALK = "risk-scorer#pools"  # job-state key of its turns past the cap (chalicelib.jobs.pool_walk)
 
 
-def record_held(now: datetime, pool_ids: list[str], lap_s: float | None = None) -> int:
+def record_held(now: datetime, pool_ids: list[str], lap_runs: int | None = None) -> int:
     """One HELD observation per pool of ``pool_ids`` our live spot agents run in, its ``value`` how many
-    instance-intervals (agents × the 15-minute intervals since the pool's last turn: one under the cap, a
-    round of the walk past it), keyed by pool and run (idempotent); returns the agents counted.
+    instance-intervals (agents × the runs since the pool's last turn: one under the cap, a round of the walk
+    past it), keyed by pool and run (idempotent); returns the agents counted.
 
     One row per pool, not per agent: a pool's observations are read newest first and bounded
     (``observations.for_pools``, ``MAX_PER_POOL``), so a row per agent would crowd the pool's refusals and
     warnings out of the back-off's and the evidence's reads once a few dozen agents shared it."""
     run = int(now.timestamp()) // RUN_EVERY_S
-    intervals = max(1, round((lap_s or 0.0) / HELD_INTERVAL_S))
+    intervals = max(1, lap_runs or 1)
     count = 0
     for pool_id in sorted(pool_ids):
         agents = agent_repo.live_spot_count(pool_id)
         if not agents:
             continue
-        observation = CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp(), value=float(agents * intervals),
-                                          source="risk-scorer")
+        observation = CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp(),
+                                          value=float(agents * intervals), source="risk-scorer")
         if observations.record(observation, event_id=f"held-{run}"):
             count += agents
     return count
@@ -95,11 +95,11 @@ def run(now: datetime) -> dict:
     horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
     active = model_store.active_estimator()
-    pools, capped, lap_s = pool_walk.next_pools(RISK_WALK, now, cap)
+    pools, capped, lap_runs = pool_walk.next_pools(RISK_WALK, now, cap)
     if capped:
         logger.warning("risk scorer pool cap reached: each run scores the next pools, so a pool's risk is refreshed "
                        "less often than every run (raise RISK_SCORER_MAX_POOLS)", extra={"cap": cap})
-    held = record_held(now, [p.pool_id for p in pools], lap_s)
+    held = record_held(now, [p.pool_id for p in pools], lap_runs)
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)
     region_of = {p.pool_id: p.region for p in pools}

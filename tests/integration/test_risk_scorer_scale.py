@@ -282,9 +282,9 @@ def test_under_the_cap_a_walk_writes_no_position(make_tenant, monkeypatch):
 
 def test_past_its_cap_a_pools_exposure_counts_the_whole_round_between_its_turns(make_tenant, monkeypatch):
     """GIVEN four priced pools, a cap of two and a live spot agent in the first pool WHEN the scorer runs every
-    15 minutes THEN, once the walk has timed a round (two runs: the pool is scored every 30 minutes), the pool's
+    15 minutes THEN, once the walk has counted a round (two runs: the pool is scored every other run), the pool's
     HELD row counts two 15-minute intervals, not one (one a turn under-counted its exposure by the rounds' length,
-    which reads as a higher interruption rate); before a round is timed it counts one, as under the cap."""
+    which reads as a higher interruption rate); before a round is counted it counts one, as under the cap."""
     from chalicelib.repositories import job_state
 
     now, ids = _own_pools(make_tenant, monkeypatch, "abcd")
@@ -293,8 +293,12 @@ def test_past_its_cap_a_pools_exposure_counts_the_whole_round_between_its_turns(
     results = [risk_scorer.run(now + timedelta(seconds=900 * k)) for k in range(5)]
 
     assert [r["capped"] for r in results] == [True] * 5
-    assert _held(ids[0]) == [1, 1, 2]  # runs 1, 3, 5: round not timed, not timed (one went round), 1,800 s
-    assert job_state.position(risk_scorer.RISK_WALK)["lap_s"] == 1800
+    assert _held(ids[0]) == [1, 1, 2]  # runs 1, 3, 5: not counted, not counted (one going round), two runs
+    assert job_state.position(risk_scorer.RISK_WALK)["lap_runs"] == 2
+    later = now + timedelta(days=3)  # a paused schedule credits no exposure (as under the cap): runs, not time
+    for k in range(2):
+        risk_scorer.run(later + timedelta(seconds=900 * k))
+    assert _held(ids[0]) == [1, 1, 2, 2]
     _cap(monkeypatch, 9)
-    assert risk_scorer.run(now + timedelta(seconds=900 * 5))["capped"] is False
+    assert risk_scorer.run(later + timedelta(seconds=1800))["capped"] is False
     assert job_state.position(risk_scorer.RISK_WALK) == {}  # back under the cap: nothing kept
