@@ -79,8 +79,11 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                 replicas.ensure_standby(fresh, now, created_by="replica-coordinator")
             done[step.kind.value] += 1
         except (ConflictError, ec2.Ec2Error) as exc:
-            logger.warning("coordinator step skipped", extra={"agent_id": agent.agent_id, "step": step.kind.value,
-                                                               "error": str(exc)})
+            # no pool for a standby (all refused or in back-off) is capacity, not a fault: it holds for as long as
+            # the shortage, so every run would repeat a warning; the run's result still counts it as skipped
+            log = logger.info if getattr(exc, "code", None) == "no_pool" else logger.warning
+            log("coordinator step skipped", extra={"agent_id": agent.agent_id, "step": step.kind.value,
+                                                   "error": str(exc)})
             done["skipped"] += 1
     if agent.manual_replica and agent.config.get("enabled", True):
         try:

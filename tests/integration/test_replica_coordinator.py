@@ -302,3 +302,36 @@ def test_an_agent_without_manual_replica_gets_no_standby(api, make_tenant, confi
     assert replica_repo.for_agent(agent_id) == []
     assert slot(client_id, agent_id) is None
     assert instances_tagged_with(agent_id) == []
+
+
+def test_no_pool_for_a_standby_is_logged_as_capacity_not_as_a_fault(make_tenant, monkeypatch):
+    """GIVEN a manual-replica agent every other pool of which has just refused a launch (all in back-off) WHEN the
+    coordinator runs THEN it creates nothing, counts the step as skipped and logs it at INFO, not WARNING: the
+    shortage holds for as long as it lasts and every run would repeat the warning (32 lines of one demo week);
+    other skipped steps stay warnings."""
+    from chalicelib import replicas
+    from chalicelib.jobs import replica_coordinator
+    from components.capacity import CapacityObservation, ObservationKind
+
+    client_id, agent_id, _, _ = manual_agent(make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    now = datetime.now(UTC)
+    refused = 0
+    while others := replicas.candidates(agent, now):  # refuse every pool it would take, until none is left
+        for place in others:
+            refused += 1
+            observations.record(CapacityObservation(place.pool_id, ObservationKind.LAUNCH_REFUSED, now.timestamp(),
+                                                    code="InsufficientInstanceCapacity", source="test"),
+                                event_id=f"t-{refused}")
+        assert refused < 100
+    assert refused, "the agent had other pools to take away"
+    logged = []
+    for level in ("info", "warning"):
+        monkeypatch.setattr(replica_coordinator.logger, level,
+                            lambda message, *a, level=level, **k: logged.append((level, message)))
+
+    done = reconcile_agent(agent_repo.get(client_id, agent_id), now)
+
+    assert done["skipped"] == 1 and done["create"] == 0 and not active(agent_id)
+    assert ("info", "coordinator step skipped") in logged
+    assert not [m for level, m in logged if level == "warning"]
