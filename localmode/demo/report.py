@@ -173,6 +173,19 @@ def backoff_violations(raw: dict) -> tuple[int, list[dict]]:
     return len(choices), violations
 
 
+def decision_examples(decisions: list[dict], moves: int = 3) -> list[dict]:
+    """The first decision of each kind of move (up to ``moves`` kinds, in the order they came), then the first
+    stay: one of each, so no example repeats another."""
+    in_time = sorted(decisions, key=lambda d: d["decided_at"])
+    firsts: dict[str, dict] = {}
+    for d in in_time:
+        if d["action"] != "stay" and len(firsts) < moves:
+            firsts.setdefault(d["action"], d)
+    stay = next((d for d in in_time if d["action"] == "stay"), None)
+    return [{"at": d["decided_at"], "action": d["action"], "target": d["target"], "reason": d["reason"]}
+            for d in [*firsts.values(), *([stay] if stay else [])]]
+
+
 def summarize(raw: dict) -> dict:
     """Cost vs all-on-demand, interruptions, failovers and their timings, downtime, switches, decisions."""
     start, end = parse_iso(raw["start"]), parse_iso(raw["end"])
@@ -210,8 +223,7 @@ def summarize(raw: dict) -> dict:
         "downtime_s": round(downtime, 1), "switches": len(raw["switches"]),
         "returns_to_spot": sum(e["response_action"] == "returned-to-spot" for e in raw["interruptions"]),
         "decisions": len(raw["decisions"]), "decision_moves": len(moves),
-        "decision_examples": [{"at": d["decided_at"], "action": d["action"], "target": d["target"],
-                               "reason": d["reason"]} for d in (moves[:3] + raw["decisions"][:1])][:4],
+        "decision_examples": decision_examples(raw["decisions"]),
         "agent_cost_usd": {name: round(c, 2) for name, c in agent_costs(raw).items()},
         "savings_usd": round(float(client.get("total_savings", 0.0)), 2),
         "ondemand_primary": stretches,
@@ -232,7 +244,8 @@ Summary (computed from what the tables recorded)
   failover               warning → traffic moved p50 {s['failover_ms_p50']} ms, max {s['failover_ms_max']} ms (product processing; EC2 boot is instant in the embedded AWS)
   downtime               {s['downtime_s']} s past the two-minute deadlines
   switches               {s['switches']} recorded; {s['decisions']} decisions, {s['decision_moves']} of them to move
-  returns to spot        {s.get('returns_to_spot', 0)} on-demand primaries handed over to their spot standby""")
+  returns to spot        {s.get('returns_to_spot', 0)} on-demand primaries handed over to their spot standby
+  decisions (examples)   the first of each kind, with the reason it recorded""")
     for d in s["decision_examples"]:
         print(f"    {d['at'][:16]} {d['action']:>12} → {d['target']}: {d['reason']}")
     stretches = s["ondemand_primary"]

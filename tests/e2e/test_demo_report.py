@@ -150,3 +150,15 @@ def test_standby_placements_are_checked_against_the_standby_back_off_and_promoti
                                                          interruptions=[promoted]))
     # THEN the placement inside the standby window is a violation; promoting a running standby is not checked
     assert checked == 1 and [(v["by"], v["pool_id"]) for v in violations] == [("decision place_standby", POOL)]
+
+
+def test_the_decision_examples_are_one_of_each_kind_in_time_order_and_never_repeat():
+    """GIVEN decisions of two agents (read agent by agent), a kind of move repeated and stays WHEN summarised THEN the
+    examples are the first of each kind of move in time order, then the first stay: none twice (the demo printed
+    the first switch twice, as "a move" and as "the first decision")."""
+    decisions = [_decision(30, "switch_pool", "p3.2xlarge.us-east-1d"), _decision(60, "stay"),
+                 _decision(90, "to_ondemand", "on-demand"), _decision(0, "switch_pool"), _decision(10, "stay"),
+                 _decision(120, "to_spot"), _decision(150, "place_standby"), _decision(5, "switch_pool")]
+    examples = report.summarize(_raw(decisions=decisions))["decision_examples"]
+    assert [(e["at"], e["action"]) for e in examples] == [
+        (_iso(0), "switch_pool"), (_iso(90), "to_ondemand"), (_iso(120), "to_spot"), (_iso(10), "stay")]
