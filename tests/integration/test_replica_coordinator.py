@@ -335,3 +335,11 @@ def test_no_pool_for_a_standby_is_logged_as_capacity_not_as_a_fault(make_tenant,
     assert done["skipped"] == 1 and done["create"] == 0 and not active(agent_id)
     assert ("info", "coordinator step skipped") in logged
     assert not [m for level, m in logged if level == "warning"]
+
+    def throttled(*a, **k):
+        raise adapter.TransientAwsError("RequestLimitExceeded")
+
+    monkeypatch.setattr(replicas, "ensure_standby", throttled)  # a fault, not capacity: still a warning
+    logged.clear()
+    assert reconcile_agent(agent_repo.get(client_id, agent_id), now)["skipped"] == 1
+    assert logged == [("warning", "coordinator step skipped")]
