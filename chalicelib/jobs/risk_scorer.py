@@ -61,7 +61,7 @@ def record_held(now: datetime, pool_ids: list[str], lap_runs: int | None = None)
     (``observations.for_pools``, ``MAX_PER_POOL``), so a row per agent would crowd the pool's refusals and
     warnings out of the back-off's and the evidence's reads once a few dozen agents shared it."""
     run = int(now.timestamp()) // RUN_EVERY_S
-    intervals = max(1, lap_runs or 1)
+    intervals = lap_runs or 1  # a counted round is at least one run
     count = 0
     for pool_id in sorted(pool_ids):
         agents = agent_repo.live_spot_count(pool_id)
