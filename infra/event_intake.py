@@ -43,7 +43,7 @@ from chalicelib.settings import (
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
 )
-from infra.monitoring import subscribe_email
+from infra.monitoring import allow_alarms, subscribe_email
 from infra.nag import Suppression, add_suppressions
 from infra.naming import TAG_APP, TAG_STAGE, alarm_name, forwarder_topic_name
 from components.sentinel.rules import SENTINEL_RULES
@@ -210,6 +210,7 @@ class EventForwarderStack(Stack):
         self.topic = sns.Topic(self, "AlarmTopic", topic_name=forwarder_topic_name(stage),
                                display_name=f"Spot Optimizer {stage} event forwarding", enforce_ssl=True)
         subscribe_email(self.topic, alarm_email)
+        allow_alarms(self.topic, stage)
         dlq = forwarded_event_dead_letter_queue_name(stage)
         self.dead_letter_alarm = dead_letter_alarm(
             self, self.dead_letter_queue, cloudwatch_actions.SnsAction(self.topic),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
@@ -38,6 +39,20 @@ def subscribe_email(topic: sns.Topic, alarm_email: str | None) -> None:
     if not EMAIL.match(alarm_email):
         raise ValueError(f"alarm_email {alarm_email!r} is not an e-mail address")
     topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+
+
+def allow_alarms(topic: sns.Topic, stage: str) -> None:
+    """Let the stage's CloudWatch alarms (``naming.alarm_name``, this account and region) publish to ``topic``.
+    Its topic policy (``enforce_ssl``) replaces SNS's default one, which is what let the account's alarms publish:
+    without this statement every alarm action fails ("no resource-based policy allows the SNS:Publish action")."""
+    stack = Stack.of(topic)
+    topic.add_to_resource_policy(iam.PolicyStatement(
+        sid="AllowThisStagesAlarms", actions=["sns:Publish"], resources=[topic.topic_arn],
+        principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+        conditions={"StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": stack.format_arn(
+                        service="cloudwatch", resource="alarm", resource_name=alarm_name(stage, "*"),
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME)}}))
 
 
 class Monitoring(Construct):

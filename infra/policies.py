@@ -221,8 +221,11 @@ def admin_key(stage: str) -> list[dict]:
 
 
 def models_read(stage: str) -> list[dict]:
-    return [_statement("ModelArtifactsRead", ["s3:GetObject"],
-                       [f"arn:aws:s3:::{model_bucket_name(stage, '*', '*')}/models/*"], SAME_ACCOUNT)]
+    bucket = f"arn:aws:s3:::{model_bucket_name(stage, '*', '*')}"
+    # Without s3:ListBucket S3 answers a missing key with AccessDenied instead of NoSuchKey, which
+    # chalicelib/aws/s3.py reads as "not uploaded" (a 404, not a 500). It lists key names, nothing else.
+    return [_statement("ModelArtifactsRead", ["s3:GetObject"], [f"{bucket}/models/*"], SAME_ACCOUNT),
+            _statement("ModelArtifactsMissingIsNotFound", ["s3:ListBucket"], [bucket], SAME_ACCOUNT)]
 
 
 def models_write(stage: str) -> list[dict]:

@@ -44,7 +44,7 @@ from chalicelib.settings import (
 )
 from chalicelib.tables import ALL_TABLES
 from infra.event_intake import EventIntake
-from infra.monitoring import Monitoring, subscribe_email
+from infra.monitoring import Monitoring, allow_alarms, subscribe_email
 from infra.nag import Suppression, add_suppressions
 from infra.naming import (
     MAX_STAGE_LENGTH,
@@ -170,6 +170,7 @@ class SpotOptimizerStack(Stack):
         self.topic = sns.Topic(self, "NotificationTopic", topic_name=notification_topic_name(stage),
                                display_name=f"Spot Optimizer {stage}", enforce_ssl=True)
         subscribe_email(self.topic, alarm_email)
+        allow_alarms(self.topic, stage)  # the stage's alarms notify it (below, and the constructs')
 
         # --- SSM: admin-key hash (placeholder; the operator overwrites the value) ----------------------
         self.admin_key_parameter = ssm.StringParameter(

@@ -36,6 +36,9 @@ from chalicelib.settings import (  # noqa: E402
 )
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
 
+# Lambda keeps this many executions of the account unreserved: the account limit must be at least this plus
+# every deployed stage's RESERVED_CONCURRENCY (infra/README.md states the numbers; a test checks them).
+UNRESERVED_MINIMUM = 100
 # A reclaimed pool interrupts many instances at once: the sentinel gets 30 (= the maximum concurrency of its
 # SQS event source mapping, app.py, so the poller is never throttled), each failover step 25: when a zone
 # drains, the executions the sentinel started arrive at the same step together (50 in the load bench); 25 at

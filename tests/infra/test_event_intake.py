@@ -225,6 +225,43 @@ def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_ala
         assert subscription == {"Endpoint": EMAIL, "Protocol": "email", "TopicArn": {"Ref": topic_id}}
 
 
+def _resolve(value, region: str) -> str:
+    """A synthesised ARN as text, the pseudo parameters replaced by stand-ins (the stack's own region)."""
+    pseudo = {"AWS::Partition": "aws", "AWS::AccountId": "111122223333", "AWS::Region": region}
+    if isinstance(value, str):
+        return value
+    if set(value) == {"Ref"}:
+        return pseudo[value["Ref"]]
+    separator, parts = value["Fn::Join"]
+    return separator.join(_resolve(part, region) for part in parts)
+
+
+def test_every_alarm_may_publish_to_the_topic_it_notifies(templates):
+    """A topic policy replaces SNS's default one (which lets the account's alarms publish): the TLS-only
+    policy must also let CloudWatch publish for this stage's alarms of this account and region, or every
+    alarm action fails with 'no resource-based policy allows the SNS:Publish action' and nobody is told."""
+    from fnmatch import fnmatch
+
+    infra, forwarders = templates
+    for region, template in [("deploy-region", infra), *forwarders.items()]:
+        policies = {p["Properties"]["Topics"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+                    for p in of_type(template, "AWS::SNS::TopicPolicy").values()}
+        alarms = [a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()]
+        assert alarms
+        for alarm in alarms:
+            arn = f"arn:aws:cloudwatch:{region}:111122223333:alarm:{alarm['AlarmName']}"
+            for action in alarm["AlarmActions"] + alarm["OKActions"]:
+                allowed = [s for s in policies.get(action["Ref"], []) if s["Effect"] == "Allow"
+                           and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+                           and s["Action"] == "sns:Publish"
+                           and _resolve(s["Condition"]["StringEquals"]["aws:SourceAccount"], region) == "111122223333"
+                           and fnmatch(arn, _resolve(s["Condition"]["ArnLike"]["aws:SourceArn"], region))]
+                assert allowed, f"{alarm['AlarmName']} ({region}) cannot publish to {action['Ref']}"
+            other_stage = arn.replace(f"alarm:spot-optimizer-{STAGE}-", "alarm:spot-optimizer-prod-")
+            assert not any(fnmatch(other_stage, _resolve(s["Condition"]["ArnLike"]["aws:SourceArn"], region))
+                           for s in policies[alarm["AlarmActions"][0]["Ref"]] if s["Effect"] == "Allow")
+
+
 def test_forwarder_names_carry_the_stage_and_every_tag_set_the_stage(templates):
     from infra.naming import audit_template
 

@@ -22,8 +22,10 @@ EC2_ON_INSTANCES = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartIns
                     "ec2:ModifyInstanceAttribute", "ec2:CreateTags", "ec2:DeleteTags", "ec2:AssociateAddress"}
 # Granted with another capability's action, never called by name: RunInstances implies these (tags, the
 # instance role, a fresh account's spot service-linked role, grants on a configured CMK).
+# GetObject implies s3:ListBucket: without it S3 answers a missing key with AccessDenied, not NoSuchKey.
 IMPLIED = {"ec2:CreateTags", "iam:PassRole", "iam:CreateServiceLinkedRole", "kms:CreateGrant", "kms:Decrypt",
-           "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
+           "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+           "s3:ListBucket"}
 # ... and what Lambda's SQS event source mapping does with the function's role (no code calls it).
 ALWAYS = ("logs:", "xray:", "sts:AssumeRole", *policies.EVENT_SOURCE_ACTIONS)
 
@@ -189,6 +191,19 @@ def test_the_analysis_sees_the_calls_we_know_about():
     assert "chalicelib.aws.s3:presigned_upload" in api["s3:PutObject"]
     assert "chalicelib.repositories.fleet:agents_page" in api["dynamodb:Scan"]
     assert "chalicelib.repositories.fleet:_delete_all" in api["dynamodb:DeleteItem"]
+
+
+@pytest.mark.parametrize("stage, function", ALL_POLICIES)
+def test_a_function_that_reads_the_model_bucket_may_list_it_so_a_missing_object_is_not_found(stage, function):
+    """S3 answers a GetObject of a missing key with 404 NoSuchKey only to a caller that may s3:ListBucket the
+    bucket; anyone else gets 403 AccessDenied. chalicelib/aws/s3.py reads "no such upload" from NoSuchKey
+    (model registration: 404 upload_not_found); without the grant the API would answer 500 (Api5xx alarm)."""
+    policy = function_policy(stage, function)
+    objects = [r for _, actions, resources in _statements(policy) if "s3:GetObject" in actions for r in resources]
+    buckets = {r for _, actions, resources in _statements(policy) if "s3:ListBucket" in actions for r in resources}
+    assert {r.split("/", 1)[0] for r in objects} <= buckets
+    assert all(s["Condition"] == policies.SAME_ACCOUNT for s, actions, _ in _statements(policy)
+               if "s3:ListBucket" in actions)
 
 
 def test_a_missing_permission_is_detected(monkeypatch):

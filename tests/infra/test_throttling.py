@@ -101,3 +101,16 @@ def test_a_queue_poller_never_exceeds_the_reserved_concurrency(chalice_app, func
     towards maxReceiveCount and could dead-letter a warning (or a fleet's decisions)."""
     (source,) = [s for s in chalice_app.event_sources if s.name == function]
     assert source.maximum_concurrency == throttling.RESERVED_CONCURRENCY[function]
+
+
+def test_the_documented_account_concurrency_is_what_the_reservations_need():
+    """Lambda refuses a reservation that leaves fewer than 100 unreserved executions: the operator asks for the
+    account limit the README states before the first deploy, so it must be the real sum (dev and prod in one
+    account and region reserve twice)."""
+    total = sum(throttling.RESERVED_CONCURRENCY.values())
+    readme = " ".join((ROOT / "infra" / "README.md").read_text().split())
+    assert f"{total} in all" in readme
+    assert f"must be at least {throttling.UNRESERVED_MINIMUM + total}" in readme
+    assert f"{throttling.UNRESERVED_MINIMUM + len(STAGES) * total} with both stages" in readme
+    rehearsal = " ".join((ROOT / "docs" / "deploy-rehearsal.md").read_text().split())
+    assert f"the account needs ≥ {throttling.UNRESERVED_MINIMUM + total}" in rehearsal
