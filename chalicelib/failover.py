@@ -505,12 +505,37 @@ def retire(state: State) -> State:
             "interruption_id": state["interruption_id"], "instance_id": state["instance_id"]})
         return {**state, "old_terminated": False}
     # The old primary: ours (tags) or the client's own registered instance it asked us to retire (auto-terminate).
-    ec2.terminate(state["region"], [state["instance_id"]], client_id=state["client_id"],
-                  account=tenancy.for_client(state["client_id"], getattr(agent, "account_id", None)),
-                  registered=(state["instance_id"],))
+    try:
+        ec2.terminate(state["region"], [state["instance_id"]], client_id=state["client_id"],
+                      account=tenancy.for_client(state["client_id"], getattr(agent, "account_id", None)),
+                      registered=(state["instance_id"],))
+    except ec2.NotPermitted as exc:
+        return _left_running(state, str(exc))
     replica_repo.deactivate_instance(state["instance_id"], state["client_id"], now)
     interruptions.set_once(state["client_id"], state["interruption_id"], "old_terminated_at", now)
     return {**state, "old_terminated": True}
+
+
+def _left_running(state: State, cause: str) -> State:
+    """IAM would not let us retire the client's own old instance (not tagged ``ec2.TAG_RETIRE``): the failover
+    stands and the next standby still comes; the instance keeps running and billing, so the client is told how
+    to end it. Notified at the event's first retire attempt's time, so a retried step tells once."""
+    at = parse_iso(state["retire_at"]) if state.get("retire_at") else _now()
+    instance_id = state["instance_id"]
+    logger.warning("old instance not terminated: not permitted", extra={
+        "interruption_id": state["interruption_id"], "instance_id": instance_id, "error": cause})
+    interruptions.update(state["client_id"], state["interruption_id"],
+                         error=f"after the hand-over: {instance_id} was not terminated (not permitted)")
+    message = (f"{instance_id} was not terminated after the failover: Spot Optimizer may terminate only the "
+               f"instances it launched, or yours tagged {ec2.TAG_RETIRE}={ec2.stage()}. It is still running (and "
+               f"billed): terminate it, or tag your instances so that auto-terminate can retire them.")
+    once = f"{state['interruption_id']}:left-running"
+    activity.notify(state["client_id"], "interruption", message, at, severity="warning", agent_id=state["agent_id"],
+                    once=once)
+    activity.record_event("old_instance_left_running", message, at, severity="warning", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=instance_id, once=once,
+                          metadata={"interruption_id": state["interruption_id"]})
+    return {**state, "old_terminated": False}
 
 
 def next_standby(state: State) -> State:

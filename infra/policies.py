@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
+from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_RETIRE, TAG_STAGE
 from chalicelib.settings import (
     APP_NAME,
     DECISION_WORKER_FUNCTION,
@@ -170,6 +170,14 @@ def kms_for_launch(stage: str) -> list[dict]:
 def ec2_terminate(stage: str) -> list[dict]:
     return [_statement("Ec2TerminateOwnInstances", ["ec2:TerminateInstances"], ["arn:aws:ec2:*:*:instance/*"],
                        _stage_tags(stage, "ec2:ResourceTag"))]
+
+
+def ec2_retire(stage: str) -> list[dict]:
+    """Auto-terminate of a client's *own* old primary after a failover (``failover.retire`` only): IAM cannot tell
+    a registered instance from any other, so the client opts each one in with the tag ``TAG_RETIRE`` = stage;
+    an untagged one is left running and the client told (``chalicelib.aws.ec2.NotPermitted``)."""
+    return [_statement("Ec2RetireClientTaggedInstances", ["ec2:TerminateInstances"], ["arn:aws:ec2:*:*:instance/*"],
+                       {"StringEquals": {f"ec2:ResourceTag/{TAG_RETIRE}": stage}})]
 
 
 def ec2_tag(stage: str) -> list[dict]:
@@ -323,12 +331,12 @@ def _tracing(stage: str) -> list[dict]:
 
 
 # Everything that acts on EC2 in a client account; the client-account role grants exactly this.
-EC2_CAPABILITIES = (ec2_describe, ec2_zones, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_tag,
-                    handover_check, ec2_move_eip, target_group_handover)
+EC2_CAPABILITIES = (ec2_describe, ec2_zones, ec2_spot_prices, ec2_placement_scores, ec2_launch, ec2_terminate, ec2_retire,
+                    ec2_tag, handover_check, ec2_move_eip, target_group_handover)
 # What acts on a client's instances, in the client's account (through its role; market data is read with the
 # product's own credentials).
-_IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_tag, handover_check, ec2_move_eip,
-                                 target_group_handover})
+_IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_retire, ec2_tag, handover_check,
+                                 ec2_move_eip, target_group_handover})
 # ec2_terminate with every launch: a launcher whose replica row was closed (or took another instance) while
 # it launched terminates the instance it started (chalicelib.replicas._lost_attach).
 _SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover)
@@ -359,7 +367,7 @@ FUNCTIONS: dict[str, tuple] = {
     "failover-check-ready": (tables, ec2_describe, ec2_terminate),
     "failover-handover": (tables, ec2_describe, ec2_move_eip, target_group_handover, ec2_terminate),
     "failover-record": (tables, notify),
-    "failover-retire": (tables, ec2_describe, ec2_terminate),
+    "failover-retire": (tables, ec2_describe, ec2_terminate, ec2_retire),
     "failover-next-standby": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate),
     "failover-failed": (tables, ec2_describe, ec2_terminate, notify),
 }

@@ -34,6 +34,9 @@ TAG_MANAGED_BY, TAG_LOGICAL_AGENT, TAG_REPLICA, TAG_AGENT, TAG_CLIENT = (
 # The launching stage (tagged at launch): IAM conditions (infra/policies.py) and the cleanup let a stage act
 # only on its own instances.
 TAG_STAGE = "SpotOptimizerStage"
+# A client's own instance may be retired by the service (auto-terminate after a failover) only where the client
+# tagged it ``SpotOptimizerRetire=<stage>``: IAM's condition for instances we did not launch (infra/policies.py).
+TAG_RETIRE = "SpotOptimizerRetire"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingException",
@@ -41,6 +44,7 @@ _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingE
 # Another pool may take the launch: no capacity here (components.capacity, the one list) or the type is
 # not offered in this AZ ("Unsupported": not a capacity fact, so no observation is recorded for it).
 _TRY_ANOTHER_POOL = CAPACITY_ERROR_CODES | {"Unsupported"}
+_DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
 _CHUNK = 100
@@ -65,6 +69,15 @@ class CapacityUnavailable(Ec2Error):
 
 class LaunchError(Ec2Error):
     """A launch that will not succeed by retrying (bad AMI, no subnet in the AZ, ...)."""
+
+
+class NotPermitted(Ec2Error):
+    """IAM refused to let us act on an instance we did not launch (the client's own, not tagged ``TAG_RETIRE``).
+    ``instance_ids`` are the ones left as they were."""
+
+    def __init__(self, message: str, instance_ids: list[str]) -> None:
+        super().__init__(message)
+        self.instance_ids = instance_ids
 
 
 class NotOwnedError(Ec2Error):
@@ -303,17 +316,20 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
               registered: tuple[str, ...] = ()) -> list[str]:
     """Terminate those of ``instance_ids`` that still exist in ``account`` and that we launched for this client
     and stage (``owned_by``); ``registered`` names the client's own registered primaries it asked us to retire
-    (auto-terminate). Anything else is left alone and logged; unknown or terminated ids are skipped."""
+    (auto-terminate). Anything else is left alone and logged; unknown or terminated ids are skipped.
+
+    IAM lets us terminate a client's own instance only where it is tagged ``TAG_RETIRE`` = stage: one that is
+    not is left running and, once ours are terminated, :class:`NotPermitted` names it."""
     found = describe(region, instance_ids, account=account).values()
     refused = [i.instance_id for i in found if not owned_by(i, client_id) and i.instance_id not in registered]
     if refused:
         _log.warning("not terminated: not launched by us for this client and stage",
                      extra={"instance_ids": refused, "client_id": client_id})
-    live = [i.instance_id for i in found if i.state not in ("shutting-down", "terminated")
-            and i.instance_id not in refused]
+    live = [i for i in found if i.state not in ("shutting-down", "terminated") and i.instance_id not in refused]
     client = _api("ec2", region, account)
-    for start in range(0, len(live), _CHUNK):
-        chunk = live[start:start + _CHUNK]
+    ours = [i.instance_id for i in live if owned_by(i, client_id)]
+    for start in range(0, len(ours), _CHUNK):
+        chunk = ours[start:start + _CHUNK]
         try:
             client.terminate_instances(InstanceIds=chunk)
         except ClientError as exc:
@@ -327,7 +343,21 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
                         raise _map_error(one, "TerminateInstances") from one
         except BotoCoreError as exc:
             raise _map_error(exc, "TerminateInstances") from exc
-    return live
+    denied = []  # the client's own registered instances: one by one, as IAM may refuse each (untagged)
+    for instance_id in (i.instance_id for i in live if not owned_by(i, client_id)):
+        try:
+            client.terminate_instances(InstanceIds=[instance_id])
+        except ClientError as exc:
+            if _code(exc) in _DENIED_CODES:
+                denied.append(instance_id)
+            elif _code(exc) != "InvalidInstanceID.NotFound":
+                raise _map_error(exc, "TerminateInstances") from exc
+        except BotoCoreError as exc:
+            raise _map_error(exc, "TerminateInstances") from exc
+    if denied:
+        raise NotPermitted(f"TerminateInstances: not permitted on {', '.join(denied)} (the client's own, not "
+                           f"tagged {TAG_RETIRE}={stage()})", denied)
+    return [i.instance_id for i in live]
 
 
 def _not_the_clients(region: str, holders: list[str], *, client_id: str, account: AwsAccount | None,

@@ -415,3 +415,74 @@ def test_j_a_replacement_lost_before_the_hand_over_falls_back_to_on_demand(api, 
     event = only_interruption(client_id)
     assert event.status == "resolved" and event.response_action == "on-demand-fallback"
     assert agent_row(client_id, agent_id).current_mode == "ondemand"
+
+
+def _terminate_as_iam_allows(monkeypatch):
+    """EC2's TerminateInstances under the product's IAM policy (infra/policies.py ec2_terminate / ec2_retire),
+    which moto does not enforce: our stage's instances, or the client's own tagged for retirement."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import ec2 as adapter
+
+    client = adapter._client("ec2", REGION)
+    real = client.terminate_instances
+
+    def terminate_instances(InstanceIds, **kwargs):  # noqa: N803 (boto3's keyword)
+        for instance_id in InstanceIds:
+            tags = tags_of(instance_id)
+            ours = tags.get(adapter.TAG_MANAGED_BY) == adapter.MANAGED_BY and tags.get(adapter.TAG_STAGE) == adapter.stage()
+            if not ours and tags.get(adapter.TAG_RETIRE) != adapter.stage():
+                raise ClientError({"Error": {"Code": "UnauthorizedOperation",
+                                             "Message": "You are not authorized to perform this operation."}},
+                                  "TerminateInstances")
+        return real(InstanceIds=InstanceIds, **kwargs)
+
+    monkeypatch.setattr(client, "terminate_instances", terminate_instances)
+
+
+def _fail_over_a_manual_replica_agent(api, make_tenant, *, retire_tag: bool):
+    client_id, _, agent_id, primary, _ = register_agent(
+        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False, auto_terminate_enabled=True,
+        terminate_wait_seconds=0)
+    if retire_tag:  # the client opts its instance in (its launch template would)
+        from chalicelib.aws import ec2 as adapter
+        ec2().create_tags(Resources=[primary], Tags=[{"Key": adapter.TAG_RETIRE, "Value": adapter.stage()}])
+    invoke_schedule(api, "replica-coordinator")
+    invoke_schedule(api, "replica-coordinator")
+    standby_id = agent_row(client_id, agent_id).current_replica_id
+    assert replica_repo.get(agent_id, standby_id).status.value == "ready"
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+    return client_id, agent_id, primary, standby_id
+
+
+def test_k_a_clients_own_old_instance_iam_will_not_retire_is_left_running_the_client_told_the_standby_renewed(
+        api, make_tenant, monkeypatch):
+    from chalicelib.aws import ec2 as adapter
+    from chalicelib.tables import NotificationTable
+
+    _terminate_as_iam_allows(monkeypatch)
+    # WHEN a failover's auto-terminate reaches the client's own, untagged old primary (IAM refuses it)
+    client_id, agent_id, primary, standby_id = _fail_over_a_manual_replica_agent(api, make_tenant, retire_tag=False)
+    # THEN the failover stands: the event is resolved, the old instance still runs and is said to
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.success is True and event.old_terminated_at is None
+    assert "not terminated" in event.error
+    assert state_of(primary) == "running"
+    told = [n for n in NotificationTable.query(client_id) if primary in n.message and "not terminated" in n.message]
+    assert len(told) == 1 and told[0].severity == "warning" and adapter.TAG_RETIRE in told[0].message
+    assert not [n for n in NotificationTable.query(client_id) if n.kind == "interruption_failed"]
+    # AND the agent still gets its next standby (the step after the retire ran)
+    agent = agent_row(client_id, agent_id)
+    assert agent.instance_id == replica_repo.get(agent_id, standby_id).instance_id
+    assert agent.current_replica_id and agent.current_replica_id != standby_id
+
+
+def test_k2_a_clients_own_old_instance_tagged_for_retirement_is_terminated(api, make_tenant, monkeypatch):
+    _terminate_as_iam_allows(monkeypatch)
+    client_id, agent_id, primary, standby_id = _fail_over_a_manual_replica_agent(api, make_tenant, retire_tag=True)
+    event = only_interruption(client_id)
+    assert event.status == "resolved" and event.old_terminated_at is not None and not event.error
+    assert state_of(primary) == "terminated"
+    assert agent_row(client_id, agent_id).current_replica_id not in (None, standby_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.aws.ec2 import TAG_STAGE
+from chalicelib.aws.ec2 import TAG_RETIRE, TAG_STAGE
 from chalicelib.settings import model_bucket_name
 from chalicelib.workflows import FAILOVER_TASKS
 from infra import chalice_policies, naming, policies
@@ -111,7 +111,8 @@ def test_every_iam_resource_pattern_includes_the_stage(stage, function):
         for resource in resources:
             if resource == "*" or resource in UNSCOPABLE:
                 continue
-            tagged = statement.get("Condition", {}).get("StringEquals", {}).get(f"ec2:ResourceTag/{TAG_STAGE}")
+            equals = statement.get("Condition", {}).get("StringEquals", {})
+            tagged = equals.get(f"ec2:ResourceTag/{TAG_STAGE}") or equals.get(f"ec2:ResourceTag/{TAG_RETIRE}")
             launch_tagging = statement.get("Condition", {}).get("StringEquals", {}).get("ec2:CreateAction")
             launch = statement["Action"] == ["ec2:RunInstances"] and launch_denied_unless_staged
             assert _names_stage(resource, stage) or tagged == stage or launch_tagging or launch, (

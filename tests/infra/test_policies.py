@@ -12,7 +12,7 @@ import pytest
 import yaml
 from chalice.config import Config
 
-from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_STAGE
+from chalicelib.aws.ec2 import MANAGED_BY, TAG_MANAGED_BY, TAG_RETIRE, TAG_STAGE
 from infra import boto_calls, chalice_policies, policies
 from components.sentinel.rules import SENTINEL_RULES
 from infra.policies import DESTRUCTIVE_ACTIONS, FUNCTIONS, STAGES, function_policy
@@ -123,6 +123,11 @@ def _tag_condition(statement: dict, stage: str) -> bool:
             and equals.get(f"ec2:ResourceTag/{TAG_STAGE}") == stage)
 
 
+def _retire_condition(statement: dict, stage: str) -> bool:
+    """The one other way onto an instance: the client's own, which it tagged for this stage to retire."""
+    return statement.get("Condition") == {"StringEquals": {f"ec2:ResourceTag/{TAG_RETIRE}": stage}}
+
+
 @pytest.mark.parametrize("stage, function", ALL_POLICIES)
 def test_destructive_ec2_actions_on_instances_need_our_stage_tags(stage, function):
     policy = function_policy(stage, function)
@@ -133,7 +138,9 @@ def test_destructive_ec2_actions_on_instances_need_our_stage_tags(stage, functio
                 continue
             launch_tagging = statement.get("Condition", {}).get("StringEquals", {}).get(
                 "ec2:CreateAction") == "RunInstances"
-            assert _tag_condition(statement, stage) or (action == "ec2:CreateTags" and launch_tagging), (
+            retire = action == "ec2:TerminateInstances" and function == "failover-retire"
+            assert (_tag_condition(statement, stage) or (action == "ec2:CreateTags" and launch_tagging)
+                    or (retire and _retire_condition(statement, stage))), (
                 f"{function}: {statement['Sid']} allows {action} on instances without the stage tag condition")
     if any("ec2:RunInstances" in actions for _, actions, _ in _statements(policy)):
         denied = {json.dumps(s["Condition"], sort_keys=True) for s, actions, resources in _statements(policy, "Deny")
@@ -417,3 +424,14 @@ def test_sqs_batch_calls_need_their_single_message_action():
     for dispatcher, (worker, _) in DISPATCHERS.items():
         assert "chalicelib.aws.sqs:send_all" in boto_calls.actions(dispatcher)["sqs:SendMessage"]
         assert "sqs:SendMessage" not in boto_calls.actions(worker)
+
+
+def test_only_the_retire_step_may_terminate_a_clients_own_instance_and_only_one_tagged_for_this_stage():
+    for stage, function in ALL_POLICIES:
+        retiring = [(s, actions) for s, actions, _ in _statements(function_policy(stage, function))
+                    if f"ec2:ResourceTag/{TAG_RETIRE}" in json.dumps(s.get("Condition", {}))]
+        if function != "failover-retire":
+            assert not retiring, function
+            continue
+        assert [actions for _, actions in retiring] == [["ec2:TerminateInstances"]]
+        assert _retire_condition(retiring[0][0], stage)
