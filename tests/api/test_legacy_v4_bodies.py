@@ -1,0 +1,72 @@
+"""The legacy v4.0.0 agent's bodies as its code builds them (LEGACY.md §2.2), where they differ from the
+documented field lists: calls replayed one by one, as v4 makes them, with the client token."""
+
+from __future__ import annotations
+
+import uuid
+
+from chalicelib.tables.agents import AgentTable
+from tests.api._support import iso, now_utc, shifted
+from tests.conftest import new_instance_id, registration
+
+
+def v4_registration(instance_id: str, logical_agent_id: str, az: str) -> dict:
+    return registration(instance_id=instance_id, logical_agent_id=logical_agent_id, az=az, agent_version="4.0.0",
+                        hostname=f"ip-10-0-0-{uuid.uuid4().int % 250}")
+
+
+def v4_heartbeat(instance_id: str, az: str, status: str = "online") -> dict:
+    return {"status": status, "monitored_instances": [instance_id], "instance_id": instance_id,
+            "instance_type": "m5.large", "mode": "spot", "az": az}
+
+
+# v4's shutdown (SIGTERM, or after a switch that terminates its own host): send_heartbeat(agent_id, 'offline',
+# []) with no extra data, so no instance is named.
+V4_FINAL_HEARTBEAT = {"status": "offline", "monitored_instances": []}
+
+
+def test_the_old_instances_final_bare_offline_heartbeat_after_a_switch_does_not_take_the_agent_offline(
+        make_tenant):
+    """GIVEN a v4 agent on instance A that executes a forced switch to B (wait 300 s): B's agent registers under
+    the same logical id and heartbeats while A waits, then A posts its switch report and the result
+    WHEN A's agent stops itself and sends its final heartbeat, which names no instance
+    THEN the agent stays online on B and the client gets no offline/online flap."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(new, "eu-west-1b"))[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
+        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
+        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+        "timing": {"switch_initiated_at": iso(shifted(-900)), "new_instance_launched_at": iso(shifted(-890)),
+                   "new_instance_ready_at": iso(shifted(-600)), "traffic_switched_at": iso(shifted(-598)),
+                   "old_instance_terminated_at": iso(now_utc())},
+        "trigger": "manual"})
+    assert status == 200, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "Switch completed"})
+    assert status == 200, reply
+
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", V4_FINAL_HEARTBEAT)
+    assert status == 200, reply  # v4 does not read it; what matters is what it did to the agent
+
+    row = AgentTable.get(client_id, agent_id, consistent_read=True)
+    assert (row.status, row.instance_id) == ("online", new)
+    status, notes = caller.get("/api/notifications")
+    flaps = [n["message"] for n in notes["notifications"] if n["kind"] == "agent_status"]
+    assert flaps == [], flaps
+
