@@ -70,3 +70,22 @@ def test_the_old_instances_final_bare_offline_heartbeat_after_a_switch_does_not_
     flaps = [n["message"] for n in notes["notifications"] if n["kind"] == "agent_status"]
     assert flaps == [], flaps
 
+
+def test_v4_cleanup_report_failures_are_objects_and_are_counted(tenant_with_agent):
+    """GIVEN a v4 agent's hourly cleanup (CleanupManager.run_full_cleanup): each failure is
+    ``{"id", "error"}``, each part carries its ``type``, and a part whose listing failed has ``error`` and no
+    ``cutoff_date``
+    WHEN it posts the report
+    THEN every failure is counted and nothing is dropped as implausible."""
+    _, caller, agent_id, _ = tenant_with_agent
+    status, reply = caller.post(f"/api/agents/{agent_id}/cleanup-report", {
+        "timestamp": iso(now_utc()),
+        "snapshots": {"type": "snapshots", "deleted": ["snap-0123456789abcdef0"],
+                      "failed": [{"id": "snap-0fedcba9876543210", "error": "An error occurred (AccessDenied)"}],
+                      "cutoff_date": iso(shifted(-7 * 86400))},
+        "amis": {"type": "amis", "deleted_amis": [], "deleted_snapshots": [],
+                 "failed": [{"id": "ami-0123456789abcdef0", "error": "An error occurred (InvalidAMIID.Unavailable)"}],
+                 "error": "throttled"}})
+    assert status == 200, reply
+    assert (reply["deleted_snapshots"], reply["failed_count"], reply["warnings"]) == (1, 2, []), reply
+
