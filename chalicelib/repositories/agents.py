@@ -308,7 +308,8 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
         return agent
     if instance_id and instance_id != agent.instance_id:
         row = instance_row(instance_id)
-        if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"):
+        if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"
+                                or _left_by_switch(agent, row)):
             # The agent left that instance: what runs there no longer speaks for the agent (a legacy
             # agent's final "offline" heartbeat after its switch must not flap the agent offline).
             return agent
@@ -335,6 +336,13 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _left_by_switch(agent: AgentRecord, row: InstanceTable) -> bool:
+    """The instance was the agent's before its last switch (or promotion): under auto-terminate off it stays
+    active, and a v4 agent on it (terminate wait 0) keeps running and heartbeating it, but it is no longer the
+    agent's instance. An instance registered after that switch is installed later than it."""
+    return agent.last_switch_at is not None and row.installed_at is not None and row.installed_at < agent.last_switch_at
 
 
 def _retired_agents_last_word(agent: AgentRecord, *, status: str, instance_id: str | None, now: datetime) -> bool:

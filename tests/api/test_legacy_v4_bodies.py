@@ -89,3 +89,52 @@ def test_v4_cleanup_report_failures_are_objects_and_are_counted(tenant_with_agen
     assert status == 200, reply
     assert (reply["deleted_snapshots"], reply["failed_count"], reply["warnings"]) == (1, 2, []), reply
 
+
+def _switch_report(old: str, new: str, *, terminated: bool) -> dict:
+    """The report v4's InstanceSwitcher.execute_switch posts (spot eu-west-1a → spot eu-west-1b)."""
+    timing = {"switch_initiated_at": iso(shifted(-400)), "new_instance_launched_at": iso(shifted(-390)),
+              "new_instance_ready_at": iso(shifted(-100)), "traffic_switched_at": iso(shifted(-98))}
+    if terminated:
+        timing["old_instance_terminated_at"] = iso(now_utc())
+    return {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1a"},
+            "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1b"},
+            "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": timing, "trigger": "manual"}
+
+
+def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_move_the_agent_back(make_tenant):
+    """GIVEN a v4 agent on A with auto-terminate off: its forced switch carries terminate_wait_seconds 0, so
+    after launching B it reports at once, keeps A running and keeps running itself (heartbeats naming A)
+    WHEN A's agent heartbeats after its switch report, before and after B's agent registers
+    THEN the agent stays on B (A is the kept old instance, no longer the agent's)."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and queued["command"]["terminate_wait_seconds"] == 0, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    assert caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                       {"success": True, "message": "Switch completed"})[0] == 200
+
+    def on() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).instance_id
+
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+    assert on() == new
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    for instance_id, az in ((new, "eu-west-1b"), (old, "eu-west-1a")):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, az))[0] == 200
+        assert on() == new
