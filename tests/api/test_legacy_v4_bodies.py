@@ -138,3 +138,33 @@ def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_mov
     for instance_id, az in ((new, "eu-west-1b"), (old, "eu-west-1a")):
         assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, az))[0] == 200
         assert on() == new
+
+
+def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_tenant):
+    """GIVEN a v4 agent in auto-switch mode with auto-terminate off that switched from A to B (A kept running,
+    its agent too) and B's agent registered
+    WHEN A's spot instance gets its two-minute notice and A's agent calls create-emergency-replica, then
+    termination-imminent, naming A
+    THEN no standby is launched for the agent (A is not what it runs on: nothing to replace) and no failover
+    starts; both calls are answered 2xx without success, which v4 only logs."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+    notice = iso(shifted(120))
+    status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
+                                {"signal_type": "termination-notice", "instance_id": old, "termination_time": notice})
+    assert 200 <= status < 300 and reply["success"] is False and reply["replica_id"] is None, (status, reply)
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination-imminent",
+                                {"instance_id": old, "termination_time": notice, "detected_at": iso(now_utc())})
+    assert 200 <= status < 300 and reply["success"] is False, (status, reply)
+    status, listing = caller.get(f"/api/agents/{agent_id}/replicas?include_terminated=true")
+    assert status == 200 and listing["replicas"] == [], listing
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).current_replica_id is None
