@@ -214,8 +214,13 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
     row = instance_row(reg.instance_id)
     if row is None or row.client_id != client.client_id:
         return
-    refusal = registration_refusal(_agent_id(client, reg), instance_agent_id=row.agent_id,
-                                   instance_active=row.is_active, instance_role=row.role)
+    agent_id = _agent_id(client, reg)
+    left = False
+    if row.agent_id == agent_id and row.is_active and row.role == "primary":
+        agent = get(client.client_id, agent_id)
+        left = agent is not None and agent.instance_id != reg.instance_id and _left_by_switch(agent, row)
+    refusal = registration_refusal(agent_id, instance_agent_id=row.agent_id, instance_active=row.is_active,
+                                   instance_role=row.role, left_by_switch=left)
     if refusal:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 
 from chalicelib.tables.agents import AgentTable
-from tests.api._support import iso, now_utc, shifted
+from chalicelib.tables.instances import InstanceTable
+from tests.api._support import assert_error, iso, now_utc, shifted
 from tests.conftest import new_instance_id, registration
 
 
@@ -168,3 +169,24 @@ def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_
     status, listing = caller.get(f"/api/agents/{agent_id}/replicas?include_terminated=true")
     assert status == 200 and listing["replicas"] == [], listing
     assert AgentTable.get(client_id, agent_id, consistent_read=True).current_replica_id is None
+
+
+def test_the_kept_old_instances_v4_agent_restarting_cannot_take_the_agent_back(make_tenant):
+    """GIVEN a v4 agent that switched from A to B with auto-terminate off (A kept running) and B's agent registered
+    WHEN A's v4 agent restarts (a reboot, systemd) and registers A again
+    THEN 409 instance_replaced (v4 exits on a failed registration) and the agent stays on B, B active."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == new
+    assert InstanceTable.get(new, consistent_read=True).is_active is True
