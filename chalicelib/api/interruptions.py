@@ -116,6 +116,12 @@ def create_emergency_replica(agent_id):
                    "status": handled.status, "pool": None, "hourly_cost": None, "urgency": "critical",
                    "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
                                 "status": handled.status}})
+    if instance_id != agent.instance_id:
+        # The agent left that instance (a switch that kept it: auto-terminate off, its v4 agent runs on): a
+        # standby would replace nothing, and the sentinel ignores the signal too.
+        return ok({"success": False, "created": False, "replica_id": None, "instance_id": None, "status": None,
+                   "pool": None, "hourly_cost": None, "urgency": "critical" if termination else "high",
+                   "workflow": None, "error": "instance is no longer the agent's primary"})
     replica, created = _standby_for(agent, now, termination)
     workflow = None
     if termination:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from pynamodb.attributes import MapAttribute
@@ -32,6 +32,9 @@ from chalicelib.tables.instances import InstanceTable
 
 CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
 LIVE_STATUSES = frozenset({AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value})
+# After its switch report a legacy v4 agent posts the command's result, ends its threads (5 s each, 30 s per
+# call) and sends its final heartbeat: a few minutes at most.
+RETIRED_AGENT_STOPS_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,13 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
     row = instance_row(reg.instance_id)
     if row is None or row.client_id != client.client_id:
         return
-    refusal = registration_refusal(_agent_id(client, reg), instance_agent_id=row.agent_id,
-                                   instance_active=row.is_active, instance_role=row.role)
+    agent_id = _agent_id(client, reg)
+    left = False
+    if row.agent_id == agent_id and row.is_active and row.role == "primary":
+        agent = get(client.client_id, agent_id)
+        left = agent is not None and agent.instance_id != reg.instance_id and _left_by_switch(agent, row)
+    refusal = registration_refusal(agent_id, instance_agent_id=row.agent_id, instance_active=row.is_active,
+                                   instance_role=row.role, left_by_switch=left)
     if refusal:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
 
@@ -301,9 +309,12 @@ class _InstanceMoved(Exception):
 
 def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None, instance_type: str | None,
                      mode: str | None, az: str | None, now: datetime) -> AgentRecord:
+    if _retired_agents_last_word(agent, status=status, instance_id=instance_id, now=now):
+        return agent
     if instance_id and instance_id != agent.instance_id:
         row = instance_row(instance_id)
-        if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"):
+        if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"
+                                or _left_by_switch(agent, row)):
             # The agent left that instance: what runs there no longer speaks for the agent (a legacy
             # agent's final "offline" heartbeat after its switch must not flap the agent offline).
             return agent
@@ -330,6 +341,23 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _left_by_switch(agent: AgentRecord, row: InstanceTable) -> bool:
+    """The instance was the agent's before its last switch (or promotion): under auto-terminate off it stays
+    active, and a v4 agent on it (terminate wait 0) keeps running and heartbeating it, but it is no longer the
+    agent's instance. An instance registered after that switch is installed later than it."""
+    return agent.last_switch_at is not None and row.installed_at is not None and row.installed_at < agent.last_switch_at
+
+
+def _retired_agents_last_word(agent: AgentRecord, *, status: str, instance_id: str | None, now: datetime) -> bool:
+    """True for an ``offline`` heartbeat that names no instance shortly after a switch: the v4 agent sends its
+    final heartbeat bare (``{"status": "offline", "monitored_instances": []}``) when it stops, and after a
+    switch that terminates its host it stops right after its report, while the new instance's agent runs on.
+    A current agent that really stops in that window is marked offline by the health monitor (its heartbeats
+    stop)."""
+    return (status == AgentStatus.OFFLINE.value and not instance_id and agent.status in LIVE_STATUSES
+            and agent.last_switch_at is not None and now - agent.last_switch_at <= RETIRED_AGENT_STOPS_WITHIN)
 
 
 def _heartbeat_actions(status: str, now: datetime) -> list:

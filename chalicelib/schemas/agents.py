@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, StrictBool, StrictInt, model_validator
+from pydantic import AliasChoices, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from components.instance_types import ARCHITECTURES, MAX_INSTANCE_TYPES
 
@@ -216,16 +216,31 @@ class TerminationRequest(FactReport):
     termination_time: UtcDatetime | None = None
 
 
+class CleanupFailure(Schema):
+    """One resource the agent failed to delete: v4 sends ``{"id", "error"}`` (the error's text cut to 500)."""
+
+    id: str | None = Field(default=None, max_length=128)
+    error: str | None = None
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _cut(cls, value):
+        return value[:500] if isinstance(value, str) else value
+
+
+CleanupFailures = list[str | CleanupFailure]
+
+
 class CleanupSnapshots(Schema):
     deleted: list[str] = Field(default_factory=list, max_length=1000)
-    failed: list[str] = Field(default_factory=list, max_length=1000)
+    failed: CleanupFailures = Field(default_factory=list, max_length=1000)
     cutoff_date: str | None = Field(default=None, max_length=64)
 
 
 class CleanupAmis(Schema):
     deleted_amis: list[str] = Field(default_factory=list, max_length=1000)
     deleted_snapshots: list[str] = Field(default_factory=list, max_length=1000)
-    failed: list[str] = Field(default_factory=list, max_length=1000)
+    failed: CleanupFailures = Field(default_factory=list, max_length=1000)
     cutoff_date: str | None = Field(default=None, max_length=64)
 
 

@@ -457,7 +457,8 @@ class ReplicaPool(Reply):
 
 
 class EmergencyReplicaReply(Success):
-    """201 when a standby was launched, 200 when the existing one (or the running failover's) is returned."""
+    """201 when a standby was launched, 200 when the existing one (or the running failover's) is returned, or
+    (``success`` false, ``error``) when the instance is no longer the agent's primary."""
 
     created: bool
     replica_id: str | None
@@ -467,6 +468,7 @@ class EmergencyReplicaReply(Success):
     hourly_cost: float | None
     urgency: Literal["critical", "high"]
     workflow: WorkflowRef | None
+    error: str | None = None
 
 
 class CreatedReplicaReply(Success, ReplicaView):

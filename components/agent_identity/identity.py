@@ -164,13 +164,14 @@ def plan_registration(known: KnownAgent | None, reg: Registration) -> Registrati
 
 
 def registration_refusal(agent_id: str, *, instance_agent_id: str | None, instance_active: bool | None,
-                         instance_role: str | None) -> tuple[str, str] | None:
+                         instance_role: str | None, left_by_switch: bool = False) -> tuple[str, str] | None:
     """Why an instance this agent already knows must not become its instance again: ``(code, message)``
     or None.
 
     A replaced (or terminated) instance is done: an agent restarting there after a failover or a switch
     would otherwise point the logical agent back at a machine that is about to disappear. A standby is
-    not the agent's instance until a failover promotes it; its agent registers after that.
+    not the agent's instance until a failover promotes it; its agent registers after that. An instance the
+    agent switched away from (``left_by_switch``) but that is kept running (auto-terminate off) is replaced too.
 
     Examples
     --------
@@ -179,10 +180,13 @@ def registration_refusal(agent_id: str, *, instance_agent_id: str | None, instan
     >>> registration_refusal("ag-1", instance_agent_id="ag-1", instance_active=True, instance_role="standby")[0]
     'instance_is_standby'
     >>> registration_refusal("ag-1", instance_agent_id="ag-2", instance_active=False, instance_role="primary")
+    >>> registration_refusal("ag-1", instance_agent_id="ag-1", instance_active=True, instance_role="primary",
+    ...                      left_by_switch=True)[0]
+    'instance_replaced'
     """
     if instance_agent_id != agent_id:
         return None
-    if instance_active is False:
+    if instance_active is False or left_by_switch:
         return "instance_replaced", "this instance was replaced or terminated; its agent must not register it again"
     if instance_role == "standby":
         return "instance_is_standby", "this instance is a standby; its agent registers once a failover promotes it"

@@ -1,0 +1,192 @@
+"""The legacy v4.0.0 agent's bodies as its code builds them (LEGACY.md §2.2), where they differ from the
+documented field lists: calls replayed one by one, as v4 makes them, with the client token."""
+
+from __future__ import annotations
+
+import uuid
+
+from chalicelib.tables.agents import AgentTable
+from chalicelib.tables.instances import InstanceTable
+from tests.api._support import assert_error, iso, now_utc, shifted
+from tests.conftest import new_instance_id, registration
+
+
+def v4_registration(instance_id: str, logical_agent_id: str, az: str) -> dict:
+    return registration(instance_id=instance_id, logical_agent_id=logical_agent_id, az=az, agent_version="4.0.0",
+                        hostname=f"ip-10-0-0-{uuid.uuid4().int % 250}")
+
+
+def v4_heartbeat(instance_id: str, az: str, status: str = "online") -> dict:
+    return {"status": status, "monitored_instances": [instance_id], "instance_id": instance_id,
+            "instance_type": "m5.large", "mode": "spot", "az": az}
+
+
+# v4's shutdown (SIGTERM, or after a switch that terminates its own host): send_heartbeat(agent_id, 'offline',
+# []) with no extra data, so no instance is named.
+V4_FINAL_HEARTBEAT = {"status": "offline", "monitored_instances": []}
+
+
+def test_the_old_instances_final_bare_offline_heartbeat_after_a_switch_does_not_take_the_agent_offline(
+        make_tenant):
+    """GIVEN a v4 agent on instance A that executes a forced switch to B (wait 300 s): B's agent registers under
+    the same logical id and heartbeats while A waits, then A posts its switch report and the result
+    WHEN A's agent stops itself and sends its final heartbeat, which names no instance
+    THEN the agent stays online on B and the client gets no offline/online flap."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(new, "eu-west-1b"))[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
+        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
+        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+        "timing": {"switch_initiated_at": iso(shifted(-900)), "new_instance_launched_at": iso(shifted(-890)),
+                   "new_instance_ready_at": iso(shifted(-600)), "traffic_switched_at": iso(shifted(-598)),
+                   "old_instance_terminated_at": iso(now_utc())},
+        "trigger": "manual"})
+    assert status == 200, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "Switch completed"})
+    assert status == 200, reply
+
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", V4_FINAL_HEARTBEAT)
+    assert status == 200, reply  # v4 does not read it; what matters is what it did to the agent
+
+    row = AgentTable.get(client_id, agent_id, consistent_read=True)
+    assert (row.status, row.instance_id) == ("online", new)
+    status, notes = caller.get("/api/notifications")
+    flaps = [n["message"] for n in notes["notifications"] if n["kind"] == "agent_status"]
+    assert flaps == [], flaps
+
+
+def test_v4_cleanup_report_failures_are_objects_and_are_counted(tenant_with_agent):
+    """GIVEN a v4 agent's hourly cleanup (CleanupManager.run_full_cleanup): each failure is
+    ``{"id", "error"}``, each part carries its ``type``, and a part whose listing failed has ``error`` and no
+    ``cutoff_date``
+    WHEN it posts the report
+    THEN every failure is counted and nothing is dropped as implausible."""
+    _, caller, agent_id, _ = tenant_with_agent
+    status, reply = caller.post(f"/api/agents/{agent_id}/cleanup-report", {
+        "timestamp": iso(now_utc()),
+        "snapshots": {"type": "snapshots", "deleted": ["snap-0123456789abcdef0"],
+                      "failed": [{"id": "snap-0fedcba9876543210", "error": "An error occurred (AccessDenied)"}],
+                      "cutoff_date": iso(shifted(-7 * 86400))},
+        "amis": {"type": "amis", "deleted_amis": [], "deleted_snapshots": [],
+                 "failed": [{"id": "ami-0123456789abcdef0", "error": "An error occurred (InvalidAMIID.Unavailable)"}],
+                 "error": "throttled"}})
+    assert status == 200, reply
+    assert (reply["deleted_snapshots"], reply["failed_count"], reply["warnings"]) == (1, 2, []), reply
+
+
+def _switch_report(old: str, new: str, *, terminated: bool) -> dict:
+    """The report v4's InstanceSwitcher.execute_switch posts (spot eu-west-1a → spot eu-west-1b)."""
+    timing = {"switch_initiated_at": iso(shifted(-400)), "new_instance_launched_at": iso(shifted(-390)),
+              "new_instance_ready_at": iso(shifted(-100)), "traffic_switched_at": iso(shifted(-98))}
+    if terminated:
+        timing["old_instance_terminated_at"] = iso(now_utc())
+    return {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1a"},
+            "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1b"},
+            "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": timing, "trigger": "manual"}
+
+
+def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_move_the_agent_back(make_tenant):
+    """GIVEN a v4 agent on A with auto-terminate off: its forced switch carries terminate_wait_seconds 0, so
+    after launching B it reports at once, keeps A running and keeps running itself (heartbeats naming A)
+    WHEN A's agent heartbeats after its switch report, before and after B's agent registers
+    THEN the agent stays on B (A is the kept old instance, no longer the agent's)."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and queued["command"]["terminate_wait_seconds"] == 0, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    assert caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                       {"success": True, "message": "Switch completed"})[0] == 200
+
+    def on() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).instance_id
+
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+    assert on() == new
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    for instance_id, az in ((new, "eu-west-1b"), (old, "eu-west-1a")):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, az))[0] == 200
+        assert on() == new
+
+
+def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_tenant):
+    """GIVEN a v4 agent in auto-switch mode with auto-terminate off that switched from A to B (A kept running,
+    its agent too) and B's agent registered
+    WHEN A's spot instance gets its two-minute notice and A's agent calls create-emergency-replica, then
+    termination-imminent, naming A
+    THEN no standby is launched for the agent (A is not what it runs on: nothing to replace) and no failover
+    starts; both calls are answered 2xx without success, which v4 only logs."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+    notice = iso(shifted(120))
+    status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
+                                {"signal_type": "termination-notice", "instance_id": old, "termination_time": notice})
+    assert 200 <= status < 300 and reply["success"] is False and reply["replica_id"] is None, (status, reply)
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination-imminent",
+                                {"instance_id": old, "termination_time": notice, "detected_at": iso(now_utc())})
+    assert 200 <= status < 300 and reply["success"] is False, (status, reply)
+    status, listing = caller.get(f"/api/agents/{agent_id}/replicas?include_terminated=true")
+    assert status == 200 and listing["replicas"] == [], listing
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).current_replica_id is None
+
+
+def test_the_kept_old_instances_v4_agent_restarting_cannot_take_the_agent_back(make_tenant):
+    """GIVEN a v4 agent that switched from A to B with auto-terminate off (A kept running) and B's agent registered
+    WHEN A's v4 agent restarts (a reboot, systemd) and registers A again
+    THEN 409 instance_replaced (v4 exits on a failed registration) and the agent stays on B, B active."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == new
+    assert InstanceTable.get(new, consistent_read=True).is_active is True
