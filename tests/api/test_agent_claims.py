@@ -79,3 +79,19 @@ def test_a_heartbeat_naming_the_verified_agents_own_instance_is_recorded(verifie
     status, reply = me.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online", "instance_id": own,
                                                                    "az": "eu-west-1a", "mode": "spot"})
     assert status == 200 and reply["status"] == "online", reply
+
+
+@pytest.mark.parametrize("how", ["create", "create-ready"])
+def test_a_verified_agents_standby_cannot_be_an_instance_the_product_did_not_launch(verified_agent, how):
+    """GIVEN a verified agent in manual-replica mode WHEN its client records an instance of the (shared) account
+    that the product did not launch for it (an operator's bastion) as the agent-launched standby THEN 409 not_owned
+    and nothing is written: promoted, it would become the agent's primary, and the next failover would retire it."""
+    _, caller, agent_id, _, _ = verified_agent
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})
+    assert status == 200, reply
+    bastion = live_instance({"Name": "operators-bastion"})
+    body = {"instance_id": bastion, **({"status": "ready"} if how == "create-ready" else {})}
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", body)
+    assert_error(status, reply, 409, code="not_owned", field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
