@@ -195,6 +195,9 @@ def heartbeat(agent_id):
     client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
+    if body.instance_type and body.instance_type != agent.instance_type:
+        # The recorded type is what standbys, replacements and switches launch: the policy registration applies.
+        quotas.check_types(client_id, [body.instance_type])
     if body.az:
         _zone_of_region(body.az, agent.region)
     now = utcnow()

@@ -95,3 +95,28 @@ def test_a_verified_agents_standby_cannot_be_an_instance_the_product_did_not_lau
     status, reply = caller.post(f"/api/agents/{agent_id}/replicas", body)
     assert_error(status, reply, 409, code="not_owned", field="instance_id")
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_heartbeat_cannot_give_the_agent_a_type_outside_the_policy(make_tenant, api, aws_signs_locally, legacy):
+    """GIVEN an agent (verified, or a legacy one on its client token) WHEN its heartbeat says its instance is of a
+    type the client's policy refuses THEN 409 instance_type_not_allowed and nothing is written, as a registration
+    naming it would be: the recorded type is what standbys, replacements and switches are launched as."""
+    from chalicelib.repositories import agents
+
+    client_id, caller = make_tenant(legacy=legacy)
+    body = registration()
+    if not legacy:
+        document, signature = signed_identity(instance_id=body["instance_id"], instance_type=body["instance_type"],
+                                              az=body["az"], region=body["region"])
+        body = {**body, "identity_document": document, "identity_signature": signature}
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    me = caller if legacy else Caller(api.http, token=reply["agent_credential"])
+    before = snapshot_tables()
+    status, reply = me.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online", "instance_id": body["instance_id"],
+                                                                   "instance_type": "p5.48xlarge"})
+    assert_error(status, reply, 409, code="instance_type_not_allowed")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert agents.get(client_id, agent_id).instance_type == "m5.large"
