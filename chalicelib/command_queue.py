@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from components.aws_regions import is_zone_of_region
 from components.capacity import CapacityObservation, ObservationKind, refusal_kind
 from components.command_tracker import (
     SWITCH_TYPES,
@@ -24,8 +25,11 @@ from components.command_tracker import (
     report_result,
     sweep_expired,
 )
+from components.errors import InvalidPoolIdError
+from components.pool_id import parse_pool_id
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, quotas
+from chalicelib.errors import InvalidInputError
 from chalicelib.repositories import activity, agents, observations
 
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
@@ -147,6 +151,20 @@ def sweep(now: datetime) -> dict[str, int]:
 def new_command_id(now: datetime) -> str:
     """Command ids start with their creation time, so an agent's commands sort by age."""
     return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+def check_switch_target(agent, pool_id: str, *, field: str) -> None:
+    """A pool a client names for its agent's switch: the agent launches whatever the command says, so only one
+    of the agent's own instance types in its own region, within the client's type policy (409
+    ``instance_type_not_allowed``; 400 otherwise). Nothing is written before."""
+    try:
+        instance_type, az = parse_pool_id(pool_id)
+    except InvalidPoolIdError as exc:
+        raise InvalidInputError(exc.message, field=field) from exc
+    quotas.check_types(agent.client_id, [instance_type])
+    if instance_type not in agent.runnable_types or not is_zone_of_region(az, agent.region):
+        raise InvalidInputError(f"{pool_id} is not a pool of the agent's instance types in {agent.region}",
+                                field=field)
 
 
 def switch_command(agent, *, target_mode: str, target_pool_id: str | None, priority: int, trigger: str,

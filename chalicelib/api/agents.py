@@ -22,7 +22,7 @@ from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id
 
-from chalicelib import auth, bootstrap, catalogue, command_queue, quotas, reported_pools
+from chalicelib import auth, bootstrap, catalogue, command_queue, quotas, reported_pools, tenancy
 from chalicelib.api.common import (
     ApiBlueprint,
     agent_request,
@@ -34,9 +34,10 @@ from chalicelib.api.common import (
     utcnow,
     validate,
 )
-from chalicelib.aws import accounts
+from chalicelib.aws import accounts, ec2
 from chalicelib.api.views import command_view, config_view, iso
-from chalicelib.errors import ForbiddenError, InvalidInputError, NotFoundError
+from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, \
+    ServiceUnavailableError
 from chalicelib.identity_documents import verify_identity_document
 from chalicelib.repositories import activity, agents, observations, pools, switches
 from chalicelib.schemas.agents import (
@@ -194,6 +195,9 @@ def heartbeat(agent_id):
     client_id, agent, body = agent_request(_request(), agent_id, HeartbeatRequest)
     if body.instance_type and body.az:
         make_pool_id(body.instance_type, body.az)
+    if body.instance_type and body.instance_type != agent.instance_type:
+        # The recorded type is what standbys, replacements and switches launch: the policy registration applies.
+        quotas.check_types(client_id, [body.instance_type])
     if body.az:
         _zone_of_region(body.az, agent.region)
     now = utcnow()
@@ -379,6 +383,34 @@ def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
     return row is not None and row.agent_id == agent.agent_id
 
 
+def _check_replacement(agent, old_instance_id: str | None, new_instance_id: str) -> None:
+    """A verified agent's switch makes the new instance the agent's (the source of its launches, the instance a
+    failover retires, a holder its hand-over may take an EIP or target group from), so EC2 must show it live in
+    the agent's account and region, tagged by the product's agent as the replacement of the agent's old instance
+    (``ReplacesInstance``), and not another client's or stage's: 409 ``not_owned`` otherwise, nothing written.
+    An instance already this agent's (a repeated report) is not asked about again; a legacy agent's report is
+    taken on trust, as its registration is."""
+    if agent.account_id is None or _owned_instance(agent.client_id, agent, new_instance_id):
+        return
+    refused = ConflictError(f"new_instance {new_instance_id} is not a live instance in the agent's account in "
+                            f"{agent.region} launched to replace {old_instance_id}",
+                            field="new_instance.instance_id", code="not_owned")
+    if not agent.region:
+        raise refused
+    try:
+        info = ec2.describe(agent.region, [new_instance_id], account=tenancy.for_agent(agent)).get(new_instance_id)
+    except ec2.Ec2Error as exc:  # EC2 trouble is ours (503); a refusal such as account_not_bound is a 409
+        if getattr(exc, "conflict_code", None):
+            raise
+        raise ServiceUnavailableError("EC2 did not answer as expected, retry shortly", code="ec2_unavailable",
+                                      headers={"Retry-After": "5"}) from exc
+    if info is None or info.state in ("shutting-down", "terminated") \
+            or info.tags.get("ReplacesInstance") != old_instance_id \
+            or info.tags.get(ec2.TAG_CLIENT) not in (None, agent.client_id) \
+            or info.tags.get(ec2.TAG_STAGE) not in (None, ec2.stage()):
+        raise refused
+
+
 def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warnings):
     """Prices the report lacks (or had dropped) from the server's own latest pool prices (those this
     client may see) and AWS's on-demand list price."""
@@ -420,6 +452,7 @@ def switch_report(agent_id):
         return _old_instance_terminated(client_id, agent, body)
     if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
+    _check_replacement(agent, old.instance_id or agent.instance_id, new.instance_id)
     now = utcnow()
     warnings = body.warnings
     command_id = body.command_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from components.command_tracker import CommandPriority, enqueue
-from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
@@ -39,8 +38,8 @@ def force_switch(instance_id):
     if not instance.is_active:
         raise ConflictError("instance is not active", field="instance_id", code="instance_inactive")
     agent = agents.require(client.client_id, instance.agent_id)
-    if body.pool_id:
-        parse_pool_id(body.pool_id)
+    if body.pool_id and body.target != "ondemand":
+        command_queue.check_switch_target(agent, body.pool_id, field="pool_id")
     now = utcnow()
     command = command_queue.switch_command(
         agent, target_mode="ondemand" if body.target == "ondemand" else "spot", target_pool_id=body.pool_id,

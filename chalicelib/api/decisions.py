@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from components.command_tracker import CommandPriority, enqueue
 from components.decision_engine import ONDEMAND, DecisionAction
-from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
@@ -103,11 +102,8 @@ def issue_switch_command(agent_id):
         if command is None:
             return ok({"success": True, "queued": False, "reason": evaluation.decision.reason})
         return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
-    if body.target_pool_id:
-        try:
-            parse_pool_id(body.target_pool_id)
-        except Exception as exc:  # noqa: BLE001 - reported as a field error
-            raise InvalidInputError(str(exc), field="target_pool_id") from exc
+    if body.target_pool_id and body.target_mode == "spot":
+        command_queue.check_switch_target(agent, body.target_pool_id, field="target_pool_id")
     command = command_queue.switch_command(
         agent, target_mode=body.target_mode, target_pool_id=body.target_pool_id,
         priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL,

@@ -120,7 +120,11 @@ def _instance_free(agent: AgentRecord, instance_id: str, replica_id: str | None)
 
 def _client_instance(agent: AgentRecord, instance_id: str) -> ec2.InstanceInfo:
     """An instance the agent launched itself: it must exist in the client's account (and region), and must not
-    carry another client's or another stage's tags. It is recorded, never terminated by us (not ours)."""
+    carry another client's or another stage's tags. It is recorded, never terminated by us (not ours).
+
+    A verified agent's instances are proven, never taken on trust: only one the product launched for the client
+    may be recorded as its standby. Anything else in a shared account (an operator's bastion) would become the
+    agent's primary on promotion, and the next failover would retire it."""
     if not agent.region:
         raise ConflictError("the agent has not registered its region yet", field="instance_id")
     with ec2_errors():
@@ -133,6 +137,9 @@ def _client_instance(agent: AgentRecord, instance_id: str) -> ec2.InstanceInfo:
             info.tags.get(ec2.TAG_MANAGED_BY) and info.tags.get(ec2.TAG_STAGE) not in (None, ec2.stage())):
         raise ConflictError(f"instance {instance_id} belongs to another tenant or stage", field="instance_id",
                             code="not_owned")
+    if agent.account_id is not None and not ec2.owned_by(info, agent.client_id):
+        raise ConflictError(f"instance {instance_id} was not launched by the product for this client: a verified "
+                            "agent's standby is one the product launches", field="instance_id", code="not_owned")
     return info
 
 

@@ -313,6 +313,11 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
         return agent
     if instance_id and instance_id != agent.instance_id:
         row = instance_row(instance_id)
+        if row is None and agent.account_id is not None:
+            # A verified agent's instances are the ones it proved (registration) or the product recorded for it
+            # (a checked switch report, a promotion): naming another must not make it the agent's, whose
+            # instance replacements are copied from. A legacy agent is taken on trust, as its registration is.
+            raise NotFoundError("instance_id is not an instance of this agent", field="instance_id")
         if row is not None and (row.agent_id != agent.agent_id or not row.is_active or row.role != "primary"
                                 or _left_by_switch(agent, row)):
             # The agent left that instance: what runs there no longer speaks for the agent (a legacy

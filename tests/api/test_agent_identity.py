@@ -16,7 +16,14 @@ from chalicelib.auth import hash_secret
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
 from localmode.identity_signer import identity_document, sign, signed_identity
-from tests.api._support import assert_error, diff_snapshots, pricing_body, snapshot_tables, switch_body
+from tests.api._support import (
+    assert_error,
+    diff_snapshots,
+    live_instance,
+    pricing_body,
+    snapshot_tables,
+    switch_body,
+)
 from tests.conftest import Caller, new_instance_id, registration
 
 
@@ -292,7 +299,8 @@ def test_after_a_switch_the_old_instances_credential_reports_only_its_terminatio
     from chalicelib.tables import InstanceTable
 
     client_id, caller, a, _ = verified
-    agent_id, old_id, new_id = a["agent_id"], a["body"]["instance_id"], new_instance_id()
+    agent_id, old_id = a["agent_id"], a["body"]["instance_id"]
+    new_id = live_instance({"ManagedBy": "SpotOptimizer", "ReplacesInstance": old_id})  # what the agent launched
     status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": True})
     assert status == 200, reply
     report = switch_body(old_id, new_id)
