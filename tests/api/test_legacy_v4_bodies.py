@@ -141,13 +141,9 @@ def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_mov
         assert on() == new
 
 
-def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_tenant):
-    """GIVEN a v4 agent in auto-switch mode with auto-terminate off that switched from A to B (A kept running,
-    its agent too) and B's agent registered
-    WHEN A's spot instance gets its two-minute notice and A's agent calls create-emergency-replica, then
-    termination-imminent, naming A
-    THEN no standby is launched for the agent (A is not what it runs on: nothing to replace) and no failover
-    starts; both calls are answered 2xx without success, which v4 only logs."""
+def _switched_keeping_the_old_instance(make_tenant):
+    """A v4 agent registered on A, auto-terminate off, its switch to B reported (A kept running) and B's agent
+    registered: (client_id, caller, agent_id, logical id, A, B)."""
     client_id, caller = make_tenant()
     logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
     status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
@@ -158,6 +154,17 @@ def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_
     assert status == 200, reply
     status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
     assert status == 200 and reply["agent_id"] == agent_id, reply
+    return client_id, caller, agent_id, logical, old, new
+
+
+def test_a_termination_notice_on_the_kept_old_instance_launches_no_standby(make_tenant):
+    """GIVEN a v4 agent in auto-switch mode with auto-terminate off that switched from A to B (A kept running,
+    its agent too) and B's agent registered
+    WHEN A's spot instance gets its two-minute notice and A's agent calls create-emergency-replica, then
+    termination-imminent, naming A
+    THEN no standby is launched for the agent (A is not what it runs on: nothing to replace) and no failover
+    starts; both calls are answered 2xx without success, which v4 only logs."""
+    client_id, caller, agent_id, logical, old, new = _switched_keeping_the_old_instance(make_tenant)
 
     notice = iso(shifted(120))
     status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
@@ -175,16 +182,7 @@ def test_the_kept_old_instances_v4_agent_restarting_cannot_take_the_agent_back(m
     """GIVEN a v4 agent that switched from A to B with auto-terminate off (A kept running) and B's agent registered
     WHEN A's v4 agent restarts (a reboot, systemd) and registers A again
     THEN 409 instance_replaced (v4 exits on a failed registration) and the agent stays on B, B active."""
-    client_id, caller = make_tenant()
-    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
-    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
-    assert status == 200, reply
-    agent_id = reply["agent_id"]
-    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
-    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
-    assert status == 200, reply
-    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
-    assert status == 200 and reply["agent_id"] == agent_id, reply
+    client_id, caller, agent_id, logical, old, new = _switched_keeping_the_old_instance(make_tenant)
 
     status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
     assert_error(status, reply, 409, code="instance_replaced")
