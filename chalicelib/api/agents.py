@@ -387,7 +387,7 @@ def _check_replacement(agent, old_instance_id: str | None, new_instance_id: str)
     """A verified agent's switch makes the new instance the agent's (the source of its launches, the instance a
     failover retires, a holder its hand-over may take an EIP or target group from), so EC2 must show it live in
     the agent's account and region, tagged by the product's agent as the replacement of the agent's old instance
-    (``ReplacesInstance``), and not another client's or stage's: 409 ``not_owned`` otherwise, nothing written.
+    (``ec2.TAG_REPLACES``), and not another client's or stage's: 409 ``not_owned`` otherwise, nothing written.
     An instance already this agent's (a repeated report) is not asked about again; a legacy agent's report is
     taken on trust, as its registration is."""
     if agent.account_id is None or _owned_instance(agent.client_id, agent, new_instance_id):
@@ -405,7 +405,7 @@ def _check_replacement(agent, old_instance_id: str | None, new_instance_id: str)
         raise ServiceUnavailableError("EC2 did not answer as expected, retry shortly", code="ec2_unavailable",
                                       headers={"Retry-After": "5"}) from exc
     if info is None or info.state in ("shutting-down", "terminated") \
-            or info.tags.get("ReplacesInstance") != old_instance_id \
+            or info.tags.get(ec2.TAG_REPLACES) != old_instance_id \
             or info.tags.get(ec2.TAG_CLIENT) not in (None, agent.client_id) \
             or info.tags.get(ec2.TAG_STAGE) not in (None, ec2.stage()):
         raise refused

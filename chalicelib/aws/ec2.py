@@ -37,6 +37,8 @@ TAG_STAGE = "SpotOptimizerStage"
 # A client's own instance may be retired by the service (auto-terminate after a failover) only where the client
 # tagged it ``SpotOptimizerRetire=<stage>``: IAM's condition for instances we did not launch (infra/policies.py).
 TAG_RETIRE = "SpotOptimizerRetire"
+# Set by the product's agent on the instance it launches for a switch (agent/spot_agent/switch.py): the old one's id.
+TAG_REPLACES = "ReplacesInstance"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingException",
