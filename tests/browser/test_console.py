@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import cells, goto, sign_in
 from localmode.embedded_aws import IMAGE_ID
+from chalicelib.aws.ec2 import MANAGED_BY, TAG_CLIENT, TAG_MANAGED_BY, TAG_STAGE
 
 pytestmark = pytest.mark.slow
 
@@ -161,16 +162,23 @@ def test_a_force_switch_round_trips_to_the_command_queue(page, demo):
 
 
 def _standby(demo, agent: str) -> str:
-    """A standby for ``agent`` the way a legacy agent records one it launched: an instance in the embedded
-    EC2 (its region, another AZ), attached through the replicas route (the client's legacy agent mode on)."""
+    """A standby for ``agent`` recorded through the replicas route (the client's legacy agent mode on): an
+    instance in the embedded EC2 (its region, another AZ) tagged as the product tags its launches for the client
+    and stage (the demo's agents are verified, and a verified agent's standby must be one the product launched)."""
     primary = next(i for i in demo.raw["instances"] if i["agent_id"] == agent and i["is_active"] and i["role"] == "primary")
     itype, _, az = primary["pool_id"].rpartition(".")
     region = az[:-1]
     other = next(z for z in "abcdef" if region + z != az)
     instance_id = demo.aws_probe(
         f"e = boto3.client('ec2', region_name='{region}'); image = '{IMAGE_ID}'\n"
+        f"ours = e.describe_instances(Filters=[{{'Name': 'tag:{TAG_MANAGED_BY}', 'Values': ['{MANAGED_BY}']}}])\n"
+        f"stage = next(t['Value'] for r in ours['Reservations'] for i in r['Instances'] for t in i['Tags'] "
+        f"if t['Key'] == '{TAG_STAGE}')\n"
+        f"tags = [{{'Key': '{TAG_MANAGED_BY}', 'Value': '{MANAGED_BY}'}}, "
+        f"{{'Key': '{TAG_CLIENT}', 'Value': '{demo.client_id()}'}}, {{'Key': '{TAG_STAGE}', 'Value': stage}}]\n"
         f"print(json.dumps(e.run_instances(ImageId=image, InstanceType='{itype}', MinCount=1, MaxCount=1, "
-        f"Placement={{'AvailabilityZone': '{region}{other}'}})['Instances'][0]['InstanceId']))")
+        f"Placement={{'AvailabilityZone': '{region}{other}'}}, "
+        f"TagSpecifications=[{{'ResourceType': 'instance', 'Tags': tags}}])['Instances'][0]['InstanceId']))")
     created = demo.call("POST", f"/api/agents/{agent}/replicas",
                         {"instance_id": instance_id, "pool_id": f"{itype}.{region}{other}"}, expect=201)
     return created["replica_id"]
