@@ -34,6 +34,24 @@ from chalicelib.settings import get_settings
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
+# What every answer carries unless its route set its own (the console's files: chalicelib/api/console.py).
+# JSON answers hold client tokens (create, regenerate) and tenants' fleets: never stored by a browser or
+# proxy cache (an admin key is no Authorization header, which shared caches would respect), never sniffed
+# into HTML, never framed.
+RESPONSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                    "Referrer-Policy": "no-referrer"}
+
+
+def security_headers(event, get_response):
+    """HTTP middleware: ``RESPONSE_HEADERS`` on every answer, error answers included; a route's own win."""
+    response = get_response(event)
+    present = {name.lower() for name in response.headers}
+    for name, value in RESPONSE_HEADERS.items():
+        if name.lower() not in present:
+            response.headers[name] = value
+    return response
+
 
 def utcnow() -> datetime:
     """The request's clock (chalicelib.clock: the system clock, or local mode's replay time)."""

@@ -12,6 +12,7 @@ The console calls the API with relative URLs, so it works under an API Gateway s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from chalice import Blueprint, Response
@@ -44,6 +45,8 @@ def _table(folder: Path, *patterns: str) -> dict[str, Path]:
 ASSETS = _table(WEB, "*.css", "*.svg", "js/*.js")
 VENDOR = _table(WEB / "vendor", "*.js")
 
+LEADING = re.compile(r"^[/\\\s]+")  # what a redirect's path must not start with after its one slash
+
 bp = Blueprint(__name__)
 
 
@@ -65,10 +68,13 @@ def _file(path: Path | None) -> Response:
 def index():
     """The console's single page (sign-in, then every client or admin page). API Gateway also answers the
     stage root without its trailing slash (``…/dev``), where the page's relative URLs would resolve one
-    level up: that address is redirected to ``…/dev/``."""
+    level up: that address is redirected to ``…/dev/``. The Location is a path on this site: one leading
+    slash, whatever the request's path began with (``//host``, ``/\\host`` or ``/<tab>/host`` would be another site:
+    browsers read a backslash as a slash and drop tabs and newlines)."""
     path = (bp.current_request.context or {}).get("path") or "/"
     if not path.endswith("/"):
-        return Response(body="", status_code=308, headers={"Location": f"{path}/", **SECURITY_HEADERS})
+        location = "/" + LEADING.sub("", path) + "/"
+        return Response(body="", status_code=308, headers={"Location": location, **SECURITY_HEADERS})
     return _file(WEB / "index.html")
 
 

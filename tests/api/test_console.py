@@ -106,3 +106,23 @@ def test_the_stage_root_without_its_slash_is_redirected_to_it(api, chalice_app, 
     assert response["statusCode"] == status
     assert response["headers"].get("Location") == location
     assert "Content-Security-Policy" in response["headers"]
+
+
+@pytest.mark.parametrize("path", ["//evil.example/;x", "//evil.example/%2e%2e;x", "/;x"])
+def test_the_redirect_to_the_stage_root_never_leaves_the_site(http, path):
+    """chalice local (local mode, the demo) matches ``//evil.example/;x`` to ``/`` (urlparse reads a host and
+    a ``;`` parameter) and hands the raw path on: a Location of ``//evil.example/…`` is a protocol-relative
+    URL, an open redirect to another site from a link on the console's own origin."""
+    response = http.get(path)
+    location = response.headers.get("Location")
+    if response.status_code == 308:
+        assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    else:
+        assert response.status_code in (200, 403, 404)
+
+
+@pytest.mark.parametrize("stage_path", ["//evil.example", "/\\evil.example", "///evil.example", "/\t/evil.example"])
+def test_a_stage_path_naming_another_host_is_kept_on_this_site(api, chalice_app, stage_path):
+    response = chalice_app(_gateway_event(stage_path), None)
+    assert response["statusCode"] == 308
+    assert response["headers"]["Location"] == "/evil.example/"

@@ -27,8 +27,12 @@ const ADMIN_PAGES = [
   ["activity", "Activity", ActivityPage], ["health", "System health", HealthPage], ["models", "Models", ModelsPage],
 ];
 
+// A hash is anyone's link: a malformed escape ("%", "%E0") is kept as typed rather than thrown (a URIError
+// here would leave the console blank).
+const decode = (part) => { try { return decodeURIComponent(part); } catch { return part; } };
+
 function parseHash() {
-  const parts = (location.hash.replace(/^#\/?/, "") || "overview").split("/").map(decodeURIComponent);
+  const parts = (location.hash.replace(/^#\/?/, "") || "overview").split("/").map(decode);
   return { page: parts[0] || "overview", param: parts[1] || null };
 }
 
