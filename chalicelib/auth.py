@@ -91,8 +91,9 @@ def credential_names(token: str) -> tuple[str, str] | None:
 
 
 def hash_secret(secret: str) -> str:
-    """SHA-256 hex digest of a token or key: the only form we ever store."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    """SHA-256 hex digest of a token or key: the only form we ever store. A lone surrogate (JSON allows
+    one in a body ``client_token``) is hashed too, not a 500: no issued secret has one, so it matches none."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
