@@ -186,9 +186,11 @@ def admin_key_hash() -> str:
 
 
 def require_admin(headers: Mapping[str, str] | None) -> None:
-    """Reject the request unless it carries the admin key in ``X-Admin-Key``."""
-    given = _header(headers, ADMIN_HEADER)
+    """Reject the request unless it carries the admin key in ``X-Admin-Key``. A key that is blank once
+    stripped is no key: were the empty key's hash stored (``sha256sum`` of an unset variable), a header of
+    a non-breaking space would otherwise match it."""
+    given = (_header(headers, ADMIN_HEADER) or "").strip()
     if not given:
         raise UnauthorizedError("admin key required (X-Admin-Key header)")
-    if not hmac.compare_digest(hash_secret(given.strip()), admin_key_hash()):
+    if not hmac.compare_digest(hash_secret(given), admin_key_hash()):
         raise UnauthorizedError("invalid admin key")

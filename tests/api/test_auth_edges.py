@@ -1,12 +1,14 @@
 """Edge cases of the credentials a request carries (PRODUCT.md §3, §5): odd text in a token or key is
-refused with a JSON 401, never a 500."""
+refused with a JSON 401, never a 500, and a misconfigured admin key never opens the admin routes."""
 
 from __future__ import annotations
 
 import pytest
 
+from chalicelib.auth import hash_secret
+from chalicelib.settings import get_settings
 from tests.api._support import assert_error
-from tests.conftest import Caller, registration
+from tests.conftest import Caller, aws_client, registration
 
 LONE_SURROGATE = "\ud800"  # valid in a JSON string ("\\ud800"), not encodable as UTF-8
 
@@ -19,4 +21,29 @@ def test_a_body_token_that_is_not_valid_unicode_is_401(api, method, path):
     WHEN a client or agent route is called THEN 401, not a 500 from hashing it."""
     body = {**registration(), "client_token": f"sot_{LONE_SURROGATE}"}
     status, reply = Caller(api.http).call(method, path, body)
+    assert_error(status, reply, 401, code="unauthorized")
+
+
+@pytest.fixture
+def stored_admin_key_hash(admin_key):
+    """Store another admin-key hash for one test (as an operator would), then put the real one back."""
+    from aws_lambda_powertools.utilities import parameters
+
+    ssm, name = aws_client("ssm"), get_settings().admin_key_parameter
+
+    def store(value: str) -> None:
+        ssm.put_parameter(Name=name, Type="SecureString", Value=value, Overwrite=True)
+        parameters.clear_caches()
+
+    yield store
+    store(hash_secret(admin_key))
+
+
+@pytest.mark.parametrize("given", ["\u00a0", "\x1c", "\u3000", " \t "])
+def test_a_blank_admin_key_is_refused_even_when_the_stored_hash_is_the_empty_keys(api, stored_admin_key_hash,
+                                                                                   given):
+    """GIVEN the hash of an empty key in SSM (``printf %s "$key" | sha256sum`` with ``key`` unset) WHEN an admin
+    route is called with an X-Admin-Key that is only whitespace THEN 401: an empty key never opens them."""
+    stored_admin_key_hash(hash_secret(""))
+    status, reply = Caller(api.http).get("/api/admin/clients?limit=1", headers={"X-Admin-Key": given})
     assert_error(status, reply, 401, code="unauthorized")
