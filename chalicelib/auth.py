@@ -24,7 +24,8 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib import rate_limit
-from chalicelib.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from chalicelib.errors import ForbiddenError, NotFoundError, ServiceUnavailableError, UnauthorizedError
+from chalicelib.observability import logger
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
 from chalicelib.settings import get_settings
@@ -178,11 +179,17 @@ def forget_tokens() -> None:
 
 
 def admin_key_hash() -> str:
-    """The stored admin-key hash, cached per container for a few minutes."""
+    """The stored admin-key hash, cached per container for a few minutes. When SSM cannot give it (the
+    parameter missing, the read throttled) the admin routes stay closed with a 503 to retry, not a 500."""
     from aws_lambda_powertools.utilities import parameters  # imports boto3: on first use, not at cold start
 
-    return parameters.get_parameter(get_settings().admin_key_parameter, decrypt=True,
-                                    max_age=ADMIN_KEY_CACHE_SECONDS)
+    try:
+        return parameters.get_parameter(get_settings().admin_key_parameter, decrypt=True,
+                                        max_age=ADMIN_KEY_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        logger.error("the admin-key hash cannot be read from SSM", extra={"error": str(exc)})
+        raise ServiceUnavailableError("the admin key cannot be checked now, retry", code="admin_key_unavailable",
+                                      headers={"Retry-After": "5"}) from exc
 
 
 def require_admin(headers: Mapping[str, str] | None) -> None:

@@ -1,7 +1,10 @@
 """Edge cases of the credentials a request carries (PRODUCT.md §3, §5): odd text in a token or key is
-refused with a JSON 401, never a 500, and a misconfigured admin key never opens the admin routes."""
+refused with a JSON 401, never a 500, and a misconfigured or unreadable admin key never opens the admin
+routes."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -35,6 +38,7 @@ def stored_admin_key_hash(admin_key):
         ssm.put_parameter(Name=name, Type="SecureString", Value=value, Overwrite=True)
         parameters.clear_caches()
 
+    store.forget = parameters.clear_caches  # after a change made directly in SSM
     yield store
     store(hash_secret(admin_key))
 
@@ -46,4 +50,17 @@ def test_a_blank_admin_key_is_refused_even_when_the_stored_hash_is_the_empty_key
     route is called with an X-Admin-Key that is only whitespace THEN 401: an empty key never opens them."""
     stored_admin_key_hash(hash_secret(""))
     status, reply = Caller(api.http).get("/api/admin/clients?limit=1", headers={"X-Admin-Key": given})
+    assert_error(status, reply, 401, code="unauthorized")
+
+
+def test_an_unreadable_admin_key_is_503_with_retry_after_never_open(api, admin_key, stored_admin_key_hash):
+    """GIVEN no admin-key parameter in SSM (deleted, or SSM throttling the read) WHEN an admin route is called
+    with a key THEN 503 with Retry-After (not a 500, never open); without a key THEN 401 as always."""
+    aws_client("ssm").delete_parameter(Name=get_settings().admin_key_parameter)
+    stored_admin_key_hash.forget()
+    for key in (admin_key, "guess"):
+        response = api.http.get("/api/admin/clients?limit=1", headers={"X-Admin-Key": key})
+        assert_error(response.status_code, json.loads(response.body), 503, code="admin_key_unavailable")
+        assert int(response.headers["Retry-After"]) >= 1
+    status, reply = Caller(api.http).get("/api/admin/clients?limit=1")
     assert_error(status, reply, 401, code="unauthorized")
