@@ -25,7 +25,7 @@ from chalicelib.api import (
     replicas,
     savings,
 )
-from chalicelib.api.common import security_headers
+from chalicelib.api.common import chalice_error_shape, security_headers
 from chalicelib.jobs import scheduled_time
 from chalicelib.observability import http_middleware
 from chalicelib.settings import (
@@ -51,6 +51,7 @@ for blueprint in (health.bp, agents.bp, clients.bp, decisions.bp, admin.bp, mode
                   replicas.bp, dashboard.bp, dashboard_agents.bp, dashboard_instances.bp, price_history.bp,
                   console.bp, savings.bp, admin_fleet.bp, docs.bp):
     app.register_blueprint(blueprint)
+app.register_middleware(chalice_error_shape, "http")
 app.register_middleware(http_middleware, "http")
 app.register_middleware(security_headers, "http")
 if get_settings().local:  # local mode only (never deployed): EventBridge's PutEvents, the replay clock

@@ -24,7 +24,8 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib import rate_limit
-from chalicelib.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from chalicelib.errors import ForbiddenError, NotFoundError, ServiceUnavailableError, UnauthorizedError
+from chalicelib.observability import logger
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
 from chalicelib.settings import get_settings
@@ -91,8 +92,9 @@ def credential_names(token: str) -> tuple[str, str] | None:
 
 
 def hash_secret(secret: str) -> str:
-    """SHA-256 hex digest of a token or key: the only form we ever store."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    """SHA-256 hex digest of a token or key: the only form we ever store. A lone surrogate (JSON allows
+    one in a body ``client_token``) is hashed too, not a 500: no issued secret has one, so it matches none."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -177,17 +179,25 @@ def forget_tokens() -> None:
 
 
 def admin_key_hash() -> str:
-    """The stored admin-key hash, cached per container for a few minutes."""
+    """The stored admin-key hash, cached per container for a few minutes. When SSM cannot give it (the
+    parameter missing, the read throttled) the admin routes stay closed with a 503 to retry, not a 500."""
     from aws_lambda_powertools.utilities import parameters  # imports boto3: on first use, not at cold start
 
-    return parameters.get_parameter(get_settings().admin_key_parameter, decrypt=True,
-                                    max_age=ADMIN_KEY_CACHE_SECONDS)
+    try:
+        return parameters.get_parameter(get_settings().admin_key_parameter, decrypt=True,
+                                        max_age=ADMIN_KEY_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        logger.error("the admin-key hash cannot be read from SSM", extra={"error": str(exc)})
+        raise ServiceUnavailableError("the admin key cannot be checked now, retry", code="admin_key_unavailable",
+                                      headers={"Retry-After": "5"}) from exc
 
 
 def require_admin(headers: Mapping[str, str] | None) -> None:
-    """Reject the request unless it carries the admin key in ``X-Admin-Key``."""
-    given = _header(headers, ADMIN_HEADER)
+    """Reject the request unless it carries the admin key in ``X-Admin-Key``. A key that is blank once
+    stripped is no key: were the empty key's hash stored (``sha256sum`` of an unset variable), a header of
+    a non-breaking space would otherwise match it."""
+    given = (_header(headers, ADMIN_HEADER) or "").strip()
     if not given:
         raise UnauthorizedError("admin key required (X-Admin-Key header)")
-    if not hmac.compare_digest(hash_secret(given.strip()), admin_key_hash()):
+    if not hmac.compare_digest(hash_secret(given), admin_key_hash()):
         raise UnauthorizedError("invalid admin key")

@@ -7,6 +7,8 @@ JSON error shape (chalicelib.errors) instead of Chalice's generic 500.
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -93,6 +95,24 @@ class ApiBlueprint(Blueprint):
             return view
 
         return decorator
+
+
+# The errors Chalice answers itself before any view runs, in its own shape ({"Code", "Message"}).
+_CHALICE_ERROR_CODES = {"UnsupportedMediaType": "unsupported_media_type", "MethodNotAllowedError": "method_not_allowed",
+                        "BadRequest": "bad_request"}
+
+
+def chalice_error_shape(event, get_response):
+    """HTTP middleware: Chalice's own errors (a body type the route does not take: 415; a method it does not
+    have: 405) in the product's JSON error shape, like every other error (PRODUCT.md §5)."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        code = str(body["Code"])
+        code = _CHALICE_ERROR_CODES.get(code) or re.sub(r"(?<!^)(?=[A-Z])", "_", code).lower()
+        response.body = json.dumps({"error": code, "message": str(body["Message"])})
+        response.headers["Content-Type"] = "application/json"
+    return response
 
 
 def raw_json(request) -> dict[str, Any]:

@@ -285,10 +285,15 @@ def _update_existing(client_id: str, actions: list) -> ClientRecord:
 
 
 def revoke_token(client_id: str, token_hash: str) -> None:
-    """The token stops working now: its lookup row is deleted and the gate forgets it (client deletion)."""
+    """The token stops working now: its lookup row is deleted, the gate forgets it and the client is inactive
+    (client deletion). The client row says inactive too: a gate rebuilt from it (``ensure_gate``, after the
+    deletion removed the gate and failed before the row) must not admit the token a container remembers."""
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.delete(ClientLookupTable(token_lookup_key(token_hash)))
-        tx.update(RateLimitTable(gate_key(client_id)), actions=[RateLimitTable.token_hash.remove()])
+        tx.update(ClientTable(client_id), actions=[ClientTable.status.set("inactive")],
+                  condition=ClientTable.client_id.exists())
+        tx.update(RateLimitTable(gate_key(client_id)),
+                  actions=[RateLimitTable.token_hash.remove(), RateLimitTable.status.set("inactive")])
 
 
 def delete_gate(client_id: str) -> None:

@@ -20,7 +20,7 @@ from chalicelib.tables import AgentTable, ClientLookupTable, ClientTable, Instan
 from chalicelib.tables.clients import name_lookup_key
 from tests.api._support import assert_error, now_utc, walk
 from tests.api.test_replicas import manual_agent
-from tests.conftest import Caller
+from tests.conftest import Caller, registration
 from tests.e2e.failover_support import state_of
 
 GONE = ("shutting-down", "terminated")
@@ -229,3 +229,27 @@ def test_fleet_lists_export_csv_with_the_json_rows(api, admin, tenant_with_agent
         assert found["status"] == str(row["status"])
     status, body = admin.get("/api/admin/agents?format=pdf")
     assert_error(status, body, 400, field="format")
+
+
+def test_a_delete_that_fails_after_the_gate_went_never_lets_the_old_token_back_in(admin, make_tenant, monkeypatch):
+    """GIVEN a container that knows the client's token and a delete that fails after the client's gate was
+    deleted (the client row is deleted last) WHEN the old token is used THEN it is still refused: the gate
+    rebuilt from the client row must not hold the revoked token as active."""
+    from chalicelib.repositories import fleet
+
+    client_id, caller = make_tenant()
+    assert caller.get("/api/client/validate")[0] == 200  # this container now remembers the token's client
+
+    def fails(self, *args, **kwargs):
+        raise RuntimeError("DynamoDB went away")
+
+    monkeypatch.setattr(fleet.ClientTable, "delete", fails)
+    status, _ = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+    assert status == 500
+    status, reply = caller.get("/api/client/validate")
+    assert status in (401, 403), reply
+    status, reply = caller.post("/api/agents/register", registration())
+    assert status in (401, 403), reply
+    monkeypatch.undo()
+    status, body = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+    assert status == 200, body
