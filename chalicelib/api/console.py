@@ -17,6 +17,7 @@ from pathlib import Path
 
 from chalice import Blueprint, Response
 
+from chalicelib.api.common import RESPONSE_HEADERS
 from chalicelib.api.route_doc import documented
 
 WEB = Path(__file__).resolve().parents[2] / "web"  # the package root (repo root locally, /var/task on Lambda)
@@ -26,9 +27,10 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-                    "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-cache"}
+# Every answer's headers (nosniff, no framing, no referrer), with the page's own policy; files are revalidated
+# (no-cache), not forbidden from the cache like JSON answers.
+SECURITY_HEADERS = {**RESPONSE_HEADERS, "Content-Security-Policy": CSP, "Cross-Origin-Opener-Policy": "same-origin",
+                    "Cache-Control": "no-cache"}
 
 
 def _table(folder: Path, *patterns: str) -> dict[str, Path]:
