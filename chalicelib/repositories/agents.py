@@ -225,10 +225,15 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
 
 
-def _instance_condition(client: ClientRecord, agent_id: str):
-    """New, or this client's and not one of this agent's replaced instances or standbys."""
-    own_retired = (InstanceTable.agent_id == agent_id) & ((InstanceTable.is_active == False)  # noqa: E712
-                                                          | (InstanceTable.role == "standby"))
+def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecord | None, instance_id: str):
+    """New, or this client's and not one of this agent's replaced instances or standbys, nor (for another
+    instance than the agent's own) one it left by its last switch (``_left_by_switch``): the refusal
+    ``_refuse_known_instance`` answers, held by the write itself, so a switch committing after that check
+    cannot let the old instance take the agent back (the agent's own condition pins the instance read)."""
+    replaced = (InstanceTable.is_active == False) | (InstanceTable.role == "standby")  # noqa: E712
+    if current is not None and current.last_switch_at is not None and current.instance_id != instance_id:
+        replaced |= InstanceTable.installed_at < current.last_switch_at
+    own_retired = (InstanceTable.agent_id == agent_id) & replaced
     return InstanceTable.instance_id.does_not_exist() | ((InstanceTable.client_id == client.client_id)
                                                          & ~own_retired)
 
@@ -253,7 +258,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                 and current.credential_instance_id != reg.instance_id:
             fields.update(retired_credential_hash=current.credential_hash,
                           retired_credential_instance_id=current.credential_instance_id)
-    instance_condition = _instance_condition(client, plan.agent_id)
+    instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id)
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,

@@ -188,3 +188,28 @@ def test_the_kept_old_instances_v4_agent_restarting_cannot_take_the_agent_back(m
     assert_error(status, reply, 409, code="instance_replaced")
     assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == new
     assert InstanceTable.get(new, consistent_read=True).is_active is True
+
+
+def test_the_kept_old_instance_cannot_take_the_agent_back_when_its_switch_commits_after_the_check(
+        make_tenant, monkeypatch):
+    """GIVEN the same switched agent (A kept running, B current), and A's re-registration whose up-front check
+    ran before the switch committed (emulated: the first check sees nothing to refuse)
+    WHEN the registration's transaction writes
+    THEN its own condition refuses A (409 instance_replaced): the agent stays on B, B active, A not moved back."""
+    from chalicelib.repositories import agents as agents_repo
+
+    client_id, caller, agent_id, logical, old, new = _switched_keeping_the_old_instance(make_tenant)
+    real, checks = agents_repo._refuse_known_instance, []
+
+    def stale_first_check(client, reg):
+        checks.append(reg.instance_id)
+        if len(checks) > 1:
+            real(client, reg)
+
+    monkeypatch.setattr(agents_repo, "_refuse_known_instance", stale_first_check)
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert checks == [old, old]
+    agent = AgentTable.get(client_id, agent_id, consistent_read=True)
+    assert agent.instance_id == new and agent.az == "eu-west-1b"
+    assert InstanceTable.get(new, consistent_read=True).is_active is True
