@@ -195,7 +195,10 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
             _write_registration(client, reg, plan, current, now, types, identity)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
-            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
+            # agent's put, and comes first before an existing agent's update.
+            instance_at = 0 if current is not None else 1
+            if len(codes) > instance_at and codes[instance_at] == "ConditionalCheckFailed":
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc

@@ -159,6 +159,23 @@ def test_instance_of_another_tenant_is_409_and_writes_nothing(make_tenant):
     assert list(AgentTable.query(b_client)) == []
 
 
+def test_a_registered_agent_moving_to_another_tenants_instance_is_409_instance_conflict(make_tenant):
+    """GIVEN tenant A's registered instance and tenant B's agent registered on its own instance
+    WHEN B's agent registers again naming A's instance (a migration, so the transaction updates B's agent)
+    THEN 409 instance_conflict at once (not a retried "raced" conflict), and nothing is written."""
+    _, a_caller = make_tenant()
+    taken = registration()
+    _register(a_caller, taken)
+    b_client, b_caller = make_tenant()
+    own = registration()
+    b_reply = _register(b_caller, own)
+    before = snapshot_tables()
+    status, reply = b_caller.post("/api/agents/register", {**own, "instance_id": taken["instance_id"]})
+    assert_error(status, reply, 409, code="instance_conflict", field="instance_id")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert AgentTable.get(b_client, b_reply["agent_id"]).instance_id == own["instance_id"]
+
+
 def test_same_logical_id_in_two_tenants_gives_two_agents(make_tenant):
     """GIVEN the same logical id in two tenants WHEN both register THEN two distinct agents."""
     _, a_caller = make_tenant()
