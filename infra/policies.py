@@ -424,3 +424,13 @@ def client_account_statements(stage: str, *, partition: str = CLIENT_PARTITION,
     the CloudFormation pseudo parameters of the template; give real ones to analyse the policy."""
     return _merge([s for capability in EC2_CAPABILITIES for s in capability(stage)]
                   + forwarded_event_redrive(stage, partition=partition, account=account))
+
+
+def redrive_operator_statements(stage: str) -> list[dict]:
+    """What the product-account role an operator runs ``redrive --client-role-arn`` as needs, and nothing more:
+    assume the stage's client-account roles (their trust admits only roles named ``spot-optimizer-<stage>-*``,
+    ``naming.redrive_operator_role_name``) and send to the stage's event queue (own account)."""
+    assume = [s for s in assume_client_role(stage) if "sts:AssumeRole" in s["Action"]]
+    send = _statement("SendToEventQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                      [f"arn:aws:sqs:*:*:{event_queue_name(stage)}"], SAME_ACCOUNT)
+    return _merge(assume + [send])

@@ -449,6 +449,33 @@ def test_the_access_role_may_redrive_exactly_the_client_dead_letter_queue_of_its
     assert sqs[0]["Resource"] == [{"Fn::Sub": r} for r in policies.forwarded_event_redrive("${Stage}")[0]["Resource"]]
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_redrive_operator_role_is_trusted_by_the_client_role_and_may_do_only_the_redrive(stage, capsys):
+    """The access role trusts only product roles named spot-optimizer-<stage>-*: the operator's redrive role is
+    one (no Chalice function role), allowed to assume client roles and send to the event queue, nothing else."""
+    import fnmatch
+
+    from chalicelib.settings import event_queue_name
+    from infra import event_source
+    from infra.naming import redrive_operator_role_name
+
+    (trust,) = _client_template()["Resources"]["ClientAccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    pattern = trust["Condition"]["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"]
+    pattern = pattern.replace("${AWS::Partition}", "aws").replace("${ProductAccountId}", "111122223333")
+    pattern = pattern.replace("${Stage}", stage)
+    operator = redrive_operator_role_name(stage)
+    assert fnmatch.fnmatchcase(f"arn:aws:iam::111122223333:role/{operator}", pattern)
+    assert operator not in {policies.deployed_function_name(f, s) for f in FUNCTIONS for s in STAGES}
+    statements = policies.redrive_operator_statements(stage)
+    assert {(a, r) for s in statements for a in s["Action"] for r in s["Resource"]} == {
+        ("sts:AssumeRole", f"arn:aws:iam::*:role/{policies.client_role_name(stage)}"),
+        ("sqs:GetQueueUrl", f"arn:aws:sqs:*:*:{event_queue_name(stage)}"),
+        ("sqs:SendMessage", f"arn:aws:sqs:*:*:{event_queue_name(stage)}")}
+    assert _above_low({"Version": policies.VERSION, "Statement": statements}) == []
+    assert event_source.main(["operator-policy", "--stage", stage]) == 0
+    assert json.loads(capsys.readouterr().out) == {"Version": policies.VERSION, "Statement": statements}
+
+
 def test_a_client_template_without_the_dead_letter_queue_is_stale(tmp_path, monkeypatch):
     """The file as it was before the dead-letter queue (a hand edit, or not regenerated) fails `--check`."""
     template = _client_template()
