@@ -23,7 +23,8 @@
 #                 (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
 #   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
 #   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md);
-#                 EVENT_REGIONS=r1,r2 first sends the forwarders' dead-lettered events of those regions there too
+#                 EVENT_REGIONS=r1,r2 first sends the forwarders' dead-lettered events of those regions there too;
+#                 + CLIENT_ROLE_ARN=... EXTERNAL_ID=...: only a client account's stacks' of EVENT_REGIONS instead
 
 SHELL := /bin/bash
 VENV := .venv
@@ -185,9 +186,11 @@ destroy: $(STAMP)
 	  -c stage=$(STAGE) -c skip_layer=true --output cdk.out/$(STAGE) --force --no-notices
 
 # Dead-lettered sentinel events back to the event queue (SQS StartMessageMoveTask; the forwarders' of
-# EVENT_REGIONS sent there message by message); read them first.
+# EVENT_REGIONS sent there message by message); read them first. With CLIENT_ROLE_ARN and EXTERNAL_ID: a client
+# account's stacks' dead-letter queues of EVENT_REGIONS, through its access role (infra/README.md).
 redrive: $(STAMP)
-	$(BIN)/python -m infra.event_source redrive --stage $(STAGE) $(if $(EVENT_REGIONS),--forwarded-from $(EVENT_REGIONS))
+	$(BIN)/python -m infra.event_source redrive --stage $(STAGE) $(if $(EVENT_REGIONS),--forwarded-from $(EVENT_REGIONS)) \
+	  $(if $(CLIENT_ROLE_ARN),--client-role-arn $(CLIENT_ROLE_ARN) --external-id $(EXTERNAL_ID))
 
 clean:
 	rm -rf build .chalice/deployments .pytest_cache .hypothesis

@@ -8,7 +8,8 @@
   ``reserved_concurrency`` where infra/throttling.py reserves some, ``lambda_timeout`` of the failover task
   functions from the ASL's TimeoutSeconds: ``chalicelib.workflows.function_timeouts``), the stage's ``xray``,
   log retention and ``api_gateway_stage``; everything else is kept;
-* ``infra/client-account-role.yaml``: the CloudFormation template a client deploys in its account.
+* ``infra/client-account-role.yaml``: the CloudFormation template a client deploys in its account (the access
+  role, and per region the event forwarding with its dead-letter queue and alarm).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from infra.policies import (  # noqa: E402
     event_forwarding_statements,
     function_policy,
 )
-from infra.naming import api_gateway_stage_name, log_retention_days  # noqa: E402
+from infra.naming import alarm_name, api_gateway_stage_name, log_retention_days  # noqa: E402
 from infra.throttling import RESERVED_CONCURRENCY  # noqa: E402
 
-from chalicelib.settings import APP_NAME  # noqa: E402
+from chalicelib.settings import APP_NAME, forwarded_event_dead_letter_queue_name  # noqa: E402
 from chalicelib.workflows import function_timeouts  # noqa: E402
 from components.sentinel.rules import SENTINEL_RULES  # noqa: E402
 
@@ -49,6 +50,31 @@ _STAGE_PARAMETER = "${Stage}"
 # delivers across regions.
 PRODUCT_EVENT_BUS = "arn:${AWS::Partition}:events:${ProductRegion}:${ProductAccountId}:event-bus/default"
 ROLE_CONDITION = "CreateAccessRole"
+ALARM_TOPIC_CONDITION = "HasAlarmTopic"
+DEAD_LETTER_QUEUE = "ForwardDeadLetterQueue"
+DEAD_LETTER_RETENTION_S = 14 * 24 * 3600  # SQS's maximum, like the product's own dead-letter queues
+# EventBridge's retry policy of each forwarding rule's target (components/sentinel/rules.py names): how long it
+# keeps retrying an event the product's bus refuses (throttled, that region impaired) before the dead-letter
+# queue. Attempts are always EventBridge's maximum, 185, so that the age alone bounds the retries. A permission
+# error (the product's bus policy does not admit the account: it is bound only after this stack is deployed) is
+# never retried: such an event goes to the dead-letter queue at once, whatever the policy. Whatever arrives late
+# (or is redriven from the queue) is safe: the sentinel is idempotent on the event id, claims one workflow per
+# instance, and ignores an instance that is no longer the agent's primary.
+FORWARD_RETRY_ATTEMPTS = 185
+FORWARD_MAX_EVENT_AGE_S = {
+    # The warning is worth its two minutes (TERMINATION_NOTICE_S) before the interruption; after that the
+    # instance's state change (retried a day, below) carries the loss. 5 minutes ride out a short blip, and a
+    # warning that still cannot be forwarded raises the alarm within minutes rather than a day later.
+    "sentinel-interruption": 5 * 60,
+    # A recommendation pre-warms a standby ahead of an interruption that may follow within minutes or hours: a
+    # standby started more than an hour late is rarely ahead of it (and the loss itself comes as a state change).
+    "sentinel-rebalance": 60 * 60,
+    # A lost primary must be failed over whenever the news arrives (the health monitor may have noticed first:
+    # then it is a duplicate): EventBridge's maximum, 24 h, as the product's own rules (infra/event_intake.py).
+    "sentinel-state-change": 24 * 60 * 60,
+    # Retirements are scheduled days or weeks ahead: a day late is still in time. Maximum too.
+    "sentinel-health": 24 * 60 * 60,
+}
 
 
 def policy_file(stage: str, function: str) -> str:
@@ -102,14 +128,16 @@ def _sub_stage(value):
         return {k: _sub_stage(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_sub_stage(v) for v in value]
-    if isinstance(value, str) and _STAGE_PARAMETER in value:
+    if isinstance(value, str) and (_STAGE_PARAMETER in value or "${AWS::" in value):
         return {"Fn::Sub": value}
     return value
 
 
 def client_role_template() -> dict:
-    """The client-account role: trusted by the product's function roles of one stage, with the client's
-    ExternalId; allowed exactly the EC2/ELBv2 statements the product's functions hold (same conditions)."""
+    """The client-account role: trusted by the product's function roles of one stage (any product role named
+    ``spot-optimizer-<stage>-*``), with the client's ExternalId; allowed exactly the EC2/ELBv2 statements the
+    product's functions hold (same conditions) and the redrive of :func:`event_forwarding_resources`' dead-letter
+    queue in any region of the account (``policies.client_account_statements``). Plus the event forwarding."""
     trust = {"Version": VERSION, "Statement": [{
         "Sid": "SpotOptimizerFunctions",
         "Effect": "Allow",
@@ -141,8 +169,9 @@ def client_role_template() -> dict:
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": ("Spot Optimizer client-account access: lets the Spot Optimizer product account launch, "
                         "terminate and re-route only the EC2 instances it tags as its own, and forwards this "
-                        "region's EC2 interruption, rebalance and state-change events and AWS Health scheduled retirements to it (generated by "
-                        "infra/chalice_policies.py from infra/policies.py; do not edit by hand)."),
+                        "region's EC2 interruption, rebalance and state-change events and AWS Health scheduled "
+                        "retirements to it, keeping what cannot be delivered in a dead-letter queue that alarms "
+                        "(generated by infra/chalice_policies.py from infra/policies.py; do not edit by hand)."),
         "Parameters": {
             "ProductAccountId": {"Type": "String", "AllowedPattern": "^[0-9]{12}$",
                                  "Description": "The AWS account id Spot Optimizer runs in (given to you by the operator)."},
@@ -156,12 +185,22 @@ def client_role_template() -> dict:
             "CreateAccessRole": {"Type": "String", "Default": "true", "AllowedValues": ["true", "false"],
                                  "Description": ("IAM roles are global: 'true' in exactly one region of the account, "
                                                  "'false' in every other region (which then only forwards events).")},
+            "AlarmTopicArn": {"Type": "String", "Default": "",
+                              "AllowedPattern": "^(arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256})?$",
+                              "Description": ("An SNS topic of THIS region to notify when an event could not be "
+                                              "forwarded (dead-letter queue not empty), and when it is empty again. "
+                                              "Empty: the alarm has no action (watch it in CloudWatch).")},
         },
-        "Conditions": {ROLE_CONDITION: {"Fn::Equals": [{"Ref": "CreateAccessRole"}, "true"]}},
+        "Conditions": {ROLE_CONDITION: {"Fn::Equals": [{"Ref": "CreateAccessRole"}, "true"]},
+                       ALARM_TOPIC_CONDITION: {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}},
         "Resources": {"ClientAccessRole": access_role, **event_forwarding_resources()},
         "Outputs": {"RoleArn": {"Condition": ROLE_CONDITION,
                                 "Description": "Give this ARN to Spot Optimizer (client account registration).",
-                                "Value": {"Fn::GetAtt": ["ClientAccessRole", "Arn"]}}},
+                                "Value": {"Fn::GetAtt": ["ClientAccessRole", "Arn"]}},
+                    "ForwardDeadLetterQueueUrl": {
+                        "Description": ("Events EventBridge could not forward to Spot Optimizer (14 days); the "
+                                        "operator redrives them through the access role."),
+                        "Value": {"Ref": DEAD_LETTER_QUEUE}}},
     }
 
 
@@ -171,7 +210,10 @@ def _logical_id(rule_name: str) -> str:
 
 def event_forwarding_resources() -> dict:
     """One rule per sentinel rule (components/sentinel/rules.py), sending matching events of this region to
-    the product's default bus through a role that may put events on that bus only."""
+    the product's default bus through a role that may put events on that bus only. What EventBridge cannot
+    deliver there (after ``FORWARD_MAX_EVENT_AGE_S`` of retries, or at once on a permission error) goes to this
+    region's dead-letter queue (the product forwarders' name, ``forwarded_event_dead_letter_queue_name``: the
+    redrive finds either by it), which only these rules may send to; its alarm fires on one message."""
     role = {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -191,7 +233,7 @@ def event_forwarding_resources() -> dict:
             }],
         },
     }
-    resources = {"EventForwardingRole": role}
+    resources = {"EventForwardingRole": role, **_dead_letter_resources()}
     for name, pattern in SENTINEL_RULES.items():
         resources[_logical_id(name)] = {
             "Type": "AWS::Events::Rule",
@@ -201,10 +243,65 @@ def event_forwarding_resources() -> dict:
                 "State": "ENABLED",
                 "EventPattern": pattern,
                 "Targets": [{"Id": "SpotOptimizer", "Arn": {"Fn::Sub": PRODUCT_EVENT_BUS},
-                             "RoleArn": {"Fn::GetAtt": ["EventForwardingRole", "Arn"]}}],
+                             "RoleArn": {"Fn::GetAtt": ["EventForwardingRole", "Arn"]},
+                             "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]}},
+                             "RetryPolicy": {"MaximumEventAgeInSeconds": FORWARD_MAX_EVENT_AGE_S[name],
+                                             "MaximumRetryAttempts": FORWARD_RETRY_ATTEMPTS}}],
             },
         }
     return resources
+
+
+def _dead_letter_resources() -> dict:
+    """The forwarding rules' dead-letter queue (SSE-SQS: EventBridge needs no key policy), its policy (only
+    EventBridge, only for this stack's forwarding rules, only over TLS) and the alarm on its depth."""
+    # Fresh dicts each time: yaml.safe_dump writes a shared one as an alias, which CloudFormation rejects.
+    def queue_arn():
+        return {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]}
+
+    def topic():
+        return {"Fn::If": [ALARM_TOPIC_CONDITION, [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+    rules = [{"Fn::GetAtt": [_logical_id(name), "Arn"]} for name in SENTINEL_RULES]
+    dlq = forwarded_event_dead_letter_queue_name(_STAGE_PARAMETER)
+    return {
+        DEAD_LETTER_QUEUE: {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {"QueueName": {"Fn::Sub": dlq}, "MessageRetentionPeriod": DEAD_LETTER_RETENTION_S,
+                           "SqsManagedSseEnabled": True},
+        },
+        "ForwardDeadLetterQueuePolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {"Queues": [{"Ref": DEAD_LETTER_QUEUE}], "PolicyDocument": {"Version": VERSION, "Statement": [
+                {"Sid": "ForwardingRulesDeadLetters", "Effect": "Allow",
+                 "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": queue_arn(),
+                 "Condition": {"ArnEquals": {"aws:SourceArn": rules}}},
+                {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": queue_arn(),
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            ]}},
+        },
+        "ForwardDeadLetterAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": {"Fn::Sub": alarm_name(_STAGE_PARAMETER, "events-forward-dead-lettered")},
+                "AlarmDescription": {"Fn::Sub": (
+                    f"EC2/AWS Health events in {dlq} of ${{AWS::Region}}: EventBridge could not forward them to "
+                    "Spot Optimizer (its message attributes ERROR_CODE/ERROR_MESSAGE say why). They are kept 14 "
+                    "days: tell the Spot Optimizer operator (account and region), who redrives them.")},
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "QueueName"]}}],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": topic(),
+                "OKActions": topic(),
+            },
+        },
+    }
 
 
 def rendered() -> dict[Path, str]:

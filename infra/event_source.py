@@ -3,6 +3,9 @@
     python -m infra.event_source enable --stage dev [--region us-east-1]    # step of `make deploy`
     python -m infra.event_source redrive --stage dev [--region us-east-1]   # `make redrive STAGE=dev`
     python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-west-2   # + EVENT_REGIONS=...
+    python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-east-1 \
+        --client-role-arn arn:aws:iam::111122223333:role/SpotOptimizer-dev-ClientAccess --external-id so-...
+    python -m infra.event_source operator-policy --stage dev   # the IAM policy of the role that runs the last one
 
 * ``enable``: Chalice creates the SQS event source mapping of ``@app.on_sqs_message`` without
   ``FunctionResponseTypes``, and then Lambda ignores the function's partial batch response (a failed message
@@ -20,11 +23,21 @@
   ``aws.*``), nor by a message move task (another region): each message body is sent as is to the stage's
   event queue in the deploy region, where the rules would have put it, then deleted from the dead-letter queue
   (at least once: a crash between the two sends it again, which the sentinel ignores).
+* ``redrive --client-role-arn ARN --external-id ID --forwarded-from r1,r2``: the same for a client account's
+  stack (infra/client-account-role.yaml), whose forwarding rules dead-letter into a queue of the same name in
+  each region of the client's account: assumes the client's access role with the client's ExternalId (that role
+  may receive/delete on exactly that queue) and sends each region's messages to the stage's event queue with
+  the caller's own credentials. Every listed region is the client's (the deploy region too, if the client runs
+  instances there); the stage's own dead-letter queue is left alone. The role trusts only product-account
+  principals named ``spot-optimizer-<stage>-*`` with that ExternalId: run it as a role named
+  ``naming.redrive_operator_role_name`` whose policy is ``operator-policy``'s (infra/README.md).
+* ``operator-policy``: prints that policy (``policies.redrive_operator_statements``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,16 +45,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from chalicelib.aws.accounts import role_account  # noqa: E402
 from chalicelib.settings import (  # noqa: E402
+    APP_NAME,
     SENTINEL_FUNCTION,
     event_dead_letter_queue_name,
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
 )
 from chalicelib.workflows import function_name  # noqa: E402
-from infra.policies import SQS_EVENT_SOURCES  # noqa: E402
+from infra.naming import redrive_operator_role_name  # noqa: E402
+from infra.policies import SQS_EVENT_SOURCES, VERSION, client_role_name, redrive_operator_statements  # noqa: E402
 
 RESPONSE_TYPES = ["ReportBatchItemFailures"]
+# SQS's error codes for a call the caller's policy does not allow (JSON protocol, and the older query one).
+ACCESS_DENIED = ("AccessDenied", "AccessDeniedException")
 
 
 class EventSourceError(Exception):
@@ -88,7 +106,8 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
         source = source_sqs.get_queue_url(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
     except source_sqs.exceptions.QueueDoesNotExist as exc:
         raise EventSourceError(f"no queue {forwarded_event_dead_letter_queue_name(stage)!r} in "
-                               f"{source_sqs.meta.region_name}: no forwarder deployed there") from exc
+                               f"{source_sqs.meta.region_name}: no forwarder deployed there (the product's "
+                               "forwarder stack, or for a client account its stack)") from exc
     try:
         destination = sqs.get_queue_url(QueueName=event_queue_name(stage))["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist as exc:
@@ -110,15 +129,61 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
     return moved
 
 
+def redrive_session_name(stage: str) -> str:
+    """RoleSessionName of a client redrive: CloudTrail in the client's account shows what it was."""
+    return f"{APP_NAME}-{stage}-redrive"
+
+
+def client_account_session(sts, role_arn: str, external_id: str, stage: str):
+    """A boto3 session in the client's account through its access role, assumed with the client's ExternalId
+    (the binding's: ``POST /api/admin/clients/{id}/accounts`` answers it)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    try:
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=redrive_session_name(stage),
+                                      ExternalId=external_id)["Credentials"]
+    except ClientError as exc:
+        raise EventSourceError(
+            f"cannot assume {role_arn} ({exc.response['Error'].get('Code')}): it trusts only the product account's "
+            f"roles named {APP_NAME}-{stage}-* (no path) with the client's ExternalId. Run this as "
+            f"{redrive_operator_role_name(stage)} (infra/README.md); check the ExternalId, and that the role is "
+            f"{client_role_name(stage)} (stage {stage})") from exc
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                         aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"])
+
+
+def _regions(value: str) -> list[str]:
+    return list(dict.fromkeys(r.strip() for r in value.split(",") if r.strip()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("enable", "redrive"))
+    parser.add_argument("command", choices=("enable", "redrive", "operator-policy"))
     parser.add_argument("--stage", required=True)
     parser.add_argument("--region", help="the deploy region; defaults to AWS_REGION / AWS_DEFAULT_REGION")
     parser.add_argument("--forwarded-from", default="", metavar="R1,R2",
-                        help="redrive: also the forwarders' dead-letter queues of these regions (EVENT_REGIONS)")
+                        help="redrive: also the forwarders' dead-letter queues of these regions (EVENT_REGIONS); "
+                             "with --client-role-arn: the regions of the client's stacks")
+    parser.add_argument("--client-role-arn", metavar="ARN",
+                        help="redrive only the dead-letter queues of a client account's stacks, through this role")
+    parser.add_argument("--external-id", metavar="ID", help="the client's ExternalId (with --client-role-arn)")
     args = parser.parse_args(argv)
+    if args.command == "operator-policy":
+        print(json.dumps({"Version": VERSION, "Statement": redrive_operator_statements(args.stage)}, indent=2))
+        return 0
+    client_account = role_account(args.client_role_arn) if args.client_role_arn else None
+    if args.client_role_arn and not client_account:
+        parser.error(f"--client-role-arn {args.client_role_arn!r} is not an IAM role ARN")
+    if args.client_role_arn and not (args.external_id and _regions(args.forwarded_from)):
+        parser.error("--client-role-arn needs --external-id and --forwarded-from (the client's regions)")
+    if args.external_id and not args.client_role_arn:
+        parser.error("--external-id goes with --client-role-arn")
+    if args.client_role_arn and args.command != "redrive":
+        parser.error("--client-role-arn goes with redrive")
     import boto3
+    from botocore.exceptions import ClientError
 
     sqs = boto3.client("sqs", region_name=args.region)
     try:
@@ -127,9 +192,24 @@ def main(argv: list[str] | None = None) -> int:
             for consumer in SQS_EVENT_SOURCES:
                 mapping = enable_batch_item_failures(lambda_client, sqs, args.stage, consumer)
                 print(f"{mapping['FunctionArn']} ← {mapping['EventSourceArn']}: {mapping['FunctionResponseTypes']}")
+        elif args.client_role_arn:
+            session = client_account_session(boto3.client("sts", region_name=args.region), args.client_role_arn,
+                                             args.external_id, args.stage)
+            for region in _regions(args.forwarded_from):  # the deploy region too: the client's own stack
+                try:
+                    moved = redrive_forwarded(session.client("sqs", region_name=region), sqs, args.stage)
+                except ClientError as exc:
+                    if exc.response["Error"].get("Code") not in ACCESS_DENIED:
+                        raise
+                    raise EventSourceError(
+                        f"{region}: {exc}. Refused to the client's access role: it predates the redrive permission, "
+                        "the client updates its stack where CreateAccessRole=true; refused to you (the event queue): "
+                        "your role lacks `operator-policy`'s statements") from exc
+                print(f"{forwarded_event_dead_letter_queue_name(args.stage)} (account {client_account}, {region}) → "
+                      f"{event_queue_name(args.stage)} ({sqs.meta.region_name}): {moved} event(s) moved")
         else:
             deploy_region = sqs.meta.region_name
-            for region in [r.strip() for r in args.forwarded_from.split(",") if r.strip() and r.strip() != deploy_region]:
+            for region in [r for r in _regions(args.forwarded_from) if r != deploy_region]:
                 moved = redrive_forwarded(boto3.client("sqs", region_name=region), sqs, args.stage)
                 print(f"{forwarded_event_dead_letter_queue_name(args.stage)} ({region}) → "
                       f"{event_queue_name(args.stage)} ({deploy_region}): {moved} event(s) moved")

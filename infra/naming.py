@@ -76,6 +76,13 @@ def forwarder_topic_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-events-forward-alarms"
 
 
+def redrive_operator_role_name(stage: str) -> str:
+    """The product-account role an operator creates (by hand, no path) to redrive a client stack's dead-letter
+    queue: the client-account role trusts only principals named ``spot-optimizer-<stage>-*`` (infra/README.md,
+    "Dead-lettered events and the redrive"). No Chalice function is called this."""
+    return f"{APP_NAME}-{stage}-redrive-operator"
+
+
 def dashboard_name(stage: str, region: str) -> str:
     """CloudWatch dashboards are global in an account: the region keeps two regions' stages apart."""
     return f"{APP_NAME}-{stage}-{region}"

@@ -14,7 +14,8 @@ Rules kept here (and checked by tests/infra/test_policies.py):
 * ``sts:AssumeRole`` only on the client-account role of this stage (:func:`client_role_name`).
 
 The EC2 statements are the same for the product account (self-hosting) and for the client-account role
-template (infra/client_role.py). Importable without aws_cdk.
+template (infra/chalice_policies.py writes infra/client-account-role.yaml), whose role may also empty that
+stack's dead-letter queue (:func:`forwarded_event_redrive`). Importable without aws_cdk.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from chalicelib.settings import (
     admin_key_parameter_name,
     decision_queue_name,
     event_queue_name,
+    forwarded_event_dead_letter_queue_name,
     model_bucket_name,
     savings_queue_name,
 )
@@ -398,6 +400,37 @@ def function_policy(stage: str, function: str) -> dict:
     return {"Version": VERSION, "Statement": _merge(statements)}
 
 
-def client_account_statements(stage: str) -> list[dict]:
-    """What the client-account role allows: every EC2/ELBv2 capability, same conditions."""
-    return _merge([s for capability in EC2_CAPABILITIES for s in capability(stage)])
+# The client-account role exists only in infra/client-account-role.yaml: CloudFormation fills in the client's
+# account and partition there (Fn::Sub, with the stage).
+CLIENT_ACCOUNT, CLIENT_PARTITION = "${AWS::AccountId}", "${AWS::Partition}"
+# What `python -m infra.event_source redrive --client-role-arn` does with the client-account role
+# (``redrive_forwarded``): find the client stack's dead-letter queue, receive its messages, delete each one once
+# sent on; GetQueueAttributes lets the operator look at its depth first. Never SendMessage (EventBridge's) nor
+# PurgeQueue.
+CLIENT_REDRIVE_ACTIONS = ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage")
+
+
+def forwarded_event_redrive(stage: str, *, partition: str = CLIENT_PARTITION, account: str = CLIENT_ACCOUNT) -> list[dict]:
+    """The client stack's dead-letter queue of forwarded events (same name as the product's forwarders':
+    ``forwarded_event_dead_letter_queue_name``), in any region of the client's own account, and nothing else."""
+    queue = f"arn:{partition}:sqs:*:{account}:{forwarded_event_dead_letter_queue_name(stage)}"
+    return [_statement("RedriveForwardedEvents", CLIENT_REDRIVE_ACTIONS, [queue])]
+
+
+def client_account_statements(stage: str, *, partition: str = CLIENT_PARTITION,
+                              account: str = CLIENT_ACCOUNT) -> list[dict]:
+    """What the client-account role allows: every EC2/ELBv2 capability, same conditions, and emptying the
+    client stack's dead-letter queue (:func:`forwarded_event_redrive`). ``partition``/``account`` default to
+    the CloudFormation pseudo parameters of the template; give real ones to analyse the policy."""
+    return _merge([s for capability in EC2_CAPABILITIES for s in capability(stage)]
+                  + forwarded_event_redrive(stage, partition=partition, account=account))
+
+
+def redrive_operator_statements(stage: str) -> list[dict]:
+    """What the product-account role an operator runs ``redrive --client-role-arn`` as needs, and nothing more:
+    assume the stage's client-account roles (their trust admits only roles named ``spot-optimizer-<stage>-*``,
+    ``naming.redrive_operator_role_name``) and send to the stage's event queue (own account)."""
+    assume = [s for s in assume_client_role(stage) if "sts:AssumeRole" in s["Action"]]
+    send = _statement("SendToEventQueue", ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                      [f"arn:aws:sqs:*:*:{event_queue_name(stage)}"], SAME_ACCOUNT)
+    return _merge(assume + [send])

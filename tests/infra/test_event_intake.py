@@ -483,3 +483,134 @@ def test_the_redrive_command_moves_the_forwarders_queues_before_the_stages_own(m
                               "--forwarded-from", "eu-west-1, us-east-1,us-west-2"]) == 0
     assert calls == [("forwarded", "eu-west-1", "prod"), ("forwarded", "us-west-2", "prod"), ("dlq", "us-east-1", "prod")]
     assert "2 event(s) moved" in capsys.readouterr().out
+
+
+# --- a client account's stack: its dead-letter queues redriven through the client's access role --------------
+
+CLIENT_ACCOUNT = "210987654321"
+EXTERNAL_ID = "so-test-external-id-0123456789"
+
+
+def _client_role(stage: str) -> str:
+    from infra.policies import client_role_name
+
+    return f"arn:aws:iam::{CLIENT_ACCOUNT}:role/{client_role_name(stage)}"
+
+
+def _client_dead_letters(stage: str, regions: dict[str, int]) -> dict[str, tuple]:
+    """The client stack's dead-letter queue in each region of the client's account (moto keeps accounts apart),
+    holding that many events: {region: (sqs client in the client's account, queue url, bodies)}."""
+    import boto3
+
+    from tests.conftest import aws_client
+
+    credentials = aws_client("sts").assume_role(RoleArn=_client_role(stage), RoleSessionName="client-setup")
+    session = boto3.Session(aws_access_key_id=credentials["Credentials"]["AccessKeyId"],
+                            aws_secret_access_key=credentials["Credentials"]["SecretAccessKey"],
+                            aws_session_token=credentials["Credentials"]["SessionToken"])
+    queues = {}
+    for region, count in regions.items():
+        client_sqs = session.client("sqs", region_name=region)
+        url = client_sqs.create_queue(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
+        assert f"/{CLIENT_ACCOUNT}/" in url
+        bodies = [json.dumps({**HEALTH_RETIREMENT, "id": f"{region}-{i}", "account": CLIENT_ACCOUNT,
+                              "region": region}) for i in range(count)]
+        for body in bodies:
+            client_sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
+                "ERROR_CODE": {"DataType": "String", "StringValue": "NO_PERMISSIONS"}})
+        queues[region] = (client_sqs, url, bodies)
+    return queues
+
+
+def _drain(sqs, url: str) -> list[str]:
+    received = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received += [m["Body"] for m in batch]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    return received
+
+
+def test_a_client_redrive_assumes_the_clients_access_role_with_its_external_id():
+    import uuid
+
+    import boto3
+
+    from infra import event_source
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    sts = boto3.client("sts", region_name="us-east-1")  # its own client: the spy stays on it
+    calls = []
+    sts.meta.events.register("provide-client-params.sts.AssumeRole", lambda params, **_: calls.append(dict(params)))
+
+    session = event_source.client_account_session(sts, _client_role(stage), EXTERNAL_ID, stage)
+
+    assert calls == [{"RoleArn": _client_role(stage), "ExternalId": EXTERNAL_ID,
+                      "RoleSessionName": f"spot-optimizer-{stage}-redrive"}]
+    identity = session.client("sts", region_name="us-east-1").get_caller_identity()
+    assert identity["Account"] == CLIENT_ACCOUNT
+    assert identity["Arn"].endswith(f":assumed-role/{_client_role(stage).rsplit('/', 1)[1]}/spot-optimizer-{stage}-redrive")
+
+
+def test_the_redrive_command_with_a_client_role_moves_each_client_regions_dead_letters_to_the_event_queue(
+        monkeypatch, capsys):
+    """The client's stacks dead-letter in the client's account (the deploy region is one of the client's too); the
+    redrive reads them through the access role and sends them to the stage's event queue in the product's account,
+    deleting each once sent, and leaves the stage's own dead-letter queue alone."""
+    import functools
+    import uuid
+
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    queues = _client_dead_letters(stage, {"eu-west-1": 12, "us-east-1": 3})
+    sqs = aws_client("sqs", "us-east-1")
+    destination = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    monkeypatch.setattr(event_source, "redrive_forwarded",
+                        functools.partial(event_source.redrive_forwarded, wait_s=0))  # no long polling at the end
+    monkeypatch.setattr(event_source, "redrive", lambda *a: pytest.fail("the stage's own DLQ is not the client's"))
+
+    assert event_source.main(["redrive", "--stage", stage, "--region", "us-east-1", "--client-role-arn",
+                              _client_role(stage), "--external-id", EXTERNAL_ID,
+                              "--forwarded-from", "eu-west-1, us-east-1"]) == 0
+
+    assert sorted(_drain(sqs, destination)) == sorted(queues["eu-west-1"][2] + queues["us-east-1"][2])
+    for client_sqs, url, _ in queues.values():
+        attributes = client_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    out = capsys.readouterr().out
+    assert f"(account {CLIENT_ACCOUNT}, eu-west-1)" in out and "12 event(s) moved" in out
+    assert f"(account {CLIENT_ACCOUNT}, us-east-1)" in out and "3 event(s) moved" in out
+
+
+def test_a_client_redrive_the_access_role_refuses_says_who_it_trusts():
+    import boto3
+    from botocore.stub import Stubber
+
+    from infra import event_source
+
+    sts = boto3.client("sts", region_name="us-east-1")
+    with Stubber(sts) as stub:
+        stub.add_client_error("assume_role", "AccessDenied", "not authorized to perform: sts:AssumeRole")
+        with pytest.raises(event_source.EventSourceError) as error:
+            event_source.client_account_session(sts, _client_role("prod"), EXTERNAL_ID, "prod")
+    assert "roles named spot-optimizer-prod-* (no path)" in str(error.value)
+    assert "spot-optimizer-prod-redrive-operator" in str(error.value)
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (["--client-role-arn", "arn:aws:iam::210987654321:role/SpotOptimizer-prod-ClientAccess",
+      "--forwarded-from", "eu-west-1"], "needs --external-id and --forwarded-from"),
+    (["--client-role-arn", "arn:aws:iam::210987654321:role/SpotOptimizer-prod-ClientAccess",
+      "--external-id", EXTERNAL_ID], "needs --external-id and --forwarded-from"),
+    (["--client-role-arn", "SpotOptimizer-prod-ClientAccess", "--external-id", EXTERNAL_ID,
+      "--forwarded-from", "eu-west-1"], "is not an IAM role ARN"),
+    (["--external-id", EXTERNAL_ID, "--forwarded-from", "eu-west-1"], "--external-id goes with --client-role-arn"),
+])
+def test_a_client_redrive_needs_a_role_arn_its_external_id_and_the_clients_regions(arguments, error, capsys):
+    from infra import event_source
+
+    with pytest.raises(SystemExit) as exit_:
+        event_source.main(["redrive", "--stage", "prod", *arguments])
+    assert exit_.value.code == 2 and error in capsys.readouterr().err

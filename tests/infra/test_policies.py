@@ -94,7 +94,9 @@ def test_parliament_finds_nothing_above_low(stage, function):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_parliament_finds_nothing_above_low_in_the_client_role(stage):
-    assert _above_low({"Version": policies.VERSION, "Statement": policies.client_account_statements(stage)}) == []
+    # CloudFormation fills in the client's partition and account; parliament needs real ones.
+    statements = policies.client_account_statements(stage, partition="aws", account="111122223333")
+    assert _above_low({"Version": policies.VERSION, "Statement": statements}) == []
 
 
 def test_parliament_does_flag_a_bad_policy():
@@ -296,7 +298,7 @@ def _unsub(value):
 def test_client_role_template_is_yaml_with_the_product_statements():
     template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
     assert set(template["Parameters"]) == {"ProductAccountId", "ProductRegion", "ExternalId", "Stage",
-                                           "CreateAccessRole"}
+                                           "CreateAccessRole", "AlarmTopicArn"}
     role = template["Resources"]["ClientAccessRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Action"] == "sts:AssumeRole"
@@ -328,8 +330,9 @@ def test_client_template_forwards_exactly_the_sentinel_events_to_the_product_bus
         f"SpotOptimizer-${{Stage}}-{name}": pattern for name, pattern in SENTINEL_RULES.items()}
     bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${ProductRegion}:${ProductAccountId}:event-bus/default"}
     for rule in rules.values():
-        assert rule["Targets"] == [{"Id": "SpotOptimizer", "Arn": bus,
-                                    "RoleArn": {"Fn::GetAtt": ["EventForwardingRole", "Arn"]}}]
+        (target,) = rule["Targets"]
+        assert {key: target[key] for key in ("Id", "Arn", "RoleArn")} == {
+            "Id": "SpotOptimizer", "Arn": bus, "RoleArn": {"Fn::GetAtt": ["EventForwardingRole", "Arn"]}}
     role = resources["EventForwardingRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "events.amazonaws.com"}
@@ -339,6 +342,155 @@ def test_client_template_forwards_exactly_the_sentinel_events_to_the_product_bus
     # The IAM role is global: only the region that says so creates it; every region forwards.
     assert resources["ClientAccessRole"]["Condition"] == "CreateAccessRole"
     assert "Condition" not in resources["EventForwardingRole"]
+
+
+# --- the client stack's dead-letter queue, its alarm, and the redrive through the access role ------------------
+
+CLIENT_DLQ = "ForwardDeadLetterQueue"
+DLQ_ARN = {"Fn::GetAtt": [CLIENT_DLQ, "Arn"]}
+
+
+def _client_template() -> dict:
+    return yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
+
+
+def _of_type(template: dict, cfn_type: str) -> dict:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == cfn_type}
+
+
+def test_client_template_has_one_encrypted_dead_letter_queue_per_region_named_like_the_product_forwarders():
+    """Every region's stack (not only the access role's): what EventBridge cannot forward is kept 14 days."""
+    from chalicelib.settings import forwarded_event_dead_letter_queue_name
+
+    template = _client_template()
+    assert list(_of_type(template, "AWS::SQS::Queue")) == [CLIENT_DLQ]
+    queue = template["Resources"][CLIENT_DLQ]
+    assert "Condition" not in queue
+    # The product's naming function with the stage parameter: the redrive finds either queue by that name.
+    assert queue["Properties"] == {"QueueName": {"Fn::Sub": forwarded_event_dead_letter_queue_name("${Stage}")},
+                                   "MessageRetentionPeriod": 14 * 24 * 3600, "SqsManagedSseEnabled": True}
+    assert template["Outputs"]["ForwardDeadLetterQueueUrl"]["Value"] == {"Ref": CLIENT_DLQ}
+    assert "Condition" not in template["Outputs"]["ForwardDeadLetterQueueUrl"]
+
+
+def test_only_this_stacks_forwarding_rules_may_send_to_the_client_dead_letter_queue_and_only_over_tls():
+    template = _client_template()
+    (policy,) = _of_type(template, "AWS::SQS::QueuePolicy").values()
+    assert policy["Properties"]["Queues"] == [{"Ref": CLIENT_DLQ}]
+    allow, deny = policy["Properties"]["PolicyDocument"]["Statement"]
+    rules = _of_type(template, "AWS::Events::Rule")
+    assert len(rules) == len(SENTINEL_RULES)
+    # EventBridge only, and only for this stack's four forwarding rules (aws:SourceArn: the rules' ARNs).
+    assert {k: v for k, v in allow.items() if k != "Sid"} == {
+        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": DLQ_ARN,
+        "Condition": {"ArnEquals": {"aws:SourceArn": [{"Fn::GetAtt": [rule, "Arn"]} for rule in rules]}}}
+    assert {k: v for k, v in deny.items() if k != "Sid"} == {
+        "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": DLQ_ARN,
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+
+
+# How long EventBridge retries each forwarded event before the dead-letter queue (infra/chalice_policies.py
+# FORWARD_MAX_EVENT_AGE_S gives the reasons): a warning only through its two-minute notice and a little more,
+# a rebalance recommendation an hour, a lost instance and a scheduled retirement EventBridge's maximum day.
+RETRY_AGES = {"sentinel-interruption": 300, "sentinel-rebalance": 3600, "sentinel-state-change": 86400,
+              "sentinel-health": 86400}
+
+
+def test_each_forwarding_target_dead_letters_into_the_queue_after_an_explicit_retry_policy():
+    from components.sentinel.signals import TERMINATION_NOTICE_S
+
+    template = _client_template()
+    assert set(RETRY_AGES) == set(SENTINEL_RULES)
+    for rule in _of_type(template, "AWS::Events::Rule").values():
+        name = rule["Properties"]["Name"]["Fn::Sub"].removeprefix("SpotOptimizer-${Stage}-")
+        (target,) = rule["Properties"]["Targets"]
+        assert target["DeadLetterConfig"] == {"Arn": DLQ_ARN}, name
+        policy = target["RetryPolicy"]
+        assert policy == {"MaximumEventAgeInSeconds": RETRY_AGES[name], "MaximumRetryAttempts": 185}, name
+        assert 60 <= policy["MaximumEventAgeInSeconds"] <= 86400  # EventBridge's bounds
+    assert RETRY_AGES["sentinel-interruption"] > TERMINATION_NOTICE_S
+
+
+def test_a_client_dead_letter_alarms_in_the_clients_account_and_notifies_an_optional_topic():
+    template = _client_template()
+    parameter = template["Parameters"]["AlarmTopicArn"]
+    assert parameter["Default"] == ""
+    for good in ("", "arn:aws:sns:eu-west-1:111122223333:ops-alarms", "arn:aws-us-gov:sns:us-gov-west-1:111122223333:a_b"):
+        assert re.fullmatch(parameter["AllowedPattern"], good), good
+    for bad in ("ops-alarms", "arn:aws:sqs:eu-west-1:111122223333:q", "arn:aws:sns:eu-west-1:1111:t"):
+        assert not re.fullmatch(parameter["AllowedPattern"], bad), bad
+    assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    (alarm,) = _of_type(template, "AWS::CloudWatch::Alarm").values()
+    assert "Condition" not in alarm  # the alarm exists in every region, with or without a topic
+    props = alarm["Properties"]
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [CLIENT_DLQ, "QueueName"]}}]
+    # One message, seen in a one-minute period, is enough.
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == ("Maximum", 60, 1)
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert props["TreatMissingData"] == "notBreaching"
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert props["AlarmActions"] == props["OKActions"] == topic
+
+
+def test_the_access_role_may_redrive_exactly_the_client_dead_letter_queue_of_its_account():
+    """Receive, delete, find and inspect: on that queue name, in any region of the client's own account only."""
+    from chalicelib.settings import forwarded_event_dead_letter_queue_name
+
+    role = _client_template()["Resources"]["ClientAccessRole"]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    sqs = [s for s in statements if any(a.startswith("sqs:") or "*" in a for a in s["Action"])]
+    assert sqs == [{"Sid": "RedriveForwardedEvents", "Effect": "Allow",
+                    "Action": ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+                    "Resource": [{"Fn::Sub": "arn:${AWS::Partition}:sqs:*:${AWS::AccountId}:"
+                                             + forwarded_event_dead_letter_queue_name("${Stage}")}]}]
+    # ... and the statement comes from the one place the client role's statements do.
+    assert sqs[0]["Resource"] == [{"Fn::Sub": r} for r in policies.forwarded_event_redrive("${Stage}")[0]["Resource"]]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_redrive_operator_role_is_trusted_by_the_client_role_and_may_do_only_the_redrive(stage, capsys):
+    """The access role trusts only product roles named spot-optimizer-<stage>-*: the operator's redrive role is
+    one (no Chalice function role), allowed to assume client roles and send to the event queue, nothing else."""
+    import fnmatch
+
+    from chalicelib.settings import event_queue_name
+    from infra import event_source
+    from infra.naming import redrive_operator_role_name
+
+    (trust,) = _client_template()["Resources"]["ClientAccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    pattern = trust["Condition"]["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"]
+    pattern = pattern.replace("${AWS::Partition}", "aws").replace("${ProductAccountId}", "111122223333")
+    pattern = pattern.replace("${Stage}", stage)
+    operator = redrive_operator_role_name(stage)
+    assert fnmatch.fnmatchcase(f"arn:aws:iam::111122223333:role/{operator}", pattern)
+    assert operator not in {policies.deployed_function_name(f, s) for f in FUNCTIONS for s in STAGES}
+    statements = policies.redrive_operator_statements(stage)
+    assert {(a, r) for s in statements for a in s["Action"] for r in s["Resource"]} == {
+        ("sts:AssumeRole", f"arn:aws:iam::*:role/{policies.client_role_name(stage)}"),
+        ("sqs:GetQueueUrl", f"arn:aws:sqs:*:*:{event_queue_name(stage)}"),
+        ("sqs:SendMessage", f"arn:aws:sqs:*:*:{event_queue_name(stage)}")}
+    assert _above_low({"Version": policies.VERSION, "Statement": statements}) == []
+    assert event_source.main(["operator-policy", "--stage", stage]) == 0
+    assert json.loads(capsys.readouterr().out) == {"Version": policies.VERSION, "Statement": statements}
+
+
+def test_a_client_template_without_the_dead_letter_queue_is_stale(tmp_path, monkeypatch):
+    """The file as it was before the dead-letter queue (a hand edit, or not regenerated) fails `--check`."""
+    template = _client_template()
+    for logical_id in (CLIENT_DLQ, "ForwardDeadLetterQueuePolicy", "ForwardDeadLetterAlarm"):
+        del template["Resources"][logical_id]
+    for rule in _of_type(template, "AWS::Events::Rule").values():
+        for target in rule["Properties"]["Targets"]:
+            del target["DeadLetterConfig"], target["RetryPolicy"]
+    old = tmp_path / "client-account-role.yaml"
+    old.write_text(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text().splitlines(keepends=True)[0]
+                   + yaml.safe_dump(template, sort_keys=False, width=120))
+    monkeypatch.setattr(chalice_policies, "CLIENT_ROLE_TEMPLATE", old)
+    assert chalice_policies.stale() == [old]
+    old.write_text(chalice_policies.rendered()[old])
+    assert chalice_policies.stale() == []
 
 
 def test_parliament_finds_nothing_above_low_in_the_forwarding_role():
