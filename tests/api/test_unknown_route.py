@@ -65,3 +65,10 @@ def test_a_known_route_still_reaches_the_app(local_server):
     assert status == 200, body
     assert answer_headers["X-Frame-Options"] == "DENY"
     assert product_local.BACKLOG == chalice_local.ThreadedHTTPServer.request_queue_size
+
+
+def test_the_console_knows_the_unknown_route_answer():
+    """The console tells "not available on this server" from a 404 of something the caller cannot see by
+    this message (web/js/api.js UNKNOWN_ROUTE)."""
+    source = (ROOT / "web" / "js" / "api.js").read_text()
+    assert f'export const UNKNOWN_ROUTE = {json.dumps(unknown_route().message)};' in source
