@@ -19,8 +19,8 @@
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
 #   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
 #                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
-#                 push the state back, the sentinel's partial batch responses, then API Gateway stage throttling
-#                 (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
+#                 push the state back, the sentinel's partial batch responses, then API Gateway stage throttling and
+#                 gateway responses (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
 #   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
 #   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md);
 #                 EVENT_REGIONS=r1,r2 first sends the forwarders' dead-lettered events of those regions there too;
@@ -172,6 +172,7 @@ deploy: $(STAMP)
 	$(BIN)/python -m infra.event_source enable --stage $(STAGE)
 	$(BIN)/python infra/deploy_state.py api-log-retention --stage $(STAGE)
 	$(BIN)/python infra/throttling.py --stage $(STAGE)
+	$(BIN)/python infra/gateway_responses.py --stage $(STAGE)  # after every chalice deploy: it drops them
 
 # The app first (Chalice knows its resources from the shared state), then the stack. The prod stage refuses
 # without CONFIRM=yes, and its tables and bucket are RETAINed by the stack anyway (infra/README.md).

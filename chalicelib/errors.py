@@ -102,6 +102,20 @@ class ServiceUnavailableError(ApiError):
     status, code = 503, "service_unavailable"
 
 
+class GatewayTimeoutError(ApiError):
+    """API Gateway's own answer when the API did not answer within its integration timeout
+    (infra/gateway_responses.py): the request may still have taken effect."""
+
+    status, code = 504, "gateway_timeout"
+
+
+def unknown_route() -> NotFoundError:
+    """A method and path the API has no route for: 404, like anything else a caller cannot see. API Gateway
+    answers it so (infra/gateway_responses.py: not its 403 "Missing Authentication Token"), and so does local
+    mode's gateway (localmode/chalice_local.py)."""
+    return NotFoundError("this API has no route for this method and path")
+
+
 _ARN = re.compile(r"arn:aws[a-z-]*:[^\s\"',;()<>]*")
 _ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
 
@@ -170,10 +184,15 @@ def translate(exc: BaseException) -> ApiError | None:
     return None
 
 
-def error_response(error: ApiError) -> Response:
-    """Render an ApiError in the product's JSON error shape."""
+def error_body(error: ApiError) -> dict[str, Any]:
+    """An ApiError in the product's JSON error shape (also API Gateway's own answers: infra/gateway_responses.py)."""
     body: dict[str, Any] = {"error": error.code, "message": error.message}
     if error.field:
         body["field"] = error.field
+    return body
+
+
+def error_response(error: ApiError) -> Response:
+    """Render an ApiError in the product's JSON error shape."""
     headers = {"Content-Type": "application/json", **error.headers}
-    return Response(body=json.dumps(body), status_code=error.status, headers=headers)
+    return Response(body=json.dumps(error_body(error)), status_code=error.status, headers=headers)

@@ -7,6 +7,7 @@ Pages whose routes the API does not have yet are tested in test_console_pending_
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import cells, goto, sign_in
 from localmode.embedded_aws import IMAGE_ID
 from chalicelib.aws.ec2 import MANAGED_BY, TAG_CLIENT, TAG_MANAGED_BY, TAG_STAGE
+from chalicelib.errors import error_body, unknown_route
 
 pytestmark = pytest.mark.slow
 
@@ -287,11 +289,14 @@ def test_admin_activity_lists_the_audit_log(page, demo):
 
 # --- error states and isolation ---
 
-def test_a_page_whose_route_is_missing_shows_a_clear_error_and_the_rest_still_works(page, demo):
-    """API Gateway answers a path no route matches with 403 "Missing Authentication Token": simulated here
-    so that this stays true whichever routes exist."""
+@pytest.mark.parametrize("status,body", [
+    (404, json.dumps(error_body(unknown_route()))),  # the API's answer (infra/gateway_responses.py, local mode)
+    (403, '{"message":"Missing Authentication Token"}'),  # API Gateway's own, before its gateway responses
+], ids=["not-found", "api-gateway-default"])
+def test_a_page_whose_route_is_missing_shows_a_clear_error_and_the_rest_still_works(page, demo, status, body):
+    """The answer for a path no route matches, simulated here so that this stays true whichever routes exist."""
     page.route(re.compile(r".*/api/client/[^/]+/agents\?.*"), lambda route: route.fulfill(
-        status=403, content_type="application/json", body='{"message":"Missing Authentication Token"}'))
+        status=status, content_type="application/json", body=body))
     sign_in(page, "client", demo.token)
     goto(page, demo, "agents", ".error")
     assert "Not available on this server: the agents" in page.inner_text(".error")

@@ -9,6 +9,11 @@ export function session() {
 
 export function signOut() { sessionStorage.removeItem(KEY); }
 
+// The message of the API's answer for a method and path it has no route for (404 `not_found`: the deployed
+// gateway, infra/gateway_responses.py, and local mode alike). The text of chalicelib.errors.unknown_route():
+// tests/api/test_unknown_route.py keeps the two equal.
+export const UNKNOWN_ROUTE = "this API has no route for this method and path";
+
 export class ApiError extends Error {
   constructor(method, path, status, body) {
     const text = (body && (body.message || body.Message)) || (typeof body === "string" ? body : "") || "";
@@ -16,9 +21,11 @@ export class ApiError extends Error {
     this.method = method; this.path = path; this.status = status;
     this.code = body && body.error; this.field = body && body.field; this.body = body;
   }
-  // A route this server does not have: API Gateway and chalice local answer 403 "Missing Authentication
-  // Token" (or 404/405 without our JSON error code) for a path no route matches.
+  // A route this server does not have: 404 `not_found` with UNKNOWN_ROUTE's message; from an API deployed
+  // before its gateway responses, or bare chalice local, 403 "Missing Authentication Token" (or 404/405
+  // without our JSON error code).
   get missingRoute() {
+    if (this.status === 404 && this.code === "not_found" && this.body.message === UNKNOWN_ROUTE) return true;
     return !this.code && (this.status === 403 || this.status === 404 || this.status === 405);
   }
 }
