@@ -109,11 +109,17 @@ class GatewayTimeoutError(ApiError):
     status, code = 504, "gateway_timeout"
 
 
-def unknown_route() -> NotFoundError:
-    """A method and path the API has no route for: 404, like anything else a caller cannot see. API Gateway
-    answers it so (infra/gateway_responses.py: not its 403 "Missing Authentication Token"), and so does local
-    mode's gateway (localmode/chalice_local.py)."""
-    return NotFoundError("this API has no route for this method and path")
+class RouteNotFoundError(NotFoundError):
+    """A method and path the API has no route for: 404, with its own code so that a caller (the console) can
+    tell a route this server lacks from a resource it cannot see."""
+
+    code = "route_not_found"
+
+
+def unknown_route() -> RouteNotFoundError:
+    """The answer to a route the API lacks. API Gateway answers it so (infra/gateway_responses.py: not its 403
+    "Missing Authentication Token"), and so does local mode's gateway (localmode/chalice_local.py)."""
+    return RouteNotFoundError("this API has no route for this method and path")
 
 
 _ARN = re.compile(r"arn:aws[a-z-]*:[^\s\"',;()<>]*")

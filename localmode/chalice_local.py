@@ -7,7 +7,7 @@ overflows and clients see their connection reset, which API Gateway would never 
 
 chalice local imitates API Gateway's default answer for a path no route has: 403 "Missing Authentication
 Token", or, with an Authorization header, a message quoting that header (a client's token) verbatim. The
-deployed API answers 404 ``not_found`` in the product's error shape with ``RESPONSE_HEADERS`` instead
+deployed API answers 404 ``route_not_found`` in the product's error shape with ``RESPONSE_HEADERS`` instead
 (infra/gateway_responses.py); ``ProductGateway`` answers the same. Same arguments as the ``chalice``
 command: ``python -m localmode.chalice_local local --stage local ...``.
 """

@@ -1,5 +1,5 @@
 """Local mode's API process (``python -m localmode.chalice_local local``) answers a path no route has as the
-deployed API Gateway does (infra/gateway_responses.py): 404 ``not_found`` in the error shape with the headers
+deployed API Gateway does (infra/gateway_responses.py): 404 ``route_not_found`` in the error shape with the headers
 of every answer, not chalice local's 403 "Missing Authentication Token" that quotes the Authorization header."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _get(url: str, headers: dict):
 @pytest.mark.parametrize("path", ["/no/such/route", "/api/client/validate/extra"])
 def test_an_unknown_route_is_404_not_found_with_the_headers_and_no_echo(local_server, path, headers):
     status, answer_headers, body = _get(local_server + path, headers)
-    assert_error(status, json.loads(body), 404, code="not_found")
+    assert_error(status, json.loads(body), 404, code="route_not_found")
     assert json.loads(body) == error_body(unknown_route())
     assert TOKEN.encode() not in body
     assert answer_headers["Content-Type"] == "application/json"
@@ -71,4 +71,4 @@ def test_the_console_knows_the_unknown_route_answer():
     """The console tells "not available on this server" from a 404 of something the caller cannot see by
     this message (web/js/api.js UNKNOWN_ROUTE)."""
     source = (ROOT / "web" / "js" / "api.js").read_text()
-    assert f'export const UNKNOWN_ROUTE = {json.dumps(unknown_route().message)};' in source
+    assert f'export const UNKNOWN_ROUTE = {json.dumps(unknown_route().code)};' in source

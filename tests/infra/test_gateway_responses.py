@@ -123,7 +123,7 @@ def test_every_body_is_the_products_error_shape_and_echoes_nothing_of_the_reques
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", body["error"]) and body["message"], body
         assert "sot_secret" not in json.dumps(body)
         codes[response_type] = body["error"]
-    assert codes == {"MISSING_AUTHENTICATION_TOKEN": "not_found", "RESOURCE_NOT_FOUND": "not_found",
+    assert codes == {"MISSING_AUTHENTICATION_TOKEN": "route_not_found", "RESOURCE_NOT_FOUND": "route_not_found",
                      "THROTTLED": "rate_limited", "REQUEST_TOO_LARGE": "payload_too_large",
                      "INTEGRATION_TIMEOUT": "gateway_timeout", "DEFAULT_4XX": "request_refused",
                      "DEFAULT_5XX": "internal_error"}

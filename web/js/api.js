@@ -9,10 +9,10 @@ export function session() {
 
 export function signOut() { sessionStorage.removeItem(KEY); }
 
-// The message of the API's answer for a method and path it has no route for (404 `not_found`: the deployed
-// gateway, infra/gateway_responses.py, and local mode alike). The text of chalicelib.errors.unknown_route():
-// tests/api/test_unknown_route.py keeps the two equal.
-export const UNKNOWN_ROUTE = "this API has no route for this method and path";
+// The error code of the API's answer for a method and path it has no route for (404: the deployed gateway,
+// infra/gateway_responses.py, and local mode alike): chalicelib.errors.RouteNotFoundError's, which
+// tests/api/test_unknown_route.py keeps equal.
+export const UNKNOWN_ROUTE = "route_not_found";
 
 export class ApiError extends Error {
   constructor(method, path, status, body) {
@@ -21,11 +21,11 @@ export class ApiError extends Error {
     this.method = method; this.path = path; this.status = status;
     this.code = body && body.error; this.field = body && body.field; this.body = body;
   }
-  // A route this server does not have: 404 `not_found` with UNKNOWN_ROUTE's message; from an API deployed
+  // A route this server does not have: 404 with the code UNKNOWN_ROUTE; from an API deployed
   // before its gateway responses, or bare chalice local, 403 "Missing Authentication Token" (or 404/405
   // without our JSON error code).
   get missingRoute() {
-    if (this.status === 404 && this.code === "not_found" && this.body.message === UNKNOWN_ROUTE) return true;
+    if (this.status === 404 && this.code === UNKNOWN_ROUTE) return true;
     return !this.code && (this.status === 403 || this.status === 404 || this.status === 405);
   }
 }
