@@ -125,6 +125,31 @@ def test_next_token_of_tenant_a_is_rejected_for_tenant_b(tenant_with_notificatio
     assert_error(status, reply, 400, field="next_token")
 
 
+def _raw_b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# Key values DynamoDB refuses in an ExclusiveStartKey (ValidationException: a 500 in AWS; moto does not check).
+UNUSABLE_KEY_VALUES = {"empty": '""', "over-1024-bytes": json.dumps("x" * 1025), "lone-surrogate": '"\\ud800"'}
+
+
+@pytest.mark.parametrize("value", list(UNUSABLE_KEY_VALUES.values()), ids=list(UNUSABLE_KEY_VALUES))
+def test_a_token_whose_key_value_dynamodb_refuses_is_400(tenant_with_notifications, admin, value):
+    """GIVEN a forged next_token of the caller's own partition and list shape whose sort key (or scan key) is empty,
+    longer than a DynamoDB key may be, or not text WHEN listing THEN 400 before DynamoDB sees it."""
+    client_id, caller = tenant_with_notifications
+    for who, path, key in (
+            (caller, "/api/notifications", f'{{"client_id": {{"S": "{client_id}"}}, "notification_id": {{"S": {value}}}}}'),
+            (caller, f"/api/client/{client_id}/switch-history",
+             f'{{"client_id": {{"S": "{client_id}"}}, "switch_key": {{"S": {value}}}}}'),
+            (admin, "/api/admin/clients",
+             f'{{"listing": {{"S": "client"}}, "created_at": {{"S": {value}}}, "client_id": {{"S": "cl-x"}}}}'),
+            (admin, "/api/admin/instances", f'{{"instance_id": {{"S": {value}}}}}'),
+            (admin, "/api/admin/activity", f'{{"day": {{"S": "2026-01-01"}}, "event_key": {{"S": {value}}}}}')):
+        status, body = who.get(f"{path}?next_token={_raw_b64(key)}")
+        assert_error(status, body, 400, field="next_token")
+
+
 @pytest.mark.parametrize("limit", ["0", "abc", "-1", "201", "1.5", ""])
 def test_bad_limit_is_400(admin, tenant_with_notifications, limit):
     """GIVEN a limit that is not an integer in 1..200 WHEN listing THEN 400 on field limit."""
