@@ -157,13 +157,23 @@ def mark_read(client_id: str, notification_id: str, now: datetime) -> None:
         raise
 
 
-def mark_all_read(client_id: str, now: datetime) -> int:
-    """Mark every unread notification of the client read; returns how many changed."""
+# Notifications one mark-all-read call marks at most (one UpdateItem each). An agent can create thousands (every
+# termination report notifies, 1,200 requests a minute): marking them all in one request ran past API Gateway's
+# 29 s (a 504). The answer says whether more are left (``more``); the console calls again until none are.
+MARK_ALL_READ_BUDGET = 500
+
+
+def mark_all_read(client_id: str, now: datetime, budget: int | None = None) -> tuple[int, bool]:
+    """Mark the client's unread notifications read, oldest first, at most ``budget`` (``MARK_ALL_READ_BUDGET``);
+    returns (how many changed, whether unread ones are left)."""
+    budget = MARK_ALL_READ_BUDGET if budget is None else budget
     count = 0
     for row in NotificationTable.query(client_id, filter_condition=NotificationTable.is_read == False):  # noqa: E712
+        if count >= budget:
+            return count, True
         row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)])
         count += 1
-    return count
+    return count, False
 
 
 def delete_read_before(client_id: str, cutoff: datetime, budget: int) -> int:

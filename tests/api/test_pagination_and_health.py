@@ -197,3 +197,23 @@ def test_unknown_route_is_not_a_500(api):
     """GIVEN a path the app does not serve WHEN called THEN a 4xx, not a server error."""
     response = api.http.get("/api/does-not-exist")
     assert 400 <= response.status_code < 500
+
+
+def test_mark_all_read_is_bounded_per_call_and_says_when_more_are_left(tenant_with_notifications, monkeypatch):
+    """GIVEN more unread notifications than one call marks (an agent can create thousands: every termination report
+    notifies) WHEN mark-all-read is called THEN it marks at most its budget, oldest first, and answers ``more`` until
+    none are left: one request never runs past API Gateway's timeout (a 504)."""
+    from chalicelib.repositories import activity
+
+    monkeypatch.setattr(activity, "MARK_ALL_READ_BUDGET", 2)
+    _, caller = tenant_with_notifications
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert status == 200 and body == {"success": True, "updated": 2, "more": True}, body
+    unread, _ = _walk(caller, "/api/notifications?unread=true", "notifications", limit=50)
+    everything, _ = _walk(caller, "/api/notifications", "notifications", limit=50)
+    assert [n["id"] for n in unread] == [max(n["id"] for n in everything)]  # the oldest two were marked
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert status == 200 and body == {"success": True, "updated": 1, "more": False}, body
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert body == {"success": True, "updated": 0, "more": False}, body
+    assert _walk(caller, "/api/notifications?unread=true", "notifications", limit=50)[0] == []
