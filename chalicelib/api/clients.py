@@ -90,6 +90,8 @@ def mark_read(notification_id):
 
 @bp.route("/api/notifications/mark-all-read", methods=["POST"], response="MarkAllReadReply")
 def mark_all_read():
-    """Mark all of the caller's notifications read (never another client's)."""
+    """Mark the caller's unread notifications read (never another client's), oldest first, at most
+    ``activity.MARK_ALL_READ_BUDGET`` per call: ``more`` is true while unread ones are left (call again)."""
     client, _ = client_request(_request())
-    return ok({"success": True, "updated": activity.mark_all_read(client.client_id, utcnow())})
+    updated, more = activity.mark_all_read(client.client_id, utcnow())
+    return ok({"success": True, "updated": updated, "more": more})

@@ -3,8 +3,10 @@ current pool prices with their risk scores."""
 
 from __future__ import annotations
 
+from components.aws_regions import is_known_region
 from components.command_tracker import CommandPriority, enqueue
 from components.decision_engine import ONDEMAND, DecisionAction
+from components.pool_id import is_valid_instance_type
 
 from chalicelib import bootstrap, catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
@@ -132,6 +134,12 @@ def pool_risk():
     if not region or not instance_type:
         raise InvalidInputError("region and instance_type are required", field="region" if not region
                                 else "instance_type")
+    # Both make the index key queried: an unknown region or a malformed type is the caller's mistake (400), and an
+    # over-long one a key DynamoDB refuses with a ValidationException (a 500).
+    if not is_known_region(region):
+        raise InvalidInputError("region is not an AWS region", field="region")
+    if len(instance_type) > 64 or not is_valid_instance_type(instance_type):
+        raise InvalidInputError("instance_type is not an EC2 instance type", field="instance_type")
     ondemand = catalogue.ondemand_price(instance_type)  # AWS's list price; agents cannot set it
     return ok({"pools": [
         {"pool_id": p.pool_id, "az": p.az, "price": float(p.price) if shown else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,23 @@ def _suffix(once: str | None) -> str:
     return hashlib.sha256(once.encode()).hexdigest()[:8] if once else uuid.uuid4().hex[:8]
 
 
+# An event's metadata is one JSON text attribute (pynamodb's JSONAttribute escapes every non-ASCII character: an
+# emoji is 12 bytes), and an item holds at most 400 KB. Reports carry what agents send (a cleanup report's ids, the
+# warnings of the fields a report lost), so metadata past this bound is stored as a marker and a prefix of its text.
+METADATA_MAX_BYTES = 64 * 1024
+
+
+def bounded_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``metadata`` itself when its stored text fits ``METADATA_MAX_BYTES``; otherwise ``{"truncated": true,
+    "stored_bytes": n, "preview": <the text's start>}`` (stored escaped, at most twice the preview's length)."""
+    if metadata is None:
+        return None
+    text = json.dumps(metadata)  # as JSONAttribute stores it (ASCII only)
+    if len(text) <= METADATA_MAX_BYTES:
+        return metadata
+    return {"truncated": True, "stored_bytes": len(text), "preview": text[:METADATA_MAX_BYTES // 4]}
+
+
 def _save_once(row, key_attribute, once: str | None) -> bool:
     """Save ``row``; with ``once`` only if its key (derived from ``once`` and the time) is new. True if written."""
     return save_if(row, key_attribute.does_not_exist() if once else None)
@@ -35,11 +53,12 @@ def record_event(event_type: str, message: str, now: datetime, *, severity: str 
                  instance_id: str | None = None, metadata: dict[str, Any] | None = None,
                  once: str | None = None) -> bool:
     """Append one event to the day's partition of the audit log. With ``once`` (a key naming what happened)
-    and the same ``now``, a retried step writes nothing the second time; returns whether it wrote."""
+    and the same ``now``, a retried step writes nothing the second time; returns whether it wrote. Metadata
+    too large for an item is stored truncated (``bounded_metadata``)."""
     return _save_once(SystemEventTable(
         now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{_suffix(once)}", event_type=event_type,
         severity=severity, message=message, client_id=client_id, agent_id=agent_id,
-        instance_id=instance_id, metadata=metadata, created_at=now,
+        instance_id=instance_id, metadata=bounded_metadata(metadata), created_at=now,
         expires_at=now + timedelta(days=get_settings().event_retention_days),
     ), SystemEventTable.event_key, once)
 
@@ -138,13 +157,23 @@ def mark_read(client_id: str, notification_id: str, now: datetime) -> None:
         raise
 
 
-def mark_all_read(client_id: str, now: datetime) -> int:
-    """Mark every unread notification of the client read; returns how many changed."""
+# Notifications one mark-all-read call marks at most (one UpdateItem each). An agent can create thousands (every
+# termination report notifies, 1,200 requests a minute): marking them all in one request ran past API Gateway's
+# 29 s (a 504). The answer says whether more are left (``more``); the console calls again until none are.
+MARK_ALL_READ_BUDGET = 500
+
+
+def mark_all_read(client_id: str, now: datetime, budget: int | None = None) -> tuple[int, bool]:
+    """Mark the client's unread notifications read, oldest first, at most ``budget`` (``MARK_ALL_READ_BUDGET``);
+    returns (how many changed, whether unread ones are left)."""
+    budget = MARK_ALL_READ_BUDGET if budget is None else budget
     count = 0
     for row in NotificationTable.query(client_id, filter_condition=NotificationTable.is_read == False):  # noqa: E712
+        if count >= budget:
+            return count, True
         row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)])
         count += 1
-    return count
+    return count, False
 
 
 def delete_read_before(client_id: str, cutoff: datetime, budget: int) -> int:

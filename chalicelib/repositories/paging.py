@@ -31,10 +31,23 @@ def encode_token(last_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# DynamoDB refuses (ValidationException, a 500) an ExclusiveStartKey whose key value is empty or longer than a key
+# may be (a sort key: 1,024 bytes); moto does not check. Every key value we issue is a short id or timestamp.
+MAX_KEY_VALUE_BYTES = 1024
+
+
+def _key_value(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and 0 < len(value.encode("utf-8")) <= MAX_KEY_VALUE_BYTES
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the token's JSON) is no text DynamoDB stores
+        return False
+
+
 def _string_key(key: Any) -> bool:
-    """True for a DynamoDB key in its typed form ``{attr: {"S": text}}`` (every key here is a string)."""
+    """True for a DynamoDB key in its typed form ``{attr: {"S": text}}`` (every key here is a string), each value
+    one DynamoDB accepts in a key."""
     return isinstance(key, dict) and bool(key) and all(
-        isinstance(value, dict) and list(value) == ["S"] and isinstance(value["S"], str)
+        isinstance(value, dict) and list(value) == ["S"] and _key_value(value["S"])
         for value in key.values())
 
 

@@ -146,7 +146,9 @@ def _without_invalid(data: dict, errors: list[dict], required) -> tuple[dict, li
         if target and not any(r[:len(target)] == target for r in required):
             targets.setdefault(target, f"{'.'.join(map(str, loc))}: {error.get('msg')} "
                                        f"({_short(error.get('input'))}); dropped")
-    kept = [t for t in targets if not any(t[:len(o)] == o and t != o for o in targets)]
+    # A target inside another one goes with it. Its prefixes are looked up, not every other target compared
+    # (that was quadratic: a 15 KB cleanup report of 5,000 bad ids cost seconds of CPU).
+    kept = [t for t in targets if not any(t[:n] in targets for n in range(1, len(t)))]
     for target in sorted(kept, key=lambda t: [(1, p) if isinstance(p, int) else (0, str(p)) for p in t],
                          reverse=True):
         parent = data

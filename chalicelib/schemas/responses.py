@@ -192,6 +192,7 @@ class NotificationsReply(Reply):
 
 class MarkAllReadReply(Success):
     updated: int
+    more: bool  # unread notifications are left past this call's budget: call again
 
 
 class ForceSwitchReply(Success):

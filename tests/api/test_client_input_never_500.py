@@ -72,6 +72,27 @@ def test_plain_limit_still_works(tenant):
     assert caller.get("/api/client/interruptions?limit=7")[0] == 200
 
 
+@pytest.mark.parametrize("query,field", [
+    ("region=" + "x" * 3000 + "&instance_type=m5.large", "region"),
+    ("region=mars-north-1&instance_type=m5.large", "region"),
+    ("region=eu-west-1&instance_type=" + "m5." + "l" * 3000, "instance_type"),
+    ("region=eu-west-1&instance_type=%C3%A9.large", "instance_type"),
+    ("region=eu-west-1&instance_type=m5.large%23eu-west-1a", "instance_type"),
+], ids=["region-3000", "unknown-region", "type-3000", "type-unicode", "type-with-key-separator"])
+def test_pool_query_parameters_are_checked_before_the_index_is_queried(tenant, query, field):
+    """The region and type make the pools index's key: an over-long one is a key DynamoDB refuses (a 500 in AWS,
+    moto does not check), a made-up one was answered 200 with no pools."""
+    caller, _ = tenant
+    status, body = caller.get(f"/api/client/pools?{query}")
+    assert_error(status, body, 400, code="validation_error", field=field)
+
+
+def test_a_real_pool_query_still_works(tenant):
+    caller, _ = tenant
+    status, body = caller.get("/api/client/pools?region=eu-west-1&instance_type=m5.large")
+    assert status == 200 and isinstance(body["pools"], list)
+
+
 # --- timestamps ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",

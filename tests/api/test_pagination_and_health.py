@@ -125,6 +125,31 @@ def test_next_token_of_tenant_a_is_rejected_for_tenant_b(tenant_with_notificatio
     assert_error(status, reply, 400, field="next_token")
 
 
+def _raw_b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# Key values DynamoDB refuses in an ExclusiveStartKey (ValidationException: a 500 in AWS; moto does not check).
+UNUSABLE_KEY_VALUES = {"empty": '""', "over-1024-bytes": json.dumps("x" * 1025), "lone-surrogate": '"\\ud800"'}
+
+
+@pytest.mark.parametrize("value", list(UNUSABLE_KEY_VALUES.values()), ids=list(UNUSABLE_KEY_VALUES))
+def test_a_token_whose_key_value_dynamodb_refuses_is_400(tenant_with_notifications, admin, value):
+    """GIVEN a forged next_token of the caller's own partition and list shape whose sort key (or scan key) is empty,
+    longer than a DynamoDB key may be, or not text WHEN listing THEN 400 before DynamoDB sees it."""
+    client_id, caller = tenant_with_notifications
+    for who, path, key in (
+            (caller, "/api/notifications", f'{{"client_id": {{"S": "{client_id}"}}, "notification_id": {{"S": {value}}}}}'),
+            (caller, f"/api/client/{client_id}/switch-history",
+             f'{{"client_id": {{"S": "{client_id}"}}, "switch_key": {{"S": {value}}}}}'),
+            (admin, "/api/admin/clients",
+             f'{{"listing": {{"S": "client"}}, "created_at": {{"S": {value}}}, "client_id": {{"S": "cl-x"}}}}'),
+            (admin, "/api/admin/instances", f'{{"instance_id": {{"S": {value}}}}}'),
+            (admin, "/api/admin/activity", f'{{"day": {{"S": "2026-01-01"}}, "event_key": {{"S": {value}}}}}')):
+        status, body = who.get(f"{path}?next_token={_raw_b64(key)}")
+        assert_error(status, body, 400, field="next_token")
+
+
 @pytest.mark.parametrize("limit", ["0", "abc", "-1", "201", "1.5", ""])
 def test_bad_limit_is_400(admin, tenant_with_notifications, limit):
     """GIVEN a limit that is not an integer in 1..200 WHEN listing THEN 400 on field limit."""
@@ -172,3 +197,23 @@ def test_unknown_route_is_not_a_500(api):
     """GIVEN a path the app does not serve WHEN called THEN a 4xx, not a server error."""
     response = api.http.get("/api/does-not-exist")
     assert 400 <= response.status_code < 500
+
+
+def test_mark_all_read_is_bounded_per_call_and_says_when_more_are_left(tenant_with_notifications, monkeypatch):
+    """GIVEN more unread notifications than one call marks (an agent can create thousands: every termination report
+    notifies) WHEN mark-all-read is called THEN it marks at most its budget, oldest first, and answers ``more`` until
+    none are left: one request never runs past API Gateway's timeout (a 504)."""
+    from chalicelib.repositories import activity
+
+    monkeypatch.setattr(activity, "MARK_ALL_READ_BUDGET", 2)
+    _, caller = tenant_with_notifications
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert status == 200 and body == {"success": True, "updated": 2, "more": True}, body
+    unread, _ = _walk(caller, "/api/notifications?unread=true", "notifications", limit=50)
+    everything, _ = _walk(caller, "/api/notifications", "notifications", limit=50)
+    assert [n["id"] for n in unread] == [max(n["id"] for n in everything)]  # the oldest two were marked
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert status == 200 and body == {"success": True, "updated": 1, "more": False}, body
+    status, body = caller.post("/api/notifications/mark-all-read", {})
+    assert body == {"success": True, "updated": 0, "more": False}, body
+    assert _walk(caller, "/api/notifications?unread=true", "notifications", limit=50)[0] == []

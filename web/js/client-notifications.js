@@ -2,6 +2,17 @@
 import { api, qs } from "./api.js";
 import { html, useApi, useAction, useState, Async, Section, Table, Badge, Notice, Pager, usePaged, when } from "./ui.js";
 
+// The server marks a bounded number per call and says whether more are left (``more``): call again until none are.
+async function markAllRead() {
+  let updated = 0;
+  for (let call = 0; call < 100; call++) {
+    const r = await api.post("/api/notifications/mark-all-read", {});
+    updated += r.updated;
+    if (!r.more) break;
+  }
+  return { updated };
+}
+
 export function NotificationsPage() {
   const paged = usePaged();
   const [unread, setUnread] = useState(false);
@@ -19,7 +30,7 @@ export function NotificationsPage() {
   return html`<h1>Notifications</h1>
     <${Section} title="Notifications" id="notifications" actions=${html`
       <label class="inline"><input type="checkbox" checked=${unread} onChange=${(e) => { setUnread(e.target.checked); paged.first(); }} /> unread only</label>
-      <button class="secondary" data-action="mark-all-read" onClick=${async () => { if (await action.run(() => api.post("/api/notifications/mark-all-read", {}),
+      <button class="secondary" data-action="mark-all-read" onClick=${async () => { if (await action.run(markAllRead,
         (r) => `${r.updated} marked read.`)) state.reload(); }}>Mark all read</button>`}>
       <${Notice} notice=${action.notice} />
       <${Async} state=${state} what="the notifications">${(d) => html`
