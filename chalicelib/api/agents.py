@@ -365,9 +365,9 @@ def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
     old, new, timing = body.old_instance, body.new_instance, body.timing  # old: the credential's (auth checked)
     terminated = timing.old_instance_terminated_at
     switch_id = _switch_id(agent.agent_id, new.instance_id)
-    initiated = timing.switch_initiated_at or timing.new_instance_launched_at or timing.new_instance_ready_at
-    if terminated is None or initiated is None or not switches.record_old_termination(
-            client_id, switches.switch_key(initiated, switch_id), old_instance_id=old.instance_id,
+    key = switches.recorded_key(agent.agent_id, switch_id)
+    if terminated is None or key is None or not switches.record_old_termination(
+            client_id, key, old_instance_id=old.instance_id,
             terminated_at=terminated, deactivate=bool(agent.config.get("auto_terminate_enabled")), now=utcnow()):
         raise ForbiddenError("a replaced credential may only report its instance's termination after a switch",
                              code="agent_credential_replaced")
@@ -477,7 +477,8 @@ def switch_report(agent_id):
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
                 if timing.new_instance_ready_at else None)
     row = SwitchTable(
-        client_id, switches.switch_key(initiated, switch_id), switch_id=switch_id,
+        client_id, switches.recorded_key(agent.agent_id, switch_id) or switches.switch_key(initiated, switch_id),
+        switch_id=switch_id,
         agent_id=agent.agent_id, command_id=command_id, trigger=body.trigger,
         old_instance_id=old.instance_id or agent.instance_id,
         old_instance_type=old.instance_type or agent.instance_type, old_az=old.az or agent.az,

@@ -7,7 +7,7 @@ from datetime import datetime
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.errors import ConflictError
+from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.dynamo import cancellation_codes, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
@@ -54,15 +54,26 @@ def recent_for_agent(agent_id: str, since: datetime, at_least: int) -> list[Swit
     return rows[::-1]
 
 
+def recorded_key(agent_id: str, switch_id: str) -> str | None:
+    """The key under which this switch (one per agent and new instance: ``switch_id``) is already stored, if
+    it is: a repeated report keeps the first one's key whatever time it gives, or none (the receive time)."""
+    for row in SwitchTable.by_agent.query(agent_id, scan_index_forward=False,
+                                          filter_condition=SwitchTable.switch_id == switch_id):
+        return row.switch_key
+    return None
+
+
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
            deactivate_old: str | None, now: datetime) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.
 
-    Returns False (and changes nothing) when this switch was already recorded: agents retry reports.
+    Returns False (and changes nothing) when this switch was already recorded: agents retry reports. The
+    caller keys a repeat like the first (``recorded_key``); the agent's ``last_switch_id`` also refuses a
+    repeat keyed otherwise that races the first or reads the index before it shows the first.
     ``new_instance`` is the InstanceTable row to upsert (only if new or already this client's).
     """
     agent_actions = [AgentTable.instance_id.set(row.new_instance_id), AgentTable.last_switch_at.set(now),
-                     AgentTable.updated_at.set(now)]
+                     AgentTable.last_switch_id.set(row.switch_id), AgentTable.updated_at.set(now)]
     for attribute, value in ((AgentTable.instance_type, row.new_instance_type),
                              (AgentTable.az, row.new_az), (AgentTable.current_mode, row.new_mode),
                              (AgentTable.current_pool_id, row.new_pool_id)):
@@ -74,7 +85,8 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
             tx.save(new_instance, condition=InstanceTable.instance_id.does_not_exist()
                     | (InstanceTable.client_id == agent_client_id))
             tx.update(AgentTable(agent_client_id, agent_id), actions=agent_actions,
-                      condition=AgentTable.agent_id.exists())
+                      condition=AgentTable.agent_id.exists() & (AgentTable.last_switch_id.does_not_exist()
+                                                                | (AgentTable.last_switch_id != row.switch_id)))
             if deactivate_old and deactivate_old != row.new_instance_id:
                 tx.update(InstanceTable(deactivate_old),
                           actions=[InstanceTable.is_active.set(False),
@@ -90,6 +102,13 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             raise ConflictError("new_instance.instance_id belongs to another client",
                                 field="new_instance.instance_id", code="instance_conflict") from exc
+        if len(codes) > 2 and codes[2] == "ConditionalCheckFailed":
+            try:
+                agent = AgentTable.get(agent_client_id, agent_id, consistent_read=True)
+            except AgentTable.DoesNotExist:
+                raise NotFoundError("agent not found", field="agent_id") from exc
+            if agent.last_switch_id == row.switch_id:
+                return False
         raise
     return True
 

@@ -117,6 +117,7 @@ class AgentTable(Model):
     heartbeat_bucket = UTCDateTimeAttribute(null=True)  # start of last_heartbeat_at's bucket: written with it
     last_pricing_at = UTCDateTimeAttribute(null=True)
     last_switch_at = UTCDateTimeAttribute(null=True)
+    last_switch_id = OptionalText()  # the switch that set last_switch_at: a repeated report cannot record it twice
     deleted_at = UTCDateTimeAttribute(null=True)
     config = AgentConfigMap(default=AgentConfigMap)
     config_version = NumberAttribute(default=1)

@@ -336,6 +336,34 @@ def test_duplicate_switch_report_is_recorded_once(tenant_with_agent):
     assert len([n for n in NotificationTable.query(client_id) if n.kind == "switch"]) == 1
 
 
+@pytest.mark.parametrize("repeat_timing", [{}, {"switch_initiated_at": "2026-01-01T00:05:00Z"}],
+                         ids=["no timing", "another time"])
+def test_a_repeated_switch_report_with_other_or_no_timing_is_the_same_switch(tenant_with_agent, repeat_timing):
+    """GIVEN a stored switch to a new instance WHEN the agent reports it again without timing (the server's
+    receive time would key it) or with another time THEN duplicate true, one row, one notification."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    new = new_instance_id()
+    first = post_switch(caller, agent_id, switch_body(reg["instance_id"], new, timing={}))
+    second = post_switch(caller, agent_id, switch_body(reg["instance_id"], new, timing=repeat_timing))
+    assert first["duplicate"] is False and second["duplicate"] is True
+    assert second["switch_id"] == first["switch_id"]
+    assert len(switch_rows(agent_id)) == 1
+    assert len([n for n in NotificationTable.query(client_id) if n.kind == "switch"]) == 1
+
+
+def test_a_late_repeat_of_an_earlier_switch_does_not_move_the_agent_back(tenant_with_agent):
+    """GIVEN an agent that switched A → B, then B → C WHEN the report of A → B arrives again (a late retry,
+    keyed by its receive time) THEN it is a duplicate: two switches stored, the agent still on C."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    b, c = new_instance_id(), new_instance_id()
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], b, timing={}))
+    post_switch(caller, agent_id, switch_body(b, c, timing={}))
+    repeat = post_switch(caller, agent_id, switch_body(reg["instance_id"], b, timing={}))
+    assert repeat["duplicate"] is True
+    assert len(switch_rows(agent_id)) == 2
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == c
+
+
 def test_switch_report_with_the_command_it_executed(tenant_with_agent):
     """GIVEN a force-switch command WHEN the switch report names it THEN it is stored with the switch."""
     client_id, caller, agent_id, reg = tenant_with_agent
