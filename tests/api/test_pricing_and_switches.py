@@ -364,6 +364,22 @@ def test_a_late_repeat_of_an_earlier_switch_does_not_move_the_agent_back(tenant_
     assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == c
 
 
+def test_a_repeat_that_reads_the_index_before_it_shows_the_first_is_still_a_duplicate(tenant_with_agent, monkeypatch):
+    """GIVEN a stored switch WHEN its repeat (no timing) finds no recorded key (the by-agent index is eventually
+    consistent, or the first report commits meanwhile) THEN the agent's last switch refuses it: duplicate, one
+    row, one notification."""
+    from chalicelib.repositories import switches
+
+    client_id, caller, agent_id, reg = tenant_with_agent
+    new = new_instance_id()
+    post_switch(caller, agent_id, switch_body(reg["instance_id"], new, timing={}))
+    monkeypatch.setattr(switches, "recorded_key", lambda agent_id, switch_id: None)
+    repeat = post_switch(caller, agent_id, switch_body(reg["instance_id"], new, timing={}))
+    assert repeat["duplicate"] is True
+    assert len(switch_rows(agent_id)) == 1
+    assert len([n for n in NotificationTable.query(client_id) if n.kind == "switch"]) == 1
+
+
 def test_switch_report_with_the_command_it_executed(tenant_with_agent):
     """GIVEN a force-switch command WHEN the switch report names it THEN it is stored with the switch."""
     client_id, caller, agent_id, reg = tenant_with_agent
