@@ -264,7 +264,7 @@ class Agent:
         except ApiError as exc:
             # 404: unknown agent; 401: our credential was replaced; 403 agent_credential_required: we hold
             # none (a state file from before verified agents) and the client left legacy mode.
-            stale = exc.status == 404 or (exc.status == 401 and self.api.credential) or \
+            stale = (exc.status == 404 and not exc.no_such_route) or (exc.status == 401 and self.api.credential) or \
                 (exc.status == 403 and exc.code == "agent_credential_required")
             if not stale:
                 raise
@@ -446,6 +446,9 @@ class Agent:
             except ApiError as exc:
                 if exc.status in (401, 403):
                     raise FatalError(f"the server refused the client token: {exc}") from exc
+                if exc.no_such_route:
+                    raise FatalError(f"the server has no route for the agent's registration; check "
+                                     f"SPOT_OPTIMIZER_SERVER_URL (the API's stage URL): {exc}") from exc
                 self.log.warning("start failed (%s); retrying in %.0fs", exc, delay)
             except ImdsError as exc:
                 self.log.warning("instance metadata unavailable (%s); retrying in %.0fs", exc, delay)

@@ -21,6 +21,11 @@ from spot_agent import __version__
 log = logging.getLogger("spot_agent.api")
 
 
+# The error code of the server's answer to a method and path it has no route for (chalicelib.errors
+# RouteNotFoundError; tests/agent keep the two equal): a wrong server URL, not an unknown agent.
+ROUTE_NOT_FOUND = "route_not_found"
+
+
 class ApiError(RuntimeError):
     """A failed API call: ``status`` is None when the server could not be reached."""
 
@@ -42,6 +47,11 @@ class ApiError(RuntimeError):
     @property
     def code(self) -> str | None:
         return self.body.get("error") if isinstance(self.body, dict) else None
+
+    @property
+    def no_such_route(self) -> bool:
+        """The server has no route for this call: the configured server URL is not Spot Optimizer's API."""
+        return self.status == 404 and self.code == ROUTE_NOT_FOUND
 
 
 class ApiClient:

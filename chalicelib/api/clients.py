@@ -6,6 +6,7 @@ from components.command_tracker import CommandPriority, enqueue
 
 from chalicelib import bootstrap, command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
+from chalicelib.api.inputs import bool_param
 from chalicelib.api.route_doc import Query
 from chalicelib.api.views import accounts_view, command_view, iso
 from chalicelib.aws import accounts
@@ -72,7 +73,7 @@ def notifications():
     """The client's notifications, newest first (``unread=true`` to filter)."""
     client, _ = client_request(_request())
     limit, token = page_params(_request())
-    unread = (_request().query_params or {}).get("unread") == "true"
+    unread = bool_param(_request().query_params or {}, "unread", default=False)
     page = activity.notifications_page(client.client_id, limit, token, unread_only=unread)
     return ok({"notifications": [
         {"id": n.notification_id, "kind": n.kind, "severity": n.severity, "message": n.message,

@@ -105,3 +105,17 @@ def int_param(params: dict[str, str], name: str, *, default: int, low: int, high
     if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise InvalidInputError(f"{name} must be an integer from {low} to {high}", field=name)
     return int(raw)
+
+
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def bool_param(params: dict[str, str], name: str, *, default: bool) -> bool:
+    """A boolean query parameter: true/false/1/0 in any case; anything else is 400 (not silently false)."""
+    raw = params.get(name)
+    if raw is None:
+        return default
+    value = _BOOLEANS.get(raw.lower())
+    if value is None:
+        raise InvalidInputError(f"{name} must be true or false", field=name)
+    return value

@@ -33,6 +33,7 @@ from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
 from chalicelib import catalogue, decisions, quotas, replicas, sentinel, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
+from chalicelib.api.inputs import bool_param
 from chalicelib.api.views import config_view, iso, replica_view
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError, ServiceUnavailableError
@@ -54,7 +55,6 @@ bp = ApiBlueprint(__name__)
 
 PRICING_FRESH_FOR = timedelta(hours=1)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 
 def _request():
@@ -284,9 +284,7 @@ def list_replicas(agent_id):
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
     params = _request().query_params or {}
-    raw_flag = params.get("include_terminated", "false").lower()
-    if raw_flag not in _BOOL:
-        raise InvalidInputError("include_terminated must be true or false", field="include_terminated")
+    include_terminated = bool_param(params, "include_terminated", default=False)
     wanted = _statuses(params.get("status"))
     limit, next_token = page_params(_request())
     if next_token is not None and not _TOKEN.fullmatch(next_token):
@@ -295,7 +293,7 @@ def list_replicas(agent_id):
     if wanted is not None:
         rows = [r for r in rows if r.status in wanted
                 and not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)]
-    elif not _BOOL[raw_flag]:
+    elif not include_terminated:
         rows = [r for r in rows if r.active]
     if next_token:
         rows = [r for r in rows if r.replica_id > next_token]

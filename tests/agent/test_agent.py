@@ -251,3 +251,32 @@ def test_an_agent_without_a_credential_registers_again_when_the_client_leaves_le
     assert "registered" in agent.run_due(T0 + timedelta(seconds=31))
     assert agent.api.credential and agent.api.credential.startswith("soa_")
     assert "heartbeat" in agent.run_due(T0 + timedelta(seconds=31 + agent.config.heartbeat_s))
+
+
+def test_a_server_url_without_the_agent_routes_stops_the_agent_instead_of_retrying(tenant, make_agent, imds_factory,
+                                                                                     monkeypatch):
+    """GIVEN an agent whose server answers its registration 404 route_not_found (the URL is not the API's stage)
+    WHEN it runs THEN it stops with a FatalError naming the setting, as for a refused token (it retried forever,
+    its 404 read like an unknown agent); the server's code is the agent's constant."""
+    import pytest
+
+    from chalicelib.errors import RouteNotFoundError, unknown_route
+    from spot_agent.agent import FatalError
+    from spot_agent.api import ROUTE_NOT_FOUND, ApiError
+
+    assert ROUTE_NOT_FOUND == RouteNotFoundError.code
+    agent = make_agent(imds_factory(identity_of(launch_instance(unique_type()))))
+    answer = {"error": unknown_route().code, "message": unknown_route().message}
+    calls, stop = [], threading.Event()
+
+    def no_route():
+        calls.append(1)
+        if len(calls) == 2:
+            stop.set()  # a retrying agent gives up here, without the error
+        raise ApiError("POST", "/api/agents/register", 404, answer)
+
+    monkeypatch.setattr(agent, "start", no_route)
+    with pytest.raises(FatalError, match="SPOT_OPTIMIZER_SERVER_URL"):
+        agent._start_with_retry(stop)
+    assert calls == [1]
+    assert ApiError("POST", "/api/agents/x/heartbeat", 404, {"error": "not_found"}).no_such_route is False

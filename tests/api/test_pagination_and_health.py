@@ -77,6 +77,17 @@ def test_notifications_walk_newest_first(tenant_with_notifications):
     assert len(unread) == 3
 
 
+@pytest.mark.parametrize("value", ["yes", "", "TRUEE", "2"])
+def test_an_unread_filter_that_is_not_a_boolean_is_400_not_every_notification(tenant_with_notifications, value):
+    """GIVEN notifications WHEN listed with ``unread`` neither true nor false (nor 1/0) THEN 400 on field unread
+    (it read as false, listing read ones too); ``unread=TRUE`` and ``unread=0`` are booleans."""
+    _, caller = tenant_with_notifications
+    status, reply = caller.get(f"/api/notifications?unread={value}")
+    assert_error(status, reply, 400, field="unread")
+    assert caller.get("/api/notifications?unread=TRUE")[0] == 200
+    assert caller.get("/api/notifications?unread=0")[0] == 200
+
+
 @pytest.mark.parametrize("token", [
     "!!!not-base64!!!",
     "bm90IGpzb24",                                  # base64 of 'not json'
