@@ -111,7 +111,7 @@ def _baseline(row: InstanceTable) -> tuple[bool, datetime | None]:
 
 def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, now: datetime) -> list[InstanceRun]:
     """Each instance with its prices: the pool's points visible to this client (AWS's, or the client's own
-    agents'), the on-demand list price (instance, pool, then catalogue), and the time it ran the workload
+    agents'), the on-demand list price (catalogue, then instance, then pool), and the time it ran the workload
     (``_baseline``)."""
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id})
     latest = pools.latest_prices(pool_ids) if pool_ids else {}
@@ -124,12 +124,12 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
     runs = []
     for row in rows:
         known = latest.get(row.pool_id) if row.pool_id else None
-        od = row.ondemand_price
+        # AWS's list price first (the catalogue: the one the instance pages show, which no agent can set); a
+        # type it does not list: the price recorded on the instance (its switch report), else the pool's
+        listed = catalogue.ondemand_price(row.instance_type)
+        od = Decimal(str(listed)) if listed is not None else row.ondemand_price
         if od is None and known is not None:
             od = known.ondemand_price
-        if od is None:
-            listed = catalogue.ondemand_price(row.instance_type)
-            od = None if listed is None else Decimal(str(listed))
         seen = points.get(row.pool_id, ())
         # Before the pool's first visible point: the price recorded at launch; with no point at all, the
         # pool's latest visible price (else the run costs its baseline: no saving is claimed).

@@ -198,3 +198,25 @@ def test_the_snapshot_counts_a_new_agent_and_its_instance(tenant_with_agent):
     assert after["agents_total"] == before["agents_total"] + 1 and after["agents_online"] == before["agents_online"] + 1
     assert after["instances_active"] == before["instances_active"] + 1
     assert after["clients_total"] == before["clients_total"]
+
+
+def test_the_on_demand_price_is_aws_list_price_not_the_one_an_agent_reported(api, make_tenant):
+    """A switch report's ``prices.on_demand`` is stored on the new instance; the roll-up took it before the
+    catalogue, so an agent reporting 0.50 for an m5.large (listed 0.096) made every hour of it 'save' 0.404
+    more than the instance page, which shows the list price, suggests."""
+    client_id, caller = make_tenant()
+    t = now_utc().replace(minute=0, second=0, microsecond=0)
+    agent_id = "ag-" + uuid.uuid4().hex[:8]
+    iid = _instance(client_id, agent_id, "m5.large.eu-west-1a", "ondemand", t - timedelta(hours=3),
+                    t - timedelta(hours=1), od="0.50")
+    savings_rollup_client(client_id, t + timedelta(minutes=5))
+    summary = caller.get(f"/api/client/{client_id}/savings")[1]["summary"]
+    assert (summary["total_actual_cost"], summary["total_baseline_cost"]) == (0.192, 0.192)  # 2 h x 0.096
+    status, pricing = caller.get(f"/api/client/instances/{iid}/pricing")
+    assert status == 200 and pricing["on_demand_price"] == 0.096
+
+
+def savings_rollup_client(client_id, now):
+    from chalicelib.jobs import savings_rollup
+
+    return savings_rollup.rollup_client(ClientTable.get(client_id), now)
