@@ -99,9 +99,20 @@ def _mode(row: InstanceTable) -> str:
     return (row.lifecycle or row.mode or "unknown").lower()
 
 
+def _baseline(row: InstanceTable) -> tuple[bool, datetime | None]:
+    """(in the baseline at all, from when): a standby never is (the client would run none on demand); a
+    promoted standby (its replica id, role primary) from its promotion (``last_switch_at``); else from launch."""
+    if row.role == "standby":
+        return False, None
+    if row.replica_id and row.last_switch_at is not None:
+        return True, row.last_switch_at
+    return True, None
+
+
 def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, now: datetime) -> list[InstanceRun]:
     """Each instance with its prices: the pool's points visible to this client (AWS's, or the client's own
-    agents'), the on-demand list price (instance, pool, then catalogue)."""
+    agents'), the on-demand list price (catalogue, then instance, then pool), and the time it ran the workload
+    (``_baseline``)."""
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id})
     latest = pools.latest_prices(pool_ids) if pool_ids else {}
     spot_pools = sorted({r.pool_id for r in rows if r.pool_id and _mode(r) == "spot"})
@@ -113,21 +124,23 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
     runs = []
     for row in rows:
         known = latest.get(row.pool_id) if row.pool_id else None
-        od = row.ondemand_price
+        # AWS's list price first (the catalogue: the one the instance pages show, which no agent can set); a
+        # type it does not list: the price recorded on the instance (its switch report), else the pool's
+        listed = catalogue.ondemand_price(row.instance_type)
+        od = Decimal(str(listed)) if listed is not None else row.ondemand_price
         if od is None and known is not None:
             od = known.ondemand_price
-        if od is None:
-            listed = catalogue.ondemand_price(row.instance_type)
-            od = None if listed is None else Decimal(str(listed))
         seen = points.get(row.pool_id, ())
         # Before the pool's first visible point: the price recorded at launch; with no point at all, the
         # pool's latest visible price (else the run costs its baseline: no saving is claimed).
         fallback = row.spot_price
         if fallback is None and not seen and known is not None and known.price_visible_to(client_id):
             fallback = known.price
+        in_baseline, baseline_from = _baseline(row)
         runs.append(InstanceRun(instance_id=row.instance_id, agent_id=row.agent_id, mode=_mode(row),
                                 start=row.installed_at, end=_end(row, now), ondemand_price=od,
-                                spot_points=seen, spot_fallback=fallback))
+                                spot_points=seen, spot_fallback=fallback, in_baseline=in_baseline,
+                                baseline_from=baseline_from))
     return runs
 
 

@@ -8,11 +8,13 @@ coarser figure (client hour, day, month, agent, instance) is an exact sum of tho
 always conserve (what the property tests check).
 
 Pricing rules (documented in docs/ARCHITECTURE.md, "Savings"):
-- baseline = on-demand list price x (1 - client discount %) x hours (the client's effective price);
-- on-demand (or unknown-mode) time costs the baseline: it saves exactly 0;
-- spot time costs the price in force; with no price known at all it costs the baseline (no saving
+- baseline = on-demand list price x (1 - client discount %) x hours (the client's effective price), for the
+  hours the instance ran the workload: a standby (and a promoted standby before its promotion) is insurance the
+  client buys to run on spot, which it would not run on demand, so it costs and adds no baseline;
+- on-demand (or unknown-mode) time costs the effective on-demand price: the workload's saves exactly 0;
+- spot time costs the price in force; with no price known at all it costs the on-demand price (no saving
   is ever claimed from a missing price);
-- with no on-demand price known the baseline is the actual cost (again: no claimed saving).
+- with no on-demand price known the workload's baseline is its actual cost (again: no claimed saving).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class InstanceRun:
 
     ``spot_points`` are ``(ts, price)`` pairs of the pool (any order; the last one at or before a
     time is in force). ``spot_fallback`` is used before the first point (or when there is none).
+    ``baseline_from`` is when the instance started running the workload (counted in the baseline): ``start``
+    when None; a standby never does (``in_baseline`` False); a promoted standby from its promotion.
     """
 
     instance_id: str
@@ -64,6 +68,8 @@ class InstanceRun:
     ondemand_price: Decimal | None
     spot_points: tuple[tuple[datetime, Decimal], ...] = ()
     spot_fallback: Decimal | None = None
+    in_baseline: bool = True
+    baseline_from: datetime | None = None
 
     @property
     def is_spot(self) -> bool:
@@ -176,38 +182,48 @@ def hourly_parts(run: InstanceRun, window_start: datetime, window_end: datetime,
         return []
     od = effective_ondemand(run.ondemand_price, discount_percent)
     steps = _price_steps(run) if run.is_spot else []
+    counted_from = None if not run.in_baseline else to_utc(run.baseline_from or run.start)
     parts = []
     hour = floor_hour(start)
     while hour < end:
         lo, hi = max(start, hour), min(end, hour + _HOUR)
         if hi > lo:
-            parts.append(_part(run, hour, lo, hi, od, steps))
+            parts.append(_part(run, hour, lo, hi, od, steps, counted_from))
         hour += _HOUR
     return parts
 
 
+def _spot_cost(lo: datetime, hi: datetime, od: Decimal | None, steps: list[tuple[datetime, Decimal | None]]) -> Decimal:
+    """Spot cost of ``[lo, hi)``: the price in force, else the effective on-demand price, else nothing."""
+    cost = _ZERO
+    for i, (since, price) in enumerate(steps):
+        until = steps[i + 1][0] if i + 1 < len(steps) else hi
+        a, b = max(lo, since), min(hi, until)
+        if b <= a:
+            continue
+        paid = price if price is not None else od
+        if paid is None:  # nothing known at all: costed below as baseline = actual = 0
+            continue
+        cost += paid * seconds_between(a, b) / _SECONDS_PER_HOUR
+    return cost
+
+
 def _part(run: InstanceRun, hour: datetime, lo: datetime, hi: datetime, od: Decimal | None,
-          steps: list[tuple[datetime, Decimal | None]]) -> HourPart:
+          steps: list[tuple[datetime, Decimal | None]], counted_from: datetime | None) -> HourPart:
     seconds = seconds_between(lo, hi)
     hours = seconds / _SECONDS_PER_HOUR
+    # the part of [lo, hi) in the baseline: none for a standby, from its promotion for a promoted one
+    base_lo = hi if counted_from is None else min(hi, max(lo, counted_from))
+    counted_hours = seconds_between(base_lo, hi) / _SECONDS_PER_HOUR
     if run.is_spot:
-        actual = _ZERO
-        for i, (since, price) in enumerate(steps):
-            until = steps[i + 1][0] if i + 1 < len(steps) else hi
-            a, b = max(lo, since), min(hi, until)
-            if b <= a:
-                continue
-            paid = price if price is not None else od
-            if paid is None:  # nothing known at all: costed below as baseline = actual = 0
-                continue
-            actual += paid * seconds_between(a, b) / _SECONDS_PER_HOUR
-        baseline = od * hours if od is not None else actual
+        actual = _spot_cost(lo, hi, od, steps)
+        baseline = od * counted_hours if od is not None else _spot_cost(base_lo, hi, od, steps)
         if od is None and all(price is None for _, price in steps):
             actual = baseline = _ZERO
         spot_s, od_s = seconds, _ZERO
     else:
-        baseline = od * hours if od is not None else _ZERO
-        actual = baseline
+        actual = od * hours if od is not None else _ZERO
+        baseline = od * counted_hours if od is not None else _ZERO
         spot_s, od_s = _ZERO, seconds
     return HourPart(run.instance_id, run.agent_id, hour, _q(actual), _q(baseline), spot_s, od_s)
 

@@ -190,7 +190,8 @@ def summarize(raw: dict) -> dict:
     """Cost vs all-on-demand, interruptions, failovers and their timings, downtime, switches, decisions."""
     start, end = parse_iso(raw["start"]), parse_iso(raw["end"])
     # Cost and baseline: the savings repository's figures (the roll-up job integrated them), as the console
-    # shows them. Baseline = the same instance-hours (standbys and hand-over overlaps included) on demand.
+    # shows them. Baseline = the workload's instance-hours on demand (hand-over overlaps included, standbys not:
+    # they are a cost only, docs/ARCHITECTURE.md "Savings").
     client = (raw.get("savings") or {}).get("client", {})
     cost, baseline = float(client.get("total_actual_cost", 0.0)), float(client.get("total_baseline_cost", 0.0))
     downtime, failovers = 0.0, []
@@ -346,7 +347,7 @@ def charts(raw: dict) -> tuple[str, str]:
         ours.append((at, paid))
         baseline.append((at, base))
     cost = _svg_chart([("Spot Optimizer", "#1f77b4", ours, 2.5), ("all on-demand", "#555", baseline, 1.5)], marks,
-                      x0, x1, "Cumulative cost ($) vs the same instance-hours on demand (hourly, savings roll-up); "
+                      x0, x1, "Cumulative cost ($) vs the workload on demand (hourly, savings roll-up; standbys a cost only); "
                       "dashed red: interruption warnings", "$")
     return prices, cost
 

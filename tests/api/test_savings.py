@@ -36,7 +36,7 @@ def _instance(client_id, agent_id, pool_id, mode, start, end, *, role="primary",
 @pytest.fixture
 def fleet(make_tenant):
     """A tenant whose agent ran a spot primary for 8 h (price 0.03 then, from T-6h, 0.05) and an
-    on-demand standby for 2 h, all before T (the last whole hour); on-demand list price 0.10. Another
+    on-demand standby for 2 h (a cost without a baseline: the client would run no standby on demand), all before T (the last whole hour); on-demand list price 0.10. Another
     tenant's agent reported a (wild) price for the pool at T-7h: never used for this tenant."""
     client_id, caller = make_tenant()
     t = now_utc().replace(minute=0, second=0, microsecond=0)
@@ -68,24 +68,25 @@ def _roll(api, fleet):
     return savings_rollup.rollup_client(ClientTable.get(fleet["client_id"]), fleet["t"] + timedelta(minutes=5))
 
 
-def test_savings_integrate_prices_over_time_and_count_standbys(api, fleet):
+def test_savings_integrate_prices_over_time_and_count_standbys_as_cost_only(api, fleet):
     _roll(api, fleet)
     status, body = fleet["caller"].get(f"/api/client/{fleet['client_id']}/savings")
     assert status == 200, body
     summary = body["summary"]
-    # primary: 4 h x 0.03 + 4 h x 0.05 = 0.32 vs 0.80; standby: on-demand 2 h = 0.20 vs 0.20
-    assert summary["total_actual_cost"] == 0.52 and summary["total_baseline_cost"] == 1.0
-    assert summary["total_savings"] == 0.48 and summary["savings_percent"] == 48.0
-    assert summary["last_30d_savings"] == 0.48 and summary["currency"] == "USD" and summary["as_of"]
+    # primary: 4 h x 0.03 + 4 h x 0.05 = 0.32 vs 0.80; standby: on-demand 2 h = 0.20 vs nothing (on demand the
+    # client would have run the primary alone)
+    assert summary["total_actual_cost"] == 0.52 and summary["total_baseline_cost"] == 0.8
+    assert summary["total_savings"] == 0.28 and summary["savings_percent"] == 35.0
+    assert summary["last_30d_savings"] == 0.28 and summary["currency"] == "USD" and summary["as_of"]
     assert len(body["monthly"]) == 12 and body["monthly"] == sorted(body["monthly"], key=lambda m: m["month"])
-    assert sum(m["savings"] for m in body["monthly"]) == pytest.approx(0.48)
-    assert len(body["daily"]) == 30 and sum(d["savings"] for d in body["daily"]) == pytest.approx(0.48)
+    assert sum(m["savings"] for m in body["monthly"]) == pytest.approx(0.28)
+    assert len(body["daily"]) == 30 and sum(d["savings"] for d in body["daily"]) == pytest.approx(0.28)
     assert sum(d["spot_hours"] for d in body["daily"]) == 8 and sum(d["ondemand_hours"] for d in body["daily"]) == 2
     now = fleet["t"] + timedelta(minutes=5)
     assert savings.instance_summary(fleet["client_id"], fleet["primary"], now)["total_savings"] == 0.48
-    assert savings.instance_summary(fleet["client_id"], fleet["standby"], now)["total_savings"] == 0.0
+    assert savings.instance_summary(fleet["client_id"], fleet["standby"], now)["total_savings"] == -0.2
     assert savings.agent_summary(fleet["client_id"], fleet["agent_id"], now) == {
-        "total_savings": 0.48, "last_30d_savings": 0.48, "total_actual_cost": 0.52, "total_baseline_cost": 1.0}
+        "total_savings": 0.28, "last_30d_savings": 0.28, "total_actual_cost": 0.52, "total_baseline_cost": 0.8}
     assert savings.instance_summary("another-client", fleet["primary"], now)["total_savings"] == 0.0
 
 
@@ -96,7 +97,7 @@ def test_hour_rows_sum_to_days_and_months(api, fleet):
     days = list(SavingsTable.query(key(fleet["client_id"], "day")))
     months = list(SavingsTable.query(key(fleet["client_id"], "month")))
     total = sum((r.baseline_cost - r.actual_cost for r in hours), Decimal(0))
-    assert total == Decimal("0.48")
+    assert total == Decimal("0.28")
     assert sum((r.baseline_cost - r.actual_cost for r in days), Decimal(0)) == total
     assert sum((r.baseline_cost - r.actual_cost for r in months), Decimal(0)) == total
     assert len(hours) == 8  # every hour an instance ran (T-10h..T-2h), nothing else
@@ -114,7 +115,7 @@ def test_rerun_changes_nothing_and_late_data_only_its_hours(api, fleet):
     changed_hours = {row[1] for row in set(after) ^ set(before) if row[0].endswith("#hour")}
     assert changed_hours == {late.strftime("%Y-%m-%dT%H")}
     status, body = fleet["caller"].get(f"/api/client/{fleet['client_id']}/savings")
-    assert body["summary"]["total_savings"] == 0.52
+    assert body["summary"]["total_savings"] == 0.32
 
 
 def test_the_client_discount_lowers_the_baseline(api, admin, fleet):
@@ -122,9 +123,9 @@ def test_the_client_discount_lowers_the_baseline(api, admin, fleet):
     assert status == 200 and reply["ondemand_discount_percent"] == 20, reply
     _roll(api, fleet)
     summary = fleet["caller"].get(f"/api/client/{fleet['client_id']}/savings")[1]["summary"]
-    # effective on-demand 0.08: baseline 10 h x 0.08 = 0.80; the on-demand standby pays 0.08 too (saves 0)
-    assert summary["total_baseline_cost"] == 0.8 and summary["total_actual_cost"] == 0.48
-    assert summary["total_savings"] == 0.32 and summary["savings_percent"] == 40.0
+    # effective on-demand 0.08: baseline 8 h x 0.08 = 0.64; the on-demand standby pays 0.08 too (2 h = 0.16)
+    assert summary["total_baseline_cost"] == 0.64 and summary["total_actual_cost"] == 0.48
+    assert summary["total_savings"] == 0.16 and summary["savings_percent"] == 25.0
     assert admin.post(f"/api/admin/clients/{fleet['client_id']}/limits",
                       {"ondemand_discount_percent": 101})[0] == 400
 
@@ -137,7 +138,7 @@ def test_csv_export_has_a_header_and_one_line_per_month(api, fleet):
     rows = list(csv.reader(io.StringIO(response.body.decode())))
     assert rows[0] == ["month", "baseline_cost", "actual_cost", "savings", "savings_percent"]
     assert len(rows) == 4 and [r[0] for r in rows[1:]] == sorted(r[0] for r in rows[1:])
-    assert sum(float(r[3]) for r in rows[1:]) == pytest.approx(0.48)
+    assert sum(float(r[3]) for r in rows[1:]) == pytest.approx(0.28)
     daily = api.http.get(f"/api/client/{fleet['client_id']}/savings?format=csv&period=daily",
                          headers=fleet["caller"].headers())
     lines = list(csv.reader(io.StringIO(daily.body.decode())))
@@ -167,7 +168,7 @@ def test_growth_snapshot_route(api, admin, fleet):
     assert body["days"] == 7 and body["growth"]
     last = body["growth"][-1]
     assert last["date"] == (fleet["t"] + timedelta(minutes=20)).strftime("%Y-%m-%d")
-    assert last["clients_total"] >= 1 and last["clients_active"] >= 1 and last["total_savings"] >= 0.48
+    assert last["clients_total"] >= 1 and last["clients_active"] >= 1 and last["total_savings"] >= 0.28
     assert set(last) >= {"date", "clients_total", "clients_active", "agents_total", "agents_online",
                          "instances_active", "total_savings"}
     for days in ("0", "366", "x"):
@@ -197,3 +198,25 @@ def test_the_snapshot_counts_a_new_agent_and_its_instance(tenant_with_agent):
     assert after["agents_total"] == before["agents_total"] + 1 and after["agents_online"] == before["agents_online"] + 1
     assert after["instances_active"] == before["instances_active"] + 1
     assert after["clients_total"] == before["clients_total"]
+
+
+def test_the_on_demand_price_is_aws_list_price_not_the_one_an_agent_reported(api, make_tenant):
+    """A switch report's ``prices.on_demand`` is stored on the new instance; the roll-up took it before the
+    catalogue, so an agent reporting 0.50 for an m5.large (listed 0.096) made every hour of it 'save' 0.404
+    more than the instance page, which shows the list price, suggests."""
+    client_id, caller = make_tenant()
+    t = now_utc().replace(minute=0, second=0, microsecond=0)
+    agent_id = "ag-" + uuid.uuid4().hex[:8]
+    iid = _instance(client_id, agent_id, "m5.large.eu-west-1a", "ondemand", t - timedelta(hours=3),
+                    t - timedelta(hours=1), od="0.50")
+    savings_rollup_client(client_id, t + timedelta(minutes=5))
+    summary = caller.get(f"/api/client/{client_id}/savings")[1]["summary"]
+    assert (summary["total_actual_cost"], summary["total_baseline_cost"]) == (0.192, 0.192)  # 2 h x 0.096
+    status, pricing = caller.get(f"/api/client/instances/{iid}/pricing")
+    assert status == 200 and pricing["on_demand_price"] == 0.096
+
+
+def savings_rollup_client(client_id, now):
+    from chalicelib.jobs import savings_rollup
+
+    return savings_rollup.rollup_client(ClientTable.get(client_id), now)

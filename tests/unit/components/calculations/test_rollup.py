@@ -55,3 +55,27 @@ def test_parts_are_cut_at_the_window_and_at_midnight():
     assert len(parts) == 3
     days = roll_up(parts, lambda p: day_key(p.hour))
     assert days["2026-03-01"].spot_seconds == 3600 and days["2026-03-02"].spot_seconds == 7200
+
+
+def test_a_standby_costs_and_adds_no_baseline():
+    """The client would run no standby on demand: a spot standby's hours are a cost, never a saving (they
+    counted in the baseline, so a standby at 0.03 'saved' 0.07/h and an on-demand one hid its cost)."""
+    spot = hourly_parts(InstanceRun("i-s", "ag-1", "spot", T0, T0 + timedelta(hours=2), OD,
+                                    ((T0, Decimal("0.03")),), in_baseline=False), T0, T0 + timedelta(days=1))
+    assert total(spot) == (Decimal("0.06"), Decimal("0"), Decimal("-0.06"))
+    ondemand = hourly_parts(InstanceRun("i-o", "ag-1", "ondemand", T0, T0 + timedelta(hours=2), OD,
+                                        in_baseline=False), T0, T0 + timedelta(days=1))
+    assert total(ondemand) == (Decimal("0.20"), Decimal("0"), Decimal("-0.20"))
+    assert sum(p.spot_seconds for p in spot) == 7200 and sum(p.ondemand_seconds for p in ondemand) == 7200
+
+
+def test_a_promoted_standby_counts_in_the_baseline_from_its_promotion():
+    promoted = InstanceRun("i-p", "ag-1", "spot", T0, T0 + timedelta(hours=3), OD, ((T0, Decimal("0.04")),),
+                           baseline_from=T0 + timedelta(hours=1, minutes=30))
+    parts = hourly_parts(promoted, T0, T0 + timedelta(days=1))
+    assert total(parts) == (Decimal("0.12"), Decimal("0.15"), Decimal("0.03"))
+    assert [p.baseline for p in parts] == [Decimal("0"), Decimal("0.05"), Decimal("0.10")]
+    no_od = InstanceRun("i-q", "ag-1", "spot", T0, T0 + timedelta(hours=2), None, ((T0, Decimal("0.04")),),
+                        baseline_from=T0 + timedelta(hours=1))
+    assert total(hourly_parts(no_od, T0, T0 + timedelta(days=1))) == (Decimal("0.08"), Decimal("0.04"),
+                                                                      Decimal("-0.04"))
