@@ -24,8 +24,14 @@ from components.command_tracker.errors import (
 from components.errors import DomainError, ValidationError
 
 THROTTLING_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "Throttling",
+     "RequestThrottled"}
 )
+# Why DynamoDB cancelled a transaction, per item: these pass on their own (a concurrent write to one of its items,
+# throttling), so the same transaction may succeed when retried. Any other reason (ConditionalCheckFailed above
+# all) is an answer, not a fault.
+TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+THROTTLED_CANCELLATIONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
 class ApiError(Exception):
@@ -162,6 +168,26 @@ def _client_error_code(exc: BaseException) -> str | None:
     return getattr(exc, "cause_response_code", None)
 
 
+def cancellation_reasons(exc: BaseException) -> list[str]:
+    """The reasons DynamoDB gave for cancelling a transaction (``TransactionCanceledException``), one per item
+    that failed (items that were fine are left out); [] for any other error."""
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    if not isinstance(cause, ClientError) or cause.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    reasons = getattr(cause, "cancellation_reasons", None)  # pynamodb's VerboseClientError parses them
+    if reasons is not None:
+        return [r.code for r in reasons if r is not None and r.code]
+    return [r.get("Code") for r in cause.response.get("CancellationReasons", [])
+            if r.get("Code") and r.get("Code") != "None"]
+
+
+def transient_cancellation(exc: BaseException) -> bool:
+    """A transaction DynamoDB cancelled only for reasons that pass (``TRANSIENT_CANCELLATIONS``): retry it. A
+    condition that failed, next to them or alone, is the caller's answer and is never retried blindly."""
+    reasons = cancellation_reasons(exc)
+    return bool(reasons) and all(reason in TRANSIENT_CANCELLATIONS for reason in reasons)
+
+
 def translate(exc: BaseException) -> ApiError | None:
     """Map a domain, validation or storage exception to an ApiError (None: a real server fault)."""
     if isinstance(exc, ApiError):
@@ -183,6 +209,9 @@ def translate(exc: BaseException) -> ApiError | None:
         return ConflictError(str(exc), code=exc.conflict_code)
     code = _client_error_code(exc)
     if code in THROTTLING_CODES:
+        return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",
+                                       headers={"Retry-After": "1"})
+    if isinstance(exc, TransactWriteError) and THROTTLED_CANCELLATIONS & set(cancellation_reasons(exc)):
         return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",
                                        headers={"Retry-After": "1"})
     if isinstance(exc, TransactWriteError) and code == "TransactionCanceledException":

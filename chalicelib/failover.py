@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBConnectionError
+from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
 from components.command_tracker import CommandConflictError, CommandPriority, CommandType, enqueue, new_command
 from components.replica_coordinator import (
@@ -38,7 +38,7 @@ from components.timeutil import parse_iso
 from chalicelib import bootstrap, clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
-from chalicelib.errors import ConflictError, public_cause
+from chalicelib.errors import ConflictError, public_cause, transient_cancellation
 from chalicelib.observability import MetricUnit, get_tracer, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -85,15 +85,22 @@ def _publish(subject: str, payload: State) -> bool:
 
 
 def run_step(step: Callable[[State], State], state: State) -> State:
-    """Run one step; AWS hiccups surface as TransientAwsError so the state machine retries them."""
+    """Run one step; AWS hiccups surface as TransientAwsError so the state machine retries them: throttling and
+    5xx codes, the network, and a DynamoDB transaction cancelled only for a concurrent write or throttling
+    (``TransactionConflict``: an agent heartbeats every 10 s during a warning, and the launch's and hand-over's
+    transactions write its row). Any other error keeps its own name (the ASL catches it)."""
     try:
         return step(state)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES:
+        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES or transient_cancellation(exc):
             raise ec2.TransientAwsError(str(exc)) from exc
         raise
     except (BotoCoreError, PynamoDBConnectionError) as exc:
         raise ec2.TransientAwsError(str(exc)) from exc
+    except PynamoDBException as exc:  # TransactWriteError / TransactGetError are not connection errors
+        if exc.cause_response_code in TRANSIENT_CODES or transient_cancellation(exc):
+            raise ec2.TransientAwsError(str(exc)) from exc
+        raise
 
 
 def _agent(state: State) -> AgentRecord | None:

@@ -1,0 +1,44 @@
+"""AWS faults the failover tasks meet in a real account, injected into the real workflow under moto
+(tests/faults.py: the error AWS answers once botocore's own retries are spent): a transaction cancelled for a
+concurrent write or throttling, and EC2's eventually consistent listing right after a launch. Each must be
+retried or waited out, never turned into the on-demand path, a failed failover or a second launch.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.repositories import replicas as replica_repo
+from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+from tests.e2e.test_failover_leaks import agent_row, assert_nothing_unrecorded, live_ours, only_event
+from tests.faults import inject, transaction_touches
+
+pytestmark = pytest.mark.usefixtures("failover_machine")
+
+
+@pytest.mark.parametrize("reason", ["TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"])
+@pytest.mark.parametrize("write", ["the replacement row", "the attach after RunInstances"])
+def test_a_cancelled_transaction_in_the_spot_launch_is_retried_not_sent_on_demand(
+        api, make_tenant, monkeypatch, write, reason):
+    """GIVEN the spot launch's transaction is cancelled once for a transient reason (the agent heartbeats every
+    10 s during a warning, so a conflict on its row is likely), before or after RunInstances
+    WHEN the workflow runs
+    THEN the task is retried: resolved on spot, one instance ever launched, nothing unrecorded."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    # create(): [replica row, agent row]; attach_instance(): [instances row, replica row]
+    fault = inject(monkeypatch, "TransactWriteItems", "TransactionCanceledException",
+                   reasons=[None, reason] if write == "the replacement row" else [reason, None],
+                   when=transaction_touches("replicas", "emg-") if write == "the replacement row"
+                   else transaction_touches("instances", "i-"))
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+
+    assert len(fault.hits) == 1, "the injected fault did not fire"
+    event = only_event(client_id)
+    assert (event.status, event.response_action) == ("resolved", "emergency-spot-replacement")
+    assert agent_row(client_id, agent_id).instance_id == event.new_instance_id
+    assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
+    assert live_ours(client_id) == [event.new_instance_id]
+    assert_nothing_unrecorded(client_id, agent_id)
+
