@@ -29,6 +29,7 @@ from components.replica_coordinator import (
     FailoverRoute,
     ReplicaStatus,
     ReplicaType,
+    not_listed_yet,
     retire_at,
     route_failover,
 )
@@ -315,7 +316,9 @@ def check_ready(state: State) -> State:
             replica_repo.transition(replica, ReplicaStatus.READY, now)
         interruptions.set_once(state["client_id"], state["interruption_id"], "replacement_ready_at", now)
         return {**state, "new_instance_id": replica.instance_id, "ready": True, "gave_up": False, "checks": checks}
-    lost = info is None or info.state not in ("pending", "running")
+    ec2_state = info.state if info else None
+    # Not listed moments after RunInstances is EC2's eventual consistency, not a lost instance.
+    lost = ec2_state not in ("pending", "running") and not not_listed_yet(ec2_state, replica.launched_at, now)
     gave_up = lost or checks >= MAX_READY_CHECKS
     if gave_up and replica.active:  # terminated too: a late boot must not run on unrecorded
         replicas.retire(replica, ReplicaStatus.FAILED, now,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.aws import ec2 as adapter
 from chalicelib.repositories import replicas as replica_repo
-from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+from tests.e2e.failover_support import deliver, register_agent, state_of, wait_for, warning
 from tests.e2e.test_failover_leaks import agent_row, assert_nothing_unrecorded, live_ours, only_event
 from tests.faults import inject, transaction_touches
 
@@ -42,3 +43,30 @@ def test_a_cancelled_transaction_in_the_spot_launch_is_retried_not_sent_on_deman
     assert live_ours(client_id) == [event.new_instance_id]
     assert_nothing_unrecorded(client_id, agent_id)
 
+
+
+def test_a_replacement_ec2_does_not_list_yet_is_waited_for_not_given_up(api, make_tenant, monkeypatch):
+    """GIVEN EC2's DescribeInstances does not list the just-launched replacement for its first two checks
+    (eventual consistency: RunInstances answered, the read side lags)
+    WHEN the workflow checks whether it is running
+    THEN it waits (the instance is not "lost"): resolved on that spot replacement, no on-demand launch."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    real_describe, hidden = adapter.describe, []
+
+    def lagging(region, instance_ids, **kwargs):
+        found = real_describe(region, instance_ids, **kwargs)
+        if len(hidden) < 2 and primary not in instance_ids:
+            hidden.append(list(instance_ids))
+            return {}
+        return found
+
+    monkeypatch.setattr(adapter, "describe", lagging)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+
+    assert len(hidden) == 2
+    event = only_event(client_id)
+    assert (event.status, event.response_action) == ("resolved", "emergency-spot-replacement")
+    assert state_of(event.new_instance_id) == "running"
+    assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
+    assert live_ours(client_id) == [event.new_instance_id]
