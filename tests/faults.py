@@ -21,9 +21,10 @@ class Fault:
     """One injected fault: which operation, which error, how many times, and the calls it hit."""
 
     def __init__(self, operation: str, code: str, *, times: int, when: Callable[[Params], bool],
-                 reasons: list[str | None] | None, status: int, message: str) -> None:
+                 reasons: list[str | None] | None, status: int, message: str,
+                 raised: Callable[[], Exception] | None = None) -> None:
         self.operation, self.code, self.times, self.when = operation, code, times, when
-        self.reasons, self.status, self.message = reasons, status, message
+        self.reasons, self.status, self.message, self.raised = reasons, status, message, raised
         self.hits: list[Params] = []
         self._lock = threading.Lock()
 
@@ -36,7 +37,9 @@ class Fault:
             self.hits.append(params)
             return True
 
-    def error(self) -> ClientError:
+    def error(self) -> Exception:
+        if self.raised is not None:
+            return self.raised()
         response: dict[str, Any] = {"Error": {"Code": self.code, "Message": f"injected: {self.message}"},
                                     "ResponseMetadata": {"HTTPStatusCode": self.status}}
         if self.reasons is not None:
@@ -44,11 +47,14 @@ class Fault:
         return ClientError(response, self.operation)
 
 
-def inject(monkeypatch, operation: str, code: str, *, times: int = 1, when: Callable[[Params], bool] = lambda p: True,
-           reasons: list[str | None] | None = None, status: int = 400, message: str = "fault") -> Fault:
+def inject(monkeypatch, operation: str, code: str = "", *, times: int = 1,
+           when: Callable[[Params], bool] = lambda p: True, reasons: list[str | None] | None = None,
+           status: int = 400, message: str = "fault", raised: Callable[[], Exception] | None = None) -> Fault:
     """Fail the next ``times`` calls of ``operation`` whose parameters pass ``when`` with ``code``
-    (``reasons``: a cancelled transaction's per-item reasons, None = that item was fine)."""
-    fault = Fault(operation, code, times=times, when=when, reasons=reasons, status=status, message=message)
+    (``reasons``: a cancelled transaction's per-item reasons, None = that item was fine), or raise what
+    ``raised()`` makes (a botocore network error: ``ReadTimeoutError(endpoint_url=...)``)."""
+    fault = Fault(operation, code, times=times, when=when, reasons=reasons, status=status, message=message,
+                  raised=raised)
     real = BaseClient._make_api_call
 
     def make_api_call(self, operation_name, api_params):
