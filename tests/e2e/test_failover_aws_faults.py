@@ -70,3 +70,35 @@ def test_a_replacement_ec2_does_not_list_yet_is_waited_for_not_given_up(api, mak
     assert state_of(event.new_instance_id) == "running"
     assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
     assert live_ours(client_id) == [event.new_instance_id]
+
+
+@pytest.mark.parametrize(("operation", "code"), [("RunInstances", "RequestLimitExceeded"),
+                                                 ("DescribeInstances", "RequestLimitExceeded"),
+                                                 ("DescribeInstances", "InternalError")])
+def test_ec2_throttling_a_step_is_retried_with_one_instance_launched(api, make_tenant, monkeypatch, operation, code):
+    """GIVEN EC2 throttles (or fails on its side) the launch or a readiness check twice
+    WHEN the workflow runs THEN the task is retried: resolved on spot, one instance ever launched."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    launched = []
+    fault = inject(monkeypatch, operation, code, times=2, status=500 if code == "InternalError" else 400,
+                   when=lambda params: operation == "RunInstances" or launched_by_us(params, launched))
+    real_launch = adapter.launch
+
+    def recording(spec):
+        info = real_launch(spec)
+        launched.append(info.instance_id)
+        return info
+
+    monkeypatch.setattr(adapter, "launch", recording)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+
+    assert len(fault.hits) == 2
+    event = only_event(client_id)
+    assert (event.status, event.response_action) == ("resolved", "emergency-spot-replacement")
+    assert live_ours(client_id) == [event.new_instance_id] and set(launched) == {event.new_instance_id}
+
+
+def launched_by_us(params, launched) -> bool:
+    """A DescribeInstances of the replacement (the readiness check's), once it exists."""
+    return bool(launched) and any(launched[0] in f.get("Values", []) for f in params.get("Filters", []))
