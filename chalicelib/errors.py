@@ -10,7 +10,13 @@ import json
 import re
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from chalice import Response
 from pydantic import ValidationError as PydanticValidationError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -24,8 +30,18 @@ from components.command_tracker.errors import (
 from components.errors import DomainError, ValidationError
 
 THROTTLING_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "Throttling",
+     "RequestThrottled"}
 )
+# Why DynamoDB cancelled a transaction, per item: these pass on their own (a concurrent write to one of its items,
+# throttling), so the same transaction may succeed when retried. Any other reason (ConditionalCheckFailed above
+# all) is an answer, not a fault.
+TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+THROTTLED_CANCELLATIONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
+# An AWS service failing on its side (a 5xx), or not reachable: our trouble, not the client's (503).
+UNAVAILABLE_CODES = frozenset({"InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable",
+                               "Unavailable", "RequestTimeout"})
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)
 
 
 class ApiError(Exception):
@@ -162,6 +178,47 @@ def _client_error_code(exc: BaseException) -> str | None:
     return getattr(exc, "cause_response_code", None)
 
 
+def cancellation_reasons(exc: BaseException) -> list[str]:
+    """The reasons DynamoDB gave for cancelling a transaction (``TransactionCanceledException``), one per item
+    that failed (items that were fine are left out); [] for any other error."""
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    if not isinstance(cause, ClientError) or cause.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    reasons = getattr(cause, "cancellation_reasons", None)  # pynamodb's VerboseClientError parses them
+    if reasons is not None:
+        return [r.code for r in reasons if r is not None and r.code]
+    return [r.get("Code") for r in cause.response.get("CancellationReasons", [])
+            if r.get("Code") and r.get("Code") != "None"]
+
+
+def transient_cancellation(exc: BaseException) -> bool:
+    """A transaction DynamoDB cancelled only for reasons that pass (``TRANSIENT_CANCELLATIONS``): retry it. A
+    condition that failed, next to them or alone, is the caller's answer and is never retried blindly."""
+    reasons = cancellation_reasons(exc)
+    return bool(reasons) and all(reason in TRANSIENT_CANCELLATIONS for reason in reasons)
+
+
+def _aws_outage(exc: BaseException) -> ApiError | None:
+    """An AWS call that did not get an answer we can act on (a 5xx, the network, an answer not read in time, an
+    adapter's transient error), whatever wraps it (pynamodb, the exception chain): 503, or 504 when the request
+    may have taken effect (read timeout), both with Retry-After. The routes' AWS writes are idempotent or
+    conditional, so repeating the request is safe."""
+    seen = 0
+    while exc is not None and seen < 6:
+        seen += 1
+        if isinstance(exc, ReadTimeoutError):
+            return GatewayTimeoutError("AWS did not answer in time; the request may have taken effect, retry",
+                                       code="aws_timeout", headers={"Retry-After": "5"})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0 \
+            if isinstance(exc, ClientError) else 0
+        if (isinstance(exc, _UNREACHABLE) or getattr(exc, "aws_unavailable", False)
+                or (isinstance(exc, ClientError) and (_client_error_code(exc) in UNAVAILABLE_CODES or status >= 500))):
+            return ServiceUnavailableError("an AWS service is unavailable, retry shortly", code="aws_unavailable",
+                                           headers={"Retry-After": "5"})
+        exc = getattr(exc, "cause", None) if isinstance(exc, PynamoDBException) else exc.__cause__
+    return None
+
+
 def translate(exc: BaseException) -> ApiError | None:
     """Map a domain, validation or storage exception to an ApiError (None: a real server fault)."""
     if isinstance(exc, ApiError):
@@ -185,9 +242,12 @@ def translate(exc: BaseException) -> ApiError | None:
     if code in THROTTLING_CODES:
         return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",
                                        headers={"Retry-After": "1"})
+    if isinstance(exc, TransactWriteError) and THROTTLED_CANCELLATIONS & set(cancellation_reasons(exc)):
+        return ServiceUnavailableError("the service is busy, retry shortly", code="throttled",
+                                       headers={"Retry-After": "1"})
     if isinstance(exc, TransactWriteError) and code == "TransactionCanceledException":
         return ConflictError("the resource changed concurrently, retry", code="conflict")
-    return None
+    return _aws_outage(exc)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

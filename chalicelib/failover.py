@@ -22,13 +22,14 @@ from datetime import datetime
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBConnectionError
+from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 
 from components.command_tracker import CommandConflictError, CommandPriority, CommandType, enqueue, new_command
 from components.replica_coordinator import (
     FailoverRoute,
     ReplicaStatus,
     ReplicaType,
+    not_listed_yet,
     retire_at,
     route_failover,
 )
@@ -38,7 +39,7 @@ from components.timeutil import parse_iso
 from chalicelib import bootstrap, clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, sns
-from chalicelib.errors import ConflictError, public_cause
+from chalicelib.errors import ConflictError, public_cause, transient_cancellation
 from chalicelib.observability import MetricUnit, get_tracer, logger, metrics, publish_metrics
 from chalicelib.repositories import activity, agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -85,15 +86,22 @@ def _publish(subject: str, payload: State) -> bool:
 
 
 def run_step(step: Callable[[State], State], state: State) -> State:
-    """Run one step; AWS hiccups surface as TransientAwsError so the state machine retries them."""
+    """Run one step; AWS hiccups surface as TransientAwsError so the state machine retries them: throttling and
+    5xx codes, the network, and a DynamoDB transaction cancelled only for a concurrent write or throttling
+    (``TransactionConflict``: an agent heartbeats every 10 s during a warning, and the launch's and hand-over's
+    transactions write its row). Any other error keeps its own name (the ASL catches it)."""
     try:
         return step(state)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES:
+        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES or transient_cancellation(exc):
             raise ec2.TransientAwsError(str(exc)) from exc
         raise
     except (BotoCoreError, PynamoDBConnectionError) as exc:
         raise ec2.TransientAwsError(str(exc)) from exc
+    except PynamoDBException as exc:  # TransactWriteError / TransactGetError are not connection errors
+        if exc.cause_response_code in TRANSIENT_CODES or transient_cancellation(exc):
+            raise ec2.TransientAwsError(str(exc)) from exc
+        raise
 
 
 def _agent(state: State) -> AgentRecord | None:
@@ -308,7 +316,9 @@ def check_ready(state: State) -> State:
             replica_repo.transition(replica, ReplicaStatus.READY, now)
         interruptions.set_once(state["client_id"], state["interruption_id"], "replacement_ready_at", now)
         return {**state, "new_instance_id": replica.instance_id, "ready": True, "gave_up": False, "checks": checks}
-    lost = info is None or info.state not in ("pending", "running")
+    ec2_state = info.state if info else None
+    # Not listed moments after RunInstances is EC2's eventual consistency, not a lost instance.
+    lost = ec2_state not in ("pending", "running") and not not_listed_yet(ec2_state, replica.launched_at, now)
     gave_up = lost or checks >= MAX_READY_CHECKS
     if gave_up and replica.active:  # terminated too: a late boot must not run on unrecorded
         replicas.retire(replica, ReplicaStatus.FAILED, now,

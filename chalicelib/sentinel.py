@@ -211,6 +211,8 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
         _observe(instance, existing.pool_id, existing.signal_type, existing.detected_at, existing.interruption_id)
     if existing is not None and existing.status == "detected" and _is_failover(existing):
         _start_failover(agent, existing, clock.now())  # crashed before starting
+    elif existing is not None and existing.status == "detected":
+        _rebalance(agent, existing, clock.now())  # failed after its claim (a throttle): finish it now, once
     return {"action": "duplicate", "interruption_id": interruption_id,
             "status": None if existing is None else existing.status}
 
@@ -277,12 +279,28 @@ def _pool_risk(agent: AgentRecord) -> float:
     return advisor_prior(DEFAULT_ADVISOR_BAND, get_settings().risk_horizon_s)
 
 
+def _own_standby(agent: AgentRecord, replica_id: str | None, row: InterruptionTable):
+    """The standby ``replica_id`` when this rebalance event pre-warmed it (an earlier delivery, or the same signal
+    from another source at the same moment), else None."""
+    replica = replica_repo.get(agent.agent_id, replica_id) if replica_id else None
+    return replica if replica is not None and replica.interruption_id == row.interruption_id else None
+
+
 def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
-    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused."""
+    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused.
+
+    Also run again for an event still ``detected`` (its first delivery failed after the claim, e.g. throttled):
+    a standby this event already pre-warmed is kept as its answer, never a second one, and only the first
+    resolution of the event is written."""
     settings = get_settings()
     risk = _pool_risk(agent)
     result: dict[str, Any] = {"interruption_id": row.interruption_id, "risk_score": round(risk, 4)}
-    if agent.current_mode != "spot":
+    standby = _own_standby(agent, agent.current_replica_id, row)
+    if standby is not None:
+        action = "prewarm"
+        reason = f"standby {standby.replica_id} in {standby.pool_id} pre-warmed for this recommendation"
+        result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
+    elif agent.current_mode != "spot":
         action, reason = "monitor", "the instance is not on spot"
     elif agent.current_replica_id:
         action, reason = "monitor", f"standby {agent.current_replica_id} already exists"
@@ -293,8 +311,12 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
             standby = replicas.start_standby(agent, now, replica_type=ReplicaType.REBALANCE, created_by="sentinel",
                                              expires_at=now + timedelta(seconds=settings.prewarm_ttl_s),
                                              interruption_id=row.interruption_id)
-        except SlotTakenError:
-            action, reason = "monitor", "a standby already exists"
+        except SlotTakenError as exc:
+            standby = _own_standby(agent, exc.current_replica_id, row)
+            action, reason = ("prewarm", f"standby {standby.replica_id} in {standby.pool_id} pre-warmed for this "
+                              "recommendation") if standby else ("monitor", "a standby already exists")
+            if standby is not None:
+                result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
         except (quotas.QuotaExceeded, quotas.TypeNotAllowed) as exc:
             action, reason = "monitor", f"no pre-warmed standby: {exc}"
         else:
@@ -303,10 +325,12 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
                       f"{standby.replica_id} in {standby.pool_id}, expires in {settings.prewarm_ttl_s} s "
                       "unless a termination follows")
             result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
-            interruptions.update(row.client_id, row.interruption_id, replica_id=standby.replica_id)
-    interruptions.update(row.client_id, row.interruption_id, status="resolved",
-                         response_action="prewarmed-standby" if action == "prewarm" else "no-action",
-                         completed_at=now, success=True)
+    resolved = interruptions.update_if(
+        row.client_id, row.interruption_id, "detected", status="resolved",
+        response_action="prewarmed-standby" if action == "prewarm" else "no-action", completed_at=now, success=True,
+        **({"replica_id": result["replica_id"]} if action == "prewarm" else {}))
+    if not resolved:  # another delivery of this signal resolved it first: its answer stands
+        return {"action": action, "reason": reason, **result}
     activity.record_event("rebalance_recommendation", f"{agent.logical_agent_id}: {reason}", now, severity="warning",
                           client_id=agent.client_id, agent_id=agent.agent_id, instance_id=row.instance_id)
     return {"action": action, "reason": reason, **result}

@@ -12,7 +12,7 @@ from chalicelib.aws import accounts, event_bus
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, utcnow
 from chalicelib import quotas
 from chalicelib.api.views import accounts_view, client_view, iso
-from chalicelib.errors import ConflictError, GoneError, InvalidInputError, ServiceUnavailableError
+from chalicelib.errors import ConflictError, GoneError, InvalidInputError, ServiceUnavailableError, translate
 from chalicelib.repositories import activity, agents, clients
 from chalicelib.schemas.admin import (
     BindAccountRequest,
@@ -124,6 +124,8 @@ def bind_account(client_id):
     try:
         accounts.verify(binding)
     except (ClientError, BotoCoreError) as exc:
+        if (busy := translate(exc)) is not None:  # STS throttled or out of reach: no verdict on the role, 503/504
+            raise busy from exc
         raise ConflictError(f"the role {body.role_arn} cannot be assumed with this client's ExternalId: deploy "
                             "the role with its trust policy first", field="role_arn",
                             code="role_not_assumable") from exc

@@ -60,6 +60,8 @@ class Ec2Error(Exception):
 class TransientAwsError(Ec2Error):
     """Throttling, 5xx or a network failure: the same call may succeed later."""
 
+    aws_unavailable = True  # the API answers 503 with Retry-After (chalicelib.errors.translate), never a 500
+
 
 class CapacityUnavailable(Ec2Error):
     """No capacity for this type/AZ/market right now: try another pool. ``code`` is EC2's error code."""

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable, Iterator
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib.errors import THROTTLING_CODES
+from chalicelib.errors import THROTTLING_CODES, transient_cancellation
 from chalicelib.observability import MetricUnit, logger, metrics, publish_metrics
 
-# A key's processing failed in a way that may pass (DynamoDB throttling, a 5xx, the network): its message is
-# reported as a batch item failure so that SQS delivers it again.
+# A key's processing failed in a way that may pass (DynamoDB throttling, a 5xx, the network, a transaction
+# cancelled for a concurrent write or throttling): its message is reported as a batch item failure so that SQS
+# delivers it again.
 RETRYABLE_CODES = THROTTLING_CODES | {"InternalServerError", "ServiceUnavailable", "RequestTimeout"}
 
 
@@ -34,7 +35,8 @@ class RetryableError(Exception):
 
 
 def retryable(exc: BaseException) -> bool:
-    """Throttling, a 5xx or the network (also behind pynamodb's wrapper): the same work may pass later."""
+    """Throttling, a 5xx, the network or a transaction cancelled only for a conflict or throttling (also behind
+    pynamodb's wrapper): the same work may pass later."""
     for _ in range(5):  # the exception and what it wraps
         if exc is None:
             return False
@@ -42,7 +44,7 @@ def retryable(exc: BaseException) -> bool:
             return True
         code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else (
             exc.cause_response_code if isinstance(exc, PynamoDBException) else None)
-        if code in RETRYABLE_CODES:
+        if code in RETRYABLE_CODES or transient_cancellation(exc):
             return True
         exc = exc.__cause__ or getattr(exc, "cause", None)
     return False

@@ -75,7 +75,7 @@ class ReplicaRecord:
 
     def view(self, ec2_state: str | None = None) -> StandbyView:
         return StandbyView(self.replica_id, self.status, self.pool_id, self.instance_id, self.created_at,
-                           self.expires_at, ec2_state)
+                           self.expires_at, ec2_state, self.launched_at)
 
 
 def _record(row: ReplicaTable) -> ReplicaRecord:

@@ -10,10 +10,12 @@ from components.replica_coordinator.model import (
     check_transition,
 )
 from components.replica_coordinator.planning import (
+    LISTING_LAG_S,
     FailoverRoute,
     Step,
     StepKind,
     choose_pool,
+    not_listed_yet,
     plan_standbys,
     rank_pools,
     retire_at,
@@ -24,6 +26,7 @@ from components.replica_coordinator.returning import ReturnPlan, plan_return
 __all__ = [
     "ACTIVE_STATUSES",
     "LEGAL_TRANSITIONS",
+    "LISTING_LAG_S",
     "FailoverRoute",
     "IllegalReplicaTransitionError",
     "ReplicaError",
@@ -35,6 +38,7 @@ __all__ = [
     "StepKind",
     "check_transition",
     "choose_pool",
+    "not_listed_yet",
     "plan_return",
     "plan_standbys",
     "rank_pools",

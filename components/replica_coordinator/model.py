@@ -70,7 +70,8 @@ class ReplicaType(str, Enum):
 
 @dataclass(frozen=True)
 class StandbyView:
-    """A replica as the planner sees it; ``ec2_state`` None = not launched or not described."""
+    """A replica as the planner sees it; ``ec2_state`` None = not launched or not described; ``launched_at`` when
+    its instance was attached (EC2 may not list it yet right after: ``planning.not_listed_yet``)."""
 
     replica_id: str
     status: ReplicaStatus
@@ -79,6 +80,7 @@ class StandbyView:
     created_at: datetime
     expires_at: datetime | None = None
     ec2_state: str | None = None
+    launched_at: datetime | None = None
 
     @property
     def active(self) -> bool:

@@ -16,10 +16,12 @@ from components.decision_engine import PoolOption
 from components.replica_coordinator.model import ReplicaStatus, StandbyView
 
 __all__ = [
+    "LISTING_LAG_S",
     "FailoverRoute",
     "Step",
     "StepKind",
     "choose_pool",
+    "not_listed_yet",
     "plan_standbys",
     "rank_pools",
     "retire_at",
@@ -28,6 +30,23 @@ __all__ = [
 
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 LIVE_STATES = frozenset({"pending", "running"})  # None = EC2 does not know the instance: not promotable
+# EC2 is eventually consistent: DescribeInstances may not list an instance for a while after RunInstances
+# returned it (AWS: "it might take a few moments"). Within this time of its launch, an instance EC2 does not list
+# is still starting, not lost; past it, missing means gone.
+LISTING_LAG_S = 60
+
+
+def not_listed_yet(ec2_state: str | None, launched_at: datetime | None, now: datetime) -> bool:
+    """Is a launched instance EC2 does not list (``ec2_state`` None) young enough to be still on its way?
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> not_listed_yet(None, now - timedelta(seconds=5), now), not_listed_yet(None, now - timedelta(minutes=2), now)
+    (True, False)
+    >>> not_listed_yet("terminated", now, now), not_listed_yet(None, None, now)
+    (False, False)
+    """
+    return ec2_state is None and launched_at is not None and (now - launched_at).total_seconds() < LISTING_LAG_S
 
 
 class StepKind(str, Enum):
@@ -71,6 +90,8 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
             else:
                 steps.append(Step(StepKind.LAUNCH, s.replica_id, "no instance attached yet"))
                 alive.append(s)
+        elif not_listed_yet(s.ec2_state, s.launched_at, now):
+            alive.append(s)  # launched moments ago: EC2 lists it shortly
         elif s.ec2_state is None or s.ec2_state in GONE_STATES:
             steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"instance {s.instance_id} is "
                               f"{s.ec2_state or 'missing'}"))

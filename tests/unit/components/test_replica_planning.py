@@ -13,6 +13,7 @@ from components.decision_engine import PoolOption
 from components.replica_coordinator import (
     ACTIVE_STATUSES,
     LEGAL_TRANSITIONS,
+    LISTING_LAG_S,
     FailoverRoute,
     IllegalReplicaTransitionError,
     ReplicaStatus,
@@ -99,6 +100,19 @@ def test_a_standby_whose_instance_is_gone_is_failed_and_replaced(state):
     s = standby(ec2_state=state)
     assert kinds(plan_standbys([s], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-1"),
                                                                  (StepKind.CREATE, None)]
+
+
+def test_an_instance_ec2_does_not_list_yet_moments_after_its_launch_is_waited_for_not_failed():
+    """GIVEN a standby attached seconds ago that DescribeInstances does not list yet (EC2's eventual consistency)
+    THEN it is left alone (no MARK_FAILED, so no retire, no false aws_stopped observation, no second standby);
+    once LISTING_LAG_S passed without EC2 listing it, it is gone."""
+    young = StandbyView("rep-1", ReplicaStatus.LAUNCHING, OTHER_POOL, "i-0standby", NOW - timedelta(seconds=5),
+                        ec2_state=None, launched_at=NOW - timedelta(seconds=LISTING_LAG_S - 1))
+    old = StandbyView("rep-1", ReplicaStatus.LAUNCHING, OTHER_POOL, "i-0standby", NOW - timedelta(seconds=5),
+                      ec2_state=None, launched_at=NOW - timedelta(seconds=LISTING_LAG_S))
+    assert plan_standbys([young], keep_one=True, now=NOW) == []
+    assert kinds(plan_standbys([old], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-1"),
+                                                                   (StepKind.CREATE, None)]
 
 
 def test_a_row_without_instance_is_launched_until_the_launch_timeout_then_failed():

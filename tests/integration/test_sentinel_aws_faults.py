@@ -1,0 +1,99 @@
+"""AWS faults in the middle of the sentinel's SQS batch (tests/faults.py injects the error AWS answers once
+botocore's retries are spent): a Step Functions StartExecution throttled, a DynamoDB write throttled after the
+execution started, a throttle after a rebalance was claimed. The failed message must be a batch item failure,
+the others handled, and the redelivery must act exactly once (one interruption, one execution, one standby)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from chalicelib.repositories import pools as pool_repo
+from chalicelib.repositories import replicas as replica_repo
+from chalicelib.settings import get_settings
+from localmode.eventbridge import sqs_event
+from tests.e2e.failover_support import ZONES, rebalance, register_agent, wait_for, warning
+from tests.faults import inject, transaction_touches
+from tests.integration.test_event_intake import events_of, executions_named, invoke
+
+pytestmark = pytest.mark.usefixtures("failover_machine")
+
+
+def test_a_start_execution_throttled_mid_batch_comes_back_alone_and_starts_one_workflow(api, make_tenant,
+                                                                                        monkeypatch):
+    """GIVEN three warnings in one batch, the second's StartExecution throttled (after its claim was written)
+    WHEN the sentinel runs the batch, then SQS delivers the second again
+    THEN only the second is a batch item failure; the redelivery starts its one execution and nothing twice."""
+    tenants = [register_agent(make_tenant) for _ in range(3)]
+    (_, _, _, first, _), (hit_client, _, _, hit, _), (_, _, _, third, _) = tenants
+    fault = inject(monkeypatch, "StartExecution", "ThrottlingException",
+                   when=lambda params: json.loads(params["input"])["instance_id"] == hit)
+    events = [warning(first), warning(hit), warning(third)]
+    batch = sqs_event(events)
+
+    assert invoke(api, batch) == {"batchItemFailures": [{"itemIdentifier": batch["Records"][1]["messageId"]}]}
+    assert len(fault.hits) == 1
+    [claimed] = events_of(hit_client)
+    assert claimed.status == "detected" and executions_named(claimed.interruption_id) == []
+    for client_id, *_ in (tenants[0], tenants[2]):
+        [row] = events_of(client_id)
+        assert row.status == "handling" and len(executions_named(row.interruption_id)) == 1
+
+    assert invoke(api, sqs_event([events[1]], receive_count=2)) == {"batchItemFailures": []}
+    [row] = events_of(hit_client)
+    assert row.interruption_id == claimed.interruption_id and row.status == "handling"
+    assert len(executions_named(row.interruption_id)) == 1
+    for client_id, *_ in tenants:
+        assert wait_for(events_of(client_id)[0].execution_arn)["status"] == "SUCCEEDED"
+
+
+def test_a_write_throttled_after_the_execution_started_is_redelivered_onto_the_same_execution(api, make_tenant,
+                                                                                               monkeypatch):
+    """GIVEN the execution started, then the event's ``handling`` write is throttled (a crash between the AWS call
+    and the DynamoDB write) WHEN SQS delivers the warning again THEN it is recorded on that execution: one
+    execution, one interruption, handled."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    fault = inject(monkeypatch, "UpdateItem", "ProvisionedThroughputExceededException",
+                   when=lambda params: "interruptions" in params["TableName"]
+                   and "handling" in json.dumps(params.get("ExpressionAttributeValues", {})))
+    event = warning(primary)
+    batch = sqs_event([event])
+
+    with pytest.raises(Exception):  # noqa: B017 - every message failed: the whole batch comes back
+        invoke(api, batch)
+    assert len(fault.hits) == 1
+    [row] = events_of(client_id)
+    assert row.status == "detected" and len(executions_named(row.interruption_id)) == 1
+
+    assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}
+    [row] = events_of(client_id)
+    assert row.status == "handling" and len(executions_named(row.interruption_id)) == 1
+    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+
+
+def test_a_rebalance_throttled_after_its_claim_prewarms_its_standby_on_redelivery(api, make_tenant, monkeypatch):
+    """GIVEN a rebalance recommendation on a risky pool, its standby's write throttled after the claim
+    WHEN SQS delivers it again
+    THEN the redelivery pre-warms the standby (before: the claim made it a duplicate that did nothing, the event
+    stayed ``detected`` and the cleanup job closed it ``abandoned``): one standby, the event resolved."""
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    pool_repo.save_risk([(f"{itype}.{ZONES[0]}", 0.9, "model", "test")], 3600, datetime.now(UTC))
+    assert 0.9 >= get_settings().prewarm_risk_threshold
+    fault = inject(monkeypatch, "TransactWriteItems", "ProvisionedThroughputExceededException",
+                   when=transaction_touches("replicas"))
+    event = rebalance(primary)
+
+    with pytest.raises(Exception):  # noqa: B017 - every message failed: the whole batch comes back
+        invoke(api, sqs_event([event]))
+    assert len(fault.hits) == 1 and replica_repo.for_agent(agent_id) == []
+
+    assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}
+    [standby] = replica_repo.for_agent(agent_id)
+    assert standby.replica_type == "automatic-rebalance" and standby.active
+    [row] = events_of(client_id)
+    assert (row.status, row.response_action, row.replica_id) == ("resolved", "prewarmed-standby", standby.replica_id)
+    # a third delivery (the stored result) changes nothing
+    assert invoke(api, sqs_event([event], receive_count=3)) == {"batchItemFailures": []}
+    assert len(replica_repo.for_agent(agent_id)) == 1
