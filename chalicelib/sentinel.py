@@ -63,6 +63,7 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     is retried, which is the same thing.
     """
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
     def record_handler(record) -> dict:
         try:
@@ -73,8 +74,43 @@ def on_sqs_batch(event: dict, context=None) -> dict:
                                     "receive_count": record.attributes.approximate_receive_count})
             raise
 
-    return process_partial_response(event=event, record_handler=record_handler,
-                                    processor=BatchProcessor(event_type=EventType.SQS))
+    try:
+        response = process_partial_response(event=event, record_handler=record_handler,
+                                            processor=BatchProcessor(event_type=EventType.SQS))
+    except BatchProcessingError:
+        _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])})
+        raise
+    _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])})
+    return response
+
+
+# A failed event's first receives come back after these delays (s) instead of the event queue's 180 s visibility
+# timeout (infra/event_intake.py): a spot warning gives two minutes, so a passing fault (a throttle, a conflict)
+# is retried inside them. Later receives keep the queue's timeout, so a longer outage still has its ≈ 10 minutes
+# before the dead-letter queue.
+RETRY_DELAYS_S = (10, 30)
+
+
+def _retry_soon(event: dict, failed: set[str]) -> None:
+    """Shorten the visibility of the failed messages of the stage's event queue (best effort: if SQS refuses,
+    they come back after the queue's timeout, as before)."""
+    from chalicelib.aws import sqs
+    from chalicelib.settings import event_queue_name
+
+    queue = event_queue_name(get_settings().stage)
+    delays = {}
+    for record in event.get("Records", []):
+        receives = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+        if (record.get("messageId") in failed and record.get("receiptHandle") and receives.isdigit()
+                and 0 < int(receives) <= len(RETRY_DELAYS_S)
+                and str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue):
+            delays[record["receiptHandle"]] = RETRY_DELAYS_S[int(receives) - 1]
+    if not delays:
+        return
+    try:
+        sqs.retry_after(queue, delays)
+    except Exception as exc:  # noqa: BLE001 - the queue's own timeout still brings them back
+        logger.warning("failed events keep the queue's visibility timeout", extra={"reason": str(exc)})
 
 
 def queued_event(body: str) -> dict:

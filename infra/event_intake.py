@@ -5,7 +5,8 @@
 * **the event queue** ``spot-optimizer-<stage>-events`` (``chalicelib.settings.event_queue_name``, the name
   app.py's ``@app.on_sqs_message`` consumes; ``chalice deploy`` creates the event source mapping). Messages
   are kept 14 days; a message is invisible for 180 s after a receive (at least 6 × the sentinel's 30 s
-  timeout, AWS's advice for Lambda event sources), then comes back; after ``MAX_RECEIVE_COUNT`` receives it
+  timeout, AWS's advice for Lambda event sources), then comes back (the sentinel cuts that to 10 / 30 s after
+  a failed first / second receive: ``chalicelib.sentinel.RETRY_DELAYS_S``); after ``MAX_RECEIVE_COUNT`` receives it
   moves to
 * **the dead-letter queue** ``spot-optimizer-<stage>-events-dlq`` (14 days), also the rules' own dead-letter
   queue for events EventBridge could not put on the event queue. Redrive: ``make redrive STAGE=<stage>``

@@ -62,3 +62,16 @@ def send_all(queue: str, bodies: Iterable[str], *, backoff_s: float = 0.2) -> in
 def ensure_queue(name: str) -> str:
     """Create the queue (local mode and tests only; infra/ owns it in AWS); returns its URL."""
     return _client().create_queue(QueueName=name)["QueueUrl"]
+
+
+def retry_after(queue: str, delays: dict[str, int]) -> int:
+    """Make received messages of ``queue`` visible again after their own delay (receipt handle → seconds)
+    instead of the queue's visibility timeout; returns how many SQS accepted. A handle SQS refuses (the
+    message was deleted, or received again meanwhile) keeps the queue's timeout: nothing is lost either way."""
+    url, entries, accepted = queue_url(queue), list(delays.items()), 0
+    for start in range(0, len(entries), BATCH):
+        reply = _client().change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+            for i, (handle, seconds) in enumerate(entries[start:start + BATCH])])
+        accepted += len(reply.get("Successful", []))
+    return accepted

@@ -97,3 +97,46 @@ def test_a_rebalance_throttled_after_its_claim_prewarms_its_standby_on_redeliver
     # a third delivery (the stored result) changes nothing
     assert invoke(api, sqs_event([event], receive_count=3)) == {"batchItemFailures": []}
     assert len(replica_repo.for_agent(agent_id)) == 1
+
+
+@pytest.mark.slow
+def test_a_failed_warning_comes_back_within_its_two_minutes_not_after_the_queues_timeout(api, make_tenant,
+                                                                                        monkeypatch):
+    """GIVEN a warning received from the stage's event queue (visibility 180 s, as the queue's) whose StartExecution
+    is throttled WHEN the sentinel fails it THEN its visibility is cut to RETRY_DELAYS_S[0] (10 s): SQS delivers it
+    again ≈ 10 s later (before: 180 s, past the warning's two minutes); a message on its third receive keeps the
+    queue's timeout (a longer outage still has its time before the dead-letter queue)."""
+    import time
+
+    from chalicelib import sentinel
+    from chalicelib.aws import sqs as sqs_adapter
+    from chalicelib.settings import event_queue_name
+    from localmode.queues import _record
+    from tests.integration.test_event_intake import REGION, aws_client
+
+    client = aws_client("sqs", REGION)
+    queue = event_queue_name(get_settings().stage)
+    url = client.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
+    _, _, _, primary, _ = register_agent(make_tenant)
+    inject(monkeypatch, "StartExecution", "ThrottlingException", times=2)  # the first and the third receive
+    calls = []
+    real = sqs_adapter.retry_after
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda q, delays: calls.append(delays) or real(q, delays))
+
+    client.send_message(QueueUrl=url, MessageBody=json.dumps(warning(primary)))
+    [message] = client.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    record = _record(message["Body"], queue, message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
+                     attributes=message["Attributes"])
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed: the whole batch comes back
+        invoke(api, {"Records": [record]})
+    assert calls == [{message["ReceiptHandle"]: sentinel.RETRY_DELAYS_S[0]}]
+    assert client.receive_message(QueueUrl=url).get("Messages", []) == []  # not at once
+    time.sleep(sentinel.RETRY_DELAYS_S[0] + 1)
+    [again] = client.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    assert again["MessageId"] == message["MessageId"] and again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+    third = _record(again["Body"], queue, message_id=again["MessageId"], receipt_handle=again["ReceiptHandle"],
+                    attributes={**again["Attributes"], "ApproximateReceiveCount": "3"})
+    with pytest.raises(Exception):  # noqa: B017
+        invoke(api, {"Records": [third]})
+    assert len(calls) == 1
