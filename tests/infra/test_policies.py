@@ -542,8 +542,11 @@ def test_each_queue_consumer_may_consume_exactly_the_queue_app_py_names(chalice_
                             ("savings-worker", savings_queue_name(stage))):
         sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, function))
                if any(a.startswith("sqs:") for a in actions)]
-        assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"])]
+        # the sentinel also reads its queue's URL to bring a failed event back sooner (policies.event_retry)
+        extra = [("EventQueueUrl", [f"arn:aws:sqs:*:*:{queue}"])] if function == "sentinel" else []
+        assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"]), *extra]
         assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
+        assert [s["Action"] for s, _ in sqs[1:]] == [["sqs:GetQueueUrl"]] * len(extra)
 
 
 DISPATCHERS = {"decision-cycle": ("decision-worker", "decisions"), "savings-rollup": ("savings-worker", "savings"),
