@@ -5,56 +5,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.api.common import RESPONSE_HEADERS
 from infra import gateway_responses, throttling
+from tests.infra.deployed_api import REGION, deployed_api, project
 from infra.policies import STAGES
 
-ROOT = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
 # The status of each response type (None: API Gateway's own status of the cause, kept).
 STATUSES = {"MISSING_AUTHENTICATION_TOKEN": "404", "RESOURCE_NOT_FOUND": "404", "THROTTLED": "429",
             "REQUEST_TOO_LARGE": "413", "INTEGRATION_TIMEOUT": "504", "DEFAULT_4XX": None, "DEFAULT_5XX": None}
 # What a $context variable of a template could become (a template of this module should have none).
 CONTEXT = {"requestId": "c0ffee00-0000-4000-8000-000000000001", "error.message": "Authorization=sot_secret",
            "error.messageString": '"Authorization=sot_secret"', "error.responseType": "THROTTLED"}
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        yield boto3.client("apigateway", region_name=REGION)
-
-
-def _deployed_api(client, stage_name: str) -> str:
-    """A REST API deployed to a stage, as ``chalice deploy`` leaves it (one route, no gateway response)."""
-    api = client.create_rest_api(name="spot-optimizer")["id"]
-    root = client.get_resources(restApiId=api)["items"][0]["id"]
-    client.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE")
-    client.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK")
-    client.create_deployment(restApiId=api, stageName=stage_name)
-    return api
-
-
-def _project(tmp_path: Path, api_id: str | None, stage: str) -> Path:
-    """A Chalice project with this repo's config and, given an API id, the deployed state chalice deploy writes."""
-    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
-    shutil.copy(ROOT / ".chalice" / "config.json", tmp_path / ".chalice" / "config.json")
-    if api_id:
-        (tmp_path / ".chalice" / "deployed" / f"{stage}.json").write_text(json.dumps({"schema_version": "2.0", "resources": [
-            {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:aws:lambda:x"},
-            {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api_id,
-             "rest_api_url": f"https://{api_id}.execute-api.{REGION}.amazonaws.com/{stage}/"}]}))
-    return tmp_path
 
 
 def _responses(client, api: str) -> dict[str, dict]:
@@ -84,10 +48,10 @@ def _headers(response: dict) -> dict[str, str]:
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_script_puts_every_gateway_response_and_deploys_them_to_the_stage(aws, tmp_path, stage, capsys):
     api_stage = throttling.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
-    api = _deployed_api(aws, api_stage)
+    api = deployed_api(aws, api_stage)
     chalices = aws.get_stage(restApiId=api, stageName=api_stage)["deploymentId"]
     assert gateway_responses.main(["--stage", stage, "--region", REGION,
-                                   "--project", str(_project(tmp_path, api, stage))]) == 0
+                                   "--project", str(project(tmp_path, api, stage))]) == 0
     responses = _responses(aws, api)
     assert {t: r.get("statusCode") for t, r in responses.items()} == STATUSES
     live = aws.get_stage(restApiId=api, stageName=api_stage)["deploymentId"]
@@ -99,7 +63,7 @@ def test_the_script_puts_every_gateway_response_and_deploys_them_to_the_stage(aw
 
 
 def test_every_gateway_response_carries_the_security_headers(aws):
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     gateway_responses.apply(aws, api, "dev")
     for response_type, response in _responses(aws, api).items():
         headers = _headers(response)
@@ -109,7 +73,7 @@ def test_every_gateway_response_carries_the_security_headers(aws):
 
 
 def test_every_body_is_the_products_error_shape_and_echoes_nothing_of_the_request(aws):
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     gateway_responses.apply(aws, api, "dev")
     codes = {}
     for response_type, response in _responses(aws, api).items():
@@ -134,7 +98,7 @@ def test_an_unknown_route_is_the_apps_404_not_found(aws):
     (localmode/chalice_local.py) and the same code as any other thing a caller cannot see."""
     from chalicelib.errors import error_body, unknown_route
 
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     gateway_responses.apply(aws, api, "dev")
     response = aws.get_gateway_response(restApiId=api, responseType="MISSING_AUTHENTICATION_TOKEN")
     assert response["statusCode"] == "404"
@@ -143,7 +107,7 @@ def test_an_unknown_route_is_the_apps_404_not_found(aws):
 
 
 def test_a_second_run_changes_nothing(aws, tmp_path):
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     assert gateway_responses.apply(aws, api, "dev")["deployment"]
     before = (_responses(aws, api), aws.get_stage(restApiId=api, stageName="dev")["deploymentId"],
               len(aws.get_deployments(restApiId=api)["items"]))
@@ -156,7 +120,7 @@ def test_after_a_chalice_deploy_it_puts_what_was_dropped_and_deploys_again(aws):
     """chalice deploy overwrites the API's definition (gateway responses included) and deploys the stage: the
     next run puts them back; and a stage running another deployment than this module's is deployed again even
     when the responses are all there (a run that stopped between its puts and its deployment)."""
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     gateway_responses.apply(aws, api, "dev")
     aws.delete_gateway_response(restApiId=api, responseType="THROTTLED")  # what put_rest_api(overwrite) does
     aws.create_deployment(restApiId=api, stageName="dev")  # chalice's deployment
@@ -171,7 +135,7 @@ def test_after_a_chalice_deploy_it_puts_what_was_dropped_and_deploys_again(aws):
 
 
 def test_a_changed_response_is_put_and_deployed(aws):
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     gateway_responses.apply(aws, api, "dev")
     aws.put_gateway_response(restApiId=api, responseType="DEFAULT_5XX", statusCode="500",
                              responseTemplates={"application/json": '{"message":$context.error.messageString}'})
@@ -182,7 +146,7 @@ def test_a_changed_response_is_put_and_deployed(aws):
 
 def test_the_stage_keeps_its_throttling(aws):
     """The deployment is made, then the stage pointed at it: the stage's own settings are left alone."""
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     limits = throttling.API_STAGE_LIMITS["dev"]
     throttling.apply(aws, api, "dev", limits)
     gateway_responses.apply(aws, api, "dev")
@@ -192,10 +156,10 @@ def test_the_stage_keeps_its_throttling(aws):
 
 
 def test_without_a_chalice_deployment_it_refuses_and_changes_nothing(aws, tmp_path, capsys):
-    api = _deployed_api(aws, "dev")
+    api = deployed_api(aws, "dev")
     deployment = aws.get_stage(restApiId=api, stageName="dev")["deploymentId"]
     assert gateway_responses.main(["--stage", "dev", "--region", REGION,
-                                   "--project", str(_project(tmp_path, None, "dev"))]) == 1
+                                   "--project", str(project(tmp_path, None, "dev"))]) == 1
     assert "chalice deploy --stage dev" in capsys.readouterr().err
     with pytest.raises(aws.exceptions.NotFoundException):
         aws.get_gateway_response(restApiId=api, responseType="MISSING_AUTHENTICATION_TOKEN")
