@@ -102,3 +102,100 @@ def test_ec2_throttling_a_step_is_retried_with_one_instance_launched(api, make_t
 def launched_by_us(params, launched) -> bool:
     """A DescribeInstances of the replacement (the readiness check's), once it exists."""
     return bool(launched) and any(launched[0] in f.get("Values", []) for f in params.get("Filters", []))
+
+
+def _handover_to(client_id, agent_id, primary, kind):
+    """Configure the agent's hand-over (an EIP on the primary, or a target group serving it); returns a function
+    telling which instance(s) the traffic goes to."""
+    from tests.e2e.failover_support import REGION, configure, ec2
+    from tests.conftest import aws_client
+
+    if kind == "eip":
+        alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
+        ec2().associate_address(AllocationId=alloc, InstanceId=primary)
+        configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+        return lambda: {ec2().describe_addresses(AllocationIds=[alloc])["Addresses"][0].get("InstanceId")}
+    elb = aws_client("elbv2", REGION)
+    vpc = ec2().describe_instances(InstanceIds=[primary])["Reservations"][0]["Instances"][0]["VpcId"]
+    group = elb.create_target_group(Name=f"tg-{primary[-10:]}", Protocol="HTTP", Port=80, VpcId=vpc,
+                                    TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=group, Targets=[{"Id": primary, "Port": 8080}])
+    configure(client_id, agent_id, handover="target-group", target_group_arn=group, target_port=8080)
+    return lambda: {d["Target"]["Id"] for d in elb.describe_target_health(TargetGroupArn=group)
+                    ["TargetHealthDescriptions"]}
+
+
+@pytest.mark.parametrize(("kind", "operation", "code"), [("eip", "AssociateAddress", "RequestLimitExceeded"),
+                                                         ("target-group", "RegisterTargets", "Throttling"),
+                                                         ("target-group", "DeregisterTargets", "Throttling")])
+def test_a_throttled_hand_over_is_retried_as_transient_and_the_failover_succeeds(
+        api, make_tenant, monkeypatch, kind, operation, code):
+    """GIVEN EC2/ELBv2 throttles the call that moves the traffic four times in a row (more than the two retries
+    a refused hand-over gets)
+    WHEN the workflow hands over THEN the step is retried like any transient AWS error: resolved, the traffic
+    on the replacement, the old instance retired, nothing leaked."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    traffic = _handover_to(client_id, agent_id, primary, kind)
+    fault = inject(monkeypatch, operation, code, times=4)
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+
+    assert len(fault.hits) == 4, "the injected throttling did not fire"
+    event = only_event(client_id)
+    assert (event.status, event.response_action, event.handover) == ("resolved", "emergency-spot-replacement", kind)
+    assert event.traffic_moved_at is not None
+    assert agent_row(client_id, agent_id).instance_id == event.new_instance_id
+    assert traffic() == {event.new_instance_id}
+    assert state_of(primary) == "terminated"  # auto-terminate is on by default
+    assert live_ours(client_id) == [event.new_instance_id]
+    assert_nothing_unrecorded(client_id, agent_id)
+
+
+@pytest.mark.parametrize(("kind", "operation", "code"), [("eip", "AssociateAddress", "UnauthorizedOperation"),
+                                                         ("target-group", "RegisterTargets", "TargetGroupNotFound")])
+def test_a_refused_hand_over_still_fails_promptly_as_handover_failed(
+        api, make_tenant, monkeypatch, kind, operation, code):
+    """GIVEN the call that moves the traffic is refused for good (permission denied, the group is gone)
+    WHEN the workflow hands over THEN it is not retried like throttling: after the refusal's own two retries the
+    event is ``handover-failed``, the old instance kept serving, the replacement recorded, nothing leaked."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    traffic = _handover_to(client_id, agent_id, primary, kind)
+    fault = inject(monkeypatch, operation, code, times=10)
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    assert described["status"] == "FAILED", described
+
+    assert len(fault.hits) == 3, "a refusal is tried three times (two ASL retries), not as often as throttling"
+    event = only_event(client_id)
+    assert (event.status, event.success, event.response_action) == ("failed", False, "handover-failed")
+    replacement = agent_row(client_id, agent_id).instance_id
+    assert replacement != primary and event.new_instance_id == replacement and event.traffic_moved_at is None
+    assert traffic() == {primary} and state_of(primary) == "running"
+    assert live_ours(client_id) == [replacement]
+    assert_nothing_unrecorded(client_id, agent_id)
+
+
+def test_a_hand_over_throttled_past_every_retry_ends_handover_failed_not_a_generic_failure(
+        api, make_tenant, monkeypatch):
+    """GIVEN AssociateAddress is throttled on every attempt (the transient retries run out)
+    WHEN the workflow gives up THEN the event says what is true: ``handover-failed`` (the replacement is the
+    primary, the traffic still on the old instance, which is kept), no second instance, the client told."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    traffic = _handover_to(client_id, agent_id, primary, "eip")
+    fault = inject(monkeypatch, "AssociateAddress", "RequestLimitExceeded", times=100)
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "FAILED"
+
+    assert len(fault.hits) > 5, "throttling is retried like every transient AWS error"
+    event = only_event(client_id)
+    assert (event.status, event.success, event.response_action) == ("failed", False, "handover-failed")
+    replacement = agent_row(client_id, agent_id).instance_id
+    assert replacement != primary and event.new_instance_id == replacement and event.traffic_moved_at is None
+    assert traffic() == {primary} and state_of(primary) == "running"
+    assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
+    assert live_ours(client_id) == [replacement]
+    assert_nothing_unrecorded(client_id, agent_id)
