@@ -400,7 +400,9 @@ def close_replacements(state: State, now: datetime, *, keep: str | None, reason:
     """Terminate every replacement this interruption launched that is not serving (except ``keep``),
     attached to its row or only tagged with it, and close the active rows: nothing we launched for the
     event keeps running unrecorded. A promoted replacement and the agent's instance are never touched.
-    Returns the instance ids terminated."""
+    An instance a row recorded from our own RunInstances (``own_launch``) is terminated by its id, also when
+    EC2 does not list it yet (launched seconds ago) and also when its row was closed before (by a path that
+    then could not see it). Returns the instance ids terminated."""
     agent = _agent(state)
     serving = agent.instance_id if agent else None
     region = state.get("region") or (agent.region if agent else None)
@@ -418,7 +420,11 @@ def close_replacements(state: State, now: datetime, *, keep: str | None, reason:
     live = [i.instance_id for i in ec2.replica_instances(region, [r.replica_id for r in mine], account=account,
                                                          client_id=state["client_id"])
             if i.instance_id not in spared]
-    terminated = ec2.terminate(region, live, client_id=state["client_id"], account=account) if live else []
+    recorded = tuple(r.instance_id for r in mine if r.own_launch and r.instance_id and r.instance_id not in spared
+                     and r.instance_id not in live)
+    wanted = live + list(recorded)
+    terminated = ec2.terminate(region, wanted, client_id=state["client_id"], account=account,
+                               launched=recorded) if wanted else []
     for instance_id in terminated:
         replica_repo.deactivate_instance(instance_id, state["client_id"], now)
     return terminated

@@ -199,3 +199,89 @@ def test_a_hand_over_throttled_past_every_retry_ends_handover_failed_not_a_gener
     assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
     assert live_ours(client_id) == [replacement]
     assert_nothing_unrecorded(client_id, agent_id)
+
+
+def _listing_lag_while(monkeypatch, module, step_name):
+    """EC2's eventual consistency while the failover step ``step_name`` runs: DescribeInstances does not list an
+    instance of ours launched within the last ``LISTING_LAG_S`` (every replacement of the test). Returns the
+    DescribeInstances calls that hid something."""
+    from datetime import UTC, datetime, timedelta
+
+    from components.replica_coordinator import LISTING_LAG_S
+
+    real_describe_raw, real_step, lagging, hid = adapter._describe_raw, getattr(module, step_name), [], []
+
+    def describe_raw(region, filters, **kwargs):
+        found = real_describe_raw(region, filters, **kwargs)
+        if not lagging:
+            return found
+        since = datetime.now(UTC) - timedelta(seconds=LISTING_LAG_S)
+        young = [r["InstanceId"] for r in found if r["LaunchTime"].astimezone(UTC) > since
+                 and {t["Key"]: t["Value"] for t in r.get("Tags", [])}.get(adapter.TAG_MANAGED_BY)]
+        if young:
+            hid.append(young)
+        return [r for r in found if r["InstanceId"] not in young]
+
+    def step(state):
+        lagging.append(True)
+        try:
+            return real_step(state)
+        finally:
+            lagging.clear()
+
+    monkeypatch.setattr(adapter, "_describe_raw", describe_raw)
+    monkeypatch.setattr(module, step_name, step)
+    return hid
+
+
+def test_the_failure_path_terminates_replacements_ec2_does_not_list_yet_by_their_recorded_ids(
+        api, make_tenant, monkeypatch):
+    """GIVEN every hand-over fails (the spot replacement's, then the on-demand one's), and while the failure
+    path runs EC2 does not list the replacements yet (launched seconds ago: eventually consistent listing)
+    WHEN it closes them THEN both are terminated by the instance ids their rows recorded (RunInstances returned
+    them to us), not left running for the cleanup job's sweep."""
+    from chalicelib import failover
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+
+    def broken(state):
+        raise RuntimeError("injected: hand-over failed")
+
+    monkeypatch.setattr(failover, "handover", broken)
+    hid = _listing_lag_while(monkeypatch, failover, "failed")
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "FAILED"
+
+    assert hid, "the listing lag never hid anything: the test proves nothing"
+    replicas = replica_repo.for_agent(agent_id)
+    assert sorted(r.lifecycle for r in replicas) == ["ondemand", "spot"] and all(r.own_launch for r in replicas)
+    for replica in replicas:
+        assert not replica.active and state_of(replica.instance_id) in ("shutting-down", "terminated"), replica
+    assert live_ours(client_id) == []
+    assert agent_row(client_id, agent_id).instance_id == primary and state_of(primary) == "running"
+    assert only_event(client_id).status == "failed"
+
+
+def test_an_instance_id_an_agent_reported_is_never_terminated_unlisted(make_tenant, monkeypatch):
+    """GIVEN a replica row whose instance id an agent reported (not one our RunInstances returned) and an EC2
+    listing that does not show it WHEN the replica is retired THEN nothing is terminated: only the product's own
+    launches go by id unlisted; anything else needs DescribeInstances to show our tags."""
+    from datetime import UTC, datetime
+
+    from chalicelib import replicas as replica_service
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.repositories.replicas import ReplicaStatus
+    from tests.e2e.failover_support import launch_primary, unique_type
+
+    client_id, _, agent_id, _, _ = register_agent(make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    someone_elses = launch_primary(unique_type())  # not ours: no tags of the product
+    now = datetime.now(UTC)
+    replica = replica_repo.create(agent, replica_id="rep-reported", replica_type="manual", lifecycle="spot",
+                                  pool_id=None, az="us-east-1b", created_by="agent", now=now, take_slot=False)
+    replica = replica_repo.attach_instance(replica, instance_id=someone_elses, now=now)
+    assert replica.own_launch is False
+    monkeypatch.setattr(adapter, "describe", lambda region, ids, **_: {})  # the listing lags
+
+    replica_service.retire(replica, ReplicaStatus.TERMINATED, now, "test")
+    assert state_of(someone_elses) == "running"
