@@ -65,7 +65,8 @@ class FailoverSuperseded(Exception):
 
 
 class TrafficNotMoved(Exception):
-    """The replacement is the agent's primary but the EIP / target group could not be moved to it.
+    """The replacement is the agent's primary but the EIP / target group could not be moved to it (refused:
+    gone, not permitted; throttling is a ``TransientAwsError``, retried with the transient backoff).
 
     Its own error name: the ASL retries it, then records ``handover-failed`` instead of going on-demand."""
 
@@ -361,8 +362,10 @@ def handover(state: State) -> State:
 
 
 def _move_traffic(agent: AgentRecord, state: State, new_instance_id: str) -> str:
-    """Point the EIP or target group at the new primary; the hand-over kind done. Any failure (after the
-    promotion) is TrafficNotMoved: retried by the ASL, then recorded as ``handover-failed``."""
+    """Point the EIP or target group at the new primary; the hand-over kind done. Throttling, a 5xx or the
+    network (``TransientAwsError``) is raised as such: the ASL retries it with the backoff of every transient
+    AWS error. Any other failure (after the promotion: the address or group gone, permission denied) is
+    TrafficNotMoved: retried twice by the ASL, then recorded as ``handover-failed``."""
     config = agent.config
     kind = config.get("handover") or "none"
     try:
@@ -376,18 +379,30 @@ def _move_traffic(agent: AgentRecord, state: State, new_instance_id: str) -> str
                             known=tenancy.registered_to(agent.client_id))
         else:
             kind = "none"
-    except (ec2.Ec2Error, ClientError, BotoCoreError) as exc:
-        logger.warning("traffic not moved", extra={"interruption_id": state["interruption_id"], "handover": kind,
-                                                   "error": str(exc)})
-        raise TrafficNotMoved(f"{kind} hand-over to {new_instance_id} failed: {exc}") from exc
+    except ec2.TransientAwsError:
+        raise
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES:
+            raise ec2.TransientAwsError(str(exc)) from exc
+        raise _not_moved(state, kind, new_instance_id, exc) from exc
+    except (ec2.Ec2Error, BotoCoreError) as exc:
+        raise _not_moved(state, kind, new_instance_id, exc) from exc
     return kind
+
+
+def _not_moved(state: State, kind: str, new_instance_id: str, exc: Exception) -> TrafficNotMoved:
+    logger.warning("traffic not moved", extra={"interruption_id": state["interruption_id"], "handover": kind,
+                                               "error": str(exc)})
+    return TrafficNotMoved(f"{kind} hand-over to {new_instance_id} failed: {exc}")
 
 
 def close_replacements(state: State, now: datetime, *, keep: str | None, reason: str) -> list[str]:
     """Terminate every replacement this interruption launched that is not serving (except ``keep``),
     attached to its row or only tagged with it, and close the active rows: nothing we launched for the
     event keeps running unrecorded. A promoted replacement and the agent's instance are never touched.
-    Returns the instance ids terminated."""
+    An instance a row recorded from our own RunInstances (``own_launch``) is terminated by its id, also when
+    EC2 does not list it yet (launched seconds ago) and also when its row was closed before (by a path that
+    then could not see it). Returns the instance ids terminated."""
     agent = _agent(state)
     serving = agent.instance_id if agent else None
     region = state.get("region") or (agent.region if agent else None)
@@ -405,7 +420,11 @@ def close_replacements(state: State, now: datetime, *, keep: str | None, reason:
     live = [i.instance_id for i in ec2.replica_instances(region, [r.replica_id for r in mine], account=account,
                                                          client_id=state["client_id"])
             if i.instance_id not in spared]
-    terminated = ec2.terminate(region, live, client_id=state["client_id"], account=account) if live else []
+    recorded = tuple(r.instance_id for r in mine if r.own_launch and r.instance_id and r.instance_id not in spared
+                     and r.instance_id not in live)
+    wanted = live + list(recorded)
+    terminated = ec2.terminate(region, wanted, client_id=state["client_id"], account=account,
+                               launched=recorded) if wanted else []
     for instance_id in terminated:
         replica_repo.deactivate_instance(instance_id, state["client_id"], now)
     return terminated
@@ -593,6 +612,9 @@ def failed(state: State) -> State:
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:
         return _failed_after_handover(state, cause, now)
+    if _serving_replacement(state, _agent(state)) is not None:
+        # Promoted, but the traffic never moved (a hand-over throttled past every retry): handover-failed too.
+        return _traffic_not_moved(state, cause, now)
     # Closed first: a launch attempt still running (Step Functions stopped waiting for it) then launches
     # nothing (failover._still_needed), and what it launched before is closed and terminated here.
     at = _completed_at(state)

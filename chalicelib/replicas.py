@@ -120,7 +120,7 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         raise
     try:
         attached = replica_repo.attach_instance(replica, instance_id=info.instance_id, now=now,
-                                                lifecycle=info.lifecycle)
+                                                lifecycle=info.lifecycle, own_launch=True)
     except ConflictError:
         return _lost_attach(agent, replica, info.instance_id, spec.account)
     _observe_launch(attached, ObservationKind.LAUNCH_SUCCEEDED, attached.launched_at or now)
@@ -132,8 +132,9 @@ def _lost_attach(agent: AgentRecord, replica: ReplicaRecord, instance_id: str, a
     closed while this call launched (a workflow step that outlived its timeout): the instance launched here
     is terminated — never the row's own — and the row's instance adopted while the row is open."""
     current = replica_repo.get(replica.agent_id, replica.replica_id)
-    if current is None or current.instance_id != instance_id:
-        ec2.terminate(agent.region, [instance_id], client_id=agent.client_id, account=account)
+    if current is None or current.instance_id != instance_id:  # just launched: maybe not listed yet, ours
+        ec2.terminate(agent.region, [instance_id], client_id=agent.client_id, account=account,
+                      launched=(instance_id,))
     if current is not None and current.active and current.instance_id:
         return current
     raise ec2.LaunchError(f"replica {replica.replica_id} was closed while launching; its instance was not kept")
@@ -190,10 +191,12 @@ def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> Rep
 
 
 def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
-    """Terminate the replica's instance (if any) and close the row with ``status``."""
+    """Terminate the replica's instance (if any) and close the row with ``status``. An instance the product
+    launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched)."""
     if replica.instance_id and replica.region:
         ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
-                      account=tenancy.for_client(replica.client_id, getattr(replica, "account_id", None)))
+                      account=tenancy.for_client(replica.client_id, getattr(replica, "account_id", None)),
+                      launched=(replica.instance_id,) if replica.own_launch else ())
     closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
     activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,
                           client_id=replica.client_id, agent_id=replica.agent_id,

@@ -47,7 +47,6 @@ from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import SlotTakenError
 from chalicelib.settings import get_settings
-from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable
 
@@ -195,9 +194,10 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     if not claimed:
         return _duplicate(agent, instance, interruption_id)
     _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id)
-    _count(agent, now, signal.starts_failover and not signal.planned)
     if signal.starts_failover:
-        return _start_failover(agent, row, now)
+        started = _start_failover(agent, row, now)
+        _count(row, now)  # after the start: bookkeeping never delays a failover
+        return started
     return _rebalance(agent, row, now)
 
 
@@ -245,8 +245,14 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
     existing = interruptions.get(agent.client_id, interruption_id)
     if existing is not None:  # a redelivery after a crash that came before the observation: same key again
         _observe(instance, existing.pool_id, existing.signal_type, existing.detected_at, existing.interruption_id)
-    if existing is not None and existing.status == "detected" and _is_failover(existing):
-        _start_failover(agent, existing, clock.now())  # crashed before starting
+    if existing is not None and _is_failover(existing):
+        # A first handling that failed after its claim (a throttle) is finished now, each part once: the start
+        # (crashed before it), the audit event of the start, the agent's count.
+        if existing.status == "detected":
+            _start_failover(agent, existing, clock.now())
+        elif existing.execution_arn:
+            _record_started(agent, existing)
+        _count(existing, clock.now())
     elif existing is not None and existing.status == "detected":
         _rebalance(agent, existing, clock.now())  # failed after its claim (a throttle): finish it now, once
     return {"action": "duplicate", "interruption_id": interruption_id,
@@ -298,14 +304,21 @@ def workflow_input(row: InterruptionTable, replica_id: str | None = None) -> dic
 def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
     execution = stepfunctions.start(row.interruption_id, workflow_input(row))
     interruptions.update(row.client_id, row.interruption_id, status="handling", execution_arn=execution)
+    _record_started(agent, row)
+    return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
+
+
+def _record_started(agent: AgentRecord, row: InterruptionTable) -> None:
+    """The audit event of the start, once per interruption: its key derives from the event's detection time and
+    id (not the handling time), so the redelivery of a signal whose first handling failed around it writes it
+    if it is missing and nothing if it is there."""
     planned = row.signal_type == SignalKind.PLANNED.value
     activity.record_event("planned_return" if planned else "interruption",
                           f"{row.signal_type} for {row.instance_id} ({row.source}): "
-                          + ("hand-over to the standby started" if planned else "failover started"), now,
+                          + ("hand-over to the standby started" if planned else "failover started"), row.detected_at,
                           severity="info" if planned else "critical", client_id=agent.client_id,
                           agent_id=agent.agent_id, instance_id=row.instance_id,
-                          metadata={"interruption_id": row.interruption_id})
-    return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
+                          metadata={"interruption_id": row.interruption_id}, once=f"{row.interruption_id}:started")
 
 
 def _pool_risk(agent: AgentRecord) -> float:
@@ -389,8 +402,7 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
     return {"action": "ignored", "reason": f"{signal.kind.value} on a standby"}
 
 
-def _count(agent: AgentRecord, now: datetime, termination: bool) -> None:
-    if termination:
-        AgentTable(agent.client_id, agent.agent_id).update(
-            actions=[AgentTable.last_interruption_at.set(now), AgentTable.interruption_count.add(1)],
-            condition=AgentTable.agent_id.exists())
+def _count(row: InterruptionTable, now: datetime) -> None:
+    """A termination signal (not a planned return) counts on its agent, once per event (``count_once``)."""
+    if row.signal_type != SignalKind.PLANNED.value:
+        interruptions.count_once(row, now)

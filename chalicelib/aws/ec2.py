@@ -6,7 +6,7 @@ exception class name: TransientAwsError is retried, CapacityUnavailable moves on
 Every call runs in one client's account (``account``: chalicelib.aws.accounts; None = the product's own
 credentials) and checks ownership in code before acting: a launch copies a source instance that exists in that
 account (no client-supplied AMI), terminations need our tags for this client and stage (NotOwnedError
-otherwise), and an Elastic IP or target group must be in that account and region and may only be taken from
+otherwise; only an id our own RunInstances returned may be terminated before DescribeInstances lists it), and an Elastic IP or target group must be in that account and region and may only be taken from
 an instance the client owns.
 """
 
@@ -317,10 +317,16 @@ def launch(spec: LaunchSpec) -> InstanceInfo:
 
 
 def terminate(region: str, instance_ids: list[str], *, client_id: str, account: AwsAccount | None = None,
-              registered: tuple[str, ...] = ()) -> list[str]:
+              registered: tuple[str, ...] = (), launched: tuple[str, ...] = ()) -> list[str]:
     """Terminate those of ``instance_ids`` that still exist in ``account`` and that we launched for this client
     and stage (``owned_by``); ``registered`` names the client's own registered primaries it asked us to retire
     (auto-terminate). Anything else is left alone and logged; unknown or terminated ids are skipped.
+
+    ``launched`` names ids that this product's own ``launch`` (RunInstances) returned for this client and stage
+    in ``account`` — tagged atomically with the launch, so ours by construction; never an id a client or an
+    agent reported. DescribeInstances may not list such an instance for a while after the launch (eventually
+    consistent): one it does not list is terminated by its id all the same (TerminateInstances acts on a known
+    id; IAM's tag condition still applies), and returned. Listed, it is checked like any other id.
 
     IAM lets us terminate a client's own instance only where it is tagged ``TAG_RETIRE`` = stage: one that is
     not is left running and, once ours are terminated, :class:`NotPermitted` names it."""
@@ -331,7 +337,9 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
                      extra={"instance_ids": refused, "client_id": client_id})
     live = [i for i in found if i.state not in ("shutting-down", "terminated") and i.instance_id not in refused]
     client = _api("ec2", region, account)
-    ours = [i.instance_id for i in live if owned_by(i, client_id)]
+    listed = {i.instance_id for i in found}
+    unlisted = [i for i in dict.fromkeys(launched) if i in instance_ids and i not in listed]
+    ours = [i.instance_id for i in live if owned_by(i, client_id)] + unlisted
     for start in range(0, len(ours), _CHUNK):
         chunk = ours[start:start + _CHUNK]
         try:
@@ -361,7 +369,7 @@ def terminate(region: str, instance_ids: list[str], *, client_id: str, account: 
     if denied:
         raise NotPermitted(f"TerminateInstances: not permitted on {', '.join(denied)} (the client's own, not "
                            f"tagged {TAG_RETIRE}={stage()})", denied)
-    return [i.instance_id for i in live]
+    return [i.instance_id for i in live] + unlisted
 
 
 def _not_the_clients(region: str, holders: list[str], *, client_id: str, account: AwsAccount | None,

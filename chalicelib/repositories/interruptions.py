@@ -19,6 +19,7 @@ from chalicelib.errors import NotFoundError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.settings import get_settings
+from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
 
 
@@ -50,6 +51,27 @@ def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, win
             return False, held.interruption_id
         raise
     return True, row.interruption_id
+
+
+def count_once(row: InterruptionTable, now: datetime) -> bool:
+    """Add the event to its agent's ``interruption_count`` (and ``last_interruption_at``) exactly once: one
+    transaction that also stamps the event's ``counted_at`` only where it has none, so a redelivered or
+    duplicate signal counts nothing more, and one whose first handling failed before counting counts then.
+    True when this call counted; False when the event was counted before or its agent is gone."""
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(InterruptionTable(row.client_id, row.interruption_id),
+                      actions=[InterruptionTable.counted_at.set(now)],
+                      condition=InterruptionTable.interruption_id.exists()
+                      & InterruptionTable.counted_at.does_not_exist())
+            tx.update(AgentTable(row.client_id, row.agent_id),
+                      actions=[AgentTable.last_interruption_at.set(now), AgentTable.interruption_count.add(1)],
+                      condition=AgentTable.agent_id.exists())
+    except TransactWriteError as exc:
+        if "ConditionalCheckFailed" in cancellation_codes(exc):
+            return False
+        raise
+    return True
 
 
 def held_claim(signal_key: str, now: datetime, window_s: int) -> str | None:

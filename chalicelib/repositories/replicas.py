@@ -68,6 +68,7 @@ class ReplicaRecord:
     promoted_at: datetime | None = None
     terminated_at: datetime | None = None
     expires_at: datetime | None = None
+    own_launch: bool = False  # instance_id came from the product's own RunInstances
 
     @property
     def active(self) -> bool:
@@ -89,7 +90,7 @@ def _record(row: ReplicaTable) -> ReplicaRecord:
         sync_latency_ms=None if row.sync_latency_ms is None else int(row.sync_latency_ms),
         state_transfer_progress=row.state_transfer_progress, error_message=row.error_message,
         launched_at=row.launched_at, ready_at=row.ready_at, promoted_at=row.promoted_at,
-        terminated_at=row.terminated_at, expires_at=row.expires_at)
+        terminated_at=row.terminated_at, expires_at=row.expires_at, own_launch=bool(row.own_launch))
 
 
 def new_replica_id(now: datetime) -> str:
@@ -187,14 +188,16 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
 
 
 def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
-                    lifecycle: str | None = None) -> ReplicaRecord:
+                    lifecycle: str | None = None, own_launch: bool = False) -> ReplicaRecord:
     """Record the EC2 instance of a replica (once) and index it in the instances table as a standby.
 
     One transaction: a half-done attach (replica row pointing at the instance, no instances row) would
     make a retry return early and leave the instance running unowned (#12). Idempotent: attaching the
     same instance again rewrites the same values. Only while the row is open (not final): a launch that
     outlived its caller (a timed-out workflow step) cannot attach to a row the hand-over or the failure
-    path already closed (ConflictError ``replica_closed``; the launcher terminates what it launched)."""
+    path already closed (ConflictError ``replica_closed``; the launcher terminates what it launched).
+    ``own_launch``: the id is what the product's RunInstances returned (``replicas.launch``), never an agent's
+    report; it is only ever set, so a report of the same id later cannot clear it."""
     mode = lifecycle or replica.lifecycle
     instance = InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
                              instance_type=replica.instance_type, region=replica.region, az=replica.az,
@@ -205,7 +208,8 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
                       actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
-                               ReplicaTable.updated_at.set(now)],
+                               ReplicaTable.updated_at.set(now)]
+                      + ([ReplicaTable.own_launch.set(True)] if own_launch else []),
                       condition=ReplicaTable.replica_id.exists() & ReplicaTable.status.is_in(*_ACTIVE)
                       & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
             tx.save(instance, condition=InstanceTable.instance_id.does_not_exist()

@@ -56,6 +56,7 @@ class InterruptionTable(Model):
     traffic_moved_at = UTCDateTimeAttribute(null=True)
     completed_at = UTCDateTimeAttribute(null=True)
     old_terminated_at = UTCDateTimeAttribute(null=True)
+    counted_at = UTCDateTimeAttribute(null=True)  # added to its agent's interruption_count (once: count_once)
     expires_at = TTLAttribute(null=True)
 
     by_agent = InterruptionsByAgentIndex()

@@ -6,7 +6,7 @@ concurrent writers: a standby is only created in a transaction that claims that 
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -41,6 +41,9 @@ class ReplicaTable(Model):
     region = OptionalText()
     az = OptionalText()
     instance_id = OptionalText()
+    # instance_id is what RunInstances returned to the product (chalicelib.replicas.launch), not an id an agent
+    # reported: ours by construction, so terminated by id even while DescribeInstances does not list it yet.
+    own_launch = BooleanAttribute(null=True)
     parent_instance_id = OptionalText()
     created_by = UnicodeAttribute(default="system")
     interruption_id = OptionalText()

@@ -195,6 +195,29 @@ def test_terminate_is_idempotent(ec2, ami):
     assert adapter.terminate(REGION, ["i-0123456789abcdef0", "garbage"], client_id=CLIENT) == []
 
 
+def test_an_instance_we_launched_is_terminated_by_id_while_describe_does_not_list_it_yet(ec2, ami, monkeypatch):
+    """GIVEN an instance RunInstances just returned to us, which DescribeInstances does not list yet (eventually
+    consistent) WHEN it is terminated naming it ``launched`` THEN TerminateInstances gets its id; without
+    ``launched`` (an id we only read somewhere) nothing unlisted is ever terminated."""
+    ours, other = adapter.launch(spec(ami_id=ami)), adapter.launch(spec(ami_id=ami))
+    monkeypatch.setattr(adapter, "describe", lambda region, ids, **_: {})  # the listing lags for both
+    assert adapter.terminate(REGION, [other.instance_id], client_id=CLIENT) == []
+    assert adapter.terminate(REGION, [ours.instance_id], client_id=CLIENT,
+                             launched=(ours.instance_id,)) == [ours.instance_id]
+    assert moto_instance(ec2, ours.instance_id)["State"]["Name"] == "terminated"
+    assert moto_instance(ec2, other.instance_id)["State"]["Name"] == "running"
+
+
+def test_an_id_named_launched_that_ec2_lists_as_not_ours_is_still_refused(ec2, ami):
+    """``launched`` only stands in for a listing EC2 has not caught up with: an instance it does list is checked
+    for our tags like any other (another client's, or not launched by us, is left alone)."""
+    theirs = adapter.launch(spec(ami_id=ami, client_id="client-someone-else"))
+    foreign = ec2.run_instances(ImageId=ami, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
+    ids = [theirs.instance_id, foreign["InstanceId"]]
+    assert adapter.terminate(REGION, ids, client_id=CLIENT, launched=tuple(ids)) == []
+    assert {moto_instance(ec2, i)["State"]["Name"] for i in ids} == {"running"}
+
+
 def test_terminate_survives_an_instance_vanishing_mid_call(ec2, ami, monkeypatch):
     a, b = adapter.launch(spec(ami_id=ami)), adapter.launch(spec(ami_id=ami))
     client = adapter._client("ec2", REGION)

@@ -140,3 +140,52 @@ def test_a_failed_warning_comes_back_within_its_two_minutes_not_after_the_queues
     with pytest.raises(Exception):  # noqa: B017
         invoke(api, {"Records": [third]})
     assert len(calls) == 1
+
+
+def _audit_of(interruption_id: str) -> list:
+    from chalicelib.tables import SystemEventTable
+
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    return [e for e in SystemEventTable.query(day) if e.event_type == "interruption"
+            and (e.metadata or {}).get("interruption_id") == interruption_id]
+
+
+@pytest.mark.parametrize("fails", ["the agent's count", "StartExecution", "the audit event"])
+def test_a_warning_redelivered_after_a_failure_past_its_claim_counts_and_audits_once(api, make_tenant, monkeypatch,
+                                                                                    fails):
+    """GIVEN a warning whose processing fails after its claim: the agent's ``interruption_count`` update
+    throttled, or StartExecution throttled (after the count), or the audit event's write throttled (after the
+    execution started) WHEN SQS delivers it again THEN the agent's count went up exactly once (before: a
+    throttled count was never made up, the redelivery being a duplicate) and the audit log holds one
+    "failover started" event for it (before: a lost audit write was never made up)."""
+    from tests.e2e.test_failover_leaks import agent_row
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    before = int(agent_row(client_id, agent_id).interruption_count or 0)
+    operation, code, when = {
+        "the agent's count": ("UpdateItem", "ProvisionedThroughputExceededException",
+                              lambda p: "agents" in p["TableName"] and "interruption_count" in json.dumps(p)),
+        "StartExecution": ("StartExecution", "ThrottlingException", lambda p: True),
+        "the audit event": ("PutItem", "ProvisionedThroughputExceededException",
+                            lambda p: "system-events" in p["TableName"] or "system_events" in p["TableName"]),
+    }[fails]
+    faults = [inject(monkeypatch, operation, code, when=when)]
+    if fails == "the agent's count":  # a plain update (before) or in a transaction (now): either is throttled once
+        faults.append(inject(monkeypatch, "TransactWriteItems", code, when=lambda p: (
+            "interruption_count" in json.dumps(p)) and not sum(len(f.hits) for f in faults)))
+    event = warning(primary)
+
+    with pytest.raises(Exception):  # noqa: B017 - every message failed: the whole batch comes back
+        invoke(api, sqs_event([event]))
+    assert sum(len(f.hits) for f in faults) == 1, "the injected fault did not fire"
+
+    assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}
+    [row] = events_of(client_id)
+    assert row.status == "handling" and len(executions_named(row.interruption_id)) == 1
+    assert int(agent_row(client_id, agent_id).interruption_count or 0) == before + 1
+    assert len(_audit_of(row.interruption_id)) == 1
+    # a third delivery (the stored result) changes nothing
+    assert invoke(api, sqs_event([event], receive_count=3)) == {"batchItemFailures": []}
+    assert int(agent_row(client_id, agent_id).interruption_count or 0) == before + 1
+    assert len(_audit_of(row.interruption_id)) == 1
+    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
