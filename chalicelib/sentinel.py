@@ -255,8 +255,15 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
         _count(existing, clock.now())
     elif existing is not None and existing.status == "detected":
         _rebalance(agent, existing, clock.now())  # failed after its claim (a throttle): finish it now, once
-    return {"action": "duplicate", "interruption_id": interruption_id,
-            "status": None if existing is None else existing.status}
+        existing = interruptions.get(agent.client_id, interruption_id) or existing
+    reply: dict[str, Any] = {"action": "duplicate", "interruption_id": interruption_id,
+                             "status": None if existing is None else existing.status}
+    if existing is not None and not _is_failover(existing):
+        # A recommendation reported again (the v4 agent reports each one twice; EventBridge too): what the
+        # first report decided, with the pool's risk, as a first answer carries them.
+        reply.update(risk_score=round(_pool_risk(agent), 4), replica_id=existing.replica_id,
+                     reason=f"recommendation already handled: {existing.response_action or existing.status}")
+    return reply
 
 
 def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str) -> None:

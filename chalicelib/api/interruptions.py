@@ -101,7 +101,9 @@ def create_emergency_replica(agent_id):
     """Legacy: a replica for an interruption signal (auto-switch agents only; 403 otherwise).
 
     Never a second one (legacy defect): an existing standby is returned (200). A termination notice
-    also goes through the sentinel, so the workflow promotes this replica.
+    also goes through the sentinel, so the workflow promotes this replica. A rebalance recommendation
+    (which the v4 agent reports here first, then to rebalance-recommendation) is the sentinel's signal
+    too: it pre-warms a standby only when the pool is risky, as for EventBridge's copy of the signal.
     """
     client_id, agent, body = agent_request(_request(), agent_id, EmergencyReplicaRequest)
     agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
@@ -113,27 +115,57 @@ def create_emergency_replica(agent_id):
         # EventBridge delivered the warning first: the workflow already replaces this instance, so a
         # standby launched now would only be a second instance to pay for.
         return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,
-                   "status": handled.status, "pool": None, "hourly_cost": None, "urgency": "critical",
+                   "status": handled.status, "pool": _pool(None), "hourly_cost": None, "urgency": "critical",
                    "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
                                 "status": handled.status}})
     if instance_id != agent.instance_id:
         # The agent left that instance (a switch that kept it: auto-terminate off, its v4 agent runs on): a
         # standby would replace nothing, and the sentinel ignores the signal too.
         return ok({"success": False, "created": False, "replica_id": None, "instance_id": None, "status": None,
-                   "pool": None, "hourly_cost": None, "urgency": "critical" if termination else "high",
+                   "pool": _pool(None), "hourly_cost": None, "urgency": "critical" if termination else "high",
                    "workflow": None, "error": "instance is no longer the agent's primary"})
-    replica, created = _standby_for(agent, now, termination)
-    workflow = None
     if termination:
+        replica, created = _standby_for(agent, now, termination)
         deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
         workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
                                           region=agent.region, deadline=deadline), now)
-    return ok({"success": True, "created": created, "replica_id": replica.replica_id,
-               "instance_id": replica.instance_id, "status": replica.status.value,
-               "pool": {"id": replica.pool_id, "az": replica.az},
-               "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
-               "urgency": "critical" if termination else "high", "workflow": workflow},
-              status=201 if created else 200)
+        answer = _replica_answer(replica, created, "critical", workflow)
+    else:
+        answer, created = _rebalance_standby(agent, instance_id, now)
+    return ok(answer, status=201 if created else 200)
+
+
+def _pool(replica) -> dict:
+    """The replica's pool as the legacy answer names it (``id``, ``name``, ``az``); nulls without a replica."""
+    pool_id = replica.pool_id if replica is not None else None
+    return {"id": pool_id, "name": pool_id, "az": replica.az if replica is not None else None}
+
+
+def _replica_answer(replica, created: bool, urgency: str, workflow) -> dict:
+    return {"success": True, "created": created, "replica_id": replica.replica_id,
+            "instance_id": replica.instance_id, "status": replica.status.value, "pool": _pool(replica),
+            "hourly_cost": None if replica.hourly_cost is None else float(replica.hourly_cost),
+            "urgency": urgency, "workflow": workflow}
+
+
+def _rebalance_standby(agent, instance_id: str, now) -> tuple[dict, bool]:
+    """A rebalance recommendation reported here goes through the sentinel, like EventBridge's copy and the
+    agent's own rebalance-recommendation call that follows: one claim, one interruption event, and a
+    standby pre-warmed only when the pool's risk calls for one (the legacy route launched one for every
+    recommendation). The answer is the standby the agent then has (201 when this call pre-warmed it, 200
+    for one that already existed), else ``success`` false with the sentinel's reason: (answer, created)."""
+    handled = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, now, SignalSource.AGENT,
+                                     region=agent.region), now)
+    current = agents.get(agent.client_id, agent.agent_id)
+    holder = current.current_replica_id if current is not None else None
+    replica = replica_repo.get(agent.agent_id, holder) if holder else None
+    if replica is None or not replica.active:
+        return {"success": False, "created": False, "replica_id": None, "instance_id": None, "status": None,
+                "pool": _pool(None), "hourly_cost": None, "urgency": "high", "workflow": handled,
+                "error": f"no standby: {handled.get('reason') or handled['action']}"}, False
+    # Pre-warmed by this call: the first report of the signal, or a retry that finished a throttled first one.
+    created = holder != agent.current_replica_id
+    return _replica_answer(replica, created, "high", handled), created
 
 
 def _standby_for(agent, now, termination: bool):

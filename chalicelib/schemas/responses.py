@@ -453,19 +453,23 @@ class WorkflowRef(Reply):
 
 
 class ReplicaPool(Reply):
+    """The legacy ``pool`` object: ``name`` is the pool id (the legacy agent logs it); nulls without a replica."""
+
     id: str | None
+    name: str | None
     az: str | None
 
 
 class EmergencyReplicaReply(Success):
     """201 when a standby was launched, 200 when the existing one (or the running failover's) is returned, or
-    (``success`` false, ``error``) when the instance is no longer the agent's primary."""
+    (``success`` false, ``error``) when there is none: the instance is no longer the agent's primary, or the
+    rebalance recommendation calls for no pre-warmed standby (``workflow`` is what the sentinel did)."""
 
     created: bool
     replica_id: str | None
     instance_id: str | None
     status: str | None
-    pool: ReplicaPool | None
+    pool: ReplicaPool
     hourly_cost: float | None
     urgency: Literal["critical", "high"]
     workflow: WorkflowRef | None

@@ -10,6 +10,7 @@ import json
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
+from chalicelib import sentinel
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from tests.api.test_ownership import BOUND
@@ -41,6 +42,8 @@ def test_a_standby_whose_zones_ec2_cannot_list_is_a_503_and_takes_no_slot(make_t
         method, path, body = "POST", f"/api/agents/{agent_id}/replicas", {"exclude_zones": ["us-east-1d"]}
     else:
         configure(client_id, agent_id, auto_switch_enabled=True)
+        # a risky pool (it has no price, so no scored row): the recommendation calls for a pre-warmed standby
+        monkeypatch.setattr(sentinel, "_pool_risk", lambda agent: 0.8)
         method, path, body = "POST", f"/api/agents/{agent_id}/create-emergency-replica", {
             "signal_type": "rebalance-recommendation"}
     fault = inject(monkeypatch, "DescribeAvailabilityZones", "RequestLimitExceeded", message="slow down")

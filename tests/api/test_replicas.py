@@ -615,7 +615,8 @@ def _auto_agent(make_tenant):
     return client_id, caller, agent_id
 
 
-def test_an_emergency_replica_whose_slot_frees_meanwhile_is_claimed_on_the_second_try(make_tenant, monkeypatch):
+def test_an_emergency_replica_whose_slot_frees_meanwhile_is_claimed_on_the_second_try(make_tenant, monkeypatch,
+                                                                                      failover_machine):
     # GIVEN an auto-switch agent whose first slot claim is refused by a holder that is gone when read
     from chalicelib import replicas
     from chalicelib.repositories.replicas import SlotTakenError
@@ -632,11 +633,14 @@ def test_an_emergency_replica_whose_slot_frees_meanwhile_is_claimed_on_the_secon
     monkeypatch.setattr(replicas, "start_standby", refused_once)
     # WHEN the legacy agent asks for an emergency replica
     status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
-                                {"signal_type": "rebalance-recommendation"})
+                                {"signal_type": "termination-notice"})
     # THEN the second claim creates it (no 500)
     assert status == 201, reply
     assert reply["created"] is True and len(tries) == 2
-    assert agent_row(client_id, agent_id).current_replica_id == reply["replica_id"]
+    assert reply["workflow"]["action"] == "failover_started", reply
+    # (the notice's failover promotes it: let it finish before the next test snapshots the tables)
+    assert wait_for(reply["workflow"]["execution_arn"])["status"] == "SUCCEEDED"
+    assert agent_row(client_id, agent_id).instance_id == replica_repo.get(agent_id, reply["replica_id"]).instance_id
 
 
 def test_an_emergency_replica_whose_slot_keeps_changing_hands_is_a_409(make_tenant, monkeypatch):
@@ -653,7 +657,7 @@ def test_an_emergency_replica_whose_slot_keeps_changing_hands_is_a_409(make_tena
     # WHEN it asks for an emergency replica
     before = snapshot_tables()
     status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica",
-                                {"signal_type": "rebalance-recommendation"})
+                                {"signal_type": "termination-notice"})
     # THEN a 409 the agent can retry, and nothing written
     assert_error(status, reply, 409, code="standby_slot_busy")
     assert agent_row(client_id, agent_id).current_replica_id is None

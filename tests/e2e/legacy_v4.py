@@ -7,8 +7,13 @@ seconds it sleeps; ``Sim`` runs them in simulated time order and moves the one c
 (``chalicelib.clock.now``) to each step's time. Nothing waits in real time except the caller's own
 ``wait_for`` on a Step Functions execution.
 
+IMDS signals are the test's to raise: ``termination_notice`` (spot/instance-action, checked every 5 s, handled
+once: create-emergency-replica, then termination-imminent; the agent stops on success) and
+``rebalance_notice`` (events/recommendations/rebalance, checked every 30 s: create-emergency-replica, then
+rebalance-recommendation, answers only logged; reported again after the signal clears and comes back).
+
 What the model does not do (the v4 agent does it against IMDS/EC2 only, never the server): mode
-detection, the rebalance check (no rebalance signal is raised in these tests), snapshots/AMIs.
+detection, snapshots/AMIs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ VERSION = "4.0.0"
 # v4's timers (s)
 HEARTBEAT_S, COMMANDS_S, CONFIG_S, PRICING_S = 30, 15, 60, 300
 TERMINATION_CHECK_S, REPLICA_POLL_S, CLEANUP_S, CLEANUP_FIRST_S = 5, 30, 3600, 60
+REBALANCE_CHECK_S = 30
 
 # Switch execution, worst case of v4's waiters: running 10 s × 30, terminated 15 s × 20.
 RUN_INSTANCES_S = 1
@@ -238,6 +244,9 @@ class V4Agent:
         self.enabled = True
         self.termination_notice: datetime | None = None  # IMDS spot/instance-action
         self.termination_handled = False
+        self.rebalance_notice: datetime | None = None  # IMDS events/recommendations/rebalance (noticeTime)
+        self.rebalance_reported = False
+        self.rebalance_reports: list[tuple[Call, Call]] = []  # (create-emergency-replica, rebalance-recommendation)
         self.polls: list[tuple[float, list[str]]] = []  # pending-commands answers: (t, command ids)
         self.executed: list[dict] = []  # commands this agent started executing
         self.skipped: list[dict] = []  # commands it ignored (no target_mode, unknown type)
@@ -279,7 +288,8 @@ class V4Agent:
         self.running = True
         sim = self.fleet.sim
         for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
-                              (self._pricing(), 0), (self._termination_check(), 0), (self._replica_poll(), 0),
+                              (self._pricing(), 0), (self._termination_check(), 0), (self._rebalance_check(), 0),
+                              (self._replica_poll(), 0),
                               (self._cleanup(), CLEANUP_FIRST_S)):
             sim.spawn(thread, at=sim.elapsed + first)
 
@@ -422,6 +432,24 @@ class V4Agent:
                     self.stop()
                     return
             yield TERMINATION_CHECK_S
+
+    def _rebalance_check(self) -> Thread:
+        """IMDS events/recommendations/rebalance every 30 s (spot only): a signal not yet reported is reported
+        with create-emergency-replica, then rebalance-recommendation (v4 only logs either answer; it acts on
+        neither). The flag resets when the signal clears, so a signal that comes back is reported again."""
+        while self.running:
+            if self.host.mode == "spot":
+                if self.rebalance_notice is None:
+                    self.rebalance_reported = False
+                elif not self.rebalance_reported:
+                    self.rebalance_reported = True
+                    h = self.host
+                    emergency = self.call("POST", f"{self.base}/create-emergency-replica",
+                                          {"signal_type": "rebalance-recommendation", "instance_id": h.instance_id})
+                    recommendation = self.call("POST", f"{self.base}/rebalance-recommendation",
+                                               {"instance_id": h.instance_id, "detected_at": iso(self.fleet.sim.now)})
+                    self.rebalance_reports.append((emergency, recommendation))
+            yield REBALANCE_CHECK_S
 
     def _replica_poll(self) -> Thread:
         """Every 30 s: launch an instance for each launching replica, PUT it syncing, wait, then ready."""
