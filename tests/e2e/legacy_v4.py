@@ -479,3 +479,35 @@ class V4Agent:
 def unique_type() -> str:
     """An instance type no other test uses, so its pools are the test's own."""
     return f"m5.t{uuid.uuid4().hex[:8]}xl"
+
+
+# The replays' us-east-1 market: its spot prices ($/h of their instance type).
+US = "us-east-1"
+US_PRICES = {"us-east-1a": 0.030, "us-east-1b": 0.034, "us-east-1c": 0.041, "us-east-1d": 0.047}
+
+
+def schedule(sim: Sim, api, name: str, *, first: float, period: float = 60) -> None:
+    """An ``@app.schedule`` job on its EventBridge rate, at the simulated time."""
+    from tests.conftest import invoke_schedule
+
+    sim.every(period, lambda: invoke_schedule(api, name, now=sim.now), first=first)
+
+
+def v4_on_us_spot(api, make_tenant, sim: Sim):
+    """A v4 agent on a real spot instance in us-east-1a, registered by t=20 with the health monitor and the replica
+    coordinator on their rates. Returns (client_id, caller, fleet, v4 agent, primary instance id, instance type)."""
+    import uuid
+
+    from tests.e2e.failover_support import launch_primary
+
+    client_id, caller = make_tenant()
+    itype = unique_type()
+    ec2 = MotoEc2(US)
+    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
+    primary = launch_primary(itype, "us-east-1a")
+    v4 = fleet.start_agent(ec2.host(primary), f"web-{uuid.uuid4().hex[:8]}")
+    schedule(sim, api, "health-monitor", first=7)
+    schedule(sim, api, "replica-coordinator", first=37)
+    sim.run_until(20)
+    assert v4.registration.status == 200, v4.registration.answer
+    return client_id, caller, fleet, v4, primary, itype

@@ -14,40 +14,24 @@ termination follows, and then it is the standby the failover promotes).
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
 
 import boto3
 import pytest
 
-from chalicelib import clock
 from chalicelib.repositories import interruptions
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.schemas.responses import EmergencyReplicaReply, SignalReply
 from chalicelib.settings import get_settings
 from chalicelib.tables import AgentTable
-from tests.conftest import invoke_schedule
-from tests.e2e.failover_support import deliver, launch_primary, rebalance, state_of, wait_for, warning
-from tests.e2e.legacy_v4 import BOOT_S, Call, Fleet, Market, MotoEc2, Sim, unique_type
+from tests.e2e.failover_support import deliver, rebalance, state_of, wait_for, warning
+from tests.e2e.legacy_v4 import BOOT_S, US, Call, schedule, v4_on_us_spot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
-US = "us-east-1"
-US_PRICES = {"us-east-1a": 0.030, "us-east-1b": 0.034, "us-east-1c": 0.041, "us-east-1d": 0.047}
 RISKY, SAFE = 0.8, 0.05  # the pre-warm threshold is 0.30
 
 
-@pytest.fixture
-def sim(monkeypatch):
-    """The simulated clock, starting now; every handler reads it."""
-    simulation = Sim(datetime.now(timezone.utc))
-    monkeypatch.setattr(clock, "now", lambda: simulation.now)
-    return simulation
-
-
-def schedule(sim: Sim, api, name: str, *, first: float, period: float = 60) -> None:
-    sim.every(period, lambda: invoke_schedule(api, name, now=sim.now), first=first)
 
 
 def brief(calls) -> list[tuple]:
@@ -58,16 +42,7 @@ def v4_on_spot(api, make_tenant, sim, *, risk: float):
     """A v4 agent (auto-switch on, the default) on a real spot instance in us-east-1a whose pool the server
     scores ``risk``, after its first pricing report; the health monitor and the replica coordinator run.
     Returns (client_id, caller, fleet, v4 agent, primary instance id)."""
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
-    primary = launch_primary(itype, "us-east-1a")
-    v4 = fleet.start_agent(ec2.host(primary), f"web-{uuid.uuid4().hex[:8]}")
-    schedule(sim, api, "health-monitor", first=7)
-    schedule(sim, api, "replica-coordinator", first=37)
-    sim.run_until(20)
-    assert v4.registration.status == 200, v4.registration.answer
+    client_id, caller, fleet, v4, primary, itype = v4_on_us_spot(api, make_tenant, sim)
     pool_repo.save_risk([(f"{itype}.us-east-1a", risk, "model", "test")], 3600, sim.now)
     return client_id, caller, fleet, v4, primary
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
 
 import boto3
 import pytest
 
-from chalicelib import bootstrap, clock, failover
+from chalicelib import bootstrap, failover
 from chalicelib.aws import ec2 as ec2_adapter
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
-from tests.conftest import invoke_schedule, new_instance_id
+from tests.conftest import new_instance_id
 from tests.e2e.failover_support import deliver, launch_primary, state_of, wait_for, warning
 from tests.e2e.legacy_v4 import (
     BOOT_S,
@@ -31,29 +30,19 @@ from tests.e2e.legacy_v4 import (
     Fleet,
     Host,
     Market,
+    US,
+    US_PRICES,
     MotoEc2,
-    Sim,
+    schedule,
     unique_type,
+    v4_on_us_spot,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
 EU = "eu-west-1"
-US = "us-east-1"
-US_PRICES = {"us-east-1a": 0.030, "us-east-1b": 0.034, "us-east-1c": 0.041, "us-east-1d": 0.047}
 
 
-@pytest.fixture
-def sim(monkeypatch):
-    """The simulated clock, starting now; every handler reads it."""
-    simulation = Sim(datetime.now(timezone.utc))
-    monkeypatch.setattr(clock, "now", lambda: simulation.now)
-    return simulation
-
-
-def schedule(sim: Sim, api, name: str, *, first: float, period: float = 60) -> None:
-    """An ``@app.schedule`` job on its EventBridge rate, at the simulated time."""
-    sim.every(period, lambda: invoke_schedule(api, name, now=sim.now), first=first)
 
 
 def agent_row(client_id: str, agent_id: str) -> AgentTable:
@@ -300,16 +289,7 @@ def test_b_when_eventbridge_delivers_the_notice_first_v4s_calls_launch_no_second
 
 def _manual_replica_agent(api, make_tenant, sim):
     """A v4 agent on a real spot instance (us-east-1a) whose client turns manual-replica mode on at t=20."""
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
-    primary = launch_primary(itype, "us-east-1a")
-    v4 = fleet.start_agent(ec2.host(primary), f"web-{uuid.uuid4().hex[:8]}")
-    schedule(sim, api, "health-monitor", first=7)
-    schedule(sim, api, "replica-coordinator", first=37)
-    sim.run_until(20)
-    assert v4.registration.status == 200, v4.registration.answer
+    client_id, caller, fleet, v4, primary, itype = v4_on_us_spot(api, make_tenant, sim)
     status, reply = caller.post(f"/api/client/agents/{v4.agent_id}/config", {"manual_replica_enabled": True})
     assert status == 200 and reply["manual_replica_enabled"] is True, reply
     return client_id, fleet, v4, primary, itype
