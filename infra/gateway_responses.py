@@ -39,7 +39,7 @@ from chalicelib.errors import (  # noqa: E402
     error_body,
     unknown_route,
 )
-from infra.throttling import ThrottlingError, api_gateway_stage, rest_api_id  # noqa: E402
+from infra.chalice_deployment import NotDeployed, api_gateway_stage, rest_api_id  # noqa: E402
 
 # The response types that keep API Gateway's own status (each covers several causes of that class).
 DEFAULT_TYPES = frozenset({"DEFAULT_4XX", "DEFAULT_5XX"})
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         api_id, api_stage = rest_api_id(args.stage, args.project), api_gateway_stage(args.stage, args.project)
-    except ThrottlingError as exc:  # the deployed API's id: throttling.py reads it for both
+    except NotDeployed as exc:
         print(f"gateway responses: {exc}", file=sys.stderr)
         return 1
     result = apply(boto3.client("apigateway", region_name=args.region), api_id, api_stage)

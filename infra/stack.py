@@ -59,7 +59,7 @@ from infra.naming import (
 )
 from infra.policies import API_HANDLER, deployed_function_name
 from infra.tables import create_tables
-from infra.throttling import api_gateway_stage
+from infra.chalice_deployment import api_gateway_stage
 from infra.work_queue import DECISIONS, SAVINGS, WorkQueue
 
 ROOT = Path(__file__).resolve().parents[1]

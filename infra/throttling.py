@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from chalicelib.settings import (  # noqa: E402
     SENTINEL_FUNCTION,
 )
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
+from infra.chalice_deployment import NotDeployed, api_gateway_stage, rest_api_id  # noqa: E402
 
 # Lambda keeps this many executions of the account unreserved: the account limit must be at least this plus
 # every deployed stage's RESERVED_CONCURRENCY (infra/README.md states the numbers; a test checks them).
@@ -66,25 +66,7 @@ API_STAGE_LIMITS = {"dev": StageLimits(rate_limit=20, burst_limit=40),
 
 
 class ThrottlingError(Exception):
-    """Nothing to throttle: the stage was not deployed by Chalice, or its limits are unknown."""
-
-
-def rest_api_id(stage: str, project: Path = ROOT) -> str:
-    """The REST API id ``chalice deploy`` recorded for the stage."""
-    path = project / ".chalice" / "deployed" / f"{stage}.json"
-    try:
-        resources = json.loads(path.read_text())["resources"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise ThrottlingError(f"cannot read {path} ({exc}): run `chalice deploy --stage {stage}` first") from exc
-    for resource in resources:
-        if resource.get("resource_type") == "rest_api" and resource.get("rest_api_id"):
-            return resource["rest_api_id"]
-    raise ThrottlingError(f"{path} has no rest_api resource")
-
-
-def api_gateway_stage(stage: str, project: Path = ROOT) -> str:
-    config = json.loads((project / ".chalice" / "config.json").read_text())
-    return config["stages"].get(stage, {}).get("api_gateway_stage") or config.get("api_gateway_stage", "api")
+    """Nothing to throttle: the stage's limits are unknown."""
 
 
 def patch_operations(limits: StageLimits) -> list[dict]:
@@ -111,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ThrottlingError(f"no API limits for stage {args.stage!r} (infra/throttling.py API_STAGE_LIMITS)")
         limits = API_STAGE_LIMITS[args.stage]
         api_id, api_stage = rest_api_id(args.stage, args.project), api_gateway_stage(args.stage, args.project)
-    except ThrottlingError as exc:
+    except (ThrottlingError, NotDeployed) as exc:
         print(f"throttling: {exc}", file=sys.stderr)
         return 1
     settings = apply(boto3.client("apigateway", region_name=args.region), api_id, api_stage, limits)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from chalicelib.api.common import RESPONSE_HEADERS
-from infra import gateway_responses, throttling
+from infra import chalice_deployment, gateway_responses, throttling
 from tests.infra.deployed_api import REGION, deployed_api, project
 from infra.policies import STAGES
 
@@ -47,7 +47,7 @@ def _headers(response: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_script_puts_every_gateway_response_and_deploys_them_to_the_stage(aws, tmp_path, stage, capsys):
-    api_stage = throttling.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
+    api_stage = chalice_deployment.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
     api = deployed_api(aws, api_stage)
     chalices = aws.get_stage(restApiId=api, stageName=api_stage)["deploymentId"]
     assert gateway_responses.main(["--stage", stage, "--region", REGION,

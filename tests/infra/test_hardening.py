@@ -141,7 +141,7 @@ def test_the_api_5xx_alarm_sees_only_this_stages_api_gateway_stage(resources):
     """Chalice names every stage's REST API after the app and REST metrics have no API id: without the Stage
     dimension (or with one API Gateway stage name for two stages), dev's 5xx would raise prod's alarm."""
     from infra.policies import STAGES
-    from infra.throttling import api_gateway_stage
+    from infra.chalice_deployment import api_gateway_stage
 
     (api,) = _metrics(_alarms(resources)[alarm_name(STAGE, "Api5xx")])
     assert sorted(api["Dimensions"], key=lambda d: d["Name"]) == [

@@ -219,7 +219,7 @@ def test_each_deployed_stage_deploys_its_api_to_an_api_gateway_stage_of_its_own(
     stage: Chalice names both stages' APIs after the app. Generated, so a shared `api` cannot come back."""
     from chalice.config import Config
 
-    from infra.throttling import api_gateway_stage
+    from infra.chalice_deployment import api_gateway_stage
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     deployed = {stage: Config(chalice_stage=stage, config_from_disk=config).api_gateway_stage for stage in STAGES}

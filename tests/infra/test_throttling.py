@@ -7,7 +7,7 @@ import json
 import pytest
 from chalice.config import Config
 
-from infra import throttling
+from infra import chalice_deployment, throttling
 from tests.infra.deployed_api import REGION, ROOT, deployed_api, project
 from infra.policies import FUNCTIONS, STAGES
 
@@ -15,7 +15,7 @@ from infra.policies import FUNCTIONS, STAGES
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_script_sets_the_stage_default_throttling(aws, tmp_path, stage, capsys):
-    api_stage = throttling.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
+    api_stage = chalice_deployment.api_gateway_stage(stage)  # the stage Chalice deploys to (.chalice/config.json)
     api = deployed_api(aws, api_stage)
     assert throttling.main(["--stage", stage, "--region", REGION,
                             "--project", str(project(tmp_path, api, stage))]) == 0
