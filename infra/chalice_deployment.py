@@ -6,6 +6,7 @@ The post-deploy steps (infra/throttling.py, infra/gateway_responses.py) change t
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -33,3 +34,12 @@ def api_gateway_stage(stage: str, project: Path = ROOT) -> str:
     """The API Gateway stage the stage's API is deployed to (``api_gateway_stage`` of .chalice/config.json)."""
     config = json.loads((project / ".chalice" / "config.json").read_text())
     return config["stages"].get(stage, {}).get("api_gateway_stage") or config.get("api_gateway_stage", "api")
+
+
+def post_deploy_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line every post-deploy step takes: ``--stage``, ``--region`` and the Chalice ``--project``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
+    parser.add_argument("--project", type=Path, default=ROOT, help="the Chalice project (default: this repo)")
+    return parser.parse_args(argv)

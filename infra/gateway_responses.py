@@ -19,7 +19,6 @@ same responses (its description carries their digest).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -39,7 +38,7 @@ from chalicelib.errors import (  # noqa: E402
     error_body,
     unknown_route,
 )
-from infra.chalice_deployment import NotDeployed, api_gateway_stage, rest_api_id  # noqa: E402
+from infra.chalice_deployment import NotDeployed, api_gateway_stage, post_deploy_args, rest_api_id  # noqa: E402
 
 # The response types that keep API Gateway's own status (each covers several causes of that class).
 DEFAULT_TYPES = frozenset({"DEFAULT_4XX", "DEFAULT_5XX"})
@@ -133,11 +132,7 @@ def apply(client, api_id: str, api_stage: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True)
-    parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
-    parser.add_argument("--project", type=Path, default=ROOT, help="the Chalice project (default: this repo)")
-    args = parser.parse_args(argv)
+    args = post_deploy_args(__doc__.splitlines()[0], argv)
     import boto3
 
     try:

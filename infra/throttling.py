@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from chalicelib.settings import (  # noqa: E402
     SENTINEL_FUNCTION,
 )
 from chalicelib.workflows import FAILOVER_TASKS  # noqa: E402
-from infra.chalice_deployment import NotDeployed, api_gateway_stage, rest_api_id  # noqa: E402
+from infra.chalice_deployment import NotDeployed, api_gateway_stage, post_deploy_args, rest_api_id  # noqa: E402
 
 # Lambda keeps this many executions of the account unreserved: the account limit must be at least this plus
 # every deployed stage's RESERVED_CONCURRENCY (infra/README.md states the numbers; a test checks them).
@@ -81,11 +80,7 @@ def apply(client, api_id: str, api_stage: str, limits: StageLimits) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True)
-    parser.add_argument("--region", help="defaults to AWS_REGION / AWS_DEFAULT_REGION")
-    parser.add_argument("--project", type=Path, default=ROOT, help="the Chalice project (default: this repo)")
-    args = parser.parse_args(argv)
+    args = post_deploy_args(__doc__.splitlines()[0], argv)
     import boto3
 
     try:
