@@ -608,13 +608,13 @@ def failed(state: State) -> State:
     cause = public_cause(error)
     logger.error("failover failed", extra={"interruption_id": state["interruption_id"], "error": error})
     if error.get("Error") == TrafficNotMoved.__name__:
-        return _traffic_not_moved(state, cause, now)
+        return _traffic_not_moved(state, cause)
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:
         return _failed_after_handover(state, cause, now)
     if _serving_replacement(state, _agent(state)) is not None:
         # Promoted, but the traffic never moved (a hand-over throttled past every retry): handover-failed too.
-        return _traffic_not_moved(state, cause, now)
+        return _traffic_not_moved(state, cause)
     # Closed first: a launch attempt still running (Step Functions stopped waiting for it) then launches
     # nothing (failover._still_needed), and what it launched before is closed and terminated here.
     at = _completed_at(state)
@@ -634,27 +634,30 @@ def failed(state: State) -> State:
     return {**state, "terminated_replacements": terminated}
 
 
-def _traffic_not_moved(state: State, cause: str, now: datetime) -> State:
+def _traffic_not_moved(state: State, cause: str) -> State:
     """The replacement is the primary (recorded, serving the agent) but the EIP/target group still points
     at the old instance: ``handover-failed``, the old instance kept, the client asked to move it."""
     replica = replica_repo.get(state["agent_id"], state["replica_id"]) if state.get("replica_id") else None
     new_instance = replica.instance_id if replica else state.get("new_instance_id")
     agent = _agent(state)
     kind = (agent.config.get("handover") if agent else None) or "none"
+    at = _completed_at(state)
     interruptions.update(state["client_id"], state["interruption_id"], status="failed", success=False,
-                         completed_at=now, response_action=HANDOVER_FAILED, handover=kind, error=cause,
+                         completed_at=at, response_action=HANDOVER_FAILED, handover=kind, error=cause,
                          replica_id=replica.replica_id if replica else None, new_instance_id=new_instance)
     message = (f"failover for {state['instance_id']}: the replacement {new_instance} is running and registered "
                f"as the primary, but the {kind} could not be moved to it ({cause}); move it manually. "
                f"{state['instance_id']} was not terminated.")
-    activity.notify(state["client_id"], "interruption_failed", message, now, severity="critical",
-                    agent_id=state["agent_id"])
-    activity.record_event("failover_handover_failed", message, now, severity="critical",
+    once = f"{state['interruption_id']}:handover-failed"
+    new = activity.notify(state["client_id"], "interruption_failed", message, at, severity="critical",
+                          agent_id=state["agent_id"], once=once) is not None
+    activity.record_event("failover_handover_failed", message, at, severity="critical",
                           client_id=state["client_id"], agent_id=state["agent_id"], instance_id=state["instance_id"],
-                          metadata={"interruption_id": state["interruption_id"]})
-    _publish("Spot Optimizer failover: traffic NOT moved", {**state, "cause": cause})
-    metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
-    publish_metrics()
+                          once=once, metadata={"interruption_id": state["interruption_id"]})
+    if new:  # a retried step (its first answer lost) neither pages nor counts twice
+        _publish("Spot Optimizer failover: traffic NOT moved", {**state, "cause": cause})
+        metrics.add_metric(name="FailoverFailed", unit=MetricUnit.Count, value=1)
+        publish_metrics()
     return {**state, "response_action": HANDOVER_FAILED}
 
 

@@ -26,7 +26,7 @@ from chalicelib.aws import ec2 as adapter
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable, InterruptionTable, NotificationTable, SystemEventTable
 from tests.conftest import aws_client
-from tests.e2e.failover_support import REGION, deliver, ec2, register_agent, wait_for, warning
+from tests.e2e.failover_support import REGION, configure, deliver, ec2, register_agent, wait_for, warning
 
 TIMEOUT_S = 3
 LIVE = ["pending", "running", "stopping", "stopped"]
@@ -329,3 +329,38 @@ def test_a_launch_that_loses_its_row_terminates_what_it_launched(make_tenant, mo
         assert kept.instance_id == other.instance_id
         assert live_ours(client_id) == [other.instance_id]
     assert len(ever_launched(client_id)) == 3  # the later launches happened, and did not survive
+
+
+def test_a_retried_handover_failure_recorder_pages_once(api, make_tenant, slow_machine, monkeypatch):
+    """GIVEN an EIP that cannot move to the promoted replacement, and the failure recorder's first answer lost
+    WHEN the workflow runs
+    THEN the retried recorder finds its own records: one handover-failed event, one notification, one audit entry,
+    one SNS page."""
+    from chalicelib.aws import sns
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
+    ec2().associate_address(AllocationId=alloc, InstanceId=primary)
+    configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+
+    def refused(region, allocation_id, instance_id, **_):
+        raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: " + allocation_id)
+
+    monkeypatch.setattr(adapter, "move_eip", refused)
+    pages = []
+    monkeypatch.setattr(sns, "publish", lambda subject, message: pages.append(subject))
+    stalls = Stalls(monkeypatch, client_id, lambda name, payload, before: "answer lost" if (
+        name == "failover-failed" and not before) else None)
+
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"], timeout=120)
+    stalls.finish_late_attempts()
+
+    assert described["status"] == "FAILED"
+    assert [n for n, _, _ in stalls.seen] == ["failover-failed"]
+    assert "States.Timeout" in history_errors(result["execution_arn"])
+    event = only_event(client_id)
+    assert (event.status, event.response_action) == ("failed", "handover-failed")
+    assert notifications(client_id) == ["interruption_failed"]
+    assert len(audit(client_id, "failover_handover_failed")) == 1
+    assert [p for p in pages if "traffic NOT moved" in p] == ["Spot Optimizer failover: traffic NOT moved"]
