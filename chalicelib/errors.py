@@ -27,6 +27,7 @@ from components.command_tracker.errors import (
     CommandNotFoundError,
     IllegalTransitionError,
 )
+from chalicelib.repositories.dynamo import cancellation_codes
 from components.errors import DomainError, ValidationError
 
 THROTTLING_CODES = frozenset(
@@ -179,16 +180,9 @@ def _client_error_code(exc: BaseException) -> str | None:
 
 
 def cancellation_reasons(exc: BaseException) -> list[str]:
-    """The reasons DynamoDB gave for cancelling a transaction (``TransactionCanceledException``), one per item
-    that failed (items that were fine are left out); [] for any other error."""
-    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
-    if not isinstance(cause, ClientError) or cause.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return []
-    reasons = getattr(cause, "cancellation_reasons", None)  # pynamodb's VerboseClientError parses them
-    if reasons is not None:
-        return [r.code for r in reasons if r is not None and r.code]
-    return [r.get("Code") for r in cause.response.get("CancellationReasons", [])
-            if r.get("Code") and r.get("Code") != "None"]
+    """The reasons DynamoDB gave for cancelling a transaction, one per item that failed (items that were fine
+    are left out); [] for any other error."""
+    return [code for code in cancellation_codes(exc) if code]
 
 
 def transient_cancellation(exc: BaseException) -> bool:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 
+from botocore.exceptions import ClientError
 from pynamodb.connection import Connection
-from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, TransactWriteError
+from pynamodb.exceptions import DeleteError, PutError, PynamoDBException
 
 from chalicelib.tables.base import region
 
@@ -45,9 +46,19 @@ def delete_each(rows, condition, budget: int) -> int:
     return deleted
 
 
-def cancellation_codes(exc: TransactWriteError) -> list[str | None]:
-    """Per-item reasons of a cancelled transaction (``ConditionalCheckFailed`` or None)."""
-    return [r.code if r else None for r in (exc.cancellation_reasons or [])]
+def cancellation_codes(exc: BaseException) -> list[str | None]:
+    """Per-item reasons DynamoDB gave for cancelling a transaction (``TransactionCanceledException``), in the
+    transaction's item order: a code (``ConditionalCheckFailed``, ``TransactionConflict``, ``ThrottlingError``…)
+    or None for an item that was fine; [] for any other error. The one reading of that answer: pynamodb's parsed
+    reasons, or the raw ``CancellationReasons`` of a botocore error that reached us unwrapped."""
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    if not isinstance(cause, ClientError) or cause.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    parsed = getattr(cause, "cancellation_reasons", None)  # pynamodb's VerboseClientError
+    if parsed is not None:
+        return [r.code if r is not None and r.code else None for r in parsed]
+    return [r.get("Code") if r.get("Code") not in (None, "None") else None
+            for r in cause.response.get("CancellationReasons", [])]
 
 
 @cache
