@@ -117,7 +117,7 @@ def observe_refusal(command: Command, error_code: str, now: datetime) -> bool:
         CapacityObservation(command.target_pool_id, ObservationKind.LAUNCH_REFUSED, at.timestamp(),
                             code=error_code, source="agent"),
         event_id=f"command:{command.agent_id}:{command.command_id}", client_id=command.client_id,
-        agent_id=command.agent_id, instance_id=command.instance_id)
+        agent_id=command.agent_id, instance_id=command.instance_id, reported=True)
 
 
 def extend(agent, command_id: str, now: datetime) -> Command:

@@ -89,7 +89,7 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     horizon = get_settings().risk_horizon_s
     options = []
     pools = [p for t in agent.runnable_types for p in pool_repo.pools_of_type(agent.region or "", t)]
-    blocked = observations.backoff([p.pool_id for p in pools], now)
+    blocked = observations.backoff([p.pool_id for p in pools], now, viewer=agent.client_id)
     for pool in pools:
         fresh = (pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
                  and pool.price is not None and pool.price_visible_to(agent.client_id))
@@ -221,7 +221,7 @@ def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str |
 
     try:
         pools = [p.pool_id for p in pool_repo.pools_of_type(agent.region or "", agent.instance_type or "")]
-        blocked = observations.backoff([p for p in pools if p != pool_id], now)
+        blocked = observations.backoff([p for p in pools if p != pool_id], now, viewer=agent.client_id)
         skipped = "; ".join(f"{p} in back-off until {until.strftime('%Y-%m-%dT%H:%M:%SZ')}"
                             for p, until in sorted(blocked.items()))
         reason = f"standby placed in {pool_id} ({why})" + (f"; {skipped}" if skipped else "")

@@ -55,7 +55,8 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
     excluded = {agent.current_pool_id, *exclude} - {None}
     options, _ = decisions.market(agent, now)
     open_options = [o for o in options if o.pool_id not in excluded]
-    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now)
+    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now,
+                                   viewer=agent.client_id)
     ranked = rank_pools(open_options, excluded, risk_ceiling=RISK_CEILING, blocked=blocked)
     if ranked:
         return [Placement(o.pool_id, parse_pool_id(o.pool_id)[1], Decimal(str(o.price)),
@@ -64,7 +65,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
                 for o in ranked[:limit]]
     zones = {make_pool_id(agent.instance_type, z): z for z in ec2.availability_zones(agent.region, account=tenancy.for_agent(agent))}
     zones = {p: z for p, z in zones.items() if p not in excluded}
-    blocked = observations.backoff(zones, now)
+    blocked = observations.backoff(zones, now, viewer=agent.client_id)
     return [Placement(p, z, None, "no prices reported yet: another availability zone")
             for p, z in zones.items() if p not in blocked][:limit]
 

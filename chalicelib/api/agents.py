@@ -512,7 +512,7 @@ def switch_report(agent_id):
         observations.record(CapacityObservation(new_pool, ObservationKind.LAUNCH_SUCCEEDED, launched.timestamp(),
                                                 source="agent"),
                             event_id=f"switch:{switch_id}", client_id=client_id, agent_id=agent.agent_id,
-                            instance_id=new.instance_id)
+                            instance_id=new.instance_id, reported=True)
     if created and impact.hourly_savings is not None:
         activity.notify(client_id, "switch",
                         f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "

@@ -183,7 +183,8 @@ def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) 
         affordable = [o for o in options if o.price is not None and o.price <= body.max_hourly_cost]
         best = choose_pool(affordable, {agent.current_pool_id, *excluded} - {None},
                            risk_ceiling=replicas.RISK_CEILING,
-                           blocked=observations.backoff([o.pool_id for o in affordable], now))
+                           blocked=observations.backoff([o.pool_id for o in affordable], now,
+                                                        viewer=agent.client_id))
         if best is None:
             raise ConflictError("no other pool with a fresh price at most max_hourly_cost (outside capacity "
                                 "back-off)", field="max_hourly_cost",

@@ -56,7 +56,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
-    blocked = observations.backoff(unlaunched, now) if unlaunched else {}
+    blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched else {}
     for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now,
                               blocked_pools=blocked):
         replica = by_id.get(step.replica_id)
@@ -138,7 +138,7 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
     if not plan.go:
         logger.info("staying on on-demand", extra={"agent_id": agent.agent_id, "reason": plan.reason})
         done["ondemand_stays"] += 1
-        if plan.replace_in and not observations.backoff([replica.pool_id], now):
+        if plan.replace_in and not observations.backoff([replica.pool_id], now, viewer=fresh.client_id):
             done.update(_replace_standby(fresh, replica, plan, now))  # a back-off passes: that one waits
         return done
     result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=fresh.instance_id, detected_at=now,

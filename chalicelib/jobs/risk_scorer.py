@@ -101,7 +101,7 @@ def run(now: datetime) -> dict:
                        "less often than every run (raise RISK_SCORER_MAX_POOLS)", extra={"cap": cap})
     held = record_held(now, [p.pool_id for p in pools], lap_runs)
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
-                                  limit=1000)
+                                  limit=1000, viewer=observations.FLEET)  # scores every tenant sees: no reports
     region_of = {p.pool_id: p.region for p in pools}
     scores, vectors, counts = [], [], defaultdict(int)
     for pool in pools:

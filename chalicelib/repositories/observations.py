@@ -29,6 +29,8 @@ KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # most a few hours apart; a week of history holds every streak that can still be open.
 BACKOFF_LOOKBACK = timedelta(days=7)
 MAX_PER_POOL = 200  # newest observations read per pool and query: bounded reads however busy a pool is
+# ``viewer`` of a fleet-wide reader (the risk scorer): no client's reports, only what the product saw itself.
+FLEET = ""
 
 
 def _utc(at: float) -> datetime:
@@ -47,9 +49,13 @@ def at_of(when: datetime) -> float:
 
 
 def record(obs: CapacityObservation, *, event_id: str, client_id: str | None = None,
-           agent_id: str | None = None, instance_id: str | None = None) -> bool:
+           agent_id: str | None = None, instance_id: str | None = None, reported: bool = False) -> bool:
     """Store one observation once; True when written, False when it was already there or the write
     failed (logged: recording what we saw never fails the operation that saw it).
+
+    ``reported``: an agent's claim (a command result, a switch report), not something the product saw: it
+    counts for ``client_id``'s placements only (``for_pools``' ``viewer``), as an agent's price does, so one
+    tenant cannot put pools in back-off (or out of it) for the others, nor raise the fleet's risk scores.
 
     ``event_id`` must come from the source event (EventBridge id, command id, replica id ...) and
     ``obs.at`` from the event or a set-once timestamp, so a redelivery writes the same key again.
@@ -60,6 +66,7 @@ def record(obs: CapacityObservation, *, event_id: str, client_id: str | None = N
         obs.pool_id, observation_key(at, obs.kind, event_id), kind=obs.kind.value, at=at,
         value=obs.value, code=obs.code, source=obs.source or "unknown", event_id=event_id,
         client_id=client_id, agent_id=agent_id, instance_id=instance_id, recorded_at=now,
+        reported_by=client_id if reported else None,
         expires_at=at + timedelta(days=get_settings().observation_retention_days))
     try:
         row.save(condition=ObservationTable.observation_key.does_not_exist())
@@ -87,28 +94,33 @@ def _observation(row: ObservationTable) -> CapacityObservation:
 
 
 def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None = None, *,
-              limit: int = MAX_PER_POOL) -> dict[str, list[CapacityObservation]]:
+              limit: int = MAX_PER_POOL, viewer: str | None = None) -> dict[str, list[CapacityObservation]]:
     """Each pool's observations in ``[since, until]``, oldest first: one Query per pool, at most the
-    newest ``limit`` of each. Pools without any are present with an empty list."""
+    newest ``limit`` of each. Pools without any are present with an empty list.
+
+    ``viewer``: the client whose placement reads them (its own agents' reports count, other clients' do not),
+    ``FLEET`` for a fleet-wide reader (no reports at all), None for every row (tests, diagnostics)."""
     lower = since.astimezone(UTC).strftime(KEY_TIME)
     upper = (until.astimezone(UTC).strftime(KEY_TIME) if until else "9999") + "#~"  # '~' sorts after kinds
     out: dict[str, list[CapacityObservation]] = {}
     for pool_id in dict.fromkeys(p for p in pool_ids if p):
         rows = ObservationTable.query(pool_id, ObservationTable.observation_key.between(lower, upper),
                                       scan_index_forward=False, limit=limit)
-        out[pool_id] = [_observation(r) for r in reversed(list(rows))]
+        out[pool_id] = [_observation(r) for r in reversed(list(rows))
+                        if viewer is None or r.reported_by is None or r.reported_by == viewer]
     return out
 
 
-def backoff(pool_ids: Iterable[str], now: datetime) -> dict[str, datetime]:
-    """Pools in capacity back-off at ``now``, each with the time it may be tried again.
+def backoff(pool_ids: Iterable[str], now: datetime, *, viewer: str | None = None) -> dict[str, datetime]:
+    """Pools in capacity back-off at ``now`` for ``viewer``'s placements (``for_pools``), each with the time it
+    may be tried again.
 
     The decision cycle, the failover planner and the coordinator skip these pools (``DEFAULT_BACKOFF``, one
     policy for every placement). A read failure blocks nothing (logged): back-off is an
     optimisation, never a reason to refuse a launch.
     """
     try:
-        history = for_pools(pool_ids, now - BACKOFF_LOOKBACK, now)
+        history = for_pools(pool_ids, now - BACKOFF_LOOKBACK, now, viewer=viewer)
     except (PynamoDBException, OSError) as exc:
         logger.warning("capacity back-off not read", extra={"error": str(exc)})
         return {}

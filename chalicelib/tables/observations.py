@@ -31,5 +31,6 @@ class ObservationTable(Model):
     client_id = OptionalText()
     agent_id = OptionalText()
     instance_id = OptionalText()
+    reported_by = OptionalText()  # the client whose agent claimed it (a report, not our own sighting): its evidence only
     recorded_at = UTCDateTimeAttribute()
     expires_at = TTLAttribute()
