@@ -242,17 +242,36 @@ def test_when_on_demand_cannot_launch_either_the_interruption_is_recorded_failed
     assert all(not r.active for r in replica_repo.for_agent(agent_id))
 
 
-def test_a_retried_failure_recorder_records_and_notifies_once(api, make_tenant, slow_machine, monkeypatch):
-    """GIVEN no spot pool and no on-demand capacity, and the failure recorder's first answer lost
+@pytest.mark.parametrize("what_fails", ["every launch", "the hand-over"])
+def test_a_retried_failure_recorder_records_notifies_and_pages_once(api, make_tenant, slow_machine, monkeypatch,
+                                                                    what_fails):
+    """GIVEN no spot pool and no on-demand capacity (or an EIP that cannot move to the promoted replacement), and
+    the failure recorder's first answer lost
     WHEN the workflow runs
-    THEN the retried recorder finds its own records: one failed event, one notification, one audit entry."""
+    THEN the retried recorder finds its own records: one failed event, one notification, one audit entry, one page."""
+    from chalicelib.aws import sns
+
     client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    if what_fails == "every launch":
+        def refused(spec):
+            raise adapter.CapacityUnavailable("RunInstances: InsufficientInstanceCapacity: none",
+                                              "InsufficientInstanceCapacity")
 
-    def refused(spec):
-        raise adapter.CapacityUnavailable("RunInstances: InsufficientInstanceCapacity: none",
-                                          "InsufficientInstanceCapacity")
+        monkeypatch.setattr(adapter, "launch", refused)
+        outcome, audited, page = None, "failover_failed", "Spot Optimizer failover FAILED"
+    else:
+        alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
+        ec2().associate_address(AllocationId=alloc, InstanceId=primary)
+        configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
 
-    monkeypatch.setattr(adapter, "launch", refused)
+        def refused(region, allocation_id, instance_id, **_):
+            raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: " + allocation_id)
+
+        monkeypatch.setattr(adapter, "move_eip", refused)
+        outcome, audited, page = ("failed", "handover-failed"), "failover_handover_failed", \
+            "Spot Optimizer failover: traffic NOT moved"
+    pages = []
+    monkeypatch.setattr(sns, "publish", lambda subject, message: pages.append(subject))
     stalls = Stalls(monkeypatch, client_id, lambda name, payload, before: "answer lost" if (
         name == "failover-failed" and not before) else None)
 
@@ -265,9 +284,12 @@ def test_a_retried_failure_recorder_records_and_notifies_once(api, make_tenant, 
     assert "States.Timeout" in history_errors(result["execution_arn"])
     event = only_event(client_id)
     assert (event.status, event.success) == ("failed", False)
+    assert outcome is None or event.response_action == outcome[1]
     assert notifications(client_id) == ["interruption_failed"]
-    assert len(audit(client_id, "failover_failed")) == 1
-    assert live_ours(client_id) == []
+    assert len(audit(client_id, audited)) == 1
+    assert pages == [page]
+    if what_fails == "every launch":
+        assert live_ours(client_id) == []
 
 
 def test_a_plan_slower_than_its_timeout_is_retried_and_its_late_run_rewrites_nothing(
@@ -330,37 +352,3 @@ def test_a_launch_that_loses_its_row_terminates_what_it_launched(make_tenant, mo
         assert live_ours(client_id) == [other.instance_id]
     assert len(ever_launched(client_id)) == 3  # the later launches happened, and did not survive
 
-
-def test_a_retried_handover_failure_recorder_pages_once(api, make_tenant, slow_machine, monkeypatch):
-    """GIVEN an EIP that cannot move to the promoted replacement, and the failure recorder's first answer lost
-    WHEN the workflow runs
-    THEN the retried recorder finds its own records: one handover-failed event, one notification, one audit entry,
-    one SNS page."""
-    from chalicelib.aws import sns
-
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
-    ec2().associate_address(AllocationId=alloc, InstanceId=primary)
-    configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
-
-    def refused(region, allocation_id, instance_id, **_):
-        raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: " + allocation_id)
-
-    monkeypatch.setattr(adapter, "move_eip", refused)
-    pages = []
-    monkeypatch.setattr(sns, "publish", lambda subject, message: pages.append(subject))
-    stalls = Stalls(monkeypatch, client_id, lambda name, payload, before: "answer lost" if (
-        name == "failover-failed" and not before) else None)
-
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    described = wait_for(result["execution_arn"], timeout=120)
-    stalls.finish_late_attempts()
-
-    assert described["status"] == "FAILED"
-    assert [n for n, _, _ in stalls.seen] == ["failover-failed"]
-    assert "States.Timeout" in history_errors(result["execution_arn"])
-    event = only_event(client_id)
-    assert (event.status, event.response_action) == ("failed", "handover-failed")
-    assert notifications(client_id) == ["interruption_failed"]
-    assert len(audit(client_id, "failover_handover_failed")) == 1
-    assert [p for p in pages if "traffic NOT moved" in p] == ["Spot Optimizer failover: traffic NOT moved"]
