@@ -258,7 +258,7 @@ def test_a_retried_failure_recorder_records_notifies_and_pages_once(api, make_te
                                               "InsufficientInstanceCapacity")
 
         monkeypatch.setattr(adapter, "launch", refused)
-        outcome, audited, page = None, "failover_failed", "Spot Optimizer failover FAILED"
+        action, audited, page = None, "failover_failed", "Spot Optimizer failover FAILED"
     else:
         alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
         ec2().associate_address(AllocationId=alloc, InstanceId=primary)
@@ -268,7 +268,7 @@ def test_a_retried_failure_recorder_records_notifies_and_pages_once(api, make_te
             raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: " + allocation_id)
 
         monkeypatch.setattr(adapter, "move_eip", refused)
-        outcome, audited, page = ("failed", "handover-failed"), "failover_handover_failed", \
+        action, audited, page = "handover-failed", "failover_handover_failed", \
             "Spot Optimizer failover: traffic NOT moved"
     pages = []
     monkeypatch.setattr(sns, "publish", lambda subject, message: pages.append(subject))
@@ -284,7 +284,7 @@ def test_a_retried_failure_recorder_records_notifies_and_pages_once(api, make_te
     assert "States.Timeout" in history_errors(result["execution_arn"])
     event = only_event(client_id)
     assert (event.status, event.success) == ("failed", False)
-    assert outcome is None or event.response_action == outcome[1]
+    assert action is None or event.response_action == action
     assert notifications(client_id) == ["interruption_failed"]
     assert len(audit(client_id, audited)) == 1
     assert pages == [page]
