@@ -207,6 +207,11 @@ def heartbeat(agent_id):
     commands = []
     if body.status == "online" and updated.config.get("enabled", True):
         commands = command_queue.deliver_to(updated, now, instance_id=body.instance_id)
+    if updated.kept_agent_runs(now) and not agent.kept_agent_runs(now):
+        activity.notify(client_id, "commands_held",
+                        f"the agent on {updated.kept_agent_instance_id}, which {agent.logical_agent_id} left and kept "
+                        f"running, still runs: commands polled without an instance id are held until it stops",
+                        now, severity="warning", agent_id=agent.agent_id)
     if agent.status != updated.status and "offline" in (agent.status, updated.status):
         activity.notify(client_id, "agent_status",
                         f"agent {agent.logical_agent_id} is now {updated.status}", now,
@@ -226,6 +231,10 @@ def pending_commands(agent_id):
     """Commands to execute, highest priority first; each delivery takes (or keeps) a lease.
 
     ``?instance_id=`` names the caller's instance (legacy agents send none: the agent's current one).
+    While an agent on an instance the agent left still runs (a switch or promotion under auto-terminate off
+    keeps the old instance and its v4 agent, which polls with the same agent id), a poll that names no
+    instance may be that one's, which would run the command on the wrong host: it gets nothing (``held``)
+    until the kept agent has been silent for ``KEPT_AGENT_HEARD_WITHIN``.
 
     An agent with nothing to deliver (its row counts no active command, or commands are disabled) is
     answered after one transaction: the gate's admission and a check of the agent row.
@@ -238,9 +247,13 @@ def pending_commands(agent_id):
     client_id, agent, _ = agent_request(request, agent_id)
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
+    now = utcnow()
+    if caller is None and agent.kept_agent_runs(now):
+        return ok({"commands": [], "held": f"an agent still runs on {agent.kept_agent_instance_id}, which this "
+                                           f"agent left: name the polling instance (?instance_id=)"})
     commands = []
     if agent.config.get("enabled", True):
-        commands = command_queue.deliver_to(agent, utcnow(), instance_id=caller)
+        commands = command_queue.deliver_to(agent, now, instance_id=caller)
     return ok({"commands": [command_view(c) for c in commands]})
 
 

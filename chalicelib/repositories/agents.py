@@ -35,6 +35,8 @@ LIVE_STATUSES = frozenset({AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value}
 # After its switch report a legacy v4 agent posts the command's result, ends its threads (5 s each, 30 s per
 # call) and sends its final heartbeat: a few minutes at most.
 RETIRED_AGENT_STOPS_WITHIN = timedelta(minutes=10)
+# A v4 agent heartbeats every 30 s: an agent on a left instance not heard from for four beats has stopped.
+KEPT_AGENT_HEARD_WITHIN = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class AgentRecord:
     by_retired_credential: bool = False  # authenticated by the retired credential (chalicelib.auth)
     client_suspended: bool = False
     active_commands: int | None = None  # pending + executing commands; None = not counted yet (read the queue)
+    kept_agent_seen_at: datetime | None = None
+    kept_agent_instance_id: str | None = None
+
+    def kept_agent_runs(self, now: datetime) -> bool:
+        """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
+        instance may be that agent's."""
+        return self.kept_agent_seen_at is not None and now - self.kept_agent_seen_at <= KEPT_AGENT_HEARD_WITHIN
 
     @property
     def runnable_types(self) -> tuple[str, ...]:
@@ -117,6 +126,7 @@ def _record(row: AgentTable) -> AgentRecord:
         retired_credential_instance_id=row.retired_credential_instance_id,
         client_suspended=bool(row.client_suspended),
         active_commands=None if row.active_commands is None else int(row.active_commands),
+        kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
     )
 
 
@@ -330,6 +340,8 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
                                 or _left_by_switch(agent, row)):
             # The agent left that instance: what runs there no longer speaks for the agent (a legacy
             # agent's final "offline" heartbeat after its switch must not flap the agent offline).
+            if row.agent_id == agent.agent_id and status != AgentStatus.OFFLINE.value:
+                return _kept_agent_heard(agent, instance_id, now)
             return agent
     actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
@@ -351,6 +363,19 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             current = get(agent.client_id, agent.agent_id)
             if patch and current is not None and current.instance_id != agent.instance_id:
                 raise _InstanceMoved from exc
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
+    return _record(row)
+
+
+def _kept_agent_heard(agent: AgentRecord, instance_id: str, now: datetime) -> AgentRecord:
+    """Remember that an agent still runs on ``instance_id``, an instance this agent left (``kept_agent_runs``)."""
+    row = AgentTable(agent.client_id, agent.agent_id)
+    try:
+        row.update(actions=[AgentTable.kept_agent_seen_at.set(now), AgentTable.kept_agent_instance_id.set(instance_id)],
+                   condition=AgentTable.agent_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)

@@ -141,6 +141,10 @@ class AgentTable(Model):
     # each command's enqueue and finish): 0 lets a heartbeat or poll skip the queue Query. Missing (rows from
     # before the counter) = unknown: the queue is read, and set to 0 once it is seen empty.
     active_commands = NumberAttribute(null=True)
+    # The last heartbeat naming an instance the agent left that still runs (a switch or promotion under
+    # auto-terminate off), and that instance: a v4 agent there polls pending-commands naming no instance.
+    kept_agent_seen_at = UTCDateTimeAttribute(null=True)
+    kept_agent_instance_id = OptionalText()
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

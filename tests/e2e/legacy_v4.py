@@ -48,7 +48,13 @@ Thread = Iterator[float]
 
 
 def iso(value: datetime) -> str:
+    """IMDS's form (``spot/instance-action`` ``time``)."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def v4_time(value: datetime) -> str:
+    """v4's own timestamps: ``datetime.now(timezone.utc).isoformat()``, microseconds and ``+00:00``."""
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Sim:
@@ -294,12 +300,13 @@ class V4Agent:
             sim.spawn(thread, at=sim.elapsed + first)
 
     def stop(self) -> None:
-        """The agent stops itself: threads end, then the final heartbeat says offline (#2)."""
+        """The agent stops itself: threads end, then the final heartbeat says offline (#2), bare: v4's
+        shutdown sends ``send_heartbeat(agent_id, 'offline', [])`` without the instance fields."""
         if not self.running:
             return
         self.running = False
         self.stopped_at = self.fleet.sim.elapsed
-        self.heartbeat("offline")
+        self.answer("POST", f"{self.base}/heartbeat", {"status": "offline", "monitored_instances": []})
 
     # --- threads ----------------------------------------------------------------------------------
 
@@ -325,13 +332,16 @@ class V4Agent:
         h, market = self.host, self.fleet.market
         pools = [{"pool_id": f"{h.instance_type}.{az}", "instance_type": h.instance_type, "az": az,
                   "price": price} for az, price in sorted(market.spot.items())]
-        cheapest = min(pools, key=lambda p: p["price"])
+        # v4 names its pool, its spot price and the cheapest pool only on spot (null on on-demand)
+        spot = h.mode == "spot" and bool(pools)
+        cheapest = min(pools, key=lambda p: p["price"]) if spot else None
         return {"instance": {"instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region,
                              "az": h.az, "mode": h.mode, "pool_id": h.pool_id},
                 "pricing": {"on_demand_price": market.on_demand,
-                            "current_spot_price": market.spot.get(h.az) if h.mode == "spot" else None,
-                            "cheapest_pool": {"pool_id": cheapest["pool_id"], "price": cheapest["price"]},
-                            "spot_pools": pools, "collected_at": iso(self.fleet.sim.now)}}
+                            "current_spot_price": market.spot.get(h.az) if spot else None,
+                            "cheapest_pool": {"pool_id": cheapest["pool_id"], "price": cheapest["price"]}
+                            if cheapest else None,
+                            "spot_pools": pools, "collected_at": v4_time(self.fleet.sim.now)}}
 
     def _pricing(self) -> Thread:
         while self.running:
@@ -340,32 +350,33 @@ class V4Agent:
 
     def _cleanup(self) -> Thread:
         while self.running:
-            cutoff = iso(self.fleet.sim.now)
+            now = self.fleet.sim.now
             self.answer("POST", f"{self.base}/cleanup-report", {
-                "timestamp": iso(self.fleet.sim.now),
-                "snapshots": {"deleted": [], "failed": [], "cutoff_date": cutoff},
-                "amis": {"deleted_amis": [], "deleted_snapshots": [], "failed": [], "cutoff_date": cutoff}})
+                "timestamp": v4_time(now),
+                "snapshots": {"type": "snapshots", "deleted": [], "failed": [],
+                              "cutoff_date": v4_time(now - timedelta(days=7))},
+                "amis": {"type": "amis", "deleted_amis": [], "deleted_snapshots": [], "failed": [],
+                         "cutoff_date": v4_time(now - timedelta(days=30))}})
             yield CLEANUP_S
 
     def _commands(self) -> Thread:
-        """Every 15 s when enabled: execute only the first command returned (the thread blocks meanwhile)."""
+        """Every 15 s when enabled: execute the first command it can run (the thread blocks meanwhile); v4
+        passes over a command without ``id`` or (a switch) without ``target_mode``."""
         while self.running:
             if self.enabled:
                 answer = self.answer("GET", f"{self.base}/pending-commands")
                 commands = answer if isinstance(answer, list) else (answer or {}).get("commands", [])
                 self.polls.append((self.fleet.sim.elapsed, [c.get("id") for c in commands]))
-                if commands:
-                    yield from self._execute(commands[0])
+                for command in commands:
+                    kind = command.get("command_type", "switch")
+                    if not command.get("id") or kind == "create_replica" or not command.get("target_mode"):
+                        self.skipped.append(command)  # create_replica: the product never sends it (not modelled)
+                        continue
+                    self.executed.append(command)
+                    yield from self._switch(command)
+                    break
             if self.running:
                 yield COMMANDS_S
-
-    def _execute(self, command: dict) -> Thread:
-        kind = command.get("command_type") or "switch"
-        if kind == "create_replica" or not command.get("target_mode"):
-            self.skipped.append(command)  # v4 skips a command it cannot read as a switch
-            return
-        self.executed.append(command)
-        yield from self._switch(command)
 
     def _switch(self, command: dict) -> Thread:
         """Launch, wait running, 2 s traffic switch, wait + terminate old, report, result, stop."""
@@ -373,7 +384,7 @@ class V4Agent:
         mode = command["target_mode"]
         pool = command.get("target_pool_id")
         az = pool.rsplit(".", 1)[1] if mode == "spot" and pool else old.az
-        wait = int(command.get("terminate_wait_seconds") or 0)
+        wait = command.get("terminate_wait_seconds") or 0  # v4 compares it with 0 as sent
         record: dict[str, Any] = {"command": command}
         self.switches.append(record)
         initiated = sim.now
@@ -395,13 +406,17 @@ class V4Agent:
             yield TERMINATED_WAIT_S
             terminated = sim.now
         market = self.fleet.market
-        quotes = {"on_demand": market.on_demand,
-                  "old_spot": market.spot.get(old.az) if old.mode == "spot" else None,
-                  "new_spot": market.spot.get(new.az) if new.mode == "spot" else None, **market.switch_quotes}
-        timing = {"switch_initiated_at": iso(initiated), "new_instance_launched_at": iso(launched),
-                  "new_instance_ready_at": iso(ready), "traffic_switched_at": iso(traffic)}
+        # v4 adds old_spot only when it ran on spot, new_spot only for a spot target
+        quotes: dict[str, Any] = {"on_demand": market.on_demand}
+        if old.mode == "spot":
+            quotes["old_spot"] = market.spot.get(old.az)
+        if mode == "spot":
+            quotes["new_spot"] = market.spot.get(new.az)
+        quotes |= market.switch_quotes
+        timing = {"switch_initiated_at": v4_time(initiated), "new_instance_launched_at": v4_time(launched),
+                  "new_instance_ready_at": v4_time(ready), "traffic_switched_at": v4_time(traffic)}
         if terminated is not None:
-            timing["old_instance_terminated_at"] = iso(terminated)
+            timing["old_instance_terminated_at"] = v4_time(terminated)
         record["report"] = self.call("POST", f"{self.base}/switch-report", {
             "old_instance": {"instance_id": old.instance_id, "instance_type": old.instance_type,
                              "region": old.region, "az": old.az, "ami_id": old.ami_id, "mode": old.mode,
@@ -410,7 +425,7 @@ class V4Agent:
                              "region": new.region, "az": new.az, "ami_id": new.ami_id, "mode": new.mode,
                              "pool_id": new.pool_id},
             "snapshot": {"used": False}, "prices": quotes, "timing": timing,
-            "trigger": "manual" if int(command.get("priority") or 0) >= 50 else "model"})
+            "trigger": "manual" if command.get("priority", 0) >= 50 else "model"})
         record["executed"] = self.call("POST", f"{self.base}/commands/{command['id']}/executed",
                                        {"success": True, "message": f"switched to {new.instance_id}"})
         if wait > 0:
@@ -427,7 +442,7 @@ class V4Agent:
                              "termination_time": when})
                 result = self.answer("POST", f"{self.base}/termination-imminent",
                                      {"instance_id": h.instance_id, "termination_time": when,
-                                      "detected_at": iso(self.fleet.sim.now)})
+                                      "detected_at": v4_time(self.fleet.sim.now)})
                 if result and result.get("success"):
                     self.stop()
                     return
@@ -447,32 +462,39 @@ class V4Agent:
                     emergency = self.call("POST", f"{self.base}/create-emergency-replica",
                                           {"signal_type": "rebalance-recommendation", "instance_id": h.instance_id})
                     recommendation = self.call("POST", f"{self.base}/rebalance-recommendation",
-                                               {"instance_id": h.instance_id, "detected_at": iso(self.fleet.sim.now)})
+                                               {"instance_id": h.instance_id, "detected_at": v4_time(self.fleet.sim.now)})
                     self.rebalance_reports.append((emergency, recommendation))
             yield REBALANCE_CHECK_S
 
     def _replica_poll(self) -> Thread:
-        """Every 30 s: launch an instance for each launching replica, PUT it syncing, wait, then ready."""
+        """Every 30 s: launch an instance for each launching replica, PUT it syncing, wait, then ready.
+
+        v4 skips a replica it already launched in this process, and one whose ``instance_id`` is set and does
+        not start with ``manual-`` (the legacy server's placeholder): it reads that as already launched."""
+        launched: set[str] = set()
         while self.running:
             answer = self.answer("GET", f"{self.base}/replicas?status=launching")
             replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
             for replica in replicas:
                 if not (replica.get("id") and replica.get("pool_id") and replica.get("az")):
                     continue
+                placed = replica.get("instance_id")
+                if replica["id"] in launched or (placed and not placed.startswith("manual-")):
+                    continue
+                launched.add(replica["id"])
                 path = f"{self.base}/replicas/{replica['id']}"
                 try:
                     host = self.fleet.ec2.run_instances(self.host, az=replica["az"], mode="spot", tags={
                         "ReplicaId": replica["id"], "ParentInstance": self.host.instance_id,
-                        "Name": f"replica-{replica['id'][-8:]}"})
+                        "Name": f"replica-{replica['id'][:8]}"})
                 except Exception as exc:  # noqa: BLE001 - v4 reports any launch error as failed
-                    self.answer("POST", f"{path}/status", {"status": "failed", "error_message": str(exc)[:200]})
+                    self.answer("POST", f"{path}/status", {"status": "failed", "error_message": str(exc)})
                     continue
                 self.replicas_launched.append((replica["id"], host))
                 self.answer("PUT", path, {"instance_id": host.instance_id, "status": "syncing"})
-                started = iso(self.fleet.sim.now)
                 yield REPLICA_RUNNING_WAIT_S
-                self.answer("POST", f"{path}/status", {"status": "ready", "sync_started_at": started,
-                                                       "sync_completed_at": iso(self.fleet.sim.now)})
+                self.answer("POST", f"{path}/status", {"status": "ready",
+                                                       "sync_completed_at": v4_time(self.fleet.sim.now)})
             yield REPLICA_POLL_S
 
 
