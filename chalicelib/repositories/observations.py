@@ -31,6 +31,9 @@ BACKOFF_LOOKBACK = timedelta(days=7)
 MAX_PER_POOL = 200  # newest observations read per pool and query: bounded reads however busy a pool is
 # ``viewer`` of a fleet-wide reader (the risk scorer): no client's reports, only what the product saw itself.
 FLEET = ""
+# An agent's report sorts under ``R#<client>#`` in its pool's partition, after every time key ("2…" < "R"): the
+# fleet's time range never reads one, and a client flooding reports pushes out only its own (``MAX_PER_POOL``).
+_REPORTED = "R#"
 
 
 def _utc(at: float) -> datetime:
@@ -41,6 +44,11 @@ def observation_key(at: datetime, kind: ObservationKind | str, event_id: str) ->
     """Sort key ``<iso time>#<kind>#<id>``: a pool's observations in time order."""
     kind = kind.value if isinstance(kind, ObservationKind) else kind
     return f"{at.astimezone(UTC).strftime(KEY_TIME)}#{kind}#{event_id}"
+
+
+def reported_prefix(client_id: str) -> str:
+    """The sort-key prefix of ``client_id``'s agents' reports (``record(reported=True)``)."""
+    return f"{_REPORTED}{client_id}#"
 
 
 def at_of(when: datetime) -> float:
@@ -62,8 +70,9 @@ def record(obs: CapacityObservation, *, event_id: str, client_id: str | None = N
     """
     at = _utc(obs.at)
     now = clock.now()
+    key = observation_key(at, obs.kind, event_id)
     row = ObservationTable(
-        obs.pool_id, observation_key(at, obs.kind, event_id), kind=obs.kind.value, at=at,
+        obs.pool_id, reported_prefix(client_id or "") + key if reported else key, kind=obs.kind.value, at=at,
         value=obs.value, code=obs.code, source=obs.source or "unknown", event_id=event_id,
         client_id=client_id, agent_id=agent_id, instance_id=instance_id, recorded_at=now,
         reported_by=client_id if reported else None,
@@ -95,20 +104,31 @@ def _observation(row: ObservationTable) -> CapacityObservation:
 
 def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None = None, *,
               limit: int = MAX_PER_POOL, viewer: str | None = None) -> dict[str, list[CapacityObservation]]:
-    """Each pool's observations in ``[since, until]``, oldest first: one Query per pool, at most the
-    newest ``limit`` of each. Pools without any are present with an empty list.
+    """Each pool's observations in ``[since, until]``, oldest first: at most the newest ``limit`` of what the
+    product saw (one Query per pool) and, for a client ``viewer``, the newest ``limit`` of its own agents' reports
+    (one more). Pools without any are present with an empty list.
 
     ``viewer``: the client whose placement reads them (its own agents' reports count, other clients' do not),
-    ``FLEET`` for a fleet-wide reader (no reports at all), None for every row (tests, diagnostics)."""
+    ``FLEET`` for a fleet-wide reader (no reports at all), None for every row (tests, diagnostics: every
+    client's reports too, read whole)."""
     lower = since.astimezone(UTC).strftime(KEY_TIME)
     upper = (until.astimezone(UTC).strftime(KEY_TIME) if until else "9999") + "#~"  # '~' sorts after kinds
     out: dict[str, list[CapacityObservation]] = {}
     for pool_id in dict.fromkeys(p for p in pool_ids if p):
-        rows = ObservationTable.query(pool_id, ObservationTable.observation_key.between(lower, upper),
-                                      scan_index_forward=False, limit=limit)
-        out[pool_id] = [_observation(r) for r in reversed(list(rows))
-                        if viewer is None or r.reported_by is None or r.reported_by == viewer]
+        rows = _newest(pool_id, lower, upper, limit)
+        if viewer is None:
+            rows += [r for r in ObservationTable.query(pool_id, ObservationTable.observation_key.startswith(_REPORTED))
+                     if lower <= observation_key(r.at, r.kind, r.event_id) <= upper]
+        elif viewer != FLEET:
+            prefix = reported_prefix(viewer)
+            rows += _newest(pool_id, prefix + lower, prefix + upper, limit)
+        out[pool_id] = [_observation(r) for r in sorted(rows, key=lambda r: (r.at, r.observation_key))]
     return out
+
+
+def _newest(pool_id: str, lower: str, upper: str, limit: int) -> list[ObservationTable]:
+    return list(ObservationTable.query(pool_id, ObservationTable.observation_key.between(lower, upper),
+                                       scan_index_forward=False, limit=limit))
 
 
 def backoff(pool_ids: Iterable[str], now: datetime, *, viewer: str | None = None) -> dict[str, datetime]:

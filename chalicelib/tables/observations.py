@@ -1,7 +1,9 @@
 """Capacity observations: what the product itself saw about a pool (components.capacity).
 
 One partition per pool; the sort key ``<iso time>#<kind>#<id>`` orders a pool's observations by time,
-so a pool's history over a time range is one Query. ``id`` is derived from the source event (the
+so a pool's history over a time range is one Query. An agent's report (a failed switch's error code, a switch
+report's launch: a client's claim, not our own sighting) sorts after them under ``R#<client id>#<iso time>#…``,
+so it is read only for that client's placements (``repositories.observations.for_pools``). ``id`` is derived from the source event (the
 EventBridge event id, the command id, the replica id), and the time from that event or from a set-once
 timestamp of the row it changed, so a redelivered or retried source writes the same key again.
 """
@@ -21,7 +23,7 @@ class ObservationTable(Model):
         table_name = table_name("observations")
 
     pool_id = UnicodeAttribute(hash_key=True)
-    observation_key = UnicodeAttribute(range_key=True)  # <at, ISO µs Z>#<kind>#<event id>
+    observation_key = UnicodeAttribute(range_key=True)  # [R#<client>#]<at, ISO µs Z>#<kind>#<event id>
     kind = UnicodeAttribute()  # components.capacity.ObservationKind value
     at = UTCDateTimeAttribute()
     value = NumberAttribute(null=True)  # placement score (1..10)

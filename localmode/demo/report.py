@@ -38,8 +38,9 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
     ondemand = {p.pool_id: od for p in PoolTable.scan() if (od := catalogue.ondemand_price(p.instance_type))}
     decisions = [d for a in agents for d in DecisionTable.query(a.agent_id)]
     since = (start - observations.BACKOFF_LOOKBACK).strftime(observations.KEY_TIME)
-    seen = [row for pid in pools for row in ObservationTable.query(
-        pid, ObservationTable.observation_key.between(since, "9999"))]
+    mine = observations.reported_prefix(client_id)  # the demo client's agents' reports count for its placements
+    seen = [row for pid in pools for lower, upper in ((since, "9999"), (mine + since, mine + "9999"))
+            for row in ObservationTable.query(pid, ObservationTable.observation_key.between(lower, upper))]
     return {
         "ec2_live": _ec2_live(client_id, pools),
         "start": _iso(start), "end": _iso(end),

@@ -122,3 +122,26 @@ def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch):
     recent = observations.for_pools([p], T0 - timedelta(days=1), T0)[p]  # MAX_PER_POOL newest
     assert [o.kind for o in recent].count(ObservationKind.LAUNCH_REFUSED) == 1
     assert sum(o.held_instances for o in recent) == 9 * 300
+
+
+def test_a_client_flooding_reports_pushes_out_only_its_own():
+    """GIVEN the product's own refusal in pool P, and then more reports of one client's agents about P than a
+    read takes (``MAX_PER_POOL``)
+    WHEN another client, the fleet, or the flooding client itself reads P
+    THEN the product's refusal is still read by all three (P stays in back-off), the other client and the fleet
+    read none of the reports, and the flooding client its newest ``MAX_PER_POOL``."""
+    p = pool()
+    observations.record(refused(p, T0), event_id="replica:a:r1", client_id="victim")
+    flood = [CapacityObservation(p, ObservationKind.LAUNCH_SUCCEEDED, (T0 + timedelta(seconds=k + 1)).timestamp(),
+                                 source="agent") for k in range(observations.MAX_PER_POOL + 5)]
+    for k, obs in enumerate(flood):
+        assert observations.record(obs, event_id=f"switch:{k}", client_id="flooder", reported=True)
+
+    now = T0 + timedelta(minutes=5)
+    mine = observations.for_pools([p], T0 - timedelta(minutes=1), now, viewer="flooder")[p]
+    assert mine[0].kind is ObservationKind.LAUNCH_REFUSED and mine[1:] == flood[-observations.MAX_PER_POOL:]
+    for viewer in ("victim", observations.FLEET):
+        assert observations.for_pools([p], T0 - timedelta(minutes=1), now, viewer=viewer)[p] == [refused(p, T0)]
+        assert observations.backoff([p], now, viewer=viewer) == {p: T0 + timedelta(minutes=10)}
+    assert len(observations.for_pools([p], T0 - timedelta(minutes=1), now)[p]) == len(flood) + 1  # diagnostics
+    assert observations.backoff([p], now, viewer="flooder") == {}  # its own claims of launches clear its own view
