@@ -79,6 +79,24 @@ def configure(client_id: str, agent_id: str, **config) -> None:
     AgentTable(client_id, agent_id).update(actions=[getattr(AgentTable.config, k).set(v) for k, v in config.items()])
 
 
+def handover_to(client_id, agent_id, primary, kind):
+    """Configure the agent's hand-over (an EIP on the primary, or a target group serving it); returns a function
+    telling which instance(s) the traffic goes to."""
+    if kind == "eip":
+        alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
+        ec2().associate_address(AllocationId=alloc, InstanceId=primary)
+        configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+        return lambda: {ec2().describe_addresses(AllocationIds=[alloc])["Addresses"][0].get("InstanceId")}
+    elb = aws_client("elbv2", REGION)
+    vpc = ec2().describe_instances(InstanceIds=[primary])["Reservations"][0]["Instances"][0]["VpcId"]
+    group = elb.create_target_group(Name=f"tg-{primary[-10:]}", Protocol="HTTP", Port=80, VpcId=vpc,
+                                    TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=group, Targets=[{"Id": primary, "Port": 8080}])
+    configure(client_id, agent_id, handover="target-group", target_group_arn=group, target_port=8080)
+    return lambda: {d["Target"]["Id"] for d in elb.describe_target_health(TargetGroupArn=group)
+                    ["TargetHealthDescriptions"]}
+
+
 def ec2_event(detail_type: str, instance_id: str, *, event_id: str | None = None, **detail) -> dict:
     """An EventBridge EC2 event as AWS sends it."""
     return {"version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": detail_type, "source": "aws.ec2",

@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.aws import ec2 as adapter
 from chalicelib.repositories import replicas as replica_repo
-from tests.e2e.failover_support import deliver, register_agent, state_of, wait_for, warning
+from tests.e2e.failover_support import deliver, handover_to, register_agent, state_of, wait_for, warning
 from tests.e2e.test_failover_leaks import agent_row, assert_nothing_unrecorded, live_ours, only_event
 from tests.faults import inject, transaction_touches
 
@@ -104,25 +104,14 @@ def launched_by_us(params, launched) -> bool:
     return bool(launched) and any(launched[0] in f.get("Values", []) for f in params.get("Filters", []))
 
 
-def _handover_to(client_id, agent_id, primary, kind):
-    """Configure the agent's hand-over (an EIP on the primary, or a target group serving it); returns a function
-    telling which instance(s) the traffic goes to."""
-    from tests.e2e.failover_support import REGION, configure, ec2
-    from tests.conftest import aws_client
-
-    if kind == "eip":
-        alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
-        ec2().associate_address(AllocationId=alloc, InstanceId=primary)
-        configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
-        return lambda: {ec2().describe_addresses(AllocationIds=[alloc])["Addresses"][0].get("InstanceId")}
-    elb = aws_client("elbv2", REGION)
-    vpc = ec2().describe_instances(InstanceIds=[primary])["Reservations"][0]["Instances"][0]["VpcId"]
-    group = elb.create_target_group(Name=f"tg-{primary[-10:]}", Protocol="HTTP", Port=80, VpcId=vpc,
-                                    TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
-    elb.register_targets(TargetGroupArn=group, Targets=[{"Id": primary, "Port": 8080}])
-    configure(client_id, agent_id, handover="target-group", target_group_arn=group, target_port=8080)
-    return lambda: {d["Target"]["Id"] for d in elb.describe_target_health(TargetGroupArn=group)
-                    ["TargetHealthDescriptions"]}
+def _hand_over_against(api, make_tenant, monkeypatch, kind: str, operation: str, code: str, times: int):
+    """A registered agent with a ``kind`` hand-over, ``operation`` answering ``code`` ``times`` times, and a warning
+    for its primary run through the workflow: (client id, agent id, primary, traffic probe, fault, execution)."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    traffic = handover_to(client_id, agent_id, primary, kind)
+    fault = inject(monkeypatch, operation, code, times=times)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    return client_id, agent_id, primary, traffic, fault, wait_for(result["execution_arn"])
 
 
 @pytest.mark.parametrize(("kind", "operation", "code"), [("eip", "AssociateAddress", "RequestLimitExceeded"),
@@ -134,12 +123,8 @@ def test_a_throttled_hand_over_is_retried_as_transient_and_the_failover_succeeds
     a refused hand-over gets)
     WHEN the workflow hands over THEN the step is retried like any transient AWS error: resolved, the traffic
     on the replacement, the old instance retired, nothing leaked."""
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    traffic = _handover_to(client_id, agent_id, primary, kind)
-    fault = inject(monkeypatch, operation, code, times=4)
-
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    described = wait_for(result["execution_arn"])
+    client_id, agent_id, primary, traffic, fault, described = _hand_over_against(
+        api, make_tenant, monkeypatch, kind, operation, code, times=4)
     assert described["status"] == "SUCCEEDED", described
 
     assert len(fault.hits) == 4, "the injected throttling did not fire"
@@ -160,12 +145,8 @@ def test_a_refused_hand_over_still_fails_promptly_as_handover_failed(
     """GIVEN the call that moves the traffic is refused for good (permission denied, the group is gone)
     WHEN the workflow hands over THEN it is not retried like throttling: after the refusal's own two retries the
     event is ``handover-failed``, the old instance kept serving, the replacement recorded, nothing leaked."""
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    traffic = _handover_to(client_id, agent_id, primary, kind)
-    fault = inject(monkeypatch, operation, code, times=10)
-
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    described = wait_for(result["execution_arn"])
+    client_id, agent_id, primary, traffic, fault, described = _hand_over_against(
+        api, make_tenant, monkeypatch, kind, operation, code, times=10)
     assert described["status"] == "FAILED", described
 
     assert len(fault.hits) == 3, "a refusal is tried three times (two ASL retries), not as often as throttling"
@@ -183,12 +164,9 @@ def test_a_hand_over_throttled_past_every_retry_ends_handover_failed_not_a_gener
     """GIVEN AssociateAddress is throttled on every attempt (the transient retries run out)
     WHEN the workflow gives up THEN the event says what is true: ``handover-failed`` (the replacement is the
     primary, the traffic still on the old instance, which is kept), no second instance, the client told."""
-    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    traffic = _handover_to(client_id, agent_id, primary, "eip")
-    fault = inject(monkeypatch, "AssociateAddress", "RequestLimitExceeded", times=100)
-
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    assert wait_for(result["execution_arn"])["status"] == "FAILED"
+    client_id, agent_id, primary, traffic, fault, described = _hand_over_against(
+        api, make_tenant, monkeypatch, "eip", "AssociateAddress", "RequestLimitExceeded", times=100)
+    assert described["status"] == "FAILED"
 
     assert len(fault.hits) > 5, "throttling is retried like every transient AWS error"
     event = only_event(client_id)

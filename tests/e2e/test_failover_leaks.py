@@ -20,6 +20,7 @@ from tests.e2e.failover_support import (
     deliver,
     ec2,
     ec2_event,
+    handover_to,
     register_agent,
     state_of,
     wait_for,
@@ -124,9 +125,7 @@ def test_an_attach_that_fails_in_the_transaction_writes_neither_row(make_tenant,
 def test_an_eip_that_cannot_move_after_the_promotion_is_handover_failed_and_the_client_told(
         api, make_tenant, monkeypatch):
     client_id, _, agent_id, primary, _ = register_agent(make_tenant)
-    alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
-    ec2().associate_address(AllocationId=alloc, InstanceId=primary)
-    configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+    traffic = handover_to(client_id, agent_id, primary, "eip")
     calls = []
 
     def refused(region, allocation_id, instance_id, **_):
@@ -146,7 +145,7 @@ def test_an_eip_that_cannot_move_after_the_promotion_is_handover_failed_and_the_
     assert (event.status, event.success, event.response_action) == ("failed", False, "handover-failed")
     assert event.new_instance_id == replacement and event.traffic_moved_at is None and event.handover == "eip"
     # the traffic still points at the old instance, which is kept running; the replacement is recorded as serving
-    assert ec2().describe_addresses(AllocationIds=[alloc])["Addresses"][0]["InstanceId"] == primary
+    assert traffic() == {primary}
     assert state_of(primary) == "running" and state_of(replacement) == "running"
     assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]  # no on-demand launched
     assert live_ours(client_id) == [replacement]

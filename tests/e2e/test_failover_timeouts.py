@@ -26,7 +26,7 @@ from chalicelib.aws import ec2 as adapter
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable, InterruptionTable, NotificationTable, SystemEventTable
 from tests.conftest import aws_client
-from tests.e2e.failover_support import REGION, configure, deliver, ec2, register_agent, wait_for, warning
+from tests.e2e.failover_support import REGION, deliver, ec2, handover_to, register_agent, wait_for, warning
 
 TIMEOUT_S = 3
 LIVE = ["pending", "running", "stopping", "stopped"]
@@ -260,9 +260,7 @@ def test_a_retried_failure_recorder_records_notifies_and_pages_once(api, make_te
         monkeypatch.setattr(adapter, "launch", refused)
         action, audited, page = None, "failover_failed", "Spot Optimizer failover FAILED"
     else:
-        alloc = ec2().allocate_address(Domain="vpc")["AllocationId"]
-        ec2().associate_address(AllocationId=alloc, InstanceId=primary)
-        configure(client_id, agent_id, handover="eip", eip_allocation_id=alloc)
+        handover_to(client_id, agent_id, primary, "eip")
 
         def refused(region, allocation_id, instance_id, **_):
             raise adapter.Ec2Error("AssociateAddress: InvalidAllocationID.NotFound: " + allocation_id)
