@@ -118,7 +118,7 @@ def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None =
         rows = _newest(pool_id, lower, upper, limit)
         if viewer is None:
             rows += [r for r in ObservationTable.query(pool_id, ObservationTable.observation_key.startswith(_REPORTED))
-                     if lower <= observation_key(r.at, r.kind, r.event_id) <= upper]
+                     if since <= r.at and (until is None or r.at <= until)]
         elif viewer != FLEET:
             prefix = reported_prefix(viewer)
             rows += _newest(pool_id, prefix + lower, prefix + upper, limit)
