@@ -93,7 +93,8 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     for pool in pools:
         fresh = (pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
                  and pool.price is not None and pool.price_visible_to(agent.client_id))
-        risk = pool.risk if pool.risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
+        risk = pool.risk_for(agent.client_id)
+        risk = risk if risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh else None, risk, available=fresh))
     ondemand = catalogue.ondemand_price(agent.instance_type)
     if ondemand is None and options:

@@ -330,8 +330,9 @@ def _record_started(agent: AgentRecord, row: InterruptionTable) -> None:
 
 def _pool_risk(agent: AgentRecord) -> float:
     pool = pools.latest_prices([agent.current_pool_id]).get(agent.current_pool_id) if agent.current_pool_id else None
-    if pool is not None and pool.risk is not None:
-        return pool.risk
+    risk = pool.risk_for(agent.client_id) if pool is not None else None
+    if risk is not None:
+        return risk
     return advisor_prior(DEFAULT_ADVISOR_BAND, get_settings().risk_horizon_s)
 
 

@@ -98,7 +98,7 @@ def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
                           "price": money(price),
                           "savings_percent": (float(savings_percent(ondemand, price))
                                               if price is not None and ondemand else None),
-                          "risk_score": pool.risk, "observed_at": iso(pool.at) if price is not None else None,
+                          "risk_score": pool.risk_for(client_id), "observed_at": iso(pool.at) if price is not None else None,
                           "is_current": row.mode == "spot" and pool.pool_id == row.pool_id})
     return found, types
 

@@ -144,6 +144,6 @@ def pool_risk():
     return ok({"pools": [
         {"pool_id": p.pool_id, "az": p.az, "price": float(p.price) if shown else None,
          "price_at": iso(p.at) if shown else None, "ondemand_price": ondemand,
-         "risk": p.risk, "risk_at": iso(p.risk_at), "risk_source": p.risk_source}
+         "risk": p.risk_for(client.client_id), "risk_at": iso(p.risk_at), "risk_source": p.risk_source}
         for p in pool_repo.pools_of_type(region, instance_type)
         for shown in [p.price is not None and p.price_visible_to(client.client_id)]]})

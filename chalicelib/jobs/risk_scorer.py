@@ -88,9 +88,37 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 
+def client_evidence(pools, seen: dict, reports: dict[str, dict[str, list]], region_of: dict,
+                    now: datetime) -> list[tuple[str, str, PoolEvidence]]:
+    """(client, pool, evidence) for each client with reports in this run's pools: the fleet's observations plus
+    that client's own agents' reports, for every pool of a (region, instance type) it reported on — the pools its
+    agents choose between, whose region features its reports change too. Another client's reports never enter."""
+    out = []
+    for client, own in sorted(reports.items()):
+        groups = {(p.region, p.instance_type) for p in pools if p.pool_id in own}
+        merged = {pid: sorted([*seen.get(pid, ()), *own.get(pid, ())], key=lambda o: o.at)
+                  for pid in set(seen) | set(own)}
+        out += [(client, p.pool_id, evidence(p, merged, region_of, now)) for p in pools
+                if (p.region, p.instance_type) in groups]
+    return out
+
+
+def score(evidences: list[PoolEvidence], active, horizon: int) -> list[tuple[float, str, str | None]]:
+    """(risk, source, model version) of each evidence: the active model's probability (one batch), else the
+    evidence estimate."""
+    if not active:
+        return [(evidence_risk(ev, horizon), "evidence", None) for ev in evidences]
+    if not evidences:
+        return []
+    version, estimator = active
+    rows = [[float("nan") if x is None else float(x) for x in feature_vector(ev)] for ev in evidences]
+    return [(float(p), "model", version) for p in estimator.predict_proba(rows)[:, 1]]
+
+
 @logged_job("risk-scorer")
 def run(now: datetime) -> dict:
-    """Validate uploads, record exposure, then score every pool; returns counts by source."""
+    """Validate uploads, record exposure, then score every pool (and again per client with its own reports);
+    returns counts by source."""
     settings = get_settings()
     horizon, cap = settings.risk_horizon_s, settings.risk_scorer_max_pools
     validated = model_store.validate_uploaded(now)
@@ -100,26 +128,25 @@ def run(now: datetime) -> dict:
         logger.warning("risk scorer pool cap reached: each run scores the next pools, so a pool's risk is refreshed "
                        "less often than every run (raise RISK_SCORER_MAX_POOLS)", extra={"cap": cap})
     held = record_held(now, [p.pool_id for p in pools], lap_runs)
-    seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
-                                  limit=1000, viewer=observations.FLEET)  # scores every tenant sees: no reports
+    since, pool_ids = now - timedelta(seconds=EVIDENCE_WINDOW_S), [p.pool_id for p in pools]
+    # The fleet's scores, which every tenant sees, count only what the product saw itself; each client's agents'
+    # reports (refused switches, launches) count in a score of its own that only its placements read.
+    seen = observations.for_pools(pool_ids, since, now, limit=1000, viewer=observations.FLEET)
+    reported = observations.reports_by_client(pool_ids, since, now)
     region_of = {p.pool_id: p.region for p in pools}
-    scores, vectors, counts = [], [], defaultdict(int)
-    for pool in pools:
-        ev = evidence(pool, seen, region_of, now)
-        if active:
-            vectors.append((pool.pool_id, feature_vector(ev)))
-        else:
-            scores.append((pool.pool_id, evidence_risk(ev, horizon), "evidence", None))
-    if active and vectors:
-        version, estimator = active
-        rows = [[float("nan") if x is None else float(x) for x in v] for _, v in vectors]
-        probabilities = estimator.predict_proba(rows)[:, 1]
-        scores += [(pid, float(p), "model", version) for (pid, _), p in zip(vectors, probabilities)]
-    pool_repo.save_risk(scores, horizon, now)
+    per_client = client_evidence(pools, seen, reported, region_of, now)
+    results = score([evidence(p, seen, region_of, now) for p in pools] + [ev for _, _, ev in per_client],
+                    active, horizon)
+    scores = [(p.pool_id, *r) for p, r in zip(pools, results)]
+    client_scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for (client, pool_id, _), (risk, _, _) in zip(per_client, results[len(pools):]):
+        client_scores[pool_id][client] = risk
+    pool_repo.save_risk(scores, horizon, now, client_scores=client_scores)
+    counts = defaultdict(int)
     for _, _, source, _ in scores:
         counts[source] += 1
     result = {"scored": dict(counts), "validated": validated, "model": active[0] if active else None,
-              "held": held, "capped": capped}
+              "held": held, "capped": capped, "client_scores": len(per_client)}
     logger.info("risk scores stored", extra=result)
     metrics.add_metric(name="RiskScorer.pools", unit=MetricUnit.Count, value=len(scores))
     metrics.add_metric(name=POOL_CAP_METRIC, unit=MetricUnit.Count, value=int(capped))

@@ -34,6 +34,7 @@ FLEET = ""
 # An agent's report sorts under ``R#<client>#`` in its pool's partition, after every time key ("2…" < "R"): the
 # fleet's time range never reads one, and a client flooding reports pushes out only its own (``MAX_PER_POOL``).
 _REPORTED = "R#"
+_PAST_PREFIX = chr(ord("#") + 1)  # "R#c$" sorts after every "R#c#…" key and before the next client's
 
 
 def _utc(at: float) -> datetime:
@@ -123,6 +124,35 @@ def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None =
             prefix = reported_prefix(viewer)
             rows += _newest(pool_id, prefix + lower, prefix + upper, limit)
         out[pool_id] = [_observation(r) for r in sorted(rows, key=lambda r: (r.at, r.observation_key))]
+    return out
+
+
+def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime, *,
+                      limit: int = MAX_PER_POOL) -> dict[str, dict[str, list[CapacityObservation]]]:
+    """Every client's agents' reports on ``pool_ids`` in ``[since, until]``: ``{client_id: {pool_id: [...]}}``,
+    oldest first, at most the newest ``limit`` per client and pool; clients and pools without any are absent.
+
+    For the risk scorer's per-client scores. The reporting clients of a pool are found by a skip scan of its
+    ``R#<client>#`` keys (one one-row Query per client, then one bounded read of its window), so the work grows
+    with the clients that reported there, never with how many reports one of them sent."""
+    lower = since.astimezone(UTC).strftime(KEY_TIME)
+    upper = until.astimezone(UTC).strftime(KEY_TIME) + "#~"
+    out: dict[str, dict[str, list[CapacityObservation]]] = {}
+    for pool_id in dict.fromkeys(p for p in pool_ids if p):
+        after = _REPORTED
+        while True:
+            first = next(iter(ObservationTable.query(
+                pool_id, ObservationTable.observation_key.between(after, _REPORTED[:-1] + _PAST_PREFIX), limit=1)),
+                None)
+            if first is None:
+                break
+            client = first.reported_by or ""  # record(reported=True) without a client: "R##…", nobody's
+            prefix = reported_prefix(client)
+            rows = _newest(pool_id, prefix + lower, prefix + upper, limit) if client else []
+            if rows:
+                out.setdefault(client, {})[pool_id] = [
+                    _observation(r) for r in sorted(rows, key=lambda r: (r.at, r.observation_key))]
+            after = prefix[:-1] + _PAST_PREFIX  # the first key past every one of this client's
     return out
 
 

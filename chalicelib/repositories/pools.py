@@ -13,6 +13,7 @@ The agent's on-demand price is still taken (the job does not fetch on-demand pri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,12 @@ class PoolPrice:
     price_source: str | None = None  # "aws" (spot-prices job) or "agent"
     server_priced_at: datetime | None = None  # when the job last confirmed the price
     price_client_id: str | None = None  # the reporting client of an agent price
+    client_risk: Mapping[str, float] = dataclasses.field(default_factory=dict)  # {client_id: its own score}
+
+    def risk_for(self, client_id: str | None) -> float | None:
+        """The risk ``client_id``'s placements and views read: the pool's score with that client's own agents'
+        reports when the risk scorer made one, else the fleet's (another tenant's reports never count)."""
+        return self.client_risk.get(client_id, self.risk) if client_id else self.risk
 
     def price_visible_to(self, client_id: str | None) -> bool:
         """An AWS price is everyone's; an agent's price only its own client's (never another tenant's)."""
@@ -287,12 +294,17 @@ def _price(row: PoolTable) -> PoolPrice:
                      ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)),
                      risk=None if row.risk is None else float(row.risk), risk_at=row.risk_at,
                      risk_source=row.risk_source, price_source=row.price_source,
-                     server_priced_at=row.server_priced_at, price_client_id=row.price_client_id)
+                     server_priced_at=row.server_priced_at, price_client_id=row.price_client_id,
+                     client_risk={c: float(r) for c, r in (row.client_risk or {}).items()})
 
 
 def save_risk(scores: list[tuple[str, float, str, str | None]], horizon_s: int, now: datetime,
-              retention_days: int = 30) -> None:
-    """Write (pool, risk, source, model version) on each pool item and into the score history."""
+              retention_days: int = 30, client_scores: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """Write (pool, risk, source, model version) on each pool item and into the score history.
+
+    ``client_scores`` (``{pool_id: {client_id: risk}}``) replace each scored pool's client scores: a client whose
+    reports aged out of the evidence window falls back to the fleet's score (only the fleet's has a history)."""
+    client_scores = client_scores or {}
     expires = now + timedelta(days=retention_days)
     with RiskScoreTable.batch_write() as history:
         for pool_id, risk, source, version in scores:
@@ -302,5 +314,7 @@ def save_risk(scores: list[tuple[str, float, str, str | None]], horizon_s: int, 
         PoolTable(pool_id).update(actions=[PoolTable.risk.set(risk), PoolTable.risk_at.set(now),
                                            PoolTable.risk_source.set(source),
                                            PoolTable.risk_model_version.set(version) if version
-                                           else PoolTable.risk_model_version.remove()],
+                                           else PoolTable.risk_model_version.remove(),
+                                           PoolTable.client_risk.set(dict(client_scores[pool_id]))
+                                           if client_scores.get(pool_id) else PoolTable.client_risk.remove()],
                                   condition=PoolTable.pool_id.exists())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     BooleanAttribute,
+    JSONAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -65,6 +66,9 @@ class PoolTable(Model):
     risk_at = UTCDateTimeAttribute(null=True)
     risk_source = OptionalText()
     risk_model_version = OptionalText()
+    # {client_id: risk}: the pool scored once more with that client's own agents' reports (the risk scorer), read
+    # only by that client's placements and views (``PoolPrice.risk_for``); never shown to another tenant.
+    client_risk = JSONAttribute(null=True)
 
     by_type = PoolsByTypeIndex()
 

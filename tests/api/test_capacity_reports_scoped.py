@@ -5,7 +5,7 @@ GIVEN tenants A (attacker) and V (victim) whose agents run the same instance typ
 WHEN A queues switches of its own agent into P and reports each as refused for capacity (a switch report that
      claims a launch in P likewise)
 THEN P is not in back-off for V's placements (decisions, standbys, failover), nor does A's claim reach the
-     fleet-wide risk evidence; A's own placements do honour its report.
+     fleet-wide risk evidence; A's own placements do honour its report, and A's own risk score counts it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import uuid
 from datetime import timedelta
 
 from chalicelib import decisions
+from chalicelib.jobs import risk_scorer
 from chalicelib.repositories import agents as agent_repo
-from chalicelib.repositories import observations
+from chalicelib.repositories import observations, pools
 from tests.api._support import now_utc, pricing_body, switch_body
 from tests.conftest import new_instance_id, registration
 
@@ -90,3 +91,37 @@ def test_a_switch_report_does_not_clear_another_tenants_back_off(make_tenant):
     assert status == 200 and reply["duplicate"] is False, reply
 
     assert not _available(victim_id, victim_agent, pool), "another tenant's report cleared the victim's back-off"
+
+
+def _risk(client_id, agent_id, pool):
+    agent = agent_repo.get(client_id, agent_id)
+    options, _ = decisions.market(agent, now_utc())
+    return next(o for o in options if o.pool_id == pool).risk
+
+
+def test_a_clients_own_refusals_raise_its_own_risk_score_and_no_one_elses(make_tenant):
+    """The risk scorer scores a pool once more for a client with reports there (the fleet's evidence plus its own):
+    its own refused switches make its decisions warier of the pool; the fleet's score, the victim's decisions and
+    the victim's pool listing keep the product's own evidence only."""
+    itype = f"m5.r{uuid.uuid4().hex[:8]}xl"
+    pool, sibling = f"{itype}.eu-west-1b", f"{itype}.eu-west-1c"
+    victim_id, victim, victim_agent, victim_instance = _agent(make_tenant, itype)
+    attacker_id, attacker, attacker_agent, attacker_instance = _agent(make_tenant, itype)
+    _priced(victim, victim_agent, victim_instance, itype)
+    risk_scorer.run(now_utc())
+    fleet_before = pools.latest_prices([pool])[pool].risk
+    assert fleet_before is not None and _risk(attacker_id, attacker_agent, pool) == fleet_before
+
+    for _ in range(3):
+        _refuse(attacker, attacker_agent, attacker_instance, pool)
+    risk_scorer.run(now_utc())
+
+    stored = pools.latest_prices([pool, sibling])
+    assert stored[pool].risk == fleet_before, "an agent's report moved the fleet-wide score"
+    assert _risk(attacker_id, attacker_agent, pool) > fleet_before  # its own refusals count for it
+    assert set(stored[pool].client_risk) == {attacker_id}  # the sibling is scored for it too (same type, region)
+    assert attacker_id in stored[sibling].client_risk
+    assert _risk(victim_id, victim_agent, pool) == fleet_before
+    status, listed = victim.get(f"/api/client/pools?region=eu-west-1&instance_type={itype}")
+    assert status == 200, listed
+    assert next(p for p in listed["pools"] if p["pool_id"] == pool)["risk"] == fleet_before
