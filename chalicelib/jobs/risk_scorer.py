@@ -15,9 +15,15 @@ minutes each). Past the pool cap a pool is scored once a round of the walk, so i
 round's runs (``lap_runs``), not one: exposure is not under-counted between turns, which would
 read as a higher interruption rate.
 
+The fleet's score (on the pool item, and in the history) counts only what the product saw itself; an agent's
+report (a refused switch, a launch) is its own client's claim, so a client with reports in a scored pool gets
+scores of its own (``client_evidence``: the fleet's evidence plus its reports, for the pools of the (region,
+instance type)s it reported on), kept in the pool item's ``client_risk`` and read by that client's placements
+only (``PoolPrice.risk_for``).
+
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
 live spot agents are counted on the ``live-agents-by-pool`` index (one COUNT Query per pool). The run's work
-grows with the pools scored, never with the agents (it read every agent twice before: two scans, ≈ 0.7 ms
+grows with the pools scored (and the clients reporting on them), never with the agents (it read every agent twice before: two scans, ≈ 0.7 ms
 per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m bench.cost`).
 """
 

@@ -145,3 +145,23 @@ def test_a_client_flooding_reports_pushes_out_only_its_own():
         assert observations.backoff([p], now, viewer=viewer) == {p: T0 + timedelta(minutes=10)}
     assert len(observations.for_pools([p], T0 - timedelta(minutes=1), now)[p]) == len(flood) + 1  # diagnostics
     assert observations.backoff([p], now, viewer="flooder") == {}  # its own claims of launches clear its own view
+
+
+def test_reports_by_client_finds_every_reporting_client_whatever_one_of_them_sent():
+    """GIVEN pool P with the product's own refusal, 30 reports of client "b" (ids sorting between the others'),
+    one of "a", one of "c" long before the window, and one of "b-2" (a client whose id extends "b")
+    WHEN the reports of P within the window are read by client
+    THEN each client in the window is found with its own reports only (newest ``limit``), the product's refusal is
+    no one's report, and "c" (outside the window) is absent."""
+    p = pool()
+    observations.record(refused(p, T0), event_id="replica:r1", client_id="a")
+    observations.record(refused(p, T0 - timedelta(days=9)), event_id="cmd:c", client_id="c", reported=True)
+    mine = {"a": [refused(p, T0 + timedelta(seconds=1))], "b-2": [refused(p, T0 + timedelta(seconds=2))],
+            "b": [refused(p, T0 + timedelta(seconds=10 + k)) for k in range(30)]}
+    for client, reports in mine.items():
+        for k, obs in enumerate(reports):
+            assert observations.record(obs, event_id=f"cmd:{client}:{k}", client_id=client, reported=True)
+
+    found = observations.reports_by_client([p, pool()], T0 - timedelta(days=7), T0 + timedelta(hours=1), limit=20)
+
+    assert found == {"a": {p: mine["a"]}, "b-2": {p: mine["b-2"]}, "b": {p: mine["b"][-20:]}}

@@ -220,8 +220,8 @@ def test_past_its_cap_the_scorer_takes_the_pools_in_turns(make_tenant, monkeypat
     job_state.set_position(risk_scorer.RISK_WALK, {}, now)
     scored, flags = [], []
     real_save = pool_repo.save_risk
-    monkeypatch.setattr(pool_repo, "save_risk", lambda scores, *a: (scored.append([s[0] for s in scores]),
-                                                                     real_save(scores, *a)))
+    monkeypatch.setattr(pool_repo, "save_risk", lambda scores, *a, **k: (scored.append([s[0] for s in scores]),
+                                                                          real_save(scores, *a, **k)))
     for _ in range(4):
         flags.append(risk_scorer.run(now)["capped"])
     # the third run reaches the end after one pool and goes on from the start with the room left
