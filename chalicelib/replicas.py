@@ -46,18 +46,15 @@ class Placement:
 def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
                limit: int = MAX_CANDIDATES) -> list[Placement]:
     """Where a spot replica of ``agent`` may go, best first (at most ``limit``): the safe cheap pools
-    other than its own and ``exclude``, of every type it may run on (``decisions.market``), skipping pools
-    in capacity back-off (``repositories.observations.backoff``).
+    other than its own and ``exclude``, of every type it may run on (``decisions.market``, which already marks
+    the pools in capacity back-off unavailable: ``repositories.observations.backoff``, read once).
 
     With no fresh price outside back-off, the other AZs of the region (price unknown) not in back-off.
     An empty list means no spot pool is worth asking EC2 for now.
     """
     excluded = {agent.current_pool_id, *exclude} - {None}
     options, _ = decisions.market(agent, now)
-    open_options = [o for o in options if o.pool_id not in excluded]
-    blocked = observations.backoff([o.pool_id for o in open_options if o.available and o.price is not None], now,
-                                   viewer=agent.client_id)
-    ranked = rank_pools(open_options, excluded, risk_ceiling=RISK_CEILING, blocked=blocked)
+    ranked = rank_pools([o for o in options if o.pool_id not in excluded], excluded, risk_ceiling=RISK_CEILING)
     if ranked:
         return [Placement(o.pool_id, parse_pool_id(o.pool_id)[1], Decimal(str(o.price)),
                           f"safest affordable pool: risk {o.risk:.2f}, {o.price:.4f} $/h"
