@@ -29,6 +29,9 @@ KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # most a few hours apart; a week of history holds every streak that can still be open.
 BACKOFF_LOOKBACK = timedelta(days=7)
 MAX_PER_POOL = 200  # newest observations read per pool and query: bounded reads however busy a pool is
+# Clients per pool scored with their own reports (``reports_by_client``): bounds the scorer's reads and the pool
+# item's ``client_risk`` (≈ 45 bytes a client, far from DynamoDB's 400 KB item limit).
+MAX_CLIENTS_PER_POOL = 50
 # ``viewer`` of a fleet-wide reader (the risk scorer): no client's reports, only what the product saw itself.
 FLEET = ""
 # An agent's report sorts under ``R#<client>#`` in its pool's partition, after every time key ("2…" < "R"): the
@@ -127,10 +130,12 @@ def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None =
     return out
 
 
-def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime, *,
-                      limit: int = MAX_PER_POOL) -> dict[str, dict[str, list[CapacityObservation]]]:
-    """Every client's agents' reports on ``pool_ids`` in ``[since, until]``: ``{client_id: {pool_id: [...]}}``,
-    oldest first, at most the newest ``limit`` per client and pool; clients and pools without any are absent.
+def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime, *, limit: int = MAX_PER_POOL,
+                      clients: int = MAX_CLIENTS_PER_POOL) -> dict[str, dict[str, list[CapacityObservation]]]:
+    """The clients' agents' reports on ``pool_ids`` in ``[since, until]``: ``{client_id: {pool_id: [...]}}``,
+    oldest first, at most the newest ``limit`` per client and pool, and at most ``clients`` clients per pool (the
+    first by id: past that, a pool's other reporting clients read the fleet's score; logged); clients and pools
+    without any are absent.
 
     For the risk scorer's per-client scores. The reporting clients of a pool are found by a skip scan of its
     ``R#<client>#`` keys (one one-row Query per client, then one bounded read of its window), so the work grows
@@ -139,8 +144,12 @@ def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime,
     upper = until.astimezone(UTC).strftime(KEY_TIME) + "#~"
     out: dict[str, dict[str, list[CapacityObservation]]] = {}
     for pool_id in dict.fromkeys(p for p in pool_ids if p):
-        after = _REPORTED
+        after, found = _REPORTED, 0
         while True:
+            if found == clients:
+                logger.warning("more clients reported on a pool than get scores of their own",
+                               extra={"pool_id": pool_id, "clients": clients})
+                break
             first = next(iter(ObservationTable.query(
                 pool_id, ObservationTable.observation_key.between(after, _REPORTED[:-1] + _PAST_PREFIX), limit=1)),
                 None)
@@ -150,6 +159,7 @@ def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime,
             prefix = reported_prefix(client)
             rows = _newest(pool_id, prefix + lower, prefix + upper, limit) if client else []
             if rows:
+                found += 1
                 out.setdefault(client, {})[pool_id] = [
                     _observation(r) for r in sorted(rows, key=lambda r: (r.at, r.observation_key))]
             after = prefix[:-1] + _PAST_PREFIX  # the first key past every one of this client's

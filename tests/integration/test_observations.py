@@ -165,3 +165,14 @@ def test_reports_by_client_finds_every_reporting_client_whatever_one_of_them_sen
     found = observations.reports_by_client([p, pool()], T0 - timedelta(days=7), T0 + timedelta(hours=1), limit=20)
 
     assert found == {"a": {p: mine["a"]}, "b-2": {p: mine["b-2"]}, "b": {p: mine["b"][-20:]}}
+
+
+def test_reports_by_client_scores_at_most_its_cap_of_clients_per_pool():
+    """GIVEN four clients with reports on P WHEN read with a cap of two THEN the first two by id are returned."""
+    p = pool()
+    for client in ("d", "a", "c", "b"):
+        observations.record(refused(p, T0), event_id=f"cmd:{client}", client_id=client, reported=True)
+
+    found = observations.reports_by_client([p], T0 - timedelta(hours=1), T0 + timedelta(hours=1), clients=2)
+
+    assert found == {"a": {p: [refused(p, T0)]}, "b": {p: [refused(p, T0)]}}
