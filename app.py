@@ -183,10 +183,10 @@ def savings_fleet(event):
     return savings_fleet_job.run(scheduled_time(event))
 
 
-@app.schedule(Cron(50, 0, "*", "*", "?", "*"), name="growth-snapshot")
+@app.schedule(Rate(15, unit=Rate.MINUTES), name="growth-snapshot")
 def growth_snapshot(event):
-    """00:50 UTC, after the 00:45 fleet run: the daily growth/fleet snapshot (clients, agents, instances, total
-    savings)."""
+    """Every 15 minutes: the fleet's counts for the admin stats and today's growth row (clients, agents,
+    instances, total savings)."""
     from chalicelib.jobs import snapshots as snapshots_job
 
     return snapshots_job.run(scheduled_time(event))

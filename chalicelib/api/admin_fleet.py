@@ -75,10 +75,13 @@ def event_view(e) -> dict:
 
 @bp.route("/api/admin/stats", methods=["GET"], response="FleetStatsReply")
 def fleet_stats():
-    """Fleet totals, the fleet's savings (savings repository) and the active risk model."""
+    """Fleet totals as the growth snapshot last counted them (every 15 minutes; ``counted_at``), the fleet's savings
+    (savings repository) and the active risk model."""
     admin_request(_request())
     now = utcnow()
-    return ok({**fleet.fleet_counts(now), "savings": _savings().fleet_summary(now), "active_model": _active_model()})
+    counts, counted_at = fleet.latest_counts(now)
+    return ok({**counts, "counted_at": iso(counted_at), "savings": _savings().fleet_summary(now),
+               "active_model": _active_model()})
 
 
 @bp.route("/api/admin/agents", methods=["GET"], response="FleetAgentsReply", csv=True, query=[Query("status", enum=AGENT_STATUSES)])

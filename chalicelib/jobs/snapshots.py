@@ -1,7 +1,11 @@
-"""Daily: the growth/fleet snapshot (clients, agents, active instances, total savings) for the admin view.
+"""Every 15 minutes: the fleet's counts (clients, agents, instances, switches, interruptions, pools) for the admin
+stats, and today's growth row (clients, agents, active instances, total savings).
 
-Walks the client listing index and queries each client's agents and instances by key (no scans). The row
-is keyed by date, so a re-run the same day overwrites it.
+Counting walks the client listing index and queries each client's partitions (``repositories.fleet.fleet_counts``:
+no scans but the pools table's COUNT), a few queries per client: too much for a request once there are hundreds
+of clients (API Gateway gives up at 29 s), so ``GET /api/admin/stats`` reads what the last run stored
+(``fleet.latest_counts``; ``counted_at`` says when). The growth row is keyed by date: each run overwrites
+today's, so a day's row is what its last run counted.
 """
 
 from __future__ import annotations
@@ -9,34 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from chalicelib.observability import logged_job, logger
-from chalicelib.repositories import savings
-from chalicelib.tables.agents import AgentTable
-from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
-from chalicelib.tables.instances import InstanceTable
-
-_GONE = ("deleted", "terminated")
-
-
-def counts() -> dict[str, int]:
-    """Clients total/active, agents total (not deleted)/online, instances active, across the fleet."""
-    found = dict.fromkeys(("clients_total", "clients_active", "agents_total", "agents_online",
-                           "instances_active"), 0)
-    for client in ClientTable.by_created.query(CLIENT_LISTING, attributes_to_get=["client_id", "status"]):
-        found["clients_total"] += 1
-        found["clients_active"] += client.status == "active"
-        for agent in AgentTable.query(client.client_id, attributes_to_get=["status", "deleted_at"]):
-            if agent.deleted_at is None and agent.status not in _GONE:
-                found["agents_total"] += 1
-                found["agents_online"] += agent.status == "online"
-        found["instances_active"] += sum(1 for _ in InstanceTable.by_client.query(
-            client.client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
-    return found
+from chalicelib.repositories import fleet, savings
 
 
 @logged_job("growth-snapshot")
 def run(now: datetime) -> dict[str, int]:
-    """Take today's snapshot (UTC date of ``now``)."""
-    found = counts()
+    """Count the fleet and write today's growth row (UTC date of ``now``)."""
+    found = fleet.count_and_store(now)
     total = savings.fleet_total_savings(now)
     savings.put_growth(now.date(), found, total, now)
     logger.info("growth snapshot", extra={**found, "total_savings": str(total)})

@@ -6,7 +6,9 @@ Index use, per the no-scan rule:
 - the fleet-wide agent and instance listings have no index that serves "every row of every client", so they
   are **bounded, paginated scans** (``Limit`` = the page size, ``next_token`` = the scan's LastEvaluatedKey):
   one admin page reads at most one page of rows;
-- ``pools_tracked`` is a COUNT scan of the pools table (small: region x type x zone), admin stats only.
+- ``pools_tracked`` is a COUNT scan of the pools table (small: region x type x zone), admin stats only;
+- the fleet totals walk every client, so the growth snapshot counts them every 15 minutes and the admin stats
+  read the stored result (``latest_counts``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pynamodb.models import Model
 from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
-from chalicelib.repositories import clients
+from chalicelib.repositories import clients, job_state
 from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
 from chalicelib.tables import (
     AgentTable,
@@ -38,6 +40,7 @@ from chalicelib.tables import (
 )
 from chalicelib.tables.clients import CLIENT_LISTING, name_lookup_key
 
+FLEET_COUNTS = "fleet-counts"  # job-state key of the growth snapshot's last counts
 ONLINE = (AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value, AgentStatus.SWITCHING.value)
 GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
 
@@ -91,6 +94,22 @@ def fleet_counts(now: datetime) -> dict[str, int]:
             client_id, InterruptionTable.interruption_id >= f"int-{day_ago.strftime('%Y%m%dT%H%M%S%f')}")
     totals["pools_tracked"] = PoolTable.count()
     return totals
+
+
+def count_and_store(now: datetime) -> dict[str, int]:
+    """Count the fleet (``fleet_counts``) and store it for the admin stats (the growth snapshot's run)."""
+    found = fleet_counts(now)
+    job_state.put_result(FLEET_COUNTS, found, now)
+    return found
+
+
+def latest_counts(now: datetime) -> tuple[dict[str, int], datetime]:
+    """The last stored counts and when they were taken: a request reads them, never walks every client. On a stage
+    the snapshot has not counted yet, counted (and stored) now."""
+    stored = job_state.result(FLEET_COUNTS)
+    if stored is not None:
+        return stored
+    return count_and_store(now), now
 
 
 def agents_page(limit: int, next_token: str | None, status: str | None = None) -> Page:

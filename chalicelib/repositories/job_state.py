@@ -1,4 +1,4 @@
-"""Where a batch job that works in slices resumes (``job-state`` table)."""
+"""Where a batch job that works in slices resumes, and what a counting job last found (``job-state`` table)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,17 @@ def position(job_key: str) -> dict:
 def set_position(job_key: str, fields: dict, now: datetime) -> None:
     """Save the job's resume position (``{}``: the next run starts from the beginning)."""
     JobStateTable(job_key, cursor=fields, updated_at=now).save()
+
+
+def put_result(job_key: str, fields: dict, now: datetime) -> None:
+    """Store what the job's run found, for readers that must not redo its work (e.g. the admin stats)."""
+    JobStateTable(job_key, cursor=fields, at=now, updated_at=now).save()
+
+
+def result(job_key: str) -> tuple[dict, datetime] | None:
+    """The job's last stored result and its time, or None before its first run."""
+    try:
+        row = JobStateTable.get(job_key, consistent_read=True)
+    except JobStateTable.DoesNotExist:
+        return None
+    return dict(row.cursor or {}), row.at or row.updated_at

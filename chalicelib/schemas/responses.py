@@ -847,6 +847,7 @@ class FleetStatsReply(Reply):
     switches_24h: int
     interruptions_24h: int
     pools_tracked: int
+    counted_at: Time  # when the growth snapshot counted the figures above (every 15 minutes)
     savings: SavingsSummary
     active_model: ActiveModel
 

@@ -10,8 +10,8 @@ from chalicelib.tables.base import BaseMeta, table_name
 
 class JobStateTable(Model):
     """One row per job and subject: ``rollup#<pool_id>`` (``at`` = the end of the last hour the pricing
-    aggregator rolled up for that pool) or ``cleaner#<sweep>`` (``cursor`` = where the data cleaner's
-    next run resumes its walk)."""
+    aggregator rolled up for that pool), ``cleaner#<sweep>`` (``cursor`` = where the data cleaner's
+    next run resumes its walk) or ``fleet-counts`` (``cursor`` = the growth snapshot's last counts, ``at`` = when)."""
 
     class Meta(BaseMeta):
         table_name = table_name("job-state")

@@ -9,19 +9,29 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from chalicelib.api import admin_fleet
 from chalicelib.repositories import activity
-from chalicelib.tables import AgentTable, ClientLookupTable, ClientTable, InstanceTable, ReplicaTable
+from chalicelib.tables import (
+    AgentTable,
+    ClientLookupTable,
+    ClientTable,
+    InstanceTable,
+    InterruptionTable,
+    PoolTable,
+    ReplicaTable,
+    SwitchTable,
+)
 from chalicelib.tables.clients import name_lookup_key
 from tests.api._support import assert_error, now_utc, walk
 from tests.api.test_replicas import manual_agent
-from tests.conftest import Caller, registration
+from tests.conftest import Caller, invoke_schedule, registration
 from tests.e2e.failover_support import state_of
+from tests.integration.test_risk_scorer_scale import dynamodb_calls
 
 GONE = ("shutting-down", "terminated")
 FLEET = {"total_savings": 1234.5678, "total_actual_cost": 10.0, "total_baseline_cost": 1244.5678,
@@ -55,7 +65,7 @@ def test_admin_routes_need_the_admin_key(api, tenant_with_agent):
     assert ClientTable.get(client_id, consistent_read=True).client_id == client_id  # not deleted
 
 
-def test_stats_count_the_fleet_and_pass_the_fleet_savings_through(admin, tenant_with_agent, fake_savings):
+def test_stats_count_the_fleet_and_pass_the_fleet_savings_through(api, admin, tenant_with_agent, fake_savings):
     client_id, caller, agent_id, _ = tenant_with_agent
     status, stats = admin.get("/api/admin/stats")
     assert status == 200, stats
@@ -65,10 +75,25 @@ def test_stats_count_the_fleet_and_pass_the_fleet_savings_through(admin, tenant_
     for key in ("pools_tracked", "switches_total", "switches_24h", "interruptions_24h"):
         assert isinstance(stats[key], int) and stats[key] >= 0
     assert set(stats["active_model"]) >= {"version", "source"}
-    # one more agent and one more client show in the counts
+    # one more client shows in the counts once the growth snapshot (every 15 minutes) has counted again
     _, other = admin.post("/api/admin/clients/create", {"name": f"stats-{uuid.uuid4().hex[:8]}"})
+    status, unchanged = admin.get("/api/admin/stats")
+    assert (unchanged["clients_total"], unchanged["counted_at"]) == (stats["clients_total"], stats["counted_at"])
+    invoke_schedule(api, "growth-snapshot", datetime.now(UTC))
     status, again = admin.get("/api/admin/stats")
-    assert again["clients_total"] >= stats["clients_total"] + 1
+    assert again["clients_total"] >= stats["clients_total"] + 1 and again["counted_at"] > stats["counted_at"]
+
+
+def test_stats_never_walk_the_clients_in_the_request(api, admin, tenant_with_agent, fake_savings):
+    """However many clients there are, the stats request reads the stored counts: no query of a client's
+    partitions (a walk of hundreds of clients outlasts API Gateway's 29 s)."""
+    invoke_schedule(api, "growth-snapshot", datetime.now(UTC))
+    with dynamodb_calls() as calls:
+        status, stats = admin.get("/api/admin/stats")
+    assert status == 200, stats
+    walked = {AgentTable.Meta.table_name, SwitchTable.Meta.table_name, InterruptionTable.Meta.table_name,
+              ClientTable.Meta.table_name, PoolTable.Meta.table_name}
+    assert not [c for c in calls if c[1] in walked], calls
 
 
 def test_all_agents_lists_every_client_with_its_client_id_and_filters_by_status(admin, make_tenant,

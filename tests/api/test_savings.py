@@ -184,17 +184,17 @@ def test_jobs_are_scheduled_and_local_mode_runs_them():
 
     handlers = scheduled_handlers()
     assert period_seconds(handlers["savings-rollup"]) == 3600
-    assert period_seconds(handlers["savings-close"]) == 86400 and period_seconds(handlers["growth-snapshot"]) == 86400
+    assert period_seconds(handlers["savings-close"]) == 86400 and period_seconds(handlers["growth-snapshot"]) == 900
 
 
 def test_the_snapshot_counts_a_new_agent_and_its_instance(tenant_with_agent):
-    from chalicelib.jobs import snapshots
+    from chalicelib.repositories import fleet
 
     _, caller, _, _ = tenant_with_agent
-    before = snapshots.counts()
+    before = fleet.fleet_counts(now_utc())
     status, _ = caller.post("/api/agents/register", registration())
     assert status == 200
-    after = snapshots.counts()
+    after = fleet.fleet_counts(now_utc())
     assert after["agents_total"] == before["agents_total"] + 1 and after["agents_online"] == before["agents_online"] + 1
     assert after["instances_active"] == before["instances_active"] + 1
     assert after["clients_total"] == before["clients_total"]
