@@ -740,7 +740,7 @@ JOBS = {  # chalice function name -> (module or run(now), runs per month, run kw
     "savings-close": ("savings_rollup", 30, {}),  # a dispatcher
     "savings-worker": (_work_queued("savings_rollup", "rollup_batch"), 30 * 24 + 30, {}),
     "savings-fleet": ("savings_fleet", 30 * 24, {}),
-    "growth-snapshot": ("snapshots", 30, {}),
+    "growth-snapshot": ("snapshots", 30 * 24 * 4, {}),
 }
 PREPARE = {  # unmetered set-up before each run of a job
     "decision-worker": _dispatched("decision_cycle", "decision_queue_name", "DECISION_WORKER_BATCH_SIZE"),
