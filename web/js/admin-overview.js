@@ -1,13 +1,13 @@
 // Operator overview: fleet statistics and growth.
 import { api } from "./api.js";
-import { html, useApi, Async, Section, Stat, ChartBox, usd, pct, num } from "./ui.js";
+import { html, useApi, Async, Section, Stat, ChartBox, usd, pct, num, when } from "./ui.js";
 
 export function AdminOverview() {
   const stats = useApi(() => api.get("/api/admin/stats"), []);
   const growth = useApi(() => api.get("/api/admin/clients/growth?days=30"), []);
   return html`<h1>Fleet overview</h1>
     <${Section} title="Fleet" id="fleet-stats"><${Async} state=${stats} what="the fleet statistics">${(s) => html`<div class="stats">
-      <${Stat} id="clients" label="Clients (active)" value=${`${num(s.clients_active)} / ${num(s.clients_total)}`} />
+      <${Stat} id="clients" label="Clients (active)" value=${`${num(s.clients_active)} / ${num(s.clients_total)}`} hint=${`counted ${when(s.counted_at)}`} />
       <${Stat} id="agents" label="Agents online" value=${`${num(s.agents_online)} / ${num(s.agents_total)}`} />
       <${Stat} id="instances_active" label="Active instances" value=${num(s.instances_active)} />
       <${Stat} id="pools_tracked" label="Pools tracked" value=${num(s.pools_tracked)} />
