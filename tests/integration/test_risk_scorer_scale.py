@@ -10,12 +10,14 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from botocore.client import BaseClient
 
 from chalicelib.jobs import risk_scorer
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.observations import ObservationTable
 from chalicelib.tables.pools import PoolTable
+from components.risk_model import FEATURE_NAMES
 from tests.conftest import registration
 from tests.integration.test_instance_types import server_prices
 
@@ -302,3 +304,47 @@ def test_past_its_cap_a_pools_exposure_counts_the_whole_round_between_its_turns(
     _cap(monkeypatch, 9)
     assert risk_scorer.run(later + timedelta(seconds=1800))["capped"] is False
     assert job_state.position(risk_scorer.RISK_WALK) == {}  # back under the cap: nothing kept
+
+
+class _RefusalsModel:
+    """An estimator whose probability is a tenth of the ``refusals_24h`` feature: which evidence each score read."""
+
+    def predict_proba(self, rows):
+        import numpy as np
+
+        column = FEATURE_NAMES.index("refusals_24h")
+        p = np.array([min(1.0, row[column] / 10) for row in rows])
+        return np.column_stack([1 - p, p])
+
+
+def test_with_a_model_each_client_score_is_its_own_evidence_and_the_fleets_none(make_tenant, monkeypatch):
+    """GIVEN the active model, the product's own refusal in pool a, client c1's two reported refusals in a and
+    client c2's one in another type's pool
+    WHEN the scorer runs (one batch for the fleet's and the clients' rows)
+    THEN a's fleet score counts the product's refusal only, c1's scores (a and its sibling b, same type and region)
+    count its reports as well, c2's reports reach no pool of this type, and nobody's reach the fleet's scores."""
+    from chalicelib.repositories import observations
+    from chalicelib.repositories import pools as pool_repo
+    from components.capacity import CapacityObservation, ObservationKind
+
+    now, (a, b) = _own_pools(make_tenant, monkeypatch, "ab")
+    other = f"c5.x{uuid.uuid4().hex[:8]}xl.{EU}a"
+
+    def refused(pool_id, minutes):
+        return CapacityObservation(pool_id, ObservationKind.LAUNCH_REFUSED, (now - timedelta(minutes=minutes)).timestamp(),
+                                   code="InsufficientInstanceCapacity", source="test")
+
+    observations.record(refused(a, 30), event_id="replica:own")
+    for k in (1, 2):
+        observations.record(refused(a, 20 + k), event_id=f"cmd:c1:{k}", client_id="c1", reported=True)
+    observations.record(refused(other, 5), event_id="cmd:c2", client_id="c2", reported=True)
+    monkeypatch.setattr(risk_scorer.model_store, "active_estimator", lambda: ("fake", _RefusalsModel()))
+
+    result = risk_scorer.run(now)
+
+    stored = pool_repo.latest_prices([a, b])
+    assert result["scored"] == {"model": 2} and result["client_scores"] == 2
+    assert (stored[a].risk, stored[b].risk) == (pytest.approx(0.1), 0.0)
+    assert stored[a].client_risk == {"c1": pytest.approx(0.3)} and stored[b].client_risk == {"c1": 0.0}
+    assert stored[a].risk_for("c1") == pytest.approx(0.3) and stored[a].risk_for("c2") == pytest.approx(0.1)
+    assert stored[a].risk_source == "model"
