@@ -40,3 +40,16 @@ def placement_scores():
     if settings.placement_scores_source == "file" and settings.placement_scores_file:
         return spot_market.StaticPlacementScores.from_file(settings.placement_scores_file)
     return spot_market.NoPlacementScores()
+
+
+@cache
+def ondemand_prices():
+    """The OnDemandPrices adapter of this stage (``ONDEMAND_PRICES_SOURCE``: aws or file), None when off."""
+    from chalicelib.aws import ondemand_prices as prices
+
+    settings = get_settings()
+    if settings.ondemand_prices_source == "aws":
+        return prices.AwsOnDemandPrices()
+    if settings.ondemand_prices_source == "file" and settings.ondemand_prices_file:
+        return prices.StaticOnDemandPrices(path=settings.ondemand_prices_file)
+    return None

@@ -13,6 +13,8 @@ from typing import Any
 
 from components.instance_types import InstanceSpec, Requirements, declare, parse_catalogue
 
+from chalicelib.repositories import market
+
 CATALOGUE_PATH = Path(__file__).resolve().parents[1] / "data" / "catalogue" / "ec2_instance_types.csv"
 
 
@@ -23,9 +25,14 @@ def catalogue() -> dict[str, InstanceSpec]:
         return parse_catalogue(f)
 
 
-def ondemand_price(instance_type: str | None) -> float | None:
-    """AWS's on-demand list price of a type (us-east-1, Linux; the product's one on-demand price
-    source: agents cannot set it); None for a type the catalogue does not know."""
+def ondemand_price(instance_type: str | None, region: str | None = None) -> float | None:
+    """AWS's on-demand list price of a type (Linux; the product's one on-demand price source: agents cannot set
+    it): ``region``'s as the spot-prices job last read it from the Price List API (``market.listed_ondemand``),
+    else the catalogue's us-east-1 price; None for a type neither knows."""
+    if region and instance_type:
+        listed = market.listed_ondemand(region, instance_type)
+        if listed is not None:
+            return float(listed)
     spec = catalogue().get(instance_type or "")
     return spec.ondemand_price if spec and spec.ondemand_price else None
 

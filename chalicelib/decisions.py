@@ -96,7 +96,7 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
         risk = pool.risk_for(agent.client_id)
         risk = risk if risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh else None, risk, available=fresh))
-    ondemand = catalogue.ondemand_price(agent.instance_type)
+    ondemand = catalogue.ondemand_price(agent.instance_type, agent.region)
     if ondemand is None and options:
         own = pool_repo.reported_ondemand(agent.agent_id, agent.instance_type)
         ondemand = float(own) if own is not None else None

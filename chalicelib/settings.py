@@ -75,6 +75,8 @@ class Settings:
     server_price_fresh_s: int
     price_backfill_s: int
     placement_scores_source: str
+    ondemand_prices_source: str
+    ondemand_prices_file: str
     placement_scores_file: str
     placement_interval_s: int
     placement_max_per_run: int
@@ -160,6 +162,13 @@ def get_settings() -> Settings:
             "PLACEMENT_SCORES_SOURCE",
             "aws" if stage != "local" else ("file" if os.environ.get("PLACEMENT_SCORES_FILE") else "off")),
         placement_scores_file=os.environ.get("PLACEMENT_SCORES_FILE", ""),
+        # On-demand list prices per region: "aws" (the Price List API), "file" (a JSON file {region: {type: price}},
+        # local mode and tests) or "off" (the catalogue's us-east-1 prices everywhere). Asked once a day per
+        # (region, type) in use, by the spot-prices job.
+        ondemand_prices_source=os.environ.get(
+            "ONDEMAND_PRICES_SOURCE",
+            "aws" if stage != "local" else ("file" if os.environ.get("ONDEMAND_PRICES_FILE") else "off")),
+        ondemand_prices_file=os.environ.get("ONDEMAND_PRICES_FILE", ""),
         # Each (region, type) is asked at most once per interval, and at most this many per run
         # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
         placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),

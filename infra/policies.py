@@ -122,6 +122,12 @@ def ec2_spot_prices(stage: str) -> list[dict]:
     return [_statement("Ec2SpotPrices", ["ec2:DescribeSpotPriceHistory"], "*")]
 
 
+def ondemand_list_prices(stage: str) -> list[dict]:
+    """The Price List API (chalicelib/aws/ondemand_prices.py), with the product's own credentials: it has no
+    resources, and a client account's role needs none of it."""
+    return [_statement("OnDemandListPrices", ["pricing:GetProducts"], "*")]
+
+
 def ec2_placement_scores(stage: str) -> list[dict]:
     return [_statement("Ec2PlacementScores", ["ec2:DescribeAvailabilityZones", "ec2:GetSpotPlacementScores"], "*")]
 
@@ -362,7 +368,7 @@ FUNCTIONS: dict[str, tuple] = {
     DECISION_WORKER_FUNCTION: (tables,),
     "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover),
     "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
-    "spot-prices": (tables, ec2_spot_prices),
+    "spot-prices": (tables, ec2_spot_prices, ondemand_list_prices),
     "placement-scores": (tables, ec2_placement_scores),
     "pricing-aggregator": (tables,),
     "data-cleaner": (tables,),

@@ -20,7 +20,7 @@ from components.aws_regions import is_zone_of_region
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
 from components.data_valve import PricePoint
-from components.pool_id import make_pool_id, parse_pool_id
+from components.pool_id import make_pool_id, parse_pool_id, region_of_az
 
 from chalicelib import auth, bootstrap, catalogue, command_queue, quotas, reported_pools, tenancy
 from chalicelib.api.common import (
@@ -438,7 +438,8 @@ def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warn
             filled[name] = known[pool].price
             warnings.append(f"prices.{name}: unknown in the report; the server's latest price of {pool} is used")
     if filled["on_demand"] is None:
-        od = catalogue.ondemand_price(parse_pool_id(old_pool or new_pool)[0]) if old_pool or new_pool else None
+        itype, az = parse_pool_id(old_pool or new_pool) if old_pool or new_pool else (None, None)
+        od = catalogue.ondemand_price(itype, region_of_az(az)) if itype else None
         if od is not None:
             filled["on_demand"] = _decimal(od)
             warnings.append("prices.on_demand: unknown in the report; the server's on-demand price is used")

@@ -36,8 +36,8 @@ def _request():
     return bp.current_request
 
 
-def _ondemand(instance_type: str | None, recorded=None):
-    listed = catalogue.ondemand_price(instance_type) if instance_type else None
+def _ondemand(instance_type: str | None, region: str | None, recorded=None):
+    listed = catalogue.ondemand_price(instance_type, region) if instance_type else None
     return listed if listed is not None else recorded
 
 
@@ -69,7 +69,7 @@ def client_instances(client_id):
     prices = pool_repo.latest_prices([r.pool_id for r in page.items if r.pool_id and r.mode == "spot"])
     rows = []
     for row in page.items:
-        ondemand = _ondemand(row.instance_type, row.ondemand_price)
+        ondemand = _ondemand(row.instance_type, row.region, row.ondemand_price)
         rows.append(instance_row(row, on_demand_price=ondemand,
                                  current_price=_current_price(row, prices.get(row.pool_id), client.client_id,
                                                               ondemand)))
@@ -91,7 +91,7 @@ def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
     types = list(allowed_types(row.instance_type, declared)) if row.instance_type else []
     found = []
     for instance_type in types:
-        ondemand = _ondemand(instance_type)
+        ondemand = _ondemand(instance_type, row.region)
         for pool in pool_repo.pools_of_type(row.region or "", instance_type):
             price = pool.price if pool.price is not None and pool.price_visible_to(client_id) else None
             found.append({"pool_id": pool.pool_id, "instance_type": pool.instance_type, "az": pool.az,
@@ -109,7 +109,7 @@ def instance_pricing(instance_id):
     client, _ = client_request(_request())
     row = _instance(client.client_id, instance_id)
     found, _ = _pools(row, client.client_id)
-    ondemand = _ondemand(row.instance_type, row.ondemand_price)
+    ondemand = _ondemand(row.instance_type, row.region, row.ondemand_price)
     current = next((p for p in found if p["is_current"]), None)
     price = current["price"] if current and current["price"] is not None else (
         row.spot_price if row.mode == "spot" else ondemand if row.mode == "ondemand" else None)

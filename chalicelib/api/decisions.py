@@ -140,7 +140,7 @@ def pool_risk():
         raise InvalidInputError("region is not an AWS region", field="region")
     if len(instance_type) > 64 or not is_valid_instance_type(instance_type):
         raise InvalidInputError("instance_type is not an EC2 instance type", field="instance_type")
-    ondemand = catalogue.ondemand_price(instance_type)  # AWS's list price; agents cannot set it
+    ondemand = catalogue.ondemand_price(instance_type, region)  # AWS's list price; agents cannot set it
     return ok({"pools": [
         {"pool_id": p.pool_id, "az": p.az, "price": float(p.price) if shown else None,
          "price_at": iso(p.at) if shown else None, "ondemand_price": ondemand,

@@ -83,7 +83,7 @@ def instance_price_history(instance_id):
     if own is None and instance.instance_type and instance.az:
         own = make_pool_id(instance.instance_type, instance.az)
     pool_ids = _pools_of(instance.region, instance.instance_type, own)
-    ondemand = catalogue.ondemand_price(instance.instance_type)
+    ondemand = catalogue.ondemand_price(instance.instance_type, instance.region)
     if ondemand is None and instance.ondemand_price is not None:
         ondemand = instance.ondemand_price
     return ok({"instance_id": instance_id, "instance_type": instance.instance_type, "pool_id": own,

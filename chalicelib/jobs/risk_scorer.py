@@ -90,7 +90,7 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
         now=now.timestamp(), observations=tuple(seen.get(pool.pool_id, ())),
         region_observations=tuple(sorted(neighbours, key=lambda o: o.at)),
         price_times=tuple(p.ts.timestamp() for p in points), prices=tuple(float(p.price) for p in points),
-        ondemand_price=catalogue.ondemand_price(pool.instance_type) or float("nan"),
+        ondemand_price=catalogue.ondemand_price(pool.instance_type, pool.region) or float("nan"),
         advisor_band=DEFAULT_ADVISOR_BAND)
 
 

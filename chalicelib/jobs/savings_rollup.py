@@ -126,7 +126,7 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
         known = latest.get(row.pool_id) if row.pool_id else None
         # AWS's list price first (the catalogue: the one the instance pages show, which no agent can set); a
         # type it does not list: the price recorded on the instance (its switch report), else the pool's
-        listed = catalogue.ondemand_price(row.instance_type)
+        listed = catalogue.ondemand_price(row.instance_type, row.region)
         od = Decimal(str(listed)) if listed is not None else row.ondemand_price
         if od is None and known is not None:
             od = known.ondemand_price

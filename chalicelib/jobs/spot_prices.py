@@ -1,4 +1,5 @@
-"""Every 10 minutes: the pools' spot prices from AWS itself (issue #11), the source of truth.
+"""Every 10 minutes: the pools' spot prices from AWS itself (issue #11), the source of truth; once a day per
+(region, type), its on-demand list price (``refresh_ondemand``).
 
 For every (region, instance type) an agent runs, ``DescribeSpotPriceHistory`` (Linux/UNIX) since the
 last successful fetch (first run: the last hour; never more than ``PRICE_BACKFILL_S`` back). AWS also
@@ -18,6 +19,7 @@ from components.data_valve import PriceOutOfRangeError, PricePoint, ValveConfig,
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
 
+from chalicelib import bootstrap
 from chalicelib.aws import spot_market
 from chalicelib.aws.spot_market import LINUX_PRODUCTS, SpotPriceRecord
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
@@ -27,6 +29,9 @@ from chalicelib.repositories import pools as pool_repo
 from chalicelib.settings import get_settings
 
 FIRST_LOOKBACK = timedelta(hours=1)
+ONDEMAND_REFRESH = timedelta(days=1)  # list prices change a few times a year
+ONDEMAND_RETRY = timedelta(hours=1)
+ONDEMAND_MAX_PER_RUN = 50  # Price List API calls a run (it is rate limited); the rest wait for the next runs
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 Fetch = Callable[[str, list[str], datetime], list[SpotPriceRecord]]
@@ -82,6 +87,36 @@ def points_from(records: list[SpotPriceRecord], instance_type: str, now: datetim
 
 
 @logged_job("spot-prices")
+def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None) -> dict[str, int]:
+    """AWS's on-demand list price of each (region, type) in use, asked once a day each (``ONDEMAND_REFRESH``), at
+    most ``ONDEMAND_MAX_PER_RUN`` a run; stored for the decisions and the savings baseline (``catalogue.
+    ondemand_price``). A failure keeps the stored price and is asked again in an hour; with the source off
+    (``ONDEMAND_PRICES_SOURCE=off``) nothing is asked and the catalogue's us-east-1 prices serve."""
+    source = source or bootstrap.ondemand_prices()
+    done = {"fetched": 0, "failed": 0}
+    if source is None or not targets:
+        return done
+    known = market.states(market.ONDEMAND, targets)
+    due = [t for t in targets if (s := known.get(t)) is None or s.next_at is None or s.next_at <= now]
+    for region, instance_type in due[:ONDEMAND_MAX_PER_RUN]:
+        if not market.claim(market.ONDEMAND, region, instance_type, now, now + ONDEMAND_RETRY):
+            continue  # an overlapping run took it
+        try:
+            price = source.price(region, instance_type)
+        except spot_market.MarketDataError as exc:
+            logger.warning("on-demand price fetch failed", extra={"region": region, "instance_type": instance_type,
+                                                                  "error": str(exc)})
+            market.record_failure(market.ONDEMAND, region, instance_type, now, str(exc), next_at=now + ONDEMAND_RETRY)
+            done["failed"] += 1
+            continue
+        market.record_success(market.ONDEMAND, region, instance_type, now, next_at=now + ONDEMAND_REFRESH,
+                              price=price)
+        done["fetched"] += 1
+    if done["fetched"]:
+        market.forget_listed()  # this container reads the new prices from now on
+    return done
+
+
 def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, str]] | None = None) -> dict:
     """One run over ``targets`` (default: every (region, type) agents run); returns what it did."""
     fetch = fetch or _aws_fetch
@@ -106,6 +141,7 @@ def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, s
         result["points_written"] += sum(s.written for s in stored.values())
         result["duplicates"] += sum(s.duplicates for s in stored.values())
         result["dropped"] += dropped
+    result["ondemand"] = refresh_ondemand(targets, now)
     logger.info("spot prices", extra=result)
     metrics.add_metric(name="SpotPrices.pools", unit=MetricUnit.Count, value=result["pools"])
     metrics.add_metric(name="SpotPrices.points", unit=MetricUnit.Count, value=result["points_written"])

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import PynamoDBException, UpdateError
 
+from chalicelib.observability import logger
 from chalicelib.repositories.dynamo import condition_failed
 from chalicelib.tables.market import MarketFetchTable
 
 PRICES = "prices"
 PLACEMENT = "placement"
+ONDEMAND = "ondemand"
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class FetchState:
     last_at: datetime | None
     next_at: datetime | None
     last_error: str | None
+    price: Decimal | None = None  # ONDEMAND rows: the stored list price
 
 
 def _key(kind: str, region: str, instance_type: str) -> str:
@@ -31,7 +36,7 @@ def _key(kind: str, region: str, instance_type: str) -> str:
 
 
 def _state(row: MarketFetchTable) -> FetchState:
-    return FetchState(row.kind, row.region, row.instance_type, row.last_at, row.next_at, row.last_error)
+    return FetchState(row.kind, row.region, row.instance_type, row.last_at, row.next_at, row.last_error, row.price)
 
 
 def states(kind: str, targets: list[tuple[str, str]]) -> dict[tuple[str, str], FetchState]:
@@ -41,10 +46,11 @@ def states(kind: str, targets: list[tuple[str, str]]) -> dict[tuple[str, str], F
 
 
 def record_success(kind: str, region: str, instance_type: str, at: datetime,
-                   next_at: datetime | None = None) -> None:
-    """A fetch at ``at`` succeeded: it is the next run's StartTime (prices) / the rate limit's clock."""
+                   next_at: datetime | None = None, price: Decimal | None = None) -> None:
+    """A fetch at ``at`` succeeded: it is the next run's StartTime (prices) / the rate limit's clock; ``price``:
+    the on-demand list price it found (ONDEMAND; None: AWS lists none there)."""
     MarketFetchTable(_key(kind, region, instance_type), kind=kind, region=region, instance_type=instance_type,
-                     last_at=at, next_at=next_at, last_error=None, updated_at=at).save()
+                     last_at=at, next_at=next_at, last_error=None, price=price, updated_at=at).save()
 
 
 def record_failure(kind: str, region: str, instance_type: str, at: datetime, error: str,
@@ -73,3 +79,31 @@ def claim(kind: str, region: str, instance_type: str, now: datetime, next_at: da
             return False
         raise
     return True
+
+
+LISTED_TTL_S = 3600  # a container re-reads a stored on-demand price at most hourly (the job refreshes it daily)
+_listed: dict[tuple[str, str], tuple[float, Decimal | None]] = {}
+
+
+def listed_ondemand(region: str, instance_type: str) -> Decimal | None:
+    """The on-demand list price of ``instance_type`` in ``region`` as the spot-prices job stored it (cached per
+    container for ``LISTED_TTL_S``); None when it has none (never fetched, AWS lists none, the read failed)."""
+    key = (region, instance_type)
+    hit = _listed.get(key)
+    if hit is not None and time.monotonic() - hit[0] < LISTED_TTL_S:
+        return hit[1]
+    try:
+        price = MarketFetchTable.get(_key(ONDEMAND, region, instance_type)).price
+    except MarketFetchTable.DoesNotExist:
+        price = None
+    except (PynamoDBException, OSError) as exc:  # the catalogue's price serves; asked again next time
+        logger.warning("on-demand list price not read", extra={"region": region, "instance_type": instance_type,
+                                                                "error": str(exc)})
+        return None
+    _listed[key] = (time.monotonic(), price)
+    return price
+
+
+def forget_listed() -> None:
+    """Drop the container's cached on-demand prices (tests, and a job that just stored new ones)."""
+    _listed.clear()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, OptionalText, table_name
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
 
 
 class MarketFetchTable(Model):
-    """One row per job and (region, type): ``prices#<region>#<type>`` or ``placement#<region>#<type>``.
+    """One row per job and (region, type): ``prices#<region>#<type>``, ``placement#<region>#<type>`` or
+    ``ondemand#<region>#<type>`` (``price``: AWS's on-demand list price there, the Price List API's answer).
 
     ``last_at`` is the last successful fetch (the price job's next ``StartTime``); ``next_at`` is the
     earliest time the placement-score job may query this configuration again (its rate limit).
@@ -25,4 +26,5 @@ class MarketFetchTable(Model):
     last_at = UTCDateTimeAttribute(null=True)
     next_at = UTCDateTimeAttribute(null=True)
     last_error = OptionalText()
+    price = DecimalAttribute(null=True)  # ondemand rows only
     updated_at = UTCDateTimeAttribute()

@@ -35,7 +35,7 @@ def collect(client_id: str, start: datetime, end: datetime) -> dict:
     from chalicelib import catalogue
 
     # AWS's list price (the product's on-demand price source: agents cannot set it)
-    ondemand = {p.pool_id: od for p in PoolTable.scan() if (od := catalogue.ondemand_price(p.instance_type))}
+    ondemand = {p.pool_id: od for p in PoolTable.scan() if (od := catalogue.ondemand_price(p.instance_type, p.region))}
     decisions = [d for a in agents for d in DecisionTable.query(a.agent_id)]
     since = (start - observations.BACKOFF_LOOKBACK).strftime(observations.KEY_TIME)
     mine = observations.reported_prefix(client_id)  # the demo client's agents' reports count for its placements
