@@ -33,7 +33,7 @@ _NOT_OFFERED = frozenset({"404", "UnsupportedOperation", "InvalidAction", "NotIm
 class OnDemandPrices(Protocol):
     """The on-demand list price ($/h, Linux) of a type in a region; None when unknown there."""
 
-    def price(self, region: str, instance_type: str) -> Decimal | None: ...
+    def list_price(self, region: str, instance_type: str) -> Decimal | None: ...
 
 
 def _positive(value) -> Decimal | None:
@@ -65,7 +65,7 @@ def price_of_products(price_list: list[str]) -> Decimal | None:
 class AwsOnDemandPrices:
     """``pricing:GetProducts`` for AmazonEC2, filtered to one type in one region (one call, a few products)."""
 
-    def price(self, region: str, instance_type: str) -> Decimal | None:
+    def list_price(self, region: str, instance_type: str) -> Decimal | None:
         filters = [{"Type": "TERM_MATCH", "Field": field, "Value": value}
                    for field, value in (("instanceType", instance_type), ("regionCode", region), *_FILTERS)]
         try:
@@ -86,6 +86,6 @@ class StaticOnDemandPrices:
     def __init__(self, by_region: dict[str, dict[str, float]] | None = None, path: str | None = None):
         self._given, self._path = by_region, path
 
-    def price(self, region: str, instance_type: str) -> Decimal | None:
+    def list_price(self, region: str, instance_type: str) -> Decimal | None:
         prices = self._given if self._given is not None else json.loads(Path(self._path or "").read_text())
         return _positive((prices.get(region) or {}).get(instance_type))

@@ -102,7 +102,7 @@ def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None)
         if not market.claim(market.ONDEMAND, region, instance_type, now, now + ONDEMAND_RETRY):
             continue  # an overlapping run took it
         try:
-            price = source.price(region, instance_type)
+            price = source.list_price(region, instance_type)
         except spot_market.MarketDataError as exc:
             logger.warning("on-demand price fetch failed", extra={"region": region, "instance_type": instance_type,
                                                                   "error": str(exc)})

@@ -48,7 +48,7 @@ def _product(usd: str, unit: str = "Hrs") -> str:
 
 
 class Failing:
-    def price(self, region, instance_type):
+    def list_price(self, region, instance_type):
         raise TransientAwsError("GetProducts: ThrottlingException: Rate exceeded")
 
 
@@ -71,15 +71,15 @@ def test_the_request_names_the_type_the_region_and_linux_shared_tenancy(monkeypa
     with Stubber(client) as stub:
         stub.add_response("get_products", {"PriceList": [_product("0.107")], "FormatVersion": "aws_v1"},
                           {"ServiceCode": "AmazonEC2", "Filters": filters, "FormatVersion": "aws_v1", "MaxResults": 20})
-        assert AwsOnDemandPrices().price("eu-west-1", "m5.large") == Decimal("0.107")
+        assert AwsOnDemandPrices().list_price("eu-west-1", "m5.large") == Decimal("0.107")
         stub.add_client_error("get_products", "ThrottlingException", "Rate exceeded", 400)
         with pytest.raises(TransientAwsError):
-            AwsOnDemandPrices().price("eu-west-1", "m5.large")
+            AwsOnDemandPrices().list_price("eu-west-1", "m5.large")
 
 
 def test_an_endpoint_without_the_api_gives_no_price():
     """moto answers 404 "Not yet implemented", as an endpoint without the Price List API would: no price."""
-    assert AwsOnDemandPrices().price("eu-west-1", "m5.large") is None
+    assert AwsOnDemandPrices().list_price("eu-west-1", "m5.large") is None
 
 
 def test_the_job_stores_each_regions_price_once_a_day_and_the_product_reads_it():
