@@ -85,7 +85,7 @@ def scenario(make_tenant, at, monkeypatch):
     client_b, b = make_tenant()
     x, y = random_instance_type(), random_instance_type()  # pools of this test only
     listed = catalogue.ondemand_price
-    monkeypatch.setattr(catalogue, "ondemand_price", lambda t: 0.10 if t in (x, y) else listed(t))  # AWS's price
+    monkeypatch.setattr(catalogue, "ondemand_price", lambda t, region=None: 0.10 if t in (x, y) else listed(t, region))  # AWS's price
     at(T0)
     agent1, i1 = _register(a, x)
     _prices(a, agent1, i1, x, {"eu-west-1a": 0.03, "eu-west-1b": 0.05})

@@ -124,7 +124,7 @@ def _listed_ondemand(monkeypatch):
     """The scenario's made-up types get ONDEMAND as their AWS list price (the risk scorer's on-demand
     price is the catalogue's: agents cannot set it)."""
     listed = catalogue.ondemand_price
-    monkeypatch.setattr(catalogue, "ondemand_price", lambda t: listed(t) or ONDEMAND)
+    monkeypatch.setattr(catalogue, "ondemand_price", lambda t, region=None: listed(t, region) or ONDEMAND)
 
 
 def _production(itype, now):
