@@ -23,8 +23,9 @@ only (``PoolPrice.risk_for``).
 
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
 live spot agents are counted on the ``live-agents-by-pool`` index (one COUNT Query per pool). The run's work
-grows with the pools scored (and the clients reporting on them), never with the agents (it read every agent twice before: two scans, ≈ 0.7 ms
-per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m bench.cost`).
+grows with the pools scored and the clients reporting on them, never with the agents (it read every agent
+twice before: two scans, ≈ 0.7 ms per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m
+bench.cost`).
 """
 
 from __future__ import annotations
@@ -80,9 +81,13 @@ def record_held(now: datetime, pool_ids: list[str], lap_runs: int | None = None)
     return count
 
 
-def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
-    """The pool's PoolEvidence from the tables (the same shape ml.features builds from a trace)."""
-    points = pool_repo.history_with_price_in_force(pool.pool_id, now - PRICE_HISTORY)
+def evidence(pool, seen: dict, region_of: dict, now: datetime, prices: dict | None = None) -> PoolEvidence:
+    """The pool's PoolEvidence from the tables (the same shape ml.features builds from a trace); ``prices`` keeps
+    each pool's price history for the run (read once however many clients' scores use it)."""
+    prices = {} if prices is None else prices
+    if pool.pool_id not in prices:
+        prices[pool.pool_id] = pool_repo.history_with_price_in_force(pool.pool_id, now - PRICE_HISTORY)
+    points = prices[pool.pool_id]
     region_since = now.timestamp() - REGION_WINDOW.total_seconds()
     neighbours = [o for pid, obs in seen.items() if pid != pool.pool_id and region_of.get(pid) == pool.region
                   for o in obs if o.at >= region_since]
@@ -95,7 +100,7 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime) -> PoolEvidence:
 
 
 def client_evidence(pools, seen: dict, reports: dict[str, dict[str, list]], region_of: dict,
-                    now: datetime) -> list[tuple[str, str, PoolEvidence]]:
+                    now: datetime, prices: dict | None = None) -> list[tuple[str, str, PoolEvidence]]:
     """(client, pool, evidence) for each client with reports in this run's pools: the fleet's observations plus
     that client's own agents' reports, for every pool of a (region, instance type) it reported on — the pools its
     agents choose between, whose region features its reports change too. Another client's reports never enter."""
@@ -104,7 +109,7 @@ def client_evidence(pools, seen: dict, reports: dict[str, dict[str, list]], regi
         groups = {(p.region, p.instance_type) for p in pools if p.pool_id in own}
         merged = {pid: sorted([*seen.get(pid, ()), *own.get(pid, ())], key=lambda o: o.at)
                   for pid in set(seen) | set(own)}
-        out += [(client, p.pool_id, evidence(p, merged, region_of, now)) for p in pools
+        out += [(client, p.pool_id, evidence(p, merged, region_of, now, prices)) for p in pools
                 if (p.region, p.instance_type) in groups]
     return out
 
@@ -140,9 +145,10 @@ def run(now: datetime) -> dict:
     seen = observations.for_pools(pool_ids, since, now, limit=1000, viewer=observations.FLEET)
     reported = observations.reports_by_client(pool_ids, since, now)
     region_of = {p.pool_id: p.region for p in pools}
-    per_client = client_evidence(pools, seen, reported, region_of, now)
-    results = score([evidence(p, seen, region_of, now) for p in pools] + [ev for _, _, ev in per_client],
-                    active, horizon)
+    prices: dict = {}
+    fleet = [evidence(p, seen, region_of, now, prices) for p in pools]
+    per_client = client_evidence(pools, seen, reported, region_of, now, prices)
+    results = score(fleet + [ev for _, _, ev in per_client], active, horizon)
     scores = [(p.pool_id, *r) for p, r in zip(pools, results)]
     client_scores: dict[str, dict[str, float]] = defaultdict(dict)
     for (client, pool_id, _), (risk, _, _) in zip(per_client, results[len(pools):]):
