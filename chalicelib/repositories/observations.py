@@ -146,14 +146,14 @@ def reports_by_client(pool_ids: Iterable[str], since: datetime, until: datetime,
     for pool_id in dict.fromkeys(p for p in pool_ids if p):
         after, found = _REPORTED, 0
         while True:
-            if found == clients:
-                logger.warning("more clients reported on a pool than get scores of their own",
-                               extra={"pool_id": pool_id, "clients": clients})
-                break
             first = next(iter(ObservationTable.query(
                 pool_id, ObservationTable.observation_key.between(after, _REPORTED[:-1] + _PAST_PREFIX), limit=1)),
                 None)
             if first is None:
+                break
+            if found == clients:
+                logger.warning("more clients reported on a pool than get scores of their own",
+                               extra={"pool_id": pool_id, "clients": clients})
                 break
             client = first.reported_by or ""  # record(reported=True) without a client: "R##…", nobody's
             prefix = reported_prefix(client)
