@@ -86,7 +86,6 @@ def points_from(records: list[SpotPriceRecord], instance_type: str, now: datetim
     return points, dropped
 
 
-@logged_job("spot-prices")
 def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None) -> dict[str, int]:
     """AWS's on-demand list price of each (region, type) in use, asked once a day each (``ONDEMAND_REFRESH``), at
     most ``ONDEMAND_MAX_PER_RUN`` a run; stored for the decisions and the savings baseline (``catalogue.
@@ -117,6 +116,7 @@ def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None)
     return done
 
 
+@logged_job("spot-prices")
 def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, str]] | None = None) -> dict:
     """One run over ``targets`` (default: every (region, type) agents run); returns what it did."""
     fetch = fetch or _aws_fetch

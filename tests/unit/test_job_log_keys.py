@@ -34,3 +34,15 @@ def test_a_failing_job_does_not_leave_its_key_behind(monkeypatch):
     except RuntimeError:
         pass
     assert "job" not in observability.logger.get_current_keys()
+
+
+def test_the_spot_prices_run_names_its_job(monkeypatch):
+    """The spot-prices job's own lines (its summary, its metrics) carry ``job``, not only its on-demand step's."""
+    from chalicelib.jobs import spot_prices
+
+    seen = {}
+    monkeypatch.setattr(spot_prices, "refresh_ondemand", lambda targets, now: {"fetched": 0, "failed": 0})
+    monkeypatch.setattr(spot_prices, "publish_metrics", lambda: seen.update(observability.logger.get_current_keys()))
+    spot_prices.run(datetime.now(UTC), targets=[])
+    assert seen.get("job") == "spot-prices"
+    assert "job" not in observability.logger.get_current_keys()
