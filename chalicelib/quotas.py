@@ -116,19 +116,19 @@ def check_launch(agent, instance_type: str, replica=None, *, failover: bool | No
     if failover:
         return
     spend = standby_spend(agent.client_id, exclude=replica.replica_id if replica is not None else None)
-    new = float(price if price is not None else _price_of(replica, instance_type))
+    new = float(price if price is not None else _price_of(replica, instance_type, agent.region))
     cap_usd = float(found["max_standby_usd_per_hour"])
     if spend + new > cap_usd:
         raise QuotaExceeded(f"standby spend quota reached: {spend:.4f} $/h running + {new:.4f} $/h would pass "
                             f"{cap_usd:.2f} $/h; ask the operator to raise max_standby_usd_per_hour")
 
 
-def _price_of(replica, instance_type: str) -> float:
-    """The replica's recorded price, else the type's on-demand list price (an upper bound for spot), else 0."""
+def _price_of(replica, instance_type: str, region: str | None) -> float:
+    """The replica's recorded price, else the type's on-demand list price in ``region`` (an upper bound for spot),
+    else 0."""
     if replica is not None and replica.hourly_cost is not None:
         return float(replica.hourly_cost)
-    spec = catalogue.catalogue().get(instance_type)
-    return float(spec.ondemand_price or 0) if spec else 0.0
+    return float(catalogue.ondemand_price(instance_type, region) or 0)
 
 
 def standby_spend(client_id: str, *, exclude: str | None = None) -> float:
@@ -138,5 +138,5 @@ def standby_spend(client_id: str, *, exclude: str | None = None) -> float:
         for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
             if replica.replica_id == exclude or replica.status.value == "promoted":
                 continue
-            total += _price_of(replica, replica.instance_type or agent.instance_type or "")
+            total += _price_of(replica, replica.instance_type or agent.instance_type or "", agent.region)
     return total

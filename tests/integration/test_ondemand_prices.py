@@ -121,3 +121,21 @@ def test_an_agents_decision_compares_spot_with_its_regions_on_demand_price(make_
     assert status == 200, reply
     _, ondemand = decisions.market(agent_repo.get(client_id, reply["agent_id"]), now)
     assert ondemand == 0.107
+
+
+def test_the_standby_spend_quota_prices_an_unpriced_standby_at_its_regions_list_price(monkeypatch):
+    """A standby without a recorded price (an on-demand one, or one placed in an unpriced zone) counts at its
+    region's list price in the $/h quota, as every other reader of the on-demand price does."""
+    from types import SimpleNamespace
+
+    from chalicelib import quotas
+
+    price_job.refresh_ondemand([("eu-west-1", "m5.large")], datetime.now(UTC),
+                               StaticOnDemandPrices({"eu-west-1": {"m5.large": 0.107}}))
+    agent = SimpleNamespace(agent_id="a-1", client_id="c-1", region="eu-west-1", instance_type="m5.large")
+    standby = SimpleNamespace(replica_id="r-1", status=SimpleNamespace(value="ready"), hourly_cost=None,
+                              instance_type="m5.large")
+    monkeypatch.setattr(quotas, "_client_agents", lambda client_id: [agent])
+    monkeypatch.setattr(quotas.replica_repo, "for_agent", lambda agent_id, include_final: [standby])
+
+    assert quotas.standby_spend("c-1") == pytest.approx(0.107)
