@@ -107,8 +107,9 @@ def client_evidence(pools, seen: dict, reports: dict[str, dict[str, list]], regi
     out = []
     for client, own in sorted(reports.items()):
         groups = {(p.region, p.instance_type) for p in pools if p.pool_id in own}
+        regions = {region for region, _ in groups}  # its scores read their regions' observations only
         merged = {pid: sorted([*seen.get(pid, ()), *own.get(pid, ())], key=lambda o: o.at)
-                  for pid in set(seen) | set(own)}
+                  for pid in set(seen) | set(own) if region_of.get(pid) in regions}
         out += [(client, p.pool_id, evidence(p, merged, region_of, now, prices)) for p in pools
                 if (p.region, p.instance_type) in groups]
     return out

@@ -348,3 +348,39 @@ def test_with_a_model_each_client_score_is_its_own_evidence_and_the_fleets_none(
     assert stored[a].client_risk == {"c1": pytest.approx(0.3)} and stored[b].client_risk == {"c1": 0.0}
     assert stored[a].risk_for("c1") == pytest.approx(0.3) and stored[a].risk_for("c2") == pytest.approx(0.1)
     assert stored[a].risk_source == "model"
+
+
+def test_a_clients_scores_read_the_observations_of_its_own_regions_only(monkeypatch):
+    """GIVEN a run's pools in two regions, the fleet's observations in each, and a client with a report in one region
+    WHEN its scores' evidence is built THEN only that region's pools' observations are merged with its reports (its
+    scores read no other region's): the work per reporting client grows with its regions' observations, not with
+    every scored pool's (a copy and sort of the whole run's evidence per client before)."""
+    from types import SimpleNamespace
+
+    from components.capacity import CapacityObservation, ObservationKind
+
+    now = datetime.now(timezone.utc)
+    pools = [SimpleNamespace(pool_id=f"m5.large.{az}", region=az[:-1], instance_type="m5.large")
+             for az in ("eu-west-1a", "eu-west-1b", "us-east-1a", "us-east-1b")]
+
+    def held(pool_id):
+        return [CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp() - 900, value=1.0)]
+
+    read = set()
+
+    class Watched(dict):
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    seen = Watched({p.pool_id: held(p.pool_id) for p in pools})
+    own = {"c1": {"m5.large.eu-west-1a": [CapacityObservation("m5.large.eu-west-1a", ObservationKind.LAUNCH_REFUSED,
+                                                              now.timestamp() - 60)]}}
+    monkeypatch.setattr(risk_scorer.catalogue, "ondemand_price", lambda t, region=None: 0.096)
+
+    out = risk_scorer.client_evidence(pools, seen, own, {p.pool_id: p.region for p in pools}, now,
+                                      {p.pool_id: [] for p in pools})
+
+    assert [(c, pid) for c, pid, _ in out] == [("c1", "m5.large.eu-west-1a"), ("c1", "m5.large.eu-west-1b")]
+    assert len(out[0][2].observations) == 2 and len(out[1][2].region_observations) == 2
+    assert read and not [pid for pid in read if "us-east-1" in pid], read
