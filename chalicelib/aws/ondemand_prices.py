@@ -54,9 +54,11 @@ def price_of_products(price_list: list[str]) -> Decimal | None:
         except (ValueError, AttributeError):
             continue
         for term in terms.values() if isinstance(terms, dict) else ():
-            for dimension in (term.get("priceDimensions") or {}).values():
-                if dimension.get("unit") in ("Hrs", "Hours"):
-                    price = _positive((dimension.get("pricePerUnit") or {}).get("USD"))
+            dimensions = term.get("priceDimensions") if isinstance(term, dict) else None
+            for dimension in dimensions.values() if isinstance(dimensions, dict) else ():
+                per_unit = dimension.get("pricePerUnit") if isinstance(dimension, dict) else None
+                if isinstance(per_unit, dict) and dimension.get("unit") in ("Hrs", "Hours"):
+                    price = _positive(per_unit.get("USD"))
                     if price is not None:
                         found.append(price)
     return min(found) if found else None

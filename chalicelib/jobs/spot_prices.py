@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from pynamodb.exceptions import PynamoDBException
+
 from components.data_valve import PriceOutOfRangeError, PricePoint, ValveConfig, validate_spot_price
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
@@ -102,7 +104,7 @@ def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None)
             continue  # an overlapping run took it
         try:
             price = source.list_price(region, instance_type)
-        except spot_market.MarketDataError as exc:
+        except (spot_market.MarketDataError, OSError, ValueError) as exc:  # AWS, or a local price file
             logger.warning("on-demand price fetch failed", extra={"region": region, "instance_type": instance_type,
                                                                   "error": str(exc)})
             market.record_failure(market.ONDEMAND, region, instance_type, now, str(exc), next_at=now + ONDEMAND_RETRY)
@@ -141,7 +143,11 @@ def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, s
         result["points_written"] += sum(s.written for s in stored.values())
         result["duplicates"] += sum(s.duplicates for s in stored.values())
         result["dropped"] += dropped
-    result["ondemand"] = refresh_ondemand(targets, now)
+    try:
+        result["ondemand"] = refresh_ondemand(targets, now)
+    except (PynamoDBException, OSError) as exc:  # the spot prices are stored: this run's on-demand part waits
+        logger.warning("on-demand list prices not refreshed", extra={"error": str(exc)})
+        result["ondemand"] = {"fetched": 0, "failed": 0, "error": str(exc)}
     logger.info("spot prices", extra=result)
     metrics.add_metric(name="SpotPrices.pools", unit=MetricUnit.Count, value=result["pools"])
     metrics.add_metric(name="SpotPrices.points", unit=MetricUnit.Count, value=result["points_written"])

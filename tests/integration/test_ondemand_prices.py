@@ -143,3 +143,32 @@ def test_the_standby_spend_quota_prices_an_unpriced_standby_at_its_regions_list_
     monkeypatch.setattr(quotas.replica_repo, "for_agent", lambda agent_id, include_final: [standby])
 
     assert quotas.standby_spend("c-1") == pytest.approx(0.107)
+
+
+def test_odd_answers_and_a_missing_price_file_give_no_price_and_fail_nothing(tmp_path):
+    """Items whose terms are not the documented objects are skipped; a local price file that is missing or not
+    JSON is a failed fetch of that (region, type), retried in an hour, never a failed run."""
+    odd = [json.dumps({"terms": {"OnDemand": ["x"]}}), json.dumps({"terms": {"OnDemand": {"T": "x"}}}),
+           json.dumps({"terms": {"OnDemand": {"T": {"priceDimensions": {"D": {"unit": "Hrs", "pricePerUnit": 3}}}}}}),
+           json.dumps([1, 2])]
+    assert price_of_products(odd) is None
+    now = datetime.now(UTC).replace(microsecond=0)
+    broken = tmp_path / "prices.json"
+    broken.write_text("{not json")
+    for path in (broken, tmp_path / "missing.json"):
+        source = StaticOnDemandPrices(path=str(path))
+        assert price_job.refresh_ondemand([("me-south-1", "m5.large")], now, source) == {"fetched": 0, "failed": 1}
+        now += timedelta(hours=2)
+
+
+def test_a_storage_failure_of_the_on_demand_part_leaves_the_spot_price_run_done(monkeypatch):
+    real = market.states
+
+    def unreachable(kind, targets):
+        if kind == market.ONDEMAND:
+            raise OSError("connection reset")
+        return real(kind, targets)
+
+    monkeypatch.setattr(market, "states", unreachable)
+    result = price_job.run(datetime.now(UTC), fetch=lambda region, types, start: [], targets=[("eu-west-2", "m5.large")])
+    assert result["failed"] == [] and result["ondemand"]["error"] == "connection reset"
