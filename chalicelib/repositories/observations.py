@@ -29,8 +29,9 @@ KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # most a few hours apart; a week of history holds every streak that can still be open.
 BACKOFF_LOOKBACK = timedelta(days=7)
 MAX_PER_POOL = 200  # newest observations read per pool and query: bounded reads however busy a pool is
-# Clients per pool scored with their own reports (``reports_by_client``): bounds the scorer's reads and the pool
-# item's ``client_risk`` (≈ 45 bytes a client, far from DynamoDB's 400 KB item limit).
+# Clients with reports in a pool scored with their own (``reports_by_client``): bounds the scorer's reads. A pool
+# item's ``client_risk`` also holds the clients scored for a sibling pool (same region and type, at most 32), so
+# at most 32 × 50 entries of ≈ 45 bytes: far from DynamoDB's 400 KB item limit.
 MAX_CLIENTS_PER_POOL = 50
 # ``viewer`` of a fleet-wide reader (the risk scorer): no client's reports, only what the product saw itself.
 FLEET = ""
