@@ -93,7 +93,9 @@ def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client
 def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
                  client_id: str, server_window: timedelta | None = None) -> dict[str, Admission]:
     """Run every agent point of ``client_id`` through the data valve and persist the result (one
-    BatchGetItem, then BatchWriteItem of the points and of the pools that changed, only when any did). The pool's price becomes that client's (``price_client_id``): another tenant's decisions do
+    BatchGetItem, then BatchWriteItem of the points, and of each pool that changed its price fields
+    (``_write_prices``), only when any did). The pool's price becomes that client's (``price_client_id``): another
+    tenant's decisions do
     not use it; a pool last priced by another client starts its window afresh, so one tenant's points
     are never averaged into another's. Agents never set on-demand prices (AWS's list price is used).
 
@@ -102,6 +104,7 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
     """
     pool_ids = sorted({p.pool_id for p in points})
     pools = {row.pool_id: row for row in PoolTable.batch_get(pool_ids)}
+    known = set(pools)
     admissions: dict[str, Admission] = {}
     deferred = {pid for pid in pool_ids
                 if server_window is not None and server_covers(pools.get(pid), now, server_window)}
@@ -129,11 +132,33 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
                 row.latest_price, row.latest_at = newest.price, newest.ts
                 row.price_source, row.price_client_id = AGENT_SOURCE, client_id
             row.updated_at = now
-    with PoolTable.batch_write() as pool_batch:
-        for pool_id in pool_ids:
-            if pool_id not in deferred and changed(admissions[pool_id]):
-                pool_batch.save(pools[pool_id])
+    _write_prices([pools[pid] for pid in pool_ids if pid not in deferred and changed(admissions[pid])], known)
     return admissions
+
+
+def _set_or_remove(attribute, value):
+    return attribute.set(value) if value is not None else attribute.remove()
+
+
+def _write_prices(rows: list[PoolTable], known: set[str], *, server: bool = False) -> None:
+    """Write the pools' price fields: a pool new to the table whole (BatchWriteItem), a known one by an UpdateItem
+    of its price fields only. A BatchWriteItem put replaces the whole item, so a risk score the risk scorer wrote
+    since this caller read the pool would be put back to the one read (the spot-prices job, every 10 min, and
+    the scorer, every 15, start together every 30 minutes)."""
+    with PoolTable.batch_write() as batch:
+        for row in rows:
+            if row.pool_id not in known:
+                batch.save(row)
+    for row in rows:
+        if row.pool_id in known:
+            actions = [PoolTable.recent.set(row.recent or []), _set_or_remove(PoolTable.latest_price, row.latest_price),
+                       _set_or_remove(PoolTable.latest_at, row.latest_at),
+                       _set_or_remove(PoolTable.price_source, row.price_source),
+                       _set_or_remove(PoolTable.price_client_id, row.price_client_id),
+                       PoolTable.updated_at.set(row.updated_at)]
+            if server:
+                actions.append(PoolTable.server_priced_at.set(row.server_priced_at))
+            row.update(actions=actions)
 
 
 def changed(admission: Admission) -> bool:
@@ -168,6 +193,7 @@ def store_server_prices(points: list[PricePoint], now: datetime, config: ValveCo
     for p in points:
         by_pool.setdefault(p.pool_id, []).append(p)
     pools = {row.pool_id: row for row in PoolTable.batch_get(sorted(by_pool))}
+    known = set(pools)
     results: dict[str, ServerPriceResult] = {}
     with PricePointTable.batch_write() as point_batch:
         for pool_id, pool_points in sorted(by_pool.items()):
@@ -187,9 +213,7 @@ def store_server_prices(points: list[PricePoint], now: datetime, config: ValveCo
             row.price_source, row.server_priced_at, row.updated_at = source, now, now
             row.price_client_id = None
             results[pool_id] = ServerPriceResult(pool_id, newest.price, newest.ts, written, duplicates)
-    with PoolTable.batch_write() as pool_batch:
-        for pool_id in sorted(by_pool):
-            pool_batch.save(pools[pool_id])
+    _write_prices([pools[pid] for pid in sorted(by_pool)], known, server=True)
     return results
 
 
