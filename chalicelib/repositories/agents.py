@@ -25,7 +25,7 @@ from components.sentinel import heartbeat_bucket
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.clients import ClientRecord
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, set_or_remove, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -278,8 +278,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                              config=_default_config(client, types), config_version=1, active_commands=0, **fields)
             tx.save(row, condition=AgentTable.agent_id.does_not_exist())
         else:
-            actions = [getattr(AgentTable, k).set(v) if v is not None else getattr(AgentTable, k).remove()
-                       for k, v in fields.items()]
+            actions = [set_or_remove(getattr(AgentTable, k), v) for k, v in fields.items()]
             actions.append(AgentTable.deleted_at.remove())
             if plan.reset_config:
                 actions += [AgentTable.config.set(_default_config(client, types)),

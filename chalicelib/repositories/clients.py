@@ -11,7 +11,7 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, set_or_remove, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.clients import (
     CLIENT_LISTING,
@@ -255,8 +255,8 @@ def _set_bindings(client: ClientRecord, bindings: list[dict], *, external_id: st
 def set_limits(client_id: str, limits: dict) -> ClientRecord:
     """Set (value) or reset to the default (None) the named quota/policy overrides, and the on-demand
     discount (``ondemand_discount_percent``; None resets it to 0)."""
-    actions = [getattr(ClientTable, name).set(value) if value is not None else getattr(ClientTable, name).remove()
-               for name, value in limits.items() if name in LIMIT_FIELDS]
+    actions = [set_or_remove(getattr(ClientTable, name), value) for name, value in limits.items()
+               if name in LIMIT_FIELDS]
     if "ondemand_discount_percent" in limits:
         actions.append(ClientTable.ondemand_discount_percent.set(limits["ondemand_discount_percent"] or 0))
     return _update_existing(client_id, actions)

@@ -18,6 +18,11 @@ def condition_failed(exc: BaseException) -> bool:
     return isinstance(exc, PynamoDBException) and exc.cause_response_code == CONDITION_FAILED
 
 
+def set_or_remove(attribute, value):
+    """The update action that stores ``value`` in ``attribute``, or removes the attribute when ``value`` is None."""
+    return attribute.set(value) if value is not None else attribute.remove()
+
+
 def save_if(row, condition) -> bool:
     """Save ``row`` if ``condition`` holds (always when None); False when it did not, nothing written."""
     try:

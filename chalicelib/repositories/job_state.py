@@ -7,13 +7,17 @@ from datetime import datetime
 from chalicelib.tables.jobs import JobStateTable
 
 
+def _row(job_key: str) -> JobStateTable | None:
+    try:
+        return JobStateTable.get(job_key, consistent_read=True)
+    except JobStateTable.DoesNotExist:
+        return None
+
+
 def position(job_key: str) -> dict:
     """The job's saved resume position, a dict of the job's own fields (empty: start from the beginning)."""
-    try:
-        row = JobStateTable.get(job_key, consistent_read=True)
-    except JobStateTable.DoesNotExist:
-        return {}
-    return dict(row.cursor or {})
+    row = _row(job_key)
+    return dict(row.cursor or {}) if row is not None else {}
 
 
 def set_position(job_key: str, fields: dict, now: datetime) -> None:
@@ -28,8 +32,5 @@ def put_result(job_key: str, fields: dict, now: datetime) -> None:
 
 def result(job_key: str) -> tuple[dict, datetime] | None:
     """The job's last stored result and its time, or None before its first run."""
-    try:
-        row = JobStateTable.get(job_key, consistent_read=True)
-    except JobStateTable.DoesNotExist:
-        return None
-    return dict(row.cursor or {}), row.at or row.updated_at
+    row = _row(job_key)
+    return (dict(row.cursor or {}), row.at or row.updated_at) if row is not None else None

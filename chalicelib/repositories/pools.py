@@ -22,6 +22,7 @@ from components.data_valve import Admission, PointQuality, PricePoint, ValveConf
 from components.pool_id import parse_pool_id, region_of_az
 
 from chalicelib import clock
+from chalicelib.repositories.dynamo import set_or_remove
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable, RecentPointMap
 from chalicelib.tables.risk import RiskScoreTable
 
@@ -136,10 +137,6 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
     return admissions
 
 
-def _set_or_remove(attribute, value):
-    return attribute.set(value) if value is not None else attribute.remove()
-
-
 def _write_prices(rows: list[PoolTable], known: set[str], *, server: bool = False) -> None:
     """Write the pools' price fields: a pool new to the table whole (BatchWriteItem), a known one by an UpdateItem
     of its price fields only. A BatchWriteItem put replaces the whole item, so a risk score the risk scorer wrote
@@ -151,10 +148,10 @@ def _write_prices(rows: list[PoolTable], known: set[str], *, server: bool = Fals
                 batch.save(row)
     for row in rows:
         if row.pool_id in known:
-            actions = [PoolTable.recent.set(row.recent or []), _set_or_remove(PoolTable.latest_price, row.latest_price),
-                       _set_or_remove(PoolTable.latest_at, row.latest_at),
-                       _set_or_remove(PoolTable.price_source, row.price_source),
-                       _set_or_remove(PoolTable.price_client_id, row.price_client_id),
+            actions = [PoolTable.recent.set(row.recent or []), set_or_remove(PoolTable.latest_price, row.latest_price),
+                       set_or_remove(PoolTable.latest_at, row.latest_at),
+                       set_or_remove(PoolTable.price_source, row.price_source),
+                       set_or_remove(PoolTable.price_client_id, row.price_client_id),
                        PoolTable.updated_at.set(row.updated_at)]
             if server:
                 actions.append(PoolTable.server_priced_at.set(row.server_priced_at))
