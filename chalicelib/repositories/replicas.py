@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from components.replica_coordinator import ReplicaStatus, StandbyView, check_tra
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
+from chalicelib.settings import get_settings
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
@@ -113,13 +114,19 @@ def require(agent: AgentRecord, replica_id: str) -> ReplicaRecord:
     return replica
 
 
-def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
-    """An agent's replicas, oldest first (a handful per agent; final ones expire with the agent)."""
-    rows = [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True)]
-    return rows if include_final else [r for r in rows if r.active]
-
-
 _ACTIVE = tuple(s.value for s in ReplicaStatus if s not in FINAL)
+
+
+def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
+    """An agent's replicas, oldest first: its open ones and those closed within the retention (``purge_at``).
+    Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here."""
+    condition = None if include_final else ReplicaTable.status.is_in(*_ACTIVE)
+    return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
+
+
+def purge_after(closed_at: datetime) -> datetime:
+    """When DynamoDB deletes a replica closed at ``closed_at`` (its history lives as long as the events')."""
+    return closed_at + timedelta(days=get_settings().event_retention_days)
 
 
 def page_for_client(client_id: str, limit: int, next_token: str | None, *, active_only: bool = True) -> Page:
@@ -246,6 +253,8 @@ def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **f
              ReplicaStatus.EXPIRED: "terminated_at"}.get(wanted)
     if stamp and stamp not in fields:
         fields[stamp] = now
+    if wanted in FINAL:
+        fields["purge_at"] = purge_after(now)
     for name, value in fields.items():
         attribute = getattr(ReplicaTable, name)
         actions.append(attribute.remove() if value is None else attribute.set(value))
@@ -303,7 +312,8 @@ def promote(agent: AgentRecord, replica: ReplicaRecord, *, old_instance_id: str 
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
                       actions=[ReplicaTable.status.set(ReplicaStatus.PROMOTED.value),
-                               ReplicaTable.promoted_at.set(now), ReplicaTable.updated_at.set(now)],
+                               ReplicaTable.promoted_at.set(now), ReplicaTable.updated_at.set(now),
+                               ReplicaTable.purge_at.set(purge_after(now))],
                       condition=ReplicaTable.status == replica.status.value)
             actions = [AgentTable.instance_id.set(replica.instance_id), AgentTable.current_mode.set(new_mode),
                        AgentTable.last_switch_at.set(now), AgentTable.updated_at.set(now),

@@ -6,7 +6,7 @@ concurrent writers: a standby is only created in a transaction that claims that 
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -59,5 +59,9 @@ class ReplicaTable(Model):
     promoted_at = UTCDateTimeAttribute(null=True)
     terminated_at = UTCDateTimeAttribute(null=True)
     expires_at = UTCDateTimeAttribute(null=True)  # pre-warmed standbys only
+    # A closed replica (promoted, terminated, failed, expired) is history: DynamoDB deletes it
+    # EVENT_RETENTION_DAYS after it closed, so an agent's partition (read whole by the failover and every
+    # minute by the replica coordinator) stays as small as its recent standbys.
+    purge_at = TTLAttribute(null=True)
 
     by_client = ReplicasByClientIndex()
