@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import uuid
+from contextlib import contextmanager
 
 os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
@@ -177,6 +178,26 @@ def aws_client(service: str, region: str | None = None):
     import boto3
 
     return boto3.client(service, region_name=region or os.environ["AWS_DEFAULT_REGION"])
+
+
+@contextmanager
+def dynamodb_calls():
+    """Every DynamoDB call made inside, as (operation, table, index, select): what a code path reads."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    def counted(client, op, params):
+        if client.meta.service_model.service_name == "dynamodb":
+            seen.append((op, params.get("TableName", ""), params.get("IndexName"), params.get("Select")))
+        return original(client, op, params)
+
+    BaseClient._make_api_call = counted
+    try:
+        yield seen
+    finally:
+        BaseClient._make_api_call = original
 
 
 def new_instance_id() -> str:

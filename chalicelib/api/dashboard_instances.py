@@ -124,7 +124,7 @@ def instance_metrics(instance_id):
     client, _ = client_request(_request())
     row = _instance(client.client_id, instance_id)
     now = utcnow()
-    recent = switches.for_client_since(client.client_id, now - timedelta(days=30), instance_id=row.instance_id)
+    recent = switches.of_instance_since(row.agent_id, row.instance_id, now - timedelta(days=30))
     week = now - timedelta(days=7)
     end = row.terminated_at or now
     summary = dashboard._savings().instance_summary(client.client_id, row.instance_id, now)

@@ -34,10 +34,16 @@ def page_for_client(client_id: str, limit: int, next_token: str | None, *, insta
     return Page(list(result), encode_token(result.last_evaluated_key))
 
 
-def for_client_since(client_id: str, since: datetime, *, instance_id: str | None = None) -> list[SwitchTable]:
-    """A client's switches since a time, oldest first (charts, instance metrics; bounded by the window)."""
-    return list(SwitchTable.query(client_id, SwitchTable.switch_key >= switch_key(since, ""),
-                                  filter_condition=_of_instance(instance_id) if instance_id else None))
+def for_client_since(client_id: str, since: datetime) -> list[SwitchTable]:
+    """A client's switches since a time, oldest first (the charts; bounded by the window)."""
+    return list(SwitchTable.query(client_id, SwitchTable.switch_key >= switch_key(since, "")))
+
+
+def of_instance_since(agent_id: str, instance_id: str, since: datetime) -> list[SwitchTable]:
+    """The switches from or to one instance since a time, oldest first: a query of its agent's switches (the
+    agents index), so one instance's metrics never read the whole client's month of switches."""
+    return list(SwitchTable.by_agent.query(agent_id, SwitchTable.switch_key >= switch_key(since, ""),
+                                           filter_condition=_of_instance(instance_id)))
 
 
 def recent_for_agent(agent_id: str, since: datetime, at_least: int) -> list[SwitchTable]:

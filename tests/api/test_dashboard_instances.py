@@ -12,7 +12,8 @@ import pytest
 from chalicelib import catalogue
 from tests.api._support import unchanged, assert_error, diff_snapshots, iso, now_utc, pricing_body, snapshot_tables, \
     switch_body
-from tests.conftest import account_instance
+from chalicelib.tables.switches import SwitchTable
+from tests.conftest import account_instance, dynamodb_calls
 
 
 
@@ -147,6 +148,16 @@ def test_metrics_count_switches_and_take_savings_from_the_repository(fleet, fake
     assert status == 200, body
     status, reply = caller.get(f"/api/client/instances/{fleet['new']}/metrics")
     assert reply["switches_7d"] == 1 and reply["switches_30d"] == 2
+
+
+def test_metrics_read_the_switches_of_the_instances_agent_not_the_clients_month(fleet):
+    """One instance's counts come from its agent's switches (the agents index): a client with thousands of
+    agents does not read every switch of its month for each instance it looks at."""
+    with dynamodb_calls() as calls:
+        status, reply = fleet["caller"].get(f"/api/client/instances/{fleet['new']}/metrics")
+    assert status == 200 and reply["switches_30d"] == 1, reply
+    switch_reads = [(op, index) for op, table, index, _ in calls if table == SwitchTable.Meta.table_name]
+    assert switch_reads == [("Query", SwitchTable.by_agent.Meta.index_name)]
 
 
 def test_instance_routes_are_404_for_another_tenant(fleet, make_tenant):

@@ -7,39 +7,19 @@ agents, `python -m bench.cost`)."""
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from botocore.client import BaseClient
 
 from chalicelib.jobs import risk_scorer
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.observations import ObservationTable
 from chalicelib.tables.pools import PoolTable
 from components.risk_model import FEATURE_NAMES
-from tests.conftest import registration
+from tests.conftest import dynamodb_calls, registration
 from tests.integration.test_instance_types import server_prices
 
 EU = "eu-west-1"
-
-
-@contextmanager
-def dynamodb_calls():
-    """Every DynamoDB call made inside, as (operation, table, index, select)."""
-    original = BaseClient._make_api_call
-    seen: list[tuple[str, str, str | None, str | None]] = []
-
-    def counted(client, op, params):
-        if client.meta.service_model.service_name == "dynamodb":
-            seen.append((op, params.get("TableName", ""), params.get("IndexName"), params.get("Select")))
-        return original(client, op, params)
-
-    BaseClient._make_api_call = counted
-    try:
-        yield seen
-    finally:
-        BaseClient._make_api_call = original
 
 
 def _register(caller, itype: str, az: str) -> str:
