@@ -592,7 +592,7 @@ def _ondemand(price: float | None, table: Path | None, instance_type: str | None
     value = read_ondemand(ONDEMAND_2022, reference)
     regions = sorted({r for r in trace.regions.values() if r} - {"us-east-1"})
     trace.notes.append(f"on-demand price {value:g} $/h: the us-east-1 list price of {reference} ({ONDEMAND_2022.name})"
-                       + (f"; the pools are in {', '.join(regions)}: give --ondemand-price for that region's"
+                       + (f"; the pools are in {', '.join(regions)}: give --ondemand-price for that region's price"
                           if regions else ""))
     return value
 
