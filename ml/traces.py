@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.pool_id import make_pool_id, region_of_az
+from components.pool_id import is_valid_instance_type, make_pool_id, region_of_az
 from components.risk_model.prior import ADVISOR_BAND_MONTHLY_RATE, DEFAULT_ADVISOR_BAND
 
 DATA = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ (sources: data/SOURCES.md)
@@ -78,6 +78,7 @@ class Trace:
     instance_types: dict[str, str] = field(default_factory=dict)
     regions: dict[str, str] = field(default_factory=dict)
     price_note: str = ""  # set when the prices are a model, not a measured series
+    notes: list[str] = field(default_factory=list)  # what loading assumed or left out, printed in the report
 
     @property
     def ticks(self) -> int:
@@ -96,6 +97,9 @@ class Trace:
     def subset(self, pools: list[str] | None = None, start: datetime | None = None,
                end: datetime | None = None) -> "Trace":
         """The same trace restricted to some pools and/or a time window."""
+        unknown = [p for p in pools or () if p not in self.pools]
+        if unknown:
+            raise ValueError(f"no pool {', '.join(unknown)} in {self.name}; its pools: {', '.join(self.pools)}")
         cols = [self.pools.index(p) for p in pools] if pools else list(range(len(self.pools)))
         rows = [i for i, t in enumerate(self.times) if (start is None or t >= start)
                 and (end is None or t < end)]
@@ -105,40 +109,121 @@ class Trace:
                      self.ondemand_price, self.synthetic,
                      {p: b for p, b in self.advisor_band.items() if p in keep},
                      {p: t for p, t in self.instance_types.items() if p in keep},
-                     {p: r for p, r in self.regions.items() if p in keep}, self.price_note)
+                     {p: r for p, r in self.regions.items() if p in keep}, self.price_note, list(self.notes))
 
 
 def parse_ts(text: str) -> datetime:
-    """``YYYY-MM-DD HH:MM:SS``, ISO-8601 or ``...Z`` → aware UTC datetime (naive means UTC)."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    """``YYYY-MM-DD HH:MM:SS``, ISO-8601 or ``...Z`` → aware UTC datetime (naive means UTC); a bare number is
+    Unix epoch seconds (milliseconds above 1e11)."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9]+(\.[0-9]*)?", text):
+        epoch = float(text)
+        return datetime.fromtimestamp(epoch / 1000.0 if epoch > 1e11 else epoch, tz=timezone.utc)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time (UTC 'YYYY-MM-DD HH:MM:SS', ISO-8601 or epoch seconds)") from None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _open(path: Path):
-    return gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")
+    """A text handle on a CSV, gzip or not whatever its name says, without a UTF-8 byte-order mark."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
 
 
-def read_wide(path: Path, start_time: datetime | None = None) -> tuple[list[datetime], list[str], np.ndarray]:
-    """A wide CSV (``ts`` + one column per pool, or ``tick,offset_s`` + columns placed from
-    ``start_time``) → times, pool names, values (float)."""
+def _records(path: Path):
+    """(line number, stripped cells) of every row that is not blank; the first is the header."""
     with _open(path) as handle:
         reader = csv.reader(handle)
-        header = next(reader)
-        offsets = header[:2] == ["tick", "offset_s"]
-        if offsets and start_time is None:
-            raise ValueError(f"{path}: rows are offsets (tick,offset_s) from an unpublished start: "
-                             "give a start time (--start-time)")
-        if "scheduled_at_utc" in header and "zone" in header and "created" in header:
-            return _read_rounds(reader, header)
-        if not offsets and header[0] not in ("ts", "timestamp"):
-            raise ValueError(f"{path}: first column must be 'ts' (or 'tick,offset_s'), got {header[0]!r}")
-        skip = 2 if offsets else 1
-        times, rows = [], []
         for row in reader:
+            cells = [c.strip() for c in row]
+            if any(cells):
+                yield reader.line_num, cells
+
+
+def _header(path: Path) -> list[str]:
+    for _, cells in _records(path):
+        return cells
+    raise ValueError(f"{path}: empty file (no header row)")
+
+
+_NUMBER_WORDS = {"": np.nan, "nan": np.nan, "na": np.nan, "null": np.nan, "none": np.nan,
+                 "true": 1.0, "false": 0.0}
+
+
+def _number(cell: str) -> float:
+    word = cell.lower()
+    return _NUMBER_WORDS[word] if word in _NUMBER_WORDS else float(cell)
+
+
+def read_wide(path: Path, start_time: datetime | None = None,
+              notes: list[str] | None = None) -> tuple[list[datetime], list[str], np.ndarray]:
+    """A wide CSV (``ts`` + one column per pool, or ``tick,offset_s`` + columns placed from
+    ``start_time``) → times (sorted; of repeated timestamps the last row is kept), pool names, values
+    (float). Blank lines are skipped; a column of text only (``product_description``) is not a pool. What
+    was skipped is appended to ``notes``."""
+    records = _records(path)
+    header = next(records, (0, None))[1]
+    if header is None:
+        raise ValueError(f"{path}: empty file (no header row)")
+    offsets = header[:2] == ["tick", "offset_s"]
+    if offsets and start_time is None:
+        raise ValueError(f"{path}: rows are offsets (tick,offset_s) from an unpublished start: "
+                         "give a start time (--start-time)")
+    if "scheduled_at_utc" in header and "zone" in header and "created" in header:
+        return _read_rounds((cells for _, cells in records), header)
+    if not offsets and header[0].lower() not in ("ts", "timestamp", "time"):
+        raise ValueError(f"{path}: first column must be 'ts' (or 'tick,offset_s'), got {header[0]!r}")
+    skip = 2 if offsets else 1
+    columns = header[skip:]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{path}: a column name appears twice: "
+                         f"{sorted({c for c in columns if columns.count(c) > 1})}")
+    times, cells, lines = [], [], []
+    for line, row in records:
+        if len(row) < len(header):
+            raise ValueError(f"{path}: line {line} has {len(row)} cells, the header {len(header)}")
+        try:
             times.append(start_time + timedelta(seconds=float(row[1])) if offsets else parse_ts(row[0]))
-            rows.append([float(x) if x not in ("", "nan", "NaN") else np.nan for x in row[skip:]])
-    order = np.argsort([t.timestamp() for t in times], kind="stable")
-    return [times[i] for i in order], header[skip:], np.array(rows, dtype=float)[order]
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {line}: {exc}") from None
+        cells.append(row[skip:len(header)])
+        lines.append(line)
+    text = [j for j, c in enumerate(columns) if cells and all(_is_text(r[j]) for r in cells)]
+    keep = [j for j in range(len(columns)) if j not in text]
+    if text and notes is not None:
+        notes.append(f"{Path(path).name}: column(s) {', '.join(columns[j] for j in text)} hold text, not pools: "
+                     "left out")
+    rows = []
+    for line, row in zip(lines, cells):
+        values = []
+        for j in keep:
+            try:
+                values.append(_number(row[j]))
+            except ValueError:
+                raise ValueError(f"{path}: line {line}: column {columns[j]!r}: {row[j]!r} is not a number") from None
+        rows.append(values)
+    stamps = np.array([t.timestamp() for t in times])
+    order = np.argsort(stamps, kind="stable")
+    last = np.append(stamps[order][1:] != stamps[order][:-1], True) if len(order) else np.zeros(0, bool)
+    if not last.all() and notes is not None:
+        notes.append(f"{Path(path).name}: {int((~last).sum())} row(s) with a repeated timestamp: the last row "
+                     "of each timestamp kept")
+    order = order[last]
+    values = np.array(rows, dtype=float).reshape(len(rows), len(keep))[order]
+    return [times[i] for i in order], [columns[j] for j in keep], values
+
+
+def _is_text(cell: str) -> bool:
+    try:
+        _number(cell)
+    except ValueError:
+        return True
+    return False
 
 
 def _read_rounds(reader, header: list[str]) -> tuple[list[datetime], list[str], np.ndarray]:
@@ -148,6 +233,8 @@ def _read_rounds(reader, header: list[str]) -> tuple[list[datetime], list[str], 
     at, zone, created = (header.index(c) for c in ("scheduled_at_utc", "zone", "created"))
     rounds: dict[str, dict[str, float]] = {}
     for row in reader:
+        if not row:
+            continue
         rounds.setdefault(row[at], {})[row[zone]] = 1.0 if float(row[created] or 0) > 0 else 0.0
     zones = sorted({z for got in rounds.values() for z in got})
     stamps = sorted(rounds, key=lambda t: parse_ts(t).timestamp())
@@ -166,23 +253,47 @@ def pool_of_column(column: str, instance_type: str | None = None) -> tuple[str, 
     return column, instance_type or ""
 
 
+LONG_PRICE_COLUMNS = ("timestamp", "availability_zone", "instance_type", "spot_price")
+
+
+def _snake(name: str) -> str:
+    """``AvailabilityZone`` (the AWS CLI's names) → ``availability_zone``; ``Spot Price`` → ``spot_price``."""
+    return re.sub(r"[\s-]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())).lower()
+
+
 def is_long_price_file(path: Path) -> bool:
-    """True for the ``timestamp,availability_zone,instance_type,spot_price`` format."""
-    with _open(path) as handle:
-        header = handle.readline().strip().split(",")
-    return header[:4] == ["timestamp", "availability_zone", "instance_type", "spot_price"]
+    """True for the long format: columns ``timestamp,availability_zone,instance_type,spot_price`` in any order
+    (or the AWS CLI's ``Timestamp,AvailabilityZone,InstanceType,SpotPrice``), other columns allowed."""
+    return set(LONG_PRICE_COLUMNS) <= {_snake(c) for c in _header(path)}
 
 
 def read_long_prices(path: Path, instance_types: set[str] | None = None,
                      azs: set[str] | None = None) -> dict[tuple[str, str], list[tuple[datetime, float]]]:
-    """(instance type, AZ) → [(time, price)] sorted, from a long price file."""
-    series: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
-    with _open(path) as handle:
-        for row in csv.DictReader(handle):
-            itype, az = row["instance_type"], row["availability_zone"]
-            if (instance_types and itype not in instance_types) or (azs and az not in azs):
-                continue
-            series.setdefault((itype, az), []).append((parse_ts(row["timestamp"]), float(row["spot_price"])))
+    """(instance type, AZ) → [(time, price)] sorted, from a long price file. With a
+    ``product_description`` column, only the Linux/UNIX rows (the product's prices), or the one product
+    the file has."""
+    records = _records(path)
+    header = [_snake(c) for c in next(records)[1]]
+    at, zone, kind, price = (header.index(c) for c in LONG_PRICE_COLUMNS)
+    product = header.index("product_description") if "product_description" in header else None
+    by_product: dict[str, dict[tuple[str, str], list[tuple[datetime, float]]]] = {}
+    for line, row in records:
+        if len(row) < len(header):
+            raise ValueError(f"{path}: line {line} has {len(row)} cells, the header {len(header)}")
+        itype, az = row[kind], row[zone]
+        if (instance_types and itype not in instance_types) or (azs and az not in azs):
+            continue
+        name = row[product] if product is not None else ""
+        group = "Linux/UNIX" if name.lower().startswith("linux/unix") else name
+        try:
+            point = (parse_ts(row[at]), float(row[price]))
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {line}: {exc}") from None
+        by_product.setdefault(group, {}).setdefault((itype, az), []).append(point)
+    if len(by_product) > 1 and "Linux/UNIX" not in by_product:
+        raise ValueError(f"{path}: prices of several products ({', '.join(sorted(by_product))}) and none "
+                         "Linux/UNIX: keep one product's rows")
+    series = by_product.get("Linux/UNIX", next(iter(by_product.values()), {}))
     for points in series.values():
         points.sort()
     return series
@@ -198,12 +309,16 @@ def step_align(points: list[tuple[datetime, float]], times: list[datetime]) -> n
 
 
 def read_ondemand(path: Path, instance_type: str) -> float:
-    """On-demand $/h of one instance type from a table."""
+    """On-demand $/h of one instance type from a table (``instance_type,od_price_usd_per_hr``)."""
     with _open(path) as handle:
-        for row in csv.DictReader(handle):
-            if row["instance_type"] == instance_type:
-                return float(row["od_price_usd_per_hr"])
-    raise KeyError(f"{instance_type} not in {path}")
+        reader = csv.DictReader(handle)
+        column = "od_price_usd_per_hr"
+        if not {"instance_type", column} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: an on-demand table needs columns instance_type,od_price_usd_per_hr")
+        for row in reader:
+            if row["instance_type"].strip() == instance_type and (row[column] or "").strip():
+                return float(row[column])
+    raise KeyError(f"{instance_type} not in {path}: give its on-demand price (--ondemand-price)")
 
 
 def read_advisor_bands(path: Path) -> dict[tuple[str, str], int]:
@@ -299,16 +414,38 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
     if price_model == "advisor" and ondemand_table is None and ondemand_price is None:
         ondemand_table = ONDEMAND_2022  # the model's own on-demand reference
     bands_table = read_advisor_bands(advisor) if advisor and Path(advisor).exists() else {}
+    notes: list[str] = []
     if availability is not None:
-        times, columns, values = read_wide(availability, start_time)
+        times, columns, values = read_wide(availability, start_time, notes)
+        if instance_type is None and any(not pool_of_column(c)[1] for c in columns):
+            instance_type = _infer_type(availability, prices, [c for c in columns if not pool_of_column(c)[1]],
+                                        notes)
         named = [pool_of_column(c, instance_type) for c in columns]
         names = [p for p, _ in named]
-        avail = np.nan_to_num(values, nan=0).astype(np.int8)
+        avail = (np.nan_to_num(values, nan=0) > 0).astype(np.int8)  # a count of instances obtained counts as 1
         price_matrix = np.full(avail.shape, np.nan)
         if prices is not None:
-            price_matrix = _prices_for(prices, times, names, instance_type)
+            price_matrix = _prices_for(prices, times, named, instance_type, notes)
+            priced = np.isfinite(price_matrix).any(axis=0)
+            if not priced.any():
+                raise ValueError(f"no price in {Path(prices).name} for any pool of {Path(availability).name} "
+                                 f"({', '.join(names)}; instance type {instance_type or 'not given'}) at its ticks "
+                                 f"{times[0].isoformat()} .. {times[-1].isoformat()}" if times else
+                                 f"no tick in {availability}")
+            if not priced.all():
+                notes.append(f"no price in {Path(prices).name} for pool(s) "
+                             f"{', '.join(n for n, ok in zip(names, priced) if not ok)}: left out")
+                kept = np.flatnonzero(priced)
+                named, names = [named[j] for j in kept], [names[j] for j in kept]
+                avail, price_matrix = avail[:, kept], price_matrix[:, kept]
+            for j, pool in enumerate(names):
+                first = int(np.argmax(np.isfinite(price_matrix[:, j])))
+                if first > 0:
+                    notes.append(f"pool {pool}: no price before {times[first].isoformat()} (the first {first} of "
+                                 f"{len(times)} ticks): unavailable until then")
         trace = Trace(name or Path(availability).name, times, names, avail, price_matrix, 0.0,
-                      synthetic=False, instance_types=dict(named), regions={p: _region(p) for p in names})
+                      synthetic=False, instance_types=dict(named), regions={p: _region(p) for p in names},
+                      notes=notes)
         if instance_types:
             keep = [p for p in names if trace.instance_types[p] in instance_types]
             if not keep:
@@ -319,7 +456,12 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
                                           advisor if advisor and Path(advisor).exists() else ADVISOR_2025)
             trace.price_note = APPROXIMATE_PRICE_NOTE
     else:
+        if not is_long_price_file(prices):
+            raise ValueError(f"{prices}: without --availability the prices must be the long format "
+                             f"({','.join(LONG_PRICE_COLUMNS)})")
         series = read_long_prices(prices, set(instance_types) if instance_types else None)
+        if not series:
+            raise ValueError(f"no price of {instance_types or 'any type'} in {prices}")
         first = max(min(pts[0][0] for pts in series.values()), start or datetime.min.replace(tzinfo=timezone.utc))
         last = min(max(pts[-1][0] for pts in series.values()), end or datetime.max.replace(tzinfo=timezone.utc))
         times = regular_grid(first, last, step_s)
@@ -328,7 +470,7 @@ def load(availability: Path | None = None, prices: Path | None = None, *,
         trace = Trace(name or Path(prices).name, times, names, np.ones(price_matrix.shape, np.int8),
                       price_matrix, 0.0, synthetic=True,
                       instance_types={p: _split(p)[0] for p in names},
-                      regions={p: region_of_az(_split(p)[1]) for p in names})
+                      regions={p: region_of_az(_split(p)[1]) for p in names}, notes=notes)
     trace.ondemand_price = _ondemand(ondemand_price, ondemand_table, instance_type, trace)
     if price_model == "flat":
         trace.prices = np.full(trace.available.shape, spot_ratio * trace.ondemand_price)
@@ -363,26 +505,96 @@ def _region(pool: str) -> str:
         return match.group(1) if match else ""
 
 
-def _prices_for(path: Path, times: list[datetime], names: list[str], instance_type: str | None) -> np.ndarray:
+_SIZE = re.compile(r"nano|micro|small|medium|[0-9]*x?large|metal(-[0-9]+xl)?")
+
+
+def type_in_file_name(path: Path | None) -> str | None:
+    """The instance type a release's file name carries (``aws_r5.2xlarge_3az_2023-09-20_probe.csv.gz`` →
+    ``r5.2xlarge``), or None."""
+    if path is None:
+        return None
+    stem = Path(path).name
+    while (suffix := next((x for x in (".gz", ".gzip", ".csv", ".txt") if stem.lower().endswith(x)), None)):
+        stem = stem[: -len(suffix)]
+    for token in stem.split("_"):
+        if is_valid_instance_type(token) and _SIZE.fullmatch(token.split(".", 1)[1]):
+            return token
+    return None
+
+
+def _infer_type(availability: Path, prices: Path | None, azs: list[str], notes: list[str]) -> str | None:
+    """The instance type of AZ-named pools when none is given: the one type a long price file has for those
+    zones, else the one the file names carry (said in ``notes``); None when neither tells."""
+    if prices is not None and is_long_price_file(prices):
+        types = sorted({t for t, _ in read_long_prices(prices, None, set(azs))})
+        if len(types) > 1:
+            raise ValueError(f"{prices} has prices of several instance types for {', '.join(azs)} "
+                             f"({', '.join(types)}): choose one with --instance-type")
+        if types:
+            notes.append(f"instance type {types[0]}: the only one in {Path(prices).name} (--instance-type overrides)")
+            return types[0]
+    named = {f.name: t for f in (Path(availability), Path(prices) if prices else None)
+             if f is not None and (t := type_in_file_name(f))}
+    if len(set(named.values())) > 1:
+        raise ValueError(f"the file names carry different instance types ({', '.join(f'{t} in {f}' for f, t in named.items())}): "
+                         "choose one with --instance-type")
+    if named:
+        where, itype = next(iter(named.items()))
+        notes.append(f"instance type {itype}: read from the file name {where} (--instance-type overrides)")
+        return itype
+    return None
+
+
+def _prices_for(path: Path, times: list[datetime], named: list[tuple[str, str]], instance_type: str | None,
+                notes: list[str]) -> np.ndarray:
+    """Each pool's price at each tick (NaN before its first price, and for a pool the file does not price). A pool
+    is found by its name or, for ``<type>.<az>`` pools, by its AZ; a long file's rows by (type, AZ)."""
+    azs = [pool.rsplit(".", 1)[-1] if itype and pool != itype else pool for pool, itype in named]
     if is_long_price_file(path):
-        series = read_long_prices(path, {instance_type} if instance_type else None, set(names))
-        by_az = {az: pts for (_, az), pts in series.items()}
-        return np.column_stack([step_align(by_az[n], times) if n in by_az else np.full(len(times), np.nan)
-                                for n in names])
-    p_times, p_names, values = read_wide(path)
-    cols = [p_names.index(n) for n in names]
-    points = {n: list(zip(p_times, values[:, c])) for n, c in zip(names, cols)}
-    return np.column_stack([step_align(points[n], times) for n in names])
+        series = read_long_prices(path, {instance_type} if instance_type else None, set(azs))
+        columns = []
+        for (_pool, itype), az in zip(named, azs):
+            found = [pts for (t, a), pts in series.items() if a == az and (not itype or t == itype)]
+            if len(found) > 1:
+                raise ValueError(f"{path} has prices of several instance types for {az}: choose one with "
+                                 "--instance-type")
+            columns.append(step_align(found[0], times) if found else np.full(len(times), np.nan))
+        return np.column_stack(columns) if columns else np.full((len(times), 0), np.nan)
+    p_times, p_names, values = read_wide(path, notes=notes)
+    if not p_times:
+        raise ValueError(f"{path}: no price rows")
+    if len(p_times) > 1 and times:
+        step = float(np.median(np.diff([t.timestamp() for t in p_times])))
+        if times[-1].timestamp() - p_times[-1].timestamp() > 2 * step:
+            held = sum(t > p_times[-1] for t in times)
+            notes.append(f"prices in {Path(path).name} end at {p_times[-1].isoformat()}, before the last tick "
+                         f"{times[-1].isoformat()}: the last price is held for {held} ticks")
+    columns = []
+    for pool, az in zip((p for p, _ in named), azs):
+        col = p_names.index(pool) if pool in p_names else (p_names.index(az) if az in p_names else None)
+        columns.append(np.full(len(times), np.nan) if col is None
+                       else step_align(list(zip(p_times, values[:, col])), times))
+    return np.column_stack(columns) if columns else np.full((len(times), 0), np.nan)
 
 
 def _ondemand(price: float | None, table: Path | None, instance_type: str | None, trace: Trace) -> float:
+    """The on-demand $/h: given, or the type's row of ``table``, or (no table) its us-east-1 list price from the
+    shipped 2022 table, said in the trace's notes."""
     if price is not None:
         return float(price)
     types = {t for t in trace.instance_types.values() if t} or ({instance_type} if instance_type else set())
-    if table is None or not types:
-        raise ValueError("need --ondemand-price, or --ondemand-table with --instance-type")
+    if not types:
+        raise ValueError("no on-demand price: give --ondemand-price, or the pools' --instance-type (its us-east-1 "
+                         "list price is looked up)")
     reference = instance_type or sorted(types)[0]
-    return read_ondemand(table, reference)
+    if table is not None:
+        return read_ondemand(table, reference)
+    value = read_ondemand(ONDEMAND_2022, reference)
+    regions = sorted({r for r in trace.regions.values() if r} - {"us-east-1"})
+    trace.notes.append(f"on-demand price {value:g} $/h: the us-east-1 list price of {reference} ({ONDEMAND_2022.name})"
+                       + (f"; the pools are in {', '.join(regions)}: give --ondemand-price for that region's price"
+                          if regions else ""))
+    return value
 
 
 def p3_9az(**kwargs) -> Trace:

@@ -16,7 +16,9 @@ Input formats (see ml/traces.py, which loads them):
 
 - ``--availability``: CSV (optionally .gz), first column ``ts`` (UTC, ``YYYY-MM-DD HH:MM:SS`` or
   ISO-8601), then one column per pool (AZ name); 1 = a spot instance could be obtained at that tick.
-  Its ticks are the time grid. A probe release's ``tick,offset_s`` file is placed from ``--start-time``
+  Its ticks are the time grid (repeated timestamps: the last row). AZ-named pools take ``--instance-type``, or
+  the type of a long price file, or the one in a release file name (``aws_r5.2xlarge_3az_...``); without
+  ``--ondemand-price``/``--ondemand-table`` the type's us-east-1 list price from the shipped table (noted). A probe release's ``tick,offset_s`` file is placed from ``--start-time``
   (the us-west-2 GPU probe: ``2022-10-26T00:00:00Z``); without prices, ``--price-model advisor`` gives
   each type a constant APPROXIMATE price (on-demand × (1 − Spot Advisor saving)) and the report says so.
 - ``--prices``: the same wide shape with $/h per pool per tick, or the long format

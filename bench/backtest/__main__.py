@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bench.backtest import Rules, registered_policies, run_backtest, table
+from components.errors import DomainError
 from ml import traces
 
 
@@ -35,8 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--prices", type=Path, help="wide CSV ($/h per pool) or long "
                     "timestamp,availability_zone,instance_type,spot_price")
     ap.add_argument("--ondemand-price", type=float, help="on-demand $/h")
-    ap.add_argument("--ondemand-table", type=Path, help="CSV instance_type,od_price_usd_per_hr")
-    ap.add_argument("--instance-type", help="instance type to look up in --ondemand-table / long prices")
+    ap.add_argument("--ondemand-table", type=Path, help="CSV instance_type,od_price_usd_per_hr (default: the "
+                    "shipped us-east-1 list prices, said in the report)")
+    ap.add_argument("--instance-type", help="instance type of AZ-named pools, looked up in --ondemand-table and "
+                    "long prices (default: the one type of a long price file, else the type a release file name "
+                    "carries, e.g. aws_r5.2xlarge_3az_..., said in the report)")
     ap.add_argument("--instance-types", help="comma list: pools of these types (long price file, or an "
                     "availability file whose columns name their type)")
     ap.add_argument("--pools", help="comma list: only these pools")
@@ -81,8 +85,12 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     try:
         trace = _load(args)
-    except (ValueError, KeyError) as exc:  # a malformed file, a missing anchor, an unknown type
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, DomainError) as exc:  # a malformed file, a missing anchor, an unknown type
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing or unreadable file, a broken gzip
+        print(f"error: cannot read {exc.filename or 'an input file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if trace.ticks < 2:
         print("error: fewer than 2 ticks after filtering", file=sys.stderr)

@@ -45,6 +45,7 @@ def build(trace, rules: Rules, start: int, end: int, t0: float, t1: float, train
         "diagnostics": {name: r.diagnostics() for name, r in results.items()},
         "notes": [],
     }
+    doc["notes"].extend(getattr(trace, "notes", ()))  # what loading assumed or left out
     if getattr(trace, "price_note", ""):
         doc["approximate_prices"] = True
         doc["notes"].append(trace.price_note)
