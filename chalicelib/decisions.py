@@ -85,14 +85,15 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     claim; for a type the catalogue does not list, the price this agent itself last reported.
 
     Market data trust (issue #12): a price an agent reported is used only for its own client's agents
-    (``PoolPrice.price_visible_to``); another tenant's reported pool is a known pool without a price."""
+    (``PoolPrice.seen_by``); another tenant's reported pool is a known pool without a price."""
     horizon = get_settings().risk_horizon_s
     options = []
-    pools = [p for t in agent.runnable_types for p in pool_repo.pools_of_type(agent.region or "", t)]
+    pools = [p.seen_by(agent.client_id) for t in agent.runnable_types
+             for p in pool_repo.pools_of_type(agent.region or "", t)]
     blocked = observations.backoff([p.pool_id for p in pools], now, viewer=agent.client_id)
     for pool in pools:
         fresh = (pool.at is not None and now - pool.at <= PRICE_FRESH_FOR and pool.pool_id not in blocked
-                 and pool.price is not None and pool.price_visible_to(agent.client_id))
+                 and pool.price is not None)
         risk = pool.risk_for(agent.client_id)
         risk = risk if risk is not None else advisor_prior(DEFAULT_ADVISOR_BAND, horizon)
         options.append(PoolOption(pool.pool_id, float(pool.price) if fresh else None, risk, available=fresh))

@@ -429,8 +429,8 @@ def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warn
     client may see) and AWS's on-demand list price."""
     wanted = {name: pool for name, pool, mode in (("old_spot", old_pool, old_mode), ("new_spot", new_pool, new_mode))
               if mode == "spot" and pool and getattr(prices, name) is None}
-    known = {pid: k for pid, k in pools.latest_prices([p for p in wanted.values()]).items()
-             if k.price_visible_to(client_id)} if wanted else {}
+    known = {pid: k.seen_by(client_id) for pid, k in pools.latest_prices(list(wanted.values())).items()} \
+        if wanted else {}
     filled = {"on_demand": _decimal(prices.on_demand), "old_spot": _decimal(prices.old_spot),
               "new_spot": _decimal(prices.new_spot)}
     for name, pool in wanted.items():

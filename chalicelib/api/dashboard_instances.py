@@ -1,6 +1,6 @@
 """Client dashboard: instances (LEGACY §3.3): list, pool prices, metrics, switch options.
 
-Prices: a pool's latest price only where this client may see it (``PoolPrice.price_visible_to``); the
+Prices: a pool's latest price only where this client may see it (``PoolPrice.seen_by``); the
 on-demand price is AWS's list price (the catalogue), else what the instance row recorded. The savings
 figures of the metrics come from the savings repository (``dashboard._savings``).
 """
@@ -44,8 +44,9 @@ def _ondemand(instance_type: str | None, region: str | None, recorded=None):
 def _current_price(row, pool, client_id: str, ondemand):
     """What the instance costs per hour now: its pool's price (spot) or the on-demand price."""
     if row.mode == "spot":
-        if pool is not None and pool.price is not None and pool.price_visible_to(client_id):
-            return pool.price
+        price = pool.seen_by(client_id).price if pool is not None else None
+        if price is not None:
+            return price
         return row.spot_price
     return ondemand if row.mode == "ondemand" else None
 
@@ -92,8 +93,8 @@ def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
     found = []
     for instance_type in types:
         ondemand = _ondemand(instance_type, row.region)
-        for pool in pool_repo.pools_of_type(row.region or "", instance_type):
-            price = pool.price if pool.price is not None and pool.price_visible_to(client_id) else None
+        for pool in (p.seen_by(client_id) for p in pool_repo.pools_of_type(row.region or "", instance_type)):
+            price = pool.price
             found.append({"pool_id": pool.pool_id, "instance_type": pool.instance_type, "az": pool.az,
                           "price": money(price),
                           "savings_percent": (float(savings_percent(ondemand, price))

@@ -142,8 +142,7 @@ def pool_risk():
         raise InvalidInputError("instance_type is not an EC2 instance type", field="instance_type")
     ondemand = catalogue.ondemand_price(instance_type, region)  # AWS's list price; agents cannot set it
     return ok({"pools": [
-        {"pool_id": p.pool_id, "az": p.az, "price": float(p.price) if shown else None,
-         "price_at": iso(p.at) if shown else None, "ondemand_price": ondemand,
+        {"pool_id": p.pool_id, "az": p.az, "price": None if p.price is None else float(p.price),
+         "price_at": iso(p.at), "ondemand_price": ondemand,
          "risk": p.risk_for(client.client_id), "risk_at": iso(p.risk_at), "risk_source": p.risk_source}
-        for p in pool_repo.pools_of_type(region, instance_type)
-        for shown in [p.price is not None and p.price_visible_to(client.client_id)]]})
+        for p in (p.seen_by(client.client_id) for p in pool_repo.pools_of_type(region, instance_type))]})

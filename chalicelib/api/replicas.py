@@ -143,11 +143,12 @@ def _client_instance(agent: AgentRecord, instance_id: str) -> ec2.InstanceInfo:
     return info
 
 
-def _price(pool_id: str | None) -> Decimal | None:
+def _price(pool_id: str | None, client_id: str) -> Decimal | None:
+    """The pool's price as the client sees it (``PoolPrice.seen_by``): never another tenant's reported price."""
     if not pool_id:
         return None
     known = pools.latest_prices([pool_id]).get(pool_id)
-    return None if known is None else known.price
+    return None if known is None else known.seen_by(client_id).price
 
 
 # --- legacy replica routes (§3.2) ---------------------------------------------------------------
@@ -173,7 +174,7 @@ def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) 
         raise InvalidInputError(exc.message, field="exclude_zones") from exc
     if body.pool_id:
         replicas.place(agent, now, exclude=excluded, pool_id=body.pool_id)  # 400: wrong type/region/own pool
-        price = _price(body.pool_id)
+        price = _price(body.pool_id, agent.client_id)
         if body.max_hourly_cost is not None and price is not None and price > Decimal(str(body.max_hourly_cost)):
             raise ConflictError(f"{body.pool_id} costs {price} $/h, over max_hourly_cost", field="max_hourly_cost",
                                 code="no_pool")
@@ -225,7 +226,7 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
                 raise InvalidInputError("a standby must be in a different pool than its primary", field="instance_id")
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now),
                                   replica_type=ReplicaType.MANUAL.value, lifecycle="spot", pool_id=pool_id, az=az,
-                                  created_by="agent", now=now, take_slot=True, hourly_cost=_price(pool_id))
+                                  created_by="agent", now=now, take_slot=True, hourly_cost=_price(pool_id, agent.client_id))
     try:
         replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
     except ConflictError:

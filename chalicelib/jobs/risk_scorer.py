@@ -48,6 +48,7 @@ from chalicelib.observability import MetricUnit, logged_job, logger, metrics, pu
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
+from chalicelib.repositories import price_rollups
 from chalicelib.settings import get_settings
 
 PRICE_HISTORY = timedelta(hours=24)
@@ -81,20 +82,22 @@ def record_held(now: datetime, pool_ids: list[str], lap_runs: int | None = None)
     return count
 
 
-def evidence(pool, seen: dict, region_of: dict, now: datetime, prices: dict | None = None) -> PoolEvidence:
+def evidence(pool, seen: dict, region_of: dict, now: datetime, prices: dict | None = None, *,
+             viewer: str | None = None) -> PoolEvidence:
     """The pool's PoolEvidence from the tables (the same shape ml.features builds from a trace); ``prices`` keeps
-    each pool's price history for the run (read once however many clients' scores use it)."""
+    each pool's price history for the run. Its prices are those ``viewer`` may see (``price_rollups.visible_history``):
+    the fleet's score (None), which every tenant reads, AWS's only; a client's own score AWS's and its agents'."""
     prices = {} if prices is None else prices
-    if pool.pool_id not in prices:
-        prices[pool.pool_id] = pool_repo.history_with_price_in_force(pool.pool_id, now - PRICE_HISTORY)
-    points = prices[pool.pool_id]
+    if (pool.pool_id, viewer) not in prices:
+        prices[pool.pool_id, viewer] = price_rollups.visible_history(pool.pool_id, now - PRICE_HISTORY, viewer)
+    points = prices[pool.pool_id, viewer]
     region_since = now.timestamp() - REGION_WINDOW.total_seconds()
     neighbours = [o for pid, obs in seen.items() if pid != pool.pool_id and region_of.get(pid) == pool.region
                   for o in obs if o.at >= region_since]
     return PoolEvidence(
         now=now.timestamp(), observations=tuple(seen.get(pool.pool_id, ())),
         region_observations=tuple(sorted(neighbours, key=lambda o: o.at)),
-        price_times=tuple(p.ts.timestamp() for p in points), prices=tuple(float(p.price) for p in points),
+        price_times=tuple(ts.timestamp() for ts, _ in points), prices=tuple(float(price) for _, price in points),
         ondemand_price=catalogue.ondemand_price(pool.instance_type, pool.region) or float("nan"),
         advisor_band=DEFAULT_ADVISOR_BAND)
 
@@ -110,7 +113,7 @@ def client_evidence(pools, seen: dict, reports: dict[str, dict[str, list]], regi
         regions = {region for region, _ in groups}  # its scores read their regions' observations only
         merged = {pid: sorted([*seen.get(pid, ()), *own.get(pid, ())], key=lambda o: o.at)
                   for pid in set(seen) | set(own) if region_of.get(pid) in regions}
-        out += [(client, p.pool_id, evidence(p, merged, region_of, now, prices)) for p in pools
+        out += [(client, p.pool_id, evidence(p, merged, region_of, now, prices, viewer=client)) for p in pools
                 if (p.region, p.instance_type) in groups]
     return out
 

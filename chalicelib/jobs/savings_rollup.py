@@ -41,10 +41,9 @@ from chalicelib import catalogue, clock
 from chalicelib.aws import sqs
 from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch, publish_counts
 from chalicelib.observability import logged_job, logger
-from chalicelib.repositories import clients, pools, savings
+from chalicelib.repositories import clients, pools, price_rollups, savings
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.settings import get_settings, savings_queue_name
-from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
 from chalicelib.tables.instances import InstanceTable
 
@@ -85,10 +84,6 @@ def _instances(client_id: str, start: datetime, end: datetime) -> list[InstanceT
     return list(InstanceTable.by_client.query(client_id, InstanceTable.installed_at < end, filter_condition=alive))
 
 
-def _agent_ids(client_id: str) -> set[str]:
-    return {a.agent_id for a in AgentTable.query(client_id, attributes_to_get=["agent_id"])}
-
-
 def _end(row: InstanceTable, now: datetime) -> datetime:
     if row.terminated_at is not None:
         return row.terminated_at
@@ -116,11 +111,7 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id})
     latest = pools.latest_prices(pool_ids) if pool_ids else {}
     spot_pools = sorted({r.pool_id for r in rows if r.pool_id and _mode(r) == "spot"})
-    own_agents = _agent_ids(client_id) if spot_pools else set()
-    points = {}
-    for pool_id in spot_pools:
-        points[pool_id] = tuple((p.ts, p.price) for p in pools.history_with_price_in_force(pool_id, start)
-                                if p.source_agent_id is None or p.source_agent_id in own_agents)
+    points = {pool_id: tuple(price_rollups.visible_history(pool_id, start, client_id)) for pool_id in spot_pools}
     runs = []
     for row in rows:
         known = latest.get(row.pool_id) if row.pool_id else None
@@ -134,8 +125,8 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
         # Before the pool's first visible point: the price recorded at launch; with no point at all, the
         # pool's latest visible price (else the run costs its baseline: no saving is claimed).
         fallback = row.spot_price
-        if fallback is None and not seen and known is not None and known.price_visible_to(client_id):
-            fallback = known.price
+        if fallback is None and not seen and known is not None:
+            fallback = known.seen_by(client_id).price
         in_baseline, baseline_from = _baseline(row)
         runs.append(InstanceRun(instance_id=row.instance_id, agent_id=row.agent_id, mode=_mode(row),
                                 start=row.installed_at, end=_end(row, now), ondemand_price=od,

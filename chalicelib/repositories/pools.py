@@ -1,8 +1,9 @@
 """Pools, price points and pricing reports: the write side of the data valve.
 
-Two writers set a pool's latest price. The spot-prices job (``store_server_prices``, source ``aws``)
-is the source of truth: AWS's own price history. Agents' pricing reports (``admit_points``) set it only
-for pools the job does not cover: never priced by the job, or not confirmed by it for longer than
+Two writers price a pool. The spot-prices job (``store_server_prices``, source ``aws``) sets the pool's
+shared price, the source of truth: AWS's own price history. Agents' pricing reports (``admit_points``) set
+their own client's entry of the pool (``agent_prices``: read by that client only, never replaced by another
+tenant's report), only for pools the job does not cover: never priced by the job, or not confirmed by it for longer than
 ``SERVER_PRICE_FRESH_S`` (the job stopped). For a pool the job covers, an agent's point is counted
 (outcome ``server_priced``) and not written to the pool's history, so the risk model's features and the
 data valve's window see one source; such a report costs one BatchGetItem and no pool write. The raw
@@ -18,18 +19,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from pynamodb.exceptions import UpdateError
+
 from components.data_valve import Admission, PointQuality, PricePoint, ValveConfig, admit, expires_at
 from components.pool_id import parse_pool_id, region_of_az
 
 from chalicelib import clock
-from chalicelib.repositories.dynamo import set_or_remove
+from chalicelib.repositories.dynamo import condition_failed, set_or_remove
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable, RecentPointMap
 from chalicelib.tables.risk import RiskScoreTable
 
 
 @dataclass(frozen=True)
 class PoolPrice:
-    """The latest known price of a pool."""
+    """The latest known price of a pool: ``price``/``at`` are the shared (AWS's) one, ``agent_prices`` each client's
+    own agents' reports; a reader takes what its client sees (``seen_by``)."""
 
     pool_id: str
     instance_type: str
@@ -45,15 +49,23 @@ class PoolPrice:
     server_priced_at: datetime | None = None  # when the job last confirmed the price
     price_client_id: str | None = None  # the reporting client of an agent price
     client_risk: Mapping[str, float] = dataclasses.field(default_factory=dict)  # {client_id: its own score}
+    agent_prices: Mapping[str, tuple[Decimal, datetime]] = dataclasses.field(default_factory=dict)  # {client: (price, at)}
 
     def risk_for(self, client_id: str | None) -> float | None:
         """The risk ``client_id``'s placements and views read: the pool's score with that client's own agents'
         reports when the risk scorer made one, else the fleet's (another tenant's reports never count)."""
         return self.client_risk.get(client_id, self.risk) if client_id else self.risk
 
-    def price_visible_to(self, client_id: str | None) -> bool:
-        """An AWS price is everyone's; an agent's price only its own client's (never another tenant's)."""
-        return self.price_source != AGENT_SOURCE or (client_id is not None and self.price_client_id == client_id)
+    def seen_by(self, client_id: str | None) -> PoolPrice:
+        """The pool with the price ``client_id`` may use: AWS's, or its own agents' latest report when newer (the
+        job does not cover the pool); never another tenant's (then no price at all)."""
+        own = self.agent_prices.get(client_id) if client_id else None
+        shared = self.price is not None and self.price_source != AGENT_SOURCE
+        if own is not None and not (shared and self.at is not None and self.at >= own[1]):
+            return dataclasses.replace(self, price=own[0], at=own[1], price_source=AGENT_SOURCE,
+                                       price_client_id=client_id)
+        return self if shared else dataclasses.replace(self, price=None, at=None)
+
 
 SERVER_SOURCE = "aws"
 AGENT_SOURCE = "agent"
@@ -94,11 +106,10 @@ def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client
 def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
                  client_id: str, server_window: timedelta | None = None) -> dict[str, Admission]:
     """Run every agent point of ``client_id`` through the data valve and persist the result (one
-    BatchGetItem, then BatchWriteItem of the points, and of each pool that changed its price fields
-    (``_write_prices``), only when any did). The pool's price becomes that client's (``price_client_id``): another
-    tenant's decisions do
-    not use it; a pool last priced by another client starts its window afresh, so one tenant's points
-    are never averaged into another's. Agents never set on-demand prices (AWS's list price is used).
+    BatchGetItem, then BatchWriteItem of the points, and one write of each pool whose client entry changed
+    (``_write_agent_prices``), only when any did). The price is kept in the client's own entry of the pool
+    (``agent_prices``): its window holds its own points only, another tenant's decisions never read it, and
+    another tenant's report never replaces it. Agents never set on-demand prices (AWS's list price is used).
 
     With ``server_window``, a pool the spot-prices job covers (``server_covers``) keeps its price: its
     admission is outcome ``server_priced`` with nothing written.
@@ -113,28 +124,78 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
         row = pools[pool_id]
         recent = tuple(_point(pool_id, m) for m in row.recent or [])
         admissions[pool_id] = Admission((), (), recent, SERVER_PRICED, 0, None)
+    windows: dict[str, list[PricePoint]] = {}
     with PricePointTable.batch_write() as point_batch:
         for point in sorted(points, key=lambda p: (p.pool_id, p.ts)):
             if point.pool_id in deferred:
                 continue
             row = pools.setdefault(point.pool_id, _new_pool(point.pool_id, now))
-            if row.price_source == AGENT_SOURCE and row.price_client_id != client_id:
-                row.recent = []  # another tenant's points: never averaged with this one's
-            recent = [_point(row.pool_id, m) for m in row.recent or []]
+            recent = windows.setdefault(point.pool_id, _agent_window(row, client_id))
             admission = admit(recent, point, config)
             admissions[point.pool_id] = admission
             for stale in admission.deletes:
                 point_batch.delete(PricePointTable(stale.pool_id, stale.ts))
             for p in admission.upserts:
                 _save_point(point_batch, p, config, now, client_id)
-            row.recent = [_map(p) for p in admission.recent]
-            newest = max(admission.recent, key=lambda p: p.ts) if admission.recent else None
-            if newest is not None:
-                row.latest_price, row.latest_at = newest.price, newest.ts
-                row.price_source, row.price_client_id = AGENT_SOURCE, client_id
-            row.updated_at = now
-    _write_prices([pools[pid] for pid in pool_ids if pid not in deferred and changed(admissions[pid])], known)
+            windows[point.pool_id] = list(admission.recent)
+    _write_agent_prices({pid: (pools[pid], windows[pid]) for pid in pool_ids
+                         if pid not in deferred and changed(admissions[pid]) and windows[pid]},
+                        client_id, known, now)
     return admissions
+
+
+def _agent_map(row: PoolTable) -> dict:
+    value = row.agent_prices
+    return value.as_dict() if hasattr(value, "as_dict") else dict(value or {})
+
+
+def _agent_window(row: PoolTable, client_id: str) -> list[PricePoint]:
+    """The client's own recent points of the pool (a row written before per-client entries: its agent window, when
+    it was this client's)."""
+    entry = _agent_map(row).get(client_id)
+    if entry is not None:
+        return [PricePoint(pool_id=row.pool_id, ts=datetime.fromisoformat(m["ts"]), price=Decimal(m["price"]),
+                           quality=PointQuality(m["quality"]), source_agent_id=m.get("source") or None,
+                           sources=int(m.get("sources") or 1)) for m in entry.get("recent") or []]
+    if row.price_source == AGENT_SOURCE and row.price_client_id == client_id:
+        return [_point(row.pool_id, m) for m in row.recent or []]
+    return []
+
+
+def _entry(recent: list[PricePoint]) -> dict:
+    """A client's entry of ``agent_prices``: its newest point's price and time, and its window (text: exact)."""
+    newest = max(recent, key=lambda p: p.ts)
+    return {"price": str(newest.price), "at": newest.ts.isoformat(),
+            "recent": [{"ts": p.ts.isoformat(), "price": str(p.price), "quality": p.quality.value,
+                        "source": p.source_agent_id or "", "sources": p.sources} for p in recent]}
+
+
+def _write_agent_prices(changed_pools: dict[str, tuple[PoolTable, list[PricePoint]]], client_id: str,
+                        known: set[str], now: datetime) -> None:
+    """Each changed pool's entry of ``client_id``: a pool new to the table whole (BatchWriteItem), a known one by an
+    UpdateItem of that one entry (and ``reported_at``), so neither another tenant's entry nor a risk score written
+    since the read is put back. A known pool without entries yet gets the map first (a second, conditional write)."""
+    with PoolTable.batch_write() as batch:
+        for pool_id, (row, recent) in changed_pools.items():
+            if pool_id not in known:
+                row.agent_prices, row.reported_at, row.updated_at = {client_id: _entry(recent)}, now, now
+                batch.save(row)
+    for pool_id, (row, recent) in changed_pools.items():
+        if pool_id in known:
+            _set_entry(row, client_id, _entry(recent), now)
+
+
+def _set_entry(row: PoolTable, client_id: str, entry: dict, now: datetime) -> None:
+    stamps = [PoolTable.reported_at.set(now), PoolTable.updated_at.set(now)]
+    attempts = ((PoolTable.agent_prices[client_id].set(entry), PoolTable.agent_prices.exists()),
+                (PoolTable.agent_prices.set({client_id: entry}), PoolTable.agent_prices.does_not_exist()))
+    for action, condition in attempts * 2:  # the map created by another report in between: its entry after all
+        try:
+            row.update(actions=[action, *stamps], condition=condition)
+            return
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
 
 
 def _write_prices(rows: list[PoolTable], known: set[str], *, server: bool = False) -> None:
@@ -274,7 +335,7 @@ def priced_page(now: datetime, cap: int, after: str | None = None) -> PricedPage
     filtered scan of the pools table, whose size is the market's (region × type × zone, junk rows without a price
     skipped), never the fleet's: no agent is read. Reads one pool past the cap, so a page that ends exactly at the
     table's end says so."""
-    fresh = PoolTable.latest_at >= now - PRICED_WITHIN
+    fresh = (PoolTable.latest_at >= now - PRICED_WITHIN) | (PoolTable.reported_at >= now - PRICED_WITHIN)
     start = {"last_evaluated_key": {"pool_id": {"S": after}}} if after else {}
     found, resume = [], None
     for row in PoolTable.scan(filter_condition=fresh, **start):
@@ -297,21 +358,21 @@ def _stored_point(r: PricePointTable) -> PricePoint:
                       source_agent_id=r.source_agent_id, sources=int(r.sources or 1))
 
 
-def history_with_price_in_force(pool_id: str, since: datetime) -> list[PricePoint]:
-    """:func:`history` since ``since``, preceded by the point in force at ``since`` (the last one before
-    it): a price holds until the next point, so the price "24 h ago" is that point (two Queries)."""
-    now = clock.now()
-    head = [_stored_point(r) for r in PricePointTable.query(pool_id, PricePointTable.ts < since,
-                                                             scan_index_forward=False, limit=1)
-            if r.expires_at is None or r.expires_at > now]
-    return head + history(pool_id, since)
+def _agent_prices(row: PoolTable) -> dict[str, tuple[Decimal, datetime]]:
+    """{client: (price, at)} of the row's client entries (a row's agent price from before them: its client's)."""
+    prices = {client: (Decimal(e["price"]), datetime.fromisoformat(e["at"])) for client, e in _agent_map(row).items()}
+    if row.price_source == AGENT_SOURCE and row.price_client_id and row.latest_price is not None \
+            and row.latest_at is not None and row.price_client_id not in prices:
+        prices[row.price_client_id] = (Decimal(str(row.latest_price)), row.latest_at)
+    return prices
 
 
 def _price(row: PoolTable) -> PoolPrice:
+    agent_priced = row.price_source == AGENT_SOURCE
     return PoolPrice(pool_id=row.pool_id, instance_type=row.instance_type, az=row.az,
                      region=row.region,
-                     price=None if row.latest_price is None else Decimal(str(row.latest_price)),
-                     at=row.latest_at,
+                     price=None if row.latest_price is None or agent_priced else Decimal(str(row.latest_price)),
+                     at=None if agent_priced else row.latest_at, agent_prices=_agent_prices(row),
                      ondemand_price=None if row.ondemand_price is None else Decimal(str(row.ondemand_price)),
                      risk=None if row.risk is None else float(row.risk), risk_at=row.risk_at,
                      risk_source=row.risk_source, price_source=row.price_source,

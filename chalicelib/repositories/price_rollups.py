@@ -88,6 +88,17 @@ def raw_series(pool_id: str, since: datetime, *, scopes: Iterable[str] | None = 
     return series, cut
 
 
+def visible_history(pool_id: str, since: datetime, viewer: str | None = None) -> list[tuple[datetime, Decimal]]:
+    """The pool's prices from ``since`` on, oldest first, preceded by the one in force at ``since``, as ``viewer``
+    may see them: AWS's points, and its own agents' when a client is named (None: the fleet's, AWS's only). The
+    savings roll-up and the risk scorer read this, so another tenant's reports never price or score for anyone."""
+    scopes = (AWS_SCOPE,) if viewer is None else visible_scopes(viewer)
+    series, _ = raw_series(pool_id, since, scopes=scopes)
+    merged = sorted(p for points in series.values() for p in points)
+    before = [p for p in merged if p[0] < since]
+    return before[-1:] + [p for p in merged if p[0] >= since]
+
+
 # --- rollups -------------------------------------------------------------------------------------
 
 def _bucket(row: PriceRollupTable) -> Bucket:

@@ -61,6 +61,12 @@ class PoolTable(Model):
     # decisions use it (market data trust, docs/ARCHITECTURE.md).
     price_client_id = OptionalText()
     recent = ListAttribute(of=RecentPointMap, default=list)
+    # {client_id: {"price", "at", "recent": [...]}}: each client's own agents' latest price of a pool the job does
+    # not cover (chalicelib/repositories/pools.py ``admit_points``), one entry a client: a tenant's report never
+    # replaces another's, and only its own client reads it (``PoolPrice.seen_by``). Text values (exact decimals).
+    agent_prices = MapAttribute(null=True)
+    # When an agent last stored a price here: an agent-priced pool stays among the pools the jobs walk.
+    reported_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
     risk = NumberAttribute(null=True)
     risk_at = UTCDateTimeAttribute(null=True)

@@ -63,6 +63,14 @@ def raw_client(agent_id):
     return list(PricingReportTable.query(agent_id))[0].client_id
 
 
+def seen(pool_id, agent_id):
+    """(price, at, source) of the pool as the agent's client sees it."""
+    from chalicelib.repositories import pools
+
+    view = pools.latest_prices([pool_id])[pool_id].seen_by(raw_client(agent_id))
+    return view.price, view.at, view.price_source
+
+
 def points(pool_id):
     return sorted(PricePointTable.query(pool_id), key=lambda p: p.ts)
 
@@ -85,9 +93,8 @@ def test_pricing_report_stores_points_and_pool_rows(typed_agents):
         assert point.quality == "actual" and point.source_agent_id == agent_id and int(point.sources) == 1
         assert point.expires_at == ts + RETENTION
         pool = PoolTable.get(pool_id)
-        assert pool.latest_price == Decimal(str(price)) and pool.latest_at == ts
-        assert pool.ondemand_price is None
-        assert pool.price_source == "agent" and pool.price_client_id == raw_client(agent_id)
+        assert seen(pool_id, agent_id) == (Decimal(str(price)), ts, "agent")
+        assert pool.ondemand_price is None and pool.latest_price is None  # the shared price stays AWS's
         assert (pool.instance_type, pool.az, pool.region) == (itype, az, "eu-west-1")
         assert pool.region_type == f"eu-west-1#{itype}"
 
@@ -131,21 +138,21 @@ def test_two_agents_within_five_seconds_are_averaged(tenant_agents):
     assert point.ts == t0 and int(point.sources) == 2 and point.quality == "averaged_duplicate"
     expected = (Decimal("0.0300") + Decimal(str(0.0300 * 1.003))) / 2
     assert abs(point.price - expected) < Decimal("1e-9")
-    assert PoolTable.get(pool_id).latest_price == point.price
+    assert seen(pool_id, a1)[0] == point.price
 
 
 def test_two_tenants_points_are_never_averaged(typed_agents):
     """GIVEN tenant 1's price WHEN tenant 2's agent reports the same pool 3 s later at +0.3 % THEN not
-    averaged: the pool's agent price is tenant 2's own (one tenant never shapes another's price)."""
+    averaged: each tenant sees its own agent price (one tenant never shapes, nor hides, another's price)."""
     itype, [(c1, a1, i1), (c2, a2, i2)] = typed_agents
     t0 = now_utc().replace(microsecond=0) - timedelta(minutes=1)
     report(c1, a1, pricing_body(i1, itype, {"eu-west-1a": 0.0300}, collected_at=t0))
     reply = report(c2, a2, pricing_body(i2, itype, {"eu-west-1a": 0.0300 * 1.003},
                                         collected_at=t0 + timedelta(seconds=3)))
     assert reply["averaged"] == 0
-    pool = PoolTable.get(f"{itype}.eu-west-1a")
-    assert pool.price_client_id == raw_client(a2)
-    assert pool.latest_price == Decimal(str(0.0300 * 1.003))
+    pool_id = f"{itype}.eu-west-1a"
+    assert seen(pool_id, a2)[0] == Decimal(str(0.0300 * 1.003))
+    assert seen(pool_id, a1)[0] == Decimal("0.03")
 
 
 def test_far_apart_reports_are_not_averaged(tenant_agents):
@@ -184,7 +191,7 @@ def test_three_minute_gap_is_interpolated(typed_agents):
         assert abs(point.price - linear) < Decimal("1e-12"), point.price
     assert stored[1].source_agent_id is None
     assert all(p.expires_at == p.ts + RETENTION for p in stored)
-    assert PoolTable.get(f"{itype}.eu-west-1a").latest_price == Decimal("0.036")
+    assert seen(f"{itype}.eu-west-1a", agent_id)[0] == Decimal("0.036")
 
 
 @pytest.mark.parametrize("gap_minutes, filled", [(10, 9), (11, 0), (1, 0)])
@@ -209,8 +216,7 @@ def test_out_of_order_report_does_not_move_the_latest_price(typed_agents):
     report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.05}, collected_at=t0))
     report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.02},
                                           collected_at=t0 - timedelta(minutes=2)))
-    pool = PoolTable.get(f"{itype}.eu-west-1a")
-    assert pool.latest_price == Decimal("0.05") and pool.latest_at == t0
+    assert seen(f"{itype}.eu-west-1a", agent_id)[:2] == (Decimal("0.05"), t0)
     assert len(points(f"{itype}.eu-west-1a")) == 2
 
 

@@ -19,9 +19,10 @@ from tests.api._support import assert_error, now_utc, random_instance_type
 from tests.conftest import Caller, invoke_schedule, registration
 
 
-def _point(pool_id, ts, price, source_agent_id=None):
+def _point(pool_id, ts, price, source_agent_id="aws", client_id=None):
+    """A stored price point: AWS's (the spot-prices job's) unless an agent's of ``client_id`` is named."""
     PricePointTable(pool_id, ts, price=Decimal(price), quality="actual", source_agent_id=source_agent_id,
-                    expires_at=ts + timedelta(days=90)).save()
+                    client_id=client_id, expires_at=ts + timedelta(days=90)).save()
 
 
 def _instance(client_id, agent_id, pool_id, mode, start, end, *, role="primary", od="0.10"):
@@ -43,7 +44,7 @@ def fleet(make_tenant):
     pool = f"{random_instance_type()}.eu-west-1a"
     _point(pool, t - timedelta(hours=12), "0.03")
     _point(pool, t - timedelta(hours=6), "0.05")
-    _point(pool, t - timedelta(hours=7), "9.99", source_agent_id="ag-of-another-tenant")
+    _point(pool, t - timedelta(hours=7), "9.99", source_agent_id="ag-of-another-tenant", client_id="cl-another")
     agent_id = "ag-" + uuid.uuid4().hex[:8]
     primary = _instance(client_id, agent_id, pool, "spot", t - timedelta(hours=10), t - timedelta(hours=2))
     standby = _instance(client_id, agent_id, f"{random_instance_type()}.eu-west-1b", "ondemand",

@@ -93,7 +93,7 @@ def _report(caller, agent_id, itype, prices, collected_at=None):
 def _market(make_tenant, server_points):
     """An agent on an instance type of its own in eu-west-1 that reported prices of 3 pools 90 min ago
     and now; ``server_points`` = {zone: [(hours before now, price)]} stored as the spot-prices job does;
-    the OBSERVED observations recorded. Returns (instance type, now, the recorded observations)."""
+    the OBSERVED observations recorded. Returns (instance type, now, the recorded observations, the client)."""
     client_id, caller = make_tenant()
     itype = f"m5.{datetime.now().strftime('%H%M%S%f')}{next(_types)}xl"
     status, reply = caller.post("/api/agents/register",
@@ -116,7 +116,7 @@ def _market(make_tenant, server_points):
                                   source="parity-test")
         assert observations.record(obs, event_id=f"parity-{itype}-{n}")
         recorded.append(obs)
-    return itype, now, recorded
+    return itype, now, recorded, client_id
 
 
 @pytest.fixture(autouse=True)
@@ -127,14 +127,15 @@ def _listed_ondemand(monkeypatch):
     monkeypatch.setattr(catalogue, "ondemand_price", lambda t, region=None: listed(t, region) or ONDEMAND)
 
 
-def _production(itype, now):
-    """What the risk scorer builds: its pools, one read of the observations, ``evidence`` per pool."""
+def _production(itype, now, viewer):
+    """What the risk scorer builds: its pools, one read of the observations, ``evidence`` per pool, as the reporting
+    client's own score sees the prices (its agents' reports and AWS's; the fleet's score reads AWS's only)."""
     pools = sorted(pool_repo.pools_of_type(REGION, itype), key=lambda p: p.pool_id)
     assert [p.pool_id for p in pools] == [f"{itype}.{REGION}{z}" for z in ZONES]
     seen = observations.for_pools([p.pool_id for p in pools], now - timedelta(seconds=EVIDENCE_WINDOW_S), now,
                                   limit=1000)
     region_of = {p.pool_id: p.region for p in pools}
-    return pools, {p.pool_id: risk_scorer.evidence(p, seen, region_of, now) for p in pools}
+    return pools, {p.pool_id: risk_scorer.evidence(p, seen, region_of, now, viewer=viewer) for p in pools}
 
 
 def _price_grid(pools, now):
@@ -199,8 +200,8 @@ class Built:
 
 def _build(make_tenant, server_points) -> Built:
     """The scenario in moto, then the three builders' PoolEvidence of every pool at the same now."""
-    itype, now, recorded = _market(make_tenant, server_points)
-    pools, production = _production(itype, now)
+    itype, now, recorded, client_id = _market(make_tenant, server_points)
+    pools, production = _production(itype, now, client_id)
     stamps, matrix = _price_grid(pools, now)
     return Built(itype, pools, production, _backtest(pools, now, recorded, stamps, matrix),
                  _training(pools, now, recorded, stamps, matrix))

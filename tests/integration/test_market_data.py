@@ -212,8 +212,9 @@ def test_agent_report_does_not_overwrite_the_servers_price(typed_agent):
     latest = pool_repo.latest_prices([pool, f"{itype}.eu-west-1b"])
     assert latest[pool].price == Decimal("0.0610") and latest[pool].price_source == "aws"
     assert latest[pool].ondemand_price is None
-    assert latest[f"{itype}.eu-west-1b"].price == Decimal("0.0450")
-    assert latest[f"{itype}.eu-west-1b"].price_source == "agent"
+    reporter = latest[f"{itype}.eu-west-1b"].seen_by(raw_reports(agent_id)[0].client_id)
+    assert (reporter.price, reporter.price_source) == (Decimal("0.0450"), "agent")
+    assert latest[f"{itype}.eu-west-1b"].price is None  # the shared price: AWS's only
     assert [p.source_agent_id for p in stored_points(pool)] == ["aws"]
 
 
@@ -227,7 +228,7 @@ def test_agent_prices_count_again_once_the_servers_price_is_stale(typed_agent):
                   targets=[(REGION, itype)])
     reply = report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.0900}, collected_at=now))
     assert reply["server_priced"] == 0 and reply["pools"] == 1
-    latest = pool_repo.latest_prices([pool])[pool]
+    latest = pool_repo.latest_prices([pool])[pool].seen_by(raw_reports(agent_id)[0].client_id)
     assert (latest.price, latest.price_source) == (Decimal("0.0900"), "agent")
 
 

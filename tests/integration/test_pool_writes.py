@@ -42,6 +42,6 @@ def test_a_price_write_keeps_the_risk_the_scorer_wrote_after_the_read(monkeypatc
         pool_repo.admit_points([_point(pool_id, "0.035", now - timedelta(minutes=1), "ag-1")], now, client_id="cl-1")
 
     monkeypatch.undo()
-    stored = pool_repo.latest_prices([pool_id])[pool_id]
+    stored = pool_repo.latest_prices([pool_id])[pool_id].seen_by("cl-1")
     assert stored.price == Decimal("0.035") and (stored.risk, stored.client_risk) == (0.42, {"cl-1": 0.5})
     assert (stored.instance_type, stored.region) == (pool_id.rsplit(".", 1)[0], "eu-west-1")

@@ -56,7 +56,7 @@ def _tenant_with_spot(make_tenant, run_at, price="0.03"):
     client_id, _ = make_tenant()
     pool = f"{random_instance_type()}.eu-west-1a"
     # a point of 2025 kept as if it were recent (pools' reads skip points past their expiry)
-    PricePointTable(pool, run_at - timedelta(hours=40), price=Decimal(price), quality="actual",
+    PricePointTable(pool, run_at - timedelta(hours=40), price=Decimal(price), quality="actual", source_agent_id="aws",
                     expires_at=datetime.now(UTC) + timedelta(days=1)).save()
     _instance(client_id, "ag-" + uuid.uuid4().hex[:8], pool, "spot", run_at - timedelta(hours=30),
               run_at - timedelta(hours=2))
