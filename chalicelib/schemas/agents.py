@@ -86,12 +86,15 @@ class HeartbeatRequest(Schema):
 
 
 class ReportedInstance(Schema):
+    """The reporting instance; v3.2 names its mode and pool ``current_mode`` / ``current_pool_id``."""
+
     instance_id: InstanceId | None = None
     instance_type: str | None = Field(default=None, max_length=64)
     region: str | None = Field(default=None, max_length=64)
     az: str | None = Field(default=None, max_length=64)
-    mode: str | None = Field(default=None, max_length=32)
-    pool_id: str | None = Field(default=None, max_length=128)
+    mode: str | None = Field(default=None, max_length=32, validation_alias=AliasChoices("mode", "current_mode"))
+    pool_id: str | None = Field(default=None, max_length=128,
+                                validation_alias=AliasChoices("pool_id", "current_pool_id"))
 
 
 class ReportedPool(Schema):
@@ -128,6 +131,19 @@ class PricingReportRequest(FactReport):
 
     instance: ReportedInstance = Field(default_factory=ReportedInstance)
     pricing: Pricing
+
+    @classmethod
+    def reshaped(cls, data):
+        """v3.2 sends no ``pricing`` block: ``on_demand_price{price}`` and ``spot_pools`` at the top level,
+        read as the block they stand for."""
+        if not isinstance(data, dict) or "pricing" in data or not ({"spot_pools", "on_demand_price"} & data.keys()):
+            return data
+        data = dict(data)
+        ondemand = data.pop("on_demand_price", None)
+        if isinstance(ondemand, dict):
+            ondemand = ondemand.get("price")
+        data["pricing"] = {"on_demand_price": ondemand, "spot_pools": data.pop("spot_pools", [])}
+        return data
 
 
 class ExecutedRequest(FactReport):

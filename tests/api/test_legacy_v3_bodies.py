@@ -1,0 +1,57 @@
+"""The legacy v3.2.0 agent's bodies as it builds them (LEGACY.md §2.2 notes, §9.2 #9), where they differ from
+v4's: calls replayed one by one, as v3.2 makes them, with the client token (end to end: tests/e2e/test_legacy_v3.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+from chalicelib.tables.agents import AgentTable
+from chalicelib.repositories import pools
+from chalicelib.tables.pools import PricingReportTable
+from tests.conftest import new_instance_id
+
+
+def v3_registration(instance_id: str, logical_agent_id: str, az: str = "eu-west-1a",
+                    instance_type: str = "m5.large") -> dict:
+    """v3.2's register body: no ``mode``, no IPs."""
+    return {"client_token": "ignored-the-header-counts", "hostname": "ip-10-0-0-10", "instance_id": instance_id,
+            "instance_type": instance_type, "region": az[:-1], "az": az, "ami_id": "ami-12345678",
+            "agent_version": "3.2.0", "logical_agent_id": logical_agent_id}
+
+
+def v3_pricing_report(instance_id: str, instance_type: str, az: str, mode: str, prices: dict[str, float],
+                      on_demand: float = 0.192) -> dict:
+    """v3.2's pricing report: no ``pricing`` block; ``on_demand_price{price}`` and ``spot_pools`` at the top."""
+    return {"instance": {"instance_id": instance_id, "instance_type": instance_type, "region": az[:-1], "az": az,
+                         "current_mode": mode,
+                         "current_pool_id": f"{instance_type}.{az}" if mode == "spot" else None},
+            "on_demand_price": {"price": on_demand},
+            "spot_pools": [{"pool_id": f"{instance_type}.{zone}", "instance_type": instance_type, "az": zone,
+                            "price": price} for zone, price in prices.items()]}
+
+
+def _v3_agent(make_tenant, instance_type: str):
+    client_id, caller = make_tenant()
+    instance_id = new_instance_id()
+    status, reply = caller.post("/api/agents/register",
+                                v3_registration(instance_id, f"web-{uuid.uuid4().hex[:8]}", instance_type=instance_type))
+    assert status == 200, reply
+    return client_id, caller, reply["agent_id"], instance_id
+
+
+def test_a_v3_pricing_report_is_stored_with_its_pools_and_on_demand_price(make_tenant):
+    """GIVEN a v3.2 agent WHEN it posts its pricing report (top-level ``spot_pools``, ``on_demand_price{price}``,
+    ``instance.current_mode``) THEN 200, every pool priced, the raw report kept with its on-demand price and mode;
+    an implausible pool price is dropped and named, never the report."""
+    itype = f"m5.t{uuid.uuid4().hex[:8]}xl"
+    client_id, caller, agent_id, instance_id = _v3_agent(make_tenant, itype)
+    body = v3_pricing_report(instance_id, itype, "eu-west-1a", "spot",
+                             {"eu-west-1a": 0.040, "eu-west-1b": 0.031, "eu-west-1c": 0.0})
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
+    assert status == 200, reply
+    assert reply["pools"] == 2 and reply["warnings"][0].startswith("pricing.spot_pools.2.price"), reply
+    assert float(pools.latest_prices([f"{itype}.eu-west-1b"])[f"{itype}.eu-west-1b"].price) == 0.031
+    [raw] = PricingReportTable.query(agent_id)
+    assert (float(raw.on_demand_price), raw.mode, raw.pool_id, raw.pools_reported) == \
+        (0.192, "spot", f"{itype}.eu-west-1a", 2), raw.attribute_values
+    assert AgentTable.get(client_id, agent_id).last_pricing_at is not None
