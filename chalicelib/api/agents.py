@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from components.agent_identity import (
     IdentityDocument,
+    InstanceMode,
     Registration,
     account_bound,
     agent_id_for,
@@ -93,12 +94,15 @@ def register():
     if body.instance_types or body.requirements:
         types = catalogue.type_config(body.instance_type, body.instance_types,
                                       body.requirements.model_dump() if body.requirements else None)
+    mode = normalize_mode(body.mode)
+    if mode is InstanceMode.UNKNOWN:  # v3.2 registers no mode: a restart keeps the one known for its instance
+        mode = normalize_mode(agents.known_mode(client.client_id, body.instance_id))
     reg = Registration(
         client_id=client.client_id,
         logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or body.instance_id),
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
-        mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+        mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
     if agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id)) is None:
@@ -346,6 +350,8 @@ def pricing_report(agent_id):
             pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
             collected_at=ts), now, settings.report_retention_days)
     agents.touch_pricing(agent, now)
+    # The v3.2 agent names its mode only here (instance.current_mode): an unknown mode is learnt from it.
+    agents.learn_mode(agent, body.instance.instance_id, normalize_mode(body.instance.mode).value, now)
     outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),
                "points_written": sum(len(a.upserts) for a in admissions.values()),

@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 
 from chalicelib.tables.agents import AgentTable
+from chalicelib import bootstrap
 from chalicelib.repositories import pools
+from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.pools import PricingReportTable
-from tests.conftest import new_instance_id
+from tests.conftest import invoke_schedule, new_instance_id
 
 
 def v3_registration(instance_id: str, logical_agent_id: str, az: str = "eu-west-1a",
@@ -55,3 +57,47 @@ def test_a_v3_pricing_report_is_stored_with_its_pools_and_on_demand_price(make_t
     assert (float(raw.on_demand_price), raw.mode, raw.pool_id, raw.pools_reported) == \
         (0.192, "spot", f"{itype}.eu-west-1a", 2), raw.attribute_values
     assert AgentTable.get(client_id, agent_id).last_pricing_at is not None
+
+
+def test_a_v3_agents_mode_is_learnt_from_its_pricing_report_and_kept_when_it_registers_again(make_tenant, api):
+    """GIVEN a v3.2 agent on a spot instance: it registers without ``mode`` (unknown) and heartbeats without one
+    WHEN the decision cycle runs before its first pricing report THEN it is not decided (read as on-demand it
+    would be moved to spot, even into its own pool);
+    WHEN its pricing report says ``instance.current_mode: spot`` THEN the agent and its instance are on spot;
+    WHEN it restarts (registers again without mode) THEN the mode stays spot; a report of another instance, or a
+    later report of another mode, changes nothing it did not learn."""
+    itype = f"m5.t{uuid.uuid4().hex[:8]}xl"
+    client_id, caller, agent_id, instance_id = _v3_agent(make_tenant, itype)
+    logical = AgentTable.get(client_id, agent_id).logical_agent_id
+    assert AgentTable.get(client_id, agent_id).current_mode == "unknown"
+    prices = {"eu-west-1a": 0.030, "eu-west-1b": 0.034}
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat",
+                       {"status": "online", "monitored_instances": [instance_id]})[0] == 200
+    # a report naming another instance prices the market but says nothing of this agent's mode
+    other = v3_pricing_report(new_instance_id(), itype, "eu-west-1a", "ondemand", prices)
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", other)[0] == 200
+    assert AgentTable.get(client_id, agent_id).current_mode == "unknown"
+    invoke_schedule(api, "decision-cycle")
+    assert bootstrap.command_store().active_for_agent(agent_id, 10) == []
+    assert caller.get(f"/api/client/agents/{agent_id}/decisions")[1]["decisions"] == []
+
+    body = v3_pricing_report(instance_id, itype, "eu-west-1a", "spot", prices)
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", body)[0] == 200
+    agent = AgentTable.get(client_id, agent_id)
+    assert (agent.current_mode, agent.current_pool_id) == ("spot", f"{itype}.eu-west-1a")
+    assert InstanceTable.get(instance_id).mode == "spot"
+    # a report of another mode does not override what is known (a heartbeat with a mode or a switch report does)
+    body["instance"]["current_mode"] = "ondemand"
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", body)[0] == 200
+    assert AgentTable.get(client_id, agent_id).current_mode == "spot"
+
+    status, reply = caller.post("/api/agents/register", v3_registration(instance_id, logical, instance_type=itype))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert AgentTable.get(client_id, agent_id).current_mode == "spot"
+    assert InstanceTable.get(instance_id).mode == "spot"
+    # known on spot in the cheapest pool: the cycle decides it, and it stays
+    invoke_schedule(api, "decision-cycle")
+    assert bootstrap.command_store().active_for_agent(agent_id, 10) == []
+    status, decided = caller.get(f"/api/client/agents/{agent_id}/decisions")
+    assert status == 200 and decided["decisions"][0]["current"] == f"{itype}.eu-west-1a", decided
+
