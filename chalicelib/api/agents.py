@@ -261,10 +261,12 @@ def pending_commands(agent_id):
     return ok({"commands": [command_view(c) for c in commands]})
 
 
-def _result(client_id: str, agent, command_id: str, body: ExecutedRequest):
+def _result(client_id: str, agent, command_id: str, body: ExecutedRequest, success: bool | None = None,
+            message: str | None = None):
     now = utcnow()
-    outcome = command_queue.record_result(agent.agent_id, command_id, success=body.success,
-                                          message=body.message, now=now, error_code=body.error_code)
+    outcome = command_queue.record_result(agent.agent_id, command_id,
+                                          success=body.success if success is None else success,
+                                          message=body.message or message, now=now, error_code=body.error_code)
     warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client_id,
                      agent_id=agent.agent_id)
     return ok({"success": True, "replay": outcome.replay, "late": outcome.late,
@@ -281,9 +283,12 @@ def command_executed(agent_id, command_id):
 
 @bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"], response="CommandResultReply")
 def mark_command_executed(agent_id):
-    """The v3.2 agent's result call, which the legacy server never served."""
+    """The v3.2 agent's result call, which the legacy server never served. v3.2 posts it, with ``command_id``
+    only, after every command it took, done or not: the outcome is then inferred from its switch report."""
     client_id, agent, body = agent_request(_request(), agent_id, LegacyExecutedRequest)
-    return _result(client_id, agent, body.command_id, body)
+    success, message = (body.success, None) if body.success is not None \
+        else command_queue.v3_outcome(agent.agent_id, body.command_id)
+    return _result(client_id, agent, body.command_id, body, success, message)
 
 
 @bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"], response="CommandReply")

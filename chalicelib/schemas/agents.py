@@ -159,11 +159,12 @@ class ExecutedRequest(FactReport):
 
 
 class LegacyExecutedRequest(ExecutedRequest):
-    """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had)."""
+    """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had). v3.2 sends only
+    ``command_id``: without ``success`` the outcome is inferred (``command_queue.v3_outcome``)."""
 
     REQUIRED_FACTS = (("success",), ("command_id",))
     command_id: str = Field(min_length=1, max_length=128)
-    success: bool = True
+    success: bool | None = None
 
 
 class SwitchInstance(Schema):

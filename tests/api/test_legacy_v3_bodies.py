@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 
 from chalicelib.tables.agents import AgentTable
+from components.command_tracker import enqueue, new_command
+
 from chalicelib import bootstrap
 from chalicelib.repositories import pools
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.pools import PricingReportTable
+from tests.api._support import now_utc, shifted
 from tests.conftest import invoke_schedule, new_instance_id
 
 
@@ -101,3 +104,53 @@ def test_a_v3_agents_mode_is_learnt_from_its_pricing_report_and_kept_when_it_reg
     status, decided = caller.get(f"/api/client/agents/{agent_id}/decisions")
     assert status == 200 and decided["decisions"][0]["current"] == f"{itype}.eu-west-1a", decided
 
+
+
+def _v3_switch_report(old: str, new: str, itype: str) -> dict:
+    """v3.2's switch report: a snapshot, no launch time, unset timings as null, ``utcnow().isoformat() + 'Z'``."""
+    return {"old_instance": {"instance_id": old, "instance_type": itype, "region": "eu-west-1", "az": "eu-west-1a",
+                             "ami_id": "ami-12345678", "mode": "spot", "pool_id": f"{itype}.eu-west-1a"},
+            "new_instance": {"instance_id": new, "instance_type": itype, "region": "eu-west-1", "az": "eu-west-1b",
+                             "ami_id": "ami-12345678", "mode": "spot", "pool_id": f"{itype}.eu-west-1b"},
+            "snapshot": {"used": True, "snapshot_id": "snap-0123456789abcdef0", "volume_id": "vol-0123456789abcdef0"},
+            "prices": {"on_demand": 0.192, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": {"switch_initiated_at": shifted(-900).replace(tzinfo=None).isoformat() + "Z",
+                       "new_instance_ready_at": shifted(-600).replace(tzinfo=None).isoformat() + "Z",
+                       "traffic_switched_at": shifted(-598).replace(tzinfo=None).isoformat() + "Z",
+                       "old_instance_terminated_at": None},
+            "trigger": "manual"}
+
+
+def test_v3s_bare_mark_command_executed_is_a_success_only_when_its_switch_was_reported(make_tenant):
+    """GIVEN a v3.2 agent holding a forced switch WHEN the switch fails (no report) and v3.2 posts
+    ``mark-command-executed {command_id}``, as it does whatever the outcome, THEN the command is failed, not
+    completed; WHEN a second switch is reported first THEN its bare mark is a replay of the completed command;
+    a command v3.2 cannot run (no target mode) that it marks unrun is failed too."""
+    itype = f"m5.t{uuid.uuid4().hex[:8]}xl"
+    client_id, caller, agent_id, instance_id = _v3_agent(make_tenant, itype)
+    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                 {"target": "pool", "pool_id": f"{itype}.eu-west-1b"})
+    assert status == 201, queued
+    assert [c["id"] for c in caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]] == \
+        [queued["command"]["id"]]
+    status, reply = caller.post(f"/api/agents/{agent_id}/mark-command-executed", {"command_id": queued["command"]["id"]})
+    assert status == 200 and reply["command"]["status"] == "failed", reply
+    assert reply["command"]["success"] is False and "no switch report" in reply["command"]["message"]
+
+    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                 {"target": "pool", "pool_id": f"{itype}.eu-west-1b"})
+    assert caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"][0]["id"] == queued["command"]["id"]
+    new = new_instance_id()
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v3_switch_report(instance_id, new, itype))
+    assert status == 200 and reply["commands_completed"] == [queued["command"]["id"]], reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/mark-command-executed", {"command_id": queued["command"]["id"]})
+    assert status == 200 and reply["replay"] is True and reply["command"]["status"] == "completed", reply
+
+    # a command without a target mode (v3.2 marks it executed unrun)
+    cmd = new_command(command_id=f"cmd-{uuid.uuid4().hex[:8]}", client_id=client_id, agent_id=agent_id,
+                      command_type="health_check", priority=10, now=now_utc())
+    enqueue(bootstrap.command_store(), cmd)
+    [delivered] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    assert delivered["id"] == cmd.command_id and delivered["target_mode"] is None
+    status, reply = caller.post(f"/api/agents/{agent_id}/mark-command-executed", {"command_id": cmd.command_id})
+    assert status == 200 and reply["command"]["status"] == "failed" and "not executed" in reply["command"]["message"]
