@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, StrictBool, StrictInt, field_validator, model_validator
@@ -10,6 +11,7 @@ from components.instance_types import ARCHITECTURES, MAX_INSTANCE_TYPES
 
 from chalicelib.schemas.base import (
     AvailabilityZone,
+    INSTANCE_ID_PATTERN,
     FactReport,
     InstanceId,
     InstanceType,
@@ -21,6 +23,8 @@ from chalicelib.schemas.base import (
     SpotPrice,
     UtcDatetime,
 )
+
+INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 
 
 class TypeRequirements(Schema):
@@ -75,7 +79,9 @@ class RegisterRequest(Schema):
 
 
 class HeartbeatRequest(Schema):
-    """POST /api/agents/{id}/heartbeat."""
+    """POST /api/agents/{id}/heartbeat. The v3.2 agent names its instance only as the one entry of
+    ``monitored_instances``: that is the heartbeat's ``instance_id`` when none is given (so the agent still
+    running on an instance the agent left is told apart from the current one, as v4's is)."""
 
     status: Literal["online", "offline", "disabled"] = "online"
     instance_id: InstanceId | None = None
@@ -83,6 +89,13 @@ class HeartbeatRequest(Schema):
     mode: str | None = Field(default=None, max_length=32)
     az: str | None = Field(default=None, max_length=64)
     monitored_instances: list[str] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _v3_instance(self):
+        if self.instance_id is None and len(self.monitored_instances) == 1 \
+                and INSTANCE_ID.match(self.monitored_instances[0]):
+            self.instance_id = self.monitored_instances[0]
+        return self
 
 
 class ReportedInstance(Schema):
