@@ -222,3 +222,31 @@ def test_d_a_termination_warning_is_handled_from_eventbridge_alone_and_the_repla
             if c.status.value in ("pending", "executing", "timed_out")]
     assert left == []
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_recorded_once(api, make_tenant, sim):
+    """GIVEN a v3.2 agent whose client turned auto-terminate off (the command says ``terminate_wait_seconds: 0``,
+    leased for a switch without a wait) while v3.2's env still terminates after its own 300 s wait
+    WHEN it executes the forced switch and reports ~15 min after delivery, past the lease, the health monitor
+    sweeping leases every minute meanwhile
+    THEN the switch is recorded once, the command ends completed (its late result recorded, not retried), it is
+    executed by one agent only, and every call is answered 2xx."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim)
+    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 0
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch], [mark] = old.switches, old.marks
+    assert switch["report"].status == 200 and mark.status == 200, brief([switch["report"], mark])
+    assert mark.at - deliveries(fleet, command["id"])[0][1] > 660  # past the lease of a switch without a wait
+    assert len([r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]) == 1
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.success) == ("completed", True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
+    status, notes = caller.get("/api/notifications")
+    assert "command_timed_out" not in [n["kind"] for n in notes["notifications"]], notes
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
