@@ -30,7 +30,7 @@ from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, quotas
 from chalicelib.errors import InvalidInputError
-from chalicelib.repositories import activity, agents, observations
+from chalicelib.repositories import activity, agents, observations, switches
 
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
 LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.CREATE_REPLICA})
@@ -104,6 +104,24 @@ def record_result(agent_id: str, command_id: str, *, success: bool, message: str
                               metadata={"lease_expires_at": cmd.lease_expires_at.isoformat()
                                         if cmd.lease_expires_at else None, "attempts": cmd.attempts})
     return outcome
+
+
+def v3_outcome(agent_id: str, command_id: str) -> tuple[bool, str | None]:
+    """The outcome of a v3.2 ``mark-command-executed``, which names no outcome: v3.2 posts it after every command
+    it took, done or not. It executes only switches (a command without a target mode it marks unexecuted), and
+    posts the switch report of each switch it completes before this call, so the command succeeded exactly when
+    its switch was reported: it is completed already (the report completes the open switch of its instance), or
+    a switch from its instance was recorded since it was queued (a report that came after its lease ran out).
+    Otherwise it failed: a launch refused, an instance that never ran, a command v3.2 cannot run."""
+    cmd = bootstrap.command_store().get(agent_id, command_id)
+    if cmd is None or cmd.status is CommandStatus.COMPLETED:
+        return True, None  # unknown: 404 as before; completed: a replay
+    if cmd.command_type in SWITCH_TYPES and cmd.instance_id and any(
+            row.old_instance_id == cmd.instance_id for row in switches.recent_for_agent(agent_id, cmd.created_at, 0)):
+        return True, "switch reported"
+    if cmd.command_type not in SWITCH_TYPES or not cmd.target_mode:
+        return False, "not executed: the v3.2 agent runs only switches (it marks any other command executed unrun)"
+    return False, "no switch report: the v3.2 agent marks a switch executed whether or not it succeeded"
 
 
 def observe_refusal(command: Command, error_code: str, now: datetime) -> bool:

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from components.agent_identity import (
     IdentityDocument,
+    InstanceMode,
     Registration,
     account_bound,
     agent_id_for,
@@ -93,12 +94,15 @@ def register():
     if body.instance_types or body.requirements:
         types = catalogue.type_config(body.instance_type, body.instance_types,
                                       body.requirements.model_dump() if body.requirements else None)
+    mode = normalize_mode(body.mode)
+    if mode is InstanceMode.UNKNOWN:  # v3.2 registers no mode: a restart keeps the one known for its instance
+        mode = normalize_mode(agents.known_mode(client.client_id, body.instance_id))
     reg = Registration(
         client_id=client.client_id,
         logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or body.instance_id),
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
-        mode=normalize_mode(body.mode), private_ip=body.private_ip, public_ip=body.public_ip)
+        mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
     if agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id)) is None:
@@ -257,10 +261,12 @@ def pending_commands(agent_id):
     return ok({"commands": [command_view(c) for c in commands]})
 
 
-def _result(client_id: str, agent, command_id: str, body: ExecutedRequest):
+def _result(client_id: str, agent, command_id: str, body: ExecutedRequest, success: bool | None = None,
+            message: str | None = None):
     now = utcnow()
-    outcome = command_queue.record_result(agent.agent_id, command_id, success=body.success,
-                                          message=body.message, now=now, error_code=body.error_code)
+    outcome = command_queue.record_result(agent.agent_id, command_id,
+                                          success=body.success if success is None else success,
+                                          message=body.message or message, now=now, error_code=body.error_code)
     warnings = noted(body.warnings, f"result of command {command_id}", now, client_id=client_id,
                      agent_id=agent.agent_id)
     return ok({"success": True, "replay": outcome.replay, "late": outcome.late,
@@ -277,9 +283,12 @@ def command_executed(agent_id, command_id):
 
 @bp.route("/api/agents/{agent_id}/mark-command-executed", methods=["POST"], response="CommandResultReply")
 def mark_command_executed(agent_id):
-    """The v3.2 agent's result call, which the legacy server never served."""
+    """The v3.2 agent's result call, which the legacy server never served. v3.2 posts it, with ``command_id``
+    only, after every command it took, done or not: the outcome is then inferred from its switch report."""
     client_id, agent, body = agent_request(_request(), agent_id, LegacyExecutedRequest)
-    return _result(client_id, agent, body.command_id, body)
+    success, message = (body.success, None) if body.success is not None \
+        else command_queue.v3_outcome(agent.agent_id, body.command_id)
+    return _result(client_id, agent, body.command_id, body, success, message)
 
 
 @bp.route("/api/agents/{agent_id}/commands/{command_id}/extend", methods=["POST"], response="CommandReply")
@@ -346,6 +355,8 @@ def pricing_report(agent_id):
             pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
             collected_at=ts), now, settings.report_retention_days)
     agents.touch_pricing(agent, now)
+    # The v3.2 agent names its mode only here (instance.current_mode): an unknown mode is learnt from it.
+    agents.learn_mode(agent, body.instance.instance_id, normalize_mode(body.instance.mode).value, now)
     outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),
                "points_written": sum(len(a.upserts) for a in admissions.values()),

@@ -473,6 +473,37 @@ def touch_pricing(agent: AgentRecord, now: datetime) -> None:
         actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
 
 
+def known_mode(client_id: str, instance_id: str) -> str | None:
+    """The mode recorded for this client's instance (EC2's lifecycle when the product launched it), if any."""
+    row = instance_row(instance_id)
+    return (row.lifecycle or row.mode) if row is not None and row.client_id == client_id else None
+
+
+def learn_mode(agent: AgentRecord, instance_id: str | None, mode: str, now: datetime) -> bool:
+    """An agent whose mode is unknown (the v3.2 agent registers none, and its heartbeats carry none) takes the
+    mode its agent reports for the instance it is on (v3.2's pricing report): the agent row and the instance
+    row, each only while still unknown and still that instance. False when nothing was learnt."""
+    if agent.current_mode != "unknown" or mode == "unknown" or not instance_id or instance_id != agent.instance_id:
+        return False
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.current_mode.set(mode), AgentTable.updated_at.set(now)],
+            condition=(AgentTable.current_mode == "unknown") & (AgentTable.instance_id == instance_id))
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    try:
+        InstanceTable(instance_id).update(
+            actions=[InstanceTable.mode.set(mode), InstanceTable.updated_at.set(now)],
+            condition=(InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
+            & (InstanceTable.mode == "unknown"))
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+    return True
+
+
 def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) -> None:
     """The agent's host is going away: agent offline and (if given) its instance inactive, atomically."""
     target = instance_id
@@ -581,9 +612,11 @@ def live_agent_keys():
 
 
 def in_decision_cycle(agent: AgentRecord) -> bool:
-    """Decided every cycle: live, enabled, auto-switch on (manual-replica agents are the coordinator's)."""
+    """Decided every cycle: live, enabled, auto-switch on (manual-replica agents are the coordinator's), and
+    its mode known: a v3.2 agent registers none and names it in its first pricing report (``learn_mode``);
+    deciding before would read it as on-demand and move a spot instance, even into its own pool."""
     return (agent.status in LIVE_STATUSES and bool(agent.config.get("enabled"))
-            and bool(agent.config.get("auto_switch_enabled")))
+            and bool(agent.config.get("auto_switch_enabled")) and agent.current_mode != "unknown")
 
 
 def live_spot_count(pool_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, StrictBool, StrictInt, field_validator, model_validator
@@ -10,6 +11,7 @@ from components.instance_types import ARCHITECTURES, MAX_INSTANCE_TYPES
 
 from chalicelib.schemas.base import (
     AvailabilityZone,
+    INSTANCE_ID_PATTERN,
     FactReport,
     InstanceId,
     InstanceType,
@@ -21,6 +23,8 @@ from chalicelib.schemas.base import (
     SpotPrice,
     UtcDatetime,
 )
+
+INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 
 
 class TypeRequirements(Schema):
@@ -75,7 +79,9 @@ class RegisterRequest(Schema):
 
 
 class HeartbeatRequest(Schema):
-    """POST /api/agents/{id}/heartbeat."""
+    """POST /api/agents/{id}/heartbeat. The v3.2 agent names its instance only as the one entry of
+    ``monitored_instances``: that is the heartbeat's ``instance_id`` when none is given (so the agent still
+    running on an instance the agent left is told apart from the current one, as v4's is)."""
 
     status: Literal["online", "offline", "disabled"] = "online"
     instance_id: InstanceId | None = None
@@ -84,14 +90,24 @@ class HeartbeatRequest(Schema):
     az: str | None = Field(default=None, max_length=64)
     monitored_instances: list[str] = Field(default_factory=list, max_length=100)
 
+    @model_validator(mode="after")
+    def _v3_instance(self):
+        if self.instance_id is None and len(self.monitored_instances) == 1 \
+                and INSTANCE_ID.match(self.monitored_instances[0]):
+            self.instance_id = self.monitored_instances[0]
+        return self
+
 
 class ReportedInstance(Schema):
+    """The reporting instance; v3.2 names its mode and pool ``current_mode`` / ``current_pool_id``."""
+
     instance_id: InstanceId | None = None
     instance_type: str | None = Field(default=None, max_length=64)
     region: str | None = Field(default=None, max_length=64)
     az: str | None = Field(default=None, max_length=64)
-    mode: str | None = Field(default=None, max_length=32)
-    pool_id: str | None = Field(default=None, max_length=128)
+    mode: str | None = Field(default=None, max_length=32, validation_alias=AliasChoices("mode", "current_mode"))
+    pool_id: str | None = Field(default=None, max_length=128,
+                                validation_alias=AliasChoices("pool_id", "current_pool_id"))
 
 
 class ReportedPool(Schema):
@@ -129,6 +145,19 @@ class PricingReportRequest(FactReport):
     instance: ReportedInstance = Field(default_factory=ReportedInstance)
     pricing: Pricing
 
+    @classmethod
+    def reshaped(cls, data):
+        """v3.2 sends no ``pricing`` block: ``on_demand_price{price}`` and ``spot_pools`` at the top level,
+        read as the block they stand for."""
+        if not isinstance(data, dict) or "pricing" in data or not ({"spot_pools", "on_demand_price"} & data.keys()):
+            return data
+        data = dict(data)
+        ondemand = data.pop("on_demand_price", None)
+        if isinstance(ondemand, dict):
+            ondemand = ondemand.get("price")
+        data["pricing"] = {"on_demand_price": ondemand, "spot_pools": data.pop("spot_pools", [])}
+        return data
+
 
 class ExecutedRequest(FactReport):
     """POST /api/agents/{id}/commands/{cmd}/executed: what the agent did (an oversized message is
@@ -143,11 +172,12 @@ class ExecutedRequest(FactReport):
 
 
 class LegacyExecutedRequest(ExecutedRequest):
-    """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had)."""
+    """POST /api/agents/{id}/mark-command-executed (v3.2 agents; the route legacy never had). v3.2 sends only
+    ``command_id``: without ``success`` the outcome is inferred (``command_queue.v3_outcome``)."""
 
     REQUIRED_FACTS = (("success",), ("command_id",))
     command_id: str = Field(min_length=1, max_length=128)
-    success: bool = True
+    success: bool | None = None
 
 
 class SwitchInstance(Schema):

@@ -110,10 +110,17 @@ class FactReport(Schema):
         """What was dropped, as ``path: reason (value)`` lines."""
         return list(self._warnings)
 
+    @classmethod
+    def reshaped(cls, data: Any) -> Any:
+        """An older agent's shape of the same report in this schema's names (before any drop, so the warnings
+        name this schema's fields); the body as it is by default."""
+        return data
+
     @model_validator(mode="wrap")
     @classmethod
     def _keep_what_is_plausible(cls, data: Any, handler):
         warnings: list[str] = []
+        data = cls.reshaped(data)
         for _ in range(_MAX_DROPS):
             try:
                 report = handler(data)

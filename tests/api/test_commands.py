@@ -278,7 +278,8 @@ def test_priority_beats_age(agent):
 
 def test_legacy_mark_command_executed(agent):
     """GIVEN a v3.2 agent WHEN it posts {command_id, success} to mark-command-executed THEN completed;
-    a body with only command_id means success."""
+    a body with only command_id (all v3.2 sends, done or not) is a failure unless the switch was reported
+    (tests/api/test_legacy_v3_bodies.py)."""
     _, caller, agent_id, instance_id = agent
     first = force_switch(caller, instance_id)
     pending(caller, agent_id)
@@ -289,7 +290,8 @@ def test_legacy_mark_command_executed(agent):
     second = force_switch(caller, instance_id, target="ondemand")
     pending(caller, agent_id)
     status, body = caller.post(f"/api/agents/{agent_id}/mark-command-executed", {"command_id": second["id"]})
-    assert status == 200 and body["command"]["status"] == "completed" and body["command"]["success"] is True
+    assert status == 200 and body["command"]["status"] == "failed" and body["command"]["success"] is False, body
+    assert "no switch report" in body["command"]["message"]
 
 
 def test_disabled_agent_gets_no_commands_and_leases_nothing(agent):

@@ -219,10 +219,13 @@ class Fleet:
     market: Market
     calls: list[Call] = field(default_factory=list)
     agents: list[V4Agent] = field(default_factory=list)
+    kind: type[V4Agent] | None = None  # the agent version the fleet runs (default v4; tests/e2e/legacy_v3.py)
 
     def start_agent(self, host: Host, logical_agent_id: str, *, at: float | None = None) -> V4Agent:
-        """A v4 agent process on ``host`` (started now, or ``at`` seconds from the start)."""
-        agent = V4Agent(self, host, logical_agent_id, name=f"v4#{len(self.agents) + 1}@{host.instance_id}")
+        """An agent process of the fleet's kind on ``host`` (started now, or ``at`` seconds from the start);
+        a switch's replacement runs the same kind."""
+        kind = self.kind or V4Agent
+        agent = kind(self, host, logical_agent_id, name=f"{kind.LABEL}#{len(self.agents) + 1}@{host.instance_id}")
         self.agents.append(agent)
 
         def boot() -> Thread:
@@ -239,6 +242,8 @@ class Fleet:
 
 class V4Agent:
     """One v4 agent process: register, then the timer threads; a command executes on its own thread."""
+
+    LABEL = "v4"
 
     def __init__(self, fleet: Fleet, host: Host, logical_agent_id: str, *, name: str) -> None:
         self.fleet, self.host, self.logical_agent_id, self.name = fleet, host, logical_agent_id, name

@@ -1,0 +1,210 @@
+"""A model of the legacy v3.2.0 agent (``spot_agent_production_v2_final.py``), played against the real
+handlers on the v4 model's simulated clock (tests/e2e/legacy_v4.py: ``Sim``, ``Fleet``, hosts, EC2 fakes).
+
+What v3.2 does differently from v4, as the legacy protocol documents it (LEGACY.md §2.2, §9.2 #9):
+
+- **register** sends ``client_token, hostname, instance_id, instance_type, region, az, ami_id,
+  agent_version, logical_agent_id``: no ``mode`` (the legacy server defaulted it to ``unknown``) and no IPs;
+- **four threads only**: heartbeat 30 s, pending commands 15 s, config 60 s, pricing 300 s. No termination
+  or rebalance check, no replica polling, no cleanup report: v3.2 never calls those routes;
+- **heartbeat** ``{status, monitored_instances: [its instance]}``, never ``instance_id``/``mode``/``az``;
+  the final one at shutdown is ``{"status": "offline", "monitored_instances": []}``;
+- **pricing report** in v3.2's own shape: ``instance{instance_id, instance_type, region, az, current_mode,
+  current_pool_id}``, ``on_demand_price{price}`` and a top-level ``spot_pools`` (no ``pricing`` block);
+- **commands**: the first command with an ``id`` is taken; one without ``target_mode`` is acknowledged with
+  ``mark-command-executed`` unexecuted; ``command_type`` is not read (anything with a target mode is a switch);
+- **switch**: root-volume snapshot first (``snapshot{used, snapshot_id, volume_id}``), launch, wait running,
+  2 s traffic switch; then termination **from its env** (``AUTO_TERMINATE_OLD_INSTANCE`` default true,
+  ``TERMINATE_WAIT_TIME`` default 300), never from the command's ``terminate_wait_seconds``; prices (a spot
+  price it cannot read is sent as ``0.0``); the switch report (no ``new_instance_launched_at``, unset timings
+  sent as ``null``, timestamps ``utcnow().isoformat() + "Z"``); then ``POST .../mark-command-executed``
+  ``{command_id}`` whatever the outcome (no ``success`` field); it stops after a successful switch under
+  auto-terminate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from tests.e2e.legacy_v4 import (
+    COMMANDS_S,
+    CONFIG_S,
+    HEARTBEAT_S,
+    PRICING_S,
+    RUN_INSTANCES_S,
+    RUNNING_WAIT_S,
+    TERMINATED_WAIT_S,
+    TRAFFIC_SWITCH_S,
+    BOOT_S,
+    Thread,
+    V4Agent,
+)
+
+VERSION = "3.2.0"
+
+
+def v3_time(value: datetime) -> str:
+    """v3.2's timestamps: ``datetime.utcnow().isoformat() + 'Z'`` (naive UTC, then a literal Z)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+
+
+@dataclass(frozen=True)
+class V3Env:
+    """The agent's own switch settings (its environment), which decide termination instead of the command."""
+
+    auto_terminate: bool = True  # AUTO_TERMINATE_OLD_INSTANCE
+    terminate_wait: int = 300  # TERMINATE_WAIT_TIME
+    snapshot: bool = True  # CREATE_SNAPSHOT_ON_SWITCH
+
+
+class V3Agent(V4Agent):
+    """One v3.2 agent process: register, then its four timer threads; a command blocks its command thread."""
+
+    LABEL = "v3"
+    ENV = V3Env()
+    launch_fails = False  # the test's switch: RunInstances refused (v3.2 then reports nothing but the mark)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.marks: list[Any] = []  # mark-command-executed calls (Call)
+
+    # --- life -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        h = self.host
+        self.registration = self.call("POST", "/api/agents/register", {
+            "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
+            "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
+            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id})
+        if not self.registration.ok:
+            self.stopped_at = self.fleet.sim.elapsed
+            return
+        self.agent_id = self.registration.answer["agent_id"]
+        self.enabled = bool((self.registration.answer.get("config") or {}).get("enabled", True))
+        self.running = True
+        sim = self.fleet.sim
+        for thread in (self._heartbeats(), self._commands(), self._config(), self._pricing()):
+            sim.spawn(thread, at=sim.elapsed)
+
+    # --- threads ----------------------------------------------------------------------------------
+
+    def heartbeat(self, status: str) -> Any:
+        return self.answer("POST", f"{self.base}/heartbeat",
+                           {"status": status, "monitored_instances": [self.host.instance_id]})
+
+    def _heartbeats(self) -> Thread:
+        while self.running:
+            self.heartbeat("online" if self.enabled else "disabled")
+            yield HEARTBEAT_S
+
+    def _config(self) -> Thread:
+        while self.running:
+            config = self.answer("GET", f"{self.base}/config")
+            if config:
+                self.enabled = bool(config.get("enabled", True))
+            yield CONFIG_S
+
+    def pricing_body(self) -> dict:
+        h, market = self.host, self.fleet.market
+        pools = [{"pool_id": f"{h.instance_type}.{az}", "instance_type": h.instance_type, "az": az, "price": price}
+                 for az, price in sorted(market.spot.items())]
+        return {"instance": {"instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region,
+                             "az": h.az, "current_mode": h.mode, "current_pool_id": h.pool_id},
+                "on_demand_price": {"price": market.on_demand},
+                "spot_pools": pools}
+
+    def _pricing(self) -> Thread:
+        while self.running:
+            self.answer("POST", f"{self.base}/pricing-report", self.pricing_body())
+            yield PRICING_S
+
+    def mark_executed(self, command_id: str) -> Any:
+        call = self.call("POST", f"{self.base}/mark-command-executed", {"command_id": command_id})
+        self.marks.append(call)
+        return call
+
+    def _commands(self) -> Thread:
+        """Every 15 s when enabled: the first command with an id; one without ``target_mode`` is marked
+        executed unexecuted and the next one is looked at."""
+        while self.running:
+            if self.enabled:
+                answer = self.answer("GET", f"{self.base}/pending-commands")
+                if isinstance(answer, dict):
+                    commands = answer.get("commands", answer.get("pending_commands", answer.get("data", [])))
+                else:
+                    commands = answer or []
+                self.polls.append((self.fleet.sim.elapsed, [c.get("id") for c in commands]))
+                for command in commands:
+                    if not command.get("id"):
+                        continue
+                    if not command.get("target_mode"):
+                        self.skipped.append(command)
+                        self.mark_executed(command["id"])
+                        continue
+                    self.executed.append(command)
+                    success = yield from self._switch(command)
+                    self.mark_executed(command["id"])
+                    if success and self.ENV.auto_terminate:
+                        self.stop()
+                    break
+            if self.running:
+                yield COMMANDS_S
+
+    def _switch(self, command: dict) -> Thread:
+        """Snapshot, launch, wait running, 2 s traffic switch, (env) wait + terminate old, prices, report.
+        Returns whether the switch succeeded (the generator's value)."""
+        sim, old, env = self.fleet.sim, self.host, self.ENV
+        mode = command["target_mode"]
+        pool = command.get("target_pool_id")
+        az = pool.split(".")[-1] if mode == "spot" and pool else old.az
+        record: dict[str, Any] = {"command": command}
+        self.switches.append(record)
+        timing: dict[str, Any] = {"switch_initiated_at": v3_time(sim.now), "new_instance_ready_at": None,
+                                  "traffic_switched_at": None, "old_instance_terminated_at": None}
+        snapshot: dict[str, Any] = {"used": False}
+        if env.snapshot:
+            snapshot = {"used": True, "snapshot_id": "snap-0123456789abcdef0", "volume_id": "vol-0123456789abcdef0"}
+        yield RUN_INSTANCES_S
+        if self.launch_fails:
+            record["failed"] = "launch refused"
+            return False
+        new = self.fleet.ec2.run_instances(old, az=az, mode=mode if mode == "spot" and pool else "ondemand", tags={
+            "Name": f"SpotOptimizer-{mode}", "ManagedBy": "SpotOptimizer", "LogicalAgentId": self.logical_agent_id})
+        record["new_host"] = new
+        self.fleet.start_agent(new, self.logical_agent_id, at=sim.elapsed + BOOT_S)
+        yield RUNNING_WAIT_S
+        timing["new_instance_ready_at"] = v3_time(sim.now)
+        yield TRAFFIC_SWITCH_S
+        timing["traffic_switched_at"] = v3_time(sim.now)
+        if env.auto_terminate:
+            yield env.terminate_wait
+            self.fleet.ec2.terminate(old)
+            yield TERMINATED_WAIT_S
+            timing["old_instance_terminated_at"] = v3_time(sim.now)
+        market = self.fleet.market
+        prices: dict[str, Any] = {"on_demand": market.on_demand}
+        if old.mode == "spot":
+            prices["old_spot"] = market.spot.get(old.az, 0.0)
+        if mode == "spot":
+            prices["new_spot"] = market.spot.get(new.az, 0.0)
+        prices |= market.switch_quotes
+        record["report"] = self.call("POST", f"{self.base}/switch-report", {
+            "old_instance": {"instance_id": old.instance_id, "instance_type": old.instance_type,
+                             "region": old.region, "az": old.az, "ami_id": old.ami_id, "mode": old.mode,
+                             "pool_id": old.pool_id},
+            "new_instance": {"instance_id": new.instance_id, "instance_type": new.instance_type,
+                             "region": new.region, "az": new.az, "ami_id": new.ami_id, "mode": mode,
+                             "pool_id": pool},
+            "snapshot": snapshot, "prices": prices, "timing": timing,
+            "trigger": "manual" if command.get("priority", 0) >= 50 else "model"})
+        return True
+
+
+def v3_kind(**env: Any) -> type[V3Agent]:
+    """The v3.2 agent with its environment (``V3Env`` fields) set, for ``Fleet(kind=...)``."""
+    return type("V3Agent", (V3Agent,), {"ENV": V3Env(**env)})
+
+
+__all__ = ["V3Agent", "V3Env", "VERSION", "v3_kind", "v3_time", "COMMANDS_S", "HEARTBEAT_S"]

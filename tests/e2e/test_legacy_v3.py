@@ -1,0 +1,252 @@
+"""The legacy v3.2.0 agent, run unchanged, replayed against the real handlers on a simulated clock.
+
+Each test plays v3.2's documented calls and timings (``tests.e2e.legacy_v3``): register without ``mode``,
+heartbeat every 30 s naming its instance only in ``monitored_instances``, config every 60 s, its own pricing
+report shape every 300 s, pending commands every 15 s (the first command; the thread blocks while it runs), a
+switch with a root-volume snapshot and termination decided by its environment, and ``mark-command-executed
+{command_id}`` after every command, done or not. It has no termination/rebalance check, replica polling or
+cleanup report. The scheduled jobs run on their rates at the same simulated time.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.tables import AgentTable
+from chalicelib.tables.switches import SwitchTable
+from tests.conftest import new_instance_id
+from tests.e2e.failover_support import deliver, launch_primary, state_of, wait_for, warning
+from tests.e2e.legacy_v3 import VERSION, v3_kind
+from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, US, US_PRICES, FakeEc2, Fleet, Host, Market, MotoEc2, \
+    schedule, unique_type
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
+
+EU = "eu-west-1"
+EU_PRICES = {"eu-west-1a": 0.040, "eu-west-1b": 0.031, "eu-west-1c": 0.029}
+
+
+def brief(calls) -> list[tuple]:
+    return [(c.at, c.agent, c.method, c.path, c.status, c.answer) for c in calls]
+
+
+def agent_row(client_id: str, agent_id: str) -> AgentTable:
+    return AgentTable.get(client_id, agent_id, consistent_read=True)
+
+
+def v3_fleet(api, make_tenant, sim, **env):
+    """A v3.2 agent (environment ``env``) on a spot instance in eu-west-1a, registered with prices reported, the
+    health monitor on its rate. Returns (client_id, caller, fleet, agent, instance type)."""
+    client_id, caller = make_tenant()
+    itype = unique_type()
+    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), Market(on_demand=0.192, spot=dict(EU_PRICES)),
+                  kind=v3_kind(**env))
+    agent = fleet.start_agent(Host(new_instance_id(), itype, EU, "eu-west-1a"), f"web-{uuid.uuid4().hex[:8]}")
+    schedule(sim, api, "health-monitor", first=7)
+    sim.run_until(60)
+    assert agent.registration.status == 200, agent.registration.answer
+    return client_id, caller, fleet, agent, itype
+
+
+def force_switch(caller, instance_id: str, pool_id: str) -> dict:
+    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                 {"target": "pool", "pool_id": pool_id})
+    assert status == 201, queued
+    return queued["command"]
+
+
+def deliveries(fleet, command_id: str) -> list[tuple[str, float]]:
+    return [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
+
+
+def test_a_v3_agent_registers_without_mode_reports_and_a_forced_switch_runs_once_end_to_end(api, make_tenant, sim):
+    """GIVEN a v3.2 agent on spot (registered without ``mode``, heartbeats naming no instance field, its own
+    pricing report shape) WHEN the client forces a switch to eu-west-1b and v3.2 executes it with its worst-case
+    timings (snapshot, running after 290 s, 2 s traffic switch, its env's 300 s wait, terminated after 290 s), the
+    new instance's v3.2 agent registering 90 s after launch, then its report and its bare ``mark-command-executed``
+    THEN every call is answered 2xx; the mode is learnt from the pricing report; one switch is recorded with the
+    snapshot, its timings and savings; the command completed on its first delivery and never delivered again; the
+    agent is on the new instance (still spot), online; and a restart of the new agent keeps all of it."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim)
+    agent_id = old.agent_id
+    assert old.registration.answer["action"] == "created"
+    row = agent_row(client_id, agent_id)
+    assert (row.current_mode, row.agent_version, row.status) == ("spot", VERSION, "online")  # from its pricing report
+    pricing = [c for c in fleet.calls if c.path.endswith("/pricing-report")]
+    assert pricing and all(c.status == 200 and c.answer["pools"] == 3 for c in pricing), brief(pricing)
+
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 300
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    assert not old.running and len(old.switches) == 1, brief(fleet.calls[-5:])
+    [switch] = old.switches
+    new_host = switch["new_host"]
+    sim.run_until(sim.elapsed + 30 * 60)
+
+    new = next(a for a in fleet.agents if a.host.instance_id == new_host.instance_id)
+    assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
+    assert new.registration.answer["action"] == "migrated"
+    report, [mark] = switch["report"], old.marks
+    assert report.status == 200 and report.answer["commands_completed"] == [command["id"]], report.answer
+    assert report.answer["warnings"] == [], report.answer
+    assert mark.status == 200 and mark.answer["replay"] is True, mark.answer
+    assert mark.at - deliveries(fleet, command["id"])[0][1] >= 880  # its env's wait and both waiters
+
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
+    assert (recorded.old_instance_id, recorded.new_instance_id, recorded.new_pool_id) == (
+        old.host.instance_id, new_host.instance_id, f"{itype}.eu-west-1b")
+    assert recorded.snapshot_used is True and recorded.hourly_savings is not None and recorded.ready_at is not None
+    assert recorded.old_terminated_at is not None and recorded.total_duration_seconds == 291
+    stored = bootstrap.command_store().get(agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert deliveries(fleet, command["id"]) == [(old.name, deliveries(fleet, command["id"])[0][1])]
+    assert [a.name for a in fleet.agents if a.executed] == [old.name]
+    assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
+    row = agent_row(client_id, agent_id)
+    assert (row.instance_id, row.current_mode, row.current_pool_id, row.status) == (
+        new_host.instance_id, "spot", f"{itype}.eu-west-1b", "online")
+    assert old.stopped_at == mark.at and fleet.ec2.terminated == [old.host.instance_id]
+
+    # WHEN the new instance's agent restarts (systemd): it registers again, without mode, under its logical id
+    new.stop()
+    again = fleet.start_agent(new_host, new.logical_agent_id)
+    sim.run_until(sim.elapsed + 5)
+    assert again.registration.status == 200 and again.agent_id == agent_id, again.registration.answer
+    row = agent_row(client_id, agent_id)
+    assert (row.instance_id, row.current_mode, row.status) == (new_host.instance_id, "spot", "online")
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_b_a_failed_v3_switch_is_recorded_failed_and_not_executed_again(api, make_tenant, sim):
+    """GIVEN a v3.2 agent WHEN its switch fails (RunInstances refused) and it posts ``mark-command-executed
+    {command_id}`` as after any command THEN the command is failed (not completed), never delivered again, and
+    the agent stays on its instance, running, every call answered 2xx."""
+    client_id, caller, fleet, agent, itype = v3_fleet(api, make_tenant, sim)
+    agent.launch_fails = True
+    command = force_switch(caller, agent.host.instance_id, f"{itype}.eu-west-1b")
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [mark] = agent.marks
+    assert mark.status == 200 and mark.answer["command"]["status"] == "failed", mark.answer
+    stored = bootstrap.command_store().get(agent.agent_id, command["id"])
+    assert (stored.status.value, stored.success, stored.attempts) == ("failed", False, 1), stored
+    assert len(deliveries(fleet, command["id"])) == 1 and len(agent.executed) == 1
+    assert agent.running and fleet.ec2.launched == []
+    assert agent_row(client_id, agent.agent_id).instance_id == agent.host.instance_id
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_c_the_kept_old_instances_v3_agent_never_runs_the_new_instances_switch(api, make_tenant, sim):
+    """GIVEN a v3.2 agent whose environment says AUTO_TERMINATE_OLD_INSTANCE=false (the server's auto-terminate is
+    on: v3.2 decides from its env) that switched from A to B: A and its agent keep running, B's agent registered
+    WHEN the client forces a switch of B
+    THEN A's agent never receives it (it would launch a replacement of A and report A's switch): both polls are
+    held while A's agent runs and the client is told; once A's agent stops, B's agent alone executes it and the
+    agent ends on B's replacement, with one instance launched per switch."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, auto_terminate=False)
+    first = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    while not old.marks and sim.elapsed < 1800:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 120)
+    [switch] = old.switches
+    assert switch["report"].status == 200 and old.running, brief(fleet.calls[-4:])
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.running and new.agent_id == old.agent_id
+    assert bootstrap.command_store().get(old.agent_id, first["id"]).status.value == "completed"
+
+    second = force_switch(caller, new.host.instance_id, f"{itype}.eu-west-1c")
+    sim.run_until(sim.elapsed + 5 * 60)
+    assert deliveries(fleet, second["id"]) == [] and [c["id"] for c in old.executed] == [first["id"]]
+    held = [c for c in fleet.calls if c.path.endswith("/pending-commands") and c.answer.get("held")]
+    assert {c.agent for c in held} == {old.name, new.name}, brief(held[-2:])
+    status, notes = caller.get("/api/notifications")
+    assert [n["kind"] for n in notes["notifications"]].count("commands_held") == 1
+
+    old.stop()  # SIGTERM: its final heartbeat names no instance
+    sim.run_until(sim.elapsed + 20 * 60)
+    assert [name for name, _ in deliveries(fleet, second["id"])] == [new.name], deliveries(fleet, second["id"])
+    assert [c["id"] for c in old.executed] == [first["id"]] and [c["id"] for c in new.executed] == [second["id"]]
+    [third] = new.switches
+    assert len(fleet.ec2.launched) == 2
+    assert agent_row(client_id, old.agent_id).instance_id == third["new_host"].instance_id
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_d_a_termination_warning_is_handled_from_eventbridge_alone_and_the_replacements_v3_agent_takes_over(
+        api, make_tenant, sim):
+    """GIVEN a v3.2 agent in auto-switch mode on a real spot instance (moto EC2, us-east-1a): v3.2 has no
+    termination or rebalance check, so it never reports the notice
+    WHEN AWS's two-minute warning reaches the sentinel through EventBridge
+    THEN one failover runs and resolves onto a replacement; the old v3.2 agent, which keeps heartbeating and
+    polling until its host dies, is answered 2xx and gets no command (v3.2 would mark one it cannot run
+    executed, or run a switch from the dying host); the replacement's v3.2 agent registers as the same agent and
+    runs on; no command is left for v3.2."""
+    client_id, caller = make_tenant()
+    ec2 = MotoEc2(US)
+    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)), kind=v3_kind())
+    primary = launch_primary(unique_type(), "us-east-1a")
+    logical = f"web-{uuid.uuid4().hex[:8]}"
+    old = fleet.start_agent(ec2.host(primary), logical)
+    schedule(sim, api, "health-monitor", first=7)
+    schedule(sim, api, "replica-coordinator", first=37)
+    sim.run_until(58)
+    agent_id = old.agent_id
+    assert agent_row(client_id, agent_id).current_mode == "spot"
+    event = warning(primary)
+    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = deliver(api, "sentinel-interruption", event)
+    assert started["action"] == "failover_started", started
+    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
+    replacement = agent_row(client_id, agent_id).instance_id
+    assert replacement != primary
+    sim.run_until(58 + 120)  # the old agent runs on until AWS reclaims its host
+    old.running = False
+    new = fleet.start_agent(ec2.host(replacement), logical, at=58 + BOOT_S)
+    sim.run_until(20 * 60)
+
+    status, listing = caller.get(f"/api/agents/{agent_id}/interruptions")
+    [interruption] = listing["interruptions"]
+    assert interruption["status"] == "resolved" and interruption["new_instance_id"] == replacement, interruption
+    assert interruption["pool_id"] is not None  # a spot pool (v3.2's mode is known): a capacity signal
+    assert state_of(primary) == "terminated" and state_of(replacement) == "running"
+    assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
+    row = agent_row(client_id, agent_id)
+    assert (row.instance_id, row.status) == (replacement, "online")
+    assert old.executed == old.skipped == old.marks == [] and new.executed == new.skipped == []
+    left = [(c.command_type.value, c.status.value) for c in bootstrap.command_store().history(agent_id, 20)
+            if c.status.value in ("pending", "executing", "timed_out")]
+    assert left == []
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_recorded_once(api, make_tenant, sim):
+    """GIVEN a v3.2 agent whose client turned auto-terminate off (the command says ``terminate_wait_seconds: 0``,
+    leased for a switch without a wait) while v3.2's env still terminates after its own 300 s wait
+    WHEN it executes the forced switch and reports ~15 min after delivery, past the lease, the health monitor
+    sweeping leases every minute meanwhile
+    THEN the switch is recorded once, the command ends completed (its late result recorded, not retried), it is
+    executed by one agent only, and every call is answered 2xx."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim)
+    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 0
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch], [mark] = old.switches, old.marks
+    assert switch["report"].status == 200 and mark.status == 200, brief([switch["report"], mark])
+    assert mark.at - deliveries(fleet, command["id"])[0][1] > 660  # past the lease of a switch without a wait
+    assert len([r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]) == 1
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.success) == ("completed", True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
+    status, notes = caller.get("/api/notifications")
+    assert "command_timed_out" not in [n["kind"] for n in notes["notifications"]], notes
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
