@@ -55,7 +55,7 @@ def test_a_v3_pricing_report_is_stored_with_its_pools_and_on_demand_price(make_t
     status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
     assert status == 200, reply
     assert reply["pools"] == 2 and reply["warnings"][0].startswith("pricing.spot_pools.2.price"), reply
-    assert float(pools.latest_prices([f"{itype}.eu-west-1b"])[f"{itype}.eu-west-1b"].price) == 0.031
+    assert float(pools.latest_prices([f"{itype}.eu-west-1b"])[f"{itype}.eu-west-1b"].seen_by(client_id).price) == 0.031
     [raw] = PricingReportTable.query(agent_id)
     assert (float(raw.on_demand_price), raw.mode, raw.pool_id, raw.pools_reported) == \
         (0.192, "spot", f"{itype}.eu-west-1a", 2), raw.attribute_values
