@@ -1,4 +1,5 @@
-"""Admin routes: clients and tokens. Every route needs ``X-Admin-Key``."""
+"""Admin routes of one client: create, get, token, status, legacy agent mode, rate limit, AWS accounts, quotas.
+Every route needs ``X-Admin-Key``; the fleet-wide ones are in ``admin_fleet``."""
 
 from __future__ import annotations
 

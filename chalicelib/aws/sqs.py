@@ -1,4 +1,5 @@
-"""SQS adapter: the decision cycle's dispatcher sends its messages here (the queues are infra/'s)."""
+"""SQS adapter: the fan-out dispatchers (decision cycle, savings roll-up) send their messages here, and the
+sentinel sets a retried event's visibility (the queues are infra/'s)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""When the market-data jobs last asked AWS about one (region, instance type), and when they may ask next."""
+"""When the market-data jobs last asked AWS about one (region, instance type), when they may ask next, and the
+on-demand list price the Price List API gave there."""
 
 from __future__ import annotations
 

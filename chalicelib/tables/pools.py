@@ -1,4 +1,5 @@
-"""Spot pools (type × AZ) with their latest prices, and the price points behind them (TTL)."""
+"""Spot pools (type × AZ) with their latest prices, the price points behind them and their rollups, and the raw
+pricing reports (all but the pools by TTL)."""
 
 from __future__ import annotations
 
