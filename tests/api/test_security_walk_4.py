@@ -73,3 +73,20 @@ def test_the_valves_delete_of_a_stale_point_spares_another_tenants_point():
     assert _stored(pool, t - timedelta(seconds=2)).client_id == "cl-a"
     stored = _stored(pool, t)
     assert stored is not None and (stored.client_id, stored.price) == ("cl-b", Decimal("0.050"))
+
+
+def test_a_re_sent_termination_report_moves_nothing_and_notifies_once(tenant_with_agent):
+    """ATTACK (idempotency): the agent re-sends its termination report (a retry, or a replay much later). BEFORE:
+    each copy moved the instance's ``terminated_at`` to its own arrival (the end of the run its savings integrate)
+    and added a notification. NOW: the first time stays, one notification."""
+    from chalicelib.repositories import agents as agent_repo
+
+    client_id, caller, agent_id, reg = tenant_with_agent
+    body = {"instance_id": reg["instance_id"], "reason": "spot"}
+    assert caller.post(f"/api/agents/{agent_id}/termination", body)[0] == 200
+    first = agent_repo.get_instance(client_id, reg["instance_id"]).terminated_at
+    assert caller.post(f"/api/agents/{agent_id}/termination", body)[0] == 200
+    assert agent_repo.get_instance(client_id, reg["instance_id"]).terminated_at == first
+    status, page = caller.get("/api/notifications")
+    assert status == 200
+    assert [n["kind"] for n in page["notifications"]].count("termination") == 1
