@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from components.agent_identity import (
+    AgentStatus,
     IdentityDocument,
     InstanceMode,
     Registration,
@@ -552,7 +553,8 @@ def switch_report(agent_id):
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")
 def termination(agent_id):
-    """The agent's host is being terminated: agent offline, instance inactive, client notified."""
+    """The agent's host is being terminated: agent offline, instance inactive, client notified. Idempotent: a
+    re-sent report keeps the first termination time and notifies no one again (the audit log records each)."""
     client_id, agent, body = agent_request(_request(), agent_id, TerminationRequest)
     instance_id = body.instance_id or agent.instance_id
     instance = agents.get_instance(client_id, instance_id) if instance_id else None
@@ -560,10 +562,12 @@ def termination(agent_id):
     if body.instance_id and not owned:
         raise NotFoundError("instance not found", field="instance_id")
     now = utcnow()
+    news = instance.is_active if owned else agent.status != AgentStatus.OFFLINE.value
     agents.mark_terminated(agent, instance_id if owned else None, now)
-    activity.notify(client_id, "termination",
-                    f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
-                    severity="warning", agent_id=agent.agent_id)
+    if news:
+        activity.notify(client_id, "termination",
+                        f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
+                        severity="warning", agent_id=agent.agent_id)
     activity.record_event("agent_termination", body.reason or "agent reported termination", now,
                           severity="warning", client_id=client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,

@@ -505,7 +505,9 @@ def learn_mode(agent: AgentRecord, instance_id: str | None, mode: str, now: date
 
 
 def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) -> None:
-    """The agent's host is going away: agent offline and (if given) its instance inactive, atomically."""
+    """The agent's host is going away: agent offline and (if given) its instance inactive, atomically. The
+    instance keeps the time of its first termination report (``if_not_exists``): a re-sent report (an agent's
+    retry, or a replay days later) must not move the end of the instance's run, which its savings integrate."""
     target = instance_id
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.update(AgentTable(agent.client_id, agent.agent_id),
@@ -514,7 +516,8 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) 
                   condition=AgentTable.agent_id.exists())
         if target:
             tx.update(InstanceTable(target),
-                      actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                      actions=[InstanceTable.is_active.set(False),
+                               InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
                                InstanceTable.updated_at.set(now)],
                       condition=(InstanceTable.client_id == agent.client_id)
                       & (InstanceTable.agent_id == agent.agent_id))

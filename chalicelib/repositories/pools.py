@@ -25,7 +25,7 @@ from components.data_valve import Admission, PointQuality, PricePoint, ValveConf
 from components.pool_id import parse_pool_id, region_of_az
 
 from chalicelib import clock
-from chalicelib.repositories.dynamo import condition_failed, set_or_remove
+from chalicelib.repositories.dynamo import condition_failed, delete_each, save_if, set_or_remove
 from chalicelib.tables.pools import PoolTable, PricePointTable, PricingReportTable, RecentPointMap
 from chalicelib.tables.risk import RiskScoreTable
 
@@ -96,17 +96,39 @@ def server_covers(row: PoolTable | None, now: datetime, window: timedelta) -> bo
             and now - row.server_priced_at <= window)
 
 
-def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client_id: str | None = None) -> None:
-    batch.save(PricePointTable(
+def _point_row(p: PricePoint, config: ValveConfig, now: datetime, client_id: str | None = None) -> PricePointTable:
+    return PricePointTable(
         p.pool_id, p.ts, price=p.price, quality=p.quality.value, source_agent_id=p.source_agent_id,
         sources=p.sources, client_id=client_id,
-        expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo)))
+        expires_at=datetime.fromtimestamp(expires_at(p.ts, config), tz=now.tzinfo))
+
+
+def _save_point(batch, p: PricePoint, config: ValveConfig, now: datetime, client_id: str | None = None) -> None:
+    batch.save(_point_row(p, config, now, client_id))
+
+
+def _own(client_id: str):
+    """The condition of a client's write to a price point: the key is new, or the point is already the client's.
+    A point is keyed by (pool, ts) and an agent chooses its ``collected_at``: without it, a report could replace
+    another tenant's point, or AWS's point of a pool the job stopped covering, at the same time (or delete one)."""
+    return PricePointTable.pool_id.does_not_exist() | (PricePointTable.client_id == client_id)
+
+
+def _save_own_point(p: PricePoint, config: ValveConfig, now: datetime, client_id: str) -> bool:
+    """One PutItem of the client's point unless the key holds someone else's (False: nothing written). Agent points
+    are stored only for pools the job does not cover, a rare path: one conditional write a point, not a batch."""
+    return save_if(_point_row(p, config, now, client_id), _own(client_id))
+
+
+def _delete_own_point(p: PricePoint, client_id: str) -> None:
+    """Delete a stale point of the client's window, if the key still holds the client's point."""
+    delete_each([PricePointTable(p.pool_id, p.ts)], PricePointTable.client_id == client_id, budget=1)
 
 
 def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = ValveConfig(), *,
                  client_id: str, server_window: timedelta | None = None) -> dict[str, Admission]:
     """Run every agent point of ``client_id`` through the data valve and persist the result (one
-    BatchGetItem, then BatchWriteItem of the points, and one write of each pool whose client entry changed
+    BatchGetItem, then one conditional write a point (``_own``: never another tenant's or AWS's point), and one write of each pool whose client entry changed
     (``_write_agent_prices``), only when any did). The price is kept in the client's own entry of the pool
     (``agent_prices``): its window holds its own points only, another tenant's decisions never read it, and
     another tenant's report never replaces it. Agents never set on-demand prices (AWS's list price is used).
@@ -125,19 +147,18 @@ def admit_points(points: list[PricePoint], now: datetime, config: ValveConfig = 
         recent = tuple(_point(pool_id, m) for m in row.recent or [])
         admissions[pool_id] = Admission((), (), recent, SERVER_PRICED, 0, None)
     windows: dict[str, list[PricePoint]] = {}
-    with PricePointTable.batch_write() as point_batch:
-        for point in sorted(points, key=lambda p: (p.pool_id, p.ts)):
-            if point.pool_id in deferred:
-                continue
-            row = pools.setdefault(point.pool_id, _new_pool(point.pool_id, now))
-            recent = windows.setdefault(point.pool_id, _agent_window(row, client_id))
-            admission = admit(recent, point, config)
-            admissions[point.pool_id] = admission
-            for stale in admission.deletes:
-                point_batch.delete(PricePointTable(stale.pool_id, stale.ts))
-            for p in admission.upserts:
-                _save_point(point_batch, p, config, now, client_id)
-            windows[point.pool_id] = list(admission.recent)
+    for point in sorted(points, key=lambda p: (p.pool_id, p.ts)):
+        if point.pool_id in deferred:
+            continue
+        row = pools.setdefault(point.pool_id, _new_pool(point.pool_id, now))
+        recent = windows.setdefault(point.pool_id, _agent_window(row, client_id))
+        admission = admit(recent, point, config)
+        admissions[point.pool_id] = admission
+        for stale in admission.deletes:
+            _delete_own_point(stale, client_id)
+        for p in admission.upserts:
+            _save_own_point(p, config, now, client_id)
+        windows[point.pool_id] = list(admission.recent)
     _write_agent_prices({pid: (pools[pid], windows[pid]) for pid in pool_ids
                          if pid not in deferred and changed(admissions[pid]) and windows[pid]},
                         client_id, known, now)

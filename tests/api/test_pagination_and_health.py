@@ -36,10 +36,14 @@ def _walk(caller, path, key, limit):
 
 @pytest.fixture
 def tenant_with_notifications(tenant_with_agent):
-    """A tenant with three notifications (terminations of its agent's instance)."""
+    """A tenant with three notifications (a termination of its agent's instance, then two status changes; a
+    re-sent termination report notifies no one again)."""
     client_id, caller, agent_id, reg = tenant_with_agent
-    for _ in range(3):
-        status, body = caller.post(f"/api/agents/{agent_id}/termination", {"reason": "test"})
+    for status_now in ("terminate", "online", "offline"):
+        if status_now == "terminate":
+            status, body = caller.post(f"/api/agents/{agent_id}/termination", {"reason": "test"})
+        else:
+            status, body = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": status_now})
         assert status == 200, body
     return client_id, caller
 

@@ -179,8 +179,9 @@ def test_counts_come_from_the_handlers(measured_twice):
     # the job prices the agent's pools: a report writes no pool, unlike one the job does not cover
     assert report.calls.get("dynamodb:BatchWriteItem", 0) == 0
     unpriced = first.requests["pricing_report_unpriced_pools"]
-    # the points in a batch; the known pools' price fields by UpdateItem (never a whole-item put over a risk score)
-    assert unpriced.calls["dynamodb:BatchWriteItem"] >= 1 and unpriced.calls["dynamodb:UpdateItem"] >= 3
+    # the points by conditional PutItem (never another tenant's or AWS's point); the known pools' price fields by
+    # UpdateItem (never a whole-item put over a risk score)
+    assert unpriced.calls["dynamodb:PutItem"] >= 3 and unpriced.calls["dynamodb:UpdateItem"] >= 3
     assert unpriced.wru > report.wru
     assert unpriced.wru_by["price-points"] >= 3  # three pools, a point each (plus the valve's gap fill)
     assert unpriced.wru_by["pools"] >= 3
