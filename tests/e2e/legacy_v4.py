@@ -11,6 +11,8 @@ IMDS signals are the test's to raise: ``termination_notice`` (spot/instance-acti
 once: create-emergency-replica, then termination-imminent; the agent stops on success) and
 ``rebalance_notice`` (events/recommendations/rebalance, checked every 30 s: create-emergency-replica, then
 rebalance-recommendation, answers only logged; reported again after the signal clears and comes back).
+The last v4.0.0 also polls ``replicas?status=terminated`` and terminates the instance of any row marked
+``is_active`` (``replicas_terminated``; the product never marks one).
 
 What the model does not do (the v4 agent does it against IMDS/EC2 only, never the server): mode
 detection, snapshots/AMIs.
@@ -264,6 +266,7 @@ class V4Agent:
         self.skipped: list[dict] = []  # commands it ignored (no target_mode, unknown type)
         self.switches: list[dict] = []  # {"command", "new_host", "report", "executed"}
         self.replicas_launched: list[tuple[str, Host]] = []
+        self.replicas_terminated: list[tuple[str, str]] = []  # (replica id, instance id) its poll terminated
 
     # --- transport ------------------------------------------------------------------------------
 
@@ -301,7 +304,7 @@ class V4Agent:
         sim = self.fleet.sim
         for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
                               (self._pricing(), 0), (self._termination_check(), 0), (self._rebalance_check(), 0),
-                              (self._replica_poll(), 0),
+                              (self._replica_poll(), 0), (self._replica_termination_poll(), 0),
                               (self._cleanup(), CLEANUP_FIRST_S)):
             sim.spawn(thread, at=sim.elapsed + first)
 
@@ -503,6 +506,27 @@ class V4Agent:
                 yield REPLICA_RUNNING_WAIT_S
                 self.answer("POST", f"{path}/status", {"status": "ready",
                                                        "sync_completed_at": v4_time(self.fleet.sim.now)})
+            yield REPLICA_POLL_S
+
+
+    def _replica_termination_poll(self) -> Thread:
+        """Every 30 s (the ReplicaTermination thread of the last v4.0.0): each row of ``?status=terminated`` with
+        ``id``, ``instance_id`` and a truthy ``is_active`` (not a ``manual-``/``replica-`` placeholder) has its
+        instance terminated, once per process, then is posted ``terminated``."""
+        done: set[str] = set()
+        while self.running:
+            answer = self.answer("GET", f"{self.base}/replicas?status=terminated")
+            replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
+            for replica in replicas:
+                rid, placed = replica.get("id"), replica.get("instance_id")
+                if not (rid and placed) or rid in done or not replica.get("is_active", False):
+                    continue
+                done.add(rid)
+                if placed.startswith(("manual-", "replica-")):
+                    continue
+                self.replicas_terminated.append((rid, placed))
+                self.answer("POST", f"{self.base}/replicas/{rid}/status", {
+                    "status": "terminated", "is_active": False, "terminated_at": v4_time(self.fleet.sim.now)})
             yield REPLICA_POLL_S
 
 

@@ -135,6 +135,7 @@ def test_a_forced_switch_whose_agent_dies_with_its_host_is_recorded_once_from_th
 
     # and nothing the agents sent was refused
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
     # 5. the old instance's final "offline" heartbeat does not take the agent offline while its new
     #    instance's agent runs: no offline/online flap for the client
     assert old.stopped_at is not None and agent_row(client_id, agent_id).status == "online"
@@ -208,6 +209,7 @@ def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_take
     assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
     assert new.running and new.executed == [] and old.executed == []
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
     # and v4 is left with no command it cannot execute: it skips a command without target_mode (the
     # workflow's promote / prepare_shutdown), so none may wait in its queue or time out into a warning
     left = [(c.command_type.value, c.instance_id, c.status.value, c.attempts)
@@ -319,6 +321,7 @@ def test_c_manual_replica_standby_is_launched_by_the_server_and_v4_polling_finds
     assert [i["InstanceId"] for i in ec2_tagged("AgentId", v4.agent_id)] == [standby.instance_id]
     assert all(ids == [] for _, ids in v4.polls) and v4.executed == v4.skipped == []
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
 def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_recorded_once(
@@ -360,3 +363,4 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
     assert [i["InstanceId"] for i in ec2_tagged("ReplicaId", replica_id)] == [host.instance_id]
     assert attempts.count(replica_id) == 1  # the coordinator never launched it again
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
