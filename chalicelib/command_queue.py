@@ -174,13 +174,14 @@ def new_command_id(now: datetime) -> str:
 def check_switch_target(agent, pool_id: str, *, field: str) -> None:
     """A pool a client names for its agent's switch: the agent launches whatever the command says, so only one
     of the agent's own instance types in its own region, within the client's type policy (409
-    ``instance_type_not_allowed``; 400 otherwise). Nothing is written before."""
+    ``instance_type_not_allowed``; 400 otherwise; a legacy agent launches only the type it runs on:
+    ``switch_types``). Nothing is written before."""
     try:
         instance_type, az = parse_pool_id(pool_id)
     except InvalidPoolIdError as exc:
         raise InvalidInputError(exc.message, field=field) from exc
     quotas.check_types(agent.client_id, [instance_type])
-    if instance_type not in agent.runnable_types or not is_zone_of_region(az, agent.region):
+    if instance_type not in agent.switch_types or not is_zone_of_region(az, agent.region):
         raise InvalidInputError(f"{pool_id} is not a pool of the agent's instance types in {agent.region}",
                                 field=field)
 

@@ -73,9 +73,11 @@ def decision_config(agent: AgentRecord, ondemand_price: float, boot_s: float = D
         max_switches_per_week=int(c.get("max_switches_per_week", 10)), cooldown_s=COOLDOWN_S)
 
 
-def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], float | None]:
+def market(agent: AgentRecord, now: datetime, types: tuple[str, ...] | None = None
+           ) -> tuple[tuple[PoolOption, ...], float | None]:
     """Pool options of every type the agent may run on (``AgentRecord.runnable_types``: its own and its
-    declared interchangeable ones; one GSI query per type) in its region, and the on-demand price.
+    declared interchangeable ones; one GSI query per type), or of ``types``, in its region, and the on-demand
+    price.
 
     The declared types are interchangeable, so their pools compete on price per instance-hour and risk.
     A pool is a possible target only with a fresh price and outside its capacity back-off (a refused
@@ -88,7 +90,7 @@ def market(agent: AgentRecord, now: datetime) -> tuple[tuple[PoolOption, ...], f
     (``PoolPrice.seen_by``); another tenant's reported pool is a known pool without a price."""
     horizon = get_settings().risk_horizon_s
     options = []
-    pools = [p.seen_by(agent.client_id) for t in agent.runnable_types
+    pools = [p.seen_by(agent.client_id) for t in (types or agent.runnable_types)
              for p in pool_repo.pools_of_type(agent.region or "", t)]
     blocked = observations.backoff([p.pool_id for p in pools], now, viewer=agent.client_id)
     for pool in pools:
@@ -116,8 +118,9 @@ def situation(agent: AgentRecord, now: datetime) -> tuple[Situation, float]:
 
 
 def evaluate(agent: AgentRecord, now: datetime) -> Evaluation:
-    """Decide for one agent from stored data; NoMarketDataError when no price is known yet."""
-    options, ondemand = market(agent, now)
+    """Decide for one agent from stored data, among the pools its switch can reach (``switch_types``);
+    NoMarketDataError when no price is known yet."""
+    options, ondemand = market(agent, now, agent.switch_types)
     if ondemand is None or not options:
         raise NoMarketDataError(f"no prices known for {agent.instance_type} in {agent.region} yet")
     where, boot_s = situation(agent, now)

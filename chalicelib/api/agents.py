@@ -21,6 +21,7 @@ from components.agent_identity import (
 from components.aws_regions import is_zone_of_region
 from components.calculations import switch_impact
 from components.capacity import CapacityObservation, ObservationKind
+from components.command_tracker.model import SWITCH_TYPES, CommandStatus
 from components.data_valve import PricePoint
 from components.pool_id import make_pool_id, parse_pool_id, region_of_az
 
@@ -49,6 +50,7 @@ from chalicelib.schemas.agents import (
     LegacyExecutedRequest,
     PricingReportRequest,
     RegisterRequest,
+    SwitchPrices,
     SwitchReportRequest,
     TerminationRequest,
 )
@@ -106,7 +108,8 @@ def register():
         mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
-    if agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id)) is None:
+    before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
+    if before is None:
         quotas.check_agents(client.client_id)
     credential = None
     if identity is not None:
@@ -118,6 +121,8 @@ def register():
                           now, client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=reg.instance_id,
                           metadata={"action": plan.action.value, "verified": identity is not None})
+    if before is not None and plan.previous_instance_id:
+        agent = _unreported_switch(client.client_id, before, agent, now) or agent
     reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
              "action": plan.action.value, "verified": identity is not None,
              "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}
@@ -549,6 +554,71 @@ def switch_report(agent_id):
                "commands_completed": completed,
                "warnings": noted(warnings, "switch report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=new.instance_id)})
+
+
+def _unreported_switch(client_id: str, before, agent, now):
+    """Record the switch a legacy agent ran but can never report; the agent as it is then (None: none).
+
+    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait, terminate
+    the old instance, wait for ``terminated``, then report and post the result. The old instance is the agent's
+    own host, so the process dies in that wait: the report and the result never come, only a bare ``offline``
+    heartbeat at SIGTERM. The replacement's agent, registering under the same logical id, is the evidence: the
+    switch command of the instance the agent left, delivered and still leased, whose target (mode, and the zone
+    for spot: v4 launches its own type there) the new instance matches, is recorded with the server's prices
+    (initiated at the delivery, ready at the registration) and completed. A report that does come later (the
+    agent survived) is a duplicate of it."""
+    if not bootstrap.lease_policy(before.agent_version).agent.reports_after_terminating:
+        return None
+    old_id = before.instance_id
+
+    def matches(cmd) -> bool:
+        return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
+                and cmd.instance_id == old_id and cmd.terminate_wait_seconds > 0 and cmd.leased_at is not None
+                and cmd.target_mode == agent.current_mode
+                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
+
+    cmd = next((c for c in bootstrap.command_store().active_for_agent(agent.agent_id, 50) if matches(c)), None)
+    if cmd is None:
+        return None
+    warnings: list[str] = []
+    old_mode, new_mode = before.current_mode or "unknown", agent.current_mode
+    old_pool = before.current_pool_id or (make_pool_id(before.instance_type, before.az)
+                                          if before.instance_type and before.az else None)
+    new_pool = make_pool_id(agent.instance_type, agent.az)
+    prices = _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, SwitchPrices(), warnings)
+    impact = switch_impact(old_mode=old_mode, new_mode=new_mode, old_spot_price=prices["old_spot"],
+                           new_spot_price=prices["new_spot"], ondemand_price=prices["on_demand"])
+    switch_id, initiated = _switch_id(agent.agent_id, agent.instance_id), cmd.leased_at
+    row = SwitchTable(
+        client_id, switches.recorded_key(agent.agent_id, switch_id) or switches.switch_key(initiated, switch_id),
+        switch_id=switch_id, agent_id=agent.agent_id, command_id=cmd.command_id,
+        trigger="manual" if cmd.priority >= 50 else "model",  # v4's own rule for its report
+        old_instance_id=old_id, old_instance_type=before.instance_type, old_az=before.az, old_mode=old_mode,
+        old_pool_id=old_pool, new_instance_id=agent.instance_id, new_instance_type=agent.instance_type,
+        new_az=agent.az, new_mode=new_mode, new_pool_id=new_pool, new_ami_id=agent.ami_id,
+        on_demand_price=prices["on_demand"], old_price=impact.old_price, new_price=impact.new_price,
+        hourly_savings=impact.hourly_savings, monthly_savings=impact.monthly_savings, initiated_at=initiated,
+        ready_at=now, total_duration_seconds=(now - initiated).total_seconds(), snapshot_used=False, success=True,
+        recorded_at=now)
+    new_instance = InstanceTable(
+        agent.instance_id, client_id=client_id, agent_id=agent.agent_id, instance_type=agent.instance_type,
+        region=agent.region, az=agent.az, ami_id=agent.ami_id, mode=new_mode, pool_id=new_pool, role="primary",
+        spot_price=prices["new_spot"] if new_mode == "spot" else None, ondemand_price=prices["on_demand"],
+        is_active=True, installed_at=initiated, updated_at=now, last_switch_at=now)
+    created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance,
+                              deactivate_old=None, now=now)
+    command_queue.complete_switches_of(agent.agent_id, old_id, now=now,
+                                       message=f"switch to {agent.instance_id}: its agent registered (the old "
+                                               f"instance's agent stops with its host before reporting)")
+    if created:
+        activity.record_event("switch_inferred", f"{agent.logical_agent_id}: switch {old_id} -> {agent.instance_id} "
+                              f"recorded from the new instance's registration", now, client_id=client_id,
+                              agent_id=agent.agent_id, instance_id=agent.instance_id,
+                              metadata={"command_id": cmd.command_id, "switch_id": switch_id, "warnings": warnings})
+        if impact.hourly_savings is not None:
+            activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
+                            f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    return agents.require(client_id, agent.agent_id)
 
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")

@@ -112,7 +112,8 @@ class AgentTimings:
     command's ``terminate_wait_seconds`` and only then answer (``reports_after_terminating``).
     ``extends_leases``: the agent renews its lease while it works. ``runs_hooks``: it executes the
     failover's ``prepare_shutdown``/``promote`` (legacy agents skip any command without a target mode,
-    so queuing them would only leave commands to time out).
+    so queuing them would only leave commands to time out). ``launches_pool_type``: a spot switch launches
+    the target pool's instance type (legacy agents launch the type they run on in the pool's zone).
     """
 
     launch_s: int
@@ -120,17 +121,18 @@ class AgentTimings:
     reports_after_terminating: bool
     extends_leases: bool
     runs_hooks: bool
+    launches_pool_type: bool
 
 
 # Legacy v4/v3.2 (LEGACY.md §2.4): waiter 10 s × 30 for running; then it sleeps the command's
 # terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
 # EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase.
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
-                            extends_leases=False, runs_hooks=False)
+                            extends_leases=False, runs_hooks=False, launches_pool_type=False)
 # spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
 # the old instance later off the command path, and renews its lease while it waits.
 SPOT_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=0, reports_after_terminating=False,
-                          extends_leases=True, runs_hooks=True)
+                          extends_leases=True, runs_hooks=True, launches_pool_type=True)
 
 
 def timings_for_agent_version(agent_version: str | None) -> AgentTimings:

@@ -281,6 +281,22 @@ def test_list_filters_validate_and_page(api, make_tenant):
         assert_error(status, reply, 400, field=field)
 
 
+def test_v4_termination_poll_is_never_told_to_terminate_an_instance(api, make_tenant):
+    """v4's ReplicaTermination thread polls ``?status=terminated`` every 30 s and terminates the EC2 instance of
+    every row with a truthy ``is_active`` (then posts it ``terminated``). The product terminates standbys itself,
+    so no row may say so: not a closed one, and never a live standby's instance."""
+    _, caller, agent_id, _, _ = manual_agent(make_tenant)
+    status, first = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    assert status == 201
+    assert delete(caller, f"/api/agents/{agent_id}/replicas/{first['replica_id']}")[0] == 200
+    status, second = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    assert status == 201 and second["instance_id"]
+    status, reply = caller.get(f"/api/agents/{agent_id}/replicas?status=terminated")
+    assert status == 200 and [r["id"] for r in reply["replicas"]] == [first["replica_id"]]
+    would_terminate = [r["instance_id"] for r in reply["replicas"] if r.get("is_active", False)]
+    assert would_terminate == [], reply
+
+
 def test_legacy_agent_polling_sees_flat_replicas_that_still_need_an_instance(tenant_with_agent):
     client_id, caller, agent_id, reg = tenant_with_agent
     agent = agent_repo.require(client_id, agent_id)

@@ -11,6 +11,8 @@ IMDS signals are the test's to raise: ``termination_notice`` (spot/instance-acti
 once: create-emergency-replica, then termination-imminent; the agent stops on success) and
 ``rebalance_notice`` (events/recommendations/rebalance, checked every 30 s: create-emergency-replica, then
 rebalance-recommendation, answers only logged; reported again after the signal clears and comes back).
+The last v4.0.0 also polls ``replicas?status=terminated`` and terminates the instance of any row marked
+``is_active`` (``replicas_terminated``; the product never marks one).
 
 What the model does not do (the v4 agent does it against IMDS/EC2 only, never the server): mode
 detection, snapshots/AMIs.
@@ -36,11 +38,12 @@ HEARTBEAT_S, COMMANDS_S, CONFIG_S, PRICING_S = 30, 15, 60, 300
 TERMINATION_CHECK_S, REPLICA_POLL_S, CLEANUP_S, CLEANUP_FIRST_S = 5, 30, 3600, 60
 REBALANCE_CHECK_S = 30
 
-# Switch execution, worst case of v4's waiters: running 10 s × 30, terminated 15 s × 20.
+# Switch execution, worst case of v4's waiter for running (10 s × 30).
 RUN_INSTANCES_S = 1
 RUNNING_WAIT_S = 290
 TRAFFIC_SWITCH_S = 2
-TERMINATED_WAIT_S = 290
+SHUTDOWN_S = 10  # from TerminateInstances on its own host to the process's end (SIGTERM, threads joined)
+TERMINATED_WAIT_S = 290  # the waiter for terminated (15 s × 20); v4 never returns from it (tests/e2e/legacy_v3.py)
 BOOT_S = 90  # a replacement's agent starts this long after RunInstances
 REPLICA_RUNNING_WAIT_S = 60
 
@@ -263,6 +266,7 @@ class V4Agent:
         self.skipped: list[dict] = []  # commands it ignored (no target_mode, unknown type)
         self.switches: list[dict] = []  # {"command", "new_host", "report", "executed"}
         self.replicas_launched: list[tuple[str, Host]] = []
+        self.replicas_terminated: list[tuple[str, str]] = []  # (replica id, instance id) its poll terminated
 
     # --- transport ------------------------------------------------------------------------------
 
@@ -300,7 +304,7 @@ class V4Agent:
         sim = self.fleet.sim
         for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
                               (self._pricing(), 0), (self._termination_check(), 0), (self._rebalance_check(), 0),
-                              (self._replica_poll(), 0),
+                              (self._replica_poll(), 0), (self._replica_termination_poll(), 0),
                               (self._cleanup(), CLEANUP_FIRST_S)):
             sim.spawn(thread, at=sim.elapsed + first)
 
@@ -384,7 +388,10 @@ class V4Agent:
                 yield COMMANDS_S
 
     def _switch(self, command: dict) -> Thread:
-        """Launch, wait running, 2 s traffic switch, wait + terminate old, report, result, stop."""
+        """Launch, wait running, 2 s traffic switch; then either (wait 0) report and result, the old instance
+        kept, or (wait > 0) sleep the wait and terminate the old instance, which is its own host: it stops
+        there, before its report (the code's order is wait, terminate, wait for ``terminated``, report, result,
+        but the process dies with its host)."""
         sim, old = self.fleet.sim, self.host
         mode = command["target_mode"]
         pool = command.get("target_pool_id")
@@ -404,12 +411,15 @@ class V4Agent:
         ready = sim.now
         yield TRAFFIC_SWITCH_S
         traffic = sim.now
-        terminated = None
         if wait > 0:
             yield wait
             self.fleet.ec2.terminate(old)
-            yield TERMINATED_WAIT_S
-            terminated = sim.now
+            # Its own host: EC2 shuts the OS down, so the waiter for ``terminated`` (and the switch report and
+            # the result after it) is never reached. SIGTERM ends the process: the threads are joined (5 s
+            # each, the command thread's in vain), then the bare final heartbeat says offline.
+            yield SHUTDOWN_S
+            self.stop()
+            return
         market = self.fleet.market
         # v4 adds old_spot only when it ran on spot, new_spot only for a spot target
         quotes: dict[str, Any] = {"on_demand": market.on_demand}
@@ -420,8 +430,6 @@ class V4Agent:
         quotes |= market.switch_quotes
         timing = {"switch_initiated_at": v4_time(initiated), "new_instance_launched_at": v4_time(launched),
                   "new_instance_ready_at": v4_time(ready), "traffic_switched_at": v4_time(traffic)}
-        if terminated is not None:
-            timing["old_instance_terminated_at"] = v4_time(terminated)
         record["report"] = self.call("POST", f"{self.base}/switch-report", {
             "old_instance": {"instance_id": old.instance_id, "instance_type": old.instance_type,
                              "region": old.region, "az": old.az, "ami_id": old.ami_id, "mode": old.mode,
@@ -432,9 +440,7 @@ class V4Agent:
             "snapshot": {"used": False}, "prices": quotes, "timing": timing,
             "trigger": "manual" if command.get("priority", 0) >= 50 else "model"})
         record["executed"] = self.call("POST", f"{self.base}/commands/{command['id']}/executed",
-                                       {"success": True, "message": f"switched to {new.instance_id}"})
-        if wait > 0:
-            self.stop()  # its own host is being terminated
+                                       {"success": True, "message": "Switch completed"})
 
     def _termination_check(self) -> Thread:
         """IMDS spot/instance-action every 5 s (spot only), handled once: #8, then #9; stop on success."""
@@ -500,6 +506,27 @@ class V4Agent:
                 yield REPLICA_RUNNING_WAIT_S
                 self.answer("POST", f"{path}/status", {"status": "ready",
                                                        "sync_completed_at": v4_time(self.fleet.sim.now)})
+            yield REPLICA_POLL_S
+
+
+    def _replica_termination_poll(self) -> Thread:
+        """Every 30 s (the ReplicaTermination thread of the last v4.0.0): each row of ``?status=terminated`` with
+        ``id``, ``instance_id`` and a truthy ``is_active`` (not a ``manual-``/``replica-`` placeholder) has its
+        instance terminated, once per process, then is posted ``terminated``."""
+        done: set[str] = set()
+        while self.running:
+            answer = self.answer("GET", f"{self.base}/replicas?status=terminated")
+            replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
+            for replica in replicas:
+                rid, placed = replica.get("id"), replica.get("instance_id")
+                if not (rid and placed) or rid in done or not replica.get("is_active", False):
+                    continue
+                done.add(rid)
+                if placed.startswith(("manual-", "replica-")):
+                    continue
+                self.replicas_terminated.append((rid, placed))
+                self.answer("POST", f"{self.base}/replicas/{rid}/status", {
+                    "status": "terminated", "is_active": False, "terminated_at": v4_time(self.fleet.sim.now)})
             yield REPLICA_POLL_S
 
 

@@ -118,6 +118,7 @@ def test_a_v4_rebalance_prewarms_one_standby_on_a_risky_pool_and_none_on_a_safe_
         assert AgentTable.get(client_id, v4.agent_id, consistent_read=True).current_replica_id is None
     assert v4.running and v4.replicas_launched == [] and fleet.ec2.launched == []
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
 def test_b_a_recommendation_that_clears_and_comes_back_is_reported_again_but_prewarms_one_standby(
@@ -161,6 +162,7 @@ def test_b_a_recommendation_that_clears_and_comes_back_is_reported_again_but_pre
     assert live_instances(v4.agent_id) == []
     assert AgentTable.get(client_id, v4.agent_id, consistent_read=True).current_replica_id is None
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
 @pytest.mark.usefixtures("failover_machine")
@@ -212,6 +214,7 @@ def test_c_a_termination_after_a_rebalance_promotes_the_prewarmed_standby_once(a
     assert (agent.instance_id, agent.status) == (standby.instance_id, "online")
     assert new.registration.status == 200 and new.agent_id == v4.agent_id and new.running
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
 @pytest.mark.parametrize("risk", [RISKY, SAFE], ids=["risky pool", "safe pool"])
@@ -256,6 +259,7 @@ def test_d_eventbridges_copy_of_the_recommendation_and_v4s_reports_are_one_signa
         assert standbys == [] and live_instances(v4.agent_id) == [], (emergency.answer, delivered)
         assert emergency.answer["success"] is False and row.response_action == "no-action"
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
 def test_e_auto_switch_off_v4_gets_its_403_and_the_recommendation_is_still_handled(api, make_tenant, sim):

@@ -102,6 +102,40 @@ def test_the_cycle_moves_to_a_cheaper_pool_of_a_declared_type_a_legacy_agent_doe
     assert bootstrap.command_store().active_for_agent(legacy["agent_id"], 5) == []
 
 
+def test_a_v4_agent_declaring_another_type_is_switched_only_within_the_type_it_runs(api, make_tenant):
+    """The legacy v4 agent launches the type it runs on in the target pool's zone (it reads only the zone of
+    ``target_pool_id``): a switch to another declared type's pool would run its own type there and report the
+    other type's pool. Its switches stay within its own type; its standbys (launched by the product) do not."""
+    own, other = unique("m5"), unique("m5a")
+    # GIVEN a v4 agent on own.eu-west-1a whose client declared `other` interchangeable
+    client_id, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration(instance_type=own, agent_version="4.0.0"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"instance_types": [own, other]})
+    assert status == 200 and reply["allowed_instance_types"] == [own, other], reply
+    settle(client_id, agent_id)
+    now = datetime.now(timezone.utc)
+    report(caller, agent_id, own, {f"{own}.{EU}{z}": p for z, p in {"a": 0.040, "b": 0.044, "c": 0.046}.items()},
+           od=0.096)
+    server_prices({f"{other}.{EU}{z}": p for z, p in {"a": 0.030, "b": 0.020, "c": 0.035}.items()}, now)
+    same_risk([f"{t}.{EU}{z}" for t in (own, other) for z in "abc"], now)
+    # WHEN the decision cycle runs THEN it stays on its own type's cheapest pool, where it is
+    invoke_schedule(api, "decision-cycle")
+    assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+    status, body = caller.post(f"/api/agents/{agent_id}/decide", {})
+    assert status == 200 and body["recommended_pool_id"] == f"{own}.{EU}a", body
+    # AND the client cannot force it to the other type's pool (400, nothing queued); its own type's is fine
+    agent = agent_repo.require(client_id, agent_id)
+    status, body = caller.post(f"/api/client/instances/{agent.instance_id}/force-switch",
+                               {"target": "pool", "pool_id": f"{other}.{EU}b"})
+    assert status == 400 and body["field"] == "pool_id", body
+    assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+    status, body = caller.post(f"/api/client/instances/{agent.instance_id}/force-switch",
+                               {"target": "pool", "pool_id": f"{own}.{EU}b"})
+    assert status == 201 and body["command"]["target_pool_id"] == f"{own}.{EU}b", body
+
+
 def test_declared_types_are_what_the_market_data_jobs_fetch(make_tenant):
     own, other = unique("m5"), unique("m6i")
     _, caller = make_tenant()
