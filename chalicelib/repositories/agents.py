@@ -400,10 +400,13 @@ def _retired_agents_last_word(agent: AgentRecord, *, status: str, instance_id: s
     """True for an ``offline`` heartbeat that names no instance shortly after a switch: the v4 agent sends its
     final heartbeat bare (``{"status": "offline", "monitored_instances": []}``) when it stops, and after a
     switch that terminates its host it stops right after its report, while the new instance's agent runs on.
-    A current agent that really stops in that window is marked offline by the health monitor (its heartbeats
-    stop)."""
+    Also while an agent on an instance this agent left is still heard (``kept_agent_runs``): a switch recorded
+    at the replacement's registration (``_unreported_switch``) leaves the old agent a terminate wait and its
+    waiter to run, so its last word can come long after the switch. A current agent that really stops in that
+    window is marked offline by the health monitor (its heartbeats stop)."""
     return (status == AgentStatus.OFFLINE.value and not instance_id and agent.status in LIVE_STATUSES
-            and agent.last_switch_at is not None and now - agent.last_switch_at <= RETIRED_AGENT_STOPS_WITHIN)
+            and agent.last_switch_at is not None
+            and (now - agent.last_switch_at <= RETIRED_AGENT_STOPS_WITHIN or agent.kept_agent_runs(now)))
 
 
 def _heartbeat_actions(status: str, now: datetime) -> list:

@@ -223,6 +223,10 @@ class Fleet:
     calls: list[Call] = field(default_factory=list)
     agents: list[V4Agent] = field(default_factory=list)
     kind: type[V4Agent] | None = None  # the agent version the fleet runs (default v4; tests/e2e/legacy_v3.py)
+    # A harness whose terminate does not end the agent's process (its "host" is not the EC2 instance the fake
+    # EC2 terminates, e.g. an agent in a container): a switch's agent then waits for ``terminated``, reports,
+    # posts its result, and stops. On a real host it dies with the instance before reporting (the default).
+    processes_outlive_hosts: bool = False
 
     def start_agent(self, host: Host, logical_agent_id: str, *, at: float | None = None) -> V4Agent:
         """An agent process of the fleet's kind on ``host`` (started now, or ``at`` seconds from the start);
@@ -411,15 +415,19 @@ class V4Agent:
         ready = sim.now
         yield TRAFFIC_SWITCH_S
         traffic = sim.now
+        terminated = None
         if wait > 0:
             yield wait
             self.fleet.ec2.terminate(old)
-            # Its own host: EC2 shuts the OS down, so the waiter for ``terminated`` (and the switch report and
-            # the result after it) is never reached. SIGTERM ends the process: the threads are joined (5 s
-            # each, the command thread's in vain), then the bare final heartbeat says offline.
-            yield SHUTDOWN_S
-            self.stop()
-            return
+            if not self.fleet.processes_outlive_hosts:
+                # Its own host: EC2 shuts the OS down, so the waiter for ``terminated`` (and the switch report
+                # and the result after it) is never reached. SIGTERM ends the process: the threads are joined
+                # (5 s each, the command thread's in vain), then the bare final heartbeat says offline.
+                yield SHUTDOWN_S
+                self.stop()
+                return
+            yield TERMINATED_WAIT_S
+            terminated = sim.now
         market = self.fleet.market
         # v4 adds old_spot only when it ran on spot, new_spot only for a spot target
         quotes: dict[str, Any] = {"on_demand": market.on_demand}
@@ -430,6 +438,8 @@ class V4Agent:
         quotes |= market.switch_quotes
         timing = {"switch_initiated_at": v4_time(initiated), "new_instance_launched_at": v4_time(launched),
                   "new_instance_ready_at": v4_time(ready), "traffic_switched_at": v4_time(traffic)}
+        if terminated is not None:
+            timing["old_instance_terminated_at"] = v4_time(terminated)
         record["report"] = self.call("POST", f"{self.base}/switch-report", {
             "old_instance": {"instance_id": old.instance_id, "instance_type": old.instance_type,
                              "region": old.region, "az": old.az, "ami_id": old.ami_id, "mode": old.mode,
@@ -441,6 +451,8 @@ class V4Agent:
             "trigger": "manual" if command.get("priority", 0) >= 50 else "model"})
         record["executed"] = self.call("POST", f"{self.base}/commands/{command['id']}/executed",
                                        {"success": True, "message": "Switch completed"})
+        if terminated is not None:
+            self.stop()  # the process outlived the host it was told it ran on: it ends here
 
     def _termination_check(self) -> Thread:
         """IMDS spot/instance-action every 5 s (spot only), handled once: #8, then #9; stop on success."""

@@ -147,6 +147,64 @@ def test_a_forced_switch_whose_agent_dies_with_its_host_is_recorded_once_from_th
     assert timeouts == [], timeouts
 
 
+def test_a_forced_switch_whose_agent_outlives_its_host_reports_late_and_is_still_recorded_once(
+        api, make_tenant, sim):
+    """GIVEN a v4 agent whose process outlives the instance it terminates (a harness or container whose
+    terminate does not end it), on spot in eu-west-1a (auto-terminate on, wait 300 s), reporting prices
+    WHEN the client forces a switch to eu-west-1b and v4 plays it with its worst-case timings (running after
+    290 s, 2 s traffic switch, 300 s wait, terminated after 290 s), the new instance's agent registering 90 s
+    after launch, and the old agent's switch report (an implausible ``prices.old_spot``) and result arrive
+    ~15 min after the lease began
+    THEN exactly one switch is recorded (from the registration; the late report is its duplicate, answered
+    200), the command is completed on its first attempt and delivered once, the late result is accepted (200),
+    nothing the agents sent is refused, and the old agent's final ``offline`` heartbeat flaps nothing."""
+    client_id, caller = make_tenant()
+    itype = unique_type()
+    market = Market(on_demand=0.192, spot={"eu-west-1a": 0.040, "eu-west-1b": 0.031},
+                    switch_quotes={"old_spot": 0.00001})  # below the valve's plausible 0.001 $/h
+    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), market, processes_outlive_hosts=True)
+    old_host = Host(new_instance_id(), itype, EU, "eu-west-1a")
+    old = fleet.start_agent(old_host, f"web-{uuid.uuid4().hex[:8]}")
+    schedule(sim, api, "health-monitor", first=7)
+    sim.run_until(100)
+    assert old.registration.status == 200, old.registration.answer
+    agent_id = old.agent_id
+    status, queued = caller.post(f"/api/client/instances/{old_host.instance_id}/force-switch",
+                                 {"target": "pool", "pool_id": f"{itype}.eu-west-1b"})
+    assert status == 201, queued
+    command_id = queued["command"]["id"]
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    assert not old.running and len(old.switches) == 1, brief(fleet.calls[-5:])
+    switch = old.switches[0]
+    new_host = switch["new_host"]
+    sim.run_until(sim.elapsed + 30 * 60)
+
+    new = next(a for a in fleet.agents if a.host.instance_id == new_host.instance_id)
+    assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
+    delivered_at = old.polls[-1][0]
+    assert switch["executed"].at - delivered_at >= 850  # the result came long after the lease began
+
+    rows = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
+    assert len(rows) == 1, [(r.old_instance_id, r.new_instance_id) for r in rows]
+    [row] = rows
+    assert (row.old_instance_id, row.new_instance_id) == (old_host.instance_id, new_host.instance_id)
+    assert row.hourly_savings is not None and row.new_pool_id == f"{itype}.eu-west-1b"
+    assert switch["report"].status == 200, (switch["report"].status, switch["report"].answer)
+    assert switch["executed"].status == 200, (switch["executed"].status, switch["executed"].answer)
+    agent = agent_row(client_id, agent_id)
+    assert agent.instance_id == new_host.instance_id and agent.current_pool_id == f"{itype}.eu-west-1b"
+    stored = bootstrap.command_store().get(agent_id, command_id)
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    deliveries = [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
+    assert deliveries == [(old.name, delivered_at)], deliveries
+    assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    assert old.stopped_at == switch["executed"].at and agent_row(client_id, agent_id).status == "online"
+    status, notes = caller.get("/api/notifications")
+    assert [n["message"] for n in notes["notifications"] if n["kind"] in ("agent_status", "command_timed_out")] == []
+
+
 @pytest.mark.usefixtures("failover_machine")
 def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_takes_over(api, make_tenant, sim):
     """GIVEN a v4 agent in auto-switch mode on a real spot instance (moto EC2, us-east-1a) with prices
