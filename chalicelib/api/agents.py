@@ -534,6 +534,9 @@ def switch_report(agent_id):
                   and timing.old_instance_terminated_at else None)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
+    # A switch recorded at the replacement's registration (its agent was thought dead): this report replaces it.
+    superseded = not created and switches.supersede_inferred(row, client_id=client_id, deactivate_old=deactivate,
+                                                             now=now)
     completed = []
     if body.success:
         completed = [c.command_id for c in command_queue.complete_switches_of(
@@ -548,7 +551,7 @@ def switch_report(agent_id):
         activity.notify(client_id, "switch",
                         f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
                         f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
-    return ok({"success": True, "switch_id": switch_id, "duplicate": not created,
+    return ok({"success": True, "switch_id": switch_id, "duplicate": not (created or superseded),
                "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
                "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings),
                "commands_completed": completed,
@@ -559,7 +562,8 @@ def switch_report(agent_id):
 def _unreported_switch(client_id: str, before, agent, now):
     """Record the switch a legacy agent ran but can never report; the agent as it is then (None: none).
 
-    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait, terminate
+    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait (v3.2: its
+    own TERMINATE_WAIT_TIME, whatever the command's), terminate
     the old instance, wait for ``terminated``, then report and post the result. The old instance is the agent's
     own host, so the process dies in that wait: the report and the result never come, only a bare ``offline``
     heartbeat at SIGTERM. The replacement's agent, registering under the same logical id, is the evidence: the
@@ -567,21 +571,24 @@ def _unreported_switch(client_id: str, before, agent, now):
     for spot: v4 launches its own type there) the new instance matches, is recorded with the server's prices
     (initiated at the delivery, ready at the registration) and completed. A report that does come later (the
     agent survived) is a duplicate of it."""
-    if not bootstrap.lease_policy(before.agent_version).agent.reports_after_terminating:
+    kind = bootstrap.lease_policy(before.agent_version).agent
+    if not kind.reports_after_terminating:
         return None
     old_id = before.instance_id
 
     def matches(cmd) -> bool:
+        # v3.2 terminates by its own settings, so even a command without a wait may end with its host
+        terminates = cmd.terminate_wait_seconds > 0 or not kind.waits_as_commanded
         return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
-                and cmd.instance_id == old_id and cmd.terminate_wait_seconds > 0 and cmd.leased_at is not None
-                and cmd.target_mode == agent.current_mode
+                and cmd.instance_id == old_id and terminates and cmd.leased_at is not None
+                and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode
                 and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
 
     cmd = next((c for c in bootstrap.command_store().active_for_agent(agent.agent_id, 50) if matches(c)), None)
     if cmd is None:
         return None
     warnings: list[str] = []
-    old_mode, new_mode = before.current_mode or "unknown", agent.current_mode
+    old_mode, new_mode = before.current_mode or "unknown", cmd.target_mode  # what the command launched
     old_pool = before.current_pool_id or (make_pool_id(before.instance_type, before.az)
                                           if before.instance_type and before.az else None)
     new_pool = make_pool_id(agent.instance_type, agent.az)
@@ -599,7 +606,7 @@ def _unreported_switch(client_id: str, before, agent, now):
         on_demand_price=prices["on_demand"], old_price=impact.old_price, new_price=impact.new_price,
         hourly_savings=impact.hourly_savings, monthly_savings=impact.monthly_savings, initiated_at=initiated,
         ready_at=now, total_duration_seconds=(now - initiated).total_seconds(), snapshot_used=False, success=True,
-        recorded_at=now)
+        recorded_at=now, inferred=True)
     new_instance = InstanceTable(
         agent.instance_id, client_id=client_id, agent_id=agent.agent_id, instance_type=agent.instance_type,
         region=agent.region, az=agent.az, ami_id=agent.ami_id, mode=new_mode, pool_id=new_pool, role="primary",

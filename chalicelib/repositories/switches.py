@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.repositories.dynamo import cancellation_codes, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -116,6 +116,30 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
             if agent.last_switch_id == row.switch_id:
                 return False
         raise
+    return True
+
+
+def supersede_inferred(row: SwitchTable, *, client_id: str, deactivate_old: str | None, now: datetime) -> bool:
+    """The agent's own report of a switch recorded without one (``inferred``: from the replacement's
+    registration) replaces that record, once: its prices, timings and snapshot are the better evidence. Under
+    auto-terminate its termination time becomes the old instance's (the registration closed it at its own
+    time). False when the stored switch is a reported one (a plain repeat)."""
+    row.inferred = None
+    try:
+        row.save(condition=SwitchTable.inferred == True)  # noqa: E712
+    except PutError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    if deactivate_old and deactivate_old != row.new_instance_id and row.old_terminated_at:
+        try:
+            InstanceTable(deactivate_old).update(
+                actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(row.old_terminated_at),
+                         InstanceTable.updated_at.set(now)],
+                condition=InstanceTable.client_id == client_id)
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
     return True
 
 

@@ -57,5 +57,8 @@ class SwitchTable(Model):
     snapshot_used = BooleanAttribute(default=False)
     success = BooleanAttribute(default=True)
     recorded_at = UTCDateTimeAttribute()
+    # Recorded from the replacement's registration, not from a report (a legacy agent that died with its host:
+    # chalicelib/api/agents.py ``_unreported_switch``); the agent's own report, if it comes, replaces it.
+    inferred = BooleanAttribute(null=True)
 
     by_agent = SwitchesByAgentIndex()

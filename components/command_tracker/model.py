@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum, IntEnum
 from types import MappingProxyType
@@ -114,6 +115,8 @@ class AgentTimings:
     failover's ``prepare_shutdown``/``promote`` (legacy agents skip any command without a target mode,
     so queuing them would only leave commands to time out). ``launches_pool_type``: a spot switch launches
     the target pool's instance type (legacy agents launch the type they run on in the pool's zone).
+    ``waits_as_commanded``: it terminates the old instance after the command's ``terminate_wait_seconds`` (v3.2
+    decides by its own AUTO_TERMINATE_OLD_INSTANCE / TERMINATE_WAIT_TIME, whatever the command says).
     """
 
     launch_s: int
@@ -122,6 +125,7 @@ class AgentTimings:
     extends_leases: bool
     runs_hooks: bool
     launches_pool_type: bool
+    waits_as_commanded: bool = True
 
 
 # Legacy v4/v3.2 (LEGACY.md §2.4): waiter 10 s × 30 for running; then it sleeps the command's
@@ -129,6 +133,8 @@ class AgentTimings:
 # EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase.
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
                             extends_leases=False, runs_hooks=False, launches_pool_type=False)
+# v3.2: the same, but its own environment decides whether and after how long it terminates the old instance.
+LEGACY_V3_AGENT = replace(LEGACY_AGENT, waits_as_commanded=False)
 # spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
 # the old instance later off the command path, and renews its lease while it waits.
 SPOT_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=0, reports_after_terminating=False,
@@ -141,11 +147,14 @@ def timings_for_agent_version(agent_version: str | None) -> AgentTimings:
 
     >>> timings_for_agent_version("4.0.0") is LEGACY_AGENT, timings_for_agent_version("5.1.0") is SPOT_AGENT
     (True, True)
-    >>> timings_for_agent_version(None) is LEGACY_AGENT
-    True
+    >>> timings_for_agent_version(None) is LEGACY_AGENT, timings_for_agent_version("3.2.0") is LEGACY_V3_AGENT
+    (True, True)
     """
     match = re.match(r"\s*v?(\d+)", agent_version or "")
-    return SPOT_AGENT if match and int(match.group(1)) >= 5 else LEGACY_AGENT
+    major = int(match.group(1)) if match else None
+    if major is not None and major >= 5:
+        return SPOT_AGENT
+    return LEGACY_V3_AGENT if major == 3 else LEGACY_AGENT
 
 
 @dataclass(frozen=True)

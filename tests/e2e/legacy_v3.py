@@ -19,7 +19,8 @@ What v3.2 does differently from v4, as the legacy protocol documents it (LEGACY.
   price it cannot read is sent as ``0.0``); the switch report (no ``new_instance_launched_at``, unset timings
   sent as ``null``, timestamps ``utcnow().isoformat() + "Z"``); then ``POST .../mark-command-executed``
   ``{command_id}`` whatever the outcome (no ``success`` field); it stops after a successful switch under
-  auto-terminate.
+  auto-terminate. Under auto-terminate its host is the instance it terminates, so it dies before the report
+  and the mark, unless the fleet's ``processes_outlive_hosts`` (a harness that terminates no process).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.e2e.legacy_v4 import (
     PRICING_S,
     RUN_INSTANCES_S,
     RUNNING_WAIT_S,
+    SHUTDOWN_S,
     TERMINATED_WAIT_S,
     TRAFFIC_SWITCH_S,
     BOOT_S,
@@ -145,6 +147,8 @@ class V3Agent(V4Agent):
                         continue
                     self.executed.append(command)
                     success = yield from self._switch(command)
+                    if not self.running:
+                        return  # died with the host it terminated: no mark, no more polls
                     self.mark_executed(command["id"])
                     if success and self.ENV.auto_terminate:
                         self.stop()
@@ -181,6 +185,11 @@ class V3Agent(V4Agent):
         if env.auto_terminate:
             yield env.terminate_wait
             self.fleet.ec2.terminate(old)
+            if not self.fleet.processes_outlive_hosts:
+                # its own host: the process dies with it before the report (tests/e2e/legacy_v4.py, _switch)
+                yield SHUTDOWN_S
+                self.stop()
+                return None
             yield TERMINATED_WAIT_S
             timing["old_instance_terminated_at"] = v3_time(sim.now)
         market = self.fleet.market

@@ -37,13 +37,14 @@ def agent_row(client_id: str, agent_id: str) -> AgentTable:
     return AgentTable.get(client_id, agent_id, consistent_read=True)
 
 
-def v3_fleet(api, make_tenant, sim, **env):
+def v3_fleet(api, make_tenant, sim, *, outlive: bool = True, **env):
     """A v3.2 agent (environment ``env``) on a spot instance in eu-west-1a, registered with prices reported, the
-    health monitor on its rate. Returns (client_id, caller, fleet, agent, instance type)."""
+    health monitor on its rate; ``outlive``: its process survives the instance it terminates (a harness's), else
+    it dies with it as on EC2. Returns (client_id, caller, fleet, agent, instance type)."""
     client_id, caller = make_tenant()
     itype = unique_type()
     fleet = Fleet(sim, api.http, caller.token, FakeEc2(), Market(on_demand=0.192, spot=dict(EU_PRICES)),
-                  kind=v3_kind(**env))
+                  kind=v3_kind(**env), processes_outlive_hosts=outlive)
     agent = fleet.start_agent(Host(new_instance_id(), itype, EU, "eu-west-1a"), f"web-{uuid.uuid4().hex[:8]}")
     schedule(sim, api, "health-monitor", first=7)
     sim.run_until(60)
@@ -91,7 +92,9 @@ def test_a_v3_agent_registers_without_mode_reports_and_a_forced_switch_runs_once
     assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
     assert new.registration.answer["action"] == "migrated"
     report, [mark] = switch["report"], old.marks
-    assert report.status == 200 and report.answer["commands_completed"] == [command["id"]], report.answer
+    # the switch was recorded when the new agent registered (the old one was thought dead with its host); the
+    # report, coming after all, replaces that record with its own prices and timings
+    assert report.status == 200 and report.answer["duplicate"] is False, report.answer
     assert report.answer["warnings"] == [], report.answer
     assert mark.status == 200 and mark.answer["replay"] is True, mark.answer
     assert mark.at - deliveries(fleet, command["id"])[0][1] >= 880  # its env's wait and both waiters
@@ -249,4 +252,41 @@ def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_re
     assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
     status, notes = caller.get("/api/notifications")
     assert "command_timed_out" not in [n["kind"] for n in notes["notifications"]], notes
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+@pytest.mark.parametrize("server_auto_terminate", [True, False])
+def test_f_a_v3_switch_whose_agent_dies_with_its_host_is_recorded_from_the_new_registration(
+        api, make_tenant, sim, server_auto_terminate):
+    """GIVEN a v3.2 agent on spot whose env terminates the old instance after 300 s (its default), on a real host:
+    the process dies with the instance it terminates, before its report and its mark; the client's auto-terminate
+    on (the command says wait 300) or off (wait 0: v3.2 waits by its env all the same)
+    WHEN the client forces a switch to eu-west-1b and the new instance's v3.2 agent registers 90 s after launch
+    (without a mode)
+    THEN one switch is recorded (from that registration, with the server's prices), the agent is on the new
+    instance in spot mode (the command's), the command is completed on its one delivery, never run again, and
+    nothing either agent sent is refused."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, outlive=False)
+    if not server_auto_terminate:
+        status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+        assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == (300 if server_auto_terminate else 0)
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch] = old.switches
+    assert "report" not in switch and old.marks == []  # it died first
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
+    assert (recorded.old_instance_id, recorded.new_instance_id, recorded.new_pool_id, recorded.new_mode) == (
+        old.host.instance_id, new.host.instance_id, f"{itype}.eu-west-1b", "spot")
+    assert recorded.inferred is True and recorded.hourly_savings is not None
+    row = agent_row(client_id, old.agent_id)
+    assert (row.instance_id, row.current_mode, row.status) == (new.host.instance_id, "spot", "online")
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())

@@ -14,6 +14,7 @@ from components.command_tracker import (
     IllegalTransitionError,
     InvalidCommandError,
     LEGACY_AGENT,
+    LEGACY_V3_AGENT,
     SPOT_AGENT,
     LeasePolicy,
     timings_for_agent_version,
@@ -267,7 +268,7 @@ def test_lease_covers_what_a_legacy_switch_makes_its_agent_wait():
     assert lease(make(), T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=300)
 
 
-@pytest.mark.parametrize("version,kind", [("4.0.0", LEGACY_AGENT), ("3.2.0", LEGACY_AGENT), (None, LEGACY_AGENT),
+@pytest.mark.parametrize("version,kind", [("4.0.0", LEGACY_AGENT), ("3.2.0", LEGACY_V3_AGENT), (None, LEGACY_AGENT),
                                           ("garbage", LEGACY_AGENT), ("5.0.0", SPOT_AGENT), ("v6.1", SPOT_AGENT)])
 def test_agent_kind_from_its_version(version, kind):
     assert timings_for_agent_version(version) is kind
