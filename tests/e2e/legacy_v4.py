@@ -559,9 +559,10 @@ def schedule(sim: Sim, api, name: str, *, first: float, period: float = 60) -> N
     sim.every(period, lambda: invoke_schedule(api, name, now=sim.now), first=first)
 
 
-def v4_on_us_spot(api, make_tenant, sim: Sim):
-    """A v4 agent on a real spot instance in us-east-1a, registered by t=20 with the health monitor and the replica
-    coordinator on their rates. Returns (client_id, caller, fleet, v4 agent, primary instance id, instance type)."""
+def v4_on_us_spot(api, make_tenant, sim: Sim, *, kind: type[V4Agent] | None = None):
+    """A v4 agent (or ``kind``: tests/e2e/legacy_v3.py) on a real spot instance in us-east-1a, registered by t=20
+    with the health monitor and the replica coordinator on their rates. Returns (client_id, caller, fleet, agent,
+    primary instance id, instance type)."""
     import uuid
 
     from tests.e2e.failover_support import launch_primary
@@ -569,7 +570,7 @@ def v4_on_us_spot(api, make_tenant, sim: Sim):
     client_id, caller = make_tenant()
     itype = unique_type()
     ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
+    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)), kind=kind)
     primary = launch_primary(itype, "us-east-1a")
     v4 = fleet.start_agent(ec2.host(primary), f"web-{uuid.uuid4().hex[:8]}")
     schedule(sim, api, "health-monitor", first=7)

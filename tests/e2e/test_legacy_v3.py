@@ -18,10 +18,10 @@ from chalicelib import bootstrap
 from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
 from tests.conftest import new_instance_id
-from tests.e2e.failover_support import deliver, launch_primary, state_of, wait_for, warning
+from tests.e2e.failover_support import deliver, state_of, wait_for, warning
 from tests.e2e.legacy_v3 import VERSION, v3_kind
-from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, US, US_PRICES, FakeEc2, Fleet, Host, Market, MotoEc2, \
-    schedule, unique_type
+from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, FakeEc2, Fleet, Host, Market, schedule, unique_type, \
+    v4_on_us_spot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
@@ -189,14 +189,8 @@ def test_d_a_termination_warning_is_handled_from_eventbridge_alone_and_the_repla
     polling until its host dies, is answered 2xx and gets no command (v3.2 would mark one it cannot run
     executed, or run a switch from the dying host); the replacement's v3.2 agent registers as the same agent and
     runs on; no command is left for v3.2."""
-    client_id, caller = make_tenant()
-    ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)), kind=v3_kind())
-    primary = launch_primary(unique_type(), "us-east-1a")
-    logical = f"web-{uuid.uuid4().hex[:8]}"
-    old = fleet.start_agent(ec2.host(primary), logical)
-    schedule(sim, api, "health-monitor", first=7)
-    schedule(sim, api, "replica-coordinator", first=37)
+    client_id, caller, fleet, old, primary, _ = v4_on_us_spot(api, make_tenant, sim, kind=v3_kind())
+    ec2, logical = fleet.ec2, old.logical_agent_id
     sim.run_until(58)
     agent_id = old.agent_id
     assert agent_row(client_id, agent_id).current_mode == "spot"

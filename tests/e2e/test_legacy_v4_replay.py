@@ -9,8 +9,11 @@ handler reads ``chalicelib.clock.now``, which is the simulation's clock.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import boto3
 import pytest
@@ -21,7 +24,7 @@ from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
 from tests.conftest import new_instance_id
-from tests.e2e.failover_support import deliver, launch_primary, state_of, wait_for, warning
+from tests.e2e.failover_support import deliver, state_of, wait_for, warning
 from tests.e2e.legacy_v4 import (
     BOOT_S,
     COMMANDS_S,
@@ -30,8 +33,6 @@ from tests.e2e.legacy_v4 import (
     Host,
     Market,
     US,
-    US_PRICES,
-    MotoEc2,
     schedule,
     unique_type,
     v4_on_us_spot,
@@ -58,151 +59,112 @@ def ec2_tagged(key: str, value: str) -> list[dict]:
     return [i for r in reply["Reservations"] for i in r["Instances"]]
 
 
-def test_a_forced_switch_whose_agent_dies_with_its_host_is_recorded_once_from_the_new_registration(
-        api, make_tenant, sim):
-    """GIVEN a v4 agent on a spot instance in eu-west-1a (auto-terminate on, wait 300 s), reporting prices
-    WHEN the client forces a switch to eu-west-1b and the agent executes it with v4's worst-case timings
-    (running after 290 s, 2 s traffic switch, 300 s wait), while the new instance's agent boots 90 s after
-    launch and registers under the same logical id; then the old agent terminates the old instance, its own
-    host, and dies with it (v4's code would report after the wait for ``terminated``, which it never sees: only
-    the bare final ``offline`` heartbeat of its SIGTERM shutdown goes out); the health monitor runs every minute
-    THEN exactly one switch is recorded, from the new instance's registration, with its savings from the
-    server's prices, the agent is on the new instance, the command is completed on its first attempt and was
-    delivered to one poll of the old agent only, and after 30 more minutes of the new agent polling nothing is
-    left in the queue; the old agent's final ``offline`` heartbeat does not flap the agent offline.
-    """
+@dataclass
+class ForcedSwitch:
+    """A v4 agent's forced switch played to its end, then 30 more minutes (``play_forced_switch``)."""
+
+    client_id: str
+    caller: Any
+    fleet: Fleet
+    old: Any
+    itype: str
+    command_id: str
+    switch: dict
+    new: Any
+    delivered_at: float
+
+
+def play_forced_switch(api, make_tenant, sim, *, outlive: bool, quotes: dict | None = None) -> ForcedSwitch:
+    """A v4 agent on spot in eu-west-1a (auto-terminate on, wait 300 s) reporting prices, the health monitor on
+    its rate; the client forces a switch to eu-west-1b and v4 plays it with its worst-case timings (running
+    after 290 s, 2 s traffic switch, the 300 s wait), the new instance's agent registering 90 s after launch; then
+    the old agent dies with its host (``outlive`` False) or waits for ``terminated`` (290 s) and reports."""
     client_id, caller = make_tenant()
     itype = unique_type()
-    market = Market(on_demand=0.192, spot={"eu-west-1a": 0.040, "eu-west-1b": 0.031})
-    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), market)
-    old_host = Host(new_instance_id(), itype, EU, "eu-west-1a")
-    old = fleet.start_agent(old_host, f"web-{uuid.uuid4().hex[:8]}")
+    market = Market(on_demand=0.192, spot={"eu-west-1a": 0.040, "eu-west-1b": 0.031}, switch_quotes=quotes or {})
+    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), market, processes_outlive_hosts=outlive)
+    old = fleet.start_agent(Host(new_instance_id(), itype, EU, "eu-west-1a"), f"web-{uuid.uuid4().hex[:8]}")
     schedule(sim, api, "health-monitor", first=7)
-
-    # GIVEN the agent has registered, heartbeated and reported prices for a while
     sim.run_until(100)
     assert old.registration.status == 200, old.registration.answer
-    agent_id = old.agent_id
-    # WHEN the client forces the switch
-    status, queued = caller.post(f"/api/client/instances/{old_host.instance_id}/force-switch",
+    status, queued = caller.post(f"/api/client/instances/{old.host.instance_id}/force-switch",
                                  {"target": "pool", "pool_id": f"{itype}.eu-west-1b"})
     assert status == 201, queued
-    command_id = queued["command"]["id"]
     assert queued["command"]["terminate_wait_seconds"] == 300
-    # ... and v4 plays the switch to its end (the old agent dies with its host), then 30 more minutes
     while old.running and sim.elapsed < 3600:
         sim.run_until(sim.elapsed + COMMANDS_S)
     assert not old.running and len(old.switches) == 1, brief(fleet.calls[-5:])
     switch = old.switches[0]
-    new_host = switch["new_host"]
-    sequence_end = sim.elapsed
-    sim.run_until(sequence_end + 30 * 60)
-
-    # the harness played what v4 does: one launch, the replacement's agent registered as the same agent, the
-    # old instance terminated, and neither a switch report nor a result from the old agent
-    assert [h.instance_id for h in fleet.ec2.launched][:1] == [new_host.instance_id]
-    assert fleet.ec2.terminated[:1] == [old_host.instance_id]
-    new = next(a for a in fleet.agents if a.host.instance_id == new_host.instance_id)
-    assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
-    assert "report" not in switch and "executed" not in switch
-    assert [c for c in fleet.calls if c.path.endswith(("/switch-report", "/executed"))] == []
+    sim.run_until(sim.elapsed + 30 * 60)
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
     delivered_at = old.polls[-1][0]  # the poll that returned the command; the thread blocked after it
+    return ForcedSwitch(client_id, caller, fleet, old, itype, queued["command"]["id"], switch, new, delivered_at)
 
-    # THEN 1. exactly one switch, its savings computed from the server's prices
-    rows = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
+
+def assert_recorded_once(run: ForcedSwitch) -> SwitchTable:
+    """One switch old → new instance into eu-west-1b with its savings; the agent on the new instance, online;
+    the command completed on its first attempt, delivered to one poll of the old agent only (heartbeat answers
+    do not count: v4 ignores them), never again to either agent; nothing refused; no offline/online flap (the
+    old agent's final bare ``offline`` heartbeat) and no timed-out command notified. Returns the switch row."""
+    agent_id, old = run.old.agent_id, run.old
+    rows = [r for r in SwitchTable.query(run.client_id) if r.agent_id == agent_id]
     assert len(rows) == 1, [(r.old_instance_id, r.new_instance_id) for r in rows]
     [row] = rows
-    assert (row.old_instance_id, row.new_instance_id) == (old_host.instance_id, new_host.instance_id)
-    assert row.hourly_savings is not None and row.new_pool_id == f"{itype}.eu-west-1b", row.attribute_values
-    assert (row.command_id, row.trigger, row.old_mode, row.new_mode) == (command_id, "manual", "spot", "spot")
-    assert row.initiated_at == sim.at(delivered_at)
-    assert row.ready_at == sim.at(new.registration.at)
-
-    # 2. the agent points at the new instance
-    agent = agent_row(client_id, agent_id)
-    assert agent.instance_id == new_host.instance_id and agent.current_pool_id == f"{itype}.eu-west-1b"
-
-    # 3. the command is completed, on its first attempt
-    stored = bootstrap.command_store().get(agent_id, command_id)
+    assert (row.old_instance_id, row.new_instance_id) == (old.host.instance_id, run.new.host.instance_id)
+    assert row.hourly_savings is not None and row.new_pool_id == f"{run.itype}.eu-west-1b", row.attribute_values
+    agent = agent_row(run.client_id, agent_id)
+    assert (agent.instance_id, agent.current_pool_id, agent.status) == (
+        run.new.host.instance_id, f"{run.itype}.eu-west-1b", "online")
+    stored = bootstrap.command_store().get(agent_id, run.command_id)
     assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
-
-    # 4. delivered to one poll of the old agent only (heartbeat answers do not count: v4 ignores them),
-    #    never again to either agent, and nothing left in the queue
-    deliveries = [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
-    assert deliveries == [(old.name, delivered_at)], deliveries
-    assert [a.name for a in fleet.agents if a.executed] == [old.name]
+    deliveries = [(a.name, t) for a in run.fleet.agents for t, ids in a.polls if run.command_id in ids]
+    assert deliveries == [(old.name, run.delivered_at)], deliveries
+    assert [a.name for a in run.fleet.agents if a.executed] == [old.name]
     assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
+    assert run.fleet.failed_calls() == [], brief(run.fleet.failed_calls())
+    assert [a.replicas_terminated for a in run.fleet.agents if a.replicas_terminated] == []  # v4 never told to
+    status, notes = run.caller.get("/api/notifications")
+    assert [(n["kind"], n["message"]) for n in notes["notifications"]
+            if n["kind"] in ("agent_status", "command_timed_out")] == []
+    return row
 
-    # and nothing the agents sent was refused
-    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
-    assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
-    # 5. the old instance's final "offline" heartbeat does not take the agent offline while its new
-    #    instance's agent runs: no offline/online flap for the client
-    assert old.stopped_at is not None and agent_row(client_id, agent_id).status == "online"
-    status, notes = caller.get("/api/notifications")
-    flaps = [(n["kind"], n["message"], n["created_at"]) for n in notes["notifications"]
-             if n["kind"] == "agent_status"]
-    assert flaps == [], flaps
-    timeouts = [n["message"] for n in notes["notifications"] if n["kind"] == "command_timed_out"]
-    assert timeouts == [], timeouts
+
+def test_a_forced_switch_whose_agent_dies_with_its_host_is_recorded_once_from_the_new_registration(
+        api, make_tenant, sim):
+    """GIVEN a v4 agent playing a forced switch with a 300 s terminate wait (``play_forced_switch``) on a real
+    host: it terminates the old instance, its own host, and dies with it (v4's code would report after the wait
+    for ``terminated``, which it never sees: only the bare final ``offline`` heartbeat of its SIGTERM goes out)
+    THEN exactly one switch is recorded, from the new instance's registration (initiated at the delivery, ready
+    at the registration, savings from the server's prices), and everything ``assert_recorded_once`` checks."""
+    run = play_forced_switch(api, make_tenant, sim, outlive=False)
+
+    assert [h.instance_id for h in run.fleet.ec2.launched][:1] == [run.new.host.instance_id]
+    assert run.fleet.ec2.terminated[:1] == [run.old.host.instance_id]
+    assert "report" not in run.switch and "executed" not in run.switch
+    assert [c for c in run.fleet.calls if c.path.endswith(("/switch-report", "/executed"))] == []
+    row = assert_recorded_once(run)
+    assert (row.command_id, row.trigger, row.old_mode, row.new_mode) == (run.command_id, "manual", "spot", "spot")
+    assert row.initiated_at == sim.at(run.delivered_at) and row.ready_at == sim.at(run.new.registration.at)
+    assert row.inferred is True
 
 
 def test_a_forced_switch_whose_agent_outlives_its_host_reports_late_and_is_still_recorded_once(
         api, make_tenant, sim):
-    """GIVEN a v4 agent whose process outlives the instance it terminates (a harness or container whose
-    terminate does not end it), on spot in eu-west-1a (auto-terminate on, wait 300 s), reporting prices
-    WHEN the client forces a switch to eu-west-1b and v4 plays it with its worst-case timings (running after
-    290 s, 2 s traffic switch, 300 s wait, terminated after 290 s), the new instance's agent registering 90 s
-    after launch, and the old agent's switch report (an implausible ``prices.old_spot``) and result arrive
-    ~15 min after the lease began
-    THEN exactly one switch is recorded (from the registration; the late report is its duplicate, answered
-    200), the command is completed on its first attempt and delivered once, the late result is accepted (200),
-    nothing the agents sent is refused, and the old agent's final ``offline`` heartbeat flaps nothing."""
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    market = Market(on_demand=0.192, spot={"eu-west-1a": 0.040, "eu-west-1b": 0.031},
-                    switch_quotes={"old_spot": 0.00001})  # below the valve's plausible 0.001 $/h
-    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), market, processes_outlive_hosts=True)
-    old_host = Host(new_instance_id(), itype, EU, "eu-west-1a")
-    old = fleet.start_agent(old_host, f"web-{uuid.uuid4().hex[:8]}")
-    schedule(sim, api, "health-monitor", first=7)
-    sim.run_until(100)
-    assert old.registration.status == 200, old.registration.answer
-    agent_id = old.agent_id
-    status, queued = caller.post(f"/api/client/instances/{old_host.instance_id}/force-switch",
-                                 {"target": "pool", "pool_id": f"{itype}.eu-west-1b"})
-    assert status == 201, queued
-    command_id = queued["command"]["id"]
-    while old.running and sim.elapsed < 3600:
-        sim.run_until(sim.elapsed + COMMANDS_S)
-    assert not old.running and len(old.switches) == 1, brief(fleet.calls[-5:])
-    switch = old.switches[0]
-    new_host = switch["new_host"]
-    sim.run_until(sim.elapsed + 30 * 60)
-
-    new = next(a for a in fleet.agents if a.host.instance_id == new_host.instance_id)
-    assert new.registration.status == 200 and new.agent_id == agent_id, new.registration.answer
-    delivered_at = old.polls[-1][0]
-    assert switch["executed"].at - delivered_at >= 850  # the result came long after the lease began
-
-    rows = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
-    assert len(rows) == 1, [(r.old_instance_id, r.new_instance_id) for r in rows]
-    [row] = rows
-    assert (row.old_instance_id, row.new_instance_id) == (old_host.instance_id, new_host.instance_id)
-    assert row.hourly_savings is not None and row.new_pool_id == f"{itype}.eu-west-1b"
-    assert switch["report"].status == 200, (switch["report"].status, switch["report"].answer)
-    assert switch["executed"].status == 200, (switch["executed"].status, switch["executed"].answer)
-    agent = agent_row(client_id, agent_id)
-    assert agent.instance_id == new_host.instance_id and agent.current_pool_id == f"{itype}.eu-west-1b"
-    stored = bootstrap.command_store().get(agent_id, command_id)
-    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
-    deliveries = [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
-    assert deliveries == [(old.name, delivered_at)], deliveries
-    assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
-    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
-    assert old.stopped_at == switch["executed"].at and agent_row(client_id, agent_id).status == "online"
-    status, notes = caller.get("/api/notifications")
-    assert [n["message"] for n in notes["notifications"] if n["kind"] in ("agent_status", "command_timed_out")] == []
+    """GIVEN a v4 agent playing a forced switch with a 300 s terminate wait whose process outlives the instance it
+    terminates (a harness or container), so that its report (with an implausible ``prices.old_spot``) and its
+    result arrive ~15 min after the lease began, long after the new agent registered
+    THEN the report replaces the switch recorded at the registration (answered 200, not a duplicate: its own
+    timings), the late result is accepted (200), and everything ``assert_recorded_once`` checks."""
+    run = play_forced_switch(api, make_tenant, sim, outlive=True,
+                             quotes={"old_spot": 0.00001})  # below the valve's plausible 0.001 $/h
+    report, executed = run.switch["report"], run.switch["executed"]
+    assert report.status == 200 and report.answer["duplicate"] is False, (report.status, report.answer)
+    assert "prices.old_spot" in json.dumps(report.answer["warnings"]), report.answer
+    assert executed.status == 200 and executed.at - run.delivered_at >= 850, (executed.status, executed.answer)
+    assert run.old.stopped_at == executed.at
+    row = assert_recorded_once(run)
+    assert row.inferred is None and row.old_terminated_at is not None and row.traffic_switched_at is not None
 
 
 @pytest.mark.usefixtures("failover_machine")
@@ -217,18 +179,9 @@ def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_take
     (every call answered 2xx, no switch executed), with no command left that v4 cannot read (it skips a
     command without ``target_mode``, as the workflow's promote / prepare_shutdown are).
     """
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
-    primary = launch_primary(itype, "us-east-1a")
-    logical = f"web-{uuid.uuid4().hex[:8]}"
-    old = fleet.start_agent(ec2.host(primary), logical)
-    schedule(sim, api, "health-monitor", first=7)
-    schedule(sim, api, "replica-coordinator", first=37)
-
+    client_id, caller, fleet, old, primary, itype = v4_on_us_spot(api, make_tenant, sim)
+    ec2, logical = fleet.ec2, old.logical_agent_id
     sim.run_until(58)
-    assert old.registration.status == 200, old.registration.answer
     agent_id = old.agent_id
     assert agent_row(client_id, agent_id).config.auto_switch_enabled is True
     # WHEN the two-minute notice appears; v4's check at t=60 reports it
@@ -297,14 +250,8 @@ def test_b_when_eventbridge_delivers_the_notice_first_v4s_calls_launch_no_second
         return real_check(state)
 
     monkeypatch.setattr(failover, "check_ready", still_booting)
-    client_id, caller = make_tenant()
-    ec2 = MotoEc2(US)
-    fleet = Fleet(sim, api.http, caller.token, ec2, Market(on_demand=0.192, spot=dict(US_PRICES)))
-    primary = launch_primary(unique_type(), "us-east-1a")
-    logical = f"web-{uuid.uuid4().hex[:8]}"
-    old = fleet.start_agent(ec2.host(primary), logical)
-    schedule(sim, api, "health-monitor", first=7)
-    schedule(sim, api, "replica-coordinator", first=37)
+    client_id, caller, fleet, old, primary, _ = v4_on_us_spot(api, make_tenant, sim)
+    ec2, logical = fleet.ec2, old.logical_agent_id
     sim.run_until(58)
     agent_id = old.agent_id
     # WHEN the warning arrives through EventBridge at t=58 and IMDS shows it to v4's check at t=60
