@@ -33,6 +33,7 @@ from components.sentinel import (
     SignalSource,
     capacity_kind,
     parse_signals,
+    signal_group,
     signal_key,
     stopped_by_user,
 )
@@ -178,7 +179,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
     if instance.role == "standby":
         return _standby_signal(agent, instance, signal, now)
     if signal.kind is not SignalKind.MANUAL and agent.instance_id != signal.instance_id:
-        return {"action": "ignored", "reason": "instance is no longer the agent's primary"}
+        return _replaced_by_failover(agent, signal, now) or {
+            "action": "ignored", "reason": "instance is no longer the agent's primary"}
     if signal.kind is SignalKind.STATE_CHANGE and not signal.starts_failover:
         return {"action": "ignored", "reason": f"state {signal.state}"}
     if signal.kind is SignalKind.STATE_CHANGE and _user_stop(agent, signal, now):
@@ -239,6 +241,23 @@ def _instance(instance_id: str) -> InstanceTable | None:
         return InstanceTable.get(instance_id, consistent_read=True)
     except InstanceTable.DoesNotExist:
         return None
+
+
+def _replaced_by_failover(agent: AgentRecord, signal: Signal, now: datetime) -> dict[str, Any] | None:
+    """The failover this instance's loss already started, when it has already made another instance the agent's
+    primary: a later report of the same loss joins it (``duplicate``), as one made while it runs does.
+
+    EventBridge's warning usually comes first, and with a standby to promote the hand-over can end within the
+    seconds the v4 agent takes to see the notice in IMDS (every 5 s). v4 reads a ``termination-imminent`` answer
+    without ``success`` as a failed failover and keeps running; the failover did replace its instance."""
+    if signal.group != signal_group(SignalKind.TERMINATION):
+        return None
+    held = interruptions.held_claim(signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
+    existing = interruptions.get(agent.client_id, held) if held else None
+    if existing is None or existing.instance_id != signal.instance_id:
+        return None
+    return {"action": "duplicate", "interruption_id": existing.interruption_id, "status": existing.status,
+            "new_instance_id": existing.new_instance_id or agent.instance_id}
 
 
 def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str) -> dict[str, Any]:

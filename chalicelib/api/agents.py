@@ -191,6 +191,29 @@ def _quick_heartbeat(agent_id):
     return _heartbeat_reply(updated, commands, now)
 
 
+def _terminating_left_host(agent, at) -> bool:
+    """Under auto-terminate the legacy agent on the instance a switch left is still heard while it does what the
+    switch asked: the replacement's agent may register as soon as it boots, while the old one still waits for
+    ``running`` (the lease's ``launch_s``), then sleeps the terminate wait, terminates its host and waits for
+    ``terminated`` (``terminate_s``) before it reports and stops. Its commands are held meanwhile, but it keeps
+    no instance running."""
+    if not agent.config.get("auto_terminate_enabled") or agent.last_switch_at is None:
+        return False
+    timings = bootstrap.lease_policy(agent.agent_version).agent
+    wait = int(agent.config.get("terminate_wait_seconds") or 0)
+    ends = agent.last_switch_at + timedelta(seconds=timings.launch_s + wait + timings.terminate_s)
+    return at <= ends
+
+
+def _kept_agent_news(before, after, now) -> bool:
+    """True once an agent on an instance this agent left is heard where it should not be: at once for a kept
+    instance (auto-terminate off); under auto-terminate only when it is still heard after its terminate wait and
+    termination (seen with the real v4 agent: its heartbeats during the wait claimed a kept instance)."""
+    if not after.kept_agent_runs(now) or _terminating_left_host(after, now):
+        return False
+    return not before.kept_agent_runs(now) or _terminating_left_host(before, before.kept_agent_seen_at)
+
+
 def _heartbeat_reply(agent, commands, now):
     return ok({"success": True, "status": agent.status, "config_version": agent.config_version,
                "commands": [command_view(c) for c in commands], "server_time": iso(now)})
@@ -217,7 +240,7 @@ def heartbeat(agent_id):
     commands = []
     if body.status == "online" and updated.config.get("enabled", True):
         commands = command_queue.deliver_to(updated, now, instance_id=body.instance_id)
-    if updated.kept_agent_runs(now) and not agent.kept_agent_runs(now):
+    if _kept_agent_news(agent, updated, now):
         activity.notify(client_id, "commands_held",
                         f"the agent on {updated.kept_agent_instance_id}, which {agent.logical_agent_id} left and kept "
                         f"running, still runs: commands polled without an instance id are held until it stops",

@@ -165,6 +165,10 @@ def test_a_forced_switch_whose_agent_outlives_its_host_reports_late_and_is_still
     assert run.old.stopped_at == executed.at
     row = assert_recorded_once(run)
     assert row.inferred is None and row.old_terminated_at is not None and row.traffic_switched_at is not None
+    status, notes = run.caller.get("/api/notifications")
+    # nothing was kept: the old agent was heard only during its terminate wait and its waiter (the real v4 run in
+    # local mode got a "commands_held ... left and kept running" warning here)
+    assert [n["message"] for n in notes["notifications"] if n["kind"] == "commands_held"] == []
 
 
 @pytest.mark.usefixtures("failover_machine")
@@ -285,6 +289,68 @@ def test_b_when_eventbridge_delivers_the_notice_first_v4s_calls_launch_no_second
     assert running == [replacement], (running, emergency.status, emergency.answer,
                                       [(r.replica_id, r.status.value, r.instance_id)
                                        for r in replica_repo.for_agent(agent_id)])
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_b_when_the_failover_ends_before_v4_sees_the_notice_its_calls_join_it_and_v4_stops(api, make_tenant, sim):
+    """GIVEN a v4 agent in auto-switch mode on a real spot instance (moto EC2, us-east-1a) with prices
+    WHEN EventBridge's warning reaches the sentinel and its failover has already made the replacement the agent's
+    primary (a fast hand-over: seen with the real v4 agent in local mode, 3 s between the event and v4's IMDS
+    check) before v4's 5 s check calls create-emergency-replica and termination-imminent
+    THEN both calls join that failover: termination-imminent answers ``success`` with the same interruption and
+    the replacement (the real v4 otherwise logs "Failover failed" and keeps running on the doomed host), v4 stops,
+    and the one notice stays one interruption event with one replacement.
+    """
+    client_id, caller, fleet, old, primary, _ = v4_on_us_spot(api, make_tenant, sim)
+    sim.run_until(58)
+    agent_id = old.agent_id
+    event = warning(primary)
+    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = deliver(api, "sentinel-interruption", event)
+    assert started["action"] == "failover_started", started
+    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
+    replacement = agent_row(client_id, agent_id).instance_id
+    assert replacement != primary
+
+    # WHEN IMDS shows the notice to v4's check only now (t=60)
+    old.termination_notice = sim.at(58 + 120)
+    sim.run_until(61)
+
+    emergency = next(c for c in fleet.calls if c.path.endswith("/create-emergency-replica"))
+    imminent = next(c for c in fleet.calls if c.path.endswith("/termination-imminent"))
+    assert emergency.ok and emergency.answer["created"] is False, emergency.answer
+    assert imminent.ok and imminent.answer["success"] is True, imminent.answer
+    assert imminent.answer["action"] == "duplicate", imminent.answer
+    assert imminent.answer["interruption_id"] == started["interruption_id"], imminent.answer
+    assert imminent.answer["new_instance_id"] == replacement, imminent.answer
+    assert not old.running  # v4 stops on success
+    status, listing = caller.get(f"/api/agents/{agent_id}/interruptions")
+    assert [e["interruption_id"] for e in listing["interruptions"]] == [started["interruption_id"]], listing
+    running = [i["InstanceId"] for i in ec2_tagged("AgentId", agent_id)
+               if i["State"]["Name"] not in ("shutting-down", "terminated")]
+    assert running == [replacement], running
+
+
+def test_b_a_notice_of_an_instance_a_switch_left_is_still_ignored(api, make_tenant, sim):
+    """GIVEN a v4 agent whose instance was replaced by a switch, not by a failover (no claim on its loss)
+    WHEN a termination notice of the left instance comes from the agent
+    THEN it is ignored as before (``success`` false): only a failover of that very instance is joined."""
+    from chalicelib import sentinel
+    from chalicelib.clock import now as clock_now
+    from components.sentinel import Signal, SignalKind, SignalSource
+
+    client_id, caller, fleet, v4, primary, itype = v4_on_us_spot(api, make_tenant, sim)
+    moved = new_instance_id()
+    status, reply = caller.post(f"/api/agents/{v4.agent_id}/switch-report", {
+        "old_instance": {"instance_id": primary, "instance_type": itype, "region": US, "az": "us-east-1a",
+                         "mode": "spot"},
+        "new_instance": {"instance_id": moved, "instance_type": itype, "region": US, "az": "us-east-1b",
+                         "mode": "spot"},
+        "prices": {"on_demand": 0.192}, "timing": {}, "trigger": "manual"})
+    assert status == 200, reply
+    result = sentinel.handle(Signal(SignalKind.TERMINATION, primary, clock_now(), SignalSource.AGENT, region=US),
+                             clock_now())
+    assert result == {"action": "ignored", "reason": "instance is no longer the agent's primary"}, result
 
 
 def _manual_replica_agent(api, make_tenant, sim):
