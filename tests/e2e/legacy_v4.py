@@ -578,3 +578,20 @@ def v4_on_us_spot(api, make_tenant, sim: Sim, *, kind: type[V4Agent] | None = No
     sim.run_until(20)
     assert v4.registration.status == 200, v4.registration.answer
     return client_id, caller, fleet, v4, primary, itype
+
+
+def failover_by_eventbridge(api, sim: Sim, client_id: str, agent_id: str, primary: str) -> tuple[dict, str]:
+    """EventBridge's two-minute warning for ``primary``, delivered to the sentinel now; the failover it starts is
+    run to success. Returns (the sentinel's answer, the replacement: the agent's instance afterwards)."""
+    from chalicelib.tables import AgentTable
+    from tests.e2e.failover_support import deliver, wait_for, warning
+
+    event = warning(primary)
+    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = deliver(api, "sentinel-interruption", event)
+    assert started["action"] == "failover_started", started
+    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
+    replacement = AgentTable.get(client_id, agent_id, consistent_read=True).instance_id
+    assert replacement != primary
+    return started, replacement
+

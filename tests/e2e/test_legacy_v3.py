@@ -18,10 +18,10 @@ from chalicelib import bootstrap
 from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
 from tests.conftest import new_instance_id
-from tests.e2e.failover_support import deliver, state_of, wait_for, warning
+from tests.e2e.failover_support import state_of
 from tests.e2e.legacy_v3 import VERSION, v3_kind
-from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, FakeEc2, Fleet, Host, Market, schedule, unique_type, \
-    v4_on_us_spot
+from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, FakeEc2, Fleet, Host, Market, failover_by_eventbridge, \
+    schedule, unique_type, v4_on_us_spot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
@@ -200,13 +200,7 @@ def test_d_a_termination_warning_is_handled_from_eventbridge_alone_and_the_repla
     sim.run_until(58)
     agent_id = old.agent_id
     assert agent_row(client_id, agent_id).current_mode == "spot"
-    event = warning(primary)
-    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    started = deliver(api, "sentinel-interruption", event)
-    assert started["action"] == "failover_started", started
-    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
-    replacement = agent_row(client_id, agent_id).instance_id
-    assert replacement != primary
+    _, replacement = failover_by_eventbridge(api, sim, client_id, agent_id, primary)
     sim.run_until(58 + 120)  # the old agent runs on until AWS reclaims its host
     old.running = False
     new = fleet.start_agent(ec2.host(replacement), logical, at=58 + BOOT_S)

@@ -26,6 +26,7 @@ from chalicelib.tables.switches import SwitchTable
 from tests.conftest import new_instance_id
 from tests.e2e.failover_support import deliver, state_of, wait_for, warning
 from tests.e2e.legacy_v4 import (
+    failover_by_eventbridge,
     BOOT_S,
     COMMANDS_S,
     FakeEc2,
@@ -304,13 +305,7 @@ def test_b_when_the_failover_ends_before_v4_sees_the_notice_its_calls_join_it_an
     client_id, caller, fleet, old, primary, _ = v4_on_us_spot(api, make_tenant, sim)
     sim.run_until(58)
     agent_id = old.agent_id
-    event = warning(primary)
-    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    started = deliver(api, "sentinel-interruption", event)
-    assert started["action"] == "failover_started", started
-    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
-    replacement = agent_row(client_id, agent_id).instance_id
-    assert replacement != primary
+    started, replacement = failover_by_eventbridge(api, sim, client_id, agent_id, primary)
 
     # WHEN IMDS shows the notice to v4's check only now (t=60)
     old.termination_notice = sim.at(58 + 120)
