@@ -557,9 +557,10 @@ def switch_report(agent_id):
                   and timing.old_instance_terminated_at else None)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
-    # A switch recorded at the replacement's registration (its agent was thought dead): this report replaces it.
-    superseded = not created and switches.supersede_inferred(row, client_id=client_id, deactivate_old=deactivate,
-                                                             now=now)
+    # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
+    # replaces it (only a legacy agent's switch is ever inferred: no conditional write for the others' repeats).
+    superseded = (not created and bootstrap.lease_policy(agent.agent_version).agent.reports_after_terminating
+                  and switches.supersede_inferred(row, client_id=client_id, deactivate_old=deactivate, now=now))
     completed = []
     if body.success:
         completed = [c.command_id for c in command_queue.complete_switches_of(
