@@ -109,7 +109,7 @@ def market(agent: AgentRecord, now: datetime, types: tuple[str, ...] | None = No
 def situation(agent: AgentRecord, now: datetime) -> tuple[Situation, float]:
     """Where the agent is, its switches of the last week (the rails), and its measured boot time (from
     its newest switches, however old)."""
-    current = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
+    current = agent.spot_pool_id or ONDEMAND
     week_ago = now - timedelta(days=7)
     rows = switch_repo.recent_for_agent(agent.agent_id, week_ago, BOOT_SAMPLES)
     return (Situation(current=current, since=agent.last_switch_at or agent.registered_at,
@@ -210,7 +210,7 @@ def record_move(agent: AgentRecord, *, move_id: str, at: datetime, source: str, 
                 expected_cost: dict | None = None, inputs: dict | None = None) -> str:
     """Store one move (``action`` e.g. ``to_spot``, ``place_standby``) with its reason; returns its key."""
     key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{move_id}"
-    current = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
+    current = agent.spot_pool_id or ONDEMAND
     DecisionTable(agent.agent_id, key, client_id=agent.client_id, decided_at=at, source=source, current=current,
                   action=action, target=target, standby=standby, reason=reason, risk=risk,
                   expected_cost=expected_cost, inputs=inputs,
@@ -230,7 +230,7 @@ def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str |
         skipped = "; ".join(f"{p} in back-off until {until.strftime('%Y-%m-%dT%H:%M:%SZ')}"
                             for p, until in sorted(blocked.items()))
         reason = f"standby placed in {pool_id} ({why})" + (f"; {skipped}" if skipped else "")
-        target = agent.current_pool_id if agent.current_mode == "spot" and agent.current_pool_id else ONDEMAND
+        target = agent.spot_pool_id or ONDEMAND
         return record_move(agent, move_id=replica_id, at=now, source="replica-placement", action="place_standby",
                            target=target, standby=pool_id, reason=reason,
                            inputs={"replica_id": replica_id,

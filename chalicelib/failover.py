@@ -140,7 +140,7 @@ def plan(state: State) -> State:
     spots = replicas.candidates(agent, now, exclude=(standby.pool_id,) if standby and standby.pool_id
                                 and view is None else ())
     spot = spots[0] if spots else None
-    route = route_failover(view, spot.pool_id if spot else None, agent.current_pool_id)
+    route = route_failover(view, spot.pool_id if spot else None, agent.spot_pool_id)
     interruptions.set_once(state["client_id"], state["interruption_id"], "decided_at", now)
     reason = {FailoverRoute.PROMOTE: f"promote standby {standby_id}",
               FailoverRoute.LAUNCH: f"no live standby: spot replacement in {spot.pool_id if spot else None}"
@@ -161,7 +161,7 @@ def plan(state: State) -> State:
 
 def _plan_return(state: State, agent: AgentRecord, standby_id: str | None, view, now: datetime) -> State:
     """A planned return promotes its standby or does nothing: the on-demand primary is not at risk."""
-    route = route_failover(view, None, agent.current_pool_id)
+    route = route_failover(view, None, agent.spot_pool_id)
     why = None
     if agent.current_mode == "spot":
         why = "planned return abandoned: the primary already runs on spot"

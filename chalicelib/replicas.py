@@ -1,6 +1,6 @@
 """Standbys as the handlers, the workflow and the coordinator use them: where, create, launch, retire.
 
-Every standby lives in a different pool than its primary (co-interruptions cluster by pool). EC2 work
+Every standby lives in a different pool than its spot primary (co-interruptions cluster by pool). EC2 work
 is real (chalicelib.aws.ec2); a launch that fails for capacity marks the replica failed so the
 coordinator replaces it, a transient failure leaves it ``launching`` for the next attempt. Pools in
 capacity back-off (``repositories.observations``) are not chosen; every spot launch's outcome is
@@ -52,7 +52,7 @@ def candidates(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = 
     With no fresh price outside back-off, the other AZs of the region (price unknown) not in back-off.
     An empty list means no spot pool is worth asking EC2 for now.
     """
-    excluded = {agent.current_pool_id, *exclude} - {None}
+    excluded = {agent.spot_pool_id, *exclude} - {None}
     options, _ = decisions.market(agent, now)
     ranked = rank_pools([o for o in options if o.pool_id not in excluded], excluded, risk_ceiling=RISK_CEILING)
     if ranked:
@@ -74,7 +74,7 @@ def place(agent: AgentRecord, now: datetime, *, exclude: tuple[str, ...] = (),
 
     ConflictError ``no_pool`` when no other pool is available (or every one is in back-off).
     """
-    excluded = {agent.current_pool_id, *exclude} - {None}
+    excluded = {agent.spot_pool_id, *exclude} - {None}
     if pool_id:
         instance_type, az = parse_pool_id(pool_id)
         if instance_type not in agent.runnable_types or not az.startswith(agent.region or ""):

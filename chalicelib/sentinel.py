@@ -187,7 +187,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> d
         return {"action": "ignored", "reason": "stopped by the user: no failover"}
     row = InterruptionTable(
         agent.client_id, interruptions.new_interruption_id(signal.detected_at), agent_id=agent.agent_id,
-        instance_id=signal.instance_id, pool_id=agent.current_pool_id if agent.current_mode == "spot" else None,
+        instance_id=signal.instance_id, pool_id=agent.spot_pool_id,
         signal_type=signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}",
         source=signal.source.value, event_id=signal.event_id, status="detected",
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)

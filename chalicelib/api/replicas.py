@@ -182,7 +182,7 @@ def _server_pool(agent: AgentRecord, body: CreateReplicaRequest, now: datetime) 
     if body.max_hourly_cost is not None:
         options, _ = decisions.market(agent, now)
         affordable = [o for o in options if o.price is not None and o.price <= body.max_hourly_cost]
-        best = choose_pool(affordable, {agent.current_pool_id, *excluded} - {None},
+        best = choose_pool(affordable, {agent.spot_pool_id, *excluded} - {None},
                            risk_ceiling=replicas.RISK_CEILING,
                            blocked=observations.backoff([o.pool_id for o in affordable], now,
                                                         viewer=agent.client_id))
@@ -222,7 +222,7 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
         if info.az:
             az = info.az
             pool_id = make_pool_id(info.instance_type or agent.instance_type, az)
-            if pool_id == agent.current_pool_id:
+            if pool_id == agent.spot_pool_id:
                 raise InvalidInputError("a standby must be in a different pool than its primary", field="instance_id")
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now),
                                   replica_type=ReplicaType.MANUAL.value, lifecycle="spot", pool_id=pool_id, az=az,

@@ -85,6 +85,12 @@ class AgentRecord:
         return self.kept_agent_seen_at is not None and now - self.kept_agent_seen_at <= KEPT_AGENT_HEARD_WITHIN
 
     @property
+    def spot_pool_id(self) -> str | None:
+        """The spot pool its primary occupies; None on on-demand (an on-demand instance shares no spot
+        capacity: a standby or a return to spot may use its zone's pool)."""
+        return self.current_pool_id if self.current_mode == "spot" else None
+
+    @property
     def runnable_types(self) -> tuple[str, ...]:
         """The instance types it may run on: its current one first, then its declared interchangeable ones."""
         return allowed_types(self.instance_type, self.config.get("allowed_instance_types"))

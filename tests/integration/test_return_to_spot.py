@@ -179,6 +179,45 @@ def test_a_standby_in_a_pool_that_cannot_take_the_primary_back_is_re_placed_wher
     assert (agent.instance_id, agent.current_pool_id) == (moved.instance_id, moved.pool_id)
 
 
+def test_an_on_demand_primary_s_own_zone_takes_its_standby_and_the_return(api, make_tenant):
+    """An on-demand primary shares no spot capacity: the engine's best pool may be its own zone's, and the
+    standby is re-placed there and promoted (it used to be refused as "the primary's pool", every run)."""
+    prices = {z: 0.03 + 0.005 * i for i, z in enumerate(ZONES)}
+    client_id, caller, agent_id, primary, itype = register_agent(
+        make_tenant, prices={**prices, ZONES[0]: 0.06}, **MANUAL)
+    own = f"{itype}.{ZONES[0]}"
+    # GIVEN the primary fell back to on-demand in its zone (its registration names that zone's pool) ...
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("ondemand")])
+    assert agent_row(client_id, agent_id).current_pool_id == own
+    # ... and its standby went to another pool while the own zone's pool was the dearest
+    set_risk(itype, {z: 0.95 for z in ZONES})
+    reconcile(client_id, agent_id)
+    assert reconcile(client_id, agent_id)["ondemand_stays"] == 1
+    standby = replica_repo.get(agent_id, agent_row(client_id, agent_id).current_replica_id)
+    assert standby.status is ReplicaStatus.READY and standby.pool_id != own
+    # WHEN the own zone's pool becomes the cheapest safe one and the standby's pool turns risky
+    report = {"instance": {"instance_type": itype, "region": REGION},
+              "pricing": {"on_demand_price": 0.192, "spot_pools": [{"pool_id": f"{itype}.{z}", "price": p}
+                                                                   for z, p in prices.items()]}}
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", report)[0] == 200
+    set_risk(itype, {**{z: SAFE for z in ZONES}, standby.pool_id.rsplit(".", 1)[1]: 0.99})
+    done = reconcile(client_id, agent_id)
+    # THEN the standby is re-placed in the own zone's pool (no error) ...
+    assert not done.get("return_errors") and done.get("standbys_replaced") == 1, done
+    moved = replica_repo.get(agent_id, agent_row(client_id, agent_id).current_replica_id)
+    assert moved.pool_id == own and moved.instance_id
+    # ... and once it is ready the agent returns to spot there through it
+    done = reconcile(client_id, agent_id)
+    assert done.get("returns_started") == 1, done
+    assert wait_for(the_return(client_id).execution_arn)["status"] == "SUCCEEDED"
+    agent = agent_row(client_id, agent_id)
+    assert (agent.instance_id, agent.current_mode, agent.current_pool_id) == (moved.instance_id, "spot", own)
+    assert state_of(primary) == "terminated"
+    # AND its next standby is in another pool than the spot primary's
+    nxt = replica_repo.get(agent_id, agent.current_replica_id)
+    assert nxt.pool_id not in (own, None)
+
+
 def test_a_planned_return_whose_standby_is_gone_is_abandoned_and_never_launches_anything(api, make_tenant):
     client_id, _, agent_id, primary, _, standby = on_demand_agent_with_ready_standby(make_tenant)
     # GIVEN the standby is lost between the coordinator's decision and the workflow's plan
