@@ -195,14 +195,13 @@ def _terminating_left_host(agent, at) -> bool:
     """Under auto-terminate the legacy agent on the instance a switch left is still heard while it does what the
     switch asked: the replacement's agent may register as soon as it boots, while the old one still waits for
     ``running`` (the lease's ``launch_s``), then sleeps the terminate wait, terminates its host and waits for
-    ``terminated`` (``terminate_s``) before it reports and stops. Its commands are held meanwhile, but it keeps
-    no instance running."""
+    ``terminated`` (``terminate_s``) before it reports and stops (``AgentTimings.host_gone_s``, whose lease
+    is the same span). Its commands are held meanwhile, but it keeps no instance running."""
     if not agent.config.get("auto_terminate_enabled") or agent.last_switch_at is None:
         return False
     timings = bootstrap.lease_policy(agent.agent_version).agent
-    wait = int(agent.config.get("terminate_wait_seconds") or 0)
-    ends = agent.last_switch_at + timedelta(seconds=timings.launch_s + wait + timings.terminate_s)
-    return at <= ends
+    gone_s = timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0))
+    return at <= agent.last_switch_at + timedelta(seconds=gone_s)
 
 
 def _kept_agent_news(before, after, now) -> bool:

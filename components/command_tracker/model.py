@@ -127,6 +127,26 @@ class AgentTimings:
     launches_pool_type: bool
     waits_as_commanded: bool = True
 
+    def host_gone_s(self, terminate_wait_s: int) -> int:
+        """How long after a switch starts the old instance (and the agent on it) may still run under
+        auto-terminate: the launch, the terminate wait, the termination.
+
+        >>> LEGACY_AGENT.host_gone_s(300), SPOT_AGENT.host_gone_s(300)
+        (1020, 660)
+        """
+        return self.launch_s + terminate_wait_s + self.terminate_s
+
+    def switch_s(self, terminate_wait_s: int) -> int:
+        """How long the agent is busy with a switch before it answers: until its host is gone where it
+        terminates it on the command thread (it reports only then), else the launch.
+
+        >>> LEGACY_AGENT.switch_s(300), SPOT_AGENT.switch_s(300), LEGACY_AGENT.switch_s(0)
+        (1020, 360, 360)
+        """
+        if self.reports_after_terminating and terminate_wait_s > 0:
+            return self.host_gone_s(terminate_wait_s)
+        return self.launch_s
+
 
 # Legacy v4/v3.2 (LEGACY.md §2.4): waiter 10 s × 30 for running; then it sleeps the command's
 # terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
@@ -189,13 +209,11 @@ class LeasePolicy:
         >>> LeasePolicy(agent=SPOT_AGENT).lease_seconds(switch)
         660
         """
-        seconds = self.base_lease_seconds
+        if cmd.command_type in SWITCH_TYPES:
+            return self.base_lease_seconds + self.agent.switch_s(cmd.terminate_wait_seconds)
         if cmd.command_type in LAUNCHING_TYPES:
-            seconds += self.agent.launch_s
-        if cmd.command_type in SWITCH_TYPES and cmd.terminate_wait_seconds > 0 \
-                and self.agent.reports_after_terminating:
-            seconds += cmd.terminate_wait_seconds + self.agent.terminate_s
-        return seconds
+            return self.base_lease_seconds + self.agent.launch_s
+        return self.base_lease_seconds
 
 
 @dataclass(frozen=True)
