@@ -165,13 +165,20 @@ MARK_ALL_READ_BUDGET = 500
 
 def mark_all_read(client_id: str, now: datetime, budget: int | None = None) -> tuple[int, bool]:
     """Mark the client's unread notifications read, oldest first, at most ``budget`` (``MARK_ALL_READ_BUDGET``);
-    returns (how many changed, whether unread ones are left)."""
+    returns (how many changed, whether unread ones are left). A row gone since the query (its TTL, the cleaner)
+    stays gone: an unconditioned update would write it back as a stub of two attributes."""
     budget = MARK_ALL_READ_BUDGET if budget is None else budget
     count = 0
     for row in NotificationTable.query(client_id, filter_condition=NotificationTable.is_read == False):  # noqa: E712
         if count >= budget:
             return count, True
-        row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)])
+        try:
+            row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)],
+                       condition=NotificationTable.notification_id.exists())
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            continue
         count += 1
     return count, False
 

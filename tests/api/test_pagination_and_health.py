@@ -232,3 +232,29 @@ def test_mark_all_read_is_bounded_per_call_and_says_when_more_are_left(tenant_wi
     status, body = caller.post("/api/notifications/mark-all-read", {})
     assert body == {"success": True, "updated": 0, "more": False}, body
     assert _walk(caller, "/api/notifications?unread=true", "notifications", limit=50)[0] == []
+
+
+def test_mark_all_read_never_writes_back_a_notification_removed_meanwhile(tenant_with_notifications, monkeypatch):
+    """GIVEN a notification removed (its TTL, the data cleaner) after mark-all-read's query read it WHEN the call
+    marks it THEN the row stays gone (an unconditioned UpdateItem wrote it back as a stub with no message) and the
+    others are marked."""
+    from chalicelib.repositories import activity
+    from chalicelib.tables import NotificationTable
+
+    client_id, caller = tenant_with_notifications
+    rows = list(NotificationTable.query(client_id, consistent_read=True))
+    gone = rows[0]
+    real_query = NotificationTable.query
+
+    def query_then_remove(*args, **kwargs):
+        found = list(real_query(*args, **kwargs))
+        NotificationTable(client_id, gone.notification_id).delete()
+        return iter(found)
+
+    monkeypatch.setattr(NotificationTable, "query", query_then_remove)
+    updated, more = activity.mark_all_read(client_id, gone.created_at)
+    monkeypatch.undo()
+    assert (updated, more) == (len(rows) - 1, False)
+    left = {r.notification_id: r for r in NotificationTable.query(client_id, consistent_read=True)}
+    assert gone.notification_id not in left and len(left) == len(rows) - 1
+    assert all(r.is_read for r in left.values())
