@@ -241,6 +241,19 @@ def test_bad_replica_requests_are_400_and_launch_nothing(api, make_tenant, body,
     assert ec2().describe_instances(Filters=[{"Name": "tag:AgentId", "Values": [agent_id]}])["Reservations"] == []
 
 
+def test_an_on_demand_primary_may_have_its_standby_in_its_own_zone(api, make_tenant):
+    """An on-demand primary shares no spot capacity with a spot standby beside it (the rule that keeps a standby
+    out of its primary's pool is about spot interruptions): its own zone's pool is a standby's pool, chosen or
+    asked for."""
+    client_id, caller, agent_id, _, itype = manual_agent(make_tenant)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("ondemand")])
+    assert agent_row(client_id, agent_id).current_pool_id == f"{itype}.us-east-1a"
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"pool_id": f"{itype}.us-east-1a"})
+    assert status == 201, reply
+    assert reply["pool_id"] == f"{itype}.us-east-1a" and reply["az"] == "us-east-1a"
+    assert agent_row(client_id, agent_id).current_replica_id == reply["replica_id"]
+
+
 def test_exclude_zones_and_max_hourly_cost_steer_the_pool(api, make_tenant):
     _, caller, agent_id, _, itype = manual_agent(make_tenant)
     status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"max_hourly_cost": 0.031})
