@@ -701,6 +701,18 @@ def termination(agent_id):
                                  agent_id=agent.agent_id, instance_id=instance_id)})
 
 
+@bp.route("/api/agents/{agent_id}/instances-to-terminate", methods=["GET"], response="InstancesToTerminateReply")
+def instances_to_terminate(agent_id):
+    """Instances the agent should terminate itself: always none. The product terminates the standbys it launched
+    and the instances its failovers replaced; a switch's old instance is terminated by the switching agent under
+    auto-terminate and kept, the customer's, without it. It never asks an agent to terminate an instance. Served
+    for the v4 variant ``agent-backend.py``, which polls it every minute (a 404 is logged as an error each time)
+    and would terminate what it lists."""
+    _, agent, _ = agent_request(_request(), agent_id)
+    return ok({"instances": [], "auto_terminate_enabled": bool(agent.config.get("auto_terminate_enabled")),
+               "terminate_wait_seconds": int(agent.config.get("terminate_wait_seconds") or 0)})
+
+
 @bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"], response="CleanupReportReply")
 def cleanup_report(agent_id):
     """Log the agent's AMI/snapshot cleanup (legacy ``cleanup_logs``)."""
