@@ -34,6 +34,8 @@ TOKEN_PREFIX = "sot_"
 AGENT_CREDENTIAL_PREFIX = "soa_"
 _AGENT_CREDENTIAL = re.compile(r"soa_(cl-[A-Za-z0-9-]{1,64})\.(ag-[0-9a-f]{1,64})\.[A-Za-z0-9_-]{20,128}")
 ADMIN_HEADER = "x-admin-key"
+# The pre-v4 agent (final-ml agent/spot_agent.py) sends its client token in this header instead of a Bearer one.
+CLIENT_TOKEN_HEADER = "x-client-token"
 ADMIN_KEY_CACHE_SECONDS = 300
 TOKEN_CLIENTS_CACHED = 1024  # token hash → client id pairs a container remembers
 
@@ -115,10 +117,28 @@ def bearer_token(headers: Mapping[str, str] | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def client_token_header(headers: Mapping[str, str] | None) -> str | None:
+    """The token of an ``X-Client-Token`` header (spot_agent.py's way of sending it), if any."""
+    value = (_header(headers, CLIENT_TOKEN_HEADER) or "").strip()
+    return value or None
+
+
+def header_token(headers: Mapping[str, str] | None) -> str | None:
+    """The token a request's headers carry: ``Authorization: Bearer``, else ``X-Client-Token``. Either header
+    carries the same kind of secret (a client token, or an agent credential on its agent's routes)."""
+    return bearer_token(headers) or client_token_header(headers)
+
+
+def speaks_client_token_header(headers: Mapping[str, str] | None) -> bool:
+    """True for a request authenticated by ``X-Client-Token`` alone: spot_agent.py's protocol (it reads a
+    pending-commands answer as a bare list, and cannot run a command: docs/legacy-compatibility.md)."""
+    return bearer_token(headers) is None and client_token_header(headers) is not None
+
+
 def request_token(headers: Mapping[str, str] | None, body: Mapping[str, Any] | None = None) -> str:
-    """The client token of the Bearer header or the legacy body ``client_token``: 401 when there is none,
-    403 for an agent credential (good for its own agent's routes only)."""
-    token = bearer_token(headers)
+    """The client token of the Bearer or ``X-Client-Token`` header, or the legacy body ``client_token``: 401
+    when there is none, 403 for an agent credential (good for its own agent's routes only)."""
+    token = header_token(headers)
     if token is None and body is not None:
         candidate = body.get("client_token")
         token = candidate.strip() if isinstance(candidate, str) and candidate.strip() else None

@@ -29,7 +29,7 @@ from components.errors import InvalidPoolIdError
 from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, quotas
-from chalicelib.errors import InvalidInputError
+from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
 
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
@@ -67,8 +67,9 @@ def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Com
     agent's current instance when the caller does not say), with leases sized for this agent's kind.
 
     An agent row that counts no active command (``active_commands`` 0) has none: the queue is not read. A
-    row from before the counter starts counting once its queue is read empty."""
-    if agent.active_commands == 0:
+    row from before the counter starts counting once its queue is read empty. An agent that runs no commands
+    (spot_agent.py) is delivered none."""
+    if agent.active_commands == 0 or not agent.runs_commands:
         return []
     watch = _TimeoutWatch(bootstrap.command_store())
     try:
@@ -191,8 +192,13 @@ def switch_command(agent, *, target_mode: str, target_pool_id: str | None, prior
     """A switch command for an agent's current instance (validated by the component, not stored).
 
     The old instance is terminated after the agent's wait only under auto-terminate (legacy §9.2 #3:
-    otherwise the wait is 0 and the agent keeps it).
+    otherwise the wait is 0 and the agent keeps it). 409 ``agent_runs_no_commands`` for an agent that cannot
+    run one (spot_agent.py, whose switch only sleeps and reports success): nothing is queued.
     """
+    if not agent.runs_commands:
+        raise ConflictError(f"agent {agent.logical_agent_id} runs spot_agent.py, which cannot switch an instance "
+                            f"(it reports a switch it never makes): no switch is queued for it",
+                            field="agent_id", code="agent_runs_no_commands")
     config = agent.config
     wait = int(config.get("terminate_wait_seconds", 0)) if config.get("auto_terminate_enabled") else 0
     return new_command(

@@ -175,7 +175,8 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     A move to on-demand because every pool is too risky is urgent (ML_URGENT = 50); other switches are
     ML_NORMAL (25). ``command_id`` makes a retried cycle idempotent.
     """
-    if decision.action in (DecisionAction.STAY, DecisionAction.REPLACE) or not agent.instance_id:
+    if decision.action in (DecisionAction.STAY, DecisionAction.REPLACE) or not agent.instance_id \
+            or not agent.runs_commands:  # spot_agent.py cannot switch: the decision is recorded, nothing queued
         return None
     store = bootstrap.command_store()
     active = store.active_for_agent(agent.agent_id, limit=1)

@@ -102,7 +102,8 @@ def register():
         mode = normalize_mode(agents.known_mode(client.client_id, body.instance_id))
     reg = Registration(
         client_id=client.client_id,
-        logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or body.instance_id),
+        logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or _agent_of_instance(client.client_id,
+                                                                                                body.instance_id)),
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
@@ -116,7 +117,9 @@ def register():
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
         identity = {"account_id": identity.account_id, "credential_hash": auth.hash_secret(credential)}
     now = utcnow()
-    agent, plan = agents.register(client, reg, now, types=types, identity=identity)
+    # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
+    runs_commands = not auth.speaks_client_token_header(_request().headers)
+    agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
                           now, client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=reg.instance_id,
@@ -131,6 +134,18 @@ def register():
                   "warning": "store agent_credential now: it is shown only once, and replaced by the next "
                              "registration"}
     return ok(reply)
+
+
+def _agent_of_instance(client_id: str, instance_id: str) -> str:
+    """The logical id of a registration that names none (spot_agent.py): the agent whose active primary the instance
+    is (a replacement the product launched for it), else the instance id, as before. Without this, the agent on a
+    failover's replacement would register as a new agent and take the instance from the one it replaced."""
+    row = agents.get_instance(client_id, instance_id)
+    if row is not None and row.agent_id and row.is_active and row.role == "primary":
+        owner = agents.get(client_id, row.agent_id)
+        if owner is not None and owner.instance_id == instance_id:
+            return owner.logical_agent_id
+    return instance_id
 
 
 def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None:
@@ -270,23 +285,32 @@ def pending_commands(agent_id):
 
     An agent with nothing to deliver (its row counts no active command, or commands are disabled) is
     answered after one transaction: the gate's admission and a check of the agent row.
+
+    A caller authenticated by ``X-Client-Token`` (spot_agent.py, which iterates the answer as a list) is answered
+    the bare list; such an agent is given no command (``AgentRecord.runs_commands``), so the list is empty.
     """
     request = _request()
+    listed = auth.speaks_client_token_header(request.headers)
+
+    def answer(commands, **extra):
+        return ok([command_view(c) for c in commands] if listed
+                  else {"commands": [command_view(c) for c in commands], **extra})
+
     caller = (request.query_params or {}).get("instance_id")
     if caller is None or INSTANCE_ID.match(caller):
         if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=agents.idle_condition()):
-            return ok({"commands": []})
+            return answer([])
     client_id, agent, _ = agent_request(request, agent_id)
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     now = utcnow()
     if caller is None and agent.kept_agent_runs(now):
-        return ok({"commands": [], "held": f"an agent still runs on {agent.kept_agent_instance_id}, which this "
-                                           f"agent left: name the polling instance (?instance_id=)"})
+        return answer([], held=f"an agent still runs on {agent.kept_agent_instance_id}, which this agent left: "
+                               f"name the polling instance (?instance_id=)")
     commands = []
     if agent.config.get("enabled", True):
         commands = command_queue.deliver_to(agent, now, instance_id=caller)
-    return ok({"commands": [command_view(c) for c in commands]})
+    return answer(commands)
 
 
 def _result(client_id: str, agent, command_id: str, body: ExecutedRequest, success: bool | None = None,
@@ -675,6 +699,18 @@ def termination(agent_id):
     return ok({"success": True, "agent_id": agent.agent_id, "status": "offline",
                "warnings": noted(body.warnings, "termination report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=instance_id)})
+
+
+@bp.route("/api/agents/{agent_id}/instances-to-terminate", methods=["GET"], response="InstancesToTerminateReply")
+def instances_to_terminate(agent_id):
+    """Instances the agent should terminate itself: always none. The product terminates the standbys it launched
+    and the instances its failovers replaced; a switch's old instance is terminated by the switching agent under
+    auto-terminate and kept, the customer's, without it. It never asks an agent to terminate an instance. Served
+    for the v4 variant ``agent-backend.py``, which polls it every minute (a 404 is logged as an error each time)
+    and would terminate what it lists."""
+    _, agent, _ = agent_request(_request(), agent_id)
+    return ok({"instances": [], "auto_terminate_enabled": bool(agent.config.get("auto_terminate_enabled")),
+               "terminate_wait_seconds": int(agent.config.get("terminate_wait_seconds") or 0)})
 
 
 @bp.route("/api/agents/{agent_id}/cleanup-report", methods=["POST"], response="CleanupReportReply")

@@ -146,7 +146,7 @@ def agent_request(request, agent_id: str, schema: type[SchemaT] | None = None, *
     request (chalicelib/rate_limit.py; for a client token it also checks the token, so the agent row is read
     only for an admitted request)."""
     body = raw_json(request)
-    token = auth.bearer_token(request.headers)
+    token = auth.header_token(request.headers)
     if auth.is_agent_credential(token):
         try:
             agent = auth.authenticate_agent(token, agent_id, allow_deleted=allow_deleted,
@@ -173,7 +173,7 @@ def quick_agent_admission(request, agent_id: str, body: dict[str, Any], *,
     row refuses an agent credential (``agent_request``): a forged credential naming a client uses none of
     its quota. With ``agent_condition`` the gate update and a condition check of the agent row (credential,
     ``agent_condition``) are one transaction; when the row's check fails nothing is counted."""
-    token = auth.bearer_token(request.headers)
+    token = auth.header_token(request.headers)
     if auth.is_agent_credential(token):
         named = auth.credential_names(token)
         if named is None or named[1] != agent_id:

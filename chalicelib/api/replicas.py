@@ -378,7 +378,9 @@ def attach_replica(agent_id, replica_id):
 
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}/status", methods=["POST"], response="ReplicaReportReply")
 def replica_status(agent_id, replica_id):
-    """Lifecycle report: syncing, ready (``ready_at`` = sync_completed_at or now) or failed (terminated)."""
+    """Lifecycle report: syncing, ready (``ready_at`` = sync_completed_at or now), failed or terminated (the
+    instance terminated, the row closed). A closed replica reported in its own status again is answered 200 and
+    unchanged (agent-backend.py confirms each terminated row it lists)."""
     client, body = client_request(_request(), ReplicaStatusRequest)
     _, replica = _owned(client, agent_id, replica_id)
     wanted = ReplicaStatus(body.status)
@@ -386,10 +388,10 @@ def replica_status(agent_id, replica_id):
     if replica.status is wanted and not replica.active:
         return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value})
     _active(replica)
-    if wanted is ReplicaStatus.FAILED:
+    if wanted in (ReplicaStatus.FAILED, ReplicaStatus.TERMINATED):
         with ec2_errors():
-            replica = replicas.retire(replica, ReplicaStatus.FAILED, now,
-                                      body.error_message or "reported failed by the agent")
+            replica = replicas.retire(replica, wanted, now,
+                                      body.error_message or f"reported {wanted.value} by the agent")
     else:
         fields: dict[str, Any] = {}
         if wanted is ReplicaStatus.READY:

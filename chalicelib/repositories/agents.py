@@ -78,6 +78,7 @@ class AgentRecord:
     active_commands: int | None = None  # pending + executing commands; None = not counted yet (read the queue)
     kept_agent_seen_at: datetime | None = None
     kept_agent_instance_id: str | None = None
+    runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -142,6 +143,7 @@ def _record(row: AgentTable) -> AgentRecord:
         client_suspended=bool(row.client_suspended),
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
+        runs_commands=row.runs_commands is not False,
     )
 
 
@@ -194,7 +196,8 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime) -> InstanceTa
 
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
              types: dict[str, Any] | None = None,
-             identity: dict[str, str] | None = None) -> tuple[AgentRecord, RegistrationPlan]:
+             identity: dict[str, str] | None = None,
+             runs_commands: bool = True) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -208,6 +211,9 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
 
     ``identity`` (``account_id`` and ``credential_hash`` of a verified registration) replaces the stored
     ones: the previous credential stops working. None (a legacy registration) leaves them as they are.
+
+    ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
+    it again (an agent that registers in another protocol under the same logical id runs them).
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
@@ -217,7 +223,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
         try:
-            _write_registration(client, reg, plan, current, now, types, identity)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -268,7 +274,7 @@ def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecor
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
-                        identity: dict[str, str] | None = None) -> None:
+                        identity: dict[str, str] | None = None, runs_commands: bool = True) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -278,6 +284,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         agent_version=reg.agent_version, instance_count=plan.instance_count, updated_at=now,
         last_heartbeat_at=now, heartbeat_bucket=heartbeat_bucket(now),
         client_suspended=None,  # the caller's client token proved it active
+        runs_commands=None if runs_commands else False,
     )
     if identity:
         fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"],

@@ -67,7 +67,10 @@ class RegisterRequest(Schema):
     logical_agent_id: str | None = Field(default=None, max_length=128)
     hostname: str | None = Field(default=None, max_length=255)
     ami_id: str | None = Field(default=None, max_length=64)
-    agent_version: str | None = Field(default=None, max_length=64)
+    # spot_agent.py (the pre-v4 "Agent v4.0") names it ``version``. Its ``current_mode`` is not read: it calls an
+    # instance spot only while IMDS serves spot/instance-action, i.e. once an interruption is scheduled.
+    agent_version: str | None = Field(default=None, max_length=64,
+                                      validation_alias=AliasChoices("agent_version", "version"))
     mode: str | None = Field(default=None, max_length=32)
     private_ip: str | None = Field(default=None, max_length=64)
     public_ip: str | None = Field(default=None, max_length=64)
@@ -148,15 +151,27 @@ class PricingReportRequest(FactReport):
     @classmethod
     def reshaped(cls, data):
         """v3.2 sends no ``pricing`` block: ``on_demand_price{price}`` and ``spot_pools`` at the top level,
-        read as the block they stand for."""
-        if not isinstance(data, dict) or "pricing" in data or not ({"spot_pools", "on_demand_price"} & data.keys()):
+        read as the block they stand for. spot_agent.py sends one flat line (``instance_type, region, az,
+        spot_price, ondemand_price, timestamp``): ``_flat``."""
+        if not isinstance(data, dict) or "pricing" in data:
             return data
+        if not ({"spot_pools", "on_demand_price"} & data.keys()):
+            return cls._flat(data) if {"spot_price", "ondemand_price"} & data.keys() else data
         data = dict(data)
         ondemand = data.pop("on_demand_price", None)
         if isinstance(ondemand, dict):
             ondemand = ondemand.get("price")
         data["pricing"] = {"on_demand_price": ondemand, "spot_pools": data.pop("spot_pools", [])}
         return data
+
+    @staticmethod
+    def _flat(data: dict) -> dict:
+        """spot_agent.py's report read as its own instance's prices, kept in the raw report only: its code sends the
+        constants 0.0416 and 0.0832 for any type ("Example price - replace with real data"), so it names no spot
+        pool and writes no price point (docs/legacy-compatibility.md)."""
+        return {"instance": {key: data[key] for key in ("instance_type", "region", "az") if key in data},
+                "pricing": {"current_spot_price": data.get("spot_price"), "on_demand_price": data.get("ondemand_price"),
+                            "collected_at": data.get("timestamp")}}
 
 
 class ExecutedRequest(FactReport):

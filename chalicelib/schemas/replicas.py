@@ -100,7 +100,9 @@ class ReplicaStatusRequest(FactReport):
     the status is the fact, its timestamps and message are dropped with a warning when unreadable."""
 
     REQUIRED_FACTS = (("status",),)
-    status: Literal["syncing", "ready", "failed"]
+    # terminated: the agent terminated the standby's instance (agent-backend.py confirms each row it finds
+    # terminated in ``replicas?status=terminated``, as its own termination)
+    status: Literal["syncing", "ready", "failed", "terminated"]
     sync_started_at: UtcDatetime | None = None
     sync_completed_at: UtcDatetime | None = None
     error_message: str | None = Field(default=None, max_length=500)

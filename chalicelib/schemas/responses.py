@@ -129,6 +129,12 @@ class TerminationReply(Success):
     warnings: list[str]
 
 
+class InstancesToTerminateReply(Reply):
+    instances: list[dict[str, Any]]
+    auto_terminate_enabled: bool
+    terminate_wait_seconds: int
+
+
 class CleanupReportReply(Success):
     deleted_snapshots: int
     deleted_amis: int

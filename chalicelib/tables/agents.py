@@ -145,6 +145,9 @@ class AgentTable(Model):
     # auto-terminate off), and that instance: a v4 agent there polls pending-commands naming no instance.
     kept_agent_seen_at = UTCDateTimeAttribute(null=True)
     kept_agent_instance_id = OptionalText()
+    # False: the agent registered in spot_agent.py's protocol (X-Client-Token), which cannot run a command (its
+    # "switch" sleeps 2 s and reports success): none is queued for it or delivered to it. Missing: it can.
+    runs_commands = BooleanAttribute(null=True)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

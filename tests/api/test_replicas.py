@@ -425,6 +425,33 @@ def test_status_and_sync_reports_follow_the_lifecycle(make_tenant):
     assert_error(status, reply, 409, code="replica_not_active")
 
 
+def test_a_terminated_report_closes_the_standby_and_is_answered_again_unchanged(make_tenant):
+    """GIVEN an agent-launched standby WHEN the agent reports it ``terminated`` (agent-backend.py does so for each
+    row ``replicas?status=terminated`` lists, after terminating its instance unless EC2 says it is gone)
+    THEN the row closes as terminated (slot freed; as for ``failed``, the product terminates the instance only if
+    it launched it: this one the agent launched, and terminated); the same report again is 200 and changes
+    nothing; a standby another status closed is not reopened or renamed (409)."""
+    client_id, caller, agent_id, _ = legacy_manual_agent(make_tenant)
+    base = f"/api/agents/{agent_id}/replicas"
+    status, created = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, created
+    rid = created["replica_id"]
+    status, reply = caller.post(f"{base}/{rid}/status", {"status": "terminated", "is_active": False,
+                                                         "terminated_at": iso(datetime.now(timezone.utc))})
+    assert status == 200 and reply["status"] == "terminated", reply
+    closed = replica_repo.get(agent_id, rid)
+    assert closed.status.value == "terminated" and closed.terminated_at is not None
+    assert agent_row(client_id, agent_id).current_replica_id is None
+    before = snapshot_tables()
+    status, reply = caller.post(f"{base}/{rid}/status", {"status": "terminated", "is_active": False})
+    assert (status, reply["status"]) == (200, "terminated"), reply
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, failed = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1c"})
+    assert caller.post(f"{base}/{failed['replica_id']}/status", {"status": "failed"})[0] == 200
+    status, reply = caller.post(f"{base}/{failed['replica_id']}/status", {"status": "terminated"})
+    assert_error(status, reply, 409, code="replica_not_active")
+
+
 def test_unknown_replica_is_404(tenant_with_agent):
     _, caller, agent_id, _ = tenant_with_agent
     base = f"/api/agents/{agent_id}/replicas/rep-nope"

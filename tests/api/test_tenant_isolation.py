@@ -79,6 +79,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/client/instances/{instance_id}/force-switch", "POST"): Route(
         foreign=404, owner=201, body=lambda ids: {"target": "ondemand"}),
     ("/api/agents/{agent_id}/pending-commands", "GET"): Route(foreign=404, owner=200),
+    ("/api/agents/{agent_id}/instances-to-terminate", "GET"): Route(foreign=404, owner=200),
     ("/api/agents/{agent_id}/commands/{command_id}/extend", "POST"): Route(foreign=404, owner=200),
     ("/api/agents/{agent_id}/commands/{command_id}/executed", "POST"): Route(
         foreign=404, owner=200, body=lambda ids: {"success": True, "message": "done"}),
