@@ -92,7 +92,7 @@ def test_pending_commands_is_a_list_for_the_client_token_header_and_an_object_ot
 
 
 def test_no_switch_is_queued_for_the_stub_agent(api, make_tenant):
-    """GIVEN the stub agent, whose "switch" sleeps 2 s and reports success WHEN the client forces a switch or the
+    """GIVEN the stub agent, whose "switch" sleeps 2 s and reports success WHEN the client forces a switch
     THEN 409 ``agent_runs_no_commands``, nothing is queued or delivered (poll or heartbeat), and its heartbeat's
     ``current_mode`` / ``current_pool_id`` claims change nothing."""
     client_id, caller, stub, agent_id, instance_id = stub_agent(api, make_tenant)
@@ -105,3 +105,25 @@ def test_no_switch_is_queued_for_the_stub_agent(api, make_tenant):
     assert status == 200 and reply["commands"] == [], reply
     row = AgentTable.get(client_id, agent_id, consistent_read=True)
     assert (row.current_mode, row.current_pool_id) == ("unknown", "m5.large.eu-west-1a")  # its claims: not read
+
+
+def test_a_decision_for_the_stub_agent_queues_no_command(api, make_tenant):
+    """GIVEN the stub agent seen on spot (say its mode became known) WHEN a decision moves it to another pool
+    THEN no command is queued (its switch would only be reported, never made): the decision stands alone."""
+    from datetime import UTC, datetime
+
+    from chalicelib import bootstrap, decisions
+    from chalicelib.repositories import agents as agent_repo
+    from components.decision_engine import Decision, DecisionAction
+
+    client_id, _, _, agent_id, _ = stub_agent(api, make_tenant)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("spot"),
+                                                    AgentTable.config.auto_switch_enabled.set(True)])
+    agent = agent_repo.get(client_id, agent_id)
+    move = Decision(DecisionAction.SWITCH_POOL, "m5.large.eu-west-1b", None, "cheaper in b")
+    assert decisions.command_for(agent, move, datetime.now(UTC), trigger="model") is None
+    assert bootstrap.command_store().active_for_agent(agent_id, 5) == []
+    # and the same agent speaking Bearer (another program on the instance) would get it
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.runs_commands.remove()])
+    bearer = agent_repo.get(client_id, agent_id)
+    assert decisions.command_for(bearer, move, datetime.now(UTC), trigger="model") is not None
