@@ -46,6 +46,8 @@ LAYOUT = (("train-1", "us-east-1c", "auto-switch"), ("serve-1", "us-east-2a", "m
 # Replay-time offsets of the follow-up phase of a step (``Replay.follow_up``): the agents' next heartbeat
 # after the decision cycle (30 s cadence), then the switch's terminate wait (the demo's 60 s) plus a second.
 PICKUP = timedelta(seconds=60)
+# The step's scheduled handlers run this long after the step's time (``Replay.schedule_time``).
+SCHEDULES_AFTER = timedelta(seconds=60)
 RETIRE = timedelta(seconds=61)
 FOLLOW_UP_CYCLES = 3  # further decision cycles (5 min apart) after one that queued commands
 TERMINATION_NOTICE = timedelta(seconds=TERMINATION_NOTICE_S)  # AWS's warning → the instance is reclaimed
@@ -209,13 +211,16 @@ class Replay:
                 moved += 1
         return moved
 
-    def schedule_time(self, at_least: datetime) -> datetime:
-        """The replay clock now, rounded up to a whole second (a scheduled event's time has whole seconds).
-        The rows this step's agents and failovers wrote carry the step's time plus the real time they took;
-        a cycle run at the step's bare time would see a launch refused half a second later as in its
-        future, and choose that pool again."""
+    def schedule_time(self, end: datetime) -> datetime:
+        """When the step's scheduled handlers run: ``SCHEDULES_AFTER`` past the step's time ``end`` (later, in
+        whole seconds, only if the step's own work took longer). The rows the step's agents and failovers wrote
+        carry the step's time plus the real seconds they took; a run at the step's bare time would see a launch
+        refused half a second later as in its future, and choose that pool again. A fixed time, rather than
+        the clock when the work is done, keeps the demo reproducible: windows that start or end at a run (a
+        capacity back-off, a price's freshness, the risk scorer's day of observations) cut the same rows
+        however loaded the machine is (the clock's time cut a day-old warning in or out, ≈ 3 % of the bill)."""
         now = self.clock.now()
-        return max(at_least, now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0))
+        return max(end + SCHEDULES_AFTER, now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0))
 
     def run_schedules(self, now: datetime) -> int:
         """Every handler whose period has elapsed; returns how many commands the decision cycle queued."""
@@ -234,7 +239,7 @@ class Replay:
                     self.model_version = None
         return queued
 
-    def follow_up(self, end: datetime, queued: bool) -> int:
+    def follow_up(self, cycle: datetime, queued: bool) -> int:
         """What the product does within minutes rather than at the next step: the agents pick up the
         commands the decision cycle just queued at their next heartbeat (``PICKUP``), and the old agent
         of a switch terminates its instance ``terminate_wait_seconds`` later (``RETIRE``). When that
@@ -247,7 +252,7 @@ class Replay:
         from chalicelib.jobs.decision_cycle import CYCLE_S
         from localmode.invoke import invoke_schedule
 
-        moved, cycle = 0, self.schedule_time(end)
+        moved = 0
         for rounds in range(FOLLOW_UP_CYCLES + 1):
             if rounds:
                 cycle += timedelta(seconds=CYCLE_S)
@@ -285,11 +290,13 @@ class Replay:
             self.wait_for_failovers()
         moved = self.follow_moves()
         t3 = time.perf_counter()
-        queued = self.run_schedules(self.schedule_time(end))
+        scheduled = self.schedule_time(end)
+        self.set_time(scheduled)
+        queued = self.run_schedules(scheduled)
         if self.follow_moves():
             moved += 1
         if queued or self.fleet.retiring:
-            moved += self.follow_up(end, bool(queued))
+            moved += self.follow_up(scheduled, bool(queued))
         t4 = time.perf_counter()
         for name, dt in (("signals", t1 - t0), ("agents", t2 - t1), ("failovers", t3 - t2), ("schedules", t4 - t3)):
             timings[name] = timings.get(name, 0.0) + dt
