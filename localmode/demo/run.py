@@ -216,9 +216,10 @@ class Replay:
         whole seconds, only if the step's own work took longer). The rows the step's agents and failovers wrote
         carry the step's time plus the real seconds they took; a run at the step's bare time would see a launch
         refused half a second later as in its future, and choose that pool again. A fixed time, rather than
-        the clock when the work is done, keeps the demo reproducible: windows that start or end at a run (a
-        capacity back-off, a price's freshness, the risk scorer's day of observations) cut the same rows
-        however loaded the machine is (the clock's time cut a day-old warning in or out, ≈ 3 % of the bill)."""
+        the clock when the work is done, keeps runs of the same code close: windows that start or end at a run
+        (a capacity back-off, a price's freshness, the risk scorer's day of observations) cut the same rows
+        however loaded the machine is (the clock's time cut a day-old warning in or out, ≈ 3 % of the bill;
+        what is left, the agents' threads' order, moved the total ≈ 1 % between two runs)."""
         now = self.clock.now()
         return max(end + SCHEDULES_AFTER, now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0))
 
