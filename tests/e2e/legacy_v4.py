@@ -382,6 +382,9 @@ class V4Agent:
                 self.polls.append((self.fleet.sim.elapsed, [c.get("id") for c in commands]))
                 for command in commands:
                     kind = command.get("command_type", "switch")
+                    if command.get("id") and self._runs_other(command):
+                        self.executed.append(command)
+                        break
                     if not command.get("id") or kind == "create_replica" or not command.get("target_mode"):
                         self.skipped.append(command)  # create_replica: the product never sends it (not modelled)
                         continue
@@ -390,6 +393,10 @@ class V4Agent:
                     break
             if self.running:
                 yield COMMANDS_S
+
+    def _runs_other(self, command: dict) -> bool:
+        """A command other than a switch this variant runs itself (True: run, the poll's turn ends); v4 runs none."""
+        return False
 
     def _switch(self, command: dict) -> Thread:
         """Launch, wait running, 2 s traffic switch; then either (wait 0) report and result, the old instance

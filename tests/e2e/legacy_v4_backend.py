@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.legacy_v4 import CLEANUP_S, COMMANDS_S, REPLICA_POLL_S, FakeEc2, Host, Thread, V4Agent, v4_time
+from tests.e2e.legacy_v4 import CLEANUP_S, REPLICA_POLL_S, FakeEc2, Host, Thread, V4Agent, v4_time
 
 VERSION = "4.0.0"
 TERMINATION_CHECK_FIRST_S = TERMINATION_POLL_S = 60
@@ -108,29 +108,12 @@ class BackendV4Agent(V4Agent):
                     "status": "terminated", "is_active": False, "terminated_at": v4_time(self.fleet.sim.now)})
             yield REPLICA_POLL_S
 
-    def _commands(self) -> Thread:
-        """v4's loop, plus ``terminate_replica`` (the first command it can take, then the thread goes on)."""
-        while self.running:
-            if self.enabled:
-                answer = self.answer("GET", f"{self.base}/pending-commands")
-                commands = answer if isinstance(answer, list) else (answer or {}).get("commands", [])
-                self.polls.append((self.fleet.sim.elapsed, [c.get("id") for c in commands]))
-                for command in commands:
-                    kind = command.get("command_type", "switch")
-                    if not command.get("id"):
-                        continue
-                    if kind == "terminate_replica":
-                        self.executed.append(command)
-                        self._terminate_replica(command)
-                        break
-                    if kind == "create_replica" or not command.get("target_mode"):
-                        self.skipped.append(command)
-                        continue
-                    self.executed.append(command)
-                    yield from self._switch(command)
-                    break
-            if self.running:
-                yield COMMANDS_S
+    def _runs_other(self, command: dict) -> bool:
+        """Its ``terminate_replica`` command (the product never sends one): run at once, the poll's turn ends."""
+        if command.get("command_type") != "terminate_replica":
+            return False
+        self._terminate_replica(command)
+        return True
 
     def _terminate_replica(self, command: dict) -> None:
         rid, message, success = command.get("replica_id"), "Replica termination failed", False
