@@ -538,15 +538,23 @@ class V4Agent:
             replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
             for replica in replicas:
                 rid, placed = replica.get("id"), replica.get("instance_id")
-                if not (rid and placed) or rid in done or not replica.get("is_active", False):
+                if not (rid and placed) or rid in done or not self._terminates_listed(replica):
                     continue
                 done.add(rid)
                 if placed.startswith(("manual-", "replica-")):
                     continue
-                self.replicas_terminated.append((rid, placed))
+                self._terminate_listed(rid, placed)
                 self.answer("POST", f"{self.base}/replicas/{rid}/status", {
                     "status": "terminated", "is_active": False, "terminated_at": v4_time(self.fleet.sim.now)})
             yield REPLICA_POLL_S
+
+    def _terminates_listed(self, replica: dict) -> bool:
+        """Whether a ``?status=terminated`` row is one to act on: v4 only a truthy ``is_active``."""
+        return bool(replica.get("is_active", False))
+
+    def _terminate_listed(self, rid: str, placed: str) -> None:
+        """What it does with a listed row's instance: v4 notes it (its EC2 call is not modelled)."""
+        self.replicas_terminated.append((rid, placed))
 
 
 def unique_type() -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.legacy_v4 import CLEANUP_S, REPLICA_POLL_S, FakeEc2, Host, Thread, V4Agent, v4_time
+from tests.e2e.legacy_v4 import CLEANUP_S, FakeEc2, Host, Thread, V4Agent, v4_time
 
 VERSION = "4.0.0"
 TERMINATION_CHECK_FIRST_S = TERMINATION_POLL_S = 60
@@ -89,24 +89,15 @@ class BackendV4Agent(V4Agent):
         return
         yield
 
-    def _replica_termination_poll(self) -> Thread:
-        done: set[str] = set()
-        while self.running:
-            answer = self.answer("GET", f"{self.base}/replicas?status=terminated")
-            replicas = answer if isinstance(answer, list) else (answer or {}).get("replicas", [])
-            for replica in replicas:
-                rid, placed = replica.get("id"), replica.get("instance_id")
-                if not (rid and placed) or rid in done:
-                    continue
-                done.add(rid)
-                if placed.startswith(("manual-", "replica-")):
-                    continue
-                if self._state(placed) not in (None, "terminated", "terminating"):
-                    self._terminate(placed)
-                    self.replica_instances_terminated.append(placed)
-                self.answer("POST", f"{self.base}/replicas/{rid}/status", {
-                    "status": "terminated", "is_active": False, "terminated_at": v4_time(self.fleet.sim.now)})
-            yield REPLICA_POLL_S
+    def _terminates_listed(self, replica: dict) -> bool:
+        """Every listed row, whatever its ``is_active``."""
+        return True
+
+    def _terminate_listed(self, rid: str, placed: str) -> None:
+        """Its instance is terminated unless EC2 says it is gone already."""
+        if self._state(placed) not in (None, "terminated", "terminating"):
+            self._terminate(placed)
+            self.replica_instances_terminated.append(placed)
 
     def _runs_other(self, command: dict) -> bool:
         """Its ``terminate_replica`` command (the product never sends one): run at once, the poll's turn ends."""
