@@ -87,9 +87,10 @@ class AgentRecord:
 
     @property
     def spot_pool_id(self) -> str | None:
-        """The spot pool its primary occupies; None on on-demand (an on-demand instance shares no spot
-        capacity: a standby or a return to spot may use its zone's pool)."""
-        return self.current_pool_id if self.current_mode == "spot" else None
+        """The spot pool its primary may occupy: None only on on-demand (an on-demand instance shares no spot
+        capacity: a standby or a return to spot may use its zone's pool). An agent of unknown mode (a legacy
+        agent that never said) may be on spot: its pool is kept out of its replacements' and standbys' way."""
+        return None if self.current_mode == "ondemand" else self.current_pool_id
 
     @property
     def runnable_types(self) -> tuple[str, ...]:
