@@ -12,7 +12,7 @@ import pytest
 from chalicelib.repositories import interruptions as interruption_repo
 from chalicelib.repositories import observations
 from chalicelib.repositories import replicas as replica_repo
-from chalicelib.tables import AgentTable, InterruptionTable
+from chalicelib.tables import AgentTable, InstanceTable, InterruptionTable
 from tests.conftest import invoke_schedule
 from tests.e2e.failover_support import (
     REGION,
@@ -115,6 +115,7 @@ def test_b2_an_agent_of_unknown_mode_is_never_replaced_in_the_pool_being_interru
     pricing line names no pool), so the zones are tried in order and the interrupted one comes first."""
     client_id, _, agent_id, primary, itype = register_agent(make_tenant, prices={})
     AgentTable(client_id, agent_id).update(actions=[AgentTable.current_mode.set("unknown")])
+    InstanceTable(primary).update(actions=[InstanceTable.mode.set("unknown")])  # as its registration writes it
     result = deliver(api, "sentinel-interruption", warning(primary))
     assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
     agent = agent_row(client_id, agent_id)
