@@ -459,7 +459,7 @@ def _superseded(state: State, replica, now: datetime) -> State:
 def _tell_agents(agent: AgentRecord, state: State, new_instance_id: str, now: datetime) -> None:
     """prepare_shutdown for the old instance, promote for the new one (ids derived: enqueued once), for
     agents that run them; a legacy agent would skip them and leave them to time out."""
-    if not bootstrap.lease_policy(agent.agent_version).agent.runs_hooks:
+    if not agent.timings.runs_hooks:
         return
     store, stem = bootstrap.command_store(), f"cmd-{state['interruption_id'][4:]}"
     for suffix, kind, instance in (("shutdown", CommandType.PREPARE_SHUTDOWN, state["instance_id"]),

@@ -214,8 +214,7 @@ def _terminating_left_host(agent, at) -> bool:
     is the same span). Its commands are held meanwhile, but it keeps no instance running."""
     if not agent.config.get("auto_terminate_enabled") or agent.last_switch_at is None:
         return False
-    timings = bootstrap.lease_policy(agent.agent_version).agent
-    gone_s = timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0))
+    gone_s = agent.timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0))
     return at <= agent.last_switch_at + timedelta(seconds=gone_s)
 
 
@@ -582,7 +581,7 @@ def switch_report(agent_id):
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
     # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
     # replaces it (only a legacy agent's switch is ever inferred: no conditional write for the others' repeats).
-    superseded = (not created and bootstrap.lease_policy(agent.agent_version).agent.reports_after_terminating
+    superseded = (not created and agent.timings.reports_after_terminating
                   and switches.supersede_inferred(row, client_id=client_id, deactivate_old=deactivate, now=now))
     completed = []
     if body.success:
@@ -618,14 +617,13 @@ def _unreported_switch(client_id: str, before, agent, now):
     for spot: v4 launches its own type there) the new instance matches, is recorded with the server's prices
     (initiated at the delivery, ready at the registration) and completed. A report that does come later (the
     agent survived) is a duplicate of it."""
-    kind = bootstrap.lease_policy(before.agent_version).agent
-    if not kind.reports_after_terminating:
+    if not before.timings.reports_after_terminating:
         return None
     old_id = before.instance_id
 
     def matches(cmd) -> bool:
         # v3.2 terminates by its own settings, so even a command without a wait may end with its host
-        terminates = cmd.terminate_wait_seconds > 0 or not kind.waits_as_commanded
+        terminates = cmd.terminate_wait_seconds > 0 or not before.timings.waits_as_commanded
         return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
                 and cmd.instance_id == old_id and terminates and cmd.leased_at is not None
                 and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode

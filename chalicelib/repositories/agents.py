@@ -19,7 +19,7 @@ from components.agent_identity import (
     plan_registration,
     registration_refusal,
 )
-from components.command_tracker.model import timings_for_agent_version
+from components.command_tracker.model import AgentTimings, timings_for_agent_version
 from components.instance_types import allowed_types
 from components.pool_id import make_pool_id
 from components.sentinel import heartbeat_bucket
@@ -98,10 +98,15 @@ class AgentRecord:
         return allowed_types(self.instance_type, self.config.get("allowed_instance_types"))
 
     @property
+    def timings(self) -> AgentTimings:
+        """What its kind of agent (by ``agent_version``: ours, legacy v4, v3.2) does and how long it takes."""
+        return timings_for_agent_version(self.agent_version)
+
+    @property
     def switch_types(self) -> tuple[str, ...]:
         """The instance types a switch of this agent may target: a legacy agent launches the type it runs on
         whatever the target pool's type (v4 takes only the zone from ``target_pool_id``), so only its own."""
-        if timings_for_agent_version(self.agent_version).launches_pool_type:
+        if self.timings.launches_pool_type:
             return self.runnable_types
         return self.runnable_types[:1]
 
