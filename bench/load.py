@@ -12,7 +12,7 @@ signer, so they hold their own credential; v4 agents with the client token in le
 a heartbeat every 30 s (commands in its answer are acknowledged), a pricing report of its type's pools
 in its region every 5 min, and for v4 agents the pending-commands poll every 15 s. Agents start spread
 over one heartbeat period. ``--concurrency`` threads send everything (bounded; one fresh connection per
-request, see TOOLCHAIN_NOTES §7); a request that starts late says so in ``lag``.
+request, chalice local serves one request at a time); a request that starts late says so in ``lag``.
 
 At ``--interrupt-at`` minutes, the instances of ``--interruptions`` agents in one AZ get AWS's
 two-minute warning in the same second: one PutEvents call to local mode's EventBridge
@@ -128,7 +128,7 @@ class RecordingSession:
 
         self.recorder, self.route = recorder, route
         self._session = requests.Session()
-        self._session.headers["Connection"] = "close"  # chalice local is slow on keep-alive (TOOLCHAIN_NOTES §7)
+        self._session.headers["Connection"] = "close"  # chalice local is slow on keep-alive
 
     def request(self, method, url, **kwargs):
         started = time.perf_counter()

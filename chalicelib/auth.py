@@ -1,4 +1,4 @@
-"""Tokens and tenancy (PRODUCT.md §3).
+"""Tokens and tenancy (docs/ARCHITECTURE.md, "Auth and tenancy").
 
 Client tokens are generated with ``secrets``, shown once, and stored only as SHA-256 hashes. A token's
 hash names its client through one GetItem (``client-lookups``), which a container remembers (the answer

@@ -1,6 +1,6 @@
 """Risk-model versions: artifact in S3, registry in DynamoDB, an 'active' pointer flipped atomically.
 
-Lifecycle (PRODUCT.md §6): upload (manifest schema + sha256 checked) → ``uploaded``; the risk scorer,
+Lifecycle: upload (manifest schema + sha256 checked) → ``uploaded``; the risk scorer,
 the only function with scikit-learn, loads each uploaded version and predicts on the manifest's
 contract test vector → ``pending`` (or ``rejected`` with the reason); an admin activates a pending
 version or rolls back to the previous one by flipping the pointer; the scorer picks it up on its next

@@ -1,6 +1,6 @@
 """CDK entry point of the Spot Optimizer infrastructure (one stack per stage).
 
-Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app`` (TOOLCHAIN_NOTES §6).
+Not named ``app.py``: Chalice imports the project's ``app.py`` as module ``app``.
 
     cd infra && ../.venv/bin/python main.py [-c stage=prod] [-c skip_layer=true]   # synth to $CDK_OUTDIR or cdk.out
     npx aws-cdk@<version> deploy -c stage=dev                                     # cdk.json runs this file

@@ -1,4 +1,4 @@
-"""SpotOptimizerStack: everything of one stage that Chalice does not manage (PRODUCT.md §1).
+"""SpotOptimizerStack: everything of one stage that Chalice does not manage.
 
 Deployed once per stage before ``chalice deploy --stage <stage>``. Single sources:
 - tables: generated from ``chalicelib.tables.ALL_TABLES`` (``infra/tables.py``);

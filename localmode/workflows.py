@@ -1,7 +1,7 @@
 """The failover state machine inside the embedded AWS: created from the one ASL file, with its
 Lambda tasks dispatched to the in-process Chalice handlers (moto never runs our code by itself).
 
-Used by local mode and by the tests (TOOLCHAIN_NOTES §9): moto executes the ASL for real; these
+Used by local mode and by the tests: moto executes the ASL for real; these
 patches only replace the Lambda runtime and, optionally, compress Wait/Retry time.
 """
 

@@ -1,6 +1,6 @@
 """Test-wide setup: an in-process embedded AWS (moto) started before anything imports app.py.
 
-Per TOOLCHAIN_NOTES §10, the mock must be running before app.py (and powertools) create clients,
+The mock must be running before app.py (and powertools) create clients,
 so it starts at import time of this module. Tables come from the pynamodb models (one definition).
 """
 
@@ -258,7 +258,7 @@ def invoke_schedule(api, name: str, now=None):
 @pytest.fixture(scope="session")
 def failover_machine(aws_tables):
     """The failover state machine in moto, from the one ASL file, its tasks run by the in-process
-    handlers, Wait/Retry time skipped (TOOLCHAIN_NOTES §9). Returns its ARN. Executions run in moto's
+    handlers, Wait/Retry time skipped. Returns its ARN. Executions run in moto's
     threads next to the test's own calls, so every request is made atomic (``atomic_moto_requests``)."""
     from localmode.workflows import compress_time, ensure_failover_state_machine, install_lambda_bridge
 

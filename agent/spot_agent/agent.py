@@ -1,4 +1,4 @@
-"""The agent: identity from IMDS, registration, and the periodic work of LEGACY.md §2.3, scheduled
+"""The agent: identity from IMDS, registration, and the periodic work of the legacy agent, scheduled
 in one loop instead of the legacy agent's eight threads.
 
 ``run_due(now)`` does whatever is due at ``now`` and never sleeps, so the same object serves the
@@ -6,7 +6,7 @@ daemon (``run_forever`` sleeps on an Event between calls) and step-driven simula
 calls ``run_due`` with its own clock). Wire timestamps (``collected_at``, ``detected_at``) are that
 ``now``, so a replay's agents speak in the replay's time.
 
-One heartbeat per cycle both proves liveness and fetches the commands (PRODUCT.md §4), so the
+One heartbeat per cycle both proves liveness and fetches the commands (docs/ARCHITECTURE.md, "Agent protocol"), so the
 legacy pending-commands (15 s) and config (60 s) polls are gone: the config is fetched only when
 the heartbeat's ``config_version`` changes.
 """

@@ -1,7 +1,7 @@
-"""HTTP client of the Spot Optimizer API (the agent routes, LEGACY.md §2.2).
+"""HTTP client of the Spot Optimizer API (the agent routes of the legacy protocol).
 
 Unlike the legacy agent, which turned every non-2xx answer into ``None`` and so never saw why a
-call failed (LEGACY.md §2.1), every failure here is an ``ApiError`` carrying the status and the
+call failed, every failure here is an ``ApiError`` carrying the status and the
 server's JSON error body ``{error, message, field}``: the caller decides whether to retry (5xx,
 connection) or give up (4xx). Connection failures are retried once: the agent routes are
 idempotent (results by command id, switch reports by new instance, notices deduplicated).

@@ -1,6 +1,6 @@
 """Agent configuration: environment variables, optionally on top of a JSON or INI file.
 
-The legacy agent read only its environment (LEGACY.md §2.1); the variable names are kept so an
+The legacy agent read only its environment; the variable names are kept so an
 existing ``/etc/spot-agent/env`` keeps working. A file exists for ``spot-agent install``, which
 writes one the systemd unit points at. The environment overrides the file, so an operator can
 change one value in the unit's EnvironmentFile without editing the file.
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Everything the daemon needs; cadences are seconds (legacy timers, LEGACY.md §2.1)."""
+    """Everything the daemon needs; cadences are seconds (the legacy agent's timers)."""
 
     server_url: str = ""
     client_token: str = field(default="", repr=False)  # never in logs or tracebacks

@@ -101,7 +101,7 @@ class ImdsClient:
     # ---- what the agent reads ----------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
-        """The instance's identity (legacy paths, LEGACY.md §2.1) plus its region.
+        """The instance's identity (the legacy agent's IMDS paths) plus its region.
 
         ``public_ipv4`` is None for instances without one. ``mode`` is derived from
         ``instance-life-cycle``: ``spot`` → spot, anything else (``on-demand``, ``scheduled``) → ondemand.

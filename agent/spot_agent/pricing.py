@@ -24,7 +24,7 @@ log = logging.getLogger("spot_agent.pricing")
 PoolPrices = List[dict]
 PriceSource = Callable[[str, str], Tuple[PoolPrices, Optional[float]]]
 
-# Legacy order (LEGACY.md §2.3 step 4): VPC product first, then the classic one.
+# The legacy agent's order: VPC product first, then the classic one.
 PRODUCTS = ("Linux/UNIX (Amazon VPC)", "Linux/UNIX")
 ONDEMAND_CACHE_S = 3600.0
 

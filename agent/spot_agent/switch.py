@@ -1,4 +1,4 @@
-"""The legacy switch, done by the agent itself (LEGACY.md §2.4, "fast mode").
+"""The legacy switch, done by the agent itself (the legacy "fast mode").
 
 The agent launches its own replacement with the permissions of the instance profile: same AMI,
 type, security groups, instance profile and key, in the target pool's AZ, spot one-time or
@@ -11,7 +11,7 @@ Differences from the legacy agent, on purpose:
 - across AZs it picks a subnet of the *same VPC* in the target AZ (the legacy agent dropped the
   subnet, which only works in a default VPC);
 - it reports the switch right after the replacement is running, with the field names the server
-  reads (``prices``, ``timing.switch_initiated_at`` ...; LEGACY.md §2.5 settled), and leaves
+  reads (``prices``, ``timing.switch_initiated_at`` ...; the legacy field-name mismatches settled), and leaves
   terminating the old instance to a later, non-blocking step of the agent loop;
 - no 2-second "traffic switch" sleep: hand-off (EIP, target group) is the server's failover job.
 """

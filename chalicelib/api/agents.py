@@ -1,4 +1,4 @@
-"""Agent protocol routes (LEGACY.md §2.2, PRODUCT.md §4): same paths and fields as the legacy agent."""
+"""Agent protocol routes (docs/ARCHITECTURE.md, "Agent protocol"): same paths and fields as the legacy agent."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ _CHALICE_ERROR_CODES = {"UnsupportedMediaType": "unsupported_media_type", "Metho
 
 def chalice_error_shape(event, get_response):
     """HTTP middleware: Chalice's own errors (a body type the route does not take: 415; a method it does not
-    have: 405) in the product's JSON error shape, like every other error (PRODUCT.md §5)."""
+    have: 405) in the product's JSON error shape, like every other error."""
     response = get_response(event)
     body = response.body
     if response.status_code >= 400 and isinstance(body, dict) and set(body) == {"Code", "Message"}:

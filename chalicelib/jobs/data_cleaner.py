@@ -1,4 +1,4 @@
-"""Daily: retention beyond what DynamoDB TTL does (issue #13, PRODUCT.md §2 "data-cleaner").
+"""Daily: retention beyond what DynamoDB TTL does (issue #13).
 
 TTL already expires, per table: price points (90 days), pricing reports (30), finished commands (7 after
 they finish), notifications (30), decisions, interruptions and the audit log (90), risk scores (30),

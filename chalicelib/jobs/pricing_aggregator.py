@@ -1,4 +1,4 @@
-"""Every 15 minutes: hourly and daily buckets of the pools' prices (issue #13, PRODUCT.md §2).
+"""Every 15 minutes: hourly and daily buckets of the pools' prices (issue #13).
 
 For each pool agents run or may run on (``pools.priced_page``: priced in the last day, at most
 ``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that: ``chalicelib.jobs.pool_walk``; the pools table, no agent

@@ -1,4 +1,4 @@
-"""Agent protocol bodies (LEGACY.md §2.2), with the legacy field-name mismatches settled."""
+"""Agent protocol bodies, with the legacy field-name mismatches settled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bodies of the replica, SEF and client-config routes (LEGACY.md §2.2 #11–#15, §3.2, §3.3, §3.7)."""
+"""Bodies of the replica, SEF and client-config routes (docs/legacy-compatibility.md, "Legacy route parity")."""
 
 from __future__ import annotations
 

@@ -148,7 +148,7 @@ class AgentTimings:
         return self.launch_s
 
 
-# Legacy v4/v3.2 (LEGACY.md §2.4): waiter 10 s × 30 for running; then it sleeps the command's
+# Legacy v4/v3.2: waiter 10 s × 30 for running; then it sleeps the command's
 # terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
 # EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase.
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,

@@ -36,7 +36,7 @@ class PoolOption:
 
 @dataclass(frozen=True)
 class DecisionConfig:
-    """The cost model that drives decisions, and the user's safety rails (PRODUCT.md §6).
+    """The cost model that drives decisions, and the user's safety rails.
 
     The engine: every option's expected cost per hour is its price plus its hazard (from the
     calibrated risk within ``horizon_s``) times what an interruption costs this service: the downtime

@@ -1,4 +1,4 @@
-"""The decision policy (PRODUCT.md §6): the placement with the lowest expected cost, with reasons.
+"""The decision policy: the placement with the lowest expected cost, with reasons.
 
 Expected cost per hour = price + hazard × what an interruption costs this service (see
 :class:`~components.decision_engine.model.DecisionConfig`). On-demand costs its price and never

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the scikit-learn Lambda layer for python3.12 (TOOLCHAIN_NOTES §4) and check its size.
+# Build the scikit-learn Lambda layer for python3.12 and check its size.
 #   layers/ml/build.sh            → layers/ml/build/python/ (the asset root is layers/ml/build)
 # Then smoke-test it: in an interpreter with ONLY the standard library and the layer on its path,
 # import scikit-learn and score the committed risk model on the manifest's test vector.

@@ -106,7 +106,7 @@ class Fleet:
             return world.region_prices(region_name, clock()), world.ondemand_price
 
         session = requests.Session()
-        session.headers["Connection"] = "close"  # chalice local is slow on keep-alive (TOOLCHAIN_NOTES §7)
+        session.headers["Connection"] = "close"  # chalice local is slow on keep-alive
         agent = Agent(config, api=ApiClient(self.server_url, self.token, session=session), clock=clock,
                       price_source=prices, ec2=self.ec2(region))
         agent.start()

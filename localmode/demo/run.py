@@ -54,7 +54,7 @@ TERMINATION_NOTICE = timedelta(seconds=TERMINATION_NOTICE_S)  # AWS's warning โ
 
 
 class Api:
-    """Minimal HTTP client; one fresh connection per call (see TOOLCHAIN_NOTES ยง7)."""
+    """Minimal HTTP client; one fresh connection per call (chalice local is slow on keep-alive)."""
 
     def __init__(self, base: str, token: str | None = None, admin_key: str | None = None):
         self.base, self.token, self.admin_key = base, token, admin_key

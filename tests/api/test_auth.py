@@ -1,4 +1,4 @@
-"""Tokens, client status and the admin key (PRODUCT.md §3, LEGACY.md §9.2 #8 and #12)."""
+"""Tokens, client status and the admin key."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Edge cases of the credentials a request carries (PRODUCT.md §3, §5): odd text in a token or key is
+"""Edge cases of the credentials a request carries: odd text in a token or key is
 refused with a JSON 401, never a 500, and a misconfigured or unreadable admin key never opens the admin
 routes."""
 

@@ -1,5 +1,5 @@
 """Errors Chalice answers itself, before any view runs (a body type a route does not take, a method it does
-not have), are in the product's JSON error shape too (PRODUCT.md §5), and say nothing of the caller's
+not have), are in the product's JSON error shape too, and say nothing of the caller's
 credentials: they come before authentication."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Command delivery with leases, results, retries and timeouts, through the API (PRODUCT.md §4)."""
+"""Command delivery with leases, results, retries and timeouts, through the API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The legacy v3.2.0 agent's bodies as it builds them (LEGACY.md §2.2 notes, §9.2 #9), where they differ from
+"""The legacy v3.2.0 agent's bodies as it builds them, where they differ from
 v4's: calls replayed one by one, as v3.2 makes them, with the client token (end to end: tests/e2e/test_legacy_v3.py)."""
 
 from __future__ import annotations

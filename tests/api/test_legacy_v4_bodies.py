@@ -1,4 +1,4 @@
-"""The legacy v4.0.0 agent's bodies as its code builds them (LEGACY.md §2.2), where they differ from the
+"""The legacy v4.0.0 agent's bodies as its code builds them, where they differ from the
 documented field lists: calls replayed one by one, as v4 makes them, with the client token."""
 
 from __future__ import annotations

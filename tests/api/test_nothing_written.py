@@ -1,4 +1,4 @@
-"""Bad input is answered with a JSON 4xx and leaves every table exactly as it was (PRODUCT.md §5).
+"""Bad input is answered with a JSON 4xx and leaves every table exactly as it was.
 
 GIVEN a tenant with an agent holding an executing command and a standby replica
 WHEN an agent endpoint (or admin create-client) receives malformed JSON, wrong types, missing fields,

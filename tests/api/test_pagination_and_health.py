@@ -1,4 +1,4 @@
-"""Pagination (``limit``, ``next_token``) on the lists, and the readiness check (PRODUCT.md §5)."""
+"""Pagination (``limit``, ``next_token``) on the lists, and the readiness check."""
 
 from __future__ import annotations
 

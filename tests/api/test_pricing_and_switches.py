@@ -1,4 +1,4 @@
-"""Pricing reports through the data valve, and switch reports (LEGACY.md §2.5, §5.1, §9.1, §9.2 #3/#5)."""
+"""Pricing reports through the data valve, and switch reports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Agent registration: idempotent identity, migration, revival, legacy bodies (LEGACY.md §2.2 #1, §9.2 #9)."""
+"""Agent registration: idempotent identity, migration, revival, legacy bodies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tenant isolation, route by route (PRODUCT.md §3).
+"""Tenant isolation, route by route.
 
 GIVEN tenant A with an agent, an instance, a queued command, a notification and a standby replica, and B
 WHEN B calls every route of the app with A's ids in the path (and in the body where a route takes ids)

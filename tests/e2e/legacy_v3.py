@@ -1,7 +1,7 @@
 """A model of the legacy v3.2.0 agent (``spot_agent_production_v2_final.py``), played against the real
 handlers on the v4 model's simulated clock (tests/e2e/legacy_v4.py: ``Sim``, ``Fleet``, hosts, EC2 fakes).
 
-What v3.2 does differently from v4, as the legacy protocol documents it (LEGACY.md §2.2, §9.2 #9):
+What v3.2 does differently from v4, as the legacy protocol documents it:
 
 - **register** sends ``client_token, hostname, instance_id, instance_type, region, az, ami_id,
   agent_version, logical_agent_id``: no ``mode`` (the legacy server defaulted it to ``unknown``) and no IPs;
