@@ -163,14 +163,21 @@ def _idempotent_intake():
     return intake, config
 
 
-def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> dict[str, Any]:
+def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
+           on_behalf_of: AgentRecord | None = None) -> dict[str, Any]:
     """Route one signal; returns what was done (also the agent routes' answer).
 
     ``replica_id`` names the standby to promote (manual promotion); otherwise the workflow picks.
+    ``on_behalf_of`` is the agent a client, an agent or the coordinator speaks for: the signal is ignored unless
+    the instances table gives the instance to that agent (an agent row may name an instance another agent, of
+    this tenant or another, registered since: a legacy heartbeat names any instance).
     """
     instance = _instance(signal.instance_id)
     if instance is None:
         return {"action": "ignored", "reason": "unmanaged instance"}
+    if on_behalf_of is not None and (instance.client_id, instance.agent_id) != (on_behalf_of.client_id,
+                                                                                 on_behalf_of.agent_id):
+        return {"action": "ignored", "reason": "the instance is not this agent's"}
     agent = agents.get(instance.client_id, instance.agent_id)
     if agent is None or agent.deleted:
         return {"action": "ignored", "reason": "agent deleted"}

@@ -313,7 +313,7 @@ def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):
         raise ConflictError("the agent has no primary instance", code="no_instance")
     result = sentinel.handle(Signal(kind=SignalKind.MANUAL, instance_id=agent.instance_id, detected_at=now,
                                     source=SignalSource.CLIENT, region=agent.region), now,
-                             replica_id=replica.replica_id)
+                             replica_id=replica.replica_id, on_behalf_of=agent)
     if result["action"] == "ignored":
         raise ConflictError(f"promotion not started: {result.get('reason')}", code="promotion_ignored")
     if result["action"] == "duplicate":

@@ -1,0 +1,49 @@
+"""Security walk 5: what one tenant's agents and clients can make the service do to another tenant's capacity
+through the workflows (promotion, planned return), plus what it can read or inject elsewhere. Each test is one
+attack; its docstring says what happened before the fix (when it found something) and what holds now."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.repositories import agents as agent_repo
+from tests.api._support import assert_error, diff_snapshots, snapshot_world
+from tests.conftest import account_instance, new_instance_id, registration
+
+
+@pytest.fixture
+def agent_pointing_at_b(make_tenant):
+    """Tenant A's legacy agent whose heartbeat named an instance id nobody had registered yet, which tenant B then
+    registered: (A's caller, A's agent id, B's caller, B's agent id, the instance)."""
+    _, a = make_tenant()
+    status, reply = a.post("/api/agents/register", registration())
+    assert status == 200, reply
+    a_agent = reply["agent_id"]
+    victim = new_instance_id()
+    assert a.post(f"/api/agents/{a_agent}/heartbeat", {"status": "online", "instance_id": victim})[0] == 200
+    b_client, b = make_tenant()
+    status, reply = b.post("/api/agents/register", registration(instance_id=victim))
+    assert status == 200, reply
+    assert agent_repo.instance_row(victim).client_id == b_client
+    return a, a_agent, b, reply["agent_id"], victim
+
+
+@pytest.mark.parametrize("route", ["promote", "manual-switch"])
+def test_a_promotion_never_starts_a_failover_of_another_tenants_instance(agent_pointing_at_b, failover_machine,
+                                                                         route):
+    """ATTACK: A's legacy agent heartbeats B's (not yet registered) instance id, so A's agent row names it; B
+    registers it; A then promotes its own ready standby. BEFORE: the sentinel mapped the promoted "primary" through
+    the instances table to B's agent and started B's failover (a replacement launched for B, B's traffic moved,
+    B's primary retired), answering A with B's interruption id. NOW: 409, nothing written, no workflow."""
+    a, a_agent, b, _, victim = agent_pointing_at_b
+    assert a.post(f"/api/client/agents/{a_agent}/config", {"manual_replica_enabled": True})[0] == 200
+    status, standby = a.post(f"/api/agents/{a_agent}/replicas",
+                             {"instance_id": account_instance("eu-west-1c"), "status": "ready"})
+    assert status == 201, standby
+    before = snapshot_world()
+    path = (f"/api/agents/{a_agent}/replicas/{standby['replica_id']}/promote" if route == "promote"
+            else f"/api/agents/{a_agent}/manual-switch")
+    status, reply = a.post(path, {})
+    assert_error(status, reply, 409)
+    assert diff_snapshots(before, snapshot_world()) == {}
+    assert b.get("/api/client/interruptions")[1]["interruptions"] == []
