@@ -47,3 +47,47 @@ def test_a_promotion_never_starts_a_failover_of_another_tenants_instance(agent_p
     assert_error(status, reply, 409)
     assert diff_snapshots(before, snapshot_world()) == {}
     assert b.get("/api/client/interruptions")[1]["interruptions"] == []
+
+
+@pytest.fixture
+def agent_pointing_at_b_live(make_tenant):
+    """As ``agent_pointing_at_b``, with B's instance live in the (shared, self-hosted) account."""
+    _, a = make_tenant()
+    status, reply = a.post("/api/agents/register", registration())
+    assert status == 200, reply
+    a_agent = reply["agent_id"]
+    victim = account_instance("eu-west-1c")
+    assert a.post(f"/api/agents/{a_agent}/heartbeat", {"status": "online", "instance_id": victim})[0] == 200
+    _, b = make_tenant()
+    status, reply = b.post("/api/agents/register", registration(instance_id=victim, az="eu-west-1c"))
+    assert status == 200, reply
+    return a, a_agent, victim
+
+
+def test_a_standby_is_never_copied_from_another_tenants_instance(agent_pointing_at_b_live):
+    """ATTACK: as above, then A asks for a server-launched standby. BEFORE: the launch copied the instance A's agent
+    row names, B's (B's AMI, security groups, instance profile and key pair, in a standby tagged for A). NOW: the
+    launch refuses a source the instances table gives to another agent; nothing is launched."""
+    a, a_agent, _ = agent_pointing_at_b_live
+    assert a.post(f"/api/client/agents/{a_agent}/config", {"manual_replica_enabled": True})[0] == 200
+    before = {k: v for k, v in snapshot_world().items() if k.startswith("ec2:")}
+    status, reply = a.post(f"/api/agents/{a_agent}/replicas", {"pool_id": "m5.large.eu-west-1b"})
+    assert status in (201, 409), (status, reply)
+    if status == 201:
+        assert reply["status"] == "failed" and reply["instance_id"] is None, reply
+    assert {k: v for k, v in snapshot_world().items() if k.startswith("ec2:")} == before
+
+
+def test_a_hand_over_eip_held_by_another_tenants_instance_is_refused(agent_pointing_at_b_live):
+    """ATTACK: as above, then A configures as its hand-over the Elastic IP on B's instance. BEFORE: 200 (the agent
+    row's instance counted as A's own). NOW: 409 not_owned, nothing written."""
+    from tests.conftest import aws_client
+
+    a, a_agent, victim = agent_pointing_at_b_live
+    ec2 = aws_client("ec2", "eu-west-1")
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    ec2.associate_address(AllocationId=allocation, InstanceId=victim)
+    before = snapshot_world()
+    status, reply = a.post(f"/api/client/agents/{a_agent}/config", {"handover": "eip", "eip_allocation_id": allocation})
+    assert_error(status, reply, 409, code="not_owned")
+    assert diff_snapshots(before, snapshot_world()) == {}
