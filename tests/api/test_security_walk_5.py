@@ -91,3 +91,34 @@ def test_a_hand_over_eip_held_by_another_tenants_instance_is_refused(agent_point
     status, reply = a.post(f"/api/client/agents/{a_agent}/config", {"handover": "eip", "eip_allocation_id": allocation})
     assert_error(status, reply, 409, code="not_owned")
     assert diff_snapshots(before, snapshot_world()) == {}
+
+
+# --- attacks that held (kept as regression tests) ---
+
+
+@pytest.mark.parametrize(("route", "body"), [("termination-imminent", {}), ("rebalance-recommendation", {}),
+                                             ("create-emergency-replica", {"signal_type": "termination-notice"})])
+def test_an_agent_signal_for_the_instance_its_row_names_but_another_tenant_owns_is_404(agent_pointing_at_b,
+                                                                                       failover_machine, route,
+                                                                                       body):
+    a, a_agent, b, _, _ = agent_pointing_at_b
+    before = snapshot_world()
+    status, reply = a.post(f"/api/agents/{a_agent}/{route}", body)
+    assert_error(status, reply, 404, field="instance_id")
+    assert diff_snapshots(before, snapshot_world()) == {}
+    assert b.get("/api/client/interruptions")[1]["interruptions"] == []
+
+
+def test_a_legacy_heartbeat_naming_another_tenants_registered_instance_moves_nothing(make_tenant):
+    """B registered the instance first: A's heartbeat naming it leaves A's agent on its own instance and B's rows
+    as they were."""
+    a_client, a = make_tenant()
+    _, b = make_tenant()
+    victim = new_instance_id()
+    assert b.post("/api/agents/register", registration(instance_id=victim))[0] == 200
+    reg = registration()
+    a_agent = a.post("/api/agents/register", reg)[1]["agent_id"]
+    before = {k: v for k, v in snapshot_world().items() if "instances" in k}
+    assert a.post(f"/api/agents/{a_agent}/heartbeat", {"status": "online", "instance_id": victim})[0] == 200
+    assert agent_repo.get(a_client, a_agent).instance_id == reg["instance_id"]
+    assert {k: v for k, v in snapshot_world().items() if "instances" in k} == before
