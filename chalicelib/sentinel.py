@@ -42,6 +42,7 @@ from components.sentinel.errors import InvalidSignalError
 from chalicelib import clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, stepfunctions
+from chalicelib.errors import ConflictError
 from chalicelib.observability import logger
 from chalicelib.repositories import activity, agents, interruptions, observations, pools
 from chalicelib.repositories import replicas as replica_repo
@@ -400,8 +401,12 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
                               "recommendation") if standby else ("monitor", "a standby already exists")
             if standby is not None:
                 result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
-        except (quotas.QuotaExceeded, quotas.TypeNotAllowed) as exc:
+        except (quotas.QuotaExceeded, quotas.TypeNotAllowed, tenancy.AccountNotBound) as exc:
             action, reason = "monitor", f"no pre-warmed standby: {exc}"
+        except ConflictError as exc:
+            if exc.code != "no_pool":  # no other pool outside capacity back-off: like a quota, no standby now
+                raise
+            action, reason = "monitor", f"no pre-warmed standby: {exc.message}"
         else:
             action = "prewarm"
             reason = (f"pool risk {risk:.2f} ≥ {settings.prewarm_risk_threshold:.2f}: standby "

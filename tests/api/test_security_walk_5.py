@@ -122,3 +122,22 @@ def test_a_legacy_heartbeat_naming_another_tenants_registered_instance_moves_not
     assert a.post(f"/api/agents/{a_agent}/heartbeat", {"status": "online", "instance_id": victim})[0] == 200
     assert agent_repo.get(a_client, a_agent).instance_id == reg["instance_id"]
     assert {k: v for k, v in snapshot_world().items() if "instances" in k} == before
+
+
+@pytest.mark.parametrize("route", ["rebalance-recommendation", "create-emergency-replica"])
+def test_a_rebalance_with_no_pool_for_a_standby_is_answered_and_resolved(tenant_with_agent, monkeypatch, route):
+    """ATTACK (robustness): a rebalance recommendation on a risky pool while no other pool can take a standby (every
+    one in capacity back-off, as in a capacity crunch). BEFORE: 409 no_pool after the interruption event, its claim
+    and the observation were written; the event stayed ``detected`` (the cleanup later notified the client it was
+    abandoned) and EventBridge's copy of the signal failed on every delivery (then the dead-letter queue). NOW: the
+    signal is handled like a quota refusal: no standby, the reason said, the event resolved."""
+    from chalicelib import replicas, sentinel
+
+    client_id, caller, agent_id, _ = tenant_with_agent
+    monkeypatch.setattr(sentinel, "_pool_risk", lambda agent: 0.9)
+    monkeypatch.setattr(replicas, "candidates", lambda *args, **kwargs: [])
+    status, reply = caller.post(f"/api/agents/{agent_id}/{route}", {"signal_type": "rebalance-recommendation"})
+    assert status == 200, reply
+    assert "no other pool" in (reply.get("reason") or reply.get("error") or ""), reply
+    [event] = caller.get("/api/client/interruptions")[1]["interruptions"]
+    assert (event["status"], event["response_action"]) == ("resolved", "no-action"), event
