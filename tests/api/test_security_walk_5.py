@@ -141,3 +141,26 @@ def test_a_rebalance_with_no_pool_for_a_standby_is_answered_and_resolved(tenant_
     assert "no other pool" in (reply.get("reason") or reply.get("error") or ""), reply
     [event] = caller.get("/api/client/interruptions")[1]["interruptions"]
     assert (event["status"], event["response_action"]) == ("resolved", "no-action"), event
+
+
+def test_a_refused_target_group_never_names_the_other_tenants_instance_it_serves(make_tenant):
+    """ATTACK (enumeration): A names as its hand-over a target group of the shared account that serves B's
+    instance. BEFORE: 409 "... serves i-<B's instance>, which is not this client's": B's instance id (what the
+    attacks above start from) in A's answer. NOW: the same 409 without it."""
+    import uuid
+
+    from tests.conftest import aws_client
+
+    _, a = make_tenant()
+    a_agent = a.post("/api/agents/register", registration())[1]["agent_id"]
+    _, b = make_tenant()
+    victim = account_instance("eu-west-1b")
+    assert b.post("/api/agents/register", registration(instance_id=victim, az="eu-west-1b"))[0] == 200
+    ec2, elb = aws_client("ec2", "eu-west-1"), aws_client("elbv2", "eu-west-1")
+    vpc = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["VpcId"]
+    arn = elb.create_target_group(Name=f"tg-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80,
+                                  VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": victim}])
+    status, reply = a.post(f"/api/client/agents/{a_agent}/config", {"handover": "target-group", "target_group_arn": arn})
+    assert_error(status, reply, 409, code="not_owned")
+    assert victim not in str(reply)
