@@ -164,3 +164,21 @@ def test_a_refused_target_group_never_names_the_other_tenants_instance_it_serves
     status, reply = a.post(f"/api/client/agents/{a_agent}/config", {"handover": "target-group", "target_group_arn": arn})
     assert_error(status, reply, 409, code="not_owned")
     assert victim not in str(reply)
+
+
+@pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
+def test_the_coordinators_planned_return_never_hands_over_another_tenants_instance(make_tenant):
+    """ATTACK: A's legacy agent on on-demand with a ready standby (the replica coordinator returns such an agent to
+    spot through a planned promotion) heartbeats an instance id B then registers. BEFORE: the coordinator's
+    planned return of A's standby was mapped to B's agent and started B's hand-over. NOW: not started; B has no
+    event."""
+    from tests.integration.test_return_to_spot import on_demand_agent_with_ready_standby, reconcile
+
+    a_client, a, a_agent, _, _, _ = on_demand_agent_with_ready_standby(make_tenant)
+    victim = new_instance_id()
+    assert a.post(f"/api/agents/{a_agent}/heartbeat", {"status": "online", "instance_id": victim})[0] == 200
+    _, b = make_tenant()
+    assert b.post("/api/agents/register", registration(instance_id=victim))[0] == 200
+    done = reconcile(a_client, a_agent)
+    assert not done.get("returns_started"), done
+    assert b.get("/api/client/interruptions")[1]["interruptions"] == []
