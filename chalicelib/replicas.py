@@ -107,6 +107,8 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
                           client_id=agent.client_id,
                           source_instance_id=source_instance_id or replica.parent_instance_id or agent.instance_id)
     try:
+        if tenancy.not_anothers(agent, spec.source_instance_id) is None:  # never a copy of another's instance
+            raise ec2.LaunchError(f"source instance {spec.source_instance_id} is not this agent's")
         spec = replace(spec, account=tenancy.for_agent(agent))
         quotas.check_launch(agent, spec.instance_type, replica)
         info = ec2.launch(spec)

@@ -42,6 +42,7 @@ from components.sentinel.errors import InvalidSignalError
 from chalicelib import clock, quotas, replicas, tenancy
 from chalicelib.api.views import iso
 from chalicelib.aws import ec2, stepfunctions
+from chalicelib.errors import ConflictError
 from chalicelib.observability import logger
 from chalicelib.repositories import activity, agents, interruptions, observations, pools
 from chalicelib.repositories import replicas as replica_repo
@@ -163,14 +164,21 @@ def _idempotent_intake():
     return intake, config
 
 
-def handle(signal: Signal, now: datetime, *, replica_id: str | None = None) -> dict[str, Any]:
+def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
+           on_behalf_of: AgentRecord | None = None) -> dict[str, Any]:
     """Route one signal; returns what was done (also the agent routes' answer).
 
     ``replica_id`` names the standby to promote (manual promotion); otherwise the workflow picks.
+    ``on_behalf_of`` is the agent a client, an agent or the coordinator speaks for: the signal is ignored unless
+    the instances table gives the instance to that agent (an agent row may name an instance another agent, of
+    this tenant or another, registered since: a legacy heartbeat names any instance).
     """
     instance = _instance(signal.instance_id)
     if instance is None:
         return {"action": "ignored", "reason": "unmanaged instance"}
+    if on_behalf_of is not None and (instance.client_id, instance.agent_id) != (on_behalf_of.client_id,
+                                                                                 on_behalf_of.agent_id):
+        return {"action": "ignored", "reason": "the instance is not this agent's"}
     agent = agents.get(instance.client_id, instance.agent_id)
     if agent is None or agent.deleted:
         return {"action": "ignored", "reason": "agent deleted"}
@@ -393,8 +401,12 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
                               "recommendation") if standby else ("monitor", "a standby already exists")
             if standby is not None:
                 result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
-        except (quotas.QuotaExceeded, quotas.TypeNotAllowed) as exc:
+        except (quotas.QuotaExceeded, quotas.TypeNotAllowed, tenancy.AccountNotBound) as exc:
             action, reason = "monitor", f"no pre-warmed standby: {exc}"
+        except ConflictError as exc:
+            if exc.code != "no_pool":  # no other pool outside capacity back-off: like a quota, no standby now
+                raise
+            action, reason = "monitor", f"no pre-warmed standby: {exc.message}"
         else:
             action = "prewarm"
             reason = (f"pool risk {risk:.2f} ≥ {settings.prewarm_risk_threshold:.2f}: standby "

@@ -41,3 +41,16 @@ def registered_to(client_id: str) -> Callable[[str], bool]:
     take traffic from it): the ownership checks of chalicelib/aws/ec2.py ask it about instances we did not
     launch."""
     return lambda instance_id: agents.get_instance(client_id, instance_id) is not None
+
+
+def not_anothers(agent, instance_id: str | None) -> str | None:
+    """``instance_id`` (an instance the agent's row names) unless the instances table gives it to another agent,
+    of this client or another: a legacy agent's heartbeat may name an instance nobody registered yet, which
+    another agent registers later. The launches copy, and the hand-over checks count as the agent's own, only
+    what is not someone else's."""
+    if not instance_id:
+        return None
+    row = agents.instance_row(instance_id)
+    if row is not None and (row.client_id, row.agent_id) != (agent.client_id, agent.agent_id):
+        return None
+    return instance_id

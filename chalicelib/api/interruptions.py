@@ -81,7 +81,7 @@ def termination_imminent(agent_id):
     detected = body.detected_at or now
     deadline = body.termination_time or detected + timedelta(seconds=TERMINATION_NOTICE_S)
     result = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, detected, SignalSource.AGENT,
-                                    region=agent.region, deadline=deadline), now)
+                                    region=agent.region, deadline=deadline), now, on_behalf_of=agent)
     return ok({"success": result["action"] != "ignored", **result}, status=202)
 
 
@@ -92,7 +92,7 @@ def rebalance_recommendation(agent_id):
     agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
     result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, body.detected_at or now, SignalSource.AGENT,
-                                    region=agent.region), now)
+                                    region=agent.region), now, on_behalf_of=agent)
     return ok({"success": True, **result})
 
 
@@ -128,7 +128,7 @@ def create_emergency_replica(agent_id):
         replica, created = _standby_for(agent, now, termination)
         deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
         workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
-                                          region=agent.region, deadline=deadline), now)
+                                          region=agent.region, deadline=deadline), now, on_behalf_of=agent)
         answer = _replica_answer(replica, created, "critical", workflow)
     else:
         answer, created = _rebalance_standby(agent, instance_id, now)
@@ -155,7 +155,7 @@ def _rebalance_standby(agent, instance_id: str, now) -> tuple[dict, bool]:
     recommendation). The answer is the standby the agent then has (201 when this call pre-warmed it, 200
     for one that already existed), else ``success`` false with the sentinel's reason: (answer, created)."""
     handled = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, now, SignalSource.AGENT,
-                                     region=agent.region), now)
+                                     region=agent.region), now, on_behalf_of=agent)
     current = agents.get(agent.client_id, agent.agent_id)
     holder = current.current_replica_id if current is not None else None
     replica = replica_repo.get(agent.agent_id, holder) if holder else None

@@ -313,7 +313,7 @@ def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):
         raise ConflictError("the agent has no primary instance", code="no_instance")
     result = sentinel.handle(Signal(kind=SignalKind.MANUAL, instance_id=agent.instance_id, detected_at=now,
                                     source=SignalSource.CLIENT, region=agent.region), now,
-                             replica_id=replica.replica_id)
+                             replica_id=replica.replica_id, on_behalf_of=agent)
     if result["action"] == "ignored":
         raise ConflictError(f"promotion not started: {result.get('reason')}", code="promotion_ignored")
     if result["action"] == "duplicate":
@@ -462,13 +462,13 @@ def _check_handover(agent: AgentRecord, changes: dict[str, Any]) -> None:
         return
     with ec2_errors():  # the resource must be the client's, in its account and region (409 not_owned otherwise)
         account = tenancy.for_agent(agent)
+        own = tuple(i for i in (tenancy.not_anothers(agent, agent.instance_id),) if i)
         if kind == "eip":
             ec2.check_eip(agent.region, merged["eip_allocation_id"], client_id=agent.client_id, account=account,
-                          own=tuple(i for i in (agent.instance_id,) if i), known=tenancy.registered_to(agent.client_id))
+                          own=own, known=tenancy.registered_to(agent.client_id))
         elif kind == "target-group":
             ec2.check_target_group(agent.region, merged["target_group_arn"], client_id=agent.client_id,
-                                   account=account, own=tuple(i for i in (agent.instance_id,) if i),
-                                   known=tenancy.registered_to(agent.client_id))
+                                   account=account, own=own, known=tenancy.registered_to(agent.client_id))
 
 
 def _type_changes(agent: AgentRecord, changes: dict[str, Any]) -> dict[str, Any]:

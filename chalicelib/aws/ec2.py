@@ -451,8 +451,11 @@ def check_target_group(region: str, arn: str, *, client_id: str, account: AwsAcc
                    .get("TargetHealthDescriptions", [])]
     foreign = [t for t in targets if not t.startswith("i-")] or _not_the_clients(
         region, targets, client_id=client_id, account=account, own=own, known=known)
-    if foreign:
-        raise NotOwnedError(f"target group {arn} serves {foreign[0]}, which is not this client's")
+    if foreign:  # never named: another tenant's instance id is theirs to know
+        _log.warning("target group serves instances not the client's", extra={"target_group_arn": arn,
+                                                                              "instance_ids": foreign,
+                                                                              "client_id": client_id})
+        raise NotOwnedError(f"target group {arn} serves an instance that is not this client's")
 
 
 def swap_target(region: str, target_group_arn: str, old_instance_id: str | None, new_instance_id: str,

@@ -143,7 +143,7 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
         return done
     result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=fresh.instance_id, detected_at=now,
                                     source=SignalSource.COORDINATOR, region=fresh.region), now,
-                             replica_id=view.replica_id)
+                             replica_id=view.replica_id, on_behalf_of=fresh)
     if result.get("action") != "failover_started":
         logger.info("planned return not started", extra={"agent_id": agent.agent_id, "result": result})
         done["returns_skipped"] += 1
