@@ -119,7 +119,10 @@ def register():
     now = utcnow()
     # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
     runs_commands = not auth.speaks_client_token_header(_request().headers)
+    claim = agents.unproven_claim(client, reg.instance_id) if identity is not None else None
     agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands)
+    if claim is not None:
+        _claim_ended(claim, agent, now)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
                           now, client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=reg.instance_id,
@@ -134,6 +137,19 @@ def register():
                   "warning": "store agent_credential now: it is shown only once, and replaced by the next "
                              "registration"}
     return ok(reply)
+
+
+def _claim_ended(claim, agent, now) -> None:
+    """Tell both clients' audit logs that a proven registration took the instance from an unproven claim (the
+    other client learns no more than the instance id it named itself)."""
+    ended = (f"instance {claim.instance_id} was registered with a signed identity document of the account that "
+             "runs it; this agent's unverified claim on it ended")
+    activity.record_event("instance_claim_ended", ended, now, severity="warning", client_id=claim.client_id,
+                          agent_id=claim.agent_id, instance_id=claim.instance_id)
+    activity.notify(claim.client_id, "instance_claim_ended", ended, now, severity="warning", agent_id=claim.agent_id)
+    activity.record_event("instance_claim_taken_over", f"instance {claim.instance_id} was claimed by an unverified "
+                          "registration elsewhere; this proven registration took it over", now,
+                          client_id=agent.client_id, agent_id=agent.agent_id, instance_id=claim.instance_id)
 
 
 def _agent_of_instance(client_id: str, instance_id: str) -> str:

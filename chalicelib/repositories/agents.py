@@ -191,12 +191,13 @@ def _pool_of(reg: Registration) -> str | None:
         return None
 
 
-def _instance_row(reg: Registration, agent_id: str, now: datetime) -> InstanceTable:
+def _instance_row(reg: Registration, agent_id: str, now: datetime,
+                  proven_account_id: str | None = None) -> InstanceTable:
     return InstanceTable(
         reg.instance_id, client_id=reg.client_id, agent_id=agent_id,
         instance_type=reg.instance_type, region=reg.region, az=reg.az, ami_id=reg.ami_id,
         mode=reg.mode.value, pool_id=_pool_of(reg), role="primary", is_active=True,
-        installed_at=now, updated_at=now,
+        installed_at=now, updated_at=now, proven_account_id=proven_account_id,
     )
 
 
@@ -265,17 +266,34 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
 
 
-def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecord | None, instance_id: str):
+def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecord | None, instance_id: str,
+                        proven: bool = False):
     """New, or this client's and not one of this agent's replaced instances or standbys, nor (for another
     instance than the agent's own) one it left by its last switch (``_left_by_switch``): the refusal
     ``_refuse_known_instance`` answers, held by the write itself, so a switch committing after that check
-    cannot let the old instance take the agent back (the agent's own condition pins the instance read)."""
+    cannot let the old instance take the agent back (the agent's own condition pins the instance read).
+    A ``proven`` registration (a signed identity document) may also take the row of another client whose claim
+    was never proven (``unproven_claim``)."""
     replaced = (InstanceTable.is_active == False) | (InstanceTable.role == "standby")  # noqa: E712
     if current is not None and current.last_switch_at is not None and current.instance_id != instance_id:
         replaced |= InstanceTable.installed_at < current.last_switch_at
     own_retired = (InstanceTable.agent_id == agent_id) & replaced
-    return InstanceTable.instance_id.does_not_exist() | ((InstanceTable.client_id == client.client_id)
-                                                         & ~own_retired)
+    condition = InstanceTable.instance_id.does_not_exist() | ((InstanceTable.client_id == client.client_id)
+                                                              & ~own_retired)
+    if proven:
+        condition |= (InstanceTable.client_id != client.client_id) & InstanceTable.proven_account_id.does_not_exist()
+    return condition
+
+
+def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | None:
+    """Another client's row of the instance when nothing proved that client's claim (a legacy registration, a
+    legacy agent's switch report or standby): a registration with the signed identity document of an account
+    bound to ``client`` takes it over, so a legacy-mode tenant that names an instance id first cannot lock its
+    owner out. None when there is no such row."""
+    row = instance_row(instance_id)
+    if row is None or row.client_id == client.client_id or row.proven_account_id:
+        return None
+    return row
 
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
@@ -299,7 +317,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                 and current.credential_instance_id != reg.instance_id:
             fields.update(retired_credential_hash=current.credential_hash,
                           retired_credential_instance_id=current.credential_instance_id)
-    instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id)
+    instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id, proven=bool(identity))
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
@@ -316,7 +334,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
             tx.update(AgentTable(client.client_id, plan.agent_id), actions=actions,
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
-        tx.save(_instance_row(reg, plan.agent_id, now), condition=instance_condition)
+        tx.save(_instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id")),
+                condition=instance_condition)
         previous = plan.previous_instance_id
         if previous and previous != reg.instance_id:
             tx.update(InstanceTable(previous),

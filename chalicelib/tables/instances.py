@@ -56,6 +56,9 @@ class InstanceTable(Model):
     updated_at = UTCDateTimeAttribute()
     last_switch_at = UTCDateTimeAttribute(null=True)
     terminated_at = UTCDateTimeAttribute(null=True)
+    # The AWS account a signed identity document proved the instance runs in (None: the registering agent's
+    # word only, a legacy registration): an unproven claim yields to another client's proven registration.
+    proven_account_id = OptionalText()
 
     by_client = InstancesByClientIndex()
     by_agent = InstancesByAgentIndex()

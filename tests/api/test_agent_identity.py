@@ -334,3 +334,52 @@ def test_after_a_switch_the_old_instances_credential_reports_only_its_terminatio
     [switch] = [s for s in switches.for_client_since(client_id, datetime(2025, 1, 1, tzinfo=timezone.utc))
                 if s.old_instance_id == old_id]
     assert switch.old_terminated_at.isoformat().startswith("2026-01-01T00:06:32")
+
+
+def _notifications(caller) -> list[dict]:
+    status, body = caller.get("/api/notifications")
+    assert status == 200, body
+    return body.get("notifications", body.get("items", []))
+
+
+def test_a_proven_registration_takes_an_instance_from_another_clients_unverified_claim(make_tenant,
+                                                                                      aws_signs_locally):
+    """GIVEN tenant A in legacy agent mode that registered an instance id first (its word only)
+    WHEN tenant B's agent on that instance registers with the instance's signed identity document
+    THEN 200: the instance is B's (its proven account recorded), A no longer lists it, and A is told."""
+    from chalicelib.tables import InstanceTable
+
+    a_client, a_caller = make_tenant()
+    body = verified_registration()
+    status, a_reply = a_caller.post("/api/agents/register", registration(instance_id=body["instance_id"]))
+    assert status == 200, a_reply
+    b_client, b_caller = make_tenant(legacy=False)
+    status, b_reply = b_caller.post("/api/agents/register", body)
+    assert status == 200, b_reply
+    row = InstanceTable.get(body["instance_id"], consistent_read=True)
+    assert (row.client_id, row.agent_id) == (b_client, b_reply["agent_id"])
+    assert row.proven_account_id == b_reply["account_id"]
+    status, listed = a_caller.get(f"/api/client/{a_client}/instances")
+    assert status == 200 and body["instance_id"] not in str(listed), listed
+    assert any(n.get("kind") == "instance_claim_ended" and body["instance_id"] in n.get("message", "")
+               for n in _notifications(a_caller))
+    assert not any(n.get("kind") == "instance_claim_ended" for n in _notifications(b_caller))
+
+
+def test_a_proven_claim_is_not_taken_over(make_tenant, aws_signs_locally):
+    """GIVEN tenant A's agent registered with the instance's signed identity document
+    WHEN tenant B registers the same instance, with a signed document too or in legacy mode
+    THEN 409 instance_conflict each time, and nothing is written."""
+    from chalicelib.tables import InstanceTable
+
+    a_client, a_caller = make_tenant(legacy=False)
+    body = verified_registration()
+    status, a_reply = a_caller.post("/api/agents/register", body)
+    assert status == 200, a_reply
+    for legacy, request in ((False, body), (True, registration(instance_id=body["instance_id"]))):
+        _, b_caller = make_tenant(legacy=legacy)
+        mid = snapshot_tables()
+        status, reply = b_caller.post("/api/agents/register", request)
+        assert_error(status, reply, 409, code="instance_conflict", field="instance_id")
+        assert diff_snapshots(mid, snapshot_tables()) == {}
+    assert InstanceTable.get(body["instance_id"]).client_id == a_client
