@@ -608,8 +608,8 @@ def switch_report(agent_id):
 def _unreported_switch(client_id: str, before, agent, now):
     """Record the switch a legacy agent ran but can never report; the agent as it is then (None: none).
 
-    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait (v3.2: its
-    own TERMINATE_WAIT_TIME, whatever the command's), terminate
+    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait (v3.2 and the
+    early 4.0.0 builds: their own TERMINATE_WAIT_TIME, whatever the command's), terminate
     the old instance, wait for ``terminated``, then report and post the result. The old instance is the agent's
     own host, so the process dies in that wait: the report and the result never come, only a bare ``offline``
     heartbeat at SIGTERM. The replacement's agent, registering under the same logical id, is the evidence: the
@@ -622,7 +622,8 @@ def _unreported_switch(client_id: str, before, agent, now):
     old_id = before.instance_id
 
     def matches(cmd) -> bool:
-        # v3.2 terminates by its own settings, so even a command without a wait may end with its host
+        # v3.2 and the early 4.0.0 builds terminate by their own settings: a command without a wait may end with
+        # its host too (the last v4 builds then report, and their report replaces this record)
         terminates = cmd.terminate_wait_seconds > 0 or not before.timings.waits_as_commanded
         return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
                 and cmd.instance_id == old_id and terminates and cmd.leased_at is not None
