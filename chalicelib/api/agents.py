@@ -286,7 +286,9 @@ def pending_commands(agent_id):
     answered after one transaction: the gate's admission and a check of the agent row.
 
     A caller authenticated by ``X-Client-Token`` (spot_agent.py, which iterates the answer as a list) is answered
-    the bare list; such an agent is given no command (``AgentRecord.runs_commands``), so the list is empty.
+    the bare list; such an agent is given no command (``AgentRecord.runs_commands``), so the list is empty. A v3.x
+    agent is answered the bare list too (``AgentTimings.lists_commands``): the first v3.2 builds iterate the answer
+    itself, and every v3.2 build reads a list.
     """
     request = _request()
     listed = auth.speaks_client_token_header(request.headers)
@@ -297,9 +299,11 @@ def pending_commands(agent_id):
 
     caller = (request.query_params or {}).get("instance_id")
     if caller is None or INSTANCE_ID.match(caller):
-        if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=agents.idle_condition()):
+        idle = agents.idle_condition() if listed else agents.idle_condition() & ~agents.lists_commands_condition()
+        if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=idle):
             return answer([])
     client_id, agent, _ = agent_request(request, agent_id)
+    listed = listed or agent.timings.lists_commands
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     now = utcnow()

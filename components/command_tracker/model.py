@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum, IntEnum
 from types import MappingProxyType
@@ -118,6 +118,8 @@ class AgentTimings:
     ``waits_as_commanded``: it terminates the old instance after the command's ``terminate_wait_seconds`` and only
     then (v3.2, and the early 4.0.0 builds of agent-v2, decide by their own AUTO_TERMINATE_OLD_INSTANCE /
     TERMINATE_WAIT_TIME, whatever the command says; every v4 build says 4.0.0, so no legacy agent is taken to).
+    ``lists_commands``: it is answered its pending commands as a bare list (the first v3.2 builds iterate the
+    answer itself, so an object would give them its keys; every v3.2 build reads a list).
     """
 
     launch_s: int
@@ -127,6 +129,7 @@ class AgentTimings:
     runs_hooks: bool
     launches_pool_type: bool
     waits_as_commanded: bool = True
+    lists_commands: bool = False
 
     def host_gone_s(self, terminate_wait_s: int) -> int:
         """How long after a switch starts the old instance (and the agent on it) may still run under
@@ -157,8 +160,8 @@ class AgentTimings:
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
                             extends_leases=False, runs_hooks=False, launches_pool_type=False,
                             waits_as_commanded=False)
-# v3.2: the same.
-LEGACY_V3_AGENT = LEGACY_AGENT
+# v3.2: the same, answered its pending commands as a list.
+LEGACY_V3_AGENT = replace(LEGACY_AGENT, lists_commands=True)
 # spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
 # the old instance later off the command path, and renews its lease while it waits.
 SPOT_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=0, reports_after_terminating=False,
