@@ -70,6 +70,7 @@ class V3Agent(V4Agent):
     LABEL = "v3"
     ENV = V3Env()
     ITERATES_ANSWER = False  # the first builds: the pending-commands answer is iterated as it is (module docstring)
+    AGENT_VERSION = VERSION  # the first builds say "3.1.0"
     launch_fails = False  # the test's switch: RunInstances refused (v3.2 then reports nothing but the mark)
 
     def __init__(self, *args, **kwargs) -> None:
@@ -84,7 +85,7 @@ class V3Agent(V4Agent):
         self.registration = self.call("POST", "/api/agents/register", {
             "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
             "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
-            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id})
+            "ami_id": h.ami_id, "agent_version": self.AGENT_VERSION, "logical_agent_id": self.logical_agent_id})
         if not self.registration.ok:
             self.stopped_at = self.fleet.sim.elapsed
             return
@@ -224,7 +225,8 @@ class V3Agent(V4Agent):
 def v3_kind(*, iterates_answer: bool = False, **env: Any) -> type[V3Agent]:
     """The v3.2 agent with its environment (``V3Env`` fields) set, for ``Fleet(kind=...)``; ``iterates_answer``: one
     of its first builds (module docstring)."""
-    return type("V3Agent", (V3Agent,), {"ENV": V3Env(**env), "ITERATES_ANSWER": iterates_answer})
+    return type("V3Agent", (V3Agent,), {"ENV": V3Env(**env), "ITERATES_ANSWER": iterates_answer,
+                                        "AGENT_VERSION": "3.1.0" if iterates_answer else VERSION})
 
 
 __all__ = ["V3Agent", "V3Env", "VERSION", "v3_kind", "v3_time", "COMMANDS_S", "HEARTBEAT_S"]
