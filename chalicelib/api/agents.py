@@ -302,7 +302,9 @@ def pending_commands(agent_id):
     answered after one transaction: the gate's admission and a check of the agent row.
 
     A caller authenticated by ``X-Client-Token`` (spot_agent.py, which iterates the answer as a list) is answered
-    the bare list; such an agent is given no command (``AgentRecord.runs_commands``), so the list is empty.
+    the bare list; such an agent is given no command (``AgentRecord.runs_commands``), so the list is empty. A v3.x
+    agent is answered the bare list too (``AgentTimings.lists_commands``): the first v3.2 builds iterate the answer
+    itself, and every v3.2 build reads a list.
     """
     request = _request()
     listed = auth.speaks_client_token_header(request.headers)
@@ -313,9 +315,11 @@ def pending_commands(agent_id):
 
     caller = (request.query_params or {}).get("instance_id")
     if caller is None or INSTANCE_ID.match(caller):
-        if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=agents.idle_condition()):
+        idle = agents.idle_condition() if listed else agents.idle_condition() & ~agents.lists_commands_condition()
+        if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=idle):
             return answer([])
     client_id, agent, _ = agent_request(request, agent_id)
+    listed = listed or agent.timings.lists_commands
     if caller is not None and not INSTANCE_ID.match(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     now = utcnow()
@@ -624,8 +628,8 @@ def switch_report(agent_id):
 def _unreported_switch(client_id: str, before, agent, now):
     """Record the switch a legacy agent ran but can never report; the agent as it is then (None: none).
 
-    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait (v3.2: its
-    own TERMINATE_WAIT_TIME, whatever the command's), terminate
+    v4 (and v3.2) run a switch with a terminate wait to its end on the command thread: sleep the wait (v3.2 and the
+    early 4.0.0 builds: their own TERMINATE_WAIT_TIME, whatever the command's), terminate
     the old instance, wait for ``terminated``, then report and post the result. The old instance is the agent's
     own host, so the process dies in that wait: the report and the result never come, only a bare ``offline``
     heartbeat at SIGTERM. The replacement's agent, registering under the same logical id, is the evidence: the
@@ -638,7 +642,8 @@ def _unreported_switch(client_id: str, before, agent, now):
     old_id = before.instance_id
 
     def matches(cmd) -> bool:
-        # v3.2 terminates by its own settings, so even a command without a wait may end with its host
+        # v3.2 and the early 4.0.0 builds terminate by their own settings: a command without a wait may end with
+        # its host too (the last v4 builds then report, and their report replaces this record)
         terminates = cmd.terminate_wait_seconds > 0 or not before.timings.waits_as_commanded
         return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
                 and cmd.instance_id == old_id and terminates and cmd.leased_at is not None

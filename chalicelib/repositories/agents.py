@@ -474,6 +474,12 @@ def idle_condition():
         (AgentTable.active_commands == 0) | (AgentTable.config.enabled == False))  # noqa: E712
 
 
+def lists_commands_condition():
+    """The agent row of a v3.x agent (``AgentTimings.lists_commands``, by ``agent_version`` as
+    ``timings_for_agent_version`` reads it), which is answered its pending commands as a bare list."""
+    return AgentTable.agent_version.startswith("3") | AgentTable.agent_version.startswith("v3")
+
+
 def check_in(tx, client_id: str, agent_id: str, condition) -> None:
     """Add a condition check of the agent row to a TransactWrite."""
     tx.condition_check(AgentTable, client_id, agent_id, condition=condition)

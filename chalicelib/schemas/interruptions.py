@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import AliasChoices, Field
+
 from chalicelib.schemas.base import InstanceId, Schema, UtcDatetime
 
 
 class TerminationImminentRequest(Schema):
-    """POST /api/agents/{id}/termination-imminent: the agent saw ``spot/instance-action``."""
+    """POST /api/agents/{id}/termination-imminent: the agent saw ``spot/instance-action``. The early 4.0.0 builds of
+    agent-v2 send that document's own fields, ``action`` and ``time``: ``time`` is the termination time."""
 
     instance_id: InstanceId | None = None
-    termination_time: UtcDatetime | None = None
+    termination_time: UtcDatetime | None = Field(default=None,
+                                                 validation_alias=AliasChoices("termination_time", "time"))
     detected_at: UtcDatetime | None = None
 
 

@@ -115,8 +115,11 @@ class AgentTimings:
     failover's ``prepare_shutdown``/``promote`` (legacy agents skip any command without a target mode,
     so queuing them would only leave commands to time out). ``launches_pool_type``: a spot switch launches
     the target pool's instance type (legacy agents launch the type they run on in the pool's zone).
-    ``waits_as_commanded``: it terminates the old instance after the command's ``terminate_wait_seconds`` (v3.2
-    decides by its own AUTO_TERMINATE_OLD_INSTANCE / TERMINATE_WAIT_TIME, whatever the command says).
+    ``waits_as_commanded``: it terminates the old instance after the command's ``terminate_wait_seconds`` and only
+    then (v3.2, and the early 4.0.0 builds of agent-v2, decide by their own AUTO_TERMINATE_OLD_INSTANCE /
+    TERMINATE_WAIT_TIME, whatever the command says; every v4 build says 4.0.0, so no legacy agent is taken to).
+    ``lists_commands``: it is answered its pending commands as a bare list (the first v3.2 builds iterate the
+    answer itself, so an object would give them its keys; every v3.2 build reads a list).
     """
 
     launch_s: int
@@ -126,6 +129,7 @@ class AgentTimings:
     runs_hooks: bool
     launches_pool_type: bool
     waits_as_commanded: bool = True
+    lists_commands: bool = False
 
     def host_gone_s(self, terminate_wait_s: int) -> int:
         """How long after a switch starts the old instance (and the agent on it) may still run under
@@ -150,11 +154,14 @@ class AgentTimings:
 
 # Legacy v4/v3.2: waiter 10 s × 30 for running; then it sleeps the command's
 # terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
-# EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase.
+# EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase. Whether it terminates at all is the
+# command's for the last v4 builds, but its own environment's for v3.2 and the early 4.0.0 builds (agent-v2
+# ec1c6dd..27bdcdf), which report the same version: a switch without a wait may end with its host too.
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
-                            extends_leases=False, runs_hooks=False, launches_pool_type=False)
-# v3.2: the same, but its own environment decides whether and after how long it terminates the old instance.
-LEGACY_V3_AGENT = replace(LEGACY_AGENT, waits_as_commanded=False)
+                            extends_leases=False, runs_hooks=False, launches_pool_type=False,
+                            waits_as_commanded=False)
+# v3.2: the same, answered its pending commands as a list.
+LEGACY_V3_AGENT = replace(LEGACY_AGENT, lists_commands=True)
 # spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
 # the old instance later off the command path, and renews its lease while it waits.
 SPOT_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=0, reports_after_terminating=False,

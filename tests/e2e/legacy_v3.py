@@ -12,7 +12,10 @@ What v3.2 does differently from v4, as the legacy protocol documents it:
 - **pricing report** in v3.2's own shape: ``instance{instance_id, instance_type, region, az, current_mode,
   current_pool_id}``, ``on_demand_price{price}`` and a top-level ``spot_pools`` (no ``pricing`` block);
 - **commands**: the first command with an ``id`` is taken; one without ``target_mode`` is acknowledged with
-  ``mark-command-executed`` unexecuted; ``command_type`` is not read (anything with a target mode is a switch);
+  ``mark-command-executed`` unexecuted; ``command_type`` is not read (anything with a target mode is a switch).
+  The first v3.2 builds (agent-v2 ``spot_agent_production_v2_final.py`` at fee1d2b and 4cb32dc, ``iterates_answer``)
+  iterate the answer itself: a list works, an object yields its keys, and ``"commands".get`` raises on every poll
+  (the worker logs it and waits 15 s), so such a build runs no command given ``{"commands": [...]}``;
 - **switch**: root-volume snapshot first (``snapshot{used, snapshot_id, volume_id}``), launch, wait running,
   2 s traffic switch; then termination **from its env** (``AUTO_TERMINATE_OLD_INSTANCE`` default true,
   ``TERMINATE_WAIT_TIME`` default 300), never from the command's ``terminate_wait_seconds``; prices (a spot
@@ -66,11 +69,14 @@ class V3Agent(V4Agent):
 
     LABEL = "v3"
     ENV = V3Env()
+    ITERATES_ANSWER = False  # the first builds: the pending-commands answer is iterated as it is (module docstring)
+    AGENT_VERSION = VERSION  # the first builds say "3.1.0"
     launch_fails = False  # the test's switch: RunInstances refused (v3.2 then reports nothing but the mark)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.marks: list[Any] = []  # mark-command-executed calls (Call)
+        self.poll_errors: list[str] = []  # polls whose answer the first builds could not iterate
 
     # --- life -------------------------------------------------------------------------------------
 
@@ -79,7 +85,7 @@ class V3Agent(V4Agent):
         self.registration = self.call("POST", "/api/agents/register", {
             "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
             "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
-            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id})
+            "ami_id": h.ami_id, "agent_version": self.AGENT_VERSION, "logical_agent_id": self.logical_agent_id})
         if not self.registration.ok:
             self.stopped_at = self.fleet.sim.elapsed
             return
@@ -133,6 +139,11 @@ class V3Agent(V4Agent):
         while self.running:
             if self.enabled:
                 answer = self.answer("GET", f"{self.base}/pending-commands")
+                if self.ITERATES_ANSWER and isinstance(answer, dict) and answer:
+                    # its items are the object's keys: str has no .get (AttributeError, logged; next poll in 15 s)
+                    self.poll_errors.append(f"'str' object has no attribute 'get' ({sorted(answer)})")
+                    yield COMMANDS_S
+                    continue
                 if isinstance(answer, dict):
                     commands = answer.get("commands", answer.get("pending_commands", answer.get("data", [])))
                 else:
@@ -211,9 +222,11 @@ class V3Agent(V4Agent):
         return True
 
 
-def v3_kind(**env: Any) -> type[V3Agent]:
-    """The v3.2 agent with its environment (``V3Env`` fields) set, for ``Fleet(kind=...)``."""
-    return type("V3Agent", (V3Agent,), {"ENV": V3Env(**env)})
+def v3_kind(*, iterates_answer: bool = False, **env: Any) -> type[V3Agent]:
+    """The v3.2 agent with its environment (``V3Env`` fields) set, for ``Fleet(kind=...)``; ``iterates_answer``: one
+    of its first builds (module docstring)."""
+    return type("V3Agent", (V3Agent,), {"ENV": V3Env(**env), "ITERATES_ANSWER": iterates_answer,
+                                        "AGENT_VERSION": "3.1.0" if iterates_answer else VERSION})
 
 
 __all__ = ["V3Agent", "V3Env", "VERSION", "v3_kind", "v3_time", "COMMANDS_S", "HEARTBEAT_S"]

@@ -251,6 +251,12 @@ class V4Agent:
     """One v4 agent process: register, then the timer threads; a command executes on its own thread."""
 
     LABEL = "v4"
+    # The 4.0.0 builds between the early ones (tests/e2e/legacy_v4_early.py) and the last (agent-v2 419466f and
+    # d05c426, final-ml 5837b84) make the same calls but launch an instance for every row ``replicas?status=launching``
+    # offers, on every poll (``SKIPS_LAUNCHED_REPLICAS`` False), and have no ``replicas?status=terminated`` poll
+    # (``POLLS_TERMINATED_REPLICAS`` False; final-ml 4223bf3 already skips, still without that poll): ``mid_v4_kind``.
+    SKIPS_LAUNCHED_REPLICAS = True
+    POLLS_TERMINATED_REPLICAS = True
 
     def __init__(self, fleet: Fleet, host: Host, logical_agent_id: str, *, name: str) -> None:
         self.fleet, self.host, self.logical_agent_id, self.name = fleet, host, logical_agent_id, name
@@ -306,10 +312,12 @@ class V4Agent:
         self.agent_id = self.registration.answer["agent_id"]
         self.running = True
         sim = self.fleet.sim
-        for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
-                              (self._pricing(), 0), (self._termination_check(), 0), (self._rebalance_check(), 0),
-                              (self._replica_poll(), 0), (self._replica_termination_poll(), 0),
-                              (self._cleanup(), CLEANUP_FIRST_S)):
+        threads = [(self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0), (self._pricing(), 0),
+                   (self._termination_check(), 0), (self._rebalance_check(), 0), (self._replica_poll(), 0),
+                   (self._cleanup(), CLEANUP_FIRST_S)]
+        if self.POLLS_TERMINATED_REPLICAS:
+            threads.append((self._replica_termination_poll(), 0))
+        for thread, first in threads:
             sim.spawn(thread, at=sim.elapsed + first)
 
     def stop(self) -> None:
@@ -509,7 +517,8 @@ class V4Agent:
                 if not (replica.get("id") and replica.get("pool_id") and replica.get("az")):
                     continue
                 placed = replica.get("instance_id")
-                if replica["id"] in launched or (placed and not placed.startswith("manual-")):
+                if self.SKIPS_LAUNCHED_REPLICAS and (replica["id"] in launched
+                                                     or (placed and not placed.startswith("manual-"))):
                     continue
                 launched.add(replica["id"])
                 path = f"{self.base}/replicas/{replica['id']}"
@@ -555,6 +564,13 @@ class V4Agent:
     def _terminate_listed(self, rid: str, placed: str) -> None:
         """What it does with a listed row's instance: v4 notes it (its EC2 call is not modelled)."""
         self.replicas_terminated.append((rid, placed))
+
+
+def mid_v4_kind() -> type[V4Agent]:
+    """The 4.0.0 builds that launch every offered replica on every poll and never poll terminated ones
+    (``V4Agent.SKIPS_LAUNCHED_REPLICAS``), for ``Fleet(kind=...)``."""
+    return type("V4Agent", (V4Agent,), {"SKIPS_LAUNCHED_REPLICAS": False, "POLLS_TERMINATED_REPLICAS": False,
+                                        "LABEL": "v4m"})
 
 
 def unique_type() -> str:

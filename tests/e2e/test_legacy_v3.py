@@ -161,10 +161,12 @@ def test_c_the_kept_old_instances_v3_agent_never_runs_the_new_instances_switch(a
     assert new.running and new.agent_id == old.agent_id
     assert bootstrap.command_store().get(old.agent_id, first["id"]).status.value == "completed"
 
+    forced_at = sim.elapsed
     second = force_switch(caller, new.host.instance_id, f"{itype}.eu-west-1c")
     sim.run_until(sim.elapsed + 5 * 60)
     assert deliveries(fleet, second["id"]) == [] and [c["id"] for c in old.executed] == [first["id"]]
-    held = [c for c in fleet.calls if c.path.endswith("/pending-commands") and c.answer.get("held")]
+    # held: both polls answered an empty list (v3.x gets the bare list, without the object's "held" reason)
+    held = [c for c in fleet.calls if c.path.endswith("/pending-commands") and c.at >= forced_at and c.answer == []]
     assert {c.agent for c in held} == {old.name, new.name}, brief(held[-2:])
     # the client is told once A's agent is still heard after the terminate wait and termination v3.2 could have
     # been running (its own settings, which the server cannot see): not during them (tests/e2e/test_legacy_v4_replay.py)
@@ -280,6 +282,38 @@ def test_f_a_v3_switch_whose_agent_dies_with_its_host_is_recorded_from_the_new_r
     assert recorded.inferred is True and recorded.hourly_savings is not None
     row = agent_row(client_id, old.agent_id)
     assert (row.instance_id, row.current_mode, row.status) == (new.host.instance_id, "spot", "online")
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+@pytest.mark.parametrize("server_auto_terminate", [True, False])
+def test_g_a_first_v3_build_that_iterates_the_pending_commands_answer_runs_its_switch_once(
+        api, make_tenant, sim, server_auto_terminate):
+    """GIVEN one of the first v3.2 builds (agent-v2 spot_agent_production_v2_final.py, fee1d2b / 4cb32dc), which
+    iterates the pending-commands answer as it is (an object would yield its keys: every poll would fail and no
+    command would ever run), on a real host, its env terminating after 300 s, the client's auto-terminate on or off
+    WHEN the client forces a switch to eu-west-1b
+    THEN every poll is answered a list it can read, the switch runs once (on its one delivery), it is recorded (from
+    the new instance's registration: the agent dies with its host), the command completed, nothing refused."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, outlive=False, iterates_answer=True)
+    if not server_auto_terminate:
+        status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+        assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    assert [a.poll_errors for a in fleet.agents if a.poll_errors] == []
+    polls = [c for c in fleet.calls if c.path.endswith("/pending-commands")]
+    assert polls and all(isinstance(c.answer, list) for c in polls), brief(polls[:1])
+    [switch] = old.switches
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
+    assert (recorded.new_instance_id, recorded.new_pool_id) == (new.host.instance_id, f"{itype}.eu-west-1b")
     stored = bootstrap.command_store().get(old.agent_id, command["id"])
     assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
     assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1

@@ -27,6 +27,7 @@ from tests.conftest import new_instance_id
 from tests.e2e.failover_support import deliver, state_of, wait_for, warning
 from tests.e2e.legacy_v4 import (
     failover_by_eventbridge,
+    mid_v4_kind,
     BOOT_S,
     COMMANDS_S,
     FakeEc2,
@@ -348,9 +349,10 @@ def test_b_a_notice_of_an_instance_a_switch_left_is_still_ignored(api, make_tena
     assert result == {"action": "ignored", "reason": "instance is no longer the agent's primary"}, result
 
 
-def _manual_replica_agent(api, make_tenant, sim):
-    """A v4 agent on a real spot instance (us-east-1a) whose client turns manual-replica mode on at t=20."""
-    client_id, caller, fleet, v4, primary, itype = v4_on_us_spot(api, make_tenant, sim)
+def _manual_replica_agent(api, make_tenant, sim, kind=None):
+    """A v4 agent (or ``kind``) on a real spot instance (us-east-1a) whose client turns manual-replica mode on at
+    t=20."""
+    client_id, caller, fleet, v4, primary, itype = v4_on_us_spot(api, make_tenant, sim, kind=kind)
     status, reply = caller.post(f"/api/client/agents/{v4.agent_id}/config", {"manual_replica_enabled": True})
     assert status == 200 and reply["manual_replica_enabled"] is True, reply
     return client_id, fleet, v4, primary, itype
@@ -390,10 +392,12 @@ def test_c_manual_replica_standby_is_launched_by_the_server_and_v4_polling_finds
     assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
 
 
+@pytest.mark.parametrize("mid_build", [False, True], ids=["v4", "v4-mid"])
 def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_recorded_once(
-        api, make_tenant, sim, monkeypatch):
-    """GIVEN a v4 agent whose client turns manual-replica mode on, and EC2 throttles the coordinator's
-    first launch (the standby stays ``launching`` with no instance)
+        api, make_tenant, sim, monkeypatch, mid_build):
+    """GIVEN a v4 agent (or one of the mid 4.0.0 builds, which launch every offered replica on every poll) whose
+    client turns manual-replica mode on, and EC2 throttles the coordinator's first launch (the standby stays
+    ``launching`` with no instance)
     WHEN v4's next replica poll offers that replica: v4 launches a spot instance in the replica's AZ,
     PUTs it ``syncing``, waits for it to run and posts ``ready``; the coordinator keeps running
     THEN the standby ends ``ready`` with v4's instance id, recorded once: one replica, one instance
@@ -411,7 +415,8 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
         return real_launch(spec)
 
     monkeypatch.setattr(ec2_adapter, "launch", throttled_once)
-    client_id, fleet, v4, primary, itype = _manual_replica_agent(api, make_tenant, sim)
+    client_id, fleet, v4, primary, itype = _manual_replica_agent(api, make_tenant, sim,
+                                                                 kind=mid_v4_kind() if mid_build else None)
     sim.run_until(10 * 60)
 
     [replica] = replica_repo.for_agent(v4.agent_id)
