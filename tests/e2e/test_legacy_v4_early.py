@@ -195,8 +195,8 @@ def test_d_a_termination_notice_reported_every_5_s_starts_one_failover(api, make
 def test_e_a_rebalance_recommendation_reported_every_30_s_is_one_signal(api, make_tenant, sim, commit):
     """GIVEN an early-v4 agent on spot WHEN IMDS serves a rebalance recommendation for 20 minutes and the build
     reports it on every 30 s check (0911657 with an empty body, ee5339a with ``instance_id`` and ``detected_at``)
-    THEN every report is answered 200, and all of them make one interruption event (each report joins the signal
-    the first one claimed), not one per report."""
+    THEN every report is answered 200, and they make one interruption event per 15-minute signal window (the
+    reports within it join the event that claimed it: one or two events over 20 minutes), not one per report."""
     client_id, caller, fleet, agent, _ = early_fleet(api, make_tenant, sim, commit)
     agent.rebalance_notice = sim.now
     sim.run_until(sim.elapsed + 20 * 60)
@@ -206,5 +206,6 @@ def test_e_a_rebalance_recommendation_reported_every_30_s_is_one_signal(api, mak
         brief(agent.rebalance_calls[:2])
     status, listing = caller.get(f"/api/agents/{agent.agent_id}/interruptions")
     assert status == 200, listing
-    assert [e["signal_type"] for e in listing["interruptions"]] == ["rebalance-recommendation"], listing
+    events = [e["signal_type"] for e in listing["interruptions"]]
+    assert events in (["rebalance-recommendation"], ["rebalance-recommendation"] * 2), listing
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
