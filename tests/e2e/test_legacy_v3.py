@@ -10,57 +10,21 @@ cleanup report. The scheduled jobs run on their rates at the same simulated time
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
-from tests.conftest import new_instance_id
 from tests.e2e.failover_support import state_of
 from tests.e2e.legacy_v3 import VERSION, v3_kind
-from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, FakeEc2, Fleet, Host, Market, failover_by_eventbridge, \
-    schedule, unique_type, v4_on_us_spot
+from tests.e2e.legacy_support import agent_row, brief, deliveries, eu_fleet, force_switch
+from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, failover_by_eventbridge, v4_on_us_spot
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
-EU = "eu-west-1"
-EU_PRICES = {"eu-west-1a": 0.040, "eu-west-1b": 0.031, "eu-west-1c": 0.029}
-
-
-def brief(calls) -> list[tuple]:
-    return [(c.at, c.agent, c.method, c.path, c.status, c.answer) for c in calls]
-
-
-def agent_row(client_id: str, agent_id: str) -> AgentTable:
-    return AgentTable.get(client_id, agent_id, consistent_read=True)
-
 
 def v3_fleet(api, make_tenant, sim, *, outlive: bool = True, **env):
-    """A v3.2 agent (environment ``env``) on a spot instance in eu-west-1a, registered with prices reported, the
-    health monitor on its rate; ``outlive``: its process survives the instance it terminates (a harness's), else
-    it dies with it as on EC2. Returns (client_id, caller, fleet, agent, instance type)."""
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), Market(on_demand=0.192, spot=dict(EU_PRICES)),
-                  kind=v3_kind(**env), processes_outlive_hosts=outlive)
-    agent = fleet.start_agent(Host(new_instance_id(), itype, EU, "eu-west-1a"), f"web-{uuid.uuid4().hex[:8]}")
-    schedule(sim, api, "health-monitor", first=7)
-    sim.run_until(60)
-    assert agent.registration.status == 200, agent.registration.answer
-    return client_id, caller, fleet, agent, itype
-
-
-def force_switch(caller, instance_id: str, pool_id: str) -> dict:
-    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
-                                 {"target": "pool", "pool_id": pool_id})
-    assert status == 201, queued
-    return queued["command"]
-
-
-def deliveries(fleet, command_id: str) -> list[tuple[str, float]]:
-    return [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
+    """A v3.2 agent (environment ``env``) on spot in eu-west-1a (``legacy_support.eu_fleet``)."""
+    return eu_fleet(api, make_tenant, sim, v3_kind(**env), outlive=outlive)
 
 
 def test_a_v3_agent_registers_without_mode_reports_and_a_forced_switch_runs_once_end_to_end(api, make_tenant, sim):

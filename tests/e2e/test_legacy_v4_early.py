@@ -9,58 +9,23 @@ body. The scheduled jobs run on their rates at the same simulated time.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
-from tests.conftest import new_instance_id
 from tests.e2e.failover_support import state_of, wait_for
-from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, FakeEc2, Fleet, Host, Market, schedule, unique_type, \
-    v4_on_us_spot
+from tests.e2e.legacy_support import agent_row, brief, deliveries, eu_fleet, force_switch
+from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, v4_on_us_spot
 from tests.e2e.legacy_v4_early import BUILDS, early_kind
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
-EU = "eu-west-1"
-EU_PRICES = {"eu-west-1a": 0.040, "eu-west-1b": 0.031, "eu-west-1c": 0.029}
 COMMITS = sorted(BUILDS)
 
 
-def brief(calls) -> list[tuple]:
-    return [(c.at, c.agent, c.method, c.path, c.status, c.answer) for c in calls]
-
-
-def agent_row(client_id: str, agent_id: str) -> AgentTable:
-    return AgentTable.get(client_id, agent_id, consistent_read=True)
-
-
 def early_fleet(api, make_tenant, sim, commit: str, *, outlive: bool = False, **env):
-    """An early-v4 agent of build ``commit`` (environment ``env``) on a spot instance in eu-west-1a, registered with
-    prices reported, the health monitor on its rate; ``outlive``: its process survives the instance it terminates
-    (a harness's), else it dies with it as on EC2. Returns (client_id, caller, fleet, agent, instance type)."""
-    client_id, caller = make_tenant()
-    itype = unique_type()
-    fleet = Fleet(sim, api.http, caller.token, FakeEc2(), Market(on_demand=0.192, spot=dict(EU_PRICES)),
-                  kind=early_kind(commit, **env), processes_outlive_hosts=outlive)
-    agent = fleet.start_agent(Host(new_instance_id(), itype, EU, "eu-west-1a"), f"web-{uuid.uuid4().hex[:8]}")
-    schedule(sim, api, "health-monitor", first=7)
-    sim.run_until(60)
-    assert agent.registration.status == 200, agent.registration.answer
-    return client_id, caller, fleet, agent, itype
-
-
-def force_switch(caller, instance_id: str, pool_id: str) -> dict:
-    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
-                                 {"target": "pool", "pool_id": pool_id})
-    assert status == 201, queued
-    return queued["command"]
-
-
-def deliveries(fleet, command_id: str) -> list[tuple[str, float]]:
-    return [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
+    """An early-v4 agent of build ``commit`` (environment ``env``) on spot in eu-west-1a (``legacy_support.eu_fleet``)."""
+    return eu_fleet(api, make_tenant, sim, early_kind(commit, **env), outlive=outlive)
 
 
 @pytest.mark.parametrize("commit", COMMITS)
