@@ -36,7 +36,6 @@ from tests.e2e.legacy_v4 import (
     COMMANDS_S,
     CONFIG_S,
     HEARTBEAT_S,
-    PRICING_S,
     RUN_INSTANCES_S,
     RUNNING_WAIT_S,
     SHUTDOWN_S,
@@ -102,11 +101,6 @@ class V3Agent(V4Agent):
         return self.answer("POST", f"{self.base}/heartbeat",
                            {"status": status, "monitored_instances": [self.host.instance_id]})
 
-    def _heartbeats(self) -> Thread:
-        while self.running:
-            self.heartbeat("online" if self.enabled else "disabled")
-            yield HEARTBEAT_S
-
     def _config(self) -> Thread:
         while self.running:
             config = self.answer("GET", f"{self.base}/config")
@@ -122,11 +116,6 @@ class V3Agent(V4Agent):
                              "az": h.az, "current_mode": h.mode, "current_pool_id": h.pool_id},
                 "on_demand_price": {"price": market.on_demand},
                 "spot_pools": pools}
-
-    def _pricing(self) -> Thread:
-        while self.running:
-            self.answer("POST", f"{self.base}/pricing-report", self.pricing_body())
-            yield PRICING_S
 
     def mark_executed(self, command_id: str) -> Any:
         call = self.call("POST", f"{self.base}/mark-command-executed", {"command_id": command_id})

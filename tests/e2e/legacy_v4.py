@@ -362,22 +362,26 @@ class V4Agent:
                             "current_spot_price": market.spot.get(h.az) if spot else None,
                             "cheapest_pool": {"pool_id": cheapest["pool_id"], "price": cheapest["price"]}
                             if cheapest else None,
-                            "spot_pools": pools, "collected_at": v4_time(self.fleet.sim.now)}}
+                            "spot_pools": pools, "collected_at": self.stamp()}}
 
     def _pricing(self) -> Thread:
         while self.running:
             self.answer("POST", f"{self.base}/pricing-report", self.pricing_body())
             yield PRICING_S
 
+    def stamp(self, at: datetime | None = None) -> str:
+        """A timestamp as this agent writes it in a body (``at`` defaults to now)."""
+        return v4_time(at or self.fleet.sim.now)
+
     def _cleanup(self) -> Thread:
         while self.running:
             now = self.fleet.sim.now
             self.answer("POST", f"{self.base}/cleanup-report", {
-                "timestamp": v4_time(now),
+                "timestamp": self.stamp(now),
                 "snapshots": {"type": "snapshots", "deleted": [], "failed": [],
-                              "cutoff_date": v4_time(now - timedelta(days=7))},
+                              "cutoff_date": self.stamp(now - timedelta(days=7))},
                 "amis": {"type": "amis", "deleted_amis": [], "deleted_snapshots": [], "failed": [],
-                         "cutoff_date": v4_time(now - timedelta(days=30))}})
+                         "cutoff_date": self.stamp(now - timedelta(days=30))}})
             yield CLEANUP_S
 
     def _commands(self) -> Thread:

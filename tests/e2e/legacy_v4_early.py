@@ -28,18 +28,14 @@ rebalance report is ``{}`` (ec1c6dd, 0911657) or ``{instance_id, detected_at}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from tests.e2e.legacy_v3 import v3_time
 from tests.e2e.legacy_v4 import (
     BOOT_S,
     CLEANUP_FIRST_S,
-    CLEANUP_S,
     COMMANDS_S,
     CONFIG_S,
-    HEARTBEAT_S,
-    PRICING_S,
     REBALANCE_CHECK_S,
     RUN_INSTANCES_S,
     RUNNING_WAIT_S,
@@ -137,11 +133,6 @@ class EarlyV4Agent(V4Agent):
                                {"status": status, "monitored_instances": [self.host.instance_id]})
         return super().heartbeat(status)
 
-    def _heartbeats(self) -> Thread:
-        while self.running:
-            self.heartbeat("online" if self.enabled else "disabled")
-            yield HEARTBEAT_S
-
     def _config(self) -> Thread:
         while self.running:
             config = self.answer("GET", f"{self.base}/config")
@@ -151,31 +142,13 @@ class EarlyV4Agent(V4Agent):
 
     def pricing_body(self) -> dict:
         if not self.BUILD.v3_pricing:
-            body = super().pricing_body()
-            body["pricing"]["collected_at"] = self.stamp()
-            return body
+            return super().pricing_body()
         h, market = self.host, self.fleet.market
         pools = [{"pool_id": f"{h.instance_type}.{az}", "instance_type": h.instance_type, "az": az, "price": price}
                  for az, price in sorted(market.spot.items())]
         return {"instance": {"instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region,
                              "az": h.az, "current_mode": h.mode, "current_pool_id": h.pool_id},
                 "on_demand_price": {"price": market.on_demand}, "spot_pools": pools}
-
-    def _pricing(self) -> Thread:
-        while self.running:
-            self.answer("POST", f"{self.base}/pricing-report", self.pricing_body())
-            yield PRICING_S
-
-    def _cleanup(self) -> Thread:
-        while self.running:
-            now = self.fleet.sim.now
-            self.answer("POST", f"{self.base}/cleanup-report", {
-                "timestamp": self.stamp(now),
-                "snapshots": {"type": "snapshots", "deleted": [], "failed": [],
-                              "cutoff_date": self.stamp(now - timedelta(days=7))},
-                "amis": {"type": "amis", "deleted_amis": [], "deleted_snapshots": [], "failed": [],
-                         "cutoff_date": self.stamp(now - timedelta(days=30))}})
-            yield CLEANUP_S
 
     def _commands(self) -> Thread:
         """Every 15 s when enabled: the first command with an ``id`` and a ``target_mode`` is run as a switch (the
