@@ -70,6 +70,7 @@ class V3Agent(V4Agent):
     ENV = V3Env()
     ITERATES_ANSWER = False  # the first builds: the pending-commands answer is iterated as it is (module docstring)
     AGENT_VERSION = VERSION  # the first builds say "3.1.0"
+    ENABLED_FROM_REGISTRATION = True
     launch_fails = False  # the test's switch: RunInstances refused (v3.2 then reports nothing but the mark)
 
     def __init__(self, *args, **kwargs) -> None:
@@ -79,21 +80,15 @@ class V3Agent(V4Agent):
 
     # --- life -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        h = self.host
-        self.registration = self.call("POST", "/api/agents/register", {
-            "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
-            "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
-            "ami_id": h.ami_id, "agent_version": self.AGENT_VERSION, "logical_agent_id": self.logical_agent_id})
-        if not self.registration.ok:
-            self.stopped_at = self.fleet.sim.elapsed
-            return
-        self.agent_id = self.registration.answer["agent_id"]
-        self.enabled = bool((self.registration.answer.get("config") or {}).get("enabled", True))
-        self.running = True
-        sim = self.fleet.sim
-        for thread in (self._heartbeats(), self._commands(), self._config(), self._pricing()):
-            sim.spawn(thread, at=sim.elapsed)
+    def registration_body(self) -> dict:
+        """v4's registration without ``mode``, the IPs, and with v3's version."""
+        body = super().registration_body()
+        for field in ("mode", "private_ip", "public_ip"):
+            del body[field]
+        return body | {"agent_version": self.AGENT_VERSION}
+
+    def threads(self) -> list[tuple[Thread, float]]:
+        return [(self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0), (self._pricing(), 0)]
 
     # --- threads ----------------------------------------------------------------------------------
 

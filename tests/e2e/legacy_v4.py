@@ -257,6 +257,7 @@ class V4Agent:
     # (``POLLS_TERMINATED_REPLICAS`` False; final-ml 4223bf3 already skips, still without that poll): ``mid_v4_kind``.
     SKIPS_LAUNCHED_REPLICAS = True
     POLLS_TERMINATED_REPLICAS = True
+    ENABLED_FROM_REGISTRATION = False  # the last v4 reads ``enabled`` from its config calls only
 
     def __init__(self, fleet: Fleet, host: Host, logical_agent_id: str, *, name: str) -> None:
         self.fleet, self.host, self.logical_agent_id, self.name = fleet, host, logical_agent_id, name
@@ -298,26 +299,34 @@ class V4Agent:
 
     # --- life -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Register (#1); the process exits if that fails; else the threads start."""
+    def registration_body(self) -> dict:
         h = self.host
-        self.registration = self.call("POST", "/api/agents/register", {
-            "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
-            "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
-            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id,
-            "mode": h.mode, "private_ip": h.private_ip, "public_ip": h.public_ip})
-        if not self.registration.ok:
-            self.stopped_at = self.fleet.sim.elapsed
-            return
-        self.agent_id = self.registration.answer["agent_id"]
-        self.running = True
-        sim = self.fleet.sim
+        return {"client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
+                "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
+                "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id,
+                "mode": h.mode, "private_ip": h.private_ip, "public_ip": h.public_ip}
+
+    def threads(self) -> list[tuple[Thread, float]]:
+        """The threads the process starts after registering, each with its first run's delay (seconds)."""
         threads = [(self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0), (self._pricing(), 0),
                    (self._termination_check(), 0), (self._rebalance_check(), 0), (self._replica_poll(), 0),
                    (self._cleanup(), CLEANUP_FIRST_S)]
         if self.POLLS_TERMINATED_REPLICAS:
             threads.append((self._replica_termination_poll(), 0))
-        for thread, first in threads:
+        return threads
+
+    def start(self) -> None:
+        """Register (#1); the process exits if that fails; else the threads start."""
+        self.registration = self.call("POST", "/api/agents/register", self.registration_body())
+        if not self.registration.ok:
+            self.stopped_at = self.fleet.sim.elapsed
+            return
+        self.agent_id = self.registration.answer["agent_id"]
+        if self.ENABLED_FROM_REGISTRATION:
+            self.enabled = bool((self.registration.answer.get("config") or {}).get("enabled", True))
+        self.running = True
+        sim = self.fleet.sim
+        for thread, first in self.threads():
             sim.spawn(thread, at=sim.elapsed + first)
 
     def stop(self) -> None:

@@ -89,6 +89,7 @@ class EarlyV4Agent(V4Agent):
 
     LABEL = "v4e"
     BUILD = BUILDS["ee5339a"]
+    ENABLED_FROM_REGISTRATION = True
     ENV = EarlyEnv()
 
     def __init__(self, *args, **kwargs) -> None:
@@ -106,24 +107,14 @@ class EarlyV4Agent(V4Agent):
 
     # --- life -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        h = self.host
-        self.registration = self.call("POST", "/api/agents/register", {
-            "client_token": self.fleet.token, "hostname": f"ip-{h.private_ip.replace('.', '-')}",
-            "instance_id": h.instance_id, "instance_type": h.instance_type, "region": h.region, "az": h.az,
-            "ami_id": h.ami_id, "agent_version": VERSION, "logical_agent_id": self.logical_agent_id,
-            self.BUILD.mode_field: h.mode, "private_ip": h.private_ip, "public_ip": h.public_ip})
-        if not self.registration.ok:
-            self.stopped_at = self.fleet.sim.elapsed
-            return
-        self.agent_id = self.registration.answer["agent_id"]
-        self.enabled = bool((self.registration.answer.get("config") or {}).get("enabled", True))
-        self.running = True
-        sim = self.fleet.sim
-        for thread, first in ((self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0),
-                              (self._pricing(), 0), (self._termination_check(), 0), (self._rebalance_check(), 0),
-                              (self._cleanup(), CLEANUP_FIRST_S)):
-            sim.spawn(thread, at=sim.elapsed + first)
+    def registration_body(self) -> dict:
+        body = super().registration_body()
+        body[self.BUILD.mode_field] = body.pop("mode")
+        return body
+
+    def threads(self) -> list[tuple[Thread, float]]:
+        return [(self._heartbeats(), 0), (self._commands(), 0), (self._config(), 0), (self._pricing(), 0),
+                (self._termination_check(), 0), (self._rebalance_check(), 0), (self._cleanup(), CLEANUP_FIRST_S)]
 
     # --- threads ----------------------------------------------------------------------------------
 
