@@ -18,7 +18,7 @@ from components.sentinel import (
     signal_key,
 )
 
-from chalicelib import replicas, sentinel
+from chalicelib import auth, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, ok, page_params, utcnow
 from chalicelib.api.views import iso
 from chalicelib.errors import ConflictError, ForbiddenError, NotFoundError
@@ -74,15 +74,18 @@ def _step_ms(row) -> dict:
 
 @bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"], response="SignalReply")
 def termination_imminent(agent_id):
-    """Two-minute notice seen by the agent: start (or join) the failover workflow. 202."""
-    client_id, agent, body = agent_request(_request(), agent_id, TerminationImminentRequest)
+    """Two-minute notice seen by the agent: start (or join) the failover workflow. 202, or 200 for spot_agent.py
+    (``X-Client-Token``), which reads any other status as a failed failover, as the legacy server answered it."""
+    request = _request()
+    client_id, agent, body = agent_request(request, agent_id, TerminationImminentRequest)
     agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
     detected = body.detected_at or now
     deadline = body.termination_time or detected + timedelta(seconds=TERMINATION_NOTICE_S)
     result = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, detected, SignalSource.AGENT,
                                     region=agent.region, deadline=deadline), now, on_behalf_of=agent)
-    return ok({"success": result["action"] != "ignored", **result}, status=202)
+    status = 200 if auth.speaks_client_token_header(request.headers) else 202
+    return ok({"success": result["action"] != "ignored", **result}, status=status)
 
 
 @bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"], response="SignalReply")
