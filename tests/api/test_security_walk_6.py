@@ -1,0 +1,49 @@
+"""Security walk 6: what the API's answers tell a tenant about the service itself (the failover workflow's ARN),
+per-container state a caller can grow, suspended clients and deleted agents, and the routes added since walk 5.
+Each test is one attack; its docstring says what happened before the fix (when it found something) and what holds
+now."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.tables.interruptions import InterruptionTable
+from tests.e2e.failover_support import register_agent, wait_for
+
+
+def _no_arn(reply) -> None:
+    text = json.dumps(reply)
+    assert "arn:aws" not in text and ":stateMachine:" not in text and ":execution:" not in text, reply
+
+
+def _wait_for_failovers(client_id: str) -> None:
+    """Let every workflow this tenant started finish before the next test snapshots the tables."""
+    for row in InterruptionTable.query(client_id, consistent_read=True):
+        if row.execution_arn:
+            wait_for(row.execution_arn)
+
+
+@pytest.mark.usefixtures("failover_machine")
+@pytest.mark.parametrize("route", ["termination-imminent", "create-emergency-replica", "promote"])
+def test_a_started_failover_never_answers_the_services_execution_arn(make_tenant, route):
+    """ATTACK (disclosure): a tenant's agent reports its two-minute notice, or the client promotes its standby.
+    BEFORE: the answer carried the Step Functions ``execution_arn`` (the service's own AWS account id, region and
+    state machine name). NOW: the interruption id (the execution's name) only."""
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    if route == "promote":  # manual-switch answers through the same code
+        assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+        status, standby = caller.post(f"/api/agents/{agent_id}/replicas", {})
+        assert status == 201, standby
+        status, reply = caller.post(f"/api/agents/{agent_id}/replicas/{standby['replica_id']}/promote", {})
+    elif route == "create-emergency-replica":
+        assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_switch_enabled": True})[0] == 200
+        status, reply = caller.post(f"/api/agents/{agent_id}/{route}", {"signal_type": "termination-notice"})
+    else:
+        status, reply = caller.post(f"/api/agents/{agent_id}/{route}", {"instance_id": primary})
+    assert status in (201, 202), reply
+    _wait_for_failovers(client_id)
+    workflow = reply.get("workflow") or reply
+    assert workflow["action"] == "failover_started" and workflow["interruption_id"], reply
+    _no_arn(reply)
