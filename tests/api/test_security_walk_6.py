@@ -47,3 +47,18 @@ def test_a_started_failover_never_answers_the_services_execution_arn(make_tenant
     workflow = reply.get("workflow") or reply
     assert workflow["action"] == "failover_started" and workflow["interruption_id"], reply
     _no_arn(reply)
+
+
+def test_asking_for_many_made_up_types_never_grows_a_containers_memory_without_bound(make_tenant, monkeypatch):
+    """ATTACK (resources): a client asks ``GET /api/client/pools`` for one made-up (well-formed) instance type after
+    another. BEFORE: the container remembered each (region, type) on-demand lookup for an hour, with no bound: its
+    memory grew with every request (1,200 a minute within the rate limit). NOW: at most ``LISTED_CACHED`` entries."""
+    from chalicelib.repositories import market
+
+    monkeypatch.setattr(market, "LISTED_CACHED", 5)
+    market.forget_listed()
+    _, caller = make_tenant()
+    for i in range(12):
+        status, reply = caller.get(f"/api/client/pools?region=eu-west-1&instance_type=zz{i}.large")
+        assert status == 200 and reply["pools"] == [], reply
+    assert 0 < len(market._listed) <= 5
