@@ -62,3 +62,67 @@ def test_asking_for_many_made_up_types_never_grows_a_containers_memory_without_b
         status, reply = caller.get(f"/api/client/pools?region=eu-west-1&instance_type=zz{i}.large")
         assert status == 200 and reply["pools"] == [], reply
     assert 0 < len(market._listed) <= 5
+
+
+@pytest.fixture
+def suspended_manual_tenant(make_tenant, admin):
+    """A legacy tenant (its client token speaks for its agent) whose agent has a real primary and manual-replica mode
+    on, then suspended by the admin: (client_id, caller, agent_id, primary)."""
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+    assert admin.post(f"/api/admin/clients/{client_id}/status", {"status": "inactive"})[0] == 200
+    return client_id, caller, agent_id, primary
+
+
+SUSPENDED_WRITES = [
+    ("POST", "/api/agents/register", "registration"),
+    ("POST", "/api/agents/{a}/heartbeat", {"status": "online"}),
+    ("GET", "/api/agents/{a}/pending-commands", None),
+    ("POST", "/api/agents/{a}/replicas", {}),
+    ("POST", "/api/agents/{a}/manual-switch", {}),
+    ("POST", "/api/agents/{a}/manual-replica/enable", {}),
+    ("POST", "/api/agents/{a}/issue-switch-command", {}),
+    ("POST", "/api/agents/{a}/decide", {}),
+    ("POST", "/api/agents/{a}/termination-imminent", {}),
+    ("POST", "/api/agents/{a}/create-emergency-replica", {"signal_type": "termination-notice"}),
+    ("POST", "/api/client/agents/{a}/config", {"auto_switch_enabled": True}),
+    ("POST", "/api/client/agents/{a}/toggle-enabled", {"enabled": False}),
+    ("POST", "/api/client/agents/{a}/settings", {"auto_terminate_enabled": False}),
+    ("DELETE", "/api/client/agents/{a}", None),
+    ("POST", "/api/client/instances/{i}/force-switch", {"target": "ondemand"}),
+    ("POST", "/api/notifications/mark-all-read", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SUSPENDED_WRITES)
+def test_a_suspended_clients_token_changes_nothing(suspended_manual_tenant, method, path, body):
+    """A suspended (inactive) client's token, on every route that writes or acts for an agent: 403, nothing written,
+    no instance launched."""
+    from tests.api._support import diff_snapshots, snapshot_world
+    from tests.conftest import registration
+
+    _, caller, agent_id, primary = suspended_manual_tenant
+    if body == "registration":
+        body = registration()
+    before = snapshot_world()
+    status, reply = caller.call(method, path.format(a=agent_id, i=primary), body)
+    assert status == 403, (status, reply)
+    assert diff_snapshots(before, snapshot_world()) == {}
+
+
+@pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+def test_the_coordinator_launches_nothing_for_a_suspended_client(suspended_manual_tenant):
+    """ATTACK (acting for a suspended tenant): a manual-replica agent's client is suspended. BEFORE: the replica
+    coordinator kept its standby policy, launching a standby (and handing the agent back to spot through the
+    failover workflow) every run for a client the service no longer serves. NOW: no standby is created or launched
+    and no planned return starts; a standby it already has is still watched (failed, expired), and an interruption
+    of its running instance still fails it over (documented)."""
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import replicas as replica_repo
+    from tests.api._support import diff_snapshots, now_utc, snapshot_world
+
+    _, _, agent_id, _ = suspended_manual_tenant
+    before = snapshot_world()
+    replica_coordinator.run(now_utc())
+    assert replica_repo.for_agent(agent_id) == []
+    assert diff_snapshots(before, snapshot_world()) == {}
