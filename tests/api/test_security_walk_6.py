@@ -126,3 +126,17 @@ def test_the_coordinator_launches_nothing_for_a_suspended_client(suspended_manua
     replica_coordinator.run(now_utc())
     assert replica_repo.for_agent(agent_id) == []
     assert diff_snapshots(before, snapshot_world()) == {}
+
+
+def test_the_decision_cycle_skips_a_suspended_clients_agent(tenant_with_agent, admin):
+    """A suspended client's agents cannot poll: the decision cycle queues them no command (it would wait, undelivered,
+    until it expired)."""
+    from chalicelib.repositories import agents as agent_repo
+
+    client_id, caller, agent_id, _ = tenant_with_agent
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_switch_enabled": True})[0] == 200
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})[0] == 200
+    agent = agent_repo.require(client_id, agent_id)
+    assert agent_repo.in_decision_cycle(agent) == (agent.current_mode != "unknown")
+    assert admin.post(f"/api/admin/clients/{client_id}/status", {"status": "inactive"})[0] == 200
+    assert not agent_repo.in_decision_cycle(agent_repo.require(client_id, agent_id))
