@@ -140,3 +140,53 @@ def test_the_decision_cycle_skips_a_suspended_clients_agent(tenant_with_agent, a
     assert agent_repo.in_decision_cycle(agent) == (agent.current_mode != "unknown")
     assert admin.post(f"/api/admin/clients/{client_id}/status", {"status": "inactive"})[0] == 200
     assert not agent_repo.in_decision_cycle(agent_repo.require(client_id, agent_id))
+
+
+@pytest.fixture
+def deleted_verified_agent(make_tenant, api, aws_signs_locally):
+    """A verified agent its client deleted: (client_id, caller, agent_id, credential, register body)."""
+    from tests.api.test_agent_identity import verified_registration
+
+    client_id, caller = make_tenant(legacy=False)
+    body = verified_registration(logical_agent_id="web-1")
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    agent_id, credential = reply["agent_id"], reply["agent_credential"]
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    return client_id, caller, agent_id, credential, body
+
+
+@pytest.mark.parametrize(("method", "route", "body"), [
+    ("POST", "heartbeat", {"status": "online"}), ("GET", "pending-commands", None), ("GET", "config", None),
+    ("POST", "pricing-report", {}), ("POST", "switch-report", {}), ("POST", "termination", {}),
+    ("GET", "instances-to-terminate", None), ("POST", "cleanup-report", {}),
+    ("POST", "termination-imminent", {}), ("POST", "rebalance-recommendation", {}),
+    ("POST", "create-emergency-replica", {}), ("GET", "replica-config", None), ("POST", "replicas", {}),
+    ("POST", "manual-switch", {}), ("POST", "decide", {}), ("GET", "switch-recommendation", None),
+])
+def test_a_deleted_agents_credential_does_nothing(deleted_verified_agent, api, method, route, body):
+    from tests.api._support import diff_snapshots, snapshot_world
+    from tests.conftest import Caller
+
+    _, _, agent_id, credential, _ = deleted_verified_agent
+    before = snapshot_world()
+    status, reply = Caller(api.http, token=credential).call(method, f"/api/agents/{agent_id}/{route}", body)
+    assert status in (401, 403, 404), (status, reply)
+    assert diff_snapshots(before, snapshot_world()) == {}
+
+
+def test_another_tenant_never_revives_a_deleted_agent(deleted_verified_agent, make_tenant):
+    """Tenant B registers with A's deleted agent's logical id (and its own instance): a new agent of B's; A's agent
+    stays deleted, and A's instance stays A's."""
+    from chalicelib.repositories import agents as agent_repo
+    from tests.api.test_agent_identity import verified_registration
+
+    client_id, _, agent_id, _, body = deleted_verified_agent
+    b_client, b = make_tenant(legacy=False)
+    status, reply = b.post("/api/agents/register", verified_registration(logical_agent_id="web-1"))
+    assert status == 200 and reply["agent_id"] != agent_id, reply
+    assert agent_repo.require(client_id, agent_id, allow_deleted=True).deleted
+    assert agent_repo.get(b_client, agent_id) is None
+    status, reply = b.post("/api/agents/register", {**body})
+    assert status in (403, 409), reply  # A's proven instance: B's account is not bound (or the claim is proven)
+    assert agent_repo.instance_row(body["instance_id"]).client_id == client_id
