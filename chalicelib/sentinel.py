@@ -164,9 +164,16 @@ def _idempotent_intake():
     return intake, config
 
 
+def answer(result: dict[str, Any]) -> dict[str, Any]:
+    """What a tenant may see of :func:`handle`'s result: all of it but the workflow's ``execution_arn``, which
+    names the service's own AWS account, region and state machine. The execution's name is the
+    ``interruption_id`` the answer keeps (the tenant's interruption event)."""
+    return {key: value for key, value in result.items() if key != "execution_arn"}
+
+
 def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
            on_behalf_of: AgentRecord | None = None) -> dict[str, Any]:
-    """Route one signal; returns what was done (also the agent routes' answer).
+    """Route one signal; returns what was done (the routes answer it through :func:`answer`).
 
     ``replica_id`` names the standby to promote (manual promotion); otherwise the workflow picks.
     ``on_behalf_of`` is the agent a client, an agent or the coordinator speaks for: the signal is ignored unless

@@ -85,7 +85,7 @@ def termination_imminent(agent_id):
     result = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, detected, SignalSource.AGENT,
                                     region=agent.region, deadline=deadline), now, on_behalf_of=agent)
     status = 200 if auth.speaks_client_token_header(request.headers) else 202
-    return ok({"success": result["action"] != "ignored", **result}, status=status)
+    return ok({"success": result["action"] != "ignored", **sentinel.answer(result)}, status=status)
 
 
 @bp.route("/api/agents/{agent_id}/rebalance-recommendation", methods=["POST"], response="SignalReply")
@@ -96,7 +96,7 @@ def rebalance_recommendation(agent_id):
     now = utcnow()
     result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, body.detected_at or now, SignalSource.AGENT,
                                     region=agent.region), now, on_behalf_of=agent)
-    return ok({"success": True, **result})
+    return ok({"success": True, **sentinel.answer(result)})
 
 
 @bp.route("/api/agents/{agent_id}/create-emergency-replica", methods=["POST"], response="EmergencyReplicaReply")
@@ -132,7 +132,7 @@ def create_emergency_replica(agent_id):
         deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
         workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
                                           region=agent.region, deadline=deadline), now, on_behalf_of=agent)
-        answer = _replica_answer(replica, created, "critical", workflow)
+        answer = _replica_answer(replica, created, "critical", sentinel.answer(workflow))
     else:
         answer, created = _rebalance_standby(agent, instance_id, now)
     return ok(answer, status=201 if created else 200)
@@ -157,8 +157,8 @@ def _rebalance_standby(agent, instance_id: str, now) -> tuple[dict, bool]:
     standby pre-warmed only when the pool's risk calls for one (the legacy route launched one for every
     recommendation). The answer is the standby the agent then has (201 when this call pre-warmed it, 200
     for one that already existed), else ``success`` false with the sentinel's reason: (answer, created)."""
-    handled = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, now, SignalSource.AGENT,
-                                     region=agent.region), now, on_behalf_of=agent)
+    handled = sentinel.answer(sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, now, SignalSource.AGENT,
+                                                     region=agent.region), now, on_behalf_of=agent))
     current = agents.get(agent.client_id, agent.agent_id)
     holder = current.current_replica_id if current is not None else None
     replica = replica_repo.get(agent.agent_id, holder) if holder else None

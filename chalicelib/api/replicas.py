@@ -326,7 +326,7 @@ def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):
                           instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id,
                                                                      "interruption_id": result.get("interruption_id")})
     return ok({"success": True, "action": result["action"], "interruption_id": result.get("interruption_id"),
-               "execution_arn": result.get("execution_arn"), "replica_id": replica.replica_id,
+               "replica_id": replica.replica_id,
                "new_instance_id": replica.instance_id, "old_instance_id": agent.instance_id}, status=202)
 
 

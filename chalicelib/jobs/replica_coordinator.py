@@ -57,9 +57,13 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     by_id = {r.replica_id: r for r in active}
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
     blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched else {}
-    for step in plan_standbys(views, keep_one=agent.manual_replica and agent.config.get("enabled", True), now=now,
-                              blocked_pools=blocked):
+    # A suspended client's agent keeps the standbys it has (watched: failed, expired) but gets no new one and no
+    # planned return: the service no longer optimises for that client (its running instances still fail over).
+    served = agent.manual_replica and agent.config.get("enabled", True) and not agent.client_suspended
+    for step in plan_standbys(views, keep_one=served, now=now, blocked_pools=blocked):
         replica = by_id.get(step.replica_id)
+        if step.kind is StepKind.LAUNCH and agent.client_suspended:
+            continue  # left unlaunched: given up (failed) after the launch timeout
         try:
             if step.kind is StepKind.LAUNCH:
                 by_id[replica.replica_id] = replicas.launch(agent, replica, now)
@@ -85,7 +89,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             log("coordinator step skipped", extra={"agent_id": agent.agent_id, "step": step.kind.value,
                                                    "error": str(exc)})
             done["skipped"] += 1
-    if agent.manual_replica and agent.config.get("enabled", True):
+    if served:
         try:
             done.update(return_to_spot(agent, views, by_id, now))
         except Exception as exc:  # noqa: BLE001 - one agent's failed hand-over start never stops the others

@@ -671,10 +671,10 @@ def live_agent_keys():
 
 
 def in_decision_cycle(agent: AgentRecord) -> bool:
-    """Decided every cycle: live, enabled, auto-switch on (manual-replica agents are the coordinator's), and
-    its mode known: a v3.2 agent registers none and names it in its first pricing report (``learn_mode``);
-    deciding before would read it as on-demand and move a spot instance, even into its own pool."""
-    return (agent.status in LIVE_STATUSES and bool(agent.config.get("enabled"))
+    """Decided every cycle: live, enabled, its client not suspended, auto-switch on (manual-replica agents are the
+    coordinator's), and its mode known: a v3.2 agent registers none and names it in its first pricing report
+    (``learn_mode``); deciding before would read it as on-demand and move a spot instance, even into its own pool."""
+    return (agent.status in LIVE_STATUSES and bool(agent.config.get("enabled")) and not agent.client_suspended
             and bool(agent.config.get("auto_switch_enabled")) and agent.current_mode != "unknown")
 
 

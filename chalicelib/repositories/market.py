@@ -82,6 +82,9 @@ def claim(kind: str, region: str, instance_type: str, now: datetime, next_at: da
 
 
 LISTED_TTL_S = 3600  # a container re-reads a stored on-demand price at most hourly (the job refreshes it daily)
+# (region, type) pairs a container remembers: a client chooses the type it asks about (GET /api/client/pools),
+# so without a bound every made-up type would stay in memory for the hour.
+LISTED_CACHED = 4096
 _listed: dict[tuple[str, str], tuple[float, Decimal | None]] = {}
 
 
@@ -100,6 +103,8 @@ def listed_ondemand(region: str, instance_type: str) -> Decimal | None:
         logger.warning("on-demand list price not read", extra={"region": region, "instance_type": instance_type,
                                                                 "error": str(exc)})
         return None
+    if len(_listed) >= LISTED_CACHED:
+        _listed.clear()
     _listed[key] = (time.monotonic(), price)
     return price
 

@@ -491,7 +491,6 @@ class PromotionReply(Success):
 
     action: str
     interruption_id: str | None
-    execution_arn: str | None
     replica_id: str
     new_instance_id: str | None
     old_instance_id: str | None

@@ -507,7 +507,7 @@ def test_promote_route_runs_the_workflow_and_keeps_the_old_primary_without_auto_
                                 {"demote_old_primary": True, "wait_for_sync": False})
     assert status == 202 and reply["action"] == "failover_started", reply
     assert reply["new_instance_id"] == standby["instance_id"] and reply["old_instance_id"] == primary
-    assert wait_for(reply["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(reply["interruption_id"])["status"] == "SUCCEEDED"
     agent = agent_row(client_id, agent_id)
     assert agent.instance_id == standby["instance_id"] and agent.current_pool_id == standby["pool_id"]
     assert replica_repo.get(agent_id, standby["replica_id"]).status.value == "promoted"
@@ -602,7 +602,7 @@ def test_manual_switch_promotes_the_ready_standby_through_the_workflow(api, make
 
     status, reply = caller.post(f"/api/agents/{agent_id}/manual-switch")
     assert status == 202 and reply["replica_id"] == standby["replica_id"], reply
-    described = wait_for(reply["execution_arn"])
+    described = wait_for(reply["interruption_id"])
     assert described["status"] == "SUCCEEDED", described
     # the standby is the agent's instance, the old primary is gone (auto-terminate, no wait)
     agent = agent_row(client_id, agent_id)
@@ -695,7 +695,7 @@ def test_an_emergency_replica_whose_slot_frees_meanwhile_is_claimed_on_the_secon
     assert reply["created"] is True and len(tries) == 2
     assert reply["workflow"]["action"] == "failover_started", reply
     # (the notice's failover promotes it: let it finish before the next test snapshots the tables)
-    assert wait_for(reply["workflow"]["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(reply["workflow"]["interruption_id"])["status"] == "SUCCEEDED"
     assert agent_row(client_id, agent_id).instance_id == replica_repo.get(agent_id, reply["replica_id"]).instance_id
 
 

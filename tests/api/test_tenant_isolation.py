@@ -362,9 +362,11 @@ def _standby_instance(ids) -> str:
 
 
 def _execution_arn(reply) -> str | None:
+    """The execution a reply started, by its name (the interruption id: answers name no ARN)."""
     if not isinstance(reply, dict):
         return None
-    return reply.get("execution_arn") or (reply.get("workflow") or {}).get("execution_arn")
+    workflow = reply.get("workflow") or reply
+    return workflow.get("interruption_id") if workflow.get("action") == "failover_started" else None
 
 
 def test_the_walk_bodies_are_valid_for_the_owner(api, tenant_a, admin_key, failover_machine):

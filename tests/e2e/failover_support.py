@@ -124,7 +124,13 @@ def deliver(api, rule: str, event: dict) -> dict:
 
 
 def wait_for(execution_arn: str, timeout: float = 60) -> dict:
-    """Block until the execution leaves RUNNING; returns describe_execution."""
+    """Block until the execution leaves RUNNING; returns describe_execution. Takes its ARN or its name (the
+    interruption id: what an API answer names)."""
+    if not execution_arn.startswith("arn:"):
+        from chalicelib.aws.stepfunctions import execution_arn as arn_of
+        from chalicelib.settings import get_settings
+
+        execution_arn = arn_of(get_settings().failover_state_machine_arn, execution_arn)
     sfn = aws_client("stepfunctions", REGION)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
