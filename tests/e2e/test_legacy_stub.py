@@ -102,7 +102,7 @@ def test_b_the_stub_agents_termination_notice_starts_one_failover_and_its_replac
     assert imminent.ok and imminent.answer["success"] is True, imminent.answer
     assert imminent.status == 200  # spot_agent.py logs any other status as "Failover failed"
     assert not old.running and calls_to(fleet, "/heartbeat")[-1].body == {"status": "offline"}
-    assert wait_for(imminent.answer["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(imminent.answer["interruption_id"])["status"] == "SUCCEEDED"
     replacement = AgentTable.get(client_id, old.agent_id, consistent_read=True).instance_id
     assert replacement != primary
     new = fleet.start_agent(fleet.ec2.host(replacement), replacement, at=61 + 90)

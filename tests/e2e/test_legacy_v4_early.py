@@ -133,7 +133,7 @@ def test_d_a_termination_notice_reported_every_5_s_starts_one_failover(api, make
     sim.run_until(61)
     [first] = old.termination_reports
     assert first.status == 202 and first.answer["action"] == "failover_started", first.answer
-    assert wait_for(first.answer["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(first.answer["interruption_id"])["status"] == "SUCCEEDED"
     replacement = agent_row(client_id, agent_id).instance_id
     assert replacement != primary
     new = fleet.start_agent(fleet.ec2.host(replacement), old.logical_agent_id, at=60 + BOOT_S)

@@ -193,7 +193,7 @@ def test_c_a_termination_after_a_rebalance_promotes_the_prewarmed_standby_once(a
     assert imminent.ok and imminent.answer["success"] is True, imminent.answer
     assert imminent.answer["interruption_id"] == workflow["interruption_id"]
     assert not v4.running
-    assert wait_for(workflow["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(workflow["interruption_id"])["status"] == "SUCCEEDED"
     late = warning(primary)
     late["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert deliver(api, "sentinel-interruption", late)["action"] in ("duplicate", "ignored")

@@ -202,7 +202,7 @@ def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_take
     assert imminent.answer["interruption_id"] == workflow["interruption_id"]
     assert not old.running and old.stopped_at == 60
     # the workflow runs (real time; the simulated clock stands at t=61 meanwhile)
-    assert wait_for(workflow["execution_arn"])["status"] == "SUCCEEDED"
+    assert wait_for(workflow["interruption_id"])["status"] == "SUCCEEDED"
     replacement = agent_row(client_id, agent_id).instance_id
     assert replacement != primary
     # the replacement was launched at t=60; its v4 agent boots 90 s later, then 20 minutes pass
