@@ -100,6 +100,7 @@ class Settings:
     price_daily_retention_days: int = 400
     price_raw_retention_days: int = 14
     notification_read_retention_days: int = 7
+    agent_retention_days: int = 90
     cleaner_max_clients: int = 200
     cleaner_max_agents: int = 10_000
     cleaner_max_deletes: int = 5000
@@ -210,6 +211,10 @@ def get_settings() -> Settings:
         # Local mode keeps them for the TTL's 90 days: the demo's report charts the raw points of its window.
         price_raw_retention_days=_int("PRICE_RAW_RETENTION_DAYS", 14 if stage != "local" else 90),
         notification_read_retention_days=_int("NOTIFICATION_READ_RETENTION_DAYS", 7),
+        # A deleted or terminated agent whose deletion (else last update) is older than this goes, with its closed
+        # replicas, its commands and its inactive instance rows (data cleaner). 90 days: the decisions,
+        # interruptions and audit log that name it expire by TTL at 90 days, so the row outlives them.
+        agent_retention_days=_int("AGENT_RETENTION_DAYS", 90),
         # Bounded work per cleaner run: clients walked, agents whose commands are queried (the walk resumes
         # where it stopped, inside a client too) and rows deleted. Agents: one commands Query each, ≈ 6.6 ms
         # (`python -m bench.cost`: 1 call + 0.6 ms own per agent), so 10,000 agents ≈ 66 s; with the other caps

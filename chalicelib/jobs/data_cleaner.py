@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import activity, agents, clients, commands, job_state
+from chalicelib.repositories import activity, agents, clients, commands, job_state, replicas
 from chalicelib.repositories import price_rollups as rollups
 from chalicelib.settings import get_settings
 
@@ -49,11 +49,12 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
     settings = get_settings()
     read_cutoff = now - timedelta(days=settings.notification_read_retention_days)
     command_cutoff = now - timedelta(days=settings.command_retention_days)
+    gone_cutoff = now - timedelta(days=settings.agent_retention_days)
     at = job_state.position(CLIENT_WALK)
     # ``before``: the listing position just before the client to work on (None: the first client);
     # ``after_agent``: the last of that client's agents done (None: the client is not started).
     before, after_agent = at.get("next_token"), at.get("after_agent")
-    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0}
+    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0, "gone_agents": 0, "gone_agent_rows": 0}
 
     def can_go_on() -> bool:
         return (budget["left"] > 0 and done["agents"] < settings.cleaner_max_agents
@@ -77,7 +78,7 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
                 if budget["left"] <= 0:
                     stopped = True  # its notifications may be unfinished: the next run starts this client again
                     break
-            progress = _client_commands(client.client_id, after_agent, command_cutoff, budget, done)
+            progress = _client_agents(client.client_id, after_agent, command_cutoff, gone_cutoff, budget, done)
             after_agent = progress.last
             if not progress.all:
                 stopped = True  # the next run resumes in this client, after ``after_agent``
@@ -93,26 +94,63 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
 
 
 class _Progress(NamedTuple):
-    last: str | None  # the last agent whose commands are done
+    last: str | None  # the last agent done
     all: bool  # every agent of the client is done
 
 
-def _client_commands(client_id: str, after: str | None, cutoff: datetime, budget: dict, done: dict) -> _Progress:
-    """The client's agents after ``after``, in id order, one commands Query each, while the agent cap and the
-    delete budget last. An agent whose Query used up the budget is not counted done (it may have more)."""
+def _client_agents(client_id: str, after: str | None, command_cutoff: datetime, gone_cutoff: datetime,
+                   budget: dict, done: dict) -> _Progress:
+    """The client's agents after ``after``, in id order, one commands Query each (and the removal of a gone agent
+    past its retention), while the agent cap and the delete budget last. An agent whose deletes used up the
+    budget is not counted done (it may have more)."""
     settings = get_settings()
-    ids, more = agents.ids_after(client_id, after, settings.cleaner_max_agents - done["agents"])
-    for agent_id in ids:
+    walked, more = agents.walk_after(client_id, after, settings.cleaner_max_agents - done["agents"])
+    for agent in walked:
         if budget["left"] <= 0:
             return _Progress(after, False)
         done["agents"] += 1
-        n = commands.delete_finished_before(agent_id, cutoff, budget["left"])
+        n = commands.delete_finished_before(agent.agent_id, command_cutoff, budget["left"])
         done["commands"] += n
         budget["left"] -= n
         if budget["left"] <= 0:
             return _Progress(after, False)
-        after = agent_id
+        if agent.gone_since is not None and agent.gone_since < gone_cutoff and not _remove_gone(
+                client_id, agent.agent_id, gone_cutoff, budget, done):
+            return _Progress(after, False)
+        after = agent.agent_id
     return _Progress(after, not more)
+
+
+def _remove_gone(client_id: str, agent_id: str, cutoff: datetime, budget: dict, done: dict) -> bool:
+    """Remove a deleted or terminated agent gone before ``cutoff`` with what only it refers to: its commands, its
+    closed replicas and the inactive instance rows that name it, then its row with the instance row it names, in
+    one transaction conditional on nothing having changed the agent (a re-registration racing this wins). An
+    agent with an open replica or an active instance row is kept. The row goes last, so a run stopped by the
+    budget leaves the agent to find again (and registrable: its own instance row is still there). False when
+    the budget ran out before its row went (the agent is not done)."""
+    gone = agents.gone_before(client_id, agent_id, cutoff)
+    if gone is None:
+        return True
+    standbys = replicas.for_agent(agent_id)
+    if any(r.active for r in standbys) or agents.has_live_instance(gone, [r.instance_id for r in standbys
+                                                                         if r.instance_id]):
+        return True
+    for delete in (lambda left: commands.delete_all(agent_id, left),
+                   lambda left: replicas.delete_closed(agent_id, left),
+                   lambda left: agents.delete_inactive_instances(gone, left)):
+        n = delete(budget["left"])
+        done["gone_agent_rows"] += n
+        budget["left"] -= n
+        if budget["left"] <= 0:
+            return False
+    if budget["left"] < 2:  # the row and its instance's row go together
+        return False
+    n = agents.delete_gone(gone)
+    if n:
+        done["gone_agents"] += 1
+        done["gone_agent_rows"] += n
+        budget["left"] -= n
+    return True
 
 
 def _raw_points(now: datetime, budget: dict) -> dict:
@@ -143,7 +181,7 @@ def run(now: datetime) -> dict:
     result = {**_walk_clients(now, budget), **_raw_points(now, budget)}
     result["budget_exhausted"] = budget["left"] <= 0
     logger.info("data cleaner", extra=result)
-    for name in ("notifications", "commands", "price_points"):
+    for name in ("notifications", "commands", "price_points", "gone_agents", "gone_agent_rows"):
         metrics.add_metric(name=f"DataCleaner.{name}", unit=MetricUnit.Count, value=result[name])
     publish_metrics()
     return result

@@ -26,7 +26,13 @@ from components.sentinel import heartbeat_bucket
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.clients import ClientRecord
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, set_or_remove, transaction_connection
+from chalicelib.repositories.dynamo import (
+    cancellation_codes,
+    condition_failed,
+    delete_each,
+    set_or_remove,
+    transaction_connection,
+)
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -703,34 +709,113 @@ def all_for_client(client_id: str) -> list[AgentRecord]:
     return [_record(row) for row in AgentTable.query(client_id)]
 
 
-def ids_after(client_id: str, after: str | None, limit: int) -> tuple[list[str], bool]:
-    """Up to ``limit`` of the client's agent ids (deleted and terminated ones included) in id order, after the id
+class WalkedAgent(NamedTuple):
+    """An agent as the data cleaner's walk reads it: its id, and when it went (deleted or terminated: its
+    ``deleted_at``, else its ``updated_at``; None for an agent that is not gone)."""
+
+    agent_id: str
+    gone_since: datetime | None
+
+
+def _gone_since(status: str, deleted_at: datetime | None, updated_at: datetime | None) -> datetime | None:
+    if status not in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value):
+        return None
+    return deleted_at or updated_at
+
+
+def walk_after(client_id: str, after: str | None, limit: int) -> tuple[list[WalkedAgent], bool]:
+    """Up to ``limit`` of the client's agents (deleted and terminated ones included) in id order, after the id
     ``after`` (None: from the first), with whether more may follow: one partition Query with a range-key
     condition, reading at most ``limit`` rows (the data cleaner's walk inside a client)."""
     if limit <= 0:
         return [], True
     condition = AgentTable.agent_id > after if after is not None else None
-    result = AgentTable.query(client_id, condition, limit=limit, attributes_to_get=["client_id", "agent_id"])
-    ids = [row.agent_id for row in result]
-    return ids, result.last_evaluated_key is not None
+    result = AgentTable.query(client_id, condition, limit=limit,
+                              attributes_to_get=["client_id", "agent_id", "status", "deleted_at", "updated_at"])
+    walked = [WalkedAgent(row.agent_id, _gone_since(row.status, row.deleted_at, row.updated_at)) for row in result]
+    return walked, result.last_evaluated_key is not None
 
 
-def set_client_suspended(client_id: str, suspended: bool) -> int:
-    """Copy the client's (in)active status onto each of its agents (agent credentials read only the agent
-    row). The agents are found on the listing index (eventually consistent: an agent registering in the
-    same second as the deactivation may be missed; a re-run of the status call catches it). Returns how
-    many rows were written."""
-    written = 0
-    for row in AgentTable.by_logical_id.query(client_id):
-        action = AgentTable.client_suspended.set(True) if suspended else AgentTable.client_suspended.remove()
-        try:
-            AgentTable(client_id, row.agent_id).update(actions=[action], condition=AgentTable.agent_id.exists())
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
-            continue
-        written += 1
-    return written
+# --- retention of gone agents (the data cleaner, AGENT_RETENTION_DAYS) ------------------------------------
+
+@dataclass(frozen=True)
+class GoneAgent:
+    """A deleted or terminated agent past its retention, as read just before it is removed: the fields its
+    removal is conditional on (any write to the row since, a re-registration first of all, changes one)."""
+
+    client_id: str
+    agent_id: str
+    status: str
+    updated_at: datetime
+    deleted_at: datetime | None
+    instance_id: str | None
+    current_replica_id: str | None
+
+
+def gone_before(client_id: str, agent_id: str, cutoff: datetime) -> GoneAgent | None:
+    """The agent if it is deleted or terminated and went (``deleted_at``, else ``updated_at``) before ``cutoff``;
+    None otherwise (also when the row is not there). A consistent read."""
+    try:
+        row = AgentTable.get(client_id, agent_id, consistent_read=True)
+    except AgentTable.DoesNotExist:
+        return None
+    since = _gone_since(row.status, row.deleted_at, row.updated_at)
+    if since is None or since >= cutoff:
+        return None
+    return GoneAgent(client_id=row.client_id, agent_id=row.agent_id, status=row.status, updated_at=row.updated_at,
+                     deleted_at=row.deleted_at, instance_id=row.instance_id, current_replica_id=row.current_replica_id)
+
+
+def _instances_naming(agent: GoneAgent) -> list[InstanceTable]:
+    return [row for row in InstanceTable.by_agent.query(agent.agent_id) if row.client_id == agent.client_id]
+
+
+def has_live_instance(agent: GoneAgent, instance_ids=()) -> bool:
+    """An active instance row still names the agent: one on the instances-by-agent index, or one of
+    ``instance_ids`` (its replicas' instances, read by key) still this agent's. Such an agent is kept."""
+    if any(row.is_active for row in _instances_naming(agent)):
+        return True
+    for instance_id in set(instance_ids):
+        row = instance_row(instance_id)
+        if row is not None and row.is_active and row.client_id == agent.client_id and row.agent_id == agent.agent_id:
+            return True
+    return False
+
+
+def _inactive_and_naming(agent: GoneAgent):
+    return ((InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
+            & (InstanceTable.is_active == False))  # noqa: E712
+
+
+def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
+    """Delete the instance rows that name the agent and are inactive, but the one its row names (``delete_gone``
+    removes that one with the row: a registration reviving the agent updates it, and fails if it is missing), at
+    most ``budget``, each on the condition that it still names this agent of this client and is inactive (an
+    instance registered since by another agent, or active again, stays). Returns how many were deleted."""
+    rows = [row for row in _instances_naming(agent) if not row.is_active and row.instance_id != agent.instance_id]
+    return delete_each(rows, _inactive_and_naming(agent), budget)
+
+
+def delete_gone(agent: GoneAgent) -> int:
+    """Delete the agent row if nothing changed it since ``gone_before`` read it (status, times, instance, standby
+    slot): a re-registration, which rewrites ``updated_at``, wins. The instance row the agent row names goes in
+    the same transaction when it still names this agent and is inactive (while the agent row is there, so is
+    the instance row a registration would update). Returns how many rows were deleted (0: something changed)."""
+    condition = ((AgentTable.status == agent.status) & (AgentTable.updated_at == agent.updated_at)
+                 & _same(AgentTable.deleted_at, agent.deleted_at) & _same(AgentTable.instance_id, agent.instance_id)
+                 & _same(AgentTable.current_replica_id, agent.current_replica_id))
+    own = instance_row(agent.instance_id) if agent.instance_id else None
+    with_own = own is not None and own.client_id == agent.client_id and own.agent_id == agent.agent_id
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.delete(AgentTable(agent.client_id, agent.agent_id), condition=condition)
+            if with_own:
+                tx.delete(InstanceTable(agent.instance_id), condition=_inactive_and_naming(agent))
+    except TransactWriteError as exc:
+        if "ConditionalCheckFailed" in cancellation_codes(exc):
+            return 0
+        raise
+    return 2 if with_own else 1
 
 
 # --- client dashboard reads (the listing index: one Query per page, never a scan) ------------------

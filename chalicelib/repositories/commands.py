@@ -169,3 +169,11 @@ def delete_finished_before(agent_id: str, cutoff: datetime, budget: int) -> int:
                                                  & (CommandTable.created_at < cutoff))
     rows = CommandTable.query(agent_id, filter_condition=CommandTable.status.is_in(*final) & old)
     return delete_each(rows, CommandTable.status.is_in(*final), budget)
+
+
+def delete_all(agent_id: str, budget: int) -> int:
+    """Delete the agent's commands whatever their status, at most ``budget`` (the data cleaner, removing a gone
+    agent: no agent runs them any more), each on the condition that the row is still there. Returns how many
+    were deleted."""
+    rows = CommandTable.query(agent_id, attributes_to_get=["agent_id", "command_id"])
+    return delete_each(rows, CommandTable.command_id.exists(), budget)

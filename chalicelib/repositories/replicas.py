@@ -22,7 +22,7 @@ from components.replica_coordinator import ReplicaStatus, StandbyView, check_tra
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.settings import get_settings
-from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
+from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, delete_each, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -122,6 +122,14 @@ def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecor
     Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here."""
     condition = None if include_final else ReplicaTable.status.is_in(*_ACTIVE)
     return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
+
+
+def delete_closed(agent_id: str, budget: int) -> int:
+    """Delete the agent's closed replicas (promoted, terminated, failed, expired), at most ``budget``, each on the
+    condition that it is still closed: the data cleaner, removing a gone agent. Returns how many were deleted."""
+    final = tuple(s.value for s in FINAL)
+    rows = ReplicaTable.query(agent_id, consistent_read=True, filter_condition=ReplicaTable.status.is_in(*final))
+    return delete_each(rows, ReplicaTable.status.is_in(*final), budget)
 
 
 def purge_after(closed_at: datetime) -> datetime:
