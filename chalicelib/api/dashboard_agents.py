@@ -55,8 +55,10 @@ def _rank(status: str) -> int:
 
 @bp.route("/api/client/{client_id}/agents/history", methods=["GET"], response="AgentRowsReply", csv=True)
 def agents_history(client_id):
-    """Every agent, deleted ones too, online → offline → deleted (csv). The client's agents are read whole
-    (bounded by its agent quota) to order them; ``next_token`` is the position of the next page."""
+    """Every agent, deleted ones too, online → offline → deleted (csv). The client's agents are read whole to
+    order them: at most its agent quota of live ones, plus the deleted and terminated ones of the last
+    ``AGENT_RETENTION_DAYS`` (the data cleaner removes older ones; within that window their number is bounded only
+    by the client's request rate). ``next_token`` is the position of the next page."""
     client = own_client(_request(), client_id)
     wants_csv(_request())
     limit, token = page_params(_request())

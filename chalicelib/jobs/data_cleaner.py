@@ -10,21 +10,31 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 - **read notifications** older than ``NOTIFICATION_READ_RETENTION_DAYS`` (7; unread ones wait for TTL);
 - **raw price points** older than ``PRICE_RAW_RETENTION_DAYS`` (14) of the hours the pricing aggregator
   has rolled up (each scope keeps its newest point before the cutoff: the price still in force).
+- **gone agents**: a deleted or terminated agent whose ``deleted_at`` (else ``updated_at``) is older than
+  ``AGENT_RETENTION_DAYS`` (90: the decisions, interruptions and audit log naming it have expired by then), with
+  what only it refers to: its remaining commands, its replicas (all closed: an agent with an open replica, or an
+  active instance row naming it, is kept) and the inactive instance rows that name it; its row goes last, in one
+  transaction with the instance row it names, conditional on the agent being unchanged (status, times, instance,
+  standby slot), so a re-registration racing the cleaner wins and a stopped removal leaves an agent that still
+  registers (its logical id then makes a new agent: the id is derived, nothing else remembers it). Without it a
+  client's agent partition, which the quota check, the overview and the histories read whole, only grows.
 
 Bounded and resumable: clients are walked in creation order (the listing index, no scan) and each client's
 agents in id order (one partition Query with a range-key condition, no re-read of the agents done), one
-commands Query per agent. A run walks at most ``CLEANER_MAX_CLIENTS`` clients (200) and
+commands Query per agent; a gone agent past its retention costs a consistent read of its row and Queries of its
+replicas, commands and instances (the instances-by-agent index) besides. A run walks at most ``CLEANER_MAX_CLIENTS`` clients (200) and
 ``CLEANER_MAX_AGENTS`` agents (10,000: ≈ 6.6 ms each at ``python -m bench.cost``'s per-call cost, ≈ 66 s of
 the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
 ``job-state`` (``cleaner#clients``): the listing position just before the client it stopped in and the last
 of that client's agents it finished; the next run continues exactly there, so a client with more agents
 than one run allows is finished over several runs, and after the last client the walk starts again from the
-first. An agent (or a client's notifications) whose Query used up the delete budget is not counted done and
-is queried again next run. The raw price points are looked for in the pools the pricing aggregator rolls
+first. An agent (or a client's notifications) whose Query, or whose removal, used up the delete budget is not
+counted done and is queried again next run; every row a removal deletes counts against the budget
+(``gone_agents``: agents removed, ``gone_agent_rows``: every row of theirs deleted). The raw price points are looked for in the pools the pricing aggregator rolls
 up (``pools.priced_page``: priced in the last day, at most ``PRICE_ROLLUP_MAX_POOLS`` a run, in turns past that:
 ``chalicelib.jobs.pool_walk``, key ``cleaner#pools``): no agent is read.
-Every delete is conditional and of a row that is already past its retention, so a re-run (or two runs at
-once) deletes nothing twice and nothing else.
+Every delete is conditional and of a row that is already past its retention (or, for a gone agent's rows,
+still closed, inactive and its), so a re-run (or two runs at once) deletes nothing twice and nothing else.
 """
 
 from __future__ import annotations
