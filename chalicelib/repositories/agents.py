@@ -736,6 +736,24 @@ def walk_after(client_id: str, after: str | None, limit: int) -> tuple[list[Walk
     return walked, result.last_evaluated_key is not None
 
 
+def set_client_suspended(client_id: str, suspended: bool) -> int:
+    """Copy the client's (in)active status onto each of its agents (agent credentials read only the agent
+    row). The agents are found on the listing index (eventually consistent: an agent registering in the
+    same second as the deactivation may be missed; a re-run of the status call catches it). Returns how
+    many rows were written."""
+    written = 0
+    for row in AgentTable.by_logical_id.query(client_id):
+        action = AgentTable.client_suspended.set(True) if suspended else AgentTable.client_suspended.remove()
+        try:
+            AgentTable(client_id, row.agent_id).update(actions=[action], condition=AgentTable.agent_id.exists())
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            continue
+        written += 1
+    return written
+
+
 # --- retention of gone agents (the data cleaner, AGENT_RETENTION_DAYS) ------------------------------------
 
 @dataclass(frozen=True)
