@@ -21,6 +21,7 @@ from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.repositories import clients
 from chalicelib.repositories import replicas as replica_repo
+from chalicelib.repositories.agents import GONE_STATUSES
 from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
 
@@ -73,16 +74,30 @@ def check_types(client_id: str, instance_types) -> None:
         raise TypeNotAllowed("; ".join(refused))
 
 
+def _is_deleted(agent: AgentTable) -> bool:
+    """Deleted (or terminated) agents count toward no agent quota but the deleted ones'."""
+    return agent.deleted_at is not None or agent.status in GONE_STATUSES
+
+
 def _client_agents(client_id: str) -> list[AgentTable]:
-    return [a for a in AgentTable.query(client_id) if a.deleted_at is None and a.status != "deleted"]
+    return [a for a in AgentTable.query(client_id) if not _is_deleted(a)]
 
 
-def check_agents(client_id: str, *, adding: int = 1) -> None:
-    """QuotaExceeded when registering ``adding`` more agents would pass the client's max_agents."""
+def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> None:
+    """QuotaExceeded when registering ``adding`` more agents would pass the client's max_agents, or, for a new
+    agent id (not ``reviving`` a deleted one), when the client already keeps ``QUOTA_MAX_DELETED_AGENTS`` deleted
+    agents (kept ``AGENT_RETENTION_DAYS`` for their history, then removed by the data cleaner): register and
+    delete must not grow the client's partition without bound. One read of the client's partition for both."""
     cap = int(limits(client_id)["max_agents"])
-    count = len(_client_agents(client_id))
+    rows = list(AgentTable.query(client_id))
+    count = sum(1 for a in rows if not _is_deleted(a))
     if count + adding > cap:
         raise QuotaExceeded(f"agent quota reached: {count} of {cap} agents; ask the operator to raise max_agents")
+    kept, settings = len(rows) - count, get_settings()
+    if not reviving and kept >= settings.quota_max_deleted_agents:
+        raise QuotaExceeded(f"{kept} deleted agents are kept ({settings.agent_retention_days} days, for their "
+                            f"history; limit {settings.quota_max_deleted_agents}): register under a deleted "
+                            "agent's logical id to reuse it, or ask the operator")
 
 
 def live_instances(client_id: str) -> int:

@@ -88,6 +88,7 @@ class Settings:
     tenancy: str = "assume-role"
     home_account_id: str = ""
     quota_max_agents: int = 50
+    quota_max_deleted_agents: int = 1000
     quota_max_instances: int = 20
     quota_max_standby_usd_per_hour: float = 20.0
     max_instance_vcpus: int = 64
@@ -190,6 +191,10 @@ def get_settings() -> Settings:
         # Per-client quotas (admin-overridable per client, chalicelib/quotas.py): agents, live instances the
         # product launched, and standby $/h.
         quota_max_agents=_int("QUOTA_MAX_AGENTS", 50),
+        # Deleted agents a client may keep (their rows stay AGENT_RETENTION_DAYS for their history) before a new
+        # agent id is refused: without it, register + delete would grow the client's partition, which
+        # registration, the overview and the histories read whole, and the data cleaner's shared budget.
+        quota_max_deleted_agents=_int("QUOTA_MAX_DELETED_AGENTS", 1000),
         quota_max_instances=_int("QUOTA_MAX_INSTANCES", 20),
         quota_max_standby_usd_per_hour=float(os.environ.get("QUOTA_MAX_STANDBY_USD_PER_HOUR", "20")),
         # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).

@@ -110,8 +110,8 @@ def register():
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
     before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
-    if before is None:
-        quotas.check_agents(client.client_id)
+    if before is None or before.deleted:  # a deleted agent registering again counts as a new one
+        quotas.check_agents(client.client_id, reviving=before is not None)
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))

@@ -50,7 +50,7 @@ def client_agents(client_id):
 def _rank(status: str) -> int:
     if status in LIVE_STATUSES:
         return 0
-    return 2 if status in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value) else 1
+    return 2 if status in agents.GONE_STATUSES else 1
 
 
 @bp.route("/api/client/{client_id}/agents/history", methods=["GET"], response="AgentRowsReply", csv=True)

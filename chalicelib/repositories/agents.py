@@ -39,6 +39,7 @@ from chalicelib.tables.instances import InstanceTable
 
 CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
 LIVE_STATUSES = frozenset({AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value})
+GONE_STATUSES = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an agent that no longer runs
 # After its switch report a legacy v4 agent posts the command's result, ends its threads (5 s each, 30 s per
 # call) and sends its final heartbeat: a few minutes at most.
 RETIRED_AGENT_STOPS_WITHIN = timedelta(minutes=10)
@@ -122,7 +123,7 @@ class AgentRecord:
 
     @property
     def deleted(self) -> bool:
-        return self.status in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
+        return self.status in GONE_STATUSES
 
 
 def _plain(value: Any) -> Any:
@@ -403,8 +404,7 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
     actions += [attribute.set(value) for attribute, value in patch]
     if instance_type and az:
         actions.append(AgentTable.current_pool_id.set(make_pool_id(instance_type, az)))
-    condition = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(AgentStatus.DELETED.value,
-                                                                        AgentStatus.TERMINATED.value)
+    condition = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES)
     if patch:
         condition &= _same(AgentTable.instance_id, agent.instance_id)
     row = AgentTable(agent.client_id, agent.agent_id)
@@ -476,7 +476,7 @@ def credential_condition(credential_hash: str | None):
 
 def idle_condition():
     """Not deleted and nothing to deliver: no active command, or commands disabled."""
-    return ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value) & (
+    return ~AgentTable.status.is_in(*GONE_STATUSES) & (
         (AgentTable.active_commands == 0) | (AgentTable.config.enabled == False))  # noqa: E712
 
 
@@ -592,7 +592,7 @@ def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) ->
     """
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
     condition = ((AgentTable.config_version == agent.config_version)
-                 & ~AgentTable.status.is_in(AgentStatus.DELETED.value, AgentStatus.TERMINATED.value))
+                 & ~AgentTable.status.is_in(*GONE_STATUSES))
     try:
         AgentTable(agent.client_id, agent.agent_id).update(actions=actions, condition=condition)
     except UpdateError as exc:
@@ -657,7 +657,7 @@ def agents_with_standbys():
     condition = ((AgentTable.config.manual_replica_enabled == True)  # noqa: E712
                  | AgentTable.current_replica_id.exists())
     for row in AgentTable.scan(filter_condition=condition):
-        if row.status not in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value):
+        if row.status not in GONE_STATUSES:
             yield _record(row)
 
 
@@ -697,8 +697,7 @@ def types_in_use() -> list[tuple[str, str]]:
     attributes, never a request path)."""
     found = set()
     for row in AgentTable.scan(attributes_to_get=["region", "instance_type", "status", "config"]):
-        if row.region and row.instance_type and row.status not in (AgentStatus.DELETED.value,
-                                                                    AgentStatus.TERMINATED.value):
+        if row.region and row.instance_type and row.status not in GONE_STATUSES:
             declared = row.config.allowed_instance_types if row.config else None
             found.update((row.region, t) for t in allowed_types(row.instance_type, declared))
     return sorted(found)
@@ -718,7 +717,7 @@ class WalkedAgent(NamedTuple):
 
 
 def _gone_since(status: str, deleted_at: datetime | None, updated_at: datetime | None) -> datetime | None:
-    if status not in (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value):
+    if status not in GONE_STATUSES:
         return None
     return deleted_at or updated_at
 
@@ -839,7 +838,6 @@ def delete_gone(agent: GoneAgent) -> int:
 # --- client dashboard reads (the listing index: one Query per page, never a scan) ------------------
 
 _LISTING_KEY = ("client_id", "agent_id", "logical_agent_id")
-_GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
 
 
 def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
@@ -850,10 +848,10 @@ def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
     keys, one BatchGetItem for its rows, which are shown in the index's order (a row deleted in between is
     left out)."""
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=_LISTING_KEY)
-    result = AgentTable.by_logical_id.query(client_id, filter_condition=~AgentTable.status.is_in(*_GONE),
+    result = AgentTable.by_logical_id.query(client_id, filter_condition=~AgentTable.status.is_in(*GONE_STATUSES),
                                             limit=limit, last_evaluated_key=start)
     keys = [(client_id, key.agent_id) for key in result]
-    rows = {row.agent_id: row for row in AgentTable.batch_get(keys) if row.status not in _GONE} if keys else {}
+    rows = {row.agent_id: row for row in AgentTable.batch_get(keys) if row.status not in GONE_STATUSES} if keys else {}
     return Page([_record(rows[agent_id]) for _, agent_id in keys if agent_id in rows],
                 encode_token(result.last_evaluated_key))
 

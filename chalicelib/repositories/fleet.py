@@ -42,7 +42,6 @@ from chalicelib.tables.clients import CLIENT_LISTING, name_lookup_key
 
 FLEET_COUNTS = "fleet-counts"  # job-state key of the growth snapshot's last counts
 ONLINE = (AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value, AgentStatus.SWITCHING.value)
-GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def client_counts(client_id: str) -> ClientCounts:
     """Agents (not deleted/terminated), of them online, and active instances of one client (two queries)."""
     total = online = 0
     for row in AgentTable.query(client_id, attributes_to_get=["agent_id", "status"]):
-        if row.status in GONE:
+        if row.status in agent_repo.GONE_STATUSES:
             continue
         total += 1
         online += row.status in ONLINE

@@ -20,7 +20,7 @@ import pytest
 from chalicelib.aws import accounts
 from chalicelib.aws import ec2 as adapter
 from tests.api._support import assert_error, described_instances, diff_snapshots, mock_instances, snapshot_tables
-from tests.conftest import aws_client, registration
+from tests.conftest import aws_client, new_instance_id, registration
 from tests.e2e.failover_support import REGION, ZONES, register_agent, unique_type
 from localmode.embedded_aws import image_id
 
@@ -243,6 +243,50 @@ def test_the_agent_quota_is_409_and_writes_nothing(admin, make_tenant):
     assert_error(status, reply, 409, code="quota_exceeded")
     assert "max_agents" in reply["message"]
     assert_unchanged(before)
+
+
+def test_a_deleted_agent_registering_again_counts_against_the_agent_quota(admin, make_tenant):
+    """GIVEN max_agents 1, agent A registered then deleted, agent B registered in its place WHEN A's logical id
+    registers again THEN 409 quota_exceeded and nothing written (a revival is a new agent for the quota: it was
+    not counted, and reviving it would run two agents on a quota of one)."""
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": 1})[0] == 200
+    first = registration()
+    status, reply = caller.post("/api/agents/register", first)
+    assert status == 200, reply
+    assert caller.call("DELETE", f"/api/client/agents/{reply['agent_id']}")[0] == 200
+    assert caller.post("/api/agents/register", registration())[0] == 200
+    before = snapshot()
+    status, reply = caller.post("/api/agents/register", {**first, "instance_id": new_instance_id()})
+    assert_error(status, reply, 409, code="quota_exceeded")
+    assert_unchanged(before)
+
+
+def test_deleted_agents_kept_are_capped_but_a_deleted_one_may_come_back(make_tenant, monkeypatch):
+    """GIVEN QUOTA_MAX_DELETED_AGENTS 2 and two agents registered and deleted (their rows are kept for their
+    history) WHEN a third, new logical id registers THEN 409 quota_exceeded naming the deleted agents, nothing
+    written; a deleted agent's own logical id still registers (it is revived, which shrinks what is kept)."""
+    from chalicelib.settings import get_settings
+
+    monkeypatch.setenv("QUOTA_MAX_DELETED_AGENTS", "2")
+    get_settings.cache_clear()
+    try:
+        _, caller = make_tenant()
+        bodies = [registration(), registration()]
+        for body in bodies:
+            status, reply = caller.post("/api/agents/register", body)
+            assert status == 200, reply
+            assert caller.call("DELETE", f"/api/client/agents/{reply['agent_id']}")[0] == 200
+        before = snapshot()
+        status, reply = caller.post("/api/agents/register", registration())
+        assert_error(status, reply, 409, code="quota_exceeded")
+        assert "2 deleted agents" in reply["message"]
+        assert_unchanged(before)
+        status, reply = caller.post("/api/agents/register", {**bodies[0], "instance_id": new_instance_id()})
+        assert status == 200 and reply["action"] != "created", reply
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("limit", [{"max_instances": 0}, {"max_standby_usd_per_hour": 0.01}])
