@@ -57,8 +57,8 @@ def _rank(status: str) -> int:
 def agents_history(client_id):
     """Every agent, deleted ones too, online → offline → deleted (csv). The client's agents are read whole to
     order them: at most its agent quota of live ones, plus the deleted and terminated ones of the last
-    ``AGENT_RETENTION_DAYS`` (the data cleaner removes older ones; within that window their number is bounded only
-    by the client's request rate). ``next_token`` is the position of the next page."""
+    ``AGENT_RETENTION_DAYS`` (the data cleaner removes older ones; at most ``QUOTA_MAX_DELETED_AGENTS`` deleted ones
+    are kept). ``next_token`` is the position of the next page."""
     client = own_client(_request(), client_id)
     wants_csv(_request())
     limit, token = page_params(_request())
