@@ -325,6 +325,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
             fields.update(retired_credential_hash=current.credential_hash,
                           retired_credential_instance_id=current.credential_instance_id)
     instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id, proven=bool(identity))
+    previous = _own_previous_instance(client, plan, reg.instance_id)
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
@@ -343,12 +344,25 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       & _same(AgentTable.instance_id, current.instance_id))
         tx.save(_instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id")),
                 condition=instance_condition)
-        previous = plan.previous_instance_id
-        if previous and previous != reg.instance_id:
+        if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
                                InstanceTable.terminated_at.set(now)],
-                      condition=InstanceTable.client_id == client.client_id)
+                      condition=(InstanceTable.client_id == client.client_id)
+                      & (InstanceTable.agent_id == plan.agent_id))
+
+
+def _own_previous_instance(client: ClientRecord, plan: RegistrationPlan, instance_id: str) -> str | None:
+    """The instance the agent leaves, when its row still names this agent: it is marked inactive with the
+    registration. Not when another agent of the client registered on it since (it is that agent's live
+    instance now), nor when its row is gone (the data cleaner removed it): nothing to close then."""
+    previous = plan.previous_instance_id
+    if not previous or previous == instance_id:
+        return None
+    row = instance_row(previous)
+    if row is None or row.client_id != client.client_id or row.agent_id != plan.agent_id:
+        return None
+    return previous
 
 
 def _same(attribute, value):

@@ -93,6 +93,23 @@ def test_an_instance_the_agent_left_cannot_take_the_agent_back(make_tenant):
     assert AgentTable.get(client_id, first["agent_id"]).instance_id == new_id
 
 
+def test_moving_on_leaves_an_instance_another_agent_took_active(make_tenant):
+    """GIVEN agent A on instance 1, then agent B (another logical id of the same client, e.g. the host's config
+    changed) registered on instance 1 WHEN A registers from instance 2 THEN instance 1 stays active and B's: A's
+    move closes only an instance that is still A's (it used to mark B's live instance inactive, and the sentinel
+    then ignored its interruptions)."""
+    client_id, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    other = _register(caller, {**body, "logical_agent_id": "other-" + body["logical_agent_id"]})
+    assert other["agent_id"] != first["agent_id"]
+    assert InstanceTable.get(body["instance_id"]).agent_id == other["agent_id"]
+    moved = _register(caller, {**body, "instance_id": new_instance_id()})
+    assert moved["agent_id"] == first["agent_id"] and moved["action"] == "migrated"
+    row = InstanceTable.get(body["instance_id"], consistent_read=True)
+    assert (row.agent_id, row.is_active) == (other["agent_id"], True)
+
+
 def test_a_standby_registers_only_once_promoted(make_tenant):
     """GIVEN a standby instance of the agent WHEN its agent registers THEN 409 instance_is_standby and no
     change; once the standby is the primary (a failover promoted it) the same registration migrates."""
