@@ -226,8 +226,9 @@ def _terminating_left_host(agent, at) -> bool:
     """Under auto-terminate the legacy agent on the instance a switch left is still heard while it does what the
     switch asked: the replacement's agent may register as soon as it boots, while the old one still waits for
     ``running`` (the lease's ``launch_s``), then sleeps the terminate wait, terminates its host and waits for
-    ``terminated`` (``terminate_s``) before it reports and stops (``AgentTimings.host_gone_s``, whose lease
-    is the same span). Its commands are held meanwhile, but it keeps no instance running."""
+    ``terminated`` (``terminate_s``) before it reports and stops (``AgentTimings.host_gone_s``: the lease is
+    that span after the image some builds make first). Its commands are held meanwhile, but it keeps no instance
+    running."""
     if not agent.config.get("auto_terminate_enabled") or agent.last_switch_at is None:
         return False
     gone_s = agent.timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0))

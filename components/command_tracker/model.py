@@ -108,9 +108,12 @@ LAUNCHING_TYPES = SWITCH_TYPES | {CommandType.CREATE_REPLICA}
 class AgentTimings:
     """How long one kind of agent may take for the steps a command asks of it (seconds).
 
-    ``launch_s``: RunInstances plus the wait for ``running``. ``terminate_s``: terminating the old
-    instance plus the wait for ``terminated``, for agents that do it on the command thread after the
-    command's ``terminate_wait_seconds`` and only then answer (``reports_after_terminating``).
+    ``prepare_s``: what the agent does before it launches (the early 4.0.0 builds of agent-v2 make an AMI of
+    the old instance and wait for it, v3.2 snapshots the root volume and one build waits for the snapshot:
+    each waiter gives up after 600 s). ``launch_s``: RunInstances plus the wait for ``running``.
+    ``terminate_s``: terminating the old instance plus the wait for ``terminated``, for agents that do it on
+    the command thread after the command's ``terminate_wait_seconds`` and only then answer
+    (``reports_after_terminating``).
     ``extends_leases``: the agent renews its lease while it works. ``runs_hooks``: it executes the
     failover's ``prepare_shutdown``/``promote`` (legacy agents skip any command without a target mode,
     so queuing them would only leave commands to time out). ``launches_pool_type``: a spot switch launches
@@ -130,10 +133,11 @@ class AgentTimings:
     launches_pool_type: bool
     waits_as_commanded: bool = True
     lists_commands: bool = False
+    prepare_s: int = 0
 
     def host_gone_s(self, terminate_wait_s: int) -> int:
-        """How long after a switch starts the old instance (and the agent on it) may still run under
-        auto-terminate: the launch, the terminate wait, the termination.
+        """How long after the new instance is launched the old instance (and the agent on it) may still run
+        under auto-terminate: the launch, the terminate wait, the termination.
 
         >>> LEGACY_AGENT.host_gone_s(300), SPOT_AGENT.host_gone_s(300)
         (1020, 660)
@@ -141,25 +145,27 @@ class AgentTimings:
         return self.launch_s + terminate_wait_s + self.terminate_s
 
     def switch_s(self, terminate_wait_s: int) -> int:
-        """How long the agent is busy with a switch before it answers: until its host is gone where it
-        terminates it on the command thread (it reports only then), else the launch.
+        """How long the agent is busy with a switch before it answers: its preparation, then until its host is
+        gone where it terminates it on the command thread (it reports only then), else the launch.
 
         >>> LEGACY_AGENT.switch_s(300), SPOT_AGENT.switch_s(300), LEGACY_AGENT.switch_s(0)
-        (1020, 360, 360)
+        (1680, 360, 1020)
         """
         if self.reports_after_terminating and terminate_wait_s > 0:
-            return self.host_gone_s(terminate_wait_s)
-        return self.launch_s
+            return self.prepare_s + self.host_gone_s(terminate_wait_s)
+        return self.prepare_s + self.launch_s
 
 
-# Legacy v4/v3.2: waiter 10 s × 30 for running; then it sleeps the command's
-# terminate_wait_seconds, terminates, waits 15 s × 20 for terminated, and only then reports. Each
-# EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase. Whether it terminates at all is the
-# command's for the last v4 builds, but its own environment's for v3.2 and the early 4.0.0 builds (agent-v2
-# ec1c6dd..27bdcdf), which report the same version: a switch without a wait may end with its host too.
+# Legacy v4/v3.2: the early 4.0.0 builds first make an AMI of the old instance (image_available waiter 15 s × 40),
+# v3.2 a root-volume snapshot (agent-v2 ea15b23 waits for it: 10 s polls for up to 600 s); then waiter 10 s × 30
+# for running; then it sleeps the command's terminate_wait_seconds, terminates, waits 15 s × 20 for terminated,
+# and only then reports. Each EC2/HTTP call adds up to 30 s (its timeout): one minute of slack per phase. The last
+# v4 builds make no image and terminate as the command says; v3.2 and the early 4.0.0 builds (agent-v2
+# ec1c6dd..27bdcdf), which report the same version, decide both by their own environment: any legacy switch may
+# first wait 600 s for its image, and one without a wait may end with its host too.
 LEGACY_AGENT = AgentTimings(launch_s=300 + 60, terminate_s=300 + 60, reports_after_terminating=True,
                             extends_leases=False, runs_hooks=False, launches_pool_type=False,
-                            waits_as_commanded=False)
+                            waits_as_commanded=False, prepare_s=600 + 60)
 # v3.2: the same, answered its pending commands as a list.
 LEGACY_V3_AGENT = replace(LEGACY_AGENT, lists_commands=True)
 # spot-agent ≥ 5 (agent/): the same launch wait; it reports as soon as the replacement runs, terminates
@@ -211,8 +217,8 @@ class LeasePolicy:
         >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
         >>> switch = Command("c", "cl", "ag", CommandType.SWITCH, 75, CommandStatus.PENDING, t0,
         ...                  target_mode="ondemand", terminate_wait_seconds=300)
-        >>> LeasePolicy().lease_seconds(switch)  # 300 + 360 launch + 300 wait + 360 terminate
-        1320
+        >>> LeasePolicy().lease_seconds(switch)  # 300 + 660 image + 360 launch + 300 wait + 360 terminate
+        1980
         >>> LeasePolicy(agent=SPOT_AGENT).lease_seconds(switch)
         660
         """

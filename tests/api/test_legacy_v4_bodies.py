@@ -7,6 +7,7 @@ import uuid
 
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.switches import SwitchTable
 from tests.api._support import assert_error, iso, now_utc, shifted
 from tests.conftest import new_instance_id, registration
 
@@ -213,3 +214,45 @@ def test_the_kept_old_instance_cannot_take_the_agent_back_when_its_switch_commit
     agent = AgentTable.get(client_id, agent_id, consistent_read=True)
     assert agent.instance_id == new and agent.az == "eu-west-1b"
     assert InstanceTable.get(new, consistent_read=True).is_active is True
+
+
+def test_a_v4_build_that_checks_health_first_and_resends_timed_out_calls_gets_one_agent_one_switch(make_tenant):
+    """final-ml ``agent/spot_optimizer_agent.py`` at b25dea4 (a 4.0.0 build of the last v4's calls): before it
+    registers it sends ``GET /health`` with its session's headers (Bearer client token, JSON content type) and exits
+    only on a connection error; every call that times out or fails to connect is sent again (up to three times, 1 s
+    then 2 s apart), so a call the server handled may arrive twice.
+    GIVEN such a build WHEN its health check, registration, switch report and result each arrive twice
+    THEN the health check is answered (not refused for its token), both registrations name one agent, the second
+    report is a duplicate of the first (one switch recorded), and the second result a replay."""
+    client_id, caller = make_tenant()
+    status, health = caller.get("/health")
+    assert status in (200, 503) and "status" in health, health
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    first = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    again = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert first[0] == again[0] == 200 and first[1]["agent_id"] == again[1]["agent_id"], (first, again)
+    agent_id = first[1]["agent_id"]
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    assert caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))[0] == 200
+    report = {
+        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
+        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+        "timing": {"switch_initiated_at": iso(shifted(-900)), "new_instance_launched_at": iso(shifted(-890)),
+                   "new_instance_ready_at": iso(shifted(-600)), "traffic_switched_at": iso(shifted(-598)),
+                   "old_instance_terminated_at": iso(now_utc())},
+        "trigger": "manual"}
+    replies = [caller.post(f"/api/agents/{agent_id}/switch-report", report) for _ in range(2)]
+    assert [s for s, _ in replies] == [200, 200] and replies[1][1]["duplicate"] is True, replies
+    results = [caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                           {"success": True, "message": "Switch completed"}) for _ in range(2)]
+    assert [s for s, _ in results] == [200, 200] and results[1][1]["replay"] is True, results
+    assert results[1][1]["command"]["status"] == "completed", results
+    switches = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
+    assert [(r.old_instance_id, r.new_instance_id) for r in switches] == [(old, new)]

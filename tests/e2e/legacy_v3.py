@@ -16,9 +16,10 @@ What v3.2 does differently from v4, as the legacy protocol documents it:
   The first v3.2 builds (agent-v2 ``spot_agent_production_v2_final.py`` at fee1d2b and 4cb32dc, ``iterates_answer``)
   iterate the answer itself: a list works, an object yields its keys, and ``"commands".get`` raises on every poll
   (the worker logs it and waits 15 s), so such a build runs no command given ``{"commands": [...]}``;
-- **switch**: root-volume snapshot first (``snapshot{used, snapshot_id, volume_id}``), launch, wait running,
-  2 s traffic switch; then termination **from its env** (``AUTO_TERMINATE_OLD_INSTANCE`` default true,
-  ``TERMINATE_WAIT_TIME`` default 300), never from the command's ``terminate_wait_seconds``; prices (a spot
+- **switch**: root-volume snapshot first (``snapshot{used, snapshot_id, volume_id}``; agent-v2's
+  ``backend/spot_agent_production_v2_final.py`` at ea15b23 waits up to 600 s for it to complete: ``snapshot_wait``),
+  launch, wait running, 2 s traffic switch; then termination **from its env** (``AUTO_TERMINATE_OLD_INSTANCE``
+  default true, ``TERMINATE_WAIT_TIME`` default 300), never from the command's ``terminate_wait_seconds``; prices (a spot
   price it cannot read is sent as ``0.0``); the switch report (no ``new_instance_launched_at``, unset timings
   sent as ``null``, timestamps ``utcnow().isoformat() + "Z"``); then ``POST .../mark-command-executed``
   ``{command_id}`` whatever the outcome (no ``success`` field); it stops after a successful switch under
@@ -61,6 +62,9 @@ class V3Env:
     auto_terminate: bool = True  # AUTO_TERMINATE_OLD_INSTANCE
     terminate_wait: int = 300  # TERMINATE_WAIT_TIME
     snapshot: bool = True  # CREATE_SNAPSHOT_ON_SWITCH
+    # agent-v2 backend/spot_agent_production_v2_final.py at ea15b23 waits for the snapshot to complete before it
+    # launches (10 s polls, up to 600 s); the other builds launch at once
+    snapshot_wait: int = 0
 
 
 class V3Agent(V4Agent):
@@ -165,6 +169,8 @@ class V3Agent(V4Agent):
         snapshot: dict[str, Any] = {"used": False}
         if env.snapshot:
             snapshot = {"used": True, "snapshot_id": "snap-0123456789abcdef0", "volume_id": "vol-0123456789abcdef0"}
+            if env.snapshot_wait:
+                yield env.snapshot_wait
         yield RUN_INSTANCES_S
         if self.launch_fails:
             record["failed"] = "launch refused"

@@ -189,12 +189,13 @@ def test_d_a_termination_warning_is_handled_from_eventbridge_alone_and_the_repla
 
 def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_recorded_once(api, make_tenant, sim):
     """GIVEN a v3.2 agent whose client turned auto-terminate off (the command says ``terminate_wait_seconds: 0``,
-    leased for a switch without a wait) while v3.2's env still terminates after its own 300 s wait
-    WHEN it executes the forced switch and reports ~15 min after delivery, past the lease, the health monitor
+    leased for a switch without a wait) while v3.2's env still terminates after its own 300 s wait, and the build
+    first waits for its snapshot (ea15b23; the waiter's worst case, 600 s)
+    WHEN it executes the forced switch and reports ~25 min after delivery, past the lease, the health monitor
     sweeping leases every minute meanwhile
     THEN the switch is recorded once, the command ends completed (its late result recorded, not retried), it is
     executed by one agent only, and every call is answered 2xx."""
-    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim)
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, snapshot_wait=600)
     status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
     assert status == 200, reply
     command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
@@ -205,7 +206,7 @@ def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_re
 
     [switch], [mark] = old.switches, old.marks
     assert switch["report"].status == 200 and mark.status == 200, brief([switch["report"], mark])
-    assert mark.at - deliveries(fleet, command["id"])[0][1] > 660  # past the lease of a switch without a wait
+    assert mark.at - deliveries(fleet, command["id"])[0][1] > 1320  # past the lease of a switch without a wait
     assert len([r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]) == 1
     stored = bootstrap.command_store().get(old.agent_id, command["id"])
     assert (stored.status.value, stored.success) == ("completed", True), stored
@@ -278,6 +279,38 @@ def test_g_a_first_v3_build_that_iterates_the_pending_commands_answer_runs_its_s
     assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
     [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
     assert (recorded.new_instance_id, recorded.new_pool_id) == (new.host.instance_id, f"{itype}.eu-west-1b")
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_h_a_v3_switch_that_first_waits_for_its_snapshot_is_recorded_from_the_new_registration(
+        api, make_tenant, sim):
+    """GIVEN the v3.2 build that waits for its root-volume snapshot to complete before it launches (agent-v2
+    ``backend/spot_agent_production_v2_final.py`` at ea15b23: 10 s polls, up to 600 s), on a real host, its env
+    terminating after 300 s, the client's auto-terminate off (the command says wait 0, leased as a switch without
+    a wait), the snapshot taking the waiter's worst case
+    WHEN the client forces a switch to eu-west-1b: the replacement's agent registers ~690 s after the delivery,
+    the health monitor sweeping leases every minute meanwhile, and the old agent dies with its host
+    THEN the command was still leased when that registration came, so the switch is recorded from it and the
+    command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
+    client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, outlive=False, snapshot_wait=600)
+    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 0
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch] = old.switches
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
+    assert new.registration.at - deliveries(fleet, command["id"])[0][1] > 660  # past a lease without the snapshot
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
+    assert (recorded.new_instance_id, recorded.new_pool_id, recorded.inferred) == (
+        new.host.instance_id, f"{itype}.eu-west-1b", True)
     stored = bootstrap.command_store().get(old.agent_id, command["id"])
     assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
     assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1

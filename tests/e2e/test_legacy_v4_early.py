@@ -90,8 +90,9 @@ def test_c_an_early_switch_that_reports_after_its_host_is_gone_is_recorded_once(
         api, make_tenant, sim, server_auto_terminate):
     """GIVEN an early-v4 agent (ee5339a) whose process outlives the instance it terminates (a harness's), its env
     terminating after 300 s, its AMI taking the waiter's worst case (600 s), the client's auto-terminate on or off
-    WHEN it executes a forced switch and reports, then posts its result, ~25 min after the delivery (long past the
-    lease: the health monitor sweeps leases every minute meanwhile)
+    WHEN it executes a forced switch and reports, then posts its result, ~25 min after the delivery (past the lease
+    of a switch without a wait, 1,320 s, when the client's auto-terminate is off: the health monitor sweeps leases
+    every minute meanwhile)
     THEN the switch is recorded once (the report replaces the one recorded at the new agent's registration), the
     command ends completed, executed by one agent only, and every call is answered 2xx."""
     client_id, caller, fleet, old, itype = early_fleet(api, make_tenant, sim, "ee5339a", outlive=True, ami_s=600)
@@ -173,4 +174,35 @@ def test_e_a_rebalance_recommendation_reported_every_30_s_is_one_signal(api, mak
     assert status == 200, listing
     events = [e["signal_type"] for e in listing["interruptions"]]
     assert events in (["rebalance-recommendation"], ["rebalance-recommendation"] * 2), listing
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+def test_f_an_early_switch_whose_ami_takes_the_waiters_worst_case_is_recorded_from_the_new_registration(
+        api, make_tenant, sim):
+    """GIVEN an early-v4 agent that makes an AMI of the old instance before it launches (ee5339a), the AMI taking
+    the waiter's worst case (600 s), on a real host, its env terminating after 300 s, the client's auto-terminate off
+    (the command says wait 0, leased as a switch without a wait)
+    WHEN the client forces a switch to eu-west-1b: the replacement's agent registers ~690 s after the delivery,
+    the health monitor sweeping leases every minute meanwhile, and the old agent dies with its host
+    THEN the command was still leased when that registration came, so the switch is recorded from it and the
+    command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
+    client_id, caller, fleet, old, itype = early_fleet(api, make_tenant, sim, "ee5339a", ami_s=600)
+    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 0
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch] = old.switches
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
+    assert new.registration.at - deliveries(fleet, command["id"])[0][1] > 660  # past a lease without the AMI
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
+    assert (recorded.new_instance_id, recorded.new_pool_id, recorded.inferred) == (
+        new.host.instance_id, f"{itype}.eu-west-1b", True)
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())

@@ -131,12 +131,12 @@ def test_lease_sets_deadline_including_terminate_wait():
     cmd = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=120)
     # WHEN leased
     leased = lease(cmd, T0 + timedelta(seconds=5), POLICY)
-    # THEN a legacy agent (the default) gets base lease + launch wait + the wait + termination wait,
-    # and one attempt is used
+    # THEN a legacy agent (the default) gets base lease + image wait + launch wait + the wait + termination
+    # wait, and one attempt is used
     assert leased.status is CommandStatus.EXECUTING
     assert leased.attempts == 1
     assert leased.leased_at == T0 + timedelta(seconds=5)
-    assert leased.lease_expires_at == T0 + timedelta(seconds=5 + 300 + 360 + 120 + 360)
+    assert leased.lease_expires_at == T0 + timedelta(seconds=5 + 300 + 660 + 360 + 120 + 360)
 
 
 def test_lease_only_from_pending():
@@ -257,14 +257,16 @@ def test_a_late_result_of_a_delivered_command_is_recorded_whatever_the_server_di
 
 
 def test_lease_covers_what_a_legacy_switch_makes_its_agent_wait():
-    """A legacy v4 switch: launch wait + terminate wait + termination wait, on top of the base lease."""
+    """A legacy v4 switch: image wait (the early 4.0.0 builds' AMI, v3.2's snapshot) + launch wait + terminate
+    wait + termination wait, on top of the base lease; without a terminate wait, until the new instance runs."""
     switch = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=300)
     legacy = lease(switch, T0, LeasePolicy(base_lease_seconds=300, agent=LEGACY_AGENT))
-    assert legacy.lease_expires_at - T0 == timedelta(seconds=300 + 360 + 300 + 360)
+    assert legacy.lease_expires_at - T0 == timedelta(seconds=300 + 660 + 360 + 300 + 360)
     ours = lease(switch, T0, LeasePolicy(base_lease_seconds=300, agent=SPOT_AGENT))
     assert ours.lease_expires_at - T0 == timedelta(seconds=300 + 360)  # ours reports before terminating
     no_wait = make(command_type=CommandType.SWITCH, target_mode="ondemand", terminate_wait_seconds=0)
-    assert lease(no_wait, T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=660)
+    assert lease(no_wait, T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=1320)
+    assert lease(no_wait, T0, LeasePolicy(agent=LEGACY_V3_AGENT)).lease_expires_at - T0 == timedelta(seconds=1320)
     assert lease(make(), T0, LeasePolicy(agent=LEGACY_AGENT)).lease_expires_at - T0 == timedelta(seconds=300)
 
 
