@@ -72,7 +72,8 @@ def _step_ms(row) -> dict:
             "traffic_moved": since_detected(row.traffic_moved_at), "completed": since_detected(row.completed_at)}
 
 
-@bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"], response="SignalReply")
+@bp.route("/api/agents/{agent_id}/termination-imminent", methods=["POST"], response="SignalReply", status=202,
+          responses={200: "SignalReply"})
 def termination_imminent(agent_id):
     """Two-minute notice seen by the agent: start (or join) the failover workflow. 202, or 200 for spot_agent.py
     (``X-Client-Token``), which reads any other status as a failed failover, as the legacy server answered it."""
