@@ -5,11 +5,11 @@ Figures come from the savings repository only (the roll-up job writes them); not
 
 from __future__ import annotations
 
-from chalicelib.api.common import ApiBlueprint, admin_request, client_request, ok, utcnow
-from chalicelib.api.csv_export import csv_response
+from chalicelib.api.common import ApiBlueprint, admin_request, ok, utcnow
+from chalicelib.api.csv_export import csv_response, wants_csv
+from chalicelib.api.dashboard import choice, own_client
 from chalicelib.api.inputs import int_param
 from chalicelib.api.route_doc import Query
-from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories import savings
 
 bp = ApiBlueprint(__name__)
@@ -22,28 +22,16 @@ def _request():
     return bp.current_request
 
 
-def _format(params: dict) -> bool:
-    wanted = (params.get("format") or "json").lower()
-    if wanted not in ("json", "csv"):
-        raise InvalidInputError("format must be json or csv", field="format")
-    return wanted == "csv"
-
-
 @bp.route("/api/client/{client_id}/savings", methods=["GET"], response="ClientSavingsReply", csv=True,
           query=[Query("period", enum=("monthly", "daily"), description="csv rows: monthly (default) or daily")])
 def client_savings(client_id):
     """Savings to date, per month (``?months=12``, 1..36) and per day for the last 30 days.
 
     ``?format=csv`` answers the monthly rows (``&period=daily``: the daily rows)."""
-    client, _ = client_request(_request())
-    if client_id != client.client_id:
-        raise NotFoundError("client not found", field="client_id")
-    params = _request().query_params or {}
-    months = int_param(params, "months", default=12, low=1, high=36)
-    as_csv = _format(params)
-    period = (params.get("period") or "monthly").lower()
-    if period not in ("monthly", "daily"):
-        raise InvalidInputError("period must be monthly or daily", field="period")
+    own_client(_request(), client_id)
+    months = int_param(_request().query_params or {}, "months", default=12, low=1, high=36)
+    as_csv = wants_csv(_request())
+    period = choice(_request(), "period", ("monthly", "daily"), "monthly")
     now = utcnow()
     if as_csv and period == "daily":
         return csv_response(savings.daily(client_id, 30, now), DAILY_COLUMNS, f"savings-daily-{client_id}.csv")
