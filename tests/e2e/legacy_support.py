@@ -45,3 +45,34 @@ def force_switch(caller, instance_id: str, pool_id: str) -> dict:
 
 def deliveries(fleet, command_id: str) -> list[tuple[str, float]]:
     return [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
+
+
+def switch_without_wait_recorded_from_registration(client_id: str, caller, fleet, old, itype: str, sim) -> None:
+    """The client turns auto-terminate off (the command says wait 0, leased as a switch without a wait) and forces
+    a switch of ``old`` (a legacy build that first makes an image of its instance and whose env terminates its
+    host) to eu-west-1b; the replacement's agent registers after that image, the health monitor sweeping leases
+    meanwhile. Asserts the command was still leased then: the switch is recorded from that registration and the
+    command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
+    from chalicelib import bootstrap
+    from chalicelib.tables.switches import SwitchTable
+    from tests.e2e.legacy_v4 import COMMANDS_S
+
+    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
+    assert command["terminate_wait_seconds"] == 0
+    while old.running and sim.elapsed < 3600:
+        sim.run_until(sim.elapsed + COMMANDS_S)
+    sim.run_until(sim.elapsed + 20 * 60)
+
+    [switch] = old.switches
+    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
+    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
+    assert new.registration.at - deliveries(fleet, command["id"])[0][1] > 660  # past a lease without the image
+    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
+    assert (recorded.new_instance_id, recorded.new_pool_id, recorded.inferred) == (
+        new.host.instance_id, f"{itype}.eu-west-1b", True)
+    stored = bootstrap.command_store().get(old.agent_id, command["id"])
+    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
+    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())

@@ -14,7 +14,14 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.tables.switches import SwitchTable
 from tests.e2e.failover_support import state_of, wait_for
-from tests.e2e.legacy_support import agent_row, brief, deliveries, eu_fleet, force_switch
+from tests.e2e.legacy_support import (
+    agent_row,
+    brief,
+    deliveries,
+    eu_fleet,
+    force_switch,
+    switch_without_wait_recorded_from_registration,
+)
 from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, v4_on_us_spot
 from tests.e2e.legacy_v4_early import BUILDS, early_kind
 
@@ -187,22 +194,4 @@ def test_f_an_early_switch_whose_ami_takes_the_waiters_worst_case_is_recorded_fr
     THEN the command was still leased when that registration came, so the switch is recorded from it and the
     command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
     client_id, caller, fleet, old, itype = early_fleet(api, make_tenant, sim, "ee5339a", ami_s=600)
-    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
-    assert status == 200, reply
-    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
-    assert command["terminate_wait_seconds"] == 0
-    while old.running and sim.elapsed < 3600:
-        sim.run_until(sim.elapsed + COMMANDS_S)
-    sim.run_until(sim.elapsed + 20 * 60)
-
-    [switch] = old.switches
-    new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
-    assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer
-    assert new.registration.at - deliveries(fleet, command["id"])[0][1] > 660  # past a lease without the AMI
-    [recorded] = [r for r in SwitchTable.query(client_id) if r.agent_id == old.agent_id]
-    assert (recorded.new_instance_id, recorded.new_pool_id, recorded.inferred) == (
-        new.host.instance_id, f"{itype}.eu-west-1b", True)
-    stored = bootstrap.command_store().get(old.agent_id, command["id"])
-    assert (stored.status.value, stored.attempts, stored.success) == ("completed", 1, True), stored
-    assert [a.name for a in fleet.agents if a.executed] == [old.name] and len(fleet.ec2.launched) == 1
-    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    switch_without_wait_recorded_from_registration(client_id, caller, fleet, old, itype, sim)
