@@ -238,16 +238,7 @@ def test_a_v4_build_that_checks_health_first_and_resends_timed_out_calls_gets_on
     status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
     [command] = pending["commands"]
     assert caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))[0] == 200
-    report = {
-        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
-                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
-        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
-                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
-        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
-        "timing": {"switch_initiated_at": iso(shifted(-900)), "new_instance_launched_at": iso(shifted(-890)),
-                   "new_instance_ready_at": iso(shifted(-600)), "traffic_switched_at": iso(shifted(-598)),
-                   "old_instance_terminated_at": iso(now_utc())},
-        "trigger": "manual"}
+    report = _switch_report(old, new, terminated=True)
     replies = [caller.post(f"/api/agents/{agent_id}/switch-report", report) for _ in range(2)]
     assert [s for s, _ in replies] == [200, 200] and replies[1][1]["duplicate"] is True, replies
     results = [caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
