@@ -47,14 +47,10 @@ def deliveries(fleet, command_id: str) -> list[tuple[str, float]]:
     return [(a.name, t) for a in fleet.agents for t, ids in a.polls if command_id in ids]
 
 
-def switch_without_wait_recorded_from_registration(client_id: str, caller, fleet, old, itype: str, sim) -> None:
+def switch_without_wait(caller, old, itype: str, sim) -> dict:
     """The client turns auto-terminate off (the command says wait 0, leased as a switch without a wait) and forces
-    a switch of ``old`` (a legacy build that first makes an image of its instance and whose env terminates its
-    host) to eu-west-1b; the replacement's agent registers after that image, the health monitor sweeping leases
-    meanwhile. Asserts the command was still leased then: the switch is recorded from that registration and the
-    command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
-    from chalicelib import bootstrap
-    from chalicelib.tables.switches import SwitchTable
+    a switch of ``old`` to eu-west-1b; the simulation runs until ``old`` stops (at most an hour), then 20 minutes
+    more. Returns the command."""
     from tests.e2e.legacy_v4 import COMMANDS_S
 
     status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
@@ -64,7 +60,18 @@ def switch_without_wait_recorded_from_registration(client_id: str, caller, fleet
     while old.running and sim.elapsed < 3600:
         sim.run_until(sim.elapsed + COMMANDS_S)
     sim.run_until(sim.elapsed + 20 * 60)
+    return command
 
+
+def switch_without_wait_recorded_from_registration(client_id: str, caller, fleet, old, itype: str, sim) -> None:
+    """:func:`switch_without_wait` of ``old``, a legacy build that first makes an image of its instance and whose env
+    terminates its host: the replacement's agent registers after that image, the health monitor sweeping leases
+    meanwhile. Asserts the command was still leased then: the switch is recorded from that registration and the
+    command completed on its one delivery (not taken back, superseded and lost), nothing refused."""
+    from chalicelib import bootstrap
+    from chalicelib.tables.switches import SwitchTable
+
+    command = switch_without_wait(caller, old, itype, sim)
     [switch] = old.switches
     new = next(a for a in fleet.agents if a.host.instance_id == switch["new_host"].instance_id)
     assert new.registration.status == 200 and new.agent_id == old.agent_id, new.registration.answer

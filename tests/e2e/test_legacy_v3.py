@@ -22,6 +22,7 @@ from tests.e2e.legacy_support import (
     deliveries,
     eu_fleet,
     force_switch,
+    switch_without_wait,
     switch_without_wait_recorded_from_registration,
 )
 from tests.e2e.legacy_v4 import BOOT_S, COMMANDS_S, failover_by_eventbridge, v4_on_us_spot
@@ -203,13 +204,7 @@ def test_e_a_v3_switch_that_outlasts_its_lease_because_v3_waits_by_its_env_is_re
     THEN the switch is recorded once, the command ends completed (its late result recorded, not retried), it is
     executed by one agent only, and every call is answered 2xx."""
     client_id, caller, fleet, old, itype = v3_fleet(api, make_tenant, sim, snapshot_wait=600)
-    status, reply = caller.post(f"/api/client/agents/{old.agent_id}/config", {"auto_terminate_enabled": False})
-    assert status == 200, reply
-    command = force_switch(caller, old.host.instance_id, f"{itype}.eu-west-1b")
-    assert command["terminate_wait_seconds"] == 0
-    while old.running and sim.elapsed < 3600:
-        sim.run_until(sim.elapsed + COMMANDS_S)
-    sim.run_until(sim.elapsed + 20 * 60)
+    command = switch_without_wait(caller, old, itype, sim)
 
     [switch], [mark] = old.switches, old.marks
     assert switch["report"].status == 200 and mark.status == 200, brief([switch["report"], mark])
