@@ -167,8 +167,22 @@ def _idempotent_intake():
 def answer(result: dict[str, Any]) -> dict[str, Any]:
     """What a tenant may see of :func:`handle`'s result: all of it but the workflow's ``execution_arn``, which
     names the service's own AWS account, region and state machine. The execution's name is the
-    ``interruption_id`` the answer keeps (the tenant's interruption event)."""
-    return {key: value for key, value in result.items() if key != "execution_arn"}
+    ``interruption_id`` the answer keeps (the tenant's interruption event). ``message`` says it in a sentence for
+    the agent's log (spot_agent.py logs it after a termination notice)."""
+    reply = {key: value for key, value in result.items() if key != "execution_arn"}
+    reply.setdefault("message", _message(result))
+    return reply
+
+
+def _message(result: dict[str, Any]) -> str:
+    action = result.get("action")
+    if action == "failover_started":
+        return (f"failover {result['interruption_id']} started: a ready standby is promoted, else a replacement is "
+                "launched, before the deadline")
+    if action == "duplicate":
+        return f"already handled as {result.get('interruption_id')} ({result.get('status') or 'starting'})"
+    reason = result.get("reason")
+    return f"{action}: {reason}" if reason else str(action)
 
 
 def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,

@@ -452,6 +452,7 @@ class SignalReply(Success):
     action: str
     interruption_id: str | None = None
     reason: str | None = None
+    message: str | None = None  # the action in a sentence, for the agent's log
 
 
 class WorkflowRef(Reply):

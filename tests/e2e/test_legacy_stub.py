@@ -101,6 +101,9 @@ def test_b_the_stub_agents_termination_notice_starts_one_failover_and_its_replac
     [imminent] = calls_to(fleet, "/termination-imminent")
     assert imminent.ok and imminent.answer["success"] is True, imminent.answer
     assert imminent.status == 200  # spot_agent.py logs any other status as "Failover failed"
+    # ... and logs the answer's message ("Failover initiated: <message>"): what was started, in a sentence
+    assert imminent.answer["message"].startswith(f"failover {imminent.answer['interruption_id']} started"), \
+        imminent.answer
     assert not old.running and calls_to(fleet, "/heartbeat")[-1].body == {"status": "offline"}
     assert wait_for(imminent.answer["interruption_id"])["status"] == "SUCCEEDED"
     replacement = AgentTable.get(client_id, old.agent_id, consistent_read=True).instance_id
