@@ -57,7 +57,7 @@ from infra.naming import (
     notification_topic_name,
     stack_name,
 )
-from infra.policies import API_HANDLER, deployed_function_name
+from infra.policies import API_HANDLER, FUNCTIONS, deployed_function_name
 from infra.tables import create_tables
 from infra.chalice_deployment import api_gateway_stage
 from infra.work_queue import DECISIONS, SAVINGS, WorkQueue
@@ -246,6 +246,10 @@ class SpotOptimizerStack(Stack):
         self.monitoring.watch_functions("DecisionWorker", [deployed_function_name(DECISION_WORKER_FUNCTION, stage)])
         self.savings_queue = WorkQueue(self, "SavingsQueue", spec=SAVINGS, stage=stage, alarm_topic=self.topic)
         self.monitoring.watch_functions("SavingsWorker", [deployed_function_name(SAVINGS_WORKER_FUNCTION, stage)])
+
+        # --- Every other Chalice function (the scheduled jobs; infra/policies.py FUNCTIONS lists app.py's): ------
+        # errors and throttles, so a job failing on every run is not silent. After every other watch.
+        self.monitoring.watch_the_rest("Jobs", [deployed_function_name(name, stage) for name in FUNCTIONS])
 
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")
