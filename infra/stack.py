@@ -19,7 +19,6 @@ import); ``infra/main.py`` does that, and the stack refuses a mismatch.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from aws_cdk import Annotations, Aspects, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
@@ -47,10 +46,10 @@ from infra.event_intake import EventIntake
 from infra.monitoring import Monitoring, allow_alarms, subscribe_email
 from infra.nag import Suppression, add_suppressions
 from infra.naming import (
-    MAX_STAGE_LENGTH,
     PROD_STAGES,
     TAG_APP,
     TAG_STAGE,
+    check_stage_name,
     failover_log_group_name,
     layer_version_name,
     log_retention_days,
@@ -103,9 +102,9 @@ def layer_ready(layer_dir: Path) -> bool:
 
 
 def _check_stage(stage: str) -> None:
-    # The model bucket's name (stage, account, region) must fit S3's 63 characters in every region.
-    if not re.fullmatch(rf"[a-z][a-z0-9-]{{0,{MAX_STAGE_LENGTH - 1}}}", stage):
-        raise ValueError(f"stage {stage!r}: use lowercase letters, digits and '-' (at most {MAX_STAGE_LENGTH})")
+    # The model bucket's name (stage, account, region) must fit S3's 63 characters in every region, and no
+    # stage's names may start with another's (naming.STAGE_NAME).
+    check_stage_name(stage)
     settings = get_settings()
     if settings.stage != stage:
         raise RuntimeError(
