@@ -150,7 +150,7 @@ def test_the_make_targets_run_the_guards_in_order():
     deploy = makefile[makefile.index("\ndeploy:"):makefile.index("\ndestroy:")]
     destroy = makefile[makefile.index("\ndestroy:"):]
     steps = ["deploy_state.py preflight", "$(CDK) deploy", "--require-approval never", "wire_outputs.py --stage",
-             "--region", "deploy_state.py pull", "bytecode.py  #", "bytecode.py --chalice-deploy $(STAGE)",
+             "--region", "deploy_state.py pull", "event_source adopt", "bytecode.py  #", "bytecode.py --chalice-deploy $(STAGE)",
              "chalice deploy --stage", "deploy_state.py push",
              "deploy_state.py api-log-retention", "throttling.py", "gateway_responses.py"]
     positions = [deploy.index(step) for step in steps]
