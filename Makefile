@@ -172,6 +172,7 @@ deploy: $(STAMP)
 	$(BIN)/python infra/wire_outputs.py --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json \
 	  --region "$$($(BIN)/python infra/deploy_state.py region)"
 	$(BIN)/python infra/deploy_state.py pull --stage $(STAGE) --outputs build/cdk-outputs-$(STAGE).json
+	$(BIN)/python -m infra.event_source adopt --stage $(STAGE)  # SQS mappings a failed chalice deploy left unrecorded
 	$(BIN)/python infra/bytecode.py  # ship .pyc files: Lambda compiles whatever has none at every cold start
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python infra/bytecode.py --chalice-deploy $(STAGE)  # and the dependencies'
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/chalice deploy --stage $(STAGE)

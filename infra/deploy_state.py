@@ -10,6 +10,9 @@
   profile; Chalice (botocore) from ``AWS_DEFAULT_REGION``, then the profile. A stack in one region and the
   app in another would deploy fine and never work: ``preflight`` refuses when they differ, and
   ``wire_outputs.py --region`` refuses when the stack's ``Region`` output is not Chalice's region.
+* **One region per stage.** ``preflight`` also refuses a stage whose infra stack exists in another region of the
+  account (``check_single_region``): Chalice's function roles are named for the stage only and IAM is global,
+  so two regions would share them and a destroy of either would delete the other's.
 * **Shared deployed state.** Chalice records what it deployed in ``.chalice/deployed/<stage>.json``; a clone
   without that file creates a second API. ``pull`` copies the stage's copy from its model bucket
   (``chalice/deployed/<stage>.json``) before ``chalice deploy``/``delete``; ``push`` stores it back after,
@@ -69,6 +72,47 @@ def preflight(stage: str, *, destroy: bool = False, confirm: str | None = None) 
         raise DeployStateError(f"CDK would deploy to {cdk} (AWS_REGION) but Chalice to {chalice} "
                                "(AWS_DEFAULT_REGION/profile): set both to the same region")
     return cdk
+
+
+def regions_with_stage(stage: str, deploy_region: str, session=None) -> list[str]:
+    """The account's other enabled regions where the stage's infra stack exists (``stack_name``; the forwarder
+    stacks are named otherwise). A region the caller may not look into (an SCP denying it) is skipped with a
+    warning."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = session or boto3.session.Session()
+    regions = {r["RegionName"] for r in session.client("ec2", region_name=deploy_region).describe_regions()["Regions"]}
+    found = []
+    for region in sorted(regions - {deploy_region}):
+        try:
+            session.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name(stage))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ValidationError":  # ValidationError: no such stack
+                print(f"deploy_state: warning: could not look for {stack_name(stage)} in {region} "
+                      f"({exc.response.get('Error', {}).get('Code')})", file=sys.stderr)
+            continue
+        except BotoCoreError as exc:
+            print(f"deploy_state: warning: could not look for {stack_name(stage)} in {region} ({exc})", file=sys.stderr)
+            continue
+        found.append(region)
+    return found
+
+
+def check_single_region(stage: str, region: str, *, destroy: bool = False, confirm: str | None = None,
+                        session=None) -> None:
+    """Refuse a stage already deployed in another region of the account. Chalice names every function's role
+    ``spot-optimizer-<stage>-<function>`` and IAM is global: a second region's ``chalice deploy`` silently adopts
+    the first one's roles, and ``chalice delete`` in either region deletes the roles the other's functions run
+    with. A destroy goes ahead with CONFIRM=yes (the other region's next ``make deploy`` recreates the roles)."""
+    others = regions_with_stage(stage, region, session)
+    if not others or (destroy and confirm == "yes"):
+        return
+    action = ("`chalice delete` here would delete the IAM roles its functions run with (CONFIRM=yes to destroy anyway; "
+              "then run `make deploy` there to recreate them)" if destroy else
+              "a deploy here would share its Chalice IAM roles (spot-optimizer-<stage>-<function>, global in an "
+              "account), and destroying either region would delete the other's; deploy another stage name here")
+    raise DeployStateError(f"stage {stage!r} is also deployed in {', '.join(others)} of this account: {action}")
 
 
 def _etag_file(stage: str, project: Path) -> Path:
@@ -176,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "preflight":
             region = preflight(args.stage, destroy=args.destroy, confirm=os.environ.get("CONFIRM"))
+            check_single_region(args.stage, region, destroy=args.destroy, confirm=os.environ.get("CONFIRM"))
             print(f"stage {args.stage}: CDK and Chalice both target {region}")
             return 0
         import boto3

@@ -1,6 +1,7 @@
 """The sentinel's event queue after ``chalice deploy``: what Chalice 1.34 cannot set, and the redrive.
 
-    python -m infra.event_source enable --stage dev [--region us-east-1]    # step of `make deploy`
+    python -m infra.event_source adopt --stage dev [--region us-east-1]     # step of `make deploy`, before chalice
+    python -m infra.event_source enable --stage dev [--region us-east-1]    # step of `make deploy`, after chalice
     python -m infra.event_source redrive --stage dev [--region us-east-1]   # `make redrive STAGE=dev`
     python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-west-2   # + EVENT_REGIONS=...
     python -m infra.event_source redrive --stage dev --forwarded-from eu-west-1,us-east-1 \
@@ -13,6 +14,9 @@
   of the stage and its queue (``policies.SQS_EVENT_SOURCES``: the sentinel and its event queue, the
   decision-worker and the decision queue, the savings-worker and the savings queue), and fails (exit 1) when a mapping is missing. Idempotent; a later
   ``chalice deploy`` keeps it (Chalice updates the mapping's batch settings only).
+* ``adopt``: records in ``.chalice/deployed/<stage>.json`` the SQS mappings a failed ``chalice deploy`` created
+  without recording them (Chalice writes that file only on success); otherwise every later deploy fails on
+  Lambda's one-mapping-per-function-and-queue rule (:func:`adopt_mappings`).
 * ``redrive``: moves every message of the dead-letter queue back to the event queue (SQS
   ``StartMessageMoveTask``); read them first (``aws sqs receive-message --queue-url <dlq url>``) and fix what
   made them fail. The sentinel is idempotent on the event id, so a redriven event that had been handled is a
@@ -91,6 +95,53 @@ def enable_batch_item_failures(lambda_client, sqs, stage: str, consumer: str = S
     return mapping
 
 
+def chalice_resource_name(consumer: str) -> str:
+    """The name Chalice records an ``@app.on_sqs_message`` function's mapping under (chalice/deploy/appgraph.py)."""
+    return f"{consumer}-sqs-event-source"
+
+
+def adopt_mappings(lambda_client, stage: str, project: Path = ROOT) -> list[str]:
+    """Record in ``.chalice/deployed/<stage>.json`` each SQS mapping of ``SQS_EVENT_SOURCES`` that exists in AWS
+    but not (or under another UUID) in that file; returns the consumers adopted.
+
+    Chalice records what it deployed only when a deploy succeeds. A ``chalice deploy`` that failed after creating a
+    mapping (a later step refused, the network dropped) leaves it unrecorded, and every following deploy asks Lambda
+    for a new one: ``ResourceConflictException`` (one mapping per function and queue), so ``make deploy`` could
+    never succeed again. Adopted, the next deploy updates the mapping (and keeps its ReportBatchItemFailures).
+    Run after ``deploy_state.py pull``, before ``chalice deploy``."""
+    path = project / ".chalice" / "deployed" / f"{stage}.json"
+    state = json.loads(path.read_text()) if path.exists() else {"resources": [], "schema_version": "2.0",
+                                                                  "backend": "api"}
+    by_name = {resource.get("name"): resource for resource in state["resources"]}
+    adopted = []
+    for consumer, queue_name in SQS_EVENT_SOURCES.items():
+        queue = queue_name(stage)
+        try:
+            mappings = lambda_client.list_event_source_mappings(FunctionName=function_name(consumer, stage))
+        except lambda_client.exceptions.ResourceNotFoundException:  # the function is not deployed yet
+            continue
+        found = [m for m in mappings.get("EventSourceMappings", [])
+                 if m.get("EventSourceArn", "").rsplit(":", 1)[-1] == queue]
+        if not found:
+            continue
+        (mapping,) = found  # Lambda allows one per function and queue
+        record = by_name.get(chalice_resource_name(consumer))
+        if record is not None and record.get("event_uuid") == mapping["UUID"]:
+            continue
+        values = {"queue_arn": mapping["EventSourceArn"], "event_uuid": mapping["UUID"], "queue": queue,
+                  "lambda_arn": mapping["FunctionArn"]}
+        if record is None:
+            state["resources"].append({"name": chalice_resource_name(consumer), "resource_type": "sqs_event",
+                                       **values})
+        else:
+            record.update(values)
+        adopted.append(consumer)
+    if adopted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2) + "\n")
+    return adopted
+
+
 def redrive(sqs, stage: str) -> str:
     """Start moving the dead-letter queue's messages back to the event queue; returns the task handle."""
     source = queue_arn(sqs, event_dead_letter_queue_name(stage))
@@ -160,7 +211,7 @@ def _regions(value: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("enable", "redrive", "operator-policy"))
+    parser.add_argument("command", choices=("adopt", "enable", "redrive", "operator-policy"))
     parser.add_argument("--stage", required=True)
     parser.add_argument("--region", help="the deploy region; defaults to AWS_REGION / AWS_DEFAULT_REGION")
     parser.add_argument("--forwarded-from", default="", metavar="R1,R2",
@@ -187,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sqs = boto3.client("sqs", region_name=args.region)
     try:
-        if args.command == "enable":
+        if args.command == "adopt":
+            adopted = adopt_mappings(boto3.client("lambda", region_name=args.region), args.stage)
+            print(f"SQS mappings Chalice had not recorded, adopted: {', '.join(adopted) or 'none'}")
+        elif args.command == "enable":
             lambda_client = boto3.client("lambda", region_name=args.region)
             for consumer in SQS_EVENT_SOURCES:
                 mapping = enable_batch_item_failures(lambda_client, sqs, args.stage, consumer)

@@ -28,6 +28,8 @@ from chalicelib.settings import APP_NAME
 from infra.naming import alarm_name, dashboard_name
 
 PERIOD = Duration.minutes(5)
+# CloudWatch: an alarm on a metric math expression takes at most 10 metrics.
+MAX_METRICS_PER_ALARM = 10
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -65,6 +67,7 @@ class Monitoring(Construct):
         self.stage = stage
         self.topic = topic
         self.alarms: list[cloudwatch.Alarm] = []
+        self.watched_functions: set[str] = set()  # every function watch_functions was given
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name(stage, region),
                                               default_interval=Duration.hours(6))
 
@@ -147,8 +150,9 @@ class Monitoring(Construct):
                         throttles: bool = True) -> None:
         """Errors and throttles of deployed Lambda functions (by name: Chalice creates them after this
         stack), summed into one alarm each, plus a dashboard row. CloudWatch math takes ≤ 10 metrics."""
-        if len(function_names) > 10:
-            raise ValueError(f"{label}: at most 10 functions per alarm (got {len(function_names)})")
+        if len(function_names) > MAX_METRICS_PER_ALARM:
+            raise ValueError(f"{label}: at most {MAX_METRICS_PER_ALARM} functions per alarm (got {len(function_names)})")
+        self.watched_functions.update(function_names)
 
         def per_function(metric_name: str) -> dict[str, cloudwatch.IMetric]:
             return {f"m{i}": cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric_name,
@@ -166,7 +170,17 @@ class Monitoring(Construct):
             self.alarm(f"{label}{kind}", total, threshold=1,
                        description=f"{kind} of {', '.join(function_names)}: "
                                    + ("the function raised (its log group)." if kind == "Errors" else
-                                      "reserved concurrency exhausted (infra/throttling.py)."))
+                                      "its reserved concurrency (infra/throttling.py) or the account's "
+                                      "concurrency exhausted."))
             graphs.append(cloudwatch.GraphWidget(title=f"{label}: {kind.lower()}", width=12,
                                                  left=list(metrics.values())))
         self.dashboard.add_widgets(*graphs)
+
+    def watch_the_rest(self, label: str, function_names: Iterable[str]) -> None:
+        """Errors and throttles of every function of ``function_names`` no other alarm watches yet (the scheduled
+        jobs: health monitor, replica coordinator, cleanup, decision cycle, ...), ``MAX_METRICS_PER_ALARM`` an
+        alarm: ``<label>1Errors``, ``<label>2Errors``, ... A schedule invokes its function asynchronously: a job that
+        raises on every run otherwise fails silently (Lambda's two retries end in nothing but the function's log)."""
+        rest = sorted(set(function_names) - self.watched_functions)
+        for number, start in enumerate(range(0, len(rest), MAX_METRICS_PER_ALARM), start=1):
+            self.watch_functions(f"{label}{number}", rest[start:start + MAX_METRICS_PER_ALARM])

@@ -13,6 +13,8 @@ Uniqueness rules (checked on the synthesised template by :func:`audit_template`,
 
 from __future__ import annotations
 
+import re
+
 from chalicelib.settings import APP_NAME, model_bucket_name
 
 # Stages whose data outlives the stack (RETAIN, deletion protection) and that `make destroy` refuses
@@ -25,6 +27,20 @@ TAG_APP, TAG_STAGE = "app", "stage"
 # S3 bucket names are at most 63 characters; the longest region name today is 14 (ap-southeast-2).
 MAX_BUCKET_NAME, MAX_REGION_NAME = 63, 14
 MAX_STAGE_LENGTH = MAX_BUCKET_NAME - len(model_bucket_name("", "0" * 12, "r" * MAX_REGION_NAME))
+# A stage name: lowercase letters and digits, no '-'. The stage's IAM grants (infra/policies.py: tables, bucket,
+# topic-policy alarms, the client-account role's trust in ``spot-optimizer-<stage>-*`` roles) name its resources
+# ``spot-optimizer-<stage>-*``; with a '-' allowed, prod's grants would also match a stage ``prod-eu``'s
+# tables (``spot-optimizer-prod-eu-clients``), and prod-eu's function roles would pass prod's client roles' trust.
+STAGE_NAME = re.compile(rf"[a-z][a-z0-9]{{0,{MAX_STAGE_LENGTH - 1}}}")
+
+
+def check_stage_name(stage: str) -> str:
+    """``stage`` when it is a valid stage name (``STAGE_NAME``); ValueError otherwise."""
+    if not STAGE_NAME.fullmatch(stage):
+        raise ValueError(f"stage {stage!r}: use lowercase letters and digits only, no '-' (at most "
+                         f"{MAX_STAGE_LENGTH}): every IAM grant names the stage's resources "
+                         f"{APP_NAME}-<stage>-*, which must not match another stage's")
+    return stage
 # Where `make deploy` keeps Chalice's deployed state of a stage, in that stage's model bucket
 # (infra/deploy_state.py). The Lambdas' policies only reach ``models/*`` of the bucket.
 DEPLOYED_STATE_PREFIX = "chalice/deployed/"

@@ -38,9 +38,10 @@ from chalicelib.settings import (
     savings_queue_name,
 )
 from chalicelib.workflows import FAILOVER_TASKS, function_name, state_machine_name
-from infra.naming import notification_topic_name
+from infra.naming import check_stage_name, notification_topic_name
 
-STAGES = ("dev", "prod")
+# The stages generated (naming.STAGE_NAME: no '-', so no stage's ``spot-optimizer-<stage>-*`` covers another's).
+STAGES = tuple(check_stage_name(stage) for stage in ("dev", "prod"))
 VERSION = "2012-10-17"
 # Roles the product may hand to the instances it launches (IamInstanceProfile of a cloned primary).
 PASSABLE_ROLE_PATH = "/spot-optimizer/"

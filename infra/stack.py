@@ -19,7 +19,6 @@ import); ``infra/main.py`` does that, and the stack refuses a mismatch.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from aws_cdk import Annotations, Aspects, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
@@ -47,17 +46,17 @@ from infra.event_intake import EventIntake
 from infra.monitoring import Monitoring, allow_alarms, subscribe_email
 from infra.nag import Suppression, add_suppressions
 from infra.naming import (
-    MAX_STAGE_LENGTH,
     PROD_STAGES,
     TAG_APP,
     TAG_STAGE,
+    check_stage_name,
     failover_log_group_name,
     layer_version_name,
     log_retention_days,
     notification_topic_name,
     stack_name,
 )
-from infra.policies import API_HANDLER, deployed_function_name
+from infra.policies import API_HANDLER, FUNCTIONS, deployed_function_name
 from infra.tables import create_tables
 from infra.chalice_deployment import api_gateway_stage
 from infra.work_queue import DECISIONS, SAVINGS, WorkQueue
@@ -103,9 +102,9 @@ def layer_ready(layer_dir: Path) -> bool:
 
 
 def _check_stage(stage: str) -> None:
-    # The model bucket's name (stage, account, region) must fit S3's 63 characters in every region.
-    if not re.fullmatch(rf"[a-z][a-z0-9-]{{0,{MAX_STAGE_LENGTH - 1}}}", stage):
-        raise ValueError(f"stage {stage!r}: use lowercase letters, digits and '-' (at most {MAX_STAGE_LENGTH})")
+    # The model bucket's name (stage, account, region) must fit S3's 63 characters in every region, and no
+    # stage's names may start with another's (naming.STAGE_NAME).
+    check_stage_name(stage)
     settings = get_settings()
     if settings.stage != stage:
         raise RuntimeError(
@@ -246,6 +245,10 @@ class SpotOptimizerStack(Stack):
         self.monitoring.watch_functions("DecisionWorker", [deployed_function_name(DECISION_WORKER_FUNCTION, stage)])
         self.savings_queue = WorkQueue(self, "SavingsQueue", spec=SAVINGS, stage=stage, alarm_topic=self.topic)
         self.monitoring.watch_functions("SavingsWorker", [deployed_function_name(SAVINGS_WORKER_FUNCTION, stage)])
+
+        # --- Every other Chalice function (the scheduled jobs; infra/policies.py FUNCTIONS lists app.py's): ------
+        # errors and throttles, so a job failing on every run is not silent. After every other watch.
+        self.monitoring.watch_the_rest("Jobs", [deployed_function_name(name, stage) for name in FUNCTIONS])
 
         # CDK adds DependsOn on a role that is also referenced by GetAtt (cfn-lint W3005, harmless).
         _ignore_lint(self.failover.node.default_child, "W3005")

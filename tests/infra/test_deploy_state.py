@@ -150,7 +150,7 @@ def test_the_make_targets_run_the_guards_in_order():
     deploy = makefile[makefile.index("\ndeploy:"):makefile.index("\ndestroy:")]
     destroy = makefile[makefile.index("\ndestroy:"):]
     steps = ["deploy_state.py preflight", "$(CDK) deploy", "--require-approval never", "wire_outputs.py --stage",
-             "--region", "deploy_state.py pull", "bytecode.py  #", "bytecode.py --chalice-deploy $(STAGE)",
+             "--region", "deploy_state.py pull", "event_source adopt", "bytecode.py  #", "bytecode.py --chalice-deploy $(STAGE)",
              "chalice deploy --stage", "deploy_state.py push",
              "deploy_state.py api-log-retention", "throttling.py", "gateway_responses.py"]
     positions = [deploy.index(step) for step in steps]
@@ -159,3 +159,31 @@ def test_the_make_targets_run_the_guards_in_order():
              "destroy $(APP_NAME)"]
     positions = [destroy.index(step) for step in steps]
     assert positions == sorted(positions)
+
+
+@pytest.fixture
+def stage_in_eu_west_1():
+    """The dev stage's infra stack deployed in eu-west-1 of the (embedded) account."""
+    cloudformation = boto3.client("cloudformation", region_name="eu-west-1")
+    cloudformation.create_stack(StackName=stack_name("dev"), TemplateBody=json.dumps(
+        {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))
+    yield
+    cloudformation.delete_stack(StackName=stack_name("dev"))
+
+
+def test_a_stage_deployed_in_another_region_of_the_account_is_refused(monkeypatch, stage_in_eu_west_1, capsys):
+    """Chalice's function roles (spot-optimizer-<stage>-<function>) are account-global: a second region would
+    silently adopt them, and destroying either region would delete the roles the other's functions run with."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("CONFIRM", raising=False)
+    assert deploy_state.regions_with_stage("dev", "us-east-1") == ["eu-west-1"]
+    assert deploy_state.regions_with_stage("prod", "us-east-1") == []
+    assert deploy_state.regions_with_stage("dev", "eu-west-1") == []  # its own region is no other
+    assert deploy_state.main(["preflight", "--stage", "dev"]) == 1
+    assert "also deployed in eu-west-1" in capsys.readouterr().err
+    assert deploy_state.main(["preflight", "--stage", "prod"]) == 0
+    assert deploy_state.main(["preflight", "--stage", "dev", "--destroy"]) == 1
+    monkeypatch.setenv("CONFIRM", "yes")
+    assert deploy_state.main(["preflight", "--stage", "dev", "--destroy"]) == 0
+    assert deploy_state.main(["preflight", "--stage", "dev"]) == 1  # CONFIRM never lets a deploy through

@@ -379,6 +379,62 @@ def test_enable_sets_report_batch_item_failures_on_each_consumers_mapping_of_its
     assert again["UUID"] == mapping["UUID"] == stored["UUID"] and stored["BatchSize"] == 10
 
 
+def test_a_mapping_a_failed_chalice_deploy_left_unrecorded_is_adopted_so_the_next_deploy_updates_it(tmp_path):
+    """Chalice writes .chalice/deployed/<stage>.json only when a deploy succeeds: after one that failed past the
+    mappings, its planner would create them again, which Lambda refuses (one per function and queue)."""
+    import uuid
+
+    import botocore.session
+    from chalice.awsclient import TypedAWSClient
+    from chalice.config import DeployedResources
+    from chalice.deploy import models
+    from chalice.deploy.planner import RemoteState
+
+    from chalicelib.workflows import function_name
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    sqs, lambda_client, iam = aws_client("sqs"), aws_client("lambda"), aws_client("iam")
+    role = iam.create_role(RoleName=f"{stage}-sentinel", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                                                "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+    for consumer, queue_name in event_source.SQS_EVENT_SOURCES.items():
+        url = sqs.create_queue(QueueName=queue_name(stage))["QueueUrl"]
+        lambda_client.create_function(FunctionName=function_name(consumer, stage), Runtime="python3.12", Role=role,
+                                      Handler="app.sentinel", Code={"ZipFile": _zip()})
+        if consumer != "savings-worker":  # the failed deploy got this far
+            lambda_client.create_event_source_mapping(EventSourceArn=sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+                FunctionName=function_name(consumer, stage), BatchSize=10)
+    state = tmp_path / ".chalice" / "deployed" / f"{stage}.json"
+
+    def chalice_sees(consumer: str) -> bool:
+        remote = RemoteState(TypedAWSClient(botocore.session.get_session()),
+                             DeployedResources(json.loads(state.read_text())))
+        function = models.LambdaFunction(
+            resource_name=consumer, function_name=function_name(consumer, stage), deployment_package=None,
+            environment_variables={}, runtime="python3.12", handler="app.sentinel", tags={}, timeout=30,
+            memory_size=512, role=None, security_group_ids=[], subnet_ids=[], layers=[], reserved_concurrency=None,
+            xray=False)
+        return remote.resource_exists(models.SQSEventSource(
+            resource_name=event_source.chalice_resource_name(consumer),
+            queue=event_source.SQS_EVENT_SOURCES[consumer](stage), batch_size=10,
+            maximum_batching_window_in_seconds=0, lambda_function=function))
+
+    assert event_source.adopt_mappings(lambda_client, stage, tmp_path) == ["sentinel", "decision-worker"]
+    assert chalice_sees("sentinel") and chalice_sees("decision-worker")  # → update_lambda_event_source, no conflict
+    assert not chalice_sees("savings-worker")  # nothing to adopt: Chalice creates it
+    assert event_source.adopt_mappings(lambda_client, stage, tmp_path) == []  # nothing new the second time
+
+    shared = json.loads(state.read_text())  # a record of another mapping UUID (the bucket's copy was older)
+    shared["resources"][0]["event_uuid"] = str(uuid.uuid4())
+    state.write_text(json.dumps(shared))
+    assert not chalice_sees("sentinel")
+    assert event_source.adopt_mappings(lambda_client, stage, tmp_path) == ["sentinel"]
+    assert chalice_sees("sentinel")
+
+
 def test_redrive_moves_the_dead_letter_queue_back_to_the_event_queue():
     import boto3
     from botocore.stub import Stubber

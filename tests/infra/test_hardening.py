@@ -13,7 +13,7 @@ from chalicelib.jobs.cleanup import STUCK_INTERRUPTIONS_METRIC
 from chalicelib.observability import METRICS_NAMESPACE, STAGE_DIMENSION
 from chalicelib.workflows import FAILOVER_TASKS
 from infra.naming import alarm_name, audit_template
-from infra.policies import deployed_function_name
+from infra.policies import API_HANDLER, FUNCTIONS, deployed_function_name
 from infra.stack import NAG_SUPPRESSIONS
 from tests.infra._support import stand_in_layer
 
@@ -78,7 +78,7 @@ EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksE
                    "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
                    "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting",
                    "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting",
-                   "RiskPoolCap", "PriceRollupPoolCap")
+                   "RiskPoolCap", "PriceRollupPoolCap", "Jobs1Errors", "Jobs1Throttles", "Jobs2Errors", "Jobs2Throttles")
 
 
 def _alarms(resources) -> dict[str, dict]:
@@ -115,6 +115,23 @@ def test_failover_function_alarms_cover_every_task_of_this_stage(resources, kind
     watched = {d["Value"] for m in _metrics(alarm) for d in m["Dimensions"] if d["Name"] == "FunctionName"}
     assert watched == {deployed_function_name(task, STAGE) for task in FAILOVER_TASKS.values()}
     assert {m["MetricName"] for m in _metrics(alarm)} == {kind}
+
+
+def _watched_functions(alarms: dict[str, dict], kind: str) -> set[str]:
+    return {d["Value"] for alarm in alarms.values() for m in _metrics(alarm)
+            if (m["Namespace"], m["MetricName"]) == ("AWS/Lambda", kind) for d in m["Dimensions"]
+            if d["Name"] == "FunctionName"}
+
+
+def test_every_function_chalice_deploys_has_its_errors_and_throttles_watched(resources):
+    """The scheduled jobs too (health monitor, replica coordinator, cleanup, decision cycle, ...): a schedule
+    invokes its function asynchronously, so a job raising on every run would otherwise fail unseen. The API
+    handler's errors are the API's 5xx (Api5xx)."""
+    alarms = _alarms(resources)
+    deployed = {deployed_function_name(function, STAGE) for function in FUNCTIONS}
+    assert _watched_functions(alarms, "Throttles") == deployed
+    assert _watched_functions(alarms, "Errors") == deployed - {deployed_function_name(API_HANDLER, STAGE)}
+    assert all(len(_metrics(alarm)) <= 10 for alarm in alarms.values())  # CloudWatch's limit for metric math
 
 
 def test_api_5xx_and_stuck_interruptions(resources):

@@ -67,6 +67,33 @@ def test_the_longest_stage_fits_an_s3_name_in_every_region():
     assert len(model_bucket_name("s" * (naming.MAX_STAGE_LENGTH + 1), "123456789012", "ap-southeast-2")) > 63
 
 
+@pytest.mark.parametrize("stage", ["prod-eu", "dev-", "Prod", "1dev", "s" * (naming.MAX_STAGE_LENGTH + 1)])
+def test_a_stage_name_with_a_dash_or_out_of_shape_is_refused(stage):
+    with pytest.raises(ValueError, match="stage"):
+        naming.check_stage_name(stage)
+
+
+def _grants(stage: str) -> set[str]:
+    """The resources a stage's function policies name with its stage (tag-conditioned ARNs and "*" aside)."""
+    return {resource for function in FUNCTIONS for _, resources in _allows(function_policy(stage, function))
+            for resource in resources if _names_stage(resource, stage)}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stages_grants_reach_another_stages_resources(stage):
+    """Two stages in one account: ``spot-optimizer-<stage>-*`` must not match what another stage may be called.
+    With a '-' allowed, prod's grants covered a stage prod-eu's tables (the reason for naming.STAGE_NAME)."""
+    from fnmatch import fnmatchcase
+
+    assert any(fnmatchcase(f"arn:aws:dynamodb:*:*:table/spot-optimizer-{stage}-eu-clients", grant)
+               for grant in _grants(stage))  # what a stage "<stage>-eu" would have been exposed to
+    others = {*STAGES, f"{stage}x", f"{stage}2", f"x{stage}", stage[:-1]} - {stage}
+    for other in sorted(others):
+        naming.check_stage_name(other)
+        reached = {(mine, theirs) for mine in _grants(stage) for theirs in _grants(other) if fnmatchcase(theirs, mine)}
+        assert not reached, f"{stage}'s grants reach stage {other}'s resources: {sorted(reached)[:3]}"
+
+
 def test_names_of_account_global_things_carry_the_region():
     assert naming.dashboard_name("dev", "eu-west-1") == "spot-optimizer-dev-eu-west-1"
     assert model_bucket_name("prod", "111122223333", "eu-west-1") == "spot-optimizer-prod-models-111122223333-eu-west-1"

@@ -258,6 +258,16 @@ def test_stack_refuses_a_stage_chalicelib_was_not_loaded_for(synth):
         SpotOptimizerStack(cdk.App(), "wrong-stage", stage="prod", skip_layer=True)
 
 
+def test_stack_refuses_a_stage_name_with_a_dash(synth):
+    """``spot-optimizer-dev-*`` grants would reach a stage dev-eu's resources (infra/naming.py STAGE_NAME)."""
+    import aws_cdk as cdk
+
+    from infra.stack import SpotOptimizerStack
+
+    with pytest.raises(ValueError, match="no '-'"):
+        SpotOptimizerStack(cdk.App(), "dash-stage", stage="dev-eu", skip_layer=True)
+
+
 def test_prod_policies():
     """RETAIN + deletion protection in prod, DESTROY elsewhere (decided before any construct exists)."""
     from aws_cdk import RemovalPolicy
