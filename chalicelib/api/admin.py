@@ -174,6 +174,11 @@ def _bus_access(account_id: str, *, allow: bool) -> None:
             event_bus.allow(account_id)
         else:
             event_bus.revoke(account_id)
+    except event_bus.PolicyFull as exc:
+        raise ConflictError(f"the product account's event bus admits no more client accounts (its policy is at most "
+                            f"{event_bus.POLICY_MAX_BYTES // 1024} KB): unbind an account no client uses, or deploy "
+                            "the stage in another account or region (infra/README.md, Known limits)",
+                            field="account_id", code="event_bus_full") from exc
     except (ClientError, BotoCoreError) as exc:
         done = "" if allow else "the account is unbound but "
         raise ServiceUnavailableError(f"{done}the event bus could not be updated for this account, retry",

@@ -564,3 +564,34 @@ def test_a_bus_failure_on_unbind_is_503_and_a_repeated_delete_closes_the_bus(adm
     status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
     assert_error(status, reply, 404, field="account_id")
     assert f"spot-optimizer-dev-{account}" not in bus_principals()
+
+
+def test_a_full_bus_policy_is_409_and_stores_nothing(admin, make_tenant):
+    """EventBridge keeps a bus's permission policy under 10 KB (about 45 accounts). Before, a bind past it was
+    answered 503 "retry" for ever (AWS's PolicyLengthExceededException read as an outage, and local mode's bus
+    had no limit at all); now 409 ``event_bus_full``, nothing stored, and a bind fits again once room is made."""
+    from chalicelib.aws import event_bus
+
+    events = boto3.client("events", region_name=REGION)
+    fillers = []
+    while len(events.describe_event_bus(Name="default").get("Policy") or "") < event_bus.POLICY_MAX_BYTES - 200:
+        filler = fresh_account()  # another stage's clients, as the default bus is shared by the account's stages
+        events.put_permission(EventBusName="default", Action="events:PutEvents", Principal=filler,
+                              StatementId=f"spot-optimizer-other-{filler}")
+        fillers.append(filler)
+    try:
+        client_id, _ = make_tenant()
+        account = fresh_account()
+        body = {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"}
+        before = snapshot_tables()
+        status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts", body)
+        assert_error(status, reply, 409, code="event_bus_full", field="account_id")
+        assert diff_snapshots(before, snapshot_tables()) == {}
+        assert f"spot-optimizer-dev-{account}" not in bus_principals()
+        events.remove_permission(EventBusName="default", StatementId=f"spot-optimizer-other-{fillers.pop()}")
+        assert admin.post(f"/api/admin/clients/{client_id}/accounts", body)[0] == 201
+        assert f"spot-optimizer-dev-{account}" in bus_principals()
+        assert admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")[0] == 200
+    finally:
+        for filler in fillers:
+            events.remove_permission(EventBusName="default", StatementId=f"spot-optimizer-other-{filler}")
