@@ -11,6 +11,8 @@
 #   make validate leave-one-source-out + time-split validation of ours' parameters (VALIDATE_ARGS=--quick)
 #   make variants variants of ours scored on every real-capacity row and three-zone slice (VARIANTS_ARGS=...)
 #   make stints   what a spot stint is worth in each pool of those rows (STINTS_ARGS=--run-age: hazard by run age)
+#   make attack-walk  local mode walked as an attacker with a valid client token: every attack 4xx, nothing changed
+#   make lint     ruff only
 #   make train    train the risk model → ml/artifacts/ (manifest with metrics and sha256)
 #   make layer    build + size-check + smoke-test the scikit-learn layer
 #   make infra    synth the CDK app (infra/) for dev and prod into infra/cdk.out/<stage> with cdk-nag's
@@ -19,7 +21,8 @@
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
 #   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
 #                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
-#                 push the state back, the sentinel's partial batch responses, then API Gateway stage throttling and
+#                 push the state back, partial batch responses on the SQS mappings (sentinel, decision-worker,
+#                 savings-worker), the API handler's log retention, then API Gateway stage throttling and
 #                 gateway responses (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
 #   make destroy  STAGE=dev: chalice delete, then cdk destroy (prod: CONFIRM=yes; its data is retained)
 #   make redrive  STAGE=dev: move the sentinel's dead-lettered events back to its event queue (infra/README.md);

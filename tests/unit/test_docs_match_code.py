@@ -1,0 +1,172 @@
+"""The docs name what exists: routes, make targets, tables, scheduled functions, links.
+
+Mechanical checks of the concrete claims a newcomer acts on first. Each reads the markdown as it is, so a
+renamed route, target, table or job fails here instead of in a reader's terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# The docs that describe the product as it is (docs/legacy-compatibility.md also names legacy routes the product
+# answers 404 on purpose; docs/benchmarks.md is a record of past runs).
+CURRENT_DOCS = ("README.md", "docs/ARCHITECTURE.md", "infra/README.md", "agent/README.md", "docs/deploy-rehearsal.md")
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+def _text(name: str) -> str:
+    return (ROOT / name).read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the markdown section ``heading`` (up to the next heading of the same or a higher level)."""
+    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, flags=re.M)
+    assert match, f"no section {heading!r}"
+    level = len(match.group(1))
+    end = re.compile(rf"^#{{1,{level}}} ", flags=re.M).search(text, match.end())
+    return text[match.end():end.start() if end else len(text)]
+
+
+def _route_pattern(path: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)) + "$")
+
+
+@pytest.fixture(scope="module")
+def routes(chalice_app) -> list[tuple[str, re.Pattern]]:
+    found = [(method, _route_pattern(path)) for path, methods in chalice_app.routes.items() for method in methods]
+    # /_local/* exist in the local stage only (localmode/routes.py); the tests run the dev stage.
+    for path, methods in re.findall(r'@bp\.route\("([^"]+)", methods=\[([^\]]+)\]', _text("localmode/routes.py")):
+        found += [(method, _route_pattern(path)) for method in re.findall(r'"(\w+)"', methods)]
+    return found
+
+
+def _documented_routes(name: str) -> list[tuple[int, str, str]]:
+    """(line, method, path) of every ``METHOD /path`` and every curl call of ``$API/...`` in a doc."""
+    out = []
+    for number, line in enumerate(_text(name).splitlines(), 1):
+        for method, path in re.findall(rf"\b({'|'.join(METHODS)})\s+`?(/[\w{{}}/.<>$:-]*)", line):
+            out.append((number, method, path))
+        for options, path in re.findall(r"\bcurl\b([^$\n]*?)\"?\$API(/[^\s\"?]*)", line):
+            method = re.search(r"-X (\w+)", options)
+            out.append((number, method.group(1) if method else "GET", path))
+    cleaned = []
+    for number, method, path in out:
+        path = re.sub(r"<[^>]*>|\$\w+", "x", path.rstrip(".,:;`)")).split("?")[0]
+        cleaned.append((number, method, path.rstrip("/") or "/"))
+    return cleaned
+
+
+@pytest.mark.parametrize("doc", CURRENT_DOCS)
+def test_every_route_the_docs_name_exists(doc, routes):
+    missing = [f"{doc}:{number}: {method} {path}" for number, method, path in _documented_routes(doc)
+               if not any(m == method and pattern.match(path) for m, pattern in routes)]
+    assert not missing, "routes the docs name that the app does not serve:\n" + "\n".join(missing)
+
+
+def test_every_make_target_the_docs_name_exists():
+    makefile = _text("Makefile")
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.M))
+    named = {}
+    for doc in (*CURRENT_DOCS, "docs/benchmarks.md", "docs/legacy-compatibility.md", "web/SOURCES.md",
+                "data/SOURCES.md", "Makefile"):
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            for target in re.findall(r"(?:`|^\s*#?\s*|=\s*)make ([a-z][\w-]*)", line):
+                named.setdefault(target, f"{doc}:{number}")
+    assert named, "the docs name make targets"
+    missing = {target: where for target, where in named.items() if target not in targets}
+    assert not missing, f"make targets the docs name that the Makefile lacks: {missing}"
+
+
+def test_the_architecture_table_list_is_the_models():
+    from chalicelib.settings import get_settings
+    from chalicelib.tables import ALL_TABLES
+
+    prefix = get_settings().table_prefix
+    models = {model.Meta.table_name.removeprefix(prefix) for model in ALL_TABLES}
+    rows = re.findall(r"^\| `([a-z-]+)` \|", _section(_text("docs/ARCHITECTURE.md"), "Tables"), flags=re.M)
+    assert len(rows) == len(set(rows)), "a table is listed twice"
+    assert set(rows) == models, f"listed, no model: {set(rows) - models}; a model, not listed: {models - set(rows)}"
+
+
+def _schedule_phrases(expression) -> list[str]:
+    """How the runtime table says a schedule: Rate(5, MINUTES) → "every 5 min", Cron(15, 0, ...) → "00:15"."""
+    from chalice import Cron, Rate
+
+    if isinstance(expression, Rate):
+        unit = {Rate.MINUTES: ("minute", "min"), Rate.HOURS: ("hour", "h"), Rate.DAYS: ("day", "d")}[expression.unit]
+        if expression.value == 1:
+            return ["daily"] if expression.unit == Rate.DAYS else [f"every {unit[0]}"]
+        return [f"every {expression.value} {unit[1]}"]
+    assert isinstance(expression, Cron)
+    minute = int(expression.minutes)
+    return [f":{minute:02d}"] if expression.hours == "*" else [f"{int(expression.hours):02d}:{minute:02d}"]
+
+
+def test_every_function_of_the_app_is_in_the_runtime_pieces(chalice_app):
+    from chalice.app import ScheduledEventConfig
+
+    table = _section(_text("docs/ARCHITECTURE.md"), "Runtime pieces")
+    rows = {row.split("|")[1]: row for row in table.splitlines() if row.startswith("| ")}
+    problems = []
+    for source in chalice_app.event_sources:
+        row = next((text for first, text in rows.items() if re.search(rf"\b{re.escape(source.name)}\b", first)), None)
+        if row is None:
+            problems.append(f"{source.name}: no row")
+        elif isinstance(source, ScheduledEventConfig):
+            phrases = _schedule_phrases(source.schedule_expression)
+            if not any(phrase in row for phrase in phrases):
+                problems.append(f"{source.name}: the row does not say {phrases}")
+    failover = [f.name for f in chalice_app.pure_lambda_functions if f.name.startswith("failover-")]
+    said = re.search(r"Tasks = (\d+) `@app.lambda_function`s `failover-\*`", table)
+    if not said or int(said.group(1)) != len(failover):
+        problems.append(f"the failover row should say Tasks = {len(failover)}")
+    assert not problems, problems
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lowercase, punctuation dropped, spaces → hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    anchors, seen, fenced = set(), {}, False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        match = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if match:
+            slug = _slug(match.group(1))
+            anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def _markdown_files() -> list[Path]:
+    """The repository's markdown (git's view; every .md outside build output when this is not a checkout)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.md"],
+                             cwd=ROOT, capture_output=True, check=True).stdout.decode()
+        return sorted(ROOT / name for name in out.split("\0") if name)
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".venv", ".git", "build", "cdk.out", "node_modules"}
+        return sorted(p for p in ROOT.rglob("*.md") if not skip & set(p.parts))
+
+
+def test_relative_links_between_the_docs_resolve():
+    broken = []
+    for doc in _markdown_files():
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (doc.parent / path).resolve() if path else doc
+            if not resolved.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
