@@ -20,7 +20,8 @@
 #                 stacks for INFRA_EVENT_REGIONS)
 #   make policies regenerate the per-function IAM policies, their config.json wiring and the client role template
 #   make deploy   STAGE=dev: region check, cdk deploy infra/ (non-interactive), wire its outputs into
-#                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket, chalice deploy,
+#                 .chalice/config.json, pull Chalice's deployed state from the stage's bucket (and adopt SQS
+#                 mappings a failed deploy left unrecorded), chalice deploy,
 #                 push the state back, partial batch responses on the SQS mappings (sentinel, decision-worker,
 #                 savings-worker), the API handler's log retention, then API Gateway stage throttling and
 #                 gateway responses (ALARM_EMAIL=... subscribes to alarms; EVENT_REGIONS=r1,r2 adds event forwarders)
