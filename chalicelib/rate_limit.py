@@ -44,10 +44,22 @@ def wall_clock() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def stage_limit() -> int:
+    """Requests per window of a client without overrides: ``RATE_LIMIT_PER_WINDOW``, or more when the default agent
+    quota needs more (``RATE_LIMIT_PER_AGENT`` x ``QUOTA_MAX_AGENTS``)."""
+    settings = get_settings()
+    return max(settings.rate_limit_per_window, settings.rate_limit_per_agent * settings.quota_max_agents)
+
+
 def limit_for(client) -> int:
-    """The client's requests per window: its admin-set override, else the stage default."""
+    """The client's requests per window: its admin-set override, else the larger of the stage's limit and what
+    its agent quota's fleet needs (a gate's ``fleet_rate_limit``; a client record's ``max_agents`` override)."""
     override = getattr(client, "rate_limit_per_window", None)
-    return int(override) if override else get_settings().rate_limit_per_window
+    if override:
+        return int(override)
+    fleet = (getattr(client, "fleet_rate_limit", None) if isinstance(client, RateLimitTable)
+             else clients.fleet_rate_limit((getattr(client, "limits", None) or {}).get("max_agents")))
+    return max(stage_limit(), int(fleet or 0))
 
 
 class Admission:
@@ -77,8 +89,11 @@ class Admission:
         if self.legacy:
             condition &= gate.legacy_agents == True  # noqa: E712 - a DynamoDB condition, not a Python test
         if _windows.get(self.client_id) == self.window.start:
+            # requests < limit_for(gate), spelled for DynamoDB (no max(): below either of the two is below both's max)
+            fleet = (gate.requests < stage_limit()) | (gate.fleet_rate_limit.exists()
+                                                        & (gate.requests < gate.fleet_rate_limit))
             under = (gate.rate_limit_per_window.exists() & (gate.requests < gate.rate_limit_per_window)) | (
-                gate.rate_limit_per_window.does_not_exist() & (gate.requests < get_settings().rate_limit_per_window))
+                gate.rate_limit_per_window.does_not_exist() & fleet)
             return [gate.requests.add(1)], condition & (gate.window_start == self.window.start) & under
         return ([gate.window_start.set(self.window.start), gate.requests.set(1)],
                 condition & (gate.window_start.does_not_exist() | (gate.window_start < self.window.start)))

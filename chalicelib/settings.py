@@ -82,6 +82,7 @@ class Settings:
     placement_max_per_run: int
     observation_retention_days: int = 14
     rate_limit_per_window: int = 1200
+    rate_limit_per_agent: int = 20
     risk_scorer_max_pools: int = 2000
     decision_record_max_pools: int = 40
     rate_limit_window_s: int = 60
@@ -180,6 +181,12 @@ def get_settings() -> Settings:
         # in minutes through one client, so its default is far higher (the same code path still runs).
         rate_limit_per_window=_int("RATE_LIMIT_PER_WINDOW", 1200 if stage != "local" else 100_000),
         rate_limit_window_s=_int("RATE_LIMIT_WINDOW_S", 60),
+        # ... and it grows with the fleet a client may run: at least this many requests per window for each agent
+        # its max_agents quota allows (rate_limit.limit_for). The legacy v4 agent alone makes about 9 a minute
+        # (heartbeat every 30 s, config every 60 s, commands every 15 s, replicas every 30 s, prices every 5 min):
+        # a quota raised to 200 agents would otherwise have its legacy fleet refused (429) at random, switch
+        # reports and command results included, which that agent never sends again.
+        rate_limit_per_agent=_int("RATE_LIMIT_PER_AGENT", 20),
         # The risk scorer reads only the pools agents run or may run on, at most this many per run.
         risk_scorer_max_pools=_int("RISK_SCORER_MAX_POOLS", 2000),
         # A decision item stores at most this many candidate pools (and how many it left out).

@@ -9,6 +9,7 @@ from components.command_tracker import Command
 from components.errors import ValidationError
 from components.pool_id import parse_pool_id
 
+from chalicelib import rate_limit
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.repositories.replicas import ReplicaRecord
@@ -84,6 +85,7 @@ def client_view(client: ClientRecord) -> dict[str, Any]:
         "ondemand_discount_percent": client.ondemand_discount_percent,
         "legacy_agents": client.legacy_agents,
         "rate_limit_per_window": client.rate_limit_per_window,
+        "effective_rate_limit": rate_limit.limit_for(client),
         "aws_accounts": [b["account_id"] for b in client.aws_accounts],
     }
 

@@ -21,6 +21,7 @@ from chalicelib.tables.clients import (
     name_lookup_key,
     token_lookup_key,
 )
+from chalicelib.settings import get_settings
 from chalicelib.tables.rate_limits import GATE_FIELDS, RateLimitTable, gate_key
 
 
@@ -129,8 +130,15 @@ def client_of_token(token_hash: str) -> str | None:
 
 # --- the client's gate (chalicelib/tables/rate_limits.py): GATE_FIELDS mirrored in the same transaction ----
 
+def fleet_rate_limit(max_agents) -> int | None:
+    """The requests per window a fleet of ``max_agents`` needs (``RATE_LIMIT_PER_AGENT`` each); None without a
+    max_agents override (the stage's default limit covers the default quota: rate_limit.stage_limit)."""
+    return None if max_agents is None else get_settings().rate_limit_per_agent * int(max_agents)
+
+
 def _gate_of(row: ClientTable) -> RateLimitTable:
     return RateLimitTable(gate_key(row.client_id), client_id=row.client_id,
+                          fleet_rate_limit=fleet_rate_limit(row.max_agents),
                           **{name: getattr(row, name) for name in GATE_FIELDS})
 
 
@@ -149,7 +157,7 @@ def ensure_gate(client_id: str) -> bool:
     except ClientTable.DoesNotExist:
         return False
     condition = ClientTable.client_id.exists()
-    for name in GATE_FIELDS:
+    for name in (*GATE_FIELDS, "max_agents"):
         value, attribute = getattr(row, name), getattr(ClientTable, name)
         condition &= attribute.does_not_exist() if value is None else attribute == value
     try:
@@ -259,13 +267,15 @@ def set_limits(client_id: str, limits: dict) -> ClientRecord:
                if name in LIMIT_FIELDS]
     if "ondemand_discount_percent" in limits:
         actions.append(ClientTable.ondemand_discount_percent.set(limits["ondemand_discount_percent"] or 0))
-    return _update_existing(client_id, actions)
+    fleet = ([set_or_remove(RateLimitTable.fleet_rate_limit, fleet_rate_limit(limits["max_agents"]))]
+             if "max_agents" in limits else [])
+    return _update_existing(client_id, actions, fleet)
 
 
-def _update_existing(client_id: str, actions: list) -> ClientRecord:
+def _update_existing(client_id: str, actions: list, gate_actions: list = ()) -> ClientRecord:
     """Apply ``actions`` to an existing client (404 if it does not exist, nothing created); the record after.
-    Actions on GATE_FIELDS are applied to the client's gate in the same transaction."""
-    gate_actions = _mirrored(actions)
+    Actions on GATE_FIELDS, and ``gate_actions``, are applied to the client's gate in the same transaction."""
+    gate_actions = [*_mirrored(actions), *gate_actions]
     try:
         if not gate_actions:
             ClientTable(client_id).update(actions=actions, condition=ClientTable.client_id.exists())

@@ -218,7 +218,8 @@ class ClientView(Reply):
     token_expires_at: Time | None
     ondemand_discount_percent: float | None
     legacy_agents: bool
-    rate_limit_per_window: int | None
+    rate_limit_per_window: int | None  # the admin's override, if any
+    effective_rate_limit: int  # the override, else the stage's limit or what the agent quota's fleet needs
     aws_accounts: list[str]
 
 

@@ -44,6 +44,9 @@ class RateLimitTable(Model):
     status = OptionalText()  # set on every complete gate: a gate without it is rebuilt from the client row
     legacy_agents = BooleanAttribute(null=True)
     rate_limit_per_window = NumberAttribute(null=True)
+    # RATE_LIMIT_PER_AGENT x the client's max_agents override, when it has one (clients.fleet_gate_actions):
+    # the limit without a rate-limit override is the larger of this and the stage's default.
+    fleet_rate_limit = NumberAttribute(null=True)
     window_start = NumberAttribute(null=True)  # epoch seconds of the window ``requests`` counts
     requests = NumberAttribute(null=True)  # requests admitted in that window (refused ones are not counted)
     expires_at = TTLAttribute(null=True)

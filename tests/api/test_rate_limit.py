@@ -29,6 +29,7 @@ def _limit(admin, client_id, n):
     status, body = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": n})
     assert status == 200, body
     assert body["rate_limit_per_window"] == n
+    return body
 
 
 def _heartbeat(api, caller, agent_id):
@@ -138,3 +139,66 @@ def test_a_request_is_counted_once_however_many_auth_paths_check_it(make_tenant,
     with pytest.raises(Exception) as refused:
         rate_limit.check(client, SimpleNamespace(context={}))
     assert getattr(refused.value, "status", None) == 429
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """A stage limit of 4 per window, 2 per agent, a default agent quota of 1 (so the stage limit covers it)."""
+    from chalicelib.settings import get_settings
+
+    for name, value in (("RATE_LIMIT_PER_WINDOW", "4"), ("RATE_LIMIT_PER_AGENT", "2"), ("QUOTA_MAX_AGENTS", "1")):
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    rate_limit.reset_container_state()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    rate_limit.reset_container_state()
+
+
+def _served(caller, n: int) -> int:
+    return sum(caller.get("/api/client/validate")[0] == 200 for _ in range(n))
+
+
+@pytest.mark.usefixtures("small_limits")
+def test_the_limit_grows_with_the_agent_quota_a_fleet_is_given(admin, make_tenant, clock):
+    """GIVEN a client whose agent quota an admin raised WHEN its fleet calls THEN its limit is what that many agents
+    need (RATE_LIMIT_PER_AGENT each) when that is above the stage's limit. Before, the limit stayed the stage's:
+    a legacy v4 agent makes about 9 calls a minute, so raising max_agents to 200 left such a fleet refused (429)
+    at random, its switch reports and command results too (which that agent never sends again). An explicit
+    rate-limit override still wins; the quota's reset restores the stage's limit."""
+    client_id, caller = make_tenant()
+    assert admin.get(f"/api/admin/clients/{client_id}")[1]["effective_rate_limit"] == 4
+    clock["now"] = WINDOW_START.replace(minute=20, second=1)
+    assert _served(caller, 6) == 4
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": 5})
+    assert status == 200, reply
+    assert admin.get(f"/api/admin/clients/{client_id}")[1]["effective_rate_limit"] == 10
+    rate_limit.reset_container_state()
+    clock["now"] = WINDOW_START.replace(minute=21, second=1)
+    assert _served(caller, 12) == 10
+    rate_limit.reset_container_state()
+    clock["now"] = WINDOW_START.replace(minute=22, second=1)
+    assert _served(caller, 12) == 10  # the second path: the container already counted the client in a window
+    _limit(admin, client_id, 3)
+    assert admin.get(f"/api/admin/clients/{client_id}")[1]["effective_rate_limit"] == 3
+    clock["now"] = WINDOW_START.replace(minute=23, second=1)
+    assert _served(caller, 5) == 3
+    _limit(admin, client_id, None)
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": None})[0] == 200
+    clock["now"] = WINDOW_START.replace(minute=24, second=1)
+    assert _served(caller, 6) == 4
+
+
+@pytest.mark.usefixtures("small_limits")
+def test_a_gate_rebuilt_from_the_client_row_keeps_the_fleets_limit(admin, make_tenant, clock):
+    """GIVEN a client with a raised agent quota whose gate is lost (rebuilt from the client row on its next
+    request) WHEN its fleet calls THEN the rebuilt gate has the fleet's limit, not the stage's."""
+    from chalicelib.repositories import clients
+
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": 4})[0] == 200
+    clients.delete_gate(client_id)
+    rate_limit.reset_container_state()
+    clock["now"] = WINDOW_START.replace(minute=30, second=1)
+    assert _served(caller, 10) == 8
