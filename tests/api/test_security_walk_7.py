@@ -1,0 +1,94 @@
+"""Security walk 7: quotas under concurrent requests, what a tenant can pile up that no TTL removes, existence
+oracles on every route (another tenant's ids against made-up ones), pagination cursors, request bodies with fields
+the service sets itself, and secrets in logs. Each test is one attack; its docstring says what happened before the
+fix (when it found something) and what holds now."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from chalicelib import bootstrap
+from tests.api._support import assert_error, diff_snapshots, now_utc, snapshot_tables
+
+
+def _first_calls_meet(monkeypatch, module, name: str, parties: int) -> None:
+    """Make ``module.name``'s first call in each of ``parties`` threads wait for the others' first call to finish:
+    every request has read (and checked) before any of them writes, the interleaving a burst of concurrent
+    requests gets on as many Lambda containers."""
+    real, barrier, seen = getattr(module, name), threading.Barrier(parties, timeout=20), threading.local()
+
+    def meeting(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        finally:
+            if not getattr(seen, "met", False):
+                seen.met = True
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:
+                    pass
+
+    monkeypatch.setattr(module, name, meeting)
+
+
+def _together(calls) -> list:
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+# --- quotas and growth ------------------------------------------------------------------------------------------
+
+
+def _queue_bound() -> int:
+    """``QUOTA_MAX_QUEUED_COMMANDS`` (10 when the setting is unknown: the code before the fix)."""
+    from chalicelib.settings import get_settings
+
+    return getattr(get_settings(), "quota_max_queued_commands", 10)
+
+
+def _queue(caller, reg, agent_id, i):
+    if i % 2:
+        return caller.post(f"/api/agents/{agent_id}/issue-switch-command", {"target_mode": "ondemand"})
+    return caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch", {"target": "ondemand"})
+
+
+def test_a_client_cannot_grow_an_agents_command_queue_without_bound(tenant_with_agent):
+    """ATTACK (state growth): a client force-switches (or issues a switch for) an agent that does not poll, again
+    and again. BEFORE: each request queued one more pending command, and an active command has no TTL (the data
+    cleaner removes finished ones only): 50 requests, 50 pending commands, a queue growing with every request the
+    rate limit admits, for good. NOW: at most ``QUOTA_MAX_QUEUED_COMMANDS`` active commands when a client queues
+    one; past that 409 ``command_queue_full`` and nothing written. The service's own commands (the failover's, the
+    decision cycle's) are never refused."""
+    from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
+
+    bound = _queue_bound()
+    client_id, caller, agent_id, reg = tenant_with_agent
+    statuses = [_queue(caller, reg, agent_id, i)[0] for i in range(bound)]
+    assert statuses == [201] * bound
+    store = bootstrap.command_store()
+    before = snapshot_tables()
+    for i in range(6):
+        status, reply = _queue(caller, reg, agent_id, i)
+        assert_error(status, reply, 409, code="command_queue_full")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert len(store.active_for_agent(agent_id, 100)) == bound
+    own = new_command(command_id="cmd-walk7-prepare", client_id=client_id, agent_id=agent_id,
+                      command_type=CommandType.PREPARE_SHUTDOWN, priority=CommandPriority.EMERGENCY, now=now_utc(),
+                      instance_id=reg["instance_id"])
+    enqueue(store, own)
+    assert len(store.active_for_agent(agent_id, 100)) == bound + 1
+
+
+@pytest.mark.usefixtures("atomic_moto_requests")
+def test_concurrent_force_switches_never_pass_the_queue_bound(tenant_with_agent):
+    """The same bound under a burst: the queue holds one place less than the bound and four requests come at once:
+    one is queued, three answer 409 (the bound is the counter's condition in the command's own transaction)."""
+    bound = _queue_bound()
+    _, caller, agent_id, reg = tenant_with_agent
+    assert [_queue(caller, reg, agent_id, i)[0] for i in range(bound - 1)] == [201] * (bound - 1)
+    results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(4)])
+    assert sorted(status for status, _ in results) == [201, 409, 409, 409], results
+    assert len(bootstrap.command_store().active_for_agent(agent_id, 100)) == bound
