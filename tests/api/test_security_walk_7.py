@@ -115,3 +115,42 @@ def test_concurrent_force_switches_never_pass_the_queue_bound(tenant_with_agent)
     results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(4)])
     assert sorted(status for status, _ in results) == [201, 409, 409, 409], results
     assert len(bootstrap.command_store().active_for_agent(agent_id, 100)) == bound
+
+
+# --- answers a client can turn into a 500 ---------------------------------------------------------------------
+
+
+def _nested_token(depth: int = 5000) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(b"[" * depth).decode().rstrip("=")
+
+
+CLIENT_LISTS = ["/api/notifications", "/api/client/{c}/agents", "/api/client/{c}/agents/decisions",
+                "/api/client/{c}/instances", "/api/client/interruptions", "/api/agents/{a}/interruptions",
+                "/api/client/agents/{a}/decisions", "/api/client/{c}/switch-history", "/api/client/{c}/replicas"]
+ADMIN_LISTS = ["/api/admin/clients", "/api/admin/activity", "/api/admin/agents", "/api/admin/instances"]
+
+
+@pytest.mark.parametrize("path", CLIENT_LISTS + ADMIN_LISTS)
+def test_a_deeply_nested_next_token_is_400_not_500(tenant_with_agent, admin, path):
+    """ATTACK (5xx): ``next_token`` = base64 of 5,000 ``[`` (7 KB of query string) on any paginated route. BEFORE:
+    ``json.loads`` of the decoded token raised RecursionError, which the token check did not expect: 500 on every
+    client and admin listing. NOW: 400 ``next_token is not valid`` (a token we issue is one flat object)."""
+    client_id, caller, agent_id, _ = tenant_with_agent
+    who = admin if path in ADMIN_LISTS else caller
+    status, reply = who.get(f"{path.format(c=client_id, a=agent_id)}?next_token={_nested_token()}")
+    assert_error(status, reply, 400, field="next_token")
+
+
+def test_a_deeply_nested_identity_document_is_400_not_500(make_tenant):
+    """ATTACK (5xx): a registration whose ``identity_document`` is 3,000 ``[`` (within its 4,096 characters; the
+    body itself is flat, so the body's depth check does not see it). BEFORE: parsing the document raised
+    RecursionError before its signature was checked: 500 to any client token holder. NOW: 400 on
+    ``identity_document``, nothing written."""
+    _, caller = make_tenant(legacy=False)
+    before = snapshot_tables()
+    status, reply = caller.post("/api/agents/register",
+                                registration(identity_document="[" * 3000, identity_signature="AAAA"))
+    assert_error(status, reply, 400, field="identity_document")
+    assert diff_snapshots(before, snapshot_tables()) == {}
