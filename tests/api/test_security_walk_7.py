@@ -12,6 +12,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.repositories import agents as agent_repo
+from tests.api import test_tenant_isolation as isolation
 from tests.api._support import assert_error, diff_snapshots, now_utc, snapshot_tables
 from tests.conftest import registration
 
@@ -154,3 +155,148 @@ def test_a_deeply_nested_identity_document_is_400_not_500(make_tenant):
                                 registration(identity_document="[" * 3000, identity_signature="AAAA"))
     assert_error(status, reply, 400, field="identity_document")
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+# --- attacks that held (kept as regression tests) ---------------------------------------------------------------
+
+tenant_a = isolation.tenant_a  # A with an agent, instances, a command, a notification and a standby
+
+
+def _shaped_like(ids: dict) -> dict:
+    """Made-up ids of the same shapes as A's (prefix kept, hex digits redrawn): ids nobody holds."""
+    import random
+    import re
+
+    def fake(value: str) -> str:
+        prefix, tail = re.match(r"^([a-z]+-)?(.*)$", value).groups()
+        return (prefix or "") + "".join(random.choice("0123456789abcdef") if c in "0123456789abcdef" else c
+                                        for c in tail)
+    keep = ("version", "account_id", "name")
+    out = {k: v if k in keep or not isinstance(v, str) else fake(v) for k, v in ids.items()}
+    out["logical_agent_id"] = "web-" + fake("00000000")
+    return out
+
+
+def _neutral(reply, ids: dict) -> str:
+    """An answer with the ids it names replaced by their role, and times removed: what tells two answers apart."""
+    import re
+
+    text = str(reply)
+    for key, value in ids.items():
+        if isinstance(value, str) and len(value) > 3:
+            text = text.replace(value, f"<{key}>")
+    return re.sub(r"\d{4}-\d\d-\d\dT[0-9:.]+Z?", "<t>", text)
+
+
+def test_no_route_tells_another_tenants_ids_from_made_up_ones(tenant_a, make_tenant, chalice_app):
+    """ATTACK (existence oracle): B calls every client and agent route with A's ids (agent, instance, command,
+    notification, replica, client), then with made-up ids of the same shapes. A different status, error code,
+    message or field would tell B which ids exist. Held: the two answers are the same (admin routes: 401 either
+    way; registration's 409 for a claimed instance id is by design, docs/ARCHITECTURE.md "Auth and tenancy")."""
+    ids, _ = tenant_a
+    _, b = make_tenant()
+    made_up = _shaped_like(ids)
+    differ = []
+    for path, method in sorted(isolation.app_routes(chalice_app)):
+        route = isolation.ROUTES[(path, method)]
+        if route.admin or route.public or path == "/api/agents/register" \
+                or (method, path) == ("DELETE", "/api/client/agents/{agent_id}"):
+            continue
+        body = route.body(ids) if route.body else None
+        real = b.call(method, isolation.fill(path, ids), body)
+        try:
+            other_body = route.body(made_up) if route.body else None
+        except Exception:  # noqa: BLE001 - a body builder that reads A's rows: the same body then
+            other_body = body
+        other = b.call(method, isolation.fill(path, made_up), other_body)
+        if (real[0], _neutral(real[1], ids)) != (other[0], _neutral(other[1], made_up)):
+            differ.append((method, path, real, other))
+    assert differ == []
+
+
+def test_no_log_line_or_audit_event_carries_a_secret(make_tenant, admin, admin_key, api, capsys, aws_signs_locally):
+    """Tokens, agent credentials and the admin key (right and wrong ones, in every place a request may carry them):
+    none appears in the powertools log lines of those requests, nor in the audit log the admin reads."""
+    from tests.api.test_agent_identity import verified_registration
+    from tests.conftest import Caller
+
+    client_id, caller = make_tenant()
+    secrets = [caller.token, admin_key]
+    agent_id = caller.post("/api/agents/register", registration())[1]["agent_id"]
+    caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online", "client_token": caller.token})
+    Caller(api.http).post(f"/api/agents/{agent_id}/heartbeat", {"status": "online", "client_token": caller.token})
+    Caller(api.http).post(f"/api/agents/{agent_id}/heartbeat", {"status": 7, "client_token": caller.token + "x"})
+    secrets.append(admin.post(f"/api/admin/clients/{client_id}/regenerate-token", {})[1]["client_token"])
+    _, verified = make_tenant(legacy=False)
+    reply = verified.post("/api/agents/register", verified_registration())[1]
+    credential = reply["agent_credential"]
+    secrets += [verified.token, credential]
+    as_agent = Caller(api.http, token=credential)
+    as_agent.post(f"/api/agents/{reply['agent_id']}/heartbeat", {"status": "online"})
+    Caller(api.http, token=credential[:-4] + "abcd").post(f"/api/agents/{reply['agent_id']}/heartbeat", {})
+    as_agent.get("/api/client/validate")
+    as_agent.get("/api/admin/clients")
+    Caller(api.http, admin=admin_key + "x").get("/api/admin/clients")
+    Caller(api.http, admin=credential).get("/api/admin/clients")
+    audit = admin.get("/api/admin/activity?limit=200")[1]
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + str(audit)
+    for secret in secrets:
+        assert secret[-24:] not in text
+
+
+MASS_ASSIGNED = {"client_id": "cl-someone-else", "status": "online", "account_id": "999999999999",
+                 "credential_hash": "0" * 64, "config_version": 99, "active_commands": -5, "client_suspended": False,
+                 "proven_account_id": "999999999999", "deleted_at": "2020-01-01T00:00:00Z", "liveness": "live",
+                 "registered_at": "2000-01-01T00:00:00Z", "role": "standby", "is_active": False,
+                 "expires_at": 1, "priority": 100, "created_by": "system", "max_attempts": 99, "attempts": 7,
+                 "current_replica_id": "rep-x", "instance_count": 9, "retired_credential_hash": "1" * 64}
+
+
+def test_fields_the_service_sets_are_never_taken_from_a_body(make_tenant):
+    """ATTACK (mass assignment): every field the service itself sets on the agent, instance and command rows (the
+    owner, ids, credential hashes, counters, TTLs, versions, roles) sent in the registration, config, heartbeat
+    and force-switch bodies. Held: every one is ignored (the request is answered as without them)."""
+    from chalicelib.tables.agents import AgentTable
+    from chalicelib.tables.commands import CommandTable
+    from chalicelib.tables.instances import InstanceTable
+
+    client_id, caller = make_tenant()
+    reg = {**MASS_ASSIGNED, **registration()}
+    status, reply = caller.post("/api/agents/register", reg)
+    assert status == 200 and reply["client_id"] == client_id, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {**MASS_ASSIGNED, "enabled": True})[0] == 200
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", {**MASS_ASSIGNED, "status": "online"})[0] == 200
+    status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                                {**MASS_ASSIGNED, "target": "ondemand"})
+    assert status == 201, reply
+    agent = AgentTable.get(client_id, agent_id).attribute_values
+    assert (agent["client_id"], agent["config_version"], agent.get("active_commands"), agent.get("account_id"),
+            agent.get("credential_hash"), agent.get("deleted_at"), agent.get("current_replica_id"),
+            agent.get("instance_count")) == (client_id, 2, 1, None, None, None, None, 1), agent
+    instance = InstanceTable.get(reg["instance_id"]).attribute_values
+    assert (instance["client_id"], instance["role"], instance["is_active"], instance.get("proven_account_id")) \
+        == (client_id, "primary", True, None), instance
+    command = CommandTable.get(agent_id, reply["command"]["id"]).attribute_values
+    assert (command["client_id"], command["priority"], command["created_by"], command["max_attempts"],
+            command["attempts"], command.get("expires_at")) == (client_id, 75, "client", 3, 0, None), command
+
+
+@pytest.mark.usefixtures("atomic_moto_requests")
+def test_two_tenants_registering_one_instance_at_once_leave_one_owner(make_tenant, monkeypatch):
+    """RACE: tenants A and B register the same (new) instance id at the same moment, both past every read check
+    before either writes. Held: one 200, one 409 ``instance_conflict``; the instance row is the winner's and the
+    loser has no agent (the instance row's condition is in the registration's own transaction)."""
+    from chalicelib import quotas
+
+    (a_id, a), (b_id, b) = make_tenant(), make_tenant()
+    _first_calls_meet(monkeypatch, quotas, "check_agents", 2)
+    instance_id = registration()["instance_id"]
+    results = _together([lambda c=c: c.post("/api/agents/register", registration(instance_id=instance_id))
+                         for c in (a, b)])
+    assert sorted(status for status, _ in results) == [200, 409], results
+    loser = a_id if results[0][0] == 409 else b_id
+    assert_error(*[r for r in results if r[0] == 409][0], 409, code="instance_conflict")
+    assert agent_repo.instance_row(instance_id).client_id == ({a_id, b_id} - {loser}).pop()
+    assert agent_repo.all_for_client(loser) == []
