@@ -118,6 +118,30 @@ def test_concurrent_force_switches_never_pass_the_queue_bound(tenant_with_agent)
     assert len(bootstrap.command_store().active_for_agent(agent_id, 100)) == bound
 
 
+def test_a_client_cannot_add_made_up_pools_to_the_shared_market_data(tenant_with_agent):
+    """ATTACK (shared state growth): a client declares 19 made-up (well-formed) instance types as its agent's
+    interchangeable ones, and the agent reports prices for their pools in three zones. BEFORE: 57 new rows in the
+    pools table, which every tenant shares, has no TTL, and which the risk scorer, the pricing aggregator and the
+    data cleaner scan whole on every run: repeated with new names, any tenant grew it without bound and slowed the
+    jobs for everyone. NOW: a report creates pools only of a type the catalogue lists (or the spot-prices job already
+    priced); the others are dropped and named in ``warnings``."""
+    import uuid
+
+    from chalicelib.tables.pools import PoolTable
+
+    _, caller, agent_id, reg = tenant_with_agent
+    made_up = [f"zz{uuid.uuid4().hex[:6]}.large" for _ in range(19)]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"instance_types": made_up})[0] == 200
+    pools = [f"{t}.eu-west-1{z}" for t in made_up for z in "abc"]
+    body = {"instance": {"instance_id": reg["instance_id"], "instance_type": "m5.large", "region": "eu-west-1",
+                         "az": "eu-west-1a", "mode": "spot"},
+            "pricing": {"on_demand_price": 0.1, "spot_pools": [{"pool_id": p, "price": 0.03} for p in pools]}}
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
+    assert status == 200 and reply["pools"] == 0, reply
+    assert len(reply["warnings"]) == len(pools), reply
+    assert [p for p in pools if PoolTable.count(p)] == []
+
+
 # --- answers a client can turn into a 500 ---------------------------------------------------------------------
 
 
