@@ -1,7 +1,8 @@
-"""Security walk 7: quotas under concurrent requests, what a tenant can pile up that no TTL removes, existence
-oracles on every route (another tenant's ids against made-up ones), pagination cursors, request bodies with fields
-the service sets itself, and secrets in logs. Each test is one attack; its docstring says what happened before the
-fix (when it found something) and what holds now."""
+"""Security walk 7: quotas under concurrent requests, what a tenant can pile up that no TTL removes (its agent's
+command queue, the shared pools table), inputs that nest too deep to parse (pagination cursors, identity
+documents), existence oracles on every route (another tenant's ids against made-up ones), request bodies with
+fields the service sets itself, and secrets in logs. Each test is one attack; its docstring says what happened
+before the fix (when it found something) and what holds now."""
 
 from __future__ import annotations
 
