@@ -31,6 +31,7 @@ from components.pool_id import parse_pool_id
 from chalicelib import bootstrap, quotas
 from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
+from chalicelib.settings import get_settings
 
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
 LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.CREATE_REPLICA})
@@ -170,6 +171,14 @@ def sweep(now: datetime) -> dict[str, int]:
 def new_command_id(now: datetime) -> str:
     """Command ids start with their creation time, so an agent's commands sort by age."""
     return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+def enqueue_for_client(command: Command) -> Command:
+    """Store a command a client queued (force-switch, issue-switch-command): 409 ``command_queue_full``, nothing
+    written, while its agent holds ``QUOTA_MAX_QUEUED_COMMANDS`` active commands (an active command has no TTL:
+    a client's queue must not grow without bound). The service's own commands are stored without that check."""
+    bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands)
+    return command
 
 
 def check_switch_target(agent, pool_id: str, *, field: str) -> None:

@@ -89,7 +89,7 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
     agents (kept ``AGENT_RETENTION_DAYS`` for their history, then removed by the data cleaner): register and
     delete must not grow the client's partition without bound. One read of the client's partition for both."""
     cap = int(limits(client_id)["max_agents"])
-    rows = list(AgentTable.query(client_id))
+    rows = list(AgentTable.query(client_id, consistent_read=True))  # every registration committed so far
     count = sum(1 for a in rows if not _is_deleted(a))
     if count + adding > cap:
         raise QuotaExceeded(f"agent quota reached: {count} of {cap} agents; ask the operator to raise max_agents")

@@ -92,6 +92,7 @@ class Settings:
     quota_max_deleted_agents: int = 1000
     quota_max_instances: int = 20
     quota_max_standby_usd_per_hour: float = 20.0
+    quota_max_queued_commands: int = 10
     max_instance_vcpus: int = 64
     price_rollup_lookback_hours: int = 26
     price_rollup_backfill_hours: int = 72
@@ -204,6 +205,10 @@ def get_settings() -> Settings:
         quota_max_deleted_agents=_int("QUOTA_MAX_DELETED_AGENTS", 1000),
         quota_max_instances=_int("QUOTA_MAX_INSTANCES", 20),
         quota_max_standby_usd_per_hour=float(os.environ.get("QUOTA_MAX_STANDBY_USD_PER_HOUR", "20")),
+        # Active (pending + executing) commands an agent may hold when a client queues one (force-switch,
+        # issue-switch-command): an active command has no TTL, so without it a client could grow an agent's queue
+        # without bound. The service's own commands (failover, decision cycle) are never refused.
+        quota_max_queued_commands=_int("QUOTA_MAX_QUEUED_COMMANDS", 10),
         # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
         max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
         # Pricing aggregator (hourly/daily buckets of pool prices, docs/ARCHITECTURE.md "Price history"):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from components.command_tracker import CommandPriority, enqueue
+from components.command_tracker import CommandPriority
 
-from chalicelib import bootstrap, command_queue, quotas
+from chalicelib import command_queue, quotas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.inputs import bool_param
 from chalicelib.api.route_doc import Query
@@ -45,7 +45,7 @@ def force_switch(instance_id):
     command = command_queue.switch_command(
         agent, target_mode="ondemand" if body.target == "ondemand" else "spot", target_pool_id=body.pool_id,
         priority=CommandPriority.MANUAL_OVERRIDE, trigger="manual_ui", created_by="client", now=now)
-    enqueue(bootstrap.command_store(), command)
+    command_queue.enqueue_for_client(command)
     activity.record_event("force_switch", f"manual switch queued for {instance_id}", now,
                           client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=instance_id, metadata={"command_id": command.command_id})

@@ -4,11 +4,11 @@ current pool prices with their risk scores."""
 from __future__ import annotations
 
 from components.aws_regions import is_known_region
-from components.command_tracker import CommandPriority, enqueue
+from components.command_tracker import CommandPriority
 from components.decision_engine import ONDEMAND, DecisionAction
 from components.pool_id import is_valid_instance_type
 
-from chalicelib import bootstrap, catalogue, command_queue, decisions
+from chalicelib import catalogue, command_queue, decisions
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.route_doc import Query
 from chalicelib.api.views import command_view, decision_view, iso
@@ -110,7 +110,7 @@ def issue_switch_command(agent_id):
         agent, target_mode=body.target_mode, target_pool_id=body.target_pool_id,
         priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL,
         trigger="ml_recommendation", created_by="client", now=now)
-    enqueue(bootstrap.command_store(), command)
+    command_queue.enqueue_for_client(command)
     return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
 
 

@@ -29,7 +29,7 @@ from components.command_tracker import (
     queue_key,
 )
 
-from chalicelib.errors import NotFoundError
+from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, delete_each, transaction_connection
 from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
@@ -69,6 +69,12 @@ def to_row(command: Command) -> CommandTable:
 _FAILED = "ConditionalCheckFailed"
 
 
+class QueueFull(ConflictError):
+    """A client's command for an agent whose queue holds ``max_active`` active commands: 409, nothing written."""
+
+    code = "command_queue_full"
+
+
 def _replace_actions(row: CommandTable) -> list:
     """SET every attribute of ``row`` (REMOVE the unset ones) but its key and the ``counted`` mark."""
     keep = {CommandTable.agent_id.attr_name, CommandTable.command_id.attr_name, CommandTable.counted.attr_name}
@@ -79,18 +85,24 @@ def _replace_actions(row: CommandTable) -> list:
 class DynamoCommandStore:
     """CommandStore over the commands table."""
 
-    def add(self, command: Command) -> None:
+    def add(self, command: Command, *, max_active: int | None = None) -> None:
         """Store a new command and count it on its agent's row (404 when the agent row does not exist). A row
         from before the counter (no ``active_commands``: its queue is always read) gets the command uncounted
         until its queue is seen empty (``agents.start_counting_commands``), so a counter never starts below
-        the commands it has."""
+        the commands it has.
+
+        ``max_active`` (a client's command): refused with ``QueueFull`` (409) when the agent already counts that
+        many active commands, in the same conditional write, so concurrent requests cannot pass it either."""
         row = to_row(command)
         row.counted = True
+        counting = AgentTable.active_commands.exists()
+        if max_active is not None:
+            counting &= AgentTable.active_commands < max_active
         try:
             with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(row, condition=CommandTable.command_id.does_not_exist())
                 tx.update(AgentTable(command.client_id, command.agent_id),
-                          actions=[AgentTable.active_commands.add(1)], condition=AgentTable.active_commands.exists())
+                          actions=[AgentTable.active_commands.add(1)], condition=counting)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if codes[:1] == [_FAILED]:
@@ -98,9 +110,14 @@ class DynamoCommandStore:
             if codes[1:2] != [_FAILED]:
                 raise
             try:
-                AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
+                agent = AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
             except AgentTable.DoesNotExist:
                 raise NotFoundError("agent not found", field="agent_id") from exc
+            if max_active is not None and agent.active_commands is not None:
+                if agent.active_commands >= max_active:
+                    raise QueueFull(f"the agent already has {int(agent.active_commands)} commands waiting or "
+                                    f"running (at most {max_active}); let them finish first") from exc
+                raise ConflictError("the agent's commands changed concurrently, retry") from exc
             row.counted = None
             try:
                 row.save(condition=CommandTable.command_id.does_not_exist())

@@ -58,7 +58,7 @@ def _parse(token: str | None) -> dict | None:
     try:
         padded = token + "=" * (-len(token) % 4)
         return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # ours are flat: "[[[…" is no token
         raise InvalidInputError("next_token is not valid", field="next_token") from None
 
 

@@ -65,6 +65,8 @@ def parse_identity_document(text: object) -> IdentityDocument:
         data = json.loads(text)
     except ValueError as exc:
         raise InvalidIdentityDocumentError("is not valid JSON") from exc
+    except RecursionError:  # "[[[…": nests deeper than the parser goes (a document is one flat object)
+        raise InvalidIdentityDocumentError("is not valid JSON: nested too deep") from None
     if not isinstance(data, dict):
         raise InvalidIdentityDocumentError("must be a JSON object")
     values = {}
