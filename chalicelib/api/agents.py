@@ -110,6 +110,8 @@ def register():
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
     before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
+    if before is None or before.deleted:  # a deleted agent registering again counts as a new one
+        quotas.check_agents(client.client_id, reviving=before is not None)
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
@@ -118,10 +120,7 @@ def register():
     # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
     runs_commands = not auth.speaks_client_token_header(_request().headers)
     claim = agents.unproven_claim(client, reg.instance_id) if identity is not None else None
-    # The agent quota, counted in the registration's own conditional write (a deleted agent registering again
-    # counts as a new one): concurrent registrations cannot pass it together.
-    agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands,
-                                  admit_new=lambda reviving: quotas.check_agents(client.client_id, reviving=reviving))
+    agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands)
     if claim is not None:
         _claim_ended(claim, agent, now)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",

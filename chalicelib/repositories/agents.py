@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pynamodb.attributes import MapAttribute
@@ -26,7 +25,6 @@ from components.pool_id import make_pool_id
 from components.sentinel import heartbeat_bucket
 
 from chalicelib.errors import ConflictError, NotFoundError
-from chalicelib.repositories import clients as client_repo
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.repositories.dynamo import (
     cancellation_codes,
@@ -47,9 +45,6 @@ GONE_STATUSES = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an 
 RETIRED_AGENT_STOPS_WITHIN = timedelta(minutes=10)
 # A v4 agent heartbeats every 30 s: an agent on a left instance not heard from for four beats has stopped.
 KEPT_AGENT_HEARD_WITHIN = timedelta(seconds=120)
-# Tries of a registration's transaction: concurrent registrations adding agents to one client are counted one after
-# the other (``register``), so each conflict is retried after reading again.
-ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -216,8 +211,7 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime,
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
              types: dict[str, Any] | None = None,
              identity: dict[str, str] | None = None,
-             runs_commands: bool = True,
-             admit_new: Callable[[bool], None] | None = None) -> tuple[AgentRecord, RegistrationPlan]:
+             runs_commands: bool = True) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -234,26 +228,16 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
 
     ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
     it again (an agent that registers in another protocol under the same logical id runs them).
-
-    ``admit_new(reviving)`` (the agent quota: raises to refuse) runs when the registration adds a live agent (a new
-    one, or a deleted one revived), after reading the client's ``agents_registered``; the write adds one to it on
-    condition it is unchanged, so concurrent registrations are counted one after the other: none passes a quota
-    another one filled meanwhile (it is retried, and counts again).
     """
     _refuse_known_instance(client, reg)
-    for attempt in range(ATTEMPTS):
+    for attempt in range(3):
         current = get(client.client_id, _agent_id(client, reg))
         known = None if current is None else KnownAgent(
             agent_id=current.agent_id, status=AgentStatus(current.status),
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
-        adding = (current is None or current.deleted) and admit_new is not None
-        seen = client_repo.agents_registered(client.client_id) if adding else None
-        if adding:
-            admit_new(current is not None)
         try:
-            _write_registration(client, reg, plan, current, now, types, identity, runs_commands,
-                                counted=(seen,) if adding else None)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -263,7 +247,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
-            if attempt == ATTEMPTS - 1:
+            if attempt == 2:
                 raise ConflictError("agent registration raced with another call, retry") from exc
             continue
         return require(client.client_id, plan.agent_id), plan
@@ -321,8 +305,7 @@ def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | No
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
-                        identity: dict[str, str] | None = None, runs_commands: bool = True,
-                        counted: tuple[int | None] | None = None) -> None:
+                        identity: dict[str, str] | None = None, runs_commands: bool = True) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -367,8 +350,6 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                                InstanceTable.terminated_at.set(now)],
                       condition=(InstanceTable.client_id == client.client_id)
                       & (InstanceTable.agent_id == plan.agent_id))
-        if counted is not None:  # a live agent added: after every other update (the instance row's index holds)
-            client_repo.count_agent_registration(tx, client.client_id, counted[0])
 
 
 def _own_previous_instance(client: ClientRecord, plan: RegistrationPlan, instance_id: str) -> str | None:

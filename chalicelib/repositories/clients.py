@@ -128,25 +128,6 @@ def client_of_token(token_hash: str) -> str | None:
         return None
 
 
-def agents_registered(client_id: str) -> int | None:
-    """The client's count of registrations that added a live agent (``ClientTable.agents_registered``; None before
-    the first), read strongly consistent: the value a registration's write is conditional on."""
-    try:
-        row = ClientTable.get(client_id, consistent_read=True)
-    except ClientTable.DoesNotExist:
-        raise NotFoundError("client not found", field="client_id") from None
-    return None if row.agents_registered is None else int(row.agents_registered)
-
-
-def count_agent_registration(tx, client_id: str, seen: int | None) -> None:
-    """Add, in ``tx``, one to the client's ``agents_registered`` if it is still ``seen``: the transaction fails
-    when another registration added a live agent since the caller counted the client's agents."""
-    unchanged = ClientTable.agents_registered.does_not_exist() if seen is None \
-        else ClientTable.agents_registered == seen
-    tx.update(ClientTable(client_id), actions=[ClientTable.agents_registered.set((seen or 0) + 1)],
-              condition=ClientTable.client_id.exists() & unchanged)
-
-
 # --- the client's gate (chalicelib/tables/rate_limits.py): GATE_FIELDS mirrored in the same transaction ----
 
 def fleet_rate_limit(max_agents) -> int | None:

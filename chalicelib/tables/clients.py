@@ -72,10 +72,6 @@ class ClientTable(Model):
     max_instance_vcpus = NumberAttribute(null=True)
     allow_accelerated_types = BooleanAttribute(null=True)
     allowed_instance_families = ListAttribute(of=UnicodeAttribute, null=True)
-    # Registrations that added a live agent (a new or a revived one), counted in the same transaction as the agent
-    # row, conditional on the value read before the agent quota was counted: two concurrent registrations cannot
-    # both pass the quota (chalicelib/repositories/agents.py ``register``). Missing = none since it existed.
-    agents_registered = NumberAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 
