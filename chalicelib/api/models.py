@@ -167,7 +167,7 @@ def _legacy_upload_parts(request) -> tuple[bytes, dict]:
                                 field="manifest", code="manifest_required")
     try:
         manifest = json.loads(manifests[0])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[…" deeper than the parser goes
         raise InvalidInputError("the manifest is not valid JSON", field="manifest") from None
     if not isinstance(manifest, dict):
         raise InvalidInputError("the manifest must be a JSON object", field="manifest")
