@@ -90,11 +90,6 @@ def _aws_signs(aws_signs_locally):
     """FakeImds signs identity documents with local mode's key; the server takes it for AWS's."""
 
 
-@pytest.fixture(autouse=True)
-def _made_up_types(made_up_types_are_catalogued):
-    """``unique_type()``'s types count as catalogued (tests.conftest.MADE_UP_TYPE)."""
-
-
 @pytest.fixture
 def tenant(make_tenant, api) -> Tenant:
     """A client in the default (verified agents) mode: agents register with FakeImds's signed document

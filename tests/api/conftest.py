@@ -33,11 +33,6 @@ class FakeSavings:
         return self.instance_summary(client_id, agent_id, now)
 
 
-@pytest.fixture(autouse=True)
-def _made_up_types(made_up_types_are_catalogued):
-    """Types a test made up count as catalogued (tests.conftest.MADE_UP_TYPE)."""
-
-
 @pytest.fixture
 def fake_savings(monkeypatch):
     """The dashboard's savings figures from ``FakeSavings`` (the routes never compute savings themselves)."""
