@@ -44,7 +44,8 @@ class RateLimitTable(Model):
     status = OptionalText()  # set on every complete gate: a gate without it is rebuilt from the client row
     legacy_agents = BooleanAttribute(null=True)
     rate_limit_per_window = NumberAttribute(null=True)
-    # RATE_LIMIT_PER_AGENT x the client's max_agents override, when it has one (clients.fleet_gate_actions):
+    # RATE_LIMIT_PER_AGENT x the client's max_agents override, when it has one (clients.fleet_rate_limit, written
+    # with the override by clients.set_limits):
     # the limit without a rate-limit override is the larger of this and the stage's default.
     fleet_rate_limit = NumberAttribute(null=True)
     window_start = NumberAttribute(null=True)  # epoch seconds of the window ``requests`` counts
