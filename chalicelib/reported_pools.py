@@ -68,7 +68,9 @@ def screen(pool_ids: list[str], agent) -> tuple[list[str], list[str]]:
         return kept, warnings
     zones = observed_zones(region) if is_known_region(region) else None
     uncatalogued = [p for p in kept if not catalogued(parse_pool_id(p)[0])]
-    known = pools.latest_prices(kept) if zones is None or uncatalogued else {}
+    # the market data's word on the pools AWS could not vouch for: all of them, or only the uncatalogued ones
+    asked = kept if zones is None else uncatalogued
+    known = pools.latest_prices(asked) if asked else {}
     if zones is None:
         unknown = [p for p in kept if p not in known]
     else:
