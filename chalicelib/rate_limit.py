@@ -90,10 +90,10 @@ class Admission:
             condition &= gate.legacy_agents == True  # noqa: E712 - a DynamoDB condition, not a Python test
         if _windows.get(self.client_id) == self.window.start:
             # requests < limit_for(gate), spelled for DynamoDB (no max(): below either of the two is below both's max)
-            fleet = (gate.requests < stage_limit()) | (gate.fleet_rate_limit.exists()
-                                                        & (gate.requests < gate.fleet_rate_limit))
+            default = (gate.requests < stage_limit()) | (gate.fleet_rate_limit.exists()
+                                                          & (gate.requests < gate.fleet_rate_limit))
             under = (gate.rate_limit_per_window.exists() & (gate.requests < gate.rate_limit_per_window)) | (
-                gate.rate_limit_per_window.does_not_exist() & fleet)
+                gate.rate_limit_per_window.does_not_exist() & default)
             return [gate.requests.add(1)], condition & (gate.window_start == self.window.start) & under
         return ([gate.window_start.set(self.window.start), gate.requests.set(1)],
                 condition & (gate.window_start.does_not_exist() | (gate.window_start < self.window.start)))
