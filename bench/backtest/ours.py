@@ -49,7 +49,7 @@ class OursPolicy:
     def __init__(self, horizon_s: float = 3600.0, risk_refresh_s: float = RISK_REFRESH_S, model=None,
                  train: bool = False, backoff: BackoffPolicy = DEFAULT_BACKOFF, rails: dict | None = None,
                  evidence_params: dict | None = None, ondemand_backoff: str = "all",
-                 rescore_on_setback: bool = False):
+                 rescore_on_setback: bool = False, warmup_s: float = 0.0):
         """``backoff`` and ``rails`` (extra ``DecisionConfig`` fields) default to the product's; the
         validation protocol (bench/backtest/validate.py) varies them. ``evidence_params`` (keyword arguments
         of ``evidence_hazard``), ``ondemand_backoff`` (which back-offs hold while on on-demand: ``all``,
@@ -62,6 +62,7 @@ class OursPolicy:
         self.backoff, self.rails = backoff, dict(rails or {})
         self.evidence_params, self.ondemand_backoff = dict(evidence_params or {}), ondemand_backoff
         self.rescore_on_setback = rescore_on_setback
+        self.warmup_s = warmup_s
         self.member, self.fleet = 0, 1
 
     def join_fleet(self, member: int, fleet: int) -> None:

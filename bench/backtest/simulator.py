@@ -97,15 +97,13 @@ def simulate(trace, policy, rules: Rules, start: int, end: int, initial: str | N
     members = [policy] + [factory() for _ in range(fleet - 1)] if fleet > 1 else [policy]
     if fleet > 1 and factory is None:
         raise ValueError("a fleet needs a factory for its other agents")
+    warm = _warmup_start(policy, market, start)
+    if warm < start:  # the product was running before the window: its own observations carry over
+        _play([_Run(trace, p, rules, warm, start, market, False, ledger, member=k, fleet=fleet)
+               for k, p in enumerate(members)], warm, start)
     runs = [_Run(trace, p, rules, start, end, market, timeline, ledger, member=k, fleet=fleet)
             for k, p in enumerate(members)]
-    for run in runs:
-        run.begin(initial)
-    for i in range(start, end):
-        for run in runs:
-            run.warn_and_hold(i)
-        for run in runs:
-            run.step(i)
+    _play(runs, start, end, initial)
     results = [run.result() for run in runs]
     if fleet == 1:
         return results[0]
@@ -113,6 +111,25 @@ def simulate(trace, policy, rules: Rules, start: int, end: int, initial: str | N
     return PolicyResult(policy.name, mean("cost_usd"), mean("ondemand_cost_usd"), mean("downtime_s"),
                         round(mean("interruptions")), round(mean("switches")), mean("score"),
                         round(mean("launches")), round(mean("failed_launches")))
+
+
+def _warmup_start(policy, market: Market, start: int) -> int:
+    """First tick of the unscored run before the window: ``policy.warmup_s`` back (observed policies only)."""
+    seconds = float(getattr(policy, "warmup_s", 0.0) or 0.0)
+    if seconds <= 0 or getattr(policy, "observability", "full") != "observed":
+        return start
+    t = float(market.stamps[start]) - seconds
+    return min(start, next(i for i in range(start + 1) if float(market.stamps[i]) >= t))
+
+
+def _play(runs, start: int, end: int, initial: str | None = None) -> None:
+    for run in runs:
+        run.begin(initial)
+    for i in range(start, end):
+        for run in runs:
+            run.warn_and_hold(i)
+        for run in runs:
+            run.step(i)
 
 
 class _Run:

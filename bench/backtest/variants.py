@@ -53,6 +53,9 @@ VARIANTS: tuple[Setting, ...] = (
     Setting("losses start no back-off", {"backoff": BackoffPolicy(losses_start=False)}),
     Setting("losses start no back-off (base 5 min)", {"backoff": BackoffPolicy(base_s=300.0, losses_start=False)}),
     Setting("rescore at once on a setback (production does not)", {"rescore_on_setback": True}),
+    Setting("warm-up 1 day", {"warmup_s": 86400.0}),
+    Setting("warm-up 3 days", {"warmup_s": 3 * 86400.0}),
+    Setting("warm-up 7 days", {"warmup_s": 7 * 86400.0}),
     Setting("no switch limits or cooldown", {"rails": {"max_switches_per_day": 10**6, "max_switches_per_week": 10**6,
                                                         "cooldown_s": 0.0}}),
 )
