@@ -122,3 +122,40 @@ def test_ours_runs_under_the_observation_guard_on_a_real_trace():
     assert 0 < result.cost_usd < result.ondemand_cost_usd
     fleet = simulate(trace, OursPolicy(), rules, start, trace.ticks, fleet=3, factory=OursPolicy)
     assert 0 < fleet.cost_usd < fleet.ondemand_cost_usd
+
+
+class WarmedUp(Observed):
+    """A scripted observed policy that ran ``warmup_s`` before the window (a product already deployed)."""
+
+    def __init__(self, decide, warmup_s, first=None):
+        super().__init__(decide, first=first)
+        self.warmup_s = warmup_s
+
+
+def test_a_warm_up_run_hands_its_observations_to_the_window_and_is_not_scored():
+    trace = three_pools(down={0: range(2, 4)})  # A is lost during the warm-up, up again in the window
+    t0 = trace.times[10].timestamp()
+
+    def run(warmup_s):
+        seen = []
+        result = simulate(trace, WarmedUp(lambda obs: seen.extend(obs.observations) or A, warmup_s, first=A),
+                          RULES, 10, 15)
+        return result, seen
+
+    cold, cold_seen = run(0.0)
+    warm, warm_seen = run(10 * 200.0)
+    assert not [o for o in cold_seen if o.at < t0]
+    before = [(o.pool_id, o.kind) for o in warm_seen if o.at < t0]
+    assert (A, ObservationKind.INTERRUPTION_WARNING) in before
+    # the warm-up's loss of A (its downtime, its on-demand bridge) is not in the score: the window's is the same
+    assert (warm.cost_usd, warm.downtime_s, warm.interruptions) == (cold.cost_usd, cold.downtime_s, cold.interruptions)
+    assert warm.downtime_s == 0
+
+
+def test_ours_with_a_warm_up_starts_the_window_knowing_its_own_past():
+    trace = three_pools(down={0: range(0, 12)}, ticks=30)  # the cheapest pool is refused through the warm-up
+    policy = OursPolicy(warmup_s=12 * 200.0)
+    simulate(trace, policy, RULES, 12, 20)
+    t0 = trace.times[12].timestamp()
+    assert any(o.at < t0 and o.kind is ObservationKind.LAUNCH_REFUSED for o in policy.log[A])
+    assert not OursPolicy().warmup_s  # the shipped default: no warm-up (docs/benchmarks.md says why)
