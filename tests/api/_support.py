@@ -227,3 +227,15 @@ def walk(admin, path, key, *, stop=lambda rows: False, limit=200):
         token = body["next_token"]
         if not token or stop(rows):
             return rows
+
+
+def forget_capacity(*pool_ids: str) -> None:
+    """Drop every capacity observation of these pools. Pools are shared by all tenants (what one agent sees,
+    all see), so in the session's one embedded AWS an earlier test's refusals can leave a pool in back-off;
+    a test that needs its pools open starts from no history."""
+    from chalicelib.tables.observations import ObservationTable
+
+    for pool_id in pool_ids:
+        with ObservationTable.batch_write() as batch:
+            for item in ObservationTable.query(pool_id):
+                batch.delete(item)

@@ -23,7 +23,7 @@ from chalicelib import model_store
 from chalicelib.repositories import activity
 from chalicelib.tables import ModelRegistryTable
 from tests.api._document import assert_matches_document
-from tests.api._support import iso, now_utc, pricing_body, switch_body
+from tests.api._support import forget_capacity, iso, now_utc, pricing_body, switch_body
 from tests.conftest import Caller, account_instance, registration
 from tests.e2e.failover_support import configure, wait_for
 
@@ -66,6 +66,7 @@ class World:
 
     def __init__(self, api, admin: Caller, make_tenant):
         self.api, self.admin = api, admin
+        forget_capacity(*(f"m5.large.eu-west-1{z}" for z in "abc"))  # earlier tests' refusals: not this tenant's
         self.client_id, self.caller = make_tenant()
         self.instance_id = account_instance("eu-west-1a")
         self.registration = registration(instance_id=self.instance_id, az="eu-west-1a", agent_version="4.0.0")
