@@ -200,8 +200,8 @@ def switch_command(agent, *, target_mode: str, target_pool_id: str | None, prior
                    created_by: str, now: datetime, command_id: str | None = None) -> Command:
     """A switch command for an agent's current instance (validated by the component, not stored).
 
-    The old instance is terminated after the agent's wait only under auto-terminate (legacy §9.2 #3:
-    otherwise the wait is 0 and the agent keeps it). 409 ``agent_runs_no_commands`` for an agent that cannot
+    The old instance is terminated after the agent's wait only under auto-terminate (otherwise,
+    as in the legacy server's fix, the wait is 0 and the agent keeps it). 409 ``agent_runs_no_commands`` for an agent that cannot
     run one (spot_agent.py, whose switch only sleeps and reports success): nothing is queued.
     """
     if not agent.runs_commands:

@@ -145,7 +145,7 @@ def get_settings() -> Settings:
         risk_horizon_s=_int("RISK_HORIZON_S", 3600),
         # Set by `make deploy` from infra's output; tests and local mode set it when they create it.
         failover_state_machine_arn=os.environ.get("FAILOVER_STATE_MACHINE_ARN", ""),
-        # One workflow per (instance, signal) within this window (LEGACY §5.4: 15 minutes).
+        # One workflow per (instance, signal) within this window (the legacy server's 15 minutes).
         signal_window_s=_int("SIGNAL_WINDOW_S", 900),
         # A standby pre-warmed on a rebalance recommendation expires if no termination follows.
         prewarm_ttl_s=_int("PREWARM_TTL_S", 3600),

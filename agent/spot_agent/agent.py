@@ -404,7 +404,7 @@ class Agent:
     # ---- daemon ------------------------------------------------------------------------------
 
     def shutdown(self) -> bool:
-        """The final ``offline`` heartbeat (legacy §2.3 step 10); skipped once retired."""
+        """The final ``offline`` heartbeat (the legacy agent's last call too); skipped once retired."""
         if not self.started or not self.agent_id or self.retired:
             return False
         try:

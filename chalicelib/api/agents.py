@@ -595,7 +595,7 @@ def switch_report(agent_id):
         spot_price=prices["new_spot"] if new_mode == "spot" else None,
         ondemand_price=prices["on_demand"], is_active=True, installed_at=initiated, updated_at=now,
         last_switch_at=now)
-    # Legacy §9.2 #3: the old instance only counts as gone under auto-terminate with a termination time.
+    # As the legacy server's fix: the old instance only counts as gone under auto-terminate with a termination time.
     deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
                   and timing.old_instance_terminated_at else None)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,

@@ -1,4 +1,4 @@
-"""Client dashboard routes (LEGACY §3.3): overview, replicas, switch history, charts.
+"""Client dashboard routes (the legacy dashboard's): overview, replicas, switch history, charts.
 
 Agents and instances are in ``dashboard_agents`` / ``dashboard_instances``. Every route is the token's
 client only: a ``{client_id}`` in the path that is not the caller's is 404. Savings figures come from

@@ -1,4 +1,4 @@
-"""Client dashboard: agents (LEGACY §3.3): lists, history, decisions, enable/settings, soft delete."""
+"""Client dashboard: agents (the legacy dashboard's): lists, history, decisions, enable/settings, soft delete."""
 
 from __future__ import annotations
 

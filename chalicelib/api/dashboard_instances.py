@@ -1,4 +1,4 @@
-"""Client dashboard: instances (LEGACY §3.3): list, pool prices, metrics, switch options.
+"""Client dashboard: instances (the legacy dashboard's): list, pool prices, metrics, switch options.
 
 Prices: a pool's latest price only where this client may see it (``PoolPrice.seen_by``); the
 on-demand price is AWS's list price (the catalogue), else what the instance row recorded. The savings

@@ -1,7 +1,7 @@
 """Interruption signals from the agent (IMDS) and the interruption history.
 
 The agent's reports go through the same sentinel intake as EventBridge's events, so whichever
-arrives first starts the workflow and the other is answered as a duplicate (PRODUCT §4).
+arrives first starts the workflow and the other is answered as a duplicate.
 """
 
 from __future__ import annotations

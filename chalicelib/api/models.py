@@ -121,7 +121,7 @@ def register_upload():
     return ok(_legacy(model_store.register_upload(body.upload_id, body.manifest, utcnow())), status=201)
 
 
-# --- the legacy dashboard's ML routes (monolith §3.6) ----------------------------------------------------
+# --- the legacy dashboard's ML routes (the monolith's) -----------------------------------------------
 
 MULTIPART = "multipart/form-data"
 ARTIFACT_SUFFIXES = (".joblib", ".pkl")

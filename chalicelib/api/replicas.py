@@ -1,5 +1,6 @@
-"""Standby replicas: the legacy replica routes (LEGACY §3.2), the SEF routes (§3.7, live here) and the
-client's mode/hand-off configuration (§3.3 config row), with the legacy defects fixed (§2.5, §9.1).
+"""Standby replicas: the legacy replica routes, the SEF routes (never registered by the legacy server, live
+here) and the client's mode/hand-off configuration, with the legacy defects fixed (replica polling, status
+columns, DB-only replicas).
 
 - EC2 work is real: a server-launched standby is started through ``chalicelib.replicas``; deleting or
   disabling terminates the instances. "Exactly one standby" is the agent's slot (conditional writes).
@@ -151,7 +152,7 @@ def _price(pool_id: str | None, client_id: str) -> Decimal | None:
     return None if known is None else known.seen_by(client_id).price
 
 
-# --- legacy replica routes (§3.2) ---------------------------------------------------------------
+# --- legacy replica routes ---------------------------------------------------------------------
 
 @bp.route("/api/agents/{agent_id}/replica-config", methods=["GET"], response="ReplicaConfigReply")
 def replica_config(agent_id):
@@ -434,7 +435,7 @@ def replica_sync_status(agent_id, replica_id):
                                  client_id=client.client_id, agent_id=agent_id)})
 
 
-# --- configuration and the SEF routes (§3.3, §3.7) ------------------------------------------------
+# --- configuration and the SEF routes -----------------------------------------------------------
 
 def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
     """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight)."""

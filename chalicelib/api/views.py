@@ -100,7 +100,7 @@ def accounts_view(client: ClientRecord) -> dict[str, Any]:
 
 
 def replica_view(replica: ReplicaRecord) -> dict[str, Any]:
-    """A replica, flat (legacy agents poll for top-level ``id``, ``pool_id`` and ``az``; §2.5 fixed)."""
+    """A replica, flat (legacy agents poll for top-level ``id``, ``pool_id`` and ``az``, which the legacy server nested)."""
     return {
         "id": replica.replica_id, "replica_id": replica.replica_id, "agent_id": replica.agent_id,
         "pool_id": replica.pool_id, "az": replica.az, "instance_type": replica.instance_type,

@@ -1,4 +1,4 @@
-"""Bodies of the agent's interruption routes (legacy §2.2 #8–#10)."""
+"""Bodies of the agent's interruption routes (termination, rebalance, emergency replica)."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class AttachReplicaRequest(FactReport):
 
 
 class ReplicaStatusRequest(FactReport):
-    """POST .../replicas/{rid}/status (the legacy columns the old server lacked are accepted, §2.5);
+    """POST .../replicas/{rid}/status (the fields the legacy server had no columns for are accepted);
     the status is the fact, its timestamps and message are dropped with a warning when unreadable."""
 
     REQUIRED_FACTS = (("status",),)

@@ -9,7 +9,7 @@ from chalicelib.tables.base import BaseMeta, OptionalText, table_name
 
 
 class NotificationTable(Model):
-    """One notification for one client (there are no global rows: see LEGACY §4.3)."""
+    """One notification for one client (no global rows, unlike the legacy server's)."""
 
     class Meta(BaseMeta):
         table_name = table_name("notifications")

@@ -120,7 +120,7 @@ def plan_registration(known: KnownAgent | None, reg: Registration) -> Registrati
     """Decide what a registration does, given the agent stored for (client, logical id).
 
     The lookup must ignore status: a deleted or terminated agent that comes
-    back is revived under the same id (LEGACY §5.6). A disabled agent stays
+    back is revived under the same id (as the legacy server did). A disabled agent stays
     disabled; registering must not undo an operator's decision.
 
     Examples

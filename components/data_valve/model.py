@@ -50,7 +50,7 @@ class PricePoint:
 
 @dataclass(frozen=True)
 class ValveConfig:
-    """Thresholds of the gate (defaults are the legacy values, LEGACY §5.1)."""
+    """Thresholds of the gate (defaults are the legacy server's values)."""
 
     spot_min: Decimal = Decimal("0.001")
     spot_max: Decimal = Decimal("100")

@@ -1,8 +1,8 @@
 """What the coordinator and the failover workflow should do: pure decisions, no I/O.
 
-The coordinator keeps exactly one standby per manual-replica agent (LEGACY §5.10, minus its
-duplicate-spawning window); pre-warmed standbys expire when no termination followed; the failover
-picks promote → spot replacement → on-demand, in that order (PRODUCT §7).
+The coordinator keeps exactly one standby per manual-replica agent (as the legacy coordinator did, minus
+its duplicate-spawning window); pre-warmed standbys expire when no termination followed; the failover
+picks promote → spot replacement → on-demand, in that order.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def route_failover(standby: StandbyView | None, spot_pool: str | None, primary_p
 
 def retire_at(handover_at: datetime, deadline: datetime | None, *, auto_terminate: bool,
               wait_s: int) -> datetime | None:
-    """When to terminate the old instance; None = never (auto-terminate off, legacy §9.2 #3)."""
+    """When to terminate the old instance; None = never (auto-terminate off: the old instance is kept)."""
     if not auto_terminate:
         return None
     at = handover_at + timedelta(seconds=max(wait_s, 0))

@@ -1,6 +1,6 @@
 """The documented prior: interruption probability from the Spot Advisor band alone.
 
-Serves whenever no trained model is active (PRODUCT §6), and is one of the two baselines the
+Serves whenever no trained model is active, and is one of the two baselines the
 trained model must beat.
 
 The Spot Advisor publishes, per region and instance type, a band of the monthly share of spot

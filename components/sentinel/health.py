@@ -83,7 +83,7 @@ def health_score(
     now: datetime,
     thresholds: HealthThresholds = HealthThresholds(),
 ) -> HealthReport:
-    """Score an agent 0–100 and recommend an action (LEGACY §5.4 rules).
+    """Score an agent 0–100 and recommend an action (the legacy server's rules).
 
     Start from 100 (degraded 50, offline 0); −20 if the heartbeat is older
     than 180 s; −30 if pricing is stale (2 h) or was never reported; floor 0.

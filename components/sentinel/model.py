@@ -26,7 +26,7 @@ class HealthThresholds:
     prices stale after 2 report intervals. Below ~2.5 heartbeats an agent would flap between online and
     degraded on ordinary jitter and latency (tests/unit/components/sentinel/test_health.py checks the
     relation against the agent's defaults). A legacy agent heartbeating every 30 s is judged by the same
-    thresholds (LEGACY §5.4 had 180 / 600 / 90 / 300 for its 30 s / 300 s cadence)."""
+    thresholds (the legacy server had 180 / 600 / 90 / 300 for its 30 s / 300 s cadence)."""
 
     degraded_after_s: int = 360
     offline_after_s: int = 900

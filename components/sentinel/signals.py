@@ -7,7 +7,7 @@ own group. A promotion asked for (a client's manual promotion, the coordinator's
 on-demand) is one group of its own, whoever asked: one hand-over per instance within the window.
 An AWS Health scheduled retirement of an instance (``aws.health``, :data:`RETIREMENT_EVENT_CODES`) is in the
 termination group too: it is failed over ahead of time (see :data:`SignalKind.RETIREMENT`).
-Nothing here sleeps: a burst is many independent invocations (LEGACY §9.1 defect).
+Nothing here sleeps: a burst is many independent invocations (the legacy sentinel slept inside the request).
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class Replay:
 
     def upload_model(self) -> None:
         """The committed risk model, through the admin API; the risk scorer validates it, then it is
-        activated (PRODUCT §6 lifecycle), so the decisions use the model rather than the prior."""
+        activated (the model lifecycle), so the decisions use the model rather than the prior."""
         import base64
 
         root = Path(__file__).resolve().parents[2] / "ml" / "artifacts"

@@ -215,7 +215,7 @@ def test_token_ttl_expiry(api, admin, monkeypatch):
 
 
 def test_new_clients_are_active_and_validate_at_once(api, admin):
-    """GIVEN a freshly created client (legacy §9.2 #8) WHEN its token is validated THEN 200 and active."""
+    """GIVEN a freshly created client (the legacy server left its status empty) WHEN its token is validated THEN 200 and active."""
     created = _create(admin)
     assert created["status"] == "active"
     status, body = Caller(api.http, token=created["client_token"]).get("/api/client/validate")

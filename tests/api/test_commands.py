@@ -315,7 +315,7 @@ def test_offline_heartbeat_leases_nothing(agent):
 
 
 def test_force_switch_without_auto_terminate_waits_zero(agent):
-    """GIVEN auto-terminate off (legacy §9.2 #3) WHEN a switch is forced THEN terminate_wait_seconds is 0."""
+    """GIVEN auto-terminate off (the old instance is kept) WHEN a switch is forced THEN terminate_wait_seconds is 0."""
     client_id, caller, agent_id, instance_id = agent
     AgentTable(client_id, agent_id).update(actions=[AgentTable.config.auto_terminate_enabled.set(False)])
     cmd = force_switch(caller, instance_id, target="ondemand")

@@ -404,7 +404,7 @@ def test_switch_report_with_the_command_it_executed(tenant_with_agent):
 ])
 def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
         tenant_with_agent, auto_terminate, terminated_at, deactivated):
-    """GIVEN auto-terminate on/off and a termination time or not (legacy §9.2 #3) WHEN a switch is reported
+    """GIVEN auto-terminate on/off and a termination time or not (the legacy server's fix) WHEN a switch is reported
     THEN the old instance is inactive only when both hold."""
     client_id, caller, agent_id, reg = tenant_with_agent
     if not auto_terminate:

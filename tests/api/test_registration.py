@@ -143,7 +143,7 @@ def test_missing_logical_id_falls_back_to_instance_id(make_tenant):
 
 
 def test_missing_mode_is_accepted_as_unknown(make_tenant):
-    """GIVEN an agent-v2 body without ``mode`` (legacy §9.2 #9) WHEN registering THEN 200 and mode unknown."""
+    """GIVEN an agent-v2 body without ``mode`` (the legacy server rejected it) WHEN registering THEN 200 and mode unknown."""
     client_id, caller = make_tenant()
     body = registration()
     del body["mode"]

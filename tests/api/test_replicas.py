@@ -1,4 +1,4 @@
-"""Replica, SEF and client-config routes against moto (LEGACY §3.2, §3.3, §3.7, §6; PRODUCT §5, §7).
+"""Replica, SEF and client-config routes against moto (the legacy routes and the product's standby model).
 
 Server-launched standbys need a real primary in moto EC2 (the launch copies its AMI, security groups
 and subnet), so those tests register through ``failover_support.register_agent`` (us-east-1, fresh
@@ -353,7 +353,7 @@ def test_agent_launched_flow_post_put_status_ready(make_tenant):
     assert reply["replica"]["launched_at"] == launched
     status, reply = put(caller, f"{base}/{rid}", {"instance_id": agent_launched()})
     assert_error(status, reply, 409, code="replica_instance_conflict")
-    # ready, with the legacy columns the old server lacked (§2.5)
+    # ready, with the legacy columns the old server lacked
     done = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
     status, reply = caller.post(f"{base}/{rid}/status", {"status": "ready", "sync_started_at": launched,
                                                          "sync_completed_at": done, "error_message": None})

@@ -1,5 +1,5 @@
 """The server URL the migration guide gives v4 users must still reach the API the way v4 builds its calls:
-``urljoin(SERVER_URL, "/api/agents/...")`` (LEGACY §2.1), which keeps only the scheme and host of the URL."""
+``urljoin(SERVER_URL, "/api/agents/...")`` (the legacy agent's client), which keeps only the scheme and host of the URL."""
 
 from __future__ import annotations
 
