@@ -57,3 +57,50 @@ def test_an_agents_rebalance_recommendation_stays_out_of_the_fleets_risk_evidenc
     assert observations.for_pools([pool], since, viewer=observations.FLEET)[pool] == []
     assert [o.kind.value for o in observations.for_pools([pool], since, viewer=attacker_id)[pool]] \
         == ["rebalance_recommendation"]
+
+
+# --- times a client gives: never far from the server's clock ----------------------------------------------------
+
+
+def _event(client_id: str, interruption_id: str) -> InterruptionTable:
+    return InterruptionTable.get(client_id, interruption_id, consistent_read=True)
+
+
+@pytest.mark.usefixtures("failover_machine")
+@pytest.mark.parametrize("detected_at, termination_time", [("2000-01-01T00:00:00Z", "2099-12-31T00:00:00Z"),
+                                                           ("2099-12-31T00:00:00Z", "2000-01-02T00:00:00Z")])
+def test_a_termination_notice_cannot_backdate_or_future_date_its_failover(make_tenant, detected_at, termination_time):
+    """ATTACK (time fields): ``termination-imminent`` with ``detected_at`` in 2000 (or 2099) and ``termination_time``
+    in 2099 (or 2000), any time the schema's 2000-2099 range admits. BEFORE: the interruption event, its id, its
+    audit event and the failover's timing were keyed on the client's time: the critical ``interruption`` audit
+    event landed in the 2000-01-01 partition with a TTL already past (gone from the admin's audit log, which reads
+    recent days) or in 2099's (never read, never expiring); the service-wide ``FailoverTime`` metric got ~8e11 ms
+    (or a negative time); a deadline in 2099 made the workflow wait (``WaitForDeadline``) until 2099 before
+    retiring the old instance under auto-terminate. NOW: a signal time more than ``MAX_SIGNAL_AGE`` old or in the
+    future is the receive time, and a deadline past the notice's two minutes (plus skew) is the notice's."""
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    before = now_utc()
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination-imminent",
+                                {"instance_id": primary, "detected_at": detected_at,
+                                 "termination_time": termination_time})
+    assert status == 202 and reply["action"] == "failover_started", reply
+    _wait_for_failovers(client_id)
+    after = now_utc()
+    event = _event(client_id, reply["interruption_id"])
+    assert before - timedelta(seconds=1) <= event.detected_at <= after, event.detected_at
+    assert event.termination_time <= after + timedelta(minutes=10), event.termination_time
+    assert reply["interruption_id"].startswith(f"int-{before:%Y%m%d}")
+    assert event.failover_time_ms is None or 0 <= event.failover_time_ms < 600_000, event.failover_time_ms
+
+
+@pytest.mark.parametrize("detected_at", ["2000-01-01T00:00:00Z", "2099-12-31T00:00:00Z"])
+def test_a_rebalance_recommendation_cannot_date_its_event(make_tenant, detected_at):
+    """The same for ``rebalance-recommendation``'s ``detected_at`` (its event, id, audit day and observation time)."""
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    before = now_utc()
+    status, reply = caller.post(f"/api/agents/{agent_id}/rebalance-recommendation",
+                                {"instance_id": primary, "detected_at": detected_at})
+    assert status == 200 and reply["interruption_id"], reply
+    event = _event(client_id, reply["interruption_id"])
+    assert before - timedelta(seconds=1) <= event.detected_at <= now_utc(), event.detected_at
+
