@@ -8,9 +8,12 @@ from datetime import timedelta
 
 import pytest
 
+from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
 from chalicelib.tables.interruptions import InterruptionTable
-from tests.api._support import now_utc
+from chalicelib.tables.switches import SwitchTable
+from tests.api._support import iso, now_utc, switch_body
+from tests.conftest import new_instance_id
 from tests.e2e.failover_support import register_agent, wait_for
 
 
@@ -104,3 +107,37 @@ def test_a_rebalance_recommendation_cannot_date_its_event(make_tenant, detected_
     event = _event(client_id, reply["interruption_id"])
     assert before - timedelta(seconds=1) <= event.detected_at <= now_utc(), event.detected_at
 
+
+def _timing(**future) -> dict:
+    now = now_utc()
+    timing = {"switch_initiated_at": iso(now - timedelta(minutes=3)),
+              "new_instance_launched_at": iso(now - timedelta(minutes=2)),
+              "new_instance_ready_at": iso(now - timedelta(minutes=1)),
+              "traffic_switched_at": iso(now - timedelta(seconds=50)),
+              "old_instance_terminated_at": iso(now - timedelta(seconds=30))}
+    return {**timing, **future}
+
+
+@pytest.mark.parametrize("field", ["old_instance_terminated_at", "switch_initiated_at", "traffic_switched_at"])
+def test_a_switch_report_cannot_date_its_times_in_the_future(tenant_with_agent, field):
+    """ATTACK (savings inflation): a switch report (under auto-terminate) whose old instance was terminated "in
+    2099". BEFORE: the old instance's row was closed with ``terminated_at`` 2099, and the savings roll-up counts an
+    instance until its termination: every hourly run billed the gone instance's on-demand baseline against its spot
+    cost, inflating the client's savings (and the fleet's total in the admin's growth figures) for as long as the
+    client liked. A switch "initiated" in 2099 likewise sorted first in the switch history for good and kept the
+    new instance out of the roll-up. NOW: a time in the future (beyond the clock skew the pricing report allows)
+    is the receive time, named in ``warnings``; the report is still recorded."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": True})[0] == 200
+    new_id = new_instance_id()
+    body = switch_body(reg["instance_id"], new_id, timing=_timing(**{field: "2099-01-01T00:00:00Z"}))
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", body)
+    assert status == 200 and reply["duplicate"] is False, reply
+    assert any(w.startswith(f"timing.{field}") for w in reply["warnings"]), reply
+    later = now_utc()
+    old = agent_repo.instance_row(reg["instance_id"])
+    assert old.is_active is False and old.terminated_at <= later, old.terminated_at
+    assert agent_repo.instance_row(new_id).installed_at <= later
+    row = next(iter(SwitchTable.query(client_id, filter_condition=SwitchTable.switch_id == reply["switch_id"])))
+    for name in ("initiated_at", "traffic_switched_at", "old_terminated_at"):
+        assert getattr(row, name) <= later, (name, getattr(row, name))
