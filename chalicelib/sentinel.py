@@ -223,8 +223,9 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
     if not claimed:
-        return _duplicate(agent, instance, interruption_id)
-    _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id)
+        return _duplicate(agent, instance, interruption_id, reported=_reported(signal))
+    _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id,
+             reported=_reported(signal))
     if signal.starts_failover:
         started = _start_failover(agent, row, now)
         _count(row, now)  # after the start: bookkeeping never delays a failover
@@ -289,10 +290,14 @@ def _replaced_by_failover(agent: AgentRecord, signal: Signal, now: datetime) -> 
             "new_instance_id": existing.new_instance_id or agent.instance_id}
 
 
-def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str) -> dict[str, Any]:
+def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str, *,
+               reported: bool) -> dict[str, Any]:
     existing = interruptions.get(agent.client_id, interruption_id)
-    if existing is not None:  # a redelivery after a crash that came before the observation: same key again
-        _observe(instance, existing.pool_id, existing.signal_type, existing.detected_at, existing.interruption_id)
+    # A redelivery after a crash that came before the observation: same key again. AWS's copy of a signal the
+    # agent reported first is the fleet's observation now; the agent's copy of one AWS sent adds nothing.
+    if existing is not None and not (reported and existing.source == SignalSource.EVENTBRIDGE.value):
+        _observe(instance, existing.pool_id, existing.signal_type, existing.detected_at, existing.interruption_id,
+                 reported=reported)
     if existing is not None and _is_failover(existing):
         # A first handling that failed after its claim (a throttle) is finished now, each part once: the start
         # (crashed before it), the audit event of the start, the agent's count.
@@ -314,8 +319,20 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
     return reply
 
 
-def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str) -> None:
+def _reported(signal: Signal) -> bool:
+    """True for a signal only the client vouches for (its agent's IMDS notice, its own request): no more than a
+    report (``observations.record(reported=True)``). EventBridge's events come from AWS, account-checked."""
+    return signal.source in (SignalSource.AGENT, SignalSource.CLIENT)
+
+
+def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str, *,
+             reported: bool) -> None:
     """The signal as a capacity observation of the instance's spot pool (warning, rebalance, AWS stop).
+
+    ``reported``: the signal came from the client's agent (or the client), not from AWS: it is that client's
+    evidence only (its placements' back-off, its own risk score), never the fleet's, so no tenant can put a pool
+    in back-off for the others or raise the fleet's risk of it with made-up notices. EventBridge's copy of the
+    same signal, when it comes, is recorded for the fleet under the same event id.
 
     Only signals about an instance the product still runs get here (a primary that is still the agent's,
     an active standby), so a stop we caused ourselves is never counted. ``event_id`` and ``at`` come from
@@ -329,7 +346,7 @@ def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at:
         return
     observations.record(CapacityObservation(pool_id, kind, at.timestamp(), source="sentinel"),
                         event_id=event_id, client_id=instance.client_id, agent_id=instance.agent_id,
-                        instance_id=instance.instance_id)
+                        instance_id=instance.instance_id, reported=reported)
 
 
 def _spot_pool(instance: InstanceTable) -> str | None:
@@ -452,7 +469,8 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
         return {"action": "ignored", "reason": "standby no longer active"}
     signal_type = signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}"
     _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
-             signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}")
+             signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}",
+             reported=_reported(signal))
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}

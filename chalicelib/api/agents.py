@@ -52,6 +52,7 @@ from chalicelib.schemas.agents import (
     RegisterRequest,
     SwitchPrices,
     SwitchReportRequest,
+    SwitchTiming,
     TerminationRequest,
 )
 from chalicelib.schemas.base import INSTANCE_ID_PATTERN
@@ -471,6 +472,18 @@ def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
                "monthly_savings": None, "commands_completed": [], "warnings": []})
 
 
+def _not_future(timing: SwitchTiming, now, warnings: list[str]) -> None:
+    """A switch's times are past by the time it is reported: one in the future is the receive time (named in
+    ``warnings`` past ``MAX_CLOCK_SKEW``). The savings roll-up counts an instance from its installation to its
+    termination, and the history sorts by the start: neither may be dated ahead."""
+    for name in SwitchTiming.model_fields:
+        value = getattr(timing, name)
+        if value is not None and value > now:
+            if value > now + MAX_CLOCK_SKEW:
+                warnings.append(f"timing.{name}: {iso(value)} is in the future; the server's receive time is used")
+            setattr(timing, name, now)
+
+
 def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
     """True when ``instance_id`` is (or was) one of this agent's instances."""
     if not instance_id or instance_id == agent.instance_id:
@@ -545,13 +558,14 @@ def switch_report(agent_id):
     client_id, agent, body = agent_request(_request(), agent_id, SwitchReportRequest,
                                            retired_instance=_reported_old_instance)
     old, new, timing = body.old_instance, body.new_instance, body.timing
+    now = utcnow()
+    warnings = body.warnings
+    _not_future(timing, now, warnings)
     if agent.by_retired_credential:
         return _old_instance_terminated(client_id, agent, body)
     if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
     _check_replacement(agent, old.instance_id or agent.instance_id, new.instance_id)
-    now = utcnow()
-    warnings = body.warnings
     command_id = body.command_id
     if command_id and bootstrap.command_store().get(agent.agent_id, command_id) is None:
         warnings.append(f"command_id: {command_id!r} is not a command of this agent; not linked")

@@ -44,6 +44,31 @@ def _agent_and_instance(client_id: str, agent, instance_id: str | None):
     return agent, instance_id
 
 
+# How old a signal the agent saw may be when it reports it (IMDS keeps a notice until the instance goes, and the agent
+# retries a failed report), and how far ahead of ours its clock may be. Past either bound the time is the receive
+# time: the event, its id, its audit day, its capacity observation and the failover's timing are keyed on it.
+MAX_SIGNAL_AGE = timedelta(minutes=15)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _signal_time(reported, now):
+    """The agent's detection time when it is plausible (not older than ``MAX_SIGNAL_AGE``, not in the future beyond
+    ``MAX_CLOCK_SKEW``, then at most ``now``), else ``now``."""
+    if reported is None or not now - MAX_SIGNAL_AGE <= reported <= now + MAX_CLOCK_SKEW:
+        return now
+    return min(reported, now)
+
+
+def _deadline(reported, detected, now):
+    """The termination time of a notice: the agent's when it lies within the notice's two minutes (plus skew) of
+    now (an instance-action time already past is kept: the instance is going), else the notice's own."""
+    notice = detected + timedelta(seconds=TERMINATION_NOTICE_S)
+    if reported is None or not now - MAX_SIGNAL_AGE <= reported <= now + timedelta(seconds=TERMINATION_NOTICE_S) \
+            + MAX_CLOCK_SKEW:
+        return notice
+    return reported
+
+
 def interruption_view(row) -> dict:
     """One interruption event with its timings (ISO UTC) and the failover's result."""
     return {
@@ -81,8 +106,8 @@ def termination_imminent(agent_id):
     client_id, agent, body = agent_request(request, agent_id, TerminationImminentRequest)
     agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
-    detected = body.detected_at or now
-    deadline = body.termination_time or detected + timedelta(seconds=TERMINATION_NOTICE_S)
+    detected = _signal_time(body.detected_at, now)
+    deadline = _deadline(body.termination_time, detected, now)
     result = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, detected, SignalSource.AGENT,
                                     region=agent.region, deadline=deadline), now, on_behalf_of=agent)
     status = 200 if auth.speaks_client_token_header(request.headers) else 202
@@ -95,7 +120,8 @@ def rebalance_recommendation(agent_id):
     client_id, agent, body = agent_request(_request(), agent_id, RebalanceRequest)
     agent, instance_id = _agent_and_instance(client_id, agent, body.instance_id)
     now = utcnow()
-    result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, body.detected_at or now, SignalSource.AGENT,
+    detected = _signal_time(body.detected_at, now)
+    result = sentinel.handle(Signal(SignalKind.REBALANCE, instance_id, detected, SignalSource.AGENT,
                                     region=agent.region), now, on_behalf_of=agent)
     return ok({"success": True, **sentinel.answer(result)})
 
@@ -130,7 +156,7 @@ def create_emergency_replica(agent_id):
                    "workflow": None, "error": "instance is no longer the agent's primary"})
     if termination:
         replica, created = _standby_for(agent, now, termination)
-        deadline = body.termination_time or now + timedelta(seconds=TERMINATION_NOTICE_S)
+        deadline = _deadline(body.termination_time, now, now)
         workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
                                           region=agent.region, deadline=deadline), now, on_behalf_of=agent)
         answer = _replica_answer(replica, created, "critical", sentinel.answer(workflow))

@@ -126,7 +126,10 @@ def for_pools(pool_ids: Iterable[str], since: datetime, until: datetime | None =
                      if since <= r.at and (until is None or r.at <= until)]
         elif viewer != FLEET:
             prefix = reported_prefix(viewer)
-            rows += _newest(pool_id, prefix + lower, prefix + upper, limit)
+            # an agent's report of a signal AWS also sent (the same event) is counted once
+            fleet = {(r.event_id, r.kind) for r in rows}
+            rows += [r for r in _newest(pool_id, prefix + lower, prefix + upper, limit)
+                     if (r.event_id, r.kind) not in fleet]
         out[pool_id] = [_observation(r) for r in sorted(rows, key=lambda r: (r.at, r.observation_key))]
     return out
 
