@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of ours a reporter's clock may run before its time is not believed
 _replay: tuple[datetime, float] | None = None  # (replay time, monotonic time it was set)
 
 

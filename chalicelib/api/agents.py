@@ -39,6 +39,7 @@ from chalicelib.api.common import (
 )
 from chalicelib.aws import accounts, ec2
 from chalicelib.api.views import command_view, config_view, iso
+from chalicelib.clock import MAX_CLOCK_SKEW
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, \
     ServiceUnavailableError
 from chalicelib.identity_documents import verify_identity_document
@@ -63,7 +64,6 @@ from chalicelib.tables.switches import SwitchTable
 
 bp = ApiBlueprint(__name__)
 
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORT_AGE = timedelta(days=1)
 INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 

@@ -21,6 +21,7 @@ from components.sentinel import (
 from chalicelib import auth, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, ok, page_params, utcnow
 from chalicelib.api.views import iso
+from chalicelib.clock import MAX_CLOCK_SKEW
 from chalicelib.errors import ConflictError, ForbiddenError, NotFoundError
 from chalicelib.repositories import agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -48,7 +49,6 @@ def _agent_and_instance(client_id: str, agent, instance_id: str | None):
 # retries a failed report), and how far ahead of ours its clock may be. Past either bound the time is the receive
 # time: the event, its id, its audit day, its capacity observation and the failover's timing are keyed on it.
 MAX_SIGNAL_AGE = timedelta(minutes=15)
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def _signal_time(reported, now):

@@ -368,7 +368,8 @@ def attach_replica(agent_id, replica_id):
         _client_instance(agent, body.instance_id)
     now = utcnow()
     replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
-    fields = {"launched_at": body.launched_at} if body.launched_at else {}
+    # the launch is past by the time it is reported: a later time would keep a vanished standby "just launched"
+    fields = {"launched_at": min(body.launched_at, now)} if body.launched_at else {}
     replica = _transition(replica, wanted, now, **fields)
     return ok({"success": True, "replica_id": replica.replica_id, "instance_id": replica.instance_id,
                "status": replica.status.value, "replica": replica_view(replica),

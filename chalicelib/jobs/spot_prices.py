@@ -24,6 +24,7 @@ from components.pool_id import make_pool_id
 from chalicelib import bootstrap
 from chalicelib.aws import spot_market
 from chalicelib.aws.spot_market import LINUX_PRODUCTS, SpotPriceRecord
+from chalicelib.clock import MAX_CLOCK_SKEW
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import market
@@ -34,7 +35,6 @@ FIRST_LOOKBACK = timedelta(hours=1)
 ONDEMAND_REFRESH = timedelta(days=1)  # list prices change a few times a year
 ONDEMAND_RETRY = timedelta(hours=1)
 ONDEMAND_MAX_PER_RUN = 50  # Price List API calls a run (it is rate limited); the rest wait for the next runs
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 Fetch = Callable[[str, list[str], datetime], list[SpotPriceRecord]]
 
