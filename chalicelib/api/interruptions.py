@@ -46,8 +46,8 @@ def _agent_and_instance(client_id: str, agent, instance_id: str | None):
 
 
 # How old a signal the agent saw may be when it reports it (IMDS keeps a notice until the instance goes, and the agent
-# retries a failed report), and how far ahead of ours its clock may be. Past either bound the time is the receive
-# time: the event, its id, its audit day, its capacity observation and the failover's timing are keyed on it.
+# retries a failed report); how far ahead of ours its clock may be is ``MAX_CLOCK_SKEW``. Past either bound the time
+# is the receive time: the event, its id, its audit day, its capacity observation and the failover's timing are keyed on it.
 MAX_SIGNAL_AGE = timedelta(minutes=15)
 
 
