@@ -23,6 +23,11 @@ def now() -> datetime:
     return at + timedelta(seconds=time.monotonic() - since)
 
 
+def believable(at: datetime, now: datetime, max_age: timedelta) -> bool:
+    """Is a time a reporter gave plausible: not older than ``max_age``, not ahead of ours past ``MAX_CLOCK_SKEW``?"""
+    return now - max_age <= at <= now + MAX_CLOCK_SKEW
+
+
 def set_replay_time(when: datetime | None) -> None:
     """Local mode only: move the clock to ``when`` (None: back to the system clock)."""
     from chalicelib.settings import get_settings

@@ -39,7 +39,7 @@ from chalicelib.api.common import (
 )
 from chalicelib.aws import accounts, ec2
 from chalicelib.api.views import command_view, config_view, iso
-from chalicelib.clock import MAX_CLOCK_SKEW
+from chalicelib.clock import MAX_CLOCK_SKEW, believable
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, \
     ServiceUnavailableError
 from chalicelib.identity_documents import verify_identity_document
@@ -401,7 +401,7 @@ def pricing_report(agent_id):
     warnings = body.warnings
     ts = body.pricing.collected_at or now
     points: dict[str, PricePoint] = {}
-    if now - MAX_REPORT_AGE <= ts <= now + MAX_CLOCK_SKEW:
+    if believable(ts, now, MAX_REPORT_AGE):
         points = _reported_points(body, agent, ts, warnings)
     elif body.pricing.spot_pools:
         warnings.append(f"pricing.collected_at: {iso(ts)} is too far from the server clock; "

@@ -21,7 +21,7 @@ from components.sentinel import (
 from chalicelib import auth, replicas, sentinel
 from chalicelib.api.common import ApiBlueprint, agent_request, client_request, ok, page_params, utcnow
 from chalicelib.api.views import iso
-from chalicelib.clock import MAX_CLOCK_SKEW
+from chalicelib.clock import MAX_CLOCK_SKEW, believable
 from chalicelib.errors import ConflictError, ForbiddenError, NotFoundError
 from chalicelib.repositories import agents, interruptions
 from chalicelib.repositories import replicas as replica_repo
@@ -54,7 +54,7 @@ MAX_SIGNAL_AGE = timedelta(minutes=15)
 def _signal_time(reported, now):
     """The agent's detection time when it is plausible (not older than ``MAX_SIGNAL_AGE``, not in the future beyond
     ``MAX_CLOCK_SKEW``, then at most ``now``), else ``now``."""
-    if reported is None or not now - MAX_SIGNAL_AGE <= reported <= now + MAX_CLOCK_SKEW:
+    if reported is None or not believable(reported, now, MAX_SIGNAL_AGE):
         return now
     return min(reported, now)
 
