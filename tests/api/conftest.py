@@ -1,7 +1,9 @@
 """API-test fixtures: a fixed-figure savings repository for the dashboard routes' own tests (the real
-roll-up is tested in tests/api/test_savings.py)."""
+roll-up is tested in tests/api/test_savings.py), and one rate-limit window for tests that read its count."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import pytest
 
@@ -56,3 +58,12 @@ def keep_the_active_model():
         ModelRegistryTable(model_store.MODEL_NAME, model_store.POINTER).delete()
     else:
         before.save()
+
+
+@pytest.fixture
+def one_rate_window(monkeypatch):
+    """The rate limiter's wall clock held inside one window: a test comparing a client's count before and after
+    a request would otherwise fail when the request lands in the next window (a fixed 60 s window rolls over)."""
+    from chalicelib import rate_limit
+
+    monkeypatch.setattr(rate_limit, "wall_clock", lambda: datetime(2026, 3, 2, 9, 0, 15, tzinfo=timezone.utc))

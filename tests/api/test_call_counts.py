@@ -79,11 +79,8 @@ def _assert_counts(caller: Caller, agent_id: str):
 
 
 @pytest.fixture(autouse=True)
-def _fixed_window(monkeypatch):
+def _fixed_window(one_rate_window):
     """All requests of a test in one rate-limit window (a window boundary may cost one retry)."""
-    from datetime import datetime, timezone
-
-    monkeypatch.setattr(rate_limit, "wall_clock", lambda: datetime(2026, 3, 2, 9, 0, 15, tzinfo=timezone.utc))
 
 
 def test_a_legacy_agents_heartbeat_and_poll_stay_within_the_budget(make_tenant):

@@ -124,7 +124,8 @@ def verified_agent(make_tenant, aws_signs_locally):
 
 
 @pytest.mark.parametrize(("method", "route", "body"), AGENT_ROUTES)
-def test_a_forged_credential_naming_a_victim_uses_none_of_its_window(verified_agent, api, method, route, body):
+def test_a_forged_credential_naming_a_victim_uses_none_of_its_window(one_rate_window, verified_agent, api, method,
+                                                                      route, body):
     """A credential with the victim's client and agent ids and a wrong secret: 401, the victim's rate-limit count
     unchanged (the fast paths' count is refunded), nothing written."""
     client_id, _, agent_id, credential = verified_agent
