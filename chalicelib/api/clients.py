@@ -39,6 +39,12 @@ def force_switch(instance_id):
     if not instance.is_active:
         raise ConflictError("instance is not active", field="instance_id", code="instance_inactive")
     agent = agents.require(client.client_id, instance.agent_id)
+    if agent.instance_id != instance_id:
+        # A switch command moves the agent's current primary: an old instance a switch kept running, or a standby,
+        # must not queue a switch of another instance than the one named.
+        raise ConflictError(f"instance is not the current primary of agent {agent.logical_agent_id} (now "
+                            f"{agent.instance_id}): only that one can be switched", field="instance_id",
+                            code="not_current_primary")
     if body.pool_id and body.target != "ondemand":
         command_queue.check_switch_target(agent, body.pool_id, field="pool_id")
     now = utcnow()
