@@ -102,7 +102,11 @@ def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
     """A launched spot standby whose instance EC2 no longer runs, and that nobody retired (its row was
     still active): EC2 took it (``aws_stopped``). The time is the row's set-once ``terminated_at``, so a
     retried run writes the same key; a warning the sentinel saw already failed the row, so it is never
-    counted twice."""
+    counted twice.
+
+    A standby the product did not launch (``own_launch`` unset: an instance the client's agent launched and
+    recorded, in a pool the client named) is the client's word, and the client can end it itself: its loss is
+    that client's evidence only (``observations.record(reported=True)``), never the fleet's back-off or risk."""
     if replica.lifecycle != "spot" or not replica.pool_id or not view.instance_id:
         return
     if view.ec2_state is not None and view.ec2_state not in GONE_STATES:
@@ -111,7 +115,8 @@ def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
                                             (replica.terminated_at or replica.updated_at).timestamp(),
                                             source="replica-coordinator"),
                         event_id=f"standby-lost:{replica.agent_id}:{replica.replica_id}",
-                        client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id)
+                        client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id,
+                        reported=not replica.own_launch)
 
 
 def _busy(agent: AgentRecord) -> str | None:

@@ -1,13 +1,24 @@
-"""Security walk 9: what a request naming one instance makes the service do to another (force-switch). Each test is
+"""Security walk 9: what a request naming one instance makes the service do to another (force-switch), and what a
+tenant's own instances can put into the fleet's shared capacity data through the replica coordinator. Each test is
 one attack; its docstring says what happened before the fix (when it found something) and what holds now."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from chalicelib.jobs.replica_coordinator import reconcile_agent
 from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import observations
+from chalicelib.repositories import replicas as replica_repo
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import account_instance, new_instance_id, registration
+from tests.e2e.failover_support import ZONES, ec2, launch_primary, register_agent
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 # --- a request names one instance: the service acts on that one or on none --------------------------------------
@@ -60,3 +71,39 @@ def test_a_force_switch_of_an_instance_that_is_not_the_agents_primary_switches_n
     assert diff_snapshots(before, snapshot_tables()) == {}
     status, reply = caller.post(f"/api/client/instances/{current}/force-switch", {"target": "ondemand"})
     assert status == 201 and reply["command"]["instance_id"] == current, reply
+
+
+# --- a tenant's own instances are its own evidence -------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
+def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_other_tenants(make_tenant):
+    """ATTACK (shared capacity data): a legacy client records an instance it launched itself as its agent's standby
+    (``POST /api/agents/{id}/replicas`` with ``instance_id``), naming any other pool of its type in the region, then
+    terminates that instance itself. BEFORE: the replica coordinator, finding the standby gone, recorded an
+    ``aws_stopped`` observation of the named pool as something the product saw: the pool went into capacity
+    back-off for every tenant's decisions, failovers and standbys (and into the fleet's risk evidence), repeatable
+    with a new standby each time. NOW: the loss of an instance the product did not launch is its client's evidence
+    only, as its agents' signals and reports are (walk 8); a standby the product launched and lost still counts
+    for everyone."""
+    attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
+    victim_id, _ = make_tenant()
+    pool = f"{itype}.{ZONES[1]}"
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+    own = launch_primary(itype, ZONES[1])
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"instance_id": own, "pool_id": pool})
+    assert status == 201, reply
+    ec2().terminate_instances(InstanceIds=[own])
+    reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
+    assert replica_repo.get(agent_id, reply["replica_id"]).status.value == "failed"
+    now = _now()
+    assert pool not in observations.backoff([pool], now, viewer=victim_id)
+    assert observations.for_pools([pool], now - timedelta(hours=1), viewer=observations.FLEET)[pool] == []
+    assert [o.kind.value for o in observations.for_pools([pool], now - timedelta(hours=1), viewer=attacker_id)[pool]] \
+        == ["aws_stopped"]  # its own placements still avoid the pool it lost a standby in
+    # the same run launched the agent's next standby itself: EC2 taking that one is everyone's evidence
+    launched = replica_repo.get(agent_id, agent_repo.get(attacker_id, agent_id).current_replica_id)
+    assert launched.own_launch and launched.instance_id and launched.pool_id != pool
+    ec2().terminate_instances(InstanceIds=[launched.instance_id])
+    reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
+    assert launched.pool_id in observations.backoff([launched.pool_id], _now(), viewer=victim_id)
