@@ -1,9 +1,11 @@
 """Security walk 9: what a request naming one instance makes the service do to another (force-switch), and what a
-tenant's own instances can put into the fleet's shared capacity data through the replica coordinator. Each test is
-one attack; its docstring says what happened before the fix (when it found something) and what holds now."""
+tenant's own instances can put into the fleet's shared capacity data through the replica coordinator, and which
+routes answer without their credential. Each test is one attack; its docstring says what happened before the fix
+(when it found something) and what holds now."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
 from chalicelib.repositories import replicas as replica_repo
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
-from tests.conftest import account_instance, new_instance_id, registration
+from tests.conftest import Caller, account_instance, new_instance_id, registration
 from tests.e2e.failover_support import ZONES, ec2, launch_primary, register_agent
 
 
@@ -107,3 +109,29 @@ def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_oth
     ec2().terminate_instances(InstanceIds=[launched.instance_id])
     reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
     assert launched.pool_id in observations.backoff([launched.pool_id], _now(), viewer=victim_id)
+
+
+# --- held: no route answers without its credential ---------------------------------------------------------------
+
+OPEN_ROUTES = {"/", "/health", "/api/openapi.json", "/console/{name}", "/console/vendor/{name}"}
+
+
+def test_every_admin_route_refuses_a_client_token_and_every_other_route_a_missing_one(make_tenant, api, chalice_app):
+    """HELD: every route the app registers (so a new one is covered without touching this test): an admin route
+    answers 401 to a client token in either header (walk 4 checked three of them), every other route but the
+    console, the health check and the OpenAPI document answers 401 without a credential; nothing is written."""
+    client_id, caller = make_tenant()
+    agent_id = caller.post("/api/agents/register", registration())[1]["agent_id"]
+    ids = {"client_id": client_id, "agent_id": agent_id}
+    anonymous, as_admin_key = Caller(api.http), Caller(api.http, admin=caller.token)
+    before = snapshot_tables()
+    for path, methods in sorted(chalice_app.routes.items()):
+        if path in OPEN_ROUTES:
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "x1"), path)
+        for method in methods:
+            callers = (caller, as_admin_key) if path.startswith("/api/admin") else (anonymous,)
+            for who in callers:
+                status, reply = who.call(method, url, {})
+                assert_error(status, reply, 401)
+    assert diff_snapshots(before, snapshot_tables()) == {}
