@@ -26,7 +26,14 @@ for _var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "TABLE_PREFIX"):
     os.environ.pop(_var, None)
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 from moto import mock_aws  # noqa: E402
+
+# Property tests are judged on what they check, never on how fast one example ran: a worker of this suite holds
+# gigabytes of moto state (a full GC pass pauses it for longer than Hypothesis' default 200 ms deadline) and shares
+# two cores with another, and an example slow once fails the test ("unreliable results"/"Unreliable test timings").
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 _aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
                         "lambda": {"use_docker": False}})

@@ -239,3 +239,15 @@ def forget_capacity(*pool_ids: str) -> None:
         with ObservationTable.batch_write() as batch:
             for item in ObservationTable.query(pool_id):
                 batch.delete(item)
+
+
+def recent_audit_events(event_type: str, where=lambda event: True) -> list:
+    """Audit events of one type (and ``where``) in today's and yesterday's day partitions (UTC), read consistently.
+    Yesterday's too: an event recorded just before midnight is in the previous day's partition when the test reads
+    it a moment later."""
+    from chalicelib.tables.system_events import SystemEventTable
+
+    now = now_utc()
+    return [event for day in (now - timedelta(days=1), now)
+            for event in SystemEventTable.query(day.strftime("%Y-%m-%d"), consistent_read=True)
+            if event.event_type == event_type and where(event)]

@@ -67,3 +67,15 @@ def one_rate_window(monkeypatch):
     from chalicelib import rate_limit
 
     monkeypatch.setattr(rate_limit, "wall_clock", lambda: datetime(2026, 3, 2, 9, 0, 15, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def handlers_now(monkeypatch):
+    """The handlers' clock (``chalicelib.clock.now``) held at the moment this fixture is set up; returns it. A test
+    that checks what a route dated by its clock (today's chart day, this month) against its own reading of the wall
+    clock would otherwise fail when midnight, or the end of a month, passes between the two."""
+    from chalicelib import clock
+
+    now = datetime.now(timezone.utc)
+    monkeypatch.setattr(clock, "now", lambda: now)
+    return now

@@ -131,7 +131,7 @@ def test_switch_history_filters_pages_and_exports(api, tenant):
         assert_error(status, reply, 400, field=field)
 
 
-def test_charts_cover_thirty_days(tenant, fake_savings):
+def test_charts_cover_thirty_days(tenant, fake_savings, handlers_now):
     caller, client_id = tenant["caller"], tenant["client_id"]
     status, reply = caller.get(f"/api/client/{client_id}/stats/charts")
     assert status == 200, reply
@@ -140,7 +140,8 @@ def test_charts_cover_thirty_days(tenant, fake_savings):
     assert reply["cost_vs_on_demand"][0] == {"date": "2026-01-01", "actual_cost": 0.5, "baseline_cost": 2.0}
     assert reply["mode_distribution"] == {"spot": 0, "ondemand": 1}
     days = reply["switches_per_day"]
-    assert len(days) == 30 and days[-1]["date"] == now_utc().strftime("%Y-%m-%d")
+    assert len(days) == 30 and days[-1]["date"] == handlers_now.strftime("%Y-%m-%d")  # the day the route served
+    assert days[0]["date"] == (handlers_now - timedelta(days=29)).strftime("%Y-%m-%d")
     assert sum(d["count"] for d in days) == 2
 
 

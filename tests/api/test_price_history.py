@@ -4,7 +4,7 @@ Each test uses its own never-seen instance type, so its pools are its own in the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,9 +18,11 @@ from tests.conftest import registration
 
 
 @pytest.fixture
-def market(make_tenant):
+def market(make_tenant, handlers_now):
     """Two tenants whose agents run the same new type in eu-west-1a; AWS prices pool 1a (0.05 from 30 h
-    ago, 0.03 from 2 h ago), tenant B's agent alone prices pool 1b (0.09, its own price); rolled up."""
+    ago, 0.03 from 2 h ago), tenant B's agent alone prices pool 1b (0.09, its own price); rolled up.
+    The routes' clock is held at ``now``: the tests name the current hour and day they expect the series to end
+    in, which would otherwise be the next ones when an hour or a day begins between this fixture and a request."""
     itype = random_instance_type()
     tenants = []
     for _ in range(2):
@@ -30,7 +32,7 @@ def market(make_tenant):
         assert status == 200, reply
         tenants.append({"client_id": client_id, "caller": caller, "agent_id": reply["agent_id"],
                         "instance_id": reg["instance_id"]})
-    now = datetime.now(UTC)
+    now = handlers_now
     pool_a, pool_b = f"{itype}.eu-west-1a", f"{itype}.eu-west-1b"
     pool_repo.store_server_prices([
         PricePoint(pool_a, now - timedelta(hours=30), Decimal("0.05"), source_agent_id="aws"),

@@ -16,16 +16,13 @@ import time
 
 from chalicelib.repositories.activity import METADATA_MAX_BYTES, bounded_metadata
 from chalicelib.schemas.agents import CleanupReportRequest
-from chalicelib.tables.system_events import SystemEventTable
-from tests.api._support import now_utc
+from tests.api._support import recent_audit_events
 
 ITEM_LIMIT = 400 * 1024
 
 
-def _events_of(agent_id: str, event_type: str) -> list[SystemEventTable]:
-    day = now_utc().strftime("%Y-%m-%d")
-    return [e for e in SystemEventTable.query(day, consistent_read=True)
-            if e.agent_id == agent_id and e.event_type == event_type]
+def _events_of(agent_id: str, event_type: str) -> list:
+    return recent_audit_events(event_type, lambda e: e.agent_id == agent_id)
 
 
 def test_a_cleanup_report_of_non_ascii_ids_is_recorded_not_a_500(tenant_with_agent):

@@ -14,6 +14,7 @@ from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
 from localmode.eventbridge import sqs_event
+from tests.api._support import recent_audit_events
 from tests.e2e.failover_support import ZONES, rebalance, register_agent, wait_for, warning
 from tests.faults import inject, transaction_touches
 from tests.integration.test_event_intake import events_of, executions_named, invoke
@@ -143,11 +144,7 @@ def test_a_failed_warning_comes_back_within_its_two_minutes_not_after_the_queues
 
 
 def _audit_of(interruption_id: str) -> list:
-    from chalicelib.tables import SystemEventTable
-
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    return [e for e in SystemEventTable.query(day) if e.event_type == "interruption"
-            and (e.metadata or {}).get("interruption_id") == interruption_id]
+    return recent_audit_events("interruption", lambda e: (e.metadata or {}).get("interruption_id") == interruption_id)
 
 
 @pytest.mark.parametrize("fails", ["the agent's count", "StartExecution", "the audit event"])
