@@ -24,7 +24,7 @@ from typing import Any
 
 from components.replica_coordinator import ReplicaStatus, ReplicaType
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
-from components.capacity import CapacityObservation
+from components.capacity import CapacityObservation, ObservationKind
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
 from components.sentinel import (
@@ -32,6 +32,7 @@ from components.sentinel import (
     SignalKind,
     SignalSource,
     capacity_kind,
+    ended_by_client,
     parse_signals,
     signal_group,
     signal_key,
@@ -222,10 +223,10 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
+    reported = _clients_evidence(agent, signal)
     if not claimed:
-        return _duplicate(agent, instance, interruption_id, reported=_reported(signal))
-    _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id,
-             reported=_reported(signal))
+        return _duplicate(agent, instance, interruption_id, reported=reported)
+    _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id, reported=reported)
     if signal.starts_failover:
         started = _start_failover(agent, row, now)
         _count(row, now)  # after the start: bookkeeping never delays a failover
@@ -319,10 +320,26 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
     return reply
 
 
-def _reported(signal: Signal) -> bool:
-    """True for a signal only the client vouches for (its agent's IMDS notice, its own request): no more than a
-    report (``observations.record(reported=True)``). EventBridge's events come from AWS, account-checked."""
-    return signal.source in (SignalSource.AGENT, SignalSource.CLIENT)
+def _clients_evidence(agent: AgentRecord, signal: Signal) -> bool:
+    """True for a signal that is its client's evidence only, no more than a report
+    (``observations.record(reported=True)``): one only the client vouches for (its agent's IMDS notice, its own
+    request), and a lost state EC2 says its owner caused (a ``Client.*`` state reason: a console or API
+    terminate in an account the client holds, its instance's OS shutting down). EventBridge's warnings and
+    recommendations come from AWS, account-checked; only a lost state needs EC2's reason (one DescribeInstances),
+    and when EC2 cannot say (an error) it counts for the client alone: the loss still fails over, and a real
+    reclaim is the fleet's through its warning."""
+    if signal.source is not SignalSource.EVENTBRIDGE:
+        return True
+    if capacity_kind(signal.kind, signal.state) is not ObservationKind.AWS_STOPPED:
+        return False
+    try:
+        reason = ec2.state_reason(signal.region or agent.region, signal.instance_id,
+                                  account=tenancy.for_agent(agent))
+    except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
+        logger.warning("state reason unknown: the loss is its client's evidence only",
+                       extra={"instance_id": signal.instance_id, "error": str(exc)})
+        return True
+    return ended_by_client(reason)
 
 
 def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str, *,
@@ -470,7 +487,7 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
     signal_type = signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}"
     _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
              signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}",
-             reported=_reported(signal))
+             reported=_clients_evidence(agent, signal))
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}

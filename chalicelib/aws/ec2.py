@@ -114,6 +114,7 @@ class InstanceInfo:
     tags: dict[str, str]
     launch_time: datetime | None  # tz-aware UTC
     private_ip: str | None = None
+    state_reason: str | None = None  # EC2's StateReason code of the last state change (Client.* / Server.*)
 
 
 @cache
@@ -181,7 +182,7 @@ def _info(raw: dict) -> InstanceInfo:
         az=raw.get("Placement", {}).get("AvailabilityZone"), instance_type=raw.get("InstanceType"),
         lifecycle="spot" if raw.get("InstanceLifecycle") == "spot" else "ondemand",
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])}, launch_time=launched,
-        private_ip=raw.get("PrivateIpAddress"))
+        private_ip=raw.get("PrivateIpAddress"), state_reason=(raw.get("StateReason") or {}).get("Code") or None)
 
 
 def _describe_raw(region: str, filters: list[dict], *, launching: bool = False,

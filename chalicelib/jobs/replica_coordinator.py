@@ -32,7 +32,7 @@ from components.replica_coordinator import (
     plan_standbys,
 )
 from components.replica_coordinator.planning import GONE_STATES
-from components.sentinel import Signal, SignalKind, SignalSource
+from components.sentinel import Signal, SignalKind, SignalSource, ended_by_client
 
 from chalicelib import decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
@@ -71,7 +71,9 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
             elif step.kind is StepKind.MARK_FAILED:
                 closed = replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
-                _observe_lost(closed, next(v for v in views if v.replica_id == replica.replica_id))
+                seen = described.get(replica.instance_id) if replica.instance_id else None
+                _observe_lost(closed, next(v for v in views if v.replica_id == replica.replica_id),
+                              seen.state_reason if seen else None)
             elif step.kind is StepKind.EXPIRE:
                 replicas.retire(replica, ReplicaStatus.EXPIRED, now, step.reason)
             elif step.kind is StepKind.RETIRE_EXTRA:
@@ -98,7 +100,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     return done
 
 
-def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
+def _observe_lost(replica: ReplicaRecord, view: StandbyView, state_reason: str | None) -> None:
     """A launched spot standby whose instance EC2 no longer runs, and that nobody retired (its row was
     still active): EC2 took it (``aws_stopped``). The time is the row's set-once ``terminated_at``, so a
     retried run writes the same key; a warning the sentinel saw already failed the row, so it is never
@@ -106,7 +108,9 @@ def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
 
     A standby the product did not launch (``own_launch`` unset: an instance the client's agent launched and
     recorded, in a pool the client named) is the client's word, and the client can end it itself: its loss is
-    that client's evidence only (``observations.record(reported=True)``), never the fleet's back-off or risk."""
+    that client's evidence only (``observations.record(reported=True)``), never the fleet's back-off or risk; so
+    is one EC2 gives a ``Client.*`` ``state_reason`` for (its owner terminated it: in an account the client
+    holds, or its OS shut it down)."""
     if replica.lifecycle != "spot" or not replica.pool_id or not view.instance_id:
         return
     if view.ec2_state is not None and view.ec2_state not in GONE_STATES:
@@ -116,7 +120,7 @@ def _observe_lost(replica: ReplicaRecord, view: StandbyView) -> None:
                                             source="replica-coordinator"),
                         event_id=f"standby-lost:{replica.agent_id}:{replica.replica_id}",
                         client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id,
-                        reported=not replica.own_launch)
+                        reported=not replica.own_launch or ended_by_client(state_reason))
 
 
 def _busy(agent: AgentRecord) -> str | None:

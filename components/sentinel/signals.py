@@ -33,6 +33,7 @@ __all__ = [
     "SignalSource",
     "capacity_kind",
     "claim_is_stale",
+    "ended_by_client",
     "parse_event",
     "parse_signals",
     "signal_group",
@@ -177,7 +178,20 @@ def stopped_by_user(state: str | None, reason_code: str | None) -> bool:
     >>> stopped_by_user("stopped", None), stopped_by_user("terminated", "Client.UserInitiatedShutdown")
     (False, False)
     """
-    return state in STOP_STATES and bool(reason_code) and reason_code.startswith("Client.")
+    return state in STOP_STATES and ended_by_client(reason_code)
+
+
+def ended_by_client(reason_code: str | None) -> bool:
+    """EC2's ``StateReason`` code of an instance's last state change names its owner (``Client.*``: a console or
+    API stop/terminate, the instance's own OS shutting down), not AWS (``Server.*``: a spot interruption, a
+    scheduled retirement). Such a loss says nothing about the pool's capacity to anyone but that client.
+
+    >>> ended_by_client("Client.InstanceInitiatedShutdown"), ended_by_client("Server.SpotInstanceTermination")
+    (True, False)
+    >>> ended_by_client(None)
+    False
+    """
+    return bool(reason_code) and reason_code.startswith("Client.")
 
 
 def claim_is_stale(claimed_at: datetime, now: datetime, window_s: int) -> bool:
