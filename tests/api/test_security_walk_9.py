@@ -16,7 +16,7 @@ from chalicelib.repositories import observations
 from chalicelib.repositories import replicas as replica_repo
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import Caller, account_instance, new_instance_id, registration
-from tests.e2e.failover_support import ZONES, ec2, launch_primary, register_agent
+from tests.e2e.failover_support import ZONES, aws_reclaims, ec2, launch_primary, register_agent
 
 
 def _now() -> datetime:
@@ -86,8 +86,8 @@ def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_oth
     ``aws_stopped`` observation of the named pool as something the product saw: the pool went into capacity
     back-off for every tenant's decisions, failovers and standbys (and into the fleet's risk evidence), repeatable
     with a new standby each time. NOW: the loss of an instance the product did not launch is its client's evidence
-    only, as its agents' signals and reports are (walk 8); a standby the product launched and lost still counts
-    for everyone."""
+    only, as its agents' signals and reports are (walk 8); so is a standby the product launched that its owner
+    ended (EC2's state reason ``Client.*``); one EC2 reclaimed (``Server.*``) still counts for everyone."""
     attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
     victim_id, _ = make_tenant()
     pool = f"{itype}.{ZONES[1]}"
@@ -103,12 +103,48 @@ def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_oth
     assert observations.for_pools([pool], now - timedelta(hours=1), viewer=observations.FLEET)[pool] == []
     assert [o.kind.value for o in observations.for_pools([pool], now - timedelta(hours=1), viewer=attacker_id)[pool]] \
         == ["aws_stopped"]  # its own placements still avoid the pool it lost a standby in
-    # the same run launched the agent's next standby itself: EC2 taking that one is everyone's evidence
+    # the same run launched the agent's next standby itself: the client ending that one is its own evidence too
+    # (its account, or its instance's OS: EC2's state reason is Client.*), EC2 reclaiming one is everyone's
     launched = replica_repo.get(agent_id, agent_repo.get(attacker_id, agent_id).current_replica_id)
     assert launched.own_launch and launched.instance_id and launched.pool_id != pool
     ec2().terminate_instances(InstanceIds=[launched.instance_id])
     reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
-    assert launched.pool_id in observations.backoff([launched.pool_id], _now(), viewer=victim_id)
+    assert launched.pool_id not in observations.backoff([launched.pool_id], _now(), viewer=victim_id)
+    assert launched.pool_id in observations.backoff([launched.pool_id], _now(), viewer=attacker_id)
+    relaunched = replica_repo.get(agent_id, agent_repo.get(attacker_id, agent_id).current_replica_id)
+    assert relaunched.own_launch and relaunched.instance_id and relaunched.replica_id != launched.replica_id
+    aws_reclaims(relaunched.instance_id)
+    reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
+    assert relaunched.pool_id in observations.backoff([relaunched.pool_id], _now(), viewer=victim_id)
+
+
+@pytest.mark.parametrize("ended_by", ["its owner", "EC2"])
+def test_a_primary_its_owner_terminated_is_failed_over_and_only_its_clients_evidence(api, make_tenant, ended_by):
+    """A tenant terminates its own spot primary (console/API in an account it holds, or ``shutdown`` inside the
+    instance): EventBridge forwards the ``terminated`` state change. BEFORE: the sentinel recorded it as an
+    ``aws_stopped`` observation for the fleet: the pool went into back-off for every tenant, at no cost to the
+    tenant (a failover replaced its instance). NOW: EC2's state reason decides: ``Client.*`` is the owner's doing,
+    its client's evidence only; ``Server.*`` (a spot reclaim) is everyone's. Either way the primary is failed
+    over, as before."""
+    from tests.e2e.failover_support import deliver, ec2_event, wait_for
+
+    attacker_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    victim_id, _ = make_tenant()
+    pool = f"{itype}.{ZONES[0]}"
+    if ended_by == "EC2":
+        aws_reclaims(primary)
+    else:
+        ec2().terminate_instances(InstanceIds=[primary])
+    result = deliver(api, "sentinel-state-change",
+                     ec2_event("EC2 Instance State-change Notification", primary, state="terminated"))
+    assert result["action"] == "failover_started", result
+    wait_for(result["execution_arn"])
+    now = _now()
+    fleet = observations.for_pools([pool], now - timedelta(hours=1), viewer=observations.FLEET)[pool]
+    own = observations.for_pools([pool], now - timedelta(hours=1), viewer=attacker_id)[pool]
+    assert [o.kind.value for o in own] == ["aws_stopped"]
+    assert [o.kind.value for o in fleet] == (["aws_stopped"] if ended_by == "EC2" else [])
+    assert (pool in observations.backoff([pool], now, viewer=victim_id)) is (ended_by == "EC2")
 
 
 # --- held: no route answers without its credential ---------------------------------------------------------------

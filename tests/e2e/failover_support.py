@@ -21,6 +21,19 @@ def ec2():
     return aws_client("ec2", REGION)
 
 
+def aws_reclaims(*instance_ids: str) -> None:
+    """EC2 takes the instances as a spot interruption does: terminated with a ``Server.*`` state reason (moto's
+    TerminateInstances gives ``Client.UserInitiatedShutdown``: the owner's doing, which is only its evidence)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    ec2().terminate_instances(InstanceIds=list(instance_ids))
+    backend = ec2_backends[ACCOUNT][REGION]
+    for instance_id in instance_ids:
+        backend.get_instance(instance_id).state_reason = StateReason(
+            "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination")
+
+
 def unique_type() -> str:
     """A pool namespace of its own per test (pools are global in the shared moto)."""
     return f"m5.t{uuid.uuid4().hex[:8]}xl"

@@ -22,7 +22,7 @@ from chalicelib.tables import AgentTable, DecisionTable, InterruptionTable
 from components.capacity import CapacityObservation, ObservationKind
 from components.replica_coordinator import ReplicaStatus
 from components.sentinel import Signal, SignalKind, SignalSource
-from tests.e2e.failover_support import REGION, ZONES, ec2, register_agent, state_of, wait_for
+from tests.e2e.failover_support import REGION, ZONES, aws_reclaims, ec2, register_agent, state_of, wait_for
 
 pytestmark = pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
 
@@ -265,7 +265,7 @@ def test_a_standby_ec2_took_away_unnoticed_is_observed_and_its_replacement_place
     reconcile(client_id, agent_id)
     lost = replica_repo.get(agent_id, agent_row(client_id, agent_id).current_replica_id)
     # GIVEN EC2 takes the standby and no EventBridge event reaches the sentinel
-    ec2().terminate_instances(InstanceIds=[lost.instance_id])
+    aws_reclaims(lost.instance_id)
     # WHEN the coordinator runs
     reconcile(client_id, agent_id)
     # THEN the loss is an aws_stopped observation of its pool, which puts the pool in back-off
