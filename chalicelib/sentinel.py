@@ -485,9 +485,11 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
     if replica is None or not replica.active:
         return {"action": "ignored", "reason": "standby no longer active"}
     signal_type = signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}"
+    # a standby the product did not launch sits in the pool its client named (never checked against the
+    # instance): even AWS's word about it is filed under the client's claim, so it is that client's evidence only
     _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
              signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}",
-             reported=_clients_evidence(agent, signal))
+             reported=not replica.own_launch or _clients_evidence(agent, signal))
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}

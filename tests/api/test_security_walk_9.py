@@ -118,6 +118,30 @@ def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_oth
     assert relaunched.pool_id in observations.backoff([relaunched.pool_id], _now(), viewer=victim_id)
 
 
+def test_aws_warning_a_standby_the_client_recorded_is_filed_under_its_claim_for_it_alone(api, make_tenant):
+    """A legacy client records its own spot instance as its agent's standby, naming another pool of the type (the
+    pool is the client's word, never checked against the instance). BEFORE: EventBridge's real interruption
+    warning for that instance was recorded as the fleet's warning on the *named* pool: a tenant could file AWS's
+    reclaims of its cheap pool under another pool, every tenant's back-off and risk. NOW: what is seen of a standby
+    the product did not launch is its client's evidence only."""
+    from tests.e2e.failover_support import deliver, warning
+
+    attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
+    victim_id, _ = make_tenant()
+    named = f"{itype}.{ZONES[1]}"
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+    own = launch_primary(itype, ZONES[2])
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"instance_id": own, "pool_id": named})
+    assert status == 201, reply
+    result = deliver(api, "sentinel-interruption", warning(own))
+    assert result["action"] == "standby_lost", result
+    now = _now()
+    assert observations.for_pools([named], now - timedelta(hours=1), viewer=observations.FLEET)[named] == []
+    assert named not in observations.backoff([named], now, viewer=victim_id)
+    assert [o.kind.value for o in observations.for_pools([named], now - timedelta(hours=1),
+                                                          viewer=attacker_id)[named]] == ["interruption_warning"]
+
+
 @pytest.mark.parametrize("ended_by", ["its owner", "EC2"])
 def test_a_primary_its_owner_terminated_is_failed_over_and_only_its_clients_evidence(api, make_tenant, ended_by):
     """A tenant terminates its own spot primary (console/API in an account it holds, or ``shutdown`` inside the
