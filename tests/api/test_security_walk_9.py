@@ -78,6 +78,19 @@ def test_a_force_switch_of_an_instance_that_is_not_the_agents_primary_switches_n
 # --- a tenant's own instances are its own evidence -------------------------------------------------------------
 
 
+def client_recorded_standby(make_tenant, zone: str) -> tuple[str, str, str, str, str, str]:
+    """An attacker whose agent's standby is its own spot instance in ``zone``, recorded naming the type's pool in
+    ``ZONES[1]``, and a victim tenant: (attacker id, victim id, agent id, the instance, named pool, replica id)."""
+    attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
+    victim_id, _ = make_tenant()
+    named = f"{itype}.{ZONES[1]}"
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+    own = launch_primary(itype, zone)
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"instance_id": own, "pool_id": named})
+    assert status == 201, reply
+    return attacker_id, victim_id, agent_id, own, named, reply["replica_id"]
+
+
 @pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
 def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_other_tenants(make_tenant):
     """ATTACK (shared capacity data): a legacy client records an instance it launched itself as its agent's standby
@@ -88,16 +101,10 @@ def test_a_standby_the_client_launched_and_lost_puts_no_pool_in_back_off_for_oth
     with a new standby each time. NOW: the loss of an instance the product did not launch is its client's evidence
     only, as its agents' signals and reports are (walk 8); so is a standby the product launched that its owner
     ended (EC2's state reason ``Client.*``); one EC2 reclaimed (``Server.*``) still counts for everyone."""
-    attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
-    victim_id, _ = make_tenant()
-    pool = f"{itype}.{ZONES[1]}"
-    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
-    own = launch_primary(itype, ZONES[1])
-    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"instance_id": own, "pool_id": pool})
-    assert status == 201, reply
+    attacker_id, victim_id, agent_id, own, pool, replica_id = client_recorded_standby(make_tenant, ZONES[1])
     ec2().terminate_instances(InstanceIds=[own])
     reconcile_agent(agent_repo.get(attacker_id, agent_id), _now())
-    assert replica_repo.get(agent_id, reply["replica_id"]).status.value == "failed"
+    assert replica_repo.get(agent_id, replica_id).status.value == "failed"
     now = _now()
     assert pool not in observations.backoff([pool], now, viewer=victim_id)
     assert observations.for_pools([pool], now - timedelta(hours=1), viewer=observations.FLEET)[pool] == []
@@ -126,13 +133,7 @@ def test_aws_warning_a_standby_the_client_recorded_is_filed_under_its_claim_for_
     the product did not launch is its client's evidence only."""
     from tests.e2e.failover_support import deliver, warning
 
-    attacker_id, caller, agent_id, _, itype = register_agent(make_tenant, prices={})
-    victim_id, _ = make_tenant()
-    named = f"{itype}.{ZONES[1]}"
-    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
-    own = launch_primary(itype, ZONES[2])
-    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {"instance_id": own, "pool_id": named})
-    assert status == 201, reply
+    attacker_id, victim_id, _, own, named, _ = client_recorded_standby(make_tenant, ZONES[2])
     result = deliver(api, "sentinel-interruption", warning(own))
     assert result["action"] == "standby_lost", result
     now = _now()
