@@ -213,7 +213,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
             "action": "ignored", "reason": "instance is no longer the agent's primary"}
     if signal.kind is SignalKind.STATE_CHANGE and not signal.starts_failover:
         return {"action": "ignored", "reason": f"state {signal.state}"}
-    if signal.kind is SignalKind.STATE_CHANGE and _user_stop(agent, signal, now):
+    stop_reason = _stop_reason(agent, signal)
+    if stop_reason is not None and _user_stop(agent, signal, stop_reason, now):
         return {"action": "ignored", "reason": "stopped by the user: no failover"}
     row = InterruptionTable(
         agent.client_id, interruptions.new_interruption_id(signal.detected_at), agent_id=agent.agent_id,
@@ -223,7 +224,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
-    reported = _clients_evidence(agent, signal)
+    reported = _clients_evidence(agent, signal, stop_reason)
     if not claimed:
         return _duplicate(agent, instance, interruption_id, reported=reported)
     _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id, reported=reported)
@@ -254,12 +255,22 @@ def _from_instance_account(agent: AgentRecord, signal: Signal) -> bool:
     return False
 
 
-def _user_stop(agent: AgentRecord, signal: Signal, now: datetime) -> bool:
-    """Did the customer stop their primary (EC2's state reason)? Then it is theirs to restart: no failover,
-    no termination, no capacity observation; audited. An EC2 error propagates (EventBridge retries)."""
-    if signal.state not in ("stopping", "stopped"):
-        return False
-    reason = ec2.state_reason(signal.region or agent.region, signal.instance_id, account=tenancy.for_agent(agent))
+def _state_reason(agent: AgentRecord, signal: Signal) -> str | None:
+    """EC2's ``StateReason`` code of the signal's instance (one DescribeInstances; None when EC2 gives none)."""
+    return ec2.state_reason(signal.region or agent.region, signal.instance_id, account=tenancy.for_agent(agent))
+
+
+def _stop_reason(agent: AgentRecord, signal: Signal) -> str | None:
+    """EC2's reason for a stop of the instance ("" when EC2 gives none); None for any other signal. An EC2 error
+    propagates (EventBridge retries): a stop may be the customer's, which is never failed over."""
+    if signal.kind is not SignalKind.STATE_CHANGE or signal.state not in ("stopping", "stopped"):
+        return None
+    return _state_reason(agent, signal) or ""
+
+
+def _user_stop(agent: AgentRecord, signal: Signal, reason: str, now: datetime) -> bool:
+    """Did the customer stop their primary (EC2's state ``reason``)? Then it is theirs to restart: no failover,
+    no termination, no capacity observation; audited."""
     if not stopped_by_user(signal.state, reason):
         return False
     activity.record_event("instance_stopped_by_user", f"{signal.instance_id} {signal.state} ({reason}): no failover",
@@ -320,21 +331,22 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
     return reply
 
 
-def _clients_evidence(agent: AgentRecord, signal: Signal) -> bool:
+def _clients_evidence(agent: AgentRecord, signal: Signal, reason: str | None = None) -> bool:
     """True for a signal that is its client's evidence only, no more than a report
     (``observations.record(reported=True)``): one only the client vouches for (its agent's IMDS notice, its own
     request), and a lost state EC2 says its owner caused (a ``Client.*`` state reason: a console or API
     terminate in an account the client holds, its instance's OS shutting down). EventBridge's warnings and
     recommendations come from AWS, account-checked; only a lost state needs EC2's reason (one DescribeInstances),
     and when EC2 cannot say (an error) it counts for the client alone: the loss still fails over, and a real
-    reclaim is the fleet's through its warning."""
+    reclaim is the fleet's through its warning. ``reason``: the one already read (a stop's), if any."""
     if signal.source is not SignalSource.EVENTBRIDGE:
         return True
     if capacity_kind(signal.kind, signal.state) is not ObservationKind.AWS_STOPPED:
         return False
+    if reason is not None:
+        return ended_by_client(reason)
     try:
-        reason = ec2.state_reason(signal.region or agent.region, signal.instance_id,
-                                  account=tenancy.for_agent(agent))
+        reason = _state_reason(agent, signal)
     except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
         logger.warning("state reason unknown: the loss is its client's evidence only",
                        extra={"instance_id": signal.instance_id, "error": str(exc)})
