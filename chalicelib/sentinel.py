@@ -28,6 +28,7 @@ from components.capacity import CapacityObservation, ObservationKind
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
 from components.sentinel import (
+    STOP_STATES,
     Signal,
     SignalKind,
     SignalSource,
@@ -263,7 +264,7 @@ def _state_reason(agent: AgentRecord, signal: Signal) -> str | None:
 def _stop_reason(agent: AgentRecord, signal: Signal) -> str | None:
     """EC2's reason for a stop of the instance ("" when EC2 gives none); None for any other signal. An EC2 error
     propagates (EventBridge retries): a stop may be the customer's, which is never failed over."""
-    if signal.kind is not SignalKind.STATE_CHANGE or signal.state not in ("stopping", "stopped"):
+    if signal.kind is not SignalKind.STATE_CHANGE or signal.state not in STOP_STATES:
         return None
     return _state_reason(agent, signal) or ""
 

@@ -30,6 +30,7 @@ __all__ = [
     "TERMINATION_NOTICE_S",
     "Signal",
     "SignalKind",
+    "STOP_STATES",
     "SignalSource",
     "capacity_kind",
     "claim_is_stale",
