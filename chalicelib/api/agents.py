@@ -614,6 +614,9 @@ def switch_report(agent_id):
                   and timing.old_instance_terminated_at else None)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now)
+    if created and deactivate is None:  # the old instance runs on: an agent lists at most the quota's worth
+        agents.close_kept_instances(client_id, agent.agent_id, new.instance_id,
+                                    int(quotas.limits(client_id)["max_instances"]), now)
     # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
     # replaces it (only a legacy agent's switch is ever inferred: no conditional write for the others' repeats).
     superseded = (not created and agent.timings.reports_after_terminating

@@ -626,6 +626,32 @@ def instance_row(instance_id: str) -> InstanceTable | None:
         return None
 
 
+def close_kept_instances(client_id: str, agent_id: str, current_instance_id: str, keep: int,
+                         now: datetime) -> list[str]:
+    """Bound the instances an agent's switches left running (auto-terminate off: each old primary stays active).
+    Beyond the newest ``keep`` of them (the client's instance quota), the oldest are closed: inactive from now, no
+    termination time claimed (the roll-ups count an inactive row without one up to its last change). Without
+    this, a client reporting switches to made-up instances (a legacy report is taken on trust) grows its
+    active rows, and every hour's savings roll-up, without bound. Returns the ids closed."""
+    left = [row for row in InstanceTable.by_agent.query(
+        agent_id, scan_index_forward=False,
+        filter_condition=(InstanceTable.client_id == client_id) & (InstanceTable.role == "primary")
+        & (InstanceTable.is_active == True))  # noqa: E712
+        if row.instance_id != current_instance_id]
+    closed = []
+    for row in left[max(keep, 0):]:
+        try:
+            row.update(actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now)],
+                       condition=(InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
+                       & (InstanceTable.is_active == True))  # noqa: E712
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            continue  # closed (or re-registered) meanwhile
+        closed.append(row.instance_id)
+    return closed
+
+
 def get_instance(client_id: str, instance_id: str) -> InstanceTable | None:
     """An instance row if it belongs to the client (another tenant's instance is 'not found')."""
     try:

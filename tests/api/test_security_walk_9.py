@@ -75,6 +75,31 @@ def test_a_force_switch_of_an_instance_that_is_not_the_agents_primary_switches_n
     assert status == 201 and reply["command"]["instance_id"] == current, reply
 
 
+def test_switch_reports_that_keep_the_old_instance_list_at_most_the_instance_quota_as_running(make_tenant, admin):
+    """ATTACK (unbounded growth, found by walk 9): a legacy client (whose switch reports are taken on trust) turns
+    auto-terminate off and reports switch after switch to made-up instances. BEFORE: every report kept its old
+    instance as an active primary row, without bound, and every hourly savings roll-up of the client read them all
+    (one slow client fails the roll-ups sent in the same queue message). NOW: an agent lists at most the client's
+    instance quota of the instances its switches left running; older ones are closed (inactive, no termination
+    time claimed: counted up to the switch that closed them), the current primary stays."""
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_instances": 2})[0] == 200
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    chain = [reg["instance_id"]] + [new_instance_id() for _ in range(5)]
+    for step, (old, new) in enumerate(zip(chain, chain[1:]), start=1):
+        at = f"2026-01-01T0{step}:00:00Z"
+        status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(old, new, timing={
+            "switch_initiated_at": at, "new_instance_ready_at": at}))
+        assert status == 200 and not reply["duplicate"], reply
+    rows = {i: agent_repo.instance_row(i) for i in chain}
+    assert [i for i in chain if rows[i].is_active] == chain[-3:]  # the two newest kept ones and the primary
+    assert agent_repo.get(client_id, agent_id).instance_id == chain[-1]
+    for closed in chain[:-3]:
+        assert rows[closed].terminated_at is None and rows[closed].updated_at is not None
+
+
 # --- a tenant's own instances are its own evidence -------------------------------------------------------------
 
 
