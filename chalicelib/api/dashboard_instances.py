@@ -84,10 +84,9 @@ def _instance(client_id: str, instance_id: str):
     return row
 
 
-def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
+def _pools(row, client_id: str, agent) -> tuple[list[dict], list[str]]:
     """Every known pool of the types the instance's agent may run on (its declared interchangeable types;
     the instance's own type for an instance without its agent), in its region, and those types."""
-    agent = agents.get(client_id, row.agent_id)
     declared = agent.config.get("allowed_instance_types") if agent is not None else None
     types = list(allowed_types(row.instance_type, declared)) if row.instance_type else []
     found = []
@@ -106,17 +105,20 @@ def _pools(row, client_id: str) -> tuple[list[dict], list[str]]:
 
 @bp.route("/api/client/instances/{instance_id}/pricing", methods=["GET"], response="InstancePricingReply")
 def instance_pricing(instance_id):
-    """The instance's mode and pool, its on-demand and current price, and every pool it could run in."""
+    """The instance's mode and pool, its on-demand and current price, every pool it could run in, and whether it is
+    its agent's current primary (the only instance a force-switch acts on)."""
     client, _ = client_request(_request())
     row = _instance(client.client_id, instance_id)
-    found, _ = _pools(row, client.client_id)
+    agent = agents.get(client.client_id, row.agent_id)
+    found, _ = _pools(row, client.client_id, agent)
     ondemand = _ondemand(row.instance_type, row.region, row.ondemand_price)
     current = next((p for p in found if p["is_current"]), None)
     price = current["price"] if current and current["price"] is not None else (
         row.spot_price if row.mode == "spot" else ondemand if row.mode == "ondemand" else None)
     return ok({"instance_id": row.instance_id, "instance_type": row.instance_type, "mode": row.mode,
                "pool_id": row.pool_id, "on_demand_price": money(ondemand), "current_price": money(price),
-               "pools": found})
+               "pools": found,
+               "current_primary": bool(agent and row.is_active and agent.instance_id == row.instance_id)})
 
 
 @bp.route("/api/client/instances/{instance_id}/metrics", methods=["GET"], response="InstanceMetricsReply")
@@ -141,7 +143,7 @@ def available_options(instance_id):
     the instance types the agent may run on (its own first)."""
     client, _ = client_request(_request())
     row = _instance(client.client_id, instance_id)
-    found, types = _pools(row, client.client_id)
+    found, types = _pools(row, client.client_id, agents.get(client.client_id, row.agent_id))
     options = sorted((p for p in found if p["price"] is not None and not p["is_current"]),
                      key=lambda p: (p["price"], p["pool_id"]))
     return ok({"instance_id": row.instance_id,

@@ -764,6 +764,7 @@ class InstancePricingReply(Reply):
     on_demand_price: float | None
     current_price: float | None
     pools: list[InstancePool]
+    current_primary: bool  # the agent's current primary: the only instance force-switch acts on
 
 
 class InstanceMetricsReply(Reply):

@@ -107,6 +107,7 @@ def test_pricing_lists_every_pool_with_its_discount(fleet):
     pools = {p["pool_id"]: p for p in reply["pools"]}
     assert {"m5.large.eu-west-1a", "m5.large.eu-west-1b", "m5.large.eu-west-1c"} <= set(pools)
     assert [pid for pid, p in pools.items() if p["is_current"]] == ["m5.large.eu-west-1a"]
+    assert reply["current_primary"] is False  # the switch left it (terminated): force-switch would answer 409
     current = pools["m5.large.eu-west-1a"]
     assert reply["current_price"] == current["price"] is not None
     for pool in pools.values():
@@ -115,7 +116,7 @@ def test_pricing_lists_every_pool_with_its_discount(fleet):
             assert pool["observed_at"] and pool["instance_type"] == "m5.large"
     # the on-demand instance: no pool is current, its price is on-demand
     status, reply = caller.get(f"/api/client/instances/{fleet['new']}/pricing")
-    assert reply["mode"] == "ondemand" and reply["current_price"] == od
+    assert reply["mode"] == "ondemand" and reply["current_price"] == od and reply["current_primary"] is True
     assert not any(p["is_current"] for p in reply["pools"])
 
 
