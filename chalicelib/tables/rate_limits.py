@@ -50,4 +50,6 @@ class RateLimitTable(Model):
     fleet_rate_limit = NumberAttribute(null=True)
     window_start = NumberAttribute(null=True)  # epoch seconds of the window ``requests`` counts
     requests = NumberAttribute(null=True)  # requests admitted in that window (refused ones are not counted)
+    # critical agent reports admitted past the limit in that window, from its reserve (rate_limit.CRITICAL_ROUTES)
+    reserve_used = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)

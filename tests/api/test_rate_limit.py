@@ -202,3 +202,35 @@ def test_a_gate_rebuilt_from_the_client_row_keeps_the_fleets_limit(admin, make_t
     rate_limit.reset_container_state()
     clock["now"] = WINDOW_START.replace(minute=30, second=1)
     assert _served(caller, 10) == 8
+
+
+def test_critical_agent_reports_pass_a_client_over_its_limit_from_a_reserve(api, admin, make_tenant, clock):
+    """GIVEN a client at its limit (its console or agents' polls used the window) WHEN its agent sends a report whose
+    loss is permanent (a switch report, a termination: a legacy agent never resends a refused one) THEN it is
+    admitted from the window's reserve (a quarter of the limit) and recorded, while any other request stays 429;
+    past the reserve a critical report is 429 too; the next window has a full reserve again. Before, the switch
+    report was refused like a poll, and the switch's record was lost."""
+    from tests.api._support import switch_body
+
+    client_id, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    _limit(admin, client_id, 8)  # reserve: 2
+    clock["now"] = WINDOW_START.replace(minute=40, second=1)
+    assert _served(caller, 9) == 8
+    assert _heartbeat(api, caller, agent_id)[0] == 429
+    new_id = "i-0aaaaaaaaaaaaaaa1"
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(reg["instance_id"], new_id))
+    assert status == 200 and reply["duplicate"] is False, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": new_id, "reason": "spot"})
+    assert status == 200, reply
+    assert caller.get("/api/client/validate")[0] == 429  # the reserve is the critical reports' only
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": new_id})
+    assert_error(status, reply, 429, code="rate_limited")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    rate_limit.reset_container_state()  # another container: the reserve's count is in DynamoDB too
+    assert caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": new_id})[0] == 429
+    clock["now"] = WINDOW_START.replace(minute=41, second=1)
+    assert _served(caller, 8) == 8 and caller.get("/api/client/validate")[0] == 429
+    assert caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": new_id})[0] == 200
