@@ -234,3 +234,9 @@ def test_critical_agent_reports_pass_a_client_over_its_limit_from_a_reserve(api,
     clock["now"] = WINDOW_START.replace(minute=41, second=1)
     assert _served(caller, 8) == 8 and caller.get("/api/client/validate")[0] == 429
     assert caller.post(f"/api/agents/{agent_id}/termination", {"instance_id": new_id})[0] == 200
+
+
+def test_every_critical_route_is_a_route_of_the_app(chalice_app):
+    """The reserve is keyed by route templates: a renamed route must not silently lose it."""
+    posts = {path for path, methods in chalice_app.routes.items() if "POST" in methods and path.startswith("/api/agents/")}
+    assert rate_limit.CRITICAL_ROUTES <= posts
