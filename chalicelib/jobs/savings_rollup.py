@@ -39,7 +39,16 @@ from components.timeutil import parse_iso, to_utc
 
 from chalicelib import catalogue, clock
 from chalicelib.aws import sqs
-from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch, publish_counts
+from chalicelib.jobs.fanout import (
+    NO_BUDGET,
+    Budget,
+    Delivery,
+    batch_response,
+    bodies,
+    for_each,
+    handle_batch,
+    publish_counts,
+)
 from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import clients, pools, price_rollups, savings
 from chalicelib.repositories.clients import ClientRecord
@@ -223,16 +232,41 @@ def parse_message(body: str) -> tuple[datetime, list[str]]:
     return scheduled, ids
 
 
-def rollup_message(body: str, now: datetime, outcomes: Counter) -> None:
+def order_of_work(ids: list[str], done: set[str], started: set[str]) -> list[str]:
+    """The clients a redelivered message still has to roll up, in the order to try them: those done are left out;
+    the suspects go last: a client started by an earlier delivery and never done (an invocation died in it), and
+    the first not done in the message's order (where the first delivery, which notes no start, stopped: died in
+    it, or ran out of time before it). So a client whose roll-up outlasts the function never keeps the others of
+    its message from being done."""
+    todo = [client_id for client_id in ids if client_id not in done]
+    suspects = started | set(todo[:1])
+    return [c for c in todo if c not in suspects] + [c for c in todo if c in suspects]
+
+
+def rollup_message(body: str, now: datetime, outcomes: Counter, *, receives: int = 1,
+                   budget: Budget = NO_BUDGET) -> None:
     """Roll up the clients of one message as of its scheduled time. ValueError: not a savings message;
-    RetryableError: some clients hit a transient error (the others are rolled up and noted done)."""
+    RetryableError: some clients hit a transient error (the others are rolled up and noted done), or (OutOfTime)
+    ``budget`` ran low before every client was started.
+
+    A message delivered again (``receives`` > 1) skips the clients already done for the run (``already_done``,
+    one BatchGetItem) and takes the suspects last (:func:`order_of_work`), noting each client it starts
+    (``savings.mark_started``); the first delivery reads and writes nothing more than before."""
     scheduled, ids = parse_message(body)
     if scheduled + STALE_AFTER < now:
         outcomes["stale"] += len(ids)  # the next hourly run recomputes their window
         return
     run_key = savings.run_period(scheduled)
+    redelivered = receives > 1
+    if redelivered:
+        done, started = savings.progress(run_key, ids)
+        todo = order_of_work(ids, done, started)
+        outcomes["already_done"] += len(ids) - len(todo)
+        ids = todo
 
     def roll(client_id: str) -> None:
+        if redelivered:
+            savings.mark_started(run_key, client_id, now)
         client = clients.get(client_id)
         if client is None:
             outcomes["skipped"] += 1  # deleted since the dispatch: nothing to roll up
@@ -243,19 +277,24 @@ def rollup_message(body: str, now: datetime, outcomes: Counter) -> None:
             outcomes["writes"] += result.writes
         outcomes["writes"] += savings.mark_done(run_key, client_id, scheduled)
 
-    for_each(ids, roll, outcomes, what="savings roll-up", name=str)
+    for_each(ids, roll, outcomes, what="savings roll-up", name=str, budget=budget)
 
 
 @logged_job("savings-worker")
-def rollup_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]:
-    """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome)."""
-    failures, result = handle_batch(event, lambda body, outcomes: rollup_message(body, now, outcomes),
-                                    what="savings")
+def rollup_batch(event: dict, now: datetime, context=None) -> tuple[list[str], dict[str, int]]:
+    """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome). With
+    the Lambda ``context``, no client (nor message) is started once too little of the invocation's time is left
+    (fanout.Budget): the messages not finished come back, their done clients skipped on the redelivery."""
+
+    def handle(delivery: Delivery, outcomes: Counter) -> None:
+        rollup_message(delivery.body, now, outcomes, receives=delivery.receives, budget=delivery.budget)
+
+    failures, result = handle_batch(event, handle, what="savings", budget=Budget(context))
     publish_counts("SavingsWorker", result)
     return failures, result
 
 
 def on_sqs_batch(event: dict, context=None) -> dict:
     """Lambda entry point (``savings-worker``): the partial batch response (infra/event_source.py)."""
-    failures, _ = rollup_batch(event, clock.now())
+    failures, _ = rollup_batch(event, clock.now(), context)
     return batch_response(failures)
