@@ -120,7 +120,8 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id})
     latest = pools.latest_prices(pool_ids) if pool_ids else {}
     spot_pools = sorted({r.pool_id for r in rows if r.pool_id and _mode(r) == "spot"})
-    points = {pool_id: tuple(price_rollups.visible_history(pool_id, start, client_id)) for pool_id in spot_pools}
+    points = {pool_id: tuple(price_rollups.visible_history(pool_id, start, client_id, latest.get(pool_id)))
+              for pool_id in spot_pools}
     runs = []
     for row in rows:
         known = latest.get(row.pool_id) if row.pool_id else None
