@@ -17,7 +17,9 @@ hour, and the clients after that point would never get savings rows), so the run
   clients it sent (``savings.record_run``);
 * :func:`on_sqs_batch`, the ``savings-worker``, rolls up the clients of each message as of that time and notes
   each one done for the run (``savings.mark_done``); a message older than ``STALE_AFTER`` is dropped (the next
-  hourly run recomputes the same window);
+  hourly run recomputes the same window); it starts no client with less than a quarter of its timeout left
+  (``fanout.Budget``: the message comes back), and a redelivered message skips its clients done for the run and
+  tries last the one an invocation died in (:func:`order_of_work`);
 * the fleet rows are summed from the stored client day rows once every client of the run is done
   (chalicelib/jobs/savings_fleet.py, ``savings-fleet`` at :45).
 
