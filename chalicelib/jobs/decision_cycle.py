@@ -26,6 +26,8 @@ from components.timeutil import parse_iso
 from chalicelib import clock, decisions
 from chalicelib.aws import sqs
 from chalicelib.jobs.fanout import (
+    NO_BUDGET,
+    Budget,
     RetryableError,
     batch_response,
     bodies,
@@ -95,9 +97,10 @@ def parse_message(body: str) -> tuple[int, datetime, list[agents.AgentKey]]:
     return cycle, scheduled, [agents.AgentKey(*key) for key in keys]
 
 
-def decide_message(body: str, now: datetime, outcomes: Counter) -> None:
+def decide_message(body: str, now: datetime, outcomes: Counter, budget: Budget = NO_BUDGET) -> None:
     """Decide for the agents of one message as of its scheduled time. ValueError: not a decision message;
-    RetryableError: some agents hit a transient error (the others are decided)."""
+    RetryableError: some agents hit a transient error (the others are decided), or (OutOfTime) ``budget`` ran
+    low before every agent was started (those decided keep their command ids: the redelivery queues nothing twice)."""
     cycle, scheduled, keys = parse_message(body)
     if scheduled + timedelta(seconds=CYCLE_S) < now:
         outcomes["stale"] += len(keys)  # the next cycle (already dispatched) decides them on fresh prices
@@ -113,17 +116,19 @@ def decide_message(body: str, now: datetime, outcomes: Counter) -> None:
         except decisions.NoMarketDataError:
             outcomes["no_market_data"] += 1
 
-    for_each(keys, decide, outcomes, what="decision", name=lambda key: key.agent_id)
+    for_each(keys, decide, outcomes, what="decision", name=lambda key: key.agent_id, budget=budget)
 
 
 @logged_job("decision-worker")
-def decide_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]:
+def decide_batch(event: dict, now: datetime, context=None) -> tuple[list[str], dict[str, int]]:
     """One SQS batch of decision messages: (ids of the messages SQS must deliver again, counts by outcome).
 
     A malformed message is logged and dropped (it would fail the same way forever); a message whose agents
-    hit a transient error is a batch item failure; the other messages are done (SQS deletes them)."""
-    failures, result = handle_batch(event, lambda body, outcomes: decide_message(body, now, outcomes),
-                                    what="decision")
+    hit a transient error, or that the invocation's time (``context``: fanout.Budget) did not reach the end of,
+    is a batch item failure; the other messages are done (SQS deletes them)."""
+    failures, result = handle_batch(
+        event, lambda delivery, outcomes: decide_message(delivery.body, now, outcomes, delivery.budget),
+        what="decision", budget=Budget(context))
     publish_counts("DecisionCycle", result)
     return failures, result
 
@@ -131,7 +136,7 @@ def decide_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]
 def on_sqs_batch(event: dict, context=None) -> dict:
     """Lambda entry point (``decision-worker``): the partial batch response, and only that (Lambda reads
     ``batchItemFailures``; the event source mapping reports them: infra/event_source.py)."""
-    failures, _ = decide_batch(event, clock.now())
+    failures, _ = decide_batch(event, clock.now(), context)
     return batch_response(failures)
 
 

@@ -49,7 +49,8 @@ def aggregate_pool(pool: PoolPrice, previous: datetime | None, now: datetime) ->
     settings = get_settings()
     complete_end = floor_to(now, HOUR)
     start = window_start(previous, complete_end)
-    series, cut = rollups.raw_series(pool.pool_id, start, limit=settings.price_rollup_max_points)
+    series, cut = rollups.raw_series(pool.pool_id, start, limit=settings.price_rollup_max_points,
+                                     known=rollups.known_scopes(pool))
     end = min(complete_end, floor_to(cut, HOUR)) if cut is not None else complete_end
     retention = {HOUR: settings.price_hourly_retention_days, DAY: settings.price_daily_retention_days}
     days_end = floor_to(end, DAY)

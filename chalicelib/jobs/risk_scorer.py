@@ -89,7 +89,8 @@ def evidence(pool, seen: dict, region_of: dict, now: datetime, prices: dict | No
     the fleet's score (None), which every tenant reads, AWS's only; a client's own score AWS's and its agents'."""
     prices = {} if prices is None else prices
     if (pool.pool_id, viewer) not in prices:
-        prices[pool.pool_id, viewer] = price_rollups.visible_history(pool.pool_id, now - PRICE_HISTORY, viewer)
+        prices[pool.pool_id, viewer] = price_rollups.visible_history(pool.pool_id, now - PRICE_HISTORY, viewer,
+                                                                     pool if isinstance(pool, pool_repo.PoolPrice) else None)
     points = prices[pool.pool_id, viewer]
     region_since = now.timestamp() - REGION_WINDOW.total_seconds()
     neighbours = [o for pid, obs in seen.items() if pid != pool.pool_id and region_of.get(pid) == pool.region

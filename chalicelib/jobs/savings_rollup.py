@@ -17,7 +17,9 @@ hour, and the clients after that point would never get savings rows), so the run
   clients it sent (``savings.record_run``);
 * :func:`on_sqs_batch`, the ``savings-worker``, rolls up the clients of each message as of that time and notes
   each one done for the run (``savings.mark_done``); a message older than ``STALE_AFTER`` is dropped (the next
-  hourly run recomputes the same window);
+  hourly run recomputes the same window); it starts no client with less than a quarter of its timeout left
+  (``fanout.Budget``: the message comes back), and a redelivered message skips its clients done for the run and
+  tries last the one an invocation died in (:func:`order_of_work`);
 * the fleet rows are summed from the stored client day rows once every client of the run is done
   (chalicelib/jobs/savings_fleet.py, ``savings-fleet`` at :45).
 
@@ -39,7 +41,16 @@ from components.timeutil import parse_iso, to_utc
 
 from chalicelib import catalogue, clock
 from chalicelib.aws import sqs
-from chalicelib.jobs.fanout import batch_response, bodies, for_each, handle_batch, publish_counts
+from chalicelib.jobs.fanout import (
+    NO_BUDGET,
+    Budget,
+    Delivery,
+    batch_response,
+    bodies,
+    for_each,
+    handle_batch,
+    publish_counts,
+)
 from chalicelib.observability import logged_job, logger
 from chalicelib.repositories import clients, pools, price_rollups, savings
 from chalicelib.repositories.clients import ClientRecord
@@ -111,7 +122,8 @@ def instance_runs(client_id: str, rows: list[InstanceTable], start: datetime, no
     pool_ids = sorted({r.pool_id for r in rows if r.pool_id})
     latest = pools.latest_prices(pool_ids) if pool_ids else {}
     spot_pools = sorted({r.pool_id for r in rows if r.pool_id and _mode(r) == "spot"})
-    points = {pool_id: tuple(price_rollups.visible_history(pool_id, start, client_id)) for pool_id in spot_pools}
+    points = {pool_id: tuple(price_rollups.visible_history(pool_id, start, client_id, latest.get(pool_id)))
+              for pool_id in spot_pools}
     runs = []
     for row in rows:
         known = latest.get(row.pool_id) if row.pool_id else None
@@ -223,16 +235,41 @@ def parse_message(body: str) -> tuple[datetime, list[str]]:
     return scheduled, ids
 
 
-def rollup_message(body: str, now: datetime, outcomes: Counter) -> None:
+def order_of_work(ids: list[str], done: set[str], started: set[str]) -> list[str]:
+    """The clients a redelivered message still has to roll up, in the order to try them: those done are left out;
+    the suspects go last: a client started by an earlier delivery and never done (an invocation died in it), and
+    the first not done in the message's order (where the first delivery, which notes no start, stopped: died in
+    it, or ran out of time before it). So a client whose roll-up outlasts the function never keeps the others of
+    its message from being done."""
+    todo = [client_id for client_id in ids if client_id not in done]
+    suspects = started | set(todo[:1])
+    return [c for c in todo if c not in suspects] + [c for c in todo if c in suspects]
+
+
+def rollup_message(body: str, now: datetime, outcomes: Counter, *, receives: int = 1,
+                   budget: Budget = NO_BUDGET) -> None:
     """Roll up the clients of one message as of its scheduled time. ValueError: not a savings message;
-    RetryableError: some clients hit a transient error (the others are rolled up and noted done)."""
+    RetryableError: some clients hit a transient error (the others are rolled up and noted done), or (OutOfTime)
+    ``budget`` ran low before every client was started.
+
+    A message delivered again (``receives`` > 1) skips the clients already done for the run (``already_done``,
+    one BatchGetItem) and takes the suspects last (:func:`order_of_work`), noting each client it starts
+    (``savings.mark_started``); the first delivery reads and writes nothing more than before."""
     scheduled, ids = parse_message(body)
     if scheduled + STALE_AFTER < now:
         outcomes["stale"] += len(ids)  # the next hourly run recomputes their window
         return
     run_key = savings.run_period(scheduled)
+    redelivered = receives > 1
+    if redelivered:
+        done, started = savings.progress(run_key, ids)
+        todo = order_of_work(ids, done, started)
+        outcomes["already_done"] += len(ids) - len(todo)
+        ids = todo
 
     def roll(client_id: str) -> None:
+        if redelivered:
+            savings.mark_started(run_key, client_id, now)
         client = clients.get(client_id)
         if client is None:
             outcomes["skipped"] += 1  # deleted since the dispatch: nothing to roll up
@@ -243,19 +280,24 @@ def rollup_message(body: str, now: datetime, outcomes: Counter) -> None:
             outcomes["writes"] += result.writes
         outcomes["writes"] += savings.mark_done(run_key, client_id, scheduled)
 
-    for_each(ids, roll, outcomes, what="savings roll-up", name=str)
+    for_each(ids, roll, outcomes, what="savings roll-up", name=str, budget=budget)
 
 
 @logged_job("savings-worker")
-def rollup_batch(event: dict, now: datetime) -> tuple[list[str], dict[str, int]]:
-    """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome)."""
-    failures, result = handle_batch(event, lambda body, outcomes: rollup_message(body, now, outcomes),
-                                    what="savings")
+def rollup_batch(event: dict, now: datetime, context=None) -> tuple[list[str], dict[str, int]]:
+    """One SQS batch of savings messages: (ids of the messages SQS must deliver again, counts by outcome). With
+    the Lambda ``context``, no client (nor message) is started once too little of the invocation's time is left
+    (fanout.Budget): the messages not finished come back, their done clients skipped on the redelivery."""
+
+    def handle(delivery: Delivery, outcomes: Counter) -> None:
+        rollup_message(delivery.body, now, outcomes, receives=delivery.receives, budget=delivery.budget)
+
+    failures, result = handle_batch(event, handle, what="savings", budget=Budget(context))
     publish_counts("SavingsWorker", result)
     return failures, result
 
 
 def on_sqs_batch(event: dict, context=None) -> dict:
     """Lambda entry point (``savings-worker``): the partial batch response (infra/event_source.py)."""
-    failures, _ = rollup_batch(event, clock.now())
+    failures, _ = rollup_batch(event, clock.now(), context)
     return batch_response(failures)

@@ -25,7 +25,14 @@ from chalicelib.tables.pools import PricePointTable, PriceRollupTable
 AWS_SCOPE = "aws"
 INTERVALS = {HOUR: "hour", DAY: "day"}
 _PREFIX = {HOUR: "h", DAY: "d"}
-HEAD_LOOKBACK_ROWS = 50  # rows read backwards to find each scope's price in force before a window
+# Each scope's price in force before a window (its "head") is read backwards from the window's start: first one
+# page of HEAD_LOOKBACK_ROWS rows (one Query; it holds every head in most pools). Rows of a pool are shared by its
+# scopes, so another tenant's many points can push a scope's head further back: then at most HEAD_SEARCH_PAGES more
+# pages follow, each evaluating HEAD_SEARCH_ROWS rows and returning only the missing scopes' (a filter), until
+# every head sought is found or the partition ends. Bounded: at most 50 + 4 × 1,000 rows, five Queries, a pool.
+HEAD_LOOKBACK_ROWS = 50
+HEAD_SEARCH_ROWS = 1000
+HEAD_SEARCH_PAGES = 4
 
 
 def client_scope(client_id: str) -> str:
@@ -44,6 +51,17 @@ def scope_of(row: PricePointTable) -> str | None:
     return client_scope(row.client_id) if row.client_id else None
 
 
+def known_scopes(pool: PoolPrice | None) -> frozenset[str] | None:
+    """The scopes that may have points in the pool, from its row: AWS's when the spot-prices job prices it, each
+    client's whose agents reported there (``agent_prices``); None when the row is not known (any scope may)."""
+    if pool is None:
+        return None
+    scopes = {client_scope(client_id) for client_id in pool.agent_prices}
+    if pool.server_priced_at is not None or pool.price_source == SERVER_SOURCE:
+        scopes.add(AWS_SCOPE)
+    return frozenset(scopes)
+
+
 def iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -58,29 +76,74 @@ def _live(row, now: datetime) -> bool:
 
 # --- raw points -----------------------------------------------------------------------------------
 
+def _searched(scopes: set[str]):
+    """A filter on the points of ``scopes`` (a condition DynamoDB applies after reading the rows)."""
+    clients = sorted(scope.removeprefix("c:") for scope in scopes if scope != AWS_SCOPE)
+    condition = PricePointTable.client_id.is_in(*clients) if clients else None
+    if AWS_SCOPE in scopes:
+        aws = PricePointTable.source_agent_id == SERVER_SOURCE
+        condition = aws if condition is None else condition | aws
+    return condition
+
+
+def heads(pool_id: str, since: datetime, wanted: set[str] | None, sought: set[str],
+          now: datetime) -> dict[str, tuple[datetime, Decimal]]:
+    """Each scope's newest live point before ``since`` (``wanted`` scopes only; None: every scope): those in the
+    first ``HEAD_LOOKBACK_ROWS`` rows read backwards, then, while a scope of ``sought`` has none, the further
+    pages of the ``HEAD_SEARCH_PAGES`` bound (module comment)."""
+    found: dict[str, tuple[datetime, Decimal]] = {}
+
+    def take(rows) -> None:
+        for row in rows:
+            scope = scope_of(row)
+            if scope and (wanted is None or scope in wanted) and scope not in found and _live(row, now):
+                found[scope] = (row.ts, Decimal(str(row.price)))
+
+    first = list(PricePointTable.query(pool_id, PricePointTable.ts < since, scan_index_forward=False,
+                                       limit=HEAD_LOOKBACK_ROWS))
+    take(first)
+    if len(first) < HEAD_LOOKBACK_ROWS:
+        return found  # the whole partition before ``since`` was read
+    start_key = {"pool_id": {"S": pool_id}, "ts": {"S": PricePointTable.ts.serialize(first[-1].ts)}}
+    for _ in range(HEAD_SEARCH_PAGES):
+        missing = sought - set(found)
+        if not missing or start_key is None:
+            break
+        pages = PricePointTable.query(pool_id, PricePointTable.ts < since, scan_index_forward=False,
+                                      filter_condition=_searched(missing), page_size=HEAD_SEARCH_ROWS,
+                                      last_evaluated_key=start_key).page_iter
+        page = next(pages, None)
+        if page is None:
+            break
+        take(PricePointTable.from_raw_data(item) for item in page.get("Items", []))
+        start_key = pages.last_evaluated_key
+    return found
+
+
 def raw_series(pool_id: str, since: datetime, *, scopes: Iterable[str] | None = None,
-               limit: int | None = None) -> tuple[dict[str, list[tuple[datetime, Decimal]]], datetime | None]:
+               limit: int | None = None, known: Iterable[str] | None = None,
+               ) -> tuple[dict[str, list[tuple[datetime, Decimal]]], datetime | None]:
     """The pool's raw points from ``since`` on, per scope, each preceded by that scope's point in force
-    at ``since`` (read backwards, at most ``HEAD_LOOKBACK_ROWS`` rows). With ``limit``, at most that many
-    points are read from ``since``; the second value is then the time of the last one read when the
-    limit cut the read short (None when everything was read)."""
+    at ``since`` (:func:`heads`). The heads sought past the first page: the ``scopes`` asked for (every scope:
+    those with points from ``since`` on, and ``known``), narrowed to ``known`` when given (:func:`known_scopes`:
+    a scope with no point in the pool is not sought through it). With ``limit``, at most that many points are
+    read from ``since``; the second value is then the time of the last one read when the limit cut the read
+    short (None when everything was read)."""
     wanted = None if scopes is None else set(scopes)
+    known_set = None if known is None else set(known)
     now = clock.now()
-    series: dict[str, list[tuple[datetime, Decimal]]] = {}
-    heads: dict[str, tuple[datetime, Decimal]] = {}
-    for row in PricePointTable.query(pool_id, PricePointTable.ts < since, scan_index_forward=False,
-                                     limit=HEAD_LOOKBACK_ROWS):
-        scope = scope_of(row)
-        if scope and (wanted is None or scope in wanted) and scope not in heads and _live(row, now):
-            heads[scope] = (row.ts, Decimal(str(row.price)))
-    for scope, head in heads.items():
-        series.setdefault(scope, []).append(head)
     rows = list(PricePointTable.query(pool_id, PricePointTable.ts >= since,
                                       limit=None if limit is None else limit + 1))
     cut = None
     if limit is not None and len(rows) > limit:
         rows = rows[:limit]
         cut = rows[-1].ts if rows else since
+    if wanted is not None:
+        sought = wanted if known_set is None else wanted & known_set
+    else:
+        sought = {scope for row in rows if (scope := scope_of(row))} | (known_set or set())
+    series: dict[str, list[tuple[datetime, Decimal]]] = {
+        scope: [head] for scope, head in heads(pool_id, since, wanted, sought, now).items()}
     for row in rows:
         scope = scope_of(row)
         if scope and (wanted is None or scope in wanted) and _live(row, now):
@@ -88,12 +151,14 @@ def raw_series(pool_id: str, since: datetime, *, scopes: Iterable[str] | None = 
     return series, cut
 
 
-def visible_history(pool_id: str, since: datetime, viewer: str | None = None) -> list[tuple[datetime, Decimal]]:
+def visible_history(pool_id: str, since: datetime, viewer: str | None = None,
+                    pool: PoolPrice | None = None) -> list[tuple[datetime, Decimal]]:
     """The pool's prices from ``since`` on, oldest first, preceded by the one in force at ``since``, as ``viewer``
     may see them: AWS's points, and its own agents' when a client is named (None: the fleet's, AWS's only). The
-    savings roll-up and the risk scorer read this, so another tenant's reports never price or score for anyone."""
+    savings roll-up and the risk scorer read this, so another tenant's reports never price or score for anyone.
+    ``pool`` (its row, when the caller has it) spares looking for a scope that has no point there."""
     scopes = (AWS_SCOPE,) if viewer is None else visible_scopes(viewer)
-    series, _ = raw_series(pool_id, since, scopes=scopes)
+    series, _ = raw_series(pool_id, since, scopes=scopes, known=known_scopes(pool))
     merged = sorted(p for points in series.values() for p in points)
     before = [p for p in merged if p[0] < since]
     return before[-1:] + [p for p in merged if p[0] >= since]
@@ -217,7 +282,7 @@ def buckets_from_raw(pool: PoolPrice | None, pool_id: str, scopes: Iterable[str]
                      end: datetime, now: datetime, seconds: int = HOUR,
                      limit: int | None = None) -> dict[str, list[Bucket]]:
     """Buckets of ``[start, end)`` computed from the raw points, per scope (what the aggregator would store)."""
-    series, cut = raw_series(pool_id, start, scopes=scopes, limit=limit)
+    series, cut = raw_series(pool_id, start, scopes=scopes, limit=limit, known=known_scopes(pool))
     if cut is not None:
         end = min(end, floor_to(cut, seconds))
     out = {}

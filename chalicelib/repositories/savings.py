@@ -60,6 +60,12 @@ def run_done_key(run: str) -> str:
     return f"rollup#{run}#done"
 
 
+def run_started_key(run: str) -> str:
+    """Partition of the clients a redelivered savings message started for ``run`` (period = client id): a client
+    started and never done is one an invocation died in (its time-out), left for last by the next delivery."""
+    return f"rollup#{run}#started"
+
+
 def run_period(scheduled: datetime) -> str:
     """A run's key: its scheduled time, ``YYYY-MM-DDTHH:MM:SSZ`` (sorts as time)."""
     return to_utc(scheduled).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -295,6 +301,23 @@ def mark_done(run: str, client_id: str, now: datetime) -> int:
     row = SavingsTable(run_done_key(run), client_id, client_id=client_id, computed_at=now,
                        expires_at=now + timedelta(days=RUN_RETENTION_DAYS))
     return int(save_if(row, SavingsTable.period.does_not_exist()))
+
+
+def mark_started(run: str, client_id: str, now: datetime) -> None:
+    """Note that a redelivered message starts ``client_id``'s roll-up for ``run`` (one PutItem)."""
+    SavingsTable(run_started_key(run), client_id, client_id=client_id, computed_at=now,
+                 expires_at=now + timedelta(days=RUN_RETENTION_DAYS)).save()
+
+
+def progress(run: str, client_ids: Iterable[str]) -> tuple[set[str], set[str]]:
+    """(done, started) among ``client_ids`` for ``run``: one BatchGetItem per 50 clients (a message has 10)."""
+    ids = list(dict.fromkeys(client_ids))
+    keys = [(key(run), client_id) for client_id in ids for key in (run_done_key, run_started_key)]
+    done: set[str] = set()
+    started: set[str] = set()
+    for row in SavingsTable.batch_get(keys, attributes_to_get=["scope_key", "period"]):
+        (done if row.scope_key == run_done_key(run) else started).add(row.period)
+    return done, started
 
 
 def done_clients(run: str) -> list[str]:

@@ -306,3 +306,36 @@ def test_a_dispatch_whose_messages_cannot_be_sent_fails(api, make_tenant, monkey
     monkeypatch.setattr(sqs, "SEND_ATTEMPTS", 1)
     with pytest.raises(sqs.SendError):
         decision_cycle.run(datetime.now(timezone.utc))
+
+
+class _LambdaContext:
+    """A Lambda context whose time passes only when the test spends it."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.left = timeout_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left
+
+
+def test_the_worker_starts_no_message_it_has_no_time_for_and_returns_it(api, make_tenant, monkeypatch):
+    """The decision-worker's 30 s: each agent takes 12 s here, so after the first message 6 s are left (under the
+    7.5 s margin): the second message is not started and comes back, unread."""
+    fleet = _fleet(make_tenant, 4)
+    first, second = sorted(fleet)[:2], sorted(fleet)[2:]
+    now = datetime.now(timezone.utc)
+    context = _LambdaContext(30_000)
+    real_get = agent_repo.get
+
+    def get(client_id, agent_id):
+        context.left -= 12_000
+        return real_get(client_id, agent_id)
+
+    monkeypatch.setattr(agent_repo, "get", get)
+    monkeypatch.setattr(decision_cycle.clock, "now", lambda: now)
+    event = sqs_event([_message(first, fleet, now), _message(second, fleet, now)], QUEUE)
+
+    assert decision_cycle.on_sqs_batch(event, context) == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
+    assert all(len(_decisions(agent_id)) == 1 for agent_id in first)
+    assert all(_decisions(agent_id) == [] for agent_id in second)

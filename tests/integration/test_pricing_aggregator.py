@@ -15,7 +15,8 @@ import pytest
 from chalicelib.jobs import pricing_aggregator as job
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups as rollups
-from chalicelib.tables.pools import PriceRollupTable
+from chalicelib.repositories.pools import PoolPrice
+from chalicelib.tables.pools import PricePointTable, PriceRollupTable
 from components.data_valve import PricePoint
 from components.price_buckets import DAY, HOUR, floor_to
 from tests.api._support import random_instance_type
@@ -152,3 +153,38 @@ def test_aws_price_is_carried_only_while_the_job_confirms_it(pool_id):
     until = confirmed + timedelta(minutes=30)
     edge = hours[max(hours)]
     assert edge.filled and edge.covered_s == int((until - floor_to(until, HOUR)).total_seconds())
+
+
+def _agent_point(pool_id: str, ts: datetime, price: str, client_id: str) -> None:
+    PricePointTable(pool_id, ts, price=Decimal(price), source_agent_id=f"ag-{client_id}", client_id=client_id,
+                    expires_at=ts + timedelta(days=7)).save()
+
+
+def test_each_scopes_price_in_force_is_found_behind_another_tenants_many_points(pool_id):
+    """GIVEN a pool AWS does not price, client a's agent reported 0.07 at 02:00 and client b's agents 120 points
+    between then and the window's start (more than one page read backwards) WHEN a's price history, its
+    savings' prices and the aggregator read from the window's start THEN a's 0.07 is still in force there: its
+    first hour is priced, as b's many points never crowd another scope's head out."""
+    now = _now()
+    since = floor_to(now - timedelta(hours=3), HOUR)
+    head = since - timedelta(hours=2)
+    _agent_point(pool_id, head, "0.07", "client-a")
+    for i in range(120):
+        _agent_point(pool_id, head + timedelta(seconds=30 * (i + 1)), "0.09", "client-b")
+    _agent_point(pool_id, since + timedelta(minutes=90), "0.08", "client-a")
+    _agent_point(pool_id, since + timedelta(minutes=95), "0.09", "client-b")
+    pool = PoolPrice(pool_id, "x", "eu-west-1a", "eu-west-1", None, None, None,
+                     agent_prices={"client-a": (Decimal("0.08"), since + timedelta(minutes=90)),
+                                   "client-b": (Decimal("0.09"), since + timedelta(minutes=95))})
+
+    series, _ = rollups.raw_series(pool_id, since, scopes=rollups.visible_scopes("client-a"))
+    assert series["c:client-a"][0] == (head, Decimal("0.07"))
+    assert rollups.visible_history(pool_id, since, "client-a")[0] == (head, Decimal("0.07"))
+    first = rollups.client_history(pool, pool_id, "client-a", HOUR, since, now)[0]
+    assert (first.start, first.avg) == (since, Decimal("0.07"))
+
+    every, _ = rollups.raw_series(pool_id, since, known=rollups.known_scopes(pool))  # the aggregator's read
+    assert every["c:client-a"][0] == (head, Decimal("0.07"))
+    job.aggregate_pool(pool, None, now)
+    stored = rollups.stored(pool_id, HOUR, since, now, scopes=["c:client-a"])["c:client-a"]
+    assert stored[since].avg == Decimal("0.07")

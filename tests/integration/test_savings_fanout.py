@@ -216,3 +216,85 @@ def test_invoke_schedule_runs_dispatcher_workers_and_fleet_job(api, make_tenant,
         assert result["fleet"]["run"] == savings.run_period(run_at) and result["fleet"]["missing"] == 0
     assert result["rolled_up"] == 2 and result["writes"] == 0  # the second run changed nothing
     assert sorted(savings.done_clients(savings.run_period(run_at))) == sorted(ids)
+
+
+class _LambdaContext:
+    """A Lambda context whose time only passes when a test says so (``spend``)."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.left = timeout_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left
+
+    def spend(self, ms: int) -> None:
+        self.left -= ms
+
+
+class _Killed(BaseException):
+    """Lambda ending the invocation at its time-out: nothing of the handler runs after it (no except Exception)."""
+
+
+def test_the_worker_stops_before_its_time_out_and_only_the_unfinished_messages_come_back(
+        make_tenant, clients_of_this_test, run_at, monkeypatch):
+    """The savings-worker's 120 s: each roll-up takes 25 s here, so four clients are done (25 s left: under the
+    30 s margin) and the fifth is not started; the message after it is not read. Both come back, and the
+    redelivered message rolls up only the client it had not done."""
+    first, second = [_tenant_with_spot(make_tenant, run_at) for _ in range(5)], _tenant_with_spot(make_tenant, run_at)
+    context = _LambdaContext(120_000)
+    real = savings_rollup.rollup_client
+    started = []
+
+    def rollup_client(client, now):
+        started.append(client.client_id)
+        context.spend(25_000)
+        return real(client, now)
+
+    monkeypatch.setattr(savings_rollup, "rollup_client", rollup_client)
+    monkeypatch.setattr(savings_rollup.clock, "now", lambda: run_at)
+    at = savings.run_period(run_at)
+    bodies = [json.dumps({"scheduled_at": at, "clients": first}), json.dumps({"scheduled_at": at, "clients": [second]})]
+    event = sqs_event(bodies, QUEUE)
+
+    answer = savings_rollup.on_sqs_batch(event, context)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+    assert started == first[:4] and sorted(savings.done_clients(at)) == sorted(first[:4])
+    # SQS delivers both again (another invocation, its own time): only what was not done is rolled up
+    started.clear()
+    again = sqs_event(bodies, QUEUE, receive_count=2)
+    failures, outcomes = savings_rollup.rollup_batch(again, run_at + timedelta(minutes=12), _LambdaContext(120_000))
+    assert failures == [] and started == [first[4], second]
+    assert (outcomes["rolled_up"], outcomes["already_done"]) == (2, 4)
+    assert sorted(savings.done_clients(at)) == sorted([*first, second])
+
+
+def test_a_client_that_outlasts_the_invocation_is_tried_again_only_after_the_others_of_its_message(
+        make_tenant, clients_of_this_test, run_at, monkeypatch):
+    """Two clients whose roll-up alone outlasts the function (Lambda ends the invocation in them): each
+    redelivery leaves them for last, so the other clients of their message are done all the same."""
+    ids = [_tenant_with_spot(make_tenant, run_at) for _ in range(4)]
+    ok, slow, slower, after = ids
+    real = savings_rollup.rollup_client
+    started = []
+
+    def rollup_client(client, now):
+        started.append(client.client_id)
+        if client.client_id in (slow, slower):
+            raise _Killed(client.client_id)
+        return real(client, now)
+
+    monkeypatch.setattr(savings_rollup, "rollup_client", rollup_client)
+    at = savings.run_period(run_at)
+    body = json.dumps({"scheduled_at": at, "clients": ids})
+    attempts = []
+    for receives in (1, 2, 3):
+        started.clear()
+        with pytest.raises(_Killed):
+            savings_rollup.rollup_batch(sqs_event([body], QUEUE, receive_count=receives), run_at)
+        attempts.append(list(started))
+
+    assert attempts[0] == [ok, slow]  # the first delivery, in the message's order, ends in `slow`
+    assert attempts[1] == [slower]  # `slow` goes last: `slower` ends this one
+    assert attempts[2] == [after, slow]  # both left for last: `after` is done first
+    assert sorted(savings.done_clients(at)) == sorted([ok, after])
