@@ -21,19 +21,20 @@ def _now() -> datetime:
 # --- where an instance runs is EC2's word (or a signed document's), never the tenant's -----------------------------
 
 
-def _legacy_primary_named_elsewhere(make_tenant, api, itype: str, instance: str) -> Caller:
-    """A legacy registration of the tenant's own spot instance (in ``ZONES[0]``) that names ``ZONES[1]``."""
-    _, caller = make_tenant()
+def _legacy_primary_named_elsewhere(make_tenant, api, itype: str, instance: str) -> str:
+    """A legacy registration of the tenant's own spot instance (in ``ZONES[0]``) that names ``ZONES[1]``; the
+    tenant's id."""
+    client_id, caller = make_tenant()
     body = registration(instance_id=instance, instance_type=itype, region=REGION, az=ZONES[1], mode="spot")
     status, reply = caller.post("/api/agents/register", body)
     assert status == 200, reply
-    return caller
+    return client_id
 
 
-def _verified_primary_moved_by_heartbeat(make_tenant, api, itype: str, instance: str) -> Caller:
+def _verified_primary_moved_by_heartbeat(make_tenant, api, itype: str, instance: str) -> str:
     """A verified registration of the tenant's own spot instance (its signed document: ``ZONES[0]``), then a
-    heartbeat of its credential naming ``ZONES[1]`` for the same instance."""
-    _, caller = make_tenant(legacy=False)
+    heartbeat of its credential naming ``ZONES[1]`` for the same instance; the tenant's id."""
+    client_id, caller = make_tenant(legacy=False)
     body = registration(instance_id=instance, instance_type=itype, region=REGION, az=ZONES[0], mode="spot")
     document, signature = signed_identity(instance_id=instance, instance_type=itype, az=ZONES[0], region=REGION)
     status, reply = caller.post("/api/agents/register",
@@ -42,7 +43,7 @@ def _verified_primary_moved_by_heartbeat(make_tenant, api, itype: str, instance:
     agent = Caller(api.http, token=reply["agent_credential"])
     agent.post(f"/api/agents/{reply['agent_id']}/heartbeat",
                {"status": "online", "instance_id": instance, "instance_type": itype, "az": ZONES[1], "mode": "spot"})
-    return caller
+    return client_id
 
 
 @pytest.mark.usefixtures("failover_machine", "aws_signs_locally")
@@ -63,10 +64,12 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
     itype = unique_type()
     instance = launch_primary(itype, ZONES[0])
     named = f"{itype}.{ZONES[1]}"
-    claim(make_tenant, api, itype, instance)
+    attacker_id = claim(make_tenant, api, itype, instance)
     result = deliver(api, "sentinel-interruption", warning(instance))
     assert result["action"] == "failover_started", result
     wait_for(result["execution_arn"])
     since = _now() - timedelta(hours=1)
     assert observations.for_pools([named], since, viewer=observations.FLEET)[named] == []
     assert named not in observations.backoff([named], _now(), viewer=victim_id)
+    assert [o.kind.value for o in observations.for_pools([named], since, viewer=attacker_id)[named]] \
+        == ["interruption_warning"]  # its own placements still avoid the pool it says it lost
