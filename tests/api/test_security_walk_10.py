@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
 from localmode.identity_signer import signed_identity
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.api.test_agent_identity import verified_registration
 from tests.conftest import Caller, registration
 from tests.e2e.failover_support import REGION, ZONES, deliver, launch_primary, unique_type, wait_for, warning
 
@@ -73,3 +76,29 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
     assert named not in observations.backoff([named], _now(), viewer=victim_id)
     assert [o.kind.value for o in observations.for_pools([named], since, viewer=attacker_id)[named]] \
         == ["interruption_warning"]  # its own placements still avoid the pool it says it lost
+
+
+@pytest.mark.usefixtures("aws_signs_locally")
+@pytest.mark.parametrize("field,value", [("az", "eu-west-1b"), ("instance_type", "c5.large")])
+def test_a_verified_agents_heartbeat_cannot_restate_where_its_instance_runs(api, make_tenant, field, value):
+    """ATTACK (bad input that changes proven state): a verified agent's credential heartbeats its own instance with
+    another zone or type than its signed identity document proved (an instance never changes zone; a new type
+    comes with a restart, whose registration proves it). BEFORE: 200, and the agent row's zone/type and pool became
+    the heartbeat's: the pool its standbys avoid, its replacements are launched next to, its decisions price, and
+    the fleet's exposure count (risk evidence) for the pool it named. NOW: 409 ``placement_mismatch`` naming the
+    field, nothing written; a heartbeat that restates the proven placement is answered as before."""
+    _, caller = make_tenant(legacy=False)
+    body = verified_registration()
+    status, reply = caller.post("/api/agents/register", body)
+    assert status == 200, reply
+    agent_id, agent = reply["agent_id"], Caller(api.http, token=reply["agent_credential"])
+    beat = {"status": "online", "instance_id": body["instance_id"], "instance_type": body["instance_type"],
+            "az": body["az"], "mode": "spot"}
+    before = snapshot_tables()
+    status, reply = agent.post(f"/api/agents/{agent_id}/heartbeat", {**beat, field: value})
+    assert_error(status, reply, 409, code="placement_mismatch", field=field)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, reply = agent.post(f"/api/agents/{agent_id}/heartbeat", beat)
+    assert status == 200, reply
+    row = agent_repo.get(reply.get("client_id") or agent_repo.instance_row(body["instance_id"]).client_id, agent_id)
+    assert (row.az, row.instance_type) == (body["az"], body["instance_type"])
