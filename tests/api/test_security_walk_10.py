@@ -62,7 +62,7 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
     for every tenant (their decisions, failovers and standbys avoided it) and into the fleet's risk evidence, at
     will. NOW: the fleet's observation needs the pool confirmed (a signed document, the product's own launch, or
     EC2's placement of the instance); a claim EC2 contradicts is the tenant's evidence only. The instance is still
-    failed over."""
+    failed over. (The verified agent's heartbeat is refused since the fix below: its pool stays the proven one.)"""
     victim_id, _ = make_tenant()
     itype = unique_type()
     instance = launch_primary(itype, ZONES[0])
@@ -72,10 +72,12 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
     assert result["action"] == "failover_started", result
     wait_for(result["execution_arn"])
     since = _now() - timedelta(hours=1)
-    assert observations.for_pools([named], since, viewer=observations.FLEET)[named] == []
+    fleet = observations.for_pools([named], since, viewer=observations.FLEET)[named]
+    assert [o for o in fleet if o.kind.value == "interruption_warning"] == []  # (its replacement may launch there)
     assert named not in observations.backoff([named], _now(), viewer=victim_id)
-    assert [o.kind.value for o in observations.for_pools([named], since, viewer=attacker_id)[named]] \
-        == ["interruption_warning"]  # its own placements still avoid the pool it says it lost
+    own = [o.kind.value for o in observations.for_pools([named], since, viewer=attacker_id)[named]]
+    if claim is _legacy_primary_named_elsewhere:  # its own placements still avoid the pool it says it lost
+        assert "interruption_warning" in own, own
 
 
 @pytest.mark.usefixtures("aws_signs_locally")
