@@ -104,3 +104,47 @@ def test_a_verified_agents_heartbeat_cannot_restate_where_its_instance_runs(api,
     assert status == 200, reply
     row = agent_repo.get(reply.get("client_id") or agent_repo.instance_row(body["instance_id"]).client_id, agent_id)
     assert (row.az, row.instance_type) == (body["az"], body["instance_type"])
+
+
+# --- held: a pagination cursor never crosses into another tenant's partition ----------------------------------------
+
+
+def _cursors(a: str, a_agent: str) -> dict[str, dict]:
+    """Per paginated client route (``{b}`` / ``{b_agent}``: the caller's ids), a cursor of the route's own key shape
+    positioned in tenant A's partition (``a``, ``a_agent``)."""
+    return {
+        "/api/notifications": {"client_id": a, "notification_id": "20990101T000000000000-x"},
+        "/api/client/interruptions": {"client_id": a, "interruption_id": "int-20990101T000000000000-x"},
+        "/api/client/{b}/switch-history": {"client_id": a, "switch_key": "2099-01-01T00:00:00.000000Z#x"},
+        "/api/client/{b}/replicas?status=all": {"agent_id": a_agent, "replica_id": "rep-z", "client_id": a},
+        "/api/client/{b}/agents": {"client_id": a, "agent_id": a_agent, "logical_agent_id": "web-z"},
+        "/api/client/{b}/agents/decisions": {"client_id": a, "agent_id": a_agent, "logical_agent_id": "web-z"},
+        "/api/client/{b}/instances": {"instance_id": "i-0123456789abcdef0", "client_id": a,
+                                      "installed_at": "2099-01-01T00:00:00.000000+0000"},
+        "/api/agents/{b_agent}/interruptions": {"agent_id": a_agent, "interruption_id": "int-z", "client_id": a},
+        "/api/client/agents/{b_agent}/decisions": {"agent_id": a_agent, "decision_key": "2099-01-01T00:00:00Z#x"},
+    }
+
+
+def test_a_cursor_forged_for_another_tenants_partition_is_400_on_every_paginated_client_route(make_tenant):
+    """HELD (walk 7 and the pagination tests checked the notifications listing only): tenant B forges a
+    ``next_token`` of each paginated client route's own key shape whose partition is tenant A's (A's client id, or
+    A's agent id for the per-agent lists). Every route answers 400 ``next_token`` and none of A's rows; the same
+    cursor naming B's own partition is accepted (the control: the 400 comes from the partition, not the shape)."""
+    from chalicelib.repositories.paging import encode_token
+
+    a, a_caller = make_tenant()
+    a_agent = a_caller.post("/api/agents/register", registration())[1]["agent_id"]
+    b, b_caller = make_tenant()
+    b_agent = b_caller.post("/api/agents/register", registration())[1]["agent_id"]
+    forged, own = _cursors(a, a_agent), _cursors(b, b_agent)
+    for route, key in forged.items():
+        path = route.format(b=b, b_agent=b_agent)
+        glue = "&" if "?" in path else "?"
+        token = encode_token({name: {"S": value} for name, value in key.items()})
+        status, reply = b_caller.get(f"{path}{glue}next_token={token}")
+        assert_error(status, reply, 400, field="next_token")
+        assert a not in str(reply) and a_agent not in str(reply), (route, reply)
+        mine = encode_token({name: {"S": value} for name, value in own[route].items()})
+        status, reply = b_caller.get(f"{path}{glue}next_token={mine}")
+        assert status == 200, (route, reply)
