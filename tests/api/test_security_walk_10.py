@@ -80,6 +80,38 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
         assert "interruption_warning" in own, own
 
 
+
+@pytest.mark.usefixtures("failover_machine")
+def test_a_placement_ec2_cannot_confirm_never_delays_the_failover_and_stays_its_clients(api, make_tenant,
+                                                                                       monkeypatch):
+    """The fix's edge: a legacy primary whose claim is true, and EC2 fails to describe it when AWS's warning comes.
+    The failover starts all the same; the warning counts for its client only (as a lost state whose reason EC2
+    cannot give does, walk 9), never for the fleet on the client's word alone."""
+    from chalicelib.aws import ec2 as adapter
+
+    client_id, caller = make_tenant()
+    victim_id, _ = make_tenant()
+    itype = unique_type()
+    instance = launch_primary(itype, ZONES[0])
+    pool = f"{itype}.{ZONES[0]}"
+    body = registration(instance_id=instance, instance_type=itype, region=REGION, az=ZONES[0], mode="spot")
+    assert caller.post("/api/agents/register", body)[0] == 200
+
+    def refused(*_, **__):
+        raise adapter.TransientAwsError("DescribeInstances: RequestLimitExceeded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(adapter, "describe", refused)
+        result = deliver(api, "sentinel-interruption", warning(instance))
+    assert result["action"] == "failover_started", result
+    wait_for(result["execution_arn"])
+    since = _now() - timedelta(hours=1)
+    assert [o for o in observations.for_pools([pool], since, viewer=observations.FLEET)[pool]
+            if o.kind.value == "interruption_warning"] == []
+    assert pool not in observations.backoff([pool], _now(), viewer=victim_id)
+    assert "interruption_warning" in [o.kind.value for o in observations.for_pools([pool], since,
+                                                                                    viewer=client_id)[pool]]
+
 @pytest.mark.usefixtures("aws_signs_locally")
 @pytest.mark.parametrize("field,value", [("az", "eu-west-1b"), ("instance_type", "c5.large")])
 def test_a_verified_agents_heartbeat_cannot_restate_where_its_instance_runs(api, make_tenant, field, value):
