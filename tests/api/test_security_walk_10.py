@@ -1,6 +1,6 @@
-"""Security walk 10: where the fleet's shared capacity data takes a tenant's word for where its instances run, and
-the routes, cursors and workflow inputs walks 3-9 did not reach. Each test is one attack; its docstring says what
-happened before the fix (when it found something) and what holds now."""
+"""Security walk 10: where the fleet's shared capacity data takes a tenant's word for where its instances run, what a
+verified agent's heartbeat may restate, and the pagination cursors of every client listing. Each test is one attack;
+its docstring says what happened before the fix (when it found something) and what holds now."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import observations
+from chalicelib.tables import AgentTable
 from localmode.identity_signer import signed_identity
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.api.test_agent_identity import verified_registration
@@ -36,7 +37,9 @@ def _legacy_primary_named_elsewhere(make_tenant, api, itype: str, instance: str)
 
 def _verified_primary_moved_by_heartbeat(make_tenant, api, itype: str, instance: str) -> str:
     """A verified registration of the tenant's own spot instance (its signed document: ``ZONES[0]``), then a
-    heartbeat of its credential naming ``ZONES[1]`` for the same instance; the tenant's id."""
+    heartbeat of its credential naming ``ZONES[1]`` for the same instance (refused since the heartbeat fix below),
+    and the agent row naming that pool all the same, as any path that records a placement from the agent's report
+    leaves it (a switch report's new instance); the tenant's id."""
     client_id, caller = make_tenant(legacy=False)
     body = registration(instance_id=instance, instance_type=itype, region=REGION, az=ZONES[0], mode="spot")
     document, signature = signed_identity(instance_id=instance, instance_type=itype, az=ZONES[0], region=REGION)
@@ -46,6 +49,8 @@ def _verified_primary_moved_by_heartbeat(make_tenant, api, itype: str, instance:
     agent = Caller(api.http, token=reply["agent_credential"])
     agent.post(f"/api/agents/{reply['agent_id']}/heartbeat",
                {"status": "online", "instance_id": instance, "instance_type": itype, "az": ZONES[1], "mode": "spot"})
+    AgentTable(client_id, reply["agent_id"]).update(actions=[AgentTable.az.set(ZONES[1]),
+                                                             AgentTable.current_pool_id.set(f"{itype}.{ZONES[1]}")])
     return client_id
 
 
@@ -62,7 +67,7 @@ def test_aws_warning_of_a_primary_is_never_filed_under_a_pool_it_does_not_run_in
     for every tenant (their decisions, failovers and standbys avoided it) and into the fleet's risk evidence, at
     will. NOW: the fleet's observation needs the pool confirmed (a signed document, the product's own launch, or
     EC2's placement of the instance); a claim EC2 contradicts is the tenant's evidence only. The instance is still
-    failed over. (The verified agent's heartbeat is refused since the fix below: its pool stays the proven one.)"""
+    failed over."""
     victim_id, _ = make_tenant()
     itype = unique_type()
     instance = launch_primary(itype, ZONES[0])
