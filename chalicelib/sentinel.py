@@ -225,7 +225,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
-    reported = _clients_evidence(agent, signal, stop_reason)
+    reported = _clients_evidence(agent, signal, stop_reason) or not _runs_in(agent, instance, signal, row.pool_id)
     if not claimed:
         return _duplicate(agent, instance, interruption_id, reported=reported)
     _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id, reported=reported)
@@ -353,6 +353,39 @@ def _clients_evidence(agent: AgentRecord, signal: Signal, reason: str | None = N
                        extra={"instance_id": signal.instance_id, "error": str(exc)})
         return True
     return ended_by_client(reason)
+
+
+def _runs_in(agent: AgentRecord, instance: InstanceTable, signal: Signal, pool_id: str | None) -> bool:
+    """Does the primary run on spot in ``pool_id`` (the agent's pool, what its signal is filed under), by more than
+    its client's word? A legacy registration, a heartbeat and a switch report name a type and zone nobody checks,
+    so AWS's warning for the instance would put a pool it never ran in into every tenant's back-off and risk.
+    Confirmed by a signed identity document (``proven_account_id``: the row's type and zone are the document's), by
+    the product's own launch (a promoted standby it launched), or else by EC2's view of the instance (one
+    DescribeInstances, EventBridge's signals of unproven primaries only). EC2 trouble: not confirmed (the signal
+    counts for its client alone; the failover does not wait on this)."""
+    if pool_id is None:
+        return True  # nothing is filed
+    if instance.proven_account_id and instance.pool_id == pool_id:
+        return True
+    if instance.replica_id:
+        replica = replica_repo.get(instance.agent_id, instance.replica_id)
+        if replica is not None and replica.own_launch and replica.pool_id == pool_id:
+            return True
+    region = signal.region or agent.region
+    if not region:
+        return False
+    try:
+        info = ec2.describe(region, [instance.instance_id], account=tenancy.for_agent(agent)).get(instance.instance_id)
+    except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
+        logger.warning("placement unknown: the signal is its client's evidence only",
+                       extra={"instance_id": instance.instance_id, "error": str(exc)})
+        return False
+    if info is None or info.lifecycle != "spot" or not info.instance_type or not info.az:
+        return False
+    try:
+        return make_pool_id(info.instance_type, info.az) == pool_id
+    except InvalidPoolIdError:
+        return False
 
 
 def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str, *,

@@ -410,6 +410,7 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             if row.agent_id == agent.agent_id and status != AgentStatus.OFFLINE.value:
                 return _kept_agent_heard(agent, instance_id, now)
             return agent
+    _same_placement(agent, instance_id or agent.instance_id, instance_type=instance_type, az=az)
     actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
                                                          (AgentTable.instance_type, instance_type),
@@ -432,6 +433,27 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _same_placement(agent: AgentRecord, instance_id: str | None, *, instance_type: str | None,
+                    az: str | None) -> None:
+    """409 ``placement_mismatch`` (nothing written) when a verified agent's heartbeat gives its instance another
+    type or zone than the instances table records for it: what its signed identity document proved, or what the
+    product launched or recorded after checking it. An instance never changes zone, and a new type comes with a
+    restart whose registration proves it; the agent row's type, zone and pool are what its standbys, replacements,
+    decisions and the fleet's exposure counts read. A legacy agent's word is all there is (taken as before)."""
+    if agent.account_id is None or not instance_id:
+        return
+    if (not instance_type or instance_type == agent.instance_type) and (not az or az == agent.az) \
+            and instance_id == agent.instance_id:
+        return  # restates what the row holds: nothing to check
+    row = instance_row(instance_id)
+    if row is None:
+        return
+    for name, said, known in (("instance_type", instance_type, row.instance_type), ("az", az, row.az)):
+        if said and known and said != known:
+            raise ConflictError(f"{name} {said} is not the {name} of instance {instance_id} ({known}): a new type "
+                                "is proven by registering again", field=name, code="placement_mismatch")
 
 
 def _kept_agent_heard(agent: AgentRecord, instance_id: str, now: datetime) -> AgentRecord:
