@@ -11,7 +11,8 @@ on-demand price — nothing filled with constants.
 
 Each run first records a HELD observation for every scored pool one of our agents' spot instances runs in:
 that is the exposure the features count (one per pool and run, naming how many agents ran there, 15
-minutes each). Past the pool cap a pool is scored once a round of the walk, so its HELD row counts the
+minutes each): the fleet's for the agents of clients whose placements are proven (legacy agent mode off), and a
+legacy-mode client's own for its agents (its word only; :func:`record_held`). Past the pool cap a pool is scored once a round of the walk, so its HELD row counts the
 round's runs (``lap_runs``), not one: exposure is not under-counted between turns, which would
 read as a higher interruption rate.
 
@@ -22,7 +23,8 @@ instance type)s it reported on), kept in the pool item's ``client_risk`` and rea
 only (``PoolPrice.risk_for``).
 
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
-live spot agents are counted on the ``live-agents-by-pool`` index (one COUNT Query per pool). The run's work
+live spot agents are counted per client on the ``live-agents-by-pool`` index (one Query of its keys per pool, and
+each of their clients read once a run). The run's work
 grows with the pools scored and the clients reporting on them, never with the agents (it read every agent
 twice before: two scans, ≈ 0.7 ms per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m
 bench.cost`).
@@ -46,6 +48,7 @@ from chalicelib import catalogue, model_store
 from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
 from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import clients
 from chalicelib.repositories import observations
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import price_rollups
@@ -67,19 +70,38 @@ def record_held(now: datetime, pool_ids: list[str], lap_runs: int | None = None)
 
     One row per pool, not per agent: a pool's observations are read newest first and bounded
     (``observations.for_pools``, ``MAX_PER_POOL``), so a row per agent would crowd the pool's refusals and
-    warnings out of the back-off's and the evidence's reads once a few dozen agents shared it."""
+    warnings out of the back-off's and the evidence's reads once a few dozen agents shared it.
+
+    Only agents whose pool is proven count for the fleet: those of clients with legacy agent mode off (every
+    agent of theirs registered with a signed identity document, and a verified heartbeat cannot move it). A
+    legacy-mode client's agents are where its word puts them, so their exposure is a HELD row of that client's
+    own (``reported``, its own scores only): otherwise registering idle agents "on spot" in a pool would make
+    that pool look safe to every tenant."""
     run = int(now.timestamp()) // RUN_EVERY_S
     intervals = lap_runs or 1  # a counted round is at least one run
+    proven: dict[str, bool] = {}
     count = 0
     for pool_id in sorted(pool_ids):
-        agents = agent_repo.live_spot_count(pool_id)
-        if not agents:
-            continue
-        observation = CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp(),
-                                          value=float(agents * intervals), source="risk-scorer")
-        if observations.record(observation, event_id=f"held-{run}"):
-            count += agents
+        fleet = 0
+        for client_id, agents in sorted(agent_repo.live_spot_counts(pool_id).items()):
+            if client_id not in proven:
+                client = clients.get(client_id)
+                proven[client_id] = client is not None and not client.legacy_agents
+            if proven[client_id]:
+                fleet += agents
+            elif _held(pool_id, agents * intervals, now, run, client_id):
+                count += agents
+        if fleet and _held(pool_id, fleet * intervals, now, run):
+            count += fleet
     return count
+
+
+def _held(pool_id: str, instance_intervals: int, now: datetime, run: int, client_id: str | None = None) -> bool:
+    """Record one run's HELD row of the pool: the fleet's, or ``client_id``'s own (its agents' word)."""
+    observation = CapacityObservation(pool_id, ObservationKind.HELD, now.timestamp(), value=float(instance_intervals),
+                                      source="risk-scorer")
+    return observations.record(observation, event_id=f"held-{run}", client_id=client_id,
+                               reported=client_id is not None)
 
 
 def evidence(pool, seen: dict, region_of: dict, now: datetime, prices: dict | None = None, *,

@@ -76,7 +76,7 @@ class LiveAgentsByHeartbeatIndex(GlobalSecondaryIndex):
 
 class LiveAgentsByPoolIndex(GlobalSecondaryIndex):
     """Sparse: live agents (online or degraded) that run in a known pool, by pool, with their mode. The risk
-    scorer counts each scored pool's live spot agents with one COUNT Query (``agents.live_spot_count``), never
+    scorer counts each scored pool's live spot agents per client with one Query (``agents.live_spot_counts``), never
     a scan of the fleet. Keys and ``current_mode`` only: a heartbeat that leaves the pool, the liveness and the
     mode alone never rewrites it."""
 

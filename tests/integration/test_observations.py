@@ -4,6 +4,7 @@ reads, and the back-off computed from stored refusals."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,7 +103,7 @@ def test_a_warning_starts_the_same_window_and_a_rebalance_does_not():
     assert observations.backoff([p, q], T0 + timedelta(minutes=1)) == {p: T0 + timedelta(minutes=10)}
 
 
-def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch):
+def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch, make_tenant):
     """GIVEN 300 live agents on spot in one pool and a refusal there an hour ago
     WHEN the risk scorer records exposure every 15 minutes for 2 hours
     THEN one HELD row per run names the 300, and the bounded newest-first reads (back-off's MAX_PER_POOL,
@@ -111,7 +112,9 @@ def test_a_crowded_pools_exposure_does_not_crowd_out_its_refusals(monkeypatch):
     from chalicelib.repositories import agents as agent_repo
 
     p = pool()
-    monkeypatch.setattr(agent_repo, "live_spot_count", lambda pool_id: 300 if pool_id == p else 0)
+    client_id, _ = make_tenant(legacy=False)  # its agents' pools are proven: the fleet's exposure
+    monkeypatch.setattr(agent_repo, "live_spot_counts",
+                        lambda pool_id: Counter({client_id: 300}) if pool_id == p else Counter())
     observations.record(refused(p, T0 - timedelta(hours=1)), event_id="launch-1")
     runs = [T0 - timedelta(hours=2) + k * timedelta(minutes=15) for k in range(9)]
     assert [risk_scorer.record_held(at, [p]) for at in runs] == [300] * 9

@@ -34,8 +34,9 @@ def _held(pool_id: str) -> list[float]:
 
 def test_exposure_is_counted_per_pool_on_the_index_and_no_agent_is_read(make_tenant):
     """GIVEN three live spot agents and an offline one in pool a, a live spot agent and an on-demand one in pool b
-    WHEN the risk scorer runs THEN pool a's HELD row names 3 and pool b's 1, both pools are scored, and the agents
-    table is read only through COUNT Queries of the live-agents-by-pool index (no Scan, no agent item)."""
+    WHEN the risk scorer runs THEN pool a's HELD row names 3 and pool b's 1 (the tenant's own rows: its agents
+    registered in legacy mode, on its word), both pools are scored, and the agents table is read only through
+    Queries of the live-agents-by-pool index's keys (no Scan, no agent item)."""
     client_id, caller = make_tenant()
     itype = f"r5.s{uuid.uuid4().hex[:8]}xl"
     a, b = f"{itype}.{EU}a", f"{itype}.{EU}b"
