@@ -54,7 +54,7 @@ def test_exposure_is_counted_per_pool_on_the_index_and_no_agent_is_read(make_ten
     assert result["held"] >= 4 and PoolTable.get(a).risk_at is not None and PoolTable.get(b).risk_at is not None
     on_agents = [c for c in calls if c[1] == AgentTable.Meta.table_name]
     assert on_agents, "the exposure comes from the agents' index"
-    assert {(op, index, select) for op, _, index, select in on_agents} == {("Query", "live-agents-by-pool", "COUNT")}
+    assert {(op, index, select) for op, _, index, select in on_agents} == {("Query", "live-agents-by-pool", None)}
 
 
 def test_only_pools_priced_in_the_last_day_are_scored(make_tenant):
@@ -126,9 +126,12 @@ def _own_pools(make_tenant, monkeypatch, zones: str) -> tuple[datetime, list[str
     holds only these pools, in ``zones`` order (the shared table has every other test's pools too)."""
     from chalicelib.repositories import pools as pool_repo
 
-    _, caller = make_tenant()
+    from chalicelib.repositories import clients
+
+    client_id, caller = make_tenant()
     itype = f"r5.{zones}{uuid.uuid4().hex[:8]}xl"
     _register(caller, itype, f"{EU}a")
+    clients.set_legacy_agents(client_id, False)  # its agent counts for the fleet's exposure, as a verified one does
     now = datetime.now(timezone.utc)
     ids = [f"{itype}.{EU}{z}" for z in zones]
     server_prices({pid: 0.04 for pid in ids}, now)
