@@ -143,6 +143,34 @@ def test_a_verified_agents_heartbeat_cannot_restate_where_its_instance_runs(api,
     assert (row.az, row.instance_type) == (body["az"], body["instance_type"])
 
 
+def test_idle_agents_a_legacy_tenant_places_in_a_pool_make_it_look_safe_to_no_one_else(make_tenant):
+    """ATTACK (shared capacity data; noticed by this walk, fixed after it): a legacy-mode tenant registers idle
+    agents "on spot" in a pool it never runs in (its word is the placement) and keeps them heartbeating. BEFORE: the
+    risk scorer's HELD row counted them for the fleet, every 15 minutes: exposure without interruptions lowers the
+    pool's interruption rate in every tenant's risk score, steering other tenants' decisions, failovers and standbys
+    into it. NOW: a legacy-mode client's agents count exposure for its own scores only; the fleet's exposure counts
+    the agents of clients whose placements are proven (legacy agent mode off: signed documents)."""
+    from chalicelib.jobs import risk_scorer
+
+    attacker_id, caller = make_tenant()
+    victim_id, _ = make_tenant()
+    itype = unique_type()
+    pool = f"{itype}.{ZONES[0]}"
+    for _ in range(5):
+        status, reply = caller.post("/api/agents/register", registration(instance_type=itype, az=ZONES[0],
+                                                                         region=REGION))
+        assert status == 200, reply
+    now = _now()
+    assert risk_scorer.record_held(now, [pool]) == 5
+    since, until = now - timedelta(hours=1), now + timedelta(minutes=1)
+
+    def held(viewer) -> float:
+        return sum(o.held_instances for o in observations.for_pools([pool], since, until, viewer=viewer)[pool])
+
+    assert held(observations.FLEET) == 0 and held(victim_id) == 0
+    assert held(attacker_id) == 5  # its own scores still count its agents' exposure
+
+
 # --- held: a pagination cursor never crosses into another tenant's partition ----------------------------------------
 
 
