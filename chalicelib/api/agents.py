@@ -492,13 +492,16 @@ def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
     return row is not None and row.agent_id == agent.agent_id
 
 
-def _check_replacement(agent, old_instance_id: str | None, new_instance_id: str) -> None:
+def _check_replacement(agent, old_instance_id: str | None, new) -> None:
     """A verified agent's switch makes the new instance the agent's (the source of its launches, the instance a
     failover retires, a holder its hand-over may take an EIP or target group from), so EC2 must show it live in
     the agent's account and region, tagged by the product's agent as the replacement of the agent's old instance
     (``ec2.TAG_REPLACES``), and not another client's or stage's: 409 ``not_owned`` otherwise, nothing written.
+    Where the report says what it is (type, zone, pool, spot or on-demand: the agent row's placement, which its
+    replacements copy and the fleet's exposure counts), EC2 must agree: 409 ``placement_mismatch`` otherwise.
     An instance already this agent's (a repeated report) is not asked about again; a legacy agent's report is
     taken on trust, as its registration is."""
+    new_instance_id = new.instance_id
     if agent.account_id is None or _owned_instance(agent.client_id, agent, new_instance_id):
         return
     refused = ConflictError(f"new_instance {new_instance_id} is not a live instance in the agent's account in "
@@ -518,6 +521,19 @@ def _check_replacement(agent, old_instance_id: str | None, new_instance_id: str)
             or info.tags.get(ec2.TAG_CLIENT) not in (None, agent.client_id) \
             or info.tags.get(ec2.TAG_STAGE) not in (None, ec2.stage()):
         raise refused
+    _same_placement_as(new, info)
+
+
+def _same_placement_as(new, info: ec2.InstanceInfo) -> None:
+    """409 ``placement_mismatch`` naming the first field of the report's new instance that EC2 contradicts."""
+    pool = make_pool_id(info.instance_type, info.az) if info.instance_type and info.az else None
+    mode = normalize_mode(new.mode).value
+    said = (("instance_type", new.instance_type, info.instance_type), ("az", new.az, info.az),
+            ("pool_id", new.pool_id, pool), ("mode", mode if mode in ("spot", "ondemand") else None, info.lifecycle))
+    for name, claimed, actual in said:
+        if claimed and actual and claimed != actual:
+            raise ConflictError(f"new_instance.{name} {claimed} is not what EC2 shows for {new.instance_id} "
+                                f"({actual})", field=f"new_instance.{name}", code="placement_mismatch")
 
 
 def _fill_prices(client_id, old_pool, new_pool, old_mode, new_mode, prices, warnings):
@@ -565,7 +581,7 @@ def switch_report(agent_id):
         return _old_instance_terminated(client_id, agent, body)
     if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
-    _check_replacement(agent, old.instance_id or agent.instance_id, new.instance_id)
+    _check_replacement(agent, old.instance_id or agent.instance_id, new)
     command_id = body.command_id
     if command_id and bootstrap.command_store().get(agent.agent_id, command_id) is None:
         warnings.append(f"command_id: {command_id!r} is not a command of this agent; not linked")
