@@ -189,14 +189,17 @@ def switch_body(old_instance_id: str, new_instance_id: str, *, old_mode: str = "
     return body
 
 
-def live_instance(tags: dict[str, str] | None = None, *, az: str = "eu-west-1b") -> str:
-    """A live m5.large in the (home, shared) moto account, tagged as given: an operator's bastion when untagged,
-    a switch's replacement when tagged ``ReplacesInstance`` as the product's agent tags it."""
+def live_instance(tags: dict[str, str] | None = None, *, az: str = "eu-west-1b", spot: bool = True) -> str:
+    """A live m5.large (spot unless ``spot`` is False) in the (home, shared) moto account, tagged as given: an
+    operator's bastion when untagged, a switch's replacement when tagged ``ReplacesInstance`` as the product's
+    agent tags it."""
     from localmode.embedded_aws import image_id
 
     client = aws_client("ec2", az[:-1])
     params = {"ImageId": image_id(client), "InstanceType": "m5.large", "MinCount": 1, "MaxCount": 1,
               "Placement": {"AvailabilityZone": az}}
+    if spot:
+        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}}
     if tags:
         params["TagSpecifications"] = [{"ResourceType": "instance",
                                         "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]

@@ -58,6 +58,25 @@ def test_a_switch_report_naming_the_replacement_the_agent_launched_is_recorded(v
     assert agents.get(client_id, agent_id).instance_id == new
 
 
+@pytest.mark.parametrize("claim", [{"new_az": "eu-west-1c"}, {"new_mode": "ondemand"}, {"type": "m5.xlarge"}])
+def test_a_switch_report_cannot_say_its_replacement_runs_elsewhere_than_ec2_shows(verified_agent, claim):
+    """GIVEN the replacement the product's agent launched (m5.large, spot, eu-west-1b) WHEN the report gives it
+    another zone, mode or type THEN 409 placement_mismatch naming the field, nothing written. Before, the report's
+    placement became the agent row's (what its replacements copy, and the pool the fleet's exposure counted it
+    in): a verified tenant could place its agents in any pool it named."""
+    _, _, agent_id, me, own = verified_agent
+    new = live_instance({"ManagedBy": "SpotOptimizer", "ReplacesInstance": own})
+    body = switch_body(own, new, new_az=claim.get("new_az", ZONE), new_mode=claim.get("new_mode", "spot"))
+    if "type" in claim:
+        body["new_instance"]["instance_type"] = claim["type"]
+        body["new_instance"].pop("pool_id", None)
+    field = {"new_az": "az", "new_mode": "mode", "type": "instance_type"}[next(iter(claim))]
+    before = snapshot_tables()
+    status, reply = me.post(f"/api/agents/{agent_id}/switch-report", body)
+    assert_error(status, reply, 409, code="placement_mismatch", field=f"new_instance.{field}")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
 @pytest.mark.parametrize("named", ["bastion", "unknown"])
 def test_a_heartbeat_cannot_move_a_verified_agent_to_an_instance_that_is_not_its_own(verified_agent, named):
     """GIVEN a verified agent WHEN its heartbeat names an instance it was never recorded on (not registered with
