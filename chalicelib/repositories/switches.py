@@ -35,7 +35,7 @@ def _today_count(client_id: str, agent_id: str, now: datetime) -> tuple[str | No
     """The agent row's switch day as stored and the switches it recorded today (consistent read)."""
     try:
         agent = AgentTable.get(client_id, agent_id, consistent_read=True,
-                               attributes_to_get=["switch_day", "switch_day_count"])
+                               attributes_to_get=["agent_id", "switch_day", "switch_day_count"])
     except AgentTable.DoesNotExist:
         raise NotFoundError("agent not found", field="agent_id") from None
     return agent.switch_day, int(agent.switch_day_count or 0) if agent.switch_day == _day(now) else 0
