@@ -11,6 +11,7 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.tables.switches import SwitchTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import new_instance_id, registration
+from tests.integration.test_data_cleaner import _walk_from, unbounded  # noqa: F401 - the fixture
 
 
 def _now() -> datetime:
@@ -79,3 +80,51 @@ def test_an_agent_cannot_record_switches_without_bound(make_tenant):
     status, reply = caller.post(f"/api/agents/{other_id}/switch-report",
                                 switch_body(other["instance_id"], new_instance_id(), timing={}))
     assert status == 200 and not reply["duplicate"], reply
+
+
+# --- an agent's ended instances: rows the hourly savings roll-up read back for good ------------------------------
+
+
+def test_an_agents_ended_instance_rows_go_after_their_retention(make_tenant, unbounded):  # noqa: F811
+    """ATTACK (storage that never expires, and a scheduled job's every run growing with it): each switch (and each
+    standby) of a live agent leaves an instance row behind when it ends. BEFORE: only the removal of a gone agent
+    deleted its inactive instance rows, so a live agent's only grew (a legacy client's switch reports to made-up
+    instances at the request rate, or any long-lived fleet), and every hourly savings roll-up of the client reads
+    all of them (its Query is on ``installed_at < end``; the closed rows without a termination time even pass its
+    filter and are integrated again each hour). NOW: the daily data cleaner deletes a live agent's inactive
+    instance rows that ended (``terminated_at``, else their last update) more than ``AGENT_RETENTION_DAYS`` (90)
+    ago: the close run's month is long closed and their switches have expired. It keeps the row the agent names
+    (a re-registration updates it), active rows however old, recent ones, and a proven instance's row that never
+    recorded its termination (it may still run in its owner's account: the row keeps it that owner's)."""
+    from chalicelib.jobs import data_cleaner
+    from chalicelib.tables.instances import InstanceTable
+
+    client_id, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    now = _now()
+    old, recent = now - timedelta(days=100), now - timedelta(days=10)
+
+    def row(tag, *, active=False, installed=old - timedelta(days=1), terminated=None, updated=old, proven=None):
+        instance_id = new_instance_id()
+        InstanceTable(instance_id, client_id=client_id, agent_id=agent_id, role="primary", mode="spot",
+                      instance_type="m5.large", az="eu-west-1a", is_active=active, installed_at=installed,
+                      terminated_at=terminated, updated_at=updated, proven_account_id=proven).save()
+        return tag, instance_id
+
+    gone = dict([row("terminated long ago", terminated=old), row("closed long ago")])
+    kept = dict([row("terminated lately", terminated=recent, updated=recent), row("closed lately", updated=recent),
+                 row("active however old", active=True, installed=now - timedelta(days=400)),
+                 row("proven, closed long ago", proven="123456789012")])
+    current = reg["instance_id"]  # the row the agent names, inactive and old: a re-registration updates it
+    InstanceTable(current).update(actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(old),
+                                           InstanceTable.updated_at.set(old)])
+    _walk_from(client_id, now)
+    data_cleaner.run(now)
+    left = {r.instance_id for r in InstanceTable.by_agent.query(agent_id)}
+    assert {tag for tag, i in gone.items() if i in left} == set()
+    assert {tag for tag, i in kept.items() if i not in left} == set()
+    assert current in left
+    _walk_from(client_id, now)
+    assert data_cleaner.run(now).get("instances", 0) == 0  # a re-run deletes nothing
+    assert caller.post("/api/agents/register", reg)[0] == 200  # the agent still registers on its instance
