@@ -129,14 +129,16 @@ def _client_agents(client_id: str, after: str | None, command_cutoff: datetime, 
         budget["left"] -= n
         if budget["left"] <= 0:
             return _Progress(after, False)
-        n = agents.delete_ended_instances(client_id, agent.agent_id, agent.instance_id, gone_cutoff, budget["left"])
-        done["instances"] += n
-        budget["left"] -= n
-        if budget["left"] <= 0:
-            return _Progress(after, False)
-        if agent.gone_since is not None and agent.gone_since < gone_cutoff and not _remove_gone(
-                client_id, agent.agent_id, gone_cutoff, budget, done):
-            return _Progress(after, False)
+        if agent.gone_since is not None and agent.gone_since < gone_cutoff:
+            if not _remove_gone(client_id, agent.agent_id, gone_cutoff, budget, done):
+                return _Progress(after, False)
+        else:  # an agent that stays: its instance rows that ended past the retention (a removal takes them all)
+            n = agents.delete_ended_instances(client_id, agent.agent_id, agent.instance_id, gone_cutoff,
+                                              budget["left"])
+            done["instances"] += n
+            budget["left"] -= n
+            if budget["left"] <= 0:
+                return _Progress(after, False)
         after = agent.agent_id
     return _Progress(after, not more)
 
