@@ -27,8 +27,8 @@ Bounded and resumable: clients are walked in creation order (the listing index, 
 agents in id order (one partition Query with a range-key condition, no re-read of the agents done), one
 commands Query and one instances-by-agent Query (rows installed before the retention cutoff) per agent; a gone agent past its retention costs a consistent read of its row and Queries of its
 replicas, commands and instances (the instances-by-agent index) besides. A run walks at most ``CLEANER_MAX_CLIENTS`` clients (200) and
-``CLEANER_MAX_AGENTS`` agents (10,000: ≈ 6.6 ms each at ``python -m bench.cost``'s per-call cost, ≈ 66 s of
-the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
+``CLEANER_MAX_AGENTS`` agents (10,000: two calls each, ≈ 12.6 ms at ``python -m bench.cost``'s per-call cost,
+≈ 125 s of the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
 ``job-state`` (``cleaner#clients``): the listing position just before the client it stopped in and the last
 of that client's agents it finished; the next run continues exactly there, so a client with more agents
 than one run allows is finished over several runs, and after the last client the walk starts again from the
