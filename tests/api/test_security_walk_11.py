@@ -127,3 +127,28 @@ def test_an_agents_ended_instance_rows_go_after_their_retention(make_tenant, unb
     assert current in left
     _walk_from(client_id, now)
     assert data_cleaner.run(now).get("instances", 0) == 0  # a re-run deletes nothing
+
+
+# --- a read that writes: the decision an agent or client asks for ------------------------------------------------
+
+
+def test_asking_for_a_decision_again_and_again_records_one_a_minute(make_tenant, handlers_now):
+    """ATTACK (a read that writes at the request rate): ``GET /api/agents/{id}/switch-recommendation`` and
+    ``POST /api/agents/{id}/decide`` evaluate the policy and record the decision with its inputs (up to 40 pools a
+    row, kept 90 days). BEFORE: every call wrote one more row (a uuid key): a client polling them at the rate limit
+    stored ~1.7 M decision rows an agent a day, kept 90 days, and the agent's decision history (what the dashboard
+    shows as its last five) was nothing but these. NOW: such a decision is keyed by its agent, source and minute:
+    asking again within the minute replaces the row (never one naming a command), so each source records at most
+    one decision an agent a minute, as the answer still reflects each call."""
+    from chalicelib.tables.risk import DecisionTable
+
+    _, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    for _ in range(6):
+        status, reply = caller.get(f"/api/agents/{agent_id}/switch-recommendation")
+        assert status == 200, reply
+        status, reply = caller.post(f"/api/agents/{agent_id}/decide", {})
+        assert status == 200, reply
+    rows = list(DecisionTable.query(agent_id, consistent_read=True))
+    assert sorted(r.source for r in rows) == ["decide", "switch-recommendation"]
