@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.tables.switches import SwitchTable
-from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
+from tests.api._support import assert_error, diff_snapshots, pricing_body, snapshot_tables, switch_body
 from tests.conftest import new_instance_id, registration
 from tests.integration.test_data_cleaner import _walk_from, unbounded  # noqa: F401 - the fixture
 
@@ -145,6 +145,9 @@ def test_asking_for_a_decision_again_and_again_records_one_a_minute(make_tenant,
     _, caller = make_tenant()
     reg = registration()
     agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report",
+                                pricing_body(reg["instance_id"], "m5.large", {"eu-west-1a": 0.031, "eu-west-1b": 0.029}))
+    assert status == 200, reply
     for _ in range(6):
         status, reply = caller.get(f"/api/agents/{agent_id}/switch-recommendation")
         assert status == 200, reply
