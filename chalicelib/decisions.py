@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
@@ -144,15 +144,25 @@ def recorded_pools(evaluation: Evaluation, limit: int) -> dict:
             "pools_omitted": len(ordered) - len(kept)}
 
 
+ASKED_DECISION_BUCKET_S = 60  # a decision an agent or client asks for: one row per agent, source and minute
+
+
 def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetime,
-           command_id: str | None = None, once: str | None = None) -> str:
+           command_id: str | None = None, once: str | None = None, per_bucket_s: int | None = None) -> str:
     """Store the decision with its inputs (TTL); returns its key.
 
     With ``once`` (naming the decision, e.g. the cycle) and the same ``now`` the key is the same, so a redelivered
     or retried step records nothing twice: a record that names a command stands (it explains the command
-    queued), one that names none is replaced by the retry's (a decision of the same cycle that did queue one)."""
+    queued), one that names none is replaced by the retry's (a decision of the same cycle that did queue one).
+    With ``per_bucket_s`` (the decisions a request asks for) the key is the start of ``now``'s bucket and the
+    source, with the same rule: asking again within the bucket replaces the row, so the request rate never
+    sets how many rows an agent keeps."""
     d = evaluation.decision
-    key = f"{now.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{once or uuid.uuid4().hex[:8]}"
+    at = now
+    if per_bucket_s:
+        at = datetime.fromtimestamp(int(now.timestamp()) // per_bucket_s * per_bucket_s, tz=UTC)
+        once = once or source
+    key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{once or uuid.uuid4().hex[:8]}"
     row = DecisionTable(
         agent.agent_id, key, client_id=agent.client_id, decided_at=now, source=source,
         current=evaluation.situation.current, action=d.action.value, target=d.target, standby=d.standby,

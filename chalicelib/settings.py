@@ -93,6 +93,7 @@ class Settings:
     quota_max_instances: int = 20
     quota_max_standby_usd_per_hour: float = 20.0
     quota_max_queued_commands: int = 10
+    quota_max_switches_per_agent_per_day: int = 24
     max_instance_vcpus: int = 64
     price_rollup_lookback_hours: int = 26
     price_rollup_backfill_hours: int = 72
@@ -209,6 +210,9 @@ def get_settings() -> Settings:
         # issue-switch-command): an active command has no TTL, so without it a client could grow an agent's queue
         # without bound. The service's own commands (failover, decision cycle) are never refused.
         quota_max_queued_commands=_int("QUOTA_MAX_QUEUED_COMMANDS", 10),
+        # New switches an agent may record in a UTC day (switch reports; the decision cycle makes at most 3 a day):
+        # a legacy report is taken on trust, and each records rows only the agent's removal deletes.
+        quota_max_switches_per_agent_per_day=_int("QUOTA_MAX_SWITCHES_PER_AGENT_PER_DAY", 24),
         # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
         max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
         # Pricing aggregator (hourly/daily buckets of pool prices, docs/ARCHITECTURE.md "Price history"):

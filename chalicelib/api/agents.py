@@ -603,8 +603,9 @@ def switch_report(agent_id):
     switch_id = _switch_id(agent.agent_id, new.instance_id)
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
                 if timing.new_instance_ready_at else None)
+    stored_key = switches.recorded_key(agent.agent_id, switch_id)
     row = SwitchTable(
-        client_id, switches.recorded_key(agent.agent_id, switch_id) or switches.switch_key(initiated, switch_id),
+        client_id, stored_key or switches.switch_key(initiated, switch_id),
         switch_id=switch_id,
         agent_id=agent.agent_id, command_id=command_id, trigger=body.trigger,
         old_instance_id=old.instance_id or agent.instance_id,
@@ -628,8 +629,10 @@ def switch_report(agent_id):
     # As the legacy server's fix: the old instance only counts as gone under auto-terminate with a termination time.
     deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
                   and timing.old_instance_terminated_at else None)
+    # A new switch counts against the agent's day (a repeat is answered as one, whatever the count).
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
-                              new_instance=new_instance, deactivate_old=deactivate, now=now)
+                              new_instance=new_instance, deactivate_old=deactivate, now=now,
+                              daily_cap=None if stored_key else get_settings().quota_max_switches_per_agent_per_day)
     if created and deactivate is None:  # the old instance runs on: an agent lists at most the quota's worth
         agents.close_kept_instances(client_id, agent.agent_id, new.instance_id,
                                     int(quotas.limits(client_id)["max_instances"]), now)

@@ -52,7 +52,7 @@ def decide(agent_id):
     evaluation = _evaluate(agent, now)
     d = evaluation.decision
     allowed = bool(agent.config.get("enabled") and agent.config.get("auto_switch_enabled"))
-    decisions.record(agent, evaluation, "decide", now)
+    decisions.record(agent, evaluation, "decide", now, per_bucket_s=decisions.ASKED_DECISION_BUCKET_S)
     return ok({"instance_id": agent.instance_id, "risk_score": d.risk,
                "recommended_action": d.action.value,
                "recommended_mode": "ondemand" if d.target == ONDEMAND else "spot",
@@ -75,7 +75,7 @@ def switch_recommendation(agent_id):
     auto = bool(agent.config.get("enabled") and agent.config.get("auto_switch_enabled"))
     alternatives = sorted((o for o in evaluation.options if o.price is not None
                            and o.pool_id != evaluation.situation.current), key=lambda o: o.price)[:5]
-    decisions.record(agent, evaluation, "switch-recommendation", now)
+    decisions.record(agent, evaluation, "switch-recommendation", now, per_bucket_s=decisions.ASKED_DECISION_BUCKET_S)
     return ok({"decision_type": LEGACY_DECISION_TYPE[(d.target != ONDEMAND, stays)],
                "recommended_pool_id": None if d.target == ONDEMAND else d.target,
                "risk_score": d.risk, "expected_savings": _savings(evaluation),
@@ -100,7 +100,8 @@ def issue_switch_command(agent_id):
         evaluation = _evaluate(agent, now)
         command = decisions.command_for(agent, evaluation.decision, now, trigger="ml_recommendation")
         decisions.record(agent, evaluation, "issue-switch-command", now,
-                         command_id=command.command_id if command else None)
+                         command_id=command.command_id if command else None,
+                         per_bucket_s=decisions.ASKED_DECISION_BUCKET_S)
         if command is None:
             return ok({"success": True, "queued": False, "reason": evaluation.decision.reason})
         return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)

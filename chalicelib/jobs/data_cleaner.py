@@ -10,6 +10,10 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 - **read notifications** older than ``NOTIFICATION_READ_RETENTION_DAYS`` (7; unread ones wait for TTL);
 - **raw price points** older than ``PRICE_RAW_RETENTION_DAYS`` (14) of the hours the pricing aggregator
   has rolled up (each scope keeps its newest point before the cutoff: the price still in force).
+- **ended instance rows** of every agent walked: inactive rows that ended (``terminated_at``, else their last
+  update) more than ``AGENT_RETENTION_DAYS`` (90) ago, but the one the agent row names and a proven instance's
+  row with no termination time (it may still run in its owner's account). Without it a live agent's ended
+  switches and standbys stay for good, and every hourly savings roll-up of its client reads them back.
 - **gone agents**: a deleted or terminated agent whose ``deleted_at`` (else ``updated_at``) is older than
   ``AGENT_RETENTION_DAYS`` (90: the decisions, interruptions and audit log naming it have expired by then), with
   what only it refers to: its remaining commands, its replicas (all closed: an agent with an open replica, or an
@@ -21,10 +25,10 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 
 Bounded and resumable: clients are walked in creation order (the listing index, no scan) and each client's
 agents in id order (one partition Query with a range-key condition, no re-read of the agents done), one
-commands Query per agent; a gone agent past its retention costs a consistent read of its row and Queries of its
+commands Query and one instances-by-agent Query (rows installed before the retention cutoff) per agent; a gone agent past its retention costs a consistent read of its row and Queries of its
 replicas, commands and instances (the instances-by-agent index) besides. A run walks at most ``CLEANER_MAX_CLIENTS`` clients (200) and
-``CLEANER_MAX_AGENTS`` agents (10,000: ≈ 6.6 ms each at ``python -m bench.cost``'s per-call cost, ≈ 66 s of
-the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
+``CLEANER_MAX_AGENTS`` agents (10,000: two calls each, ≈ 12.6 ms at ``python -m bench.cost``'s per-call cost,
+≈ 125 s of the 300 s timeout) and deletes at most ``CLEANER_MAX_DELETES`` rows (5,000). Its position is saved in
 ``job-state`` (``cleaner#clients``): the listing position just before the client it stopped in and the last
 of that client's agents it finished; the next run continues exactly there, so a client with more agents
 than one run allows is finished over several runs, and after the last client the walk starts again from the
@@ -64,7 +68,8 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
     # ``before``: the listing position just before the client to work on (None: the first client);
     # ``after_agent``: the last of that client's agents done (None: the client is not started).
     before, after_agent = at.get("next_token"), at.get("after_agent")
-    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0, "gone_agents": 0, "gone_agent_rows": 0}
+    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0, "instances": 0, "gone_agents": 0,
+            "gone_agent_rows": 0}
 
     def can_go_on() -> bool:
         return (budget["left"] > 0 and done["agents"] < settings.cleaner_max_agents
@@ -124,9 +129,16 @@ def _client_agents(client_id: str, after: str | None, command_cutoff: datetime, 
         budget["left"] -= n
         if budget["left"] <= 0:
             return _Progress(after, False)
-        if agent.gone_since is not None and agent.gone_since < gone_cutoff and not _remove_gone(
-                client_id, agent.agent_id, gone_cutoff, budget, done):
-            return _Progress(after, False)
+        if agent.gone_since is not None and agent.gone_since < gone_cutoff:
+            if not _remove_gone(client_id, agent.agent_id, gone_cutoff, budget, done):
+                return _Progress(after, False)
+        else:  # an agent that stays: its instance rows that ended past the retention (a removal takes them all)
+            n = agents.delete_ended_instances(client_id, agent.agent_id, agent.instance_id, gone_cutoff,
+                                              budget["left"])
+            done["instances"] += n
+            budget["left"] -= n
+            if budget["left"] <= 0:
+                return _Progress(after, False)
         after = agent.agent_id
     return _Progress(after, not more)
 
@@ -191,7 +203,7 @@ def run(now: datetime) -> dict:
     result = {**_walk_clients(now, budget), **_raw_points(now, budget)}
     result["budget_exhausted"] = budget["left"] <= 0
     logger.info("data cleaner", extra=result)
-    for name in ("notifications", "commands", "price_points", "gone_agents", "gone_agent_rows"):
+    for name in ("notifications", "commands", "instances", "price_points", "gone_agents", "gone_agent_rows"):
         metrics.add_metric(name=f"DataCleaner.{name}", unit=MetricUnit.Count, value=result[name])
     publish_metrics()
     return result

@@ -779,6 +779,7 @@ class WalkedAgent(NamedTuple):
 
     agent_id: str
     gone_since: datetime | None
+    instance_id: str | None = None  # the instance the agent row names
 
 
 def _gone_since(status: str, deleted_at: datetime | None, updated_at: datetime | None) -> datetime | None:
@@ -795,8 +796,10 @@ def walk_after(client_id: str, after: str | None, limit: int) -> tuple[list[Walk
         return [], True
     condition = AgentTable.agent_id > after if after is not None else None
     result = AgentTable.query(client_id, condition, limit=limit,
-                              attributes_to_get=["client_id", "agent_id", "status", "deleted_at", "updated_at"])
-    walked = [WalkedAgent(row.agent_id, _gone_since(row.status, row.deleted_at, row.updated_at)) for row in result]
+                              attributes_to_get=["client_id", "agent_id", "status", "deleted_at", "updated_at",
+                                                 "instance_id"])
+    walked = [WalkedAgent(row.agent_id, _gone_since(row.status, row.deleted_at, row.updated_at), row.instance_id)
+              for row in result]
     return walked, result.last_evaluated_key is not None
 
 
@@ -876,6 +879,30 @@ def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
     instance registered since by another agent, or active again, stays). Returns how many were deleted."""
     rows = [row for row in _instances_naming(agent) if not row.is_active and row.instance_id != agent.instance_id]
     return delete_each(rows, _inactive_and_naming(agent), budget)
+
+
+def _ended_before(client_id: str, agent_id: str, cutoff: datetime):
+    """Inactive, this agent's, and ended before ``cutoff``: terminated then, or closed without a termination time
+    and unchanged since, unless a signed document proved the instance (it may still run in its owner's account,
+    and its row keeps it that owner's)."""
+    return ((InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
+            & (InstanceTable.is_active == False)  # noqa: E712
+            & ((InstanceTable.terminated_at < cutoff)
+               | (InstanceTable.terminated_at.does_not_exist() & (InstanceTable.updated_at < cutoff)
+                  & InstanceTable.proven_account_id.does_not_exist())))
+
+
+def delete_ended_instances(client_id: str, agent_id: str, keep: str | None, cutoff: datetime, budget: int) -> int:
+    """Delete the agent's instance rows that ended before ``cutoff`` (the data cleaner, ``AGENT_RETENTION_DAYS``)
+    but ``keep``, the one its row names (a re-registration updates it): one Query of the instances-by-agent index
+    for the rows installed before ``cutoff``, each delete conditional on the row still having ended then (a row
+    active again, or changed since, stays). At most ``budget``; returns how many were deleted. Without it a live
+    agent's ended switches and standbys stay for good, and every hourly savings roll-up reads them back."""
+    condition = _ended_before(client_id, agent_id, cutoff)
+    rows = [row for row in InstanceTable.by_agent.query(agent_id, InstanceTable.installed_at < cutoff,
+                                                        filter_condition=condition)
+            if row.instance_id != keep]
+    return delete_each(rows, condition, budget)
 
 
 def delete_gone(agent: GoneAgent) -> int:

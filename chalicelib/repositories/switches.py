@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.errors import ConflictError, NotFoundError, TooManyRequestsError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.switches import SwitchTable
+
+
+class SwitchLimitExceeded(TooManyRequestsError):
+    """The agent recorded its day's switches (``QUOTA_MAX_SWITCHES_PER_AGENT_PER_DAY``): 429 until the next UTC day,
+    nothing written."""
+
+    def __init__(self, cap: int, now: datetime) -> None:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        super().__init__(f"this agent recorded {cap} switches today, its daily bound; a new switch is refused until "
+                         f"00:00 UTC", retry_after=max(1, int((midnight - now).total_seconds())),
+                         code="switch_limit_exceeded", field="new_instance.instance_id")
+
+
+def _day(now: datetime) -> str:
+    return now.strftime("%Y-%m-%d")
+
+
+def _today_count(client_id: str, agent_id: str, now: datetime) -> tuple[str | None, int]:
+    """The agent row's switch day as stored and the switches it recorded today (consistent read)."""
+    try:
+        agent = AgentTable.get(client_id, agent_id, consistent_read=True,
+                               attributes_to_get=["agent_id", "switch_day", "switch_day_count"])
+    except AgentTable.DoesNotExist:
+        raise NotFoundError("agent not found", field="agent_id") from None
+    return agent.switch_day, int(agent.switch_day_count or 0) if agent.switch_day == _day(now) else 0
+
+
+def check_daily_bound(client_id: str, agent_id: str, cap: int, now: datetime) -> None:
+    """SwitchLimitExceeded when the agent already recorded ``cap`` switches today (before any work is done)."""
+    if _today_count(client_id, agent_id, now)[1] >= cap:
+        raise SwitchLimitExceeded(cap, now)
 
 
 def switch_key(initiated_at: datetime, switch_id: str) -> str:
@@ -70,16 +102,32 @@ def recorded_key(agent_id: str, switch_id: str) -> str | None:
 
 
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
-           deactivate_old: str | None, now: datetime) -> bool:
+           deactivate_old: str | None, now: datetime, daily_cap: int | None = None) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.
+
+    The row expires ``EVENT_RETENTION_DAYS`` after ``now``. With ``daily_cap`` (a switch its agent reports; None
+    for a repeat, whose key is already stored), the agent row counts the switches of the UTC day in the same
+    transaction, conditional on the count read: past the cap SwitchLimitExceeded (429), nothing written.
 
     Returns False (and changes nothing) when this switch was already recorded: agents retry reports. The
     caller keys a repeat like the first (``recorded_key``); the agent's ``last_switch_id`` also refuses a
     repeat keyed otherwise that races the first or reads the index before it shows the first.
     ``new_instance`` is the InstanceTable row to upsert (only if new or already this client's).
     """
+    row.expires_at = now + timedelta(days=get_settings().event_retention_days)
     agent_actions = [AgentTable.instance_id.set(row.new_instance_id), AgentTable.last_switch_at.set(now),
                      AgentTable.last_switch_id.set(row.switch_id), AgentTable.updated_at.set(now)]
+    agent_condition = AgentTable.agent_id.exists() & (AgentTable.last_switch_id.does_not_exist()
+                                                      | (AgentTable.last_switch_id != row.switch_id))
+    if daily_cap is not None:
+        stored_day, today = _today_count(agent_client_id, agent_id, now)
+        if today >= daily_cap:
+            raise SwitchLimitExceeded(daily_cap, now)
+        agent_actions += [AgentTable.switch_day.set(_day(now)), AgentTable.switch_day_count.set(today + 1)]
+        agent_condition &= (AgentTable.switch_day.does_not_exist() if stored_day is None
+                            else AgentTable.switch_day == stored_day)
+        if today:
+            agent_condition &= AgentTable.switch_day_count == today
     for attribute, value in ((AgentTable.instance_type, row.new_instance_type),
                              (AgentTable.az, row.new_az), (AgentTable.current_mode, row.new_mode),
                              (AgentTable.current_pool_id, row.new_pool_id)):
@@ -90,9 +138,7 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
             tx.save(row, condition=SwitchTable.switch_key.does_not_exist())
             tx.save(new_instance, condition=InstanceTable.instance_id.does_not_exist()
                     | (InstanceTable.client_id == agent_client_id))
-            tx.update(AgentTable(agent_client_id, agent_id), actions=agent_actions,
-                      condition=AgentTable.agent_id.exists() & (AgentTable.last_switch_id.does_not_exist()
-                                                                | (AgentTable.last_switch_id != row.switch_id)))
+            tx.update(AgentTable(agent_client_id, agent_id), actions=agent_actions, condition=agent_condition)
             if deactivate_old and deactivate_old != row.new_instance_id:
                 tx.update(InstanceTable(deactivate_old),
                           actions=[InstanceTable.is_active.set(False),
@@ -115,6 +161,8 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                 raise NotFoundError("agent not found", field="agent_id") from exc
             if agent.last_switch_id == row.switch_id:
                 return False
+            if daily_cap is not None and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap:
+                raise SwitchLimitExceeded(daily_cap, now) from exc
         raise
     return True
 
@@ -125,6 +173,7 @@ def supersede_inferred(row: SwitchTable, *, client_id: str, deactivate_old: str 
     auto-terminate its termination time becomes the old instance's (the registration closed it at its own
     time). False when the stored switch is a reported one (a plain repeat)."""
     row.inferred = None
+    row.expires_at = now + timedelta(days=get_settings().event_retention_days)
     try:
         row.save(condition=SwitchTable.inferred == True)  # noqa: E712
     except PutError as exc:

@@ -118,6 +118,10 @@ class AgentTable(Model):
     last_pricing_at = UTCDateTimeAttribute(null=True)
     last_switch_at = UTCDateTimeAttribute(null=True)
     last_switch_id = OptionalText()  # the switch that set last_switch_at: a repeated report cannot record it twice
+    # The UTC day of the agent's last recorded switch and how many it recorded that day: the daily switch bound
+    # (chalicelib/repositories/switches.py ``record``), a condition of each switch's own transaction.
+    switch_day = OptionalText()
+    switch_day_count = NumberAttribute(null=True)
     deleted_at = UTCDateTimeAttribute(null=True)
     config = AgentConfigMap(default=AgentConfigMap)
     config_version = NumberAttribute(default=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -60,5 +60,8 @@ class SwitchTable(Model):
     # Recorded from the replacement's registration, not from a report (a legacy agent that died with its host:
     # chalicelib/api/agents.py ``_unreported_switch``); the agent's own report, if it comes, replaces it.
     inferred = BooleanAttribute(null=True)
+    # EVENT_RETENTION_DAYS after it was recorded (chalicelib/repositories/switches.py ``record``); rows written
+    # before the TTL have none.
+    expires_at = TTLAttribute(null=True)
 
     by_agent = SwitchesByAgentIndex()

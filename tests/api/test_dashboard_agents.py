@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 
@@ -99,15 +100,20 @@ def test_agent_history_orders_online_offline_deleted_and_pages(make_tenant):
         assert_error(status, reply, 400, field="next_token")
 
 
-def test_agents_decisions_show_the_last_five_and_health(make_tenant):
+def test_agents_decisions_show_the_last_five_and_health(make_tenant, monkeypatch):
+    from chalicelib import clock
+
     client_id, caller = make_tenant()
     agent_id, body = _register(caller)
     status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report",
                                 pricing_body(body["instance_id"], "m5.large", {"eu-west-1a": 0.031, "eu-west-1b": 0.029}))
     assert status == 200, reply
-    for _ in range(6):
+    wall, start = clock.now, clock.now() - timedelta(minutes=7)
+    for minute in range(6):  # one a minute: a decision asked for again within its minute replaces the last one
+        monkeypatch.setattr(clock, "now", lambda at=start + timedelta(minutes=minute): at)
         status, reply = caller.post(f"/api/agents/{agent_id}/decide", {})
         assert status == 200, reply
+    monkeypatch.setattr(clock, "now", wall)
     status, reply = caller.get(f"/api/client/{client_id}/agents/decisions")
     assert status == 200, reply
     [row] = reply["agents"]
