@@ -35,7 +35,7 @@ from chalicelib.repositories.dynamo import cancellation_codes, condition_failed,
 from chalicelib.settings import get_settings
 from chalicelib.tables.rate_limits import RateLimitTable, gate_key
 
-_ADMITTED = "spotOptimizerAdmitted"  # request context: (client id, window start) it was admitted and counted in
+_ADMITTED = "spotOptimizerAdmitted"  # request context: (client id, window start, the count it took) of its admission
 _over: dict[str, int] = {}  # client id → end of the window it is over its limit in (this container)
 _reserve_over: dict[str, int] = {}  # client id → end of the window its critical reports' reserve is used up in
 _windows: dict[str, int] = {}  # client id → start of the window this container last counted it in
