@@ -12,9 +12,9 @@ on-demand price — nothing filled with constants.
 Each run first records a HELD observation for every scored pool one of our agents' spot instances runs in:
 that is the exposure the features count (one per pool and run, naming how many agents ran there, 15
 minutes each): the fleet's for the agents of clients whose placements are proven (legacy agent mode off), and a
-legacy-mode client's own for its agents (its word only; :func:`record_held`). Past the pool cap a pool is scored once a round of the walk, so its HELD row counts the
-round's runs (``lap_runs``), not one: exposure is not under-counted between turns, which would
-read as a higher interruption rate.
+legacy-mode client's own for its agents (its word only; :func:`record_held`). Past the pool cap a pool is scored
+once a round of the walk, so its HELD row counts the round's runs (``lap_runs``), not one: exposure is not
+under-counted between turns, which would read as a higher interruption rate.
 
 The fleet's score (on the pool item, and in the history) counts only what the product saw itself; an agent's
 report (a refused switch, a launch) is its own client's claim, so a client with reports in a scored pool gets
@@ -24,8 +24,7 @@ only (``PoolPrice.risk_for``).
 
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
 live spot agents are counted per client on the ``live-agents-by-pool`` index (one Query of its keys per pool, and
-each of their clients read once a run). The run's work
-grows with the pools scored and the clients reporting on them, never with the agents (it read every agent
+each of their clients read once a run). The run's work grows with the pools scored and the clients reporting on them, never with the agents (it read every agent
 twice before: two scans, ≈ 0.7 ms per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m
 bench.cost`).
 """
