@@ -24,9 +24,9 @@ only (``PoolPrice.risk_for``).
 
 Nothing here reads the fleet: the pools come from the pools table (its size is the market's) and each pool's
 live spot agents are counted per client on the ``live-agents-by-pool`` index (one Query of its keys per pool, and
-each of their clients read once a run). The run's work grows with the pools scored and the clients reporting on them, never with the agents (it read every agent
-twice before: two scans, ≈ 0.7 ms per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m
-bench.cost`).
+each of their clients read once a run). The run's work grows with the pools scored and the clients reporting on
+them; of the agents only their index keys are read, a page per ~4,000 in a pool (it read every agent twice before:
+two scans, ≈ 0.7 ms per agent, past its 300 s timeout at ≈ 100,000 agents; `python -m bench.cost`).
 """
 
 from __future__ import annotations
