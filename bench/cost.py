@@ -926,9 +926,10 @@ def live_index_key_bytes(attributes=("liveness", "heartbeat_bucket")) -> int:
 
 
 def _risk_steps(jobs: dict) -> None:
-    """The risk scorer's COUNT Queries of ``live-agents-by-pool`` return no items, so the meter charges them
-    nothing: each counted agent's index entry is read (eventually consistent), and a pool of more than a page
-    of entries takes one more Query per page; added per agent."""
+    """The risk scorer's Queries of ``live-agents-by-pool`` return only each agent's client id (a projection), and
+    the meter charges returned bytes: DynamoDB reads each agent's whole index entry (eventually consistent), and a
+    pool of more than a page of entries takes one more Query per page; added per agent (the few bytes of client ids
+    the meter already charged count twice: a rounding error)."""
     if "risk-scorer" in jobs:
         entry = live_index_key_bytes(("current_pool_id", "liveness", "current_mode"))
         per = jobs["risk-scorer"]["per_agent"]
