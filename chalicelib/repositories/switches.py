@@ -41,12 +41,6 @@ def _today_count(client_id: str, agent_id: str, now: datetime) -> tuple[str | No
     return agent.switch_day, int(agent.switch_day_count or 0) if agent.switch_day == _day(now) else 0
 
 
-def check_daily_bound(client_id: str, agent_id: str, cap: int, now: datetime) -> None:
-    """SwitchLimitExceeded when the agent already recorded ``cap`` switches today (before any work is done)."""
-    if _today_count(client_id, agent_id, now)[1] >= cap:
-        raise SwitchLimitExceeded(cap, now)
-
-
 def switch_key(initiated_at: datetime, switch_id: str) -> str:
     """Sort key ordering a client's switches in time."""
     return f"{initiated_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{switch_id}"
