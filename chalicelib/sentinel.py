@@ -380,12 +380,7 @@ def _runs_in(agent: AgentRecord, instance: InstanceTable, signal: Signal, pool_i
         logger.warning("placement unknown: the signal is its client's evidence only",
                        extra={"instance_id": instance.instance_id, "error": str(exc)})
         return False
-    if info is None or info.lifecycle != "spot" or not info.instance_type or not info.az:
-        return False
-    try:
-        return make_pool_id(info.instance_type, info.az) == pool_id
-    except InvalidPoolIdError:
-        return False
+    return info is not None and info.lifecycle == "spot" and info.pool_id == pool_id
 
 
 def _observe(instance: InstanceTable, pool_id: str | None, signal_type: str, at: datetime, event_id: str, *,

@@ -526,10 +526,10 @@ def _check_replacement(agent, old_instance_id: str | None, new) -> None:
 
 def _same_placement_as(new, info: ec2.InstanceInfo) -> None:
     """409 ``placement_mismatch`` naming the first field of the report's new instance that EC2 contradicts."""
-    pool = make_pool_id(info.instance_type, info.az) if info.instance_type and info.az else None
     mode = normalize_mode(new.mode).value
     said = (("instance_type", new.instance_type, info.instance_type), ("az", new.az, info.az),
-            ("pool_id", new.pool_id, pool), ("mode", mode if mode in ("spot", "ondemand") else None, info.lifecycle))
+            ("pool_id", new.pool_id, info.pool_id),
+            ("mode", mode if mode in ("spot", "ondemand") else None, info.lifecycle))
     for name, claimed, actual in said:
         if claimed and actual and claimed != actual:
             raise ConflictError(f"new_instance.{name} {claimed} is not what EC2 shows for {new.instance_id} "

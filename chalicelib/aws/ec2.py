@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from components.capacity import CAPACITY_ERROR_CODES
+from components.pool_id import InvalidPoolIdError, make_pool_id
 
 from chalicelib.aws import accounts
 from chalicelib.aws.accounts import AwsAccount
@@ -115,6 +116,16 @@ class InstanceInfo:
     launch_time: datetime | None  # tz-aware UTC
     private_ip: str | None = None
     state_reason: str | None = None  # EC2's StateReason code of the last state change (Client.* / Server.*)
+
+    @property
+    def pool_id(self) -> str | None:
+        """The pool of its type and zone, as EC2 shows them (None when EC2 gives neither or no valid pool)."""
+        if not self.instance_type or not self.az:
+            return None
+        try:
+            return make_pool_id(self.instance_type, self.az)
+        except InvalidPoolIdError:
+            return None
 
 
 @cache
