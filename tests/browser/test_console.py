@@ -156,10 +156,11 @@ def test_a_force_switch_round_trips_to_the_command_queue(page, demo):
         f"'{active['agent_id']}', 'command_id': '{command_id}'}})['Item']\n"
         "print(json.dumps({k: str(item.get(k)) for k in ('status', 'target_mode', 'priority', 'trigger')}))")
     assert stored == {"status": "pending", "target_mode": "ondemand", "priority": "75", "trigger": "manual_ui"}
-    # an instance that is gone is not its agent's primary: no form, the reason instead (the API would answer 409)
+    # an instance that is gone: the API's 409 is shown
     gone = next(i for i in demo.raw["instances"] if not i["is_active"])
-    goto(page, demo, f"instances/{gone['instance_id']}", "[data-section=force-switch] [data-not-switchable]")
-    assert page.query_selector("form[data-form=force-switch]") is None
+    goto(page, demo, f"instances/{gone['instance_id']}", "form[data-form=force-switch]")
+    page.click("form[data-form=force-switch] button[type=submit]")
+    page.wait_for_selector("form[data-form=force-switch] .error >> text=instance is not active")
 
 
 def _standby(demo, agent: str) -> str:

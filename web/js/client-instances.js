@@ -109,9 +109,7 @@ export function InstanceDetail({ who, param }) {
   const pricing = useApi(() => api.get(`/api/client/instances/${id}/pricing`), [id]);
   return html`<h1><a href="#/instances" class="back">Instances</a> / ${param}</h1>
     <${Section} title="Metrics" id="metrics"><${Metrics} id=${id} /><//>
-    <${Section} title="Force a switch" id="force-switch">${pricing.data && !pricing.data.current_primary
-      ? html`<p class="muted" data-not-switchable>Only its agent's current primary can be switched, and this instance is not (it is gone, a standby, or one a switch left running).</p>`
-      : html`<${ForceSwitch} id=${id} pricing=${pricing} />`}<//>
+    <${Section} title="Force a switch" id="force-switch"><${ForceSwitch} id=${id} pricing=${pricing} /><//>
     <${Section} title="Switch targets" id="targets"><${Targets} id=${id} pricing=${pricing} /><//>
     <${Section} title="Prices" id="prices"><${PriceChart} id=${id} /><//>
     <${Section} title="Switches" id="instance-switches"><${Switches} cid=${who.client_id} id=${param} /><//>`;
