@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from components.command_tracker import Command, CommandConflictError, CommandPriority
 from components.decision_engine import (
@@ -24,6 +24,7 @@ from components.decision_engine import (
     measured_boot_s,
 )
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
+from components.price_buckets import floor_to
 
 from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.repositories import observations
@@ -160,7 +161,7 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
     d = evaluation.decision
     at = now
     if per_bucket_s:
-        at = datetime.fromtimestamp(int(now.timestamp()) // per_bucket_s * per_bucket_s, tz=UTC)
+        at = floor_to(now, per_bucket_s)
         once = once or source
     key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{once or uuid.uuid4().hex[:8]}"
     row = DecisionTable(
