@@ -23,8 +23,8 @@ from components.decision_engine import (
     decide,
     measured_boot_s,
 )
-from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 from components.price_buckets import floor_to
+from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
 from chalicelib import bootstrap, catalogue, command_queue
 from chalicelib.repositories import observations
