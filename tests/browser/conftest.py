@@ -56,6 +56,12 @@ class Demo:
             assert response.status_code < 400, (method, path, response.status_code, response.text)
         return response.json()
 
+    def current_primary(self) -> dict:
+        """An active primary instance of the dump that is its agent's current one (the API says so: at the demo's
+        end a switched-from instance can still be active, awaiting its termination)."""
+        return next(i for i in self.raw["instances"] if i["is_active"] and i["role"] == "primary"
+                    and self.call("GET", f"/api/client/instances/{i['instance_id']}/pricing")["current_primary"])
+
     def aws_probe(self, code: str):
         """Run boto3 ``code`` (which prints JSON) against the embedded AWS, in a fresh interpreter."""
         out = subprocess.run([sys.executable, "-c", "import boto3, json\n" + code], capture_output=True,

@@ -99,7 +99,7 @@ def test_instances_are_filtered_and_exported(page, demo):
 
 
 def test_an_instance_shows_its_metrics_switch_targets_and_prices(page, demo):
-    active = next(i for i in demo.raw["instances"] if i["is_active"] and i["role"] == "primary")
+    active = demo.current_primary()
     iid = active["instance_id"]
     sign_in(page, "client", demo.token)
     goto(page, demo, f"instances/{iid}", "[data-section=metrics]")

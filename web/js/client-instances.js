@@ -109,7 +109,9 @@ export function InstanceDetail({ who, param }) {
   const pricing = useApi(() => api.get(`/api/client/instances/${id}/pricing`), [id]);
   return html`<h1><a href="#/instances" class="back">Instances</a> / ${param}</h1>
     <${Section} title="Metrics" id="metrics"><${Metrics} id=${id} /><//>
-    <${Section} title="Force a switch" id="force-switch"><${ForceSwitch} id=${id} pricing=${pricing} /><//>
+    <${Section} title="Force a switch" id="force-switch"><${Async} state=${pricing} what="the instance">${(d) => d.current_primary
+      ? html`<${ForceSwitch} id=${id} pricing=${pricing} />`
+      : html`<p class="muted" data-not-switchable>Only its agent's current primary can be switched, and this instance is not (it is gone, a standby, or one a switch left running).</p>`}<//><//>
     <${Section} title="Switch targets" id="targets"><${Targets} id=${id} pricing=${pricing} /><//>
     <${Section} title="Prices" id="prices"><${PriceChart} id=${id} /><//>
     <${Section} title="Switches" id="instance-switches"><${Switches} cid=${who.client_id} id=${param} /><//>`;
