@@ -526,11 +526,12 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
     if replica is None or not replica.active:
         return {"action": "ignored", "reason": "standby no longer active"}
     signal_type = signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}"
-    # a standby the product did not launch sits in the pool its client named (never checked against the
-    # instance): even AWS's word about it is filed under the client's claim, so it is that client's evidence only
-    _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
-             signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}",
-             reported=not replica.own_launch or _clients_evidence(agent, signal))
+    if capacity_kind(signal.kind, signal.state) is not None:
+        # a standby the product did not launch sits in the pool its client named (never checked against the
+        # instance): even AWS's word about it is filed under the client's claim, so it is that client's evidence only
+        _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
+                 _standby_event_id(agent, signal, now),
+                 reported=not replica.own_launch or _clients_evidence(agent, signal))
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}
@@ -538,6 +539,20 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
         replica_repo.transition(replica, ReplicaStatus.READY, now)
         return {"action": "standby_ready", "replica_id": replica.replica_id}
     return {"action": "ignored", "reason": f"{signal.kind.value} on a standby"}
+
+
+def _standby_event_id(agent: AgentRecord, signal: Signal, now: datetime) -> str:
+    """The id a standby's signal is observed under: the first copy of it in the signal window (the agent's and
+    EventBridge's have ids of their own) claims its id for both, so the client's view counts it once. Best
+    effort, like the observation itself: if the claim cannot be written, the copy keeps its own id."""
+    own = signal.event_id or f"{signal.source.value}:{signal.instance_id}:{signal.group}:{iso(signal.detected_at)}"
+    try:
+        return interruptions.claim_signal(signal_key(signal.instance_id, f"standby-{signal.group}"), own,
+                                          agent.client_id, signal.source.value, now, get_settings().signal_window_s)
+    except Exception as exc:  # noqa: BLE001 - a throttle here must not keep a lost standby from being replaced
+        logger.warning("standby signal not claimed: observed under its own id",
+                       extra={"instance_id": signal.instance_id, "error": str(exc)})
+        return own
 
 
 def _count(row: InterruptionTable, now: datetime) -> None:

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from components.sentinel import claim_is_stale
@@ -51,6 +51,23 @@ def claim_and_record(row: InterruptionTable, signal_key: str, now: datetime, win
             return False, held.interruption_id
         raise
     return True, row.interruption_id
+
+
+def claim_signal(signal_key: str, event_id: str, client_id: str, source: str, now: datetime,
+                 window_s: int) -> str:
+    """Claim ``signal_key`` for ``event_id`` alone (a signal with no interruption event: a standby's): the id the
+    signal goes by, ``event_id`` when this call claimed it, else the one that holds the live claim, so the
+    agent's copy of a signal and EventBridge's are one observation whichever came first."""
+    claim = SignalClaimTable(signal_key, interruption_id=event_id, client_id=client_id, source=source,
+                             claimed_at=now, expires_at=now + timedelta(seconds=window_s))
+    try:
+        claim.save(condition=SignalClaimTable.signal_key.does_not_exist()
+                   | (SignalClaimTable.claimed_at <= now - timedelta(seconds=window_s)))
+    except PutError as exc:
+        if not condition_failed(exc):
+            raise
+        return SignalClaimTable.get(signal_key, consistent_read=True).interruption_id
+    return event_id
 
 
 def count_once(row: InterruptionTable, now: datetime) -> bool:

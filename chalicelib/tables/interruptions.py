@@ -63,7 +63,8 @@ class InterruptionTable(Model):
 
 
 class SignalClaimTable(Model):
-    """``<instance_id>#<signal group>`` → the interruption that claimed it, until the window ends."""
+    """``<instance_id>#<signal group>`` → the interruption that claimed it, until the window ends (for a standby's
+    signal, ``<instance_id>#standby-<group>`` → the event id its observation is recorded under)."""
 
     class Meta(BaseMeta):
         table_name = table_name("signal-claims")

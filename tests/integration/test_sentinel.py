@@ -506,3 +506,35 @@ def test_a_warning_for_a_standby_is_an_observation_of_the_standby_pool(api, make
     # (EventBridge times are whole seconds, so the warning may sort before the launch)
     assert sorted(observed(standby.pool_id)) == [("interruption_warning", "sentinel"),
                                                  ("launch_succeeded", "replica-coordinator")]
+
+
+@pytest.mark.parametrize("agent_first", [True, False], ids=["agent-first", "eventbridge-first"])
+def test_a_standbys_rebalance_from_its_agent_and_eventbridge_is_one_observation(api, make_tenant, agent_first):
+    """GIVEN a standby the product launched WHEN its rebalance recommendation arrives from its agent and from
+    EventBridge (ids of their own), in either order THEN its client's view and the fleet's each count one.
+    (Before: the client's view counted it twice, the agent's copy and AWS's under different ids.)"""
+    from chalicelib.repositories.observations import FLEET
+
+    client_id, agent_id, _, standby = agent_with_standby(make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+
+    def from_agent():
+        handle(Signal(SignalKind.REBALANCE, standby.instance_id, datetime.now(UTC), SignalSource.AGENT,
+                      region=agent.region), datetime.now(UTC), on_behalf_of=agent)
+
+    def from_eventbridge():
+        deliver(api, "sentinel-rebalance", rebalance(standby.instance_id))
+
+    for copy in ((from_agent, from_eventbridge) if agent_first else (from_eventbridge, from_agent)):
+        copy()
+    since = datetime.now(UTC) - timedelta(hours=1)
+    for viewer in (client_id, FLEET):
+        kinds = [o.kind.value for o in observations_for(standby.pool_id, since, viewer)]
+        assert kinds.count("rebalance_recommendation") == 1, (viewer, kinds)
+    assert replica_repo.get(agent_id, standby.replica_id).active
+
+
+def observations_for(pool_id: str, since: datetime, viewer: str):
+    from chalicelib.repositories import observations
+
+    return observations.for_pools([pool_id], since, viewer=viewer)[pool_id]
