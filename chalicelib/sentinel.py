@@ -214,7 +214,8 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
             "action": "ignored", "reason": "instance is no longer the agent's primary"}
     if signal.kind is SignalKind.STATE_CHANGE and not signal.starts_failover:
         return {"action": "ignored", "reason": f"state {signal.state}"}
-    stop_reason = _stop_reason(agent, signal)
+    view = _Ec2View(agent, signal)
+    stop_reason = _stop_reason(view, signal)
     if stop_reason is not None and _user_stop(agent, signal, stop_reason, now):
         return {"action": "ignored", "reason": "stopped by the user: no failover"}
     row = InterruptionTable(
@@ -225,7 +226,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
     claimed, interruption_id = interruptions.claim_and_record(
         row, signal_key(signal.instance_id, signal.group), now, get_settings().signal_window_s)
-    reported = _clients_evidence(agent, signal, stop_reason) or not _runs_in(agent, instance, signal, row.pool_id)
+    reported = _clients_evidence(view, signal, stop_reason) or not _runs_in(view, instance, row.pool_id)
     if not claimed:
         return _duplicate(agent, instance, interruption_id, reported=reported)
     _observe(instance, row.pool_id, row.signal_type, row.detected_at, row.interruption_id, reported=reported)
@@ -256,17 +257,34 @@ def _from_instance_account(agent: AgentRecord, signal: Signal) -> bool:
     return False
 
 
-def _state_reason(agent: AgentRecord, signal: Signal) -> str | None:
-    """EC2's ``StateReason`` code of the signal's instance (one DescribeInstances; None when EC2 gives none)."""
-    return ec2.state_reason(signal.region or agent.region, signal.instance_id, account=tenancy.for_agent(agent))
+class _Ec2View:
+    """EC2's view of a signal's instance, asked once (one DescribeInstances) however many questions the signal's
+    handling puts to it: a stop's reason, then where the instance runs. An error is raised to each asker."""
+
+    def __init__(self, agent: AgentRecord, signal: Signal) -> None:
+        self.region, self.instance_id, self.agent = signal.region or agent.region, signal.instance_id, agent
+        self._asked, self._info = False, None
+
+    def info(self) -> ec2.InstanceInfo | None:
+        """The instance as EC2 shows it (None: EC2 does not know it, or no region to ask in)."""
+        if not self._asked and self.region:
+            self._info = ec2.describe(self.region, [self.instance_id],
+                                      account=tenancy.for_agent(self.agent)).get(self.instance_id)
+        self._asked = True
+        return self._info
+
+    def state_reason(self) -> str | None:
+        """EC2's ``StateReason`` code of the instance's last state change (None when EC2 gives none)."""
+        info = self.info()
+        return info.state_reason if info is not None else None
 
 
-def _stop_reason(agent: AgentRecord, signal: Signal) -> str | None:
+def _stop_reason(view: _Ec2View, signal: Signal) -> str | None:
     """EC2's reason for a stop of the instance ("" when EC2 gives none); None for any other signal. An EC2 error
     propagates (EventBridge retries): a stop may be the customer's, which is never failed over."""
     if signal.kind is not SignalKind.STATE_CHANGE or signal.state not in STOP_STATES:
         return None
-    return _state_reason(agent, signal) or ""
+    return view.state_reason() or ""
 
 
 def _user_stop(agent: AgentRecord, signal: Signal, reason: str, now: datetime) -> bool:
@@ -332,7 +350,7 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
     return reply
 
 
-def _clients_evidence(agent: AgentRecord, signal: Signal, reason: str | None = None) -> bool:
+def _clients_evidence(view: _Ec2View, signal: Signal, reason: str | None = None) -> bool:
     """True for a signal that is its client's evidence only, no more than a report
     (``observations.record(reported=True)``): one only the client vouches for (its agent's IMDS notice, its own
     request), and a lost state EC2 says its owner caused (a ``Client.*`` state reason: a console or API
@@ -347,7 +365,7 @@ def _clients_evidence(agent: AgentRecord, signal: Signal, reason: str | None = N
     if reason is not None:
         return ended_by_client(reason)
     try:
-        reason = _state_reason(agent, signal)
+        reason = view.state_reason()
     except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
         logger.warning("state reason unknown: the loss is its client's evidence only",
                        extra={"instance_id": signal.instance_id, "error": str(exc)})
@@ -355,7 +373,7 @@ def _clients_evidence(agent: AgentRecord, signal: Signal, reason: str | None = N
     return ended_by_client(reason)
 
 
-def _runs_in(agent: AgentRecord, instance: InstanceTable, signal: Signal, pool_id: str | None) -> bool:
+def _runs_in(view: _Ec2View, instance: InstanceTable, pool_id: str | None) -> bool:
     """Does the primary run on spot in ``pool_id`` (the agent's pool, what its signal is filed under), by more than
     its client's word? A legacy registration, a heartbeat and a switch report name a type and zone nobody checks,
     so AWS's warning for the instance would put a pool it never ran in into every tenant's back-off and risk.
@@ -371,11 +389,8 @@ def _runs_in(agent: AgentRecord, instance: InstanceTable, signal: Signal, pool_i
         replica = replica_repo.get(instance.agent_id, instance.replica_id)
         if replica is not None and replica.own_launch and replica.pool_id == pool_id:
             return True
-    region = signal.region or agent.region
-    if not region:
-        return False
     try:
-        info = ec2.describe(region, [instance.instance_id], account=tenancy.for_agent(agent)).get(instance.instance_id)
+        info = view.info()
     except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
         logger.warning("placement unknown: the signal is its client's evidence only",
                        extra={"instance_id": instance.instance_id, "error": str(exc)})
@@ -531,7 +546,7 @@ def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal,
         # instance): even AWS's word about it is filed under the client's claim, so it is that client's evidence only
         _observe(instance, replica.pool_id if replica.lifecycle == "spot" else None, signal_type, signal.detected_at,
                  _standby_event_id(agent, signal, now),
-                 reported=not replica.own_launch or _clients_evidence(agent, signal))
+                 reported=not replica.own_launch or _clients_evidence(_Ec2View(agent, signal), signal))
     if signal.starts_failover and signal.kind is not SignalKind.MANUAL:
         replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=f"{signal.kind.value} on the standby")
         return {"action": "standby_lost", "replica_id": replica.replica_id}

@@ -241,13 +241,6 @@ def replica_instances(region: str, replica_ids: list[str], *, account: AwsAccoun
     return [_info(raw) for raw in _describe_raw(region, filters, account=account)]
 
 
-def state_reason(region: str, instance_id: str, *, account: AwsAccount | None = None) -> str | None:
-    """EC2's ``StateReason.Code`` of the instance's last state change (``Client.UserInitiatedShutdown``,
-    ``Server.SpotInstanceShutdown``, ...); None when the instance is unknown or EC2 gives none."""
-    found = _describe_raw(region, [{"Name": "instance-id", "Values": [instance_id]}], account=account)
-    return (found[0].get("StateReason") or {}).get("Code") or None if found else None
-
-
 def _pick_subnet(region: str, spec: LaunchSpec, source: dict) -> str:
     """Stay in the primary's network: its subnet if same AZ, else a subnet of its VPC in the target AZ."""
     if source.get("SubnetId") and source.get("Placement", {}).get("AvailabilityZone") == spec.az:

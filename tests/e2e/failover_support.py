@@ -34,6 +34,17 @@ def aws_reclaims(*instance_ids: str) -> None:
             "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination")
 
 
+def aws_stops(instance_id: str) -> None:
+    """EC2 stops the instance for a spot interruption (a ``Server.*`` state reason; moto's StopInstances gives
+    ``Client.UserInitiatedShutdown``, the owner's doing)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    ec2().stop_instances(InstanceIds=[instance_id])
+    ec2_backends[ACCOUNT][REGION].get_instance(instance_id).state_reason = StateReason(
+        "Server.SpotInstanceShutdown: Spot instance shutdown", "Server.SpotInstanceShutdown")
+
+
 def unique_type() -> str:
     """A pool namespace of its own per test (pools are global in the shared moto)."""
     return f"m5.t{uuid.uuid4().hex[:8]}xl"
