@@ -884,12 +884,14 @@ def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
 def _ended_before(client_id: str, agent_id: str, cutoff: datetime):
     """Inactive, this agent's, and ended before ``cutoff``: terminated then, or closed without a termination time
     and unchanged since, unless a signed document proved the instance (it may still run in its owner's account,
-    and its row keeps it that owner's)."""
+    and its row keeps it that owner's) or the product launched it (a standby's or replacement's row names its
+    replica: a kept-running one still runs, and without its row the cleanup job would take it for an orphan of
+    ours and terminate it; such rows are as few as the product's own launches)."""
     return ((InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
             & (InstanceTable.is_active == False)  # noqa: E712
             & ((InstanceTable.terminated_at < cutoff)
                | (InstanceTable.terminated_at.does_not_exist() & (InstanceTable.updated_at < cutoff)
-                  & InstanceTable.proven_account_id.does_not_exist())))
+                  & InstanceTable.proven_account_id.does_not_exist() & InstanceTable.replica_id.does_not_exist())))
 
 
 def delete_ended_instances(client_id: str, agent_id: str, keep: str | None, cutoff: datetime, budget: int) -> int:

@@ -95,7 +95,9 @@ def test_an_agents_ended_instance_rows_go_after_their_retention(make_tenant, unb
     instance rows that ended (``terminated_at``, else their last update) more than ``AGENT_RETENTION_DAYS`` (90)
     ago: the close run's month is long closed and their switches have expired. It keeps the row the agent names
     (a re-registration updates it), active rows however old, recent ones, and a proven instance's row that never
-    recorded its termination (it may still run in its owner's account: the row keeps it that owner's)."""
+    recorded its termination (it may still run in its owner's account: the row keeps it that owner's), nor an
+    instance the product launched (its row names its replica) that a switch left running: deleting it would make
+    the cleanup job take the running instance for an orphan of ours and terminate it."""
     from chalicelib.jobs import data_cleaner
     from chalicelib.tables.instances import InstanceTable
 
@@ -105,17 +107,21 @@ def test_an_agents_ended_instance_rows_go_after_their_retention(make_tenant, unb
     now = _now()
     old, recent = now - timedelta(days=100), now - timedelta(days=10)
 
-    def row(tag, *, active=False, installed=old - timedelta(days=1), terminated=None, updated=old, proven=None):
+    def row(tag, *, active=False, installed=old - timedelta(days=1), terminated=None, updated=old, proven=None,
+            replica=None):
         instance_id = new_instance_id()
         InstanceTable(instance_id, client_id=client_id, agent_id=agent_id, role="primary", mode="spot",
                       instance_type="m5.large", az="eu-west-1a", is_active=active, installed_at=installed,
-                      terminated_at=terminated, updated_at=updated, proven_account_id=proven).save()
+                      terminated_at=terminated, updated_at=updated, proven_account_id=proven,
+                      replica_id=replica).save()
         return tag, instance_id
 
-    gone = dict([row("terminated long ago", terminated=old), row("closed long ago")])
+    gone = dict([row("terminated long ago", terminated=old), row("closed long ago"),
+                 row("ours, terminated long ago", terminated=old, replica="rep-1")])
     kept = dict([row("terminated lately", terminated=recent, updated=recent), row("closed lately", updated=recent),
                  row("active however old", active=True, installed=now - timedelta(days=400)),
-                 row("proven, closed long ago", proven="123456789012")])
+                 row("proven, closed long ago", proven="123456789012"),
+                 row("ours, closed long ago", replica="rep-2")])
     current = reg["instance_id"]  # the row the agent names, inactive and old: a re-registration updates it
     InstanceTable(current).update(actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(old),
                                            InstanceTable.updated_at.set(old)])
