@@ -57,6 +57,8 @@ def limits(client_id: str) -> dict:
             "max_instances": pick("max_instances", settings.quota_max_instances),
             "max_standby_usd_per_hour": pick("max_standby_usd_per_hour", settings.quota_max_standby_usd_per_hour),
             "max_instance_vcpus": pick("max_instance_vcpus", settings.max_instance_vcpus),
+            "max_switches_per_agent_per_day": pick("max_switches_per_agent_per_day",
+                                                   settings.quota_max_switches_per_agent_per_day),
             "allow_accelerated_types": bool(pick("allow_accelerated_types", False)),
             "allowed_instance_families": list(own.get("allowed_instance_families") or [])}
 

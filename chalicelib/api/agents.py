@@ -630,12 +630,13 @@ def switch_report(agent_id):
     deactivate = (row.old_instance_id if agent.config.get("auto_terminate_enabled")
                   and timing.old_instance_terminated_at else None)
     # A new switch counts against the agent's day (a repeat is answered as one, whatever the count).
+    limits = None if stored_key else quotas.limits(client_id)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now,
-                              daily_cap=None if stored_key else get_settings().quota_max_switches_per_agent_per_day)
+                              daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]))
     if created and deactivate is None:  # the old instance runs on: an agent lists at most the quota's worth
         agents.close_kept_instances(client_id, agent.agent_id, new.instance_id,
-                                    int(quotas.limits(client_id)["max_instances"]), now)
+                                    int((limits or quotas.limits(client_id))["max_instances"]), now)
     # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
     # replaces it (only a legacy agent's switch is ever inferred: no conditional write for the others' repeats).
     superseded = (not created and agent.timings.reports_after_terminating

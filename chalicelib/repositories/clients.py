@@ -48,7 +48,7 @@ class ClientRecord:
 
 
 LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
-                "allow_accelerated_types", "allowed_instance_families")
+                "max_switches_per_agent_per_day", "allow_accelerated_types", "allowed_instance_families")
 
 
 def _limit(value):

@@ -64,6 +64,7 @@ class LimitsRequest(Schema):
     max_instances: int | None = Field(default=None, ge=0, le=100_000)
     max_standby_usd_per_hour: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
     max_instance_vcpus: int | None = Field(default=None, ge=1, le=1024)
+    max_switches_per_agent_per_day: int | None = Field(default=None, ge=0, le=1440)
     allow_accelerated_types: bool | None = None
     allowed_instance_families: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")]] | None = Field(
         default=None, max_length=100)

@@ -172,6 +172,7 @@ class Limits(Reply):
     max_instances: int | None
     max_standby_usd_per_hour: float | None
     max_instance_vcpus: int | None
+    max_switches_per_agent_per_day: int | None
     allow_accelerated_types: bool
     allowed_instance_families: list[str]
 

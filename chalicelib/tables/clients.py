@@ -70,6 +70,7 @@ class ClientTable(Model):
     max_instances = NumberAttribute(null=True)
     max_standby_usd_per_hour = NumberAttribute(null=True)
     max_instance_vcpus = NumberAttribute(null=True)
+    max_switches_per_agent_per_day = NumberAttribute(null=True)
     allow_accelerated_types = BooleanAttribute(null=True)
     allowed_instance_families = ListAttribute(of=UnicodeAttribute, null=True)
 

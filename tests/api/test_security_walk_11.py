@@ -82,6 +82,31 @@ def test_an_agent_cannot_record_switches_without_bound(make_tenant):
     assert status == 200 and not reply["duplicate"], reply
 
 
+def test_the_daily_switch_bound_is_the_clients_own_when_the_operator_sets_one(admin, make_tenant):
+    """The bound above is a per-client quota like the others: the operator sets it with
+    ``POST /api/admin/clients/{id}/limits`` (``max_switches_per_agent_per_day``; ``null`` restores the stage's
+    default), the client reads it at ``GET /api/client/limits``, and the switch reports of its agents obey it."""
+    client_id, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": 2})
+    assert status == 200 and reply["limits"]["max_switches_per_agent_per_day"] == 2, reply
+    assert caller.get("/api/client/limits")[1]["limits"]["max_switches_per_agent_per_day"] == 2
+    chain = [reg["instance_id"]] + [new_instance_id() for _ in range(3)]
+    for old, new in zip(chain[:2], chain[1:3]):
+        status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(old, new, timing={}))
+        assert status == 200 and not reply["duplicate"], reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(chain[2], chain[3], timing={}))
+    assert_error(status, reply, 429, code="switch_limit_exceeded")
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": None})
+    assert reply["limits"]["max_switches_per_agent_per_day"] == _switch_cap()
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(chain[2], chain[3], timing={}))
+    assert status == 200 and not reply["duplicate"], reply
+    for bad in (-1, 1441, "many", 2.5):
+        status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": bad})
+        assert_error(status, reply, 400, field="max_switches_per_agent_per_day")
+
+
 # --- an agent's ended instances: rows the hourly savings roll-up read back for good ------------------------------
 
 
