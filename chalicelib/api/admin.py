@@ -186,7 +186,14 @@ def _bus_access(account_id: str, *, allow: bool) -> None:
                                       headers={"Retry-After": "5"}) from exc
 
 
-@bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"], response="LimitsReply")
+@bp.route("/api/admin/clients/{client_id}/limits", methods=["GET"], response="AdminLimitsReply")
+def get_limits(client_id):
+    """The client's effective quotas and policy, and its own overrides (``null``: the default applies)."""
+    admin_request(_request())
+    return ok(_limits_reply(clients.require(client_id)))
+
+
+@bp.route("/api/admin/clients/{client_id}/limits", methods=["POST"], response="AdminLimitsReply")
 def set_limits(client_id):
     """Override the client's quotas and instance-type policy (``null`` restores the default), and its
     on-demand discount (``ondemand_discount_percent``, the savings baseline; ``null`` = 0)."""
@@ -194,5 +201,9 @@ def set_limits(client_id):
     client = clients.set_limits(client_id, body.model_dump(exclude_unset=True))
     activity.record_event("client_limits", f"limits of {client.name} changed", utcnow(), severity="warning",
                           client_id=client_id, metadata=body.model_dump(exclude_unset=True))
-    return ok({"client_id": client_id, "limits": quotas.limits(client_id),
-               "ondemand_discount_percent": client.ondemand_discount_percent})
+    return ok(_limits_reply(client))
+
+
+def _limits_reply(client) -> dict:
+    return {"client_id": client.client_id, "limits": quotas.limits(client.client_id),
+            "overrides": dict(client.limits), "ondemand_discount_percent": client.ondemand_discount_percent}

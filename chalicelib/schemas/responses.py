@@ -182,6 +182,23 @@ class LimitsReply(Reply):
     limits: Limits
 
 
+class LimitOverrides(Reply):
+    """The client's own overrides (null: the stage's default applies)."""
+
+    max_agents: int | None = None
+    max_instances: int | None = None
+    max_standby_usd_per_hour: float | None = None
+    max_instance_vcpus: int | None = None
+    max_switches_per_agent_per_day: int | None = None
+    allow_accelerated_types: bool | None = None
+    allowed_instance_families: list[str] | None = None
+
+
+class AdminLimitsReply(LimitsReply):
+    overrides: LimitOverrides
+    ondemand_discount_percent: float
+
+
 class Notification(Reply):
     id: str
     kind: str | None

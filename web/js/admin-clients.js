@@ -60,7 +60,8 @@ export function ClientsPage() {
       `${c.name} is ${status}.`)) state.reload();
   };
   const columns = [
-    { key: "name", label: "Client" }, { key: "client_id", label: "Id" },
+    { key: "name", label: "Client", render: (c) => html`<a href=${`#/clients/${encodeURIComponent(c.client_id)}`}>${c.name}</a>` },
+    { key: "client_id", label: "Id" },
     { key: "status", label: "Status", render: (c) => html`<${Badge} value=${c.status} />` },
     { key: "email", label: "Email" },
     { key: "agents", label: "Agents online", render: (c) => (c.agents_total === undefined ? "—" : `${num(c.agents_online)} / ${num(c.agents_total)}`) },

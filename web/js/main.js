@@ -9,8 +9,10 @@ import { InterruptionsPage } from "./client-interruptions.js";
 import { DecisionsPage } from "./client-decisions.js";
 import { SavingsPage } from "./client-savings.js";
 import { NotificationsPage } from "./client-notifications.js";
+import { AccountPage } from "./client-account.js";
 import { AdminOverview } from "./admin-overview.js";
 import { ClientsPage } from "./admin-clients.js";
+import { ClientDetail } from "./admin-client.js";
 import { AdminAgents, AdminInstances } from "./admin-fleet.js";
 import { ActivityPage, HealthPage } from "./admin-system.js";
 import { ModelsPage } from "./admin-models.js";
@@ -20,9 +22,10 @@ const CLIENT_PAGES = [
   ["instances", "Instances", InstancesPage, InstanceDetail], ["replicas", "Replicas", ReplicasPage],
   ["interruptions", "Interruptions", InterruptionsPage], ["decisions", "Decisions", DecisionsPage],
   ["savings", "Savings", SavingsPage], ["notifications", "Notifications", NotificationsPage],
+  ["account", "Account", AccountPage],
 ];
 const ADMIN_PAGES = [
-  ["overview", "Overview", AdminOverview], ["clients", "Clients", ClientsPage],
+  ["overview", "Overview", AdminOverview], ["clients", "Clients", ClientsPage, ClientDetail],
   ["agents", "All agents", AdminAgents], ["instances", "All instances", AdminInstances],
   ["activity", "Activity", ActivityPage], ["health", "System health", HealthPage], ["models", "Models", ModelsPage],
 ];
