@@ -34,7 +34,7 @@ function LimitsForm({ id, state, action }) {
   return html`<form class="limits" data-form="limits" onSubmit=${submit}>
     <p class="muted">Blank: the stage's default (shown greyed). The effective value is in the last column.</p>
     <table><tbody>${LIMITS.map(([name, label]) => html`<tr key=${name}>
-      <th>${label}</th>
+      <td>${label}</td>
       <td>${name === "allow_accelerated_types"
         ? html`<select name=${name} value=${values[name]} onChange=${(e) => set(name, e.target.value)}>
             <option value="">default</option><option value="yes">yes</option><option value="no">no</option></select>`

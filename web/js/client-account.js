@@ -1,7 +1,7 @@
 // Account: the AWS accounts the product acts in for this client (with the ExternalId their roles must require)
 // and the client's quotas. Both read-only here: the operator binds accounts and sets quotas.
 import { api } from "./api.js";
-import { html, useApi, Async, Section, Table, Stat, num, when, yesNo } from "./ui.js";
+import { html, useApi, Async, Section, Table, num, when, yesNo } from "./ui.js";
 
 // The quotas and policy of GET /api/client/limits (and the admin's), in the order a person reads them.
 export const LIMITS = [
@@ -30,10 +30,11 @@ export function AccountPage() {
   const limits = useApi(() => api.get("/api/client/limits"));
   return html`<h1>Account</h1>
     <${Section} title="AWS accounts" id="accounts"><${Async} state=${accounts} what="the accounts">${(d) => html`
-      <div class="stats">
-        <${Stat} id="tenancy" label="Where the product acts" value=${d.tenancy === "self-hosted" ? "its own account" : "your accounts, through a role"} />
-        <${Stat} id="external_id" label="ExternalId" value=${html`<code data-external-id>${d.external_id || "—"}</code>`}
-          hint="your role's trust policy must require it (sts:ExternalId)" /></div>
+      <dl class="kv">
+        <dt>Where the product acts</dt><dd data-key="tenancy">${d.tenancy === "self-hosted"
+          ? "in the account it runs in (self-hosted)" : "in your AWS accounts, through a role in each"}</dd>
+        <dt>ExternalId</dt><dd><code data-external-id>${d.external_id || "—"}</code>
+          <span class="muted"> your role's trust policy must require it (sts:ExternalId)</span></dd></dl>
       <p class="muted">Deploy <code>infra/client-account-role.yaml</code> in each account and region your instances
         run in, with this ExternalId; then give the operator the role's ARN to bind it.</p>
       <${Table} id="accounts" rows=${d.accounts} columns=${accountColumns} rowKey="account_id" empty="No AWS account bound yet." />`}<//><//>
