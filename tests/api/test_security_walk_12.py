@@ -1,0 +1,89 @@
+"""Security walk 12: the AWS side of tenancy — what reaches the sentinel as an event of a client's account, the
+credentials the service holds for each client's account binding (the ExternalId, the per-container session cache),
+and what a client's own AWS account can make the service do to another tenant. Each test is one attack; its
+docstring says what happened before the fix (when it found something) and what holds now."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+
+import boto3
+import pytest
+
+from chalicelib.sentinel import on_event
+from chalicelib.settings import event_queue_name, forwarded_event_dead_letter_queue_name
+from chalicelib.tables import InterruptionTable
+from tests.conftest import aws_client
+from tests.e2e.failover_support import ACCOUNT, REGION, register_agent, warning
+
+ATTACKER_ACCOUNT = "210987654321"  # a client account (moto keeps accounts apart)
+EXTERNAL_ID = "so-walk12-external-id-0123456789"
+
+
+def _in_account(account: str, role_name: str) -> boto3.Session:
+    """A session in ``account`` (moto links an assumed role's credentials to the role's account)."""
+    credentials = aws_client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role_name}",
+                                                RoleSessionName="walk12")["Credentials"]
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                         aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"])
+
+
+def _drain(sqs, url: str) -> list[str]:
+    bodies = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [m["Body"] for m in batch]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    return bodies
+
+
+# --- the redrive of a client account's dead-lettered events ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_a_client_cannot_redrive_an_event_of_another_tenants_account_into_the_sentinel(make_tenant, monkeypatch,
+                                                                                         capsys):
+    """The attack: tenant B's primary runs in account 123456789012. Client X owns account 210987654321, whose stack
+    (infra/client-account-role.yaml) dead-letters what EventBridge cannot forward into a queue *X owns*: anyone of X's
+    account with SQS rights can put any message there (the queue policy only restricts other principals). X puts in
+    an interruption warning naming B's primary with ``"account": "123456789012"`` and asks the operator to redrive
+    (its alarm fires; the runbook says to). ``infra/event_source.py redrive --client-role-arn`` sent every body as
+    is to the sentinel's event queue, and the sentinel believes an event's ``account`` (on the live path EventBridge
+    sets it and a cross-account rule cannot rewrite it): before the fix the forged warning started B's failover
+    (a replacement launched, B's traffic moved, B's old primary retired under auto-terminate). Now a client redrive
+    sends on only EventBridge events whose ``account`` is the access role's account; the forged one (and anything
+    that is not an event) stays in X's queue, the command exits 1 naming how many, and B's instance has no
+    interruption. X's genuine event of its own account is still moved."""
+    from infra import event_source
+    from infra.policies import client_role_name
+
+    victim_id, _, _, victim_primary, _ = register_agent(make_tenant)
+    stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared: queues of this test only
+    role = client_role_name(stage)
+    attacker_sqs = _in_account(ATTACKER_ACCOUNT, role).client("sqs", region_name=REGION)
+    dead_letters = attacker_sqs.create_queue(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
+    assert f"/{ATTACKER_ACCOUNT}/" in dead_letters
+    own = json.dumps({**warning("i-0aaaaaaaaaaaaaaaa"), "account": ATTACKER_ACCOUNT})
+    forged = json.dumps({**warning(victim_primary), "account": ACCOUNT})
+    for body in (own, forged, "not an event"):
+        attacker_sqs.send_message(QueueUrl=dead_letters, MessageBody=body)
+    sqs = aws_client("sqs", REGION)
+    event_queue = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    monkeypatch.setattr(event_source, "redrive_forwarded", functools.partial(event_source.redrive_forwarded, wait_s=0))
+
+    code = event_source.main(["redrive", "--stage", stage, "--region", REGION, "--forwarded-from", REGION,
+                              "--client-role-arn", f"arn:aws:iam::{ATTACKER_ACCOUNT}:role/{role}",
+                              "--external-id", EXTERNAL_ID])
+
+    moved = _drain(sqs, event_queue)
+    for body in moved:  # what the sentinel's event source mapping would deliver (a body not JSON: its DLQ)
+        if body.startswith("{"):
+            on_event(json.loads(body))
+    assert list(InterruptionTable.query(victim_id, consistent_read=True)) == []
+    assert moved == [own]
+    assert code == 1 and f"2 message(s) of {forwarded_event_dead_letter_queue_name(stage)}" in capsys.readouterr().err
+    attributes = attacker_sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["All"])["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 2
