@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from chalicelib.sentinel import on_event
 from chalicelib.settings import event_queue_name, forwarded_event_dead_letter_queue_name
 from chalicelib.tables import InterruptionTable
+from tests.api.test_ownership import assume_role_tenancy  # noqa: F401 - a fixture
 from tests.conftest import aws_client
 from tests.e2e.failover_support import ACCOUNT, REGION, register_agent, warning
 
@@ -87,3 +89,80 @@ def test_a_client_cannot_redrive_an_event_of_another_tenants_account_into_the_se
     assert code == 1 and f"2 message(s) of {forwarded_event_dead_letter_queue_name(stage)}" in capsys.readouterr().err
     attributes = attacker_sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["All"])["Attributes"]
     assert int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 2
+
+
+# --- which account a standby is retired in --------------------------------------------------------------------------
+
+FIRST, SECOND = "111111111111", "333333333333"  # two accounts bound to one client
+
+
+def _standby_in_second_account(admin, make_tenant) -> tuple[str, object, str, dict]:
+    """A client bound to two accounts (assume-role tenancy) whose verified agent runs in the second, and a standby
+    the product launched there for it: (client id, caller, agent id, replica reply)."""
+    from localmode.identity_signer import signed_identity
+    from tests.api.test_ownership import in_account, manual
+    from tests.conftest import registration
+    from tests.e2e.failover_support import ZONES, launch_primary, unique_type
+
+    client_id, caller = make_tenant()
+    for account in (FIRST, SECOND):
+        status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                                   {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+        assert status == 201, reply
+    itype = unique_type()
+    with in_account(SECOND):
+        primary = launch_primary(itype)
+    document, signature = signed_identity(instance_id=primary, instance_type=itype, az=ZONES[0], region=REGION,
+                                          account_id=SECOND)
+    status, reply = caller.post("/api/agents/register", {
+        **registration(instance_id=primary, instance_type=itype, region=REGION, az=ZONES[0], mode="spot"),
+        "identity_document": document, "identity_signature": signature})
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    manual(caller, agent_id)
+    status, standby = caller.post(f"/api/agents/{agent_id}/replicas", {"pool_id": f"{itype}.{ZONES[1]}"})
+    assert status == 201 and standby["instance_id"], standby
+    return client_id, caller, agent_id, standby
+
+
+def _state_in(account: str, instance_id: str) -> str:
+    from tests.api.test_ownership import in_account
+
+    with in_account(account):
+        [instance] = [i for r in aws_client("ec2", REGION).describe_instances(InstanceIds=[instance_id])["Reservations"]
+                      for i in r["Instances"]]
+    return instance["State"]["Name"]
+
+
+@pytest.mark.usefixtures("aws_signs_locally", "assume_role_tenancy")
+@pytest.mark.parametrize("how", ["client-deletes-it", "it-expires"])
+def test_a_standby_in_a_clients_second_account_is_retired_there(admin, make_tenant, monkeypatch, how):
+    """The defect: ``replicas.retire`` (every end of a standby: the client's DELETE, expiry, a failed launch, the
+    coordinator, the failover) chose its account with ``tenancy.for_client(client_id, replica.account_id)``, and a
+    replica row has no ``account_id``: always the client's *default* account. For a client bound to several accounts
+    (assume-role tenancy) that is AccountNotBound: the client's DELETE of its standby answered 409
+    ``account_not_bound`` and the standby kept running (and billing) in its account; an expired pre-warmed standby
+    raised out of the cleanup job's first step (``expire_standbys``), so the job stopped there on every run — no
+    orphan reaped and no stuck interruption swept, for every tenant, as long as that standby stayed (self-hosted, a
+    client bound to another account had its standbys "terminated" in the home account, where they are not, and left
+    running). Now a standby is retired in its agent's account (``tenancy.for_replica``: where it was launched or
+    attached), the same as the agent's other EC2 work."""
+    from chalicelib.jobs import cleanup
+    from chalicelib.repositories import replicas as replica_repo
+    from chalicelib.tables.replicas import ReplicaTable
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    assert _state_in(SECOND, standby["instance_id"]) == "running"
+
+    if how == "client-deletes-it":
+        status, reply = caller.call("DELETE", f"/api/agents/{agent_id}/replicas/{standby['replica_id']}")
+        assert status == 200 and reply["status"] == "terminated", reply
+    else:
+        ReplicaTable(agent_id, standby["replica_id"]).update(
+            actions=[ReplicaTable.expires_at.set(datetime.now(UTC) - timedelta(minutes=1))])
+        every = replica_repo.active_with_expiry
+        monkeypatch.setattr(replica_repo, "active_with_expiry",
+                            lambda: [r for r in every() if r.client_id == client_id])  # the shared moto's others
+        assert cleanup.expire_standbys(datetime.now(UTC)) == [standby["replica_id"]]
+
+    assert _state_in(SECOND, standby["instance_id"]) in ("shutting-down", "terminated")
