@@ -166,3 +166,53 @@ def test_a_standby_in_a_clients_second_account_is_retired_there(admin, make_tena
         assert cleanup.expire_standbys(datetime.now(UTC)) == [standby["replica_id"]]
 
     assert _state_in(SECOND, standby["instance_id"]) in ("shutting-down", "terminated")
+
+
+# --- the credentials held for a binding -------------------------------------------------------------------------------
+
+
+def test_one_clients_role_session_is_never_used_for_another_client_or_after_its_unbinding(admin, make_tenant,
+                                                                                           monkeypatch):
+    """The attack (confused deputy): tenant B has bound its account Y through its role; tenant A gets Y bound to
+    itself with B's role ARN (the operator trusts what A says is its account), hoping the service acts in Y for A
+    with the credentials it already holds for B. Holds: every AssumeRole of A's binding carries A's own ExternalId
+    (B's role trusts B's alone, so AWS refuses it: 409 ``role_not_assumable``; moto does not check trust policies,
+    hence the spy), and the per-container session cache is keyed by role, ExternalId and session name (which names
+    the client), so B's cached session is never handed to A. Once B unbinds Y, nothing resolves to Y for B any more
+    (409 ``account_not_bound``) although its session is still cached, and a rebinding with another role uses that
+    role, not the cached one."""
+    from chalicelib import tenancy
+    from chalicelib.aws import accounts
+
+    assumed: list[dict] = []
+    real = accounts._client
+
+    def spying(service, region):
+        client = real(service, region)
+        if service == "sts":
+            client.meta.events.register("provide-client-params.sts.AssumeRole",
+                                        lambda params, **_: assumed.append(dict(params)))
+        return client
+
+    monkeypatch.setattr(accounts, "_client", spying)
+    account, role = "444444444444", "arn:aws:iam::444444444444:role/SpotOptimizer-dev"
+    (b_id, b_caller), (a_id, a_caller) = make_tenant(), make_tenant()
+    b_external = b_caller.get("/api/client/accounts")[1]["external_id"]
+    a_external = a_caller.get("/api/client/accounts")[1]["external_id"]
+    assert admin.post(f"/api/admin/clients/{b_id}/accounts", {"account_id": account, "role_arn": role})[0] == 201
+    b_ec2 = accounts.role_client("ec2", REGION, tenancy.for_client(b_id, account))
+
+    assert admin.post(f"/api/admin/clients/{a_id}/accounts", {"account_id": account, "role_arn": role})[0] == 201
+    a_ec2 = accounts.role_client("ec2", REGION, tenancy.for_client(a_id, account))
+
+    assert a_ec2 is not b_ec2
+    assert [(c["ExternalId"], c["RoleSessionName"]) for c in assumed if c["RoleArn"] == role] == [
+        (b_external, f"spot-optimizer-dev-{b_id}"), (a_external, f"spot-optimizer-dev-{a_id}")]
+    assert admin.call("DELETE", f"/api/admin/clients/{b_id}/accounts/{account}")[0] == 200
+    with pytest.raises(tenancy.AccountNotBound):
+        tenancy.for_client(b_id, account)
+    other_role = "arn:aws:iam::444444444444:role/SpotOptimizer-dev-2"
+    assert admin.post(f"/api/admin/clients/{a_id}/accounts", {"account_id": account, "role_arn": other_role})[0] == 201
+    assert tenancy.for_client(a_id, account).role_arn == other_role
+    assert accounts.role_client("ec2", REGION, tenancy.for_client(a_id, account)) is not a_ec2
+    assert assumed[-1]["RoleArn"] == other_role and assumed[-1]["ExternalId"] == a_external
