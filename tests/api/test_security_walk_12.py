@@ -216,3 +216,57 @@ def test_one_clients_role_session_is_never_used_for_another_client_or_after_its_
     assert tenancy.for_client(a_id, account).role_arn == other_role
     assert accounts.role_client("ec2", REGION, tenancy.for_client(a_id, account)) is not a_ec2
     assert assumed[-1]["RoleArn"] == other_role and assumed[-1]["ExternalId"] == a_external
+
+
+# --- the event bus after a client's deletion ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trouble", ["the-bus-refuses-once", "the-listing-index-lags"])
+def test_deleting_a_client_closes_the_event_bus_to_its_account(admin, make_tenant, monkeypatch, trouble):
+    """The defect: the product's default bus accepts a client account's events only while a client of the stage binds
+    it. ``DELETE /api/admin/clients/{id}`` closed it last, after deleting every row of the client, asking the clients'
+    listing index whether anyone still bound the account. Two ways it stayed open for good to the deleted client's
+    account (its ``events:PutEvents`` statement kept, and counted against the bus policy's 10 KB, ~45 accounts):
+    the bus refusing once (503, "retry" — and the retry is 404, the client being gone, so nothing ever closes it),
+    and the index, which is eventually consistent, still listing the just-deleted client with its binding (the
+    account looked bound: nothing closed, no error). Unbinding an account asked the same index right after its
+    write. Now the bus is closed before the rows are deleted (a failure is a 503 the DELETE can repeat, the client
+    still there) and the question is whether any *other* client binds the account (``besides``), so neither the
+    index's lag nor the client's own row keeps the account on the bus."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import event_bus
+    from chalicelib.tables.clients import CLIENT_LISTING, ClientTable
+    from tests.api.test_ownership import bus_principals, fresh_account
+
+    account = fresh_account()
+    client_id, _ = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts",
+                      {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})[0] == 201
+    sid = f"spot-optimizer-dev-{account}"
+    assert sid in bus_principals()
+
+    if trouble == "the-bus-refuses-once":
+        real_revoke, calls = event_bus.revoke, []
+
+        def refuse_once(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "RemovePermission")
+            return real_revoke(*args, **kwargs)
+
+        monkeypatch.setattr(event_bus, "revoke", refuse_once)
+        status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+        assert status == 503 and reply["error"] == "event_bus_unavailable", reply
+    else:
+        stale, listing = ClientTable.get(client_id), ClientTable.by_created
+
+        def lagging(hash_key, *args, **kwargs):  # the index still shows the deleted row
+            rows = list(type(listing).query(listing, hash_key, *args, **kwargs))
+            return rows if hash_key != CLIENT_LISTING or any(r.client_id == client_id for r in rows) else rows + [stale]
+
+        monkeypatch.setattr(listing, "query", lagging)
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+    assert status == 200, reply
+    assert sid not in bus_principals()
