@@ -195,7 +195,7 @@ def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason:
     launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched)."""
     if replica.instance_id and replica.region:
         ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
-                      account=tenancy.for_client(replica.client_id, getattr(replica, "account_id", None)),
+                      account=tenancy.for_replica(replica),
                       launched=(replica.instance_id,) if replica.own_launch else ())
     closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
     activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,

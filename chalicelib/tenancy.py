@@ -36,6 +36,14 @@ def for_agent(agent) -> AwsAccount:
     return for_client(agent.client_id, getattr(agent, "account_id", None))
 
 
+def for_replica(replica) -> AwsAccount:
+    """The account a standby lives in: its agent's (a standby is launched, or attached after a describe, in the
+    agent's account). A replica row names no account: its client's default one is wrong for a client bound to
+    several (AccountNotBound) or, self-hosted, bound to another than the home account (nothing found there)."""
+    agent = agents.get(replica.client_id, replica.agent_id)
+    return for_client(replica.client_id, getattr(agent, "account_id", None))
+
+
 def registered_to(client_id: str) -> Callable[[str], bool]:
     """``instance_id → True`` when the instance is registered to one of the client's agents (a hand-over may
     take traffic from it): the ownership checks of chalicelib/aws/ec2.py ask it about instances we did not

@@ -31,7 +31,8 @@
   stack (infra/client-account-role.yaml), whose forwarding rules dead-letter into a queue of the same name in
   each region of the client's account: assumes the client's access role with the client's ExternalId (that role
   may receive/delete on exactly that queue) and sends each region's messages to the stage's event queue with
-  the caller's own credentials. Every listed region is the client's (the deploy region too, if the client runs
+  the caller's own credentials: only EventBridge events of the role's account (``account``), since the client
+  can put anything in its own queue (a message naming another account stays there, and the command fails). Every listed region is the client's (the deploy region too, if the client runs
   instances there); the stage's own dead-letter queue is left alone. The role trusts only product-account
   principals named ``spot-optimizer-<stage>-*`` with that ExternalId: run it as a role named
   ``naming.redrive_operator_role_name`` whose policy is ``operator-policy``'s (infra/README.md).
@@ -149,10 +150,15 @@ def redrive(sqs, stage: str) -> str:
     return sqs.start_message_move_task(SourceArn=source, DestinationArn=destination)["TaskHandle"]
 
 
-def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
+def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2, account: str | None = None) -> int:
     """Send every message of the forwarder's dead-letter queue (``source_sqs``' region) to the stage's event
     queue (``sqs``' region), deleting each one only once it is sent; returns how many were moved. Stops at the
-    first receive that finds nothing (long polling asks every SQS server)."""
+    first receive that finds nothing (long polling asks every SQS server).
+
+    ``account``: the queue is a client account's (its stack's). The client owns that queue and can put any message
+    in it, and the sentinel believes an event's ``account`` (EventBridge sets it; the instance's account must match
+    it): only events of that account are sent on. Any other message (another account named, not an event) stays in
+    the queue, and the redrive fails saying how many, once the rest is moved."""
     try:
         source = source_sqs.get_queue_url(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
     except source_sqs.exceptions.QueueDoesNotExist as exc:
@@ -163,9 +169,14 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
         destination = sqs.get_queue_url(QueueName=event_queue_name(stage))["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist as exc:
         raise EventSourceError(f"no queue {event_queue_name(stage)!r}: deploy the infra stack first") from exc
-    moved = 0
+    moved, refused = 0, set()
     while messages := source_sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s,
                                                  VisibilityTimeout=60).get("Messages", []):
+        if account is not None:
+            refused |= {m["MessageId"] for m in messages if not event_of_account(m["Body"], account)}
+            messages = [m for m in messages if m["MessageId"] not in refused]
+            if not messages:  # visible again in 60 s: by then this loop has stopped
+                continue
         by_id = {str(i): message for i, message in enumerate(messages)}
         sent = sqs.send_message_batch(QueueUrl=destination, Entries=[
             {"Id": i, "MessageBody": message["Body"]} for i, message in by_id.items()])
@@ -177,7 +188,20 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2) -> int:
         if sent.get("Failed"):  # left in the dead-letter queue, visible again in 60 s
             raise EventSourceError(f"{len(sent['Failed'])} message(s) not sent to {event_queue_name(stage)} "
                                    f"({sent['Failed'][0].get('Code')}); {moved} moved: run the redrive again")
+    if refused:
+        raise EventSourceError(f"{len(refused)} message(s) of {forwarded_event_dead_letter_queue_name(stage)} "
+                               f"({source_sqs.meta.region_name}) are not EC2/Health events of account {account}: left "
+                               f"there, not sent (the client's queue: read them, then delete them); {moved} moved")
     return moved
+
+
+def event_of_account(body: str, account: str) -> bool:
+    """Is a message body an EventBridge event (a JSON object) that EventBridge received in ``account``?"""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("account") == account
 
 
 def redrive_session_name(stage: str) -> str:
@@ -251,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                                              args.external_id, args.stage)
             for region in _regions(args.forwarded_from):  # the deploy region too: the client's own stack
                 try:
-                    moved = redrive_forwarded(session.client("sqs", region_name=region), sqs, args.stage)
+                    moved = redrive_forwarded(session.client("sqs", region_name=region), sqs, args.stage,
+                                              account=client_account)
                 except ClientError as exc:
                     if exc.response["Error"].get("Code") not in ACCESS_DENIED:
                         raise

@@ -147,17 +147,19 @@ def unbind_account(client_id, account_id):
         raise InvalidInputError("account_id must be 12 digits", field="account_id")
     client = clients.require(client_id)
     if not any(b["account_id"] == account_id for b in client.aws_accounts):
-        release_bus_access(account_id)  # a retry after the bus refused: converge, then say "not bound"
+        release_bus_access(account_id, client_id)  # a retry after the bus refused: converge, then say "not bound"
     client = clients.unbind_account(client, account_id)
     activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}", utcnow(),
                           severity="warning", client_id=client_id)
-    release_bus_access(account_id)
+    release_bus_access(account_id, client_id)
     return ok(accounts_view(client))
 
 
-def release_bus_access(account_id: str) -> None:
-    """Close the event bus to the account once no client of the stage binds it."""
-    if not clients.binding_account(account_id):
+def release_bus_access(account_id: str, client_id: str) -> None:
+    """Close the event bus to the account once no client of the stage but ``client_id`` (which is unbinding it, or
+    being deleted) binds it. Asked of the others only: the clients' listing index is eventually consistent, and may
+    still show ``client_id``'s binding just after its write (or its row just after its deletion)."""
+    if not clients.binding_account(account_id, besides=client_id):
         _bus_access(account_id, allow=False)
 
 

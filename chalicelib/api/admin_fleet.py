@@ -158,17 +158,17 @@ def list_clients():
 @bp.route("/api/admin/clients/{client_id}", methods=["DELETE"], response="DeletedClientReply")
 def delete_client(client_id):
     """Hard delete: the token (and the agents' credentials) stop working first, then the standbys and instances the product launched for
-    the client are terminated, then every row of the client is deleted (client row last, so a failed call
-    can be repeated). A second call is 404."""
+    the client are terminated, the event bus is closed to the client's accounts no other client binds, then every
+    row of the client is deleted (client row last, so a failed call can be repeated). A second call is 404."""
     admin_request(_request())
     client = clients.require(client_id)
     now = utcnow()
     clients.revoke_token(client_id, client.token_hash)
     agents.set_client_suspended(client_id, True)  # agent credentials stop too, while the rows are deleted
     terminated = _terminate_launched(client_id)
+    for binding in client.aws_accounts:  # before the rows: a bus failure is a 503 this DELETE can repeat
+        release_bus_access(binding["account_id"], client_id)
     deleted = fleet.delete_client_rows(client_id, client.name)
-    for binding in client.aws_accounts:
-        release_bus_access(binding["account_id"])
     activity.record_event("client_deleted", f"client {client.name} deleted", now, severity="warning",
                           client_id=client_id, metadata={"deleted": deleted, "terminated": terminated})
     return ok({"success": True, "client_id": client_id, "deleted": {**deleted, "ec2_terminated": len(terminated)},

@@ -203,7 +203,7 @@ def _apply_tags(replica: ReplicaRecord, tags: dict[str, str] | None) -> bool:
         return False
     try:
         ec2.tag(replica.region, replica.instance_id, tags, client_id=replica.client_id,
-                account=tenancy.for_client(replica.client_id))
+                account=tenancy.for_replica(replica))
     except ec2.Ec2Error as exc:
         logger.warning("tagging the standby failed", extra={"replica_id": replica.replica_id, "error": str(exc)})
         return False
