@@ -79,3 +79,25 @@ def test_the_operator_sets_a_clients_quotas_legacy_mode_and_rate_limit(page, dem
     page.wait_for_selector("[data-stat=effective_rate_limit] .stat-value >> text=300")
     stored = demo.call("GET", f"/api/admin/clients/{cid}", admin=True)
     assert (stored["legacy_agents"], stored["rate_limit_per_window"]) == (True, 300)
+
+
+def test_the_operator_binds_and_unbinds_a_clients_aws_account(page, demo):
+    client = demo.call("POST", "/api/admin/clients/create", {"name": "account-bound"}, admin=True)
+    cid, account = client["client_id"], "210987654321"
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, "admin", demo.admin_key)
+    goto(page, demo, f"clients/{cid}", "form[data-form=bind-account]")
+    form = "form[data-form=bind-account]"
+    # a role in another account than the one named: the API's 400, shown, nothing bound
+    page.fill(f"{form} input[name=account_id]", account)
+    page.fill(f"{form} input[name=role_arn]", "arn:aws:iam::123456789012:role/SpotOptimizer")
+    page.click(f"{form} button[type=submit]")
+    page.wait_for_selector("[data-section=client-accounts] .error >> text=answered 400")
+    assert demo.call("GET", f"/api/admin/clients/{cid}", admin=True)["aws_accounts"] == []
+    page.fill(f"{form} input[name=role_arn]", f"arn:aws:iam::{account}:role/SpotOptimizer")
+    page.click(f"{form} button[type=submit]")
+    page.wait_for_selector(f"table[data-table=client-accounts] tr[data-row='{account}']")
+    assert demo.call("GET", f"/api/admin/clients/{cid}", admin=True)["aws_accounts"] == [account]
+    page.click(f"table[data-table=client-accounts] tr[data-row='{account}'] [data-action=unbind]")
+    page.wait_for_selector("[data-section=client-accounts] [data-table=client-accounts] >> text=No AWS account bound.")
+    assert demo.call("GET", f"/api/admin/clients/{cid}", admin=True)["aws_accounts"] == []
