@@ -16,6 +16,7 @@ from components.capacity import CapacityObservation, ObservationKind, refusal_ki
 from components.command_tracker import (
     SWITCH_TYPES,
     Command,
+    CommandConflictError,
     CommandStatus,
     CommandType,
     ResultOutcome,
@@ -24,6 +25,7 @@ from components.command_tracker import (
     new_command,
     report_result,
     sweep_expired,
+    transition,
 )
 from components.errors import InvalidPoolIdError
 from components.pool_id import parse_pool_id
@@ -154,6 +156,33 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     for cmd in bootstrap.command_store().active_for_agent(agent_id, 50):
         if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1:
             done.append(record_result(agent_id, cmd.command_id, success=True, message=message, now=now).command)
+    return done
+
+
+def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
+    """A legacy agent registering again on the same instance is a new process (systemd restarted it, the host
+    rebooted): whatever it was running died with the old process, which may already have launched a replacement.
+    v4 and v3.2 run every command a poll returns, executing or not, so a switch of that instance still leased would
+    run a second time, launching a second replacement. Such commands are timed out now (a late result is still
+    recorded) and the client told; the product's agent resumes its own commands (it keeps them across restarts)."""
+    if not agent.timings.reports_after_terminating:
+        return []
+    store, done = bootstrap.command_store(), []
+    for cmd in store.active_for_agent(agent.agent_id, 50):
+        if cmd.status is not CommandStatus.EXECUTING or cmd.instance_id != instance_id:
+            continue
+        after = transition(cmd, CommandStatus.TIMED_OUT, finished_at=now,
+                           message="the agent restarted while it held this command; not delivered again (it may "
+                                   "have launched an instance before it restarted)")
+        try:
+            store.replace(cmd, after)
+        except CommandConflictError:
+            continue  # its result or the sweep came first
+        done.append(after)
+        activity.notify(cmd.client_id, "command_abandoned",
+                        f"command {cmd.command_id} ({cmd.command_type.value}) was running when the agent on "
+                        f"{instance_id} restarted: it is not run again; check for an instance it may have launched",
+                        now, severity="warning", agent_id=cmd.agent_id)
     return done
 
 

@@ -128,6 +128,8 @@ def register():
                           metadata={"action": plan.action.value, "verified": identity is not None})
     if before is not None and plan.previous_instance_id:
         agent = _unreported_switch(client.client_id, before, agent, now) or agent
+    elif before is not None and not before.deleted and before.instance_id == reg.instance_id:
+        command_queue.abandon_on_restart(before, reg.instance_id, now)
     reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
              "action": plan.action.value, "verified": identity is not None,
              "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}

@@ -268,6 +268,7 @@ class V4Agent:
         self.agent_id: str | None = None
         self.registration: Call | None = None
         self.running = False
+        self.killed = False
         self.stopped_at: float | None = None
         self.enabled = True
         self.termination_notice: datetime | None = None  # IMDS spot/instance-action
@@ -331,6 +332,13 @@ class V4Agent:
         sim = self.fleet.sim
         for thread, first in self.threads():
             sim.spawn(thread, at=sim.elapsed + first)
+
+    def kill(self) -> None:
+        """The process dies at once (a crash, SIGKILL, the host rebooting): no final heartbeat, and a switch it was
+        running ends where it is (its launched instance runs on); systemd may start a new process on the same host
+        (``Fleet.start_agent``), which registers again and knows nothing of it."""
+        self.running, self.killed = False, True
+        self.stopped_at = self.fleet.sim.elapsed
 
     def stop(self) -> None:
         """The agent stops itself: threads end, then the final heartbeat says offline (#2), bare: v4's
@@ -413,7 +421,10 @@ class V4Agent:
                         self.skipped.append(command)  # create_replica: the product never sends it (not modelled)
                         continue
                     self.executed.append(command)
-                    yield from self._switch(command)
+                    for delay in self._switch(command):
+                        yield delay
+                        if self.killed:
+                            return  # the process died mid-switch (``kill``)
                     break
             if self.running:
                 yield COMMANDS_S
