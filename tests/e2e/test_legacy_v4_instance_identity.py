@@ -13,19 +13,20 @@ from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
 from tests.conftest import new_instance_id
 from tests.e2e import legacy_v4
+from tests.e2e.legacy_v3 import v3_kind
 from tests.e2e.legacy_support import EU, EU_PRICES, brief, force_switch
 from tests.e2e.legacy_v4 import FakeEc2, Fleet, Host, Market, schedule, unique_type
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
 
 
-def _unnamed_fleet(api, make_tenant, sim, *, named: bool = False):
-    """A v4 agent on a spot instance in eu-west-1a whose logical id is its instance id (``named``: one set in its
-    env, the replacement's too). Returns (client_id, caller, fleet, agent, instance type)."""
+def _unnamed_fleet(api, make_tenant, sim, *, named: bool = False, kind=None):
+    """A v4 agent (or ``kind``) on a spot instance in eu-west-1a whose logical id is its instance id (``named``: one
+    set in its env, the replacement's too). Returns (client_id, caller, fleet, agent, instance type)."""
     client_id, caller = make_tenant()
     itype = unique_type()
     fleet = Fleet(sim, api.http, caller.token, FakeEc2(), Market(on_demand=0.192, spot=dict(EU_PRICES)),
-                  logical_from_instance=not named)
+                  logical_from_instance=not named, kind=kind)
     host = Host(new_instance_id(), itype, EU, "eu-west-1a")
     agent = fleet.start_agent(host, "web-named" if named else host.instance_id)
     schedule(sim, api, "health-monitor", first=7)
@@ -62,13 +63,14 @@ def _assert_one_agent_switched(client_id, fleet, old, new, command_id, *, inferr
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
 
 
+@pytest.mark.parametrize("kind", [None, v3_kind()], ids=["v4", "v3.2"])
 def test_under_auto_terminate_the_replacement_registers_as_the_agent_and_its_switch_is_recorded(
-        api, make_tenant, sim):
-    """GIVEN a v4 agent without LOGICAL_AGENT_ID (its logical id: its instance id) WHEN a switch with the default
-    300 s terminate wait runs (the agent dies with its host before reporting) THEN the replacement's agent, naming
-    its own instance id, registers as the same agent, the switch is recorded from that registration and the
-    command completed: no second agent with default settings, no switch lost."""
-    client_id, caller, fleet, old, itype = _unnamed_fleet(api, make_tenant, sim)
+        api, make_tenant, sim, kind):
+    """GIVEN a v4 (or v3.2: no mode in its registration) agent without LOGICAL_AGENT_ID (its logical id: its instance
+    id) WHEN a switch with the default 300 s terminate wait runs (the agent dies with its host before reporting)
+    THEN the replacement's agent, naming its own instance id, registers as the same agent, the switch is recorded
+    from that registration and the command completed: no second agent with default settings, no switch lost."""
+    client_id, caller, fleet, old, itype = _unnamed_fleet(api, make_tenant, sim, kind=kind)
     command_id, new = _switch(client_id, caller, fleet, old, itype, sim, wait=True)
     assert old.stopped_at is not None and "report" not in old.switches[0]
     _assert_one_agent_switched(client_id, fleet, old, new, command_id, inferred=True)
