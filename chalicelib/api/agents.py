@@ -168,7 +168,8 @@ def _logical_id(client_id: str, body: RegisterRequest, mode: InstanceMode) -> st
 
 def _agent_of_instance(client_id: str, body: RegisterRequest, mode: InstanceMode, *, switches: bool) -> str:
     """The logical id of the agent an instance belongs to: the agent whose active primary it is (a switch reported
-    it, or a failover launched it), or (``switches``) the one agent of the client, itself without a logical id of
+    it, or a failover launched it); with ``switches`` (v4 naming its own instance id) also the agent whose instance
+    it was or whose standby it is, and for an instance not known here the one agent of the client, itself without a logical id of
     its own, whose switch of the instance it runs is in flight and matches this instance (its type; the target's
     mode and, for spot, zone: what v4 launches), since v4's replacement usually registers before the switch is
     reported, and under auto-terminate instead of it; else the instance id, as before. Without this the agent on
@@ -179,6 +180,12 @@ def _agent_of_instance(client_id: str, body: RegisterRequest, mode: InstanceMode
     if row is not None and row.agent_id and row.is_active and row.role == "primary":
         owner = agents.get(client_id, row.agent_id)
         if owner is not None and owner.instance_id == instance_id:
+            return owner.logical_agent_id
+    if row is not None and switches and row.agent_id:
+        # an instance an agent left (kept running after its switch, replaced by a failover) or its standby: that
+        # agent's, so a restart there is refused as a named agent's is (409), never a second agent on it
+        owner = agents.get(client_id, row.agent_id)
+        if owner is not None and not owner.deleted:
             return owner.logical_agent_id
     if row is not None or not switches:
         return instance_id  # an instance known here is not a switch's new instance

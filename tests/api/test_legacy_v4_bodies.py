@@ -247,3 +247,42 @@ def test_a_v4_build_that_checks_health_first_and_resends_timed_out_calls_gets_on
     assert results[1][1]["command"]["status"] == "completed", results
     switches = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
     assert [(r.old_instance_id, r.new_instance_id) for r in switches] == [(old, new)]
+
+
+def _hop(caller, agent_id: str, old: str, old_az: str, new: str, new_az: str, *, terminated: bool) -> None:
+    """A forced switch of ``old`` (in ``old_az``) to ``new_az`` run by v4 as it reports it: poll, switch report, result,
+    then the registration of the agent on ``new``, which names its own instance id (no LOGICAL_AGENT_ID)."""
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": f"m5.large.{new_az}"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    report = _switch_report(old, new, terminated=terminated)
+    report["old_instance"] |= {"az": old_az, "pool_id": f"m5.large.{old_az}"}
+    report["new_instance"] |= {"az": new_az, "pool_id": f"m5.large.{new_az}"}
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", report)
+    assert status == 200, reply
+    assert caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed", {"success": True})[0] == 200
+    status, reply = caller.post("/api/agents/register", v4_registration(new, new, new_az))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+
+def test_a_kept_instances_v4_agent_without_logical_agent_id_restarting_is_refused_as_a_named_one_is(make_tenant):
+    """GIVEN v4 agents without LOGICAL_AGENT_ID (each names its own instance id): the agent was created on I0, switched
+    to I1 (I0 terminated), then to I2 under auto-terminate off (I1 kept running, its v4 agent too)
+    WHEN I1's v4 agent restarts and registers naming I1, an id no agent has
+    THEN 409 instance_replaced, as for an agent with a logical id of its own, not a second agent taking I1 from the
+    agent (with default settings: auto-switch on, so the decision cycle would move the kept instance too)."""
+    client_id, caller = make_tenant()
+    first, kept, current = new_instance_id(), new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(first, first, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    _hop(caller, agent_id, first, "eu-west-1a", kept, "eu-west-1b", terminated=True)
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    _hop(caller, agent_id, kept, "eu-west-1b", current, "eu-west-1c", terminated=False)
+
+    status, reply = caller.post("/api/agents/register", v4_registration(kept, kept, "eu-west-1b"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert [(r.agent_id, r.instance_id) for r in AgentTable.query(client_id)] == [(agent_id, current)]
