@@ -286,3 +286,47 @@ def test_a_kept_instances_v4_agent_without_logical_agent_id_restarting_is_refuse
     status, reply = caller.post("/api/agents/register", v4_registration(kept, kept, "eu-west-1b"))
     assert_error(status, reply, 409, code="instance_replaced")
     assert [(r.agent_id, r.instance_id) for r in AgentTable.query(client_id)] == [(agent_id, current)]
+
+
+def test_a_decisions_switch_left_undelivered_while_the_agent_was_away_is_not_run_on_its_return(make_tenant):
+    """GIVEN a live v4 agent for which the decision cycle queued a switch just as it went silent (a network outage,
+    its host stopped) WHEN it polls again hours later
+    THEN it is not given that switch (decided on the prices of hours ago; v4 runs whatever a poll returns): the
+    command is cancelled as stale, and the next decision queues afresh. A fresh decision's switch and a client's
+    force-switch are still delivered, however long the latter waited."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib import bootstrap, command_queue, decisions
+    from chalicelib.repositories import agents as agent_repo
+    from components.decision_engine import Decision, DecisionAction
+
+    client_id, caller = make_tenant()
+    instance_id = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(instance_id, f"web-{uuid.uuid4().hex[:8]}",
+                                                                        "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    agent = agent_repo.get(client_id, agent_id)
+    move = Decision(DecisionAction.SWITCH_POOL, "m5.large.eu-west-1b", None, "cheaper in b")
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    stale = decisions.command_for(agent, move, hours_ago, trigger="model")
+    assert stale is not None
+
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert (status, pending["commands"]) == (200, []), pending
+    stored = bootstrap.command_store().get(agent_id, stale.command_id)
+    assert (stored.status.value, stored.attempts) == ("cancelled", 0) and "stale" in stored.message, stored
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).active_commands == 0
+
+    fresh = decisions.command_for(agent_repo.get(client_id, agent_id), move, datetime.now(UTC), trigger="model")
+    assert fresh is not None and fresh.command_id != stale.command_id
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [fresh.command_id], pending
+    assert caller.post(f"/api/agents/{agent_id}/commands/{fresh.command_id}/executed", {"success": False})[0] == 200
+
+    forced = command_queue.switch_command(
+        agent_repo.get(client_id, agent_id), target_mode="ondemand", target_pool_id=None, priority=75,
+        trigger="manual", created_by="client", now=hours_ago)
+    bootstrap.command_store().add(forced)
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [forced.command_id], pending
