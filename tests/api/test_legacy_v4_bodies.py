@@ -330,3 +330,33 @@ def test_a_decisions_switch_left_undelivered_while_the_agent_was_away_is_not_run
     bootstrap.command_store().add(forced)
     status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
     assert [c["id"] for c in pending["commands"]] == [forced.command_id], pending
+
+
+def test_the_headers_legacy_http_clients_send_are_read_as_json(make_tenant, api):
+    """GIVEN the headers legacy agents' HTTP libraries send: v4's session sets ``Content-Type: application/json`` on
+    every call, GETs without a body included; a JSON body with a charset suffix or in capitals; a script's POST with no
+    Content-Type at all (Chalice takes JSON then) WHEN they call the agent routes THEN each is answered 2xx as JSON,
+    and a query string v4 adds (``replicas?status=launching``) is read, not part of the path."""
+    import json
+
+    client_id, caller = make_tenant()
+    instance_id = new_instance_id()
+    auth = {"Authorization": f"Bearer {caller.token}"}
+    body = json.dumps(v4_registration(instance_id, f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a"))
+    agent_ids = set()
+    for content_type in ("application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+                         None):
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        response = api.http.post("/api/agents/register", headers=headers, body=body)
+        assert response.status_code == 200, (content_type, response.body)
+        agent_ids.add(json.loads(response.body)["agent_id"])
+    [agent_id] = agent_ids
+    session = auth | {"Content-Type": "application/json"}
+    for path in (f"/api/agents/{agent_id}/config", f"/api/agents/{agent_id}/pending-commands",
+                 f"/api/agents/{agent_id}/replicas?status=launching"):
+        response = api.http.get(path, headers=session)
+        assert response.status_code == 200 and response.headers["Content-Type"] == "application/json", (
+            path, response.body)
+    response = api.http.post(f"/api/agents/{agent_id}/heartbeat", headers=auth,
+                             body=json.dumps(v4_heartbeat(instance_id, "eu-west-1a")))
+    assert response.status_code == 200 and json.loads(response.body)["success"] is True, response.body
