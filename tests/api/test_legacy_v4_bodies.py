@@ -360,3 +360,35 @@ def test_the_headers_legacy_http_clients_send_are_read_as_json(make_tenant, api)
     response = api.http.post(f"/api/agents/{agent_id}/heartbeat", headers=auth,
                              body=json.dumps(v4_heartbeat(instance_id, "eu-west-1a")))
     assert response.status_code == 200 and json.loads(response.body)["success"] is True, response.body
+
+
+def test_a_new_instance_two_unnamed_switches_could_have_launched_is_a_new_agent(make_tenant):
+    """GIVEN two v4 agents without LOGICAL_AGENT_ID, each running a forced switch to the same pool (polled, not yet
+    reported) WHEN an instance of that pool registers naming its own instance id THEN it is not guessed to be either's
+    replacement: a new agent (each old agent keeps its instance and its leased switch); one switch alone is adopted."""
+    from chalicelib import bootstrap
+
+    client_id, caller = make_tenant()
+    olds = [new_instance_id(), new_instance_id()]
+    agent_ids = []
+    for old in olds:
+        status, reply = caller.post("/api/agents/register", v4_registration(old, old, "eu-west-1a"))
+        assert status == 200, reply
+        agent_ids.append(reply["agent_id"])
+        status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                     {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+        assert status == 201, queued
+        assert len(caller.get(f"/api/agents/{reply['agent_id']}/pending-commands")[1]["commands"]) == 1
+    new = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(new, new, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] not in agent_ids and reply["action"] == "created", reply
+    assert {a: AgentTable.get(client_id, a, consistent_read=True).instance_id for a in agent_ids} == dict(
+        zip(agent_ids, olds))
+    assert all(bootstrap.command_store().active_for_agent(a, 5)[0].status.value == "executing" for a in agent_ids)
+
+    # with the first switch finished (reported failed), the second alone could have launched the next one
+    [first] = bootstrap.command_store().active_for_agent(agent_ids[0], 5)
+    assert caller.post(f"/api/agents/{agent_ids[0]}/commands/{first.command_id}/executed", {"success": False})[0] == 200
+    other = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(other, other, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_ids[1] and reply["action"] == "migrated", reply
