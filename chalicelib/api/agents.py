@@ -168,13 +168,13 @@ def _logical_id(client_id: str, body: RegisterRequest, mode: InstanceMode) -> st
 
 def _agent_of_instance(client_id: str, body: RegisterRequest, mode: InstanceMode, *, switches: bool) -> str:
     """The logical id of the agent an instance belongs to: the agent whose active primary it is (a switch reported
-    it, or a failover launched it); with ``switches`` (v4 naming its own instance id) also the agent whose instance
-    it was or whose standby it is, and for an instance not known here the one agent of the client, itself without a logical id of
-    its own, whose switch of the instance it runs is in flight and matches this instance (its type; the target's
-    mode and, for spot, zone: what v4 launches), since v4's replacement usually registers before the switch is
-    reported, and under auto-terminate instead of it; else the instance id, as before. Without this the agent on
-    the new instance would register as a new agent (default settings, no history) and take the instance from the
-    agent that launched it, whose switch is never recorded."""
+    it, or a failover launched it). With ``switches`` (v4 naming its own instance id) also the agent whose instance
+    it was or whose standby it is, and for an instance not known here the one agent of the client, itself without a
+    logical id of its own, whose switch of the instance it runs is in flight and matches this instance (its type;
+    the target's mode and, for spot, zone: what v4 launches), since v4's replacement usually registers before the
+    switch is reported, and under auto-terminate instead of it. Else the instance id, as before. Without this the
+    agent on the new instance would register as a new agent (default settings, no history) and take the instance
+    from the agent that launched it, whose switch is never recorded."""
     instance_id = body.instance_id
     row = agents.get_instance(client_id, instance_id)
     if row is not None and row.agent_id and row.is_active and row.role == "primary":
