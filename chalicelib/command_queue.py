@@ -9,21 +9,24 @@ whichever path it was.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from components.aws_regions import is_zone_of_region
 from components.capacity import CapacityObservation, ObservationKind, refusal_kind
 from components.command_tracker import (
     SWITCH_TYPES,
     Command,
+    CommandConflictError,
     CommandStatus,
     CommandType,
     ResultOutcome,
+    cancel,
     deliver,
     extend_lease,
     new_command,
     report_result,
     sweep_expired,
+    transition,
 )
 from components.errors import InvalidPoolIdError
 from components.pool_id import parse_pool_id
@@ -63,16 +66,49 @@ class _TimeoutWatch:
                             f"{cmd.attempts} attempts", now, severity="warning", agent_id=cmd.agent_id)
 
 
+# A decision's switch not delivered this long after it was queued was decided for an agent that went silent
+# (decisions are made for live agents only, which poll every 15 s / heartbeat every 120 s; an agent is offline after
+# 15 minutes): on prices and risks of then. It is cancelled at its next delivery and the next cycle decides again.
+STALE_DECISION_AGE = timedelta(minutes=15)
+DECISION_ENGINE = "decision-engine"  # ``created_by`` of the decision cycle's commands (chalicelib/decisions.py)
+
+
+class _DeliveryWatch(_TimeoutWatch):
+    """A delivery's view of the store: also drops (and cancels) a decision's switch gone stale while its agent was
+    away (a network outage, a stopped host): a legacy agent runs whatever it is given, so a switch decided hours ago
+    on the prices of then would run on its return. A client's own (force-switch) and a retried one are delivered."""
+
+    def __init__(self, store, now: datetime) -> None:
+        super().__init__(store)
+        self._now = now
+
+    def active_for_agent(self, agent_id: str, limit: int) -> list[Command]:
+        kept = []
+        for cmd in super().active_for_agent(agent_id, limit):
+            if cmd.status is CommandStatus.PENDING and cmd.attempts == 0 and cmd.created_by == DECISION_ENGINE \
+                    and self._now - cmd.created_at > STALE_DECISION_AGE:
+                try:
+                    self.replace(cmd, cancel(cmd, self._now, f"stale: decided at {cmd.created_at.isoformat()} and "
+                                                             "never delivered (the agent was away); decided again"))
+                except CommandConflictError:
+                    pass  # another poller took it first: its delivery stands
+                else:
+                    continue
+            kept.append(cmd)
+        return kept
+
+
 def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Command]:
     """Lease the agent's due commands (highest priority first) to a caller on ``instance_id`` (the
     agent's current instance when the caller does not say), with leases sized for this agent's kind.
 
     An agent row that counts no active command (``active_commands`` 0) has none: the queue is not read. A
     row from before the counter starts counting once its queue is read empty. An agent that runs no commands
-    (spot_agent.py) is delivered none."""
+    (spot_agent.py) is delivered none. A decision's switch gone stale undelivered is cancelled
+    (``STALE_DECISION_AGE``)."""
     if agent.active_commands == 0 or not agent.runs_commands:
         return []
-    watch = _TimeoutWatch(bootstrap.command_store())
+    watch = _DeliveryWatch(bootstrap.command_store(), now)
     try:
         delivered = deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
                             instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
@@ -154,6 +190,33 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     for cmd in bootstrap.command_store().active_for_agent(agent_id, 50):
         if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1:
             done.append(record_result(agent_id, cmd.command_id, success=True, message=message, now=now).command)
+    return done
+
+
+def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
+    """A legacy agent registering again on the same instance is a new process (systemd restarted it, the host
+    rebooted): whatever it was running died with the old process, which may already have launched a replacement.
+    v4 and v3.2 run every command a poll returns, executing or not, so a switch of that instance still leased would
+    run a second time, launching a second replacement. Such commands are timed out now (a late result is still
+    recorded) and the client told; the product's agent resumes its own commands (it keeps them across restarts)."""
+    if not agent.timings.reports_after_terminating:
+        return []
+    store, done = bootstrap.command_store(), []
+    for cmd in store.active_for_agent(agent.agent_id, 50):
+        if cmd.status is not CommandStatus.EXECUTING or cmd.instance_id != instance_id:
+            continue
+        after = transition(cmd, CommandStatus.TIMED_OUT, finished_at=now,
+                           message="the agent restarted while it held this command; not delivered again (it may "
+                                   "have launched an instance before it restarted)")
+        try:
+            store.replace(cmd, after)
+        except CommandConflictError:
+            continue  # its result or the sweep came first
+        done.append(after)
+        activity.notify(cmd.client_id, "command_abandoned",
+                        f"command {cmd.command_id} ({cmd.command_type.value}) was running when the agent on "
+                        f"{instance_id} restarted: it is not run again; check for an instance it may have launched",
+                        now, severity="warning", agent_id=cmd.agent_id)
     return done
 
 

@@ -197,7 +197,8 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     command = command_queue.switch_command(
         agent, target_mode="ondemand" if decision.target == ONDEMAND else "spot",
         target_pool_id=decision.target, now=now, command_id=command_id, trigger=trigger,
-        priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL, created_by="decision-engine")
+        priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL,
+        created_by=command_queue.DECISION_ENGINE)
     try:
         store.add(command)
     except CommandConflictError:

@@ -102,9 +102,7 @@ def register():
     if mode is InstanceMode.UNKNOWN:  # v3.2 registers no mode: a restart keeps the one known for its instance
         mode = normalize_mode(agents.known_mode(client.client_id, body.instance_id))
     reg = Registration(
-        client_id=client.client_id,
-        logical_agent_id=normalize_logical_agent_id(body.logical_agent_id or _agent_of_instance(client.client_id,
-                                                                                                body.instance_id)),
+        client_id=client.client_id, logical_agent_id=_logical_id(client.client_id, body, mode),
         instance_id=body.instance_id, instance_type=body.instance_type, region=body.region,
         az=body.az, ami_id=body.ami_id, hostname=body.hostname, agent_version=body.agent_version,
         mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
@@ -130,6 +128,8 @@ def register():
                           metadata={"action": plan.action.value, "verified": identity is not None})
     if before is not None and plan.previous_instance_id:
         agent = _unreported_switch(client.client_id, before, agent, now) or agent
+    elif before is not None and not before.deleted and before.instance_id == reg.instance_id:
+        command_queue.abandon_on_restart(before, reg.instance_id, now)
     reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
              "action": plan.action.value, "verified": identity is not None,
              "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}
@@ -153,16 +153,55 @@ def _claim_ended(claim, agent, now) -> None:
                           client_id=agent.client_id, agent_id=agent.agent_id, instance_id=claim.instance_id)
 
 
-def _agent_of_instance(client_id: str, instance_id: str) -> str:
-    """The logical id of a registration that names none (spot_agent.py): the agent whose active primary the instance
-    is (a replacement the product launched for it), else the instance id, as before. Without this, the agent on a
-    failover's replacement would register as a new agent and take the instance from the one it replaced."""
+def _logical_id(client_id: str, body: RegisterRequest, mode: InstanceMode) -> str:
+    """The logical id a registration speaks for.
+
+    A registration that names none (spot_agent.py), or names its own instance id while no agent has that logical
+    id (v4 without ``LOGICAL_AGENT_ID``, which the legacy installer leaves empty by default: v4 then takes its
+    instance id, so the agent a switch or a failover puts on a new instance names the new instance) is the agent
+    the instance belongs to (``_agent_of_instance``), else a new one under the instance id, as before."""
+    named = body.logical_agent_id
+    if named and (named != body.instance_id or agents.get(client_id, agent_id_for(client_id, named)) is not None):
+        return normalize_logical_agent_id(named)
+    return normalize_logical_agent_id(_agent_of_instance(client_id, body, mode, switches=bool(named)))
+
+
+def _agent_of_instance(client_id: str, body: RegisterRequest, mode: InstanceMode, *, switches: bool) -> str:
+    """The logical id of the agent an instance belongs to: the agent whose active primary it is (a switch reported
+    it, or a failover launched it). With ``switches`` (v4 naming its own instance id) also the agent whose instance
+    it was or whose standby it is, and for an instance not known here the one agent of the client, itself without a
+    logical id of its own, whose switch of the instance it runs is in flight and matches this instance (its type;
+    the target's mode and, for spot, zone: what v4 launches), since v4's replacement usually registers before the
+    switch is reported, and under auto-terminate instead of it. Else the instance id, as before. Without this the
+    agent on the new instance would register as a new agent (default settings, no history) and take the instance
+    from the agent that launched it, whose switch is never recorded."""
+    instance_id = body.instance_id
     row = agents.get_instance(client_id, instance_id)
     if row is not None and row.agent_id and row.is_active and row.role == "primary":
         owner = agents.get(client_id, row.agent_id)
         if owner is not None and owner.instance_id == instance_id:
             return owner.logical_agent_id
-    return instance_id
+    if row is not None and switches and row.agent_id:
+        # an instance an agent left (kept running after its switch, replaced by a failover) or its standby: that
+        # agent's, so a restart there is refused as a named agent's is (409), never a second agent on it
+        owner = agents.get(client_id, row.agent_id)
+        if owner is not None and not owner.deleted:
+            return owner.logical_agent_id
+    if row is not None or not switches:
+        return instance_id  # an instance known here is not a switch's new instance
+
+    def launched_it(agent, cmd) -> bool:
+        return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
+                and cmd.instance_id == agent.instance_id and cmd.leased_at is not None
+                and agent.instance_type == body.instance_type and agent.region == body.region
+                and mode in (normalize_mode(cmd.target_mode), InstanceMode.UNKNOWN)
+                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == body.az))
+
+    store = bootstrap.command_store()
+    launchers = {agent.logical_agent_id for agent in agents.busy_unnamed(client_id)
+                 if agent.instance_id != instance_id and agent.timings.reports_after_terminating
+                 for cmd in store.active_for_agent(agent.agent_id, 50) if launched_it(agent, cmd)}
+    return launchers.pop() if len(launchers) == 1 else instance_id
 
 
 def _verified_identity(client, body: RegisterRequest) -> IdentityDocument | None:

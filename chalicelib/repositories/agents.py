@@ -768,6 +768,16 @@ def types_in_use() -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def busy_unnamed(client_id: str) -> list[AgentRecord]:
+    """The client's agents that may have a command in flight (active commands, or a row from before that counter)
+    and whose logical id is an instance id: the agents of legacy v4 processes that run without ``LOGICAL_AGENT_ID``
+    (it falls back to the instance id). One partition Query; the filter keeps the answer to those."""
+    condition = (AgentTable.logical_agent_id.startswith("i-")
+                 & ((AgentTable.active_commands > 0) | AgentTable.active_commands.does_not_exist())
+                 & ~AgentTable.status.is_in(*GONE_STATUSES))
+    return [_record(row) for row in AgentTable.query(client_id, filter_condition=condition)]
+
+
 def all_for_client(client_id: str) -> list[AgentRecord]:
     """Every agent row of the client, deleted and terminated ones included (one partition query)."""
     return [_record(row) for row in AgentTable.query(client_id)]

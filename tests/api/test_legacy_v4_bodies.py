@@ -247,3 +247,148 @@ def test_a_v4_build_that_checks_health_first_and_resends_timed_out_calls_gets_on
     assert results[1][1]["command"]["status"] == "completed", results
     switches = [r for r in SwitchTable.query(client_id) if r.agent_id == agent_id]
     assert [(r.old_instance_id, r.new_instance_id) for r in switches] == [(old, new)]
+
+
+def _hop(caller, agent_id: str, old: str, old_az: str, new: str, new_az: str, *, terminated: bool) -> None:
+    """A forced switch of ``old`` (in ``old_az``) to ``new_az`` run by v4 as it reports it: poll, switch report, result,
+    then the registration of the agent on ``new``, which names its own instance id (no LOGICAL_AGENT_ID)."""
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": f"m5.large.{new_az}"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    report = _switch_report(old, new, terminated=terminated)
+    report["old_instance"] |= {"az": old_az, "pool_id": f"m5.large.{old_az}"}
+    report["new_instance"] |= {"az": new_az, "pool_id": f"m5.large.{new_az}"}
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", report)
+    assert status == 200, reply
+    assert caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed", {"success": True})[0] == 200
+    status, reply = caller.post("/api/agents/register", v4_registration(new, new, new_az))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+
+def test_a_kept_instances_v4_agent_without_logical_agent_id_restarting_is_refused_as_a_named_one_is(make_tenant):
+    """GIVEN v4 agents without LOGICAL_AGENT_ID (each names its own instance id): the agent was created on I0, switched
+    to I1 (I0 terminated), then to I2 under auto-terminate off (I1 kept running, its v4 agent too)
+    WHEN I1's v4 agent restarts and registers naming I1, an id no agent has
+    THEN 409 instance_replaced, as for an agent with a logical id of its own, not a second agent taking I1 from the
+    agent (with default settings: auto-switch on, so the decision cycle would move the kept instance too)."""
+    client_id, caller = make_tenant()
+    first, kept, current = new_instance_id(), new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(first, first, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    _hop(caller, agent_id, first, "eu-west-1a", kept, "eu-west-1b", terminated=True)
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})
+    assert status == 200, reply
+    _hop(caller, agent_id, kept, "eu-west-1b", current, "eu-west-1c", terminated=False)
+
+    status, reply = caller.post("/api/agents/register", v4_registration(kept, kept, "eu-west-1b"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert [(r.agent_id, r.instance_id) for r in AgentTable.query(client_id)] == [(agent_id, current)]
+
+
+def test_a_decisions_switch_left_undelivered_while_the_agent_was_away_is_not_run_on_its_return(make_tenant):
+    """GIVEN a live v4 agent for which the decision cycle queued a switch just as it went silent (a network outage,
+    its host stopped) WHEN it polls again hours later
+    THEN it is not given that switch (decided on the prices of hours ago; v4 runs whatever a poll returns): the
+    command is cancelled as stale, and the next decision queues afresh. A fresh decision's switch and a client's
+    force-switch are still delivered, however long the latter waited."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib import bootstrap, command_queue, decisions
+    from chalicelib.repositories import agents as agent_repo
+    from components.decision_engine import Decision, DecisionAction
+
+    client_id, caller = make_tenant()
+    instance_id = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(instance_id, f"web-{uuid.uuid4().hex[:8]}",
+                                                                        "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    agent = agent_repo.get(client_id, agent_id)
+    move = Decision(DecisionAction.SWITCH_POOL, "m5.large.eu-west-1b", None, "cheaper in b")
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    stale = decisions.command_for(agent, move, hours_ago, trigger="model")
+    assert stale is not None
+
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert (status, pending["commands"]) == (200, []), pending
+    stored = bootstrap.command_store().get(agent_id, stale.command_id)
+    assert (stored.status.value, stored.attempts) == ("cancelled", 0) and "stale" in stored.message, stored
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).active_commands == 0
+
+    fresh = decisions.command_for(agent_repo.get(client_id, agent_id), move, datetime.now(UTC), trigger="model")
+    assert fresh is not None and fresh.command_id != stale.command_id
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [fresh.command_id], pending
+    assert caller.post(f"/api/agents/{agent_id}/commands/{fresh.command_id}/executed", {"success": False})[0] == 200
+
+    forced = command_queue.switch_command(
+        agent_repo.get(client_id, agent_id), target_mode="ondemand", target_pool_id=None, priority=75,
+        trigger="manual", created_by="client", now=hours_ago)
+    bootstrap.command_store().add(forced)
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [forced.command_id], pending
+
+
+def test_the_headers_legacy_http_clients_send_are_read_as_json(make_tenant, api):
+    """GIVEN the headers legacy agents' HTTP libraries send: v4's session sets ``Content-Type: application/json`` on
+    every call, GETs without a body included; a JSON body with a charset suffix or in capitals; a script's POST with no
+    Content-Type at all (Chalice takes JSON then) WHEN they call the agent routes THEN each is answered 2xx as JSON,
+    and a query string v4 adds (``replicas?status=launching``) is read, not part of the path."""
+    import json
+
+    client_id, caller = make_tenant()
+    instance_id = new_instance_id()
+    auth = {"Authorization": f"Bearer {caller.token}"}
+    body = json.dumps(v4_registration(instance_id, f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a"))
+    agent_ids = set()
+    for content_type in ("application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+                         None):
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        response = api.http.post("/api/agents/register", headers=headers, body=body)
+        assert response.status_code == 200, (content_type, response.body)
+        agent_ids.add(json.loads(response.body)["agent_id"])
+    [agent_id] = agent_ids
+    session = auth | {"Content-Type": "application/json"}
+    for path in (f"/api/agents/{agent_id}/config", f"/api/agents/{agent_id}/pending-commands",
+                 f"/api/agents/{agent_id}/replicas?status=launching"):
+        response = api.http.get(path, headers=session)
+        assert response.status_code == 200 and response.headers["Content-Type"] == "application/json", (
+            path, response.body)
+    response = api.http.post(f"/api/agents/{agent_id}/heartbeat", headers=auth,
+                             body=json.dumps(v4_heartbeat(instance_id, "eu-west-1a")))
+    assert response.status_code == 200 and json.loads(response.body)["success"] is True, response.body
+
+
+def test_a_new_instance_two_unnamed_switches_could_have_launched_is_a_new_agent(make_tenant):
+    """GIVEN two v4 agents without LOGICAL_AGENT_ID, each running a forced switch to the same pool (polled, not yet
+    reported) WHEN an instance of that pool registers naming its own instance id THEN it is not guessed to be either's
+    replacement: a new agent (each old agent keeps its instance and its leased switch); one switch alone is adopted."""
+    from chalicelib import bootstrap
+
+    client_id, caller = make_tenant()
+    olds = [new_instance_id(), new_instance_id()]
+    agent_ids = []
+    for old in olds:
+        status, reply = caller.post("/api/agents/register", v4_registration(old, old, "eu-west-1a"))
+        assert status == 200, reply
+        agent_ids.append(reply["agent_id"])
+        status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                     {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+        assert status == 201, queued
+        assert len(caller.get(f"/api/agents/{reply['agent_id']}/pending-commands")[1]["commands"]) == 1
+    new = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(new, new, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] not in agent_ids and reply["action"] == "created", reply
+    assert {a: AgentTable.get(client_id, a, consistent_read=True).instance_id for a in agent_ids} == dict(
+        zip(agent_ids, olds))
+    assert all(bootstrap.command_store().active_for_agent(a, 5)[0].status.value == "executing" for a in agent_ids)
+
+    # with the first switch finished (reported failed), the second alone could have launched the next one
+    [first] = bootstrap.command_store().active_for_agent(agent_ids[0], 5)
+    assert caller.post(f"/api/agents/{agent_ids[0]}/commands/{first.command_id}/executed", {"success": False})[0] == 200
+    other = new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(other, other, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_ids[1] and reply["action"] == "migrated", reply

@@ -178,7 +178,7 @@ class V3Agent(V4Agent):
         new = self.fleet.ec2.run_instances(old, az=az, mode=mode if mode == "spot" and pool else "ondemand", tags={
             "Name": f"SpotOptimizer-{mode}", "ManagedBy": "SpotOptimizer", "LogicalAgentId": self.logical_agent_id})
         record["new_host"] = new
-        self.fleet.start_agent(new, self.logical_agent_id, at=sim.elapsed + BOOT_S)
+        self.fleet.start_agent(new, self.replacement_logical_id(new), at=sim.elapsed + BOOT_S)
         yield RUNNING_WAIT_S
         timing["new_instance_ready_at"] = v3_time(sim.now)
         yield TRAFFIC_SWITCH_S

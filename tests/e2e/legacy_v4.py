@@ -227,6 +227,9 @@ class Fleet:
     # EC2 terminates, e.g. an agent in a container): a switch's agent then waits for ``terminated``, reports,
     # posts its result, and stops. On a real host it dies with the instance before reporting (the default).
     processes_outlive_hosts: bool = False
+    # ``LOGICAL_AGENT_ID`` unset on every host (the installer's default): each v4 agent's logical id is its own
+    # instance id, the replacement's included (``V4Agent.replacement_logical_id``).
+    logical_from_instance: bool = False
 
     def start_agent(self, host: Host, logical_agent_id: str, *, at: float | None = None) -> V4Agent:
         """An agent process of the fleet's kind on ``host`` (started now, or ``at`` seconds from the start);
@@ -265,6 +268,7 @@ class V4Agent:
         self.agent_id: str | None = None
         self.registration: Call | None = None
         self.running = False
+        self.killed = False
         self.stopped_at: float | None = None
         self.enabled = True
         self.termination_notice: datetime | None = None  # IMDS spot/instance-action
@@ -328,6 +332,13 @@ class V4Agent:
         sim = self.fleet.sim
         for thread, first in self.threads():
             sim.spawn(thread, at=sim.elapsed + first)
+
+    def kill(self) -> None:
+        """The process dies at once (a crash, SIGKILL, the host rebooting): no final heartbeat, and a switch it was
+        running ends where it is (its launched instance runs on); systemd may start a new process on the same host
+        (``Fleet.start_agent``), which registers again and knows nothing of it."""
+        self.running, self.killed = False, True
+        self.stopped_at = self.fleet.sim.elapsed
 
     def stop(self) -> None:
         """The agent stops itself: threads end, then the final heartbeat says offline (#2), bare: v4's
@@ -410,10 +421,19 @@ class V4Agent:
                         self.skipped.append(command)  # create_replica: the product never sends it (not modelled)
                         continue
                     self.executed.append(command)
-                    yield from self._switch(command)
+                    for delay in self._switch(command):
+                        yield delay
+                        if self.killed:
+                            return  # the process died mid-switch (``kill``)
                     break
             if self.running:
                 yield COMMANDS_S
+
+    def replacement_logical_id(self, new: Host) -> str:
+        """The ``LOGICAL_AGENT_ID`` the replacement's agent registers with: the env's, which the launch AMI carries;
+        left unset (the installer's default: "press Enter to use instance ID") v4 takes its own instance id, so
+        the replacement's agent names the new instance (``Fleet.logical_from_instance``)."""
+        return new.instance_id if self.fleet.logical_from_instance else self.logical_agent_id
 
     def _runs_other(self, command: dict) -> bool:
         """A command other than a switch this variant runs itself (True: run, the poll's turn ends); v4 runs none."""
@@ -438,7 +458,7 @@ class V4Agent:
             "LogicalAgentId": self.logical_agent_id})
         record["new_host"] = new
         launched = sim.now
-        self.fleet.start_agent(new, self.logical_agent_id, at=sim.elapsed + BOOT_S)
+        self.fleet.start_agent(new, self.replacement_logical_id(new), at=sim.elapsed + BOOT_S)
         yield RUNNING_WAIT_S
         ready = sim.now
         yield TRAFFIC_SWITCH_S

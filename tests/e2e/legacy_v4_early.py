@@ -194,7 +194,7 @@ class EarlyV4Agent(V4Agent):
             "Name": f"SpotOptimizer-{mode}", "ManagedBy": "SpotOptimizer", "LogicalAgentId": self.logical_agent_id})
         record["new_host"] = new
         timing["new_instance_launched_at"] = self.stamp(z=True)
-        self.fleet.start_agent(new, self.logical_agent_id, at=sim.elapsed + BOOT_S)
+        self.fleet.start_agent(new, self.replacement_logical_id(new), at=sim.elapsed + BOOT_S)
         yield RUNNING_WAIT_S
         timing["new_instance_ready_at"] = self.stamp(z=True)
         yield TRAFFIC_SWITCH_S

@@ -174,7 +174,9 @@ def test_a_forced_switch_whose_agent_outlives_its_host_reports_late_and_is_still
 
 
 @pytest.mark.usefixtures("failover_machine")
-def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_takes_over(api, make_tenant, sim):
+@pytest.mark.parametrize("unnamed", [False, True], ids=["logical-id", "no-LOGICAL_AGENT_ID"])
+def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_takes_over(api, make_tenant, sim,
+                                                                                          unnamed):
     """GIVEN a v4 agent in auto-switch mode on a real spot instance (moto EC2, us-east-1a) with prices
     WHEN IMDS shows a termination notice: v4's 5 s check calls create-emergency-replica, then
     termination-imminent, and stops itself on success; the replacement's v4 agent boots 90 s later and
@@ -183,7 +185,8 @@ def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_take
     recorded and resolved, the agent ends on the replacement (the old instance terminated, no other
     instance launched for it), and the replacement's agent registers as the same agent and runs on
     (every call answered 2xx, no switch executed), with no command left that v4 cannot read (it skips a
-    command without ``target_mode``, as the workflow's promote / prepare_shutdown are).
+    command without ``target_mode``, as the workflow's promote / prepare_shutdown are). ``unnamed``: the
+    replacement's env has no LOGICAL_AGENT_ID, so its v4 names its own instance id: the same agent all the same.
     """
     client_id, caller, fleet, old, primary, itype = v4_on_us_spot(api, make_tenant, sim)
     ec2, logical = fleet.ec2, old.logical_agent_id
@@ -206,7 +209,7 @@ def test_b_termination_notice_is_handled_once_and_the_replacements_v4_agent_take
     replacement = agent_row(client_id, agent_id).instance_id
     assert replacement != primary
     # the replacement was launched at t=60; its v4 agent boots 90 s later, then 20 minutes pass
-    new = fleet.start_agent(ec2.host(replacement), logical, at=60 + BOOT_S)
+    new = fleet.start_agent(ec2.host(replacement), replacement if unnamed else logical, at=60 + BOOT_S)
     sim.run_until(60 + 20 * 60)
 
     # THEN one interruption event, resolved onto the replacement
