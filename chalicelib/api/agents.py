@@ -633,7 +633,11 @@ def switch_report(agent_id):
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now,
                               daily_cap=None if stored_key else get_settings().quota_max_switches_per_agent_per_day)
-    if created and deactivate is None:  # the old instance runs on: an agent lists at most the quota's worth
+    # The work of the first report past its transaction is finished by a repeat, each part once: the Lambda may have
+    # died after the transaction, and the agent then sends the same report again (an inferred switch did its own).
+    recorded = row if created else switches.stored(client_id, row.switch_key)
+    recorded = None if recorded is None or recorded.inferred else recorded
+    if recorded is not None and deactivate is None:  # the old instance runs on: the agent lists at most the quota's
         agents.close_kept_instances(client_id, agent.agent_id, new.instance_id,
                                     int(quotas.limits(client_id)["max_instances"]), now)
     # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
@@ -644,22 +648,29 @@ def switch_report(agent_id):
     if body.success:
         completed = [c.command_id for c in command_queue.complete_switches_of(
             agent.agent_id, row.old_instance_id, message=f"switch to {new.instance_id} reported", now=now)]
-    if created and body.success and new_mode == "spot" and new_pool:
-        launched = timing.new_instance_launched_at or initiated
-        observations.record(CapacityObservation(new_pool, ObservationKind.LAUNCH_SUCCEEDED, launched.timestamp(),
-                                                source="agent"),
-                            event_id=f"switch:{switch_id}", client_id=client_id, agent_id=agent.agent_id,
-                            instance_id=new.instance_id, reported=True)
-    if created and impact.hourly_savings is not None:
-        activity.notify(client_id, "switch",
-                        f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
-                        f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    if recorded is not None:
+        _switch_news(recorded, client_id, agent)
     return ok({"success": True, "switch_id": switch_id, "duplicate": not (created or superseded),
                "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
                "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings),
                "commands_completed": completed,
                "warnings": noted(warnings, "switch report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=new.instance_id)})
+
+
+def _switch_news(row: SwitchTable, client_id: str, agent) -> None:
+    """A recorded switch's capacity observation (its new pool launched) and its client's notification, each keyed on
+    the switch and the first report's set-once times, so the report that recorded it and every repeat write them
+    once: a repeat finishes what a first report that died after its transaction left undone."""
+    if row.success and row.new_mode == "spot" and row.new_pool_id:
+        observations.record(CapacityObservation(row.new_pool_id, ObservationKind.LAUNCH_SUCCEEDED,
+                                                (row.launched_at or row.initiated_at).timestamp(), source="agent"),
+                            event_id=f"switch:{row.switch_id}", client_id=client_id, agent_id=agent.agent_id,
+                            instance_id=row.new_instance_id, reported=True)
+    if row.hourly_savings is not None:
+        activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
+                        f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
+                        once=f"switch:{row.switch_id}")
 
 
 def _unreported_switch(client_id: str, before, agent, now):
