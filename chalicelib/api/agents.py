@@ -745,7 +745,9 @@ def _unreported_switch(client_id: str, before, agent, now):
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")
 def termination(agent_id):
     """The agent's host is being terminated: agent offline, instance inactive, client notified. Idempotent: a
-    re-sent report keeps the first termination time and notifies no one again (the audit log records each)."""
+    re-sent report keeps the first termination time and notifies no one again (the audit log records each). The
+    notification is keyed on the instance and the time the first report closed it (``termination_reported_at``),
+    so a re-sent report writes it when the first one died between its transaction and the notification."""
     client_id, agent, body = agent_request(_request(), agent_id, TerminationRequest)
     instance_id = body.instance_id or agent.instance_id
     instance = agents.get_instance(client_id, instance_id) if instance_id else None
@@ -753,12 +755,16 @@ def termination(agent_id):
     if body.instance_id and not owned:
         raise NotFoundError("instance not found", field="instance_id")
     now = utcnow()
-    news = instance.is_active if owned else agent.status != AgentStatus.OFFLINE.value
-    agents.mark_terminated(agent, instance_id if owned else None, now)
+    closes = owned and instance.is_active
+    news = (closes or instance.termination_reported_at is not None) if owned \
+        else agent.status != AgentStatus.OFFLINE.value
+    agents.mark_terminated(agent, instance_id if owned else None, now, closes=closes)
     if news:
+        at = now if closes or not owned else instance.termination_reported_at
         activity.notify(client_id, "termination",
-                        f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
-                        severity="warning", agent_id=agent.agent_id)
+                        f"instance {instance_id} of {agent.logical_agent_id} is terminating", at,
+                        severity="warning", agent_id=agent.agent_id,
+                        once=f"termination:{instance_id}" if owned else None)
     activity.record_event("agent_termination", body.reason or "agent reported termination", now,
                           severity="warning", client_id=client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,

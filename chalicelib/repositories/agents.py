@@ -603,11 +603,13 @@ def learn_mode(agent: AgentRecord, instance_id: str | None, mode: str, now: date
     return True
 
 
-def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) -> None:
+def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, *, closes: bool = False) -> None:
     """The agent's host is going away: agent offline and (if given) its instance inactive, atomically. The
     instance keeps the time of its first termination report (``if_not_exists``): a re-sent report (an agent's
-    retry, or a replay days later) must not move the end of the instance's run, which its savings integrate."""
+    retry, or a replay days later) must not move the end of the instance's run, which its savings integrate.
+    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``."""
     target = instance_id
+    reported = [InstanceTable.termination_reported_at.set(now)] if closes else []
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.update(AgentTable(agent.client_id, agent.agent_id),
                   actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
@@ -617,7 +619,7 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) 
             tx.update(InstanceTable(target),
                       actions=[InstanceTable.is_active.set(False),
                                InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
-                               InstanceTable.updated_at.set(now)],
+                               InstanceTable.updated_at.set(now), *reported],
                       condition=(InstanceTable.client_id == agent.client_id)
                       & (InstanceTable.agent_id == agent.agent_id))
 
