@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from datetime import timedelta
@@ -130,6 +131,8 @@ def register():
                           metadata={"action": plan.action.value, "verified": identity is not None})
     if before is not None and plan.previous_instance_id:
         agent = _unreported_switch(client.client_id, before, agent, now) or agent
+    elif before is not None and before.instance_id == reg.instance_id:
+        agent = _finish_unreported_switch(client.client_id, before, agent, now) or agent
     reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
              "action": plan.action.value, "verified": identity is not None,
              "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}
@@ -728,18 +731,60 @@ def _unreported_switch(client_id: str, before, agent, now):
         is_active=True, installed_at=initiated, updated_at=now, last_switch_at=now)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance,
                               deactivate_old=None, now=now)
-    command_queue.complete_switches_of(agent.agent_id, old_id, now=now,
-                                       message=f"switch to {agent.instance_id}: its agent registered (the old "
-                                               f"instance's agent stops with its host before reporting)")
-    if created:
-        activity.record_event("switch_inferred", f"{agent.logical_agent_id}: switch {old_id} -> {agent.instance_id} "
-                              f"recorded from the new instance's registration", now, client_id=client_id,
-                              agent_id=agent.agent_id, instance_id=agent.instance_id,
-                              metadata={"command_id": cmd.command_id, "switch_id": switch_id, "warnings": warnings})
-        if impact.hourly_savings is not None:
-            activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
-                            f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    _inferred_switch_done(client_id, agent, row if created else switches.stored(client_id, row.switch_key), now,
+                          warnings)
     return agents.require(client_id, agent.agent_id)
+
+
+def _inferred_switch_done(client_id: str, agent, row: SwitchTable | None, now, warnings: list[str]) -> None:
+    """What follows an inferred switch's record: its command completed, the audit event and the client's notification
+    (each keyed on the switch and its set-once record time, so a repeat writes what a first attempt left, once)."""
+    if row is None or not row.inferred:
+        return  # a report of the switch came first (or replaced this record): it did all of this
+    command_queue.complete_switches_of(agent.agent_id, row.old_instance_id, now=now,
+                                       message=f"switch to {row.new_instance_id}: its agent registered (the old "
+                                               f"instance's agent stops with its host before reporting)")
+    activity.record_event("switch_inferred", f"{agent.logical_agent_id}: switch {row.old_instance_id} -> "
+                          f"{row.new_instance_id} recorded from the new instance's registration", row.recorded_at,
+                          client_id=client_id, agent_id=agent.agent_id, instance_id=row.new_instance_id,
+                          metadata={"command_id": row.command_id, "switch_id": row.switch_id, "warnings": warnings},
+                          once=f"switch_inferred:{row.switch_id}")
+    if row.hourly_savings is not None:
+        activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
+                        f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
+                        once=f"switch:{row.switch_id}")
+
+
+def _finish_unreported_switch(client_id: str, before, agent, now):
+    """A legacy agent's registration of the instance it is already on: possibly the repeat of its replacement's
+    registration, whose Lambda died after the registration's transaction, before or while it recorded the switch it
+    inferred (``_unreported_switch``). What that left undone is done now, each part once; the agent as it is then
+    (None: nothing to do). The switch is looked up only when the agent row names a switch or counts commands."""
+    if not before.timings.reports_after_terminating:
+        return None
+    switch_id = _switch_id(agent.agent_id, agent.instance_id)
+    key = switches.recorded_key(agent.agent_id, switch_id) if before.last_switch_at is not None else None
+    if key is not None:
+        row = switches.stored(client_id, key)
+        if row is not None and row.inferred:
+            warnings: list[str] = []
+            _fill_prices(client_id, row.old_pool_id, row.new_pool_id, row.old_mode, row.new_mode, SwitchPrices(),
+                         warnings)  # the warnings the first attempt's audit event names
+            _inferred_switch_done(client_id, agent, row, now, warnings)
+            return agents.require(client_id, agent.agent_id)
+        return None
+    if before.active_commands == 0:
+        return None
+    for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
+        if cmd.command_type not in SWITCH_TYPES or cmd.status is not CommandStatus.EXECUTING \
+                or not cmd.instance_id or cmd.instance_id == agent.instance_id:
+            continue
+        left = agents.get_instance(client_id, cmd.instance_id)  # closed by the registration that moved the agent
+        if left is not None and left.agent_id == agent.agent_id and left.role == "primary" and not left.is_active:
+            return _unreported_switch(client_id, dataclasses.replace(
+                before, instance_id=left.instance_id, instance_type=left.instance_type, az=left.az,
+                current_mode=left.mode, current_pool_id=left.pool_id), agent, now)
+    return None
 
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")
