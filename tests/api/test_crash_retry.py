@@ -349,8 +349,7 @@ SCENARIOS = [
     Scenario("register-v4-replacement", _prepare_v4_replacement, _register_replacement, _same_registration,
              per_request=frozenset({"agent_registered"})),
     Scenario("termination", _prepare_termination, _terminate, per_request=frozenset({"agent_termination"})),
-    Scenario("force-switch", _prepare_force_switch, _force_switch,
-             marks=_lost("a repeated force-switch queues a second switch of the instance")),
+    Scenario("force-switch", _prepare_force_switch, _force_switch, lambda clean, retry: {**clean, "duplicate": True}),
     Scenario("replica-promote", _prepare_promotion, _promote, _duplicate_promotion,
              per_request=frozenset({"manual_promotion"})),
 ]
