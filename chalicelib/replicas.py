@@ -192,13 +192,18 @@ def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> Rep
 
 def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
     """Terminate the replica's instance (if any) and close the row with ``status``. An instance the product
-    launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched)."""
-    if replica.instance_id and replica.region:
+    launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched).
+
+    A replica already closed with ``status`` (its instance terminated before the row was written) is finished
+    instead: whatever the close left undone when its Lambda died is done (``replica_repo.finish_closing``), and
+    the audit event, keyed on the replica and its set-once close time, is written once."""
+    if replica.instance_id and replica.region and replica.status is not status:
         ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
                       account=tenancy.for_client(replica.client_id, getattr(replica, "account_id", None)),
                       launched=(replica.instance_id,) if replica.own_launch else ())
     closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
-    activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,
+    activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", closed.terminated_at or now,
                           client_id=replica.client_id, agent_id=replica.agent_id,
-                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id})
+                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id},
+                          once=f"standby_{status.value}:{replica.replica_id}")
     return closed

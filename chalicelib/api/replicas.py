@@ -346,8 +346,8 @@ def delete_replica(agent_id, replica_id):
     agent, replica = _owned(client, agent_id, replica_id)
     if replica.status is not ReplicaStatus.TERMINATED:
         _active(replica)
-        with ec2_errors():
-            replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
+    with ec2_errors():  # terminated already: finishes what a delete that died after the row's write left undone
+        replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
     return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
                "instance_id": replica.instance_id})
 
