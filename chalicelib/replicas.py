@@ -181,13 +181,26 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
 
 
 def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
-    """The agent's standby, created when its slot is empty (safe under concurrent callers)."""
+    """The agent's standby, created when its slot is empty (safe under concurrent callers). A standby still launching
+    is launched (or found: ``launch`` is idempotent on the replica), so a call repeated after one that died between
+    the slot's claim and the launch finishes it rather than waiting for the coordinator."""
     if agent.current_replica_id:
-        return replica_repo.get(agent.agent_id, agent.current_replica_id)
+        return finish_launch(agent, replica_repo.get(agent.agent_id, agent.current_replica_id), now)
     try:
         return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by)
     except SlotTakenError as exc:
         return replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
+
+
+def finish_launch(agent: AgentRecord, replica: ReplicaRecord | None, now: datetime) -> ReplicaRecord | None:
+    """``replica`` launched when it is still ``launching`` (transient EC2 trouble leaves it so, for the coordinator);
+    a capacity refusal has marked it failed. Returns it as it is then."""
+    if replica is None or replica.status is not ReplicaStatus.LAUNCHING:
+        return replica
+    try:
+        return launch(agent, replica, now)
+    except ec2.Ec2Error:
+        return replica_repo.get(agent.agent_id, replica.replica_id)
 
 
 def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:

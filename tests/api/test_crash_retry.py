@@ -417,13 +417,15 @@ SCENARIOS = [
              marks=_lost("the raw report of a retried report is not kept: its points are duplicates by then "
                          "(left alone: the raw report is diagnostic, the prices are all stored)")),
     Scenario("manual-replica-enable", lambda make_tenant: _prepare_real_primary(make_tenant), _enable_manual,
-             marks=_lost("a repeat after the slot's claim answers the standby without launching it (the coordinator "
-                         "launches it within the minute); the audit event of a first call that died after the config "
-                         "write is not written")),
+             marks=_lost("the 'manual_replica_enabled' audit event of a first call that died after the config "
+                         "write is not written by the repeat, which finds the mode on (left alone: audit only)")),
     Scenario("standby-create", lambda make_tenant: _prepare_real_primary(
         make_tenant, manual_replica_enabled=True, auto_switch_enabled=False), _create_standby,
-             marks=_lost("a repeat after the slot's claim is 409 replica_exists, the standby left unlaunched for "
-                         "the coordinator")),
+             marks=_lost("the repeat of a create that died between the slot's claim and its 'standby_created' event "
+                         "and 'place_standby' decision launches the standby but writes neither (their reason is the "
+                         "placement's, which a repeat would have to recompute); once the standby has its instance a "
+                         "repeat is a second create, 409 replica_exists, and the launch's observation of a first that "
+                         "died before it is not made up (left alone)")),
     Scenario("standby-delete", _prepare_manual_standby, _delete_standby),
 ]
 
