@@ -36,6 +36,9 @@ from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
 from chalicelib.settings import get_settings
 
+# A client's force-switch (the console's form), as its commands record it.
+FORCE_SWITCH_TRIGGER = "manual_ui"
+
 # Commands whose failure can be EC2 refusing a spot launch in the command's target pool.
 LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, CommandType.CREATE_REPLICA})
 
@@ -242,6 +245,22 @@ def enqueue_for_client(command: Command) -> Command:
     a client's queue must not grow without bound). The service's own commands are stored without that check."""
     bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands)
     return command
+
+
+def open_force_switch(agent, *, target_mode: str, target_pool_id: str | None) -> Command | None:
+    """The client's force-switch of the agent's current instance to the same target still waiting or running: a
+    force-switch sent again (the console's retry of a request whose answer was lost, or whose Lambda died after the
+    command's write) is that command, never a second switch of the instance (both would be delivered in one poll,
+    and a legacy agent runs each). The queue is read only when the agent row counts active commands."""
+    if agent.active_commands == 0:
+        return None
+    pool = None if target_mode == "ondemand" else target_pool_id
+    for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
+        if (cmd.command_type in SWITCH_TYPES and cmd.created_by == "client" and cmd.trigger == FORCE_SWITCH_TRIGGER
+                and cmd.instance_id == agent.instance_id and cmd.target_mode == target_mode
+                and cmd.target_pool_id == pool):
+            return cmd
+    return None
 
 
 def check_switch_target(agent, pool_id: str, *, field: str) -> None:

@@ -181,24 +181,42 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
 
 
 def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
-    """The agent's standby, created when its slot is empty (safe under concurrent callers)."""
+    """The agent's standby, created when its slot is empty (safe under concurrent callers). A standby still launching
+    is launched (or found: ``launch`` is idempotent on the replica), so a call repeated after one that died between
+    the slot's claim and the launch finishes it rather than waiting for the coordinator."""
     if agent.current_replica_id:
-        return replica_repo.get(agent.agent_id, agent.current_replica_id)
+        return finish_launch(agent, replica_repo.get(agent.agent_id, agent.current_replica_id), now)
     try:
         return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by)
     except SlotTakenError as exc:
         return replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
 
 
+def finish_launch(agent: AgentRecord, replica: ReplicaRecord | None, now: datetime) -> ReplicaRecord | None:
+    """``replica`` launched when it is still ``launching`` (transient EC2 trouble leaves it so, for the coordinator);
+    a capacity refusal has marked it failed. Returns it as it is then."""
+    if replica is None or replica.status is not ReplicaStatus.LAUNCHING:
+        return replica
+    try:
+        return launch(agent, replica, now)
+    except ec2.Ec2Error:
+        return replica_repo.get(agent.agent_id, replica.replica_id)
+
+
 def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
     """Terminate the replica's instance (if any) and close the row with ``status``. An instance the product
-    launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched)."""
-    if replica.instance_id and replica.region:
+    launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched).
+
+    A replica already closed with ``status`` (its instance terminated before the row was written) is finished
+    instead: whatever the close left undone when its Lambda died is done (``replica_repo.finish_closing``), and
+    the audit event, keyed on the replica and its set-once close time, is written once."""
+    if replica.instance_id and replica.region and replica.status is not status:
         ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
                       account=tenancy.for_replica(replica),
                       launched=(replica.instance_id,) if replica.own_launch else ())
     closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
-    activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", now,
+    activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", closed.terminated_at or now,
                           client_id=replica.client_id, agent_id=replica.agent_id,
-                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id})
+                          instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id},
+                          once=f"standby_{status.value}:{replica.replica_id}")
     return closed

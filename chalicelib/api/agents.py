@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from datetime import timedelta
@@ -128,8 +129,12 @@ def register():
                           metadata={"action": plan.action.value, "verified": identity is not None})
     if before is not None and plan.previous_instance_id:
         agent = _unreported_switch(client.client_id, before, agent, now) or agent
-    elif before is not None and not before.deleted and before.instance_id == reg.instance_id:
-        command_queue.abandon_on_restart(before, reg.instance_id, now)
+    elif before is not None and before.instance_id == reg.instance_id:
+        # the repeat of a replacement's registration that died before it recorded its switch finishes it; a legacy
+        # process restarted on its instance is not handed again the command it held
+        agent = _finish_unreported_switch(client.client_id, before, agent, now) or agent
+        if not before.deleted:
+            command_queue.abandon_on_restart(before, reg.instance_id, now)
     reply = {"success": True, "agent_id": agent.agent_id, "client_id": client.client_id,
              "action": plan.action.value, "verified": identity is not None,
              "account_id": agent.account_id if identity is not None else None, "config": config_view(agent)}
@@ -673,7 +678,11 @@ def switch_report(agent_id):
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id,
                               new_instance=new_instance, deactivate_old=deactivate, now=now,
                               daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]))
-    if created and deactivate is None:  # the old instance runs on: an agent lists at most the quota's worth
+    # The work of the first report past its transaction is finished by a repeat, each part once: the Lambda may have
+    # died after the transaction, and the agent then sends the same report again (an inferred switch did its own).
+    recorded = row if created else switches.stored(client_id, row.switch_key)
+    recorded = None if recorded is None or recorded.inferred else recorded
+    if recorded is not None and deactivate is None:  # the old instance runs on: the agent lists at most the quota's
         agents.close_kept_instances(client_id, agent.agent_id, new.instance_id,
                                     int((limits or quotas.limits(client_id))["max_instances"]), now)
     # A legacy agent's switch recorded at the replacement's registration (its agent was thought dead): this report
@@ -684,22 +693,29 @@ def switch_report(agent_id):
     if body.success:
         completed = [c.command_id for c in command_queue.complete_switches_of(
             agent.agent_id, row.old_instance_id, message=f"switch to {new.instance_id} reported", now=now)]
-    if created and body.success and new_mode == "spot" and new_pool:
-        launched = timing.new_instance_launched_at or initiated
-        observations.record(CapacityObservation(new_pool, ObservationKind.LAUNCH_SUCCEEDED, launched.timestamp(),
-                                                source="agent"),
-                            event_id=f"switch:{switch_id}", client_id=client_id, agent_id=agent.agent_id,
-                            instance_id=new.instance_id, reported=True)
-    if created and impact.hourly_savings is not None:
-        activity.notify(client_id, "switch",
-                        f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
-                        f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    if recorded is not None:
+        _switch_news(recorded, client_id, agent)
     return ok({"success": True, "switch_id": switch_id, "duplicate": not (created or superseded),
                "hourly_savings": None if impact.hourly_savings is None else float(impact.hourly_savings),
                "monthly_savings": None if impact.monthly_savings is None else float(impact.monthly_savings),
                "commands_completed": completed,
                "warnings": noted(warnings, "switch report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=new.instance_id)})
+
+
+def _switch_news(row: SwitchTable, client_id: str, agent) -> None:
+    """A recorded switch's capacity observation (its new pool launched) and its client's notification, each keyed on
+    the switch and the first report's set-once times, so the report that recorded it and every repeat write them
+    once: a repeat finishes what a first report that died after its transaction left undone."""
+    if row.success and row.new_mode == "spot" and row.new_pool_id:
+        observations.record(CapacityObservation(row.new_pool_id, ObservationKind.LAUNCH_SUCCEEDED,
+                                                (row.launched_at or row.initiated_at).timestamp(), source="agent"),
+                            event_id=f"switch:{row.switch_id}", client_id=client_id, agent_id=agent.agent_id,
+                            instance_id=row.new_instance_id, reported=True)
+    if row.hourly_savings is not None:
+        activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
+                        f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
+                        once=f"switch:{row.switch_id}")
 
 
 def _unreported_switch(client_id: str, before, agent, now):
@@ -757,24 +773,68 @@ def _unreported_switch(client_id: str, before, agent, now):
         is_active=True, installed_at=initiated, updated_at=now, last_switch_at=now)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance,
                               deactivate_old=None, now=now)
-    command_queue.complete_switches_of(agent.agent_id, old_id, now=now,
-                                       message=f"switch to {agent.instance_id}: its agent registered (the old "
-                                               f"instance's agent stops with its host before reporting)")
-    if created:
-        activity.record_event("switch_inferred", f"{agent.logical_agent_id}: switch {old_id} -> {agent.instance_id} "
-                              f"recorded from the new instance's registration", now, client_id=client_id,
-                              agent_id=agent.agent_id, instance_id=agent.instance_id,
-                              metadata={"command_id": cmd.command_id, "switch_id": switch_id, "warnings": warnings})
-        if impact.hourly_savings is not None:
-            activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {new_pool or new_mode}: "
-                            f"{impact.hourly_savings:+} $/h", now, agent_id=agent.agent_id)
+    _inferred_switch_done(client_id, agent, row if created else switches.stored(client_id, row.switch_key), now,
+                          warnings)
     return agents.require(client_id, agent.agent_id)
+
+
+def _inferred_switch_done(client_id: str, agent, row: SwitchTable | None, now, warnings: list[str]) -> None:
+    """What follows an inferred switch's record: its command completed, the audit event and the client's notification
+    (each keyed on the switch and its set-once record time, so a repeat writes what a first attempt left, once)."""
+    if row is None or not row.inferred:
+        return  # a report of the switch came first (or replaced this record): it did all of this
+    command_queue.complete_switches_of(agent.agent_id, row.old_instance_id, now=now,
+                                       message=f"switch to {row.new_instance_id}: its agent registered (the old "
+                                               f"instance's agent stops with its host before reporting)")
+    activity.record_event("switch_inferred", f"{agent.logical_agent_id}: switch {row.old_instance_id} -> "
+                          f"{row.new_instance_id} recorded from the new instance's registration", row.recorded_at,
+                          client_id=client_id, agent_id=agent.agent_id, instance_id=row.new_instance_id,
+                          metadata={"command_id": row.command_id, "switch_id": row.switch_id, "warnings": warnings},
+                          once=f"switch_inferred:{row.switch_id}")
+    if row.hourly_savings is not None:
+        activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
+                        f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
+                        once=f"switch:{row.switch_id}")
+
+
+def _finish_unreported_switch(client_id: str, before, agent, now):
+    """A legacy agent's registration of the instance it is already on: possibly the repeat of its replacement's
+    registration, whose Lambda died after the registration's transaction, before or while it recorded the switch it
+    inferred (``_unreported_switch``). What that left undone is done now, each part once; the agent as it is then
+    (None: nothing to do). The switch is looked up only when the agent row names a switch or counts commands."""
+    if not before.timings.reports_after_terminating:
+        return None
+    switch_id = _switch_id(agent.agent_id, agent.instance_id)
+    key = switches.recorded_key(agent.agent_id, switch_id) if before.last_switch_at is not None else None
+    if key is not None:
+        row = switches.stored(client_id, key)
+        if row is not None and row.inferred:
+            warnings: list[str] = []
+            _fill_prices(client_id, row.old_pool_id, row.new_pool_id, row.old_mode, row.new_mode, SwitchPrices(),
+                         warnings)  # the warnings the first attempt's audit event names
+            _inferred_switch_done(client_id, agent, row, now, warnings)
+            return agents.require(client_id, agent.agent_id)
+        return None
+    if before.active_commands == 0:
+        return None
+    for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
+        if cmd.command_type not in SWITCH_TYPES or cmd.status is not CommandStatus.EXECUTING \
+                or not cmd.instance_id or cmd.instance_id == agent.instance_id:
+            continue
+        left = agents.get_instance(client_id, cmd.instance_id)  # closed by the registration that moved the agent
+        if left is not None and left.agent_id == agent.agent_id and left.role == "primary" and not left.is_active:
+            return _unreported_switch(client_id, dataclasses.replace(
+                before, instance_id=left.instance_id, instance_type=left.instance_type, az=left.az,
+                current_mode=left.mode, current_pool_id=left.pool_id), agent, now)
+    return None
 
 
 @bp.route("/api/agents/{agent_id}/termination", methods=["POST"], response="TerminationReply")
 def termination(agent_id):
     """The agent's host is being terminated: agent offline, instance inactive, client notified. Idempotent: a
-    re-sent report keeps the first termination time and notifies no one again (the audit log records each)."""
+    re-sent report keeps the first termination time and notifies no one again (the audit log records each). The
+    notification is keyed on the instance and the time the first report closed it (``termination_reported_at``),
+    so a re-sent report writes it when the first one died between its transaction and the notification."""
     client_id, agent, body = agent_request(_request(), agent_id, TerminationRequest)
     instance_id = body.instance_id or agent.instance_id
     instance = agents.get_instance(client_id, instance_id) if instance_id else None
@@ -782,12 +842,16 @@ def termination(agent_id):
     if body.instance_id and not owned:
         raise NotFoundError("instance not found", field="instance_id")
     now = utcnow()
-    news = instance.is_active if owned else agent.status != AgentStatus.OFFLINE.value
-    agents.mark_terminated(agent, instance_id if owned else None, now)
+    closes = owned and instance.is_active
+    news = (closes or instance.termination_reported_at is not None) if owned \
+        else agent.status != AgentStatus.OFFLINE.value
+    agents.mark_terminated(agent, instance_id if owned else None, now, closes=closes)
     if news:
+        at = now if closes or not owned else instance.termination_reported_at
         activity.notify(client_id, "termination",
-                        f"instance {instance_id} of {agent.logical_agent_id} is terminating", now,
-                        severity="warning", agent_id=agent.agent_id)
+                        f"instance {instance_id} of {agent.logical_agent_id} is terminating", at,
+                        severity="warning", agent_id=agent.agent_id,
+                        once=f"termination:{instance_id}" if owned else None)
     activity.record_event("agent_termination", body.reason or "agent reported termination", now,
                           severity="warning", client_id=client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,

@@ -31,7 +31,11 @@ def validate_token():
 
 @bp.route("/api/client/instances/{instance_id}/force-switch", methods=["POST"], response="ForceSwitchReply")
 def force_switch(instance_id):
-    """Queue a manual switch (priority MANUAL_OVERRIDE = 75, legacy defect fixed) for an instance."""
+    """Queue a manual switch (priority MANUAL_OVERRIDE = 75, legacy defect fixed) for an instance.
+
+    Sent again while the client's switch of that instance to the same target is still pending or running (a retry:
+    the answer was lost, or the Lambda died after the command's write), it answers that command (``duplicate``),
+    queueing no second switch."""
     client, body = client_request(_request(), ForceSwitchRequest)
     instance = agents.get_instance(client.client_id, instance_id)
     if instance is None:
@@ -47,15 +51,19 @@ def force_switch(instance_id):
                             code="not_current_primary")
     if body.pool_id and body.target != "ondemand":
         command_queue.check_switch_target(agent, body.pool_id, field="pool_id")
-    now = utcnow()
-    command = command_queue.switch_command(
-        agent, target_mode="ondemand" if body.target == "ondemand" else "spot", target_pool_id=body.pool_id,
-        priority=CommandPriority.MANUAL_OVERRIDE, trigger="manual_ui", created_by="client", now=now)
-    command_queue.enqueue_for_client(command)
-    activity.record_event("force_switch", f"manual switch queued for {instance_id}", now,
-                          client_id=client.client_id, agent_id=agent.agent_id,
-                          instance_id=instance_id, metadata={"command_id": command.command_id})
-    return ok({"success": True, "command": command_view(command)}, status=201)
+    target_mode = "ondemand" if body.target == "ondemand" else "spot"
+    command = command_queue.open_force_switch(agent, target_mode=target_mode, target_pool_id=body.pool_id)
+    duplicate = command is not None
+    if command is None:
+        command = command_queue.switch_command(
+            agent, target_mode=target_mode, target_pool_id=body.pool_id, priority=CommandPriority.MANUAL_OVERRIDE,
+            trigger=command_queue.FORCE_SWITCH_TRIGGER, created_by="client", now=utcnow())
+        command_queue.enqueue_for_client(command)
+    # keyed on the command: the answer to a repeat writes it if the first request died before it did
+    activity.record_event("force_switch", f"manual switch queued for {instance_id}", command.created_at,
+                          client_id=client.client_id, agent_id=agent.agent_id, instance_id=instance_id,
+                          metadata={"command_id": command.command_id}, once=f"force_switch:{command.command_id}")
+    return ok({"success": True, "duplicate": duplicate, "command": command_view(command)}, status=201)
 
 
 @bp.route("/api/client/accounts", methods=["GET"], response="ClientAccountsReply")

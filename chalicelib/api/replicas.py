@@ -245,14 +245,25 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
 
 @bp.route("/api/agents/{agent_id}/replicas", methods=["POST"], response="CreatedReplicaReply")
 def create_replica(agent_id):
-    """The manual-mode standby: launched by the server, or recorded when the agent launched it. 201."""
+    """The manual-mode standby: launched by the server, or recorded when the agent launched it. 201. Sent again while
+    the client's server-launched standby has no instance yet (a create that died before its launch), it launches that
+    standby and answers it; otherwise a second standby is 409 ``replica_exists``."""
     client, body = client_request(_request(), CreateReplicaRequest)
     agent = agents.require(client.client_id, agent_id)
     if not agent.manual_replica:
         raise ConflictError("manual-replica mode is off for this agent", code="manual_mode_required")
-    if agent.current_replica_id:
-        raise SlotTakenError(agent.current_replica_id)
     now = utcnow()
+    if agent.current_replica_id:
+        held = replica_repo.get(agent.agent_id, agent.current_replica_id)
+        if body.instance_id or held is None or held.status is not ReplicaStatus.LAUNCHING or held.instance_id \
+                or held.created_by != "client":
+            raise SlotTakenError(agent.current_replica_id)
+        # the client's server-launched standby with no instance yet: the repeat of a create whose Lambda died between
+        # the slot's claim and the launch launches it (or finds the instance that launch started: idempotent)
+        with ec2_errors():
+            replica = replicas.finish_launch(agent, held, now)
+        return ok({"success": True, **replica_view(replica), "tags_applied": _apply_tags(replica, body.tags)},
+                  status=201)
     if body.instance_id:
         replica = _agent_launched(agent, body, now)
         tagged = False
@@ -346,8 +357,8 @@ def delete_replica(agent_id, replica_id):
     agent, replica = _owned(client, agent_id, replica_id)
     if replica.status is not ReplicaStatus.TERMINATED:
         _active(replica)
-        with ec2_errors():
-            replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
+    with ec2_errors():  # terminated already: finishes what a delete that died after the row's write left undone
+        replica = replicas.retire(replica, ReplicaStatus.TERMINATED, utcnow(), "deleted by the client")
     return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
                "instance_id": replica.instance_id})
 

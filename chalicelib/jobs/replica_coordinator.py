@@ -55,6 +55,11 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                              account=tenancy.for_agent(agent)) if active else {}
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
+    if agent.current_replica_id and agent.current_replica_id not in by_id:
+        held = replica_repo.get(agent.agent_id, agent.current_replica_id)
+        if held is not None and not held.active:  # closed by a run that died before it freed the slot
+            replica_repo.finish_closing(held, now)
+            done["slot_freed"] += 1
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
     blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched else {}
     # A suspended client's agent keeps the standbys it has (watched: failed, expired) but gets no new one and no

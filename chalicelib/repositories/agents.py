@@ -327,6 +327,11 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                           retired_credential_instance_id=current.credential_instance_id)
     instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id, proven=bool(identity))
     previous = _own_previous_instance(client, plan, reg.instance_id)
+    instance = _instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id"))
+    ran = _running_row(client, plan.agent_id, current, reg.instance_id)
+    if ran is not None:  # a restart on the agent's running primary keeps when it started and what its switch said
+        for name in ("installed_at", "last_switch_at", "spot_price", "ondemand_price"):
+            setattr(instance, name, getattr(ran, name))
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,
@@ -343,14 +348,27 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
             tx.update(AgentTable(client.client_id, plan.agent_id), actions=actions,
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
-        tx.save(_instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id")),
-                condition=instance_condition)
+        tx.save(instance, condition=instance_condition)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
                                InstanceTable.terminated_at.set(now)],
                       condition=(InstanceTable.client_id == client.client_id)
                       & (InstanceTable.agent_id == plan.agent_id))
+
+
+def _running_row(client: ClientRecord, agent_id: str, current: AgentRecord | None,
+                 instance_id: str) -> InstanceTable | None:
+    """The instance row of the agent's active primary when the registration names that instance (a restart of its
+    agent, or the repeat of a registration that moved it there): its run so far, which the roll-ups integrate from
+    ``installed_at``, and the switch that started it are kept. None otherwise (the row is written afresh)."""
+    if current is None or current.instance_id != instance_id:
+        return None
+    row = instance_row(instance_id)
+    if row is None or row.client_id != client.client_id or row.agent_id != agent_id or not row.is_active \
+            or row.role != "primary":
+        return None
+    return row
 
 
 def _own_previous_instance(client: ClientRecord, plan: RegistrationPlan, instance_id: str) -> str | None:
@@ -603,11 +621,13 @@ def learn_mode(agent: AgentRecord, instance_id: str | None, mode: str, now: date
     return True
 
 
-def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) -> None:
+def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, *, closes: bool = False) -> None:
     """The agent's host is going away: agent offline and (if given) its instance inactive, atomically. The
     instance keeps the time of its first termination report (``if_not_exists``): a re-sent report (an agent's
-    retry, or a replay days later) must not move the end of the instance's run, which its savings integrate."""
+    retry, or a replay days later) must not move the end of the instance's run, which its savings integrate.
+    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``."""
     target = instance_id
+    reported = [InstanceTable.termination_reported_at.set(now)] if closes else []
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.update(AgentTable(agent.client_id, agent.agent_id),
                   actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
@@ -617,7 +637,7 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime) 
             tx.update(InstanceTable(target),
                       actions=[InstanceTable.is_active.set(False),
                                InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
-                               InstanceTable.updated_at.set(now)],
+                               InstanceTable.updated_at.set(now), *reported],
                       condition=(InstanceTable.client_id == agent.client_id)
                       & (InstanceTable.agent_id == agent.agent_id))
 

@@ -253,6 +253,7 @@ def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **f
     IllegalReplicaTransitionError (409) for an illegal move, ConflictError when it raced.
     """
     if replica.status is wanted and wanted in FINAL:
+        finish_closing(replica, now)  # the close that wrote the status may have died before what follows it
         return replica
     check_transition(replica.status, wanted)
     actions = [ReplicaTable.status.set(wanted.value), ReplicaTable.updated_at.set(now)]
@@ -280,6 +281,16 @@ def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **f
     return get(replica.agent_id, replica.replica_id)
 
 
+def finish_closing(replica: ReplicaRecord, now: datetime) -> None:
+    """What closing a replica does after its status write, for one recorded closed: the agent's standby slot freed if
+    it still names the replica, and its instance row (but a promoted one's: the primary now) made inactive if it is
+    still active. A Lambda that died between the writes (the status written, the slot not) left the slot taken by
+    a closed replica, which nothing else frees: no standby could be placed for the agent again."""
+    release_slot(replica, now)
+    if replica.instance_id and replica.status is not ReplicaStatus.PROMOTED:
+        deactivate_instance(replica.instance_id, replica.client_id, now, only_active=True)
+
+
 def release_slot(replica: ReplicaRecord, now: datetime) -> bool:
     """Free the agent's standby slot if this replica holds it; True if it did."""
     try:
@@ -293,13 +304,17 @@ def release_slot(replica: ReplicaRecord, now: datetime) -> bool:
     return True
 
 
-def deactivate_instance(instance_id: str, client_id: str, now: datetime) -> None:
-    """Mark an instance row inactive (its EC2 instance is gone or going)."""
+def deactivate_instance(instance_id: str, client_id: str, now: datetime, *, only_active: bool = False) -> None:
+    """Mark an instance row inactive (its EC2 instance is gone or going); ``only_active``: only a row still active
+    (an inactive one keeps its end)."""
+    condition = InstanceTable.client_id == client_id
+    if only_active:
+        condition &= InstanceTable.is_active == True  # noqa: E712
     try:
         InstanceTable(instance_id).update(
             actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
                      InstanceTable.updated_at.set(now)],
-            condition=InstanceTable.client_id == client_id)
+            condition=condition)
     except UpdateError as exc:
         if not condition_failed(exc):
             raise

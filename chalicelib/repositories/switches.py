@@ -95,6 +95,14 @@ def recorded_key(agent_id: str, switch_id: str) -> str | None:
     return None
 
 
+def stored(client_id: str, switch_key: str) -> SwitchTable | None:
+    """The switch stored under ``switch_key`` (consistent read), or None."""
+    try:
+        return SwitchTable.get(client_id, switch_key, consistent_read=True)
+    except SwitchTable.DoesNotExist:
+        return None
+
+
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
            deactivate_old: str | None, now: datetime, daily_cap: int | None = None) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.

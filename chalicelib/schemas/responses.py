@@ -221,6 +221,8 @@ class MarkAllReadReply(Success):
 
 class ForceSwitchReply(Success):
     command: CommandView
+    duplicate: bool = Field(description="the same switch of the instance was already queued or running: that "
+                                        "command is the answer, nothing new was queued")
 
 
 # --- admin ----------------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ class InstanceTable(Model):
     updated_at = UTCDateTimeAttribute()
     last_switch_at = UTCDateTimeAttribute(null=True)
     terminated_at = UTCDateTimeAttribute(null=True)
+    # When its agent's termination report first closed it (set once, with the close): the time its client's
+    # notification is keyed on, so a repeated report writes the one the first report may not have got to.
+    termination_reported_at = UTCDateTimeAttribute(null=True)
     # The AWS account a signed identity document proved the instance runs in (None: the registering agent's
     # word only, a legacy registration): an unproven claim yields to another client's proven registration.
     proven_account_id = OptionalText()

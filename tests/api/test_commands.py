@@ -62,6 +62,31 @@ def run_health_monitor(api):
     return invoke_schedule(api, "health-monitor")
 
 
+def test_a_force_switch_sent_again_is_the_queued_one(agent):
+    """GIVEN a force-switch queued (then delivered) WHEN the client sends the same force-switch again (a retry: its
+    answer was lost, or its Lambda died after the command's write) THEN the answer is that command (``duplicate``),
+    no second switch of the instance is queued (both would be delivered in one poll, and a legacy agent runs each);
+    another target, or the same one once the first finished, is a new command."""
+    _, caller, agent_id, instance_id = agent
+    first = force_switch(caller, instance_id)
+    status, again = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and again["duplicate"] is True and again["command"]["id"] == first["id"], again
+    [delivered] = pending(caller, agent_id)
+    assert delivered["id"] == first["id"]
+    before = snapshot_tables()
+    status, again = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and again["duplicate"] is True and again["command"]["id"] == first["id"], again
+    assert diff_snapshots(before, snapshot_tables()) == {}  # its audit event was written once, with the first
+    other = force_switch(caller, instance_id, target="ondemand")
+    assert other["id"] != first["id"]
+    assert executed(caller, agent_id, first["id"])[0] == 200
+    status, later = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and later["duplicate"] is False and later["command"]["id"] != first["id"], later
+
+
 def test_force_switch_is_leased_by_pending_commands_and_heartbeat(agent):
     """GIVEN a force-switch WHEN the agent polls THEN the command comes back executing with a lease,
     in the shape legacy agents read; the heartbeat returns the same lease (not a second one)."""

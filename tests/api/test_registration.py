@@ -55,6 +55,33 @@ def test_registering_twice_is_idempotent(make_tenant):
     assert second["config"]["config_version"] == first["config"]["config_version"]
 
 
+def test_a_restart_on_the_running_primary_keeps_its_run_and_its_switch(make_tenant):
+    """GIVEN an agent that switched to B (B's row: installed at the switch's start, its prices and switch time)
+    WHEN its agent on B registers again (a restart, or the repeat of a registration whose Lambda died)
+    THEN B's row still starts at the switch and keeps what the switch recorded (the savings roll-ups integrate an
+    instance from ``installed_at``: a restart must not drop the run before it)."""
+    client_id, caller = make_tenant()
+    body = registration()
+    agent_id = _register(caller, body)["agent_id"]
+    new = new_instance_id()
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
+        "old_instance": {"instance_id": body["instance_id"], "instance_type": "m5.large", "az": "eu-west-1a",
+                         "mode": "spot"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
+                         "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
+        "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+        "timing": {"switch_initiated_at": "2026-01-01T00:00:00Z"}})
+    assert status == 200, reply
+    switched = InstanceTable.get(new, consistent_read=True)
+    assert switched.installed_at == datetime(2026, 1, 1, tzinfo=timezone.utc) and switched.last_switch_at
+    reply = _register(caller, {**body, "instance_id": new, "az": "eu-west-1b"})
+    assert reply["action"] == "refreshed", reply
+    row = InstanceTable.get(new, consistent_read=True)
+    assert (row.installed_at, row.last_switch_at, row.spot_price, row.ondemand_price) == (
+        switched.installed_at, switched.last_switch_at, switched.spot_price, switched.ondemand_price)
+    assert row.is_active and row.agent_id == agent_id and row.updated_at > switched.updated_at
+
+
 def test_new_instance_migrates_the_agent(make_tenant):
     """GIVEN an agent on instance 1 WHEN it registers from instance 2 THEN migrated, old row inactive, count 2."""
     client_id, caller = make_tenant()

@@ -54,7 +54,9 @@ def _queue_bound() -> int:
 
 
 def _queue(caller, reg, agent_id, i):
-    if i % 2:
+    """One more client command: a force-switch first (the same force-switch sent again is the one queued, not a new
+    command: ``test_a_force_switch_sent_again_is_the_queued_one``), then switches issued through the ML route."""
+    if i:
         return caller.post(f"/api/agents/{agent_id}/issue-switch-command", {"target_mode": "ondemand"})
     return caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch", {"target": "ondemand"})
 
@@ -74,9 +76,14 @@ def test_a_client_cannot_grow_an_agents_command_queue_without_bound(tenant_with_
     assert statuses == [201] * bound
     store = bootstrap.command_store()
     before = snapshot_tables()
-    for i in range(6):
+    for i in range(1, 7):
         status, reply = _queue(caller, reg, agent_id, i)
         assert_error(status, reply, 409, code="command_queue_full")
+    status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert_error(status, reply, 409, code="command_queue_full")
+    status, reply = _queue(caller, reg, agent_id, 0)  # the queued force-switch again: that command, nothing new
+    assert status == 201 and reply["duplicate"] is True, reply
     assert diff_snapshots(before, snapshot_tables()) == {}
     assert len(store.active_for_agent(agent_id, 100)) == bound
     own = new_command(command_id="cmd-walk7-prepare", client_id=client_id, agent_id=agent_id,
@@ -93,7 +100,7 @@ def test_concurrent_force_switches_never_pass_the_queue_bound(tenant_with_agent)
     bound = _queue_bound()
     _, caller, agent_id, reg = tenant_with_agent
     assert [_queue(caller, reg, agent_id, i)[0] for i in range(bound - 1)] == [201] * (bound - 1)
-    results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(4)])
+    results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(1, 5)])
     assert sorted(status for status, _ in results) == [201, 409, 409, 409], results
     assert len(bootstrap.command_store().active_for_agent(agent_id, 100)) == bound
 

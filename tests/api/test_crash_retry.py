@@ -1,0 +1,588 @@
+"""A Lambda that dies after any DynamoDB write of a request, then the same request again.
+
+GIVEN a prepared world (a tenant, its agent, a delivered command, a standby ...) and a request R
+WHEN R runs once on a fresh world, counting its DynamoDB writes (PutItem, UpdateItem, DeleteItem,
+     TransactWriteItems, BatchWriteItem) — and, for each k, R runs on another fresh, identical world where the
+     k-th write completes and then the process dies (``Crash``, a BaseException no handler or middleware catches),
+     then R is sent again, unchanged, as a legacy agent or our own agent retries it
+THEN the retry answers as the clean run did (or the documented duplicate answer), never a 500, and the world's
+     change (every table and EC2: ``snapshot_world``) equals the clean run's once the ids and times that
+     legitimately differ between worlds are normalised.
+
+A crash that is never retried must leave nothing a later normal request cannot recover from (``test_*_not_retried``):
+a command counted on its agent row as active that is not, a slot taken by no replica, a claim with no event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from tests.api._support import diff_snapshots, iso, shifted, snapshot_world
+from tests.conftest import account_instance, new_instance_id, registration
+
+pytestmark = pytest.mark.slow  # ~90 s: a fresh world per write of each request, twice (2 cores)
+
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
+
+
+class Crash(BaseException):
+    """The Lambda process dying (timeout, OOM) right after a write: nothing of the handler runs on."""
+
+
+@contextmanager
+def dynamodb_writes(crash_at: int | None = None):
+    """Count the DynamoDB writes made inside (the list of operation names); with ``crash_at`` the write of that
+    number (1-based) completes and then ``Crash`` is raised from it."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+    seen: list[str] = []
+
+    def counted(client, op, params):
+        result = original(client, op, params)
+        if op in WRITES and client.meta.service_model.service_name == "dynamodb":
+            seen.append(f"{op}:{params.get('TableName', '')}" if op != "TransactWriteItems" else
+                        "TransactWriteItems:" + ",".join(
+                            next(iter(item.values()))["TableName"].rsplit("-", 1)[-1]
+                            for item in params["TransactItems"]))
+            if crash_at is not None and len(seen) == crash_at:
+                raise Crash(f"crashed after write {crash_at}: {seen[-1]}")
+        return result
+
+    BaseClient._make_api_call = counted
+    try:
+        yield seen
+    finally:
+        BaseClient._make_api_call = original
+
+
+# --- normalising what legitimately differs between two worlds -----------------------------------------------------
+
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+                   r"|\d{8}T\d{6}\d*")
+_HEX = re.compile(r"[0-9a-f]{8,}")
+_EPOCH = re.compile(r"^\d{9,}(?:\.\d+)?$")
+# Attributes measured on the server's clock between two moments of the request (a duration): blanked like times.
+_DURATIONS = frozenset({"total_duration_seconds"})
+
+
+def _normal_text(text: str, ids: list[tuple[str, str]]) -> str:
+    for value, name in ids:
+        text = text.replace(value, name)
+    return _HEX.sub("<hex>", _TIME.sub("<t>", text))
+
+
+def _normal(value: Any, ids: list[tuple[str, str]]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"N"} and _EPOCH.match(str(value["N"])):
+            return {"N": "<epoch>"}
+        return {_normal_text(k, ids): "<duration>" if k in _DURATIONS else _normal(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v, ids) for v in value]
+    if isinstance(value, str):
+        if value.startswith(("{", "[")):  # a JSON attribute (metadata, config): its text is stored as written
+            try:
+                return json.dumps(_normal(json.loads(value), ids), sort_keys=True)
+            except ValueError:
+                pass
+        return _normal_text(value, ids)
+    return value
+
+
+def effect(before: dict[str, list[str]], after: dict[str, list[str]], ids: dict[str, str]) -> dict[str, Counter]:
+    """What changed between two snapshots, per table (and EC2 listing), with the world's ids named and times,
+    hashes and epoch numbers blanked: ``{table: Counter({"+ item": n, "- item": n})}``."""
+    order = sorted(((v, f"<{k}>") for k, v in ids.items() if v), key=lambda pair: -len(pair[0]))
+    changes = {}
+    for name, diff in diff_snapshots(before, after).items():
+        counted = Counter()
+        for sign, items in (("+", diff["added"]), ("-", diff["removed"])):
+            for item in items:
+                counted[f"{sign} {json.dumps(_normal(json.loads(item), order), sort_keys=True)}"] += 1
+        changes[name] = counted
+    return changes
+
+
+def _audit_split(changes: dict[str, Counter], types: frozenset[str]) -> tuple[dict[str, Counter], Counter]:
+    """``changes`` without the added audit events of ``types``, and how many of each type were added."""
+    name = next((n for n in changes if n.endswith("-system-events")), None)
+    if name is None or not types:
+        return changes, Counter()
+    kept, logged = Counter(), Counter()
+    for item, n in changes[name].items():
+        kind = json.loads(item[2:])["event_type"]["S"]
+        if item.startswith("+") and kind in types:
+            logged[kind] += n
+        else:
+            kept[item] = n
+    return {**changes, name: kept} if kept else {k: v for k, v in changes.items() if k != name}, logged
+
+
+def _explain(clean: dict[str, Counter], crashed: dict[str, Counter]) -> str:
+    lines = []
+    for name in sorted(set(clean) | set(crashed)):
+        a, b = clean.get(name, Counter()), crashed.get(name, Counter())
+        for item in sorted(set(a) | set(b)):
+            if a[item] != b[item]:
+                lines.append(f"{name}: clean x{a[item]} / crash+retry x{b[item]}: {item[:600]}")
+    return "\n".join(lines)
+
+
+# --- scenarios ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class World:
+    """One prepared world: who calls, the ids to name in the comparison, anything the request needs."""
+
+    caller: Any
+    ids: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    name: str
+    prepare: Callable[..., World]
+    request: Callable[[World], tuple[int, Any]]
+    # the documented duplicate answer, from the clean run's (normalised): a retry may answer either
+    duplicate: Callable[[Any, Any], Any] = lambda clean, retry: clean
+    # audit event types that log each request received (a retry is one more request, logged as what it found):
+    # compared only for being there at least once
+    per_request: frozenset[str] = frozenset()
+    marks: tuple = ()
+
+
+def _v4_registration(instance_id: str, logical: str, az: str = "eu-west-1a", **extra) -> dict:
+    return registration(**{"instance_id": instance_id, "logical_agent_id": logical, "az": az,
+                           "agent_version": "4.0.0", "hostname": "ip-10-0-0-7", **extra})
+
+
+def _delivered_switch(caller, agent_id: str, instance_id: str, target: dict) -> str:
+    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch", target)
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    commands = pending if isinstance(pending, list) else pending["commands"]  # a v3.x agent gets the bare list
+    assert status == 200 and [c["status"] for c in commands] == ["executing"], pending
+    return queued["command"]["id"]
+
+
+def _agent_world(make_tenant, *, version: str = "4.0.0", config: dict | None = None) -> World:
+    client_id, caller = make_tenant()
+    old, logical = new_instance_id(), f"web-{uuid.uuid4().hex[:8]}"
+    status, reply = caller.post("/api/agents/register", _v4_registration(old, logical, agent_version=version))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    if config:
+        status, reply = caller.post(f"/api/client/agents/{agent_id}/config", config)
+        assert status == 200, reply
+    return World(caller, {"client": client_id, "agent": agent_id, "old": old, "logical": logical})
+
+
+def _switching_world(make_tenant, *, version: str = "4.0.0", config: dict | None = None) -> World:
+    """An agent on ``old`` whose forced switch to eu-west-1b is delivered (executing), and the new instance id."""
+    world = _agent_world(make_tenant, version=version, config=config)
+    world.ids["command"] = _delivered_switch(world.caller, world.ids["agent"], world.ids["old"],
+                                             {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    world.ids["new"] = new_instance_id()
+    return world
+
+
+def _v4_switch_body(world: World) -> dict:
+    """The v4 agent's report (the legacy server's names: ``pricing``, ``timing.initiated_at``), sent once the old
+    instance is terminated (auto-terminate on, the default)."""
+    return {"old_instance": {"instance_id": world.ids["old"], "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1a"},
+            "new_instance": {"instance_id": world.ids["new"], "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
+                             "pool_id": "m5.large.eu-west-1b"},
+            "snapshot": {"used": False}, "pricing": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": {"initiated_at": world.extra["t0"], "instance_launched_at": world.extra["t1"],
+                       "instance_ready_at": world.extra["t2"], "traffic_switched_at": world.extra["t2"],
+                       "old_terminated_at": world.extra["t3"]},
+            "trigger": "manual"}
+
+
+def _our_switch_body(world: World) -> dict:
+    """spot-agent's report: the canonical names, the command it ran, no termination (it reports as soon as the
+    replacement runs)."""
+    return {"command_id": world.ids["command"],
+            "old_instance": {"instance_id": world.ids["old"], "instance_type": "m5.large", "az": "eu-west-1a",
+                             "mode": "spot"},
+            "new_instance": {"instance_id": world.ids["new"], "instance_type": "m5.large", "region": "eu-west-1",
+                             "az": "eu-west-1b", "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
+            "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
+            "timing": {"switch_initiated_at": world.extra["t0"], "new_instance_launched_at": world.extra["t1"],
+                       "new_instance_ready_at": world.extra["t2"]},
+            "trigger": "manual", "success": True}
+
+
+_TIMES = {}
+
+
+def _times() -> dict[str, str]:
+    """The switch's times: one set for the whole test (every world reports the same switch)."""
+    if not _TIMES:
+        _TIMES.update(t0=iso(shifted(-900)), t1=iso(shifted(-880)), t2=iso(shifted(-600)), t3=iso(shifted(-60)))
+    return dict(_TIMES)
+
+
+def _prepare_switch(version: str):
+    def prepare(make_tenant):
+        world = _switching_world(make_tenant, version=version)
+        world.extra.update(_times())
+        return world
+    return prepare
+
+
+def _switch_report(body_of):
+    def request(world):
+        return world.caller.post(f"/api/agents/{world.ids['agent']}/switch-report", body_of(world))
+    return request
+
+
+def _duplicate_switch(clean, retry):
+    return {**clean, "duplicate": True, "commands_completed": retry.get("commands_completed")}
+
+
+def _prepare_result(make_tenant):
+    return _switching_world(make_tenant, version="5.0.0")
+
+
+def _result(body):
+    def request(world):
+        return world.caller.post(f"/api/agents/{world.ids['agent']}/commands/{world.ids['command']}/executed", body)
+    return request
+
+
+def _replayed_result(clean, retry):
+    return {**clean, "replay": True}
+
+
+def _prepare_new_agent(make_tenant):
+    client_id, caller = make_tenant()
+    world = World(caller, {"client": client_id, "old": new_instance_id(), "logical": f"web-{uuid.uuid4().hex[:8]}"})
+    from components.agent_identity import agent_id_for
+    world.ids["agent"] = agent_id_for(client_id, world.ids["logical"])
+    return world
+
+
+def _register(world):
+    return world.caller.post("/api/agents/register", _v4_registration(world.ids["old"], world.ids["logical"]))
+
+
+def _prepare_v4_replacement(make_tenant):
+    """A v4 agent whose forced switch (terminate wait 300 s) is delivered: its host terminates itself in that
+    wait, so the replacement's registration is the only news of the switch (``_unreported_switch``)."""
+    world = _switching_world(make_tenant, version="4.0.0",
+                             config={"auto_terminate_enabled": True, "terminate_wait_seconds": 300})
+    return world
+
+
+def _register_replacement(world):
+    return world.caller.post("/api/agents/register", _v4_registration(world.ids["new"], world.ids["logical"],
+                                                                      az="eu-west-1b"))
+
+
+def _same_registration(clean, retry):
+    return {**clean, "action": retry.get("action")}
+
+
+def _prepare_termination(make_tenant):
+    return _agent_world(make_tenant)
+
+
+def _terminate(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/termination",
+                             {"instance_id": world.ids["old"], "reason": "spot interruption",
+                              "termination_time": _times()["t3"]})
+
+
+def _prepare_force_switch(make_tenant):
+    return _agent_world(make_tenant, version="5.0.0")
+
+
+def _force_switch(world):
+    return world.caller.post(f"/api/client/instances/{world.ids['old']}/force-switch",
+                             {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+
+
+def _prepare_promotion(make_tenant):
+    """A manual-replica agent with a standby its agent launched (attached, syncing)."""
+    world = _agent_world(make_tenant, version="5.0.0", config={"manual_replica_enabled": True})
+    world.ids["new"] = account_instance("eu-west-1b")
+    status, reply = world.caller.post(f"/api/agents/{world.ids['agent']}/replicas",
+                                      {"instance_id": world.ids["new"], "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, reply
+    world.ids["replica"] = reply["replica_id"]
+    return world
+
+
+def _promote(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/replicas/{world.ids['replica']}/promote", {})
+
+
+def _duplicate_promotion(clean, retry):
+    return {**clean, "action": "duplicate"}
+
+
+def _prepare_real_primary(make_tenant, **config):
+    """A us-east-1 agent on a real primary with fresh prices of its own instance type (tests/e2e/failover_support)."""
+    from tests.e2e.failover_support import register_agent
+
+    client_id, caller, agent_id, instance_id, itype = register_agent(make_tenant, **config)
+    return World(caller, {"client": client_id, "agent": agent_id, "old": instance_id, "itype": itype})
+
+
+def _prepare_manual_standby(make_tenant):
+    """A manual-replica agent on a real primary whose server-launched standby runs."""
+    world = _prepare_real_primary(make_tenant, manual_replica_enabled=True, auto_switch_enabled=False)
+    status, reply = world.caller.post(f"/api/agents/{world.ids['agent']}/replicas", {})
+    assert status == 201, reply
+    world.ids.update(replica=reply["replica_id"], new=reply["instance_id"])
+    return world
+
+
+def _enable_manual(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/manual-replica/enable", {})
+
+
+def _create_standby(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/replicas", {})
+
+
+def _delete_standby(world):
+    return world.caller.call("DELETE", f"/api/agents/{world.ids['agent']}/replicas/{world.ids['replica']}")
+
+
+def _pricing_report(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/pricing-report", {
+        "instance": {"instance_id": world.ids["old"], "instance_type": world.ids["itype"], "region": "us-east-1"},
+        "pricing": {"on_demand_price": 0.192, "collected_at": world.extra["collected"],
+                    "spot_pools": [{"pool_id": f"{world.ids['itype']}.us-east-1{z}", "price": p}
+                                   for z, p in (("a", 0.041), ("b", 0.036), ("c", 0.052))]}})
+
+
+def _prepare_pricing(make_tenant):
+    world = _prepare_real_primary(make_tenant)
+    world.extra["collected"] = _times()["t3"]
+    return world
+
+
+def _duplicate_prices(clean, retry):
+    """The data valve's answer to points it already holds: each one an exact duplicate, none written."""
+    return {**clean, "points_written": retry.get("points_written"), "duplicates": retry.get("duplicates")}
+
+
+def _prepare_v3_result(make_tenant):
+    """A v3.2 agent (no mode, its command ids posted by mark-command-executed) whose forced switch is delivered."""
+    world = _switching_world(make_tenant, version="3.2.0")
+    return world
+
+
+def _mark_executed(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/mark-command-executed",
+                             {"command_id": world.ids["command"]})
+
+
+def _prepare_queued_switch(make_tenant):
+    """An agent with a force-switch queued, not yet delivered."""
+    world = _agent_world(make_tenant, version="5.0.0")
+    status, queued = world.caller.post(f"/api/client/instances/{world.ids['old']}/force-switch",
+                                       {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    world.ids["command"] = queued["command"]["id"]
+    return world
+
+
+def _heartbeat(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/heartbeat",
+                             {"status": "online", "instance_id": world.ids["old"]})
+
+
+def _termination_notice(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/termination-imminent",
+                             {"instance_id": world.ids["old"], "termination_time": world.extra["deadline"]})
+
+
+def _prepare_notice(make_tenant):
+    world = _prepare_real_primary(make_tenant)
+    world.extra["deadline"] = iso(shifted(120))
+    return world
+
+
+def _duplicate_signal(clean, retry):
+    return {**clean, "action": "duplicate", "status": retry.get("status"), "message": retry.get("message")}
+
+
+def _lost(reason: str):
+    return (pytest.mark.xfail(strict=True, reason=reason),)
+
+
+SCENARIOS = [
+    Scenario("switch-report-v4", _prepare_switch("4.0.0"), _switch_report(_v4_switch_body), _duplicate_switch),
+    Scenario("switch-report-ours", _prepare_switch("5.0.0"), _switch_report(_our_switch_body), _duplicate_switch),
+    Scenario("result-success", _prepare_result, _result({"success": True, "message": "switched"}), _replayed_result),
+    Scenario("result-refused", _prepare_result,
+             _result({"success": False, "message": "launch refused", "error_code": "InsufficientInstanceCapacity"}),
+             _replayed_result),
+    Scenario("register-new-agent", _prepare_new_agent, _register, _same_registration,
+             per_request=frozenset({"agent_registered"})),
+    Scenario("register-v4-replacement", _prepare_v4_replacement, _register_replacement, _same_registration,
+             per_request=frozenset({"agent_registered"})),
+    Scenario("termination", _prepare_termination, _terminate, per_request=frozenset({"agent_termination"})),
+    Scenario("force-switch", _prepare_force_switch, _force_switch, lambda clean, retry: {**clean, "duplicate": True}),
+    Scenario("replica-promote", _prepare_promotion, _promote, _duplicate_promotion,
+             per_request=frozenset({"manual_promotion"})),
+    Scenario("mark-command-executed-v3", _prepare_v3_result, _mark_executed, _replayed_result),
+    Scenario("pricing-report", _prepare_pricing, _pricing_report, _duplicate_prices,
+             marks=_lost("the raw report of a retried report is not kept: its points are duplicates by then "
+                         "(left alone: the raw report is diagnostic, the prices are all stored)")),
+    Scenario("manual-replica-enable", lambda make_tenant: _prepare_real_primary(make_tenant), _enable_manual,
+             marks=_lost("the 'manual_replica_enabled' audit event of a first call that died after the config "
+                         "write is not written by the repeat, which finds the mode on (left alone: audit only)")),
+    Scenario("standby-create", lambda make_tenant: _prepare_real_primary(
+        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False), _create_standby,
+             marks=_lost("the repeat of a create that died between the slot's claim and its 'standby_created' event "
+                         "and 'place_standby' decision launches the standby but writes neither (their reason is the "
+                         "placement's, which a repeat would have to recompute); once the standby has its instance a "
+                         "repeat is a second create, 409 replica_exists, and the launch's observation of a first that "
+                         "died before it is not made up (left alone)")),
+    Scenario("standby-delete", _prepare_manual_standby, _delete_standby),
+    Scenario("heartbeat-delivering", _prepare_queued_switch, _heartbeat),
+    Scenario("termination-imminent", _prepare_notice, _termination_notice, _duplicate_signal),
+]
+
+
+@pytest.fixture(autouse=True)
+def executions_recorded(monkeypatch):
+    """Step Functions' StartExecution recorded, not run: the workflow's own crash handling is tested with the
+    state machine (tests/e2e); here the API's writes are compared, and a running execution would change the
+    tables while they are read."""
+    from chalicelib.aws import stepfunctions
+
+    started = []
+    monkeypatch.setattr(stepfunctions, "start", lambda name, payload: started.append(name) or f"arn:exec:{name}")
+    return started
+
+
+def _run(scenario: Scenario, make_tenant, crash_at: int | None):
+    """Prepare a world, run the request (crashing after write ``crash_at``, then sending it again); returns the
+    world, the writes of the first attempt, the answer that counts and the normalised effect."""
+    world = scenario.prepare(make_tenant)
+    before = snapshot_world()
+    with dynamodb_writes(crash_at) as writes:
+        try:
+            answer = scenario.request(world)
+        except Crash:
+            answer = None
+    if crash_at is not None:
+        assert answer is None, f"no crash at write {crash_at} of {writes}"
+        answer = scenario.request(world)
+    return world, writes, answer, effect(before, snapshot_world(), world.ids)
+
+
+def _named(answer, world: World):
+    """An answer with the world's ids named and times blanked (as ``effect`` does)."""
+    order = sorted(((v, f"<{k}>") for k, v in world.ids.items() if v), key=lambda pair: -len(pair[0]))
+    return _normal(answer, order)
+
+
+@pytest.mark.parametrize("scenario", [pytest.param(s, marks=s.marks) for s in SCENARIOS], ids=lambda s: s.name)
+def test_a_crash_after_any_write_then_the_same_request_ends_as_one_clean_request(scenario, make_tenant):
+    world, writes, (status, clean_body), clean = _run(scenario, make_tenant, None)
+    assert 200 <= status < 300, clean_body
+    assert writes, "the request writes nothing"
+    _CLEAN_WRITES[scenario.name] = writes
+    clean_body = _named(clean_body, world)
+    clean, clean_logged = _audit_split(clean, scenario.per_request)
+    failures = []
+    for k in range(1, len(writes) + 1):
+        retry_world, _, (retry_status, retry_body), crashed = _run(scenario, make_tenant, k)
+        retry_body = _named(retry_body, retry_world)
+        if retry_status != status:
+            failures.append(f"k={k} ({writes[k - 1]}): retry answered {retry_status} {retry_body}")
+            continue
+        if retry_body not in (clean_body, scenario.duplicate(clean_body, retry_body)):
+            failures.append(f"k={k} ({writes[k - 1]}): retry answered {retry_body}, clean {clean_body}")
+        crashed, logged = _audit_split(crashed, scenario.per_request)
+        if set(logged) != set(clean_logged):
+            failures.append(f"k={k} ({writes[k - 1]}): audit events {dict(logged)}, clean {dict(clean_logged)}")
+        if crashed != clean:
+            failures.append(f"k={k} ({writes[k - 1]}):\n{_explain(clean, crashed)}")
+    assert not failures, f"writes of a clean run: {writes}\n" + "\n".join(failures)
+
+
+_CLEAN_WRITES: dict[str, list[str]] = {}  # the writes of each scenario's clean run, once counted
+
+
+def _stranded(world: World) -> list[str]:
+    """What a crash may have left that no later request repairs: the agent row's count of active commands against
+    the commands it counts, its standby slot against its replicas, its signal claims against their events."""
+    from chalicelib.repositories import replicas as replica_repo
+    from chalicelib.tables.agents import AgentTable
+    from chalicelib.tables.commands import CommandTable
+    from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
+
+    found = []
+    try:
+        agent = AgentTable.get(world.ids["client"], world.ids["agent"], consistent_read=True)
+    except AgentTable.DoesNotExist:
+        return found
+    commands = list(CommandTable.query(agent.agent_id, consistent_read=True))
+    counted = sum(1 for c in commands if c.counted and c.status in ("pending", "executing"))
+    if agent.active_commands is not None and int(agent.active_commands) != counted:
+        found.append(f"agent counts {agent.active_commands} active commands, {counted} are")
+    if agent.current_replica_id:
+        replica = replica_repo.get(agent.agent_id, agent.current_replica_id)
+        if replica is None or not replica.active:
+            found.append(f"slot held by {agent.current_replica_id}, which is {replica and replica.status}")
+    for instance_id in {world.ids.get("old"), world.ids.get("new")} - {None}:
+        for claim in SignalClaimTable.scan(SignalClaimTable.signal_key.startswith(f"{instance_id}#")):
+            try:
+                InterruptionTable.get(world.ids["client"], claim.interruption_id, consistent_read=True)
+            except InterruptionTable.DoesNotExist:
+                found.append(f"claim {claim.signal_key} names no event ({claim.interruption_id})")
+    return found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_a_crash_after_any_write_that_is_never_retried_strands_nothing(scenario, make_tenant):
+    """GIVEN a request that crashed after its k-th write and is never sent again
+    WHEN the service and the agent carry on (the replica coordinator's next run; the agent's next heartbeat and poll,
+         from the instance it runs on now)
+    THEN nothing is stranded (``_stranded``), and those requests answer 200."""
+    writes = _CLEAN_WRITES.get(scenario.name) or _run(scenario, make_tenant, None)[1]
+    failures = []
+    for k in range(1, len(writes) + 1):
+        world = scenario.prepare(make_tenant)
+        with dynamodb_writes(k), pytest.raises(Crash):
+            scenario.request(world)
+        from chalicelib.tables.agents import AgentTable
+
+        try:
+            instance_id = AgentTable.get(world.ids["client"], world.ids["agent"], consistent_read=True).instance_id
+        except AgentTable.DoesNotExist:
+            continue  # the crash came before the agent existed: nothing of it to strand
+        # the replica coordinator's run of the minute (what frees a slot a closed standby still holds)
+        from chalicelib.clock import now
+        from chalicelib.jobs.replica_coordinator import reconcile_agent
+        from chalicelib.repositories import agents as agent_repo
+
+        reconcile_agent(agent_repo.require(world.ids["client"], world.ids["agent"]), now())
+        agent_path = f"/api/agents/{world.ids['agent']}"
+        for status, body in (world.caller.post(f"{agent_path}/heartbeat", {"status": "online",
+                                                                             "instance_id": instance_id}),
+                             world.caller.get(f"{agent_path}/pending-commands?instance_id={instance_id}")):
+            if status != 200:
+                failures.append(f"k={k} ({writes[k - 1]}): the next request answered {status} {body}")
+        failures += [f"k={k} ({writes[k - 1]}): {what}" for what in _stranded(world)]
+    assert not failures, "\n".join(failures)
