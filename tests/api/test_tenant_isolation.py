@@ -174,6 +174,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         foreign=401, owner=201, admin=True, body=lambda ids: {
             "account_id": ids["account_id"], "role_arn": f"arn:aws:iam::{ids['account_id']}:role/SpotOptimizer"}),
     ("/api/admin/clients/{client_id}/accounts/{account_id}", "DELETE"): Route(foreign=401, owner=200, admin=True),
+    ("/api/admin/clients/{client_id}/limits", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/limits", "POST"): Route(
         foreign=401, owner=200, admin=True, body=lambda ids: {"max_agents": 10}),
     ("/api/admin/clients/{client_id}/status", "POST"): Route(
