@@ -330,7 +330,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
     instance = _instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id"))
     ran = _running_row(client, plan.agent_id, current, reg.instance_id)
     if ran is not None:  # a restart on the agent's running primary keeps when it started and what its switch said
-        for name in ("installed_at", "last_switch_at", "spot_price", "ondemand_price"):
+        # (and, for a promoted standby, its replica and EC2's lifecycle: its baseline counts from the promotion)
+        for name in ("installed_at", "last_switch_at", "spot_price", "ondemand_price", "replica_id", "lifecycle"):
             setattr(instance, name, getattr(ran, name))
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
