@@ -259,13 +259,15 @@ def _from_instance_account(agent: AgentRecord, signal: Signal) -> bool:
 
 class _Ec2View:
     """EC2's view of a signal's instance, asked once (one DescribeInstances) however many questions the signal's
-    handling puts to it: a stop's reason, then where the instance runs. An error is raised to each asker."""
+    handling puts to it: a stop's reason, then where the instance runs. An error is raised to each asker. (Its
+    methods' names are found nowhere else: infra/boto_calls.py, which derives each function's IAM policy, resolves a
+    method call by its name, so a ``.info()`` here would give every caller of ``logger.info`` DescribeInstances.)"""
 
     def __init__(self, agent: AgentRecord, signal: Signal) -> None:
         self.region, self.instance_id, self.agent = signal.region or agent.region, signal.instance_id, agent
         self._asked, self._info = False, None
 
-    def info(self) -> ec2.InstanceInfo | None:
+    def described_instance(self) -> ec2.InstanceInfo | None:
         """The instance as EC2 shows it (None: EC2 does not know it, or no region to ask in)."""
         if not self._asked and self.region:
             self._info = ec2.describe(self.region, [self.instance_id],
@@ -273,9 +275,9 @@ class _Ec2View:
         self._asked = True
         return self._info
 
-    def state_reason(self) -> str | None:
+    def described_state_reason(self) -> str | None:
         """EC2's ``StateReason`` code of the instance's last state change (None when EC2 gives none)."""
-        info = self.info()
+        info = self.described_instance()
         return info.state_reason if info is not None else None
 
 
@@ -284,7 +286,7 @@ def _stop_reason(view: _Ec2View, signal: Signal) -> str | None:
     propagates (EventBridge retries): a stop may be the customer's, which is never failed over."""
     if signal.kind is not SignalKind.STATE_CHANGE or signal.state not in STOP_STATES:
         return None
-    return view.state_reason() or ""
+    return view.described_state_reason() or ""
 
 
 def _user_stop(agent: AgentRecord, signal: Signal, reason: str, now: datetime) -> bool:
@@ -365,7 +367,7 @@ def _clients_evidence(view: _Ec2View, signal: Signal, reason: str | None = None)
     if reason is not None:
         return ended_by_client(reason)
     try:
-        reason = view.state_reason()
+        reason = view.described_state_reason()
     except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
         logger.warning("state reason unknown: the loss is its client's evidence only",
                        extra={"instance_id": signal.instance_id, "error": str(exc)})
@@ -390,7 +392,7 @@ def _runs_in(view: _Ec2View, instance: InstanceTable, pool_id: str | None) -> bo
         if replica is not None and replica.own_launch and replica.pool_id == pool_id:
             return True
     try:
-        info = view.info()
+        info = view.described_instance()
     except ec2.Ec2Error as exc:  # a client account not bound (AccountNotBound) too
         logger.warning("placement unknown: the signal is its client's evidence only",
                        extra={"instance_id": instance.instance_id, "error": str(exc)})
