@@ -87,7 +87,7 @@ def test_a_restart_on_a_promoted_standby_keeps_it_a_promoted_standby(make_tenant
     lifecycle, the launch as ``installed_at`` and the promotion as ``last_switch_at``) WHEN its agent registers on it
     (it does after every promotion) THEN the row still names its replica and lifecycle, so the savings roll-up counts
     its baseline from the promotion, not from the standby's launch. (Kept ``installed_at`` without its replica id,
-    the demo's week counted 100 standby hours as workload hours: 66 % of on-demand instead of 73 %.)"""
+    the demo's week counted 100 standby hours as workload hours: 66.0 % of on-demand instead of 73.2 %.)"""
     from chalicelib.jobs.savings_rollup import _baseline
     from chalicelib.tables.agents import AgentTable
 
