@@ -712,6 +712,12 @@ def _switch_news(row: SwitchTable, client_id: str, agent) -> None:
                                                 (row.launched_at or row.initiated_at).timestamp(), source="agent"),
                             event_id=f"switch:{row.switch_id}", client_id=client_id, agent_id=agent.agent_id,
                             instance_id=row.new_instance_id, reported=True)
+    _notify_switch(row, client_id, agent)
+
+
+def _notify_switch(row: SwitchTable, client_id: str, agent) -> None:
+    """The client's notification of a recorded switch with its saving, once per switch (keyed on it and its set-once
+    record time), whichever report or registration records it or repeats."""
     if row.hourly_savings is not None:
         activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
                         f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
@@ -791,10 +797,7 @@ def _inferred_switch_done(client_id: str, agent, row: SwitchTable | None, now, w
                           client_id=client_id, agent_id=agent.agent_id, instance_id=row.new_instance_id,
                           metadata={"command_id": row.command_id, "switch_id": row.switch_id, "warnings": warnings},
                           once=f"switch_inferred:{row.switch_id}")
-    if row.hourly_savings is not None:
-        activity.notify(client_id, "switch", f"{agent.logical_agent_id} switched to {row.new_pool_id or row.new_mode}: "
-                        f"{row.hourly_savings:+} $/h", row.recorded_at, agent_id=agent.agent_id,
-                        once=f"switch:{row.switch_id}")
+    _notify_switch(row, client_id, agent)
 
 
 def _finish_unreported_switch(client_id: str, before, agent, now):
