@@ -260,14 +260,6 @@ def start_failover(stage: str) -> list[dict]:
                        [f"arn:aws:states:*:*:stateMachine:{state_machine_name(stage)}"], SAME_ACCOUNT)]
 
 
-def event_retry(stage: str) -> list[dict]:
-    # The sentinel brings a failed event back sooner than the queue's visibility timeout
-    # (chalicelib.sentinel.RETRY_DELAYS_S): the event queue's URL by name (ChangeMessageVisibility is the event
-    # source's, EVENT_SOURCE_ACTIONS).
-    return [_statement("EventQueueUrl", ["sqs:GetQueueUrl"], [f"arn:aws:sqs:*:*:{event_queue_name(stage)}"],
-                       SAME_ACCOUNT)]
-
-
 def failover_status(stage: str) -> list[dict]:
     return [_statement("FailoverExecutions", ["states:DescribeExecution"],
                        [f"arn:aws:states:*:*:execution:{state_machine_name(stage)}:*",
@@ -336,10 +328,14 @@ SQS_EVENT_SOURCES = {SENTINEL_FUNCTION: event_queue_name, DECISION_WORKER_FUNCTI
 
 
 def _event_source(stage: str, function: str) -> list[dict]:
+    # A consumer also reads its queue's URL, to make messages visible again sooner than the visibility timeout
+    # (ChangeMessageVisibility is the event source's): the sentinel a failed event (chalicelib.sentinel
+    # RETRY_DELAYS_S), the fan-out workers a message their invocation ran out of time for (jobs.fanout.return_now).
     if function not in SQS_EVENT_SOURCES:
         return []
     queue = f"arn:aws:sqs:*:*:{SQS_EVENT_SOURCES[function](stage)}"
-    return [_statement("ConsumeEventQueue", EVENT_SOURCE_ACTIONS, [queue], SAME_ACCOUNT)]
+    return [_statement("ConsumeEventQueue", EVENT_SOURCE_ACTIONS, [queue], SAME_ACCOUNT),
+            _statement("OwnQueueUrl", ["sqs:GetQueueUrl"], [queue], SAME_ACCOUNT)]
 
 
 def _tracing(stage: str) -> list[dict]:
@@ -356,7 +352,7 @@ _IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_re
                                  ec2_move_eip, target_group_handover})
 # ec2_terminate with every launch: a launcher whose replica row was closed (or took another instance) while
 # it launched terminates the instance it started (chalicelib.replicas._lost_attach).
-_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover, event_retry)
+_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).

@@ -7,7 +7,9 @@ stage queue in messages of a few, and an ``@app.on_sqs_message`` worker handles 
   out of time (:class:`OutOfTime`: the keys not started when the invocation's :class:`Budget` ran low);
 * :func:`handle_batch`: one SQS batch; a malformed message (ValueError) is logged and dropped (it would fail the
   same way forever), a message raising RetryableError is a batch item failure, a message not started because the
-  budget ran low is one too (unread), the rest are done;
+  budget ran low is one too (unread), the rest are done; the messages the budget did not finish are made visible
+  again at once (a fresh invocation has the time; the queue's visibility timeout, 6 × the worker's timeout, is
+  for failures), a transient failure waits the timeout;
 * :class:`Budget`: the invocation's time (the Lambda context's ``get_remaining_time_in_millis``): no key or
   message is started once less than ``START_MARGIN`` of the function's timeout remains, so the invocation answers
   its partial batch response instead of timing out (a time-out returns the whole batch, done keys and all, and a
@@ -157,11 +159,12 @@ def handle_batch(event: dict, handle: Callable[[Delivery, Counter], None], *, wh
     """``handle(delivery, outcomes)`` for each record: (ids of the messages SQS must deliver again, counts by
     outcome). A record met once ``budget`` is low is not handled: it comes back (``unstarted``)."""
     outcomes: Counter = Counter()
-    failures = []
+    failures, out_of_time = [], []
     for record in event.get("Records", []):
         if budget.low():
             outcomes["unstarted"] += 1
             failures.append(record["messageId"])
+            out_of_time.append(record)
             continue
         try:
             handle(Delivery(record["body"], receive_count(record), budget), outcomes)
@@ -173,10 +176,35 @@ def handle_batch(event: dict, handle: Callable[[Delivery, Counter], None], *, wh
             logger.warning(f"{what} message comes back from the queue",
                            extra={"message_id": record["messageId"], "reason": str(exc)})
             failures.append(record["messageId"])
+            if isinstance(exc, OutOfTime):
+                out_of_time.append(record)
+    if out_of_time:
+        outcomes["returned_now"] = return_now(out_of_time)
     result = dict(outcomes)
     logger.info(f"{what} batch", extra={"outcomes": result, "messages": len(event.get("Records", [])),
                                         "retried": len(failures)})
     return failures, result
+
+
+def return_now(records: list[dict]) -> int:
+    """Make these received messages visible again now (they were not failing: the invocation ran out of time);
+    returns how many SQS accepted. Best effort: a message SQS refuses, or all of them when SQS is out of reach,
+    comes back after the queue's visibility timeout, as any batch item failure."""
+    from chalicelib.aws import sqs
+
+    by_queue: dict[str, dict[str, int]] = {}
+    for record in records:
+        queue = str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1]
+        if queue and record.get("receiptHandle"):
+            by_queue.setdefault(queue, {})[record["receiptHandle"]] = 0
+    accepted = 0
+    for queue, handles in by_queue.items():
+        try:
+            accepted += sqs.retry_after(queue, handles)
+        except Exception as exc:  # noqa: BLE001 - the visibility timeout still brings them back
+            logger.warning("out-of-time messages keep the queue's visibility timeout",
+                           extra={"queue": queue, "messages": len(handles), "reason": str(exc)})
+    return accepted
 
 
 def publish_counts(prefix: str, outcomes: dict[str, int]) -> None:

@@ -542,11 +542,12 @@ def test_each_queue_consumer_may_consume_exactly_the_queue_app_py_names(chalice_
                             ("savings-worker", savings_queue_name(stage))):
         sqs = [(s, resources) for s, actions, resources in _statements(function_policy(stage, function))
                if any(a.startswith("sqs:") for a in actions)]
-        # the sentinel also reads its queue's URL to bring a failed event back sooner (policies.event_retry)
-        extra = [("EventQueueUrl", [f"arn:aws:sqs:*:*:{queue}"])] if function == "sentinel" else []
-        assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"]), *extra]
+        # each also reads its own queue's URL, to bring messages back sooner (a failed event; a message the
+        # invocation ran out of time for)
+        assert [(s["Sid"], r) for s, r in sqs] == [("ConsumeEventQueue", [f"arn:aws:sqs:*:*:{queue}"]),
+                                                   ("OwnQueueUrl", [f"arn:aws:sqs:*:*:{queue}"])]
         assert sorted(sqs[0][0]["Action"]) == sorted(policies.EVENT_SOURCE_ACTIONS)
-        assert [s["Action"] for s, _ in sqs[1:]] == [["sqs:GetQueueUrl"]] * len(extra)
+        assert sqs[1][0]["Action"] == ["sqs:GetQueueUrl"]
 
 
 DISPATCHERS = {"decision-cycle": ("decision-worker", "decisions"), "savings-rollup": ("savings-worker", "savings"),
@@ -563,9 +564,9 @@ def test_each_dispatcher_may_only_send_to_its_queue_and_nothing_else_touches_sqs
                if any(a.startswith("sqs:") for a in actions)]
         assert sqs == [(["sqs:GetQueueUrl", "sqs:SendMessage"], [f"arn:aws:sqs:*:*:{APP_NAME}-{stage}-{queue}"],
                         policies.SAME_ACCOUNT)], dispatcher
-        # the worker cannot send (only its event source mapping's actions)
+        # the worker cannot send (only its event source mapping's actions and its own queue's URL)
         worker = {a for _, actions, _ in _statements(function_policy(stage, worker_name)) for a in actions}
-        assert {a for a in worker if a.startswith("sqs:")} == set(policies.EVENT_SOURCE_ACTIONS)
+        assert {a for a in worker if a.startswith("sqs:")} == {*policies.EVENT_SOURCE_ACTIONS, "sqs:GetQueueUrl"}
     # no other function has an SQS action (the fleet job included: it reads only the table)
     consumers = {"sentinel", "decision-worker", "savings-worker"}
     others = [f for f in FUNCTIONS if f not in consumers | set(DISPATCHERS)
