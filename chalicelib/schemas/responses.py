@@ -163,6 +163,23 @@ class AccountsReply(Reply):
     accounts: list[AccountBinding]
 
 
+class ReleasedStandby(Reply):
+    replica_id: str
+    agent_id: str
+    instance_id: str | None
+    retired: bool
+    error: str | None = None
+
+
+class ReleasedInAccount(Reply):
+    agents: list[str]
+    standbys: list[ReleasedStandby]
+
+
+class UnbindAccountReply(AccountsReply):
+    released: ReleasedInAccount | None  # a forced unbinding's work in the account (null: nothing ran there)
+
+
 class ClientAccountsReply(AccountsReply):
     tenancy: str
 
