@@ -1,4 +1,5 @@
-"""Admin routes of one client: create, get, token, status, legacy agent mode, rate limit, AWS accounts, quotas.
+"""Admin routes of one client: create, get, token, status, legacy agent mode, rate limit, AWS accounts and their
+ExternalId, quotas.
 Every route needs ``X-Admin-Key``; the fleet-wide ones are in ``admin_fleet``."""
 
 from __future__ import annotations
@@ -142,6 +143,69 @@ def bind_account(client_id):
     activity.record_event("account_bound", f"account {body.account_id} bound to {client.name}", now,
                           severity="warning", client_id=client_id, metadata={"role_arn": body.role_arn})
     return ok(accounts_view(client), status=201)
+
+
+@bp.route("/api/admin/clients/{client_id}/external-id/rotate", methods=["POST"], response="AccountsReply")
+def rotate_external_id(client_id):
+    """Start rotating the client's ExternalId: a new one is pending (201; an already pending one is kept, 200). The
+    current id stays in use: the client adds the pending one to every role's trust policy (the stack's
+    ``NextExternalId``), then the operator confirms (``.../external-id/confirm``)."""
+    admin_request(_request())
+    client = clients.require(client_id)
+    pending = client.pending_external_id
+    client = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
+    if pending is None:
+        activity.record_event("external_id_rotation", f"ExternalId rotation of {client.name} started", utcnow(),
+                              severity="warning", client_id=client_id)
+        activity.notify(client_id, "external_id_rotation", "A new ExternalId is pending: add it to the trust policy of "
+                        "your Spot Optimizer role in every bound account (the stack's NextExternalId); the current "
+                        "one keeps working until the operator confirms the change", utcnow(), severity="warning")
+    return ok(accounts_view(client), status=200 if pending else 201)
+
+
+@bp.route("/api/admin/clients/{client_id}/external-id/confirm", methods=["POST"], response="AccountsReply")
+def confirm_external_id(client_id):
+    """Switch to the pending ExternalId once every bound account's role accepts it: each is assumed with it now.
+    One refusing is 409 ``external_id_not_accepted`` naming the accounts, nothing changed (the current id stays);
+    all accepting, the pending id becomes the client's and every binding's, and the old one is used no more."""
+    admin_request(_request())
+    client = clients.require(client_id)
+    if not client.pending_external_id:
+        raise ConflictError("no ExternalId rotation is pending: start one with POST "
+                            f"/api/admin/clients/{client_id}/external-id/rotate", code="no_pending_external_id")
+    refused = []
+    for binding in client.aws_accounts:
+        trial = accounts.AwsAccount(binding["account_id"], binding["role_arn"], client.pending_external_id,
+                                    accounts.session_name(client_id))
+        try:
+            accounts.verify(trial)
+        except (ClientError, BotoCoreError) as exc:
+            if (busy := translate(exc)) is not None:  # STS throttled or out of reach: no verdict, 503/504
+                raise busy from exc
+            refused.append(binding["account_id"])
+    if refused:
+        raise ConflictError(f"the role of account(s) {', '.join(refused)} does not accept the pending ExternalId yet: "
+                            "add it to the role's trust policy, then confirm again; the current ExternalId stays in "
+                            "use", field="pending_external_id", code="external_id_not_accepted")
+    client = clients.finish_external_id_rotation(client)
+    now = utcnow()
+    activity.record_event("external_id_rotated", f"ExternalId of {client.name} rotated "
+                          f"({len(client.aws_accounts)} account(s) verified)", now, severity="warning",
+                          client_id=client_id)
+    activity.notify(client_id, "external_id_rotated", "The new ExternalId is in use: you may now remove the old one "
+                    "from your roles' trust policies (the stack: ExternalId = the new id, NextExternalId empty)", now,
+                    severity="warning")
+    return ok(accounts_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/external-id/pending", methods=["DELETE"], response="AccountsReply")
+def cancel_external_id_rotation(client_id):
+    """Abandon a pending ExternalId rotation (the current id was never stopped); idempotent."""
+    admin_request(_request())
+    client = clients.cancel_external_id_rotation(clients.require(client_id))
+    activity.record_event("external_id_rotation_cancelled", f"ExternalId rotation of {client.name} cancelled",
+                          utcnow(), client_id=client_id)
+    return ok(accounts_view(client))
 
 
 @bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"], response="UnbindAccountReply",

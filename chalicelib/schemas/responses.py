@@ -160,6 +160,10 @@ class AccountBinding(Reply):
 class AccountsReply(Reply):
     client_id: str
     external_id: str | None
+    # an ExternalId rotation under way: add this id to every role's trust policy (next to the current one), then
+    # the operator confirms it; null when none is pending
+    pending_external_id: str | None
+    pending_external_id_since: Time | None
     accounts: list[AccountBinding]
 
 

@@ -91,3 +91,110 @@ def test_a_bad_force_is_400_and_changes_nothing(admin, make_tenant, force):
     status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force={force}")
     assert_error(status, reply, 400, field="force")
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+# --- rotating a client's ExternalId --------------------------------------------------------------------------------
+
+
+def _bound_to_both(admin, make_tenant):
+    client_id, caller = make_tenant()
+    for account in (FIRST, SECOND):
+        status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                                   {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+        assert status == 201, reply
+    return client_id, caller
+
+
+@pytest.fixture
+def trust_policies(monkeypatch):
+    """The ExternalIds each role's trust policy accepts (moto's STS accepts any): ``{role_arn: {ids}}``; a role not
+    named accepts any. Every AssumeRole is recorded in ``assumed``."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import accounts
+
+    accepted: dict[str, set[str]] = {}
+    assumed: list[dict] = []
+    real = accounts._client
+
+    def check(params, **_):
+        assumed.append(dict(params))
+        allowed = accepted.get(params["RoleArn"])
+        if allowed is not None and params.get("ExternalId") not in allowed:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole")
+
+    def guarded(service, region):
+        client = real(service, region)
+        if service == "sts":
+            client.meta.events.register("provide-client-params.sts.AssumeRole", check)
+        return client
+
+    monkeypatch.setattr(accounts, "_client", guarded)
+    accounts.reset()
+    yield accepted, assumed
+    accounts.reset()
+
+
+def test_an_external_id_rotation_switches_only_once_every_bound_role_accepts_the_new_id(admin, make_tenant,
+                                                                                         trust_policies):
+    """The defect: a client's ExternalId could never change. Now rotate → a pending id the client sees on its
+    account page, the current one still used; confirm assumes every bound role with the pending id and switches
+    only when all accept (409 naming the refusing accounts, nothing changed, otherwise)."""
+    from chalicelib import tenancy
+
+    accepted, assumed = trust_policies
+    client_id, caller = _bound_to_both(admin, make_tenant)
+    old = caller.get("/api/client/accounts")[1]["external_id"]
+
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})
+    assert status == 201, reply
+    new = reply["pending_external_id"]
+    assert new.startswith("so-") and new != old and reply["external_id"] == old
+    status, mine = caller.get("/api/client/accounts")
+    assert (mine["external_id"], mine["pending_external_id"]) == (old, new) and mine["pending_external_id_since"]
+    assert admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})[1]["pending_external_id"] == new
+
+    # the role in SECOND still trusts only the old id
+    accepted[f"arn:aws:iam::{FIRST}:role/SpotOptimizer-dev"] = {old, new}
+    accepted[f"arn:aws:iam::{SECOND}:role/SpotOptimizer-dev"] = {old}
+    before = snapshot_tables()
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/confirm", {})
+    assert_error(status, reply, 409, code="external_id_not_accepted", field="pending_external_id")
+    assert SECOND in reply["message"] and FIRST not in reply["message"]
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert {tenancy.for_client(client_id, a).external_id for a in (FIRST, SECOND)} == {old}  # still in use
+
+    accepted[f"arn:aws:iam::{SECOND}:role/SpotOptimizer-dev"] = {old, new}
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/confirm", {})
+    assert status == 200, reply
+    assert (reply["external_id"], reply["pending_external_id"]) == (new, None)
+    assert {a["external_id"] for a in reply["accounts"]} == {new}
+    assert {tenancy.for_client(client_id, a).external_id for a in (FIRST, SECOND)} == {new}
+    # the old id may now leave the trust policies: the product's sessions use the new one
+    accepted[f"arn:aws:iam::{FIRST}:role/SpotOptimizer-dev"] = {new}
+    from chalicelib.aws import accounts
+    accounts.reset()
+    accounts.role_client("sts", "us-east-1", tenancy.for_client(client_id, FIRST))
+    assert assumed[-1]["ExternalId"] == new
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/confirm", {})
+    assert_error(status, reply, 409, code="no_pending_external_id")
+
+
+def test_a_pending_external_id_rotation_can_be_cancelled_and_a_new_binding_meanwhile_uses_the_current_id(
+        admin, make_tenant, trust_policies):
+    client_id, caller = make_tenant()
+    old = caller.get("/api/client/accounts")[1]["external_id"]
+    pending = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})[1]["pending_external_id"]
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": FIRST, "role_arn": f"arn:aws:iam::{FIRST}:role/SpotOptimizer-dev"})
+    assert status == 201 and reply["accounts"][0]["external_id"] == old and reply["pending_external_id"] == pending
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/external-id/pending")
+    assert status == 200 and (reply["external_id"], reply["pending_external_id"]) == (old, None)
+    assert caller.get("/api/client/accounts")[1]["pending_external_id"] is None
+    assert admin.call("DELETE", f"/api/admin/clients/{client_id}/external-id/pending")[0] == 200  # idempotent
+
+
+def test_external_id_routes_of_an_unknown_client_are_404(admin):
+    for method, path in (("POST", "rotate"), ("POST", "confirm"), ("DELETE", "pending")):
+        status, reply = admin.call(method, f"/api/admin/clients/cl-nobody/external-id/{path}")
+        assert_error(status, reply, 404)
