@@ -198,3 +198,79 @@ def test_external_id_routes_of_an_unknown_client_are_404(admin):
     for method, path in (("POST", "rotate"), ("POST", "confirm"), ("DELETE", "pending")):
         status, reply = admin.call(method, f"/api/admin/clients/cl-nobody/external-id/{path}")
         assert_error(status, reply, 404)
+
+
+# --- a re-registration that proves another account ----------------------------------------------------------------
+
+
+def _register_verified(caller, account: str, logical_agent_id: str | None = None) -> tuple[int, dict, str]:
+    """A verified registration of a fresh primary in ``account``: (status, reply, instance id)."""
+    from localmode.identity_signer import signed_identity
+    from tests.api.test_ownership import in_account
+    from tests.conftest import registration
+    from tests.e2e.failover_support import REGION, ZONES, launch_primary, unique_type
+
+    itype = unique_type()
+    with in_account(account):
+        primary = launch_primary(itype)
+    document, signature = signed_identity(instance_id=primary, instance_type=itype, az=ZONES[0], region=REGION,
+                                          account_id=account)
+    body = {**registration(instance_id=primary, instance_type=itype, region=REGION, az=ZONES[0], mode="spot"),
+            "identity_document": document, "identity_signature": signature}
+    if logical_agent_id:
+        body["logical_agent_id"] = logical_agent_id
+    status, reply = caller.post("/api/agents/register", body)
+    return status, reply, primary
+
+
+def test_a_registration_proving_another_account_is_409_while_the_agent_has_standbys_in_its_old_one(admin,
+                                                                                                     make_tenant):
+    """The defect: the agent moved to the newly proven account silently, and its standby in the old account could
+    no longer be ended (a standby is retired in its agent's account: the new one, where it is not)."""
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    before = snapshot_tables()
+
+    status, reply, _ = _register_verified(caller, FIRST, agent.logical_agent_id)
+
+    assert_error(status, reply, 409, code="account_changed", field="identity_document")
+    assert standby["replica_id"] in reply["message"] and SECOND in reply["message"]
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert agent_repo.get(client_id, agent_id).account_id == SECOND
+
+    # once the standby is gone (in its account), the agent moves, audited
+    status, gone = caller.call("DELETE", f"/api/agents/{agent_id}/replicas/{standby['replica_id']}")
+    assert status == 200, gone
+    assert _state_in(SECOND, standby["instance_id"]) in ("shutting-down", "terminated")
+    status, reply, _ = _register_verified(caller, FIRST, agent.logical_agent_id)
+    assert status == 200 and reply["agent_id"] == agent_id and reply["account_id"] == FIRST, reply
+    from datetime import UTC, datetime
+
+    from chalicelib.repositories import activity
+    [moved] = [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+               if e.event_type == "agent_account_changed" and e.agent_id == agent_id]
+    assert moved.metadata == {"from": SECOND, "to": FIRST}
+
+
+def test_a_legacy_registration_on_another_instance_does_not_keep_the_agents_proven_account(admin, make_tenant):
+    """A legacy registration (no identity document; the client runs in legacy agent mode) proves no account: on an
+    instance not known to be the agent's it would have kept the account the agent was verified in, and the product
+    would act there for an instance of unknown account. 409, nothing written; a restart on its own instance is fine."""
+    from tests.conftest import registration
+    from tests.e2e.failover_support import REGION, ZONES
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    admin.post(f"/api/admin/clients/{client_id}/legacy-agents", {"enabled": True})
+    before = snapshot_tables()
+
+    status, reply = caller.post("/api/agents/register", registration(
+        instance_type=agent.instance_type, region=REGION, az=ZONES[0], logical_agent_id=agent.logical_agent_id))
+
+    assert_error(status, reply, 409, code="identity_document_required", field="identity_document")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, reply = caller.post("/api/agents/register", registration(
+        instance_id=agent.instance_id, instance_type=agent.instance_type, region=REGION, az=ZONES[0],
+        logical_agent_id=agent.logical_agent_id))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert agent_repo.get(client_id, agent_id).account_id == SECOND
