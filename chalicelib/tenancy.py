@@ -8,10 +8,12 @@ binding gets AccountNotBound (an Ec2Error to the workflows, 409 to the API): not
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from chalicelib.aws import accounts, ec2
 from chalicelib.aws.accounts import AwsAccount
 from chalicelib.repositories import agents, clients
+from chalicelib.repositories import replicas as replica_repo
 
 
 class AccountNotBound(ec2.LaunchError):
@@ -62,3 +64,32 @@ def not_anothers(agent, instance_id: str | None) -> str | None:
     if row is not None and (row.client_id, row.agent_id) != (agent.client_id, agent.agent_id):
         return None
     return instance_id
+
+
+class AccountUse(NamedTuple):
+    """What the product still runs for a client in one of its accounts (an unbinding's check)."""
+
+    agents: list  # live AgentRecords whose EC2 work runs there
+    standbys: list  # active ReplicaRecords there (their agent's account: ``for_replica``)
+
+
+def account_of(client, agent) -> str | None:
+    """The account ``agent``'s EC2 work runs in as things stand (None: nowhere, AccountNotBound)."""
+    try:
+        return accounts.resolve(client, getattr(agent, "account_id", None)).account_id
+    except accounts.AccountNotBound:
+        return None
+
+
+def in_account(client, account_id: str) -> AccountUse:
+    """The client's live agents and active standbys in ``account_id`` (one partition query of its agents, one of
+    each such agent's replicas; admin-time). A deleted agent's standby still counts: it still runs there."""
+    live, standbys = [], []
+    for agent in agents.all_for_client(client.client_id):
+        if account_of(client, agent) != account_id:
+            continue
+        if not agent.deleted:
+            live.append(agent)
+        standbys += [r for r in replica_repo.for_agent(agent.agent_id, include_final=False)
+                     if r.client_id == client.client_id]
+    return AccountUse(live, standbys)

@@ -51,6 +51,7 @@ _STAGE_PARAMETER = "${Stage}"
 PRODUCT_EVENT_BUS = "arn:${AWS::Partition}:events:${ProductRegion}:${ProductAccountId}:event-bus/default"
 ROLE_CONDITION = "CreateAccessRole"
 ALARM_TOPIC_CONDITION = "HasAlarmTopic"
+NEXT_EXTERNAL_ID_CONDITION = "HasNextExternalId"
 DEAD_LETTER_QUEUE = "ForwardDeadLetterQueue"
 DEAD_LETTER_RETENTION_S = 14 * 24 * 3600  # SQS's maximum, like the product's own dead-letter queues
 # EventBridge's retry policy of each forwarding rule's target (components/sentinel/rules.py names): how long it
@@ -144,7 +145,11 @@ def client_role_template() -> dict:
         "Principal": {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${ProductAccountId}:root"}},
         "Action": "sts:AssumeRole",
         "Condition": {
-            "StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}},
+            # During an ExternalId rotation the role accepts the pending id too (NextExternalId), so the product can
+            # verify it before it stops using the current one (POST /api/admin/clients/{id}/external-id/confirm).
+            "StringEquals": {"sts:ExternalId": {"Fn::If": [NEXT_EXTERNAL_ID_CONDITION,
+                                                           [{"Ref": "ExternalId"}, {"Ref": "NextExternalId"}],
+                                                           {"Ref": "ExternalId"}]}},
             # Only the product's Lambda roles of this stage (Chalice names them <app>-<stage>-<function>).
             "ArnLike": {"aws:PrincipalArn": {"Fn::Sub": (
                 f"arn:${{AWS::Partition}}:iam::${{ProductAccountId}}:role/{APP_NAME}-{_STAGE_PARAMETER}-*")}},
@@ -180,6 +185,11 @@ def client_role_template() -> dict:
             "ExternalId": {"Type": "String", "MinLength": 16, "MaxLength": 1224,
                            "AllowedPattern": "^[A-Za-z0-9+=,.@:/_-]+$",
                            "Description": "The external id Spot Optimizer issued to your client account."},
+            "NextExternalId": {"Type": "String", "Default": "", "MaxLength": 1224,
+                               "AllowedPattern": "^([A-Za-z0-9+=,.@:/_-]{16,})?$",
+                               "Description": ("During an ExternalId rotation only: the pending id Spot Optimizer "
+                                               "shows you (accepted next to ExternalId until the operator confirms "
+                                               "the change; then set ExternalId to it and empty this).")},
             "Stage": {"Type": "String", "Default": "prod", "AllowedValues": list(STAGES),
                       "Description": "The Spot Optimizer stage that may act in this account."},
             "CreateAccessRole": {"Type": "String", "Default": "true", "AllowedValues": ["true", "false"],
@@ -192,7 +202,8 @@ def client_role_template() -> dict:
                                               "Empty: the alarm has no action (watch it in CloudWatch).")},
         },
         "Conditions": {ROLE_CONDITION: {"Fn::Equals": [{"Ref": "CreateAccessRole"}, "true"]},
-                       ALARM_TOPIC_CONDITION: {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}},
+                       ALARM_TOPIC_CONDITION: {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
+                       NEXT_EXTERNAL_ID_CONDITION: {"Fn::Not": [{"Fn::Equals": [{"Ref": "NextExternalId"}, ""]}]}},
         "Resources": {"ClientAccessRole": access_role, **event_forwarding_resources()},
         "Outputs": {"RoleArn": {"Condition": ROLE_CONDITION,
                                 "Description": "Give this ARN to Spot Optimizer (client account registration).",

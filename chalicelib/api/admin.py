@@ -1,4 +1,5 @@
-"""Admin routes of one client: create, get, token, status, legacy agent mode, rate limit, AWS accounts, quotas.
+"""Admin routes of one client: create, get, token, status, legacy agent mode, rate limit, AWS accounts and their
+ExternalId, quotas.
 Every route needs ``X-Admin-Key``; the fleet-wide ones are in ``admin_fleet``."""
 
 from __future__ import annotations
@@ -8,12 +9,17 @@ from datetime import timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import auth
+from components.replica_coordinator import ReplicaStatus
+
+from chalicelib import auth, replicas, tenancy
 from chalicelib.aws import accounts, event_bus
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, utcnow
+from chalicelib.api.inputs import bool_param
+from chalicelib.api.route_doc import Query
 from chalicelib import quotas
 from chalicelib.api.views import accounts_view, client_view, iso
 from chalicelib.errors import ConflictError, GoneError, InvalidInputError, ServiceUnavailableError, translate
+from chalicelib.observability import logger
 from chalicelib.repositories import activity, agents, clients
 from chalicelib.schemas.admin import (
     BindAccountRequest,
@@ -139,20 +145,145 @@ def bind_account(client_id):
     return ok(accounts_view(client), status=201)
 
 
-@bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"], response="AccountsReply")
-def unbind_account(client_id, account_id):
-    """Unbind an AWS account: nothing more is done there for this client."""
+@bp.route("/api/admin/clients/{client_id}/external-id/rotate", methods=["POST"], response="AccountsReply")
+def rotate_external_id(client_id):
+    """Start rotating the client's ExternalId: a new one is pending (201; an already pending one is kept, 200). The
+    current id stays in use: the client adds the pending one to every role's trust policy (the stack's
+    ``NextExternalId``), then the operator confirms (``.../external-id/confirm``)."""
     admin_request(_request())
+    client = clients.require(client_id)
+    pending = client.pending_external_id
+    client = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
+    if pending is None:
+        activity.record_event("external_id_rotation", f"ExternalId rotation of {client.name} started", utcnow(),
+                              severity="warning", client_id=client_id)
+        activity.notify(client_id, "external_id_rotation", "A new ExternalId is pending: add it to the trust policy of "
+                        "your Spot Optimizer role in every bound account (the stack's NextExternalId); the current "
+                        "one keeps working until the operator confirms the change", utcnow(), severity="warning")
+    return ok(accounts_view(client), status=200 if pending else 201)
+
+
+@bp.route("/api/admin/clients/{client_id}/external-id/confirm", methods=["POST"], response="AccountsReply")
+def confirm_external_id(client_id):
+    """Switch to the pending ExternalId once every bound account's role accepts it: each is assumed with it now.
+    One refusing is 409 ``external_id_not_accepted`` naming the accounts, nothing changed (the current id stays);
+    all accepting, the pending id becomes the client's and every binding's, and the old one is used no more."""
+    admin_request(_request())
+    client = clients.require(client_id)
+    if not client.pending_external_id:
+        raise ConflictError("no ExternalId rotation is pending: start one with POST "
+                            f"/api/admin/clients/{client_id}/external-id/rotate", code="no_pending_external_id")
+    refused = []
+    for binding in client.aws_accounts:
+        trial = accounts.AwsAccount(binding["account_id"], binding["role_arn"], client.pending_external_id,
+                                    accounts.session_name(client_id))
+        try:
+            accounts.verify(trial)
+        except (ClientError, BotoCoreError) as exc:
+            if (busy := translate(exc)) is not None:  # STS throttled or out of reach: no verdict, 503/504
+                raise busy from exc
+            refused.append(binding["account_id"])
+    if refused:
+        raise ConflictError(f"the role of account(s) {', '.join(refused)} does not accept the pending ExternalId yet: "
+                            "add it to the role's trust policy, then confirm again; the current ExternalId stays in "
+                            "use", field="pending_external_id", code="external_id_not_accepted")
+    client = clients.finish_external_id_rotation(client)
+    now = utcnow()
+    activity.record_event("external_id_rotated", f"ExternalId of {client.name} rotated "
+                          f"({len(client.aws_accounts)} account(s) verified)", now, severity="warning",
+                          client_id=client_id)
+    activity.notify(client_id, "external_id_rotated", "The new ExternalId is in use: you may now remove the old one "
+                    "from your roles' trust policies (the stack: ExternalId = the new id, NextExternalId empty)", now,
+                    severity="warning")
+    return ok(accounts_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/external-id/pending", methods=["DELETE"], response="AccountsReply")
+def cancel_external_id_rotation(client_id):
+    """Abandon a pending ExternalId rotation (the current id was never stopped); idempotent."""
+    admin_request(_request())
+    client = clients.cancel_external_id_rotation(clients.require(client_id))
+    activity.record_event("external_id_rotation_cancelled", f"ExternalId rotation of {client.name} cancelled",
+                          utcnow(), client_id=client_id)
+    return ok(accounts_view(client))
+
+
+@bp.route("/api/admin/clients/{client_id}/accounts/{account_id}", methods=["DELETE"], response="UnbindAccountReply",
+          query=[Query("force", enum=("true", "false"),
+                       description="unbind although agents or standbys still run there: their standbys are retired, "
+                                   "the agents' modes turned off")])
+def unbind_account(client_id, account_id):
+    """Unbind an AWS account: nothing more is done there for this client.
+
+    While live agents or active standbys of the client are in that account, 409 ``account_in_use`` naming them
+    (unbound, the product could neither fail them over nor end the standbys it launched, which would run on,
+    billed and managed-looking). ``?force=true`` unbinds anyway: first every such agent's modes go off and its
+    account is pinned (nothing more is attempted, nor resolved to another account), then each standby is retired
+    through the usual retire path while the role still works (best effort: the reply's ``released`` says which
+    were retired and which were not, to be ended by hand), then the binding goes."""
+    request = _request()
+    admin_request(request)
+    force = bool_param(request.query_params or {}, "force", default=False)
     if not accounts.ACCOUNT_ID.match(account_id or ""):
         raise InvalidInputError("account_id must be 12 digits", field="account_id")
     client = clients.require(client_id)
     if not any(b["account_id"] == account_id for b in client.aws_accounts):
         release_bus_access(account_id, client_id)  # a retry after the bus refused: converge, then say "not bound"
+        clients.unbind_account(client, account_id)  # 404
+    use = tenancy.in_account(client, account_id)
+    if (use.agents or use.standbys) and not force:
+        raise ConflictError(f"account {account_id} is in use: {_in_use(use)}; stop them first, or unbind with "
+                            "?force=true (the standbys are retired, the agents' modes turned off)",
+                            field="account_id", code="account_in_use")
+    now = utcnow()
+    released = _release(client, account_id, use, now) if use.agents or use.standbys else None
     client = clients.unbind_account(client, account_id)
-    activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}", utcnow(),
-                          severity="warning", client_id=client_id)
+    activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}"
+                          + (f" (forced: {_in_use(use)})" if released else ""), now,
+                          severity="warning", client_id=client_id, metadata=released)
     release_bus_access(account_id, client_id)
-    return ok(accounts_view(client))
+    return ok({**accounts_view(client), "released": released})
+
+
+def _in_use(use: tenancy.AccountUse) -> str:
+    """What an account still holds, named (at most ten of each, then how many more)."""
+    def names(items, name, plural):
+        listed = ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+        return f"{len(items)} {name if len(items) == 1 else plural} ({listed})"
+
+    parts = []
+    if use.agents:
+        parts.append(names([a.logical_agent_id for a in use.agents], "live agent", "live agents"))
+    if use.standbys:
+        parts.append(names([r.replica_id for r in use.standbys], "active standby", "active standbys"))
+    return " and ".join(parts)
+
+
+def _release(client, account_id: str, use: tenancy.AccountUse, now) -> dict:
+    """A forced unbinding's work in the account, before the binding goes: the agents stop, the standbys are retired
+    (each on its own: one that EC2 refuses is reported, not fatal), and the client is told."""
+    for agent in use.agents:
+        agents.leave_account(agent, account_id, now)
+    standbys = []
+    for replica in use.standbys:
+        entry = {"replica_id": replica.replica_id, "agent_id": replica.agent_id, "instance_id": replica.instance_id}
+        try:
+            replicas.retire(replica, ReplicaStatus.TERMINATED, now, f"account {account_id} unbound")
+        except Exception as exc:  # noqa: BLE001 - best effort: reported, the unbinding goes on
+            logger.warning("standby not retired on a forced unbinding",
+                           extra={"replica_id": replica.replica_id, "account_id": account_id, "error": str(exc)})
+            entry |= {"retired": False, "error": getattr(exc, "message", None) or type(exc).__name__}
+        else:
+            entry["retired"] = True
+        standbys.append(entry)
+    released = {"agents": [a.agent_id for a in use.agents], "standbys": standbys}
+    left = [s["replica_id"] for s in standbys if not s["retired"]]
+    activity.notify(client.client_id, "account_unbound",
+                    f"AWS account {account_id} was unbound: {len(use.agents)} agent(s) there no longer managed, "
+                    f"{len(standbys) - len(left)} standby(s) retired"
+                    + (f", {len(left)} could not be ({', '.join(left)}): end them in that account" if left else ""),
+                    now, severity="warning")
+    return released
 
 
 def release_bus_access(account_id: str, client_id: str) -> None:

@@ -45,6 +45,7 @@ from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError, 
     ServiceUnavailableError
 from chalicelib.identity_documents import verify_identity_document
 from chalicelib.repositories import activity, agents, observations, pools, switches
+from chalicelib.repositories import replicas as replica_repo
 from chalicelib.schemas.agents import (
     CleanupReportRequest,
     ExecutedRequest,
@@ -112,6 +113,7 @@ def register():
     before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
     if before is None or before.deleted:  # a deleted agent registering again counts as a new one
         quotas.check_agents(client.client_id, reviving=before is not None)
+    moved_from = _account_move(before, identity.account_id if identity is not None else None, reg.instance_id)
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
@@ -127,6 +129,11 @@ def register():
                           now, client_id=client.client_id, agent_id=agent.agent_id,
                           instance_id=reg.instance_id,
                           metadata={"action": plan.action.value, "verified": identity is not None})
+    if moved_from is not None:
+        activity.record_event("agent_account_changed", f"agent {agent.logical_agent_id} now runs in AWS account "
+                              f"{agent.account_id} (was {moved_from}): proven by its identity document", now,
+                              severity="warning", client_id=client.client_id, agent_id=agent.agent_id,
+                              instance_id=reg.instance_id, metadata={"from": moved_from, "to": agent.account_id})
     if before is not None and plan.previous_instance_id:
         agent = _unreported_switch(client.client_id, before, agent, now) or agent
     elif before is not None and before.instance_id == reg.instance_id:
@@ -143,6 +150,36 @@ def register():
                   "warning": "store agent_credential now: it is shown only once, and replaced by the next "
                              "registration"}
     return ok(reply)
+
+
+def _account_move(before, proven: str | None, instance_id: str) -> str | None:
+    """The agent's previous verified account when this registration moves it to the account ``proven`` (audited by
+    the caller), else None; 409 when the move would leave the product acting in the wrong account.
+
+    The agent's account is where the product acts for it: its launches, hand-overs and the retirement of its standbys
+    (``tenancy.for_replica`` reads the agent's account, a standby row names none). A registration proving another
+    (bound: checked before) account moves the agent there, but not while it has active standbys in the old one:
+    they could no longer be ended (409 ``account_changed``, naming them: delete them first). A legacy registration
+    proves nothing: on an instance not known to be the agent's it cannot keep the account the agent was proven in
+    for an instance of unknown account (409 ``identity_document_required``); a restart on its own instance keeps it."""
+    if before is None or before.deleted or not before.account_id:
+        return None
+    if proven is None:
+        if not _owned_instance(before.client_id, before, instance_id):
+            raise ConflictError(f"this agent was verified in AWS account {before.account_id}; a registration on "
+                                "another instance must carry that instance's identity document and signature",
+                                field="identity_document", code="identity_document_required")
+        return None
+    if proven == before.account_id:
+        return None
+    standbys = replica_repo.for_agent(before.agent_id, include_final=False)
+    if standbys:
+        raise ConflictError(f"the instance runs in AWS account {proven}, but this agent's standby(s) "
+                            f"{', '.join(r.replica_id for r in standbys)} run in its account {before.account_id}: "
+                            "delete them first (DELETE /api/agents/{agent_id}/replicas/{replica_id}), or register "
+                            "the instance as another agent (another logical_agent_id)",
+                            field="identity_document", code="account_changed")
+    return before.account_id
 
 
 def _claim_ended(claim, agent, now) -> None:

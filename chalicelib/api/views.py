@@ -94,6 +94,8 @@ def accounts_view(client: ClientRecord) -> dict[str, Any]:
     """The client's AWS account bindings and the ExternalId its roles must require (not a secret to the
     client: it is what the client puts in its role's trust policy)."""
     return {"client_id": client.client_id, "external_id": client.external_id,
+            "pending_external_id": client.pending_external_id,
+            "pending_external_id_since": iso(client.pending_external_id_at),
             "accounts": [{"account_id": b["account_id"], "role_arn": b["role_arn"],
                           "external_id": b["external_id"], "bound_at": iso(b["bound_at"])}
                          for b in client.aws_accounts]}

@@ -1004,6 +1004,25 @@ def active_instances(client_id: str) -> list[InstanceTable]:
     return list(InstanceTable.by_client.query(client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
 
 
+MODES_OFF = {"enabled": False, "auto_switch_enabled": False, "manual_replica_enabled": False,
+             "replica_enabled": False, "replica_count": 0}
+
+
+def leave_account(agent: AgentRecord, account_id: str, now: datetime) -> None:
+    """The agent's account is being unbound from its client (a forced unbinding): every mode off, so no switch,
+    standby or replica is attempted any more, and its account pinned to ``account_id``, so that nothing it does
+    resolves to another of the client's accounts (an agent with no verified account would otherwise fall back to
+    the client's single remaining binding). A verified re-registration in a bound account undoes the pin."""
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.account_id.set(account_id), AgentTable.updated_at.set(now),
+                     AgentTable.config_version.add(1), *_config_actions(MODES_OFF)],
+            condition=AgentTable.agent_id.exists())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
 def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
     """Status ``deleted`` with every mode off, and its instance inactive (when it is still this agent's).
     Idempotent: a deleted agent stays as it is."""
@@ -1019,13 +1038,11 @@ def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
                 raise
     if agent.status == AgentStatus.DELETED.value:
         return agent
-    off = {"enabled": False, "auto_switch_enabled": False, "manual_replica_enabled": False,
-           "replica_enabled": False, "replica_count": 0}
     try:
         AgentTable(agent.client_id, agent.agent_id).update(
             actions=[AgentTable.status.set(AgentStatus.DELETED.value), AgentTable.liveness.remove(),
                      AgentTable.deleted_at.set(now), AgentTable.updated_at.set(now),
-                     AgentTable.config_version.add(1), *_config_actions(off)],
+                     AgentTable.config_version.add(1), *_config_actions(MODES_OFF)],
             condition=AgentTable.agent_id.exists())
     except UpdateError as exc:
         if condition_failed(exc):

@@ -44,6 +44,8 @@ class ClientRecord:
     rate_limit_per_window: int | None = None
     aws_accounts: tuple[dict, ...] = ()  # {account_id, role_arn, external_id, bound_at}
     external_id: str | None = None
+    pending_external_id: str | None = None  # an ExternalId rotation under way (``rotate_external_id``)
+    pending_external_id_at: datetime | None = None
     limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
 
 
@@ -71,7 +73,8 @@ def _record(row: ClientTable) -> ClientRecord:
         rate_limit_per_window=int(row.rate_limit_per_window) if row.rate_limit_per_window else None,
         aws_accounts=tuple({"account_id": b.account_id, "role_arn": b.role_arn, "external_id": b.external_id,
                             "bound_at": b.bound_at} for b in row.aws_accounts or ()),
-        external_id=row.external_id,
+        external_id=row.external_id, pending_external_id=row.pending_external_id,
+        pending_external_id_at=row.pending_external_id_at,
         limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
     )
 
@@ -321,6 +324,56 @@ def ensure_external_id(client: ClientRecord, new_id: str) -> ClientRecord:
     except UpdateError as exc:
         if not condition_failed(exc):
             raise
+    return require(client.client_id)
+
+
+def start_external_id_rotation(client: ClientRecord, new_id: str, now: datetime) -> ClientRecord:
+    """A pending ExternalId for the client (``new_id``), unless one is pending already: that one is kept, the client
+    may have deployed its roles with it (a race keeps the first too). The current id keeps being used."""
+    if client.pending_external_id:
+        return client
+    try:
+        ClientTable(client.client_id).update(
+            actions=[ClientTable.pending_external_id.set(new_id), ClientTable.pending_external_id_at.set(now)],
+            condition=ClientTable.client_id.exists() & ClientTable.pending_external_id.does_not_exist())
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+    return require(client.client_id)
+
+
+def finish_external_id_rotation(client: ClientRecord) -> ClientRecord:
+    """The pending ExternalId becomes the client's and every binding's, the old one unused from now on. Conditional on
+    what the caller verified: the same pending id and the same bindings (account and role, in order); a change
+    meanwhile (a binding added, re-bound or removed, the rotation cancelled) is 409, nothing written."""
+    pending = client.pending_external_id
+    bindings = [AwsAccountBinding(**{**b, "external_id": pending}) for b in client.aws_accounts]
+    condition = ClientTable.pending_external_id == pending
+    if bindings:
+        condition &= size(ClientTable.aws_accounts) == len(bindings)
+        for index, binding in enumerate(client.aws_accounts):
+            condition &= (ClientTable.aws_accounts[index]["account_id"] == binding["account_id"]) & (
+                ClientTable.aws_accounts[index]["role_arn"] == binding["role_arn"])
+    else:
+        condition &= ClientTable.aws_accounts.does_not_exist()
+    actions = [ClientTable.external_id.set(pending), ClientTable.pending_external_id.remove(),
+               ClientTable.pending_external_id_at.remove()]
+    if bindings:
+        actions.append(ClientTable.aws_accounts.set(bindings))
+    try:
+        ClientTable(client.client_id).update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise ConflictError("the client's accounts or its pending ExternalId changed meanwhile, retry",
+                                code="conflict") from exc
+        raise
+    return require(client.client_id)
+
+
+def cancel_external_id_rotation(client: ClientRecord) -> ClientRecord:
+    """Forget the pending ExternalId (the current one stays in use); idempotent."""
+    _update_existing(client.client_id, [ClientTable.pending_external_id.remove(),
+                                        ClientTable.pending_external_id_at.remove()])
     return require(client.client_id)
 
 

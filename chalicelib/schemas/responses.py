@@ -160,7 +160,28 @@ class AccountBinding(Reply):
 class AccountsReply(Reply):
     client_id: str
     external_id: str | None
+    # an ExternalId rotation under way: add this id to every role's trust policy (next to the current one), then
+    # the operator confirms it; null when none is pending
+    pending_external_id: str | None
+    pending_external_id_since: Time | None
     accounts: list[AccountBinding]
+
+
+class ReleasedStandby(Reply):
+    replica_id: str
+    agent_id: str
+    instance_id: str | None
+    retired: bool
+    error: str | None = None
+
+
+class ReleasedInAccount(Reply):
+    agents: list[str]
+    standbys: list[ReleasedStandby]
+
+
+class UnbindAccountReply(AccountsReply):
+    released: ReleasedInAccount | None  # a forced unbinding's work in the account (null: nothing ran there)
 
 
 class ClientAccountsReply(AccountsReply):

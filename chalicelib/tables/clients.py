@@ -65,6 +65,10 @@ class ClientTable(Model):
     # Tenancy (chalicelib/aws/accounts.py): the accounts bound, and the one ExternalId of this client.
     aws_accounts = ListAttribute(of=AwsAccountBinding, null=True)
     external_id = UnicodeAttribute(null=True)
+    # An ExternalId rotation under way (admin API): the id every bound role must accept before it replaces
+    # ``external_id`` (and each binding's); until then the current one is used.
+    pending_external_id = UnicodeAttribute(null=True)
+    pending_external_id_at = UTCDateTimeAttribute(null=True)
     # Admin overrides of the quotas and instance-type policy (None: the settings' defaults; chalicelib/quotas.py).
     max_agents = NumberAttribute(null=True)
     max_instances = NumberAttribute(null=True)

@@ -173,6 +173,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("/api/admin/clients/{client_id}/accounts", "POST"): Route(
         foreign=401, owner=201, admin=True, body=lambda ids: {
             "account_id": ids["account_id"], "role_arn": f"arn:aws:iam::{ids['account_id']}:role/SpotOptimizer"}),
+    ("/api/admin/clients/{client_id}/external-id/rotate", "POST"): Route(foreign=401, owner=201, admin=True),
+    ("/api/admin/clients/{client_id}/external-id/confirm", "POST"): Route(
+        foreign=401, owner=200, admin=True, notes="moto's STS accepts any ExternalId: the bound role 'accepts' it"),
+    ("/api/admin/clients/{client_id}/external-id/pending", "DELETE"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/accounts/{account_id}", "DELETE"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/limits", "GET"): Route(foreign=401, owner=200, admin=True),
     ("/api/admin/clients/{client_id}/limits", "POST"): Route(

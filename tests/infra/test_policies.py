@@ -297,12 +297,16 @@ def _unsub(value):
 
 def test_client_role_template_is_yaml_with_the_product_statements():
     template = yaml.safe_load(chalice_policies.CLIENT_ROLE_TEMPLATE.read_text())
-    assert set(template["Parameters"]) == {"ProductAccountId", "ProductRegion", "ExternalId", "Stage",
+    assert set(template["Parameters"]) == {"ProductAccountId", "ProductRegion", "ExternalId", "NextExternalId", "Stage",
                                            "CreateAccessRole", "AlarmTopicArn"}
     role = template["Resources"]["ClientAccessRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Action"] == "sts:AssumeRole"
-    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    # the current ExternalId, and during a rotation the pending one too (NextExternalId, empty otherwise)
+    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Fn::If": [
+        "HasNextExternalId", [{"Ref": "ExternalId"}, {"Ref": "NextExternalId"}], {"Ref": "ExternalId"}]}}
+    assert template["Conditions"]["HasNextExternalId"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "NextExternalId"}, ""]}]}
+    assert template["Parameters"]["NextExternalId"]["Default"] == ""
     assert trust["Principal"]["AWS"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::${ProductAccountId}:root"}
     # Only this stage's function roles (Chalice names them <app>-<stage>-<function>); parliament cannot
     # read trust policies, so this is checked here.

@@ -206,6 +206,38 @@ def test_without_a_verified_account_the_clients_single_binding_is_the_instance_a
     assert theirs == {"action": "ignored", "reason": "state running"}
 
 
+def test_an_event_from_an_account_the_client_has_since_unbound_is_ignored_once_and_starts_nothing(
+        api, admin, make_tenant, failover_machine):
+    """GIVEN an agent verified in a bound account, which its client then unbinds (the account's stack may still
+    forward its events: a queued one, another client keeping the bus open)
+    WHEN an interruption warning about its primary arrives from that account, twice (a redelivery)
+    THEN it is ignored before any claim: no interruption, no execution (before, a failover started and failed
+    ``account_not_bound``); one audit event says so, whatever the redeliveries."""
+    from chalicelib.repositories import activity, clients
+    from chalicelib.sentinel import UNBOUND_ACCOUNT
+
+    bound = "111111111111"
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    role = f"arn:aws:iam::{bound}:role/SpotOptimizer-dev"
+    assert admin.post(f"/api/admin/clients/{client_id}/accounts", {"account_id": bound, "role_arn": role})[0] == 201
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.account_id.set(bound)])
+    clients.unbind_account(clients.require(client_id), bound)  # as a (forced) unbinding leaves it
+    event = from_account(warning(primary), bound)
+
+    first = deliver(api, "sentinel-interruption", event)
+    again = deliver(api, "sentinel-interruption", {**event, "id": str(uuid.uuid4())})
+    handle_again = handle(Signal(SignalKind.TERMINATION, primary, datetime.fromisoformat(event["time"]),
+                                 SignalSource.EVENTBRIDGE, region=REGION, event_id=event["id"], account=bound),
+                          datetime.now(UTC))
+
+    assert first == again == {"action": "ignored", "reason": UNBOUND_ACCOUNT}
+    assert handle_again["action"] == "ignored"
+    assert claim(primary, "termination") is None and events_of(client_id) == []
+    ignored = [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+               if e.event_type == "event_ignored" and e.instance_id == primary]
+    assert len(ignored) == 2  # one per event: the redelivery of the first wrote nothing more
+
+
 # --- termination of a primary ---------------------------------------------------------------------------------
 
 

@@ -34,7 +34,10 @@ export function AccountPage() {
         <dt>Where the product acts</dt><dd data-key="tenancy">${d.tenancy === "self-hosted"
           ? "in the account it runs in (self-hosted)" : "in your AWS accounts, through a role in each"}</dd>
         <dt>ExternalId</dt><dd><code data-external-id>${d.external_id || "—"}</code>
-          <span class="muted"> your role's trust policy must require it (sts:ExternalId)</span></dd></dl>
+          <span class="muted"> your role's trust policy must require it (sts:ExternalId)</span></dd>
+        ${d.pending_external_id ? html`<dt>Pending ExternalId</dt><dd><code data-pending-external-id>${d.pending_external_id}</code>
+          <span class="muted"> a rotation: add it to each role's trust policy (the stack's NextExternalId); the
+          current one keeps working until the operator confirms</span></dd>` : null}</dl>
       <p class="muted">Deploy <code>infra/client-account-role.yaml</code> in each account and region your instances
         run in, with this ExternalId; then give the operator the role's ARN to bind it.</p>
       <${Table} id="accounts" rows=${d.accounts} columns=${accountColumns} rowKey="account_id" empty="No AWS account bound yet." />`}<//><//>
