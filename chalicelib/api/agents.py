@@ -461,7 +461,11 @@ def pricing_report(agent_id):
     admissions = {pid: a for pid, a in admissions.items() if a.outcome != pools.SERVER_PRICED}
     cheapest = body.pricing.cheapest_pool
     stored = sum(1 for a in admissions.values() if pools.changed(a))
-    if pools.report_worth_keeping(agent.last_pricing_at, now, stored):
+    outcomes = [a.outcome for a in admissions.values()]
+    # A retry finds the points its first attempt stored as exact duplicates: the raw report is still kept
+    # when that attempt died before writing it (test_crash_retry).
+    retried = not stored and "exact_duplicate" in outcomes and not pools.report_kept(agent.agent_id, ts)
+    if pools.report_worth_keeping(agent.last_pricing_at, now, stored) or retried:
         pools.save_report(PricingReportTable(
             agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
             instance_type=own_type, region=body.instance.region or agent.region,
@@ -474,7 +478,6 @@ def pricing_report(agent_id):
     agents.touch_pricing(agent, now)
     # The v3.2 agent names its mode only here (instance.current_mode): an unknown mode is learnt from it.
     agents.learn_mode(agent, body.instance.instance_id, normalize_mode(body.instance.mode).value, now)
-    outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),
                "points_written": sum(len(a.upserts) for a in admissions.values()),
                "averaged": outcomes.count("averaged"),

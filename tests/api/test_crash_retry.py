@@ -443,9 +443,7 @@ SCENARIOS = [
     Scenario("replica-promote", _prepare_promotion, _promote, _duplicate_promotion,
              per_request=frozenset({"manual_promotion"})),
     Scenario("mark-command-executed-v3", _prepare_v3_result, _mark_executed, _replayed_result),
-    Scenario("pricing-report", _prepare_pricing, _pricing_report, _duplicate_prices,
-             marks=_lost("the raw report of a retried report is not kept: its points are duplicates by then "
-                         "(left alone: the raw report is diagnostic, the prices are all stored)")),
+    Scenario("pricing-report", _prepare_pricing, _pricing_report, _duplicate_prices),
     Scenario("manual-replica-enable", lambda make_tenant: _prepare_real_primary(make_tenant), _enable_manual,
              marks=_lost("the 'manual_replica_enabled' audit event of a first call that died after the config "
                          "write is not written by the repeat, which finds the mode on (left alone: audit only)")),
