@@ -87,6 +87,7 @@ class AgentRecord:
     kept_agent_seen_at: datetime | None = None
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
+    manual_replica_since: datetime | None = None  # when manual-replica mode was last turned on
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -158,6 +159,7 @@ def _record(row: AgentTable) -> AgentRecord:
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
         runs_commands=row.runs_commands is not False,
+        manual_replica_since=row.manual_replica_since,
     )
 
 
@@ -649,6 +651,9 @@ def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) ->
     409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
     """
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    if "manual_replica_enabled" in changes and bool(changes["manual_replica_enabled"]) != agent.manual_replica:
+        actions.append(AgentTable.manual_replica_since.set(now) if changes["manual_replica_enabled"]
+                       else AgentTable.manual_replica_since.remove())
     condition = ((AgentTable.config_version == agent.config_version)
                  & ~AgentTable.status.is_in(*GONE_STATUSES))
     try:
