@@ -33,7 +33,7 @@ from components.replica_coordinator import (
 )
 from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
-from chalicelib import catalogue, decisions, quotas, replicas, sentinel, tenancy
+from chalicelib import catalogue, command_queue, decisions, quotas, replicas, sentinel, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.inputs import bool_param
 from chalicelib.api.views import config_view, iso, replica_view
@@ -512,7 +512,8 @@ def update_config(agent_id):
 def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> tuple[AgentRecord, list[str], dict]:
     """Write a config change the way every client route does: auto-switch on turns manual-replica off and
     the other way round, the hand-off resource and instance types are checked, turning manual-replica off
-    terminates its standbys (EC2 included). Returns the agent, the terminated replicas and the changes."""
+    terminates its standbys (EC2 included), disabling the agent cancels its pending commands (it is delivered
+    none: they would wait for ever). Returns the agent, the terminated replicas and the changes."""
     changes = dict(changes)
     if changes.get("auto_switch_enabled"):
         changes["manual_replica_enabled"] = False
@@ -527,6 +528,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
         terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    if agent.config.get("enabled", True) and not updated.config.get("enabled", True):
+        command_queue.cancel_pending(updated, now, "the agent was disabled before it picked this command up")
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
                           client_id=agent.client_id, agent_id=agent.agent_id,
                           metadata={"changes": changes, "config_version": updated.config_version})
