@@ -738,21 +738,29 @@ def _unreported_switch(client_id: str, before, agent, now):
     switch command of the instance the agent left, delivered and still leased, whose target (mode, and the zone
     for spot: v4 launches its own type there) the new instance matches, is recorded with the server's prices
     (initiated at the delivery, ready at the registration) and completed. A report that does come later (the
-    agent survived) is a duplicate of it."""
+    agent survived) is a duplicate of it.
+
+    Without the wait, v4 posts the command's result and its report: a report refused (429, a transient 503) after
+    its result was accepted is not sent again, so the switch command of the left instance completed successfully,
+    with no switch recorded under the new instance's id, is the same evidence (``_reported_switch_lost``)."""
     if not before.timings.reports_after_terminating:
         return None
     old_id = before.instance_id
+
+    def lands_here(cmd) -> bool:
+        return (cmd.command_type in SWITCH_TYPES and cmd.instance_id == old_id and cmd.leased_at is not None
+                and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode
+                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
 
     def matches(cmd) -> bool:
         # v3.2 and the early 4.0.0 builds terminate by their own settings: a command without a wait may end with
         # its host too (the last v4 builds then report, and their report replaces this record)
         terminates = cmd.terminate_wait_seconds > 0 or not before.timings.waits_as_commanded
-        return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
-                and cmd.instance_id == old_id and terminates and cmd.leased_at is not None
-                and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode
-                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
+        return cmd.status is CommandStatus.EXECUTING and terminates and lands_here(cmd)
 
     cmd = next((c for c in bootstrap.command_store().active_for_agent(agent.agent_id, 50) if matches(c)), None)
+    if cmd is None:
+        cmd = _reported_switch_lost(agent, lands_here)
     if cmd is None:
         return None
     warnings: list[str] = []
@@ -785,6 +793,21 @@ def _unreported_switch(client_id: str, before, agent, now):
     _inferred_switch_done(client_id, agent, row if created else switches.stored(client_id, row.switch_key), now,
                           warnings)
     return agents.require(client_id, agent.agent_id)
+
+
+# How many of an agent's newest commands a replacement's registration reads for the switch whose report was lost.
+_LOST_REPORT_LOOKBACK = 5
+
+
+def _reported_switch_lost(agent, lands_here):
+    """The switch command whose result was accepted but whose report never landed (refused, and v4 does not send it
+    again): among the agent's newest commands, one completed successfully that ``lands_here``, while no switch is
+    recorded under the new instance's id (a report that did land recorded it there). None otherwise."""
+    cmd = next((c for c in bootstrap.command_store().history(agent.agent_id, _LOST_REPORT_LOOKBACK)
+                if c.status is CommandStatus.COMPLETED and c.success is not False and lands_here(c)), None)
+    if cmd is None or switches.recorded_key(agent.agent_id, _switch_id(agent.agent_id, agent.instance_id)):
+        return None
+    return cmd
 
 
 def _inferred_switch_done(client_id: str, agent, row: SwitchTable | None, now, warnings: list[str]) -> None:
