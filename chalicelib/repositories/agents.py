@@ -433,6 +433,7 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
                 return _kept_agent_heard(agent, instance_id, now)
             return agent
     _same_placement(agent, instance_id or agent.instance_id, instance_type=instance_type, az=az)
+    mode = _heartbeat_mode(agent, instance_id, mode)
     actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
                                                          (AgentTable.instance_type, instance_type),
@@ -455,6 +456,24 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _heartbeat_mode(agent: AgentRecord, instance_id: str | None, mode: str | None) -> str | None:
+    """The mode a heartbeat may write: an instance's lifecycle never changes, so a heartbeat of the instance the agent
+    is on that contradicts the known mode (registered, or EC2's when the product launched it) is not written: a v4
+    agent's IMDS hiccup reports ``ondemand`` on spot until its next beat, and one beat must not flip what decisions,
+    savings and placement read. The disagreement is logged. A move to another instance, or an unknown mode, takes
+    the heartbeat's word as before."""
+    if not mode or mode == "unknown" or agent.current_mode in (None, "", "unknown", mode):
+        return mode
+    if instance_id and instance_id != agent.instance_id:
+        return mode
+    from chalicelib.observability import logger  # imported here, as chalicelib/decisions.py does
+
+    logger.warning("heartbeat mode disagrees with the instance's recorded lifecycle: kept",
+                   extra={"agent_id": agent.agent_id, "instance_id": agent.instance_id, "heartbeat_mode": mode,
+                          "recorded_mode": agent.current_mode})
+    return None
 
 
 def _same_placement(agent: AgentRecord, instance_id: str | None, *, instance_type: str | None,

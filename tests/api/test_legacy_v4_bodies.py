@@ -431,3 +431,26 @@ def test_a_switch_whose_report_was_refused_after_its_result_is_recorded_once_by_
     # B's agent registering again (a restart) records nothing more
     assert caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))[0] == 200
     assert [(o, n) for o, n, _, _ in recorded()] == [(old, new)]
+
+
+def test_one_heartbeat_saying_ondemand_on_a_spot_instance_does_not_flip_its_recorded_mode(make_tenant):
+    """GIVEN a v4 agent registered on a spot instance
+    WHEN one heartbeat says ``mode: ondemand`` (an IMDS hiccup: v4 reads the lifecycle from IMDS each beat), then the
+    next says ``spot`` again
+    THEN both are answered 200 and the agent's recorded mode stays spot throughout."""
+    client_id, caller = make_tenant()
+    logical, instance_id = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(instance_id, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+
+    def mode() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).current_mode
+
+    assert mode() == "spot"
+    hiccup = v4_heartbeat(instance_id, "eu-west-1a") | {"mode": "ondemand"}
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)
+    assert status == 200, reply
+    assert mode() == "spot"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "spot"
