@@ -439,7 +439,8 @@ def pricing_report(agent_id):
 
     Cost (issue #14): one BatchGetItem of the reported pools, writes only for pools the job does not
     price (points + changed pools), the raw report item only when agent prices were stored or once per
-    agent-hour (``pools.report_worth_keeping``), and the agent's ``last_pricing_at``."""
+    agent-hour (``pools.report_worth_keeping``) or for a retry whose first attempt died before writing it
+    (``pools.report_kept``), and the agent's ``last_pricing_at``."""
     client_id, agent, body = agent_request(_request(), agent_id, PricingReportRequest)
     now = utcnow()
     warnings = body.warnings
