@@ -196,6 +196,29 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     return done
 
 
+def cancel_pending(agent, now: datetime, reason: str) -> list[Command]:
+    """Cancel the agent's commands still waiting for delivery (its disabling: a disabled agent is delivered
+    nothing, so they would stay pending, counted against its queue, for ever), each with ``reason``, and tell
+    the client. A command already delivered runs on (it cannot be pulled back; its result is still recorded)."""
+    if agent.active_commands == 0:
+        return []
+    store, done = bootstrap.command_store(), []
+    for cmd in store.active_for_agent(agent.agent_id, 50):
+        if cmd.status is not CommandStatus.PENDING:
+            continue
+        after = cancel(cmd, now, reason)
+        try:
+            store.replace(cmd, after)
+        except CommandConflictError:
+            continue  # delivered or finished meanwhile
+        done.append(after)
+    if done:
+        activity.notify(agent.client_id, "commands_cancelled",
+                        f"{len(done)} pending command(s) of {agent.logical_agent_id} cancelled: {reason}", now,
+                        severity="warning", agent_id=agent.agent_id)
+    return done
+
+
 def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
     """A legacy agent registering again on the same instance is a new process (systemd restarted it, the host
     rebooted): whatever it was running died with the old process, which may already have launched a replacement.
@@ -290,6 +313,10 @@ def switch_command(agent, *, target_mode: str, target_pool_id: str | None, prior
         raise ConflictError(f"agent {agent.logical_agent_id} runs spot_agent.py, which cannot switch an instance "
                             f"(it reports a switch it never makes): no switch is queued for it",
                             field="agent_id", code="agent_runs_no_commands")
+    if not agent.config.get("enabled", True):
+        # a disabled agent is delivered nothing: a switch queued for it would stay pending for ever
+        raise ConflictError(f"agent {agent.logical_agent_id} is disabled: enable it before queueing a switch",
+                            field="agent_id", code="agent_disabled")
     config = agent.config
     wait = int(config.get("terminate_wait_seconds", 0)) if config.get("auto_terminate_enabled") else 0
     return new_command(

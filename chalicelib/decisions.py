@@ -220,14 +220,16 @@ def history(agent_id: str, limit: int, next_token: str | None):
 
 def record_move(agent: AgentRecord, *, move_id: str, at: datetime, source: str, action: str, target: str,
                 standby: str | None, reason: str, risk: float | None = None,
-                expected_cost: dict | None = None, inputs: dict | None = None) -> str:
-    """Store one move (``action`` e.g. ``to_spot``, ``place_standby``) with its reason; returns its key."""
+                expected_cost: dict | None = None, inputs: dict | None = None, once: bool = False) -> str:
+    """Store one move (``action`` e.g. ``to_spot``, ``place_standby``) with its reason; returns its key. With
+    ``once`` a move already stored under its key (same time and id: a repeated step) is left as it is."""
     key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{move_id}"
     current = agent.spot_pool_id or ONDEMAND
-    DecisionTable(agent.agent_id, key, client_id=agent.client_id, decided_at=at, source=source, current=current,
-                  action=action, target=target, standby=standby, reason=reason, risk=risk,
-                  expected_cost=expected_cost, inputs=inputs,
-                  expires_at=at + timedelta(days=get_settings().decision_retention_days)).save()
+    save_if(DecisionTable(agent.agent_id, key, client_id=agent.client_id, decided_at=at, source=source,
+                          current=current, action=action, target=target, standby=standby, reason=reason, risk=risk,
+                          expected_cost=expected_cost, inputs=inputs,
+                          expires_at=at + timedelta(days=get_settings().decision_retention_days)),
+            DecisionTable.decision_key.does_not_exist() if once else None)
     return key
 
 
@@ -245,7 +247,7 @@ def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str |
         reason = f"standby placed in {pool_id} ({why})" + (f"; {skipped}" if skipped else "")
         target = agent.spot_pool_id or ONDEMAND
         return record_move(agent, move_id=replica_id, at=now, source="replica-placement", action="place_standby",
-                           target=target, standby=pool_id, reason=reason,
+                           target=target, standby=pool_id, reason=reason, once=True,
                            inputs={"replica_id": replica_id,
                                    "backoff_until": {p: u.isoformat() for p, u in blocked.items()}})
     except Exception as exc:  # noqa: BLE001 - recording the reason never fails the placement

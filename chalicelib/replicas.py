@@ -140,6 +140,21 @@ def _lost_attach(agent: AgentRecord, replica: ReplicaRecord, instance_id: str, a
     raise ec2.LaunchError(f"replica {replica.replica_id} was closed while launching; its instance was not kept")
 
 
+def create_unfinished(replica: ReplicaRecord, request_digest: str) -> bool:
+    """A create of this standby repeated: still ``launching`` with no instance (a create that died before its
+    launch), or the same request as the one that claimed the slot (``request_digest``: the client's retry of a
+    create whose Lambda died after its launch, or whose answer was lost). A repeat finishes that create and answers
+    it; any other create while the slot is held is a second standby (409)."""
+    if replica.status is not ReplicaStatus.LAUNCHING:
+        return False
+    return replica.instance_id is None or (replica.request_digest is not None
+                                           and replica.request_digest == request_digest)
+
+
+def _launch_event_id(replica: ReplicaRecord) -> str:
+    return f"replica:{replica.agent_id}:{replica.replica_id}"
+
+
 def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime, *, code: str | None = None) -> None:
     """One observation per spot replica launch; the time is the replica's set-once stamp, so a retried
     step writes the same key. On-demand launches say nothing about a spot pool."""
@@ -147,18 +162,20 @@ def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime,
         return
     observations.record(CapacityObservation(replica.pool_id, kind, at.timestamp(), code=code,
                                             source=replica.created_by),
-                        event_id=f"replica:{replica.agent_id}:{replica.replica_id}", client_id=replica.client_id,
+                        event_id=_launch_event_id(replica), client_id=replica.client_id,
                         agent_id=replica.agent_id, instance_id=replica.instance_id)
 
 
 def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaType, created_by: str,
                   expires_at: datetime | None = None, pool_id: str | None = None,
-                  interruption_id: str | None = None, why: str | None = None) -> ReplicaRecord:
+                  interruption_id: str | None = None, why: str | None = None,
+                  request_digest: str | None = None) -> ReplicaRecord:
     """Claim the agent's standby slot, write the replica and launch it.
 
     SlotTakenError when the agent already has one. A launch failure leaves a failed (capacity) or
     launching (transient) replica behind for the coordinator; it does not raise. ``why`` replaces the
-    placement's own reason in the recorded decision.
+    placement's own reason in the recorded decision. ``request_digest`` names the client request that creates it
+    (``create_unfinished``).
     """
     where = place(agent, now, pool_id=pool_id)
     # Before anything is written: a 409 (type policy, quotas) leaves no row behind.
@@ -167,17 +184,29 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     replica = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type=replica_type.value,
                                   lifecycle="spot", pool_id=where.pool_id, az=where.az, created_by=created_by,
                                   now=now, take_slot=True, expires_at=expires_at, hourly_cost=where.price,
-                                  interruption_id=interruption_id)
-    activity.record_event("standby_created", f"{replica_type.value} standby {replica.replica_id} in "
-                          f"{where.pool_id} ({where.reason})", now, client_id=agent.client_id,
-                          agent_id=agent.agent_id, metadata={"replica_id": replica.replica_id})
-    decisions.record_standby_placement(agent, replica.replica_id, where.pool_id, why or where.reason, now)  # #11
+                                  interruption_id=interruption_id, placement_reason=why or where.reason,
+                                  request_digest=request_digest)
+    record_creation(agent, replica)
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error as exc:
         activity.record_event("standby_launch_failed", f"{replica.replica_id}: {exc}", now, severity="warning",
                               client_id=agent.client_id, agent_id=agent.agent_id)
         return replica_repo.get(agent.agent_id, replica.replica_id)
+
+
+def record_creation(agent: AgentRecord, replica: ReplicaRecord) -> None:
+    """The ``standby_created`` event and ``place_standby`` decision (#11) of a server-placed standby, at its creation
+    time and keyed by its id: the first call writes them, and a repeat of a call that died between the slot's claim
+    and them (``finish_launch`` of a standby still launching) writes what is missing, never twice."""
+    if replica.placement_reason is None:
+        return  # an agent-launched standby, or a row from before the reason was kept: nothing to make up
+    activity.record_event("standby_created", f"{replica.replica_type} standby {replica.replica_id} in "
+                          f"{replica.pool_id} ({replica.placement_reason})", replica.created_at,
+                          client_id=agent.client_id, agent_id=agent.agent_id,
+                          metadata={"replica_id": replica.replica_id}, once=f"standby_created:{replica.replica_id}")
+    decisions.record_standby_placement(agent, replica.replica_id, replica.pool_id, replica.placement_reason,
+                                       replica.created_at)
 
 
 def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
@@ -197,6 +226,8 @@ def finish_launch(agent: AgentRecord, replica: ReplicaRecord | None, now: dateti
     a capacity refusal has marked it failed. Returns it as it is then."""
     if replica is None or replica.status is not ReplicaStatus.LAUNCHING:
         return replica
+    if replica.instance_id is None:
+        record_creation(agent, replica)
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error:

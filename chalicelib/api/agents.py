@@ -476,7 +476,8 @@ def pricing_report(agent_id):
 
     Cost (issue #14): one BatchGetItem of the reported pools, writes only for pools the job does not
     price (points + changed pools), the raw report item only when agent prices were stored or once per
-    agent-hour (``pools.report_worth_keeping``), and the agent's ``last_pricing_at``."""
+    agent-hour (``pools.report_worth_keeping``) or for a retry whose first attempt died before writing it
+    (``pools.report_kept``), and the agent's ``last_pricing_at``."""
     client_id, agent, body = agent_request(_request(), agent_id, PricingReportRequest)
     now = utcnow()
     warnings = body.warnings
@@ -498,7 +499,11 @@ def pricing_report(agent_id):
     admissions = {pid: a for pid, a in admissions.items() if a.outcome != pools.SERVER_PRICED}
     cheapest = body.pricing.cheapest_pool
     stored = sum(1 for a in admissions.values() if pools.changed(a))
-    if pools.report_worth_keeping(agent.last_pricing_at, now, stored):
+    outcomes = [a.outcome for a in admissions.values()]
+    # A retry finds the points its first attempt stored as exact duplicates: the raw report is still kept
+    # when that attempt died before writing it (test_crash_retry).
+    retried = not stored and "exact_duplicate" in outcomes and not pools.report_kept(agent.agent_id, ts)
+    if pools.report_worth_keeping(agent.last_pricing_at, now, stored) or retried:
         pools.save_report(PricingReportTable(
             agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
             instance_type=own_type, region=body.instance.region or agent.region,
@@ -511,7 +516,6 @@ def pricing_report(agent_id):
     agents.touch_pricing(agent, now)
     # The v3.2 agent names its mode only here (instance.current_mode): an unknown mode is learnt from it.
     agents.learn_mode(agent, body.instance.instance_id, normalize_mode(body.instance.mode).value, now)
-    outcomes = [a.outcome for a in admissions.values()]
     return ok({"success": True, "pools": len(admissions),
                "points_written": sum(len(a.upserts) for a in admissions.values()),
                "averaged": outcomes.count("averaged"),
@@ -772,21 +776,29 @@ def _unreported_switch(client_id: str, before, agent, now):
     switch command of the instance the agent left, delivered and still leased, whose target (mode, and the zone
     for spot: v4 launches its own type there) the new instance matches, is recorded with the server's prices
     (initiated at the delivery, ready at the registration) and completed. A report that does come later (the
-    agent survived) is a duplicate of it."""
+    agent survived) is a duplicate of it.
+
+    Without the wait, v4 posts the command's result and its report: a report refused (429, a transient 503) after
+    its result was accepted is not sent again, so the switch command of the left instance completed successfully,
+    with no switch recorded under the new instance's id, is the same evidence (``_reported_switch_lost``)."""
     if not before.timings.reports_after_terminating:
         return None
     old_id = before.instance_id
+
+    def lands_here(cmd) -> bool:
+        return (cmd.command_type in SWITCH_TYPES and cmd.instance_id == old_id and cmd.leased_at is not None
+                and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode
+                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
 
     def matches(cmd) -> bool:
         # v3.2 and the early 4.0.0 builds terminate by their own settings: a command without a wait may end with
         # its host too (the last v4 builds then report, and their report replaces this record)
         terminates = cmd.terminate_wait_seconds > 0 or not before.timings.waits_as_commanded
-        return (cmd.command_type in SWITCH_TYPES and cmd.status is CommandStatus.EXECUTING
-                and cmd.instance_id == old_id and terminates and cmd.leased_at is not None
-                and agent.current_mode in (cmd.target_mode, "unknown")  # v3.2 registers no mode
-                and (cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == agent.az))
+        return cmd.status is CommandStatus.EXECUTING and terminates and lands_here(cmd)
 
     cmd = next((c for c in bootstrap.command_store().active_for_agent(agent.agent_id, 50) if matches(c)), None)
+    if cmd is None:
+        cmd = _reported_switch_lost(agent, lands_here)
     if cmd is None:
         return None
     warnings: list[str] = []
@@ -819,6 +831,21 @@ def _unreported_switch(client_id: str, before, agent, now):
     _inferred_switch_done(client_id, agent, row if created else switches.stored(client_id, row.switch_key), now,
                           warnings)
     return agents.require(client_id, agent.agent_id)
+
+
+# How many of an agent's newest commands a replacement's registration reads for the switch whose report was lost.
+_LOST_REPORT_LOOKBACK = 5
+
+
+def _reported_switch_lost(agent, lands_here):
+    """The switch command whose result was accepted but whose report never landed (refused, and v4 does not send it
+    again): among the agent's newest commands, one completed successfully that ``lands_here``, while no switch is
+    recorded under the new instance's id (a report that did land recorded it there). None otherwise."""
+    cmd = next((c for c in bootstrap.command_store().history(agent.agent_id, _LOST_REPORT_LOOKBACK)
+                if c.status is CommandStatus.COMPLETED and c.success is not False and lands_here(c)), None)
+    if cmd is None or switches.recorded_key(agent.agent_id, _switch_id(agent.agent_id, agent.instance_id)):
+        return None
+    return cmd
 
 
 def _inferred_switch_done(client_id: str, agent, row: SwitchTable | None, now, warnings: list[str]) -> None:

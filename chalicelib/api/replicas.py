@@ -12,6 +12,7 @@ columns, DB-only replicas).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from components.replica_coordinator import (
 )
 from components.sentinel import Signal, SignalKind, SignalSource, health_score
 
-from chalicelib import catalogue, decisions, quotas, replicas, sentinel, tenancy
+from chalicelib import catalogue, command_queue, decisions, quotas, replicas, sentinel, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.inputs import bool_param
 from chalicelib.api.views import config_view, iso, replica_view
@@ -246,20 +247,22 @@ def _agent_launched(agent: AgentRecord, body: CreateReplicaRequest, now: datetim
 @bp.route("/api/agents/{agent_id}/replicas", methods=["POST"], response="CreatedReplicaReply")
 def create_replica(agent_id):
     """The manual-mode standby: launched by the server, or recorded when the agent launched it. 201. Sent again while
-    the client's server-launched standby has no instance yet (a create that died before its launch), it launches that
-    standby and answers it; otherwise a second standby is 409 ``replica_exists``."""
+    the client's server-launched standby's create is unfinished (its Lambda died between the slot's claim and the
+    launch's observation, or its answer was lost: ``replicas.create_unfinished``), it finishes that create and answers
+    it; otherwise a second standby is 409 ``replica_exists``."""
     client, body = client_request(_request(), CreateReplicaRequest)
     agent = agents.require(client.client_id, agent_id)
     if not agent.manual_replica:
         raise ConflictError("manual-replica mode is off for this agent", code="manual_mode_required")
     now = utcnow()
+    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
     if agent.current_replica_id:
         held = replica_repo.get(agent.agent_id, agent.current_replica_id)
-        if body.instance_id or held is None or held.status is not ReplicaStatus.LAUNCHING or held.instance_id \
-                or held.created_by != "client":
+        if body.instance_id or held is None or held.created_by != "client" \
+                or not replicas.create_unfinished(held, digest):
             raise SlotTakenError(agent.current_replica_id)
-        # the client's server-launched standby with no instance yet: the repeat of a create whose Lambda died between
-        # the slot's claim and the launch launches it (or finds the instance that launch started: idempotent)
+        # the repeat of the client's create whose Lambda died: its event, decision, launch (idempotent on the
+        # replica) and the launch's observation, each written once
         with ec2_errors():
             replica = replicas.finish_launch(agent, held, now)
         return ok({"success": True, **replica_view(replica), "tags_applied": _apply_tags(replica, body.tags)},
@@ -271,7 +274,7 @@ def create_replica(agent_id):
         pool_id = _server_pool(agent, body, now)
         with ec2_errors():
             replica = replicas.start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by="client",
-                                             pool_id=pool_id)
+                                             pool_id=pool_id, request_digest=digest)
         tagged = _apply_tags(replica, body.tags)
     return ok({"success": True, **replica_view(replica), "tags_applied": tagged}, status=201)
 
@@ -509,7 +512,8 @@ def update_config(agent_id):
 def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> tuple[AgentRecord, list[str], dict]:
     """Write a config change the way every client route does: auto-switch on turns manual-replica off and
     the other way round, the hand-off resource and instance types are checked, turning manual-replica off
-    terminates its standbys (EC2 included). Returns the agent, the terminated replicas and the changes."""
+    terminates its standbys (EC2 included), disabling the agent cancels its pending commands (it is delivered
+    none: they would wait for ever). Returns the agent, the terminated replicas and the changes."""
     changes = dict(changes)
     if changes.get("auto_switch_enabled"):
         changes["manual_replica_enabled"] = False
@@ -524,6 +528,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
         terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    if agent.config.get("enabled", True) and not updated.config.get("enabled", True):
+        command_queue.cancel_pending(updated, now, "the agent was disabled before it picked this command up")
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
                           client_id=agent.client_id, agent_id=agent.agent_id,
                           metadata={"changes": changes, "config_version": updated.config_version})
@@ -538,8 +544,13 @@ def manual_replica_enable(agent_id):
     now = utcnow()
     if not agent.manual_replica or agent.config.get("auto_switch_enabled"):
         agent = agents.update_config(agent, {"manual_replica_enabled": True, "auto_switch_enabled": False}, now)
-        activity.record_event("manual_replica_enabled", f"{agent.logical_agent_id}: manual-replica mode on", now,
-                              client_id=agent.client_id, agent_id=agent.agent_id)
+    if agent.manual_replica_since is not None:
+        # Keyed by when the mode went on: a repeat of a call that died after the config write writes it, and
+        # every other repeat finds it written (one conditional write, nothing added).
+        since = agent.manual_replica_since
+        activity.record_event("manual_replica_enabled", f"{agent.logical_agent_id}: manual-replica mode on", since,
+                              client_id=agent.client_id, agent_id=agent.agent_id,
+                              once=f"manual_replica_enabled:{agent.agent_id}:{since.isoformat()}")
     message = None
     try:
         with ec2_errors():

@@ -87,6 +87,7 @@ class AgentRecord:
     kept_agent_seen_at: datetime | None = None
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
+    manual_replica_since: datetime | None = None  # when manual-replica mode was last turned on
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -158,6 +159,7 @@ def _record(row: AgentTable) -> AgentRecord:
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
         runs_commands=row.runs_commands is not False,
+        manual_replica_since=row.manual_replica_since,
     )
 
 
@@ -431,6 +433,7 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
                 return _kept_agent_heard(agent, instance_id, now)
             return agent
     _same_placement(agent, instance_id or agent.instance_id, instance_type=instance_type, az=az)
+    mode = _heartbeat_mode(agent, instance_id, mode)
     actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
                                                          (AgentTable.instance_type, instance_type),
@@ -453,6 +456,24 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return _record(row)
+
+
+def _heartbeat_mode(agent: AgentRecord, instance_id: str | None, mode: str | None) -> str | None:
+    """The mode a heartbeat may write: an instance's lifecycle never changes, so a heartbeat of the instance the agent
+    is on that contradicts the known mode (registered, or EC2's when the product launched it) is not written: a v4
+    agent's IMDS hiccup reports ``ondemand`` on spot until its next beat, and one beat must not flip what decisions,
+    savings and placement read. The disagreement is logged. A move to another instance, or an unknown mode, takes
+    the heartbeat's word as before."""
+    if not mode or mode == "unknown" or agent.current_mode in (None, "", "unknown", mode):
+        return mode
+    if instance_id and instance_id != agent.instance_id:
+        return mode
+    from chalicelib.observability import logger  # imported here, as chalicelib/decisions.py does
+
+    logger.warning("heartbeat mode disagrees with the instance's recorded lifecycle: kept",
+                   extra={"agent_id": agent.agent_id, "instance_id": agent.instance_id, "heartbeat_mode": mode,
+                          "recorded_mode": agent.current_mode})
+    return None
 
 
 def _same_placement(agent: AgentRecord, instance_id: str | None, *, instance_type: str | None,
@@ -649,6 +670,9 @@ def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) ->
     409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
     """
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    if "manual_replica_enabled" in changes and bool(changes["manual_replica_enabled"]) != agent.manual_replica:
+        actions.append(AgentTable.manual_replica_since.set(now) if changes["manual_replica_enabled"]
+                       else AgentTable.manual_replica_since.remove())
     condition = ((AgentTable.config_version == agent.config_version)
                  & ~AgentTable.status.is_in(*GONE_STATUSES))
     try:

@@ -306,6 +306,15 @@ def report_worth_keeping(last_report_at: datetime | None, now: datetime, pools_s
     return pools_stored > 0 or last_report_at is None or last_report_at < hour
 
 
+def report_kept(agent_id: str, collected_at: datetime) -> bool:
+    """Whether the agent's newest raw report is the one collected at ``collected_at`` (one Query of one item).
+    Asked only of a report whose points are all exact duplicates: a retry of a report whose first attempt
+    stored the points and died before its raw report was written must still write it."""
+    for row in PricingReportTable.query(agent_id, scan_index_forward=False, limit=1, consistent_read=True):
+        return row.collected_at == collected_at
+    return False
+
+
 def save_report(row: PricingReportTable, now: datetime, retention_days: int) -> None:
     """Keep the raw report for its retention period (TTL)."""
     row.expires_at = now + timedelta(days=retention_days)

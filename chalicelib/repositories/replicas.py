@@ -70,6 +70,8 @@ class ReplicaRecord:
     terminated_at: datetime | None = None
     expires_at: datetime | None = None
     own_launch: bool = False  # instance_id came from the product's own RunInstances
+    placement_reason: str | None = None  # why the server placed it in its pool (set with the slot's claim)
+    request_digest: str | None = None  # the client create request that claimed the slot (its repeat finishes it)
 
     @property
     def active(self) -> bool:
@@ -91,7 +93,8 @@ def _record(row: ReplicaTable) -> ReplicaRecord:
         sync_latency_ms=None if row.sync_latency_ms is None else int(row.sync_latency_ms),
         state_transfer_progress=row.state_transfer_progress, error_message=row.error_message,
         launched_at=row.launched_at, ready_at=row.ready_at, promoted_at=row.promoted_at,
-        terminated_at=row.terminated_at, expires_at=row.expires_at, own_launch=bool(row.own_launch))
+        terminated_at=row.terminated_at, expires_at=row.expires_at, own_launch=bool(row.own_launch),
+        placement_reason=row.placement_reason, request_digest=row.request_digest)
 
 
 def new_replica_id(now: datetime) -> str:
@@ -163,7 +166,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
            az: str | None, created_by: str, now: datetime, take_slot: bool,
            expires_at: datetime | None = None, interruption_id: str | None = None,
            hourly_cost: Decimal | None = None, instance_id: str | None = None,
-           status: ReplicaStatus = ReplicaStatus.LAUNCHING) -> ReplicaRecord:
+           status: ReplicaStatus = ReplicaStatus.LAUNCHING, placement_reason: str | None = None,
+           request_digest: str | None = None) -> ReplicaRecord:
     """Write a new replica row; with ``take_slot`` also claim the agent's standby slot, atomically.
 
     Idempotent on ``replica_id``: an existing row with that id is returned as is.
@@ -179,7 +183,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
                        instance_id=instance_id, parent_instance_id=agent.instance_id, created_by=created_by,
                        interruption_id=interruption_id, hourly_cost=hourly_cost, created_at=now,
                        updated_at=now, expires_at=expires_at,
-                       launched_at=now if instance_id else None)
+                       launched_at=now if instance_id else None, placement_reason=placement_reason,
+                       request_digest=request_digest)
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.save(row, condition=ReplicaTable.replica_id.does_not_exist())

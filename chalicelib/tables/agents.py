@@ -152,6 +152,9 @@ class AgentTable(Model):
     # False: the agent registered in spot_agent.py's protocol (X-Client-Token), which cannot run a command (its
     # "switch" sleeps 2 s and reports success): none is queued for it or delivered to it. Missing: it can.
     runs_commands = BooleanAttribute(null=True)
+    # When manual-replica mode was last turned on (written with that config change): the time and key of its
+    # audit event, so a repeat of an enable that died after the config write still writes it, once.
+    manual_replica_since = UTCDateTimeAttribute(null=True)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

@@ -46,6 +46,11 @@ class ReplicaTable(Model):
     own_launch = BooleanAttribute(null=True)
     parent_instance_id = OptionalText()
     created_by = UnicodeAttribute(default="system")
+    # Why the server placed it there, written with the slot's claim: a repeat of a create that died before its
+    # audit event and placement decision writes them from it (chalicelib/replicas.py ``record_creation``).
+    placement_reason = OptionalText()
+    # SHA-256 (prefix) of the client's create request that claimed the slot: the same request again is its repeat.
+    request_digest = OptionalText()
     interruption_id = OptionalText()
     hourly_cost = DecimalAttribute(null=True)
     sync_status = OptionalText()

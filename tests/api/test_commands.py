@@ -444,3 +444,32 @@ def test_a_malformed_error_code_is_dropped_with_a_warning_and_the_result_still_r
     assert reply["command"]["status"] == "failed" and stored(agent_id, cmd["id"]).status is CommandStatus.FAILED
     assert len(reply["warnings"]) == 1 and reply["warnings"][0].startswith("error_code:")
     assert observed(pool) == []
+
+
+def test_a_switch_for_a_disabled_agent_is_refused_when_queued(agent):
+    """GIVEN a disabled agent (delivered nothing) WHEN its client force-switches its instance THEN 409
+    ``agent_disabled`` and nothing is written: queued, the command would stay pending for ever."""
+    _, caller, agent_id, instance_id = agent
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})
+    assert status == 200 and reply["enabled"] is False, reply
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert_error(status, reply, 409, code="agent_disabled")
+    changed = diff_snapshots(before, snapshot_tables())
+    assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
+
+
+def test_disabling_an_agent_cancels_its_pending_commands_with_the_reason(agent):
+    """GIVEN an agent with a force-switch pending WHEN its client disables it THEN the command is cancelled with
+    the reason recorded, its agent row no longer counts it, and enabled again the agent is delivered nothing."""
+    client_id, caller, agent_id, instance_id = agent
+    command = force_switch(caller, instance_id)
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})
+    assert status == 200 and reply["enabled"] is False, reply
+    cancelled = stored(agent_id, command["id"])
+    assert cancelled.status is CommandStatus.CANCELLED and "disabled" in cancelled.message
+    assert int(AgentTable.get(client_id, agent_id, consistent_read=True).active_commands) == 0
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
+    assert status == 200 and reply["enabled"] is True, reply
+    assert pending(caller, agent_id) == []

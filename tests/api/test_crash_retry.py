@@ -423,10 +423,6 @@ def _duplicate_signal(clean, retry):
     return {**clean, "action": "duplicate", "status": retry.get("status"), "message": retry.get("message")}
 
 
-def _lost(reason: str):
-    return (pytest.mark.xfail(strict=True, reason=reason),)
-
-
 SCENARIOS = [
     Scenario("switch-report-v4", _prepare_switch("4.0.0"), _switch_report(_v4_switch_body), _duplicate_switch),
     Scenario("switch-report-ours", _prepare_switch("5.0.0"), _switch_report(_our_switch_body), _duplicate_switch),
@@ -443,19 +439,10 @@ SCENARIOS = [
     Scenario("replica-promote", _prepare_promotion, _promote, _duplicate_promotion,
              per_request=frozenset({"manual_promotion"})),
     Scenario("mark-command-executed-v3", _prepare_v3_result, _mark_executed, _replayed_result),
-    Scenario("pricing-report", _prepare_pricing, _pricing_report, _duplicate_prices,
-             marks=_lost("the raw report of a retried report is not kept: its points are duplicates by then "
-                         "(left alone: the raw report is diagnostic, the prices are all stored)")),
-    Scenario("manual-replica-enable", lambda make_tenant: _prepare_real_primary(make_tenant), _enable_manual,
-             marks=_lost("the 'manual_replica_enabled' audit event of a first call that died after the config "
-                         "write is not written by the repeat, which finds the mode on (left alone: audit only)")),
+    Scenario("pricing-report", _prepare_pricing, _pricing_report, _duplicate_prices),
+    Scenario("manual-replica-enable", lambda make_tenant: _prepare_real_primary(make_tenant), _enable_manual),
     Scenario("standby-create", lambda make_tenant: _prepare_real_primary(
-        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False), _create_standby,
-             marks=_lost("the repeat of a create that died between the slot's claim and its 'standby_created' event "
-                         "and 'place_standby' decision launches the standby but writes neither (their reason is the "
-                         "placement's, which a repeat would have to recompute); once the standby has its instance a "
-                         "repeat is a second create, 409 replica_exists, and the launch's observation of a first that "
-                         "died before it is not made up (left alone)")),
+        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False), _create_standby),
     Scenario("standby-delete", _prepare_manual_standby, _delete_standby),
     Scenario("heartbeat-delivering", _prepare_queued_switch, _heartbeat),
     Scenario("termination-imminent", _prepare_notice, _termination_notice, _duplicate_signal),

@@ -392,3 +392,65 @@ def test_a_new_instance_two_unnamed_switches_could_have_launched_is_a_new_agent(
     other = new_instance_id()
     status, reply = caller.post("/api/agents/register", v4_registration(other, other, "eu-west-1b"))
     assert status == 200 and reply["agent_id"] == agent_ids[1] and reply["action"] == "migrated", reply
+
+
+def test_a_switch_whose_report_was_refused_after_its_result_is_recorded_once_by_the_replacements_registration(
+        make_tenant):
+    """GIVEN a v4 agent on A (auto-terminate off: no terminate wait) whose forced switch to B ran, its result
+    accepted, and its switch report refused (a 429 or a transient 503: v4 does not send it again)
+    WHEN B's agent registers under the same logical id, then the report arrives after all
+    THEN the registration records the switch A → B (inferred from the completed command), exactly once: the late
+    report is a duplicate of it."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and queued["command"]["terminate_wait_seconds"] == 0, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    [command] = pending["commands"]
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "Switch completed"})
+    assert status == 200 and reply["command"]["status"] == "completed", reply
+    # the switch report is refused here (never reaches the handler)
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+
+    def recorded():
+        return [(r.old_instance_id, r.new_instance_id, bool(r.inferred), r.command_id)
+                for r in SwitchTable.query(client_id, consistent_read=True) if r.agent_id == agent_id]
+
+    assert recorded() == [(old, new, True, command["id"])]
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == new
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
+    assert status == 200, reply
+    assert [(o, n) for o, n, _, _ in recorded()] == [(old, new)]
+    # B's agent registering again (a restart) records nothing more
+    assert caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))[0] == 200
+    assert [(o, n) for o, n, _, _ in recorded()] == [(old, new)]
+
+
+def test_one_heartbeat_saying_ondemand_on_a_spot_instance_does_not_flip_its_recorded_mode(make_tenant):
+    """GIVEN a v4 agent registered on a spot instance
+    WHEN one heartbeat says ``mode: ondemand`` (an IMDS hiccup: v4 reads the lifecycle from IMDS each beat), then the
+    next says ``spot`` again
+    THEN both are answered 200 and the agent's recorded mode stays spot throughout."""
+    client_id, caller = make_tenant()
+    logical, instance_id = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(instance_id, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+
+    def mode() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).current_mode
+
+    assert mode() == "spot"
+    hiccup = v4_heartbeat(instance_id, "eu-west-1a") | {"mode": "ondemand"}
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)
+    assert status == 200, reply
+    assert mode() == "spot"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "spot"
