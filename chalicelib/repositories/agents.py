@@ -646,8 +646,11 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
 def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
     """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile.
 
-    409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
+    409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile. Changes the config already
+    holds (a retried request) write nothing and bump nothing: a bump tells the agent its config changed.
     """
+    if not agent.deleted and all(_plain(agent.config.get(k)) == _plain(v) for k, v in changes.items()):
+        return agent
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
     condition = ((AgentTable.config_version == agent.config_version)
                  & ~AgentTable.status.is_in(*GONE_STATUSES))
