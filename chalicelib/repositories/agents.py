@@ -87,6 +87,7 @@ class AgentRecord:
     kept_agent_seen_at: datetime | None = None
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
+    last_force_switch_id: str | None = None  # the guard of force-switch enqueues (repositories/commands.py)
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -157,7 +158,7 @@ def _record(row: AgentTable) -> AgentRecord:
         client_suspended=bool(row.client_suspended),
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
-        runs_commands=row.runs_commands is not False,
+        runs_commands=row.runs_commands is not False, last_force_switch_id=row.last_force_switch_id,
     )
 
 

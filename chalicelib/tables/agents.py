@@ -152,6 +152,9 @@ class AgentTable(Model):
     # False: the agent registered in spot_agent.py's protocol (X-Client-Token), which cannot run a command (its
     # "switch" sleeps 2 s and reports success): none is queued for it or delivered to it. Missing: it can.
     runs_commands = BooleanAttribute(null=True)
+    # The client's last force-switch queued for this agent: each force-switch's enqueue is conditional on it being
+    # the one read before the queue was, so two identical force-switches racing cannot both queue.
+    last_force_switch_id = OptionalText()
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

@@ -444,3 +444,30 @@ def test_a_malformed_error_code_is_dropped_with_a_warning_and_the_result_still_r
     assert reply["command"]["status"] == "failed" and stored(agent_id, cmd["id"]).status is CommandStatus.FAILED
     assert len(reply["warnings"]) == 1 and reply["warnings"][0].startswith("error_code:")
     assert observed(pool) == []
+
+
+def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
+    """GIVEN a force-switch that read an empty queue WHEN the same force-switch (a retry sent while the first is still
+    in flight) queues its command before the first writes THEN the first's write is refused, it reads the queue
+    again and answers the other's command (``duplicate``): one switch of the instance is queued, not two."""
+    from chalicelib import command_queue
+
+    _, caller, agent_id, instance_id = agent
+    body = {"target": "pool", "pool_id": "m5.large.eu-west-1b"}
+    real_open, answers = command_queue.open_force_switch, []
+
+    def open_then_overtaken(*args, **kwargs):
+        found = real_open(*args, **kwargs)
+        if not answers:  # the second request runs whole between this one's queue read and its write
+            answers.append(None)
+            answers.append(caller.post(f"/api/client/instances/{instance_id}/force-switch", body))
+        return found
+
+    monkeypatch.setattr(command_queue, "open_force_switch", open_then_overtaken)
+    status, first = caller.post(f"/api/client/instances/{instance_id}/force-switch", body)
+    monkeypatch.undo()
+    other_status, other = answers[1]
+    assert (status, other_status) == (201, 201), (first, other)
+    assert other["duplicate"] is False and first["duplicate"] is True, (first, other)
+    assert first["command"]["id"] == other["command"]["id"]
+    assert [c["id"] for c in pending(caller, agent_id)] == [other["command"]["id"]]
