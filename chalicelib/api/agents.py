@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 import re
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -109,9 +111,6 @@ def register():
         mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
-    before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
-    if before is None or before.deleted:  # a deleted agent registering again counts as a new one
-        quotas.check_agents(client.client_id, reviving=before is not None)
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
@@ -120,7 +119,8 @@ def register():
     # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
     runs_commands = not auth.speaks_client_token_header(_request().headers)
     claim = agents.unproven_claim(client, reg.instance_id) if identity is not None else None
-    agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands)
+    before, agent, plan = _register_within_quota(client, reg, now, types=types, identity=identity,
+                                                 runs_commands=runs_commands)
     if claim is not None:
         _claim_ended(claim, agent, now)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
@@ -143,6 +143,27 @@ def register():
                   "warning": "store agent_credential now: it is shown only once, and replaced by the next "
                              "registration"}
     return ok(reply)
+
+
+ADMISSION_ATTEMPTS = 8  # a fleet booting together: a round that loses the race counts and writes again
+
+
+def _register_within_quota(client, reg: Registration, now, **kwargs):
+    """``agents.register`` under the agent quota (a deleted agent registering again counts as a new one): the
+    count and the write are checked again whenever another registration added an agent in between
+    (``AdmissionRaced``), with a short jittered back-off. Returns the agent before, the agent and the plan."""
+    for attempt in range(ADMISSION_ATTEMPTS):
+        before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
+        admission = None
+        if before is None or before.deleted:
+            admission = quotas.check_agents(client.client_id, reviving=before is not None)
+        try:
+            return (before, *agents.register(client, reg, now, admission=admission, **kwargs))
+        except agents.AdmissionRaced:
+            if attempt == ADMISSION_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 4)))
+    raise AssertionError("unreachable")
 
 
 def _claim_ended(claim, agent, now) -> None:

@@ -36,6 +36,7 @@ from chalicelib.repositories.dynamo import (
 )
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
+from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import InstanceTable
 
 CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
@@ -193,6 +194,17 @@ def _config_actions(changes: dict[str, Any]) -> list:
             else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
 
 
+class AdmissionRaced(ConflictError):
+    """The client's agent count changed since it was checked (``quotas.check_agents``): check it again."""
+
+
+def _admission(client_id: str) -> int:
+    try:
+        return int(ClientTable.get(client_id, consistent_read=True).agent_admissions or 0)
+    except ClientTable.DoesNotExist:
+        return -1
+
+
 def _pool_of(reg: Registration) -> str | None:
     try:
         return make_pool_id(reg.instance_type, reg.az)
@@ -213,7 +225,7 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime,
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
              types: dict[str, Any] | None = None,
              identity: dict[str, str] | None = None,
-             runs_commands: bool = True) -> tuple[AgentRecord, RegistrationPlan]:
+             runs_commands: bool = True, admission: int | None = None) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -230,16 +242,22 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
 
     ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
     it again (an agent that registers in another protocol under the same logical id runs them).
+
+    ``admission`` (``quotas.check_agents``'s answer) is the client row's ``agent_admissions`` read before the
+    agent quota was counted: a registration that adds an agent (new or revived) bumps it on the condition that it
+    is unchanged, else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
         current = get(client.client_id, _agent_id(client, reg))
+        if admission is None and (current is None or current.deleted):
+            raise AdmissionRaced("the agent was deleted meanwhile: its registration counts toward the quota again")
         known = None if current is None else KnownAgent(
             agent_id=current.agent_id, status=AgentStatus(current.status),
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
         try:
-            _write_registration(client, reg, plan, current, now, types, identity, runs_commands)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -249,6 +267,8 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
+            if admission is not None and _admission(client.client_id) != admission:
+                raise AdmissionRaced("another registration changed the client's agents meanwhile") from exc
             if attempt == 2:
                 raise ConflictError("agent registration raced with another call, retry") from exc
             continue
@@ -307,7 +327,8 @@ def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | No
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
-                        identity: dict[str, str] | None = None, runs_commands: bool = True) -> None:
+                        identity: dict[str, str] | None = None, runs_commands: bool = True,
+                        admission: int | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -351,6 +372,12 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
         tx.save(instance, condition=instance_condition)
+        if admission is not None:  # the agent quota's guard (quotas.check_agents)
+            unchanged = ClientTable.agent_admissions == admission
+            if not admission:
+                unchanged |= ClientTable.agent_admissions.does_not_exist()
+            tx.update(ClientTable(client.client_id), actions=[ClientTable.agent_admissions.add(1)],
+                      condition=ClientTable.client_id.exists() & unchanged)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),

@@ -45,6 +45,7 @@ class ClientRecord:
     aws_accounts: tuple[dict, ...] = ()  # {account_id, role_arn, external_id, bound_at}
     external_id: str | None = None
     limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
+    agent_admissions: int = 0  # the agent quota's guard (tables/clients.py)
 
 
 LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
@@ -73,6 +74,7 @@ def _record(row: ClientTable) -> ClientRecord:
                             "bound_at": b.bound_at} for b in row.aws_accounts or ()),
         external_id=row.external_id,
         limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
+        agent_admissions=int(row.agent_admissions or 0),
     )
 
 
