@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 import re
 import time
@@ -119,8 +120,10 @@ def register():
     # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
     runs_commands = not auth.speaks_client_token_header(_request().headers)
     claim = agents.unproven_claim(client, reg.instance_id) if identity is not None else None
+    digest = hashlib.sha256(json.dumps([client.client_id, runs_commands, raw_json(_request())], sort_keys=True,
+                                       default=str).encode()).hexdigest()
     before, agent, plan = _register_within_quota(client, reg, now, types=types, identity=identity,
-                                                 runs_commands=runs_commands)
+                                                 runs_commands=runs_commands, digest=digest)
     if claim is not None:
         _claim_ended(claim, agent, now)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",

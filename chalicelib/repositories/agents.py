@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from components.agent_identity import (
     AgentStatus,
     KnownAgent,
     Registration,
+    RegistrationAction,
     RegistrationPlan,
     agent_id_for,
     plan_registration,
@@ -89,6 +91,19 @@ class AgentRecord:
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
     last_force_switch_id: str | None = None  # the guard of force-switch enqueues (repositories/commands.py)
+    registration_digest: str | None = None  # the last registration's request, answer and time (tables/agents.py)
+    registration_action: str | None = None
+    registration_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def repeats_registration(self, digest: str | None) -> str | None:
+        """What the last registration answered when ``digest`` is its request again and nothing wrote the agent
+        since, not even a heartbeat (its answer was lost: a retry, not a restart of a running agent); else None."""
+        if not digest or digest != self.registration_digest or self.registration_at is None \
+                or self.status != AgentStatus.ONLINE.value:
+            return None
+        unchanged = self.last_heartbeat_at == self.registration_at == self.updated_at
+        return self.registration_action if unchanged else None
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -160,6 +175,8 @@ def _record(row: AgentTable) -> AgentRecord:
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
         runs_commands=row.runs_commands is not False, last_force_switch_id=row.last_force_switch_id,
+        registration_digest=row.registration_digest, registration_action=row.registration_action,
+        registration_at=row.registration_at, updated_at=row.updated_at,
     )
 
 
@@ -225,7 +242,8 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime,
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
              types: dict[str, Any] | None = None,
              identity: dict[str, str] | None = None,
-             runs_commands: bool = True, admission: int | None = None) -> tuple[AgentRecord, RegistrationPlan]:
+             runs_commands: bool = True, admission: int | None = None,
+             digest: str | None = None) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -246,6 +264,9 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
     ``admission`` (``quotas.check_agents``'s answer) is the client row's ``agent_admissions`` read before the
     agent quota was counted: a registration that adds an agent (new or revived) bumps it on the condition that it
     is unchanged, else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
+
+    ``digest`` (of the request) is stored with the answer's action: the same request again before the agent's next
+    heartbeat answers that action (a retried "created" stays "created", not "refreshed").
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
@@ -256,8 +277,11 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
             agent_id=current.agent_id, status=AgentStatus(current.status),
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
+        repeated = current.repeats_registration(digest) if current is not None else None
+        if repeated and plan.action is RegistrationAction.REFRESHED:
+            plan = dataclasses.replace(plan, action=RegistrationAction(repeated))
         try:
-            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission, digest)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -328,7 +352,7 @@ def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | No
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
                         identity: dict[str, str] | None = None, runs_commands: bool = True,
-                        admission: int | None = None) -> None:
+                        admission: int | None = None, digest: str | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -339,6 +363,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         last_heartbeat_at=now, heartbeat_bucket=heartbeat_bucket(now),
         client_suspended=None,  # the caller's client token proved it active
         runs_commands=None if runs_commands else False,
+        registration_digest=digest, registration_action=plan.action.value if digest else None,
+        registration_at=now if digest else None,
     )
     if identity:
         fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"],
