@@ -471,3 +471,20 @@ def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
     assert other["duplicate"] is False and first["duplicate"] is True, (first, other)
     assert first["command"]["id"] == other["command"]["id"]
     assert [c["id"] for c in pending(caller, agent_id)] == [other["command"]["id"]]
+
+
+def test_two_pollers_at_once_hand_a_command_to_one(agent, monkeypatch):
+    """GIVEN a pending switch WHEN two agent processes on the instance poll at once (both read it pending, one leases
+    it first) THEN only the one whose claim (the lease's compare-and-set) wrote it is handed it; the other gets no
+    command (before, it re-read the command, found it executing and ran the same switch too)."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    real = DynamoCommandStore.active_for_agent
+    stale = real(DynamoCommandStore(), agent_id, 50)  # the second process's read, before the first's lease
+    [leased] = pending(caller, agent_id)  # the first process claims it
+    assert leased["id"] == cmd["id"] and leased["status"] == "executing"
+    monkeypatch.setattr(DynamoCommandStore, "active_for_agent", lambda self, agent_id, limit: stale)
+    assert pending(caller, agent_id) == []  # the second process, whose lease write loses
+    monkeypatch.undo()
+    stored_cmd = stored(agent_id, cmd["id"])
+    assert stored_cmd.status is CommandStatus.EXECUTING and stored_cmd.attempts == 1
