@@ -17,6 +17,7 @@ from components.command_tracker import (
     SWITCH_TYPES,
     Command,
     CommandConflictError,
+    CommandPriority,
     CommandStatus,
     CommandType,
     ResultOutcome,
@@ -34,6 +35,7 @@ from components.pool_id import parse_pool_id
 from chalicelib import bootstrap, quotas
 from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
+from chalicelib.repositories.commands import ForceSwitchRaced
 from chalicelib.settings import get_settings
 
 # A client's force-switch (the console's form), as its commands record it.
@@ -268,6 +270,37 @@ def enqueue_for_client(command: Command) -> Command:
     a client's queue must not grow without bound). The service's own commands are stored without that check."""
     bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands)
     return command
+
+
+def queue_force_switch(agent, *, target_mode: str, target_pool_id: str | None,
+                       now: datetime) -> tuple[Command, bool]:
+    """The client's force-switch of its agent's current instance: (the command, whether it was already queued).
+
+    The open one to the same target when there is one (``open_force_switch``); else a new one, written on the
+    condition that no other force-switch of the agent was queued since the agent row was read (its
+    ``last_force_switch_id``, read before the queue): two identical requests racing queue one, the loser reads the
+    queue again and answers the winner's command."""
+    instance_id = agent.instance_id
+    for attempt in range(3):
+        if attempt:
+            agent = agents.require(agent.client_id, agent.agent_id)
+            if agent.instance_id != instance_id:
+                raise ConflictError(f"agent {agent.logical_agent_id} moved to {agent.instance_id} meanwhile: only "
+                                    "its current primary can be switched", field="instance_id",
+                                    code="not_current_primary")
+        command = open_force_switch(agent, target_mode=target_mode, target_pool_id=target_pool_id)
+        if command is not None:
+            return command, True
+        command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
+                                 priority=CommandPriority.MANUAL_OVERRIDE, trigger=FORCE_SWITCH_TRIGGER,
+                                 created_by="client", now=now)
+        try:
+            bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands,
+                                          force_switch_after=agent.last_force_switch_id)
+        except ForceSwitchRaced:
+            continue
+        return command, False
+    raise ConflictError("force-switches of this agent raced each other, retry")
 
 
 def open_force_switch(agent, *, target_mode: str, target_pool_id: str | None) -> Command | None:

@@ -47,9 +47,10 @@ def _limits(client_id: str) -> dict:
     return dict(client.limits) if client else {}
 
 
-def limits(client_id: str) -> dict:
-    """The client's effective quotas and policy (overrides over the settings' defaults)."""
-    settings, own = get_settings(), _limits(client_id)
+def limits(client_id: str, *, own: dict | None = None) -> dict:
+    """The client's effective quotas and policy (overrides over the settings' defaults; ``own``: the overrides
+    when already read)."""
+    settings, own = get_settings(), _limits(client_id) if own is None else own
 
     def pick(name, default):
         return own.get(name) if own.get(name) is not None else default
@@ -85,12 +86,18 @@ def _client_agents(client_id: str) -> list[AgentTable]:
     return [a for a in AgentTable.query(client_id) if not _is_deleted(a)]
 
 
-def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> None:
+def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> int:
     """QuotaExceeded when registering ``adding`` more agents would pass the client's max_agents, or, for a new
     agent id (not ``reviving`` a deleted one), when the client already keeps ``QUOTA_MAX_DELETED_AGENTS`` deleted
     agents (kept ``AGENT_RETENTION_DAYS`` for their history, then removed by the data cleaner): register and
-    delete must not grow the client's partition without bound. One read of the client's partition for both."""
-    cap = int(limits(client_id)["max_agents"])
+    delete must not grow the client's partition without bound. One read of the client's partition for both.
+
+    Returns the client row's ``agent_admissions`` read before the count: the registration's write bumps it on
+    the condition that it is unchanged (``agents.register``), so a registration counted concurrently makes it
+    count again instead of both passing the quota."""
+    client = clients.get(client_id)
+    admission = client.agent_admissions if client else 0
+    cap = int(limits(client_id, own=dict(client.limits) if client else {})["max_agents"])
     rows = list(AgentTable.query(client_id, consistent_read=True))  # every registration committed so far
     count = sum(1 for a in rows if not _is_deleted(a))
     if count + adding > cap:
@@ -100,6 +107,7 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
         raise QuotaExceeded(f"{kept} deleted agents are kept ({settings.agent_retention_days} days, for their "
                             f"history; limit {settings.quota_max_deleted_agents}): register under a deleted "
                             "agent's logical id to reuse it, or ask the operator")
+    return admission
 
 
 def live_instances(client_id: str) -> int:

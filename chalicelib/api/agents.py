@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import random
 import re
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -110,10 +113,7 @@ def register():
         mode=mode, private_ip=body.private_ip, public_ip=body.public_ip)
     # The client's instance-type policy and agent quota (409, nothing written; chalicelib/quotas.py).
     quotas.check_types(client.client_id, [body.instance_type, *((types or {}).get("allowed_instance_types") or ())])
-    before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
-    if before is None or before.deleted:  # a deleted agent registering again counts as a new one
-        quotas.check_agents(client.client_id, reviving=before is not None)
-    moved_from = _account_move(before, identity.account_id if identity is not None else None, reg.instance_id)
+    proven = identity.account_id if identity is not None else None
     credential = None
     if identity is not None:
         credential = auth.new_agent_credential(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
@@ -122,7 +122,11 @@ def register():
     # spot_agent.py (X-Client-Token) cannot run a command: none is queued for it (docs/legacy-compatibility.md)
     runs_commands = not auth.speaks_client_token_header(_request().headers)
     claim = agents.unproven_claim(client, reg.instance_id) if identity is not None else None
-    agent, plan = agents.register(client, reg, now, types=types, identity=identity, runs_commands=runs_commands)
+    digest = hashlib.sha256(json.dumps([client.client_id, runs_commands, raw_json(_request())], sort_keys=True,
+                                       default=str).encode()).hexdigest()
+    before, moved_from, agent, plan = _register_within_quota(
+        client, reg, now, vet=lambda before: _account_move(before, proven, reg.instance_id), types=types,
+        identity=identity, runs_commands=runs_commands, digest=digest)
     if claim is not None:
         _claim_ended(claim, agent, now)
     activity.record_event("agent_registered", f"agent {agent.logical_agent_id} {plan.action.value}",
@@ -180,6 +184,30 @@ def _account_move(before, proven: str | None, instance_id: str) -> str | None:
                             "the instance as another agent (another logical_agent_id)",
                             field="identity_document", code="account_changed")
     return before.account_id
+
+
+ADMISSION_ATTEMPTS = 8  # a fleet booting together: a round that loses the race counts and writes again
+
+
+def _register_within_quota(client, reg: Registration, now, *, vet, **kwargs):
+    """``agents.register`` under the agent quota (a deleted agent registering again counts as a new one) and
+    ``vet(before)`` (409s of the agent as it stands, before anything is written; its answer is returned): the
+    count and the write are checked again whenever another registration added an agent in between
+    (``AdmissionRaced``), with a short jittered back-off. Returns the agent before, what ``vet`` answered, the
+    agent and the plan."""
+    for attempt in range(ADMISSION_ATTEMPTS):
+        before = agents.get(client.client_id, agent_id_for(client.client_id, reg.logical_agent_id))
+        admission = None
+        if before is None or before.deleted:
+            admission = quotas.check_agents(client.client_id, reviving=before is not None)
+        vetted = vet(before)
+        try:
+            return (before, vetted, *agents.register(client, reg, now, admission=admission, **kwargs))
+        except agents.AdmissionRaced:
+            if attempt == ADMISSION_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 4)))
+    raise AssertionError("unreachable")
 
 
 def _claim_ended(claim, agent, now) -> None:

@@ -528,6 +528,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
         terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    if updated.config_version == agent.config_version:
+        return updated, terminated, changes  # a repeat of the config it holds: nothing changed, nothing to log
     if agent.config.get("enabled", True) and not updated.config.get("enabled", True):
         command_queue.cancel_pending(updated, now, "the agent was disabled before it picked this command up")
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,

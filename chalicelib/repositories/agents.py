@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from components.agent_identity import (
     AgentStatus,
     KnownAgent,
     Registration,
+    RegistrationAction,
     RegistrationPlan,
     agent_id_for,
     plan_registration,
@@ -36,6 +38,7 @@ from chalicelib.repositories.dynamo import (
 )
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
+from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import InstanceTable
 
 CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
@@ -88,6 +91,20 @@ class AgentRecord:
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
     manual_replica_since: datetime | None = None  # when manual-replica mode was last turned on
+    last_force_switch_id: str | None = None  # the guard of force-switch enqueues (repositories/commands.py)
+    registration_digest: str | None = None  # the last registration's request, answer and time (tables/agents.py)
+    registration_action: str | None = None
+    registration_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def repeats_registration(self, digest: str | None) -> str | None:
+        """What the last registration answered when ``digest`` is its request again and nothing wrote the agent
+        since, not even a heartbeat (its answer was lost: a retry, not a restart of a running agent); else None."""
+        if not digest or digest != self.registration_digest or self.registration_at is None \
+                or self.status != AgentStatus.ONLINE.value:
+            return None
+        unchanged = self.last_heartbeat_at == self.registration_at == self.updated_at
+        return self.registration_action if unchanged else None
 
     def kept_agent_runs(self, now: datetime) -> bool:
         """An agent on an instance this agent left (kept running) was heard from lately: a poll that names no
@@ -158,8 +175,10 @@ def _record(row: AgentTable) -> AgentRecord:
         client_suspended=bool(row.client_suspended),
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
-        runs_commands=row.runs_commands is not False,
-        manual_replica_since=row.manual_replica_since,
+        runs_commands=row.runs_commands is not False, manual_replica_since=row.manual_replica_since,
+        last_force_switch_id=row.last_force_switch_id,
+        registration_digest=row.registration_digest, registration_action=row.registration_action,
+        registration_at=row.registration_at, updated_at=row.updated_at,
     )
 
 
@@ -194,6 +213,17 @@ def _config_actions(changes: dict[str, Any]) -> list:
             else getattr(AgentTable.config, name).set(value) for name, value in changes.items()]
 
 
+class AdmissionRaced(ConflictError):
+    """The client's agent count changed since it was checked (``quotas.check_agents``): check it again."""
+
+
+def _admission(client_id: str) -> int:
+    try:
+        return int(ClientTable.get(client_id, consistent_read=True).agent_admissions or 0)
+    except ClientTable.DoesNotExist:
+        return -1
+
+
 def _pool_of(reg: Registration) -> str | None:
     try:
         return make_pool_id(reg.instance_type, reg.az)
@@ -214,7 +244,8 @@ def _instance_row(reg: Registration, agent_id: str, now: datetime,
 def register(client: ClientRecord, reg: Registration, now: datetime, *,
              types: dict[str, Any] | None = None,
              identity: dict[str, str] | None = None,
-             runs_commands: bool = True) -> tuple[AgentRecord, RegistrationPlan]:
+             runs_commands: bool = True, admission: int | None = None,
+             digest: str | None = None) -> tuple[AgentRecord, RegistrationPlan]:
     """Create, revive, migrate or refresh the agent of (client, logical id) in one transaction.
 
     The instance row is only written if it is new or already this client's: an instance id claimed by
@@ -231,16 +262,28 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
 
     ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
     it again (an agent that registers in another protocol under the same logical id runs them).
+
+    ``admission`` (``quotas.check_agents``'s answer) is the client row's ``agent_admissions`` read before the
+    agent quota was counted: a registration that adds an agent (new or revived) bumps it on the condition that it
+    is unchanged, else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
+
+    ``digest`` (of the request) is stored with the answer's action: the same request again before the agent's next
+    heartbeat answers that action (a retried "created" stays "created", not "refreshed").
     """
     _refuse_known_instance(client, reg)
     for attempt in range(3):
         current = get(client.client_id, _agent_id(client, reg))
+        if admission is None and (current is None or current.deleted):
+            raise AdmissionRaced("the agent was deleted meanwhile: its registration counts toward the quota again")
         known = None if current is None else KnownAgent(
             agent_id=current.agent_id, status=AgentStatus(current.status),
             instance_id=current.instance_id, instance_count=current.instance_count)
         plan = plan_registration(known, reg)
+        repeated = current.repeats_registration(digest) if current is not None else None
+        if repeated and plan.action is RegistrationAction.REFRESHED:
+            plan = dataclasses.replace(plan, action=RegistrationAction(repeated))
         try:
-            _write_registration(client, reg, plan, current, now, types, identity, runs_commands)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission, digest)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -250,6 +293,8 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
+            if admission is not None and _admission(client.client_id) != admission:
+                raise AdmissionRaced("another registration changed the client's agents meanwhile") from exc
             if attempt == 2:
                 raise ConflictError("agent registration raced with another call, retry") from exc
             continue
@@ -308,7 +353,8 @@ def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | No
 
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
-                        identity: dict[str, str] | None = None, runs_commands: bool = True) -> None:
+                        identity: dict[str, str] | None = None, runs_commands: bool = True,
+                        admission: int | None = None, digest: str | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -319,6 +365,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         last_heartbeat_at=now, heartbeat_bucket=heartbeat_bucket(now),
         client_suspended=None,  # the caller's client token proved it active
         runs_commands=None if runs_commands else False,
+        registration_digest=digest, registration_action=plan.action.value if digest else None,
+        registration_at=now if digest else None,
     )
     if identity:
         fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"],
@@ -352,6 +400,12 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
         tx.save(instance, condition=instance_condition)
+        if admission is not None:  # the agent quota's guard (quotas.check_agents)
+            unchanged = ClientTable.agent_admissions == admission
+            if not admission:
+                unchanged |= ClientTable.agent_admissions.does_not_exist()
+            tx.update(ClientTable(client.client_id), actions=[ClientTable.agent_admissions.add(1)],
+                      condition=ClientTable.client_id.exists() & unchanged)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
@@ -667,8 +721,11 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
 def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
     """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile.
 
-    409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile.
+    409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile. Changes the config already
+    holds (a retried request) write nothing and bump nothing: a bump tells the agent its config changed.
     """
+    if not agent.deleted and all(_plain(agent.config.get(k)) == _plain(v) for k, v in changes.items()):
+        return agent
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
     if "manual_replica_enabled" in changes and bool(changes["manual_replica_enabled"]) != agent.manual_replica:
         actions.append(AgentTable.manual_replica_since.set(now) if changes["manual_replica_enabled"]

@@ -47,6 +47,7 @@ class ClientRecord:
     pending_external_id: str | None = None  # an ExternalId rotation under way (``rotate_external_id``)
     pending_external_id_at: datetime | None = None
     limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
+    agent_admissions: int = 0  # the agent quota's guard (tables/clients.py)
 
 
 LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
@@ -76,6 +77,7 @@ def _record(row: ClientTable) -> ClientRecord:
         external_id=row.external_id, pending_external_id=row.pending_external_id,
         pending_external_id_at=row.pending_external_id_at,
         limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
+        agent_admissions=int(row.agent_admissions or 0),
     )
 
 

@@ -82,27 +82,48 @@ def _replace_actions(row: CommandTable) -> list:
             for name, attribute in CommandTable.get_attributes().items() if name not in keep]
 
 
+class ForceSwitchRaced(ConflictError):
+    """Another force-switch of the agent was queued since its guard was read: read the queue again."""
+
+    code = "conflict"
+
+
+_UNGUARDED = object()
+
+
+def _guard(after):
+    """The agent row still names ``after`` as its last force-switch (None: names none)."""
+    return AgentTable.last_force_switch_id.does_not_exist() if after is None \
+        else AgentTable.last_force_switch_id == after
+
+
 class DynamoCommandStore:
     """CommandStore over the commands table."""
 
-    def add(self, command: Command, *, max_active: int | None = None) -> None:
+    def add(self, command: Command, *, max_active: int | None = None, force_switch_after=_UNGUARDED) -> None:
         """Store a new command and count it on its agent's row (404 when the agent row does not exist). A row
         from before the counter (no ``active_commands``: its queue is always read) gets the command uncounted
         until its queue is seen empty (``agents.start_counting_commands``), so a counter never starts below
         the commands it has.
 
         ``max_active`` (a client's command): refused with ``QueueFull`` (409) when the agent already counts that
-        many active commands, in the same conditional write, so concurrent requests cannot pass it either."""
+        many active commands, in the same conditional write, so concurrent requests cannot pass it either.
+
+        ``force_switch_after`` (a client's force-switch): the agent row's ``last_force_switch_id`` as read before
+        the queue was; the write names this command there on that condition, else ``ForceSwitchRaced`` (409)."""
         row = to_row(command)
         row.counted = True
         counting = AgentTable.active_commands.exists()
         if max_active is not None:
             counting &= AgentTable.active_commands < max_active
+        actions, guarded = [AgentTable.active_commands.add(1)], force_switch_after is not _UNGUARDED
+        if guarded:
+            counting &= _guard(force_switch_after)
+            actions.append(AgentTable.last_force_switch_id.set(command.command_id))
         try:
             with TransactWrite(connection=transaction_connection()) as tx:
                 tx.save(row, condition=CommandTable.command_id.does_not_exist())
-                tx.update(AgentTable(command.client_id, command.agent_id),
-                          actions=[AgentTable.active_commands.add(1)], condition=counting)
+                tx.update(AgentTable(command.client_id, command.agent_id), actions=actions, condition=counting)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             if codes[:1] == [_FAILED]:
@@ -113,18 +134,39 @@ class DynamoCommandStore:
                 agent = AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
             except AgentTable.DoesNotExist:
                 raise NotFoundError("agent not found", field="agent_id") from exc
+            if guarded and agent.last_force_switch_id != force_switch_after:
+                raise ForceSwitchRaced("another force-switch of the agent was queued meanwhile") from exc
             if max_active is not None and agent.active_commands is not None:
                 if agent.active_commands >= max_active:
                     raise QueueFull(f"the agent already has {int(agent.active_commands)} commands waiting or "
                                     f"running (at most {max_active}); let them finish first") from exc
                 raise ConflictError("the agent's commands changed concurrently, retry") from exc
             row.counted = None
+            if guarded:  # a row from before the counter: the guard alone, still in the command's transaction
+                self._add_guarded_uncounted(row, command, force_switch_after)
+                return
             try:
                 row.save(condition=CommandTable.command_id.does_not_exist())
             except PutError as put_exc:
                 if condition_failed(put_exc):
                     raise CommandConflictError(f"command {command.command_id} already exists") from put_exc
                 raise
+
+    @staticmethod
+    def _add_guarded_uncounted(row: CommandTable, command: Command, after) -> None:
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.save(row, condition=CommandTable.command_id.does_not_exist())
+                tx.update(AgentTable(command.client_id, command.agent_id),
+                          actions=[AgentTable.last_force_switch_id.set(command.command_id)],
+                          condition=AgentTable.agent_id.exists() & _guard(after))
+        except TransactWriteError as exc:
+            codes = cancellation_codes(exc)
+            if codes[:1] == [_FAILED]:
+                raise CommandConflictError(f"command {command.command_id} already exists") from exc
+            if codes[1:2] == [_FAILED]:
+                raise ForceSwitchRaced("another force-switch of the agent was queued meanwhile") from exc
+            raise
 
     def get(self, agent_id: str, command_id: str) -> Command | None:
         try:

@@ -155,6 +155,14 @@ class AgentTable(Model):
     # When manual-replica mode was last turned on (written with that config change): the time and key of its
     # audit event, so a repeat of an enable that died after the config write still writes it, once.
     manual_replica_since = UTCDateTimeAttribute(null=True)
+    # The client's last force-switch queued for this agent: each force-switch's enqueue is conditional on it being
+    # the one read before the queue was, so two identical force-switches racing cannot both queue.
+    last_force_switch_id = OptionalText()
+    # The last registration: a digest of its request, what it answered, and when. The same request again before the
+    # agent's first heartbeat since (a retry whose answer was lost) answers as that one did.
+    registration_digest = OptionalText()
+    registration_action = OptionalText()
+    registration_at = UTCDateTimeAttribute(null=True)
 
     by_logical_id = AgentsByLogicalIdIndex()
     live_by_heartbeat = LiveAgentsByHeartbeatIndex()

@@ -77,6 +77,10 @@ class ClientTable(Model):
     max_switches_per_agent_per_day = NumberAttribute(null=True)
     allow_accelerated_types = BooleanAttribute(null=True)
     allowed_instance_families = ListAttribute(of=UnicodeAttribute, null=True)
+    # Bumped by every registration that adds an agent to the client's count, on the condition that it is still the
+    # value read before the agents were counted (chalicelib/quotas.py check_agents): concurrent registrations cannot
+    # both pass max_agents. Missing = 0 (clients from before it: nothing to migrate, the count is of the rows).
+    agent_admissions = NumberAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 

@@ -74,8 +74,10 @@ def deliver(
     Returns
     -------
     list[Command]
-        Executing commands (leased now or earlier), in queue order. A command
-        another poller changed first is re-read and kept only if executing.
+        Executing commands (leased now or earlier), in queue order. Leasing is a
+        claim (compare-and-set): a command another poller (or a result, or the
+        sweep) changed between this poll's read and its write is not handed to
+        this poller, so two pollers at once never both get it.
     """
     delivered: list[Command] = []
     for cmd in store.active_for_agent(agent_id, limit):
@@ -89,7 +91,7 @@ def deliver(
         if instance_id and current.instance_id and current.instance_id != instance_id:
             continue
         if current.status is CommandStatus.PENDING:
-            current = _try_replace(store, current, lease(current, now, policy))
+            current = _claim(store, current, lease(current, now, policy))
         if current is not None and current.status is CommandStatus.EXECUTING:
             delivered.append(current)
     return sort_queue(delivered)
@@ -108,7 +110,17 @@ def _left_behind(cmd: Command, current_instance_id: str | None, now: datetime, p
 def _take_back_if_expired(store: CommandStore, cmd: Command, now: datetime) -> Command | None:
     if not is_lease_expired(cmd, now):
         return cmd
-    return _try_replace(store, cmd, expire(cmd, now))
+    return _claim(store, cmd, expire(cmd, now))
+
+
+def _claim(store: CommandStore, before: Command, after: Command) -> Command | None:
+    """Write ``after``; None when another writer changed the command first (it is theirs, not this poll's)."""
+    try:
+        store.replace(before, after)
+    except CommandConflictError:
+        logger.info("command %s claimed concurrently; left to its claimer", before.command_id)
+        return None
+    return after
 
 
 def _try_replace(store: CommandStore, before: Command, after: Command) -> Command | None:

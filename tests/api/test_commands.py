@@ -473,3 +473,47 @@ def test_disabling_an_agent_cancels_its_pending_commands_with_the_reason(agent):
     status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
     assert status == 200 and reply["enabled"] is True, reply
     assert pending(caller, agent_id) == []
+
+
+def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
+    """GIVEN a force-switch that read an empty queue WHEN the same force-switch (a retry sent while the first is still
+    in flight) queues its command before the first writes THEN the first's write is refused, it reads the queue
+    again and answers the other's command (``duplicate``): one switch of the instance is queued, not two."""
+    from chalicelib import command_queue
+
+    _, caller, agent_id, instance_id = agent
+    body = {"target": "pool", "pool_id": "m5.large.eu-west-1b"}
+    real_open, answers = command_queue.open_force_switch, []
+
+    def open_then_overtaken(*args, **kwargs):
+        found = real_open(*args, **kwargs)
+        if not answers:  # the second request runs whole between this one's queue read and its write
+            answers.append(None)
+            answers.append(caller.post(f"/api/client/instances/{instance_id}/force-switch", body))
+        return found
+
+    monkeypatch.setattr(command_queue, "open_force_switch", open_then_overtaken)
+    status, first = caller.post(f"/api/client/instances/{instance_id}/force-switch", body)
+    monkeypatch.undo()
+    other_status, other = answers[1]
+    assert (status, other_status) == (201, 201), (first, other)
+    assert other["duplicate"] is False and first["duplicate"] is True, (first, other)
+    assert first["command"]["id"] == other["command"]["id"]
+    assert [c["id"] for c in pending(caller, agent_id)] == [other["command"]["id"]]
+
+
+def test_two_pollers_at_once_hand_a_command_to_one(agent, monkeypatch):
+    """GIVEN a pending switch WHEN two agent processes on the instance poll at once (both read it pending, one leases
+    it first) THEN only the one whose claim (the lease's compare-and-set) wrote it is handed it; the other gets no
+    command (before, it re-read the command, found it executing and ran the same switch too)."""
+    _, caller, agent_id, instance_id = agent
+    cmd = force_switch(caller, instance_id)
+    real = DynamoCommandStore.active_for_agent
+    stale = real(DynamoCommandStore(), agent_id, 50)  # the second process's read, before the first's lease
+    [leased] = pending(caller, agent_id)  # the first process claims it
+    assert leased["id"] == cmd["id"] and leased["status"] == "executing"
+    monkeypatch.setattr(DynamoCommandStore, "active_for_agent", lambda self, agent_id, limit: stale)
+    assert pending(caller, agent_id) == []  # the second process, whose lease write loses
+    monkeypatch.undo()
+    stored_cmd = stored(agent_id, cmd["id"])
+    assert stored_cmd.status is CommandStatus.EXECUTING and stored_cmd.attempts == 1

@@ -72,6 +72,8 @@ _HEX = re.compile(r"[0-9a-f]{8,}")
 _EPOCH = re.compile(r"^\d{9,}(?:\.\d+)?$")
 # Attributes measured on the server's clock between two moments of the request (a duration): blanked like times.
 _DURATIONS = frozenset({"total_duration_seconds"})
+# Values random per world that no world id names: blanked like times (the client row changes with a new agent).
+_RANDOM = frozenset({"external_id"})
 
 
 def _normal_text(text: str, ids: list[tuple[str, str]]) -> str:
@@ -84,7 +86,8 @@ def _normal(value: Any, ids: list[tuple[str, str]]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"N"} and _EPOCH.match(str(value["N"])):
             return {"N": "<epoch>"}
-        return {_normal_text(k, ids): "<duration>" if k in _DURATIONS else _normal(v, ids) for k, v in value.items()}
+        return {_normal_text(k, ids): "<duration>" if k in _DURATIONS else "<random>" if k in _RANDOM
+                else _normal(v, ids) for k, v in value.items()}
     if isinstance(value, list):
         return [_normal(v, ids) for v in value]
     if isinstance(value, str):
@@ -293,7 +296,8 @@ def _register_replacement(world):
 
 
 def _same_registration(clean, retry):
-    return {**clean, "action": retry.get("action")}
+    """A retried registration answers as the first did, its action included (``repeats_registration``)."""
+    return clean
 
 
 def _prepare_termination(make_tenant):

@@ -19,6 +19,7 @@ import pytest
 
 from chalicelib.aws import accounts
 from chalicelib.aws import ec2 as adapter
+from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error, described_instances, diff_snapshots, mock_instances, snapshot_tables
 from tests.conftest import aws_client, new_instance_id, registration
 from tests.e2e.failover_support import REGION, ZONES, register_agent, unique_type
@@ -260,6 +261,35 @@ def test_a_deleted_agent_registering_again_counts_against_the_agent_quota(admin,
     status, reply = caller.post("/api/agents/register", {**first, "instance_id": new_instance_id()})
     assert_error(status, reply, 409, code="quota_exceeded")
     assert_unchanged(before)
+
+
+def test_two_new_agents_registering_at_once_for_the_last_slot_land_one(admin, make_tenant, monkeypatch):
+    """GIVEN max_agents 2 with one agent registered WHEN two new agents register interleaved, both counting the
+    client's agents (1 of 2: room for one) before either writes THEN one lands (200) and the other is 409
+    quota_exceeded with nothing of it written: the registration that counted before the other's write counts
+    again (the client row's ``agent_admissions`` is a condition of each new agent's write)."""
+    from chalicelib import quotas
+
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": 2})[0] == 200
+    assert caller.post("/api/agents/register", registration())[0] == 200
+    first, second = registration(), registration()
+    real_check, answers = quotas.check_agents, []
+
+    def counted_then_overtaken(*args, **kwargs):
+        found = real_check(*args, **kwargs)
+        if not answers:  # the other registration runs whole between this one's count and its write
+            answers.append(None)
+            answers.append(caller.post("/api/agents/register", second))
+        return found
+
+    monkeypatch.setattr(quotas, "check_agents", counted_then_overtaken)
+    status, reply = caller.post("/api/agents/register", first)
+    monkeypatch.undo()
+    assert answers[1][0] == 200, answers
+    assert_error(status, reply, 409, code="quota_exceeded")
+    agents = [row.instance_id for row in AgentTable.query(client_id)]
+    assert len(agents) == 2 and second["instance_id"] in agents and first["instance_id"] not in agents
 
 
 def test_deleted_agents_kept_are_capped_but_a_deleted_one_may_come_back(make_tenant, monkeypatch):

@@ -55,6 +55,20 @@ def test_registering_twice_is_idempotent(make_tenant):
     assert second["config"]["config_version"] == first["config"]["config_version"]
 
 
+def test_a_repeated_registration_answers_as_the_first_until_the_agent_heartbeats(make_tenant):
+    """GIVEN a new agent's registration answered ``created`` WHEN the same request comes again before the agent's
+    first heartbeat (a retry: the answer was lost, or the Lambda died after its write) THEN it answers ``created``
+    again; once the agent has heartbeated the same request is a restart: ``refreshed``."""
+    _, caller = make_tenant()
+    body = registration()
+    first = _register(caller, body)
+    again = _register(caller, body)
+    assert (first["action"], again["action"]) == ("created", "created")
+    assert again["agent_id"] == first["agent_id"] and again["config"] == first["config"]
+    assert caller.post(f"/api/agents/{first['agent_id']}/heartbeat", {"status": "online"})[0] == 200
+    assert _register(caller, body)["action"] == "refreshed"
+
+
 def test_a_restart_on_the_running_primary_keeps_its_run_and_its_switch(make_tenant):
     """GIVEN an agent that switched to B (B's row: installed at the switch's start, its prices and switch time)
     WHEN its agent on B registers again (a restart, or the repeat of a registration whose Lambda died)

@@ -718,3 +718,13 @@ def test_an_emergency_replica_whose_slot_keeps_changing_hands_is_a_409(make_tena
     assert_error(status, reply, 409, code="standby_slot_busy")
     assert agent_row(client_id, agent_id).current_replica_id is None
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_a_repeated_config_request_bumps_the_version_once(tenant_with_agent):
+    _, caller, agent_id, _ = tenant_with_agent
+    _, before = caller.get(f"/api/agents/{agent_id}/config")
+    body = {"min_savings_percent": 40, "terminate_wait_seconds": 120, "auto_switch_enabled": True}
+    first = config(caller, agent_id, **body)
+    again = config(caller, agent_id, **body)  # the client's retry of a request whose answer was lost
+    assert first["config_version"] == again["config_version"] == before["config_version"] + 1
+    assert again == first

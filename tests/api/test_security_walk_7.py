@@ -277,7 +277,7 @@ def test_fields_the_service_sets_are_never_taken_from_a_body(make_tenant):
     status, reply = caller.post("/api/agents/register", reg)
     assert status == 200 and reply["client_id"] == client_id, reply
     agent_id = reply["agent_id"]
-    assert caller.post(f"/api/client/agents/{agent_id}/config", {**MASS_ASSIGNED, "enabled": True})[0] == 200
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {**MASS_ASSIGNED, "min_savings_percent": 5})[0] == 200
     assert caller.post(f"/api/agents/{agent_id}/heartbeat", {**MASS_ASSIGNED, "status": "online"})[0] == 200
     status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
                                 {**MASS_ASSIGNED, "target": "ondemand"})

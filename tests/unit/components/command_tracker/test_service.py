@@ -119,14 +119,13 @@ class RacingStore(InMemoryCommandStore):
         super().replace(before, after)
 
 
-def test_deliver_on_conflict_returns_the_winners_lease():
+def test_deliver_on_conflict_leaves_the_command_to_the_winner():
     store = RacingStore(rival_now=T0 - timedelta(seconds=1))
     enqueue(store, make())
     got = deliver(store, AGENT, now=T0, policy=POLICY)
-    # THEN our write lost, and we return the rival's stored (executing) version
-    assert len(got) == 1
-    assert got[0].leased_at == T0 - timedelta(seconds=1)
-    assert store.get(AGENT, "cmd-1") == got[0]
+    # THEN our write lost: the rival's claim stands and the command is not handed to this poller too
+    assert got == []
+    assert store.get(AGENT, "cmd-1").leased_at == T0 - timedelta(seconds=1)
 
 
 def test_deliver_on_conflict_skips_command_cancelled_meanwhile():
