@@ -28,8 +28,8 @@ from chalicelib.settings import get_settings
 if TYPE_CHECKING:  # boto3 itself is imported on first use (not at the API's cold start)
     import boto3
 
-ACCOUNT_ID = re.compile(r"^\d{12}$")
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+ACCOUNT_ID = re.compile(r"^[0-9]{12}\Z")  # ASCII digits only (\d takes any script's), no trailing newline ($)
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}\Z")
 EXTERNAL_ID_BYTES = 24
 SESSION_SECONDS = 3600
 REFRESH_BEFORE_S = 300  # credentials are renewed this long before they expire

@@ -47,8 +47,8 @@ class ClientStatusRequest(Schema):
 class BindAccountRequest(Schema):
     """POST /api/admin/clients/{id}/accounts: the account and the role the client deployed in it."""
 
-    account_id: str = Field(pattern=r"^\d{12}$")
-    role_arn: str = Field(max_length=2048, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+    account_id: str = Field(pattern=r"^[0-9]{12}$")  # \d would take any script's digits
+    role_arn: str = Field(max_length=2048, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
 
     @model_validator(mode="after")
     def _same_account(self):

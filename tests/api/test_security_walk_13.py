@@ -1,0 +1,242 @@
+"""Security walk 13: what landed with the account lifecycle and the retry work — ExternalId rotation, the forced
+unbinding, the registration's retry digest and account-move checks, the agent quota's admission versioning, the
+force-switch race guard, a disabled agent's commands, the standby create's request digest — attacked as a
+malicious tenant or agent. Each test is one attack; its docstring says what it tries and what holds (and, when it
+found something, what happened before the fix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import clients as client_repo
+from chalicelib.tables.agents import AgentTable
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.conftest import registration
+
+
+def _unchanged_but_rate_limits(before) -> None:
+    changed = diff_snapshots(before, snapshot_tables())
+    assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
+
+
+# --- the ExternalId rotation routes are the operator's -----------------------------------------------------------
+
+
+EXTERNAL_ID_ROUTES = (("POST", "/external-id/rotate"), ("POST", "/external-id/confirm"),
+                      ("DELETE", "/external-id/pending"))
+
+
+@pytest.mark.parametrize("method, suffix", EXTERNAL_ID_ROUTES)
+def test_a_client_cannot_rotate_confirm_or_cancel_its_own_external_id(make_tenant, admin, method, suffix):
+    """The attack: a client (its own token, or its token with a made-up admin key) starts, confirms or cancels an
+    ExternalId rotation of its own account: the ExternalId is the operator's defence against a confused deputy and a
+    client choosing when it changes could keep an id it leaked. 401 with any non-admin credential, nothing written."""
+    client_id, caller = make_tenant()
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate")  # one pending, to cancel
+    assert status == 201, reply
+    path = f"/api/admin/clients/{client_id}{suffix}"
+    before = snapshot_tables()
+    for headers in ({}, {"X-Admin-Key": "not-the-key"}, {"X-Admin-Key": caller.token}):
+        status, reply = caller.call(method, path, headers=headers)
+        assert status == 401, (headers, status, reply)
+    _unchanged_but_rate_limits(before)
+    assert client_repo.require(client_id).pending_external_id == reply_pending(admin, client_id)
+
+
+def reply_pending(admin, client_id):
+    status, reply = admin.get(f"/api/admin/clients/{client_id}")
+    assert status == 200, reply
+    return client_repo.require(client_id).pending_external_id
+
+
+def test_a_pending_external_id_is_shown_to_its_own_client_only(make_tenant, admin):
+    """The attack: tenant B reads the accounts view hoping to see tenant A's pending ExternalId (with it, B could
+    assume A's role from B's own stack once A trusts it). B sees its own client only, and no pending id."""
+    a_id, a_caller = make_tenant()
+    _, b_caller = make_tenant()
+    status, reply = admin.post(f"/api/admin/clients/{a_id}/external-id/rotate")
+    assert status == 201 and reply["pending_external_id"], reply
+    pending = reply["pending_external_id"]
+
+    status, mine = a_caller.get("/api/client/accounts")
+    assert status == 200 and mine["pending_external_id"] == pending, mine
+    status, theirs = b_caller.get("/api/client/accounts")
+    assert status == 200 and theirs["client_id"] != a_id and theirs["pending_external_id"] is None, theirs
+    assert pending not in str(theirs)
+    for path in (f"/api/client/accounts?client_id={a_id}", f"/api/admin/clients/{a_id}"):
+        status, reply = b_caller.get(path)
+        assert pending not in str(reply), (path, status)
+
+
+# --- the forced unbinding's odd inputs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("force", ["maybe", "ｔｒｕｅ", "true ", "x" * 5000, "tru%C3%A9"])
+def test_an_odd_force_on_an_unbinding_is_400_and_unbinds_nothing(make_tenant, admin, force):
+    """The attack: ``?force=`` values a lenient parser might read as true (or crash on): fullwidth letters, a
+    trailing space, 5000 characters, an accented letter. 400 on ``force``, the binding stays."""
+    client_id, _ = make_tenant()
+    account = "123456789012"
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+    assert status == 201, reply
+    before = snapshot_tables()
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?force={force}")
+    assert_error(status, reply, 400, field="force")
+    _unchanged_but_rate_limits(before)
+
+
+@pytest.mark.parametrize("account", ["١٢٣٤٥٦٧٨٩٠١٢", "１２３４５６７８９０１２", "12345678901%0A", "12345678901２"])
+def test_an_account_id_of_non_ascii_digits_is_400_on_bind_and_unbind(make_tenant, admin, account):
+    """The attack: an account id of Arabic-Indic or fullwidth digits (or a trailing newline): ``\\d`` and ``$`` of a
+    Unicode regex accept them. Not an AWS account id: 400 on ``account_id`` before any AWS call or write (the event
+    bus's permission is neither opened nor closed for it)."""
+    client_id, _ = make_tenant()
+    before = snapshot_tables()
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
+    assert_error(status, reply, 400, field="account_id")
+    raw = account.replace("%0A", "\n")
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": raw, "role_arn": f"arn:aws:iam::{raw}:role/SpotOptimizer-dev"})
+    assert_error(status, reply, 400)
+    _unchanged_but_rate_limits(before)
+    # API Gateway decodes a path parameter (the local test client does not): the route's own check must refuse it
+    from chalicelib.aws import accounts
+
+    assert not accounts.ACCOUNT_ID.match(raw)
+    assert not accounts.ROLE_ARN.match(f"arn:aws:iam::{raw}:role/SpotOptimizer-dev")
+
+
+def test_a_client_cannot_unbind_an_account_nor_force_it(make_tenant, admin):
+    """The attack: a client unbinds its account itself with ``?force=true`` (turning its agents' modes off is the
+    operator's call, and the unbinding closes the bus). 401, the binding stays."""
+    client_id, caller = make_tenant()
+    account = "123456789012"
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+    assert status == 201, reply
+    before = snapshot_tables()
+    status, reply = caller.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?force=true")
+    assert status == 401, reply
+    _unchanged_but_rate_limits(before)
+
+
+# --- the registration's retry digest and the agent quota --------------------------------------------------------
+
+
+def test_a_registration_replayed_by_another_tenant_answers_nothing_of_the_first(make_tenant):
+    """The attack: tenant B sends tenant A's registration byte for byte (same instance, logical id and body: the
+    retry digest of A's row is of this request). B's registration is scoped to B: the instance is A's (409
+    ``instance_conflict``), never A's agent id, config or action, and nothing of B's is written."""
+    a_id, a_caller = make_tenant()
+    _, b_caller = make_tenant()
+    body = registration()
+    status, first = a_caller.post("/api/agents/register", body)
+    assert status == 200 and first["action"] == "created", first
+    before = snapshot_tables()
+    status, reply = b_caller.post("/api/agents/register", body)
+    assert status == 409, reply
+    assert first["agent_id"] not in str(reply) and a_id not in str(reply)
+    _unchanged_but_rate_limits(before)
+    # A's own retry still answers as its first did (the digest is A's request, in A's partition)
+    status, again = a_caller.post("/api/agents/register", body)
+    assert status == 200 and again["agent_id"] == first["agent_id"] and again["action"] == "created", again
+
+
+def test_replaying_a_deleted_agents_registration_counts_toward_the_quota_again(make_tenant, admin):
+    """The attack: max_agents 1. Agent a registers; it is deleted; agent b registers (the client's one agent). The
+    client then replays a's first registration byte for byte, hoping its stored digest ("created", before any write
+    since) answers the first instead of counting a revival. 409 quota, nothing written: the digest only ever names
+    the action of a registration the quota already admitted."""
+    client_id, caller = make_tenant()
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": 1})
+    assert status == 200, reply
+    first = registration()
+    status, a = caller.post("/api/agents/register", first)
+    assert status == 200, a
+    status, reply = caller.call("DELETE", f"/api/client/agents/{a['agent_id']}")
+    assert status == 200, reply
+    status, b = caller.post("/api/agents/register", registration())
+    assert status == 200, b
+    before = snapshot_tables()
+    status, reply = caller.post("/api/agents/register", first)
+    assert_error(status, reply, 409)
+    assert "quota" in (reply.get("code") or "") or "max_agents" in reply["message"] or "agents" in reply["message"]
+    _unchanged_but_rate_limits(before)
+    assert agent_repo.get(client_id, a["agent_id"]).deleted
+
+
+def test_a_legacy_replay_of_a_registration_never_hands_out_an_agent_credential(tenant_with_agent):
+    """The attack: the agent's registration replayed without an identity document (the legacy protocol) to get a
+    fresh agent credential, or to keep the old one working while answering as the first. A legacy registration
+    answers no credential and leaves the agent's credential hash as it was."""
+    client_id, caller, agent_id, body = tenant_with_agent
+    hashed = AgentTable.get(client_id, agent_id, consistent_read=True).credential_hash
+    for _ in range(2):
+        status, reply = caller.post("/api/agents/register", body)
+        assert status == 200 and "agent_credential" not in reply and reply["verified"] is False, reply
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).credential_hash == hashed
+
+
+def test_a_registration_with_a_forged_digest_field_is_refused_or_ignored(tenant_with_agent):
+    """The attack: the body names the stored retry fields (``registration_digest``, ``registration_action``,
+    ``agent_admissions``) hoping a mass assignment makes the next registration answer ``created`` or resets the
+    quota guard. 400 (unknown fields) or ignored; the rows keep what the server wrote."""
+    client_id, caller, agent_id, body = tenant_with_agent
+    row = AgentTable.get(client_id, agent_id, consistent_read=True)
+    forged = {**body, "registration_digest": "0" * 64, "registration_action": "created", "agent_admissions": 0,
+              "last_force_switch_id": "cmd-x", "request_digest": "x"}
+    status, reply = caller.post("/api/agents/register", forged)
+    assert status in (200, 400), reply
+    after = AgentTable.get(client_id, agent_id, consistent_read=True)
+    assert after.registration_digest != "0" * 64 and after.last_force_switch_id == row.last_force_switch_id
+    if status == 200:
+        assert reply["action"] != "created"
+
+
+# --- the force-switch race guard, a disabled agent -----------------------------------------------------------------
+
+
+def test_a_tenant_cannot_touch_another_tenants_force_switch_guard(tenant_with_agent, make_tenant):
+    """The attack: tenant B force-switches tenant A's instance (hoping to set A's ``last_force_switch_id`` so A's own
+    force-switch loses its race forever) and disables A's agent. 404 each, A's agent row unchanged; A's
+    force-switch then queues."""
+    a_id, a_caller, agent_id, body = tenant_with_agent
+    _, b_caller = make_tenant()
+    row = AgentTable.get(a_id, agent_id, consistent_read=True)
+    before = snapshot_tables()
+    status, reply = b_caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                  {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 404, reply
+    status, reply = b_caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})
+    assert status == 404, reply
+    status, reply = b_caller.post(f"/api/client/agents/{agent_id}/config", {"enabled": False})
+    assert status == 404, reply
+    _unchanged_but_rate_limits(before)
+    after = AgentTable.get(a_id, agent_id, consistent_read=True)
+    assert (after.last_force_switch_id, after.config_version) == (row.last_force_switch_id, row.config_version)
+    status, reply = a_caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                  {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201 and reply["duplicate"] is False, reply
+
+
+def test_a_disabled_agent_polls_nothing_and_a_repeat_of_the_disabling_writes_nothing(tenant_with_agent):
+    """The attack: a client queues a force-switch, disables the agent, and the agent polls anyway (to run a switch
+    its operator stopped). The pending command was cancelled; the poll gets nothing; disabling again changes
+    nothing (no config_version bump)."""
+    client_id, caller, agent_id, body = tenant_with_agent
+    status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, reply
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"enabled": False})
+    assert status == 200, reply
+    version = AgentTable.get(client_id, agent_id, consistent_read=True).config_version
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and reply["commands"] == [], reply
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"enabled": False})
+    assert status == 200, reply
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).config_version == version
+    status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                {"target": "ondemand"})
+    assert_error(status, reply, 409, code="agent_disabled")
