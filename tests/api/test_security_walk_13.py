@@ -12,6 +12,7 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients as client_repo
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.api.test_agent_identity import verified  # noqa: F401,F811 - a fixture
 from tests.conftest import registration
 
 
@@ -240,3 +241,74 @@ def test_a_disabled_agent_polls_nothing_and_a_repeat_of_the_disabling_writes_not
     status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
                                 {"target": "ondemand"})
     assert_error(status, reply, 409, code="agent_disabled")
+
+
+# --- the standby create's request digest ----------------------------------------------------------------------------
+
+
+def _manual_agent(make_tenant):
+    from tests.api.test_ownership import manual
+    from tests.e2e.failover_support import register_agent
+
+    client_id, caller, agent_id, primary, itype = register_agent(make_tenant)
+    manual(caller, agent_id)
+    return client_id, caller, agent_id, itype
+
+
+def test_a_standby_create_repeated_by_another_tenant_or_for_another_agent_never_answers_the_first(make_tenant):
+    """The attack: tenant A created a standby (its row keeps the request's digest: the same body again answers 201
+    with that standby, a retry). Tenant B sends the same body for A's agent (404, nothing written), and A sends it
+    for its other agent: that agent gets its own standby (another replica, launched for it), never A's first one.
+    A different body for A's first agent is a second standby: 409 ``replica_exists``."""
+    from chalicelib.repositories import replicas as replica_repo
+
+    a_id, a_caller, agent_id, itype = _manual_agent(make_tenant)
+    body = {"tags": {"team": "web"}}
+    status, first = a_caller.post(f"/api/agents/{agent_id}/replicas", body)
+    assert status == 201 and first["instance_id"], first
+    held = replica_repo.get(agent_id, first["replica_id"])
+    assert held.request_digest
+
+    _, b_caller = make_tenant()
+    before = snapshot_tables()
+    status, reply = b_caller.post(f"/api/agents/{agent_id}/replicas", body)
+    assert status == 404 and first["replica_id"] not in str(reply), reply
+    _unchanged_but_rate_limits(before)
+
+    status, again = a_caller.post(f"/api/agents/{agent_id}/replicas", body)  # A's own retry: the same standby
+    assert status == 201 and again["replica_id"] == first["replica_id"], again
+    status, other = a_caller.post(f"/api/agents/{agent_id}/replicas", {"tags": {"team": "db"}})
+    assert_error(status, other, 409, code="replica_exists")
+
+    # B's own agent, same body: B's own standby (its digest is its own slot's, nothing of A's)
+    b_tenant = make_tenant
+    b_id, b_caller2, b_agent, _ = _manual_agent(b_tenant)
+    status, theirs = b_caller2.post(f"/api/agents/{b_agent}/replicas", body)
+    assert status == 201 and theirs["replica_id"] != first["replica_id"], theirs
+    assert theirs["instance_id"] != first["instance_id"]
+    assert replica_repo.get(b_agent, first["replica_id"]) is None
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/agents/{agent_id}/replicas", {}),
+    ("POST", "/api/agents/{agent_id}/replicas", {"tags": {"team": "web"}}),
+    ("GET", "/api/client/accounts", None),
+    ("POST", "/api/client/agents/{agent_id}/config", {"enabled": False}),
+    ("POST", "/api/admin/clients/{client_id}/external-id/rotate", None),
+    ("DELETE", "/api/admin/clients/{client_id}/accounts/123456789012?force=true", None),
+])
+def test_an_agent_credential_cannot_reach_the_client_and_operator_routes_of_this_walk(verified, method, path,  # noqa: F811
+                                                                                    body):
+    """The attack: a verified agent's credential (all an attacker on the instance holds) calls the standby create
+    (to reach its request-digest repeat), the client's accounts view (the pending ExternalId), its own config (to
+    disable itself and cancel its client's switches) and the operator's ExternalId and unbind routes. Refused
+    (403 ``agent_credential_refused`` on client routes, 401 on admin ones), nothing written."""
+    client_id, _, a, _ = verified
+    path = path.format(agent_id=a["agent_id"], client_id=client_id)
+    before = snapshot_tables()
+    status, reply = a["caller"].call(method, path, body)
+    if "/api/admin/" in path:
+        assert status == 401, reply
+    else:
+        assert_error(status, reply, 403, code="agent_credential_refused")
+    _unchanged_but_rate_limits(before)
