@@ -165,8 +165,9 @@ def _account_move(before, proven: str | None, instance_id: str) -> str | None:
     (bound: checked before) account moves the agent there, but not while it has active standbys in the old one:
     they could no longer be ended (409 ``account_changed``, naming them: delete them first). A legacy registration
     proves nothing: on an instance not known to be the agent's it cannot keep the account the agent was proven in
-    for an instance of unknown account (409 ``identity_document_required``); a restart on its own instance keeps it."""
-    if before is None or before.deleted or not before.account_id:
+    for an instance of unknown account (409 ``identity_document_required``); a restart on its own instance keeps it.
+    A deleted agent's revival is checked alike: it keeps the account too (and a standby a delete raced may run on)."""
+    if before is None or not before.account_id:
         return None
     if proven is None:
         if not _owned_instance(before.client_id, before, instance_id):

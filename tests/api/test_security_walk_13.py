@@ -13,6 +13,7 @@ from chalicelib.repositories import clients as client_repo
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.api.test_agent_identity import verified  # noqa: F401,F811 - a fixture
+from tests.api.test_ownership import assume_role_tenancy  # noqa: F401 - a fixture
 from tests.conftest import registration
 
 
@@ -312,3 +313,34 @@ def test_an_agent_credential_cannot_reach_the_client_and_operator_routes_of_this
     else:
         assert_error(status, reply, 403, code="agent_credential_refused")
     _unchanged_but_rate_limits(before)
+
+
+# --- a deleted verified agent's revival ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("aws_signs_locally", "assume_role_tenancy")
+def test_a_legacy_revival_of_a_deleted_verified_agent_on_another_instance_does_not_keep_its_account(admin,
+                                                                                                   make_tenant):
+    """The attack: the check that a legacy registration (no identity document) on an instance not the agent's does
+    not keep the account the agent was verified in (409 ``identity_document_required``) skipped a deleted agent.
+    So: delete the verified agent, register its logical id again without a document on any instance id: before the
+    fix the revived agent kept the proven account (200, ``account_id`` still the old one), and the product would
+    launch, hand over and retire in that account for an instance of unknown account. Now 409, nothing written (a
+    verified revival proves its account, and moves it as a live agent's does)."""
+    from tests.api.test_security_walk_12 import _standby_in_second_account
+    from tests.e2e.failover_support import REGION, ZONES
+
+    client_id, caller, agent_id, _ = _standby_in_second_account(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+    assert status == 200, reply
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/legacy-agents", {"enabled": True})
+    assert status == 200, reply
+    before = snapshot_tables()
+
+    status, reply = caller.post("/api/agents/register", registration(
+        instance_type=agent.instance_type, region=REGION, az=ZONES[0], logical_agent_id=agent.logical_agent_id))
+
+    assert_error(status, reply, 409, code="identity_document_required", field="identity_document")
+    _unchanged_but_rate_limits(before)
+    assert agent_repo.get(client_id, agent_id).deleted
