@@ -344,3 +344,46 @@ def test_a_legacy_revival_of_a_deleted_verified_agent_on_another_instance_does_n
     assert_error(status, reply, 409, code="identity_document_required", field="identity_document")
     _unchanged_but_rate_limits(before)
     assert agent_repo.get(client_id, agent_id).deleted
+
+
+# --- odd bodies and parameters on the operator's new routes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["not json", "[]", '{"pending_external_id": "mine", "external_id": "mine"}',
+                                 '{"x": "' + "é" * 200_000 + '"}', "\udcff".encode("utf-8", "surrogatepass").decode(
+                                     "latin-1")])
+@pytest.mark.parametrize("method, suffix", EXTERNAL_ID_ROUTES)
+def test_odd_bodies_on_the_external_id_routes_never_set_the_id_nor_500(make_tenant, admin, method, suffix, raw):
+    """The attack (with the operator's key, as a compromised console would send): a body naming the ids to set, not
+    JSON, a JSON array, a huge unicode body, invalid UTF-8. The routes take no body: never a 500, the pending id is
+    always the server's own (24 random bytes), never the body's."""
+    client_id, _ = make_tenant()
+    status, reply = admin.call(method, f"/api/admin/clients/{client_id}{suffix}", raw=raw)
+    assert status < 500, reply
+    client = client_repo.require(client_id)
+    assert "mine" not in (client.pending_external_id or "", client.external_id or "")
+    if status < 400:
+        assert isinstance(reply, dict) and reply.get("client_id") == client_id
+
+
+@pytest.mark.parametrize("query", ["force=true&force=maybe", "force=maybe&force=true", "force", "force=%00",
+                                   "force=true%00"])
+def test_a_repeated_or_broken_force_parameter_is_never_a_silent_force(make_tenant, admin, query):
+    """The attack: ``force`` given twice (one parser takes the first, another the last), empty, or with a NUL. Never
+    a 500; whatever is answered, an account with live agents is not unbound unless the parameter was plainly true."""
+    from tests.api.test_security_walk_12 import SECOND  # noqa: F401 - the account name space
+
+    client_id, caller = make_tenant()
+    account = "123456789012"
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+    assert status == 201, reply
+    status, reply = caller.post("/api/agents/register", registration())  # a live agent, in the single binding
+    assert status == 200, reply
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?{query}")
+    assert status < 500, reply
+    bound = [b["account_id"] for b in client_repo.require(client_id).aws_accounts]
+    if status == 200:
+        assert query.endswith("force=true") or query.startswith("force=true&"), (query, reply)
+    else:
+        assert bound == [account], (query, status, reply)
