@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from components.replica_coordinator import ReplicaStatus
 
-from chalicelib import auth, replicas, tenancy
+from chalicelib import auth, command_queue, replicas, tenancy
 from chalicelib.aws import accounts, event_bus
 from chalicelib.api.common import ApiBlueprint, admin_request, ok, utcnow
 from chalicelib.api.inputs import bool_param
@@ -260,10 +260,13 @@ def _in_use(use: tenancy.AccountUse) -> str:
 
 
 def _release(client, account_id: str, use: tenancy.AccountUse, now) -> dict:
-    """A forced unbinding's work in the account, before the binding goes: the agents stop, the standbys are retired
-    (each on its own: one that EC2 refuses is reported, not fatal), and the client is told."""
+    """A forced unbinding's work in the account, before the binding goes: the agents stop (their pending commands
+    cancelled), the standbys are retired (each on its own: one that EC2 refuses is reported, not fatal), and the
+    client is told."""
     for agent in use.agents:
         agents.leave_account(agent, account_id, now)
+        # disabled, it is delivered nothing: a switch still pending would wait for ever, then run once re-enabled
+        command_queue.cancel_pending(agent, now, f"account {account_id} was unbound from the client")
     standbys = []
     for replica in use.standbys:
         entry = {"replica_id": replica.replica_id, "agent_id": replica.agent_id, "instance_id": replica.instance_id}

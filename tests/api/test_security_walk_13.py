@@ -387,3 +387,37 @@ def test_a_repeated_or_broken_force_parameter_is_never_a_silent_force(make_tenan
         assert query.endswith("force=true") or query.startswith("force=true&"), (query, reply)
     else:
         assert bound == [account], (query, status, reply)
+
+
+# --- what a forced unbinding leaves queued -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("aws_signs_locally", "assume_role_tenancy")
+def test_a_forced_unbinding_cancels_the_agents_pending_switches(admin, make_tenant):
+    """The attack: the client queues a force-switch of its agent in an account, the operator force-unbinds that
+    account (the agent's modes off, ``enabled`` false: it is delivered nothing). Before the fix the switch stayed
+    pending, counted against the agent's queue for ever, and was delivered — a switch queued for an account the
+    product no longer works in — as soon as the client enabled the agent again. Now it is cancelled with the
+    reason, as disabling the agent does, and the re-enabled agent polls nothing."""
+    from chalicelib import bootstrap
+    from components.command_tracker import CommandStatus
+    from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    status, reply = caller.post(f"/api/client/instances/{agent.instance_id}/force-switch", {"target": "ondemand"})
+    assert status == 201, reply
+    command_id = reply["command"]["id"]
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200, reply
+
+    command = bootstrap.command_store().get(agent_id, command_id)
+    assert command.status is CommandStatus.CANCELLED and "unbound" in (command.message or ""), command
+    assert int(AgentTable.get(client_id, agent_id, consistent_read=True).active_commands or 0) == 0
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
+    assert status == 200, reply
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status in (200, 403), reply  # the client token may be refused on agent routes (no legacy mode)
+    if status == 200:
+        assert reply["commands"] == [], reply
