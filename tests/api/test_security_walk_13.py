@@ -421,3 +421,16 @@ def test_a_forced_unbinding_cancels_the_agents_pending_switches(admin, make_tena
     assert status in (200, 403), reply  # the client token may be refused on agent routes (no legacy mode)
     if status == 200:
         assert reply["commands"] == [], reply
+
+
+def test_a_registration_replayed_after_legacy_mode_went_off_needs_the_identity_document(tenant_with_agent, admin):
+    """The attack: a registration made while the client ran in legacy agent mode, replayed byte for byte after the
+    operator turned legacy mode off, hoping its stored digest answers it as the first (a retry) before the
+    identity check. The identity check runs first on every registration: refused, nothing written."""
+    client_id, caller, agent_id, body = tenant_with_agent
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/legacy-agents", {"enabled": False})
+    assert status == 200, reply
+    before = snapshot_tables()
+    status, reply = caller.post("/api/agents/register", body)
+    assert_error(status, reply, 400, code="identity_document_required", field="identity_document")
+    _unchanged_but_rate_limits(before)
