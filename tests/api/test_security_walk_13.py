@@ -434,3 +434,12 @@ def test_a_registration_replayed_after_legacy_mode_went_off_needs_the_identity_d
     status, reply = caller.post("/api/agents/register", body)
     assert_error(status, reply, 400, code="identity_document_required", field="identity_document")
     _unchanged_but_rate_limits(before)
+
+
+@pytest.mark.parametrize("client_id", ["x" * 3000, "%F0%9F%98%80", "cl-" + "é" * 900, "%00"])
+@pytest.mark.parametrize("method, suffix", [*EXTERNAL_ID_ROUTES, ("DELETE", "/accounts/123456789012?force=true")])
+def test_odd_client_ids_on_the_new_operator_routes_are_400(admin, client_id, method, suffix):
+    """The attack: a 3000-character, emoji, accented or NUL client id on the ExternalId and forced-unbind routes (a
+    DynamoDB key over its size limit would be a ValidationException: 500). 400 on ``client_id``, nothing read."""
+    status, reply = admin.call(method, f"/api/admin/clients/{client_id}{suffix}")
+    assert_error(status, reply, 400, field="client_id")
