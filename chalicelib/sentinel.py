@@ -207,7 +207,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
         return {"action": "ignored", "reason": "agent deleted"}
     if signal.source is SignalSource.EVENTBRIDGE and not _from_instance_account(agent, signal):
         return {"action": "ignored", "reason": "the event's account is not the instance's account"}
-    if signal.source is SignalSource.EVENTBRIDGE and (dropped := _from_unbound_account(agent, signal)):
+    if dropped := _from_unbound_account(agent, signal):
         return dropped
     if instance.role == "standby":
         return _standby_signal(agent, instance, signal, now)
@@ -263,13 +263,17 @@ UNBOUND_ACCOUNT = "the instance's account is no longer bound to its client"
 
 
 def _from_unbound_account(agent: AgentRecord, signal: Signal) -> dict[str, Any] | None:
-    """The ignored answer for an event from the agent's verified account once its client has unbound it, else None.
+    """The ignored answer for an event from the agent's verified (or pinned) account once its client has unbound it,
+    else None.
 
     The account may still forward events for a while (its stack's rules, a queued event, another client binding it
     keeps the bus open), but the product can no longer act there: a failover would only fail ``account_not_bound``.
     Dropped before any claim, recorded once per event (the audit event is keyed on the event id and its detection
-    time; the powertools idempotency returns the stored answer to a redelivery anyway) and counted."""
-    if not agent.account_id or signal.account != agent.account_id:
+    time; the powertools idempotency returns the stored answer to a redelivery anyway) and counted. The agent's own
+    signals (its routes: a termination notice, a rebalance) and its client's are of the agent's account: dropped
+    alike (an agent a forced unbinding cut off could otherwise still start a failover there)."""
+    account = signal.account if signal.source is SignalSource.EVENTBRIDGE else agent.account_id
+    if not agent.account_id or account != agent.account_id:
         return None
     try:
         tenancy.for_agent(agent)
@@ -278,10 +282,10 @@ def _from_unbound_account(agent: AgentRecord, signal: Signal) -> dict[str, Any] 
     else:
         return None
     logger.warning("event from an unbound account ignored",
-                   extra={"event_id": signal.event_id, "event_account": signal.account, "client_id": agent.client_id,
-                          "agent_id": agent.agent_id, "instance_id": signal.instance_id})
+                   extra={"event_id": signal.event_id, "event_account": account, "source": signal.source.value,
+                          "client_id": agent.client_id, "agent_id": agent.agent_id, "instance_id": signal.instance_id})
     activity.record_event("event_ignored", f"{signal.kind.value} for {signal.instance_id} ignored: account "
-                          f"{signal.account} is no longer bound", signal.detected_at, severity="warning",
+                          f"{account} is no longer bound", signal.detected_at, severity="warning",
                           client_id=agent.client_id, agent_id=agent.agent_id, instance_id=signal.instance_id,
                           metadata={"event_id": signal.event_id, "reason": "account_not_bound"},
                           once=f"event_ignored:{signal.event_id or signal.instance_id}")

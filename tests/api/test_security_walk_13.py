@@ -439,3 +439,27 @@ def test_odd_client_ids_on_the_new_operator_routes_are_400(admin, client_id, met
     DynamoDB key over its size limit would be a ValidationException: 500). 400 on ``client_id``, nothing read."""
     status, reply = admin.call(method, f"/api/admin/clients/{client_id}{suffix}")
     assert_error(status, reply, 400, field="client_id")
+
+
+@pytest.mark.usefixtures("aws_signs_locally", "assume_role_tenancy", "failover_machine")
+def test_an_agent_cut_off_by_a_forced_unbinding_cannot_start_a_failover_there(admin, make_tenant):
+    """The attack: the operator force-unbinds the account an agent runs in (its modes off, its account pinned: "no
+    longer managed"); the agent (or whoever holds its credential) then reports a termination notice for its
+    instance. The sentinel dropped such a signal when EventBridge brought it, but not from the agent's own route:
+    before the fix a failover workflow started (an interruption row, a Step Functions execution) to act in an
+    account the product no longer has a role for. Now it is ignored as the EventBridge event is, nothing
+    recorded as an interruption."""
+    from chalicelib.sentinel import UNBOUND_ACCOUNT
+    from chalicelib.tables import InterruptionTable
+    from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
+
+    client_id, caller, agent_id, _ = _standby_in_second_account(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200, reply
+
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination-imminent", {"instance_id": agent.instance_id})
+
+    assert status < 300 and reply["success"] is False and reply["action"] == "ignored", reply
+    assert reply.get("reason") == UNBOUND_ACCOUNT or UNBOUND_ACCOUNT in reply.get("message", ""), reply
+    assert list(InterruptionTable.query(client_id)) == []
