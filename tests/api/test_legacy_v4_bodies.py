@@ -454,3 +454,34 @@ def test_one_heartbeat_saying_ondemand_on_a_spot_instance_does_not_flip_its_reco
     assert mode() == "spot"
     assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
     assert mode() == "spot"
+
+
+def test_a_v4_registration_hiccup_is_corrected_by_its_heartbeats_that_agree(make_tenant):
+    """GIVEN a v4 agent whose registration said ``mode: ondemand`` on a spot instance (v4 reports ``ondemand`` when
+    both IMDS's lifecycle and DescribeInstances fail: a first-boot hiccup at registration)
+    WHEN its heartbeats say ``spot`` (what v4 reads each beat once IMDS answers)
+    THEN a single contradicting beat is not written, but the next one that says the same is: the recorded mode is
+    spot (the registration's word is no better than the heartbeat's; it used to stay ondemand for the instance's
+    life, so decisions and savings read an on-demand agent)."""
+    client_id, caller = make_tenant()
+    logical, instance_id = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register",
+                                v4_registration(instance_id, logical, "eu-west-1a") | {"mode": "ondemand"})
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+
+    def mode() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).current_mode
+
+    assert mode() == "ondemand"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "ondemand"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "spot"
+    # and a later single hiccup does not flip it back
+    hiccup = v4_heartbeat(instance_id, "eu-west-1a") | {"mode": "ondemand"}
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)[0] == 200
+    assert mode() == "spot"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)[0] == 200
+    assert mode() == "spot"
