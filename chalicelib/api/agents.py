@@ -192,7 +192,7 @@ ADMISSION_ATTEMPTS = 8  # a fleet booting together: a round that loses the race 
 def _register_within_quota(client, reg: Registration, now, *, vet, **kwargs):
     """``agents.register`` under the agent quota (a deleted agent registering again counts as a new one) and
     ``vet(before)`` (409s of the agent as it stands, before anything is written; its answer is returned): the
-    count and the write are checked again whenever another registration added an agent in between
+    count and the write are checked again whenever other registrations took the room this one counted in between
     (``AdmissionRaced``), with a short jittered back-off. Returns the agent before, what ``vet`` answered, the
     agent and the plan."""
     for attempt in range(ADMISSION_ATTEMPTS):

@@ -265,9 +265,10 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
     ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
     it again (an agent that registers in another protocol under the same logical id runs them).
 
-    ``admission`` (``quotas.check_agents``'s answer) is the client row's ``agent_admissions`` read before the
-    agent quota was counted: a registration that adds an agent (new or revived) bumps it on the condition that it
-    is unchanged, else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
+    ``admission`` (``quotas.check_agents``'s answer) is the ceiling of the client row's ``agent_admissions`` for
+    this registration (its value read before the agent quota was counted, plus the room the count left): a
+    registration that adds an agent (new or revived) bumps it on the condition that it is not past the ceiling,
+    else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
 
     ``digest`` (of the request) is stored with the answer's action: the same request again before the agent's next
     heartbeat answers that action (a retried "created" stays "created", not "refreshed").
@@ -295,7 +296,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
-            if admission is not None and _admission(client.client_id) != admission:
+            if admission is not None and _admission(client.client_id) > admission:
                 raise AdmissionRaced("another registration changed the client's agents meanwhile") from exc
             if attempt == 2:
                 raise ConflictError("agent registration raced with another call, retry") from exc
@@ -403,12 +404,10 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
         tx.save(instance, condition=instance_condition)
-        if admission is not None:  # the agent quota's guard (quotas.check_agents)
-            unchanged = ClientTable.agent_admissions == admission
-            if not admission:
-                unchanged |= ClientTable.agent_admissions.does_not_exist()
+        if admission is not None:  # the agent quota's guard (quotas.check_agents: the ceiling of admissions)
+            within = (ClientTable.agent_admissions <= admission) | ClientTable.agent_admissions.does_not_exist()
             tx.update(ClientTable(client.client_id), actions=[ClientTable.agent_admissions.add(1)],
-                      condition=ClientTable.client_id.exists() & unchanged)
+                      condition=ClientTable.client_id.exists() & within)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),

@@ -485,3 +485,57 @@ def test_a_v4_registration_hiccup_is_corrected_by_its_heartbeats_that_agree(make
     assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
     assert caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)[0] == 200
     assert mode() == "spot"
+
+
+def test_a_v4_fleet_booting_together_near_the_agent_quota_registers_every_agent_the_quota_allows(
+        admin, make_tenant, monkeypatch):
+    """GIVEN a client with max_agents 13 and one agent, and a v4 fleet of 12 more booting together (an ASG or a
+    Terraform apply: v4 registers once at start and exits if that fails, the real v4 never retries a 409)
+    WHEN every registration of each round counts the client's agents before any of that round writes (the worst
+    burst: as many Lambda containers as agents)
+    THEN all 12 land (200, 13 agents: the quota has room for each), and a 14th is 409 quota_exceeded. Before, the
+    quota's guard was a version of the client row: each round admitted one registration and the others counted
+    again, so after 8 rounds the 9th..12th agents got 409 ``conflict`` and exited."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    from chalicelib import quotas
+
+    # DynamoDB runs a transaction serializably; moto applies it item by item (tests/api/test_replicas.py does the same)
+    serial, real_transact = threading.Lock(), DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, *args, **kwargs):
+        with serial:
+            return real_transact(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", transact_write_items)
+    fleet = 12
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": fleet + 1})[0] == 200
+    assert caller.post("/api/agents/register", registration())[0] == 200
+    real_check, lock, rounds, seen = quotas.check_agents, threading.Lock(), {}, threading.local()
+
+    def counted_together(*args, **kwargs):
+        found = real_check(*args, **kwargs)
+        n = getattr(seen, "n", 0)
+        seen.n = n + 1
+        with lock:  # round n: the registrations still contending (one per earlier round landed at worst)
+            barrier = rounds.setdefault(n, threading.Barrier(max(fleet - n, 1), timeout=5))
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return found
+
+    monkeypatch.setattr(quotas, "check_agents", counted_together)
+    bodies = [v4_registration(new_instance_id(), f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a") for _ in range(fleet)]
+    with ThreadPoolExecutor(fleet) as pool:
+        answers = list(pool.map(lambda body: caller.post("/api/agents/register", body), bodies))
+    monkeypatch.undo()
+    assert [status for status, _ in answers] == [200] * fleet, [r for s, r in answers if s != 200]
+    assert len({reply["agent_id"] for _, reply in answers}) == fleet
+    assert sum(1 for _ in AgentTable.query(client_id)) == fleet + 1
+    status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), "one-more", "eu-west-1a"))
+    assert_error(status, reply, 409, code="quota_exceeded")
