@@ -490,52 +490,80 @@ def test_a_v4_registration_hiccup_is_corrected_by_its_heartbeats_that_agree(make
 def test_a_v4_fleet_booting_together_near_the_agent_quota_registers_every_agent_the_quota_allows(
         admin, make_tenant, monkeypatch):
     """GIVEN a client with max_agents 13 and one agent, and a v4 fleet of 12 more booting together (an ASG or a
-    Terraform apply: v4 registers once at start and exits if that fails, the real v4 never retries a 409)
-    WHEN every registration of each round counts the client's agents before any of that round writes (the worst
-    burst: as many Lambda containers as agents)
-    THEN all 12 land (200, 13 agents: the quota has room for each), and a 14th is 409 quota_exceeded. Before, the
-    quota's guard was a version of the client row: each round admitted one registration and the others counted
-    again, so after 8 rounds the 9th..12th agents got 409 ``conflict`` and exited."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from moto.dynamodb.models import DynamoDBBackend
-
+    Terraform apply: v4 registers once at start and exits if that fails; no v4 build resends a 409)
+    WHEN one registration of the burst is overtaken after each of its counts by another of the fleet landing (as
+    many Lambda containers as agents: the slowest of a burst)
+    THEN it lands too, and so do the rest: 13 agents (the quota has room for each), and a 14th is 409
+    quota_exceeded. Before, the quota's guard was the version of the client row: a registration overtaken counted
+    again, and after 8 rounds got 409 ``conflict`` (the v4 agent exited) while the quota still had room."""
     from chalicelib import quotas
 
-    # DynamoDB runs a transaction serializably; moto applies it item by item (tests/api/test_replicas.py does the same)
-    serial, real_transact = threading.Lock(), DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self, *args, **kwargs):
-        with serial:
-            return real_transact(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", transact_write_items)
     fleet = 12
     client_id, caller = make_tenant()
     assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": fleet + 1})[0] == 200
     assert caller.post("/api/agents/register", registration())[0] == 200
-    real_check, lock, rounds, seen = quotas.check_agents, threading.Lock(), {}, threading.local()
+    bodies = [v4_registration(new_instance_id(), f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a") for _ in range(fleet)]
+    slow, others = bodies[0], list(bodies[1:])
+    real_check, answers, inside = quotas.check_agents, {}, []
 
-    def counted_together(*args, **kwargs):
+    def overtaken(*args, **kwargs):
         found = real_check(*args, **kwargs)
-        n = getattr(seen, "n", 0)
-        seen.n = n + 1
-        with lock:  # round n: the registrations still contending (one per earlier round landed at worst)
-            barrier = rounds.setdefault(n, threading.Barrier(max(fleet - n, 1), timeout=5))
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            pass
+        if not inside and others:  # the slow one counted: another of the fleet registers whole before it writes
+            inside.append(True)
+            body = others.pop(0)
+            answers[body["logical_agent_id"]] = caller.post("/api/agents/register", body)
+            inside.clear()
         return found
 
-    monkeypatch.setattr(quotas, "check_agents", counted_together)
-    bodies = [v4_registration(new_instance_id(), f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a") for _ in range(fleet)]
-    with ThreadPoolExecutor(fleet) as pool:
-        answers = list(pool.map(lambda body: caller.post("/api/agents/register", body), bodies))
+    monkeypatch.setattr(quotas, "check_agents", overtaken)
+    answers[slow["logical_agent_id"]] = caller.post("/api/agents/register", slow)
     monkeypatch.undo()
-    assert [status for status, _ in answers] == [200] * fleet, [r for s, r in answers if s != 200]
-    assert len({reply["agent_id"] for _, reply in answers}) == fleet
+    for body in others:  # the rest of the fleet
+        answers[body["logical_agent_id"]] = caller.post("/api/agents/register", body)
+    assert [status for status, _ in answers.values()] == [200] * fleet, [r for s, r in answers.values() if s != 200]
+    assert len({reply["agent_id"] for _, reply in answers.values()}) == fleet
     assert sum(1 for _ in AgentTable.query(client_id)) == fleet + 1
     status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), "one-more", "eu-west-1a"))
     assert_error(status, reply, 409, code="quota_exceeded")
+
+
+def test_a_v4_agent_whose_account_was_pinned_registers_its_own_switchs_replacement(make_tenant):
+    """GIVEN a v4 agent whose AWS account is pinned (a forced unbinding pins a legacy agent's account,
+    ``agents.leave_account``; the client then bound it again and re-enabled the agent) and a switch of its instance
+    delivered to it (v4 launches the replacement itself, with its instance's credentials: in the same account)
+    WHEN the replacement's v4 agent registers under the same logical id, before any switch report (v4 registers on
+    boot; under auto-terminate the old one never reports), with no identity document (v4 has none)
+    THEN 200: the same agent on the new instance, its account kept, and the switch inferred. Before, a legacy
+    registration on an instance not known to be the agent's was 409 ``identity_document_required`` whenever the
+    agent had an account: v4 exits on a failed registration, and the agent never registered again."""
+    from components.command_tracker import enqueue, new_command
+
+    from chalicelib import bootstrap
+    from chalicelib.repositories import agents as agent_repo
+
+    client_id, caller = make_tenant()
+    logical, old = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    agent_repo.leave_account(agent_repo.require(client_id, agent_id), "111122223333", now_utc())
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
+    assert status == 200, reply
+    cmd = new_command(command_id=f"cmd-{uuid.uuid4().hex[:8]}", client_id=client_id, agent_id=agent_id,
+                      command_type="switch", priority=75, now=now_utc(), target_mode="ondemand", instance_id=old,
+                      terminate_wait_seconds=300)
+    enqueue(bootstrap.command_store(), cmd)
+    status, polled = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and [c["id"] for c in polled["commands"]] == [cmd.command_id], polled
+
+    new = new_instance_id()
+    status, reply = caller.post("/api/agents/register",
+                                v4_registration(new, logical, "eu-west-1a") | {"mode": "ondemand"})
+
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    agent = agent_repo.require(client_id, agent_id)
+    assert agent.instance_id == new and agent.account_id == "111122223333"
+    assert bootstrap.command_store().get(agent_id, cmd.command_id).status.value == "completed"
+    # a registration on an instance no switch of the agent launched still proves nothing: 409, as before
+    status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="identity_document_required")
