@@ -567,3 +567,52 @@ def test_a_v4_agent_whose_account_was_pinned_registers_its_own_switchs_replaceme
     # a registration on an instance no switch of the agent launched still proves nothing: 409, as before
     status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), logical, "eu-west-1a"))
     assert_error(status, reply, 409, code="identity_document_required")
+
+
+def test_v4_after_a_switch_to_ondemand_heartbeats_ondemand_on_its_new_instance(make_tenant):
+    """GIVEN a v4 agent on spot instance A force-switched to on-demand without a terminate wait (auto-terminate off:
+    A and its v4 agent keep running)
+    WHEN B's v4 agent registers (``mode: ondemand``) and heartbeats ondemand, A's agent reports the switch, posts the
+    result and keeps heartbeating A as spot
+    THEN the agent is on B, on-demand, throughout: B's heartbeats are written as ever (they agree with its
+    registration), and A's spot heartbeats never bring the spot mode back (the heartbeat's mode check reads the
+    agent's instance, not the kept one)."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/settings", {"auto_terminate_enabled": False})[0] == 200
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch", {"target": "ondemand"})
+    assert status == 201, queued
+    [command] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    assert command["target_mode"] == "ondemand" and command["terminate_wait_seconds"] == 0, command
+
+    def row():
+        return AgentTable.get(client_id, agent_id, consistent_read=True)
+
+    ondemand_beat = v4_heartbeat(new, "eu-west-1a") | {"mode": "ondemand"}
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1a") | {"mode": "ondemand"})
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    for _ in range(2):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", ondemand_beat)[0] == 200
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+        assert (row().instance_id, row().current_mode) == (new, "ondemand")
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
+        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "ondemand", "pool_id": None},
+        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.107},
+        "timing": {"switch_initiated_at": iso(shifted(-400)), "new_instance_launched_at": iso(shifted(-390)),
+                   "new_instance_ready_at": iso(shifted(-100)), "traffic_switched_at": iso(shifted(-98))},
+        "trigger": "manual"})
+    assert status == 200, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "Switch completed"})
+    assert status == 200, reply
+    for _ in range(2):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", ondemand_beat)[0] == 200
+    assert (row().instance_id, row().current_mode, row().status) == (new, "ondemand", "online")
+    assert InstanceTable.get(new).mode == "ondemand"
