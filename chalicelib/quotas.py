@@ -92,9 +92,12 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
     agents (kept ``AGENT_RETENTION_DAYS`` for their history, then removed by the data cleaner): register and
     delete must not grow the client's partition without bound. One read of the client's partition for both.
 
-    Returns the client row's ``agent_admissions`` read before the count: the registration's write bumps it on
-    the condition that it is unchanged (``agents.register``), so a registration counted concurrently makes it
-    count again instead of both passing the quota."""
+    Returns the highest value of the client row's ``agent_admissions`` (a counter every admitted registration
+    bumps) at which this registration may still be written: its value read before the count, plus the room the
+    count left beyond this registration. The write bumps it on that condition (``agents.register``): registrations
+    counted concurrently all land while the quota has room for each (a v4 fleet booting together), and the ones
+    past it count again (and are refused) instead of all passing the quota. An admission counted but not bumped
+    (a stale read of the client row) only lowers the ceiling."""
     client = clients.get(client_id)
     admission = client.agent_admissions if client else 0
     cap = int(limits(client_id, own=dict(client.limits) if client else {})["max_agents"])
@@ -107,7 +110,7 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
         raise QuotaExceeded(f"{kept} deleted agents are kept ({settings.agent_retention_days} days, for their "
                             f"history; limit {settings.quota_max_deleted_agents}): register under a deleted "
                             "agent's logical id to reuse it, or ask the operator")
-    return admission
+    return admission + (cap - count - adding)
 
 
 def live_instances(client_id: str) -> int:

@@ -125,7 +125,7 @@ def register():
     digest = hashlib.sha256(json.dumps([client.client_id, runs_commands, raw_json(_request())], sort_keys=True,
                                        default=str).encode()).hexdigest()
     before, moved_from, agent, plan = _register_within_quota(
-        client, reg, now, vet=lambda before: _account_move(before, proven, reg.instance_id), types=types,
+        client, reg, now, vet=lambda before: _account_move(before, proven, reg), types=types,
         identity=identity, runs_commands=runs_commands, digest=digest)
     if claim is not None:
         _claim_ended(claim, agent, now)
@@ -156,7 +156,7 @@ def register():
     return ok(reply)
 
 
-def _account_move(before, proven: str | None, instance_id: str) -> str | None:
+def _account_move(before, proven: str | None, reg: Registration) -> str | None:
     """The agent's previous verified account when this registration moves it to the account ``proven`` (audited by
     the caller), else None; 409 when the move would leave the product acting in the wrong account.
 
@@ -165,12 +165,14 @@ def _account_move(before, proven: str | None, instance_id: str) -> str | None:
     (bound: checked before) account moves the agent there, but not while it has active standbys in the old one:
     they could no longer be ended (409 ``account_changed``, naming them: delete them first). A legacy registration
     proves nothing: on an instance not known to be the agent's it cannot keep the account the agent was proven in
-    for an instance of unknown account (409 ``identity_document_required``); a restart on its own instance keeps it.
-    A deleted agent's revival is checked alike: it keeps the account too (and a standby a delete raced may run on)."""
+    for an instance of unknown account (409 ``identity_document_required``); a restart on its own instance keeps it,
+    and so does the replacement its own switch launched (``_own_switch_lands``: a legacy agent launches it with its
+    instance's credentials, in the same account, and registers it before reporting, if it reports at all). A deleted
+    agent's revival is checked alike: it keeps the account too (and a standby a delete raced may run on)."""
     if before is None or not before.account_id:
         return None
     if proven is None:
-        if not _owned_instance(before.client_id, before, instance_id):
+        if not _owned_instance(before.client_id, before, reg.instance_id) and not _own_switch_lands(before, reg):
             raise ConflictError(f"this agent was verified in AWS account {before.account_id}; a registration on "
                                 "another instance must carry that instance's identity document and signature",
                                 field="identity_document", code="identity_document_required")
@@ -187,13 +189,32 @@ def _account_move(before, proven: str | None, instance_id: str) -> str | None:
     return before.account_id
 
 
+def _own_switch_lands(before, reg: Registration) -> bool:
+    """True when ``reg`` (a legacy registration) may be the replacement the agent's own switch launched: a switch
+    command of the instance the agent is on, delivered (executing, or completed successfully: its report may have
+    been refused), whose target the new instance matches (mode, and the zone for spot), as ``_unreported_switch``
+    reads it."""
+    store = bootstrap.command_store()
+    mode = reg.mode.value
+    for cmd in [*store.active_for_agent(before.agent_id, 50), *store.history(before.agent_id, _LOST_REPORT_LOOKBACK)]:
+        if cmd.command_type not in SWITCH_TYPES or cmd.instance_id != before.instance_id or cmd.leased_at is None:
+            continue
+        if not (cmd.status is CommandStatus.EXECUTING
+                or (cmd.status is CommandStatus.COMPLETED and cmd.success is not False)):
+            continue
+        if mode in (cmd.target_mode, "unknown") and (
+                cmd.target_mode != "spot" or parse_pool_id(cmd.target_pool_id)[1] == reg.az):
+            return True
+    return False
+
+
 ADMISSION_ATTEMPTS = 8  # a fleet booting together: a round that loses the race counts and writes again
 
 
 def _register_within_quota(client, reg: Registration, now, *, vet, **kwargs):
     """``agents.register`` under the agent quota (a deleted agent registering again counts as a new one) and
     ``vet(before)`` (409s of the agent as it stands, before anything is written; its answer is returned): the
-    count and the write are checked again whenever another registration added an agent in between
+    count and the write are checked again whenever other registrations took the room this one counted in between
     (``AdmissionRaced``), with a short jittered back-off. Returns the agent before, what ``vet`` answered, the
     agent and the plan."""
     for attempt in range(ADMISSION_ATTEMPTS):

@@ -96,6 +96,7 @@ class AgentRecord:
     registration_action: str | None = None
     registration_at: datetime | None = None
     updated_at: datetime | None = None
+    heartbeat_mode_disputed: str | None = None  # a contradicting heartbeat mode awaiting its confirmation
 
     def repeats_registration(self, digest: str | None) -> str | None:
         """What the last registration answered when ``digest`` is its request again and nothing wrote the agent
@@ -179,6 +180,7 @@ def _record(row: AgentTable) -> AgentRecord:
         last_force_switch_id=row.last_force_switch_id,
         registration_digest=row.registration_digest, registration_action=row.registration_action,
         registration_at=row.registration_at, updated_at=row.updated_at,
+        heartbeat_mode_disputed=row.heartbeat_mode_disputed,
     )
 
 
@@ -263,9 +265,10 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
     ``runs_commands`` False records an agent that cannot run commands (spot_agent.py); each registration says
     it again (an agent that registers in another protocol under the same logical id runs them).
 
-    ``admission`` (``quotas.check_agents``'s answer) is the client row's ``agent_admissions`` read before the
-    agent quota was counted: a registration that adds an agent (new or revived) bumps it on the condition that it
-    is unchanged, else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
+    ``admission`` (``quotas.check_agents``'s answer) is the ceiling of the client row's ``agent_admissions`` for
+    this registration (its value read before the agent quota was counted, plus the room the count left): a
+    registration that adds an agent (new or revived) bumps it on the condition that it is not past the ceiling,
+    else ``AdmissionRaced`` (so is one adding an agent the caller did not count: check again).
 
     ``digest`` (of the request) is stored with the answer's action: the same request again before the agent's next
     heartbeat answers that action (a retried "created" stays "created", not "refreshed").
@@ -293,7 +296,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
                 _refuse_known_instance(client, reg)
                 raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                     code="instance_conflict") from exc
-            if admission is not None and _admission(client.client_id) != admission:
+            if admission is not None and _admission(client.client_id) > admission:
                 raise AdmissionRaced("another registration changed the client's agents meanwhile") from exc
             if attempt == 2:
                 raise ConflictError("agent registration raced with another call, retry") from exc
@@ -367,6 +370,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         runs_commands=None if runs_commands else False,
         registration_digest=digest, registration_action=plan.action.value if digest else None,
         registration_at=now if digest else None,
+        heartbeat_mode_disputed=None,  # the registration says the mode anew
     )
     if identity:
         fields.update(account_id=identity["account_id"], credential_hash=identity["credential_hash"],
@@ -400,12 +404,10 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=(AgentTable.status == current.status)
                       & _same(AgentTable.instance_id, current.instance_id))
         tx.save(instance, condition=instance_condition)
-        if admission is not None:  # the agent quota's guard (quotas.check_agents)
-            unchanged = ClientTable.agent_admissions == admission
-            if not admission:
-                unchanged |= ClientTable.agent_admissions.does_not_exist()
+        if admission is not None:  # the agent quota's guard (quotas.check_agents: the ceiling of admissions)
+            within = (ClientTable.agent_admissions <= admission) | ClientTable.agent_admissions.does_not_exist()
             tx.update(ClientTable(client.client_id), actions=[ClientTable.agent_admissions.add(1)],
-                      condition=ClientTable.client_id.exists() & unchanged)
+                      condition=ClientTable.client_id.exists() & within)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
                       actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
@@ -487,13 +489,15 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
                 return _kept_agent_heard(agent, instance_id, now)
             return agent
     _same_placement(agent, instance_id or agent.instance_id, instance_type=instance_type, az=az)
-    mode = _heartbeat_mode(agent, instance_id, mode)
+    mode, disputed = _heartbeat_mode(agent, instance_id, mode)
     actions = [AgentTable.status.set(status), *_heartbeat_actions(status, now)]
     patch = [(attribute, value) for attribute, value in ((AgentTable.instance_id, instance_id),
                                                          (AgentTable.instance_type, instance_type),
                                                          (AgentTable.current_mode, mode), (AgentTable.az, az))
              if value]
     actions += [attribute.set(value) for attribute, value in patch]
+    if disputed is not None:
+        actions.append(set_or_remove(AgentTable.heartbeat_mode_disputed, disputed or None))
     if instance_type and az:
         actions.append(AgentTable.current_pool_id.set(make_pool_id(instance_type, az)))
     condition = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES)
@@ -512,22 +516,32 @@ def _write_heartbeat(agent: AgentRecord, *, status: str, instance_id: str | None
     return _record(row)
 
 
-def _heartbeat_mode(agent: AgentRecord, instance_id: str | None, mode: str | None) -> str | None:
-    """The mode a heartbeat may write: an instance's lifecycle never changes, so a heartbeat of the instance the agent
-    is on that contradicts the known mode (registered, or EC2's when the product launched it) is not written: a v4
-    agent's IMDS hiccup reports ``ondemand`` on spot until its next beat, and one beat must not flip what decisions,
-    savings and placement read. The disagreement is logged. A move to another instance, or an unknown mode, takes
-    the heartbeat's word as before."""
+def _heartbeat_mode(agent: AgentRecord, instance_id: str | None, mode: str | None) -> tuple[str | None, str | None]:
+    """The mode a heartbeat may write, and the dispute to record ("" clears it, None leaves it).
+
+    An instance's lifecycle never changes, and a v4 agent reads it from IMDS at registration and at each beat (both
+    unknown: it says ``ondemand``), so either can be a hiccup. A heartbeat of the instance the agent is on that
+    contradicts the known mode is not written at once: one beat must not flip what decisions, savings and placement
+    read. The next heartbeat saying the same contradicting mode confirms it, and it is written (a registration's
+    hiccup is corrected within two beats); a beat agreeing with the known mode ends the dispute. EC2's lifecycle of an
+    instance the product launched is never overridden. The disagreement is logged. A move to another instance, or
+    an unknown mode, takes the heartbeat's word as before."""
     if not mode or mode == "unknown" or agent.current_mode in (None, "", "unknown", mode):
-        return mode
+        return mode, ("" if agent.heartbeat_mode_disputed and mode == agent.current_mode else None)
     if instance_id and instance_id != agent.instance_id:
-        return mode
+        return mode, ("" if agent.heartbeat_mode_disputed else None)
     from chalicelib.observability import logger  # imported here, as chalicelib/decisions.py does
 
-    logger.warning("heartbeat mode disagrees with the instance's recorded lifecycle: kept",
+    row = instance_row(agent.instance_id) if agent.instance_id else None
+    launched = row is not None and row.client_id == agent.client_id and bool(row.lifecycle)
+    confirmed = not launched and agent.heartbeat_mode_disputed == mode
+    logger.warning("heartbeat mode disagrees with the instance's recorded lifecycle: "
+                   + ("confirmed by a second beat, written" if confirmed else "kept"),
                    extra={"agent_id": agent.agent_id, "instance_id": agent.instance_id, "heartbeat_mode": mode,
-                          "recorded_mode": agent.current_mode})
-    return None
+                          "recorded_mode": agent.current_mode, "ec2_lifecycle": launched})
+    if confirmed:
+        return mode, ""
+    return None, (None if launched or agent.heartbeat_mode_disputed == mode else mode)
 
 
 def _same_placement(agent: AgentRecord, instance_id: str | None, *, instance_type: str | None,
@@ -638,6 +652,8 @@ def quick_heartbeat(client_id: str, agent_id: str, *, status: str, instance_id: 
         if value:
             condition &= attribute == value
     actions = _heartbeat_actions(status, now)
+    if mode:  # a beat agreeing with the recorded mode ends a dispute of it (``_heartbeat_mode``)
+        actions.append(AgentTable.heartbeat_mode_disputed.remove())
     row = AgentTable(client_id, agent_id)
     try:
         row.update(actions=actions, condition=condition)

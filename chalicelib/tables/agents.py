@@ -158,6 +158,9 @@ class AgentTable(Model):
     # The client's last force-switch queued for this agent: each force-switch's enqueue is conditional on it being
     # the one read before the queue was, so two identical force-switches racing cannot both queue.
     last_force_switch_id = OptionalText()
+    # A heartbeat mode contradicting current_mode, not written yet: the next heartbeat saying it again writes it
+    # (repositories/agents.py ``_heartbeat_mode``: one beat is an IMDS hiccup, two agree on the instance).
+    heartbeat_mode_disputed = OptionalText()
     # The last registration: a digest of its request, what it answered, and when. The same request again before the
     # agent's first heartbeat since (a retry whose answer was lost) answers as that one did.
     registration_digest = OptionalText()

@@ -454,3 +454,165 @@ def test_one_heartbeat_saying_ondemand_on_a_spot_instance_does_not_flip_its_reco
     assert mode() == "spot"
     assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
     assert mode() == "spot"
+
+
+def test_a_v4_registration_hiccup_is_corrected_by_its_heartbeats_that_agree(make_tenant):
+    """GIVEN a v4 agent whose registration said ``mode: ondemand`` on a spot instance (v4 reports ``ondemand`` when
+    both IMDS's lifecycle and DescribeInstances fail: a first-boot hiccup at registration)
+    WHEN its heartbeats say ``spot`` (what v4 reads each beat once IMDS answers)
+    THEN a single contradicting beat is not written, but the next one that says the same is: the recorded mode is
+    spot (the registration's word is no better than the heartbeat's; it used to stay ondemand for the instance's
+    life, so decisions and savings read an on-demand agent)."""
+    client_id, caller = make_tenant()
+    logical, instance_id = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register",
+                                v4_registration(instance_id, logical, "eu-west-1a") | {"mode": "ondemand"})
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+
+    def mode() -> str:
+        return AgentTable.get(client_id, agent_id, consistent_read=True).current_mode
+
+    assert mode() == "ondemand"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "ondemand"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert mode() == "spot"
+    # and a later single hiccup does not flip it back
+    hiccup = v4_heartbeat(instance_id, "eu-west-1a") | {"mode": "ondemand"}
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)[0] == 200
+    assert mode() == "spot"
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, "eu-west-1a"))[0] == 200
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", hiccup)[0] == 200
+    assert mode() == "spot"
+
+
+def test_a_v4_fleet_booting_together_near_the_agent_quota_registers_every_agent_the_quota_allows(
+        admin, make_tenant, monkeypatch):
+    """GIVEN a client with max_agents 13 and one agent, and a v4 fleet of 12 more booting together (an ASG or a
+    Terraform apply: v4 registers once at start and exits if that fails; no v4 build resends a 409)
+    WHEN one registration of the burst is overtaken after each of its counts by another of the fleet landing (as
+    many Lambda containers as agents: the slowest of a burst)
+    THEN it lands too, and so do the rest: 13 agents (the quota has room for each), and a 14th is 409
+    quota_exceeded. Before, the quota's guard was the version of the client row: a registration overtaken counted
+    again, and after 8 rounds got 409 ``conflict`` (the v4 agent exited) while the quota still had room."""
+    from chalicelib import quotas
+
+    fleet = 12
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_agents": fleet + 1})[0] == 200
+    assert caller.post("/api/agents/register", registration())[0] == 200
+    bodies = [v4_registration(new_instance_id(), f"web-{uuid.uuid4().hex[:8]}", "eu-west-1a") for _ in range(fleet)]
+    slow, others = bodies[0], list(bodies[1:])
+    real_check, answers, inside = quotas.check_agents, {}, []
+
+    def overtaken(*args, **kwargs):
+        found = real_check(*args, **kwargs)
+        if not inside and others:  # the slow one counted: another of the fleet registers whole before it writes
+            inside.append(True)
+            body = others.pop(0)
+            answers[body["logical_agent_id"]] = caller.post("/api/agents/register", body)
+            inside.clear()
+        return found
+
+    monkeypatch.setattr(quotas, "check_agents", overtaken)
+    answers[slow["logical_agent_id"]] = caller.post("/api/agents/register", slow)
+    monkeypatch.undo()
+    for body in others:  # the rest of the fleet
+        answers[body["logical_agent_id"]] = caller.post("/api/agents/register", body)
+    assert [status for status, _ in answers.values()] == [200] * fleet, [r for s, r in answers.values() if s != 200]
+    assert len({reply["agent_id"] for _, reply in answers.values()}) == fleet
+    assert sum(1 for _ in AgentTable.query(client_id)) == fleet + 1
+    status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), "one-more", "eu-west-1a"))
+    assert_error(status, reply, 409, code="quota_exceeded")
+
+
+def test_a_v4_agent_whose_account_was_pinned_registers_its_own_switchs_replacement(make_tenant):
+    """GIVEN a v4 agent whose AWS account is pinned (a forced unbinding pins a legacy agent's account,
+    ``agents.leave_account``; the client then bound it again and re-enabled the agent) and a switch of its instance
+    delivered to it (v4 launches the replacement itself, with its instance's credentials: in the same account)
+    WHEN the replacement's v4 agent registers under the same logical id, before any switch report (v4 registers on
+    boot; under auto-terminate the old one never reports), with no identity document (v4 has none)
+    THEN 200: the same agent on the new instance, its account kept, and the switch inferred. Before, a legacy
+    registration on an instance not known to be the agent's was 409 ``identity_document_required`` whenever the
+    agent had an account: v4 exits on a failed registration, and the agent never registered again."""
+    from components.command_tracker import enqueue, new_command
+
+    from chalicelib import bootstrap
+    from chalicelib.repositories import agents as agent_repo
+
+    client_id, caller = make_tenant()
+    logical, old = f"web-{uuid.uuid4().hex[:8]}", new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    agent_repo.leave_account(agent_repo.require(client_id, agent_id), "111122223333", now_utc())
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
+    assert status == 200, reply
+    cmd = new_command(command_id=f"cmd-{uuid.uuid4().hex[:8]}", client_id=client_id, agent_id=agent_id,
+                      command_type="switch", priority=75, now=now_utc(), target_mode="ondemand", instance_id=old,
+                      terminate_wait_seconds=300)
+    enqueue(bootstrap.command_store(), cmd)
+    status, polled = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and [c["id"] for c in polled["commands"]] == [cmd.command_id], polled
+
+    new = new_instance_id()
+    status, reply = caller.post("/api/agents/register",
+                                v4_registration(new, logical, "eu-west-1a") | {"mode": "ondemand"})
+
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    agent = agent_repo.require(client_id, agent_id)
+    assert agent.instance_id == new and agent.account_id == "111122223333"
+    assert bootstrap.command_store().get(agent_id, cmd.command_id).status.value == "completed"
+    # a registration on an instance no switch of the agent launched still proves nothing: 409, as before
+    status, reply = caller.post("/api/agents/register", v4_registration(new_instance_id(), logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="identity_document_required")
+
+
+def test_v4_after_a_switch_to_ondemand_heartbeats_ondemand_on_its_new_instance(make_tenant):
+    """GIVEN a v4 agent on spot instance A force-switched to on-demand without a terminate wait (auto-terminate off:
+    A and its v4 agent keep running)
+    WHEN B's v4 agent registers (``mode: ondemand``) and heartbeats ondemand, A's agent reports the switch, posts the
+    result and keeps heartbeating A as spot
+    THEN the agent is on B, on-demand, throughout: B's heartbeats are written as ever (they agree with its
+    registration), and A's spot heartbeats never bring the spot mode back (the heartbeat's mode check reads the
+    agent's instance, not the kept one)."""
+    client_id, caller = make_tenant()
+    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    assert caller.post(f"/api/client/agents/{agent_id}/settings", {"auto_terminate_enabled": False})[0] == 200
+    status, queued = caller.post(f"/api/client/instances/{old}/force-switch", {"target": "ondemand"})
+    assert status == 201, queued
+    [command] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    assert command["target_mode"] == "ondemand" and command["terminate_wait_seconds"] == 0, command
+
+    def row():
+        return AgentTable.get(client_id, agent_id, consistent_read=True)
+
+    ondemand_beat = v4_heartbeat(new, "eu-west-1a") | {"mode": "ondemand"}
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1a") | {"mode": "ondemand"})
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    for _ in range(2):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", ondemand_beat)[0] == 200
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+        assert (row().instance_id, row().current_mode) == (new, "ondemand")
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
+        "old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "spot", "pool_id": "m5.large.eu-west-1a"},
+        "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1a",
+                         "ami_id": "ami-12345678", "mode": "ondemand", "pool_id": None},
+        "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.107},
+        "timing": {"switch_initiated_at": iso(shifted(-400)), "new_instance_launched_at": iso(shifted(-390)),
+                   "new_instance_ready_at": iso(shifted(-100)), "traffic_switched_at": iso(shifted(-98))},
+        "trigger": "manual"})
+    assert status == 200, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "Switch completed"})
+    assert status == 200, reply
+    for _ in range(2):
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(old, "eu-west-1a"))[0] == 200
+        assert caller.post(f"/api/agents/{agent_id}/heartbeat", ondemand_beat)[0] == 200
+    assert (row().instance_id, row().current_mode, row().status) == (new, "ondemand", "online")
+    assert InstanceTable.get(new).mode == "ondemand"
