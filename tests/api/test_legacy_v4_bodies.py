@@ -142,15 +142,22 @@ def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_mov
         assert on() == new
 
 
-def _switched_keeping_the_old_instance(make_tenant):
-    """A v4 agent registered on A, auto-terminate off, its switch to B reported (A kept running) and B's agent
-    registered: (client_id, caller, agent_id, logical id, A, B)."""
+def _registered_keeping_instances(make_tenant):
+    """A v4 agent registered on A with auto-terminate off (no terminate wait), and the id B its switch will launch:
+    (client_id, caller, agent_id, logical id, A, B)."""
     client_id, caller = make_tenant()
     logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
     status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
     assert status == 200, reply
     agent_id = reply["agent_id"]
     assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    return client_id, caller, agent_id, logical, old, new
+
+
+def _switched_keeping_the_old_instance(make_tenant):
+    """A v4 agent registered on A, auto-terminate off, its switch to B reported (A kept running) and B's agent
+    registered: (client_id, caller, agent_id, logical id, A, B)."""
+    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
     status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _switch_report(old, new, terminated=False))
     assert status == 200, reply
     status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
@@ -401,12 +408,7 @@ def test_a_switch_whose_report_was_refused_after_its_result_is_recorded_once_by_
     WHEN B's agent registers under the same logical id, then the report arrives after all
     THEN the registration records the switch A → B (inferred from the completed command), exactly once: the late
     report is a duplicate of it."""
-    client_id, caller = make_tenant()
-    logical, old, new = f"web-{uuid.uuid4().hex[:8]}", new_instance_id(), new_instance_id()
-    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
-    assert status == 200, reply
-    agent_id = reply["agent_id"]
-    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
+    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
     status, queued = caller.post(f"/api/client/instances/{old}/force-switch",
                                  {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
     assert status == 201 and queued["command"]["terminate_wait_seconds"] == 0, queued
