@@ -17,6 +17,14 @@ from tests.api.test_ownership import assume_role_tenancy  # noqa: F401 - a fixtu
 from tests.conftest import registration
 
 
+def _bound(admin, client_id: str, account: str = "123456789012") -> str:
+    """Bind ``account`` to the client (as its single account); returns it."""
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
+                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
+    assert status == 201, reply
+    return account
+
+
 def _unchanged_but_rate_limits(before) -> None:
     changed = diff_snapshots(before, snapshot_tables())
     assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
@@ -75,10 +83,7 @@ def test_an_odd_force_on_an_unbinding_is_400_and_unbinds_nothing(make_tenant, ad
     """The attack: ``?force=`` values a lenient parser might read as true (or crash on): fullwidth letters, a
     trailing space, 5000 characters, an accented letter. 400 on ``force``, the binding stays."""
     client_id, _ = make_tenant()
-    account = "123456789012"
-    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
-                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
-    assert status == 201, reply
+    account = _bound(admin, client_id)
     before = snapshot_tables()
     status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?force={force}")
     assert_error(status, reply, 400, field="force")
@@ -110,10 +115,7 @@ def test_a_client_cannot_unbind_an_account_nor_force_it(make_tenant, admin):
     """The attack: a client unbinds its account itself with ``?force=true`` (turning its agents' modes off is the
     operator's call, and the unbinding closes the bus). 401, the binding stays."""
     client_id, caller = make_tenant()
-    account = "123456789012"
-    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
-                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
-    assert status == 201, reply
+    account = _bound(admin, client_id)
     before = snapshot_tables()
     status, reply = caller.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?force=true")
     assert status == 401, reply
@@ -370,10 +372,7 @@ def test_a_repeated_or_broken_force_parameter_is_never_a_silent_force(make_tenan
     from tests.api.test_security_walk_12 import SECOND  # noqa: F401 - the account name space
 
     client_id, caller = make_tenant()
-    account = "123456789012"
-    status, reply = admin.post(f"/api/admin/clients/{client_id}/accounts",
-                               {"account_id": account, "role_arn": f"arn:aws:iam::{account}:role/SpotOptimizer-dev"})
-    assert status == 201, reply
+    account = _bound(admin, client_id)
     status, reply = caller.post("/api/agents/register", registration())  # a live agent, in the single binding
     assert status == 200, reply
     status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}?{query}")
