@@ -99,12 +99,26 @@ def _risk(client_id, agent_id, pool):
     return next(o for o in options if o.pool_id == pool).risk
 
 
-def test_a_clients_own_refusals_raise_its_own_risk_score_and_no_one_elses(make_tenant):
+def _scorer_sees_only(monkeypatch, prefix: str) -> None:
+    """The risk scorer scores every priced pool: in the shared embedded AWS that is every earlier test's pools too
+    (minutes per run by the end of a session). Here it scores this test's pools only (their ids start with
+    ``prefix``); each pool is scored on its own evidence, so what the test asserts of its pools is unchanged."""
+    walk = risk_scorer.pool_walk.next_pools
+
+    def next_pools(*args, **kwargs):
+        turn = walk(*args, **kwargs)
+        return turn._replace(pools=[p for p in turn.pools if p.pool_id.startswith(prefix)])
+
+    monkeypatch.setattr(risk_scorer.pool_walk, "next_pools", next_pools)
+
+
+def test_a_clients_own_refusals_raise_its_own_risk_score_and_no_one_elses(make_tenant, monkeypatch):
     """The risk scorer scores a pool once more for a client with reports there (the fleet's evidence plus its own):
     its own refused switches make its decisions warier of the pool; the fleet's score, the victim's decisions and
     the victim's pool listing keep the product's own evidence only."""
     itype = f"m5.r{uuid.uuid4().hex[:8]}xl"
     pool, sibling = f"{itype}.eu-west-1b", f"{itype}.eu-west-1c"
+    _scorer_sees_only(monkeypatch, f"{itype}.")
     victim_id, victim, victim_agent, victim_instance = _agent(make_tenant, itype)
     attacker_id, attacker, attacker_agent, attacker_instance = _agent(make_tenant, itype)
     _priced(victim, victim_agent, victim_instance, itype)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from chalicelib.tables.agents import AgentTable
 from components.command_tracker import enqueue, new_command
 
@@ -62,6 +64,7 @@ def test_a_v3_pricing_report_is_stored_with_its_pools_and_on_demand_price(make_t
     assert AgentTable.get(client_id, agent_id).last_pricing_at is not None
 
 
+@pytest.mark.usefixtures("fleet_jobs_see_this_test_only")  # the decision cycle decides this test's agents only
 def test_a_v3_agents_mode_is_learnt_from_its_pricing_report_and_kept_when_it_registers_again(make_tenant, api):
     """GIVEN a v3.2 agent on a spot instance: it registers without ``mode`` (unknown) and heartbeats without one
     WHEN the decision cycle runs before its first pricing report THEN it is not decided (read as on-demand it
