@@ -198,22 +198,30 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     return done
 
 
+def _replace_each(agent_id: str, picked, ended) -> list[Command]:
+    """Each active command of the agent that ``picked`` selects, replaced by ``ended(command)``; one a concurrent
+    write changed first (delivered, its result, the sweep) is left as that write made it. Returns the replaced."""
+    store, done = bootstrap.command_store(), []
+    for cmd in store.active_for_agent(agent_id, 50):
+        if not picked(cmd):
+            continue
+        after = ended(cmd)
+        try:
+            store.replace(cmd, after)
+        except CommandConflictError:
+            continue
+        done.append(after)
+    return done
+
+
 def cancel_pending(agent, now: datetime, reason: str) -> list[Command]:
     """Cancel the agent's commands still waiting for delivery (its disabling: a disabled agent is delivered
     nothing, so they would stay pending, counted against its queue, for ever), each with ``reason``, and tell
     the client. A command already delivered runs on (it cannot be pulled back; its result is still recorded)."""
     if agent.active_commands == 0:
         return []
-    store, done = bootstrap.command_store(), []
-    for cmd in store.active_for_agent(agent.agent_id, 50):
-        if cmd.status is not CommandStatus.PENDING:
-            continue
-        after = cancel(cmd, now, reason)
-        try:
-            store.replace(cmd, after)
-        except CommandConflictError:
-            continue  # delivered or finished meanwhile
-        done.append(after)
+    done = _replace_each(agent.agent_id, lambda cmd: cmd.status is CommandStatus.PENDING,
+                         lambda cmd: cancel(cmd, now, reason))
     if done:
         activity.notify(agent.client_id, "commands_cancelled",
                         f"{len(done)} pending command(s) of {agent.logical_agent_id} cancelled: {reason}", now,
@@ -229,18 +237,12 @@ def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
     recorded) and the client told; the product's agent resumes its own commands (it keeps them across restarts)."""
     if not agent.timings.reports_after_terminating:
         return []
-    store, done = bootstrap.command_store(), []
-    for cmd in store.active_for_agent(agent.agent_id, 50):
-        if cmd.status is not CommandStatus.EXECUTING or cmd.instance_id != instance_id:
-            continue
-        after = transition(cmd, CommandStatus.TIMED_OUT, finished_at=now,
-                           message="the agent restarted while it held this command; not delivered again (it may "
-                                   "have launched an instance before it restarted)")
-        try:
-            store.replace(cmd, after)
-        except CommandConflictError:
-            continue  # its result or the sweep came first
-        done.append(after)
+    done = _replace_each(
+        agent.agent_id, lambda cmd: cmd.status is CommandStatus.EXECUTING and cmd.instance_id == instance_id,
+        lambda cmd: transition(cmd, CommandStatus.TIMED_OUT, finished_at=now,
+                               message="the agent restarted while it held this command; not delivered again (it may "
+                                       "have launched an instance before it restarted)"))
+    for cmd in done:
         activity.notify(cmd.client_id, "command_abandoned",
                         f"command {cmd.command_id} ({cmd.command_type.value}) was running when the agent on "
                         f"{instance_id} restarted: it is not run again; check for an instance it may have launched",
