@@ -123,6 +123,9 @@ def _plain_json_dynamodb_results() -> None:
     from moto.core.responses import ActionResult
     from moto.dynamodb.responses import DynamoResult
 
+    if getattr(DynamoResult.execute_result, "plain_json", False):
+        return
+
     def wire(value):
         if isinstance(value, bytes):
             return base64.b64encode(value).decode()
@@ -137,7 +140,22 @@ def _plain_json_dynamodb_results() -> None:
             return ActionResult.execute_result(self, context)
         return 200, {"Content-Type": "application/x-amz-json-1.0"}, body
 
+    execute_result.plain_json = True
     DynamoResult.execute_result = execute_result
+
+
+def speed_up_moto() -> None:
+    """moto's costs that grow with what it holds, made flat; every answer stays the same.
+
+    Local mode's server and the test suite's in-process embedded AWS both install these: a demo week and
+    a test session both fill the tables and the state machine's history, and each of moto's whole-table
+    walks below made every later request slower. Installed once per process.
+    """
+    _item_level_transaction_rollback()
+    _plain_json_dynamodb_results()
+    _parse_each_definition_once()
+    _direct_ec2_tags()
+    _query_reads_its_partition()
 
 
 def _item_level_transaction_rollback() -> None:
@@ -215,6 +233,8 @@ def _parse_each_definition_once() -> None:
     from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 
     parse, trees = AmazonStateLanguageParser.parse, {}
+    if getattr(parse, "once", False):
+        return
 
     def parse_once(definition: str):
         if definition not in trees:
@@ -222,6 +242,7 @@ def _parse_each_definition_once() -> None:
             return program, trees[definition]
         return Preprocessor().visit(trees[definition]), trees[definition]
 
+    parse_once.once = True
     AmazonStateLanguageParser.parse = staticmethod(parse_once)
 
 
@@ -245,7 +266,72 @@ def _direct_ec2_tags() -> None:
         return [{"resource_id": resource_id, "key": key, "value": value, "resource_type": kind}
                 for key, value in list(self.ec2_backend.tags.get(resource_id, {}).items())]
 
-    TaggedEC2Resource.get_tags = get_tags
+    get_tags.direct = True
+    if not getattr(TaggedEC2Resource.get_tags, "direct", False):
+        TaggedEC2Resource.get_tags = get_tags
+
+
+def _query_reads_its_partition() -> None:
+    """A DynamoDB Query looks at the items of its own partition, not the whole table.
+
+    moto's ``Table.query`` starts from ``all_items()``, every item of the table sorted by key, for every
+    query, then keeps those whose key matches: its cost grows with the table (n log n), and a test session's
+    tables hold every earlier test's items. The query is handed only the items that can match instead: the
+    table's bucket for its partition key, or, on an index, the items whose index key attributes equal the
+    condition's, in ``all_items()``'s order. moto's own matching, sorting and paging then run unchanged.
+    """
+    import inspect
+
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.query, "partition_only", False):
+        return
+    query, all_items, signature = Table.query, Table.all_items, inspect.signature(Table.query)
+    narrowed = threading.local()
+
+    def by_key(item):
+        return (item.hash_key, item.range_key) if item.range_key else item.hash_key
+
+    def each_item(table):
+        for entry in list(table.items.values()):
+            yield from (entry.values() if table.range_key_attr else (entry,))
+
+    def partition(table, call) -> list:
+        if not call.get("index_name"):
+            entry = table.items.get(call["hash_key"])
+            if entry is None:
+                return []
+            return sorted(entry.values(), key=by_key) if table.range_key_attr else [entry]
+        conditions = call.get("hash_key_conditions") or []
+        return sorted((item for item in each_item(table)
+                       if all(_equal(item.attrs.get(name), value) for name, value in conditions)), key=by_key)
+
+    def candidates(self):
+        pick = getattr(narrowed, "pick", None)
+        return pick() if pick is not None and pick.table is self else candidates.moto_all_items(self)
+
+    def query_partition(self, *args, **kwargs):
+        call = signature.bind(self, *args, **kwargs).arguments
+        if call.get("index_name") and not call.get("hash_key_conditions") or call.get("hash_key") is None:
+            return query(self, *args, **kwargs)  # a shape moto answers some other way: its own path
+
+        def pick():
+            narrowed.pick = None  # the query reads its candidates once
+            return partition(self, call)
+
+        pick.table, narrowed.pick = self, pick
+        try:
+            return query(self, *args, **kwargs)
+        finally:
+            narrowed.pick = None
+
+    query_partition.partition_only, query_partition.moto_query, candidates.moto_all_items = True, query, all_items
+    Table.query, Table.all_items = query_partition, candidates
+
+
+def _equal(held, wanted) -> bool:
+    """An item's attribute (``None``: absent) equals a key condition's value (moto's ``DynamoType``)."""
+    return held is not None and held == wanted
 
 
 def start(port: int, admin_key: str | None, *, api_url: str, clock_speed: float = 1.0,
@@ -318,10 +404,7 @@ def serve(port: int, api_url: str, clock_speed: float) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from moto
     point_sdk_at(f"http://127.0.0.1:{port}")  # Step Functions calls Lambda through this server
     _atomic_requests()
-    _item_level_transaction_rollback()
-    _plain_json_dynamodb_results()
-    _parse_each_definition_once()
-    _direct_ec2_tags()
+    speed_up_moto()
     forward_lambda_invocations(api_url)
     compress_time(clock_speed)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -29,6 +29,8 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
+from localmode.embedded_aws import speed_up_moto  # noqa: E402
+
 # Property tests are judged on what they check, never on how fast one example ran: a worker of this suite holds
 # gigabytes of moto state (a full GC pass pauses it for longer than Hypothesis' default 200 ms deadline) and shares
 # two cores with another, and an example slow once fails the test ("unreliable results"/"Unreliable test timings").
@@ -38,6 +40,7 @@ settings.load_profile("suite")
 _aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
                         "lambda": {"use_docker": False}})
 _aws.start()
+speed_up_moto()  # the same answers; costs that no longer grow with what earlier tests of the session wrote
 
 ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
 

@@ -19,7 +19,8 @@ from localmode import embedded_aws
 
 @pytest.fixture
 def item_level(monkeypatch):
-    """The patch applied for this test only (moto's own behaviour is restored afterwards)."""
+    """The patch applied (tests/conftest.py installs it for the whole session; this keeps the test
+    meaningful on its own)."""
     monkeypatch.setattr(DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items)
     monkeypatch.setattr(models, "copy", models.copy)
     embedded_aws._item_level_transaction_rollback()
