@@ -10,7 +10,7 @@ from components.replica_coordinator import ReplicaStatus
 from components.sentinel import health_score
 from components.sentinel.health import HealthThresholds
 
-from chalicelib import decisions, replicas
+from chalicelib import command_queue, decisions, replicas
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.csv_export import listing, wants_csv
 from chalicelib.api.dashboard import own_client
@@ -121,7 +121,8 @@ def settings(agent_id):
 @bp.route("/api/client/agents/{agent_id}", methods=["DELETE"], response="DeletedAgentReply")
 def delete_agent(agent_id):
     """Soft delete: every standby terminated (EC2 included), the agent ``deleted`` with its modes off, its
-    instance inactive. The agent's own instance keeps running (it is the client's workload). Idempotent."""
+    instance inactive, its pending commands cancelled (a revived agent must not run a switch queued before the
+    delete). The agent's own instance keeps running (it is the client's workload). Idempotent."""
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id, allow_deleted=True)
     now = utcnow()
@@ -132,6 +133,7 @@ def delete_agent(agent_id):
             terminated.append(replica.replica_id)
     was_deleted = agent.status == AgentStatus.DELETED.value
     deleted = agents.soft_delete(agent, now)
+    command_queue.cancel_pending(deleted, now, "the agent was deleted")
     if not was_deleted:
         activity.notify(client.client_id, "agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
                         agent_id=agent.agent_id)

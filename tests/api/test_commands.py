@@ -475,6 +475,18 @@ def test_disabling_an_agent_cancels_its_pending_commands_with_the_reason(agent):
     assert pending(caller, agent_id) == []
 
 
+def test_deleting_an_agent_cancels_its_pending_commands(agent):
+    """GIVEN an agent with a force-switch pending WHEN its client deletes it THEN the command is cancelled with the
+    reason: an agent revived by registering again on its instance must not run a switch queued before the delete."""
+    client_id, caller, agent_id, instance_id = agent
+    command = force_switch(caller, instance_id)
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+    assert status == 200 and reply["status"] == "deleted", reply
+    cancelled = stored(agent_id, command["id"])
+    assert cancelled.status is CommandStatus.CANCELLED and "deleted" in cancelled.message
+    assert int(AgentTable.get(client_id, agent_id, consistent_read=True).active_commands) == 0
+
+
 def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
     """GIVEN a force-switch that read an empty queue WHEN the same force-switch (a retry sent while the first is still
     in flight) queues its command before the first writes THEN the first's write is refused, it reads the queue
