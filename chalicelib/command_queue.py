@@ -266,20 +266,14 @@ def new_command_id(now: datetime) -> str:
     return f"cmd-{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
 
 
-def enqueue_for_client(command: Command) -> Command:
-    """Store a command a client queued (force-switch, issue-switch-command): 409 ``command_queue_full``, nothing
-    written, while its agent holds ``QUOTA_MAX_QUEUED_COMMANDS`` active commands (an active command has no TTL:
-    a client's queue must not grow without bound). The service's own commands are stored without that check."""
-    bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands)
-    return command
+def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, now: datetime,
+                        trigger: str = FORCE_SWITCH_TRIGGER,
+                        priority: CommandPriority = CommandPriority.MANUAL_OVERRIDE) -> tuple[Command, bool]:
+    """A client's switch of its agent's current instance (its force-switch; a legacy client's
+    issue-switch-command, ``trigger`` ``ml_recommendation``): (the command, whether it was already queued).
 
-
-def queue_force_switch(agent, *, target_mode: str, target_pool_id: str | None,
-                       now: datetime) -> tuple[Command, bool]:
-    """The client's force-switch of its agent's current instance: (the command, whether it was already queued).
-
-    The open one to the same target when there is one (``open_force_switch``); else a new one, written on the
-    condition that no other force-switch of the agent was queued since the agent row was read (its
+    The open one of that trigger to the same target when there is one (``open_client_switch``); else a new one,
+    written on the condition that no other client switch of the agent was queued since the agent row was read (its
     ``last_force_switch_id``, read before the queue): two identical requests racing queue one, the loser reads the
     queue again and answers the winner's command."""
     instance_id = agent.instance_id
@@ -290,31 +284,31 @@ def queue_force_switch(agent, *, target_mode: str, target_pool_id: str | None,
                 raise ConflictError(f"agent {agent.logical_agent_id} moved to {agent.instance_id} meanwhile: only "
                                     "its current primary can be switched", field="instance_id",
                                     code="not_current_primary")
-        command = open_force_switch(agent, target_mode=target_mode, target_pool_id=target_pool_id)
+        command = open_client_switch(agent, target_mode=target_mode, target_pool_id=target_pool_id, trigger=trigger)
         if command is not None:
             return command, True
         command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
-                                 priority=CommandPriority.MANUAL_OVERRIDE, trigger=FORCE_SWITCH_TRIGGER,
-                                 created_by="client", now=now)
+                                 priority=priority, trigger=trigger, created_by="client", now=now)
         try:
             bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands,
                                           force_switch_after=agent.last_force_switch_id)
         except ForceSwitchRaced:
             continue
         return command, False
-    raise ConflictError("force-switches of this agent raced each other, retry")
+    raise ConflictError("switches of this agent raced each other, retry")
 
 
-def open_force_switch(agent, *, target_mode: str, target_pool_id: str | None) -> Command | None:
-    """The client's force-switch of the agent's current instance to the same target still waiting or running: a
-    force-switch sent again (the console's retry of a request whose answer was lost, or whose Lambda died after the
-    command's write) is that command, never a second switch of the instance (both would be delivered in one poll,
-    and a legacy agent runs each). The queue is read only when the agent row counts active commands."""
+def open_client_switch(agent, *, target_mode: str, target_pool_id: str | None,
+                       trigger: str = FORCE_SWITCH_TRIGGER) -> Command | None:
+    """The client's switch (of ``trigger``) of the agent's current instance to the same target still waiting or
+    running: a switch sent again (the console's retry of a request whose answer was lost, or whose Lambda died
+    after the command's write) is that command, never a second switch of the instance (both would be delivered in
+    one poll, and a legacy agent runs each). The queue is read only when the agent row counts active commands."""
     if agent.active_commands == 0:
         return None
     pool = None if target_mode == "ondemand" else target_pool_id
     for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
-        if (cmd.command_type in SWITCH_TYPES and cmd.created_by == "client" and cmd.trigger == FORCE_SWITCH_TRIGGER
+        if (cmd.command_type in SWITCH_TYPES and cmd.created_by == "client" and cmd.trigger == trigger
                 and cmd.instance_id == agent.instance_id and cmd.target_mode == target_mode
                 and cmd.target_pool_id == pool):
             return cmd

@@ -34,7 +34,7 @@ def force_switch(instance_id):
 
     Sent again while the client's switch of that instance to the same target is still pending or running (a retry:
     the answer was lost, or the Lambda died after the command's write), it answers that command (``duplicate``),
-    queueing no second switch, also when the two race (``command_queue.queue_force_switch``)."""
+    queueing no second switch, also when the two race (``command_queue.queue_client_switch``)."""
     client, body = client_request(_request(), ForceSwitchRequest)
     instance = agents.get_instance(client.client_id, instance_id)
     if instance is None:
@@ -51,8 +51,8 @@ def force_switch(instance_id):
     if body.pool_id and body.target != "ondemand":
         command_queue.check_switch_target(agent, body.pool_id, field="pool_id")
     target_mode = "ondemand" if body.target == "ondemand" else "spot"
-    command, duplicate = command_queue.queue_force_switch(agent, target_mode=target_mode,
-                                                         target_pool_id=body.pool_id, now=utcnow())
+    command, duplicate = command_queue.queue_client_switch(agent, target_mode=target_mode,
+                                                          target_pool_id=body.pool_id, now=utcnow())
     # keyed on the command: the answer to a repeat writes it if the first request died before it did
     activity.record_event("force_switch", f"manual switch queued for {instance_id}", command.created_at,
                           client_id=client.client_id, agent_id=agent.agent_id, instance_id=instance_id,

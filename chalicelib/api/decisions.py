@@ -88,7 +88,9 @@ def switch_recommendation(agent_id):
 
 @bp.route("/api/agents/{agent_id}/issue-switch-command", methods=["POST"], response="IssueSwitchReply")
 def issue_switch_command(agent_id):
-    """Queue an ML switch (priority 25, or 50 when urgent); 403 when auto-switch is off."""
+    """Queue an ML switch (priority 25, or 50 when urgent); 403 when auto-switch is off. The same switch sent again
+    while the first is pending or running answers that command (``duplicate``): a legacy agent runs every switch
+    it is handed, so a client's retry must not queue a second (``command_queue.queue_client_switch``)."""
     client, body = client_request(_request(), IssueSwitchRequest)
     agent = agents.require(client.client_id, agent_id)
     if not agent.config.get("auto_switch_enabled"):
@@ -107,12 +109,11 @@ def issue_switch_command(agent_id):
         return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
     if body.target_pool_id and body.target_mode == "spot":
         command_queue.check_switch_target(agent, body.target_pool_id, field="target_pool_id")
-    command = command_queue.switch_command(
-        agent, target_mode=body.target_mode, target_pool_id=body.target_pool_id,
-        priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL,
-        trigger="ml_recommendation", created_by="client", now=now)
-    command_queue.enqueue_for_client(command)
-    return ok({"success": True, "queued": True, "command": command_view(command)}, status=201)
+    command, duplicate = command_queue.queue_client_switch(
+        agent, target_mode=body.target_mode, target_pool_id=body.target_pool_id, now=now,
+        trigger="ml_recommendation", priority=CommandPriority.ML_URGENT if body.urgent else CommandPriority.ML_NORMAL)
+    return ok({"success": True, "queued": True, "duplicate": duplicate, "command": command_view(command)},
+              status=201)
 
 
 @bp.route("/api/client/agents/{agent_id}/decisions", methods=["GET"], response="DecisionsReply")

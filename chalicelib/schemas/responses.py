@@ -486,6 +486,8 @@ class IssueSwitchReply(Success):
     queued: bool
     command: CommandView | None = None
     reason: str | None = None
+    duplicate: bool | None = Field(None, description="an explicit target's switch already queued or running: "
+                                                     "that command is the answer, nothing new was queued")
 
 
 class SignalReply(Success):

@@ -495,7 +495,7 @@ def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
 
     _, caller, agent_id, instance_id = agent
     body = {"target": "pool", "pool_id": "m5.large.eu-west-1b"}
-    real_open, answers = command_queue.open_force_switch, []
+    real_open, answers = command_queue.open_client_switch, []
 
     def open_then_overtaken(*args, **kwargs):
         found = real_open(*args, **kwargs)
@@ -504,7 +504,7 @@ def test_two_identical_force_switches_racing_queue_one(agent, monkeypatch):
             answers.append(caller.post(f"/api/client/instances/{instance_id}/force-switch", body))
         return found
 
-    monkeypatch.setattr(command_queue, "open_force_switch", open_then_overtaken)
+    monkeypatch.setattr(command_queue, "open_client_switch", open_then_overtaken)
     status, first = caller.post(f"/api/client/instances/{instance_id}/force-switch", body)
     monkeypatch.undo()
     other_status, other = answers[1]

@@ -45,3 +45,27 @@ def test_a_switch_to_another_pool_of_the_agents_type_is_queued(tenant_with_agent
     status, reply = caller.post(path, body)
     assert status == 201, reply
     assert reply["command"]["target_pool_id"] == "m5.large.eu-west-1b"
+
+
+@pytest.mark.parametrize("route", ["force-switch", "issue-switch-command"])
+def test_the_same_switch_sent_again_is_the_queued_command_and_another_target_is_a_new_one(tenant_with_agent, route):
+    """A client's retry (its answer was lost) must not queue a second switch of the instance: a legacy agent runs
+    every switch one poll hands it, launching two replacements. A switch to another target is a new command."""
+    _, caller, agent_id, reg = tenant_with_agent
+
+    def send(pool_id):
+        if route == "force-switch":
+            return caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                               {"target": "pool", "pool_id": pool_id})
+        return caller.post(f"/api/agents/{agent_id}/issue-switch-command",
+                           {"target_mode": "spot", "target_pool_id": pool_id})
+
+    if route == "issue-switch-command":
+        assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_switch_enabled": True})[0] == 200
+    (s1, first), (s2, again) = send("m5.large.eu-west-1b"), send("m5.large.eu-west-1b")
+    assert (s1, s2) == (201, 201), (first, again)
+    assert first["duplicate"] is False and again["duplicate"] is True
+    assert again["command"]["command_id"] == first["command"]["command_id"]
+    status, other = send("m5.large.eu-west-1c")
+    assert status == 201 and other["duplicate"] is False
+    assert other["command"]["command_id"] != first["command"]["command_id"]
