@@ -53,12 +53,26 @@ def _queue_bound() -> int:
     return getattr(get_settings(), "quota_max_queued_commands", 10)
 
 
+_SWITCH_TYPES = ["m5.large", "m5.xlarge", "m5.2xlarge", "c5.large", "c5.xlarge", "r5.large"]
+
+
 def _queue(caller, reg, agent_id, i):
-    """One more client command: a force-switch first (the same force-switch sent again is the one queued, not a new
-    command: ``test_a_force_switch_sent_again_is_the_queued_one``), then switches issued through the ML route."""
+    """One more client command: a force-switch first, then switches issued through the ML route, each to its own
+    pool (the same switch sent again is the one queued, not a new command: ``test_switch_targets``); the agent
+    declares the types these pools are of (``_roomy``)."""
     if i:
-        return caller.post(f"/api/agents/{agent_id}/issue-switch-command", {"target_mode": "ondemand"})
+        pool = f"{_SWITCH_TYPES[(i - 1) // 3]}.eu-west-1{'abc'[(i - 1) % 3]}"
+        return caller.post(f"/api/agents/{agent_id}/issue-switch-command",
+                           {"target_mode": "spot", "target_pool_id": pool})
     return caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch", {"target": "ondemand"})
+
+
+def _roomy(tenant_with_agent):
+    """The tenant's agent declaring every type of ``_SWITCH_TYPES``: 18 pools a switch can name."""
+    _, caller, agent_id, _ = tenant_with_agent
+    status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"instance_types": _SWITCH_TYPES})
+    assert status == 200, reply
+    return tenant_with_agent
 
 
 def test_a_client_cannot_grow_an_agents_command_queue_without_bound(tenant_with_agent):
@@ -71,12 +85,12 @@ def test_a_client_cannot_grow_an_agents_command_queue_without_bound(tenant_with_
     from components.command_tracker import CommandPriority, CommandType, enqueue, new_command
 
     bound = _queue_bound()
-    client_id, caller, agent_id, reg = tenant_with_agent
+    client_id, caller, agent_id, reg = _roomy(tenant_with_agent)
     statuses = [_queue(caller, reg, agent_id, i)[0] for i in range(bound)]
     assert statuses == [201] * bound
     store = bootstrap.command_store()
     before = snapshot_tables()
-    for i in range(1, 7):
+    for i in range(bound, bound + 6):
         status, reply = _queue(caller, reg, agent_id, i)
         assert_error(status, reply, 409, code="command_queue_full")
     status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
@@ -98,9 +112,9 @@ def test_concurrent_force_switches_never_pass_the_queue_bound(tenant_with_agent)
     """The same bound under a burst: the queue holds one place less than the bound and four requests come at once:
     one is queued, three answer 409 (the bound is the counter's condition in the command's own transaction)."""
     bound = _queue_bound()
-    _, caller, agent_id, reg = tenant_with_agent
+    _, caller, agent_id, reg = _roomy(tenant_with_agent)
     assert [_queue(caller, reg, agent_id, i)[0] for i in range(bound - 1)] == [201] * (bound - 1)
-    results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(1, 5)])
+    results = _together([lambda i=i: _queue(caller, reg, agent_id, i) for i in range(bound - 1, bound + 3)])
     assert sorted(status for status, _ in results) == [201, 409, 409, 409], results
     assert len(bootstrap.command_store().active_for_agent(agent_id, 100)) == bound
 
