@@ -147,20 +147,24 @@ def bind_account(client_id):
 
 @bp.route("/api/admin/clients/{client_id}/external-id/rotate", methods=["POST"], response="AccountsReply")
 def rotate_external_id(client_id):
-    """Start rotating the client's ExternalId: a new one is pending (201; an already pending one is kept, 200). The
-    current id stays in use: the client adds the pending one to every role's trust policy (the stack's
-    ``NextExternalId``), then the operator confirms (``.../external-id/confirm``)."""
+    """Start rotating the client's ExternalId: a new one is pending (201). While one is pending, a rotate mints no
+    other and answers that one (200, idempotent; also the loser of two concurrent rotates, whose write is
+    conditional on no pending id): the client may already have deployed it in its trust policies, so a retried or
+    concurrent request must name the id it has, never replace it (a 409 would make a retry after a lost answer look
+    like a failure; the pending id is visible and ``DELETE .../external-id/pending`` abandons it). Only the rotate
+    that minted the pending id records the event and tells the client. The current id stays in use: the client adds
+    the pending one to every role's trust policy (the stack's ``NextExternalId``), then the operator confirms
+    (``.../external-id/confirm``)."""
     admin_request(_request())
     client = clients.require(client_id)
-    pending = client.pending_external_id
-    client = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
-    if pending is None:
+    client, started = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
+    if started:
         activity.record_event("external_id_rotation", f"ExternalId rotation of {client.name} started", utcnow(),
                               severity="warning", client_id=client_id)
         activity.notify(client_id, "external_id_rotation", "A new ExternalId is pending: add it to the trust policy of "
                         "your Spot Optimizer role in every bound account (the stack's NextExternalId); the current "
                         "one keeps working until the operator confirms the change", utcnow(), severity="warning")
-    return ok(accounts_view(client), status=200 if pending else 201)
+    return ok(accounts_view(client), status=201 if started else 200)
 
 
 @bp.route("/api/admin/clients/{client_id}/external-id/confirm", methods=["POST"], response="AccountsReply")

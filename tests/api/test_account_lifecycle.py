@@ -194,6 +194,36 @@ def test_a_pending_external_id_rotation_can_be_cancelled_and_a_new_binding_meanw
     assert admin.call("DELETE", f"/api/admin/clients/{client_id}/external-id/pending")[0] == 200  # idempotent
 
 
+def test_two_concurrent_external_id_rotations_end_with_one_pending_id_both_answers_name(admin, make_tenant,
+                                                                                        monkeypatch):
+    """The defect: two rotates that both read "nothing pending" both answered 201 as if each had minted the pending id
+    (and told the client twice). Now the write is conditional on no pending id: the loser mints nothing and answers
+    the winner's id, 200, and only the winner records the event and notifies the client."""
+    from chalicelib.repositories import clients as client_repo
+
+    client_id, caller = make_tenant()
+    real, replies, calls = client_repo.start_external_id_rotation, [], []
+
+    def racing(client, new_id, now):  # request B read "nothing pending"; request A completes before B writes
+        calls.append(new_id)
+        if len(calls) == 1:
+            replies.append(admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {}))
+        return real(client, new_id, now)
+
+    monkeypatch.setattr(client_repo, "start_external_id_rotation", racing)
+    status_b, reply_b = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})
+    (status_a, reply_a), = replies
+
+    assert (status_a, status_b) == (201, 200), (reply_a, reply_b)
+    pending = reply_a["pending_external_id"]
+    assert pending and reply_b["pending_external_id"] == pending
+    assert caller.get("/api/client/accounts")[1]["pending_external_id"] == pending
+    kinds = [n["kind"] for n in caller.get("/api/notifications")[1]["notifications"]]
+    assert kinds.count("external_id_rotation") == 1
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})  # a retry: idempotent
+    assert (status, reply["pending_external_id"]) == (200, pending)
+
+
 def test_external_id_routes_of_an_unknown_client_are_404(admin):
     for method, path in (("POST", "rotate"), ("POST", "confirm"), ("DELETE", "pending")):
         status, reply = admin.call(method, f"/api/admin/clients/cl-nobody/external-id/{path}")
