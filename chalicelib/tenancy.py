@@ -46,6 +46,23 @@ def for_replica(replica) -> AwsAccount:
     return for_client(replica.client_id, getattr(agent, "account_id", None))
 
 
+def unreachable_account(replica) -> str | None:
+    """The account a standby runs in when the product can no longer act there: its agent's recorded account (a
+    verified one, or the one a forced unbinding pinned) that is no longer bound to the client. None when that
+    account is bound (or the home account, self-hosted) or unknown: the product may still reach the standby there,
+    so it must try (and an EC2 failure leaves the standby as it was)."""
+    agent = agents.get(replica.client_id, replica.agent_id)
+    account_id = getattr(agent, "account_id", None)
+    client = clients.get(replica.client_id)
+    if not account_id or client is None:
+        return None
+    try:
+        accounts.resolve(client, account_id)
+    except accounts.AccountNotBound:
+        return account_id
+    return None
+
+
 def registered_to(client_id: str) -> Callable[[str], bool]:
     """``instance_id → True`` when the instance is registered to one of the client's agents (a hand-over may
     take traffic from it): the ownership checks of chalicelib/aws/ec2.py ask it about instances we did not

@@ -548,6 +548,7 @@ class ReplicaStateReply(Success):
 
 class DeletedReplicaReply(ReplicaStateReply):
     instance_id: str | None
+    message: str | None = None  # a standby the product could not terminate (its account unbound): what to do
 
 
 class ReplicaReportReply(ReplicaStateReply):

@@ -84,6 +84,64 @@ def test_a_forced_unbinding_reports_a_standby_ec2_refuses_and_unbinds_anyway(adm
     assert replica_repo.get(agent_id, standby["replica_id"]).active  # still open: it still runs
 
 
+def test_a_standby_left_running_by_a_forced_unbinding_can_be_deleted_and_the_client_is_told_to_end_it(
+        admin, make_tenant, monkeypatch):
+    """The defect: a standby whose forced retirement failed stayed open for ever: its DELETE answered 409
+    ``account_not_bound`` (the product has no role in the unbound account) on every try, and it blocked its agent's
+    move to another account. Now the DELETE closes it ``failed`` with a reason naming the instance and the account
+    the client must end it in (a notification and an event say so too), touching nothing in EC2; a retry answers the
+    same; the agent may then move. A standby whose account is still bound keeps EC2-first: a refused termination
+    leaves it as it was."""
+    from datetime import UTC, datetime
+
+    from chalicelib.aws import ec2
+    from chalicelib.repositories import activity
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    path = f"/api/agents/{agent_id}/replicas/{standby['replica_id']}"
+    real_terminate, calls = ec2.terminate, []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise ec2.Ec2Error("EC2 refused the termination")
+
+    monkeypatch.setattr(ec2, "terminate", refuse)
+    # still bound: EC2 first, a failure changes nothing (a retry will finish)
+    before = snapshot_tables()
+    status, reply = caller.call("DELETE", path)
+    assert status == 503 and reply["error"] == "ec2_unavailable", reply
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    assert replica_repo.get(agent_id, standby["replica_id"]).active
+    monkeypatch.setattr(ec2, "terminate", real_terminate)
+    tries = len(calls)
+
+    status, reply = caller.call("DELETE", path)
+
+    assert status == 200, reply
+    assert reply["status"] == "failed" and reply["replica_id"] == standby["replica_id"]
+    assert standby["instance_id"] in reply["message"] and SECOND in reply["message"]
+    assert "could not terminate" in reply["message"] or "not terminated" in reply["message"]
+    assert len(calls) == tries and _state_in(SECOND, standby["instance_id"]) == "running"  # no EC2 call: no role
+    closed = replica_repo.get(agent_id, standby["replica_id"])
+    assert not closed.active and closed.error_message == reply["message"]
+    notes = [n for n in caller.get("/api/notifications")[1]["notifications"] if n["kind"] == "standby_not_terminated"]
+    assert len(notes) == 1 and standby["instance_id"] in notes[0]["message"] and SECOND in notes[0]["message"]
+    events = [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+              if e.event_type == "standby_abandoned" and e.agent_id == agent_id]
+    assert len(events) == 1 and events[0].metadata == {"replica_id": standby["replica_id"], "account_id": SECOND}
+    # a retry answers the same and writes nothing more
+    before = snapshot_tables()
+    status, again = caller.call("DELETE", path)
+    assert (status, again) == (200, reply)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    # the agent is no longer held in the unbound account by it
+    agent = agent_repo.get(client_id, agent_id)
+    status, moved, _ = _register_verified(caller, FIRST, agent.logical_agent_id)
+    assert status == 200 and moved["account_id"] == FIRST, moved
+
+
 @pytest.mark.parametrize("force", ["yes", "", "2"])
 def test_a_bad_force_is_400_and_changes_nothing(admin, make_tenant, force):
     client_id, _, _, _ = _standby_in_second_account(admin, make_tenant)
