@@ -979,6 +979,16 @@ def gone_before(client_id: str, agent_id: str, cutoff: datetime) -> GoneAgent | 
                      deleted_at=row.deleted_at, instance_id=row.instance_id, current_replica_id=row.current_replica_id)
 
 
+def proven_account_of(agent: AgentRecord) -> str | None:
+    """The AWS account a signed identity document proved one of the agent's instances runs in (its current
+    instance's row first, else the latest installed one's), None when no instance row of the agent records one."""
+    rows = [row for row in InstanceTable.by_agent.query(agent.agent_id)
+            if row.client_id == agent.client_id and row.proven_account_id]
+    if not rows:
+        return None
+    return max(rows, key=lambda row: (row.instance_id == agent.instance_id, row.installed_at)).proven_account_id
+
+
 def _instances_naming(agent: GoneAgent) -> list[InstanceTable]:
     return [row for row in InstanceTable.by_agent.query(agent.agent_id) if row.client_id == agent.client_id]
 

@@ -142,6 +142,58 @@ def test_a_standby_left_running_by_a_forced_unbinding_can_be_deleted_and_the_cli
     assert status == 200 and moved["account_id"] == FIRST, moved
 
 
+def _legacy_agent_bound_to_both(admin, make_tenant):
+    """A legacy client (no identity documents) bound to both accounts and a legacy agent registered without a
+    document: the product cannot tell which of them its instance runs in. (client id, caller, agent id)."""
+    from tests.conftest import registration
+    from tests.e2e.failover_support import REGION, ZONES
+
+    client_id, caller = _bound_to_both(admin, make_tenant)
+    status, reply = caller.post("/api/agents/register", registration(region=REGION, az=ZONES[0]))
+    assert status == 200, reply
+    agent = agent_repo.get(client_id, reply["agent_id"])
+    assert agent.account_id is None
+    return client_id, caller, agent.agent_id
+
+
+def test_a_plain_unbinding_is_409_naming_legacy_agents_whose_account_is_unknown(admin, make_tenant):
+    """The defect: a legacy agent of a client bound to two accounts resolves to no account, so a plain unbinding of
+    either account did not see it and went through (the agent possibly running there, the product then acting for
+    it in the other account). The product cannot know: 409 ``account_in_use`` naming it as possibly affected,
+    nothing changed; forced, it is stopped and pinned like an agent known to be there."""
+    client_id, caller, agent_id = _legacy_agent_bound_to_both(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    before = snapshot_tables()
+
+    for account in (SECOND, FIRST):
+        status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
+        assert_error(status, reply, 409, code="account_in_use", field="account_id")
+        assert agent.logical_agent_id in reply["message"] and "unknown account" in reply["message"]
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200, reply
+    assert [a["account_id"] for a in reply["accounts"]] == [FIRST] and reply["released"]["agents"] == [agent_id]
+    after = agent_repo.get(client_id, agent_id)
+    assert after.account_id == SECOND and not after.config["enabled"]  # pinned: never resolved to FIRST
+
+
+def test_an_unbinding_uses_the_account_an_instance_row_of_the_agent_proved(admin, make_tenant):
+    """An agent whose row names no account, but one of whose instances a signed identity document proved in FIRST,
+    is in FIRST: it holds FIRST, not SECOND."""
+    from chalicelib.tables.instances import InstanceTable
+
+    client_id, _, agent_id = _legacy_agent_bound_to_both(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    InstanceTable(agent.instance_id).update(actions=[InstanceTable.proven_account_id.set(FIRST)])
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{FIRST}")
+    assert_error(status, reply, 409, code="account_in_use", field="account_id")
+    assert agent.logical_agent_id in reply["message"] and "unknown account" not in reply["message"]
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}")
+    assert status == 200 and reply["released"] is None, reply
+
+
 @pytest.mark.parametrize("force", ["yes", "", "2"])
 def test_a_bad_force_is_400_and_changes_nothing(admin, make_tenant, force):
     client_id, _, _, _ = _standby_in_second_account(admin, make_tenant)
