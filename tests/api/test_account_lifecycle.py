@@ -142,6 +142,31 @@ def test_a_standby_left_running_by_a_forced_unbinding_can_be_deleted_and_the_cli
     assert status == 200 and moved["account_id"] == FIRST, moved
 
 
+def test_an_agent_whose_standby_a_forced_unbinding_left_running_can_be_deleted(admin, make_tenant, monkeypatch):
+    """The same defect on the agent's DELETE: it retires every open standby EC2 first, and the unreachable one
+    answered 409 ``account_not_bound`` for ever, the agent never deleted. Now that standby is closed as by its own
+    DELETE (the client told to end it), listed in ``not_terminated_replicas``, and the agent is deleted."""
+    from chalicelib.aws import ec2
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    real_terminate = ec2.terminate
+    monkeypatch.setattr(ec2, "terminate", lambda *a, **k: (_ for _ in ()).throw(ec2.Ec2Error("refused")))
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    monkeypatch.setattr(ec2, "terminate", real_terminate)
+
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+
+    assert status == 200, reply
+    assert reply["status"] == "deleted" and reply["terminated_replicas"] == []
+    [left] = reply["not_terminated_replicas"]
+    assert left["replica_id"] == standby["replica_id"] and left["instance_id"] == standby["instance_id"]
+    assert standby["instance_id"] in left["message"] and SECOND in left["message"]
+    assert replica_repo.get(agent_id, standby["replica_id"]).status is ReplicaStatus.FAILED
+    assert any(n["kind"] == "standby_not_terminated" for n in caller.get("/api/notifications")[1]["notifications"])
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200  # idempotent
+
+
 def _legacy_agent_bound_to_both(admin, make_tenant):
     """A legacy client (no identity documents) bound to both accounts and a legacy agent registered without a
     document: the product cannot tell which of them its instance runs in. (client id, caller, agent id)."""
