@@ -251,3 +251,33 @@ def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason:
                           instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id},
                           once=f"standby_{status.value}:{replica.replica_id}")
     return closed
+
+
+ABANDONED = "not terminated by the product"  # the reason of a standby closed in an account the product lost
+
+
+def abandon(replica: ReplicaRecord, account_id: str, now: datetime) -> ReplicaRecord:
+    """Close a standby the product can no longer terminate (its account ``account_id`` is no longer bound to the
+    client, e.g. after a forced unbinding whose retirement failed): ``failed``, the reason saying the product could
+    not terminate it and the client must end instance X in account Y itself; an audit event and a notification,
+    both written once (a retry, with the set-once close time, writes neither again). EC2 is not called: there is no
+    role to call it with. Its slot and instance row are released as any close does, so the agent may move."""
+    why = (f"{ABANDONED}: account {account_id} is no longer bound to the client, so the product cannot act there; "
+           f"terminate instance {replica.instance_id} in account {account_id} yourself")
+    closed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=why[:500])
+    at = closed.terminated_at or now
+    activity.record_event("standby_abandoned", f"{replica.replica_id}: {why}", at, severity="warning",
+                          client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id,
+                          metadata={"replica_id": replica.replica_id, "account_id": account_id},
+                          once=f"standby_abandoned:{replica.replica_id}")
+    activity.notify(replica.client_id, "standby_not_terminated",
+                    f"Standby {replica.replica_id} was closed, but the product could not terminate its instance "
+                    f"{replica.instance_id}: account {account_id} is no longer bound. Terminate it in that account "
+                    "yourself, it is still running and billed", at, severity="warning", agent_id=replica.agent_id,
+                    once=f"standby_abandoned:{replica.replica_id}")
+    return closed
+
+
+def abandoned(replica: ReplicaRecord) -> bool:
+    """Was the replica closed by ``abandon``?"""
+    return replica.status is ReplicaStatus.FAILED and (replica.error_message or "").startswith(ABANDONED)

@@ -46,6 +46,23 @@ def for_replica(replica) -> AwsAccount:
     return for_client(replica.client_id, getattr(agent, "account_id", None))
 
 
+def unreachable_account(replica) -> str | None:
+    """The account a standby runs in when the product can no longer act there: its agent's recorded account (a
+    verified one, or the one a forced unbinding pinned) that is no longer bound to the client. None when that
+    account is bound (or the home account, self-hosted) or unknown: the product may still reach the standby there,
+    so it must try (and an EC2 failure leaves the standby as it was)."""
+    agent = agents.get(replica.client_id, replica.agent_id)
+    account_id = getattr(agent, "account_id", None)
+    client = clients.get(replica.client_id)
+    if not account_id or client is None:
+        return None
+    try:
+        accounts.resolve(client, account_id)
+    except accounts.AccountNotBound:
+        return account_id
+    return None
+
+
 def registered_to(client_id: str) -> Callable[[str], bool]:
     """``instance_id → True`` when the instance is registered to one of the client's agents (a hand-over may
     take traffic from it): the ownership checks of chalicelib/aws/ec2.py ask it about instances we did not
@@ -70,7 +87,8 @@ class AccountUse(NamedTuple):
     """What the product still runs for a client in one of its accounts (an unbinding's check)."""
 
     agents: list  # live AgentRecords whose EC2 work runs there
-    standbys: list  # active ReplicaRecords there (their agent's account: ``for_replica``)
+    standbys: list  # active ReplicaRecords there (their agent's account: ``for_replica``), or possibly there
+    unknown: tuple = ()  # live AgentRecords that may run there: their account is not known (``in_account``)
 
 
 def account_of(client, agent) -> str | None:
@@ -83,13 +101,27 @@ def account_of(client, agent) -> str | None:
 
 def in_account(client, account_id: str) -> AccountUse:
     """The client's live agents and active standbys in ``account_id`` (one partition query of its agents, one of
-    each such agent's replicas; admin-time). A deleted agent's standby still counts: it still runs there."""
-    live, standbys = [], []
+    each such agent's replicas; admin-time). A deleted agent's standby still counts: it still runs there.
+
+    An agent whose row names no account (a legacy agent: no identity document) resolves to none once its client is
+    bound to several accounts, yet its instance runs in one of them. Its account is then what the product recorded
+    elsewhere: an instance row of the agent whose identity document proved an account (``proven_account_of``; a
+    replica row names no account, a standby runs in its agent's). With nothing recorded the product cannot know,
+    and the safe answer is that it *may* run in ``account_id``: such an agent is in ``unknown`` (its standbys with
+    the others), which refuses a plain unbinding naming it as possibly affected. Guessing "not there" would let the
+    unbinding go and the product then act for it in the client's remaining account, where its instance may not be;
+    the operator, who may know better, forces."""
+    live, standbys, unknown = [], [], []
     for agent in agents.all_for_client(client.client_id):
-        if account_of(client, agent) != account_id:
+        where = account_of(client, agent)
+        possibly = False
+        if where is None and not getattr(agent, "account_id", None):
+            where = agents.proven_account_of(agent)
+            possibly = where is None
+        if where != account_id and not possibly:
             continue
         if not agent.deleted:
-            live.append(agent)
+            (unknown if possibly else live).append(agent)
         standbys += [r for r in replica_repo.for_agent(agent.agent_id, include_final=False)
                      if r.client_id == client.client_id]
-    return AccountUse(live, standbys)
+    return AccountUse(live, standbys, tuple(unknown))

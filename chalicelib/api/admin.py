@@ -147,20 +147,24 @@ def bind_account(client_id):
 
 @bp.route("/api/admin/clients/{client_id}/external-id/rotate", methods=["POST"], response="AccountsReply")
 def rotate_external_id(client_id):
-    """Start rotating the client's ExternalId: a new one is pending (201; an already pending one is kept, 200). The
-    current id stays in use: the client adds the pending one to every role's trust policy (the stack's
-    ``NextExternalId``), then the operator confirms (``.../external-id/confirm``)."""
+    """Start rotating the client's ExternalId: a new one is pending (201). While one is pending, a rotate mints no
+    other and answers that one (200, idempotent; also the loser of two concurrent rotates, whose write is
+    conditional on no pending id): the client may already have deployed it in its trust policies, so a retried or
+    concurrent request must name the id it has, never replace it (a 409 would make a retry after a lost answer look
+    like a failure; the pending id is visible and ``DELETE .../external-id/pending`` abandons it). Only the rotate
+    that minted the pending id records the event and tells the client. The current id stays in use: the client adds
+    the pending one to every role's trust policy (the stack's ``NextExternalId``), then the operator confirms
+    (``.../external-id/confirm``)."""
     admin_request(_request())
     client = clients.require(client_id)
-    pending = client.pending_external_id
-    client = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
-    if pending is None:
+    client, started = clients.start_external_id_rotation(client, accounts.new_external_id(), utcnow())
+    if started:
         activity.record_event("external_id_rotation", f"ExternalId rotation of {client.name} started", utcnow(),
                               severity="warning", client_id=client_id)
         activity.notify(client_id, "external_id_rotation", "A new ExternalId is pending: add it to the trust policy of "
                         "your Spot Optimizer role in every bound account (the stack's NextExternalId); the current "
                         "one keeps working until the operator confirms the change", utcnow(), severity="warning")
-    return ok(accounts_view(client), status=200 if pending else 201)
+    return ok(accounts_view(client), status=201 if started else 200)
 
 
 @bp.route("/api/admin/clients/{client_id}/external-id/confirm", methods=["POST"], response="AccountsReply")
@@ -231,12 +235,12 @@ def unbind_account(client_id, account_id):
         release_bus_access(account_id, client_id)  # a retry after the bus refused: converge, then say "not bound"
         clients.unbind_account(client, account_id)  # 404
     use = tenancy.in_account(client, account_id)
-    if (use.agents or use.standbys) and not force:
+    if (use.agents or use.standbys or use.unknown) and not force:
         raise ConflictError(f"account {account_id} is in use: {_in_use(use)}; stop them first, or unbind with "
                             "?force=true (the standbys are retired, the agents' modes turned off)",
                             field="account_id", code="account_in_use")
     now = utcnow()
-    released = _release(client, account_id, use, now) if use.agents or use.standbys else None
+    released = _release(client, account_id, use, now) if use.agents or use.standbys or use.unknown else None
     client = clients.unbind_account(client, account_id)
     activity.record_event("account_unbound", f"account {account_id} unbound from {client.name}"
                           + (f" (forced: {_in_use(use)})" if released else ""), now,
@@ -256,6 +260,9 @@ def _in_use(use: tenancy.AccountUse) -> str:
         parts.append(names([a.logical_agent_id for a in use.agents], "live agent", "live agents"))
     if use.standbys:
         parts.append(names([r.replica_id for r in use.standbys], "active standby", "active standbys"))
+    if use.unknown:
+        parts.append(names([a.logical_agent_id for a in use.unknown], "live agent", "live agents")
+                     + " of unknown account (legacy, no identity document: possibly there)")
     return " and ".join(parts)
 
 
@@ -263,7 +270,7 @@ def _release(client, account_id: str, use: tenancy.AccountUse, now) -> dict:
     """A forced unbinding's work in the account, before the binding goes: the agents stop (their pending commands
     cancelled), the standbys are retired (each on its own: one that EC2 refuses is reported, not fatal), and the
     client is told."""
-    for agent in use.agents:
+    for agent in [*use.agents, *use.unknown]:  # one of unknown account is pinned too: it stays unresolved, as now
         agents.leave_account(agent, account_id, now)
         # disabled, it is delivered nothing: a switch still pending would wait for ever, then run once re-enabled
         command_queue.cancel_pending(agent, now, f"account {account_id} was unbound from the client")
@@ -279,7 +286,7 @@ def _release(client, account_id: str, use: tenancy.AccountUse, now) -> dict:
         else:
             entry["retired"] = True
         standbys.append(entry)
-    released = {"agents": [a.agent_id for a in use.agents], "standbys": standbys}
+    released = {"agents": [a.agent_id for a in [*use.agents, *use.unknown]], "standbys": standbys}
     left = [s["replica_id"] for s in standbys if not s["retired"]]
     activity.notify(client.client_id, "account_unbound",
                     f"AWS account {account_id} was unbound: {len(use.agents)} agent(s) there no longer managed, "

@@ -10,7 +10,7 @@ from components.replica_coordinator import ReplicaStatus
 from components.sentinel import health_score
 from components.sentinel.health import HealthThresholds
 
-from chalicelib import command_queue, decisions, replicas
+from chalicelib import command_queue, decisions, replicas, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.csv_export import listing, wants_csv
 from chalicelib.api.dashboard import own_client
@@ -122,13 +122,21 @@ def settings(agent_id):
 def delete_agent(agent_id):
     """Soft delete: every standby terminated (EC2 included), the agent ``deleted`` with its modes off, its
     instance inactive, its pending commands cancelled (a revived agent must not run a switch queued before the
-    delete). The agent's own instance keeps running (it is the client's workload). Idempotent."""
+    delete). The agent's own instance keeps running (it is the client's workload). Idempotent. A standby whose
+    account is no longer bound (a forced unbinding could not retire it) cannot be terminated by the product: it is
+    closed instead (``replicas.abandon``), listed in ``not_terminated_replicas`` with what the client must do."""
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id, allow_deleted=True)
     now = utcnow()
-    terminated = []
+    terminated, not_terminated = [], []
     with ec2_errors():  # EC2 first: a failure leaves the agent as it was, and a retry finishes the job
         for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+            unreachable = tenancy.unreachable_account(replica) if replica.instance_id else None
+            if unreachable:  # its account unbound: closed, the client told to end it (``replicas.abandon``)
+                closed = replicas.abandon(replica, unreachable, now)
+                not_terminated.append({"replica_id": closed.replica_id, "instance_id": closed.instance_id,
+                                       "message": closed.error_message})
+                continue
             replicas.retire(replica, ReplicaStatus.TERMINATED, now, "agent deleted")
             terminated.append(replica.replica_id)
     was_deleted = agent.status == AgentStatus.DELETED.value
@@ -140,5 +148,8 @@ def delete_agent(agent_id):
         activity.record_event("agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
                               client_id=client.client_id, agent_id=agent.agent_id, instance_id=agent.instance_id,
                               metadata={"terminated_replicas": terminated})
-    return ok({"success": True, "agent_id": deleted.agent_id, "status": deleted.status,
-               "terminated_replicas": terminated})
+    reply = {"success": True, "agent_id": deleted.agent_id, "status": deleted.status,
+             "terminated_replicas": terminated}
+    if not_terminated:
+        reply["not_terminated_replicas"] = not_terminated
+    return ok(reply)

@@ -355,9 +355,20 @@ def promote_replica(agent_id, replica_id):
 
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["DELETE"], response="DeletedReplicaReply")
 def delete_replica(agent_id, replica_id):
-    """Terminate the replica's instance for real and close it (idempotent once terminated)."""
+    """Terminate the replica's instance for real and close it (idempotent once terminated). EC2 first: a failure
+    (the account reachable) leaves the replica as it was, so a retry finishes.
+
+    A standby whose account is no longer bound to the client (``tenancy.unreachable_account``: a forced unbinding
+    whose retirement failed) cannot be terminated by the product any more: it is closed ``failed`` instead, the
+    ``message`` (and a notification, and an audit event) telling the client to terminate instance X in account Y
+    itself. Otherwise it would answer 409 ``account_not_bound`` for ever and block its agent's account move."""
     client, _ = client_request(_request())
     agent, replica = _owned(client, agent_id, replica_id)
+    unreachable = tenancy.unreachable_account(replica) if replica.instance_id else None
+    if unreachable and (replica.active or replicas.abandoned(replica)):
+        replica = replicas.abandon(replica, unreachable, utcnow())
+        return ok({"success": True, "replica_id": replica.replica_id, "status": replica.status.value,
+                   "instance_id": replica.instance_id, "message": replica.error_message})
     if replica.status is not ReplicaStatus.TERMINATED:
         _active(replica)
     with ec2_errors():  # terminated already: finishes what a delete that died after the row's write left undone

@@ -13,10 +13,12 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 - **ended instance rows** of every agent walked: inactive rows that ended (``terminated_at``, else their last
   update) more than ``AGENT_RETENTION_DAYS`` (90) ago, but the one the agent row names and a proven instance's
   row with no termination time (it may still run in its owner's account). Without it a live agent's ended
-  switches and standbys stay for good, and every hourly savings roll-up of its client reads them back.
+  switches and standbys stay for good, and every hourly savings roll-up of its client reads them back. Each
+  row's instance savings day rows (``instance#<client>#<instance>#day``) go just before it (``savings_days``).
 - **gone agents**: a deleted or terminated agent whose ``deleted_at`` (else ``updated_at``) is older than
   ``AGENT_RETENTION_DAYS`` (90: the decisions, interruptions and audit log naming it have expired by then), with
-  what only it refers to: its remaining commands, its replicas (all closed: an agent with an open replica, or an
+  what only it refers to: the savings day rows of the agent and of the instances whose rows name it (first, while
+  those rows still say which instances were its), its remaining commands, its replicas (all closed: an agent with an open replica, or an
   active instance row naming it, is kept) and the inactive instance rows that name it; its row goes last, in one
   transaction with the instance row it names, conditional on the agent being unchanged (status, times, instance,
   standby slot), so a re-registration racing the cleaner wins and a stopped removal leaves an agent that still
@@ -48,7 +50,7 @@ from typing import NamedTuple
 
 from chalicelib.jobs import pool_walk
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import activity, agents, clients, commands, job_state, replicas
+from chalicelib.repositories import activity, agents, clients, commands, job_state, replicas, savings
 from chalicelib.repositories import price_rollups as rollups
 from chalicelib.settings import get_settings
 
@@ -68,8 +70,8 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
     # ``before``: the listing position just before the client to work on (None: the first client);
     # ``after_agent``: the last of that client's agents done (None: the client is not started).
     before, after_agent = at.get("next_token"), at.get("after_agent")
-    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0, "instances": 0, "gone_agents": 0,
-            "gone_agent_rows": 0}
+    done = {"clients": 0, "agents": 0, "notifications": 0, "commands": 0, "instances": 0, "savings_days": 0,
+            "gone_agents": 0, "gone_agent_rows": 0}
 
     def can_go_on() -> bool:
         return (budget["left"] > 0 and done["agents"] < settings.cleaner_max_agents
@@ -133,14 +135,24 @@ def _client_agents(client_id: str, after: str | None, command_cutoff: datetime, 
             if not _remove_gone(client_id, agent.agent_id, gone_cutoff, budget, done):
                 return _Progress(after, False)
         else:  # an agent that stays: its instance rows that ended past the retention (a removal takes them all)
+            days_before = done["savings_days"]
             n = agents.delete_ended_instances(client_id, agent.agent_id, agent.instance_id, gone_cutoff,
-                                              budget["left"])
-            done["instances"] += n
+                                              budget["left"], before_each=_instance_days(client_id, done))
+            done["instances"] += n - (done["savings_days"] - days_before)
             budget["left"] -= n
             if budget["left"] <= 0:
                 return _Progress(after, False)
         after = agent.agent_id
     return _Progress(after, not more)
+
+
+def _instance_days(client_id: str, done: dict):
+    """``before_each`` of an ended instance row's delete: its savings day rows go first (counted in ``done``)."""
+    def delete(instance_id: str, left: int) -> int | None:
+        n = savings.delete_days(savings.instance_key(client_id, instance_id), left)
+        done["savings_days"] += n or 0
+        return n
+    return delete
 
 
 def _remove_gone(client_id: str, agent_id: str, cutoff: datetime, budget: dict, done: dict) -> bool:
@@ -157,10 +169,15 @@ def _remove_gone(client_id: str, agent_id: str, cutoff: datetime, budget: dict, 
     if any(r.active for r in standbys) or agents.has_live_instance(gone, [r.instance_id for r in standbys
                                                                          if r.instance_id]):
         return True
-    for delete in (lambda left: commands.delete_all(agent_id, left),
+    entity_days = [savings.instance_key(client_id, i) for i in agents.instance_ids_of(gone)]
+    entity_days.append(savings.agent_key(client_id, agent_id))
+    for delete in (*(lambda left, key=key: savings.delete_days(key, left) for key in entity_days),
+                   lambda left: commands.delete_all(agent_id, left),
                    lambda left: replicas.delete_closed(agent_id, left),
                    lambda left: agents.delete_inactive_instances(gone, left)):
         n = delete(budget["left"])
+        if n is None:  # an entity's day rows are more than the budget left: next run
+            return False
         done["gone_agent_rows"] += n
         budget["left"] -= n
         if budget["left"] <= 0:
@@ -203,7 +220,8 @@ def run(now: datetime) -> dict:
     result = {**_walk_clients(now, budget), **_raw_points(now, budget)}
     result["budget_exhausted"] = budget["left"] <= 0
     logger.info("data cleaner", extra=result)
-    for name in ("notifications", "commands", "instances", "price_points", "gone_agents", "gone_agent_rows"):
+    for name in ("notifications", "commands", "instances", "savings_days", "price_points", "gone_agents",
+                 "gone_agent_rows"):
         metrics.add_metric(name=f"DataCleaner.{name}", unit=MetricUnit.Count, value=result[name])
     publish_metrics()
     return result

@@ -979,6 +979,16 @@ def gone_before(client_id: str, agent_id: str, cutoff: datetime) -> GoneAgent | 
                      deleted_at=row.deleted_at, instance_id=row.instance_id, current_replica_id=row.current_replica_id)
 
 
+def proven_account_of(agent: AgentRecord) -> str | None:
+    """The AWS account a signed identity document proved one of the agent's instances runs in (its current
+    instance's row first, else the latest installed one's), None when no instance row of the agent records one."""
+    rows = [row for row in InstanceTable.by_agent.query(agent.agent_id)
+            if row.client_id == agent.client_id and row.proven_account_id]
+    if not rows:
+        return None
+    return max(rows, key=lambda row: (row.instance_id == agent.instance_id, row.installed_at)).proven_account_id
+
+
 def _instances_naming(agent: GoneAgent) -> list[InstanceTable]:
     return [row for row in InstanceTable.by_agent.query(agent.agent_id) if row.client_id == agent.client_id]
 
@@ -1022,17 +1032,44 @@ def _ended_before(client_id: str, agent_id: str, cutoff: datetime):
                   & InstanceTable.proven_account_id.does_not_exist() & InstanceTable.replica_id.does_not_exist())))
 
 
-def delete_ended_instances(client_id: str, agent_id: str, keep: str | None, cutoff: datetime, budget: int) -> int:
+def delete_ended_instances(client_id: str, agent_id: str, keep: str | None, cutoff: datetime, budget: int,
+                           before_each=None) -> int:
     """Delete the agent's instance rows that ended before ``cutoff`` (the data cleaner, ``AGENT_RETENTION_DAYS``)
     but ``keep``, the one its row names (a re-registration updates it): one Query of the instances-by-agent index
     for the rows installed before ``cutoff``, each delete conditional on the row still having ended then (a row
     active again, or changed since, stays). At most ``budget``; returns how many were deleted. Without it a live
-    agent's ended switches and standbys stay for good, and every hourly savings roll-up reads them back."""
+    agent's ended switches and standbys stay for good, and every hourly savings roll-up reads them back.
+
+    ``before_each(instance_id, left)``, if given, runs before each row's delete (what only that row refers to goes
+    first: a stopped run finds the row again) and returns how many rows it deleted, or None when ``left`` is too
+    little (the walk stops there); its rows count against ``budget`` too."""
     condition = _ended_before(client_id, agent_id, cutoff)
     rows = [row for row in InstanceTable.by_agent.query(agent_id, InstanceTable.installed_at < cutoff,
                                                         filter_condition=condition)
             if row.instance_id != keep]
-    return delete_each(rows, condition, budget)
+    if before_each is None:
+        return delete_each(rows, condition, budget)
+    deleted = 0
+    for row in rows:
+        if deleted >= budget:
+            break
+        first = before_each(row.instance_id, budget - deleted - 1)
+        if first is None:
+            break
+        deleted += first + delete_each([row], condition, 1)
+    return deleted
+
+
+def instance_ids_of(agent: GoneAgent) -> list[str]:
+    """The instances whose rows name the agent (the instances-by-agent index: its primaries, replacements and
+    standbys), each confirmed by a consistent read of its row (the index may lag: an instance another agent
+    registered since is that agent's now, and is left out)."""
+    ids = []
+    for instance_id in sorted({row.instance_id for row in _instances_naming(agent)}):
+        row = instance_row(instance_id)
+        if row is not None and (row.client_id, row.agent_id) == (agent.client_id, agent.agent_id):
+            ids.append(instance_id)
+    return ids
 
 
 def delete_gone(agent: GoneAgent) -> int:

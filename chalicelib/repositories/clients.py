@@ -329,11 +329,13 @@ def ensure_external_id(client: ClientRecord, new_id: str) -> ClientRecord:
     return require(client.client_id)
 
 
-def start_external_id_rotation(client: ClientRecord, new_id: str, now: datetime) -> ClientRecord:
+def start_external_id_rotation(client: ClientRecord, new_id: str, now: datetime) -> tuple[ClientRecord, bool]:
     """A pending ExternalId for the client (``new_id``), unless one is pending already: that one is kept, the client
-    may have deployed its roles with it (a race keeps the first too). The current id keeps being used."""
+    may have deployed its roles with it (a race keeps the first too: the write is conditional on no pending id).
+    The current id keeps being used. Returns (the record after, whether ``new_id`` became the pending id): a caller
+    that lost the race, or found one pending, did not start the rotation and reports the pending id it got."""
     if client.pending_external_id:
-        return client
+        return client, False
     try:
         ClientTable(client.client_id).update(
             actions=[ClientTable.pending_external_id.set(new_id), ClientTable.pending_external_id_at.set(now)],
@@ -341,7 +343,8 @@ def start_external_id_rotation(client: ClientRecord, new_id: str, now: datetime)
     except UpdateError as exc:
         if not condition_failed(exc):
             raise
-    return require(client.client_id)
+        return require(client.client_id), False  # 404 when the client went; else the winner's pending id
+    return require(client.client_id), True
 
 
 def finish_external_id_rotation(client: ClientRecord) -> ClientRecord:

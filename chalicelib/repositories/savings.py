@@ -282,6 +282,22 @@ def _bucket(row: SavingsTable, ids: tuple | None = None) -> Bucket:
     return bucket
 
 
+def delete_days(scope_key: str, budget: int) -> int | None:
+    """Delete an agent's or an instance's day rows (``agent_key``/``instance_key``: the data cleaner, when the
+    entity's retention ends), all of them or none: None, nothing deleted, when they are more than ``budget``.
+    Returns how many went. The client's own rows (hour, day, month) and the fleet's are never in such a partition:
+    they are integrated from the instances, not summed from these rows, so the client's totals do not change."""
+    if not scope_key.startswith(("agent#", "instance#")):
+        raise ValueError(f"not an entity's day partition: {scope_key}")
+    rows = _rows(scope_key)
+    if len(rows) > budget:
+        return None
+    with SavingsTable.batch_write() as batch:
+        for row in rows:
+            batch.delete(row)
+    return len(rows)
+
+
 def record_run(scheduled: datetime, clients: int, now: datetime) -> None:
     """Store one dispatched run (overwrite: a retried dispatch of the same run counts the same clients)."""
     SavingsTable(RUNS_KEY, run_period(scheduled), clients_total=clients, computed_at=now,

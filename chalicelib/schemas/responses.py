@@ -548,6 +548,7 @@ class ReplicaStateReply(Success):
 
 class DeletedReplicaReply(ReplicaStateReply):
     instance_id: str | None
+    message: str | None = None  # a standby the product could not terminate (its account unbound): what to do
 
 
 class ReplicaReportReply(ReplicaStateReply):
@@ -759,10 +760,18 @@ class AgentSettingsReply(Success):
     terminated_replicas: list[str]
 
 
+class NotTerminatedReplica(Reply):
+    replica_id: str
+    instance_id: str | None
+    message: str | None
+
+
 class DeletedAgentReply(Success):
     agent_id: str
     status: str
     terminated_replicas: list[str]
+    # standbys in an account no longer bound: closed, not terminated; the client must end them (absent: none)
+    not_terminated_replicas: list[NotTerminatedReplica] | None = None
 
 
 class InstanceRow(Reply):

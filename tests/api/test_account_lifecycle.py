@@ -84,6 +84,141 @@ def test_a_forced_unbinding_reports_a_standby_ec2_refuses_and_unbinds_anyway(adm
     assert replica_repo.get(agent_id, standby["replica_id"]).active  # still open: it still runs
 
 
+def test_a_standby_left_running_by_a_forced_unbinding_can_be_deleted_and_the_client_is_told_to_end_it(
+        admin, make_tenant, monkeypatch):
+    """The defect: a standby whose forced retirement failed stayed open for ever: its DELETE answered 409
+    ``account_not_bound`` (the product has no role in the unbound account) on every try, and it blocked its agent's
+    move to another account. Now the DELETE closes it ``failed`` with a reason naming the instance and the account
+    the client must end it in (a notification and an event say so too), touching nothing in EC2; a retry answers the
+    same; the agent may then move. A standby whose account is still bound keeps EC2-first: a refused termination
+    leaves it as it was."""
+    from datetime import UTC, datetime
+
+    from chalicelib.aws import ec2
+    from chalicelib.repositories import activity
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    path = f"/api/agents/{agent_id}/replicas/{standby['replica_id']}"
+    real_terminate, calls = ec2.terminate, []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise ec2.Ec2Error("EC2 refused the termination")
+
+    monkeypatch.setattr(ec2, "terminate", refuse)
+    # still bound: EC2 first, a failure changes nothing (a retry will finish)
+    before = snapshot_tables()
+    status, reply = caller.call("DELETE", path)
+    assert status == 503 and reply["error"] == "ec2_unavailable", reply
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    assert replica_repo.get(agent_id, standby["replica_id"]).active
+    monkeypatch.setattr(ec2, "terminate", real_terminate)
+    tries = len(calls)
+
+    status, reply = caller.call("DELETE", path)
+
+    assert status == 200, reply
+    assert reply["status"] == "failed" and reply["replica_id"] == standby["replica_id"]
+    assert standby["instance_id"] in reply["message"] and SECOND in reply["message"]
+    assert "could not terminate" in reply["message"] or "not terminated" in reply["message"]
+    assert len(calls) == tries and _state_in(SECOND, standby["instance_id"]) == "running"  # no EC2 call: no role
+    closed = replica_repo.get(agent_id, standby["replica_id"])
+    assert not closed.active and closed.error_message == reply["message"]
+    notes = [n for n in caller.get("/api/notifications")[1]["notifications"] if n["kind"] == "standby_not_terminated"]
+    assert len(notes) == 1 and standby["instance_id"] in notes[0]["message"] and SECOND in notes[0]["message"]
+    events = [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+              if e.event_type == "standby_abandoned" and e.agent_id == agent_id]
+    assert len(events) == 1 and events[0].metadata == {"replica_id": standby["replica_id"], "account_id": SECOND}
+    # a retry answers the same and writes nothing more
+    before = snapshot_tables()
+    status, again = caller.call("DELETE", path)
+    assert (status, again) == (200, reply)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    # the agent is no longer held in the unbound account by it
+    agent = agent_repo.get(client_id, agent_id)
+    status, moved, _ = _register_verified(caller, FIRST, agent.logical_agent_id)
+    assert status == 200 and moved["account_id"] == FIRST, moved
+
+
+def test_an_agent_whose_standby_a_forced_unbinding_left_running_can_be_deleted(admin, make_tenant, monkeypatch):
+    """The same defect on the agent's DELETE: it retires every open standby EC2 first, and the unreachable one
+    answered 409 ``account_not_bound`` for ever, the agent never deleted. Now that standby is closed as by its own
+    DELETE (the client told to end it), listed in ``not_terminated_replicas``, and the agent is deleted."""
+    from chalicelib.aws import ec2
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    real_terminate = ec2.terminate
+    monkeypatch.setattr(ec2, "terminate", lambda *a, **k: (_ for _ in ()).throw(ec2.Ec2Error("refused")))
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    monkeypatch.setattr(ec2, "terminate", real_terminate)
+
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+
+    assert status == 200, reply
+    assert reply["status"] == "deleted" and reply["terminated_replicas"] == []
+    [left] = reply["not_terminated_replicas"]
+    assert left["replica_id"] == standby["replica_id"] and left["instance_id"] == standby["instance_id"]
+    assert standby["instance_id"] in left["message"] and SECOND in left["message"]
+    assert replica_repo.get(agent_id, standby["replica_id"]).status is ReplicaStatus.FAILED
+    assert any(n["kind"] == "standby_not_terminated" for n in caller.get("/api/notifications")[1]["notifications"])
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200  # idempotent
+
+
+def _legacy_agent_bound_to_both(admin, make_tenant):
+    """A legacy client (no identity documents) bound to both accounts and a legacy agent registered without a
+    document: the product cannot tell which of them its instance runs in. (client id, caller, agent id)."""
+    from tests.conftest import registration
+    from tests.e2e.failover_support import REGION, ZONES
+
+    client_id, caller = _bound_to_both(admin, make_tenant)
+    status, reply = caller.post("/api/agents/register", registration(region=REGION, az=ZONES[0]))
+    assert status == 200, reply
+    agent = agent_repo.get(client_id, reply["agent_id"])
+    assert agent.account_id is None
+    return client_id, caller, agent.agent_id
+
+
+def test_a_plain_unbinding_is_409_naming_legacy_agents_whose_account_is_unknown(admin, make_tenant):
+    """The defect: a legacy agent of a client bound to two accounts resolves to no account, so a plain unbinding of
+    either account did not see it and went through (the agent possibly running there, the product then acting for
+    it in the other account). The product cannot know: 409 ``account_in_use`` naming it as possibly affected,
+    nothing changed; forced, it is stopped and pinned like an agent known to be there."""
+    client_id, caller, agent_id = _legacy_agent_bound_to_both(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    before = snapshot_tables()
+
+    for account in (SECOND, FIRST):
+        status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{account}")
+        assert_error(status, reply, 409, code="account_in_use", field="account_id")
+        assert agent.logical_agent_id in reply["message"] and "unknown account" in reply["message"]
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200, reply
+    assert [a["account_id"] for a in reply["accounts"]] == [FIRST] and reply["released"]["agents"] == [agent_id]
+    after = agent_repo.get(client_id, agent_id)
+    assert after.account_id == SECOND and not after.config["enabled"]  # pinned: never resolved to FIRST
+
+
+def test_an_unbinding_uses_the_account_an_instance_row_of_the_agent_proved(admin, make_tenant):
+    """An agent whose row names no account, but one of whose instances a signed identity document proved in FIRST,
+    is in FIRST: it holds FIRST, not SECOND."""
+    from chalicelib.tables.instances import InstanceTable
+
+    client_id, _, agent_id = _legacy_agent_bound_to_both(admin, make_tenant)
+    agent = agent_repo.get(client_id, agent_id)
+    InstanceTable(agent.instance_id).update(actions=[InstanceTable.proven_account_id.set(FIRST)])
+
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{FIRST}")
+    assert_error(status, reply, 409, code="account_in_use", field="account_id")
+    assert agent.logical_agent_id in reply["message"] and "unknown account" not in reply["message"]
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}")
+    assert status == 200 and reply["released"] is None, reply
+
+
 @pytest.mark.parametrize("force", ["yes", "", "2"])
 def test_a_bad_force_is_400_and_changes_nothing(admin, make_tenant, force):
     client_id, _, _, _ = _standby_in_second_account(admin, make_tenant)
@@ -192,6 +327,36 @@ def test_a_pending_external_id_rotation_can_be_cancelled_and_a_new_binding_meanw
     assert status == 200 and (reply["external_id"], reply["pending_external_id"]) == (old, None)
     assert caller.get("/api/client/accounts")[1]["pending_external_id"] is None
     assert admin.call("DELETE", f"/api/admin/clients/{client_id}/external-id/pending")[0] == 200  # idempotent
+
+
+def test_two_concurrent_external_id_rotations_end_with_one_pending_id_both_answers_name(admin, make_tenant,
+                                                                                        monkeypatch):
+    """The defect: two rotates that both read "nothing pending" both answered 201 as if each had minted the pending id
+    (and told the client twice). Now the write is conditional on no pending id: the loser mints nothing and answers
+    the winner's id, 200, and only the winner records the event and notifies the client."""
+    from chalicelib.repositories import clients as client_repo
+
+    client_id, caller = make_tenant()
+    real, replies, calls = client_repo.start_external_id_rotation, [], []
+
+    def racing(client, new_id, now):  # request B read "nothing pending"; request A completes before B writes
+        calls.append(new_id)
+        if len(calls) == 1:
+            replies.append(admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {}))
+        return real(client, new_id, now)
+
+    monkeypatch.setattr(client_repo, "start_external_id_rotation", racing)
+    status_b, reply_b = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})
+    (status_a, reply_a), = replies
+
+    assert (status_a, status_b) == (201, 200), (reply_a, reply_b)
+    pending = reply_a["pending_external_id"]
+    assert pending and reply_b["pending_external_id"] == pending
+    assert caller.get("/api/client/accounts")[1]["pending_external_id"] == pending
+    kinds = [n["kind"] for n in caller.get("/api/notifications")[1]["notifications"]]
+    assert kinds.count("external_id_rotation") == 1
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/external-id/rotate", {})  # a retry: idempotent
+    assert (status, reply["pending_external_id"]) == (200, pending)
 
 
 def test_external_id_routes_of_an_unknown_client_are_404(admin):

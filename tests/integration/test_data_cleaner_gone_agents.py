@@ -265,3 +265,96 @@ def test_a_half_removed_agent_registers_again(make_tenant, monkeypatch):
     status, reply = caller.post("/api/agents/register", back)
     assert status == 200 and reply["agent_id"] == gone, reply
     assert _agent_row(client_id, gone).status == "online"
+
+
+# --- the savings day rows of a removed agent and of ended instances ---------------------------------------------
+
+
+def _days(scope_key: str, client_id: str, now: datetime, *days: int) -> None:
+    """Savings day rows in ``scope_key`` for the given days back from ``now`` ($1 saved a day)."""
+    from decimal import Decimal
+
+    from chalicelib.tables.savings import SavingsTable
+
+    for back in days:
+        period = (now - timedelta(days=back)).strftime("%Y-%m-%d")
+        SavingsTable(scope_key, period, client_id=client_id, actual_cost=Decimal("1"), baseline_cost=Decimal("2"),
+                     computed_at=now).save()
+
+
+def _periods(scope_key: str) -> list[str]:
+    from chalicelib.tables.savings import SavingsTable
+
+    return [r.period for r in SavingsTable.query(scope_key, consistent_read=True)]
+
+
+def test_a_removed_agents_and_its_instances_savings_day_rows_go_and_the_clients_totals_stay(make_tenant,
+                                                                                              unbounded):  # noqa: F811
+    """The defect: the roll-up's per-agent and per-instance day rows (``agent#…#day``, ``instance#…#day``) have no
+    TTL and nothing deleted them: a removed agent's stayed for ever. Now they go with the agent when its retention
+    ends (first, while its instance rows still say which instances were its), counted with its rows. The client's
+    own rows are integrated from the instances, not summed from these: its totals do not change. The kept agent's
+    rows, and an instance another agent runs now, are untouched."""
+    from chalicelib.repositories import savings
+
+    client_id, caller, gone, gone_body, kept, kept_body = _deleted_agent(make_tenant)
+    now = datetime.now(UTC)
+    standby = new_instance_id()
+    _replica(gone, client_id, "terminated", now, "closed", standby)
+    gone_keys = [savings.agent_key(client_id, gone), savings.instance_key(client_id, gone_body["instance_id"]),
+                 savings.instance_key(client_id, standby)]
+    kept_keys = [savings.agent_key(client_id, kept), savings.instance_key(client_id, kept_body["instance_id"]),
+                 savings.client_key(client_id, "day"), savings.client_key(client_id, "month")]
+    for key in gone_keys + kept_keys:
+        _days(key, client_id, now, 3, 2, 1)
+    later = now + RETENTION + timedelta(days=1)
+    totals = savings.client_summary(client_id, later)
+
+    _walk_from(client_id, now)
+    early = data_cleaner.run(now + RETENTION - timedelta(days=1))
+    assert early["gone_agents"] == 0 and all(len(_periods(k)) == 3 for k in gone_keys)
+
+    _walk_from(client_id, now)
+    result = data_cleaner.run(later)
+
+    assert result["gone_agents"] == 1
+    assert result["gone_agent_rows"] == 3 * 3 + 1 + 1 + 2  # the day rows, the agent, its replica, two instance rows
+    assert {k: _periods(k) for k in gone_keys} == {k: [] for k in gone_keys}
+    assert all(len(_periods(k)) == 3 for k in kept_keys)
+    assert savings.client_summary(client_id, later) == totals
+    _walk_from(client_id, now)
+    assert data_cleaner.run(later)["gone_agent_rows"] == 0  # a re-run deletes nothing
+
+
+def test_an_ended_instance_rows_savings_days_go_with_it_and_the_agents_stay(make_tenant, unbounded):  # noqa: F811
+    """A staying agent's instance row that ended past the retention goes (tests/api/test_security_walk_11.py);
+    its instance's day rows go just before it, counted as ``savings_days``. The agent's own day rows (its summary
+    over its life) and its current instance's stay, as do the client's totals."""
+    from chalicelib.repositories import savings
+
+    client_id, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    now = datetime.now(UTC)
+    old = now - timedelta(days=100)
+    ended = new_instance_id()
+    InstanceTable(ended, client_id=client_id, agent_id=agent_id, role="primary", mode="spot",
+                  instance_type="m5.large", az="eu-west-1a", is_active=False, installed_at=old - timedelta(days=1),
+                  terminated_at=old, updated_at=old).save()
+    _days(savings.instance_key(client_id, ended), client_id, now, 102, 101)
+    stays = [savings.agent_key(client_id, agent_id), savings.instance_key(client_id, reg["instance_id"]),
+             savings.client_key(client_id, "day")]
+    for key in stays:
+        _days(key, client_id, now, 101, 1)
+    totals = savings.client_summary(client_id, now)
+
+    _walk_from(client_id, now)
+    result = data_cleaner.run(now)
+
+    assert (result["instances"], result["savings_days"]) == (1, 2)
+    assert _instance(ended) is None and _periods(savings.instance_key(client_id, ended)) == []
+    assert all(len(_periods(k)) == 2 for k in stays)
+    assert savings.client_summary(client_id, now) == totals
+    _walk_from(client_id, now)
+    again = data_cleaner.run(now)
+    assert (again["instances"], again["savings_days"]) == (0, 0)
