@@ -289,3 +289,68 @@ def test_every_client_csv_export_is_a_private_attachment_and_format_is_read_once
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/json", response.body
     status, reply = other.get(f"/api/client/{client_id}/{export}?format=csv")
     assert_error(status, reply, 404)
+
+
+# --- a shared resource two writers create at once -----------------------------------------------------------
+
+
+def _report(caller, agent_id, reg, price):
+    pool = f"{reg['instance_type']}.eu-west-1a"
+    body = {"instance": {"instance_id": reg["instance_id"], "instance_type": reg["instance_type"],
+                         "region": "eu-west-1", "az": "eu-west-1a", "mode": "spot"},
+            "pricing": {"on_demand_price": 0.1, "spot_pools": [{"pool_id": pool, "price": price}]}}
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report", body)
+    assert status == 200 and reply["points_written"] >= 1, reply
+    return pool
+
+
+@pytest.mark.parametrize("rival", ["another tenant", "the spot-prices job"])
+def test_a_new_pools_first_writers_never_erase_each_other(make_tenant, monkeypatch, rival):
+    """The attack (a race on the shared pools table): tenant A's agent reports a pool nobody priced yet; between its
+    read (no such pool) and its write, tenant B's agent reports the same pool (or the spot-prices job prices it).
+    BEFORE: a new pool was written whole by a BatchWriteItem put, unconditionally: A's put replaced the row B (or the
+    job) had just created, so B's own price entry vanished from B's view of the pool (a tenant could erase another's
+    market data by reporting first), or AWS's price vanished from every tenant's view and decisions until the job's
+    next run. NOW: a new pool is put only if it still does not exist; otherwise the writer sets only its own fields,
+    as for a known pool: both entries (or A's entry and AWS's price) are kept."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from components.data_valve import PricePoint
+
+    from chalicelib.repositories import pools
+    from chalicelib.tables.pools import PoolTable
+    from tests.api._support import random_instance_type
+
+    itype = random_instance_type()
+    a_id, a_caller = make_tenant()
+    a_reg = registration(instance_type=itype)
+    a_agent = a_caller.post("/api/agents/register", a_reg)[1]["agent_id"]
+    b_id, b_caller = make_tenant()
+    b_reg = registration(instance_type=itype)
+    b_agent = b_caller.post("/api/agents/register", b_reg)[1]["agent_id"]
+    pool_id = f"{itype}.eu-west-1a"
+    real, rivals = pools._write_agent_prices, []
+
+    def rival_first(*args, **kwargs):
+        if not rivals:
+            rivals.append(rival)
+            if rival == "another tenant":
+                _report(b_caller, b_agent, b_reg, 0.02)
+            else:
+                pools.store_server_prices([PricePoint(pool_id, datetime.now(timezone.utc), Decimal("0.025"),
+                                                      source_agent_id=pools.SERVER_SOURCE)],
+                                          datetime.now(timezone.utc))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pools, "_write_agent_prices", rival_first)
+    assert _report(a_caller, a_agent, a_reg, 0.03) == pool_id and rivals == [rival]
+    row = PoolTable.get(pool_id, consistent_read=True)
+    entries = row.agent_prices.as_dict() if hasattr(row.agent_prices, "as_dict") else dict(row.agent_prices)
+    if rival == "another tenant":
+        assert set(entries) == {a_id, b_id}, entries
+        assert Decimal(entries[b_id]["price"]) == Decimal("0.02"), entries
+    else:
+        assert set(entries) == {a_id}, entries
+        assert row.price_source == pools.SERVER_SOURCE and row.latest_price == Decimal("0.025"), row.attribute_values
+    assert Decimal(entries[a_id]["price"]) == Decimal("0.03"), entries
