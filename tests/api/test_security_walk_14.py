@@ -354,3 +354,27 @@ def test_a_new_pools_first_writers_never_erase_each_other(make_tenant, monkeypat
         assert set(entries) == {a_id}, entries
         assert row.price_source == pools.SERVER_SOURCE and row.latest_price == Decimal("0.025"), row.attribute_values
     assert Decimal(entries[a_id]["price"]) == Decimal("0.03"), entries
+
+
+# --- what an answer echoes of the request -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["a\r\nSet-Cookie: session=stolen", "trace\n{\"level\":\"ERROR\"}", "tr\u00e4ce",
+                                   "\u202etrace", "trace id with spaces", "\"quoted\"", "x" * 129])
+def test_a_correlation_id_that_could_split_a_header_or_forge_a_log_line_is_never_echoed(api, make_tenant, given):
+    """The attack: ``X-Correlation-Id`` (echoed in every answer's headers, and stamped on every log line of the
+    request) carrying CR/LF (a second header such as ``Set-Cookie`` where a server writes the value raw: the local
+    mode's dev server does), a newline and JSON (a forged log line for whoever reads the logs raw), non-ASCII or a
+    right-to-left override (a header value some gateways refuse: a 5xx for the caller), spaces, quotes, or 129
+    characters. BEFORE: any value up to 128 characters was echoed and logged as given. NOW: only a plain token
+    (letters, digits, ``. _ : / + = @ -``, up to 128) is taken; anything else gets a fresh id, and the request itself
+    is answered as usual."""
+    _, caller = make_tenant()
+    response = api.http.get("/api/client/validate", headers={"Authorization": f"Bearer {caller.token}",
+                                                             "X-Correlation-Id": given})
+    assert response.status_code == 200, response.body
+    echoed = response.headers["X-Correlation-Id"]
+    assert echoed != given and echoed.isascii() and echoed.isprintable() and " " not in echoed, echoed
+    plain = "trace-123:abc/def=@x"
+    response = api.http.get("/health", headers={"X-Correlation-Id": plain})
+    assert response.headers["X-Correlation-Id"] == plain
