@@ -87,41 +87,43 @@ def test_a_duplicate_switch_is_never_answered_with_another_agents_or_tenants_com
     assert sorted(c.command_id for c in bootstrap.command_store().active_for_agent(a_agent, 50)) == queue
 
 
-def test_a_switch_queued_as_its_agent_is_deleted_is_never_run(tenant_with_agent, monkeypatch):
-    """The attack (a race the agent-delete fix did not close): a force-switch reads the live agent, the client's
-    delete of that agent runs in between (it cancels the pending commands it sees: none yet), then the switch is
-    written, so a switch sits in a deleted agent's queue; the agent is then revived (registering again) hoping it is
-    handed the switch. Holds: the deleted agent is polled nothing (404), the revived agent (on another instance:
-    its old one is closed, 409 ``instance_replaced``) is delivered nothing, and nothing of that switch stays
-    pending."""
+@pytest.mark.parametrize("closing", ["delete", "disable"])
+def test_a_switch_racing_the_agents_delete_or_disabling_is_never_queued(tenant_with_agent, monkeypatch, closing):
+    """The attack (a race the agent-delete and agent-disable fixes did not close): a force-switch reads the live,
+    enabled agent; the client's delete (or disabling) of that agent runs in between and cancels the pending
+    commands it sees (none yet); then the switch is written. BEFORE: the switch was queued (201) after all: pending on a
+    disabled agent, it was delivered the moment the agent was enabled again, maybe days later (the stale switch the
+    disabling is meant to cancel); on a deleted agent it was answered as queued. NOW: the command's own transaction
+    requires the agent still enabled and not deleted: 404 for the deleted agent, 409 ``agent_disabled`` for the
+    disabled one (what the same request gets a moment later), nothing queued, and the re-enabled (or revived, on
+    another instance) agent is delivered nothing."""
     from tests.conftest import new_instance_id
 
     client_id, caller, agent_id, reg = tenant_with_agent
-    real, deleted = command_queue.open_client_switch, []
+    real, closed = command_queue.open_client_switch, []
 
-    def delete_first(agent, **kwargs):
-        if not deleted:
-            status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
-            deleted.append((status, reply))
+    def close_first(agent, **kwargs):
+        if not closed:
+            closed.append(caller.call("DELETE", f"/api/client/agents/{agent_id}") if closing == "delete"
+                          else caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False}))
         return real(agent, **kwargs)
 
-    monkeypatch.setattr(command_queue, "open_client_switch", delete_first)
+    monkeypatch.setattr(command_queue, "open_client_switch", close_first)
     status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
     monkeypatch.setattr(command_queue, "open_client_switch", real)
-    assert deleted and deleted[0][0] == 200 and deleted[0][1]["status"] == "deleted", deleted
-    raced = reply["command"]["id"] if status == 201 else None
-    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
-    assert_error(status, reply, 404)
-    status, reply = caller.post("/api/agents/register", reg)
-    assert_error(status, reply, 409, code="instance_replaced")
-    status, reply = caller.post("/api/agents/register", {**reg, "instance_id": new_instance_id()})
-    assert status == 200 and reply["action"] == "revived" and reply["agent_id"] == agent_id, reply
+    assert closed and closed[0][0] == 200, closed
+    if closing == "delete":
+        assert_error(status, reply, 404, field="agent_id")
+        status, reply = caller.post("/api/agents/register", {**reg, "instance_id": new_instance_id()})
+        assert status == 200 and reply["action"] == "revived" and reply["agent_id"] == agent_id, reply
+    else:
+        assert_error(status, reply, 409, code="agent_disabled")
+        status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})
+        assert status == 200, reply
+    assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
     status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
     assert status == 200 and reply["commands"] == [], reply
-    assert [c.command_id for c in bootstrap.command_store().active_for_agent(agent_id, 50)] == []
-    if raced:
-        assert bootstrap.command_store().get(agent_id, raced).status.value != "pending"
 
 
 # --- pagination cursors ---------------------------------------------------------------------------------------
