@@ -380,3 +380,39 @@ def test_a_correlation_id_that_could_split_a_header_or_forge_a_log_line_is_never
     plain = "trace-123:abc/def=@x"
     response = api.http.get("/health", headers={"X-Correlation-Id": plain})
     assert response.headers["X-Correlation-Id"] == plain
+
+
+def test_a_standby_create_racing_the_agents_delete_launches_nothing(make_tenant, monkeypatch, api,
+                                                                     fleet_jobs_see_this_test_only):
+    """The attack (the same race on the standby slot): a manual-replica agent's client asks for a server-launched
+    standby; the request has read the agent (manual mode on, slot empty) when the client's delete of the agent runs
+    (it retires the standbys it sees: none yet). BEFORE: the create then claimed the deleted agent's slot and launched
+    the standby (201): a running EC2 instance for a deleted agent that the replica coordinator and the cleanup job
+    both keep (an open replica owns it), billed to the client for good. NOW: the slot's claim requires the agent not
+    deleted: 409 ``agent_deleted``, no replica row, nothing launched."""
+    from chalicelib.api import replicas as replicas_api
+    from chalicelib.repositories import replicas as replica_repo
+    from chalicelib.tables.agents import AgentTable
+    from tests.api.test_replicas import manual_agent
+    from tests.conftest import invoke_schedule
+    from tests.e2e.failover_support import ec2
+
+    client_id, caller, agent_id, _, _ = manual_agent(make_tenant)
+    real, deleted = replicas_api._server_pool, []
+
+    def delete_first(*args, **kwargs):
+        if not deleted:
+            deleted.append(caller.call("DELETE", f"/api/client/agents/{agent_id}"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replicas_api, "_server_pool", delete_first)
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    monkeypatch.setattr(replicas_api, "_server_pool", real)
+    assert deleted and deleted[0][0] == 200 and deleted[0][1]["status"] == "deleted", deleted
+    assert_error(status, reply, 409, code="agent_deleted")
+    invoke_schedule(api, "replica-coordinator")
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).current_replica_id is None
+    assert replica_repo.for_agent(agent_id) == []
+    launched = ec2().describe_instances(Filters=[{"Name": "tag:AgentId", "Values": [agent_id]},
+                                                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    assert [i["InstanceId"] for r in launched["Reservations"] for i in r["Instances"]] == []
