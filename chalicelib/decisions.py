@@ -32,6 +32,7 @@ from chalicelib.repositories.dynamo import save_if
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import switches as switch_repo
 from chalicelib.repositories.agents import AgentRecord
+from chalicelib.repositories.commands import ForceSwitchRaced
 from chalicelib.repositories.paging import Page, decode_token, encode_token
 from chalicelib.settings import get_settings
 from chalicelib.tables.risk import DecisionTable
@@ -180,11 +181,15 @@ def record(agent: AgentRecord, evaluation: Evaluation, source: str, now: datetim
 
 
 def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigger: str,
-                command_id: str | None = None) -> Command | None:
+                command_id: str | None = None, requested: bool = False) -> Command | None:
     """Queue the switch a decision asks for (None for 'stay' or when a command is already active).
 
     A move to on-demand because every pool is too risky is urgent (ML_URGENT = 50); other switches are
-    ML_NORMAL (25). ``command_id`` makes a retried cycle idempotent.
+    ML_NORMAL (25). ``command_id`` makes a retried cycle idempotent. ``requested`` (a client's
+    issue-switch-command): written on the condition that no client switch of the agent was queued since its row
+    was read (``last_force_switch_id``, as ``command_queue.queue_client_switch``), so requests racing past the
+    empty queue queue one switch, not one each (a legacy agent runs every switch a poll hands it); the losers
+    find the queue taken, as a request after it would (None).
     """
     if decision.action in (DecisionAction.STAY, DecisionAction.REPLACE) or not agent.instance_id \
             or not agent.runs_commands:  # spot_agent.py cannot switch: the decision is recorded, nothing queued
@@ -200,9 +205,14 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
         priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL,
         created_by=command_queue.DECISION_ENGINE)
     try:
-        store.add(command)
+        if requested:
+            store.add(command, force_switch_after=agent.last_force_switch_id)
+        else:
+            store.add(command)
     except CommandConflictError:
         return store.get(agent.agent_id, command.command_id)
+    except ForceSwitchRaced:
+        return None
     return command
 
 

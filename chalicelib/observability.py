@@ -10,6 +10,7 @@ never the API function's cold start (docs/benchmarks.md "Cold start").
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from functools import cache, wraps
@@ -62,10 +63,15 @@ def logged_job(name: str):
     return decorate
 
 
+# A caller's correlation id is echoed in the answer's headers and written into every log line of the request: only a
+# plain token is taken (no CR/LF to split a header or a log line, no quotes, spaces or non-ASCII to forge either).
+CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}", re.ASCII)
+
+
 def _correlation_id(request) -> str:
     headers = request.headers or {}
     given = headers.get(CORRELATION_HEADER) or headers.get(CORRELATION_HEADER.lower())
-    if given and len(given) <= 128:
+    if given and CORRELATION_ID.fullmatch(given):
         return given
     return (request.context or {}).get("requestId") or uuid.uuid4().hex
 

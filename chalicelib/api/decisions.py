@@ -100,7 +100,8 @@ def issue_switch_command(agent_id):
     now = utcnow()
     if body.target_mode is None:
         evaluation = _evaluate(agent, now)
-        command = decisions.command_for(agent, evaluation.decision, now, trigger="ml_recommendation")
+        command = decisions.command_for(agent, evaluation.decision, now, trigger="ml_recommendation",
+                                         requested=True)
         decisions.record(agent, evaluation, "issue-switch-command", now,
                          command_id=command.command_id if command else None,
                          per_bucket_s=decisions.ASKED_DECISION_BUCKET_S)

@@ -19,6 +19,7 @@ from typing import Iterable
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from components.agent_identity import AgentStatus
 from components.command_tracker import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -89,12 +90,31 @@ class ForceSwitchRaced(ConflictError):
 
 
 _UNGUARDED = object()
+_GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an agent that no longer runs
 
 
 def _guard(after):
-    """The agent row still names ``after`` as its last force-switch (None: names none)."""
-    return AgentTable.last_force_switch_id.does_not_exist() if after is None \
+    """The agent row still names ``after`` as its last force-switch (None: names none), and it may still be handed a
+    client's switch: enabled and not deleted. Checked before the write too (``command_queue.switch_command``), but a
+    disabling or a delete between that read and this write cancelled the pending commands it saw, not this one: the
+    switch would wait in the queue and run once the agent is enabled again (or revived)."""
+    named = AgentTable.last_force_switch_id.does_not_exist() if after is None \
         else AgentTable.last_force_switch_id == after
+    return named & _takes_client_switches()
+
+
+def _takes_client_switches():
+    return ((AgentTable.config.enabled.does_not_exist() | (AgentTable.config.enabled == True))  # noqa: E712
+            & ~AgentTable.status.is_in(*_GONE))
+
+
+def _refuse_if_closed(agent: AgentTable, exc: Exception) -> None:
+    """The 404 / 409 ``agent_disabled`` a client's switch gets when the agent was deleted or disabled meanwhile."""
+    if agent.status in _GONE:
+        raise NotFoundError("agent not found", field="agent_id") from exc
+    if agent.config is not None and agent.config.enabled is False:
+        raise ConflictError(f"agent {agent.logical_agent_id} is disabled: enable it before queueing a switch",
+                            field="agent_id", code="agent_disabled") from exc
 
 
 class DynamoCommandStore:
@@ -134,6 +154,8 @@ class DynamoCommandStore:
                 agent = AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
             except AgentTable.DoesNotExist:
                 raise NotFoundError("agent not found", field="agent_id") from exc
+            if guarded:
+                _refuse_if_closed(agent, exc)
             if guarded and agent.last_force_switch_id != force_switch_after:
                 raise ForceSwitchRaced("another force-switch of the agent was queued meanwhile") from exc
             if max_active is not None and agent.active_commands is not None:
@@ -165,6 +187,10 @@ class DynamoCommandStore:
             if codes[:1] == [_FAILED]:
                 raise CommandConflictError(f"command {command.command_id} already exists") from exc
             if codes[1:2] == [_FAILED]:
+                try:
+                    _refuse_if_closed(AgentTable.get(command.client_id, command.agent_id, consistent_read=True), exc)
+                except AgentTable.DoesNotExist:
+                    raise NotFoundError("agent not found", field="agent_id") from exc
                 raise ForceSwitchRaced("another force-switch of the agent was queued meanwhile") from exc
             raise
 

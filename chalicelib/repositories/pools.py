@@ -191,19 +191,26 @@ def _entry(recent: list[PricePoint]) -> dict:
                         "source": p.source_agent_id or "", "sources": p.sources} for p in recent]}
 
 
+def _created(row: PoolTable) -> bool:
+    """Put a pool new to the table whole, unless another writer created it since it was read (another tenant's
+    first report of it, the spot-prices job): False then, nothing written, and the caller writes only its own fields,
+    as for a known pool. An unconditional put (the BatchWriteItem before) replaced that writer's row: the other
+    tenant's entry, or AWS's price, was lost."""
+    return save_if(row, PoolTable.pool_id.does_not_exist())
+
+
 def _write_agent_prices(changed_pools: dict[str, tuple[PoolTable, list[PricePoint]]], client_id: str,
                         known: set[str], now: datetime) -> None:
-    """Each changed pool's entry of ``client_id``: a pool new to the table whole (BatchWriteItem), a known one by an
+    """Each changed pool's entry of ``client_id``: a pool new to the table whole (``_created``), a known one by an
     UpdateItem of that one entry (and ``reported_at``), so neither another tenant's entry nor a risk score written
     since the read is put back. A known pool without entries yet gets the map first (a second, conditional write)."""
-    with PoolTable.batch_write() as batch:
-        for pool_id, (row, recent) in changed_pools.items():
-            if pool_id not in known:
-                row.agent_prices, row.reported_at, row.updated_at = {client_id: _entry(recent)}, now, now
-                batch.save(row)
     for pool_id, (row, recent) in changed_pools.items():
-        if pool_id in known:
-            _set_entry(row, client_id, _entry(recent), now)
+        entry = _entry(recent)
+        if pool_id not in known:
+            row.agent_prices, row.reported_at, row.updated_at = {client_id: entry}, now, now
+            if _created(row):
+                continue
+        _set_entry(row, client_id, entry, now)
 
 
 def _set_entry(row: PoolTable, client_id: str, entry: dict, now: datetime) -> None:
@@ -220,16 +227,12 @@ def _set_entry(row: PoolTable, client_id: str, entry: dict, now: datetime) -> No
 
 
 def _write_prices(rows: list[PoolTable], known: set[str], *, server: bool = False) -> None:
-    """Write the pools' price fields: a pool new to the table whole (BatchWriteItem), a known one by an UpdateItem
-    of its price fields only. A BatchWriteItem put replaces the whole item, so a risk score the risk scorer wrote
-    since this caller read the pool would be put back to the one read (the spot-prices job, every 10 min, and
-    the scorer, every 15, start together every 30 minutes)."""
-    with PoolTable.batch_write() as batch:
-        for row in rows:
-            if row.pool_id not in known:
-                batch.save(row)
+    """Write the pools' price fields: a pool new to the table whole (``_created``), a known one (or one created
+    since it was read) by an UpdateItem of its price fields only. A put replaces the whole item, so a risk score the
+    risk scorer wrote since this caller read the pool would be put back to the one read (the spot-prices job, every
+    10 min, and the scorer, every 15, start together every 30 minutes)."""
     for row in rows:
-        if row.pool_id in known:
+        if row.pool_id in known or not _created(row):
             actions = [PoolTable.recent.set(row.recent or []), set_or_remove(PoolTable.latest_price, row.latest_price),
                        set_or_remove(PoolTable.latest_at, row.latest_at),
                        set_or_remove(PoolTable.price_source, row.price_source),

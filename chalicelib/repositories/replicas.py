@@ -16,6 +16,7 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from components.agent_identity import AgentStatus
 from components.pool_id import parse_pool_id
 from components.replica_coordinator import ReplicaStatus, StandbyView, check_transition
 
@@ -37,6 +38,17 @@ class SlotTakenError(ConflictError):
     def __init__(self, current_replica_id: str | None) -> None:
         super().__init__("the agent already has a standby replica", field="replica", code="replica_exists")
         self.current_replica_id = current_replica_id
+
+
+class AgentDeletedMeanwhile(SlotTakenError):
+    """The agent was deleted since it was read: its slot is not claimed, nothing is launched for it (409 on the API;
+    no standby, as for a taken slot, for the coordinator and the failover). Its delete retired the standbys it saw; a
+    standby claimed after it would run on, billed and never retired (the coordinator and cleanup keep an open one)."""
+
+    def __init__(self) -> None:
+        ConflictError.__init__(self, "the agent was deleted meanwhile: no standby is created for it",
+                               field="agent_id", code="agent_deleted")
+        self.current_replica_id = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
             if take_slot:
                 agent_actions += [AgentTable.current_replica_id.set(replica_id),
                                   AgentTable.replica_generation.add(1)]
-                agent_condition &= AgentTable.current_replica_id.does_not_exist()
+                agent_condition &= AgentTable.current_replica_id.does_not_exist() \
+                    & (AgentTable.status != AgentStatus.DELETED.value)
             tx.update(AgentTable(agent.client_id, agent.agent_id), actions=agent_actions,
                       condition=agent_condition)
     except TransactWriteError as exc:
@@ -202,6 +215,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
             return get(agent.agent_id, replica_id)  # a concurrent call with the same id won
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
             current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            if take_slot and current.status == AgentStatus.DELETED.value and not current.current_replica_id:
+                raise AgentDeletedMeanwhile() from exc
             raise SlotTakenError(current.current_replica_id) from exc
         raise
     return _record(row)
