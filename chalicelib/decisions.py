@@ -27,6 +27,7 @@ from components.price_buckets import floor_to
 from components.risk_model import DEFAULT_ADVISOR_BAND, advisor_prior
 
 from chalicelib import bootstrap, catalogue, command_queue
+from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories import observations
 from chalicelib.repositories.dynamo import save_if
 from chalicelib.repositories import pools as pool_repo
@@ -185,11 +186,12 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     """Queue the switch a decision asks for (None for 'stay' or when a command is already active).
 
     A move to on-demand because every pool is too risky is urgent (ML_URGENT = 50); other switches are
-    ML_NORMAL (25). ``command_id`` makes a retried cycle idempotent. ``requested`` (a client's
-    issue-switch-command): written on the condition that no client switch of the agent was queued since its row
-    was read (``last_force_switch_id``, as ``command_queue.queue_client_switch``), so requests racing past the
-    empty queue queue one switch, not one each (a legacy agent runs every switch a poll hands it); the losers
-    find the queue taken, as a request after it would (None).
+    ML_NORMAL (25). ``command_id`` makes a retried cycle idempotent. Written on the condition that no switch of
+    the agent was queued since its row was read (``last_force_switch_id``, as ``command_queue.queue_client_switch``)
+    and that it is still enabled: client requests (issue-switch-command) racing past the empty queue, or one racing
+    the decision cycle, queue one switch, not one each (a legacy agent runs every switch a poll hands it); the
+    losers find the queue taken, as a request after it would (None). ``requested`` (a client's request): an agent
+    disabled or deleted meanwhile is its 409 / 404; the cycle just queues nothing for it.
     """
     if decision.action in (DecisionAction.STAY, DecisionAction.REPLACE) or not agent.instance_id \
             or not agent.runs_commands:  # spot_agent.py cannot switch: the decision is recorded, nothing queued
@@ -205,13 +207,14 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
         priority=CommandPriority.ML_URGENT if urgent else CommandPriority.ML_NORMAL,
         created_by=command_queue.DECISION_ENGINE)
     try:
-        if requested:
-            store.add(command, force_switch_after=agent.last_force_switch_id)
-        else:
-            store.add(command)
+        store.add(command, force_switch_after=agent.last_force_switch_id)
     except CommandConflictError:
         return store.get(agent.agent_id, command.command_id)
     except ForceSwitchRaced:
+        return None
+    except (ConflictError, NotFoundError):  # disabled or deleted since it was read
+        if requested:
+            raise
         return None
     return command
 

@@ -48,6 +48,44 @@ def test_racing_switch_requests_without_a_target_queue_one_switch(settled_agent,
     assert status == 200 and [c["id"] for c in reply["commands"]] == queued, reply
 
 
+def test_a_decision_cycle_racing_a_clients_switch_queues_nothing(tenant_with_agent, monkeypatch):
+    """The attack: a client times its force-switch to land between the decision cycle's read of the agent's empty
+    queue and the cycle's own write. BEFORE: the cycle's write was unguarded, both switches were queued and a
+    legacy agent ran both (two replacements). NOW: the cycle's write is conditional on no switch of the agent having
+    been queued since its row was read, as the client's is: the cycle queues nothing, the client's switch is the one
+    delivered. A client disabling the agent in that window gets the same (the cycle queues nothing, no error)."""
+    from datetime import UTC, datetime
+
+    from chalicelib import decisions
+    from chalicelib.repositories import agents as agent_repo
+    from components.decision_engine import Decision, DecisionAction
+
+    client_id, caller, agent_id, reg = tenant_with_agent
+    agent = agent_repo.get(client_id, agent_id)  # the cycle's read of the agent
+    store = type(bootstrap.command_store())
+    real_active = store.active_for_agent
+
+    def client_lands_after_the_read(self, *args, **kwargs):
+        found = real_active(self, *args, **kwargs)
+        monkeypatch.setattr(store, "active_for_agent", real_active)
+        status, reply = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch", {"target": "ondemand"})
+        assert status == 201, reply
+        return found
+
+    monkeypatch.setattr(store, "active_for_agent", client_lands_after_the_read)
+    move = Decision(DecisionAction.SWITCH_POOL, "m5.large.eu-west-1b", None, "cheaper in b")
+    assert decisions.command_for(agent, move, datetime.now(UTC), trigger="ml_recommendation") is None
+    active = bootstrap.command_store().active_for_agent(agent_id, 10)
+    assert [(c.created_by, c.target_mode) for c in active] == [("client", "ondemand")]
+
+    assert caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})[0] == 200
+    fresh = agent_repo.get(client_id, agent_id)
+    stale = agent_repo.AgentRecord(**{**fresh.__dict__, "config": {**fresh.config, "enabled": True},
+                                      "active_commands": 0})
+    assert decisions.command_for(stale, move, datetime.now(UTC), trigger="ml_recommendation") is None
+    assert bootstrap.command_store().active_for_agent(agent_id, 10) == []
+
+
 def test_a_duplicate_switch_is_never_answered_with_another_agents_or_tenants_command(make_tenant):
     """The attack: tenant A queues a switch of its agent (``issue-switch-command`` and ``force-switch``); tenant B
     then sends the byte-identical requests for its own agent, and for A's agent id, hoping the new duplicate answer
