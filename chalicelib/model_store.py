@@ -24,7 +24,7 @@ from components.risk_model import FEATURE_NAMES, Manifest, validate_manifest
 
 from chalicelib.aws import s3
 from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
-from chalicelib.repositories.dynamo import transaction_connection
+from chalicelib.repositories.dynamo import save_if, transaction_connection
 from chalicelib.tables.risk import ModelRegistryTable
 
 MODEL_NAME = "risk"
@@ -104,11 +104,9 @@ def register_upload(upload_id: str, manifest_data: dict, now: datetime) -> Model
 def _register(version: str, digest: str, size: int, key: str, manifest_data: dict, now: datetime) -> ModelVersion:
     row = ModelRegistryTable(MODEL_NAME, version, status="uploaded", s3_key=key, sha256=digest,
                              manifest=manifest_data, created_at=now, size_bytes=size)
-    try:
-        row.save(condition=ModelRegistryTable.version.does_not_exist())
-    except Exception as exc:  # noqa: BLE001 - pynamodb PutError on the failed condition
+    if not save_if(row, ModelRegistryTable.version.does_not_exist()):  # any other failure is the service's (5xx)
         raise ConflictError(f"model version {version} already exists", field="manifest.version",
-                            code="duplicate_version") from exc
+                            code="duplicate_version")
     return _view(row)
 
 

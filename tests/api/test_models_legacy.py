@@ -215,3 +215,24 @@ def test_register_refuses_a_missing_a_mismatched_or_an_oversized_upload(admin, m
                                                                 "manifest": manifest_for()})
     assert_error(status, body, 413, field="upload_id")
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+def test_a_registry_write_that_fails_for_another_reason_is_not_called_a_duplicate(monkeypatch):
+    """Only the failed "version does not exist" condition is a duplicate version (409); a throttled or failed write
+    is the service's error, raised as it is (it was answered 409 ``duplicate_version``, telling the operator a
+    version existed that did not)."""
+    from datetime import UTC, datetime
+
+    import pytest
+    from pynamodb.exceptions import PutError
+
+    from chalicelib.errors import ConflictError
+    from chalicelib.tables.risk import ModelRegistryTable
+
+    def throttled(self, *args, **kwargs):
+        raise PutError("ProvisionedThroughputExceededException")
+
+    monkeypatch.setattr(ModelRegistryTable, "save", throttled)
+    with pytest.raises(PutError) as raised:
+        model_store._register("v-throttled", "0" * 64, 1, "models/x", {}, datetime.now(UTC))
+    assert not isinstance(raised.value, ConflictError)
