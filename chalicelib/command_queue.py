@@ -8,6 +8,7 @@ whichever path it was.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime, timedelta
 
@@ -286,7 +287,7 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
                                     code="not_current_primary")
         command = open_client_switch(agent, target_mode=target_mode, target_pool_id=target_pool_id, trigger=trigger)
         if command is not None:
-            return command, True
+            return _raised_to(command, priority), True
         command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
                                  priority=priority, trigger=trigger, created_by="client", now=now)
         try:
@@ -296,6 +297,20 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
             continue
         return command, False
     raise ConflictError("switches of this agent raced each other, retry")
+
+
+def _raised_to(cmd: Command, priority: int) -> Command:
+    """The queued switch a repeat found, at the repeat's priority when that is higher and the switch still waits
+    (an urgent issue-switch-command for the same switch queued as normal: delivered first among the agent's
+    pending commands, as the urgent request asked). One delivered meanwhile, or already as high, is as it is."""
+    if priority <= cmd.priority or cmd.status is not CommandStatus.PENDING:
+        return cmd
+    raised = dataclasses.replace(cmd, priority=int(priority))
+    try:
+        bootstrap.command_store().replace(cmd, raised)
+    except CommandConflictError:
+        return bootstrap.command_store().get(cmd.agent_id, cmd.command_id) or cmd
+    return raised
 
 
 def open_client_switch(agent, *, target_mode: str, target_pool_id: str | None,

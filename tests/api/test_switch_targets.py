@@ -69,3 +69,23 @@ def test_the_same_switch_sent_again_is_the_queued_command_and_another_target_is_
     status, other = send("m5.large.eu-west-1c")
     assert status == 201 and other["duplicate"] is False
     assert other["command"]["command_id"] != first["command"]["command_id"]
+
+
+def test_an_urgent_repeat_of_a_queued_switch_raises_its_priority_and_queues_nothing_new(tenant_with_agent):
+    """An urgent issue-switch-command for the same switch queued as normal answers that command (``duplicate``) at the
+    urgent priority (50), stored so: delivered first, as the urgent request asked. A normal repeat of an urgent one
+    leaves it urgent."""
+    from chalicelib import bootstrap
+
+    _, caller, agent_id, _ = tenant_with_agent
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_switch_enabled": True})[0] == 200
+    body = {"target_mode": "spot", "target_pool_id": "m5.large.eu-west-1b"}
+    status, first = caller.post(f"/api/agents/{agent_id}/issue-switch-command", body)
+    assert status == 201 and first["command"]["priority"] == 25, first
+    status, urgent = caller.post(f"/api/agents/{agent_id}/issue-switch-command", {**body, "urgent": True})
+    assert status == 201 and urgent["duplicate"] is True, urgent
+    assert urgent["command"]["command_id"] == first["command"]["command_id"] and urgent["command"]["priority"] == 50
+    status, normal = caller.post(f"/api/agents/{agent_id}/issue-switch-command", body)
+    assert status == 201 and normal["duplicate"] is True and normal["command"]["priority"] == 50, normal
+    active = bootstrap.command_store().active_for_agent(agent_id, 10)
+    assert [(c.command_id, c.priority) for c in active] == [(first["command"]["command_id"], 50)]
