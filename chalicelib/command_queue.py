@@ -36,7 +36,7 @@ from components.pool_id import parse_pool_id
 from chalicelib import bootstrap, quotas
 from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
-from chalicelib.repositories.commands import ForceSwitchRaced
+from chalicelib.repositories.commands import AgentDisabled, ForceSwitchRaced
 from chalicelib.settings import get_settings
 
 # A client's force-switch (the console's form), as its commands record it.
@@ -358,9 +358,7 @@ def switch_command(agent, *, target_mode: str, target_pool_id: str | None, prior
                             f"(it reports a switch it never makes): no switch is queued for it",
                             field="agent_id", code="agent_runs_no_commands")
     if not agent.config.get("enabled", True):
-        # a disabled agent is delivered nothing: a switch queued for it would stay pending for ever
-        raise ConflictError(f"agent {agent.logical_agent_id} is disabled: enable it before queueing a switch",
-                            field="agent_id", code="agent_disabled")
+        raise AgentDisabled(agent.logical_agent_id)
     config = agent.config
     wait = int(config.get("terminate_wait_seconds", 0)) if config.get("auto_terminate_enabled") else 0
     return new_command(

@@ -108,13 +108,28 @@ def _takes_client_switches():
             & ~AgentTable.status.is_in(*_GONE))
 
 
+class AgentDisabled(ConflictError):
+    """409 ``agent_disabled``: a disabled agent is delivered nothing, so a switch queued for it would wait for ever."""
+
+    def __init__(self, logical_agent_id: str) -> None:
+        super().__init__(f"agent {logical_agent_id} is disabled: enable it before queueing a switch",
+                         field="agent_id", code="agent_disabled")
+
+
+def _agent_row(command: Command, exc: Exception) -> AgentTable:
+    """The command's agent row as it is now (a failed condition is explained from it); 404 when it is gone."""
+    try:
+        return AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
+    except AgentTable.DoesNotExist:
+        raise NotFoundError("agent not found", field="agent_id") from exc
+
+
 def _refuse_if_closed(agent: AgentTable, exc: Exception) -> None:
     """The 404 / 409 ``agent_disabled`` a client's switch gets when the agent was deleted or disabled meanwhile."""
     if agent.status in _GONE:
         raise NotFoundError("agent not found", field="agent_id") from exc
     if agent.config is not None and agent.config.enabled is False:
-        raise ConflictError(f"agent {agent.logical_agent_id} is disabled: enable it before queueing a switch",
-                            field="agent_id", code="agent_disabled") from exc
+        raise AgentDisabled(agent.logical_agent_id) from exc
 
 
 class DynamoCommandStore:
@@ -150,10 +165,7 @@ class DynamoCommandStore:
                 raise CommandConflictError(f"command {command.command_id} already exists") from exc
             if codes[1:2] != [_FAILED]:
                 raise
-            try:
-                agent = AgentTable.get(command.client_id, command.agent_id, consistent_read=True)
-            except AgentTable.DoesNotExist:
-                raise NotFoundError("agent not found", field="agent_id") from exc
+            agent = _agent_row(command, exc)
             if guarded:
                 _refuse_if_closed(agent, exc)
             if guarded and agent.last_force_switch_id != force_switch_after:
@@ -187,10 +199,7 @@ class DynamoCommandStore:
             if codes[:1] == [_FAILED]:
                 raise CommandConflictError(f"command {command.command_id} already exists") from exc
             if codes[1:2] == [_FAILED]:
-                try:
-                    _refuse_if_closed(AgentTable.get(command.client_id, command.agent_id, consistent_read=True), exc)
-                except AgentTable.DoesNotExist:
-                    raise NotFoundError("agent not found", field="agent_id") from exc
+                _refuse_if_closed(_agent_row(command, exc), exc)
                 raise ForceSwitchRaced("another force-switch of the agent was queued meanwhile") from exc
             raise
 
