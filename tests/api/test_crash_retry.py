@@ -681,3 +681,32 @@ def test_a_no_op_config_request_after_another_routes_change_logs_nothing(make_te
     assert status == 200 and reply["config_version"] == 3, reply
     assert len(_events(world.ids["agent"], "agent_config")) == 1  # the enable's
 
+
+def test_a_v4_replacement_registration_that_died_after_its_transaction_records_the_inferred_switch_once(
+        make_tenant):
+    """GIVEN a v4 agent's forced switch delivered, and its replacement's registration whose Lambda died right after
+    the registration's transaction (before the inferred switch was recorded)
+    WHEN the same registration is sent again, and once more
+    THEN the switch is recorded once (inferred), its command completed, its ``switch_inferred`` event and the
+    client's ``switch`` notification (when its saving is known) written once (``_finish_unreported_switch``)."""
+    from chalicelib.tables.commands import CommandTable
+    from chalicelib.tables.notifications import NotificationTable
+    from chalicelib.tables.switches import SwitchTable
+
+    world = _prepare_v4_replacement(make_tenant)
+    writes = _crash_after(world, _register_replacement, "TransactWriteItems", "agents")
+    assert len(writes) <= 2, writes  # the registration's transaction (after the rate limit's count)
+    assert [s for s in SwitchTable.query(world.ids["client"]) if s.agent_id == world.ids["agent"]] == []
+    for _ in range(2):
+        status, reply = _register_replacement(world)
+        assert status == 200, reply
+    [switch] = [s for s in SwitchTable.query(world.ids["client"], consistent_read=True)
+                if s.agent_id == world.ids["agent"]]
+    assert switch.inferred and (switch.old_instance_id, switch.new_instance_id) == (world.ids["old"],
+                                                                                     world.ids["new"])
+    [command] = [c for c in CommandTable.query(world.ids["agent"], consistent_read=True)
+                 if c.command_id == world.ids["command"]]
+    assert command.status == "completed"
+    assert len(_events(world.ids["agent"], "switch_inferred")) == 1
+    notified = [n for n in NotificationTable.query(world.ids["client"]) if n.kind == "switch"]
+    assert len(notified) == (0 if switch.hourly_savings is None else 1)  # no notification without a saving known
