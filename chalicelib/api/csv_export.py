@@ -1,7 +1,8 @@
 """``?format=csv`` for the tabular lists: one helper, safe against CSV (formula) injection.
 
-A cell that starts with ``=``, ``+``, ``-``, ``@`` (or a tab / carriage return, which spreadsheets also
-read as the start of a formula) is prefixed with a single quote, so a hostname or tag a client chose
+A cell that starts with ``=``, ``+``, ``-``, ``@`` (or their fullwidth forms ``＝ ＋ － ＠``, which some
+spreadsheet locales also evaluate, or a tab / carriage return, which spreadsheets also read as the start
+of a formula) is prefixed with a single quote, so a hostname or tag a client chose
 is shown as text, never evaluated, when the export is opened in a spreadsheet.
 """
 
@@ -17,7 +18,8 @@ from chalice import Response
 from chalicelib.api.common import ok
 from chalicelib.errors import InvalidInputError
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r",
+                  "\uff1d", "\uff0b", "\uff0d", "\uff20")  # fullwidth ＝ ＋ － ＠
 _FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 

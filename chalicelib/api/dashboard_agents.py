@@ -101,9 +101,8 @@ def toggle_enabled(agent_id):
     client, body = client_request(_request(), ToggleEnabledRequest)
     agent = agents.require(client.client_id, agent_id)
     enabled = (not agent.config.get("enabled", True)) if body.enabled is None else body.enabled
-    updated = agent
-    if enabled != bool(agent.config.get("enabled", True)):
-        updated, _, _ = apply_config(agent, {"enabled": enabled}, utcnow())
+    # the value it holds writes nothing (apply_config): a retry finishes what a first run that died left undone
+    updated, _, _ = apply_config(agent, {"enabled": enabled}, utcnow())
     return ok({"success": True, "enabled": bool(updated.config.get("enabled", True)),
                "config_version": updated.config_version})
 

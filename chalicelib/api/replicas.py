@@ -524,7 +524,11 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     """Write a config change the way every client route does: auto-switch on turns manual-replica off and
     the other way round, the hand-off resource and instance types are checked, turning manual-replica off
     terminates its standbys (EC2 included), disabling the agent cancels its pending commands (it is delivered
-    none: they would wait for ever). Returns the agent, the terminated replicas and the changes."""
+    none: they would wait for ever). Returns the agent, the terminated replicas and the changes.
+
+    The audit event is keyed on the version the change made and its write time (both written with it): the
+    same request again after a Lambda that died past the config write changes nothing, and writes that event
+    (and cancels what the disabling left pending) then, once; a repeat that lost nothing adds nothing."""
     changes = dict(changes)
     if changes.get("auto_switch_enabled"):
         changes["manual_replica_enabled"] = False
@@ -535,17 +539,24 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     if changes.keys() & {"instance_types", "type_requirements"}:
         changes |= _type_changes(agent, changes)
         quotas.check_types(agent.client_id, changes.get("allowed_instance_types") or ())
-    updated = agents.update_config(agent, changes, now)
+    updated = agents.update_config(agent, changes, now, client_change=True)
     terminated: list[str] = []
     if agent.manual_replica and not updated.manual_replica:
         terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    disabled = agent.config.get("enabled", True) and not updated.config.get("enabled", True)
     if updated.config_version == agent.config_version:
-        return updated, terminated, changes  # a repeat of the config it holds: nothing changed, nothing to log
-    if agent.config.get("enabled", True) and not updated.config.get("enabled", True):
+        # The config it holds already: nothing written. When that config is a client change's (its version is the
+        # last one a config route made), this may be that request again, its first run dead after the write.
+        if updated.config_changed_version != updated.config_version or updated.config_changed_at is None:
+            return updated, terminated, changes  # made by something else (a registration, a mode route)
+        now = updated.config_changed_at
+        disabled = changes.get("enabled") is False
+    if disabled:
         command_queue.cancel_pending(updated, now, "the agent was disabled before it picked this command up")
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
                           client_id=agent.client_id, agent_id=agent.agent_id,
-                          metadata={"changes": changes, "config_version": updated.config_version})
+                          metadata={"changes": changes, "config_version": updated.config_version},
+                          once=f"agent_config:{agent.agent_id}:{updated.config_version}")
     return updated, terminated, changes
 
 

@@ -91,6 +91,8 @@ class AgentRecord:
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
     manual_replica_since: datetime | None = None  # when manual-replica mode was last turned on
+    config_changed_version: int | None = None  # the client's last config change: its version and time
+    config_changed_at: datetime | None = None
     last_force_switch_id: str | None = None  # the guard of force-switch enqueues (repositories/commands.py)
     registration_digest: str | None = None  # the last registration's request, answer and time (tables/agents.py)
     registration_action: str | None = None
@@ -177,6 +179,8 @@ def _record(row: AgentTable) -> AgentRecord:
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
         runs_commands=row.runs_commands is not False, manual_replica_since=row.manual_replica_since,
+        config_changed_version=None if row.config_changed_version is None else int(row.config_changed_version),
+        config_changed_at=row.config_changed_at,
         last_force_switch_id=row.last_force_switch_id,
         registration_digest=row.registration_digest, registration_action=row.registration_action,
         registration_at=row.registration_at, updated_at=row.updated_at,
@@ -734,15 +738,21 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
                       & (InstanceTable.agent_id == agent.agent_id))
 
 
-def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> AgentRecord:
+def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime, *,
+                  client_change: bool = False) -> AgentRecord:
     """Set config fields (None clears) and bump ``config_version``, only if nobody changed it meanwhile.
 
     409 ``config_conflict`` on a lost race; 404 when the agent was deleted meanwhile. Changes the config already
     holds (a retried request) write nothing and bump nothing: a bump tells the agent its config changed.
+    ``client_change`` (a client's config route): the new version and ``now`` are written with it
+    (``config_changed_version``, ``config_changed_at``), so a repeat can finish what the change left undone.
     """
     if not agent.deleted and all(_plain(agent.config.get(k)) == _plain(v) for k, v in changes.items()):
         return agent
     actions = _config_actions(changes) + [AgentTable.config_version.add(1), AgentTable.updated_at.set(now)]
+    if client_change:  # the condition below makes the new version this one's plus one
+        actions += [AgentTable.config_changed_version.set(agent.config_version + 1),
+                    AgentTable.config_changed_at.set(now)]
     if "manual_replica_enabled" in changes and bool(changes["manual_replica_enabled"]) != agent.manual_replica:
         actions.append(AgentTable.manual_replica_since.set(now) if changes["manual_replica_enabled"]
                        else AgentTable.manual_replica_since.remove())

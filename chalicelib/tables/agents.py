@@ -155,6 +155,11 @@ class AgentTable(Model):
     # When manual-replica mode was last turned on (written with that config change): the time and key of its
     # audit event, so a repeat of an enable that died after the config write still writes it, once.
     manual_replica_since = UTCDateTimeAttribute(null=True)
+    # The client's last config change (chalicelib/api/replicas.py ``apply_config``), written with it: the
+    # config_version it made and when, the time and key of its audit event, so a repeat of a change that died
+    # after the config write still writes that event (and its other follow-ups), once.
+    config_changed_version = NumberAttribute(null=True)
+    config_changed_at = UTCDateTimeAttribute(null=True)
     # The client's last force-switch queued for this agent: each force-switch's enqueue is conditional on it being
     # the one read before the queue was, so two identical force-switches racing cannot both queue.
     last_force_switch_id = OptionalText()

@@ -17,9 +17,11 @@ from components.agent_identity.errors import IdentityMismatchError, InvalidIdent
 __all__ = ["IdentityDocument", "account_bound", "check_identity", "parse_identity_document"]
 
 MAX_DOCUMENT_CHARS = 4096
-_ACCOUNT = re.compile(r"\d{12}")
+# ASCII digits only, as an account id is validated everywhere else (chalicelib.aws.accounts.ACCOUNT_ID):
+# ``\d`` would take any script's digits (Arabic-Indic ``١٢٣…``, fullwidth ``１２３…``).
+_ACCOUNT = re.compile(r"[0-9]{12}")
 _INSTANCE = re.compile(r"i-[0-9a-f]{8,17}")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 _TEXT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # document key → (IdentityDocument attribute, pattern)
 _FIELDS = {

@@ -427,6 +427,16 @@ def _duplicate_signal(clean, retry):
     return {**clean, "action": "duplicate", "status": retry.get("status"), "message": retry.get("message")}
 
 
+def _change_config(world):
+    return world.caller.post(f"/api/client/agents/{world.ids['agent']}/config",
+                             {"auto_terminate_enabled": False, "min_savings_percent": 5, "max_switches_per_day": 2})
+
+
+def _disable(world):
+    """The dashboard's toggle: the agent disabled, so its queued switch is cancelled (it would wait for ever)."""
+    return world.caller.post(f"/api/client/agents/{world.ids['agent']}/toggle-enabled", {"enabled": False})
+
+
 SCENARIOS = [
     Scenario("switch-report-v4", _prepare_switch("4.0.0"), _switch_report(_v4_switch_body), _duplicate_switch),
     Scenario("switch-report-ours", _prepare_switch("5.0.0"), _switch_report(_our_switch_body), _duplicate_switch),
@@ -450,6 +460,8 @@ SCENARIOS = [
     Scenario("standby-delete", _prepare_manual_standby, _delete_standby),
     Scenario("heartbeat-delivering", _prepare_queued_switch, _heartbeat),
     Scenario("termination-imminent", _prepare_notice, _termination_notice, _duplicate_signal),
+    # a config change whose Lambda died after its write: the retry changes nothing, and finishes its audit event
+    Scenario("agent-config", lambda make_tenant: _agent_world(make_tenant, version="5.0.0"), _change_config),
 ]
 
 
@@ -577,3 +589,124 @@ def test_a_crash_after_any_write_that_is_never_retried_strands_nothing(scenario,
                 failures.append(f"k={k} ({writes[k - 1]}): the next request answered {status} {body}")
         failures += [f"k={k} ({writes[k - 1]}): {what}" for what in _stranded(world)]
     assert not failures, "\n".join(failures)
+
+
+# --- a crash between a write and what follows it, then the same request (focused) --------------------------------------
+
+def _events(agent_id: str, event_type: str) -> list:
+    from chalicelib.tables.system_events import SystemEventTable
+
+    return list(SystemEventTable.scan((SystemEventTable.agent_id == agent_id)
+                                      & (SystemEventTable.event_type == event_type)))
+
+
+def _crash_after(world: World, request, op: str, table: str) -> list[str]:
+    """Run ``request`` and die right after its first DynamoDB ``op`` on ``table`` (a transaction: one of its items');
+    returns the writes made, the last one being it."""
+    from botocore.client import BaseClient
+
+    original, seen = BaseClient._make_api_call, []
+
+    def dies_after(client, operation, params):
+        result = original(client, operation, params)
+        if client.meta.service_model.service_name == "dynamodb" and operation in WRITES:
+            tables = [next(iter(item.values()))["TableName"] for item in params.get("TransactItems", [])] \
+                or [params.get("TableName", "")]
+            seen.append(f"{operation}:{','.join(t.rsplit('-', 1)[-1] for t in tables)}")
+            if operation == op and any(t.endswith(f"-{table}") for t in tables):
+                raise Crash(f"crashed after {seen[-1]}")
+        return result
+
+    BaseClient._make_api_call = dies_after
+    try:
+        with pytest.raises(Crash):
+            request(world)
+    finally:
+        BaseClient._make_api_call = original
+    return seen
+
+
+def test_a_config_change_that_died_after_its_write_gets_its_audit_event_on_the_retry_once(make_tenant):
+    """GIVEN a config change whose Lambda died right after the agent row's write (before its audit event)
+    WHEN the same request is sent again (it finds the config already held: nothing to write), and once more
+    THEN the change's ``agent_config`` event is written by the retry, once, at the change's time and version."""
+    world = _agent_world(make_tenant, version="5.0.0")
+    _crash_after(world, _change_config, "UpdateItem", "agents")
+    assert _events(world.ids["agent"], "agent_config") == []  # the crash lost it
+    for _ in range(2):
+        status, reply = _change_config(world)
+        assert status == 200 and reply["config_version"] == 2, reply
+    [event] = _events(world.ids["agent"], "agent_config")
+    assert event.metadata["config_version"] == 2
+    from chalicelib.tables.agents import AgentTable
+
+    row = AgentTable.get(world.ids["client"], world.ids["agent"], consistent_read=True)
+    assert (row.config_changed_version, row.config_changed_at) == (2, event.created_at)
+
+
+def test_a_config_change_repeated_without_a_crash_writes_one_audit_event(make_tenant):
+    world = _agent_world(make_tenant, version="5.0.0")
+    for _ in range(3):
+        status, reply = _change_config(world)
+        assert status == 200 and reply["config_version"] == 2, reply
+    assert len(_events(world.ids["agent"], "agent_config")) == 1
+
+
+def test_a_disable_that_died_after_its_write_cancels_the_queued_switch_and_logs_it_on_the_retry(make_tenant):
+    """GIVEN an agent with a switch queued, disabled by the dashboard's toggle whose Lambda died after the config
+    write WHEN the toggle is sent again THEN the queued switch is cancelled (a disabled agent is delivered nothing:
+    it would wait for ever) and the ``agent_config`` event written, once."""
+    world = _prepare_queued_switch(make_tenant)
+    _crash_after(world, _disable, "UpdateItem", "agents")
+    for _ in range(2):
+        status, reply = _disable(world)
+        assert status == 200 and reply["enabled"] is False, reply
+    from chalicelib.tables.commands import CommandTable
+
+    [row] = [c for c in CommandTable.query(world.ids["agent"], consistent_read=True)
+             if c.command_id == world.ids["command"]]
+    assert row.status == "cancelled"
+    assert len(_events(world.ids["agent"], "agent_config")) == 1
+
+
+def test_a_no_op_config_request_after_another_routes_change_logs_nothing(make_tenant):
+    """GIVEN manual-replica mode turned on by the config route, then off by its own route (its own event)
+    WHEN the config route is sent the config it now holds THEN no ``agent_config`` event is added: the version
+    it holds is not a config route's change."""
+    world = _agent_world(make_tenant, version="5.0.0", config={"manual_replica_enabled": True})
+    status, reply = world.caller.post(f"/api/agents/{world.ids['agent']}/manual-replica/disable", {})
+    assert status == 200 and reply["config_version"] == 3, reply
+    status, reply = world.caller.post(f"/api/client/agents/{world.ids['agent']}/config",
+                                      {"manual_replica_enabled": False})
+    assert status == 200 and reply["config_version"] == 3, reply
+    assert len(_events(world.ids["agent"], "agent_config")) == 1  # the enable's
+
+
+def test_a_v4_replacement_registration_that_died_after_its_transaction_records_the_inferred_switch_once(
+        make_tenant):
+    """GIVEN a v4 agent's forced switch delivered, and its replacement's registration whose Lambda died right after
+    the registration's transaction (before the inferred switch was recorded)
+    WHEN the same registration is sent again, and once more
+    THEN the switch is recorded once (inferred), its command completed, its ``switch_inferred`` event and the
+    client's ``switch`` notification (when its saving is known) written once (``_finish_unreported_switch``)."""
+    from chalicelib.tables.commands import CommandTable
+    from chalicelib.tables.notifications import NotificationTable
+    from chalicelib.tables.switches import SwitchTable
+
+    world = _prepare_v4_replacement(make_tenant)
+    writes = _crash_after(world, _register_replacement, "TransactWriteItems", "agents")
+    assert len(writes) <= 2, writes  # the registration's transaction (after the rate limit's count)
+    assert [s for s in SwitchTable.query(world.ids["client"]) if s.agent_id == world.ids["agent"]] == []
+    for _ in range(2):
+        status, reply = _register_replacement(world)
+        assert status == 200, reply
+    [switch] = [s for s in SwitchTable.query(world.ids["client"], consistent_read=True)
+                if s.agent_id == world.ids["agent"]]
+    assert switch.inferred and (switch.old_instance_id, switch.new_instance_id) == (world.ids["old"],
+                                                                                     world.ids["new"])
+    [command] = [c for c in CommandTable.query(world.ids["agent"], consistent_read=True)
+                 if c.command_id == world.ids["command"]]
+    assert command.status == "completed"
+    assert len(_events(world.ids["agent"], "switch_inferred")) == 1
+    notified = [n for n in NotificationTable.query(world.ids["client"]) if n.kind == "switch"]
+    assert len(notified) == (0 if switch.hourly_savings is None else 1)  # no notification without a saving known

@@ -158,7 +158,10 @@ def test_every_client_id_route_is_404_for_another_tenant(tenant, make_tenant):
 
 @pytest.mark.parametrize("value,expected", [
     ("=SUM(A1)", "'=SUM(A1)"), ("+1", "'+1"), ("-x", "'-x"), ("@cmd", "'@cmd"), ("\tx", "'\tx"),
-    ("plain", "plain"), (None, ""), (True, "true"), (-0.5, "-0.5"), (3, "3")])
+    ("plain", "plain"), (None, ""), (True, "true"), (-0.5, "-0.5"), (3, "3"),
+    # the fullwidth forms (U+FF1D, U+FF0B, U+FF0D, U+FF20), which some spreadsheet locales also evaluate
+    ("\uff1dSUM(A1)", "'\uff1dSUM(A1)"), ("\uff0b1", "'\uff0b1"), ("\uff0dx", "'\uff0dx"),
+    ("\uff20cmd", "'\uff20cmd"), ("a\uff1d1", "a\uff1d1")])
 def test_csv_cells_never_start_a_formula(value, expected):
     assert cell(value) == expected
 

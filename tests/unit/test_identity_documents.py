@@ -115,6 +115,24 @@ def test_malformed_documents_are_400(document, local_stage):
         (400, "validation_error", "identity_document")
 
 
+ARABIC_INDIC_ACCOUNT = "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662"  # ١٢٣٤٥٦٧٨٩٠١٢
+
+
+@pytest.mark.parametrize("fields", [
+    {**FIELDS, "account_id": ARABIC_INDIC_ACCOUNT},  # twelve digits, but not ASCII ones (\d takes any script's)
+    {**FIELDS, "account_id": "12345678901\uff12"},  # a fullwidth ２ at the end
+    {**FIELDS, "region": "eu-west-\u0661"},  # the region's number in Arabic-Indic
+])
+def test_a_signed_document_with_non_ascii_digits_in_an_id_is_400(fields, local_stage):
+    """GIVEN a document whose signature verifies but whose account id (or region number) is written in
+    another script's digits THEN 400 on identity_document, as an account id is refused everywhere else."""
+    document, signature = signed_identity(**fields)
+    assert status_of(lambda: identity_documents.verify_identity_document(document, signature)) == \
+        (400, "validation_error", "identity_document")
+    with pytest.raises(InvalidIdentityDocumentError):
+        parse_identity_document(document)
+
+
 def test_parse_rejects_a_non_string():
     with pytest.raises(InvalidIdentityDocumentError):
         parse_identity_document({"accountId": "123456789012"})
