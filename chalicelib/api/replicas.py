@@ -528,7 +528,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
 
     The audit event is keyed on the version the change made and its write time (both written with it): the
     same request again after a Lambda that died past the config write changes nothing, and writes that event
-    (and cancels what the disabling left pending) then, once; a repeat that lost nothing adds nothing."""
+    (and cancels what the disabling left pending, retires the standbys manual-replica mode left running) then,
+    once; a repeat that lost nothing adds nothing."""
     changes = dict(changes)
     if changes.get("auto_switch_enabled"):
         changes["manual_replica_enabled"] = False
@@ -540,20 +541,21 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
         changes |= _type_changes(agent, changes)
         quotas.check_types(agent.client_id, changes.get("allowed_instance_types") or ())
     updated = agents.update_config(agent, changes, now, client_change=True)
-    terminated: list[str] = []
-    if agent.manual_replica and not updated.manual_replica:
-        terminated = _retire_manual(updated, now, "manual-replica mode turned off")
+    at = now  # the change's time: its audit event's
+    manual_off = agent.manual_replica and not updated.manual_replica
     disabled = agent.config.get("enabled", True) and not updated.config.get("enabled", True)
     if updated.config_version == agent.config_version:
         # The config it holds already: nothing written. When that config is a client change's (its version is the
         # last one a config route made), this may be that request again, its first run dead after the write.
         if updated.config_changed_version != updated.config_version or updated.config_changed_at is None:
-            return updated, terminated, changes  # made by something else (a registration, a mode route)
-        now = updated.config_changed_at
+            return updated, [], changes  # made by something else (a registration, a mode route)
+        at = updated.config_changed_at
+        manual_off = changes.get("manual_replica_enabled") is False  # its standbys would otherwise run on
         disabled = changes.get("enabled") is False
+    terminated = _retire_manual(updated, now, "manual-replica mode turned off") if manual_off else []
     if disabled:
-        command_queue.cancel_pending(updated, now, "the agent was disabled before it picked this command up")
-    activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", now,
+        command_queue.cancel_pending(updated, at, "the agent was disabled before it picked this command up")
+    activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", at,
                           client_id=agent.client_id, agent_id=agent.agent_id,
                           metadata={"changes": changes, "config_version": updated.config_version},
                           once=f"agent_config:{agent.agent_id}:{updated.config_version}")

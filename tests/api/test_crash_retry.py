@@ -669,6 +669,32 @@ def test_a_disable_that_died_after_its_write_cancels_the_queued_switch_and_logs_
     assert len(_events(world.ids["agent"], "agent_config")) == 1
 
 
+def test_a_config_change_ending_manual_replica_that_died_after_its_write_retires_the_standby_on_the_retry(
+        make_tenant):
+    """GIVEN a manual-replica agent whose standby runs, and a config change to auto-switch (manual-replica off)
+    whose Lambda died right after the config write (before the standby was retired)
+    WHEN the same request is sent again THEN the standby is terminated (EC2 included) and named in the answer:
+    nothing else retires a manual standby of an agent no longer in that mode, so it would run, billed, for good.
+    A third request finds nothing left to retire."""
+    from chalicelib.repositories import replicas as replica_repo
+    from tests.e2e.failover_support import state_of
+
+    world = _prepare_manual_standby(make_tenant)
+
+    def to_auto_switch(w):
+        return w.caller.post(f"/api/client/agents/{w.ids['agent']}/config", {"auto_switch_enabled": True})
+
+    _crash_after(world, to_auto_switch, "UpdateItem", "agents")
+    assert replica_repo.get(world.ids["agent"], world.ids["replica"]).active  # the crash left it running
+    status, reply = to_auto_switch(world)
+    assert status == 200 and reply["terminated_replicas"] == [world.ids["replica"]], reply
+    assert not replica_repo.get(world.ids["agent"], world.ids["replica"]).active
+    assert state_of(world.ids["new"]) in {"shutting-down", "terminated"}
+    status, reply = to_auto_switch(world)
+    assert status == 200 and reply["terminated_replicas"] == [], reply
+    assert len(_events(world.ids["agent"], "agent_config")) == 1
+
+
 def test_a_no_op_config_request_after_another_routes_change_logs_nothing(make_tenant):
     """GIVEN manual-replica mode turned on by the config route, then off by its own route (its own event)
     WHEN the config route is sent the config it now holds THEN no ``agent_config`` event is added: the version
