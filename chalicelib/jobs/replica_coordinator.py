@@ -81,6 +81,9 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             if step.kind is StepKind.ABANDON:
                 _abandon(replica, lost, now, step.reason)
             elif step.kind is StepKind.LAUNCH:
+                # what a run that died after the slot's claim did not record, read first: this repeats every run
+                # while the launch fails, and the records are nearly always there (no failed write each time)
+                replicas.record_creation(agent, replica, read_first=True)
                 by_id[replica.replica_id] = replicas.launch(agent, replica, now)
             elif step.kind is StepKind.MARK_READY:
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
