@@ -67,7 +67,12 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     if agent.current_replica_id and agent.current_replica_id not in by_id:
         held = replica_repo.get(agent.agent_id, agent.current_replica_id)
         if held is not None and not held.active:  # closed by a run that died before it freed the slot
-            replica_repo.finish_closing(held, now)
+            account = tenancy.lost_account(client or clients.get(agent.client_id), agent) \
+                if replicas.abandoned(held) else None
+            if account:  # an abandon that died after its status write: its notification and event too, once
+                replicas.abandon(held, account, now)
+            else:
+                replica_repo.finish_closing(held, now)
             done["slot_freed"] += 1
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
     blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched and not lost else {}

@@ -225,6 +225,47 @@ def test_the_coordinator_closes_a_standby_a_forced_unbinding_left_running_once_a
                 if n["kind"] == "standby_not_terminated"]) == 1
 
 
+@pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+def test_a_coordinator_run_that_died_after_closing_such_a_standby_is_finished_by_the_next_one(admin, make_tenant,
+                                                                                              monkeypatch):
+    """The run's Lambda dies right after the standby's status write (its slot still held, neither the notification
+    nor the event written): the next run frees the slot and writes both, once, as the DELETE's repeat would; a
+    plain ``finish_closing`` would have freed the slot and left the client untold."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.aws import ec2
+    from chalicelib.jobs import replica_coordinator
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    with monkeypatch.context() as m:
+        m.setattr(ec2, "terminate", lambda *a, **k: (_ for _ in ()).throw(ec2.Ec2Error("refused")))
+        status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    now = datetime.now(UTC)
+
+    class Crash(Exception):
+        pass
+
+    with monkeypatch.context() as m:
+        m.setattr(replica_repo, "release_slot", lambda *a, **k: (_ for _ in ()).throw(Crash("died")))
+        with pytest.raises(Crash):
+            replica_coordinator.run(now)
+    assert replica_repo.get(agent_id, standby["replica_id"]).status is ReplicaStatus.FAILED
+    assert agent_repo.get(client_id, agent_id).current_replica_id == standby["replica_id"]
+
+    def told():
+        return [n for n in caller.get("/api/notifications")[1]["notifications"] if n["kind"] == "standby_not_terminated"]
+
+    assert told() == []
+
+    assert replica_coordinator.run(now + timedelta(minutes=1)) == {"agents": 1, "slot_freed": 1}
+
+    assert agent_repo.get(client_id, agent_id).current_replica_id is None
+    [note] = told()
+    assert standby["instance_id"] in note["message"] and SECOND in note["message"]
+    assert replica_coordinator.run(now + timedelta(minutes=2)) == {} and len(told()) == 1
+
+
 def _legacy_agent_bound_to_both(admin, make_tenant):
     """A legacy client (no identity documents) bound to both accounts and a legacy agent registered without a
     document: the product cannot tell which of them its instance runs in. (client id, caller, agent id)."""
