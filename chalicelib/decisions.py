@@ -236,7 +236,7 @@ def record_move(agent: AgentRecord, *, move_id: str, at: datetime, source: str, 
                 expected_cost: dict | None = None, inputs: dict | None = None, once: bool = False) -> str:
     """Store one move (``action`` e.g. ``to_spot``, ``place_standby``) with its reason; returns its key. With
     ``once`` a move already stored under its key (same time and id: a repeated step) is left as it is."""
-    key = f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{move_id}"
+    key = _move_key(at, move_id)
     current = agent.spot_pool_id or ONDEMAND
     save_if(DecisionTable(agent.agent_id, key, client_id=agent.client_id, decided_at=at, source=source,
                           current=current, action=action, target=target, standby=standby, reason=reason, risk=risk,
@@ -244,6 +244,20 @@ def record_move(agent: AgentRecord, *, move_id: str, at: datetime, source: str, 
                           expires_at=at + timedelta(days=get_settings().decision_retention_days)),
             DecisionTable.decision_key.does_not_exist() if once else None)
     return key
+
+
+def _move_key(at: datetime, move_id: str) -> str:
+    return f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{move_id}"
+
+
+def move_recorded(agent_id: str, move_id: str, at: datetime) -> bool:
+    """Is the move ``record_move(move_id=..., at=...)`` stores already there? One small read (see
+    ``activity.event_recorded``)."""
+    try:
+        DecisionTable.get(agent_id, _move_key(at, move_id), attributes_to_get=["decision_key"])
+    except DecisionTable.DoesNotExist:
+        return False
+    return True
 
 
 def record_standby_placement(agent: AgentRecord, replica_id: str, pool_id: str | None, why: str,

@@ -195,18 +195,26 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
         return replica_repo.get(agent.agent_id, replica.replica_id)
 
 
-def record_creation(agent: AgentRecord, replica: ReplicaRecord) -> None:
+def record_creation(agent: AgentRecord, replica: ReplicaRecord, *, read_first: bool = False) -> None:
     """The ``standby_created`` event and ``place_standby`` decision (#11) of a server-placed standby, at its creation
     time and keyed by its id: the first call writes them, and a repeat of a call that died between the slot's claim
-    and them (``finish_launch`` of a standby still launching) writes what is missing, never twice."""
+    and them (``finish_launch`` of a standby still launching) writes what is missing, never twice.
+
+    ``read_first``: for a caller that repeats this every time it retries the launch (the coordinator, every minute
+    while the launch fails), where the records are nearly always there already: each is read (a small read) and
+    only a missing one written, instead of two conditional writes that fail on every retry (and the placement's
+    back-off reads behind the decision's)."""
     if replica.placement_reason is None:
         return  # an agent-launched standby, or a row from before the reason was kept: nothing to make up
-    activity.record_event("standby_created", f"{replica.replica_type} standby {replica.replica_id} in "
-                          f"{replica.pool_id} ({replica.placement_reason})", replica.created_at,
-                          client_id=agent.client_id, agent_id=agent.agent_id,
-                          metadata={"replica_id": replica.replica_id}, once=f"standby_created:{replica.replica_id}")
-    decisions.record_standby_placement(agent, replica.replica_id, replica.pool_id, replica.placement_reason,
-                                       replica.created_at)
+    once = f"standby_created:{replica.replica_id}"
+    if not (read_first and activity.event_recorded(replica.created_at, once)):
+        activity.record_event("standby_created", f"{replica.replica_type} standby {replica.replica_id} in "
+                              f"{replica.pool_id} ({replica.placement_reason})", replica.created_at,
+                              client_id=agent.client_id, agent_id=agent.agent_id,
+                              metadata={"replica_id": replica.replica_id}, once=once)
+    if not (read_first and decisions.move_recorded(agent.agent_id, replica.replica_id, replica.created_at)):
+        decisions.record_standby_placement(agent, replica.replica_id, replica.pool_id, replica.placement_reason,
+                                           replica.created_at)
 
 
 def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:

@@ -22,9 +22,10 @@ class AccountNotBound(ec2.LaunchError):
     conflict_code = "account_not_bound"
 
 
-def for_client(client_id: str, account_id: str | None = None) -> AwsAccount:
-    """The account to act in for ``client_id`` (``account_id``: the instance's verified account if known)."""
-    client = clients.get(client_id)
+def for_client(client_id: str, account_id: str | None = None, *, client=None) -> AwsAccount:
+    """The account to act in for ``client_id`` (``account_id``: the instance's verified account if known).
+    ``client``: its record when the caller read it already (not read again)."""
+    client = client if client is not None else clients.get(client_id)
     if client is None:
         raise AccountNotBound(f"client {client_id} not found")
     try:
@@ -33,9 +34,9 @@ def for_client(client_id: str, account_id: str | None = None) -> AwsAccount:
         raise AccountNotBound(str(exc)) from exc
 
 
-def for_agent(agent) -> AwsAccount:
-    """The account the agent's instances live in."""
-    return for_client(agent.client_id, getattr(agent, "account_id", None))
+def for_agent(agent, *, client=None) -> AwsAccount:
+    """The account the agent's instances live in (``client``: the agent's client record, if read already)."""
+    return for_client(agent.client_id, getattr(agent, "account_id", None), client=client)
 
 
 def for_replica(replica) -> AwsAccount:
@@ -52,8 +53,16 @@ def unreachable_account(replica) -> str | None:
     account is bound (or the home account, self-hosted) or unknown: the product may still reach the standby there,
     so it must try (and an EC2 failure leaves the standby as it was)."""
     agent = agents.get(replica.client_id, replica.agent_id)
+    if not getattr(agent, "account_id", None):
+        return None  # nothing to check against: the client is not read
+    return lost_account(clients.get(replica.client_id), agent)
+
+
+def lost_account(client, agent) -> str | None:
+    """``unreachable_account`` from records already read (the client's, the agent's: no read here): the agent's
+    recorded account when it is no longer bound to ``client``, else None (bound, the home account self-hosted, or
+    not known)."""
     account_id = getattr(agent, "account_id", None)
-    client = clients.get(replica.client_id)
     if not account_id or client is None:
         return None
     try:

@@ -7,7 +7,10 @@ standby: the loser's write fails its condition and it moves on. Pools in capacit
 (``repositories.observations.backoff``) are skipped: a standby still to be launched in one is given up
 and its replacement placed elsewhere; every spot launch's outcome is recorded as an observation, and so
 is a spot standby EC2 took away without the sentinel hearing of it (``aws_stopped``), so a pool that
-keeps losing standbys backs off (``DEFAULT_BACKOFF``: longer with every loss of the day).
+keeps losing standbys backs off (``DEFAULT_BACKOFF``: longer with every loss of the day). A standby whose agent's
+account is no longer bound to the client (a forced unbinding could not retire it) is abandoned once
+(``replicas.abandon``: closed, the client told to end its instance itself) rather than retried every run for ever:
+there is no role to act there with, now or later; no standby is created there either.
 
 The coordinator owns manual-replica agents (the decision cycle only sees auto-switch ones, and the
 modes exclude each other), so it also brings them back from on-demand: a primary on on-demand with a
@@ -38,7 +41,7 @@ from chalicelib import decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import agents, interruptions, observations
+from chalicelib.repositories import agents, clients, interruptions, observations
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import ReplicaRecord
@@ -51,26 +54,41 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     """Apply the plan for one agent; returns what was done by step kind."""
     done: Counter = Counter()
     active = replica_repo.for_agent(agent.agent_id, include_final=False)
+    # A suspended client's agent keeps the standbys it has (watched: failed, expired) but gets no new one and no
+    # planned return: the service no longer optimises for that client (its running instances still fail over).
+    served = agent.manual_replica and agent.config.get("enabled", True) and not agent.client_suspended
+    # read once for the account check and the describe; an agent with nothing to watch or create needs neither
+    client = clients.get(agent.client_id) if active or served else None
+    lost = tenancy.lost_account(client, agent)  # its account unbound: nothing can be done there, now or later
     described = ec2.describe(agent.region, [r.instance_id for r in active if r.instance_id],
-                             account=tenancy.for_agent(agent)) if active else {}
+                             account=tenancy.for_agent(agent, client=client)) if active and not lost else {}
     views = [r.view(described[r.instance_id].state if r.instance_id in described else None) for r in active]
     by_id = {r.replica_id: r for r in active}
     if agent.current_replica_id and agent.current_replica_id not in by_id:
         held = replica_repo.get(agent.agent_id, agent.current_replica_id)
         if held is not None and not held.active:  # closed by a run that died before it freed the slot
-            replica_repo.finish_closing(held, now)
+            account = tenancy.lost_account(client or clients.get(agent.client_id), agent) \
+                if replicas.abandoned(held) else None
+            if account:  # an abandon that died after its status write: its notification and event too, once
+                replicas.abandon(held, account, now)
+            else:
+                replica_repo.finish_closing(held, now)
             done["slot_freed"] += 1
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
-    blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched else {}
-    # A suspended client's agent keeps the standbys it has (watched: failed, expired) but gets no new one and no
-    # planned return: the service no longer optimises for that client (its running instances still fail over).
-    served = agent.manual_replica and agent.config.get("enabled", True) and not agent.client_suspended
-    for step in plan_standbys(views, keep_one=served, now=now, blocked_pools=blocked):
+    blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched and not lost else {}
+    if lost:
+        done["account_lost"] += 1  # its standbys abandoned (below, once), none created: the run counts it
+    for step in plan_standbys(views, keep_one=served, now=now, blocked_pools=blocked, lost_account=lost):
         replica = by_id.get(step.replica_id)
         if step.kind is StepKind.LAUNCH and agent.client_suspended:
             continue  # left unlaunched: given up (failed) after the launch timeout
         try:
-            if step.kind is StepKind.LAUNCH:
+            if step.kind is StepKind.ABANDON:
+                _abandon(replica, lost, now, step.reason)
+            elif step.kind is StepKind.LAUNCH:
+                # what a run that died after the slot's claim did not record, read first: this repeats every run
+                # while the launch fails, and the records are nearly always there (no failed write each time)
+                replicas.record_creation(agent, replica, read_first=True)
                 by_id[replica.replica_id] = replicas.launch(agent, replica, now)
             elif step.kind is StepKind.MARK_READY:
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
@@ -96,13 +114,24 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             log("coordinator step skipped", extra={"agent_id": agent.agent_id, "step": step.kind.value,
                                                    "error": str(exc)})
             done["skipped"] += 1
-    if served:
+    if served and not lost:
         try:
             done.update(return_to_spot(agent, views, by_id, now))
         except Exception as exc:  # noqa: BLE001 - one agent's failed hand-over start never stops the others
             logger.exception("planned return not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
             done["return_errors"] += 1
     return done
+
+
+def _abandon(replica: ReplicaRecord, account_id: str, now: datetime, reason: str) -> None:
+    """Close a standby in an account no longer bound to its client, once: nothing there is reachable (no role),
+    so every later run would fail the same way for ever. One with an instance is abandoned as its DELETE would
+    (``replicas.abandon``: ``failed``, a notification and an event telling the client to terminate instance X in
+    account Y itself, each written once); one never launched is failed (no instance to end, no EC2 call)."""
+    if replica.instance_id:
+        replicas.abandon(replica, account_id, now)
+    else:
+        replicas.retire(replica, ReplicaStatus.FAILED, now, f"{reason}: never launched")
 
 
 def _observe_lost(replica: ReplicaRecord, view: StandbyView, state_reason: str | None) -> None:

@@ -63,6 +63,17 @@ def record_event(event_type: str, message: str, now: datetime, *, severity: str 
     ), SystemEventTable.event_key, once)
 
 
+def event_recorded(now: datetime, once: str) -> bool:
+    """Is the event ``record_event(..., now, once=once)`` writes already stored? One small read: a caller that
+    repeats a record every run (a launch retried until it succeeds) reads instead of a write whose condition fails."""
+    try:
+        SystemEventTable.get(now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{_suffix(once)}",
+                             attributes_to_get=["event_key"])
+    except SystemEventTable.DoesNotExist:
+        return False
+    return True
+
+
 def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemEventTable]:
     """Newest events first, reading today's partition and then earlier ones as needed."""
     found: list[SystemEventTable] = []

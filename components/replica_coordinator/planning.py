@@ -58,6 +58,7 @@ class StepKind(str, Enum):
     EXPIRE = "expire"  # a pre-warmed standby whose time ran out
     RETIRE_EXTRA = "retire_extra"  # more than one active standby: keep the newest
     CREATE = "create"  # manual-replica agent without an active standby
+    ABANDON = "abandon"  # its account is no longer bound: closed once, the client told to end its instance
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,27 @@ class Step:
 
 
 def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datetime,
-                  launch_timeout_s: int = 900, blocked_pools: Iterable[str] = ()) -> list[Step]:
+                  launch_timeout_s: int = 900, blocked_pools: Iterable[str] = (),
+                  lost_account: str | None = None) -> list[Step]:
     """Steps that bring an agent's standbys to the wanted state.
 
     ``keep_one`` is true for manual-replica agents: exactly one active standby afterwards.
     ``blocked_pools`` are in capacity back-off: a standby still to be launched there is given up
     (and, for ``keep_one``, replaced in another pool) instead of asking EC2 again.
+    ``lost_account`` is the agent's account when it is no longer bound to the client (a forced unbinding whose
+    retirement failed): nothing can be done there any more, now or on any later run (no role to act with), so
+    retrying would repeat the same failure every run for ever. Each active standby is abandoned instead (closed
+    once, the client told to end its instance itself) and nothing is launched or created there.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> s = StandbyView("rep-1", ReplicaStatus.READY, "m5.large.us-east-1b", "i-1", t, ec2_state=None)
+    >>> [(x.kind.value, x.replica_id) for x in plan_standbys([s], keep_one=True, now=t, lost_account="1" * 12)]
+    [('abandon', 'rep-1')]
     """
+    if lost_account:
+        return [Step(StepKind.ABANDON, s.replica_id, f"account {lost_account} is no longer bound to the client")
+                for s in sorted((s for s in standbys if s.active), key=lambda s: (s.created_at, s.replica_id))]
     blocked = frozenset(blocked_pools)
     steps: list[Step] = []
     alive: list[StandbyView] = []

@@ -167,6 +167,105 @@ def test_an_agent_whose_standby_a_forced_unbinding_left_running_can_be_deleted(a
     assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200  # idempotent
 
 
+@pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+def test_the_coordinator_closes_a_standby_a_forced_unbinding_left_running_once_and_tells_the_client(
+        admin, make_tenant, monkeypatch):
+    """The defect: the replica coordinator met such a standby every minute, for ever (until the client deleted it):
+    each run read its replicas and its client, failed on the unbound account (``skipped_no_account``, a warning) and
+    left it open; the client was never told. Now the first run closes it as its DELETE would (``replicas.abandon``:
+    ``failed``, the reason, one notification and one event naming the instance and the account; no EC2 call, no
+    role there), and later runs neither read nor retry anything of it. Re-enabled, its agent gets no new standby in
+    the unbound account either (nothing launched, no row written)."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.aws import ec2
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import activity
+    from tests.conftest import dynamodb_calls
+    from tests.e2e.failover_support import configure
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    real_terminate = ec2.terminate
+    monkeypatch.setattr(ec2, "terminate", lambda *a, **k: (_ for _ in ()).throw(ec2.Ec2Error("refused")))
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    ec2_calls = []
+    for name, real in (("describe", ec2.describe), ("terminate", real_terminate), ("launch", ec2.launch)):
+        monkeypatch.setattr(ec2, name, lambda *a, _real=real, _name=name, **k: (ec2_calls.append(_name),
+                                                                                 _real(*a, **k))[1])
+    now = datetime.now(UTC)
+
+    first = replica_coordinator.run(now)
+
+    assert first == {"agents": 1, "account_lost": 1, "abandon": 1}, first
+    closed = replica_repo.get(agent_id, standby["replica_id"])
+    assert closed.status is ReplicaStatus.FAILED and not closed.active
+    assert standby["instance_id"] in closed.error_message and SECOND in closed.error_message
+    assert ec2_calls == [] and _state_in(SECOND, standby["instance_id"]) == "running"
+    assert agent_repo.get(client_id, agent_id).current_replica_id is None
+    notes = [n for n in caller.get("/api/notifications")[1]["notifications"] if n["kind"] == "standby_not_terminated"]
+    assert len(notes) == 1 and standby["instance_id"] in notes[0]["message"] and SECOND in notes[0]["message"]
+    events = [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+              if e.event_type == "standby_abandoned" and e.agent_id == agent_id]
+    assert len(events) == 1 and events[0].metadata == {"replica_id": standby["replica_id"], "account_id": SECOND}
+    # the next runs: the fleet scan every run makes, nothing read, retried or written for it
+    for minute in (1, 2, 3):
+        with dynamodb_calls() as calls:
+            assert replica_coordinator.run(now + timedelta(minutes=minute)) == {}
+        assert [op for op, *_ in calls] == ["Scan"], calls
+    assert ec2_calls == []
+    # its client turns the agent and its manual-replica mode on again: nothing is created in the unbound account
+    configure(client_id, agent_id, enabled=True, manual_replica_enabled=True)
+    with dynamodb_calls() as calls:
+        again = replica_coordinator.run(now + timedelta(minutes=4))
+    assert again == {"agents": 1, "account_lost": 1}, again
+    assert not any(op in ("PutItem", "UpdateItem", "TransactWriteItems") for op, *_ in calls), calls
+    assert [r.replica_id for r in replica_repo.for_agent(agent_id)] == [standby["replica_id"]] and ec2_calls == []
+    assert len([n for n in caller.get("/api/notifications")[1]["notifications"]
+                if n["kind"] == "standby_not_terminated"]) == 1
+
+
+@pytest.mark.usefixtures("fleet_jobs_see_this_test_only")
+def test_a_coordinator_run_that_died_after_closing_such_a_standby_is_finished_by_the_next_one(admin, make_tenant,
+                                                                                              monkeypatch):
+    """The run's Lambda dies right after the standby's status write (its slot still held, neither the notification
+    nor the event written): the next run frees the slot and writes both, once, as the DELETE's repeat would; a
+    plain ``finish_closing`` would have freed the slot and left the client untold."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.aws import ec2
+    from chalicelib.jobs import replica_coordinator
+
+    client_id, caller, agent_id, standby = _standby_in_second_account(admin, make_tenant)
+    with monkeypatch.context() as m:
+        m.setattr(ec2, "terminate", lambda *a, **k: (_ for _ in ()).throw(ec2.Ec2Error("refused")))
+        status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}/accounts/{SECOND}?force=true")
+    assert status == 200 and reply["released"]["standbys"][0]["retired"] is False, reply
+    now = datetime.now(UTC)
+
+    class Crash(Exception):
+        pass
+
+    with monkeypatch.context() as m:
+        m.setattr(replica_repo, "release_slot", lambda *a, **k: (_ for _ in ()).throw(Crash("died")))
+        with pytest.raises(Crash):
+            replica_coordinator.run(now)
+    assert replica_repo.get(agent_id, standby["replica_id"]).status is ReplicaStatus.FAILED
+    assert agent_repo.get(client_id, agent_id).current_replica_id == standby["replica_id"]
+
+    def told():
+        return [n for n in caller.get("/api/notifications")[1]["notifications"] if n["kind"] == "standby_not_terminated"]
+
+    assert told() == []
+
+    assert replica_coordinator.run(now + timedelta(minutes=1)) == {"agents": 1, "slot_freed": 1}
+
+    assert agent_repo.get(client_id, agent_id).current_replica_id is None
+    [note] = told()
+    assert standby["instance_id"] in note["message"] and SECOND in note["message"]
+    assert replica_coordinator.run(now + timedelta(minutes=2)) == {} and len(told()) == 1
+
+
 def _legacy_agent_bound_to_both(admin, make_tenant):
     """A legacy client (no identity documents) bound to both accounts and a legacy agent registered without a
     document: the product cannot tell which of them its instance runs in. (client id, caller, agent id)."""

@@ -343,3 +343,91 @@ def test_no_pool_for_a_standby_is_logged_as_capacity_not_as_a_fault(make_tenant,
     logged.clear()
     assert reconcile_agent(agent_repo.get(client_id, agent_id), now)["skipped"] == 1
     assert logged == [("warning", "coordinator step skipped")]
+
+
+def _dynamodb_writes_refused():
+    """A context in which every DynamoDB write whose condition failed is listed, as (operation, table)."""
+    from contextlib import contextmanager
+
+    from botocore.client import BaseClient
+
+    @contextmanager
+    def watching():
+        original, refused = BaseClient._make_api_call, []
+
+        def call(client, op, params):
+            try:
+                return original(client, op, params)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                    refused.append((op, params.get("TableName", "")))
+                raise
+
+        BaseClient._make_api_call = call
+        try:
+            yield refused
+        finally:
+            BaseClient._make_api_call = original
+
+    return watching()
+
+
+def test_a_standby_whose_creation_died_after_the_slot_claim_is_finished_with_its_records_and_no_refused_write(
+        make_tenant, monkeypatch):
+    """GIVEN the coordinator's run that created a standby died right after the slot's claim (the row ``launching``,
+    no instance, neither the ``standby_created`` event nor the ``place_standby`` decision written)
+    WHEN the next runs meet it (the first two find EC2 throttled: it stays launching)
+    THEN they launch it as before, and the records the crash lost are written, once, at its creation time. The
+    defect: the coordinator's launch never wrote them (only a repeat of the client's request did: ``finish_launch``),
+    and writing them on every attempt, as that repeat does, costs two conditional writes that fail on every run the
+    launch is retried; each run now reads first and writes only what is missing: no write is refused."""
+    from chalicelib import replicas
+    from chalicelib.repositories import activity
+    from chalicelib.tables.risk import DecisionTable
+
+    client_id, agent_id, _, _ = manual_agent(make_tenant)
+    now = datetime.now(UTC)
+
+    class Crash(Exception):
+        pass
+
+    def crash(*_a, **_k):
+        raise Crash("the Lambda died after the slot's claim")
+
+    with monkeypatch.context() as m:
+        m.setattr(replicas, "record_creation", crash)
+        with pytest.raises(Crash):
+            reconcile_agent(agent_repo.get(client_id, agent_id), now)
+    [stuck] = active(agent_id)
+    assert stuck.instance_id is None and slot(client_id, agent_id) == stuck.replica_id
+
+    def created_events():
+        return [e for e in activity.recent_events(datetime.now(UTC), limit=500)
+                if e.event_type == "standby_created" and e.agent_id == agent_id]
+
+    def placements():
+        return [d for d in DecisionTable.query(agent_id, consistent_read=True) if d.action == "place_standby"]
+
+    real_launch, throttles = adapter.launch, [2]
+
+    def throttled_twice(spec):
+        if throttles[0]:
+            throttles[0] -= 1
+            raise adapter.TransientAwsError("RequestLimitExceeded")
+        return real_launch(spec)
+
+    monkeypatch.setattr(adapter, "launch", throttled_twice)
+    with _dynamodb_writes_refused() as refused:
+        for minute in (1, 2, 3):
+            reconcile_agent(agent_repo.get(client_id, agent_id), now + timedelta(minutes=minute))
+
+    assert refused == []
+    [standby] = active(agent_id)
+    assert standby.replica_id == stuck.replica_id and standby.instance_id and slot(client_id, agent_id) == stuck.replica_id
+    [event] = created_events()
+    assert event.metadata == {"replica_id": stuck.replica_id} and event.created_at == stuck.created_at
+    [decision] = placements()
+    assert decision.standby == stuck.pool_id and decision.decided_at == stuck.created_at
+    reconcile_agent(agent_repo.get(client_id, agent_id), now + timedelta(minutes=4))
+    assert the_standby(client_id, agent_id).status.value == "ready"
+    assert len(created_events()) == 1 and len(placements()) == 1

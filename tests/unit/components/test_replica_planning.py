@@ -141,6 +141,17 @@ def test_a_pre_warmed_standby_expires_exactly_at_its_expiry():
     assert plan_standbys([before], keep_one=False, now=NOW) == []
 
 
+def test_standbys_in_an_account_no_longer_bound_are_abandoned_once_and_nothing_is_launched_or_created():
+    """The defect: the plan retried them every run for ever (the coordinator then failed on the account each time);
+    nothing is reachable there any more, so each active standby is abandoned, launched or not, and none created."""
+    views = [standby("rep-a"), standby("rep-b", status=ReplicaStatus.LAUNCHING, instance_id=None, ec2_state=None,
+                                       age_s=5), standby("rep-c", status=ReplicaStatus.FAILED, ec2_state=None)]
+    steps = plan_standbys(views, keep_one=True, now=NOW, lost_account="222222222222")
+    assert kinds(steps) == [(StepKind.ABANDON, "rep-a"), (StepKind.ABANDON, "rep-b")]
+    assert all("222222222222" in s.reason for s in steps)
+    assert plan_standbys([], keep_one=True, now=NOW, lost_account="222222222222") == []
+
+
 def test_final_standbys_are_left_alone():
     views = [standby(f"rep-{s.value}", status=s, ec2_state="terminated", expires_in_s=-10) for s in FINAL]
     assert plan_standbys(views, keep_one=False, now=NOW) == []
