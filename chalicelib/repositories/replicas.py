@@ -18,7 +18,7 @@ from pynamodb.transactions import TransactWrite
 
 from components.agent_identity import AgentStatus
 from components.pool_id import parse_pool_id
-from components.replica_coordinator import ReplicaStatus, StandbyView, check_transition
+from components.replica_coordinator import ReplicaStatus, ReplicaType, StandbyView, check_transition
 
 from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
@@ -91,7 +91,8 @@ class ReplicaRecord:
 
     def view(self, ec2_state: str | None = None) -> StandbyView:
         return StandbyView(self.replica_id, self.status, self.pool_id, self.instance_id, self.created_at,
-                           self.expires_at, ec2_state, self.launched_at)
+                           self.expires_at, ec2_state, self.launched_at,
+                           failover=self.replica_type == ReplicaType.TERMINATION.value)
 
 
 def _record(row: ReplicaTable) -> ReplicaRecord:

@@ -76,6 +76,11 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
     ``keep_one`` is true for manual-replica agents: exactly one active standby afterwards.
     ``blocked_pools`` are in capacity back-off: a standby still to be launched there is given up
     (and, for ``keep_one``, replaced in another pool) instead of asking EC2 again.
+    A failover's replacement (``failover``) belongs to its Step Functions execution, which launches it (or tries
+    its next candidate), promotes it and closes the ones it did not use: it is never launched here (a launch here
+    raced the workflow's, and a refusal marked the row the workflow was about to use failed) nor retired as an
+    extra standby, nor does it make the agent's own standby one; it only holds off a new standby while in flight,
+    and is failed once past the launch timeout without an instance (a workflow that died) or with its instance gone.
     ``lost_account`` is the agent's account when it is no longer bound to the client (a forced unbinding whose
     retirement failed): nothing can be done there any more, now or on any later run (no role to act with), so
     retrying would repeat the same failure every run for ever. Each active standby is abandoned instead (closed
@@ -93,6 +98,7 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
     blocked = frozenset(blocked_pools)
     steps: list[Step] = []
     alive: list[StandbyView] = []
+    in_flight: list[StandbyView] = []  # a failover's replacements: never launched nor retired here
     for s in sorted((s for s in standbys if s.active), key=lambda s: (s.created_at, s.replica_id)):
         age = (now - s.created_at).total_seconds()
         if s.expires_at is not None and now >= s.expires_at:
@@ -100,6 +106,8 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
         elif s.instance_id is None:
             if age >= launch_timeout_s:
                 steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"no instance after {int(age)} s"))
+            elif s.failover:
+                in_flight.append(s)  # its workflow launches it (or moves on to its next candidate)
             elif s.pool_id in blocked:
                 steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"pool {s.pool_id} is in capacity back-off"))
             else:
@@ -116,11 +124,11 @@ def plan_standbys(standbys: Iterable[StandbyView], *, keep_one: bool, now: datet
             elif s.ec2_state == "pending" and age >= launch_timeout_s:
                 steps.append(Step(StepKind.MARK_FAILED, s.replica_id, f"still pending after {int(age)} s"))
                 continue
-            alive.append(s)
+            (in_flight if s.failover else alive).append(s)
     if keep_one:
         for extra in alive[:-1]:
             steps.append(Step(StepKind.RETIRE_EXTRA, extra.replica_id, "more than one standby"))
-        if not alive:
+        if not alive and not in_flight:
             steps.append(Step(StepKind.CREATE, None, "manual-replica agent has no standby"))
     return steps
 

@@ -141,6 +141,35 @@ def test_a_pre_warmed_standby_expires_exactly_at_its_expiry():
     assert plan_standbys([before], keep_one=False, now=NOW) == []
 
 
+def test_a_failovers_replacement_is_left_to_its_workflow_while_in_flight():
+    """The defect: a failover's replacement row not launched yet was launched by the coordinator too (racing the
+    workflow's launch; a refusal here failed the row the workflow was about to use), and once running it counted as
+    a second standby, so the agent's own standby (the older one) was retired as the extra. Now the row is the
+    workflow's: nothing launched or retired, no new standby while it is in flight."""
+    from dataclasses import replace
+
+    own = standby("rep-own", age_s=3600)
+    unlaunched = replace(standby("rep-fo", status=ReplicaStatus.LAUNCHING, instance_id=None, ec2_state=None,
+                                 age_s=30), failover=True)
+    running = replace(standby("rep-fo", status=ReplicaStatus.READY, age_s=120), failover=True)
+    assert plan_standbys([unlaunched], keep_one=True, now=NOW) == []  # no launch, no second standby created
+    assert plan_standbys([own, unlaunched], keep_one=True, now=NOW) == []
+    assert plan_standbys([own, running], keep_one=True, now=NOW) == []
+    assert plan_standbys([running], keep_one=True, now=NOW) == []
+
+
+def test_a_failovers_replacement_left_behind_is_failed_and_the_standby_replaced():
+    """A workflow that died: its row without an instance past the launch timeout, or with its instance gone."""
+    from dataclasses import replace
+
+    stuck = replace(standby("rep-fo", status=ReplicaStatus.LAUNCHING, instance_id=None, ec2_state=None,
+                            age_s=900), failover=True)
+    gone = replace(standby("rep-fo", ec2_state="terminated"), failover=True)
+    for row in (stuck, gone):
+        assert kinds(plan_standbys([row], keep_one=True, now=NOW)) == [(StepKind.MARK_FAILED, "rep-fo"),
+                                                                       (StepKind.CREATE, None)]
+
+
 def test_standbys_in_an_account_no_longer_bound_are_abandoned_once_and_nothing_is_launched_or_created():
     """The defect: the plan retried them every run for ever (the coordinator then failed on the account each time);
     nothing is reachable there any more, so each active standby is abandoned, launched or not, and none created."""
