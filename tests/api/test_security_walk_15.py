@@ -82,3 +82,27 @@ def test_a_model_version_of_the_routes_shape_is_still_uploaded_and_activated(adm
         make_pending(version)
         status, reply = admin.post(f"/api/admin/ml-models/{version}/activate", {})
         assert status == 200 and reply["status"] == "active", reply
+
+
+# --- a query parameter that looks like an id ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["idle-agent", "agent-with-a-command"])
+@pytest.mark.parametrize("suffix", ["%0A"])
+def test_an_instance_id_with_a_trailing_newline_is_400_on_the_command_poll(tenant_with_agent, queued, suffix):
+    """The attack: the agent's command poll naming its instance as ``?instance_id=i-…%0A`` (Python's ``$`` matches
+    before a final newline, so ``re.match`` of the id pattern takes it; every schema field strips or full-matches).
+    BEFORE: the poll took it as an instance id: 200 with nothing, and with a queued switch of the instance, the
+    lease logic compared the command's instance with one no EC2 instance has. NOW: the id must be the whole
+    parameter: 400 naming ``instance_id``, nothing leased; the bare id still gets the switch."""
+    _, caller, agent_id, reg = tenant_with_agent
+    instance = reg["instance_id"]
+    if queued:
+        status, reply = caller.post(f"/api/client/instances/{instance}/force-switch", {"target": "ondemand"})
+        assert status == 201, reply
+    before = snapshot_tables()
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance}{suffix}")
+    assert_error(status, reply, 400, field="instance_id")
+    _unchanged_but_rate_limits(before)
+    status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance}")
+    assert status == 200 and len(reply["commands"]) == int(queued), reply
