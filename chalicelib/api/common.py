@@ -39,10 +39,13 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 # What every answer carries unless its route set its own (the console's files: chalicelib/api/console.py).
 # JSON answers hold client tokens (create, regenerate) and tenants' fleets: never stored by a browser or
 # proxy cache (an admin key is no Authorization header, which shared caches would respect), never sniffed
-# into HTML, never framed.
+# into HTML, never framed. The site is HTTPS only (API Gateway has no plain-HTTP listener), and HSTS keeps a browser
+# there: typed without https://, the console's sign-in (which takes a token or the admin key) would otherwise be
+# asked for over HTTP first, where anyone on the network can answer it. No includeSubDomains: a custom domain's
+# other hosts are the operator's to decide.
 RESPONSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-                    "Referrer-Policy": "no-referrer"}
+                    "Referrer-Policy": "no-referrer", "Strict-Transport-Security": "max-age=31536000"}
 
 
 def security_headers(event, get_response):

@@ -106,3 +106,70 @@ def test_an_instance_id_with_a_trailing_newline_is_400_on_the_command_poll(tenan
     _unchanged_but_rate_limits(before)
     status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={instance}")
     assert status == 200 and len(reply["commands"]) == int(queued), reply
+
+
+# --- cross-site: headers on every kind of answer, no CORS ----------------------------------------------------------
+
+
+def _every_kind_of_answer(api, chalice_app, make_tenant, admin_key) -> dict[str, dict[str, str]]:
+    """The headers (names lower-cased) of one answer of each kind the app makes: JSON 200, JSON 4xx of the app and
+    of Chalice (405, 415), the console's page, module, vendor file, missing file and redirect, a CSV export, the
+    anonymous routes."""
+    from tests.api.test_console import _gateway_event
+
+    client_id, caller = make_tenant()
+    bearer = {"Authorization": f"Bearer {caller.token}"}
+    http = api.http
+    answers = {
+        "json-200": http.get("/api/client/validate", headers=bearer),
+        "json-401": http.get("/api/client/validate"),
+        "json-400": http.get(f"/api/client/{client_id}/agents?limit=0", headers=bearer),
+        "admin-200": http.get("/api/admin/clients?limit=1", headers={"X-Admin-Key": admin_key}),
+        "chalice-405": http.request("PATCH", "/api/client/validate", headers=bearer, body=b""),
+        "chalice-415": http.post("/api/agents/register", headers={**bearer, "Content-Type": "text/plain"}, body="x"),
+        "csv": http.get(f"/api/client/{client_id}/agents?format=csv", headers=bearer),
+        "console-page": http.get("/"),
+        "console-module": http.get("/console/main.js"),
+        "console-vendor": http.get("/console/vendor/chart.umd.min.js"),
+        "console-404": http.get("/console/nothing.js"),
+        "health": http.get("/health"),
+        "openapi": http.get("/api/openapi.json"),
+    }
+    headers = {name: {k.lower(): v for k, v in r.headers.items()} for name, r in answers.items()}
+    redirect = chalice_app(_gateway_event("/api"), None)  # the stage root without its slash
+    assert redirect["statusCode"] == 308
+    headers["console-redirect"] = {k.lower(): v for k, v in redirect["headers"].items()}
+    return headers
+
+
+def test_every_kind_of_answer_keeps_the_browser_on_https(api, chalice_app, make_tenant, admin_key):
+    """The attack (a network attacker near an operator or a client): the console is typed without ``https://``,
+    or followed from an ``http://`` link; the browser asks over plain HTTP first, and whoever answers there serves
+    a look-alike sign-in that takes the client token or the admin key. BEFORE: no answer carried
+    ``Strict-Transport-Security``, so every first request of every visit could go out over HTTP. NOW: every answer
+    (JSON, errors of the app and of Chalice, the console's files and redirect, CSV exports, the anonymous routes;
+    API Gateway's own answers take the same ``RESPONSE_HEADERS``) tells the browser to use HTTPS only, for a year."""
+    for name, headers in _every_kind_of_answer(api, chalice_app, make_tenant, admin_key).items():
+        hsts = headers.get("strict-transport-security", "")
+        assert hsts.startswith("max-age=") and int(hsts.split("=")[1].split(";")[0]) >= 31_536_000, (name, headers)
+
+
+def test_no_route_lets_another_site_read_its_answers(api, chalice_app, make_tenant, admin_key):
+    """The attack: a page on another origin, opened by a signed-in operator or client, reads the API's answers
+    (the console keeps its secret in sessionStorage, but a tenant's agent, a script or a browser extension sends
+    credentials from anywhere) or preflights a write. Holds: no route of the app declares CORS (so API Gateway
+    makes no OPTIONS answer for it either), and no answer of any kind carries ``Access-Control-Allow-*`` for a
+    foreign ``Origin``, let alone a wildcard with credentials."""
+    declared = [(path, method) for path, methods in chalice_app.routes.items() for method, entry in methods.items()
+                if entry.cors]
+    assert declared == []
+    answers = _every_kind_of_answer(api, chalice_app, make_tenant, admin_key)
+    client_id, caller = make_tenant()
+    origin = {"Origin": "https://evil.example", "Authorization": f"Bearer {caller.token}"}
+    for name, response in (("with-origin", api.http.get(f"/api/client/{client_id}", headers=origin)),
+                           ("post-with-origin", api.http.post("/api/notifications/mark-all-read", headers=origin,
+                                                              body="{}"))):
+        assert response.status_code == 200, (name, response.body)
+        answers[name] = {k.lower(): v for k, v in response.headers.items()}
+    for name, headers in answers.items():
+        assert [k for k in headers if k.startswith("access-control-")] == [], (name, headers)
