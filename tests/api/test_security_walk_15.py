@@ -8,14 +8,16 @@ found something, what happened before the fix)."""
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
-from chalicelib import model_store
+from chalicelib import bootstrap, model_store
 from chalicelib.settings import get_settings
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.api.test_agent_identity import verified  # noqa: F401 - a fixture
 from tests.api.test_models_legacy import ARTIFACT, manifest_for
-from tests.conftest import aws_client
+from tests.conftest import Caller, aws_client, registration
 
 
 def _unchanged_but_rate_limits(before) -> None:
@@ -173,3 +175,99 @@ def test_no_route_lets_another_site_read_its_answers(api, chalice_app, make_tena
         answers[name] = {k.lower(): v for k, v in response.headers.items()}
     for name, headers in answers.items():
         assert [k for k in headers if k.startswith("access-control-")] == [], (name, headers)
+
+
+# --- an agent's credential: never the operator's, never its sibling's ----------------------------------------------
+
+
+def test_no_admin_route_takes_an_agent_credential_in_any_header(verified, api, chalice_app):  # noqa: F811
+    """The attack: an attacker on a verified agent's instance holds its credential (``soa_<client>.<agent>.…``)
+    and tries it on every operator route (so a new one is covered without touching this test), in each header a
+    secret can travel in: ``Authorization: Bearer``, ``X-Client-Token`` and ``X-Admin-Key`` itself; the path names
+    the agent's own client where a route takes one (its own tenant's quotas, rate limit, accounts, token). Holds:
+    401 on every one, nothing written (walk 9 did the same with a client token)."""
+    client_id, _, a, _ = verified
+    ids = {"client_id": client_id, "account_id": "123456789012", "version": "x1"}
+    credential = a["credential"]
+    callers = (Caller(api.http, token=credential), Caller(api.http, admin=credential))
+    before = snapshot_tables()
+    routes = [(path, method) for path, methods in sorted(chalice_app.routes.items()) if path.startswith("/api/admin")
+              for method in methods]
+    assert len(routes) > 30
+    for path, method in routes:
+        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+        for who in callers:
+            assert_error(*who.call(method, url, {}), 401)
+        assert_error(*Caller(api.http).call(method, url, {}, headers={"X-Client-Token": credential}), 401)
+    _unchanged_but_rate_limits(before)
+
+
+def test_an_agent_cannot_report_on_or_extend_its_siblings_command(verified):  # noqa: F811
+    """The attack (replaying another agent's idempotent calls): agent B of the same client, with its own valid
+    credential, reports agent A's delivered switch command as done (the v4 result route and v3.2's
+    ``mark-command-executed``) or extends its lease, on B's own path and on A's. Holds: 404 on each, A's command
+    is untouched (still leased to A, no result), A's poll still has it."""
+    client_id, caller, a, b = verified
+    status, reply = caller.post(f"/api/client/instances/{a['body']['instance_id']}/force-switch",
+                                {"target": "ondemand"})
+    assert status == 201, reply
+    command_id = reply["command"]["id"]
+    status, reply = a["caller"].get(f"/api/agents/{a['agent_id']}/pending-commands")
+    assert status == 200 and [c["id"] for c in reply["commands"]] == [command_id], reply
+    leased = bootstrap.command_store().get(a["agent_id"], command_id)
+    before = snapshot_tables()
+    for agent_id in (b["agent_id"], a["agent_id"]):
+        for path, body in ((f"/commands/{command_id}/executed", {"success": True, "message": "done"}),
+                           (f"/commands/{command_id}/extend", {}),
+                           ("/mark-command-executed", {"command_id": command_id})):
+            status, reply = b["caller"].post(f"/api/agents/{agent_id}{path}", body)
+            assert_error(status, reply, 404)
+    _unchanged_but_rate_limits(before)
+    assert bootstrap.command_store().get(a["agent_id"], command_id) == leased
+    status, reply = a["caller"].get(f"/api/agents/{a['agent_id']}/pending-commands")
+    assert status == 200 and [c["id"] for c in reply["commands"]] == [command_id], reply
+
+
+# --- ids that differ from another tenant's only by case or script -------------------------------------------------
+
+
+def _variants(value: str) -> list[str]:
+    """``value`` upper-cased, with its letters' case swapped, with a trailing dot, and with each ASCII digit in its
+    fullwidth form (NFKC folds it back to ASCII: a store or check that normalised would alias the two)."""
+    fullwidth = "".join(chr(ord(c) - 0x30 + 0xFF10) if c.isdigit() else c for c in value)
+    return [value.upper(), value.swapcase(), value + ".", fullwidth]
+
+
+def test_a_case_or_script_variant_of_another_tenants_id_reaches_nothing(make_tenant):
+    """The attack: tenant B names tenant A's client, agent and instance with ids that differ only in case, a
+    trailing dot or fullwidth digits, in the path of every kind of client and agent route (reads, a switch, a
+    delete), and registers an upper-case variant of A's instance id. Holds: each is 400 (not an id) or 404 (no such
+    row of B's), none answers any of A's ids, the registration is a 400 naming ``instance_id``, nothing written."""
+    a_client, a = make_tenant()
+    reg = registration()
+    status, reply = a.post("/api/agents/register", reg)
+    assert status == 200, reply
+    a_agent, a_instance = reply["agent_id"], reg["instance_id"]
+    _, b = make_tenant()
+    routes = []
+    for cid in _variants(a_client):
+        routes += [("GET", f"/api/client/{cid}", None), ("GET", f"/api/client/{cid}/agents", None),
+                   ("GET", f"/api/client/{cid}/instances?format=csv", None)]
+    for aid in _variants(a_agent):
+        routes += [("GET", f"/api/client/agents/{aid}/decisions", None), ("GET", f"/api/agents/{aid}/config", None),
+                   ("POST", f"/api/agents/{aid}/heartbeat", {"status": "online"}),
+                   ("POST", f"/api/client/agents/{aid}/toggle-enabled", {"enabled": False}),
+                   ("DELETE", f"/api/client/agents/{aid}", None)]
+    for iid in _variants(a_instance):
+        routes += [("GET", f"/api/client/instances/{iid}/pricing", None),
+                   ("GET", f"/api/client/instances/{iid}/price-history", None),
+                   ("POST", f"/api/client/instances/{iid}/force-switch", {"target": "ondemand"})]
+    before = snapshot_tables()
+    for method, path, body in routes:
+        status, reply = b.call(method, path, body)
+        assert status in (400, 404), (method, path, status, reply)
+        assert_error(status, reply, status)
+        assert not {a_client, a_agent, a_instance} & set(re.findall(r"[\w-]+", str(reply))), (path, reply)
+    status, reply = b.post("/api/agents/register", registration(instance_id=a_instance.upper().replace("I-", "i-")))
+    assert_error(status, reply, 400, field="instance_id")
+    _unchanged_but_rate_limits(before)
