@@ -13,6 +13,7 @@ import re
 import pytest
 
 from chalicelib import bootstrap, model_store
+from chalicelib.repositories import agents as agent_repo
 from chalicelib.settings import get_settings
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables
 from tests.api.test_agent_identity import verified  # noqa: F401 - a fixture
@@ -271,3 +272,68 @@ def test_a_case_or_script_variant_of_another_tenants_id_reaches_nothing(make_ten
     status, reply = b.post("/api/agents/register", registration(instance_id=a_instance.upper().replace("I-", "i-")))
     assert_error(status, reply, 400, field="instance_id")
     _unchanged_but_rate_limits(before)
+
+
+# --- the instance quota counts where the client's launched instances are -----------------------------------------
+
+
+def _primary_in(region: str, az: str, instance_type: str) -> str:
+    """A customer's spot instance (untagged by us) in ``region``: what a standby there is copied from."""
+    from localmode.embedded_aws import image_id
+
+    client = aws_client("ec2", region)
+    return client.run_instances(
+        ImageId=image_id(client), InstanceType=instance_type, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": az},
+        InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}},
+    )["Instances"][0]["InstanceId"]
+
+
+def _managed_live(client_id: str, *regions: str) -> list[str]:
+    """The live instances the product launched for ``client_id`` in ``regions`` (EC2, by our tags)."""
+    from chalicelib.aws import ec2
+
+    return sorted(i.instance_id for region in regions for i in ec2.managed_instances(region, client_id=client_id))
+
+
+def _priced_manual_agent(caller, agent_id: str, itype: str, region: str) -> None:
+    report = {"instance": {"instance_type": itype, "region": region},
+              "pricing": {"on_demand_price": 0.192,
+                          "spot_pools": [{"pool_id": f"{itype}.{region}{z}", "price": 0.03} for z in "abc"]}}
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", report)[0] == 200
+    assert caller.post(f"/api/client/agents/{agent_id}/config", {"manual_replica_enabled": True})[0] == 200
+
+
+def test_moving_an_agent_to_another_region_does_not_hide_its_standby_from_the_instance_quota(make_tenant, admin):
+    """The attack (a legacy tenant, whose registrations are taken on trust): with ``max_instances`` 1, agent A in
+    us-east-1 gets its standby (the client's one launched instance); agent B in eu-west-1 is refused its standby
+    (quota); A is then registered again under its logical id from an instance in eu-west-1, and B asks again.
+    BEFORE: the quota counted the launched instances only in the regions the agents are in now: A's standby,
+    still running in us-east-1 (A's migration keeps it), was no longer counted, and B's standby was launched, two
+    instances for a quota of one (and again for every agent moved, the home account paying). NOW: the regions of
+    the agents' active standbys count too: B is refused (409 ``quota_exceeded``), one launched instance."""
+    from tests.e2e.failover_support import register_agent
+
+    client_id, caller, a_agent, _, itype = register_agent(make_tenant)  # us-east-1, a real primary, prices
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/limits", {"max_instances": 1})
+    assert status == 200, reply
+    assert caller.post(f"/api/client/agents/{a_agent}/config", {"manual_replica_enabled": True})[0] == 200
+    status, standby = caller.post(f"/api/agents/{a_agent}/replicas", {})
+    assert status == 201 and standby["instance_id"], standby
+    b_body = registration(instance_id=_primary_in("eu-west-1", "eu-west-1a", itype), instance_type=itype,
+                          region="eu-west-1", az="eu-west-1a", mode="spot")
+    status, reply = caller.post("/api/agents/register", b_body)
+    assert status == 200, reply
+    b_agent = reply["agent_id"]
+    _priced_manual_agent(caller, b_agent, itype, "eu-west-1")
+    assert_error(*caller.post(f"/api/agents/{b_agent}/replicas", {}), 409, code="quota_exceeded")
+
+    logical = agent_repo.get(client_id, a_agent).logical_agent_id
+    moved = registration(instance_id=_primary_in("eu-west-1", "eu-west-1b", itype), instance_type=itype,
+                         region="eu-west-1", az="eu-west-1b", mode="spot", logical_agent_id=logical)
+    status, reply = caller.post("/api/agents/register", moved)
+    assert status == 200 and reply["agent_id"] == a_agent, reply
+    assert _managed_live(client_id, "us-east-1") == [standby["instance_id"]]  # A's standby still runs there
+
+    status, reply = caller.post(f"/api/agents/{b_agent}/replicas", {})
+    assert_error(status, reply, 409, code="quota_exceeded")
+    assert _managed_live(client_id, "us-east-1", "eu-west-1") == [standby["instance_id"]]
