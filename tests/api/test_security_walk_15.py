@@ -8,6 +8,7 @@ found something, what happened before the fix)."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import pytest
@@ -365,3 +366,30 @@ def test_a_formula_behind_a_leading_nul_is_quoted_in_every_agent_export(make_ten
         [row] = list(csv.DictReader(io.StringIO(response.body.decode())))
         assert row["hostname"] == "'" + hostile, row
     assert cell(hostile) == "'" + hostile and cell("web-1") == "web-1" and cell("\x00") == "'\x00"
+
+
+# --- request bodies ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-32-be"])
+def test_a_json_body_in_utf_16_or_32_is_400_and_writes_nothing(make_tenant, api, encoding):
+    """The attack (a parser differential): a registration, and an agent's disabling, sent as JSON in UTF-16 or
+    UTF-32, with or without a byte-order mark. Whatever reads the body as UTF-8 in front of the service (a WAF
+    rule the operator adds to the stage, a body log) sees NULs and noise where the service reads a command.
+    BEFORE: ``json.loads`` of the raw bytes detects UTF-16 and UTF-32 and decodes them: 200, the agent registered
+    (or disabled). NOW: a body is UTF-8 (RFC 8259 8.1; a UTF-8 byte-order mark is still ignored): 400
+    ``malformed_json``, nothing written; the same body in UTF-8 with a BOM is still taken."""
+    client_id, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration())
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    headers = caller.headers()
+    before = snapshot_tables()
+    for path, body in (("/api/agents/register", registration(hostname="hé")),
+                       (f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})):
+        response = api.http.post(path, headers=headers, body=json.dumps(body, ensure_ascii=False).encode(encoding))
+        assert_error(response.status_code, json.loads(response.body), 400, code="malformed_json")
+    _unchanged_but_rate_limits(before)
+    response = api.http.post(f"/api/client/agents/{agent_id}/toggle-enabled", headers=headers,
+                             body=json.dumps({"enabled": False}).encode("utf-8-sig"))
+    assert response.status_code == 200 and json.loads(response.body)["enabled"] is False, response.body
