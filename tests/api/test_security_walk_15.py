@@ -16,10 +16,10 @@ import pytest
 from chalicelib import bootstrap, model_store
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.settings import get_settings
-from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.api.test_agent_identity import verified  # noqa: F401 - a fixture
 from tests.api.test_models_legacy import ARTIFACT, manifest_for
-from tests.conftest import Caller, aws_client, registration
+from tests.conftest import Caller, aws_client, new_instance_id, registration
 
 
 def _unchanged_but_rate_limits(before) -> None:
@@ -207,8 +207,9 @@ def test_no_admin_route_takes_an_agent_credential_in_any_header(verified, api, c
 def test_an_agent_cannot_report_on_or_extend_its_siblings_command(verified):  # noqa: F811
     """The attack (replaying another agent's idempotent calls): agent B of the same client, with its own valid
     credential, reports agent A's delivered switch command as done (the v4 result route and v3.2's
-    ``mark-command-executed``) or extends its lease, on B's own path and on A's. Holds: 404 on each, A's command
-    is untouched (still leased to A, no result), A's poll still has it."""
+    ``mark-command-executed``) or extends its lease, on B's own path and on A's, and replays the switch report and
+    the termination report A would send for its instance. Holds: 404 on each, A's command is untouched (still
+    leased to A, no result), A's instance still active and A's poll still has the command."""
     client_id, caller, a, b = verified
     status, reply = caller.post(f"/api/client/instances/{a['body']['instance_id']}/force-switch",
                                 {"target": "ondemand"})
@@ -224,7 +225,12 @@ def test_an_agent_cannot_report_on_or_extend_its_siblings_command(verified):  # 
                            ("/mark-command-executed", {"command_id": command_id})):
             status, reply = b["caller"].post(f"/api/agents/{agent_id}{path}", body)
             assert_error(status, reply, 404)
+    instance = a["body"]["instance_id"]
+    for path, body in (("/switch-report", switch_body(instance, new_instance_id(), command_id=command_id)),
+                       ("/termination", {"instance_id": instance, "reason": "spot interruption"})):
+        assert_error(*b["caller"].post(f"/api/agents/{b['agent_id']}{path}", body), 404)
     _unchanged_but_rate_limits(before)
+    assert agent_repo.instance_row(instance).is_active
     assert bootstrap.command_store().get(a["agent_id"], command_id) == leased
     status, reply = a["caller"].get(f"/api/agents/{a['agent_id']}/pending-commands")
     assert status == 200 and [c["id"] for c in reply["commands"]] == [command_id], reply
@@ -393,3 +399,59 @@ def test_a_json_body_in_utf_16_or_32_is_400_and_writes_nothing(make_tenant, api,
     response = api.http.post(f"/api/client/agents/{agent_id}/toggle-enabled", headers=headers,
                              body=json.dumps({"enabled": False}).encode("utf-8-sig"))
     assert response.status_code == 200 and json.loads(response.body)["enabled"] is False, response.body
+
+
+# --- methods a route does not have, query strings -----------------------------------------------------------------
+
+
+def test_a_method_no_route_declares_is_405_everywhere_and_reaches_no_view(make_tenant, api, chalice_app, admin_key):
+    """The attack: every route (walked from the app's table) with each of HEAD, PATCH, PUT, DELETE, GET and POST it
+    does not declare, carrying a valid client token and the admin key at once, in case one of them (HEAD on a GET
+    above all: some stacks answer it from the GET view) runs a view or skips its check. Holds: 405
+    ``method_not_allowed`` in the product's JSON error shape, ``Allow`` naming the route's own methods, every
+    security header, nothing written."""
+    client_id, caller = make_tenant()
+    agent_id = caller.post("/api/agents/register", registration())[1]["agent_id"]
+    ids = {"client_id": client_id, "agent_id": agent_id}
+    headers = {**caller.headers(), "X-Admin-Key": admin_key}
+    before = snapshot_tables()
+    tried = 0
+    for path, methods in sorted(chalice_app.routes.items()):
+        url = re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "x1"), path)
+        for method in sorted({"HEAD", "PATCH", "PUT", "DELETE", "GET", "POST"} - set(methods)):
+            response = api.http.request(method, url, headers=headers, body=b"{}")
+            answer = {k.lower(): v for k, v in response.headers.items()}
+            assert response.status_code == 405, (method, url, response.status_code, response.body)
+            assert_error(405, json.loads(response.body), 405, code="method_not_allowed")
+            assert set(answer["allow"].split(", ")) == set(methods), (method, url, answer)
+            assert answer["x-content-type-options"] == "nosniff" and answer["cache-control"] == "no-store", answer
+            assert "strict-transport-security" in answer, answer
+            tried += 1
+    assert tried > 400
+    _unchanged_but_rate_limits(before)
+
+
+def test_query_strings_repeated_or_long_are_read_once_and_bounded(make_tenant, api):
+    """The attack: query parameters given twice (a stack that checks the first value and uses the last, or the
+    reverse), and values far past anything the service issues (a 6,000-character ``next_token``, ``search`` and
+    ``instance_id``, a 3,000-digit ``limit``). Holds: a repeated parameter is read once, the last value, for the
+    check and the use alike (``limit=1&limit=2`` lists two rows; ``limit=2&limit=0`` is a 400); every overlong
+    value is a JSON 400 naming its parameter; nothing written."""
+    client_id, caller = make_tenant()
+    for _ in range(3):
+        assert caller.post("/api/agents/register", registration())[0] == 200
+    base = f"/api/client/{client_id}"
+    status, reply = caller.get(f"{base}/agents?limit=1&limit=2")
+    assert status == 200 and len(reply["agents"]) == 2 and reply["next_token"], reply
+    status, reply = caller.get(f"{base}/agents?limit=2&limit=1")
+    assert status == 200 and len(reply["agents"]) == 1, reply
+    before = snapshot_tables()
+    for query, field in ((f"{base}/agents?limit=2&limit=0", "limit"), (f"{base}/agents?limit={'9' * 3000}", "limit"),
+                         (f"{base}/agents?next_token={'A' * 6000}", "next_token"),
+                         (f"{base}/instances?search={'a' * 6000}", "search"),
+                         (f"{base}/switch-history?instance_id=i-{'0' * 6000}", "instance_id"),
+                         (f"{base}/agents?format=csv&format={'x' * 6000}", "format"),
+                         (f"/api/notifications?unread=true&unread={'t' * 6000}", "unread")):
+        status, reply = caller.get(query)
+        assert_error(status, reply, 400, field=field)
+    _unchanged_but_rate_limits(before)
