@@ -58,6 +58,22 @@ def security_headers(event, get_response):
     return response
 
 
+# What one JSON answer of a listing whose rows carry what tenants send (the audit log's metadata) may weigh: a
+# synchronous Lambda answers at most 6 MB (API Gateway: 502), and the proxy's envelope escapes the body once more (a
+# quote or backslash doubles). A page of such rows stops at this budget and its next_token goes on after it.
+ANSWER_BUDGET_BYTES = 2_560 * 1024
+
+
+def rows_within_budget(views: list[Any], budget: int = ANSWER_BUDGET_BYTES) -> int:
+    """How many of ``views`` (the first ones; always at least one) one answer carries within ``budget`` bytes."""
+    size = 0
+    for count, view in enumerate(views):
+        size += len(json.dumps(view, default=str))
+        if count and size > budget:
+            return count
+    return len(views)
+
+
 def utcnow() -> datetime:
     """The request's clock (chalicelib.clock: the system clock, or local mode's replay time)."""
     return clock.now()

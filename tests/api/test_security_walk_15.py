@@ -486,3 +486,35 @@ def test_the_console_puts_no_tenant_string_where_a_browser_would_run_or_follow_i
     assert headers["content-type"] == "application/json" and headers["x-content-type-options"] == "nosniff"
     assert headers["content-security-policy"].startswith("default-src 'none'")
     assert json.loads(response.body)["agents"][0]["hostname"] == markup
+
+
+# --- the operator's audit log: one tenant cannot make its page too big to answer ---------------------------------
+
+LAMBDA_ANSWER_MAX = 6 * 1024 * 1024  # a synchronous Lambda's response payload (API Gateway then answers 502)
+
+
+def test_a_tenants_reports_cannot_make_the_operators_activity_page_too_big_to_answer(tenant_with_agent, admin):
+    """The attack (blinding the operator): a tenant's agent sends 100 cleanup reports of about 63 KB of ids each,
+    just under what the audit log stores whole per event (``METADATA_MAX_BYTES``, 64 KB), 100 requests well inside
+    its rate limit. BEFORE: the console's Activity page (``limit=100``, the newest first) answered every event
+    whole: more than 6 MB, past what a Lambda may answer (API Gateway's 502), so the operator saw no audit log at
+    all, the tenant's own events included, until other events pushed them out of the first page (or for their
+    90 days of retention, with ``limit=200``). NOW: a page holds events up to a byte budget that fits a Lambda
+    answer whatever it escapes; ``next_token`` then goes on after the last event served, and every event is
+    reached by paging."""
+    _, caller, agent_id, _ = tenant_with_agent
+    report = {"snapshots": {"deleted": [f"snap-{i:02d}-" + "x" * 992 for i in range(63)]}}
+    for _ in range(100):
+        status, reply = caller.post(f"/api/agents/{agent_id}/cleanup-report", report)
+        assert status == 200, reply
+    seen, token, pages = 0, None, 0
+    while seen < 100:
+        status, reply = admin.get("/api/admin/activity?limit=100" + (f"&next_token={token}" if token else ""))
+        assert status == 200, reply
+        envelope = json.dumps({"statusCode": 200, "body": json.dumps(reply)})  # as the Lambda answers it
+        assert len(envelope) < LAMBDA_ANSWER_MAX, (len(envelope), len(reply["events"]))
+        mine = [e for e in reply["events"] if e["agent_id"] == agent_id and e["event_type"] == "cleanup_report"]
+        assert all(e["metadata"]["snapshots"]["deleted"] == report["snapshots"]["deleted"] for e in mine)
+        seen, token, pages = seen + len(mine), reply["next_token"], pages + 1
+        assert token or seen >= 100
+    assert seen == 100 and pages >= 2
