@@ -518,3 +518,35 @@ def test_a_tenants_reports_cannot_make_the_operators_activity_page_too_big_to_an
         seen, token, pages = seen + len(mine), reply["next_token"], pages + 1
         assert token or seen >= 100
     assert seen == 100 and pages >= 2
+
+
+SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x")
+
+
+def test_no_route_takes_a_body_a_cross_site_form_can_send(make_tenant, api, chalice_app, admin_key):
+    """The attack (a cross-site form or ``fetch`` without preflight): every POST, PUT and DELETE route sent a body a
+    page on another site may send without asking (``text/plain``, a urlencoded or multipart form) holding JSON and
+    a legacy body ``client_token``, with the client token and admin key in the headers too. Holds: 415
+    ``unsupported_media_type`` in the product's error shape, nothing written; the operator's two legacy model
+    upload routes alone take multipart (behind the admin key, which no browser sends by itself)."""
+    client_id, caller = make_tenant()
+    agent_id = caller.post("/api/agents/register", registration())[1]["agent_id"]
+    ids = {"client_id": client_id, "agent_id": agent_id}
+    body = json.dumps({"client_token": caller.token, "enabled": False, "target": "ondemand"})
+    before = snapshot_tables()
+    multipart_routes = set()
+    for path, methods in sorted(chalice_app.routes.items()):
+        url = re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "x1"), path)
+        for method, entry in methods.items():
+            if method == "GET":
+                continue
+            for content_type in SIMPLE_TYPES:
+                if content_type.startswith("multipart/") and "multipart/form-data" in entry.content_types:
+                    multipart_routes.add(path)
+                    continue
+                response = api.http.request(method, url, body=body.encode(), headers={
+                    "Content-Type": content_type, "Authorization": f"Bearer {caller.token}", "X-Admin-Key": admin_key})
+                assert response.status_code == 415, (method, url, content_type, response.body)
+                assert_error(415, json.loads(response.body), 415, code="unsupported_media_type")
+    assert multipart_routes == {"/api/admin/ml-models/upload", "/api/admin/decision-engine/upload"}
+    _unchanged_but_rate_limits(before)
