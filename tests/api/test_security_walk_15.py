@@ -550,3 +550,51 @@ def test_no_route_takes_a_body_a_cross_site_form_can_send(make_tenant, api, chal
                 assert_error(415, json.loads(response.body), 415, code="unsupported_media_type")
     assert multipart_routes == {"/api/admin/ml-models/upload", "/api/admin/decision-engine/upload"}
     _unchanged_but_rate_limits(before)
+
+
+# --- time windows, anonymous answers ------------------------------------------------------------------------------
+
+
+ODD_SPANS = ("0", "-1", "91", "366", "1e3", "7.5", "0x10", "٣", "７", " 7", "7 ", "+7", "99999999999999999999", "")
+
+
+def test_a_time_window_outside_its_bounds_or_not_ascii_digits_is_400_everywhere(make_tenant, admin):
+    """The attack: every period a caller chooses (the price history's ``days``, 1-90 for an instance and 1-30 for
+    the client; the savings' ``months``, 1-36; the operator's growth ``days``, 1-365) far past its bound, zero,
+    negative, in exponent, hex or fractional notation, in Arabic-Indic or fullwidth digits (``int()`` takes them),
+    padded, or empty: years of hourly buckets would be read and answered. Holds: each is a JSON 400 naming the
+    parameter, nothing written; the bounds themselves are taken."""
+    client_id, caller = make_tenant()
+    reg = registration()
+    assert caller.post("/api/agents/register", reg)[0] == 200
+    windows = [(caller, f"/api/client/instances/{reg['instance_id']}/price-history", "days", 90),
+               (caller, "/api/client/pricing-history", "days", 30),
+               (caller, f"/api/client/{client_id}/savings", "months", 36),
+               (admin, "/api/admin/clients/growth", "days", 365)]
+    before = snapshot_tables()
+    for who, path, name, high in windows:
+        for value in (*ODD_SPANS, str(high + 1), str(high)):
+            status, reply = who.get(f"{path}?{name}={value.replace(' ', '%20')}")
+            if value.isascii() and value.isdigit() and 1 <= int(value) <= high:
+                assert status == 200, (path, value, reply)
+            else:
+                assert_error(status, reply, 400, field=name)
+    _unchanged_but_rate_limits(before)
+
+
+def test_the_anonymous_routes_tell_nothing_of_the_deployment(api):
+    """The attack (reconnaissance without any credential): the health check, the OpenAPI document and the console's
+    files, for the service's AWS account id, ARNs, table, bucket, queue or state-machine names, the admin key's
+    parameter path, or a secret of the test session. Holds: none of them carries any; ``/health`` says only its
+    status, the stage and the version."""
+    settings = get_settings()
+    texts = {"health": api.http.get("/health").body.decode(), "openapi": api.http.get("/api/openapi.json").body.decode(),
+             "console": api.http.get("/").body.decode() + api.http.get("/console/main.js").body.decode()
+             + api.http.get("/console/api.js").body.decode()}
+    assert set(json.loads(texts["health"])) == {"status", "checks", "stage", "version"}
+    forbidden = [settings.model_bucket, settings.admin_key_parameter, "arn:aws:", "123456789012", "dynamodb.",
+                 ":stateMachine:", "amazonaws.com", "sqs."]
+    for name, text in texts.items():
+        for secret in forbidden:
+            assert secret not in text, (name, secret)
+        assert not re.search(r"(?<![0-9{])[0-9]{12}(?![0-9}])", text), name
