@@ -1,8 +1,10 @@
 """Security walk 15: the ground the earlier walks left — the operator's model registry (what a manifest's version
 becomes: a registry key, an S3 folder, a route's path segment), query parameters that look like ids but carry more,
-the operator's routes with an agent's credential, cross-site reads of the API and its console (CORS, headers on
-every kind of answer), ids that differ from another row's only by case or script, and an agent replaying its
-sibling's command results. Each test is one attack; its docstring says what it tries and what holds (and, when it
+the operator's routes with an agent's credential, cross-site reads and writes of the API and its console (CORS,
+HSTS and the other headers on every kind of answer, bodies a foreign form can send, what the console renders), ids
+that differ from another row's only by case or script, an agent replaying its sibling's calls, the instance quota
+of an agent moved to another region, bodies in UTF-16 or UTF-32, a NUL before a CSV formula, and the size of the
+operator's audit-log page. Each test is one attack; its docstring says what it tries and what holds (and, when it
 found something, what happened before the fix)."""
 
 from __future__ import annotations
