@@ -114,13 +114,18 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
 
 
 def live_instances(client_id: str) -> int:
-    """Live instances this stage launched for the client, in every region its agents are in (EC2, by tags)."""
-    seen: set[str] = set()
+    """Live instances this stage launched for the client (EC2, by tags), in every region its agents are in and every
+    region one of their active standbys was launched in: an agent registered again in another region leaves its
+    standby where it was, and that region must still count. Each (region, account) is described once."""
+    places: set[tuple[str, str | None]] = set()
     for agent in _client_agents(client_id):
-        if not agent.region:
-            continue
-        account = tenancy.for_client(client_id, getattr(agent, "account_id", None))
-        seen |= {i.instance_id for i in ec2.managed_instances(agent.region, account=account, client_id=client_id)}
+        account_id = getattr(agent, "account_id", None)
+        standbys = replica_repo.for_agent(agent.agent_id, include_final=False)
+        places |= {(region, account_id) for region in {agent.region, *(r.region for r in standbys)} if region}
+    seen: set[str] = set()
+    for region, account_id in sorted(places, key=str):
+        account = tenancy.for_client(client_id, account_id)
+        seen |= {i.instance_id for i in ec2.managed_instances(region, account=account, client_id=client_id)}
     return len(seen)
 
 

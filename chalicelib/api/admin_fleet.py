@@ -15,7 +15,7 @@ from components.sentinel import HealthThresholds
 
 from chalicelib import model_store, tenancy
 from chalicelib.api.admin import release_bus_access
-from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, utcnow
+from chalicelib.api.common import ApiBlueprint, admin_request, ok, page_params, rows_within_budget, utcnow
 from chalicelib.api.csv_export import listing
 from chalicelib.api.route_doc import Query
 from chalicelib.api.views import agent_view, client_view, instance_view, iso
@@ -203,8 +203,13 @@ def _terminate_launched(client_id: str) -> list[str]:
 
 @bp.route("/api/admin/activity", methods=["GET"], response="AuditEventsReply")
 def recent_activity():
-    """The audit log newest first, paginated back to the retention horizon (``limit``, ``next_token``)."""
+    """The audit log newest first, paginated back to the retention horizon (``limit``, ``next_token``). Events carry
+    what agents report (up to ``METADATA_MAX_BYTES`` each): a page also stops at ``ANSWER_BUDGET_BYTES``, so a
+    tenant's big reports never make it too big for a Lambda to answer."""
     admin_request(_request())
     limit, token = page_params(_request())
     page = activity.events_page(utcnow(), limit, token)
-    return ok({"events": [event_view(e) for e in page.items], "next_token": page.next_token})
+    views = [event_view(e) for e in page.items]
+    kept = rows_within_budget(views)
+    next_token = page.next_token if kept == len(views) else activity.event_token(page.items[kept - 1])
+    return ok({"events": views[:kept], "next_token": next_token})

@@ -447,13 +447,13 @@ def pending_commands(agent_id):
                   else {"commands": [command_view(c) for c in commands], **extra})
 
     caller = (request.query_params or {}).get("instance_id")
-    if caller is None or INSTANCE_ID.match(caller):
+    if caller is None or INSTANCE_ID.fullmatch(caller):
         idle = agents.idle_condition() if listed else agents.idle_condition() & ~agents.lists_commands_condition()
         if quick_agent_admission(request, agent_id, raw_json(request), agent_condition=idle):
             return answer([])
     client_id, agent, _ = agent_request(request, agent_id)
     listed = listed or agent.timings.lists_commands
-    if caller is not None and not INSTANCE_ID.match(caller):
+    if caller is not None and not INSTANCE_ID.fullmatch(caller):
         raise InvalidInputError("instance_id is not an EC2 instance id", field="instance_id")
     now = utcnow()
     if caller is None and agent.kept_agent_runs(now):

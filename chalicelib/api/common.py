@@ -39,10 +39,13 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 # What every answer carries unless its route set its own (the console's files: chalicelib/api/console.py).
 # JSON answers hold client tokens (create, regenerate) and tenants' fleets: never stored by a browser or
 # proxy cache (an admin key is no Authorization header, which shared caches would respect), never sniffed
-# into HTML, never framed.
+# into HTML, never framed. The site is HTTPS only (API Gateway has no plain-HTTP listener), and HSTS keeps a browser
+# there: typed without https://, the console's sign-in (which takes a token or the admin key) would otherwise be
+# asked for over HTTP first, where anyone on the network can answer it. No includeSubDomains: a custom domain's
+# other hosts are the operator's to decide.
 RESPONSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-                    "Referrer-Policy": "no-referrer"}
+                    "Referrer-Policy": "no-referrer", "Strict-Transport-Security": "max-age=31536000"}
 
 
 def security_headers(event, get_response):
@@ -53,6 +56,22 @@ def security_headers(event, get_response):
         if name.lower() not in present:
             response.headers[name] = value
     return response
+
+
+# What one JSON answer of a listing whose rows carry what tenants send (the audit log's metadata) may weigh: a
+# synchronous Lambda answers at most 6 MB (API Gateway: 502), and the proxy's envelope escapes the body once more (a
+# quote or backslash doubles). A page of such rows stops at this budget and its next_token goes on after it.
+ANSWER_BUDGET_BYTES = 2_560 * 1024
+
+
+def rows_within_budget(views: list[Any], budget: int = ANSWER_BUDGET_BYTES) -> int:
+    """How many of ``views`` (the first ones; always at least one) one answer carries within ``budget`` bytes."""
+    size = 0
+    for count, view in enumerate(views):
+        size += len(json.dumps(view, default=str))
+        if count and size > budget:
+            return count
+    return len(views)
 
 
 def utcnow() -> datetime:

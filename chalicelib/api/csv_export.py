@@ -2,8 +2,9 @@
 
 A cell that starts with ``=``, ``+``, ``-``, ``@`` (or their fullwidth forms ``＝ ＋ － ＠``, which some
 spreadsheet locales also evaluate, or a tab / carriage return, which spreadsheets also read as the start
-of a formula) is prefixed with a single quote, so a hostname or tag a client chose
-is shown as text, never evaluated, when the export is opened in a spreadsheet.
+of a formula, or a NUL, which ASVS 5 V1.2.10 lists with them: a reader that drops it reads what follows)
+is prefixed with a single quote, so a hostname or tag a client chose is shown as text, never evaluated,
+when the export is opened in a spreadsheet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from chalice import Response
 from chalicelib.api.common import ok
 from chalicelib.errors import InvalidInputError
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r",
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00",
                   "\uff1d", "\uff0b", "\uff0d", "\uff20")  # fullwidth ＝ ＋ － ＠
 _FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -104,11 +104,15 @@ def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
         condition = (SystemEventTable.event_key < before) if before else None
         found += list(SystemEventTable.query(day, condition, scan_index_forward=False, limit=limit - len(found)))
         if len(found) >= limit:
-            last = found[-1]
-            return Page(found, encode_token({"day": {"S": last.day}, "event_key": {"S": last.event_key}}))
+            return Page(found, event_token(found[-1]))
         day = (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
         before = None
     return Page(found, None)
+
+
+def event_token(event: SystemEventTable) -> str:
+    """The ``next_token`` of ``events_page`` that goes on after ``event``."""
+    return encode_token({"day": {"S": event.day}, "event_key": {"S": event.event_key}})
 
 
 def events_since(now: datetime, since: datetime, *, severities: tuple[str, ...] = (),

@@ -96,7 +96,7 @@ class HeartbeatRequest(Schema):
     @model_validator(mode="after")
     def _v3_instance(self):
         if self.instance_id is None and len(self.monitored_instances) == 1 \
-                and INSTANCE_ID.match(self.monitored_instances[0]):
+                and INSTANCE_ID.fullmatch(self.monitored_instances[0]):
             self.instance_id = self.monitored_instances[0]
         return self
 

@@ -8,7 +8,8 @@ artifact whose manifest does not validate here.
 Schema (keys marked ? are optional; no other keys are allowed)::
 
     name            str, non-empty
-    version         str, non-empty
+    version         str, an id: 1-128 of A-Z a-z 0-9 . _ : - starting with a letter or digit (it names the
+                    registry row, the artifact's S3 folder and the activate route's path)
     feature_names   list[str], exactly FEATURE_NAMES in that order
     horizon_s       number > 0
     sklearn_version str like "1.9.1"
@@ -52,6 +53,9 @@ _REQUIRED = ("name", "version", "feature_names", "horizon_s", "sklearn_version",
 _OPTIONAL = ("datasets", "test_vector", "notes")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?([.+-]?\w+)*")
+# A model version is a key (the registry's sort key, next to its "_active" pointer), a folder of the artifact's S3
+# key and a path segment of POST /api/admin/ml-models/{version}/activate: the route's id shape, ASCII only.
+_MODEL_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -225,9 +229,12 @@ def validate_manifest(data: Mapping[str, Any]) -> Manifest:
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise _fail("must be a list of strings", "notes")
+    version = _text(data, "version", "version")
+    if not _MODEL_VERSION.fullmatch(version):
+        raise _fail("must be 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit", "version")
     return Manifest(
         name=_text(data, "name", "name"),
-        version=_text(data, "version", "version"),
+        version=version,
         feature_names=tuple(names),
         horizon_s=_number(data["horizon_s"], "horizon_s", positive=True),
         sklearn_version=sklearn_version,
