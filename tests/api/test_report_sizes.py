@@ -6,13 +6,12 @@ WHEN a report carries what fits the body limit (256 KiB) but grows once stored (
      (thousands of malformed ids, each named in a warning)
 THEN it is answered 200 and recorded (metadata past ``METADATA_MAX_BYTES`` as a truncated marker), not a 500
      from DynamoDB's ValidationException (moto enforces the item limit too);
-AND dropping thousands of malformed elements costs milliseconds, not the seconds of a quadratic walk.
+AND thousands of malformed elements are each dropped and named (their cost: ``python -m bench.hot_paths``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 from chalicelib.repositories.activity import METADATA_MAX_BYTES, bounded_metadata
 from chalicelib.schemas.agents import CleanupReportRequest
@@ -45,13 +44,12 @@ def _malformed_cleanup() -> dict:
             "amis": {"deleted_amis": [1] * 1000, "deleted_snapshots": [1] * 1000, "failed": [1] * 1000}}
 
 
-def test_dropping_5000_malformed_elements_is_cheap():
-    """The drop walk compared every target with every other: 25 M comparisons, ~3 s of CPU for 15 KB."""
-    started = time.process_time()
+def test_dropping_5000_malformed_elements_keeps_the_report():
+    """Every malformed element is dropped and named, nothing else (the walk's CPU, once ~3 s for these 15 KB of a
+    quadratic comparison, is measured by ``python -m bench.hot_paths``: docs/benchmarks.md, "Hot paths")."""
     report = CleanupReportRequest.model_validate(_malformed_cleanup())
-    spent = time.process_time() - started
     assert len(report.warnings) == 5000 and report.snapshots.deleted == [] and report.amis.failed == []
-    assert spent < 0.5, f"{spent:.2f} s of CPU to validate one 15 KB report"
+    assert len(set(report.warnings)) == 5000  # each element named once, by its own path
 
 
 def test_a_cleanup_report_of_5000_malformed_elements_is_recorded_with_its_warnings_truncated(tenant_with_agent):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -109,15 +108,19 @@ def test_oracle_score_is_never_beaten(case, penalty):
         assert r.ondemand_cost_usd == pytest.approx(3.0 * window / H)
 
 
-def test_dp_is_fast_on_a_full_size_trace():
+def test_dp_solves_a_full_size_trace():
+    """The 9-AZ trace's size (its CPU time: ``python -m bench.hot_paths``, docs/benchmarks.md): the plan's score is
+    never above staying on on-demand, nor below what the cheapest pool at every tick would cost."""
     rng = np.random.default_rng(1)
     ticks, pools = 20_000, 9
     avail = (rng.random((ticks, pools)) < 0.97).astype(np.int8)
     prices = np.abs(rng.normal(1.0, 0.2, (ticks, pools)))
     trace = make_trace(avail, prices, tick_s=195)
-    began = time.perf_counter()
-    solve(Market(trace), RULES, 0, ticks)
-    assert time.perf_counter() - began < 10
+    market = Market(trace)
+    plan = solve(market, RULES, 0, ticks)
+    ondemand = simulate(trace, POLICIES["ondemand"](), RULES, 0, ticks, market=market)
+    assert 0 < plan.score <= ondemand.score + 1e-9
+    assert plan.score >= 0.99 * float(np.sum(prices.min(axis=1)[:-1] * 195 / H))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
