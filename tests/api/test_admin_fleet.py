@@ -135,7 +135,8 @@ def test_all_instances_filter_by_status_mode_and_region(admin, tenant_with_agent
     assert not any(i["instance_id"] == reg["instance_id"]
                    for i in walk(admin, "/api/admin/instances?region=us-east-1", "instances"))
     for bad, field in (("status=gone", "status"), ("mode=reserved", "mode"), ("region=eu%20west", "region"),
-                       ("next_token=bm9wZQ", "next_token")):
+                       ("region=%EF%BD%85u-west-1", "region"), ("region=EU-WEST-1", "region"),  # fullwidth e; upper
+                       ("region=eu-west-1%0A", "region"), ("next_token=bm9wZQ", "next_token")):
         status, body = admin.get(f"/api/admin/instances?{bad}")
         assert_error(status, body, 400, field=field)
 
