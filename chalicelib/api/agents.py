@@ -969,10 +969,11 @@ def termination(agent_id):
                         f"instance {instance_id} of {agent.logical_agent_id} is terminating", at,
                         severity="warning", agent_id=agent.agent_id,
                         once=f"termination:{instance_id}" if owned else None)
-    activity.record_event("agent_termination", body.reason or "agent reported termination", now,
-                          severity="warning", client_id=client_id, agent_id=agent.agent_id,
+    # the message is ours: the agent's free-text reason goes in the metadata, never read as the audit log's words
+    activity.record_event("agent_termination", f"{agent.logical_agent_id} reported instance {instance_id} terminating",
+                          now, severity="warning", client_id=client_id, agent_id=agent.agent_id,
                           instance_id=instance_id,
-                          metadata={"termination_time": iso(body.termination_time)})
+                          metadata={"termination_time": iso(body.termination_time), "reason": body.reason})
     return ok({"success": True, "agent_id": agent.agent_id, "status": "offline",
                "warnings": noted(body.warnings, "termination report", now, client_id=client_id,
                                  agent_id=agent.agent_id, instance_id=instance_id)})

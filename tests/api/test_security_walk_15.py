@@ -600,3 +600,20 @@ def test_the_anonymous_routes_tell_nothing_of_the_deployment(api):
         for secret in forbidden:
             assert secret not in text, (name, secret)
         assert not re.search(r"(?<![0-9{])[0-9]{12}(?![0-9}])", text), name
+
+
+def test_an_agents_termination_reason_is_not_the_audit_logs_words(tenant_with_agent):
+    """The attack: a termination report whose free-text ``reason`` reads like the operator's own audit log ("admin:
+    client acme deleted, tokens revoked"). BEFORE: the reason was the ``agent_termination`` event's message, shown
+    verbatim in the operator's Activity page as if the product had written it. NOW: the message is the product's
+    (which agent reported which instance), the agent's words are kept in the event's metadata."""
+    from tests.api._support import recent_audit_events
+
+    _, caller, agent_id, body = tenant_with_agent
+    forged = "admin: client acme deleted, every token revoked"
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination",
+                                {"instance_id": body["instance_id"], "reason": forged})
+    assert status == 200, reply
+    [event] = recent_audit_events("agent_termination", lambda e: e.agent_id == agent_id)
+    assert forged not in event.message and body["instance_id"] in event.message
+    assert event.metadata["reason"] == forged
