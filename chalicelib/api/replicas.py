@@ -596,8 +596,13 @@ def manual_replica_disable(agent_id):
     now = utcnow()
     if agent.manual_replica:
         agent = agents.update_config(agent, {"manual_replica_enabled": False}, now)
-        activity.record_event("manual_replica_disabled", f"{agent.logical_agent_id}: manual-replica mode off", now,
-                              client_id=agent.client_id, agent_id=agent.agent_id)
+    if agent.manual_replica_off_at is not None:
+        # Keyed by when the mode went off, as the enable's by when it went on: a repeat of a call that died after
+        # the config write writes it, every other repeat finds it written (one conditional write, nothing added).
+        off = agent.manual_replica_off_at
+        activity.record_event("manual_replica_disabled", f"{agent.logical_agent_id}: manual-replica mode off", off,
+                              client_id=agent.client_id, agent_id=agent.agent_id,
+                              once=f"manual_replica_disabled:{agent.agent_id}:{off.isoformat()}")
     terminated = _retire_manual(agent, now, "manual-replica mode disabled")
     return ok({"success": True, "manual_replica_enabled": False, "config_version": agent.config_version,
                "terminated": terminated})

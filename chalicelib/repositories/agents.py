@@ -91,6 +91,7 @@ class AgentRecord:
     kept_agent_instance_id: str | None = None
     runs_commands: bool = True  # False: spot_agent.py's protocol, whose agent cannot run a command
     manual_replica_since: datetime | None = None  # when manual-replica mode was last turned on
+    manual_replica_off_at: datetime | None = None  # when a config change last turned it off
     config_changed_version: int | None = None  # the client's last config change: its version and time
     config_changed_at: datetime | None = None
     last_force_switch_id: str | None = None  # the guard of force-switch enqueues (repositories/commands.py)
@@ -179,6 +180,7 @@ def _record(row: AgentTable) -> AgentRecord:
         active_commands=None if row.active_commands is None else int(row.active_commands),
         kept_agent_seen_at=row.kept_agent_seen_at, kept_agent_instance_id=row.kept_agent_instance_id,
         runs_commands=row.runs_commands is not False, manual_replica_since=row.manual_replica_since,
+        manual_replica_off_at=row.manual_replica_off_at,
         config_changed_version=None if row.config_changed_version is None else int(row.config_changed_version),
         config_changed_at=row.config_changed_at,
         last_force_switch_id=row.last_force_switch_id,
@@ -754,8 +756,8 @@ def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime, *,
         actions += [AgentTable.config_changed_version.set(agent.config_version + 1),
                     AgentTable.config_changed_at.set(now)]
     if "manual_replica_enabled" in changes and bool(changes["manual_replica_enabled"]) != agent.manual_replica:
-        actions.append(AgentTable.manual_replica_since.set(now) if changes["manual_replica_enabled"]
-                       else AgentTable.manual_replica_since.remove())
+        actions += [AgentTable.manual_replica_since.set(now)] if changes["manual_replica_enabled"] \
+            else [AgentTable.manual_replica_since.remove(), AgentTable.manual_replica_off_at.set(now)]
     condition = ((AgentTable.config_version == agent.config_version)
                  & ~AgentTable.status.is_in(*GONE_STATUSES))
     try:

@@ -155,6 +155,9 @@ class AgentTable(Model):
     # When manual-replica mode was last turned on (written with that config change): the time and key of its
     # audit event, so a repeat of an enable that died after the config write still writes it, once.
     manual_replica_since = UTCDateTimeAttribute(null=True)
+    # When a config change last turned it off (written with that change): the time and key of the
+    # ``manual_replica_disabled`` event, so a repeat of a disable that died after the config write still writes it.
+    manual_replica_off_at = UTCDateTimeAttribute(null=True)
     # The client's last config change (chalicelib/api/replicas.py ``apply_config``), written with it: the
     # config_version it made and when, the time and key of its audit event, so a repeat of a change that died
     # after the config write still writes that event (and its other follow-ups), once.

@@ -359,6 +359,10 @@ def _enable_manual(world):
     return world.caller.post(f"/api/agents/{world.ids['agent']}/manual-replica/enable", {})
 
 
+def _disable_manual(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/manual-replica/disable", {})
+
+
 def _create_standby(world):
     return world.caller.post(f"/api/agents/{world.ids['agent']}/replicas", {})
 
@@ -458,6 +462,8 @@ SCENARIOS = [
     Scenario("standby-create", lambda make_tenant: _prepare_real_primary(
         make_tenant, manual_replica_enabled=True, auto_switch_enabled=False), _create_standby),
     Scenario("standby-delete", _prepare_manual_standby, _delete_standby),
+    # manual-replica mode off: its standby retired and the mode's end logged, whichever write the first run died after
+    Scenario("manual-replica-disable", _prepare_manual_standby, _disable_manual),
     Scenario("heartbeat-delivering", _prepare_queued_switch, _heartbeat),
     Scenario("termination-imminent", _prepare_notice, _termination_notice, _duplicate_signal),
     # a config change whose Lambda died after its write: the retry changes nothing, and finishes its audit event
