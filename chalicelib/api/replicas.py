@@ -463,11 +463,23 @@ def replica_sync_status(agent_id, replica_id):
 
 # --- configuration and the SEF routes -----------------------------------------------------------
 
-def _retire_manual(agent: AgentRecord, now: datetime, reason: str) -> list[str]:
-    """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight)."""
+REPEAT_WINDOW = timedelta(minutes=15)  # how late the same request may come again to finish what its first run left
+
+
+def _retire_manual(agent: AgentRecord, now: datetime, reason: str, *, repeat: bool = False) -> list[str]:
+    """Terminate the manual-mode standbys (not a pre-warmed or emergency replica of a failover in flight).
+
+    ``repeat``: the request found the mode already off, so it may be the same request again after a first run that
+    died while closing them (its status written, its slot, instance row or audit event not yet): the manual standbys
+    closed since the mode went off (``manual_replica_off_at``, within ``REPEAT_WINDOW``) are closed again, which
+    finishes them (``replicas.retire``), and named in the answer as the first run would have."""
+    found = replica_repo.for_agent(agent.agent_id, include_final=False)
+    off = agent.manual_replica_off_at
+    if repeat and off is not None and now - off <= REPEAT_WINDOW:
+        found += replica_repo.closed_since(agent.agent_id, ReplicaStatus.TERMINATED, off)
     done = []
     with ec2_errors():
-        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+        for replica in found:
             if replica.replica_type == ReplicaType.MANUAL.value:
                 replicas.retire(replica, ReplicaStatus.TERMINATED, now, reason)
                 done.append(replica.replica_id)
@@ -544,7 +556,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
     at = now  # the change's time: its audit event's
     manual_off = agent.manual_replica and not updated.manual_replica
     disabled = agent.config.get("enabled", True) and not updated.config.get("enabled", True)
-    if updated.config_version == agent.config_version:
+    repeat = updated.config_version == agent.config_version
+    if repeat:
         # The config it holds already: nothing written. When that config is a client change's (its version is the
         # last one a config route made), this may be that request again, its first run dead after the write.
         if updated.config_changed_version != updated.config_version or updated.config_changed_at is None:
@@ -552,7 +565,7 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
         at = updated.config_changed_at
         manual_off = changes.get("manual_replica_enabled") is False  # its standbys would otherwise run on
         disabled = changes.get("enabled") is False
-    terminated = _retire_manual(updated, now, "manual-replica mode turned off") if manual_off else []
+    terminated = _retire_manual(updated, now, "manual-replica mode turned off", repeat=repeat) if manual_off else []
     if disabled:
         command_queue.cancel_pending(updated, at, "the agent was disabled before it picked this command up")
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", at,
@@ -594,7 +607,8 @@ def manual_replica_disable(agent_id):
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
     now = utcnow()
-    if agent.manual_replica:
+    repeat = not agent.manual_replica
+    if not repeat:
         agent = agents.update_config(agent, {"manual_replica_enabled": False}, now)
     if agent.manual_replica_off_at is not None:
         # Keyed by when the mode went off, as the enable's by when it went on: a repeat of a call that died after
@@ -603,7 +617,7 @@ def manual_replica_disable(agent_id):
         activity.record_event("manual_replica_disabled", f"{agent.logical_agent_id}: manual-replica mode off", off,
                               client_id=agent.client_id, agent_id=agent.agent_id,
                               once=f"manual_replica_disabled:{agent.agent_id}:{off.isoformat()}")
-    terminated = _retire_manual(agent, now, "manual-replica mode disabled")
+    terminated = _retire_manual(agent, now, "manual-replica mode disabled", repeat=repeat)
     return ok({"success": True, "manual_replica_enabled": False, "config_version": agent.config_version,
                "terminated": terminated})
 

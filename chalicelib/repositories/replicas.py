@@ -140,6 +140,13 @@ def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecor
     return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
 
 
+def closed_since(agent_id: str, status: ReplicaStatus, since: datetime) -> list[ReplicaRecord]:
+    """An agent's replicas closed with ``status`` at ``since`` or later (filtered by DynamoDB): what a request that
+    died halfway through closing them left to finish."""
+    condition = (ReplicaTable.status == status.value) & (ReplicaTable.terminated_at >= since)
+    return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
+
+
 def delete_closed(agent_id: str, budget: int) -> int:
     """Delete the agent's closed replicas (promoted, terminated, failed, expired), at most ``budget``, each on the
     condition that it is still closed: the data cleaner, removing a gone agent. Returns how many were deleted."""
