@@ -681,7 +681,7 @@ def test_a_config_change_ending_manual_replica_that_died_after_its_write_retires
     whose Lambda died right after the config write (before the standby was retired)
     WHEN the same request is sent again THEN the standby is terminated (EC2 included) and named in the answer:
     nothing else retires a manual standby of an agent no longer in that mode, so it would run, billed, for good.
-    A third request finds nothing left to retire."""
+    A third request answers the same and does nothing twice."""
     from chalicelib.repositories import replicas as replica_repo
     from tests.e2e.failover_support import state_of
 
@@ -696,9 +696,10 @@ def test_a_config_change_ending_manual_replica_that_died_after_its_write_retires
     assert status == 200 and reply["terminated_replicas"] == [world.ids["replica"]], reply
     assert not replica_repo.get(world.ids["agent"], world.ids["replica"]).active
     assert state_of(world.ids["new"]) in {"shutting-down", "terminated"}
-    status, reply = to_auto_switch(world)
-    assert status == 200 and reply["terminated_replicas"] == [], reply
+    status, reply = to_auto_switch(world)  # once more: the same answer, nothing done twice
+    assert status == 200 and reply["terminated_replicas"] == [world.ids["replica"]], reply
     assert len(_events(world.ids["agent"], "agent_config")) == 1
+    assert len(_events(world.ids["agent"], "standby_terminated")) == 1
 
 
 def test_a_no_op_config_request_after_another_routes_change_logs_nothing(make_tenant):
