@@ -44,7 +44,7 @@ curl() {
 """
 # After them: what a reader would go on with.
 EPILOGUE = """
-printf '%s\\n' "$TOKEN" "$AGENT" "$NEW" "$CLIENT_ID" > "$VARS"
+printf '%s\\n' "$TOKEN" "$AGENT" "$CLIENT_ID" "${NEW:-}" > "$VARS"
 """
 
 
@@ -103,7 +103,7 @@ def test_the_readme_walkthrough_runs_as_written_against_make_serve(tmp_path):
         run = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                              env=_clean_env(ANSWERS=str(answers), VARS=str(variables)))
         assert run.returncode == 0, f"a README command failed:\n{run.stderr[-4000:]}\n{run.stdout[-2000:]}"
-        token, agent, new_instance, client_id = variables.read_text().split()
+        token, agent, client_id, new_instance = (variables.read_text().splitlines() + [""])[:4]
         said = [(line["url"], json.loads(line["body"])) for line in map(json.loads, answers.read_text().splitlines())]
 
         def answer(path_end: str, index: int = -1) -> dict:
@@ -132,7 +132,8 @@ def test_the_readme_walkthrough_runs_as_written_against_make_serve(tmp_path):
         assert answer(f"/api/client/agents/{agent}/config")["terminate_wait_seconds"] == 0
         started = answer("/_local/eventbridge")["entries"][0]["delivered"][0]["result"]
         assert started["action"] == "failover_started", started
-        assert answer(f"/api/agents/{agent}/interruptions")["interruptions"][0]["instance_id"] == new_instance
+        assert answer(f"/api/agents/{agent}/interruptions")["interruptions"][0]["interruption_id"] == (
+            started["interruption_id"])
         assert answer(f"/api/agents/{agent}/sef-status")["last_interruption"]["interruption_id"] == (
             started["interruption_id"])
         standby = answer(f"/api/agents/{agent}/manual-replica/enable")
@@ -149,6 +150,7 @@ def test_the_readme_walkthrough_runs_as_written_against_make_serve(tmp_path):
                 break
             time.sleep(0.5)
         assert event and event["status"] == "resolved" and event["response_action"], event
+        assert event["instance_id"] == new_instance  # the instance the walk-through booted and switched to
         # AND the web console the README points at is served at the API's root
         with urllib.request.urlopen(f"{api}/", timeout=10) as page:
             assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
