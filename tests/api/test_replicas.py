@@ -547,7 +547,10 @@ def test_sef_enable_starts_one_standby_and_disable_terminates_it(api, make_tenan
     assert state_of(replica["instance_id"]) in GONE and state_of(primary) == "running"
     status, sef = caller.get(f"/api/agents/{agent_id}/sef-status")
     assert sef["mode"] == "none" and sef["replica"] is None  # auto-switch stays off until the client turns it on
-    assert caller.post(f"/api/agents/{agent_id}/manual-replica/disable")[1]["terminated"] == []
+    # the same request again (a client retrying a lost answer) answers the same, and terminates nothing twice
+    status, again = caller.post(f"/api/agents/{agent_id}/manual-replica/disable")
+    assert status == 200 and again["terminated"] == [replica["replica_id"]], again
+    assert again["config_version"] == disabled["config_version"]
 
 
 def test_two_concurrent_ensure_standby_calls_leave_exactly_one_standby(api, make_tenant, monkeypatch):
