@@ -1,0 +1,112 @@
+"""Security walk 16: what the service does over time with what a tenant controls — the scheduled jobs that walk
+every tenant's rows in turn (a tenant whose rows hold a job's walk keeps it from everyone after it), a client token
+regenerated while a request made with the old one is between its lookup and its admission, an agent credential
+after its agent was deleted or registered again under the same logical id, numbers at the edges of what JSON and
+DynamoDB take (``-0.0``, subnormals, ``1e-130``, ``1e125``) in a tenant's thresholds and prices, and the once-keys of
+the audit log and notifications that two tenants could share. Each test is one attack; its docstring says what it
+tries and what holds (and, when it found something, what happened before the fix)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.jobs import data_cleaner
+from chalicelib.repositories import clients as client_repo
+from chalicelib.settings import get_settings
+from chalicelib.tables.commands import CommandTable
+from chalicelib.tables.notifications import NotificationTable
+from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
+from tests.conftest import new_instance_id, registration
+from tests.integration.test_data_cleaner import _command, _notification, _walk_from
+
+
+# --- the data cleaner's walk: one tenant's rows must not hold it for every client after it ----------------------
+
+
+def test_one_tenants_read_notifications_never_hold_the_cleaners_walk_for_the_clients_after_it(make_tenant,
+                                                                                          monkeypatch):
+    """The attack: a tenant makes more read notifications a day than the daily data cleaner's whole delete budget
+    (``CLEANER_MAX_DELETES``, 5,000): each termination report of an online agent notifies (a heartbeat brings it
+    back online), 1,200 requests a minute, and mark-all-read reads 500 a call; its notifications live 30 days
+    (TTL) and the cleaner deletes the read ones past 7. The cleaner walks the clients in creation order. BEFORE:
+    a client's read notifications took the run's whole budget, and a run that ran out of budget in a client
+    restarted that client next run: the flooding tenant's notifications were all the cleaner ever deleted, and no
+    client after it was cleaned again (their finished commands, ended instance rows and gone agents stayed for
+    good). NOW: a client's read notifications take at most a share of a run's budget
+    (``data_cleaner.NOTIFICATION_SHARE``); the rest wait for the walk's next round (or their TTL), and the run goes
+    on to the client's agents and the clients after it."""
+    now = datetime.now(UTC)
+    old = now - timedelta(days=10)
+    flooder_id, _ = make_tenant()
+    victim_id, victim = make_tenant()  # created after: the walk reaches it after the flooder
+    status, reply = victim.post("/api/agents/register", registration())
+    assert status == 200, reply
+    victim_agent = reply["agent_id"]
+    tight = dataclasses.replace(get_settings(), cleaner_max_clients=100_000, cleaner_max_agents=100_000,
+                                cleaner_max_deletes=20)
+    monkeypatch.setattr(data_cleaner, "get_settings", lambda: tight)
+    stale = _command(victim_agent, victim_id, "completed", old, old, "victims")
+    _walk_from(flooder_id, now)
+
+    for day in range(3):  # the flood goes on: more read notifications past 7 days than a run may delete, each day
+        for i in range(tight.cleaner_max_deletes + 5):
+            _notification(flooder_id, old - timedelta(days=day, seconds=i), True, f"flood{day}-{i}")
+        data_cleaner.run(now)
+
+    assert stale not in {r.command_id for r in CommandTable.query(victim_agent, consistent_read=True)}
+    assert any(r.is_read for r in NotificationTable.query(flooder_id))  # the flood itself waits for a later round
+
+
+# --- a client token regenerated while a request made with the old one is in flight --------------------------------
+
+
+def _mid_flight_routes(agent_id: str, instance_id: str) -> list[tuple[str, str, dict | None]]:
+    return [("POST", f"/api/agents/{agent_id}/heartbeat", {"status": "online"}),  # the gate alone (fast path)
+            ("GET", f"/api/agents/{agent_id}/pending-commands", None),  # gate + agent row in one transaction
+            ("POST", f"/api/agents/{agent_id}/switch-report",  # a critical report (the window's reserve)
+             switch_body(instance_id, new_instance_id())),
+            ("POST", f"/api/agents/{agent_id}/termination", {"reason": "mid-flight"}),
+            ("POST", "/api/agents/register", registration()),
+            ("POST", f"/api/client/instances/{instance_id}/force-switch", {"target": "ondemand"}),
+            ("POST", "/api/notifications/mark-all-read", {})]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_a_token_regenerated_between_a_requests_lookup_and_its_admission_changes_nothing(tenant_with_agent,
+                                                                                        monkeypatch, index):
+    """The attack (a token the operator is revoking because it leaked): requests made with the old token while the
+    operator regenerates it. A container remembers which client a token's hash names (``auth._token_clients``, no
+    expiry: the answer never changes for a hash), so the request that looked its token up just before the
+    regeneration reaches the client's gate after it, on every kind of route: the gate alone, the gate in one
+    transaction with the agent row, a critical report admitted from the window's reserve, a registration, a
+    client route that queues a command, one that writes many rows. What holds: the gate's own condition checks the
+    token's hash against the client's current one in the write that admits the request, so each is 401 and
+    nothing is written (the rate-limit window neither). The remembered pair itself is harmless: a hash names the
+    same client for good, and only the gate says whether the token is still that client's."""
+    from chalicelib import auth
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})[0] == 200  # the pair is cached
+    method, path, request = _mid_flight_routes(agent_id, body["instance_id"])[index]
+    client = client_repo.require(client_id)
+    looked_up, before = [], {}
+    real = auth.client_of
+
+    def lookup_then_regenerate(token):
+        answer = real(token)
+        if not looked_up:
+            looked_up.append(answer)
+            client_repo.replace_token(client, new_hash=auth.hash_secret(auth.new_token()), expires_at=None,
+                                      now=datetime.now(UTC))
+            before.update(snapshot_tables())
+        return answer
+
+    monkeypatch.setattr(auth, "client_of", lookup_then_regenerate)
+    status, reply = caller.call(method, path, request)
+
+    assert looked_up and looked_up[0][0] == client_id
+    assert_error(status, reply, 401)
+    assert diff_snapshots(before, snapshot_tables()) == {}
