@@ -9,6 +9,7 @@ tries and what holds (and, when it found something, what happened before the fix
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from chalicelib.repositories import clients as client_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.system_events import SystemEventTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import new_instance_id, registration
 from tests.integration.test_data_cleaner import _command, _notification, _walk_from
@@ -110,3 +112,57 @@ def test_a_token_regenerated_between_a_requests_lookup_and_its_admission_changes
     assert looked_up and looked_up[0][0] == client_id
     assert_error(status, reply, 401)
     assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+# --- once-keys: the audit log is one partition a day for every tenant ----------------------------------------------
+
+
+def _colliding_decision_commands(client_a: str, client_b: str, cycle: int) -> tuple[str, str, str, str]:
+    """Logical ids of an agent of each client whose decision-cycle command ids (``cmd-dc-<agent>-<cycle>``) share the
+    first 32 bits of their SHA-256: (agent a, command a, agent b, command b). A birthday search, ~2 x 2^17 hashes:
+    what an attacker grinding its own logical ids against a victim's one command id does with 2^32."""
+    from components.agent_identity import agent_id_for
+
+    def prefix(command_id: str) -> str:
+        return hashlib.sha256(command_id.encode()).hexdigest()[:8]
+
+    seen: dict[str, tuple[str, str]] = {}
+    for i in range(1 << 17):
+        agent = agent_id_for(client_a, f"web-{i}")
+        command = f"cmd-dc-{agent}-{cycle}"
+        seen[prefix(command)] = (agent, command)
+    for i in range(1 << 20):
+        agent = agent_id_for(client_b, f"api-{i}")
+        command = f"cmd-dc-{agent}-{cycle}"
+        if prefix(command) in seen:
+            return (*seen[prefix(command)], agent, command)
+    raise AssertionError("no collision found")
+
+
+def test_another_tenants_decision_event_at_the_same_cycle_is_never_taken_for_mine(make_tenant):
+    """The attack: the audit log is one partition a day for every tenant, and an event written ``once`` is keyed by
+    its time and a hash of its once-key; a key already there means "written before", and the write is skipped. The
+    decision cycle records every agent's decision event at the cycle's scheduled time, once-keyed by the command it
+    queued (``cmd-dc-<agent>-<cycle>``). BEFORE: the key kept 8 hex digits (32 bits) of the hash, so two agents'
+    command ids of one cycle that shared them made one event: the second tenant's decision event was silently
+    never written (by chance one cycle in ~100 with 10,000 switches queued, or on purpose: a tenant grinding its own
+    logical ids, 2^32 hashes, against a victim's command id). NOW: 16 hex digits (64 bits): both are written, and a
+    repeat of either still writes nothing."""
+    from chalicelib.repositories import activity
+
+    client_a, _ = make_tenant()
+    client_b, _ = make_tenant()
+    scheduled = datetime.now(UTC).replace(microsecond=0)
+    cycle = int(scheduled.timestamp()) // 300
+    agent_a, command_a, agent_b, command_b = _colliding_decision_commands(client_a, client_b, cycle)
+
+    assert activity.record_event("decision", "switch to a cheaper pool", scheduled, client_id=client_a,
+                                 agent_id=agent_a, metadata={"command_id": command_a}, once=command_a)
+    assert activity.record_event("decision", "switch to a cheaper pool", scheduled, client_id=client_b,
+                                 agent_id=agent_b, metadata={"command_id": command_b}, once=command_b)
+    assert not activity.record_event("decision", "switch to a cheaper pool", scheduled, client_id=client_b,
+                                     agent_id=agent_b, metadata={"command_id": command_b}, once=command_b)
+
+    day = SystemEventTable.query(scheduled.strftime("%Y-%m-%d"), SystemEventTable.event_key.startswith(
+        scheduled.strftime("%Y%m%dT%H%M%S%fZ")), filter_condition=SystemEventTable.event_type == "decision")
+    assert {(e.client_id, e.agent_id) for e in day} >= {(client_a, agent_a), (client_b, agent_b)}
