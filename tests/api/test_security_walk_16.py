@@ -14,15 +14,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chalicelib import rate_limit
 from chalicelib.jobs import data_cleaner
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import pools as pool_repo
 from chalicelib.repositories import clients as client_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.system_events import SystemEventTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
-from tests.conftest import new_instance_id, registration
+from components.data_valve import ValveConfig
+from tests.api.test_agent_identity import verified_registration
+from tests.api.test_security_walk_4 import AGENT_ROUTES
+from tests.api.test_security_walk_4 import verified_agent as _verified_agent
+from tests.api.test_security_walk_15 import _unchanged_but_rate_limits
+from tests.conftest import Caller, new_instance_id, registration
 from tests.integration.test_data_cleaner import _command, _notification, _walk_from
+
+
+verified_agent = _verified_agent  # a fixture: a client without legacy mode and one verified agent
 
 
 # --- the data cleaner's walk: one tenant's rows must not hold it for every client after it ----------------------
@@ -166,3 +177,121 @@ def test_another_tenants_decision_event_at_the_same_cycle_is_never_taken_for_min
     day = SystemEventTable.query(scheduled.strftime("%Y-%m-%d"), SystemEventTable.event_key.startswith(
         scheduled.strftime("%Y%m%dT%H%M%S%fZ")), filter_condition=SystemEventTable.event_type == "decision")
     assert {(e.client_id, e.agent_id) for e in day} >= {(client_a, agent_a), (client_b, agent_b)}
+
+
+# --- an agent credential after its agent was deleted and registered again under the same logical id ---------------
+
+
+@pytest.mark.parametrize(("method", "route", "body"), AGENT_ROUTES)
+def test_a_credential_from_before_the_agents_deletion_does_nothing_once_it_registered_again(
+        one_rate_window, verified_agent, api, method, route, body):
+    """The attack: the credential an agent held before its client deleted it (a decommissioned host, a copy left
+    in an image), used after the same logical id registered again — the agent id is derived from it, so the
+    revived agent is the same row — from a new instance with its own signed document. What holds: the
+    registration replaced the row's credential (the old one is kept only as the retired credential of its old
+    instance, good for that instance's termination report after a switch, on the switch-report route alone):
+    on every other agent route the old credential is 401, the window is not charged (the fast path's count is
+    refunded) and nothing is written."""
+    client_id, caller, agent_id, old_credential = verified_agent
+    logical = agent_repo.get(client_id, agent_id).logical_agent_id
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+    assert status == 200, reply
+    status, reply = caller.post("/api/agents/register", verified_registration(logical_agent_id=logical))
+    assert status == 200 and reply["agent_id"] == agent_id and reply["agent_credential"] != old_credential, reply
+    before, snap = rate_limit.requests_in_window(client_id), snapshot_tables()
+
+    status, reply = Caller(api.http, token=old_credential).call(method, f"/api/agents/{agent_id}/{route}", body)
+
+    assert_error(status, reply, 401)
+    assert rate_limit.requests_in_window(client_id) == before
+    assert diff_snapshots(snap, snapshot_tables()) == {}
+
+
+# --- one tenant's requests under several credentials and id spellings share one window ---------------------------
+
+
+def test_alternating_credentials_and_id_spellings_never_buy_a_tenant_more_requests(one_rate_window, verified_agent,
+                                                                                   api):
+    """The attack: a tenant near its rate limit spreads its requests over every credential it holds (its agent's
+    credential in ``Authorization`` or ``X-Client-Token``, its client token on the client routes) and spells its
+    ids otherwise (the agent id in capitals, with a trailing space or dot, the credential's client id in capitals),
+    hoping one of them counts against another window or none. What holds: every admitted request counts once
+    against the client's one window, whichever credential or header carried it; a spelling that names no row is
+    refused (401/404) and charges nobody, neither the tenant nor a client the spelling might name."""
+    client_id, caller, agent_id, credential = verified_agent
+    agent = Caller(api.http, token=credential)
+    by_header = Caller(api.http)
+    start = rate_limit.requests_in_window(client_id)
+    admitted = [agent.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})[0],
+                by_header.call("POST", f"/api/agents/{agent_id}/heartbeat", {"status": "online"},
+                               headers={"X-Client-Token": credential})[0],
+                agent.get(f"/api/agents/{agent_id}/pending-commands")[0],
+                caller.get("/api/client/validate")[0],
+                caller.get(f"/api/client/{client_id}/agents")[0]]
+    assert admitted == [200] * 5
+    assert rate_limit.requests_in_window(client_id) == start + 5
+
+    prefix, secret = credential.rsplit(".", 1)
+    upper_client = prefix.replace(client_id, client_id.upper()) + "." + secret
+    for token, path in [(credential, f"/api/agents/{agent_id.upper()}/heartbeat"),
+                        (credential, f"/api/agents/{agent_id}./heartbeat"),
+                        (credential, f"/api/agents/{agent_id}%20/heartbeat"),
+                        (upper_client, f"/api/agents/{agent_id}/heartbeat")]:
+        status, reply = Caller(api.http, token=token).post(path, {"status": "online"})
+        assert status in (400, 401, 404), (path, status, reply)
+    assert rate_limit.requests_in_window(client_id) == start + 5
+    assert rate_limit.requests_in_window(client_id.upper()) == 0
+
+
+# --- numbers at the edges of JSON and DynamoDB in a tenant's thresholds and prices ---------------------------------
+
+
+EDGE_NUMBERS = ["-0.0", "0", "1e-130", "-1e-130", "4.9e-324", "2.2250738585072014e-308", "1e125", "1e308",
+                "0.30000000000000004"]
+
+
+@pytest.mark.parametrize("field", ["min_savings_percent", "risk_threshold", "min_pool_duration_hours",
+                                   "terminate_wait_minutes"])
+def test_edge_numbers_in_an_agents_thresholds_are_a_clear_400_or_stored_and_every_view_still_answers(
+        tenant_with_agent, field):
+    """The attack: the agent's thresholds (``POST /api/client/agents/{id}/config``) as ``-0.0``, a subnormal, the
+    smallest and largest magnitudes DynamoDB stores, one past them, and a float whose shortest repr has 17
+    digits, then every view and decision that reads them. What holds: a number DynamoDB cannot store or the field's
+    range refuses is a 400 naming the field, nothing written; one it takes is stored, and the agent's config, the
+    client's agent list, its overview, a decision and the recommendation still answer (never a 500; a 409 where no
+    price is known yet)."""
+    client_id, caller, agent_id, _ = tenant_with_agent
+    for raw in EDGE_NUMBERS:
+        before = snapshot_tables()
+        status, reply = caller.call("POST", f"/api/client/agents/{agent_id}/config", raw='{"%s": %s}' % (field, raw))
+        assert status in (200, 400), (raw, status, reply)
+        if status == 400:
+            assert reply.get("field") == field, (raw, reply)
+            _unchanged_but_rate_limits(before)
+        for path in (f"/api/agents/{agent_id}/config", f"/api/client/{client_id}/agents", f"/api/client/{client_id}",
+                     f"/api/agents/{agent_id}/switch-recommendation", f"/api/agents/{agent_id}/replica-config"):
+            assert caller.get(path)[0] < 500, (raw, path)
+        assert caller.post(f"/api/agents/{agent_id}/decide", {})[0] < 500, raw
+
+
+def test_edge_numbers_as_an_agents_prices_are_refused_or_dropped_and_every_view_still_answers(tenant_with_agent):
+    """The attack: a pricing report whose on-demand, current and pool prices are each edge number above, then the
+    instance's pricing, options, the savings and the pools. What holds: no price outside the data valve's plausible
+    range is stored (the report is refused, or the price dropped and named in ``warnings``), and every view
+    answers (never a 500)."""
+    client_id, caller, agent_id, body = tenant_with_agent
+    instance_id = body["instance_id"]
+    for raw in EDGE_NUMBERS:
+        report = ('{"instance": {"instance_id": "%s", "instance_type": "m5.large", "region": "eu-west-1", '
+                  '"az": "eu-west-1a", "mode": "spot"}, "pricing": {"on_demand_price": %s, "current_spot_price": %s, '
+                  '"spot_pools": [{"instance_type": "m5.large", "az": "eu-west-1b", "price": %s}]}}'
+                  % (instance_id, raw, raw, raw))
+        status, reply = caller.call("POST", f"/api/agents/{agent_id}/pricing-report", raw=report)
+        assert status in (200, 400), (raw, status, reply)
+        for path in (f"/api/client/instances/{instance_id}/pricing",
+                     f"/api/client/instances/{instance_id}/available-options",
+                     f"/api/client/{client_id}/savings", "/api/client/pools?instance_type=m5.large&region=eu-west-1"):
+            assert caller.get(path)[0] < 500, (raw, path)
+    valve = ValveConfig()
+    seen = [p.seen_by(client_id).price for p in pool_repo.pools_of_type("eu-west-1", "m5.large")]
+    assert all(price is None or valve.spot_min <= price <= valve.spot_max for price in seen), seen
