@@ -18,6 +18,7 @@ from chalicelib import rate_limit
 from chalicelib.jobs import data_cleaner
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import pools as pool_repo
+from chalicelib.repositories import replicas as replica_repo
 from chalicelib.repositories import clients as client_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables.commands import CommandTable
@@ -295,3 +296,47 @@ def test_edge_numbers_as_an_agents_prices_are_refused_or_dropped_and_every_view_
     valve = ValveConfig()
     seen = [p.seen_by(client_id).price for p in pool_repo.pools_of_type("eu-west-1", "m5.large")]
     assert all(price is None or valve.spot_min <= price <= valve.spot_max for price in seen), seen
+
+
+# --- the cleanup job: one tenant's standby must not stop it for everyone ------------------------------------------
+
+
+def test_a_standby_the_product_cannot_terminate_never_stops_the_cleanup_for_every_other_tenant(
+        admin, make_tenant, api, monkeypatch, aws_signs_locally):
+    """The attack: a tenant in assume-role tenancy whose agent has a pre-warmed standby in its own account (a
+    rebalance recommendation makes one; it expires when no termination follows) removes the product's role from
+    that account, or its right to terminate: from the standby's expiry on, the cleanup job (every 10 minutes)
+    cannot terminate it. BEFORE: the job expired the pre-warmed standbys first, and the EC2 error of that one
+    standby ended the whole run: every later step, for every tenant, never ran again (no stuck interruption
+    abandoned, no orphan terminated in any account, each a bill running on). NOW: a standby that cannot be expired
+    is logged and left for the next run (it stays active, its instance with it); the run goes on to the sweeps and
+    every account's orphans."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import accounts
+    from chalicelib.tables.replicas import ReplicaTable
+    from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
+    from tests.conftest import invoke_schedule
+    from tests.integration.test_cleanup import GONE, launch, orphan_tags, past_grace, register_agent, state_of
+
+    _, _, attacker_agent, standby = _standby_in_second_account(admin, make_tenant)
+    now = datetime.now(UTC)
+    ReplicaTable(attacker_agent, standby["replica_id"]).update(  # pre-warmed: it expires
+        actions=[ReplicaTable.expires_at.set(now - timedelta(minutes=1))])
+    register_agent(make_tenant)  # another tenant, in the home account (the cleanup scans the regions of agents)
+    orphan = launch(orphan_tags())  # left behind in the home account: the cleanup's to terminate
+    real = accounts.role_client
+
+    def role_removed(service, region, account):
+        if account.account_id == SECOND:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform "
+                                         "sts:AssumeRole"}}, "AssumeRole")
+        return real(service, region, account)
+
+    monkeypatch.setattr(accounts, "role_client", role_removed)
+
+    outcome = invoke_schedule(api, "cleanup", now=past_grace(now))
+
+    assert orphan in outcome["terminated"] and state_of(orphan) in GONE
+    assert standby["replica_id"] not in outcome["expired"]
+    assert replica_repo.get(attacker_agent, standby["replica_id"]).active  # retried by the next run
