@@ -340,3 +340,45 @@ def test_a_standby_the_product_cannot_terminate_never_stops_the_cleanup_for_ever
     assert orphan in outcome["terminated"] and state_of(orphan) in GONE
     assert standby["replica_id"] not in outcome["expired"]
     assert replica_repo.get(attacker_agent, standby["replica_id"]).active  # retried by the next run
+
+
+# --- the replica coordinator: one tenant's account must not stop it for every agent after it ----------------------
+
+
+def test_an_account_the_product_can_no_longer_act_in_never_stops_the_coordinator_for_the_agents_after_it(
+        admin, make_tenant, monkeypatch, aws_signs_locally):
+    """The attack: a tenant in assume-role tenancy whose manual-replica agent has a standby in its own account
+    removes the product's role from that account (or its right to describe instances there). The replica
+    coordinator runs every minute over every agent that wants or holds a standby, and reads EC2's view of each
+    agent's standbys first. BEFORE: that read's EC2 error left the agent's reconcile and ended the whole run (only
+    an account no longer *bound* was caught): every agent after the tenant's in the walk got no standby, had no
+    lost standby replaced, no standby marked ready and no return to spot, every minute, for as long as the tenant
+    kept it so. NOW: an agent whose reconcile fails is logged and counted (``failed``) and the run goes on to the
+    next agent."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import accounts
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import agents as agents_repo
+    from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
+    from tests.integration.test_replica_coordinator import manual_agent, the_standby
+
+    attacker_client, _, attacker_agent, _ = _standby_in_second_account(admin, make_tenant)
+    victim_client, victim_agent, _, _ = manual_agent(make_tenant)
+    assert replica_repo.for_agent(victim_agent, include_final=False) == []
+    walk = [agents_repo.require(attacker_client, attacker_agent), agents_repo.require(victim_client, victim_agent)]
+    monkeypatch.setattr(agents_repo, "agents_with_standbys", lambda: iter(walk))  # the tenant's agent comes first
+    real = accounts.role_client
+
+    def role_removed(service, region, account):
+        if account.account_id == SECOND:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform "
+                                         "sts:AssumeRole"}}, "AssumeRole")
+        return real(service, region, account)
+
+    monkeypatch.setattr(accounts, "role_client", role_removed)
+
+    result = replica_coordinator.run(datetime.now(UTC))
+
+    assert result["agents"] == 2 and result["failed"] == 1
+    assert the_standby(victim_client, victim_agent).instance_id
