@@ -382,3 +382,41 @@ def test_an_account_the_product_can_no_longer_act_in_never_stops_the_coordinator
 
     assert result["agents"] == 2 and result["failed"] == 1
     assert the_standby(victim_client, victim_agent).instance_id
+
+
+# --- notifications and webhooks: what a tenant could point the service at -----------------------------------------
+
+
+def test_no_request_names_a_place_the_service_would_connect_to(chalice_app):
+    """The attack (server-side request forgery): a notification target, webhook or callback URL pointed at the
+    instance metadata service (169.254.169.254), localhost or another tenant's endpoint. What holds: no request
+    body of any route has a field that is a URL, host, endpoint, webhook or callback (a client's notifications are
+    rows it reads from the API), and the service's code opens no connection of its own (no HTTP client, no
+    socket): every outbound call is an AWS API call through boto3, to a resource ownership-checked first (an
+    EIP, a target group: tests/api/test_ownership.py). A field or a client added later fails this test."""
+    import pathlib
+    import re
+
+    from chalicelib import openapi
+
+    document = openapi.document(chalice_app)
+    requests = {op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                .get("$ref", "").rsplit("/", 1)[-1] for ops in document["paths"].values() for op in ops.values()}
+    named: list[tuple[str, str]] = []
+
+    def fields(node, schema):
+        if isinstance(node, dict):
+            named.extend((schema, name) for name in (node.get("properties") or {}))
+            for value in node.values():
+                fields(value, schema)
+        elif isinstance(node, list):
+            for value in node:
+                fields(value, schema)
+
+    for name in requests - {""}:
+        fields(document["components"]["schemas"][name], name)
+    assert len(requests) > 20 and named
+    assert not [f for f in named if re.search(r"(^|_)(urls?|uri|endpoint|webhook|callback|hook|host)(_|$)", f[1], re.I)]
+    code = "\n".join(p.read_text() for p in pathlib.Path("chalicelib").rglob("*.py"))
+    assert not re.search(r"^\s*(import|from)\s+(urllib|requests|httpx|aiohttp|http\.client|socket|urllib3)\b", code,
+                         re.M)
