@@ -1,10 +1,13 @@
 """Security walk 16: what the service does over time with what a tenant controls — the scheduled jobs that walk
-every tenant's rows in turn (a tenant whose rows hold a job's walk keeps it from everyone after it), a client token
-regenerated while a request made with the old one is between its lookup and its admission, an agent credential
-after its agent was deleted or registered again under the same logical id, numbers at the edges of what JSON and
-DynamoDB take (``-0.0``, subnormals, ``1e-130``, ``1e125``) in a tenant's thresholds and prices, and the once-keys of
-the audit log and notifications that two tenants could share. Each test is one attack; its docstring says what it
-tries and what holds (and, when it found something, what happened before the fix)."""
+every tenant's rows in turn (one tenant's rows, or its own AWS account refusing the product's role, must never
+hold a job's walk or end its run for everyone after it: the data cleaner, the cleanup job, the replica
+coordinator), a client token regenerated while a request made with the old one is between its lookup and its
+admission, an agent credential after its agent was deleted and registered again under the same logical id, one
+tenant's requests spread over its credentials and id spellings against its rate limit, numbers at the edges of
+what JSON and DynamoDB take (``-0.0``, subnormals, ``1e-130``, ``1e125``) in a tenant's thresholds and prices, the
+once-keys of the audit log that two tenants' events share a partition under, and what a tenant could point the
+service at (webhooks, URLs). Each test is one attack; its docstring says what it tries and what holds (and, when it
+found something, what happened before the fix)."""
 
 from __future__ import annotations
 
