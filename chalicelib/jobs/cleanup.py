@@ -96,11 +96,20 @@ def scopes() -> list[tuple[accounts.AwsAccount | None, str | None]]:
 
 
 def expire_standbys(now: datetime) -> list[str]:
-    """Close every pre-warmed standby past its expiry (no termination followed the rebalance)."""
+    """Close every pre-warmed standby past its expiry (no termination followed the rebalance); returns those
+    expired. One that cannot be (its client's account no longer lets the product terminate there: a role
+    removed, a policy changed) is logged and left active for the next run: it never stops the run, whose later
+    steps (the sweeps, every account's orphans) are every other tenant's."""
     expired = []
     for replica in replica_repo.active_with_expiry():
         if replica.expires_at and now >= replica.expires_at:
-            replicas.retire(replica, ReplicaStatus.EXPIRED, now, "pre-warmed standby expired: no termination followed")
+            try:
+                replicas.retire(replica, ReplicaStatus.EXPIRED, now,
+                                "pre-warmed standby expired: no termination followed")
+            except Exception as exc:  # noqa: BLE001 - one client's standby never stops the run for the others
+                logger.warning("pre-warmed standby not expired: retried next run", extra={
+                    "replica_id": replica.replica_id, "client_id": replica.client_id, "error": str(exc)})
+                continue
             expired.append(replica.replica_id)
     return expired
 

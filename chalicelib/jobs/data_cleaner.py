@@ -7,7 +7,11 @@ with their TTL, so nothing is left for them here. This job removes what TTL does
 
 - **finished commands** that finished more than ``COMMAND_RETENTION_DAYS`` (7) ago and are still there
   (TTL deletes late, within days; a row without a TTL is never deleted by it);
-- **read notifications** older than ``NOTIFICATION_READ_RETENTION_DAYS`` (7; unread ones wait for TTL);
+- **read notifications** older than ``NOTIFICATION_READ_RETENTION_DAYS`` (7; unread ones wait for TTL), at most
+  ``1 / NOTIFICATION_SHARE`` of a run's delete budget per client: a tenant whose agents make more a day than the
+  budget (every termination report of an online agent notifies) would otherwise take every run's budget and hold
+  the walk at itself, and no client after it would be cleaned again; the rest wait for the walk's next round
+  (their TTL, 30 days, is the backstop);
 - **raw price points** older than ``PRICE_RAW_RETENTION_DAYS`` (14) of the hours the pricing aggregator
   has rolled up (each scope keeps its newest point before the cutoff: the price still in force).
 - **ended instance rows** of every agent walked: inactive rows that ended (``terminated_at``, else their last
@@ -57,6 +61,8 @@ from chalicelib.settings import get_settings
 CLIENT_WALK = "cleaner#clients"
 RAW_POINTS_WALK = "cleaner#pools"  # job-state key of the raw-point sweep's turns past the cap
 CLIENT_PAGE = 50
+# A client's read notifications take at most 1/NOTIFICATION_SHARE of a run's delete budget (500 of 5,000).
+NOTIFICATION_SHARE = 10
 
 
 def _walk_clients(now: datetime, budget: dict) -> dict:
@@ -89,7 +95,8 @@ def _walk_clients(now: datetime, budget: dict) -> dict:
                 break
             done["clients"] += 1
             if after_agent is None:
-                n = activity.delete_read_before(client.client_id, read_cutoff, budget["left"])
+                share = max(1, settings.cleaner_max_deletes // NOTIFICATION_SHARE)
+                n = activity.delete_read_before(client.client_id, read_cutoff, min(share, budget["left"]))
                 done["notifications"] += n
                 budget["left"] -= n
                 if budget["left"] <= 0:

@@ -10,7 +10,9 @@ is a spot standby EC2 took away without the sentinel hearing of it (``aws_stoppe
 keeps losing standbys backs off (``DEFAULT_BACKOFF``: longer with every loss of the day). A standby whose agent's
 account is no longer bound to the client (a forced unbinding could not retire it) is abandoned once
 (``replicas.abandon``: closed, the client told to end its instance itself) rather than retried every run for ever:
-there is no role to act there with, now or later; no standby is created there either.
+there is no role to act there with, now or later; no standby is created there either. An agent whose reconcile fails
+otherwise (its client's account refusing the product's role, a throttle) is logged and counted (``failed``): the run
+goes on to the next agent, and the next run tries it again.
 
 The coordinator owns manual-replica agents (the decision cycle only sees auto-switch ones, and the
 modes exclude each other), so it also brings them back from on-demand: a primary on on-demand with a
@@ -240,6 +242,9 @@ def run(now: datetime) -> dict[str, int]:
         except tenancy.AccountNotBound as exc:  # this client has no account to act in: the others still run
             logger.warning("agent skipped", extra={"agent_id": agent.agent_id, "error": str(exc)})
             totals["skipped_no_account"] += 1
+        except Exception as exc:  # noqa: BLE001 - one agent (its client's account refusing the role...) never stops the others
+            logger.exception("agent not reconciled", extra={"agent_id": agent.agent_id, "error": str(exc)})
+            totals["failed"] += 1
     result = dict(totals)
     logger.info("replica coordinator cycle", extra=result)
     for name, count in result.items():

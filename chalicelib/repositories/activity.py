@@ -22,8 +22,15 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
+# A once-key's hash digits in an event's or a notification's key. The audit log is one partition a day for every
+# tenant, and the decision cycle writes each agent's event at the cycle's scheduled time: with 8 digits (32 bits) two
+# agents' once-keys of one cycle could share them (by chance, or a tenant grinding its logical ids), and the second
+# tenant's event was taken for a repeat of the first and never written.
+ONCE_DIGITS = 16
+
+
 def _suffix(once: str | None) -> str:
-    return hashlib.sha256(once.encode()).hexdigest()[:8] if once else uuid.uuid4().hex[:8]
+    return hashlib.sha256(once.encode()).hexdigest()[:ONCE_DIGITS] if once else uuid.uuid4().hex[:8]
 
 
 # An event's metadata is one JSON text attribute (pynamodb's JSONAttribute escapes every non-ASCII character: an
