@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from chalicelib.jobs.replica_coordinator import reconcile_agent
+from chalicelib.repositories import agents as agent_repo
+from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables.system_events import SystemEventTable
-from tests.api._support import assert_error, diff_snapshots, snapshot_tables
+from components.replica_coordinator import ReplicaType
+from tests.api._support import assert_error, diff_snapshots, iso, now_utc, shifted, snapshot_tables
 from tests.conftest import registration
+from tests.e2e.failover_support import configure, register_agent
+from tests.faults import inject
 
 
 def _events(agent_id: str, event_type: str) -> list:
@@ -108,3 +116,31 @@ def test_the_v4_pending_commands_poll_names_no_instance_and_still_gets_its_comma
     assert pending["commands"][0]["target_pool_id"] == "m5.large.eu-west-1b"
     status, again = caller.get(f"/api/agents/{agent_id}/pending-commands?instance_id={reg['instance_id']}")
     assert status == 200 and [c["id"] for c in again["commands"]] == [queued["command"]["id"]], again
+
+
+@pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
+def test_the_v4_termination_notices_standby_left_unlaunched_by_ec2_is_still_launched_by_the_coordinator(
+        make_tenant, monkeypatch):
+    """GIVEN v4's termination notice (``create-emergency-replica`` with ``termination-notice``: a standby in the
+    agent's slot, replica type ``automatic-termination``, created by the agent's call) whose launch EC2 throttled
+    (the row left ``launching`` without an instance "for the coordinator", as the route's answer says)
+    WHEN the replica coordinator runs
+    THEN it launches that standby, as before today. The coordinator leaves a failover's *replacements* to their
+    workflow (its rows, ``created_by`` failover); this row is no workflow's: the workflow plans around a standby
+    without an instance and never launches it. Left alone it held the agent's slot unlaunched for 15 minutes,
+    offered meanwhile to v4's ``replicas?status=launching`` poll (the last v4 build launches nothing there)."""
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    configure(client_id, agent_id, auto_switch_enabled=True)
+    inject(monkeypatch, "RunInstances", "RequestLimitExceeded", message="slow down")
+    status, reply = caller.post(f"/api/agents/{agent_id}/create-emergency-replica", {
+        "signal_type": "termination-notice", "instance_id": primary, "termination_time": iso(shifted(120))})
+    assert status in (200, 201) and reply["replica_id"] and reply["instance_id"] is None, reply
+    standby = replica_repo.get(agent_id, reply["replica_id"])
+    assert (standby.replica_type, standby.created_by, standby.status.value) == (
+        ReplicaType.TERMINATION.value, "agent", "launching")
+
+    reconcile_agent(agent_repo.get(client_id, agent_id), now_utc())
+    launched = replica_repo.get(agent_id, reply["replica_id"])
+    assert launched.instance_id and launched.own_launch, launched
+    status, listed = caller.get(f"/api/agents/{agent_id}/replicas?status=launching")
+    assert status == 200 and reply["replica_id"] not in [r["id"] for r in listed["replicas"]], listed
