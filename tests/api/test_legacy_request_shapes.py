@@ -104,6 +104,22 @@ def test_the_legacy_dashboards_notification_calls_are_served_for_the_tokens_clie
         assert status == 200 and reply["success"] is True, reply
 
 
+def test_the_legacy_dashboards_query_strings_and_its_config_modals_bare_number(tenant_with_agent):
+    """``getSavings(id, 'monthly')``, ``getSwitchHistory(id, instanceId)`` and ``getPriceHistory(id, 7, 'hour')`` add
+    query strings the legacy server read or ignored: served (200). Its config modal posts the bare number of minutes
+    (``JSON.stringify(30)``), which no object read takes: a 400 that writes nothing."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    for path in (f"/api/client/{client_id}/savings?range=monthly",
+                 f"/api/client/{client_id}/switch-history?instance_id={reg['instance_id']}",
+                 f"/api/client/instances/{reg['instance_id']}/price-history?days=7&interval=hour"):
+        status, reply = caller.get(path)
+        assert status == 200, (path, reply)
+    before = snapshot_tables()
+    status, reply = caller.call("POST", f"/api/client/agents/{agent_id}/config", raw="30")
+    assert_error(status, reply, 400)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
 def test_the_v4_pending_commands_poll_names_no_instance_and_still_gets_its_commands(tenant_with_agent):
     """v4 (every build) polls ``pending-commands`` without ``?instance_id=`` (only spot-agent sends it, exactly as
     IMDS gave it): the whole-id check leaves that poll, and an exact id, as they were."""
