@@ -92,7 +92,14 @@ class ReplicaRecord:
     def view(self, ec2_state: str | None = None) -> StandbyView:
         return StandbyView(self.replica_id, self.status, self.pool_id, self.instance_id, self.created_at,
                            self.expires_at, ec2_state, self.launched_at,
-                           failover=self.replica_type == ReplicaType.TERMINATION.value)
+                           failover=self.failover_replacement)
+
+    @property
+    def failover_replacement(self) -> bool:
+        """A failover workflow's own replacement (chalicelib.failover writes it, ``created_by`` failover): its
+        execution launches and closes it. An agent's emergency standby (v4's ``create-emergency-replica`` on a
+        termination notice: the same type, created by the agent's call) is no workflow's: the agent's standby."""
+        return self.replica_type == ReplicaType.TERMINATION.value and self.created_by == "failover"
 
 
 def _record(row: ReplicaTable) -> ReplicaRecord:

@@ -81,7 +81,7 @@ class StandbyView:
     expires_at: datetime | None = None
     ec2_state: str | None = None
     launched_at: datetime | None = None
-    failover: bool = False  # a failover's replacement (ReplicaType.TERMINATION): its workflow's, not a standby
+    failover: bool = False  # a failover workflow's own replacement: its execution's, not a standby
 
     @property
     def active(self) -> bool:

@@ -58,6 +58,18 @@ _VERSION = re.compile(r"\d+\.\d+(\.\d+)?([.+-]?\w+)*")
 _MODEL_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", re.ASCII)
 
 
+def suggested_version(version: str) -> str | None:
+    """An id of the version's shape derived from a name that is not one, for the refusal to offer (never applied
+    silently: the version is what the admin activates and what the stored manifest says). Every run of other
+    characters becomes one ``-``; what cannot start an id is dropped from the front; at most 128 characters.
+
+    >>> suggested_version("v1.0 final"), suggested_version("Modèle 2"), suggested_version("../x"), suggested_version("__")
+    ('v1.0-final', 'Mod-le-2', 'x', None)
+    """
+    safe = re.sub(r"[^A-Za-z0-9._:-]+", "-", version.strip(), flags=re.ASCII).lstrip("._:-")[:128].rstrip("-")
+    return safe if _MODEL_VERSION.fullmatch(safe) else None
+
+
 @dataclass(frozen=True)
 class Score:
     """Held-out quality of one scorer: ROC AUC (higher is better) and Brier score (lower is better)."""
@@ -231,7 +243,9 @@ def validate_manifest(data: Mapping[str, Any]) -> Manifest:
         raise _fail("must be a list of strings", "notes")
     version = _text(data, "version", "version")
     if not _MODEL_VERSION.fullmatch(version):
-        raise _fail("must be 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit", "version")
+        raise _fail("must be 1-128 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit (it names the "
+                    "version's registry row, its S3 folder and the activate route's path)"
+                    + (f"; for example {hint!r}" if (hint := suggested_version(version)) else ""), "version")
     return Manifest(
         name=_text(data, "name", "name"),
         version=version,

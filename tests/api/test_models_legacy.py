@@ -98,6 +98,27 @@ def test_bad_multipart_uploads_are_400_and_write_nothing(admin, parts, field, co
     assert diff_snapshots(before, snapshot_tables()) == {}
 
 
+def test_a_legacy_admins_version_name_is_refused_with_the_id_to_use_instead(admin):
+    """GIVEN a legacy admin's manifest naming the version as people name releases (``v1.0 final ...``: the legacy
+    server had no versions, its uploads were sessions with a generated id, so nothing carries over to keep)
+    WHEN the legacy dashboard uploads it (multipart ``files``)
+    THEN it is refused (400 naming ``version``: a version is a registry key, an S3 folder and the activate route's
+    path, so an id), nothing is stored, and the message offers the id to use; that id is then uploaded (201).
+    The id is offered, never applied silently: the version is what the admin activates and what the manifest says."""
+    suffix = uuid.uuid4().hex[:8]
+    manifest = dict(manifest_for(), version=f"v1.0 final {suffix}")
+    before = snapshot_tables()
+    status, body = post_multipart(admin, "/api/admin/ml-models/upload", [
+        ("files", "risk-model.joblib", ARTIFACT), ("files", "risk-model.json", json.dumps(manifest).encode())])
+    assert_error(status, body, 400, field="version")
+    assert f"'v1.0-final-{suffix}'" in body["message"], body
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    manifest["version"] = f"v1.0-final-{suffix}"
+    status, body = post_multipart(admin, "/api/admin/ml-models/upload", [
+        ("files", "risk-model.joblib", ARTIFACT), ("files", "risk-model.json", json.dumps(manifest).encode())])
+    assert status == 201 and body["sessionId"] == f"v1.0-final-{suffix}", body
+
+
 def test_legacy_routes_need_the_admin_key(api):
     anonymous = Caller(api.http)
     status, body = post_multipart(anonymous, "/api/admin/ml-models/upload", [("files", "a.joblib", ARTIFACT)])
