@@ -314,9 +314,7 @@ def test_a_standby_the_product_cannot_terminate_never_stops_the_cleanup_for_ever
     abandoned, no orphan terminated in any account, each a bill running on). NOW: a standby that cannot be expired
     is logged and left for the next run (it stays active, its instance with it); the run goes on to the sweeps and
     every account's orphans."""
-    from botocore.exceptions import ClientError
 
-    from chalicelib.aws import accounts
     from chalicelib.tables.replicas import ReplicaTable
     from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
     from tests.conftest import invoke_schedule
@@ -328,21 +326,30 @@ def test_a_standby_the_product_cannot_terminate_never_stops_the_cleanup_for_ever
         actions=[ReplicaTable.expires_at.set(now - timedelta(minutes=1))])
     register_agent(make_tenant)  # another tenant, in the home account (the cleanup scans the regions of agents)
     orphan = launch(orphan_tags())  # left behind in the home account: the cleanup's to terminate
-    real = accounts.role_client
-
-    def role_removed(service, region, account):
-        if account.account_id == SECOND:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform "
-                                         "sts:AssumeRole"}}, "AssumeRole")
-        return real(service, region, account)
-
-    monkeypatch.setattr(accounts, "role_client", role_removed)
+    _remove_the_role_in(SECOND, monkeypatch)
 
     outcome = invoke_schedule(api, "cleanup", now=past_grace(now))
 
     assert orphan in outcome["terminated"] and state_of(orphan) in GONE
     assert standby["replica_id"] not in outcome["expired"]
     assert replica_repo.get(attacker_agent, standby["replica_id"]).active  # retried by the next run
+
+
+def _remove_the_role_in(account_id: str, monkeypatch) -> None:
+    """The tenant removed the product's role from ``account_id``: every AssumeRole there is refused."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.aws import accounts
+
+    real = accounts.role_client
+
+    def role_removed(service, region, account):
+        if account.account_id == account_id:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform "
+                                         "sts:AssumeRole"}}, "AssumeRole")
+        return real(service, region, account)
+
+    monkeypatch.setattr(accounts, "role_client", role_removed)
 
 
 # --- the replica coordinator: one tenant's account must not stop it for every agent after it ----------------------
@@ -358,9 +365,7 @@ def test_an_account_the_product_can_no_longer_act_in_never_stops_the_coordinator
     lost standby replaced, no standby marked ready and no return to spot, every minute, for as long as the tenant
     kept it so. NOW: an agent whose reconcile fails is logged and counted (``failed``) and the run goes on to the
     next agent."""
-    from botocore.exceptions import ClientError
 
-    from chalicelib.aws import accounts
     from chalicelib.jobs import replica_coordinator
     from chalicelib.repositories import agents as agents_repo
     from tests.api.test_security_walk_12 import SECOND, _standby_in_second_account
@@ -371,15 +376,7 @@ def test_an_account_the_product_can_no_longer_act_in_never_stops_the_coordinator
     assert replica_repo.for_agent(victim_agent, include_final=False) == []
     walk = [agents_repo.require(attacker_client, attacker_agent), agents_repo.require(victim_client, victim_agent)]
     monkeypatch.setattr(agents_repo, "agents_with_standbys", lambda: iter(walk))  # the tenant's agent comes first
-    real = accounts.role_client
-
-    def role_removed(service, region, account):
-        if account.account_id == SECOND:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform "
-                                         "sts:AssumeRole"}}, "AssumeRole")
-        return real(service, region, account)
-
-    monkeypatch.setattr(accounts, "role_client", role_removed)
+    _remove_the_role_in(SECOND, monkeypatch)
 
     result = replica_coordinator.run(datetime.now(UTC))
 
