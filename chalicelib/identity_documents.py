@@ -31,7 +31,8 @@ _ROOT = Path(__file__).resolve().parents[1]
 CERT_DIR = _ROOT / "data" / "aws_identity_certs"
 LOCAL_CERT = _ROOT / "localmode" / "identity" / "local-identity-cert.pem"
 MAX_SIGNATURE_CHARS = 1024
-_REGION_FILE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# the document's region shape (components/agent_identity/document.py ``_REGION``), ASCII digits only as there
+_REGION_FILE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 @lru_cache(maxsize=64)
