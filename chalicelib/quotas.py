@@ -113,14 +113,22 @@ def check_agents(client_id: str, *, adding: int = 1, reviving: bool = False) -> 
     return admission + (cap - count - adding)
 
 
-def live_instances(client_id: str) -> int:
+Fleet = list[tuple[AgentTable, list]]  # the client's agents, each with its open replicas
+
+
+def _fleet(client_id: str) -> Fleet:
+    """The client's agents and their open replicas, read once for both quotas of a launch."""
+    return [(agent, replica_repo.for_agent(agent.agent_id, include_final=False)) for agent in _client_agents(client_id)]
+
+
+def live_instances(client_id: str, *, fleet: Fleet | None = None) -> int:
     """Live instances this stage launched for the client (EC2, by tags), in every region its agents are in and every
     region one of their active standbys was launched in: an agent registered again in another region leaves its
-    standby where it was, and that region must still count. Each (region, account) is described once."""
+    standby where it was, and that region must still count. Each (region, account) is described once.
+    ``fleet``: ``_fleet(client_id)`` when the caller read it already."""
     places: set[tuple[str, str | None]] = set()
-    for agent in _client_agents(client_id):
+    for agent, standbys in _fleet(client_id) if fleet is None else fleet:
         account_id = getattr(agent, "account_id", None)
-        standbys = replica_repo.for_agent(agent.agent_id, include_final=False)
         places |= {(region, account_id) for region in {agent.region, *(r.region for r in standbys)} if region}
     seen: set[str] = set()
     for region, account_id in sorted(places, key=str):
@@ -140,7 +148,8 @@ def check_launch(agent, instance_type: str, replica=None, *, failover: bool | No
         failover = bool(replica is not None and replica.replica_type == ReplicaType.TERMINATION.value)
     found = limits(agent.client_id)
     cap = int(found["max_instances"]) + (FAILOVER_HEADROOM if failover else 0)
-    live = live_instances(agent.client_id)
+    fleet = _fleet(agent.client_id)
+    live = live_instances(agent.client_id, fleet=fleet)
     if replica is not None and replica.instance_id:
         live -= 1  # already running: not a new one
     if live + 1 > cap:
@@ -148,7 +157,7 @@ def check_launch(agent, instance_type: str, replica=None, *, failover: bool | No
                             f"(limit {found['max_instances']}); ask the operator to raise max_instances")
     if failover:
         return
-    spend = standby_spend(agent.client_id, exclude=replica.replica_id if replica is not None else None)
+    spend = standby_spend(agent.client_id, exclude=replica.replica_id if replica is not None else None, fleet=fleet)
     new = float(price if price is not None else _price_of(replica, instance_type, agent.region))
     cap_usd = float(found["max_standby_usd_per_hour"])
     if spend + new > cap_usd:
@@ -164,11 +173,12 @@ def _price_of(replica, instance_type: str, region: str | None) -> float:
     return float(catalogue.ondemand_price(instance_type, region) or 0)
 
 
-def standby_spend(client_id: str, *, exclude: str | None = None) -> float:
-    """$/h of the client's active standbys (recorded price, else the on-demand list price of their type)."""
+def standby_spend(client_id: str, *, exclude: str | None = None, fleet: Fleet | None = None) -> float:
+    """$/h of the client's active standbys (recorded price, else the on-demand list price of their type);
+    ``fleet`` as for ``live_instances``."""
     total = 0.0
-    for agent in _client_agents(client_id):
-        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+    for agent, open_replicas in _fleet(client_id) if fleet is None else fleet:
+        for replica in open_replicas:
             if replica.replica_id == exclude or replica.status.value == "promoted":
                 continue
             total += _price_of(replica, replica.instance_type or agent.instance_type or "", agent.region)
