@@ -22,7 +22,7 @@ from pynamodb.models import Model
 from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
-from chalicelib.repositories import clients, job_state
+from chalicelib.repositories import clients, job_state, savings
 from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
 from chalicelib.tables import (
     AgentTable,
@@ -164,17 +164,20 @@ def _delete_all(rows: Iterable[Model]) -> int:
 def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
     """Delete every row of the client across the tenant tables; the client row and its name lookup last, so
     a retry after a failure finds the client and finishes. Shared market data (pools, prices, risk,
-    observations) and the audit log (TTL-expired) are kept; rate-limit and idempotency items expire."""
+    observations), the fleet's savings totals and the audit log (TTL-expired) are kept; rate-limit and idempotency
+    items expire."""
     deleted = {"agents": 0, "instances": 0, "replicas": 0, "commands": 0, "decisions": 0, "pricing_reports": 0,
-               "switches": 0, "interruptions": 0, "notifications": 0}
+               "switches": 0, "interruptions": 0, "notifications": 0, "savings": 0}
     agent_ids = [row.agent_id for row in AgentTable.query(client_id, attributes_to_get=["agent_id"])]
     for agent_id in agent_ids:
         deleted["replicas"] += _delete_all(ReplicaTable.query(agent_id))
         deleted["commands"] += _delete_all(CommandTable.query(agent_id))
         deleted["decisions"] += _delete_all(DecisionTable.query(agent_id))
         deleted["pricing_reports"] += _delete_all(PricingReportTable.query(agent_id))
-    deleted["instances"] = _delete_all(InstanceTable(r.instance_id)
-                                       for r in InstanceTable.by_client.query(client_id))
+    instance_ids = [r.instance_id for r in InstanceTable.by_client.query(client_id)]
+    # before the instance rows: a retry after a failure still finds the instances whose day rows to delete
+    deleted["savings"] = savings.delete_client(client_id, agent_ids, instance_ids)
+    deleted["instances"] = _delete_all(InstanceTable(instance_id) for instance_id in instance_ids)
     deleted["switches"] = _delete_all(SwitchTable.query(client_id))
     deleted["interruptions"] = _delete_all(InterruptionTable.query(client_id))
     deleted["notifications"] = _delete_all(NotificationTable.query(client_id))

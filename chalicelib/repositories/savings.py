@@ -298,6 +298,22 @@ def delete_days(scope_key: str, budget: int) -> int | None:
     return len(rows)
 
 
+def delete_client(client_id: str, agent_ids: Iterable[str], instance_ids: Iterable[str]) -> int:
+    """Delete every savings row of a client being deleted: its hour, day and month totals and the day rows of the
+    given agents and instances. The fleet's rows stay: they are the service's history, summed when they were
+    written, and name no client. Returns how many rows went."""
+    partitions = [client_key(client_id, granularity) for granularity in ("hour", "day", "month")]
+    partitions += [agent_key(client_id, agent_id) for agent_id in agent_ids]
+    partitions += [instance_key(client_id, instance_id) for instance_id in instance_ids]
+    count = 0
+    with SavingsTable.batch_write() as batch:
+        for partition in partitions:
+            for row in SavingsTable.query(partition, attributes_to_get=["scope_key", "period"]):
+                batch.delete(row)
+                count += 1
+    return count
+
+
 def record_run(scheduled: datetime, clients: int, now: datetime) -> None:
     """Store one dispatched run (overwrite: a retried dispatch of the same run counts the same clients)."""
     SavingsTable(RUNS_KEY, run_period(scheduled), clients_total=clients, computed_at=now,

@@ -217,6 +217,32 @@ def test_delete_refused_by_ec2_keeps_the_rows_so_it_can_be_repeated(admin, make_
     assert status == 200 and body["terminated_instances"] == [standby["instance_id"]], body
 
 
+def test_delete_client_removes_its_savings_rows_and_keeps_the_fleets(admin, make_tenant):
+    """GIVEN a client whose savings were rolled up (its hour/day/month totals, its agent's and its instances'
+    day rows) WHEN an admin deletes it THEN none of those rows is left (before: they stayed for good, under the
+    deleted client's id) and the fleet's totals, which name no client, are kept."""
+    from chalicelib.jobs import savings_rollup
+    from chalicelib.repositories import savings
+    from chalicelib.tables.savings import SavingsTable
+
+    client_id, caller, agent_id, primary, _ = manual_agent(make_tenant)
+    later = datetime.now(UTC) + timedelta(hours=3)
+    rolled = savings_rollup.rollup_client(ClientTable.get(client_id), later)
+    savings_rollup.rollup_fleet([rolled], later)
+    partitions = [savings.client_key(client_id, g) for g in ("hour", "day", "month")]
+    partitions += [savings.agent_key(client_id, agent_id), savings.instance_key(client_id, primary)]
+    written = {p: len(list(SavingsTable.query(p))) for p in partitions}
+    assert all(written.values()), written
+    fleet_days = len(list(SavingsTable.query(savings.fleet_key("day"))))
+    assert fleet_days
+
+    status, body = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+    assert status == 200, body
+    assert body["deleted"]["savings"] == sum(written.values())
+    assert {p: list(SavingsTable.query(p)) for p in partitions} == {p: [] for p in partitions}
+    assert len(list(SavingsTable.query(savings.fleet_key("day")))) == fleet_days
+
+
 def test_delete_of_an_unknown_client_is_404(admin):
     status, body = admin.call("DELETE", "/api/admin/clients/cl-doesnotexist000")
     assert_error(status, body, 404)
