@@ -170,3 +170,42 @@ def test_relative_links_between_the_docs_resolve():
             elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
                 broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+# A repository path in backticks: `chalicelib/jobs/cleanup.py`, `components/capacity`, `infra/`, or a module's
+# attribute `chalicelib/replicas.launch` (the module chalicelib/replicas.py must define `launch`).
+_TOP_LEVEL = r"(?:\.ci|agent|bench|chalicelib|components|data|docs|infra|layers|localmode|ml|tests|vendor|web)"
+_REPO_PATH = re.compile(rf"(?<![\w./-]){_TOP_LEVEL}/[\w./-]*")
+
+
+def _missing_path(token: str) -> str | None:
+    """Why ``token`` names nothing in the repository (None when it names a file, a folder or a module attribute)."""
+    path = token.rstrip("/.")
+    if (ROOT / path).exists() or (ROOT / f"{path}.py").exists():
+        return None
+    module, dot, attribute = path.rpartition(".")
+    if dot and "/" not in attribute and (ROOT / f"{module}.py").is_file():
+        source = (ROOT / f"{module}.py").read_text()
+        return None if re.search(rf"\b{re.escape(attribute)}\b", source) else f"{module}.py defines no {attribute}"
+    return "no such file or folder"
+
+
+def test_every_repo_path_the_architecture_names_exists():
+    problems = []
+    for number, line in enumerate(_text("docs/ARCHITECTURE.md").splitlines(), 1):
+        for span in re.findall(r"`([^`]+)`", line):
+            if re.search(r"[<>*{}]|\.\.\.", span):  # a pattern (`<stage>.json`, `chalicelib/aws/*`), not a path
+                continue
+            for token in _REPO_PATH.findall(span):
+                why = _missing_path(token)
+                if why:
+                    problems.append(f"docs/ARCHITECTURE.md:{number}: `{token}`: {why}")
+    assert not problems, "paths docs/ARCHITECTURE.md names that the repository lacks:\n" + "\n".join(problems)
+
+
+def test_the_path_check_can_fail():
+    assert _missing_path("chalicelib/jobs/cleanup.py") is None
+    assert _missing_path("components/capacity") is None and _missing_path("infra/") is None
+    assert _missing_path("chalicelib/replicas.launch") is None
+    assert _missing_path("chalicelib/jobs/no_such_job.py") == "no such file or folder"
+    assert _missing_path("chalicelib/replicas.no_such_function") == "chalicelib/replicas.py defines no no_such_function"
