@@ -12,7 +12,7 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories.dynamo import condition_failed, delete_each, save_if
-from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token, first_page
 from chalicelib.settings import get_settings
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.system_events import SystemEventTable
@@ -161,10 +161,9 @@ def notifications_page(client_id: str, limit: int, next_token: str | None,
     """A client's notifications, newest first."""
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
                          key_attrs=("client_id", "notification_id"))
-    result = NotificationTable.query(
+    return first_page(NotificationTable, NotificationTable.query(
         client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
-        filter_condition=(NotificationTable.is_read == False) if unread_only else None)  # noqa: E712
-    return Page(list(result), encode_token(result.last_evaluated_key))
+        filter_condition=(NotificationTable.is_read == False) if unread_only else None))  # noqa: E712
 
 
 def mark_read(client_id: str, notification_id: str, now: datetime) -> None:

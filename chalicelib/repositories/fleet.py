@@ -23,7 +23,7 @@ from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients, job_state
-from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
+from chalicelib.repositories.paging import Page, decode_scan_token, first_page
 from chalicelib.tables import (
     AgentTable,
     ClientLookupTable,
@@ -115,10 +115,10 @@ def agents_page(limit: int, next_token: str | None, status: str | None = None) -
     """Every client's agents, one bounded scan page (admin only; no index lists all agents).
     With a ``status`` filter a page may hold fewer than ``limit`` rows and still have a next_token."""
     start = decode_scan_token(next_token, key_attrs=("client_id", "agent_id"))
-    result = AgentTable.scan(limit=limit, last_evaluated_key=start,
-                             filter_condition=(AgentTable.status == status) if status else None)
-    rows = [agent_repo._record(row) for row in result]  # noqa: SLF001 - the one row→record mapping
-    return Page(rows, encode_token(result.last_evaluated_key))
+    page = first_page(AgentTable, AgentTable.scan(limit=limit, last_evaluated_key=start,
+                                                  filter_condition=(AgentTable.status == status) if status else None))
+    rows = [agent_repo._record(row) for row in page.items]  # noqa: SLF001 - the one row→record mapping
+    return Page(rows, page.next_token)
 
 
 def instances_page(limit: int, next_token: str | None, *, status: str | None = None, mode: str | None = None,
@@ -132,8 +132,8 @@ def instances_page(limit: int, next_token: str | None, *, status: str | None = N
                  (InstanceTable.region == region) if region else None):
         if part is not None:
             condition = part if condition is None else condition & part
-    result = InstanceTable.scan(limit=limit, last_evaluated_key=start, filter_condition=condition)
-    return Page(list(result), encode_token(result.last_evaluated_key))
+    return first_page(InstanceTable, InstanceTable.scan(limit=limit, last_evaluated_key=start,
+                                                        filter_condition=condition))
 
 
 # --- hard delete of a client ---

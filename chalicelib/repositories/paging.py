@@ -1,7 +1,7 @@
 """Opaque ``next_token`` pagination over DynamoDB's LastEvaluatedKey.
 
 A token names the tenant's partition it was issued for; a token for another partition is rejected
-with 400 instead of being passed to DynamoDB.
+with 400 instead of being passed to DynamoDB. A page is what one DynamoDB request returns (``first_page``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,20 @@ class Page:
 
     items: list[Any]
     next_token: str | None
+
+
+def first_page(model, result) -> Page:
+    """What the first DynamoDB request of ``result`` (a Query or Scan of ``model``, or of one of its indexes, made
+    with ``limit``) returns, and the token that goes on where that request stopped.
+
+    pynamodb's own iteration reads on, one request after another, until ``limit`` items *passed the filter*: a
+    filter matching nothing of a large partition (``?unread=true`` among a tenant's thousands of read
+    notifications, a ``?search=`` naming none of its instances) read the whole partition in one API request,
+    ``limit`` rows a request. One request evaluates ``limit`` rows at most: a filtered page may hold fewer, even
+    none, and still have a token."""
+    page = next(result.page_iter, None) or {}
+    return Page([model.from_raw_data(item) for item in page.get("Items", [])],
+                encode_token(result.page_iter.last_evaluated_key))
 
 
 def encode_token(last_key: dict[str, Any] | None) -> str | None:
