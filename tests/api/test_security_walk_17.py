@@ -10,6 +10,7 @@ fix)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -418,3 +419,65 @@ def test_a_standby_excluding_every_zone_of_its_region_launches_nothing_and_is_40
     assert_error(status, reply, 409, code="no_pool")
     _unchanged_but_rate_limits(before)
     assert ec2().describe_instances(Filters=[{"Name": "tag:AgentId", "Values": [agent_id]}])["Reservations"] == []
+
+
+def test_a_standby_copies_what_ec2_shows_of_the_primary_never_what_the_tenant_reported(api, make_tenant):
+    """The attack: the launch inputs a tenant can write — the registration's ``ami_id`` (and a switch report's), which
+    the agent row keeps — set to an AMI that is not the primary's (another tenant's golden image, a public
+    backdoored one), hoping the standby's RunInstances takes it, or the network and instance profile that go with
+    it. Holds: the standby runs the primary's own AMI, in its VPC, with its security groups and key, as EC2 shows
+    the primary in the tenant's account; the reported AMI is nowhere in the launch."""
+    from tests.e2e.failover_support import REGION, ZONES, configure, ec2, launch_primary, unique_type
+
+    client_id, caller = make_tenant()
+    itype = unique_type()
+    primary = launch_primary(itype, ZONES[0])
+    foreign_ami = "ami-0f0e0d0c0b0a09080"
+    reg = registration(instance_id=primary, instance_type=itype, region=REGION, az=ZONES[0], mode="spot",
+                       ami_id=foreign_ami)
+    status, reply = caller.post("/api/agents/register", reg)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    report = {"instance": {"instance_type": itype, "region": REGION},
+              "pricing": {"on_demand_price": 0.192,
+                          "spot_pools": [{"pool_id": f"{itype}.{z}", "price": 0.03} for z in ZONES]}}
+    assert caller.post(f"/api/agents/{agent_id}/pricing-report", report)[0] == 200
+    configure(client_id, agent_id, manual_replica_enabled=True)
+    status, standby = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    assert status == 201, standby
+    described = {i["InstanceId"]: i for r in ec2().describe_instances(
+        InstanceIds=[primary, standby["instance_id"]])["Reservations"] for i in r["Instances"]}
+    source, launched = described[primary], described[standby["instance_id"]]
+    assert launched["ImageId"] == source["ImageId"] != foreign_ami
+    assert launched.get("VpcId") == source.get("VpcId")
+    assert {g["GroupId"] for g in launched["SecurityGroups"]} == {g["GroupId"] for g in source["SecurityGroups"]}
+    assert launched.get("KeyName") == source.get("KeyName") and "IamInstanceProfile" not in launched
+
+
+def test_a_cursor_of_many_keys_or_an_oversize_key_is_400_before_dynamodb_is_asked(make_tenant):
+    """The attack: cursors built to cost the server before any check refuses them — a JSON object of thousands of
+    keys all naming B's partition, a key value past DynamoDB's 1,024 bytes, a value of another type (a number, a
+    list, a map), a cursor in standard base64 (``+``, ``/``) — hoping for work per key, a DynamoDB
+    ``ValidationException`` (a 500 in AWS; moto does not check) or a cursor read differently by two decoders.
+    Holds: each is 400 ``next_token`` and no Query reaches the notifications table; the standard-alphabet cursor
+    is read as the very key its URL-safe form names (one key, one answer)."""
+    from chalicelib.repositories.paging import encode_token
+
+    client_id, caller = make_tenant()
+    own = {"client_id": {"S": client_id}}
+    cursors = [encode_token({**own, **{f"k{i}": {"S": "x"} for i in range(3000)}}),
+               encode_token({**own, "notification_id": {"S": "x" * 1025}}),
+               encode_token({**own, "notification_id": {"N": "1"}}),
+               encode_token({**own, "notification_id": {"L": [{"S": "x"}]}}),
+               encode_token({**own, "notification_id": {"M": {"S": {"S": "x"}}}}),
+               encode_token({**own, "notification_id": {"S": "x", "N": "1"}})]
+    for token in cursors:
+        with dynamodb_calls() as calls:
+            status, reply = caller.get(f"/api/notifications?next_token={quote(token)}")
+        assert_error(status, reply, 400, field="next_token")
+        assert _queries(calls, NotificationTable) == 0
+    key = {**own, "notification_id": {"S": "?>?>?>"}}  # its base64 has "+" and "/" in the standard alphabet
+    standard = base64.standard_b64encode(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).decode()
+    assert standard.rstrip("=") != encode_token(key)
+    answers = [caller.get(f"/api/notifications?next_token={quote(token)}") for token in (standard, encode_token(key))]
+    assert answers[0] == answers[1] == (200, {"notifications": [], "next_token": None}), answers
