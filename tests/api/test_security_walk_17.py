@@ -481,3 +481,30 @@ def test_a_cursor_of_many_keys_or_an_oversize_key_is_400_before_dynamodb_is_aske
     assert standard.rstrip("=") != encode_token(key)
     answers = [caller.get(f"/api/notifications?next_token={quote(token)}") for token in (standard, encode_token(key))]
     assert answers[0] == answers[1] == (200, {"notifications": [], "next_token": None}), answers
+
+
+def test_anonymous_health_checks_never_spend_the_accounts_dynamodb_control_plane(api, monkeypatch):
+    """The attack: ``/health`` needs no credential, and each answer asked DynamoDB's control plane (``DescribeTable``).
+    AWS throttles control-plane calls per account and Region (2,500 a second, shared with every deployment's
+    CreateTable/UpdateTable) and asks that their answers be cached. BEFORE: every anonymous request made one
+    DescribeTable, so a flood of health checks from anyone spent the operator's account-wide control-plane budget
+    (a deployment's table updates throttled; the health check itself flapping to 503). NOW: a container asks at most
+    once every ``health.CHECK_SECONDS`` and answers its last result in between; a failed check is still a 503 with
+    Retry-After, and is asked again once that time has passed."""
+    from chalicelib.api import health
+    from chalicelib.tables.clients import ClientTable
+
+    monkeypatch.setattr(health, "_last_check", None)
+    with dynamodb_calls() as calls:
+        answers = [api.http.get("/health") for _ in range(25)]
+    assert {a.status_code for a in answers} == {200}
+    assert [op for op, *_ in calls].count("DescribeTable") == 1, calls
+
+    def unavailable():
+        raise RuntimeError("DynamoDB did not answer")
+
+    monkeypatch.setattr(ClientTable, "describe_table", unavailable)
+    monkeypatch.setattr(health, "CHECK_SECONDS", 0)
+    response = api.http.get("/health")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert json.loads(response.body)["checks"] == {"dynamodb": "unavailable"}
