@@ -30,9 +30,10 @@ tenant_a = _tenant_a  # a fixture: A with an agent, instances, a command, a noti
 VARYING_HEADERS = {"x-correlation-id", "x-request-id", "date"}
 
 
-def _raw(caller: Caller, method: str, path: str, body=None) -> tuple[int, dict, object]:
-    """(status, headers but the correlation id, JSON body) of one request: what may tell two answers apart."""
-    kwargs = {"headers": caller.headers()}
+def _raw(caller: Caller, method: str, path: str, body=None, headers=None) -> tuple[int, dict, object]:
+    """(status, headers but the correlation id, JSON body) of one request (``headers`` added to the caller's):
+    what may tell two answers apart."""
+    kwargs = {"headers": caller.headers(headers)}
     if body is not None:
         kwargs["body"] = json.dumps(body)
     response = getattr(caller.http, method.lower())(path, **kwargs)
@@ -508,3 +509,31 @@ def test_anonymous_health_checks_never_spend_the_accounts_dynamodb_control_plane
     response = api.http.get("/health")
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert json.loads(response.body)["checks"] == {"dynamodb": "unavailable"}
+
+
+def test_a_deactivated_clients_token_is_told_apart_from_garbage_by_no_admin_route(make_tenant, admin, chalice_app):
+    """The attack: B's client is deactivated mid-session; B keeps calling the operator's routes with its token in
+    either header (and the legacy body), hoping an admin route answers a real-but-inactive client's token otherwise
+    than a made-up one (a 403, another code or message: the token still names a client) or, worse, lets it through
+    while the client row is being changed. Holds: every admin route answers the same 401 to the deactivated
+    client's token, in the Bearer header or the admin header, as to a made-up token, and nothing is written."""
+    from tests.api import test_tenant_isolation as isolation
+    from tests.api._support import snapshot_tables
+    from tests.api.test_security_walk_15 import _unchanged_but_rate_limits
+
+    client_id, caller = make_tenant()
+    assert admin.post(f"/api/admin/clients/{client_id}/status", {"status": "inactive"})[0] == 200
+    ids = {"client_id": client_id, "account_id": "111111111111", "version": "never-uploaded"}
+    made_up = "sot_" + uuid.uuid4().hex * 2
+    before = snapshot_tables()
+    for path, method in sorted(isolation.app_routes(chalice_app)):
+        route = isolation.ROUTES[(path, method)]
+        if not route.admin:
+            continue
+        url = path.format(**ids)
+        anonymous = Caller(caller.http)
+        for header, shape in (("Authorization", "Bearer {}"), ("X-Admin-Key", "{}")):
+            answers = [_raw(anonymous, method, url, {"client_token": token}, {header: shape.format(token)})
+                       for token in (caller.token, made_up)]
+            assert answers[0][0] == 401 and answers[0] == answers[1], (method, path, header, answers)
+    _unchanged_but_rate_limits(before)
