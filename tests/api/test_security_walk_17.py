@@ -1,12 +1,13 @@
 """Security walk 17: what an outside tester holding two tenants' client tokens (and their agents' credentials, no
-admin key) tries against the listings and the answers after sixteen walks — what one request of a listing may make
-the service read (a filter that matches nothing of a large partition, a page size at its bounds), the cursors a
-tenant can make or keep (one of its own listing under another filter, across a suspension or a token regeneration,
-the offset and id cursors), the filters of every listing given another tenant's ids or hostile values, the headers
-and codes of an answer about another tenant's id against a made-up one's, what an error answer echoes of the request
-and of the deployment, and the launch inputs a tenant names (a standby's pool, zones and tags). Each test is one
-attack; its docstring says what it tries and what holds (and, when it found something, what happened before the
-fix)."""
+admin key) tries against the listings and the answers after sixteen walks — what one request may make the service
+read or ask AWS (a listing's filter that matches nothing of a large partition, an anonymous health check), the
+cursors a tenant can make or keep (positioned at another tenant's row, an offset or replica id cursor, one of
+thousands of keys, one kept across a suspension or a token regeneration), the filters of the listings given another
+tenant's ids or hostile values (page sizes, enumerations, the pools index key), the headers and codes of an answer
+about another tenant's id against a made-up one's, a deactivated client's token on the operator's routes, what an
+error answer echoes of the request and of the deployment, and the launch inputs a tenant names (a standby's zones,
+its reported AMI). Each test is one attack; its docstring says what it tries and what holds (and, when it found
+something, what happened before the fix)."""
 
 from __future__ import annotations
 
