@@ -23,7 +23,7 @@ from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients, job_state
-from chalicelib.repositories.paging import Page, decode_scan_token, first_page
+from chalicelib.repositories.paging import Page, decode_scan_token, read_page
 from chalicelib.tables import (
     AgentTable,
     ClientLookupTable,
@@ -114,9 +114,11 @@ def latest_counts(now: datetime) -> tuple[dict[str, int], datetime]:
 def agents_page(limit: int, next_token: str | None, status: str | None = None) -> Page:
     """Every client's agents, one bounded scan page (admin only; no index lists all agents).
     With a ``status`` filter a page may hold fewer than ``limit`` rows and still have a next_token."""
-    start = decode_scan_token(next_token, key_attrs=("client_id", "agent_id"))
-    page = first_page(AgentTable, AgentTable.scan(limit=limit, last_evaluated_key=start,
-                                                  filter_condition=(AgentTable.status == status) if status else None))
+    key = ("client_id", "agent_id")
+    start = decode_scan_token(next_token, key_attrs=key)
+    page = read_page(AgentTable, lambda size, at: AgentTable.scan(
+        page_size=size, last_evaluated_key=at, filter_condition=(AgentTable.status == status) if status else None),
+        limit=limit, start=start, key_attrs=key)
     rows = [agent_repo._record(row) for row in page.items]  # noqa: SLF001 - the one row→record mapping
     return Page(rows, page.next_token)
 
@@ -132,8 +134,9 @@ def instances_page(limit: int, next_token: str | None, *, status: str | None = N
                  (InstanceTable.region == region) if region else None):
         if part is not None:
             condition = part if condition is None else condition & part
-    return first_page(InstanceTable, InstanceTable.scan(limit=limit, last_evaluated_key=start,
-                                                        filter_condition=condition))
+    return read_page(InstanceTable, lambda size, at: InstanceTable.scan(
+        page_size=size, last_evaluated_key=at, filter_condition=condition),
+        limit=limit, start=start, key_attrs=("instance_id",))
 
 
 # --- hard delete of a client ---
