@@ -12,7 +12,7 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
 from chalicelib.repositories.dynamo import condition_failed, delete_each, save_if
-from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token, read_page
 from chalicelib.settings import get_settings
 from chalicelib.tables.notifications import NotificationTable
 from chalicelib.tables.system_events import SystemEventTable
@@ -159,12 +159,12 @@ def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: 
 def notifications_page(client_id: str, limit: int, next_token: str | None,
                        unread_only: bool = False) -> Page:
     """A client's notifications, newest first."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
-                         key_attrs=("client_id", "notification_id"))
-    result = NotificationTable.query(
-        client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
-        filter_condition=(NotificationTable.is_read == False) if unread_only else None)  # noqa: E712
-    return Page(list(result), encode_token(result.last_evaluated_key))
+    key = ("client_id", "notification_id")
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+    return read_page(NotificationTable, lambda size, at: NotificationTable.query(
+        client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,
+        filter_condition=(NotificationTable.is_read == False) if unread_only else None),  # noqa: E712
+        limit=limit, start=start, key_attrs=key)
 
 
 def mark_read(client_id: str, notification_id: str, now: datetime) -> None:

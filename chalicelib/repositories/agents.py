@@ -36,7 +36,7 @@ from chalicelib.repositories.dynamo import (
     set_or_remove,
     transaction_connection,
 )
-from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_token, read_page
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import InstanceTable
@@ -1119,20 +1119,20 @@ def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
     keys, one BatchGetItem for its rows, which are shown in the index's order (a row deleted in between is
     left out)."""
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=_LISTING_KEY)
-    result = AgentTable.by_logical_id.query(client_id, filter_condition=~AgentTable.status.is_in(*GONE_STATUSES),
-                                            limit=limit, last_evaluated_key=start)
-    keys = [(client_id, key.agent_id) for key in result]
+    page = read_page(AgentTable, lambda size, at: AgentTable.by_logical_id.query(
+        client_id, filter_condition=~AgentTable.status.is_in(*GONE_STATUSES), page_size=size, last_evaluated_key=at),
+        limit=limit, start=start, key_attrs=_LISTING_KEY)
+    keys = [(client_id, key.agent_id) for key in page.items]
     rows = {row.agent_id: row for row in AgentTable.batch_get(keys) if row.status not in GONE_STATUSES} if keys else {}
-    return Page([_record(rows[agent_id]) for _, agent_id in keys if agent_id in rows],
-                encode_token(result.last_evaluated_key))
+    return Page([_record(rows[agent_id]) for _, agent_id in keys if agent_id in rows], page.next_token)
 
 
 def instances_page(client_id: str, limit: int, next_token: str | None, *, active: bool | None = None,
                    mode: str | None = None, search: str | None = None) -> Page:
     """A client's instances, newest first (the instances-by-client index), filtered by activity, mode and a
     substring of the instance id or type."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
-                         key_attrs=("instance_id", "client_id", "installed_at"))
+    key = ("instance_id", "client_id", "installed_at")
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
     condition = None
     for part in ((InstanceTable.is_active == active) if active is not None else None,
                  (InstanceTable.mode == mode) if mode else None,
@@ -1140,9 +1140,9 @@ def instances_page(client_id: str, limit: int, next_token: str | None, *, active
                  if search else None):
         if part is not None:
             condition = part if condition is None else condition & part
-    result = InstanceTable.by_client.query(client_id, scan_index_forward=False, filter_condition=condition,
-                                           limit=limit, last_evaluated_key=start)
-    return Page(list(result), encode_token(result.last_evaluated_key))
+    return read_page(InstanceTable, lambda size, at: InstanceTable.by_client.query(
+        client_id, scan_index_forward=False, filter_condition=condition, page_size=size, last_evaluated_key=at),
+        limit=limit, start=start, key_attrs=key)
 
 
 def active_instances(client_id: str) -> list[InstanceTable]:

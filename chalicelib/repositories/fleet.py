@@ -23,7 +23,7 @@ from components.agent_identity import AgentStatus
 
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import clients, job_state, savings
-from chalicelib.repositories.paging import Page, decode_scan_token, encode_token
+from chalicelib.repositories.paging import Page, decode_scan_token, read_page
 from chalicelib.tables import (
     AgentTable,
     ClientLookupTable,
@@ -114,11 +114,13 @@ def latest_counts(now: datetime) -> tuple[dict[str, int], datetime]:
 def agents_page(limit: int, next_token: str | None, status: str | None = None) -> Page:
     """Every client's agents, one bounded scan page (admin only; no index lists all agents).
     With a ``status`` filter a page may hold fewer than ``limit`` rows and still have a next_token."""
-    start = decode_scan_token(next_token, key_attrs=("client_id", "agent_id"))
-    result = AgentTable.scan(limit=limit, last_evaluated_key=start,
-                             filter_condition=(AgentTable.status == status) if status else None)
-    rows = [agent_repo._record(row) for row in result]  # noqa: SLF001 - the one row→record mapping
-    return Page(rows, encode_token(result.last_evaluated_key))
+    key = ("client_id", "agent_id")
+    start = decode_scan_token(next_token, key_attrs=key)
+    page = read_page(AgentTable, lambda size, at: AgentTable.scan(
+        page_size=size, last_evaluated_key=at, filter_condition=(AgentTable.status == status) if status else None),
+        limit=limit, start=start, key_attrs=key)
+    rows = [agent_repo._record(row) for row in page.items]  # noqa: SLF001 - the one row→record mapping
+    return Page(rows, page.next_token)
 
 
 def instances_page(limit: int, next_token: str | None, *, status: str | None = None, mode: str | None = None,
@@ -132,8 +134,9 @@ def instances_page(limit: int, next_token: str | None, *, status: str | None = N
                  (InstanceTable.region == region) if region else None):
         if part is not None:
             condition = part if condition is None else condition & part
-    result = InstanceTable.scan(limit=limit, last_evaluated_key=start, filter_condition=condition)
-    return Page(list(result), encode_token(result.last_evaluated_key))
+    return read_page(InstanceTable, lambda size, at: InstanceTable.scan(
+        page_size=size, last_evaluated_key=at, filter_condition=condition),
+        limit=limit, start=start, key_attrs=("instance_id",))
 
 
 # --- hard delete of a client ---

@@ -1,7 +1,7 @@
 """Opaque ``next_token`` pagination over DynamoDB's LastEvaluatedKey.
 
 A token names the tenant's partition it was issued for; a token for another partition is rejected
-with 400 instead of being passed to DynamoDB.
+with 400 instead of being passed to DynamoDB. A page is read by ``read_page`` (a bounded number of requests).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,33 @@ class Page:
 
     items: list[Any]
     next_token: str | None
+
+
+# A filtered listing (``?unread=true``, ``?search=``, ``?status=``) reads on past rows its filter drops, but boundedly:
+# its first request evaluates ``limit`` rows, each later one READ_ROWS, PAGE_READS requests at most (each also
+# stops at DynamoDB's 1 MB). pynamodb's own iteration reads on until ``limit`` rows *passed the filter*, ``limit``
+# rows a request: a filter matching nothing of a tenant's large partition read all of it in one API request.
+READ_ROWS = 1000
+PAGE_READS = 5
+
+
+def read_page(model, read: Callable[[int, dict | None], Any], *, limit: int, start: dict | None,
+              key_attrs: tuple[str, ...]) -> Page:
+    """Up to ``limit`` rows of ``model`` from ``read(page_size, start_key)`` (a Query or Scan of the model or of one of
+    its indexes, from ``start_key``), in its order, and the token that goes on after the last row returned (its
+    ``key_attrs``: the key DynamoDB itself would give as LastEvaluatedKey). A page ends short, with a token, only
+    when its reads found fewer rows than ``limit`` in PAGE_READS requests; the next page goes on from there."""
+    items: list[Any] = []
+    for attempt in range(PAGE_READS):
+        result = read(limit if attempt == 0 else max(limit, READ_ROWS), start)
+        for raw in (next(result.page_iter, None) or {}).get("Items", []):
+            items.append(model.from_raw_data(raw))
+            if len(items) == limit:
+                return Page(items, encode_token({attr: raw[attr] for attr in key_attrs}))
+        start = result.page_iter.last_evaluated_key
+        if not start:
+            return Page(items, None)
+    return Page(items, encode_token(start))
 
 
 def encode_token(last_key: dict[str, Any] | None) -> str | None:

@@ -24,7 +24,7 @@ from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.settings import get_settings
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, delete_each, transaction_connection
-from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_token, read_page
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
 from chalicelib.tables.replicas import ReplicaTable
@@ -168,13 +168,14 @@ def purge_after(closed_at: datetime) -> datetime:
 
 
 def page_for_client(client_id: str, limit: int, next_token: str | None, *, active_only: bool = True) -> Page:
-    """A client's replicas, newest first (the replicas-by-client index; one Query per page)."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
-                         key_attrs=("agent_id", "replica_id", "client_id"))
-    result = ReplicaTable.by_client.query(
-        client_id, scan_index_forward=False, limit=limit, last_evaluated_key=start,
-        filter_condition=ReplicaTable.status.is_in(*_ACTIVE) if active_only else None)
-    return Page([_record(r) for r in result], encode_token(result.last_evaluated_key))
+    """A client's replicas, newest first (the replicas-by-client index; ``paging.read_page``)."""
+    key = ("agent_id", "replica_id", "client_id")
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+    page = read_page(ReplicaTable, lambda size, at: ReplicaTable.by_client.query(
+        client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,
+        filter_condition=ReplicaTable.status.is_in(*_ACTIVE) if active_only else None),
+        limit=limit, start=start, key_attrs=key)
+    return Page([_record(r) for r in page.items], page.next_token)
 
 
 def active_count(client_id: str) -> int:

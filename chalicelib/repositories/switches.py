@@ -9,7 +9,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import ConflictError, NotFoundError, TooManyRequestsError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
-from chalicelib.repositories.paging import Page, decode_token, encode_token
+from chalicelib.repositories.paging import Page, decode_token, read_page
 from chalicelib.settings import get_settings
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
@@ -52,12 +52,12 @@ def _of_instance(instance_id: str):
 
 def page_for_client(client_id: str, limit: int, next_token: str | None, *, instance_id: str | None = None) -> Page:
     """A client's switches, newest first (only those from or to ``instance_id`` when given)."""
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
-                         key_attrs=("client_id", "switch_key"))
-    result = SwitchTable.query(client_id, scan_index_forward=False, limit=limit,
-                               last_evaluated_key=start,
-                               filter_condition=_of_instance(instance_id) if instance_id else None)
-    return Page(list(result), encode_token(result.last_evaluated_key))
+    key = ("client_id", "switch_key")
+    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+    return read_page(SwitchTable, lambda size, at: SwitchTable.query(
+        client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,
+        filter_condition=_of_instance(instance_id) if instance_id else None),
+        limit=limit, start=start, key_attrs=key)
 
 
 def for_client_since(client_id: str, since: datetime) -> list[SwitchTable]:
