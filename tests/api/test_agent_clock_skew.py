@@ -24,8 +24,9 @@ schemas' ``UtcDatetime`` (chalicelib/schemas/base.py: ISO with or without a zone
   switch rails count switches by it (eight days behind: a switch that never counts). Now ``clock.placed`` puts
   the times within what the server knows (not before the switch command was created, nor a day before the
   report; not after the receive time), moving a skewed clock's times together so their spans stay.
-- replica PUT ``launched_at``, status ``sync_completed_at``: FIXED the past side the same way (a standby
-  "launched" a day before it was asked for is "long gone" at once for the coordinator's listing grace).
+- replica PUT ``launched_at``, status ``sync_completed_at``: FIXED the past side the same way: a launch not before
+  the product asked for the standby (a day before the row for one the agent launched on its own and then recorded),
+  a readiness not before the launch (a standby "launched" days ago is past the coordinator's listing grace at once).
 - the measured boot time the decision policy prices interruptions with: FIXED (components.decision_engine.boot):
   a 0 s boot or one beyond ``MAX_BOOT_S`` is no measurement (a clock that jumped mid-switch).
 """
@@ -41,6 +42,7 @@ from chalicelib import bootstrap, decisions
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables import AgentTable, InstanceTable
+from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.interruptions import InterruptionTable
 from chalicelib.tables.switches import SwitchTable
 from components.data_valve import PricePoint
@@ -200,17 +202,22 @@ def test_an_agent_clock_ahead_never_overrides_the_servers_price(make_tenant):
 @pytest.mark.parametrize("offset", [-DAY, -timedelta(hours=5), timedelta(hours=1), DAY],
                          ids=["a-day-behind", "5h-behind", "1h-ahead", "a-day-ahead"])
 def test_a_skewed_clocks_switch_is_placed_at_the_receive_time_with_its_spans_kept(tenant_with_agent, offset):
-    """GIVEN an agent whose clock is off by ``offset`` (all its times alike) WHEN it reports a switch it just
-    finished THEN the switch ends at the receive time: it starts (and the new instance is installed) within the last
-    minutes, the launch → ready span it measured (50 s) is kept, so is the start → ready one, and the reply names the
-    skew. BEFORE: a clock behind installed the new instance hours (a day) early — the savings roll-up counted both
-    instances meanwhile — and a clock ahead made every time the receive time: a 0 s boot."""
+    """GIVEN an agent whose clock is off by ``offset`` (all its times alike) WHEN it reports the switch it was
+    commanded (naming no command, as v4) and just finished THEN the switch ends at the receive time: it starts (and
+    the new instance is installed) within the last minutes, the launch → ready span it measured (50 s) is kept, so
+    is the start → ready one, and the reply names the skew. BEFORE: a clock behind installed the new instance hours
+    (a day) early — the savings roll-up counted both instances meanwhile — and a clock ahead made every time the
+    receive time: a 0 s boot."""
     client_id, caller, agent_id, reg = tenant_with_agent
-    before = now_utc()
+    status, queued = caller.post(f"/api/client/instances/{reg['instance_id']}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    before = now_utc() - timedelta(minutes=10)  # the command, then its 95 s switch, ran in these minutes
+    CommandTable(agent_id, queued["command"]["id"]).update(actions=[CommandTable.created_at.set(before)])
     new_id, reply = report_switch(caller, agent_id, reg["instance_id"], skewed_timing(offset))
     after = now_utc()
     row = switch_of(client_id, reply["switch_id"])
-    assert before - timedelta(minutes=3) <= row.initiated_at <= after, row.initiated_at
+    assert before <= row.initiated_at <= after, row.initiated_at
     assert (row.ready_at - row.launched_at).total_seconds() == 50, (row.launched_at, row.ready_at)
     assert int(row.total_duration_seconds) == 90
     assert row.switch_key.startswith(row.initiated_at.strftime("%Y-%m-%dT%H:%M"))
@@ -219,8 +226,10 @@ def test_a_skewed_clocks_switch_is_placed_at_the_receive_time_with_its_spans_kep
 
 
 def test_a_switch_from_a_clock_a_week_behind_counts_against_the_weeks_rails(tenant_with_agent):
-    """BEFORE: eight days behind, the switch was recorded as started eight days ago, so the decision cycle's
-    ``recent_switches`` (the week's and the day's limits) never counted it."""
+    """Even without a command to date it (a report may be up to a day late: the product's agent resends one that
+    failed), a switch is not placed more than a day back. BEFORE: eight days behind, the switch was recorded as
+    started eight days ago, so the decision cycle's ``recent_switches`` (the week's and the day's limits) never
+    counted it."""
     client_id, caller, agent_id, reg = tenant_with_agent
     report_switch(caller, agent_id, reg["instance_id"], skewed_timing(-timedelta(days=8)))
     now = now_utc()
@@ -280,10 +289,11 @@ def test_a_measured_boot_of_zero_or_of_hours_is_no_measurement():
 # --- replicas: a standby is launched and ready after it was asked for -----------------------------------------------
 
 
-def test_a_standbys_launch_and_readiness_are_not_before_it_was_asked_for(make_tenant):
-    """GIVEN a standby created now WHEN the agent, its clock a day behind, reports its launch and readiness THEN
-    both are within the standby's life (BEFORE: launched "a day ago", so the coordinator's listing grace for a
-    young launch was already over: a standby EC2 does not list yet was taken as lost)."""
+def test_a_standbys_launch_and_readiness_are_placed_within_its_life(make_tenant):
+    """GIVEN a standby the agent launched itself and recorded (legacy create_replica: the launch comes before the
+    row, so up to the day a report may be late) WHEN the agent, its clock three days behind, reports its launch and
+    its readiness THEN the launch is at most a day before the row and the readiness not before the launch (BEFORE:
+    launched and ready "three days ago": the coordinator's listing grace for a young launch long over)."""
     from tests.api.test_replicas import agent_launched, legacy_manual_agent, put
 
     _, caller, agent_id, reg = legacy_manual_agent(make_tenant)
@@ -293,12 +303,12 @@ def test_a_standbys_launch_and_readiness_are_not_before_it_was_asked_for(make_te
         "pool_id": "m5.large.eu-west-1b", "status": "launching"})
     assert status == 201, created
     path = f"/api/agents/{agent_id}/replicas/{created['replica_id']}"
-    status, reply = put(caller, path, {"instance_id": instance_id, "launched_at": iso(now_utc() - DAY)})
+    status, reply = put(caller, path, {"instance_id": instance_id, "launched_at": iso(now_utc() - 3 * DAY)})
     assert status == 200, reply
     born = datetime.fromisoformat(reply["replica"]["created_at"].replace("Z", "+00:00"))
     launched = datetime.fromisoformat(reply["replica"]["launched_at"].replace("Z", "+00:00"))
-    assert launched >= born, (launched, born)
-    status, reply = caller.post(f"{path}/status", {"status": "ready", "sync_completed_at": iso(now_utc() - DAY)})
+    assert launched >= born - DAY, (launched, born)
+    status, reply = caller.post(f"{path}/status", {"status": "ready", "sync_completed_at": iso(now_utc() - 3 * DAY)})
     assert status == 200, reply
     ready = datetime.fromisoformat(reply["replica"]["ready_at"].replace("Z", "+00:00"))
     assert ready >= launched, (ready, launched)
