@@ -608,10 +608,11 @@ def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
 
 def _switch_began_after(agent, old_instance_id: str | None, command, now):
     """The earliest a reported switch can have started, as the server knows it: not before the switch command it
-    executes was created (the one the report names, else the oldest open switch command of its old instance: legacy
-    agents name none), and not longer ago than a report may be late (``MAX_REPORT_AGE``, as for prices)."""
-    if command is None and agent.active_commands != 0:  # None: not counted yet
-        command = min((c for c in bootstrap.command_store().active_for_agent(agent.agent_id, 50)
+    executes was created (the one the report names, else the oldest switch command of its old instance among the
+    agent's newest: legacy agents name none, and a retried report finds it completed by its first attempt), and not
+    longer ago than a report may be late (``MAX_REPORT_AGE``, as for prices)."""
+    if command is None:
+        command = min((c for c in bootstrap.command_store().history(agent.agent_id, _LOST_REPORT_LOOKBACK)
                        if c.command_type in SWITCH_TYPES and c.instance_id == old_instance_id),
                       key=lambda c: c.created_at, default=None)
     earliest = now - MAX_REPORT_AGE
@@ -632,8 +633,7 @@ def _placed_timing(timing: SwitchTiming, earliest, now, warnings: list[str]) -> 
     if abs(shift) > MAX_CLOCK_SKEW:
         side = "behind" if shift > timedelta(0) else "ahead of"
         warnings.append(f"timing: the agent's clock is about {abs(shift.total_seconds()) / 3600:.1f} h {side} the "
-                        f"server's; its times are moved by {int(shift.total_seconds())} s, the newest to the receive "
-                        "time")
+                        "server's; its times are moved by as much, the newest to the receive time")
     for name in clamped:
         if abs(times[name] - reported[name] - shift) > MAX_CLOCK_SKEW:
             what = "in the future; the server's receive time" if times[name] == now else \
