@@ -280,6 +280,19 @@ def test_a_clock_that_jumped_mid_switch_does_not_poison_the_measured_boot(tenant
     assert decisions.situation(agent_repo.require(client_id, agent_id), now_utc())[1] == 100.0
 
 
+def test_a_switch_ready_before_it_started_has_no_duration(tenant_with_agent):
+    """A clock that jumped back mid-switch: "ready" an hour before the start. BEFORE: stored as a duration of -3,420 s,
+    the history's ``downtime_seconds``. NOW: an impossible span is unknown (None), the times kept as reported."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    now = now_utc()
+    _, reply = report_switch(caller, agent_id, reg["instance_id"], {
+        "switch_initiated_at": iso(now - timedelta(minutes=3)), "new_instance_ready_at": iso(now - timedelta(hours=1))})
+    row = switch_of(client_id, reply["switch_id"])
+    assert row.total_duration_seconds is None and row.ready_at < row.initiated_at, row.total_duration_seconds
+    status, history = caller.get(f"/api/client/{client_id}/switch-history")
+    assert status == 200 and history["switches"][0]["downtime_seconds"] is None, history
+
+
 def test_a_measured_boot_of_zero_or_of_hours_is_no_measurement():
     assert measured_boot_s([0.0, 0.0, 120.0]) == 120.0
     assert measured_boot_s([120.0, 86_400.0, 86_400.0]) == 120.0
