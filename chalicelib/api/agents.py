@@ -762,8 +762,9 @@ def switch_report(agent_id):
         warnings.append("timing.switch_initiated_at: missing; the server's receive time is used")
         initiated = now
     switch_id = _switch_id(agent.agent_id, new.instance_id)
+    # ready before the start (a clock that jumped back mid-switch): no duration, rather than a negative downtime
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
-                if timing.new_instance_ready_at else None)
+                if timing.new_instance_ready_at and timing.new_instance_ready_at >= initiated else None)
     stored_key = switches.recorded_key(agent.agent_id, switch_id)
     row = SwitchTable(
         client_id, stored_key or switches.switch_key(initiated, switch_id),
