@@ -29,11 +29,11 @@ MAX_BOOT_S = 3600.0
 
 def measured_boot_s(boots_oldest_first: Iterable[float]) -> float:
     """Median of the newest ``BOOT_SAMPLES`` boots (seconds, oldest first); invalid ones are ignored: not a finite
-    number, not above 0 s (no instance is ready the instant it launched: a clock that jumped back, or times clamped
-    to one bound) or above ``MAX_BOOT_S``.
+    number, negative (ready before launch: a clock that jumped back) or above ``MAX_BOOT_S``. 0 s is a boot (the
+    local mode's embedded EC2 runs an instance at once).
 
-    >>> measured_boot_s([0.0, 120.0, 86_400.0, -5.0])
+    >>> measured_boot_s([120.0, 86_400.0, -5.0])
     120.0
     """
-    valid = [float(b) for b in boots_oldest_first if b is not None and math.isfinite(b) and 0 < b <= MAX_BOOT_S]
+    valid = [float(b) for b in boots_oldest_first if b is not None and math.isfinite(b) and 0 <= b <= MAX_BOOT_S]
     return float(statistics.median(valid[-BOOT_SAMPLES:])) if valid else DEFAULT_BOOT_S

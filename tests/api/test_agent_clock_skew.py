@@ -28,7 +28,8 @@ schemas' ``UtcDatetime`` (chalicelib/schemas/base.py: ISO with or without a zone
   the product asked for the standby (a day before the row for one the agent launched on its own and then recorded),
   a readiness not before the launch (a standby "launched" days ago is past the coordinator's listing grace at once).
 - the measured boot time the decision policy prices interruptions with: FIXED (components.decision_engine.boot):
-  a 0 s boot or one beyond ``MAX_BOOT_S`` is no measurement (a clock that jumped mid-switch).
+  a boot beyond ``MAX_BOOT_S`` is no measurement (a clock that jumped forward mid-switch); a negative one never
+  was. A switch ready before its start stores no duration (it was a negative downtime in the history).
 """
 
 from __future__ import annotations
@@ -293,10 +294,10 @@ def test_a_switch_ready_before_it_started_has_no_duration(tenant_with_agent):
     assert status == 200 and history["switches"][0]["downtime_seconds"] is None, history
 
 
-def test_a_measured_boot_of_zero_or_of_hours_is_no_measurement():
-    assert measured_boot_s([0.0, 0.0, 120.0]) == 120.0
+def test_a_measured_boot_of_hours_is_no_measurement():
     assert measured_boot_s([120.0, 86_400.0, 86_400.0]) == 120.0
-    assert measured_boot_s([0.0]) == DEFAULT_BOOT_S
+    assert measured_boot_s([86_400.0, -5.0]) == DEFAULT_BOOT_S
+    assert measured_boot_s([0.0]) == 0.0  # the local mode's embedded EC2 runs an instance at once
 
 
 # --- replicas: a standby is launched and ready after it was asked for -----------------------------------------------
