@@ -102,6 +102,20 @@ def test_every_shape_a_legacy_agent_writes_is_the_same_instant(tenant_with_agent
     assert abs((event.detected_at - seen).total_seconds()) < 1, (event.detected_at, seen)
 
 
+def test_a_skewed_agents_repeated_signal_is_one_event(tenant_with_agent):
+    """Deduplication is the server's: a rebalance signal re-sent by an agent a day behind (its time not believed,
+    so each copy is dated at its receive time) is still one interruption event."""
+    client_id, caller, agent_id, reg = tenant_with_agent
+    body = {"instance_id": reg["instance_id"], "detected_at": iso(now_utc() - DAY)}
+    ids = set()
+    for _ in range(2):
+        status, reply = caller.post(f"/api/agents/{agent_id}/rebalance-recommendation", body)
+        assert status == 200, reply
+        ids.add(reply["interruption_id"])
+    assert len(ids) == 1, ids
+    assert [e.interruption_id for e in InterruptionTable.query(client_id)] == list(ids)
+
+
 NONSENSE = ["yesterday", "", True, [], {"at": 1}, -1, 0, 1e20, "2026-02-30T00:00:00Z", "2026-12-07T25:00:00",
             253402300800, "9999-12-31T23:59:59Z"]
 
