@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of ours a reporter's clock may run before its time is not believed
+MAX_REPORT_AGE = timedelta(days=1)  # how late a report of what an agent saw or did may arrive (its resends included)
 _replay: tuple[datetime, float] | None = None  # (replay time, monotonic time it was set)
 
 
@@ -26,6 +27,32 @@ def now() -> datetime:
 def believable(at: datetime, now: datetime, max_age: timedelta) -> bool:
     """Is a time a reporter gave plausible: not older than ``max_age``, not ahead of ours past ``MAX_CLOCK_SKEW``?"""
     return now - max_age <= at <= now + MAX_CLOCK_SKEW
+
+
+def placed(times: dict[str, datetime | None], earliest: datetime, latest: datetime
+           ) -> tuple[dict[str, datetime | None], timedelta, list[str]]:
+    """The times a reporter gave for one event, within ``[earliest, latest]``: what the server knows of when the event
+    can have happened (``latest``: by the time the report was received; ``earliest``: not before the server asked for
+    it, nor longer ago than a report may be late). Clamped, never refused: the event did happen, only its clock is
+    wrong.
+
+    A clock that is off moves all of a report's times alike. So when every given time lies beyond the same bound, all
+    are moved together until the newest is ``latest`` (a report follows its last event): their spans, such as the
+    launch → ready boot time a switch measures, are kept. A time still outside after that (one wild value, a clock
+    that jumped mid-event) is the bound it crossed. Returns the times, the common shift (zero when none) and the
+    names of the times clamped to a bound (None stays None)."""
+    given = {name: at for name, at in times.items() if at is not None}
+    shift = timedelta(0)
+    if given and (all(at > latest for at in given.values()) or all(at < earliest for at in given.values())):
+        shift = latest - max(given.values())
+    clamped = []
+    result = dict(times)
+    for name, at in given.items():
+        moved = at + shift
+        result[name] = min(max(moved, earliest), latest)
+        if result[name] != moved:
+            clamped.append(name)
+    return result, shift, clamped
 
 
 def set_replay_time(when: datetime | None) -> None:

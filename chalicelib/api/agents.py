@@ -43,7 +43,7 @@ from chalicelib.api.common import (
 )
 from chalicelib.aws import accounts, ec2
 from chalicelib.api.views import command_view, config_view, iso
-from chalicelib.clock import MAX_CLOCK_SKEW, believable
+from chalicelib.clock import MAX_CLOCK_SKEW, MAX_REPORT_AGE, believable, placed
 from chalicelib.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, \
     ServiceUnavailableError
 from chalicelib.identity_documents import verify_identity_document
@@ -69,7 +69,6 @@ from chalicelib.tables.switches import SwitchTable
 
 bp = ApiBlueprint(__name__)
 
-MAX_REPORT_AGE = timedelta(days=1)
 INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 
 
@@ -607,16 +606,41 @@ def _old_instance_terminated(client_id: str, agent, body: SwitchReportRequest):
                "monthly_savings": None, "commands_completed": [], "warnings": []})
 
 
-def _not_future(timing: SwitchTiming, now, warnings: list[str]) -> None:
-    """A switch's times are past by the time it is reported: one in the future is the receive time (named in
-    ``warnings`` past ``MAX_CLOCK_SKEW``). The savings roll-up counts an instance from its installation to its
-    termination, and the history sorts by the start: neither may be dated ahead."""
-    for name in SwitchTiming.model_fields:
-        value = getattr(timing, name)
-        if value is not None and value > now:
-            if value > now + MAX_CLOCK_SKEW:
-                warnings.append(f"timing.{name}: {iso(value)} is in the future; the server's receive time is used")
-            setattr(timing, name, now)
+def _switch_began_after(agent, old_instance_id: str | None, command, now):
+    """The earliest a reported switch can have started, as the server knows it: not before the switch command it
+    executes was created (the one the report names, else the oldest switch command of its old instance among the
+    agent's newest: legacy agents name none, and a retried report finds it completed by its first attempt), and not
+    longer ago than a report may be late (``MAX_REPORT_AGE``, as for prices)."""
+    if command is None:
+        command = min((c for c in bootstrap.command_store().history(agent.agent_id, _LOST_REPORT_LOOKBACK)
+                       if c.command_type in SWITCH_TYPES and c.instance_id == old_instance_id),
+                      key=lambda c: c.created_at, default=None)
+    earliest = now - MAX_REPORT_AGE
+    if command is not None and command.command_type in SWITCH_TYPES and earliest < command.created_at <= now:
+        return command.created_at
+    return earliest
+
+
+def _placed_timing(timing: SwitchTiming, earliest, now, warnings: list[str]) -> None:
+    """The switch's times where the server knows it happened (``clock.placed``): between ``earliest``
+    (``_switch_began_after``) and the receive time. Never refused (the switch happened): a skewed clock's times are
+    moved together, so the boot time they measure is kept, and any one still outside is that bound; past
+    ``MAX_CLOCK_SKEW`` both are named in ``warnings``. The switch's place in the history, the new instance's
+    installation and the old one's termination (the savings roll-up integrates between them) and the week's switch
+    rails of the decision cycle all read these times: the agent's clock must not move them."""
+    reported = {name: getattr(timing, name) for name in SwitchTiming.model_fields}
+    times, shift, clamped = placed(reported, earliest, now)
+    if abs(shift) > MAX_CLOCK_SKEW:
+        side = "behind" if shift > timedelta(0) else "ahead of"
+        warnings.append(f"timing: the agent's clock is about {abs(shift.total_seconds()) / 3600:.1f} h {side} the "
+                        "server's; its times are moved by as much, the newest to the receive time")
+    for name in clamped:
+        if abs(times[name] - reported[name] - shift) > MAX_CLOCK_SKEW:
+            what = "in the future; the server's receive time" if times[name] == now else \
+                f"before the switch can have started; {iso(earliest)}"
+            warnings.append(f"timing.{name}: {iso(reported[name])} is {what} is used")
+    for name, at in times.items():
+        setattr(timing, name, at)
 
 
 def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
@@ -711,14 +735,16 @@ def switch_report(agent_id):
     old, new, timing = body.old_instance, body.new_instance, body.timing
     now = utcnow()
     warnings = body.warnings
-    _not_future(timing, now, warnings)
+    command = bootstrap.command_store().get(agent.agent_id, body.command_id) if body.command_id else None
+    _placed_timing(timing, _switch_began_after(agent, old.instance_id or agent.instance_id, command, now), now,
+                   warnings)
     if agent.by_retired_credential:
         return _old_instance_terminated(client_id, agent, body)
     if not _owned_instance(client_id, agent, old.instance_id):
         raise NotFoundError("old_instance is not an instance of this agent", field="old_instance.instance_id")
     _check_replacement(agent, old.instance_id or agent.instance_id, new)
     command_id = body.command_id
-    if command_id and bootstrap.command_store().get(agent.agent_id, command_id) is None:
+    if command_id and command is None:
         warnings.append(f"command_id: {command_id!r} is not a command of this agent; not linked")
         command_id = None
     old_mode = normalize_mode(old.mode or agent.current_mode).value
@@ -736,8 +762,9 @@ def switch_report(agent_id):
         warnings.append("timing.switch_initiated_at: missing; the server's receive time is used")
         initiated = now
     switch_id = _switch_id(agent.agent_id, new.instance_id)
+    # ready before the start (a clock that jumped back mid-switch): no duration, rather than a negative downtime
     duration = ((timing.new_instance_ready_at - initiated).total_seconds()
-                if timing.new_instance_ready_at else None)
+                if timing.new_instance_ready_at and timing.new_instance_ready_at >= initiated else None)
     stored_key = switches.recorded_key(agent.agent_id, switch_id)
     row = SwitchTable(
         client_id, stored_key or switches.switch_key(initiated, switch_id),

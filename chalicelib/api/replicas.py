@@ -37,6 +37,7 @@ from chalicelib import catalogue, command_queue, decisions, quotas, replicas, se
 from chalicelib.api.common import ApiBlueprint, client_request, noted, ok, page_params, utcnow
 from chalicelib.api.inputs import bool_param
 from chalicelib.api.views import config_view, iso, replica_view
+from chalicelib.clock import MAX_REPORT_AGE, placed
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError, InvalidInputError, ServiceUnavailableError
 from chalicelib.observability import logger
@@ -93,6 +94,12 @@ def _transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **
         return replica_repo.transition(replica, wanted, now, **fields)
     except IllegalReplicaTransitionError as exc:
         raise _illegal(exc) from exc
+
+
+def _reported(at: datetime, earliest: datetime, now: datetime) -> datetime:
+    """A time the agent reports of its standby, within the standby's life as the server knows it (``clock.placed``:
+    from ``earliest`` to the receive time); a skewed clock's time is that bound, never refused."""
+    return placed({"at": at}, min(earliest, now), now)[0]["at"]
 
 
 def _active(replica: ReplicaRecord) -> ReplicaRecord:
@@ -393,8 +400,12 @@ def attach_replica(agent_id, replica_id):
         _client_instance(agent, body.instance_id)
     now = utcnow()
     replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
-    # the launch is past by the time it is reported: a later time would keep a vanished standby "just launched"
-    fields = {"launched_at": min(body.launched_at, now)} if body.launched_at else {}
+    # the launch is past by the time it is reported, and after the product asked for the standby: a later time would
+    # keep a vanished standby "just launched", an earlier one (a clock behind) end the coordinator's listing grace at
+    # once. A standby the agent launched on its own (legacy create_replica) is recorded after its launch: within the
+    # day a report may be late.
+    earliest = replica.created_at - (MAX_REPORT_AGE if replica.created_by == "agent" else timedelta(0))
+    fields = {"launched_at": _reported(body.launched_at, earliest, now)} if body.launched_at else {}
     replica = _transition(replica, wanted, now, **fields)
     return ok({"success": True, "replica_id": replica.replica_id, "instance_id": replica.instance_id,
                "status": replica.status.value, "replica": replica_view(replica),
@@ -422,7 +433,8 @@ def replica_status(agent_id, replica_id):
     else:
         fields: dict[str, Any] = {}
         if wanted is ReplicaStatus.READY:
-            fields["ready_at"] = min(body.sync_completed_at or now, now)
+            fields["ready_at"] = _reported(body.sync_completed_at or now, replica.launched_at or replica.created_at,
+                                           now)
             fields["sync_status"] = "synced"
         else:
             fields["sync_status"] = "syncing"

@@ -21,9 +21,19 @@ from collections.abc import Iterable
 
 DEFAULT_BOOT_S = 300.0  # until the agent's own launches have measured it
 BOOT_SAMPLES = 20  # newest measured boots the median is taken over
+# A boot above this is no boot: production's are measured between two times an agent's clock gave, and a clock that
+# jumped between them (NTP syncing mid-switch) "measures" hours; one such sample would be the median of an agent
+# with one or two switches, pricing every interruption at hours of downtime. EC2 boots take minutes.
+MAX_BOOT_S = 3600.0
 
 
 def measured_boot_s(boots_oldest_first: Iterable[float]) -> float:
-    """Median of the newest ``BOOT_SAMPLES`` boots (seconds, oldest first); invalid ones are ignored."""
-    valid = [float(b) for b in boots_oldest_first if b is not None and math.isfinite(b) and b >= 0]
+    """Median of the newest ``BOOT_SAMPLES`` boots (seconds, oldest first); invalid ones are ignored: not a finite
+    number, negative (ready before launch: a clock that jumped back) or above ``MAX_BOOT_S``. 0 s is a boot (the
+    local mode's embedded EC2 runs an instance at once).
+
+    >>> measured_boot_s([120.0, 86_400.0, -5.0])
+    120.0
+    """
+    valid = [float(b) for b in boots_oldest_first if b is not None and math.isfinite(b) and 0 <= b <= MAX_BOOT_S]
     return float(statistics.median(valid[-BOOT_SAMPLES:])) if valid else DEFAULT_BOOT_S

@@ -8,7 +8,7 @@ signed by localmode.identity_signer as FakeImds signs them.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -303,7 +303,10 @@ def test_after_a_switch_the_old_instances_credential_reports_only_its_terminatio
     new_id = live_instance({"ManagedBy": "SpotOptimizer", "ReplacesInstance": old_id})  # what the agent launched
     status, reply = caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": True})
     assert status == 200, reply
-    report = switch_body(old_id, new_id)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ended = (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the old instance's termination
+    report = switch_body(old_id, new_id, timing={"switch_initiated_at": (now - timedelta(minutes=10)).isoformat(),
+                                                 "new_instance_ready_at": (now - timedelta(minutes=8)).isoformat()})
     status, reply = a["caller"].post(f"/api/agents/{agent_id}/switch-report", report)
     assert status == 200 and reply["duplicate"] is False, reply
     status, reply = caller.post("/api/agents/register", verified_registration(
@@ -315,7 +318,7 @@ def test_after_a_switch_the_old_instances_credential_reports_only_its_terminatio
     assert_error(status, err, 401)  # the replaced credential is no agent credential any more
     before = snapshot_tables()
     another = switch_body(old_id, new_instance_id(), timing={**report["timing"],
-                                                             "old_instance_terminated_at": "2026-01-01T00:06:32Z"})
+                                                             "old_instance_terminated_at": ended})
     status, err = a["caller"].post(f"/api/agents/{agent_id}/switch-report", another)
     assert_error(status, err, 403)  # not a switch recorded from that instance
     status, err = a["caller"].post(f"/api/agents/{agent_id}/switch-report",
@@ -325,15 +328,15 @@ def test_after_a_switch_the_old_instances_credential_reports_only_its_terminatio
     assert_error(status, err, 403)  # no termination time: nothing this credential may report
     assert diff_snapshots(before, snapshot_tables()) == {}
 
-    terminated = {**report, "timing": {**report["timing"], "old_instance_terminated_at": "2026-01-01T00:06:32Z"}}
+    terminated = {**report, "timing": {**report["timing"], "old_instance_terminated_at": ended}}
     for _ in range(2):  # a repeat changes nothing
         status, reply = a["caller"].post(f"/api/agents/{agent_id}/switch-report", terminated)
         assert status == 200 and reply["duplicate"] is True, reply
     row = InstanceTable.get(old_id)
-    assert row.is_active is False and row.terminated_at.isoformat().startswith("2026-01-01T00:06:32")
+    assert row.is_active is False and row.terminated_at == now - timedelta(minutes=1)
     [switch] = [s for s in switches.for_client_since(client_id, datetime(2025, 1, 1, tzinfo=timezone.utc))
                 if s.old_instance_id == old_id]
-    assert switch.old_terminated_at.isoformat().startswith("2026-01-01T00:06:32")
+    assert switch.old_terminated_at == now - timedelta(minutes=1)
 
 
 def _notifications(caller) -> list[dict]:

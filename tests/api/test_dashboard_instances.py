@@ -12,6 +12,7 @@ import pytest
 from chalicelib import catalogue
 from tests.api._support import unchanged, assert_error, diff_snapshots, iso, now_utc, pricing_body, snapshot_tables, \
     switch_body
+from chalicelib.repositories.switches import switch_key
 from chalicelib.tables.switches import SwitchTable
 from tests.conftest import account_instance, dynamodb_calls
 
@@ -141,12 +142,13 @@ def test_metrics_count_switches_and_take_savings_from_the_repository(fleet, fake
     assert reply["uptime_seconds"] >= 0 and reply["status"] == "active"
     status, old = caller.get(f"/api/client/instances/{fleet['old']}/metrics")
     assert old["status"] == "terminated" and old["switches_30d"] == 1
-    # a switch older than 7 days counts for 30 days only
-    newest = account_instance("eu-west-1c")
-    status, body = caller.post(f"/api/agents/{fleet['agent_id']}/switch-report",
-                               switch_body(fleet["new"], newest, old_mode="ondemand", new_mode="ondemand",
-                                           timing=_recent_timing(24 * 10)))
-    assert status == 200, body
+    # a switch older than 7 days counts for 30 days only (stored as history: a report that late, or from a clock
+    # that far behind, is placed at its receive time, tests/api/test_agent_clock_skew.py)
+    at = now_utc() - timedelta(days=10)
+    SwitchTable(fleet["client_id"], switch_key(at, "sw-ten-days-old"), switch_id="sw-ten-days-old",
+                agent_id=fleet["agent_id"], old_instance_id=fleet["new"], old_mode="ondemand",
+                new_instance_id=account_instance("eu-west-1c"), new_mode="ondemand", initiated_at=at,
+                recorded_at=at).save()
     status, reply = caller.get(f"/api/client/instances/{fleet['new']}/metrics")
     assert reply["switches_7d"] == 1 and reply["switches_30d"] == 2
 

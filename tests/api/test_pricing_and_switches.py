@@ -222,10 +222,23 @@ def test_out_of_order_report_does_not_move_the_latest_price(typed_agents):
 
 # ---------------------------------------------------------------------------------------------- switches
 
-AGENT_TIMING = {"switch_initiated_at": "2026-01-01T00:00:00Z", "new_instance_launched_at": "2026-01-01T00:00:40Z",
-                "new_instance_ready_at": "2026-01-01T00:01:30Z", "traffic_switched_at": "2026-01-01T00:01:32Z"}
-LEGACY_TIMING = {"initiated_at": "2026-01-01T00:00:00Z", "instance_launched_at": "2026-01-01T00:00:40Z",
-                 "instance_ready_at": "2026-01-01T00:01:30Z", "traffic_switched_at": "2026-01-01T00:01:32Z"}
+# A switch of ten minutes ago (the server places a switch reported more than a day late, or from a clock that far
+# off, at its receive time: tests/api/test_agent_clock_skew.py).
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def at_text(seconds: float) -> str:
+    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+AGENT_TIMING = {"switch_initiated_at": at_text(0), "new_instance_launched_at": at_text(40),
+                "new_instance_ready_at": at_text(90), "traffic_switched_at": at_text(92)}
+LEGACY_TIMING = {"initiated_at": at_text(0), "instance_launched_at": at_text(40),
+                 "instance_ready_at": at_text(90), "traffic_switched_at": at_text(92)}
 
 
 def switch_rows(agent_id):
@@ -252,9 +265,7 @@ def test_switch_report_field_names_all_store_real_values(tenant_with_agent, pric
                                                       legacy_names=legacy))
     assert reply["duplicate"] is False and reply["hourly_savings"] == 0.009
     [row] = switch_rows(agent_id)
-    assert row.initiated_at == datetime(2026, 1, 1, tzinfo=timezone.utc)
-    assert row.launched_at == datetime(2026, 1, 1, 0, 0, 40, tzinfo=timezone.utc)
-    assert row.ready_at == datetime(2026, 1, 1, 0, 1, 30, tzinfo=timezone.utc)
+    assert (row.initiated_at, row.launched_at, row.ready_at) == (at(0), at(40), at(90))
     assert all(t > EPOCH_FLOOR for t in (row.initiated_at, row.launched_at, row.ready_at, row.recorded_at))
     assert int(row.total_duration_seconds) == 90
     assert (row.on_demand_price, row.old_price, row.new_price) == (Decimal("0.107"), Decimal("0.04"),
@@ -322,7 +333,8 @@ def test_an_implausible_price_is_dropped_and_the_servers_own_price_used(tenant_w
         reg["instance_id"], itype, {"eu-west-1a": 0.05, "eu-west-1b": 0.03}, on_demand=0.1))
     assert status == 200 and reply["pools"] == 2, reply
     reply = post_switch(caller, agent_id, _unpriced_switch(
-        reg["instance_id"], itype, prices={"on_demand": 0.1, "old_spot": 0.00001, "new_spot": 0.03}))
+        reg["instance_id"], itype, prices={"on_demand": 0.1, "old_spot": 0.00001, "new_spot": 0.03},
+        timing=AGENT_TIMING))
     assert [w.split(":")[0] for w in reply["warnings"]] == ["prices.old_spot", "prices.old_spot"], reply
     assert reply["hourly_savings"] == pytest.approx(0.02)
     [row] = switch_rows(agent_id)
@@ -398,8 +410,8 @@ def test_switch_report_with_the_command_it_executed(tenant_with_agent):
 
 @pytest.mark.parametrize("auto_terminate, terminated_at, deactivated", [
     (True, None, False),
-    (True, "2026-01-01T00:06:30Z", True),
-    (False, "2026-01-01T00:06:30Z", False),
+    (True, at_text(390), True),
+    (False, at_text(390), False),
     (False, None, False),
 ])
 def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
@@ -416,7 +428,7 @@ def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
     old = InstanceTable.get(reg["instance_id"])
     assert old.is_active is (not deactivated)
     if deactivated:
-        assert old.terminated_at == datetime(2026, 1, 1, 0, 6, 30, tzinfo=timezone.utc)
+        assert old.terminated_at == at(390)
     else:
         assert old.terminated_at is None
 
@@ -424,20 +436,20 @@ def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
 def test_legacy_old_terminated_at_name_is_accepted(tenant_with_agent):
     """GIVEN the legacy ``timing.old_terminated_at`` WHEN reported with auto-terminate on THEN it counts."""
     client_id, caller, agent_id, reg = tenant_with_agent
-    timing = {**LEGACY_TIMING, "old_terminated_at": "2026-01-01T00:06:30Z"}
+    timing = {**LEGACY_TIMING, "old_terminated_at": at_text(390)}
     post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing,
                                               legacy_names=True))
     assert InstanceTable.get(reg["instance_id"]).is_active is False
-    assert switch_rows(agent_id)[0].old_terminated_at == datetime(2026, 1, 1, 0, 6, 30, tzinfo=timezone.utc)
+    assert switch_rows(agent_id)[0].old_terminated_at == at(390)
 
 
 def test_switch_start_falls_back_to_launch_time(tenant_with_agent):
     """GIVEN a report whose timing has only the launch time WHEN stored THEN that is the start (not 1970)."""
     client_id, caller, agent_id, reg = tenant_with_agent
-    timing = {"new_instance_launched_at": "2026-02-03T04:05:06Z"}
+    timing = {"new_instance_launched_at": at_text(40)}
     post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing))
     [row] = switch_rows(agent_id)
-    assert row.initiated_at == datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert row.initiated_at == at(40)
     assert row.total_duration_seconds is None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from components.agent_identity import agent_id_for
 
@@ -78,16 +78,17 @@ def test_a_restart_on_the_running_primary_keeps_its_run_and_its_switch(make_tena
     body = registration()
     agent_id = _register(caller, body)["agent_id"]
     new = new_instance_id()
+    started = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
     status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", {
         "old_instance": {"instance_id": body["instance_id"], "instance_type": "m5.large", "az": "eu-west-1a",
                          "mode": "spot"},
         "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1", "az": "eu-west-1b",
                          "mode": "spot", "pool_id": "m5.large.eu-west-1b"},
         "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
-        "timing": {"switch_initiated_at": "2026-01-01T00:00:00Z"}})
+        "timing": {"switch_initiated_at": started.strftime("%Y-%m-%dT%H:%M:%SZ")}})
     assert status == 200, reply
     switched = InstanceTable.get(new, consistent_read=True)
-    assert switched.installed_at == datetime(2026, 1, 1, tzinfo=timezone.utc) and switched.last_switch_at
+    assert switched.installed_at == started and switched.last_switch_at
     reply = _register(caller, {**body, "instance_id": new, "az": "eu-west-1b"})
     assert reply["action"] == "refreshed", reply
     row = InstanceTable.get(new, consistent_read=True)
