@@ -322,15 +322,9 @@ def test_a_standbys_launch_and_readiness_are_placed_within_its_life(make_tenant)
     row, so up to the day a report may be late) WHEN the agent, its clock three days behind, reports its launch and
     its readiness THEN the launch is at most a day before the row and the readiness not before the launch (BEFORE:
     launched and ready "three days ago": the coordinator's listing grace for a young launch long over)."""
-    from tests.api.test_replicas import agent_launched, legacy_manual_agent, put
+    from tests.api.test_replicas import agent_recorded_standby, put
 
-    _, caller, agent_id, reg = legacy_manual_agent(make_tenant)
-    instance_id = agent_launched()
-    status, created = caller.post(f"/api/agents/{agent_id}/replicas", {
-        "instance_id": instance_id, "replica_type": "manual", "parent_instance_id": reg["instance_id"],
-        "pool_id": "m5.large.eu-west-1b", "status": "launching"})
-    assert status == 201, created
-    path = f"/api/agents/{agent_id}/replicas/{created['replica_id']}"
+    caller, _, instance_id, path = agent_recorded_standby(make_tenant)
     status, reply = put(caller, path, {"instance_id": instance_id, "launched_at": iso(now_utc() - 3 * DAY)})
     assert status == 200, reply
     born = datetime.fromisoformat(reply["replica"]["created_at"].replace("Z", "+00:00"))

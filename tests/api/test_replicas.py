@@ -65,6 +65,18 @@ def legacy_manual_agent(make_tenant):
     return client_id, caller, agent_id, reg
 
 
+def agent_recorded_standby(make_tenant):
+    """A legacy manual-replica agent and a standby it launched itself and then recorded (legacy create_replica):
+    ``(caller, agent_id, instance_id, the replica's path)``, the replica still ``launching``."""
+    _, caller, agent_id, reg = legacy_manual_agent(make_tenant)
+    instance_id = agent_launched()
+    status, created = caller.post(f"/api/agents/{agent_id}/replicas", {
+        "instance_id": instance_id, "replica_type": "manual", "parent_instance_id": reg["instance_id"],
+        "pool_id": "m5.large.eu-west-1b", "status": "launching"})
+    assert status == 201, created
+    return caller, agent_id, instance_id, f"/api/agents/{agent_id}/replicas/{created['replica_id']}"
+
+
 def delete(caller, path):
     return caller.call("DELETE", path)
 

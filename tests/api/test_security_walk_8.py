@@ -146,16 +146,11 @@ def test_a_switch_report_cannot_date_its_times_in_the_future(tenant_with_agent, 
 def test_a_replica_attach_cannot_date_its_launch_in_the_future(make_tenant):
     """A future ``launched_at`` would keep a vanished standby "just launched" (the coordinator waits for a young
     launch): the launch is past by the time it is reported, so a later time is the receive time."""
-    from tests.api.test_replicas import agent_launched, legacy_manual_agent, put
+    from tests.api.test_replicas import agent_recorded_standby, put
 
-    _, caller, agent_id, reg = legacy_manual_agent(make_tenant)
-    instance_id = agent_launched()
-    status, created = caller.post(f"/api/agents/{agent_id}/replicas", {
-        "instance_id": instance_id, "replica_type": "manual", "parent_instance_id": reg["instance_id"],
-        "pool_id": "m5.large.eu-west-1b", "status": "launching"})
-    assert status == 201, created
+    caller, _, instance_id, path = agent_recorded_standby(make_tenant)
     before = now_utc()
-    status, reply = put(caller, f"/api/agents/{agent_id}/replicas/{created['replica_id']}",
+    status, reply = put(caller, path,
                         {"instance_id": instance_id, "launched_at": "2099-12-31T00:00:00Z"})
     assert status == 200, reply
     launched = reply["replica"]["launched_at"]
