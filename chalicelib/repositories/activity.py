@@ -106,6 +106,8 @@ def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
             datetime.strptime(day, "%Y-%m-%d")
         except ValueError:
             raise InvalidInputError("next_token is not valid", field="next_token") from None
+        if day > now.strftime("%Y-%m-%d"):  # no page goes on from a day to come: it would walk back a query a day
+            raise InvalidInputError("next_token is not valid", field="next_token")
     found: list[SystemEventTable] = []
     while day >= oldest:
         condition = (SystemEventTable.event_key < before) if before else None

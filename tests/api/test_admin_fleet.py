@@ -268,6 +268,20 @@ def test_activity_pages_reach_back_past_two_days(admin):
     assert_error(status, body, 400, field="next_token")
 
 
+def test_an_activity_token_of_a_day_to_come_is_refused_before_any_query(admin):
+    """A next_token is a day and an event key: one naming a day after today (9999-12-31) made the feed walk back one
+    empty day-partition Query per day to today, millions of them in one request; it is 400 now, nothing read."""
+    from chalicelib.repositories.paging import encode_token
+
+    tomorrow = (now_utc() + timedelta(days=1)).strftime("%Y-%m-%d")
+    for day in ("9999-12-31", tomorrow):
+        token = encode_token({"day": {"S": day}, "event_key": {"S": "x"}})
+        with dynamodb_calls() as calls:
+            status, body = admin.get(f"/api/admin/activity?next_token={token}")
+        assert_error(status, body, 400, field="next_token")
+        assert not [c for c in calls if c[0] == "Query"], calls
+
+
 def test_fleet_lists_export_csv_with_the_json_rows(api, admin, tenant_with_agent, fake_savings):
     client_id, _, agent_id, reg = tenant_with_agent
     for path, key, columns, ident, expected in (
