@@ -80,6 +80,7 @@ class Settings:
     placement_scores_file: str
     placement_interval_s: int
     placement_max_per_run: int
+    spot_prices_max_per_run: int
     observation_retention_days: int = 14
     rate_limit_per_window: int = 1200
     rate_limit_per_agent: int = 20
@@ -178,6 +179,11 @@ def get_settings() -> Settings:
         # (AWS limits new request configurations per 24 h: chalicelib/aws/spot_market.py).
         placement_interval_s=_int("PLACEMENT_INTERVAL_S", 6 * 3600),
         placement_max_per_run=_int("PLACEMENT_MAX_PER_RUN", 10),
+        # The spot-prices job asks at most this many (region, type) a run, the longest unasked first: each is one
+        # DescribeSpotPriceHistory (≥ 1 page, ≈ 0.1-0.3 s from another region) and a pool write per zone, so 200
+        # stay well inside the job's 120 s whatever the tenants declare (50 agents × 20 types each); a larger set
+        # is priced in turns, never some (region, type) never again.
+        spot_prices_max_per_run=_int("SPOT_PRICES_MAX_PER_RUN", 200),
         # Per-client API rate limit (chalicelib/rate_limit.py): requests per window; an admin can set a
         # client's own limit (clients.rate_limit_per_window). Local mode's demo replays days of a fleet
         # in minutes through one client, so its default is far higher (the same code path still runs).

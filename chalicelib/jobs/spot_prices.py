@@ -2,7 +2,8 @@
 (region, type), its on-demand list price (``refresh_ondemand``).
 
 For every (region, instance type) an agent runs, ``DescribeSpotPriceHistory`` (Linux/UNIX) since the
-last successful fetch (first run: the last hour; never more than ``PRICE_BACKFILL_S`` back). AWS also
+last successful fetch (first run: the last hour; never more than ``PRICE_BACKFILL_S`` back), at most
+``SPOT_PRICES_MAX_PER_RUN`` a run, the longest unasked first (:func:`this_turn`). AWS also
 answers the change in effect at that start, so each run confirms the current price of every AZ that
 offers the type, pools the agents never reported included. Each price passes the data valve's
 plausibility check; the points are stored keyed by their AWS timestamp (a re-run writes nothing new)
@@ -118,15 +119,33 @@ def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None)
     return done
 
 
+def this_turn(targets: list[tuple[str, str]], known: dict[tuple[str, str], market.FetchState],
+              cap: int) -> list[tuple[str, str]]:
+    """The (region, type) this run asks, at most ``cap``: never asked first, then the longest since their last
+    attempt (successful or not). The targets are every tenant's declared types, and a tenant declares up to its
+    agent quota × ``MAX_INSTANCE_TYPES`` in any region: in name order, one tenant's many would be asked first
+    every run and the job's time would run out before the same others every time. In turns, none waits long."""
+    def last_attempt(target: tuple[str, str]) -> float:
+        state = known.get(target)
+        when = state.updated_at or state.last_at if state is not None else None
+        return when.timestamp() if when is not None else float("-inf")
+
+    return sorted(targets, key=lambda t: (last_attempt(t), t))[:max(cap, 0)]
+
+
 @logged_job("spot-prices")
 def run(now: datetime, *, fetch: Fetch | None = None, targets: list[tuple[str, str]] | None = None) -> dict:
     """One run over ``targets`` (default: every (region, type) agents run); returns what it did."""
     fetch = fetch or _aws_fetch
     targets = sorted(set(targets if targets is not None else agent_repo.types_in_use()))
     known = market.states(market.PRICES, targets) if targets else {}
+    turn = this_turn(targets, known, get_settings().spot_prices_max_per_run)
     result = {"targets": len(targets), "pools": 0, "points_written": 0, "duplicates": 0, "dropped": 0,
-              "failed": []}
-    for region, instance_type in targets:
+              "failed": [], "deferred": len(targets) - len(turn)}
+    if result["deferred"]:
+        logger.warning("spot-prices cap reached: the longest unasked (region, type) go first, the others next run "
+                       "(raise SPOT_PRICES_MAX_PER_RUN)", extra={"cap": len(turn), "deferred": result["deferred"]})
+    for region, instance_type in turn:
         start = start_time(known.get((region, instance_type)), now)
         try:
             records = fetch(region, [instance_type], start)

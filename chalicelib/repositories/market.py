@@ -29,6 +29,7 @@ class FetchState:
     next_at: datetime | None
     last_error: str | None
     price: Decimal | None = None  # ONDEMAND rows: the stored list price
+    updated_at: datetime | None = None  # the last attempt, successful or not
 
 
 def _key(kind: str, region: str, instance_type: str) -> str:
@@ -36,7 +37,8 @@ def _key(kind: str, region: str, instance_type: str) -> str:
 
 
 def _state(row: MarketFetchTable) -> FetchState:
-    return FetchState(row.kind, row.region, row.instance_type, row.last_at, row.next_at, row.last_error, row.price)
+    return FetchState(row.kind, row.region, row.instance_type, row.last_at, row.next_at, row.last_error, row.price,
+                      row.updated_at)
 
 
 def states(kind: str, targets: list[tuple[str, str]]) -> dict[tuple[str, str], FetchState]:
