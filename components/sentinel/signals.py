@@ -25,6 +25,7 @@ __all__ = [
     "HEALTH_DETAIL_TYPE",
     "HEALTH_SOURCE",
     "LOST_STATES",
+    "MAX_AFFECTED_INSTANCES",
     "PROMOTIONS",
     "RETIREMENT_EVENT_CODES",
     "TERMINATION_NOTICE_S",
@@ -85,6 +86,13 @@ RETIREMENT_EVENT_CODES = (
     "AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED",
     "AWS_EC2_INSTANCE_STOP_SCHEDULED",
 )
+
+# Instances one AWS Health event may name. AWS sends a retirement per instance or a few; each named instance is
+# looked up and may start a failover (a read, a few writes and a StartExecution, ≈ 0.1 s), and the answer stored for
+# the event id lists each. Without a bound, one event of 256 KB (≈ 10,000 ids: a client's own dead-letter queue,
+# redriven, holds any body) would take the sentinel's whole 8 s and more, and every other client's warning in that
+# batch would wait for the visibility timeout with it, then come back with it again.
+MAX_AFFECTED_INSTANCES = 25
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,9 @@ def _health_signals(event: dict) -> list[Signal]:
     instance_ids = list(dict.fromkeys(v for v in values if isinstance(v, str) and v.startswith("i-")))
     if not instance_ids:
         raise InvalidSignalError("no affected instance", "detail.affectedEntities")
+    if len(instance_ids) > MAX_AFFECTED_INSTANCES:
+        raise InvalidSignalError(f"{len(instance_ids)} affected instances: at most {MAX_AFFECTED_INSTANCES} an event",
+                                 "detail.affectedEntities")
     try:
         detected = parse_iso(event["time"])
     except (KeyError, TypeError, ValueError) as exc:
