@@ -109,6 +109,9 @@ class Signal:
     state: str | None = None
     action: str | None = None
     account: str | None = None  # the AWS account EventBridge says the event came from
+    # EventBridge replayed it from an archive (``replay-name``): the account's owner re-sent it, whenever it likes
+    # and as often, so it is that client's word, no longer AWS's (sentinel: its client's evidence only).
+    replayed: bool = False
 
     @property
     def group(self) -> str:
@@ -237,7 +240,8 @@ def parse_event(event: dict) -> Signal:
     return Signal(kind=kind, instance_id=instance_id, detected_at=detected, source=SignalSource.EVENTBRIDGE,
                   region=event.get("region"), event_id=event.get("id"), deadline=deadline,
                   state=detail.get("state"), action=detail.get("instance-action"),
-                  account=event["account"] if isinstance(event.get("account"), str) else None)
+                  account=event["account"] if isinstance(event.get("account"), str) else None,
+                  replayed="replay-name" in event)
 
 
 def parse_signals(event: dict) -> list[Signal]:
@@ -284,5 +288,5 @@ def _health_signals(event: dict) -> list[Signal]:
     account = event["account"] if isinstance(event.get("account"), str) else None
     return [Signal(kind=SignalKind.RETIREMENT, instance_id=instance_id, detected_at=detected,
                    source=SignalSource.EVENTBRIDGE, region=event.get("region"), event_id=event.get("id"),
-                   action=detail["eventTypeCode"], account=account)
+                   action=detail["eventTypeCode"], account=account, replayed="replay-name" in event)
             for instance_id in instance_ids]
