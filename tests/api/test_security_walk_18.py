@@ -330,3 +330,28 @@ def test_a_decision_message_carries_the_services_ids_only_never_a_tenants_string
         assert hostile not in body and "victim" not in body and len(body) < 4096
         _, _, parsed = decision_cycle.parse_message(body)
         assert all(k in keys for k in parsed)
+
+
+
+def test_an_archived_event_replayed_by_the_tenant_is_its_own_evidence_never_the_fleets(make_tenant):
+    """The attack: EventBridge archives the tenant's account's events and replays any of them on demand (``StartReplay``,
+    no AWS involvement); its forwarding rule sends the replay to the product's bus like the original. The tenant
+    replays one real rebalance recommendation of its primary again and again, once per signal window: each replay got
+    a new interruption event (the claim is keyed on the handling time) and, as an EventBridge event of the right
+    account about an instance EC2 shows in the pool, a new fleet observation. Before the fix one recommendation AWS
+    sent once became as many as the tenant liked in the evidence every tenant's risk score and pre-warming read. Now
+    an event EventBridge marks as replayed (``replay-name``) counts as its client's evidence only, as the agent's own
+    report of it would; the genuine recommendation is still the fleet's."""
+    _, _, _, genuine, _ = register_agent(make_tenant)
+    client_id, _, _, replayed, _ = register_agent(make_tenant)
+
+    assert on_event(rebalance(genuine))["action"] in ("monitor", "prewarm")
+    assert on_event(rebalance(replayed) | {"replay-name": "again"})["action"] in ("monitor", "prewarm")
+
+    since = _now() - timedelta(hours=1)
+    [genuine_pool, replayed_pool] = [agent_repo.instance_row(i).pool_id for i in (genuine, replayed)]
+    fleet = observations.for_pools([genuine_pool, replayed_pool], since, viewer=observations.FLEET)
+    assert [o.kind.value for o in fleet[genuine_pool]] == ["rebalance_recommendation"]
+    assert fleet[replayed_pool] == []
+    assert [o.kind.value for o in observations.for_pools([replayed_pool], since, viewer=client_id)[replayed_pool]] \
+        == ["rebalance_recommendation"]
