@@ -261,6 +261,23 @@ def test_an_event_naming_another_region_neither_moves_the_failover_nor_feeds_the
         == ["interruption_warning"]
 
 
+
+@pytest.mark.parametrize("spelling", [str.upper, lambda i: f" {i}", lambda i: f"{i}\n", lambda i: i.replace("i-", "i-0")],
+                         ids=["upper", "leading-blank", "trailing-newline", "padded"])
+def test_a_variant_spelling_of_another_tenants_instance_id_reaches_nothing(make_tenant, started, spelling):
+    """The attack: an event of the attacker's own account (so the account check passes for whatever it names) whose
+    instance id is the victim's primary spelt otherwise — upper case, a blank before it, a newline after it, an extra
+    zero — hoping a lookup that normalises finds the victim's row while the claim and the account check key on the
+    spelling. What holds: the instances table is read with the id as sent: no row, ``unmanaged instance``, and the
+    victim's primary has no claim, no interruption and no execution."""
+    victim_id, _, _, victim_primary, _ = register_agent(make_tenant)
+
+    result = on_event(warning(spelling(victim_primary)) | {"account": ATTACKER_ACCOUNT})
+
+    assert result["action"] in ("ignored", "rejected"), result
+    assert _events_of(victim_id) == [] and _claim(victim_primary) is None and started == []
+
+
 # --- (b) the failover executions ----------------------------------------------------------------------------------
 
 
