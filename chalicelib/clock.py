@@ -37,14 +37,22 @@ def placed(times: dict[str, datetime | None], earliest: datetime, latest: dateti
     wrong.
 
     A clock that is off moves all of a report's times alike. So when every given time lies beyond the same bound, all
-    are moved together until the newest is ``latest`` (a report follows its last event): their spans, such as the
-    launch → ready boot time a switch measures, are kept. A time still outside after that (one wild value, a clock
-    that jumped mid-event) is the bound it crossed. Returns the times, the common shift (zero when none) and the
-    names of the times clamped to a bound (None stays None)."""
+    are moved together until the newest is ``latest`` (a report follows its last event); when only some do (a clock
+    a minute behind whose first times precede the command, one a few seconds ahead whose last ones follow the
+    receive), all are moved together just enough to bring them within, if their spread fits: their spans, such as
+    the launch → ready boot time a switch measures, are kept. A time still outside after that (one wild value, a
+    clock that jumped mid-event) is the bound it crossed. Returns the times, the common shift (zero when none) and
+    the names of the times clamped to a bound (None stays None)."""
     given = {name: at for name, at in times.items() if at is not None}
     shift = timedelta(0)
-    if given and (all(at > latest for at in given.values()) or all(at < earliest for at in given.values())):
-        shift = latest - max(given.values())
+    if given:
+        oldest, newest = min(given.values()), max(given.values())
+        if oldest > latest or newest < earliest:
+            shift = latest - newest
+        elif oldest < earliest and newest + (earliest - oldest) <= latest:
+            shift = earliest - oldest
+        elif newest > latest and oldest - (newest - latest) >= earliest:
+            shift = latest - newest
     clamped = []
     result = dict(times)
     for name, at in given.items():

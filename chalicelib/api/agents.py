@@ -633,7 +633,7 @@ def _placed_timing(timing: SwitchTiming, earliest, now, warnings: list[str]) -> 
     if abs(shift) > MAX_CLOCK_SKEW:
         side = "behind" if shift > timedelta(0) else "ahead of"
         warnings.append(f"timing: the agent's clock is about {abs(shift.total_seconds()) / 3600:.1f} h {side} the "
-                        "server's; its times are moved by as much, the newest to the receive time")
+                        "server's; its times are moved by as much, into when the switch can have happened")
     for name in clamped:
         if abs(times[name] - reported[name] - shift) > MAX_CLOCK_SKEW:
             what = "in the future; the server's receive time" if times[name] == now else \
