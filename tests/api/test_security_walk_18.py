@@ -427,3 +427,39 @@ def test_an_event_redriven_from_the_tenants_dead_letter_queue_is_its_own_evidenc
     assert [o.kind.value for o in mine[pools[warned]]] == ["interruption_warning"]
     assert [o.kind.value for o in mine[pools[rebalanced]]] == ["rebalance_recommendation"]
 
+
+@pytest.mark.parametrize("days", [400, -400, -30])
+def test_an_event_dated_far_ahead_or_long_ago_is_placed_at_its_receive_time(make_tenant, started, days):
+    """The attack: an EventBridge event whose ``time`` is 400 days ahead (or long ago: no queue keeps an event that
+    long). Before the fix the sentinel believed it: a warning dated 400 days ahead got a failover deadline and a fleet
+    observation in 2028 (counted as recent by every risk score until then), one long ago an observation dated back
+    there. Agents' times are bounded (chalicelib/clock.py); now the event's is too: beyond ``MAX_CLOCK_SKEW`` ahead,
+    or older than ``sentinel.MAX_EVENT_AGE``, it is the receive time (logged). The failover still starts."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    dated = _now() + timedelta(days=days)
+    before = _now()
+
+    answer = on_event(warning(primary) | {"time": dated.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    after = datetime.now(UTC)
+    assert answer["action"] == "failover_started"
+    [row] = _events_of(client_id)
+    assert before <= row.detected_at <= after
+    assert before + timedelta(seconds=120) <= row.termination_time <= after + timedelta(seconds=120)
+    pool = agent_repo.instance_row(primary).pool_id
+    [seen] = observations.for_pools([pool], before - timedelta(days=500), before + timedelta(days=500),
+                                    viewer=observations.FLEET)[pool]
+    assert before.timestamp() <= seen.at <= after.timestamp()
+
+
+def test_an_event_a_few_minutes_old_or_within_the_skew_keeps_its_time(make_tenant, started):
+    """The bound moves only what cannot be true: a warning a few minutes old (a retried delivery) or a little ahead
+    (AWS's clock against ours) keeps the time EventBridge gave."""
+    from chalicelib.clock import MAX_CLOCK_SKEW
+
+    for offset in (-timedelta(minutes=10), MAX_CLOCK_SKEW - timedelta(seconds=30)):
+        client_id, _, _, primary, _ = register_agent(make_tenant)
+        dated = _now() + offset
+        on_event(warning(primary) | {"time": dated.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        [row] = _events_of(client_id)
+        assert row.detected_at == dated
