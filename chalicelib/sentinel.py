@@ -18,6 +18,7 @@ item failure (only it comes back; after ``maxReceiveCount`` receives it waits in
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -156,7 +157,7 @@ def _idempotent_intake():
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
         now = clock.now()
-        results = [handle(signal, now) for signal in signals]
+        results = [handle(received(signal, now), now) for signal in signals]
         if len(results) == 1:
             return results[0]
         # An AWS Health event names every instance it affects; each is claimed on its own.
@@ -164,6 +165,27 @@ def _idempotent_intake():
                                                       for signal, result in zip(signals, results)]}
 
     return intake, config
+
+
+# The oldest an EventBridge event can truly be when it reaches the sentinel: EventBridge retries a rule's target for
+# up to a day (the client stack's forwarding rules: MaximumEventAgeInSeconds ≤ 86400), then a dead-letter queue keeps
+# it 14 days (infra/event_intake.py RETENTION, the client stack's queue) until the operator's redrive.
+MAX_EVENT_AGE = timedelta(days=15)
+
+
+def received(signal: Signal, now: datetime) -> Signal:
+    """An EventBridge signal whose ``time`` is believable (``clock.believable``: at most ``MAX_CLOCK_SKEW`` ahead of
+    ``now``, the receive time, and at most :data:`MAX_EVENT_AGE` old) as it is; otherwise the same signal at ``now``
+    (logged), its deadline as far after it as the event's was. The event did happen, only its time cannot be true: a
+    warning dated a year ahead would get its failover deadline and its observation then (read as recent by every risk
+    score until that date), one long ago an observation back there."""
+    if clock.believable(signal.detected_at, now, MAX_EVENT_AGE):
+        return signal
+    logger.warning("event time not believable: the receive time instead",
+                   extra={"event_id": signal.event_id, "event_time": iso(signal.detected_at), "received": iso(now),
+                          "instance_id": signal.instance_id, "event_account": signal.account})
+    deadline = None if signal.deadline is None else now + (signal.deadline - signal.detected_at)
+    return replace(signal, detected_at=now, deadline=deadline)
 
 
 def answer(result: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,9 @@
   each region of the client's account: assumes the client's access role with the client's ExternalId (that role
   may receive/delete on exactly that queue) and sends each region's messages to the stage's event queue with
   the caller's own credentials: only EventBridge events of the role's account (``account``), since the client
-  can put anything in its own queue (a message naming another account stays there, and the command fails). Every listed region is the client's (the deploy region too, if the client runs
+  can put anything in its own queue (a message naming another account stays there, and the command fails), each
+  marked ``REDRIVEN_FROM`` (whatever the body carried): the sentinel counts it as that client's evidence only, not
+  the fleet's (it still fails the client's own instance over). Every listed region is the client's (the deploy region too, if the client runs
   instances there); the stage's own dead-letter queue is left alone. The role trusts only product-account
   principals named ``spot-optimizer-<stage>-*`` with that ExternalId: run it as a role named
   ``naming.redrive_operator_role_name`` whose policy is ``operator-policy``'s (infra/README.md).
@@ -59,6 +61,7 @@ from chalicelib.settings import (  # noqa: E402
     forwarded_event_dead_letter_queue_name,
 )
 from chalicelib.workflows import function_name  # noqa: E402
+from components.sentinel.signals import REDRIVEN_FROM  # noqa: E402
 from infra.naming import redrive_operator_role_name  # noqa: E402
 from infra.policies import SQS_EVENT_SOURCES, VERSION, client_role_name, redrive_operator_statements  # noqa: E402
 
@@ -157,8 +160,11 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2, account: 
 
     ``account``: the queue is a client account's (its stack's). The client owns that queue and can put any message
     in it, and the sentinel believes an event's ``account`` (EventBridge sets it; the instance's account must match
-    it): only events of that account are sent on. Any other message (another account named, not an event) stays in
-    the queue, and the redrive fails saying how many, once the rest is moved."""
+    it): only events of that account are sent on, each marked as redriven from it (:func:`client_event_body`: the
+    sentinel counts it as that client's evidence only, since the client may have written it). Any other message
+    (another account named, not an event) stays in the queue, and the redrive fails saying how many, once the rest
+    is moved. Without ``account`` (a forwarder of the product's own account, where only EventBridge writes) each
+    body is sent as it is, unmarked."""
     try:
         source = source_sqs.get_queue_url(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
     except source_sqs.exceptions.QueueDoesNotExist as exc:
@@ -172,14 +178,16 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2, account: 
     moved, refused = 0, set()
     while messages := source_sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s,
                                                  VisibilityTimeout=60).get("Messages", []):
+        bodies = {m["MessageId"]: m["Body"] for m in messages}
         if account is not None:
-            refused |= {m["MessageId"] for m in messages if not event_of_account(m["Body"], account)}
+            bodies = {message_id: client_event_body(body, account) for message_id, body in bodies.items()}
+            refused |= {message_id for message_id, body in bodies.items() if body is None}
             messages = [m for m in messages if m["MessageId"] not in refused]
             if not messages:  # visible again in 60 s: by then this loop has stopped
                 continue
         by_id = {str(i): message for i, message in enumerate(messages)}
-        sent = sqs.send_message_batch(QueueUrl=destination, Entries=[
-            {"Id": i, "MessageBody": message["Body"]} for i, message in by_id.items()])
+        sent = sqs.send_message_batch(QueueUrl=destination, Entries=[  # the body only: never the source's attributes
+            {"Id": i, "MessageBody": bodies[message["MessageId"]]} for i, message in by_id.items()])
         done = [entry["Id"] for entry in sent.get("Successful", [])]
         if done:
             source_sqs.delete_message_batch(QueueUrl=source, Entries=[
@@ -195,13 +203,20 @@ def redrive_forwarded(source_sqs, sqs, stage: str, *, wait_s: int = 2, account: 
     return moved
 
 
-def event_of_account(body: str, account: str) -> bool:
-    """Is a message body an EventBridge event (a JSON object) that EventBridge received in ``account``?"""
+def client_event_body(body: str, account: str) -> str | None:
+    """The body to send on for a message of ``account``'s own dead-letter queue: the EventBridge event (a JSON
+    object) of that account, marked as redriven from it (``REDRIVEN_FROM``: the sentinel counts it as that client's
+    evidence only, never AWS's word for the fleet); None for anything else (not an event, another account).
+
+    The client writes any body (and attributes) into its queue: the mark is always set here, overwriting whatever
+    value of it the body carried, so no event leaves a client's queue unmarked."""
     try:
         event = json.loads(body)
     except ValueError:
-        return False
-    return isinstance(event, dict) and event.get("account") == account
+        return None
+    if not isinstance(event, dict) or event.get("account") != account:
+        return None
+    return json.dumps({**event, REDRIVEN_FROM: account})
 
 
 def redrive_session_name(stage: str) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "LOST_STATES",
     "MAX_AFFECTED_INSTANCES",
     "PROMOTIONS",
+    "REDRIVEN_FROM",
     "RETIREMENT_EVENT_CODES",
     "TERMINATION_NOTICE_S",
     "Signal",
@@ -87,6 +88,13 @@ RETIREMENT_EVENT_CODES = (
     "AWS_EC2_INSTANCE_STOP_SCHEDULED",
 )
 
+# The field the operator's redrive of a client account's dead-letter queue (infra/event_source.py
+# ``redrive_forwarded``) sets on every event it moves, to the client's account. That queue is the client's: it writes
+# any body there, so such an event is the client's word, not AWS's. Its presence alone marks the event (whatever its
+# value: the redrive overwrites any the client wrote); EventBridge never sets it, and on the live path nobody but
+# EventBridge writes the events' envelope.
+REDRIVEN_FROM = "spot-optimizer-redriven-from"
+
 # Instances one AWS Health event may name. AWS sends a retirement per instance or a few; each named instance is
 # looked up and may start a failover (a read, a few writes and a StartExecution, ≈ 0.1 s), and the answer stored for
 # the event id lists each. Without a bound, one event of 256 KB (≈ 10,000 ids: a client's own dead-letter queue,
@@ -109,8 +117,9 @@ class Signal:
     state: str | None = None
     action: str | None = None
     account: str | None = None  # the AWS account EventBridge says the event came from
-    # EventBridge replayed it from an archive (``replay-name``): the account's owner re-sent it, whenever it likes
-    # and as often, so it is that client's word, no longer AWS's (sentinel: its client's evidence only).
+    # The account's owner re-sent it, whenever it likes and as often, so it is that client's word, no longer AWS's
+    # (sentinel: its client's evidence only): EventBridge replayed it from an archive (``replay-name``), or the
+    # operator redrove it from the client's own dead-letter queue (:data:`REDRIVEN_FROM`), which holds any body.
     replayed: bool = False
 
     @property
@@ -241,7 +250,16 @@ def parse_event(event: dict) -> Signal:
                   region=event.get("region"), event_id=event.get("id"), deadline=deadline,
                   state=detail.get("state"), action=detail.get("instance-action"),
                   account=event["account"] if isinstance(event.get("account"), str) else None,
-                  replayed="replay-name" in event)
+                  replayed=_resent(event))
+
+
+def _resent(event: dict) -> bool:
+    """Did the account's owner re-send the event (an archive replay, a redrive of its own dead-letter queue)?
+
+    >>> _resent({"replay-name": "r"}), _resent({REDRIVEN_FROM: None}), _resent({"id": "e1"})
+    (True, True, False)
+    """
+    return "replay-name" in event or REDRIVEN_FROM in event
 
 
 def parse_signals(event: dict) -> list[Signal]:
@@ -288,5 +306,5 @@ def _health_signals(event: dict) -> list[Signal]:
     account = event["account"] if isinstance(event.get("account"), str) else None
     return [Signal(kind=SignalKind.RETIREMENT, instance_id=instance_id, detected_at=detected,
                    source=SignalSource.EVENTBRIDGE, region=event.get("region"), event_id=event.get("id"),
-                   action=detail["eventTypeCode"], account=account, replayed="replay-name" in event)
+                   action=detail["eventTypeCode"], account=account, replayed=_resent(event))
             for instance_id in instance_ids]

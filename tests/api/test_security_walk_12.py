@@ -16,6 +16,7 @@ import pytest
 from chalicelib.sentinel import on_event
 from chalicelib.settings import event_queue_name, forwarded_event_dead_letter_queue_name
 from chalicelib.tables import InterruptionTable
+from components.sentinel import REDRIVEN_FROM
 from tests.api.test_ownership import assume_role_tenancy  # noqa: F401 - a fixture
 from tests.conftest import aws_client
 from tests.e2e.failover_support import ACCOUNT, REGION, register_agent, warning
@@ -85,7 +86,7 @@ def test_a_client_cannot_redrive_an_event_of_another_tenants_account_into_the_se
         if body.startswith("{"):
             on_event(json.loads(body))
     assert list(InterruptionTable.query(victim_id, consistent_read=True)) == []
-    assert moved == [own]
+    assert [json.loads(body) for body in moved] == [{**json.loads(own), REDRIVEN_FROM: ATTACKER_ACCOUNT}]  # marked
     assert code == 1 and f"2 message(s) of {forwarded_event_dead_letter_queue_name(stage)}" in capsys.readouterr().err
     attributes = attacker_sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["All"])["Attributes"]
     assert int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 2

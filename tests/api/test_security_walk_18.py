@@ -372,3 +372,94 @@ def test_an_archived_event_replayed_by_the_tenant_is_its_own_evidence_never_the_
     assert fleet[replayed_pool] == []
     assert [o.kind.value for o in observations.for_pools([replayed_pool], since, viewer=client_id)[replayed_pool]] \
         == ["rebalance_recommendation"]
+
+
+@pytest.mark.parametrize("client_mark", ["absent", None, False, "trusted"])
+def test_an_event_redriven_from_the_tenants_dead_letter_queue_is_its_own_evidence_never_the_fleets(
+        make_tenant, started, monkeypatch, client_mark):
+    """The attack: the tenant's stack dead-letters into a queue of the tenant's own account, where it writes any body
+    (and any message attribute). It writes EventBridge-shaped ``aws.ec2`` events of its own account about its own
+    instances (a spot interruption warning, a rebalance recommendation), perhaps with the redrive's mark set to pass
+    for unmarked, and waits for the operator's ``redrive --client-role-arn`` (the account matches: they are moved).
+    Before the fix the sentinel took them for AWS's word: the warning and the recommendation became fleet
+    observations, which every tenant's risk scores and pre-warming read. Now the redrive marks every body it moves
+    from a client's queue (overwriting what the body carried) and the sentinel counts a marked event as that client's
+    evidence only: its own failover still starts, the fleet sees nothing. A genuine event is still the fleet's."""
+    import functools
+
+    from components.sentinel.signals import REDRIVEN_FROM
+    from infra import event_source
+    from infra.policies import client_role_name
+    from tests.api.test_security_walk_12 import EXTERNAL_ID, _drain, _in_account
+    from chalicelib.settings import event_queue_name, forwarded_event_dead_letter_queue_name
+    from tests.conftest import aws_client
+
+    _, _, _, genuine, _ = register_agent(make_tenant)
+    client_id, caller, _, warned, _ = register_agent(make_tenant)
+    _, _, _, rebalanced, _ = register_agent(lambda: (client_id, caller))  # a second agent of the same tenant
+    stage = f"t{uuid.uuid4().hex[:8]}"  # the session's moto is shared: queues of this test only
+    role = client_role_name(stage)
+    client_sqs = _in_account(ACCOUNT, role).client("sqs", region_name=REGION)
+    dead_letters = client_sqs.create_queue(QueueName=forwarded_event_dead_letter_queue_name(stage))["QueueUrl"]
+    mark = {} if client_mark == "absent" else {REDRIVEN_FROM: client_mark}
+    for event in (warning(warned), rebalance(rebalanced)):
+        client_sqs.send_message(QueueUrl=dead_letters, MessageBody=json.dumps(event | mark), MessageAttributes={
+            REDRIVEN_FROM: {"DataType": "String", "StringValue": "false"}})
+    sqs = aws_client("sqs", REGION)
+    event_queue = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+    monkeypatch.setattr(event_source, "redrive_forwarded", functools.partial(event_source.redrive_forwarded, wait_s=0))
+
+    assert event_source.main(["redrive", "--stage", stage, "--region", REGION, "--forwarded-from", REGION,
+                              "--client-role-arn", f"arn:aws:iam::{ACCOUNT}:role/{role}",
+                              "--external-id", EXTERNAL_ID]) == 0
+    answers = {json.loads(body)["detail-type"]: on_event(json.loads(body)) for body in _drain(sqs, event_queue)}
+    assert on_event(rebalance(genuine))["action"] in ("monitor", "prewarm")
+
+    assert answers["EC2 Spot Instance Interruption Warning"]["action"] == "failover_started"  # its own failover
+    assert answers["EC2 Instance Rebalance Recommendation"]["action"] in ("monitor", "prewarm")
+    assert len(started) == 1
+    since = _now() - timedelta(hours=1)
+    pools = {i: agent_repo.instance_row(i).pool_id for i in (genuine, warned, rebalanced)}
+    fleet = observations.for_pools(pools.values(), since, viewer=observations.FLEET)
+    assert [o.kind.value for o in fleet[pools[genuine]]] == ["rebalance_recommendation"]
+    assert fleet[pools[warned]] == fleet[pools[rebalanced]] == []
+    mine = observations.for_pools([pools[warned], pools[rebalanced]], since, viewer=client_id)
+    assert [o.kind.value for o in mine[pools[warned]]] == ["interruption_warning"]
+    assert [o.kind.value for o in mine[pools[rebalanced]]] == ["rebalance_recommendation"]
+
+
+@pytest.mark.parametrize("days", [400, -400, -30])
+def test_an_event_dated_far_ahead_or_long_ago_is_placed_at_its_receive_time(make_tenant, started, days):
+    """The attack: an EventBridge event whose ``time`` is 400 days ahead (or long ago: no queue keeps an event that
+    long). Before the fix the sentinel believed it: a warning dated 400 days ahead got a failover deadline and a fleet
+    observation in 2028 (counted as recent by every risk score until then), one long ago an observation dated back
+    there. Agents' times are bounded (chalicelib/clock.py); now the event's is too: beyond ``MAX_CLOCK_SKEW`` ahead,
+    or older than ``sentinel.MAX_EVENT_AGE``, it is the receive time (logged). The failover still starts."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    dated = _now() + timedelta(days=days)
+    before = _now()
+
+    answer = on_event(warning(primary) | {"time": dated.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    after = datetime.now(UTC)
+    assert answer["action"] == "failover_started"
+    [row] = _events_of(client_id)
+    assert before <= row.detected_at <= after
+    assert before + timedelta(seconds=120) <= row.termination_time <= after + timedelta(seconds=120)
+    pool = agent_repo.instance_row(primary).pool_id
+    [seen] = observations.for_pools([pool], before - timedelta(days=500), before + timedelta(days=500),
+                                    viewer=observations.FLEET)[pool]
+    assert before.timestamp() <= seen.at <= after.timestamp()
+
+
+def test_an_event_a_few_minutes_old_or_within_the_skew_keeps_its_time(make_tenant, started):
+    """The bound moves only what cannot be true: a warning a few minutes old (a retried delivery) or a little ahead
+    (AWS's clock against ours) keeps the time EventBridge gave."""
+    from chalicelib.clock import MAX_CLOCK_SKEW
+
+    for offset in (-timedelta(minutes=10), MAX_CLOCK_SKEW - timedelta(seconds=30)):
+        client_id, _, _, primary, _ = register_agent(make_tenant)
+        dated = _now() + offset
+        on_event(warning(primary) | {"time": dated.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        [row] = _events_of(client_id)
+        assert row.detected_at == dated

@@ -631,13 +631,71 @@ def test_the_redrive_command_with_a_client_role_moves_each_client_regions_dead_l
                               _client_role(stage), "--external-id", EXTERNAL_ID,
                               "--forwarded-from", "eu-west-1, us-east-1"]) == 0
 
-    assert sorted(_drain(sqs, destination)) == sorted(queues["eu-west-1"][2] + queues["us-east-1"][2])
+    from components.sentinel.signals import REDRIVEN_FROM
+
+    marked = [{**json.loads(body), REDRIVEN_FROM: CLIENT_ACCOUNT}
+              for body in queues["eu-west-1"][2] + queues["us-east-1"][2]]
+    assert sorted(map(json.loads, _drain(sqs, destination)), key=lambda e: e["id"]) == sorted(
+        marked, key=lambda e: e["id"])  # each event, marked as the client's (the sentinel: its evidence only)
     for client_sqs, url, _ in queues.values():
         attributes = client_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
     out = capsys.readouterr().out
     assert f"(account {CLIENT_ACCOUNT}, eu-west-1)" in out and "12 event(s) moved" in out
     assert f"(account {CLIENT_ACCOUNT}, us-east-1)" in out and "3 event(s) moved" in out
+
+
+def test_a_client_redrive_marks_every_event_it_moves_whatever_mark_the_client_wrote():
+    """The client writes any body and any attributes into its own dead-letter queue, so an event moved from it is the
+    client's word, not AWS's: the redrive marks each (``REDRIVEN_FROM``: the client's account) and the sentinel counts
+    a marked event as that client's evidence only. The mark is the redrive's own: a mark the body already carries
+    (any value, e.g. ``null`` or ``false`` to pass for unmarked) is overwritten, message attributes are never
+    copied, and the event is otherwise sent as it was (its id, the idempotency key, unchanged)."""
+    import uuid
+
+    from components.sentinel.signals import REDRIVEN_FROM
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    [(client_sqs, url, bodies)] = _client_dead_letters(stage, {"eu-west-1": 1}).values()
+    forged = [{**HEALTH_RETIREMENT, "id": f"forged-{i}", "account": CLIENT_ACCOUNT, REDRIVEN_FROM: mark}
+              for i, mark in enumerate([None, False, "", 0, [], "123456789012", {"trusted": True}])]
+    for event in forged:
+        client_sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
+            REDRIVEN_FROM: {"DataType": "String", "StringValue": "no"}})
+    sqs = aws_client("sqs", "us-east-1")
+    destination = sqs.create_queue(QueueName=event_queue_name(stage))["QueueUrl"]
+
+    assert event_source.redrive_forwarded(client_sqs, sqs, stage, wait_s=0, account=CLIENT_ACCOUNT) == 8
+
+    received = []
+    while batch := sqs.receive_message(QueueUrl=destination, MaxNumberOfMessages=10,
+                                       MessageAttributeNames=["All"]).get("Messages", []):
+        received += batch
+        sqs.delete_message_batch(QueueUrl=destination, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert all(not m.get("MessageAttributes") for m in received)
+    events = sorted((json.loads(m["Body"]) for m in received), key=lambda e: e["id"])
+    expected = [{**event, REDRIVEN_FROM: CLIENT_ACCOUNT} for event in [*map(json.loads, bodies), *forged]]
+    assert events == sorted(expected, key=lambda e: e["id"])
+
+
+def test_the_products_own_forwarder_redrive_leaves_the_events_unmarked():
+    """A forwarder of the product's own account dead-letters what EventBridge could not put on the bus: nobody but
+    the product writes there, so those events stay AWS's word (unmarked), as the stage's own dead-letter queue's do."""
+    import uuid
+
+    from infra import event_source
+    from tests.conftest import aws_client
+
+    stage = f"t{uuid.uuid4().hex[:8]}"
+    sqs, eu = aws_client("sqs", "us-east-1"), aws_client("sqs", "eu-west-1")
+    source, destination = _dead_letter(sqs, stage, eu)
+    eu.send_message(QueueUrl=source, MessageBody=json.dumps(HEALTH_RETIREMENT))
+
+    assert event_source.redrive_forwarded(eu, sqs, stage, wait_s=0) == 1
+    assert _drain(sqs, destination) == [json.dumps(HEALTH_RETIREMENT)]
 
 
 def test_a_client_redrive_the_access_role_refuses_says_who_it_trusts():
