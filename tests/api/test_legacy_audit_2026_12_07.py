@@ -73,17 +73,10 @@ def delivered_switch(caller, agent_id: str, instance_id: str, created_ago: timed
 
 
 def report(caller, agent_id: str, old: str, timing: dict | None, **extra) -> tuple[str, dict]:
+    from tests.api.test_legacy_v4_bodies import v4_switch_body
+
     new = extra.pop("new", None) or new_instance_id()
-    body = {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
-                             "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
-                             "pool_id": "m5.large.eu-west-1a"},
-            "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1",
-                             "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
-                             "pool_id": "m5.large.eu-west-1b"},
-            "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
-            "trigger": "manual", **extra}
-    if timing is not None:
-        body["timing"] = timing
+    body = {**v4_switch_body(old, new, timing), **extra}
     status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", body)
     assert status == 200 and reply["success"] is True, reply
     return new, reply

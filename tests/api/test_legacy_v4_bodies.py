@@ -98,14 +98,20 @@ def _switch_report(old: str, new: str, *, terminated: bool) -> dict:
               "new_instance_ready_at": iso(shifted(-100)), "traffic_switched_at": iso(shifted(-98))}
     if terminated:
         timing["old_instance_terminated_at"] = iso(now_utc())
-    return {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
+    return v4_switch_body(old, new, timing)
+
+
+def v4_switch_body(old: str, new: str, timing: dict | None) -> dict:
+    """v4's switch report body for a spot m5.large eu-west-1a → eu-west-1b switch, with ``timing`` (None: none)."""
+    body = {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
                              "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
                              "pool_id": "m5.large.eu-west-1a"},
             "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1",
                              "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
                              "pool_id": "m5.large.eu-west-1b"},
             "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
-            "timing": timing, "trigger": "manual"}
+            "trigger": "manual"}
+    return body if timing is None else {**body, "timing": timing}
 
 
 def test_the_kept_old_instances_agent_heartbeating_after_its_switch_does_not_move_the_agent_back(make_tenant):
