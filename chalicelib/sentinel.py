@@ -414,8 +414,8 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
 def _clients_evidence(view: _Ec2View, signal: Signal, reason: str | None = None) -> bool:
     """True for a signal that is its client's evidence only, no more than a report
     (``observations.record(reported=True)``): one only the client vouches for (its agent's IMDS notice, its own
-    request, an event of its account EventBridge replayed from an archive: the client replays any, as often as it
-    likes), and a lost state EC2 says its owner caused (a ``Client.*`` state reason: a console or API
+    request, an event its account's owner re-sent, ``Signal.replayed``: an archive replay, a redrive of its own
+    dead-letter queue, any event as often as it likes), and a lost state EC2 says its owner caused (a ``Client.*`` state reason: a console or API
     terminate in an account the client holds, its instance's OS shutting down). EventBridge's warnings and
     recommendations come from AWS, account-checked; only a lost state needs EC2's reason (one DescribeInstances),
     and when EC2 cannot say (an error) it counts for the client alone: the loss still fails over, and a real

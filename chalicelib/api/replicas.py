@@ -98,7 +98,8 @@ def _transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **
 
 def _reported(at: datetime, earliest: datetime, now: datetime) -> datetime:
     """A time the agent reports of its standby, within the standby's life as the server knows it (``clock.placed``:
-    from ``earliest`` to the receive time); a skewed clock's time is that bound, never refused."""
+    from ``earliest`` to the receive time); one outside it is the receive time (a lone time beyond a bound is moved
+    as ``placed`` moves a whole report: a report follows its event), never refused."""
     return placed({"at": at}, min(earliest, now), now)[0]["at"]
 
 
