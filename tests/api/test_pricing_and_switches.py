@@ -408,22 +408,22 @@ def test_switch_report_with_the_command_it_executed(tenant_with_agent):
     assert switch_rows(agent_id)[0].command_id == command_id
 
 
-@pytest.mark.parametrize("auto_terminate, terminated_at, deactivated", [
-    (True, None, False),
-    (True, at_text(390), True),
-    (False, at_text(390), False),
-    (False, None, False),
+@pytest.mark.parametrize("auto_terminate, reports_termination, deactivated", [
+    (True, False, False),
+    (True, True, True),
+    (False, True, False),
+    (False, False, False),
 ])
 def test_old_instance_deactivated_only_with_auto_terminate_and_termination_time(
-        tenant_with_agent, auto_terminate, terminated_at, deactivated):
+        tenant_with_agent, auto_terminate, reports_termination, deactivated):
     """GIVEN auto-terminate on/off and a termination time or not (the legacy server's fix) WHEN a switch is reported
     THEN the old instance is inactive only when both hold."""
     client_id, caller, agent_id, reg = tenant_with_agent
     if not auto_terminate:
         AgentTable(client_id, agent_id).update(actions=[AgentTable.config.auto_terminate_enabled.set(False)])
     timing = dict(AGENT_TIMING)
-    if terminated_at:
-        timing["old_instance_terminated_at"] = terminated_at
+    if reports_termination:
+        timing["old_instance_terminated_at"] = at_text(390)
     post_switch(caller, agent_id, switch_body(reg["instance_id"], new_instance_id(), timing=timing))
     old = InstanceTable.get(reg["instance_id"])
     assert old.is_active is (not deactivated)
