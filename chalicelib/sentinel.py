@@ -510,7 +510,12 @@ def workflow_input(row: InterruptionTable, replica_id: str | None = None) -> dic
 
 def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
     execution = stepfunctions.start(row.interruption_id, workflow_input(row))
-    interruptions.update(row.client_id, row.interruption_id, status="handling", execution_arn=execution)
+    # ``handling`` only over ``detected``: an execution that already ended (a quick hand-over, this write slow or
+    # redelivered) recorded its outcome, which must stand (the cleanup job would close a ``handling`` event whose
+    # execution no longer runs as lost); the execution is named either way.
+    if not interruptions.update_if(row.client_id, row.interruption_id, "detected", status="handling",
+                                   execution_arn=execution):
+        interruptions.update(row.client_id, row.interruption_id, execution_arn=execution)
     _record_started(agent, row)
     return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
 

@@ -1,0 +1,66 @@
+"""Interruption event loss audit: every way AWS may deliver an interruption signal (at least once, twice, out of
+order, late, after a crash, throttled, through the dead-letter queue and its redrive) must end in exactly one failover
+workflow for the loss of a managed instance, or in the event knowingly answered as ignored, with its reason.
+
+The paths walked (docs/ARCHITECTURE.md, "Durable event intake"; infra/README.md): EventBridge rule → SQS event queue
+(retries 24 h, then the rule's dead-letter queue) → the ``sentinel`` function's SQS event source (partial batch
+responses; 5 receives, then the dead-letter queue; ``make redrive``) → powertools idempotency on the event id →
+the (instance, signal group) claim written with the interruption event → ``StartExecution`` named after the
+interruption → the failover state machine (its own retries and catches) → the cleanup job, which closes what nobody
+will. What already holds and is proved elsewhere is not repeated here (tests/integration/test_event_intake.py,
+test_sentinel.py, test_sentinel_aws_faults.py, tests/e2e/test_failover*.py, tests/infra/test_event_intake.py).
+
+Each test says what it tries; one that found a defect says what happened before its fix. Everything runs on the
+embedded AWS (moto), the failover state machine executing for real with its tasks in this process.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib.aws import stepfunctions
+from localmode.eventbridge import sqs_event
+from tests.e2e.failover_support import register_agent, wait_for, warning
+from tests.integration.test_event_intake import events_of, executions_named, invoke
+
+pytestmark = pytest.mark.usefixtures("failover_machine")
+
+
+# --- the sentinel's write after StartExecution ------------------------------------------------------------------
+
+
+def test_a_failover_that_ends_before_the_sentinel_records_its_start_stays_resolved(api, make_tenant, monkeypatch):
+    """GIVEN a warning whose failover ends (a ready standby or a quick replacement: seconds) before the sentinel's
+    next write, the ``handling`` status after StartExecution, lands (that write throttled and retried by the SDK, a
+    frozen or slow invocation, or a redelivery that read ``detected`` just before the execution resolved it)
+    WHEN the sentinel records the start THEN the event stays ``resolved`` with its execution named.
+
+    Found: the sentinel wrote ``status=handling`` unconditionally over the failover's ``resolved``; the event then
+    read as a failover still running, and 30 minutes later the cleanup job, finding no execution running, closed it
+    ``failed``/``abandoned`` with a critical notification: a failover that succeeded reported as lost."""
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    real_start = stepfunctions.start
+
+    def start_and_finish(name, payload, *args, **kwargs):
+        arn = real_start(name, payload, *args, **kwargs)
+        assert wait_for(arn)["status"] == "SUCCEEDED"  # the execution resolved the event meanwhile
+        return arn
+
+    monkeypatch.setattr(stepfunctions, "start", start_and_finish)
+
+    assert invoke(api, sqs_event([warning(primary)])) == {"batchItemFailures": []}
+
+    [row] = events_of(client_id)
+    assert (row.status, row.success) == ("resolved", True)
+    assert row.execution_arn and len(executions_named(row.interruption_id)) == 1
+
+    from chalicelib.jobs import cleanup
+    from chalicelib.repositories import interruptions
+
+    monkeypatch.setattr(interruptions, "stuck", lambda status, before: [
+        r for r in events_of(client_id) if r.status == status and r.detected_at < before])
+    assert cleanup.sweep_stuck(datetime.now(UTC) + timedelta(hours=1)) == []
+    [row] = events_of(client_id)
+    assert (row.status, row.success) == ("resolved", True)
