@@ -69,7 +69,16 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
     from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+    from chalicelib.jobs.fanout import Budget, OutOfTime
+
+    budget, unstarted = Budget(context), set()
+
     def record_handler(record) -> dict:
+        if budget.low():  # started now, it could run into the timeout, which returns the whole batch in 180 s
+            unstarted.add(record.message_id)
+            logger.warning("out of time: the event comes back at once", extra={
+                "message_id": record.message_id, "remaining_ms": budget.remaining_ms()})
+            raise OutOfTime("the invocation's time ran low before this event was started")
         try:
             return on_event(queued_event(record.body), context)
         except Exception:  # reported as a batch item failure: logged here, where the cause is known
@@ -82,9 +91,9 @@ def on_sqs_batch(event: dict, context=None) -> dict:
         response = process_partial_response(event=event, record_handler=record_handler,
                                             processor=BatchProcessor(event_type=EventType.SQS))
     except BatchProcessingError:
-        _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])})
+        _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])}, unstarted)
         raise
-    _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])})
+    _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}, unstarted)
     return response
 
 
@@ -95,9 +104,10 @@ def on_sqs_batch(event: dict, context=None) -> dict:
 RETRY_DELAYS_S = (10, 30)
 
 
-def _retry_soon(event: dict, failed: set[str]) -> None:
+def _retry_soon(event: dict, failed: set[str], unstarted: set[str] = frozenset()) -> None:
     """Shorten the visibility of the failed messages of the stage's event queue (best effort: if SQS refuses,
-    they come back after the queue's timeout, as before)."""
+    they come back after the queue's timeout, as before); the ``unstarted`` ones (the invocation's time ran low
+    before them: nothing failed) come back at once, whatever their receive count."""
     from chalicelib.aws import sqs
     from chalicelib.settings import event_queue_name
 
@@ -105,9 +115,12 @@ def _retry_soon(event: dict, failed: set[str]) -> None:
     delays = {}
     for record in event.get("Records", []):
         receives = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
-        if (record.get("messageId") in failed and record.get("receiptHandle") and receives.isdigit()
-                and 0 < int(receives) <= len(RETRY_DELAYS_S)
-                and str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue):
+        if (record.get("messageId") not in failed or not record.get("receiptHandle")
+                or str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] != queue):
+            continue
+        if record["messageId"] in unstarted:
+            delays[record["receiptHandle"]] = 0
+        elif receives.isdigit() and 0 < int(receives) <= len(RETRY_DELAYS_S):
             delays[record["receiptHandle"]] = RETRY_DELAYS_S[int(receives) - 1]
     if not delays:
         return

@@ -16,10 +16,13 @@ embedded AWS (moto), the failover state machine executing for real with its task
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chalicelib import sentinel
+from chalicelib.aws import sqs as sqs_adapter
 from chalicelib.aws import stepfunctions
 from localmode.eventbridge import sqs_event
 from tests.e2e.failover_support import register_agent, wait_for, warning
@@ -64,3 +67,63 @@ def test_a_failover_that_ends_before_the_sentinel_records_its_start_stays_resolv
     assert cleanup.sweep_stuck(datetime.now(UTC) + timedelta(hours=1)) == []
     [row] = events_of(client_id)
     assert (row.status, row.success) == ("resolved", True)
+
+
+# --- the sentinel's time within one invocation ------------------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Lambda ending an invocation at its timeout: nothing of the handler runs after it (not an Exception)."""
+
+
+class _Context:
+    """A Lambda context whose clock the test moves: ``timeout_ms`` at the start, ``cost_ms`` per event handled."""
+
+    def __init__(self, timeout_ms: int, cost_ms: int) -> None:
+        self.left, self.cost = timeout_ms, cost_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left
+
+
+def test_a_batch_the_invocation_has_no_time_for_returns_its_unstarted_events_at_once(api, make_tenant, monkeypatch):
+    """GIVEN a batch of three warnings and an invocation whose events are slow (12 s each of the sentinel's 30 s: an
+    EC2 DescribeInstances in a client's account, StartExecution retried by the SDK) WHEN the sentinel runs it
+    THEN it starts no event with less than a quarter of its time left: the third warning is a batch item failure,
+    visible again at once (``ChangeMessageVisibility`` 0), and the first two are handled.
+
+    Found: the sentinel started every message whatever time was left, so the third ran into the timeout: Lambda
+    ended the invocation, the whole batch (the two handled warnings too) came back only after the queue's 180 s
+    visibility timeout, past the third warning's two minutes, and a batch that always runs out of time went to the
+    dead-letter queue after 5 receives, its last warning never handled."""
+    tenants = [register_agent(make_tenant) for _ in range(3)]
+    batch = sqs_event([warning(primary) for _, _, _, primary, _ in tenants])
+    context = _Context(timeout_ms=30_000, cost_ms=12_000)
+    real_on_event = sentinel.on_event
+
+    def slow_on_event(event, ctx):
+        ctx.left -= ctx.cost
+        if ctx.left <= 0:
+            raise _Killed("Task timed out after 30.00 seconds")
+        return real_on_event(event)
+
+    monkeypatch.setattr(sentinel, "on_event", slow_on_event)
+    visibility: list[dict] = []
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: visibility.append(delays) or len(delays))
+
+    response = sentinel.on_sqs_batch(batch, context)
+
+    last = batch["Records"][2]
+    assert response == {"batchItemFailures": [{"itemIdentifier": last["messageId"]}]}
+    assert visibility == [{last["receiptHandle"]: 0}]
+    for client_id, *_ in tenants[:2]:
+        [row] = events_of(client_id)
+        assert row.execution_arn and wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+    assert events_of(tenants[2][0]) == []
+
+    # its redelivery, in an invocation of its own, starts its one failover
+    assert sentinel.on_sqs_batch(sqs_event([json.loads(last["body"])], receive_count=2),
+                                 _Context(30_000, 12_000)) == {"batchItemFailures": []}
+    [row] = events_of(tenants[2][0])
+    assert len(executions_named(row.interruption_id)) == 1
+    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
