@@ -127,3 +127,45 @@ def test_a_batch_the_invocation_has_no_time_for_returns_its_unstarted_events_at_
     [row] = events_of(tenants[2][0])
     assert len(executions_named(row.interruption_id)) == 1
     assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+
+
+# --- a late event, the cleanup job and the claim window -----------------------------------------------------------
+
+
+def test_a_late_warning_still_retried_in_its_claim_window_is_not_abandoned_by_the_cleanup_job(api, make_tenant,
+                                                                                             monkeypatch):
+    """GIVEN a warning that reaches the sentinel 10 minutes after its time (EventBridge retrying its target, a queue
+    backed up behind a throttled sentinel: the ``events-waiting`` alarm), its StartExecution throttled, so the event
+    is claimed and left ``detected`` WHEN the cleanup job runs 6 minutes later (16 after the signal: "stuck") and SQS
+    then delivers the warning again (its fifth receive, inside the claim's 15 minutes)
+    THEN the cleanup job leaves the event alone while its claim is held, and the redelivery starts its one failover.
+
+    Found: the cleanup job measured "stuck" from the signal's time, the claim from its receive, so it closed the event
+    ``abandoned`` (the client told it was never handled) while the claim still made every copy of the signal a
+    duplicate of it: the redelivery answered ``duplicate`` and was deleted, and no failover ever ran."""
+    from chalicelib import clock
+    from chalicelib.jobs import cleanup
+    from chalicelib.repositories import interruptions
+    from tests.faults import inject
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    received = datetime.now(UTC)
+    event = {**warning(primary), "time": (received - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    inject(monkeypatch, "StartExecution", "ThrottlingException", times=1)
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed: the whole batch comes back
+        invoke(api, sqs_event([event]))
+    [row] = events_of(client_id)
+    assert row.status == "detected" and executions_named(row.interruption_id) == []
+
+    monkeypatch.setattr(interruptions, "stuck", lambda status, before: [
+        r for r in events_of(client_id) if r.status == status and r.detected_at < before])
+    assert cleanup.sweep_stuck(received + timedelta(minutes=6)) == []
+    assert events_of(client_id)[0].status == "detected"
+
+    monkeypatch.setattr(clock, "now", lambda: received + timedelta(minutes=7))
+    assert invoke(api, sqs_event([event], receive_count=5)) == {"batchItemFailures": []}
+    [row] = events_of(client_id)
+    assert len(executions_named(row.interruption_id)) == 1
+    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+    [row] = events_of(client_id)
+    assert (row.status, row.success) == ("resolved", True)
