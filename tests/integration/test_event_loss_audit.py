@@ -169,3 +169,79 @@ def test_a_late_warning_still_retried_in_its_claim_window_is_not_abandoned_by_th
     assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
     [row] = events_of(client_id)
     assert (row.status, row.success) == ("resolved", True)
+
+
+# --- holds: a crash mid-event, the dead-letter queue and its redrive -------------------------------------------
+
+
+def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(api, make_tenant, monkeypatch):
+    """GIVEN a warning whose invocation dies after the claim, inside StartExecution (Lambda's timeout or a crash: no
+    handler code runs after it, the idempotency record is left in progress) WHEN SQS delivers the warning again while
+    that invocation's time is not over THEN it is a batch item failure (the first may still be running: nothing runs
+    twice); delivered again once it is over, it starts the one failover (the duplicate of its own claim). Holds:
+    powertools bounds an in-progress record by the invocation's remaining time (``register_lambda_context``)."""
+    import time
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    event = warning(primary)
+    real_start = stepfunctions.start
+
+    def dies(name, payload, *args, **kwargs):
+        monkeypatch.setattr(stepfunctions, "start", real_start)
+        raise _Killed("Runtime exited without providing a reason")
+
+    monkeypatch.setattr(stepfunctions, "start", dies)
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
+    with pytest.raises(_Killed):
+        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+    [row] = events_of(client_id)
+    assert row.status == "detected" and executions_named(row.interruption_id) == []
+
+    early = sqs_event([event], receive_count=2)
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed (in progress): the batch comes back
+        sentinel.on_sqs_batch(early, _Context(timeout_ms=30_000, cost_ms=0))
+    assert executions_named(row.interruption_id) == []
+
+    time.sleep(1.6)  # the dead invocation's time is over
+    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=3),
+                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
+    [again] = events_of(client_id)
+    assert again.interruption_id == row.interruption_id and len(executions_named(row.interruption_id)) == 1
+    assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
+
+
+def test_a_dead_lettered_warning_redriven_after_its_event_was_abandoned_fails_the_agent_over_once(api, make_tenant,
+                                                                                               monkeypatch):
+    """GIVEN a warning whose StartExecution fails on all 5 receives (Step Functions impaired ≈ 7 minutes): the
+    message goes to the dead-letter queue (alarm), and once its claim is over the cleanup job closes the event
+    ``abandoned`` (client told) WHEN the operator redrives it (``make redrive``: the same body on the event queue)
+    THEN the agent, still on the lost instance, is failed over exactly once. Holds: no stored idempotency result for
+    a failed event, a claim past its window is taken again, and the execution is named after the new event."""
+    from chalicelib import clock
+    from chalicelib.jobs import cleanup
+    from chalicelib.repositories import interruptions
+    from tests.faults import inject
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    start = datetime.now(UTC)
+    event = warning(primary)
+    inject(monkeypatch, "StartExecution", "ThrottlingException", times=5)
+    for receive in range(1, 6):
+        with pytest.raises(Exception):  # noqa: B017 - its only message failed: the batch comes back
+            invoke(api, sqs_event([event], receive_count=receive))
+    [stuck] = events_of(client_id)
+    assert stuck.status == "detected"
+
+    monkeypatch.setattr(interruptions, "stuck", lambda status, before: [
+        r for r in events_of(client_id) if r.status == status and r.detected_at < before])
+    assert cleanup.sweep_stuck(start + timedelta(minutes=16)) == [stuck.interruption_id]
+
+    monkeypatch.setattr(clock, "now", lambda: start + timedelta(minutes=20))
+    assert invoke(api, sqs_event([event])) == {"batchItemFailures": []}  # the redriven copy
+    rows = {r.interruption_id: r for r in events_of(client_id)}
+    assert rows[stuck.interruption_id].response_action == "abandoned"
+    [handled] = [r for r in rows.values() if r.interruption_id != stuck.interruption_id]
+    assert executions_named(stuck.interruption_id) == [] and len(executions_named(handled.interruption_id)) == 1
+    assert wait_for(handled.execution_arn)["status"] == "SUCCEEDED"
+    assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}  # redriven twice: stored
+    assert len(events_of(client_id)) == 2
