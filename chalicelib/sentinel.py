@@ -170,10 +170,21 @@ def _idempotent_intake():
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
         now = clock.now()
-        results = [handle(received(signal, now), now) for signal in signals]
-        if len(results) == 1:
-            return results[0]
-        # An AWS Health event names every instance it affects; each is claimed on its own.
+        if len(signals) == 1:
+            return handle(received(signals[0], now), now)
+        # An AWS Health event names every instance it affects; each is claimed on its own, and each is tried whatever
+        # happened to the ones before it (one tenant's trouble must not hold another's failover): the first failure
+        # is raised once all were tried, and the redelivery finishes it (the others are duplicates of their claims).
+        results, failure = [], None
+        for signal in signals:
+            try:
+                results.append(handle(received(signal, now), now))
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other instances
+                logger.warning("affected instance failed: the event comes back for it", extra={
+                    "event_id": event.get("id"), "instance_id": signal.instance_id, "error": str(exc)})
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return {"action": "per_instance", "results": [{"instance_id": signal.instance_id, **result}
                                                       for signal, result in zip(signals, results)]}
 

@@ -245,3 +245,41 @@ def test_a_dead_lettered_warning_redriven_after_its_event_was_abandoned_fails_th
     assert wait_for(handled.execution_arn)["status"] == "SUCCEEDED"
     assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}  # redriven twice: stored
     assert len(events_of(client_id)) == 2
+
+
+# --- one AWS Health event, several instances ----------------------------------------------------------------------
+
+
+def test_a_retirement_naming_several_instances_fails_each_over_whatever_happens_to_the_first(api, make_tenant,
+                                                                                             monkeypatch):
+    """GIVEN one AWS Health scheduled retirement naming two managed primaries (two tenants of one account), the first
+    one's handling failing (its StartExecution throttled on every receive: a hot partition, a tenant's own trouble)
+    WHEN the sentinel receives the event THEN the second primary is failed over on that same receive, the message
+    comes back for the first alone to finish, and once it can, each has exactly one failover.
+
+    Found: the instances were handled in order and the first failure ended the event's handling, so the second was
+    not even tried: while the first kept failing, the second waited, and after 5 receives the whole event was in
+    the dead-letter queue, the second tenant's retirement never failed over (one tenant's trouble stopped another's)."""
+    from tests.faults import inject
+    from tests.integration.test_event_intake import retirement
+
+    (first_client, _, _, first, _), (second_client, _, _, second, _) = (register_agent(make_tenant),
+                                                                        register_agent(make_tenant))
+    fault = inject(monkeypatch, "StartExecution", "ThrottlingException", times=5,
+                   when=lambda params: json.loads(params["input"])["instance_id"] == first)
+    event = retirement(first, second)
+
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed: the batch comes back
+        invoke(api, sqs_event([event]))
+    assert len(fault.hits) == 1
+    [started] = events_of(second_client)
+    assert len(executions_named(started.interruption_id)) == 1
+    [waiting] = events_of(first_client)
+    assert waiting.status == "detected" and executions_named(waiting.interruption_id) == []
+
+    fault.times = len(fault.hits)  # the first tenant's trouble is over
+    assert invoke(api, sqs_event([event], receive_count=2)) == {"batchItemFailures": []}
+    for client_id in (first_client, second_client):
+        [row] = events_of(client_id)
+        assert len(executions_named(row.interruption_id)) == 1
+        assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
