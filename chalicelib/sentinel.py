@@ -80,12 +80,15 @@ def on_sqs_batch(event: dict, context=None) -> dict:
                 "message_id": record.message_id, "remaining_ms": budget.remaining_ms()})
             raise OutOfTime("the invocation's time ran low before this event was started")
         try:
-            return on_event(queued_event(record.body), context)
+            queued = queued_event(record.body)
+            result = on_event(queued, context)
         except Exception:  # reported as a batch item failure: logged here, where the cause is known
             logger.exception("event failed: it comes back from the queue (then the dead-letter queue)",
                              extra={"message_id": record.message_id,
                                     "receive_count": record.attributes.approximate_receive_count})
             raise
+        _log_outcome(queued, result, record.message_id)
+        return result
 
     try:
         response = process_partial_response(event=event, record_handler=record_handler,
@@ -95,6 +98,18 @@ def on_sqs_batch(event: dict, context=None) -> dict:
         raise
     _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}, unstarted)
     return response
+
+
+def _log_outcome(event: dict, result: dict, message_id: str) -> None:
+    """One line per instance of an event the queue lets go (deleted after this answer) with what was done and why:
+    an event ignored (unmanaged instance, no longer the agent's primary, another account, ...) or rejected is
+    known to have been, with its reason, beyond the idempotency record's 24 hours."""
+    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+    for outcome in result.get("results") or [result]:
+        logger.info("event handled", extra={
+            "message_id": message_id, "event_id": event.get("id"), "detail_type": event.get("detail-type"),
+            "instance_id": outcome.get("instance_id") or detail.get("instance-id"), "action": outcome.get("action"),
+            "reason": outcome.get("reason"), "interruption_id": outcome.get("interruption_id")})
 
 
 # A failed event's first receives come back after these delays (s) instead of the event queue's 180 s visibility

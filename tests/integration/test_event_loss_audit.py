@@ -283,3 +283,35 @@ def test_a_retirement_naming_several_instances_fails_each_over_whatever_happens_
         [row] = events_of(client_id)
         assert len(executions_named(row.interruption_id)) == 1
         assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+
+
+# --- an event let go is let go knowingly --------------------------------------------------------------------------
+
+
+def test_every_event_the_queue_lets_go_is_logged_with_what_was_done_and_why(api, make_tenant, caplog):
+    """GIVEN a batch of a warning for a managed primary, one for an instance nobody manages and a late copy (another
+    event id) of a warning whose failover already replaced its instance WHEN the sentinel handles it (every message
+    deleted) THEN one log line per event names its id, instance, action and reason: an event let go on purpose is
+    known to have been, and why.
+
+    Found: only failures, rejections and a few account checks were logged; an ignored event (unmanaged instance, a
+    replaced primary, a deleted agent, a user's stop ...) left no trace but the idempotency record, gone in 24 h."""
+    from tests.conftest import new_instance_id
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    replaced_client, _, _, replaced, _ = register_agent(make_tenant)
+    assert invoke(api, sqs_event([warning(replaced)])) == {"batchItemFailures": []}
+    [done] = events_of(replaced_client)
+    assert wait_for(done.execution_arn)["status"] == "SUCCEEDED"  # another instance is the agent's primary now
+    events = [warning(primary), warning(new_instance_id()), warning(replaced)]
+
+    caplog.clear()
+    assert invoke(api, sqs_event(events)) == {"batchItemFailures": []}
+
+    lines = {r.event_id: r for r in caplog.records if r.getMessage() == "event handled"}
+    assert [(lines[e["id"]].instance_id, lines[e["id"]].action) for e in events] == [
+        (primary, "failover_started"), (events[1]["detail"]["instance-id"], "ignored"), (replaced, "duplicate")]
+    assert lines[events[1]["id"]].reason == "unmanaged instance"
+    assert lines[events[2]["id"]].interruption_id == done.interruption_id
+    [row] = events_of(client_id)
+    wait_for(row.execution_arn)
