@@ -315,3 +315,44 @@ def test_every_event_the_queue_lets_go_is_logged_with_what_was_done_and_why(api,
     assert lines[events[2]["id"]].interruption_id == done.interruption_id
     [row] = events_of(client_id)
     wait_for(row.execution_arn)
+
+
+# --- the state machine's own "nothing to do" ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["plan", "launch"])
+def test_a_failover_with_nothing_left_to_do_closes_its_event_as_no_action(api, make_tenant, monkeypatch, step):
+    """GIVEN a warning whose failover finds, at its plan or at its launch, the agent already on another instance (a
+    switch of its own, a client's promotion: another signal group, so another execution) WHEN the execution ends
+    (``NothingToDo``, Succeed) THEN the event is closed ``resolved``/``no-action`` with the reason, and the cleanup
+    job, 30 minutes on, has nothing to close.
+
+    Found: those two exits wrote ``no-action`` and the reason but left the event ``handling``; the execution having
+    ended, the cleanup job closed it ``failed``/``abandoned`` 30 minutes later with a critical notification ("the
+    failover stopped without recording an outcome") and the StuckInterruptions alarm: a signal knowingly ignored
+    reported as a failover lost."""
+    from chalicelib import failover
+    from chalicelib.jobs import cleanup
+    from chalicelib.repositories import interruptions
+    from chalicelib.tables import AgentTable
+    from tests.e2e.failover_support import ZONES, launch_primary
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    elsewhere = launch_primary(itype, ZONES[2])
+    real_step = getattr(failover, step)
+
+    def moved_meanwhile(state):
+        AgentTable(client_id, agent_id).update(actions=[AgentTable.instance_id.set(elsewhere)])
+        return real_step(state)
+
+    monkeypatch.setattr(failover, step, moved_meanwhile)
+    assert invoke(api, sqs_event([warning(primary)])) == {"batchItemFailures": []}
+    [row] = events_of(client_id)
+    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+
+    [row] = events_of(client_id)
+    assert (row.status, row.response_action) == ("resolved", "no-action")
+    assert "moved to another instance" in row.error and row.completed_at is not None
+    monkeypatch.setattr(interruptions, "stuck", lambda status, before: [
+        r for r in events_of(client_id) if r.status == status and r.detected_at < before])
+    assert cleanup.sweep_stuck(datetime.now(UTC) + timedelta(minutes=31)) == []
