@@ -210,6 +210,38 @@ def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(ap
     assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
 
 
+def test_a_handled_warning_whose_stored_result_is_throttled_comes_back_as_a_duplicate_of_itself(api, make_tenant,
+                                                                                              monkeypatch):
+    """GIVEN a warning handled to the end (its failover started), then the idempotency record's success write
+    throttled (DynamoDB, after the SDK's retries) WHEN SQS delivers it again, first while the invocation's time is
+    not over, then after THEN the first redelivery fails (in progress: nothing runs twice) and the second is a
+    duplicate of its own claim: one interruption, one execution. Holds."""
+    import time
+
+    from tests.faults import inject
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    event = warning(primary)
+    fault = inject(monkeypatch, "UpdateItem", "ProvisionedThroughputExceededException",
+                   when=lambda params: "idempotency" in params["TableName"])
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
+
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed: the batch comes back
+        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+    assert len(fault.hits) == 1
+    [row] = events_of(client_id)
+    assert len(executions_named(row.interruption_id)) == 1
+
+    with pytest.raises(Exception):  # noqa: B017 - in progress: the batch comes back
+        sentinel.on_sqs_batch(sqs_event([event], receive_count=2), _Context(timeout_ms=30_000, cost_ms=0))
+    time.sleep(1.6)
+    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=3),
+                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
+    [again] = events_of(client_id)
+    assert again.interruption_id == row.interruption_id and len(executions_named(row.interruption_id)) == 1
+    assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
+
+
 def test_a_dead_lettered_warning_redriven_after_its_event_was_abandoned_fails_the_agent_over_once(api, make_tenant,
                                                                                                monkeypatch):
     """GIVEN a warning whose StartExecution fails on all 5 receives (Step Functions impaired ≈ 7 minutes): the
