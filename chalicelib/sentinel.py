@@ -588,7 +588,8 @@ def _own_standby(agent: AgentRecord, replica_id: str | None, row: InterruptionTa
 
 
 def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
-    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused.
+    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused. Not for an instance
+    whose termination is already claimed (its failover is replacing it).
 
     Also run again for an event still ``detected`` (its first delivery failed after the claim, e.g. throttled):
     a standby this event already pre-warmed is kept as its answer, never a second one, and only the first
@@ -601,6 +602,10 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
         action = "prewarm"
         reason = f"standby {standby.replica_id} in {standby.pool_id} pre-warmed for this recommendation"
         result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
+    elif failing_over := interruptions.held_claim(signal_key(row.instance_id, signal_group(SignalKind.TERMINATION)),
+                                                  now, settings.signal_window_s):
+        # AWS may send the recommendation with or after the two-minute warning: the instance is being replaced
+        action, reason = "monitor", f"a failover of the instance is under way ({failing_over})"
     elif agent.current_mode != "spot":
         action, reason = "monitor", "the instance is not on spot"
     elif agent.current_replica_id:

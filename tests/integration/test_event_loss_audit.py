@@ -388,3 +388,39 @@ def test_a_failover_with_nothing_left_to_do_closes_its_event_as_no_action(api, m
     monkeypatch.setattr(interruptions, "stuck", lambda status, before: [
         r for r in events_of(client_id) if r.status == status and r.detected_at < before])
     assert cleanup.sweep_stuck(datetime.now(UTC) + timedelta(minutes=31)) == []
+
+
+# --- out of order: a rebalance recommendation after the interruption warning -----------------------------------
+
+
+def test_a_rebalance_recommendation_after_the_warning_prewarms_nothing_for_an_instance_being_failed_over(
+        api, make_tenant, monkeypatch):
+    """GIVEN a warning for a primary on a risky pool, its failover claimed and on its way (here its StartExecution
+    throttled: the redelivery starts it) WHEN the pool's rebalance recommendation arrives after it (AWS documents that
+    it can come at the same time as or after the two-minute notice) THEN it pre-warms no standby: the event is
+    resolved ``no-action`` saying a failover is under way, and the redelivered warning starts the one failover.
+
+    Found: the recommendation, in its own de-duplication group, pre-warmed a standby for an instance the failover was
+    already replacing: a second reaction to the same loss, one more instance launched and paid for (until its hour's
+    expiry), and a standby the failover's plan could take as ready to promote while it was still booting."""
+    from chalicelib.repositories import pools as pool_repo
+    from chalicelib.repositories import replicas as replica_repo
+    from tests.e2e.failover_support import ZONES, rebalance
+    from tests.faults import inject
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    pool_repo.save_risk([(f"{itype}.{ZONES[0]}", 0.9, "model", "test")], 3600, datetime.now(UTC))
+    inject(monkeypatch, "StartExecution", "ThrottlingException", times=1)
+    warned = warning(primary)
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed: the batch comes back
+        invoke(api, sqs_event([warned]))
+
+    assert invoke(api, sqs_event([rebalance(primary)])) == {"batchItemFailures": []}
+    assert replica_repo.for_agent(agent_id) == []
+    recommendation = next(r for r in events_of(client_id) if r.signal_type == "rebalance-recommendation")
+    assert (recommendation.status, recommendation.response_action) == ("resolved", "no-action")
+
+    assert invoke(api, sqs_event([warned], receive_count=2)) == {"batchItemFailures": []}
+    [failover] = [r for r in events_of(client_id) if r.signal_type == "termination-warning"]
+    assert len(executions_named(failover.interruption_id)) == 1
+    assert wait_for(failover.execution_arn)["status"] == "SUCCEEDED"
