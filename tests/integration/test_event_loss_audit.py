@@ -11,7 +11,9 @@ will. What already holds and is proved elsewhere is not repeated here (tests/int
 test_sentinel.py, test_sentinel_aws_faults.py, tests/e2e/test_failover*.py, tests/infra/test_event_intake.py).
 
 Each test says what it tries; one that found a defect says what happened before its fix. Everything runs on the
-embedded AWS (moto), the failover state machine executing for real with its tasks in this process.
+embedded AWS (moto), the failover state machine executing for real with its tasks in this process. What the audit
+found in the CDK stack (a dead-lettered event left unredriven expired without a second alarm) is asserted in
+tests/infra/test_event_intake.py.
 """
 
 from __future__ import annotations
