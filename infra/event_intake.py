@@ -183,7 +183,8 @@ class EventIntake(Construct):
 
 class EventForwarderStack(Stack):
     """The sentinel's patterns in one more region, forwarded to the deploy region's default bus, with a
-    dead-letter queue in this region for what EventBridge could not put there, and an alarm on it."""
+    dead-letter queue in this region for what EventBridge could not put there, and its alarms (a message there; one
+    there 7 days)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: str, deploy_region: str,
                  alarm_email: str | None = None, **kwargs) -> None:
@@ -232,6 +233,13 @@ class EventForwarderStack(Stack):
             description=(f"Sentinel events in {dlq} of this region: EventBridge could not forward them to "
                          f"{deploy_region} for 24 h. Read them, fix the cause, then "
                          f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."))
+        self.dead_letter_age_alarm = oldest_message_alarm(
+            self, "DeadLetterAgeAlarm", self.dead_letter_queue, cloudwatch_actions.SnsAction(self.topic),
+            name=alarm_name(stage, "events-forward-dead-letters-expiring"),
+            description=(f"A sentinel event has waited {DEAD_LETTER_AGE_ALARM.to_days()} days in {dlq} of this "
+                         f"region: SQS deletes it after {RETENTION.to_days()} days, lost for good. Fix the cause, then "
+                         f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."),
+            threshold_s=int(DEAD_LETTER_AGE_ALARM.to_seconds()))
         add_suppressions(self, FORWARDER_NAG_SUPPRESSIONS)
         CfnOutput(self, "ForwardDeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                   description="events EventBridge could not forward (make redrive STAGE=<stage> EVENT_REGIONS=<region>)")

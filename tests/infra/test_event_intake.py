@@ -227,7 +227,8 @@ def test_forwarder_retries_are_eventbridges_default_which_the_deploy_region_sets
 
 def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_alarm_address(templates):
     """A CloudWatch alarm notifies only an SNS topic of its own region: each forwarder has one, subscribed
-    to the address the stage's topic gets."""
+    to the address the stage's topic gets; its dead-letter queue alarms when a message arrives and again when one has
+    waited 7 of its 14 days (the event loss audit: before, an unredriven event expired without another word)."""
     from infra.naming import alarm_name, forwarder_topic_name
 
     _, forwarders = templates
@@ -235,8 +236,14 @@ def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_ala
         (dlq_id,) = of_type(template, "AWS::SQS::Queue")
         (topic_id, topic), = of_type(template, "AWS::SNS::Topic").items()
         assert topic["Properties"]["TopicName"] == forwarder_topic_name(STAGE)
-        (alarm,) = [a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()]
-        assert alarm["AlarmName"] == alarm_name(STAGE, "events-forward-dead-lettered")
+        alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()}
+        assert set(alarms) == {alarm_name(STAGE, "events-forward-dead-lettered"),
+                               alarm_name(STAGE, "events-forward-dead-letters-expiring")}
+        expiring = alarms[alarm_name(STAGE, "events-forward-dead-letters-expiring")]
+        assert (expiring["MetricName"], expiring["Threshold"]) == ("ApproximateAgeOfOldestMessage", 7 * 24 * 3600)
+        assert expiring["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+        assert expiring["AlarmActions"] == expiring["OKActions"] == [{"Ref": topic_id}]
+        alarm = alarms[alarm_name(STAGE, "events-forward-dead-lettered")]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
         assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
         assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
