@@ -64,7 +64,8 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     message that raised is retried alone, the others are deleted. The event source mapping must report
     batch item failures (``ReportBatchItemFailures``; chalice 1.34 cannot set it: infra/event_source.py
     does, in `make deploy`). When every message of the batch fails, BatchProcessor raises: the whole batch
-    is retried, which is the same thing.
+    is retried, which is the same thing. No message is started with less than a quarter of the invocation's time
+    left (``fanout.Budget``): those are batch item failures made visible again at once, not run into the timeout.
     """
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
     from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
