@@ -125,8 +125,7 @@ def plan(state: State) -> State:
         # A plan that outlived its timeout (the workflow went on without it) must not rewrite the outcome
         # the rest of the execution recorded: only an open event not yet handled here says no-action.
         if event.status not in ("resolved", "failed") and _serving_replacement(state, agent) is None:
-            interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action",
-                                 error=why)
+            _close_no_action(state, why, now)
         return {**state, "action": FailoverRoute.NOTHING.value, "reason": why}
     standby_id = state.get("replica_id") or agent.current_replica_id
     standby = replica_repo.get(agent.agent_id, standby_id) if standby_id else None
@@ -272,8 +271,18 @@ def _still_needed(state: State):
         if serving is not None:
             return serving
         why = "the agent already moved to another instance"
-    interruptions.update(state["client_id"], state["interruption_id"], response_action="no-action", error=why)
+    _close_no_action(state, why, _now())
     raise FailoverSuperseded(why)
+
+
+def _close_no_action(state: State, why: str, now: datetime) -> None:
+    """Close the open event ``resolved``/``no-action`` with ``why``: the execution ends at ``NothingToDo``, and an
+    event left ``handling`` (or ``detected``) with no execution running would be closed by the cleanup job as a
+    failover lost (critical). Conditional on the open status: an outcome recorded meanwhile stands."""
+    for status in ("handling", "detected"):
+        if interruptions.update_if(state["client_id"], state["interruption_id"], status, status="resolved",
+                                   response_action="no-action", error=why, completed_at=now):
+            return
 
 
 def _serving_replacement(state: State, agent: AgentRecord | None):

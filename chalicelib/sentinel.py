@@ -64,28 +64,53 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     message that raised is retried alone, the others are deleted. The event source mapping must report
     batch item failures (``ReportBatchItemFailures``; chalice 1.34 cannot set it: infra/event_source.py
     does, in `make deploy`). When every message of the batch fails, BatchProcessor raises: the whole batch
-    is retried, which is the same thing.
+    is retried, which is the same thing. No message is started with less than a quarter of the invocation's time
+    left (``fanout.Budget``): those are batch item failures made visible again at once, not run into the timeout.
     """
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
     from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+    from chalicelib.jobs.fanout import Budget, OutOfTime
+
+    budget, unstarted = Budget(context), set()
+
     def record_handler(record) -> dict:
+        if budget.low():  # started now, it could run into the timeout, which returns the whole batch in 180 s
+            unstarted.add(record.message_id)
+            logger.warning("out of time: the event comes back at once", extra={
+                "message_id": record.message_id, "remaining_ms": budget.remaining_ms()})
+            raise OutOfTime("the invocation's time ran low before this event was started")
         try:
-            return on_event(queued_event(record.body), context)
+            queued = queued_event(record.body)
+            result = on_event(queued, context)
         except Exception:  # reported as a batch item failure: logged here, where the cause is known
             logger.exception("event failed: it comes back from the queue (then the dead-letter queue)",
                              extra={"message_id": record.message_id,
                                     "receive_count": record.attributes.approximate_receive_count})
             raise
+        _log_outcome(queued, result, record.message_id)
+        return result
 
     try:
         response = process_partial_response(event=event, record_handler=record_handler,
                                             processor=BatchProcessor(event_type=EventType.SQS))
     except BatchProcessingError:
-        _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])})
+        _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])}, unstarted)
         raise
-    _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])})
+    _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}, unstarted)
     return response
+
+
+def _log_outcome(event: dict, result: dict, message_id: str) -> None:
+    """One line per instance of an event the queue lets go (deleted after this answer) with what was done and why:
+    an event ignored (unmanaged instance, no longer the agent's primary, another account, ...) or rejected is
+    known to have been, with its reason, beyond the idempotency record's 24 hours."""
+    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+    for outcome in result.get("results") or [result]:
+        logger.info("event handled", extra={
+            "message_id": message_id, "event_id": event.get("id"), "detail_type": event.get("detail-type"),
+            "instance_id": outcome.get("instance_id") or detail.get("instance-id"), "action": outcome.get("action"),
+            "reason": outcome.get("reason"), "interruption_id": outcome.get("interruption_id")})
 
 
 # A failed event's first receives come back after these delays (s) instead of the event queue's 180 s visibility
@@ -95,9 +120,10 @@ def on_sqs_batch(event: dict, context=None) -> dict:
 RETRY_DELAYS_S = (10, 30)
 
 
-def _retry_soon(event: dict, failed: set[str]) -> None:
+def _retry_soon(event: dict, failed: set[str], unstarted: set[str] = frozenset()) -> None:
     """Shorten the visibility of the failed messages of the stage's event queue (best effort: if SQS refuses,
-    they come back after the queue's timeout, as before)."""
+    they come back after the queue's timeout, as before); the ``unstarted`` ones (the invocation's time ran low
+    before them: nothing failed) come back at once, whatever their receive count."""
     from chalicelib.aws import sqs
     from chalicelib.settings import event_queue_name
 
@@ -105,9 +131,12 @@ def _retry_soon(event: dict, failed: set[str]) -> None:
     delays = {}
     for record in event.get("Records", []):
         receives = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
-        if (record.get("messageId") in failed and record.get("receiptHandle") and receives.isdigit()
-                and 0 < int(receives) <= len(RETRY_DELAYS_S)
-                and str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue):
+        if (record.get("messageId") not in failed or not record.get("receiptHandle")
+                or str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] != queue):
+            continue
+        if record["messageId"] in unstarted:
+            delays[record["receiptHandle"]] = 0
+        elif receives.isdigit() and 0 < int(receives) <= len(RETRY_DELAYS_S):
             delays[record["receiptHandle"]] = RETRY_DELAYS_S[int(receives) - 1]
     if not delays:
         return
@@ -157,10 +186,21 @@ def _idempotent_intake():
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
         now = clock.now()
-        results = [handle(received(signal, now), now) for signal in signals]
-        if len(results) == 1:
-            return results[0]
-        # An AWS Health event names every instance it affects; each is claimed on its own.
+        if len(signals) == 1:
+            return handle(received(signals[0], now), now)
+        # An AWS Health event names every instance it affects; each is claimed on its own, and each is tried whatever
+        # happened to the ones before it (one tenant's trouble must not hold another's failover): the first failure
+        # is raised once all were tried, and the redelivery finishes it (the others are duplicates of their claims).
+        results, failure = [], None
+        for signal in signals:
+            try:
+                results.append(handle(received(signal, now), now))
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other instances
+                logger.warning("affected instance failed: the event comes back for it", extra={
+                    "event_id": event.get("id"), "instance_id": signal.instance_id, "error": str(exc)})
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return {"action": "per_instance", "results": [{"instance_id": signal.instance_id, **result}
                                                       for signal, result in zip(signals, results)]}
 
@@ -510,7 +550,12 @@ def workflow_input(row: InterruptionTable, replica_id: str | None = None) -> dic
 
 def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
     execution = stepfunctions.start(row.interruption_id, workflow_input(row))
-    interruptions.update(row.client_id, row.interruption_id, status="handling", execution_arn=execution)
+    # ``handling`` only over ``detected``: an execution that already ended (a quick hand-over, this write slow or
+    # redelivered) recorded its outcome, which must stand (the cleanup job would close a ``handling`` event whose
+    # execution no longer runs as lost); the execution is named either way.
+    if not interruptions.update_if(row.client_id, row.interruption_id, "detected", status="handling",
+                                   execution_arn=execution):
+        interruptions.update(row.client_id, row.interruption_id, execution_arn=execution)
     _record_started(agent, row)
     return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
 
@@ -544,7 +589,8 @@ def _own_standby(agent: AgentRecord, replica_id: str | None, row: InterruptionTa
 
 
 def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dict[str, Any]:
-    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused.
+    """Pre-warm a standby in another pool when the current pool looks risky; it expires unused. Not for an instance
+    whose termination is already claimed (its failover is replacing it).
 
     Also run again for an event still ``detected`` (its first delivery failed after the claim, e.g. throttled):
     a standby this event already pre-warmed is kept as its answer, never a second one, and only the first
@@ -557,6 +603,10 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
         action = "prewarm"
         reason = f"standby {standby.replica_id} in {standby.pool_id} pre-warmed for this recommendation"
         result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
+    elif failing_over := interruptions.held_claim(signal_key(row.instance_id, signal_group(SignalKind.TERMINATION)),
+                                                  now, settings.signal_window_s):
+        # AWS may send the recommendation with or after the two-minute warning: the instance is being replaced
+        action, reason = "monitor", f"a failover of the instance is under way ({failing_over})"
     elif agent.current_mode != "spot":
         action, reason = "monitor", "the instance is not on spot"
     elif agent.current_replica_id:

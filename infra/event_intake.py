@@ -10,8 +10,9 @@
   moves to
 * **the dead-letter queue** ``spot-optimizer-<stage>-events-dlq`` (14 days), also the rules' own dead-letter
   queue for events EventBridge could not put on the event queue. Redrive: ``make redrive STAGE=<stage>``
-  (infra/README.md). A message there raises the **DLQ depth alarm** (to the stack's SNS topic); an event
-  waiting on the event queue longer than the two minutes of a spot warning raises the **age alarm**.
+  (infra/README.md). A message there raises the **DLQ depth alarm** (to the stack's SNS topic), and one still
+  there after ``DEAD_LETTER_AGE_ALARM`` (7 of its 14 days) the **DLQ age alarm**; an event waiting on the event
+  queue longer than the two minutes of a spot warning raises the **age alarm**.
 * **one rule per pattern** of ``components.sentinel.rules.SENTINEL_RULES`` (interruption warning, rebalance
   recommendation, state change, AWS Health scheduled retirement) on the default bus, each targeting the
   queue. The queue policy lets ``events.amazonaws.com`` send only for these rules (``aws:SourceArn``).
@@ -58,6 +59,10 @@ __all__ = ["EventIntake", "EventForwarderStack", "FORWARDER_NAG_SUPPRESSIONS", "
 # its reserved concurrency, so it should not be, but a cold burst must not dead-letter a warning).
 MAX_RECEIVE_COUNT = 5
 RETENTION = Duration.days(14)
+# A dead-lettered event still there this long is half-way to its expiry (RETENTION, from its first enqueue): the
+# DLQ depth alarm fired once, when the first event arrived, and stays in ALARM for every later one, so this second
+# alarm says the events are still unredriven before SQS deletes them for good.
+DEAD_LETTER_AGE_ALARM = Duration.days(7)
 VISIBILITY_TIMEOUT_S = 180
 # EventBridge keeps retrying a delivery to the queue this long before the rule's dead-letter queue.
 MAX_EVENT_AGE = Duration.hours(24)
@@ -162,6 +167,14 @@ class EventIntake(Construct):
                          "(the sentinel is failing, throttled or not deployed): a spot warning's window is over."),
             threshold_s=TERMINATION_NOTICE_S)
 
+        self.dead_letter_age_alarm = oldest_message_alarm(
+            self, "DeadLetterAgeAlarm", self.dead_letter_queue, action,
+            name=alarm_name(stage, "events-dead-letters-expiring"),
+            description=(f"A sentinel event has waited {DEAD_LETTER_AGE_ALARM.to_days()} days in "
+                         f"{event_dead_letter_queue_name(stage)}: SQS deletes it {RETENTION.to_days()} days after it "
+                         f"was first queued, lost for good. Fix the cause, then `make redrive STAGE={stage}`."),
+            threshold_s=int(DEAD_LETTER_AGE_ALARM.to_seconds()))
+
         stack = Stack.of(self)
         CfnOutput(stack, "EventQueueUrl", value=self.queue.queue_url, description="the sentinel's event queue")
         CfnOutput(stack, "EventDeadLetterQueueArn", value=self.dead_letter_queue.queue_arn,
@@ -170,7 +183,8 @@ class EventIntake(Construct):
 
 class EventForwarderStack(Stack):
     """The sentinel's patterns in one more region, forwarded to the deploy region's default bus, with a
-    dead-letter queue in this region for what EventBridge could not put there, and an alarm on it."""
+    dead-letter queue in this region for what EventBridge could not put there, and its alarms (a message there; one
+    there 7 days)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, stage: str, deploy_region: str,
                  alarm_email: str | None = None, **kwargs) -> None:
@@ -219,6 +233,13 @@ class EventForwarderStack(Stack):
             description=(f"Sentinel events in {dlq} of this region: EventBridge could not forward them to "
                          f"{deploy_region} for 24 h. Read them, fix the cause, then "
                          f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."))
+        self.dead_letter_age_alarm = oldest_message_alarm(
+            self, "DeadLetterAgeAlarm", self.dead_letter_queue, cloudwatch_actions.SnsAction(self.topic),
+            name=alarm_name(stage, "events-forward-dead-letters-expiring"),
+            description=(f"A sentinel event has waited {DEAD_LETTER_AGE_ALARM.to_days()} days in {dlq} of this "
+                         f"region: SQS deletes it after {RETENTION.to_days()} days, lost for good. Fix the cause, then "
+                         f"`make redrive STAGE={stage} EVENT_REGIONS=<this region>`."),
+            threshold_s=int(DEAD_LETTER_AGE_ALARM.to_seconds()))
         add_suppressions(self, FORWARDER_NAG_SUPPRESSIONS)
         CfnOutput(self, "ForwardDeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                   description="events EventBridge could not forward (make redrive STAGE=<stage> EVENT_REGIONS=<region>)")

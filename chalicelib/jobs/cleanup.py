@@ -5,7 +5,8 @@ or while its replica row is active and (still) points at it. Otherwise it is an 
 never attached; or left behind by a closed replica) and is terminated once it is older than the grace
 period, which covers the launch → attach gap. An old primary is kept while its agent has
 auto-terminate off (the customer keeps it). Pre-warmed standbys past their expiry are closed too, and
-interruptions stuck in ``detected`` (no execution running) are resolved as ``abandoned``.
+interruptions stuck in ``detected`` (no execution running, and their signal's claim over: no redelivery can finish
+them) are resolved as ``abandoned``.
 Every action is written to the audit log.
 
 Only this stage's instances are looked at (``SpotOptimizerStage`` tag), in every account they may be in:
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from components.replica_coordinator import ReplicaStatus
+from components.sentinel import SignalKind, signal_group, signal_key
 
 from chalicelib import replicas
 from chalicelib.aws import accounts, ec2, stepfunctions
@@ -143,7 +145,7 @@ def sweep_stuck(now: datetime) -> list[str]:
     swept = []
     for kind in _STUCK:
         for row in interruptions.stuck(kind.status, now - timedelta(seconds=kind.after_s)):
-            if stepfunctions.is_running(row.interruption_id):
+            if stepfunctions.is_running(row.interruption_id) or (kind.status == "detected" and _claim_held(row, now)):
                 continue
             reason = kind.reason.format(minutes=int((now - row.detected_at).total_seconds() // 60))
             if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, status=kind.closed_as,
@@ -158,6 +160,19 @@ def sweep_stuck(now: datetime) -> list[str]:
                                   client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
                                   metadata={"interruption_id": row.interruption_id})
     return swept
+
+
+def _claim_held(row, now: datetime) -> bool:
+    """Does the event still hold its signal's claim? Then a redelivery of the signal (SQS retrying it, the other
+    source's copy) is a duplicate of it that finishes it (``sentinel._duplicate``): abandoning it now would make that
+    copy do nothing. The claim runs from the signal's receive, which may be long after its time (a late event)."""
+    kind, _, state = row.signal_type.partition(":")
+    try:
+        group = signal_group(SignalKind(kind), state or None)
+    except ValueError:
+        return False
+    return interruptions.held_claim(signal_key(row.instance_id, group), now,
+                                    get_settings().signal_window_s) == row.interruption_id
 
 
 @logged_job("cleanup")

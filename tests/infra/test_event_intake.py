@@ -110,15 +110,35 @@ def test_only_the_sentinel_rules_may_send_to_the_queues(infra):
 def test_a_dead_lettered_event_alarms_on_the_stacks_topic(infra):
     (queue_id, _), (dlq_id, _) = _queues(infra)
     (topic_id,) = of_type(infra, "AWS::SNS::Topic")
-    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in of_type(infra, "AWS::CloudWatch::Alarm").values()
+    alarms = {(a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0], a["Properties"]["MetricName"]):
+              a["Properties"] for a in of_type(infra, "AWS::CloudWatch::Alarm").values()
               if a["Properties"].get("Namespace") == "AWS/SQS"
               and a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] in (queue_id, dlq_id)}
-    dlq = alarms["ApproximateNumberOfMessagesVisible"]
+    dlq = alarms[dlq_id, "ApproximateNumberOfMessagesVisible"]
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
     assert dlq["Threshold"] == 1 and dlq["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert dlq["AlarmActions"] == [{"Ref": topic_id}]
-    waiting = alarms["ApproximateAgeOfOldestMessage"]
+    waiting = alarms[queue_id, "ApproximateAgeOfOldestMessage"]
     assert waiting["Threshold"] == 120 and waiting["AlarmActions"] == [{"Ref": topic_id}]
+
+
+def test_a_dead_lettered_event_left_unredriven_alarms_again_before_sqs_deletes_it(infra):
+    """GIVEN a sentinel event in the dead-letter queue that nobody redrives WHEN it has waited half its retention
+    THEN a second alarm notifies the stack's topic, before SQS deletes it (14 days after its first enqueue).
+
+    Found (event loss audit, tests/integration/test_event_loss_audit.py): the only DLQ alarm was on its depth, which
+    notifies once, when the first event arrives, and then stays in ALARM for every later one; an event left there
+    was deleted by SQS at 14 days without another word: lost for good."""
+    (_, queue), (dlq_id, dlq) = _queues(infra)
+    (topic_id,) = of_type(infra, "AWS::SNS::Topic")
+    retention = dlq["MessageRetentionPeriod"]
+    [age] = [a["Properties"] for a in of_type(infra, "AWS::CloudWatch::Alarm").values()
+             if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
+             and a["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]]
+    assert age["ComparisonOperator"] == "GreaterThanThreshold" and 0 < age["Threshold"] <= retention / 2
+    assert age["Threshold"] >= 24 * 3600  # not while the operator is still on the first alarm
+    assert age["AlarmActions"] == age["OKActions"] == [{"Ref": topic_id}]
+    assert retention >= queue["MessageRetentionPeriod"]  # an event's expiry counts from its first enqueue
 
 
 def test_the_queue_app_py_consumes_is_the_one_the_stack_creates(infra, chalice_app):
@@ -207,7 +227,8 @@ def test_forwarder_retries_are_eventbridges_default_which_the_deploy_region_sets
 
 def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_alarm_address(templates):
     """A CloudWatch alarm notifies only an SNS topic of its own region: each forwarder has one, subscribed
-    to the address the stage's topic gets."""
+    to the address the stage's topic gets; its dead-letter queue alarms when a message arrives and again when one has
+    waited 7 of its 14 days (the event loss audit: before, an unredriven event expired without another word)."""
     from infra.naming import alarm_name, forwarder_topic_name
 
     _, forwarders = templates
@@ -215,8 +236,14 @@ def test_a_forwarder_dead_letter_alarms_a_topic_of_its_region_that_mails_the_ala
         (dlq_id,) = of_type(template, "AWS::SQS::Queue")
         (topic_id, topic), = of_type(template, "AWS::SNS::Topic").items()
         assert topic["Properties"]["TopicName"] == forwarder_topic_name(STAGE)
-        (alarm,) = [a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()]
-        assert alarm["AlarmName"] == alarm_name(STAGE, "events-forward-dead-lettered")
+        alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in of_type(template, "AWS::CloudWatch::Alarm").values()}
+        assert set(alarms) == {alarm_name(STAGE, "events-forward-dead-lettered"),
+                               alarm_name(STAGE, "events-forward-dead-letters-expiring")}
+        expiring = alarms[alarm_name(STAGE, "events-forward-dead-letters-expiring")]
+        assert (expiring["MetricName"], expiring["Threshold"]) == ("ApproximateAgeOfOldestMessage", 7 * 24 * 3600)
+        assert expiring["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+        assert expiring["AlarmActions"] == expiring["OKActions"] == [{"Ref": topic_id}]
+        alarm = alarms[alarm_name(STAGE, "events-forward-dead-lettered")]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
         assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
         assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"

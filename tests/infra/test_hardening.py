@@ -76,6 +76,7 @@ def test_the_bucket_name_carries_account_and_region(resources):
 
 EXPECTED_ALARMS = ("FailedExecutions", "Api5xx", "ApiThrottles", "FailoverTasksErrors", "FailoverTasksThrottles",
                    "StuckInterruptions", "SentinelErrors", "SentinelThrottles", "events-dead-lettered", "events-waiting",
+                   "events-dead-letters-expiring",
                    "DecisionWorkerErrors", "DecisionWorkerThrottles", "decisions-dead-lettered", "decisions-waiting",
                    "SavingsWorkerErrors", "SavingsWorkerThrottles", "savings-dead-lettered", "savings-waiting",
                    "RiskPoolCap", "PriceRollupPoolCap", "Jobs1Errors", "Jobs1Throttles", "Jobs2Errors", "Jobs2Throttles")
