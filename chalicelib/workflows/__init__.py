@@ -19,6 +19,10 @@ ASL_PATH = Path(__file__).with_name("failover.asl.json")
 # A slow, throttled or lost task (its TimeoutSeconds passed, or Lambda lost or timed out the invocation) is
 # retried like a transient error, within each Task's own budget (the ASL's TimeoutSeconds × attempts).
 TIMEOUT_ERRORS = ("States.Timeout", "Lambda.Unknown", "Sandbox.Timedout")
+# Lambda refusing an invocation for the function's reserved concurrency. Nothing ran, so each Task retries it longest,
+# with full jitter: a mass interruption sends hundreds of executions to one step at once, and retries in step with
+# each other would collide again; a failover done late is still one done, where giving up meant on-demand or failed.
+THROTTLE_ERRORS = ("Lambda.TooManyRequestsException",)
 # When every attempt of Plan and of the spot launch times out, the on-demand launch still starts within this
 # many seconds of the execution's start: half the spot warning's notice is left for it.
 SPOT_PATH = ("Plan", "LaunchReplacement")

@@ -263,3 +263,36 @@ def test_an_instance_id_an_agent_reported_is_never_terminated_unlisted(make_tena
 
     replica_service.retire(replica, ReplicaStatus.TERMINATED, now, "test")
     assert state_of(someone_elses) == "running"
+
+
+@pytest.mark.parametrize("function", ["failover-plan", "failover-launch", "failover-record"])
+def test_a_step_lambda_throttles_eight_times_is_waited_out_not_sent_on_demand(api, make_tenant, monkeypatch, function):
+    """GIVEN Lambda throttles a failover step's invocation eight times in a row (a mass interruption sends every
+    execution to the same step at once, past its reserved concurrency of 25)
+    WHEN the workflow runs THEN Step Functions waits it out (jittered back-off, longer than for other errors):
+    resolved on a spot replacement, one instance launched. Before: four retries over 15 s, then the plan's or the
+    spot launch's Catch sent the agent on-demand, and a throttled record ended the failover ``failed``."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.core.exceptions import JsonRESTError
+
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant)
+    real_invoke, throttled = LambdaSimpleBackend.invoke, []
+
+    def invoke(self, function_name, *args, **kwargs):
+        if function_name.endswith(f"-{function}") and len(throttled) < 8:
+            throttled.append(function_name)
+            error = JsonRESTError("TooManyRequestsException", "Rate Exceeded.")
+            error.code = 429
+            raise error
+        return real_invoke(self, function_name, *args, **kwargs)
+
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    assert wait_for(result["execution_arn"])["status"] == "SUCCEEDED"
+
+    assert len(throttled) == 8, "the injected throttling did not fire"
+    event = only_event(client_id)
+    assert (event.status, event.response_action) == ("resolved", "emergency-spot-replacement")
+    assert [r.lifecycle for r in replica_repo.for_agent(agent_id)] == ["spot"]
+    assert live_ours(client_id) == [event.new_instance_id]
+    assert_nothing_unrecorded(client_id, agent_id)

@@ -51,6 +51,16 @@ def test_every_task_but_the_failure_recorder_catches_into_a_fallback_or_the_fail
     assert ASL["States"]["NothingToDo"]["Type"] == "Succeed"
 
 
+def test_every_task_waits_out_lambda_throttling_longest_with_jitter():
+    """A throttled invocation never ran: every Task retries it more often than any other error, its waits
+    randomised (full jitter) so that executions throttled together do not retry together."""
+    for name, state in TASKS.items():
+        [retrier] = [r for r in state["Retry"] if set(workflows.THROTTLE_ERRORS) & set(r["ErrorEquals"])]
+        assert retrier["ErrorEquals"] == list(workflows.THROTTLE_ERRORS), name
+        assert retrier["JitterStrategy"] == "FULL" and retrier["MaxDelaySeconds"] >= 5, name
+        assert retrier["MaxAttempts"] > max(r["MaxAttempts"] for r in state["Retry"] if r is not retrier), name
+
+
 def test_every_task_retries_its_own_timeout_and_lost_lambda_answers():
     """A slow, throttled or lost task is retried like a transient error (every step is idempotent), a bounded
     number of times: the attempts of a Task end before anything would wait forever."""
