@@ -723,21 +723,28 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
     """The agent's host is going away: agent offline and (if given) its instance inactive, atomically. The
     instance keeps the time of its first termination report (``if_not_exists``): a re-sent report (an agent's
     retry, or a replay days later) must not move the end of the instance's run, which its savings integrate.
-    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``."""
+    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``.
+    An agent deleted since it was read stays deleted (404, nothing written): the report must not write it back
+    ``offline``, which would list it again and keep it from the data cleaner."""
     target = instance_id
     reported = [InstanceTable.termination_reported_at.set(now)] if closes else []
-    with TransactWrite(connection=transaction_connection()) as tx:
-        tx.update(AgentTable(agent.client_id, agent.agent_id),
-                  actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
-                           AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
-                  condition=AgentTable.agent_id.exists())
-        if target:
-            tx.update(InstanceTable(target),
-                      actions=[InstanceTable.is_active.set(False),
-                               InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
-                               InstanceTable.updated_at.set(now), *reported],
-                      condition=(InstanceTable.client_id == agent.client_id)
-                      & (InstanceTable.agent_id == agent.agent_id))
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(AgentTable(agent.client_id, agent.agent_id),
+                      actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
+                               AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
+                      condition=AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES))
+            if target:
+                tx.update(InstanceTable(target),
+                          actions=[InstanceTable.is_active.set(False),
+                                   InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
+                                   InstanceTable.updated_at.set(now), *reported],
+                          condition=(InstanceTable.client_id == agent.client_id)
+                          & (InstanceTable.agent_id == agent.agent_id))
+    except TransactWriteError as exc:
+        if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
 
 
 def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime, *,
