@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error
-from tests.conftest import new_instance_id
+from tests.conftest import new_instance_id, registration
 
 
 def overtaken_at(monkeypatch, owner, name: str, second: Callable[[], Any], *, before: bool = False) -> list:
@@ -137,3 +137,31 @@ def test_a_pricing_report_racing_the_agents_delete_answers_cleanly(tenant_with_a
     assert deleted[0][0] == 200, deleted
     assert_clean_answer(status, reply, (200, 404))
     assert agent_row(client_id, agent_id).status == "deleted"
+
+
+def test_a_switch_report_racing_the_agents_delete_leaves_no_active_instance_behind(make_tenant, monkeypatch):
+    """The race: the agent's switch report (its switch happened in AWS) has read the agent and is about to record
+    the switch — the switch row, the new instance's row (active), the agent moved there — when the client deletes the
+    agent (its instance made inactive, status ``deleted``). Serially either order leaves no active instance of the
+    deleted agent: report then delete closes the new instance; delete then report is 404. The rule: deleted things
+    stay deleted, nothing of the agent is active again. BEFORE: the switch's transaction was conditional only on the
+    agent row existing (and the switch being new): it moved the deleted agent to the new instance and wrote that
+    instance's row active (200), so the deleted agent had an active instance again, integrated by every hourly
+    savings roll-up and listed among the client's active instances. NOW: the agent's part of the transaction is
+    conditional on the agent not being gone; the report is 404, nothing written."""
+    from chalicelib.repositories import switches
+    from tests.api._support import switch_body
+
+    client_id, caller = make_tenant()
+    body = registration()
+    agent_id = caller.post("/api/agents/register", body)[1]["agent_id"]
+    new = new_instance_id()
+    deleted = overtaken_at(monkeypatch, switches, "record",
+                           lambda: caller.call("DELETE", f"/api/client/agents/{agent_id}"), before=True)
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(body["instance_id"], new))
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (200, 404, 409))
+    assert agent_row(client_id, agent_id).status == "deleted"
+    status, listed = caller.get(f"/api/client/{client_id}/instances?status=active")
+    assert status == 200 and listed["instances"] == [], listed
