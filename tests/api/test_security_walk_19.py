@@ -165,3 +165,142 @@ def test_a_switch_report_racing_the_agents_delete_leaves_no_active_instance_behi
     assert agent_row(client_id, agent_id).status == "deleted"
     status, listed = caller.get(f"/api/client/{client_id}/instances?status=active")
     assert status == 200 and listed["instances"] == [], listed
+
+
+# --- commands: a result, a report or a delivery racing the lease sweep, a disable, a delete ------------------------
+
+
+def _active_commands(agent_id: str) -> list:
+    from chalicelib.tables.commands import CommandTable
+
+    return list(CommandTable.active.query(agent_id))
+
+
+def assert_counter_true(client_id: str, agent_id: str) -> None:
+    """The agent row counts exactly the commands still waiting or running (a drifted counter either refuses the
+    client's switches as a full queue for ever, or lets the queue grow past its bound)."""
+    assert int(agent_row(client_id, agent_id).active_commands or 0) == len(_active_commands(agent_id)), \
+        [(c.command_id, c.status) for c in _active_commands(agent_id)]
+
+
+def _delivered(caller, agent_id: str, instance_id: str, pool: str = "m5.large.eu-west-1b") -> dict:
+    status, queued = caller.post(f"/api/client/instances/{instance_id}/force-switch",
+                                 {"target": "pool", "pool_id": pool})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and [c["status"] for c in pending["commands"]] == ["executing"], pending
+    return pending["commands"][0]
+
+
+def _sweep_past(lease_expires_at: str):
+    from datetime import timedelta
+
+    from chalicelib import command_queue
+    from tests.api._support import utc
+
+    return lambda: command_queue.sweep(utc(lease_expires_at) + timedelta(seconds=1))
+
+
+def test_a_command_result_racing_its_lease_expiry_is_recorded_once(tenant_with_agent, monkeypatch):
+    """The race: the agent's ``executed`` result has read its command (executing) and is about to write it completed
+    when the health monitor's sweep finds the lease past its deadline and requeues or times it out. Holds: the result
+    is recorded (200, ``late`` when the sweep won), the command ends completed, and the agent row's count of active
+    commands is exact (no command counted twice, none left counted)."""
+    from chalicelib.repositories.commands import DynamoCommandStore
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    command = _delivered(caller, agent_id, body["instance_id"])
+    swept = overtaken_at(monkeypatch, DynamoCommandStore, "replace", _sweep_past(command["lease_expires_at"]),
+                         before=True)
+    status, reply = caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                                {"success": True, "message": "switched"})
+    monkeypatch.undo()
+    assert swept[0] is not None and sum(swept[0].values()) >= 1, swept
+    assert status == 200, reply
+    from chalicelib.repositories.commands import DynamoCommandStore as Store
+    assert Store().get(agent_id, command["id"]).status.value == "completed"
+    assert_counter_true(client_id, agent_id)
+
+
+def test_a_switch_report_racing_its_commands_lease_expiry_never_delivers_the_switch_again(make_tenant, monkeypatch):
+    """The race: a v4 agent's switch report (legacy agents name no command: the report completes the open switch of
+    the old instance) is recorded when the sweep finds the command's lease past its deadline and requeues it for
+    delivery; then the report completes the switches of the old instance. The rule: nothing is duplicated — the
+    switch happened once, so no poll may hand it out again; the report is answered 200 and the counter is exact."""
+    from chalicelib import command_queue
+    from tests.api._support import switch_body
+
+    client_id, caller = make_tenant()
+    body = registration(agent_version="4.0.0")
+    agent_id = caller.post("/api/agents/register", body)[1]["agent_id"]
+    command = _delivered(caller, agent_id, body["instance_id"])
+    new = new_instance_id()
+    swept = overtaken_at(monkeypatch, command_queue, "complete_switches_of",
+                         _sweep_past(command["lease_expires_at"]), before=True)
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(body["instance_id"], new))
+    monkeypatch.undo()
+    assert swept[0] is not None and sum(swept[0].values()) >= 1, swept
+    assert status == 200, reply
+    for instance in (None, body["instance_id"], new):
+        status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands"
+                                     + (f"?instance_id={instance}" if instance else ""))
+        assert status == 200 and pending["commands"] == [], (instance, pending)
+    assert_counter_true(client_id, agent_id)
+
+
+def test_a_force_switch_racing_a_disable_queues_nothing_the_agent_runs_later(tenant_with_agent, monkeypatch):
+    """The race: the client's force-switch has read the agent (enabled, queue empty) when the client disables it
+    (which cancels what waits); then the force-switch writes its command. Holds: the command's write is conditional
+    on the agent still taking switches: 409 ``agent_disabled``, nothing queued, so enabling the agent again delivers
+    no switch the client thought cancelled."""
+    from chalicelib import command_queue
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    disabled = overtaken_at(monkeypatch, command_queue, "switch_command",
+                            lambda: caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False}))
+    status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    monkeypatch.undo()
+    assert disabled[0][0] == 200, disabled
+    assert_clean_answer(status, reply, (404, 409))
+    assert _active_commands(agent_id) == []
+    assert caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": True})[0] == 200
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert status == 200 and pending["commands"] == [], pending
+    assert_counter_true(client_id, agent_id)
+
+
+def test_a_force_switch_racing_the_agents_delete_queues_nothing(tenant_with_agent, monkeypatch):
+    """The race: a force-switch has read the agent when the client deletes it (which cancels what waits); then the
+    force-switch writes. Holds: 404, nothing queued, the agent stays deleted."""
+    from chalicelib import command_queue
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    deleted = overtaken_at(monkeypatch, command_queue, "switch_command",
+                           lambda: caller.call("DELETE", f"/api/client/agents/{agent_id}"))
+    status, reply = caller.post(f"/api/client/instances/{body['instance_id']}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_error(status, reply, 404)
+    assert _active_commands(agent_id) == [] and agent_row(client_id, agent_id).status == "deleted"
+
+
+def test_two_identical_force_switches_at_once_queue_one_switch(tenant_with_agent, monkeypatch):
+    """The race: the same force-switch twice (a double click in two tabs, the console's retry), each having read the
+    empty queue before the other writes. A legacy agent runs every switch a poll hands it, so two queued switches
+    would be two launches. Holds: one command is queued, both answers name it (the loser reads the queue again and
+    finds the winner's: ``duplicate``), and the counter is exact. (Two switches to *different* pools are two commands
+    serially too: the queue holds up to the client's bound; the race adds nothing to that.)"""
+    from chalicelib import command_queue
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    target = {"target": "pool", "pool_id": "m5.large.eu-west-1b"}
+    path = f"/api/client/instances/{body['instance_id']}/force-switch"
+    other = overtaken_at(monkeypatch, command_queue, "switch_command", lambda: caller.post(path, target))
+    status, reply = caller.post(path, target)
+    monkeypatch.undo()
+    assert other[0][0] == 201 and status in (200, 201), (reply, other)
+    assert reply["command"]["id"] == other[0][1]["command"]["id"] and reply["duplicate"] is True, (reply, other)
+    assert [c.command_id for c in _active_commands(agent_id)] == [reply["command"]["id"]]
+    assert_counter_true(client_id, agent_id)
