@@ -304,3 +304,133 @@ def test_two_identical_force_switches_at_once_queue_one_switch(tenant_with_agent
     assert reply["command"]["id"] == other[0][1]["command"]["id"] and reply["duplicate"] is True, (reply, other)
     assert [c.command_id for c in _active_commands(agent_id)] == [reply["command"]["id"]]
     assert_counter_true(client_id, agent_id)
+
+
+# --- registrations racing each other, the agent's delete and the data cleaner ----------------------------------------
+
+
+def _instance_row(instance_id: str):
+    from chalicelib.repositories import agents
+
+    return agents.instance_row(instance_id)
+
+
+def test_two_tenants_registering_one_instance_at_once_give_it_to_one(make_tenant, monkeypatch):
+    """The race: two tenants (both in legacy agent mode: a registration is the agent's word) register the same
+    instance id at once, each having read that the instance is free before the other writes. Serially the second is
+    409 ``instance_conflict`` (the instance belongs to another client). Holds: the write's own condition refuses what
+    the read could not see — one lands (200), the other is 409 ``instance_conflict`` with nothing of it written (no
+    agent row), and the instance row is the winner's, never visible to the loser."""
+    from chalicelib.repositories import agents
+
+    a_id, a_caller = make_tenant()
+    b_id, b_caller = make_tenant()
+    a_body, b_body = registration(), registration()
+    b_body["instance_id"] = a_body["instance_id"]
+    other = overtaken_at(monkeypatch, agents, "_write_registration",
+                         lambda: b_caller.post("/api/agents/register", b_body), before=True)
+    status, reply = a_caller.post("/api/agents/register", a_body)
+    monkeypatch.undo()
+    assert other[0][0] == 200, other
+    assert_error(status, reply, 409, code="instance_conflict")
+    row = _instance_row(a_body["instance_id"])
+    assert (row.client_id, row.agent_id) == (b_id, other[0][1]["agent_id"]) and row.is_active
+    assert list(AgentTable.query(a_id)) == []
+    status, listed = a_caller.get(f"/api/client/{a_id}/instances?status=all")
+    assert status == 200 and listed["instances"] == [], listed
+
+
+def test_a_registration_racing_the_agents_delete_is_one_of_the_two_orders(tenant_with_agent, monkeypatch):
+    """The race: the agent registers again (on a new host) and has read itself live when the client deletes it; then the
+    registration writes. Serially a registration after a delete revives the agent (a deleted agent may come back,
+    counted against the quota again). Holds: the registration's write is conditional on the status it read, so it
+    re-reads, counts the agent as a revival and revives it: 200, the agent online on its instance, the instance
+    active, nothing of the deleted state mixed in (its modes are the delete's, off)."""
+    from chalicelib.repositories import agents
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    body = {**body, "instance_id": new_instance_id()}  # restarted on a new host (its old one is closed by the delete)
+    deleted = overtaken_at(monkeypatch, agents, "_write_registration",
+                           lambda: caller.call("DELETE", f"/api/client/agents/{agent_id}"), before=True)
+    status, reply = caller.post("/api/agents/register", body)
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    row = agent_row(client_id, agent_id)
+    assert row.status == "online" and row.deleted_at is None and row.instance_id == body["instance_id"]
+    assert _instance_row(body["instance_id"]).is_active
+    assert agent_id in listed_agents(caller, client_id)
+
+
+def _gone_long_ago(client_id: str, agent_id: str) -> None:
+    """Date the deleted agent's delete past ``AGENT_RETENTION_DAYS``: the data cleaner removes it on its next run."""
+    from datetime import timedelta
+
+    from tests.api._support import now_utc
+
+    long_ago = now_utc() - timedelta(days=200)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.deleted_at.set(long_ago),
+                                                    AgentTable.updated_at.set(long_ago)])
+
+
+def _cleaner_removes(client_id: str, agent_id: str):
+    from collections import defaultdict
+
+    from chalicelib.jobs import data_cleaner
+    from tests.api._support import now_utc
+
+    def remove():
+        done = defaultdict(int)
+        data_cleaner._remove_gone(client_id, agent_id, now_utc(), {"left": 1000}, done)  # noqa: SLF001
+        return dict(done)
+
+    return remove
+
+
+def test_the_data_cleaner_removing_an_agent_while_it_registers_again_leaves_the_registration_whole(
+        tenant_with_agent, monkeypatch):
+    """The race: a deleted agent gone past the retention registers again (its logical id comes back); between the
+    registration's read of the old row and its write, the data cleaner removes that row (with its instance row).
+    Holds: the registration re-reads and creates the agent afresh: 200, the agent online with its instance active,
+    nothing of the removed row left half-written (no row without its key attributes, no instance row without its
+    agent)."""
+    from chalicelib.repositories import agents
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    _gone_long_ago(client_id, agent_id)
+    body = {**body, "instance_id": new_instance_id()}  # its logical id comes back on a new host
+    removed = overtaken_at(monkeypatch, agents, "_write_registration", _cleaner_removes(client_id, agent_id),
+                           before=True)
+    status, reply = caller.post("/api/agents/register", body)
+    monkeypatch.undo()
+    assert removed[0] and removed[0].get("gone_agents") == 1, removed
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    row = agent_row(client_id, agent_id)
+    assert row.status == "online" and row.logical_agent_id == body["logical_agent_id"] and row.registered_at
+    instance = _instance_row(body["instance_id"])
+    assert instance.is_active and instance.agent_id == agent_id
+
+
+def test_a_registration_while_the_data_cleaner_removes_the_agent_wins(tenant_with_agent, monkeypatch):
+    """The race, the other way: the data cleaner has read the gone agent (``gone_before``) and is about to remove it
+    with what only it refers to, when the agent registers again. Holds: the cleaner's removal of the row is
+    conditional on nothing having changed it, so the revived agent and its active instance stay; the cleaner
+    removes nothing of them."""
+    from chalicelib.repositories import agents
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    _gone_long_ago(client_id, agent_id)
+    body = {**body, "instance_id": new_instance_id()}  # its logical id comes back on a new host
+    registered = overtaken_at(monkeypatch, agents, "gone_before",
+                              lambda: caller.post("/api/agents/register", body))
+    done = _cleaner_removes(client_id, agent_id)()
+    monkeypatch.undo()
+    assert registered[0][0] == 200, registered
+    assert not done.get("gone_agents"), done
+    row = agent_row(client_id, agent_id)
+    assert row is not None and row.status == "online"
+    assert _instance_row(body["instance_id"]).is_active
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    assert status == 200, reply
