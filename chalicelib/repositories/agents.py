@@ -683,9 +683,15 @@ def start_counting_commands(agent: AgentRecord) -> None:
 
 
 def touch_pricing(agent: AgentRecord, now: datetime) -> None:
-    """Remember when the agent last reported prices (health scoring)."""
-    AgentTable(agent.client_id, agent.agent_id).update(
-        actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
+    """Remember when the agent last reported prices (health scoring). 404 when the agent row is gone since the
+    report read it (its client deleted meanwhile): the conditional write failing is that answer, never a 500."""
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
 
 
 def known_mode(client_id: str, instance_id: str) -> str | None:

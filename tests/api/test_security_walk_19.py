@@ -434,3 +434,98 @@ def test_a_registration_while_the_data_cleaner_removes_the_agent_wins(tenant_wit
     assert _instance_row(body["instance_id"]).is_active
     status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
     assert status == 200, reply
+
+
+# --- a client's delete racing its agents' requests --------------------------------------------------------------------
+
+
+def _rows_of_client(client_id: str, agent_ids: list[str]) -> dict[str, list]:
+    """What the client's hard delete removes, still there: its row, agents, instances, commands, pricing reports."""
+    from chalicelib.tables import ClientTable, CommandTable, InstanceTable, PricingReportTable
+
+    left = {"client": [], "agents": [a.agent_id for a in AgentTable.query(client_id)],
+            "instances": [i.instance_id for i in InstanceTable.by_client.query(client_id)],
+            "commands": [c.command_id for a in agent_ids for c in CommandTable.query(a)],
+            "pricing_reports": [str(r.received_at) for a in agent_ids for r in PricingReportTable.query(a)]}
+    try:
+        ClientTable.get(client_id)
+        left["client"] = [client_id]
+    except ClientTable.DoesNotExist:
+        pass
+    return {k: v for k, v in left.items() if v}
+
+
+def _client_deleted(admin, client_id: str):
+    return lambda: admin.call("DELETE", f"/api/admin/clients/{client_id}")
+
+
+def test_a_new_agents_registration_racing_its_clients_delete_leaves_nothing(admin, make_tenant, monkeypatch):
+    """The race: a new agent's registration has passed the client's gate and read everything when the operator
+    deletes the client (hard delete: token revoked, every row removed); then the registration writes its agent and
+    instance rows. The rule: deleted things stay deleted — no agent, instance or client row of the deleted client
+    reappears (an unconditional write would create them), and the answer is a clean 4xx."""
+    from chalicelib.repositories import agents
+
+    client_id, caller = make_tenant()
+    deleted = overtaken_at(monkeypatch, agents, "_write_registration", _client_deleted(admin, client_id), before=True)
+    body = registration()
+    status, reply = caller.post("/api/agents/register", body)
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (401, 403, 404, 409))
+    assert _rows_of_client(client_id, [agents.agent_id_for(client_id, body["logical_agent_id"])]) == {}
+    assert _instance_row(body["instance_id"]) is None
+
+
+def test_an_agents_re_registration_racing_its_clients_delete_leaves_nothing(admin, tenant_with_agent, monkeypatch):
+    """The race: a registered agent registers again (a restart) and has read its row when the client is deleted.
+    Holds when its write is conditional on the row it read: nothing reappears, a clean 4xx."""
+    from chalicelib.repositories import agents
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    deleted = overtaken_at(monkeypatch, agents, "_write_registration", _client_deleted(admin, client_id), before=True)
+    status, reply = caller.post("/api/agents/register", body)
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (401, 403, 404, 409))
+    assert _rows_of_client(client_id, [agent_id]) == {}
+    assert _instance_row(body["instance_id"]) is None
+
+
+def test_a_heartbeat_racing_its_clients_delete_leaves_nothing(admin, tenant_with_agent, monkeypatch):
+    """The race: a heartbeat has passed the gate (the quick path: one conditional update of the agent row) when the
+    client is deleted; then it writes. Holds: the update is conditional (pynamodb's ``update()`` without a condition
+    would create the item), so no agent row reappears; the answer is a clean 4xx."""
+    from chalicelib.repositories import agents
+
+    client_id, caller, agent_id, _ = tenant_with_agent
+    deleted = overtaken_at(monkeypatch, agents, "quick_heartbeat", _client_deleted(admin, client_id), before=True)
+    status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", {"status": "online"})
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (401, 403, 404))
+    assert _rows_of_client(client_id, [agent_id]) == {}
+
+
+def test_a_pricing_report_racing_its_clients_delete_answers_cleanly_and_leaves_nothing(admin, tenant_with_agent,
+                                                                                        monkeypatch):
+    """The race: an agent's pricing report has been admitted and read its agent when the client is deleted; then it
+    stores its points, its raw report and when the agent last reported. The rule: a client never causes a 500, and
+    nothing of the deleted client reappears (the agent row, its raw report). BEFORE: 500 — the last write,
+    ``touch_pricing``, is conditional on the agent row existing (so it cannot create it), but its failed condition
+    was not caught: a ConditionalCheckFailed leaving the route; and the raw report had already been written, under
+    the deleted client's agent, after the delete removed its reports. NOW: 404 ``agent not found``, and the agent's
+    row is touched before the raw report is written, so nothing of the deleted client is written after its rows
+    went (the points of the shared pools are market data, kept by a client's delete in any order)."""
+    from chalicelib.repositories import pools
+    from tests.api._support import pricing_body
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    deleted = overtaken_at(monkeypatch, pools, "admit_points", _client_deleted(admin, client_id), before=True)
+    status, reply = caller.post(f"/api/agents/{agent_id}/pricing-report",
+                                pricing_body(body["instance_id"], "m5.large", {"eu-west-1a": 0.0362,
+                                                                              "eu-west-1b": 0.0351}))
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (200, 401, 403, 404, 409))
+    assert _rows_of_client(client_id, [agent_id]) == {}
