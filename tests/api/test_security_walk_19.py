@@ -529,3 +529,51 @@ def test_a_pricing_report_racing_its_clients_delete_answers_cleanly_and_leaves_n
     assert deleted[0][0] == 200, deleted
     assert_clean_answer(status, reply, (200, 401, 403, 404, 409))
     assert _rows_of_client(client_id, [agent_id]) == {}
+
+
+# --- standbys: the replica coordinator racing the client's manual-replica disable and the agent's delete -------------
+
+
+def _manual_agent_without_standby(make_tenant):
+    """A us-east-1 agent (a real primary) just put in manual-replica mode by its config: the slot is free, so the
+    coordinator's next run creates its standby. ``(client_id, caller, agent_id)``."""
+    from tests.api.test_replicas import manual_agent
+
+    client_id, caller, agent_id, _, _ = manual_agent(make_tenant)
+    assert agent_row(client_id, agent_id).current_replica_id is None
+    return client_id, caller, agent_id
+
+
+def _open_standbys(agent_id: str) -> list:
+    from chalicelib.repositories import replicas as replica_repo
+
+    return replica_repo.for_agent(agent_id, include_final=False)
+
+
+def test_the_coordinator_creating_a_standby_while_the_client_disables_manual_mode_leaves_none(make_tenant,
+                                                                                             monkeypatch):
+    """The race: the replica coordinator has read a manual-replica agent without a standby and is about to create
+    one (claim the slot, launch it) when the client turns manual-replica mode off (which terminates the standbys
+    there are: none yet). Serially either order ends with no standby: create then disable terminates it; disable
+    then create finds the mode off. The rule: nothing is left behind — a standby of an agent no longer in manual
+    mode is launched (and billed) for nothing, and no later coordinator run retires it (only a manual-replica agent
+    keeps one standby; an extra of another agent is left to the client). BEFORE: the slot's claim was conditional
+    only on the slot being free and the agent not deleted, so the coordinator claimed it and launched a spot standby
+    for the agent whose mode was now off: left running, billed, for good. NOW: a manual standby's claim is also
+    conditional on the agent being in manual-replica mode (``ManualModeOffMeanwhile``, 409 ``manual_mode_required``
+    on the API; the coordinator skips): nothing is claimed or launched."""
+    from chalicelib import replicas
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import agents as agent_repo
+    from tests.api._support import now_utc
+    from tests.e2e.failover_support import state_of
+
+    client_id, caller, agent_id = _manual_agent_without_standby(make_tenant)
+    disabled = overtaken_at(monkeypatch, replicas, "ensure_standby",
+                            lambda: caller.post(f"/api/agents/{agent_id}/manual-replica/disable"), before=True)
+    replica_coordinator.reconcile_agent(agent_repo.require(client_id, agent_id), now_utc())
+    monkeypatch.undo()
+    assert disabled[0][0] == 200, disabled
+    left = _open_standbys(agent_id)
+    assert left == [] and agent_row(client_id, agent_id).current_replica_id is None, \
+        [(r.replica_id, r.status, r.instance_id, state_of(r.instance_id) if r.instance_id else None) for r in left]
