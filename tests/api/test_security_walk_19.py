@@ -577,3 +577,42 @@ def test_the_coordinator_creating_a_standby_while_the_client_disables_manual_mod
     left = _open_standbys(agent_id)
     assert left == [] and agent_row(client_id, agent_id).current_replica_id is None, \
         [(r.replica_id, r.status, r.instance_id, state_of(r.instance_id) if r.instance_id else None) for r in left]
+
+
+# --- a client's delete racing the jobs that fan out over its rows -----------------------------------------------------
+
+
+def _savings_rows_of(client_id: str, agent_ids: list[str], instance_ids: list[str]) -> list[tuple[str, str]]:
+    from chalicelib.repositories import savings
+    from chalicelib.tables.savings import SavingsTable
+
+    partitions = [savings.client_key(client_id, g) for g in ("hour", "day", "month")]
+    partitions += [savings.agent_key(client_id, a) for a in agent_ids]
+    partitions += [savings.instance_key(client_id, i) for i in instance_ids]
+    return [(r.scope_key, r.period) for p in partitions for r in SavingsTable.query(p)]
+
+
+def test_the_savings_worker_racing_its_clients_delete_leaves_no_savings_rows(admin, tenant_with_agent, monkeypatch):
+    """The race: the savings worker has read a client and its instances (an hour of spot to integrate) when the
+    operator deletes the client, which removes its savings rows; then the worker writes the client's hour, day and
+    month rows and its agent's and instance's day rows (puts: they create what the delete removed). Day and month
+    rows have no TTL. The rule: deleted things stay deleted — no savings row of the deleted client remains.
+    BEFORE: the worker's puts recreated six rows of the deleted client (its hour, day and month totals, its agent's
+    and its instance's day) that nothing would ever remove. NOW: the delete marks the client row ``deleting`` with
+    the token's revocation, before any row goes, and the worker reads the client again after its writes: a client
+    deleting (or gone) has the rows just written removed again (a delete that starts after that read removes them
+    itself)."""
+    from datetime import timedelta
+
+    from chalicelib.jobs import savings_rollup
+    from chalicelib.repositories import clients
+    from tests.api._support import now_utc
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    client = clients.get(client_id)
+    deleted = overtaken_at(monkeypatch, savings_rollup, "_instances", _client_deleted(admin, client_id))
+    result = savings_rollup.rollup_client(client, now_utc() + timedelta(hours=1))
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert result.instances == 1, result
+    assert _savings_rows_of(client_id, [agent_id], [body["instance_id"]]) == []
