@@ -616,3 +616,99 @@ def test_the_savings_worker_racing_its_clients_delete_leaves_no_savings_rows(adm
     assert deleted[0][0] == 200, deleted
     assert result.instances == 1, result
     assert _savings_rows_of(client_id, [agent_id], [body["instance_id"]]) == []
+
+
+# --- a decision, a token, a standby: the remaining interleavings ----------------------------------------------------
+
+
+def test_the_decision_cycle_queueing_a_switch_while_the_agent_reports_its_own_never_runs_it_on_the_new_host(
+        tenant_with_agent, monkeypatch):
+    """The race: the decision-worker has read the agent on its instance and decided a switch of it; before it queues
+    the command, the agent reports a switch of its own (its agent moved it: the row names the new instance). Then
+    the decision's command is written, naming the old instance. The rule: nothing runs twice or on the wrong host —
+    no poll, from the new instance or naming none, is handed a switch decided for the instance the agent left; the
+    agent row's count of active commands stays exact."""
+    from components.decision_engine.model import Decision, DecisionAction
+
+    from chalicelib import command_queue, decisions
+    from chalicelib.repositories import agents as agent_repo
+    from tests.api._support import now_utc, switch_body
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    agent = agent_repo.require(client_id, agent_id)
+    new = new_instance_id()
+    reported = overtaken_at(monkeypatch, command_queue, "switch_command", lambda: caller.post(
+        f"/api/agents/{agent_id}/switch-report", switch_body(body["instance_id"], new)), before=True)
+    decision = Decision(DecisionAction.SWITCH_POOL, "m5.large.eu-west-1c", None, "a cheaper pool")
+    decisions.command_for(agent, decision, now_utc(), trigger="ml_recommendation", command_id=f"cmd-dc-{agent_id}-1")
+    monkeypatch.undo()
+    assert reported[0][0] == 200, reported
+    for instance in (None, new):
+        status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands"
+                                     + (f"?instance_id={instance}" if instance else ""))
+        assert status == 200, pending
+        assert [c for c in pending["commands"] if c.get("instance_id") == body["instance_id"]] == [], pending
+    assert_counter_true(client_id, agent_id)
+
+
+def test_a_request_with_a_token_regenerated_while_it_is_admitted_is_refused(admin, make_tenant, monkeypatch):
+    """The race: a request's token has been mapped to its client (a container remembers the pair) when the operator
+    regenerates the client's token; then the gate admits the request. Holds: the gate's conditional update compares
+    the token's hash with the client's current one: 401, nothing written; the new token works at once."""
+    from chalicelib import auth
+    from tests.api._support import diff_snapshots, snapshot_tables
+
+    client_id, caller = make_tenant()
+    fresh: dict = {}
+
+    def regenerate():
+        status, reply = admin.post(f"/api/admin/clients/{client_id}/regenerate-token", {})
+        fresh.update(reply)
+        return status
+
+    regenerated = overtaken_at(monkeypatch, auth, "client_of", regenerate)
+    status, reply = caller.post("/api/agents/register", registration())
+    monkeypatch.undo()
+    assert regenerated[0] == 200, fresh
+    assert_error(status, reply, 401)
+    before = snapshot_tables()
+    assert_error(*caller.post("/api/agents/register", registration()), 401)
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    caller.token = fresh["client_token"]
+    assert caller.post("/api/agents/register", registration())[0] == 200
+
+
+def test_the_clients_own_standby_create_racing_its_manual_mode_disable_launches_nothing(make_tenant, monkeypatch):
+    """The race: the client's ``POST /api/agents/{id}/replicas`` (a server-launched standby) has read the agent in
+    manual-replica mode when the client (another tab) turns the mode off; then the create claims the slot and
+    launches. BEFORE: 201, a spot standby launched for an agent no longer in manual-replica mode (the same gap as
+    the coordinator's race above). NOW: the slot's claim is conditional on the mode: 409 ``manual_mode_required``, no
+    standby, no slot taken."""
+    from chalicelib import replicas
+
+    client_id, caller, agent_id = _manual_agent_without_standby(make_tenant)
+    disabled = overtaken_at(monkeypatch, replicas, "place",
+                            lambda: caller.post(f"/api/agents/{agent_id}/manual-replica/disable"))
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    monkeypatch.undo()
+    assert disabled[0][0] == 200, disabled
+    assert_error(status, reply, 409, code="manual_mode_required")
+    assert _open_standbys(agent_id) == [] and agent_row(client_id, agent_id).current_replica_id is None
+
+
+def test_the_coordinator_creating_a_standby_while_the_agent_is_deleted_leaves_none(make_tenant, monkeypatch):
+    """The race: the coordinator is about to create a manual-replica agent's standby when the client deletes the
+    agent (which retires the standbys it sees: none yet). Holds: the slot's claim is conditional on the agent not
+    being deleted (``AgentDeletedMeanwhile``): nothing claimed or launched, the agent stays deleted."""
+    from chalicelib import replicas
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import agents as agent_repo
+    from tests.api._support import now_utc
+
+    client_id, caller, agent_id = _manual_agent_without_standby(make_tenant)
+    deleted = overtaken_at(monkeypatch, replicas, "ensure_standby",
+                           lambda: caller.call("DELETE", f"/api/client/agents/{agent_id}"), before=True)
+    replica_coordinator.reconcile_agent(agent_repo.require(client_id, agent_id), now_utc())
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert _open_standbys(agent_id) == [] and agent_row(client_id, agent_id).status == "deleted"
