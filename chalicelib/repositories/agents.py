@@ -731,26 +731,47 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
     retry, or a replay days later) must not move the end of the instance's run, which its savings integrate.
     ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``.
     An agent deleted since it was read stays deleted (404, nothing written): the report must not write it back
-    ``offline``, which would list it again and keep it from the data cleaner."""
-    target = instance_id
+    ``offline``, which would list it again and keep it from the data cleaner. The agent goes offline only while it
+    is on the instance that goes (the one it was read on): a report of an instance it left — a switch or a
+    failover's promotion moved it, before the report or while the report ran — closes that instance and leaves the
+    agent, which runs on its new host, as it is (as a left instance's final ``offline`` heartbeat does)."""
+    for attempt in range(2):
+        own_host = instance_id is None or instance_id == agent.instance_id
+        try:
+            _write_terminated(agent, instance_id, now, closes=closes, own_host=own_host)
+            return
+        except TransactWriteError as exc:
+            if cancellation_codes(exc)[:1] != ["ConditionalCheckFailed"]:
+                raise
+            current = get(agent.client_id, agent.agent_id)
+            if current is None or current.deleted:
+                raise NotFoundError("agent not found", field="agent_id") from exc
+            if attempt or not own_host or current.instance_id == agent.instance_id:
+                raise
+            if instance_id is None:
+                return  # the host it was read on is no longer the agent's: nothing of the agent goes
+            agent = current  # moved meanwhile: the instance reported is one it left
+
+
+def _write_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, *, closes: bool,
+                      own_host: bool) -> None:
     reported = [InstanceTable.termination_reported_at.set(now)] if closes else []
-    try:
-        with TransactWrite(connection=transaction_connection()) as tx:
+    live = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES)
+    with TransactWrite(connection=transaction_connection()) as tx:
+        if own_host:
             tx.update(AgentTable(agent.client_id, agent.agent_id),
                       actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
                                AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
-                      condition=AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES))
-            if target:
-                tx.update(InstanceTable(target),
-                          actions=[InstanceTable.is_active.set(False),
-                                   InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
-                                   InstanceTable.updated_at.set(now), *reported],
-                          condition=(InstanceTable.client_id == agent.client_id)
-                          & (InstanceTable.agent_id == agent.agent_id))
-    except TransactWriteError as exc:
-        if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
-            raise NotFoundError("agent not found", field="agent_id") from exc
-        raise
+                      condition=live & _same(AgentTable.instance_id, agent.instance_id))
+        else:
+            tx.condition_check(AgentTable, agent.client_id, agent.agent_id, condition=live)
+        if instance_id:
+            tx.update(InstanceTable(instance_id),
+                      actions=[InstanceTable.is_active.set(False),
+                               InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
+                               InstanceTable.updated_at.set(now), *reported],
+                      condition=(InstanceTable.client_id == agent.client_id)
+                      & (InstanceTable.agent_id == agent.agent_id))
 
 
 def update_config(agent: AgentRecord, changes: dict[str, Any], now: datetime, *,

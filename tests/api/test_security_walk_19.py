@@ -712,3 +712,34 @@ def test_the_coordinator_creating_a_standby_while_the_agent_is_deleted_leaves_no
     monkeypatch.undo()
     assert deleted[0][0] == 200, deleted
     assert _open_standbys(agent_id) == [] and agent_row(client_id, agent_id).status == "deleted"
+
+
+def test_a_termination_report_racing_the_agents_move_to_a_new_host_leaves_it_online(tenant_with_agent, monkeypatch):
+    """The race: the spot warning's two consequences — the agent on the old host reports its termination, and the
+    agent moves to its replacement (its own switch report here; the failover's promotion writes the same) — land
+    interleaved: the termination report has read the agent on the old host when the move is recorded; then the
+    report writes. The rule: what the report says is that the *old* host goes; the agent, running on its new host,
+    must not be marked offline (out of the decision cycle and the risk scorer's live counts until its next
+    heartbeat), and the old instance is closed. BEFORE: the report wrote the agent ``offline`` whatever instance it
+    was on (also when the report of the left instance came after the move: a v4 agent re-sending it). NOW: the agent
+    goes offline only while it is on the reported host (a condition of the write); the report of a host it left
+    closes that instance only."""
+    from chalicelib.repositories import agents
+    from tests.api._support import switch_body
+
+    client_id, caller, agent_id, body = tenant_with_agent
+    new = new_instance_id()
+    moved = overtaken_at(monkeypatch, agents, "get_instance", lambda: caller.post(
+        f"/api/agents/{agent_id}/switch-report", switch_body(body["instance_id"], new)))
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination",
+                                {"instance_id": body["instance_id"], "reason": "spot interruption"})
+    monkeypatch.undo()
+    assert moved[0][0] == 200, moved
+    assert status == 200, reply
+    row = agent_row(client_id, agent_id)
+    assert (row.status, row.instance_id) == ("online", new)
+    assert not _instance_row(body["instance_id"]).is_active and _instance_row(new).is_active
+    # and the same report re-sent afterwards (serially) leaves the agent online too
+    status, reply = caller.post(f"/api/agents/{agent_id}/termination",
+                                {"instance_id": body["instance_id"], "reason": "spot interruption"})
+    assert status == 200 and agent_row(client_id, agent_id).status == "online", reply
