@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import pytest
+
 
 from chalicelib.tables.agents import AgentTable
 from tests.api._support import assert_error
-from tests.conftest import new_instance_id, registration
+from tests.conftest import invoke_schedule, new_instance_id, registration
 
 
 def overtaken_at(monkeypatch, owner, name: str, second: Callable[[], Any], *, before: bool = False) -> list:
@@ -743,3 +745,85 @@ def test_a_termination_report_racing_the_agents_move_to_a_new_host_leaves_it_onl
     status, reply = caller.post(f"/api/agents/{agent_id}/termination",
                                 {"instance_id": body["instance_id"], "reason": "spot interruption"})
     assert status == 200 and agent_row(client_id, agent_id).status == "online", reply
+
+
+# --- a failover's step racing the client (the real state machine in moto, its tasks in-process) ---------------------
+
+
+def _instances_launched_for(agent_id: str) -> dict[str, str]:
+    """Every replacement or standby row of the agent with an instance, and that instance's EC2 state."""
+    from chalicelib.repositories import replicas as replica_repo
+    from tests.e2e.failover_support import state_of
+
+    return {r.instance_id: state_of(r.instance_id) for r in replica_repo.for_agent(agent_id) if r.instance_id}
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_a_failovers_hand_over_racing_the_agents_delete_leaves_nothing_running(api, make_tenant, monkeypatch):
+    """The race: a spot warning's failover has launched the agent's emergency replacement and is about to hand over
+    (promote it in the tables, tell both agents) when the client deletes the agent (which retires every open
+    replacement and standby, EC2 included). The rule: deleted things stay deleted — the agent is not moved to the
+    replacement, nothing the product launched for it is left running (a replacement or an on-demand fallback billed
+    for a deleted agent), and the execution ends without a 500 anywhere (the client's delete answered 200)."""
+    from chalicelib import failover
+    from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    real_handover, answers = failover.handover, []
+
+    def deleted_first(state):
+        if not answers:
+            answers.append(caller.call("DELETE", f"/api/client/agents/{agent_id}"))
+        return real_handover(state)
+
+    monkeypatch.setattr(failover, "handover", deleted_first)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    monkeypatch.undo()
+    assert answers and answers[0][0] == 200, answers
+    assert described["status"] in ("SUCCEEDED", "FAILED"), described
+    row = agent_row(client_id, agent_id)
+    assert row.status == "deleted" and row.instance_id == primary
+    launched = _instances_launched_for(agent_id)
+    assert launched and all(state in ("terminated", "shutting-down") for state in launched.values()), launched
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_a_standbys_promotion_racing_the_clients_manual_mode_disable_still_fails_over_and_leaks_nothing(
+        api, make_tenant, monkeypatch):
+    """The race: a manual-replica agent's failover is about to promote its ready standby when the client turns
+    manual-replica mode off (which terminates that standby). The rules: the interruption is still handled (the
+    standby is gone, so another replacement serves the agent: the promotion's compare-and-set fails, the workflow
+    retries and takes the next route), nothing is duplicated or left running (every instance launched for the
+    agent is either the one it now runs on or terminated), and no new standby is placed for an agent whose mode is
+    now off."""
+    from chalicelib import failover
+    from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+
+    client_id, caller, agent_id, primary, _ = register_agent(
+        make_tenant, manual_replica_enabled=True, auto_switch_enabled=False, auto_terminate_enabled=True,
+        terminate_wait_seconds=0)
+    invoke_schedule(api, "replica-coordinator")
+    invoke_schedule(api, "replica-coordinator")
+    standby = agent_row(client_id, agent_id).current_replica_id
+    assert standby
+    real_handover, answers = failover.handover, []
+
+    def disabled_first(state):
+        if not answers and state.get("replica_id") == standby:
+            answers.append(caller.post(f"/api/agents/{agent_id}/manual-replica/disable"))
+        return real_handover(state)
+
+    monkeypatch.setattr(failover, "handover", disabled_first)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    monkeypatch.undo()
+    assert answers and answers[0][0] == 200, answers
+    assert described["status"] == "SUCCEEDED", described
+    row = agent_row(client_id, agent_id)
+    assert row.instance_id != primary and row.config.manual_replica_enabled is False
+    launched = _instances_launched_for(agent_id)
+    assert launched[row.instance_id] == "running", launched
+    assert all(state in ("terminated", "shutting-down") for i, state in launched.items() if i != row.instance_id), \
+        launched
+    assert row.current_replica_id is None and _open_standbys(agent_id) == []
