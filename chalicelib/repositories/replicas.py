@@ -245,7 +245,10 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
         if codes and codes[0] == "ConditionalCheckFailed":
             return get(agent.agent_id, replica_id)  # a concurrent call with the same id won
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-            current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            try:
+                current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            except AgentTable.DoesNotExist:  # its client's hard delete removed it since it was read
+                raise AgentDeletedMeanwhile() from exc
             if take_slot and current.status == AgentStatus.DELETED.value and not current.current_replica_id:
                 raise AgentDeletedMeanwhile() from exc
             if take_slot and replica_type == ReplicaType.MANUAL.value and not current.current_replica_id \

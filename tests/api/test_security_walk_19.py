@@ -899,3 +899,47 @@ def test_the_decision_worker_racing_its_clients_delete_leaves_no_decision_row(ad
     _, agent_id, deleted = _decided_while_the_client_is_deleted(admin, make_tenant, monkeypatch)
     assert deleted[0] == 200, deleted
     assert list(DecisionTable.query(agent_id)) == []
+
+
+def test_a_standby_create_racing_its_clients_delete_answers_cleanly_and_launches_nothing(admin, make_tenant,
+                                                                                           monkeypatch):
+    """The race: the client's ``POST /api/agents/{id}/replicas`` (a server-launched standby) has been admitted and has
+    placed the standby when the operator deletes the client (its rows removed, what the product launched
+    terminated); then the create claims the slot and launches. The rules: a client never causes a 500, and nothing
+    of the deleted client reappears (a replica row, an agent row recreated by the slot's claim, a running standby).
+    BEFORE: 500 — the slot's claim (a transaction conditional on the agent row) failed as it should, but explaining
+    the failure read the agent row, which was gone: ``AgentTable.DoesNotExist`` left the route. NOW: a vanished agent
+    row is ``AgentDeletedMeanwhile`` (409 ``agent_deleted``), nothing written or launched."""
+    from chalicelib import replicas
+    from chalicelib.tables import ReplicaTable
+
+    client_id, caller, agent_id = _manual_agent_without_standby(make_tenant)
+    deleted = overtaken_at(monkeypatch, replicas, "place", _client_deleted(admin, client_id))
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert_clean_answer(status, reply, (401, 403, 404, 409))
+    assert agent_row(client_id, agent_id) is None
+    assert list(ReplicaTable.query(agent_id)) == [] and _instances_launched_for(agent_id) == {}
+
+
+def test_the_coordinator_racing_a_clients_delete_launches_nothing_for_it(admin, make_tenant, monkeypatch):
+    """The race: the replica coordinator is about to create a manual-replica agent's standby when the operator
+    deletes the agent's client. Holds when the slot's claim (a transaction with the replica row) is conditional on
+    the agent row: no replica row, no agent row, nothing launched; the coordinator's run for the agent ends without
+    an unhandled error. BEFORE: the claim failed as it should, then ``AgentTable.DoesNotExist`` (reading the vanished
+    row to explain it) left ``reconcile_agent`` (the run counted the agent failed, its other steps skipped). NOW: the
+    standby's step is skipped like a taken slot."""
+    from chalicelib import replicas
+    from chalicelib.jobs import replica_coordinator
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.tables import ReplicaTable
+    from tests.api._support import now_utc
+
+    client_id, caller, agent_id = _manual_agent_without_standby(make_tenant)
+    deleted = overtaken_at(monkeypatch, replicas, "ensure_standby", _client_deleted(admin, client_id), before=True)
+    replica_coordinator.reconcile_agent(agent_repo.require(client_id, agent_id), now_utc())
+    monkeypatch.undo()
+    assert deleted[0][0] == 200, deleted
+    assert agent_row(client_id, agent_id) is None
+    assert list(ReplicaTable.query(agent_id)) == [] and _instances_launched_for(agent_id) == {}
