@@ -155,7 +155,9 @@ def _mirrored(actions: list) -> list:
 
 
 def ensure_gate(client_id: str) -> bool:
-    """Build a missing (or incomplete) gate from the client row; False when the client does not exist.
+    """Build a missing (or incomplete) gate from the client row; False when the client does not exist, or is being
+    deleted (``deleting``: its delete removes the gate before the client row, and a gate built in between would
+    outlive the client, with no TTL).
 
     The gate is written only if the client row still holds what was read (a status or token change racing
     this call makes it a no-op: the caller reads the gate again)."""
@@ -163,7 +165,9 @@ def ensure_gate(client_id: str) -> bool:
         row = ClientTable.get(client_id, consistent_read=True)
     except ClientTable.DoesNotExist:
         return False
-    condition = ClientTable.client_id.exists()
+    if row.deleting:
+        return False
+    condition = ClientTable.client_id.exists() & ClientTable.deleting.does_not_exist()
     for name in (*GATE_FIELDS, "max_agents"):
         value, attribute = getattr(row, name), getattr(ClientTable, name)
         condition &= attribute.does_not_exist() if value is None else attribute == value

@@ -943,3 +943,30 @@ def test_the_coordinator_racing_a_clients_delete_launches_nothing_for_it(admin, 
     assert deleted[0][0] == 200, deleted
     assert agent_row(client_id, agent_id) is None
     assert list(ReplicaTable.query(agent_id)) == [] and _instances_launched_for(agent_id) == {}
+
+
+def test_a_request_with_a_remembered_token_during_its_clients_delete_leaves_no_gate_behind(admin, make_tenant,
+                                                                                            monkeypatch):
+    """The race: a container remembers which client a token names (a hash never changes owner), so a request with
+    the token of a client being deleted still reaches that client's gate. The delete has just removed the gate and
+    is about to remove the client row when such a request comes: the gate is missing, so admission rebuilds it from
+    the client row (``ensure_gate``, for a gate lost or from before it). The rules: the request is refused, and
+    nothing of the deleted client remains (the gate row has no TTL). BEFORE: the request was refused (403, the
+    client row says inactive), but the gate it rebuilt — with the client's token hash — outlived the client for good.
+    NOW: a client marked ``deleting`` (with the token's revocation, first thing of its delete) gets no gate built,
+    also when the mark lands between the build's read and its write (a condition of the write): 401."""
+    from chalicelib.repositories import clients
+    from chalicelib.tables.rate_limits import RateLimitTable, gate_key
+
+    client_id, caller = make_tenant()
+    assert caller.get("/api/notifications")[0] == 200  # this container now remembers the token's client
+    answered = overtaken_at(monkeypatch, clients, "delete_gate", lambda: caller.get("/api/notifications"))
+    status, reply = admin.call("DELETE", f"/api/admin/clients/{client_id}")
+    monkeypatch.undo()
+    assert status == 200, reply
+    assert_clean_answer(*answered[0], (401, 403))
+    try:
+        left = RateLimitTable.get(gate_key(client_id), consistent_read=True).attribute_values
+    except RateLimitTable.DoesNotExist:
+        left = None
+    assert left is None
