@@ -552,6 +552,9 @@ def pricing_report(agent_id):
     # A retry finds the points its first attempt stored as exact duplicates: the raw report is still kept
     # when that attempt died before writing it (test_crash_retry).
     retried = not stored and "exact_duplicate" in outcomes and not pools.report_kept(agent.agent_id, ts)
+    # Before the raw report (which ``agent.last_pricing_at`` as read decides): an agent row gone since it was read
+    # (its client deleted meanwhile) is 404 here, and no raw report of it is written after its client's rows went.
+    agents.touch_pricing(agent, now)
     if pools.report_worth_keeping(agent.last_pricing_at, now, stored) or retried:
         pools.save_report(PricingReportTable(
             agent.agent_id, now, client_id=client_id, instance_id=body.instance.instance_id,
@@ -562,7 +565,6 @@ def pricing_report(agent_id):
             cheapest_price=cheapest.price if cheapest else None,
             pools_reported=len(body.pricing.spot_pools), pools_stored=len(admissions),
             collected_at=ts), now, settings.report_retention_days)
-    agents.touch_pricing(agent, now)
     # The v3.2 agent names its mode only here (instance.current_mode): an unknown mode is learnt from it.
     agents.learn_mode(agent, body.instance.instance_id, normalize_mode(body.instance.mode).value, now)
     return ok({"success": True, "pools": len(admissions),

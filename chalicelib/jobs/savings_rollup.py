@@ -175,7 +175,21 @@ def rollup_client(client: ClientTable | ClientRecord, now: datetime) -> ClientRo
     for month in _months(start, end):
         writes += savings.month_from_days(savings.client_key(client_id, "day"), savings.client_key(client_id, "month"),
                                           month, client_id=client_id, now=now, closed=month < month_key(now))
+    if writes and _deleted_meanwhile(client_id):
+        # The client's delete began after it was read here and may have removed its savings rows before these puts
+        # (which create what they overwrite): they go again, so nothing of the deleted client stays (no TTL on days).
+        savings.delete_client(client_id, sorted({r.agent_id for r in runs if r.agent_id}),
+                              sorted({r.instance_id for r in runs}))
+        return ClientRollup(client_id, {}, len(runs), writes)
     return ClientRollup(client_id, days, len(runs), writes)
+
+
+def _deleted_meanwhile(client_id: str) -> bool:
+    """The client's hard delete has started (or is done) since the roll-up read it: its row marked ``deleting`` (set
+    with the token's revocation, before any row goes) or gone. Read after the writes, so a delete that began later
+    removes them itself."""
+    client = clients.get(client_id)
+    return client is None or client.deleting
 
 
 def _months(start: datetime, end: datetime) -> list[str]:

@@ -683,9 +683,15 @@ def start_counting_commands(agent: AgentRecord) -> None:
 
 
 def touch_pricing(agent: AgentRecord, now: datetime) -> None:
-    """Remember when the agent last reported prices (health scoring)."""
-    AgentTable(agent.client_id, agent.agent_id).update(
-        actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
+    """Remember when the agent last reported prices (health scoring). 404 when the agent row is gone since the
+    report read it (its client deleted meanwhile): the conditional write failing is that answer, never a 500."""
+    try:
+        AgentTable(agent.client_id, agent.agent_id).update(
+            actions=[AgentTable.last_pricing_at.set(now)], condition=AgentTable.agent_id.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise NotFoundError("agent not found", field="agent_id") from exc
+        raise
 
 
 def known_mode(client_id: str, instance_id: str) -> str | None:
@@ -723,16 +729,44 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
     """The agent's host is going away: agent offline and (if given) its instance inactive, atomically. The
     instance keeps the time of its first termination report (``if_not_exists``): a re-sent report (an agent's
     retry, or a replay days later) must not move the end of the instance's run, which its savings integrate.
-    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``."""
-    target = instance_id
+    ``closes``: the report closes an active instance, whose ``termination_reported_at`` is set to ``now``.
+    An agent deleted since it was read stays deleted (404, nothing written): the report must not write it back
+    ``offline``, which would list it again and keep it from the data cleaner. The agent goes offline only while it
+    is on the instance that goes (the one it was read on): a report of an instance it left — a switch or a
+    failover's promotion moved it, before the report or while the report ran — closes that instance and leaves the
+    agent, which runs on its new host, as it is (as a left instance's final ``offline`` heartbeat does)."""
+    for attempt in range(2):
+        own_host = instance_id is None or instance_id == agent.instance_id
+        try:
+            _write_terminated(agent, instance_id, now, closes=closes, own_host=own_host)
+            return
+        except TransactWriteError as exc:
+            if cancellation_codes(exc)[:1] != ["ConditionalCheckFailed"]:
+                raise
+            current = get(agent.client_id, agent.agent_id)
+            if current is None or current.deleted:
+                raise NotFoundError("agent not found", field="agent_id") from exc
+            if attempt or not own_host or current.instance_id == agent.instance_id:
+                raise
+            if instance_id is None:
+                return  # the host it was read on is no longer the agent's: nothing of the agent goes
+            agent = current  # moved meanwhile: the instance reported is one it left
+
+
+def _write_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, *, closes: bool,
+                      own_host: bool) -> None:
     reported = [InstanceTable.termination_reported_at.set(now)] if closes else []
+    live = AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*GONE_STATUSES)
     with TransactWrite(connection=transaction_connection()) as tx:
-        tx.update(AgentTable(agent.client_id, agent.agent_id),
-                  actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
-                           AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
-                  condition=AgentTable.agent_id.exists())
-        if target:
-            tx.update(InstanceTable(target),
+        if own_host:
+            tx.update(AgentTable(agent.client_id, agent.agent_id),
+                      actions=[AgentTable.status.set(AgentStatus.OFFLINE.value),
+                               AgentTable.liveness.remove(), AgentTable.updated_at.set(now)],
+                      condition=live & _same(AgentTable.instance_id, agent.instance_id))
+        else:
+            tx.condition_check(AgentTable, agent.client_id, agent.agent_id, condition=live)
+        if instance_id:
+            tx.update(InstanceTable(instance_id),
                       actions=[InstanceTable.is_active.set(False),
                                InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
                                InstanceTable.updated_at.set(now), *reported],

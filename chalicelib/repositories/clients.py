@@ -48,6 +48,7 @@ class ClientRecord:
     pending_external_id_at: datetime | None = None
     limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
     agent_admissions: int = 0  # the agent quota's guard (tables/clients.py)
+    deleting: bool = False  # its hard delete has started (``revoke_token``): its rows are going
 
 
 LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
@@ -78,6 +79,7 @@ def _record(row: ClientTable) -> ClientRecord:
         pending_external_id_at=row.pending_external_id_at,
         limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
         agent_admissions=int(row.agent_admissions or 0),
+        deleting=bool(row.deleting),
     )
 
 
@@ -153,7 +155,9 @@ def _mirrored(actions: list) -> list:
 
 
 def ensure_gate(client_id: str) -> bool:
-    """Build a missing (or incomplete) gate from the client row; False when the client does not exist.
+    """Build a missing (or incomplete) gate from the client row; False when the client does not exist, or is being
+    deleted (``deleting``: its delete removes the gate before the client row, and a gate built in between would
+    outlive the client, with no TTL).
 
     The gate is written only if the client row still holds what was read (a status or token change racing
     this call makes it a no-op: the caller reads the gate again)."""
@@ -161,7 +165,9 @@ def ensure_gate(client_id: str) -> bool:
         row = ClientTable.get(client_id, consistent_read=True)
     except ClientTable.DoesNotExist:
         return False
-    condition = ClientTable.client_id.exists()
+    if row.deleting:
+        return False
+    condition = ClientTable.client_id.exists() & ClientTable.deleting.does_not_exist()
     for name in (*GATE_FIELDS, "max_agents"):
         value, attribute = getattr(row, name), getattr(ClientTable, name)
         condition &= attribute.does_not_exist() if value is None else attribute == value
@@ -302,10 +308,11 @@ def _update_existing(client_id: str, actions: list, gate_actions: list = ()) -> 
 def revoke_token(client_id: str, token_hash: str) -> None:
     """The token stops working now: its lookup row is deleted, the gate forgets it and the client is inactive
     (client deletion). The client row says inactive too: a gate rebuilt from it (``ensure_gate``, after the
-    deletion removed the gate and failed before the row) must not admit the token a container remembers."""
+    deletion removed the gate and failed before the row) must not admit the token a container remembers. The row is
+    marked ``deleting``: a job that read the client before and writes its rows after this sees it and removes them."""
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.delete(ClientLookupTable(token_lookup_key(token_hash)))
-        tx.update(ClientTable(client_id), actions=[ClientTable.status.set("inactive")],
+        tx.update(ClientTable(client_id), actions=[ClientTable.status.set("inactive"), ClientTable.deleting.set(True)],
                   condition=ClientTable.client_id.exists())
         tx.update(RateLimitTable(gate_key(client_id)),
                   actions=[RateLimitTable.token_hash.remove(), RateLimitTable.status.set("inactive")])

@@ -51,6 +51,18 @@ class AgentDeletedMeanwhile(SlotTakenError):
         self.current_replica_id = None
 
 
+class ManualModeOffMeanwhile(SlotTakenError):
+    """A manual standby's claim for an agent whose manual-replica mode was turned off since it was read: the slot is
+    not claimed, nothing is launched (409 ``manual_mode_required`` on the API; no standby for the coordinator). The
+    disable retired the standbys it saw; one claimed after it would run on, billed, and no coordinator run retires
+    the standby of an agent that is not in manual-replica mode."""
+
+    def __init__(self) -> None:
+        ConflictError.__init__(self, "manual-replica mode was turned off meanwhile: no standby is created",
+                               field="manual_replica_enabled", code="manual_mode_required")
+        self.current_replica_id = None
+
+
 @dataclass(frozen=True)
 class ReplicaRecord:
     """A replica as handlers and tasks see it."""
@@ -199,7 +211,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
     """Write a new replica row; with ``take_slot`` also claim the agent's standby slot, atomically.
 
     Idempotent on ``replica_id``: an existing row with that id is returned as is.
-    Raises SlotTakenError when the slot is held by another replica.
+    Raises SlotTakenError when the slot is held by another replica; a manual standby's claim also holds only while
+    the agent is in manual-replica mode (``ManualModeOffMeanwhile``).
     """
     existing = get(agent.agent_id, replica_id)
     if existing is not None:
@@ -223,6 +236,8 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
                                   AgentTable.replica_generation.add(1)]
                 agent_condition &= AgentTable.current_replica_id.does_not_exist() \
                     & (AgentTable.status != AgentStatus.DELETED.value)
+                if replica_type == ReplicaType.MANUAL.value:
+                    agent_condition &= AgentTable.config.manual_replica_enabled == True  # noqa: E712
             tx.update(AgentTable(agent.client_id, agent.agent_id), actions=agent_actions,
                       condition=agent_condition)
     except TransactWriteError as exc:
@@ -230,9 +245,15 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
         if codes and codes[0] == "ConditionalCheckFailed":
             return get(agent.agent_id, replica_id)  # a concurrent call with the same id won
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-            current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            try:
+                current = AgentTable.get(agent.client_id, agent.agent_id, consistent_read=True)
+            except AgentTable.DoesNotExist:  # its client's hard delete removed it since it was read
+                raise AgentDeletedMeanwhile() from exc
             if take_slot and current.status == AgentStatus.DELETED.value and not current.current_replica_id:
                 raise AgentDeletedMeanwhile() from exc
+            if take_slot and replica_type == ReplicaType.MANUAL.value and not current.current_replica_id \
+                    and not (current.config is not None and current.config.manual_replica_enabled):
+                raise ManualModeOffMeanwhile() from exc
             raise SlotTakenError(current.current_replica_id) from exc
         raise
     return _record(row)

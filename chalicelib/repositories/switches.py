@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from components.agent_identity import AgentStatus
+
 from chalicelib.errors import ConflictError, NotFoundError, TooManyRequestsError
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, transaction_connection
 from chalicelib.repositories.paging import Page, decode_token, read_page
@@ -103,6 +105,9 @@ def stored(client_id: str, switch_key: str) -> SwitchTable | None:
         return None
 
 
+_GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an agent that no longer runs
+
+
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
            deactivate_old: str | None, now: datetime, daily_cap: int | None = None) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.
@@ -115,12 +120,14 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
     caller keys a repeat like the first (``recorded_key``); the agent's ``last_switch_id`` also refuses a
     repeat keyed otherwise that races the first or reads the index before it shows the first.
     ``new_instance`` is the InstanceTable row to upsert (only if new or already this client's).
+    An agent deleted since the report read it is 404 with nothing written: the report must not leave an active
+    instance row (nor the agent moved) under a deleted agent, which its delete closed.
     """
     row.expires_at = now + timedelta(days=get_settings().event_retention_days)
     agent_actions = [AgentTable.instance_id.set(row.new_instance_id), AgentTable.last_switch_at.set(now),
                      AgentTable.last_switch_id.set(row.switch_id), AgentTable.updated_at.set(now)]
-    agent_condition = AgentTable.agent_id.exists() & (AgentTable.last_switch_id.does_not_exist()
-                                                      | (AgentTable.last_switch_id != row.switch_id))
+    agent_condition = (AgentTable.agent_id.exists() & ~AgentTable.status.is_in(*_GONE)
+                       & (AgentTable.last_switch_id.does_not_exist() | (AgentTable.last_switch_id != row.switch_id)))
     if daily_cap is not None:
         stored_day, today = _today_count(agent_client_id, agent_id, now)
         if today >= daily_cap:
@@ -163,6 +170,8 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                 raise NotFoundError("agent not found", field="agent_id") from exc
             if agent.last_switch_id == row.switch_id:
                 return False
+            if agent.status in _GONE:
+                raise NotFoundError("agent not found", field="agent_id") from exc
             if daily_cap is not None and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap:
                 raise SwitchLimitExceeded(daily_cap, now) from exc
         raise

@@ -81,6 +81,10 @@ class ClientTable(Model):
     # value read before the agents were counted (chalicelib/quotas.py check_agents): concurrent registrations cannot
     # both pass max_agents. Missing = 0 (clients from before it: nothing to migrate, the count is of the rows).
     agent_admissions = NumberAttribute(null=True)
+    # Set by the client's hard delete with the token's revocation, before any row goes
+    # (``repositories/clients.revoke_token``): a job that wrote the client's rows after reading it (the savings
+    # worker's puts) sees it once its writes are done and removes them, so nothing of the client outlives its delete.
+    deleting = BooleanAttribute(null=True)
 
     by_created = ClientsByCreatedIndex()
 

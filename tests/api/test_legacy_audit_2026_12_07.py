@@ -240,9 +240,10 @@ def test_v4s_replica_polling_flow_places_launch_and_readiness(tenant_with_agent,
     """v4: poll ``?status=launching`` (top-level id, pool_id, az), PUT ``{instance_id, status:'syncing'}`` (no
     launch time), then status ``ready`` (its own ``sync_completed_at``, or none): 200 each, launched then ready, both
     within the standby's life."""
-    from tests.api.test_replicas import agent_launched, put
+    from tests.api.test_replicas import agent_launched, config, put
 
     client_id, caller, agent_id, _ = tenant_with_agent
+    config(caller, agent_id, manual_replica_enabled=True)  # a manual standby's slot is claimed only in that mode
     agent = agent_repo.require(client_id, agent_id)
     now = now_utc()
     waiting = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type="manual",
@@ -281,7 +282,10 @@ def test_v4s_create_replica_path_records_launch_and_readiness(make_tenant):
 def test_a_launching_standby_older_than_many_closed_ones_is_on_v4s_first_poll(tenant_with_agent):
     """GIVEN a launching standby and, after it, more closed ones than a page holds WHEN v4 polls
     ``replicas?status=launching`` (no limit, never a next_token) THEN the standby is on that first answer."""
+    from tests.api.test_replicas import config
+
     client_id, caller, agent_id, _ = tenant_with_agent
+    config(caller, agent_id, manual_replica_enabled=True)  # a manual standby's slot is claimed only in that mode
     agent = agent_repo.require(client_id, agent_id)
     now = now_utc() - timedelta(hours=1)
     waiting = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type="manual",

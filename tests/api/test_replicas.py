@@ -324,6 +324,7 @@ def test_v4_termination_poll_is_never_told_to_terminate_an_instance(api, make_te
 
 def test_legacy_agent_polling_sees_flat_replicas_that_still_need_an_instance(tenant_with_agent):
     client_id, caller, agent_id, reg = tenant_with_agent
+    config(caller, agent_id, manual_replica_enabled=True)  # a manual standby's slot is claimed only in that mode
     agent = agent_repo.require(client_id, agent_id)
     now = datetime.now(timezone.utc)
     waiting = replica_repo.create(agent, replica_id=replica_repo.new_replica_id(now), replica_type="manual",
