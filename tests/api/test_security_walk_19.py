@@ -758,6 +758,26 @@ def _instances_launched_for(agent_id: str) -> dict[str, str]:
     return {r.instance_id: state_of(r.instance_id) for r in replica_repo.for_agent(agent_id) if r.instance_id}
 
 
+
+def _failover_with_before_handover(api, monkeypatch, primary, race, when=lambda state: True):
+    """A warning for ``primary`` through the real workflow, ``race(state)`` run once just before the hand-over step
+    whose state passes ``when``; returns (the race's answers, the execution as described)."""
+    from chalicelib import failover
+    from tests.e2e.failover_support import deliver, wait_for, warning
+
+    real_handover, answers = failover.handover, []
+
+    def raced(state):
+        if not answers and when(state):
+            answers.append(race(state))
+        return real_handover(state)
+
+    monkeypatch.setattr(failover, "handover", raced)
+    result = deliver(api, "sentinel-interruption", warning(primary))
+    described = wait_for(result["execution_arn"])
+    monkeypatch.undo()
+    return answers, described
+
 @pytest.mark.usefixtures("failover_machine")
 def test_a_failovers_hand_over_racing_the_agents_delete_leaves_nothing_running(api, make_tenant, monkeypatch):
     """The race: a spot warning's failover has launched the agent's emergency replacement and is about to hand over
@@ -765,21 +785,11 @@ def test_a_failovers_hand_over_racing_the_agents_delete_leaves_nothing_running(a
     replacement and standby, EC2 included). The rule: deleted things stay deleted — the agent is not moved to the
     replacement, nothing the product launched for it is left running (a replacement or an on-demand fallback billed
     for a deleted agent), and the execution ends without a 500 anywhere (the client's delete answered 200)."""
-    from chalicelib import failover
-    from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+    from tests.e2e.failover_support import register_agent
 
     client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
-    real_handover, answers = failover.handover, []
-
-    def deleted_first(state):
-        if not answers:
-            answers.append(caller.call("DELETE", f"/api/client/agents/{agent_id}"))
-        return real_handover(state)
-
-    monkeypatch.setattr(failover, "handover", deleted_first)
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    described = wait_for(result["execution_arn"])
-    monkeypatch.undo()
+    answers, described = _failover_with_before_handover(
+        api, monkeypatch, primary, lambda state: caller.call("DELETE", f"/api/client/agents/{agent_id}"))
     assert answers and answers[0][0] == 200, answers
     assert described["status"] in ("SUCCEEDED", "FAILED"), described
     row = agent_row(client_id, agent_id)
@@ -797,8 +807,7 @@ def test_a_standbys_promotion_racing_the_clients_manual_mode_disable_still_fails
     retries and takes the next route), nothing is duplicated or left running (every instance launched for the
     agent is either the one it now runs on or terminated), and no new standby is placed for an agent whose mode is
     now off."""
-    from chalicelib import failover
-    from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
+    from tests.e2e.failover_support import register_agent
 
     client_id, caller, agent_id, primary, _ = register_agent(
         make_tenant, manual_replica_enabled=True, auto_switch_enabled=False, auto_terminate_enabled=True,
@@ -807,17 +816,9 @@ def test_a_standbys_promotion_racing_the_clients_manual_mode_disable_still_fails
     invoke_schedule(api, "replica-coordinator")
     standby = agent_row(client_id, agent_id).current_replica_id
     assert standby
-    real_handover, answers = failover.handover, []
-
-    def disabled_first(state):
-        if not answers and state.get("replica_id") == standby:
-            answers.append(caller.post(f"/api/agents/{agent_id}/manual-replica/disable"))
-        return real_handover(state)
-
-    monkeypatch.setattr(failover, "handover", disabled_first)
-    result = deliver(api, "sentinel-interruption", warning(primary))
-    described = wait_for(result["execution_arn"])
-    monkeypatch.undo()
+    answers, described = _failover_with_before_handover(
+        api, monkeypatch, primary, lambda state: caller.post(f"/api/agents/{agent_id}/manual-replica/disable"),
+        when=lambda state: state.get("replica_id") == standby)
     assert answers and answers[0][0] == 200, answers
     assert described["status"] == "SUCCEEDED", described
     row = agent_row(client_id, agent_id)
