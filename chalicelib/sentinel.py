@@ -36,6 +36,7 @@ from components.sentinel import (
     capacity_kind,
     ended_by_client,
     parse_signals,
+    recorded_type,
     signal_group,
     signal_key,
     stopped_by_user,
@@ -285,7 +286,7 @@ def handle(signal: Signal, now: datetime, *, replica_id: str | None = None,
     row = InterruptionTable(
         agent.client_id, interruptions.new_interruption_id(signal.detected_at), agent_id=agent.agent_id,
         instance_id=signal.instance_id, pool_id=agent.spot_pool_id,
-        signal_type=signal.kind.value if signal.state is None else f"{signal.kind.value}:{signal.state}",
+        signal_type=recorded_type(signal.kind, signal.state),
         source=signal.source.value, event_id=signal.event_id, status="detected",
         detected_at=signal.detected_at, termination_time=signal.deadline, replica_id=replica_id)
     claimed, interruption_id = interruptions.claim_and_record(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from components.replica_coordinator import ReplicaStatus
-from components.sentinel import SignalKind, signal_group, signal_key
+from components.sentinel import recorded_group, signal_key
 
 from chalicelib import replicas
 from chalicelib.aws import accounts, ec2, stepfunctions
@@ -166,10 +166,8 @@ def _claim_held(row, now: datetime) -> bool:
     """Does the event still hold its signal's claim? Then a redelivery of the signal (SQS retrying it, the other
     source's copy) is a duplicate of it that finishes it (``sentinel._duplicate``): abandoning it now would make that
     copy do nothing. The claim runs from the signal's receive, which may be long after its time (a late event)."""
-    kind, _, state = row.signal_type.partition(":")
-    try:
-        group = signal_group(SignalKind(kind), state or None)
-    except ValueError:
+    group = recorded_group(row.signal_type)
+    if group is None:
         return False
     return interruptions.held_claim(signal_key(row.instance_id, group), now,
                                     get_settings().signal_window_s) == row.interruption_id

@@ -163,6 +163,28 @@ def signal_group(kind: SignalKind, state: str | None = None) -> str:
     return kind.value
 
 
+def recorded_type(kind: SignalKind, state: str | None = None) -> str:
+    """How an interruption row names its signal: the kind, with a state change's state.
+
+    >>> recorded_type(SignalKind.STATE_CHANGE, "stopped"), recorded_type(SignalKind.TERMINATION)
+    ('state-change:stopped', 'termination-warning')
+    """
+    return kind.value if state is None else f"{kind.value}:{state}"
+
+
+def recorded_group(recorded: str) -> str | None:
+    """The de-duplication group of the signal an interruption row names (``recorded_type``); None for no kind.
+
+    >>> recorded_group("state-change:terminated"), recorded_group("rebalance-recommendation"), recorded_group("x")
+    ('termination', 'rebalance-recommendation', None)
+    """
+    kind, _, state = recorded.partition(":")
+    try:
+        return signal_group(SignalKind(kind), state or None)
+    except ValueError:
+        return None
+
+
 def signal_key(instance_id: str, group: str) -> str:
     """Key of the claim that makes one workflow per (instance, group) within the window."""
     return f"{instance_id}#{group}"
