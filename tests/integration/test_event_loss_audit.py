@@ -182,7 +182,6 @@ def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(ap
     that invocation's time is not over THEN it is a batch item failure (the first may still be running: nothing runs
     twice); delivered again once it is over, it starts the one failover (the duplicate of its own claim). Holds:
     powertools bounds an in-progress record by the invocation's remaining time (``register_lambda_context``)."""
-    import time
 
     client_id, _, _, primary, _ = register_agent(make_tenant)
     event = warning(primary)
@@ -199,17 +198,7 @@ def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(ap
     [row] = events_of(client_id)
     assert row.status == "detected" and executions_named(row.interruption_id) == []
 
-    early = sqs_event([event], receive_count=2)
-    with pytest.raises(Exception):  # noqa: B017 - its only message failed (in progress): the batch comes back
-        sentinel.on_sqs_batch(early, _Context(timeout_ms=30_000, cost_ms=0))
-    assert executions_named(row.interruption_id) == []
-
-    time.sleep(1.6)  # the dead invocation's time is over
-    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=3),
-                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
-    [again] = events_of(client_id)
-    assert again.interruption_id == row.interruption_id and len(executions_named(row.interruption_id)) == 1
-    assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
+    _redelivered_in_progress_then_after(client_id, event, row, executions_before=0)
 
 
 def test_a_handled_warning_whose_stored_result_is_throttled_comes_back_as_a_duplicate_of_itself(api, make_tenant,
@@ -218,7 +207,6 @@ def test_a_handled_warning_whose_stored_result_is_throttled_comes_back_as_a_dupl
     throttled (DynamoDB, after the SDK's retries) WHEN SQS delivers it again, first while the invocation's time is
     not over, then after THEN the first redelivery fails (in progress: nothing runs twice) and the second is a
     duplicate of its own claim: one interruption, one execution. Holds."""
-    import time
 
     from tests.faults import inject
 
@@ -234,14 +222,7 @@ def test_a_handled_warning_whose_stored_result_is_throttled_comes_back_as_a_dupl
     [row] = events_of(client_id)
     assert len(executions_named(row.interruption_id)) == 1
 
-    with pytest.raises(Exception):  # noqa: B017 - in progress: the batch comes back
-        sentinel.on_sqs_batch(sqs_event([event], receive_count=2), _Context(timeout_ms=30_000, cost_ms=0))
-    time.sleep(1.6)
-    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=3),
-                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
-    [again] = events_of(client_id)
-    assert again.interruption_id == row.interruption_id and len(executions_named(row.interruption_id)) == 1
-    assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
+    _redelivered_in_progress_then_after(client_id, event, row, executions_before=1)
 
 
 def test_a_dead_lettered_warning_redriven_after_its_event_was_abandoned_fails_the_agent_over_once(api, make_tenant,
@@ -426,3 +407,20 @@ def test_a_rebalance_recommendation_after_the_warning_prewarms_nothing_for_an_in
     [failover] = [r for r in events_of(client_id) if r.signal_type == "termination-warning"]
     assert len(executions_named(failover.interruption_id)) == 1
     assert wait_for(failover.execution_arn)["status"] == "SUCCEEDED"
+
+
+def _redelivered_in_progress_then_after(client_id, event, row, executions_before):
+    """SQS delivers ``event`` again while the first invocation's time (1.5 s) is not over: the batch fails (the
+    idempotency record is in progress) and the event's executions stay ``executions_before`` in number; then after it: the event is
+    handled once more, as a duplicate of its own claim — one interruption, one execution, which succeeds."""
+    import time
+
+    with pytest.raises(Exception):  # noqa: B017 - its only message failed (in progress): the batch comes back
+        sentinel.on_sqs_batch(sqs_event([event], receive_count=2), _Context(timeout_ms=30_000, cost_ms=0))
+    assert len(executions_named(row.interruption_id)) == executions_before
+    time.sleep(1.6)  # the first invocation's time is over
+    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=3),
+                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
+    [again] = events_of(client_id)
+    assert again.interruption_id == row.interruption_id and len(executions_named(row.interruption_id)) == 1
+    assert wait_for(again.execution_arn)["status"] == "SUCCEEDED"
