@@ -436,7 +436,7 @@ def _duplicate(agent: AgentRecord, instance: InstanceTable, interruption_id: str
         # (crashed before it), the audit event of the start, the agent's count.
         if existing.status == "detected":
             _start_failover(agent, existing, clock.now())
-        elif existing.execution_arn:
+        elif existing.execution_arn or _name_started_execution(existing):
             _record_started(agent, existing)
         _count(existing, clock.now())
     elif existing is not None and existing.status == "detected":
@@ -559,6 +559,17 @@ def _start_failover(agent: AgentRecord, row: InterruptionTable, now: datetime) -
         interruptions.update(row.client_id, row.interruption_id, execution_arn=execution)
     _record_started(agent, row)
     return {"action": "failover_started", "interruption_id": row.interruption_id, "execution_arn": execution}
+
+
+def _name_started_execution(row: InterruptionTable) -> bool:
+    """A failover event past ``detected`` without its execution named: the first handling started the execution,
+    which ran to its end before that handling's write (it died, or the write failed). The execution is named after
+    the event (one DescribeExecution, on this redelivery only) and, if it exists, recorded; True then. An event the
+    cleanup job closed before any execution started has none: False, and nothing is started now."""
+    arn = stepfunctions.existing_execution(row.interruption_id)
+    if arn is not None:
+        interruptions.set_once(row.client_id, row.interruption_id, "execution_arn", arn)
+    return arn is not None
 
 
 def _record_started(agent: AgentRecord, row: InterruptionTable) -> None:

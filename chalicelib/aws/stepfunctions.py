@@ -44,14 +44,25 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
 
 def is_running(name: str, state_machine_arn: str | None = None) -> bool:
     """Is the execution ``name`` (an interruption id) running? False when it was never started."""
+    return _status_of(name, state_machine_arn) == "RUNNING"
+
+
+def existing_execution(name: str, state_machine_arn: str | None = None) -> str | None:
+    """The ARN of the execution ``name`` (an interruption id) if it was ever started, running or ended; else None."""
+    arn = state_machine_arn or get_settings().failover_state_machine_arn
+    return execution_arn(arn, name) if _status_of(name, arn) is not None else None
+
+
+def _status_of(name: str, state_machine_arn: str | None) -> str | None:
+    """The execution's status; None when it was never started (or no state machine is configured)."""
     arn = state_machine_arn or get_settings().failover_state_machine_arn
     if not arn:
-        return False
+        return None
     try:
-        return status(execution_arn(arn, name)) == "RUNNING"
+        return status(execution_arn(arn, name))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
-            return False
+            return None
         raise
 
 

@@ -201,6 +201,47 @@ def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(ap
     _redelivered_in_progress_then_after(client_id, event, row, executions_before=0)
 
 
+def test_an_invocation_that_dies_after_its_failover_ended_names_the_execution_on_redelivery(api, make_tenant,
+                                                                                           monkeypatch):
+    """GIVEN a warning whose invocation starts the failover, which ends (a quick hand-over) before the invocation
+    dies (its timeout, before it could name the execution on the event and write the "failover started" audit
+    entry) WHEN SQS delivers the warning again after that invocation's time THEN the event, ``resolved`` by the
+    execution, names its one execution and the audit log has its start, once.
+
+    Found: the redelivery saw the event past ``detected`` without an execution ARN and did nothing, so the event
+    never named its execution (the admin's link to the workflow's history) and the audit log had the failover's
+    completion without its start."""
+    import time
+
+    from chalicelib.repositories import activity
+
+    client_id, _, _, primary, _ = register_agent(make_tenant)
+    event = warning(primary)
+    real_start = stepfunctions.start
+
+    def start_finish_and_die(name, payload, *args, **kwargs):
+        monkeypatch.setattr(stepfunctions, "start", real_start)
+        assert wait_for(real_start(name, payload, *args, **kwargs))["status"] == "SUCCEEDED"
+        raise _Killed("Task timed out")
+
+    monkeypatch.setattr(stepfunctions, "start", start_finish_and_die)
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
+    with pytest.raises(_Killed):
+        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+    [row] = events_of(client_id)
+    started = f"{row.interruption_id}:started"
+    assert (row.status, row.execution_arn) == ("resolved", None)
+    assert not activity.event_recorded(row.detected_at, started)
+
+    time.sleep(1.6)  # the first invocation's time is over
+    assert sentinel.on_sqs_batch(sqs_event([event], receive_count=2),
+                                 _Context(timeout_ms=30_000, cost_ms=0)) == {"batchItemFailures": []}
+    [again] = events_of(client_id)
+    assert (again.status, again.success) == ("resolved", True)
+    assert again.execution_arn == executions_named(row.interruption_id)[0]["executionArn"]
+    assert activity.event_recorded(row.detected_at, started)
+
+
 def test_a_handled_warning_whose_stored_result_is_throttled_comes_back_as_a_duplicate_of_itself(api, make_tenant,
                                                                                               monkeypatch):
     """GIVEN a warning handled to the end (its failover started), then the idempotency record's success write
