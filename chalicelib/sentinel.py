@@ -419,6 +419,8 @@ def _replaced_by_failover(agent: AgentRecord, signal: Signal, now: datetime) -> 
     existing = interruptions.get(agent.client_id, held) if held else None
     if existing is None or existing.instance_id != signal.instance_id:
         return None
+    if not existing.execution_arn and _name_started_execution(existing):  # its first handling died after the start
+        _record_started(agent, existing)
     return {"action": "duplicate", "interruption_id": existing.interruption_id, "status": existing.status,
             "new_instance_id": existing.new_instance_id or agent.instance_id}
 
