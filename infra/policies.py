@@ -352,18 +352,19 @@ _IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_re
                                  ec2_move_eip, target_group_handover})
 # ec2_terminate with every launch: a launcher whose replica row was closed (or took another instance) while
 # it launched terminates the instance it started (chalicelib.replicas._lost_attach).
-_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover)
+_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover, failover_status)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).
 FUNCTIONS: dict[str, tuple] = {
     API_HANDLER: (tables, admin_key, models_read, models_write, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, ec2_tag,
-                  handover_check, start_failover, event_bus_access),
+                  handover_check, start_failover, failover_status, event_bus_access),
     "health-monitor": (tables,),
     "risk-scorer": (tables, models_read),
     "decision-cycle": (tables, decision_dispatch),
     DECISION_WORKER_FUNCTION: (tables,),
-    "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover),
+    "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover,
+                            failover_status),
     "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
     "spot-prices": (tables, ec2_spot_prices, ondemand_list_prices),
     "placement-scores": (tables, ec2_placement_scores),
