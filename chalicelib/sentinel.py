@@ -98,8 +98,35 @@ def on_sqs_batch(event: dict, context=None) -> dict:
     except BatchProcessingError:
         _retry_soon(event, {record.get("messageId") for record in event.get("Records", [])}, unstarted)
         raise
+    if requeued := _requeue(event, unstarted):
+        response = {"batchItemFailures": [item for item in response.get("batchItemFailures", [])
+                                          if item["itemIdentifier"] not in requeued]}
     _retry_soon(event, {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}, unstarted)
     return response
+
+
+def _requeue(event: dict, unstarted: set[str]) -> set[str]:
+    """Send the events the invocation had no time to start to the event queue again as new messages; returns the
+    message ids sent (the batch answers them done: deleted). A message made visible again keeps its receive count,
+    so in a long burst (a mass interruption, DynamoDB throttled) one that kept landing at the end of slow batches
+    would reach the dead-letter queue never having been tried. A copy starts at one receive; a copy and its
+    original both handled are one event (idempotent on the event id). Best effort: if SQS refuses, they stay batch
+    item failures, visible again at once (:func:`_retry_soon`)."""
+    from chalicelib.aws import sqs
+    from chalicelib.settings import event_queue_name
+
+    queue = event_queue_name(get_settings().stage)
+    records = [record for record in event.get("Records", []) if record.get("messageId") in unstarted
+               and str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue and record.get("body")]
+    if not records:
+        return set()
+    try:
+        sqs.send_all(queue, [record["body"] for record in records], backoff_s=0.05)
+    except Exception as exc:  # noqa: BLE001 - they come back as batch item failures instead
+        logger.warning("unstarted events not sent again: they come back with their receive count",
+                       extra={"reason": str(exc), "messages": len(records)})
+        return set()
+    return {record["messageId"] for record in records}
 
 
 def _log_outcome(event: dict, result: dict, message_id: str) -> None:

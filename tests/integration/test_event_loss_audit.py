@@ -88,19 +88,12 @@ class _Context:
         return self.left
 
 
-def test_a_batch_the_invocation_has_no_time_for_returns_its_unstarted_events_at_once(api, make_tenant, monkeypatch):
-    """GIVEN a batch of three warnings and an invocation whose events are slow (12 s each of the sentinel's 30 s: an
-    EC2 DescribeInstances in a client's account, StartExecution retried by the SDK) WHEN the sentinel runs it
-    THEN it starts no event with less than a quarter of its time left: the third warning is a batch item failure,
-    visible again at once (``ChangeMessageVisibility`` 0), and the first two are handled.
-
-    Found: the sentinel started every message whatever time was left, so the third ran into the timeout: Lambda
-    ended the invocation, the whole batch (the two handled warnings too) came back only after the queue's 180 s
-    visibility timeout, past the third warning's two minutes, and a batch that always runs out of time went to the
-    dead-letter queue after 5 receives, its last warning never handled."""
+def _slow_batch(make_tenant, monkeypatch):
+    """Three warnings of three tenants and an invocation whose events are slow (12 s each of the sentinel's 30 s:
+    an EC2 DescribeInstances in a client's account, StartExecution retried by the SDK); the visibility changes the
+    sentinel asks for are collected."""
     tenants = [register_agent(make_tenant) for _ in range(3)]
     batch = sqs_event([warning(primary) for _, _, _, primary, _ in tenants])
-    context = _Context(timeout_ms=30_000, cost_ms=12_000)
     real_on_event = sentinel.on_event
 
     def slow_on_event(event, ctx):
@@ -112,23 +105,76 @@ def test_a_batch_the_invocation_has_no_time_for_returns_its_unstarted_events_at_
     monkeypatch.setattr(sentinel, "on_event", slow_on_event)
     visibility: list[dict] = []
     monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: visibility.append(delays) or len(delays))
+    return tenants, batch, visibility
 
-    response = sentinel.on_sqs_batch(batch, context)
+
+def _event_queue():
+    """The stage's event queue in the embedded AWS, empty (infra/event_intake.py creates it in AWS)."""
+    from chalicelib.settings import event_queue_name, get_settings
+    from tests.integration.test_event_intake import REGION, aws_client
+
+    client = aws_client("sqs", REGION)
+    url = client.create_queue(QueueName=event_queue_name(get_settings().stage),
+                              Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
+    client.purge_queue(QueueUrl=url)
+    return client, url
+
+
+def _handled_once(tenant) -> None:
+    [row] = events_of(tenant[0])
+    assert len(executions_named(row.interruption_id)) == 1
+    assert row.execution_arn and wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+
+
+def test_a_batch_the_invocation_has_no_time_for_sends_its_unstarted_events_again_as_new_messages(
+        api, make_tenant, monkeypatch):
+    """GIVEN a batch of three slow warnings WHEN the sentinel runs it THEN it starts no event with less than a quarter
+    of its time left: the first two are handled, and the third is sent to the event queue again as a new message
+    (its first receive) and answered done, so its original is deleted; that copy, received, starts its one failover.
+
+    Found: the sentinel started every message whatever time was left, so the third ran into the timeout: Lambda
+    ended the invocation, the whole batch (the two handled warnings too) came back only after the queue's 180 s
+    visibility timeout, past the third warning's two minutes, and a batch that always runs out of time went to the
+    dead-letter queue after 5 receives, its last warning never handled. Then (2026-12-07) the unstarted event came
+    back at once but with its receive count: in a long burst of slow batches one that kept landing last could reach
+    the dead-letter queue never tried."""
+    client, url = _event_queue()
+    tenants, batch, visibility = _slow_batch(make_tenant, monkeypatch)
+
+    assert sentinel.on_sqs_batch(batch, _Context(timeout_ms=30_000, cost_ms=12_000)) == {"batchItemFailures": []}
+
+    assert visibility == []
+    for tenant in tenants[:2]:
+        _handled_once(tenant)
+    assert events_of(tenants[2][0]) == []
+    [copy] = client.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    assert copy["Body"] == batch["Records"][2]["body"] and copy["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert sentinel.on_sqs_batch(sqs_event([json.loads(copy["Body"])]),
+                                 _Context(30_000, 12_000)) == {"batchItemFailures": []}
+    _handled_once(tenants[2])
+
+
+def test_an_unstarted_event_sqs_will_not_take_again_comes_back_at_once_instead(api, make_tenant, monkeypatch):
+    """GIVEN a batch of three slow warnings and SQS refusing the copy of the unstarted third WHEN the sentinel runs it
+    THEN the third is a batch item failure, visible again at once (``ChangeMessageVisibility`` 0), and its
+    redelivery starts its one failover: nothing is lost when the copy cannot be sent."""
+    _event_queue()
+    tenants, batch, visibility = _slow_batch(make_tenant, monkeypatch)
+
+    def refused(queue, bodies, **kwargs):
+        raise sqs_adapter.SendError("1 message(s) not sent (ThrottlingException); 0 sent")
+
+    monkeypatch.setattr(sqs_adapter, "send_all", refused)
+
+    response = sentinel.on_sqs_batch(batch, _Context(timeout_ms=30_000, cost_ms=12_000))
 
     last = batch["Records"][2]
     assert response == {"batchItemFailures": [{"itemIdentifier": last["messageId"]}]}
     assert visibility == [{last["receiptHandle"]: 0}]
-    for client_id, *_ in tenants[:2]:
-        [row] = events_of(client_id)
-        assert row.execution_arn and wait_for(row.execution_arn)["status"] == "SUCCEEDED"
     assert events_of(tenants[2][0]) == []
-
-    # its redelivery, in an invocation of its own, starts its one failover
     assert sentinel.on_sqs_batch(sqs_event([json.loads(last["body"])], receive_count=2),
                                  _Context(30_000, 12_000)) == {"batchItemFailures": []}
-    [row] = events_of(tenants[2][0])
-    assert len(executions_named(row.interruption_id)) == 1
-    assert wait_for(row.execution_arn)["status"] == "SUCCEEDED"
+    _handled_once(tenants[2])
 
 
 # --- a late event, the cleanup job and the claim window -----------------------------------------------------------
