@@ -279,6 +279,8 @@ def _dispatch(name: str, sid: str, queue_name):
 
 decision_dispatch = _dispatch("decision_dispatch", "SendToDecisionQueue", decision_queue_name)
 savings_dispatch = _dispatch("savings_dispatch", "SendToSavingsQueue", savings_queue_name)
+# The sentinel sends an event it had no time to start back to its own queue as a new message (chalicelib.sentinel).
+event_requeue = _dispatch("event_requeue", "SendToEventQueue", event_queue_name)
 
 
 def event_bus_access(stage: str) -> list[dict]:
@@ -352,7 +354,8 @@ _IN_CLIENT_ACCOUNTS = frozenset({ec2_describe, ec2_launch, ec2_terminate, ec2_re
                                  ec2_move_eip, target_group_handover})
 # ec2_terminate with every launch: a launcher whose replica row was closed (or took another instance) while
 # it launched terminates the instance it started (chalicelib.replicas._lost_attach).
-_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover, failover_status)
+_SENTINEL = (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover, failover_status,
+             event_requeue)
 
 # Chalice function name → its capabilities: what its code path calls (infra/boto_calls.py; tested both
 # ways: nothing missing, nothing granted that no code calls). Every function of app.py is here (tested).

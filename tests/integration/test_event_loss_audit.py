@@ -116,7 +116,9 @@ def _event_queue():
     client = aws_client("sqs", REGION)
     url = client.create_queue(QueueName=event_queue_name(get_settings().stage),
                               Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
-    client.purge_queue(QueueUrl=url)
+    while left := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in left:  # (PurgeQueue: once a minute)
+            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return client, url
 
 
