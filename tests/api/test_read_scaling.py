@@ -1,0 +1,61 @@
+"""Read routes cost what their answer shows, not what the client's history holds (the scale walk): for each fixed
+route, a client with a short and one with a long history (closed standbys, empty audit days, ...) read the same
+number of rows of the table in question, counted at the botocore client (tests/api/read_scaling_support.py).
+Counts, never times. The numbers of every read route are in tests/api/test_read_scaling_report.py (opt-in)."""
+
+from __future__ import annotations
+
+from tests.api.read_scaling_support import History, history, reads
+from tests.conftest import registration
+
+
+def _agent(make_tenant, size: History):
+    client_id, caller = make_tenant()
+    status, reply = caller.post("/api/agents/register", registration())
+    assert status == 200, reply
+    history(client_id, reply["agent_id"], size)
+    caller.get("/api/client/validate")  # the container knows the token
+    return client_id, caller, reply["agent_id"]
+
+
+# --- an agent's replicas: a page reads the page (and one more row), not every closed standby -------------------------
+
+def _replica_reads(caller, agent_id: str, query: str):
+    with reads() as seen:
+        status, reply = caller.get(f"/api/agents/{agent_id}/replicas?{query}")
+    assert status == 200, reply
+    return reply, seen.table_items["replica"], seen.table_calls["replica"]
+
+
+def test_a_page_of_an_agents_replicas_reads_the_page_not_its_history(make_tenant):
+    """GIVEN agents with 30 and with 240 closed standbys WHEN a page of 10 is listed with the closed ones (the console
+    asks for 20), first and next THEN each page reads at most 11 replica rows in one Query, whatever the history (it
+    read all 240)."""
+    for size in (30, 240):
+        _, caller, agent_id = _agent(make_tenant, History(replicas=size))
+        first, items, calls = _replica_reads(caller, agent_id, "include_terminated=true&limit=10")
+        assert len(first["replicas"]) == 10 and first["next_token"], first
+        assert items <= 11 and calls == 1, (size, items, calls)
+        second, items, calls = _replica_reads(caller, agent_id, f"include_terminated=true&limit=10"
+                                              f"&next_token={first['next_token']}")
+        assert items <= 11 and calls == 1, (size, items, calls)
+        ids = [r["id"] for r in first["replicas"] + second["replicas"]]
+        assert ids == sorted(ids) and len(set(ids)) == 20 and first["replicas"][-1]["id"] < second["replicas"][0]["id"]
+
+
+def test_paging_an_agents_replicas_lists_each_once_in_id_order(make_tenant):
+    """GIVEN an agent with 23 closed standbys WHEN every page of 5 is read (with the closed ones), and with
+    ``status=terminated`` THEN each replica is listed once, in id order, the last page without a token; the
+    active-only default lists none (the read goes on through the history and finds nothing)."""
+    _, caller, agent_id = _agent(make_tenant, History(replicas=23))
+    for query in ("include_terminated=true", "status=terminated"):
+        listed, token = [], None
+        for _ in range(10):
+            reply, _, _ = _replica_reads(caller, agent_id, f"{query}&limit=5" + (f"&next_token={token}" if token else ""))
+            listed += [r["id"] for r in reply["replicas"]]
+            token = reply["next_token"]
+            if token is None:
+                break
+        assert len(listed) == 23 and listed == sorted(set(listed)), (query, listed)
+    reply, _, _ = _replica_reads(caller, agent_id, "limit=5")
+    assert reply == {"replicas": [], "next_token": None}, reply
