@@ -207,7 +207,8 @@ def _terminate_launched(client_id: str) -> list[str]:
 def recent_activity():
     """The audit log newest first, paginated back to the retention horizon (``limit``, ``next_token``). Events carry
     what agents report (up to ``METADATA_MAX_BYTES`` each): a page also stops at ``ANSWER_BUDGET_BYTES``, so a
-    tenant's big reports never make it too big for a Lambda to answer."""
+    tenant's big reports never make it too big for a Lambda to answer, and after ``EVENT_DAYS_PER_PAGE`` days
+    read (a quiet stretch of the log: the page is short, its ``next_token`` goes on from the day before)."""
     admin_request(_request())
     limit, token = page_params(_request())
     page = activity.events_page(utcnow(), limit, token)

@@ -92,11 +92,21 @@ def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemE
     return found
 
 
+# Day partitions one page of the admin feed reads at most. A day without events costs one empty Query, and the feed
+# goes back ``EVENT_RETENTION_DAYS`` (90): a page of a quiet stage, or the last page of any, queried all 91 days.
+# A page that has not found ``limit`` events in that many days ends short, with a token naming the next day.
+EVENT_DAYS_PER_PAGE = 14
+# A token's event key that goes on from the top of its day: it sorts after every event key (they start with a digit).
+WHOLE_DAY = "~"
+
+
 def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
     """The audit log newest first, one page at a time, back to the retention horizon (admin feed).
 
     Each day is one partition queried backwards; the token names the day and the last event key served, so
-    the next page goes on in that day and then in earlier ones. Days without events cost one empty query."""
+    the next page goes on in that day and then in earlier ones. Days without events cost one empty query: a page
+    reads at most ``EVENT_DAYS_PER_PAGE`` days, and one that found fewer than ``limit`` events in them ends there
+    with a token for the day before (``WHOLE_DAY``)."""
     oldest = (now - timedelta(days=get_settings().event_retention_days)).strftime("%Y-%m-%d")
     day, before = now.strftime("%Y-%m-%d"), None
     start = decode_scan_token(next_token, key_attrs=("day", "event_key"))
@@ -109,14 +119,18 @@ def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
         if day > now.strftime("%Y-%m-%d"):  # no page goes on from a day to come: it would walk back a query a day
             raise InvalidInputError("next_token is not valid", field="next_token")
     found: list[SystemEventTable] = []
-    while day >= oldest:
+    for _ in range(EVENT_DAYS_PER_PAGE):
+        if day < oldest:
+            return Page(found, None)
         condition = (SystemEventTable.event_key < before) if before else None
         found += list(SystemEventTable.query(day, condition, scan_index_forward=False, limit=limit - len(found)))
         if len(found) >= limit:
             return Page(found, event_token(found[-1]))
         day = (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
         before = None
-    return Page(found, None)
+    if day < oldest:
+        return Page(found, None)
+    return Page(found, encode_token({"day": {"S": day}, "event_key": {"S": WHOLE_DAY}}))
 
 
 def event_token(event: SystemEventTable) -> str:

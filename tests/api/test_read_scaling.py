@@ -5,6 +5,8 @@ Counts, never times. The numbers of every read route are in tests/api/test_read_
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from tests.api.read_scaling_support import History, history, reads
 from tests.conftest import registration
 
@@ -59,3 +61,34 @@ def test_paging_an_agents_replicas_lists_each_once_in_id_order(make_tenant):
         assert len(listed) == 23 and listed == sorted(set(listed)), (query, listed)
     reply, _, _ = _replica_reads(caller, agent_id, "limit=5")
     assert reply == {"replicas": [], "next_token": None}, reply
+
+
+# --- the admin activity feed: a page reads a bounded number of days, not one empty Query per day of the retention ---
+
+def test_a_page_of_a_quiet_activity_log_reads_a_bounded_number_of_days(admin, monkeypatch):
+    """GIVEN an audit log with one event today and one 40 days ago, nothing else in the 90 days kept (a quiet stage)
+    WHEN the admin feed is walked page by page THEN no page sends more than ``EVENT_DAYS_PER_PAGE`` (14) Queries of the
+    log (the first page sent 91, one per day back to the horizon), and the walk lists both events, newest first, once,
+    and ends (no token) at the horizon."""
+    import uuid
+
+    from chalicelib import clock
+    from chalicelib.repositories import activity
+
+    now = datetime(2031, 5, 20, 12, 0, tzinfo=timezone.utc) + timedelta(minutes=uuid.uuid4().int % 10_000)
+    monkeypatch.setattr(clock, "now", lambda: now)
+    marker = f"quiet-{uuid.uuid4().hex[:8]}"
+    for days in (0, 40):
+        activity.record_event("test_event", f"{marker}-{days}", now - timedelta(days=days, minutes=1))
+    seen, token, pages = [], None, 0
+    while True:
+        with reads() as counted:
+            status, body = admin.get("/api/admin/activity?limit=50" + (f"&next_token={token}" if token else ""))
+        assert status == 200, body
+        assert counted.table_calls["systemevent"] <= 14, (pages, dict(counted.table_calls))  # EVENT_DAYS_PER_PAGE
+        seen += [e["message"] for e in body["events"] if e["message"].startswith(marker)]
+        token, pages = body["next_token"], pages + 1
+        if token is None:
+            break
+        assert pages < 20, "the walk does not end"
+    assert seen == [f"{marker}-0", f"{marker}-40"]
