@@ -92,3 +92,39 @@ def test_a_page_of_a_quiet_activity_log_reads_a_bounded_number_of_days(admin, mo
             break
         assert pages < 20, "the walk does not end"
     assert seen == [f"{marker}-0", f"{marker}-40"]
+
+
+# --- the client's standbys: their primaries in one BatchGetItem, not one GetItem per agent on the page ----------------
+
+def test_a_page_of_the_clients_standbys_reads_their_agents_in_one_request(make_tenant):
+    """GIVEN a client with 6 agents, each with a ready standby (and one agent with a closed one) WHEN its standbys are
+    listed (active, then all) THEN each standby comes with its own agent's primary, and the agents are read in one
+    BatchGetItem (it was one GetItem per agent on the page: 6)."""
+    from chalicelib.repositories.replicas import new_replica_id
+    from chalicelib.tables import ReplicaTable
+
+    client_id, caller = make_tenant()
+    agents = {}
+    for n in range(6):
+        body = registration(logical_agent_id=f"owner-{n}", hostname=f"host-{n}")
+        status, reply = caller.post("/api/agents/register", body)
+        assert status == 200, reply
+        agents[reply["agent_id"]] = body
+    now = datetime.now(timezone.utc) - timedelta(hours=1)
+    for n, agent_id in enumerate(agents):
+        at = now + timedelta(seconds=n)
+        ReplicaTable(agent_id, new_replica_id(at), client_id=client_id, status="ready", created_at=at,
+                     updated_at=at, instance_id=f"i-{n:017x}").save()
+    ReplicaTable(agent_id, new_replica_id(now), client_id=client_id, status="terminated", created_at=now,
+                 updated_at=now).save()
+    caller.get("/api/client/validate")
+    for query, count in (("", 6), ("?status=all", 7)):
+        with reads() as seen:
+            status, reply = caller.get(f"/api/client/{client_id}/replicas{query}")
+        assert status == 200 and len(reply["replicas"]) == count, reply
+        assert seen.table_calls["agent"] == 1, dict(seen.table_calls)
+        for row in reply["replicas"]:
+            primary = row["primary"]
+            assert primary["agent_id"] == row["agent_id"], row
+            assert primary["instance_id"] == agents[row["agent_id"]]["instance_id"], row
+            assert primary["hostname"] == agents[row["agent_id"]]["hostname"], row
