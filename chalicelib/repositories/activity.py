@@ -138,25 +138,29 @@ def event_token(event: SystemEventTable) -> str:
     return encode_token({"day": {"S": event.day}, "event_key": {"S": event.event_key}})
 
 
-def events_since(now: datetime, since: datetime, *, severities: tuple[str, ...] = (),
-                 event_types: tuple[str, ...] = (), limit: int = 50) -> list[SystemEventTable]:
-    """Newest events since ``since`` (day partitions queried backwards, filtered), at most ``limit``."""
-    condition = None
-    if severities:
-        condition = SystemEventTable.severity.is_in(*severities)
-    if event_types:
-        by_type = SystemEventTable.event_type.is_in(*event_types)
-        condition = by_type if condition is None else condition & by_type
-    found: list[SystemEventTable] = []
+def events_since_of_each(now: datetime, since: datetime, *, event_types: tuple[str, ...], types_limit: int,
+                         severities: tuple[str, ...], severities_limit: int
+                         ) -> tuple[list[SystemEventTable], list[SystemEventTable]]:
+    """The newest events since ``since`` of one of ``event_types`` (at most ``types_limit``) and, apart, those of one of
+    ``severities`` (at most ``severities_limit``), from one read of the log: the day partitions since ``since`` are
+    queried once, newest first, filtered by either condition, until both lists are full. A read per list evaluated
+    every event of the window twice (a healthy fleet's window has neither kind: each read went through all of it)."""
+    condition = SystemEventTable.event_type.is_in(*event_types) | SystemEventTable.severity.is_in(*severities)
+    of_type: list[SystemEventTable] = []
+    of_severity: list[SystemEventTable] = []
     day = now
-    while day.strftime("%Y-%m-%d") >= since.strftime("%Y-%m-%d") and len(found) < limit:
+    while day.strftime("%Y-%m-%d") >= since.strftime("%Y-%m-%d") \
+            and (len(of_type) < types_limit or len(of_severity) < severities_limit):
         for row in SystemEventTable.query(day.strftime("%Y-%m-%d"), SystemEventTable.event_key >= _stamp(since),
                                           scan_index_forward=False, filter_condition=condition):
-            found.append(row)
-            if len(found) >= limit:
+            if row.event_type in event_types and len(of_type) < types_limit:
+                of_type.append(row)
+            if row.severity in severities and len(of_severity) < severities_limit:
+                of_severity.append(row)
+            if len(of_type) >= types_limit and len(of_severity) >= severities_limit:
                 break
         day -= timedelta(days=1)
-    return found
+    return of_type, of_severity
 
 
 def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",

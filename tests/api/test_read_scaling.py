@@ -128,3 +128,38 @@ def test_a_page_of_the_clients_standbys_reads_their_agents_in_one_request(make_t
             assert primary["agent_id"] == row["agent_id"], row
             assert primary["instance_id"] == agents[row["agent_id"]]["instance_id"], row
             assert primary["hostname"] == agents[row["agent_id"]]["hostname"], row
+
+
+# --- the admin system health: the last 24 h of the audit log read once, not once per kind of event it counts ---------
+
+def test_system_health_reads_the_days_events_once(admin, monkeypatch):
+    """GIVEN a day of 300 ordinary events, 3 failed standbys among them and 25 errors (5 critical), on a day no other
+    test writes WHEN the admin reads the system health THEN it reports the 3 failures and the newest 20 errors, newest
+    first, and evaluates each event of the window at most once (two filtered reads evaluated all of them twice)."""
+    import uuid
+
+    from chalicelib import clock
+    from chalicelib.tables import SystemEventTable
+
+    now = datetime(2032, 3, 10, 12, 0, tzinfo=timezone.utc) + timedelta(minutes=uuid.uuid4().int % 10_000)
+    monkeypatch.setattr(clock, "now", lambda: now)
+    written = []
+    with SystemEventTable.batch_write() as batch:
+        for n in range(300):
+            at = now - timedelta(hours=20) + timedelta(minutes=4 * n)
+            kind, severity = (("standby_failed", "warning") if n in (10, 150, 290)
+                              else ("workflow_failed", "critical" if n % 50 == 0 else "error") if n % 12 == 0
+                              else ("decision", "info"))
+            row = SystemEventTable(at.strftime("%Y-%m-%d"), f"{at.strftime('%Y%m%dT%H%M%S%fZ')}#{n:08d}",
+                                   event_type=kind, severity=severity, message=f"event {n}", created_at=at,
+                                   expires_at=at + timedelta(days=90))
+            batch.save(row)
+            written.append(row)
+    errors = [r for r in reversed(written) if r.severity in ("critical", "error")]
+    assert len(errors) == 25
+    with reads() as seen:
+        status, health = admin.get("/api/admin/system-health")
+    assert status == 200, health
+    assert health["failed_replicas"] == 3 and health["status"] == "degraded", health
+    assert [e["message"] for e in health["recent_errors"]] == [r.message for r in errors[:20]]
+    assert seen.table_items["systemevent"] <= 300, dict(seen.table_items)
