@@ -1,6 +1,6 @@
-"""Opt-in (READ_SCALING_REPORT=1): the DynamoDB calls and items of every client and admin read route for a client
-with no history and for the same-sized live fleet with a long history, printed as a table (the scale walk's
-numbers). Counts, never times."""
+"""Every client and admin read route answers a client with a long history (2,000 closed instances, 90 days of
+switches, 1,000 notifications, 300 closed standbys) with a 2xx, as one with none. With READ_SCALING_REPORT=1 it also
+prints each route's DynamoDB calls and items read for both (the scale walk's numbers: counts, never times)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.api.read_scaling_support import History, history, reads
 from tests.conftest import registration
 
-pytestmark = pytest.mark.skipif(not os.environ.get("READ_SCALING_REPORT"), reason="opt-in report")
+pytestmark = pytest.mark.slow
 
 LONG = History(instances=2000, switch_days=90, switches_a_day=5, notifications=1000, unread=5, replicas=300)
 
@@ -57,7 +57,7 @@ def _tenant(make_tenant, size):
     return client_id, caller, ids[0]
 
 
-def test_report(make_tenant, admin, capsys):
+def test_every_read_route_answers_a_long_history(make_tenant, admin, capsys):
     table = {}
     for label, size in (("empty", History()), ("long", LONG)):
         client_id, caller, (agent_id, instance_id) = _tenant(make_tenant, size)
@@ -69,6 +69,8 @@ def test_report(make_tenant, admin, capsys):
             assert status in (200, 201), (path, status)
             key = path.replace(client_id, "{c}").replace(agent_id, "{a}").replace(instance_id, "{i}")
             table.setdefault(f"{method} {key}", {})[label] = seen
+    if not os.environ.get("READ_SCALING_REPORT"):
+        return
     with capsys.disabled():
         print()
         for route, seen in table.items():
