@@ -131,8 +131,9 @@ def system_health():
     # should have taken them offline (a degraded agent is live, so the degraded threshold says nothing here)
     stale_cutoff = now - timedelta(seconds=HealthThresholds().offline_after_s + 120)
     stale = sum(1 for _ in agents.silent_live_agents(stale_cutoff))
-    failed = len(activity.events_since(now, day_ago, event_types=("standby_failed",), limit=200))
-    errors = activity.events_since(now, day_ago, severities=("critical", "error"), limit=20)
+    failures, errors = activity.events_since_of_each(now, day_ago, event_types=("standby_failed",), types_limit=200,
+                                                     severities=("critical", "error"), severities_limit=20)
+    failed = len(failures)
     checks["health_monitor"] = "ok" if stale == 0 else "behind"
     checks["risk_model"] = "prior" if model is None or model["version"] is None else "model"
     degraded = checks["dynamodb"] != "ok" or stale > 0 or failed > 0 or bool(errors)
@@ -207,7 +208,8 @@ def _terminate_launched(client_id: str) -> list[str]:
 def recent_activity():
     """The audit log newest first, paginated back to the retention horizon (``limit``, ``next_token``). Events carry
     what agents report (up to ``METADATA_MAX_BYTES`` each): a page also stops at ``ANSWER_BUDGET_BYTES``, so a
-    tenant's big reports never make it too big for a Lambda to answer."""
+    tenant's big reports never make it too big for a Lambda to answer, and after ``EVENT_DAYS_PER_PAGE`` days
+    read (a quiet stretch of the log: the page is short, its ``next_token`` goes on from the day before)."""
     admin_request(_request())
     limit, token = page_params(_request())
     page = activity.events_page(utcnow(), limit, token)

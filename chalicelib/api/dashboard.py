@@ -82,12 +82,10 @@ def client_replicas(client_id):
     status = choice(_request(), "status", ("active", "all"), "active")
     limit, token = page_params(_request())
     page = replica_repo.page_for_client(client.client_id, limit, token, active_only=status == "active")
-    owners = {}
+    owners = agents.get_many(client.client_id, [replica.agent_id for replica in page.items])
     rows = []
     for replica in page.items:
-        if replica.agent_id not in owners:
-            owners[replica.agent_id] = agents.get(client.client_id, replica.agent_id)
-        agent = owners[replica.agent_id]
+        agent = owners.get(replica.agent_id)
         primary = None if agent is None else {
             "instance_id": agent.instance_id, "pool_id": agent.current_pool_id,
             "instance_type": agent.instance_type, "mode": agent.current_mode, "agent_id": agent.agent_id,

@@ -314,17 +314,15 @@ def list_replicas(agent_id):
     limit, next_token = page_params(_request())
     if next_token is not None and not _TOKEN.fullmatch(next_token):
         raise InvalidInputError("next_token is not valid", field="next_token")
-    rows = replica_repo.for_agent(agent.agent_id)
     if wanted is not None:
-        rows = [r for r in rows if r.status in wanted
-                and not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)]
-    elif not include_terminated:
-        rows = [r for r in rows if r.active]
-    if next_token:
-        rows = [r for r in rows if r.replica_id > next_token]
-    page = rows[:limit]
+        statuses = tuple(sorted(s.value for s in wanted))
+        keep = lambda r: not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)  # noqa: E731
+    else:
+        statuses, keep = (None if include_terminated else replica_repo.ACTIVE_STATUSES), None
+    page, more = replica_repo.listing_for_agent(agent.agent_id, after=next_token, limit=limit, statuses=statuses,
+                                                keep=keep)
     return ok({"replicas": [replica_view(r) for r in page],
-               "next_token": page[-1].replica_id if len(rows) > limit else None})
+               "next_token": page[-1].replica_id if more else None})
 
 
 def _promote(agent: AgentRecord, replica: ReplicaRecord, now: datetime):

@@ -92,11 +92,21 @@ def recent_events(now: datetime, limit: int = 50, days: int = 2) -> list[SystemE
     return found
 
 
+# Day partitions one page of the admin feed reads at most. A day without events costs one empty Query, and the feed
+# goes back ``EVENT_RETENTION_DAYS`` (90): a page of a quiet stage, or the last page of any, queried all 91 days.
+# A page that has not found ``limit`` events in that many days ends short, with a token naming the next day.
+EVENT_DAYS_PER_PAGE = 14
+# A token's event key that goes on from the top of its day: it sorts after every event key (they start with a digit).
+WHOLE_DAY = "~"
+
+
 def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
     """The audit log newest first, one page at a time, back to the retention horizon (admin feed).
 
     Each day is one partition queried backwards; the token names the day and the last event key served, so
-    the next page goes on in that day and then in earlier ones. Days without events cost one empty query."""
+    the next page goes on in that day and then in earlier ones. Days without events cost one empty query: a page
+    reads at most ``EVENT_DAYS_PER_PAGE`` days, and one that found fewer than ``limit`` events in them ends there
+    with a token for the day before (``WHOLE_DAY``)."""
     oldest = (now - timedelta(days=get_settings().event_retention_days)).strftime("%Y-%m-%d")
     day, before = now.strftime("%Y-%m-%d"), None
     start = decode_scan_token(next_token, key_attrs=("day", "event_key"))
@@ -109,14 +119,18 @@ def events_page(now: datetime, limit: int, next_token: str | None) -> Page:
         if day > now.strftime("%Y-%m-%d"):  # no page goes on from a day to come: it would walk back a query a day
             raise InvalidInputError("next_token is not valid", field="next_token")
     found: list[SystemEventTable] = []
-    while day >= oldest:
+    for _ in range(EVENT_DAYS_PER_PAGE):
+        if day < oldest:
+            return Page(found, None)
         condition = (SystemEventTable.event_key < before) if before else None
         found += list(SystemEventTable.query(day, condition, scan_index_forward=False, limit=limit - len(found)))
         if len(found) >= limit:
             return Page(found, event_token(found[-1]))
         day = (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
         before = None
-    return Page(found, None)
+    if day < oldest:
+        return Page(found, None)
+    return Page(found, encode_token({"day": {"S": day}, "event_key": {"S": WHOLE_DAY}}))
 
 
 def event_token(event: SystemEventTable) -> str:
@@ -124,25 +138,29 @@ def event_token(event: SystemEventTable) -> str:
     return encode_token({"day": {"S": event.day}, "event_key": {"S": event.event_key}})
 
 
-def events_since(now: datetime, since: datetime, *, severities: tuple[str, ...] = (),
-                 event_types: tuple[str, ...] = (), limit: int = 50) -> list[SystemEventTable]:
-    """Newest events since ``since`` (day partitions queried backwards, filtered), at most ``limit``."""
-    condition = None
-    if severities:
-        condition = SystemEventTable.severity.is_in(*severities)
-    if event_types:
-        by_type = SystemEventTable.event_type.is_in(*event_types)
-        condition = by_type if condition is None else condition & by_type
-    found: list[SystemEventTable] = []
+def events_since_of_each(now: datetime, since: datetime, *, event_types: tuple[str, ...], types_limit: int,
+                         severities: tuple[str, ...], severities_limit: int
+                         ) -> tuple[list[SystemEventTable], list[SystemEventTable]]:
+    """The newest events since ``since`` of one of ``event_types`` (at most ``types_limit``) and, apart, those of one of
+    ``severities`` (at most ``severities_limit``), from one read of the log: the day partitions since ``since`` are
+    queried once, newest first, filtered by either condition, until both lists are full. A read per list evaluated
+    every event of the window twice (a healthy fleet's window has neither kind: each read went through all of it)."""
+    condition = SystemEventTable.event_type.is_in(*event_types) | SystemEventTable.severity.is_in(*severities)
+    of_type: list[SystemEventTable] = []
+    of_severity: list[SystemEventTable] = []
     day = now
-    while day.strftime("%Y-%m-%d") >= since.strftime("%Y-%m-%d") and len(found) < limit:
+    while day.strftime("%Y-%m-%d") >= since.strftime("%Y-%m-%d") \
+            and (len(of_type) < types_limit or len(of_severity) < severities_limit):
         for row in SystemEventTable.query(day.strftime("%Y-%m-%d"), SystemEventTable.event_key >= _stamp(since),
                                           scan_index_forward=False, filter_condition=condition):
-            found.append(row)
-            if len(found) >= limit:
+            if row.event_type in event_types and len(of_type) < types_limit:
+                of_type.append(row)
+            if row.severity in severities and len(of_severity) < severities_limit:
+                of_severity.append(row)
+            if len(of_type) >= types_limit and len(of_severity) >= severities_limit:
                 break
         day -= timedelta(days=1)
-    return found
+    return of_type, of_severity
 
 
 def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",

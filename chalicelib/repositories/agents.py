@@ -198,6 +198,15 @@ def get(client_id: str, agent_id: str) -> AgentRecord | None:
         return None
 
 
+def get_many(client_id: str, agent_ids) -> dict[str, AgentRecord]:
+    """The caller's agents of these ids that exist, by id: consistent reads by key, up to 100 per BatchGetItem (one
+    request for a page of a listing, not one GetItem per agent on it)."""
+    keys = [(client_id, agent_id) for agent_id in dict.fromkeys(agent_ids)]
+    if not keys:
+        return {}
+    return {row.agent_id: _record(row) for row in AgentTable.batch_get(keys, consistent_read=True)}
+
+
 def require(client_id: str, agent_id: str, *, allow_deleted: bool = False) -> AgentRecord:
     """The caller's agent, or 404 (also for deleted agents unless allowed)."""
     agent = get(client_id, agent_id)

@@ -150,6 +150,7 @@ def require(agent: AgentRecord, replica_id: str) -> ReplicaRecord:
 
 
 _ACTIVE = tuple(s.value for s in ReplicaStatus if s not in FINAL)
+ACTIVE_STATUSES = _ACTIVE  # the statuses of a replica that is not closed
 
 
 def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
@@ -157,6 +158,28 @@ def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecor
     Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here."""
     condition = None if include_final else ReplicaTable.status.is_in(*_ACTIVE)
     return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
+
+
+def listing_for_agent(agent_id: str, *, after: str | None, limit: int, statuses: tuple[str, ...] | None,
+                      keep=None) -> tuple[list[ReplicaRecord], bool]:
+    """Up to ``limit`` of an agent's replicas in id order after the id ``after`` (a key condition), with status among
+    ``statuses`` (None: any; filtered by DynamoDB) and passing ``keep``, and whether more follow. The read stops once
+    the page and one more row are found: without a status filter it reads ``limit + 1`` rows, not the agent's whole
+    history (closed replicas stay ``EVENT_RETENTION_DAYS``). A filtered read goes on through the partition as far
+    as its rows take it (1 MB a request), so a match older than many closed rows is still on the first page."""
+    found: list[ReplicaRecord] = []
+    rows = ReplicaTable.query(
+        agent_id, (ReplicaTable.replica_id > after) if after else None, consistent_read=True,
+        filter_condition=ReplicaTable.status.is_in(*statuses) if statuses else None,
+        page_size=None if statuses else limit + 1)
+    for row in rows:
+        record = _record(row)
+        if keep is not None and not keep(record):
+            continue
+        found.append(record)
+        if len(found) > limit:
+            return found[:limit], True
+    return found, False
 
 
 def closed_since(agent_id: str, status: ReplicaStatus, since: datetime) -> list[ReplicaRecord]:
