@@ -38,6 +38,21 @@ def executions_named(interruption_id: str) -> list[dict]:
             if e["name"] == interruption_id]
 
 
+def empty_event_queue():
+    """The stage's event queue in the embedded AWS (infra/event_intake.py creates it in AWS; visibility 180 s, as
+    there), emptied of what earlier tests left (PurgeQueue is allowed once a minute): (sqs client, queue URL)."""
+    from chalicelib.settings import event_queue_name, get_settings
+
+    client = aws_client("sqs", REGION)
+    url = client.create_queue(QueueName=event_queue_name(get_settings().stage),
+                              Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
+    while left := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0
+                                         ).get("Messages", []):
+        for message in left:
+            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return client, url
+
+
 # --- at least once ---------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from chalicelib.aws import sqs as sqs_adapter
 from chalicelib.aws import stepfunctions
 from localmode.eventbridge import sqs_event
 from tests.e2e.failover_support import register_agent, wait_for, warning
-from tests.integration.test_event_intake import events_of, executions_named, invoke
+from tests.integration.test_event_intake import empty_event_queue, events_of, executions_named, invoke
 
 pytestmark = pytest.mark.usefixtures("failover_machine")
 
@@ -108,20 +108,6 @@ def _slow_batch(make_tenant, monkeypatch):
     return tenants, batch, visibility
 
 
-def _event_queue():
-    """The stage's event queue in the embedded AWS, empty (infra/event_intake.py creates it in AWS)."""
-    from chalicelib.settings import event_queue_name, get_settings
-    from tests.integration.test_event_intake import REGION, aws_client
-
-    client = aws_client("sqs", REGION)
-    url = client.create_queue(QueueName=event_queue_name(get_settings().stage),
-                              Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
-    while left := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in left:  # (PurgeQueue: once a minute)
-            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return client, url
-
-
 def _handled_once(tenant) -> None:
     [row] = events_of(tenant[0])
     assert len(executions_named(row.interruption_id)) == 1
@@ -140,7 +126,7 @@ def test_a_batch_the_invocation_has_no_time_for_sends_its_unstarted_events_again
     dead-letter queue after 5 receives, its last warning never handled. Then (2026-12-07) the unstarted event came
     back at once but with its receive count: in a long burst of slow batches one that kept landing last could reach
     the dead-letter queue never tried."""
-    client, url = _event_queue()
+    client, url = empty_event_queue()
     tenants, batch, visibility = _slow_batch(make_tenant, monkeypatch)
 
     assert sentinel.on_sqs_batch(batch, _Context(timeout_ms=30_000, cost_ms=12_000)) == {"batchItemFailures": []}
@@ -151,6 +137,7 @@ def test_a_batch_the_invocation_has_no_time_for_sends_its_unstarted_events_again
     assert events_of(tenants[2][0]) == []
     [copy] = client.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
     assert copy["Body"] == batch["Records"][2]["body"] and copy["Attributes"]["ApproximateReceiveCount"] == "1"
+    client.delete_message(QueueUrl=url, ReceiptHandle=copy["ReceiptHandle"])  # received: handled below
     assert sentinel.on_sqs_batch(sqs_event([json.loads(copy["Body"])]),
                                  _Context(30_000, 12_000)) == {"batchItemFailures": []}
     _handled_once(tenants[2])
@@ -160,7 +147,7 @@ def test_an_unstarted_event_sqs_will_not_take_again_comes_back_at_once_instead(a
     """GIVEN a batch of three slow warnings and SQS refusing the copy of the unstarted third WHEN the sentinel runs it
     THEN the third is a batch item failure, visible again at once (``ChangeMessageVisibility`` 0), and its
     redelivery starts its one failover: nothing is lost when the copy cannot be sent."""
-    _event_queue()
+    empty_event_queue()
     tenants, batch, visibility = _slow_batch(make_tenant, monkeypatch)
 
     def refused(queue, bodies, **kwargs):

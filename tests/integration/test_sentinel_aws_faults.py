@@ -113,11 +113,10 @@ def test_a_failed_warning_comes_back_within_its_two_minutes_not_after_the_queues
     from chalicelib.aws import sqs as sqs_adapter
     from chalicelib.settings import event_queue_name
     from localmode.queues import _record
-    from tests.integration.test_event_intake import REGION, aws_client
+    from tests.integration.test_event_intake import empty_event_queue
 
-    client = aws_client("sqs", REGION)
+    client, url = empty_event_queue()  # another test's message must not be the one received below
     queue = event_queue_name(get_settings().stage)
-    url = client.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
     _, _, _, primary, _ = register_agent(make_tenant)
     inject(monkeypatch, "StartExecution", "ThrottlingException", times=2)  # the first and the third receive
     calls = []
