@@ -297,6 +297,12 @@ def _statuses(raw: str | None) -> set[ReplicaStatus] | None:
         raise InvalidInputError(f"status must be among {allowed}", field="status") from None
 
 
+def _offered(replica: ReplicaRecord) -> bool:
+    """Kept in a ``status=`` listing: a ``launching`` row only while it waits for an agent's instance (no instance
+    yet, and no failover's replacement, which its workflow launches)."""
+    return not (replica.status is ReplicaStatus.LAUNCHING and (replica.instance_id or replica.failover_replacement))
+
+
 @bp.route("/api/agents/{agent_id}/replicas", methods=["GET"], response="ReplicasReply")
 def list_replicas(agent_id):
     """The agent's replicas in id order (ids start with their creation time), flat (top-level ``id``,
@@ -304,7 +310,9 @@ def list_replicas(agent_id):
 
     ``include_terminated`` (default false) adds closed ones; ``status`` (comma-separated) filters and
     wins over it. ``status=launching`` is what legacy agents poll to launch instances: it lists only
-    replicas still waiting for an instance, never one the server (or an agent) already launched.
+    replicas still waiting for an instance, never one the server (or an agent) already launched, and never a
+    failover's replacement (``ReplicaRecord.failover_replacement``): its workflow launches and retries it, and the
+    agent polling runs on the very host being lost (a v4 agent launched a second replacement for it).
     """
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
@@ -316,7 +324,7 @@ def list_replicas(agent_id):
         raise InvalidInputError("next_token is not valid", field="next_token")
     if wanted is not None:
         statuses = tuple(sorted(s.value for s in wanted))
-        keep = lambda r: not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)  # noqa: E731
+        keep = _offered
     else:
         statuses, keep = (None if include_terminated else replica_repo.ACTIVE_STATUSES), None
     page, more = replica_repo.listing_for_agent(agent.agent_id, after=next_token, limit=limit, statuses=statuses,

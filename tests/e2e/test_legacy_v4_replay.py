@@ -30,6 +30,7 @@ from tests.e2e.legacy_v4 import (
     mid_v4_kind,
     BOOT_S,
     COMMANDS_S,
+    REPLICA_POLL_S,
     FakeEc2,
     Fleet,
     Host,
@@ -438,3 +439,80 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
     assert attempts.count(replica_id) == 1  # the coordinator never launched it again
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
     assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
+
+
+GONE = ("shutting-down", "terminated")
+
+
+def running(key: str, value: str) -> list[str]:
+    return [i["InstanceId"] for i in ec2_tagged(key, value) if i["State"]["Name"] not in GONE]
+
+
+def _server_launch_throttled_once(monkeypatch) -> list[str]:
+    """The first server launch of each replica is throttled (``EC2 RequestLimitExceeded``): the standby stays
+    ``launching`` with no instance and the server retries it. Returns the replica ids of every attempt."""
+    real_launch = ec2_adapter.launch
+    attempts: list[str] = []
+
+    def throttled_once(spec):
+        attempts.append(spec.replica_id)
+        if attempts.count(spec.replica_id) == 1:
+            raise ec2_adapter.TransientAwsError("RequestLimitExceeded: throttled")
+        return real_launch(spec)
+
+    monkeypatch.setattr(ec2_adapter, "launch", throttled_once)
+    return attempts
+
+
+def _while_v4_launches(monkeypatch, fleet, meanwhile) -> None:
+    """``meanwhile(host)`` runs once, when v4's own RunInstances of an offered replica has returned and before its
+    PUT: what the server does in the seconds v4's launch takes."""
+    real_run, done = fleet.ec2.run_instances, []
+
+    def run_instances(like, **kwargs):
+        host = real_run(like, **kwargs)
+        if not done:
+            done.append(host)
+            meanwhile(host)
+        return host
+
+    monkeypatch.setattr(fleet.ec2, "run_instances", run_instances)
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_b_a_failovers_replacement_still_launching_is_never_offered_to_v4s_replica_poll(
+        api, make_tenant, sim, monkeypatch):
+    """GIVEN a v4 agent in auto-switch mode on a real spot instance, and EventBridge's two-minute warning for it
+    WHEN the failover's replacement row is ``launching`` with no instance (its RunInstances in flight) while v4's
+    replica poll runs twice
+    THEN neither poll offers the replacement (the workflow launches and retries it; v4 runs on the host being
+    lost), v4 launches nothing, and the failover ends on its one replacement. Before, v4 launched a second one."""
+    in_flight, release = threading.Event(), threading.Event()
+    real_launch = ec2_adapter.launch
+
+    def slow(spec):
+        if spec.replica_id.startswith("emg-"):
+            in_flight.set()
+            release.wait(60)
+        return real_launch(spec)
+
+    monkeypatch.setattr(ec2_adapter, "launch", slow)
+    client_id, caller, fleet, v4, primary, _ = v4_on_us_spot(api, make_tenant, sim)
+    sim.run_until(58)
+    event = warning(primary)
+    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        started = deliver(api, "sentinel-interruption", event)
+        assert started["action"] == "failover_started", started
+        assert in_flight.wait(30), "the workflow did not reach its launch"
+        [row] = [r for r in replica_repo.for_agent(v4.agent_id) if r.failover_replacement]
+        assert (row.status.value, row.instance_id) == ("launching", None), row
+        sim.run_until(58 + 2 * REPLICA_POLL_S + 1)
+    finally:
+        release.set()
+    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
+    polls = [c for c in _replica_polls(fleet) if c.at >= 58]
+    assert [(c.status, c.answer["replicas"]) for c in polls] == [(200, [])] * len(polls), brief(polls)
+    assert len(polls) >= 2 and v4.replicas_launched == [] and fleet.ec2.launched == []
+    replacement = agent_row(client_id, v4.agent_id).instance_id
+    assert running("AgentId", v4.agent_id) == [replacement]
