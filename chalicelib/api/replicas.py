@@ -401,11 +401,10 @@ def _take_over(replica: ReplicaRecord, instance_id: str, now: datetime) -> Repli
     ``replicas._lost_attach`` does in the other order (ours, tagged: IAM allows it). A termination that fails is
     logged, not answered: the row no longer points at that instance and its instance row is inactive, so the
     cleanup's orphan sweep ends it."""
-    ours = replica.instance_id
+    ours, account = replica.instance_id, tenancy.for_replica(replica)  # before the write: a refusal changes nothing
     taken = replica_repo.take_over_instance(replica, instance_id=instance_id, now=now)
     try:
-        ec2.terminate(replica.region, [ours], client_id=replica.client_id, account=tenancy.for_replica(replica),
-                      launched=(ours,))
+        ec2.terminate(replica.region, [ours], client_id=replica.client_id, account=account, launched=(ours,))
     except ec2.Ec2Error as exc:
         logger.warning("terminating the replaced standby instance failed; the cleanup ends it",
                        extra={"replica_id": replica.replica_id, "instance_id": ours, "error": str(exc)})
