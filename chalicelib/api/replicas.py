@@ -297,6 +297,12 @@ def _statuses(raw: str | None) -> set[ReplicaStatus] | None:
         raise InvalidInputError(f"status must be among {allowed}", field="status") from None
 
 
+def _offered(replica: ReplicaRecord) -> bool:
+    """Kept in a ``status=`` listing: a ``launching`` row only while it waits for an agent's instance (no instance
+    yet, and no failover's replacement, which its workflow launches)."""
+    return not (replica.status is ReplicaStatus.LAUNCHING and (replica.instance_id or replica.failover_replacement))
+
+
 @bp.route("/api/agents/{agent_id}/replicas", methods=["GET"], response="ReplicasReply")
 def list_replicas(agent_id):
     """The agent's replicas in id order (ids start with their creation time), flat (top-level ``id``,
@@ -304,7 +310,13 @@ def list_replicas(agent_id):
 
     ``include_terminated`` (default false) adds closed ones; ``status`` (comma-separated) filters and
     wins over it. ``status=launching`` is what legacy agents poll to launch instances: it lists only
-    replicas still waiting for an instance, never one the server (or an agent) already launched.
+    replicas still waiting for an instance, never one the server (or an agent) already launched, and never a
+    failover's replacement (``ReplicaRecord.failover_replacement``): its workflow launches and retries it, and the
+    agent polling runs on the very host being lost (a v4 agent launched a second replacement for it).
+
+    A standby the server is still launching is offered (its RunInstances may fail; the agent's launch is then the
+    hand-off): when the server's launch attaches first, the agent's PUT of its own instance takes the row over
+    (``attach_replica``), so one instance is left running either way.
     """
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
@@ -316,7 +328,7 @@ def list_replicas(agent_id):
         raise InvalidInputError("next_token is not valid", field="next_token")
     if wanted is not None:
         statuses = tuple(sorted(s.value for s in wanted))
-        keep = lambda r: not (r.status is ReplicaStatus.LAUNCHING and r.instance_id)  # noqa: E731
+        keep = _offered
     else:
         statuses, keep = (None if include_terminated else replica_repo.ACTIVE_STATUSES), None
     page, more = replica_repo.listing_for_agent(agent.agent_id, after=next_token, limit=limit, statuses=statuses,
@@ -383,21 +395,51 @@ def delete_replica(agent_id, replica_id):
                "instance_id": replica.instance_id})
 
 
+def _take_over(replica: ReplicaRecord, instance_id: str, now: datetime) -> ReplicaRecord:
+    """The agent's instance replaces the product's own launch on ``replica`` (compare-and-set on the row's
+    instance: ``replica_repo.take_over_instance``), then the product's instance is terminated, as
+    ``replicas._lost_attach`` does in the other order (ours, tagged: IAM allows it). A termination that fails is
+    logged, not answered: the row no longer points at that instance and its instance row is inactive, so the
+    cleanup's orphan sweep ends it."""
+    ours, account = replica.instance_id, tenancy.for_replica(replica)  # before the write: a refusal changes nothing
+    taken = replica_repo.take_over_instance(replica, instance_id=instance_id, now=now)
+    try:
+        ec2.terminate(replica.region, [ours], client_id=replica.client_id, account=account, launched=(ours,))
+    except ec2.Ec2Error as exc:
+        logger.warning("terminating the replaced standby instance failed; the cleanup ends it",
+                       extra={"replica_id": replica.replica_id, "instance_id": ours, "error": str(exc)})
+    activity.record_event("standby_instance_replaced", f"{replica.replica_id}: the agent's instance {instance_id} "
+                          f"replaced the product's {ours} (both launched for it; ours terminated)", now,
+                          client_id=replica.client_id, agent_id=replica.agent_id, instance_id=instance_id,
+                          metadata={"replica_id": replica.replica_id, "replaced_instance_id": ours},
+                          once=f"standby_instance_replaced:{replica.replica_id}:{ours}")
+    return taken
+
+
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"], response="AttachedReplicaReply")
 def attach_replica(agent_id, replica_id):
-    """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``."""
+    """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``.
+
+    A standby holding another instance is 409 ``replica_instance_conflict``, but for one the product launched
+    itself while the agent launched its own (a legacy agent's poll offered the row while the product's launch of it
+    was in flight, and that launch attached first): while that standby is not ready yet and no failover's
+    replacement (``replica_repo.may_take_over``), the agent's instance, once checked as any other, takes the row
+    over and the product's own is terminated (``_take_over``). Otherwise the agent's instance would run on in the
+    client's account, owned by nothing: no tag of ours, so no cleanup of ours ends it."""
     client, body = client_request(_request(), AttachReplicaRequest)
     agent, replica = _owned(client, agent_id, replica_id)
     _active(replica)
     wanted = ReplicaStatus(body.status)
     _check(replica.status, wanted)
+    now = utcnow()
     if replica.instance_id != body.instance_id:
-        if replica.instance_id:
+        if replica.instance_id and not replica_repo.may_take_over(replica):
             raise ConflictError("replica already has another instance", field="instance_id",
                                 code="replica_instance_conflict")
         _instance_free(agent, body.instance_id, replica.replica_id)
         _client_instance(agent, body.instance_id)
-    now = utcnow()
+        if replica.instance_id:
+            replica = _take_over(replica, body.instance_id, now)
     replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
     # the launch is past by the time it is reported, and after the product asked for the standby: a later time would
     # keep a vanished standby "just launched", an earlier one (a clock behind) end the coordinator's listing grace at

@@ -282,6 +282,73 @@ def create(agent: AgentRecord, *, replica_id: str, replica_type: str, lifecycle:
     return _record(row)
 
 
+def _standby_instance(replica: ReplicaRecord, instance_id: str, mode: str, now: datetime) -> InstanceTable:
+    """The instances-table row of ``instance_id`` as ``replica``'s standby."""
+    return InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
+                         instance_type=replica.instance_type, region=replica.region, az=replica.az,
+                         mode=mode, pool_id=replica.pool_id, role="standby", replica_id=replica.replica_id,
+                         lifecycle=mode, spot_price=replica.hourly_cost if mode == "spot" else None,
+                         is_active=True, installed_at=now, updated_at=now)
+
+
+TAKEOVER_STATUSES = (ReplicaStatus.LAUNCHING, ReplicaStatus.SYNCING)  # a standby not ready yet
+
+
+def may_take_over(replica: ReplicaRecord) -> bool:
+    """Whether an agent's own instance may replace ``replica``'s (``take_over_instance``): its instance is the
+    product's own launch (``own_launch``), it is a standby not yet ready (``TAKEOVER_STATUSES``: not ready, promoted
+    or closed), and no failover's replacement (its workflow's, which hands it over)."""
+    return (bool(replica.instance_id) and replica.own_launch and not replica.failover_replacement
+            and replica.status in TAKEOVER_STATUSES)
+
+
+def take_over_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime) -> ReplicaRecord:
+    """A legacy agent's own instance replaces the product's on a standby both launched for (v4 launches one for
+    every row its ``status=launching`` poll is offered; the product's launch of that row, in flight then, attached
+    first): the row takes ``instance_id`` and is no longer ``own_launch`` (the agent's instance: the agent reports
+    it); the agent's instance is indexed as the standby (free, or already this replica's) and the product's
+    instance row made inactive. The caller terminates the product's instance (ours, tagged).
+
+    One transaction, compare-and-set on what ``replica`` was read with: the row still holds the same instance, from
+    our own RunInstances, and is still ``launching`` or ``syncing`` (``may_take_over``). Otherwise nothing is written
+    and ConflictError: ``replica_instance_conflict`` when the row changed (another instance, ready, ...),
+    ``replica_closed`` when it closed, ``instance_conflict`` when the instance is someone else's."""
+    old = replica.instance_id
+    if not may_take_over(replica):
+        raise ConflictError("replica already has another instance", field="instance_id",
+                            code="replica_instance_conflict")
+    try:
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.save(_standby_instance(replica, instance_id, replica.lifecycle, now),
+                    condition=InstanceTable.instance_id.does_not_exist()
+                    | (InstanceTable.replica_id == replica.replica_id))
+            tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
+                      actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.own_launch.remove(),
+                               ReplicaTable.launched_at.set(now), ReplicaTable.updated_at.set(now)],
+                      condition=(ReplicaTable.instance_id == old) & (ReplicaTable.own_launch == True)  # noqa: E712
+                      & ReplicaTable.status.is_in(*(s.value for s in TAKEOVER_STATUSES)))
+            tx.update(InstanceTable(old),
+                      actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                               InstanceTable.updated_at.set(now)],
+                      condition=(InstanceTable.client_id == replica.client_id)
+                      & (InstanceTable.replica_id == replica.replica_id))
+    except TransactWriteError as exc:
+        # pynamodb's order: puts, then updates: [the agent's instance row, the replica row, our instance row]
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            raise ConflictError("instance_id belongs to another agent or replica", field="instance_id",
+                                code="instance_conflict") from exc
+        if "ConditionalCheckFailed" in codes[1:]:
+            current = get(replica.agent_id, replica.replica_id)
+            if current is not None and not current.active:
+                raise ConflictError(f"replica already {current.status.value}", field="instance_id",
+                                    code="replica_closed") from exc
+            raise ConflictError("replica already has another instance", field="instance_id",
+                                code="replica_instance_conflict") from exc
+        raise
+    return get(replica.agent_id, replica.replica_id)
+
+
 def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
                     lifecycle: str | None = None, own_launch: bool = False) -> ReplicaRecord:
     """Record the EC2 instance of a replica (once) and index it in the instances table as a standby.
@@ -293,12 +360,7 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
     path already closed (ConflictError ``replica_closed``; the launcher terminates what it launched).
     ``own_launch``: the id is what the product's RunInstances returned (``replicas.launch``), never an agent's
     report; it is only ever set, so a report of the same id later cannot clear it."""
-    mode = lifecycle or replica.lifecycle
-    instance = InstanceTable(instance_id, client_id=replica.client_id, agent_id=replica.agent_id,
-                             instance_type=replica.instance_type, region=replica.region, az=replica.az,
-                             mode=mode, pool_id=replica.pool_id, role="standby", replica_id=replica.replica_id,
-                             lifecycle=mode, spot_price=replica.hourly_cost if mode == "spot" else None,
-                             is_active=True, installed_at=now, updated_at=now)
+    instance = _standby_instance(replica, instance_id, lifecycle or replica.lifecycle, now)
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),

@@ -14,11 +14,13 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
+from chalicelib import replicas as replicas_service
 from chalicelib.aws import ec2 as ec2_adapter
+from chalicelib.errors import ConflictError
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
-from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables
+from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables, snapshot_world
 from tests.conftest import aws_client, invoke_schedule, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
 from localmode.embedded_aws import image_id
@@ -394,6 +396,124 @@ def test_agent_launched_replica_cannot_claim_a_taken_instance(make_tenant):
     assert_error(status, reply, 400, field="parent_instance_id")
     status, reply = caller.post(base, {"instance_id": agent_launched(), "pool_id": "m5.large.eu-west-1a"})
     assert_error(status, reply, 400, field="pool_id")  # the primary's pool
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
+# --- a legacy agent's own instance on a standby the product launched too (v4's poll raced our launch) ----------
+
+def server_standby(make_tenant):
+    """A us-east-1 manual-replica agent and the standby the product launched for it (``own_launch``, launching):
+    ``(client_id, caller, agent_id, primary, the replica, its path)``."""
+    client_id, caller, agent_id, primary, itype = manual_agent(make_tenant)
+    status, reply = caller.post(f"/api/agents/{agent_id}/replicas", {})
+    assert status == 201 and reply["status"] == "launching" and reply["instance_id"], reply
+    replica = replica_repo.get(agent_id, reply["replica_id"])
+    assert replica.own_launch, replica
+    return client_id, caller, agent_id, primary, replica, f"/api/agents/{agent_id}/replicas/{replica.replica_id}"
+
+
+@pytest.mark.parametrize("status_before", ["launching", "syncing"])
+def test_a_legacy_agents_own_instance_takes_over_a_standby_our_launch_attached_first(make_tenant, status_before):
+    """GIVEN a standby the product launched (its instance attached, ``own_launch``), not ready yet, for which a legacy
+    agent launched its own instance too (its ``status=launching`` poll offered the row while our launch was in flight)
+    WHEN the agent PUTs its instance
+    THEN 200: the row takes the agent's instance (no longer ``own_launch``: the agent reports it), indexed as the
+    standby, ours is terminated and its instance row inactive; the same PUT again is answered the same."""
+    client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
+    if status_before == "syncing":
+        replica = replica_repo.transition(replica, replica_repo.ReplicaStatus.SYNCING, datetime.now(timezone.utc))
+    ours, theirs = replica.instance_id, agent_launched("us-east-1", "us-east-1c")
+    status, reply = put(caller, path, {"instance_id": theirs, "status": "syncing"})
+    assert status == 200 and (reply["instance_id"], reply["status"]) == (theirs, "syncing"), reply
+    stored = replica_repo.get(agent_id, replica.replica_id)
+    assert (stored.instance_id, stored.own_launch, stored.status.value) == (theirs, False, "syncing")
+    assert state_of(ours) in GONE and state_of(theirs) == "running"
+    mine, replaced = agent_repo.instance_row(theirs), agent_repo.instance_row(ours)
+    assert (mine.replica_id, mine.role, mine.is_active) == (replica.replica_id, "standby", True)
+    assert replaced.is_active is False and replaced.terminated_at is not None
+    assert agent_row(client_id, agent_id).current_replica_id == replica.replica_id
+    status, again = put(caller, path, {"instance_id": theirs, "status": "syncing"})
+    assert status == 200 and again["instance_id"] == theirs, again
+
+
+def test_a_put_that_fails_the_instance_checks_takes_nothing_over(make_tenant):
+    """The PUT's checks of the agent's instance run before any take-over: its own primary (400), another tenant's
+    instance (409 ``instance_conflict``), one that is not live in the client's account (409 ``not_owned``) change
+    nothing, our standby instance included."""
+    client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
+    _, other = make_tenant()
+    other_reg = registration()
+    assert other.post("/api/agents/register", other_reg)[0] == 200
+    before = snapshot_world()
+    status, reply = put(caller, path, {"instance_id": primary, "status": "syncing"})
+    assert_error(status, reply, 400, field="instance_id")
+    status, reply = put(caller, path, {"instance_id": other_reg["instance_id"], "status": "syncing"})
+    assert_error(status, reply, 409, code="instance_conflict")
+    status, reply = put(caller, path, {"instance_id": "i-0123456789abcdef0", "status": "syncing"})
+    assert_error(status, reply, 409, code="not_owned")
+    assert diff_snapshots(before, snapshot_world()) == {}
+    assert state_of(replica.instance_id) == "running"
+
+
+@pytest.mark.parametrize("wanted", ["syncing", "ready"])
+def test_a_put_onto_a_ready_standby_of_ours_is_still_409_and_changes_nothing(make_tenant, wanted):
+    client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
+    replica_repo.transition(replica, replica_repo.ReplicaStatus.READY, datetime.now(timezone.utc))
+    theirs = agent_launched("us-east-1", "us-east-1c")
+    before = snapshot_world()
+    status, reply = put(caller, path, {"instance_id": theirs, "status": wanted})
+    assert status == 409 and reply["error"] in ("replica_instance_conflict", "illegal_transition"), reply
+    assert diff_snapshots(before, snapshot_world()) == {}
+    stored = replica_repo.get(agent_id, replica.replica_id)
+    assert (stored.instance_id, stored.own_launch, stored.status.value) == (replica.instance_id, True, "ready")
+
+
+def test_a_failovers_replacement_is_never_offered_nor_taken_over(api, make_tenant):
+    """A failover's replacement row (``termination``, created by the failover) is its workflow's: the
+    ``status=launching`` listing never offers it, not even with no instance yet, and an agent's PUT onto it once our
+    launch attached is 409 ``replica_instance_conflict``, changing nothing."""
+    client_id, caller, agent_id, primary, itype = register_agent(make_tenant)
+    agent = agent_repo.require(client_id, agent_id)
+    now = datetime.now(timezone.utc)
+    row = replica_repo.create(agent, replica_id=f"emg-{replica_repo.new_replica_id(now)}-spot",
+                              replica_type="automatic-termination", lifecycle="spot", pool_id=f"{itype}.us-east-1b",
+                              az="us-east-1b", created_by="failover", now=now, take_slot=False,
+                              interruption_id="int-test")
+    assert row.failover_replacement and row.instance_id is None
+    status, reply = caller.get(f"/api/agents/{agent_id}/replicas?status=launching")
+    assert status == 200 and reply["replicas"] == [], reply
+    launched = replicas_service.launch(agent, row, now, source_instance_id=primary)
+    assert launched.own_launch and launched.status.value == "launching", launched
+    theirs = agent_launched("us-east-1", "us-east-1c")
+    before = snapshot_world()
+    status, reply = put(caller, f"/api/agents/{agent_id}/replicas/{row.replica_id}",
+                        {"instance_id": theirs, "status": "syncing"})
+    assert_error(status, reply, 409, code="replica_instance_conflict")
+    assert diff_snapshots(before, snapshot_world()) == {}
+    assert replica_repo.get(agent_id, row.replica_id).instance_id == launched.instance_id
+    assert state_of(launched.instance_id) == "running"
+
+
+def test_the_take_over_is_a_compare_and_set_on_the_rows_instance(make_tenant):
+    """``take_over_instance`` writes only while the row holds what it was read with: a read that another take-over
+    or a status change overtook is 409 and writes nothing."""
+    client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
+    now = datetime.now(timezone.utc)
+    first, second = agent_launched("us-east-1", "us-east-1c"), agent_launched("us-east-1", "us-east-1c")
+    taken = replica_repo.take_over_instance(replica, instance_id=first, now=now)
+    assert (taken.instance_id, taken.own_launch) == (first, False)
+    before = snapshot_tables()
+    with pytest.raises(ConflictError) as raised:
+        replica_repo.take_over_instance(replica, instance_id=second, now=now)  # read before the first
+    assert raised.value.code == "replica_instance_conflict"
+    assert diff_snapshots(before, snapshot_tables()) == {}
+    assert not replica_repo.may_take_over(taken)  # the agent's own instance is never replaced
+
+    _, _, agent_id, _, replica, _ = server_standby(make_tenant)
+    replica_repo.transition(replica, replica_repo.ReplicaStatus.READY, now)
+    before = snapshot_tables()
+    with pytest.raises(ConflictError):
+        replica_repo.take_over_instance(replica, instance_id=second, now=now)  # read while launching, ready since
     assert diff_snapshots(before, snapshot_tables()) == {}
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import bootstrap, failover
+from chalicelib import bootstrap, failover, replicas
 from chalicelib.aws import ec2 as ec2_adapter
+from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from chalicelib.tables.switches import SwitchTable
@@ -30,6 +31,7 @@ from tests.e2e.legacy_v4 import (
     mid_v4_kind,
     BOOT_S,
     COMMANDS_S,
+    REPLICA_POLL_S,
     FakeEc2,
     Fleet,
     Host,
@@ -438,3 +440,149 @@ def test_c_when_the_server_cannot_launch_the_standby_v4_launches_it_and_it_is_re
     assert attempts.count(replica_id) == 1  # the coordinator never launched it again
     assert fleet.failed_calls() == [], brief(fleet.failed_calls())
     assert [a.replicas_terminated for a in fleet.agents if a.replicas_terminated] == []  # v4 never told to
+
+
+GONE = ("shutting-down", "terminated")
+
+
+def running(key: str, value: str) -> list[str]:
+    return [i["InstanceId"] for i in ec2_tagged(key, value) if i["State"]["Name"] not in GONE]
+
+
+def _server_launch_throttled_once(monkeypatch) -> list[str]:
+    """The first server launch of each replica is throttled (``EC2 RequestLimitExceeded``): the standby stays
+    ``launching`` with no instance and the server retries it. Returns the replica ids of every attempt."""
+    real_launch = ec2_adapter.launch
+    attempts: list[str] = []
+
+    def throttled_once(spec):
+        attempts.append(spec.replica_id)
+        if attempts.count(spec.replica_id) == 1:
+            raise ec2_adapter.TransientAwsError("RequestLimitExceeded: throttled")
+        return real_launch(spec)
+
+    monkeypatch.setattr(ec2_adapter, "launch", throttled_once)
+    return attempts
+
+
+def _while_v4_launches(monkeypatch, fleet, meanwhile) -> None:
+    """``meanwhile(host)`` runs once, when v4's own RunInstances of an offered replica has returned and before its
+    PUT: what the server does in the seconds v4's launch takes."""
+    real_run, done = fleet.ec2.run_instances, []
+
+    def run_instances(like, **kwargs):
+        host = real_run(like, **kwargs)
+        if not done:
+            done.append(host)
+            meanwhile(host)
+        return host
+
+    monkeypatch.setattr(fleet.ec2, "run_instances", run_instances)
+
+
+@pytest.mark.parametrize("mid_build", [False, True], ids=["v4", "v4-mid"])
+def test_c_when_the_servers_launch_attaches_while_v4_launches_the_standby_v4s_instance_is_kept_and_ours_terminated(
+        api, make_tenant, sim, monkeypatch, mid_build):
+    """GIVEN a v4 agent (or a mid 4.0.0 build) in manual-replica mode whose standby is ``launching`` with no instance
+    while the server's launch of it is in flight (here: its first attempt throttled, the retry under way)
+    WHEN v4's poll offers that standby, v4 launches an instance for it, and the server's launch attaches its own
+    instance before v4's PUT arrives
+    THEN v4's PUT is answered 200 (not 409 ``replica_instance_conflict``): the standby takes v4's instance (the
+    agent's, ``own_launch`` false), the server's instance is terminated, and no instance is left running that
+    nothing owns; v4 marks it ready and later polls offer nothing. Before, v4's instance ran on, owned by nothing
+    (untagged by us, never cleaned up), next to the server's."""
+    _server_launch_throttled_once(monkeypatch)
+    client_id, fleet, v4, primary, itype = _manual_replica_agent(api, make_tenant, sim,
+                                                                 kind=mid_v4_kind() if mid_build else None)
+    ours: list[str] = []
+
+    def server_attaches(_host):
+        [row] = replica_repo.for_agent(v4.agent_id)
+        assert row.instance_id is None, row  # what v4's poll was offered
+        attached = replicas.launch(agent_repo.require(client_id, v4.agent_id), row, sim.now)
+        assert attached.own_launch and attached.instance_id, attached
+        ours.append(attached.instance_id)
+
+    _while_v4_launches(monkeypatch, fleet, server_attaches)
+    sim.run_until(10 * 60)
+
+    [replica] = replica_repo.for_agent(v4.agent_id)
+    [(replica_id, host)] = v4.replicas_launched
+    assert replica_id == replica.replica_id and ours
+    put, ready = [c for c in fleet.calls if f"/replicas/{replica_id}" in c.path]
+    assert (put.method, put.status, put.answer.get("instance_id")) == ("PUT", 200, host.instance_id), put.answer
+    assert (ready.status, ready.answer["status"]) == (200, "ready"), ready.answer
+    stored = replica_repo.get(v4.agent_id, replica_id)
+    assert (stored.status.value, stored.instance_id, stored.own_launch) == ("ready", host.instance_id, False)
+    assert agent_row(client_id, v4.agent_id).current_replica_id == replica_id
+    assert state_of(ours[0]) in GONE
+    assert running("ReplicaId", replica_id) == [host.instance_id]
+    assert running("AgentId", v4.agent_id) == []  # nothing of ours left running for it
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+    offered = [c.at for c in _replica_polls(fleet) if c.ok and c.answer["replicas"]]
+    assert offered == [60], offered
+
+
+def test_c_when_v4s_put_attaches_while_the_servers_launch_is_in_flight_the_server_keeps_v4s_instance(
+        api, make_tenant, sim, monkeypatch):
+    """GIVEN a v4 agent in manual-replica mode whose standby is ``launching`` with no instance while the server's
+    launch of it is in flight (it read the row before v4's poll)
+    WHEN v4 launches an instance for the offered standby and PUTs it first, and the server's launch attaches after
+    THEN the server's launch loses the attach: its own instance is terminated and v4's is adopted (one instance
+    runs for the standby, v4's), every v4 call answered 2xx."""
+    _server_launch_throttled_once(monkeypatch)
+    client_id, fleet, v4, primary, itype = _manual_replica_agent(api, make_tenant, sim)
+    read: list = []
+    _while_v4_launches(monkeypatch, fleet, lambda _host: read.append(replica_repo.for_agent(v4.agent_id)[0]))
+    sim.run_until(2 * REPLICA_POLL_S + 1)  # v4's poll at t=60 launched its instance and PUT it
+    [(replica_id, host)] = v4.replicas_launched
+    [stale] = read
+    assert stale.instance_id is None and replica_repo.get(v4.agent_id, replica_id).instance_id == host.instance_id
+    kept = replicas.launch(agent_repo.require(client_id, v4.agent_id), stale, sim.now)  # the server's, late
+    assert kept.instance_id == host.instance_id and not kept.own_launch, kept
+    sim.run_until(10 * 60)
+
+    stored = replica_repo.get(v4.agent_id, replica_id)
+    assert (stored.status.value, stored.instance_id) == ("ready", host.instance_id), stored
+    assert running("ReplicaId", replica_id) == [host.instance_id]
+    assert running("AgentId", v4.agent_id) == []
+    assert fleet.failed_calls() == [], brief(fleet.failed_calls())
+
+
+@pytest.mark.usefixtures("failover_machine")
+def test_b_a_failovers_replacement_still_launching_is_never_offered_to_v4s_replica_poll(
+        api, make_tenant, sim, monkeypatch):
+    """GIVEN a v4 agent in auto-switch mode on a real spot instance, and EventBridge's two-minute warning for it
+    WHEN the failover's replacement row is ``launching`` with no instance (its RunInstances in flight) while v4's
+    replica poll runs twice
+    THEN neither poll offers the replacement (the workflow launches and retries it; v4 runs on the host being
+    lost), v4 launches nothing, and the failover ends on its one replacement. Before, v4 launched a second one."""
+    in_flight, release = threading.Event(), threading.Event()
+    real_launch = ec2_adapter.launch
+
+    def slow(spec):
+        if spec.replica_id.startswith("emg-"):
+            in_flight.set()
+            release.wait(60)
+        return real_launch(spec)
+
+    monkeypatch.setattr(ec2_adapter, "launch", slow)
+    client_id, caller, fleet, v4, primary, _ = v4_on_us_spot(api, make_tenant, sim)
+    sim.run_until(58)
+    event = warning(primary)
+    event["time"] = sim.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        started = deliver(api, "sentinel-interruption", event)
+        assert started["action"] == "failover_started", started
+        assert in_flight.wait(30), "the workflow did not reach its launch"
+        [row] = [r for r in replica_repo.for_agent(v4.agent_id) if r.failover_replacement]
+        assert (row.status.value, row.instance_id) == ("launching", None), row
+        sim.run_until(58 + 2 * REPLICA_POLL_S + 1)
+    finally:
+        release.set()
+    assert wait_for(started["execution_arn"])["status"] == "SUCCEEDED"
+    polls = [c for c in _replica_polls(fleet) if c.at >= 58]
+    assert [(c.status, c.answer["replicas"]) for c in polls] == [(200, [])] * len(polls), brief(polls)
+    assert len(polls) >= 2 and v4.replicas_launched == [] and fleet.ec2.launched == []
+    replacement = agent_row(client_id, v4.agent_id).instance_id
+    assert running("AgentId", v4.agent_id) == [replacement]
