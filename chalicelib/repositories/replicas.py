@@ -339,14 +339,19 @@ def take_over_instance(replica: ReplicaRecord, *, instance_id: str, now: datetim
             raise ConflictError("instance_id belongs to another agent or replica", field="instance_id",
                                 code="instance_conflict") from exc
         if "ConditionalCheckFailed" in codes[1:]:
-            current = get(replica.agent_id, replica.replica_id)
-            if current is not None and not current.active:
-                raise ConflictError(f"replica already {current.status.value}", field="instance_id",
-                                    code="replica_closed") from exc
-            raise ConflictError("replica already has another instance", field="instance_id",
-                                code="replica_instance_conflict") from exc
+            raise _row_changed(replica) from exc
         raise
     return get(replica.agent_id, replica.replica_id)
+
+
+def _row_changed(replica: ReplicaRecord) -> ConflictError:
+    """Why an instance write's condition on the replica row failed: it closed (``replica_closed``) or holds another
+    instance (``replica_instance_conflict``)."""
+    current = get(replica.agent_id, replica.replica_id)
+    if current is not None and not current.active:
+        return ConflictError(f"replica already {current.status.value}", field="instance_id", code="replica_closed")
+    return ConflictError("replica already has another instance", field="instance_id",
+                         code="replica_instance_conflict")
 
 
 def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
@@ -375,12 +380,7 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
         # pynamodb sends puts before updates: the reasons are [instances row, replica row].
         codes = cancellation_codes(exc)
         if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-            current = get(replica.agent_id, replica.replica_id)
-            if current is not None and not current.active:
-                raise ConflictError(f"replica already {current.status.value}", field="instance_id",
-                                    code="replica_closed") from exc
-            raise ConflictError("replica already has another instance", field="instance_id",
-                                code="replica_instance_conflict") from exc
+            raise _row_changed(replica) from exc
         if codes and codes[0] == "ConditionalCheckFailed":
             raise ConflictError("instance_id belongs to another agent", field="instance_id",
                                 code="instance_conflict") from exc

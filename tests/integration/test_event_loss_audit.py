@@ -211,6 +211,24 @@ def test_a_late_warning_still_retried_in_its_claim_window_is_not_abandoned_by_th
 # --- holds: a crash mid-event, the dead-letter queue and its redrive -------------------------------------------
 
 
+def _dies_in_start_execution(monkeypatch, event: dict, *, execution_ends_first: bool) -> None:
+    """The sentinel's invocation (1.5 s) handles ``event`` and dies inside StartExecution (Lambda's timeout or a
+    crash: no handler code runs after it, the idempotency record is left in progress): before the execution started,
+    or once it had started and run to its end (a quick hand-over). Later starts are the real one."""
+    real_start = stepfunctions.start
+
+    def dies(name, payload, *args, **kwargs):
+        monkeypatch.setattr(stepfunctions, "start", real_start)
+        if execution_ends_first:
+            assert wait_for(real_start(name, payload, *args, **kwargs))["status"] == "SUCCEEDED"
+        raise _Killed("Task timed out")
+
+    monkeypatch.setattr(stepfunctions, "start", dies)
+    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
+    with pytest.raises(_Killed):
+        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+
+
 def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(api, make_tenant, monkeypatch):
     """GIVEN a warning whose invocation dies after the claim, inside StartExecution (Lambda's timeout or a crash: no
     handler code runs after it, the idempotency record is left in progress) WHEN SQS delivers the warning again while
@@ -220,16 +238,7 @@ def test_an_invocation_that_dies_mid_event_neither_loses_it_nor_runs_it_twice(ap
 
     client_id, _, _, primary, _ = register_agent(make_tenant)
     event = warning(primary)
-    real_start = stepfunctions.start
-
-    def dies(name, payload, *args, **kwargs):
-        monkeypatch.setattr(stepfunctions, "start", real_start)
-        raise _Killed("Runtime exited without providing a reason")
-
-    monkeypatch.setattr(stepfunctions, "start", dies)
-    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
-    with pytest.raises(_Killed):
-        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+    _dies_in_start_execution(monkeypatch, event, execution_ends_first=False)
     [row] = events_of(client_id)
     assert row.status == "detected" and executions_named(row.interruption_id) == []
 
@@ -252,17 +261,7 @@ def test_an_invocation_that_dies_after_its_failover_ended_names_the_execution_on
 
     client_id, _, _, primary, _ = register_agent(make_tenant)
     event = warning(primary)
-    real_start = stepfunctions.start
-
-    def start_finish_and_die(name, payload, *args, **kwargs):
-        monkeypatch.setattr(stepfunctions, "start", real_start)
-        assert wait_for(real_start(name, payload, *args, **kwargs))["status"] == "SUCCEEDED"
-        raise _Killed("Task timed out")
-
-    monkeypatch.setattr(stepfunctions, "start", start_finish_and_die)
-    monkeypatch.setattr(sqs_adapter, "retry_after", lambda queue, delays: len(delays))
-    with pytest.raises(_Killed):
-        sentinel.on_sqs_batch(sqs_event([event]), _Context(timeout_ms=1500, cost_ms=0))
+    _dies_in_start_execution(monkeypatch, event, execution_ends_first=True)
     [row] = events_of(client_id)
     started = f"{row.interruption_id}:started"
     assert (row.status, row.execution_arn) == ("resolved", None)
