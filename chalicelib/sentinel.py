@@ -117,7 +117,7 @@ def _requeue(event: dict, unstarted: set[str]) -> set[str]:
 
     queue = event_queue_name(get_settings().stage)
     records = [record for record in event.get("Records", []) if record.get("messageId") in unstarted
-               and str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue and record.get("body")]
+               and _from_queue(record, queue) and record.get("body")]
     if not records:
         return set()
     try:
@@ -127,6 +127,12 @@ def _requeue(event: dict, unstarted: set[str]) -> set[str]:
                        extra={"reason": str(exc), "messages": len(records)})
         return set()
     return {record["messageId"] for record in records}
+
+
+def _from_queue(record: dict, queue: str) -> bool:
+    """Did this record come from the queue named ``queue`` (its event source's ARN ends with the name)? Only such a
+    record's message is made visible again, or replaced by a copy, on that queue."""
+    return str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] == queue
 
 
 def _log_outcome(event: dict, result: dict, message_id: str) -> None:
@@ -160,7 +166,7 @@ def _retry_soon(event: dict, failed: set[str], unstarted: set[str] = frozenset()
     for record in event.get("Records", []):
         receives = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
         if (record.get("messageId") not in failed or not record.get("receiptHandle")
-                or str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1] != queue):
+                or not _from_queue(record, queue)):
             continue
         if record["messageId"] in unstarted:
             delays[record["receiptHandle"]] = 0

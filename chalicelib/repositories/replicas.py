@@ -149,14 +149,13 @@ def require(agent: AgentRecord, replica_id: str) -> ReplicaRecord:
     return replica
 
 
-_ACTIVE = tuple(s.value for s in ReplicaStatus if s not in FINAL)
-ACTIVE_STATUSES = _ACTIVE  # the statuses of a replica that is not closed
+ACTIVE_STATUSES = tuple(s.value for s in ReplicaStatus if s not in FINAL)  # the statuses of a replica not closed
 
 
 def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
     """An agent's replicas, oldest first: its open ones and those closed within the retention (``purge_at``).
     Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here."""
-    condition = None if include_final else ReplicaTable.status.is_in(*_ACTIVE)
+    condition = None if include_final else ReplicaTable.status.is_in(*ACTIVE_STATUSES)
     return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
 
 
@@ -208,14 +207,14 @@ def page_for_client(client_id: str, limit: int, next_token: str | None, *, activ
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
     page = read_page(ReplicaTable, lambda size, at: ReplicaTable.by_client.query(
         client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,
-        filter_condition=ReplicaTable.status.is_in(*_ACTIVE) if active_only else None),
+        filter_condition=ReplicaTable.status.is_in(*ACTIVE_STATUSES) if active_only else None),
         limit=limit, start=start, key_attrs=key)
     return Page([_record(r) for r in page.items], page.next_token)
 
 
 def active_count(client_id: str) -> int:
     """How many of the client's replicas are not closed (one filtered index Query)."""
-    return ReplicaTable.by_client.count(client_id, filter_condition=ReplicaTable.status.is_in(*_ACTIVE))
+    return ReplicaTable.by_client.count(client_id, filter_condition=ReplicaTable.status.is_in(*ACTIVE_STATUSES))
 
 
 def active_with_expiry():
@@ -372,7 +371,7 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
                       actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.launched_at.set(now),
                                ReplicaTable.updated_at.set(now)]
                       + ([ReplicaTable.own_launch.set(True)] if own_launch else []),
-                      condition=ReplicaTable.replica_id.exists() & ReplicaTable.status.is_in(*_ACTIVE)
+                      condition=ReplicaTable.replica_id.exists() & ReplicaTable.status.is_in(*ACTIVE_STATUSES)
                       & (ReplicaTable.instance_id.does_not_exist() | (ReplicaTable.instance_id == instance_id)))
             tx.save(instance, condition=InstanceTable.instance_id.does_not_exist()
                     | (InstanceTable.replica_id == replica.replica_id))
