@@ -6,7 +6,8 @@ never attached; or left behind by a closed replica) and is terminated once it is
 period, which covers the launch → attach gap. An old primary is kept while its agent has
 auto-terminate off (the customer keeps it). Pre-warmed standbys past their expiry are closed too, and
 interruptions stuck in ``detected`` (no execution running, and their signal's claim over: no redelivery can finish
-them) are resolved as ``abandoned``.
+them) are resolved as ``abandoned``, and the sparse indexes of a stage upgraded in place are backfilled a slice a run
+(``chalicelib.repositories.sparse_indexes``).
 Every action is written to the audit log.
 
 Only this stage's instances are looked at (``SpotOptimizerStage`` tag), in every account they may be in:
@@ -26,9 +27,10 @@ from components.sentinel import recorded_group, signal_key
 from chalicelib import replicas
 from chalicelib.aws import accounts, ec2, stepfunctions
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import activity, agents, clients, interruptions
+from chalicelib.repositories import activity, agents, clients, interruptions, sparse_indexes
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
+from chalicelib.tables import SPARSE_INDEXES
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import InstanceTable
@@ -178,6 +180,8 @@ def run(now: datetime) -> dict:
     """One reconciliation; returns (and records) what was terminated and expired."""
     expired = expire_standbys(now)
     abandoned = sweep_stuck(now)
+    backfilled = {index.name: sparse_indexes.backfill(index, now) for index in SPARSE_INDEXES
+                  if not sparse_indexes.ready(index)}
     terminated: list[str] = []
     for region in managed_regions():
         for account, client_id in scopes():
@@ -186,7 +190,7 @@ def run(now: datetime) -> dict:
             except ec2.Ec2Error as exc:  # one client's role gone or throttled: the other passes still run
                 logger.warning("cleanup pass failed", extra={"region": region, "client_id": client_id,
                                                               "error": str(exc)})
-    result = {"expired": expired, "terminated": terminated, "abandoned": abandoned}
+    result = {"expired": expired, "terminated": terminated, "abandoned": abandoned, "backfilled": backfilled}
     if expired or terminated:
         activity.record_event("cleanup", f"cleanup expired {len(expired)} standbys, terminated {len(terminated)} "
                               "orphans", now, metadata=result)

@@ -7,7 +7,7 @@ from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.clients import ClientLookupTable, ClientTable
 from chalicelib.tables.commands import CommandTable
 from chalicelib.tables.idempotency import IdempotencyTable
-from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.instances import LIVE_INSTANCES, InstanceTable
 from chalicelib.tables.interruptions import InterruptionTable, SignalClaimTable
 from chalicelib.tables.market import MarketFetchTable
 from chalicelib.tables.notifications import NotificationTable
@@ -48,8 +48,12 @@ ALL_TABLES = (
     SavingsTable,
 )
 
+# Sparse indexes (``chalicelib.tables.base.SparseIndex``): the cleanup job backfills them on a stage created before
+# they existed; a table created with them (``provisioning.ensure_tables``) needs no backfill.
+SPARSE_INDEXES = (LIVE_INSTANCES,)
+
 # Counters every authenticated request writes (the rate limit counts bad requests too), so the
 # "nothing written on a 4xx" checks leave them out.
 METERING_TABLES = (RateLimitTable,)
 
-__all__ = [t.__name__ for t in ALL_TABLES] + ["ALL_TABLES", "METERING_TABLES"]
+__all__ = [t.__name__ for t in ALL_TABLES] + ["ALL_TABLES", "METERING_TABLES", "SPARSE_INDEXES"]

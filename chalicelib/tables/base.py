@@ -7,10 +7,14 @@ the tests and infra/ all create tables from them (see ``registry.ALL_TABLES``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from pynamodb.attributes import Attribute, UnicodeAttribute
 from pynamodb.constants import NUMBER
+from pynamodb.expressions.condition import Condition
 
 from chalicelib.settings import table_prefix
 
@@ -50,3 +54,20 @@ class DecimalAttribute(Attribute[Decimal]):
 
     def deserialize(self, value):
         return Decimal(value)
+
+
+@dataclass(frozen=True)
+class SparseIndex:
+    """A sparse global secondary index: a row is in it only while it carries ``key`` (DynamoDB leaves a row without
+    the index's key out of the index). Every write that makes a row belong sets ``key`` to ``value(row)``, the one
+    that ends it removes it, so a read of the index sees the few rows that belong instead of filtering a tenant's
+    whole history. Rows written before the index existed (a stage upgraded in place) get their key from the cleanup
+    job's backfill (``chalicelib.repositories.sparse_indexes``); until it has finished, readers use the filtered read.
+
+    ``belongs`` is the condition a row of the index meets (e.g. an active instance); ``name`` keys its backfill."""
+
+    name: str
+    model: type
+    key: Attribute
+    belongs: Callable[[], Condition]
+    value: Callable[[Any], str]

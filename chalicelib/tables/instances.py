@@ -6,7 +6,7 @@ from pynamodb.attributes import BooleanAttribute, UnicodeAttribute, UTCDateTimeA
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, table_name
 
 
 class InstancesByClientIndex(GlobalSecondaryIndex):
@@ -28,6 +28,17 @@ class InstancesByAgentIndex(GlobalSecondaryIndex):
         projection = AllProjection()
 
     agent_id = UnicodeAttribute(hash_key=True)
+    installed_at = UTCDateTimeAttribute(range_key=True)
+
+
+class LiveInstancesByClientIndex(GlobalSecondaryIndex):
+    """A client's active instances only (sparse: ``live_client_id`` is set while the row is active)."""
+
+    class Meta:
+        index_name = "live-instances-by-client"
+        projection = AllProjection()
+
+    live_client_id = UnicodeAttribute(hash_key=True)
     installed_at = UTCDateTimeAttribute(range_key=True)
 
 
@@ -62,6 +73,14 @@ class InstanceTable(Model):
     # The AWS account a signed identity document proved the instance runs in (None: the registering agent's
     # word only, a legacy registration): an unproven claim yields to another client's proven registration.
     proven_account_id = OptionalText()
+    # ``client_id`` while ``is_active`` (absent once closed): the key of ``live``, the index of LIVE_INSTANCES.
+    live_client_id = OptionalText()
 
     by_client = InstancesByClientIndex()
     by_agent = InstancesByAgentIndex()
+    live = LiveInstancesByClientIndex()
+
+
+LIVE_INSTANCES = SparseIndex(name="live-instances", model=InstanceTable, key=InstanceTable.live_client_id,
+                             belongs=lambda: InstanceTable.is_active == True,  # noqa: E712
+                             value=lambda row: row.client_id)
