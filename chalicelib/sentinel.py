@@ -29,12 +29,14 @@ from components.capacity import CapacityObservation, ObservationKind
 from components.errors import InvalidPoolIdError
 from components.pool_id import make_pool_id
 from components.sentinel import (
+    MAX_AFFECTED_INSTANCES,
     STOP_STATES,
     Signal,
     SignalKind,
     SignalSource,
     capacity_kind,
     ended_by_client,
+    health_event_parts,
     parse_signals,
     recorded_type,
     signal_group,
@@ -219,6 +221,8 @@ def _idempotent_intake():
         except InvalidSignalError as exc:  # not retried: it would fail the same way again
             logger.warning("rejected event", extra={"reason": str(exc), "event_id": event.get("id")})
             return {"action": "rejected", "reason": str(exc)}
+        if len(signals) > MAX_AFFECTED_INSTANCES:
+            return _split(event)
         now = clock.now()
         if len(signals) == 1:
             return handle(received(signals[0], now), now)
@@ -239,6 +243,20 @@ def _idempotent_intake():
                                                       for signal, result in zip(signals, results)]}
 
     return intake, config
+
+
+def _split(event: dict) -> dict:
+    """An AWS Health event naming more instances than one invocation handles goes back to the event queue as its
+    parts (``health_event_parts``), each handled on its own like any event; this event's answer names how many.
+    If SQS refuses a part the event fails and comes back (parts already sent are duplicates of themselves then)."""
+    from chalicelib.aws import sqs
+    from chalicelib.settings import event_queue_name
+
+    parts = health_event_parts(event)
+    sqs.send_all(event_queue_name(get_settings().stage), [json.dumps(part) for part in parts], backoff_s=0.05)
+    logger.info("AWS Health event split into parts", extra={"event_id": event.get("id"), "parts": len(parts)})
+    return {"action": "split", "reason": f"{len(parts)} parts of at most {MAX_AFFECTED_INSTANCES} instances",
+            "parts": len(parts)}
 
 
 # The oldest an EventBridge event can truly be when it reaches the sentinel: EventBridge retries a rule's target for

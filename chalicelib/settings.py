@@ -280,6 +280,11 @@ def event_queue_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-events"
 
 
+# How long a received event stays invisible before it comes back (infra/event_intake.py creates the queue with it;
+# local mode and the tests too): at least 6 × the sentinel's 30 s timeout, AWS's advice for Lambda event sources.
+EVENT_QUEUE_VISIBILITY_S = 180
+
+
 def event_dead_letter_queue_name(stage: str) -> str:
     """Where an event lands after failing ``maxReceiveCount`` times (infra/event_intake.py; `make redrive`)."""
     return f"{APP_NAME}-{stage}-events-dlq"

@@ -41,6 +41,7 @@ from constructs import Construct
 
 from chalicelib.settings import (
     APP_NAME,
+    EVENT_QUEUE_VISIBILITY_S,
     event_dead_letter_queue_name,
     event_queue_name,
     forwarded_event_dead_letter_queue_name,
@@ -63,7 +64,7 @@ RETENTION = Duration.days(14)
 # DLQ depth alarm fired once, when the first event arrived, and stays in ALARM for every later one, so this second
 # alarm says the events are still unredriven before SQS deletes them for good.
 DEAD_LETTER_AGE_ALARM = Duration.days(7)
-VISIBILITY_TIMEOUT_S = 180
+VISIBILITY_TIMEOUT_S = EVENT_QUEUE_VISIBILITY_S
 # EventBridge keeps retrying a delivery to the queue this long before the rule's dead-letter queue.
 MAX_EVENT_AGE = Duration.hours(24)
 # ... retrying it this many times (EventBridge's maximum; its default, like MAX_EVENT_AGE).

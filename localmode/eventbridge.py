@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from components.sentinel.rules import SENTINEL_RULES
 
 from localmode.invoke import invoke
-from localmode.queues import ACCOUNT
+from localmode.queues import ACCOUNT, drain
 from localmode.queues import sqs_event as queue_event
 
 
@@ -81,7 +81,25 @@ def through_queue(events: list[dict], call: Callable[[str, dict], dict] | None =
             results.append({"action": "failed", "batch_item_failure": record["messageId"]})
         else:
             results.append(sentinel.on_event(event))
+    if any(result.get("action") == "split" for result in results):
+        _drain_event_queue(call)
     return results
+
+
+def _drain_event_queue(call: Callable[[str, dict], dict]) -> int:
+    """Deliver what the sentinel itself put on the stage's event queue (the parts of an AWS Health event naming more
+    instances than one invocation handles) to the sentinel, as the queue's event source mapping would."""
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    from chalicelib.settings import SENTINEL_FUNCTION, event_queue_name, get_settings
+
+    def deliver(batch: dict) -> dict:
+        try:
+            return call(SENTINEL_FUNCTION, batch) or {}
+        except BatchProcessingError:  # every message failed: all come back, as from SQS
+            return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in batch["Records"]]}
+
+    return drain(event_queue_name(get_settings().stage), deliver)
 
 
 def deliver(event: dict) -> list[dict]:

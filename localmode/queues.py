@@ -82,12 +82,21 @@ def drain(queue_name: str, deliver: Callable[[dict], dict | None], *, batch_size
 
 
 def ensure_queues() -> None:
-    """The stage's fan-out queues (decision, savings) in the embedded AWS; infra/ creates them in AWS."""
+    """The stage's fan-out queues (decision, savings) and its event queue in the embedded AWS; infra/ creates them
+    in AWS."""
     from chalicelib.aws.sqs import ensure_queue
-    from chalicelib.settings import decision_queue_name, get_settings, savings_queue_name
+    from chalicelib.settings import (
+        EVENT_QUEUE_VISIBILITY_S,
+        decision_queue_name,
+        event_queue_name,
+        get_settings,
+        savings_queue_name,
+    )
 
+    stage = get_settings().stage
     for name in (decision_queue_name, savings_queue_name):
-        ensure_queue(name(get_settings().stage))
+        ensure_queue(name(stage))
+    ensure_queue(event_queue_name(stage), EVENT_QUEUE_VISIBILITY_S)
 
 
 def _work_off(queue_name: str, function: str, handle_batch, respond, batch_size: int, stage: str,

@@ -60,9 +60,10 @@ def send_all(queue: str, bodies: Iterable[str], *, backoff_s: float = 0.2) -> in
     return sent
 
 
-def ensure_queue(name: str) -> str:
+def ensure_queue(name: str, visibility_timeout_s: int | None = None) -> str:
     """Create the queue (local mode and tests only; infra/ owns it in AWS); returns its URL."""
-    return _client().create_queue(QueueName=name)["QueueUrl"]
+    attributes = {"VisibilityTimeout": str(visibility_timeout_s)} if visibility_timeout_s is not None else {}
+    return _client().create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
 
 
 def retry_after(queue: str, delays: dict[str, int]) -> int:

@@ -37,6 +37,7 @@ __all__ = [
     "capacity_kind",
     "claim_is_stale",
     "ended_by_client",
+    "health_event_parts",
     "parse_event",
     "parse_signals",
     "signal_group",
@@ -95,11 +96,11 @@ RETIREMENT_EVENT_CODES = (
 # EventBridge writes the events' envelope.
 REDRIVEN_FROM = "spot-optimizer-redriven-from"
 
-# Instances one AWS Health event may name. AWS sends a retirement per instance or a few; each named instance is
-# looked up and may start a failover (a read, a few writes and a StartExecution, ≈ 0.1 s), and the answer stored for
-# the event id lists each. Without a bound, one event of 256 KB (≈ 10,000 ids: a client's own dead-letter queue,
-# redriven, holds any body) would take the sentinel's whole 8 s and more, and every other client's warning in that
-# batch would wait for the visibility timeout with it, then come back with it again.
+# Instances one invocation handles of one AWS Health event: each named instance is looked up and may start a failover
+# (a read, a few writes and a StartExecution, ≈ 0.1 s), and the answer stored for the event id lists each. AWS names
+# every instance a retirement affects in one event (paginated only past EventBridge's 256 KB, ≈ 10,000 ids), so an
+# event naming more is split into parts of this many (:func:`health_event_parts`), each its own event on the queue:
+# no invocation runs into the sentinel's 8 s, and no other client's warning in its batch waits behind it.
 MAX_AFFECTED_INSTANCES = 25
 
 
@@ -311,16 +312,9 @@ def _health_signals(event: dict) -> list[Signal]:
         raise InvalidSignalError("detail must be an object", "detail")
     if detail.get("service") != "EC2" or detail.get("eventTypeCode") not in RETIREMENT_EVENT_CODES:
         raise InvalidSignalError(f"unsupported AWS Health event {detail.get('eventTypeCode')!r}", "detail.eventTypeCode")
-    entities = detail.get("affectedEntities")
-    values = [e.get("entityValue") for e in entities if isinstance(e, dict)] if isinstance(entities, list) else []
-    if not values and isinstance(event.get("resources"), list):
-        values = list(event["resources"])
-    instance_ids = list(dict.fromkeys(v for v in values if isinstance(v, str) and v.startswith("i-")))
+    instance_ids = _affected_instances(event)
     if not instance_ids:
         raise InvalidSignalError("no affected instance", "detail.affectedEntities")
-    if len(instance_ids) > MAX_AFFECTED_INSTANCES:
-        raise InvalidSignalError(f"{len(instance_ids)} affected instances: at most {MAX_AFFECTED_INSTANCES} an event",
-                                 "detail.affectedEntities")
     try:
         detected = parse_iso(event["time"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -330,3 +324,34 @@ def _health_signals(event: dict) -> list[Signal]:
                    source=SignalSource.EVENTBRIDGE, region=event.get("region"), event_id=event.get("id"),
                    action=detail["eventTypeCode"], account=account, replayed=_resent(event))
             for instance_id in instance_ids]
+
+
+def _affected_instances(event: dict) -> list[str]:
+    """The instance ids a Health event names, once each, in order: its ``affectedEntities``, else its ``resources``."""
+    detail = event["detail"]
+    entities = detail.get("affectedEntities")
+    values = [e.get("entityValue") for e in entities if isinstance(e, dict)] if isinstance(entities, list) else []
+    if not values and isinstance(event.get("resources"), list):
+        values = list(event["resources"])
+    return list(dict.fromkeys(v for v in values if isinstance(v, str) and v.startswith("i-")))
+
+
+def health_event_parts(event: dict, size: int = MAX_AFFECTED_INSTANCES) -> list[dict]:
+    """The AWS Health event ``event`` (one :func:`parse_signals` accepts) as events naming at most ``size`` of its
+    instances each: copies of it whose ``affectedEntities`` and ``resources`` keep only their part's instances, with
+    the id ``<id>#part-<k>-of-<n>`` (each part is handled, and deduplicated, on its own). One part, the event
+    itself, when it names no more than ``size``.
+
+    >>> event = {"id": "h1", "source": "aws.health", "detail-type": "AWS Health Event", "resources": ["i-1", "i-2", "i-3"],
+    ...          "detail": {"affectedEntities": [{"entityValue": i} for i in ("i-1", "i-2", "i-3")]}}
+    >>> [(p["id"], p["resources"], [e["entityValue"] for e in p["detail"]["affectedEntities"]])
+    ...  for p in health_event_parts(event, size=2)]
+    [('h1#part-1-of-2', ['i-1', 'i-2'], ['i-1', 'i-2']), ('h1#part-2-of-2', ['i-3'], ['i-3'])]
+    """
+    instance_ids = _affected_instances(event)
+    if len(instance_ids) <= size:
+        return [event]
+    chunks = [instance_ids[i:i + size] for i in range(0, len(instance_ids), size)]
+    return [{**event, "id": f"{event.get('id')}#part-{number}-of-{len(chunks)}", "resources": chunk,
+             "detail": {**event["detail"], "affectedEntities": [{"entityValue": i} for i in chunk]}}
+            for number, chunk in enumerate(chunks, start=1)]

@@ -167,27 +167,46 @@ def test_an_instance_type_with_a_wildcard_or_a_list_or_too_many_never_reaches_de
 # --- (a) events from the tenant's own account ---------------------------------------------------------------------
 
 
-def test_a_health_event_naming_thousands_of_instances_is_rejected_before_any_is_looked_up(aws_tables, monkeypatch):
+def test_a_health_event_naming_thousands_of_instances_is_split_before_any_is_looked_up(aws_tables, monkeypatch):
     """The attack: an AWS Health retirement from the attacker's account naming 4,000 instance ids (≈ 250 KB: one
     SQS message; the client's own dead-letter queue holds any body it writes there, and the operator redrives it).
-    Before the fix the sentinel looked each one up (a consistent GetItem each, a failover started for each managed
+    Before walk 18 the sentinel looked each one up (a consistent GetItem each, a failover started for each managed
     one) in one invocation of an 8 s function, and stored a result listing every one under the event id (beyond
     DynamoDB's 400 KB item): the invocation timed out, and every other tenant's spot warning of that batch of ten
-    came back with it after the visibility timeout, again and again until the dead-letter queue. Now an event naming
-    more than ``MAX_AFFECTED_INSTANCES`` is rejected (not retried) before any instance is read."""
+    came back with it after the visibility timeout, again and again until the dead-letter queue. Walk 18 rejected an
+    event naming more than ``MAX_AFFECTED_INSTANCES``, which also dropped a real retirement of a large fleet (AWS
+    names every affected instance in one event). Now such an event is split, before any instance is read, into
+    events of at most ``MAX_AFFECTED_INSTANCES`` on the event queue: each invocation does a bounded share (what the
+    attacker could have sent as many events of its own anyway), and the stored answer is a count."""
+    from chalicelib.settings import event_queue_name
     from components.sentinel.signals import MAX_AFFECTED_INSTANCES
+    from localmode.queues import drain
+    from tests.integration.test_event_intake import empty_event_queue
 
+    empty_event_queue()
     looked_up = []
     monkeypatch.setattr(sentinel, "_instance", lambda instance_id: looked_up.append(instance_id))
-    event = _retirement(*(f"i-{n:017x}" for n in range(4000)), account=ATTACKER_ACCOUNT)
+    ids = [f"i-{n:017x}" for n in range(4000)]
+    event = _retirement(*ids, account=ATTACKER_ACCOUNT)
     assert len(json.dumps(event)) < 256 * 1024
 
     result = on_event(event)
 
-    assert result["action"] == "rejected" and str(MAX_AFFECTED_INSTANCES) in result["reason"], result
-    assert looked_up == []
-    within = on_event(_retirement(*(new_instance_id() for _ in range(MAX_AFFECTED_INSTANCES))))
-    assert within["action"] == "per_instance" and len(looked_up) == MAX_AFFECTED_INSTANCES
+    parts = -(-len(ids) // MAX_AFFECTED_INSTANCES)
+    assert result["action"] == "split" and result["parts"] == parts, result
+    assert looked_up == [] and len(json.dumps(result)) < 200
+    batches = []
+
+    def run(batch):
+        batches.append(len(batch["Records"]))
+        before = len(looked_up)
+        response = sentinel.on_sqs_batch(batch)
+        assert len(looked_up) - before <= MAX_AFFECTED_INSTANCES * len(batch["Records"])
+        return response
+
+    assert drain(event_queue_name(get_settings().stage), run) == parts
+    assert sorted(looked_up) == ids  # every instance once, in parts of at most MAX_AFFECTED_INSTANCES
+    assert on_event(event) == result  # the event itself is done: a redelivery splits nothing again
 
 
 def test_a_health_event_of_my_account_naming_another_tenants_primary_moves_nothing_of_it(make_tenant, started):

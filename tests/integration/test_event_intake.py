@@ -41,11 +41,11 @@ def executions_named(interruption_id: str) -> list[dict]:
 def empty_event_queue():
     """The stage's event queue in the embedded AWS (infra/event_intake.py creates it in AWS; visibility 180 s, as
     there), emptied of what earlier tests left (PurgeQueue is allowed once a minute): (sqs client, queue URL)."""
-    from chalicelib.settings import event_queue_name, get_settings
+    from chalicelib.settings import EVENT_QUEUE_VISIBILITY_S, event_queue_name, get_settings
 
     client = aws_client("sqs", REGION)
     url = client.create_queue(QueueName=event_queue_name(get_settings().stage),
-                              Attributes={"VisibilityTimeout": "180"})["QueueUrl"]
+                              Attributes={"VisibilityTimeout": str(EVENT_QUEUE_VISIBILITY_S)})["QueueUrl"]
     while left := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0
                                          ).get("Messages", []):
         for message in left:
@@ -178,6 +178,32 @@ def test_a_scheduled_retirement_of_a_managed_primary_fails_it_over_ahead_of_time
     assert late["action"] == "duplicate" and late["interruption_id"] == row.interruption_id
     assert wait_for(managed["execution_arn"])["status"] == "SUCCEEDED"
     assert len(events_of(client_id)) == 1
+
+
+def test_a_retirement_naming_more_instances_than_one_invocation_handles_fails_every_managed_one_over(
+        api, make_tenant, monkeypatch):
+    """GIVEN a Health retirement naming 30 managed primaries (AWS names every instance a retirement affects in one
+    event) and 20 instances nobody manages WHEN it reaches the sentinel THEN it is split into parts of at most
+    ``MAX_AFFECTED_INSTANCES`` on the event queue and, those handled, each managed primary has its one failover
+    (walk 18 rejected such an event: none had one)."""
+    from chalicelib.aws import stepfunctions
+    from components.sentinel import MAX_AFFECTED_INSTANCES
+
+    empty_event_queue()
+    started = []
+    monkeypatch.setattr(stepfunctions, "start",
+                        lambda name, payload, state_machine_arn=None: started.append(payload["instance_id"])
+                        or f"arn:aws:states:{REGION}:{ACCOUNT}:execution:failover:{name}")
+    primaries = [register_agent(make_tenant)[3] for _ in range(30)]
+    event = retirement(*primaries, *(new_instance_id() for _ in range(20)))
+
+    (result,) = through_queue([event], caller(api))
+
+    assert result == {"action": "split", "parts": 2,
+                      "reason": f"2 parts of at most {MAX_AFFECTED_INSTANCES} instances"}
+    assert sorted(started) == sorted(primaries)
+    (again,) = through_queue([event], caller(api))  # a redelivery: the stored answer, no part sent again
+    assert again == result and sorted(started) == sorted(primaries)
 
 
 def test_a_maintenance_reboot_is_not_a_signal(api, aws_tables):
