@@ -425,7 +425,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=ClientTable.client_id.exists() & within)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
-                      actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
+                      actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now),
                                InstanceTable.terminated_at.set(now)],
                       condition=(InstanceTable.client_id == client.client_id)
                       & (InstanceTable.agent_id == plan.agent_id))
@@ -776,7 +776,7 @@ def _write_terminated(agent: AgentRecord, instance_id: str | None, now: datetime
             tx.condition_check(AgentTable, agent.client_id, agent.agent_id, condition=live)
         if instance_id:
             tx.update(InstanceTable(instance_id),
-                      actions=[InstanceTable.is_active.set(False),
+                      actions=[*InstanceTable.close_actions(),
                                InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
                                InstanceTable.updated_at.set(now), *reported],
                       condition=(InstanceTable.client_id == agent.client_id)
@@ -837,7 +837,7 @@ def close_kept_instances(client_id: str, agent_id: str, current_instance_id: str
     closed = []
     for row in left[max(keep, 0):]:
         try:
-            row.update(actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now)],
+            row.update(actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now)],
                        condition=(InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
                        & (InstanceTable.is_active == True))  # noqa: E712
         except UpdateError as exc:
@@ -1218,7 +1218,7 @@ def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
     if agent.instance_id:
         try:
             InstanceTable(agent.instance_id).update(
-                actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(now),
                          InstanceTable.updated_at.set(now)],
                 condition=(InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
                 & (InstanceTable.is_active == True))  # noqa: E712
