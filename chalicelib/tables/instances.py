@@ -51,8 +51,9 @@ class InstanceTable(Model):
     ``live_client_id == client_id`` exactly while ``is_active`` (the key of the sparse ``live`` index), kept here so
     no writer has to remember it: every put of a row (``save``, a transaction's or a batch's ``save``: pynamodb
     serialises each through ``serialize``) derives it from ``is_active`` and ``client_id``, which also covers a row
-    put anew for another client (a proven take-over); an update that sets ``is_active`` must write the key with it
-    (``close_actions``), and one that does not is refused before it is sent. No update changes ``client_id``."""
+    put anew for another client (a proven take-over); an update that sets ``is_active`` (or ``client_id``, which
+    none does today) must write the key with it (``close_actions``), and one that does not is refused before it is
+    sent, so a writer that forgets fails its first test instead of leaving closed rows in the index."""
 
     class Meta(BaseMeta):
         table_name = table_name("instances")
@@ -95,6 +96,7 @@ class InstanceTable(Model):
         return [cls.is_active.set(False), cls.live_client_id.remove()]
 
     def serialize(self, null_check: bool = True) -> dict[str, dict[str, Any]]:
+        """The item a put writes (``save``, ``TransactWrite.save``, ``batch_write``), with its live key derived."""
         self.live_client_id = self.client_id if self.is_active else None
         return super().serialize(null_check=null_check)
 
@@ -108,11 +110,13 @@ class InstanceTable(Model):
 
 
 def _keeps_live_key(actions: list[Action]) -> None:
-    """ValueError for an update that sets ``is_active`` without writing ``live_client_id``: the live index would
-    keep a closed row (or miss an open one)."""
+    """ValueError for an update that sets ``is_active`` or ``client_id`` without writing ``live_client_id``: the
+    live index would keep a closed row, miss an open one, or list it under its former client."""
     names = {action.values[0].path[0] for action in actions}
-    if InstanceTable.is_active.attr_name in names and InstanceTable.live_client_id.attr_name not in names:
-        raise ValueError("an update of is_active must write live_client_id too (InstanceTable.close_actions)")
+    derived_from = {InstanceTable.is_active.attr_name, InstanceTable.client_id.attr_name}
+    if names & derived_from and InstanceTable.live_client_id.attr_name not in names:
+        raise ValueError("an update of is_active or client_id must write live_client_id too "
+                         "(InstanceTable.close_actions)")
 
 
 LIVE_INSTANCES = SparseIndex(name="live-instances", model=InstanceTable, key=InstanceTable.live_client_id,

@@ -106,10 +106,19 @@ def test_a_failover_replacement_keeps_the_key(api, make_tenant):
     assert primary not in active and len(active) == 1
 
 
-def test_an_update_of_is_active_without_the_key_is_refused():
-    """The guard: a writer that sets ``is_active`` by hand (forgetting the key) fails before anything is sent."""
+@pytest.mark.parametrize("action", [lambda: InstanceTable.is_active.set(False),
+                                    lambda: InstanceTable.client_id.set("cl-another")], ids=["is_active", "client_id"])
+def test_an_update_of_what_the_key_derives_from_without_the_key_is_refused(action):
+    """The guard: a writer that sets ``is_active`` or ``client_id`` by hand (forgetting the key) fails before
+    anything is sent, alone or in a transaction."""
+    from pynamodb.transactions import TransactWrite
+
+    from chalicelib.repositories.dynamo import transaction_connection
+
     with pytest.raises(ValueError, match="live_client_id"):
-        InstanceTable("i-0123456789abcdef0").update(actions=[InstanceTable.is_active.set(False)])
+        InstanceTable("i-0123456789abcdef0").update(actions=[action()])
+    with pytest.raises(ValueError, match="live_client_id"), TransactWrite(connection=transaction_connection()) as tx:
+        tx.update(InstanceTable("i-0123456789abcdef0"), actions=[action()])
 
 
 # --- a stage whose live index is not ready yet: the readers' fallback ---------------------------------------------
