@@ -183,7 +183,7 @@ def _terminate_launched(client_id: str) -> list[str]:
     terminates only instances tagged as ours for this client and stage; the client's own primaries stay)."""
     account_of = {a.agent_id: a.account_id for a in agents.all_for_client(client_id)}
     targets: dict[tuple[str, str | None], set[str]] = defaultdict(set)
-    for row in fleet.live_instances(client_id):
+    for row in agents.active_instances(client_id):
         if row.region:
             targets[(row.region, account_of.get(row.agent_id))].add(row.instance_id)
     for row in fleet.live_standbys(client_id):

@@ -36,10 +36,11 @@ from chalicelib.repositories.dynamo import (
     set_or_remove,
     transaction_connection,
 )
+from chalicelib.repositories import sparse_indexes
 from chalicelib.repositories.paging import Page, decode_token, read_page
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.clients import ClientTable
-from chalicelib.tables.instances import InstanceTable
+from chalicelib.tables.instances import LIVE_INSTANCES, InstanceTable
 
 CONFIG_FIELDS = tuple(AgentConfigMap.get_attributes())
 LIVE_STATUSES = frozenset({AgentStatus.ONLINE.value, AgentStatus.DEGRADED.value})
@@ -425,7 +426,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                       condition=ClientTable.client_id.exists() & within)
         if previous is not None:  # still this agent's (read above): a race that gives it away fails the write
             tx.update(InstanceTable(previous),
-                      actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now),
+                      actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now),
                                InstanceTable.terminated_at.set(now)],
                       condition=(InstanceTable.client_id == client.client_id)
                       & (InstanceTable.agent_id == plan.agent_id))
@@ -776,7 +777,7 @@ def _write_terminated(agent: AgentRecord, instance_id: str | None, now: datetime
             tx.condition_check(AgentTable, agent.client_id, agent.agent_id, condition=live)
         if instance_id:
             tx.update(InstanceTable(instance_id),
-                      actions=[InstanceTable.is_active.set(False),
+                      actions=[*InstanceTable.close_actions(),
                                InstanceTable.terminated_at.set(InstanceTable.terminated_at | now),
                                InstanceTable.updated_at.set(now), *reported],
                       condition=(InstanceTable.client_id == agent.client_id)
@@ -837,7 +838,7 @@ def close_kept_instances(client_id: str, agent_id: str, current_instance_id: str
     closed = []
     for row in left[max(keep, 0):]:
         try:
-            row.update(actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now)],
+            row.update(actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now)],
                        condition=(InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
                        & (InstanceTable.is_active == True))  # noqa: E712
         except UpdateError as exc:
@@ -1170,27 +1171,44 @@ def page_for_client(client_id: str, limit: int, next_token: str | None) -> Page:
     return Page([_record(rows[agent_id]) for _, agent_id in keys if agent_id in rows], page.next_token)
 
 
+_BY_CLIENT_KEY = ("instance_id", "client_id", "installed_at")
+_LIVE_KEY = ("instance_id", "live_client_id", "installed_at")
+
+
 def instances_page(client_id: str, limit: int, next_token: str | None, *, active: bool | None = None,
                    mode: str | None = None, search: str | None = None) -> Page:
-    """A client's instances, newest first (the instances-by-client index), filtered by activity, mode and a
-    substring of the instance id or type."""
-    key = ("instance_id", "client_id", "installed_at")
-    start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+    """A client's instances, newest first, filtered by activity, mode and a substring of the instance id or type.
+    The active ones come from the live index once it is ready (its own token shape: a token of the other listing
+    is a 400), everything else from the instances-by-client index."""
+    live = active is True and sparse_indexes.ready(LIVE_INSTANCES)
+    index, partition, key = ((InstanceTable.live, "live_client_id", _LIVE_KEY) if live
+                             else (InstanceTable.by_client, "client_id", _BY_CLIENT_KEY))
+    start = decode_token(next_token, partition_attr=partition, partition_value=client_id, key_attrs=key)
     condition = None
-    for part in ((InstanceTable.is_active == active) if active is not None else None,
+    for part in ((InstanceTable.is_active == active) if active is not None and not live else None,
                  (InstanceTable.mode == mode) if mode else None,
                  (InstanceTable.instance_id.contains(search) | InstanceTable.instance_type.contains(search))
                  if search else None):
         if part is not None:
             condition = part if condition is None else condition & part
-    return read_page(InstanceTable, lambda size, at: InstanceTable.by_client.query(
+    return read_page(InstanceTable, lambda size, at: index.query(
         client_id, scan_index_forward=False, filter_condition=condition, page_size=size, last_evaluated_key=at),
         limit=limit, start=start, key_attrs=key)
 
 
 def active_instances(client_id: str) -> list[InstanceTable]:
-    """A client's active instances (primaries and standbys; one filtered index Query)."""
-    return list(InstanceTable.by_client.query(client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
+    """A client's active instances (primaries and standbys): one Query of the live index, which holds only them,
+    once it is ready; on a stage still backfilling it, the filtered Query of the client's whole instance history."""
+    if sparse_indexes.ready(LIVE_INSTANCES):
+        return list(InstanceTable.live.query(client_id))
+    return list(InstanceTable.by_client.query(client_id, filter_condition=LIVE_INSTANCES.belongs()))
+
+
+def active_instance_count(client_id: str) -> int:
+    """How many instances of the client are active (``active_instances``, counted)."""
+    if sparse_indexes.ready(LIVE_INSTANCES):
+        return InstanceTable.live.count(client_id)
+    return InstanceTable.by_client.count(client_id, filter_condition=LIVE_INSTANCES.belongs())
 
 
 MODES_OFF = {"enabled": False, "auto_switch_enabled": False, "manual_replica_enabled": False,
@@ -1218,7 +1236,7 @@ def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
     if agent.instance_id:
         try:
             InstanceTable(agent.instance_id).update(
-                actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(now),
                          InstanceTable.updated_at.set(now)],
                 condition=(InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
                 & (InstanceTable.is_active == True))  # noqa: E712

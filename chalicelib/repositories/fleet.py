@@ -1,8 +1,8 @@
 """Fleet-wide reads and the hard delete of a client, for the admin API only (never a client's request path).
 
 Index use, per the no-scan rule:
-- per-client counts query the client's own partitions (agents: table key; instances: ``instances-by-client``;
-  switches, interruptions: table key), clients come from the ``clients-by-created`` listing index;
+- per-client counts query the client's own partitions (agents, switches, interruptions: table key; active
+  instances: ``agents.active_instance_count``), clients come from the ``clients-by-created`` listing index;
 - the fleet-wide agent and instance listings have no index that serves "every row of every client", so they
   are **bounded, paginated scans** (``Limit`` = the page size, ``next_token`` = the scan's LastEvaluatedKey):
   one admin page reads at most one page of rows;
@@ -61,8 +61,7 @@ def client_counts(client_id: str) -> ClientCounts:
             continue
         total += 1
         online += row.status in ONLINE
-    active = InstanceTable.by_client.count(client_id, filter_condition=InstanceTable.is_active == True)  # noqa: E712
-    return ClientCounts(total, online, active)
+    return ClientCounts(total, online, agent_repo.active_instance_count(client_id))
 
 
 def client_ids():
@@ -140,11 +139,6 @@ def instances_page(limit: int, next_token: str | None, *, status: str | None = N
 
 
 # --- hard delete of a client ---
-
-def live_instances(client_id: str) -> list[InstanceTable]:
-    """The client's active instance rows (primaries and standbys)."""
-    return list(InstanceTable.by_client.query(client_id, filter_condition=InstanceTable.is_active == True))  # noqa: E712
-
 
 def live_standbys(client_id: str) -> list[ReplicaTable]:
     """Every replica row of the client's agents that may still hold an instance (failed and expired standbys

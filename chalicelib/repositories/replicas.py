@@ -327,7 +327,7 @@ def take_over_instance(replica: ReplicaRecord, *, instance_id: str, now: datetim
                       condition=(ReplicaTable.instance_id == old) & (ReplicaTable.own_launch == True)  # noqa: E712
                       & ReplicaTable.status.is_in(*(s.value for s in TAKEOVER_STATUSES)))
             tx.update(InstanceTable(old),
-                      actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+                      actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(now),
                                InstanceTable.updated_at.set(now)],
                       condition=(InstanceTable.client_id == replica.client_id)
                       & (InstanceTable.replica_id == replica.replica_id))
@@ -453,7 +453,7 @@ def deactivate_instance(instance_id: str, client_id: str, now: datetime, *, only
         condition &= InstanceTable.is_active == True  # noqa: E712
     try:
         InstanceTable(instance_id).update(
-            actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(now),
+            actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(now),
                      InstanceTable.updated_at.set(now)],
             condition=condition)
     except UpdateError as exc:
@@ -499,7 +499,7 @@ def promote(agent: AgentRecord, replica: ReplicaRecord, *, old_instance_id: str 
                       condition=InstanceTable.client_id == agent.client_id)
             if old_instance_id and old_instance_id != replica.instance_id:
                 tx.update(InstanceTable(old_instance_id),
-                          actions=[InstanceTable.is_active.set(False), InstanceTable.updated_at.set(now)],
+                          actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now)],
                           condition=InstanceTable.client_id == agent.client_id)
     except TransactWriteError as exc:
         if get(replica.agent_id, replica.replica_id).status is ReplicaStatus.PROMOTED:

@@ -150,7 +150,7 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
             tx.update(AgentTable(agent_client_id, agent_id), actions=agent_actions, condition=agent_condition)
             if deactivate_old and deactivate_old != row.new_instance_id:
                 tx.update(InstanceTable(deactivate_old),
-                          actions=[InstanceTable.is_active.set(False),
+                          actions=[*InstanceTable.close_actions(),
                                    InstanceTable.terminated_at.set(row.old_terminated_at or now),
                                    InstanceTable.updated_at.set(now)],
                           condition=InstanceTable.client_id == agent_client_id)
@@ -194,7 +194,7 @@ def supersede_inferred(row: SwitchTable, *, client_id: str, deactivate_old: str 
     if deactivate_old and deactivate_old != row.new_instance_id and row.old_terminated_at:
         try:
             InstanceTable(deactivate_old).update(
-                actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(row.old_terminated_at),
+                actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(row.old_terminated_at),
                          InstanceTable.updated_at.set(now)],
                 condition=InstanceTable.client_id == client_id)
         except UpdateError as exc:
@@ -232,7 +232,7 @@ def record_old_termination(client_id: str, switch_key: str, *, old_instance_id: 
 def _write_old_terminated(row: SwitchTable, client_id: str, old_instance_id: str, now: datetime) -> None:
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.update(InstanceTable(old_instance_id),
-                  actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(row.old_terminated_at),
+                  actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(row.old_terminated_at),
                            InstanceTable.updated_at.set(now)],
                   condition=(InstanceTable.client_id == client_id) & InstanceTable.terminated_at.does_not_exist())
         tx.update(SwitchTable(row.client_id, row.switch_key),

@@ -163,3 +163,69 @@ def test_system_health_reads_the_days_events_once(admin, monkeypatch):
     assert health["failed_replicas"] == 3 and health["status"] == "degraded", health
     assert [e["message"] for e in health["recent_errors"]] == [r.message for r in errors[:20]]
     assert seen.table_items["systemevent"] <= 300, dict(seen.table_items)
+
+
+# --- the client's active instances: the live index's rows, not a filtered read of every instance it ever had ---------
+
+def _live_fleet(make_tenant, closed: int):
+    """A client with 3 registered agents (3 active instance rows) and ``closed`` closed instance rows."""
+    client_id, caller = make_tenant()
+    for n in range(3):
+        status, reply = caller.post("/api/agents/register", registration(logical_agent_id=f"live-{n}"))
+        assert status == 200, reply
+    history(client_id, reply["agent_id"], History(instances=closed))
+    caller.get("/api/client/validate")
+    return client_id, caller
+
+
+def _admin_page_of(client_id: str) -> str:
+    """A token of the admin client list whose page starts at ``client_id`` (the listing index, oldest first)."""
+    from chalicelib.repositories.paging import encode_token
+    from chalicelib.tables import ClientTable
+    from chalicelib.tables.clients import CLIENT_LISTING
+
+    created = ClientTable.get(client_id, consistent_read=True).created_at - timedelta(microseconds=1)
+    return encode_token({"listing": {"S": CLIENT_LISTING}, "created_at": {"S": ClientTable.created_at.serialize(created)},
+                         "client_id": {"S": client_id}})
+
+
+def test_the_active_instance_routes_read_the_live_rows_not_the_history(make_tenant, admin):
+    """GIVEN clients with 3 active instances and 0 or 600 closed ones WHEN the overview, the charts, the active
+    instances (the listing's default and ``status=active``) and the client's row of the admin client list are read
+    THEN each shows the 3 and reads 3 instance rows, whatever the history (each read every row of the client's
+    history: 603)."""
+    for closed in (0, 600):
+        client_id, caller = _live_fleet(make_tenant, closed)
+        c = f"/api/client/{client_id}"
+        for path, shows in ((c, lambda r: r["instances_active"] == 3),
+                            (f"{c}/stats/charts", lambda r: r["mode_distribution"] == {"spot": 3, "ondemand": 0}),
+                            (f"{c}/instances", lambda r: len(r["instances"]) == 3 and r["next_token"] is None),
+                            (f"{c}/instances?status=active", lambda r: len(r["instances"]) == 3)):
+            with reads() as seen:
+                status, reply = caller.get(path)
+            assert status == 200 and shows(reply), (path, reply)
+            assert seen.table_items["instance"] == 3, (closed, path, dict(seen.table_items))
+        with reads() as seen:
+            status, reply = admin.get(f"/api/admin/clients?limit=1&next_token={_admin_page_of(client_id)}")
+        assert status == 200, reply
+        [row] = reply["clients"]
+        assert row["client_id"] == client_id and row["instances_active"] == 3, row
+        assert seen.table_items["instance"] == 3, (closed, dict(seen.table_items))
+
+
+def test_paging_the_active_instances_lists_each_once_newest_first(make_tenant):
+    """GIVEN 3 active instances and 100 closed ones WHEN the active ones are listed 2 a page THEN 2, then 1 and no
+    token, newest first, no page reading more than 3 instance rows (the second read 1,000 of the history)."""
+    client_id, caller = _live_fleet(make_tenant, 100)
+    listed, token, pages = [], None, 0
+    while True:
+        with reads() as seen:
+            status, reply = caller.get(f"/api/client/{client_id}/instances?status=active&limit=2"
+                                       + (f"&next_token={token}" if token else ""))
+        assert status == 200, reply
+        assert seen.table_items["instance"] <= 3, dict(seen.table_items)
+        listed += [row["launched_at"] for row in reply["instances"]]
+        token, pages = reply["next_token"], pages + 1
+        if token is None:
+            break
+    assert pages == 2 and len(listed) == 3 and listed == sorted(listed, reverse=True), listed

@@ -184,8 +184,10 @@ def _cursors(a: str, a_agent: str) -> dict[str, dict]:
         "/api/client/{b}/replicas?status=all": {"agent_id": a_agent, "replica_id": "rep-z", "client_id": a},
         "/api/client/{b}/agents": {"client_id": a, "agent_id": a_agent, "logical_agent_id": "web-z"},
         "/api/client/{b}/agents/decisions": {"client_id": a, "agent_id": a_agent, "logical_agent_id": "web-z"},
-        "/api/client/{b}/instances": {"instance_id": "i-0123456789abcdef0", "client_id": a,
+        "/api/client/{b}/instances": {"instance_id": "i-0123456789abcdef0", "live_client_id": a,  # the live index
                                       "installed_at": "2099-01-01T00:00:00.000000+0000"},
+        "/api/client/{b}/instances?status=all": {"instance_id": "i-0123456789abcdef0", "client_id": a,
+                                                 "installed_at": "2099-01-01T00:00:00.000000+0000"},
         "/api/agents/{b_agent}/interruptions": {"agent_id": a_agent, "interruption_id": "int-z", "client_id": a},
         "/api/client/agents/{b_agent}/decisions": {"agent_id": a_agent, "decision_key": "2099-01-01T00:00:00Z#x"},
     }

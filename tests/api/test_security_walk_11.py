@@ -148,7 +148,7 @@ def test_an_agents_ended_instance_rows_go_after_their_retention(make_tenant, unb
                  row("proven, closed long ago", proven="123456789012"),
                  row("ours, closed long ago", replica="rep-2")])
     current = reg["instance_id"]  # the row the agent names, inactive and old: a re-registration updates it
-    InstanceTable(current).update(actions=[InstanceTable.is_active.set(False), InstanceTable.terminated_at.set(old),
+    InstanceTable(current).update(actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(old),
                                            InstanceTable.updated_at.set(old)])
     _walk_from(client_id, now)
     data_cleaner.run(now)

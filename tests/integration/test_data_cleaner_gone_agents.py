@@ -120,7 +120,8 @@ def test_an_agent_with_something_live_is_kept(make_tenant, unbounded, blocker): 
     elif blocker == "closed replica with a live instance":
         _replica(gone, client_id, "promoted", now, "promoted", new_instance_id(), instance_active=True)
     else:
-        InstanceTable(gone_body["instance_id"]).update(actions=[InstanceTable.is_active.set(True)])
+        InstanceTable(gone_body["instance_id"]).update(actions=[InstanceTable.is_active.set(True),
+                                                                InstanceTable.live_client_id.set(client_id)])
 
     _walk_from(client_id, now)
     result = data_cleaner.run(now + RETENTION + timedelta(days=1))

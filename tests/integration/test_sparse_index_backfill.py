@@ -32,12 +32,15 @@ def before_backfill(aws_tables):
 
 
 def old_rows(client_id: str, active: int, closed: int) -> list[str]:
-    """Instance rows as the code before the index wrote them (no ``live_client_id``)."""
+    """Instance rows as the code before the index wrote them (no ``live_client_id``: a save gives a row its key
+    now, so it is taken off again)."""
     ids = []
     for n in range(active + closed):
         instance_id = f"i-{uuid.uuid4().hex[:17]}"
-        InstanceTable(instance_id, client_id=client_id, agent_id=f"ag-{n}", is_active=n < active,
-                      installed_at=NOW, updated_at=NOW).save()
+        row = InstanceTable(instance_id, client_id=client_id, agent_id=f"ag-{n}", is_active=n < active,
+                            installed_at=NOW, updated_at=NOW)
+        row.save()
+        row.update(actions=[InstanceTable.live_client_id.remove()])
         ids.append(instance_id)
     return ids
 
@@ -75,7 +78,7 @@ def test_a_row_closed_before_the_backfill_reaches_it_is_not_keyed(before_backfil
 
     def close_first(row, actions, condition=None, **kwargs):
         if row.instance_id == instance_id and row.is_active:
-            original(InstanceTable.get(instance_id), [InstanceTable.is_active.set(False)])
+            original(InstanceTable.get(instance_id), InstanceTable.close_actions())
         return original(row, actions, condition=condition, **kwargs)
 
     monkeypatch.setattr(InstanceTable, "update", close_first)
