@@ -21,7 +21,7 @@ from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
 from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables, snapshot_world
-from tests.conftest import aws_client, invoke_schedule, registration
+from tests.conftest import aws_client, invoke_schedule, new_instance_id, registration
 from tests.e2e.failover_support import ec2, register_agent, state_of, tags_of, wait_for
 from localmode.embedded_aws import image_id
 
@@ -449,7 +449,8 @@ def test_a_put_that_fails_the_instance_checks_takes_nothing_over(make_tenant):
     assert_error(status, reply, 400, field="instance_id")
     status, reply = put(caller, path, {"instance_id": other_reg["instance_id"], "status": "syncing"})
     assert_error(status, reply, 409, code="instance_conflict")
-    status, reply = put(caller, path, {"instance_id": "i-0123456789abcdef0", "status": "syncing"})
+    # an id no test registers (a fixed one another module registers would be instance_conflict after it)
+    status, reply = put(caller, path, {"instance_id": new_instance_id(), "status": "syncing"})
     assert_error(status, reply, 409, code="not_owned")
     assert diff_snapshots(before, snapshot_world()) == {}
     assert state_of(replica.instance_id) == "running"
