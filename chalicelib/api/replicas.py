@@ -331,8 +331,8 @@ def list_replicas(agent_id):
         keep = _offered
     else:
         statuses, keep = (None if include_terminated else replica_repo.ACTIVE_STATUSES), None
-    page, more = replica_repo.listing_for_agent(agent.client_id, agent.agent_id, after=next_token, limit=limit, statuses=statuses,
-                                                keep=keep)
+    page, more = replica_repo.listing_for_agent(agent.client_id, agent.agent_id, after=next_token, limit=limit,
+                                                statuses=statuses, keep=keep)
     return ok({"replicas": [replica_view(r) for r in page],
                "next_token": page[-1].replica_id if more else None})
 
