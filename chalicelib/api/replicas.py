@@ -168,7 +168,7 @@ def replica_config(agent_id):
     """Whether a standby is kept, how many replicas are active, and the modes."""
     client, _ = client_request(_request())
     agent = agents.require(client.client_id, agent_id)
-    active = replica_repo.for_agent(agent.agent_id, include_final=False)
+    active = replica_repo.open_for_agent(agent.client_id, agent.agent_id)
     return ok({"agent_id": agent.agent_id, "enabled": agent.manual_replica, "count": len(active),
                "manual_replica_enabled": agent.manual_replica,
                "auto_switch_enabled": bool(agent.config.get("auto_switch_enabled")),
@@ -331,8 +331,8 @@ def list_replicas(agent_id):
         keep = _offered
     else:
         statuses, keep = (None if include_terminated else replica_repo.ACTIVE_STATUSES), None
-    page, more = replica_repo.listing_for_agent(agent.agent_id, after=next_token, limit=limit, statuses=statuses,
-                                                keep=keep)
+    page, more = replica_repo.listing_for_agent(agent.client_id, agent.agent_id, after=next_token, limit=limit,
+                                                statuses=statuses, keep=keep)
     return ok({"replicas": [replica_view(r) for r in page],
                "next_token": page[-1].replica_id if more else None})
 

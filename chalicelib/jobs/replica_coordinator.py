@@ -55,7 +55,7 @@ OPEN_EVENT_STATUSES = ("detected", "handling")  # an interruption event whose wo
 def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
     """Apply the plan for one agent; returns what was done by step kind."""
     done: Counter = Counter()
-    active = replica_repo.for_agent(agent.agent_id, include_final=False)
+    active = replica_repo.open_for_agent(agent.client_id, agent.agent_id, fresh=True)
     # A suspended client's agent keeps the standbys it has (watched: failed, expired) but gets no new one and no
     # planned return: the service no longer optimises for that client (its running instances still fail over).
     served = agent.manual_replica and agent.config.get("enabled", True) and not agent.client_suspended

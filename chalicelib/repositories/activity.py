@@ -11,10 +11,11 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.errors import InvalidInputError, NotFoundError
+from chalicelib.repositories import sparse_indexes
 from chalicelib.repositories.dynamo import condition_failed, delete_each, save_if
 from chalicelib.repositories.paging import Page, decode_scan_token, decode_token, encode_token, read_page
 from chalicelib.settings import get_settings
-from chalicelib.tables.notifications import NotificationTable
+from chalicelib.tables.notifications import UNREAD_NOTIFICATIONS, NotificationTable, read_actions
 from chalicelib.tables.system_events import SystemEventTable
 
 
@@ -176,9 +177,23 @@ def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: 
     return notification_id if written else None
 
 
+# A page token of the unread index: the table's key and the index's (DynamoDB's LastEvaluatedKey of a GSI Query).
+_UNREAD_KEY = ("client_id", "notification_id", "unread_client_id")
+
+
 def notifications_page(client_id: str, limit: int, next_token: str | None,
                        unread_only: bool = False) -> Page:
-    """A client's notifications, newest first."""
+    """A client's notifications, newest first. The unread ones only are the client's partition of the unread index
+    once it is ready (its few unread rows, not its whole history filtered), with that index's token shape: a token
+    of the other read is refused (400), never passed to DynamoDB."""
+    if unread_only and sparse_indexes.ready(UNREAD_NOTIFICATIONS):
+        start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                             key_attrs=_UNREAD_KEY)
+        if start is not None and start["unread_client_id"] != {"S": client_id}:
+            raise InvalidInputError("next_token is not valid", field="next_token")
+        return read_page(NotificationTable, lambda size, at: NotificationTable.unread_by_client.query(
+            client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at),
+            limit=limit, start=start, key_attrs=_UNREAD_KEY)
     key = ("client_id", "notification_id")
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
     return read_page(NotificationTable, lambda size, at: NotificationTable.query(
@@ -191,8 +206,7 @@ def mark_read(client_id: str, notification_id: str, now: datetime) -> None:
     """Mark one of the client's notifications read (404 for unknown or foreign ids)."""
     try:
         NotificationTable(client_id, notification_id).update(
-            actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)],
-            condition=NotificationTable.notification_id.exists())
+            actions=read_actions(now), condition=NotificationTable.notification_id.exists())
     except UpdateError as exc:
         if condition_failed(exc):
             raise NotFoundError("notification not found", field="notification_id") from exc
@@ -207,16 +221,20 @@ MARK_ALL_READ_BUDGET = 500
 
 def mark_all_read(client_id: str, now: datetime, budget: int | None = None) -> tuple[int, bool]:
     """Mark the client's unread notifications read, oldest first, at most ``budget`` (``MARK_ALL_READ_BUDGET``);
-    returns (how many changed, whether unread ones are left). A row gone since the query (its TTL, the cleaner)
-    stays gone: an unconditioned update would write it back as a stub of two attributes."""
+    returns (how many changed, whether unread ones are left). The unread rows are the client's partition of the
+    unread index once it is ready (the filtered Query read every notification of the client). A row gone since the
+    query (its TTL, the cleaner) stays gone: an unconditioned update would write it back as a stub of two
+    attributes; one already read (the index lags its writes a moment) keeps when it was read."""
     budget = MARK_ALL_READ_BUDGET if budget is None else budget
     count = 0
-    for row in NotificationTable.query(client_id, filter_condition=NotificationTable.is_read == False):  # noqa: E712
+    unread = NotificationTable.is_read == False  # noqa: E712
+    rows = NotificationTable.unread_by_client.query(client_id) if sparse_indexes.ready(UNREAD_NOTIFICATIONS) \
+        else NotificationTable.query(client_id, filter_condition=unread)
+    for row in rows:
         if count >= budget:
             return count, True
         try:
-            row.update(actions=[NotificationTable.is_read.set(True), NotificationTable.read_at.set(now)],
-                       condition=NotificationTable.notification_id.exists())
+            row.update(actions=read_actions(now), condition=unread)
         except UpdateError as exc:
             if not condition_failed(exc):
                 raise

@@ -24,12 +24,11 @@ from chalicelib.errors import ConflictError, NotFoundError
 from chalicelib.repositories.agents import AgentRecord
 from chalicelib.settings import get_settings
 from chalicelib.repositories.dynamo import cancellation_codes, condition_failed, delete_each, transaction_connection
-from chalicelib.repositories.paging import Page, decode_token, read_page
+from chalicelib.repositories import sparse_indexes
+from chalicelib.repositories.paging import Page, decode_token, encode_token, read_page
 from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.instances import InstanceTable
-from chalicelib.tables.replicas import ReplicaTable
-
-FINAL = frozenset({ReplicaStatus.PROMOTED, ReplicaStatus.TERMINATED, ReplicaStatus.FAILED, ReplicaStatus.EXPIRED})
+from chalicelib.tables.replicas import ACTIVE_STATUSES, FINAL, OPEN_REPLICAS, ReplicaTable, status_actions
 
 
 class SlotTakenError(ConflictError):
@@ -149,23 +148,52 @@ def require(agent: AgentRecord, replica_id: str) -> ReplicaRecord:
     return replica
 
 
-ACTIVE_STATUSES = tuple(s.value for s in ReplicaStatus if s not in FINAL)  # the statuses of a replica not closed
-
-
 def for_agent(agent_id: str, *, include_final: bool = True) -> list[ReplicaRecord]:
     """An agent's replicas, oldest first: its open ones and those closed within the retention (``purge_at``).
-    Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here."""
+    Without ``include_final`` the closed ones are filtered out by DynamoDB, not shipped to be dropped here: a
+    consistent read of the agent's whole partition, for a caller that decides a write on what it finds (an agent's
+    delete, an account change); one that only shows or plans reads ``open_for_agent``."""
     condition = None if include_final else ReplicaTable.status.is_in(*ACTIVE_STATUSES)
     return [_record(r) for r in ReplicaTable.query(agent_id, consistent_read=True, filter_condition=condition)]
 
 
-def listing_for_agent(agent_id: str, *, after: str | None, limit: int, statuses: tuple[str, ...] | None,
-                      keep=None) -> tuple[list[ReplicaRecord], bool]:
+def _indexed_open(client_id: str, agent_id: str) -> list[ReplicaRecord]:
+    """The agent's open replicas from the open-replicas index (a key condition), in id order."""
+    rows = ReplicaTable.open_by_client.query(client_id, ReplicaTable.agent_id == agent_id)
+    return sorted((_record(r) for r in rows), key=lambda r: r.replica_id)
+
+
+def open_for_agent(client_id: str, agent_id: str, *, fresh: bool = False) -> list[ReplicaRecord]:
+    """An agent's open replicas, oldest first, from the open-replicas index: the few open rows, not every replica the
+    agent had within the retention (the filtered partition read evaluated all of them, 300 for a busy agent). The
+    index is eventually consistent (a status written a moment ago may not show yet): for the polls, listings and
+    plans that show or act on what they find with a compare-and-set; ``for_agent`` is the consistent read.
+    ``fresh``: each row found is read again, consistently (one BatchGetItem of the few), and kept if still open: for
+    a caller that acts on a row's state (the coordinator launches for a ``launching`` row without an instance).
+    Until the index is ready (``sparse_indexes``: a stage upgraded in place, its backfill not done) the filtered
+    read of the partition."""
+    if not sparse_indexes.ready(OPEN_REPLICAS):
+        return for_agent(agent_id, include_final=False)
+    found = _indexed_open(client_id, agent_id)
+    if not fresh or not found:
+        return found
+    rows = ReplicaTable.batch_get([(r.agent_id, r.replica_id) for r in found], consistent_read=True)
+    return sorted((_record(r) for r in rows if r.status in ACTIVE_STATUSES), key=lambda r: r.replica_id)
+
+
+def listing_for_agent(client_id: str, agent_id: str, *, after: str | None, limit: int,
+                      statuses: tuple[str, ...] | None, keep=None) -> tuple[list[ReplicaRecord], bool]:
     """Up to ``limit`` of an agent's replicas in id order after the id ``after`` (a key condition), with status among
     ``statuses`` (None: any; filtered by DynamoDB) and passing ``keep``, and whether more follow. The read stops once
     the page and one more row are found: without a status filter it reads ``limit + 1`` rows, not the agent's whole
-    history (closed replicas stay ``EVENT_RETENTION_DAYS``). A filtered read goes on through the partition as far
-    as its rows take it (1 MB a request), so a match older than many closed rows is still on the first page."""
+    history (closed replicas stay ``EVENT_RETENTION_DAYS``). Open statuses only (the default listing, the legacy
+    agents' ``status=launching`` poll) are read from the open-replicas index once it is ready: the agent's few open
+    rows. Another filtered read goes on through the partition as far as its rows take it (1 MB a request), so a
+    match older than many closed rows is still on the first page."""
+    if statuses and set(statuses) <= set(ACTIVE_STATUSES) and sparse_indexes.ready(OPEN_REPLICAS):
+        matching = [r for r in _indexed_open(client_id, agent_id) if r.status.value in statuses
+                    and (after is None or r.replica_id > after) and (keep is None or keep(r))]
+        return matching[:limit], len(matching) > limit
     found: list[ReplicaRecord] = []
     rows = ReplicaTable.query(
         agent_id, (ReplicaTable.replica_id > after) if after else None, consistent_read=True,
@@ -202,9 +230,17 @@ def purge_after(closed_at: datetime) -> datetime:
 
 
 def page_for_client(client_id: str, limit: int, next_token: str | None, *, active_only: bool = True) -> Page:
-    """A client's replicas, newest first (the replicas-by-client index; ``paging.read_page``)."""
+    """A client's replicas, newest first (the replicas-by-client index; ``paging.read_page``). The open ones only,
+    once the open-replicas index is ready, are its partition of the client, sorted here (the token is the same)."""
     key = ("agent_id", "replica_id", "client_id")
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+    if active_only and sparse_indexes.ready(OPEN_REPLICAS):
+        rows = sorted((_record(r) for r in ReplicaTable.open_by_client.query(client_id)),
+                      key=lambda r: r.replica_id, reverse=True)
+        rows = [r for r in rows if start is None or r.replica_id < start["replica_id"]["S"]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return Page(rows[:limit], None if last is None else encode_token(
+            {"agent_id": {"S": last.agent_id}, "replica_id": {"S": last.replica_id}, "client_id": {"S": client_id}}))
     page = read_page(ReplicaTable, lambda size, at: ReplicaTable.by_client.query(
         client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,
         filter_condition=ReplicaTable.status.is_in(*ACTIVE_STATUSES) if active_only else None),
@@ -213,7 +249,10 @@ def page_for_client(client_id: str, limit: int, next_token: str | None, *, activ
 
 
 def active_count(client_id: str) -> int:
-    """How many of the client's replicas are not closed (one filtered index Query)."""
+    """How many of the client's replicas are not closed: the client's partition of the open-replicas index (its open
+    rows), or, until that index is ready, a filtered Query of every replica of the client."""
+    if sparse_indexes.ready(OPEN_REPLICAS):
+        return ReplicaTable.open_by_client.count(client_id)
     return ReplicaTable.by_client.count(client_id, filter_condition=ReplicaTable.status.is_in(*ACTIVE_STATUSES))
 
 
@@ -397,7 +436,7 @@ def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **f
         finish_closing(replica, now)  # the close that wrote the status may have died before what follows it
         return replica
     check_transition(replica.status, wanted)
-    actions = [ReplicaTable.status.set(wanted.value), ReplicaTable.updated_at.set(now)]
+    actions = status_actions(wanted, replica.client_id) + [ReplicaTable.updated_at.set(now)]
     stamp = {ReplicaStatus.READY: "ready_at", ReplicaStatus.PROMOTED: "promoted_at",
              ReplicaStatus.TERMINATED: "terminated_at", ReplicaStatus.FAILED: "terminated_at",
              ReplicaStatus.EXPIRED: "terminated_at"}.get(wanted)
@@ -475,9 +514,9 @@ def promote(agent: AgentRecord, replica: ReplicaRecord, *, old_instance_id: str 
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
-                      actions=[ReplicaTable.status.set(ReplicaStatus.PROMOTED.value),
-                               ReplicaTable.promoted_at.set(now), ReplicaTable.updated_at.set(now),
-                               ReplicaTable.purge_at.set(purge_after(now))],
+                      actions=status_actions(ReplicaStatus.PROMOTED, replica.client_id)
+                      + [ReplicaTable.promoted_at.set(now), ReplicaTable.updated_at.set(now),
+                         ReplicaTable.purge_at.set(purge_after(now))],
                       condition=ReplicaTable.status == replica.status.value)
             actions = [AgentTable.instance_id.set(replica.instance_id), AgentTable.current_mode.set(new_mode),
                        AgentTable.last_switch_at.set(now), AgentTable.updated_at.set(now),

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pynamodb.attributes import BooleanAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.expressions.update import Action
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, OptionalText, table_name
+from chalicelib.tables.base import BaseMeta, OptionalText, SparseIndex, table_name
+
+
+class UnreadByClientIndex(GlobalSecondaryIndex):
+    """A client's unread notifications only (sparse: ``unread_client_id`` is set while the row is unread), in time
+    order: the unread listing and mark-all-read read what is unread, not the client's whole history."""
+
+    class Meta:
+        index_name = "unread-notifications-by-client"
+        projection = AllProjection()
+
+    unread_client_id = UnicodeAttribute(hash_key=True)
+    notification_id = UnicodeAttribute(range_key=True)
 
 
 class NotificationTable(Model):
@@ -24,3 +40,27 @@ class NotificationTable(Model):
     created_at = UTCDateTimeAttribute()
     read_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute()
+    # ``client_id`` while unread (absent once read): the key of ``unread_by_client``, the index of
+    # UNREAD_NOTIFICATIONS. Never set by hand: every put derives it (``serialize``), every update marking a row read
+    # uses ``read_actions``.
+    unread_client_id = OptionalText()
+
+    unread_by_client = UnreadByClientIndex()
+
+    def serialize(self, null_check: bool = True):
+        """The row as DynamoDB stores it, its index key derived from ``is_read``: ``Model.save``, a transaction's
+        and a batch's puts all serialize through here, so no put can write an unread row out of the index."""
+        self.unread_client_id = None if self.is_read else self.client_id
+        return super().serialize(null_check=null_check)
+
+
+def read_actions(now: datetime) -> list[Action]:
+    """The update actions that mark a notification read: the flag, when, and its leaving the unread index."""
+    return [NotificationTable.is_read.set(True), NotificationTable.read_at.set(now),
+            NotificationTable.unread_client_id.remove()]
+
+
+UNREAD_NOTIFICATIONS = SparseIndex(name="unread-notifications", model=NotificationTable,
+                                   key=NotificationTable.unread_client_id,
+                                   belongs=lambda: NotificationTable.is_read == False,  # noqa: E712
+                                   value=lambda row: row.client_id)

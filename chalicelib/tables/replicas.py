@@ -7,10 +7,19 @@ concurrent writers: a standby is only created in a transaction that claims that 
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, table_name
+from components.replica_coordinator import ReplicaStatus
+
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, table_name
+
+# A replica in one of these statuses is history (``chalicelib.repositories.replicas`` closes it); the others are its
+# open statuses, those of the ``open_by_client`` index. Here, next to the table, because every put derives the
+# index's key from them.
+FINAL = frozenset({ReplicaStatus.PROMOTED, ReplicaStatus.TERMINATED, ReplicaStatus.FAILED, ReplicaStatus.EXPIRED})
+ACTIVE_STATUSES = tuple(s.value for s in ReplicaStatus if s not in FINAL)  # the statuses of a replica not closed
 
 
 class ReplicasByClientIndex(GlobalSecondaryIndex):
@@ -22,6 +31,19 @@ class ReplicasByClientIndex(GlobalSecondaryIndex):
 
     client_id = UnicodeAttribute(hash_key=True)
     replica_id = UnicodeAttribute(range_key=True)
+
+
+class OpenReplicasByClientIndex(GlobalSecondaryIndex):
+    """A client's open replicas only (sparse: ``open_client_id`` is set while the status is open), by agent: one
+    agent's open replicas are a key condition, a client's are the partition (ids not in order: sort them).
+    Eventually consistent, as every GSI read: a reader that decides a write on what it sees reads the table."""
+
+    class Meta:
+        index_name = "open-replicas-by-client"
+        projection = AllProjection()
+
+    open_client_id = UnicodeAttribute(hash_key=True)
+    agent_id = UnicodeAttribute(range_key=True)
 
 
 class ReplicaTable(Model):
@@ -68,5 +90,29 @@ class ReplicaTable(Model):
     # EVENT_RETENTION_DAYS after it closed, so an agent's partition (read whole by the failover and every
     # minute by the replica coordinator) stays as small as its recent standbys.
     purge_at = TTLAttribute(null=True)
+    # ``client_id`` while the status is open (absent once closed): the key of ``open_by_client``, the index of
+    # OPEN_REPLICAS. Never set by hand: every put derives it (``serialize``), every status update uses
+    # ``status_actions``.
+    open_client_id = OptionalText()
 
     by_client = ReplicasByClientIndex()
+    open_by_client = OpenReplicasByClientIndex()
+
+    def serialize(self, null_check: bool = True):
+        """The row as DynamoDB stores it, its index key derived from ``status``: ``Model.save``, a transaction's and
+        a batch's puts all serialize through here, so no put can write an open replica out of the index."""
+        self.open_client_id = self.client_id if self.status in ACTIVE_STATUSES else None
+        return super().serialize(null_check=null_check)
+
+
+def status_actions(status: ReplicaStatus, client_id: str) -> list[Action]:
+    """The update actions that set a replica's status: the status and its place in the open index (``client_id``
+    is the row's own: the key names the client whose open replicas it is among)."""
+    key = ReplicaTable.open_client_id
+    return [ReplicaTable.status.set(status.value),
+            key.set(client_id) if status.value in ACTIVE_STATUSES else key.remove()]
+
+
+OPEN_REPLICAS = SparseIndex(name="open-replicas", model=ReplicaTable, key=ReplicaTable.open_client_id,
+                            belongs=lambda: ReplicaTable.status.is_in(*ACTIVE_STATUSES),
+                            value=lambda row: row.client_id)

@@ -96,3 +96,42 @@ def test_the_cleanup_run_backfills_and_then_stops_scanning(api, before_backfill)
     assert sparse_indexes.ready(LIVE_INSTANCES)
     assert live_keys(ids) == [client_id, client_id, None]
     assert invoke_schedule(api, "cleanup", now=NOW)["backfilled"] == {}
+
+
+# --- the unread-notifications and open-replicas indexes ---------------------------------------------------------------
+
+def test_the_backfill_keys_unread_notifications_only(before_backfill):
+    """Notification rows written before the index (no ``unread_client_id``): the unread ones get it, the read don't."""
+    from chalicelib.tables.notifications import UNREAD_NOTIFICATIONS, NotificationTable
+
+    client_id = f"cl-{uuid.uuid4().hex[:8]}"
+    ids = [f"20261207T1200{n:02d}000000Z-{uuid.uuid4().hex[:8]}" for n in range(4)]
+    for n, notification_id in enumerate(ids):
+        row = NotificationTable(client_id, notification_id, kind="test", message="old", is_read=n >= 2,
+                                created_at=NOW, expires_at=NOW)
+        row.save()
+        row.update(actions=[NotificationTable.unread_client_id.remove()])  # as the code before the index wrote it
+    assert list(NotificationTable.unread_by_client.query(client_id)) == []
+    while not sparse_indexes.ready(UNREAD_NOTIFICATIONS):
+        sparse_indexes.backfill(UNREAD_NOTIFICATIONS, NOW)
+    keys = [NotificationTable.get(client_id, i, consistent_read=True).unread_client_id for i in ids]
+    assert keys == [client_id, client_id, None, None]
+    assert [r.notification_id for r in NotificationTable.unread_by_client.query(client_id)] == ids[:2]
+
+
+def test_the_backfill_keys_open_replicas_only(before_backfill):
+    """Replica rows written before the index (no ``open_client_id``): the open ones get it, the closed ones don't."""
+    from chalicelib.tables.replicas import OPEN_REPLICAS, ReplicaTable
+
+    client_id, agent_id = f"cl-{uuid.uuid4().hex[:8]}", f"ag-{uuid.uuid4().hex[:8]}"
+    statuses = ("launching", "syncing", "ready", "promoted", "terminated", "failed", "expired")
+    for n, status in enumerate(statuses):
+        row = ReplicaTable(agent_id, f"rep-{n}", client_id=client_id, status=status, created_at=NOW, updated_at=NOW)
+        row.save()
+        row.update(actions=[ReplicaTable.open_client_id.remove()])  # as the code before the index wrote it
+    while not sparse_indexes.ready(OPEN_REPLICAS):
+        sparse_indexes.backfill(OPEN_REPLICAS, NOW)
+    keys = [ReplicaTable.get(agent_id, f"rep-{n}", consistent_read=True).open_client_id for n in range(7)]
+    assert keys == [client_id] * 3 + [None] * 4
+    assert sorted(r.replica_id for r in ReplicaTable.open_by_client.query(client_id, ReplicaTable.agent_id == agent_id)
+                  ) == ["rep-0", "rep-1", "rep-2"]
