@@ -11,15 +11,15 @@ from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from components.replica_coordinator import ReplicaStatus
+from components.replica_coordinator import ACTIVE_STATUSES as OPEN_STATUSES, ReplicaStatus
 
 from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, table_name
 
 # A replica in one of these statuses is history (``chalicelib.repositories.replicas`` closes it); the others are its
 # open statuses, those of the ``open_by_client`` index. Here, next to the table, because every put derives the
 # index's key from them.
-FINAL = frozenset({ReplicaStatus.PROMOTED, ReplicaStatus.TERMINATED, ReplicaStatus.FAILED, ReplicaStatus.EXPIRED})
-ACTIVE_STATUSES = tuple(s.value for s in ReplicaStatus if s not in FINAL)  # the statuses of a replica not closed
+FINAL = frozenset(ReplicaStatus) - OPEN_STATUSES  # a closed replica's statuses (the domain's open ones: the others)
+ACTIVE_STATUSES = tuple(s.value for s in ReplicaStatus if s in OPEN_STATUSES)  # the open ones, as stored
 
 
 class ReplicasByClientIndex(GlobalSecondaryIndex):
@@ -87,8 +87,8 @@ class ReplicaTable(Model):
     terminated_at = UTCDateTimeAttribute(null=True)
     expires_at = UTCDateTimeAttribute(null=True)  # pre-warmed standbys only
     # A closed replica (promoted, terminated, failed, expired) is history: DynamoDB deletes it
-    # EVENT_RETENTION_DAYS after it closed, so an agent's partition (read whole by the failover and every
-    # minute by the replica coordinator) stays as small as its recent standbys.
+    # EVENT_RETENTION_DAYS after it closed, so an agent's partition (read whole by the failover and by the callers
+    # that decide a write on an agent's standbys) stays as small as its recent standbys.
     purge_at = TTLAttribute(null=True)
     # ``client_id`` while the status is open (absent once closed): the key of ``open_by_client``, the index of
     # OPEN_REPLICAS. Never set by hand: every put derives it (``serialize``), every status update uses
