@@ -141,3 +141,17 @@ def history(client_id: str, agent_id: str, size: History, now: datetime | None =
             batch.save(ReplicaTable(agent_id, new_replica_id(at),
                                     client_id=client_id, status="terminated", instance_id=new_instance_id(),
                                     created_at=at, updated_at=at, terminated_at=at))
+
+
+def live_fleet(caller, count: int = 3) -> list[tuple[str, str]]:
+    """``count`` agents registered by the client of ``caller`` (one active instance row each):
+    [(agent_id, instance_id)]."""
+    from tests.conftest import registration
+
+    fleet = []
+    for n in range(count):
+        body = registration(logical_agent_id=f"live-{n}")
+        status, reply = caller.post("/api/agents/register", body)
+        assert status == 200, reply
+        fleet.append((reply["agent_id"], body["instance_id"]))
+    return fleet

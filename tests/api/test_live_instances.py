@@ -12,7 +12,7 @@ import pytest
 from chalicelib.repositories import job_state, sparse_indexes
 from chalicelib.tables.instances import LIVE_INSTANCES, InstanceTable
 from tests.api._support import assert_error, iso, now_utc, switch_body
-from tests.api.read_scaling_support import History, history
+from tests.api.read_scaling_support import History, history, live_fleet
 from tests.conftest import account_instance, registration
 from tests.e2e.failover_support import deliver, register_agent, wait_for, warning
 
@@ -141,14 +141,9 @@ def test_before_the_backfill_the_routes_read_the_active_rows_written_without_the
     not ready WHEN the overview, charts, active instances (paged) and admin client page are read THEN each shows
     the 3 active instances (an index read would show none), and an active-listing token is the history's shape."""
     client_id, caller = make_tenant()
-    live = []
-    for n in range(3):
-        body = registration(logical_agent_id=f"live-{n}")
-        status, reply = caller.post("/api/agents/register", body)
-        assert status == 200, reply
-        live.append(body["instance_id"])
-        agent_id = reply["agent_id"]
-    history(client_id, agent_id, History(instances=40))
+    fleet = live_fleet(caller)
+    live = [instance_id for _, instance_id in fleet]
+    history(client_id, fleet[-1][0], History(instances=40))
     for instance_id in live:  # as the code before the index wrote them
         InstanceTable(instance_id).update(actions=[InstanceTable.live_client_id.remove()])
     assert list(InstanceTable.live.query(client_id)) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from tests.api.read_scaling_support import History, history, reads
+from tests.api.read_scaling_support import History, history, live_fleet, reads
 from tests.conftest import registration
 
 
@@ -170,10 +170,8 @@ def test_system_health_reads_the_days_events_once(admin, monkeypatch):
 def _live_fleet(make_tenant, closed: int):
     """A client with 3 registered agents (3 active instance rows) and ``closed`` closed instance rows."""
     client_id, caller = make_tenant()
-    for n in range(3):
-        status, reply = caller.post("/api/agents/register", registration(logical_agent_id=f"live-{n}"))
-        assert status == 200, reply
-    history(client_id, reply["agent_id"], History(instances=closed))
+    fleet = live_fleet(caller)
+    history(client_id, fleet[-1][0], History(instances=closed))
     caller.get("/api/client/validate")
     return client_id, caller
 

@@ -169,23 +169,17 @@ def test_every_replica_flow_keeps_the_open_key(make_tenant):
     """Create (an agent's record, the coordinator's), syncing, ready, promote, close by DELETE, a failover's
     replacement failed, the coordinator's runs: after each, a replica row carries ``open_client_id`` iff it is open."""
     from chalicelib.jobs import replica_coordinator
-    from tests.api.test_replicas import agent_launched, legacy_manual_agent, manual_agent
+    from tests.api.test_replicas import agent_recorded_standby, manual_agent
 
     # an agent's own standby: created launching, syncing on its PUT, ready, then closed by DELETE
-    client_id, caller, agent_id, reg = legacy_manual_agent(make_tenant)
-    base = f"/api/agents/{agent_id}/replicas"
-    instance_id = agent_launched()
-    status, created = caller.post(base, {"instance_id": instance_id, "replica_type": "manual",
-                                         "parent_instance_id": reg["instance_id"],
-                                         "pool_id": "m5.large.eu-west-1b", "status": "launching"})
-    assert status == 201, created
-    rid = created["replica_id"]
+    caller, agent_id, instance_id, path = agent_recorded_standby(make_tenant)
+    rid = path.rsplit("/", 1)[-1]
     assert_replica_keys(agent_id)
-    assert caller.call("PUT", f"{base}/{rid}", {"instance_id": instance_id})[0] == 200
+    assert caller.call("PUT", path, {"instance_id": instance_id})[0] == 200
     assert_replica_keys(agent_id)
-    assert caller.post(f"{base}/{rid}/status", {"status": "ready"})[0] == 200
+    assert caller.post(f"{path}/status", {"status": "ready"})[0] == 200
     assert [r.replica_id for r in assert_replica_keys(agent_id) if r.open_client_id] == [rid]
-    assert caller.call("DELETE", f"{base}/{rid}")[0] == 200
+    assert caller.call("DELETE", path)[0] == 200
     assert [r.open_client_id for r in assert_replica_keys(agent_id)] == [None]
 
     # the coordinator's standby (server-launched), made ready, promoted; a failover's replacement that failed

@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from tests.api.read_scaling_support import History, history, reads
-from tests.conftest import registration
+from tests.api.read_scaling_support import History, history, live_fleet, reads
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +46,7 @@ def _routes(client_id, agent_id, instance_id):
 
 def _tenant(make_tenant, size):
     client_id, caller = make_tenant()
-    ids = []
-    for n in range(3):
-        body = registration(logical_agent_id=f"live-{n}")
-        status, reply = caller.post("/api/agents/register", body)
-        assert status == 200, reply
-        ids.append((reply["agent_id"], body["instance_id"]))
+    ids = live_fleet(caller)
     history(client_id, ids[0][0], size)
     return client_id, caller, ids[0]
 
