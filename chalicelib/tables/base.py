@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from pynamodb.attributes import Attribute, UnicodeAttribute
 from pynamodb.constants import NUMBER
@@ -56,18 +56,60 @@ class DecimalAttribute(Attribute[Decimal]):
         return Decimal(value)
 
 
+class SparseKeyed:
+    """A model that keeps its sparse index's key itself (mixed in before ``Model``): a row is in a sparse global
+    secondary index only while it carries the index's key attribute (DynamoDB leaves a row without it out), so the
+    key must follow the row's state on every write, which no writer should have to remember.
+
+    ``sparse_key`` names the key attribute, ``sparse_sources`` the attributes it is derived from, and
+    ``sparse_value()`` gives the key a row has now (None: not in the index). Every put derives it in ``serialize``
+    (``Model.save``, ``TransactWrite.save`` and ``batch_write`` all serialize a row through it); an update that writes
+    a source without writing the key (the model's own actions helpers do both) is refused before it is sent
+    (``update``, and ``get_update_kwargs_from_instance`` for a transaction's update), so a writer that forgets
+    fails its first test instead of leaving a closed row in the index or an open one out of it."""
+
+    sparse_key: ClassVar[str]
+    sparse_sources: ClassVar[frozenset[str]]
+
+    def sparse_value(self) -> str | None:
+        raise NotImplementedError
+
+    def serialize(self, null_check: bool = True) -> dict[str, dict[str, Any]]:
+        setattr(self, self.sparse_key, self.sparse_value())
+        return super().serialize(null_check=null_check)  # type: ignore[misc]
+
+    def update(self, actions: list, *args, **kwargs) -> Any:
+        self._keeps_sparse_key(actions)
+        return super().update(actions, *args, **kwargs)  # type: ignore[misc]
+
+    def get_update_kwargs_from_instance(self, actions: list, *args, **kwargs) -> dict[str, Any]:
+        self._keeps_sparse_key(actions)
+        return super().get_update_kwargs_from_instance(actions, *args, **kwargs)  # type: ignore[misc]
+
+    @classmethod
+    def _keeps_sparse_key(cls, actions: list) -> None:
+        written = {action.values[0].path[0] for action in actions}
+        if written & cls.sparse_sources and cls.sparse_key not in written:
+            raise ValueError(f"an update of {', '.join(sorted(written & cls.sparse_sources))} on {cls.__name__} must "
+                             f"write {cls.sparse_key} too (the model's actions helper does)")
+
+
 @dataclass(frozen=True)
 class SparseIndex:
-    """A sparse global secondary index: a row is in it only while it carries ``key`` (DynamoDB leaves a row without
-    the index's key out of the index). Every write that makes a row belong sets ``key`` to ``value(row)``, the one
-    that ends it removes it, so a read of the index sees the few rows that belong instead of filtering a tenant's
-    whole history. Rows written before the index existed (a stage upgraded in place) get their key from the cleanup
-    job's backfill (``chalicelib.repositories.sparse_indexes``); until it has finished, readers use the filtered read.
-
-    ``belongs`` is the condition a row of the index meets (e.g. an active instance); ``name`` keys its backfill."""
+    """A sparse index of a ``SparseKeyed`` model, as the cleanup job's backfill knows it: rows written before the
+    index existed (a stage upgraded in place) lack its key, and the backfill gives the rows that ``belongs`` (the
+    condition a row of the index meets, e.g. an active instance) theirs (``chalicelib.repositories.sparse_indexes``);
+    until it has finished, readers use the filtered read. ``name`` keys the backfill's progress."""
 
     name: str
     model: type
-    key: Attribute
     belongs: Callable[[], Condition]
-    value: Callable[[Any], str]
+
+    @property
+    def key(self) -> Attribute:
+        """The model's attribute the index is keyed on."""
+        return getattr(self.model, self.model.sparse_key)
+
+    def value(self, row: Any) -> str | None:
+        """The key ``row`` carries in the index (None: none)."""
+        return row.sparse_value()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pynamodb.attributes import BooleanAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, table_name
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, SparseKeyed, table_name
 
 
 class InstancesByClientIndex(GlobalSecondaryIndex):
@@ -45,15 +43,13 @@ class LiveInstancesByClientIndex(GlobalSecondaryIndex):
     installed_at = UTCDateTimeAttribute(range_key=True)
 
 
-class InstanceTable(Model):
+class InstanceTable(SparseKeyed, Model):
     """One EC2 instance and what it costs; ``client_id`` is checked on every tenant read.
 
-    ``live_client_id == client_id`` exactly while ``is_active`` (the key of the sparse ``live`` index), kept here so
-    no writer has to remember it: every put of a row (``save``, a transaction's or a batch's ``save``: pynamodb
-    serialises each through ``serialize``) derives it from ``is_active`` and ``client_id``, which also covers a row
-    put anew for another client (a proven take-over); an update that sets ``is_active`` (or ``client_id``, which
-    none does today) must write the key with it (``close_actions``), and one that does not is refused before it is
-    sent, so a writer that forgets fails its first test instead of leaving closed rows in the index."""
+    ``live_client_id == client_id`` exactly while ``is_active`` (the key of the sparse ``live`` index), kept by
+    ``SparseKeyed``: every put derives it, which also covers a row put anew for another client (a proven
+    take-over); an update that sets ``is_active`` (or ``client_id``, which none does today) writes the key with it
+    (``close_actions``), and one that does not is refused before it is sent."""
 
     class Meta(BaseMeta):
         table_name = table_name("instances")
@@ -90,35 +86,17 @@ class InstanceTable(Model):
     by_agent = InstancesByAgentIndex()
     live = LiveInstancesByClientIndex()
 
+    sparse_key = "live_client_id"
+    sparse_sources = frozenset({"is_active", "client_id"})
+
+    def sparse_value(self) -> str | None:
+        return self.client_id if self.is_active else None
+
     @classmethod
     def close_actions(cls) -> list[Action]:
         """The update actions that close a row: inactive, and out of the live index."""
         return [cls.is_active.set(False), cls.live_client_id.remove()]
 
-    def serialize(self, null_check: bool = True) -> dict[str, dict[str, Any]]:
-        """The item a put writes (``save``, ``TransactWrite.save``, ``batch_write``), with its live key derived."""
-        self.live_client_id = self.client_id if self.is_active else None
-        return super().serialize(null_check=null_check)
 
-    def update(self, actions: list[Action], *args, **kwargs) -> Any:
-        _keeps_live_key(actions)
-        return super().update(actions, *args, **kwargs)
-
-    def get_update_kwargs_from_instance(self, actions: list[Action], *args, **kwargs) -> dict[str, Any]:
-        _keeps_live_key(actions)  # a transaction's update
-        return super().get_update_kwargs_from_instance(actions, *args, **kwargs)
-
-
-def _keeps_live_key(actions: list[Action]) -> None:
-    """ValueError for an update that sets ``is_active`` or ``client_id`` without writing ``live_client_id``: the
-    live index would keep a closed row, miss an open one, or list it under its former client."""
-    names = {action.values[0].path[0] for action in actions}
-    derived_from = {InstanceTable.is_active.attr_name, InstanceTable.client_id.attr_name}
-    if names & derived_from and InstanceTable.live_client_id.attr_name not in names:
-        raise ValueError("an update of is_active or client_id must write live_client_id too "
-                         "(InstanceTable.close_actions)")
-
-
-LIVE_INSTANCES = SparseIndex(name="live-instances", model=InstanceTable, key=InstanceTable.live_client_id,
-                             belongs=lambda: InstanceTable.is_active == True,  # noqa: E712
-                             value=lambda row: row.client_id)
+LIVE_INSTANCES = SparseIndex(name="live-instances", model=InstanceTable,
+                             belongs=lambda: InstanceTable.is_active == True)  # noqa: E712

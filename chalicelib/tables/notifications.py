@@ -9,7 +9,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.tables.base import BaseMeta, OptionalText, SparseIndex, table_name
+from chalicelib.tables.base import BaseMeta, OptionalText, SparseIndex, SparseKeyed, table_name
 
 
 class UnreadByClientIndex(GlobalSecondaryIndex):
@@ -24,7 +24,7 @@ class UnreadByClientIndex(GlobalSecondaryIndex):
     notification_id = UnicodeAttribute(range_key=True)
 
 
-class NotificationTable(Model):
+class NotificationTable(SparseKeyed, Model):
     """One notification for one client (no global rows, unlike the legacy server's)."""
 
     class Meta(BaseMeta):
@@ -41,17 +41,17 @@ class NotificationTable(Model):
     read_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute()
     # ``client_id`` while unread (absent once read): the key of ``unread_by_client``, the index of
-    # UNREAD_NOTIFICATIONS. Never set by hand: every put derives it (``serialize``), every update marking a row read
-    # uses ``read_actions``.
+    # UNREAD_NOTIFICATIONS. Never set by hand: every put derives it (``SparseKeyed``), every update marking a row
+    # read uses ``read_actions``.
     unread_client_id = OptionalText()
 
     unread_by_client = UnreadByClientIndex()
 
-    def serialize(self, null_check: bool = True):
-        """The row as DynamoDB stores it, its index key derived from ``is_read``: ``Model.save``, a transaction's
-        and a batch's puts all serialize through here, so no put can write an unread row out of the index."""
-        self.unread_client_id = None if self.is_read else self.client_id
-        return super().serialize(null_check=null_check)
+    sparse_key = "unread_client_id"
+    sparse_sources = frozenset({"is_read", "client_id"})
+
+    def sparse_value(self) -> str | None:
+        return None if self.is_read else self.client_id
 
 
 def read_actions(now: datetime) -> list[Action]:
@@ -61,6 +61,4 @@ def read_actions(now: datetime) -> list[Action]:
 
 
 UNREAD_NOTIFICATIONS = SparseIndex(name="unread-notifications", model=NotificationTable,
-                                   key=NotificationTable.unread_client_id,
-                                   belongs=lambda: NotificationTable.is_read == False,  # noqa: E712
-                                   value=lambda row: row.client_id)
+                                   belongs=lambda: NotificationTable.is_read == False)  # noqa: E712

@@ -13,7 +13,7 @@ from pynamodb.models import Model
 
 from components.replica_coordinator import ACTIVE_STATUSES as OPEN_STATUSES, ReplicaStatus
 
-from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, table_name
+from chalicelib.tables.base import BaseMeta, DecimalAttribute, OptionalText, SparseIndex, SparseKeyed, table_name
 
 # A replica in one of these statuses is history (``chalicelib.repositories.replicas`` closes it); the others are its
 # open statuses, those of the ``open_by_client`` index. Here, next to the table, because every put derives the
@@ -46,7 +46,7 @@ class OpenReplicasByClientIndex(GlobalSecondaryIndex):
     agent_id = UnicodeAttribute(range_key=True)
 
 
-class ReplicaTable(Model):
+class ReplicaTable(SparseKeyed, Model):
     """One standby (or emergency replacement) and its lifecycle timestamps."""
 
     class Meta(BaseMeta):
@@ -91,18 +91,18 @@ class ReplicaTable(Model):
     # that decide a write on an agent's standbys) stays as small as its recent standbys.
     purge_at = TTLAttribute(null=True)
     # ``client_id`` while the status is open (absent once closed): the key of ``open_by_client``, the index of
-    # OPEN_REPLICAS. Never set by hand: every put derives it (``serialize``), every status update uses
+    # OPEN_REPLICAS. Never set by hand: every put derives it (``SparseKeyed``), every status update uses
     # ``status_actions``.
     open_client_id = OptionalText()
 
     by_client = ReplicasByClientIndex()
     open_by_client = OpenReplicasByClientIndex()
 
-    def serialize(self, null_check: bool = True):
-        """The row as DynamoDB stores it, its index key derived from ``status``: ``Model.save``, a transaction's and
-        a batch's puts all serialize through here, so no put can write an open replica out of the index."""
-        self.open_client_id = self.client_id if self.status in ACTIVE_STATUSES else None
-        return super().serialize(null_check=null_check)
+    sparse_key = "open_client_id"
+    sparse_sources = frozenset({"status", "client_id"})
+
+    def sparse_value(self) -> str | None:
+        return self.client_id if self.status in ACTIVE_STATUSES else None
 
 
 def status_actions(status: ReplicaStatus, client_id: str) -> list[Action]:
@@ -113,6 +113,5 @@ def status_actions(status: ReplicaStatus, client_id: str) -> list[Action]:
             key.set(client_id) if status.value in ACTIVE_STATUSES else key.remove()]
 
 
-OPEN_REPLICAS = SparseIndex(name="open-replicas", model=ReplicaTable, key=ReplicaTable.open_client_id,
-                            belongs=lambda: ReplicaTable.status.is_in(*ACTIVE_STATUSES),
-                            value=lambda row: row.client_id)
+OPEN_REPLICAS = SparseIndex(name="open-replicas", model=ReplicaTable,
+                            belongs=lambda: ReplicaTable.status.is_in(*ACTIVE_STATUSES))

@@ -210,6 +210,23 @@ def test_every_replica_flow_keeps_the_open_key(make_tenant):
     assert_replica_keys(agent_id)
 
 
+@pytest.mark.parametrize("row, action, key", [
+    (lambda: NotificationTable("cl-x", "n-1"), lambda: NotificationTable.is_read.set(True), "unread_client_id"),
+    (lambda: ReplicaTable("ag-x", "r-1"), lambda: ReplicaTable.status.set("failed"), "open_client_id"),
+], ids=["is_read", "status"])
+def test_an_update_of_what_the_key_derives_from_without_the_key_is_refused(row, action, key):
+    """The guard (``SparseKeyed``): a writer that sets the flag or the status by hand, forgetting the key (instead of
+    ``read_actions`` / ``status_actions``), fails before anything is sent, alone or in a transaction."""
+    from pynamodb.transactions import TransactWrite
+
+    from chalicelib.repositories.dynamo import transaction_connection
+
+    with pytest.raises(ValueError, match=key):
+        row().update(actions=[action()])
+    with pytest.raises(ValueError, match=key), TransactWrite(connection=transaction_connection()) as tx:
+        tx.update(row(), actions=[action()])
+
+
 # --- before the index is ready: the filtered reads, for rows written without the key ----------------------------------
 
 @pytest.fixture
