@@ -162,6 +162,8 @@ class Scenario:
     # compared only for being there at least once
     per_request: frozenset[str] = frozenset()
     marks: tuple = ()
+    # the request ends the agent (a delete): nothing of it heartbeats or polls after it
+    ends_agent: bool = False
 
 
 def _v4_registration(instance_id: str, logical: str, az: str = "eu-west-1a", **extra) -> dict:
@@ -448,6 +450,95 @@ def _disable(world):
     return world.caller.post(f"/api/client/agents/{world.ids['agent']}/toggle-enabled", {"enabled": False})
 
 
+# The admin caller of the running test (the admin routes' scenarios): set by ``_admin_of_this_test``.
+_ADMIN: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _admin_of_this_test(admin):
+    _ADMIN["caller"] = admin
+    yield
+    _ADMIN.clear()
+
+
+def _delete_agent(world):
+    """The dashboard's agent delete: its standby terminated, the agent ``deleted``, the client told."""
+    return world.caller.call("DELETE", f"/api/client/agents/{world.ids['agent']}")
+
+
+def _prepare_rebalance(make_tenant):
+    world = _prepare_real_primary(make_tenant)
+    world.extra["detected"] = iso(shifted(-30))
+    return world
+
+
+def _rebalance(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/rebalance-recommendation",
+                             {"instance_id": world.ids["old"], "detected_at": world.extra["detected"]})
+
+
+def _emergency_replica(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/create-emergency-replica",
+                             {"signal_type": "termination-notice", "instance_id": world.ids["old"],
+                              "termination_time": world.extra["deadline"]})
+
+
+def _prepare_v4_launching(make_tenant):
+    """A v4 agent in manual-replica mode that announced the standby it is launching (``status: launching``)."""
+    world = _agent_world(make_tenant, config={"manual_replica_enabled": True})
+    world.ids["new"] = account_instance("eu-west-1b")
+    status, reply = world.caller.post(f"/api/agents/{world.ids['agent']}/replicas", {
+        "instance_id": world.ids["new"], "replica_type": "manual", "parent_instance_id": world.ids["old"],
+        "pool_id": "m5.large.eu-west-1b", "status": "launching"})
+    assert status in (200, 201), reply
+    world.ids["replica"] = reply.get("replica_id") or reply["id"]
+    return world
+
+
+def _v4_replica_syncing(world):
+    return world.caller.call("PUT", f"/api/agents/{world.ids['agent']}/replicas/{world.ids['replica']}",
+                             {"instance_id": world.ids["new"], "status": "syncing"})
+
+
+def _standby_ready(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/replicas/{world.ids['replica']}/status",
+                             {"status": "ready"})
+
+
+def _cleanup_report(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/cleanup-report", {
+        "timestamp": _times()["t3"], "snapshots": {"deleted": ["snap-0123456789abcdef0"], "failed": [],
+                                                   "cutoff_date": _times()["t0"]},
+        "amis": {"deleted_amis": [], "deleted_snapshots": [], "failed": [], "cutoff_date": _times()["t0"]}})
+
+
+def _extend(world):
+    return world.caller.post(f"/api/agents/{world.ids['agent']}/commands/{world.ids['command']}/extend", {})
+
+
+def _prepare_unread(make_tenant):
+    """A client with three unread notifications."""
+    from chalicelib.repositories import activity
+
+    world = _agent_world(make_tenant, version="5.0.0")
+    for k in range(3):
+        activity.notify(world.ids["client"], "agent_status", f"note {k}", shifted(-60 * (k + 1)),
+                        agent_id=world.ids["agent"])
+    return world
+
+
+def _mark_all_read(world):
+    return world.caller.post("/api/notifications/mark-all-read", {})
+
+
+def _suspend_client(world):
+    return _ADMIN["caller"].post(f"/api/admin/clients/{world.ids['client']}/status", {"status": "inactive"})
+
+
+def _delete_client(world):
+    return _ADMIN["caller"].call("DELETE", f"/api/admin/clients/{world.ids['client']}")
+
+
 SCENARIOS = [
     Scenario("switch-report-v4", _prepare_switch("4.0.0"), _switch_report(_v4_switch_body), _duplicate_switch),
     Scenario("switch-report-ours", _prepare_switch("5.0.0"), _switch_report(_our_switch_body), _duplicate_switch),
@@ -475,6 +566,17 @@ SCENARIOS = [
     Scenario("termination-imminent", _prepare_notice, _termination_notice, _duplicate_signal),
     # a config change whose Lambda died after its write: the retry changes nothing, and finishes its audit event
     Scenario("agent-config", lambda make_tenant: _agent_world(make_tenant, version="5.0.0"), _change_config),
+    Scenario("agent-disable", _prepare_queued_switch, _disable),
+    Scenario("agent-delete", _prepare_manual_standby, _delete_agent, ends_agent=True),
+    Scenario("rebalance-recommendation", _prepare_rebalance, _rebalance, _duplicate_signal),
+    Scenario("create-emergency-replica", _prepare_notice, _emergency_replica, _duplicate_signal),
+    Scenario("replica-put-v4", _prepare_v4_launching, _v4_replica_syncing),
+    Scenario("standby-ready", _prepare_manual_standby, _standby_ready),
+    Scenario("cleanup-report", lambda make_tenant: _agent_world(make_tenant), _cleanup_report),
+    Scenario("command-extend", _prepare_result, _extend),
+    Scenario("mark-all-read", _prepare_unread, _mark_all_read),
+    Scenario("admin-suspend-client", _prepare_manual_standby, _suspend_client),
+    Scenario("admin-delete-client", _prepare_manual_standby, _delete_client, ends_agent=True),
 ]
 
 
@@ -588,6 +690,9 @@ def test_a_crash_after_any_write_that_is_never_retried_strands_nothing(scenario,
             instance_id = AgentTable.get(world.ids["client"], world.ids["agent"], consistent_read=True).instance_id
         except AgentTable.DoesNotExist:
             continue  # the crash came before the agent existed: nothing of it to strand
+        if scenario.ends_agent:  # an agent deleted (or its client) neither heartbeats nor polls again
+            failures += [f"k={k} ({writes[k - 1]}): {what}" for what in _stranded(world)]
+            continue
         # the replica coordinator's run of the minute (what frees a slot a closed standby still holds)
         from chalicelib.clock import now
         from chalicelib.jobs.replica_coordinator import reconcile_agent
