@@ -218,16 +218,28 @@ def _replace_each(agent_id: str, picked, ended) -> list[Command]:
 def cancel_pending(agent, now: datetime, reason: str) -> list[Command]:
     """Cancel the agent's commands still waiting for delivery (its disabling: a disabled agent is delivered
     nothing, so they would stay pending, counted against its queue, for ever), each with ``reason``, and tell
-    the client. A command already delivered runs on (it cannot be pulled back; its result is still recorded)."""
-    if agent.active_commands == 0:
-        return []
-    done = _replace_each(agent.agent_id, lambda cmd: cmd.status is CommandStatus.PENDING,
-                         lambda cmd: cancel(cmd, now, reason))
-    if done:
+    the client. A command already delivered runs on (it cannot be pulled back; its result is still recorded).
+
+    ``now`` is the change's own time (the same on a repeat of its request): the client is told of every command
+    cancelled then, once, so a repeat whose first run died between the cancellations and the notification (it finds
+    none pending any more) still tells it, and a repeat of a whole run tells nothing twice."""
+    done = []
+    if agent.active_commands != 0:
+        done = _replace_each(agent.agent_id, lambda cmd: cmd.status is CommandStatus.PENDING,
+                             lambda cmd: cancel(cmd, now, reason))
+    told = _cancelled_at(agent.agent_id, now, reason)
+    if told:
         activity.notify(agent.client_id, "commands_cancelled",
-                        f"{len(done)} pending command(s) of {agent.logical_agent_id} cancelled: {reason}", now,
-                        severity="warning", agent_id=agent.agent_id)
+                        f"{len(told)} pending command(s) of {agent.logical_agent_id} cancelled: {reason}", now,
+                        severity="warning", agent_id=agent.agent_id, once=f"commands_cancelled:{agent.agent_id}")
     return done
+
+
+def _cancelled_at(agent_id: str, at: datetime, reason: str) -> list[Command]:
+    """The agent's commands cancelled at ``at`` for ``reason`` (one change's): among its newest, read consistently.
+    Pending commands are the newest (command ids start with their time); 50, as many as the active lookups read."""
+    return [cmd for cmd in bootstrap.command_store().history(agent_id, 50, consistent=True)
+            if cmd.status is CommandStatus.CANCELLED and cmd.finished_at == at and cmd.message == reason]
 
 
 def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from components.agent_identity import AgentStatus
 from components.replica_coordinator import ReplicaStatus
 from components.sentinel import health_score
 from components.sentinel.health import HealthThresholds
@@ -14,7 +13,7 @@ from chalicelib import command_queue, decisions, replicas, tenancy
 from chalicelib.api.common import ApiBlueprint, client_request, ok, page_params, utcnow
 from chalicelib.api.csv_export import listing, wants_csv
 from chalicelib.api.dashboard import own_client
-from chalicelib.api.replicas import apply_config, ec2_errors
+from chalicelib.api.replicas import REPEAT_WINDOW, apply_config, ec2_errors
 from chalicelib.api.views import agent_row, config_view, decision_view, iso
 from chalicelib.errors import InvalidInputError
 from chalicelib.repositories import activity, agents
@@ -138,15 +137,17 @@ def delete_agent(agent_id):
                 continue
             replicas.retire(replica, ReplicaStatus.TERMINATED, now, "agent deleted")
             terminated.append(replica.replica_id)
-    was_deleted = agent.status == AgentStatus.DELETED.value
     deleted = agents.soft_delete(agent, now)
-    command_queue.cancel_pending(deleted, now, "the agent was deleted")
-    if not was_deleted:
-        activity.notify(client.client_id, "agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
-                        agent_id=agent.agent_id)
-        activity.record_event("agent_deleted", f"agent {agent.logical_agent_id} deleted", now,
+    # What follows the delete is keyed on its time (``deleted_at``, the same on a repeat): a repeat of a request
+    # that died after the agent's write finishes it, once; a delete repeated later than that does nothing again.
+    at = deleted.deleted_at or now
+    if now - at <= REPEAT_WINDOW:
+        command_queue.cancel_pending(deleted, at, "the agent was deleted")
+        activity.notify(client.client_id, "agent_deleted", f"agent {agent.logical_agent_id} deleted", at,
+                        agent_id=agent.agent_id, once=f"agent_deleted:{agent.agent_id}")
+        activity.record_event("agent_deleted", f"agent {agent.logical_agent_id} deleted", at,
                               client_id=client.client_id, agent_id=agent.agent_id, instance_id=agent.instance_id,
-                              metadata={"terminated_replicas": terminated})
+                              metadata={"terminated_replicas": terminated}, once=f"agent_deleted:{agent.agent_id}")
     reply = {"success": True, "agent_id": deleted.agent_id, "status": deleted.status,
              "terminated_replicas": terminated}
     if not_terminated:

@@ -101,6 +101,7 @@ class AgentRecord:
     registration_at: datetime | None = None
     updated_at: datetime | None = None
     heartbeat_mode_disputed: str | None = None  # a contradicting heartbeat mode awaiting its confirmation
+    deleted_at: datetime | None = None  # when a client's delete made it ``deleted``
 
     def repeats_registration(self, digest: str | None) -> str | None:
         """What the last registration answered when ``digest`` is its request again and nothing wrote the agent
@@ -187,7 +188,7 @@ def _record(row: AgentTable) -> AgentRecord:
         last_force_switch_id=row.last_force_switch_id,
         registration_digest=row.registration_digest, registration_action=row.registration_action,
         registration_at=row.registration_at, updated_at=row.updated_at,
-        heartbeat_mode_disputed=row.heartbeat_mode_disputed,
+        heartbeat_mode_disputed=row.heartbeat_mode_disputed, deleted_at=row.deleted_at,
     )
 
 

@@ -249,9 +249,10 @@ class DynamoCommandStore:
             if command is not None and command.status is CommandStatus.EXECUTING:
                 yield command
 
-    def history(self, agent_id: str, limit: int) -> list[Command]:
+    def history(self, agent_id: str, limit: int, *, consistent: bool = False) -> list[Command]:
         """An agent's commands, newest ids first (ids start with a timestamp)."""
-        return [to_command(r) for r in CommandTable.query(agent_id, scan_index_forward=False, limit=limit)]
+        return [to_command(r) for r in CommandTable.query(agent_id, scan_index_forward=False, limit=limit,
+                                                          consistent_read=consistent)]
 
 
 def delete_finished_before(agent_id: str, cutoff: datetime, budget: int) -> int:
