@@ -116,6 +116,9 @@ def settings(agent_id):
     return ok({"success": True, "config": config_view(updated), "terminated_replicas": terminated})
 
 
+_DELETED = "agent deleted"  # the reason its standbys are closed with
+
+
 @bp.route("/api/client/agents/{agent_id}", methods=["DELETE"], response="DeletedAgentReply")
 def delete_agent(agent_id):
     """Soft delete: every standby terminated (EC2 included), the agent ``deleted`` with its modes off, its
@@ -127,15 +130,20 @@ def delete_agent(agent_id):
     agent = agents.require(client.client_id, agent_id, allow_deleted=True)
     now = utcnow()
     terminated, not_terminated = [], []
+    found = replica_repo.for_agent(agent.agent_id, include_final=False)
+    # A repeat of a delete that died while closing them: the standbys it closed lately (their reason) are finished
+    # (``replicas.retire`` on a closed one does what the close left undone) and named as the first run would have.
+    found += [r for r in replica_repo.closed_since(agent.agent_id, ReplicaStatus.TERMINATED, now - REPEAT_WINDOW)
+              if r.error_message == _DELETED]
     with ec2_errors():  # EC2 first: a failure leaves the agent as it was, and a retry finishes the job
-        for replica in replica_repo.for_agent(agent.agent_id, include_final=False):
+        for replica in found:
             unreachable = tenancy.unreachable_account(replica) if replica.instance_id else None
             if unreachable:  # its account unbound: closed, the client told to end it (``replicas.abandon``)
                 closed = replicas.abandon(replica, unreachable, now)
                 not_terminated.append({"replica_id": closed.replica_id, "instance_id": closed.instance_id,
                                        "message": closed.error_message})
                 continue
-            replicas.retire(replica, ReplicaStatus.TERMINATED, now, "agent deleted")
+            replicas.retire(replica, ReplicaStatus.TERMINATED, now, _DELETED)
             terminated.append(replica.replica_id)
     deleted = agents.soft_delete(agent, now)
     # What follows the delete is keyed on its time (``deleted_at``, the same on a repeat): a repeat of a request
