@@ -701,15 +701,16 @@ def _rebalance(agent: AgentRecord, row: InterruptionTable, now: datetime) -> dic
                       f"{standby.replica_id} in {standby.pool_id}, expires in {settings.prewarm_ttl_s} s "
                       "unless a termination follows")
             result.update(replica_id=standby.replica_id, target_pool_id=standby.pool_id)
-    resolved = interruptions.update_if(
+    # Logged before the event is resolved, once per event (at its detection): a delivery that died between the two
+    # is delivered again to a still ``detected`` event and logs nothing twice; one that died after both finds it done.
+    activity.record_event("rebalance_recommendation", f"{agent.logical_agent_id}: {reason}", row.detected_at,
+                          severity="warning", client_id=agent.client_id, agent_id=agent.agent_id,
+                          instance_id=row.instance_id, once=f"rebalance_recommendation:{row.interruption_id}")
+    interruptions.update_if(
         row.client_id, row.interruption_id, "detected", status="resolved",
         response_action="prewarmed-standby" if action == "prewarm" else "no-action", completed_at=now, success=True,
         **({"replica_id": result["replica_id"]} if action == "prewarm" else {}))
-    if not resolved:  # another delivery of this signal resolved it first: its answer stands
-        return {"action": action, "reason": reason, **result}
-    activity.record_event("rebalance_recommendation", f"{agent.logical_agent_id}: {reason}", now, severity="warning",
-                          client_id=agent.client_id, agent_id=agent.agent_id, instance_id=row.instance_id)
-    return {"action": action, "reason": reason, **result}
+    return {"action": action, "reason": reason, **result}  # another delivery's resolution, if first, stands
 
 
 def _standby_signal(agent: AgentRecord, instance: InstanceTable, signal: Signal, now: datetime) -> dict[str, Any]:

@@ -162,18 +162,23 @@ def list_clients():
 def delete_client(client_id):
     """Hard delete: the token (and the agents' credentials) stop working first, then the standbys and instances the product launched for
     the client are terminated, the event bus is closed to the client's accounts no other client binds, then every
-    row of the client is deleted (client row last, so a failed call can be repeated). A second call is 404."""
+    row of the client is deleted (client row last, so a failed call can be repeated). A second call is 404.
+
+    The ``client_deleted`` audit event is written before the client row goes, keyed on when the delete first started:
+    a repeat after a call that died writes it once (its counts are the run's that finished the rows)."""
     admin_request(_request())
     client = clients.require(client_id)
     now = utcnow()
-    clients.revoke_token(client_id, client.token_hash)
+    clients.revoke_token(client_id, client.token_hash, now)
     agents.set_client_suspended(client_id, True)  # agent credentials stop too, while the rows are deleted
     terminated = _terminate_launched(client_id)
     for binding in client.aws_accounts:  # before the rows: a bus failure is a 503 this DELETE can repeat
         release_bus_access(binding["account_id"], client_id)
-    deleted = fleet.delete_client_rows(client_id, client.name)
-    activity.record_event("client_deleted", f"client {client.name} deleted", now, severity="warning",
-                          client_id=client_id, metadata={"deleted": deleted, "terminated": terminated})
+    deleted = fleet.delete_client_rows(client_id)
+    activity.record_event("client_deleted", f"client {client.name} deleted", client.deleting_at or now,
+                          severity="warning", client_id=client_id, metadata={"deleted": deleted, "terminated": terminated},
+                          once=f"client_deleted:{client_id}")
+    fleet.delete_client_row(client_id, client.name)
     return ok({"success": True, "client_id": client_id, "deleted": {**deleted, "ec2_terminated": len(terminated)},
                "terminated_instances": terminated})
 

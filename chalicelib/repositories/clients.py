@@ -49,6 +49,7 @@ class ClientRecord:
     limits: dict = field(default_factory=dict)  # admin overrides (LIMIT_FIELDS), None = default
     agent_admissions: int = 0  # the agent quota's guard (tables/clients.py)
     deleting: bool = False  # its hard delete has started (``revoke_token``): its rows are going
+    deleting_at: datetime | None = None  # when it first started (a repeat of the delete keeps it)
 
 
 LIMIT_FIELDS = ("max_agents", "max_instances", "max_standby_usd_per_hour", "max_instance_vcpus",
@@ -79,7 +80,7 @@ def _record(row: ClientTable) -> ClientRecord:
         pending_external_id_at=row.pending_external_id_at,
         limits={name: _limit(getattr(row, name)) for name in LIMIT_FIELDS},
         agent_admissions=int(row.agent_admissions or 0),
-        deleting=bool(row.deleting),
+        deleting=bool(row.deleting), deleting_at=row.deleting_at,
     )
 
 
@@ -305,14 +306,16 @@ def _update_existing(client_id: str, actions: list, gate_actions: list = ()) -> 
     return require(client_id)
 
 
-def revoke_token(client_id: str, token_hash: str) -> None:
+def revoke_token(client_id: str, token_hash: str, now: datetime) -> None:
     """The token stops working now: its lookup row is deleted, the gate forgets it and the client is inactive
     (client deletion). The client row says inactive too: a gate rebuilt from it (``ensure_gate``, after the
     deletion removed the gate and failed before the row) must not admit the token a container remembers. The row is
-    marked ``deleting``: a job that read the client before and writes its rows after this sees it and removes them."""
+    marked ``deleting``: a job that read the client before and writes its rows after this sees it and removes them;
+    ``deleting_at`` is the first such call's ``now`` (a repeat of the delete keeps it: its audit event's time)."""
     with TransactWrite(connection=transaction_connection()) as tx:
         tx.delete(ClientLookupTable(token_lookup_key(token_hash)))
-        tx.update(ClientTable(client_id), actions=[ClientTable.status.set("inactive"), ClientTable.deleting.set(True)],
+        tx.update(ClientTable(client_id), actions=[ClientTable.status.set("inactive"), ClientTable.deleting.set(True),
+                                                   ClientTable.deleting_at.set(ClientTable.deleting_at | now)],
                   condition=ClientTable.client_id.exists())
         tx.update(RateLimitTable(gate_key(client_id)),
                   actions=[RateLimitTable.token_hash.remove(), RateLimitTable.status.set("inactive")])

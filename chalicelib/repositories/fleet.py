@@ -158,9 +158,9 @@ def _delete_all(rows: Iterable[Model]) -> int:
     return count
 
 
-def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
-    """Delete every row of the client across the tenant tables; the client row and its name lookup last, so
-    a retry after a failure finds the client and finishes. Shared market data (pools, prices, risk,
+def delete_client_rows(client_id: str) -> dict[str, int]:
+    """Delete every row of the client across the tenant tables but the client's own (``delete_client_row``, last, so
+    a retry after a failure finds the client and finishes). Shared market data (pools, prices, risk,
     observations), the fleet's savings totals and the audit log (TTL-expired) are kept; rate-limit and idempotency
     items expire."""
     deleted = {"agents": 0, "instances": 0, "replicas": 0, "commands": 0, "decisions": 0, "pricing_reports": 0,
@@ -179,7 +179,11 @@ def delete_client_rows(client_id: str, name: str) -> dict[str, int]:
     deleted["interruptions"] = _delete_all(InterruptionTable.query(client_id))
     deleted["notifications"] = _delete_all(NotificationTable.query(client_id))
     deleted["agents"] = _delete_all(AgentTable(client_id, agent_id) for agent_id in agent_ids)
+    return deleted
+
+
+def delete_client_row(client_id: str, name: str) -> None:
+    """The client's delete's last step: its name lookup, its gate, then its row (after which a repeat is 404)."""
     ClientLookupTable(name_lookup_key(name)).delete()
     clients.delete_gate(client_id)
     ClientTable(client_id).delete()
-    return deleted

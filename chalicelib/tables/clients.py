@@ -85,6 +85,7 @@ class ClientTable(Model):
     # (``repositories/clients.revoke_token``): a job that wrote the client's rows after reading it (the savings
     # worker's puts) sees it once its writes are done and removes them, so nothing of the client outlives its delete.
     deleting = BooleanAttribute(null=True)
+    deleting_at = UTCDateTimeAttribute(null=True)  # when that delete first started (set once): its audit event's time
 
     by_created = ClientsByCreatedIndex()
 

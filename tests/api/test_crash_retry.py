@@ -531,6 +531,23 @@ def _mark_all_read(world):
     return world.caller.post("/api/notifications/mark-all-read", {})
 
 
+def _duplicate_rebalance(clean, retry):
+    """A delivery of a recommendation already resolved: ``duplicate``, with what the first one decided."""
+    return {**retry, "success": clean["success"]} if retry.get("action") == "duplicate" else clean
+
+
+def _duplicate_emergency(clean, retry):
+    """The emergency replica the first run created (``created: False``) or, past its claim, the failover it
+    started (``workflow.action: duplicate``)."""
+    same = retry.get("created") is False or (retry.get("workflow") or {}).get("action") == "duplicate"
+    return retry if same and retry.get("urgency") == clean["urgency"] else clean
+
+
+def _duplicate_client_delete(clean, retry):
+    """What the retry itself deleted and terminated (the first run's share is gone already)."""
+    return {**clean, "deleted": retry.get("deleted"), "terminated_instances": retry.get("terminated_instances")}
+
+
 def _suspend_client(world):
     return _ADMIN["caller"].post(f"/api/admin/clients/{world.ids['client']}/status", {"status": "inactive"})
 
@@ -567,16 +584,24 @@ SCENARIOS = [
     # a config change whose Lambda died after its write: the retry changes nothing, and finishes its audit event
     Scenario("agent-config", lambda make_tenant: _agent_world(make_tenant, version="5.0.0"), _change_config),
     Scenario("agent-disable", _prepare_queued_switch, _disable),
+    # its standby retired, the agent deleted, the client told: a retry finishes what the first run left, once
     Scenario("agent-delete", _prepare_manual_standby, _delete_agent, ends_agent=True),
-    Scenario("rebalance-recommendation", _prepare_rebalance, _rebalance, _duplicate_signal),
-    Scenario("create-emergency-replica", _prepare_notice, _emergency_replica, _duplicate_signal),
+    Scenario("rebalance-recommendation", _prepare_rebalance, _rebalance, _duplicate_rebalance),
+    Scenario("create-emergency-replica", _prepare_notice, _emergency_replica, _duplicate_emergency),
     Scenario("replica-put-v4", _prepare_v4_launching, _v4_replica_syncing),
     Scenario("standby-ready", _prepare_manual_standby, _standby_ready),
-    Scenario("cleanup-report", lambda make_tenant: _agent_world(make_tenant), _cleanup_report),
+    # the legacy server logged every cleanup report it received, a retry included
+    Scenario("cleanup-report", lambda make_tenant: _agent_world(make_tenant), _cleanup_report,
+             per_request=frozenset({"cleanup_report"})),
     Scenario("command-extend", _prepare_result, _extend),
-    Scenario("mark-all-read", _prepare_unread, _mark_all_read),
-    Scenario("admin-suspend-client", _prepare_manual_standby, _suspend_client),
-    Scenario("admin-delete-client", _prepare_manual_standby, _delete_client, ends_agent=True),
+    Scenario("mark-all-read", _prepare_unread, _mark_all_read,
+             lambda clean, retry: {**clean, "updated": retry.get("updated")}),  # what this request found unread
+    # each admin request is logged as what it found
+    Scenario("admin-suspend-client", _prepare_manual_standby, _suspend_client,
+             per_request=frozenset({"client_status"})),
+    # the event's counts are of the run that finished the rows; it is written once (the delete's start time)
+    Scenario("admin-delete-client", _prepare_manual_standby, _delete_client, _duplicate_client_delete,
+             per_request=frozenset({"client_deleted"}), ends_agent=True),
 ]
 
 
