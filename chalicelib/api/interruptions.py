@@ -141,9 +141,11 @@ def create_emergency_replica(agent_id):
         raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
     now = utcnow()
     termination = body.signal_type == "termination-notice"
-    if termination and (handled := _failover_of(client_id, instance_id, now)) is not None:
+    if termination and (handled := _failover_of(client_id, instance_id, now)) is not None \
+            and handled.status != "detected":
         # EventBridge delivered the warning first: the workflow already replaces this instance, so a
-        # standby launched now would only be a second instance to pay for.
+        # standby launched now would only be a second instance to pay for. (An event still ``detected`` is one
+        # whose first handling died after its claim: it is handled below, as the sentinel runs such an event again.)
         return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,
                    "status": handled.status, "pool": _pool(None), "hourly_cost": None, "urgency": "critical",
                    "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
@@ -210,6 +212,10 @@ def _standby_for(agent, now, termination: bool):
                 expires_at=None if termination else now + timedelta(seconds=get_settings().prewarm_ttl_s)), True
         except SlotTakenError as exc:
             holder = replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
+            if holder is not None and holder.created_by == "agent" and holder.instance_id is None:
+                # this route's standby whose create died before its launch (its repeat, or the agent's next
+                # signal): launched now, its creation's event and decision written once
+                return replicas.finish_launch(agent, holder, now), False
             if holder is not None:
                 return holder, False
     raise ConflictError("the agent's standby slot changed while this request ran; retry", code="standby_slot_busy")
