@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from components.replica_coordinator import ReplicaType
+from components.replica_coordinator import ReplicaStatus, ReplicaType
 from components.sentinel import (
     TERMINATION_NOTICE_S,
     Signal,
@@ -141,11 +141,13 @@ def create_emergency_replica(agent_id):
         raise ForbiddenError("auto-switch is off for this agent", code="auto_switch_disabled")
     now = utcnow()
     termination = body.signal_type == "termination-notice"
-    if termination and (handled := _failover_of(client_id, instance_id, now)) is not None \
-            and handled.status != "detected":
-        # EventBridge delivered the warning first: the workflow already replaces this instance, so a
-        # standby launched now would only be a second instance to pay for. (An event still ``detected`` is one
-        # whose first handling died after its claim: it is handled below, as the sentinel runs such an event again.)
+    if termination and (handled := _failover_of(client_id, instance_id, now)) is not None:
+        # EventBridge (or this route, earlier) delivered the warning first: the workflow already replaces this
+        # instance, so a standby launched now would only be a second instance to pay for. The sentinel is given the
+        # signal all the same: a first handling that died after its claim is finished there, each part once (the
+        # workflow's start, its audit event, the agent's count), as for any redelivery.
+        sentinel.handle(_termination_signal(agent, instance_id, body, now), now, on_behalf_of=agent)
+        handled = interruptions.get(client_id, handled.interruption_id) or handled
         return ok({"success": True, "created": False, "replica_id": handled.replica_id, "instance_id": None,
                    "status": handled.status, "pool": _pool(None), "hourly_cost": None, "urgency": "critical",
                    "workflow": {"action": "duplicate", "interruption_id": handled.interruption_id,
@@ -158,13 +160,16 @@ def create_emergency_replica(agent_id):
                    "workflow": None, "error": "instance is no longer the agent's primary"})
     if termination:
         replica, created = _standby_for(agent, now, termination)
-        deadline = _deadline(body.termination_time, now, now)
-        workflow = sentinel.handle(Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT,
-                                          region=agent.region, deadline=deadline), now, on_behalf_of=agent)
+        workflow = sentinel.handle(_termination_signal(agent, instance_id, body, now), now, on_behalf_of=agent)
         answer = _replica_answer(replica, created, "critical", sentinel.answer(workflow))
     else:
         answer, created = _rebalance_standby(agent, instance_id, now)
     return ok(answer, status=201 if created else 200)
+
+
+def _termination_signal(agent, instance_id: str, body, now) -> Signal:
+    return Signal(SignalKind.TERMINATION, instance_id, now, SignalSource.AGENT, region=agent.region,
+                  deadline=_deadline(body.termination_time, now, now))
 
 
 def _pool(replica) -> dict:
@@ -212,9 +217,9 @@ def _standby_for(agent, now, termination: bool):
                 expires_at=None if termination else now + timedelta(seconds=get_settings().prewarm_ttl_s)), True
         except SlotTakenError as exc:
             holder = replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
-            if holder is not None and holder.created_by == "agent" and holder.instance_id is None:
-                # this route's standby whose create died before its launch (its repeat, or the agent's next
-                # signal): launched now, its creation's event and decision written once
+            if holder is not None and holder.created_by == "agent" and holder.status is ReplicaStatus.LAUNCHING:
+                # this route's standby whose create died before its launch or its observation (its repeat, or the
+                # agent's next signal): finished now, each part once (event, decision, launch, observation)
                 return replicas.finish_launch(agent, holder, now), False
             if holder is not None:
                 return holder, False
