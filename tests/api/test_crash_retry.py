@@ -730,7 +730,7 @@ def test_a_crash_after_any_write_that_is_never_retried_strands_nothing(scenario,
         from chalicelib.jobs.replica_coordinator import reconcile_agent
         from chalicelib.repositories import agents as agent_repo
 
-        reconcile_agent(agent_repo.require(world.ids["client"], world.ids["agent"]), now())
+        reconcile_agent(agent_repo.require(world.ids["client"], world.ids["agent"], allow_deleted=True), now())
         if scenario.ends_agent:  # an agent deleted or suspended neither heartbeats nor polls again
             failures += [f"k={k} ({writes[k - 1]}): {what}" for what in _stranded(world)]
             continue

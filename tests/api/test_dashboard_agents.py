@@ -12,6 +12,7 @@ import pytest
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable
+from chalicelib.tables.system_events import SystemEventTable
 from tests.api._support import unchanged, assert_error, diff_snapshots, pricing_body, snapshot_world
 from tests.conftest import registration
 from tests.e2e.failover_support import register_agent, state_of
@@ -215,8 +216,10 @@ def test_delete_terminates_the_standby_for_real_and_is_idempotent(api, make_tena
     assert row.config.manual_replica_enabled is False and row.current_replica_id is None
     assert agent_repo.get_instance(client_id, primary).is_active is False
 
-    status, again = caller.call("DELETE", f"/api/client/agents/{agent_id}")
-    assert status == 200 and again["status"] == "deleted" and again["terminated_replicas"] == []
+    status, again = caller.call("DELETE", f"/api/client/agents/{agent_id}")  # a repeat: the same answer, nothing twice
+    assert status == 200 and again["status"] == "deleted" and again["terminated_replicas"] == [standby["replica_id"]]
+    assert len([e for e in SystemEventTable.scan(SystemEventTable.agent_id == agent_id)
+                if e.event_type in ("agent_deleted", "standby_terminated")]) == 2
     assert caller.post(f"/api/client/agents/{agent_id}/config", {"enabled": True})[0] == 404
     status, listing = caller.get(f"/api/client/{client_id}/agents")
     assert agent_id not in {a["agent_id"] for a in listing["agents"]}
