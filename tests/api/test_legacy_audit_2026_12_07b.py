@@ -376,15 +376,12 @@ def test_v32s_flows_keep_the_live_key(make_tenant):
 
 
 def test_spot_agent_py_flows_keep_the_live_key(api, make_tenant):
-    """spot_agent.py (``X-Client-Token``, no logical id): registration, its termination notice then bare ``offline``
-    heartbeat, its restart registering again, and a termination report: the key follows ``is_active`` after each."""
+    """spot_agent.py (``X-Client-Token``, no logical id): registration, its bare ``offline`` heartbeat (what follows
+    its termination notice; the failover's hand-over is tests/api/test_live_instances.py's), its restart registering again, and a termination report: the key follows ``is_active`` after each."""
     from tests.api.test_legacy_stub_bodies import stub_agent, stub_registration
 
     client_id, caller, stub, agent_id, instance_id = stub_agent(api, make_tenant)
     assert_live_key_kept(client_id)
-    status, reply = stub.post(f"/api/agents/{agent_id}/termination-imminent",
-                              {"instance_id": instance_id, "termination_time": "2026-12-07T12:02:00Z"})
-    assert status in (200, 202), reply
     status, reply = stub.post(f"/api/agents/{agent_id}/heartbeat", {"status": "offline"})
     assert status == 200, reply
     assert_live_key_kept(client_id)
