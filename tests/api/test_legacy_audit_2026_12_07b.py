@@ -349,8 +349,8 @@ def test_an_old_shape_token_of_another_tenant_is_still_a_400(make_tenant):
 
 def test_v32s_flows_keep_the_live_key(make_tenant):
     """v3.2: registration, registration again on a new instance (its restart after an operator moved it), a switch
-    report, the switch's replacement registering, a termination report, and a registration on the closed instance
-    (reopened): the key follows ``is_active`` after each."""
+    report, the switch's replacement registering, a termination report, and a registration on the instance it
+    closed (409 ``instance_replaced``, nothing reopened): the key follows ``is_active`` after each."""
     from tests.api.test_legacy_v3_bodies import v3_registration
 
     client_id, caller = make_tenant()
@@ -375,9 +375,9 @@ def test_v32s_flows_keep_the_live_key(make_tenant):
     rows = assert_live_key_kept(client_id)
     assert third not in {r.instance_id for r in rows if r.is_active}  # the switch's old one runs on: kept
     status, reply = caller.post("/api/agents/register", v3_registration(third, "v3-agent", az="eu-west-1b"))
-    assert status == 200 and reply["agent_id"] == agent_id, reply  # the instance was not gone after all: reopened
+    assert_error(status, reply, 409, code="instance_replaced")  # reported terminated: not reopened (as designed)
     rows = assert_live_key_kept(client_id)
-    assert third in {r.instance_id for r in rows if r.is_active}
+    assert third not in {r.instance_id for r in rows if r.is_active}
 
 
 def test_spot_agent_py_flows_keep_the_live_key(api, make_tenant):
@@ -397,8 +397,8 @@ def test_spot_agent_py_flows_keep_the_live_key(api, make_tenant):
     assert status == 200, reply
     assert instance_id not in {r.instance_id for r in assert_live_key_kept(client_id) if r.is_active}
     status, reply = stub.post("/api/agents/register", stub_registration(instance_id))
-    assert status == 200 and reply["agent_id"] == agent_id, reply  # reopened by its registration
-    assert instance_id in {r.instance_id for r in assert_live_key_kept(client_id) if r.is_active}
+    assert_error(status, reply, 409, code="instance_replaced")  # reported terminated: not reopened (as designed)
+    assert instance_id not in {r.instance_id for r in assert_live_key_kept(client_id) if r.is_active}
 
 
 # --- 5. a termination report of an agent with no current instance ----------------------------------------------------
