@@ -25,8 +25,9 @@ Audited, each test one legacy call sequence as the real client makes it:
   same position in the caller's own partition of the index; another tenant's token is still a 400. The client
   replicas listing (one token shape both ways), switch-history (unchanged) and mark-all-read (no token): HELD.
 - v3.2 and ``spot_agent.py`` flows that close and reopen instance rows (re-registration on a new instance, switch
-  report, termination report, the stub's replacement registering as the same agent): HELD, the live-instances index
-  invariant (``live_client_id == client_id`` iff ``is_active``) kept after every call.
+  report, termination report, the stub's restart registering as the same agent; a registration on an instance its
+  termination report closed is 409 ``instance_replaced``, as designed): HELD, the live-instances index invariant
+  (``live_client_id == client_id`` iff ``is_active``) kept after every call.
 - a termination report (``POST /api/agents/{id}/termination``) of an agent that has no current instance recorded:
   FIXED. The legacy server marked every reporting agent offline; ours left it ``online`` (it went offline only
   "while on the reported host", and an agent on no host never is).
@@ -382,7 +383,9 @@ def test_v32s_flows_keep_the_live_key(make_tenant):
 
 def test_spot_agent_py_flows_keep_the_live_key(api, make_tenant):
     """spot_agent.py (``X-Client-Token``, no logical id): registration, its bare ``offline`` heartbeat (what follows
-    its termination notice; the failover's hand-over is tests/api/test_live_instances.py's), its restart registering again, and a termination report: the key follows ``is_active`` after each."""
+    its termination notice; the failover's hand-over is tests/api/test_live_instances.py's), its restart registering
+    again, a termination report, and a registration on the instance it closed (409 ``instance_replaced``, nothing
+    reopened): the key follows ``is_active`` after each."""
     from tests.api.test_legacy_stub_bodies import stub_agent, stub_registration
 
     client_id, caller, stub, agent_id, instance_id = stub_agent(api, make_tenant)
