@@ -416,6 +416,24 @@ def _take_over(replica: ReplicaRecord, instance_id: str, now: datetime) -> Repli
     return taken
 
 
+def _take_over_once_more(replica: ReplicaRecord, instance_id: str, now: datetime) -> ReplicaRecord:
+    """``_take_over``, and once more on the row read again when its compare-and-set lost: the row the write found
+    may hold the agent's instance already (the same PUT, re-sent by an agent that retries a timed-out call, won the
+    race: the attach that follows is idempotent), or another instance of ours it may take over. Only a row that
+    closed or holds another instance of the agent's is the conflict (nothing written)."""
+    try:
+        return _take_over(replica, instance_id, now)
+    except ConflictError as exc:
+        if exc.code != "replica_instance_conflict":
+            raise
+        fresh = replica_repo.get(replica.agent_id, replica.replica_id)
+        if fresh is not None and fresh.active and fresh.instance_id == instance_id:
+            return fresh
+        if fresh is None or not replica_repo.may_take_over(fresh):
+            raise
+        return _take_over(fresh, instance_id, now)
+
+
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"], response="AttachedReplicaReply")
 def attach_replica(agent_id, replica_id):
     """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``.
@@ -439,7 +457,7 @@ def attach_replica(agent_id, replica_id):
         _instance_free(agent, body.instance_id, replica.replica_id)
         _client_instance(agent, body.instance_id)
         if replica.instance_id:
-            replica = _take_over(replica, body.instance_id, now)
+            replica = _take_over_once_more(replica, body.instance_id, now)
     replica = replica_repo.attach_instance(replica, instance_id=body.instance_id, now=now)
     # the launch is past by the time it is reported, and after the product asked for the standby: a later time would
     # keep a vanished standby "just launched", an earlier one (a clock behind) end the coordinator's listing grace at

@@ -185,8 +185,17 @@ def notifications_page(client_id: str, limit: int, next_token: str | None,
                        unread_only: bool = False) -> Page:
     """A client's notifications, newest first. The unread ones only are the client's partition of the unread index
     once it is ready (its few unread rows, not its whole history filtered), with that index's token shape: a token
-    of the other read is refused (400), never passed to DynamoDB."""
+    of the other read is read as the same position (a page token issued before the index was ready, or by the
+    full listing: the client's notifications in id order either way), the caller's own partition only; any other
+    is refused (400), never passed to DynamoDB."""
+    key = ("client_id", "notification_id")
     if unread_only and sparse_indexes.ready(UNREAD_NOTIFICATIONS):
+        try:  # the filtered read's token (before the index was ready): the same position in the unread index
+            plain = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
+        except InvalidInputError:
+            plain = None
+        if plain is not None:
+            next_token = encode_token({**plain, "unread_client_id": {"S": client_id}})
         start = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
                              key_attrs=_UNREAD_KEY)
         if start is not None and start["unread_client_id"] != {"S": client_id}:
@@ -194,7 +203,6 @@ def notifications_page(client_id: str, limit: int, next_token: str | None,
         return read_page(NotificationTable, lambda size, at: NotificationTable.unread_by_client.query(
             client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at),
             limit=limit, start=start, key_attrs=_UNREAD_KEY)
-    key = ("client_id", "notification_id")
     start = decode_token(next_token, partition_attr="client_id", partition_value=client_id, key_attrs=key)
     return read_page(NotificationTable, lambda size, at: NotificationTable.query(
         client_id, scan_index_forward=False, page_size=size, last_evaluated_key=at,

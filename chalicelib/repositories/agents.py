@@ -27,7 +27,7 @@ from components.instance_types import allowed_types
 from components.pool_id import make_pool_id
 from components.sentinel import heartbeat_bucket
 
-from chalicelib.errors import ConflictError, NotFoundError
+from chalicelib.errors import ConflictError, InvalidInputError, NotFoundError
 from chalicelib.repositories.clients import ClientRecord
 from chalicelib.repositories.dynamo import (
     cancellation_codes,
@@ -37,7 +37,7 @@ from chalicelib.repositories.dynamo import (
     transaction_connection,
 )
 from chalicelib.repositories import sparse_indexes
-from chalicelib.repositories.paging import Page, decode_token, read_page
+from chalicelib.repositories.paging import Page, decode_token, encode_token, read_page
 from chalicelib.tables.agents import LIVE, AgentConfigMap, AgentTable
 from chalicelib.tables.clients import ClientTable
 from chalicelib.tables.instances import LIVE_INSTANCES, InstanceTable
@@ -745,9 +745,11 @@ def mark_terminated(agent: AgentRecord, instance_id: str | None, now: datetime, 
     ``offline``, which would list it again and keep it from the data cleaner. The agent goes offline only while it
     is on the instance that goes (the one it was read on): a report of an instance it left — a switch or a
     failover's promotion moved it, before the report or while the report ran — closes that instance and leaves the
-    agent, which runs on its new host, as it is (as a left instance's final ``offline`` heartbeat does)."""
+    agent, which runs on its new host, as it is (as a left instance's final ``offline`` heartbeat does). An agent on
+    no instance at all (none recorded) runs on no other host: it goes offline, as the legacy server marked every
+    reporting agent."""
     for attempt in range(2):
-        own_host = instance_id is None or instance_id == agent.instance_id
+        own_host = instance_id is None or agent.instance_id is None or instance_id == agent.instance_id
         try:
             _write_terminated(agent, instance_id, now, closes=closes, own_host=own_host)
             return
@@ -1184,7 +1186,8 @@ def instances_page(client_id: str, limit: int, next_token: str | None, *, active
     live = active is True and sparse_indexes.ready(LIVE_INSTANCES)
     index, partition, key = ((InstanceTable.live, "live_client_id", _LIVE_KEY) if live
                              else (InstanceTable.by_client, "client_id", _BY_CLIENT_KEY))
-    start = decode_token(next_token, partition_attr=partition, partition_value=client_id, key_attrs=key)
+    start = decode_token(live_token(next_token, client_id) if live else next_token, partition_attr=partition,
+                         partition_value=client_id, key_attrs=key)
     condition = None
     for part in ((InstanceTable.is_active == active) if active is not None and not live else None,
                  (InstanceTable.mode == mode) if mode else None,
@@ -1195,6 +1198,22 @@ def instances_page(client_id: str, limit: int, next_token: str | None, *, active
     return read_page(InstanceTable, lambda size, at: index.query(
         client_id, scan_index_forward=False, filter_condition=condition, page_size=size, last_evaluated_key=at),
         limit=limit, start=start, key_attrs=key)
+
+
+def live_token(next_token: str | None, client_id: str) -> str | None:
+    """An active listing's token as the live index reads it: one of the history's shape (issued while the index was
+    not ready, a page before its backfill ended; or a ``status=all`` page's) is the same position of the client's
+    instances (``installed_at``, then the instance) and is read as the caller's live key. Only a token of the
+    caller's own partition is translated (another client's stays a 400 in ``decode_token``)."""
+    if not next_token:
+        return next_token
+    try:
+        key = decode_token(next_token, partition_attr="client_id", partition_value=client_id,
+                           key_attrs=_BY_CLIENT_KEY)
+    except InvalidInputError:
+        return next_token  # the live shape, or no token of ours: decode_token answers it
+    return encode_token({"instance_id": key["instance_id"], "live_client_id": key["client_id"],
+                         "installed_at": key["installed_at"]})
 
 
 def active_instances(client_id: str) -> list[InstanceTable]:

@@ -329,13 +329,16 @@ def _standby_instance(replica: ReplicaRecord, instance_id: str, mode: str, now: 
                          is_active=True, installed_at=now, updated_at=now)
 
 
-TAKEOVER_STATUSES = (ReplicaStatus.LAUNCHING, ReplicaStatus.SYNCING)  # a standby not ready yet
+# an open standby (not promoted, not closed). A ready one too: the agent's instance was launched for the row all the
+# same (offered while ours was in flight), and only ours can be terminated by us (tagged): refusing the agent's left
+# it running, owned by nothing, when our launch turned ready first (or between the PUT's read and its write).
+TAKEOVER_STATUSES = (ReplicaStatus.LAUNCHING, ReplicaStatus.SYNCING, ReplicaStatus.READY)
 
 
 def may_take_over(replica: ReplicaRecord) -> bool:
     """Whether an agent's own instance may replace ``replica``'s (``take_over_instance``): its instance is the
-    product's own launch (``own_launch``), it is a standby not yet ready (``TAKEOVER_STATUSES``: not ready, promoted
-    or closed), and no failover's replacement (its workflow's, which hands it over)."""
+    product's own launch (``own_launch``), it is an open standby (``TAKEOVER_STATUSES``: not promoted or closed),
+    and no failover's replacement (its workflow's, which hands it over)."""
     return (bool(replica.instance_id) and replica.own_launch and not replica.failover_replacement
             and replica.status in TAKEOVER_STATUSES)
 
@@ -344,13 +347,16 @@ def take_over_instance(replica: ReplicaRecord, *, instance_id: str, now: datetim
     """A legacy agent's own instance replaces the product's on a standby both launched for (v4 launches one for
     every row its ``status=launching`` poll is offered; the product's launch of that row, in flight then, attached
     first): the row takes ``instance_id`` and is no longer ``own_launch`` (the agent's instance: the agent reports
-    it); the agent's instance is indexed as the standby (free, or already this replica's) and the product's
-    instance row made inactive. The caller terminates the product's instance (ours, tagged).
+    it), and is ``syncing`` (the agent's instance has just been launched: a row ours had made ``ready`` is not ready
+    any more, its ``ready_at`` removed, until the agent reports it so); the agent's instance is indexed as the standby
+    (free, or already this replica's) and the product's instance row made inactive. The caller terminates the
+    product's instance (ours, tagged).
 
     One transaction, compare-and-set on what ``replica`` was read with: the row still holds the same instance, from
-    our own RunInstances, and is still ``launching`` or ``syncing`` (``may_take_over``). Otherwise nothing is written
-    and ConflictError: ``replica_instance_conflict`` when the row changed (another instance, ready, ...),
-    ``replica_closed`` when it closed, ``instance_conflict`` when the instance is someone else's."""
+    our own RunInstances, and is still open (``may_take_over``; a status change meanwhile, e.g. our instance turning
+    ready, does not matter). Otherwise nothing is written and ConflictError: ``replica_instance_conflict`` when the
+    row holds another instance, ``replica_closed`` when it closed, ``instance_conflict`` when the instance is
+    someone else's."""
     old = replica.instance_id
     if not may_take_over(replica):
         raise ConflictError("replica already has another instance", field="instance_id",
@@ -362,7 +368,9 @@ def take_over_instance(replica: ReplicaRecord, *, instance_id: str, now: datetim
                     | (InstanceTable.replica_id == replica.replica_id))
             tx.update(ReplicaTable(replica.agent_id, replica.replica_id),
                       actions=[ReplicaTable.instance_id.set(instance_id), ReplicaTable.own_launch.remove(),
-                               ReplicaTable.launched_at.set(now), ReplicaTable.updated_at.set(now)],
+                               *status_actions(ReplicaStatus.SYNCING, replica.client_id),
+                               ReplicaTable.ready_at.remove(), ReplicaTable.launched_at.set(now),
+                               ReplicaTable.updated_at.set(now)],
                       condition=(ReplicaTable.instance_id == old) & (ReplicaTable.own_launch == True)  # noqa: E712
                       & ReplicaTable.status.is_in(*(s.value for s in TAKEOVER_STATUSES)))
             tx.update(InstanceTable(old),

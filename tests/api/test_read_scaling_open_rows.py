@@ -105,8 +105,9 @@ def _token(key: dict) -> str:
 
 def test_the_unread_listing_pages_by_its_own_token_and_refuses_another(make_tenant):
     """GIVEN 5 unread notifications WHEN they are listed 2 a page THEN the pages list each once, newest first; a
-    token of the full listing (another key shape), or one naming another client's unread partition, is a 400 on the
-    unread listing, and the unread listing's token a 400 on the full one: never a 500."""
+    token naming another client's unread partition is a 400 on the unread listing, and the unread listing's token a
+    400 on the full one: never a 500. A token of the full listing's shape (as the filtered read issued before the
+    index was ready) is the same position on the unread listing."""
     client_id, caller, _, _ = _tenant(make_tenant, History(notifications=12, unread=5))
     listed, token = [], None
     for _ in range(5):
@@ -125,8 +126,9 @@ def test_the_unread_listing_pages_by_its_own_token_and_refuses_another(make_tena
     last = listed[1]
     foreign = _token({"client_id": {"S": client_id}, "notification_id": {"S": last},
                       "unread_client_id": {"S": "cl-someone-else"}})
-    for path in (f"/api/notifications?unread=true&next_token={full_token}",
-                 f"/api/notifications?unread=true&next_token={foreign}",
+    status, reply = caller.get(f"/api/notifications?unread=true&limit=2&next_token={full_token}")
+    assert status == 200, reply  # the filtered read's shape (before the index was ready): the same position
+    for path in (f"/api/notifications?unread=true&next_token={foreign}",
                  f"/api/notifications?next_token={unread_token}"):
         status, reply = caller.get(path)
         assert_error(status, reply, 400, field="next_token")

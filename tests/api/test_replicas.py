@@ -457,16 +457,20 @@ def test_a_put_that_fails_the_instance_checks_takes_nothing_over(make_tenant):
 
 
 @pytest.mark.parametrize("wanted", ["syncing", "ready"])
-def test_a_put_onto_a_ready_standby_of_ours_is_still_409_and_changes_nothing(make_tenant, wanted):
+def test_a_put_onto_a_ready_standby_of_ours_takes_it_over(make_tenant, wanted):
+    """Our own launch turned ``ready`` before the legacy agent's PUT of the instance it launched for the same row:
+    the agent's instance takes the row over all the same (only ours can be terminated by us; a 409 left the agent's
+    running, owned by nothing), back to ``syncing`` (its ``ready_at`` removed) unless the agent reports it ready."""
     client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
     replica_repo.transition(replica, replica_repo.ReplicaStatus.READY, datetime.now(timezone.utc))
     theirs = agent_launched("us-east-1", "us-east-1c")
-    before = snapshot_world()
     status, reply = put(caller, path, {"instance_id": theirs, "status": wanted})
-    assert status == 409 and reply["error"] in ("replica_instance_conflict", "illegal_transition"), reply
-    assert diff_snapshots(before, snapshot_world()) == {}
+    assert status == 200 and (reply["instance_id"], reply["status"]) == (theirs, wanted), reply
     stored = replica_repo.get(agent_id, replica.replica_id)
-    assert (stored.instance_id, stored.own_launch, stored.status.value) == (replica.instance_id, True, "ready")
+    assert (stored.instance_id, stored.own_launch, stored.status.value) == (theirs, False, wanted)
+    assert (stored.ready_at is None) == (wanted == "syncing")
+    assert state_of(replica.instance_id) in GONE and state_of(theirs) == "running"
+    assert agent_repo.instance_row(replica.instance_id).is_active is False
 
 
 def test_a_failovers_replacement_is_never_offered_nor_taken_over(api, make_tenant):
@@ -497,7 +501,7 @@ def test_a_failovers_replacement_is_never_offered_nor_taken_over(api, make_tenan
 
 def test_the_take_over_is_a_compare_and_set_on_the_rows_instance(make_tenant):
     """``take_over_instance`` writes only while the row holds what it was read with: a read that another take-over
-    or a status change overtook is 409 and writes nothing."""
+    or the row's close overtook is 409 and writes nothing; one our instance turning ready overtook takes it over."""
     client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
     now = datetime.now(timezone.utc)
     first, second = agent_launched("us-east-1", "us-east-1c"), agent_launched("us-east-1", "us-east-1c")
@@ -512,9 +516,15 @@ def test_the_take_over_is_a_compare_and_set_on_the_rows_instance(make_tenant):
 
     _, _, agent_id, _, replica, _ = server_standby(make_tenant)
     replica_repo.transition(replica, replica_repo.ReplicaStatus.READY, now)
+    taken = replica_repo.take_over_instance(replica, instance_id=second, now=now)  # read while launching, ready since
+    assert (taken.instance_id, taken.status.value, taken.ready_at) == (second, "syncing", None)
+
+    _, _, agent_id, _, replica, _ = server_standby(make_tenant)
+    replicas_service.retire(replica, replica_repo.ReplicaStatus.TERMINATED, now, "deleted by the client")
     before = snapshot_tables()
-    with pytest.raises(ConflictError):
-        replica_repo.take_over_instance(replica, instance_id=second, now=now)  # read while launching, ready since
+    with pytest.raises(ConflictError) as raised:
+        replica_repo.take_over_instance(replica, instance_id=agent_launched("us-east-1", "us-east-1c"), now=now)
+    assert raised.value.code == "replica_closed"  # read while launching, closed since
     assert diff_snapshots(before, snapshot_tables()) == {}
 
 

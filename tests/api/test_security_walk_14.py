@@ -167,13 +167,19 @@ def test_a_switch_racing_the_agents_delete_or_disabling_is_never_queued(tenant_w
 # --- pagination cursors ---------------------------------------------------------------------------------------
 
 
+# the history-shaped cursor the active instances listing issued before the live index was ready (agents.live_token)
+HONOURED = {("/api/client/{b}/instances?status=all", "/api/client/{b}/instances")}
+
+
 def test_a_cursor_of_one_listing_is_400_on_every_other_listing_of_the_same_tenant(make_tenant):
     """The attack: a tenant takes a real-shaped ``next_token`` of one of its listings (its own partition, so the
     partition check passes) and replays it on each of its other paginated routes: the key of another table or index
     as an ``ExclusiveStartKey`` is a ValidationException in DynamoDB (a 500; moto does not check), or, were it
     accepted, a position the route never issued. Holds: 400 ``next_token`` wherever the key shape is not the route's
     own (the agents listing and its decisions view share one index and one shape: both accept it), and the offset
-    cursor of the agents history takes no key at all."""
+    cursor of the agents history takes no key at all. The one exception is a position the route did issue: the
+    active instances listing read the history's index before the live index was ready, so a cursor of that shape
+    (``status=all``'s) is read there as the same position of the caller's own live partition (200)."""
     from chalicelib.repositories.paging import encode_token
     from tests.api.test_security_walk_10 import _cursors
 
@@ -187,7 +193,7 @@ def test_a_cursor_of_one_listing_is_400_on_every_other_listing_of_the_same_tenan
             path = other.format(b=me, b_agent=agent)
             glue = "&" if "?" in path else "?"
             status, reply = caller.get(f"{path}{glue}next_token={token}")
-            if shapes.get(other) == shapes[route]:
+            if shapes.get(other) == shapes[route] or (route, other) in HONOURED:
                 assert status == 200, (route, other, reply)
             else:
                 assert_error(status, reply, 400, field="next_token")
