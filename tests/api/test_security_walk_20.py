@@ -85,11 +85,12 @@ def test_an_event_without_a_text_id_is_rejected_and_never_handled_outside_the_id
         make_tenant, started, event_id):
     """The attack: an event of the attacker's own account for its own primary whose ``id`` is missing, null, blank or
     no text, redriven from its dead-letter queue (a body of its own making) as often as it likes. The id is what the
-    powertools idempotency record is keyed on, and the stem of a split Health event's part ids. Before walk 20 such an
-    event was handled with no record at all (powertools skips the persistence layer when the key is missing: "No
-    idempotency key value found"): every delivery was handled afresh (a failover started on the first; after the
-    claim's window, every redrive started another), and a split id-less event's parts were recorded under
-    ``None#part-1-of-2``, a key every other id-less event's parts share, whichever tenant's. What holds now: an event
+    powertools idempotency record is keyed on, and the stem of a split Health event's part ids. Before walk 20 each was
+    handled: a missing, null or empty id with no record at all (powertools skips the persistence layer when the key
+    is missing: "No idempotency key value found"), so every delivery was handled afresh (a failover started on the
+    first; after the claim's window, every redrive started another), and a split id-less event's parts were recorded
+    under ``None#part-1-of-2``, a key every other id-less event's parts share, whichever tenant's; a blank, a list or
+    a number was taken as an id (a failover started). What holds now: an event
     whose id is not a non-blank string is rejected before anything is read or claimed (EventBridge always sets one):
     no execution, no interruption, no claim, however often it comes."""
     client_id, _, _, primary, _ = register_agent(make_tenant)
