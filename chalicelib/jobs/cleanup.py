@@ -58,8 +58,8 @@ def managed_regions() -> list[str]:
 def _owned(info: ec2.InstanceInfo) -> bool:
     try:
         row = InstanceTable.get(info.instance_id, consistent_read=True)
-        if row.is_active or _kept_old_primary(row):
-            return True
+        if row.is_active or row.released_at is not None or _kept_old_primary(row):
+            return True  # released: its agent's deletion left it running as the client's own (``soft_delete``)
     except InstanceTable.DoesNotExist:
         pass
     replica_id, agent_id = info.tags.get(ec2.TAG_REPLICA), info.tags.get(ec2.TAG_AGENT)

@@ -42,7 +42,7 @@ from components.sentinel.signals import MAX_AFFECTED_INSTANCES
 from tests.api._support import assert_error, iso, now_utc, switch_body, unchanged
 from tests.api.read_scaling_support import live_fleet
 from tests.api.test_replicas import agent_recorded_standby
-from tests.conftest import new_instance_id, registration
+from tests.conftest import invoke_schedule, new_instance_id, registration
 from tests.e2e.failover_support import ACCOUNT, REGION, register_agent, warning
 
 ATTACKER_ACCOUNT = "210987654321"  # a client account bound to the attacker (never the victim's)
@@ -385,6 +385,44 @@ def test_deleting_an_agent_leaves_none_of_its_instances_live(make_tenant):
     status, reply = caller.get(f"/api/client/{client_id}/instances")
     assert status == 200 and reply["instances"] == [], reply
     unchanged(lambda: caller.call("DELETE", f"/api/client/agents/{agent_id}"))
+
+
+def test_deleting_an_agent_never_makes_the_cleanup_terminate_the_instances_it_leaves_running(api, make_tenant):
+    """The attack (on the client itself, by its own hand): a client deletes an agent whose primary the product
+    launched (a failover's replacement, a promoted standby: tagged ``ManagedBy=SpotOptimizer`` for the client and
+    agent) and whose switch left the previous product-launched primary running. The delete says the agent's
+    instance keeps running, the client's workload. Before walk 20 it closed the current row with a termination time
+    it never saw, and the next cleanup run (every 10 minutes) found a tagged instance no active row owned and
+    terminated it: the client's production host, gone; with the first fix of this walk (every active row of the
+    agent closed) the kept primary would have followed it. What holds now: every row the delete closes is marked
+    released (``released_at``), the cleanup's orphan pass keeps a released instance, and both keep running."""
+    from tests.e2e.failover_support import ZONES, state_of
+    from tests.integration.test_cleanup import launch, past_grace
+
+    client_id, caller = make_tenant()
+    logical = f"web-{uuid.uuid4().hex[:8]}"
+    reg = {"instance_type": "t3.micro", "region": REGION, "az": ZONES[1], "logical_agent_id": logical}
+    status, reply = caller.post("/api/agents/register", registration(instance_id=launch(None), **reg))
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    ours = {"ManagedBy": "SpotOptimizer", "AgentId": agent_id, "ClientId": client_id, "LogicalAgentId": logical,
+            "SpotOptimizerStage": "dev"}
+    kept, current = (launch({**ours, "ReplicaId": f"rep-{uuid.uuid4().hex[:8]}"}) for _ in range(2))
+    status, reply = caller.post("/api/agents/register", registration(instance_id=kept, **reg))
+    assert status == 200, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(kept, current))
+    assert status == 200, reply
+    later = past_grace(now_utc())
+    outcome = invoke_schedule(api, "cleanup", now=later)
+    assert not {kept, current} & set(outcome["terminated"])
+
+    status, reply = caller.call("DELETE", f"/api/client/agents/{agent_id}")
+    assert status == 200, reply
+    outcome = invoke_schedule(api, "cleanup", now=later)
+
+    assert not {kept, current} & set(outcome["terminated"]), outcome
+    assert state_of(kept) == state_of(current) == "running"
+    assert all(InstanceTable.get(i, consistent_read=True).released_at for i in (kept, current))
 
 
 def test_a_hard_deleted_client_leaves_no_row_in_any_tenant_table_or_index_and_its_tokens_reach_nothing(
