@@ -7,7 +7,8 @@ another tenant's partition or of another key shape), the cleanup job's backfill 
 place (a row changing under it, a write of it failing), the sentinel's intake of an event (its id, which is the
 idempotency record's key and the stem of a split event's part ids; the instance ids it names; the same instance named
 many times over), the rows an agent's deletion and a client's hard delete leave behind (in every table and every
-index, and what the old token and page tokens still reach), and a switch report's times running backwards. Each test
+index, what the cleanup job then makes of the instances left running, and what the old token and page tokens still
+reach), and a switch report's times running backwards. Each test
 is one attack; its docstring says what it tries and what holds (and, when it found something, what happened before
 the fix)."""
 
