@@ -18,6 +18,7 @@ item failure (only it comes back; after ``maxReceiveCount`` receives it waits in
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -193,7 +194,14 @@ def queued_event(body: str) -> dict:
 
 def on_event(event: dict, context=None) -> dict:
     """One EventBridge event, idempotent on the event id (powertools Idempotency): a redelivered event
-    returns the result stored the first time and does nothing."""
+    returns the result stored the first time and does nothing. An event whose id is not a non-blank string (EventBridge
+    always sets one: such a body is a client's own, redriven from its dead-letter queue) is rejected unread: powertools
+    would run it with no idempotency record at all (every delivery handled afresh), and a split event's parts are
+    named after its id (``None#part-1-of-2`` would be every id-less event's, whichever tenant's)."""
+    event_id = event.get("id") if isinstance(event, dict) else None
+    if not isinstance(event_id, str) or not event_id.strip():
+        logger.warning("rejected event", extra={"reason": "no event id", "event_id": repr(event_id)[:100]})
+        return {"action": "rejected", "reason": "the event has no id (a string): it could not be handled once"}
     intake, config = _idempotent_intake()
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         config.register_lambda_context(context)
@@ -450,7 +458,16 @@ def _user_stop(agent: AgentRecord, signal: Signal, reason: str, now: datetime) -
     return True
 
 
+# What an EC2 instance id is (the registration routes' pattern): only such an id can name an instance row. An event's
+# id is the sender's text: one over DynamoDB's 2,048-byte key, or not text it stores, makes the read a
+# ValidationException, and the event would come back until the dead-letter queue.
+_EC2_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
+
+
 def _instance(instance_id: str) -> InstanceTable | None:
+    """The instance row of ``instance_id`` (None: unmanaged; never read for an id that is no EC2 instance id)."""
+    if not isinstance(instance_id, str) or not _EC2_INSTANCE_ID.fullmatch(instance_id):
+        return None
     try:
         return InstanceTable.get(instance_id, consistent_read=True)
     except InstanceTable.DoesNotExist:

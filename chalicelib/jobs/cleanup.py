@@ -58,8 +58,8 @@ def managed_regions() -> list[str]:
 def _owned(info: ec2.InstanceInfo) -> bool:
     try:
         row = InstanceTable.get(info.instance_id, consistent_read=True)
-        if row.is_active or _kept_old_primary(row):
-            return True
+        if row.is_active or row.released_at is not None or _kept_old_primary(row):
+            return True  # released: its agent's deletion left it running as the client's own (``soft_delete``)
     except InstanceTable.DoesNotExist:
         pass
     replica_id, agent_id = info.tags.get(ec2.TAG_REPLICA), info.tags.get(ec2.TAG_AGENT)
@@ -180,8 +180,7 @@ def run(now: datetime) -> dict:
     """One reconciliation; returns (and records) what was terminated and expired."""
     expired = expire_standbys(now)
     abandoned = sweep_stuck(now)
-    backfilled = {index.name: sparse_indexes.backfill(index, now) for index in SPARSE_INDEXES
-                  if not sparse_indexes.ready(index)}
+    backfilled, backfill_failed = _backfill(now)
     terminated: list[str] = []
     for region in managed_regions():
         for account, client_id in scopes():
@@ -190,7 +189,8 @@ def run(now: datetime) -> dict:
             except ec2.Ec2Error as exc:  # one client's role gone or throttled: the other passes still run
                 logger.warning("cleanup pass failed", extra={"region": region, "client_id": client_id,
                                                               "error": str(exc)})
-    result = {"expired": expired, "terminated": terminated, "abandoned": abandoned, "backfilled": backfilled}
+    result = {"expired": expired, "terminated": terminated, "abandoned": abandoned, "backfilled": backfilled,
+              "backfill_failed": backfill_failed}
     if expired or terminated:
         activity.record_event("cleanup", f"cleanup expired {len(expired)} standbys, terminated {len(terminated)} "
                               "orphans", now, metadata=result)
@@ -200,6 +200,23 @@ def run(now: datetime) -> dict:
     metrics.add_metric(name=STUCK_INTERRUPTIONS_METRIC, unit=MetricUnit.Count, value=len(abandoned))
     publish_metrics()
     return result
+
+
+def _backfill(now: datetime) -> tuple[dict[str, int], list[str]]:
+    """Each sparse index's backfill slice (``sparse_indexes.backfill``), each on its own: one that fails (DynamoDB
+    throttling its table, a row it refuses) is logged and named, the next run resumes it where it stopped, and the
+    other indexes and the run's orphan pass for every tenant still run (its error ended the run before them)."""
+    backfilled: dict[str, int] = {}
+    failed: list[str] = []
+    for index in SPARSE_INDEXES:
+        try:
+            if not sparse_indexes.ready(index):
+                backfilled[index.name] = sparse_indexes.backfill(index, now)
+        except Exception as exc:  # noqa: BLE001 - the rest of the run is every tenant's
+            logger.warning("sparse index backfill failed: the next run resumes it",
+                           extra={"index": index.name, "error": str(exc)})
+            failed.append(index.name)
+    return backfilled, failed
 
 
 def _reap(region: str, now: datetime, account: accounts.AwsAccount | None, client_id: str | None) -> list[str]:

@@ -1251,13 +1251,19 @@ def leave_account(agent: AgentRecord, account_id: str, now: datetime) -> None:
 
 
 def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
-    """Status ``deleted`` with every mode off, and its instance inactive (when it is still this agent's).
-    Idempotent: a deleted agent stays as it is."""
+    """Status ``deleted`` with every mode off, its instance inactive (when it is still this agent's), and every
+    other instance row of the agent still active closed too: the primaries its switches left running (auto-terminate
+    off; no termination time claimed, as ``close_kept_instances``). Nothing closes them once the agent is gone: they
+    stayed live for good (the client's active instances, its savings roll-up integrating them up to now, the data
+    cleaner keeping them). Each row it closes is marked ``released_at``: the instances keep running as the client's
+    own (the cleanup never takes one the product launched for an orphan). Idempotent: a deleted agent stays as it
+    is; a repeat finishes a close a failure left."""
+    _close_kept(agent, now)
     if agent.instance_id:
         try:
             InstanceTable(agent.instance_id).update(
                 actions=[*InstanceTable.close_actions(), InstanceTable.terminated_at.set(now),
-                         InstanceTable.updated_at.set(now)],
+                         InstanceTable.updated_at.set(now), InstanceTable.released_at.set(now)],
                 condition=(InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
                 & (InstanceTable.is_active == True))  # noqa: E712
         except UpdateError as exc:
@@ -1276,3 +1282,19 @@ def soft_delete(agent: AgentRecord, now: datetime) -> AgentRecord:
             raise NotFoundError("agent not found", field="agent_id") from exc
         raise
     return require(agent.client_id, agent.agent_id, allow_deleted=True)
+
+
+def _close_kept(agent: AgentRecord, now: datetime) -> None:
+    """Close the agent's active instance rows other than the one it names (each on the condition that it is still
+    this agent's and active: a row another agent registered since is left alone)."""
+    mine = (InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id) \
+        & (InstanceTable.is_active == True)  # noqa: E712
+    for row in InstanceTable.by_agent.query(agent.agent_id, filter_condition=mine):
+        if row.instance_id == agent.instance_id:
+            continue
+        try:
+            row.update(actions=[*InstanceTable.close_actions(), InstanceTable.updated_at.set(now),
+                                InstanceTable.released_at.set(now)], condition=mine)
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise

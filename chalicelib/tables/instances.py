@@ -79,6 +79,10 @@ class InstanceTable(SparseKeyed, Model):
     # The AWS account a signed identity document proved the instance runs in (None: the registering agent's
     # word only, a legacy registration): an unproven claim yields to another client's proven registration.
     proven_account_id = OptionalText()
+    # When its agent's deletion released it to its client (closed by ``agents.soft_delete``): the client's workload
+    # from then on, which the product no longer manages nor terminates (the cleanup's orphan pass keeps it, though
+    # the product launched it: a failover's replacement, a promoted standby). A registration puts the row anew.
+    released_at = UTCDateTimeAttribute(null=True)
     # ``client_id`` while ``is_active`` (absent once closed): the key of ``live``, the index of LIVE_INSTANCES.
     live_client_id = OptionalText()
 
