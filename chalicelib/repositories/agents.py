@@ -1065,8 +1065,11 @@ def has_live_instance(agent: GoneAgent, instance_ids=()) -> bool:
 
 
 def _inactive_and_naming(agent: GoneAgent):
+    """Inactive, this agent's, and not released to its client (``released_at``: its agent's delete left it running
+    as the client's own; the product may have launched it, and without its row the cleanup would take it for an
+    orphan of ours and terminate it: such rows are as few as the deleted agents' kept instances)."""
     return ((InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
-            & (InstanceTable.is_active == False))  # noqa: E712
+            & (InstanceTable.is_active == False) & InstanceTable.released_at.does_not_exist())  # noqa: E712
 
 
 def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
@@ -1074,7 +1077,8 @@ def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
     removes that one with the row: a registration reviving the agent updates it, and fails if it is missing), at
     most ``budget``, each on the condition that it still names this agent of this client and is inactive (an
     instance registered since by another agent, or active again, stays). Returns how many were deleted."""
-    rows = [row for row in _instances_naming(agent) if not row.is_active and row.instance_id != agent.instance_id]
+    rows = [row for row in _instances_naming(agent)
+            if not row.is_active and row.released_at is None and row.instance_id != agent.instance_id]
     return delete_each(rows, _inactive_and_naming(agent), budget)
 
 
@@ -1085,7 +1089,7 @@ def _ended_before(client_id: str, agent_id: str, cutoff: datetime):
     replica: a kept-running one still runs, and without its row the cleanup job would take it for an orphan of
     ours and terminate it; such rows are as few as the product's own launches)."""
     return ((InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
-            & (InstanceTable.is_active == False)  # noqa: E712
+            & (InstanceTable.is_active == False) & InstanceTable.released_at.does_not_exist()  # noqa: E712
             & ((InstanceTable.terminated_at < cutoff)
                | (InstanceTable.terminated_at.does_not_exist() & (InstanceTable.updated_at < cutoff)
                   & InstanceTable.proven_account_id.does_not_exist() & InstanceTable.replica_id.does_not_exist())))
@@ -1140,7 +1144,8 @@ def delete_gone(agent: GoneAgent) -> int:
                  & _same(AgentTable.deleted_at, agent.deleted_at) & _same(AgentTable.instance_id, agent.instance_id)
                  & _same(AgentTable.current_replica_id, agent.current_replica_id))
     own = instance_row(agent.instance_id) if agent.instance_id else None
-    with_own = own is not None and own.client_id == agent.client_id and own.agent_id == agent.agent_id
+    with_own = own is not None and own.client_id == agent.client_id and own.agent_id == agent.agent_id \
+        and own.released_at is None  # a released one stays (``_inactive_and_naming``)
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.delete(AgentTable(agent.client_id, agent.agent_id), condition=condition)
