@@ -1064,12 +1064,21 @@ def has_live_instance(agent: GoneAgent, instance_ids=()) -> bool:
     return False
 
 
+def _released_launch(row: InstanceTable) -> bool:
+    """An instance the product launched (its row names a replica: a standby's, a failover's replacement) that an
+    agent's delete released to its client (``released_at``): it may still run, tagged as ours, and without its row the
+    cleanup would take it for an orphan and terminate the client's workload. Its row is kept (such rows are as few
+    as the deleted agents' primaries the product launched)."""
+    return row.released_at is not None and row.replica_id is not None
+
+
+_NOT_RELEASED_LAUNCH = InstanceTable.released_at.does_not_exist() | InstanceTable.replica_id.does_not_exist()
+
+
 def _inactive_and_naming(agent: GoneAgent):
-    """Inactive, this agent's, and not released to its client (``released_at``: its agent's delete left it running
-    as the client's own; the product may have launched it, and without its row the cleanup would take it for an
-    orphan of ours and terminate it: such rows are as few as the deleted agents' kept instances)."""
+    """Inactive, this agent's, and no released launch of ours (``_released_launch``)."""
     return ((InstanceTable.client_id == agent.client_id) & (InstanceTable.agent_id == agent.agent_id)
-            & (InstanceTable.is_active == False) & InstanceTable.released_at.does_not_exist())  # noqa: E712
+            & (InstanceTable.is_active == False) & _NOT_RELEASED_LAUNCH)  # noqa: E712
 
 
 def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
@@ -1078,7 +1087,7 @@ def delete_inactive_instances(agent: GoneAgent, budget: int) -> int:
     most ``budget``, each on the condition that it still names this agent of this client and is inactive (an
     instance registered since by another agent, or active again, stays). Returns how many were deleted."""
     rows = [row for row in _instances_naming(agent)
-            if not row.is_active and row.released_at is None and row.instance_id != agent.instance_id]
+            if not row.is_active and not _released_launch(row) and row.instance_id != agent.instance_id]
     return delete_each(rows, _inactive_and_naming(agent), budget)
 
 
@@ -1089,7 +1098,7 @@ def _ended_before(client_id: str, agent_id: str, cutoff: datetime):
     replica: a kept-running one still runs, and without its row the cleanup job would take it for an orphan of
     ours and terminate it; such rows are as few as the product's own launches)."""
     return ((InstanceTable.client_id == client_id) & (InstanceTable.agent_id == agent_id)
-            & (InstanceTable.is_active == False) & InstanceTable.released_at.does_not_exist()  # noqa: E712
+            & (InstanceTable.is_active == False) & _NOT_RELEASED_LAUNCH  # noqa: E712
             & ((InstanceTable.terminated_at < cutoff)
                | (InstanceTable.terminated_at.does_not_exist() & (InstanceTable.updated_at < cutoff)
                   & InstanceTable.proven_account_id.does_not_exist() & InstanceTable.replica_id.does_not_exist())))
@@ -1145,7 +1154,7 @@ def delete_gone(agent: GoneAgent) -> int:
                  & _same(AgentTable.current_replica_id, agent.current_replica_id))
     own = instance_row(agent.instance_id) if agent.instance_id else None
     with_own = own is not None and own.client_id == agent.client_id and own.agent_id == agent.agent_id \
-        and own.released_at is None  # a released one stays (``_inactive_and_naming``)
+        and not _released_launch(own)
     try:
         with TransactWrite(connection=transaction_connection()) as tx:
             tx.delete(AgentTable(agent.client_id, agent.agent_id), condition=condition)
