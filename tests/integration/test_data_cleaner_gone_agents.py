@@ -359,3 +359,27 @@ def test_an_ended_instance_rows_savings_days_go_with_it_and_the_agents_stay(make
     _walk_from(client_id, now)
     again = data_cleaner.run(now)
     assert (again["instances"], again["savings_days"]) == (0, 0)
+
+
+def test_a_deleted_agents_primary_the_product_launched_keeps_its_row_after_the_agent_goes(make_tenant,
+                                                                                        unbounded):  # noqa: F811
+    """GIVEN a deleted agent whose primary the product launched (a promoted standby: its row names the replica), which
+    the delete released to the client (``released_at``) and which still runs, tagged as ours
+    WHEN the cleaner runs past the agent's retention
+    THEN the agent row goes but that instance row stays: without it the cleanup's orphan pass would take the client's
+    running workload for an orphan of ours and terminate it. A primary the product did not launch goes as before."""
+    client_id, caller, gone, gone_body, kept, kept_body = _deleted_agent(make_tenant)
+    launched_client, launched_caller, launched, launched_body, _, _ = _deleted_agent(make_tenant)
+    now = datetime.now(UTC)
+    row = _instance(launched_body["instance_id"])
+    assert row.released_at is not None and row.is_active is False  # the delete released it
+    row.update(actions=[InstanceTable.replica_id.set("rep-20261207T000000000000-promoted")])
+
+    later = now + RETENTION + timedelta(days=1)
+    _walk_from(client_id, now)  # the two clients, in creation order
+    assert data_cleaner.run(later)["gone_agents"] == 2
+    assert _agent_row(launched_client, launched) is None and _agent_row(client_id, gone) is None
+    assert _instance(launched_body["instance_id"]).released_at is not None  # kept: the product launched it
+    assert _instance(gone_body["instance_id"]) is None  # the client's own: nothing of ours to protect
+    _walk_from(launched_client, now)
+    assert data_cleaner.run(later)["gone_agent_rows"] == 0  # kept for good, not retried
