@@ -79,3 +79,20 @@ def handlers_now(monkeypatch):
     now = datetime.now(timezone.utc)
     monkeypatch.setattr(clock, "now", lambda: now)
     return now
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """StartExecution recorded instead of run: [(execution name, input)] (the security walks of the event side: the
+    workflow itself is tested in tests/e2e)."""
+    from chalicelib.aws import stepfunctions
+    from tests.e2e.failover_support import ACCOUNT, REGION
+
+    calls: list[tuple[str, dict]] = []
+
+    def start(name, payload, state_machine_arn=None):
+        calls.append((name, payload))
+        return f"arn:aws:states:{REGION}:{ACCOUNT}:execution:failover:{name}"
+
+    monkeypatch.setattr(stepfunctions, "start", start)
+    return calls

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chalicelib import sentinel
-from chalicelib.aws import stepfunctions
 from chalicelib.jobs import decision_cycle
 from chalicelib.jobs import placement_scores as placement_job
 from chalicelib.jobs import spot_prices as price_job
@@ -61,19 +60,6 @@ def _retirement(*instance_ids: str, account: str = ACCOUNT) -> dict:
             "resources": list(instance_ids),
             "detail": {"service": "EC2", "eventTypeCode": code, "eventTypeCategory": "scheduledChange",
                        "affectedEntities": [{"entityValue": i} for i in instance_ids]}}
-
-
-@pytest.fixture
-def started(monkeypatch):
-    """StartExecution recorded instead of run: [(execution name, input)] (the workflow itself is not this walk's)."""
-    calls: list[tuple[str, dict]] = []
-
-    def start(name, payload, state_machine_arn=None):
-        calls.append((name, payload))
-        return f"arn:aws:states:{REGION}:{ACCOUNT}:execution:failover:{name}"
-
-    monkeypatch.setattr(stepfunctions, "start", start)
-    return calls
 
 
 # --- (d) the scheduled market-data jobs: one tenant's declarations against everyone's --------------------------------

@@ -22,7 +22,6 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import sentinel
-from chalicelib.aws import stepfunctions
 from chalicelib.jobs import cleanup
 from chalicelib.repositories import activity, job_state, sparse_indexes
 from chalicelib.repositories.paging import encode_token
@@ -48,19 +47,6 @@ from tests.e2e.failover_support import ACCOUNT, REGION, register_agent, warning
 
 ATTACKER_ACCOUNT = "210987654321"  # a client account bound to the attacker (never the victim's)
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def started(monkeypatch):
-    """StartExecution recorded instead of run: [(execution name, input)] (the workflow itself is not this walk's)."""
-    calls: list[tuple[str, dict]] = []
-
-    def start(name, payload, state_machine_arn=None):
-        calls.append((name, payload))
-        return f"arn:aws:states:{REGION}:{ACCOUNT}:execution:failover:{name}"
-
-    monkeypatch.setattr(stepfunctions, "start", start)
-    return calls
 
 
 def _retirement(*instance_ids: str, account: str = ACCOUNT, event_id: str | None = None) -> dict:
