@@ -174,8 +174,10 @@ def test_a_page_token_of_an_index_backed_listing_reaches_only_my_partition_of_th
     positioned in another tenant's partition of the index; my partition's attribute next to the other tenant's index
     key (``client_id`` mine, ``unread_client_id`` theirs); the other read's shape (the history index's token on the
     live listing); an extra attribute; and a token of my partition positioned at the other tenant's row. What holds:
-    every token not of the index's exact shape in my partition is a clean 400 (``next_token``) that writes nothing;
-    one positioned at another tenant's row lists my rows only."""
+    every token not of the index's exact shape in my partition is a clean 400 (``next_token``) that writes nothing,
+    but the one other shape these listings issued themselves (the history's, before their index was ready: my own
+    partition's, read as the same position of my partition of the index); one positioned at another tenant's row
+    lists my rows only."""
     a_id, a = make_tenant()
     b_id, b = make_tenant()
     (a_agent, a_instance), = live_fleet(a, 1)
@@ -187,18 +189,24 @@ def test_a_page_token_of_an_index_backed_listing_reaches_only_my_partition_of_th
     listings = {
         "live": (f"/api/client/{a_id}/instances?status=active&limit=1", a, [
             _token(instance_id=b_instance, live_client_id=b_id, installed_at=b_installed),
-            _token(instance_id=a_instance, client_id=a_id, installed_at=b_installed),
             _token(instance_id=a_instance, live_client_id=a_id, installed_at=b_installed, client_id=b_id)]),
         "unread": ("/api/notifications?unread=true&limit=1", a, [
             _token(client_id=a_id, notification_id=b_note, unread_client_id=b_id),
             _token(client_id=b_id, notification_id=b_note, unread_client_id=b_id),
-            _token(client_id=a_id, notification_id=a_note)]),
+            _token(client_id=b_id, notification_id=b_note)]),  # the history's shape, another tenant's partition
     }
     for path, caller, tokens in listings.values():
         for token in tokens:
             status, body = unchanged(lambda: caller.get(f"{path}&next_token={token}"))  # noqa: B023
             assert_error(status, body, 400, field="next_token")
 
+    for honoured in (f"/api/client/{a_id}/instances?status=active&limit=5&next_token="
+                     + _token(instance_id=a_instance, client_id=a_id, installed_at="9999"),
+                     "/api/notifications?unread=true&limit=5&next_token="
+                     + _token(client_id=a_id, notification_id="9999")):  # the history's shape, my partition
+        status, body = a.get(honoured)
+        rows = body.get("instances", body.get("notifications"))
+        assert status == 200 and rows and {r.get("instance_id") or r.get("id") for r in rows} <= {a_instance, a_note}
     status, body = a.get(f"/api/client/{a_id}/instances?status=active&limit=5&next_token="
                          + _token(instance_id=b_instance, live_client_id=a_id, installed_at="9999"))
     assert status == 200 and {r["instance_id"] for r in body["instances"]} <= {a_instance}, body
