@@ -193,7 +193,7 @@ def queued_event(body: str) -> dict:
 
 
 def on_event(event: dict, context=None) -> dict:
-    """One EventBridge event, idempotent on the event id (powertools Idempotency): a redelivered event
+    """One EventBridge event, idempotent on its account and id (powertools Idempotency): a redelivered event
     returns the result stored the first time and does nothing. An event whose id is not a non-blank string (EventBridge
     always sets one: such a body is a client's own, redriven from its dead-letter queue) is rejected unread: powertools
     would run it with no idempotency record at all (every delivery handled afresh), and a split event's parts are
@@ -220,7 +220,10 @@ def _idempotent_intake():
     from chalicelib.tables.idempotency import IdempotencyTable
 
     persistence = DynamoDBPersistenceLayer(table_name=IdempotencyTable.Meta.table_name)
-    config = IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=24 * 3600)
+    # Keyed on the sending account and the event id: an event id is unique per sender only as far as the product can
+    # tell (a client's own dead-letter queue redrives bodies it wrote), so one account's event never gets the stored
+    # answer of another account's event that carries the same id.
+    config = IdempotencyConfig(event_key_jmespath="[account, id]", expires_after_seconds=24 * 3600)
 
     @idempotent_function(data_keyword_argument="event", persistence_store=persistence, config=config)
     def intake(event: dict) -> dict:

@@ -125,6 +125,25 @@ def test_a_health_event_naming_ids_that_are_no_instance_ids_looks_none_of_them_u
     assert set(asked) <= {primary}
 
 
+def test_an_event_carrying_another_accounts_event_id_is_handled_as_its_own(make_tenant, started):
+    """The attack: an event sent from the attacker's account (a body redriven from its own dead-letter queue) carrying
+    the id of the victim's spot warning, hoping to be answered from the victim's stored result, or, sent first, to
+    have the victim's real warning answered from its own (a replay: no failover). Before walk 20 the idempotency key
+    was the event id alone: the second event of the two got the first's stored answer whatever account sent it.
+    What holds: the key is the sending account and the id, so each is handled as its own; the victim's warning fails
+    its primary over once, and a redelivery of it is still answered from its own record."""
+    _, _, _, primary, _ = register_agent(make_tenant)
+    shared_id = str(uuid.uuid4())
+    forged = {**warning(new_instance_id(), event_id=shared_id), "account": ATTACKER_ACCOUNT}
+    first = on_event(dict(forged))
+    assert first["action"] != "failover_started", first
+    genuine = warning(primary, event_id=shared_id)
+    result = on_event(dict(genuine))
+    assert result["action"] == "failover_started" and len(started) == 1, result
+    assert on_event(dict(genuine)) == result and len(started) == 1  # its own redelivery: its own stored answer
+    assert on_event(dict(forged)) == first
+
+
 def test_one_instance_named_many_times_or_an_event_shaped_as_a_part_multiplies_no_work(aws_tables, monkeypatch):
     """The attack: an AWS Health retirement from the attacker's account that names 26 instances 200 times each
     (``affectedEntities`` and ``resources``: 5,200 entries, one SQS message), and whose own id already reads like a
