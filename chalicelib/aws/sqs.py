@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from functools import cache
-from itertools import islice
 
 from botocore.config import Config
 
 BATCH = 10  # SendMessageBatch's limit
+BATCH_BYTES = 256 * 1024  # SendMessageBatch's limit on the sum of its messages' sizes (a message's own is the same)
 SEND_ATTEMPTS = 4  # an entry SQS reports as Failed is sent again this many times in all, then raised
 
 
@@ -33,13 +33,13 @@ def queue_url(name: str) -> str:
 
 
 def send_all(queue: str, bodies: Iterable[str], *, backoff_s: float = 0.2) -> int:
-    """Send every body to ``queue``, ten per SendMessageBatch; returns how many were sent.
+    """Send every body to ``queue``, up to ten per SendMessageBatch within its size limit; returns how many were sent.
 
     SendMessageBatch answers 200 with some entries ``Failed`` (throttled, SQS-side errors): those are sent
     again with a growing pause, and still failing after ``SEND_ATTEMPTS`` they raise SendError (the caller's
     invocation fails and is retried; a message already sent is harmless twice: its receiver is idempotent)."""
-    url, sent, bodies = queue_url(queue), 0, iter(bodies)
-    while batch := list(islice(bodies, BATCH)):
+    url, sent = queue_url(queue), 0
+    for batch in batches(bodies):
         entries = {str(i): body for i, body in enumerate(batch)}
         for attempt in range(SEND_ATTEMPTS):
             if attempt:
@@ -58,6 +58,22 @@ def send_all(queue: str, bodies: Iterable[str], *, backoff_s: float = 0.2) -> in
             codes = sorted({entry.get("Code", "?") for entry in reply.get("Failed", [])})
             raise SendError(f"{len(entries)} message(s) not sent to {queue} ({', '.join(codes)}); {sent} sent")
     return sent
+
+
+def batches(bodies: Iterable[str]) -> Iterable[list[str]]:
+    """The bodies in order, in batches of at most ``BATCH`` whose sizes add up to at most ``BATCH_BYTES`` (a body
+    larger than that alone is a batch of its own, which SQS refuses: the caller's SendError)."""
+    batch: list[str] = []
+    size = 0
+    for body in bodies:
+        length = len(body.encode("utf-8"))
+        if batch and (len(batch) == BATCH or size + length > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(body)
+        size += length
+    if batch:
+        yield batch
 
 
 def ensure_queue(name: str, visibility_timeout_s: int | None = None) -> str:

@@ -339,3 +339,17 @@ def test_the_worker_starts_no_message_it_has_no_time_for_and_returns_it(api, mak
         "batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
     assert all(len(_decisions(agent_id)) == 1 for agent_id in first)
     assert all(_decisions(agent_id) == [] for agent_id in second)
+
+
+def test_a_batch_never_holds_more_than_sendmessagebatchs_total_size(monkeypatch):
+    """SendMessageBatch refuses a batch whose messages add up to more than 256 KiB (each may be that large alone): the
+    parts of a split AWS Health event copy its ``detail``, so ten of them may exceed it. Batches are cut by size too,
+    in order, every body sent once."""
+    monkeypatch.setattr(sqs, "queue_url", lambda name: f"https://sqs.local/{name}")
+    bodies = [f"{i:03d}" + "x" * 60_000 for i in range(12)] + ["small"] * 3
+    plain = _FlakySqs(failures=0)
+    monkeypatch.setattr(sqs, "_client", lambda: plain)
+    assert sqs.send_all("q", bodies, backoff_s=0) == len(bodies) and plain.sent == bodies
+    sizes = [sum(len(b.encode()) for b in batch) for batch in sqs.batches(bodies)]
+    assert max(sizes) <= sqs.BATCH_BYTES and plain.calls == len(sizes) == 3  # 4 big a batch (5 would pass 256 KiB)
+    assert [len(b) for b in sqs.batches(f"m{i}" for i in range(23))] == [10, 10, 3]
