@@ -213,8 +213,30 @@ def _write_agent_prices(changed_pools: dict[str, tuple[PoolTable, list[PricePoin
         _set_entry(row, client_id, entry, now)
 
 
+# A client's entry of a pool no report of it has refreshed for this long is removed by the next report of the pool
+# (``_set_entry``): a price that old is read by nothing, and the entries of clients gone (deleted, or no longer on that
+# pool) would otherwise grow a popular pool's item towards DynamoDB's 400 KB without end. At most PRUNED_PER_WRITE a
+# write (an update expression's size is bounded too).
+AGENT_ENTRY_KEPT = timedelta(days=14)
+PRUNED_PER_WRITE = 20
+
+
+def _stale_entries(row: PoolTable, client_id: str, now: datetime) -> list[str]:
+    """Other clients' entries of the pool not refreshed within ``AGENT_ENTRY_KEPT`` (at most ``PRUNED_PER_WRITE``)."""
+    stale = []
+    for other, entry in _agent_map(row).items():
+        try:
+            at = datetime.fromisoformat(entry["at"])
+        except (KeyError, TypeError, ValueError):
+            at = None
+        if other != client_id and (at is None or at < now - AGENT_ENTRY_KEPT):
+            stale.append(other)
+    return sorted(stale)[:PRUNED_PER_WRITE]
+
+
 def _set_entry(row: PoolTable, client_id: str, entry: dict, now: datetime) -> None:
-    stamps = [PoolTable.reported_at.set(now), PoolTable.updated_at.set(now)]
+    stamps = [PoolTable.reported_at.set(now), PoolTable.updated_at.set(now),
+              *(PoolTable.agent_prices[other].remove() for other in _stale_entries(row, client_id, now))]
     attempts = ((PoolTable.agent_prices[client_id].set(entry), PoolTable.agent_prices.exists()),
                 (PoolTable.agent_prices.set({client_id: entry}), PoolTable.agent_prices.does_not_exist()))
     for action, condition in attempts * 2:  # the map created by another report in between: its entry after all

@@ -232,6 +232,32 @@ def test_agent_prices_count_again_once_the_servers_price_is_stale(typed_agent):
     assert (latest.price, latest.price_source) == (Decimal("0.0900"), "agent")
 
 
+def test_a_report_removes_the_entries_of_clients_that_stopped_reporting_the_pool(typed_agent):
+    """GIVEN a pool whose item holds the entries of 25 other clients not refreshed for 15 days (gone, or moved on)
+    and one refreshed yesterday WHEN an agent reports the pool THEN its own entry is written and the stale ones are
+    removed, at most ``PRUNED_PER_WRITE`` a write (the next reports take the rest), the recent one kept: the item
+    never grows with every client that ever reported there towards DynamoDB's 400 KB."""
+    from chalicelib.tables.pools import PoolTable
+
+    itype, caller, agent_id, instance_id = typed_agent
+    now, pool = now_s(), f"{itype}.eu-west-1a"
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.0900},
+                                          collected_at=now - timedelta(hours=4)))
+    old = {"price": "0.05", "at": (now - timedelta(days=15)).isoformat(), "recent": []}
+    recent = {"price": "0.05", "at": (now - timedelta(days=1)).isoformat(), "recent": []}
+    for k in range(25):
+        PoolTable(pool).update(actions=[PoolTable.agent_prices[f"cl-gone-{k:02d}"].set(old)])
+    PoolTable(pool).update(actions=[PoolTable.agent_prices["cl-recent"].set(recent)])
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.0890},
+                                          collected_at=now - timedelta(hours=2)))
+    entries = set(PoolTable.get(pool, consistent_read=True).agent_prices.as_dict())
+    assert {"cl-recent", raw_reports(agent_id)[0].client_id} <= entries
+    assert len([c for c in entries if c.startswith("cl-gone-")]) == 25 - pool_repo.PRUNED_PER_WRITE
+    report(caller, agent_id, pricing_body(instance_id, itype, {"eu-west-1a": 0.0880},
+                                          collected_at=now))
+    assert not [c for c in PoolTable.get(pool, consistent_read=True).agent_prices.as_dict() if c.startswith("cl-gone")]
+
+
 def raw_reports(agent_id: str) -> list:
     from chalicelib.tables.pools import PricingReportTable
 
