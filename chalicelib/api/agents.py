@@ -641,29 +641,8 @@ def _placed_timing(timing: SwitchTiming, earliest, now, warnings: list[str]) -> 
             what = "in the future; the server's receive time" if times[name] == now else \
                 f"before the switch can have started; {iso(earliest)}"
             warnings.append(f"timing.{name}: {iso(reported[name])} is {what} is used")
-    for name, at in _in_order(times, warnings).items():
+    for name, at in times.items():
         setattr(timing, name, at)
-
-
-# A switch's stages in the order they happen: none is before the one it follows (the old instance's end follows the
-# switch's start only: a terminate wait may end it before or after the traffic moved).
-_STAGES = ("switch_initiated_at", "new_instance_launched_at", "new_instance_ready_at", "traffic_switched_at")
-
-
-def _in_order(times: dict, warnings: list[str]) -> dict:
-    """The placed times with each stage at or after the one before it (a report whose times run backwards, or whose
-    clamping to a bound put one before another, would store a switch that ended before it began): a time before its
-    predecessor is moved up to it, named in ``warnings``."""
-    ordered, previous = dict(times), None
-    for name in (*_STAGES, "old_instance_terminated_at"):
-        at = ordered.get(name)
-        before = ordered.get("switch_initiated_at") if name == "old_instance_terminated_at" else previous
-        if at is not None and before is not None and at < before:
-            warnings.append(f"timing.{name}: {iso(at)} is before the stage it follows; {iso(before)} is used")
-            ordered[name] = at = before
-        if name in _STAGES and at is not None:
-            previous = at
-    return ordered
 
 
 def _owned_instance(client_id: str, agent, instance_id: str | None) -> bool:
