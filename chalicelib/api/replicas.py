@@ -434,6 +434,21 @@ def _take_over_once_more(replica: ReplicaRecord, instance_id: str, now: datetime
         return _take_over(fresh, instance_id, now)
 
 
+def _unowned_launch(agent: AgentRecord, replica: ReplicaRecord, instance_id: str) -> None:
+    """An agent reports the instance it launched for a standby that closed meanwhile (the client deleted it, its mode
+    went off, it expired; a legacy agent launches for every row its poll offered): the row cannot take it (409) and
+    the product cannot terminate an instance it did not launch (untagged), so the client is told, once per standby
+    and instance (keyed on the row's set-once close time): it runs, billed, until the client ends it."""
+    at = replica.terminated_at or replica.updated_at
+    if at is None:
+        return
+    activity.notify(agent.client_id, "standby_instance_unowned",
+                    f"{agent.logical_agent_id} launched instance {instance_id} for standby {replica.replica_id}, which "
+                    f"was {replica.status.value} before the instance was reported: the product does not manage it. "
+                    "Terminate it if you do not need it; it is still running and billed", at, severity="warning",
+                    agent_id=agent.agent_id, once=f"standby_instance_unowned:{replica.replica_id}:{instance_id}")
+
+
 @bp.route("/api/agents/{agent_id}/replicas/{replica_id}", methods=["PUT"], response="AttachedReplicaReply")
 def attach_replica(agent_id, replica_id):
     """The agent launched the replica's instance: attach its id, then ``syncing`` (default) or ``ready``.
@@ -446,6 +461,8 @@ def attach_replica(agent_id, replica_id):
     client's account, owned by nothing: no tag of ours, so no cleanup of ours ends it."""
     client, body = client_request(_request(), AttachReplicaRequest)
     agent, replica = _owned(client, agent_id, replica_id)
+    if not replica.active and replica.instance_id != body.instance_id:
+        _unowned_launch(agent, replica, body.instance_id)
     _active(replica)
     wanted = ReplicaStatus(body.status)
     _check(replica.status, wanted)

@@ -473,6 +473,28 @@ def test_a_put_onto_a_ready_standby_of_ours_takes_it_over(make_tenant, wanted):
     assert agent_repo.instance_row(replica.instance_id).is_active is False
 
 
+def test_an_instance_reported_for_a_standby_closed_meanwhile_is_409_and_the_client_told_once(make_tenant):
+    """GIVEN a standby a legacy agent's poll offered, which the client deletes while the agent launches its own
+    instance for it WHEN the agent reports that instance (PUT), twice THEN 409 as before (a closed row takes nothing),
+    and the client is told once that the instance runs unmanaged (the product cannot terminate an instance it did not
+    launch: before, nobody was told and it ran, billed, for good). The row's own instance reported again tells
+    nothing."""
+    from chalicelib.tables.notifications import NotificationTable
+
+    client_id, caller, agent_id, primary, replica, path = server_standby(make_tenant)
+    assert caller.call("DELETE", path)[0] == 200
+    theirs = agent_launched("us-east-1", "us-east-1c")
+    for _ in range(2):
+        status, reply = put(caller, path, {"instance_id": theirs, "status": "syncing"})
+        assert_error(status, reply, 409)
+    told = [n for n in NotificationTable.query(client_id, consistent_read=True) if n.kind == "standby_instance_unowned"]
+    assert len(told) == 1 and theirs in told[0].message and replica.replica_id in told[0].message
+    status, reply = put(caller, path, {"instance_id": replica.instance_id, "status": "syncing"})
+    assert status == 409
+    assert len([n for n in NotificationTable.query(client_id, consistent_read=True)
+                if n.kind == "standby_instance_unowned"]) == 1
+
+
 def test_a_failovers_replacement_is_never_offered_nor_taken_over(api, make_tenant):
     """A failover's replacement row (``termination``, created by the failover) is its workflow's: the
     ``status=launching`` listing never offers it, not even with no instance yet, and an agent's PUT onto it once our
