@@ -215,19 +215,20 @@ def _replace_each(agent_id: str, picked, ended) -> list[Command]:
     return done
 
 
-def cancel_pending(agent, now: datetime, reason: str) -> list[Command]:
+def cancel_pending(agent, now: datetime, reason: str, *, repeat: bool = False) -> list[Command]:
     """Cancel the agent's commands still waiting for delivery (its disabling: a disabled agent is delivered
     nothing, so they would stay pending, counted against its queue, for ever), each with ``reason``, and tell
     the client. A command already delivered runs on (it cannot be pulled back; its result is still recorded).
 
     ``now`` is the change's own time (the same on a repeat of its request): the client is told of every command
-    cancelled then, once, so a repeat whose first run died between the cancellations and the notification (it finds
-    none pending any more) still tells it, and a repeat of a whole run tells nothing twice."""
+    cancelled then, once. ``repeat``: the caller found its change already made (the same request again, its first run
+    maybe dead between the cancellations and the notification): the commands cancelled then are read back and told
+    (nothing twice); a first run tells what it cancelled."""
     done = []
     if agent.active_commands != 0:
         done = _replace_each(agent.agent_id, lambda cmd: cmd.status is CommandStatus.PENDING,
                              lambda cmd: cancel(cmd, now, reason))
-    told = _cancelled_at(agent.agent_id, now, reason)
+    told = _cancelled_at(agent.agent_id, now, reason) if repeat else done
     if told:
         activity.notify(agent.client_id, "commands_cancelled",
                         f"{len(told)} pending command(s) of {agent.logical_agent_id} cancelled: {reason}", now,

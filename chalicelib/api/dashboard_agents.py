@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from components.agent_identity import AgentStatus
 from components.replica_coordinator import ReplicaStatus
 from components.sentinel import health_score
 from components.sentinel.health import HealthThresholds
@@ -145,12 +146,13 @@ def delete_agent(agent_id):
                 continue
             replicas.retire(replica, ReplicaStatus.TERMINATED, now, _DELETED)
             terminated.append(replica.replica_id)
+    repeat = agent.status == AgentStatus.DELETED.value  # the same delete again (its first run may have died)
     deleted = agents.soft_delete(agent, now)
     # What follows the delete is keyed on its time (``deleted_at``, the same on a repeat): a repeat of a request
     # that died after the agent's write finishes it, once; a delete repeated later than that does nothing again.
     at = deleted.deleted_at or now
     if now - at <= REPEAT_WINDOW:
-        command_queue.cancel_pending(deleted, at, "the agent was deleted")
+        command_queue.cancel_pending(deleted, at, "the agent was deleted", repeat=repeat)
         activity.notify(client.client_id, "agent_deleted", f"agent {agent.logical_agent_id} deleted", at,
                         agent_id=agent.agent_id, once=f"agent_deleted:{agent.agent_id}")
         activity.record_event("agent_deleted", f"agent {agent.logical_agent_id} deleted", at,

@@ -655,7 +655,8 @@ def apply_config(agent: AgentRecord, changes: dict[str, Any], now: datetime) -> 
         disabled = changes.get("enabled") is False
     terminated = _retire_manual(updated, now, "manual-replica mode turned off", repeat=repeat) if manual_off else []
     if disabled:
-        command_queue.cancel_pending(updated, at, "the agent was disabled before it picked this command up")
+        command_queue.cancel_pending(updated, at, "the agent was disabled before it picked this command up",
+                                     repeat=repeat)
     activity.record_event("agent_config", f"{agent.logical_agent_id}: {', '.join(sorted(changes))} changed", at,
                           client_id=agent.client_id, agent_id=agent.agent_id,
                           metadata={"changes": changes, "config_version": updated.config_version},
