@@ -331,6 +331,9 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
     if row is None or row.client_id != client.client_id:
         return
     agent_id = _agent_id(client, reg)
+    if row.agent_id == agent_id and row.released_at is not None and not row.is_active \
+            and _revives_on_released(get(client.client_id, agent_id), reg.instance_id):
+        return
     left = False
     if row.agent_id == agent_id and row.is_active and row.role == "primary":
         agent = get(client.client_id, agent_id)
@@ -339,6 +342,15 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
                                    instance_role=row.role, left_by_switch=left)
     if refusal:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
+
+
+def _revives_on_released(agent: AgentRecord | None, instance_id: str) -> bool:
+    """A deleted agent registering again on the instance it ran on when it was deleted: its delete closed that row
+    and released it to the client (``soft_delete``, ``released_at``), but nothing replaced the instance. The agent
+    there restarting (systemd after a crash, a reboot) is the legacy agent coming back, which the legacy server
+    revived under the same id; a 409 ``instance_replaced`` made it exit on every restart, for good. The kept
+    instances its switches left (also released by the delete) are still refused: the agent had left them."""
+    return agent is not None and agent.deleted and agent.instance_id == instance_id
 
 
 def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecord | None, instance_id: str,
@@ -350,6 +362,9 @@ def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecor
     A ``proven`` registration (a signed identity document) may also take the row of another client whose claim
     was never proven (``unproven_claim``)."""
     replaced = (InstanceTable.is_active == False) | (InstanceTable.role == "standby")  # noqa: E712
+    if _revives_on_released(current, instance_id):  # its own host, released by its delete: not replaced
+        replaced = (InstanceTable.role == "standby") | ((InstanceTable.is_active == False)  # noqa: E712
+                                                        & InstanceTable.released_at.does_not_exist())
     if current is not None and current.last_switch_at is not None and current.instance_id != instance_id:
         replaced |= InstanceTable.installed_at < current.last_switch_at
     own_retired = (InstanceTable.agent_id == agent_id) & replaced

@@ -12,6 +12,14 @@ Audited, each test one legacy call sequence as the real client makes it:
   off (its old instance kept running) and has a force-switch queued, the delete sent twice (the dashboard's retry):
   HELD (200 both, ``deleted``; both instance rows closed and ``released_at``; the command cancelled; one
   ``commands_cancelled`` and one ``agent_deleted`` notification; the deleted agent's heartbeats 404, as before).
+- the agent's legacy process restarting on its own host after that delete (systemd's ``Restart=always`` after a crash,
+  a reboot; v4, v3.2 and ``spot_agent.py``): FIXED. The legacy server revived a deleted agent that registered again
+  under the same id. Before, the registration on the instance the delete had closed was 409 ``instance_replaced``
+  (the delete's close looked like a replacement), so v4 exited at every restart, for good: the agent could only come
+  back from another host. Now the row the delete released (``released_at``) is not a replaced instance: the agent is
+  revived there (action ``revived``, default config, the row active again and its release cleared). An instance its
+  switch kept running, released by the same delete, is still refused (409 ``instance_replaced``): the agent had left
+  it.
 - the dashboard's ``toggle-enabled {"enabled": false}`` sent twice with a force-switch queued: HELD (one change, the
   command cancelled, one ``commands_cancelled`` notification; v4's poll gets no command).
 - v4's termination notice after EventBridge's warning started the failover (``create-emergency-replica``
@@ -112,6 +120,68 @@ def test_the_dashboards_delete_sent_twice_closes_releases_and_tells_once(make_te
     for instance_id, az in ((new, "eu-west-1b"), (old, "eu-west-1a")):
         status, reply = caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(instance_id, az))
         assert_error(status, reply, 404, field="agent_id")
+
+
+# --- 2. the legacy agent restarting on its host after the delete ---------------------------------------------------
+
+
+def test_v4_restarting_on_its_host_after_the_delete_revives_the_agent(make_tenant):
+    """GIVEN a v4 agent on B (its switch kept A running) deleted by the dashboard WHEN its v4 process on B restarts and
+    registers THEN revived under the same id on B (BEFORE: 409 ``instance_replaced`` at every restart), B active
+    again and no longer released; its heartbeats 200. The v4 process on the kept A restarting is still 409."""
+    client_id, caller, agent_id, logical, old, new = _switched_keeping_the_old_instance(make_tenant)
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and (reply["agent_id"], reply["action"]) == (agent_id, "revived"), reply
+    row = InstanceTable.get(new, consistent_read=True)
+    assert (row.is_active, row.released_at, row.agent_id) == (True, None, agent_id)
+    agent = AgentTable.get(client_id, agent_id, consistent_read=True)
+    assert (agent.status, agent.instance_id, agent.deleted_at) == ("online", new, None)
+    assert caller.post(f"/api/agents/{agent_id}/heartbeat", v4_heartbeat(new, "eu-west-1b"))[0] == 200
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert InstanceTable.get(old, consistent_read=True).is_active is False
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).instance_id == new
+    assert_live_key_kept(client_id)
+
+
+def test_v32_restarting_on_its_host_after_the_delete_revives_the_agent(make_tenant):
+    """v3.2 (no ``mode``) deleted by the dashboard, then its process restarting on the same instance: revived
+    (BEFORE: 409 ``instance_replaced``)."""
+    client_id, caller = make_tenant()
+    instance_id, logical = new_instance_id(), f"v3-{uuid.uuid4().hex[:8]}"
+    agent_id = _registered(caller, v3_registration(instance_id, logical))
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    status, reply = caller.post("/api/agents/register", v3_registration(instance_id, logical))
+    assert status == 200 and (reply["agent_id"], reply["action"]) == (agent_id, "revived"), reply
+    assert agent_repo.instance_row(instance_id).is_active is True
+    assert_live_key_kept(client_id)
+
+
+def test_spot_agent_py_restarting_on_its_host_after_the_delete_revives_the_agent(api, make_tenant):
+    """spot_agent.py (``X-Client-Token``, no logical id: it is named by its instance) deleted, then restarting on the
+    same instance: revived as the same agent (BEFORE: 409 ``instance_replaced``), still running no commands."""
+    from tests.api.test_legacy_stub_bodies import stub_agent, stub_registration
+
+    client_id, caller, stub, agent_id, instance_id = stub_agent(api, make_tenant)
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    status, reply = stub.post("/api/agents/register", stub_registration(instance_id))
+    assert status == 200 and (reply["agent_id"], reply["action"]) == (agent_id, "revived"), reply
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).runs_commands is False
+    assert_live_key_kept(client_id)
+
+
+def test_a_deleted_agents_instance_replaced_before_its_delete_is_still_refused(make_tenant):
+    """The revival is only on the instance the agent ran on when deleted: the instance a v4 switch (auto-terminate
+    on) left, closed before the delete, stays 409 ``instance_replaced``."""
+    client_id, caller = make_tenant()
+    old, new, logical = new_instance_id(), new_instance_id(), f"web-{uuid.uuid4().hex[:8]}"
+    agent_id = _registered(caller, v4_registration(old, logical, "eu-west-1a"))
+    assert _registered(caller, v4_registration(new, logical, "eu-west-1b")) == agent_id  # moved: A closed
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    status, reply = caller.post("/api/agents/register", v4_registration(old, logical, "eu-west-1a"))
+    assert_error(status, reply, 409, code="instance_replaced")
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).status == "deleted"
 
 
 # --- 3. the dashboard's disable, sent twice --------------------------------------------------------------------------
