@@ -57,11 +57,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from chalicelib import bootstrap
 from chalicelib.repositories import activity
 from chalicelib.repositories import agents as agent_repo
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.tables import AgentTable, PoolTable
 from chalicelib.tables.instances import InstanceTable
+from components.command_tracker.model import CommandStatus
 from tests.api._support import assert_error, iso, shifted
 from tests.api.test_legacy_v3_bodies import v3_registration
 from tests.api.test_legacy_v4_bodies import (
@@ -198,6 +200,8 @@ def test_the_dashboards_disable_sent_twice_cancels_and_tells_once(tenant_with_ag
         status, reply = caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})
         assert status == 200, reply
     assert _kinds(caller, client_id).count("commands_cancelled") == 1
+    command = bootstrap.command_store().get(agent_id, queued["command"]["id"])
+    assert command.status is CommandStatus.CANCELLED, command
     status, reply = caller.get(f"/api/agents/{agent_id}/pending-commands")
     assert status == 200 and reply["commands"] == [], reply
 
