@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables.pools import PoolTable
-from tests.api._support import pricing_body, random_instance_type
+from tests.api._support import assert_error, pricing_body, random_instance_type
 from tests.api.test_security_walk_19 import overtaken_at
 from tests.conftest import registration
 
@@ -101,3 +101,45 @@ def test_a_report_prunes_only_entries_past_the_kept_age_whatever_time_it_claims(
     assert entries[victim_id]["at"] == thirteen and "cl-gone" not in entries
     assert pool_repo.latest_prices([pool])[pool].seen_by(victim_id).price == Decimal("0.0500")
     assert pool_repo.latest_prices([pool])[pool].seen_by(attacker_id).price == Decimal("0.0900")
+
+
+# --- the v4 replica PUT: the take-over and the standby_instance_unowned notification --------------------------------
+
+
+def _unowned_notices(client_id: str) -> list:
+    from chalicelib.tables.notifications import NotificationTable
+
+    return [n for n in NotificationTable.query(client_id, consistent_read=True) if n.kind == "standby_instance_unowned"]
+
+
+def test_a_put_onto_a_closed_standby_tells_of_no_instance_the_client_does_not_run(make_tenant):
+    """The attack: the attacker deletes a standby of its own, then PUTs onto the closed row instance ids that are not
+    instances it launched: a made-up one, the victim's registered primary, and the victim's standby (the product's
+    launch for the victim, tagged with its client), in the account they share (a self-hosted stage's home account).
+    The answer is 409 either way; the question is what the refusal writes. Before walk 21 each PUT wrote a warning
+    notification telling the attacker's client that the named instance "was launched for" its standby, "runs
+    unmanaged" and to "terminate it if you do not need it": a 4xx that changed something, false for an instance that
+    does not run, and an instruction to terminate another tenant's primary or standby. What holds now: the
+    notification is written only for a live instance of the client's account that no one's row holds and no other
+    client's tag names (the checks the PUT makes of any instance it attaches); the answers are the same 409
+    ``replica_not_active``; the victim's instances run on."""
+    from tests.api.test_replicas import agent_launched, manual_agent, server_standby
+    from tests.e2e.failover_support import state_of
+
+    attacker_id, attacker, agent_id, _, replica, path = server_standby(make_tenant)
+    _, victim, victim_agent, victim_primary, _ = manual_agent(make_tenant)
+    status, theirs = victim.post(f"/api/agents/{victim_agent}/replicas", {})
+    assert status == 201 and theirs["instance_id"], theirs
+    assert attacker.call("DELETE", path)[0] == 200
+    made_up = "i-0" + "7" * 16
+    for named in (made_up, victim_primary, theirs["instance_id"]):
+        status, reply = attacker.call("PUT", path, {"instance_id": named, "status": "syncing"})
+        assert_error(status, reply, 409, code="replica_not_active")
+    assert _unowned_notices(attacker_id) == []
+    assert state_of(victim_primary) == "running" and state_of(theirs["instance_id"]) == "running"
+    launched = agent_launched("us-east-1", "us-east-1c")  # the notification's own case still tells, once
+    for _ in range(2):
+        status, reply = attacker.call("PUT", path, {"instance_id": launched, "status": "syncing"})
+        assert_error(status, reply, 409, code="replica_not_active")
+    told = _unowned_notices(attacker_id)
+    assert len(told) == 1 and launched in told[0].message
