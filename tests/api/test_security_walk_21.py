@@ -15,9 +15,9 @@ from decimal import Decimal
 
 from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables.pools import PoolTable
-from tests.api._support import assert_error, pricing_body, random_instance_type
+from tests.api._support import assert_error, pricing_body, random_instance_type, unchanged
 from tests.api.test_security_walk_19 import overtaken_at
-from tests.conftest import registration
+from tests.conftest import new_instance_id, registration
 
 
 def _now() -> datetime:
@@ -143,3 +143,75 @@ def test_a_put_onto_a_closed_standby_tells_of_no_instance_the_client_does_not_ru
         assert_error(status, reply, 409, code="replica_not_active")
     told = _unowned_notices(attacker_id)
     assert len(told) == 1 and launched in told[0].message
+
+
+# --- the legacy emergency replica's repeat, which hands a held failover to the sentinel ----------------------------
+
+
+def test_an_emergency_replica_naming_another_tenants_instance_in_failover_moves_nothing(make_tenant, started):
+    """The attack: the victim's primary is being replaced (its termination notice claimed, the failover started). The
+    attacker's own auto-switch agent asks for an emergency replica for a ``termination-notice`` naming the victim's
+    primary (in the body, and through its own agent's path), and then the victim's agent's path with its own token,
+    hoping the repeat path (a held failover handed to the sentinel again, answered with the held interruption) starts
+    the victim's workflow again, counts another interruption, or answers the victim's interruption id. What holds:
+    404 ``instance_id`` (as for a made-up id: the same answer) or 404 for the victim's agent, nothing written, no
+    execution started, the victim's interruption named nowhere."""
+    from tests.e2e.failover_support import register_agent
+
+    _, victim, victim_agent, victim_primary, _ = register_agent(make_tenant)
+    status, reply = victim.post(f"/api/agents/{victim_agent}/termination-imminent", {})
+    assert status == 202 and reply.get("interruption_id"), reply
+    held = reply["interruption_id"]
+    _, attacker, attacker_agent, _, _ = register_agent(make_tenant)
+    executions = len(started)
+    body = {"signal_type": "termination-notice", "instance_id": victim_primary}
+    made_up = {**body, "instance_id": "i-0" + "5" * 16}
+    path = f"/api/agents/{attacker_agent}/create-emergency-replica"
+    answers = [unchanged(lambda b=b: attacker.post(path, b)) for b in (body, made_up)]
+    for status, reply in answers:
+        assert_error(status, reply, 404, field="instance_id")
+    assert {k: v for k, v in answers[0][1].items() if k not in ("message", "request_id")} == \
+        {k: v for k, v in answers[1][1].items() if k not in ("message", "request_id")}
+    status, reply = unchanged(lambda: attacker.post(f"/api/agents/{victim_agent}/create-emergency-replica",
+                                                    {"signal_type": "termination-notice"}))
+    assert_error(status, reply, 404)
+    assert len(started) == executions
+    assert held not in str(answers) + str(reply)
+
+
+# --- an agent delete's repeat, keyed on its deleted_at ---------------------------------------------------------------
+
+
+def _kinds(client_id: str, kind: str) -> list:
+    from chalicelib.tables.notifications import NotificationTable
+
+    return [n for n in NotificationTable.query(client_id, consistent_read=True) if n.kind == kind]
+
+
+def test_an_agent_delete_repeated_by_another_tenant_or_after_a_re_registration_replays_nothing(make_tenant):
+    """The attack: within the 15 minutes in which a repeat of an agent's delete finishes what its first run left
+    (keyed on the agent's ``deleted_at``: commands cancelled, the notification, the audit event, the standbys it
+    closed), the attacker sends the same DELETE of the victim's deleted agent with its own token, and the victim's
+    agent registers again (same logical id, on a new instance: its deleted one is ``instance_replaced``) and is deleted again. What holds: the attacker's DELETE is 404 as for a
+    made-up agent and writes nothing; the agent registered again is a live agent (the first delete's repeat window
+    does not make its new registration deleted), and its second delete is a delete of its own (a second
+    notification), never a replay answered from the first."""
+    victim_id, victim = make_tenant()
+    reg = registration()
+    status, reply = victim.post("/api/agents/register", reg)
+    assert status == 200, reply
+    agent_id = reply["agent_id"]
+    _, attacker = make_tenant()
+    assert victim.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+    assert len(_kinds(victim_id, "agent_deleted")) == 1
+    for target in (agent_id, "ag-" + "0" * 24):
+        status, reply = unchanged(lambda t=target: attacker.call("DELETE", f"/api/client/agents/{t}"))
+        assert_error(status, reply, 404, field="agent_id")
+    status, again = victim.post("/api/agents/register", {**reg, "instance_id": new_instance_id()})
+    assert status == 200, again
+    from chalicelib.repositories import agents as agent_repo
+
+    assert not agent_repo.require(victim_id, again["agent_id"]).deleted
+    status, reply = victim.call("DELETE", f"/api/client/agents/{again['agent_id']}")
+    assert status == 200 and reply["status"] == "deleted", reply
+    assert len(_kinds(victim_id, "agent_deleted")) == 2
