@@ -10,6 +10,7 @@ tries and what holds (and, when it found something, what happened before the fix
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from chalicelib.repositories import pools as pool_repo
 from chalicelib.tables.pools import PoolTable
 from tests.api._support import assert_error, pricing_body, random_instance_type, unchanged
 from tests.api.test_security_walk_19 import overtaken_at
+from tests.integration.test_data_cleaner import unbounded  # noqa: F401 - the fixture
 from tests.conftest import new_instance_id, registration
 
 
@@ -215,3 +217,55 @@ def test_an_agent_delete_repeated_by_another_tenant_or_after_a_re_registration_r
     status, reply = victim.call("DELETE", f"/api/client/agents/{again['agent_id']}")
     assert status == 200 and reply["status"] == "deleted", reply
     assert len(_kinds(victim_id, "agent_deleted")) == 2
+
+
+# --- the released rows of product-launched instances: what a re-registration makes of them ---------------------------
+
+
+def test_another_agent_registering_on_an_instance_the_product_launched_never_gets_it_terminated_later(
+        api, make_tenant, unbounded):  # noqa: F811 - the fixture
+    """The attack (on the client itself, by its own hand, the ground of the data cleaner's ``released_at`` change):
+    the client's agent runs on an instance the product launched (a failover's replacement: tagged as ours, its row
+    naming the replica). The client deletes that agent (the row released: kept by the data cleaner, kept by the
+    cleanup), installs the agent again on the same host under another logical id (a new agent registers on the
+    instance), later deletes that one too, and waits past the agent retention. Before walk 21 the new registration
+    wrote the row afresh, without its replica: the second delete released a row that no longer said the product
+    launched the instance, the data cleaner removed it with the agent, and the next cleanup run found a tagged
+    instance no row owned and terminated it, the client's running workload. What holds now: a registration keeps the
+    client's own row's mark of the product's launch (never another client's); the row stays, and the instance runs."""
+    from chalicelib.jobs import data_cleaner
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.tables.instances import InstanceTable
+    from tests.conftest import invoke_schedule
+    from tests.e2e.failover_support import ZONES, state_of
+    from tests.integration.test_cleanup import launch, past_grace
+    from tests.integration.test_data_cleaner import _walk_from
+
+    client_id, caller = make_tenant()
+    first = f"web-{uuid.uuid4().hex[:8]}"
+    reg = {"instance_type": "t3.micro", "region": "us-east-1", "az": ZONES[1]}
+    status, reply = caller.post("/api/agents/register", registration(instance_id=launch(None), logical_agent_id=first,
+                                                                     **reg))
+    assert status == 200, reply
+    agent_id, replica_id = reply["agent_id"], f"rep-{uuid.uuid4().hex[:8]}"
+    ours = launch({"ManagedBy": "SpotOptimizer", "AgentId": agent_id, "ClientId": client_id, "LogicalAgentId": first,
+                   "ReplicaId": replica_id, "SpotOptimizerStage": "dev"})
+    status, reply = caller.post("/api/agents/register", registration(instance_id=ours, logical_agent_id=first, **reg))
+    assert status == 200, reply
+    # as a failover's hand-over leaves the replacement's row: it names the replica the product launched
+    InstanceTable(ours).update(actions=[InstanceTable.replica_id.set(replica_id)])
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+
+    status, again = caller.post("/api/agents/register", registration(instance_id=ours, **reg))  # another logical id
+    assert status == 200, again
+    assert caller.call("DELETE", f"/api/client/agents/{again['agent_id']}")[0] == 200
+    row = agent_repo.instance_row(ours)
+    assert (row.agent_id, row.replica_id) == (again["agent_id"], replica_id) and row.released_at is not None
+
+    now = datetime.now(UTC)
+    later = now + timedelta(days=unbounded.agent_retention_days + 1)
+    _walk_from(client_id, now)
+    data_cleaner.run(later)
+    assert agent_repo.instance_row(ours) is not None, "the released row of our launch went with the agent"
+    outcome = invoke_schedule(api, "cleanup", now=past_grace(datetime.now(UTC)))
+    assert ours not in outcome["terminated"] and state_of(ours) == "running"
