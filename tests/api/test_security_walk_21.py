@@ -10,6 +10,7 @@ tries and what holds (and, when it found something, what happened before the fix
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -269,3 +270,58 @@ def test_another_agent_registering_on_an_instance_the_product_launched_never_get
     assert agent_repo.instance_row(ours) is not None, "the released row of our launch went with the agent"
     outcome = invoke_schedule(api, "cleanup", now=past_grace(datetime.now(UTC)))
     assert ours not in outcome["terminated"] and state_of(ours) == "running"
+
+
+# --- headers: Authorization variants, forwarded-for ------------------------------------------------------------------
+
+
+def test_an_authorization_header_in_any_spelling_is_its_own_token_or_401_never_another_client(api, make_tenant):
+    """The attack: the attacker sends its own token in every spelling of ``Authorization`` a proxy or a client library
+    might produce (scheme case, extra spaces, a second scheme or token after it, no space, another scheme), with and
+    without an ``X-Client-Token`` naming the victim's token's prefix or a made-up token, hoping one is read as
+    another client, skips the client lookup, or ends in a 500. What holds: each answer is 200 for the attacker's own
+    client (a spelling of the Bearer scheme with the token alone) or a JSON 401; none names another client."""
+    from tests.conftest import Caller
+
+    attacker_id, attacker = make_tenant()
+    victim_id, _ = make_tenant()
+    token = attacker.token
+    spellings = {f"bearer {token}": True, f"BEARER   {token}  ": True, f"Bearer {token}": True,
+                 f"Bearer {token} {token}": False, f"Bearer {token},Bearer x": False, f"Bearer{token}": False,
+                 f"Basic {token}": False, f"Token {token}": False, "Bearer ": False, f"Bearer {token[:-1]}": False}
+    for value, good in spellings.items():
+        for extra in ({}, {"X-Client-Token": "so_" + "A" * 43}):
+            response = api.http.get("/api/client/validate", headers={"Authorization": value, **extra})
+            body = json.loads(response.body)
+            if good:
+                assert response.status_code == 200 and body["client_id"] == attacker_id, (value, body)
+            else:
+                assert_error(response.status_code, body, 401)
+            assert victim_id not in json.dumps(body)
+    status, body = Caller(api.http).get("/api/client/validate", headers={"X-Client-Token": token})
+    assert status == 200 and body["client_id"] == attacker_id
+
+
+def test_a_forged_forwarded_for_buys_no_requests_past_the_rate_limit(api, admin, make_tenant, monkeypatch):
+    """The attack: a tenant at its rate limit sends every next request with another ``X-Forwarded-For`` (and
+    ``X-Real-IP``, ``Forwarded``) address, as if it came from elsewhere, hoping the limit is kept per source address.
+    What holds: the limit is the client's, whatever the request says of its origin: 429 from the first request past
+    it, with or without the headers."""
+    from datetime import timezone
+
+    from chalicelib import rate_limit
+
+    now = datetime(2026, 1, 5, 12, 7, 10, tzinfo=timezone.utc)
+    monkeypatch.setattr(rate_limit, "wall_clock", lambda: now)
+    rate_limit.reset_container_state()
+    client_id, caller = make_tenant()
+    status, reply = admin.post(f"/api/admin/clients/{client_id}/rate-limit", {"requests_per_window": 2})
+    assert status == 200, reply
+    answers = [caller.get("/api/client/validate", headers={
+        "X-Forwarded-For": f"203.0.113.{k}", "X-Real-IP": f"198.51.100.{k}", "Forwarded": f"for=192.0.2.{k}"})[0]
+        for k in range(5)]
+    assert answers == [200, 200, 429, 429, 429], answers
+    rate_limit.reset_container_state()
+    status, body = caller.get("/api/client/validate", headers={"X-Forwarded-For": "10.9.8.7"})
+    assert_error(status, body, 429)
+    rate_limit.reset_container_state()
