@@ -1,12 +1,15 @@
 """Security walk 21: what landed in the last session, attacked by a tenant holding two client tokens (its agents on
 them): a pricing report's pruning of other clients' entries of a shared pool (``agent_prices``: whether one tenant's
-report can erase another's fresh price, or keep a stale one), the legacy emergency replica's repeat that hands a held
-failover to the sentinel (whether it can be pointed at another tenant's instance or its held failover), the v4 replica
-PUT's take-over of a ready standby and its ``standby_instance_unowned`` notification (whether a tenant can make the
-product terminate an instance that is not the product's own launch for it, take over another tenant's standby, or be
-told of instances that do not run), and an agent delete's repeat keyed on ``deleted_at`` (whether another tenant's, or
-one after the agent was registered again, replays its effects). Each test is one attack; its docstring says what it
-tries and what holds (and, when it found something, what happened before the fix)."""
+report can erase another's fresh price, or measure its age by a time it chose), the legacy emergency replica's repeat
+that hands a held failover to the sentinel (whether it can be pointed at another tenant's instance or its held
+failover), the v4 replica PUT's take-over of a ready standby and its ``standby_instance_unowned`` notification
+(whether a tenant can take over another tenant's standby, make the product terminate an instance that is not its own
+launch for it, or be told to terminate instances that are not its own or do not run), an agent delete's repeat keyed
+on ``deleted_at`` (whether another tenant's, or one after the agent registered again, replays its effects), the
+``released_at`` rows the data cleaner keeps for the product's launches (whether a re-registration on such an
+instance loses the mark and gets the client's workload terminated), and the headers a request carries
+(``Authorization`` spellings, a forged ``X-Forwarded-For`` against the rate limit). Each test is one attack; its
+docstring says what it tries and what holds (and, when it found something, what happened before the fix)."""
 
 from __future__ import annotations
 
@@ -325,3 +328,34 @@ def test_a_forged_forwarded_for_buys_no_requests_past_the_rate_limit(api, admin,
     status, body = caller.get("/api/client/validate", headers={"X-Forwarded-For": "10.9.8.7"})
     assert_error(status, body, 429)
     rate_limit.reset_container_state()
+
+
+def test_a_tenant_never_takes_over_another_tenants_ready_standby_nor_gets_it_terminated(make_tenant):
+    """The attack: the victim's standby is the product's own launch and ready, the case in which an agent's PUT of
+    its own instance now takes a standby over and the product terminates its own launch. The attacker PUTs an
+    instance it launched onto the victim's standby (the victim's agent and replica ids in the path, its own token),
+    and onto a ready standby of its own naming the victim's standby instance, hoping for the take-over (the victim's
+    instance terminated, or handed to the attacker's row). What holds: 404 for the victim's path (as for a made-up
+    replica), 409 ``instance_conflict`` for the victim's instance, nothing written, both standbys and their instances
+    as they were."""
+    from chalicelib.repositories import replicas as replica_repo
+    from tests.api._support import diff_snapshots, snapshot_world
+    from tests.api.test_replicas import agent_launched, server_standby
+    from tests.e2e.failover_support import state_of
+
+    _, _, victim_agent, _, victim_standby, victim_path = server_standby(make_tenant)
+    _, attacker, _, _, own_standby, own_path = server_standby(make_tenant)
+    now = datetime.now(UTC)
+    for standby in (victim_standby, own_standby):
+        replica_repo.transition(standby, replica_repo.ReplicaStatus.READY, now)
+    launched = agent_launched("us-east-1", "us-east-1c")
+    before = snapshot_world()
+    for path in (victim_path, victim_path.rsplit("/", 1)[0] + "/rep-20261207T000000000000-made"):
+        status, reply = attacker.call("PUT", path, {"instance_id": launched, "status": "ready"})
+        assert_error(status, reply, 404)
+    status, reply = attacker.call("PUT", own_path, {"instance_id": victim_standby.instance_id, "status": "ready"})
+    assert_error(status, reply, 409, code="instance_conflict")
+    assert diff_snapshots(before, snapshot_world()) == {}
+    stored = replica_repo.get(victim_agent, victim_standby.replica_id)
+    assert (stored.instance_id, stored.own_launch, stored.status.value) == (victim_standby.instance_id, True, "ready")
+    assert state_of(victim_standby.instance_id) == "running" and state_of(own_standby.instance_id) == "running"
