@@ -438,9 +438,23 @@ def _unowned_launch(agent: AgentRecord, replica: ReplicaRecord, instance_id: str
     """An agent reports the instance it launched for a standby that closed meanwhile (the client deleted it, its mode
     went off, it expired; a legacy agent launches for every row its poll offered): the row cannot take it (409) and
     the product cannot terminate an instance it did not launch (untagged), so the client is told, once per standby
-    and instance (keyed on the row's set-once close time): it runs, billed, until the client ends it."""
+    and instance (keyed on the row's set-once close time): it runs, billed, until the client ends it.
+
+    Only of an instance the PUT's own checks would take (``_instance_free``, ``_client_instance``): a live instance of
+    the client's account that no one's row holds and no other client's tag names. Without them a PUT of any id wrote
+    the warning (security walk 21): a made-up instance "still running and billed", or another tenant's primary or
+    standby in a shared account the client was told to terminate. EC2 trouble is the route's 503 (a retry tells)."""
     at = replica.terminated_at or replica.updated_at
     if at is None:
+        return
+    try:
+        _instance_free(agent, instance_id, None)
+        _client_instance(agent, instance_id)
+    except (ConflictError, InvalidInputError):
+        return
+    except ec2.Ec2Error as exc:
+        if not getattr(exc, "conflict_code", None):
+            raise
         return
     activity.notify(agent.client_id, "standby_instance_unowned",
                     f"{agent.logical_agent_id} launched instance {instance_id} for standby {replica.replica_id}, which "

@@ -290,7 +290,13 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
     ``digest`` (of the request) is stored with the answer's action: the same request again before the agent's next
     heartbeat answers that action (a retried "created" stays "created", not "refreshed").
     """
-    _refuse_known_instance(client, reg)
+    known_row = _refuse_known_instance(client, reg)
+    # The product's launch of the instance (a failover's replacement, a promoted standby: the row names its replica)
+    # is a fact of the instance, not of the agent that had it: a row written afresh for another agent (or for this
+    # one after the row closed) keeps it. Without it, a product-launched instance an agent registered on lost the
+    # mark: once that agent was deleted, the data cleaner removed its released row and the cleanup's orphan pass
+    # terminated the client's running workload (security walk 21).
+    launched_for = known_row.replica_id if known_row is not None else None
     for attempt in range(3):
         current = get(client.client_id, _agent_id(client, reg))
         if admission is None and (current is None or current.deleted):
@@ -303,7 +309,8 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
         if repeated and plan.action is RegistrationAction.REFRESHED:
             plan = dataclasses.replace(plan, action=RegistrationAction(repeated))
         try:
-            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission, digest)
+            _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission, digest,
+                                launched_for=launched_for)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -326,10 +333,12 @@ def _agent_id(client: ClientRecord, reg: Registration) -> str:
     return agent_id_for(client.client_id, reg.logical_agent_id)
 
 
-def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
+def _refuse_known_instance(client: ClientRecord, reg: Registration) -> InstanceTable | None:
+    """409 when the registration may not take the instance (``registration_refusal``); else the client's own row of
+    it as read (None: no row, or another client's)."""
     row = instance_row(reg.instance_id)
     if row is None or row.client_id != client.client_id:
-        return
+        return None
     agent_id = _agent_id(client, reg)
     if row.agent_id == agent_id and row.released_at is not None and not row.is_active \
             and _revives_on_released(get(client.client_id, agent_id), reg.instance_id):
@@ -342,6 +351,7 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> None:
                                    instance_role=row.role, left_by_switch=left)
     if refusal:
         raise ConflictError(refusal[1], field="instance_id", code=refusal[0])
+    return row
 
 
 def _revives_on_released(agent: AgentRecord | None, instance_id: str) -> bool:
@@ -389,7 +399,8 @@ def unproven_claim(client: ClientRecord, instance_id: str) -> InstanceTable | No
 def _write_registration(client: ClientRecord, reg: Registration, plan: RegistrationPlan,
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
                         identity: dict[str, str] | None = None, runs_commands: bool = True,
-                        admission: int | None = None, digest: str | None = None) -> None:
+                        admission: int | None = None, digest: str | None = None, *,
+                        launched_for: str | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -419,6 +430,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
         # (and, for a promoted standby, its replica and EC2's lifecycle: its baseline counts from the promotion)
         for name in ("installed_at", "last_switch_at", "spot_price", "ondemand_price", "replica_id", "lifecycle"):
             setattr(instance, name, getattr(ran, name))
+    elif launched_for:  # the client's row of an instance the product launched: still ours (``register``)
+        instance.replica_id = launched_for
     with TransactWrite(connection=transaction_connection()) as tx:
         if current is None:
             row = AgentTable(client.client_id, plan.agent_id, registered_at=now,

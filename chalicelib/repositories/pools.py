@@ -221,27 +221,48 @@ AGENT_ENTRY_KEPT = timedelta(days=14)
 PRUNED_PER_WRITE = 20
 
 
-def _stale_entries(row: PoolTable, client_id: str, now: datetime) -> list[str]:
-    """Other clients' entries of the pool not refreshed within ``AGENT_ENTRY_KEPT`` (at most ``PRUNED_PER_WRITE``)."""
+def _stale_entries(row: PoolTable, client_id: str, now: datetime) -> list[tuple[str, object]]:
+    """Other clients' entries of the pool not refreshed within ``AGENT_ENTRY_KEPT`` (at most ``PRUNED_PER_WRITE``),
+    each with its ``at`` as read (what ``_unchanged`` checks)."""
     stale = []
     for other, entry in _agent_map(row).items():
+        raw = entry.get("at") if isinstance(entry, Mapping) else None
         try:
-            at = datetime.fromisoformat(entry["at"])
-        except (KeyError, TypeError, ValueError):
-            at = None
-        if other != client_id and (at is None or at < now - AGENT_ENTRY_KEPT):
-            stale.append(other)
+            at = datetime.fromisoformat(raw)
+            old = at < now - AGENT_ENTRY_KEPT
+        except (TypeError, ValueError):  # no time, not text, not a time, or one without its zone
+            old = True
+        if other != client_id and old and (raw is None or isinstance(raw, str)):
+            stale.append((other, raw))
     return sorted(stale)[:PRUNED_PER_WRITE]
 
 
+def _unchanged(stale: list[tuple[str, object]]):
+    """The condition of a pruning: each entry it removes still has the ``at`` it was read with. Another client's
+    report may refresh its entry between this report's read and its write: an unconditional remove erased that
+    client's fresh price (security walk 21)."""
+    condition = PoolTable.agent_prices.exists()
+    for other, raw in stale:
+        at = PoolTable.agent_prices[other]["at"]
+        condition &= at.does_not_exist() if raw is None else at == raw
+    return condition
+
+
 def _set_entry(row: PoolTable, client_id: str, entry: dict, now: datetime) -> None:
-    stamps = [PoolTable.reported_at.set(now), PoolTable.updated_at.set(now),
-              *(PoolTable.agent_prices[other].remove() for other in _stale_entries(row, client_id, now))]
-    attempts = ((PoolTable.agent_prices[client_id].set(entry), PoolTable.agent_prices.exists()),
-                (PoolTable.agent_prices.set({client_id: entry}), PoolTable.agent_prices.does_not_exist()))
-    for action, condition in attempts * 2:  # the map created by another report in between: its entry after all
+    """Write ``client_id``'s entry (and ``reported_at``), pruning the stale entries of others as read
+    (``_stale_entries``) on the condition that they are still those (``_unchanged``); when one was refreshed
+    meanwhile, the entry is written without the pruning (the next report prunes what is still stale)."""
+    stamps = [PoolTable.reported_at.set(now), PoolTable.updated_at.set(now)]
+    stale = _stale_entries(row, client_id, now)
+    own = PoolTable.agent_prices[client_id].set(entry)
+    attempts = [((own, *stamps, *(PoolTable.agent_prices[other].remove() for other, _ in stale)), _unchanged(stale))
+                ] if stale else []
+    attempts += [((own, *stamps), PoolTable.agent_prices.exists()),
+                 ((PoolTable.agent_prices.set({client_id: entry}), *stamps), PoolTable.agent_prices.does_not_exist())
+                 ] * 2  # the map created by another report in between: its entry after all
+    for actions, condition in attempts:
         try:
-            row.update(actions=[action, *stamps], condition=condition)
+            row.update(actions=list(actions), condition=condition)
             return
         except UpdateError as exc:
             if not condition_failed(exc):
