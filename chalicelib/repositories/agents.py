@@ -342,7 +342,7 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> InstanceT
     agent_id = _agent_id(client, reg)
     if row.agent_id == agent_id and row.released_at is not None and not row.is_active \
             and _revives_on_released(get(client.client_id, agent_id), reg.instance_id):
-        return
+        return row
     left = False
     if row.agent_id == agent_id and row.is_active and row.role == "primary":
         agent = get(client.client_id, agent_id)

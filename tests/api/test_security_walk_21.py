@@ -275,6 +275,35 @@ def test_another_agent_registering_on_an_instance_the_product_launched_never_get
     assert ours not in outcome["terminated"] and state_of(ours) == "running"
 
 
+def test_the_same_agent_revived_on_an_instance_the_product_launched_keeps_the_mark(api, make_tenant):
+    """The legacy agent itself coming back (systemd restarting it on its host after the client's delete: revived under
+    the same id, legacy audit 07c) on an instance the product launched: the revival writes the row afresh too, and
+    before this it dropped the replica (the revival returned before the row it read was kept), so the next delete
+    released a row the data cleaner would remove and the cleanup then terminated the client's workload as an orphan.
+    What holds: the revived row still names the replica."""
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.tables.instances import InstanceTable
+    from tests.e2e.failover_support import ZONES
+    from tests.integration.test_cleanup import launch
+
+    client_id, caller = make_tenant()
+    logical = f"web-{uuid.uuid4().hex[:8]}"
+    reg = {"instance_type": "t3.micro", "region": "us-east-1", "az": ZONES[1], "logical_agent_id": logical}
+    status, reply = caller.post("/api/agents/register", registration(instance_id=launch(None), **reg))
+    assert status == 200, reply
+    agent_id, replica_id = reply["agent_id"], f"rep-{uuid.uuid4().hex[:8]}"
+    ours = launch({"ManagedBy": "SpotOptimizer", "AgentId": agent_id, "ClientId": client_id, "LogicalAgentId": logical,
+                   "ReplicaId": replica_id, "SpotOptimizerStage": "dev"})
+    assert caller.post("/api/agents/register", registration(instance_id=ours, **reg))[0] == 200
+    InstanceTable(ours).update(actions=[InstanceTable.replica_id.set(replica_id)])
+    assert caller.call("DELETE", f"/api/client/agents/{agent_id}")[0] == 200
+
+    status, again = caller.post("/api/agents/register", registration(instance_id=ours, **reg))
+    assert status == 200 and (again["agent_id"], again["action"]) == (agent_id, "revived"), again
+    row = agent_repo.instance_row(ours)
+    assert (row.is_active, row.released_at, row.replica_id) == (True, None, replica_id)
+
+
 # --- headers: Authorization variants, forwarded-for ------------------------------------------------------------------
 
 
