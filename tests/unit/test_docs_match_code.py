@@ -211,3 +211,94 @@ def test_the_path_check_can_fail():
     assert _missing_path("chalicelib/replicas.launch") is None
     assert _missing_path("chalicelib/jobs/no_such_job.py") == "no such file or folder"
     assert _missing_path("chalicelib/replicas.no_such_function") == "chalicelib/replicas.py defines no no_such_function"
+
+
+# A constant or setting the docs quote with its value: "`COMMAND_LEASE_SECONDS` (300)", "`PREWARM_TTL_S`, 1 h",
+# "`MARK_ALL_READ_BUDGET` = 500", "RATE_LIMIT_PER_WINDOW=1200", "MANUAL_OVERRIDE = 75". The name is a setting of
+# chalicelib/settings.py (its environment variable; the dev stage's default) or a constant of the code (module level
+# or a class attribute), and the quoted number must be its value, in the doc's unit when it gives one.
+_QUOTED_VALUE = re.compile(r"`?\b([A-Z][A-Z0-9_]{3,})\b`?(?:\s*=\s*|\s*\(|`, )(\d+(?:,\d{3})*(?:\.\d+)?)(?:\s?([A-Za-z]+))?")
+_UNIT_SECONDS = {"s": 1, "seconds": 1, "min": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600,
+                 "day": 86400, "days": 86400, "KB": 1024, "KiB": 1024, "MB": 1024 ** 2, "MiB": 1024 ** 2}
+_CODE_DIRS = ("chalicelib", "components", "infra", "localmode")
+
+
+def _code_constants() -> dict[str, list[tuple[str, str | None]]]:
+    """NAME → [(module, class or None)] for every module-level or class-level ``NAME = ...`` in the code."""
+    import ast
+
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for folder in _CODE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "cdk.out" in path.parts or "build" in path.parts:
+                continue
+            source = path.read_text()
+            if re.search(r"^\s*(?:from|import) aws_cdk\b", source, flags=re.M):
+                continue  # its constants are CDK values, and importing it starts jsii's node
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(source)
+            scopes = [(None, tree.body)] + [(n.name, n.body) for n in tree.body if isinstance(n, ast.ClassDef)]
+            for owner, body in scopes:
+                for node in body:
+                    targets = (node.targets if isinstance(node, ast.Assign)
+                               else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+                    for target in targets:
+                        if isinstance(target, ast.Name) and target.id.isupper():
+                            found.setdefault(target.id, []).append((module, owner))
+    return found
+
+
+def _number(value) -> float | None:
+    from datetime import timedelta
+    from decimal import Decimal
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _quoted_values() -> list[tuple[str, str, float, str | None]]:
+    """(where, NAME, number, unit) of every value the current docs quote next to a name."""
+    out = []
+    for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md"):
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            for name, quoted, unit in _QUOTED_VALUE.findall(line):
+                out.append((f"{doc}:{number}", name, float(quoted.replace(",", "")), unit or None))
+    return out
+
+
+def test_every_value_the_docs_quote_for_a_setting_or_constant_is_the_codes():
+    import importlib
+
+    from chalicelib.settings import get_settings
+
+    settings, constants = get_settings(), _code_constants()
+    checked, problems = 0, []
+    for where, name, quoted, unit in _quoted_values():
+        if hasattr(settings, name.lower()):
+            candidates = [getattr(settings, name.lower())]
+        else:
+            candidates = []
+            for module, owner in constants.get(name, ()):
+                holder = importlib.import_module(module)
+                candidates.append(getattr(getattr(holder, owner) if owner else holder, name))
+        values = {v for v in map(_number, candidates) if v is not None}
+        if not values:
+            continue  # not a number of the code (a shell variable, a CDK Duration, a name of AWS's)
+        checked += 1
+        said = {quoted} | ({quoted * _UNIT_SECONDS[unit]} if unit in _UNIT_SECONDS else set())
+        if not any(abs(v - s) < 1e-6 for v in values for s in said):
+            problems.append(f"{where}: {name} quoted as {quoted:g}{' ' + unit if unit else ''}, the code has "
+                            + ", ".join(f"{v:g}" for v in sorted(values)))
+    assert checked >= 30, f"only {checked} quoted values found: the pattern no longer matches the docs"
+    assert not problems, "values the docs quote that the code does not have:\n" + "\n".join(problems)
+
+
+def test_the_quoted_value_check_reads_units():
+    found = _QUOTED_VALUE.findall("`STALE_DECISION_AGE` (15 min) and `PREWARM_TTL_S`, 1 h and MANUAL_OVERRIDE = 75,")
+    assert found == [("STALE_DECISION_AGE", "15", "min"), ("PREWARM_TTL_S", "1", "h"), ("MANUAL_OVERRIDE", "75", "")]
