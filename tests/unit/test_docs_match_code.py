@@ -302,3 +302,50 @@ def test_every_value_the_docs_quote_for_a_setting_or_constant_is_the_codes():
 def test_the_quoted_value_check_reads_units():
     found = _QUOTED_VALUE.findall("`STALE_DECISION_AGE` (15 min) and `PREWARM_TTL_S`, 1 h and MANUAL_OVERRIDE = 75,")
     assert found == [("STALE_DECISION_AGE", "15", "min"), ("PREWARM_TTL_S", "1", "h"), ("MANUAL_OVERRIDE", "75", "")]
+
+
+# A code name in backticks, `module.attribute` or `package.module.attribute` (`agents.in_decision_cycle`,
+# `chalicelib.errors.public_cause`, `fanout.Budget`): some module of that name defines or names the attribute, or
+# has a submodule of that name. Paths and file names (`app.py`), and AWS's event sources (`aws.health`) are not code.
+_DOTTED_NAME = re.compile(r"(?<![\w./-])(?:[a-z_]+\.)*([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)(?![\w.])")
+_NOT_CODE = {"py", "json", "md", "yaml", "csv", "txt", "html", "health", "ec2"}
+
+
+def _modules_by_name() -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for folder in (*_CODE_DIRS, "ml", "bench", "agent/spot_agent"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if not {"cdk.out", "build"} & set(path.parts):
+                found.setdefault(path.parent.name if path.name == "__init__.py" else path.stem, []).append(path)
+    return found
+
+
+def _missing_dotted(modules: dict[str, list[Path]], module: str, attribute: str) -> bool:
+    sources = modules.get(module)
+    if not sources or attribute in _NOT_CODE:
+        return False
+    packages = [p.parent for p in sources if p.name == "__init__.py"]
+    if any((d / f"{attribute}.py").exists() or (d / attribute).is_dir() for d in packages):
+        return False
+    return not any(re.search(rf"\b{re.escape(attribute)}\b", p.read_text()) for p in sources)
+
+
+def test_every_module_attribute_the_docs_name_exists():
+    modules, checked, problems = _modules_by_name(), 0, []
+    for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md"):
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            for span in re.findall(r"`([^`]+)`", line):
+                for module, attribute in _DOTTED_NAME.findall(span):
+                    checked += module in modules
+                    if _missing_dotted(modules, module, attribute):
+                        problems.append(f"{doc}:{number}: `{module}.{attribute}`")
+    assert checked >= 100, f"only {checked} dotted names found: the pattern no longer matches the docs"
+    assert not problems, "module attributes the docs name that the code lacks:\n" + "\n".join(problems)
+
+
+def test_the_dotted_name_check_can_fail():
+    modules = _modules_by_name()
+    assert not _missing_dotted(modules, "agents", "in_decision_cycle")
+    assert not _missing_dotted(modules, "chalicelib", "workflows")  # a submodule
+    assert _missing_dotted(modules, "agents", "no_such_function")
+    assert _DOTTED_NAME.findall("`chalicelib.errors.public_cause`, `ec2.amazonaws.com`") == [("errors", "public_cause")]
