@@ -349,3 +349,17 @@ def test_the_dotted_name_check_can_fail():
     assert not _missing_dotted(modules, "chalicelib", "workflows")  # a submodule
     assert _missing_dotted(modules, "agents", "no_such_function")
     assert _DOTTED_NAME.findall("`chalicelib.errors.public_cause`, `ec2.amazonaws.com`") == [("errors", "public_cause")]
+
+
+def test_every_error_code_the_docs_quote_exists():
+    """"409 `account_in_use`", "503 `admin_key_unavailable`": the code raises or answers that code somewhere."""
+    code = "\n".join(path.read_text() for folder in _CODE_DIRS for path in (ROOT / folder).rglob("*.py")
+                     if not {"cdk.out", "build"} & set(path.parts))
+    quoted = [(f"{doc}:{number}", status, name)
+              for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md")
+              for number, line in enumerate(_text(doc).splitlines(), 1)
+              for status, name in re.findall(r"\b([45]\d\d) `([a-z][a-z_]+)`", line)]
+    assert len(quoted) >= 30, f"only {len(quoted)} quoted error codes found: the pattern no longer matches the docs"
+    missing = [f"{where}: {status} {name}" for where, status, name in quoted
+               if not re.search(rf"[\"']{name}[\"']", code)]
+    assert not missing, "error codes the docs quote that the code never answers:\n" + "\n".join(missing)
