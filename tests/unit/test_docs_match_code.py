@@ -108,7 +108,7 @@ def _schedule_phrases(expression) -> list[str]:
 
 
 def test_every_function_of_the_app_is_in_the_runtime_pieces(chalice_app):
-    from chalice.app import ScheduledEventConfig
+    from chalice.app import ScheduledEventConfig, SQSEventConfig
 
     table = _section(_text("docs/ARCHITECTURE.md"), "Runtime pieces")
     rows = {row.split("|")[1]: row for row in table.splitlines() if row.startswith("| ")}
@@ -121,6 +121,10 @@ def test_every_function_of_the_app_is_in_the_runtime_pieces(chalice_app):
             phrases = _schedule_phrases(source.schedule_expression)
             if not any(phrase in row for phrase in phrases):
                 problems.append(f"{source.name}: the row does not say {phrases}")
+        elif isinstance(source, SQSEventConfig):
+            said = (f"batch {source.batch_size}", f"at most {source.maximum_concurrency} at once")
+            if not all(phrase in row for phrase in said):
+                problems.append(f"{source.name}: the row does not say {said}")
     failover = [f.name for f in chalice_app.pure_lambda_functions if f.name.startswith("failover-")]
     said = re.search(r"Tasks = (\d+) `@app.lambda_function`s `failover-\*`", table)
     if not said or int(said.group(1)) != len(failover):
