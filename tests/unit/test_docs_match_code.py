@@ -367,3 +367,10 @@ def test_every_error_code_the_docs_quote_exists():
     missing = [f"{where}: {status} {name}" for where, status, name in quoted
                if not re.search(rf"[\"']{name}[\"']", code)]
     assert not missing, "error codes the docs quote that the code never answers:\n" + "\n".join(missing)
+
+
+def test_the_rehearsal_doc_counts_the_rehearsal_tests():
+    said = re.search(r"tests/infra/test_rehearsal\.py\s+#\s*(\d+) tests", _text("docs/deploy-rehearsal.md"))
+    assert said, "docs/deploy-rehearsal.md no longer says how many tests the rehearsal has"
+    tests = re.findall(r"^def test_\w+", _text("tests/infra/test_rehearsal.py"), flags=re.M)
+    assert int(said.group(1)) == len(tests), f"the doc says {said.group(1)} tests, the module has {len(tests)}"
