@@ -108,7 +108,7 @@ def _schedule_phrases(expression) -> list[str]:
 
 
 def test_every_function_of_the_app_is_in_the_runtime_pieces(chalice_app):
-    from chalice.app import ScheduledEventConfig
+    from chalice.app import ScheduledEventConfig, SQSEventConfig
 
     table = _section(_text("docs/ARCHITECTURE.md"), "Runtime pieces")
     rows = {row.split("|")[1]: row for row in table.splitlines() if row.startswith("| ")}
@@ -121,6 +121,10 @@ def test_every_function_of_the_app_is_in_the_runtime_pieces(chalice_app):
             phrases = _schedule_phrases(source.schedule_expression)
             if not any(phrase in row for phrase in phrases):
                 problems.append(f"{source.name}: the row does not say {phrases}")
+        elif isinstance(source, SQSEventConfig):
+            said = (f"batch {source.batch_size}", f"at most {source.maximum_concurrency} at once")
+            if not all(phrase in row for phrase in said):
+                problems.append(f"{source.name}: the row does not say {said}")
     failover = [f.name for f in chalice_app.pure_lambda_functions if f.name.startswith("failover-")]
     said = re.search(r"Tasks = (\d+) `@app.lambda_function`s `failover-\*`", table)
     if not said or int(said.group(1)) != len(failover):
@@ -211,3 +215,162 @@ def test_the_path_check_can_fail():
     assert _missing_path("chalicelib/replicas.launch") is None
     assert _missing_path("chalicelib/jobs/no_such_job.py") == "no such file or folder"
     assert _missing_path("chalicelib/replicas.no_such_function") == "chalicelib/replicas.py defines no no_such_function"
+
+
+# A constant or setting the docs quote with its value: "`COMMAND_LEASE_SECONDS` (300)", "`PREWARM_TTL_S`, 1 h",
+# "`MARK_ALL_READ_BUDGET` = 500", "RATE_LIMIT_PER_WINDOW=1200", "MANUAL_OVERRIDE = 75". The name is a setting of
+# chalicelib/settings.py (its environment variable; the dev stage's default) or a constant of the code (module level
+# or a class attribute), and the quoted number must be its value, in the doc's unit when it gives one.
+_QUOTED_VALUE = re.compile(r"`?\b([A-Z][A-Z0-9_]{3,})\b`?(?:\s*=\s*|\s*\(|`, )(\d+(?:,\d{3})*(?:\.\d+)?)(?:\s?([A-Za-z]+))?")
+_UNIT_SECONDS = {"s": 1, "seconds": 1, "min": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600,
+                 "day": 86400, "days": 86400, "KB": 1024, "KiB": 1024, "MB": 1024 ** 2, "MiB": 1024 ** 2}
+_CODE_DIRS = ("chalicelib", "components", "infra", "localmode")
+
+
+def _code_constants() -> dict[str, list[tuple[str, str | None]]]:
+    """NAME → [(module, class or None)] for every module-level or class-level ``NAME = ...`` in the code."""
+    import ast
+
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for folder in _CODE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "cdk.out" in path.parts or "build" in path.parts:
+                continue
+            source = path.read_text()
+            if re.search(r"^\s*(?:from|import) aws_cdk\b", source, flags=re.M):
+                continue  # its constants are CDK values, and importing it starts jsii's node
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(source)
+            scopes = [(None, tree.body)] + [(n.name, n.body) for n in tree.body if isinstance(n, ast.ClassDef)]
+            for owner, body in scopes:
+                for node in body:
+                    targets = (node.targets if isinstance(node, ast.Assign)
+                               else [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+                    for target in targets:
+                        if isinstance(target, ast.Name) and target.id.isupper():
+                            found.setdefault(target.id, []).append((module, owner))
+    return found
+
+
+def _number(value) -> float | None:
+    from datetime import timedelta
+    from decimal import Decimal
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _quoted_values() -> list[tuple[str, str, float, str | None]]:
+    """(where, NAME, number, unit) of every value the current docs quote next to a name."""
+    out = []
+    for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md"):
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            for name, quoted, unit in _QUOTED_VALUE.findall(line):
+                out.append((f"{doc}:{number}", name, float(quoted.replace(",", "")), unit or None))
+    return out
+
+
+def test_every_value_the_docs_quote_for_a_setting_or_constant_is_the_codes():
+    import importlib
+
+    from chalicelib.settings import get_settings
+
+    settings, constants = get_settings(), _code_constants()
+    checked, problems = 0, []
+    for where, name, quoted, unit in _quoted_values():
+        if hasattr(settings, name.lower()):
+            candidates = [getattr(settings, name.lower())]
+        else:
+            candidates = []
+            for module, owner in constants.get(name, ()):
+                holder = importlib.import_module(module)
+                candidates.append(getattr(getattr(holder, owner) if owner else holder, name))
+        values = {v for v in map(_number, candidates) if v is not None}
+        if not values:
+            continue  # not a number of the code (a shell variable, a CDK Duration, a name of AWS's)
+        checked += 1
+        said = {quoted} | ({quoted * _UNIT_SECONDS[unit]} if unit in _UNIT_SECONDS else set())
+        if not any(abs(v - s) < 1e-6 for v in values for s in said):
+            problems.append(f"{where}: {name} quoted as {quoted:g}{' ' + unit if unit else ''}, the code has "
+                            + ", ".join(f"{v:g}" for v in sorted(values)))
+    assert checked >= 30, f"only {checked} quoted values found: the pattern no longer matches the docs"
+    assert not problems, "values the docs quote that the code does not have:\n" + "\n".join(problems)
+
+
+def test_the_quoted_value_check_reads_units():
+    found = _QUOTED_VALUE.findall("`STALE_DECISION_AGE` (15 min) and `PREWARM_TTL_S`, 1 h and MANUAL_OVERRIDE = 75,")
+    assert found == [("STALE_DECISION_AGE", "15", "min"), ("PREWARM_TTL_S", "1", "h"), ("MANUAL_OVERRIDE", "75", "")]
+
+
+# A code name in backticks, `module.attribute` or `package.module.attribute` (`agents.in_decision_cycle`,
+# `chalicelib.errors.public_cause`, `fanout.Budget`): some module of that name defines or names the attribute, or
+# has a submodule of that name. Paths and file names (`app.py`), and AWS's event sources (`aws.health`) are not code.
+_DOTTED_NAME = re.compile(r"(?<![\w./-])(?:[a-z_]+\.)*([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)(?![\w.])")
+_NOT_CODE = {"py", "json", "md", "yaml", "csv", "txt", "html", "health", "ec2"}
+
+
+def _modules_by_name() -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for folder in (*_CODE_DIRS, "ml", "bench", "agent/spot_agent"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if not {"cdk.out", "build"} & set(path.parts):
+                found.setdefault(path.parent.name if path.name == "__init__.py" else path.stem, []).append(path)
+    return found
+
+
+def _missing_dotted(modules: dict[str, list[Path]], module: str, attribute: str) -> bool:
+    sources = modules.get(module)
+    if not sources or attribute in _NOT_CODE:
+        return False
+    packages = [p.parent for p in sources if p.name == "__init__.py"]
+    if any((d / f"{attribute}.py").exists() or (d / attribute).is_dir() for d in packages):
+        return False
+    return not any(re.search(rf"\b{re.escape(attribute)}\b", p.read_text()) for p in sources)
+
+
+def test_every_module_attribute_the_docs_name_exists():
+    modules, checked, problems = _modules_by_name(), 0, []
+    for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md"):
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            for span in re.findall(r"`([^`]+)`", line):
+                for module, attribute in _DOTTED_NAME.findall(span):
+                    checked += module in modules
+                    if _missing_dotted(modules, module, attribute):
+                        problems.append(f"{doc}:{number}: `{module}.{attribute}`")
+    assert checked >= 100, f"only {checked} dotted names found: the pattern no longer matches the docs"
+    assert not problems, "module attributes the docs name that the code lacks:\n" + "\n".join(problems)
+
+
+def test_the_dotted_name_check_can_fail():
+    modules = _modules_by_name()
+    assert not _missing_dotted(modules, "agents", "in_decision_cycle")
+    assert not _missing_dotted(modules, "chalicelib", "workflows")  # a submodule
+    assert _missing_dotted(modules, "agents", "no_such_function")
+    assert _DOTTED_NAME.findall("`chalicelib.errors.public_cause`, `ec2.amazonaws.com`") == [("errors", "public_cause")]
+
+
+def test_every_error_code_the_docs_quote_exists():
+    """"409 `account_in_use`", "503 `admin_key_unavailable`": the code raises or answers that code somewhere."""
+    code = "\n".join(path.read_text() for folder in _CODE_DIRS for path in (ROOT / folder).rglob("*.py")
+                     if not {"cdk.out", "build"} & set(path.parts))
+    quoted = [(f"{doc}:{number}", status, name)
+              for doc in (*CURRENT_DOCS, "docs/legacy-compatibility.md")
+              for number, line in enumerate(_text(doc).splitlines(), 1)
+              for status, name in re.findall(r"\b([45]\d\d) `([a-z][a-z_]+)`", line)]
+    assert len(quoted) >= 30, f"only {len(quoted)} quoted error codes found: the pattern no longer matches the docs"
+    missing = [f"{where}: {status} {name}" for where, status, name in quoted
+               if not re.search(rf"[\"']{name}[\"']", code)]
+    assert not missing, "error codes the docs quote that the code never answers:\n" + "\n".join(missing)
+
+
+def test_the_rehearsal_doc_counts_the_rehearsal_tests():
+    said = re.search(r"tests/infra/test_rehearsal\.py\s+#\s*(\d+) tests", _text("docs/deploy-rehearsal.md"))
+    assert said, "docs/deploy-rehearsal.md no longer says how many tests the rehearsal has"
+    tests = re.findall(r"^def test_\w+", _text("tests/infra/test_rehearsal.py"), flags=re.M)
+    assert int(said.group(1)) == len(tests), f"the doc says {said.group(1)} tests, the module has {len(tests)}"
