@@ -199,6 +199,13 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     return done
 
 
+def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
+    """Whether the agent was handed a switch command of ``instance_id`` that is still open: a switch report of that
+    instance then reports the service's own switch (what ``complete_switches_of`` completes)."""
+    return any(cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
+               for cmd in bootstrap.command_store().active_for_agent(agent_id, 50))
+
+
 def _replace_each(agent_id: str, picked, ended) -> list[Command]:
     """Each active command of the agent that ``picked`` selects, replaced by ``ended(command)``; one a concurrent
     write changed first (delivered, its result, the sweep) is left as that write made it. Returns the replaced."""
@@ -303,6 +310,7 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
             return _raised_to(command, priority), True
         command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
                                  priority=priority, trigger=trigger, created_by="client", now=now)
+        _within_daily_switches(agent, now)
         try:
             bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands,
                                           force_switch_after=agent.last_force_switch_id)
@@ -310,6 +318,16 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
             continue
         return command, False
     raise ConflictError("switches of this agent raced each other, retry")
+
+
+def _within_daily_switches(agent, now: datetime) -> None:
+    """A client's new switch is refused (429 ``switch_limit_exceeded``, nothing queued) once the agent recorded its
+    day's switches (``max_switches_per_agent_per_day``): the switch the service delivers is recorded past that bound
+    (``switches.record``'s ``commanded``), so the bound of the rows a client's switches write is checked here,
+    before the switch, not after it has happened."""
+    cap = int(quotas.limits(agent.client_id)["max_switches_per_agent_per_day"])
+    if switches.today_count(agent.client_id, agent.agent_id, now) >= cap:
+        raise switches.SwitchLimitExceeded(cap, now, field="agent_id")
 
 
 def _raised_to(cmd: Command, priority: int) -> Command:

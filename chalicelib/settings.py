@@ -216,8 +216,9 @@ def get_settings() -> Settings:
         # issue-switch-command): an active command has no TTL, so without it a client could grow an agent's queue
         # without bound. The service's own commands (failover, decision cycle) are never refused.
         quota_max_queued_commands=_int("QUOTA_MAX_QUEUED_COMMANDS", 10),
-        # New switches an agent may record in a UTC day (switch reports; the decision cycle makes at most 3 a day):
-        # a legacy report is taken on trust, and each records rows only the agent's removal deletes.
+        # New switches an agent may record in a UTC day (switch reports): a legacy report is taken on trust, and each
+        # records rows only the agent's removal deletes. A switch command the service delivered is recorded past it
+        # (counted); a client's new switch command is refused at it (chalicelib/command_queue.py).
         quota_max_switches_per_agent_per_day=_int("QUOTA_MAX_SWITCHES_PER_AGENT_PER_DAY", 24),
         # Default instance-type policy: no accelerated types, at most this many vCPUs (per-client override).
         max_instance_vcpus=_int("MAX_INSTANCE_VCPUS", 64),
@@ -243,10 +244,10 @@ def get_settings() -> Settings:
         # interruptions and audit log that name it expire by TTL at 90 days, so the row outlives them.
         agent_retention_days=_int("AGENT_RETENTION_DAYS", 90),
         # Bounded work per cleaner run: clients walked, agents whose commands are queried (the walk resumes
-        # where it stopped, inside a client too) and rows deleted. Agents: one commands Query each, ≈ 6.6 ms
-        # (`python -m bench.cost`: 1 call + 0.6 ms own per agent), so 10,000 agents ≈ 66 s; with the other caps
-        # full (5,000 deletes ≈ 30 s, 200 clients' notification and agent Queries ≈ 3 s, the raw points of
-        # PRICE_ROLLUP_MAX_POOLS pools ≈ 2 calls each, ≈ 25 s) a run stays near 125 s of its 300 s timeout.
+        # where it stopped, inside a client too) and rows deleted. Agents: a commands and an instances Query each,
+        # ≈ 12.6 ms (`python -m bench.cost`: 2 calls + 0.6 ms own per agent), so 10,000 agents ≈ 125 s; with the
+        # other caps full (5,000 deletes ≈ 30 s, 200 clients' notification and agent Queries ≈ 3 s, the raw points
+        # of PRICE_ROLLUP_MAX_POOLS pools ≈ 2 calls each, ≈ 25 s) a run stays near 185 s of its 300 s timeout.
         # A fleet of N agents is walked in ceil(N / 10,000) daily runs (TTL does most of the deleting).
         cleaner_max_clients=_int("CLEANER_MAX_CLIENTS", 200),
         cleaner_max_agents=_int("CLEANER_MAX_AGENTS", 10_000),

@@ -22,15 +22,20 @@ class SwitchLimitExceeded(TooManyRequestsError):
     """The agent recorded its day's switches (``QUOTA_MAX_SWITCHES_PER_AGENT_PER_DAY``): 429 until the next UTC day,
     nothing written."""
 
-    def __init__(self, cap: int, now: datetime) -> None:
+    def __init__(self, cap: int, now: datetime, field: str = "new_instance.instance_id") -> None:
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         super().__init__(f"this agent recorded {cap} switches today, its daily bound; a new switch is refused until "
                          f"00:00 UTC", retry_after=max(1, int((midnight - now).total_seconds())),
-                         code="switch_limit_exceeded", field="new_instance.instance_id")
+                         code="switch_limit_exceeded", field=field)
 
 
 def _day(now: datetime) -> str:
     return now.strftime("%Y-%m-%d")
+
+
+def today_count(client_id: str, agent_id: str, now: datetime) -> int:
+    """The switches the agent recorded today (UTC), as its row counts them (consistent read)."""
+    return _today_count(client_id, agent_id, now)[1]
 
 
 def _today_count(client_id: str, agent_id: str, now: datetime) -> tuple[str | None, int]:
@@ -109,12 +114,14 @@ _GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an agent th
 
 
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
-           deactivate_old: str | None, now: datetime, daily_cap: int | None = None) -> bool:
+           deactivate_old: str | None, now: datetime, daily_cap: int | None = None, commanded: bool = False) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.
 
     The row expires ``EVENT_RETENTION_DAYS`` after ``now``. With ``daily_cap`` (a switch its agent reports; None
     for a repeat, whose key is already stored), the agent row counts the switches of the UTC day in the same
-    transaction, conditional on the count read: past the cap SwitchLimitExceeded (429), nothing written.
+    transaction, conditional on the count read: past the cap SwitchLimitExceeded (429), nothing written — unless
+    ``commanded``: the switch ran a switch command the service delivered (it happened on the service's word, and a
+    refused report is never sent again by a legacy agent: the switch would go unrecorded); it is counted all the same.
 
     Returns False (and changes nothing) when this switch was already recorded: agents retry reports. The
     caller keys a repeat like the first (``recorded_key``); the agent's ``last_switch_id`` also refuses a
@@ -130,7 +137,7 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                        & (AgentTable.last_switch_id.does_not_exist() | (AgentTable.last_switch_id != row.switch_id)))
     if daily_cap is not None:
         stored_day, today = _today_count(agent_client_id, agent_id, now)
-        if today >= daily_cap:
+        if today >= daily_cap and not commanded:
             raise SwitchLimitExceeded(daily_cap, now)
         agent_actions += [AgentTable.switch_day.set(_day(now)), AgentTable.switch_day_count.set(today + 1)]
         agent_condition &= (AgentTable.switch_day.does_not_exist() if stored_day is None
@@ -172,7 +179,8 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                 return False
             if agent.status in _GONE:
                 raise NotFoundError("agent not found", field="agent_id") from exc
-            if daily_cap is not None and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap:
+            if (daily_cap is not None and not commanded
+                    and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap):
                 raise SwitchLimitExceeded(daily_cap, now) from exc
         raise
     return True

@@ -107,6 +107,51 @@ def test_the_daily_switch_bound_is_the_clients_own_when_the_operator_sets_one(ad
         assert_error(status, reply, 400, field="max_switches_per_agent_per_day")
 
 
+def test_the_daily_bound_never_refuses_the_report_of_a_switch_the_service_commanded(admin, make_tenant):
+    """The daily bound is of the rows an agent's word writes, not of the service's own switches: the decision cycle's
+    pool switches follow the agent's ``max_switches_per_day`` (up to 100) and its moves to and from on-demand are not
+    counted there, so an agent can be handed more switches a day than the bound. BEFORE (docs audit 2026-12-07): the
+    report of such a switch was 429 once the agent had recorded the bound, and a legacy agent never sends a refused
+    report again: a switch that happened went unrecorded (the agent row on the old instance, the new one unknown).
+    NOW: a report whose old instance has a switch command the service delivered is recorded past the bound (and
+    counted); a client's new switch command at the bound is refused before anything happens (429, nothing queued);
+    a report nothing commanded is still refused."""
+    from chalicelib import bootstrap, command_queue
+    from chalicelib.tables.agents import AgentTable
+
+    client_id, caller = make_tenant()
+    reg = registration()
+    agent_id = caller.post("/api/agents/register", reg)[1]["agent_id"]
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": 2})[0] == 200
+    chain = [reg["instance_id"]] + [new_instance_id() for _ in range(4)]
+    for old, new in zip(chain[:2], chain[1:3]):
+        status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(old, new, timing={}))
+        assert status == 200 and not reply["duplicate"], reply
+
+    # the service's own switch (as the decision cycle queues it), delivered, then reported as a legacy agent does
+    agent = agent_repo.get(client_id, agent_id)
+    command = command_queue.switch_command(agent, target_mode="spot", target_pool_id="m5.large.eu-west-1b",
+                                           priority=50, trigger="risk", created_by="system",
+                                           now=datetime.now(UTC))
+    bootstrap.command_store().add(command)
+    assert [c["id"] for c in caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]] == [
+        command.command_id]
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(chain[2], chain[3], timing={}))
+    assert status == 200 and not reply["duplicate"] and reply["commands_completed"] == [command.command_id], reply
+    assert agent_repo.get(client_id, agent_id).instance_id == chain[3]
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).switch_day_count == 3  # counted all the same
+
+    # a client's new switch at the bound: refused before it is queued
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/client/instances/{chain[3]}/force-switch",
+                                {"target": "pool", "pool_id": "m5.large.eu-west-1a"})
+    assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
+    # and a switch nothing commanded is still refused
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", switch_body(chain[3], chain[4], timing={}))
+    assert_error(status, reply, 429, code="switch_limit_exceeded")
+    assert diff_snapshots(before, snapshot_tables()) == {}
+
+
 # --- an agent's ended instances: rows the hourly savings roll-up read back for good ------------------------------
 
 
