@@ -168,13 +168,19 @@ def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: 
            agent_id: str | None = None, once: str | None = None) -> str | None:
     """Create a notification for one client; returns its id. With ``once`` (a key naming what happened) and
     the same ``now``, a retried step creates nothing the second time and gets None."""
-    notification_id = f"{_stamp(now)}-{_suffix(once)}"
-    written = _save_once(NotificationTable(
-        client_id, notification_id, kind=kind, severity=severity, message=message,
+    row = notification_row(client_id, kind, message, now, severity=severity, agent_id=agent_id, once=once)
+    written = _save_once(row, NotificationTable.notification_id, once)
+    return row.notification_id if written else None
+
+
+def notification_row(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",
+                     agent_id: str | None = None, once: str | None = None) -> NotificationTable:
+    """The row ``notify`` writes, unwritten: for a caller that writes it in one transaction with the change it
+    tells of (put it on the condition ``NotificationTable.notification_id.does_not_exist()`` when ``once``)."""
+    return NotificationTable(
+        client_id, f"{_stamp(now)}-{_suffix(once)}", kind=kind, severity=severity, message=message,
         agent_id=agent_id, is_read=False, created_at=now,
-        expires_at=now + timedelta(days=get_settings().notification_retention_days),
-    ), NotificationTable.notification_id, once)
-    return notification_id if written else None
+        expires_at=now + timedelta(days=get_settings().notification_retention_days))
 
 
 # A page token of the unread index: the table's key and the index's (DynamoDB's LastEvaluatedKey of a GSI Query).

@@ -365,8 +365,8 @@ JOBS = [
         marks=(pytest.mark.xfail(strict=True, reason="a planned return that died is never started or recorded"),)),
     Job("cleanup", _prepare_cleanup, _cleanup_at(0), _cleanup_at(10), per_run=frozenset({"cleanup"}),
         marks=(pytest.mark.xfail(strict=True, reason="an expiry or orphan termination that died loses its records"),)),
-    Job("health-monitor", _prepare_silent, _monitor_at(0), _monitor_at(1),
-        marks=(pytest.mark.xfail(strict=True, reason="the offline notification is lost after the agent's write"),)),
+    # the offline notification is written with the move (one transaction)
+    Job("health-monitor", _prepare_silent, _monitor_at(0), _monitor_at(1)),
     # a redelivered message notes each client it starts (``savings.mark_started``, kept a day): its own progress
     Job("savings-worker", _prepare_savings, _savings_delivery(1), _savings_delivery(2), scheduled=False,
         bookkeeping=('#started"',)),
