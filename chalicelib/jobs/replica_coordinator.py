@@ -74,7 +74,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             if account:  # an abandon that died after its status write: its notification and event too, once
                 replicas.abandon(held, account, now)
             else:
-                replica_repo.finish_closing(held, now)
+                _finish_close(agent, client, held, now)
             done["slot_freed"] += 1
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
     blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched and not lost else {}
@@ -93,12 +93,14 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                 replicas.record_creation(agent, replica, read_first=True)
                 by_id[replica.replica_id] = replicas.launch(agent, replica, now)
             elif step.kind is StepKind.MARK_READY:
+                replicas.observe_launched(replica)  # a launch that died before its observation: written now
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
             elif step.kind is StepKind.MARK_FAILED:
-                closed = replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
                 seen = described.get(replica.instance_id) if replica.instance_id else None
-                _observe_lost(closed, next(v for v in views if v.replica_id == replica.replica_id),
-                              seen.state_reason if seen else None)
+                view = next(v for v in views if v.replica_id == replica.replica_id)
+                replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason,
+                                observe=lambda closed, view=view, seen=seen: _observe_lost(
+                                    closed, view, seen.state_reason if seen else None))
             elif step.kind is StepKind.EXPIRE:
                 replicas.retire(replica, ReplicaStatus.EXPIRED, now, step.reason)
             elif step.kind is StepKind.RETIRE_EXTRA:
@@ -123,6 +125,28 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             logger.exception("planned return not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
             done["return_errors"] += 1
     return done
+
+
+def _finish_close(agent: AgentRecord, client, held: ReplicaRecord, now: datetime) -> None:
+    """A close that died before its end (its replica closed, still holding the agent's slot: ``replicas.retire``
+    releases it last): finished, each part once — the instance row closed, the audit event, a lost spot standby's
+    ``aws_stopped`` observation (EC2 asked once more for its state), the slot. A promotion's replica is the
+    failover's: only its slot and rows (``finish_closing``)."""
+    if held.status is ReplicaStatus.PROMOTED:
+        replica_repo.finish_closing(held, now)
+        return
+    observe = None
+    if held.status is ReplicaStatus.FAILED and held.instance_id and held.lifecycle == "spot" and held.region:
+        try:
+            seen = ec2.describe(held.region, [held.instance_id],
+                                account=tenancy.for_agent(agent, client=client)).get(held.instance_id)
+        except ec2.Ec2Error as exc:
+            logger.warning("closed standby's state unknown: no observation", extra={
+                "agent_id": agent.agent_id, "replica_id": held.replica_id, "error": str(exc)})
+        else:
+            view = held.view(seen.state if seen else None)
+            observe = lambda closed: _observe_lost(closed, view, seen.state_reason if seen else None)  # noqa: E731
+    replicas.retire(held, held.status, now, held.error_message or "", observe=observe)
 
 
 def _abandon(replica: ReplicaRecord, account_id: str, now: datetime, reason: str) -> None:

@@ -24,6 +24,7 @@ another suite's): a start under a name already started is the same execution, as
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -157,10 +158,14 @@ class Job:
     run: Callable[[World], Any]
     retry: Callable[[World], Any] | None = None
     settle: Callable[[World], Any] = lambda world: None
-    # audit event types each run writes about itself (a summary of what that run did): compared for being there
-    per_run: frozenset[str] = frozenset()
+    # audit event types each run writes about itself, at its end (a summary of what that run did: a run that died
+    # wrote none, and its retry's tells what the retry did): left out of the comparison
+    summaries: frozenset[str] = frozenset()
     # rows a redelivery writes about itself, and only a redelivery (its progress marks): left out of the comparison
     bookkeeping: tuple[str, ...] = ()
+    # (pattern, replacement) applied to every changed item: what legitimately depends on the run's time (a later
+    # run tells a longer wait)
+    normalise: tuple[tuple[str, str], ...] = ()
     # a scheduled job: its next run comes in the clean world too (an SQS message done is not delivered again)
     scheduled: bool = True
     marks: tuple = ()
@@ -254,25 +259,46 @@ def _prepare_return(make_tenant, api):
                    "replica": standby.replica_id, "new": standby.instance_id}, now=datetime.now(UTC))
 
 
-# the cleanup job: an orphan ended, a pre-warmed standby expired, an event stuck in detected abandoned
+# the cleanup job: a pre-warmed standby expired, an event stuck in detected abandoned; an orphan ended
 
-def _prepare_cleanup(make_tenant, api):
+def _prepare_expired(make_tenant, api):
+    """An agent whose pre-warmed standby expired (no termination followed its rebalance recommendation), and an
+    interruption event of it stuck in ``detected`` for 20 minutes (no execution, no claim)."""
     from chalicelib import replicas
     from chalicelib.repositories import agents as agent_repo
+    from chalicelib.repositories.interruptions import new_interruption_id
     from chalicelib.settings import get_settings
+    from chalicelib.tables.interruptions import InterruptionTable
     from components.replica_coordinator import ReplicaType
+    from tests.e2e.failover_support import register_agent
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant)
+    now = datetime.now(UTC)
+    standby = replicas.start_standby(agent_repo.get(client_id, agent_id), now, replica_type=ReplicaType.REBALANCE,
+                                     created_by="sentinel", expires_at=now + timedelta(minutes=5))
+    later = now + timedelta(seconds=get_settings().orphan_grace_s + 60)
+    stuck = InterruptionTable(client_id, new_interruption_id(later - timedelta(minutes=20)), agent_id=agent_id,
+                              instance_id=primary, pool_id=f"{itype}.us-east-1a",
+                              signal_type="termination-notice", source="eventbridge", status="detected",
+                              detected_at=later - timedelta(minutes=20))
+    stuck.save()
+    return _world({"client": client_id, "agent": agent_id, "old": primary, "itype": itype,
+                   "replica": standby.replica_id, "new": standby.instance_id, "event": stuck.interruption_id},
+                  now=later)
+
+
+def _prepare_orphan(make_tenant, api):
+    """An agent's instance tagged as ours, naming a replica no table knows, past the launch → attach grace."""
+    from chalicelib.settings import get_settings
     from tests.e2e.failover_support import register_agent
     from tests.integration.test_cleanup import launch
 
     client_id, _, agent_id, primary, itype = register_agent(make_tenant)
-    now = datetime.now(UTC)
     orphan = launch({"ManagedBy": "SpotOptimizer", "ReplicaId": f"rep-gone-{uuid.uuid4().hex[:8]}",
                      "AgentId": agent_id, "ClientId": client_id, "SpotOptimizerStage": "dev"})
-    standby = replicas.start_standby(agent_repo.get(client_id, agent_id), now, replica_type=ReplicaType.REBALANCE,
-                                     created_by="sentinel", expires_at=now + timedelta(minutes=5))
-    later = now + timedelta(seconds=get_settings().orphan_grace_s + 60)
-    return _world({"client": client_id, "agent": agent_id, "old": primary, "itype": itype, "orphan": orphan,
-                   "replica": standby.replica_id, "new": standby.instance_id}, now=later)
+    later = datetime.now(UTC) + timedelta(seconds=get_settings().orphan_grace_s + 60)
+    return _world({"client": client_id, "agent": agent_id, "old": primary, "itype": itype, "orphan": orphan},
+                  now=later)
 
 
 def _cleanup_at(minutes: int):
@@ -280,6 +306,13 @@ def _cleanup_at(minutes: int):
         from chalicelib.jobs import cleanup
 
         cleanup.run(world.extra["now"] + timedelta(minutes=minutes))
+    return run
+
+
+def _then(*runs):
+    def run(world):
+        for each in runs:
+            each(world)
     return run
 
 
@@ -357,14 +390,20 @@ def _drain_savings(world):
 JOBS = [
     Job("decision-worker", _prepare_decision, _decision_delivery(1), _decision_delivery(2), scheduled=False),
     Job("decision-cycle-dispatch", _prepare_decision, _decision_dispatch, settle=_drain_decisions),
-    Job("replica-coordinator-launch", _prepare_manual, _coordinator_at(0), _coordinator_at(1), _coordinator_at(2),
-        marks=(pytest.mark.xfail(strict=True, reason="the launch_succeeded observation is lost after the attach"),)),
+    Job("replica-coordinator-launch", _prepare_manual, _coordinator_at(0), _coordinator_at(1), _coordinator_at(2)),
     Job("replica-coordinator-relaunch", _prepare_lost_standby, _coordinator_at(0), _coordinator_at(1),
-        _coordinator_at(2), marks=(pytest.mark.xfail(strict=True, reason="a close that died leaves its event, observation and instance row undone"),)),
+        _coordinator_at(2)),
     # a return a run died in is resumed: the same signal again (the sentinel finishes its claim), its decision once
     Job("replica-coordinator-return", _prepare_return, _coordinator_at(0), _coordinator_at(1)),
-    Job("cleanup", _prepare_cleanup, _cleanup_at(0), _cleanup_at(10), per_run=frozenset({"cleanup"}),
-        marks=(pytest.mark.xfail(strict=True, reason="an expiry or orphan termination that died loses its records"),)),
+    # the coordinator runs every minute: the next runs after a cleanup that died are its, then the cleanup's
+    Job("cleanup-expire-and-sweep", _prepare_expired, _cleanup_at(0), _then(_coordinator_at(1), _cleanup_at(10)),
+        summaries=frozenset({"cleanup"}), normalise=((r"still detected \d+ min", "still detected <n> min"),),
+        marks=(pytest.mark.xfail(strict=True, reason="an event stuck in detected closed by a run that died loses "
+                                 "its notification and audit event"),)),
+    Job("cleanup-orphan", _prepare_orphan, _cleanup_at(0), _cleanup_at(10), summaries=frozenset({"cleanup"}),
+        marks=(pytest.mark.xfail(strict=True, reason="left alone: a run that dies between TerminateInstances and "
+                                 "the orphan_terminated event loses the event (the next run no longer lists the "
+                                 "instance)"),)),
     # the offline notification is written with the move (one transaction)
     Job("health-monitor", _prepare_silent, _monitor_at(0), _monitor_at(1)),
     # a redelivered message notes each client it starts (``savings.mark_started``, kept a day): its own progress
@@ -396,6 +435,13 @@ def _run(job: Job, make_tenant, api, started: dict, crash_at: int | None):
     executions = Counter(f"+ {_normal_text(name, order)}" for name in set(started) - had)
     if executions:
         changes["stepfunctions:executions"] = executions
+    if job.normalise:
+        def normal(item: str) -> str:
+            for pattern, replacement in job.normalise:
+                item = re.sub(pattern, replacement, item)
+            return item
+        changes = {table: Counter({normal(item): n for item, n in counted.items()})
+                   for table, counted in changes.items()}
     if job.bookkeeping:
         changes = {table: Counter({item: n for item, n in counted.items()
                                    if not any(mark in item for mark in job.bookkeeping)})
@@ -409,13 +455,11 @@ def test_a_job_that_dies_after_any_mutation_then_runs_again_ends_as_one_clean_ru
                                                                                   executions_recorded):
     _, done, clean = _run(job, make_tenant, api, executions_recorded, None)
     assert done, "the job changes nothing in its world"
-    clean, clean_logged = _audit_split(clean, job.per_run)
+    clean, _ = _audit_split(clean, job.summaries)
     failures = []
     for k in range(1, len(done) + 1):
         _, _, crashed = _run(job, make_tenant, api, executions_recorded, k)
-        crashed, logged = _audit_split(crashed, job.per_run)
-        if set(logged) != set(clean_logged):
-            failures.append(f"k={k} ({done[k - 1]}): run events {dict(logged)}, clean {dict(clean_logged)}")
+        crashed, _ = _audit_split(crashed, job.summaries)
         if crashed != clean:
             failures.append(f"k={k} ({done[k - 1]}):\n{_explain(clean, crashed)}")
     assert not failures, f"mutations of a clean run: {done}\n" + "\n".join(failures)
