@@ -150,17 +150,19 @@ def sweep_stuck(now: datetime) -> list[str]:
             if stepfunctions.is_running(row.interruption_id) or (kind.status == "detected" and _claim_held(row, now)):
                 continue
             reason = kind.reason.format(minutes=int((now - row.detected_at).total_seconds() // 60))
-            if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, status=kind.closed_as,
-                                           success=False, response_action=ABANDONED, error=reason,
-                                           completed_at=now):
+            message = f"{row.signal_type} for {row.instance_id}: {reason}; {kind.advice}"
+            # the client's notification and the audit event in the close's transaction: written after it, a run
+            # that died between them lost both (the next run no longer finds the event stuck)
+            told = (activity.notification_row(row.client_id, "interruption_abandoned", message, now,
+                                              severity=kind.severity, agent_id=row.agent_id),
+                    activity.event_row("interruption_abandoned", message, now, severity=kind.severity,
+                                       client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
+                                       metadata={"interruption_id": row.interruption_id}))
+            if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, written_with=told,
+                                           status=kind.closed_as, success=False, response_action=ABANDONED,
+                                           error=reason, completed_at=now):
                 continue
             swept.append(row.interruption_id)
-            message = f"{row.signal_type} for {row.instance_id}: {reason}; {kind.advice}"
-            activity.notify(row.client_id, "interruption_abandoned", message, now, severity=kind.severity,
-                            agent_id=row.agent_id)
-            activity.record_event("interruption_abandoned", message, now, severity=kind.severity,
-                                  client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
-                                  metadata={"interruption_id": row.interruption_id})
     return swept
 
 

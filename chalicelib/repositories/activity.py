@@ -63,12 +63,21 @@ def record_event(event_type: str, message: str, now: datetime, *, severity: str 
     """Append one event to the day's partition of the audit log. With ``once`` (a key naming what happened)
     and the same ``now``, a retried step writes nothing the second time; returns whether it wrote. Metadata
     too large for an item is stored truncated (``bounded_metadata``)."""
-    return _save_once(SystemEventTable(
+    return _save_once(event_row(event_type, message, now, severity=severity, client_id=client_id, agent_id=agent_id,
+                                instance_id=instance_id, metadata=metadata, once=once),
+                      SystemEventTable.event_key, once)
+
+
+def event_row(event_type: str, message: str, now: datetime, *, severity: str = "info",
+              client_id: str | None = None, agent_id: str | None = None, instance_id: str | None = None,
+              metadata: dict[str, Any] | None = None, once: str | None = None) -> SystemEventTable:
+    """The row ``record_event`` writes, unwritten: for a caller that writes it in one transaction with the change it
+    records."""
+    return SystemEventTable(
         now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{_suffix(once)}", event_type=event_type,
         severity=severity, message=message, client_id=client_id, agent_id=agent_id,
         instance_id=instance_id, metadata=bounded_metadata(metadata), created_at=now,
-        expires_at=now + timedelta(days=get_settings().event_retention_days),
-    ), SystemEventTable.event_key, once)
+        expires_at=now + timedelta(days=get_settings().event_retention_days))
 
 
 def event_recorded(now: datetime, once: str) -> bool:

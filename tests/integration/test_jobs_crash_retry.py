@@ -397,9 +397,7 @@ JOBS = [
     Job("replica-coordinator-return", _prepare_return, _coordinator_at(0), _coordinator_at(1)),
     # the coordinator runs every minute: the next runs after a cleanup that died are its, then the cleanup's
     Job("cleanup-expire-and-sweep", _prepare_expired, _cleanup_at(0), _then(_coordinator_at(1), _cleanup_at(10)),
-        summaries=frozenset({"cleanup"}), normalise=((r"still detected \d+ min", "still detected <n> min"),),
-        marks=(pytest.mark.xfail(strict=True, reason="an event stuck in detected closed by a run that died loses "
-                                 "its notification and audit event"),)),
+        summaries=frozenset({"cleanup"}), normalise=((r"still detected \d+ min", "still detected <n> min"),)),
     Job("cleanup-orphan", _prepare_orphan, _cleanup_at(0), _cleanup_at(10), summaries=frozenset({"cleanup"}),
         marks=(pytest.mark.xfail(strict=True, reason="left alone: a run that dies between TerminateInstances and "
                                  "the orphan_terminated event loses the event (the next run no longer lists the "
