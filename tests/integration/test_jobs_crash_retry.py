@@ -138,6 +138,15 @@ def only_this_world(monkeypatch):
     monkeypatch.setattr(savings_rollup, "_clients", only(savings_rollup._clients))
     monkeypatch.setattr(cleanup, "orphans", only(cleanup.orphans, lambda info: info.tags.get("ClientId")))
     monkeypatch.setattr(cleanup, "_backfill", lambda now: ({}, []))
+    from chalicelib.jobs import data_cleaner
+    from chalicelib.repositories import clients
+    from chalicelib.repositories.paging import Page
+
+    every_page = clients.list_page
+    monkeypatch.setattr(clients, "list_page", lambda limit, token: (lambda page: Page(
+        [c for c in page.items if c.client_id in _SEEN], page.next_token))(every_page(limit, token)))
+    # the raw price points' sweep walks the fleet's pools (their hours rolled up): not a world's
+    monkeypatch.setattr(data_cleaner, "_raw_points", lambda now, budget: {"price_points": 0})
     store = bootstrap.command_store()
     every_lease = type(store).expired_leases
     monkeypatch.setattr(type(store), "expired_leases", lambda self, now, *a, **k: [
@@ -341,6 +350,41 @@ def _monitor_at(minutes: int):
     return run
 
 
+# the data cleaner: a deleted agent past its retention with what only it refers to, a staying agent's finished
+# command, ended instance row (and its savings days) and its client's read notification past theirs
+
+def _prepare_retention(make_tenant, api):
+    from chalicelib.tables.instances import InstanceTable
+    from tests.conftest import new_instance_id
+    from tests.integration.test_data_cleaner import _command, _notification
+    from tests.integration.test_data_cleaner_gone_agents import _days, _deleted_agent, _replica
+
+    client_id, _, gone, gone_body, kept, kept_body = _deleted_agent(make_tenant)
+    then = datetime.now(UTC)
+    standby, ended = new_instance_id(), new_instance_id()
+    _command(gone, client_id, "completed", then, then, "done")
+    _command(gone, client_id, "pending", then, None, "pending")
+    _command(kept, client_id, "completed", then, then, "kept-done")
+    _notification(client_id, then, True, "read")
+    replica_id = _replica(gone, client_id, "terminated", then, "closed", standby)
+    InstanceTable(ended, client_id=client_id, agent_id=kept, role="primary", is_active=False, installed_at=then,
+                  updated_at=then, terminated_at=then).save()
+    for agent_or_instance in (f"agent#{client_id}#{gone}", f"instance#{client_id}#{standby}",
+                              f"instance#{client_id}#{ended}"):
+        _days(f"{agent_or_instance}#day", client_id, then, 1, 2)
+    return _world({"client": client_id, "agent": gone, "kept": kept, "old": gone_body["instance_id"],
+                   "kept_instance": kept_body["instance_id"], "new": standby, "ended": ended,
+                   "replica": replica_id}, now=then + timedelta(days=91))
+
+
+def _cleaner_at(days: int):
+    def run(world):
+        from chalicelib.jobs import data_cleaner
+
+        data_cleaner.run(world.extra["now"] + timedelta(days=days))
+    return run
+
+
 # the savings roll-up: the dispatcher (its run row, the message), the worker (the client's hour/day/month rows)
 
 _RUN_AT = datetime(2024, 3, 6, 10, tzinfo=UTC)  # no other test's savings run (tests/integration/test_savings_*)
@@ -405,6 +449,8 @@ JOBS = [
     # the offline notification is written with the move (one transaction)
     Job("health-monitor", _prepare_silent, _monitor_at(0), _monitor_at(1)),
     # a redelivered message notes each client it starts (``savings.mark_started``, kept a day): its own progress
+    # the walk's position (a listing token naming the world's client) is the job's own: left out
+    Job("data-cleaner", _prepare_retention, _cleaner_at(0), _cleaner_at(1), bookkeeping=("cleaner#clients",)),
     Job("savings-worker", _prepare_savings, _savings_delivery(1), _savings_delivery(2), scheduled=False,
         bookkeeping=('#started"',)),
     Job("savings-rollup-dispatch", _prepare_savings, _savings_dispatch, settle=_drain_savings),
