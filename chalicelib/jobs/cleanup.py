@@ -229,12 +229,33 @@ def _reap(region: str, now: datetime, account: accounts.AwsAccount | None, clien
     for info in found:
         by_client.setdefault(info.tags.get(ec2.TAG_CLIENT, ""), []).append(info)
     for owner, infos in by_client.items():
-        done = ec2.terminate(region, [i.instance_id for i in infos], client_id=owner, account=account)
-        terminated += done
+        # The record before the effect: each orphan tagged with the time it was found (once: a run that died after
+        # the tag finds it), its audit event written at that time, keyed on the instance, then the termination. A
+        # run that died between any two of them is finished by the next, which finds the orphan still running and
+        # writes no second event; the event written after the termination was lost by a run that died between them
+        # (the next no longer lists a terminated instance).
+        untagged = [i.instance_id for i in infos if ec2.TAG_ORPHANED not in i.tags]
+        if untagged:
+            ec2.mark_orphaned(region, untagged, _stamp(now), account=account)
         for info in infos:
-            if info.instance_id in done:
-                activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
-                                      f"(replica {info.tags.get(ec2.TAG_REPLICA)})", now, severity="warning",
-                                      client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
-                                      instance_id=info.instance_id, metadata={"tags": info.tags})
+            tags = {k: v for k, v in info.tags.items() if k != ec2.TAG_ORPHANED}
+            activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
+                                  f"(replica {info.tags.get(ec2.TAG_REPLICA)})",
+                                  _found_at(info.tags.get(ec2.TAG_ORPHANED), now), severity="warning",
+                                  client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
+                                  instance_id=info.instance_id, metadata={"tags": tags},
+                                  once=f"orphan_terminated:{info.instance_id}")
+        terminated += ec2.terminate(region, [i.instance_id for i in infos], client_id=owner, account=account)
     return terminated
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _found_at(tagged: str | None, now: datetime) -> datetime:
+    """The time an earlier run tagged the orphan with (``ec2.TAG_ORPHANED``), else now."""
+    try:
+        return datetime.strptime(tagged, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=now.tzinfo) if tagged else now
+    except ValueError:
+        return now
