@@ -342,6 +342,17 @@ def _prepare_silent(make_tenant, api):
     return world
 
 
+def _prepare_timing_out(make_tenant, api):
+    """As ``_prepare_silent``, the delivered switch on its last attempt: its lease's expiry times it out (the
+    client notified)."""
+    from chalicelib.tables.commands import CommandTable
+
+    world = _prepare_silent(make_tenant, api)
+    row = CommandTable.get(world.ids["agent"], world.ids["command"], consistent_read=True)
+    row.update(actions=[CommandTable.attempts.set(row.max_attempts)])
+    return world
+
+
 def _monitor_at(minutes: int):
     def run(world):
         from chalicelib.jobs import health_monitor
@@ -446,6 +457,8 @@ JOBS = [
     Job("cleanup-orphan", _prepare_orphan, _cleanup_at(0), _cleanup_at(10), summaries=frozenset({"cleanup"})),
     # the offline notification is written with the move (one transaction)
     Job("health-monitor", _prepare_silent, _monitor_at(0), _monitor_at(1)),
+    # the timed-out command's notification is written in its transaction
+    Job("health-monitor-timeout", _prepare_timing_out, _monitor_at(0), _monitor_at(1)),
     # a redelivered message notes each client it starts (``savings.mark_started``, kept a day): its own progress
     # the walk's position (a listing token naming the world's client) is the job's own: left out
     Job("data-cleaner", _prepare_retention, _cleaner_at(0), _cleaner_at(1), bookkeeping=("cleaner#clients",)),
