@@ -15,6 +15,14 @@ The machinery (``Crash``, ``effect``, the normalisation) is the API routes' cras
 (tests/api/test_crash_retry.py); here a mutation is also an AWS call, and each world is the only one the fleet-wide
 walks of the jobs see (``only_this_world``), so an earlier world's rows never move in a later world's run.
 
+Covered (``JOBS``): the decision worker (redelivery) and the decision cycle's dispatch; the replica coordinator's
+standby launch, relaunch of a standby EC2 took, planned return to spot; the cleanup's expiry of a pre-warmed standby,
+abandonment of a stuck event, orphan termination; the health monitor's offline move and lease expiry (requeue, time
+out); the data cleaner; the savings worker (redelivery) and the roll-up's dispatch. Left out of the comparison: a
+run's own summary event (``summaries``: a run that died wrote none) and a redelivery's progress marks
+(``bookkeeping``). Not covered: savings-fleet, spot-prices, pricing-aggregator, growth-snapshot, risk-scorer,
+placement-scores, the sentinel (its own suites) and the failover-* tasks (another suite's).
+
 EC2 honours RunInstances' ClientToken (the same token launches once: the adapter sends ``<replica>-<lifecycle>``);
 moto stores the token and ignores it, so the mutation counter answers a token seen before with its first answer,
 as EC2 does. Step Functions' StartExecution is recorded, not run (the failover workflow's own crash handling is
