@@ -47,10 +47,14 @@ LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, Comm
 
 
 class _TimeoutWatch:
-    """The command store, noting each command a use case moves to ``timed_out``."""
+    """The command store, noting each command a use case moves to ``timed_out``. With ``told_at`` (the health
+    monitor's sweep) the client's notification of a timeout is written in the command's own transaction, at that
+    time, instead of by :meth:`notify` after every command: a sweep that died between the two lost it (its next run
+    no longer finds the command leased)."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, told_at: datetime | None = None) -> None:
         self._store, self.timed_out, self.queue_seen_empty = store, [], False
+        self._told_at, self._told = told_at, set()
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -61,15 +65,25 @@ class _TimeoutWatch:
         return found
 
     def replace(self, before: Command, after: Command) -> None:
-        self._store.replace(before, after)
+        if after.status is CommandStatus.TIMED_OUT and self._told_at is not None:
+            self._store.replace(before, after, written_with=(activity.notification_row(
+                after.client_id, "command_timed_out", _timed_out_message(after), self._told_at, severity="warning",
+                agent_id=after.agent_id),))
+            self._told.add(after.command_id)
+        else:
+            self._store.replace(before, after)
         if after.status is CommandStatus.TIMED_OUT:
             self.timed_out.append(after)
 
     def notify(self, now: datetime) -> None:
         for cmd in self.timed_out:
-            activity.notify(cmd.client_id, "command_timed_out",
-                            f"command {cmd.command_id} ({cmd.command_type.value}) got no result after "
-                            f"{cmd.attempts} attempts", now, severity="warning", agent_id=cmd.agent_id)
+            if cmd.command_id not in self._told:
+                activity.notify(cmd.client_id, "command_timed_out", _timed_out_message(cmd), now,
+                                severity="warning", agent_id=cmd.agent_id)
+
+
+def _timed_out_message(cmd: Command) -> str:
+    return f"command {cmd.command_id} ({cmd.command_type.value}) got no result after {cmd.attempts} attempts"
 
 
 # A decision's switch not delivered this long after it was queued was decided for an agent that went silent
@@ -274,7 +288,7 @@ def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
 def sweep(now: datetime) -> dict[str, int]:
     """Expire every lease past its deadline: retried, or timed out and notified."""
     store = bootstrap.command_store()
-    watch = _TimeoutWatch(store)
+    watch = _TimeoutWatch(store, told_at=now)
     try:
         changed = sweep_expired(watch, list(store.expired_leases(now)), now=now)
     finally:

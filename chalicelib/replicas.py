@@ -9,6 +9,7 @@ recorded as a capacity observation of its pool.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -155,6 +156,14 @@ def _launch_event_id(replica: ReplicaRecord) -> str:
     return f"replica:{replica.agent_id}:{replica.replica_id}"
 
 
+def observe_launched(replica: ReplicaRecord) -> None:
+    """The ``launch_succeeded`` observation of a launched replica, as its launch writes it (same key: written
+    again, it changes nothing): for the step after the launch, so that a launch that died between its attach and
+    its observation still has it (its retry finds the row launched and launches nothing)."""
+    if replica.instance_id:
+        _observe_launch(replica, ObservationKind.LAUNCH_SUCCEEDED, replica.launched_at or replica.updated_at)
+
+
 def _observe_launch(replica: ReplicaRecord, kind: ObservationKind, at: datetime, *, code: str | None = None) -> None:
     """One observation per spot replica launch; the time is the replica's set-once stamp, so a retried
     step writes the same key. On-demand launches say nothing about a spot pool."""
@@ -242,22 +251,30 @@ def finish_launch(agent: AgentRecord, replica: ReplicaRecord | None, now: dateti
         return replica_repo.get(agent.agent_id, replica.replica_id)
 
 
-def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str) -> ReplicaRecord:
+def retire(replica: ReplicaRecord, status: ReplicaStatus, now: datetime, reason: str, *,
+           observe: Callable[[ReplicaRecord], None] | None = None) -> ReplicaRecord:
     """Terminate the replica's instance (if any) and close the row with ``status``. An instance the product
     launched itself (``own_launch``) goes by its id even while EC2 does not list it yet (just launched).
 
     A replica already closed with ``status`` (its instance terminated before the row was written) is finished
     instead: whatever the close left undone when its Lambda died is done (``replica_repo.finish_closing``), and
-    the audit event, keyed on the replica and its set-once close time, is written once."""
+    the audit event, keyed on the replica and its set-once close time, is written once; so is what ``observe``
+    records of the closed row (keyed on it too). The agent's standby slot is released last: a close that died
+    before the end leaves its closed replica holding the slot, where the replica coordinator's next run finds it and
+    finishes it (before, the slot was released first, and a close that died after it left its instance row active,
+    counted as running by every savings roll-up, and its event and observation never written)."""
     if replica.instance_id and replica.region and replica.status is not status:
         ec2.terminate(replica.region, [replica.instance_id], client_id=replica.client_id,
                       account=tenancy.for_replica(replica),
                       launched=(replica.instance_id,) if replica.own_launch else ())
-    closed = replica_repo.transition(replica, status, now, error_message=reason[:500])
+    closed = replica_repo.transition(replica, status, now, release=False, error_message=reason[:500])
     activity.record_event(f"standby_{status.value}", f"{replica.replica_id}: {reason}", closed.terminated_at or now,
                           client_id=replica.client_id, agent_id=replica.agent_id,
                           instance_id=replica.instance_id, metadata={"replica_id": replica.replica_id},
                           once=f"standby_{status.value}:{replica.replica_id}")
+    if observe is not None:
+        observe(closed)
+    replica_repo.release_slot(closed, now)
     return closed
 
 
@@ -272,7 +289,7 @@ def abandon(replica: ReplicaRecord, account_id: str, now: datetime) -> ReplicaRe
     role to call it with. Its slot and instance row are released as any close does, so the agent may move."""
     why = (f"{ABANDONED}: account {account_id} is no longer bound to the client, so the product cannot act there; "
            f"terminate instance {replica.instance_id} in account {account_id} yourself")
-    closed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=why[:500])
+    closed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, release=False, error_message=why[:500])
     at = closed.terminated_at or now
     activity.record_event("standby_abandoned", f"{replica.replica_id}: {why}", at, severity="warning",
                           client_id=replica.client_id, agent_id=replica.agent_id, instance_id=replica.instance_id,
@@ -283,6 +300,7 @@ def abandon(replica: ReplicaRecord, account_id: str, now: datetime) -> ReplicaRe
                     f"{replica.instance_id}: account {account_id} is no longer bound. Terminate it in that account "
                     "yourself, it is still running and billed", at, severity="warning", agent_id=replica.agent_id,
                     once=f"standby_abandoned:{replica.replica_id}")
+    replica_repo.release_slot(closed, now)  # last, as ``retire`` does: a close that died is found by its slot
     return closed
 
 

@@ -368,7 +368,7 @@ FUNCTIONS: dict[str, tuple] = {
     DECISION_WORKER_FUNCTION: (tables,),
     "replica-coordinator": (tables, ec2_describe, ec2_zones, ec2_launch, ec2_terminate, start_failover,
                             failover_status),
-    "cleanup": (tables, ec2_describe, ec2_terminate, failover_status),
+    "cleanup": (tables, ec2_describe, ec2_terminate, ec2_tag, failover_status),
     "spot-prices": (tables, ec2_spot_prices, ondemand_list_prices),
     "placement-scores": (tables, ec2_placement_scores),
     "pricing-aggregator": (tables,),

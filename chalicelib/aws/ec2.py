@@ -40,6 +40,9 @@ TAG_STAGE = "SpotOptimizerStage"
 TAG_RETIRE = "SpotOptimizerRetire"
 # Set by the product's agent on the instance it launches for a switch (agent/spot_agent/switch.py): the old one's id.
 TAG_REPLACES = "ReplacesInstance"
+# Set by the cleanup job on an orphan it is about to terminate: when it decided so (``...Z``). The orphan's audit
+# event is keyed on it, so a run that died between the tag, the event and the termination writes the event once.
+TAG_ORPHANED = "SpotOptimizerOrphanedAt"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _TRANSIENT_CODES = frozenset({"Throttling", "RequestLimitExceeded", "ThrottlingException",
@@ -492,6 +495,13 @@ def availability_zones(region: str, *, account: AwsAccount | None = None) -> lis
         zones = _api("ec2", region, account).describe_availability_zones(
             Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
     return sorted(z["ZoneName"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone")
+
+
+def mark_orphaned(region: str, instance_ids: list[str], at: str, *, account: AwsAccount | None = None) -> None:
+    """Tag this stage's orphans ``TAG_ORPHANED`` = ``at`` before the cleanup terminates them (the cleanup's own
+    tag: IAM lets it tag the instances it manages, never its ``ManagedBy``/stage tags)."""
+    with _aws("CreateTags"):
+        _api("ec2", region, account).create_tags(Resources=instance_ids, Tags=[{"Key": TAG_ORPHANED, "Value": at}])
 
 
 def tag(region: str, instance_id: str, tags: dict[str, str], *, client_id: str,

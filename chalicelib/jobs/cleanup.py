@@ -150,17 +150,19 @@ def sweep_stuck(now: datetime) -> list[str]:
             if stepfunctions.is_running(row.interruption_id) or (kind.status == "detected" and _claim_held(row, now)):
                 continue
             reason = kind.reason.format(minutes=int((now - row.detected_at).total_seconds() // 60))
-            if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, status=kind.closed_as,
-                                           success=False, response_action=ABANDONED, error=reason,
-                                           completed_at=now):
+            message = f"{row.signal_type} for {row.instance_id}: {reason}; {kind.advice}"
+            # the client's notification and the audit event in the close's transaction: written after it, a run
+            # that died between them lost both (the next run no longer finds the event stuck)
+            told = (activity.notification_row(row.client_id, "interruption_abandoned", message, now,
+                                              severity=kind.severity, agent_id=row.agent_id),
+                    activity.event_row("interruption_abandoned", message, now, severity=kind.severity,
+                                       client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
+                                       metadata={"interruption_id": row.interruption_id}))
+            if not interruptions.update_if(row.client_id, row.interruption_id, kind.status, written_with=told,
+                                           status=kind.closed_as, success=False, response_action=ABANDONED,
+                                           error=reason, completed_at=now):
                 continue
             swept.append(row.interruption_id)
-            message = f"{row.signal_type} for {row.instance_id}: {reason}; {kind.advice}"
-            activity.notify(row.client_id, "interruption_abandoned", message, now, severity=kind.severity,
-                            agent_id=row.agent_id)
-            activity.record_event("interruption_abandoned", message, now, severity=kind.severity,
-                                  client_id=row.client_id, agent_id=row.agent_id, instance_id=row.instance_id,
-                                  metadata={"interruption_id": row.interruption_id})
     return swept
 
 
@@ -227,12 +229,33 @@ def _reap(region: str, now: datetime, account: accounts.AwsAccount | None, clien
     for info in found:
         by_client.setdefault(info.tags.get(ec2.TAG_CLIENT, ""), []).append(info)
     for owner, infos in by_client.items():
-        done = ec2.terminate(region, [i.instance_id for i in infos], client_id=owner, account=account)
-        terminated += done
+        # The record before the effect: each orphan tagged with the time it was found (once: a run that died after
+        # the tag finds it), its audit event written at that time, keyed on the instance, then the termination. A
+        # run that died between any two of them is finished by the next, which finds the orphan still running and
+        # writes no second event; the event written after the termination was lost by a run that died between them
+        # (the next no longer lists a terminated instance).
+        untagged = [i.instance_id for i in infos if ec2.TAG_ORPHANED not in i.tags]
+        if untagged:
+            ec2.mark_orphaned(region, untagged, _stamp(now), account=account)
         for info in infos:
-            if info.instance_id in done:
-                activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
-                                      f"(replica {info.tags.get(ec2.TAG_REPLICA)})", now, severity="warning",
-                                      client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
-                                      instance_id=info.instance_id, metadata={"tags": info.tags})
+            tags = {k: v for k, v in info.tags.items() if k != ec2.TAG_ORPHANED}
+            activity.record_event("orphan_terminated", f"terminated orphan {info.instance_id} "
+                                  f"(replica {info.tags.get(ec2.TAG_REPLICA)})",
+                                  _found_at(info.tags.get(ec2.TAG_ORPHANED), now), severity="warning",
+                                  client_id=info.tags.get(ec2.TAG_CLIENT), agent_id=info.tags.get(ec2.TAG_AGENT),
+                                  instance_id=info.instance_id, metadata={"tags": tags},
+                                  once=f"orphan_terminated:{info.instance_id}")
+        terminated += ec2.terminate(region, [i.instance_id for i in infos], client_id=owner, account=account)
     return terminated
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _found_at(tagged: str | None, now: datetime) -> datetime:
+    """The time an earlier run tagged the orphan with (``ec2.TAG_ORPHANED``), else now."""
+    try:
+        return datetime.strptime(tagged, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=now.tzinfo) if tagged else now
+    except ValueError:
+        return now

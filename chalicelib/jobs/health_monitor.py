@@ -28,12 +28,13 @@ def update_liveness(now: datetime, thresholds: HealthThresholds = HealthThreshol
         state = classify_heartbeat(key.last_heartbeat_at, now, thresholds)
         if state is HealthState.ONLINE or state.value == key.status:
             continue
-        if agents.set_liveness(key, state.value, now):
+        # the offline notification is written with the move, in one transaction: a run that died between two
+        # writes lost it (the next run finds the agent offline already, out of the live index)
+        note = activity.notification_row(
+            key.client_id, "agent_status", f"agent {key.logical_agent_id} is offline (no heartbeat)", now,
+            severity="warning", agent_id=key.agent_id) if state is HealthState.OFFLINE else None
+        if agents.set_liveness(key, state.value, now, notification=note):
             counts[state.value] += 1
-            if state is HealthState.OFFLINE:
-                activity.notify(key.client_id, "agent_status",
-                                f"agent {key.logical_agent_id} is offline (no heartbeat)", now,
-                                severity="warning", agent_id=key.agent_id)
     return counts
 
 

@@ -37,7 +37,7 @@ from components.replica_coordinator import (
     plan_standbys,
 )
 from components.replica_coordinator.planning import GONE_STATES
-from components.sentinel import Signal, SignalKind, SignalSource, ended_by_client
+from components.sentinel import Signal, SignalKind, SignalSource, ended_by_client, signal_group, signal_key
 
 from chalicelib import decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
@@ -74,7 +74,7 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             if account:  # an abandon that died after its status write: its notification and event too, once
                 replicas.abandon(held, account, now)
             else:
-                replica_repo.finish_closing(held, now)
+                _finish_close(agent, client, held, now)
             done["slot_freed"] += 1
     unlaunched = [r.pool_id for r in active if not r.instance_id and r.lifecycle == "spot" and r.pool_id]
     blocked = observations.backoff(unlaunched, now, viewer=agent.client_id) if unlaunched and not lost else {}
@@ -93,12 +93,14 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
                 replicas.record_creation(agent, replica, read_first=True)
                 by_id[replica.replica_id] = replicas.launch(agent, replica, now)
             elif step.kind is StepKind.MARK_READY:
+                replicas.observe_launched(replica)  # a launch that died before its observation: written now
                 by_id[replica.replica_id] = replica_repo.transition(replica, ReplicaStatus.READY, now)
             elif step.kind is StepKind.MARK_FAILED:
-                closed = replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason)
                 seen = described.get(replica.instance_id) if replica.instance_id else None
-                _observe_lost(closed, next(v for v in views if v.replica_id == replica.replica_id),
-                              seen.state_reason if seen else None)
+                view = next(v for v in views if v.replica_id == replica.replica_id)
+                replicas.retire(replica, ReplicaStatus.FAILED, now, step.reason,
+                                observe=lambda closed, view=view, seen=seen: _observe_lost(
+                                    closed, view, seen.state_reason if seen else None))
             elif step.kind is StepKind.EXPIRE:
                 replicas.retire(replica, ReplicaStatus.EXPIRED, now, step.reason)
             elif step.kind is StepKind.RETIRE_EXTRA:
@@ -123,6 +125,28 @@ def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
             logger.exception("planned return not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
             done["return_errors"] += 1
     return done
+
+
+def _finish_close(agent: AgentRecord, client, held: ReplicaRecord, now: datetime) -> None:
+    """A close that died before its end (its replica closed, still holding the agent's slot: ``replicas.retire``
+    releases it last): finished, each part once — the instance row closed, the audit event, a lost spot standby's
+    ``aws_stopped`` observation (EC2 asked once more for its state), the slot. A promotion's replica is the
+    failover's: only its slot and rows (``finish_closing``)."""
+    if held.status is ReplicaStatus.PROMOTED:
+        replica_repo.finish_closing(held, now)
+        return
+    observe = None
+    if held.status is ReplicaStatus.FAILED and held.instance_id and held.lifecycle == "spot" and held.region:
+        try:
+            seen = ec2.describe(held.region, [held.instance_id],
+                                account=tenancy.for_agent(agent, client=client)).get(held.instance_id)
+        except ec2.Ec2Error as exc:
+            logger.warning("closed standby's state unknown: no observation", extra={
+                "agent_id": agent.agent_id, "replica_id": held.replica_id, "error": str(exc)})
+        else:
+            view = held.view(seen.state if seen else None)
+            observe = lambda closed: _observe_lost(closed, view, seen.state_reason if seen else None)  # noqa: E731
+    replicas.retire(held, held.status, now, held.error_message or "", observe=observe)
 
 
 def _abandon(replica: ReplicaRecord, account_id: str, now: datetime, reason: str) -> None:
@@ -183,6 +207,9 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
         evaluation = decisions.evaluate(fresh, now)
     except decisions.NoMarketDataError:
         return done
+    unfinished = _unfinished_return(fresh, replica, now)
+    if unfinished is not None:
+        return _resume_return(fresh, view, evaluation, unfinished, now)
     plan = plan_return(view, evaluation.decision, on_demand=True, busy=_busy(fresh))
     if not plan.go:
         logger.info("staying on on-demand", extra={"agent_id": agent.agent_id, "reason": plan.reason})
@@ -197,17 +224,63 @@ def return_to_spot(agent: AgentRecord, views: list[StandbyView], by_id: dict[str
         logger.info("planned return not started", extra={"agent_id": agent.agent_id, "result": result})
         done["returns_skipped"] += 1
         return done
+    _record_return(fresh, view, evaluation, plan, result["interruption_id"], now)
+    done["returns_started"] += 1
+    return done
+
+
+def _record_return(agent: AgentRecord, view: StandbyView, evaluation, plan, interruption_id: str,
+                   detected_at: datetime) -> None:
+    """The return's ``to_spot`` decision, keyed on its event and the event's detection time (the run's time that
+    started it), once: a run that resumes a return its predecessor died in writes it if it is missing."""
     d = evaluation.decision
-    decisions.record_move(fresh, move_id=result["interruption_id"], at=now, source="replica-coordinator",
-                          action=d.action.value, target=plan.pool_id, standby=None, reason=plan.reason,
-                          risk=next((o.risk for o in evaluation.options if o.pool_id == plan.pool_id), None),
-                          expected_cost=d.expected_cost,
+    target = plan.pool_id or view.pool_id
+    decisions.record_move(agent, move_id=interruption_id, at=detected_at, source="replica-coordinator",
+                          action=d.action.value, target=target, standby=None, reason=plan.reason,
+                          risk=next((o.risk for o in evaluation.options if o.pool_id == target), None),
+                          expected_cost=d.expected_cost, once=True,
                           inputs={"ondemand_price": evaluation.ondemand_price, "replica_id": view.replica_id,
-                                  "interruption_id": result["interruption_id"],
+                                  "interruption_id": interruption_id,
                                   **decisions.recorded_pools(evaluation,
                                                              get_settings().decision_record_max_pools),
                                   "engine_reason": d.reason})
-    done["returns_started"] += 1
+
+
+def _unfinished_return(agent: AgentRecord, standby: ReplicaRecord, now: datetime):
+    """This coordinator's planned return to ``standby`` that a run died in (the Lambda ended between its writes):
+    its event still ``detected`` (no execution started: the cleanup job would abandon it, the client told a
+    hand-over was never handled) or its ``to_spot`` decision missing, while its signal's claim is still its own (a
+    redelivery of the signal finishes it: ``sentinel._duplicate``). None otherwise: the usual case reads the claim
+    and the decision only while a return of this standby is open."""
+    for event in interruptions.for_agent(agent.agent_id, limit=5):
+        if (event.status not in OPEN_EVENT_STATUSES or event.signal_type != SignalKind.PLANNED.value
+                or event.source != SignalSource.COORDINATOR.value or event.replica_id != standby.replica_id
+                or event.instance_id != agent.instance_id):
+            continue
+        held = interruptions.held_claim(signal_key(event.instance_id, signal_group(SignalKind.PLANNED)), now,
+                                        get_settings().signal_window_s)
+        if held == event.interruption_id and (event.status == "detected" or not decisions.move_recorded(
+                agent.agent_id, event.interruption_id, event.detected_at)):
+            return event
+    return None
+
+
+def _resume_return(agent: AgentRecord, view: StandbyView, evaluation, event, now: datetime) -> Counter:
+    """Finish a planned return a run died in: the same signal again (a duplicate of the event's claim: the sentinel
+    starts the execution if it was not, under the event's name, and writes the start's audit event once), then the
+    return's decision, once. Before, the next run found the event open (``_busy``) and stayed: an execution never
+    started (the event abandoned 15 min later, the client told) or the move never recorded."""
+    done: Counter = Counter()
+    result = sentinel.handle(Signal(kind=SignalKind.PLANNED, instance_id=event.instance_id,
+                                    detected_at=event.detected_at, source=SignalSource.COORDINATOR,
+                                    region=agent.region), now, replica_id=event.replica_id, on_behalf_of=agent)
+    if result.get("interruption_id") != event.interruption_id:
+        logger.info("planned return not resumed", extra={"agent_id": agent.agent_id, "result": result})
+        done["returns_skipped"] += 1
+        return done
+    plan = plan_return(view, evaluation.decision, on_demand=True)
+    _record_return(agent, view, evaluation, plan, event.interruption_id, event.detected_at)
+    done["returns_resumed"] += 1
     return done
 
 

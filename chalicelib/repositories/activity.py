@@ -63,12 +63,21 @@ def record_event(event_type: str, message: str, now: datetime, *, severity: str 
     """Append one event to the day's partition of the audit log. With ``once`` (a key naming what happened)
     and the same ``now``, a retried step writes nothing the second time; returns whether it wrote. Metadata
     too large for an item is stored truncated (``bounded_metadata``)."""
-    return _save_once(SystemEventTable(
+    return _save_once(event_row(event_type, message, now, severity=severity, client_id=client_id, agent_id=agent_id,
+                                instance_id=instance_id, metadata=metadata, once=once),
+                      SystemEventTable.event_key, once)
+
+
+def event_row(event_type: str, message: str, now: datetime, *, severity: str = "info",
+              client_id: str | None = None, agent_id: str | None = None, instance_id: str | None = None,
+              metadata: dict[str, Any] | None = None, once: str | None = None) -> SystemEventTable:
+    """The row ``record_event`` writes, unwritten: for a caller that writes it in one transaction with the change it
+    records."""
+    return SystemEventTable(
         now.strftime("%Y-%m-%d"), f"{_stamp(now)}#{_suffix(once)}", event_type=event_type,
         severity=severity, message=message, client_id=client_id, agent_id=agent_id,
         instance_id=instance_id, metadata=bounded_metadata(metadata), created_at=now,
-        expires_at=now + timedelta(days=get_settings().event_retention_days),
-    ), SystemEventTable.event_key, once)
+        expires_at=now + timedelta(days=get_settings().event_retention_days))
 
 
 def event_recorded(now: datetime, once: str) -> bool:
@@ -168,13 +177,19 @@ def notify(client_id: str, kind: str, message: str, now: datetime, *, severity: 
            agent_id: str | None = None, once: str | None = None) -> str | None:
     """Create a notification for one client; returns its id. With ``once`` (a key naming what happened) and
     the same ``now``, a retried step creates nothing the second time and gets None."""
-    notification_id = f"{_stamp(now)}-{_suffix(once)}"
-    written = _save_once(NotificationTable(
-        client_id, notification_id, kind=kind, severity=severity, message=message,
+    row = notification_row(client_id, kind, message, now, severity=severity, agent_id=agent_id, once=once)
+    written = _save_once(row, NotificationTable.notification_id, once)
+    return row.notification_id if written else None
+
+
+def notification_row(client_id: str, kind: str, message: str, now: datetime, *, severity: str = "info",
+                     agent_id: str | None = None, once: str | None = None) -> NotificationTable:
+    """The row ``notify`` writes, unwritten: for a caller that writes it in one transaction with the change it
+    tells of (put it on the condition ``NotificationTable.notification_id.does_not_exist()`` when ``once``)."""
+    return NotificationTable(
+        client_id, f"{_stamp(now)}-{_suffix(once)}", kind=kind, severity=severity, message=message,
         agent_id=agent_id, is_read=False, created_at=now,
-        expires_at=now + timedelta(days=get_settings().notification_retention_days),
-    ), NotificationTable.notification_id, once)
-    return notification_id if written else None
+        expires_at=now + timedelta(days=get_settings().notification_retention_days))
 
 
 # A page token of the unread index: the table's key and the index's (DynamoDB's LastEvaluatedKey of a GSI Query).

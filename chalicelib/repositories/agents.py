@@ -904,18 +904,32 @@ def silent_live_agents(cutoff: datetime):
             yield agent
 
 
-def set_liveness(agent: AgentRecord, status: str, now: datetime) -> bool:
-    """Move a live agent to ``status`` unless it heartbeated meanwhile; True if it changed."""
+def set_liveness(agent: AgentRecord, status: str, now: datetime, *, notification=None) -> bool:
+    """Move a live agent to ``status`` unless it heartbeated meanwhile; True if it changed.
+
+    ``notification`` (an unwritten ``NotificationTable`` row: ``activity.notification_row``) is written in the
+    same transaction: the client is told of the change exactly when it is made. Written after it, a Lambda that
+    died between the two lost the notification for good (the next run finds the agent already moved)."""
     actions = [AgentTable.status.set(status), AgentTable.updated_at.set(now)]
     if status not in LIVE_STATUSES:
         actions.append(AgentTable.liveness.remove())
+    condition = (AgentTable.status == agent.status) & (AgentTable.last_heartbeat_at == agent.last_heartbeat_at)
+    if notification is None:
+        try:
+            AgentTable(agent.client_id, agent.agent_id).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
     try:
-        AgentTable(agent.client_id, agent.agent_id).update(
-            actions=actions, condition=(AgentTable.status == agent.status)
-            & (AgentTable.last_heartbeat_at == agent.last_heartbeat_at))
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return False
+        with TransactWrite(connection=transaction_connection()) as tx:
+            tx.update(AgentTable(agent.client_id, agent.agent_id), actions=actions, condition=condition)
+            tx.save(notification, condition=type(notification).notification_id.does_not_exist())
+    except TransactWriteError as exc:
+        # pynamodb sends puts before updates: the reasons are [notification, agent]
+        if "ConditionalCheckFailed" in cancellation_codes(exc):
+            return False  # it heartbeated meanwhile (or the same change was made and told already)
         raise
     return True
 

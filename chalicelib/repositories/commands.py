@@ -213,9 +213,10 @@ class DynamoCommandStore:
         rows = CommandTable.active.query(agent_id, limit=limit)
         return [to_command(row) for row in rows]
 
-    def replace(self, before: Command, after: Command) -> None:
+    def replace(self, before: Command, after: Command, *, written_with: tuple = ()) -> None:
         """Compare-and-set on status and attempts; a counted command leaving the active statuses is
-        uncounted from its agent's row in the same transaction."""
+        uncounted from its agent's row in the same transaction. ``written_with``: new rows (a notification of the
+        change, its own random key) written in the same transaction as the command's."""
         condition = ((CommandTable.status == before.status.value)
                      & (CommandTable.attempts == before.attempts))
         actions = _replace_actions(to_row(after))
@@ -227,6 +228,8 @@ class DynamoCommandStore:
                     tx.update(AgentTable(after.client_id, after.agent_id),
                               actions=[AgentTable.active_commands.add(-1)],
                               condition=AgentTable.active_commands > 0)
+                    for extra in written_with:
+                        tx.save(extra)
                 return
             except TransactWriteError as exc:
                 if _FAILED not in cancellation_codes(exc):
@@ -234,9 +237,15 @@ class DynamoCommandStore:
                 # A conflict, a command from before the counter, or its agent row gone: the plain write
                 # below tells a conflict apart.
         try:
-            row.update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if condition_failed(exc):
+            if written_with:
+                with TransactWrite(connection=transaction_connection()) as tx:
+                    tx.update(row, actions=actions, condition=condition)
+                    for extra in written_with:
+                        tx.save(extra)
+            else:
+                row.update(actions=actions, condition=condition)
+        except (UpdateError, TransactWriteError) as exc:
+            if condition_failed(exc) or _FAILED in cancellation_codes(exc):
                 raise CommandConflictError(
                     f"command {before.command_id} changed concurrently") from exc
             raise

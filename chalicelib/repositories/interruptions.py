@@ -126,10 +126,26 @@ def update(client_id: str, interruption_id: str, **fields: Any) -> None:
             raise
 
 
-def update_if(client_id: str, interruption_id: str, expected_status: str, **fields: Any) -> bool:
-    """Set fields only while the event still has ``expected_status``; True if this call wrote them."""
+def update_if(client_id: str, interruption_id: str, expected_status: str, *, written_with: tuple = (),
+              **fields: Any) -> bool:
+    """Set fields only while the event still has ``expected_status``; True if this call wrote them.
+
+    ``written_with``: new rows (a notification, an audit event: keys of their own, put on the condition that they do
+    not exist) written in the same transaction, so that what tells of the change exists exactly when it does."""
     actions = [getattr(InterruptionTable, k).remove() if v is None else getattr(InterruptionTable, k).set(v)
                for k, v in fields.items()]
+    if written_with:
+        try:
+            with TransactWrite(connection=transaction_connection()) as tx:
+                tx.update(InterruptionTable(client_id, interruption_id), actions=actions,
+                          condition=InterruptionTable.status == expected_status)
+                for row in written_with:
+                    tx.save(row, condition=type(row)._hash_key_attribute().does_not_exist())
+        except TransactWriteError as exc:
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
+                return False
+            raise
+        return True
     try:
         InterruptionTable(client_id, interruption_id).update(
             actions=actions, condition=InterruptionTable.status == expected_status)

@@ -434,14 +434,18 @@ def attach_instance(replica: ReplicaRecord, *, instance_id: str, now: datetime,
     return get(replica.agent_id, replica.replica_id)
 
 
-def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **fields: Any) -> ReplicaRecord:
-    """Compare-and-set the status (plus fields); final statuses also release the standby slot.
+def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, *, release: bool = True,
+               **fields: Any) -> ReplicaRecord:
+    """Compare-and-set the status (plus fields); final statuses also close the instance row and then release the
+    standby slot (``release``; a caller that writes records of the close releases it itself, last: while a closed
+    replica holds the slot, the replica coordinator finds it and finishes the close, ``replicas.retire``).
 
     Idempotent: asking for the status the replica already has changes nothing. Raises
     IllegalReplicaTransitionError (409) for an illegal move, ConflictError when it raced.
     """
     if replica.status is wanted and wanted in FINAL:
-        finish_closing(replica, now)  # the close that wrote the status may have died before what follows it
+        # the close that wrote the status may have died before what follows it
+        finish_closing(replica, now, release=release)
         return replica
     check_transition(replica.status, wanted)
     actions = status_actions(wanted, replica.client_id) + [ReplicaTable.updated_at.set(now)]
@@ -463,20 +467,22 @@ def transition(replica: ReplicaRecord, wanted: ReplicaStatus, now: datetime, **f
             raise ConflictError("replica changed concurrently, retry", field="status") from exc
         raise
     if wanted in FINAL:
-        release_slot(replica, now)
         if replica.instance_id and wanted is not ReplicaStatus.PROMOTED:
             deactivate_instance(replica.instance_id, replica.client_id, now)
+        if release:
+            release_slot(replica, now)
     return get(replica.agent_id, replica.replica_id)
 
 
-def finish_closing(replica: ReplicaRecord, now: datetime) -> None:
+def finish_closing(replica: ReplicaRecord, now: datetime, *, release: bool = True) -> None:
     """What closing a replica does after its status write, for one recorded closed: the agent's standby slot freed if
     it still names the replica, and its instance row (but a promoted one's: the primary now) made inactive if it is
     still active. A Lambda that died between the writes (the status written, the slot not) left the slot taken by
     a closed replica, which nothing else frees: no standby could be placed for the agent again."""
-    release_slot(replica, now)
     if replica.instance_id and replica.status is not ReplicaStatus.PROMOTED:
         deactivate_instance(replica.instance_id, replica.client_id, now, only_active=True)
+    if release:
+        release_slot(replica, now)
 
 
 def release_slot(replica: ReplicaRecord, now: datetime) -> bool:
