@@ -247,6 +247,9 @@ def _launch_one(agent: AgentRecord, state: State, replica_id: str, lifecycle: st
         _close_unneeded(replica, now, f"{serving.replica_id} already serves the agent")
         return serving
     if not replica.active:
+        failure = replicas.launch_failure(replica)  # an earlier attempt of this step launched it and was refused
+        if failure is not None:
+            raise failure
         message = f"replacement {replica.replica_id} already {replica.status.value}: {replica.error_message or ''}"
         if lifecycle == "spot" and replica.status is ReplicaStatus.FAILED:
             raise ec2.CapacityUnavailable(message)

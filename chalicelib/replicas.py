@@ -113,8 +113,9 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         quotas.check_launch(agent, spec.instance_type, replica)
         info = ec2.launch(spec)
     except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
-        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500))
         code = getattr(exc, "code", None)
+        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500),
+                                         launch_error=f"{type(exc).__name__}:{code or ''}")
         if refusal_kind(code):
             _observe_launch(failed, ObservationKind.LAUNCH_REFUSED, failed.terminated_at or now, code=code)
         raise
@@ -125,6 +126,23 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         return _lost_attach(agent, replica, info.instance_id, spec.account)
     _observe_launch(attached, ObservationKind.LAUNCH_SUCCEEDED, attached.launched_at or now)
     return attached
+
+
+def launch_failure(replica: ReplicaRecord) -> ec2.Ec2Error | None:
+    """The error the launch that failed ``replica`` raised, to raise again (None when no launch failed it): a retried
+    step answers as the attempt that failed the row did (its Lambda died after the row's write, before its answer).
+    A capacity refusal is also recorded as its pool's observation, which that attempt may have died before writing
+    (the same key as the first: the row's set-once ``terminated_at``)."""
+    kind, _, code = (replica.launch_error or "").partition(":")
+    if replica.status is not ReplicaStatus.FAILED or not kind:
+        return None
+    if refusal_kind(code or None):
+        _observe_launch(replica, ObservationKind.LAUNCH_REFUSED, replica.terminated_at or replica.updated_at,
+                        code=code)
+    message = replica.error_message or f"replica {replica.replica_id} failed to launch"
+    if kind == ec2.CapacityUnavailable.__name__:
+        return ec2.CapacityUnavailable(message, code or None)
+    return ec2.LaunchError(message)
 
 
 def _lost_attach(agent: AgentRecord, replica: ReplicaRecord, instance_id: str, account) -> ReplicaRecord:

@@ -1,0 +1,331 @@
+"""A failover task that dies after any of its writes, then the same task again with the same input.
+
+GIVEN a prepared world (an agent on its primary, maybe a ready standby; a spot warning delivered through the real
+      sentinel, or the replica coordinator's planned return) and the workflow run to a task T: the ASL
+      (chalicelib/workflows/failover.asl.json) walked in-process by ``walk``, its Task states run by the real
+      ``@app.lambda_function`` handlers with the input Step Functions would give them (Choice, Pass and Catch's
+      ``$.error`` applied as the ASL says; Waits skipped)
+WHEN T runs once on a fresh world, counting its writes (DynamoDB writes and the EC2 / ELBv2 / SQS / SNS / Step
+     Functions calls that change something: ``tests.crash_support.mutating``) — and, for each k, T runs on another
+     fresh, identical world where its k-th write completes and then the Lambda dies (``Crash``), then T is invoked
+     again with the same input, as the ASL's Retry on ``States.Timeout`` / ``Lambda.Unknown`` / ``Sandbox.Timedout``
+     does
+THEN the retry's output is the clean run's (ids named, times blanked), or the same error name when the clean run
+     ended in a caught error; and the world's change (every table, EC2 instances, EIPs, target groups:
+     ``snapshot_world``) equals the clean run's: no second launch, no lost terminate, no event, notification or
+     counter doubled or lost, no row left half-way.
+
+Paths: an emergency spot launch (EIP hand-over), the on-demand fallback after every spot pool refused, the promotion
+of a ready standby (target-group hand-over, the next standby launched after it), the replica coordinator's planned
+return to spot (make-before-break: the on-demand primary retired after the hand-over), and every path refused
+(the failure task).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from chalicelib.workflows import FAILOVER_TASKS, definition_text
+from tests.api._support import snapshot_world
+from tests.crash_support import Crash, effect, explain, mutating, named, writes
+from tests.e2e.failover_support import deliver, handover_to, register_agent, warning
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fleet_jobs_see_this_test_only")]
+
+ASL = json.loads(definition_text())
+STAGE = "dev"
+
+
+# --- the ASL, walked in-process -----------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """One Task state run: its name, the function, its input, and its output or the error it raised."""
+
+    state: str
+    function: str
+    input: dict
+    output: Any = None
+    error: str | None = None
+
+
+def _task(state: str, data: dict) -> dict:
+    from localmode.invoke import invoke
+
+    function = FAILOVER_TASKS[ASL["States"][state]["Parameters"]["FunctionName"][2:-4]]
+    return invoke(function, json.loads(json.dumps(data)), STAGE)
+
+
+def _choose(choice: dict, data: dict) -> bool:
+    if "And" in choice:
+        return all(_choose(c, data) for c in choice["And"])
+    key = choice["Variable"].removeprefix("$.")
+    if "IsPresent" in choice:
+        return (key in data) == choice["IsPresent"]
+    for test in ("StringEquals", "BooleanEquals"):
+        if test in choice:
+            return key in data and data[key] == choice[test]
+    raise AssertionError(f"unsupported Choice rule {choice}")
+
+
+def _rule(rules: list[dict], error: str) -> dict | None:
+    return next((r for r in rules if error in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"]), None)
+
+
+def walk(payload: dict, *, stop_at: int | None = None, around: Callable | None = None
+         ) -> tuple[list[Step], dict | None]:
+    """Run the workflow from its start on ``payload``; returns the Task steps run (each attempt: a Retry's too) and,
+    with ``stop_at``, the input of Task step number ``stop_at`` (0-based), not run. ``around(step, run)`` wraps
+    each Task's run."""
+    name, data, steps, attempts = ASL["StartAt"], dict(payload), [], 0
+    while name is not None:
+        state = ASL["States"][name]
+        kind = state["Type"]
+        if kind == "Task":
+            if stop_at is not None and len(steps) == stop_at:
+                return steps, data
+            step = Step(name, FAILOVER_TASKS[state["Parameters"]["FunctionName"][2:-4]], data)
+            steps.append(step)
+            try:
+                run = (lambda name=name, data=data: _task(name, data))  # noqa: E731
+                step.output = around(step, run) if around else run()
+            except Exception as exc:  # noqa: BLE001 - the function's error, as Step Functions sees it
+                step.error = getattr(exc, "error_type", type(exc).__name__)
+                retry = _rule(state.get("Retry", []), step.error)
+                if retry is not None and attempts < retry.get("MaxAttempts", 3):
+                    attempts += 1  # the same state, the same input (one Retry rule at a time: enough here)
+                    continue
+                catch = _rule(state.get("Catch", []), step.error)
+                assert catch is not None, f"{name} raised {step.error}, which nothing catches"
+                data = {**data, catch["ResultPath"].removeprefix("$."): {
+                    "Error": step.error, "Cause": json.dumps({"errorMessage": str(exc), "errorType": step.error})}}
+                name, attempts = catch["Next"], 0
+                continue
+            data, name, attempts = step.output, state["Next"], 0
+        elif kind == "Choice":
+            name = next((c["Next"] for c in state["Choices"] if _choose(c, data)), state.get("Default"))
+        elif kind == "Pass":
+            data, name = {**data, state["ResultPath"].removeprefix("$."): state["Result"]}, state["Next"]
+        elif kind == "Wait":
+            name = state["Next"]
+        else:  # Succeed, Fail
+            name = None
+    assert stop_at is None, f"the workflow ran {len(steps)} tasks, none number {stop_at}"
+    return steps, None
+
+
+# --- worlds -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class World:
+    ids: dict[str, str]
+    payload: dict  # the execution's input, as the sentinel / the coordinator started it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _started(monkeypatch) -> list[tuple[str, dict]]:
+    """StartExecution recorded, not run: the test walks the workflow itself."""
+    from chalicelib.aws import stepfunctions
+
+    started: list[tuple[str, dict]] = []
+    monkeypatch.setattr(stepfunctions, "start", lambda name, payload, *a, **k: started.append(
+        (name, json.loads(json.dumps(payload)))) or f"arn:aws:states:us-east-1:123456789012:execution:x:{name}")
+    return started
+
+
+def _warned(api, monkeypatch, client_id, agent_id, primary, **ids) -> World:
+    started, event_id = _started(monkeypatch), str(uuid.uuid4())
+    result = deliver(api, "sentinel-interruption", warning(primary, event_id))
+    assert result["action"] == "failover_started", result
+    [(name, payload)] = started
+    return World({"client": client_id, "agent": agent_id, "primary": primary, "interruption": name,
+                  "event": event_id, **ids}, payload)
+
+
+AUTO_TERMINATE = {"auto_terminate_enabled": True, "terminate_wait_seconds": 0}
+MANUAL = {"manual_replica_enabled": True, "auto_switch_enabled": False, **AUTO_TERMINATE}
+
+
+def _spot_launch(api, make_tenant, monkeypatch) -> World:
+    """An agent on spot, no standby, its EIP on the primary: the spot replacement launched, the EIP moved."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    handover_to(client_id, agent_id, primary, "eip")
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _ready_standby(client_id, agent_id) -> str:
+    from chalicelib.clock import now
+    from chalicelib.jobs.replica_coordinator import reconcile_agent
+    from chalicelib.repositories import agents as agent_repo
+    from chalicelib.repositories import replicas as replica_repo
+    from components.replica_coordinator import ReplicaStatus
+
+    for _ in range(2):  # launches the standby; sees it running: ready
+        reconcile_agent(agent_repo.get(client_id, agent_id), now())
+    agent = agent_repo.get(client_id, agent_id)
+    standby = replica_repo.get(agent_id, agent.current_replica_id)
+    assert standby is not None and standby.status is ReplicaStatus.READY, standby
+    return standby.instance_id
+
+
+def _promote(api, make_tenant, monkeypatch) -> World:
+    """A manual-replica agent on spot with a ready standby, its target group serving the primary."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **MANUAL)
+    standby = _ready_standby(client_id, agent_id)
+    handover_to(client_id, agent_id, primary, "target-group")
+    return _warned(api, monkeypatch, client_id, agent_id, primary, standby=standby)
+
+
+def _refused(monkeypatch, *, spot_only: bool) -> None:
+    """EC2 refuses our replacement launches (every spot one, or every one) for capacity; installed once a test."""
+    from chalicelib.aws import ec2 as adapter
+    from tests.faults import inject
+
+    if getattr(monkeypatch, "_launches_refused", False):
+        return
+    monkeypatch._launches_refused = True
+
+    def ours(params) -> bool:
+        tags = [t["Key"] for spec in params.get("TagSpecifications", []) for t in spec["Tags"]]
+        return adapter.TAG_REPLICA in tags and (not spot_only or "InstanceMarketOptions" in params)
+
+    inject(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", times=10**6, when=ours)
+
+
+def _on_demand(api, make_tenant, monkeypatch) -> World:
+    """An agent on spot, no standby; EC2 refuses every spot launch (each planned pool in turn): on-demand."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    _refused(monkeypatch, spot_only=True)
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _nothing_launches(api, make_tenant, monkeypatch) -> World:
+    """EC2 refuses every launch, spot and on-demand: the failure task closes the event."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    _refused(monkeypatch, spot_only=False)
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _planned_return(api, make_tenant, monkeypatch) -> World:
+    """A manual-replica agent on on-demand with a ready spot standby whose pool repays leaving on-demand: the
+    replica coordinator starts the planned return (make-before-break: the on-demand primary retired after)."""
+    from chalicelib.clock import now
+    from chalicelib.jobs.replica_coordinator import reconcile_agent
+    from chalicelib.repositories import agents as agent_repo
+    from tests.integration.test_return_to_spot import on_demand_agent_with_ready_standby
+
+    client_id, _, agent_id, primary, _, standby = on_demand_agent_with_ready_standby(make_tenant)
+    started = _started(monkeypatch)
+    done = reconcile_agent(agent_repo.get(client_id, agent_id), now())
+    assert done["returns_started"] == 1, done
+    [(name, payload)] = started
+    return World({"client": client_id, "agent": agent_id, "primary": primary, "interruption": name,
+                  "standby": standby.instance_id, "replica": standby.replica_id}, payload)
+
+
+@dataclass
+class Path:
+    name: str
+    prepare: Callable[..., World]
+    tasks: tuple[str, ...]  # the Task states a clean run walks, in order (a retried one again)
+    tested: tuple[str, ...] = ()  # the states crashed and retried here (default: each of ``tasks``)
+
+    def cases(self) -> list[int]:
+        """The index of each tested state's first run."""
+        return [self.tasks.index(state) for state in dict.fromkeys(self.tested or self.tasks)]
+
+
+PATHS = {p.name: p for p in [
+    Path("spot-launch", _spot_launch,
+         ("Plan", "LaunchReplacement", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby")),
+    Path("on-demand-fallback", _on_demand,
+         ("Plan", "LaunchReplacement", "LaunchOnDemand", "AwaitReplacement", "Handover", "Record", "RetireOld",
+          "NextStandby")),
+    Path("promote-standby", _promote,
+         ("Plan", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby")),
+    Path("planned-return", _planned_return,
+         ("Plan", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby")),
+    Path("nothing-launches", _nothing_launches, ("Plan", "LaunchReplacement", "LaunchOnDemand", "RecordFailure"),
+         tested=("LaunchOnDemand", "RecordFailure")),
+]}
+CASES = [(path.name, index) for path in PATHS.values() for index in path.cases()]
+
+
+@dataclass
+class Clean:
+    steps: list[Step]
+    writes: list[list[str]]  # per step
+    effects: list[dict]  # per step, normalised
+    outputs: list[Any]  # per step, normalised (or the error's name)
+
+
+_CLEAN: dict[str, Clean] = {}
+
+
+def _outcome(step_output, error, ids) -> Any:
+    return {"error": error} if error else named(step_output, ids)
+
+
+def _clean(path: Path, api, make_tenant, monkeypatch) -> Clean:
+    """The path run once, cleanly, every task's writes, effect and output recorded (once per path)."""
+    if path.name in _CLEAN:
+        return _CLEAN[path.name]
+    world = path.prepare(api, make_tenant, monkeypatch)
+    counted, effects = [], []
+
+    def around(step, run):
+        before = snapshot_world()
+        try:
+            with writes(counts=mutating) as seen:
+                return run()
+        finally:
+            counted.append(seen)
+            effects.append(effect(before, snapshot_world(), world.ids))
+
+    steps, _ = walk(world.payload, around=around)
+    assert tuple(s.state for s in steps) == path.tasks, [(s.state, s.error) for s in steps]
+    _CLEAN[path.name] = Clean(steps, counted, effects, [_outcome(s.output, s.error, world.ids) for s in steps])
+    return _CLEAN[path.name]
+
+
+def _crashed_then_retried(path: Path, index: int, k: int, api, make_tenant, monkeypatch):
+    """A fresh world walked to task ``index``; the task dies after its k-th write, then runs again with the same
+    input. Returns the retry's outcome and the world's change over both attempts."""
+    world = path.prepare(api, make_tenant, monkeypatch)
+    steps, data = walk(world.payload, stop_at=index)
+    assert tuple(s.state for s in steps) == path.tasks[:index]
+    state = path.tasks[index]
+    before = snapshot_world()
+    with writes(k, counts=mutating) as seen:
+        try:
+            _task(state, data)
+        except Crash:
+            pass
+        else:
+            raise AssertionError(f"no crash at write {k} of {seen}")
+    try:
+        outcome = _outcome(_task(state, data), None, world.ids)
+    except Exception as exc:  # noqa: BLE001 - compared with the clean run's error
+        outcome = _outcome(None, getattr(exc, "error_type", type(exc).__name__), world.ids)
+    return outcome, effect(before, snapshot_world(), world.ids)
+
+
+@pytest.mark.parametrize(("path_name", "index"), CASES, ids=[f"{p}-{PATHS[p].tasks[i]}" for p, i in CASES])
+def test_a_task_that_died_after_any_write_then_ran_again_ends_as_one_clean_run(
+        path_name, index, api, make_tenant, monkeypatch):
+    path = PATHS[path_name]
+    clean = _clean(path, api, make_tenant, monkeypatch)
+    made = clean.writes[index]
+    failures = []
+    for k in range(1, len(made) + 1):
+        outcome, change = _crashed_then_retried(path, index, k, api, make_tenant, monkeypatch)
+        if outcome != clean.outputs[index]:
+            failures.append(f"k={k} ({made[k - 1]}): output {outcome}\n   clean {clean.outputs[index]}")
+        if change != clean.effects[index]:
+            failures.append(f"k={k} ({made[k - 1]}):\n{explain(clean.effects[index], change)}")
+    assert not failures, f"writes of a clean run of {path.tasks[index]}: {made}\n" + "\n".join(failures)
