@@ -595,18 +595,19 @@ def next_standby(state: State) -> State:
 def abandon(state: State) -> State:
     """A planned return that could not finish: the on-demand primary keeps serving (nothing was lost),
     the event says why, and the coordinator may try again with a ready standby after the claim window."""
-    now = _now()
     error = state.get("error") or {}
     cause = f"planned return abandoned: {public_cause(error)}"
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
         interruptions.update(state["client_id"], state["interruption_id"], error=cause)
         return state
+    at = _completed_at(state)  # set once: a retried step logs the abandon once, at the first attempt's time
     interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=False,
-                         response_action="no-action", completed_at=now, error=cause)
-    activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", now, severity="warning",
+                         response_action="no-action", error=cause)
+    activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", at, severity="warning",
                           client_id=state["client_id"], agent_id=state["agent_id"],
-                          instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]})
+                          instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]},
+                          once=f"{state['interruption_id']}:abandoned")
     return state
 
 
@@ -675,15 +676,24 @@ def _traffic_not_moved(state: State, cause: str) -> State:
 
 def _failed_after_handover(state: State, cause: str, now: datetime) -> State:
     """A step after the hand-over failed (retiring the old instance, the next standby): the failover
-    itself stands (event unchanged but for the note); the client hears what was left undone."""
+    itself stands (event unchanged but for the note); the client hears what was left undone, once: a retried
+    step (its first attempt died after a write) tells at the first attempt's time (``followup_failed_at``)."""
     event = interruptions.require(state["client_id"], state["interruption_id"])
-    fields = {} if event.status == "resolved" else {"status": "resolved", "success": True, "completed_at": now}
+    at = event.followup_failed_at
+    if at is None:
+        if interruptions.set_once(state["client_id"], state["interruption_id"], "followup_failed_at", now):
+            at = now
+        else:  # stamped meanwhile
+            at = interruptions.require(state["client_id"], state["interruption_id"]).followup_failed_at or now
+    fields = {} if event.status == "resolved" else {"status": "resolved", "success": True, "completed_at": at}
     interruptions.update(state["client_id"], state["interruption_id"], error=f"after the hand-over: {cause}",
                          **fields)
     message = (f"failover for {state['instance_id']} completed, but a later step failed ({cause}); "
                f"{state['instance_id']} may still be running")
-    activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
-    activity.record_event("failover_followup_failed", message, now, severity="warning", client_id=state["client_id"],
-                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+    once = f"{state['interruption_id']}:followup-failed"
+    activity.notify(state["client_id"], "interruption", message, at, severity="warning", agent_id=state["agent_id"],
+                    once=once)
+    activity.record_event("failover_followup_failed", message, at, severity="warning", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"], once=once,
                           metadata={"interruption_id": state["interruption_id"]})
     return state

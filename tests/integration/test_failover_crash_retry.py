@@ -211,6 +211,45 @@ def _nothing_launches(api, make_tenant, monkeypatch) -> World:
     return _warned(api, monkeypatch, client_id, agent_id, primary)
 
 
+def _refuse(monkeypatch, operation: str, field: str, value: str, code: str = "UnauthorizedOperation") -> None:
+    """EC2 refuses ``operation`` whose ``field`` (a value or a list) names ``value``, for the rest of the test
+    (one injection per operation, whatever the worlds)."""
+    from tests.faults import inject
+
+    refused = monkeypatch.__dict__.setdefault("_refused", {})
+    if operation not in refused:
+        values = refused[operation] = set()
+
+        def hit(params) -> bool:
+            named = params.get(field)
+            return any(v in values for v in (named if isinstance(named, list) else [named]))
+
+        inject(monkeypatch, operation, code, times=10**6, when=hit, status=403)
+    refused[operation].add(value)
+
+
+def _eip_of(client_id, agent_id) -> str:
+    from chalicelib.tables import AgentTable
+
+    return AgentTable.get(client_id, agent_id, consistent_read=True).config["eip_allocation_id"]
+
+
+def _handover_refused(api, make_tenant, monkeypatch) -> World:
+    """The spot replacement runs, but EC2 refuses to move the EIP to it (twice retried): ``handover-failed``."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    handover_to(client_id, agent_id, primary, "eip")
+    _refuse(monkeypatch, "AssociateAddress", "AllocationId", _eip_of(client_id, agent_id))
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _retire_refused(api, make_tenant, monkeypatch) -> World:
+    """The failover succeeds, then EC2 refuses to terminate the old primary (not for permissions: an error the
+    retire step raises): the failure task records what was left undone after the hand-over."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    _refuse(monkeypatch, "TerminateInstances", "InstanceIds", primary, code="IncorrectInstanceState")
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
 def _planned_return(api, make_tenant, monkeypatch) -> World:
     """A manual-replica agent on on-demand with a ready spot standby whose pool repays leaving on-demand: the
     replica coordinator starts the planned return (make-before-break: the on-demand primary retired after)."""
@@ -226,6 +265,15 @@ def _planned_return(api, make_tenant, monkeypatch) -> World:
     [(name, payload)] = started
     return World({"client": client_id, "agent": agent_id, "primary": primary, "interruption": name,
                   "standby": standby.instance_id, "replica": standby.replica_id}, payload)
+
+
+def _planned_return_refused(api, make_tenant, monkeypatch) -> World:
+    """The planned return, its EIP on the on-demand primary, EC2 refusing to move it: abandoned, the on-demand
+    primary keeps serving."""
+    world = _planned_return(api, make_tenant, monkeypatch)
+    handover_to(world.ids["client"], world.ids["agent"], world.ids["primary"], "eip")
+    _refuse(monkeypatch, "AssociateAddress", "AllocationId", _eip_of(world.ids["client"], world.ids["agent"]))
+    return world
 
 
 @dataclass
@@ -252,6 +300,16 @@ PATHS = {p.name: p for p in [
          ("Plan", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby")),
     Path("nothing-launches", _nothing_launches, ("Plan", "LaunchReplacement", "LaunchOnDemand", "RecordFailure"),
          tested=("LaunchOnDemand", "RecordFailure")),
+    # the ASL retries TrafficNotMoved twice, then records handover-failed
+    Path("handover-refused", _handover_refused,
+         ("Plan", "LaunchReplacement", "AwaitReplacement", "Handover", "Handover", "Handover",
+          "RecordHandoverFailed"), tested=("Handover", "RecordHandoverFailed")),
+    Path("planned-return-refused", _planned_return_refused,
+         ("Plan", "AwaitReplacement", "Handover", "Handover", "Handover", "RecordHandoverFailed"),
+         tested=("Handover", "RecordHandoverFailed")),
+    Path("retire-refused", _retire_refused,
+         ("Plan", "LaunchReplacement", "AwaitReplacement", "Handover", "Record", "RetireOld", "RecordFailure"),
+         tested=("RetireOld", "RecordFailure")),
 ]}
 CASES = [(path.name, index) for path in PATHS.values() for index in path.cases()]
 
