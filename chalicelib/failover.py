@@ -116,7 +116,9 @@ def plan(state: State) -> State:
     agent = _agent(state)
     why = None
     if event.status in ("resolved", "failed"):
-        why = f"interruption already {event.status}"
+        # closed with nothing done (by this step's first attempt, whose answer was lost, or another path): its reason
+        why = (event.error if event.response_action == "no-action" and event.error
+               else f"interruption already {event.status}")
     elif agent is None or agent.deleted:
         why = "agent deleted"
     elif agent.instance_id != state["instance_id"]:
@@ -333,7 +335,10 @@ def check_ready(state: State) -> State:
     # Not listed moments after RunInstances is EC2's eventual consistency, not a lost instance.
     lost = ec2_state not in ("pending", "running") and not not_listed_yet(ec2_state, replica.launched_at, now)
     gave_up = lost or checks >= MAX_READY_CHECKS
-    if gave_up and replica.active:  # terminated too: a late boot must not run on unrecorded
+    # Terminated too: a late boot must not run on unrecorded. A row already failed is this step's own close whose
+    # Lambda died after the row's status write: ``replicas.retire`` finishes what followed it (the instance row, the
+    # slot, the audit event), once.
+    if gave_up and (replica.active or replica.status is ReplicaStatus.FAILED):
         replicas.retire(replica, ReplicaStatus.FAILED, now,
                         f"instance {info.state if info else 'missing'} after {checks} checks")
     return {**state, "ready": False, "gave_up": gave_up, "checks": checks}

@@ -276,6 +276,43 @@ def _planned_return_refused(api, make_tenant, monkeypatch) -> World:
     return world
 
 
+def _retire_not_permitted(api, make_tenant, monkeypatch) -> World:
+    """IAM will not let us terminate the client's own old primary: it is left running, the client told once."""
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    _refuse(monkeypatch, "TerminateInstances", "InstanceIds", primary)
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _replacements_lost(api, make_tenant, monkeypatch) -> World:
+    """EC2 shows every replacement of ours terminated as soon as it is launched (spot, then on-demand): each is
+    given up, closed and terminated, and the failure task records the failover failed."""
+    from dataclasses import replace
+
+    from chalicelib.aws import ec2 as adapter
+
+    if not monkeypatch.__dict__.get("_replacements_lost"):
+        monkeypatch._replacements_lost = True
+        real = adapter.describe
+
+        def describe(region, instance_ids, **kwargs):
+            return {i: replace(info, state="terminated")
+                    if info.tags.get(adapter.TAG_REPLICA, "").startswith("emg-") else info
+                    for i, info in real(region, instance_ids, **kwargs).items()}
+
+        monkeypatch.setattr(adapter, "describe", describe)
+    client_id, _, agent_id, primary, _ = register_agent(make_tenant, **AUTO_TERMINATE)
+    return _warned(api, monkeypatch, client_id, agent_id, primary)
+
+
+def _planned_return_standby_gone(api, make_tenant, monkeypatch) -> World:
+    """The planned return's standby terminated before the plan: the plan abandons it (nothing launched)."""
+    from tests.e2e.failover_support import ec2
+
+    world = _planned_return(api, make_tenant, monkeypatch)
+    ec2().terminate_instances(InstanceIds=[world.ids["standby"]])
+    return world
+
+
 @dataclass
 class Path:
     name: str
@@ -310,6 +347,13 @@ PATHS = {p.name: p for p in [
     Path("retire-refused", _retire_refused,
          ("Plan", "LaunchReplacement", "AwaitReplacement", "Handover", "Record", "RetireOld", "RecordFailure"),
          tested=("RetireOld", "RecordFailure")),
+    Path("retire-not-permitted", _retire_not_permitted,
+         ("Plan", "LaunchReplacement", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby"),
+         tested=("RetireOld",)),
+    Path("replacements-lost", _replacements_lost,
+         ("Plan", "LaunchReplacement", "AwaitReplacement", "LaunchOnDemand", "AwaitReplacement", "RecordFailure"),
+         tested=("AwaitReplacement", "RecordFailure")),
+    Path("planned-return-standby-gone", _planned_return_standby_gone, ("Plan",)),
 ]}
 CASES = [(path.name, index) for path in PATHS.values() for index in path.cases()]
 
