@@ -1,24 +1,26 @@
 """A failover task that dies after any of its writes, then the same task again with the same input.
 
 GIVEN a prepared world (an agent on its primary, maybe a ready standby; a spot warning delivered through the real
-      sentinel, or the replica coordinator's planned return) and the workflow run to a task T: the ASL
+      sentinel, or the replica coordinator's planned return) and its workflow: the ASL
       (chalicelib/workflows/failover.asl.json) walked in-process by ``walk``, its Task states run by the real
       ``@app.lambda_function`` handlers with the input Step Functions would give them (Choice, Pass and Catch's
       ``$.error`` applied as the ASL says; Waits skipped)
-WHEN T runs once on a fresh world, counting its writes (DynamoDB writes and the EC2 / ELBv2 / SQS / SNS / Step
-     Functions calls that change something: ``tests.crash_support.mutating``) — and, for each k, T runs on another
-     fresh, identical world where its k-th write completes and then the Lambda dies (``Crash``), then T is invoked
-     again with the same input, as the ASL's Retry on ``States.Timeout`` / ``Lambda.Unknown`` / ``Sandbox.Timedout``
-     does
+WHEN the path runs once on a fresh world, counting each task's writes (DynamoDB writes and the EC2 / ELBv2 / SQS /
+     SNS / Step Functions calls that change something: ``tests.crash_support.mutating``) — and, for each k, on
+     another fresh, identical world where every task's k-th write completes and then its Lambda dies (``Crash``),
+     the task then invoked again with the same input, as the ASL's Retry on ``States.Timeout`` / ``Lambda.Unknown``
+     / ``Sandbox.Timedout`` does, and the walk goes on from the retry's output
 THEN the retry's output is the clean run's (ids named, times blanked), or the same error name when the clean run
      ended in a caught error; and the world's change (every table, EC2 instances, EIPs, target groups:
      ``snapshot_world``) equals the clean run's: no second launch, no lost terminate, no event, notification or
      counter doubled or lost, no row left half-way.
 
-Paths: an emergency spot launch (EIP hand-over), the on-demand fallback after every spot pool refused, the promotion
-of a ready standby (target-group hand-over, the next standby launched after it), the replica coordinator's planned
-return to spot (make-before-break: the on-demand primary retired after the hand-over), and every path refused
-(the failure task).
+Paths (``PATHS``): an emergency spot launch (EIP hand-over), the on-demand fallback after every spot pool refused,
+the promotion of a ready standby (target-group hand-over, the next standby launched after it), the replica
+coordinator's planned return to spot (make-before-break: the on-demand primary retired after the hand-over), and the
+failure tasks: nothing launches, the hand-over refused (``handover-failed``), a planned return's hand-over refused
+(abandoned), the old primary's terminate refused (after the hand-over) or not permitted (left running), every
+replacement lost, a planned return's standby gone before its plan.
 """
 
 from __future__ import annotations
@@ -355,79 +357,84 @@ PATHS = {p.name: p for p in [
          tested=("AwaitReplacement", "RecordFailure")),
     Path("planned-return-standby-gone", _planned_return_standby_gone, ("Plan",)),
 ]}
-CASES = [(path.name, index) for path in PATHS.values() for index in path.cases()]
+
+
+def _error_name(exc: BaseException) -> str:
+    return getattr(exc, "error_type", type(exc).__name__)
+
+
+def _outcome(output, error: str | None, ids: dict[str, str]) -> Any:
+    return {"error": error} if error else named(output, ids)
 
 
 @dataclass
-class Clean:
-    steps: list[Step]
-    writes: list[list[str]]  # per step
-    effects: list[dict]  # per step, normalised
-    outputs: list[Any]  # per step, normalised (or the error's name)
+class Run:
+    """What each task of one walk did: its writes, its change of the world (normalised) and its outcome."""
+
+    states: list[str] = field(default_factory=list)
+    writes: list[list[str]] = field(default_factory=list)
+    effects: list[dict] = field(default_factory=list)
+    outcomes: list[Any] = field(default_factory=list)
 
 
-_CLEAN: dict[str, Clean] = {}
+def _walked(world: World, *, crash: Callable[[int], int | None] = lambda index: None) -> Run:
+    """Walk the world's workflow; task number ``index`` first dies after its write ``crash(index)`` (None: it runs
+    once, cleanly) and then runs again with the same input. Records each task's writes (its first attempt's), its
+    change of the world over both attempts and the outcome that counts (the last attempt's)."""
+    run = Run()
 
-
-def _outcome(step_output, error, ids) -> Any:
-    return {"error": error} if error else named(step_output, ids)
-
-
-def _clean(path: Path, api, make_tenant, monkeypatch) -> Clean:
-    """The path run once, cleanly, every task's writes, effect and output recorded (once per path)."""
-    if path.name in _CLEAN:
-        return _CLEAN[path.name]
-    world = path.prepare(api, make_tenant, monkeypatch)
-    counted, effects = [], []
-
-    def around(step, run):
+    def around(step: Step, attempt: Callable[[], Any]):
+        k = crash(len(run.states))
+        run.states.append(step.state)
         before = snapshot_world()
-        try:
-            with writes(counts=mutating) as seen:
-                return run()
-        finally:
-            counted.append(seen)
-            effects.append(effect(before, snapshot_world(), world.ids))
+        output, raised = None, None
+        with writes(k, counts=mutating) as seen:
+            try:
+                output = attempt()
+            except Crash:
+                pass
+            except Exception as exc:  # noqa: BLE001 - recorded, then raised on for the walk's Catch
+                raised = exc
+        run.writes.append(seen)
+        if k is not None:  # the same input again
+            assert len(seen) == k and raised is None, f"{step.state}: no crash at write {k} of {seen} ({raised!r})"
+            try:
+                output = attempt()
+            except Exception as exc:  # noqa: BLE001
+                raised = exc
+        run.effects.append(effect(before, snapshot_world(), world.ids))
+        run.outcomes.append(_outcome(output, raised and _error_name(raised), world.ids))
+        if raised is not None:
+            raise raised
+        return output
 
-    steps, _ = walk(world.payload, around=around)
-    assert tuple(s.state for s in steps) == path.tasks, [(s.state, s.error) for s in steps]
-    _CLEAN[path.name] = Clean(steps, counted, effects, [_outcome(s.output, s.error, world.ids) for s in steps])
-    return _CLEAN[path.name]
-
-
-def _crashed_then_retried(path: Path, index: int, k: int, api, make_tenant, monkeypatch):
-    """A fresh world walked to task ``index``; the task dies after its k-th write, then runs again with the same
-    input. Returns the retry's outcome and the world's change over both attempts."""
-    world = path.prepare(api, make_tenant, monkeypatch)
-    steps, data = walk(world.payload, stop_at=index)
-    assert tuple(s.state for s in steps) == path.tasks[:index]
-    state = path.tasks[index]
-    before = snapshot_world()
-    with writes(k, counts=mutating) as seen:
-        try:
-            _task(state, data)
-        except Crash:
-            pass
-        else:
-            raise AssertionError(f"no crash at write {k} of {seen}")
-    try:
-        outcome = _outcome(_task(state, data), None, world.ids)
-    except Exception as exc:  # noqa: BLE001 - compared with the clean run's error
-        outcome = _outcome(None, getattr(exc, "error_type", type(exc).__name__), world.ids)
-    return outcome, effect(before, snapshot_world(), world.ids)
+    walk(world.payload, around=around)
+    return run
 
 
-@pytest.mark.parametrize(("path_name", "index"), CASES, ids=[f"{p}-{PATHS[p].tasks[i]}" for p, i in CASES])
-def test_a_task_that_died_after_any_write_then_ran_again_ends_as_one_clean_run(
-        path_name, index, api, make_tenant, monkeypatch):
+@pytest.mark.parametrize("path_name", list(PATHS))
+def test_each_task_that_died_after_any_write_then_ran_again_ends_as_one_clean_run(
+        path_name, api, make_tenant, monkeypatch):
+    """World 0 runs the path cleanly; world k (a fresh, identical one) crashes every tested task after its k-th
+    write (those with as many) and runs it again, then goes on: each task's change and outcome must be the clean
+    run's. One world per k rather than per (task, k): a task that diverged shows in its own comparison first."""
     path = PATHS[path_name]
-    clean = _clean(path, api, make_tenant, monkeypatch)
-    made = clean.writes[index]
+    clean = _walked(path.prepare(api, make_tenant, monkeypatch))
+    assert tuple(clean.states) == path.tasks, clean.outcomes
+    tested = set(path.cases())
     failures = []
-    for k in range(1, len(made) + 1):
-        outcome, change = _crashed_then_retried(path, index, k, api, make_tenant, monkeypatch)
-        if outcome != clean.outputs[index]:
-            failures.append(f"k={k} ({made[k - 1]}): output {outcome}\n   clean {clean.outputs[index]}")
-        if change != clean.effects[index]:
-            failures.append(f"k={k} ({made[k - 1]}):\n{explain(clean.effects[index], change)}")
-    assert not failures, f"writes of a clean run of {path.tasks[index]}: {made}\n" + "\n".join(failures)
+    for k in range(1, max(len(clean.writes[i]) for i in tested) + 1):
+        crashed = _walked(path.prepare(api, make_tenant, monkeypatch),
+                          crash=lambda index, k=k: k if index in tested and k <= len(clean.writes[index]) else None)
+        for index, state in enumerate(crashed.states):
+            if index not in tested or k > len(clean.writes[index]):
+                continue
+            where = f"{state} k={k} ({clean.writes[index][k - 1]})"
+            if crashed.outcomes[index] != clean.outcomes[index]:
+                failures.append(f"{where}: output {crashed.outcomes[index]}\n   clean {clean.outcomes[index]}")
+            if crashed.effects[index] != clean.effects[index]:
+                failures.append(f"{where}:\n{explain(clean.effects[index], crashed.effects[index])}")
+        if tuple(crashed.states) != path.tasks:
+            failures.append(f"k={k}: the walk went {crashed.states}")
+    writes_of = "\n".join(f"  {path.tasks[i]}: {clean.writes[i]}" for i in sorted(tested))
+    assert not failures, f"writes of a clean run:\n{writes_of}\n" + "\n".join(failures)
