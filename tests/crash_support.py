@@ -25,7 +25,7 @@ from tests.api._support import diff_snapshots
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
 # Calls of the other services a task makes that change something (every other call of theirs reads).
 _READS = ("Describe", "Get", "List")
-MUTATING_SERVICES = frozenset({"ec2", "elasticloadbalancingv2", "elbv2", "sqs", "sns", "sfn", "states"})
+MUTATING_SERVICES = frozenset({"ec2", "elbv2", "sqs", "sns", "stepfunctions"})  # botocore service names
 
 
 class Crash(BaseException):
