@@ -589,8 +589,14 @@ def next_standby(state: State) -> State:
     agent = _agent(state)
     if agent is None or not agent.manual_replica:
         return {**state, "next_replica_id": None}
+    now = _now()
+    # The standby an earlier attempt of this step created (named after the interruption): finished, never a second
+    mine = next((r for r in replica_repo.for_agent(agent.agent_id) if r.interruption_id == state["interruption_id"]
+                 and r.replica_type == ReplicaType.MANUAL.value), None)
     try:
-        standby = replicas.ensure_standby(agent, _now(), created_by="failover")
+        standby = (replicas.finish_standby(agent, mine, now) if mine is not None
+                   else replicas.ensure_standby(agent, now, created_by="failover",
+                                                interruption_id=state["interruption_id"]))
     except quotas.QuotaExceeded as exc:  # the failover is done; only the next standby waits for room
         logger.warning("next standby not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
         standby = None

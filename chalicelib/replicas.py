@@ -208,9 +208,35 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error as exc:
-        activity.record_event("standby_launch_failed", f"{replica.replica_id}: {exc}", now, severity="warning",
-                              client_id=agent.client_id, agent_id=agent.agent_id)
-        return replica_repo.get(agent.agent_id, replica.replica_id)
+        return _launch_failed(agent, replica.replica_id, exc, now)
+
+
+def _launch_failed(agent: AgentRecord, replica_id: str, exc: Exception, now: datetime) -> ReplicaRecord | None:
+    """The ``standby_launch_failed`` event of a standby whose launch raised; a failed row's is written once, at its
+    set-once close time (a retried caller finishing that failure writes the same key). Returns the row."""
+    row = replica_repo.get(agent.agent_id, replica_id)
+    closed = row.terminated_at if row is not None and row.status is ReplicaStatus.FAILED else None
+    activity.record_event("standby_launch_failed", f"{replica_id}: {exc}", closed or now, severity="warning",
+                          client_id=agent.client_id, agent_id=agent.agent_id,
+                          once=f"standby_launch_failed:{replica_id}" if closed else None)
+    return row
+
+
+def finish_standby(agent: AgentRecord, replica: ReplicaRecord, now: datetime) -> ReplicaRecord | None:
+    """A standby this caller's earlier attempt created (a retried step whose Lambda died): launched if still
+    launching, as ``start_standby`` would have; if its launch failed, what followed that failure is finished once
+    (the slot freed, the pool's refusal observed, the ``standby_launch_failed`` event)."""
+    if replica.status is ReplicaStatus.LAUNCHING:
+        record_creation(agent, replica)
+        try:
+            return launch(agent, replica, now)
+        except ec2.Ec2Error as exc:
+            return _launch_failed(agent, replica.replica_id, exc, now)
+    failure = launch_failure(replica)
+    if failure is not None:
+        replica_repo.finish_closing(replica, now)
+        return _launch_failed(agent, replica.replica_id, failure, now)
+    return replica
 
 
 def record_creation(agent: AgentRecord, replica: ReplicaRecord, *, read_first: bool = False) -> None:
@@ -235,14 +261,16 @@ def record_creation(agent: AgentRecord, replica: ReplicaRecord, *, read_first: b
                                            replica.created_at)
 
 
-def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
+def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str,
+                   interruption_id: str | None = None) -> ReplicaRecord | None:
     """The agent's standby, created when its slot is empty (safe under concurrent callers). A standby still launching
     is launched (or found: ``launch`` is idempotent on the replica), so a call repeated after one that died between
     the slot's claim and the launch finishes it rather than waiting for the coordinator."""
     if agent.current_replica_id:
         return finish_launch(agent, replica_repo.get(agent.agent_id, agent.current_replica_id), now)
     try:
-        return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by)
+        return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by,
+                             interruption_id=interruption_id)
     except SlotTakenError as exc:
         return replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
 

@@ -20,7 +20,7 @@ the promotion of a ready standby (target-group hand-over, the next standby launc
 coordinator's planned return to spot (make-before-break: the on-demand primary retired after the hand-over), and the
 failure tasks: nothing launches, the hand-over refused (``handover-failed``), a planned return's hand-over refused
 (abandoned), the old primary's terminate refused (after the hand-over) or not permitted (left running), every
-replacement lost, a planned return's standby gone before its plan.
+replacement lost, a planned return's standby gone before its plan; and the next standby's launch refused.
 """
 
 from __future__ import annotations
@@ -315,6 +315,25 @@ def _planned_return_standby_gone(api, make_tenant, monkeypatch) -> World:
     return world
 
 
+def _next_standby_refused(api, make_tenant, monkeypatch) -> World:
+    """The promotion of a ready standby, then EC2 refuses the next standby's launch for capacity."""
+    from chalicelib.aws import ec2 as adapter
+    from tests.faults import inject
+
+    refused = monkeypatch.__dict__.setdefault("_standbys_refused", set())
+    if not refused:
+        refused.add("")
+
+        def hit(params) -> bool:
+            tags = {t["Key"]: t["Value"] for spec in params.get("TagSpecifications", []) for t in spec["Tags"]}
+            return tags.get(adapter.TAG_AGENT) in refused
+
+        inject(monkeypatch, "RunInstances", "InsufficientInstanceCapacity", times=10**6, when=hit)
+    world = _promote(api, make_tenant, monkeypatch)
+    refused.add(world.ids["agent"])
+    return world
+
+
 @dataclass
 class Path:
     name: str
@@ -356,6 +375,8 @@ PATHS = {p.name: p for p in [
          ("Plan", "LaunchReplacement", "AwaitReplacement", "LaunchOnDemand", "AwaitReplacement", "RecordFailure"),
          tested=("AwaitReplacement", "RecordFailure")),
     Path("planned-return-standby-gone", _planned_return_standby_gone, ("Plan",)),
+    Path("next-standby-refused", _next_standby_refused,
+         ("Plan", "AwaitReplacement", "Handover", "Record", "RetireOld", "NextStandby"), tested=("NextStandby",)),
 ]}
 
 
