@@ -116,7 +116,9 @@ def plan(state: State) -> State:
     agent = _agent(state)
     why = None
     if event.status in ("resolved", "failed"):
-        why = f"interruption already {event.status}"
+        # closed with nothing done (by this step's first attempt, whose answer was lost, or another path): its reason
+        why = (event.error if event.response_action == "no-action" and event.error
+               else f"interruption already {event.status}")
     elif agent is None or agent.deleted:
         why = "agent deleted"
     elif agent.instance_id != state["instance_id"]:
@@ -247,6 +249,9 @@ def _launch_one(agent: AgentRecord, state: State, replica_id: str, lifecycle: st
         _close_unneeded(replica, now, f"{serving.replica_id} already serves the agent")
         return serving
     if not replica.active:
+        failure = replicas.launch_failure(replica)  # an earlier attempt of this step launched it and was refused
+        if failure is not None:
+            raise failure
         message = f"replacement {replica.replica_id} already {replica.status.value}: {replica.error_message or ''}"
         if lifecycle == "spot" and replica.status is ReplicaStatus.FAILED:
             raise ec2.CapacityUnavailable(message)
@@ -330,7 +335,10 @@ def check_ready(state: State) -> State:
     # Not listed moments after RunInstances is EC2's eventual consistency, not a lost instance.
     lost = ec2_state not in ("pending", "running") and not not_listed_yet(ec2_state, replica.launched_at, now)
     gave_up = lost or checks >= MAX_READY_CHECKS
-    if gave_up and replica.active:  # terminated too: a late boot must not run on unrecorded
+    # Terminated too: a late boot must not run on unrecorded. A row already failed is this step's own close whose
+    # Lambda died after the row's status write: ``replicas.retire`` finishes what followed it (the instance row, the
+    # slot, the audit event), once.
+    if gave_up and (replica.active or replica.status is ReplicaStatus.FAILED):
         replicas.retire(replica, ReplicaStatus.FAILED, now,
                         f"instance {info.state if info else 'missing'} after {checks} checks")
     return {**state, "ready": False, "gave_up": gave_up, "checks": checks}
@@ -581,8 +589,14 @@ def next_standby(state: State) -> State:
     agent = _agent(state)
     if agent is None or not agent.manual_replica:
         return {**state, "next_replica_id": None}
+    now = _now()
+    # The standby an earlier attempt of this step created (named after the interruption): finished, never a second
+    mine = next((r for r in replica_repo.for_agent(agent.agent_id) if r.interruption_id == state["interruption_id"]
+                 and r.replica_type == ReplicaType.MANUAL.value), None)
     try:
-        standby = replicas.ensure_standby(agent, _now(), created_by="failover")
+        standby = (replicas.finish_standby(agent, mine, now) if mine is not None
+                   else replicas.ensure_standby(agent, now, created_by="failover",
+                                                interruption_id=state["interruption_id"]))
     except quotas.QuotaExceeded as exc:  # the failover is done; only the next standby waits for room
         logger.warning("next standby not started", extra={"agent_id": agent.agent_id, "error": str(exc)})
         standby = None
@@ -592,18 +606,19 @@ def next_standby(state: State) -> State:
 def abandon(state: State) -> State:
     """A planned return that could not finish: the on-demand primary keeps serving (nothing was lost),
     the event says why, and the coordinator may try again with a ready standby after the claim window."""
-    now = _now()
     error = state.get("error") or {}
     cause = f"planned return abandoned: {public_cause(error)}"
     event = interruptions.get(state["client_id"], state["interruption_id"])
     if event is not None and event.traffic_moved_at is not None:  # handed over: only a later step failed
         interruptions.update(state["client_id"], state["interruption_id"], error=cause)
         return state
+    at = _completed_at(state)  # set once: a retried step logs the abandon once, at the first attempt's time
     interruptions.update(state["client_id"], state["interruption_id"], status="resolved", success=False,
-                         response_action="no-action", completed_at=now, error=cause)
-    activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", now, severity="warning",
+                         response_action="no-action", error=cause)
+    activity.record_event("planned_return_abandoned", f"{state['instance_id']}: {cause}", at, severity="warning",
                           client_id=state["client_id"], agent_id=state["agent_id"],
-                          instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]})
+                          instance_id=state["instance_id"], metadata={"interruption_id": state["interruption_id"]},
+                          once=f"{state['interruption_id']}:abandoned")
     return state
 
 
@@ -672,15 +687,24 @@ def _traffic_not_moved(state: State, cause: str) -> State:
 
 def _failed_after_handover(state: State, cause: str, now: datetime) -> State:
     """A step after the hand-over failed (retiring the old instance, the next standby): the failover
-    itself stands (event unchanged but for the note); the client hears what was left undone."""
+    itself stands (event unchanged but for the note); the client hears what was left undone, once: a retried
+    step (its first attempt died after a write) tells at the first attempt's time (``followup_failed_at``)."""
     event = interruptions.require(state["client_id"], state["interruption_id"])
-    fields = {} if event.status == "resolved" else {"status": "resolved", "success": True, "completed_at": now}
+    at = event.followup_failed_at
+    if at is None:
+        if interruptions.set_once(state["client_id"], state["interruption_id"], "followup_failed_at", now):
+            at = now
+        else:  # stamped meanwhile
+            at = interruptions.require(state["client_id"], state["interruption_id"]).followup_failed_at or now
+    fields = {} if event.status == "resolved" else {"status": "resolved", "success": True, "completed_at": at}
     interruptions.update(state["client_id"], state["interruption_id"], error=f"after the hand-over: {cause}",
                          **fields)
     message = (f"failover for {state['instance_id']} completed, but a later step failed ({cause}); "
                f"{state['instance_id']} may still be running")
-    activity.notify(state["client_id"], "interruption", message, now, severity="warning", agent_id=state["agent_id"])
-    activity.record_event("failover_followup_failed", message, now, severity="warning", client_id=state["client_id"],
-                          agent_id=state["agent_id"], instance_id=state["instance_id"],
+    once = f"{state['interruption_id']}:followup-failed"
+    activity.notify(state["client_id"], "interruption", message, at, severity="warning", agent_id=state["agent_id"],
+                    once=once)
+    activity.record_event("failover_followup_failed", message, at, severity="warning", client_id=state["client_id"],
+                          agent_id=state["agent_id"], instance_id=state["instance_id"], once=once,
                           metadata={"interruption_id": state["interruption_id"]})
     return state

@@ -114,8 +114,9 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         quotas.check_launch(agent, spec.instance_type, replica)
         info = ec2.launch(spec)
     except (ec2.CapacityUnavailable, ec2.LaunchError) as exc:
-        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500))
         code = getattr(exc, "code", None)
+        failed = replica_repo.transition(replica, ReplicaStatus.FAILED, now, error_message=redact(str(exc), 500),
+                                         launch_error=f"{type(exc).__name__}:{code or ''}")
         if refusal_kind(code):
             _observe_launch(failed, ObservationKind.LAUNCH_REFUSED, failed.terminated_at or now, code=code)
         raise
@@ -126,6 +127,23 @@ def launch(agent: AgentRecord, replica: ReplicaRecord, now: datetime, *, source_
         return _lost_attach(agent, replica, info.instance_id, spec.account)
     _observe_launch(attached, ObservationKind.LAUNCH_SUCCEEDED, attached.launched_at or now)
     return attached
+
+
+def launch_failure(replica: ReplicaRecord) -> ec2.Ec2Error | None:
+    """The error the launch that failed ``replica`` raised, to raise again (None when no launch failed it): a retried
+    step answers as the attempt that failed the row did (its Lambda died after the row's write, before its answer).
+    A capacity refusal is also recorded as its pool's observation, which that attempt may have died before writing
+    (the same key as the first: the row's set-once ``terminated_at``)."""
+    kind, _, code = (replica.launch_error or "").partition(":")
+    if replica.status is not ReplicaStatus.FAILED or not kind:
+        return None
+    if refusal_kind(code or None):
+        _observe_launch(replica, ObservationKind.LAUNCH_REFUSED, replica.terminated_at or replica.updated_at,
+                        code=code)
+    message = replica.error_message or f"replica {replica.replica_id} failed to launch"
+    if kind == ec2.CapacityUnavailable.__name__:
+        return ec2.CapacityUnavailable(message, code or None)
+    return ec2.LaunchError(message)
 
 
 def _lost_attach(agent: AgentRecord, replica: ReplicaRecord, instance_id: str, account) -> ReplicaRecord:
@@ -199,9 +217,35 @@ def start_standby(agent: AgentRecord, now: datetime, *, replica_type: ReplicaTyp
     try:
         return launch(agent, replica, now)
     except ec2.Ec2Error as exc:
-        activity.record_event("standby_launch_failed", f"{replica.replica_id}: {exc}", now, severity="warning",
-                              client_id=agent.client_id, agent_id=agent.agent_id)
-        return replica_repo.get(agent.agent_id, replica.replica_id)
+        return _launch_failed(agent, replica.replica_id, exc, now)
+
+
+def _launch_failed(agent: AgentRecord, replica_id: str, exc: Exception, now: datetime) -> ReplicaRecord | None:
+    """The ``standby_launch_failed`` event of a standby whose launch raised; a failed row's is written once, at its
+    set-once close time (a retried caller finishing that failure writes the same key). Returns the row."""
+    row = replica_repo.get(agent.agent_id, replica_id)
+    closed = row.terminated_at if row is not None and row.status is ReplicaStatus.FAILED else None
+    activity.record_event("standby_launch_failed", f"{replica_id}: {exc}", closed or now, severity="warning",
+                          client_id=agent.client_id, agent_id=agent.agent_id,
+                          once=f"standby_launch_failed:{replica_id}" if closed else None)
+    return row
+
+
+def finish_standby(agent: AgentRecord, replica: ReplicaRecord, now: datetime) -> ReplicaRecord | None:
+    """A standby this caller's earlier attempt created (a retried step whose Lambda died): launched if still
+    launching, as ``start_standby`` would have; if its launch failed, what followed that failure is finished once
+    (the slot freed, the pool's refusal observed, the ``standby_launch_failed`` event)."""
+    if replica.status is ReplicaStatus.LAUNCHING:
+        record_creation(agent, replica)
+        try:
+            return launch(agent, replica, now)
+        except ec2.Ec2Error as exc:
+            return _launch_failed(agent, replica.replica_id, exc, now)
+    failure = launch_failure(replica)
+    if failure is not None:
+        replica_repo.finish_closing(replica, now)
+        return _launch_failed(agent, replica.replica_id, failure, now)
+    return replica
 
 
 def record_creation(agent: AgentRecord, replica: ReplicaRecord, *, read_first: bool = False) -> None:
@@ -226,14 +270,16 @@ def record_creation(agent: AgentRecord, replica: ReplicaRecord, *, read_first: b
                                            replica.created_at)
 
 
-def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str) -> ReplicaRecord | None:
+def ensure_standby(agent: AgentRecord, now: datetime, *, created_by: str,
+                   interruption_id: str | None = None) -> ReplicaRecord | None:
     """The agent's standby, created when its slot is empty (safe under concurrent callers). A standby still launching
     is launched (or found: ``launch`` is idempotent on the replica), so a call repeated after one that died between
     the slot's claim and the launch finishes it rather than waiting for the coordinator."""
     if agent.current_replica_id:
         return finish_launch(agent, replica_repo.get(agent.agent_id, agent.current_replica_id), now)
     try:
-        return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by)
+        return start_standby(agent, now, replica_type=ReplicaType.MANUAL, created_by=created_by,
+                             interruption_id=interruption_id)
     except SlotTakenError as exc:
         return replica_repo.get(agent.agent_id, exc.current_replica_id) if exc.current_replica_id else None
 

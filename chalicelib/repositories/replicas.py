@@ -87,6 +87,7 @@ class ReplicaRecord:
     sync_latency_ms: int | None = None
     state_transfer_progress: float | None = None
     error_message: str | None = None
+    launch_error: str | None = None  # "<error class>:<EC2 code>" of the launch that failed it
     launched_at: datetime | None = None
     ready_at: datetime | None = None
     promoted_at: datetime | None = None
@@ -123,6 +124,7 @@ def _record(row: ReplicaTable) -> ReplicaRecord:
         hourly_cost=row.hourly_cost, sync_status=row.sync_status,
         sync_latency_ms=None if row.sync_latency_ms is None else int(row.sync_latency_ms),
         state_transfer_progress=row.state_transfer_progress, error_message=row.error_message,
+        launch_error=row.launch_error,
         launched_at=row.launched_at, ready_at=row.ready_at, promoted_at=row.promoted_at,
         terminated_at=row.terminated_at, expires_at=row.expires_at, own_launch=bool(row.own_launch),
         placement_reason=row.placement_reason, request_digest=row.request_digest)

@@ -56,6 +56,8 @@ class InterruptionTable(Model):
     traffic_moved_at = UTCDateTimeAttribute(null=True)
     completed_at = UTCDateTimeAttribute(null=True)
     old_terminated_at = UTCDateTimeAttribute(null=True)
+    # A step after the hand-over failed (set once: a retried failure task tells the client once, at this time).
+    followup_failed_at = UTCDateTimeAttribute(null=True)
     counted_at = UTCDateTimeAttribute(null=True)  # added to its agent's interruption_count (once: count_once)
     expires_at = TTLAttribute(null=True)
 

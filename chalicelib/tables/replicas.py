@@ -79,6 +79,10 @@ class ReplicaTable(SparseKeyed, Model):
     sync_latency_ms = NumberAttribute(null=True)
     state_transfer_progress = NumberAttribute(null=True)
     error_message = OptionalText()
+    # How its launch failed, when that failed it: "<error class>:<EC2 code>" ("CapacityUnavailable:
+    # InsufficientInstanceCapacity", "LaunchError:"). A retried failover step that finds the row failed raises that
+    # error again and records the pool's refusal the failed attempt may have died before (chalicelib/replicas.py).
+    launch_error = OptionalText()
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     launched_at = UTCDateTimeAttribute(null=True)

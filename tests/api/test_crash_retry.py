@@ -15,130 +15,18 @@ a command counted on its agent row as active that is not, a slot taken by no rep
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
 import pytest
 
-from tests.api._support import diff_snapshots, iso, shifted, snapshot_world, utc
+from tests.api._support import iso, shifted, snapshot_world, utc
 from tests.conftest import account_instance, new_instance_id, registration
+from tests.crash_support import WRITES, Crash, audit_split, dynamodb_writes, effect, explain, named
 
 pytestmark = pytest.mark.slow  # ~90 s: a fresh world per write of each request, twice (2 cores)
-
-WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
-
-
-class Crash(BaseException):
-    """The Lambda process dying (timeout, OOM) right after a write: nothing of the handler runs on."""
-
-
-@contextmanager
-def dynamodb_writes(crash_at: int | None = None):
-    """Count the DynamoDB writes made inside (the list of operation names); with ``crash_at`` the write of that
-    number (1-based) completes and then ``Crash`` is raised from it."""
-    from botocore.client import BaseClient
-
-    original = BaseClient._make_api_call
-    seen: list[str] = []
-
-    def counted(client, op, params):
-        result = original(client, op, params)
-        if op in WRITES and client.meta.service_model.service_name == "dynamodb":
-            seen.append(f"{op}:{params.get('TableName', '')}" if op != "TransactWriteItems" else
-                        "TransactWriteItems:" + ",".join(
-                            next(iter(item.values()))["TableName"].rsplit("-", 1)[-1]
-                            for item in params["TransactItems"]))
-            if crash_at is not None and len(seen) == crash_at:
-                raise Crash(f"crashed after write {crash_at}: {seen[-1]}")
-        return result
-
-    BaseClient._make_api_call = counted
-    try:
-        yield seen
-    finally:
-        BaseClient._make_api_call = original
-
-
-# --- normalising what legitimately differs between two worlds -----------------------------------------------------
-
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
-                   r"|\d{8}T\d{6}\d*")
-_HEX = re.compile(r"[0-9a-f]{8,}")
-_EPOCH = re.compile(r"^\d{9,}(?:\.\d+)?$")
-# Attributes measured on the server's clock between two moments of the request (a duration): blanked like times.
-_DURATIONS = frozenset({"total_duration_seconds"})
-# Values random per world that no world id names: blanked like times (the client row changes with a new agent).
-_RANDOM = frozenset({"external_id"})
-
-
-def _normal_text(text: str, ids: list[tuple[str, str]]) -> str:
-    for value, name in ids:
-        text = text.replace(value, name)
-    return _HEX.sub("<hex>", _TIME.sub("<t>", text))
-
-
-def _normal(value: Any, ids: list[tuple[str, str]]) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"N"} and _EPOCH.match(str(value["N"])):
-            return {"N": "<epoch>"}
-        return {_normal_text(k, ids): "<duration>" if k in _DURATIONS else "<random>" if k in _RANDOM
-                else _normal(v, ids) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normal(v, ids) for v in value]
-    if isinstance(value, str):
-        if value.startswith(("{", "[")):  # a JSON attribute (metadata, config): its text is stored as written
-            try:
-                return json.dumps(_normal(json.loads(value), ids), sort_keys=True)
-            except ValueError:
-                pass
-        return _normal_text(value, ids)
-    return value
-
-
-def effect(before: dict[str, list[str]], after: dict[str, list[str]], ids: dict[str, str]) -> dict[str, Counter]:
-    """What changed between two snapshots, per table (and EC2 listing), with the world's ids named and times,
-    hashes and epoch numbers blanked: ``{table: Counter({"+ item": n, "- item": n})}``."""
-    order = sorted(((v, f"<{k}>") for k, v in ids.items() if v), key=lambda pair: -len(pair[0]))
-    changes = {}
-    for name, diff in diff_snapshots(before, after).items():
-        counted = Counter()
-        for sign, items in (("+", diff["added"]), ("-", diff["removed"])):
-            for item in items:
-                counted[f"{sign} {json.dumps(_normal(json.loads(item), order), sort_keys=True)}"] += 1
-        changes[name] = counted
-    return changes
-
-
-def _audit_split(changes: dict[str, Counter], types: frozenset[str]) -> tuple[dict[str, Counter], Counter]:
-    """``changes`` without the added audit events of ``types``, and how many of each type were added."""
-    name = next((n for n in changes if n.endswith("-system-events")), None)
-    if name is None or not types:
-        return changes, Counter()
-    kept, logged = Counter(), Counter()
-    for item, n in changes[name].items():
-        kind = json.loads(item[2:])["event_type"]["S"]
-        if item.startswith("+") and kind in types:
-            logged[kind] += n
-        else:
-            kept[item] = n
-    return {**changes, name: kept} if kept else {k: v for k, v in changes.items() if k != name}, logged
-
-
-def _explain(clean: dict[str, Counter], crashed: dict[str, Counter]) -> str:
-    lines = []
-    for name in sorted(set(clean) | set(crashed)):
-        a, b = clean.get(name, Counter()), crashed.get(name, Counter())
-        for item in sorted(set(a) | set(b)):
-            if a[item] != b[item]:
-                lines.append(f"{name}: clean x{a[item]} / crash+retry x{b[item]}: {item[:600]}")
-    return "\n".join(lines)
-
 
 # --- scenarios ------------------------------------------------------------------------------------------------------
 
@@ -642,8 +530,7 @@ def _run(scenario: Scenario, make_tenant, crash_at: int | None):
 
 def _named(answer, world: World):
     """An answer with the world's ids named and times blanked (as ``effect`` does)."""
-    order = sorted(((v, f"<{k}>") for k, v in world.ids.items() if v), key=lambda pair: -len(pair[0]))
-    return _normal(answer, order)
+    return named(answer, world.ids)
 
 
 @pytest.mark.parametrize("scenario", [pytest.param(s, marks=s.marks) for s in SCENARIOS], ids=lambda s: s.name)
@@ -653,7 +540,7 @@ def test_a_crash_after_any_write_then_the_same_request_ends_as_one_clean_request
     assert writes, "the request writes nothing"
     _CLEAN_WRITES[scenario.name] = writes
     clean_body = _named(clean_body, world)
-    clean, clean_logged = _audit_split(clean, scenario.per_request)
+    clean, clean_logged = audit_split(clean, scenario.per_request)
     failures = []
     for k in range(1, len(writes) + 1):
         retry_world, _, (retry_status, retry_body), crashed = _run(scenario, make_tenant, k)
@@ -666,11 +553,11 @@ def test_a_crash_after_any_write_then_the_same_request_ends_as_one_clean_request
                 failures.append(f"k={k} ({writes[k - 1]}): retry answered {retry_status} {retry_body}")
         elif retry_body not in (clean_body, scenario.duplicate(clean_body, retry_body)):
             failures.append(f"k={k} ({writes[k - 1]}): retry answered {retry_body}, clean {clean_body}")
-        crashed, logged = _audit_split(crashed, scenario.per_request)
+        crashed, logged = audit_split(crashed, scenario.per_request)
         if set(logged) != set(clean_logged):
             failures.append(f"k={k} ({writes[k - 1]}): audit events {dict(logged)}, clean {dict(clean_logged)}")
         if crashed != clean:
-            failures.append(f"k={k} ({writes[k - 1]}):\n{_explain(clean, crashed)}")
+            failures.append(f"k={k} ({writes[k - 1]}):\n{explain(clean, crashed)}")
     assert not failures, f"writes of a clean run: {writes}\n" + "\n".join(failures)
 
 
