@@ -24,8 +24,8 @@ from tests.api._support import diff_snapshots
 
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
 # Calls of the other services a task makes that change something (every other call of theirs reads).
-_READS = ("Describe", "Get", "List")
-MUTATING_SERVICES = frozenset({"ec2", "elbv2", "sqs", "sns", "stepfunctions"})  # botocore service names
+_READS = ("Describe", "Get", "List", "Receive", "Query", "Scan", "BatchGet", "TransactGet", "Head")
+MUTATING_SERVICES = frozenset({"ec2", "elbv2", "sqs", "sns", "stepfunctions", "s3"})  # botocore service names
 
 
 class Crash(BaseException):
@@ -43,10 +43,14 @@ def mutating(service: str, op: str) -> bool:
     return dynamodb_only(service, op) or (service in MUTATING_SERVICES and not op.startswith(_READS))
 
 
-def _label(service: str, op: str, params: dict) -> str:
+def label(service: str, op: str, params: dict) -> str:
+    """A write as the suites name it: ``PutItem:<table>``, ``TransactWriteItems:<table>,<table>``,
+    ``ec2:RunInstances``."""
     if op == "TransactWriteItems":
         return "TransactWriteItems:" + ",".join(next(iter(item.values()))["TableName"].rsplit("-", 1)[-1]
                                                 for item in params["TransactItems"])
+    if op == "BatchWriteItem":
+        return "BatchWriteItem:" + ",".join(name.rsplit("-", 1)[-1] for name in params["RequestItems"])
     if service == "dynamodb":
         return f"{op}:{params.get('TableName', '')}"
     return f"{service}:{op}"
@@ -66,7 +70,7 @@ def writes(crash_at: int | None = None, *, counts: Callable[[str, str], bool] = 
         result = original(client, op, params)
         service = client.meta.service_model.service_name
         if counts(service, op):
-            seen.append(_label(service, op, params))
+            seen.append(label(service, op, params))
             if crash_at is not None and len(seen) == crash_at:
                 raise Crash(f"crashed after write {crash_at}: {seen[-1]}")
         return result

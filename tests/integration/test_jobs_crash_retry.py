@@ -11,8 +11,8 @@ THEN the world's change (every table and EC2: ``snapshot_world``, plus the execu
      run's once the ids and times that legitimately differ between worlds are normalised: no second launch, no lost
      or doubled command, notification, event, counter or savings figure, no row left in an intermediate state.
 
-The machinery (``Crash``, ``effect``, the normalisation) is the API routes' crash suite's
-(tests/api/test_crash_retry.py); here a mutation is also an AWS call, and each world is the only one the fleet-wide
+The machinery (``Crash``, ``effect``, the normalisation, what counts as a mutation) is tests/crash_support.py's,
+shared with the API routes' and the failover tasks' crash suites; here a mutation is also an AWS call, and each world is the only one the fleet-wide
 walks of the jobs see (``only_this_world``), so an earlier world's rows never move in a later world's run.
 
 Covered (``JOBS``): the decision worker (redelivery) and the decision cycle's dispatch; the replica coordinator's
@@ -43,13 +43,10 @@ from typing import Any, Callable
 import pytest
 
 from tests.api._support import snapshot_world
-from tests.api.test_crash_retry import WRITES, Crash, World, _audit_split, _explain, _normal_text, effect
+from tests.api.test_crash_retry import World
+from tests.crash_support import Crash, _normal_text, audit_split, effect, explain, label, mutating
 
 pytestmark = pytest.mark.slow  # a fresh world per mutation of each job (2 cores)
-
-# Calls that change nothing: every other call of these services is a mutation.
-_READS = ("Describe", "Get", "List", "Receive", "Query", "Scan", "BatchGet", "TransactGet", "Head")
-_ACTED_ON = frozenset({"ec2", "sqs", "stepfunctions", "elbv2", "sns", "s3"})
 
 _ACTIVE: list[list[str]] = []  # the running counter's list of mutations (the recorded StartExecution adds to it)
 _CRASH_AT: list[int | None] = [None]
@@ -84,13 +81,8 @@ def mutations(crash_at: int | None = None):
             result = original(client, op, params)
             if token:
                 _LAUNCHED[token] = result
-        if service == "dynamodb":
-            if op in WRITES:
-                tables = [next(iter(item.values()))["TableName"] for item in params.get("TransactItems", [])] \
-                    or [params.get("TableName", "")] if op != "BatchWriteItem" else list(params["RequestItems"])
-                _noted(f"{op}:{','.join(t.rsplit('-', 1)[-1] for t in tables)}")
-        elif service in _ACTED_ON and not op.startswith(_READS):
-            _noted(f"{service}:{op}")
+        if mutating(service, op):
+            _noted(label(service, op, params))
         return result
 
     BaseClient._make_api_call = counted
@@ -518,11 +510,11 @@ def test_a_job_that_dies_after_any_mutation_then_runs_again_ends_as_one_clean_ru
                                                                                   executions_recorded):
     _, done, clean = _run(job, make_tenant, api, executions_recorded, None)
     assert done, "the job changes nothing in its world"
-    clean, _ = _audit_split(clean, job.summaries)
+    clean, _ = audit_split(clean, job.summaries)
     failures = []
     for k in range(1, len(done) + 1):
         _, _, crashed = _run(job, make_tenant, api, executions_recorded, k)
-        crashed, _ = _audit_split(crashed, job.summaries)
+        crashed, _ = audit_split(crashed, job.summaries)
         if crashed != clean:
-            failures.append(f"k={k} ({done[k - 1]}):\n{_explain(clean, crashed)}")
+            failures.append(f"k={k} ({done[k - 1]}):\n{explain(clean, crashed)}")
     assert not failures, f"mutations of a clean run: {done}\n" + "\n".join(failures)
