@@ -54,6 +54,17 @@ def _entries(pool_id: str) -> dict:
 # --- a pricing report's pruning of other clients' entries --------------------------------------------------------
 
 
+def _shared_pool(make_tenant):
+    """A pool of a fresh instance type two tenants' agents run in, the victim's price reported three hours ago:
+    (type, pool, now, victim (client id, caller, agent id, instance), attacker (the same))."""
+    itype = random_instance_type()
+    victim = _typed_agent(make_tenant, itype)
+    attacker = _typed_agent(make_tenant, itype)
+    now = _now()
+    _report(victim[1], victim[2], victim[3], itype, 0.0500, now - timedelta(hours=3))
+    return itype, f"{itype}.eu-west-1a", now, victim, attacker
+
+
 def test_a_report_never_prunes_another_tenants_entry_refreshed_while_it_ran(make_tenant, monkeypatch):
     """The attack: the attacker's agent reports a pool the victim also prices, timed so that the victim's entry,
     untouched for fifteen days when the attacker's report reads the pool, is refreshed by the victim's own report
@@ -65,12 +76,8 @@ def test_a_report_never_prunes_another_tenants_entry_refreshed_while_it_ran(make
     until its next report, its decisions pricing the pool at nothing. What holds now: an entry is removed only if it
     is still the one read (its ``at`` unchanged); a refreshed one stays, the attacker's own entry is written all the
     same."""
-    itype = random_instance_type()
-    pool = f"{itype}.eu-west-1a"
-    victim_id, victim, victim_agent, victim_instance = _typed_agent(make_tenant, itype)
-    attacker_id, attacker, attacker_agent, attacker_instance = _typed_agent(make_tenant, itype)
-    now = _now()
-    _report(victim, victim_agent, victim_instance, itype, 0.0500, now - timedelta(hours=3))
+    itype, pool, now, (victim_id, victim, victim_agent, victim_instance), (
+        attacker_id, attacker, attacker_agent, attacker_instance) = _shared_pool(make_tenant)
     stale = (now - timedelta(days=15)).isoformat()
     PoolTable(pool).update(actions=[PoolTable.agent_prices[victim_id].set(
         {"price": "0.0500", "at": stale, "recent": []})])
@@ -91,12 +98,8 @@ def test_a_report_prunes_only_entries_past_the_kept_age_whatever_time_it_claims(
     allows, hoping the pruning measures the other entries' age against the report's time (which the agent chooses)
     and so erases the victim's entry of thirteen days. What holds: the age is measured against the server's clock;
     the victim's entry (13 days) stays, a gone client's (15 days) goes, and the victim still reads its own price."""
-    itype = random_instance_type()
-    pool = f"{itype}.eu-west-1a"
-    victim_id, victim, victim_agent, victim_instance = _typed_agent(make_tenant, itype)
-    attacker_id, attacker, attacker_agent, attacker_instance = _typed_agent(make_tenant, itype)
-    now = _now()
-    _report(victim, victim_agent, victim_instance, itype, 0.0500, now - timedelta(hours=3))
+    itype, pool, now, (victim_id, victim, victim_agent, victim_instance), (
+        attacker_id, attacker, attacker_agent, attacker_instance) = _shared_pool(make_tenant)
     thirteen = (now - timedelta(days=13)).isoformat()
     PoolTable(pool).update(actions=[
         PoolTable.agent_prices[victim_id].set({"price": "0.0500", "at": thirteen, "recent": []}),
