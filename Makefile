@@ -74,10 +74,15 @@ demo: $(STAMP)
 
 # One worker per core (pytest-xdist); TEST_WORKERS=0 runs in this process (pdb, -x).
 TEST_WORKERS ?= auto
-# Two pytest sessions: the embedded AWS (moto, in-process per worker) keeps every item a test wrote until its
+# Three pytest sessions: the embedded AWS (moto, in-process per worker) keeps every item a test wrote until its
 # session ends, and one session of the whole suite grew a worker past 12 GB (OOM-killed on a 23 GB machine).
-# The end-to-end replays and the console's browser tests, the heaviest writers, run in a session of their own.
-TEST_SESSIONS ?= "--ignore=tests/e2e --ignore=tests/browser" "tests/e2e tests/browser"
+# The heaviest writers run in sessions of their own: the crash-and-retry suites (a fresh world per write of each
+# request, job and failover task: hundreds of tenants that every later table scan and fleet walk would pay for),
+# then the end-to-end replays and the console's browser tests.
+CRASH_SUITES = tests/api/test_crash_retry.py tests/integration/test_jobs_crash_retry.py \
+	tests/integration/test_failover_crash_retry.py
+TEST_SESSIONS ?= "--ignore=tests/e2e --ignore=tests/browser $(foreach f,$(CRASH_SUITES),--ignore=$(f))" \
+	"$(CRASH_SUITES)" "tests/e2e tests/browser"
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	@set -e; for session in $(TEST_SESSIONS); do \
