@@ -47,14 +47,12 @@ LAUNCH_TYPES = frozenset({CommandType.SWITCH, CommandType.EMERGENCY_SWITCH, Comm
 
 
 class _TimeoutWatch:
-    """The command store, noting each command a use case moves to ``timed_out``. With ``told_at`` (the health
-    monitor's sweep) the client's notification of a timeout is written in the command's own transaction, at that
-    time, instead of by :meth:`notify` after every command: a sweep that died between the two lost it (its next run
-    no longer finds the command leased)."""
+    """The command store, noting each command a use case moves to ``timed_out``; the client's notification of a
+    timeout is written in the command's own transaction, at ``now`` (the delivery's, the result's or the sweep's
+    time): a Lambda that died between the two writes lost it, since nothing finds the command leased again."""
 
-    def __init__(self, store, told_at: datetime | None = None) -> None:
-        self._store, self.timed_out, self.queue_seen_empty = store, [], False
-        self._told_at, self._told = told_at, set()
+    def __init__(self, store, now: datetime) -> None:
+        self._store, self._now, self.timed_out, self.queue_seen_empty = store, now, [], False
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -65,21 +63,13 @@ class _TimeoutWatch:
         return found
 
     def replace(self, before: Command, after: Command) -> None:
-        if after.status is CommandStatus.TIMED_OUT and self._told_at is not None:
+        if after.status is CommandStatus.TIMED_OUT:
             self._store.replace(before, after, written_with=(activity.notification_row(
-                after.client_id, "command_timed_out", _timed_out_message(after), self._told_at, severity="warning",
+                after.client_id, "command_timed_out", _timed_out_message(after), self._now, severity="warning",
                 agent_id=after.agent_id),))
-            self._told.add(after.command_id)
+            self.timed_out.append(after)
         else:
             self._store.replace(before, after)
-        if after.status is CommandStatus.TIMED_OUT:
-            self.timed_out.append(after)
-
-    def notify(self, now: datetime) -> None:
-        for cmd in self.timed_out:
-            if cmd.command_id not in self._told:
-                activity.notify(cmd.client_id, "command_timed_out", _timed_out_message(cmd), now,
-                                severity="warning", agent_id=cmd.agent_id)
 
 
 def _timed_out_message(cmd: Command) -> str:
@@ -99,8 +89,7 @@ class _DeliveryWatch(_TimeoutWatch):
     on the prices of then would run on its return. A client's own (force-switch) and a retried one are delivered."""
 
     def __init__(self, store, now: datetime) -> None:
-        super().__init__(store)
-        self._now = now
+        super().__init__(store, now)
 
     def active_for_agent(self, agent_id: str, limit: int) -> list[Command]:
         kept = []
@@ -129,11 +118,8 @@ def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Com
     if agent.active_commands == 0 or not agent.runs_commands:
         return []
     watch = _DeliveryWatch(bootstrap.command_store(), now)
-    try:
-        delivered = deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
-                            instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
-    finally:
-        watch.notify(now)
+    delivered = deliver(watch, agent.agent_id, now=now, policy=bootstrap.lease_policy(agent.agent_version),
+                        instance_id=instance_id or agent.instance_id, current_instance_id=agent.instance_id)
     if agent.active_commands is None and watch.queue_seen_empty:
         agents.start_counting_commands(agent)
     return delivered
@@ -146,11 +132,8 @@ def record_result(agent_id: str, command_id: str, *, success: bool, message: str
     A failed launch command whose ``error_code`` (EC2's) says the target pool had no capacity is
     recorded as a capacity observation of that pool.
     """
-    watch = _TimeoutWatch(bootstrap.command_store())
-    try:
-        outcome = report_result(watch, agent_id, command_id, success=success, message=message, now=now)
-    finally:
-        watch.notify(now)
+    outcome = report_result(_TimeoutWatch(bootstrap.command_store(), now), agent_id, command_id, success=success,
+                            message=message, now=now)
     if not success and refusal_kind(error_code):
         observe_refusal(outcome.command, error_code, now)
     if outcome.late:
@@ -220,16 +203,17 @@ def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
                for cmd in bootstrap.command_store().active_for_agent(agent_id, 50))
 
 
-def _replace_each(agent_id: str, picked, ended) -> list[Command]:
+def _replace_each(agent_id: str, picked, ended, told=None) -> list[Command]:
     """Each active command of the agent that ``picked`` selects, replaced by ``ended(command)``; one a concurrent
-    write changed first (delivered, its result, the sweep) is left as that write made it. Returns the replaced."""
+    write changed first (delivered, its result, the sweep) is left as that write made it. ``told(after)``: the
+    client's notification of that one replacement, written in its transaction. Returns the replaced."""
     store, done = bootstrap.command_store(), []
     for cmd in store.active_for_agent(agent_id, 50):
         if not picked(cmd):
             continue
         after = ended(cmd)
         try:
-            store.replace(cmd, after)
+            store.replace(cmd, after, written_with=(told(after),) if told else ())
         except CommandConflictError:
             continue
         done.append(after)
@@ -269,30 +253,28 @@ def abandon_on_restart(agent, instance_id: str, now: datetime) -> list[Command]:
     rebooted): whatever it was running died with the old process, which may already have launched a replacement.
     v4 and v3.2 run every command a poll returns, executing or not, so a switch of that instance still leased would
     run a second time, launching a second replacement. Such commands are timed out now (a late result is still
-    recorded) and the client told; the product's agent resumes its own commands (it keeps them across restarts)."""
+    recorded) and the client told in the same transaction (a registration that died between the two would lose the
+    notice: its retry no longer finds the command executing); the product's agent resumes its own commands (it keeps
+    them across restarts)."""
     if not agent.timings.reports_after_terminating:
         return []
-    done = _replace_each(
+    return _replace_each(
         agent.agent_id, lambda cmd: cmd.status is CommandStatus.EXECUTING and cmd.instance_id == instance_id,
         lambda cmd: transition(cmd, CommandStatus.TIMED_OUT, finished_at=now,
                                message="the agent restarted while it held this command; not delivered again (it may "
-                                       "have launched an instance before it restarted)"))
-    for cmd in done:
-        activity.notify(cmd.client_id, "command_abandoned",
-                        f"command {cmd.command_id} ({cmd.command_type.value}) was running when the agent on "
-                        f"{instance_id} restarted: it is not run again; check for an instance it may have launched",
-                        now, severity="warning", agent_id=cmd.agent_id)
-    return done
+                                       "have launched an instance before it restarted)"),
+        told=lambda cmd: activity.notification_row(
+            cmd.client_id, "command_abandoned",
+            f"command {cmd.command_id} ({cmd.command_type.value}) was running when the agent on {instance_id} "
+            "restarted: it is not run again; check for an instance it may have launched",
+            now, severity="warning", agent_id=cmd.agent_id))
 
 
 def sweep(now: datetime) -> dict[str, int]:
     """Expire every lease past its deadline: retried, or timed out and notified."""
     store = bootstrap.command_store()
-    watch = _TimeoutWatch(store, told_at=now)
-    try:
-        changed = sweep_expired(watch, list(store.expired_leases(now)), now=now)
-    finally:
-        watch.notify(now)
+    watch = _TimeoutWatch(store, now)
+    changed = sweep_expired(watch, list(store.expired_leases(now)), now=now)
     return {"requeued": len(changed) - len(watch.timed_out), "timed_out": len(watch.timed_out)}
 
 

@@ -202,6 +202,12 @@ def _same_registration(clean, retry):
     return clean
 
 
+def _register_restart(world):
+    """The v4 process on ``old`` restarted (systemd, a reboot) while it held the delivered switch: it registers again
+    on the same instance (``abandon_on_restart`` times the switch out and tells the client)."""
+    return world.caller.post("/api/agents/register", _v4_registration(world.ids["old"], world.ids["logical"]))
+
+
 def _prepare_termination(make_tenant):
     return _agent_world(make_tenant)
 
@@ -459,6 +465,8 @@ SCENARIOS = [
     Scenario("register-new-agent", _prepare_new_agent, _register, _same_registration,
              per_request=frozenset({"agent_registered"})),
     Scenario("register-v4-replacement", _prepare_v4_replacement, _register_replacement, _same_registration,
+             per_request=frozenset({"agent_registered"})),
+    Scenario("register-v4-restart", _prepare_v4_replacement, _register_restart, _same_registration,
              per_request=frozenset({"agent_registered"})),
     Scenario("termination", _prepare_termination, _terminate, per_request=frozenset({"agent_termination"})),
     Scenario("force-switch", _prepare_force_switch, _force_switch, lambda clean, retry: {**clean, "duplicate": True}),
@@ -777,3 +785,40 @@ def test_a_v4_replacement_registration_that_died_after_its_transaction_records_t
     assert len(_events(world.ids["agent"], "switch_inferred")) == 1
     notified = [n for n in NotificationTable.query(world.ids["client"]) if n.kind == "switch"]
     assert len(notified) == (0 if switch.hourly_savings is None else 1)  # no notification without a saving known
+
+
+def test_a_poll_that_timed_out_a_command_and_died_still_told_the_client_once(make_tenant, monkeypatch):
+    """GIVEN a delivered switch whose agent stayed silent past every lease, and a poll that finds it at its last
+    attempt (timed out, the client to be told) and dies right after the command's write
+    WHEN the agent polls again
+    THEN the client has been told once (``command_timed_out`` written in the command's own transaction: the next
+    poll no longer finds the command leased, so a notice written after it would be lost)."""
+    import sys
+
+    from chalicelib import bootstrap
+    from chalicelib.api import agents as agents_api
+    from chalicelib.clock import now as server_now
+
+    world = _agent_world(make_tenant, version="5.0.0")
+    caller, agent_id = world.caller, world.ids["agent"]
+    status, queued = caller.post(f"/api/client/instances/{world.ids['old']}/force-switch",
+                                 {"target": "pool", "pool_id": "m5.large.eu-west-1b"})
+    assert status == 201, queued
+    at = {"now": server_now()}
+    monkeypatch.setattr(agents_api, "utcnow", lambda: at["now"])
+    monkeypatch.setattr(sys.modules["app"], "scheduled_time", lambda event: at["now"])
+
+    def poll():
+        status, body = caller.get(f"/api/agents/{agent_id}/pending-commands")
+        assert status == 200, body
+        return body["commands"]
+
+    for _ in range(bootstrap.lease_policy().max_attempts):
+        [leased] = poll()
+        at["now"] = utc(leased["lease_expires_at"]) + timedelta(seconds=1)
+    _crash_after(world, lambda w: caller.get(f"/api/agents/{agent_id}/pending-commands"), "TransactWriteItems",
+                 "commands")
+    assert poll() == []
+    status, body = caller.get("/api/notifications")
+    told = [n for n in body["notifications"] if n["kind"] == "command_timed_out" and n["agent_id"] == agent_id]
+    assert len(told) == 1 and queued["command"]["id"] in told[0]["message"], body
