@@ -6,7 +6,9 @@ since it was), at most ``PLACEMENT_MAX_PER_RUN`` per run, never-asked and longes
 :class:`~chalicelib.aws.spot_market.PlacementScores` port; each AZ's score (1..10) becomes a
 ``PLACEMENT_SCORE`` observation of pool ``<type>.<az>`` (source ``placement-scores``). Why these
 limits: AWS caps new configurations per 24 h (see ``AwsPlacementScores``). The right to query a
-(region, type) is claimed with a conditional write, so overlapping runs never spend a query twice.
+(region, type) is claimed with a conditional write, so overlapping runs never spend a query twice; the claim holds
+for ``market.CLAIM_LEASE`` (5 min), and the run's success or failure sets when it is due again, so a run that died
+after its claim leaves the configuration to the next run.
 ``MaxConfigLimitExceeded`` stops the run and rests that configuration 24 h; another failure is retried
 after an hour; an endpoint without the action yields no scores. None of these fails the job.
 
@@ -87,7 +89,7 @@ def run(now: datetime, *, source: PlacementScores | None = None,
     for region, instance_type in ready:
         if len(result["asked"]) >= settings.placement_max_per_run:
             break
-        if not market.claim(market.PLACEMENT, region, instance_type, now, now + interval):
+        if not market.claim(market.PLACEMENT, region, instance_type, now):
             continue  # another run took it
         name = f"{region}#{instance_type}"
         result["asked"].append(name)
