@@ -621,6 +621,7 @@ JOBS = [
     Job("growth-snapshot", _prepare_growth, _growth_at(0), _growth_at(15)),
     # the on-demand list price's claim holds the (region, type) a few minutes, not the hour a failure waits
     Job("spot-prices", _prepare_unpriced, _spot_prices_at(0), _spot_prices_at(10)),
+    Job("placement-scores", _prepare_unpriced, _placement_at(0), _placement_at(60)),
     Job("pricing-aggregator", _prepare_market, _aggregator_at(0), _aggregator_at(15)),
     # the score history's point of a run (keyed by the pool and the run's time) is that run's: one that died before
     # its scores has none, as a run that never came (its next run scores the pools again, the pool items updated)
