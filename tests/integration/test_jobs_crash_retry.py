@@ -18,10 +18,15 @@ walks of the jobs see (``only_this_world``), so an earlier world's rows never mo
 Covered (``JOBS``): the decision worker (redelivery) and the decision cycle's dispatch; the replica coordinator's
 standby launch, relaunch of a standby EC2 took, planned return to spot; the cleanup's expiry of a pre-warmed standby,
 abandonment of a stuck event, orphan termination; the health monitor's offline move and lease expiry (requeue, time
-out); the data cleaner; the savings worker (redelivery) and the roll-up's dispatch. Left out of the comparison: a
-run's own summary event (``summaries``: a run that died wrote none) and a redelivery's progress marks
-(``bookkeeping``). Not covered: savings-fleet, spot-prices, pricing-aggregator, growth-snapshot, risk-scorer,
-placement-scores, the sentinel (its own suites) and the failover-* tasks (another suite's).
+out); the data cleaner; the savings worker (redelivery) and the roll-up's dispatch (``savings-rollup``, and
+``savings-close``: the same function); the savings fleet; the growth snapshot; the market-data jobs on a world's own
+instance type: spot-prices (AWS's price history faked at the adapter boundary, the on-demand list price), placement
+scores, the pricing aggregator and the risk scorer (their pools under the walk's cap: ``chalicelib/jobs/
+pool_walk.py`` is their helper, not a job; its turns past the cap are not exercised here). Left out of the
+comparison: a run's own summary event (``summaries``: a run that died wrote none) and a redelivery's progress marks
+(``bookkeeping``); rows keyed by a run's own time that record what that run computed (the risk scores' history:
+``per_run``) are compared as present or not. Not covered: the sentinel (its own suites) and the failover-* tasks
+(another suite's).
 
 EC2 honours RunInstances' ClientToken (the same token launches once: the adapter sends ``<replica>-<lifecycle>``);
 moto stores the token and ignores it, so the mutation counter answers a token seen before with its first answer,
