@@ -6,7 +6,12 @@ since it was), at most ``PLACEMENT_MAX_PER_RUN`` per run, never-asked and longes
 :class:`~chalicelib.aws.spot_market.PlacementScores` port; each AZ's score (1..10) becomes a
 ``PLACEMENT_SCORE`` observation of pool ``<type>.<az>`` (source ``placement-scores``). Why these
 limits: AWS caps new configurations per 24 h (see ``AwsPlacementScores``). The right to query a
-(region, type) is claimed with a conditional write, so overlapping runs never spend a query twice.
+(region, type) is claimed with a conditional write, so overlapping runs never spend a query twice; the claim holds
+for ``market.CLAIM_LEASE`` (5 min), and the run's success or failure sets when it is due again, so a run that died
+after its claim leaves the configuration to the next run. That run finishes the claim: its observations are the
+claim's, at its time and under its keys (``claimed_at``, kept on the row until a success or failure), so the scores
+the run that died recorded are not recorded twice, and those it did not record are (within
+``PLACEMENT_INTERVAL_S`` of the claim; an older one is a new claim).
 ``MaxConfigLimitExceeded`` stops the run and rests that configuration 24 h; another failure is retried
 after an hour; an endpoint without the action yields no scores. None of these fails the job.
 
@@ -36,8 +41,8 @@ RETRY_AFTER = timedelta(hours=1)
 
 def record_observations(observations: list[CapacityObservation], event_id_prefix: str) -> int:
     """Write observations through the observations store; ``event_id`` = ``<prefix>#<pool id>`` (one
-    per pool and run, so a retried run records nothing twice). Returns how many were handed over; 0
-    when the store is not deployed yet (logged)."""
+    per pool and claim, so a run finishing the claim of one that died records nothing twice). Returns how many
+    were handed over; 0 when the store is not deployed yet (logged)."""
     if not observations:
         return 0
     try:
@@ -62,9 +67,11 @@ def _observations(instance_type: str, scores: dict[str, int], at: float) -> list
     return found
 
 
-def due(targets: list[tuple[str, str]], now: datetime) -> list[tuple[str, str]]:
+def due(targets: list[tuple[str, str]], now: datetime,
+        states: dict[tuple[str, str], market.FetchState] | None = None) -> list[tuple[str, str]]:
     """Targets whose rate-limit window is over: never asked first, then the longest unasked."""
-    states = market.states(market.PLACEMENT, targets) if targets else {}
+    if states is None:
+        states = market.states(market.PLACEMENT, targets) if targets else {}
     ready = [t for t in targets if (s := states.get(t)) is None or s.next_at is None or s.next_at <= now]
     return sorted(ready, key=lambda t: (states[t].last_at.timestamp() if t in states and states[t].last_at
                                         else float("-inf"), t))
@@ -82,19 +89,23 @@ def run(now: datetime, *, source: PlacementScores | None = None,
         return result
     targets = sorted(set(targets if targets is not None else agent_repo.types_in_use()))
     interval = timedelta(seconds=settings.placement_interval_s)
-    ready = due(targets, now)
+    states = market.states(market.PLACEMENT, targets) if targets else {}
+    ready = due(targets, now, states)
     result["skipped"] = len(targets) - len(ready)
     for region, instance_type in ready:
         if len(result["asked"]) >= settings.placement_max_per_run:
             break
-        if not market.claim(market.PLACEMENT, region, instance_type, now, now + interval):
+        state = states.get((region, instance_type))
+        unfinished = state.claimed_at if state is not None else None  # the claim of a run that died
+        claimed = unfinished if unfinished is not None and now - interval < unfinished <= now else now
+        if not market.claim(market.PLACEMENT, region, instance_type, now, claimed):
             continue  # another run took it
         name = f"{region}#{instance_type}"
         result["asked"].append(name)
         try:
             scores = source.scores(region, instance_type)
-            recorded = record_observations(_observations(instance_type, scores, now.timestamp()),
-                                           f"{SOURCE}:{name}:{now.strftime('%Y%m%dT%H%M%SZ')}")
+            recorded = record_observations(_observations(instance_type, scores, claimed.timestamp()),
+                                           f"{SOURCE}:{name}:{claimed.strftime('%Y%m%dT%H%M%SZ')}")
         except PlacementLimitReached as exc:
             market.record_failure(market.PLACEMENT, region, instance_type, now, str(exc), next_at=now + LIMIT_REST)
             result["limited"] = True

@@ -101,7 +101,7 @@ def refresh_ondemand(targets: list[tuple[str, str]], now: datetime, source=None)
     known = market.states(market.ONDEMAND, targets)
     due = [t for t in targets if (s := known.get(t)) is None or s.next_at is None or s.next_at <= now]
     for region, instance_type in due[:ONDEMAND_MAX_PER_RUN]:
-        if not market.claim(market.ONDEMAND, region, instance_type, now, now + ONDEMAND_RETRY):
+        if not market.claim(market.ONDEMAND, region, instance_type, now):
             continue  # an overlapping run took it
         try:
             price = source.list_price(region, instance_type)

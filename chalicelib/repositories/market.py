@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from pynamodb.exceptions import PynamoDBException, UpdateError
@@ -16,6 +16,12 @@ from chalicelib.tables.market import MarketFetchTable
 PRICES = "prices"
 PLACEMENT = "placement"
 ONDEMAND = "ondemand"
+# How long a claim holds a (region, type) (``claim``): longer than the spot-prices and placement-scores functions
+# may run (120 s: .chalice/config.json), so an overlapping run never asks again, and shorter than the time between
+# their runs (10 min, 1 h), so a run that died after its claim leaves it to the next run, not for the whole rate
+# limit window (before, the claim set that window: a run dying after it left the on-demand price unasked for an
+# hour, and the placement scores of the configuration unrecorded for 6 h).
+CLAIM_LEASE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class FetchState:
     last_error: str | None
     price: Decimal | None = None  # ONDEMAND rows: the stored list price
     updated_at: datetime | None = None  # the last attempt, successful or not
+    claimed_at: datetime | None = None  # a claim that neither succeeded nor failed (its run died)
 
 
 def _key(kind: str, region: str, instance_type: str) -> str:
@@ -38,7 +45,7 @@ def _key(kind: str, region: str, instance_type: str) -> str:
 
 def _state(row: MarketFetchTable) -> FetchState:
     return FetchState(row.kind, row.region, row.instance_type, row.last_at, row.next_at, row.last_error, row.price,
-                      row.updated_at)
+                      row.updated_at, row.claimed_at)
 
 
 def states(kind: str, targets: list[tuple[str, str]]) -> dict[tuple[str, str], FetchState]:
@@ -57,24 +64,29 @@ def record_success(kind: str, region: str, instance_type: str, at: datetime,
 
 def record_failure(kind: str, region: str, instance_type: str, at: datetime, error: str,
                    next_at: datetime | None = None) -> None:
-    """A fetch failed: keep ``last_at`` (the next run asks from there again), note why and when next."""
+    """A fetch failed: keep ``last_at`` (the next run asks from there again), note why and when next (the claim's
+    ``claimed_at`` ends; ``record_success`` writes the whole row)."""
     actions = [MarketFetchTable.kind.set(kind), MarketFetchTable.region.set(region),
                MarketFetchTable.instance_type.set(instance_type), MarketFetchTable.last_error.set(error[:500]),
-               MarketFetchTable.updated_at.set(at)]
+               MarketFetchTable.updated_at.set(at), MarketFetchTable.claimed_at.remove()]
     if next_at is not None:
         actions.append(MarketFetchTable.next_at.set(next_at))
     MarketFetchTable(_key(kind, region, instance_type)).update(actions=actions)
 
 
-def claim(kind: str, region: str, instance_type: str, now: datetime, next_at: datetime) -> bool:
-    """Take the right to query (region, type) now: sets ``next_at`` only if it is due (absent or past),
-    so two overlapping runs never both spend a query of a rate-limited API. False if not due."""
+def claim(kind: str, region: str, instance_type: str, now: datetime, claimed_at: datetime | None = None) -> bool:
+    """Take the right to query (region, type) now: sets ``next_at`` to ``now + CLAIM_LEASE`` only if it is due
+    (absent or past), so two overlapping runs never both spend a query of a rate-limited API; the run's
+    ``record_success`` / ``record_failure`` then set when it is due again, and a run that died after its claim leaves
+    it due to the next run. ``claimed_at`` (default ``now``) stays on the row until then: a run finishing the claim
+    of one that died passes that claim's time (``FetchState.claimed_at``). False if not due."""
     row = MarketFetchTable(_key(kind, region, instance_type))
     due = MarketFetchTable.next_at.does_not_exist() | (MarketFetchTable.next_at <= now)
     try:
         row.update(actions=[MarketFetchTable.kind.set(kind), MarketFetchTable.region.set(region),
                             MarketFetchTable.instance_type.set(instance_type),
-                            MarketFetchTable.next_at.set(next_at), MarketFetchTable.updated_at.set(now)],
+                            MarketFetchTable.next_at.set(now + CLAIM_LEASE), MarketFetchTable.updated_at.set(now),
+                            MarketFetchTable.claimed_at.set(claimed_at or now)],
                    condition=due)
     except UpdateError as exc:
         if condition_failed(exc):

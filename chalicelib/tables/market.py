@@ -14,7 +14,8 @@ class MarketFetchTable(Model):
     ``ondemand#<region>#<type>`` (``price``: AWS's on-demand list price there, the Price List API's answer).
 
     ``last_at`` is the last successful fetch (the price job's next ``StartTime``); ``next_at`` is the
-    earliest time the placement-score job may query this configuration again (its rate limit).
+    earliest time the placement-score job may query this configuration again (its rate limit); ``claimed_at``
+    the time of a claim no success or failure followed yet (the run that took it died: its retry finishes it).
     """
 
     class Meta(BaseMeta):
@@ -29,3 +30,4 @@ class MarketFetchTable(Model):
     last_error = OptionalText()
     price = DecimalAttribute(null=True)  # ondemand rows only
     updated_at = UTCDateTimeAttribute()
+    claimed_at = UTCDateTimeAttribute(null=True)

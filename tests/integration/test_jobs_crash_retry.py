@@ -18,10 +18,15 @@ walks of the jobs see (``only_this_world``), so an earlier world's rows never mo
 Covered (``JOBS``): the decision worker (redelivery) and the decision cycle's dispatch; the replica coordinator's
 standby launch, relaunch of a standby EC2 took, planned return to spot; the cleanup's expiry of a pre-warmed standby,
 abandonment of a stuck event, orphan termination; the health monitor's offline move and lease expiry (requeue, time
-out); the data cleaner; the savings worker (redelivery) and the roll-up's dispatch. Left out of the comparison: a
-run's own summary event (``summaries``: a run that died wrote none) and a redelivery's progress marks
-(``bookkeeping``). Not covered: savings-fleet, spot-prices, pricing-aggregator, growth-snapshot, risk-scorer,
-placement-scores, the sentinel (its own suites) and the failover-* tasks (another suite's).
+out); the data cleaner; the savings worker (redelivery) and the roll-up's dispatch (``savings-rollup``, and
+``savings-close``: the same function); the savings fleet; the growth snapshot; the market-data jobs on a world's own
+instance type: spot-prices (AWS's price history faked at the adapter boundary, the on-demand list price), placement
+scores, the pricing aggregator and the risk scorer (their pools under the walk's cap: ``chalicelib/jobs/
+pool_walk.py`` is their helper, not a job; its turns past the cap are not exercised here). Left out of the
+comparison: a run's own summary event (``summaries``: a run that died wrote none) and a redelivery's progress marks
+(``bookkeeping``); rows keyed by a run's own time that record what that run computed (the risk scores' history:
+``per_run``) are compared as present or not. Not covered: the sentinel (its own suites) and the failover-* tasks
+(another suite's).
 
 EC2 honours RunInstances' ClientToken (the same token launches once: the adapter sends ``<replica>-<lifecycle>``);
 moto stores the token and ignores it, so the mutation counter answers a token seen before with its first answer,
@@ -131,6 +136,7 @@ def only_this_world(monkeypatch):
     def only(every, client_of=lambda row: row.client_id):
         return lambda *a, **k: [row for row in every(*a, **k) if client_of(row) in _SEEN]
 
+    every_type = agents.types_in_use
     for name in ("live_agent_keys", "agents_with_standbys", "silent_live_agents"):
         monkeypatch.setattr(agents, name, only(getattr(agents, name)))
     monkeypatch.setattr(replica_repo, "active_with_expiry", only(replica_repo.active_with_expiry))
@@ -147,12 +153,29 @@ def only_this_world(monkeypatch):
         [c for c in page.items if c.client_id in _SEEN], page.next_token))(every_page(limit, token)))
     # the raw price points' sweep walks the fleet's pools (their hours rolled up): not a world's
     monkeypatch.setattr(data_cleaner, "_raw_points", lambda now, budget: {"price_points": 0})
+    # the market jobs ask AWS of the types agents run and work on the pools priced: the world's (its own type)
+    monkeypatch.setattr(agents, "types_in_use", lambda: [(region, itype) for region, itype in every_type()
+                                                         if itype in _TYPES])
+    from chalicelib.repositories import fleet, pools, savings
+
+    every_priced = pools.priced_page
+    monkeypatch.setattr(pools, "priced_page", lambda *a, **k: (lambda page: type(page)(
+        [p for p in page.pools if p.instance_type in _TYPES], page.resume_after))(every_priced(*a, **k)))
+    # the savings fleet sums the clients a run rolled up (every world's run is the same hour's)
+    every_done = savings.done_clients
+    monkeypatch.setattr(savings, "done_clients", lambda run: [c for c in every_done(run) if c in _SEEN])
+    # the growth snapshot counts the clients and the pools tracked
+    every_client = fleet.client_ids
+    monkeypatch.setattr(fleet, "client_ids", lambda: (row for row in every_client() if row[0] in _SEEN))
+    monkeypatch.setattr(fleet, "PoolTable", type("WorldPools", (), {"count": staticmethod(lambda: sum(
+        1 for row in pools.PoolTable.scan(attributes_to_get=["instance_type"]) if row.instance_type in _TYPES))}))
     store = bootstrap.command_store()
     every_lease = type(store).expired_leases
     monkeypatch.setattr(type(store), "expired_leases", lambda self, now, *a, **k: [
         c for c in every_lease(self, now, *a, **k) if c.client_id in _SEEN])
     yield
     _SEEN.clear()
+    _TYPES.clear()
 
 
 # --- the jobs -------------------------------------------------------------------------------------------------------
@@ -175,6 +198,10 @@ class Job:
     # (pattern, replacement) applied to every changed item: what legitimately depends on the run's time (a later
     # run tells a longer wait)
     normalise: tuple[tuple[str, str], ...] = ()
+    # rows keyed by the run's own time that record what that run computed (a score history's point): a run that
+    # died before writing its own has none, its next run writes its own; compared as present or not (one run's
+    # row cannot be doubled: its key is the run's time)
+    per_run: tuple[str, ...] = ()
     # a scheduled job: its next run comes in the clean world too (an SQS message done is not delivered again)
     scheduled: bool = True
     marks: tuple = ()
@@ -442,6 +469,136 @@ def _drain_savings(world):
         {"itemIdentifier": i} for i in savings_rollup.rollup_batch(event, _RUN_AT)[0]]})
 
 
+# the market-data jobs (spot prices, placement scores, pricing aggregator, risk scorer): an agent of an instance type
+# of the world's own (pools are named by type: no other world's), priced by AWS (a fake DescribeSpotPriceHistory)
+# in three zones; their time is one of the session's, a few minutes past an hour, so that a run and its next never
+# straddle an hour (an hour completed between them would be a roll-up's difference, not a crash's)
+
+_MARKET_AT = datetime.now(UTC).replace(minute=5, second=0, microsecond=0) + timedelta(hours=1)
+_MARKET_ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+_TYPES: set[str] = set()  # the instance types of the world being run (the market jobs' pools are theirs only)
+
+
+def _aws_prices(itype: str):
+    """DescribeSpotPriceHistory of ``itype`` at the adapter boundary: three price changes a zone in the last six
+    hours (the same answer whatever the start: a change already stored is a duplicate)."""
+    from decimal import Decimal
+
+    from chalicelib.aws.spot_market import LINUX_PRODUCTS, SpotPriceRecord
+
+    def fetch(region, instance_types, start):
+        return [SpotPriceRecord(itype, az, LINUX_PRODUCTS[0], Decimal(f"0.0{4 + z}{h}"),
+                                _MARKET_AT - timedelta(hours=6 - 2 * h, minutes=20))
+                for z, az in enumerate(_MARKET_ZONES) for h in range(3) if itype in instance_types]
+    return fetch
+
+
+def _prepare_market(make_tenant, api, *, priced: bool = True):
+    """An agent on spot on an instance type of its own; with ``priced`` its type's pools priced by an earlier run of
+    the spot-prices job (no agent price report: the points' times are the job's, not the wall clock's)."""
+    from chalicelib.jobs import spot_prices
+    from tests.e2e.failover_support import register_agent
+
+    client_id, _, agent_id, primary, itype = register_agent(make_tenant, prices={})
+    _TYPES.add(itype)
+    if priced:
+        spot_prices.run(_MARKET_AT - timedelta(minutes=10), fetch=_aws_prices(itype))
+    return _world({"client": client_id, "agent": agent_id, "old": primary, "itype": itype}, now=_MARKET_AT)
+
+
+def _prepare_unpriced(make_tenant, api):
+    return _prepare_market(make_tenant, api, priced=False)
+
+
+def _spot_prices_at(minutes: int):
+    def run(world):
+        from chalicelib.jobs import spot_prices
+
+        spot_prices.run(world.extra["now"] + timedelta(minutes=minutes), fetch=_aws_prices(world.ids["itype"]))
+    return run
+
+
+def _placement_at(minutes: int):
+    def run(world):
+        from chalicelib.aws.spot_market import StaticPlacementScores
+        from chalicelib.jobs import placement_scores
+
+        scores = StaticPlacementScores({f"{world.ids['itype']}.{az}": 3 + 2 * z for z, az in enumerate(_MARKET_ZONES)})
+        placement_scores.run(world.extra["now"] + timedelta(minutes=minutes), source=scores)
+    return run
+
+
+def _aggregator_at(minutes: int):
+    def run(world):
+        from chalicelib.jobs import pricing_aggregator
+
+        pricing_aggregator.run(world.extra["now"] + timedelta(minutes=minutes))
+    return run
+
+
+def _risk_at(minutes: int):
+    def run(world):
+        from chalicelib.jobs import risk_scorer
+
+        risk_scorer.run(world.extra["now"] + timedelta(minutes=minutes))
+    return run
+
+
+# the savings fleet: the fleet's day and month rows summed from the clients' day rows of the last roll-up
+
+def _prepare_fleet(make_tenant, api):
+    """The savings world with its roll-up done (dispatched, the client's message rolled up), the fleet's rows of the
+    window gone (they are every client's: an earlier world's run wrote them)."""
+    from chalicelib.jobs.savings_rollup import window
+    from chalicelib.repositories import savings
+    from chalicelib.tables.savings import SavingsTable
+
+    world = _prepare_savings(make_tenant, api)
+    _SEEN.add(world.ids["client"])
+    _savings_dispatch(world)
+    _drain_savings(world)
+    start, _ = window(_RUN_AT)
+    with SavingsTable.batch_write() as batch:
+        for granularity in ("day", "month"):
+            for row in SavingsTable.query(savings.fleet_key(granularity), SavingsTable.period >= start.strftime("%Y-%m")):
+                batch.delete(row)
+    return world
+
+
+def _fleet_at(minutes: int):
+    def run(world):
+        from chalicelib.jobs import savings_fleet
+
+        savings_fleet.run(_RUN_AT + timedelta(minutes=minutes))
+    return run
+
+
+# the growth snapshot: the fleet's counts for the admin stats and today's growth row (both the fleet's: an earlier
+# world's are removed first)
+
+def _prepare_growth(make_tenant, api):
+    from chalicelib.repositories import fleet, savings
+    from chalicelib.tables.jobs import JobStateTable
+    from chalicelib.tables.savings import SavingsTable
+    from components.calculations import day_key
+    from tests.e2e.failover_support import register_agent
+
+    client_id, caller, agent_id, primary, itype = register_agent(make_tenant)
+    _TYPES.add(itype)
+    now = datetime.now(UTC)
+    for row in (SavingsTable(savings.GROWTH_KEY, day_key(now.date())), JobStateTable(fleet.FLEET_COUNTS)):
+        row.delete()
+    return _world({"client": client_id, "agent": agent_id, "old": primary, "itype": itype}, now=now)
+
+
+def _growth_at(minutes: int):
+    def run(world):
+        from chalicelib.jobs import snapshots
+
+        snapshots.run(world.extra["now"] + timedelta(minutes=minutes))
+    return run
+
+
 JOBS = [
     Job("decision-worker", _prepare_decision, _decision_delivery(1), _decision_delivery(2), scheduled=False),
     Job("decision-cycle-dispatch", _prepare_decision, _decision_dispatch, settle=_drain_decisions),
@@ -465,6 +622,15 @@ JOBS = [
     Job("savings-worker", _prepare_savings, _savings_delivery(1), _savings_delivery(2), scheduled=False,
         bookkeeping=('#started"',)),
     Job("savings-rollup-dispatch", _prepare_savings, _savings_dispatch, settle=_drain_savings),
+    Job("savings-fleet", _prepare_fleet, _fleet_at(45), _fleet_at(105)),
+    Job("growth-snapshot", _prepare_growth, _growth_at(0), _growth_at(15)),
+    # the on-demand list price's claim holds the (region, type) a few minutes, not the hour a failure waits
+    Job("spot-prices", _prepare_unpriced, _spot_prices_at(0), _spot_prices_at(10)),
+    Job("placement-scores", _prepare_unpriced, _placement_at(0), _placement_at(60)),
+    Job("pricing-aggregator", _prepare_market, _aggregator_at(0), _aggregator_at(15)),
+    # the score history's point of a run (keyed by the pool and the run's time) is that run's: one that died before
+    # its scores has none, as a run that never came (its next run scores the pools again, the pool items updated)
+    Job("risk-scorer", _prepare_market, _risk_at(0), _risk_at(15), per_run=('"scored_at"',)),
 ]
 
 
@@ -472,6 +638,7 @@ def _run(job: Job, make_tenant, api, started: dict, crash_at: int | None):
     """Prepare a world, run the job (crashing after mutation ``crash_at``, then its retry), settle; returns the
     world, the mutations of the first run and the normalised effect (the executions started included)."""
     _SEEN.clear()
+    _TYPES.clear()
     world = job.prepare(make_tenant, api)
     _SEEN.add(world.ids["client"])
     before, had = snapshot_world(), set(started)
@@ -497,6 +664,9 @@ def _run(job: Job, make_tenant, api, started: dict, crash_at: int | None):
             return item
         changes = {table: Counter({normal(item): n for item, n in counted.items()})
                    for table, counted in changes.items()}
+    if job.per_run:
+        changes = {table: Counter({item: 1 if any(mark in item for mark in job.per_run) else n
+                                   for item, n in counted.items()}) for table, counted in changes.items()}
     if job.bookkeeping:
         changes = {table: Counter({item: n for item, n in counted.items()
                                    if not any(mark in item for mark in job.bookkeeping)})
