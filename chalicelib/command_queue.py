@@ -34,6 +34,7 @@ from components.errors import InvalidPoolIdError
 from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, quotas
+from chalicelib.clock import MAX_REPORT_AGE
 from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
 from chalicelib.repositories.commands import AgentDisabled, ForceSwitchRaced
@@ -214,10 +215,19 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
 
 
 def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
-    """Whether the agent was handed a switch command of ``instance_id`` that is still open: a switch report of that
-    instance then reports the service's own switch (what ``complete_switches_of`` completes)."""
-    return any(cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
-               for cmd in bootstrap.command_store().active_for_agent(agent_id, 50))
+    """Whether the agent was handed a switch command of ``instance_id`` that is still open and that no switch from
+    ``instance_id`` recorded since it was queued answers: a switch report of that instance then reports the service's
+    own switch (what ``complete_switches_of`` completes). A command answers for one switch: a report that leaves it
+    open (``success: false``) is its switch all the same, and a next report from that instance is not the service's
+    (before walk 22 each was recorded past the daily bound: a client's own delivered command bought any number)."""
+    queued = [cmd.created_at for cmd in bootstrap.command_store().active_for_agent(agent_id, 50)
+              if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1]
+    if not queued:
+        return False
+    newest = max(queued)  # some open command is unanswered exactly when the newest is
+    # a switch recorded at t began no earlier than t - MAX_REPORT_AGE (its times are placed there)
+    return not any(row.old_instance_id == instance_id and row.recorded_at >= newest
+                   for row in switches.recent_for_agent(agent_id, newest - MAX_REPORT_AGE, 0))
 
 
 def _replace_each(agent_id: str, picked, ended) -> list[Command]:

@@ -796,17 +796,13 @@ def switch_report(agent_id):
                   and timing.old_instance_terminated_at else None)
     # A new switch counts against the agent's day (a repeat is answered as one, whatever the count).
     # A switch the service commanded (a delivered switch command of the old instance: the decision cycle's, the
-    # client's) is recorded past that count: it happened, and a legacy agent never sends a refused report again.
+    # client's; one switch a command, ``command_queue.delivered_switch_of``) is recorded past that count: it happened,
+    # and a legacy agent never sends a refused report again.
     limits = None if stored_key else quotas.limits(client_id)
-    record = functools.partial(switches.record, row, agent_client_id=client_id, agent_id=agent.agent_id,
-                               new_instance=new_instance, deactivate_old=deactivate, now=now,
-                               daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]))
-    try:
-        created = record()
-    except switches.SwitchLimitExceeded:
-        if not command_queue.delivered_switch_of(agent.agent_id, row.old_instance_id):
-            raise
-        created = record(commanded=True)
+    created = switches.record(
+        row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance, deactivate_old=deactivate,
+        now=now, daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]),
+        commanded=functools.partial(command_queue.delivered_switch_of, agent.agent_id, row.old_instance_id))
     # The work of the first report past its transaction is finished by a repeat, each part once: the Lambda may have
     # died after the transaction, and the agent then sends the same report again (an inferred switch did its own).
     recorded = row if created else switches.stored(client_id, row.switch_key)
