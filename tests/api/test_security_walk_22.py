@@ -142,3 +142,36 @@ def test_another_agents_delivered_switch_buys_no_report_past_the_bound(admin, ma
     assert again[0] == 200 and again[1]["duplicate"], again
     assert len(_switch_rows(client_id, a_agent)) == 2
     assert len(_switch_rows(client_id, b_agent)) == 1 and len(_switch_rows(other_id, o_agent)) == 1
+
+
+def test_switches_inferred_from_a_legacy_agents_registrations_count_against_the_daily_bound(admin, make_tenant):
+    """The attack: a v4 agent's switch that ends with its host is recorded from the replacement's registration (the
+    delivered switch command of the instance it left, ``inferred``), with no report. The client force-switches its
+    agent, has the command delivered and its result posted, registers the agent on a made-up new instance in the
+    target zone, and starts again, day after day past the agent's daily bound. Before walk 22 an inferred switch was
+    recorded without counting against the day (``switches.record`` without ``daily_cap``), so the client's next
+    force-switch always found the day empty: a switch row (kept 90 days) and an instance row per loop, without bound.
+    What holds: an inferred switch is counted as the service's own (recorded past the bound, counted all the same);
+    at the bound the client's next force-switch is 429 ``switch_limit_exceeded`` with nothing queued."""
+    from tests.api.test_legacy_v4_bodies import _registered_keeping_instances, v4_registration
+
+    client_id, caller, agent_id, logical, current, _ = _registered_keeping_instances(make_tenant)
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": 2})[0] == 200
+    answers = []
+    for zone in ("eu-west-1b", "eu-west-1a", "eu-west-1b", "eu-west-1a"):
+        status, queued = caller.post(f"/api/client/instances/{current}/force-switch",
+                                     {"target": "pool", "pool_id": f"m5.large.{zone}"})
+        answers.append(status)
+        if status != 201:
+            assert_error(status, queued, 429, code="switch_limit_exceeded")
+            break
+        [command] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+        assert caller.post(f"/api/agents/{agent_id}/commands/{command['id']}/executed",
+                           {"success": True, "message": "Switch completed"})[0] == 200
+        current = new_instance_id()
+        status, reply = caller.post("/api/agents/register", v4_registration(current, logical, zone))
+        assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert answers == [201, 201, 429], answers
+    rows = _switch_rows(client_id, agent_id)
+    assert len(rows) == 2 and all(row.inferred for row in rows)
+    assert AgentTable.get(client_id, agent_id, consistent_read=True).switch_day_count == 2
