@@ -334,7 +334,7 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
             return _raised_to(command, priority), True
         command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
                                  priority=priority, trigger=trigger, created_by="client", now=now)
-        _within_daily_switches(agent, now)
+        within_daily_switches(agent, now)
         try:
             bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands,
                                           force_switch_after=agent.last_force_switch_id)
@@ -344,11 +344,12 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
     raise ConflictError("switches of this agent raced each other, retry")
 
 
-def _within_daily_switches(agent, now: datetime) -> None:
+def within_daily_switches(agent, now: datetime) -> None:
     """A client's new switch is refused (429 ``switch_limit_exceeded``, nothing queued) once the agent recorded its
     day's switches (``max_switches_per_agent_per_day``): the switch the service delivers is recorded past that bound
     (``switches.record``'s ``commanded``), so the bound of the rows a client's switches write is checked here,
-    before the switch, not after it has happened."""
+    before the switch, not after it has happened (force-switch, issue-switch-command with a target or without:
+    ``decisions.command_for``'s ``requested``)."""
     cap = int(quotas.limits(agent.client_id)["max_switches_per_agent_per_day"])
     if switches.today_count(agent.client_id, agent.agent_id, now) >= cap:
         raise switches.SwitchLimitExceeded(cap, now, field="agent_id")

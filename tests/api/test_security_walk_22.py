@@ -15,6 +15,7 @@ from chalicelib.tables.agents import AgentTable
 from chalicelib.tables.switches import SwitchTable
 from tests.api._support import assert_error, diff_snapshots, snapshot_tables, switch_body
 from tests.conftest import new_instance_id, registration
+from tests.integration.test_decisions import settled_agent  # noqa: F401 - a fixture
 
 
 def _now() -> datetime:
@@ -175,3 +176,27 @@ def test_switches_inferred_from_a_legacy_agents_registrations_count_against_the_
     rows = _switch_rows(client_id, agent_id)
     assert len(rows) == 2 and all(row.inferred for row in rows)
     assert AgentTable.get(client_id, agent_id, consistent_read=True).switch_day_count == 2
+
+
+def test_a_switch_the_client_asks_the_engine_for_at_the_bound_is_429_and_queues_nothing(admin, settled_agent):  # noqa: F811
+    """The attack: at its agent's daily bound, where a force-switch or an ``issue-switch-command`` naming a target is
+    429, the client sends ``issue-switch-command`` without a target: the engine chooses the switch (the agent's own
+    rails, ``max_switches_per_day``, which its client may raise to 100, and moves to on-demand not counted there),
+    and the command is queued as the engine's, the kind whose report the bound lets past. Before walk 22 it was
+    queued (201), delivered, and its report recorded past the bound: one more switch a request, up to the engine's
+    rails. What holds: a switch a client asks for is a client's new switch: 429 ``switch_limit_exceeded`` at the
+    bound, nothing queued nor recorded (the rate limit's own rows aside)."""
+    from chalicelib import bootstrap
+    from tests.integration.test_decisions import _set_risk
+
+    client_id, caller, agent_id, itype = settled_agent
+    assert admin.post(f"/api/admin/clients/{client_id}/limits", {"max_switches_per_agent_per_day": 1})[0] == 200
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.switch_day.set(_now().strftime("%Y-%m-%d")),
+                                                    AgentTable.switch_day_count.set(1)])  # the day's one switch
+    _set_risk(itype, {"a": 0.01, "b": 0.01, "c": 0.01})
+    before = snapshot_tables()
+    status, reply = caller.post(f"/api/agents/{agent_id}/issue-switch-command", {})
+    assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
+    changed = diff_snapshots(before, snapshot_tables())
+    assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
+    assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
