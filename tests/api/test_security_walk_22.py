@@ -8,6 +8,7 @@ something, what happened before the fix)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from chalicelib.repositories import agents as agent_repo
@@ -200,3 +201,38 @@ def test_a_switch_the_client_asks_the_engine_for_at_the_bound_is_429_and_queues_
     changed = diff_snapshots(before, snapshot_tables())
     assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
     assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
+
+
+# --- a deleted agent's revival on its own host ------------------------------------------------------------------------
+
+
+def test_another_tenant_registering_on_a_deleted_agents_host_revives_nothing_and_learns_nothing(make_tenant):
+    """The attack: the victim's agent was deleted; its host's row is released (kept, inactive), the case in which the
+    same agent's process registering there again is revived under its id. The attacker registers on that instance
+    with the victim's logical id (and with one of its own), hoping to revive the victim's agent under its token, take
+    the released row (and its client's mark), or tell a deleted agent's host from a live one by the answer. What
+    holds: 409 ``instance_conflict`` exactly as for the victim's live instance, nothing written, the victim's agent
+    still deleted; the attacker's registration of that logical id on an instance of its own is an agent of its own,
+    never the victim's."""
+    victim_id, victim = make_tenant()
+    gone, live = registration(), registration()
+    gone_agent = victim.post("/api/agents/register", gone)[1]["agent_id"]
+    assert victim.post("/api/agents/register", live)[0] == 200
+    assert victim.call("DELETE", f"/api/client/agents/{gone_agent}")[0] == 200
+    released = agent_repo.instance_row(gone["instance_id"])
+    assert released.released_at is not None and not released.is_active
+
+    _, attacker = make_tenant()
+    answers = []
+    for target in (gone, live):
+        for logical in (target["logical_agent_id"], f"web-{uuid.uuid4().hex[:8]}"):
+            body = registration(instance_id=target["instance_id"], logical_agent_id=logical)
+            status, reply = _unchanged_post(attacker, "/api/agents/register", body)
+            assert_error(status, reply, 409, code="instance_conflict", field="instance_id")
+            answers.append({k: v for k, v in reply.items() if k != "request_id"})
+    assert all(answer == answers[0] for answer in answers), answers
+    assert agent_repo.get(victim_id, gone_agent).deleted
+
+    status, reply = attacker.post("/api/agents/register", registration(logical_agent_id=gone["logical_agent_id"]))
+    assert status == 200 and reply["agent_id"] != gone_agent and reply["action"] == "created", reply
+    assert agent_repo.get(victim_id, gone_agent).deleted
