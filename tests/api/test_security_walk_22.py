@@ -1,10 +1,11 @@
 """Security walk 22: what landed in the last session, attacked by a tenant holding two client tokens (its agents on
 them): the daily switch bound's exception for the switches the service commanded (whether a client can make its own
-reports count as commanded and so record switches without bound), a deleted agent's revival when its legacy process
-registers again on its host (whether one tenant can revive, or learn of, another's deleted agent, or a revival take a
-replica it should not), and the request edges (crafted pagination tokens, path parameters, unicode, duplicated JSON
-keys, huge bodies). Each test is one attack; its docstring says what it tries and what holds (and, when it found
-something, what happened before the fix)."""
+reports count as commanded — a delivered command of its own left open, two reports of one command racing, another
+agent's or tenant's command, a replay —, record switches through a legacy replacement's registration that never
+count, or have the engine queue a switch for it at the bound as the engine's own), and a deleted agent's revival when
+its legacy process registers again on its host (whether another tenant can revive it, take its released row, or
+tell it from a live one). Each test is one attack; its docstring says what it tries and what holds (and, when it
+found something, what happened before the fix)."""
 
 from __future__ import annotations
 
