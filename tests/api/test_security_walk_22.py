@@ -187,7 +187,7 @@ def test_a_switch_the_client_asks_the_engine_for_at_the_bound_is_429_and_queues_
     and the command is queued as the engine's, the kind whose report the bound lets past. Before walk 22 it was
     queued (201), delivered, and its report recorded past the bound: one more switch a request, up to the engine's
     rails. What holds: a switch a client asks for is a client's new switch: 429 ``switch_limit_exceeded`` at the
-    bound, nothing queued nor recorded (the rate limit's own rows aside)."""
+    bound, nothing queued nor recorded (the rate limit's own rows aside), as with a target named (held)."""
     from chalicelib import bootstrap
     from tests.integration.test_decisions import _set_risk
 
@@ -197,8 +197,9 @@ def test_a_switch_the_client_asks_the_engine_for_at_the_bound_is_429_and_queues_
                                                     AgentTable.switch_day_count.set(1)])  # the day's one switch
     _set_risk(itype, {"a": 0.01, "b": 0.01, "c": 0.01})
     before = snapshot_tables()
-    status, reply = caller.post(f"/api/agents/{agent_id}/issue-switch-command", {})
-    assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
+    for body in ({}, {"target_mode": "ondemand"}, {"target_mode": "ondemand", "urgent": True}):
+        status, reply = caller.post(f"/api/agents/{agent_id}/issue-switch-command", body)
+        assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
     changed = diff_snapshots(before, snapshot_tables())
     assert set(changed) <= {t for t in changed if t.endswith("-rate-limits")}, changed
     assert bootstrap.command_store().active_for_agent(agent_id, 50) == []
