@@ -34,6 +34,7 @@ from components.errors import InvalidPoolIdError
 from components.pool_id import parse_pool_id
 
 from chalicelib import bootstrap, quotas
+from chalicelib.clock import MAX_REPORT_AGE
 from chalicelib.errors import ConflictError, InvalidInputError
 from chalicelib.repositories import activity, agents, observations, switches
 from chalicelib.repositories.commands import AgentDisabled, ForceSwitchRaced
@@ -197,10 +198,19 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
 
 
 def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
-    """Whether the agent was handed a switch command of ``instance_id`` that is still open: a switch report of that
-    instance then reports the service's own switch (what ``complete_switches_of`` completes)."""
-    return any(cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
-               for cmd in bootstrap.command_store().active_for_agent(agent_id, 50))
+    """Whether the agent was handed a switch command of ``instance_id`` that is still open and that no switch from
+    ``instance_id`` recorded since it was queued answers: a switch report of that instance then reports the service's
+    own switch (what ``complete_switches_of`` completes). A command answers for one switch: a report that leaves it
+    open (``success: false``) is its switch all the same, and a next report from that instance is not the service's
+    (before walk 22 each was recorded past the daily bound: a client's own delivered command bought any number)."""
+    queued = [cmd.created_at for cmd in bootstrap.command_store().active_for_agent(agent_id, 50)
+              if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1]
+    if not queued:
+        return False
+    newest = max(queued)  # some open command is unanswered exactly when the newest is
+    # a switch recorded at t began no earlier than t - MAX_REPORT_AGE (its times are placed there)
+    return not any(row.old_instance_id == instance_id and row.recorded_at >= newest
+                   for row in switches.recent_for_agent(agent_id, newest - MAX_REPORT_AGE, 0))
 
 
 def _replace_each(agent_id: str, picked, ended, told=None) -> list[Command]:
@@ -306,7 +316,7 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
             return _raised_to(command, priority), True
         command = switch_command(agent, target_mode=target_mode, target_pool_id=target_pool_id,
                                  priority=priority, trigger=trigger, created_by="client", now=now)
-        _within_daily_switches(agent, now)
+        within_daily_switches(agent, now)
         try:
             bootstrap.command_store().add(command, max_active=get_settings().quota_max_queued_commands,
                                           force_switch_after=agent.last_force_switch_id)
@@ -316,11 +326,12 @@ def queue_client_switch(agent, *, target_mode: str, target_pool_id: str | None, 
     raise ConflictError("switches of this agent raced each other, retry")
 
 
-def _within_daily_switches(agent, now: datetime) -> None:
+def within_daily_switches(agent, now: datetime) -> None:
     """A client's new switch is refused (429 ``switch_limit_exceeded``, nothing queued) once the agent recorded its
     day's switches (``max_switches_per_agent_per_day``): the switch the service delivers is recorded past that bound
     (``switches.record``'s ``commanded``), so the bound of the rows a client's switches write is checked here,
-    before the switch, not after it has happened."""
+    before the switch, not after it has happened (force-switch, issue-switch-command with a target or without:
+    ``decisions.command_for``'s ``requested``)."""
     cap = int(quotas.limits(agent.client_id)["max_switches_per_agent_per_day"])
     if switches.today_count(agent.client_id, agent.agent_id, now) >= cap:
         raise switches.SwitchLimitExceeded(cap, now, field="agent_id")

@@ -200,6 +200,9 @@ def command_for(agent: AgentRecord, decision: Decision, now: datetime, *, trigge
     active = store.active_for_agent(agent.agent_id, limit=1)
     if active:  # the same decision retried finds its own command; any other active command wins
         return active[0] if command_id and active[0].command_id == command_id else None
+    if requested:  # a client's new switch, whoever chose its target: refused at the daily bound, as its force-switch
+        # is (before walk 22 queued as the engine's, whose report the bound lets past)
+        command_queue.within_daily_switches(agent, now)
     urgent = decision.action is DecisionAction.TO_ONDEMAND
     command = command_queue.switch_command(
         agent, target_mode="ondemand" if decision.target == ONDEMAND else "spot",

@@ -796,17 +796,13 @@ def switch_report(agent_id):
                   and timing.old_instance_terminated_at else None)
     # A new switch counts against the agent's day (a repeat is answered as one, whatever the count).
     # A switch the service commanded (a delivered switch command of the old instance: the decision cycle's, the
-    # client's) is recorded past that count: it happened, and a legacy agent never sends a refused report again.
+    # client's; one switch a command, ``command_queue.delivered_switch_of``) is recorded past that count: it happened,
+    # and a legacy agent never sends a refused report again.
     limits = None if stored_key else quotas.limits(client_id)
-    record = functools.partial(switches.record, row, agent_client_id=client_id, agent_id=agent.agent_id,
-                               new_instance=new_instance, deactivate_old=deactivate, now=now,
-                               daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]))
-    try:
-        created = record()
-    except switches.SwitchLimitExceeded:
-        if not command_queue.delivered_switch_of(agent.agent_id, row.old_instance_id):
-            raise
-        created = record(commanded=True)
+    created = switches.record(
+        row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance, deactivate_old=deactivate,
+        now=now, daily_cap=None if limits is None else int(limits["max_switches_per_agent_per_day"]),
+        commanded=functools.partial(command_queue.delivered_switch_of, agent.agent_id, row.old_instance_id))
     # The work of the first report past its transaction is finished by a repeat, each part once: the Lambda may have
     # died after the transaction, and the agent then sends the same report again (an inferred switch did its own).
     recorded = row if created else switches.stored(client_id, row.switch_key)
@@ -898,8 +894,9 @@ def _unreported_switch(client_id: str, before, agent, now):
     impact = switch_impact(old_mode=old_mode, new_mode=new_mode, old_spot_price=prices["old_spot"],
                            new_spot_price=prices["new_spot"], ondemand_price=prices["on_demand"])
     switch_id, initiated = _switch_id(agent.agent_id, agent.instance_id), cmd.leased_at
+    stored_key = switches.recorded_key(agent.agent_id, switch_id)
     row = SwitchTable(
-        client_id, switches.recorded_key(agent.agent_id, switch_id) or switches.switch_key(initiated, switch_id),
+        client_id, stored_key or switches.switch_key(initiated, switch_id),
         switch_id=switch_id, agent_id=agent.agent_id, command_id=cmd.command_id,
         trigger="manual" if cmd.priority >= 50 else "model",  # v4's own rule for its report
         old_instance_id=old_id, old_instance_type=before.instance_type, old_az=before.az, old_mode=old_mode,
@@ -914,8 +911,13 @@ def _unreported_switch(client_id: str, before, agent, now):
         region=agent.region, az=agent.az, ami_id=agent.ami_id, mode=new_mode, pool_id=new_pool, role="primary",
         spot_price=prices["new_spot"] if new_mode == "spot" else None, ondemand_price=prices["on_demand"],
         is_active=True, installed_at=initiated, updated_at=now, last_switch_at=now)
+    # the service's switch (its delivered command): recorded past the daily bound but counted, as a reported one is, so
+    # the client's next switch command at the bound is refused (before walk 22 uncounted: a client's force-switches
+    # and its agent's registrations recorded switches without bound)
     created = switches.record(row, agent_client_id=client_id, agent_id=agent.agent_id, new_instance=new_instance,
-                              deactivate_old=None, now=now)
+                              deactivate_old=None, now=now, commanded=True,
+                              daily_cap=None if stored_key else int(
+                                  quotas.limits(client_id)["max_switches_per_agent_per_day"]))
     _inferred_switch_done(client_id, agent, row if created else switches.stored(client_id, row.switch_key), now,
                           warnings)
     return agents.require(client_id, agent.agent_id)

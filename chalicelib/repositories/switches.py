@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
@@ -114,7 +115,8 @@ _GONE = (AgentStatus.DELETED.value, AgentStatus.TERMINATED.value)  # an agent th
 
 
 def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instance,
-           deactivate_old: str | None, now: datetime, daily_cap: int | None = None, commanded: bool = False) -> bool:
+           deactivate_old: str | None, now: datetime, daily_cap: int | None = None,
+           commanded: bool | Callable[[], bool] = False) -> bool:
     """Store a switch and move the agent to its new instance in one transaction.
 
     The row expires ``EVENT_RETENTION_DAYS`` after ``now``. With ``daily_cap`` (a switch its agent reports; None
@@ -122,6 +124,9 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
     transaction, conditional on the count read: past the cap SwitchLimitExceeded (429), nothing written — unless
     ``commanded``: the switch ran a switch command the service delivered (it happened on the service's word, and a
     refused report is never sent again by a legacy agent: the switch would go unrecorded); it is counted all the same.
+    A callable ``commanded`` is asked only past the cap, after the count is read: the count is the write's condition,
+    so a switch it lets past is the first since that read (two reports of one command racing record one past the cap:
+    security walk 22).
 
     Returns False (and changes nothing) when this switch was already recorded: agents retry reports. The
     caller keys a repeat like the first (``recorded_key``); the agent's ``last_switch_id`` also refuses a
@@ -137,7 +142,7 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                        & (AgentTable.last_switch_id.does_not_exist() | (AgentTable.last_switch_id != row.switch_id)))
     if daily_cap is not None:
         stored_day, today = _today_count(agent_client_id, agent_id, now)
-        if today >= daily_cap and not commanded:
+        if today >= daily_cap and not _asked(commanded):
             raise SwitchLimitExceeded(daily_cap, now)
         agent_actions += [AgentTable.switch_day.set(_day(now)), AgentTable.switch_day_count.set(today + 1)]
         agent_condition &= (AgentTable.switch_day.does_not_exist() if stored_day is None
@@ -179,11 +184,15 @@ def record(row: SwitchTable, *, agent_client_id: str, agent_id: str, new_instanc
                 return False
             if agent.status in _GONE:
                 raise NotFoundError("agent not found", field="agent_id") from exc
-            if (daily_cap is not None and not commanded
-                    and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap):
+            if (daily_cap is not None and _today_count(agent_client_id, agent_id, now)[1] >= daily_cap
+                    and not _asked(commanded)):
                 raise SwitchLimitExceeded(daily_cap, now) from exc
         raise
     return True
+
+
+def _asked(commanded: bool | Callable[[], bool]) -> bool:
+    return commanded() if callable(commanded) else commanded
 
 
 def supersede_inferred(row: SwitchTable, *, client_id: str, deactivate_old: str | None, now: datetime) -> bool:
