@@ -261,8 +261,9 @@ def test_a_commanded_switch_reported_after_its_lease_and_the_replacements_regist
 def test_the_dashboards_force_switch_at_the_bound_is_a_429_and_one_queued_before_is_recorded(make_tenant):
     """GIVEN a v4 agent (auto-terminate off) one switch short of its bound WHEN the dashboard force-switches it
     (queued, 201), sends it again (201 ``duplicate``), an unrelated switch takes the day to its bound, and v4 runs the
-    queued switch THEN its report is recorded past the bound. A further force-switch at the bound is 429
-    ``switch_limit_exceeded`` (JSON, naming ``agent_id``), nothing queued, and v4's poll gets nothing."""
+    queued switch THEN its report is recorded past the bound. A further force-switch (or the legacy
+    ``issue-switch-command`` naming a target) at the bound is 429 ``switch_limit_exceeded`` (JSON, naming
+    ``agent_id``), nothing queued, and v4's poll gets nothing."""
     client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
     now = datetime.now(timezone.utc)
     cap = _at_the_bound(client_id, agent_id, now)
@@ -283,6 +284,9 @@ def test_the_dashboards_force_switch_at_the_bound_is_a_429_and_one_queued_before
     before = snapshot_tables()
     status, reply = caller.post(f"/api/client/instances/{new}/force-switch",
                                 {"target": "pool", "pool_id": "m5.large.eu-west-1c"})
+    assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
+    status, reply = caller.post(f"/api/agents/{agent_id}/issue-switch-command",
+                                {"target_mode": "spot", "target_pool_id": "m5.large.eu-west-1c"})
     assert_error(status, reply, 429, code="switch_limit_exceeded", field="agent_id")
     assert diff_snapshots(before, snapshot_tables()) == {}
     assert caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"] == []
