@@ -213,11 +213,28 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     return done
 
 
+# How many of an agent's newest commands a switch report refused at the daily bound reads for its ended command.
+_ENDED_SWITCH_LOOKBACK = 5
+
+
 def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
     """Whether the agent was handed a switch command of ``instance_id`` that is still open: a switch report of that
-    instance then reports the service's own switch (what ``complete_switches_of`` completes)."""
-    return any(cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
-               for cmd in bootstrap.command_store().active_for_agent(agent_id, 50))
+    instance then reports the service's own switch (what ``complete_switches_of`` completes).
+
+    So is one delivered that ended without a result while the agent may still have been running it: its lease ran
+    out and the sweep took it back (pending again), then it was cancelled (superseded once the replacement's agent
+    registered, the agent disabled) or timed out. A legacy agent runs a switch to its end whatever the service does
+    meanwhile (it holds no lease), and never sends a refused report again: the switch would go unrecorded. Only while
+    no switch from that instance was recorded since the command was queued (one report per command)."""
+    store = bootstrap.command_store()
+    if any(cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
+           for cmd in store.active_for_agent(agent_id, 50)):
+        return True
+    ended = next((cmd for cmd in store.history(agent_id, _ENDED_SWITCH_LOOKBACK, consistent=True)
+                  if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
+                  and cmd.status in (CommandStatus.CANCELLED, CommandStatus.TIMED_OUT)), None)
+    return ended is not None and not any(row.old_instance_id == instance_id for row in
+                                         switches.recent_for_agent(agent_id, ended.created_at, 0))
 
 
 def _replace_each(agent_id: str, picked, ended) -> list[Command]:

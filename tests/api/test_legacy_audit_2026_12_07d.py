@@ -19,6 +19,14 @@ Audited, each test one legacy call sequence as the real client makes it:
   again, its delivery counted): HELD (recorded at the bound; not delivered again afterwards).
 - a commanded switch whose lease ran out, the replacement's v4 registered and polled before the old one's report:
   HELD (the registration recorded it; the report 200 replaces it, one switch).
+- a commanded switch whose lease ran out before v4's report, taken back by the sweep (every minute), then cancelled
+  before the report came: as superseded by the replacement's v4 registering and polling, or by the dashboard's
+  disable: FIXED. Before, the report was 429 ``switch_limit_exceeded`` at the bound (the command no longer open, so
+  not the service's switch), v4 never sends it again, and the replacement's registration had nothing to infer it
+  from (the command was not executing): the switch A → B was never recorded. Now a delivered switch command of the
+  old instance that ended cancelled or timed out, with no switch recorded from that instance since it was queued,
+  makes the report the service's switch: recorded and counted (``command_queue.delivered_switch_of``); a second
+  report from that instance is still refused.
 - the dashboard's force-switch when the agent is at its bound: 429 ``switch_limit_exceeded``,
   nothing queued, v4's poll gets nothing (the legacy server had no bound; before this range the command was queued
   and its report then refused, the switch lost); a force-switch sent again while one is already queued is still
@@ -257,6 +265,62 @@ def test_a_commanded_switch_reported_after_its_lease_and_the_replacements_regist
     assert status == 200 and reply["command"]["status"] == "completed", reply
     assert _recorded(client_id, agent_id) == [(old, new)] and _on(client_id, agent_id) == new
 
+
+def test_a_commanded_switch_taken_back_and_superseded_before_v4s_report_is_still_recorded_at_the_bound(
+        api, make_tenant, clock):
+    """GIVEN v4 on A (auto-terminate off) at its bound, running a decision's switch slowly WHEN its lease runs out and
+    the health monitor's sweep (every minute) takes it back, B's v4 registers and polls (the switch of A, pending
+    again, cancelled as superseded), then A's v4 reports and posts its result THEN the report is 200 and recorded:
+    the service commanded that switch and delivered it (BEFORE: 429 ``switch_limit_exceeded``, which v4 never sends
+    again, and B's registration had nothing to infer it from: the switch A → B was never recorded); one switch,
+    the agent on B, the result accepted, nothing delivered again."""
+    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
+    clock(T0)
+    cap = _at_the_bound(client_id, agent_id, T0)
+    cmd = _decision_switch(client_id, agent_id, T0)
+    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
+    clock(later)
+    invoke_schedule(api, "health-monitor", now=later)
+    status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"] == []
+    assert bootstrap.command_store().get(agent_id, cmd.command_id).status is CommandStatus.CANCELLED
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new, later))
+    assert status == 200 and reply["duplicate"] is False, reply
+    assert _recorded(client_id, agent_id) == [(old, new)] and _on(client_id, agent_id) == new
+    assert _counted(client_id, agent_id) == cap + 1
+    status, reply = _executed(caller, agent_id, cmd.command_id)
+    assert status == 200 and reply["command"]["status"] == "completed", reply
+    assert caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"] == []
+    # the same report again (a build that re-sends a call that timed out): a duplicate; another switch of A: refused
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new, later))
+    assert status == 200 and reply["duplicate"] is True, reply
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new_instance_id(), later))
+    assert status in (404, 409, 429), reply
+    assert _recorded(client_id, agent_id) == [(old, new)]
+
+
+def test_a_commanded_switch_taken_back_then_cancelled_by_the_dashboards_disable_is_recorded_at_the_bound(
+        api, make_tenant, clock):
+    """GIVEN v4 on A at its bound running a decision's switch whose lease ran out (taken back by the sweep) WHEN the
+    dashboard disables the agent (the switch, pending again, cancelled) and v4 then reports THEN 200, recorded (BEFORE:
+    429, the switch lost), the result accepted late."""
+    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
+    clock(T0)
+    _at_the_bound(client_id, agent_id, T0)
+    cmd = _decision_switch(client_id, agent_id, T0)
+    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
+    clock(later)
+    invoke_schedule(api, "health-monitor", now=later)
+    assert caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})[0] == 200
+    assert bootstrap.command_store().get(agent_id, cmd.command_id).status is CommandStatus.CANCELLED
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new, later))
+    assert status == 200 and reply["duplicate"] is False, reply
+    status, reply = _executed(caller, agent_id, cmd.command_id)
+    assert status == 200 and reply["command"]["status"] == "completed", reply
+    assert _recorded(client_id, agent_id) == [(old, new)] and _on(client_id, agent_id) == new
 
 def test_the_dashboards_force_switch_at_the_bound_is_a_429_and_one_queued_before_is_recorded(make_tenant):
     """GIVEN a v4 agent (auto-terminate off) one switch short of its bound WHEN the dashboard force-switches it
