@@ -41,6 +41,11 @@ Audited, each test one legacy call sequence as the real client makes it:
   on an instance the product did not launch (its row removed with the agent) it was a new agent. Now the row the
   delete closed as the agent's host (its termination and release times the delete's) registers as a new agent under
   the same id, the row keeping its replica; the cleanup leaves it running.
+- the replica coordinator's planned return to spot of a manual-replica v4 agent fallen back to on-demand while v4
+  runs the dashboard's force-switch of its primary (delivered to its poll): FIXED. Before, the coordinator started
+  the hand-over beside v4's switch (its "busy" read only interruption events): the standby promoted and v4's host
+  retired under the switch v4 runs to its end, two moves for one. Now an open switch command of the primary makes
+  the agent busy: no planned return starts (``replica_coordinator._busy``).
 - the health monitor taking a silent v4 agent offline: one ``agent_status`` notification; v4's next heartbeat is 200
   and online again, and its queued force-switch is delivered.
 - a v4 termination notice whose event the cleanup abandoned (no failover ever ran): one ``interruption_abandoned``
@@ -527,3 +532,30 @@ def test_a_v4_notice_whose_failover_never_ran_is_abandoned_once_and_a_later_noti
     status, again = caller.post(f"/api/agents/{agent_id}/termination-imminent", body)
     assert status == 202 and (again["success"], again["action"]) == (True, "failover_started"), again
     assert again["interruption_id"] != first["interruption_id"] and len(started) == 2, started
+
+
+# --- 5. the coordinator's planned return while v4 runs a switch ---------------------------------------------------
+
+
+@pytest.mark.usefixtures("failover_machine", "fleet_jobs_see_this_test_only")
+def test_no_planned_return_starts_while_v4_runs_the_dashboards_switch_of_its_primary(api, make_tenant):
+    """GIVEN a manual-replica v4 agent fallen back to on-demand with a ready spot standby, and the dashboard's
+    force-switch of its primary handed to v4's poll (v4 is launching the replacement, and runs it to its end) WHEN
+    the replica coordinator runs, the engine saying the standby's pool repays THEN no planned return starts (no
+    event, no hand-over): it would promote the standby and terminate v4's host under its switch, two moves for one
+    (BEFORE: ``returns_started`` 1, the hand-over running beside v4's switch). Once v4 reported its switch, its poll
+    gets nothing and nothing is handed over."""
+    from chalicelib.tables import InterruptionTable
+    from tests.integration.test_return_to_spot import on_demand_agent_with_ready_standby, reconcile
+
+    client_id, caller, agent_id, primary, itype, standby = on_demand_agent_with_ready_standby(make_tenant)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.agent_version.set("4.0.0")])
+    status, queued = caller.post(f"/api/client/instances/{primary}/force-switch",
+                                 {"target": "pool", "pool_id": f"{itype}.us-east-1c"})
+    assert status == 201, queued
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [queued["command"]["id"]], pending
+    done = reconcile(client_id, agent_id)
+    assert not done.get("returns_started"), done
+    assert [e for e in InterruptionTable.query(client_id, consistent_read=True)] == []
+    assert _on(client_id, agent_id) == primary
