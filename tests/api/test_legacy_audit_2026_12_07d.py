@@ -27,14 +27,16 @@ Audited, each test one legacy call sequence as the real client makes it:
   old instance that ended cancelled or timed out, with no switch recorded from that instance since it was queued,
   makes the report the service's switch: recorded and counted (``command_queue.delivered_switch_of``); a second
   report from that instance is still refused.
-- the dashboard's force-switch when the agent is at its bound: 429 ``switch_limit_exceeded``,
-  nothing queued, v4's poll gets nothing (the legacy server had no bound; before this range the command was queued
-  and its report then refused, the switch lost); a force-switch sent again while one is already queued is still
-  201 ``duplicate``; the switch queued before the bound and run after it is recorded.
-- a v4 report nothing commanded at the bound: 429 as before (and a switch command queued but never delivered does
-  not make it commanded).
+- the dashboard's force-switch (and ``issue-switch-command`` naming a target) when the agent is at its bound: HELD as
+  the range meant it (429 ``switch_limit_exceeded``, nothing queued, v4's poll gets nothing; the legacy server had
+  no bound, and before this range the command was queued and its report then refused, the switch lost: now said in
+  docs/legacy-compatibility.md's rows); a force-switch sent again while one is already queued is still 201
+  ``duplicate``; the switch queued before the bound and run after it is recorded.
+- a v4 report nothing commanded at the bound: HELD (429 as before (and a switch command queued but never delivered does
+  not make it commanded)).
 - a deleted v4 agent on an instance the product launched (a failover's replacement), its process restarting there:
-  revived, the row keeping its replica; the cleanup neither tags it an orphan nor terminates it, before or after.
+  HELD (revived, the row keeping its replica; the cleanup neither tags it an orphan nor terminates it, before or
+  after, nor the instance v4's switch launched and tagged ``ManagedBy: SpotOptimizer`` itself).
 - that deleted agent removed by the data cleaner past its retention (the released row of the product's launch kept),
   its v4 process then restarting on the instance (a reboot months later): FIXED. Before, 409 ``instance_replaced`` at
   every restart (the agent gone, the released row of its host read as a replaced instance), so v4 exited for good;
@@ -46,10 +48,11 @@ Audited, each test one legacy call sequence as the real client makes it:
   the hand-over beside v4's switch (its "busy" read only interruption events): the standby promoted and v4's host
   retired under the switch v4 runs to its end, two moves for one. Now an open switch command of the primary makes
   the agent busy: no planned return starts (``replica_coordinator._busy``).
-- the health monitor taking a silent v4 agent offline: one ``agent_status`` notification; v4's next heartbeat is 200
-  and online again, and its queued force-switch is delivered.
-- a v4 termination notice whose event the cleanup abandoned (no failover ever ran): one ``interruption_abandoned``
-  notification and audit event; v4's next notice is answered 202 and starts a failover again.
+- the health monitor taking a silent v4 agent offline (run twice): HELD (one ``agent_status`` notification; v4's next
+  heartbeat is 200 and online again, and its queued force-switch is delivered).
+- a v4 termination notice whose event the cleanup abandoned (no failover ever ran; the cleanup run twice): HELD (one
+  ``interruption_abandoned`` notification and audit event; v4's next notice of the instance after that is 202 and
+  starts a failover again, never a ``duplicate`` of the abandoned one).
 """
 
 from __future__ import annotations
@@ -393,7 +396,8 @@ def test_a_deleted_v4_agent_on_the_products_instances_revived_there_is_never_rea
     """GIVEN a v4 agent (auto-terminate off) on A, an instance the product launched (a failover's replacement: tagged
     as ours, its row naming the replica), whose switch to B kept A running WHEN the dashboard deletes the agent, the
     cleanup runs, B's v4 process restarts (revived), the cleanup runs, A's v4 process restarts (409), the cleanup runs
-    THEN A and B are never tagged as orphans nor terminated: A the client kept, B the revived agent's host."""
+    THEN A and B are never tagged as orphans nor terminated: A the client kept, B (which v4 tagged ``ManagedBy:
+    SpotOptimizer`` itself, without our stage tag) the revived agent's host."""
     from tests.e2e.failover_support import ZONES
     from tests.integration.test_cleanup import launch
 
@@ -409,7 +413,8 @@ def test_a_deleted_v4_agent_on_the_products_instances_revived_there_is_never_rea
     assert caller.post("/api/agents/register", registration(instance_id=ours, **reg))[0] == 200
     InstanceTable(ours).update(actions=[InstanceTable.replica_id.set(replica_id)])  # as a hand-over leaves it
     assert caller.post(f"/api/client/agents/{agent_id}/config", {"auto_terminate_enabled": False})[0] == 200
-    theirs = launch(None)
+    # v4's own replacement, tagged as v4 tags it (``ManagedBy: SpotOptimizer``, the legacy product's tag; no stage)
+    theirs = launch({"Name": "SpotOptimizer-spot", "ManagedBy": "SpotOptimizer", "LogicalAgentId": logical})
     now = datetime.now(timezone.utc)
     report = {"old_instance": {"instance_id": ours, "instance_type": "t3.micro", "region": "us-east-1",
                                "az": ZONES[1], "mode": "spot", "pool_id": f"t3.micro.{ZONES[1]}"},
