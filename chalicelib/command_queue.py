@@ -197,17 +197,34 @@ def complete_switches_of(agent_id: str, instance_id: str, *, message: str, now: 
     return done
 
 
+# How many of an agent's newest commands a switch report refused at the daily bound reads for its ended command.
+_ENDED_SWITCH_LOOKBACK = 5
+
+
 def delivered_switch_of(agent_id: str, instance_id: str) -> bool:
-    """Whether the agent was handed a switch command of ``instance_id`` that is still open and that no switch from
-    ``instance_id`` recorded since it was queued answers: a switch report of that instance then reports the service's
-    own switch (what ``complete_switches_of`` completes). A command answers for one switch: a report that leaves it
-    open (``success: false``) is its switch all the same, and a next report from that instance is not the service's
-    (before walk 22 each was recorded past the daily bound: a client's own delivered command bought any number)."""
-    queued = [cmd.created_at for cmd in bootstrap.command_store().active_for_agent(agent_id, 50)
-              if cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1]
+    """Whether the agent was handed a switch command of ``instance_id`` that no switch from ``instance_id`` recorded
+    since it was queued answers: a switch report of that instance then reports the service's own switch (what
+    ``complete_switches_of`` completes). A command answers for one switch: a report that leaves it open (``success:
+    false``) is its switch all the same, and a next report from that instance is not the service's (before security
+    walk 22 each was recorded past the daily bound: a client's own delivered command bought any number).
+
+    The command is an open one, or one delivered that ended without a result while the agent may still have been
+    running it: its lease ran out and the sweep took it back (pending again), then it was cancelled (superseded once
+    the replacement's agent registered, the agent disabled) or timed out. A legacy agent runs a switch to its end
+    whatever the service does meanwhile (it holds no lease), and never sends a refused report again: the switch would
+    go unrecorded (legacy audit 07d)."""
+    store = bootstrap.command_store()
+
+    def of_instance(cmd: Command) -> bool:
+        return cmd.command_type in SWITCH_TYPES and cmd.instance_id == instance_id and cmd.attempts >= 1
+
+    queued = [cmd.created_at for cmd in store.active_for_agent(agent_id, 50) if of_instance(cmd)]
+    if not queued:
+        queued = [cmd.created_at for cmd in store.history(agent_id, _ENDED_SWITCH_LOOKBACK, consistent=True)
+                  if of_instance(cmd) and cmd.status in (CommandStatus.CANCELLED, CommandStatus.TIMED_OUT)][:1]
     if not queued:
         return False
-    newest = max(queued)  # some open command is unanswered exactly when the newest is
+    newest = max(queued)  # some command is unanswered exactly when the newest is
     # a switch recorded at t began no earlier than t - MAX_REPORT_AGE (its times are placed there)
     return not any(row.old_instance_id == instance_id and row.recorded_at >= newest
                    for row in switches.recent_for_agent(agent_id, newest - MAX_REPORT_AGE, 0))

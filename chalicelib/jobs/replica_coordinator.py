@@ -28,6 +28,7 @@ from collections import Counter
 from datetime import datetime
 
 from components.capacity import CapacityObservation, ObservationKind
+from components.command_tracker import SWITCH_TYPES
 from components.replica_coordinator import (
     ReplicaStatus,
     ReplicaType,
@@ -39,7 +40,7 @@ from components.replica_coordinator import (
 from components.replica_coordinator.planning import GONE_STATES
 from components.sentinel import Signal, SignalKind, SignalSource, ended_by_client, signal_group, signal_key
 
-from chalicelib import decisions, replicas, sentinel, tenancy
+from chalicelib import bootstrap, decisions, replicas, sentinel, tenancy
 from chalicelib.aws import ec2
 from chalicelib.errors import ConflictError
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
@@ -184,10 +185,17 @@ def _observe_lost(replica: ReplicaRecord, view: StandbyView, state_reason: str |
 
 
 def _busy(agent: AgentRecord) -> str | None:
-    """An interruption event of the agent whose workflow may still be running (failover or hand-over)."""
+    """An interruption event of the agent whose workflow may still be running (failover or hand-over), or a switch
+    command of its primary still open (queued or running: a legacy agent runs a switch it was handed to its end,
+    whatever the service does meanwhile, so a hand-over beside it would move the agent twice and terminate the host
+    its switch runs on)."""
     for event in interruptions.for_agent(agent.agent_id, limit=5):
         if event.status in OPEN_EVENT_STATUSES:
             return f"{event.signal_type} {event.interruption_id} is {event.status}"
+    if agent.active_commands != 0:
+        for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
+            if cmd.command_type in SWITCH_TYPES and cmd.instance_id == agent.instance_id:
+                return f"switch command {cmd.command_id} of {agent.instance_id} is {cmd.status.value}"
     return None
 
 

@@ -310,7 +310,7 @@ def register(client: ClientRecord, reg: Registration, now: datetime, *,
             plan = dataclasses.replace(plan, action=RegistrationAction(repeated))
         try:
             _write_registration(client, reg, plan, current, now, types, identity, runs_commands, admission, digest,
-                                launched_for=launched_for)
+                                launched_for=launched_for, known_row=known_row)
         except TransactWriteError as exc:
             codes = cancellation_codes(exc)
             # pynamodb sends a transaction's puts before its updates: the instance row's put follows a new
@@ -341,7 +341,7 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> InstanceT
         return None
     agent_id = _agent_id(client, reg)
     if row.agent_id == agent_id and row.released_at is not None and not row.is_active \
-            and _revives_on_released(get(client.client_id, agent_id), reg.instance_id):
+            and _revives_on_released(get(client.client_id, agent_id), reg.instance_id, row):
         return row
     left = False
     if row.agent_id == agent_id and row.is_active and row.role == "primary":
@@ -354,17 +354,25 @@ def _refuse_known_instance(client: ClientRecord, reg: Registration) -> InstanceT
     return row
 
 
-def _revives_on_released(agent: AgentRecord | None, instance_id: str) -> bool:
+def _revives_on_released(agent: AgentRecord | None, instance_id: str, row: InstanceTable | None = None) -> bool:
     """A deleted agent registering again on the instance it ran on when it was deleted: its delete closed that row
     and released it to the client (``soft_delete``, ``released_at``), but nothing replaced the instance. The agent
     there restarting (systemd after a crash, a reboot) is the legacy agent coming back, which the legacy server
     revived under the same id; a 409 ``instance_replaced`` made it exit on every restart, for good. The kept
-    instances its switches left (also released by the delete) are still refused: the agent had left them."""
-    return agent is not None and agent.deleted and agent.instance_id == instance_id
+    instances its switches left (also released by the delete) are still refused: the agent had left them.
+
+    The agent removed by the data cleaner past its retention (``agent`` None) leaves ``row`` only when the product
+    launched the instance (``_released_launch``: kept so that the cleanup never takes it for an orphan): the row its
+    delete closed as the agent's host (``terminated_at`` and ``released_at`` both the delete's time; a kept instance
+    has no termination time) is registered again as a new agent under that id, as an instance whose row went with
+    the agent is (before: 409 ``instance_replaced`` at every restart, for good)."""
+    if agent is None:
+        return row is not None and row.released_at is not None and row.terminated_at == row.released_at
+    return agent.deleted and agent.instance_id == instance_id
 
 
 def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecord | None, instance_id: str,
-                        proven: bool = False):
+                        proven: bool = False, known_row: InstanceTable | None = None):
     """New, or this client's and not one of this agent's replaced instances or standbys, nor (for another
     instance than the agent's own) one it left by its last switch (``_left_by_switch``): the refusal
     ``_refuse_known_instance`` answers, held by the write itself, so a switch committing after that check
@@ -372,7 +380,7 @@ def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecor
     A ``proven`` registration (a signed identity document) may also take the row of another client whose claim
     was never proven (``unproven_claim``)."""
     replaced = (InstanceTable.is_active == False) | (InstanceTable.role == "standby")  # noqa: E712
-    if _revives_on_released(current, instance_id):  # its own host, released by its delete: not replaced
+    if _revives_on_released(current, instance_id, known_row):  # its own host, released by its delete: not replaced
         replaced = (InstanceTable.role == "standby") | ((InstanceTable.is_active == False)  # noqa: E712
                                                         & InstanceTable.released_at.does_not_exist())
     if current is not None and current.last_switch_at is not None and current.instance_id != instance_id:
@@ -400,7 +408,7 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                         current: AgentRecord | None, now: datetime, types: dict[str, Any] | None = None,
                         identity: dict[str, str] | None = None, runs_commands: bool = True,
                         admission: int | None = None, digest: str | None = None, *,
-                        launched_for: str | None = None) -> None:
+                        launched_for: str | None = None, known_row: InstanceTable | None = None) -> None:
     pool_id = _pool_of(reg)
     fields = dict(
         logical_agent_id=reg.logical_agent_id, status=plan.status.value, liveness=LIVE,
@@ -422,7 +430,8 @@ def _write_registration(client: ClientRecord, reg: Registration, plan: Registrat
                 and current.credential_instance_id != reg.instance_id:
             fields.update(retired_credential_hash=current.credential_hash,
                           retired_credential_instance_id=current.credential_instance_id)
-    instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id, proven=bool(identity))
+    instance_condition = _instance_condition(client, plan.agent_id, current, reg.instance_id, proven=bool(identity),
+                                             known_row=known_row)
     previous = _own_previous_instance(client, plan, reg.instance_id)
     instance = _instance_row(reg, plan.agent_id, now, (identity or {}).get("account_id"))
     ran = _running_row(client, plan.agent_id, current, reg.instance_id)
