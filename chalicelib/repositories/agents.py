@@ -380,7 +380,8 @@ def _instance_condition(client: ClientRecord, agent_id: str, current: AgentRecor
     A ``proven`` registration (a signed identity document) may also take the row of another client whose claim
     was never proven (``unproven_claim``)."""
     replaced = (InstanceTable.is_active == False) | (InstanceTable.role == "standby")  # noqa: E712
-    if _revives_on_released(current, instance_id, known_row):  # its own host, released by its delete: not replaced
+    own_row = known_row if known_row is not None and known_row.agent_id == agent_id else None
+    if _revives_on_released(current, instance_id, own_row):  # its own host, released by its delete: not replaced
         replaced = (InstanceTable.role == "standby") | ((InstanceTable.is_active == False)  # noqa: E712
                                                         & InstanceTable.released_at.does_not_exist())
     if current is not None and current.last_switch_at is not None and current.instance_id != instance_id:
