@@ -36,7 +36,7 @@ from components.pool_id import parse_pool_id
 from chalicelib import bootstrap, quotas
 from chalicelib.clock import MAX_REPORT_AGE
 from chalicelib.errors import ConflictError, InvalidInputError
-from chalicelib.repositories import activity, agents, observations, switches
+from chalicelib.repositories import activity, agents, interruptions, observations, switches
 from chalicelib.repositories.commands import AgentDisabled, ForceSwitchRaced
 from chalicelib.settings import get_settings
 
@@ -105,7 +105,18 @@ class _DeliveryWatch(_TimeoutWatch):
                 else:
                     continue
             kept.append(cmd)
+        if any(_held_in_hand_over(cmd) for cmd in kept) and interruptions.open_for_agent(agent_id) is not None:
+            kept = [cmd for cmd in kept if not _held_in_hand_over(cmd)]
         return kept
+
+
+def _held_in_hand_over(cmd: Command) -> bool:
+    """A switch not delivered yet, held while a failover or hand-over of its agent may still run (an open interruption
+    event): a legacy agent runs a switch it is handed to its end, whatever the workflow does meanwhile, so the two
+    would move the agent twice, the workflow retiring the host the switch runs on. Once the workflow closed, the
+    switch of the instance it replaced is superseded at the next delivery (``deliver``), and one of the instance the
+    agent is still on is delivered. A decision's switch held past ``STALE_DECISION_AGE`` is decided again."""
+    return cmd.status is CommandStatus.PENDING and cmd.command_type in SWITCH_TYPES
 
 
 def deliver_to(agent, now: datetime, instance_id: str | None = None) -> list[Command]:

@@ -50,7 +50,6 @@ from chalicelib.repositories.agents import AgentRecord
 from chalicelib.repositories.replicas import ReplicaRecord
 from chalicelib.settings import get_settings
 
-OPEN_EVENT_STATUSES = ("detected", "handling")  # an interruption event whose workflow may still run
 
 
 def reconcile_agent(agent: AgentRecord, now: datetime) -> Counter:
@@ -189,9 +188,9 @@ def _busy(agent: AgentRecord) -> str | None:
     command of its primary still open (queued or running: a legacy agent runs a switch it was handed to its end,
     whatever the service does meanwhile, so a hand-over beside it would move the agent twice and terminate the host
     its switch runs on)."""
-    for event in interruptions.for_agent(agent.agent_id, limit=5):
-        if event.status in OPEN_EVENT_STATUSES:
-            return f"{event.signal_type} {event.interruption_id} is {event.status}"
+    event = interruptions.open_for_agent(agent.agent_id)
+    if event is not None:
+        return f"{event.signal_type} {event.interruption_id} is {event.status}"
     if agent.active_commands != 0:
         for cmd in bootstrap.command_store().active_for_agent(agent.agent_id, 50):
             if cmd.command_type in SWITCH_TYPES and cmd.instance_id == agent.instance_id:
@@ -261,7 +260,7 @@ def _unfinished_return(agent: AgentRecord, standby: ReplicaRecord, now: datetime
     redelivery of the signal finishes it: ``sentinel._duplicate``). None otherwise: the usual case reads the claim
     and the decision only while a return of this standby is open."""
     for event in interruptions.for_agent(agent.agent_id, limit=5):
-        if (event.status not in OPEN_EVENT_STATUSES or event.signal_type != SignalKind.PLANNED.value
+        if (event.status not in interruptions.OPEN_STATUSES or event.signal_type != SignalKind.PLANNED.value
                 or event.source != SignalSource.COORDINATOR.value or event.replica_id != standby.replica_id
                 or event.instance_id != agent.instance_id):
             continue

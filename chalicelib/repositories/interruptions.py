@@ -182,6 +182,15 @@ def for_agent(agent_id: str, limit: int = 50) -> list[InterruptionTable]:
     return list(InterruptionTable.by_agent.query(agent_id, scan_index_forward=False, limit=limit))
 
 
+OPEN_STATUSES = ("detected", "handling")  # an interruption event whose workflow (failover, hand-over) may still run
+
+
+def open_for_agent(agent_id: str) -> InterruptionTable | None:
+    """The agent's event whose workflow may still be running, among its newest five (an older one is closed or
+    abandoned by the cleanup: events are handled in minutes)."""
+    return next((event for event in for_agent(agent_id, limit=5) if event.status in OPEN_STATUSES), None)
+
+
 def page_for_agent(agent_id: str, limit: int, next_token: str | None) -> Page:
     """An agent's events, newest first (the caller has checked the agent is theirs)."""
     start = decode_token(next_token, partition_attr="agent_id", partition_value=agent_id,

@@ -564,3 +564,29 @@ def test_no_planned_return_starts_while_v4_runs_the_dashboards_switch_of_its_pri
     assert not done.get("returns_started"), done
     assert [e for e in InterruptionTable.query(client_id, consistent_read=True)] == []
     assert _on(client_id, agent_id) == primary
+
+
+# --- 6. the dashboard's switch while a failover of the agent may still run ----------------------------------------
+
+
+def test_a_switch_queued_while_a_failover_may_run_is_held_until_the_event_closes(api, make_tenant, started):
+    """GIVEN v4's termination notice whose failover is running (its event open) and the dashboard's force-switch of
+    the same primary queued meanwhile (201) WHEN v4 polls THEN the switch is not handed to it: v4 would run it to its
+    end beside the failover, two moves for one and the failover retiring the host the switch runs on (BEFORE: handed
+    over at once). Once the event closed (here: the cleanup abandons it, the agent still on that primary) the next
+    poll delivers the switch, the same command."""
+    from tests.e2e.failover_support import register_agent
+
+    client_id, caller, agent_id, primary, _ = register_agent(make_tenant)
+    AgentTable(client_id, agent_id).update(actions=[AgentTable.agent_version.set("4.0.0")])
+    body = {"instance_id": primary, "termination_time": iso(datetime.now(timezone.utc) + timedelta(seconds=110))}
+    status, notice = caller.post(f"/api/agents/{agent_id}/termination-imminent", body)
+    assert status == 202 and notice["action"] == "failover_started", notice
+    status, queued = caller.post(f"/api/client/instances/{primary}/force-switch", {"target": "ondemand"})
+    assert status == 201, queued
+    for _ in range(2):
+        status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+        assert status == 200 and pending["commands"] == [], pending
+    invoke_schedule(api, "cleanup", now=datetime.now(timezone.utc) + timedelta(minutes=31))
+    status, pending = caller.get(f"/api/agents/{agent_id}/pending-commands")
+    assert [c["id"] for c in pending["commands"]] == [queued["command"]["id"]], pending
