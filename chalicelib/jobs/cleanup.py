@@ -4,10 +4,11 @@ An instance tagged ``ManagedBy=SpotOptimizer`` is kept while the instances table
 or while its replica row is active and (still) points at it. Otherwise it is an orphan (launched,
 never attached; or left behind by a closed replica) and is terminated once it is older than the grace
 period, which covers the launch → attach gap. An old primary is kept while its agent has
-auto-terminate off (the customer keeps it). Pre-warmed standbys past their expiry are closed too, and
-interruptions stuck in ``detected`` (no execution running, and their signal's claim over: no redelivery can finish
-them) are resolved as ``abandoned``, and the sparse indexes of a stage upgraded in place are backfilled a slice a run
-(``chalicelib.repositories.sparse_indexes``).
+auto-terminate off (the customer keeps it), and one a recorded switch left while the agent that ran the switch may
+still be terminating it itself after its terminate wait (``_left_to_its_switch``). Pre-warmed standbys past their
+expiry are closed too, and interruptions stuck in ``detected`` (no execution running, and their signal's claim
+over: no redelivery can finish them) are resolved as ``abandoned``, and the sparse indexes of a stage upgraded in
+place are backfilled a slice a run (``chalicelib.repositories.sparse_indexes``).
 Every action is written to the audit log.
 
 Only this stage's instances are looked at (``SpotOptimizerStage`` tag), in every account they may be in:
@@ -27,7 +28,7 @@ from components.sentinel import recorded_group, signal_key
 from chalicelib import replicas
 from chalicelib.aws import accounts, ec2, stepfunctions
 from chalicelib.observability import MetricUnit, logged_job, logger, metrics, publish_metrics
-from chalicelib.repositories import activity, agents, clients, interruptions, sparse_indexes
+from chalicelib.repositories import activity, agents, clients, interruptions, sparse_indexes, switches
 from chalicelib.repositories import replicas as replica_repo
 from chalicelib.settings import get_settings
 from chalicelib.tables import SPARSE_INDEXES
@@ -55,10 +56,10 @@ def managed_regions() -> list[str]:
     return sorted(regions or {get_settings().region})
 
 
-def _owned(info: ec2.InstanceInfo) -> bool:
+def _owned(info: ec2.InstanceInfo, now: datetime) -> bool:
     try:
         row = InstanceTable.get(info.instance_id, consistent_read=True)
-        if row.is_active or row.released_at is not None or _kept_old_primary(row):
+        if row.is_active or row.released_at is not None or _kept_old_primary(row, now):
             return True  # released: its agent's deletion left it running as the client's own (``soft_delete``)
     except InstanceTable.DoesNotExist:
         pass
@@ -69,12 +70,38 @@ def _owned(info: ec2.InstanceInfo) -> bool:
     return False
 
 
-def _kept_old_primary(row: InstanceTable) -> bool:
-    """A replaced primary (never retired by us) whose agent has auto-terminate off: the customer's call."""
-    if row.role != "primary" or row.terminated_at is not None:
+def _kept_old_primary(row: InstanceTable, now: datetime) -> bool:
+    """A replaced primary (never retired by us) whose agent has auto-terminate off: the customer's call; or one its
+    agent's switch left, for as long as that agent may still be terminating it itself (``_left_to_its_switch``)."""
+    if row.role != "primary":
         return False
     agent = agents.get(row.client_id, row.agent_id)
-    return agent is not None and not agent.deleted and not agent.config.get("auto_terminate_enabled")
+    if agent is None or agent.deleted:
+        return False
+    if row.terminated_at is None and not agent.config.get("auto_terminate_enabled"):
+        return True
+    return _left_to_its_switch(row, agent, now)
+
+
+def _left_to_its_switch(row: InstanceTable, agent, now: datetime) -> bool:
+    """The old instance of a switch the agent recorded (its report, or the switch inferred at the replacement's
+    registration, ``api.agents._unreported_switch``: the failover's hand-over records none), within the time the agent
+    that ran the switch may still be terminating it after its terminate wait: the wait drains the customer's
+    connections, and the instance is that agent's to end. A legacy v4 agent (and v3.2, by its own
+    TERMINATE_WAIT_TIME) runs the switch to its end on its command thread: the replacement's agent registers while it
+    still waits for ``running`` or sleeps the wait, and that registration closes the row (``terminated_at`` its own
+    time) before the instance is gone; a switch report may also come before the termination, without its time.
+    Before this, a cleanup run in that window terminated the instance as an orphan, cutting the drain.
+
+    The time is ``AgentTimings.host_gone_s`` of the agent's wait (the configured one: v3.2 and the early 4.0.0 builds
+    wait by their own setting whatever the command's, 300 s by default as ours) counted from the switch's record,
+    which comes after the replacement was launched: the launch's and the termination's own allowances (a minute of
+    slack each) are the margin. Past it the instance is an orphan again: the backstop for an agent that never ended
+    it (a product-launched instance never runs on forever unowned)."""
+    gone = timedelta(seconds=agent.timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0)))
+    since = (row.installed_at or now) - gone  # a switch from it began after it was installed (slack: a skewed clock)
+    return any(s.old_instance_id == row.instance_id and s.recorded_at is not None and now < s.recorded_at + gone
+               for s in switches.of_instance_since(agent.agent_id, row.instance_id, since))
 
 
 def orphans(region: str, now: datetime, *, account: accounts.AwsAccount | None = None,
@@ -82,7 +109,7 @@ def orphans(region: str, now: datetime, *, account: accounts.AwsAccount | None =
     """This stage's tagged instances (of ``client_id`` if given) in ``account`` nobody owns, past the grace."""
     grace = timedelta(seconds=get_settings().orphan_grace_s)
     return [i for i in ec2.managed_instances(region, account=account, client_id=client_id)
-            if (i.launch_time is None or now - i.launch_time >= grace) and not _owned(i)]
+            if (i.launch_time is None or now - i.launch_time >= grace) and not _owned(i, now)]
 
 
 def scopes() -> list[tuple[accounts.AwsAccount | None, str | None]]:
