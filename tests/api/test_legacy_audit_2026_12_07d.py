@@ -82,6 +82,7 @@ from tests.integration.test_data_cleaner import unbounded  # noqa: F401 - the fi
 T0 = datetime.now(timezone.utc).replace(hour=10, minute=0, second=0, microsecond=0)
 
 
+
 @pytest.fixture
 def clock(monkeypatch):
     """Set the agent routes' clock and the scheduled jobs' to ``when``."""
@@ -140,6 +141,20 @@ def _recorded(client_id: str, agent_id: str) -> list[tuple[str, str]]:
 
 def _on(client_id: str, agent_id: str) -> str:
     return AgentTable.get(client_id, agent_id, consistent_read=True).instance_id
+
+
+def _taken_back_at_the_bound(api, make_tenant, clock):
+    """v4 on A (auto-terminate off) at its bound, running a decision's switch whose lease ran out, taken back by the
+    health monitor's sweep: (client, caller, agent, logical id, A, B, the bound, the command, the sweep's time)."""
+    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
+    clock(T0)
+    cap = _at_the_bound(client_id, agent_id, T0)
+    cmd = _decision_switch(client_id, agent_id, T0)
+    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
+    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
+    clock(later)
+    invoke_schedule(api, "health-monitor", now=later)
+    return client_id, caller, agent_id, logical, old, new, cap, cmd, later
 
 
 def _executed(caller, agent_id: str, command_id: str):
@@ -231,14 +246,7 @@ def test_a_commanded_switch_whose_lease_the_sweep_took_back_is_recorded_at_the_b
     report (a very slow AWS call) and the health monitor's sweep takes it back, then v4 reports and posts its
     result THEN the report is 200 and recorded (the command was delivered: the service's switch), the result
     accepted, and no later poll delivers the switch again."""
-    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
-    clock(T0)
-    _at_the_bound(client_id, agent_id, T0)
-    cmd = _decision_switch(client_id, agent_id, T0)
-    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
-    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
-    clock(later)
-    invoke_schedule(api, "health-monitor", now=later)
+    client_id, caller, agent_id, logical, old, new, _, cmd, later = _taken_back_at_the_bound(api, make_tenant, clock)
     taken_back = bootstrap.command_store().get(agent_id, cmd.command_id)
     assert (taken_back.status, taken_back.attempts) == (CommandStatus.PENDING, 1), taken_back
     status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new, later))
@@ -282,14 +290,7 @@ def test_a_commanded_switch_taken_back_and_superseded_before_v4s_report_is_still
     the service commanded that switch and delivered it (BEFORE: 429 ``switch_limit_exceeded``, which v4 never sends
     again, and B's registration had nothing to infer it from: the switch A → B was never recorded); one switch,
     the agent on B, the result accepted, nothing delivered again."""
-    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
-    clock(T0)
-    cap = _at_the_bound(client_id, agent_id, T0)
-    cmd = _decision_switch(client_id, agent_id, T0)
-    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
-    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
-    clock(later)
-    invoke_schedule(api, "health-monitor", now=later)
+    client_id, caller, agent_id, logical, old, new, cap, cmd, later = _taken_back_at_the_bound(api, make_tenant, clock)
     status, reply = caller.post("/api/agents/register", v4_registration(new, logical, "eu-west-1b"))
     assert status == 200 and reply["agent_id"] == agent_id, reply
     assert caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"] == []
@@ -314,14 +315,7 @@ def test_a_commanded_switch_taken_back_then_cancelled_by_the_dashboards_disable_
     """GIVEN v4 on A at its bound running a decision's switch whose lease ran out (taken back by the sweep) WHEN the
     dashboard disables the agent (the switch, pending again, cancelled) and v4 then reports THEN 200, recorded (BEFORE:
     429, the switch lost), the result accepted late."""
-    client_id, caller, agent_id, logical, old, new = _registered_keeping_instances(make_tenant)
-    clock(T0)
-    _at_the_bound(client_id, agent_id, T0)
-    cmd = _decision_switch(client_id, agent_id, T0)
-    [leased] = caller.get(f"/api/agents/{agent_id}/pending-commands")[1]["commands"]
-    later = utc(leased["lease_expires_at"]) + timedelta(seconds=30)
-    clock(later)
-    invoke_schedule(api, "health-monitor", now=later)
+    client_id, caller, agent_id, logical, old, new, _, cmd, later = _taken_back_at_the_bound(api, make_tenant, clock)
     assert caller.post(f"/api/client/agents/{agent_id}/toggle-enabled", {"enabled": False})[0] == 200
     assert bootstrap.command_store().get(agent_id, cmd.command_id).status is CommandStatus.CANCELLED
     status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _v4_report(old, new, later))
