@@ -78,12 +78,13 @@ def _kept_old_primary(row: InstanceTable, now: datetime) -> bool:
     agent = agents.get(row.client_id, row.agent_id)
     if agent is None or agent.deleted:
         return False
-    if row.terminated_at is None and not agent.config.get("auto_terminate_enabled"):
+    keeps = not agent.config.get("auto_terminate_enabled")
+    if keeps and row.terminated_at is None:
         return True
-    return _left_to_its_switch(row, agent, now)
+    return _left_to_its_switch(row, agent, now, for_good=keeps)
 
 
-def _left_to_its_switch(row: InstanceTable, agent, now: datetime) -> bool:
+def _left_to_its_switch(row: InstanceTable, agent, now: datetime, *, for_good: bool = False) -> bool:
     """The old instance of a switch the agent recorded (its report, or the switch inferred at the replacement's
     registration, ``api.agents._unreported_switch``: the failover's hand-over records none), within the time the agent
     that ran the switch may still be terminating it after its terminate wait: the wait drains the customer's
@@ -97,10 +98,14 @@ def _left_to_its_switch(row: InstanceTable, agent, now: datetime) -> bool:
     wait by their own setting whatever the command's, 300 s by default as ours) counted from the switch's record,
     which comes after the replacement was launched: the launch's and the termination's own allowances (a minute of
     slack each) are the margin. Past it the instance is an orphan again: the backstop for an agent that never ended
-    it (a product-launched instance never runs on forever unowned)."""
+    it (a product-launched instance never runs on forever unowned). ``for_good`` (the agent has auto-terminate off):
+    the instance its switch left is the customer's to keep, however long — the registration that closed its row first
+    only guessed a termination time (before, it was reaped at the end of the wait, or at once before the wait was
+    kept)."""
     gone = timedelta(seconds=agent.timings.host_gone_s(int(agent.config.get("terminate_wait_seconds") or 0)))
     since = (row.installed_at or now) - gone  # a switch from it began after it was installed (slack: a skewed clock)
-    return any(s.old_instance_id == row.instance_id and s.recorded_at is not None and now < s.recorded_at + gone
+    return any(s.old_instance_id == row.instance_id and s.recorded_at is not None
+               and (for_good or now < s.recorded_at + gone)
                for s in switches.of_instance_since(agent.agent_id, row.instance_id, since))
 
 

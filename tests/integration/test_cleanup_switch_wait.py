@@ -183,6 +183,31 @@ def test_v32_told_to_keep_p_by_our_setting_still_gets_its_own_wait(api, make_ten
     _kept_through(api, primary, _in_the_wait(switched, LEGACY_AGENT.host_gone_s(WAIT_S)))
 
 
+def test_v4_keeping_p_under_auto_terminate_off_keeps_it_after_the_wait_too(api, make_tenant, clock):
+    """GIVEN v4 on P with auto-terminate off (the customer keeps the old instance), running the client's force-switch
+    WHEN N's v4 registers before the old one's report (the switch inferred, P's row closed with the registration's
+    time: a guess), the report comes (no termination: v4 keeps P), and the cleanup runs long after any wait THEN P
+    keeps running, never tagged an orphan (before: terminated at the end of the wait, or by the first run before the
+    wait was kept): under auto-terminate off the instance a switch left is the customer's."""
+    client_id, caller, agent_id, logical, primary = _on_the_products_instance(make_tenant, "v4", auto_terminate=False)
+    delivered = _switch_delivered(caller, client_id, agent_id, primary, "force-switch", "v4")
+    switched = datetime.now(UTC) + timedelta(minutes=20)
+    clock(switched)
+    new = _replacement()
+    status, reply = caller.post("/api/agents/register", _body("v4", new, logical, ZONES[2], "spot"))
+    assert status == 200 and reply["agent_id"] == agent_id, reply
+    assert agent_repo.instance_row(primary).terminated_at is not None  # the registration's guess
+    reported = switched + timedelta(seconds=30)
+    clock(reported)
+    status, reply = caller.post(f"/api/agents/{agent_id}/switch-report", _report(primary, new, reported))
+    assert status == 200, reply
+    assert bootstrap.command_store().get(agent_id, delivered["id"]).status is CommandStatus.COMPLETED
+
+    gone_s = LEGACY_AGENT.host_gone_s(WAIT_S)
+    _kept_through(api, primary, [*_in_the_wait(switched, gone_s), switched + timedelta(seconds=gone_s + 60),
+                                 switched + timedelta(hours=6)])
+
+
 def test_our_agents_report_retried_after_the_replacements_registration_leaves_p_to_its_wait(
         api, make_tenant, clock):
     """GIVEN our agent on P under auto-terminate (300 s wait), its switch to N done WHEN N's agent registers before the
