@@ -74,7 +74,12 @@ from chalicelib.tables.switches import SwitchTable
 from components.command_tracker.model import CommandStatus
 from tests.api._support import assert_error, diff_snapshots, iso, snapshot_tables, utc
 from tests.api.test_legacy_v3_bodies import v3_registration
-from tests.api.test_legacy_v4_bodies import _registered_keeping_instances, v4_heartbeat, v4_registration
+from tests.api.test_legacy_v4_bodies import (
+    _registered_keeping_instances,
+    v4_heartbeat,
+    v4_registration,
+    v4_switch_body,
+)
 from tests.conftest import invoke_schedule, new_instance_id, registration
 from tests.integration.test_data_cleaner import unbounded  # noqa: F401 - the fixture
 
@@ -124,14 +129,7 @@ def _v4_report(old: str, new: str, when: datetime, *, terminated: bool = False) 
               "traffic_switched_at": iso(when - timedelta(seconds=98))}
     if terminated:
         timing["old_instance_terminated_at"] = iso(when)
-    return {"old_instance": {"instance_id": old, "instance_type": "m5.large", "region": "eu-west-1",
-                             "az": "eu-west-1a", "ami_id": "ami-12345678", "mode": "spot",
-                             "pool_id": "m5.large.eu-west-1a"},
-            "new_instance": {"instance_id": new, "instance_type": "m5.large", "region": "eu-west-1",
-                             "az": "eu-west-1b", "ami_id": "ami-12345678", "mode": "spot",
-                             "pool_id": "m5.large.eu-west-1b"},
-            "snapshot": {"used": False}, "prices": {"on_demand": 0.107, "old_spot": 0.04, "new_spot": 0.031},
-            "timing": timing, "trigger": "model"}
+    return {**v4_switch_body(old, new, timing), "trigger": "model"}
 
 
 def _recorded(client_id: str, agent_id: str) -> list[tuple[str, str]]:
